@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# dragoman developer entry point.
+#
+#   ./dev.sh demo     set up (venv, deps, model weights) and run the demo conversation
+#   ./dev.sh test     set up and run every check and test (what CI runs)
+#   ./dev.sh setup    only set up: .venv with the locked dependencies + model weights
+#   ./dev.sh gen      regenerate the protobuf stubs from proto/
+#
+# Set-up is idempotent: a second run only checks what is there.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+UV_VERSION=0.13.9
+PY=${PYTHON:-python3}
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+setup_python() {
+  if [ ! -x .venv/bin/python ]; then
+    "$PY" -c 'import sys; assert (3, 11) <= sys.version_info[:2] < (3, 13), sys.version' 2>/dev/null || {
+      echo "dragoman needs Python 3.11 or 3.12 (found: $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+      exit 1
+    }
+    log "creating .venv"
+    "$PY" -m venv .venv || { echo "python venv failed: on Debian, apt-get install python3-venv" >&2; exit 1; }
+  fi
+  if [ ! -x .venv/bin/uv ] || [ "$(.venv/bin/uv --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+    log "installing uv $UV_VERSION"
+    .venv/bin/python -m pip install -q "uv==$UV_VERSION"
+  fi
+  log "installing locked dependencies (uv.lock)"
+  # --inexact keeps uv and pip themselves, which live in the same venv.
+  UV_PROJECT_ENVIRONMENT=.venv .venv/bin/uv sync --frozen --inexact --python .venv/bin/python "$@"
+}
+
+setup_models() {
+  log "model weights"
+  .venv/bin/dragoman models install
+}
+
+setup_apt() {
+  # Apertium serves English<->Spanish; optional (the default demo pairs English with Portuguese).
+  command -v apertium >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing apertium (English<->Spanish MT) from Debian"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q apertium apertium-eng-spa
+  else
+    echo "note: apertium not installed; English<->Spanish needs: apt-get install apertium apertium-eng-spa" >&2
+  fi
+}
+
+setup_node() {
+  log "node tools (buf)"
+  npm ci --no-audit --no-fund --loglevel=error
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  setup)
+    setup_python; setup_apt; setup_models ;;
+  demo)
+    setup_python --no-dev; setup_apt; setup_models
+    exec .venv/bin/dragoman demo "$@" ;;
+  test)
+    setup_python; setup_apt; setup_models; setup_node
+    log "generated stubs in sync with proto/"
+    .venv/bin/python scripts/genproto.py --check 2>/dev/null
+    log "buf lint"
+    npx --no-install buf lint
+    log "ruff"
+    .venv/bin/ruff check .
+    log "pytest"
+    set +e
+    .venv/bin/pytest "$@"
+    rc=$?
+    set -e
+    if [ $rc -eq 5 ]; then
+      echo "pytest collected no tests: that is a failure here" >&2
+      exit 1
+    fi
+    exit $rc ;;
+  gen)
+    .venv/bin/python scripts/genproto.py ;;
+  *)
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2 ;;
+esac

@@ -1,0 +1,258 @@
+"""The `dragoman` command.
+
+    dragoman models install        fetch and assemble model weights (sha256-checked)
+    dragoman up                    run the whole mesh on this machine
+    dragoman demo                  a two-person demo conversation through the mesh
+    dragoman transcribe AUDIO      speech to text with a running stt service
+    dragoman translate ...         text translation with a running mt service
+    dragoman synthesize ...        text to speech with a running tts service
+    dragoman config                print the effective settings
+
+Service addresses come from DRAGOMAN_ADDRESSES_<SERVICE> (or the TOML file in
+DRAGOMAN_CONFIG), or the --stt/--mt/--tts/--gateway flags, so the clients
+work against a remote deployment as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from dragoman import audio, config, rpc
+from dragoman.errors import DragomanError
+
+EXAMPLES = """examples:
+  dragoman models install && dragoman demo
+  dragoman up &                      # then, in another shell:
+  dragoman transcribe speech.ogg --language en
+  echo "Where is the station?" | dragoman translate --source en --target pt -
+  dragoman synthesize --language es "Buenos días" -o hola.wav
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dragoman", description="Real-time two-way speech translation over gRPC.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $DRAGOMAN_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = sub.add_parser("models", help="install, list and verify model weights")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    inst = msub.add_parser("install", help="download, assemble and verify models (idempotent)")
+    inst.add_argument("names", nargs="*", help="models to install (default: all of the embedded default)")
+    inst.add_argument("--dir", help="model directory (default: settings models_dir)")
+    inst.add_argument("--force", action="store_true", help="reinstall even if installed")
+    lst = msub.add_parser("list", help="show the catalogue and what is installed")
+    lst.add_argument("--dir", help="model directory")
+    ver = msub.add_parser("verify", help="re-hash installed models against their sha256")
+    ver.add_argument("names", nargs="*", help="models to verify (default: all installed)")
+    ver.add_argument("--dir", help="model directory")
+
+    up = sub.add_parser("up", help="run the whole mesh (one process per service) until Ctrl-C")
+    up.add_argument("--log-dir", default="", help="service logs (default: a temporary directory)")
+
+    demo = sub.add_parser("demo", help="two simulated people talk through the mesh")
+    demo.add_argument("--partner-language", choices=["pt", "es"], default="pt",
+                      help="language Bruno speaks (Alice speaks English); default pt")
+    demo.add_argument("--out", default="dragoman-demo", help="where to write the WAV files")
+    demo.add_argument("--gateway", help="use a running mesh at this address instead of starting one")
+    demo.add_argument("--log-dir", default="", help="service logs when the demo starts the mesh")
+
+    tr = sub.add_parser("transcribe", help="print the transcript of an audio file (any common format)")
+    tr.add_argument("audio", help="audio file (wav, ogg, mp3, flac, ...)")
+    tr.add_argument("--language", default="", help="BCP-47 language; default: detect")
+    tr.add_argument("--stt", help="stt service address")
+    tr.add_argument("--partials", action="store_true", help="also print partial results (to stderr)")
+
+    tl = sub.add_parser("translate", help="translate text, one line in, one line out")
+    tl.add_argument("--source", required=True, help="BCP-47 source language, e.g. en")
+    tl.add_argument("--target", required=True, help="BCP-47 target language, e.g. pt")
+    tl.add_argument("text", nargs="?", default="-", help="text, or - to read lines from stdin (default)")
+    tl.add_argument("--mt", help="mt service address")
+
+    sy = sub.add_parser("synthesize", help="speak text into a WAV file")
+    sy.add_argument("text", help="text to speak")
+    sy.add_argument("--language", required=True, help="BCP-47 language of the text")
+    sy.add_argument("--voice", default="", help="voice name (default: the language's default)")
+    sy.add_argument("--rate", type=int, default=0, help="output sample rate (default: the voice's)")
+    sy.add_argument("-o", "--output", required=True, help="WAV file to write")
+    sy.add_argument("--tts", help="tts service address")
+
+    sub.add_parser("config", help="print the effective settings as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = config.load(args.config)
+        return asyncio.run(_dispatch(args, settings))
+    except KeyboardInterrupt:
+        return 130
+    except grpc.aio.AioRpcError as e:
+        print(f"dragoman: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    except (DragomanError, OSError, TimeoutError, RuntimeError) as e:
+        print(f"dragoman: error: {e}", file=sys.stderr)
+        return 1
+
+
+async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
+    if args.command == "models":
+        return _models(args, settings)
+    if args.command == "up":
+        return await _up(args, settings)
+    if args.command == "demo":
+        return await _demo(args, settings)
+    if args.command == "transcribe":
+        return await _transcribe(args, settings)
+    if args.command == "translate":
+        return await _translate(args, settings)
+    if args.command == "synthesize":
+        return await _synthesize(args, settings)
+    print(json.dumps(config.describe(settings), indent=2))
+    return 0
+
+
+def _models(args: argparse.Namespace, settings: config.Settings) -> int:
+    from dragoman import models
+
+    models_dir = Path(args.dir or settings.models_dir)
+    if args.models_command == "install":
+        models.install(models_dir, args.names, force=args.force)
+        return 0
+    if args.models_command == "verify":
+        problems = models.verify(models_dir, args.names)
+        return 1 if any(problems.values()) else 0
+    print(models.table(models_dir))
+    return 0
+
+
+def _log_dir(arg: str) -> Path:
+    return Path(arg) if arg else Path(tempfile.mkdtemp(prefix="dragoman-logs-"))
+
+
+@contextlib.asynccontextmanager
+async def _mesh(settings: config.Settings, log_dir: Path) -> AsyncIterator[object]:
+    from dragoman import models
+    from dragoman.mesh import Mesh
+
+    for name in models.CATALOGUE:
+        models.require(settings.models_dir, name)
+    mesh = Mesh(settings, log_dir)
+    print(f"starting the mesh (logs in {log_dir}) …", flush=True)
+    t0 = time.monotonic()
+    await mesh.start()
+    for proc in mesh.processes:
+        print(f"  {proc.name:<8} {proc.address}", flush=True)
+    print(f"ready ({time.monotonic() - t0:.1f} s)", flush=True)
+    try:
+        yield mesh
+    finally:
+        await mesh.stop()
+
+
+async def _up(args: argparse.Namespace, settings: config.Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with _mesh(settings, _log_dir(args.log_dir)) as mesh:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            failed = mesh.failed()  # type: ignore[attr-defined]
+            if failed is not None:
+                print(f"{failed.name} exited with code {failed.popen.returncode}; "
+                      f"see {failed.log_path}", file=sys.stderr)
+                return 1
+        print("stopping …", flush=True)
+    return 0
+
+
+async def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
+    from dragoman import demo
+
+    out = Path(args.out)
+    if args.gateway:
+        await demo.run(args.gateway, out, args.partner_language)
+        return 0
+    async with _mesh(settings, _log_dir(args.log_dir)):
+        await demo.run(settings.addresses.gateway, out, args.partner_language)
+    return 0
+
+
+async def _transcribe(args: argparse.Namespace, settings: config.Settings) -> int:
+    from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
+
+    samples = audio.decode_file(args.audio, audio.STT_RATE_HZ)
+    pcm = audio.float_to_pcm16(samples)
+
+    async def requests() -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
+        yield stt_pb2.StreamingRecognizeRequest(config=stt_pb2.StreamingRecognitionConfig(
+            language_code=args.language, encoding=stt_pb2.AUDIO_ENCODING_LINEAR16,
+            sample_rate_hertz=audio.STT_RATE_HZ, interim_results=args.partials))
+        for chunk in audio.chunks(pcm, audio.STT_RATE_HZ, 100):
+            yield stt_pb2.StreamingRecognizeRequest(audio=chunk)
+
+    finals = []
+    async with rpc.channel(args.stt or settings.addresses.stt) as ch:
+        async for response in stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(requests()):
+            if not response.HasField("result"):
+                continue
+            r = response.result
+            if r.is_final and r.transcript.strip():
+                finals.append(r.transcript.strip())
+            elif args.partials:
+                print(f"… {r.transcript}", file=sys.stderr)
+    print(" ".join(finals))
+    return 0
+
+
+async def _translate(args: argparse.Namespace, settings: config.Settings) -> int:
+    from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
+
+    lines = sys.stdin if args.text == "-" else [args.text]
+    async with rpc.channel(args.mt or settings.addresses.mt) as ch:
+        stub = mt_pb2_grpc.TranslationServiceStub(ch)
+        for line in lines:
+            text = line.rstrip("\n")
+            if not text.strip():
+                print()
+                continue
+            reply = await stub.Translate(mt_pb2.TranslateRequest(
+                source_language_code=args.source, target_language_code=args.target, segments=[text]))
+            print(reply.translations[0].text, flush=True)
+    return 0
+
+
+async def _synthesize(args: argparse.Namespace, settings: config.Settings) -> int:
+    from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
+
+    parts, rate = [], 0
+    async with rpc.channel(args.tts or settings.addresses.tts) as ch:
+        request = tts_pb2.SynthesizeRequest(
+            text=args.text, language_code=args.language, voice=args.voice,
+            sample_rate_hertz=args.rate, encoding=tts_pb2.AUDIO_ENCODING_LINEAR16)
+        async for chunk in tts_pb2_grpc.TextToSpeechServiceStub(ch).Synthesize(request):
+            parts.append(chunk.audio)
+            rate = chunk.sample_rate_hertz
+    path = audio.write_wav(args.output, b"".join(parts), rate)
+    seconds = sum(map(len, parts)) / 2 / max(rate, 1)
+    print(f"wrote {path} ({seconds:.1f} s at {rate} Hz)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""A small asyncio client of the public API, for integrators, the demo and tests.
+
+    async with Client("127.0.0.1:50051") as c:
+        await c.register("alice", "alice@example.org", "correct horse", "en")
+        session = await c.create_session("en")
+        call = c.converse(requests)       # requests: async iterator of ConverseRequest
+        async for response in call: ...
+
+`speak()` turns PCM16 into paced `ConverseRequest` audio messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from types import TracebackType
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from dragoman import audio, rpc
+from dragoman.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    conversation_pb2,
+    conversation_pb2_grpc,
+    sessions_pb2,
+    sessions_pb2_grpc,
+)
+
+
+class Client:
+    """Public API client holding the caller's tokens."""
+
+    def __init__(self, address: str, *, channel: grpc.aio.Channel | None = None) -> None:
+        self.address = address
+        self.channel = channel or grpc.aio.insecure_channel(address, options=rpc.CHANNEL_OPTIONS)
+        self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
+        self.sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
+        self.conversation = conversation_pb2_grpc.ConversationServiceStub(self.channel)
+        self.user_id = ""
+        self.tokens = auth_pb2.TokenPair()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.channel.close()
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.tokens.access_token}"),)
+
+    async def register(self, username: str, email: str, password: str, language: str) -> str:
+        reply = await self.auth.Register(auth_pb2.RegisterRequest(
+            username=username, email=email, password=password, preferred_language_code=language))
+        self.user_id, self.tokens = reply.user_id, reply.tokens
+        return self.user_id
+
+    async def login(self, username: str, password: str) -> str:
+        reply = await self.auth.Login(auth_pb2.LoginRequest(username=username, password=password))
+        self.user_id, self.tokens = reply.user_id, reply.tokens
+        return self.user_id
+
+    async def create_session(self, language: str, voice: str = "") -> sessions_pb2.Session:
+        reply = await self.sessions.CreateSession(
+            sessions_pb2.CreateSessionRequest(language_code=language, voice=voice),
+            metadata=self.metadata)
+        return reply.session
+
+    async def join_session(self, code: str, language: str, voice: str = "") -> sessions_pb2.Session:
+        reply = await self.sessions.JoinSession(
+            sessions_pb2.JoinSessionRequest(code=code, language_code=language, voice=voice),
+            metadata=self.metadata)
+        return reply.session
+
+    async def end_session(self, session_id: str) -> sessions_pb2.EndSessionResponse:
+        return await self.sessions.EndSession(
+            sessions_pb2.EndSessionRequest(session_id=session_id), metadata=self.metadata)
+
+    def converse(
+        self, requests: AsyncIterable[conversation_pb2.ConverseRequest]
+    ) -> grpc.aio.StreamStreamCall:
+        return self.conversation.Converse(requests, metadata=self.metadata)
+
+
+def join_request(
+    session_id: str, rate_hz: int = audio.STT_RATE_HZ, output_rate_hz: int = 0,
+    resume_after: int = 0,
+) -> conversation_pb2.ConverseRequest:
+    return conversation_pb2.ConverseRequest(join=conversation_pb2.JoinConversation(
+        session_id=session_id, encoding=conversation_pb2.AUDIO_ENCODING_LINEAR16,
+        sample_rate_hertz=rate_hz, output_sample_rate_hertz=output_rate_hz,
+        resume_after_sequence=resume_after,
+    ))
+
+
+async def speak(
+    pcm16: bytes, rate_hz: int, *, first_sequence: int = 1, chunk_ms: int = 100,
+    realtime: bool = True,
+) -> AsyncIterator[conversation_pb2.ConverseRequest]:
+    """Audio messages of `chunk_ms`, paced at real time unless `realtime` is False."""
+    start = time.monotonic()
+    for i, data in enumerate(audio.chunks(pcm16, rate_hz, chunk_ms)):
+        if realtime:
+            await asyncio.sleep(max(0.0, start + i * chunk_ms / 1000 - time.monotonic()))
+        ts = Timestamp()
+        ts.GetCurrentTime()
+        yield conversation_pb2.ConverseRequest(audio=conversation_pb2.AudioChunk(
+            data=data, sequence=first_sequence + i, capture_time=ts))

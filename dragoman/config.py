@@ -1,0 +1,194 @@
+"""Settings: one typed object, from defaults, a TOML file and DRAGOMAN_* env vars.
+
+Precedence, lowest first: the defaults below, the TOML file named by
+DRAGOMAN_CONFIG (sections `[stt]`, `[mt]`, ...; top-level keys for the
+general settings), then environment variables. An environment variable is
+`DRAGOMAN_<SECTION>_<FIELD>` for section fields (e.g. DRAGOMAN_STT_BEAM_SIZE)
+and `DRAGOMAN_<FIELD>` for general ones (e.g. DRAGOMAN_MODELS_DIR).
+Every field is documented where it is declared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dragoman.errors import InvalidArgument
+
+
+def _default_models_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "dragoman" / "models")
+
+
+@dataclass(frozen=True, slots=True)
+class Addresses:
+    """host:port of each service; clients and `dragoman up` read the same values."""
+
+    gateway: str = "127.0.0.1:50051"
+    session: str = "127.0.0.1:50052"
+    stt: str = "127.0.0.1:50053"
+    mt: str = "127.0.0.1:50054"
+    tts: str = "127.0.0.1:50055"
+
+
+@dataclass(frozen=True, slots=True)
+class SttSettings:
+    """Speech recognition (stt_svc)."""
+
+    engine: str = "whisper"
+    """`whisper` (faster-whisper in process) or `fake` (plumbing tests only)."""
+    model: str = "whisper-base"
+    """Model for every language without an entry in `model_by_language`."""
+    english_model: str = "whisper-tiny.en"
+    """Model for English ("" to use `model`): tiny.en is twice as fast on CPU."""
+    beam_size: int = 1
+    """Beam width; 1 (greedy) keeps the end-of-speech to final time low."""
+    cpu_threads: int = 2
+    """Threads CTranslate2 uses per decode."""
+    endpoint_silence_ms: int = 300
+    """Default trailing silence that ends an utterance."""
+    partial_interval_ms: int = 600
+    """How often an utterance in progress is decoded for partial results."""
+    max_utterance_s: float = 15.0
+    """An utterance longer than this is cut and finalised."""
+    max_streams: int = 16
+    """Concurrent streams; more get RESOURCE_EXHAUSTED."""
+    idle_timeout_s: float = 10.0
+    """A stream that sends nothing for this long is closed (partial flushed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MtSettings:
+    """Text translation (mt_svc)."""
+
+    engines: str = "bergamot,apertium"
+    """Engines to load, in order of preference: bergamot, apertium, fake."""
+    max_segments: int = 64
+    """Most segments in one Translate call."""
+    max_segment_chars: int = 2000
+    """Longest segment accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class TtsSettings:
+    """Speech synthesis (tts_svc)."""
+
+    engines: str = "piper,kokoro"
+    """Engines to load, in order of preference per language: piper, kokoro, fake."""
+    max_text_chars: int = 5000
+    """Longest text accepted."""
+    cpu_threads: int = 2
+    """Threads ONNX Runtime uses per synthesis."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Authentication (gateway)."""
+
+    jwt_secret: str = ""
+    """HMAC key for access tokens. Empty: a random key per process (dev only)."""
+    access_token_ttl_s: int = 900
+    """Access token lifetime (15 min)."""
+    refresh_token_ttl_s: int = 7 * 24 * 3600
+    """Refresh token lifetime (7 days)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """Sessions and the per-speaker pipeline (session_svc)."""
+
+    code_ttl_s: int = 600
+    """How long a pairing code stays valid while the session waits."""
+    event_buffer: int = 2048
+    """Events kept per participant for resumption after a reconnect."""
+    heartbeat_interval_s: float = 15.0
+    """Server heartbeat period on idle streams."""
+    downstream_timeout_s: float = 30.0
+    """Deadline of a call to stt/mt/tts for one utterance."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable, grouped by service."""
+
+    models_dir: str = field(default_factory=_default_models_dir)
+    """Where `dragoman models install` puts weights and services read them."""
+    grace_period_s: float = 10.0
+    """On SIGTERM, how long in-flight calls get to finish."""
+    addresses: Addresses = field(default_factory=Addresses)
+    stt: SttSettings = field(default_factory=SttSettings)
+    mt: MtSettings = field(default_factory=MtSettings)
+    tts: TtsSettings = field(default_factory=TtsSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise InvalidArgument(f"setting {name}: expected a boolean, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"setting {name}: expected {kind.__name__}, got {value!r}"
+        ) from None
+
+
+def _build(cls: type, table: dict[str, Any], env: dict[str, str], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in known:
+            raise InvalidArgument(f"unknown setting {prefix.lower()}{key}")
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            sub = table.get(f.name, {})
+            if not isinstance(sub, dict):
+                raise InvalidArgument(f"setting [{f.name}] must be a table")
+            kwargs[f.name] = _build(kind, sub, env, f"{prefix}{f.name.upper()}_")
+            continue
+        env_name = f"DRAGOMAN_{prefix}{f.name.upper()}"
+        if env_name in env:
+            kwargs[f.name] = _coerce(env[env_name], kind, env_name)
+        elif f.name in table:
+            kwargs[f.name] = _coerce(table[f.name], kind, f"{prefix.lower()}{f.name}")
+    return cls(**kwargs)
+
+
+def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Reads the settings. `path` defaults to $DRAGOMAN_CONFIG when set."""
+    env = dict(os.environ if env is None else env)
+    path = path or env.get("DRAGOMAN_CONFIG")
+    table: dict[str, Any] = {}
+    if path:
+        try:
+            table = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise InvalidArgument(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidArgument(f"config file {path}: {e}") from None
+    return _build(Settings, table, env, "")
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """Settings as a plain dict (secrets masked), for `dragoman config`."""
+    out = dataclasses.asdict(settings)
+    if out["auth"]["jwt_secret"]:
+        out["auth"]["jwt_secret"] = "***"
+    return out
+

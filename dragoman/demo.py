@@ -1,0 +1,207 @@
+"""`dragoman demo`: two simulated people talk through the whole mesh.
+
+Alice speaks English, Bruno Portuguese (or Spanish). Each "speaks" real
+recorded utterances (FLEURS, CC BY 4.0, shipped in dragoman/demo_data) at
+real-time pace through the public API, exactly as a native client would:
+register, create a session / join with the 6-digit code, Converse. The
+terminal shows each partial and final transcript, its translation and the
+per-utterance latency; the translated speech each one hears is written as WAV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from dragoman import audio
+from dragoman.client import Client, join_request, speak
+from dragoman.v1 import conversation_pb2 as pb
+
+DEMO_DATA = Path(__file__).parent / "demo_data"
+RATE_HZ = audio.STT_RATE_HZ
+SCRIPTS = {  # who says what, in turn order
+    "en": ["fleurs-en-004.ogg", "fleurs-en-003.ogg"],
+    "pt": ["fleurs-pt-002.ogg"],
+    "es": ["fleurs-es-003.ogg"],
+}
+STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery", "total")
+TURN_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Person:
+    name: str
+    language: str
+    client: Client
+    out_dir: Path
+    printer: Printer
+    session_id: str = ""
+    requests: asyncio.Queue[pb.ConverseRequest | None] = field(default_factory=asyncio.Queue)
+    started: set[str] = field(default_factory=set)
+    ended: set[str] = field(default_factory=set)
+    heard: dict[str, list[bytes]] = field(default_factory=dict)
+    wavs: list[Path] = field(default_factory=list)
+    latencies: list[pb.UtteranceLatency] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    sequence: int = 0
+
+    async def request_stream(self) -> AsyncIterator[pb.ConverseRequest]:
+        while (request := await self.requests.get()) is not None:
+            yield request
+
+    async def listen(self, call: AsyncIterator[pb.ConverseResponse]) -> None:
+        async for response in call:
+            self.on_event(response.event)
+
+    def on_event(self, event: pb.ConversationEvent) -> None:
+        kind = event.WhichOneof("kind")
+        me = self.printer
+        if kind == "transcription" and event.transcription.speaker == pb.SPEAKER_SELF:
+            t = event.transcription
+            me.line(self.name, f"{'final  ' if t.is_final else 'partial'} {t.text!r}", final=t.is_final)
+        elif kind == "translation" and event.translation.speaker == pb.SPEAKER_SELF:
+            t = event.translation
+            me.line(self.name, f"→ {t.target_language_code}: {t.text!r}", final=True)
+        elif kind == "processing_started" and event.processing_started.speaker == pb.SPEAKER_SELF:
+            self.started.add(event.processing_started.utterance_id)
+        elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_SELF:
+            ended = event.processing_ended
+            self.ended.add(ended.utterance_id)
+            if ended.HasField("latency"):
+                self.latencies.append(ended.latency)
+                me.line(self.name, f"latency {ended.utterance_id}: {format_latency(ended.latency)}", True)
+        elif kind == "speech_audio":
+            a = event.speech_audio
+            self.heard.setdefault(a.utterance_id, []).append(a.data)
+            if a.is_last:
+                path = audio.write_wav(
+                    self.out_dir / f"{self.name.lower()}-hears-{a.utterance_id}.wav",
+                    b"".join(self.heard.pop(a.utterance_id)), a.sample_rate_hertz)
+                self.wavs.append(path)
+                me.line(self.name, f"hears translated speech → {path}", final=True)
+        elif kind == "error":
+            me.line(self.name, f"error: {event.error.message}", final=True)
+        self.changed.set()
+
+    async def say(self, clip: Path) -> None:
+        samples = audio.decode_file(clip, RATE_HZ)
+        pad = np.zeros(int(0.3 * RATE_HZ), np.float32)
+        tail = np.zeros(int(1.2 * RATE_HZ), np.float32)
+        pcm = audio.float_to_pcm16(np.concatenate([pad, samples, tail]))
+        self.printer.line(self.name, f"speaks {clip.name} ({len(samples) / RATE_HZ:.1f} s)", True)
+        async for request in speak(pcm, RATE_HZ, first_sequence=self.sequence + 1):
+            self.sequence = request.audio.sequence
+            await self.requests.put(request)
+
+    async def wait_quiet(self) -> None:
+        """Waits until every utterance this person started has been delivered."""
+        deadline = time.monotonic() + TURN_TIMEOUT_S
+        while self.started - self.ended or not self.started:
+            self.changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.name}'s utterances were not delivered in {TURN_TIMEOUT_S:.0f} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+
+
+class Printer:
+    """Live terminal lines; partials overwrite each other on a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.t0 = time.monotonic()
+        self.tty = stream.isatty()
+        self._open = False
+
+    def line(self, who: str, text: str, final: bool) -> None:
+        stamp = f"{time.monotonic() - self.t0:6.1f}s"
+        msg = f"{stamp}  {who:<6} {text}"
+        if self.tty:
+            self.stream.write(("\r\x1b[2K" if self._open else "") + msg + ("\n" if final else ""))
+            self._open = not final
+        else:
+            self.stream.write(msg + "\n")
+        self.stream.flush()
+
+
+def format_latency(lat: pb.UtteranceLatency) -> str:
+    ms = {s: getattr(lat, s).ToMilliseconds() for s in STAGES}
+    return (f"end of speech +{ms['endpointing']} ms → STT final +{ms['recognition']} ms → "
+            f"MT +{ms['translation']} ms → TTS first chunk +{ms['synthesis_first_chunk']} ms → "
+            f"delivered +{ms['delivery']} ms = {ms['total']} ms")
+
+
+def latency_table(latencies: list[pb.UtteranceLatency]) -> str:
+    rows = [f"{'stage':<24}{'p50 ms':>8}{'p95 ms':>8}{'n':>4}"]
+    for stage in STAGES:
+        values = sorted(getattr(lat, stage).ToMilliseconds() for lat in latencies)
+        if not values:
+            continue
+        p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+        rows.append(f"{stage:<24}{statistics.median(values):>8.0f}{p95:>8.0f}{len(values):>4}")
+    return "\n".join(rows)
+
+
+@dataclass
+class DemoResult:
+    latencies: list[pb.UtteranceLatency]
+    wavs: list[Path]
+    utterances: int
+
+
+async def run(gateway: str, out_dir: Path, partner_language: str = "pt",
+              stream: TextIO = sys.stdout) -> DemoResult:
+    """Runs the conversation against a running mesh at `gateway`."""
+    printer = Printer(stream)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = secrets.token_hex(3)
+    alice = Person("Alice", "en", Client(gateway), out_dir, printer)
+    bruno = Person("Bruno", partner_language, Client(gateway), out_dir, printer)
+    async with alice.client, bruno.client:
+        for p in (alice, bruno):
+            await p.client.register(f"{p.name.lower()}-{suffix}", f"{p.name.lower()}-{suffix}@example.org",
+                                    "demo-password", p.language)
+        session = await alice.client.create_session(alice.language)
+        printer.line("Alice", f"created session; pairing code {session.code}", True)
+        await bruno.client.join_session(session.code, bruno.language)
+        printer.line("Bruno", f"joined with code {session.code}", True)
+        listeners = []
+        for p in (alice, bruno):
+            p.session_id = session.session_id
+            await p.requests.put(join_request(session.session_id, RATE_HZ))
+            listeners.append(asyncio.create_task(p.listen(p.client.converse(p.request_stream()))))
+        try:
+            turns = [(alice, SCRIPTS["en"][0]), (bruno, SCRIPTS[partner_language][0]),
+                     (alice, SCRIPTS["en"][1])]
+            for person, clip in turns:
+                await person.say(DEMO_DATA / clip)
+                await person.wait_quiet()
+        finally:
+            for p in (alice, bruno):
+                await p.requests.put(pb.ConverseRequest(leave=pb.LeaveConversation()))
+                await p.requests.put(None)
+            await asyncio.wait(listeners, timeout=10)
+            for task in listeners:
+                task.cancel()
+        ended = await alice.client.end_session(session.session_id)
+    latencies = alice.latencies + bruno.latencies
+    m = ended.metrics
+    stream.write(f"\nsession ended: {m.utterance_count} utterances, mean {m.mean_latency_ms:.0f} ms, "
+                 f"min {m.min_latency_ms:.0f} ms, max {m.max_latency_ms:.0f} ms, errors {m.error_count}\n\n")
+    stream.write("end of speech → first translated audio delivered, per stage:\n")
+    stream.write(latency_table(latencies) + "\n\ntranslated speech:\n")
+    for path in alice.wavs + bruno.wavs:
+        stream.write(f"  {path}\n")
+    stream.flush()
+    return DemoResult(latencies, alice.wavs + bruno.wavs, m.utterance_count)

@@ -1,0 +1,116 @@
+"""The one error hierarchy of dragoman, and its mapping to gRPC status codes.
+
+Domain code raises these; `dragoman.rpc.ServerInterceptor` turns them into a
+status with the message (AIP-193 meanings). Anything else becomes INTERNAL
+with a generic message and the traceback logged under a reference id.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class DragomanError(Exception):
+    """Base of every error that maps to a gRPC status."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(DragomanError):
+    """The request itself is wrong: bad field, unknown language, bad audio."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class FailedPrecondition(DragomanError):
+    """The request is well formed but the system is not in a state to serve it."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class NotFound(DragomanError):
+    """An unknown session, code, voice or model (or one the caller may not see)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(DragomanError):
+    """The thing to create exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class Unauthenticated(DragomanError):
+    """Missing, malformed or expired credentials."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(DragomanError):
+    """Authenticated, but not allowed."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(DragomanError):
+    """A queue or a rate limit is full; retry after `retry_after_s`."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(DragomanError):
+    """Loading, draining, or a downstream service cannot be reached."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(DragomanError):
+    """A downstream call ran out of time."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Aborted(DragomanError):
+    """The call lost a conflict, e.g. a newer stream replaced it."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class Unimplemented(DragomanError):
+    """A feature the API names but this deployment does not offer."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+_BY_CODE: dict[grpc.StatusCode, type[DragomanError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument, FailedPrecondition, NotFound, AlreadyExists, Unauthenticated,
+        PermissionDenied, ResourceExhausted, Unavailable, DeadlineExceeded, Aborted, Unimplemented,
+    )
+}
+
+
+def from_rpc_error(err: grpc.aio.AioRpcError, service: str) -> DragomanError:
+    """Translates a downstream call's failure into our hierarchy.
+
+    Client errors keep their code and message, so a caller of the gateway sees
+    the precise reason an inner service gave; an unreachable service becomes
+    UNAVAILABLE naming it.
+    """
+    code = err.code()
+    detail = err.details() or code.name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(f"{service} is unavailable: {detail}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"{service} did not answer in time")
+    cls = _BY_CODE.get(code, DragomanError)
+    return cls(detail)

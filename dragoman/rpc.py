@@ -1,0 +1,232 @@
+"""gRPC plumbing shared by every service: the server frame and client channels.
+
+A service builds a `grpc.aio.Server` with `new_server()`, which installs the
+one interceptor that (1) puts rpc and correlation ids into the logging
+context and (2) maps `DragomanError` to its status. `Service.start()` binds,
+adds health and reflection and marks the service SERVING; `Service.stop()`
+enters graceful shutdown (health NOT_SERVING, in-flight calls get the grace
+period). `serve_forever()` runs a service until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dragoman import logs
+from dragoman.errors import DragomanError, ResourceExhausted
+
+log = logging.getLogger("dragoman.rpc")
+
+CORRELATION_HEADER = "x-correlation-id"
+# Identity the gateway asserts to session_svc after checking the access token.
+# The gateway drops these headers from anything a client sends.
+USER_ID_HEADER = "x-dragoman-user-id"
+USER_NAME_HEADER = "x-dragoman-user-name"
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
+    return {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> None:
+    if isinstance(err, DragomanError):
+        trailers: tuple[tuple[str, str], ...] = ()
+        if isinstance(err, ResourceExhausted):
+            trailers = (("retry-after", f"{err.retry_after_s:.3f}"),)
+        log.info("rpc failed", extra={"code": err.code.name, "reason": err.message})
+        await context.abort(err.code, err.message, trailing_metadata=trailers)
+    ref = uuid.uuid4().hex[:12]
+    log.exception("unexpected error (ref %s)", ref)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str, meta: dict[str, str]) -> Any:
+    def enter() -> None:
+        logs.rpc_id.set(uuid.uuid4().hex[:12])
+        logs.correlation_id.set(meta.get(CORRELATION_HEADER) or uuid.uuid4().hex)
+
+    def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            enter()
+            try:
+                return await fn(request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as e:  # noqa: BLE001 - the one place errors map to statuses
+                await _abort(context, e)
+
+        return call
+
+    def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            enter()
+            try:
+                async for item in fn(request, context):
+                    yield item
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as e:  # noqa: BLE001
+                await _abort(context, e)
+
+        return call
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **kwargs)
+    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **kwargs)
+
+
+class ContextInterceptor(grpc.aio.ServerInterceptor):
+    """Request ids into the log context; DragomanError into gRPC statuses."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith("/grpc."):
+            return handler
+        return _wrap(handler, handler_call_details.method, _metadata(handler_call_details))
+
+
+class CorrelationClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Forwards the current correlation id to downstream services."""
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        cid = logs.correlation_id.get()
+        if not cid:
+            return details
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add(CORRELATION_HEADER, cid)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(details), request_iterator)
+
+    async def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(details), request_iterator)
+
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    """An insecure channel to an internal service, forwarding correlation ids."""
+    return grpc.aio.insecure_channel(
+        address, options=CHANNEL_OPTIONS, interceptors=[CorrelationClientInterceptor()]
+    )
+
+
+async def wait_serving(address: str, timeout_s: float = 60.0, service: str = "") -> None:
+    """Waits until the server at `address` reports SERVING on gRPC health."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with grpc.aio.insecure_channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if loop.time() > deadline:
+                raise TimeoutError(f"{address} not SERVING after {timeout_s:.0f} s")
+            await asyncio.sleep(0.1)
+
+
+@dataclass
+class Service:
+    """A gRPC server with health, reflection and graceful shutdown."""
+
+    name: str
+    server: grpc.aio.Server
+    service_names: Sequence[str]
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Run after the server stopped (close channels, engines)."""
+    on_drain: list[Callable[[float], Awaitable[None]]] = field(default_factory=list)
+    """Run on shutdown while calls are still served; get the grace period."""
+    health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
+    port: int = 0
+
+    async def start(self, address: str) -> int:
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"{self.name}: cannot bind {address}")
+        await self.server.start()
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("%s serving", self.name, extra={"address": address, "port": self.port})
+        return self.port
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        for drain in self.on_drain:
+            await drain(grace_s)
+        await self.server.stop(grace_s)
+        for cleanup in self.on_stop:
+            await cleanup()
+
+
+def new_server() -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=[ContextInterceptor()],
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+
+
+async def serve_forever(service: Service, address: str, grace_s: float) -> None:
+    """Runs `service` until SIGTERM/SIGINT, then shuts down gracefully."""
+    await service.start(address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("%s draining (grace %.1f s)", service.name, grace_s)
+    await service.stop(grace_s)

@@ -1,0 +1,303 @@
+"""Accounts and tokens: registration rules, password hashing, access tokens,
+rotating refresh tokens.
+
+Access tokens are HS256 JWTs (`sub` user id, `name` username, `iat`, `exp`,
+`jti`) checked on every proxied call. Refresh tokens are random and opaque,
+stored as sha256 digests, single use: each exchange spends the token and
+issues the next of its family (one family per login). Showing a spent token
+again means it leaked, so the whole family is revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import argon2
+import jwt
+
+from dragoman import config, errors
+from gateway.store import RefreshToken, TokenState, User, UserStore
+
+log = logging.getLogger("gateway.auth")
+
+ALGORITHM = "HS256"
+MIN_SECRET_BYTES = 32
+AUTHORIZATION_HEADER = "authorization"
+HASH_WORKERS = 2
+"""Threads hashing passwords (argon2 releases the GIL)."""
+MAX_PENDING_HASHES = 32
+"""Hashes running or waiting; more get RESOURCE_EXHAUSTED."""
+
+USERNAME = re.compile(r"[A-Za-z0-9._-]{3,32}")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+MAX_EMAIL_CHARS = 254
+LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+MIN_PASSWORD_CHARS, MAX_PASSWORD_CHARS = 8, 128
+
+WRONG_CREDENTIALS = "wrong username or password"
+MISSING_TOKEN = "missing access token"
+INVALID_TOKEN = "invalid access token"
+EXPIRED_TOKEN = "access token expired"
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a verified access token speaks for."""
+
+    user_id: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    access_expire_time_s: int
+    refresh_token: str
+    refresh_expire_time_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """A user and fresh tokens, from Register or Login."""
+
+    user: User
+    tokens: TokenPair
+
+
+def check_registration(username: str, email: str, password: str, language_code: str) -> None:
+    """Raises InvalidArgument naming every field that breaks the rules."""
+    problems = []
+    if not USERNAME.fullmatch(username):
+        problems.append("username must be 3 to 32 letters, digits, '.', '_' or '-'")
+    if len(email) > MAX_EMAIL_CHARS or not EMAIL.fullmatch(email):
+        problems.append("email must be an address like name@example.com")
+    if not MIN_PASSWORD_CHARS <= len(password) <= MAX_PASSWORD_CHARS:
+        problems.append(
+            f"password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
+        )
+    if not LANGUAGE_CODE.fullmatch(language_code):
+        problems.append("preferred_language_code must be a BCP-47 code such as 'en' or 'pt-BR'")
+    if problems:
+        raise errors.InvalidArgument("; ".join(problems))
+
+
+class Passwords:
+    """argon2id hashing off the event loop, in a small dedicated pool."""
+
+    def __init__(
+        self,
+        hasher: argon2.PasswordHasher | None = None,
+        workers: int = HASH_WORKERS,
+        max_pending: int = MAX_PENDING_HASHES,
+    ) -> None:
+        self._hasher = hasher or argon2.PasswordHasher()
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="argon2")
+        self._max_pending = max_pending
+        self._pending = 0
+        self._dummy_hash = ""
+
+    async def warm_up(self) -> None:
+        """Prepares the hash that unknown usernames are checked against."""
+        if not self._dummy_hash:
+            self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        return await self._run(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """Whether `password` matches. With no hash (no such user) a dummy is
+        checked, so the answer takes as long and tells nothing."""
+        await self.warm_up()
+        try:
+            await self._run(self._hasher.verify, password_hash or self._dummy_hash, password)
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return False
+        return password_hash is not None
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, fn: Callable[..., _T], *args: str) -> _T:
+        if self._pending >= self._max_pending:
+            raise errors.ResourceExhausted("too many sign-ins in progress; retry shortly")
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self._pending -= 1
+
+
+class AccessTokens:
+    """Issues and verifies the short-lived JWT access tokens."""
+
+    def __init__(
+        self, key: str | bytes, ttl_s: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._key = key
+        self._ttl_s = ttl_s
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, auth: config.AuthSettings) -> AccessTokens:
+        if not auth.jwt_secret:
+            log.warning(
+                "auth.jwt_secret is empty: signing access tokens with a random key that dies "
+                "with this process (development only; set DRAGOMAN_AUTH_JWT_SECRET)"
+            )
+            return cls(secrets.token_bytes(MIN_SECRET_BYTES), auth.access_token_ttl_s)
+        if len(auth.jwt_secret.encode()) < MIN_SECRET_BYTES:
+            log.warning("auth.jwt_secret is shorter than %d bytes: use a long random secret",
+                        MIN_SECRET_BYTES)
+        return cls(auth.jwt_secret, auth.access_token_ttl_s)
+
+    def issue(self, identity: Identity) -> tuple[str, int]:
+        """A token for `identity` and its expiry (Unix seconds)."""
+        now = int(self._clock())
+        expire_time_s = now + self._ttl_s
+        claims = {
+            "sub": identity.user_id,
+            "name": identity.username,
+            "iat": now,
+            "exp": expire_time_s,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM), expire_time_s
+
+    def verify(self, token: str) -> Identity:
+        try:
+            claims = jwt.decode(
+                token, self._key, algorithms=[ALGORITHM],
+                options={"require": ["sub", "name", "iat", "exp", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise errors.Unauthenticated(EXPIRED_TOKEN) from None
+        except jwt.InvalidTokenError:
+            raise errors.Unauthenticated(INVALID_TOKEN) from None
+        user_id, username = claims["sub"], claims["name"]
+        if not (isinstance(user_id, str) and user_id and isinstance(username, str) and username):
+            raise errors.Unauthenticated(INVALID_TOKEN)
+        return Identity(user_id, username)
+
+    def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Identity:
+        """The caller of a call with this metadata (`authorization: Bearer <jwt>`)."""
+        values = [value for key, value in metadata if key == AUTHORIZATION_HEADER]
+        if not values:
+            raise errors.Unauthenticated(MISSING_TOKEN)
+        if len(values) > 1 or not isinstance(values[0], str):
+            raise errors.Unauthenticated(INVALID_TOKEN)
+        scheme, _, token = values[0].strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise errors.Unauthenticated(INVALID_TOKEN)
+        if not token.strip():
+            raise errors.Unauthenticated(MISSING_TOKEN)
+        return self.verify(token.strip())
+
+
+def _digest(refresh_token: str) -> str:
+    return hashlib.sha256(refresh_token.encode()).hexdigest()
+
+
+class Accounts:
+    """Register, Login, RefreshToken and Logout, over a `UserStore`."""
+
+    def __init__(
+        self,
+        store: UserStore,
+        tokens: AccessTokens,
+        passwords: Passwords,
+        refresh_ttl_s: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._tokens = tokens
+        self._passwords = passwords
+        self._refresh_ttl_s = refresh_ttl_s
+        self._clock = clock
+
+    async def register(
+        self, username: str, email: str, password: str, preferred_language_code: str
+    ) -> SignIn:
+        check_registration(username, email, password, preferred_language_code)
+        user = User(
+            user_id=uuid.uuid4().hex,
+            username=username,
+            email=email,
+            password_hash=await self._passwords.hash(password),
+            preferred_language_code=preferred_language_code,
+            create_time_s=self._clock(),
+        )
+        await self._store.add_user(user)
+        log.info("user registered", extra={"user_id": user.user_id})
+        return SignIn(user, await self._issue(user, family_id=uuid.uuid4().hex))
+
+    async def login(self, username: str, password: str) -> SignIn:
+        user = await self._store.find_user(username) if username else None
+        matches = await self._passwords.verify(user.password_hash if user else None, password)
+        if user is None or not matches:
+            raise errors.Unauthenticated(WRONG_CREDENTIALS)
+        log.info("user logged in", extra={"user_id": user.user_id})
+        return SignIn(user, await self._issue(user, family_id=uuid.uuid4().hex))
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Spends `refresh_token` and issues the next pair of its family."""
+        token, state = await self._lookup(refresh_token)
+        if state is TokenState.REVOKED:
+            raise errors.Unauthenticated("refresh token revoked")
+        if token.expire_time_s <= self._clock():
+            raise errors.Unauthenticated("refresh token expired")
+        if state is TokenState.SPENT or not await self._store.spend_refresh_token(token.token_hash):
+            await self._store.revoke_family(token.family_id)
+            log.warning("spent refresh token shown again: login revoked",
+                        extra={"user_id": token.user_id})
+            raise errors.Unauthenticated(
+                "refresh token already used: every token of this login is revoked"
+            )
+        user = await self._store.get_user(token.user_id)
+        if user is None:
+            await self._store.revoke_family(token.family_id)
+            raise errors.Unauthenticated("invalid refresh token")
+        return await self._issue(user, token.family_id)
+
+    async def logout(self, refresh_token: str) -> None:
+        """Revokes the login `refresh_token` belongs to. Unknown tokens are
+        accepted silently (RFC 7009): there is nothing left to revoke."""
+        try:
+            token, _ = await self._lookup(refresh_token)
+        except errors.Unauthenticated:
+            return
+        await self._store.revoke_family(token.family_id)
+        log.info("user logged out", extra={"user_id": token.user_id})
+
+    async def _lookup(self, refresh_token: str) -> tuple[RefreshToken, TokenState]:
+        if not refresh_token:
+            raise errors.InvalidArgument("refresh_token is required")
+        found = await self._store.get_refresh_token(_digest(refresh_token))
+        if found is None:
+            raise errors.Unauthenticated("invalid refresh token")
+        return found
+
+    async def _issue(self, user: User, family_id: str) -> TokenPair:
+        access_token, access_expire_time_s = self._tokens.issue(
+            Identity(user.user_id, user.username)
+        )
+        refresh_token = secrets.token_urlsafe(32)
+        refresh_expire_time_s = int(self._clock()) + self._refresh_ttl_s
+        await self._store.add_refresh_token(RefreshToken(
+            token_hash=_digest(refresh_token),
+            user_id=user.user_id,
+            family_id=family_id,
+            expire_time_s=refresh_expire_time_s,
+        ))
+        return TokenPair(access_token, access_expire_time_s, refresh_token, refresh_expire_time_s)

@@ -1,0 +1,222 @@
+"""The authenticated proxy of SessionService and ConversationService to session_svc.
+
+session_svc serves the same public services on an internal address and
+trusts the identity headers (`rpc.USER_ID_HEADER`, `rpc.USER_NAME_HEADER`)
+that only the gateway sets. Every proxied call goes through `Proxy`, which
+checks the access token, then calls downstream with fresh metadata: the
+identity from the token and (through `rpc.channel`) the correlation id,
+nothing the client sent, and the caller's remaining deadline. Downstream
+statuses reach the client with their code and message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol, TypeVar
+
+import grpc
+
+from dragoman import errors, logs, rpc
+from dragoman.v1 import (
+    conversation_pb2,
+    conversation_pb2_grpc,
+    sessions_pb2,
+    sessions_pb2_grpc,
+)
+from gateway.auth import AccessTokens
+
+log = logging.getLogger("gateway.proxy")
+
+DOWNSTREAM = "session service"
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+class _Unary(Protocol[_Request, _Response]):
+    def __call__(self, request: _Request, **options: Any) -> grpc.aio.UnaryUnaryCall: ...
+
+
+class _ServerStream(Protocol[_Request, _Response]):
+    def __call__(self, request: _Request, **options: Any) -> grpc.aio.UnaryStreamCall: ...
+
+
+class _Bidi(Protocol[_Request, _Response]):
+    def __call__(self, **options: Any) -> grpc.aio.StreamStreamCall: ...
+
+
+def _field(message: Any, path: str) -> Any:
+    for name in path.split("."):
+        message = getattr(message, name)
+    return message
+
+
+def _downstream_error(err: grpc.aio.AioRpcError) -> errors.DragomanError:
+    log.info("session service call failed",
+             extra={"code": err.code().name, "reason": err.details() or ""})
+    return errors.from_rpc_error(err, DOWNSTREAM)
+
+
+class Proxy:
+    """Authenticated calls to session_svc on behalf of the gateway's caller."""
+
+    def __init__(self, tokens: AccessTokens) -> None:
+        self._tokens = tokens
+
+    def _admit(
+        self, context: grpc.aio.ServicerContext, request: Any = None, required: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Authenticates the caller, checks `required` fields, and gives the
+        options of the downstream call: identity metadata and deadline."""
+        identity = self._tokens.authenticate(context.invocation_metadata() or ())
+        for path in required:
+            value = _field(request, path)
+            if not value:
+                raise errors.InvalidArgument(f"{path} is required")
+            if path.endswith("session_id"):
+                logs.session_id.set(value)
+        return {
+            "metadata": (
+                (rpc.USER_ID_HEADER, identity.user_id),
+                (rpc.USER_NAME_HEADER, identity.username),
+            ),
+            "timeout": context.time_remaining(),
+        }
+
+    async def unary(
+        self,
+        method: _Unary[_Request, _Response],
+        request: _Request,
+        context: grpc.aio.ServicerContext,
+        required: Sequence[str] = (),
+    ) -> _Response:
+        call = method(request, **self._admit(context, request, required))
+        try:
+            response: _Response = await call
+            return response
+        except grpc.aio.AioRpcError as err:
+            raise _downstream_error(err) from None
+        finally:
+            call.cancel()
+
+    async def server_stream(
+        self,
+        method: _ServerStream[_Request, _Response],
+        request: _Request,
+        context: grpc.aio.ServicerContext,
+        required: Sequence[str] = (),
+    ) -> AsyncIterator[_Response]:
+        call = method(request, **self._admit(context, request, required))
+        context.add_done_callback(lambda _: call.cancel())
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as err:
+            raise _downstream_error(err) from None
+        finally:
+            call.cancel()
+
+    async def bidi(
+        self,
+        method: _Bidi[_Request, _Response],
+        requests: AsyncIterator[_Request],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[_Response]:
+        """Requests flow in a pump task, responses in the caller; when either
+        side ends or fails, the other is closed."""
+        call = method(**self._admit(context))
+        pump = asyncio.create_task(_pump(requests, call), name="gateway-bidi-pump")
+
+        def close(_: object = None) -> None:
+            call.cancel()
+            pump.cancel()
+
+        context.add_done_callback(close)
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as err:
+            raise _downstream_error(err) from None
+        finally:
+            close()
+            await asyncio.wait({pump})
+
+
+async def _pump(requests: AsyncIterator[Any], call: grpc.aio.StreamStreamCall) -> None:
+    """Copies the client's requests into the downstream call, then half-closes it."""
+    try:
+        async for request in requests:
+            await call.write(request)
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass  # the downstream call is over; the response side reports how it ended
+    except Exception:
+        log.exception("reading the client's Converse stream failed")
+        call.cancel()
+
+
+class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
+    """SessionService, checked at the edge and served by session_svc."""
+
+    def __init__(self, channel: grpc.aio.Channel, proxy: Proxy) -> None:
+        self._stub = sessions_pb2_grpc.SessionServiceStub(channel)
+        self._proxy = proxy
+
+    async def CreateSession(
+        self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.CreateSessionResponse:
+        return await self._proxy.unary(
+            self._stub.CreateSession, request, context, required=("language_code",)
+        )
+
+    async def JoinSession(
+        self, request: sessions_pb2.JoinSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.JoinSessionResponse:
+        return await self._proxy.unary(
+            self._stub.JoinSession, request, context, required=("code", "language_code")
+        )
+
+    async def GetSession(
+        self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.GetSessionResponse:
+        return await self._proxy.unary(
+            self._stub.GetSession, request, context, required=("session_id",)
+        )
+
+    async def EndSession(
+        self, request: sessions_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.EndSessionResponse:
+        return await self._proxy.unary(
+            self._stub.EndSession, request, context, required=("session_id",)
+        )
+
+
+class ConversationProxy(conversation_pb2_grpc.ConversationServiceServicer):
+    """ConversationService, streamed through to session_svc."""
+
+    def __init__(self, channel: grpc.aio.Channel, proxy: Proxy) -> None:
+        self._stub = conversation_pb2_grpc.ConversationServiceStub(channel)
+        self._proxy = proxy
+
+    def Converse(
+        self,
+        request_iterator: AsyncIterator[conversation_pb2.ConverseRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[conversation_pb2.ConverseResponse]:
+        return self._proxy.bidi(self._stub.Converse, request_iterator, context)
+
+    def Listen(
+        self, request: conversation_pb2.ListenRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[conversation_pb2.ListenResponse]:
+        return self._proxy.server_stream(
+            self._stub.Listen, request, context, required=("join.session_id",)
+        )
+
+    async def SendAudio(
+        self, request: conversation_pb2.SendAudioRequest, context: grpc.aio.ServicerContext
+    ) -> conversation_pb2.SendAudioResponse:
+        return await self._proxy.unary(
+            self._stub.SendAudio, request, context, required=("session_id",)
+        )

@@ -1,0 +1,171 @@
+"""Where accounts and refresh tokens live.
+
+`UserStore` is the one storage interface of the gateway; `InMemoryUserStore`
+serves the single-process default and the tests. A PostgreSQL store will
+implement the same Protocol: each method is one statement or transaction, and
+the ones documented as atomic must stay so there (for instance
+`spend_refresh_token` as `UPDATE ... WHERE state = 'live' RETURNING`).
+
+Refresh tokens are stored only as digests: whoever reads the store cannot
+use them.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from dragoman import errors
+
+PURGE_INTERVAL_S = 60.0
+"""How often the in-memory store drops expired refresh tokens."""
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """An account."""
+
+    user_id: str
+    username: str
+    """As registered; unique regardless of case."""
+    email: str
+    """As registered; unique regardless of case."""
+    password_hash: str
+    """argon2id, in the PHC string format."""
+    preferred_language_code: str
+    create_time_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    """One issued refresh token. A family is one login: each rotation adds a
+    token to the family of the one it replaces."""
+
+    token_hash: str
+    """sha256 hex digest of the opaque token."""
+    user_id: str
+    family_id: str
+    expire_time_s: float
+
+
+class TokenState(enum.Enum):
+    LIVE = "live"
+    """Usable once."""
+    SPENT = "spent"
+    """Already exchanged; showing it again means it leaked."""
+    REVOKED = "revoked"
+    """Its family was revoked (logout or detected reuse)."""
+
+
+class UserStore(Protocol):
+    """Accounts and refresh tokens."""
+
+    async def add_user(self, user: User) -> None:
+        """Adds an account; a taken username or email raises errors.AlreadyExists."""
+        ...
+
+    async def find_user(self, username: str) -> User | None:
+        """The account with this username, compared without regard to case."""
+        ...
+
+    async def get_user(self, user_id: str) -> User | None:
+        """The account with this id."""
+        ...
+
+    async def add_refresh_token(self, token: RefreshToken) -> None:
+        """Records a newly issued, live refresh token."""
+        ...
+
+    async def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, TokenState] | None:
+        """The token with this digest and its state; None when unknown or purged."""
+        ...
+
+    async def spend_refresh_token(self, token_hash: str) -> bool:
+        """Atomically marks a live token spent. False when it was not live, so of
+        two concurrent uses of one token exactly one wins."""
+        ...
+
+    async def revoke_family(self, family_id: str) -> None:
+        """Revokes every token of a family, present and future."""
+        ...
+
+
+class InMemoryUserStore:
+    """A `UserStore` in process memory: lost on restart, one process only."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._users: dict[str, User] = {}
+        self._by_username: dict[str, str] = {}
+        self._by_email: dict[str, str] = {}
+        self._tokens: dict[str, RefreshToken] = {}
+        self._spent: set[str] = set()
+        self._families: dict[str, set[str]] = {}
+        self._revoked: set[str] = set()
+        self._last_purge_s = clock()
+
+    async def add_user(self, user: User) -> None:
+        username, email = user.username.casefold(), user.email.casefold()
+        if username in self._by_username:
+            raise errors.AlreadyExists(f"username {user.username!r} is taken")
+        if email in self._by_email:
+            raise errors.AlreadyExists("email address is already registered")
+        self._users[user.user_id] = user
+        self._by_username[username] = user.user_id
+        self._by_email[email] = user.user_id
+
+    async def find_user(self, username: str) -> User | None:
+        user_id = self._by_username.get(username.casefold())
+        return None if user_id is None else self._users[user_id]
+
+    async def get_user(self, user_id: str) -> User | None:
+        return self._users.get(user_id)
+
+    async def add_refresh_token(self, token: RefreshToken) -> None:
+        self._purge_expired()
+        self._tokens[token.token_hash] = token
+        self._families.setdefault(token.family_id, set()).add(token.token_hash)
+
+    async def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, TokenState] | None:
+        token = self._tokens.get(token_hash)
+        if token is None:
+            return None
+        return token, self._state(token)
+
+    async def spend_refresh_token(self, token_hash: str) -> bool:
+        token = self._tokens.get(token_hash)
+        if token is None or self._state(token) is not TokenState.LIVE:
+            return False
+        self._spent.add(token_hash)
+        return True
+
+    async def revoke_family(self, family_id: str) -> None:
+        if family_id in self._families:
+            self._revoked.add(family_id)
+
+    def _state(self, token: RefreshToken) -> TokenState:
+        if token.family_id in self._revoked:
+            return TokenState.REVOKED
+        if token.token_hash in self._spent:
+            return TokenState.SPENT
+        return TokenState.LIVE
+
+    def _purge_expired(self) -> None:
+        """Drops expired tokens (spent ones are kept until then, for reuse detection)."""
+        now = self._clock()
+        if now - self._last_purge_s < PURGE_INTERVAL_S:
+            return
+        self._last_purge_s = now
+        for token_hash, token in list(self._tokens.items()):
+            if token.expire_time_s > now:
+                continue
+            del self._tokens[token_hash]
+            self._spent.discard(token_hash)
+            family = self._families[token.family_id]
+            family.discard(token_hash)
+            if not family:
+                del self._families[token.family_id]
+                self._revoked.discard(token.family_id)

@@ -1,0 +1,49 @@
+"""The product's languages and the normalisation of BCP-47 tags to them.
+
+Routing works on the primary language subtag only: "pt-BR", "pt_br" and "PT"
+are all "pt"; "es-419" is "es"; "zh-Hant-TW" is "zh". Anything that is not a
+well-formed tag of one of the fifteen product languages is INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dragoman.errors import InvalidArgument
+
+ENGLISH = "en"
+SUPPORTED: tuple[str, ...] = (
+    "en", "es", "fr", "de", "it", "pt", "ru", "ar", "zh", "ja", "ko", "hi", "tr", "nl", "pl",
+)
+"""Product languages, in the order they are listed to users."""
+
+# language subtag, then any number of 1-8 character alphanumeric subtags ("_" tolerated).
+_TAG = re.compile(r"([a-z]{2,3})(?:[-_][a-z0-9]{1,8})*")
+
+
+def normalise(code: str, field: str = "language_code") -> str:
+    """The product language of a BCP-47 tag (case-insensitive), e.g. "pt-BR" -> "pt".
+
+    `field` names the request field in the error message.
+    """
+    supported = ", ".join(SUPPORTED)
+    tag = code.strip().lower()
+    if not tag:
+        raise InvalidArgument(f"{field} is required; supported languages: {supported}")
+    match = _TAG.fullmatch(tag)
+    if match is None:
+        raise InvalidArgument(
+            f"{field} {code!r} is not a valid BCP-47 language tag; supported languages: {supported}"
+        )
+    language = match.group(1)
+    if language not in SUPPORTED:
+        raise InvalidArgument(
+            f"{field} {code!r}: language {language!r} is not supported; "
+            f"supported languages: {supported}"
+        )
+    return language
+
+
+def all_pairs() -> list[tuple[str, str]]:
+    """Every ordered pair of two different product languages (15 x 14 = 210)."""
+    return [(s, t) for s in SUPPORTED for t in SUPPORTED if s != t]

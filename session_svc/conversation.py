@@ -1,0 +1,210 @@
+"""Live conversation streams: Converse (bidi) and Listen + SendAudio (gRPC-Web)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from dragoman import audio, logs
+from dragoman.config import SessionSettings
+from dragoman.errors import (
+    Aborted,
+    DragomanError,
+    FailedPrecondition,
+    InvalidArgument,
+    Unimplemented,
+)
+from dragoman.v1 import conversation_pb2 as pb
+from dragoman.v1 import conversation_pb2_grpc as pb_grpc
+from dragoman.v1 import sessions_pb2 as spb
+from session_svc.downstream import Downstream
+from session_svc.identity import identity
+from session_svc.pipeline import SpeakerPipeline
+from session_svc.sessions import Member, Session, SessionRegistry
+
+log = logging.getLogger("dragoman.session.conversation")
+
+MAX_CHUNK_BYTES = 64 * 1024
+
+
+class Connection:
+    """One participant's live stream: their audio in, their events out."""
+
+    def __init__(
+        self, session: Session, member: Member, join: pb.JoinConversation,
+        downstream: Downstream, settings: SessionSettings,
+    ) -> None:
+        self.session, self.member, self.join = session, member, join
+        self.down, self.settings = downstream, settings
+        self.stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pipeline: SpeakerPipeline | None = None
+        self._last_chunk = 0
+
+    def events(self) -> AsyncIterator[pb.ConversationEvent]:
+        return self.member.log.follow(
+            self.join.resume_after_sequence, self.stop, self.settings.heartbeat_interval_s
+        )
+
+    def on_sent(self, event: pb.ConversationEvent) -> None:
+        """Tells the partner's pipeline when its first audio reached this stream."""
+        if event.WhichOneof("kind") == "speech_audio" and event.speech_audio.chunk_index == 0:
+            partner = self.session.partner(self.member)
+            conn = partner.connection if partner else None
+            if conn is not None and conn.pipeline is not None:
+                conn.pipeline.mark_delivered(event.speech_audio.utterance_id)
+
+    def audio(self, chunk: pb.AudioChunk) -> None:
+        if self.session.status == spb.SESSION_STATUS_ENDED:
+            raise FailedPrecondition("the session has ended")
+        if self.stop.done():
+            raise FailedPrecondition("the conversation stream is closed")
+        if chunk.sequence and chunk.sequence <= self._last_chunk:
+            return  # a retried chunk (SendAudio): already accepted
+        if len(chunk.data) > MAX_CHUNK_BYTES:
+            raise InvalidArgument(
+                f"audio chunk {chunk.sequence} has {len(chunk.data)} bytes; the limit is "
+                f"{MAX_CHUNK_BYTES}")
+        if self.join.encoding == pb.AUDIO_ENCODING_LINEAR16 and len(chunk.data) % 2:
+            raise InvalidArgument(
+                f"audio chunk {chunk.sequence} has an odd number of bytes ({len(chunk.data)}); "
+                "LINEAR16 audio is whole 16-bit samples")
+        self._last_chunk = chunk.sequence or self._last_chunk
+        if not chunk.data:
+            return
+        if self.pipeline is None or self.pipeline.task.done():
+            self.pipeline = SpeakerPipeline(
+                self.session, self.member, self.down, self.join.encoding,
+                self.join.sample_rate_hertz)
+            self.pipeline.task.add_done_callback(self._pipeline_done)
+        self.pipeline.feed(chunk.data)
+
+    def _pipeline_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and isinstance(task.exception(), InvalidArgument):
+            self.fail(task.exception())  # type: ignore[arg-type]
+
+    async def leave(self) -> None:
+        """No more audio: finish the utterance in progress, then end the stream."""
+        if self.pipeline is not None:
+            await self.pipeline.finish(self.settings.downstream_timeout_s)
+        if not self.stop.done():
+            self.stop.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.stop.done():
+            self.stop.set_exception(exc)
+            self.stop.exception()  # mark retrieved: the stream re-raises it
+
+    async def release(self) -> None:
+        if self.pipeline is not None and not self.pipeline.task.done():
+            await self.pipeline.cancel()
+        if self.member.connection is self:
+            self.member.connection = None
+            partner = self.session.partner(self.member)
+            if partner is not None and self.session.status != spb.SESSION_STATUS_ENDED:
+                partner.log.append(partner_disconnected=pb.PartnerDisconnected(
+                    partner_user_id=self.member.user_id, reason="left"))
+
+
+def _check_join(join: pb.JoinConversation) -> None:
+    if not join.session_id:
+        raise InvalidArgument("join.session_id is required")
+    if join.encoding == pb.AUDIO_ENCODING_UNSPECIFIED:
+        raise InvalidArgument("join.encoding is required: AUDIO_ENCODING_LINEAR16")
+    if join.encoding == pb.AUDIO_ENCODING_OGG_OPUS:
+        raise Unimplemented("OGG_OPUS audio is not supported yet; send AUDIO_ENCODING_LINEAR16")
+    audio.check_rate(join.sample_rate_hertz, "join.sample_rate_hertz")
+    rate = join.output_sample_rate_hertz
+    if rate and rate not in audio.OUTPUT_RATES_HZ:
+        raise InvalidArgument(
+            f"join.output_sample_rate_hertz must be 0 or one of "
+            f"{', '.join(map(str, audio.OUTPUT_RATES_HZ))}; got {rate}")
+
+
+class ConversationServicer(pb_grpc.ConversationServiceServicer):
+    def __init__(
+        self, registry: SessionRegistry, downstream: Downstream, settings: SessionSettings
+    ) -> None:
+        self.registry, self.down, self.settings = registry, downstream, settings
+
+    def _connect(self, context: grpc.aio.ServicerContext, join: pb.JoinConversation) -> Connection:
+        _check_join(join)
+        session, member = self.registry.get(identity(context), join.session_id)
+        if session.status == spb.SESSION_STATUS_ENDED:
+            raise FailedPrecondition(f"session {session.session_id} has ended")
+        logs.session_id.set(session.session_id)
+        conn = Connection(session, member, join, self.down, self.settings)
+        if member.connection is not None:
+            member.connection.fail(Aborted("replaced by a newer stream of the same participant"))
+        member.connection = conn
+        member.output_rate_hz = join.output_sample_rate_hertz
+        partner = session.partner(member)
+        if partner is not None:
+            partner.log.append(partner_connected=pb.PartnerConnected(partner_user_id=member.user_id))
+        return conn
+
+    async def _stream(self, conn: Connection) -> AsyncIterator[pb.ConversationEvent]:
+        try:
+            async for event in conn.events():
+                yield event
+                conn.on_sent(event)
+        finally:
+            await conn.release()
+
+    async def Converse(
+        self, request_iterator: AsyncIterator[pb.ConverseRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ConverseResponse]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        kind = first.WhichOneof("request")
+        if kind != "join":
+            raise FailedPrecondition(f"the first message must be `join`, got `{kind}`")
+        conn = self._connect(context, first.join)
+        reader = asyncio.create_task(self._read(request_iterator, conn))
+        try:
+            async for event in self._stream(conn):
+                yield pb.ConverseResponse(event=event)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self, requests: AsyncIterator[pb.ConverseRequest], conn: Connection) -> None:
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("request")
+                if kind == "audio":
+                    conn.audio(request.audio)
+                elif kind == "leave":
+                    break
+                elif kind == "join":
+                    raise InvalidArgument("`join` may only be the first message")
+            await conn.leave()
+        except asyncio.CancelledError:
+            raise
+        except DragomanError as e:
+            conn.fail(e)
+        except grpc.aio.AioRpcError as e:  # the client went away mid-read
+            log.info("client stream ended: %s", e.code().name)
+            conn.fail(Aborted("client stream ended"))
+
+    async def Listen(
+        self, request: pb.ListenRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ListenResponse]:
+        conn = self._connect(context, request.join)
+        async for event in self._stream(conn):
+            yield pb.ListenResponse(event=event)
+
+    async def SendAudio(
+        self, request: pb.SendAudioRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendAudioResponse:
+        _, member = self.registry.get(identity(context), request.session_id)
+        if member.connection is None:
+            raise FailedPrecondition("not listening to this session: call Listen first")
+        member.connection.audio(request.audio)
+        return pb.SendAudioResponse(sequence=request.audio.sequence)

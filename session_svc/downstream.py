@@ -1,0 +1,61 @@
+"""Calls from session_svc to the model services, through their protos only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+
+import grpc
+
+from dragoman import errors, rpc
+from dragoman.config import Addresses
+from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
+from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
+from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
+
+
+class Downstream:
+    """Channels and stubs to stt_svc, mt_svc and tts_svc, with error mapping."""
+
+    def __init__(self, addresses: Addresses, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._channels = [rpc.channel(a) for a in (addresses.stt, addresses.mt, addresses.tts)]
+        self.stt = stt_pb2_grpc.SpeechToTextServiceStub(self._channels[0])
+        self.mt = mt_pb2_grpc.TranslationServiceStub(self._channels[1])
+        self.tts = tts_pb2_grpc.TextToSpeechServiceStub(self._channels[2])
+
+    async def recognize(
+        self, requests: AsyncIterable[stt_pb2.StreamingRecognizeRequest]
+    ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
+        """One recognition stream; no deadline, it lives as long as the speaker."""
+        try:
+            async for response in self.stt.StreamingRecognize(requests):
+                yield response
+        except grpc.aio.AioRpcError as e:
+            raise errors.from_rpc_error(e, "speech recognition") from None
+
+    async def translate(self, source: str, target: str, text: str) -> mt_pb2.Translation:
+        request = mt_pb2.TranslateRequest(
+            source_language_code=source, target_language_code=target, segments=[text]
+        )
+        try:
+            reply = await self.mt.Translate(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise errors.from_rpc_error(e, "translation") from None
+        return reply.translations[0]
+
+    async def synthesize(
+        self, text: str, language_code: str, voice: str, rate_hz: int
+    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        request = tts_pb2.SynthesizeRequest(
+            text=text, language_code=language_code, voice=voice, sample_rate_hertz=rate_hz,
+            encoding=tts_pb2.AUDIO_ENCODING_LINEAR16,
+        )
+        try:
+            async for chunk in self.tts.Synthesize(request, timeout=self.timeout_s):
+                yield chunk
+        except grpc.aio.AioRpcError as e:
+            raise errors.from_rpc_error(e, "speech synthesis") from None
+
+    async def close(self) -> None:
+        for ch in self._channels:
+            await ch.close()

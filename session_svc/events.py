@@ -1,0 +1,100 @@
+"""Per-participant event logs: numbered, kept for resumption, followed live."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from dragoman.v1 import conversation_pb2 as pb
+
+
+def now_timestamp() -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(time.time_ns())
+    return ts
+
+
+class EventLog:
+    """The event stream of one participant.
+
+    Every event gets the next sequence number (from 1, no gaps) and is kept in
+    a bounded buffer, so a client that reconnects with the last sequence it saw
+    gets the rest without gaps or duplicates. Followers wait on a change
+    signal; heartbeats are generated per follower and not kept.
+    """
+
+    def __init__(self, session_id: str, capacity: int) -> None:
+        self.session_id = session_id
+        self._events: deque[pb.ConversationEvent] = deque(maxlen=capacity)
+        self._sequence = 0
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    @property
+    def last_sequence(self) -> int:
+        return self._sequence
+
+    def append(self, **kind: Any) -> pb.ConversationEvent:
+        """Appends an event; `kind` is one oneof field, e.g. transcription=..."""
+        self._sequence += 1
+        event = pb.ConversationEvent(
+            session_id=self.session_id, sequence=self._sequence, time=now_timestamp(), **kind
+        )
+        self._events.append(event)
+        self._wake()
+        return event
+
+    def close(self) -> None:
+        """No more events: followers end after the kept ones."""
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _after(self, sequence: int) -> list[pb.ConversationEvent]:
+        if not self._events or self._events[-1].sequence <= sequence:
+            return []
+        first = self._events[0].sequence
+        start = max(0, sequence + 1 - first)
+        return [self._events[i] for i in range(start, len(self._events))]
+
+    async def follow(
+        self, after: int, stop: asyncio.Future[None], heartbeat_s: float
+    ) -> AsyncIterator[pb.ConversationEvent]:
+        """Kept events after `after`, then live ones, until closed or `stop` is done.
+
+        When `stop` finishes with an exception, it is raised here after the
+        events already kept have been yielded.
+        """
+        cursor = after
+        while True:
+            pending = self._after(cursor)
+            for event in pending:
+                cursor = event.sequence
+                yield event
+            if pending:
+                continue
+            if stop.done():
+                stop.result()
+                return
+            if self._closed:
+                return
+            changed = asyncio.ensure_future(self._changed.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {changed, stop}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                changed.cancel()
+            if not done:
+                yield pb.ConversationEvent(
+                    session_id=self.session_id, sequence=cursor, time=now_timestamp(),
+                    heartbeat=pb.ServerHeartbeat(),
+                )

@@ -1,0 +1,275 @@
+"""The per-speaker pipeline: audio -> STT -> MT -> TTS -> partner.
+
+One `SpeakerPipeline` runs while a participant streams audio. A recognition
+stream to stt_svc runs for its whole life; partial and final transcripts go
+to both participants as they come. Finals queue for one worker that
+translates and synthesises them in order, so the partner hears utterances in
+the order they were spoken while the next one is already being recognised.
+Every stage's time is recorded per utterance (`UtteranceLatency`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from google.protobuf.duration_pb2 import Duration
+
+from dragoman import logs
+from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
+from dragoman.stt.v1 import stt_pb2
+from dragoman.v1 import conversation_pb2 as pb
+from session_svc.downstream import Downstream
+from session_svc.sessions import Member, Session
+
+log = logging.getLogger("dragoman.session.pipeline")
+
+AUDIO_QUEUE_CHUNKS = 100  # 10 s of 100 ms chunks
+DELIVERY_WAIT_S = 2.0
+
+
+def _duration(seconds: float) -> Duration:
+    d = Duration()
+    d.FromNanoseconds(int(max(seconds, 0.0) * 1e9))
+    return d
+
+
+@dataclass
+class Utterance:
+    """One phrase of the speaker and the wall-clock time of each stage."""
+
+    utterance_id: str
+    speech_end_arrival: float | None = None
+    end_of_speech: float | None = None
+    final: float | None = None
+    translated: float | None = None
+    first_audio: float | None = None
+    delivered: asyncio.Future[float] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    text: str = ""
+    language_code: str = ""
+
+    def latency(self) -> pb.UtteranceLatency | None:
+        if None in (self.end_of_speech, self.final, self.translated, self.first_audio):
+            return None
+        assert self.end_of_speech and self.final and self.translated and self.first_audio
+        delivered = self.delivered.result() if self.delivered.done() else self.first_audio
+        speech_end = self.speech_end_arrival or self.end_of_speech
+        return pb.UtteranceLatency(
+            endpointing=_duration(self.end_of_speech - speech_end),
+            recognition=_duration(self.final - self.end_of_speech),
+            translation=_duration(self.translated - self.final),
+            synthesis_first_chunk=_duration(self.first_audio - self.translated),
+            delivery=_duration(delivered - self.first_audio),
+            total=_duration(delivered - speech_end),
+        )
+
+
+class ArrivalClock:
+    """Maps a position in the speaker's audio to the wall time it arrived."""
+
+    def __init__(self, rate_hz: int) -> None:
+        self.rate_hz = rate_hz
+        self._ends: list[int] = []  # cumulative samples at the end of each chunk
+        self._times: list[float] = []
+        self.samples = 0
+
+    def add(self, n_samples: int) -> None:
+        self.samples += n_samples
+        self._ends.append(self.samples)
+        self._times.append(time.monotonic())
+        if len(self._ends) > 2000:  # keep ~3 minutes of 100 ms chunks
+            del self._ends[:1000], self._times[:1000]
+
+    def arrival(self, offset_s: float) -> float | None:
+        i = bisect.bisect_left(self._ends, int(offset_s * self.rate_hz))
+        return self._times[i] if i < len(self._times) else None
+
+
+class SpeakerPipeline:
+    """Recognises one speaker's audio and delivers translations to the partner."""
+
+    def __init__(
+        self, session: Session, speaker: Member, downstream: Downstream,
+        encoding: int, rate_hz: int,
+    ) -> None:
+        self.session = session
+        self.speaker = speaker
+        self.down = downstream
+        self.encoding = encoding
+        self.clock = ArrivalClock(rate_hz)
+        self._audio: asyncio.Queue[bytes | None] = asyncio.Queue(AUDIO_QUEUE_CHUNKS)
+        self._finals: asyncio.Queue[Utterance | None] = asyncio.Queue()
+        self._utterances: dict[int, Utterance] = {}
+        self._delivering: Utterance | None = None
+        self._prefix = f"{session.members.index(speaker) + 1}"
+        self.task = asyncio.create_task(self._run(), name=f"pipeline-{speaker.user_id}")
+
+    # -- input ---------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._audio.put_nowait(data)
+        except asyncio.QueueFull:
+            raise ResourceExhausted(
+                "audio arrives faster than it can be recognised; slow down to real time",
+                retry_after_s=1.0,
+            ) from None
+        self.clock.add(len(data) // 2)
+
+    async def finish(self, timeout_s: float) -> None:
+        """No more audio: flush the utterance in progress and deliver it."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._audio.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
+        except TimeoutError:
+            log.warning("pipeline did not finish in %.1f s; cancelling", timeout_s)
+            await self.cancel()
+
+    async def cancel(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, DragomanError):
+            await self.task
+
+    async def _requests(self) -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
+        yield stt_pb2.StreamingRecognizeRequest(
+            config=stt_pb2.StreamingRecognitionConfig(
+                language_code=self.speaker.language_code,
+                encoding=self.encoding,  # type: ignore[arg-type]  # same numbering as dragoman.v1
+                sample_rate_hertz=self.clock.rate_hz,
+                interim_results=True,
+            )
+        )
+        while (data := await self._audio.get()) is not None:
+            yield stt_pb2.StreamingRecognizeRequest(audio=data)
+
+    # -- output --------------------------------------------------------------
+
+    def _both(self, **kinds: object) -> None:
+        """Emits an event about the speaker to both: SELF to them, PARTNER to the other."""
+        partner = self.session.partner(self.speaker)
+        for member, who in ((self.speaker, pb.SPEAKER_SELF), (partner, pb.SPEAKER_PARTNER)):
+            if member is None:
+                continue
+            for name, make in kinds.items():
+                member.log.append(**{name: make(who)})  # type: ignore[operator]
+
+    def _utterance(self, index: int) -> Utterance:
+        utt = self._utterances.get(index)
+        if utt is None:
+            self.speaker.utterance_count += 1
+            utt = Utterance(f"{self._prefix}-{self.speaker.utterance_count}")
+            self._utterances[index] = utt
+            self._both(processing_started=lambda who: pb.ProcessingStarted(
+                speaker=who, utterance_id=utt.utterance_id))
+        return utt
+
+    async def _run(self) -> None:
+        worker = asyncio.create_task(self._deliver_all(), name="deliver")
+        try:
+            async for response in self.down.recognize(self._requests()):
+                self._on_recognition(response)
+        except DragomanError as e:
+            if isinstance(e, InvalidArgument):
+                raise
+            self.session.errors += 1
+            self.speaker.log.append(error=pb.ConversationError(
+                code=pb.ERROR_CODE_RECOGNITION_FAILED, message=e.message))
+        finally:
+            self._finals.put_nowait(None)
+            await worker
+
+    def _on_recognition(self, response: stt_pb2.StreamingRecognizeResponse) -> None:
+        if response.HasField("speech_event"):
+            ev = response.speech_event
+            utt = self._utterance(ev.utterance_index)
+            if ev.type == stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH:
+                utt.end_of_speech = time.monotonic()
+                offset_s = ev.audio_offset.ToTimedelta().total_seconds()
+                utt.speech_end_arrival = self.clock.arrival(offset_s)
+            return
+        result = response.result
+        utt = self._utterance(result.utterance_index)
+        text = result.transcript.strip()
+        self._both(transcription=lambda who: pb.Transcription(
+            speaker=who, utterance_id=utt.utterance_id, text=text, is_final=result.is_final,
+            stability=result.stability, language_code=result.language_code,
+        ))
+        if result.is_final:
+            utt.final = time.monotonic()
+            utt.end_of_speech = utt.end_of_speech or utt.final
+            utt.text, utt.language_code = text, result.language_code or self.speaker.language_code
+            del self._utterances[result.utterance_index]
+            self._finals.put_nowait(utt)
+
+    async def _deliver_all(self) -> None:
+        while (utt := await self._finals.get()) is not None:
+            self._delivering = utt
+            try:
+                await self._deliver(utt)
+            except asyncio.CancelledError:
+                raise
+            except DragomanError as e:
+                self.session.errors += 1
+                log.info("utterance %s failed: %s", utt.utterance_id, e.message)
+            self._both(processing_ended=lambda who, u=utt: pb.ProcessingEnded(
+                speaker=who, utterance_id=u.utterance_id, latency=u.latency()))
+
+    async def _deliver(self, utt: Utterance) -> None:
+        partner = self.session.partner(self.speaker)
+        if not utt.text or partner is None:
+            return
+        try:
+            translation = await self.down.translate(
+                self.speaker.language_code, partner.language_code, utt.text)
+        except DragomanError as e:
+            self.speaker.log.append(error=pb.ConversationError(
+                code=pb.ERROR_CODE_TRANSLATION_FAILED, message=e.message,
+                utterance_id=utt.utterance_id))
+            raise
+        utt.translated = time.monotonic()
+        self._both(translation=lambda who: pb.Translation(
+            speaker=who, utterance_id=utt.utterance_id, source_text=utt.text,
+            text=translation.text, source_language_code=self.speaker.language_code,
+            target_language_code=partner.language_code, is_final=True,
+        ))
+        log.info("translated %s", utt.utterance_id, extra={
+            "engine": translation.engine, "text": logs.redact(translation.text)})
+        if not translation.text.strip():
+            return
+        try:
+            async for chunk in self.down.synthesize(
+                translation.text, partner.language_code, partner.voice, partner.output_rate_hz
+            ):
+                if utt.first_audio is None:
+                    utt.first_audio = time.monotonic()
+                partner.log.append(speech_audio=pb.SpeechAudio(
+                    utterance_id=utt.utterance_id, data=chunk.audio,
+                    sample_rate_hertz=chunk.sample_rate_hertz, chunk_index=chunk.chunk_index,
+                    is_last=chunk.is_last, text=chunk.text,
+                ))
+        except DragomanError as e:
+            self.speaker.log.append(error=pb.ConversationError(
+                code=pb.ERROR_CODE_SYNTHESIS_FAILED, message=e.message,
+                utterance_id=utt.utterance_id))
+            raise
+        if partner.connection is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(utt.delivered), DELIVERY_WAIT_S)
+        latency = utt.latency()
+        if latency is not None:
+            self.session.utterances += 1
+            self.session.latencies_ms.append(latency.total.ToMilliseconds())
+
+    def mark_delivered(self, utterance_id: str) -> None:
+        """Called by the partner's stream when it hands the first audio chunk to gRPC."""
+        utt = self._delivering
+        if utt is not None and utt.utterance_id == utterance_id and not utt.delivered.done():
+            utt.delivered.set_result(time.monotonic())

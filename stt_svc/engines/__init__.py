@@ -1,0 +1,45 @@
+"""Speech recognition engines and the loader the service uses."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from dragoman import config
+from dragoman.errors import InvalidArgument
+from stt_svc.engines.base import SpeechRecognizer
+
+log = logging.getLogger("stt_svc.engines")
+
+
+def load(settings: config.Settings) -> list[SpeechRecognizer]:
+    """Loads and warms up the configured models (blocking: call it in a thread).
+
+    Whisper: `stt.model` (multilingual) always, plus `stt.english_model` for
+    English when it is installed. Fake: one deterministic engine.
+    """
+    stt = settings.stt
+    if stt.engine == "fake":
+        from stt_svc.engines.fake import FakeEngine
+
+        return [FakeEngine()]
+    if stt.engine != "whisper":
+        raise InvalidArgument(f"unknown stt engine {stt.engine!r}; use whisper or fake")
+    from stt_svc.engines.whisper import WhisperEngine
+
+    root = Path(settings.models_dir)
+    names = [stt.model]
+    if stt.english_model and stt.english_model != stt.model:
+        if (root / stt.english_model / "model.bin").is_file():
+            names.append(stt.english_model)
+        else:
+            log.warning("english model %s not installed in %s", stt.english_model, root)
+    engines: list[SpeechRecognizer] = []
+    for name in names:
+        start = time.perf_counter()
+        engine = WhisperEngine(root / name, name=name, cpu_threads=stt.cpu_threads)
+        engine.warm_up()
+        log.info("loaded %s", name, extra={"seconds": round(time.perf_counter() - start, 2)})
+        engines.append(engine)
+    return engines

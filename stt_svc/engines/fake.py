@@ -1,0 +1,79 @@
+"""A deterministic engine for plumbing tests (never for quality tests).
+
+It "hears" one word of a fixed script per `ms_per_word` of audio whose RMS is
+above a floor, honours the forced prefix like Whisper does, times words
+evenly, and can sleep to stand in for decode cost. Every call is recorded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stt_svc.engines.base import Capabilities, DecodeOptions, Transcription, WordTiming
+
+RATE_HZ = 16_000
+SCRIPT = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike "
+    "november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
+
+
+@dataclass(frozen=True, slots=True)
+class FakeCall:
+    """One recorded transcribe call."""
+
+    options: DecodeOptions
+    audio_samples: int
+    started_s: float
+    finished_s: float
+
+
+@dataclass
+class FakeEngine:
+    """Words from `SCRIPT`, one per `ms_per_word` of audio above `floor_rms`."""
+
+    name: str = "fake"
+    languages: tuple[str, ...] = ("en", "es", "pt", "de", "fr")
+    detected_language: str = "en"
+    detected_probability: float = 0.95
+    ms_per_word: int = 300
+    floor_rms: float = 1e-3
+    delay_s: float = 0.0
+    calls: list[FakeCall] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            name=self.name, engine="fake", languages=self.languages,
+            detects_language=len(self.languages) > 1,
+        )
+
+    def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
+        started = time.perf_counter()
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        heard = float(np.sqrt(np.mean(np.square(audio)))) > self.floor_rms if len(audio) else False
+        count = len(audio) * 1000 // (RATE_HZ * self.ms_per_word) if heard else 0
+        prefix = options.prefix.split()
+        words = prefix + [SCRIPT[i % len(SCRIPT)] for i in range(len(prefix), max(count, 0))]
+        step_s = self.ms_per_word / 1000
+        timings = tuple(
+            WordTiming(w, i * step_s, (i + 1) * step_s, 0.9) for i, w in enumerate(words)
+        ) if options.word_timestamps else ()
+        detected = options.language is None
+        with self._lock:
+            self.calls.append(FakeCall(options, len(audio), started, time.perf_counter()))
+        return Transcription(
+            text=" ".join(words),
+            language=self.detected_language if detected else str(options.language),
+            language_probability=self.detected_probability if detected else 1.0,
+            avg_logprob=-0.2 if words else -1.5,
+            no_speech_prob=0.05 if words else 0.9,
+            compression_ratio=1.2,
+            words=timings,
+        )

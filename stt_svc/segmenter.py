@@ -1,0 +1,239 @@
+"""Cuts a live stream into utterances, judged on audio time (sample counts).
+
+Audio may arrive much faster than real time, so nothing here looks at the
+clock: every decision counts samples of the 16 kHz stream. The segmenter
+feeds 512-sample frames to a `FrameClassifier` (Silero) and runs a small
+state machine:
+
+    idle --speech frame--> candidate --min_speech_ms of speech--> speaking
+    candidate --endpoint silence first--> idle (a click or a breath: no events)
+    speaking --trailing silence reaches endpoint_silence_ms--> idle (SpeechEnded)
+    speaking --max_utterance_ms--> cut at the latest pause, next utterance starts
+
+A little audio before the first speech frame (pre-roll) is kept, since the
+VAD reacts a frame or two late and Whisper needs the onset.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from stt_svc.vad import FRAME_SAMPLES, FrameClassifier
+
+RATE_HZ = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class SegmenterOptions:
+    """Endpointing parameters; durations in milliseconds of audio."""
+
+    endpoint_silence_ms: int = 300
+    """Trailing silence that ends an utterance."""
+    pre_roll_ms: int = 200
+    """Audio kept before the first speech frame."""
+    min_speech_ms: int = 96
+    """Speech needed before an utterance counts (shorter bursts are dropped)."""
+    max_utterance_ms: int = 15_000
+    """An utterance is cut at the latest pause once it grows this long."""
+    tail_ms: int = 150
+    """Silence after the last speech frame that goes to the decoder with it."""
+    min_pause_ms: int = 96
+    """Shortest pause inside speech that may serve as a cut point."""
+    speech_threshold: float = 0.5
+    """Frame speech probability at or above which a frame is speech."""
+    silence_threshold: float = 0.35
+    """Probability below which a frame is silence (between: no change)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """An utterance was confirmed; `start_sample` includes the pre-roll."""
+
+    index: int
+    start_sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnded:
+    """An utterance is complete; `audio` spans start_sample to end_sample plus a short tail."""
+
+    index: int
+    start_sample: int
+    end_sample: int
+    audio: np.ndarray = field(repr=False)
+
+
+Event = SpeechStarted | SpeechEnded
+
+
+class _State(Enum):
+    IDLE = "idle"
+    CANDIDATE = "candidate"
+    SPEAKING = "speaking"
+
+
+def _samples(ms: int) -> int:
+    return RATE_HZ * ms // 1000
+
+
+class Segmenter:
+    """Stateful endpointer for one stream."""
+
+    def __init__(self, vad: FrameClassifier, options: SegmenterOptions | None = None) -> None:
+        self.options = options or SegmenterOptions()
+        self._vad = vad
+        self._endpoint = _samples(self.options.endpoint_silence_ms)
+        self._pre_roll = _samples(self.options.pre_roll_ms)
+        self._min_speech = _samples(self.options.min_speech_ms)
+        self._max_utterance = max(_samples(self.options.max_utterance_ms), 4 * FRAME_SAMPLES)
+        self._tail = _samples(self.options.tail_ms)
+        self._min_pause = _samples(self.options.min_pause_ms)
+        self._pending = np.zeros(0, np.float32)
+        self._history: collections.deque[np.ndarray] = collections.deque(
+            maxlen=self._pre_roll // FRAME_SAMPLES + 2
+        )
+        self._position = 0
+        """Samples classified so far (the stream position of the next frame)."""
+        self._state = _State.IDLE
+        self._index = 0
+        self._reset_utterance(0, [])
+
+    def _reset_utterance(self, start: int, audio: list[np.ndarray]) -> None:
+        self._start = start
+        self._audio = audio
+        self._length = sum(len(a) for a in audio)
+        self._speech = 0
+        self._silence_run = 0
+        self._speech_end = start
+        self._cut = 0
+
+    # -- what the stream asks -------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """Samples received so far (stream time, 16 kHz)."""
+        return self._position + len(self._pending)
+
+    @property
+    def speaking(self) -> bool:
+        """Whether a confirmed utterance is open."""
+        return self._state is _State.SPEAKING
+
+    @property
+    def utterance_index(self) -> int:
+        """Index of the open (or next) utterance."""
+        return self._index
+
+    @property
+    def utterance_samples(self) -> int:
+        """Samples buffered for the open utterance."""
+        return self._length
+
+    def utterance_audio(self) -> np.ndarray:
+        """A copy of the open utterance's audio so far."""
+        return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def feed(self, samples: np.ndarray) -> list[Event]:
+        """Adds 16 kHz float32 samples; returns the events they complete."""
+        if len(samples) == 0:
+            return []
+        data = np.concatenate([self._pending, np.asarray(samples, np.float32)])
+        whole = len(data) // FRAME_SAMPLES * FRAME_SAMPLES
+        self._pending = data[whole:]
+        if not whole:
+            return []
+        frames = data[:whole].reshape(-1, FRAME_SAMPLES)
+        events: list[Event] = []
+        for frame, prob in zip(frames, self._vad.speech_probabilities(frames), strict=True):
+            events += self._step(frame, float(prob))
+        return events
+
+    def flush(self) -> list[Event]:
+        """Ends the stream: the open utterance (if confirmed) ends here."""
+        events: list[Event] = []
+        if self._state is _State.SPEAKING:
+            if len(self._pending):
+                self._append(self._pending)
+            events.append(self._end(self._length))
+        self._position += len(self._pending)
+        self._pending = np.zeros(0, np.float32)
+        self._state = _State.IDLE
+        return events
+
+    # -- the state machine ----------------------------------------------------------------------
+
+    def _append(self, frame: np.ndarray) -> None:
+        self._audio.append(frame)
+        self._length += len(frame)
+
+    def _step(self, frame: np.ndarray, prob: float) -> list[Event]:
+        frame_start = self._position
+        self._position += len(frame)
+        if self._state is _State.IDLE:
+            if prob < self.options.speech_threshold:
+                self._history.append(frame)
+                return []
+            history = np.concatenate(self._history) if self._history else np.zeros(0, np.float32)
+            pre_roll = history[len(history) - min(len(history), self._pre_roll):]
+            self._history.clear()
+            self._reset_utterance(frame_start - len(pre_roll), [pre_roll] if len(pre_roll) else [])
+            self._state = _State.CANDIDATE
+        self._append(frame)
+        self._classify(prob, frame_start)
+        if self._state is _State.CANDIDATE:
+            if self._speech >= self._min_speech:
+                self._state = _State.SPEAKING
+                return [SpeechStarted(self._index, self._start)]
+            if self._silence_run >= self._endpoint or self._length >= self._max_utterance:
+                self._state = _State.IDLE  # too little speech: forget it
+                self._history.extend(self._audio[-self._history.maxlen :])  # type: ignore[misc]
+            return []
+        if self._silence_run >= self._endpoint:
+            self._state = _State.IDLE
+            end = self._speech_end - self._start
+            self._history.extend(self._audio[-self._history.maxlen :])  # type: ignore[misc]
+            return [self._end(min(self._length, end + self._tail))]
+        if self._length >= self._max_utterance:
+            return self._split()
+        return []
+
+    def _classify(self, prob: float, frame_start: int) -> None:
+        if prob >= self.options.speech_threshold:
+            if self._silence_run >= self._min_pause:  # a pause inside speech: a cut point
+                self._cut = frame_start - self._silence_run // 2 - self._start
+            self._speech += FRAME_SAMPLES
+            self._silence_run = 0
+            self._speech_end = frame_start + FRAME_SAMPLES
+        elif prob < self.options.silence_threshold or self._silence_run:
+            self._silence_run += FRAME_SAMPLES
+        else:  # undecided frame right after speech: still speech
+            self._speech_end = frame_start + FRAME_SAMPLES
+
+    def _end(self, keep: int) -> SpeechEnded:
+        """Closes the utterance, keeping its first `keep` samples."""
+        audio = self.utterance_audio()[:keep]
+        event = SpeechEnded(
+            self._index, self._start, min(self._speech_end, self._start + keep), audio
+        )
+        self._index += 1
+        return event
+
+    def _split(self) -> list[Event]:
+        """Cuts an over-long utterance at its latest pause (or here) and goes on speaking."""
+        cut = self._cut if self._cut >= self._length // 2 else self._length
+        if self._silence_run >= self._min_pause:
+            cut = self._length - self._silence_run // 2
+        audio = self.utterance_audio()
+        self._speech_end = min(self._speech_end, self._start + cut)
+        ended = self._end(cut)
+        rest = audio[cut:]
+        self._reset_utterance(self._start + cut, [rest] if len(rest) else [])
+        self._speech = self._min_speech
+        self._speech_end = self._start + len(rest)
+        return [ended, SpeechStarted(self._index, self._start)]

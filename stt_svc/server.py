@@ -1,0 +1,260 @@
+"""gRPC servicer of dragoman.stt.v1.SpeechToTextService, and the process entry point.
+
+Proto <-> dataclass conversion happens here and nowhere else: requests become
+a `StreamConfig` and a stream of audio bytes, the stream's outputs become
+`StreamingRecognizeResponse` messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from google.protobuf import duration_pb2
+
+from dragoman import audio, config, logs, rpc
+from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unimplemented
+from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
+from stt_svc import engines as engine_loader
+from stt_svc import vad
+from stt_svc.engines.base import ANY_LANGUAGE, SpeechRecognizer
+from stt_svc.models import Models
+from stt_svc.stream import (
+    Output,
+    RecognizeStream,
+    ResultOut,
+    SpeechEventKind,
+    StreamConfig,
+    StreamLimits,
+)
+
+SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToTextService"].full_name
+MIN_ENDPOINT_SILENCE_MS = 100
+MAX_ENDPOINT_SILENCE_MS = 5000
+MAX_HOTWORDS = 100
+MAX_HOTWORD_CHARS = 500
+
+_EVENT_TYPES = {
+    SpeechEventKind.STARTED: stt_pb2.SPEECH_EVENT_TYPE_SPEECH_STARTED,
+    SpeechEventKind.ENDED: stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH,
+}
+
+
+class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
+    """Streaming recognition over the loaded models."""
+
+    def __init__(self, settings: config.Settings, models: Models) -> None:
+        self._settings = settings.stt
+        self._models = models
+        self._limits = StreamLimits(
+            partial_interval_ms=settings.stt.partial_interval_ms,
+            max_utterance_ms=round(settings.stt.max_utterance_s * 1000),
+            idle_timeout_s=settings.stt.idle_timeout_s,
+            beam_size=settings.stt.beam_size,
+        )
+        self._active = 0
+
+    async def ListModels(
+        self, request: stt_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> stt_pb2.ListModelsResponse:
+        reply = stt_pb2.ListModelsResponse()
+        for model in self._models.loaded:
+            caps = model.capabilities
+            reply.models.add(
+                name=caps.name,
+                engine=caps.engine,
+                language_codes=[ANY_LANGUAGE] if caps.detects_language else list(caps.languages),
+            )
+        return reply
+
+    async def StreamingRecognize(
+        self,
+        request_iterator: AsyncIterator[stt_pb2.StreamingRecognizeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
+        if self._active >= self._settings.max_streams:
+            raise ResourceExhausted(
+                f"too many concurrent recognition streams (limit {self._settings.max_streams}); "
+                "retry later"
+            )
+        self._active += 1
+        try:
+            stream = RecognizeStream(
+                await self._read_config(request_iterator), self._models, self._limits
+            )
+            runner = asyncio.create_task(stream.run(_audio(request_iterator)))
+            runner.add_done_callback(lambda _: stream.outputs.put_nowait(None))
+            try:
+                while (item := await stream.outputs.get()) is not None:
+                    yield _response(item)
+                runner.result()  # the stream's error, if it failed
+            finally:
+                if not runner.done():
+                    runner.cancel()
+                    await asyncio.wait([runner])
+        finally:
+            self._active -= 1
+
+    async def _read_config(
+        self, requests: AsyncIterator[stt_pb2.StreamingRecognizeRequest]
+    ) -> StreamConfig:
+        try:
+            async with asyncio.timeout(self._settings.idle_timeout_s):
+                first = await anext(aiter(requests), None)
+        except TimeoutError:
+            raise InvalidArgument(
+                f"no config received within {self._settings.idle_timeout_s:g} s"
+            ) from None
+        if first is None:
+            raise InvalidArgument("the stream ended before its config message")
+        kind = first.WhichOneof("streaming_request")
+        if kind == "audio":
+            raise FailedPrecondition(
+                "audio arrived before the config: the first StreamingRecognizeRequest "
+                "must carry `config`"
+            )
+        if kind != "config":
+            raise InvalidArgument("the first StreamingRecognizeRequest must carry `config`")
+        return self._stream_config(first.config)
+
+    def _stream_config(self, c: stt_pb2.StreamingRecognitionConfig) -> StreamConfig:
+        if c.encoding == stt_pb2.AUDIO_ENCODING_OGG_OPUS:
+            raise Unimplemented(
+                "AUDIO_ENCODING_OGG_OPUS is not supported yet; send AUDIO_ENCODING_LINEAR16"
+            )
+        if c.encoding != stt_pb2.AUDIO_ENCODING_LINEAR16:
+            raise InvalidArgument(
+                f"config.encoding must be AUDIO_ENCODING_LINEAR16, got {c.encoding}"
+            )
+        rate_hz = audio.check_rate(c.sample_rate_hertz, "config.sample_rate_hertz")
+        language = self._models.resolve(c.language_code)
+        return StreamConfig(
+            language_code=c.language_code,
+            language=language,
+            sample_rate_hz=rate_hz,
+            interim_results=c.interim_results,
+            endpoint_silence_ms=self._endpoint_silence_ms(c),
+            hotwords=_hotwords(c.hotwords),
+        )
+
+    def _endpoint_silence_ms(self, c: stt_pb2.StreamingRecognitionConfig) -> int:
+        if not c.HasField("endpoint_silence"):
+            return self._settings.endpoint_silence_ms
+        d = c.endpoint_silence
+        nanos = d.seconds * 1_000_000_000 + d.nanos
+        if nanos == 0:
+            return self._settings.endpoint_silence_ms
+        ms = nanos // 1_000_000
+        if not MIN_ENDPOINT_SILENCE_MS <= ms <= MAX_ENDPOINT_SILENCE_MS:
+            raise InvalidArgument(
+                f"config.endpoint_silence must be between {MIN_ENDPOINT_SILENCE_MS} and "
+                f"{MAX_ENDPOINT_SILENCE_MS} ms (or 0 for the default), got {nanos / 1e6:g} ms"
+            )
+        return int(ms)
+
+
+async def _audio(
+    requests: AsyncIterator[stt_pb2.StreamingRecognizeRequest],
+) -> AsyncIterator[bytes]:
+    async for request in requests:
+        kind = request.WhichOneof("streaming_request")
+        if kind == "config":
+            raise InvalidArgument(
+                "config may only be sent in the first message; this stream is configured already"
+            )
+        if kind != "audio":
+            raise InvalidArgument("a StreamingRecognizeRequest after the config must carry audio")
+        yield request.audio
+
+
+def _hotwords(values: Sequence[str]) -> tuple[str, ...]:
+    words = tuple(w.strip() for w in values if w.strip())
+    if len(words) > MAX_HOTWORDS or sum(len(w) for w in words) > MAX_HOTWORD_CHARS:
+        raise InvalidArgument(
+            f"config.hotwords: at most {MAX_HOTWORDS} entries and {MAX_HOTWORD_CHARS} "
+            f"characters in all, got {len(words)} entries, {sum(len(w) for w in words)} characters"
+        )
+    return words
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+def _response(item: Output) -> stt_pb2.StreamingRecognizeResponse:
+    if not isinstance(item, ResultOut):
+        return stt_pb2.StreamingRecognizeResponse(
+            speech_event=stt_pb2.SpeechEvent(
+                type=_EVENT_TYPES[item.kind],
+                utterance_index=item.utterance_index,
+                audio_offset=_duration(item.offset_s),
+            )
+        )
+    return stt_pb2.StreamingRecognizeResponse(
+        result=stt_pb2.RecognitionResult(
+            utterance_index=item.utterance_index,
+            transcript=item.transcript,
+            is_final=item.is_final,
+            stability=item.stability,
+            stable_prefix=item.stable_prefix,
+            language_code=item.language_code,
+            language_probability=item.language_probability,
+            confidence=item.confidence,
+            start_offset=_duration(item.start_s),
+            end_offset=_duration(item.end_s),
+            words=[
+                stt_pb2.WordInfo(
+                    word=w.word,
+                    start_offset=_duration(w.start_s),
+                    end_offset=_duration(w.end_s),
+                    confidence=w.probability,
+                )
+                for w in item.words
+            ],
+            processing_time=_duration(item.processing_s),
+        )
+    )
+
+
+async def create(
+    settings: config.Settings,
+    *,
+    engine: SpeechRecognizer | Sequence[SpeechRecognizer] | None = None,
+) -> rpc.Service:
+    """Builds the service; loads and warms up the models unless `engine` is given.
+
+    `engine` may be one engine or several (e.g. whisper-base and whisper-tiny.en
+    loaded once and shared by several test services).
+    """
+    if engine is None:
+        engines = await asyncio.to_thread(engine_loader.load, settings)
+    elif isinstance(engine, Sequence):
+        engines = list(engine)
+    else:
+        engines = [engine]
+    await asyncio.to_thread(vad.warm_up)
+    models = Models(engines, max_pending=2 * settings.stt.max_streams + 2)
+    server = rpc.new_server()
+    stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server(
+        SpeechToTextServicer(settings, models), server
+    )
+    service = rpc.Service("stt", server, [SERVICE_NAME])
+    service.on_stop.append(models.close)
+    return service
+
+
+async def serve(settings: config.Settings) -> None:
+    service = await create(settings)
+    await rpc.serve_forever(service, settings.addresses.stt, settings.grace_period_s)
+
+
+def main() -> None:
+    logs.configure("stt")
+    asyncio.run(serve(config.load()))
+
+
+if __name__ == "__main__":
+    main()

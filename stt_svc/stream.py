@@ -1,0 +1,341 @@
+"""One StreamingRecognize stream: audio chunks in, speech events and results out.
+
+Two tasks share the stream. The reader converts each chunk (PCM16 -> float,
+resample to 16 kHz), runs the segmenter (VAD) and emits speech events at
+once; an utterance that ends is queued for its final. The decode loop runs
+the finals in order and, while someone speaks and interim results are on,
+one partial decode at a time of the utterance so far, at most every
+`partial_interval_ms` of audio. When an utterance ends, a partial decode not
+yet started is withdrawn and its result dropped, so the final goes straight
+to the head of its model's lane: end of speech to final is one decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+import numpy as np
+
+from dragoman import audio
+from dragoman.errors import DragomanError, InvalidArgument
+from stt_svc import guards
+from stt_svc.agreement import LocalAgreement
+from stt_svc.engines.base import DecodeOptions, Transcription, WordTiming
+from stt_svc.lanes import Priority, Timed
+from stt_svc.models import Models
+from stt_svc.segmenter import RATE_HZ, Segmenter, SegmenterOptions, SpeechEnded, SpeechStarted
+from stt_svc.vad import FrameClassifier, SileroVad
+
+log = logging.getLogger("stt_svc.stream")
+
+MAX_CHUNK_BYTES = 64 * 1024
+LANGUAGE_LOCK_PROBABILITY = 0.8
+"""An identified language this likely is kept for the rest of the stream."""
+FINAL_TEMPERATURES = (0.0, 0.4)
+MAX_QUEUED_FINALS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """A validated stream configuration."""
+
+    language_code: str
+    """The client's tag, "" for automatic identification."""
+    language: str | None
+    """Whisper base code of `language_code`; None to identify it."""
+    sample_rate_hz: int = RATE_HZ
+    interim_results: bool = False
+    endpoint_silence_ms: int = 300
+    hotwords: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Service-wide knobs (from settings.stt)."""
+
+    partial_interval_ms: int = 600
+    max_utterance_ms: int = 15_000
+    idle_timeout_s: float = 10.0
+    beam_size: int = 1
+
+
+class SpeechEventKind(Enum):
+    STARTED = "started"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEventOut:
+    kind: SpeechEventKind
+    utterance_index: int
+    offset_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResultOut:
+    utterance_index: int
+    transcript: str
+    is_final: bool
+    stability: float
+    stable_prefix: str
+    language_code: str
+    language_probability: float
+    confidence: float
+    start_s: float
+    end_s: float
+    words: tuple[WordTiming, ...]
+    """Timed from the start of the stream."""
+    processing_s: float
+
+
+Output = SpeechEventOut | ResultOut
+
+
+@dataclass
+class _Utterance:
+    index: int
+    start_sample: int
+    language: str | None
+    language_probability: float
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    decoded_samples: int = 0
+    """Audio given to the latest partial decode."""
+    open: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _FinalJob:
+    utterance: _Utterance
+    event: SpeechEnded
+    received_s: float
+    """perf_counter() when the chunk that ended the utterance arrived."""
+
+
+class RecognizeStream:
+    """Runs one stream; read `outputs` while `run()` works."""
+
+    def __init__(
+        self,
+        config: StreamConfig,
+        models: Models,
+        limits: StreamLimits,
+        vad: FrameClassifier | None = None,
+    ) -> None:
+        self.config = config
+        self.outputs: asyncio.Queue[Output | None] = asyncio.Queue()
+        self._models = models
+        self._limits = limits
+        self._segmenter = Segmenter(
+            vad or SileroVad(),
+            SegmenterOptions(
+                endpoint_silence_ms=config.endpoint_silence_ms,
+                max_utterance_ms=limits.max_utterance_ms,
+            ),
+        )
+        self._resampler = audio.StreamResampler(config.sample_rate_hz, RATE_HZ)
+        self._partial_interval = RATE_HZ * limits.partial_interval_ms // 1000
+        self._finals: asyncio.Queue[_FinalJob] = asyncio.Queue(MAX_QUEUED_FINALS)
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._utterance: _Utterance | None = None
+        self._language = config.language
+        self._language_probability = 1.0
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> None:
+        """Reads audio until the client half-closes or goes idle, then flushes."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._decode_loop(), name="stt-decode")
+                await self._read(chunks)
+        except* DragomanError as group:
+            raise group.exceptions[0] from None
+
+    # -- reader ---------------------------------------------------------------------------------
+
+    async def _read(self, chunks: AsyncIterator[bytes]) -> None:
+        iterator = aiter(chunks)
+        while True:
+            try:
+                async with asyncio.timeout(self._limits.idle_timeout_s):
+                    chunk = await anext(iterator)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                log.info("stream idle for %.1f s: closing it", self._limits.idle_timeout_s)
+                break
+            await self._consume(chunk)
+        now = time.perf_counter()
+        tail = self._resampler.process(np.zeros(0, np.float32), last=True)
+        await self._handle(self._segmenter.feed(tail) + self._segmenter.flush(), now)
+        self._closed = True
+        self._wakeup.set()
+
+    async def _consume(self, chunk: bytes) -> None:
+        received = time.perf_counter()
+        if len(chunk) > MAX_CHUNK_BYTES:
+            raise InvalidArgument(
+                f"audio chunk of {len(chunk)} bytes is larger than the {MAX_CHUNK_BYTES}-byte "
+                "limit; send smaller chunks"
+            )
+        samples = self._resampler.process(audio.pcm16_to_float(chunk))
+        await self._handle(self._segmenter.feed(samples), received)
+        self._wakeup.set()
+
+    async def _handle(self, events: list[SpeechStarted | SpeechEnded], received: float) -> None:
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                self._utterance = _Utterance(
+                    event.index, event.start_sample, self._language, self._language_probability
+                )
+                self._emit(SpeechEventOut(SpeechEventKind.STARTED, event.index, _s(event.start_sample)))
+                continue
+            utterance = self._utterance
+            assert utterance is not None and utterance.index == event.index
+            utterance.open = False
+            self._utterance = None
+            self._emit(SpeechEventOut(SpeechEventKind.ENDED, event.index, _s(event.end_sample)))
+            await self._finals.put(_FinalJob(utterance, event, received))
+            self._wakeup.set()
+
+    def _emit(self, item: Output) -> None:
+        self.outputs.put_nowait(item)
+
+    # -- decoder --------------------------------------------------------------------------------
+
+    async def _decode_loop(self) -> None:
+        partial: asyncio.Future[Timed[Transcription]] | None = None
+        target: _Utterance | None = None
+        try:
+            while True:
+                self._wakeup.clear()
+                if not self._finals.empty():
+                    if partial is not None:  # stale: withdraw it, or drop its result
+                        partial.cancel()
+                        partial = None
+                    await self._finalise(self._finals.get_nowait())
+                    continue
+                if self._closed:
+                    return
+                if partial is None and (target := self._partial_due()) is not None:
+                    partial = self._start_partial(target)
+                await self._wait(partial)
+                if partial is not None and partial.done() and target is not None:
+                    self._on_partial(target, partial.result())
+                    partial = None
+        finally:
+            if partial is not None:
+                partial.cancel()
+
+    async def _wait(self, partial: asyncio.Future[Timed[Transcription]] | None) -> None:
+        wakeup = asyncio.ensure_future(self._wakeup.wait())
+        try:
+            await asyncio.wait([wakeup] if partial is None else [wakeup, partial],
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wakeup.cancel()
+
+    def _partial_due(self) -> _Utterance | None:
+        u = self._utterance
+        if not self.config.interim_results or u is None or not self._segmenter.speaking:
+            return None
+        if self._segmenter.utterance_samples - u.decoded_samples < self._partial_interval:
+            return None
+        return u
+
+    def _start_partial(self, u: _Utterance) -> asyncio.Future[Timed[Transcription]]:
+        u.decoded_samples = self._segmenter.utterance_samples
+        options = DecodeOptions(
+            language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords
+        )
+        model = self._models.for_language(u.language)
+        return model.decode(self._segmenter.utterance_audio(), options, Priority.PARTIAL)
+
+    def _on_partial(self, u: _Utterance, timed: Timed[Transcription]) -> None:
+        result = timed.value
+        if not u.open:
+            return  # its final is on the way
+        reason = guards.rejection(result, u.decoded_samples / RATE_HZ)
+        if reason is not None:
+            log.debug("partial dropped: %s", reason)
+            return
+        transcript, stable, stability = u.agreement.update(result.text)
+        if stable and u.language is None:  # the forced prefix fixes the language
+            u.language, u.language_probability = result.language, result.language_probability
+        code, probability = self._language_of(u, result)
+        self._emit(ResultOut(
+            utterance_index=u.index, transcript=transcript, is_final=False, stability=stability,
+            stable_prefix=stable, language_code=code, language_probability=probability,
+            confidence=0.0, start_s=_s(u.start_sample),
+            end_s=_s(u.start_sample + u.decoded_samples), words=(), processing_s=timed.seconds,
+        ))
+
+    async def _finalise(self, job: _FinalJob) -> None:
+        u, event = job.utterance, job.event
+        options = DecodeOptions(
+            language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords,
+            word_timestamps=True, beam_size=self._limits.beam_size,
+            temperatures=FINAL_TEMPERATURES,
+        )
+        model = self._models.for_language(u.language)
+        timed = await model.decode(event.audio, options, Priority.FINAL)
+        result = timed.value
+        reason = guards.rejection(result, len(event.audio) / RATE_HZ)
+        offset_s = _s(event.start_sample)
+        if reason is None:
+            transcript = u.agreement.merge(result.text)
+            words = tuple(
+                replace(w, start_s=w.start_s + offset_s, end_s=w.end_s + offset_s)
+                for w in result.words
+            )
+        else:
+            log.info("utterance %d dropped: %s", u.index, reason)
+            transcript, words = u.agreement.stable_prefix, ()
+        if (
+            self._language is None
+            and reason is None
+            and result.language_probability >= LANGUAGE_LOCK_PROBABILITY
+        ):
+            self._language, self._language_probability = (
+                result.language, result.language_probability
+            )
+            log.info("language locked", extra={"language": self._language})
+        code, probability = self._language_of(u, result)
+        self._emit(ResultOut(
+            utterance_index=u.index, transcript=transcript, is_final=True, stability=1.0,
+            stable_prefix=transcript, language_code=code, language_probability=probability,
+            confidence=_confidence(words, result), start_s=offset_s, end_s=_s(event.end_sample),
+            words=words, processing_s=timed.seconds,
+        ))
+        log.info(
+            "final sent",
+            extra={
+                "utterance": u.index,
+                "model": model.capabilities.name,
+                "audio_ms": round(1000 * len(event.audio) / RATE_HZ),
+                "decode_ms": round(1000 * timed.seconds),
+                "endpoint_to_final_ms": round(1000 * (time.perf_counter() - job.received_s)),
+            },
+        )
+
+    def _language_of(self, u: _Utterance, result: Transcription) -> tuple[str, float]:
+        if self.config.language is not None:
+            return self.config.language_code, 1.0
+        if u.language is not None:
+            return u.language, u.language_probability
+        return result.language, result.language_probability
+
+
+def _s(samples: int) -> float:
+    return samples / RATE_HZ
+
+
+def _confidence(words: tuple[WordTiming, ...], result: Transcription) -> float:
+    if words:
+        return float(np.mean([w.probability for w in words]))
+    return math.exp(result.avg_logprob) if result.text else 0.0

@@ -1,0 +1,57 @@
+"""Fixtures shared by every test package.
+
+Tests run real grpc.aio servers on 127.0.0.1 port 0 with real stubs. Model
+weights must be installed (`dragoman models install`); a test that needs
+them fails with that instruction instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dragoman import config, rpc
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_TESTDATA = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
+
+
+@pytest.fixture(scope="session")
+def settings() -> config.Settings:
+    return config.load()
+
+
+@pytest.fixture(scope="session")
+def models_dir(settings: config.Settings) -> Path:
+    path = Path(settings.models_dir)
+    if not (path / "whisper-base" / "model.bin").exists():
+        pytest.fail(f"model weights missing in {path}: run `dragoman models install` first")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fleurs() -> Path:
+    path = SHARED_TESTDATA / "speech" / "fleurs"
+    if not path.is_dir():
+        pytest.fail(f"test speech missing: {path} (set DRAGOMAN_TESTDATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tatoeba() -> Path:
+    path = SHARED_TESTDATA / "mt" / "tatoeba"
+    if not path.is_dir():
+        pytest.fail(f"test sentences missing: {path} (set DRAGOMAN_TESTDATA)")
+    return path
+
+
+async def started(service: rpc.Service) -> AsyncIterator[str]:
+    """Starts `service` on a free loopback port, yields its address, stops it."""
+    port = await service.start("127.0.0.1:0")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await service.stop(0)

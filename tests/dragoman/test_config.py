@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dragoman import config
+from dragoman.errors import InvalidArgument
+
+
+def test_defaults_toml_and_env_in_that_order(tmp_path: Path) -> None:
+    toml = tmp_path / "dragoman.toml"
+    toml.write_text('models_dir = "/m"\n[stt]\nbeam_size = 3\nendpoint_silence_ms = 500\n')
+    s = config.load(toml, env={"DRAGOMAN_STT_BEAM_SIZE": "5", "DRAGOMAN_ADDRESSES_MT": "h:1"})
+    assert s.models_dir == "/m"
+    assert s.stt.beam_size == 5            # env beats the file
+    assert s.stt.endpoint_silence_ms == 500  # file beats the default
+    assert s.addresses.mt == "h:1"
+    assert s.tts.max_text_chars == config.TtsSettings().max_text_chars
+
+
+def test_bad_values_name_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="DRAGOMAN_STT_BEAM_SIZE: expected int"):
+        config.load(env={"DRAGOMAN_STT_BEAM_SIZE": "many"})
+    toml = tmp_path / "bad.toml"
+    toml.write_text("[stt]\nbeem_size = 1\n")
+    with pytest.raises(InvalidArgument, match="unknown setting stt_beem_size"):
+        config.load(toml, env={})
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        config.load(tmp_path / "missing.toml", env={})
+
+
+def test_describe_masks_the_jwt_secret() -> None:
+    s = config.load(env={"DRAGOMAN_AUTH_JWT_SECRET": "s3cret"})
+    assert s.auth.jwt_secret == "s3cret"
+    assert config.describe(s)["auth"]["jwt_secret"] == "***"

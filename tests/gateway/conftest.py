@@ -1,0 +1,94 @@
+"""A real gateway on port 0 in front of the session_svc double."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from dragoman import config
+from dragoman.v1 import auth_pb2, auth_pb2_grpc, conversation_pb2_grpc, sessions_pb2_grpc
+from gateway import server
+from tests.conftest import started
+from tests.gateway.double import SessionDouble, serve
+
+SECRET = "gateway-tests-secret-of-at-least-32-bytes"
+PASSWORD = "correct horse battery"
+
+
+def with_session_address(settings: config.Settings, address: str) -> config.Settings:
+    return dataclasses.replace(
+        settings,
+        auth=dataclasses.replace(settings.auth, jwt_secret=SECRET),
+        addresses=dataclasses.replace(settings.addresses, session=address),
+    )
+
+
+def bearer(access_token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {access_token}"),)
+
+
+def unique_name(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Stubs:
+    auth: auth_pb2_grpc.AuthServiceAsyncStub
+    sessions: sessions_pb2_grpc.SessionServiceAsyncStub
+    conversation: conversation_pb2_grpc.ConversationServiceAsyncStub
+
+    @classmethod
+    def on(cls, channel: grpc.aio.Channel) -> Stubs:
+        return cls(
+            auth_pb2_grpc.AuthServiceStub(channel),  # type: ignore[arg-type]
+            sessions_pb2_grpc.SessionServiceStub(channel),  # type: ignore[arg-type]
+            conversation_pb2_grpc.ConversationServiceStub(channel),  # type: ignore[arg-type]
+        )
+
+    async def register(self, username: str = "") -> tuple[str, auth_pb2.RegisterResponse]:
+        username = username or unique_name()
+        reply = await self.auth.Register(auth_pb2.RegisterRequest(
+            username=username, email=f"{username}@example.org", password=PASSWORD,
+            preferred_language_code="en",
+        ))
+        return username, reply
+
+
+@pytest.fixture(scope="module")
+async def double() -> SessionDouble:
+    return SessionDouble()
+
+
+@pytest.fixture(scope="module")
+async def double_address(double: SessionDouble) -> AsyncIterator[str]:
+    async for address in started(serve(double)):
+        yield address
+
+
+@pytest.fixture(autouse=True)
+def _fresh_double(double: SessionDouble) -> None:
+    double.reset()
+
+
+@pytest.fixture(scope="module")
+async def gateway(settings: config.Settings, double_address: str) -> AsyncIterator[str]:
+    service = await server.create(with_session_address(settings, double_address))
+    async for address in started(service):
+        yield address
+
+
+@pytest.fixture(scope="module")
+async def stubs(gateway: str) -> AsyncIterator[Stubs]:
+    async with grpc.aio.insecure_channel(gateway) as channel:
+        yield Stubs.on(channel)
+
+
+@pytest.fixture(scope="module")
+async def alice(stubs: Stubs) -> tuple[str, auth_pb2.RegisterResponse]:
+    """A registered user shared by the proxy tests."""
+    return await stubs.register(unique_name("alice"))

@@ -1,0 +1,204 @@
+"""A test double of session_svc: the same public services, simple behaviour.
+
+It answers with the identity headers it received, and records each call's
+metadata and deadline (`calls`) and the streams its caller cancelled
+(`cancelled`), so tests can see what the gateway forwarded. Plumbing only: no sessions, no pipeline.
+
+Special session ids and codes: "missing" / "000000" -> NOT_FOUND; Listen on
+"endless" streams heartbeats until cancelled; Listen on "fails-midway" sends
+one event, then NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+
+from dragoman import rpc
+from dragoman.v1 import conversation_pb2 as cv
+from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
+
+MISSING_SESSION = "session missing does not exist"
+MISSING_CODE = "no waiting session has code 000000"
+ENDED_ELSEWHERE = "session fails-midway ended"
+
+FINISH_UP_S = 0.05
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class Seen:
+    """One call as the double received it."""
+
+    method: str
+    metadata: list[tuple[str, str | bytes]]
+    time_remaining_s: float | None
+
+    def values(self, key: str) -> list[str | bytes]:
+        return [v for k, v in self.metadata if k == key]
+
+
+class SessionDouble(
+    sessions_pb2_grpc.SessionServiceServicer, conversation_pb2_grpc.ConversationServiceServicer
+):
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls: list[Seen] = []
+        self.cancelled: asyncio.Queue[str] = asyncio.Queue()
+
+    def _enter(self, method: str, context: grpc.aio.ServicerContext) -> sessions_pb2.Participant:
+        metadata = list(context.invocation_metadata() or ())
+        self.calls.append(Seen(method, metadata, context.time_remaining()))
+        seen = dict(metadata)
+        return sessions_pb2.Participant(
+            user_id=str(seen.get(rpc.USER_ID_HEADER, "")),
+            display_name=str(seen.get(rpc.USER_NAME_HEADER, "")),
+        )
+
+    # SessionService
+
+    async def CreateSession(
+        self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.CreateSessionResponse:
+        me = self._enter("CreateSession", context)
+        me.language_code, me.voice = request.language_code, request.voice
+        return sessions_pb2.CreateSessionResponse(session=sessions_pb2.Session(
+            session_id="s-1", code="123456", status=sessions_pb2.SESSION_STATUS_WAITING,
+            participants=[me],
+        ))
+
+    async def JoinSession(
+        self, request: sessions_pb2.JoinSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.JoinSessionResponse:
+        me = self._enter("JoinSession", context)
+        if request.code == "000000":
+            await context.abort(grpc.StatusCode.NOT_FOUND, MISSING_CODE)
+        me.language_code = request.language_code
+        return sessions_pb2.JoinSessionResponse(session=sessions_pb2.Session(
+            session_id="s-1", status=sessions_pb2.SESSION_STATUS_ACTIVE, participants=[me],
+        ))
+
+    async def GetSession(
+        self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.GetSessionResponse:
+        me = self._enter("GetSession", context)
+        if request.session_id == "missing":
+            await context.abort(grpc.StatusCode.NOT_FOUND, MISSING_SESSION)
+        return sessions_pb2.GetSessionResponse(session=sessions_pb2.Session(
+            session_id=request.session_id, status=sessions_pb2.SESSION_STATUS_ACTIVE,
+            participants=[me],
+        ))
+
+    async def EndSession(
+        self, request: sessions_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.EndSessionResponse:
+        me = self._enter("EndSession", context)
+        return sessions_pb2.EndSessionResponse(
+            session=sessions_pb2.Session(
+                session_id=request.session_id, status=sessions_pb2.SESSION_STATUS_ENDED,
+                participants=[me],
+            ),
+            metrics=sessions_pb2.SessionMetrics(utterance_count=3),
+        )
+
+    # ConversationService
+
+    async def _observed(self, method: str, responses: AsyncIterator[_T]) -> AsyncIterator[_T]:
+        """`responses`, recording in `cancelled` when the caller cancels the call."""
+        try:
+            async for response in responses:
+                yield response
+        except asyncio.CancelledError:
+            self.cancelled.put_nowait(method)
+            raise
+
+    def Converse(
+        self,
+        request_iterator: AsyncIterator[cv.ConverseRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[cv.ConverseResponse]:
+        return self._observed("Converse", self._converse(request_iterator, context))
+
+    def Listen(
+        self, request: cv.ListenRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[cv.ListenResponse]:
+        return self._observed("Listen", self._listen(request, context))
+
+    async def _converse(
+        self,
+        request_iterator: AsyncIterator[cv.ConverseRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[cv.ConverseResponse]:
+        """Echoes each request as an event. `leave` ends the stream at once; the
+        end of input (which a cancelled call also shows) ends it after a last
+        `partner_disconnected` event, like session_svc finishing up."""
+        me = self._enter("Converse", context)
+        session_id = ""
+        sequence = 0
+        async for request in request_iterator:
+            kind = request.WhichOneof("request")
+            if kind == "leave":
+                return
+            sequence += 1
+            event = cv.ConversationEvent(session_id=session_id, sequence=sequence)
+            if kind == "join":
+                session_id = event.session_id = request.join.session_id
+                if session_id == "missing":
+                    await context.abort(grpc.StatusCode.NOT_FOUND, MISSING_SESSION)
+                event.session_paired.partner_user_id = me.user_id
+                event.session_paired.partner_display_name = me.display_name
+            elif kind == "audio":
+                event.speech_audio.data = request.audio.data
+                event.speech_audio.chunk_index = request.audio.sequence
+            else:
+                event.heartbeat.SetInParent()
+            yield cv.ConverseResponse(event=event)
+        await asyncio.sleep(FINISH_UP_S)  # a cancelled call gets its CancelledError here
+        bye = cv.ConversationEvent(session_id=session_id, sequence=sequence + 1)
+        bye.partner_disconnected.reason = "left"
+        yield cv.ConverseResponse(event=bye)
+
+    async def _listen(
+        self, request: cv.ListenRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[cv.ListenResponse]:
+        me = self._enter("Listen", context)
+        session_id = request.join.session_id
+        if session_id == "missing":
+            await context.abort(grpc.StatusCode.NOT_FOUND, MISSING_SESSION)
+        paired = cv.ConversationEvent(session_id=session_id, sequence=1)
+        paired.session_paired.partner_user_id = me.user_id
+        paired.session_paired.partner_display_name = me.display_name
+        yield cv.ListenResponse(event=paired)
+        if session_id == "fails-midway":
+            await context.abort(grpc.StatusCode.NOT_FOUND, ENDED_ELSEWHERE)
+        sequence = 1
+        while session_id == "endless" or sequence < 3:
+            sequence += 1
+            beat = cv.ConversationEvent(session_id=session_id, sequence=sequence)
+            beat.heartbeat.SetInParent()
+            yield cv.ListenResponse(event=beat)
+            await asyncio.sleep(0.01)
+
+    async def SendAudio(
+        self, request: cv.SendAudioRequest, context: grpc.aio.ServicerContext
+    ) -> cv.SendAudioResponse:
+        self._enter("SendAudio", context)
+        return cv.SendAudioResponse(sequence=request.audio.sequence)
+
+
+def serve(double: SessionDouble) -> rpc.Service:
+    """The double as a service, like session_svc."""
+    server = rpc.new_server()
+    sessions_pb2_grpc.add_SessionServiceServicer_to_server(double, server)
+    conversation_pb2_grpc.add_ConversationServiceServicer_to_server(double, server)
+    return rpc.Service(
+        "session-double", server,
+        ["dragoman.v1.SessionService", "dragoman.v1.ConversationService"],
+    )

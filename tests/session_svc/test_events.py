@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import asyncio
+
+from dragoman.v1 import conversation_pb2 as pb
+from session_svc.events import EventLog
+
+
+async def _take(log: EventLog, after: int, n: int, stop: asyncio.Future[None]) -> list[pb.ConversationEvent]:
+    out = []
+    async for event in log.follow(after, stop, heartbeat_s=5):
+        out.append(event)
+        if len(out) == n:
+            break
+    return out
+
+
+async def test_sequences_have_no_gaps_and_resume_skips_seen_events() -> None:
+    log = EventLog("s1", capacity=100)
+    for i in range(5):
+        log.append(heartbeat=pb.ServerHeartbeat()) if i % 2 else log.append(
+            error=pb.ConversationError(message=str(i)))
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    first = await _take(log, 0, 5, stop)
+    assert [e.sequence for e in first] == [1, 2, 3, 4, 5]
+    resumed = await _take(log, 3, 2, stop)
+    assert [e.sequence for e in resumed] == [4, 5]
+
+
+async def test_followers_wake_on_new_events_and_end_on_close() -> None:
+    log = EventLog("s1", capacity=100)
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(_take(log, 0, 10, stop))
+    await asyncio.sleep(0.01)
+    log.append(partner_connected=pb.PartnerConnected(partner_user_id="u"))
+    log.close()
+    events = await asyncio.wait_for(task, 2)
+    assert [e.WhichOneof("kind") for e in events] == ["partner_connected"]
+
+
+async def test_a_failed_stop_is_raised_after_kept_events() -> None:
+    log = EventLog("s1", capacity=100)
+    log.append(partner_connected=pb.PartnerConnected(partner_user_id="u"))
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    stop.set_exception(ValueError("boom"))
+    seen = []
+    try:
+        async for event in log.follow(0, stop, heartbeat_s=5):
+            seen.append(event.sequence)
+    except ValueError as e:
+        assert str(e) == "boom"
+    else:
+        raise AssertionError("stop exception not raised")
+    assert seen == [1]
+
+
+async def test_old_events_fall_out_of_a_bounded_buffer() -> None:
+    log = EventLog("s1", capacity=3)
+    for _ in range(5):
+        log.append(heartbeat=pb.ServerHeartbeat())
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    assert [e.sequence for e in await _take(log, 0, 3, stop)] == [3, 4, 5]
+
+
+async def test_idle_followers_get_heartbeats_repeating_the_last_sequence() -> None:
+    log = EventLog("s1", capacity=10)
+    log.append(heartbeat=pb.ServerHeartbeat())
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    out = []
+    async for event in log.follow(1, stop, heartbeat_s=0.05):
+        out.append(event)
+        break
+    assert out[0].WhichOneof("kind") == "heartbeat" and out[0].sequence == 1

@@ -1,0 +1,126 @@
+"""Unit tests of the text splitter (tts_svc.text)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tts_svc.text import CLAUSE_PAUSE_MS, SENTENCE_PAUSE_MS, sentences, split
+
+
+def texts(text: str, language: str = "en") -> list[str]:
+    return [p.text for p in split(text, language)]
+
+
+def test_short_sentence_is_one_piece() -> None:
+    assert texts("Hello, how are you?") == ["Hello, how are you?"]
+
+
+def test_long_first_sentence_is_cut_at_a_comma() -> None:
+    assert texts("Good morning, I would like to book a table for two people tonight.") == [
+        "Good morning,", "I would like to book a table for two people tonight.",
+    ]
+
+
+def test_the_latest_comma_within_six_words_is_taken() -> None:
+    text = "Well, if you ask me, I think we should leave right now."
+    assert texts(text) == ["Well, if you ask me,", "I think we should leave right now."]
+
+
+def test_semicolon_and_dash_are_clause_boundaries() -> None:
+    assert texts("The train was very late; we missed the start of the show.")[0] == (
+        "The train was very late;"
+    )
+    assert texts("My brother and I — both of us tired — went home early.")[0] == (
+        "My brother and I"
+    )
+
+
+def test_without_punctuation_the_cut_goes_before_a_conjunction() -> None:
+    assert texts("Yesterday I went to the store and bought bread, milk and eggs.") == [
+        "Yesterday I went to the store", "and bought bread, milk and eggs.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "first"),
+    [
+        ("es", "Yo creo que el tren de la mañana sale muy tarde hoy.", "Yo creo"),
+        ("es", "Hola, me gustaría reservar una mesa para dos personas.", "Hola,"),
+        ("pt", "Eu acho que o trem da manhã vai chegar atrasado hoje.", "Eu acho"),
+        ("fr", "Je pense que le train du matin arrive en retard.", "Je pense"),
+    ],
+)
+def test_conjunctions_and_commas_of_other_languages(language: str, text: str, first: str) -> None:
+    assert texts(text, language)[0] == first
+
+
+def test_conjunction_needs_two_words_before_it() -> None:
+    # "que" after one word would leave a one-word first piece: the comma wins instead.
+    assert texts("Creo que el tren de la mañana, dicen, sale tarde.", "es")[0] == (
+        "Creo que el tren de la mañana,"
+    )
+
+
+def test_no_cut_that_leaves_a_lone_word_behind() -> None:
+    assert texts("We walked for hours along the river bank, too.") == [
+        "We walked for hours along the river bank, too."
+    ]
+
+
+def test_no_boundary_means_no_cut() -> None:
+    text = "The quick brown fox jumps over the lazy dog near the river bank today."
+    assert texts(text) == [text]
+
+
+def test_only_the_first_sentence_is_cut() -> None:
+    text = "Hi. Good morning, I would like to book a table for two people tonight."
+    assert texts(text) == ["Hi.", "Good morning, I would like to book a table for two people tonight."]
+
+
+def test_sentences_split_on_terminal_marks() -> None:
+    assert texts("Is it possible? Yes! Thank you. ¿De verdad?", "es") == [
+        "Is it possible?", "Yes!", "Thank you.", "¿De verdad?",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "It costs 3.5 euros today.",
+        "Tiene 3,5 kilos de arroz.",
+        "They paid 1,500 dollars.",
+        "Dr. Smith is here.",
+        "Mr. and Mrs. Brown are here.",
+        "Bring fruit, e.g. apples.",
+        "I live in the U.S. and like it.",
+        "J. R. Smith wrote it.",
+        "Wait... what is that?",
+    ],
+)
+def test_numbers_abbreviations_and_initials_do_not_end_sentences(text: str) -> None:
+    assert sentences(text) == [text]
+
+
+def test_lines_are_sentences_and_whitespace_collapses() -> None:
+    assert sentences("First line\n  second   line\tend\n\nThird.") == [
+        "First line", "second line end", "Third.",
+    ]
+
+
+def test_unspeakable_fragments_join_the_sentence_before() -> None:
+    assert sentences("Really? ... !!!") == ["Really? ... !!!"]
+    assert sentences("... Hello.") == ["Hello."]
+
+
+def test_nothing_speakable_gives_no_piece() -> None:
+    assert split("  ... !!! — ", "en") == []
+    assert split("", "en") == []
+
+
+def test_pauses_follow_the_kind_of_boundary() -> None:
+    pieces = split("Good morning, I would like a table for two. Thanks.", "en")
+    assert [p.pause_after_ms for p in pieces] == [CLAUSE_PAUSE_MS, SENTENCE_PAUSE_MS, 0]
+
+
+def test_devanagari_danda_ends_a_sentence() -> None:
+    assert sentences("नमस्ते। आप कैसे हैं?") == ["नमस्ते।", "आप कैसे हैं?"]

@@ -1,0 +1,157 @@
+"""dragoman.tts.v1.TextToSpeechService: streaming speech synthesis.
+
+`python -m tts_svc.server` loads the engines named in `tts.engines`, warms
+each up with one synthesis, and serves on `addresses.tts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from google.protobuf import duration_pb2
+
+from dragoman import config, logs, rpc
+from dragoman.errors import InvalidArgument
+from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
+from tts_svc import engines as engine_registry
+from tts_svc.engines.base import Gender, TtsEngine, Voice
+from tts_svc.pipeline import Synthesizer
+from tts_svc.voices import VoiceCatalog
+
+log = logging.getLogger("tts_svc.server")
+
+SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeechService"].full_name
+MAX_STREAMS = 8
+"""Concurrent Synthesize streams; more get RESOURCE_EXHAUSTED."""
+_ENCODINGS = (tts_pb2.AUDIO_ENCODING_UNSPECIFIED, tts_pb2.AUDIO_ENCODING_LINEAR16)
+_GENDERS = {
+    Gender.UNSPECIFIED: tts_pb2.VOICE_GENDER_UNSPECIFIED,
+    Gender.FEMALE: tts_pb2.VOICE_GENDER_FEMALE,
+    Gender.MALE: tts_pb2.VOICE_GENDER_MALE,
+}
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
+    """Proto <-> pipeline; all the work is in `Synthesizer`."""
+
+    def __init__(self, synthesizer: Synthesizer) -> None:
+        self._synthesizer = synthesizer
+
+    async def Synthesize(
+        self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        if request.encoding not in _ENCODINGS:
+            raise InvalidArgument(
+                f"encoding {request.encoding} is not supported; use AUDIO_ENCODING_LINEAR16"
+            )
+        plan = self._synthesizer.plan(
+            request.text, request.language_code, request.voice, request.sample_rate_hertz
+        )
+        log.info(
+            "synthesize",
+            extra={"voice": plan.voice.name, "pieces": len(plan.pieces),
+                   "rate_hz": plan.output_rate_hz},
+        )
+        log.debug("synthesize text", extra={"text": logs.redact(request.text)})
+        async for chunk in self._synthesizer.stream(plan):
+            yield tts_pb2.SynthesizeResponse(
+                audio=chunk.pcm16,
+                sample_rate_hertz=chunk.sample_rate_hz,
+                chunk_index=chunk.index,
+                text=chunk.text,
+                voice=chunk.voice,
+                is_last=chunk.is_last,
+                audio_duration=_duration(chunk.duration_s),
+            )
+
+    async def ListVoices(
+        self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
+    ) -> tts_pb2.ListVoicesResponse:
+        catalog = self._synthesizer.catalog
+        return tts_pb2.ListVoicesResponse(
+            voices=[self._voice(v, catalog.is_default(v)) for v in
+                    catalog.voices(request.language_code)]
+        )
+
+    @staticmethod
+    def _voice(voice: Voice, is_default: bool) -> tts_pb2.Voice:
+        return tts_pb2.Voice(
+            name=voice.name,
+            language_code=voice.language_code,
+            engine=voice.engine,
+            natural_sample_rate_hertz=voice.sample_rate_hz,
+            gender=_GENDERS[voice.gender],
+            quality=voice.quality,
+            is_default=is_default,
+        )
+
+
+def _workers(settings: config.Settings) -> int:
+    """Synthesis threads: as many as the cores allow at `cpu_threads` each."""
+    return max(1, (os.cpu_count() or 1) // max(1, settings.tts.cpu_threads))
+
+
+async def create(
+    settings: config.Settings,
+    *,
+    engine: TtsEngine | Sequence[TtsEngine] | None = None,
+    max_streams: int = MAX_STREAMS,
+) -> rpc.Service:
+    """Builds the service: the given engine(s), or those `tts.engines` names, warmed up."""
+    executor = ThreadPoolExecutor(max_workers=_workers(settings), thread_name_prefix="tts")
+    try:
+        if engine is None:
+            engines = await engine_registry.load(settings, executor)
+        else:
+            engines = [engine] if not isinstance(engine, Sequence) else list(engine)
+        synthesizer = Synthesizer(
+            VoiceCatalog(engines),
+            max_text_chars=settings.tts.max_text_chars,
+            max_streams=max_streams,
+        )
+        await synthesizer.warm_up(engines)
+    except BaseException:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+
+    server = rpc.new_server()
+    tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server(TextToSpeechServicer(synthesizer), server)
+    service = rpc.Service("tts_svc", server, [SERVICE_NAME])
+
+    async def close() -> None:
+        for e in engines:
+            await e.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    service.on_stop.append(close)
+    log.info(
+        "tts ready",
+        extra={"engines": [e.capabilities.name for e in engines],
+               "languages": synthesizer.catalog.languages},
+    )
+    return service
+
+
+async def serve(settings: config.Settings) -> None:
+    service = await create(settings)
+    await rpc.serve_forever(service, settings.addresses.tts, settings.grace_period_s)
+
+
+def main() -> None:
+    logs.configure("tts_svc")
+    asyncio.run(serve(config.load()))
+
+
+if __name__ == "__main__":
+    main()
