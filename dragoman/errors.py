@@ -7,6 +7,8 @@ with a generic message and the traceback logged under a reference id.
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 
@@ -109,7 +111,9 @@ def from_rpc_error(err: grpc.aio.AioRpcError, service: str) -> DragomanError:
     code = err.code()
     detail = err.details() or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
-        return Unavailable(f"{service} is unavailable: {detail}")
+        # The transport detail names internal addresses: log it, don't pass it on.
+        logging.getLogger("dragoman.errors").warning("%s unavailable: %s", service, detail)
+        return Unavailable(f"{service} is unavailable")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"{service} did not answer in time")
     cls = _BY_CODE.get(code, DragomanError)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -30,21 +30,10 @@ from gateway.auth import AccessTokens
 log = logging.getLogger("gateway.proxy")
 
 DOWNSTREAM = "session service"
+_SERVER_FAULTS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
-
-
-class _Unary(Protocol[_Request, _Response]):
-    def __call__(self, request: _Request, **options: Any) -> grpc.aio.UnaryUnaryCall: ...
-
-
-class _ServerStream(Protocol[_Request, _Response]):
-    def __call__(self, request: _Request, **options: Any) -> grpc.aio.UnaryStreamCall: ...
-
-
-class _Bidi(Protocol[_Request, _Response]):
-    def __call__(self, **options: Any) -> grpc.aio.StreamStreamCall: ...
 
 
 def _field(message: Any, path: str) -> Any:
@@ -56,7 +45,12 @@ def _field(message: Any, path: str) -> Any:
 def _downstream_error(err: grpc.aio.AioRpcError) -> errors.DragomanError:
     log.info("session service call failed",
              extra={"code": err.code().name, "reason": err.details() or ""})
-    return errors.from_rpc_error(err, DOWNSTREAM)
+    mapped = errors.from_rpc_error(err, DOWNSTREAM)
+    if type(mapped) is errors.DragomanError and err.code() not in _SERVER_FAULTS:
+        # a status the error hierarchy has no class for (ABORTED when a newer
+        # stream replaces this one, CANCELLED, OUT_OF_RANGE): keep it, not INTERNAL
+        mapped.code = err.code()
+    return mapped
 
 
 class Proxy:
@@ -87,7 +81,7 @@ class Proxy:
 
     async def unary(
         self,
-        method: _Unary[_Request, _Response],
+        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
         request: _Request,
         context: grpc.aio.ServicerContext,
         required: Sequence[str] = (),
@@ -103,7 +97,7 @@ class Proxy:
 
     async def server_stream(
         self,
-        method: _ServerStream[_Request, _Response],
+        method: grpc.aio.UnaryStreamMultiCallable[_Request, _Response],
         request: _Request,
         context: grpc.aio.ServicerContext,
         required: Sequence[str] = (),
@@ -120,7 +114,7 @@ class Proxy:
 
     async def bidi(
         self,
-        method: _Bidi[_Request, _Response],
+        method: grpc.aio.StreamStreamMultiCallable[_Request, _Response],
         requests: AsyncIterator[_Request],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[_Response]:

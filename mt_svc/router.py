@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dragoman.errors import FailedPrecondition
-from mt_svc.engines.base import MtEngine, Offer, Pair, TranslationBatch
+from mt_svc.engines.base import MtEngine, Offer, TranslationBatch
 from mt_svc.languages import ENGLISH
 from mt_svc.text import Framed
 
@@ -94,13 +94,9 @@ class Router:
 
     def plan(self, source: str, target: str) -> Route:
         """The route for a pair of two different product languages, installed or not."""
-        for hops in (self._direct(source, target), self._pivot(source, target)):
-            if hops and all(h.installed for h in hops):
-                return Route(source, target, hops)
-        for hops in (self._direct(source, target), self._pivot(source, target)):
-            if hops:
-                return Route(source, target, hops)
-        return Route(source, target, ())
+        candidates = [h for h in (self._direct(source, target), self._pivot(source, target)) if h]
+        installed = [hops for hops in candidates if all(h.installed for h in hops)]
+        return Route(source, target, next(iter(installed or candidates), ()))
 
     def route(self, source: str, target: str) -> Route:
         """The installed route for a pair, or FAILED_PRECONDITION saying what is missing."""

@@ -82,13 +82,14 @@ class TranslationServicer(mt_pb2_grpc.TranslationServiceServicer):
         )
         elapsed_ns = time.perf_counter_ns() - started
         response.processing_time.FromNanoseconds(elapsed_ns)
-        log.debug(
-            "translated %s->%s", source, target,
-            extra={
-                "segments": len(segments), "engine": result.engine, "ms": elapsed_ns / 1e6,
-                "text": [logs.redact(s) for s in segments],
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "translated %s->%s", source, target,
+                extra={
+                    "segments": len(segments), "engine": result.engine, "ms": elapsed_ns / 1e6,
+                    "text": [logs.redact(s) for s in segments],
+                },
+            )
         return response
 
     async def ListLanguagePairs(
@@ -131,19 +132,18 @@ async def create(
     settings: config.Settings,
     *,
     engines: Sequence[MtEngine] | None = None,
-    max_active_batches: int = MAX_ACTIVE_BATCHES,
-    max_queued_batches: int = MAX_QUEUED_BATCHES,
+    admission: Admission | None = None,
 ) -> rpc.Service:
-    """The service, not yet started. `engines` replaces the configured ones (tests)."""
+    """The service, not yet started. `engines` replaces the configured ones and
+    `admission` the default limits (MAX_ACTIVE_BATCHES, MAX_QUEUED_BATCHES)."""
     names = registry.configured(settings.mt.engines)
     if engines is None:
         engines = await asyncio.to_thread(registry.load, names)
     router = Router(engines, registry.OFFERS, preference=names)
     await warm_up(router.engines)
     server = rpc.new_server()
-    servicer = TranslationServicer(
-        router, settings.mt, Admission(max_active_batches, max_queued_batches)
-    )
+    admission = admission or Admission(MAX_ACTIVE_BATCHES, MAX_QUEUED_BATCHES)
+    servicer = TranslationServicer(router, settings.mt, admission)
     mt_pb2_grpc.add_TranslationServiceServicer_to_server(servicer, server)
     service = rpc.Service("mt_svc", server, [SERVICE_NAME])
     service.on_stop.append(router.close)

@@ -34,8 +34,15 @@ TRIM_FLOOR_DB = -45.0
 TRIM_MARGIN_MS = 20
 CACHE_MAX_CHARS = 120
 """Only pieces up to this long are cached (frequent short phrases)."""
-WARM_UP_TEXT = {"en": "Hello, ready.", "es": "Hola, listo.", "pt": "Olá, pronto.",
-                "fr": "Bonjour, prêt.", "it": "Ciao, pronto.", "hi": "नमस्ते।"}
+WARM_UP_TEXT = {
+    "en": "Hello, the voice is ready to speak now.",
+    "es": "Hola, la voz ya está lista para hablar.",
+    "pt": "Olá, a voz já está pronta para falar.",
+    "fr": "Bonjour, la voix est prête à parler.",
+    "it": "Ciao, la voce è pronta a parlare.",
+    "hi": "नमस्ते, आवाज़ अब बोलने के लिए तैयार है।",
+}
+"""A sentence per language of medium length, so the warm-up also sizes ONNX Runtime's buffers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +125,11 @@ class Synthesizer:
     """
 
     def __init__(
-        self, catalog: VoiceCatalog, *, max_text_chars: int, max_streams: int,
+        self,
+        catalog: VoiceCatalog,
+        *,
+        max_text_chars: int,
+        max_streams: int,
         cache_entries: int = 256,
     ) -> None:
         self.catalog = catalog
@@ -132,9 +143,7 @@ class Synthesizer:
         if not text.strip():
             raise InvalidArgument("text is empty")
         if len(text) > self._max_text_chars:
-            raise InvalidArgument(
-                f"text has {len(text)} characters; the limit is {self._max_text_chars}"
-            )
+            raise InvalidArgument(f"text has {len(text)} characters; the limit is {self._max_text_chars}")
         choice = self.catalog.choose(language_code, voice)
         if sample_rate_hz != 0 and sample_rate_hz not in OUTPUT_RATES_HZ:
             raise InvalidArgument(
@@ -183,9 +192,7 @@ class Synthesizer:
         else:
             await queue.put(None)
 
-    async def _synthesize(
-        self, plan: Plan, queue: asyncio.Queue[Chunk | Exception | None]
-    ) -> None:
+    async def _synthesize(self, plan: Plan, queue: asyncio.Queue[Chunk | Exception | None]) -> None:
         voice = plan.voice
         resampler = audio.StreamResampler(voice.sample_rate_hz, plan.output_rate_hz)
         index, pause_ms = 0, 0
@@ -194,11 +201,14 @@ class Synthesizer:
         async def send(samples: np.ndarray, piece_text: str, is_last: bool) -> None:
             nonlocal index
             out = resampler.process(samples, last=is_last)
-            await queue.put(Chunk(index, audio.float_to_pcm16(out), plan.output_rate_hz,
-                                  piece_text, voice.name, is_last))
+            await queue.put(
+                Chunk(index, audio.float_to_pcm16(out), plan.output_rate_hz, piece_text, voice.name, is_last)
+            )
             if index == 0:
-                log.info("first chunk", extra={"voice": voice.name,
-                                               "ms": round((time.perf_counter() - started) * 1e3)})
+                log.info(
+                    "first chunk",
+                    extra={"voice": voice.name, "ms": round((time.perf_counter() - started) * 1e3)},
+                )
             index += 1
 
         last_piece = len(plan.pieces) - 1
@@ -249,5 +259,11 @@ class Synthesizer:
             started = time.perf_counter()
             async for _ in engine.synthesize(SynthesisRequest(words, voice.name)):
                 pass
-            log.info("warmed up", extra={"engine": engine.capabilities.name, "voice": voice.name,
-                                         "ms": round((time.perf_counter() - started) * 1e3)})
+            log.info(
+                "warmed up",
+                extra={
+                    "engine": engine.capabilities.name,
+                    "voice": voice.name,
+                    "ms": round((time.perf_counter() - started) * 1e3),
+                },
+            )

@@ -60,8 +60,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         )
         log.info(
             "synthesize",
-            extra={"voice": plan.voice.name, "pieces": len(plan.pieces),
-                   "rate_hz": plan.output_rate_hz},
+            extra={"voice": plan.voice.name, "pieces": len(plan.pieces), "rate_hz": plan.output_rate_hz},
         )
         log.debug("synthesize text", extra={"text": logs.redact(request.text)})
         async for chunk in self._synthesizer.stream(plan):
@@ -80,8 +79,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
     ) -> tts_pb2.ListVoicesResponse:
         catalog = self._synthesizer.catalog
         return tts_pb2.ListVoicesResponse(
-            voices=[self._voice(v, catalog.is_default(v)) for v in
-                    catalog.voices(request.language_code)]
+            voices=[self._voice(v, catalog.is_default(v)) for v in catalog.voices(request.language_code)]
         )
 
     @staticmethod
@@ -137,8 +135,7 @@ async def create(
     service.on_stop.append(close)
     log.info(
         "tts ready",
-        extra={"engines": [e.capabilities.name for e in engines],
-               "languages": synthesizer.catalog.languages},
+        extra={"engines": [e.capabilities.name for e in engines], "languages": synthesizer.catalog.languages},
     )
     return service
 

@@ -38,8 +38,7 @@ _ABBREVIATIONS = frozenset(
 _CONJUNCTIONS: dict[str, frozenset[str]] = {
     lang: frozenset(words.split())
     for lang, words in {
-        "en": "and but or so because although though while when whereas which who where "
-        "if unless until",
+        "en": "and but or so because although though while when whereas which who where if unless until",
         "es": "y e pero o u porque aunque cuando mientras que donde si pues sino",
         "pt": "e mas ou porque embora quando enquanto que onde se pois",
         "fr": "et mais ou parce car quand lorsque que qui où si donc",
@@ -108,12 +107,8 @@ def _cut(words: list[str], language: str, first_words: int, max_first_words: int
         return n
     conjunctions = _CONJUNCTIONS.get(language, frozenset())
     # A cut at k splits words[:k] | words[k:]; the second part keeps at least two words.
-    clause = [
-        k for k in range(1, n - 1) if _CLAUSE_END.search(words[k - 1]) or words[k] in _DASHES
-    ]
-    before_conjunction = [
-        k for k in range(2, n - 1) if words[k].lower().strip("\"'«“¿¡(") in conjunctions
-    ]
+    clause = [k for k in range(1, n - 1) if _CLAUSE_END.search(words[k - 1]) or words[k] in _DASHES]
+    before_conjunction = [k for k in range(2, n - 1) if words[k].lower().strip("\"'«“¿¡(") in conjunctions]
     for candidates, limit, pick in (
         (clause, first_words, max),
         (before_conjunction, first_words, max),

@@ -41,9 +41,7 @@ def primary_language(code: str) -> str:
         raise InvalidArgument('language_code is required, e.g. "en" or "pt-BR"')
     parts = code.strip().replace("_", "-").split("-")
     if not _PRIMARY.fullmatch(parts[0]) or not all(_SUBTAG.fullmatch(p) for p in parts[1:]):
-        raise InvalidArgument(
-            f'language_code {code!r} is not a BCP-47 language tag (e.g. "en", "pt-BR")'
-        )
+        raise InvalidArgument(f'language_code {code!r} is not a BCP-47 language tag (e.g. "en", "pt-BR")')
     return parts[0].lower()
 
 
@@ -58,9 +56,7 @@ class Choice:
 class VoiceCatalog:
     """Every voice of the given engines; engines earlier in the list come first."""
 
-    def __init__(
-        self, engines: Sequence[TtsEngine], defaults: Mapping[str, str] = DEFAULT_VOICES
-    ) -> None:
+    def __init__(self, engines: Sequence[TtsEngine], defaults: Mapping[str, str] = DEFAULT_VOICES) -> None:
         self._by_name: dict[str, Choice] = {}
         self._by_language: dict[str, list[Voice]] = {}
         for engine in engines:
@@ -69,9 +65,7 @@ class VoiceCatalog:
                     log.warning("voice %s offered twice; keeping the first", voice.name)
                     continue
                 self._by_name[voice.name] = Choice(voice, engine)
-                self._by_language.setdefault(primary_language(voice.language_code), []).append(
-                    voice
-                )
+                self._by_language.setdefault(primary_language(voice.language_code), []).append(voice)
         self._defaults: dict[str, Voice] = {}
         for language, voices in self._by_language.items():
             preferred = self._by_name.get(defaults.get(language, ""))

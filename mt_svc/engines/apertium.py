@@ -88,7 +88,7 @@ def from_stream(block: bytes) -> str:
     return re.sub(r" {2,}", " ", text).strip()
 
 
-class _Pipeline:
+class NullFlushPipeline:
     """One apertium mode running in null-flush mode."""
 
     def __init__(self, mode: str, command: str, timeout_s: float) -> None:
@@ -161,7 +161,7 @@ class ApertiumEngine:
             )
         root = Path(datadir or os.environ.get("APERTIUM_DATADIR", DEFAULT_DATADIR)) / "modes"
         wanted = set(modes) if modes is not None else None
-        self._pipelines: dict[Pair, _Pipeline] = {}
+        self._pipelines: dict[Pair, NullFlushPipeline] = {}
         for path in sorted(root.glob("*.mode")):
             pair = mode_pair(path.stem)
             if pair is None or (wanted is not None and path.stem not in wanted):
@@ -170,7 +170,7 @@ class ApertiumEngine:
                 ["apertium-wblank-mode", "-z", str(path)],
                 capture_output=True, text=True, check=True,
             ).stdout.strip()
-            self._pipelines[pair] = _Pipeline(path.stem, command, timeout_s)
+            self._pipelines[pair] = NullFlushPipeline(path.stem, command, timeout_s)
         if not self._pipelines:
             raise FailedPrecondition(
                 f"no apertium language pair installed in {root}: "

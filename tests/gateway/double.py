@@ -2,9 +2,11 @@
 
 It answers with the identity headers it received, and records each call's
 metadata and deadline (`calls`) and the streams its caller cancelled
-(`cancelled`), so tests can see what the gateway forwarded. Plumbing only: no sessions, no pipeline.
+(`cancelled`), so tests can see what the gateway forwarded. Plumbing only:
+no sessions, no pipeline.
 
-Special session ids and codes: "missing" / "000000" -> NOT_FOUND; Listen on
+Special session ids and codes: "missing" / "000000" -> NOT_FOUND; Converse
+joining "replaced" -> ABORTED; Listen on
 "endless" streams heartbeats until cancelled; Listen on "fails-midway" sends
 one event, then NOT_FOUND.
 """
@@ -25,8 +27,10 @@ from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 MISSING_SESSION = "session missing does not exist"
 MISSING_CODE = "no waiting session has code 000000"
 ENDED_ELSEWHERE = "session fails-midway ended"
+REPLACED = "a newer stream of this participant replaced this one"
 
 FINISH_UP_S = 0.05
+"""How long Converse takes to finish after its input ends."""
 
 _T = TypeVar("_T")
 
@@ -152,6 +156,8 @@ class SessionDouble(
                 session_id = event.session_id = request.join.session_id
                 if session_id == "missing":
                     await context.abort(grpc.StatusCode.NOT_FOUND, MISSING_SESSION)
+                if session_id == "replaced":
+                    await context.abort(grpc.StatusCode.ABORTED, REPLACED)
                 event.session_paired.partner_user_id = me.user_id
                 event.session_paired.partner_display_name = me.display_name
             elif kind == "audio":

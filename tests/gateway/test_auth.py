@@ -116,7 +116,7 @@ async def test_login_gives_tokens_and_hides_which_credential_was_wrong(stubs: St
 
 
 async def refresh(stubs: Stubs, refresh_token: str) -> auth_pb2.TokenPair:
-    reply = await stubs.auth.RefreshToken(
+    reply: auth_pb2.RefreshTokenResponse = await stubs.auth.RefreshToken(
         auth_pb2.RefreshTokenRequest(refresh_token=refresh_token)
     )
     return reply.tokens

@@ -14,7 +14,13 @@ from dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2
 from gateway import server
 from tests.conftest import started
 from tests.gateway.conftest import Stubs, bearer, unique_name, with_session_address
-from tests.gateway.double import ENDED_ELSEWHERE, MISSING_CODE, MISSING_SESSION, SessionDouble
+from tests.gateway.double import (
+    ENDED_ELSEWHERE,
+    MISSING_CODE,
+    MISSING_SESSION,
+    REPLACED,
+    SessionDouble,
+)
 
 User = tuple[str, auth_pb2.RegisterResponse]
 ConverseRequest = conversation_pb2.ConverseRequest
@@ -243,16 +249,21 @@ async def test_converse_with_a_request_iterator_ends_when_input_ends(
     assert await call.code() == grpc.StatusCode.OK
 
 
+@pytest.mark.parametrize(
+    ("session_id", "code", "message"),
+    [
+        ("missing", grpc.StatusCode.NOT_FOUND, MISSING_SESSION),
+        ("replaced", grpc.StatusCode.ABORTED, REPLACED),
+    ],
+)
 async def test_converse_downstream_error_keeps_code_and_message(
-    stubs: Stubs, alice: User
+    stubs: Stubs, alice: User, session_id: str, code: grpc.StatusCode, message: str
 ) -> None:
     call = stubs.conversation.Converse(metadata=token(alice))
-    await call.write(join("missing"))
+    await call.write(join(session_id))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call.read()
-    assert (info.value.code(), info.value.details()) == (
-        grpc.StatusCode.NOT_FOUND, MISSING_SESSION
-    )
+    assert (info.value.code(), info.value.details()) == (code, message)
     assert await pump_tasks_left() == []
 
 

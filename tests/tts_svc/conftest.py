@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import numpy as np
@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from dragoman.tts.v1.tts_pb2_grpc import TextToSpeechServiceAsyncStub as Stub
 
 
+def stub(channel: grpc.aio.Channel) -> Stub:
+    """The async stub (mypy cannot pick the aio overload through an untyped channel)."""
+    return cast("Stub", tts_pb2_grpc.TextToSpeechServiceStub(channel))
+
+
 @pytest.fixture(scope="session")
 def tts_settings(settings: config.Settings, models_dir: Path) -> config.Settings:
     """The default settings with the real engines (piper, kokoro)."""
@@ -33,15 +38,14 @@ async def tts(tts_settings: config.Settings) -> AsyncIterator[Stub]:
     service = await server.create(tts_settings)
     async for address in started(service):
         async with rpc.channel(address) as channel:
-            yield tts_pb2_grpc.TextToSpeechServiceStub(channel)
+            yield stub(channel)
 
 
 @pytest.fixture(scope="session")
 def whisper(models_dir: Path) -> Any:
     from faster_whisper import WhisperModel
 
-    return WhisperModel(str(models_dir / "whisper-base"), device="cpu", compute_type="int8",
-                        cpu_threads=2)
+    return WhisperModel(str(models_dir / "whisper-base"), device="cpu", compute_type="int8", cpu_threads=2)
 
 
 @dataclasses.dataclass
@@ -65,23 +69,25 @@ async def fake(settings: config.Settings) -> AsyncIterator[FakeService]:
     engine.requests.clear()  # forget the warm-up
     async for address in started(service):
         async with rpc.channel(address) as channel:
-            yield FakeService(tts_pb2_grpc.TextToSpeechServiceStub(channel), engine)
+            yield FakeService(stub(channel), engine)
 
 
-async def collect(
-    stub: Stub, **request: Any
-) -> list[tts_pb2.SynthesizeResponse]:
+async def collect(stub: Stub, **request: Any) -> list[tts_pb2.SynthesizeResponse]:
     return [r async for r in stub.Synthesize(tts_pb2.SynthesizeRequest(**request))]
+
+
+async def read_all(call: Any) -> list[tts_pb2.SynthesizeResponse]:
+    """The remaining responses of a stream call (usable after `call.read()`)."""
+    out = []
+    while (response := await call.read()) is not grpc.aio.EOF:
+        out.append(response)
+    return out
 
 
 async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
     """Awaits a unary call or drains a stream; returns the error it must end with."""
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        if hasattr(call, "__aiter__"):
-            async for _ in call:
-                pass
-        else:
-            await call
+        await read_all(call) if hasattr(call, "read") else await call
     return info.value
 
 

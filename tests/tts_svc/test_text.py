@@ -17,7 +17,8 @@ def test_short_sentence_is_one_piece() -> None:
 
 def test_long_first_sentence_is_cut_at_a_comma() -> None:
     assert texts("Good morning, I would like to book a table for two people tonight.") == [
-        "Good morning,", "I would like to book a table for two people tonight.",
+        "Good morning,",
+        "I would like to book a table for two people tonight.",
     ]
 
 
@@ -30,14 +31,13 @@ def test_semicolon_and_dash_are_clause_boundaries() -> None:
     assert texts("The train was very late; we missed the start of the show.")[0] == (
         "The train was very late;"
     )
-    assert texts("My brother and I — both of us tired — went home early.")[0] == (
-        "My brother and I"
-    )
+    assert texts("My brother and I — both of us tired — went home early.")[0] == ("My brother and I")
 
 
 def test_without_punctuation_the_cut_goes_before_a_conjunction() -> None:
     assert texts("Yesterday I went to the store and bought bread, milk and eggs.") == [
-        "Yesterday I went to the store", "and bought bread, milk and eggs.",
+        "Yesterday I went to the store",
+        "and bought bread, milk and eggs.",
     ]
 
 
@@ -79,7 +79,10 @@ def test_only_the_first_sentence_is_cut() -> None:
 
 def test_sentences_split_on_terminal_marks() -> None:
     assert texts("Is it possible? Yes! Thank you. ¿De verdad?", "es") == [
-        "Is it possible?", "Yes!", "Thank you.", "¿De verdad?",
+        "Is it possible?",
+        "Yes!",
+        "Thank you.",
+        "¿De verdad?",
     ]
 
 
@@ -103,7 +106,9 @@ def test_numbers_abbreviations_and_initials_do_not_end_sentences(text: str) -> N
 
 def test_lines_are_sentences_and_whitespace_collapses() -> None:
     assert sentences("First line\n  second   line\tend\n\nThird.") == [
-        "First line", "second line end", "Third.",
+        "First line",
+        "second line end",
+        "Third.",
     ]
 
 

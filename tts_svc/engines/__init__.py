@@ -19,8 +19,7 @@ def names(settings: config.TtsSettings) -> list[str]:
     unknown = [n for n in chosen if n not in KNOWN]
     if unknown or not chosen:
         raise InvalidArgument(
-            f"setting tts.engines: unknown or no engine in {settings.engines!r}; "
-            f"known: {', '.join(KNOWN)}"
+            f"setting tts.engines: unknown or no engine in {settings.engines!r}; known: {', '.join(KNOWN)}"
         )
     return chosen
 

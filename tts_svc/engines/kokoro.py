@@ -76,18 +76,14 @@ class KokoroEngine:
         model_path, voices_path = models_dir / MODEL_FILE, models_dir / VOICES_FILE
         for path in (model_path, voices_path):
             if not path.exists():
-                raise FailedPrecondition(
-                    f"Kokoro file missing: {path}: run `dragoman models install`"
-                )
+                raise FailedPrecondition(f"Kokoro file missing: {path}: run `dragoman models install`")
         import onnxruntime as ort
         from kokoro_onnx import Kokoro
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = cpu_threads
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(
-            str(model_path), options, providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         engine = cls(Kokoro.from_session(session, str(voices_path)), executor)
         log.info("kokoro loaded", extra={"voices": len(engine.capabilities.voices)})
         return engine
@@ -98,13 +94,13 @@ class KokoroEngine:
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
         create = functools.partial(
-            self._model.create, request.text, voice=request.voice,
+            self._model.create,
+            request.text,
+            voice=request.voice,
             lang=self._language[request.voice],
         )
         try:
-            samples, rate_hz = await asyncio.get_running_loop().run_in_executor(
-                self._executor, create
-            )
+            samples, rate_hz = await asyncio.get_running_loop().run_in_executor(self._executor, create)
         except ValueError:
             # kokoro-onnx raises ValueError for text with no pronounceable phonemes
             # (e.g. only symbols); that piece is silent, the rest of the text is not.

@@ -1,0 +1,119 @@
+"""session_svc over real gRPC, its model services running fake engines (plumbing only)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dragoman import audio, config, rpc
+from dragoman.client import join_request, speak
+from dragoman.v1 import conversation_pb2 as pb
+from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
+from mt_svc import server as mt_server
+from mt_svc.engines.fake import FakeEngine as FakeMt
+from session_svc import server as session_server
+from stt_svc import server as stt_server
+from stt_svc.engines.fake import FakeEngine as FakeStt
+from tts_svc import server as tts_server
+from tts_svc.engines.fake import FakeEngine as FakeTts
+
+
+@dataclasses.dataclass
+class Plumbing:
+    address: str
+    mt: FakeMt
+    channel: object = None
+
+
+@pytest.fixture(scope="session")
+async def plumbing(settings: config.Settings) -> AsyncIterator[Plumbing]:
+    mt_engine = FakeMt(pairs=[(a, b) for a in ("en", "pt", "es") for b in ("en", "pt", "es") if a != b])
+    services = [
+        await stt_server.create(settings, engine=FakeStt()),
+        await mt_server.create(settings, engines=[mt_engine]),
+        await tts_server.create(settings, engine=FakeTts()),
+    ]
+    ports = [await s.start("127.0.0.1:0") for s in services]
+    addresses = dataclasses.replace(
+        settings.addresses, **{n: f"127.0.0.1:{p}" for n, p in zip(("stt", "mt", "tts"), ports, strict=True)})
+    session = await session_server.create(dataclasses.replace(settings, addresses=addresses))
+    port = await session.start("127.0.0.1:0")
+    services.append(session)
+    try:
+        yield Plumbing(f"127.0.0.1:{port}", mt_engine)
+    finally:
+        for s in reversed(services):
+            await s.stop(0.5)
+
+
+class Caller:
+    """Calls session_svc directly as a given user (what the gateway does)."""
+
+    def __init__(self, address: str, user_id: str) -> None:
+        self.channel = rpc.channel(address)
+        self.metadata = ((rpc.USER_ID_HEADER, user_id), (rpc.USER_NAME_HEADER, user_id.title()))
+        self.sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
+        self.conversation = conversation_pb2_grpc.ConversationServiceStub(self.channel)
+        self.requests: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
+        self.events: list[pb.ConversationEvent] = []
+
+    async def create(self, language: str) -> sessions_pb2.Session:
+        reply = await self.sessions.CreateSession(
+            sessions_pb2.CreateSessionRequest(language_code=language), metadata=self.metadata)
+        return reply.session
+
+    async def join(self, code: str, language: str) -> sessions_pb2.Session:
+        reply = await self.sessions.JoinSession(
+            sessions_pb2.JoinSessionRequest(code=code, language_code=language), metadata=self.metadata)
+        return reply.session
+
+    async def _stream(self) -> AsyncIterator[pb.ConverseRequest]:
+        while (r := await self.requests.get()) is not None:
+            yield r
+
+    def converse(self, session_id: str, resume_after: int = 0) -> object:
+        self.requests = asyncio.Queue()
+        self.requests.put_nowait(join_request(session_id, 16000, resume_after=resume_after))
+        return self.conversation.Converse(self._stream(), metadata=self.metadata)
+
+    async def collect(  # type: ignore[no-untyped-def]
+        self, call, until: str, count: int = 1, timeout: float = 30
+    ) -> list[pb.ConversationEvent]:
+        """Reads events into self.events until `count` events of kind `until` arrived."""
+        seen = 0
+
+        async def run() -> None:
+            nonlocal seen
+            async for response in call:
+                self.events.append(response.event)
+                if response.event.WhichOneof("kind") == until:
+                    seen += 1
+                    if seen == count:
+                        return
+
+        await asyncio.wait_for(run(), timeout)
+        return self.events
+
+    async def say(self, pcm: bytes, first_sequence: int = 1) -> None:
+        async for request in speak(pcm, 16000, first_sequence=first_sequence, realtime=False):
+            await self.requests.put(request)
+
+    async def close(self) -> None:
+        await self.requests.put(None)
+        await self.channel.close()  # type: ignore[attr-defined]
+
+
+def utterance(fleurs: Path, name: str = "fleurs-en-004") -> bytes:
+    """Real speech (the VAD is real) with silence around it."""
+    speech = audio.decode_file(fleurs / f"{name}.ogg")
+    pad, tail = np.zeros(4800, np.float32), np.zeros(32000, np.float32)
+    return audio.float_to_pcm16(np.concatenate([pad, speech, tail]))
+
+
+def kinds(events: list[pb.ConversationEvent]) -> list[str]:
+    return [e.WhichOneof("kind") for e in events if e.WhichOneof("kind") != "heartbeat"]

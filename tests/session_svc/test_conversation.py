@@ -1,0 +1,185 @@
+"""Pairing, event fan-out, resumption and stream rules, over real gRPC (fake engines)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from dragoman.v1 import conversation_pb2 as pb
+from dragoman.v1 import sessions_pb2
+from tests.session_svc.conftest import Caller, Plumbing, kinds, utterance
+
+_n = 0
+
+
+async def pair(address: str, a_lang: str = "en", b_lang: str = "pt") -> tuple[Caller, Caller, str]:
+    global _n
+    _n += 1
+    a, b = Caller(address, f"alice{_n}"), Caller(address, f"bruno{_n}")
+    session = await a.create(a_lang)
+    assert len(session.code) == 6 and session.code.isdigit()
+    assert session.status == sessions_pb2.SESSION_STATUS_WAITING
+    joined = await b.join(session.code, b_lang)
+    assert joined.status == sessions_pb2.SESSION_STATUS_ACTIVE and joined.code == ""
+    assert [p.user_id for p in joined.participants] == [f"alice{_n}", f"bruno{_n}"]
+    return a, b, session.session_id
+
+
+async def test_speech_fans_out_to_both_in_order(plumbing: Plumbing, fleurs: Path) -> None:
+    a, b, sid = await pair(plumbing.address)
+    a_call, b_call = a.converse(sid), b.converse(sid)
+    await a.say(utterance(fleurs))
+    b_events, a_events = await asyncio.gather(
+        b.collect(b_call, "processing_ended"), a.collect(a_call, "processing_ended"))
+
+    b_kinds = kinds(b_events)
+    assert b_kinds[0] == "session_paired" and "partner_connected" in b_kinds
+    assert b_events[0].session_paired.partner_language_code == "en"
+    work = [k for k in b_kinds if k not in ("session_paired", "partner_connected")]
+    assert work[0] == "processing_started" and work[-1] == "processing_ended"
+    i_tr = work.index("translation")
+    assert work[i_tr - 1] == "transcription" and "speech_audio" in work[i_tr:]
+    seqs = [e.sequence for e in b_events if e.WhichOneof("kind") != "heartbeat"]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+    final = [e.transcription for e in b_events if e.WhichOneof("kind") == "transcription"][-1]
+    assert final.is_final and final.speaker == pb.SPEAKER_PARTNER and final.text.startswith("alpha")
+    tr = next(e.translation for e in b_events if e.WhichOneof("kind") == "translation")
+    assert tr.text == f"{final.text} [fake:en>pt]"
+    ended = next(e.processing_ended for e in b_events if e.WhichOneof("kind") == "processing_ended")
+    assert ended.latency.total.ToNanoseconds() > 0
+
+    assert "speech_audio" not in kinds(a_events)  # the speaker does not hear themself
+    own = [e.transcription for e in a_events if e.WhichOneof("kind") == "transcription"]
+    assert own[-1].speaker == pb.SPEAKER_SELF and own[-1].is_final
+    for c in (a, b):
+        await c.close()
+
+
+async def test_reconnect_resumes_without_gaps_or_duplicates(plumbing: Plumbing, fleurs: Path) -> None:
+    a, b, sid = await pair(plumbing.address)
+    a_call = a.converse(sid)
+    b_call = b.converse(sid)
+    await b.collect(b_call, "partner_connected")
+    b_call.cancel()  # Bruno's network drops
+    last_seen = b.events[-1].sequence
+    await a.say(utterance(fleurs))
+    await a.collect(a_call, "processing_ended")
+    b.events = []
+    resumed = b.converse(sid, resume_after=last_seen)
+    events = await b.collect(resumed, "processing_ended")
+    seqs = [e.sequence for e in events if e.WhichOneof("kind") != "heartbeat"]
+    assert seqs[0] == last_seen + 1 and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert "speech_audio" in kinds(events) and "translation" in kinds(events)
+    for c in (a, b):
+        await c.close()
+
+
+async def test_a_second_stream_replaces_the_first(plumbing: Plumbing) -> None:
+    a, _b, sid = await pair(plumbing.address)
+    first = a.converse(sid)
+    await a.collect(first, "session_paired")
+    second = Caller(plumbing.address, a.metadata[0][1])
+    second_call = second.converse(sid)
+    await second.collect(second_call, "session_paired")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in first:  # type: ignore[attr-defined]
+            pass
+    assert info.value.code() == grpc.StatusCode.ABORTED
+    assert "replaced by a newer stream" in info.value.details()
+    await second.close()
+    await a.close()
+
+
+async def test_listen_and_send_audio_for_web_clients(plumbing: Plumbing, fleurs: Path) -> None:
+    a, b, sid = await pair(plumbing.address)
+    request = pb.SendAudioRequest(session_id=sid, audio=pb.AudioChunk(data=b"\0\0" * 1600, sequence=1))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await a.conversation.SendAudio(request, metadata=a.metadata)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "call Listen first" in info.value.details()
+
+    listen = a.conversation.Listen(pb.ListenRequest(join=pb.JoinConversation(
+        session_id=sid, encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000)), metadata=a.metadata)
+    b_call = b.converse(sid)
+    await a.collect(listen, "session_paired")
+    pcm = utterance(fleurs)
+    for i, start in enumerate(range(0, len(pcm), 3200), 1):
+        chunk = pb.AudioChunk(data=pcm[start:start + 3200], sequence=i)
+        reply = await a.conversation.SendAudio(
+            pb.SendAudioRequest(session_id=sid, audio=chunk), metadata=a.metadata)
+        assert reply.sequence == i
+    events = await b.collect(b_call, "processing_ended")
+    assert "speech_audio" in kinds(events)
+    listen.cancel()
+    for c in (a, b):
+        await c.close()
+
+
+async def test_end_session_gives_metrics_and_tells_both(plumbing: Plumbing, fleurs: Path) -> None:
+    a, b, sid = await pair(plumbing.address)
+    a_call, b_call = a.converse(sid), b.converse(sid)
+    await a.say(utterance(fleurs))
+    await b.collect(b_call, "processing_ended")
+    reply = await a.sessions.EndSession(sessions_pb2.EndSessionRequest(session_id=sid), metadata=a.metadata)
+    assert reply.session.status == sessions_pb2.SESSION_STATUS_ENDED
+    assert reply.metrics.utterance_count == 1 and reply.metrics.mean_latency_ms > 0
+    assert reply.metrics.duration_seconds > 0
+    events = await b.collect(b_call, "session_ended")
+    assert events[-1].session_ended.reason == "ended by participant"
+    await a.collect(a_call, "session_ended")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in b.converse(sid):  # type: ignore[attr-defined]
+            pass
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    for c in (a, b):
+        await c.close()
+
+
+async def test_translation_failure_is_reported_and_the_stream_goes_on(
+    plumbing: Plumbing, fleurs: Path
+) -> None:
+    a, b, sid = await pair(plumbing.address)
+    a_call, b_call = a.converse(sid), b.converse(sid)
+    plumbing.mt.fail_with = RuntimeError("engine exploded")
+    try:
+        await a.say(utterance(fleurs))
+        events = await a.collect(a_call, "processing_ended")
+    finally:
+        plumbing.mt.fail_with = None
+    errors = [e.error for e in events if e.WhichOneof("kind") == "error"]
+    assert errors and errors[0].code == pb.ERROR_CODE_TRANSLATION_FAILED
+    assert "internal error" in errors[0].message
+    # the next utterance goes through
+    await a.say(utterance(fleurs), first_sequence=10_000)
+    b_events = await b.collect(b_call, "processing_ended", count=2)
+    assert "speech_audio" in kinds(b_events)
+    for c in (a, b):
+        await c.close()
+
+
+async def test_identity_rules(plumbing: Plumbing) -> None:
+    a, _b, sid = await pair(plumbing.address)
+    stranger = Caller(plumbing.address, "mallory")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stranger.sessions.GetSession(
+            sessions_pb2.GetSessionRequest(session_id=sid), metadata=stranger.metadata)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await a.sessions.GetSession(sessions_pb2.GetSessionRequest(session_id=sid))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await a.join("12ab56", "en")
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    own = await a.create("en")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await a.join(own.code, "en")
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    got = await a.sessions.GetSession(sessions_pb2.GetSessionRequest(session_id=sid), metadata=a.metadata)
+    assert got.session.session_id == sid
+    for c in (a, stranger):
+        await c.close()
+

@@ -1,0 +1,172 @@
+"""Stream plumbing over real gRPC with the fake engine (and the real Silero VAD)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from dragoman import config, rpc
+from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
+from stt_svc import server
+from stt_svc.engines.fake import FakeEngine
+from tests.conftest import started
+from tests.stt_svc.conftest import (
+    Request,
+    clip,
+    events,
+    expect_error,
+    finals,
+    partials,
+    recognize,
+    requests,
+    silence,
+    stream_config,
+    with_stt,
+)
+
+STARTED = stt_pb2.SPEECH_EVENT_TYPE_SPEECH_STARTED
+ENDED = stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH
+
+
+async def fake_stub(
+    settings: config.Settings, engine: FakeEngine, **changes: object
+) -> AsyncIterator[stt_pb2_grpc.SpeechToTextServiceStub]:
+    service = await server.create(with_stt(settings, **changes), engine=engine)
+    async for address in started(service):
+        async with rpc.channel(address) as channel:
+            yield stt_pb2_grpc.SpeechToTextServiceStub(channel)
+
+
+@pytest.fixture
+def speech(fleurs: Path) -> np.ndarray:
+    """A 4.3 s English sentence, with a little silence before and 2 s after."""
+    return np.concatenate([silence(0.3), clip(fleurs, "fleurs-en-004"), silence(2.0)])
+
+
+async def test_events_and_final_in_order(settings: config.Settings, speech: np.ndarray) -> None:
+    engine = FakeEngine()
+    async for stub in fake_stub(settings, engine):
+        responses = await recognize(stub, requests(stream_config("en-US"), speech))
+    assert events(responses)[:2] == [(STARTED, 0), (ENDED, 0)]
+    kinds = [r.WhichOneof("response") for r in responses]
+    assert kinds[:3] == ["speech_event", "speech_event", "result"]  # started, ended, final
+    (final, *_) = finals(responses)
+    assert final.transcript.startswith("alpha bravo charlie")
+    assert final.language_code == "en-US" and final.language_probability == 1.0
+    assert final.stability == 1.0 and final.stable_prefix == final.transcript
+    start_s = final.start_offset.ToNanoseconds() / 1e9
+    end_s = final.end_offset.ToNanoseconds() / 1e9
+    assert 0.0 <= start_s < 0.6 and 4.0 < end_s < 5.0
+    assert [w.word for w in final.words] == final.transcript.split()
+    assert all(start_s <= w.start_offset.ToNanoseconds() / 1e9 <= end_s + 1 for w in final.words)
+    assert final.confidence == pytest.approx(0.9)
+    assert engine.calls[-1].options.word_timestamps  # finals are aligned
+
+
+async def test_final_does_not_wait_behind_queued_partials(
+    settings: config.Settings, speech: np.ndarray
+) -> None:
+    """Audio arrives at once; decodes are slow: end of speech -> exactly one more decode."""
+    engine = FakeEngine(delay_s=1.0)
+    async for stub in fake_stub(settings, engine):
+        responses = await recognize(stub, requests(stream_config(interim=True), speech))
+    assert len(finals(responses)) == 1
+    # The first partial was running when the utterance ended; nothing was queued after it.
+    assert [c.options.word_timestamps for c in engine.calls] == [False, True]
+    partial_call, final_call = engine.calls
+    assert final_call.started_s >= partial_call.finished_s
+    assert partials(responses) == []  # the stale partial's result is dropped
+
+
+async def test_stable_prefix_only_grows(settings: config.Settings, speech: np.ndarray) -> None:
+    engine = FakeEngine(ms_per_word=200)
+    async for stub in fake_stub(settings, engine, partial_interval_ms=300):
+        # 100 ms chunks every 20 ms: 5x real time, slow enough for several partials.
+        responses = await recognize(stub, requests(stream_config(interim=True), speech), 0.02)
+    results = [r.result for r in responses if r.HasField("result")]
+    assert len(partials(responses)) >= 3 and results[-1].is_final
+    stable = ""
+    for result in results:
+        assert result.stable_prefix.startswith(stable)  # never shrinks
+        assert result.transcript.startswith(result.stable_prefix)
+        assert result.transcript.startswith(stable)
+        stable = result.stable_prefix
+    assert partials(responses)[-1].stable_prefix  # something became stable
+    # Later decodes were forced to continue the stable prefix.
+    assert any(c.options.prefix for c in engine.calls)
+
+
+async def test_half_close_flushes_speech_in_progress(
+    settings: config.Settings, fleurs: Path
+) -> None:
+    audio = clip(fleurs, "fleurs-en-004")[: 16_000 * 2]  # cut mid-sentence, no silence
+    async for stub in fake_stub(settings, FakeEngine()):
+        responses = await recognize(stub, requests(stream_config(), audio))
+    assert events(responses) == [(STARTED, 0), (ENDED, 0)]
+    assert finals(responses)[0].transcript
+
+
+async def test_idle_stream_is_flushed_and_closed(
+    settings: config.Settings, fleurs: Path
+) -> None:
+    audio = clip(fleurs, "fleurs-en-004")[: 16_000 * 2]
+    hang = asyncio.Event()
+
+    async def client() -> AsyncIterator[Request]:
+        for item in requests(stream_config(), audio):
+            yield item
+        await hang.wait()  # never half-closes
+
+    async for stub in fake_stub(settings, FakeEngine(), idle_timeout_s=0.5):
+        call = stub.StreamingRecognize(client())
+        responses = [r async for r in call]
+        assert await call.code() == grpc.StatusCode.OK
+    assert events(responses) == [(STARTED, 0), (ENDED, 0)]
+    assert finals(responses)[0].transcript
+
+
+async def test_automatic_detection_locks_the_language(
+    settings: config.Settings, speech: np.ndarray
+) -> None:
+    engine = FakeEngine(detected_language="es", detected_probability=0.93)
+    async for stub in fake_stub(settings, engine):
+        responses = await recognize(stub, requests(stream_config(""), np.tile(speech, 2)))
+    first, second = finals(responses)
+    assert (first.language_code, second.language_code) == ("es", "es")
+    assert first.language_probability == pytest.approx(0.93)
+    assert [c.options.language for c in engine.calls] == [None, "es"]
+
+
+async def test_hotwords_and_resampling(settings: config.Settings, fleurs: Path) -> None:
+    audio = np.concatenate([clip(fleurs, "fleurs-en-004", 48_000), silence(1.0, 48_000)])
+    engine = FakeEngine()
+    cfg = stream_config("en", 48_000, hotwords=["Sintra", " ", "dragoman"])
+    async for stub in fake_stub(settings, engine):
+        responses = await recognize(stub, requests(cfg, audio, 48_000))
+    assert finals(responses)
+    assert engine.calls[0].options.hotwords == ("Sintra", "dragoman")
+    # 4.3 s of 48 kHz audio reached the engine as 16 kHz samples.
+    assert 3.5 * 16_000 < engine.calls[0].audio_samples < 5.5 * 16_000
+
+
+async def test_too_many_streams(settings: config.Settings, speech: np.ndarray) -> None:
+    release = asyncio.Event()
+
+    async def holding() -> AsyncIterator[Request]:
+        yield Request(config=stream_config())
+        await release.wait()
+
+    async for stub in fake_stub(settings, FakeEngine(), max_streams=1):
+        first = stub.StreamingRecognize(holding())
+        await asyncio.sleep(0.2)
+        error = await expect_error(stub, [Request(config=stream_config())])
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "too many concurrent recognition streams (limit 1)" in (error.details() or "")
+        release.set()
+        assert [r async for r in first] == []
+        assert finals(await recognize(stub, requests(stream_config(), speech)))

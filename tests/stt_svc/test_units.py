@@ -1,0 +1,152 @@
+"""Local agreement, hallucination guards, decode lanes and language codes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from dragoman.errors import InvalidArgument, ResourceExhausted
+from stt_svc import guards
+from stt_svc.agreement import LocalAgreement
+from stt_svc.engines.base import Transcription
+from stt_svc.engines.fake import FakeEngine
+from stt_svc.languages import base_language
+from stt_svc.lanes import DecodeLane, Priority
+from stt_svc.models import Models
+
+
+def test_local_agreement_commits_what_two_hypotheses_share() -> None:
+    la = LocalAgreement()
+    assert la.update("to be") == ("to be", "", 0.1)
+    transcript, stable, stability = la.update("To be, or not")
+    assert (transcript, stable) == ("To be, or not", "To be,")
+    assert stability == pytest.approx(0.1 + 0.8 * 2 / 4)
+    # A later hypothesis that disagrees cannot take back the stable prefix.
+    assert la.merge("Two bee or not to be") == "To be, or not to be"
+    transcript, stable, _ = la.update("Two bee or knot")
+    assert (transcript, stable) == ("To be, or knot", "To be, or")
+
+
+def test_local_agreement_prefix_only_grows() -> None:
+    la, seen = LocalAgreement(), []
+    for text in ["a b c", "a b x y", "a z", "a b x y z", "a b x y z w"]:
+        transcript, stable, _ = la.update(text)
+        assert transcript.startswith(stable)
+        seen.append(stable)
+    assert all(later.startswith(earlier) for earlier, later in zip(seen, seen[1:], strict=False))
+    assert seen[-1] == "a b x y z"
+
+
+def _result(text: str, **kw: float) -> Transcription:
+    return Transcription(text=text, language="en", language_probability=1.0, **kw)
+
+
+@pytest.mark.parametrize(
+    ("result", "reason"),
+    [
+        (_result("Hello there, how are you?"), None),
+        (_result(""), "empty"),
+        (_result("Thank you.", no_speech_prob=0.9, avg_logprob=-1.2), "no speech"),
+        (_result("la la la", compression_ratio=3.1), "compression"),
+        (_result("I'm going to go, I'm going to go, I'm going to go, I'm going to go"), "loop"),
+        (_result("no no no no no no"), "loop"),
+        (_result(" ".join(["word"] * 1 + ["x%d" % i for i in range(40)])), "words in"),
+    ],
+)
+def test_guards(result: Transcription, reason: str | None) -> None:
+    got = guards.rejection(result, audio_s=2.0)
+    assert (got is None) if reason is None else (got is not None and reason in got)
+
+
+def test_natural_repetition_is_not_a_loop() -> None:
+    assert not guards.has_repetition_loop("no no no I said".split(), 3)
+    assert not guards.has_repetition_loop("very very very good".split(), 3)
+
+
+@pytest.mark.parametrize(
+    ("tag", "base"), [("en", "en"), ("en-US", "en"), ("pt-BR", "pt"), ("es-419", "es"),
+                      ("zh-Hant-TW", "zh"), ("iw", "he"), ("PT", "pt")],
+)
+def test_base_language(tag: str, base: str) -> None:
+    assert base_language(tag) == base
+
+
+@pytest.mark.parametrize("tag", ["english", "e", "en_US", "en-", "12"])
+def test_malformed_language_tags(tag: str) -> None:
+    with pytest.raises(InvalidArgument, match="BCP-47"):
+        base_language(tag)
+
+
+def test_models_pick_the_most_specialised_model() -> None:
+    multi = FakeEngine(name="multi", languages=("en", "es", "pt"))
+    english = FakeEngine(name="english", languages=("en",))
+    models = Models([multi, english], max_pending=4)
+    assert models.for_language("en").capabilities.name == "english"
+    assert models.for_language("es").capabilities.name == "multi"
+    assert models.for_language(None).capabilities.name == "multi"
+    assert models.resolve("pt-BR") == "pt" and models.resolve("") is None
+    with pytest.raises(InvalidArgument, match="'de' is not supported; supported: en, es, pt"):
+        models.resolve("de")
+    only_english = Models([english], max_pending=4)
+    with pytest.raises(InvalidArgument, match="automatic language detection"):
+        only_english.resolve("")
+
+
+async def test_lane_runs_finals_before_queued_partials_and_skips_withdrawn() -> None:
+    lane = DecodeLane("test", max_pending=8)
+    gate, order = threading.Event(), []
+
+    def job(name: str, wait: bool = False):  # noqa: ANN202
+        def run() -> str:
+            if wait:
+                gate.wait(5)
+            order.append(name)
+            return name
+        return run
+
+    try:
+        running = lane.submit(job("p0", wait=True), Priority.PARTIAL)
+        await asyncio.sleep(0.05)  # p0 is on the thread now
+        p1 = lane.submit(job("p1"), Priority.PARTIAL)
+        p2 = lane.submit(job("p2"), Priority.PARTIAL)
+        final = lane.submit(job("f"), Priority.FINAL)
+        p1.cancel()  # withdrawn before it started: never runs
+        gate.set()
+        assert (await final).value == "f"
+        assert (await p2).value == "p2"
+        assert (await running).value == "p0"
+        assert order == ["p0", "f", "p2"]
+    finally:
+        gate.set()
+        await lane.close()
+
+
+async def test_lane_overload_is_resource_exhausted() -> None:
+    lane = DecodeLane("test", max_pending=2)
+    gate = threading.Event()
+    try:
+        lane.submit(lambda: gate.wait(5), Priority.PARTIAL)
+        await asyncio.sleep(0.05)
+        lane.submit(lambda: None, Priority.PARTIAL)
+        lane.submit(lambda: None, Priority.PARTIAL)
+        with pytest.raises(ResourceExhausted, match="overloaded"):
+            lane.submit(lambda: None, Priority.FINAL)
+    finally:
+        gate.set()
+        await lane.close()
+
+
+async def test_lane_passes_engine_errors_to_the_caller() -> None:
+    lane = DecodeLane("test", max_pending=2)
+
+    def boom() -> None:
+        raise RuntimeError("decoder failed")
+
+    try:
+        with pytest.raises(RuntimeError, match="decoder failed"):
+            await lane.submit(boom, Priority.FINAL)
+        assert (await lane.submit(lambda: 7, Priority.FINAL)).value == 7
+    finally:
+        await lane.close()
