@@ -12,8 +12,8 @@ from stt_svc import guards
 from stt_svc.agreement import LocalAgreement
 from stt_svc.engines.base import Transcription
 from stt_svc.engines.fake import FakeEngine
-from stt_svc.languages import base_language
 from stt_svc.lanes import DecodeLane, Priority
+from stt_svc.languages import base_language
 from stt_svc.models import Models
 
 
@@ -52,7 +52,7 @@ def _result(text: str, **kw: float) -> Transcription:
         (_result("la la la", compression_ratio=3.1), "compression"),
         (_result("I'm going to go, I'm going to go, I'm going to go, I'm going to go"), "loop"),
         (_result("no no no no no no"), "loop"),
-        (_result(" ".join(["word"] * 1 + ["x%d" % i for i in range(40)])), "words in"),
+        (_result(" ".join(["word"] * 1 + [f"x{i}" for i in range(40)])), "words in"),
     ],
 )
 def test_guards(result: Transcription, reason: str | None) -> None:

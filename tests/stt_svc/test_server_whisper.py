@@ -1,0 +1,238 @@
+"""StreamingRecognize over real gRPC with real Whisper models on FLEURS speech.
+
+Word error rates use tests.helpers.wer (lower case, no punctuation). Bounds,
+with what whisper-tiny.en / whisper-base gave on this machine in brackets:
+en-000 <= 0.30 [0.05], es-002 <= 0.20 [0.00], pt-000 <= 0.25 [0.06],
+es-003 with automatic detection <= 0.25 [0.00], en-003 <= 0.30 [0.07].
+Audio goes as 100 ms PCM16 chunks as fast as gRPC takes it (faster than real
+time) unless a test says otherwise; 2 s of silence follow each clip so the
+end of speech is reached on audio time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
+from tests.helpers import wer
+from tests.stt_svc.conftest import (
+    Request,
+    clip,
+    events,
+    expect_error,
+    final_text,
+    finals,
+    partials,
+    recognize,
+    requests,
+    silence,
+    stream_config,
+)
+
+STARTED = stt_pb2.SPEECH_EVENT_TYPE_SPEECH_STARTED
+ENDED = stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH
+Stub = stt_pb2_grpc.SpeechToTextServiceStub
+
+
+def reference(fleurs: Path, name: str) -> str:
+    return (fleurs / f"{name}.txt").read_text()
+
+
+def with_tail(fleurs: Path, name: str, rate_hz: int = 16_000) -> np.ndarray:
+    return np.concatenate([clip(fleurs, name, rate_hz), silence(2.0, rate_hz)])
+
+
+async def test_list_models(stt: Stub) -> None:
+    reply = await stt.ListModels(stt_pb2.ListModelsRequest())
+    models = {m.name: (m.engine, list(m.language_codes)) for m in reply.models}
+    assert models == {
+        "whisper-base": ("faster-whisper", ["*"]),
+        "whisper-tiny.en": ("faster-whisper", ["en"]),
+    }
+
+
+async def test_english_clip(stt: Stub, fleurs: Path) -> None:
+    name = "fleurs-en-000"
+    responses = await recognize(stt, requests(stream_config("en"), with_tail(fleurs, name)))
+    kinds = events(responses)
+    assert kinds[0] == (STARTED, 0) and kinds[-1][0] == ENDED
+    assert [t for t, _ in kinds] == [STARTED, ENDED] * (len(kinds) // 2)
+    results = finals(responses)
+    assert [f.utterance_index for f in results] == list(range(len(kinds) // 2))
+    assert wer(reference(fleurs, name), final_text(responses)) <= 0.30
+    clip_s = len(clip(fleurs, name)) / 16_000
+    last_end = 0.0
+    for final in results:
+        assert final.language_code == "en" and final.language_probability == 1.0
+        assert 0.0 < final.confidence <= 1.0 and final.processing_time.ToNanoseconds() > 0
+        start = final.start_offset.ToNanoseconds() / 1e9
+        assert last_end - 0.3 <= start < final.end_offset.ToNanoseconds() / 1e9 <= clip_s + 0.5
+        words = [(w.start_offset.ToNanoseconds() / 1e9, w.end_offset.ToNanoseconds() / 1e9)
+                 for w in final.words]
+        assert len(words) == len(final.transcript.split())
+        assert all(start - 0.05 <= a <= b <= clip_s + 0.5 for a, b in words)
+        assert [a for a, _ in words] == sorted(a for a, _ in words)
+        last_end = final.end_offset.ToNanoseconds() / 1e9
+
+
+@pytest.mark.parametrize(
+    ("name", "language_code", "bound"),
+    [("fleurs-es-002", "es", 0.20), ("fleurs-pt-000", "pt-BR", 0.25)],
+)
+async def test_other_languages(
+    stt: Stub, fleurs: Path, name: str, language_code: str, bound: float
+) -> None:
+    responses = await recognize(stt, requests(stream_config(language_code), with_tail(fleurs, name)))
+    assert {f.language_code for f in finals(responses)} == {language_code}
+    assert wer(reference(fleurs, name), final_text(responses)) <= bound
+
+
+async def test_automatic_language_detection(stt: Stub, fleurs: Path) -> None:
+    name = "fleurs-es-003"
+    responses = await recognize(stt, requests(stream_config(""), with_tail(fleurs, name)))
+    results = finals(responses)
+    assert results and {f.language_code for f in results} == {"es"}
+    assert all(f.language_probability >= 0.8 for f in results)
+    assert wer(reference(fleurs, name), final_text(responses)) <= 0.25
+
+
+async def test_resampled_input(stt: Stub, fleurs: Path) -> None:
+    name = "fleurs-en-003"
+    audio = with_tail(fleurs, name, 48_000)
+    responses = await recognize(stt, requests(stream_config("en", 48_000), audio, 48_000))
+    assert wer(reference(fleurs, name), final_text(responses)) <= 0.30
+
+
+@pytest.mark.parametrize("kind", ["silence", "white noise"])
+async def test_no_text_from_silence_or_noise(stt: Stub, kind: str) -> None:
+    rng = np.random.default_rng(1234)
+    audio = silence(10) if kind == "silence" else np.clip(
+        rng.normal(0.0, 0.1, 160_000), -1, 1
+    ).astype(np.float32)
+    responses = await recognize(stt, requests(stream_config("en"), audio))
+    assert final_text(responses) == ""
+    assert partials(responses) == []
+
+
+async def test_two_concurrent_streams(stt: Stub, fleurs: Path) -> None:
+    english, spanish = "fleurs-en-003", "fleurs-es-002"
+    got_en, got_es = await asyncio.gather(
+        recognize(stt, requests(stream_config("en"), with_tail(fleurs, english))),
+        recognize(stt, requests(stream_config("es"), with_tail(fleurs, spanish))),
+    )
+    assert wer(reference(fleurs, english), final_text(got_en)) <= 0.30
+    assert wer(reference(fleurs, spanish), final_text(got_es)) <= 0.20
+
+
+async def test_partial_results_stable_prefix(stt: Stub, fleurs: Path) -> None:
+    """Real time pacing (100 ms per 100 ms chunk); 1 s endpoint keeps one utterance."""
+    name = "fleurs-en-003"
+    cfg = stream_config("en", interim=True, endpoint_ms=1000)
+    responses = await recognize(stt, requests(cfg, with_tail(fleurs, name)), pause_s=0.1)
+    results = [r.result for r in responses if r.HasField("result")]
+    assert len(partials(responses)) >= 2
+    stable = ""
+    for result in results:
+        assert result.stable_prefix.startswith(stable)  # never shrinks
+        assert result.transcript.startswith(result.stable_prefix)
+        assert result.transcript.startswith(stable)  # a prefix of every later transcript
+        assert 0.0 <= result.stability <= 1.0
+        if result.is_final:
+            stable = ""  # next utterance
+        else:
+            stable = result.stable_prefix
+    assert results[-1].is_final
+    assert wer(reference(fleurs, name), final_text(responses)) <= 0.30
+
+
+def _config(**fields: object) -> stt_pb2.StreamingRecognitionConfig:
+    cfg = stream_config()
+    for key, value in fields.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+BAD_INPUTS = {
+    "audio before config": (
+        [Request(audio=b"\0\0" * 160)],
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "audio arrived before the config",
+    ),
+    "second config": (
+        [Request(config=stream_config()), Request(audio=b"\0\0" * 160),
+         Request(config=stream_config())],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "config may only be sent in the first message",
+    ),
+    "odd byte count": (
+        [Request(config=stream_config()), Request(audio=b"\0\0\0")],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "LINEAR16 audio must have an even number of bytes, got 3",
+    ),
+    "oversize chunk": (
+        [Request(config=stream_config()), Request(audio=b"\0" * 70_000)],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "audio chunk of 70000 bytes is larger than the 65536-byte limit",
+    ),
+    "unknown language": (
+        [Request(config=_config(language_code="xx-YY"))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "language_code 'xx-YY' is not supported; supported: af, am, ar,",
+    ),
+    "malformed language": (
+        [Request(config=_config(language_code="english please"))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "is not a BCP-47 language tag",
+    ),
+    "rate too low": (
+        [Request(config=_config(sample_rate_hertz=4000))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "config.sample_rate_hertz must be between 8000 and 48000 Hz, got 4000",
+    ),
+    "rate too high": (
+        [Request(config=_config(sample_rate_hertz=96_000))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "config.sample_rate_hertz must be between 8000 and 48000 Hz, got 96000",
+    ),
+    "no encoding": (
+        [Request(config=_config(encoding=stt_pb2.AUDIO_ENCODING_UNSPECIFIED))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "config.encoding must be AUDIO_ENCODING_LINEAR16",
+    ),
+    "opus": (
+        [Request(config=_config(encoding=stt_pb2.AUDIO_ENCODING_OGG_OPUS))],
+        grpc.StatusCode.UNIMPLEMENTED,
+        "AUDIO_ENCODING_OGG_OPUS is not supported yet",
+    ),
+    "endpoint too short": (
+        [Request(config=stream_config(endpoint_ms=20))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "config.endpoint_silence must be between 100 and 5000 ms",
+    ),
+    "empty first message": (
+        [Request()],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the first StreamingRecognizeRequest must carry `config`",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+async def test_bad_input(stt: Stub, case: str) -> None:
+    items, code, message = BAD_INPUTS[case]
+    error = await expect_error(stt, items)
+    assert error.code() == code
+    assert message in (error.details() or "")
+    assert (await stt.ListModels(stt_pb2.ListModelsRequest())).models  # still serving
+
+
+async def test_still_recognises_after_bad_input(stt: Stub, fleurs: Path) -> None:
+    await expect_error(stt, BAD_INPUTS["odd byte count"][0])
+    name = "fleurs-en-003"
+    responses = await recognize(stt, requests(stream_config("en"), with_tail(fleurs, name)))
+    assert wer(reference(fleurs, name), final_text(responses)) <= 0.30
