@@ -7,6 +7,8 @@
     dragoman translate ...         text translation with a running mt service
     dragoman synthesize ...        text to speech with a running tts service
     dragoman config                print the effective settings
+    dragoman db upgrade            apply pending database migrations
+    dragoman keys generate|rotate  make an encryption key; re-encrypt logs under the first key
 
 Service addresses come from DRAGOMAN_ADDRESSES_<SERVICE> (or the TOML file in
 DRAGOMAN_CONFIG), or the --stt/--mt/--tts/--gateway flags, so the clients
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -90,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("--tts", help="tts service address")
 
     sub.add_parser("config", help="print the effective settings as JSON")
+
+    dbp = sub.add_parser("db", help="database maintenance")
+    dbsub = dbp.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    dbsub.add_parser("upgrade", help="apply pending migrations (safe to run again)")
+    keys = sub.add_parser("keys", help="encryption keys of text at rest")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    gen = ksub.add_parser(
+        "generate", help="print a new `id:base64` key for DRAGOMAN_DATABASE_ENCRYPTION_KEYS")
+    gen.add_argument("--id", default="", help="key id (default: random)")
+    ksub.add_parser("rotate", help="re-encrypt every translation log under the first configured key")
     return p
 
 
@@ -121,6 +134,8 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         return await _translate(args, settings)
     if args.command == "synthesize":
         return await _synthesize(args, settings)
+    if args.command in ("db", "keys"):
+        return await _database(args, settings)
     print(json.dumps(config.describe(settings), indent=2))
     return 0
 
@@ -150,7 +165,9 @@ async def _mesh(settings: config.Settings, log_dir: Path) -> AsyncIterator[objec
 
     for name in models.CATALOGUE:
         models.require(settings.models_dir, name)
-    mesh = Mesh(settings, log_dir)
+    from dragoman import db
+
+    mesh = Mesh(settings, log_dir, {**os.environ, **await db.prepare(settings.database)})
     print(f"starting the mesh (logs in {log_dir}) …", flush=True)
     t0 = time.monotonic()
     await mesh.start()
@@ -190,6 +207,25 @@ async def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
         return 0
     async with _mesh(settings, _log_dir(args.log_dir)):
         await demo.run(settings.addresses.gateway, out, args.partner_language)
+    return 0
+
+
+async def _database(args: argparse.Namespace, settings: config.Settings) -> int:
+    from dragoman import db
+    from dragoman.db import crypto, records
+
+    if args.command == "keys" and args.keys_command == "generate":
+        print(crypto.new_key_entry(args.id))
+        return 0
+    if args.command == "db":
+        applied = await db.upgrade(settings.database)
+        print(f"applied {', '.join(f'{m.version:04d}_{m.name}' for m in applied)}" if applied
+              else "the schema is up to date")
+        return 0
+    keyring = db.load_keyring(settings.database)
+    async with await db.connect(settings.database) as conn:
+        rotated = await records.rotate_keys(conn, keyring)
+    print(f"re-encrypted {rotated} translation logs under key {keyring.primary_id!r}")
     return 0
 
 

@@ -114,6 +114,45 @@ class SessionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DbSettings:
+    """PostgreSQL: accounts, sessions, translation logs (gateway and session_svc)."""
+
+    url: str = ""
+    """libpq URL of an external PostgreSQL (DRAGOMAN_DATABASE_URL). Empty: an
+    embedded PostgreSQL (pgserver) in `embedded_dir`, started on demand."""
+    schema: str = ""
+    """Schema the tables live in (created if missing); empty for `public`."""
+    embedded_dir: str = ""
+    """Data directory of the embedded server; empty for <cache>/dragoman/pgdata."""
+    encryption_keys: str = ""
+    """Keys for text at rest, `id:base64-32-bytes` separated by commas; the
+    first encrypts, all decrypt. A secret: set it from the environment."""
+    encryption_keys_file: str = ""
+    """File with one `id:base64-32-bytes` key per line, first one encrypts.
+    With neither setting, the embedded default generates <cache>/dragoman/encryption.keys."""
+    pool_max_size: int = 10
+    """Most connections per process."""
+    migrate_on_start: bool = True
+    """Services apply pending migrations when they start (else: `dragoman db upgrade`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """Rate limits (gateway). RESOURCE_EXHAUSTED with `retry-after` beyond them."""
+
+    requests_per_minute: int = 100
+    """Calls per user per minute (SendAudio excepted: it has the audio limit)."""
+    sessions_per_hour: int = 5
+    """CreateSession calls per user per hour."""
+    audio_chunks_per_s: float = 10.0
+    """Audio chunks per stream per second."""
+    audio_burst_chunks: int = 10
+    """Chunks a stream may send at once beyond the steady rate."""
+    redis_url: str = ""
+    """redis:// URL so limits hold across gateway replicas; empty: in process."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable, grouped by service."""
 
@@ -127,6 +166,8 @@ class Settings:
     tts: TtsSettings = field(default_factory=TtsSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
+    database: DbSettings = field(default_factory=DbSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:
@@ -190,5 +231,9 @@ def describe(settings: Settings) -> dict[str, Any]:
     out = dataclasses.asdict(settings)
     if out["auth"]["jwt_secret"]:
         out["auth"]["jwt_secret"] = "***"
+    for section, key in (("database", "url"), ("database", "encryption_keys"),
+                         ("limits", "redis_url")):
+        if out[section][key]:
+            out[section][key] = "***"
     return out
 

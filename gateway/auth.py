@@ -26,7 +26,8 @@ import argon2
 import jwt
 
 from dragoman import config, errors
-from gateway.store import RefreshToken, TokenState, User, UserStore
+from dragoman.db.records import Deleted
+from gateway.store import RefreshToken, TokenState, User, UserData, UserStore
 
 log = logging.getLogger("gateway.auth")
 
@@ -210,7 +211,8 @@ def _digest(refresh_token: str) -> str:
 
 
 class Accounts:
-    """Register, Login, RefreshToken and Logout, over a `UserStore`."""
+    """Register, Login, RefreshToken, Logout, DeleteAccount and ExportMyData,
+    over a `UserStore`."""
 
     def __init__(
         self,
@@ -279,6 +281,21 @@ class Accounts:
             return
         await self._store.revoke_family(token.family_id)
         log.info("user logged out", extra={"user_id": token.user_id})
+
+    async def delete_account(self, identity: Identity, password: str) -> Deleted:
+        """Deletes the caller's account and data once the password matches."""
+        user = await self._store.get_user(identity.user_id)
+        if not await self._passwords.verify(user.password_hash if user else None, password):
+            raise errors.Unauthenticated("wrong password")
+        deleted = await self._store.delete_user(identity.user_id)
+        log.info("account deleted", extra={"user_id": identity.user_id})
+        return deleted
+
+    async def export(self, identity: Identity) -> UserData:
+        data = await self._store.export_user(identity.user_id)
+        if data is None:
+            raise errors.NotFound("the account no longer exists")
+        return data
 
     async def _lookup(self, refresh_token: str) -> tuple[RefreshToken, TokenState]:
         if not refresh_token:

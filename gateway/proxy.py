@@ -6,12 +6,15 @@ that only the gateway sets. Every proxied call goes through `Proxy`, which
 checks the access token, then calls downstream with fresh metadata: the
 identity from the token and (through `rpc.channel`) the correlation id,
 nothing the client sent, and the caller's remaining deadline. Downstream
-statuses reach the client with their code and message.
+statuses reach the client with their code and message. Rate limits
+(`gateway.limits`) apply after authentication, before anything goes
+downstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
@@ -26,6 +29,7 @@ from dragoman.v1 import (
     sessions_pb2_grpc,
 )
 from gateway.auth import AccessTokens
+from gateway.limits import Limits, Pacer
 
 log = logging.getLogger("gateway.proxy")
 
@@ -53,18 +57,38 @@ def _downstream_error(err: grpc.aio.AioRpcError) -> errors.DragomanError:
     return mapped
 
 
+class Limit(enum.Enum):
+    """Which rate limit a proxied call counts against."""
+
+    REQUEST = "request"
+    """The per-user request limit."""
+    NEW_SESSION = "new_session"
+    """The request limit and the per-user session creation limit."""
+    AUDIO = "audio"
+    """The audio chunk limit of the (user, session) stream only."""
+
+
 class Proxy:
     """Authenticated calls to session_svc on behalf of the gateway's caller."""
 
-    def __init__(self, tokens: AccessTokens) -> None:
+    def __init__(self, tokens: AccessTokens, limits: Limits) -> None:
         self._tokens = tokens
+        self._limits = limits
 
-    def _admit(
-        self, context: grpc.aio.ServicerContext, request: Any = None, required: Sequence[str] = ()
+    async def _admit(
+        self, context: grpc.aio.ServicerContext, request: Any = None,
+        required: Sequence[str] = (), limit: Limit = Limit.REQUEST,
     ) -> dict[str, Any]:
-        """Authenticates the caller, checks `required` fields, and gives the
-        options of the downstream call: identity metadata and deadline."""
+        """Authenticates the caller, applies the rate limit, checks `required`
+        fields, and gives the options of the downstream call: identity
+        metadata and deadline."""
         identity = self._tokens.authenticate(context.invocation_metadata() or ())
+        if limit is Limit.AUDIO:
+            await self._limits.audio_chunk(identity.user_id, str(request.session_id))
+        else:
+            await self._limits.request(identity.user_id)
+        if limit is Limit.NEW_SESSION:
+            await self._limits.new_session(identity.user_id)
         for path in required:
             value = _field(request, path)
             if not value:
@@ -85,8 +109,9 @@ class Proxy:
         request: _Request,
         context: grpc.aio.ServicerContext,
         required: Sequence[str] = (),
+        limit: Limit = Limit.REQUEST,
     ) -> _Response:
-        call = method(request, **self._admit(context, request, required))
+        call = method(request, **await self._admit(context, request, required, limit))
         try:
             response: _Response = await call
             return response
@@ -102,7 +127,7 @@ class Proxy:
         context: grpc.aio.ServicerContext,
         required: Sequence[str] = (),
     ) -> AsyncIterator[_Response]:
-        call = method(request, **self._admit(context, request, required))
+        call = method(request, **await self._admit(context, request, required))
         context.add_done_callback(lambda _: call.cancel())
         try:
             async for response in call:
@@ -118,10 +143,12 @@ class Proxy:
         requests: AsyncIterator[_Request],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[_Response]:
-        """Requests flow in a pump task, responses in the caller; when either
-        side ends or fails, the other is closed."""
-        call = method(**self._admit(context))
-        pump = asyncio.create_task(_pump(requests, call), name="gateway-bidi-pump")
+        """Requests flow in a pump task (audio paced by the audio limit),
+        responses in the caller; when either side ends or fails, the other is
+        closed."""
+        call = method(**await self._admit(context))
+        pump = asyncio.create_task(
+            _pump(requests, call, self._limits.pacer()), name="gateway-bidi-pump")
 
         def close(_: object = None) -> None:
             call.cancel()
@@ -138,10 +165,12 @@ class Proxy:
             await asyncio.wait({pump})
 
 
-async def _pump(requests: AsyncIterator[Any], call: grpc.aio.StreamStreamCall) -> None:
+async def _pump(requests: AsyncIterator[Any], call: grpc.aio.StreamStreamCall, pacer: Pacer) -> None:
     """Copies the client's requests into the downstream call, then half-closes it."""
     try:
         async for request in requests:
+            if request.HasField("audio"):
+                await pacer.wait()
             await call.write(request)
         await call.done_writing()
     except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
@@ -162,7 +191,8 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
         self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.CreateSessionResponse:
         return await self._proxy.unary(
-            self._stub.CreateSession, request, context, required=("language_code",)
+            self._stub.CreateSession, request, context, required=("language_code",),
+            limit=Limit.NEW_SESSION,
         )
 
     async def JoinSession(
@@ -185,6 +215,11 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
         return await self._proxy.unary(
             self._stub.EndSession, request, context, required=("session_id",)
         )
+
+    async def ListSessions(
+        self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.ListSessionsResponse:
+        return await self._proxy.unary(self._stub.ListSessions, request, context)
 
 
 class ConversationProxy(conversation_pb2_grpc.ConversationServiceServicer):
@@ -212,5 +247,5 @@ class ConversationProxy(conversation_pb2_grpc.ConversationServiceServicer):
         self, request: conversation_pb2.SendAudioRequest, context: grpc.aio.ServicerContext
     ) -> conversation_pb2.SendAudioResponse:
         return await self._proxy.unary(
-            self._stub.SendAudio, request, context, required=("session_id",)
+            self._stub.SendAudio, request, context, required=("session_id",), limit=Limit.AUDIO
         )

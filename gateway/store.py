@@ -1,10 +1,10 @@
 """Where accounts and refresh tokens live.
 
-`UserStore` is the one storage interface of the gateway; `InMemoryUserStore`
-serves the single-process default and the tests. A PostgreSQL store will
-implement the same Protocol: each method is one statement or transaction, and
-the ones documented as atomic must stay so there (for instance
-`spend_refresh_token` as `UPDATE ... WHERE state = 'live' RETURNING`).
+`UserStore` is the one storage interface of the gateway. `PgUserStore`
+(gateway.pgstore) keeps it in PostgreSQL, the default; `InMemoryUserStore`
+serves unit tests. Each method is one statement or transaction, and the
+ones documented as atomic are so (`spend_refresh_token` is
+`UPDATE ... WHERE spent_at IS NULL ... RETURNING` in PostgreSQL).
 
 Refresh tokens are stored only as digests: whoever reads the store cannot
 use them.
@@ -15,10 +15,11 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from dragoman import errors
+from dragoman.db.records import Deleted, SessionRecord, UtteranceLog
 
 PURGE_INTERVAL_S = 60.0
 """How often the in-memory store drops expired refresh tokens."""
@@ -49,6 +50,26 @@ class RefreshToken:
     user_id: str
     family_id: str
     expire_time_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """One login (refresh token family), as exported."""
+
+    create_time_s: float
+    expire_time_s: float
+    """Expiry of its newest token."""
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UserData:
+    """Everything stored about a user (ExportMyData)."""
+
+    user: User
+    logins: list[Login]
+    sessions: list[SessionRecord] = field(default_factory=list)
+    utterances: list[UtteranceLog] = field(default_factory=list)
 
 
 class TokenState(enum.Enum):
@@ -92,6 +113,15 @@ class UserStore(Protocol):
         """Revokes every token of a family, present and future."""
         ...
 
+    async def delete_user(self, user_id: str) -> Deleted:
+        """Deletes the account with its tokens, its part in sessions and what
+        the user said, atomically."""
+        ...
+
+    async def export_user(self, user_id: str) -> UserData | None:
+        """Everything stored about the user; None when there is no such user."""
+        ...
+
 
 class InMemoryUserStore:
     """A `UserStore` in process memory: lost on restart, one process only."""
@@ -105,6 +135,7 @@ class InMemoryUserStore:
         self._spent: set[str] = set()
         self._families: dict[str, set[str]] = {}
         self._revoked: set[str] = set()
+        self._family_created: dict[str, float] = {}
         self._last_purge_s = clock()
 
     async def add_user(self, user: User) -> None:
@@ -128,6 +159,7 @@ class InMemoryUserStore:
         self._purge_expired()
         self._tokens[token.token_hash] = token
         self._families.setdefault(token.family_id, set()).add(token.token_hash)
+        self._family_created.setdefault(token.family_id, self._clock())
 
     async def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, TokenState] | None:
         token = self._tokens.get(token_hash)
@@ -145,6 +177,38 @@ class InMemoryUserStore:
     async def revoke_family(self, family_id: str) -> None:
         if family_id in self._families:
             self._revoked.add(family_id)
+
+    async def delete_user(self, user_id: str) -> Deleted:
+        user = self._users.pop(user_id, None)
+        if user is not None:
+            del self._by_username[user.username.casefold()], self._by_email[user.email.casefold()]
+        for token_hash, token in list(self._tokens.items()):
+            if token.user_id == user_id:
+                del self._tokens[token_hash]
+                self._spent.discard(token_hash)
+                self._drop_from_family(token)
+        return Deleted(sessions=0, utterances=0)
+
+    async def export_user(self, user_id: str) -> UserData | None:
+        user = self._users.get(user_id)
+        if user is None:
+            return None
+        expiry: dict[str, float] = {}
+        for token in self._tokens.values():
+            if token.user_id == user_id:
+                expiry[token.family_id] = max(expiry.get(token.family_id, 0.0), token.expire_time_s)
+        logins = sorted(
+            (Login(self._family_created[f], e, f in self._revoked) for f, e in expiry.items()),
+            key=lambda login: login.create_time_s)
+        return UserData(user, logins)
+
+    def _drop_from_family(self, token: RefreshToken) -> None:
+        family = self._families[token.family_id]
+        family.discard(token.token_hash)
+        if not family:
+            del self._families[token.family_id]
+            self._revoked.discard(token.family_id)
+            self._family_created.pop(token.family_id, None)
 
     def _state(self, token: RefreshToken) -> TokenState:
         if token.family_id in self._revoked:
@@ -164,8 +228,4 @@ class InMemoryUserStore:
                 continue
             del self._tokens[token_hash]
             self._spent.discard(token_hash)
-            family = self._families[token.family_id]
-            family.discard(token_hash)
-            if not family:
-                del self._families[token.family_id]
-                self._revoked.discard(token.family_id)
+            self._drop_from_family(token)

@@ -1,11 +1,19 @@
 """Language-pair routing to engines, pivoting through English, and running a route.
 
-For a pair (source, target) the route is the first installed engine, in
-preference order, that translates it directly; failing that, source -> English
-with one engine and English -> target with another ("apertium>bergamot").
-Pairs with no installed route are still described (`plan`): which engines would
-serve them and what to install, so a caller gets FAILED_PRECONDITION naming
-the missing piece instead of silence.
+Engines are ranked: the configured ones in settings order (`preference`),
+then any other installed engine in the order given, then every other known
+engine. For a pair
+(source, target) the candidates are the best engine that translates it
+directly and, when neither end is English, source -> English with one
+engine and English -> target with another ("apertium>bergamot"); each hop
+is the best installed engine for it or a better-ranked one that could be
+installed. An installed route beats one that is not; then the route whose
+worst engine ranks best; then the one with fewer hops. So a pivot through two preferred
+models (OPUS-MT fr->en, en->es) beats a direct route through a less
+preferred one (Apertium fr->es), and a direct route wins a tie.
+Pairs with no installed route are still described (`plan`): which engines
+would serve them and what to install, so a caller gets FAILED_PRECONDITION
+naming the missing piece instead of silence.
 """
 
 from __future__ import annotations
@@ -16,7 +24,6 @@ from dataclasses import dataclass
 from dragoman.errors import FailedPrecondition
 from mt_svc.engines.base import MtEngine, Offer, TranslationBatch
 from mt_svc.languages import ENGLISH
-from mt_svc.text import Framed
 
 IDENTITY = "identity"
 
@@ -29,7 +36,9 @@ class Hop:
     source: str
     target: str
     license: str
+    rank: int
     install: str = ""
+    version: str = ""
 
     @property
     def installed(self) -> bool:
@@ -60,14 +69,19 @@ class Route:
     def license(self) -> str:
         return " AND ".join(dict.fromkeys(h.license for h in self.hops))
 
+    @property
+    def version(self) -> str:
+        """The engines and their versions: what a cached translation depends on."""
+        return ">".join(f"{h.engine}@{h.version}" for h in self.hops)
 
-@dataclass(frozen=True, slots=True)
-class Result:
-    """Translations of a batch, in order, and the route that made them."""
+    @property
+    def install(self) -> str:
+        """What to do to install the missing hops ("" when installed)."""
+        return "; ".join(dict.fromkeys(h.install for h in self.hops if h.install))
 
-    texts: list[str]
-    engine: str
-    pivoted: bool
+
+def _cost(hops: tuple[Hop, ...]) -> tuple[bool, int, int]:
+    return (not all(h.installed for h in hops), max(h.rank for h in hops), len(hops))
 
 
 class Router:
@@ -80,13 +94,14 @@ class Router:
         preference: Sequence[str] = (),
     ) -> None:
         """`engines`: installed, in preference order. `offers`: every known engine,
-        for describing what is missing; engines named in `preference` (the
-        configured ones) are suggested before the others."""
+        for describing what is missing. `preference`: the configured engines, best
+        first; they rank before the others."""
         self._engines = {e.capabilities.name: e for e in engines}
         self._installed = [e.capabilities for e in engines]
-        names = [*self._engines, *preference, *offers]
-        self._offers = [offers[n] for n in dict.fromkeys(names) if n in offers]
-        self._preference = list(preference)
+        order = list(dict.fromkeys([*preference, *self._engines, *offers]))
+        self._rank = {name: i for i, name in enumerate(order)}
+        self._offers = [offers[n] for n in order if n in offers]
+        self._preference = set(preference)
 
     @property
     def engines(self) -> list[MtEngine]:
@@ -94,9 +109,13 @@ class Router:
 
     def plan(self, source: str, target: str) -> Route:
         """The route for a pair of two different product languages, installed or not."""
-        candidates = [h for h in (self._direct(source, target), self._pivot(source, target)) if h]
-        installed = [hops for hops in candidates if all(h.installed for h in hops)]
-        return Route(source, target, next(iter(installed or candidates), ()))
+        candidates: list[tuple[Hop, ...]] = [(h,) for h in self._hops(source, target)]
+        if ENGLISH not in (source, target):
+            candidates += [
+                (first, second)
+                for first in self._hops(source, ENGLISH) for second in self._hops(ENGLISH, target)
+            ]
+        return Route(source, target, min(candidates, key=_cost, default=()))
 
     def route(self, source: str, target: str) -> Route:
         """The installed route for a pair, or FAILED_PRECONDITION saying what is missing."""
@@ -106,9 +125,10 @@ class Router:
         pair = f"{source}->{target}"
         if not route.hops:
             served = sorted(f"{s}->{t}" for c in self._installed for s, t in c.pairs)
+            shown = ", ".join(served[:20]) + (f" and {len(served) - 20} more" if len(served) > 20 else "")
             raise FailedPrecondition(
                 f"no engine installed for {pair}: no known engine translates it, directly or "
-                f"through English (installed here: {', '.join(served) or 'none'})"
+                f"through English (installed here: {shown or 'none'})"
             )
         missing = "; ".join(
             f"{h.engine} {h.source}->{h.target}: {h.install}" for h in route.hops if not h.installed
@@ -116,55 +136,37 @@ class Router:
         via = f" (via English: {route.engine})" if route.pivoted else ""
         raise FailedPrecondition(f"no engine installed for {pair}{via}; install {missing}")
 
-    async def translate(self, source: str, target: str, segments: Sequence[str]) -> Result:
-        """Translates segments, keeping each one's leading and trailing whitespace.
-
-        Whitespace-only segments come back unchanged; same source and target
-        returns the segments as they are (engine "identity").
-        """
-        if source == target:
-            return Result(list(segments), IDENTITY, False)
-        route = self.route(source, target)
-        framed = [Framed.of(s) for s in segments]
-        cores = tuple(f.core for f in framed if f.core)
+    async def run(self, route: Route, texts: Sequence[str]) -> list[str]:
+        """Translates non-empty, stripped texts along an installed route, one batch per hop."""
+        out = list(texts)
         for hop in route.hops:
-            if cores:
-                batch = TranslationBatch(hop.source, hop.target, cores)
-                out = await self._engines[hop.engine].translate(batch)
-                if len(out) != len(cores):
-                    raise RuntimeError(f"{hop.engine} returned {len(out)} texts for {len(cores)}")
-                cores = tuple(out)
-        done = iter(cores)
-        texts = [f.wrap(next(done)) if f.core else f.lead for f in framed]
-        return Result(texts, route.engine, route.pivoted)
+            if not out:
+                break
+            batch = TranslationBatch(hop.source, hop.target, tuple(out))
+            result = await self._engines[hop.engine].translate(batch)
+            if len(result) != len(out):
+                raise RuntimeError(f"{hop.engine} returned {len(result)} texts for {len(out)}")
+            out = list(result)
+        return out
 
     async def close(self) -> None:
         """Closes every engine."""
         for engine in self._engines.values():
             await engine.close()
 
-    def _direct(self, source: str, target: str) -> tuple[Hop, ...]:
-        hop = self._hop(source, target)
-        return (hop,) if hop else ()
-
-    def _pivot(self, source: str, target: str) -> tuple[Hop, ...]:
-        if ENGLISH in (source, target):
-            return ()
-        first, second = self._hop(source, ENGLISH), self._hop(ENGLISH, target)
-        if first is None or second is None:
-            return ()
-        return first, second
-
-    def _hop(self, source: str, target: str) -> Hop | None:
-        """The installed engine for a pair, else the first known engine that offers it."""
+    def _hops(self, source: str, target: str) -> list[Hop]:
+        """The best installed engine for a pair, and a better-ranked one that could be installed."""
         pair = (source, target)
-        for caps in self._installed:
-            if pair in caps.pairs:
-                return Hop(caps.name, source, target, caps.license)
+        hops = [
+            Hop(caps.name, source, target, caps.license, self._rank[caps.name], version=caps.version)
+            for caps in self._installed if pair in caps.pairs
+        ][:1]
         for offer in self._offers:
-            if pair in offer.install:
-                hint = offer.install[pair]
+            if pair in offer.install and (not hops or self._rank[offer.name] < hops[0].rank):
+                hint = f"run `{offer.install[pair]}`"
                 if offer.name not in self._preference:
-                    hint = f"add {offer.name} to settings mt.engines (DRAGOMAN_MT_ENGINES) and {hint}"
-                return Hop(offer.name, source, target, offer.license, hint)
-        return None
+                    setting = offer.setting or offer.name
+                    hint = f"add {setting} to settings mt.engines (DRAGOMAN_MT_ENGINES) and {hint}"
+                hops.append(Hop(offer.name, source, target, offer.license, self._rank[offer.name], hint))
+                break
+        return hops

@@ -1,9 +1,11 @@
 """mt_svc: `dragoman.mt.v1.TranslationService` over the configured engines.
 
 `python -m mt_svc.server` loads the engines named in settings.mt.engines that
-are installed here (the others are logged, and their pairs report
-installed=false), warms each installed pair up with one translation, and
-serves on settings.addresses.mt until SIGTERM/SIGINT.
+are installed here (`ct2`: every model pulled with `dragoman models pull`;
+the others are logged, and their pairs report installed=false with what to
+install), warms each engine up, and serves on settings.addresses.mt until
+SIGTERM/SIGINT. Translations go through the phrase cache (in process, or
+Redis when settings.mt.cache = "redis"); see mt_svc.pipeline.
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ from collections.abc import Sequence
 
 import grpc
 
-from dragoman import config, logs, rpc
+from dragoman import config, logs, models, rpc
 from dragoman.errors import InvalidArgument
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from mt_svc import engines as registry
 from mt_svc import languages
 from mt_svc.admission import Admission
+from mt_svc.cache import PhraseCache
 from mt_svc.engines.base import MtEngine, TranslationBatch
-from mt_svc.router import Result, Router
+from mt_svc.glossary import Term
+from mt_svc.options import Options
+from mt_svc.pipeline import Pipeline
+from mt_svc.router import Router
 
 log = logging.getLogger("mt_svc.server")
 
@@ -31,6 +37,11 @@ MAX_ACTIVE_BATCHES = 4
 """Batches translated at once; more wait in the queue."""
 MAX_QUEUED_BATCHES = 32
 """Batches that may wait; more get RESOURCE_EXHAUSTED."""
+WARM_UP_PAIRS = 8
+"""Pairs warmed up per engine (each Apertium mode is a process; one call loads a model)."""
+SPEECH_TRANSLATION = "whisper-translate"
+"""Whisper's speech -> English translation (stt_svc), listed for X->en pairs when installed."""
+_SPEECH_MODEL = "whisper-base"
 _WARM_UP_TEXT = "Hello."
 
 
@@ -51,13 +62,48 @@ def check_segments(segments: Sequence[str], settings: config.MtSettings) -> None
             )
 
 
+def terms_of(request: mt_pb2.TranslateRequest, options: Options) -> list[Term]:
+    """The glossary and do-not-translate terms of a request; INVALID_ARGUMENT naming a bad one."""
+    count = len(request.glossary) + len(request.do_not_translate)
+    if count > options.max_terms:
+        raise InvalidArgument(
+            f"too many terms: {count} glossary and do_not_translate entries "
+            f"(at most {options.max_terms} per call)"
+        )
+    named = [
+        *((f"glossary[{i}].source", e.source) for i, e in enumerate(request.glossary)),
+        *((f"glossary[{i}].target", e.target) for i, e in enumerate(request.glossary)),
+        *((f"do_not_translate[{i}]", t) for i, t in enumerate(request.do_not_translate)),
+    ]
+    for field, term in named:
+        if not term.strip():
+            raise InvalidArgument(f"{field} is empty")
+        if len(term) > options.max_term_chars:
+            raise InvalidArgument(
+                f"{field} is too long: {len(term)} characters (at most {options.max_term_chars})"
+            )
+    return [
+        *(Term(e.source.strip(), e.target.strip()) for e in request.glossary),
+        *(Term(t.strip()) for t in request.do_not_translate),
+    ]
+
+
 class TranslationServicer(mt_pb2_grpc.TranslationServiceServicer):
     """Validates requests, routes them and converts between protos and engine records."""
 
-    def __init__(self, router: Router, settings: config.MtSettings, admission: Admission) -> None:
-        self._router = router
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        settings: config.MtSettings,
+        admission: Admission,
+        speech_engines: Sequence[str] = (),
+    ) -> None:
+        self._pipeline = pipeline
+        self._router = pipeline.router
         self._settings = settings
+        self._options = Options.of(settings)
         self._admission = admission
+        self._speech_engines = list(speech_engines)
 
     async def Translate(
         self, request: mt_pb2.TranslateRequest, context: grpc.aio.ServicerContext
@@ -67,27 +113,29 @@ class TranslationServicer(mt_pb2_grpc.TranslationServiceServicer):
         target = languages.normalise(request.target_language_code, "target_language_code")
         segments = list(request.segments)
         check_segments(segments, self._settings)
-        result: Result
+        terms = terms_of(request, self._options)
         if source == target:
-            result = await self._router.translate(source, target, segments)
+            result = await self._pipeline.translate(source, target, segments, terms)
         else:
             self._router.route(source, target)  # FAILED_PRECONDITION before queueing
             async with self._admission.slot():
-                result = await self._router.translate(source, target, segments)
+                result = await self._pipeline.translate(source, target, segments, terms)
         response = mt_pb2.TranslateResponse(
             translations=[
-                mt_pb2.Translation(text=t, engine=result.engine, pivoted=result.pivoted)
-                for t in result.texts
+                mt_pb2.Translation(text=t, engine=result.engine, pivoted=result.pivoted, cached=c)
+                for t, c in zip(result.texts, result.cached, strict=True)
             ]
         )
         elapsed_ns = time.perf_counter_ns() - started
         response.processing_time.FromNanoseconds(elapsed_ns)
         if log.isEnabledFor(logging.DEBUG):
+            stats = self._pipeline.cache.stats
             log.debug(
                 "translated %s->%s", source, target,
                 extra={
                     "segments": len(segments), "engine": result.engine, "ms": elapsed_ns / 1e6,
-                    "text": [logs.redact(s) for s in segments],
+                    "cached": sum(result.cached), "cache_hits": stats.hits,
+                    "cache_misses": stats.misses, "text": [logs.redact(s) for s in segments],
                 },
             )
         return response
@@ -105,6 +153,8 @@ class TranslationServicer(mt_pb2_grpc.TranslationServiceServicer):
                     pivot=r.pivoted,
                     installed=r.installed,
                     license=r.license,
+                    install=r.install,
+                    speech_engines=self._speech_engines if r.target == languages.ENGLISH else [],
                 )
                 for r in routes
             ]
@@ -112,10 +162,11 @@ class TranslationServicer(mt_pb2_grpc.TranslationServiceServicer):
 
 
 async def warm_up(engines: Sequence[MtEngine]) -> None:
-    """One translation per installed pair of every engine (loads models, starts pipelines)."""
+    """One translation per installed pair of every engine, up to WARM_UP_PAIRS each
+    (loads models, starts pipelines)."""
     for engine in engines:
         caps = engine.capabilities
-        for source, target in sorted(caps.pairs):
+        for source, target in sorted(caps.pairs)[:WARM_UP_PAIRS]:
             started = time.perf_counter()
             try:
                 await engine.translate(TranslationBatch(source, target, (_WARM_UP_TEXT,)))
@@ -128,25 +179,37 @@ async def warm_up(engines: Sequence[MtEngine]) -> None:
             )
 
 
+def speech_engines(settings: config.Settings) -> list[str]:
+    """The speech -> English engines installed here (served by stt_svc)."""
+    model = models.CATALOGUE.get(_SPEECH_MODEL)
+    if model is None or not models.status(settings.models_dir, model).usable:
+        return []
+    return [SPEECH_TRANSLATION]
+
+
 async def create(
     settings: config.Settings,
     *,
     engines: Sequence[MtEngine] | None = None,
     admission: Admission | None = None,
+    cache: PhraseCache | None = None,
 ) -> rpc.Service:
-    """The service, not yet started. `engines` replaces the configured ones and
-    `admission` the default limits (MAX_ACTIVE_BATCHES, MAX_QUEUED_BATCHES)."""
+    """The service, not yet started. `engines` replaces the configured ones,
+    `admission` the default limits (MAX_ACTIVE_BATCHES, MAX_QUEUED_BATCHES) and
+    `cache` the phrase cache of settings.mt.cache."""
+    options = Options.of(settings.mt)
     names = registry.configured(settings.mt.engines)
     if engines is None:
-        engines = await asyncio.to_thread(registry.load, names)
-    router = Router(engines, registry.OFFERS, preference=names)
+        engines = await asyncio.to_thread(registry.load, names, settings.models_dir, options.decode)
+    router = Router(engines, registry.OFFERS, preference=registry.preference(names))
     await warm_up(router.engines)
+    pipeline = Pipeline(router, cache or options.new_cache())
     server = rpc.new_server()
     admission = admission or Admission(MAX_ACTIVE_BATCHES, MAX_QUEUED_BATCHES)
-    servicer = TranslationServicer(router, settings.mt, admission)
+    servicer = TranslationServicer(pipeline, settings.mt, admission, speech_engines(settings))
     mt_pb2_grpc.add_TranslationServiceServicer_to_server(servicer, server)
     service = rpc.Service("mt_svc", server, [SERVICE_NAME])
-    service.on_stop.append(router.close)
+    service.on_stop.extend([router.close, pipeline.cache.close])
     return service
 
 

@@ -1,14 +1,17 @@
-"""Text handling around engines: whitespace framing and splitting long text.
+"""Text handling around engines: whitespace framing, sentences, and splitting long text.
 
 Engines see only the stripped core of a segment; the segment's own leading
 and trailing whitespace is put back around the translation, so
-"  Hello.\\n" comes back as "  Olá.\\n". Engines whose models take a bounded
-input (Bergamot: about 128 subword tokens) split long text with `chunks`.
+"  Hello.\\n" comes back as "  Olá.\\n". The service translates (and caches)
+sentence by sentence (`sentences`), and engines whose models take a bounded
+input (Bergamot: about 128 subword tokens) split a long sentence further
+with `chunks`.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +35,60 @@ class Framed:
     def wrap(self, translation: str) -> str:
         """The translation of `core`, framed like the original segment."""
         return f"{self.lead}{translation.strip()}{self.trail}"
+
+
+# A sentence may end at . ! ? … (with closing quotes or brackets) before
+# whitespace, at 。！？ (whitespace or not), or at a line break.
+_BOUNDARY = re.compile(
+    r"([.!?…]+[\"'”’»)\]]*)(\s+)|([。！？]+[”’」』）)]*)(\s*)|(\s*\n\s*)"
+)
+_LAST_WORD = re.compile(r"(\S+)$")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr sra srta jr st mt vs etc cf approx no nr tel fig vol pp ch art av dept "
+    "min max co inc ltd jan feb mar apr jun jul aug sep sept oct nov dec sgt capt gen col lt mme "
+    "mlle hr hrs ca bzw usw ggf nº".split()
+)
+
+
+def sentences(text: str) -> list[tuple[str, str]]:
+    """Splits `text` into (sentence, separator) pairs; `"".join(s + p for s, p in result) == text`.
+
+    A full stop ends a sentence unless it follows an abbreviation ("Mr.",
+    "etc.", "e.g.", "a.m."), an initial ("J.") or comes before a lowercase
+    word; a decimal point or a thousands separator ("3.5", "1.000") is never
+    a boundary, since no space follows it. Punctuation stays with its
+    sentence and the whitespace between sentences is kept as the separator.
+    """
+    out: list[tuple[str, str]] = []
+    start = 0
+    for m in _BOUNDARY.finditer(text):
+        if m.group(1) and not _full_stop(text, m):
+            continue
+        end = m.end(1) if m.group(1) else m.end(3) if m.group(3) else m.start()
+        if not text[start:end].strip():
+            continue  # nothing but whitespace before it: part of the next sentence
+        out.append((text[start:end], text[end:m.end()]))
+        start = m.end()
+    if start < len(text) or not out:
+        out.append((text[start:], ""))
+    return out
+
+
+def _full_stop(text: str, m: re.Match[str]) -> bool:
+    """Whether the punctuation of a `_BOUNDARY` match (group 1) ends a sentence."""
+    if m.group(1).rstrip("\"'”’»)]") != ".":
+        return True  # ! ? … and runs like "?!" or "..."
+    following = text[m.end():m.end() + 1]
+    if following.islower():
+        return False
+    word = _LAST_WORD.search(text, 0, m.start(1))
+    token = word.group(1).lstrip("\"'“‘«([¿¡").lower() if word else ""
+    return not (token in _ABBREVIATIONS or "." in token or (len(token) == 1 and token.isalpha()))
+
+
+def normalise(text: str) -> str:
+    """NFC with every run of whitespace made one space: the form that is translated and cached."""
+    return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
 # Boundaries to split at, coarsest first: sentence ends, clause punctuation, any space.

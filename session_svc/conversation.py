@@ -16,7 +16,6 @@ from dragoman.errors import (
     DragomanError,
     FailedPrecondition,
     InvalidArgument,
-    Unimplemented,
 )
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc as pb_grpc
@@ -113,10 +112,10 @@ def _check_join(join: pb.JoinConversation) -> None:
     if not join.session_id:
         raise InvalidArgument("join.session_id is required")
     if join.encoding == pb.AUDIO_ENCODING_UNSPECIFIED:
-        raise InvalidArgument("join.encoding is required: AUDIO_ENCODING_LINEAR16")
-    if join.encoding == pb.AUDIO_ENCODING_OGG_OPUS:
-        raise Unimplemented("OGG_OPUS audio is not supported yet; send AUDIO_ENCODING_LINEAR16")
-    audio.check_rate(join.sample_rate_hertz, "join.sample_rate_hertz")
+        raise InvalidArgument(
+            "join.encoding is required: AUDIO_ENCODING_LINEAR16 or AUDIO_ENCODING_OGG_OPUS")
+    if join.encoding == pb.AUDIO_ENCODING_LINEAR16:
+        audio.check_rate(join.sample_rate_hertz, "join.sample_rate_hertz")
     rate = join.output_sample_rate_hertz
     if rate and rate not in audio.OUTPUT_RATES_HZ:
         raise InvalidArgument(

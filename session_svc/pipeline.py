@@ -121,7 +121,8 @@ class SpeakerPipeline:
                 "audio arrives faster than it can be recognised; slow down to real time",
                 retry_after_s=1.0,
             ) from None
-        self.clock.add(len(data) // 2)
+        if self.encoding == pb.AUDIO_ENCODING_LINEAR16:  # Opus bytes say nothing of duration
+            self.clock.add(len(data) // 2)
 
     async def finish(self, timeout_s: float) -> None:
         """No more audio: flush the utterance in progress and deliver it."""
@@ -265,8 +266,8 @@ class SpeakerPipeline:
                 await asyncio.wait_for(asyncio.shield(utt.delivered), DELIVERY_WAIT_S)
         latency = utt.latency()
         if latency is not None:
-            self.session.utterances += 1
-            self.session.latencies_ms.append(latency.total.ToMilliseconds())
+            self.session.record_utterance(
+                self.speaker, partner, utt.utterance_id, utt.text, translation.text, latency)
 
     def mark_delivered(self, utterance_id: str) -> None:
         """Called by the partner's stream when it hands the first audio chunk to gRPC."""

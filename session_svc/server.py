@@ -3,23 +3,51 @@
 Serves the public `dragoman.v1.SessionService` and `ConversationService` on an
 internal address. Only the gateway calls it: it trusts the identity headers
 the gateway sets after checking the access token (rpc.USER_ID_HEADER).
+Sessions, translation logs and metrics are persisted in PostgreSQL
+(`session_svc.store`); history pages come from there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
+from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from dragoman import config, logs, rpc
+from dragoman import config, db, logs, rpc
+from dragoman.errors import InvalidArgument, NotFound
 from dragoman.v1 import conversation_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
 from session_svc.identity import identity
 from session_svc.sessions import SessionRegistry
+from session_svc.store import PgSessionStore, SessionStore
 
 log = logging.getLogger("dragoman.session")
+
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def page_token(created_at: datetime, session_id: str) -> str:
+    """Opaque position after a session in the newest-first history."""
+    micros = (created_at - _EPOCH) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(f"{micros}:{session_id}".encode()).decode()
+
+
+def parse_page_token(token: str) -> tuple[datetime, str] | None:
+    if not token:
+        return None
+    try:
+        micros, sep, session_id = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if sep and session_id:
+            return _EPOCH + timedelta(microseconds=int(micros)), session_id
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
+        pass
+    raise InvalidArgument("page_token is not a token from ListSessions")
 
 
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
@@ -29,7 +57,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def CreateSession(
         self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.CreateSessionResponse:
-        session = self.registry.create(identity(context), request.language_code, request.voice)
+        session = await self.registry.create(identity(context), request.language_code, request.voice)
         logs.session_id.set(session.session_id)
         log.info("session created")
         return sessions_pb2.CreateSessionResponse(session=session.to_proto())
@@ -37,7 +65,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def JoinSession(
         self, request: sessions_pb2.JoinSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.JoinSessionResponse:
-        session = self.registry.join(
+        session = await self.registry.join(
             identity(context), request.code, request.language_code, request.voice)
         logs.session_id.set(session.session_id)
         log.info("session joined")
@@ -46,21 +74,57 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def GetSession(
         self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.GetSessionResponse:
-        session, _ = self.registry.get(identity(context), request.session_id)
-        return sessions_pb2.GetSessionResponse(session=session.to_proto())
+        who = identity(context)
+        if not request.session_id:
+            raise InvalidArgument("session_id is required")
+        if self.registry.find(request.session_id) is not None:
+            session, _ = self.registry.get(who, request.session_id)
+            return sessions_pb2.GetSessionResponse(session=session.to_proto())
+        stored = await self.registry.store.sessions_of(
+            who.user_id, limit=1, session_id=request.session_id)
+        if not stored:
+            raise NotFound(f"session {request.session_id} not found")
+        return sessions_pb2.GetSessionResponse(session=stored[0].to_proto())
 
     async def EndSession(
         self, request: sessions_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.EndSessionResponse:
-        session = self.registry.end(identity(context), request.session_id, "ended by participant")
+        session = await self.registry.end(
+            identity(context), request.session_id, "ended by participant")
         logs.session_id.set(session.session_id)
         log.info("session ended", extra={"utterances": session.utterances})
         return sessions_pb2.EndSessionResponse(
-            session=session.to_proto(), metrics=session.metrics())
+            session=session.to_proto(), metrics=session.metrics().to_proto())
+
+    async def ListSessions(
+        self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.ListSessionsResponse:
+        who = identity(context)
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be 0 to {MAX_PAGE_SIZE}, got {request.page_size}")
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        rows = await self.registry.store.sessions_of(
+            who.user_id, limit=size + 1, before=parse_page_token(request.page_token))
+        reply = sessions_pb2.ListSessionsResponse()
+        for row in rows[:size]:
+            live = self.registry.find(row.session_id)  # fresher: who is connected, live numbers
+            reply.sessions.append(live.to_proto() if live is not None else row.to_proto())
+        if len(rows) > size:
+            reply.next_page_token = page_token(rows[size - 1].created_at, rows[size - 1].session_id)
+        return reply
 
 
-async def create(settings: config.Settings, *, downstream: Downstream | None = None) -> rpc.Service:
-    registry = SessionRegistry(settings.session)
+async def create(
+    settings: config.Settings, *, downstream: Downstream | None = None,
+    store: SessionStore | None = None,
+) -> rpc.Service:
+    """session_svc, not yet started. `store` defaults to PostgreSQL per
+    settings.database (the embedded server when no URL is set)."""
+    database = None
+    if store is None:
+        database = await db.open_database(settings.database)
+        store = PgSessionStore(database)
+    registry = SessionRegistry(settings.session, store)
     down = downstream or Downstream(settings.addresses, settings.session.downstream_timeout_s)
     server = rpc.new_server()
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(registry), server)
@@ -84,6 +148,9 @@ async def create(settings: config.Settings, *, downstream: Downstream | None = N
 
     service.on_drain.append(drain)
     service.on_stop.append(down.close)
+    service.on_stop.append(registry.journal.close)
+    if database is not None:
+        service.on_stop.append(database.close)
     return service
 
 

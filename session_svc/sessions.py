@@ -1,7 +1,10 @@
-"""Sessions, their participants and pairing codes (in memory).
+"""Sessions, their participants and pairing codes.
 
-A session has at most two members. The creator gets a 6-digit code, unique
-among waiting sessions and valid for `code_ttl_s`; the partner joins with it.
+Live sessions are in memory (members, event logs, streams); every change of
+their lifecycle is also written to a `SessionStore`, which outlasts the
+process and arbitrates pairing codes. A session has at most two members.
+The creator gets a 6-digit code, unique among live sessions and valid for
+`code_ttl_s` (then the waiting session ends); the partner joins with it.
 Only members see a session: for anyone else it does not exist (NOT_FOUND),
 so ids and codes leak nothing.
 """
@@ -11,17 +14,18 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from dragoman import languages
 from dragoman.config import SessionSettings
-from dragoman.errors import FailedPrecondition, InvalidArgument, NotFound
+from dragoman.db.records import Metrics, Participant, UtteranceLog, timestamp
+from dragoman.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc.events import EventLog
+from session_svc.store import CodeTaken, Journal, SessionStore
 
 if TYPE_CHECKING:
     from session_svc.conversation import Connection
@@ -56,6 +60,9 @@ class Member:
             voice=self.voice,
         )
 
+    def record(self) -> Participant:
+        return Participant(self.user_id, self.display_name, self.language_code, self.voice)
+
 
 @dataclass
 class Session:
@@ -68,6 +75,8 @@ class Session:
     latencies_ms: list[float] = field(default_factory=list)
     utterances: int = 0
     errors: int = 0
+    journal: Callable[[UtteranceLog], None] | None = None
+    """Where translated utterances are logged."""
 
     def member(self, user_id: str) -> Member | None:
         return next((m for m in self.members if m.user_id == user_id), None)
@@ -81,36 +90,64 @@ class Session:
             code=self.code if self.status == spb.SESSION_STATUS_WAITING else "",
             status=self.status,  # type: ignore[arg-type]
             participants=[m.to_proto() for m in self.members],
-            create_time=_timestamp(self.created_s),
+            create_time=timestamp(self.created_s),
         )
         if self.ended_s is not None:
-            out.end_time.CopyFrom(_timestamp(self.ended_s))
+            out.end_time.CopyFrom(timestamp(self.ended_s))
+            out.metrics.CopyFrom(self.metrics().to_proto())
         return out
 
-    def metrics(self) -> spb.SessionMetrics:
+    def metrics(self) -> Metrics:
         lat = self.latencies_ms
         end = self.ended_s if self.ended_s is not None else time.time()
-        return spb.SessionMetrics(
+        return Metrics(
             utterance_count=self.utterances,
+            error_count=self.errors,
             mean_latency_ms=sum(lat) / len(lat) if lat else 0.0,
             min_latency_ms=min(lat, default=0.0),
             max_latency_ms=max(lat, default=0.0),
-            error_count=self.errors,
-            duration_seconds=end - self.created_s,
+            duration_ms=round((end - self.created_s) * 1000),
         )
 
+    def record_utterance(
+        self, speaker: Member, listener: Member, utterance_id: str, text: str, translation: str,
+        latency: cpb.UtteranceLatency,
+    ) -> None:
+        """Counts a translated, delivered utterance and logs it (the pipeline calls this)."""
+        self.utterances += 1
+        self.latencies_ms.append(latency.total.ToMilliseconds())
+        if self.journal is not None:
+            self.journal(UtteranceLog(
+                session_id=self.session_id, utterance_id=utterance_id,
+                speaker_user_id=speaker.user_id, source_language_code=speaker.language_code,
+                target_language_code=listener.language_code, source_text=text,
+                translated_text=translation,
+                latency_ms={stage: getattr(latency, stage).ToMilliseconds()
+                            for stage in ("endpointing", "recognition", "translation",
+                                          "synthesis_first_chunk", "delivery", "total")},
+            ))
 
-def _timestamp(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
+
+def random_code() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+EXPIRED = "pairing code expired"
+MAX_CODE_ATTEMPTS = 20
+"""Codes tried before CreateSession gives up (only when nearly all are taken)."""
 
 
 class SessionRegistry:
-    """Every live session of this replica."""
+    """Every live session of this replica, and their durable record in `store`."""
 
-    def __init__(self, settings: SessionSettings) -> None:
+    def __init__(
+        self, settings: SessionSettings, store: SessionStore,
+        codes: Callable[[], str] = random_code,
+    ) -> None:
         self.settings = settings
+        self.store = store
+        self.journal = Journal(store)
+        self._codes = codes
         self._sessions: dict[str, Session] = {}
         self._waiting: dict[str, str] = {}  # code -> session id
 
@@ -123,40 +160,57 @@ class SessionRegistry:
             log=EventLog(session.session_id, self.settings.event_buffer),
         )
 
-    def _new_code(self) -> str:
-        self._expire_codes()
-        while True:
-            code = f"{secrets.randbelow(1_000_000):06d}"
-            if code not in self._waiting:
-                return code
-
-    def _expire_codes(self) -> None:
+    async def _expire_codes(self) -> None:
+        """Ends the waiting sessions whose code expired, here and in the store."""
         cutoff = time.time() - self.settings.code_ttl_s
-        for code, sid in list(self._waiting.items()):
-            if self._sessions[sid].created_s < cutoff:
-                del self._waiting[code]
+        expired = [self._sessions[sid] for sid in self._waiting.values()
+                   if self._sessions[sid].created_s < cutoff]
+        for session in expired:
+            await self._finish(session, EXPIRED)
+        await self.store.expire_waiting(cutoff)  # also those of replicas gone meanwhile
 
-    def create(self, who: Identity, language_code: str, voice: str) -> Session:
+    async def create(self, who: Identity, language_code: str, voice: str) -> Session:
         languages.base_language(language_code)
-        session = Session(session_id=uuid.uuid4().hex, code=self._new_code(), created_s=time.time())
-        session.members.append(self._new_member(session, who, language_code, voice))
-        self._sessions[session.session_id] = session
-        self._waiting[session.code] = session.session_id
-        return session
+        await self._expire_codes()
+        for _ in range(MAX_CODE_ATTEMPTS):
+            code = self._codes()
+            if code in self._waiting:
+                continue
+            session = Session(session_id=uuid.uuid4().hex, code=code, created_s=time.time(),
+                              journal=self.journal.record)
+            creator = self._new_member(session, who, language_code, voice)
+            try:
+                await self.store.add_session(
+                    session.session_id, code, session.created_s, creator.record())
+            except CodeTaken:
+                continue  # a live session elsewhere (or a concurrent create) holds it
+            session.members.append(creator)
+            self._sessions[session.session_id] = session
+            self._waiting[code] = session.session_id
+            return session
+        raise ResourceExhausted("no free pairing code right now; retry shortly", retry_after_s=1.0)
 
-    def join(self, who: Identity, code: str, language_code: str, voice: str) -> Session:
+    async def join(self, who: Identity, code: str, language_code: str, voice: str) -> Session:
         if len(code) != 6 or not code.isdigit():
             raise InvalidArgument(f"code must be 6 digits, got {code!r}")
         languages.base_language(language_code)
-        self._expire_codes()
+        await self._expire_codes()
         sid = self._waiting.get(code)
         if sid is None:
             raise NotFound(f"no session is waiting for code {code}")
         session = self._sessions[sid]
         if session.member(who.user_id) is not None:
             raise FailedPrecondition("you created this session; your partner must join it")
-        del self._waiting[code]
+        del self._waiting[code]  # claimed: a concurrent join of this code finds nothing
         joiner = self._new_member(session, who, language_code, voice)
+        try:
+            joined = await self.store.add_partner(session.session_id, joiner.record(), time.time())
+        except BaseException:
+            if session.status == spb.SESSION_STATUS_WAITING:
+                self._waiting[code] = sid
+            raise
+        if not joined or session.status != spb.SESSION_STATUS_WAITING:
+            raise NotFound(f"no session is waiting for code {code}")
         session.members.append(joiner)
         session.status = spb.SESSION_STATUS_ACTIVE
         creator = session.members[0]
@@ -168,6 +222,7 @@ class SessionRegistry:
         return session
 
     def get(self, who: Identity, session_id: str) -> tuple[Session, Member]:
+        """A live (in memory) session of the caller."""
         if not session_id:
             raise InvalidArgument("session_id is required")
         session = self._sessions.get(session_id)
@@ -176,17 +231,34 @@ class SessionRegistry:
             raise NotFound(f"session {session_id} not found")
         return session, member
 
-    def end(self, who: Identity, session_id: str, reason: str) -> Session:
+    def find(self, session_id: str) -> Session | None:
+        """The session if this replica holds it, whoever asks."""
+        return self._sessions.get(session_id)
+
+    async def end(self, who: Identity, session_id: str, reason: str) -> Session:
         session, _ = self.get(who, session_id)
-        if session.status != spb.SESSION_STATUS_ENDED:
-            session.status = spb.SESSION_STATUS_ENDED
-            session.ended_s = time.time()
-            self._waiting.pop(session.code, None)
-            for m in session.members:
-                m.log.append(session_ended=cpb.SessionEnded(reason=reason))
-                m.log.close()
+        await self._finish(session, reason)
         return session
+
+    async def _finish(self, session: Session, reason: str) -> None:
+        """Ends the session, then records the end and its metrics (once)."""
+        if self._end(session, reason):
+            await self.journal.flush()  # its utterance logs first, then the metrics
+            await self.store.end_session(
+                session.session_id, session.ended_s or time.time(), reason, session.metrics())
+
+    def _end(self, session: Session, reason: str) -> bool:
+        """Ends the session in memory; False if it had ended already."""
+        if session.status == spb.SESSION_STATUS_ENDED:
+            return False
+        session.status = spb.SESSION_STATUS_ENDED
+        session.ended_s = time.time()
+        if self._waiting.get(session.code) == session.session_id:
+            del self._waiting[session.code]
+        for m in session.members:
+            m.log.append(session_ended=cpb.SessionEnded(reason=reason))
+            m.log.close()
+        return True
 
     def live(self) -> list[Session]:
         return [s for s in self._sessions.values() if s.status != spb.SESSION_STATUS_ENDED]
-

@@ -93,8 +93,9 @@ class Segmenter:
         self._tail = _samples(self.options.tail_ms)
         self._min_pause = _samples(self.options.min_pause_ms)
         self._pending = np.zeros(0, np.float32)
+        self._history_frames = self._pre_roll // FRAME_SAMPLES + 2
         self._history: collections.deque[np.ndarray] = collections.deque(
-            maxlen=self._pre_roll // FRAME_SAMPLES + 2
+            maxlen=self._history_frames
         )
         self._position = 0
         """Samples classified so far (the stream position of the next frame)."""
@@ -132,6 +133,11 @@ class Segmenter:
     def utterance_samples(self) -> int:
         """Samples buffered for the open utterance."""
         return self._length
+
+    @property
+    def trailing_silence(self) -> int:
+        """Samples of silence since the last speech of the open utterance."""
+        return self._silence_run
 
     def utterance_audio(self) -> np.ndarray:
         """A copy of the open utterance's audio so far."""
@@ -191,17 +197,20 @@ class Segmenter:
                 self._state = _State.SPEAKING
                 return [SpeechStarted(self._index, self._start)]
             if self._silence_run >= self._endpoint or self._length >= self._max_utterance:
-                self._state = _State.IDLE  # too little speech: forget it
-                self._history.extend(self._audio[-self._history.maxlen :])  # type: ignore[misc]
+                self._go_idle()  # too little speech: forget it
             return []
         if self._silence_run >= self._endpoint:
-            self._state = _State.IDLE
+            self._go_idle()
             end = self._speech_end - self._start
-            self._history.extend(self._audio[-self._history.maxlen :])  # type: ignore[misc]
             return [self._end(min(self._length, end + self._tail))]
         if self._length >= self._max_utterance:
             return self._split()
         return []
+
+    def _go_idle(self) -> None:
+        """Back to waiting; the utterance's last frames become the pre-roll history."""
+        self._state = _State.IDLE
+        self._history.extend(self._audio[-self._history_frames :])
 
     def _classify(self, prob: float, frame_start: int) -> None:
         if prob >= self.options.speech_threshold:

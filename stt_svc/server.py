@@ -8,19 +8,21 @@ a `StreamConfig` and a stream of audio bytes, the stream's outputs become
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from google.protobuf import duration_pb2
 
 from dragoman import audio, config, logs, rpc
-from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unimplemented
+from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
 from stt_svc import vad
 from stt_svc.engines.base import ANY_LANGUAGE, SpeechRecognizer
 from stt_svc.models import Models
 from stt_svc.stream import (
+    Encoding,
     Output,
     RecognizeStream,
     ResultOut,
@@ -29,12 +31,18 @@ from stt_svc.stream import (
     StreamLimits,
 )
 
+log = logging.getLogger("stt_svc.server")
+
 SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToTextService"].full_name
 MIN_ENDPOINT_SILENCE_MS = 100
 MAX_ENDPOINT_SILENCE_MS = 5000
 MAX_HOTWORDS = 100
 MAX_HOTWORD_CHARS = 500
 
+_ENCODINGS = {
+    stt_pb2.AUDIO_ENCODING_LINEAR16: Encoding.LINEAR16,
+    stt_pb2.AUDIO_ENCODING_OGG_OPUS: Encoding.OGG_OPUS,
+}
 _EVENT_TYPES = {
     SpeechEventKind.STARTED: stt_pb2.SPEECH_EVENT_TYPE_SPEECH_STARTED,
     SpeechEventKind.ENDED: stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH,
@@ -80,9 +88,10 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             )
         self._active += 1
         try:
-            stream = RecognizeStream(
-                await self._read_config(request_iterator), self._models, self._limits
-            )
+            stream_config = await self._read_config(request_iterator)
+            if stream_config is None:
+                return
+            stream = RecognizeStream(stream_config, self._models, self._limits)
             runner = asyncio.create_task(stream.run(_audio(request_iterator)))
             runner.add_done_callback(lambda _: stream.outputs.put_nowait(None))
             try:
@@ -98,14 +107,14 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
 
     async def _read_config(
         self, requests: AsyncIterator[stt_pb2.StreamingRecognizeRequest]
-    ) -> StreamConfig:
+    ) -> StreamConfig | None:
+        """The first message as a config; None if the stream stays idle that long."""
         try:
             async with asyncio.timeout(self._settings.idle_timeout_s):
                 first = await anext(aiter(requests), None)
         except TimeoutError:
-            raise InvalidArgument(
-                f"no config received within {self._settings.idle_timeout_s:g} s"
-            ) from None
+            log.info("no config within %g s: closing the idle stream", self._settings.idle_timeout_s)
+            return None
         if first is None:
             raise InvalidArgument("the stream ended before its config message")
         kind = first.WhichOneof("streaming_request")
@@ -119,19 +128,20 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
         return self._stream_config(first.config)
 
     def _stream_config(self, c: stt_pb2.StreamingRecognitionConfig) -> StreamConfig:
-        if c.encoding == stt_pb2.AUDIO_ENCODING_OGG_OPUS:
-            raise Unimplemented(
-                "AUDIO_ENCODING_OGG_OPUS is not supported yet; send AUDIO_ENCODING_LINEAR16"
-            )
-        if c.encoding != stt_pb2.AUDIO_ENCODING_LINEAR16:
+        if c.encoding not in _ENCODINGS:
             raise InvalidArgument(
-                f"config.encoding must be AUDIO_ENCODING_LINEAR16, got {c.encoding}"
+                "config.encoding must be AUDIO_ENCODING_LINEAR16 or AUDIO_ENCODING_OGG_OPUS, "
+                f"got {c.encoding}"
             )
-        rate_hz = audio.check_rate(c.sample_rate_hertz, "config.sample_rate_hertz")
+        encoding = _ENCODINGS[c.encoding]
+        rate_hz = audio.STT_RATE_HZ
+        if encoding is Encoding.LINEAR16:
+            rate_hz = audio.check_rate(c.sample_rate_hertz, "config.sample_rate_hertz")
         language = self._models.resolve(c.language_code)
         return StreamConfig(
             language_code=c.language_code,
             language=language,
+            encoding=encoding,
             sample_rate_hz=rate_hz,
             interim_results=c.interim_results,
             endpoint_silence_ms=self._endpoint_silence_ms(c),

@@ -19,13 +19,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
-from dragoman import audio
+from dragoman import logs
 from dragoman.errors import DragomanError, InvalidArgument
 from stt_svc import guards
 from stt_svc.agreement import LocalAgreement
+from stt_svc.codecs import AudioDecoder, OggOpusDecoder, Pcm16Decoder
 from stt_svc.engines.base import DecodeOptions, Transcription, WordTiming
 from stt_svc.lanes import Priority, Timed
 from stt_svc.models import Models
@@ -41,6 +43,11 @@ FINAL_TEMPERATURES = (0.0, 0.4)
 MAX_QUEUED_FINALS = 4
 
 
+class Encoding(Enum):
+    LINEAR16 = "linear16"
+    OGG_OPUS = "ogg_opus"
+
+
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
     """A validated stream configuration."""
@@ -49,7 +56,9 @@ class StreamConfig:
     """The client's tag, "" for automatic identification."""
     language: str | None
     """Whisper base code of `language_code`; None to identify it."""
+    encoding: Encoding = Encoding.LINEAR16
     sample_rate_hz: int = RATE_HZ
+    """Rate of LINEAR16 audio (Ogg Opus says its own)."""
     interim_results: bool = False
     endpoint_silence_ms: int = 300
     hotwords: tuple[str, ...] = ()
@@ -138,8 +147,18 @@ class RecognizeStream:
                 max_utterance_ms=limits.max_utterance_ms,
             ),
         )
-        self._resampler = audio.StreamResampler(config.sample_rate_hz, RATE_HZ)
+        self._decoder: AudioDecoder = (
+            OggOpusDecoder()
+            if config.encoding is Encoding.OGG_OPUS
+            else Pcm16Decoder(config.sample_rate_hz)
+        )
         self._partial_interval = RATE_HZ * limits.partial_interval_ms // 1000
+        # No partial decode once this much trailing silence is heard: it would add no words
+        # and could still be running when the endpoint comes.
+        self._partial_quiet = RATE_HZ * min(100, config.endpoint_silence_ms // 2) // 1000
+        # After a partial decode the lane rests as long as the decode took, so partials use
+        # at most half of it and an endpoint finds it busy at most half of the time.
+        self._partial_rest_until = 0.0
         self._finals: asyncio.Queue[_FinalJob] = asyncio.Queue(MAX_QUEUED_FINALS)
         self._wakeup = asyncio.Event()
         self._closed = False
@@ -171,7 +190,7 @@ class RecognizeStream:
                 break
             await self._consume(chunk)
         now = time.perf_counter()
-        tail = self._resampler.process(np.zeros(0, np.float32), last=True)
+        tail = self._decoder.flush()
         await self._handle(self._segmenter.feed(tail) + self._segmenter.flush(), now)
         self._closed = True
         self._wakeup.set()
@@ -183,7 +202,7 @@ class RecognizeStream:
                 f"audio chunk of {len(chunk)} bytes is larger than the {MAX_CHUNK_BYTES}-byte "
                 "limit; send smaller chunks"
             )
-        samples = self._resampler.process(audio.pcm16_to_float(chunk))
+        samples = self._decoder.decode(chunk)
         await self._handle(self._segmenter.feed(samples), received)
         self._wakeup.set()
 
@@ -226,7 +245,9 @@ class RecognizeStream:
                     partial = self._start_partial(target)
                 await self._wait(partial)
                 if partial is not None and partial.done() and target is not None:
-                    self._on_partial(target, partial.result())
+                    timed = partial.result()
+                    self._partial_rest_until = time.perf_counter() + timed.seconds
+                    self._on_partial(target, timed)
                     partial = None
         finally:
             if partial is not None:
@@ -234,15 +255,21 @@ class RecognizeStream:
 
     async def _wait(self, partial: asyncio.Future[Timed[Transcription]] | None) -> None:
         wakeup = asyncio.ensure_future(self._wakeup.wait())
+        waits: list[asyncio.Future[Any]] = [wakeup]
+        if partial is not None:
+            waits.append(partial)
         try:
-            await asyncio.wait([wakeup] if partial is None else [wakeup, partial],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             wakeup.cancel()
 
     def _partial_due(self) -> _Utterance | None:
         u = self._utterance
         if not self.config.interim_results or u is None or not self._segmenter.speaking:
+            return None
+        if self._segmenter.trailing_silence >= self._partial_quiet:
+            return None
+        if time.perf_counter() < self._partial_rest_until:
             return None
         if self._segmenter.utterance_samples - u.decoded_samples < self._partial_interval:
             return None
@@ -312,6 +339,7 @@ class RecognizeStream:
             confidence=_confidence(words, result), start_s=offset_s, end_s=_s(event.end_sample),
             words=words, processing_s=timed.seconds,
         ))
+        log.debug("final %d: %s", u.index, logs.redact(transcript))
         log.info(
             "final sent",
             extra={

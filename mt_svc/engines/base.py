@@ -41,12 +41,14 @@ class Offer:
     Attributes:
         name: Engine name.
         license: Licence of its models.
-        install: For each pair it can serve, the command(s) that install it.
+        install: For each pair it can serve, the command that installs it.
+        setting: The settings.mt.engines entry that enables it (default: `name`).
     """
 
     name: str
     license: str
     install: dict[Pair, str]
+    setting: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ pile up in route order. Never a substitute for a real engine in quality tests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from mt_svc.engines.base import Capabilities, Offer, Pair, TranslationBatch
 
@@ -26,7 +26,9 @@ class FakeEngine:
     """Tags each text with the engine name and pair.
 
     `gate`, when given, holds every call until it is set (to test queueing and
-    cancellation without timing); `fail_with` makes every call raise it.
+    cancellation without timing); `fail_with` makes every call raise it;
+    `rewrite` changes each text before it is tagged (e.g. to lose a glossary
+    placeholder the way a real model might).
     """
 
     def __init__(
@@ -36,10 +38,12 @@ class FakeEngine:
         license: str = LICENSE,
         gate: asyncio.Event | None = None,
         fail_with: Exception | None = None,
+        rewrite: Callable[[str], str] | None = None,
     ) -> None:
         self._capabilities = Capabilities(name, "1", license, frozenset(pairs))
         self.gate = gate
         self.fail_with = fail_with
+        self.rewrite = rewrite
         self.calls: list[TranslationBatch] = []
         self.closed = False
 
@@ -54,7 +58,8 @@ class FakeEngine:
         if self.fail_with is not None:
             raise self.fail_with
         name = self._capabilities.name
-        return [tagged(t, batch.source, batch.target, name) for t in batch.texts]
+        rewrite = self.rewrite or (lambda t: t)
+        return [tagged(rewrite(t), batch.source, batch.target, name) for t in batch.texts]
 
     async def close(self) -> None:
         self.closed = True

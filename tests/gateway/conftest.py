@@ -1,16 +1,18 @@
-"""A real gateway on port 0 in front of the session_svc double."""
+"""A real gateway on port 0 in front of the session_svc double, its accounts
+in a scratch schema of the test PostgreSQL."""
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import grpc
 import pytest
 
 from dragoman import config
+from dragoman.db.testing import scratch_schema
 from dragoman.v1 import auth_pb2, auth_pb2_grpc, conversation_pb2_grpc, sessions_pb2_grpc
 from gateway import server
 from tests.conftest import started
@@ -57,6 +59,13 @@ class Stubs:
             preferred_language_code="en",
         ))
         return username, reply
+
+
+@pytest.fixture(scope="session")
+def settings(settings: config.Settings) -> Iterator[config.Settings]:
+    """The settings of the gateway tests: their own schema, dropped after."""
+    with scratch_schema(prefix="gateway") as database:
+        yield dataclasses.replace(settings, database=database)
 
 
 @pytest.fixture(scope="module")

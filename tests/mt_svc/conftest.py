@@ -14,6 +14,7 @@ from dragoman import config, rpc
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from mt_svc import server
 from mt_svc.admission import Admission
+from mt_svc.cache import NoCache
 from mt_svc.engines.apertium import ApertiumEngine
 from mt_svc.engines.base import MtEngine
 from mt_svc.engines.bergamot import BergamotEngine
@@ -27,13 +28,22 @@ if TYPE_CHECKING:
 # to the English-Spanish modes so that es->pt is the pivot apertium>bergamot
 # even on a machine that also has apertium-es-pt.
 APERTIUM_MODES = ("eng-spa", "spa-eng")
+ENGINES = "bergamot,ct2,apertium"
+"""settings.mt.engines of these tests (the proposed default)."""
+
+
+def with_mt(settings: config.Settings, **changes: Any) -> config.Settings:
+    """`settings` with engines = ENGINES and the given settings.mt fields changed."""
+    mt = dataclasses.replace(settings.mt, **{"engines": ENGINES, **changes})
+    return dataclasses.replace(settings, mt=mt)
 
 
 @pytest.fixture(scope="session")
 async def mt(settings: config.Settings) -> AsyncIterator[Stub]:
-    """A stub to one real mt_svc (Bergamot + Apertium, warmed up) for the whole session."""
+    """A stub to one real mt_svc (Bergamot + Apertium, warmed up, in-process phrase cache)
+    for the whole session."""
     engines: list[MtEngine] = [BergamotEngine(), ApertiumEngine(modes=APERTIUM_MODES)]
-    service = await server.create(settings, engines=engines)
+    service = await server.create(with_mt(settings), engines=engines)
     async for address in started(service):
         async with rpc.channel(address) as channel:
             yield _stub(channel)
@@ -60,7 +70,8 @@ async def fake(settings: config.Settings) -> AsyncIterator[FakeService]:
         FakeEngine({("en", "es"), ("es", "en")}, name="beta", license="GPL-2.0", gate=gate),
     ]
     admission = Admission(max_active=1, max_queued=1)
-    service = await server.create(settings, engines=engines, admission=admission)
+    service = await server.create(with_mt(settings), engines=engines, admission=admission,
+                                  cache=NoCache())
     for engine in engines:
         engine.calls.clear()  # forget the warm-up
     async for address in started(service):
@@ -72,9 +83,14 @@ def _stub(channel: grpc.aio.Channel) -> Stub:
     return cast("Stub", mt_pb2_grpc.TranslationServiceStub(channel))
 
 
-def request(source: str, target: str, *segments: str) -> mt_pb2.TranslateRequest:
+def request(
+    source: str, target: str, *segments: str, glossary: dict[str, str] | None = None,
+    keep: list[str] | None = None,
+) -> mt_pb2.TranslateRequest:
     return mt_pb2.TranslateRequest(
-        source_language_code=source, target_language_code=target, segments=list(segments)
+        source_language_code=source, target_language_code=target, segments=list(segments),
+        glossary=[mt_pb2.GlossaryEntry(source=s, target=t) for s, t in (glossary or {}).items()],
+        do_not_translate=keep or [],
     )
 
 

@@ -56,7 +56,7 @@ async def test_tatoeba_quality(
     reply = await mt.Translate(request(*codes, *sources))
     hypotheses = [t.text for t in reply.translations]
     assert len(hypotheses) == SENTENCES
-    assert {(t.engine, t.pivoted, t.cached) for t in reply.translations} == {(engine, False, False)}
+    assert {(t.engine, t.pivoted) for t in reply.translations} == {(engine, False)}
     assert all(h.strip() for h in hypotheses)
     assert sum(h != s for h, s in zip(hypotheses, sources, strict=True)) >= SENTENCES - 2
     assert corpus_chrf(hypotheses, references) > bound
@@ -130,11 +130,19 @@ async def test_list_language_pairs(mt: Stub) -> None:
     assert entry("en", "es") == (["apertium"], False, True, "GPL-2.0")
     assert entry("es", "pt") == (["apertium", "bergamot"], True, True, "GPL-2.0 AND MIT")
     assert entry("pt", "es") == (["bergamot", "apertium"], True, True, "MIT AND GPL-2.0")
-    assert entry("en", "de") == ([], False, False, "")
-    assert entry("fr", "es") == (["apertium"], False, False, "GPL-2.0")  # apertium-fr-es
+    assert entry("en", "de") == (["opus-mt-en-de"], False, False, "CC-BY-4.0")
+    assert pairs[("en", "de")].install == "run `dragoman models pull opus-mt-en-de`"
+    assert entry("en", "ko") == (["m2m100-418m"], False, False, "MIT")
+    assert entry("fr", "es") == (["opus-mt-fr-en", "opus-mt-en-es"], True, False, "CC-BY-4.0")
     installed = {pair for pair, p in pairs.items() if p.installed}
     assert installed == {("en", "pt"), ("pt", "en"), ("en", "es"), ("es", "en"),
                          ("es", "pt"), ("pt", "es")}
+    assert all(p.install == "" for p in pairs.values() if p.installed)
+    assert all(p.install.startswith("run `") for p in pairs.values() if not p.installed)
+    # Whisper (installed here) translates speech in any language to English.
+    assert {pair for pair, p in pairs.items() if list(p.speech_engines) == ["whisper-translate"]} == {
+        (s, "en") for s in SUPPORTED if s != "en"}
+    assert not any(p.speech_engines for (s, t), p in pairs.items() if t != "en")
 
 
 def _bad_requests(settings: config.Settings) -> list[tuple[mt_pb2.TranslateRequest, grpc.StatusCode, str]]:
@@ -160,11 +168,20 @@ def _bad_requests(settings: config.Settings) -> list[tuple[mt_pb2.TranslateReque
         (request("en", "pt", "a" * (longest + 1)), invalid,
          f"segments[0] is too long: {longest + 1} characters (at most {longest})"),
         (request("en", "de", "Hi."), precondition,
-         "no engine installed for en->de: no known engine translates it, directly or through "
-         "English (installed here: en->es, en->pt, es->en, pt->en)"),
+         "no engine installed for en->de; install opus-mt-en-de en->de: "
+         "run `dragoman models pull opus-mt-en-de`"),
         (request("fr", "es", "Salut."), precondition,
-         "no engine installed for fr->es; install apertium fr->es: "
-         "apt-get install -y apertium apertium-fr-es"),
+         "no engine installed for fr->es (via English: opus-mt-fr-en>opus-mt-en-es); install "
+         "opus-mt-fr-en fr->en: run `dragoman models pull opus-mt-fr-en`; "
+         "opus-mt-en-es en->es: run `dragoman models pull opus-mt-en-es`"),
+        (request("en", "pt", "Hi.", glossary={"": "x"}), invalid, "glossary[0].source is empty"),
+        (request("en", "pt", "Hi.", glossary={"hi": " "}), invalid, "glossary[0].target is empty"),
+        (request("en", "pt", "Hi.", keep=["Dragoman", ""]), invalid, "do_not_translate[1] is empty"),
+        (request("en", "pt", "Hi.", keep=["x" * 201]), invalid,
+         "do_not_translate[0] is too long: 201 characters (at most 200)"),
+        (request("en", "pt", "Hi.", glossary={f"t{i}": "x" for i in range(200)},
+                 keep=[f"k{i}" for i in range(57)]), invalid,
+         "too many terms: 257 glossary and do_not_translate entries (at most 256 per call)"),
     ]
 
 

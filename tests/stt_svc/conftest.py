@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -27,7 +28,7 @@ Request = stt_pb2.StreamingRecognizeRequest
 Response = stt_pb2.StreamingRecognizeResponse
 
 
-def with_stt(settings: config.Settings, **changes: object) -> config.Settings:
+def with_stt(settings: config.Settings, **changes: Any) -> config.Settings:
     """`settings` with some `stt` fields changed."""
     return dataclasses.replace(settings, stt=dataclasses.replace(settings.stt, **changes))
 

@@ -58,6 +58,7 @@ def test_endpoint_comes_after_exactly_the_endpoint_silence_of_audio() -> None:
     seg = Segmenter(EnergyVad(), SegmenterOptions(endpoint_silence_ms=500))
     assert [type(e) for e in seg.feed(tone(1.024))] == [SpeechStarted]
     assert seg.feed(silence((frames(500) - FRAME_SAMPLES) / RATE)) == []
+    assert seg.speaking and seg.trailing_silence == frames(500) - FRAME_SAMPLES
     assert [type(e) for e in seg.feed(silence(FRAME_SAMPLES / RATE))] == [SpeechEnded]
 
 

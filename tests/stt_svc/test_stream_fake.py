@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -34,7 +35,7 @@ ENDED = stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH
 
 
 async def fake_stub(
-    settings: config.Settings, engine: FakeEngine, **changes: object
+    settings: config.Settings, engine: FakeEngine, **changes: Any
 ) -> AsyncIterator[stt_pb2_grpc.SpeechToTextServiceStub]:
     service = await server.create(with_stt(settings, **changes), engine=engine)
     async for address in started(service):
@@ -128,6 +129,19 @@ async def test_idle_stream_is_flushed_and_closed(
         assert await call.code() == grpc.StatusCode.OK
     assert events(responses) == [(STARTED, 0), (ENDED, 0)]
     assert finals(responses)[0].transcript
+
+
+async def test_stream_idle_before_config_is_closed(settings: config.Settings) -> None:
+    hang = asyncio.Event()
+
+    async def client() -> AsyncIterator[Request]:
+        await hang.wait()
+        yield Request(config=stream_config())
+
+    async for stub in fake_stub(settings, FakeEngine(), idle_timeout_s=0.3):
+        call = stub.StreamingRecognize(client())
+        assert [r async for r in call] == []
+        assert await call.code() == grpc.StatusCode.OK
 
 
 async def test_automatic_detection_locks_the_language(

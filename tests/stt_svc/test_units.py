@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
+import numpy as np
 import pytest
 
+from dragoman.audio import decode_file
 from dragoman.errors import InvalidArgument, ResourceExhausted
 from stt_svc import guards
 from stt_svc.agreement import LocalAgreement
+from stt_svc.codecs import OggOpusDecoder, OggPackets
 from stt_svc.engines.base import Transcription
 from stt_svc.engines.fake import FakeEngine
 from stt_svc.lanes import DecodeLane, Priority
@@ -39,8 +43,13 @@ def test_local_agreement_prefix_only_grows() -> None:
     assert seen[-1] == "a b x y z"
 
 
-def _result(text: str, **kw: float) -> Transcription:
-    return Transcription(text=text, language="en", language_probability=1.0, **kw)
+def _result(
+    text: str, no_speech_prob: float = 0.0, avg_logprob: float = 0.0, compression_ratio: float = 1.0
+) -> Transcription:
+    return Transcription(
+        text=text, language="en", language_probability=1.0, avg_logprob=avg_logprob,
+        no_speech_prob=no_speech_prob, compression_ratio=compression_ratio,
+    )
 
 
 @pytest.mark.parametrize(
@@ -150,3 +159,27 @@ async def test_lane_passes_engine_errors_to_the_caller() -> None:
         assert (await lane.submit(lambda: 7, Priority.FINAL)).value == 7
     finally:
         await lane.close()
+
+
+def test_ogg_demuxer_and_opus_decoder_ignore_chunking(fleurs: Path) -> None:
+    data = (fleurs / "fleurs-en-004.ogg").read_bytes()
+    whole = OggPackets().feed(data)
+    assert whole[0].startswith(b"OpusHead") and whole[1].startswith(b"OpusTags")
+    demux, pieces = OggPackets(), []
+    for i in range(0, len(data), 333):
+        pieces += demux.feed(data[i : i + 333])
+    assert pieces == whole
+    decoded = OggOpusDecoder()
+    samples = np.concatenate([decoded.decode(data[i : i + 1000]) for i in range(0, len(data), 1000)]
+                             + [decoded.flush()])
+    reference = decode_file(fleurs / "fleurs-en-004.ogg")
+    assert abs(len(samples) - len(reference)) < 0.05 * 16_000
+    assert samples.dtype == np.float32 and np.abs(samples).max() > 0.001
+
+
+def test_ogg_demuxer_rejects_other_data() -> None:
+    with pytest.raises(InvalidArgument, match="not an Ogg stream"):
+        OggPackets().feed(b"ID3" + b"\0" * 40)
+    with pytest.raises(InvalidArgument, match="must begin with an OpusHead"):
+        data = (b"OggS\0\2" + b"\0" * 20) + bytes([1, 5]) + b"hello"
+        OggOpusDecoder().decode(data)

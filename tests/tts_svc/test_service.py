@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
+from dragoman import config
 from dragoman.tts.v1 import tts_pb2
 from tests.helpers import wer
 from tests.tts_svc.conftest import collect, rms, rpc_error, samples
@@ -188,7 +189,7 @@ def _bad_inputs(max_chars: int) -> list[tuple[dict[str, Any], grpc.StatusCode, s
     ]
 
 
-async def test_each_bad_input_has_its_status_and_message(tts: Stub, tts_settings: Any) -> None:
+async def test_each_bad_input_has_its_status_and_message(tts: Stub, tts_settings: config.Settings) -> None:
     for request, code, message in _bad_inputs(tts_settings.tts.max_text_chars):
         err = await rpc_error(tts.Synthesize(tts_pb2.SynthesizeRequest(**request)))
         assert (err.code(), err.details()) == (code, message), request

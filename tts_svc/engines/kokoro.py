@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from dragoman import logs
 from dragoman.errors import FailedPrecondition
 from tts_svc.engines.base import AudioChunk, Capabilities, Gender, SynthesisRequest, Voice
+from tts_svc.engines.onnx_session import cpu_session
 
 if TYPE_CHECKING:
     from kokoro_onnx import Kokoro
@@ -77,13 +78,9 @@ class KokoroEngine:
         for path in (model_path, voices_path):
             if not path.exists():
                 raise FailedPrecondition(f"Kokoro file missing: {path}: run `dragoman models install`")
-        import onnxruntime as ort
         from kokoro_onnx import Kokoro
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = cpu_threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(model_path, cpu_threads)
         engine = cls(Kokoro.from_session(session, str(voices_path)), executor)
         log.info("kokoro loaded", extra={"voices": len(engine.capabilities.voices)})
         return engine

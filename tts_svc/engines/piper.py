@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from dragoman.errors import FailedPrecondition
 from tts_svc.engines.base import AudioChunk, Capabilities, Gender, SynthesisRequest, Voice
+from tts_svc.engines.onnx_session import cpu_session
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -42,16 +43,11 @@ def _language_code(config: dict[str, Any], path: Path) -> str:
 
 
 def _load_voice(path: Path, cpu_threads: int) -> _Loaded:
-    import onnxruntime as ort
     from piper import PiperVoice
     from piper.config import PiperConfig
 
     config = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = cpu_threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    model = PiperVoice(session=session, config=PiperConfig.from_dict(config))
+    model = PiperVoice(session=cpu_session(path, cpu_threads), config=PiperConfig.from_dict(config))
     voice = Voice(
         name=path.name.removesuffix(".onnx"),
         language_code=_language_code(config, path),

@@ -3,9 +3,13 @@
 isort:skip_file
 The public dragoman API."""
 
+from collections import abc as _abc
+from dragoman.v1 import conversation_pb2 as _conversation_pb2
+from dragoman.v1 import sessions_pb2 as _sessions_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -255,3 +259,244 @@ class TokenPair(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TokenPair: _TypeAlias = TokenPair  # noqa: Y015
+
+@_typing.final
+class DeleteAccountRequest(_message.Message):
+    """Deletes the caller's account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    password: _builtins.str
+    """The caller's password, asked again before anything is deleted."""
+    def __init__(
+        self,
+        *,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAccountRequest: _TypeAlias = DeleteAccountRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAccountResponse(_message.Message):
+    """Deletion result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_SESSION_COUNT_FIELD_NUMBER: _builtins.int
+    DELETED_UTTERANCE_COUNT_FIELD_NUMBER: _builtins.int
+    deleted_session_count: _builtins.int
+    """Sessions of the caller that were deleted with the account."""
+    deleted_utterance_count: _builtins.int
+    """Translated utterances of the caller that were deleted."""
+    def __init__(
+        self,
+        *,
+        deleted_session_count: _builtins.int = ...,
+        deleted_utterance_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_session_count", b"deleted_session_count", "deleted_utterance_count", b"deleted_utterance_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAccountResponse: _TypeAlias = DeleteAccountResponse  # noqa: Y015
+
+@_typing.final
+class ExportMyDataRequest(_message.Message):
+    """Asks for a copy of the caller's data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportMyDataRequest: _TypeAlias = ExportMyDataRequest  # noqa: Y015
+
+@_typing.final
+class ExportMyDataResponse(_message.Message):
+    """Everything stored about the caller."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    LOGINS_FIELD_NUMBER: _builtins.int
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    UTTERANCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> Global___Account:
+        """The account."""
+
+    @_builtins.property
+    def logins(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoginRecord]:
+        """Logins (refresh token families), oldest first."""
+
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[_sessions_pb2.Session]:
+        """Sessions the caller took part in, newest first, with their metrics."""
+
+    @_builtins.property
+    def utterances(self) -> _containers.RepeatedCompositeFieldContainer[Global___UtteranceRecord]:
+        """Translated utterances of those sessions, by either participant, oldest
+        first.
+        """
+
+    def __init__(
+        self,
+        *,
+        account: Global___Account | None = ...,
+        logins: _abc.Iterable[Global___LoginRecord] | None = ...,
+        sessions: _abc.Iterable[_sessions_pb2.Session] | None = ...,
+        utterances: _abc.Iterable[Global___UtteranceRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "logins", b"logins", "sessions", b"sessions", "utterances", b"utterances"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportMyDataResponse: _TypeAlias = ExportMyDataResponse  # noqa: Y015
+
+@_typing.final
+class Account(_message.Message):
+    """An account as stored (without the password hash)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PREFERRED_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """User id."""
+    username: _builtins.str
+    """Login name."""
+    email: _builtins.str
+    """Contact email address."""
+    preferred_language_code: _builtins.str
+    """BCP-47 language the user speaks by default."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the account was created."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        username: _builtins.str = ...,
+        email: _builtins.str = ...,
+        preferred_language_code: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "email", b"email", "preferred_language_code", b"preferred_language_code", "user_id", b"user_id", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Account: _TypeAlias = Account  # noqa: Y015
+
+@_typing.final
+class LoginRecord(_message.Message):
+    """One login: the refresh tokens issued since a Login or Register."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    revoked: _builtins.bool
+    """Whether the login was revoked (logout or detected token reuse)."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the user logged in."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the newest refresh token of the login expires."""
+
+    def __init__(
+        self,
+        *,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        revoked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "revoked", b"revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoginRecord: _TypeAlias = LoginRecord  # noqa: Y015
+
+@_typing.final
+class UtteranceRecord(_message.Message):
+    """A translated utterance from the translation log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    UTTERANCE_ID_FIELD_NUMBER: _builtins.int
+    SPEAKER_USER_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    TARGET_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    SOURCE_TEXT_FIELD_NUMBER: _builtins.int
+    TRANSLATED_TEXT_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Session it was said in."""
+    utterance_id: _builtins.str
+    """Id of the utterance within the session."""
+    speaker_user_id: _builtins.str
+    """User id of the speaker."""
+    source_language_code: _builtins.str
+    """BCP-47 language spoken."""
+    target_language_code: _builtins.str
+    """BCP-47 language it was translated into."""
+    source_text: _builtins.str
+    """Final transcript."""
+    translated_text: _builtins.str
+    """Translation."""
+    @_builtins.property
+    def latency(self) -> _conversation_pb2.UtteranceLatency:
+        """Time each stage took."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was logged."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        utterance_id: _builtins.str = ...,
+        speaker_user_id: _builtins.str = ...,
+        source_language_code: _builtins.str = ...,
+        target_language_code: _builtins.str = ...,
+        source_text: _builtins.str = ...,
+        translated_text: _builtins.str = ...,
+        latency: _conversation_pb2.UtteranceLatency | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "latency", b"latency"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "latency", b"latency", "session_id", b"session_id", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker_user_id", b"speaker_user_id", "target_language_code", b"target_language_code", "translated_text", b"translated_text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UtteranceRecord: _TypeAlias = UtteranceRecord  # noqa: Y015

@@ -56,6 +56,16 @@ class AuthServiceStub:
                 request_serializer=dragoman_dot_v1_dot_auth__pb2.LogoutRequest.SerializeToString,
                 response_deserializer=dragoman_dot_v1_dot_auth__pb2.LogoutResponse.FromString,
                 _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/dragoman.v1.AuthService/DeleteAccount',
+                request_serializer=dragoman_dot_v1_dot_auth__pb2.DeleteAccountRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_auth__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
+        self.ExportMyData = channel.unary_unary(
+                '/dragoman.v1.AuthService/ExportMyData',
+                request_serializer=dragoman_dot_v1_dot_auth__pb2.ExportMyDataRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_auth__pb2.ExportMyDataResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -93,6 +103,25 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteAccount(self, request, context):
+        """Deletes the caller's account and all their data: logins, their part in
+        sessions, what they said. Needs the access token and the password; a
+        wrong password gives UNAUTHENTICATED. Sessions left without
+        participants go too; the partner keeps their own part.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportMyData(self, request, context):
+        """Returns everything stored about the caller: account, logins, sessions
+        and the utterances of those sessions (decrypted). Needs the access
+        token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +144,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.Logout,
                     request_deserializer=dragoman_dot_v1_dot_auth__pb2.LogoutRequest.FromString,
                     response_serializer=dragoman_dot_v1_dot_auth__pb2.LogoutResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=dragoman_dot_v1_dot_auth__pb2.DeleteAccountRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_auth__pb2.DeleteAccountResponse.SerializeToString,
+            ),
+            'ExportMyData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportMyData,
+                    request_deserializer=dragoman_dot_v1_dot_auth__pb2.ExportMyDataRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_auth__pb2.ExportMyDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -227,6 +266,60 @@ class AuthService:
             '/dragoman.v1.AuthService/Logout',
             dragoman_dot_v1_dot_auth__pb2.LogoutRequest.SerializeToString,
             dragoman_dot_v1_dot_auth__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.AuthService/DeleteAccount',
+            dragoman_dot_v1_dot_auth__pb2.DeleteAccountRequest.SerializeToString,
+            dragoman_dot_v1_dot_auth__pb2.DeleteAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportMyData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.AuthService/ExportMyData',
+            dragoman_dot_v1_dot_auth__pb2.ExportMyDataRequest.SerializeToString,
+            dragoman_dot_v1_dot_auth__pb2.ExportMyDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

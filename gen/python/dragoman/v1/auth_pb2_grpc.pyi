@@ -47,6 +47,17 @@ class AuthServiceStub:
     """
     Logout: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]
     """Revokes a refresh token."""
+    DeleteAccount: _grpc.UnaryUnaryMultiCallable[_auth_pb2.DeleteAccountRequest, _auth_pb2.DeleteAccountResponse]
+    """Deletes the caller's account and all their data: logins, their part in
+    sessions, what they said. Needs the access token and the password; a
+    wrong password gives UNAUTHENTICATED. Sessions left without
+    participants go too; the partner keeps their own part.
+    """
+    ExportMyData: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]
+    """Returns everything stored about the caller: account, logins, sessions
+    and the utterances of those sessions (decrypted). Needs the access
+    token.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -67,6 +78,17 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """
     Logout: _aio.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]  # type: ignore[assignment]
     """Revokes a refresh token."""
+    DeleteAccount: _aio.UnaryUnaryMultiCallable[_auth_pb2.DeleteAccountRequest, _auth_pb2.DeleteAccountResponse]  # type: ignore[assignment]
+    """Deletes the caller's account and all their data: logins, their part in
+    sessions, what they said. Needs the access token and the password; a
+    wrong password gives UNAUTHENTICATED. Sessions left without
+    participants go too; the partner keeps their own part.
+    """
+    ExportMyData: _aio.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]  # type: ignore[assignment]
+    """Returns everything stored about the caller: account, logins, sessions
+    and the utterances of those sessions (decrypted). Needs the access
+    token.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """Accounts and tokens. Every other public call needs the access token from
@@ -108,5 +130,28 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.LogoutResponse, _abc.Awaitable[_auth_pb2.LogoutResponse]]:
         """Revokes a refresh token."""
+
+    @_abc_1.abstractmethod
+    def DeleteAccount(
+        self,
+        request: _auth_pb2.DeleteAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.DeleteAccountResponse, _abc.Awaitable[_auth_pb2.DeleteAccountResponse]]:
+        """Deletes the caller's account and all their data: logins, their part in
+        sessions, what they said. Needs the access token and the password; a
+        wrong password gives UNAUTHENTICATED. Sessions left without
+        participants go too; the partner keeps their own part.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportMyData(
+        self,
+        request: _auth_pb2.ExportMyDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ExportMyDataResponse, _abc.Awaitable[_auth_pb2.ExportMyDataResponse]]:
+        """Returns everything stored about the caller: account, logins, sessions
+        and the utterances of those sessions (decrypted). Needs the access
+        token.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

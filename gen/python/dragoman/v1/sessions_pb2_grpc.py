@@ -57,6 +57,11 @@ class SessionServiceStub:
                 request_serializer=dragoman_dot_v1_dot_sessions__pb2.EndSessionRequest.SerializeToString,
                 response_deserializer=dragoman_dot_v1_dot_sessions__pb2.EndSessionResponse.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/dragoman.v1.SessionService/ListSessions',
+                request_serializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -94,6 +99,15 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessions(self, request, context):
+        """Lists the sessions the caller took part in, newest first, a page at a
+        time. Sessions created while paging never shift the pages that follow:
+        no session is returned twice or skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -116,6 +130,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.EndSession,
                     request_deserializer=dragoman_dot_v1_dot_sessions__pb2.EndSessionRequest.FromString,
                     response_serializer=dragoman_dot_v1_dot_sessions__pb2.EndSessionResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +248,33 @@ class SessionService:
             '/dragoman.v1.SessionService/EndSession',
             dragoman_dot_v1_dot_sessions__pb2.EndSessionRequest.SerializeToString,
             dragoman_dot_v1_dot_sessions__pb2.EndSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.SessionService/ListSessions',
+            dragoman_dot_v1_dot_sessions__pb2.ListSessionsRequest.SerializeToString,
+            dragoman_dot_v1_dot_sessions__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

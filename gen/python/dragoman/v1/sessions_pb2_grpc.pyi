@@ -46,6 +46,11 @@ class SessionServiceStub:
     """Returns a session the caller takes part in."""
     EndSession: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.EndSessionRequest, _sessions_pb2.EndSessionResponse]
     """Ends a session for both participants."""
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.ListSessionsRequest, _sessions_pb2.ListSessionsResponse]
+    """Lists the sessions the caller took part in, newest first, a page at a
+    time. Sessions created while paging never shift the pages that follow:
+    no session is returned twice or skipped.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -65,6 +70,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Returns a session the caller takes part in."""
     EndSession: _aio.UnaryUnaryMultiCallable[_sessions_pb2.EndSessionRequest, _sessions_pb2.EndSessionResponse]  # type: ignore[assignment]
     """Ends a session for both participants."""
+    ListSessions: _aio.UnaryUnaryMultiCallable[_sessions_pb2.ListSessionsRequest, _sessions_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """Lists the sessions the caller took part in, newest first, a page at a
+    time. Sessions created while paging never shift the pages that follow:
+    no session is returned twice or skipped.
+    """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Translation sessions between two people. One creates a session and gets a
@@ -105,5 +115,16 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sessions_pb2.EndSessionResponse, _abc.Awaitable[_sessions_pb2.EndSessionResponse]]:
         """Ends a session for both participants."""
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _sessions_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.ListSessionsResponse, _abc.Awaitable[_sessions_pb2.ListSessionsResponse]]:
+        """Lists the sessions the caller took part in, newest first, a page at a
+        time. Sessions created while paging never shift the pages that follow:
+        no session is returned twice or skipped.
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

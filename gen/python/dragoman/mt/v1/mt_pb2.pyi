@@ -28,6 +28,8 @@ class TranslateRequest(_message.Message):
     SOURCE_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     TARGET_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     SEGMENTS_FIELD_NUMBER: _builtins.int
+    GLOSSARY_FIELD_NUMBER: _builtins.int
+    DO_NOT_TRANSLATE_FIELD_NUMBER: _builtins.int
     source_language_code: _builtins.str
     """BCP-47 source language, e.g. "en"."""
     target_language_code: _builtins.str
@@ -36,20 +38,62 @@ class TranslateRequest(_message.Message):
     def segments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Segments to translate, 1 to 64, each at most 2000 characters."""
 
+    @_builtins.property
+    def glossary(self) -> _containers.RepeatedCompositeFieldContainer[Global___GlossaryEntry]:
+        """Terms with a prescribed translation, applied to every segment (at most
+        256 entries together with do_not_translate). A term written with a
+        capital letter matches only that spelling; an all-lowercase term
+        matches any capitalisation. Longer terms win over shorter ones.
+        """
+
+    @_builtins.property
+    def do_not_translate(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Terms kept exactly as they are written in the source (names, brands,
+        product codes), matched like glossary terms.
+        """
+
     def __init__(
         self,
         *,
         source_language_code: _builtins.str = ...,
         target_language_code: _builtins.str = ...,
         segments: _abc.Iterable[_builtins.str] | None = ...,
+        glossary: _abc.Iterable[Global___GlossaryEntry] | None = ...,
+        do_not_translate: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["segments", b"segments", "source_language_code", b"source_language_code", "target_language_code", b"target_language_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["do_not_translate", b"do_not_translate", "glossary", b"glossary", "segments", b"segments", "source_language_code", b"source_language_code", "target_language_code", b"target_language_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TranslateRequest: _TypeAlias = TranslateRequest  # noqa: Y015
+
+@_typing.final
+class GlossaryEntry(_message.Message):
+    """A source-language term and the translation it must get."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The term as it appears in source-language text, e.g. "check-in"."""
+    target: _builtins.str
+    """Its translation in the target language, e.g. "registo"."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        target: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GlossaryEntry: _TypeAlias = GlossaryEntry  # noqa: Y015
 
 @_typing.final
 class TranslateResponse(_message.Message):
@@ -168,6 +212,8 @@ class LanguagePair(_message.Message):
     PIVOT_FIELD_NUMBER: _builtins.int
     INSTALLED_FIELD_NUMBER: _builtins.int
     LICENSE_FIELD_NUMBER: _builtins.int
+    INSTALL_FIELD_NUMBER: _builtins.int
+    SPEECH_ENGINES_FIELD_NUMBER: _builtins.int
     source_language_code: _builtins.str
     """BCP-47 source language."""
     target_language_code: _builtins.str
@@ -178,9 +224,20 @@ class LanguagePair(_message.Message):
     """Whether every engine on the route is installed here."""
     license: _builtins.str
     """Licence(s) of the models on the route."""
+    install: _builtins.str
+    """What to do to install the missing engines of the route, e.g.
+    "run `dragoman models pull opus-mt-en-de`"; empty when installed.
+    """
     @_builtins.property
     def engines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Engines on the route, in order (two when pivoting)."""
+
+    @_builtins.property
+    def speech_engines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Engines that turn speech in the source language straight into text in
+        the target language, e.g. "whisper-translate" for X->en. They serve the
+        speech path (stt_svc), not Translate, and are listed only when installed.
+        """
 
     def __init__(
         self,
@@ -191,10 +248,12 @@ class LanguagePair(_message.Message):
         pivot: _builtins.bool = ...,
         installed: _builtins.bool = ...,
         license: _builtins.str = ...,
+        install: _builtins.str = ...,
+        speech_engines: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engines", b"engines", "installed", b"installed", "license", b"license", "pivot", b"pivot", "source_language_code", b"source_language_code", "target_language_code", b"target_language_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engines", b"engines", "install", b"install", "installed", b"installed", "license", b"license", "pivot", b"pivot", "source_language_code", b"source_language_code", "speech_engines", b"speech_engines", "target_language_code", b"target_language_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,136 @@
+"""`UserStore` in PostgreSQL (tables in dragoman/db/migrations).
+
+A refresh token's state is derived: REVOKED when its login family has
+`revoked_at`, SPENT when it has `spent_at`, else LIVE. Spending is one
+conditional UPDATE, so of two concurrent uses exactly one wins. Expired
+tokens are purged now and then; spent ones stay until they expire, for
+reuse detection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import psycopg
+from psycopg.rows import dict_row
+
+from dragoman import errors
+from dragoman.db import Database, records
+from dragoman.db.records import Deleted, to_datetime
+from gateway.store import PURGE_INTERVAL_S, Login, RefreshToken, TokenState, User, UserData
+
+_USER_COLUMNS = "user_id, username, email, password_hash, preferred_language_code, created_at"
+
+
+def _user(row: dict[str, object]) -> User:
+    created = row.pop("created_at")
+    return User(**row, create_time_s=created.timestamp())  # type: ignore[arg-type, attr-defined]
+
+
+class PgUserStore:
+    """Accounts and refresh tokens in PostgreSQL."""
+
+    def __init__(self, database: Database, clock: Callable[[], float] = time.time) -> None:
+        self._db = database
+        self._clock = clock
+        self._last_purge_s = 0.0
+
+    async def add_user(self, user: User) -> None:
+        async with self._db.pool.connection() as conn:
+            try:
+                await conn.execute(
+                    f"INSERT INTO users ({_USER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)",
+                    (user.user_id, user.username, user.email, user.password_hash,
+                     user.preferred_language_code, to_datetime(user.create_time_s)))
+            except psycopg.errors.UniqueViolation as e:
+                if e.diag.constraint_name == "users_email_key":
+                    raise errors.AlreadyExists("email address is already registered") from None
+                raise errors.AlreadyExists(f"username {user.username!r} is taken") from None
+
+    async def _one_user(self, condition: str, value: str) -> User | None:
+        async with self._db.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE {condition}", (value,))
+            row = await cur.fetchone()
+        return None if row is None else _user(row)
+
+    async def find_user(self, username: str) -> User | None:
+        return await self._one_user("lower(username) = lower(%s)", username)
+
+    async def get_user(self, user_id: str) -> User | None:
+        return await self._one_user("user_id = %s", user_id)
+
+    async def add_refresh_token(self, token: RefreshToken) -> None:
+        async with self._db.pool.connection() as conn:
+            await self._purge_expired(conn)
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO login_families (family_id, user_id) VALUES (%s, %s) "
+                    "ON CONFLICT (family_id) DO NOTHING", (token.family_id, token.user_id))
+                await conn.execute(
+                    "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at) "
+                    "VALUES (%s, %s, %s, %s)",
+                    (token.token_hash, token.family_id, token.user_id,
+                     to_datetime(token.expire_time_s)))
+
+    async def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, TokenState] | None:
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT t.user_id, t.family_id, t.expires_at, t.spent_at IS NOT NULL, "
+                "f.revoked_at IS NOT NULL FROM refresh_tokens t JOIN login_families f "
+                "USING (family_id) WHERE t.token_hash = %s", (token_hash,))
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        user_id, family_id, expires_at, spent, revoked = row
+        state = TokenState.REVOKED if revoked else TokenState.SPENT if spent else TokenState.LIVE
+        return RefreshToken(token_hash, user_id, family_id, expires_at.timestamp()), state
+
+    async def spend_refresh_token(self, token_hash: str) -> bool:
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE refresh_tokens t SET spent_at = now() "
+                "WHERE t.token_hash = %s AND t.spent_at IS NULL AND NOT EXISTS ("
+                "  SELECT 1 FROM login_families f "
+                "  WHERE f.family_id = t.family_id AND f.revoked_at IS NOT NULL) "
+                "RETURNING 1", (token_hash,))
+            return await cur.fetchone() is not None
+
+    async def revoke_family(self, family_id: str) -> None:
+        async with self._db.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE login_families SET revoked_at = coalesce(revoked_at, now()) "
+                "WHERE family_id = %s", (family_id,))
+
+    async def delete_user(self, user_id: str) -> Deleted:
+        async with self._db.pool.connection() as conn, conn.transaction():
+            deleted = await records.delete_session_data(conn, user_id)
+            await conn.execute("DELETE FROM users WHERE user_id = %s", (user_id,))  # tokens cascade
+        return deleted
+
+    async def export_user(self, user_id: str) -> UserData | None:
+        user = await self.get_user(user_id)
+        if user is None:
+            return None
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT f.created_at, max(t.expires_at), f.revoked_at IS NOT NULL "
+                "FROM login_families f LEFT JOIN refresh_tokens t USING (family_id) "
+                "WHERE f.user_id = %s GROUP BY f.family_id ORDER BY f.created_at", (user_id,))
+            logins = [Login(created.timestamp(), expires.timestamp() if expires else 0.0, revoked)
+                      for created, expires, revoked in await cur.fetchall()]
+            sessions = await records.sessions_of(conn, user_id, limit=2**31 - 1)
+            utterances = await records.utterances_of(conn, self._db.keyring, user_id)
+        return UserData(user, logins, sessions, utterances)
+
+    async def _purge_expired(self, conn: psycopg.AsyncConnection) -> None:
+        """Drops expired tokens and the logins left without any."""
+        now = self._clock()
+        if now - self._last_purge_s < PURGE_INTERVAL_S:
+            return
+        self._last_purge_s = now
+        async with conn.transaction():
+            await conn.execute("DELETE FROM refresh_tokens WHERE expires_at <= %s", (to_datetime(now),))
+            await conn.execute(
+                "DELETE FROM login_families f WHERE NOT EXISTS "
+                "(SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.family_id)")

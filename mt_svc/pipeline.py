@@ -1,0 +1,112 @@
+"""One Translate request from segments to translations.
+
+For a batch of segments on one installed route:
+
+1. each segment is framed (its leading and trailing whitespace kept aside)
+   and its glossary / do-not-translate terms are masked by placeholders;
+2. the masked text is split into sentences, each normalised (NFC, single
+   spaces); the batch's distinct sentences are looked up in the phrase cache;
+3. the misses go along the route as one batch per hop; a sentence whose
+   translation lost a placeholder is translated again in pieces around its
+   terms (which then stay where they were), so a term is never dropped;
+4. the new translations are cached, the sentences joined with their
+   original separators, the placeholders replaced by the terms, and the
+   whitespace framing put back.
+
+A segment is `cached` when every one of its sentences came from the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mt_svc import cache as phrase_cache
+from mt_svc.glossary import Masker, Term, placeholders, split_at_placeholders
+from mt_svc.router import IDENTITY, Route, Router
+from mt_svc.text import Framed, normalise, sentences
+
+log = logging.getLogger("mt_svc.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Translations of a batch, in order, whether each came from the cache, and the route."""
+
+    texts: list[str]
+    cached: list[bool]
+    engine: str
+    pivoted: bool
+
+
+def _intact(source: str, translation: str) -> bool:
+    return sorted(placeholders(source)) == sorted(placeholders(translation))
+
+
+class Pipeline:
+    """Translates batches along the router's routes, through the phrase cache."""
+
+    def __init__(self, router: Router, cache: phrase_cache.PhraseCache) -> None:
+        self.router = router
+        self.cache = cache
+
+    async def translate(
+        self, source: str, target: str, segments: Sequence[str], terms: Sequence[Term] = ()
+    ) -> Result:
+        """Translates `segments` (product language codes); same source and target returns
+        them unchanged (engine "identity"). FAILED_PRECONDITION when no route is installed."""
+        if source == target:
+            return Result(list(segments), [False] * len(segments), IDENTITY, False)
+        route = self.router.route(source, target)
+        masker = Masker(terms)
+        framed = [Framed.of(s) for s in segments]
+        masked = [masker.mask(f.core) for f in framed]
+        split = [
+            [(normalise(s), sep) for s, sep in sentences(m.text)] if m.text else [] for m in masked
+        ]
+        unique = list(dict.fromkeys(s for parts in split for s, _ in parts))
+        done, hits = await self._sentences(route, unique)
+        texts, cached = [], []
+        for f, m, parts in zip(framed, masked, split, strict=True):
+            if not parts:
+                texts.append(f.lead)  # whitespace only: nothing to translate
+                cached.append(False)
+                continue
+            joined = "".join(f"{done[s]}{sep}" for s, sep in parts)
+            restored = m.restore(joined)
+            if restored is None:  # cannot happen: _sentences repairs every sentence
+                raise RuntimeError("a placeholder went missing after the repair")
+            texts.append(f.wrap(restored))
+            cached.append(all(s in hits for s, _ in parts))
+        return Result(texts, cached, route.engine, route.pivoted)
+
+    async def _sentences(self, route: Route, unique: list[str]) -> tuple[dict[str, str], set[str]]:
+        """Translations of distinct normalised sentences, and the ones the cache had."""
+        keys = {s: phrase_cache.key(route.version, route.source, route.target, s) for s in unique}
+        found = await self.cache.get_many(list(keys.values())) if unique else []
+        done = {s: t for s, t in zip(unique, found, strict=True) if t is not None}
+        hits = set(done)
+        misses = [s for s in unique if s not in done]
+        if misses:
+            done.update(zip(misses, await self.router.run(route, misses), strict=True))
+            broken = [s for s in misses if not _intact(s, done[s])]
+            if broken:
+                log.info("placeholders lost on %s; translating %d sentence(s) around their terms",
+                         route.engine, len(broken))
+                done.update(await self._around_terms(route, broken))
+            await self.cache.put_many({keys[s]: done[s] for s in misses})
+        return done, hits
+
+    async def _around_terms(self, route: Route, broken: list[str]) -> dict[str, str]:
+        """Each sentence translated in pieces between its placeholders, which stay in place."""
+        parts = {s: split_at_placeholders(s) for s in broken}
+        plain = list(dict.fromkeys(
+            core for pieces in parts.values() for p in pieces[0::2] if (core := Framed.of(p).core)
+        ))
+        done, _ = await self._sentences(route, plain)  # no placeholders in them: no recursion
+        return {
+            s: "".join(p if i % 2 else Framed.of(p).wrap(done.get(Framed.of(p).core, ""))
+                       for i, p in enumerate(pieces)).strip()
+            for s, pieces in parts.items()
+        }

@@ -1,0 +1,176 @@
+"""dragoman.db against the test PostgreSQL: migrations, encryption, the embedded server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dragoman import config, db
+from dragoman.db import crypto, migrate
+from dragoman.db.testing import scratch_schema
+from dragoman.errors import FailedPrecondition
+
+TABLES = {"users", "login_families", "refresh_tokens", "sessions", "session_participants",
+          "translation_logs", "session_metrics", "schema_migrations"}
+
+
+@pytest.fixture
+def database() -> Iterator[config.DbSettings]:
+    with scratch_schema(prefix="db") as settings:
+        yield settings
+
+
+async def tables(settings: config.DbSettings) -> set[str]:
+    async with await db.connect(settings) as conn:
+        cur = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            (settings.schema,))
+        return {row[0] for row in await cur.fetchall()}
+
+
+async def test_migrations_apply_once_and_twice_is_a_no_op(database: config.DbSettings) -> None:
+    applied = await db.upgrade(database)
+    assert [m.version for m in applied] == [m.version for m in migrate.migrations()]
+    assert await tables(database) == TABLES
+    assert await db.upgrade(database) == []
+    async with await db.connect(database) as conn:
+        cur = await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+        assert await cur.fetchall() == [(1, "initial")]
+
+
+async def test_concurrent_upgrades_apply_each_migration_once(database: config.DbSettings) -> None:
+    results = await asyncio.gather(*(db.upgrade(database) for _ in range(4)))
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(migrate.migrations())]
+    assert await tables(database) == TABLES
+
+
+async def test_an_edited_migration_is_refused(database: config.DbSettings, tmp_path: Path) -> None:
+    await db.upgrade(database)
+    for path in migrate.MIGRATIONS_DIR.glob("*.sql"):
+        shutil.copy(path, tmp_path)
+    edited = tmp_path / "0001_initial.sql"
+    edited.write_text(edited.read_text() + "\n-- an afterthought\n")
+    async with await db.connect(database) as conn:
+        with pytest.raises(FailedPrecondition, match="0001_initial changed after it was applied"):
+            await migrate.upgrade(conn, database.schema, tmp_path)
+        (tmp_path / "0001_initial.sql").write_text(
+            (migrate.MIGRATIONS_DIR / "0001_initial.sql").read_text())
+        (tmp_path / "0002_more.sql").write_text("CREATE TABLE more_things (id int);")
+        assert [m.name for m in await migrate.upgrade(conn, database.schema, tmp_path)] == ["more"]
+        with pytest.raises(FailedPrecondition, match="migrations this version does not know"):
+            await migrate.upgrade(conn, database.schema)
+
+
+def test_bad_schema_names_are_refused() -> None:
+    with pytest.raises(FailedPrecondition, match="lower-case letters"):
+        migrate.check_schema("x; DROP TABLE users")
+
+
+def test_keyring_encrypts_with_the_first_key_and_binds_the_row() -> None:
+    old, new = crypto.new_key_entry("old"), crypto.new_key_entry("new")
+    rotated = crypto.Keyring.parse(f"{new},{old}")
+    key_id, sealed = crypto.Keyring.parse(old).encrypt("olá, mundo", b"row-1")
+    assert key_id == "old" and b"mundo" not in sealed
+    assert rotated.decrypt(key_id, sealed, b"row-1") == "olá, mundo"
+    assert rotated.encrypt("x", b"")[0] == "new"
+    with pytest.raises(crypto.DecryptionError, match="does not decrypt"):
+        rotated.decrypt(key_id, sealed, b"row-2")  # moved to another row
+    with pytest.raises(crypto.DecryptionError, match="does not decrypt"):
+        rotated.decrypt(key_id, sealed[:-1] + bytes([sealed[-1] ^ 1]), b"row-1")
+    with pytest.raises(crypto.DecryptionError, match="no encryption key with id 'old'"):
+        crypto.Keyring.parse(new).decrypt(key_id, sealed, b"row-1")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "no encryption key configured"),
+    ("k1", "each key must be `id:base64`"),
+    ("k1:not base64!", "each key must be `id:base64`"),
+    (f"k1:{base64.b64encode(b'short').decode()}", "has 5 bytes; AES-256 needs 32"),
+    (f"{crypto.new_key_entry('k1')},{crypto.new_key_entry('k1')}", "listed twice"),
+    (crypto.new_key_entry("bad id!"), "must be 1 to 32 letters"),
+])
+def test_bad_keys_are_refused(text: str, message: str) -> None:
+    with pytest.raises(FailedPrecondition, match=message):
+        crypto.Keyring.parse(text)
+
+
+def test_keys_come_from_settings_or_a_file_and_an_external_database_needs_them(
+    tmp_path: Path,
+) -> None:
+    entry = crypto.new_key_entry("filed")
+    (tmp_path / "keys").write_text(f"# rotated 2026-01\n{entry}\n")
+    from_file = db.load_keyring(config.DbSettings(
+        url="postgresql://x", encryption_keys_file=str(tmp_path / "keys")))
+    assert from_file.key_ids == ["filed"]
+    with pytest.raises(FailedPrecondition, match="DRAGOMAN_DATABASE_ENCRYPTION_KEYS"):
+        db.load_keyring(config.DbSettings(url="postgresql://x"))
+    embedded = config.DbSettings(embedded_dir=str(tmp_path / "pgdata"))
+    generated = db.load_keyring(embedded)
+    key_file = db.generated_keys_file(embedded)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert db.load_keyring(embedded).key_ids == generated.key_ids  # the same key next time
+
+
+def test_describe_masks_secrets() -> None:
+    settings = config.load(env={
+        "DRAGOMAN_DATABASE_URL": "postgresql://app:pw@db/dragoman",
+        "DRAGOMAN_DATABASE_ENCRYPTION_KEYS": crypto.new_key_entry("k1"),
+        "DRAGOMAN_LIMITS_REDIS_URL": "redis://:pw@cache:6379",
+    })
+    shown = config.describe(settings)
+    assert shown["database"]["url"] == shown["database"]["encryption_keys"] == "***"
+    assert shown["limits"]["redis_url"] == "***"
+    assert db.redact_url(settings.database.url) == "postgresql://app:***@db/dragoman"
+
+
+EMBEDDED_CLIENT = """
+import sys
+from dragoman.db import embedded
+import psycopg
+url = embedded.start(__import__("pathlib").Path(sys.argv[1]))
+with psycopg.connect(url) as conn:
+    print(url, conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0])
+"""
+
+
+async def test_the_embedded_server_runs_the_same_schema_for_several_processes(
+    tmp_path: Path,
+) -> None:
+    settings = config.DbSettings(embedded_dir=str(tmp_path / "pgdata"))
+    env = await db.prepare(settings)
+    url = env[db.URL_ENV]
+    assert "host=" in url and env[db.KEYS_FILE_ENV].endswith("encryption.keys")
+    database = await db.open_database(settings)
+    try:
+        async with database.pool.connection() as conn:
+            cur = await conn.execute("SELECT current_setting('server_version_num')::int")
+            assert (await cur.fetchone())[0] >= 160000  # type: ignore[index]
+        # another process finds the running server and the migrated schema
+        other = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", EMBEDDED_CLIENT, settings.embedded_dir],
+            capture_output=True, text=True, timeout=60)
+        assert other.returncode == 0, other.stderr
+        assert other.stdout.split() == [url, str(len(migrate.migrations()))]
+        # and the server still serves this one after the other process left
+        async with database.pool.connection() as conn:
+            await conn.execute("SELECT 1 FROM users LIMIT 1")
+    finally:
+        await database.close()
+
+
+async def test_an_unreachable_database_is_unavailable() -> None:
+    from dragoman.errors import Unavailable
+
+    settings = dataclasses.replace(
+        config.DbSettings(), url="postgresql://postgres@127.0.0.1:1/none",
+        encryption_keys=crypto.new_key_entry())
+    with pytest.raises(Unavailable, match="the database is unavailable"):
+        await db.open_database(settings)

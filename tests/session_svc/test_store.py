@@ -1,0 +1,158 @@
+"""The session registry over PostgreSQL: pairing codes, expiry, encrypted logs, key rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from dragoman import config, db
+from dragoman.db import crypto, records
+from dragoman.db.testing import scratch_schema
+from dragoman.errors import ResourceExhausted
+from dragoman.v1 import conversation_pb2 as cpb
+from dragoman.v1 import sessions_pb2 as spb
+from session_svc.sessions import Identity, SessionRegistry
+from session_svc.store import PgSessionStore
+
+CODES = ["111111", "222222", "333333", "444444", "555555"]
+
+
+@pytest.fixture(scope="module")
+def database_settings() -> Iterator[config.DbSettings]:
+    with scratch_schema(prefix="store") as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+async def database(database_settings: config.DbSettings) -> AsyncIterator[db.Database]:
+    database = await db.open_database(database_settings)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def clean(database: db.Database) -> db.Database:
+    async with database.pool.connection() as conn:
+        await conn.execute("TRUNCATE sessions CASCADE")
+    return database
+
+
+def registry(database: db.Database, codes: list[str] | None = None, **session: object) -> SessionRegistry:
+    settings = dataclasses.replace(config.SessionSettings(), **session)
+    pick = itertools.cycle(codes).__next__ if codes else None
+    store = PgSessionStore(database)
+    return SessionRegistry(settings, store, pick) if pick else SessionRegistry(settings, store)
+
+
+async def live_codes(database: db.Database) -> list[str]:
+    async with database.pool.connection() as conn:
+        cur = await conn.execute("SELECT code FROM sessions WHERE status <> 'ended' ORDER BY code")
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def test_concurrent_creation_never_shares_a_live_code(clean: db.Database) -> None:
+    """Two replicas, only five possible codes, thirty creations at once."""
+    replicas = [registry(clean, CODES), registry(clean, CODES[2:] + CODES[:2])]
+    results = await asyncio.gather(
+        *(replicas[i % 2].create(Identity(f"u{i}", f"U{i}"), "en", "") for i in range(30)),
+        return_exceptions=True)
+    created = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, ResourceExhausted)]
+    assert len(created) == len(CODES) and len(refused) == 30 - len(CODES)
+    assert sorted(s.code for s in created) == CODES == await live_codes(clean)
+    assert "no free pairing code" in refused[0].message
+
+    # ending a session frees its code for the next one
+    first = created[0]
+    owner = replicas[0] if replicas[0].find(first.session_id) else replicas[1]
+    await owner.end(Identity(first.members[0].user_id, ""), first.session_id, "done")
+    again = await owner.create(Identity("late", "Late"), "pt", "")
+    assert again.code == first.code
+    assert sorted(await live_codes(clean)) == CODES
+
+
+async def test_joining_activates_the_session_in_the_store(clean: db.Database) -> None:
+    sessions = registry(clean)
+    created = await sessions.create(Identity("ana", "Ana"), "pt-BR", "faber")
+    joined = await sessions.join(Identity("ben", "Ben"), created.code, "en", "")
+    assert joined.status == spb.SESSION_STATUS_ACTIVE
+    stored = await sessions.store.sessions_of("ben", limit=5)
+    assert [s.session_id for s in stored] == [created.session_id]
+    assert stored[0].status == "active"
+    assert [(p.user_id, p.language_code, p.voice) for p in stored[0].participants] == [
+        ("ana", "pt-BR", "faber"), ("ben", "en", "")]
+
+
+async def test_expired_codes_end_their_sessions(clean: db.Database) -> None:
+    sessions = registry(clean, code_ttl_s=-1)  # every code is expired at once
+    stale = await sessions.create(Identity("ana", "Ana"), "en", "")
+    await sessions.create(Identity("ana", "Ana"), "en", "")  # sweeps the first one
+    assert stale.status == spb.SESSION_STATUS_ENDED
+    [stored] = await sessions.store.sessions_of("ana", limit=1, session_id=stale.session_id)
+    assert stored.status == "ended" and stored.metrics is not None
+    async with clean.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT end_reason FROM sessions WHERE session_id = %s", (stale.session_id,))
+        assert await cur.fetchone() == ("pairing code expired",)
+
+
+def latency(total_ms: int) -> cpb.UtteranceLatency:
+    out = cpb.UtteranceLatency()
+    for i, stage in enumerate(records.STAGES[:-1]):
+        getattr(out, stage).FromMilliseconds(10 * (i + 1))
+    out.total.FromMilliseconds(total_ms)
+    return out
+
+
+async def test_utterances_are_logged_encrypted_and_keys_rotate(
+    clean: db.Database, database_settings: config.DbSettings
+) -> None:
+    sessions = registry(clean)
+    session = await sessions.create(Identity("ana", "Ana"), "en", "")
+    await sessions.join(Identity("ben", "Ben"), session.code, "pt", "")
+    ana, ben = session.members
+    said = "the secret password is swordfish"
+    session.record_utterance(ana, ben, "1-1", said, "a senha secreta é peixe-espada", latency(420))
+    session.record_utterance(ben, ana, "2-1", "obrigado", "thank you", latency(380))
+    ended = await sessions.end(Identity("ben", "Ben"), session.session_id, "bye")
+
+    async with clean.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT t::text, key_id FROM translation_logs t WHERE session_id = %s ORDER BY utterance_id",
+            (session.session_id,))
+        raw = await cur.fetchall()
+        cur = await conn.execute(
+            "SELECT message_count FROM sessions WHERE session_id = %s", (session.session_id,))
+        assert await cur.fetchone() == (2,)
+        cur = await conn.execute(
+            "SELECT utterance_count, mean_latency_ms, min_latency_ms, max_latency_ms "
+            "FROM session_metrics WHERE session_id = %s", (session.session_id,))
+        assert await cur.fetchone() == (2, 400.0, 380.0, 420.0)
+    assert ended.metrics().utterance_count == 2
+    assert len(raw) == 2 and {key for _, key in raw} == {"test1"}
+    for row, _ in raw:  # neither the text nor its hex appears anywhere in the rows
+        for text in (said, "swordfish", "peixe", "obrigado", "thank you"):
+            assert text not in row and text.encode().hex() not in row
+
+    async with clean.pool.connection() as conn:
+        logs = await records.utterances_of(conn, clean.keyring, "ana")
+        assert [(u.source_text, u.latency_ms["total"], u.latency_ms["recognition"]) for u in logs] \
+            == [(said, 420, 20), ("obrigado", 380, 20)]
+        stranger_key = crypto.Keyring.parse(crypto.new_key_entry("test1"))
+        with pytest.raises(crypto.DecryptionError):
+            await records.utterances_of(conn, stranger_key, "ana")
+
+        # rotation: a new first key, the old one still decrypts until rotated
+        new_entry = crypto.new_key_entry("test2")
+        both = crypto.Keyring.parse(f"{new_entry},{database_settings.encryption_keys}")
+        assert await records.rotate_keys(conn, both, batch_size=1) == 2
+        assert await records.rotate_keys(conn, both) == 0
+        only_new = crypto.Keyring.parse(new_entry)
+        assert [u.translated_text for u in await records.utterances_of(conn, only_new, "ben")] \
+            == ["a senha secreta é peixe-espada", "thank you"]
+        with pytest.raises(crypto.DecryptionError, match="no encryption key with id 'test2'"):
+            await records.utterances_of(conn, clean.keyring, "ben")

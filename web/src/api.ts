@@ -1,0 +1,85 @@
+// The public API over gRPC-Web (through Envoy), holding the user's tokens.
+
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { AuthService, type TokenPair } from "./gen/dragoman/v1/auth_pb";
+import { ConversationService } from "./gen/dragoman/v1/conversation_pb";
+import { SessionService } from "./gen/dragoman/v1/sessions_pb";
+
+/** Session affinity key for the edge: every call about a session carries its id. */
+export const SESSION_HEADER = "x-dragoman-session";
+
+export class Api {
+  readonly auth: Client<typeof AuthService>;
+  readonly sessions: Client<typeof SessionService>;
+  readonly conversation: Client<typeof ConversationService>;
+  userId = "";
+  sessionId = "";
+  private tokens: TokenPair | undefined;
+  private refreshing: Promise<void> | undefined;
+
+  constructor(baseUrl: string) {
+    const transport = createGrpcWebTransport({
+      baseUrl,
+      useBinaryFormat: true,
+      interceptors: [this.credentials],
+    });
+    this.auth = createClient(AuthService, transport);
+    this.sessions = createClient(SessionService, transport);
+    this.conversation = createClient(ConversationService, transport);
+  }
+
+  get signedIn(): boolean {
+    return this.tokens !== undefined;
+  }
+
+  async register(username: string, email: string, password: string, language: string): Promise<void> {
+    const reply = await this.auth.register({ username, email, password, preferredLanguageCode: language });
+    this.userId = reply.userId;
+    this.tokens = reply.tokens;
+  }
+
+  async login(username: string, password: string): Promise<void> {
+    const reply = await this.auth.login({ username, password });
+    this.userId = reply.userId;
+    this.tokens = reply.tokens;
+  }
+
+  /** New tokens from the refresh token; concurrent callers share one refresh. */
+  refresh(): Promise<void> {
+    this.refreshing ??= (async () => {
+      try {
+        const refreshToken = this.tokens?.refreshToken;
+        if (!refreshToken) throw new ConnectError("not signed in", Code.Unauthenticated);
+        this.tokens = (await this.auth.refreshToken({ refreshToken })).tokens;
+      } finally {
+        this.refreshing = undefined;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  /** Adds the access token and the session key; a unary call refused with
+   * UNAUTHENTICATED (expired token) is retried once after a refresh. */
+  private readonly credentials: Interceptor = (next) => async (req) => {
+    const decorate = () => {
+      if (this.tokens?.accessToken) req.header.set("authorization", `Bearer ${this.tokens.accessToken}`);
+      if (this.sessionId) req.header.set(SESSION_HEADER, this.sessionId);
+    };
+    decorate();
+    try {
+      return await next(req);
+    } catch (e) {
+      const refreshable = !req.stream && req.service.typeName !== AuthService.typeName && this.tokens;
+      if (!refreshable || ConnectError.from(e).code !== Code.Unauthenticated) throw e;
+      await this.refresh();
+      decorate();
+      return await next(req);
+    }
+  };
+}
+
+export function describeError(e: unknown): string {
+  const err = ConnectError.from(e);
+  return err.rawMessage || Code[err.code] || String(e);
+}
