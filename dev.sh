@@ -52,6 +52,19 @@ setup_apt() {
 setup_node() {
   log "node tools (buf)"
   npm ci --no-audit --no-fund --loglevel=error
+  log "web client toolchain (web/package-lock.json)"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+setup_browser() {
+  # The browser tests drive Debian's Chromium; test certificates come from openssl.
+  command -v chromium >/dev/null && command -v openssl >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing chromium and openssl (browser tests) from Debian"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium openssl
+  else
+    echo "note: the browser tests need: apt-get install chromium openssl" >&2
+  fi
 }
 
 cmd=${1:-}
@@ -63,7 +76,7 @@ case "$cmd" in
     setup_python --no-dev; setup_apt; setup_models
     exec .venv/bin/dragoman demo "$@" ;;
   test)
-    setup_python; setup_apt; setup_models; setup_node
+    setup_python; setup_apt; setup_models; setup_node; setup_browser
     log "generated stubs in sync with proto/"
     .venv/bin/python scripts/genproto.py --check 2>/dev/null
     log "buf lint"

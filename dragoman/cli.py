@@ -28,10 +28,12 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from dragoman import audio, config, rpc
+from dragoman.envoy import add_arguments as envoy_arguments
 from dragoman.errors import DragomanError
 
 EXAMPLES = """examples:
@@ -58,12 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     inst.add_argument("--force", action="store_true", help="reinstall even if installed")
     lst = msub.add_parser("list", help="show the catalogue and what is installed")
     lst.add_argument("--dir", help="model directory")
+    pull = msub.add_parser("pull", help="download a translation model from its hub, convert and install it")
+    pull.add_argument("name", help="catalogue name, e.g. opus-mt-en-de (see `dragoman models list`)")
+    pull.add_argument("--dir", help="model directory (default: settings models_dir)")
+    pull.add_argument("--force", action="store_true", help="reinstall even if installed")
+    pull.add_argument("--accept-license", action="store_true",
+                      help="accept a non-commercial licence (NLLB-200 is CC-BY-NC-4.0)")
+    pull.add_argument("--hub-url", help="hub to download from (default: settings hub_url, huggingface.co)")
     ver = msub.add_parser("verify", help="re-hash installed models against their sha256")
     ver.add_argument("names", nargs="*", help="models to verify (default: all installed)")
     ver.add_argument("--dir", help="model directory")
 
     up = sub.add_parser("up", help="run the whole mesh (one process per service) until Ctrl-C")
     up.add_argument("--log-dir", default="", help="service logs (default: a temporary directory)")
+    envoy_arguments(up)  # --envoy: the browser edge (dragoman/envoy.py)
 
     demo = sub.add_parser("demo", help="two simulated people talk through the mesh")
     demo.add_argument("--partner-language", choices=["pt", "es"], default="pt",
@@ -71,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="dragoman-demo", help="where to write the WAV files")
     demo.add_argument("--gateway", help="use a running mesh at this address instead of starting one")
     demo.add_argument("--log-dir", default="", help="service logs when the demo starts the mesh")
+    envoy_arguments(demo, tls=False)  # --envoy: the demo's calls go through the edge
 
     tr = sub.add_parser("transcribe", help="print the transcript of an audio file (any common format)")
     tr.add_argument("audio", help="audio file (wav, ogg, mp3, flac, ...)")
@@ -141,16 +152,28 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: config.Settings) -> int:
-    from dragoman import models
+    from dragoman import hub, models
 
     models_dir = Path(args.dir or settings.models_dir)
     if args.models_command == "install":
         models.install(models_dir, args.names, force=args.force)
         return 0
+    if args.models_command == "pull":
+        hub.pull(models_dir, args.name, hub=hub.Hub(args.hub_url or settings.hub_url or None),
+                 accept_license=args.accept_license, force=args.force)
+        return 0
     if args.models_command == "verify":
-        problems = models.verify(models_dir, args.names)
+        core = [n for n in args.names if n not in hub.CATALOGUE]
+        pulled = [n for n in args.names if n in hub.CATALOGUE]
+        problems: dict[str, list[str]] = {}
+        if core or not args.names:
+            problems |= models.verify(models_dir, core)
+        if pulled or not args.names:
+            problems |= hub.verify(models_dir, pulled)
         return 1 if any(problems.values()) else 0
     print(models.table(models_dir))
+    print()
+    print(hub.table(models_dir))
     return 0
 
 
@@ -159,7 +182,9 @@ def _log_dir(arg: str) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def _mesh(settings: config.Settings, log_dir: Path) -> AsyncIterator[object]:
+async def _mesh(
+    settings: config.Settings, log_dir: Path, args: argparse.Namespace | None = None
+) -> AsyncIterator[object]:
     from dragoman import models
     from dragoman.mesh import Mesh
 
@@ -173,11 +198,37 @@ async def _mesh(settings: config.Settings, log_dir: Path) -> AsyncIterator[objec
     await mesh.start()
     for proc in mesh.processes:
         print(f"  {proc.name:<8} {proc.address}", flush=True)
+    edge = await _edge(args, settings, log_dir, mesh)
     print(f"ready ({time.monotonic() - t0:.1f} s)", flush=True)
     try:
         yield mesh
     finally:
+        if edge is not None:
+            await edge.stop()
         await mesh.stop()
+
+
+async def _edge(args: argparse.Namespace | None, settings: config.Settings, log_dir: Path,
+                mesh: Any) -> Any:
+    """--envoy: the browser edge in front of the gateway, watched and stopped like a service."""
+    if args is None or not getattr(args, "envoy", ""):
+        return None
+    from dragoman import envoy
+    from dragoman.mesh import Process
+
+    try:
+        edge = await envoy.start_for_mesh(args, settings.addresses.gateway, log_dir)
+    except BaseException:
+        await mesh.stop()
+        raise
+    mesh.processes.append(Process("envoy", edge.address, edge.popen, edge.log_path))
+    print(f"  {'envoy':<8} {edge.url}  (web client and gRPC-Web; health: {edge.url}/healthz)", flush=True)
+    return edge
+
+
+def _entry_address(mesh: Any, settings: config.Settings) -> str:
+    """Where clients of `dragoman demo` connect: the edge with --envoy, else the gateway."""
+    return next((p.address for p in mesh.processes if p.name == "envoy"), settings.addresses.gateway)
 
 
 async def _up(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -185,7 +236,7 @@ async def _up(args: argparse.Namespace, settings: config.Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with _mesh(settings, _log_dir(args.log_dir)) as mesh:
+    async with _mesh(settings, _log_dir(args.log_dir), args) as mesh:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
@@ -205,8 +256,8 @@ async def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
     if args.gateway:
         await demo.run(args.gateway, out, args.partner_language)
         return 0
-    async with _mesh(settings, _log_dir(args.log_dir)):
-        await demo.run(settings.addresses.gateway, out, args.partner_language)
+    async with _mesh(settings, _log_dir(args.log_dir), args) as mesh:
+        await demo.run(_entry_address(mesh, settings), out, args.partner_language)
     return 0
 
 

@@ -67,12 +67,39 @@ class SttSettings:
 class MtSettings:
     """Text translation (mt_svc)."""
 
-    engines: str = "bergamot,apertium"
-    """Engines to load, in order of preference: bergamot, apertium, fake."""
+    engines: str = "bergamot,ct2,apertium"
+    """Engines to load, in order of preference: bergamot, ct2 (every pulled CTranslate2
+    model: OPUS-MT, M2M-100, MADLAD-400, NLLB-200), apertium, fake."""
     max_segments: int = 64
     """Most segments in one Translate call."""
     max_segment_chars: int = 2000
     """Longest segment accepted."""
+    beam_size: int = 2
+    """Beam width of the CTranslate2 engines."""
+    max_input_tokens: int = 200
+    """Longer sentences are cut into pieces before the CTranslate2 engines see them."""
+    max_output_tokens: int = 256
+    """Decoding length limit of the CTranslate2 engines."""
+    max_batch_size: int = 32
+    """Most sentences in one CTranslate2 call."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type (int8 on CPU)."""
+    cpu_threads: int = 2
+    """Threads per CTranslate2 model."""
+    cache: str = "memory"
+    """Phrase cache: memory (in-process LRU), redis, or off."""
+    cache_entries: int = 10_000
+    """Entries of the in-process phrase cache."""
+    cache_ttl_s: int = 30 * 24 * 3600
+    """Lifetime of a Redis phrase-cache entry."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis for the phrase cache when cache = redis."""
+    cache_prefix: str = "dragoman:mt:"
+    """Key prefix of the Redis phrase cache."""
+    max_terms: int = 256
+    """Most glossary and do-not-translate terms in one request."""
+    max_term_chars: int = 200
+    """Longest glossary or do-not-translate term."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +185,8 @@ class Settings:
 
     models_dir: str = field(default_factory=_default_models_dir)
     """Where `dragoman models install` puts weights and services read them."""
+    hub_url: str = ""
+    """Model hub for `dragoman models pull` (default https://huggingface.co)."""
     grace_period_s: float = 10.0
     """On SIGTERM, how long in-flight calls get to finish."""
     addresses: Addresses = field(default_factory=Addresses)

@@ -215,7 +215,8 @@ def _cors(cfg: EdgeConfig) -> dict[str, Any]:
 
 def _api_route(name: str, match: dict[str, Any], cfg: EdgeConfig, *, stream: bool,
                buffered: bool = True) -> dict[str, Any]:
-    action: dict[str, Any] = {"cluster": "gateway", "hash_policy": [{"header": {"header_name": SESSION_HEADER}}]}
+    action: dict[str, Any] = {"cluster": "gateway",
+                              "hash_policy": [{"header": {"header_name": SESSION_HEADER}}]}
     if stream:  # a conversation may last hours: no deadline, only an idle timeout
         action |= {"timeout": "0s", "idle_timeout": _seconds(cfg.stream_idle_timeout_s)}
     else:
@@ -444,15 +445,17 @@ class _WebHandler(SimpleHTTPRequestHandler):
 class StaticSite:
     """The web client's build output over HTTP/1.1 on a loopback port, in a thread.
 
-    `extra` adds in-memory files, e.g. {"/config.json": b'{"apiBaseUrl": ...}'}
-    to point a page served from here at an API on another origin.
+    `extra_files` (also settable after the start) adds in-memory files, e.g.
+    {"/config.json": b'{"apiBaseUrl": ...}'} to point a page served from here at
+    an API on another origin.
     """
 
     def __init__(self, directory: Path, address: str = "127.0.0.1:0",
                  extra: dict[str, bytes] | None = None) -> None:
         if not (directory / "index.html").is_file():
-            raise EdgeError(f"no web client in {directory}: build it with `cd web && npm ci && npm run build`")
-        handler = type("Handler", (_WebHandler,), {"extra": dict(extra or {})})
+            raise EdgeError(f"no web client in {directory}: build it: cd web && npm ci && npm run build")
+        self.extra_files: dict[str, bytes] = dict(extra or {})
+        handler = type("Handler", (_WebHandler,), {"extra": self.extra_files})
         host, port = _split(address)
         self._server = ThreadingHTTPServer((host, port), functools.partial(handler, directory=str(directory)))
         self._server.daemon_threads = True
@@ -515,8 +518,9 @@ class Edge:
         config_path = write(cfg, self.work_dir / "envoy.json")
         admin_path = self.work_dir / "envoy-admin.address"
         admin_path.unlink(missing_ok=True)
-        cmd = [str(binary()), "-c", str(config_path), HOT_RESTART_HINT, "--concurrency", str(self.concurrency),
-               "--log-level", "warn", "--admin-address-path", str(admin_path)]
+        cmd = [str(binary()), "-c", str(config_path), HOT_RESTART_HINT,
+               "--concurrency", str(self.concurrency), "--log-level", "warn",
+               "--admin-address-path", str(admin_path)]
         with open(self.log_path, "wb") as log_file:
             self.popen = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                           start_new_session=True)
@@ -589,7 +593,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, tls: bool = True) -> None:
                              "(default 127.0.0.1:8080)")
     if not tls:
         return
-    parser.add_argument("--tls-cert", default="", metavar="PEM", help="serve the edge over TLS with this chain")
+    parser.add_argument("--tls-cert", default="", metavar="PEM",
+                        help="serve the edge over TLS with this certificate chain")
     parser.add_argument("--tls-key", default="", metavar="PEM", help="private key of --tls-cert")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                         help="an origin allowed to call the edge cross-origin (repeatable)")

@@ -27,6 +27,7 @@ explicit `accept_license=True`, and its licence is printed.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
 import json
 import os
@@ -236,7 +237,8 @@ class Hub:
         return str(data.get("sha") or revision), files
 
     def download(
-        self, repo: str, commit: str, file: RemoteFile, dest: Path, reporter: Any, pinned: str = ""
+        self, repo: str, commit: str, file: RemoteFile, dest: Path, reporter: models._Reporter,
+        pinned: str = "",
     ) -> None:
         """Downloads `file` to `dest`, checking its size and checksum(s) while writing."""
         url = f"{self.url}/{repo}/resolve/{commit}/{urllib.parse.quote(file.name)}"
@@ -244,7 +246,16 @@ class Hub:
         sha1.update(b"blob %d\0" % file.size)
         with self._open(url, repo, commit) as response, dest.open("wb") as out, \
                 reporter.bar(file.name, file.size) as bar:
-            while chunk := response.read(models.CHUNK):
+            while True:
+                try:
+                    chunk = response.read(models.CHUNK)
+                except (OSError, http.client.HTTPException) as err:
+                    raise ModelError(
+                        f"the download of {repo} {file.name} from {self.host} broke off ({err}); "
+                        f"nothing was installed, run the pull again"
+                    ) from None
+                if not chunk:
+                    break
                 out.write(chunk)
                 sha256.update(chunk)
                 sha1.update(chunk)

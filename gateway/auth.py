@@ -17,7 +17,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -282,11 +282,17 @@ class Accounts:
         await self._store.revoke_family(token.family_id)
         log.info("user logged out", extra={"user_id": token.user_id})
 
-    async def delete_account(self, identity: Identity, password: str) -> Deleted:
-        """Deletes the caller's account and data once the password matches."""
+    async def delete_account(
+        self, identity: Identity, password: str,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> Deleted:
+        """Deletes the caller's account and data once the password matches
+        (and `before`, e.g. ending their live sessions, has run)."""
         user = await self._store.get_user(identity.user_id)
         if not await self._passwords.verify(user.password_hash if user else None, password):
             raise errors.Unauthenticated("wrong password")
+        if before is not None:
+            await before()
         deleted = await self._store.delete_user(identity.user_id)
         log.info("account deleted", extra={"user_id": identity.user_id})
         return deleted

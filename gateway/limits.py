@@ -29,7 +29,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,7 +81,7 @@ def gcra(tat: float, now: float, rule: Rule, max_wait_s: float) -> tuple[float, 
     wait_s = new_tat - rule.burst * rule.interval_s - now
     if wait_s > max_wait_s + SLACK_S:
         raise _exhausted(rule, wait_s)
-    return new_tat, max(wait_s, 0.0)
+    return new_tat, wait_s if wait_s > SLACK_S else 0.0
 
 
 class MemoryLimiter:
@@ -150,16 +150,20 @@ class RedisLimiter:
 class Pacer:
     """Paces one stream's audio in this process: waits instead of refusing."""
 
-    def __init__(self, rule: Rule, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rule: Rule, clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._rule = rule
         self._clock = clock
+        self._sleep = sleep
         self._tat = clock()
 
     async def wait(self) -> None:
         now = self._clock()
         self._tat, wait_s = gcra(self._tat, now, self._rule, math.inf)
         if wait_s > 0:
-            await asyncio.sleep(wait_s)
+            await self._sleep(wait_s)
 
 
 class Limits:

@@ -28,7 +28,7 @@ from dragoman.v1 import (
     sessions_pb2,
     sessions_pb2_grpc,
 )
-from gateway.auth import AccessTokens
+from gateway.auth import AccessTokens, Identity
 from gateway.limits import Limits, Pacer
 
 log = logging.getLogger("gateway.proxy")
@@ -55,6 +55,31 @@ def _downstream_error(err: grpc.aio.AioRpcError) -> errors.DragomanError:
         # stream replaces this one, CANCELLED, OUT_OF_RANGE): keep it, not INTERNAL
         mapped.code = err.code()
     return mapped
+
+
+def identity_metadata(identity: Identity) -> tuple[tuple[str, str], ...]:
+    """What tells session_svc who the caller is."""
+    return ((rpc.USER_ID_HEADER, identity.user_id), (rpc.USER_NAME_HEADER, identity.username))
+
+
+async def end_live_sessions(stub: sessions_pb2_grpc.SessionServiceStub, identity: Identity) -> None:
+    """Ends every session of the user that is still live in session_svc."""
+    metadata = identity_metadata(identity)
+    token = ""
+    try:
+        while True:
+            page = await stub.ListSessions(
+                sessions_pb2.ListSessionsRequest(page_size=100, page_token=token), metadata=metadata)
+            for session in page.sessions:
+                if session.status != sessions_pb2.SESSION_STATUS_ENDED:
+                    await stub.EndSession(
+                        sessions_pb2.EndSessionRequest(session_id=session.session_id),
+                        metadata=metadata)
+            token = page.next_page_token
+            if not token:
+                return
+    except grpc.aio.AioRpcError as err:
+        raise _downstream_error(err) from None
 
 
 class Limit(enum.Enum):
@@ -95,13 +120,7 @@ class Proxy:
                 raise errors.InvalidArgument(f"{path} is required")
             if path.endswith("session_id"):
                 logs.session_id.set(value)
-        return {
-            "metadata": (
-                (rpc.USER_ID_HEADER, identity.user_id),
-                (rpc.USER_NAME_HEADER, identity.username),
-            ),
-            "timeout": context.time_remaining(),
-        }
+        return {"metadata": identity_metadata(identity), "timeout": context.time_remaining()}
 
     async def unary(
         self,

@@ -27,7 +27,7 @@ from gateway import auth
 from gateway.auth import AccessTokens, Accounts, Passwords, TokenPair
 from gateway.limits import Limiter, Limits
 from gateway.pgstore import PgUserStore
-from gateway.proxy import ConversationProxy, Proxy, SessionProxy
+from gateway.proxy import ConversationProxy, Proxy, SessionProxy, end_live_sessions
 from gateway.store import UserData, UserStore
 
 SERVICE_NAMES = (
@@ -65,10 +65,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """Accounts and tokens. Register, Login, RefreshToken and Logout need no
     access token; DeleteAccount and ExportMyData do."""
 
-    def __init__(self, accounts: Accounts, tokens: AccessTokens, limits: Limits) -> None:
+    def __init__(
+        self, accounts: Accounts, tokens: AccessTokens, limits: Limits,
+        sessions: sessions_pb2_grpc.SessionServiceStub,
+    ) -> None:
         self._accounts = accounts
         self._tokens = tokens
         self._limits = limits
+        self._sessions = sessions
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> auth.Identity:
         identity = self._tokens.authenticate(context.invocation_metadata() or ())
@@ -109,7 +113,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def DeleteAccount(
         self, request: auth_pb2.DeleteAccountRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.DeleteAccountResponse:
-        deleted = await self._accounts.delete_account(await self._caller(context), request.password)
+        caller = await self._caller(context)
+        deleted = await self._accounts.delete_account(
+            caller, request.password, before=lambda: end_live_sessions(self._sessions, caller))
         return auth_pb2.DeleteAccountResponse(
             deleted_session_count=deleted.sessions, deleted_utterance_count=deleted.utterances)
 
@@ -144,7 +150,8 @@ async def create(
     proxy = Proxy(tokens, limits)
 
     server = rpc.new_server()
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts, tokens, limits), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(
+        accounts, tokens, limits, sessions_pb2_grpc.SessionServiceStub(channel)), server)
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionProxy(channel, proxy), server)
     conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
         ConversationProxy(channel, proxy), server

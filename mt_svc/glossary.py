@@ -1,4 +1,4 @@
-"""Glossary and do-not-translate terms, honoured by masking them with placeholders.
+"""Glossary and do-not-translate terms (and numbers), honoured by masking them with placeholders.
 
 Before translation every occurrence of a term is replaced by a placeholder
 `XQ<n>Z`: the engines copy such a token through unchanged (measured with
@@ -8,6 +8,9 @@ or by the source text itself for a do-not-translate term. Placeholders are
 found again leniently (any case, spaces inside), and a sentence whose
 translation lost or duplicated one is flagged (`restore` returns None), so the
 pipeline can translate it in pieces around the terms instead.
+
+`mask_numbers` hides the numbers of a sentence the same way (XQ1000Z, ...),
+for the pipeline's second try when an engine dropped or changed a number.
 
 Matching: longest term first; whole words where the term begins or ends
 with a letter or digit of a spaced script (a CJK term matches anywhere);
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 
 PLACEHOLDER = "XQ{}Z"
 _FOUND = re.compile(r"X\s?Q\s?(\d{1,4})\s?Z", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"(XQ\d{1,4}Z)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +59,49 @@ def _pattern(term: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Masked:
-    """A text with its terms replaced by placeholders; `slots[n]` replaces `XQ<n>Z`."""
+    """A text with spans replaced by placeholders: `slots[i]` replaces `XQ<first + i>Z`.
+    Other placeholders in the text (of an earlier masking) are left as they are."""
 
     text: str
     slots: tuple[str, ...]
+    first: int = 0
 
     def restore(self, translation: str) -> str | None:
-        """`translation` with the placeholders replaced by the terms, or None when the
+        """`translation` with this masking's placeholders replaced, or None when the
         placeholders of the masked text did not come through exactly once each."""
         if Counter(placeholders(translation)) != Counter(placeholders(self.text)):
             return None
-        return _FOUND.sub(lambda m: self.slots[int(m.group(1))], translation)
+
+        def slot(m: re.Match[str]) -> str:
+            n = int(m.group(1)) - self.first
+            return self.slots[n] if 0 <= n < len(self.slots) else m.group(0)
+
+        return _FOUND.sub(slot, translation)
+
+
+NUMBER_SLOTS = 1000
+"""Numbers masked by `mask_numbers` are XQ1000Z, XQ1001Z, ... (terms count from 0)."""
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_DIGITS = re.compile(r"\d+")
+
+
+def numbers(text: str) -> Counter[int]:
+    """The digit runs of `text` as values ("1.250,50" -> 1, 250, 50; "٢١٤" -> 214), outside
+    placeholders."""
+    return Counter(int(d) for d in _DIGITS.findall(_FOUND.sub(" ", text)))
+
+
+def mask_numbers(text: str) -> Masked:
+    """`text` with each number ("214", "7:45", "1.250,50") replaced by a placeholder."""
+    found: list[str] = []
+
+    def replace(m: re.Match[str]) -> str:
+        found.append(m.group(0))
+        return PLACEHOLDER.format(NUMBER_SLOTS + len(found) - 1)
+
+    parts = _PLACEHOLDER.split(text)  # existing placeholders keep their digits
+    masked = "".join(p if i % 2 else _NUMBER.sub(replace, p) for i, p in enumerate(parts))
+    return Masked(masked, tuple(found), NUMBER_SLOTS)
 
 
 def placeholders(text: str) -> list[int]:
@@ -75,7 +111,7 @@ def placeholders(text: str) -> list[int]:
 
 def split_at_placeholders(text: str) -> list[str]:
     """`text` as alternating plain pieces and placeholders (placeholders at odd indexes)."""
-    return re.split(r"(XQ\d{1,4}Z)", text)
+    return _PLACEHOLDER.split(text)
 
 
 class Masker:

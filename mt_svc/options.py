@@ -20,18 +20,8 @@ from mt_svc.engines.ct2 import DecodeOptions
 class Options:
     """Decoding, cache and request limits of mt_svc."""
 
-    beam_size: int = 2
-    """Beam width of the CTranslate2 models (1: greedy, fastest)."""
-    max_input_tokens: int = 200
-    """Longest piece (SentencePiece tokens) sent to a CTranslate2 model; longer sentences are split."""
-    max_output_tokens: int = 256
-    """Most tokens a CTranslate2 model may produce for one piece."""
-    max_batch_size: int = 32
-    """Most pieces a CTranslate2 model decodes at once."""
-    compute_type: str = "int8"
-    """CTranslate2 compute type on the CPU."""
-    cpu_threads: int = 2
-    """Threads each CTranslate2 model uses per batch."""
+    decode: DecodeOptions = DecodeOptions()
+    """How the CTranslate2 models decode (its fields are settings.mt fields too)."""
     cache: str = "memory"
     """Phrase cache: "memory" (in-process LRU), "redis" (shared, at redis_url) or "off"."""
     cache_entries: int = 10_000
@@ -50,18 +40,12 @@ class Options:
     @classmethod
     def of(cls, mt_settings: Any) -> Options:
         """The options with every field that `mt_settings` declares taken from it."""
-        return cls(**{
-            f.name: getattr(mt_settings, f.name)
-            for f in dataclasses.fields(cls) if hasattr(mt_settings, f.name)
-        })
 
-    @property
-    def decode(self) -> DecodeOptions:
-        return DecodeOptions(
-            beam_size=self.beam_size, max_input_tokens=self.max_input_tokens,
-            max_output_tokens=self.max_output_tokens, max_batch_size=self.max_batch_size,
-            compute_type=self.compute_type, cpu_threads=self.cpu_threads,
-        )
+        def declared(kind: type) -> dict[str, Any]:
+            return {f.name: getattr(mt_settings, f.name) for f in dataclasses.fields(kind)
+                    if f.name != "decode" and hasattr(mt_settings, f.name)}
+
+        return cls(decode=DecodeOptions(**declared(DecodeOptions)), **declared(cls))
 
     def new_cache(self) -> PhraseCache:
         """The phrase cache these options ask for."""

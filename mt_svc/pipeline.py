@@ -6,9 +6,12 @@ For a batch of segments on one installed route:
    and its glossary / do-not-translate terms are masked by placeholders;
 2. the masked text is split into sentences, each normalised (NFC, single
    spaces); the batch's distinct sentences are looked up in the phrase cache;
-3. the misses go along the route as one batch per hop; a sentence whose
-   translation lost a placeholder is translated again in pieces around its
-   terms (which then stay where they were), so a term is never dropped;
+3. the misses go along the route as one batch per hop. A sentence whose
+   translation lost a number (models do: "Is room 214 free?" -> "O quarto é
+   gratuito?") is translated again with its numbers masked like terms; one
+   that lost a placeholder is translated in pieces around its terms and
+   numbers, which then stay where they were. So no term or number is ever
+   dropped;
 4. the new translations are cached, the sentences joined with their
    original separators, the placeholders replaced by the terms, and the
    whitespace framing put back.
@@ -19,11 +22,12 @@ A segment is `cached` when every one of its sentences came from the cache.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mt_svc import cache as phrase_cache
-from mt_svc.glossary import Masker, Term, placeholders, split_at_placeholders
+from mt_svc.glossary import Masker, Term, mask_numbers, numbers, placeholders, split_at_placeholders
 from mt_svc.router import IDENTITY, Route, Router
 from mt_svc.text import Framed, normalise, sentences
 
@@ -38,10 +42,6 @@ class Result:
     cached: list[bool]
     engine: str
     pivoted: bool
-
-
-def _intact(source: str, translation: str) -> bool:
-    return sorted(placeholders(source)) == sorted(placeholders(translation))
 
 
 class Pipeline:
@@ -90,23 +90,50 @@ class Pipeline:
         misses = [s for s in unique if s not in done]
         if misses:
             done.update(zip(misses, await self.router.run(route, misses), strict=True))
-            broken = [s for s in misses if not _intact(s, done[s])]
-            if broken:
-                log.info("placeholders lost on %s; translating %d sentence(s) around their terms",
-                         route.engine, len(broken))
-                done.update(await self._around_terms(route, broken))
+            damaged = [s for s in misses if not _kept(s, done[s])]
+            if damaged:
+                log.info("%s dropped a term or a number in %d sentence(s); repairing",
+                         route.engine, len(damaged))
+                done.update(await self._repair(route, damaged))
             await self.cache.put_many({keys[s]: done[s] for s in misses})
         return done, hits
 
-    async def _around_terms(self, route: Route, broken: list[str]) -> dict[str, str]:
-        """Each sentence translated in pieces between its placeholders, which stay in place."""
-        parts = {s: split_at_placeholders(s) for s in broken}
+    async def _repair(self, route: Route, damaged: list[str]) -> dict[str, str]:
+        """Translations that keep every term and number: numbers masked like terms and the
+        sentence translated again, and if a placeholder is still lost, in pieces around them."""
+        masks = {s: mask_numbers(s) for s in damaged}
+        retry = [s for s in damaged if masks[s].slots]
+        out = dict(zip(retry, await self.router.run(route, [masks[s].text for s in retry]), strict=True))
+        lost = [masks[s].text for s in damaged if s not in out or not _intact(masks[s].text, out[s])]
+        around = await self._around_terms(route, lost) if lost else {}
+        repaired = {}
+        for s in damaged:
+            translation = around.get(masks[s].text) or out[s]
+            restored = masks[s].restore(translation)
+            if restored is None:  # cannot happen: pieces around the placeholders keep them
+                raise RuntimeError("a placeholder went missing after the repair")
+            repaired[s] = restored
+        return repaired
+
+    async def _around_terms(self, route: Route, texts: list[str]) -> dict[str, str]:
+        """Each text translated in pieces between its placeholders, which stay in place."""
+        parts = {s: split_at_placeholders(s) for s in texts}
         plain = list(dict.fromkeys(
             core for pieces in parts.values() for p in pieces[0::2] if (core := Framed.of(p).core)
         ))
-        done, _ = await self._sentences(route, plain)  # no placeholders in them: no recursion
+        done, _ = await self._sentences(route, plain)  # no placeholders or numbers: no recursion
         return {
             s: "".join(p if i % 2 else Framed.of(p).wrap(done.get(Framed.of(p).core, ""))
                        for i, p in enumerate(pieces)).strip()
             for s, pieces in parts.items()
         }
+
+
+def _intact(source: str, translation: str) -> bool:
+    """Every placeholder of `source` is in `translation` exactly as often."""
+    return Counter(placeholders(source)) == Counter(placeholders(translation))
+
+
+def _kept(source: str, translation: str) -> bool:
+    """`translation` keeps the placeholders and the numbers of `source`."""
+    return _intact(source, translation) and numbers(source) == numbers(translation)

@@ -13,22 +13,25 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
 
 from dragoman import config, db, logs, rpc
+from dragoman.db.records import Metrics, SessionRecord
 from dragoman.errors import InvalidArgument, NotFound
 from dragoman.v1 import conversation_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
 from session_svc.identity import identity
-from session_svc.sessions import SessionRegistry
+from session_svc.sessions import Identity, SessionRegistry
 from session_svc.store import PgSessionStore, SessionStore
 
 log = logging.getLogger("dragoman.session")
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
+END_REASON = "ended by participant"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -77,20 +80,35 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         who = identity(context)
         if not request.session_id:
             raise InvalidArgument("session_id is required")
-        if self.registry.find(request.session_id) is not None:
+        if self.registry.find_live(request.session_id) is not None:
             session, _ = self.registry.get(who, request.session_id)
             return sessions_pb2.GetSessionResponse(session=session.to_proto())
-        stored = await self.registry.store.sessions_of(
-            who.user_id, limit=1, session_id=request.session_id)
+        # ended: its record (without whoever deleted their account since)
+        record = await self._record(who, request.session_id)
+        return sessions_pb2.GetSessionResponse(session=record.to_proto())
+
+    async def _record(self, who: Identity, session_id: str) -> SessionRecord:
+        """The stored session, if the caller took part in it."""
+        stored = await self.registry.store.sessions_of(who.user_id, limit=1, session_id=session_id)
         if not stored:
-            raise NotFound(f"session {request.session_id} not found")
-        return sessions_pb2.GetSessionResponse(session=stored[0].to_proto())
+            raise NotFound(f"session {session_id} not found")
+        return stored[0]
 
     async def EndSession(
         self, request: sessions_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.EndSessionResponse:
-        session = await self.registry.end(
-            identity(context), request.session_id, "ended by participant")
+        who = identity(context)
+        try:
+            session = await self.registry.end(who, request.session_id, END_REASON)
+        except NotFound:  # no longer in memory: ended long ago, or left live by an earlier run
+            record = await self._record(who, request.session_id)
+            if record.status != "ended":
+                duration_ms = round((time.time() - record.created_at.timestamp()) * 1000)
+                await self.registry.store.end_session(
+                    record.session_id, time.time(), END_REASON, Metrics(0, 0, 0, 0, 0, duration_ms))
+                record = await self._record(who, request.session_id)
+            ended = record.to_proto()
+            return sessions_pb2.EndSessionResponse(session=ended, metrics=ended.metrics)
         logs.session_id.set(session.session_id)
         log.info("session ended", extra={"utterances": session.utterances})
         return sessions_pb2.EndSessionResponse(
@@ -107,7 +125,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             who.user_id, limit=size + 1, before=parse_page_token(request.page_token))
         reply = sessions_pb2.ListSessionsResponse()
         for row in rows[:size]:
-            live = self.registry.find(row.session_id)  # fresher: who is connected, live numbers
+            live = self.registry.find_live(row.session_id)  # fresher: who is connected
             reply.sessions.append(live.to_proto() if live is not None else row.to_proto())
         if len(rows) > size:
             reply.next_page_token = page_token(rows[size - 1].created_at, rows[size - 1].session_id)

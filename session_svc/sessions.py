@@ -135,6 +135,9 @@ def random_code() -> str:
 EXPIRED = "pairing code expired"
 MAX_CODE_ATTEMPTS = 20
 """Codes tried before CreateSession gives up (only when nearly all are taken)."""
+ENDED_KEEP_S = 300.0
+"""How long an ended session stays in memory (for streams reading its last
+events); after that only its record in the store remains."""
 
 
 class SessionRegistry:
@@ -169,8 +172,16 @@ class SessionRegistry:
             await self._finish(session, EXPIRED)
         await self.store.expire_waiting(cutoff)  # also those of replicas gone meanwhile
 
+    def _evict_ended(self) -> None:
+        cutoff = time.time() - ENDED_KEEP_S
+        for sid, session in list(self._sessions.items()):
+            if (session.ended_s is not None and session.ended_s < cutoff
+                    and all(m.connection is None for m in session.members)):
+                del self._sessions[sid]
+
     async def create(self, who: Identity, language_code: str, voice: str) -> Session:
         languages.base_language(language_code)
+        self._evict_ended()
         await self._expire_codes()
         for _ in range(MAX_CODE_ATTEMPTS):
             code = self._codes()
@@ -231,9 +242,10 @@ class SessionRegistry:
             raise NotFound(f"session {session_id} not found")
         return session, member
 
-    def find(self, session_id: str) -> Session | None:
-        """The session if this replica holds it, whoever asks."""
-        return self._sessions.get(session_id)
+    def find_live(self, session_id: str) -> Session | None:
+        """The session if this replica holds it and it has not ended, whoever asks."""
+        session = self._sessions.get(session_id)
+        return session if session and session.status != spb.SESSION_STATUS_ENDED else None
 
     async def end(self, who: Identity, session_id: str, reason: str) -> Session:
         session, _ = self.get(who, session_id)

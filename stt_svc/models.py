@@ -3,22 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from dragoman.errors import InvalidArgument
 from stt_svc import languages
-from stt_svc.engines.base import Capabilities, DecodeOptions, SpeechRecognizer, Transcription
+from stt_svc.engines.base import (
+    Capabilities,
+    DecodeOptions,
+    DecodeRequest,
+    SpeechRecognizer,
+    Transcription,
+)
 from stt_svc.lanes import DecodeLane, Priority, Timed
+
+MAX_BATCH = 4
+"""Most decodes of one model in one call. On CPU the encoder's cost grows with the
+batch, so a larger batch mostly delays the first answer in it; the decoder's steps
+and the per-call overhead are what batching saves there."""
+
+
+def _runner(engine: SpeechRecognizer) -> Callable[[list[DecodeRequest]], list[Transcription]]:
+    def run(requests: list[DecodeRequest]) -> list[Transcription]:
+        if len(requests) == 1:
+            return [engine.transcribe(requests[0].audio, requests[0].options)]
+        return list(engine.transcribe_batch(requests))
+
+    return run
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
     engine: SpeechRecognizer
-    lane: DecodeLane
+    lane: DecodeLane[DecodeRequest, Transcription]
 
     @property
     def capabilities(self) -> Capabilities:
@@ -28,19 +47,18 @@ class LoadedModel:
         self, audio: np.ndarray, options: DecodeOptions, priority: Priority
     ) -> asyncio.Future[Timed[Transcription]]:
         """Queues one decode; cancel the future to withdraw it."""
-        call = functools.partial(self.engine.transcribe, audio, options)
-        return self.lane.submit(call, priority)
+        return self.lane.submit(DecodeRequest(audio, options), priority)
 
 
 class Models:
     """Picks, per language, the most specialised model that serves it."""
 
-    def __init__(self, engines: Sequence[SpeechRecognizer], max_pending: int) -> None:
+    def __init__(
+        self, engines: Sequence[SpeechRecognizer], max_pending: int, max_batch: int = MAX_BATCH
+    ) -> None:
         if not engines:
             raise ValueError("no speech recognition model is loaded")
-        self.loaded = [
-            LoadedModel(e, DecodeLane(e.capabilities.name, max_pending)) for e in engines
-        ]
+        self.loaded = [_loaded(e, max_pending, max_batch) for e in engines]
         self.languages = sorted({lang for m in self.loaded for lang in m.capabilities.languages})
 
     def resolve(self, language_code: str) -> str | None:
@@ -69,3 +87,12 @@ class Models:
     async def close(self) -> None:
         for model in self.loaded:
             await model.lane.close()
+
+
+def _loaded(engine: SpeechRecognizer, max_pending: int, max_batch: int) -> LoadedModel:
+    if not hasattr(engine, "transcribe_batch"):  # an engine that batches elsewhere (Triton)
+        max_batch = 1
+    lane = DecodeLane(
+        engine.capabilities.name, _runner(engine), max_pending=max_pending, max_batch=max_batch
+    )
+    return LoadedModel(engine, lane)

@@ -20,6 +20,7 @@ from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
 from stt_svc import vad
 from stt_svc.engines.base import ANY_LANGUAGE, SpeechRecognizer
+from stt_svc.flow import BURST_CHUNKS
 from stt_svc.models import Models
 from stt_svc.stream import (
     Encoding,
@@ -52,15 +53,12 @@ _EVENT_TYPES = {
 class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
     """Streaming recognition over the loaded models."""
 
-    def __init__(self, settings: config.Settings, models: Models) -> None:
+    def __init__(
+        self, settings: config.Settings, models: Models, limits: StreamLimits | None = None
+    ) -> None:
         self._settings = settings.stt
         self._models = models
-        self._limits = StreamLimits(
-            partial_interval_ms=settings.stt.partial_interval_ms,
-            max_utterance_ms=round(settings.stt.max_utterance_s * 1000),
-            idle_timeout_s=settings.stt.idle_timeout_s,
-            beam_size=settings.stt.beam_size,
-        )
+        self._limits = limits or stream_limits(settings.stt)
         self._active = 0
 
     async def ListModels(
@@ -164,6 +162,24 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
         return int(ms)
 
 
+def stream_limits(stt: config.SttSettings) -> StreamLimits:
+    """The per-stream limits `stt` sets.
+
+    The chunk rate limit is off unless configured: stt_svc's one client is
+    session_svc, which forwards audio as the gateway let it through (the
+    gateway limits clients to `limits.audio_chunks_per_s`). `max_chunks_per_s`
+    and `burst_chunks` are read from the stt settings when they have them.
+    """
+    return StreamLimits(
+        partial_interval_ms=stt.partial_interval_ms,
+        max_utterance_ms=round(stt.max_utterance_s * 1000),
+        idle_timeout_s=stt.idle_timeout_s,
+        beam_size=stt.beam_size,
+        max_chunks_per_s=float(getattr(stt, "max_chunks_per_s", 0.0)),
+        burst_chunks=int(getattr(stt, "burst_chunks", BURST_CHUNKS)),
+    )
+
+
 async def _audio(
     requests: AsyncIterator[stt_pb2.StreamingRecognizeRequest],
 ) -> AsyncIterator[bytes]:
@@ -233,11 +249,13 @@ async def create(
     settings: config.Settings,
     *,
     engine: SpeechRecognizer | Sequence[SpeechRecognizer] | None = None,
+    limits: StreamLimits | None = None,
 ) -> rpc.Service:
     """Builds the service; loads and warms up the models unless `engine` is given.
 
     `engine` may be one engine or several (e.g. whisper-base and whisper-tiny.en
-    loaded once and shared by several test services).
+    loaded once and shared by several test services). `limits` replaces the
+    per-stream limits from `settings` (tests, benchmarks).
     """
     if engine is None:
         engines = await asyncio.to_thread(engine_loader.load, settings)
@@ -249,7 +267,7 @@ async def create(
     models = Models(engines, max_pending=2 * settings.stt.max_streams + 2)
     server = rpc.new_server()
     stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server(
-        SpeechToTextServicer(settings, models), server
+        SpeechToTextServicer(settings, models, limits), server
     )
     service = rpc.Service("stt", server, [SERVICE_NAME])
     service.on_stop.append(models.close)

@@ -8,6 +8,13 @@ one partial decode at a time of the utterance so far, at most every
 `partial_interval_ms` of audio. When an utterance ends, a partial decode not
 yet started is withdrawn and its result dropped, so the final goes straight
 to the head of its model's lane: end of speech to final is one decode.
+
+Everything one stream can pile up is bounded, so that a client that floods,
+stalls or stops reading hurts only itself: at most one decode of the stream
+waits in its model's lane, at most MAX_QUEUED_FINALS utterances wait for
+their finals (then the reader stops reading that client's audio), chunks
+beyond the configured rate end the stream with RESOURCE_EXHAUSTED, and so
+do results piling up unread (partials are skipped first).
 """
 
 from __future__ import annotations
@@ -24,11 +31,12 @@ from typing import Any
 import numpy as np
 
 from dragoman import logs
-from dragoman.errors import DragomanError, InvalidArgument
+from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from stt_svc import guards
 from stt_svc.agreement import LocalAgreement
 from stt_svc.codecs import AudioDecoder, OggOpusDecoder, Pcm16Decoder
 from stt_svc.engines.base import DecodeOptions, Transcription, WordTiming
+from stt_svc.flow import BURST_CHUNKS, ChunkRate
 from stt_svc.lanes import Priority, Timed
 from stt_svc.models import Models
 from stt_svc.segmenter import RATE_HZ, Segmenter, SegmenterOptions, SpeechEnded, SpeechStarted
@@ -41,6 +49,10 @@ LANGUAGE_LOCK_PROBABILITY = 0.8
 """An identified language this likely is kept for the rest of the stream."""
 FINAL_TEMPERATURES = (0.0, 0.4)
 MAX_QUEUED_FINALS = 4
+PARTIAL_BACKLOG = 8
+"""Partials are skipped while this many responses wait unread."""
+MAX_BACKLOG = 256
+"""Responses waiting unread that end the stream (the client stopped reading)."""
 
 
 class Encoding(Enum):
@@ -72,6 +84,9 @@ class StreamLimits:
     max_utterance_ms: int = 15_000
     idle_timeout_s: float = 10.0
     beam_size: int = 1
+    max_chunks_per_s: float = 0.0
+    """Audio chunks a second after a burst of `burst_chunks`; 0: no limit."""
+    burst_chunks: int = BURST_CHUNKS
 
 
 class SpeechEventKind(Enum):
@@ -160,6 +175,11 @@ class RecognizeStream:
         # at most half of it and an endpoint finds it busy at most half of the time.
         self._partial_rest_until = 0.0
         self._finals: asyncio.Queue[_FinalJob] = asyncio.Queue(MAX_QUEUED_FINALS)
+        self._chunk_rate = (
+            ChunkRate(limits.max_chunks_per_s, limits.burst_chunks)
+            if limits.max_chunks_per_s > 0
+            else None
+        )
         self._wakeup = asyncio.Event()
         self._closed = False
         self._utterance: _Utterance | None = None
@@ -197,6 +217,8 @@ class RecognizeStream:
 
     async def _consume(self, chunk: bytes) -> None:
         received = time.perf_counter()
+        if self._chunk_rate is not None:
+            self._chunk_rate.admit(received)
         if len(chunk) > MAX_CHUNK_BYTES:
             raise InvalidArgument(
                 f"audio chunk of {len(chunk)} bytes is larger than the {MAX_CHUNK_BYTES}-byte "
@@ -223,6 +245,13 @@ class RecognizeStream:
             self._wakeup.set()
 
     def _emit(self, item: Output) -> None:
+        backlog = self.outputs.qsize()
+        if backlog >= MAX_BACKLOG:
+            raise ResourceExhausted(
+                f"{backlog} recognition results are waiting unread: read the response stream"
+            )
+        if isinstance(item, ResultOut) and not item.is_final and backlog >= PARTIAL_BACKLOG:
+            return  # a slow reader gets fewer partials
         self.outputs.put_nowait(item)
 
     # -- decoder --------------------------------------------------------------------------------

@@ -3,18 +3,25 @@
 `Synthesizer.plan()` checks a request and splits its text; `stream()` runs
 the plan: a producer task synthesises the pieces in order and hands each
 chunk over as soon as it exists, through a one-slot queue, so piece n+1 is
-being synthesised while chunk n is sent. Each chunk has its edge silence
-trimmed, gets the pause of the boundary before it, is resampled (one
-stream resampler across chunks, so no clicks at the joins) and encoded.
+being synthesised while chunk n is sent. Each piece is normalised for the
+engine (`normalize`), each chunk has its edge silence trimmed, gets the
+pause of the boundary before it, is resampled (one stream resampler
+across chunks, so no clicks at the joins) and encoded (`encoding`).
+
+A finished stream of a short text is kept in the audio cache (`cache`),
+keyed by everything that changes its bytes; the same request again
+replays those bytes without synthesising.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
+import struct
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -22,18 +29,23 @@ import numpy as np
 
 from dragoman import audio
 from dragoman.errors import InvalidArgument, ResourceExhausted
+from tts_svc import encoding as encodings
+from tts_svc import normalize
 from tts_svc import text as textsplit
-from tts_svc.engines.base import AudioChunk, SynthesisRequest, TtsEngine, Voice
+from tts_svc.cache import AudioCache, MemoryCache
+from tts_svc.encoding import Encoding
+from tts_svc.engines.base import SynthesisRequest, TtsEngine, Voice
 from tts_svc.voices import Choice, VoiceCatalog, primary_language
 
 log = logging.getLogger("tts_svc.pipeline")
 
-OUTPUT_RATES_HZ = audio.OUTPUT_RATES_HZ
 TRIM_FLOOR_DB = -45.0
 """Edge frames this far below the loudest 10 ms frame count as silence."""
 TRIM_MARGIN_MS = 20
-CACHE_MAX_CHARS = 120
-"""Only pieces up to this long are cached (frequent short phrases)."""
+CACHE_MAX_CHARS = 200
+"""Only texts up to this long are cached (frequent short phrases)."""
+CACHE_FORMAT = 1
+"""Part of every cache key: bump it when the processing here changes the audio."""
 WARM_UP_TEXT = {
     "en": "Hello, the voice is ready to speak now.",
     "es": "Hola, la voz ya está lista para hablar.",
@@ -47,11 +59,14 @@ WARM_UP_TEXT = {
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A checked request: who speaks which pieces, at which output rate."""
+    """A checked request: who speaks which pieces, how the audio is encoded, its cache key."""
 
     choice: Choice
+    language: str
     pieces: tuple[textsplit.Piece, ...]
     output_rate_hz: int
+    encoding: Encoding
+    cache_key: str | None
 
     @property
     def voice(self) -> Voice:
@@ -63,15 +78,12 @@ class Chunk:
     """One encoded chunk of the output stream."""
 
     index: int
-    pcm16: bytes
+    audio: bytes
     sample_rate_hz: int
     text: str
     voice: str
     is_last: bool
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.pcm16) / 2 / self.sample_rate_hz
+    duration_s: float
 
 
 def trim_silence(samples: np.ndarray, rate_hz: int) -> np.ndarray:
@@ -91,27 +103,54 @@ def trim_silence(samples: np.ndarray, rate_hz: int) -> np.ndarray:
     return samples[start:end]
 
 
-class _PieceCache:
-    """LRU of the audio of short pieces, by (voice, text)."""
+def cache_key(text: str, language: str, choice: Choice, rate_hz: int, encoding: Encoding) -> str:
+    """Everything that changes the bytes of a synthesis, hashed."""
+    caps = choice.engine.capabilities
+    fields = [
+        CACHE_FORMAT,
+        text,
+        language,
+        choice.voice.name,
+        rate_hz,
+        encoding.value,
+        caps.name,
+        caps.version,
+    ]
+    return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
 
-    def __init__(self, max_entries: int) -> None:
-        self._max = max_entries
-        self._items: OrderedDict[tuple[str, str], tuple[AudioChunk, ...]] = OrderedDict()
 
-    def get(self, voice: str, text: str) -> tuple[AudioChunk, ...] | None:
-        key = (voice, text)
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-        return found
+_HEADER = struct.Struct("<4sI")
+_ENTRY = struct.Struct("<IIdII")
+_MAGIC = b"TTS1"
 
-    def put(self, voice: str, text: str, chunks: tuple[AudioChunk, ...]) -> None:
-        if self._max <= 0 or len(text) > CACHE_MAX_CHARS:
-            return
-        self._items[(voice, text)] = chunks
-        self._items.move_to_end((voice, text))
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
+
+def pack(chunks: Sequence[Chunk]) -> bytes:
+    """The chunks of a stream as one cache value."""
+    out = [_HEADER.pack(_MAGIC, len(chunks))]
+    for c in chunks:
+        text, voice = c.text.encode(), c.voice.encode()
+        out.append(_ENTRY.pack(c.sample_rate_hz, len(c.audio), c.duration_s, len(text), len(voice)))
+        out += [c.audio, text, voice]
+    return b"".join(out)
+
+
+def unpack(data: bytes) -> list[Chunk] | None:
+    """The chunks `pack` stored; None for a value in another format."""
+    try:
+        magic, count = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            return None
+        offset, chunks = _HEADER.size, []
+        for index in range(count):
+            rate_hz, n_audio, duration_s, n_text, n_voice = _ENTRY.unpack_from(data, offset)
+            offset += _ENTRY.size
+            body = data[offset : offset + n_audio + n_text + n_voice]
+            offset += n_audio + n_text + n_voice
+            text, voice = body[n_audio : n_audio + n_text].decode(), body[n_audio + n_text :].decode()
+            chunks.append(Chunk(index, body[:n_audio], rate_hz, text, voice, index == count - 1, duration_s))
+        return chunks if offset == len(data) else None
+    except (struct.error, UnicodeDecodeError):
+        return None
 
 
 class Synthesizer:
@@ -121,7 +160,8 @@ class Synthesizer:
         catalog: The voices and their engines.
         max_text_chars: Longest text accepted.
         max_streams: Concurrent streams; one more gets RESOURCE_EXHAUSTED.
-        cache_entries: Short pieces whose audio is kept (0: no cache).
+        cache: Where finished streams of short texts are kept (default: an
+            in-process LRU of 256).
     """
 
     def __init__(
@@ -130,30 +170,36 @@ class Synthesizer:
         *,
         max_text_chars: int,
         max_streams: int,
-        cache_entries: int = 256,
+        cache: AudioCache | None = None,
     ) -> None:
         self.catalog = catalog
+        self.cache: AudioCache = cache if cache is not None else MemoryCache()
         self._max_text_chars = max_text_chars
         self._max_streams = max_streams
         self._slots = asyncio.BoundedSemaphore(max_streams)
-        self._cache = _PieceCache(cache_entries)
 
-    def plan(self, text: str, language_code: str, voice: str, sample_rate_hz: int) -> Plan:
+    def plan(
+        self,
+        text: str,
+        language_code: str,
+        voice: str,
+        sample_rate_hz: int,
+        encoding: Encoding = Encoding.LINEAR16,
+    ) -> Plan:
         """Checks a request; every problem is INVALID_ARGUMENT or NOT_FOUND naming it."""
         if not text.strip():
             raise InvalidArgument("text is empty")
         if len(text) > self._max_text_chars:
             raise InvalidArgument(f"text has {len(text)} characters; the limit is {self._max_text_chars}")
         choice = self.catalog.choose(language_code, voice)
-        if sample_rate_hz != 0 and sample_rate_hz not in OUTPUT_RATES_HZ:
-            raise InvalidArgument(
-                f"sample_rate_hertz {sample_rate_hz} is not supported; use 0 (the voice's own "
-                f"rate) or one of {', '.join(map(str, OUTPUT_RATES_HZ))}"
-            )
-        pieces = textsplit.split(text, primary_language(language_code))
+        rate_hz = encodings.output_rate(encoding, sample_rate_hz, choice.voice.sample_rate_hz)
+        language = primary_language(language_code)
+        first_words = choice.engine.capabilities.first_piece_words
+        pieces = textsplit.split(text, language, first_words=first_words)
         if not pieces:
             raise InvalidArgument("text has nothing to speak (no letters or digits)")
-        return Plan(choice, tuple(pieces), sample_rate_hz or choice.voice.sample_rate_hz)
+        key = cache_key(text, language, choice, rate_hz, encoding) if len(text) <= CACHE_MAX_CHARS else None
+        return Plan(choice, language, tuple(pieces), rate_hz, encoding, key)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -166,21 +212,43 @@ class Synthesizer:
             yield
 
     async def stream(self, plan: Plan) -> AsyncIterator[Chunk]:
-        """Runs `plan`, yielding each chunk as soon as it is ready."""
+        """Runs `plan`, yielding each chunk as soon as it is ready (or the cached ones)."""
         async with self._slot():
-            queue: asyncio.Queue[Chunk | Exception | None] = asyncio.Queue(maxsize=1)
-            # A bare task rather than a TaskGroup: the caller may stop at any
-            # yield, and errors must reach it unwrapped to map to a status.
-            producer = asyncio.create_task(self._produce(plan, queue))
-            try:
-                while (item := await queue.get()) is not None:
-                    if isinstance(item, Exception):
-                        raise item
-                    yield item
-            finally:
-                producer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await producer
+            cached = await self._cached(plan)
+            if cached is not None:
+                for chunk in cached:
+                    yield chunk
+                return
+            made: list[Chunk] = []
+            async for chunk in self._run(plan):
+                made.append(chunk)
+                yield chunk
+            if plan.cache_key is not None:
+                await self.cache.put(plan.cache_key, pack(made))
+
+    async def _cached(self, plan: Plan) -> list[Chunk] | None:
+        if plan.cache_key is None:
+            return None
+        data = await self.cache.get(plan.cache_key)
+        chunks = unpack(data) if data is not None else None
+        if chunks is not None:
+            log.info("cache hit", extra={"voice": plan.voice.name, "chunks": len(chunks)})
+        return chunks
+
+    async def _run(self, plan: Plan) -> AsyncIterator[Chunk]:
+        queue: asyncio.Queue[Chunk | Exception | None] = asyncio.Queue(maxsize=1)
+        # A bare task rather than a TaskGroup: the caller may stop at any
+        # yield, and errors must reach it unwrapped to map to a status.
+        producer = asyncio.create_task(self._produce(plan, queue))
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
 
     async def _produce(self, plan: Plan, queue: asyncio.Queue[Chunk | Exception | None]) -> None:
         try:
@@ -195,15 +263,17 @@ class Synthesizer:
     async def _synthesize(self, plan: Plan, queue: asyncio.Queue[Chunk | Exception | None]) -> None:
         voice = plan.voice
         resampler = audio.StreamResampler(voice.sample_rate_hz, plan.output_rate_hz)
+        encoder = encodings.new_encoder(plan.encoding, plan.output_rate_hz)
         index, pause_ms = 0, 0
         started = time.perf_counter()
 
         async def send(samples: np.ndarray, piece_text: str, is_last: bool) -> None:
             nonlocal index
-            out = resampler.process(samples, last=is_last)
-            await queue.put(
-                Chunk(index, audio.float_to_pcm16(out), plan.output_rate_hz, piece_text, voice.name, is_last)
+            encoded = encoder.encode(resampler.process(samples, last=is_last), is_last)
+            chunk = Chunk(
+                index, encoded.data, plan.output_rate_hz, piece_text, voice.name, is_last, encoded.duration_s
             )
+            await queue.put(chunk)
             if index == 0:
                 log.info(
                     "first chunk",
@@ -214,7 +284,8 @@ class Synthesizer:
         last_piece = len(plan.pieces) - 1
         for n, piece in enumerate(plan.pieces):
             held: np.ndarray | None = None  # the last piece's chunk, until we know it is the last
-            async for chunk in self._piece_audio(plan.choice, piece.text):
+            request = SynthesisRequest(normalize.normalize(piece.text, plan.language), voice.name)
+            async for chunk in plan.choice.engine.synthesize(request):
                 samples = trim_silence(chunk.samples, chunk.sample_rate_hz)
                 if samples.size == 0:
                     continue
@@ -236,20 +307,12 @@ class Synthesizer:
             else:
                 raise InvalidArgument(f"voice {voice.name} found nothing to pronounce in the text")
 
-    async def _piece_audio(self, choice: Choice, text: str) -> AsyncIterator[AudioChunk]:
-        cached = self._cache.get(choice.voice.name, text)
-        if cached is not None:
-            for chunk in cached:
-                yield chunk
-            return
-        made: list[AudioChunk] = []
-        async for chunk in choice.engine.synthesize(SynthesisRequest(text, choice.voice.name)):
-            made.append(chunk)
-            yield chunk
-        self._cache.put(choice.voice.name, text, tuple(made))
-
     async def warm_up(self, engines: Sequence[TtsEngine]) -> None:
-        """One synthesis per engine, so the first request is as fast as later ones."""
+        """One synthesis per engine (and one Opus encoder), so the first request is as
+        fast as later ones."""
+        encodings.new_encoder(Encoding.OGG_OPUS, encodings.OPUS_RATES_HZ[-1]).encode(
+            np.zeros(960, np.float32), last=True
+        )
         for engine in engines:
             voices = engine.capabilities.voices
             if not voices:

@@ -1,7 +1,9 @@
 """dragoman.tts.v1.TextToSpeechService: streaming speech synthesis.
 
-`python -m tts_svc.server` loads the engines named in `tts.engines`, warms
-each up with one synthesis, and serves on `addresses.tts`.
+`python -m tts_svc.server` loads the engines named in `tts.engines` (plus
+espeak-ng, the fallback for every language), warms each up with one
+synthesis, opens the audio cache (Redis at `tts.cache_url`, else in
+process) and serves on `addresses.tts`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dragoman import config, logs, rpc
 from dragoman.errors import InvalidArgument
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_svc import engines as engine_registry
+from tts_svc.cache import DEFAULT_ENTRIES, AudioCache, open_cache
+from tts_svc.encoding import Encoding
 from tts_svc.engines.base import Gender, TtsEngine, Voice
 from tts_svc.pipeline import Synthesizer
 from tts_svc.voices import VoiceCatalog
@@ -28,7 +32,11 @@ log = logging.getLogger("tts_svc.server")
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeechService"].full_name
 MAX_STREAMS = 8
 """Concurrent Synthesize streams; more get RESOURCE_EXHAUSTED."""
-_ENCODINGS = (tts_pb2.AUDIO_ENCODING_UNSPECIFIED, tts_pb2.AUDIO_ENCODING_LINEAR16)
+_ENCODINGS = {
+    tts_pb2.AUDIO_ENCODING_UNSPECIFIED: Encoding.LINEAR16,
+    tts_pb2.AUDIO_ENCODING_LINEAR16: Encoding.LINEAR16,
+    tts_pb2.AUDIO_ENCODING_OGG_OPUS: Encoding.OGG_OPUS,
+}
 _GENDERS = {
     Gender.UNSPECIFIED: tts_pb2.VOICE_GENDER_UNSPECIFIED,
     Gender.FEMALE: tts_pb2.VOICE_GENDER_FEMALE,
@@ -51,21 +59,28 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
     async def Synthesize(
         self, request: tts_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
-        if request.encoding not in _ENCODINGS:
+        encoding = _ENCODINGS.get(request.encoding)
+        if encoding is None:
             raise InvalidArgument(
-                f"encoding {request.encoding} is not supported; use AUDIO_ENCODING_LINEAR16"
+                f"encoding {request.encoding} is not supported; use AUDIO_ENCODING_LINEAR16 "
+                "or AUDIO_ENCODING_OGG_OPUS"
             )
         plan = self._synthesizer.plan(
-            request.text, request.language_code, request.voice, request.sample_rate_hertz
+            request.text, request.language_code, request.voice, request.sample_rate_hertz, encoding
         )
         log.info(
             "synthesize",
-            extra={"voice": plan.voice.name, "pieces": len(plan.pieces), "rate_hz": plan.output_rate_hz},
+            extra={
+                "voice": plan.voice.name,
+                "pieces": len(plan.pieces),
+                "rate_hz": plan.output_rate_hz,
+                "encoding": encoding.value,
+            },
         )
         log.debug("synthesize text", extra={"text": logs.redact(request.text)})
         async for chunk in self._synthesizer.stream(plan):
             yield tts_pb2.SynthesizeResponse(
-                audio=chunk.pcm16,
+                audio=chunk.audio,
                 sample_rate_hertz=chunk.sample_rate_hz,
                 chunk_index=chunk.index,
                 text=chunk.text,
@@ -95,6 +110,11 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         )
 
 
+def cache_url(settings: config.TtsSettings) -> str:
+    """`tts.cache_url`, or $DRAGOMAN_TTS_CACHE_URL while the setting does not exist."""
+    return str(getattr(settings, "cache_url", "") or os.environ.get("DRAGOMAN_TTS_CACHE_URL", ""))
+
+
 def _workers(settings: config.Settings) -> int:
     """Synthesis threads: as many as the cores allow at `cpu_threads` each."""
     return max(1, (os.cpu_count() or 1) // max(1, settings.tts.cpu_threads))
@@ -105,9 +125,14 @@ async def create(
     *,
     engine: TtsEngine | Sequence[TtsEngine] | None = None,
     max_streams: int = MAX_STREAMS,
+    cache: AudioCache | None = None,
 ) -> rpc.Service:
-    """Builds the service: the given engine(s), or those `tts.engines` names, warmed up."""
+    """Builds the service: the given engine(s), or those `tts.engines` names, warmed
+    up; the given cache, or the one the settings name."""
     executor = ThreadPoolExecutor(max_workers=_workers(settings), thread_name_prefix="tts")
+    cache = cache or open_cache(
+        cache_url(settings.tts), int(getattr(settings.tts, "cache_entries", DEFAULT_ENTRIES))
+    )
     try:
         if engine is None:
             engines = await engine_registry.load(settings, executor)
@@ -117,10 +142,12 @@ async def create(
             VoiceCatalog(engines),
             max_text_chars=settings.tts.max_text_chars,
             max_streams=max_streams,
+            cache=cache,
         )
         await synthesizer.warm_up(engines)
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
+        await cache.close()
         raise
 
     server = rpc.new_server()
@@ -128,14 +155,24 @@ async def create(
     service = rpc.Service("tts_svc", server, [SERVICE_NAME])
 
     async def close() -> None:
+        stats = synthesizer.cache.stats
+        log.info(
+            "tts stopping",
+            extra={"cache_hits": stats.hits, "cache_misses": stats.misses, "cache_errors": stats.errors},
+        )
         for e in engines:
             await e.close()
+        await synthesizer.cache.close()
         executor.shutdown(wait=False, cancel_futures=True)
 
     service.on_stop.append(close)
     log.info(
         "tts ready",
-        extra={"engines": [e.capabilities.name for e in engines], "languages": synthesizer.catalog.languages},
+        extra={
+            "engines": [e.capabilities.name for e in engines],
+            "languages": synthesizer.catalog.languages,
+            "cache": synthesizer.cache.kind,
+        },
     )
     return service
 

@@ -18,6 +18,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -70,8 +71,8 @@ def redact_url(url: str) -> str:
     return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
 
 
-def _connection_options(settings: DbSettings) -> dict[str, object]:
-    options: dict[str, object] = {"autocommit": True}
+def _connection_options(settings: DbSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {"autocommit": True}
     schema = migrate.check_schema(settings.schema)
     if schema:
         options["options"] = f"-c search_path={schema}"

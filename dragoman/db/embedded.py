@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 log = logging.getLogger("dragoman.db.embedded")
+logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every pg_ctl call at INFO
 
 DATABASE = "dragoman"
 _servers: dict[Path, Any] = {}  # kept alive for the life of the process

@@ -78,7 +78,7 @@ async def upgrade(
             await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
         await conn.execute(CREATE_LEDGER)
         cursor = await conn.execute("SELECT version, checksum FROM schema_migrations")
-        applied = dict(await cursor.fetchall())
+        applied: dict[int, str] = dict(await cursor.fetchall())
         pending = []
         for migration in wanted:
             if migration.version not in applied:

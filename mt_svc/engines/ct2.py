@@ -9,7 +9,7 @@ differ in how the languages are asked for:
 * M2M-100: `__en__` + pieces + `</s>` in, and the target's `__pt__` forced
   as the first output token, which is dropped from the output.
 * NLLB-200: the same with FLORES-200 codes (`eng_Latn` in, `por_Latn` out).
-* MADLAD-400: `<2pt>` in front of the source text; nothing to drop.
+* MADLAD-400: `<2pt> ` in front of the source text; nothing to drop.
 
 `</s>` is appended to the source unless the converted model adds it itself
 (`add_source_eos` in its config.json, as OpusMTConverter writes it).
@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,29 +59,39 @@ class Prompt:
     """Tokens forced at the start of the output (dropped from the result)."""
 
 
-def prompt(model: HubModel, pieces: list[str], source: str, target: str, add_eos: bool) -> Prompt:
-    """The source tokens and target prefix of `pieces` (SentencePiece pieces) for `model`."""
+def prompt(
+    model: HubModel, text: str, encode: Callable[[str], list[str]], source: str, target: str,
+    add_eos: bool,
+) -> Prompt:
+    """The source tokens and target prefix of `text` for `model`; `encode` is its
+    SentencePiece model (text -> pieces)."""
     eos = ["</s>"] if add_eos else []
     if model.family == "m2m100":
-        return Prompt([f"__{source}__", *pieces, *eos], [f"__{target}__"])
+        return Prompt([f"__{source}__", *encode(text), *eos], [f"__{target}__"])
     if model.family == "nllb":
-        return Prompt([FLORES200[source], *pieces, *eos], [FLORES200[target]])
-    if model.family == "madlad":
-        return Prompt([f"<2{target}>", *pieces, *eos], None)
+        return Prompt([FLORES200[source], *encode(text), *eos], [FLORES200[target]])
+    if model.family == "madlad":  # the tag is part of the text, as its tokenizer expects
+        return Prompt([*encode(f"<2{target}> {text}"), *eos], None)
     token = model.target_tokens.get(target)
-    return Prompt([*([token] if token else []), *pieces, *eos], None)
+    return Prompt([*([token] if token else []), *encode(text), *eos], None)
 
 
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
-    """How CTranslate2 runs a model (from settings.mt, see mt_svc.options)."""
+    """How CTranslate2 runs a model; each field is read from settings.mt (mt_svc.options)."""
 
     beam_size: int = 2
+    """Beam width (1: greedy, fastest)."""
     max_input_tokens: int = 200
+    """Longest piece (SentencePiece tokens) given to the model; longer text is split."""
     max_output_tokens: int = 256
+    """Most tokens the model may produce for one piece."""
     max_batch_size: int = 32
+    """Most pieces decoded at once."""
     compute_type: str = "int8"
+    """CTranslate2 compute type on the CPU."""
     cpu_threads: int = 2
+    """Threads per batch."""
 
 
 class Ct2Engine:
@@ -129,8 +140,7 @@ class Ct2Engine:
         measure = self._token_count
         split = [text.chunks(t, opts.max_input_tokens, measure) for t in batch.texts]
         prompts = [
-            prompt(self.model, self._source_spm.encode(piece, out_type=str), batch.source,
-                   batch.target, self._add_eos)
+            prompt(self.model, piece, self._pieces, batch.source, batch.target, self._add_eos)
             for pieces in split for piece, _ in pieces
         ]
         prefixes = [p.target_prefix for p in prompts]
@@ -148,8 +158,11 @@ class Ct2Engine:
         )
         return ["".join(f"{next(done).strip()}{sep}" for _, sep in pieces).strip() for pieces in split]
 
-    def _token_count(self, piece: str) -> int:
-        return len(self._source_spm.encode(piece))
+    def _pieces(self, text: str) -> list[str]:
+        return list(self._source_spm.encode(text, out_type=str))
+
+    def _token_count(self, text: str) -> int:
+        return len(self._source_spm.encode(text))
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -170,7 +183,7 @@ def offers(catalogue: Mapping[str, HubModel] = hub.CATALOGUE) -> dict[str, Offer
 
 
 def load_installed(
-    models_dir: str | Path,
+    models_dir: str | os.PathLike[str],
     options: DecodeOptions | None = None,
     catalogue: Mapping[str, HubModel] = hub.CATALOGUE,
 ) -> list[Ct2Engine]:

@@ -1,13 +1,17 @@
 """The speech recognition engine interface and its records.
 
-An engine decodes one utterance at a time: 16 kHz mono float32 audio in, one
-`Transcription` out. It blocks (the service runs it in a dedicated executor)
-and keeps no state between calls, so one engine can serve every stream.
-Segmentation, partial results and filtering live in the service, not here.
+An engine decodes utterances: 16 kHz mono float32 audio in, one
+`Transcription` out per utterance. `transcribe_batch` decodes the utterances
+of several streams in one model call (one encoder pass, one generate call);
+each answer equals what `transcribe` gives for that utterance alone. Calls
+block (the service runs them on one dedicated thread per model) and keep no
+state between calls, so one engine serves every stream. Segmentation, partial
+results and filtering live in the service, not here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -80,6 +84,15 @@ class Transcription:
     """Word timings when asked for; empty otherwise."""
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeRequest:
+    """One utterance to decode, as part of a batch."""
+
+    audio: np.ndarray = field(repr=False)
+    """16 kHz mono float32, at most `Capabilities.max_audio_s`."""
+    options: DecodeOptions
+
+
 @runtime_checkable
 class SpeechRecognizer(Protocol):
     """A loaded speech recognition model."""
@@ -89,4 +102,11 @@ class SpeechRecognizer(Protocol):
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
         """Decodes `audio` (16 kHz mono float32, at most `max_audio_s`). Blocking."""
+        ...
+
+    def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[Transcription]:
+        """Decodes several utterances in one model call, answers in order. Blocking.
+
+        Raises if any request is invalid; the caller then retries them one by one.
+        """
         ...

@@ -2,18 +2,27 @@
 
 It "hears" one word of a fixed script per `ms_per_word` of audio whose RMS is
 above a floor, honours the forced prefix like Whisper does, times words
-evenly, and can sleep to stand in for decode cost. Every call is recorded.
+evenly, and can sleep to stand in for decode cost (once per model call, a
+batch costing as much as one decode). Every decode is recorded in `calls`,
+and the size of every model call in `batches`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from stt_svc.engines.base import Capabilities, DecodeOptions, Transcription, WordTiming
+from stt_svc.engines.base import (
+    Capabilities,
+    DecodeOptions,
+    DecodeRequest,
+    Transcription,
+    WordTiming,
+)
 
 RATE_HZ = 16_000
 SCRIPT = (
@@ -24,12 +33,14 @@ SCRIPT = (
 
 @dataclass(frozen=True, slots=True)
 class FakeCall:
-    """One recorded transcribe call."""
+    """One recorded decode."""
 
     options: DecodeOptions
     audio_samples: int
     started_s: float
     finished_s: float
+    batch: int
+    """Index in `FakeEngine.batches` of the model call that decoded it."""
 
 
 @dataclass
@@ -44,6 +55,8 @@ class FakeEngine:
     floor_rms: float = 1e-5
     delay_s: float = 0.0
     calls: list[FakeCall] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)
+    """Number of utterances of each model call, in order."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -54,9 +67,23 @@ class FakeEngine:
         )
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
+        return self.transcribe_batch([DecodeRequest(audio, options)])[0]
+
+    def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[Transcription]:
         started = time.perf_counter()
         if self.delay_s:
             time.sleep(self.delay_s)
+        results = [self._decode(r.audio, r.options) for r in requests]
+        finished = time.perf_counter()
+        with self._lock:
+            batch = len(self.batches)
+            self.batches.append(len(requests))
+            self.calls += [
+                FakeCall(r.options, len(r.audio), started, finished, batch) for r in requests
+            ]
+        return results
+
+    def _decode(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
         heard = float(np.sqrt(np.mean(np.square(audio)))) > self.floor_rms if len(audio) else False
         count = len(audio) * 1000 // (RATE_HZ * self.ms_per_word) if heard else 0
         prefix = options.prefix.split()
@@ -66,8 +93,6 @@ class FakeEngine:
             WordTiming(w, i * step_s, (i + 1) * step_s, 0.9) for i, w in enumerate(words)
         ) if options.word_timestamps else ()
         detected = options.language is None
-        with self._lock:
-            self.calls.append(FakeCall(options, len(audio), started, time.perf_counter()))
         return Transcription(
             text=" ".join(words),
             language=self.detected_language if detected else str(options.language),

@@ -1,24 +1,40 @@
-"""faster-whisper (CTranslate2) engine: one Whisper model, one window per call.
+"""faster-whisper (CTranslate2) engine: one Whisper model, one window per utterance.
 
 Utterances from the segmenter are shorter than Whisper's 30 s window, so a
-call is one encoder pass and one greedy (or beam) decode. Running the steps
-ourselves instead of `WhisperModel.transcribe` lets one encoder pass serve
-language identification, decoding and word alignment, and lets the stable
-prefix of partial results be forced as a decoder prefix while keeping word
-timings for the prefix words too.
+decode is one encoder pass and one greedy (or beam) generate. Running the
+steps ourselves instead of `WhisperModel.transcribe` lets one encoder pass
+serve language identification, decoding and word alignment, lets the stable
+prefix of partial results be forced as a decoder prefix (keeping word timings
+for the prefix words too), and lets the utterances of several streams share
+one call: `transcribe_batch` encodes them as one batch and generates for all
+of them at once, as faster-whisper's BatchedInferencePipeline does for the
+chunks of one file. CTranslate2 takes a different prompt (language, forced
+prefix) per item, but wants <|startoftranscript|> at the same position in
+all of them, so requests with hotwords of different lengths go in separate
+generate calls. Each answer is the same as a decode of that utterance alone.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stt_svc.engines.base import Capabilities, DecodeOptions, Transcription, WordTiming
+from stt_svc.engines.base import (
+    Capabilities,
+    DecodeOptions,
+    DecodeRequest,
+    Transcription,
+    WordTiming,
+)
 
 if TYPE_CHECKING:
+    import ctranslate2
     from faster_whisper import WhisperModel
     from faster_whisper.tokenizer import Tokenizer
 
@@ -31,6 +47,31 @@ LOGPROB_LIMIT = -1.0
 NO_SPEECH_LIMIT = 0.6
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """One utterance's features, padded to the encoder's 30 s."""
+
+    features: np.ndarray
+    num_frames: int
+    num_samples: int
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One generate result of one utterance, with the fallback rule's signals."""
+
+    result: Any  # ctranslate2.models.WhisperGenerationResult
+    avg_logprob: float
+    compression_ratio: float
+
+    @property
+    def degenerate(self) -> bool:
+        silent = self.result.no_speech_prob > NO_SPEECH_LIMIT and self.avg_logprob < LOGPROB_LIMIT
+        return not silent and (
+            self.compression_ratio > COMPRESSION_RATIO_LIMIT or self.avg_logprob < LOGPROB_LIMIT
+        )
 
 
 class WhisperEngine:
@@ -46,6 +87,7 @@ class WhisperEngine:
             str(path), device="cpu", compute_type="int8", cpu_threads=cpu_threads, num_workers=1
         )
         self._multilingual = bool(self._model.model.is_multilingual)
+        self._tokenizers: dict[str, Tokenizer] = {}
         self._capabilities = Capabilities(
             name=name,
             engine="faster-whisper",
@@ -62,119 +104,178 @@ class WhisperEngine:
         return self._capabilities
 
     def warm_up(self) -> None:
-        """One decode of silence then a tone, so the first real call is not slow."""
+        """Decodes silence then a tone, alone and as a batch, so the first real call is not slow."""
         t = np.arange(SAMPLE_RATE_HZ, dtype=np.float32) / SAMPLE_RATE_HZ
         tone = 0.1 * np.sin(2 * np.pi * 440.0 * t).astype(np.float32)
         audio = np.concatenate([np.zeros(SAMPLE_RATE_HZ // 2, np.float32), tone])
-        self.transcribe(audio, DecodeOptions(language="en", word_timestamps=True))
+        options = DecodeOptions(language="en", word_timestamps=True)
+        self.transcribe(audio, options)
+        self.transcribe_batch([DecodeRequest(audio, options), DecodeRequest(tone, options)])
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
-        from faster_whisper.audio import pad_or_trim
-        from faster_whisper.tokenizer import Tokenizer
+        return self.transcribe_batch([DecodeRequest(audio, options)])[0]
 
-        model = self._model
-        extractor = model.feature_extractor
+    def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[Transcription]:
+        if not requests:
+            return []
+        languages = [self._check_language(r.options.language) for r in requests]
+        windows = [self._window(r.audio) for r in requests]
+        encoded = _Encoded(self._model.encode(np.stack([w.features for w in windows])))
+
+        detected = self._detect(encoded, [i for i, lang in enumerate(languages) if lang is None])
+        identified = [
+            (lang, 1.0) if lang is not None else detected[i] for i, lang in enumerate(languages)
+        ]
+        tokenizers = [self._tokenizer(lang) for lang, _ in identified]
+        prompts = [
+            self._prompt(tok, r.options) for tok, r in zip(tokenizers, requests, strict=True)
+        ]
+        attempts = self._generate(encoded, prompts, tokenizers, [r.options for r in requests])
+
+        out: list[Transcription] = []
+        for i, (request, attempt) in enumerate(zip(requests, attempts, strict=True)):
+            tokenizer, window = tokenizers[i], windows[i]
+            # CTranslate2 returns the forced prefix as the start of the sequence.
+            tokens = [t for t in attempt.result.sequences_ids[0] if t < tokenizer.eot]
+            words: tuple[WordTiming, ...] = ()
+            if request.options.word_timestamps and tokens:
+                words = self._align(tokenizer, tokens, encoded.item(i), window)
+            language, probability = identified[i]
+            out.append(Transcription(
+                text=tokenizer.decode(tokens).strip(),
+                language=language,
+                language_probability=probability,
+                avg_logprob=attempt.avg_logprob,
+                no_speech_prob=float(attempt.result.no_speech_prob),
+                compression_ratio=attempt.compression_ratio,
+                words=words,
+            ))
+        return out
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _check_language(self, language: str | None) -> str | None:
+        """The language to force (None: identify it); English-only models force "en"."""
+        if self._multilingual:
+            return language
+        if language not in (None, "en"):
+            raise ValueError(f"{self._capabilities.name} only transcribes English")
+        return "en"
+
+    def _window(self, audio: np.ndarray) -> _Window:
+        from faster_whisper.audio import pad_or_trim
+
+        extractor = self._model.feature_extractor
         audio = np.asarray(audio, dtype=np.float32)[: extractor.n_samples]
         features = extractor(audio)
         num_frames = min(features.shape[-1] - 1, extractor.nb_max_frames)
-        encoder_output = model.encode(pad_or_trim(features[:, :num_frames]))
+        return _Window(pad_or_trim(features[:, :num_frames]), num_frames, len(audio))
 
-        language, language_probability = self._language(encoder_output, options.language)
-        tokenizer = Tokenizer(
-            model.hf_tokenizer, self._multilingual, task="transcribe", language=language
-        )
-        prefix_tokens = _encode(tokenizer, options.prefix, model.max_length // 2 - 1)
-        prompt = self._prompt(tokenizer, prefix_tokens, options.hotwords)
-        result, avg_logprob, compression_ratio = self._generate(
-            encoder_output, prompt, tokenizer, options
-        )
-        # CTranslate2 returns the forced prefix as the start of the sequence.
-        tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-        words: tuple[WordTiming, ...] = ()
-        if options.word_timestamps and tokens:
-            words = self._align(tokenizer, tokens, encoder_output, num_frames, len(audio))
-        return Transcription(
-            text=tokenizer.decode(tokens).strip(),
-            language=language,
-            language_probability=language_probability,
-            avg_logprob=avg_logprob,
-            no_speech_prob=float(result.no_speech_prob),
-            compression_ratio=compression_ratio,
-            words=words,
-        )
+    def _detect(self, encoded: _Encoded, items: list[int]) -> dict[int, tuple[str, float]]:
+        """Most likely language of each of `items` (multilingual models only)."""
+        if not items:
+            return {}
+        found = self._model.model.detect_language(encoded.subset(items))
+        return {i: (pairs[0][0][2:-2], float(pairs[0][1])) for i, pairs in zip(items, found, strict=True)}
 
-    def _language(self, encoder_output: Any, language: str | None) -> tuple[str, float]:
-        if not self._multilingual:
-            if language not in (None, "en"):
-                raise ValueError(f"{self._capabilities.name} only transcribes English")
-            return "en", 1.0
-        if language is not None:
-            return language, 1.0
-        token, probability = self._model.model.detect_language(encoder_output)[0][0]
-        return token[2:-2], float(probability)
+    def _tokenizer(self, language: str) -> Tokenizer:
+        tokenizer = self._tokenizers.get(language)
+        if tokenizer is None:
+            from faster_whisper.tokenizer import Tokenizer
 
-    def _prompt(
-        self, tokenizer: Tokenizer, prefix_tokens: list[int], hotwords: tuple[str, ...]
-    ) -> list[int]:
-        """<|startofprev|> hotwords, start of transcript, no timestamps, prefix."""
+            tokenizer = Tokenizer(
+                self._model.hf_tokenizer, self._multilingual, task="transcribe", language=language
+            )
+            self._tokenizers[language] = tokenizer
+        return tokenizer
+
+    def _prompt(self, tokenizer: Tokenizer, options: DecodeOptions) -> list[int]:
+        """<|startofprev|> hotwords, start of transcript, no timestamps, forced prefix."""
+        max_length = self._model.max_length
         prompt: list[int] = []
-        if hotwords:
+        if options.hotwords:
             prompt.append(tokenizer.sot_prev)
-            prompt += _encode(tokenizer, ", ".join(hotwords), self._model.max_length // 4)
+            prompt += _encode(tokenizer, ", ".join(options.hotwords), max_length // 4)
         prompt += tokenizer.sot_sequence
         prompt.append(tokenizer.no_timestamps)
-        return prompt + prefix_tokens
+        return prompt + _encode(tokenizer, options.prefix, max_length // 2 - 1)
 
     def _generate(
-        self, encoder_output: Any, prompt: list[int], tokenizer: Tokenizer, options: DecodeOptions
-    ) -> tuple[Any, float, float]:
-        """Greedy/beam decode with faster-whisper's temperature fallback rule."""
+        self,
+        encoded: _Encoded,
+        prompts: list[list[int]],
+        tokenizers: list[Tokenizer],
+        options: list[DecodeOptions],
+    ) -> list[_Attempt]:
+        """Greedy/beam decode with faster-whisper's temperature fallback rule, batched.
+
+        Each round generates, in one call per group of compatible requests (same
+        sampling, <|startoftranscript|> at the same place), for every request still
+        looking for an acceptable answer, at its next temperature.
+        """
         from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
-        suppress = get_suppressed_tokens(tokenizer, [-1])
-        tries: list[tuple[Any, float, float]] = []
-        for temperature in options.temperatures or (0.0,):
-            sampling: dict[str, Any] = (
-                {"beam_size": 1, "num_hypotheses": 1, "sampling_topk": 0,
-                 "sampling_temperature": temperature}
-                if temperature > 0
-                else {"beam_size": options.beam_size}
-            )
-            result = self._model.model.generate(
-                encoder_output,
-                [prompt],
-                max_length=self._model.max_length,
-                return_scores=True,
-                return_no_speech_prob=True,
-                suppress_blank=True,
-                suppress_tokens=suppress,
-                **sampling,
-            )[0]
-            tokens = result.sequences_ids[0]
-            avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
-            ratio = get_compression_ratio(tokenizer.decode(tokens).strip())
-            tries.append((result, avg_logprob, ratio))
-            silent = result.no_speech_prob > NO_SPEECH_LIMIT and avg_logprob < LOGPROB_LIMIT
-            if silent or (ratio <= COMPRESSION_RATIO_LIMIT and avg_logprob >= LOGPROB_LIMIT):
-                return tries[-1]
-        sane = [t for t in tries if t[2] <= COMPRESSION_RATIO_LIMIT] or tries
-        return max(sane, key=lambda t: t[1])
+        tries: list[list[_Attempt]] = [[] for _ in prompts]
+        chosen: list[_Attempt | None] = [None] * len(prompts)
+        pending = list(range(len(prompts)))
+        while pending:
+            groups: defaultdict[tuple[float, int, int], list[int]] = defaultdict(list)
+            for i in pending:
+                temperature = (options[i].temperatures or (0.0,))[len(tries[i])]
+                sot = prompts[i].index(tokenizers[i].sot)
+                groups[(temperature, options[i].beam_size, sot)].append(i)
+            for (temperature, beam_size, _), items in groups.items():
+                sampling: dict[str, Any] = (
+                    {"beam_size": 1, "num_hypotheses": 1, "sampling_topk": 0,
+                     "sampling_temperature": temperature}
+                    if temperature > 0
+                    else {"beam_size": beam_size}
+                )
+                results = self._model.model.generate(
+                    encoded.subset(items),
+                    [prompts[i] for i in items],
+                    max_length=self._model.max_length,
+                    return_scores=True,
+                    return_no_speech_prob=True,
+                    suppress_blank=True,
+                    suppress_tokens=get_suppressed_tokens(tokenizers[items[0]], [-1]),
+                    **sampling,
+                )
+                for i, result in zip(items, results, strict=True):
+                    tokens = result.sequences_ids[0]
+                    text = tokenizers[i].decode(tokens).strip()
+                    tries[i].append(_Attempt(
+                        result,
+                        float(result.scores[0]) * len(tokens) / (len(tokens) + 1),
+                        get_compression_ratio(text),
+                    ))
+            pending = []
+            for i, attempts in enumerate(tries):
+                if chosen[i] is not None:
+                    continue
+                if not attempts[-1].degenerate:
+                    chosen[i] = attempts[-1]
+                elif len(attempts) == len(options[i].temperatures or (0.0,)):
+                    sane = [a for a in attempts if a.compression_ratio <= COMPRESSION_RATIO_LIMIT]
+                    chosen[i] = max(sane or attempts, key=lambda a: a.avg_logprob)
+                else:
+                    pending.append(i)
+        return [c for c in chosen if c is not None]
 
     def _align(
         self,
         tokenizer: Tokenizer,
         tokens: list[int],
-        encoder_output: Any,
-        num_frames: int,
-        num_samples: int,
+        encoder_output: ctranslate2.StorageView,
+        window: _Window,
     ) -> tuple[WordTiming, ...]:
-        duration_s = num_samples / SAMPLE_RATE_HZ
+        duration_s = window.num_samples / SAMPLE_RATE_HZ
         segment: dict[str, Any] = {"seek": 0, "start": 0.0, "end": duration_s, "tokens": tokens}
         self._model.add_word_timestamps(
             [[segment]],
             tokenizer,
             encoder_output,
-            num_frames,
+            window.num_frames,
             PREPEND_PUNCTUATIONS,
             APPEND_PUNCTUATIONS,
             last_speech_timestamp=0.0,
@@ -189,6 +290,27 @@ class WhisperEngine:
             for w in segment.get("words", [])
             if w["word"].strip()
         )
+
+
+class _Encoded:
+    """The encoder output of a batch, and of any part of it."""
+
+    def __init__(self, output: ctranslate2.StorageView) -> None:
+        self._output = output
+        self._size = int(output.shape[0])
+        self._array: np.ndarray | None = None
+
+    def subset(self, items: list[int]) -> ctranslate2.StorageView:
+        if items == list(range(self._size)):
+            return self._output
+        import ctranslate2
+
+        if self._array is None:
+            self._array = np.asarray(self._output)
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(self._array[items]))
+
+    def item(self, i: int) -> ctranslate2.StorageView:
+        return self.subset([i])
 
 
 def _encode(tokenizer: Tokenizer, text: str, limit: int) -> list[int]:

@@ -174,3 +174,27 @@ async def test_an_unreachable_database_is_unavailable() -> None:
         encryption_keys=crypto.new_key_entry())
     with pytest.raises(Unavailable, match="the database is unavailable"):
         await db.open_database(settings)
+
+
+def test_the_commands_upgrade_generate_and_rotate(
+    database: config.DbSettings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dragoman import cli
+
+    monkeypatch.setenv("DRAGOMAN_DATABASE_URL", database.url)
+    monkeypatch.setenv("DRAGOMAN_DATABASE_SCHEMA", database.schema)
+    monkeypatch.delenv("DRAGOMAN_DATABASE_ENCRYPTION_KEYS", raising=False)
+    monkeypatch.delenv("DRAGOMAN_DATABASE_ENCRYPTION_KEYS_FILE", raising=False)
+    monkeypatch.delenv("DRAGOMAN_CONFIG", raising=False)
+    assert cli.main(["db", "upgrade"]) == 0
+    assert cli.main(["db", "upgrade"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["applied 0001_initial", "the schema is up to date"]
+
+    assert cli.main(["keys", "generate", "--id", "k2"]) == 0
+    new_key = capsys.readouterr().out.strip()
+    assert crypto.Keyring.parse(new_key).key_ids == ["k2"]
+    assert cli.main(["keys", "rotate"]) == 1  # an external database needs its keys given
+    assert "DRAGOMAN_DATABASE_ENCRYPTION_KEYS" in capsys.readouterr().err
+    monkeypatch.setenv("DRAGOMAN_DATABASE_ENCRYPTION_KEYS", f"{new_key},{database.encryption_keys}")
+    assert cli.main(["keys", "rotate"]) == 0
+    assert capsys.readouterr().out.strip() == "re-encrypted 0 translation logs under key 'k2'"

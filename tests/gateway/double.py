@@ -112,6 +112,19 @@ class SessionDouble(
             metrics=sessions_pb2.SessionMetrics(utterance_count=3),
         )
 
+    async def ListSessions(
+        self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.ListSessionsResponse:
+        """Two pages: a live session "s-1", then an ended "s-0"."""
+        me = self._enter("ListSessions", context)
+        if request.page_token == "":
+            return sessions_pb2.ListSessionsResponse(
+                sessions=[sessions_pb2.Session(
+                    session_id="s-1", status=sessions_pb2.SESSION_STATUS_ACTIVE, participants=[me])],
+                next_page_token="page-2")
+        return sessions_pb2.ListSessionsResponse(sessions=[sessions_pb2.Session(
+            session_id="s-0", status=sessions_pb2.SESSION_STATUS_ENDED, participants=[me])])
+
     # ConversationService
 
     async def _observed(self, method: str, responses: AsyncIterator[_T]) -> AsyncIterator[_T]:

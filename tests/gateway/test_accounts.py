@@ -1,16 +1,19 @@
-"""The account and token logic under the AuthService, with a clock to move."""
+"""The account and token logic under the AuthService, with a clock to move,
+over each `UserStore`: in memory and in PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
-from dragoman import config, errors
+from dragoman import config, db, errors
 from gateway.auth import AccessTokens, Accounts, Identity, Passwords
-from gateway.store import PURGE_INTERVAL_S, InMemoryUserStore
+from gateway.pgstore import PgUserStore
+from gateway.store import PURGE_INTERVAL_S, InMemoryUserStore, UserStore
 
 KEY = "accounts-tests-secret-of-at-least-32-bytes"
 ACCESS_TTL_S = 900
@@ -37,30 +40,57 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def store(clock: Clock) -> InMemoryUserStore:
-    return InMemoryUserStore(clock)
+@pytest.fixture(scope="module")
+async def database(settings: config.Settings) -> AsyncIterator[db.Database]:
+    database = await db.open_database(settings.database)
+    yield database
+    await database.close()
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def store(request: pytest.FixtureRequest, clock: Clock, database: db.Database) -> UserStore:
+    if request.param == "memory":
+        return InMemoryUserStore(clock)
+    return PgUserStore(database, clock)
+
+
+def name(base: str, store: UserStore) -> str:
+    """One name per store (the PostgreSQL schema outlives a test)."""
+    return f"{base}-{type(store).__name__[:2].lower()}"
 
 
 @pytest.fixture
-def accounts(clock: Clock, store: InMemoryUserStore, passwords: Passwords) -> Accounts:
+def accounts(clock: Clock, store: UserStore, passwords: Passwords) -> Accounts:
     tokens = AccessTokens(KEY, ACCESS_TTL_S, clock)
     return Accounts(store, tokens, passwords, REFRESH_TTL_S, clock)
 
 
-async def test_passwords_are_stored_as_argon2id(
-    accounts: Accounts, store: InMemoryUserStore
-) -> None:
-    signed_in = await accounts.register("carol", "carol@example.org", "s3cret-enough", "fr")
-    stored = await store.get_user(signed_in.user.user_id)
+async def register(accounts: Accounts, store: UserStore, base: str, language: str = "en") -> object:
+    username = name(base, store)
+    return await accounts.register(username, f"{username}@example.org", "s3cret-enough", language)
+
+
+async def test_passwords_are_stored_as_argon2id(accounts: Accounts, store: UserStore) -> None:
+    signed_in = await register(accounts, store, "carol", "fr")
+    stored = await store.get_user(signed_in.user.user_id)  # type: ignore[attr-defined]
     assert stored is not None
     assert stored.password_hash.startswith("$argon2id$")
     assert "s3cret-enough" not in stored.password_hash
-    assert (await store.find_user("CAROL")) == stored
+    assert (await store.find_user(name("CAROL", store).upper())) == stored
+    assert await store.find_user("nobody-at-all") is None
 
 
-async def test_refresh_tokens_expire(accounts: Accounts, clock: Clock) -> None:
-    signed_in = await accounts.register("dave", "dave@example.org", "s3cret-enough", "de")
+async def test_taken_names_and_addresses_already_exist(accounts: Accounts, store: UserStore) -> None:
+    await register(accounts, store, "olga")
+    username = name("olga", store)
+    with pytest.raises(errors.AlreadyExists, match="username .* is taken"):
+        await accounts.register(username.upper(), "else@example.org", "s3cret-enough", "en")
+    with pytest.raises(errors.AlreadyExists, match="email address is already registered"):
+        await accounts.register(name("olga2", store), f"{username}@EXAMPLE.org", "s3cret-enough", "en")
+
+
+async def test_refresh_tokens_expire(accounts: Accounts, store: UserStore, clock: Clock) -> None:
+    signed_in = await register(accounts, store, "dave", "de")
     clock.now_s += REFRESH_TTL_S - 1
     renewed = await accounts.refresh(signed_in.tokens.refresh_token)
     assert renewed.refresh_expire_time_s == int(clock.now_s) + REFRESH_TTL_S
@@ -69,8 +99,10 @@ async def test_refresh_tokens_expire(accounts: Accounts, clock: Clock) -> None:
         await accounts.refresh(renewed.refresh_token)
 
 
-async def test_concurrent_use_of_one_refresh_token_lets_one_win(accounts: Accounts) -> None:
-    signed_in = await accounts.register("erin", "erin@example.org", "s3cret-enough", "es")
+async def test_concurrent_use_of_one_refresh_token_lets_one_win(
+    accounts: Accounts, store: UserStore
+) -> None:
+    signed_in = await register(accounts, store, "erin", "es")
     results = await asyncio.gather(
         accounts.refresh(signed_in.tokens.refresh_token),
         accounts.refresh(signed_in.tokens.refresh_token),
@@ -85,14 +117,55 @@ async def test_concurrent_use_of_one_refresh_token_lets_one_win(accounts: Accoun
         await accounts.refresh(winners[0].refresh_token)
 
 
-async def test_expired_tokens_are_purged_from_memory(
-    accounts: Accounts, store: InMemoryUserStore, clock: Clock
-) -> None:
-    signed_in = await accounts.register("fay", "fay@example.org", "s3cret-enough", "pt")
+async def test_expired_tokens_are_purged(accounts: Accounts, store: UserStore, clock: Clock) -> None:
+    signed_in = await register(accounts, store, "fay", "pt")
     clock.now_s += REFRESH_TTL_S + PURGE_INTERVAL_S
-    await accounts.login("fay", "s3cret-enough")  # adds a token, which triggers the sweep
+    await accounts.login(name("fay", store), "s3cret-enough")  # adds a token: triggers the sweep
     with pytest.raises(errors.Unauthenticated, match="^invalid refresh token$"):
         await accounts.refresh(signed_in.tokens.refresh_token)
+    data = await store.export_user(signed_in.user.user_id)
+    assert data is not None and len(data.logins) == 1  # the expired login went with its tokens
+
+
+async def test_reuse_revokes_the_family_and_logout_revokes_later_tokens(
+    accounts: Accounts, store: UserStore
+) -> None:
+    signed_in = await register(accounts, store, "gus")
+    second = await accounts.refresh(signed_in.tokens.refresh_token)
+    with pytest.raises(errors.Unauthenticated, match="already used"):
+        await accounts.refresh(signed_in.tokens.refresh_token)
+    with pytest.raises(errors.Unauthenticated, match="^refresh token revoked$"):
+        await accounts.refresh(second.refresh_token)
+    other = await accounts.login(name("gus", store), "s3cret-enough")
+    await accounts.logout(other.tokens.refresh_token)
+    with pytest.raises(errors.Unauthenticated, match="^refresh token revoked$"):
+        await accounts.refresh(other.tokens.refresh_token)
+    data = await store.export_user(signed_in.user.user_id)
+    assert data is not None and [login.revoked for login in data.logins] == [True, True]
+
+
+async def test_deleting_an_account_needs_its_password_and_removes_its_tokens(
+    accounts: Accounts, store: UserStore
+) -> None:
+    signed_in = await register(accounts, store, "hal")
+    me = Identity(signed_in.user.user_id, signed_in.user.username)
+    ran: list[str] = []
+
+    async def before() -> None:
+        ran.append("ended live sessions")
+
+    with pytest.raises(errors.Unauthenticated, match="^wrong password$"):
+        await accounts.delete_account(me, "not-the-password", before)
+    assert ran == [] and await store.get_user(me.user_id) is not None
+    await accounts.delete_account(me, "s3cret-enough", before)
+    assert ran == ["ended live sessions"]
+    assert await store.get_user(me.user_id) is None
+    assert await store.get_refresh_token(
+        hashlib.sha256(signed_in.tokens.refresh_token.encode()).hexdigest()) is None
+    with pytest.raises(errors.NotFound):
+        await accounts.export(me)
+    # the name is free again
+    await register(accounts, store, "hal")
 
 
 def test_access_tokens_carry_identity_and_expire() -> None:

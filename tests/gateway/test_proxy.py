@@ -13,7 +13,7 @@ from dragoman import config, rpc
 from dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2
 from gateway import server
 from tests.conftest import started
-from tests.gateway.conftest import Stubs, bearer, unique_name, with_session_address
+from tests.gateway.conftest import PASSWORD, Stubs, bearer, unique_name, with_session_address
 from tests.gateway.double import (
     ENDED_ELSEWHERE,
     MISSING_CODE,
@@ -74,6 +74,31 @@ async def test_session_calls_carry_the_token_identity(
     assert ended.session.status == sessions_pb2.SESSION_STATUS_ENDED
     assert ended.metrics.utterance_count == 3
     assert [c.method for c in double.calls] == ["CreateSession", "JoinSession", "EndSession"]
+
+
+async def test_history_pages_are_proxied(stubs: Stubs, double: SessionDouble, alice: User) -> None:
+    first = await stubs.sessions.ListSessions(
+        sessions_pb2.ListSessionsRequest(page_size=1), metadata=token(alice))
+    assert [s.session_id for s in first.sessions] == ["s-1"] and first.next_page_token == "page-2"
+    second = await stubs.sessions.ListSessions(
+        sessions_pb2.ListSessionsRequest(page_token=first.next_page_token), metadata=token(alice))
+    assert [s.session_id for s in second.sessions] == ["s-0"] and not second.next_page_token
+    assert double.calls[-1].values(rpc.USER_ID_HEADER) == [alice[1].user_id]
+
+
+async def test_deleting_an_account_ends_its_live_sessions_first(
+    stubs: Stubs, double: SessionDouble
+) -> None:
+    _, doomed = await stubs.register(unique_name("doomed"))
+    metadata = bearer(doomed.tokens.access_token)
+    deleted = await stubs.auth.DeleteAccount(
+        auth_pb2.DeleteAccountRequest(password=PASSWORD), metadata=metadata)
+    assert deleted.deleted_session_count == 0  # the double keeps nothing in the database
+    assert [c.method for c in double.calls] == ["ListSessions", "EndSession", "ListSessions"]
+    assert all(c.values(rpc.USER_ID_HEADER) == [doomed.user_id] for c in double.calls)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.auth.Login(auth_pb2.LoginRequest(username=doomed.user_id, password=PASSWORD))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_client_identity_headers_are_dropped(

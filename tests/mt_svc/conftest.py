@@ -46,7 +46,7 @@ async def mt(settings: config.Settings) -> AsyncIterator[Stub]:
     service = await server.create(with_mt(settings), engines=engines)
     async for address in started(service):
         async with rpc.channel(address) as channel:
-            yield _stub(channel)
+            yield stub_of(channel)
 
 
 @dataclasses.dataclass
@@ -76,10 +76,10 @@ async def fake(settings: config.Settings) -> AsyncIterator[FakeService]:
         engine.calls.clear()  # forget the warm-up
     async for address in started(service):
         async with rpc.channel(address) as channel:
-            yield FakeService(_stub(channel), engines, gate, admission)
+            yield FakeService(stub_of(channel), engines, gate, admission)
 
 
-def _stub(channel: grpc.aio.Channel) -> Stub:
+def stub_of(channel: grpc.aio.Channel) -> Stub:
     return cast("Stub", mt_pb2_grpc.TranslationServiceStub(channel))
 
 

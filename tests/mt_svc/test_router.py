@@ -109,7 +109,7 @@ def test_gaps_are_filled_by_a_many_to_many_model() -> None:
 def test_non_commercial_model_is_never_suggested_but_used_once_pulled() -> None:
     routes = [_router().plan(s, t) for s, t in all_pairs()]
     assert not any("nllb" in r.engine or "NC" in r.license for r in routes)
-    nllb = FakeEngine({p for p in all_pairs()}, name="nllb-200-distilled-600m", license="CC-BY-NC-4.0")
+    nllb = FakeEngine(set(all_pairs()), name="nllb-200-distilled-600m", license="CC-BY-NC-4.0")
     route = _router(_fake("bergamot", "en-pt", "pt-en"), nllb).route("en", "de")
     assert (route.engine, route.license) == ("nllb-200-distilled-600m", "CC-BY-NC-4.0")
 

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+import sacrebleu
 
 from dragoman import config
 from dragoman.mt.v1 import mt_pb2
 from mt_svc.languages import SUPPORTED
-from tests.mt_svc.chrf import corpus_chrf
 from tests.mt_svc.conftest import request, rpc_error
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ async def test_tatoeba_quality(
     assert {(t.engine, t.pivoted) for t in reply.translations} == {(engine, False)}
     assert all(h.strip() for h in hypotheses)
     assert sum(h != s for h, s in zip(hypotheses, sources, strict=True)) >= SENTENCES - 2
-    assert corpus_chrf(hypotheses, references) > bound
+    assert sacrebleu.corpus_chrf(hypotheses, [references]).score > bound
     assert reply.processing_time.ToNanoseconds() > 0
 
 
@@ -200,3 +200,52 @@ async def test_longest_and_most_segments_are_accepted(mt: Stub, settings: config
     assert len(reply.translations) == most
     reply = await mt.Translate(request("en", "es", "no " * (longest // 3) + "n" * (longest % 3)))
     assert reply.translations[0].text.strip()
+
+
+async def test_glossary_and_do_not_translate_with_bergamot(mt: Stub) -> None:
+    reply = await mt.Translate(request(
+        "en", "pt", "Please ask the front desk about the check-in time.", "Dragoman translates your calls.",
+        glossary={"front desk": "receção", "check-in": "registo"}, keep=["Dragoman"]))
+    desk, calls = (t.text for t in reply.translations)
+    assert "receção" in desk and "registo" in desk
+    assert "front" not in desk and "check" not in desk and "XQ" not in desk
+    assert calls.startswith("Dragoman traduz ")
+    plain = await _texts(mt, "en", "pt", ["Please ask the front desk about the check-in time."])
+    assert "receção" not in plain[0]  # the glossary made the difference
+
+
+async def test_glossary_with_apertium_and_through_a_pivot(mt: Stub) -> None:
+    (es,) = await _texts(mt, "en", "es", ["Please ask the front desk."])
+    assert "recepción" not in es
+    reply = await mt.Translate(request("en", "es", "Please ask the front desk.",
+                                       glossary={"front desk": "recepción"}))
+    assert "recepción" in reply.translations[0].text
+    reply = await mt.Translate(request("es", "pt", "Dragoman traduce tus llamadas.",
+                                       "Pregunta en la recepción.",
+                                       glossary={"recepción": "receção"}, keep=["Dragoman"]))
+    first, second = reply.translations
+    assert (first.engine, first.pivoted) == ("apertium>bergamot", True)
+    assert first.text.startswith("Dragoman ") and "chamadas" in first.text
+    assert "receção" in second.text
+
+
+async def test_long_text_is_split_into_sentences_keeping_numbers_and_punctuation(mt: Stub) -> None:
+    text = ("The train leaves at 7:45 from platform 3. It costs 12 euros! Is room 214 free? "
+            "Mr. Silva arrived at 9 a.m. today.")
+    (pt,) = await _texts(mt, "en", "pt", [text])
+    for number in ("7:45", "3", "12", "214", "9"):
+        assert number in pt
+    assert pt.count("!") == 1 and pt.count("?") == 1 and pt.endswith(".")
+    # Sentence by sentence, as if sent one at a time ("Mr." and "a.m." end none).
+    sentences = ["The train leaves at 7:45 from platform 3.", "It costs 12 euros!", "Is room 214 free?",
+                 "Mr. Silva arrived at 9 a.m. today."]
+    assert pt == " ".join(await _texts(mt, "en", "pt", sentences))
+
+
+async def test_repeat_is_served_from_the_phrase_cache(mt: Stub) -> None:
+    segments = ["My cousin's bakery opens early on Sundays.", "  The river froze last winter.\n"]
+    first = await mt.Translate(request("en", "pt", *segments))
+    again = await mt.Translate(request("en", "pt", *reversed(segments)))
+    assert [t.cached for t in first.translations] == [False, False]
+    assert [(t.text, t.cached, t.engine) for t in again.translations] == [
+        (t.text, True, "bergamot") for t in reversed(first.translations)]

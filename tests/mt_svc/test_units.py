@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from dragoman import config
 from dragoman.errors import InvalidArgument, Unavailable
 from mt_svc import engines
 from mt_svc.engines.apertium import NullFlushPipeline, from_stream, mode_pair, to_stream
+from mt_svc.glossary import Masker, Term, mask_numbers, numbers
 from mt_svc.languages import SUPPORTED, all_pairs, normalise
-from mt_svc.text import Framed, chunks
+from mt_svc.options import Options
+from mt_svc.text import Framed, chunks, sentences
+from mt_svc.text import normalise as normalise_text
 
 
 @pytest.mark.parametrize(
@@ -89,12 +95,16 @@ def test_apertium_mode_names(mode: str, pair: tuple[str, str] | None) -> None:
 
 def test_configured_engines() -> None:
     assert engines.configured(" Bergamot, apertium,,bergamot ") == ["bergamot", "apertium"]
-    with pytest.raises(InvalidArgument, match="unknown engine.* marian; known: bergamot"):
+    with pytest.raises(InvalidArgument, match="engine.* marian; known: bergamot, apertium, fake, ct2"):
         engines.configured("bergamot,marian")
+    names = engines.preference(engines.configured("bergamot,ct2,apertium"))
+    assert names[0] == "bergamot" and names[-1] == "apertium"
+    assert names[1:4] == ["opus-mt-en-es", "opus-mt-es-en", "opus-mt-en-fr"]
+    assert "m2m100-418m" in names and "nllb-200-distilled-600m" in names
 
 
-def test_load_skips_nothing_it_can_build() -> None:
-    loaded = engines.load(["fake"])
+def test_load_skips_nothing_it_can_build(tmp_path: object) -> None:
+    loaded = engines.load(["fake", "ct2"], models_dir=str(tmp_path))  # nothing pulled there
     assert [e.capabilities.name for e in loaded] == ["fake"]
 
 
@@ -115,3 +125,65 @@ async def test_pipeline_answers_block_by_block_and_restarts_after_failures() -> 
     for _ in range(2):  # each call starts a fresh process after the last one died
         with pytest.raises(Unavailable):
             await flaky.translate(["x"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Mr. Smith arrived at 9 a.m. today. He left.", ["Mr. Smith arrived at 9 a.m. today.", "He left."]),
+        ("It costs 3.5 euros. Then 1.000 people came! Why? Yes...",
+         ["It costs 3.5 euros.", "Then 1.000 people came!", "Why?", "Yes..."]),
+        ('He said "Stop." Then left.', ['He said "Stop."', "Then left."]),
+        ("See e.g. this. And J. Doe came. Item no. 5 is here.",
+         ["See e.g. this.", "And J. Doe came.", "Item no. 5 is here."]),
+        ("¿Qué? ¡Nada! Bien.", ["¿Qué?", "¡Nada!", "Bien."]),
+        ("你好。我很好！谢谢", ["你好。", "我很好！", "谢谢"]),
+        ("One\n\nTwo.  Three", ["One", "Two.", "Three"]),
+        ("no end", ["no end"]),
+    ],
+)
+def test_sentences(text: str, expected: list[str]) -> None:
+    split = sentences(text)
+    assert [s for s, _ in split] == expected
+    assert "".join(s + sep for s, sep in split) == text
+
+
+def test_normalise_collapses_whitespace_and_composes() -> None:
+    assert normalise_text(" Ol\u0061\u0301  mundo\t!\n") == "Olá mundo !"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked", "restored"),
+    [
+        ("Check-in at the Front  Desk.", "XQ0Z at the XQ1Z.", "Registo at the Receção."),
+        ("the front desk, the front desks", "the XQ0Z, the front desks", "the receção, the front desks"),
+        ("Apple and apple", "XQ0Z and apple", "Apple and apple"),
+        ("东京站很大", "XQ0Z很大", "东京站很大"),
+        ("nothing here", "nothing here", "nothing here"),
+    ],
+)
+def test_masker(text: str, masked: str, restored: str) -> None:
+    terms = [Term("check-in", "registo"), Term("front desk", "receção"), Term("Apple"), Term("东京站")]
+    m = Masker(terms).mask(text)
+    assert m.text == masked
+    assert m.restore(m.text) == restored
+    assert m.restore(m.text.replace("XQ0Z", "x q0z")) == restored  # found leniently
+    if m.slots:
+        assert m.restore(m.text.replace("XQ0Z", "")) is None  # lost
+        assert m.restore(m.text + " XQ0Z") is None  # doubled
+
+
+def test_numbers_are_masked_around_existing_placeholders() -> None:
+    m = mask_numbers("Room 214 for XQ0Z at 7:45, 1.250,50 euros")
+    assert m.text == "Room XQ1000Z for XQ0Z at XQ1001Z, XQ1002Z euros"
+    assert m.slots == ("214", "7:45", "1.250,50")
+    assert m.restore("Quarto XQ1000Z para XQ0Z às XQ1001Z, XQ1002Z euros") == (
+        "Quarto 214 para XQ0Z às 7:45, 1.250,50 euros")
+    assert numbers("Room 214 at 7:45 for XQ12Z") == numbers("às 7:45, quarto ٢١٤") == {214: 1, 7: 1, 45: 1}
+
+
+def test_options_take_the_declared_settings_fields(settings: config.Settings) -> None:
+    assert Options.of(settings.mt).max_terms == 256
+    declared = dataclasses.make_dataclass("Mt", [("beam_size", int, 4), ("cache", str, "off")])()
+    options = Options.of(declared)
+    assert (options.decode.beam_size, options.cache, options.decode.max_output_tokens) == (4, "off", 256)

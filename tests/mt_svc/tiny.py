@@ -178,7 +178,8 @@ class FakeHub:
     Every repository has one commit, `SHA`; "main" resolves to it. Files over
     `LFS_BYTES` are listed with an LFS sha256 (as the hub does for weights),
     the others with their git blob id. `tamper` maps a file name to bytes
-    served instead of the real content (a corrupt download).
+    served instead of the real content (a corrupt download); `cut` maps a file
+    name to the number of bytes after which the connection drops.
     """
 
     SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -187,6 +188,7 @@ class FakeHub:
     def __init__(self, repos: dict[str, Path]) -> None:
         self.repos = repos
         self.tamper: dict[str, bytes] = {}
+        self.cut: dict[str, int] = {}
         self.requests: list[str] = []
         hub = self
 
@@ -198,7 +200,9 @@ class FakeHub:
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                cut = next((n for name, n in hub.cut.items() if self.path.endswith(f"/{name}")), None)
+                self.wfile.write(body if cut is None else body[:cut])
+                self.close_connection = cut is not None
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -230,7 +234,8 @@ class FakeHub:
             if path.startswith(prefix):
                 name = urllib.parse.unquote(path.removeprefix(prefix))
                 if (folder / name).is_file():
-                    return 200, self.tamper.get(name, (folder / name).read_bytes()), "application/octet-stream"
+                    body = self.tamper.get(name, (folder / name).read_bytes())
+                    return 200, body, "application/octet-stream"
         return 404, b"Entry not found", "text/plain"
 
     def listing(self, repo: str) -> dict[str, object]:
@@ -242,7 +247,8 @@ class FakeHub:
             }
             if len(data) > self.LFS_BYTES:  # listed by its LFS pointer, as the hub does
                 sha256 = hashlib.sha256(data).hexdigest()
-                pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n"
+                pointer = (f"version https://git-lfs.github.com/spec/v1\n"
+                           f"oid sha256:{sha256}\nsize {len(data)}\n")
                 entry["blobId"] = _git_blob_sha1(pointer.encode())
                 entry["lfs"] = {"sha256": sha256, "size": len(data), "pointerSize": len(pointer)}
             siblings.append(entry)

@@ -15,6 +15,7 @@ from dragoman.client import join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from mt_svc import server as mt_server
+from mt_svc.cache import NoCache
 from mt_svc.engines.fake import FakeEngine as FakeMt
 from session_svc import server as session_server
 from stt_svc import server as stt_server
@@ -35,7 +36,7 @@ async def plumbing(settings: config.Settings) -> AsyncIterator[Plumbing]:
     mt_engine = FakeMt(pairs=[(a, b) for a in ("en", "pt", "es") for b in ("en", "pt", "es") if a != b])
     services = [
         await stt_server.create(settings, engine=FakeStt()),
-        await mt_server.create(settings, engines=[mt_engine]),
+        await mt_server.create(settings, engines=[mt_engine], cache=NoCache()),
         await tts_server.create(settings, engine=FakeTts()),
     ]
     ports = [await s.start("127.0.0.1:0") for s in services]

@@ -68,7 +68,7 @@ async def test_concurrent_creation_never_shares_a_live_code(clean: db.Database) 
 
     # ending a session frees its code for the next one
     first = created[0]
-    owner = replicas[0] if replicas[0].find(first.session_id) else replicas[1]
+    owner = replicas[0] if replicas[0].find_live(first.session_id) else replicas[1]
     await owner.end(Identity(first.members[0].user_id, ""), first.session_id, "done")
     again = await owner.create(Identity("late", "Late"), "pt", "")
     assert again.code == first.code

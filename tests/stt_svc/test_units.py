@@ -14,7 +14,7 @@ from dragoman.errors import InvalidArgument, ResourceExhausted
 from stt_svc import guards
 from stt_svc.agreement import LocalAgreement
 from stt_svc.codecs import OggOpusDecoder, OggPackets
-from stt_svc.engines.base import Transcription
+from stt_svc.engines.base import DecodeOptions, DecodeRequest, Transcription
 from stt_svc.engines.fake import FakeEngine
 from stt_svc.lanes import DecodeLane, Priority
 from stt_svc.languages import base_language
@@ -103,62 +103,95 @@ def test_models_pick_the_most_specialised_model() -> None:
         only_english.resolve("")
 
 
-async def test_lane_runs_finals_before_queued_partials_and_skips_withdrawn() -> None:
-    lane = DecodeLane("test", max_pending=8)
-    gate, order = threading.Event(), []
+class GatedBatches:
+    """A batch function that records each batch and holds the one holding `gated` until set."""
 
-    def job(name: str, wait: bool = False):  # noqa: ANN202
-        def run() -> str:
-            if wait:
-                gate.wait(5)
-            order.append(name)
-            return name
-        return run
+    def __init__(self, gated: str = "") -> None:
+        self.gate = threading.Event()
+        self.gated = gated
+        self.batches: list[list[str]] = []
 
+    def __call__(self, requests: list[str]) -> list[str]:
+        if self.gated in requests:
+            self.gate.wait(5)
+        if "bad" in requests:
+            raise RuntimeError("decoder failed")
+        self.batches.append(list(requests))
+        return [r.upper() for r in requests]
+
+
+async def test_lane_batches_what_is_queued_finals_first() -> None:
+    run = GatedBatches(gated="p0")
+    lane = DecodeLane("test", run, max_pending=8, max_batch=2)
     try:
-        running = lane.submit(job("p0", wait=True), Priority.PARTIAL)
-        await asyncio.sleep(0.05)  # p0 is on the thread now
-        p1 = lane.submit(job("p1"), Priority.PARTIAL)
-        p2 = lane.submit(job("p2"), Priority.PARTIAL)
-        final = lane.submit(job("f"), Priority.FINAL)
-        p1.cancel()  # withdrawn before it started: never runs
-        gate.set()
-        assert (await final).value == "f"
-        assert (await p2).value == "p2"
-        assert (await running).value == "p0"
-        assert order == ["p0", "f", "p2"]
+        running = lane.submit("p0", Priority.PARTIAL)
+        await asyncio.sleep(0.05)  # p0 is on the thread now, alone: nothing else was queued
+        partials = {name: lane.submit(name, Priority.PARTIAL) for name in ("p1", "p2", "p3")}
+        finals = {name: lane.submit(name, Priority.FINAL) for name in ("f1", "f2", "f3")}
+        assert lane.depth == 6
+        partials["p1"].cancel()  # withdrawn before it started: never runs
+        run.gate.set()
+        assert (await finals["f1"]).value == "F1"
+        assert (await partials["p3"]).value == "P3"
+        assert (await running).value == "P0"
+        # Finals first, two at a time, never mixed with partials; p2 and p3 share a call.
+        assert run.batches == [["p0"], ["f1", "f2"], ["f3"], ["p2", "p3"]]
+        assert (await finals["f2"]).batch_size == 2 and (await finals["f3"]).batch_size == 1
+        assert lane.calls == 4 and lane.depth == 0
     finally:
-        gate.set()
+        run.gate.set()
         await lane.close()
 
 
 async def test_lane_overload_is_resource_exhausted() -> None:
-    lane = DecodeLane("test", max_pending=2)
-    gate = threading.Event()
+    run = GatedBatches(gated="hold")
+    lane = DecodeLane("test", run, max_pending=2, max_batch=4)
     try:
-        lane.submit(lambda: gate.wait(5), Priority.PARTIAL)
+        lane.submit("hold", Priority.PARTIAL)
         await asyncio.sleep(0.05)
-        lane.submit(lambda: None, Priority.PARTIAL)
-        lane.submit(lambda: None, Priority.PARTIAL)
+        lane.submit("a", Priority.PARTIAL)
+        withdrawn = lane.submit("b", Priority.PARTIAL)
         with pytest.raises(ResourceExhausted, match="overloaded"):
-            lane.submit(lambda: None, Priority.FINAL)
+            lane.submit("c", Priority.FINAL)
+        withdrawn.cancel()  # a withdrawn job frees its place
+        final = lane.submit("c", Priority.FINAL)
+        run.gate.set()
+        assert (await final).value == "C"
     finally:
-        gate.set()
+        run.gate.set()
         await lane.close()
 
 
-async def test_lane_passes_engine_errors_to_the_caller() -> None:
-    lane = DecodeLane("test", max_pending=2)
-
-    def boom() -> None:
-        raise RuntimeError("decoder failed")
-
+async def test_lane_retries_a_failed_batch_one_by_one() -> None:
+    run = GatedBatches(gated="hold")
+    lane = DecodeLane("test", run, max_pending=8, max_batch=4)
     try:
+        lane.submit("hold", Priority.FINAL)
+        await asyncio.sleep(0.05)
+        bad = lane.submit("bad", Priority.FINAL)
+        good = lane.submit("good", Priority.FINAL)
+        run.gate.set()
         with pytest.raises(RuntimeError, match="decoder failed"):
-            await lane.submit(boom, Priority.FINAL)
-        assert (await lane.submit(lambda: 7, Priority.FINAL)).value == 7
+            await bad
+        assert (await good).value == "GOOD"
+        assert run.batches == [["hold"], ["good"]]
+        assert (await lane.submit("next", Priority.FINAL)).value == "NEXT"
     finally:
+        run.gate.set()
         await lane.close()
+
+
+def test_fake_engine_batch_equals_single_decodes() -> None:
+    engine = FakeEngine()
+    audio = np.full(16_000, 0.1, np.float32)
+    requests = [
+        DecodeRequest(audio, DecodeOptions(language="en")),
+        DecodeRequest(audio[:8000], DecodeOptions(prefix="alpha", word_timestamps=True)),
+    ]
+    batched = engine.transcribe_batch(requests)
+    assert batched == [engine.transcribe(r.audio, r.options) for r in requests]
+    assert engine.batches == [2, 1, 1]
+    assert [c.batch for c in engine.calls] == [0, 0, 1, 2]
 
 
 def test_ogg_demuxer_and_opus_decoder_ignore_chunking(fleurs: Path) -> None:

@@ -46,13 +46,25 @@ class Voice:
     engine: str = ""
 
 
+FIRST_PIECE_WORDS = 6
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What an engine offers: its identity and its voices."""
+    """What an engine offers: its identity, its voices, how to split text for it.
+
+    Attributes:
+        name: Engine name, e.g. "kokoro".
+        version: Version of the engine and its model (part of the audio cache key).
+        voices: Every voice it offers.
+        first_piece_words: About how many words the first piece of a text should
+            have so that its first chunk comes quickly: fewer for slower engines.
+    """
 
     name: str
     version: str
     voices: tuple[Voice, ...]
+    first_piece_words: int = FIRST_PIECE_WORDS
 
 
 @dataclass(frozen=True, slots=True)

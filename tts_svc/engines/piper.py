@@ -67,7 +67,7 @@ class PiperEngine:
         self._executor = executor
         self._capabilities = Capabilities(
             name=NAME,
-            version=importlib.metadata.version("piper-tts"),
+            version=f"piper-tts {importlib.metadata.version('piper-tts')}",
             voices=tuple(v.voice for v in voices),
         )
 

@@ -6,6 +6,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Api, describeError } from "./api";
 import { AudioEncoding, type ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
+import { Waker } from "./waker";
 
 export type Status = "connecting" | "live" | "reconnecting" | "ended";
 
@@ -34,7 +35,7 @@ export class Conversation {
   reconnects = 0;
   status: Status = "connecting";
   private readonly stopped = new AbortController();
-  private wake: (() => void) | undefined;
+  private readonly waker = new Waker();
   private readonly options: ConversationOptions;
 
   constructor(
@@ -75,19 +76,19 @@ export class Conversation {
       }
       this.reconnects++;
       failures++;
-      await this.pause(Math.min(5000, 250 * 2 ** Math.min(failures, 5)) * (0.75 + Math.random() / 2));
+      await this.waker.sleep(Math.min(5000, 250 * 2 ** Math.min(failures, 5)) * (0.75 + Math.random() / 2));
     }
     this.finish("left");
   }
 
   stop(): void {
     this.stopped.abort();
-    this.wake?.();
+    this.waker.wakeUp();
   }
 
   /** Skips the wait before the next reconnection attempt (e.g. when the browser is back online). */
   retryNow(): void {
-    this.wake?.();
+    this.waker.wakeUp();
   }
 
   /** One Listen stream; true when it ended with the session. */
@@ -127,17 +128,6 @@ export class Conversation {
     }
   }
 
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wake = done;
-    });
-  }
 
   private finish(detail: string): void {
     this.setStatus("ended", detail);

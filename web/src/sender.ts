@@ -7,6 +7,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Api } from "./api";
+import { Waker } from "./waker";
 
 export interface SenderOptions {
   /** Largest chunk sent when audio piled up (at most 64 KiB on the wire). */
@@ -24,7 +25,7 @@ export class AudioSender {
   private readonly pending: { pcm: Int16Array; captureTimeMs: number }[] = [];
   private pendingSamples = 0;
   private sequence = 0n;
-  private wake: (() => void) | undefined;
+  private readonly waker = new Waker();
   private readonly stopped = new AbortController();
   private readonly options: SenderOptions;
 
@@ -46,19 +47,19 @@ export class AudioSender {
       this.pendingSamples -= dropped.pcm.length;
       this.droppedSamples += dropped.pcm.length;
     }
-    this.wake?.();
+    this.waker.wakeUp();
   }
 
   stop(): void {
     this.stopped.abort();
-    this.wake?.();
+    this.waker.wakeUp();
   }
 
   async run(): Promise<void> {
     let failures = 0;
     while (!this.stopped.signal.aborted) {
       if (this.pending.length === 0) {
-        await this.sleep(60_000);
+        await this.waker.sleep(60_000);
         continue;
       }
       const { data, captureTimeMs } = this.take();
@@ -82,7 +83,7 @@ export class AudioSender {
           }
           // not listening yet / reconnecting, unavailable, rate limited: wait and retry
           failures++;
-          await this.sleep(Math.min(2000, 100 * 2 ** Math.min(failures, 5)));
+          await this.waker.sleep(Math.min(2000, 100 * 2 ** Math.min(failures, 5)));
         }
       }
     }
@@ -111,17 +112,5 @@ export class AudioSender {
       offset += part.length;
     }
     return { data: new Uint8Array(out.buffer), captureTimeMs };
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wake = done;
-    });
   }
 }

@@ -6,7 +6,7 @@
 declare const sampleRate: number;
 declare class AudioWorkletProcessor {
   readonly port: MessagePort;
-  constructor(options?: { processorOptions?: Record<string, unknown> });
+  constructor(options?: unknown);
 }
 declare function registerProcessor(name: string, ctor: new (options: never) => AudioWorkletProcessor): void;
 

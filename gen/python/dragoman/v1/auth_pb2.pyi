@@ -291,7 +291,9 @@ class DeleteAccountResponse(_message.Message):
     DELETED_SESSION_COUNT_FIELD_NUMBER: _builtins.int
     DELETED_UTTERANCE_COUNT_FIELD_NUMBER: _builtins.int
     deleted_session_count: _builtins.int
-    """Sessions of the caller that were deleted with the account."""
+    """Sessions the caller took part in. Their part of each is deleted; a
+    session with no participant left is deleted whole.
+    """
     deleted_utterance_count: _builtins.int
     """Translated utterances of the caller that were deleted."""
     def __init__(

@@ -30,6 +30,12 @@ class _AudioEncodingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AudioEn
     """Not set: LINEAR16."""
     AUDIO_ENCODING_LINEAR16: _AudioEncoding.ValueType  # 1
     """Signed 16-bit little-endian PCM, mono."""
+    AUDIO_ENCODING_OGG_OPUS: _AudioEncoding.ValueType  # 2
+    """Ogg Opus (RFC 7845), mono. Every chunk is whole Ogg pages: the first
+    carries the OpusHead and OpusTags headers, the last ends the stream, and
+    the chunks joined in order are one valid .opus file. Sample rates: 16000,
+    24000 or 48000.
+    """
 
 class AudioEncoding(_AudioEncoding, metaclass=_AudioEncodingEnumTypeWrapper):
     """How audio bytes are encoded."""
@@ -38,6 +44,12 @@ AUDIO_ENCODING_UNSPECIFIED: AudioEncoding.ValueType  # 0
 """Not set: LINEAR16."""
 AUDIO_ENCODING_LINEAR16: AudioEncoding.ValueType  # 1
 """Signed 16-bit little-endian PCM, mono."""
+AUDIO_ENCODING_OGG_OPUS: AudioEncoding.ValueType  # 2
+"""Ogg Opus (RFC 7845), mono. Every chunk is whole Ogg pages: the first
+carries the OpusHead and OpusTags headers, the last ends the stream, and
+the chunks joined in order are one valid .opus file. Sample rates: 16000,
+24000 or 48000.
+"""
 Global___AudioEncoding: _TypeAlias = AudioEncoding  # noqa: Y015
 
 class _VoiceGender:
@@ -82,8 +94,9 @@ class SynthesizeRequest(_message.Message):
     voice: _builtins.str
     """Voice name from ListVoices; empty picks the language's default voice."""
     sample_rate_hertz: _builtins.int
-    """Output sample rate: 16000, 22050, 24000 or 48000; 0 keeps the voice's
-    own rate.
+    """Output sample rate: 16000, 22050, 24000 or 48000 (Opus: 16000, 24000 or
+    48000); 0 keeps the voice's own rate (Opus: 48000 when the voice's rate
+    is not one of its rates).
     """
     encoding: Global___AudioEncoding.ValueType
     """Output encoding."""
@@ -120,7 +133,9 @@ class SynthesizeResponse(_message.Message):
     audio: _builtins.bytes
     """Audio bytes in the requested encoding."""
     sample_rate_hertz: _builtins.int
-    """Sample rate of `audio`."""
+    """Sample rate of `audio` (Opus: the input rate its header states; decoders
+    may output 48000).
+    """
     chunk_index: _builtins.int
     """Index of this chunk, from 0."""
     text: _builtins.str
@@ -216,13 +231,13 @@ class Voice(_message.Message):
     language_code: _builtins.str
     """BCP-47 language it speaks."""
     engine: _builtins.str
-    """Engine that runs it, e.g. "kokoro" or "piper"."""
+    """Engine that runs it: "piper", "kokoro", "coqui" or "espeak"."""
     natural_sample_rate_hertz: _builtins.int
     """The voice's own sample rate."""
     gender: Global___VoiceGender.ValueType
     """Gender, where known."""
     quality: _builtins.str
-    """Quality tier: "neural" or "formant"."""
+    """Quality tier: "neural" (Piper, Kokoro, Coqui) or "formant" (espeak-ng)."""
     is_default: _builtins.bool
     """Whether this is the language's default voice."""
     def __init__(

@@ -1,0 +1,1 @@
+"""Benchmarks: latency, load and quality of the services (`python -m bench.<name>`)."""

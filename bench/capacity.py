@@ -1,0 +1,293 @@
+"""Capacity model: replicas, GPUs and autoscaling for a target number of sessions.
+
+Reads the benchmark results in bench/results (e2e.json and load.json from
+this package; stt.json, tts.json, mt.json and gpu.json from the model
+benchmarks when present), applies the stated traffic assumptions and writes
+bench/CAPACITY.md and bench/results/capacity.json. Every figure in the
+document names the file it came from, or says it is an assumption.
+
+    python -m bench.capacity [--sessions 10000] [--talk-ratio 0.4] [--utterance-s 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, machine, read_result, table, write_result
+
+DOC = Path(__file__).resolve().parent / "CAPACITY.md"
+# Models that production would run on GPUs, in order of preference, per role.
+GPU_MODELS = {"stt": ("whisper-large-v3-turbo", "whisper-base"),
+              "mt": ("nllb-200-distilled-600M", "opus-mt-tc-big"), "tts": ("vits-mms",)}
+FALLBACK_MT_SENTENCES_PER_CORE = 20.0  # used only when mt.json is absent
+
+
+@dataclass(frozen=True, slots=True)
+class Assumptions:
+    sessions: int = 10_000
+    """Concurrent two-party sessions."""
+    talk_ratio: float = 0.4
+    """Share of wall time each participant speaks (the rest: listening, pauses)."""
+    utterance_s: float = 4.0
+    """Mean utterance length."""
+    partial_interval_s: float = 0.6
+    """STT partial decode period while someone speaks (settings.stt.partial_interval_ms)."""
+    gpu_utilisation: float = 0.6
+    """Share of measured GPU throughput planned for: headroom for bursts and batching delay."""
+    cpu_utilisation: float = 0.6
+    """Target CPU utilisation of CPU services (also the HPA target)."""
+    pod_cores: int = 2
+    """CPU request of one session_svc / gateway pod."""
+    stt_batch: int = 8
+    mt_batch: int = 8
+    tts_batch: int = 8
+    """Batch sizes whose measured throughput is planned for (small: keeps latency low)."""
+    headroom: float = 1.3
+    """HPA maxReplicas over the computed need."""
+
+
+def _rows(data: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not data:
+        return []
+    for key in ("rows", "results", "engines"):
+        if isinstance(data.get(key), list):
+            return [r for r in data[key] if isinstance(r, dict)]
+    return []
+
+
+def _gpu_throughput(gpu: dict[str, Any] | None, role: str, batch: int) -> tuple[float, str] | None:
+    """Units per second of the preferred model of `role` at the largest batch <= `batch`."""
+    rows = [r for r in _rows(gpu) if r.get("role") == role]
+    unit = {"stt": "utterances_per_s", "mt": "sentences_per_s", "tts": "audio_seconds_per_s"}[role]
+    for model in (*GPU_MODELS[role], *sorted({str(r.get("model")) for r in rows})):
+        fits = [r for r in rows if r.get("model") == model and int(r.get("batch", 1)) <= batch
+                and isinstance(r.get(unit), int | float)]
+        if fits:
+            best = max(fits, key=lambda r: int(r.get("batch", 1)))
+            return float(best[unit]), f"{model} batch {best.get('batch')} ({unit})"
+    return None
+
+
+def _find_number(data: Any, names: tuple[str, ...]) -> float | None:
+    """The first numeric value under a key named like one of `names`, depth first."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if any(n in str(k).lower() for n in names) and isinstance(v, int | float):
+                return float(v)
+        for v in data.values():
+            found = _find_number(v, names)
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for v in data:
+            found = _find_number(v, names)
+            if found is not None:
+                return found
+    return None
+
+
+def _load_numbers(load: dict[str, Any] | None) -> dict[str, Any]:
+    """mcores per session of session_svc and gateway at the largest N within the goal latency
+    (else the largest N measured), and memory per session."""
+    if not load or not load.get("steps"):
+        return {}
+    steps = load["steps"]
+    goal_n = load.get("max_sessions_within_goal_latency")
+    step = next((s for s in steps if s["sessions"] == goal_n), None) or max(
+        steps, key=lambda s: s["sessions_started"])
+    return {"n": step["sessions"], "within_goal": step["sessions"] == goal_n,
+            "mcores": step["cpu_per_session_millicores"],
+            "kb": step["memory_per_session_kb"],
+            "added_p99_ms": step["added_latency"]["p99_ms"],
+            "crossing_n": load.get("n_where_p99_added_exceeds_100ms")}
+
+
+def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
+    e2e, load = read_result("e2e", results), read_result("load", results)
+    gpu, mt, stt, tts = (read_result(n, results) for n in ("gpu", "mt", "stt", "tts"))
+    speakers = 2 * a.sessions
+    speech_s_per_s = speakers * a.talk_ratio  # seconds of speech arriving per second
+    utterances_per_s = speech_s_per_s / a.utterance_s
+    decodes_per_utt = 1 + math.floor(a.utterance_s / a.partial_interval_s)
+    traffic = {
+        "speakers": speakers, "stt_streams": speakers,
+        "speech_seconds_per_s": speech_s_per_s, "utterances_per_s": utterances_per_s,
+        "stt_decodes_per_utterance": decodes_per_utt,
+        "stt_decodes_per_s": utterances_per_s * decodes_per_utt,
+        "mt_sentences_per_s": utterances_per_s,
+        "tts_audio_seconds_per_s": speech_s_per_s,  # translated speech lasts about as long
+        "audio_chunks_per_s_in": speakers * 10,
+    }
+    services: dict[str, dict[str, Any]] = {}
+    for role, demand, batch in (("stt", traffic["stt_decodes_per_s"], a.stt_batch),
+                                ("mt", traffic["mt_sentences_per_s"], a.mt_batch),
+                                ("tts", traffic["tts_audio_seconds_per_s"], a.tts_batch)):
+        found = _gpu_throughput(gpu, role, batch)
+        if found is None:
+            services[role] = {"gpus": None, "source": "no bench/results/gpu.json row for this role"}
+            continue
+        per_gpu, source = found
+        gpus = math.ceil(demand / (per_gpu * a.gpu_utilisation))
+        services[role] = {"demand_per_s": demand, "per_gpu_per_s": per_gpu, "gpus": gpus,
+                          "replicas": gpus, "source": f"gpu.json: {source} on {gpu.get('device')}"}  # type: ignore[union-attr]
+    # CPU-only alternative for MT (Bergamot/Apertium), from mt.json.
+    mt_core = _find_number(mt, ("sentences_per_s_per_core",))
+    services["mt_cpu_alternative"] = {
+        "sentences_per_s_per_core": mt_core or FALLBACK_MT_SENTENCES_PER_CORE,
+        "cores": math.ceil(traffic["mt_sentences_per_s"] / ((mt_core or FALLBACK_MT_SENTENCES_PER_CORE)
+                                                              * a.cpu_utilisation)),
+        "source": "mt.json (first engine row)" if mt_core else
+                  f"assumption {FALLBACK_MT_SENTENCES_PER_CORE}/core (no mt.json)"}
+    services["stt_cpu_reference"] = {
+        "real_time_factor": _find_number(stt, ("rtf", "real_time_factor", "realtime")),
+        "source": "stt.json" if stt else "no stt.json"}
+    services["tts_cpu_reference"] = {
+        "real_time_factor": _find_number(tts, ("rtf", "real_time_factor", "realtime")),
+        "source": "tts.json" if tts else "no tts.json"}
+    plumbing = _load_numbers(load)
+    for name, key in (("session_svc", "session_svc"), ("gateway", "gateway")):
+        if not plumbing:
+            services[name] = {"replicas": None, "source": "no bench/results/load.json"}
+            continue
+        mcores = max(plumbing["mcores"][key], 0.001)
+        cores = a.sessions * mcores / 1000 / a.cpu_utilisation
+        replicas = max(2, math.ceil(cores / a.pod_cores))
+        services[name] = {
+            "millicores_per_session": mcores, "cores": round(cores, 1), "replicas": replicas,
+            "sessions_per_pod": a.sessions // replicas,
+            "memory_per_session_kb": plumbing["kb"][key],
+            "memory_gib": round(a.sessions * plumbing["kb"][key] / 2**20, 2),
+            "source": f"load.json at N={plumbing['n']} "
+                      f"({'within' if plumbing['within_goal'] else 'OUTSIDE'} the 50 ms p99 goal; "
+                      f"p99 added {plumbing['added_p99_ms'] or 0:.0f} ms)"}
+    hpa = _hpa(services, a)
+    per_role = [s.get("gpus") for r, s in services.items() if r in ("stt", "mt", "tts")]
+    return {
+        "benchmark": "capacity", "machine": machine(), "assumptions": asdict(a),
+        "traffic": traffic, "services": services, "hpa": hpa,
+        "total_gpus": sum(g for g in per_role if g) if all(per_role) else None,
+        "inputs": {n: bool(d) for n, d in (("e2e", e2e), ("load", load), ("gpu", gpu),
+                                            ("stt", stt), ("tts", tts), ("mt", mt))},
+        "latency": (e2e or {}).get("pairs", {}).get("en-es", {}).get("stages", {}).get("total"),
+    }
+
+
+def _hpa(services: dict[str, dict[str, Any]], a: Assumptions) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in ("gateway", "session_svc"):
+        s = services.get(name, {})
+        if s.get("replicas"):
+            out[name] = {"minReplicas": 2, "maxReplicas": math.ceil(s["replicas"] * a.headroom),
+                         "metric": f"cpu averageUtilization {round(100 * a.cpu_utilisation)}%",
+                         "scaleDown": "stabilizationWindowSeconds 600 (live streams are long)"}
+    if services.get("session_svc", {}).get("sessions_per_pod"):
+        out["session_svc"]["extra_metric"] = (
+            f"pods metric active_sessions averageValue {services['session_svc']['sessions_per_pod']}")
+    for role in ("stt", "mt", "tts"):
+        s = services.get(role, {})
+        if s.get("gpus"):
+            out[f"{role}_svc"] = {
+                "minReplicas": max(1, math.ceil(s["gpus"] / 10)),
+                "maxReplicas": math.ceil(s["gpus"] * a.headroom),
+                "metric": ("pods metric in-flight requests (stt: active streams) per replica at "
+                           f"{round(100 * a.gpu_utilisation)}% of the measured batch throughput; "
+                           "GPU utilisation is a poor signal for batched decoders"),
+                "scaleUp": "stabilizationWindowSeconds 0, pods may take minutes (weights)",
+                "scaleDown": "stabilizationWindowSeconds 900"}
+    return out
+
+
+def document(m: dict[str, Any]) -> str:
+    a, t, s = m["assumptions"], m["traffic"], m["services"]
+    rows = []
+    for name in ("gateway", "session_svc", "stt", "mt", "tts"):
+        v = s.get(name, {})
+        rows.append([name, v.get("replicas") if v.get("replicas") is not None else "-",
+                     v.get("gpus") if v.get("gpus") is not None else "-", v.get("source", "")])
+    hpa_rows = [[k, v["minReplicas"], v["maxReplicas"], v["metric"]] for k, v in m["hpa"].items()]
+    lat = m.get("latency") or {}
+    lines = [
+        "# Capacity model (generated by `python -m bench.capacity`; do not edit)",
+        "",
+        f"Generated {m['machine']['time']} from bench/results: "
+        + ", ".join(f"{k}.json {'yes' if v else 'absent'}" for k, v in m["inputs"].items()) + ".",
+        "",
+        "## Assumptions",
+        "",
+        f"- {a['sessions']} concurrent two-party sessions: {t['speakers']} microphones streaming "
+        f"100 ms chunks ({t['audio_chunks_per_s_in']} chunks/s into the gateway).",
+        f"- Each participant speaks {a['talk_ratio']:.0%} of the time in utterances of "
+        f"{a['utterance_s']} s: {t['speech_seconds_per_s']:.0f} s of speech per second, "
+        f"{t['utterances_per_s']:.0f} utterances/s.",
+        f"- STT decodes each utterance {t['stt_decodes_per_utterance']} times (a partial every "
+        f"{a['partial_interval_s']} s plus the final): {t['stt_decodes_per_s']:.0f} decodes/s. "
+        "Whisper pads every call to a 30 s window, so a decode costs the same whatever its length.",
+        f"- One MT sentence per utterance ({t['mt_sentences_per_s']:.0f}/s); translated speech lasts "
+        f"as long as the original ({t['tts_audio_seconds_per_s']:.0f} s of audio to synthesise per s).",
+        f"- GPUs planned at {a['gpu_utilisation']:.0%} of the throughput measured at batch "
+        f"{a['stt_batch']} (gpu.json); CPU services at {a['cpu_utilisation']:.0%} CPU, "
+        f"{a['pod_cores']} cores per pod.",
+        "- GPU figures come from bench/gpu_proxy.py: the production architectures with random "
+        "weights and fixed decode lengths, so compute is real and quality is not measured.",
+        "- Gateway and session_svc figures come from bench.load on this 2-core machine with "
+        "calibrated fake model services; the load generator shared the cores, so they are "
+        "pessimistic.",
+        "",
+        "## Replicas for the target",
+        "",
+        "```",
+        table(["service", "replicas", "GPUs", "from"], rows),
+        "```",
+        "",
+        f"Total GPUs: {m['total_gpus'] if m['total_gpus'] is not None else 'unknown (no gpu.json)'}.",
+        "",
+        f"MT on CPU instead (Bergamot/Apertium): {s['mt_cpu_alternative']['cores']} cores "
+        f"({s['mt_cpu_alternative']['sentences_per_s_per_core']} sentences/s per core, "
+        f"{s['mt_cpu_alternative']['source']}).",
+        "",
+        "## Autoscaling (HorizontalPodAutoscaler)",
+        "",
+        "```",
+        table(["deployment", "minReplicas", "maxReplicas", "metric"], hpa_rows) if hpa_rows
+        else "(needs load.json and gpu.json)",
+        "```",
+        "",
+        "- session_svc holds live streams in memory: scale on active sessions per pod as well "
+        "as CPU, scale down slowly, and drain (SIGTERM finishes utterances in progress) so a "
+        "scale-down never cuts a conversation; clients resume on another pod.",
+        "- Model pods load weights for minutes: keep minReplicas high enough for the daily "
+        "trough and scale up early (no stabilisation window).",
+        "",
+        "## Latency this rests on",
+        "",
+        (f"EN-ES end of speech -> first translated audio on the CPU test machine: p50 "
+         f"{lat.get('p50_ms', 0):.0f} ms, p95 {lat.get('p95_ms', 0):.0f} ms (e2e.json)."
+         if lat.get("p50_ms") is not None else "No e2e.json yet."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    d = Assumptions()
+    parser.add_argument("--sessions", type=int, default=d.sessions)
+    parser.add_argument("--talk-ratio", type=float, default=d.talk_ratio)
+    parser.add_argument("--utterance-s", type=float, default=d.utterance_s)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--doc", type=Path, default=DOC)
+    args = parser.parse_args(argv)
+    a = Assumptions(sessions=args.sessions, talk_ratio=args.talk_ratio, utterance_s=args.utterance_s)
+    m = model(a, args.results)
+    write_result("capacity", m, args.results)
+    args.doc.write_text(document(m))
+    sys.stdout.write(document(m) + f"\nwritten to {args.doc} and {args.results / 'capacity.json'}\n")
+
+
+if __name__ == "__main__":
+    main()

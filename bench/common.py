@@ -1,0 +1,317 @@
+"""Shared helpers of the latency, load and capacity benchmarks.
+
+Statistics and tables, the JSON result files (each with the machine's state
+while it ran), child processes for services on free loopback ports, a
+scratch PostgreSQL schema per run, and `Participant`: one person on the
+public API who streams audio and records what they hear and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dragoman import rpc
+from dragoman.client import Client, join_request
+from dragoman.v1 import conversation_pb2 as pb
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery", "total")
+
+
+# -- statistics and output -------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return float(ordered[min(rank, len(ordered)) - 1])
+
+
+def summary(values: Sequence[float]) -> dict[str, float | int | None]:
+    """n, p50, p95, p99, mean and max of millisecond values."""
+    return {
+        "n": len(values),
+        "p50_ms": percentile(values, 50),
+        "p95_ms": percentile(values, 95),
+        "p99_ms": percentile(values, 99),
+        "mean_ms": (sum(values) / len(values)) if values else None,
+        "max_ms": max(values) if values else None,
+    }
+
+
+def fmt(value: object, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{2 if abs(value) < 10 and not digits else digits}f}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain text table: numbers right-aligned, text and the first column left-aligned."""
+    cells = [[str(h) for h in headers], *[[fmt(c) if not isinstance(c, str) else c for c in r]
+                                          for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 or not _numeric(c) else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _numeric(cell: str) -> bool:
+    return cell.replace(".", "", 1).replace("-", "", 1).replace("/", "", 1).isdigit() or cell == "-"
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on, including how busy it was."""
+    load1, load5, load15 = os.getloadavg()
+    return {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "load_average": [round(load1, 2), round(load5, 2), round(load15, 2)],
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def write_result(name: str, data: dict[str, Any], out_dir: Path = RESULTS) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_result(name: str, out_dir: Path = RESULTS) -> dict[str, Any] | None:
+    path = out_dir / f"{name}.json"
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+# -- processes -------------------------------------------------------------------
+
+
+def free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str = "bench") -> Iterator[dict[str, str]]:
+    """DRAGOMAN_DATABASE_* variables for a fresh schema on the test PostgreSQL, dropped after."""
+    from dragoman.db.testing import scratch_schema
+
+    with scratch_schema(prefix=prefix) as db:
+        yield {
+            "DRAGOMAN_DATABASE_URL": db.url,
+            "DRAGOMAN_DATABASE_SCHEMA": db.schema,
+            "DRAGOMAN_DATABASE_ENCRYPTION_KEYS": db.encryption_keys,
+            "DRAGOMAN_DATABASE_POOL_MAX_SIZE": "8",
+        }
+
+
+@dataclass
+class Child:
+    """A service (or load generator) in its own process."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    address: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+
+class Children:
+    """Child processes started in order and stopped in reverse."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir = log_dir
+        self.env = env
+        self.children: list[Child] = []
+
+    def spawn(self, name: str, args: Sequence[str], address: str = "",
+              env: dict[str, str] | None = None) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "wb") as log_file:
+            popen = subprocess.Popen(
+                [sys.executable, *args], stdout=log_file, stderr=subprocess.STDOUT,
+                env={**self.env, **(env or {})}, cwd=ROOT, start_new_session=True)
+        child = Child(name, popen, log_path, address)
+        self.children.append(child)
+        return child
+
+    async def wait_serving(self, child: Child, timeout_s: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if child.popen.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with {child.popen.returncode}:\n{child.tail()}")
+            try:
+                await rpc.wait_serving(child.address, timeout_s=1.0)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{child.name} not serving after {timeout_s:.0f} s:\n"
+                                       f"{child.tail()}") from None
+
+    async def stop(self, grace_s: float = 3.0) -> None:
+        for child in reversed(self.children):
+            if child.popen.poll() is None:
+                child.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for child in reversed(self.children):
+            while child.popen.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if child.popen.poll() is None:
+                child.popen.kill()
+                child.popen.wait()
+        self.children.clear()
+
+
+def service_env(addresses: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a mesh child: addresses, quiet logs, the repo on the path."""
+    env = dict(os.environ)
+    env.update({f"DRAGOMAN_ADDRESSES_{k.upper()}": v for k, v in addresses.items()})
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), str(ROOT / "gen" / "python"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.update(extra or {})
+    return env
+
+
+# -- one person on the public API ------------------------------------------------
+
+
+@dataclass
+class Participant:
+    """Streams audio through Converse and records what comes back and when.
+
+    `first_audio_s[utterance_id]`: when the first translated audio chunk of
+    the partner's utterance arrived here (time.monotonic()).
+    `latencies`: the server's per-stage latency of this person's utterances.
+    """
+
+    client: Client
+    language: str
+    requests: asyncio.Queue[pb.ConverseRequest | None] = field(default_factory=asyncio.Queue)
+    latencies: dict[str, pb.UtteranceLatency] = field(default_factory=dict)
+    started: set[str] = field(default_factory=set)
+    ended: set[str] = field(default_factory=set)
+    first_audio_s: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    sequence: int = 0
+    task: asyncio.Task[None] | None = None
+
+    async def _requests(self) -> AsyncIterator[pb.ConverseRequest]:
+        while (request := await self.requests.get()) is not None:
+            yield request
+
+    def connect(self, session_id: str, rate_hz: int) -> None:
+        self.requests.put_nowait(join_request(session_id, rate_hz))
+        self.task = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        try:
+            async for response in self.client.converse(self._requests()):
+                self.on_event(response.event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - recorded and reported, the run goes on
+            self.errors.append(f"stream: {e}")
+        finally:
+            self.changed.set()
+
+    def on_event(self, event: pb.ConversationEvent) -> None:
+        kind = event.WhichOneof("kind")
+        if kind == "speech_audio":
+            a = event.speech_audio
+            if a.chunk_index == 0 and a.utterance_id not in self.first_audio_s:
+                self.first_audio_s[a.utterance_id] = time.monotonic()
+        elif kind == "processing_started" and event.processing_started.speaker == pb.SPEAKER_SELF:
+            self.started.add(event.processing_started.utterance_id)
+        elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_SELF:
+            ended = event.processing_ended
+            self.ended.add(ended.utterance_id)
+            if ended.HasField("latency"):
+                self.latencies[ended.utterance_id] = ended.latency
+        elif kind == "error":
+            self.errors.append(event.error.message)
+        self.changed.set()
+
+    def send(self, data: bytes) -> None:
+        self.sequence += 1
+        self.requests.put_nowait(pb.ConverseRequest(audio=pb.AudioChunk(
+            data=data, sequence=self.sequence)))
+
+    async def wait_quiet(self, timeout_s: float) -> bool:
+        """Waits until every utterance of this person that started has ended."""
+        deadline = time.monotonic() + timeout_s
+        while not self.started or self.started - self.ended:
+            if self.task is not None and self.task.done():
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 1.0))
+        return True
+
+    async def leave(self, timeout_s: float = 5.0) -> None:
+        self.requests.put_nowait(pb.ConverseRequest(leave=pb.LeaveConversation()))
+        self.requests.put_nowait(None)
+        if self.task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+def latency_ms(lat: pb.UtteranceLatency) -> dict[str, float]:
+    return {s: getattr(lat, s).ToNanoseconds() / 1e6 for s in STAGES}
+
+
+def stage_summary(latencies: Sequence[dict[str, float]]) -> dict[str, dict[str, float | int | None]]:
+    return {s: summary([lat[s] for lat in latencies]) for s in STAGES}

@@ -1,0 +1,244 @@
+"""End-to-end latency: real speech through the whole mesh, per stage and language pair.
+
+Starts the five services as separate processes (real engines, a scratch
+PostgreSQL schema) and, for each language pair, has two people take turns
+saying FLEURS clips at real-time pace (100 ms chunks, 0.3 s of silence before
+and 1.2 s after each clip) through the public API. Per utterance it keeps the
+server's stages from ProcessingEnded (end of speech -> STT final -> MT done ->
+TTS first chunk -> first audio handed to the partner's stream) and, per
+clip, the client-side "last speech chunk sent -> first translated audio
+received by the partner".
+
+    python -m bench.e2e_latency [--smoke] [--pairs en-es,en-pt] [--clips 5]
+
+--smoke: one clip each way on en-es, with the deterministic fake engines
+(plumbing only; the numbers mean nothing) and results in a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import (
+    ROOT,
+    Children,
+    Participant,
+    free_address,
+    latency_ms,
+    machine,
+    scratch_database,
+    service_env,
+    stage_summary,
+    summary,
+    table,
+    write_result,
+)
+from dragoman import audio
+from dragoman.client import Client
+
+RATE_HZ = audio.STT_RATE_HZ
+CHUNK_MS = 100
+PAD_S, TAIL_S = 0.3, 1.2
+TURN_TIMEOUT_S = 60.0
+SMOKE_CLIP_S = 3.0
+GOAL_PAIR, GOAL_P50_MS, GOAL_P95_MS = "en-es", 1500, 2000
+GOAL = {"pair": GOAL_PAIR, "total_p50_ms": GOAL_P50_MS, "total_p95_ms": GOAL_P95_MS}
+SERVICES = (("stt", "stt_svc.server"), ("mt", "mt_svc.server"), ("tts", "tts_svc.server"),
+            ("session", "session_svc.server"), ("gateway", "gateway.server"))
+FAKE_ENGINES = {"DRAGOMAN_STT_ENGINE": "fake", "DRAGOMAN_MT_ENGINES": "fake",
+                "DRAGOMAN_TTS_ENGINES": "fake"}
+
+
+def fleurs_dir() -> Path:
+    base = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
+    return base / "speech" / "fleurs"
+
+
+def clips(language: str, count: int) -> list[Path]:
+    found = sorted(fleurs_dir().glob(f"fleurs-{language}-*.ogg"))[:count]
+    if not found:
+        raise SystemExit(f"no FLEURS clips for {language!r} in {fleurs_dir()}")
+    return found
+
+
+def speech_end(samples: np.ndarray, frame: int = RATE_HZ * CHUNK_MS // 1000) -> int:
+    """Sample index where the clip's speech ends: the end of the last 100 ms frame within
+    24 dB of the loudest one (FLEURS clips carry up to 2 s of background noise at the end)."""
+    n = len(samples) // frame
+    if n == 0:
+        return len(samples)
+    rms = np.sqrt(np.mean(np.square(samples[: n * frame].reshape(n, frame)), axis=1))
+    loud = np.nonzero(rms > max(float(rms.max()) * 10 ** (-24 / 20), 1e-4))[0]
+    return int(loud[-1] + 1) * frame if len(loud) else len(samples)
+
+
+async def say(person: Participant, clip: Path, max_s: float = 0.0) -> float:
+    """Streams the clip (its first `max_s` seconds if set) at real-time pace; returns when
+    the chunk with its last speech was sent."""
+    samples = audio.decode_file(clip, RATE_HZ)
+    if max_s:
+        samples = samples[: int(max_s * RATE_HZ)]
+    speech = audio.float_to_pcm16(samples)
+    step = RATE_HZ * CHUNK_MS // 1000
+    pad = round(PAD_S * 1000 / CHUNK_MS)
+    chunks = ([bytes(2 * step)] * pad
+              + [speech[i:i + 2 * step] for i in range(0, len(speech), 2 * step)]
+              + [bytes(2 * step)] * round(TAIL_S * 1000 / CHUNK_MS))
+    last_speech = pad + (speech_end(samples) - 1) // step
+    start = time.monotonic()
+    end_sent = start
+    for i, chunk in enumerate(chunks):
+        await asyncio.sleep(max(0.0, start + i * CHUNK_MS / 1000 - time.monotonic()))
+        person.send(chunk)
+        if i == last_speech:
+            end_sent = time.monotonic()
+    return end_sent
+
+
+async def converse(gateway: str, pair: str, per_side: int, max_s: float = 0.0) -> dict[str, Any]:
+    """One session of the pair: turns alternate, `per_side` clips each."""
+    first, second = pair.split("-")
+    tag = secrets.token_hex(3)
+    people: list[Participant] = []
+    for i, lang in enumerate((first, second)):
+        client = Client(gateway)
+        await client.register(f"e2e-{tag}-{i}", f"e2e-{tag}-{i}@example.org", "bench-password-1", lang)
+        people.append(Participant(client, lang))
+    a, b = people
+    session = await a.client.create_session(first)
+    await b.client.join_session(session.code, second)
+    a.connect(session.session_id, RATE_HZ)
+    b.connect(session.session_id, RATE_HZ)
+    turns: list[dict[str, Any]] = []
+    try:
+        script = [(a, b, c) for c in clips(first, per_side)]
+        others = [(b, a, c) for c in clips(second, per_side)]
+        order = [t for pair_ in zip(script, others, strict=False) for t in pair_]
+        for speaker, listener, clip in order:
+            before = set(speaker.started)
+            end_sent = await say(speaker, clip, max_s)
+            quiet = await speaker.wait_quiet(TURN_TIMEOUT_S)
+            new = sorted(speaker.started - before, key=lambda u: int(u.rsplit("-", 1)[1]))
+            heard = listener.first_audio_s.get(new[-1]) if new else None
+            turns.append({
+                "direction": f"{speaker.language}-{listener.language}", "clip": clip.name,
+                "utterances": new, "completed": quiet,
+                "client_ms": (heard - end_sent) * 1000 if heard is not None else None,
+                "stages": [latency_ms(speaker.latencies[u]) for u in new if u in speaker.latencies],
+            })
+    finally:
+        await asyncio.gather(a.leave(), b.leave())
+        await a.client.end_session(session.session_id)
+        for p in people:
+            await p.client.channel.close()
+    return {"pair": pair, "turns": turns, "errors": a.errors + b.errors}
+
+
+def _summarise(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    stages = [s for t in turns for s in t["stages"]]
+    client = [t["client_ms"] for t in turns if t["client_ms"] is not None]
+    return {"utterances": len(stages), "clips": len(turns),
+            "clips_heard": len(client), "stages": stage_summary(stages),
+            "client_last_chunk_to_first_audio": summary(client)}
+
+
+async def run(pairs: list[str], per_side: int, fake: bool, work: Path) -> dict[str, Any]:
+    """Smoke runs (`fake`) say only the first SMOKE_CLIP_S of each clip."""
+    addresses = {name: free_address() for name, _ in SERVICES}
+    sessions: list[dict[str, Any]] = []
+    with scratch_database("bench") as db_env:
+        children = Children(work / "logs", service_env(
+            addresses, {**db_env, **(FAKE_ENGINES if fake else {}),
+                        "DRAGOMAN_LIMITS_SESSIONS_PER_HOUR": "1000"}))
+        try:
+            started = time.monotonic()
+            for name, module in SERVICES:  # models load in parallel; session and gateway after
+                children.spawn(name, ["-m", module], addresses[name])
+            for child in children.children:
+                await children.wait_serving(child, 600.0)
+            sys.stderr.write(f"mesh up in {time.monotonic() - started:.0f} s\n")
+            for pair in pairs:
+                sessions.append(await converse(
+                    addresses["gateway"], pair, per_side, SMOKE_CLIP_S if fake else 0.0))
+        finally:
+            await children.stop(5.0)
+    by_pair: dict[str, Any] = {}
+    for s in sessions:
+        by_pair[s["pair"]] = _summarise(s["turns"])
+        for direction in sorted({t["direction"] for t in s["turns"]}):
+            by_pair[direction] = _summarise([t for t in s["turns"] if t["direction"] == direction])
+    all_turns = [t for s in sessions for t in s["turns"]]
+    result = {
+        "benchmark": "e2e_latency",
+        "machine": machine(),
+        "engines": "fake (smoke: plumbing only)" if fake else "real (settings defaults)",
+        "method": ("services as separate processes; FLEURS clips at real-time pace in 100 ms "
+                   f"chunks with {PAD_S} s silence before and {TAIL_S} s after; two people "
+                   "take turns; stages from ProcessingEnded, client time from the last speech "
+                   "chunk sent to the first translated audio chunk received by the partner"),
+        "clips_per_side": per_side,
+        "pairs": by_pair,
+        "all_pairs": _summarise(all_turns),
+        "goal": GOAL,
+        "errors": [e for s in sessions for e in s["errors"]],
+        "turns": all_turns,
+    }
+    goal_pair = by_pair.get(GOAL_PAIR)
+    if goal_pair is not None:
+        total = goal_pair["stages"]["total"]
+        result["goal_met"] = (total["p50_ms"] is not None and total["p50_ms"] <= GOAL_P50_MS
+                              and total["p95_ms"] <= GOAL_P95_MS)
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    stages = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery",
+              "total")
+    rows = []
+    for pair, s in result["pairs"].items():
+        for stage in stages:
+            v = s["stages"][stage]
+            rows.append([f"{pair} {stage}", v["n"], v["p50_ms"], v["p95_ms"]])
+        c = s["client_last_chunk_to_first_audio"]
+        rows.append([f"{pair} client: last chunk sent -> first audio", c["n"], c["p50_ms"],
+                     c["p95_ms"]])
+    m = result["machine"]
+    lines = [f"engines: {result['engines']}; load average {m['load_average']} on "
+             f"{m['cpu_count']} cores ({m['cpu_model']})",
+             table(["pair / stage", "n", "p50 ms", "p95 ms"], rows)]
+    if "goal_met" in result:
+        lines.append(f"goal {GOAL_PAIR}: total p50 <= {GOAL_P50_MS} ms and p95 <= "
+                     f"{GOAL_P95_MS} ms: {'met' if result['goal_met'] else 'NOT met'}")
+    if result["errors"]:
+        lines.append(f"errors: {result['errors'][:5]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--pairs", default="en-es,en-pt")
+    parser.add_argument("--clips", type=int, default=5, help="clips per side and pair")
+    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
+    args = parser.parse_args(argv)
+    pairs = ["en-es"] if args.smoke else args.pairs.split(",")
+    per_side = 1 if args.smoke else args.clips
+    with tempfile.TemporaryDirectory(prefix="dragoman-e2e-") as tmp:
+        result = asyncio.run(run(pairs, per_side, args.smoke, Path(tmp)))
+    result["smoke"] = args.smoke
+    path = write_result("e2e", result, **({"out_dir": args.out} if args.out else {}))
+    sys.stdout.write(report(result) + f"\n\nwritten to {path}\n")
+
+
+if __name__ == "__main__":
+    main()

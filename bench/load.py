@@ -1,0 +1,308 @@
+"""Load benchmark: N two-party sessions through gateway and session_svc.
+
+Starts, each in its own process: calibrated fake model services
+(bench.fakes: they sleep the measured real stage times; their purpose is
+to load the plumbing, not to measure models), session_svc and the gateway
+(both real, on a scratch PostgreSQL schema, rate limits raised for the
+load), then for each N runs bench.loadgen in a few client processes:
+N sessions x 2 participants x 10 chunks/s, real-time pace.
+
+Added latency (the mesh's own cost) of an utterance =
+  client-measured (last speech chunk sent -> first translated audio heard)
+  - (endpoint silence + recognition + translation + synthesis sleeps of the fakes).
+CPU per session is the CPU time session_svc (and gateway) used during the
+run divided by run time and N; memory per session is the RSS growth over N.
+The load generator and the fakes share the same cores: on a small machine
+the numbers are a lower bound of what the services can do alone.
+
+    python -m bench.load [--smoke] [--sessions 10,50,200,1000] [--duration 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import loadgen
+from bench.common import (
+    Children,
+    free_address,
+    machine,
+    read_result,
+    scratch_database,
+    service_env,
+    summary,
+    table,
+    write_result,
+)
+from bench.fakes import Delays
+
+DEFAULT_DELAYS = Delays()
+SESSIONS_PER_CLIENT_PROCESS = 250
+ADDED_P99_LIMIT_MS = 100.0
+GOAL_SESSIONS_PER_CORE, GOAL_P99_MS = 500, 50.0
+LIMITS_ENV = {  # the load comes from a few users: lift the per-user limits
+    "DRAGOMAN_LIMITS_REQUESTS_PER_MINUTE": "1000000",
+    "DRAGOMAN_LIMITS_SESSIONS_PER_HOUR": "1000000",
+    "DRAGOMAN_LIMITS_AUDIO_BURST_CHUNKS": "50",
+    "DRAGOMAN_LOG_LEVEL": "WARNING",
+}
+
+
+def calibrated_delays() -> tuple[Delays, str]:
+    """Fake stage times from bench/results/e2e.json (p50 over all pairs), else defaults."""
+    e2e = read_result("e2e")
+    try:
+        stages = e2e["all_pairs"]["stages"]  # type: ignore[index]
+        return Delays(
+            endpoint_ms=DEFAULT_DELAYS.endpoint_ms,
+            recognition_ms=round(stages["recognition"]["p50_ms"]),
+            translation_ms=round(stages["translation"]["p50_ms"]),
+            synthesis_ms=round(stages["synthesis_first_chunk"]["p50_ms"]),
+        ), f"p50 of bench/results/e2e.json ({e2e['machine']['time']})"  # type: ignore[index]
+    except (TypeError, KeyError):
+        return DEFAULT_DELAYS, "defaults (no bench/results/e2e.json): " + ", ".join(
+            f"{k}={getattr(DEFAULT_DELAYS, k)}" for k in ("recognition_ms", "translation_ms",
+                                                          "synthesis_ms"))
+
+
+class Sampler:
+    """CPU time and memory of some processes between two points."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.t0 = 0.0
+        self.cpu0: dict[str, float] = {}
+
+    def start(self) -> dict[str, float]:
+        self.t0 = time.monotonic()
+        self.cpu0 = {n: sum(p.cpu_times()[:2]) for n, p in self.procs.items()}
+        return self.rss_mb()
+
+    def rss_mb(self) -> dict[str, float]:
+        return {n: p.memory_info().rss / 2**20 for n, p in self.procs.items()}
+
+    def cores(self) -> dict[str, float]:
+        """Average cores each process used since start()."""
+        wall = time.monotonic() - self.t0
+        return {n: (sum(p.cpu_times()[:2]) - self.cpu0[n]) / wall for n, p in self.procs.items()}
+
+
+async def _load_step(
+    children: Children, gateway: str, n: int, duration_s: float, sampler: Sampler, work: Path,
+    users: int = 0,
+) -> dict[str, Any]:
+    procs = max(1, math.ceil(n / SESSIONS_PER_CLIENT_PROCESS))
+    share = [n // procs + (i < n % procs) for i in range(procs)]
+    rss0 = sampler.rss_mb()
+    gens = []
+    for i, count in enumerate(share):
+        out, ready = work / f"load-{n}-{i}.json", work / f"ready-{n}-{i}"
+        gens.append((out, ready, children.spawn(f"loadgen-{n}-{i}", [
+            "-m", "bench.loadgen", "--gateway", gateway, "--sessions", str(count),
+            "--duration", str(duration_s), "--json", str(out), "--quiet",
+            "--ready-file", str(ready), "--channels", str(max(2, count // 50)),
+            "--users", str(users)])))
+    peak = dict(rss0)
+    cores: dict[str, float] = {}
+    steady: dict[str, float] = {}
+    talking = 0.0
+    deadline = time.monotonic() + duration_s + 90 + n * 0.15
+    while any(g.popen.poll() is None for _, _, g in gens):
+        if time.monotonic() > deadline:
+            for _, _, g in gens:
+                g.popen.kill()
+            break
+        await asyncio.sleep(0.5)
+        peak = {k: max(v, peak[k]) for k, v in sampler.rss_mb().items()}
+        if not talking and all(r.exists() for _, r, _ in gens):
+            talking = time.monotonic()
+            sampler.start()  # CPU over the talking only, not the setup
+        elif talking and not cores and time.monotonic() - talking > duration_s:
+            cores, steady = sampler.cores(), sampler.rss_mb()
+    if not cores:
+        steady = sampler.rss_mb()
+        cores = sampler.cores() if talking else dict.fromkeys(sampler.procs, 0.0)
+    results: list[dict[str, Any]] = []
+    for out, _, g in gens:
+        try:
+            results.append(json.loads(out.read_text()))
+        except (OSError, ValueError):
+            results.append({"sessions": 0, "sessions_started": 0, "utterances_expected": 0,
+                            "utterances_measured": 0, "client_ms": [], "stages": [],
+                            "send_lag_ms": [], "setup_s": 0.0,
+                            "errors": [f"load generator failed: {g.tail(3)}"]})
+    merged = loadgen.merge(results)
+    return {"merged": merged, "cores": cores, "rss0_mb": rss0, "rss_peak_mb": peak,
+            "rss_steady_mb": steady,
+            "client_processes": procs}
+
+
+def _step_row(n: int, step: dict[str, Any], baseline_ms: float) -> dict[str, Any]:
+    merged = step["merged"]
+    s = loadgen.summarise(merged)
+    added = [ms - baseline_ms for ms in merged["client_ms"]]
+    server_added = [st["total"] - baseline_ms for st in merged["stages"]]
+    started = max(1, merged["sessions_started"])
+    cores, rss0, peak = step["cores"], step["rss0_mb"], step["rss_peak_mb"]
+    steady = step["rss_steady_mb"]
+    return {
+        "sessions": n,
+        "sessions_started": merged["sessions_started"],
+        "client_processes": step["client_processes"],
+        "setup_s": merged["setup_s"],
+        "utterances_expected": merged["utterances_expected"],
+        "utterances_measured": merged["utterances_measured"],
+        "delivery_ratio": merged["utterances_measured"] / max(1, merged["utterances_expected"]),
+        "added_latency": summary(added),
+        "server_added_latency": summary(server_added),
+        "client_latency": s["client_latency"],
+        "server_stages": s["server_stages"],
+        "client_send_lag": s["send_lag"],
+        "cores": {k: round(v, 3) for k, v in cores.items()},
+        "cpu_per_session_millicores": {k: round(1000 * v / started, 3) for k, v in cores.items()},
+        "rss_mb_start": {k: round(v, 1) for k, v in rss0.items()},
+        "rss_mb_steady": {k: round(v, 1) for k, v in steady.items()},
+        "rss_mb_peak": {k: round(v, 1) for k, v in peak.items()},
+        "memory_per_session_kb": {
+            k: round(1024 * max(0.0, steady[k] - rss0[k]) / started, 1) for k in steady},
+        "error_count": s["error_count"],
+        "error_samples": s["error_samples"],
+    }
+
+
+async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0) -> dict[str, Any]:
+    delays, source = calibrated_delays()
+    baseline_ms = delays.endpoint_ms + delays.recognition_ms + delays.translation_ms + delays.synthesis_ms
+    addresses = {name: free_address() for name in ("gateway", "session", "stt", "mt", "tts")}
+    steps: list[dict[str, Any]] = []
+    with scratch_database("bench") as db_env:
+        children = Children(work / "logs", service_env(addresses, {**db_env, **LIMITS_ENV}))
+        try:
+            fakes = children.spawn("fakes", [
+                "-m", "bench.fakes", "--stt", addresses["stt"], "--mt", addresses["mt"],
+                "--tts", addresses["tts"], "--endpoint-ms", str(delays.endpoint_ms),
+                "--recognition-ms", str(delays.recognition_ms),
+                "--translation-ms", str(delays.translation_ms),
+                "--synthesis-ms", str(delays.synthesis_ms)], addresses["stt"])
+            await children.wait_serving(fakes)
+            session = children.spawn("session", ["-m", "session_svc.server"], addresses["session"])
+            await children.wait_serving(session)
+            gateway = children.spawn("gateway", ["-m", "gateway.server"], addresses["gateway"])
+            await children.wait_serving(gateway)
+            sampler = Sampler({"session_svc": session.pid, "gateway": gateway.pid,
+                               "fakes": fakes.pid})
+            for n in sessions:
+                step = await _load_step(
+                    children, addresses["gateway"], n, duration_s, sampler, work, users)
+                row = _step_row(n, step, baseline_ms)
+                steps.append(row)
+                sys.stderr.write(f"N={n}: added p50 {row['added_latency']['p50_ms']} "
+                                 f"p99 {row['added_latency']['p99_ms']} ms, "
+                                 f"{row['utterances_measured']}/{row['utterances_expected']} heard\n")
+                for name in ("session", "gateway", "fakes"):
+                    child = next(c for c in children.children if c.name == name)
+                    if child.popen.poll() is not None:
+                        raise RuntimeError(f"{name} died at N={n}:\n{child.tail()}")
+        finally:
+            await children.stop()
+    return _result(steps, delays, source, baseline_ms, duration_s)
+
+
+def _crossing(steps: list[dict[str, Any]], limit_ms: float) -> int | None:
+    """Smallest N whose p99 added latency exceeds `limit_ms` (or that lost utterances)."""
+    for s in steps:
+        p99 = s["added_latency"]["p99_ms"]
+        if p99 is None or p99 > limit_ms or s["delivery_ratio"] < 0.99:
+            return int(s["sessions"])
+    return None
+
+
+def _result(steps: list[dict[str, Any]], delays: Delays, source: str, baseline_ms: float,
+            duration_s: float) -> dict[str, Any]:
+    good = [s for s in steps if s["added_latency"]["p99_ms"] is not None
+            and s["added_latency"]["p99_ms"] <= GOAL_P99_MS and s["delivery_ratio"] >= 0.99]
+    best = max(good, key=lambda s: s["sessions"]) if good else None
+    per_core = None
+    if best is not None:
+        cores = best["cores"]["session_svc"]
+        per_core = round(best["sessions"] / cores) if cores > 0 else None
+    return {
+        "benchmark": "load",
+        "machine": machine(),
+        "note": ("model services are calibrated fakes (bench.fakes) that sleep the measured stage "
+                 "times: they load the plumbing (gateway, session_svc, gRPC), they do not measure "
+                 "models; load generator and fakes share the machine's cores"),
+        "fake_delays_ms": {"endpoint": delays.endpoint_ms, "recognition": delays.recognition_ms,
+                           "translation": delays.translation_ms, "synthesis_first_chunk":
+                           delays.synthesis_ms},
+        "fake_delays_source": source,
+        "added_latency_definition": (
+            "client-measured last speech chunk sent -> first translated audio chunk received, "
+            f"minus the fakes' endpoint silence + recognition + translation + synthesis "
+            f"({baseline_ms:.0f} ms)"),
+        "duration_s_per_step": duration_s,
+        "chunk_ms": loadgen.CHUNK_MS,
+        "steps": steps,
+        "n_where_p99_added_exceeds_100ms": _crossing(steps, ADDED_P99_LIMIT_MS),
+        "goal": {"sessions_per_core": GOAL_SESSIONS_PER_CORE, "p99_added_ms": GOAL_P99_MS},
+        "max_sessions_within_goal_latency": best["sessions"] if best else None,
+        "sessions_per_session_svc_core_at_that_n": per_core,
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    rows = []
+    for s in result["steps"]:
+        a = s["added_latency"]
+        rows.append([str(s["sessions"]), f"{s['utterances_measured']}/{s['utterances_expected']}",
+                     a["p50_ms"], a["p99_ms"], s["client_send_lag"]["p99_ms"],
+                     s["cores"]["session_svc"], s["cores"]["gateway"],
+                     s["cpu_per_session_millicores"]["session_svc"],
+                     s["memory_per_session_kb"]["session_svc"], s["error_count"]])
+    lines = [
+        result["note"] + ".",
+        f"fake stage times: {result['fake_delays_ms']} ({result['fake_delays_source']})",
+        f"added latency = {result['added_latency_definition']}",
+        f"load average {result['machine']['load_average']} on {result['machine']['cpu_count']} cores",
+        "",
+        table(["N", "heard", "added p50", "added p99", "send lag p99", "session cores",
+               "gateway cores", "session mcore/sess", "session KB/sess", "errors"], rows),
+        "",
+        f"N where p99 added latency > 100 ms (or utterances lost): "
+        f"{result['n_where_p99_added_exceeds_100ms'] or 'not reached'}",
+        f"largest N with p99 added <= 50 ms: {result['max_sessions_within_goal_latency']}; "
+        f"that is {result['sessions_per_session_svc_core_at_that_n']} sessions per session_svc core "
+        f"(goal {GOAL_SESSIONS_PER_CORE})",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="N=5 for 6 s, one user pair")
+    parser.add_argument("--sessions", default="10,50,200,1000")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of talking per N")
+    parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
+    args = parser.parse_args(argv)
+    sessions = [5] if args.smoke else [int(n) for n in args.sessions.split(",")]
+    duration = 6.0 if args.smoke else args.duration
+    with tempfile.TemporaryDirectory(prefix="dragoman-load-") as tmp:
+        result = asyncio.run(run(sessions, duration, Path(tmp), users=1 if args.smoke else 0))
+    result["smoke"] = args.smoke
+    kwargs = {"out_dir": args.out} if args.out else {}
+    path = write_result("load", result, **kwargs)
+    sys.stdout.write(report(result) + f"\n\nwritten to {path}\n")
+
+
+if __name__ == "__main__":
+    main()

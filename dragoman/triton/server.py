@@ -1,0 +1,105 @@
+"""`dragoman triton`: PyTriton hosting the configured STT, MT and TTS engines on this machine.
+
+PyTriton (nvidia-pytriton, the `triton` extra) bundles a Triton server that
+runs on CPU; the engines stay in this process and Triton forwards each
+dynamic batch to their callables (`dragoman.triton.models`). The gRPC port
+is the one of DRAGOMAN_TRITON_URL (default 8001); HTTP takes the port
+below it and metrics the port above, as Triton's 8000/8001/8002.
+
+Triton's Python stub processes load the shared libpython; with a CPython
+that is not the system's (pyenv, uv-managed), its lib/ directory must be on
+LD_LIBRARY_PATH before the server starts, which `serve` arranges.
+DRAGOMAN_TRITON_ROLES limits what is hosted (default "stt,mt,tts");
+DRAGOMAN_TRITON_TOKEN fixes PyTriton's access token for its restricted
+endpoints (statistics, model repository); default: a random one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sysconfig
+import time
+from collections.abc import Sequence
+
+from dragoman import config, logs
+from dragoman.errors import FailedPrecondition
+from dragoman.triton.models import HostedModel, load
+from dragoman.triton_client import TritonOptions
+
+log = logging.getLogger("dragoman.triton.server")
+
+
+def ensure_libpython_path(env: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Puts this interpreter's lib/ directory on LD_LIBRARY_PATH (for Triton's Python stubs)."""
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+    if libdir and libdir not in paths:
+        env["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
+
+
+def _port(url: str) -> int:
+    try:
+        return int(url.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        raise FailedPrecondition(f"DRAGOMAN_TRITON_URL must be host:port, got {url!r}") from None
+
+
+def start(models: Sequence[HostedModel], url: str) -> object:
+    """Starts PyTriton with `models` bound, serving gRPC on `url`'s port; returns the Triton object."""
+    ensure_libpython_path()
+    try:
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+    except ImportError as e:
+        raise FailedPrecondition(
+            f"`dragoman triton` needs the triton extra: pip install 'dragoman[triton]' ({e})"
+        ) from None
+    import numpy as np
+
+    grpc_port = _port(url)
+    triton = Triton(
+        config=TritonConfig(grpc_port=grpc_port, http_port=grpc_port - 1, metrics_port=grpc_port + 1,
+                            grpc_address=url.rsplit(":", 1)[0] or "0.0.0.0", log_verbose=0),
+        security_config=TritonSecurityConfig(access_token=os.environ.get("DRAGOMAN_TRITON_TOKEN") or None),
+    )
+    for model in models:
+        spec = model.spec
+        triton.bind(
+            model_name=spec.name,
+            infer_func=model,
+            inputs=[Tensor(name=n, dtype=np.bytes_, shape=(1,)) for n in spec.inputs],
+            outputs=[Tensor(name=n, dtype=np.bytes_, shape=(1,)) for n in spec.outputs],
+            config=ModelConfig(
+                max_batch_size=spec.max_batch_size,
+                batcher=DynamicBatcher(max_queue_delay_microseconds=spec.queue_delay_us),
+            ),
+            strict=False,
+        )
+    triton.run()
+    return triton
+
+
+def serve(settings: config.Settings) -> None:
+    """Loads the engines, hosts them on PyTriton and serves until SIGINT/SIGTERM."""
+    options = TritonOptions.from_env()
+    roles = [r.strip() for r in os.environ.get("DRAGOMAN_TRITON_ROLES", "stt,mt,tts").split(",") if r.strip()]
+    started = time.perf_counter()
+    models = load(settings, roles)
+    triton = start(models, options.url)
+    log.info("triton serving", extra={
+        "url": options.url, "models": [m.spec.name for m in models],
+        "seconds": round(time.perf_counter() - started, 1)})
+    try:
+        triton.serve()  # type: ignore[attr-defined]
+    finally:
+        triton.stop()  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    logs.configure("triton")
+    serve(config.load())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Text translation on a Triton server (`triton` in settings.mt.engines).
+
+Each hosted `mt-<engine>` (Bergamot, CT2 models; see dragoman.triton.models)
+becomes one engine with the hosted engine's name and pairs, so routes,
+`Translation.engine` and the cache behave as with the engine in process. A
+batch goes to Triton as one request of n rows; Triton's dynamic batcher
+joins it with concurrent requests of the same model.
+"""
+
+from __future__ import annotations
+
+from dragoman.errors import FailedPrecondition
+from dragoman.triton_client import INFO_MODEL, TritonClient, bytes_rows, row_results
+from mt_svc.engines.base import Capabilities, TranslationBatch
+
+NAME = "triton"
+
+
+class TritonMtEngine:
+    """One MT engine hosted on Triton."""
+
+    def __init__(self, client: TritonClient, model: str, capabilities: Capabilities) -> None:
+        self._client = client
+        self.model = model
+        self._capabilities = capabilities
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    async def translate(self, batch: TranslationBatch) -> list[str]:
+        pair = f"{batch.source}-{batch.target}"
+        out = await self._client.infer(
+            self.model,
+            {"TEXT": bytes_rows(batch.texts), "PAIR": bytes_rows([pair] * len(batch.texts))},
+            ["RESULT"],
+        )
+        return [r["text"] for r in row_results(out["RESULT"])]
+
+    async def not_ready(self) -> str | None:
+        return await self._client.not_ready([self.model])
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+async def load(client: TritonClient | None = None, timeout_s: float = 60.0) -> list[TritonMtEngine]:
+    """One engine per MT engine the Triton server hosts (waits up to `timeout_s` for Triton)."""
+    client = client or TritonClient()
+    await client.wait_ready([INFO_MODEL], timeout_s)
+    hosted = await client.hosted("mt")
+    if not hosted:
+        raise FailedPrecondition(f"Triton at {client.options.url} hosts no translation engine")
+    await client.wait_ready([h.model for h in hosted], timeout_s)
+    return [
+        TritonMtEngine(client, h.model, Capabilities(
+            name=h.capabilities["name"],
+            version=f"{h.capabilities['version']} on Triton",
+            license=h.capabilities["license"],
+            pairs=frozenset((s, t) for s, t in h.capabilities["pairs"]),
+        ))
+        for h in hosted
+    ]

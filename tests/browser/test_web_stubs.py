@@ -1,0 +1,34 @@
+"""The web client: generated TypeScript stubs match proto/, and the sources type-check."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+from pathlib import Path
+
+from tests.browser.conftest import WEB
+
+
+def _files(root: Path) -> dict[Path, Path]:
+    return {p.relative_to(root): p for p in root.rglob("*") if p.is_file()}
+
+
+def test_typescript_stubs_match_protos(tmp_path: Path) -> None:
+    buf = WEB / "node_modules" / ".bin" / "buf"
+    assert buf.exists(), "web toolchain missing: run `cd web && npm ci`"
+    result = subprocess.run([str(buf), "generate", "--template", "buf.gen.yaml", "-o", str(tmp_path)],
+                            cwd=WEB, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    fresh, checked_in = _files(tmp_path / "src" / "gen"), _files(WEB / "src" / "gen")
+    assert fresh, "buf generated nothing"
+    stale = sorted(str(p) for p in fresh.keys() ^ checked_in.keys())
+    stale += sorted(str(p) for p in fresh.keys() & checked_in.keys()
+                    if not filecmp.cmp(fresh[p], checked_in[p], shallow=False))
+    assert not stale, f"web/src/gen is stale ({', '.join(stale)}): run `cd web && npm run gen`"
+    assert all(str(p).startswith("dragoman/v1/") for p in fresh), "only the public API goes to browsers"
+
+
+def test_web_client_type_checks() -> None:
+    result = subprocess.run([str(WEB / "node_modules" / ".bin" / "tsc"), "--noEmit", "-p", "."], cwd=WEB,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr

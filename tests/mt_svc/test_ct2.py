@@ -1,0 +1,102 @@
+"""The CTranslate2 engine: each family's language tokens, on tiny random models built offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ctranslate2
+import pytest
+import sentencepiece as spm
+
+from dragoman.errors import FailedPrecondition
+from dragoman.hub import HubModel
+from mt_svc.engines.base import TranslationBatch
+from mt_svc.engines.ct2 import FLORES200, Ct2Engine, DecodeOptions, Prompt, prompt
+from mt_svc.text import chunks
+from tests.mt_svc.tiny import write_ct2
+
+OPTIONS = DecodeOptions(beam_size=2, max_output_tokens=12, cpu_threads=1)
+
+
+def _model(family: str, **kwargs: object) -> HubModel:
+    return HubModel(
+        name=f"tiny-{family}", repo=f"t/{family}", family=family,  # type: ignore[arg-type]
+        pairs=frozenset({("en", "pt"), ("pt", "en")}), licence="MIT", size=1, description="",
+        tokenizer=("sentencepiece.bpe.model",), **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("family", "kwargs", "expected"),
+    [
+        ("marian", {}, Prompt(["the", "cat", "</s>"], None)),
+        ("marian", {"target_tokens": {"pt": ">>por<<"}}, Prompt([">>por<<", "the", "cat", "</s>"], None)),
+        ("m2m100", {}, Prompt(["__en__", "the", "cat", "</s>"], ["__pt__"])),
+        ("nllb", {}, Prompt(["eng_Latn", "the", "cat", "</s>"], ["por_Latn"])),
+        ("madlad", {}, Prompt(["<2pt>", "the", "cat", "</s>"], None)),
+    ],
+)
+def test_prompts_follow_each_family(family: str, kwargs: dict[str, object], expected: Prompt) -> None:
+    assert prompt(_model(family, **kwargs), "the cat", str.split, "en", "pt", add_eos=True) == expected
+
+
+def test_eos_is_left_to_models_that_add_it() -> None:
+    assert prompt(_model("marian"), "the cat", str.split, "en", "pt", add_eos=False).source == [
+        "the", "cat"]
+
+
+def test_flores_codes_cover_every_product_language() -> None:
+    from mt_svc.languages import SUPPORTED
+
+    assert set(FLORES200) == set(SUPPORTED)
+    assert (FLORES200["pt"], FLORES200["zh"], FLORES200["ar"]) == ("por_Latn", "zho_Hans", "arb_Arab")
+
+
+@pytest.mark.parametrize(("family", "tokens"), [
+    ("nllb", ("eng_Latn", "por_Latn")), ("m2m100", ("__en__", "__pt__"))])
+async def test_language_token_is_forced_then_dropped(
+    tmp_path: Path, family: str, tokens: tuple[str, ...]
+) -> None:
+    write_ct2(tmp_path, tokens)
+    engine = Ct2Engine(_model(family), tmp_path, OPTIONS)
+    try:
+        texts = ("the red cat sees a bird", "a big dog")
+        out = await engine.translate(TranslationBatch("en", "pt", texts))
+    finally:
+        await engine.close()
+    # The same as the model gives for the family's prompt, minus the forced token.
+    translator = ctranslate2.Translator(str(tmp_path), device="cpu", compute_type="int8")
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sentencepiece.bpe.model"))
+    expected = []
+    for text in texts:
+        p = prompt(_model(family), text, lambda t: sp.encode(t, out_type=str), "en", "pt", add_eos=True)
+        (result,) = translator.translate_batch([p.source], target_prefix=[p.target_prefix],
+                                               beam_size=2, max_decoding_length=12)
+        assert result.hypotheses[0][0] == tokens[1]
+        expected.append(sp.decode(result.hypotheses[0][1:]))
+    assert out == expected
+    assert all(tokens[1] not in t for t in out)
+
+
+async def test_long_text_is_split_into_pieces_of_at_most_max_input_tokens(tmp_path: Path) -> None:
+    write_ct2(tmp_path, ("__en__", "__pt__"))
+    options = DecodeOptions(beam_size=1, max_input_tokens=8, max_output_tokens=4, cpu_threads=1)
+    engine = Ct2Engine(_model("m2m100"), tmp_path, options)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sentencepiece.bpe.model"))
+    long = "the red cat sees a bird. the big dog eats a fish near the tree with a bird. the cat walks."
+    pieces = [p for p, _ in chunks(long, 8, lambda t: len(sp.encode(t)))]
+    assert len(pieces) > 2 and all(len(sp.encode(p)) <= 8 for p in pieces)
+    try:
+        (whole,) = await engine.translate(TranslationBatch("en", "pt", (long,)))
+        each = await engine.translate(TranslationBatch("en", "pt", tuple(pieces)))
+    finally:
+        await engine.close()
+    assert whole == " ".join(each)
+
+
+def test_a_model_that_does_not_load_is_a_failed_precondition(tmp_path: Path) -> None:
+    (tmp_path / "model.bin").write_bytes(b"not a model")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FailedPrecondition, match="model tiny-nllb in .* does not load .*"
+                                                 "run `dragoman models pull --force tiny-nllb`"):
+        Ct2Engine(_model("nllb"), tmp_path)

@@ -1,0 +1,90 @@
+"""session_svc with fake model services and its data in a scratch schema
+(for the persistence tests here and the authorization tests of the gateway)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import psycopg
+
+from dragoman import config, logs
+from dragoman.db.testing import scratch_schema
+from mt_svc import server as mt_server
+from mt_svc.engines.fake import FakeEngine as FakeMt
+from session_svc import server as session_server
+from stt_svc import server as stt_server
+from stt_svc.engines.fake import FakeEngine as FakeStt
+from tts_svc import server as tts_server
+from tts_svc.engines.fake import FakeEngine as FakeTts
+
+LANGUAGES = ("en", "pt", "es")
+
+
+@dataclass
+class Stack:
+    settings: config.Settings
+    """With the addresses of the services below and the scratch database."""
+    session: str
+    """Address of session_svc."""
+    mt: FakeMt
+
+    def query(self, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Rows of a statement on the stack's schema (for checks on what is stored)."""
+        database = self.settings.database
+        with psycopg.connect(database.url, options=f"-c search_path={database.schema}") as conn:
+            return conn.execute(statement.encode(), params).fetchall()
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log record, DEBUG included, as the JSON lines a service writes."""
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(logs.JsonFormatter("test"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield captured
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+@contextlib.contextmanager
+def scratch_settings(settings: config.Settings, prefix: str) -> Iterator[config.Settings]:
+    with scratch_schema(prefix=prefix) as database:
+        yield dataclasses.replace(settings, database=database)
+
+
+@contextlib.asynccontextmanager
+async def session_stack(settings: config.Settings) -> AsyncIterator[Stack]:
+    """Fake stt/mt/tts and a real session_svc on loopback, per `settings.database`."""
+    mt_engine = FakeMt(pairs=[(a, b) for a in LANGUAGES for b in LANGUAGES if a != b])
+    services = []
+    try:
+        ports = {}
+        for name, service in (
+            ("stt", await stt_server.create(settings, engine=FakeStt())),
+            ("mt", await mt_server.create(settings, engines=[mt_engine])),
+            ("tts", await tts_server.create(settings, engine=FakeTts())),
+        ):
+            services.append(service)
+            ports[name] = await service.start("127.0.0.1:0")
+        addresses = dataclasses.replace(
+            settings.addresses, **{n: f"127.0.0.1:{p}" for n, p in ports.items()})
+        session = await session_server.create(dataclasses.replace(settings, addresses=addresses))
+        services.append(session)
+        address = f"127.0.0.1:{await session.start('127.0.0.1:0')}"
+        full = dataclasses.replace(
+            settings, addresses=dataclasses.replace(addresses, session=address))
+        yield Stack(full, address, mt_engine)
+    finally:
+        for service in reversed(services):
+            await service.stop(0.5)

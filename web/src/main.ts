@@ -1,0 +1,348 @@
+// The dragoman web client: sign in, pair by code, talk. Calls go over gRPC-Web
+// to the edge (Envoy), which forwards them to the gateway.
+
+import { Api, describeError } from "./api";
+import { Microphone } from "./audio/capture";
+import { Player } from "./audio/player";
+import { Captions, type UtteranceSnapshot } from "./captions";
+import { Conversation, type Status } from "./conversation";
+import type { ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
+import type { Session } from "./gen/dragoman/v1/sessions_pb";
+import { AudioSender } from "./sender";
+
+const OUTPUT_RATE_HZ = 24000;
+
+function el<T extends HTMLElement>(id: string): T {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`#${id} is missing from the page`);
+  return found as T;
+}
+
+/** Where the API is: config.json's apiBaseUrl when the page is served apart from the edge, else this origin. */
+async function apiBaseUrl(): Promise<string> {
+  try {
+    const reply = await fetch("config.json", { cache: "no-store" });
+    if (reply.ok) {
+      const config = (await reply.json()) as { apiBaseUrl?: string };
+      if (config.apiBaseUrl) return config.apiBaseUrl.replace(/\/+$/, "");
+    }
+  } catch {
+    // no config: same origin
+  }
+  return location.origin;
+}
+
+/** What tests and curious people can read: window.dragomanDebug(). */
+export interface DebugState {
+  status: Status | "signed-out" | "idle";
+  code: string;
+  sessionId: string;
+  sequences: number[];
+  reconnects: number;
+  sentChunks: number;
+  scheduledSamples: number;
+  playedSamples: number;
+  audioState: string;
+  utterances: UtteranceSnapshot[];
+}
+
+class App {
+  private readonly ui = {
+    status: el<HTMLParagraphElement>("status"),
+    error: el<HTMLParagraphElement>("error"),
+    language: el<HTMLSelectElement>("language"),
+    account: el<HTMLElement>("account"),
+    accountForm: el<HTMLFormElement>("account-form"),
+    username: el<HTMLInputElement>("username"),
+    password: el<HTMLInputElement>("password"),
+    email: el<HTMLInputElement>("email"),
+    session: el<HTMLElement>("session"),
+    sessionTitle: el<HTMLHeadingElement>("session-title"),
+    create: el<HTMLButtonElement>("create"),
+    joinForm: el<HTMLFormElement>("join-form"),
+    joinCode: el<HTMLInputElement>("join-code"),
+    conversation: el<HTMLElement>("conversation"),
+    codeBox: el<HTMLDivElement>("code-box"),
+    code: el<HTMLOutputElement>("code"),
+    partner: el<HTMLParagraphElement>("partner"),
+    connection: el<HTMLSpanElement>("connection"),
+    mic: el<HTMLButtonElement>("mic"),
+    speaker: el<HTMLInputElement>("speaker"),
+    end: el<HTMLButtonElement>("end"),
+    captions: el<HTMLOListElement>("captions"),
+    announcer: el<HTMLParagraphElement>("announcer"),
+    summary: el<HTMLParagraphElement>("summary"),
+    again: el<HTMLButtonElement>("again"),
+  };
+  private audio: AudioContext | undefined;
+  private player: Player | undefined;
+  private microphone: Microphone | undefined;
+  private sender: AudioSender | undefined;
+  private conversation: Conversation | undefined;
+  private captions: Captions | undefined;
+  private sequences: number[] = [];
+  private code = "";
+
+  constructor(private readonly api: Api) {
+    const { ui } = this;
+    ui.accountForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const action = (e.submitter as HTMLButtonElement | null)?.value ?? "login";
+      void this.busy(ui.accountForm, () => this.signIn(action === "register"));
+    });
+    ui.create.addEventListener("click", () => void this.busy(ui.session, () => this.createSession()));
+    ui.joinForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      void this.busy(ui.session, () => this.joinSession());
+    });
+    ui.mic.addEventListener("click", () => void this.toggleMicrophone());
+    ui.speaker.addEventListener("change", () => {
+      if (this.player) this.player.muted = !ui.speaker.checked;
+    });
+    ui.end.addEventListener("click", () => void this.endSession());
+    ui.again.addEventListener("click", () => this.show("session"));
+    window.addEventListener("online", () => this.conversation?.retryNow());
+  }
+
+  debug(): DebugState {
+    return {
+      status: this.conversation?.status ?? (this.api.signedIn ? "idle" : "signed-out"),
+      code: this.code,
+      sessionId: this.api.sessionId,
+      sequences: [...this.sequences],
+      reconnects: this.conversation?.reconnects ?? 0,
+      sentChunks: this.sender?.sentChunks ?? 0,
+      scheduledSamples: this.player?.scheduledSamples ?? 0,
+      playedSamples: this.player?.playedSamples ?? 0,
+      audioState: this.audio?.state ?? "none",
+      utterances: this.captions?.snapshot() ?? [],
+    };
+  }
+
+  private async signIn(register: boolean): Promise<void> {
+    const { ui } = this;
+    const username = ui.username.value.trim();
+    const password = ui.password.value;
+    if (!ui.username.checkValidity() || !ui.password.checkValidity()) {
+      throw new Error("Enter a username (3 to 32 letters, digits, . _ -) and a password of at least 8 characters.");
+    }
+    if (register) {
+      if (!ui.email.value || !ui.email.checkValidity()) throw new Error("Enter your email address to register.");
+      await this.api.register(username, ui.email.value.trim(), password, ui.language.value);
+    } else {
+      await this.api.login(username, password);
+    }
+    ui.password.value = "";
+    this.say(`Signed in as ${username}.`);
+    this.show("session");
+  }
+
+  private async createSession(): Promise<void> {
+    this.unlockAudio();
+    const session = (await this.api.sessions.createSession({ languageCode: this.ui.language.value })).session;
+    if (!session) throw new Error("the server sent no session");
+    this.code = session.code;
+    this.ui.code.value = session.code;
+    this.ui.codeBox.hidden = false;
+    this.ui.partner.textContent = "Waiting for your partner…";
+    this.start(session);
+    this.say(`Session created. Your code is ${session.code.split("").join(" ")}.`);
+  }
+
+  private async joinSession(): Promise<void> {
+    const code = this.ui.joinCode.value.trim();
+    if (!/^[0-9]{6}$/.test(code)) throw new Error("The code has 6 digits.");
+    this.unlockAudio();
+    const session = (await this.api.sessions.joinSession({ code, languageCode: this.ui.language.value })).session;
+    if (!session) throw new Error("the server sent no session");
+    this.code = "";
+    this.ui.codeBox.hidden = true;
+    this.start(session);
+  }
+
+  /** Audio may only start from a user gesture: create the context on the create/join click. */
+  private unlockAudio(): void {
+    this.audio ??= new AudioContext({ latencyHint: "interactive" });
+    void this.audio.resume();
+    this.player ??= new Player(this.audio);
+    this.player.muted = !this.ui.speaker.checked;
+  }
+
+  private start(session: Session): void {
+    const { ui } = this;
+    this.api.sessionId = session.sessionId;
+    this.sequences = [];
+    ui.captions.replaceChildren();
+    ui.summary.hidden = ui.again.hidden = true;
+    ui.end.disabled = false;
+    ui.mic.disabled = true;
+    this.captions = new Captions(ui.captions, ui.announcer, () => ui.language.value);
+    const conversation = new Conversation(this.api, session.sessionId, {
+      event: (e) => this.onEvent(e),
+      status: (s, detail) => this.onStatus(s, detail),
+    }, { outputRateHz: OUTPUT_RATE_HZ });
+    this.conversation = conversation;
+    this.sender = new AudioSender(this.api, session.sessionId, () => !conversation.ended,
+      (message) => this.fail(`Audio could not be sent: ${message}`));
+    void this.sender.run();
+    this.show("conversation");
+    void conversation.run();
+  }
+
+  private onEvent(event: ConversationEvent): void {
+    this.sequences.push(Number(event.sequence));
+    const captions = this.captions!;
+    const { kind } = event;
+    switch (kind.case) {
+      case "sessionPaired": {
+        captions.partnerName = kind.value.partnerDisplayName || "Partner";
+        captions.partnerLanguage = kind.value.partnerLanguageCode;
+        this.ui.partner.textContent = `Talking with ${captions.partnerName} ` +
+          `(${languageName(kind.value.partnerLanguageCode)}).`;
+        this.ui.codeBox.hidden = true;
+        this.ui.mic.disabled = false;
+        this.say(`${captions.partnerName} joined. Start the microphone to speak.`);
+        this.ui.mic.focus();
+        break;
+      }
+      case "partnerConnected":
+        this.ui.partner.classList.remove("away");
+        break;
+      case "partnerDisconnected":
+        this.say(`${captions.partnerName} lost the connection (${kind.value.reason}).`);
+        break;
+      case "transcription":
+        captions.transcription(kind.value);
+        break;
+      case "translation":
+        captions.translation(kind.value);
+        break;
+      case "speechAudio":
+        captions.audio(kind.value);
+        this.player?.play(kind.value);
+        break;
+      case "processingEnded":
+        captions.ended(kind.value);
+        break;
+      case "error":
+        this.say(`Problem: ${kind.value.message}`);
+        break;
+      case "sessionEnded":
+        this.say(`The session ended (${kind.value.reason}).`);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private onStatus(status: Status, detail: string): void {
+    const { ui } = this;
+    ui.connection.textContent = status === "reconnecting" ? "reconnecting…" : status;
+    ui.connection.className = `badge ${status}`;
+    if (status === "reconnecting" && detail) this.say(`Connection lost; reconnecting.`);
+    if (status === "ended") {
+      this.stopMicrophone();
+      this.sender?.stop();
+      ui.mic.disabled = ui.end.disabled = true;
+      ui.again.hidden = false;
+      if (detail && detail !== "the session ended") this.fail(`The conversation ended: ${detail}`);
+    }
+  }
+
+  private async toggleMicrophone(): Promise<void> {
+    if (this.microphone?.active) {
+      this.stopMicrophone();
+      return;
+    }
+    try {
+      this.unlockAudio();
+      this.microphone = new Microphone(this.audio!, (pcm, at) => this.sender?.push(pcm, at));
+      await this.microphone.start();
+      this.ui.mic.setAttribute("aria-pressed", "true");
+      this.ui.mic.textContent = "Stop microphone";
+      this.say("Microphone on: speak now.");
+    } catch (e) {
+      this.fail(`The microphone could not start: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  private stopMicrophone(): void {
+    if (!this.microphone?.active) return;
+    this.microphone.stop();
+    this.ui.mic.setAttribute("aria-pressed", "false");
+    this.ui.mic.textContent = "Start microphone";
+    this.say("Microphone off.");
+  }
+
+  private async endSession(): Promise<void> {
+    const sessionId = this.api.sessionId;
+    if (!sessionId) return;
+    try {
+      const reply = await this.api.sessions.endSession({ sessionId });
+      const m = reply.metrics;
+      if (m) {
+        this.ui.summary.textContent = `${m.utteranceCount} utterances translated; mean latency ` +
+          `${Math.round(m.meanLatencyMs)} ms; ${m.errorCount} errors.`;
+        this.ui.summary.hidden = false;
+      }
+    } catch (e) {
+      this.fail(describeError(e));
+    } finally {
+      this.conversation?.stop();
+    }
+  }
+
+  private show(section: "account" | "session" | "conversation"): void {
+    const { ui } = this;
+    ui.account.hidden = section !== "account";
+    ui.session.hidden = section !== "session";
+    ui.conversation.hidden = section !== "conversation";
+    if (section === "session") ui.sessionTitle.focus();
+  }
+
+  private async busy(area: HTMLElement, action: () => Promise<void>): Promise<void> {
+    const buttons = [...area.querySelectorAll("button")];
+    buttons.forEach((b) => (b.disabled = true));
+    area.setAttribute("aria-busy", "true");
+    this.ui.error.hidden = true;
+    try {
+      await action();
+    } catch (e) {
+      this.fail(e instanceof Error && !("code" in e) ? e.message : describeError(e));
+    } finally {
+      buttons.forEach((b) => (b.disabled = false));
+      area.removeAttribute("aria-busy");
+    }
+  }
+
+  private say(message: string): void {
+    this.ui.status.textContent = message;
+  }
+
+  private fail(message: string): void {
+    this.ui.error.textContent = message;
+    this.ui.error.hidden = false;
+  }
+}
+
+function languageName(code: string): string {
+  try {
+    return new Intl.DisplayNames([navigator.language || "en"], { type: "language" }).of(code) ?? code;
+  } catch {
+    return code;
+  }
+}
+
+declare global {
+  interface Window {
+    dragomanDebug?: () => DebugState;
+  }
+}
+
+async function main(): Promise<void> {
+  const app = new App(new Api(await apiBaseUrl()));
+  window.dragomanDebug = () => app.debug();
+  document.body.dataset.ready = "true";
+}
+
+void main();
