@@ -173,7 +173,7 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
         "total_gpus": sum(g for g in per_role if g) if all(per_role) else None,
         "inputs": {n: bool(d) for n, d in (("e2e", e2e), ("load", load), ("gpu", gpu),
                                             ("stt", stt), ("tts", tts), ("mt", mt))},
-        "latency": (e2e or {}).get("pairs", {}).get("en-es", {}).get("stages", {}).get("total"),
+        "latency": (e2e or {}).get("pairs", {}).get("en<>es", {}).get("stages", {}).get("total"),
     }
 
 

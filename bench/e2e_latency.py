@@ -51,7 +51,7 @@ CHUNK_MS = 100
 PAD_S, TAIL_S = 0.3, 1.2
 TURN_TIMEOUT_S = 60.0
 SMOKE_CLIP_S = 3.0
-GOAL_PAIR, GOAL_P50_MS, GOAL_P95_MS = "en-es", 1500, 2000
+GOAL_PAIR, GOAL_P50_MS, GOAL_P95_MS = "en<>es", 1500, 2000
 GOAL = {"pair": GOAL_PAIR, "total_p50_ms": GOAL_P50_MS, "total_p95_ms": GOAL_P95_MS}
 SERVICES = (("stt", "stt_svc.server"), ("mt", "mt_svc.server"), ("tts", "tts_svc.server"),
             ("session", "session_svc.server"), ("gateway", "gateway.server"))
@@ -144,6 +144,19 @@ async def converse(gateway: str, pair: str, per_side: int, max_s: float = 0.0) -
     return {"pair": pair, "turns": turns, "errors": a.errors + b.errors}
 
 
+def by_pair(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """Summaries per pair, both ways ("en<>es"), and per direction ("en-es", "es-en")."""
+    out: dict[str, Any] = {}
+    for pair in sorted({"<>".join(sorted(t["direction"].split("-"), key=lambda x: x != "en"))
+                        for t in turns}):
+        ends = set(pair.split("<>"))
+        out[pair] = _summarise([t for t in turns if set(t["direction"].split("-")) == ends])
+        for direction in sorted({t["direction"] for t in turns
+                                 if set(t["direction"].split("-")) == ends}):
+            out[direction] = _summarise([t for t in turns if t["direction"] == direction])
+    return out
+
+
 def _summarise(turns: list[dict[str, Any]]) -> dict[str, Any]:
     stages = [s for t in turns for s in t["stages"]]
     client = [t["client_ms"] for t in turns if t["client_ms"] is not None]
@@ -172,12 +185,8 @@ async def run(pairs: list[str], per_side: int, fake: bool, work: Path) -> dict[s
                     addresses["gateway"], pair, per_side, SMOKE_CLIP_S if fake else 0.0))
         finally:
             await children.stop(5.0)
-    by_pair: dict[str, Any] = {}
-    for s in sessions:
-        by_pair[s["pair"]] = _summarise(s["turns"])
-        for direction in sorted({t["direction"] for t in s["turns"]}):
-            by_pair[direction] = _summarise([t for t in s["turns"] if t["direction"] == direction])
     all_turns = [t for s in sessions for t in s["turns"]]
+    pairs_summary = by_pair(all_turns)
     result = {
         "benchmark": "e2e_latency",
         "machine": machine(),
@@ -187,13 +196,13 @@ async def run(pairs: list[str], per_side: int, fake: bool, work: Path) -> dict[s
                    "take turns; stages from ProcessingEnded, client time from the last speech "
                    "chunk sent to the first translated audio chunk received by the partner"),
         "clips_per_side": per_side,
-        "pairs": by_pair,
+        "pairs": pairs_summary,
         "all_pairs": _summarise(all_turns),
         "goal": GOAL,
         "errors": [e for s in sessions for e in s["errors"]],
         "turns": all_turns,
     }
-    goal_pair = by_pair.get(GOAL_PAIR)
+    goal_pair = pairs_summary.get(GOAL_PAIR)
     if goal_pair is not None:
         total = goal_pair["stages"]["total"]
         result["goal_met"] = (total["p50_ms"] is not None and total["p50_ms"] <= GOAL_P50_MS

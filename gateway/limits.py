@@ -135,9 +135,17 @@ class RedisLimiter:
         self._prefix = prefix
 
     async def acquire(self, rule: Rule, key: str, max_wait_s: float = 0.0) -> float:
-        allowed, wait = await self._script(
-            keys=[f"{self._prefix}{rule.name}:{key}"],
-            args=[repr(rule.interval_s), rule.burst, repr(max_wait_s + SLACK_S)])
+        """As `Limiter.acquire`; when Redis cannot be reached the call is
+        allowed (with a warning): the limits must not take the service down."""
+        from redis.exceptions import RedisError
+
+        try:
+            allowed, wait = await self._script(
+                keys=[f"{self._prefix}{rule.name}:{key}"],
+                args=[repr(rule.interval_s), rule.burst, repr(max_wait_s + SLACK_S)])
+        except RedisError as e:
+            log.warning("rate limit not checked: redis unavailable (%s)", type(e).__name__)
+            return 0.0
         wait_s = float(wait)
         if not int(allowed):
             raise _exhausted(rule, wait_s)

@@ -7,21 +7,25 @@ them fails with that instruction instead of being skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from dragoman import config, rpc
+from dragoman.db.testing import scratch_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
 
 
 @pytest.fixture(scope="session")
-def settings() -> config.Settings:
-    return config.load()
+def settings() -> Iterator[config.Settings]:
+    """This run's settings: a fresh schema in the test PostgreSQL, dropped afterwards."""
+    with scratch_schema(prefix="run") as database:
+        yield dataclasses.replace(config.load(), database=database)
 
 
 @pytest.fixture(scope="session")

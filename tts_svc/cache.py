@@ -4,23 +4,70 @@ Both stores map a key (a hash of text, language, voice, rate, encoding and
 engine version: see `pipeline`) to the bytes of a finished synthesis. A
 cache never fails a synthesis: a Redis that is down or slow counts as a
 miss (and an error), and the request is synthesised as usual.
+
+Settings mirror mt_svc's phrase cache: `tts.cache` (memory, redis or off),
+`tts.cache_entries`, `tts.redis_url`, `tts.cache_ttl_s`, `tts.cache_prefix`.
+While `config.TtsSettings` lacks one of them, its environment variable
+(DRAGOMAN_TTS_CACHE, DRAGOMAN_TTS_REDIS_URL, ...) is read instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from dragoman import config
+from dragoman.errors import InvalidArgument
 
 log = logging.getLogger("tts_svc.cache")
 
 DEFAULT_ENTRIES = 256
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_TTL_S = 7 * 24 * 3600
-REDIS_PREFIX = "dragoman:tts:audio:"
+DEFAULT_PREFIX = "dragoman:tts:"
 REDIS_TIMEOUT_S = 0.5
 """A Redis call slower than this is given up on (a miss): synthesis is faster."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheOptions:
+    """Which audio cache to open (field names are those of the `tts` settings)."""
+
+    cache: str = "memory"
+    """memory (in-process LRU), redis, or off."""
+    cache_entries: int = DEFAULT_ENTRIES
+    """Entries of the in-process LRU."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis for cache = redis."""
+    cache_ttl_s: int = DEFAULT_TTL_S
+    """Lifetime of a Redis entry."""
+    cache_prefix: str = DEFAULT_PREFIX
+    """Key prefix in Redis."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: config.TtsSettings, env: Mapping[str, str] | None = None
+    ) -> CacheOptions:
+        """The options in `settings`; $DRAGOMAN_TTS_<FIELD> for a field it lacks."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if hasattr(settings, f.name):
+                values[f.name] = getattr(settings, f.name)
+            elif (raw := env.get(f"DRAGOMAN_TTS_{f.name.upper()}")) is not None:
+                kind = type(f.default)
+                try:
+                    values[f.name] = kind(raw)
+                except ValueError:
+                    raise InvalidArgument(
+                        f"DRAGOMAN_TTS_{f.name.upper()}: expected {kind.__name__}, got {raw!r}"
+                    ) from None
+        return cls(**values)
 
 
 @dataclass(slots=True)
@@ -91,11 +138,11 @@ class MemoryCache:
 class RedisCache:
     """Entries in Redis under `prefix`, expiring after `ttl_s`; shared by every replica."""
 
-    def __init__(self, url: str, *, prefix: str = REDIS_PREFIX, ttl_s: int = DEFAULT_TTL_S) -> None:
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, ttl_s: int = DEFAULT_TTL_S) -> None:
         import redis.asyncio as redis
 
         self.stats = CacheStats()
-        self.prefix = prefix
+        self.prefix = f"{prefix}audio:"
         self._ttl_s = ttl_s
         self._redis: Any = redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
@@ -132,8 +179,13 @@ class RedisCache:
         await self._redis.aclose()
 
 
-def open_cache(url: str, max_entries: int = DEFAULT_ENTRIES) -> AudioCache:
-    """Redis when `url` (redis:// or rediss://) is set, else the in-process LRU."""
-    if url:
-        return RedisCache(url)
-    return MemoryCache(max_entries)
+def open_cache(options: CacheOptions) -> AudioCache:
+    """The cache `options.cache` names; another name is INVALID_ARGUMENT."""
+    kind = options.cache.strip().lower()
+    if kind == "memory":
+        return MemoryCache(options.cache_entries)
+    if kind == "redis":
+        return RedisCache(options.redis_url, prefix=options.cache_prefix, ttl_s=options.cache_ttl_s)
+    if kind == "off":
+        return MemoryCache(0)
+    raise InvalidArgument(f"setting tts.cache: {options.cache!r} is not one of memory, redis, off")

@@ -227,7 +227,11 @@ def no_break_words(language: str) -> frozenset[str]:
 
 
 def _amount(text: str) -> tuple[str, str]:
-    """("1000", "50") from "1.000,50" or "1,000.50": a separator before 1-2 final digits is the decimal one."""
+    """("1000", "50") from "1.000,50" or "1,000.50".
+
+    A separator before 1 or 2 final digits is the decimal one; any other is a
+    thousands separator.
+    """
     match = re.fullmatch(r"(.*?)(?:[.,](\d{1,2}))?", text)
     assert match is not None
     whole = re.sub(r"\D", "", match.group(1))
@@ -271,7 +275,8 @@ def _fr_ordinal(match: re.Match[str]) -> str:
 def _de_date(match: re.Match[str]) -> str:
     before = match.group("before")
     stem = _DE_ORDINALS[int(match.group("day")) - 1]
-    ending = "en" if before and before.lower() in _DE_DATIVE else "e" if before in _DE_ARTICLE else "er"
+    word = (before or "").lower()
+    ending = "en" if word in _DE_DATIVE else "e" if word in _DE_ARTICLE else "er"
     prefix = f"{before} " if before else ""
     return f"{prefix}{stem}{ending} {match.group('month')}"
 

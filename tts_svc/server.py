@@ -2,8 +2,8 @@
 
 `python -m tts_svc.server` loads the engines named in `tts.engines` (plus
 espeak-ng, the fallback for every language), warms each up with one
-synthesis, opens the audio cache (Redis at `tts.cache_url`, else in
-process) and serves on `addresses.tts`.
+synthesis, opens the audio cache (`tts.cache`: in process, Redis or off)
+and serves on `addresses.tts`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dragoman import config, logs, rpc
 from dragoman.errors import InvalidArgument
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_svc import engines as engine_registry
-from tts_svc.cache import DEFAULT_ENTRIES, AudioCache, open_cache
+from tts_svc.cache import AudioCache, CacheOptions, open_cache
 from tts_svc.encoding import Encoding
 from tts_svc.engines.base import Gender, TtsEngine, Voice
 from tts_svc.pipeline import Synthesizer
@@ -110,11 +110,6 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
         )
 
 
-def cache_url(settings: config.TtsSettings) -> str:
-    """`tts.cache_url`, or $DRAGOMAN_TTS_CACHE_URL while the setting does not exist."""
-    return str(getattr(settings, "cache_url", "") or os.environ.get("DRAGOMAN_TTS_CACHE_URL", ""))
-
-
 def _workers(settings: config.Settings) -> int:
     """Synthesis threads: as many as the cores allow at `cpu_threads` each."""
     return max(1, (os.cpu_count() or 1) // max(1, settings.tts.cpu_threads))
@@ -130,9 +125,7 @@ async def create(
     """Builds the service: the given engine(s), or those `tts.engines` names, warmed
     up; the given cache, or the one the settings name."""
     executor = ThreadPoolExecutor(max_workers=_workers(settings), thread_name_prefix="tts")
-    cache = cache or open_cache(
-        cache_url(settings.tts), int(getattr(settings.tts, "cache_entries", DEFAULT_ENTRIES))
-    )
+    cache = cache or open_cache(CacheOptions.from_settings(settings.tts))
     try:
         if engine is None:
             engines = await engine_registry.load(settings, executor)

@@ -39,6 +39,18 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bench-results")
 
 
+@pytest.fixture(scope="module")
+def load_smoke(results: Path) -> str:
+    """Runs `python -m bench.load --smoke` once; its stdout."""
+    return _run("bench.load", "--smoke", "--out", str(results))
+
+
+@pytest.fixture(scope="module")
+def e2e_smoke(results: Path) -> str:
+    """Runs `python -m bench.e2e_latency --smoke` once; its stdout."""
+    return _run("bench.e2e_latency", "--smoke", "--out", str(results))
+
+
 def test_summary_and_percentile() -> None:
     assert percentile([], 50) is None
     assert percentile([5.0, 1.0, 3.0], 50) == 3.0
@@ -53,9 +65,8 @@ def test_loadgen_refuses_remote_targets() -> None:
     loadgen.check_target("203.0.113.5:443", allow_remote=True)
 
 
-def test_load_smoke(results: Path) -> None:
-    out = _run("bench.load", "--smoke", "--out", str(results))
-    assert "added p99" in out
+def test_load_smoke(results: Path, load_smoke: str) -> None:
+    assert "added p99" in load_smoke
     data = json.loads((results / "load.json").read_text())
     assert {"benchmark", "machine", "note", "fake_delays_ms", "fake_delays_source",
             "added_latency_definition", "duration_s_per_step", "chunk_ms", "steps",
@@ -75,13 +86,12 @@ def test_load_smoke(results: Path) -> None:
             "client_processes", "utterances_expected"} <= set(step)
 
 
-def test_e2e_smoke(results: Path) -> None:
-    out = _run("bench.e2e_latency", "--smoke", "--out", str(results))
-    assert "en-es total" in out
+def test_e2e_smoke(results: Path, e2e_smoke: str) -> None:
+    assert "en<>es total" in e2e_smoke
     data = json.loads((results / "e2e.json").read_text())
     assert {"benchmark", "machine", "engines", "method", "clips_per_side", "pairs", "all_pairs",
             "goal", "goal_met", "errors", "turns", "smoke"} <= set(data)
-    assert {"en-es", "es-en"} <= set(data["pairs"])
+    assert {"en<>es", "en-es", "es-en"} <= set(data["pairs"])
     for entry in (data["all_pairs"], *data["pairs"].values()):
         assert set(entry) == {"utterances", "clips", "clips_heard", "stages",
                               "client_last_chunk_to_first_audio"}
@@ -93,7 +103,7 @@ def test_e2e_smoke(results: Path) -> None:
                for t in data["turns"])
 
 
-def test_capacity_from_smoke_results(results: Path) -> None:
+def test_capacity_from_smoke_results(results: Path, load_smoke: str, e2e_smoke: str) -> None:
     doc = results / "CAPACITY.md"
     _run("bench.capacity", "--results", str(results), "--doc", str(doc), timeout_s=30)
     data = json.loads((results / "capacity.json").read_text())

@@ -71,17 +71,19 @@ async function register(p) {
   await p.page.waitForSelector("#session:not([hidden])");
 }
 
-/** The partner's speech arrived: final transcript, translation, audio, latency. */
+/** The partner's turn arrived in full: every utterance ended, with transcript, translation, audio. */
 function heardPartner() {
   const s = window.dragomanDebug();
-  const done = s.utterances.filter((u) => u.speaker === "partner" && u.latencyMs !== undefined);
-  return done.length > 0 && done.every((u) => u.transcript && u.translation && u.audioChunks > 0)
-    && s.scheduledSamples > 0;
+  const theirs = s.utterances.filter((u) => u.speaker === "partner");
+  const spoken = theirs.filter((u) => u.transcript);
+  return theirs.every((u) => u.latencyMs !== undefined) && spoken.length > 0
+    && spoken.every((u) => u.translation && u.audioChunks > 0) && s.scheduledSamples > 0;
 }
 
+/** This person's own turn was processed: every utterance ended, some with words. */
 function ownSpeechDone() {
-  const s = window.dragomanDebug();
-  return s.utterances.some((u) => u.speaker === "self" && u.transcript && u.latencyMs !== undefined);
+  const mine = window.dragomanDebug().utterances.filter((u) => u.speaker === "self");
+  return mine.every((u) => u.latencyMs !== undefined) && mine.some((u) => u.transcript);
 }
 
 async function screenshots() {

@@ -122,6 +122,16 @@ async def test_redis_limits_hold_across_replicas(redis_prefix: str) -> None:
             await limiter.close()
 
 
+async def test_an_unreachable_redis_lets_calls_through(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = RedisLimiter("redis://127.0.0.1:1/0")
+    try:
+        assert await limiter.acquire(hourly(1), "k") == 0.0
+        assert await limiter.acquire(hourly(1), "k") == 0.0
+    finally:
+        await limiter.close()
+    assert "rate limit not checked: redis unavailable" in caplog.text
+
+
 @pytest.fixture(scope="module")
 async def stack(settings: config.Settings) -> AsyncIterator[Stack]:
     async with session_stack(settings) as running:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,51 @@ async def test_too_many_streams(settings: config.Settings, speech: np.ndarray) -
         release.set()
         assert [r async for r in first] == []
         assert finals(await recognize(stub, requests(stream_config(), speech)))
+
+
+def _finals_of(responses: list[stt_pb2.StreamingRecognizeResponse]) -> list[tuple[str, int]]:
+    return [(f.transcript, len(f.words)) for f in finals(responses)]
+
+
+async def test_concurrent_streams_share_model_calls(
+    settings: config.Settings, speech: np.ndarray
+) -> None:
+    """Finals that queue while the model is busy go through it together, with the same results."""
+    engine = FakeEngine(delay_s=0.2)
+    clips = [speech, speech[8000:], np.concatenate([speech, speech]), speech[:-8000]]
+    async for stub in fake_stub(settings, engine):
+        alone = [await recognize(stub, requests(stream_config(), c)) for c in clips]
+        assert max(engine.batches) == 1  # one stream has one decode in the lane at a time
+        engine.calls.clear()
+        engine.batches.clear()
+        together = await asyncio.gather(
+            *(recognize(stub, requests(stream_config(), c)) for c in clips)
+        )
+    assert [_finals_of(r) for r in together] == [_finals_of(r) for r in alone]
+    assert len(engine.batches) < len(engine.calls) == 5  # fewer model calls than decodes
+    assert max(engine.batches) > 1
+
+
+async def test_chunk_flood_is_resource_exhausted(
+    settings: config.Settings, speech: np.ndarray
+) -> None:
+    limits = dataclasses.replace(
+        server.stream_limits(settings.stt), max_chunks_per_s=10.0, burst_chunks=20
+    )
+    service = await server.create(settings, engine=FakeEngine(), limits=limits)
+    async for address in started(service):
+        async with rpc.channel(address) as channel:
+            stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
+            # Real time (10 chunks a second) after a burst of 20 is fine...
+            paced = requests(stream_config(), speech[: 16_000 * 3])
+            responses = await recognize(stub, paced[:21]) + await recognize(stub, paced, 0.1)
+            assert finals(responses)
+            # ... one more at once is a flood. (Sending no more after it: grpc/grpc#36066.)
+            flood = requests(stream_config(), speech[: 16_000 * 3])[:22]
+            error = await expect_error(stub, flood)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "audio chunks arrive faster than 10 a second after a burst of 20" in (
+        error.details() or ""
+    )
+    retry_after = dict(error.trailing_metadata() or ())["retry-after"]
+    assert 0.0 < float(retry_after) <= 0.1 + 1e-3

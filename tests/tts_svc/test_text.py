@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from tts_svc.text import CLAUSE_PAUSE_MS, SENTENCE_PAUSE_MS, sentences, split
+from tts_svc.text import (
+    CLAUSE_PAUSE_MS,
+    FORCED_PAUSE_MS,
+    SENTENCE_PAUSE_MS,
+    max_first_words,
+    sentences,
+    split,
+)
 
 
-def texts(text: str, language: str = "en") -> list[str]:
-    return [p.text for p in split(text, language)]
+def texts(text: str, language: str = "en", first_words: int = 6) -> list[str]:
+    return [p.text for p in split(text, language, first_words=first_words)]
 
 
 def test_short_sentence_is_one_piece() -> None:
@@ -67,9 +74,43 @@ def test_no_cut_that_leaves_a_lone_word_behind() -> None:
     ]
 
 
-def test_no_boundary_means_no_cut() -> None:
-    text = "The quick brown fox jumps over the lazy dog near the river bank today."
+def test_a_sentence_of_at_most_max_first_words_without_boundary_is_not_cut() -> None:
+    assert max_first_words(6) == 10
+    text = "The quick brown fox jumps over the lazy dog today."
     assert texts(text) == [text]
+
+
+def test_a_longer_sentence_without_boundary_is_cut_before_an_article_near_first_words() -> None:
+    text = "The quick brown fox jumps over the lazy dog near the river bank today."
+    pieces = split(text, "en")
+    assert [p.text for p in pieces] == [
+        "The quick brown fox jumps over",
+        "the lazy dog near the river bank today.",
+    ]
+    assert pieces[0].pause_after_ms == FORCED_PAUSE_MS
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "first"),
+    [
+        # Kokoro asks for 3 words: max_first_words(3) == 5.
+        (
+            "es",
+            "Buenos días me gustaría reservar una mesa para dos personas.",
+            "Buenos días me gustaría reservar",
+        ),
+        ("es", "Quiero comprar dos billetes de tren para mañana.", "Quiero comprar dos billetes"),
+        ("en", "I think the train from the city arrives late today.", "I think"),
+        ("pt", "Eu gostaria de reservar uma mesa para duas pessoas.", "Eu gostaria"),
+    ],
+)
+def test_a_slow_engine_gets_a_shorter_first_piece(language: str, text: str, first: str) -> None:
+    assert texts(text, language, first_words=3)[0] == first
+
+
+def test_without_a_phrase_start_the_forced_cut_is_after_first_words() -> None:
+    text = "Zwölf Boxkämpfer jagen Viktor quer durch Sylt heute Abend sehr schnell."
+    assert texts(text, "de", first_words=3)[0] == "Zwölf Boxkämpfer jagen"
 
 
 def test_only_the_first_sentence_is_cut() -> None:
@@ -125,6 +166,30 @@ def test_nothing_speakable_gives_no_piece() -> None:
 def test_pauses_follow_the_kind_of_boundary() -> None:
     pieces = split("Good morning, I would like a table for two. Thanks.", "en")
     assert [p.pause_after_ms for p in pieces] == [CLAUSE_PAUSE_MS, SENTENCE_PAUSE_MS, 0]
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("es", "El Sr. García y la Dra. Pérez viven en Madrid."),
+        ("es", "Por ej. esto, p. ej. aquello."),
+        ("pt", "A Sra. Costa e o Dr. Pedro chegaram."),
+        ("fr", "M. Dupont et Mme Martin sont là."),
+        ("de", "Das ist z. B. ein Haus, ca. hundert Jahre alt."),
+        ("de", "Wir treffen uns am 3. Mai in Berlin."),
+        ("it", "Il Sig. Rossi e il Dott. Bianchi sono qui."),
+    ],
+)
+def test_abbreviations_of_each_language_do_not_end_sentences(language: str, text: str) -> None:
+    assert sentences(text, language) == [text]
+
+
+def test_a_final_abbreviation_may_end_a_sentence() -> None:
+    assert sentences("Viven en EE. UU. Tienen dos hijos.", "es") == ["Viven en EE. UU.", "Tienen dos hijos."]
+    assert sentences("Wir kaufen Brot, Milch usw. Dann gehen wir.", "de") == [
+        "Wir kaufen Brot, Milch usw.",
+        "Dann gehen wir.",
+    ]
 
 
 def test_devanagari_danda_ends_a_sentence() -> None:

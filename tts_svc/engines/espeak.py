@@ -8,6 +8,10 @@ safe: one process-wide instance, every call under one lock.
 
 (kokoro-onnx's phonemizer loads its own copy of the library and Piper links
 its own espeak-ng, so neither shares this instance's state.)
+
+espeak-ng reads Japanese kana but not kanji (it says "Chinese letter" for
+each), so Japanese text has its kanji turned into hiragana first with
+pykakasi, when installed (without it a warning is logged at load).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import asyncio
 import ctypes
 import importlib.metadata
 import logging
+import re
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -29,6 +34,7 @@ from tts_svc.engines.base import AudioChunk, Capabilities, Gender, SynthesisRequ
 log = logging.getLogger("tts_svc.engines.espeak")
 
 NAME = "espeak"
+LOADER = "espeakng-loader"
 # BCP-47 tag -> espeak-ng voice, for the 15 product languages.
 LANGUAGES = {
     "en-US": "en-us",
@@ -57,6 +63,31 @@ _CHARS_UTF8 = 1
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
+
+
+_KANJI = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff々]")
+
+
+def kanji_reader() -> Callable[[str], str] | None:
+    """A function writing the kanji of Japanese text in hiragana; None without pykakasi.
+
+    Loading its dictionary takes about a second.
+    """
+    try:
+        import pykakasi
+    except ImportError:
+        return None
+    kakasi = pykakasi.kakasi()
+    lock = threading.Lock()  # pykakasi does not say it is thread safe
+
+    def read(text: str) -> str:
+        if not _KANJI.search(text):
+            return text
+        with lock:
+            parts = kakasi.convert(text)
+        return "".join(p["hira"] if _KANJI.search(p["orig"]) else p["orig"] for p in parts)
+
+    return read
 
 
 def voice_name(language_code: str) -> str:
@@ -132,9 +163,12 @@ class _Library:
 class EspeakEngine:
     """One espeak-ng voice per product language, e.g. "espeak-de", "espeak-zh"."""
 
-    def __init__(self, library: _Library, executor: Executor) -> None:
+    def __init__(
+        self, library: _Library, executor: Executor, read_kanji: Callable[[str], str] | None = None
+    ) -> None:
         self._library = library
         self._executor = executor
+        self._read_kanji = read_kanji
         voices = tuple(
             Voice(
                 name=voice_name(code),
@@ -149,15 +183,18 @@ class EspeakEngine:
         self._espeak_voice = {voice_name(code): espeak for code, espeak in LANGUAGES.items()}
         self._capabilities = Capabilities(
             name=NAME,
-            version=f"espeak-ng {library.version} (espeakng-loader {importlib.metadata.version('espeakng-loader')})",
+            version=f"espeak-ng {library.version} espeakng-loader {importlib.metadata.version(LOADER)}",
             voices=voices,
             first_piece_words=FIRST_PIECE_WORDS,
         )
 
     @classmethod
     def load(cls, executor: Executor) -> EspeakEngine:
-        """Starts libespeak-ng (once per process; milliseconds)."""
-        engine = cls(_Library.get(), executor)
+        """Starts libespeak-ng (once per process; milliseconds) and pykakasi (about 1 s)."""
+        read_kanji = kanji_reader()
+        if read_kanji is None:
+            log.warning("pykakasi is not installed: Japanese kanji will be read as 'Chinese letter'")
+        engine = cls(_Library.get(), executor, read_kanji)
         log.info("espeak-ng loaded", extra={"version": engine.capabilities.version})
         return engine
 
@@ -166,10 +203,16 @@ class EspeakEngine:
         return self._capabilities
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
+        voice = self._espeak_voice[request.voice]
         samples = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._library.synthesize, request.text, self._espeak_voice[request.voice]
+            self._executor, self._speak, request.text, voice
         )
         yield AudioChunk(samples, self._library.sample_rate_hz)
+
+    def _speak(self, text: str, voice: str) -> np.ndarray:
+        if voice == "ja" and self._read_kanji is not None:
+            text = self._read_kanji(text)
+        return self._library.synthesize(text, voice)
 
     async def close(self) -> None:
         return None  # the library is shared by the process and lives as long as it

@@ -6,6 +6,7 @@
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import {
   type ProcessingEnded,
+  type ProcessingStarted,
   Speaker,
   type SpeechAudio,
   type Transcription,
@@ -64,6 +65,12 @@ export class Captions {
     private readonly ownLanguage: () => string,
   ) {}
 
+  /** Someone started speaking: their card appears at once, with a placeholder. */
+  started(p: ProcessingStarted): void {
+    const u = this.utterance(p.utteranceId, p.speaker);
+    if (!u.transcript.finals.length && !u.transcript.partial) this.update(u.transcript, "…", false, "");
+  }
+
   transcription(t: Transcription): void {
     const u = this.utterance(t.utteranceId, t.speaker);
     this.update(u.transcript, t.text, t.isFinal, t.languageCode);
@@ -88,6 +95,8 @@ export class Captions {
   ended(e: ProcessingEnded): void {
     const u = this.utterance(e.utteranceId, e.speaker);
     u.el.classList.add("done");
+    if (u.transcript.partial === "…") this.update(u.transcript, "", false, "");
+    u.el.hidden = !u.transcript.finals.length && !u.translation.finals.length; // nothing was said
     if (e.latency) {
       u.latencyMs = durationMs(e.latency.total);
       u.latency.textContent = formatLatency(e.latency);
@@ -100,7 +109,7 @@ export class Captions {
       id: u.id,
       speaker: u.speaker === Speaker.SELF ? "self" : "partner",
       transcript: u.transcript.finals.join(" "),
-      transcriptPartial: u.transcript.partial,
+      transcriptPartial: u.transcript.partial === "…" ? "" : u.transcript.partial,
       translation: u.translation.finals.join(" "),
       latencyMs: u.latencyMs,
       latencyText: u.latency.textContent ?? "",

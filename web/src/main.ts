@@ -211,6 +211,9 @@ class App {
       case "partnerDisconnected":
         this.say(`${captions.partnerName} lost the connection (${kind.value.reason}).`);
         break;
+      case "processingStarted":
+        captions.started(kind.value);
+        break;
       case "transcription":
         captions.transcription(kind.value);
         break;
