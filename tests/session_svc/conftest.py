@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,42 +13,13 @@ from dragoman import audio, config, rpc
 from dragoman.client import join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
-from mt_svc import server as mt_server
-from mt_svc.cache import NoCache
-from mt_svc.engines.fake import FakeEngine as FakeMt
-from session_svc import server as session_server
-from stt_svc import server as stt_server
-from stt_svc.engines.fake import FakeEngine as FakeStt
-from tts_svc import server as tts_server
-from tts_svc.engines.fake import FakeEngine as FakeTts
-
-
-@dataclasses.dataclass
-class Plumbing:
-    address: str
-    mt: FakeMt
-    channel: object = None
+from tests.session_svc.stack import Stack, session_stack
 
 
 @pytest.fixture(scope="session")
-async def plumbing(settings: config.Settings) -> AsyncIterator[Plumbing]:
-    mt_engine = FakeMt(pairs=[(a, b) for a in ("en", "pt", "es") for b in ("en", "pt", "es") if a != b])
-    services = [
-        await stt_server.create(settings, engine=FakeStt()),
-        await mt_server.create(settings, engines=[mt_engine], cache=NoCache()),
-        await tts_server.create(settings, engine=FakeTts()),
-    ]
-    ports = [await s.start("127.0.0.1:0") for s in services]
-    addresses = dataclasses.replace(
-        settings.addresses, **{n: f"127.0.0.1:{p}" for n, p in zip(("stt", "mt", "tts"), ports, strict=True)})
-    session = await session_server.create(dataclasses.replace(settings, addresses=addresses))
-    port = await session.start("127.0.0.1:0")
-    services.append(session)
-    try:
-        yield Plumbing(f"127.0.0.1:{port}", mt_engine)
-    finally:
-        for s in reversed(services):
-            await s.stop(0.5)
+async def plumbing(settings: config.Settings) -> AsyncIterator[Stack]:
+    async with session_stack(settings) as stack:
+        yield stack
 
 
 class Caller:

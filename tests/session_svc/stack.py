@@ -15,6 +15,7 @@ import psycopg
 from dragoman import config, logs
 from dragoman.db.testing import scratch_schema
 from mt_svc import server as mt_server
+from mt_svc.cache import NoCache
 from mt_svc.engines.fake import FakeEngine as FakeMt
 from session_svc import server as session_server
 from stt_svc import server as stt_server
@@ -65,14 +66,16 @@ def scratch_settings(settings: config.Settings, prefix: str) -> Iterator[config.
 
 @contextlib.asynccontextmanager
 async def session_stack(settings: config.Settings) -> AsyncIterator[Stack]:
-    """Fake stt/mt/tts and a real session_svc on loopback, per `settings.database`."""
+    """Fake stt/mt/tts and a real session_svc on loopback, per `settings.database`.
+
+    The phrase cache is off so that every utterance reaches the (fake) MT engine."""
     mt_engine = FakeMt(pairs=[(a, b) for a in LANGUAGES for b in LANGUAGES if a != b])
     services = []
     try:
         ports = {}
         for name, service in (
             ("stt", await stt_server.create(settings, engine=FakeStt())),
-            ("mt", await mt_server.create(settings, engines=[mt_engine])),
+            ("mt", await mt_server.create(settings, engines=[mt_engine], cache=NoCache())),
             ("tts", await tts_server.create(settings, engine=FakeTts())),
         ):
             services.append(service)

@@ -10,7 +10,8 @@ import pytest
 
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
-from tests.session_svc.conftest import Caller, Plumbing, kinds, utterance
+from tests.session_svc.conftest import Caller, kinds, utterance
+from tests.session_svc.stack import Stack
 
 _n = 0
 
@@ -28,8 +29,8 @@ async def pair(address: str, a_lang: str = "en", b_lang: str = "pt") -> tuple[Ca
     return a, b, session.session_id
 
 
-async def test_speech_fans_out_to_both_in_order(plumbing: Plumbing, fleurs: Path) -> None:
-    a, b, sid = await pair(plumbing.address)
+async def test_speech_fans_out_to_both_in_order(plumbing: Stack, fleurs: Path) -> None:
+    a, b, sid = await pair(plumbing.session)
     a_call, b_call = a.converse(sid), b.converse(sid)
     await a.say(utterance(fleurs))
     b_events, a_events = await asyncio.gather(
@@ -59,8 +60,8 @@ async def test_speech_fans_out_to_both_in_order(plumbing: Plumbing, fleurs: Path
         await c.close()
 
 
-async def test_reconnect_resumes_without_gaps_or_duplicates(plumbing: Plumbing, fleurs: Path) -> None:
-    a, b, sid = await pair(plumbing.address)
+async def test_reconnect_resumes_without_gaps_or_duplicates(plumbing: Stack, fleurs: Path) -> None:
+    a, b, sid = await pair(plumbing.session)
     a_call = a.converse(sid)
     b_call = b.converse(sid)
     await b.collect(b_call, "partner_connected")
@@ -78,11 +79,11 @@ async def test_reconnect_resumes_without_gaps_or_duplicates(plumbing: Plumbing, 
         await c.close()
 
 
-async def test_a_second_stream_replaces_the_first(plumbing: Plumbing) -> None:
-    a, _b, sid = await pair(plumbing.address)
+async def test_a_second_stream_replaces_the_first(plumbing: Stack) -> None:
+    a, _b, sid = await pair(plumbing.session)
     first = a.converse(sid)
     await a.collect(first, "session_paired")
-    second = Caller(plumbing.address, a.metadata[0][1])
+    second = Caller(plumbing.session, a.metadata[0][1])
     second_call = second.converse(sid)
     await second.collect(second_call, "session_paired")
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -94,8 +95,8 @@ async def test_a_second_stream_replaces_the_first(plumbing: Plumbing) -> None:
     await a.close()
 
 
-async def test_listen_and_send_audio_for_web_clients(plumbing: Plumbing, fleurs: Path) -> None:
-    a, b, sid = await pair(plumbing.address)
+async def test_listen_and_send_audio_for_web_clients(plumbing: Stack, fleurs: Path) -> None:
+    a, b, sid = await pair(plumbing.session)
     request = pb.SendAudioRequest(session_id=sid, audio=pb.AudioChunk(data=b"\0\0" * 1600, sequence=1))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await a.conversation.SendAudio(request, metadata=a.metadata)
@@ -119,8 +120,8 @@ async def test_listen_and_send_audio_for_web_clients(plumbing: Plumbing, fleurs:
         await c.close()
 
 
-async def test_end_session_gives_metrics_and_tells_both(plumbing: Plumbing, fleurs: Path) -> None:
-    a, b, sid = await pair(plumbing.address)
+async def test_end_session_gives_metrics_and_tells_both(plumbing: Stack, fleurs: Path) -> None:
+    a, b, sid = await pair(plumbing.session)
     a_call, b_call = a.converse(sid), b.converse(sid)
     await a.say(utterance(fleurs))
     await b.collect(b_call, "processing_ended")
@@ -140,9 +141,9 @@ async def test_end_session_gives_metrics_and_tells_both(plumbing: Plumbing, fleu
 
 
 async def test_translation_failure_is_reported_and_the_stream_goes_on(
-    plumbing: Plumbing, fleurs: Path
+    plumbing: Stack, fleurs: Path
 ) -> None:
-    a, b, sid = await pair(plumbing.address)
+    a, b, sid = await pair(plumbing.session)
     a_call, b_call = a.converse(sid), b.converse(sid)
     plumbing.mt.fail_with = RuntimeError("engine exploded")
     try:
@@ -161,9 +162,9 @@ async def test_translation_failure_is_reported_and_the_stream_goes_on(
         await c.close()
 
 
-async def test_identity_rules(plumbing: Plumbing) -> None:
-    a, _b, sid = await pair(plumbing.address)
-    stranger = Caller(plumbing.address, "mallory")
+async def test_identity_rules(plumbing: Stack) -> None:
+    a, _b, sid = await pair(plumbing.session)
+    stranger = Caller(plumbing.session, "mallory")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stranger.sessions.GetSession(
             sessions_pb2.GetSessionRequest(session_id=sid), metadata=stranger.metadata)

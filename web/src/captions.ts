@@ -62,7 +62,6 @@ export class Captions {
   constructor(
     private readonly list: HTMLOListElement,
     private readonly announcer: HTMLElement,
-    private readonly ownLanguage: () => string,
   ) {}
 
   /** Someone started speaking: their card appears at once, with a placeholder. */
@@ -151,12 +150,12 @@ export class Captions {
     } else {
       line.partial = text;
     }
-    if (lang) line.el.lang = lang || this.ownLanguage();
+    if (lang) line.el.lang = lang;
     const finals = document.createElement("span");
     finals.textContent = line.finals.join(" ");
     const partial = document.createElement("span");
     partial.className = "partial";
-    partial.textContent = line.partial ? ` ${line.partial}` : "";
+    partial.textContent = line.partial && line.finals.length ? ` ${line.partial}` : line.partial;
     line.el.replaceChildren(finals, partial);
   }
 }

@@ -176,7 +176,7 @@ class App {
     ui.summary.hidden = ui.again.hidden = true;
     ui.end.disabled = false;
     ui.mic.disabled = true;
-    this.captions = new Captions(ui.captions, ui.announcer, () => ui.language.value);
+    this.captions = new Captions(ui.captions, ui.announcer);
     const conversation = new Conversation(this.api, session.sessionId, {
       event: (e) => this.onEvent(e),
       status: (s, detail) => this.onStatus(s, detail),
