@@ -94,7 +94,8 @@ case "$cmd" in
     fi
     exit $rc ;;
   gen)
-    .venv/bin/python scripts/genproto.py ;;
+    .venv/bin/python scripts/genproto.py
+    (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run gen) ;;
   *)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 2 ;;

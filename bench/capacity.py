@@ -43,10 +43,11 @@ class Assumptions:
     """Target CPU utilisation of CPU services (also the HPA target)."""
     pod_cores: int = 2
     """CPU request of one session_svc / gateway pod."""
-    stt_batch: int = 8
-    mt_batch: int = 8
-    tts_batch: int = 8
-    """Batch sizes whose measured throughput is planned for (small: keeps latency low)."""
+    stt_batch: int = 32
+    mt_batch: int = 32
+    tts_batch: int = 32
+    """Batch sizes whose measured throughput is planned for (gpu.json: a batch-32 call takes
+    0.1-0.3 s on an H200, small next to the CPU stage times)."""
     headroom: float = 1.3
     """HPA maxReplicas over the computed need."""
 
@@ -60,7 +61,9 @@ def _rows(data: dict[str, Any] | None) -> list[dict[str, Any]]:
     return []
 
 
-def _gpu_throughput(gpu: dict[str, Any] | None, role: str, batch: int) -> tuple[float, str] | None:
+def _gpu_throughput(
+    gpu: dict[str, Any] | None, role: str, batch: int,
+) -> tuple[float, str, float | None] | None:
     """Units per second of the preferred model of `role` at the largest batch <= `batch`."""
     rows = [r for r in _rows(gpu) if r.get("role") == role]
     unit = {"stt": "utterances_per_s", "mt": "sentences_per_s", "tts": "audio_seconds_per_s"}[role]
@@ -69,7 +72,9 @@ def _gpu_throughput(gpu: dict[str, Any] | None, role: str, batch: int) -> tuple[
                 and isinstance(r.get(unit), int | float)]
         if fits:
             best = max(fits, key=lambda r: int(r.get("batch", 1)))
-            return float(best[unit]), f"{model} batch {best.get('batch')} ({unit})"
+            call_s = best.get("seconds_per_call")
+            return (float(best[unit]), f"{model} batch {best.get('batch')} ({unit})",
+                    float(call_s) if isinstance(call_s, int | float) else None)
     return None
 
 
@@ -131,17 +136,25 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
         if found is None:
             services[role] = {"gpus": None, "source": "no bench/results/gpu.json row for this role"}
             continue
-        per_gpu, source = found
+        per_gpu, source, call_s = found
         gpus = math.ceil(demand / (per_gpu * a.gpu_utilisation))
-        services[role] = {"demand_per_s": demand, "per_gpu_per_s": per_gpu, "gpus": gpus,
-                          "replicas": gpus, "source": f"gpu.json: {source} on {gpu.get('device')}"}  # type: ignore[union-attr]
+        services[role] = {"demand_per_s": demand, "per_gpu_per_s": round(per_gpu, 1), "gpus": gpus,
+                          "replicas": gpus, "seconds_per_batch_call": call_s,
+                          "source": f"gpu.json: {source} on {gpu.get('device')}"}  # type: ignore[union-attr]
+        if role == "stt":
+            finals = math.ceil(utterances_per_s / (per_gpu * a.gpu_utilisation))
+            services["stt_finals_only"] = {
+                "gpus": finals, "source": "the same GPU figure with partials off (or on a "
+                                          "separate small model): one decode per utterance"}
     # CPU-only alternative for MT (Bergamot/Apertium), from mt.json.
-    mt_core = _find_number(mt, ("sentences_per_s_per_core",))
+    per_core = [float(r["sentences_per_s_per_core"]) for r in _rows(mt)
+                if isinstance(r.get("sentences_per_s_per_core"), int | float)]
+    mt_core = sum(per_core) / len(per_core) if per_core else None
     services["mt_cpu_alternative"] = {
-        "sentences_per_s_per_core": mt_core or FALLBACK_MT_SENTENCES_PER_CORE,
+        "sentences_per_s_per_core": round(mt_core or FALLBACK_MT_SENTENCES_PER_CORE, 2),
         "cores": math.ceil(traffic["mt_sentences_per_s"] / ((mt_core or FALLBACK_MT_SENTENCES_PER_CORE)
                                                               * a.cpu_utilisation)),
-        "source": "mt.json (first engine row)" if mt_core else
+        "source": f"mt.json, mean of {len(per_core)} engine pairs" if mt_core else
                   f"assumption {FALLBACK_MT_SENTENCES_PER_CORE}/core (no mt.json)"}
     services["stt_cpu_reference"] = {
         "real_time_factor": _find_number(stt, ("rtf", "real_time_factor", "realtime")),
@@ -165,7 +178,7 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
             "source": f"load.json at N={plumbing['n']} "
                       f"({'within' if plumbing['within_goal'] else 'OUTSIDE'} the 50 ms p99 goal; "
                       f"p99 added {plumbing['added_p99_ms'] or 0:.0f} ms)"}
-    hpa = _hpa(services, a)
+    hpa = _hpa(services, a, speakers)
     per_role = [s.get("gpus") for r, s in services.items() if r in ("stt", "mt", "tts")]
     return {
         "benchmark": "capacity", "machine": machine(), "assumptions": asdict(a),
@@ -177,7 +190,7 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
     }
 
 
-def _hpa(services: dict[str, dict[str, Any]], a: Assumptions) -> dict[str, dict[str, Any]]:
+def _hpa(services: dict[str, dict[str, Any]], a: Assumptions, streams: int) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name in ("gateway", "session_svc"):
         s = services.get(name, {})
@@ -191,13 +204,15 @@ def _hpa(services: dict[str, dict[str, Any]], a: Assumptions) -> dict[str, dict[
     for role in ("stt", "mt", "tts"):
         s = services.get(role, {})
         if s.get("gpus"):
+            batch = {"stt": a.stt_batch, "mt": a.mt_batch, "tts": a.tts_batch}[role]
+            target = (f"active streams per pod, averageValue {math.ceil(streams / s['gpus'])}"
+                      if role == "stt" else
+                      f"in-flight calls per pod, averageValue {math.ceil(batch * a.gpu_utilisation)}")
             out[f"{role}_svc"] = {
                 "minReplicas": max(1, math.ceil(s["gpus"] / 10)),
                 "maxReplicas": math.ceil(s["gpus"] * a.headroom),
-                "metric": ("pods metric in-flight requests (stt: active streams) per replica at "
-                           f"{round(100 * a.gpu_utilisation)}% of the measured batch throughput; "
-                           "GPU utilisation is a poor signal for batched decoders"),
-                "scaleUp": "stabilizationWindowSeconds 0, pods may take minutes (weights)",
+                "metric": f"pods metric: {target} (one GPU per pod)",
+                "scaleUp": "stabilizationWindowSeconds 0; a pod needs minutes to load weights",
                 "scaleDown": "stabilizationWindowSeconds 900"}
     return out
 
@@ -207,9 +222,14 @@ def document(m: dict[str, Any]) -> str:
     rows = []
     for name in ("gateway", "session_svc", "stt", "mt", "tts"):
         v = s.get(name, {})
+        per = (f"{v['demand_per_s']:.0f}/s need, {v['per_gpu_per_s']}/s per GPU"
+               if "per_gpu_per_s" in v else
+               f"{v['millicores_per_session']} mcore/session" if "millicores_per_session" in v else "")
         rows.append([name, v.get("replicas") if v.get("replicas") is not None else "-",
-                     v.get("gpus") if v.get("gpus") is not None else "-", v.get("source", "")])
-    hpa_rows = [[k, v["minReplicas"], v["maxReplicas"], v["metric"]] for k, v in m["hpa"].items()]
+                     v.get("gpus") if v.get("gpus") is not None else "-", per, v.get("source", "")])
+    hpa_rows = [[k, v["minReplicas"], v["maxReplicas"],
+                 v["metric"] + (f"; {v['extra_metric']}" if "extra_metric" in v else "")]
+                for k, v in m["hpa"].items()]
     lat = m.get("latency") or {}
     lines = [
         "# Capacity model (generated by `python -m bench.capacity`; do not edit)",
@@ -241,11 +261,14 @@ def document(m: dict[str, Any]) -> str:
         "## Replicas for the target",
         "",
         "```",
-        table(["service", "replicas", "GPUs", "from"], rows),
+        table(["service", "replicas", "GPUs", "demand / capacity", "from"], rows),
         "```",
         "",
         f"Total GPUs: {m['total_gpus'] if m['total_gpus'] is not None else 'unknown (no gpu.json)'}.",
         "",
+        *([f"STT partials dominate: with partial decodes off (finals only) STT needs "
+           f"{s['stt_finals_only']['gpus']} GPUs instead of {s['stt']['gpus']}.", ""]
+          if s.get("stt_finals_only") else []),
         f"MT on CPU instead (Bergamot/Apertium): {s['mt_cpu_alternative']['cores']} cores "
         f"({s['mt_cpu_alternative']['sentences_per_s_per_core']} sentences/s per core, "
         f"{s['mt_cpu_alternative']['source']}).",
@@ -261,7 +284,9 @@ def document(m: dict[str, Any]) -> str:
         "as CPU, scale down slowly, and drain (SIGTERM finishes utterances in progress) so a "
         "scale-down never cuts a conversation; clients resume on another pod.",
         "- Model pods load weights for minutes: keep minReplicas high enough for the daily "
-        "trough and scale up early (no stabilisation window).",
+        "trough and scale up early (no stabilisation window). GPU utilisation is a poor "
+        "scaling signal for batched decoders (a GPU looks busy long before its batches are "
+        "full): scale on the work in flight per pod.",
         "",
         "## Latency this rests on",
         "",

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import math
+import signal
 import sys
 import tempfile
 import time
@@ -82,10 +83,12 @@ class Sampler:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.t0 = 0.0
         self.cpu0: dict[str, float] = {}
+        self.machine0 = psutil.cpu_times()
 
     def start(self) -> dict[str, float]:
         self.t0 = time.monotonic()
         self.cpu0 = {n: sum(p.cpu_times()[:2]) for n, p in self.procs.items()}
+        self.machine0 = psutil.cpu_times()
         return self.rss_mb()
 
     def rss_mb(self) -> dict[str, float]:
@@ -94,12 +97,19 @@ class Sampler:
     def cores(self) -> dict[str, float]:
         """Average cores each process used since start()."""
         wall = time.monotonic() - self.t0
-        return {n: (sum(p.cpu_times()[:2]) - self.cpu0[n]) / wall for n, p in self.procs.items()}
+        used = {n: (sum(p.cpu_times()[:2]) - self.cpu0[n]) / wall for n, p in self.procs.items()}
+        now = psutil.cpu_times()
+        idle = (now.idle + now.iowait) - (self.machine0.idle + self.machine0.iowait)
+        total = sum(now) - sum(self.machine0)
+        used["machine_busy"] = (total - idle) / total * (psutil.cpu_count() or 1) if total else 0.0
+        used["other_processes"] = used["machine_busy"] - sum(
+            v for k, v in used.items() if k != "machine_busy")
+        return used
 
 
 async def _load_step(
     children: Children, gateway: str, n: int, duration_s: float, sampler: Sampler, work: Path,
-    users: int = 0,
+    users: int = 0, drain_s: float = loadgen.DRAIN_S,
 ) -> dict[str, Any]:
     procs = max(1, math.ceil(n / SESSIONS_PER_CLIENT_PROCESS))
     share = [n // procs + (i < n % procs) for i in range(procs)]
@@ -111,12 +121,12 @@ async def _load_step(
             "-m", "bench.loadgen", "--gateway", gateway, "--sessions", str(count),
             "--duration", str(duration_s), "--json", str(out), "--quiet",
             "--ready-file", str(ready), "--channels", str(max(2, count // 50)),
-            "--users", str(users)])))
+            "--users", str(users), "--drain", f"{drain_s:.1f}"])))
     peak = dict(rss0)
     cores: dict[str, float] = {}
     steady: dict[str, float] = {}
     talking = 0.0
-    deadline = time.monotonic() + duration_s + 90 + n * 0.15
+    deadline = time.monotonic() + duration_s + 120 + n * 0.25
     while any(g.popen.poll() is None for _, _, g in gens):
         if time.monotonic() > deadline:
             for _, _, g in gens:
@@ -124,14 +134,16 @@ async def _load_step(
             break
         await asyncio.sleep(0.5)
         peak = {k: max(v, peak[k]) for k, v in sampler.rss_mb().items()}
-        if not talking and all(r.exists() for _, r, _ in gens):
+        if not talking and all(r.exists() or g.popen.poll() is not None for _, r, g in gens) \
+                and any(r.exists() for _, r, _ in gens):
             talking = time.monotonic()
             sampler.start()  # CPU over the talking only, not the setup
         elif talking and not cores and time.monotonic() - talking > duration_s:
             cores, steady = sampler.cores(), sampler.rss_mb()
     if not cores:
         steady = sampler.rss_mb()
-        cores = sampler.cores() if talking else dict.fromkeys(sampler.procs, 0.0)
+        cores = sampler.cores() if talking else dict.fromkeys(
+            [*sampler.procs, "machine_busy", "other_processes"], 0.0)
     results: list[dict[str, Any]] = []
     for out, _, g in gens:
         try:
@@ -169,7 +181,8 @@ def _step_row(n: int, step: dict[str, Any], baseline_ms: float) -> dict[str, Any
         "server_stages": s["server_stages"],
         "client_send_lag": s["send_lag"],
         "cores": {k: round(v, 3) for k, v in cores.items()},
-        "cpu_per_session_millicores": {k: round(1000 * v / started, 3) for k, v in cores.items()},
+        "cpu_per_session_millicores": {k: round(1000 * v / started, 3) for k, v in cores.items()
+                                       if k in rss0},
         "rss_mb_start": {k: round(v, 1) for k, v in rss0.items()},
         "rss_mb_steady": {k: round(v, 1) for k, v in steady.items()},
         "rss_mb_peak": {k: round(v, 1) for k, v in peak.items()},
@@ -203,7 +216,8 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
                                "fakes": fakes.pid})
             for n in sessions:
                 step = await _load_step(
-                    children, addresses["gateway"], n, duration_s, sampler, work, users)
+                    children, addresses["gateway"], n, duration_s, sampler, work, users,
+                    drain_s=baseline_ms / 1000 + loadgen.DRAIN_S)
                 row = _step_row(n, step, baseline_ms)
                 steps.append(row)
                 sys.stderr.write(f"N={n}: added p50 {row['added_latency']['p50_ms']} "
@@ -267,16 +281,19 @@ def report(result: dict[str, Any]) -> str:
         rows.append([str(s["sessions"]), f"{s['utterances_measured']}/{s['utterances_expected']}",
                      a["p50_ms"], a["p99_ms"], s["client_send_lag"]["p99_ms"],
                      s["cores"]["session_svc"], s["cores"]["gateway"],
+                     s["cores"].get("other_processes"),
                      s["cpu_per_session_millicores"]["session_svc"],
                      s["memory_per_session_kb"]["session_svc"], s["error_count"]])
     lines = [
         result["note"] + ".",
+        "cores: average CPU cores used while talking; 'others' = the rest of the machine "
+        "(load generators and whatever else runs there).",
         f"fake stage times: {result['fake_delays_ms']} ({result['fake_delays_source']})",
         f"added latency = {result['added_latency_definition']}",
         f"load average {result['machine']['load_average']} on {result['machine']['cpu_count']} cores",
         "",
         table(["N", "heard", "added p50", "added p99", "send lag p99", "session cores",
-               "gateway cores", "session mcore/sess", "session KB/sess", "errors"], rows),
+               "gateway cores", "others cores", "session mcore/sess", "session KB/sess", "errors"], rows),
         "",
         f"N where p99 added latency > 100 ms (or utterances lost): "
         f"{result['n_where_p99_added_exceeds_100ms'] or 'not reached'}",
@@ -285,6 +302,10 @@ def report(result: dict[str, Any]) -> str:
         f"(goal {GOAL_SESSIONS_PER_CORE})",
     ]
     return "\n".join(lines)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -296,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sessions = [5] if args.smoke else [int(n) for n in args.sessions.split(",")]
     duration = 6.0 if args.smoke else args.duration
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM too
     with tempfile.TemporaryDirectory(prefix="dragoman-load-") as tmp:
         result = asyncio.run(run(sessions, duration, Path(tmp), users=1 if args.smoke else 0))
     result["smoke"] = args.smoke

@@ -83,6 +83,8 @@ class Options:
     users: int = 0
     channels: int = 4
     languages: tuple[str, str] = ("en", "es")
+    drain_s: float = DRAIN_S
+    """Silence sent after the last utterance so it can be delivered before leaving."""
     ready_file: Path | None = None
     """Touched when the sessions are set up and talking starts."""
 
@@ -160,7 +162,7 @@ async def _talk(pair: Pair, opts: Options, start: float, stop: float) -> None:
             if speaks and last:
                 counts[prefix] += 1
                 pair.speech_end_sent[f"{prefix}-{counts[prefix]}"] = time.monotonic()
-        if not speaking and now > stop + DRAIN_S:
+        if not speaking and now > stop + opts.drain_s:
             return
         i += 1
 
@@ -199,7 +201,7 @@ async def run(opts: Options) -> dict[str, Any]:
     pairs: list[Pair] = []
     try:
         pairs, setup_errors = await asyncio.wait_for(
-            _setup(opts, channels), SETUP_TIMEOUT_S + opts.sessions * 0.1)
+            _setup(opts, channels), SETUP_TIMEOUT_S + opts.sessions * 0.4)
         setup_s = time.monotonic() - t0
         start = time.monotonic() + 0.5
         if opts.ready_file is not None:
@@ -272,13 +274,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--languages", default="en,es", help="creator,joiner")
     parser.add_argument("--json", type=Path, help="write the raw result here")
     parser.add_argument("--allow-remote", action="store_true")
+    parser.add_argument("--drain", type=float, default=DRAIN_S,
+                        help="seconds of silence after the last utterance (> the mesh's latency)")
     parser.add_argument("--ready-file", type=Path, help="touched when talking starts")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     check_target(args.gateway, args.allow_remote)
     a, b = args.languages.split(",")
     opts = Options(args.gateway, args.sessions, args.duration, args.speech_s, args.users,
-                   args.channels, (a, b), args.ready_file)
+                   args.channels, (a, b), args.drain, args.ready_file)
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(run(opts))
         if args.json:

@@ -221,7 +221,7 @@ async def _edge(args: argparse.Namespace | None, settings: config.Settings, log_
     except BaseException:
         await mesh.stop()
         raise
-    mesh.processes.append(Process("envoy", edge.address, edge.popen, edge.log_path))
+    mesh.processes.append(Process("envoy", edge.address, edge.process, edge.log_path))
     print(f"  {'envoy':<8} {edge.url}  (web client and gRPC-Web; health: {edge.url}/healthz)", flush=True)
     return edge
 

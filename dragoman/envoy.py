@@ -70,7 +70,7 @@ WEB_SECURITY_HEADERS = {
     ),
 }
 DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web" / "dist"
-HOT_RESTART_HINT = "--disable-hot-restart"  # several Envoys on one machine (tests) must not share memory
+NO_HOT_RESTART = "--disable-hot-restart"  # several Envoys on one machine (tests) must not share memory
 
 
 class EdgeError(RuntimeError):
@@ -128,7 +128,8 @@ def load_config(path: str | Path) -> EdgeConfig:
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise EdgeError(f"{path}: unknown keys {', '.join(unknown)}")
-    return EdgeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in table.items()})
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    return EdgeConfig(**values)
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -408,7 +409,7 @@ def binary() -> Path:
 def validate(path: Path) -> str:
     """Runs `envoy --mode validate`; returns its output, raises EdgeError when invalid."""
     result = subprocess.run(
-        [str(binary()), "--mode", "validate", "-c", str(path), HOT_RESTART_HINT, "--log-level", "warn"],
+        [str(binary()), "--mode", "validate", "-c", str(path), NO_HOT_RESTART, "--log-level", "warn"],
         capture_output=True, text=True, timeout=60)
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0:
@@ -456,15 +457,15 @@ class StaticSite:
             raise EdgeError(f"no web client in {directory}: build it: cd web && npm ci && npm run build")
         self.extra_files: dict[str, bytes] = dict(extra or {})
         handler = type("Handler", (_WebHandler,), {"extra": self.extra_files})
-        host, port = _split(address)
-        self._server = ThreadingHTTPServer((host, port), functools.partial(handler, directory=str(directory)))
+        self._host, port = _split(address)
+        self._server = ThreadingHTTPServer((self._host, port),
+                                           functools.partial(handler, directory=str(directory)))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
 
     @property
     def address(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{self._host}:{self._server.server_address[1]}"
 
     @property
     def origin(self) -> str:
@@ -518,7 +519,7 @@ class Edge:
         config_path = write(cfg, self.work_dir / "envoy.json")
         admin_path = self.work_dir / "envoy-admin.address"
         admin_path.unlink(missing_ok=True)
-        cmd = [str(binary()), "-c", str(config_path), HOT_RESTART_HINT,
+        cmd = [str(binary()), "-c", str(config_path), NO_HOT_RESTART,
                "--concurrency", str(self.concurrency), "--log-level", "warn",
                "--admin-address-path", str(admin_path)]
         with open(self.log_path, "wb") as log_file:
@@ -535,7 +536,7 @@ class Edge:
         deadline = time.monotonic() + timeout_s
         while True:
             if self.failed():
-                raise EdgeError(f"envoy exited with code {self.popen.returncode}:\n{self.log_tail()}")  # type: ignore[union-attr]
+                raise EdgeError(f"envoy exited with code {self.process.returncode}:\n{self.log_tail()}")
             if not self.admin_url and admin_path.exists() and admin_path.read_text().strip():
                 self.admin_url = f"http://{admin_path.read_text().strip()}"
             if self.admin_url:
@@ -559,6 +560,12 @@ class Edge:
             return None
         return {ls["name"]: ls["local_address"]["socket_address"]["port_value"]
                 for ls in data.get("listener_statuses", [])}
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        if self.popen is None:
+            raise EdgeError("envoy is not started")
+        return self.popen
 
     def failed(self) -> bool:
         return self.popen is not None and self.popen.poll() is not None
@@ -604,11 +611,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, tls: bool = True) -> None:
 
 async def start_for_mesh(args: argparse.Namespace, gateway: str, log_dir: Path) -> Edge:
     """Starts the edge for `dragoman up/demo --envoy` in front of `gateway`."""
-    web_dir: Path | None = Path(getattr(args, "web_dir", DEFAULT_WEB_DIR))
-    if not (web_dir / "index.html").is_file():  # type: ignore[operator]
+    built = Path(getattr(args, "web_dir", DEFAULT_WEB_DIR))
+    web_dir = built if (built / "index.html").is_file() else None
+    if web_dir is None:
         log.warning("note: no web client in %s (build it: cd web && npm ci && npm run build); "
-                    "the edge serves the API only", web_dir)
-        web_dir = None
+                    "the edge serves the API only", built)
     cfg = EdgeConfig(
         listen=args.envoy, gateways=(gateway,), allowed_origins=tuple(getattr(args, "allow_origin", ())),
         tls_cert=getattr(args, "tls_cert", ""), tls_key=getattr(args, "tls_key", ""),

@@ -17,10 +17,14 @@ from stt_svc.engines.base import Transcription
 class GuardOptions:
     """Thresholds (Whisper's own defaults where it has them)."""
 
-    no_speech_prob: float = 0.6
+    no_speech_prob: float = 0.5
     """Rejected when no_speech_prob is above this and ..."""
     min_avg_logprob: float = -1.0
-    """... the average log probability is below this."""
+    """... the average log probability is below this (Whisper: 0.6 and -1.0)."""
+    max_no_speech_prob: float = 0.6
+    """Rejected when no_speech_prob is above this, however sure the words are: on
+    silence, noise and music Whisper says "you" or "Thank you." with a fair log
+    probability (no_speech_prob 0.6-0.95), on real utterances it stays under 0.3."""
     max_compression_ratio: float = 2.4
     """gzip ratio above this is a repetition loop."""
     max_repeats: int = 3
@@ -59,7 +63,9 @@ def rejection(
     words = normalised_words(result.text)
     if not words:
         return "empty transcript"
-    if result.no_speech_prob > o.no_speech_prob and result.avg_logprob < o.min_avg_logprob:
+    if result.no_speech_prob > o.max_no_speech_prob or (
+        result.no_speech_prob > o.no_speech_prob and result.avg_logprob < o.min_avg_logprob
+    ):
         return f"no speech (p={result.no_speech_prob:.2f}, logprob={result.avg_logprob:.2f})"
     if result.compression_ratio > o.max_compression_ratio:
         return f"repetitive text (compression ratio {result.compression_ratio:.2f})"

@@ -59,3 +59,6 @@ async def started(service: rpc.Service) -> AsyncIterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         await service.stop(0)
+
+
+from tests.mesh import mesh  # noqa: E402,F401 - the shared in-process mesh fixture

@@ -60,7 +60,7 @@ class CacheOptions:
             if hasattr(settings, f.name):
                 values[f.name] = getattr(settings, f.name)
             elif (raw := env.get(f"DRAGOMAN_TTS_{f.name.upper()}")) is not None:
-                kind = type(f.default)
+                kind: type[Any] = type(f.default)
                 try:
                     values[f.name] = kind(raw)
                 except ValueError:

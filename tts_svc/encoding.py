@@ -178,7 +178,7 @@ class OggOpusEncoder:
         self._codec.time_base = Fraction(1, rate_hz)
         self._codec.open()
         self._frame = self._codec.frame_size  # 20 ms
-        head = bytes(self._codec.extradata)  # OpusHead, with the encoder's pre-skip
+        head = bytes(self._codec.extradata or b"")  # OpusHead, with the encoder's pre-skip
         self._pre_skip = struct.unpack_from("<H", head, 10)[0]
         self._ogg = OggWriter(secrets.randbits(32))
         self._headers = self._ogg.pages([(head, 0)], bos=True) + self._ogg.pages([(_opus_tags(), 0)])

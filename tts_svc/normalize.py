@@ -216,7 +216,7 @@ _COMPILED = {lang: _compile_abbreviations(table) for lang, table in _ABBREVIATIO
 
 def no_break_words(language: str) -> frozenset[str]:
     """Lower-case words (without their final period) whose period does not end a sentence."""
-    words = set()
+    words: set[str] = set()
     for abbreviation in _ABBREVIATIONS.get(language, {}):
         parts = abbreviation.split(" ")
         # "EE. UU." often ends a sentence: only the inner periods never do.

@@ -47,10 +47,15 @@ _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof st jr sr sra srta dra ud uds vs approx ca cf mme mlle hr nr".split()
 )
+
+
+def _word_sets(words: dict[str, str]) -> dict[str, frozenset[str]]:
+    return {language: frozenset(line.split()) for language, line in words.items()}
+
+
 # Words a clause may start with, by primary language; a cut goes before them.
-_CONJUNCTIONS: dict[str, frozenset[str]] = {
-    lang: frozenset(words.split())
-    for lang, words in {
+_CONJUNCTIONS = _word_sets(
+    {
         "en": "and but or so because although though while when whereas which who where if unless until",
         "es": "y e pero o u porque aunque cuando mientras que donde si pues sino",
         "pt": "e mas ou porque embora quando enquanto que onde se pois",
@@ -58,20 +63,19 @@ _CONJUNCTIONS: dict[str, frozenset[str]] = {
         "it": "e ma o perché quando mentre che dove se",
         "de": "und aber oder weil wenn dass als ob denn sondern während",
         "hi": "और लेकिन पर या क्योंकि जब कि अगर तो",
-    }.items()
-}
+    }
+)
 # Words a phrase may start with (articles, prepositions): a forced cut goes before them.
-_PHRASE_STARTS: dict[str, frozenset[str]] = {
-    lang: frozenset(words.split())
-    for lang, words in {
+_PHRASE_STARTS = _word_sets(
+    {
         "en": "the a an to for of in on at with from by about into this that my your our their his her",
         "es": "el la los las un una unos unas de del al a en con por para sin sobre mi tu su este esta",
         "pt": "o a os as um uma de do da dos das no na em com por para sem ao meu minha seu sua este esta",
         "fr": "le la les un une des du de au aux à en avec pour par sans sur dans mon ma mes ce cette",
         "it": "il lo la i gli le un una di del della a al in con per su da nel nella mio mia questo questa",
         "de": "der die das den dem des ein eine einen einem mit für von zu in auf an bei nach aus über",
-    }.items()
-}
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,13 @@ below it and metrics the port above, as Triton's 8000/8001/8002.
 
 Triton's Python stub processes load the shared libpython; with a CPython
 that is not the system's (pyenv, uv-managed), its lib/ directory must be on
-LD_LIBRARY_PATH before the server starts, which `serve` arranges.
+LD_LIBRARY_PATH before the server starts, which `start` arranges. The stub
+of Triton 2.51 (PyTriton 0.7.0) is built against NumPy 1.x and corrupts
+BYTES tensors under NumPy 2 (it reads garbage lengths and aborts), while
+dragoman needs NumPy 2; so the stubs run in their own venv (PyTriton's
+own pins: NumPy 1.26, protobuf 6) at DRAGOMAN_TRITON_STUB_ENV (default
+<models_dir>/../triton-stub-venv), created with pip on first use. Only
+tensors cross between the stubs and this process (shared memory, zmq).
 DRAGOMAN_TRITON_ROLES limits what is hosted (default "stt,mt,tts");
 DRAGOMAN_TRITON_TOKEN fixes PyTriton's access token for its restricted
 endpoints (statistics, model repository); default: a random one.
@@ -18,9 +24,12 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import sysconfig
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from dragoman import config, logs
 from dragoman.errors import FailedPrecondition
@@ -38,6 +47,23 @@ def ensure_libpython_path(env: dict[str, str] | os._Environ[str] = os.environ) -
         env["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
 
 
+STUB_REQUIREMENT = "nvidia-pytriton==0.7.0"
+
+
+def ensure_stub_env(models_dir: str, env: Mapping[str, str] = os.environ) -> Path:
+    """The Python environment Triton's stubs run in (see above): a venv of this interpreter with
+    PyTriton and NumPy 1.x, created with pip on first use."""
+    path = Path(env.get("DRAGOMAN_TRITON_STUB_ENV") or Path(models_dir).parent / "triton-stub-venv")
+    python = path / "bin" / "python"
+    if not python.is_file():
+        log.info("creating the Triton stub environment", extra={"path": str(path)})
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", str(path)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        STUB_REQUIREMENT], check=True)
+    return path
+
+
 def _port(url: str) -> int:
     try:
         return int(url.rsplit(":", 1)[1])
@@ -45,9 +71,10 @@ def _port(url: str) -> int:
         raise FailedPrecondition(f"DRAGOMAN_TRITON_URL must be host:port, got {url!r}") from None
 
 
-def start(models: Sequence[HostedModel], url: str) -> object:
+def start(models: Sequence[HostedModel], url: str, models_dir: str) -> object:
     """Starts PyTriton with `models` bound, serving gRPC on `url`'s port; returns the Triton object."""
     ensure_libpython_path()
+    stub_env = ensure_stub_env(models_dir)
     try:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
@@ -56,6 +83,10 @@ def start(models: Sequence[HostedModel], url: str) -> object:
             f"`dragoman triton` needs the triton extra: pip install 'dragoman[triton]' ({e})"
         ) from None
     import numpy as np
+    from pytriton.server import triton_server
+
+    # The one hook: PyTriton runs its stubs in the environment this function names.
+    triton_server.get_triton_python_backend_python_env = lambda: stub_env
 
     grpc_port = _port(url)
     triton = Triton(
@@ -86,7 +117,7 @@ def serve(settings: config.Settings) -> None:
     roles = [r.strip() for r in os.environ.get("DRAGOMAN_TRITON_ROLES", "stt,mt,tts").split(",") if r.strip()]
     started = time.perf_counter()
     models = load(settings, roles)
-    triton = start(models, options.url)
+    triton = start(models, options.url, settings.models_dir)
     log.info("triton serving", extra={
         "url": options.url, "models": [m.spec.name for m in models],
         "seconds": round(time.perf_counter() - started, 1)})

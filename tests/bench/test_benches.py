@@ -81,7 +81,7 @@ def test_load_smoke(results: Path, load_smoke: str) -> None:
     assert set(step["server_stages"]) == set(STAGES)
     for key in ("cores", "cpu_per_session_millicores", "rss_mb_start", "rss_mb_steady",
                 "rss_mb_peak", "memory_per_session_kb"):
-        assert set(step[key]) == {"session_svc", "gateway", "fakes"}
+        assert {"session_svc", "gateway", "fakes"} <= set(step[key])
     assert {"delivery_ratio", "error_count", "error_samples", "setup_s",
             "client_processes", "utterances_expected"} <= set(step)
 

@@ -16,7 +16,7 @@ from dragoman.envoy import Edge, EdgeConfig, StaticSite
 from tests.browser.netcut import CuttableProxy
 from tests.conftest import ROOT
 from tests.deploy.edge import Certs, make_certs
-from tests.e2e.conftest import MeshAddresses, mesh  # noqa: F401 - the shared in-process mesh
+from tests.mesh import MeshAddresses
 
 WEB = ROOT / "web"
 CHROMIUM = Path(os.environ.get("DRAGOMAN_CHROMIUM", "/usr/bin/chromium"))
@@ -72,7 +72,7 @@ class BrowserStack:
 
 
 @pytest.fixture(scope="session")
-async def stack(mesh: MeshAddresses, web_dist: Path, browser_certs: Certs,  # noqa: F811
+async def stack(mesh: MeshAddresses, web_dist: Path, browser_certs: Certs,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserStack]:
     site = StaticSite(web_dist)  # the page on its own origin; its config.json points at the edge
     site.start()

@@ -11,7 +11,7 @@ import pytest
 from dragoman.client import Client, join_request
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
-from tests.e2e.conftest import MeshAddresses, new_client
+from tests.mesh import MeshAddresses, new_client
 
 
 async def _requests(*items: pb.ConverseRequest) -> AsyncIterator[pb.ConverseRequest]:

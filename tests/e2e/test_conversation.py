@@ -16,8 +16,8 @@ from dragoman import audio, rpc
 from dragoman.client import join_request, speak
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.v1 import conversation_pb2 as pb
-from tests.e2e.conftest import MeshAddresses, new_client
 from tests.helpers import wer
+from tests.mesh import MeshAddresses, new_client
 
 WER_BOUND = 0.35
 STAGE_EVENTS = ("transcription", "translation", "speech_audio", "processing_ended")

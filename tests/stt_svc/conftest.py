@@ -41,6 +41,31 @@ def silence(seconds: float, rate_hz: int = RATE_HZ) -> np.ndarray:
     return np.zeros(int(seconds * rate_hz), np.float32)
 
 
+def white_noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(rng.normal(0.0, 0.1, int(seconds * RATE_HZ)), -1, 1).astype(np.float32)
+
+
+def pink_noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """1/f noise (rain, fans, traffic hum), peak 0.1."""
+    n = int(seconds * RATE_HZ)
+    spectrum = np.fft.rfft(rng.normal(size=n))
+    spectrum /= np.maximum(np.sqrt(np.arange(len(spectrum))), 1.0)
+    x = np.fft.irfft(spectrum, n)
+    return (0.1 * x / np.abs(x).max()).astype(np.float32)
+
+
+def music(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Plucked notes with harmonics and fifths, four a second, peak 0.2."""
+    t = np.arange(RATE_HZ // 4) / RATE_HZ
+    notes = []
+    for f0 in rng.choice([220, 247, 262, 294, 330, 349, 392, 440], int(seconds * 4)):
+        tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in (1, 2, 3, 4))
+        tone += sum(np.sin(2 * np.pi * 1.5 * f0 * k * t) / k for k in (1, 2))
+        notes.append(tone * np.exp(-3 * t))
+    x = np.concatenate(notes)
+    return (0.2 * x / np.abs(x).max()).astype(np.float32)
+
+
 def stream_config(
     language_code: str = "en",
     rate_hz: int = RATE_HZ,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -15,6 +16,7 @@ from dragoman import config, rpc
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 from tests.conftest import started
 from tts_svc import server
+from tts_svc.cache import MemoryCache
 from tts_svc.engines.fake import FakeEngine
 
 if TYPE_CHECKING:
@@ -28,14 +30,20 @@ def stub(channel: grpc.aio.Channel) -> Stub:
 
 @pytest.fixture(scope="session")
 def tts_settings(settings: config.Settings, models_dir: Path) -> config.Settings:
-    """The default settings with the real engines (piper, kokoro)."""
+    """The default settings with the real engines (piper, kokoro; espeak-ng comes as the fallback)."""
     return dataclasses.replace(settings, tts=dataclasses.replace(settings.tts, engines="piper,kokoro"))
 
 
 @pytest.fixture(scope="session")
-async def tts(tts_settings: config.Settings) -> AsyncIterator[Stub]:
-    """A stub to one real tts_svc (Piper + Kokoro, warmed up) for the whole session."""
-    service = await server.create(tts_settings)
+def tts_cache() -> MemoryCache:
+    """The audio cache of the `tts` service, to read its counters."""
+    return MemoryCache()
+
+
+@pytest.fixture(scope="session")
+async def tts(tts_settings: config.Settings, tts_cache: MemoryCache) -> AsyncIterator[Stub]:
+    """A stub to one real tts_svc (Piper, Kokoro, espeak-ng, warmed up) for the whole session."""
+    service = await server.create(tts_settings, cache=tts_cache)
     async for address in started(service):
         async with rpc.channel(address) as channel:
             yield stub(channel)
@@ -100,3 +108,13 @@ def samples(responses: list[tts_pb2.SynthesizeResponse]) -> np.ndarray:
 def rms(pcm16: bytes) -> float:
     x = np.frombuffer(pcm16, "<i2").astype(np.float32) / 32768.0
     return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
+
+
+def decode_ogg(data: bytes) -> tuple[np.ndarray, int]:
+    """All samples of an Ogg Opus file as FFmpeg decodes them, and their rate."""
+    import av
+
+    with av.open(io.BytesIO(data), mode="r", format="ogg") as container:
+        frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
+        rate_hz = container.streams.audio[0].codec_context.sample_rate
+    return np.concatenate(frames), rate_hz

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import struct
 
-import av
 import numpy as np
 import pytest
 
 from dragoman.errors import InvalidArgument
+from tests.tts_svc.conftest import decode_ogg
 from tts_svc.encoding import (
     Encoding,
     OggOpusEncoder,
@@ -23,14 +22,6 @@ from tts_svc.encoding import (
 def tone(rate_hz: int, seconds: float, pitch_hz: float = 440.0) -> np.ndarray:
     t = np.arange(int(rate_hz * seconds)) / rate_hz
     return (0.3 * np.sin(2 * np.pi * pitch_hz * t)).astype(np.float32)
-
-
-def decode_ogg(data: bytes) -> tuple[np.ndarray, int]:
-    """All samples of an Ogg Opus file as FFmpeg decodes them, and their rate."""
-    with av.open(io.BytesIO(data), format="ogg") as container:
-        frames = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
-        rate_hz = container.streams.audio[0].codec_context.sample_rate
-    return np.concatenate(frames), rate_hz
 
 
 def pages(data: bytes) -> list[tuple[int, int, bytes]]:

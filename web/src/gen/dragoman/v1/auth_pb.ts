@@ -294,7 +294,8 @@ export const DeleteAccountRequestSchema: GenMessage<DeleteAccountRequest> = /*@_
  */
 export type DeleteAccountResponse = Message<"dragoman.v1.DeleteAccountResponse"> & {
   /**
-   * Sessions of the caller that were deleted with the account.
+   * Sessions the caller took part in. Their part of each is deleted; a
+   * session with no participant left is deleted whole.
    *
    * @generated from field: uint32 deleted_session_count = 1;
    */

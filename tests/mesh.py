@@ -1,4 +1,4 @@
-"""The whole mesh in this test process: five real gRPC servers on loopback."""
+"""The whole mesh in the test process: five real gRPC servers on loopback (e2e, browser)."""
 
 from __future__ import annotations
 
