@@ -16,6 +16,7 @@ import pytest
 
 from dragoman import config, rpc
 from dragoman.db.testing import scratch_schema
+from tests.mesh import mesh  # noqa: F401 - the shared in-process mesh fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
@@ -60,5 +61,3 @@ async def started(service: rpc.Service) -> AsyncIterator[str]:
     finally:
         await service.stop(0)
 
-
-from tests.mesh import mesh  # noqa: E402,F401 - the shared in-process mesh fixture

@@ -183,8 +183,10 @@ def mt_model(engine: Any, loop: LoopThread) -> HostedModel:
         ]
 
     caps = engine.capabilities
-    record = {"name": caps.name, "version": caps.version, "license": caps.license,
-              "pairs": sorted(list(p) for p in caps.pairs)}
+    record = {
+        **{f.name: getattr(caps, f.name) for f in dataclasses.fields(caps) if f.name != "pairs"},
+        "pairs": sorted(list(p) for p in caps.pairs),
+    }
     return HostedModel(mt_spec(caps.name), record, infer)
 
 
@@ -226,7 +228,7 @@ def tts_model(engine: Any, loop: LoopThread) -> HostedModel:
 
     caps = engine.capabilities
     record = {
-        "name": caps.name, "version": caps.version,
+        **{f.name: getattr(caps, f.name) for f in dataclasses.fields(caps) if f.name != "voices"},
         "voices": [{**dataclasses.asdict(v), "gender": v.gender.name} for v in caps.voices],
     }
     return HostedModel(tts_spec(caps.name), record, infer)

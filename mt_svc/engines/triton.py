@@ -53,11 +53,10 @@ async def load(client: TritonClient | None = None, timeout_s: float = 60.0) -> l
         raise FailedPrecondition(f"Triton at {client.options.url} hosts no translation engine")
     await client.wait_ready([h.model for h in hosted], timeout_s)
     return [
-        TritonMtEngine(client, h.model, Capabilities(
-            name=h.capabilities["name"],
-            version=f"{h.capabilities['version']} on Triton",
-            license=h.capabilities["license"],
-            pairs=frozenset((s, t) for s, t in h.capabilities["pairs"]),
-        ))
+        TritonMtEngine(client, h.model, Capabilities(**{
+            **h.capabilities,
+            "version": f"{h.capabilities['version']} on Triton",
+            "pairs": frozenset((s, t) for s, t in h.capabilities["pairs"]),
+        }))
         for h in hosted
     ]

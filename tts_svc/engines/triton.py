@@ -68,11 +68,11 @@ async def load(client: TritonClient | None = None, timeout_s: float = 60.0) -> l
         TritonTtsEngine(
             client,
             h.model,
-            Capabilities(
-                name=h.capabilities["name"],
-                version=f"{h.capabilities['version']} on Triton",
-                voices=tuple(_voice(v) for v in h.capabilities["voices"]),
-            ),
+            Capabilities(**{
+                **h.capabilities,
+                "version": f"{h.capabilities['version']} on Triton",
+                "voices": tuple(_voice(v) for v in h.capabilities["voices"]),
+            }),
         )
         for h in hosted
     ]
