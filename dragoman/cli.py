@@ -6,6 +6,7 @@
     dragoman transcribe AUDIO      speech to text with a running stt service
     dragoman translate ...         text translation with a running mt service
     dragoman synthesize ...        text to speech with a running tts service
+    dragoman triton                host the models on PyTriton (engine=triton in the services)
     dragoman config                print the effective settings
     dragoman db upgrade            apply pending database migrations
     dragoman keys generate|rotate  make an encryption key; re-encrypt logs under the first key
@@ -103,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("-o", "--output", required=True, help="WAV file to write")
     sy.add_argument("--tts", help="tts service address")
 
+    sub.add_parser("triton", help="host the STT, MT and TTS models on PyTriton until Ctrl-C "
+                   "(gRPC on DRAGOMAN_TRITON_URL's port)")
     sub.add_parser("config", help="print the effective settings as JSON")
 
     dbp = sub.add_parser("db", help="database maintenance")
@@ -121,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = config.load(args.config)
+        if args.command == "triton":  # blocking, and wants the main thread for its signals
+            from dragoman.triton import server as triton_server
+
+            triton_server.serve(settings)
+            return 0
         return asyncio.run(_dispatch(args, settings))
     except KeyboardInterrupt:
         return 130

@@ -32,7 +32,7 @@ class EventLog:
         self.session_id = session_id
         self._events: deque[pb.ConversationEvent] = deque(maxlen=capacity)
         self._sequence = 0
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
 
     @property
@@ -55,8 +55,10 @@ class EventLog:
         self._wake()
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _after(self, sequence: int) -> list[pb.ConversationEvent]:
         if not self._events or self._events[-1].sequence <= sequence:
@@ -86,15 +88,28 @@ class EventLog:
                 return
             if self._closed:
                 return
-            changed = asyncio.ensure_future(self._changed.wait())
-            try:
-                done, _ = await asyncio.wait(
-                    {changed, stop}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                changed.cancel()
-            if not done:
+            if not await self._wait(stop, heartbeat_s):
                 yield pb.ConversationEvent(
                     session_id=self.session_id, sequence=cursor, time=now_timestamp(),
                     heartbeat=pb.ServerHeartbeat(),
                 )
+
+    async def _wait(self, stop: asyncio.Future[None], timeout_s: float) -> bool:
+        """Waits for a new event, `stop`, or the timeout (then False)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+
+        def wake(_: asyncio.Future[None]) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        stop.add_done_callback(wake)
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            stop.remove_done_callback(wake)
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)

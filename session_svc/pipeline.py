@@ -30,6 +30,7 @@ from session_svc.sessions import Member, Session
 log = logging.getLogger("dragoman.session.pipeline")
 
 AUDIO_QUEUE_CHUNKS = 100  # 10 s of 100 ms chunks
+MAX_STT_MESSAGE_BYTES = 48 * 1024  # under stt_svc's 64 KiB per message
 DELIVERY_WAIT_S = 2.0
 
 
@@ -149,7 +150,18 @@ class SpeakerPipeline:
             )
         )
         while (data := await self._audio.get()) is not None:
+            # When recognition falls behind, send what has queued up as one message:
+            # fewer writes, no added latency while it keeps up.
+            end = False
+            while not self._audio.empty() and len(data) < MAX_STT_MESSAGE_BYTES:
+                more = self._audio.get_nowait()
+                if more is None:
+                    end = True
+                    break
+                data += more
             yield stt_pb2.StreamingRecognizeRequest(audio=data)
+            if end:
+                return
 
     # -- output --------------------------------------------------------------
 

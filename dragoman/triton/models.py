@@ -313,3 +313,23 @@ async def _tts_engines(settings: config.Settings) -> list[Any]:
         async for _ in engine.synthesize(SynthesisRequest(text, voice.name)):
             pass
     return engines
+
+
+def load_one(settings: config.Settings, name: str) -> HostedModel:
+    """Loads only the engine behind hosted model `name` ("stt-whisper-base", "mt-bergamot", ...),
+    for a Triton Python-backend instance. Blocking."""
+    role, _, engine = name.partition("-")
+    settings = in_process(settings)
+    if role == "stt":
+        settings = dataclasses.replace(
+            settings, stt=dataclasses.replace(settings.stt, model=engine, english_model=""))
+    elif role == "mt":
+        settings = dataclasses.replace(settings, mt=dataclasses.replace(settings.mt, engines=engine))
+    elif role == "tts":
+        settings = dataclasses.replace(settings, tts=dataclasses.replace(settings.tts, engines=engine))
+    else:
+        raise errors.InvalidArgument(f"unknown hosted model {name!r}: expected stt-*, mt-* or tts-*")
+    found = [m for m in load(settings, [role]) if m.spec.name == name]
+    if not found:
+        raise errors.FailedPrecondition(f"hosted model {name!r} could not be loaded here")
+    return found[0]

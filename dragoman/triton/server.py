@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -121,10 +122,15 @@ def serve(settings: config.Settings) -> None:
     log.info("triton serving", extra={
         "url": options.url, "models": [m.spec.name for m in models],
         "seconds": round(time.perf_counter() - started, 1)})
+    signal.signal(signal.SIGTERM, _interrupt)  # PyTriton stops cleanly on KeyboardInterrupt only
     try:
         triton.serve()  # type: ignore[attr-defined]
     finally:
         triton.stop()  # type: ignore[attr-defined]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:

@@ -9,11 +9,15 @@ joins it with concurrent requests of the same model.
 
 from __future__ import annotations
 
+import asyncio
+
 from dragoman.errors import FailedPrecondition
 from dragoman.triton_client import INFO_MODEL, TritonClient, bytes_rows, row_results
 from mt_svc.engines.base import Capabilities, TranslationBatch
 
 NAME = "triton"
+MAX_ROWS = 32
+"""Rows per request: the hosted models' max_batch_size (dragoman.triton.models.MAX_BATCH_SIZE)."""
 
 
 class TritonMtEngine:
@@ -29,10 +33,15 @@ class TritonMtEngine:
         return self._capabilities
 
     async def translate(self, batch: TranslationBatch) -> list[str]:
-        pair = f"{batch.source}-{batch.target}"
+        """The texts in requests of at most MAX_ROWS rows (the model's max_batch_size), concurrently."""
+        parts = [batch.texts[i:i + MAX_ROWS] for i in range(0, len(batch.texts), MAX_ROWS)]
+        done = await asyncio.gather(*(self._translate(batch.source, batch.target, p) for p in parts))
+        return [text for part in done for text in part]
+
+    async def _translate(self, source: str, target: str, texts: tuple[str, ...]) -> list[str]:
         out = await self._client.infer(
             self.model,
-            {"TEXT": bytes_rows(batch.texts), "PAIR": bytes_rows([pair] * len(batch.texts))},
+            {"TEXT": bytes_rows(texts), "PAIR": bytes_rows([f"{source}-{target}"] * len(texts))},
             ["RESULT"],
         )
         return [r["text"] for r in row_results(out["RESULT"])]
