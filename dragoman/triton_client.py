@@ -109,7 +109,7 @@ def bytes_rows(values: Iterable[str | bytes]) -> np.ndarray:
     return out
 
 
-def row_results(array: np.ndarray) -> list[dict[str, Any]]:
+def row_results(array: np.ndarray) -> list[Any]:
     """The JSON result of each row of a [n, 1] BYTES output; raises the first row's error."""
     results = [json.loads(bytes(v)) for v in array.reshape(-1)]
     for result in results:

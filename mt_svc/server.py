@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from dragoman import config, logs, models, rpc
+from dragoman import config, logs, models, rpc, triton_client
 from dragoman.errors import InvalidArgument
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from mt_svc import engines as registry
@@ -210,6 +210,7 @@ async def create(
     mt_pb2_grpc.add_TranslationServiceServicer_to_server(servicer, server)
     service = rpc.Service("mt_svc", server, [SERVICE_NAME])
     service.on_stop.extend([router.close, pipeline.cache.close])
+    triton_client.watch_health(service, router.engines)  # NOT_SERVING while Triton is not ready
     return service
 
 

@@ -17,14 +17,12 @@ from stt_svc.engines.base import Transcription
 class GuardOptions:
     """Thresholds (Whisper's own defaults where it has them)."""
 
-    no_speech_prob: float = 0.5
-    """Rejected when no_speech_prob is above this and ..."""
-    min_avg_logprob: float = -1.0
-    """... the average log probability is below this (Whisper: 0.6 and -1.0)."""
-    max_no_speech_prob: float = 0.6
-    """Rejected when no_speech_prob is above this, however sure the words are: on
-    silence, noise and music Whisper says "you" or "Thank you." with a fair log
-    probability (no_speech_prob 0.6-0.95), on real utterances it stays under 0.3."""
+    no_speech: tuple[tuple[float, float], ...] = ((0.0, 0.6), (-1.0, 0.5), (-1.5, 0.35))
+    """(avg_logprob below, no_speech_prob above) pairs, each enough to reject. Whisper
+    skips a window at (-1.0, 0.6). On silence, noise and music Whisper says "you",
+    "Thank you." or "I'm sorry." with no_speech_prob 0.45-0.95; on FLEURS speech,
+    even cut after 1 s, it stays under 0.6, and under 0.25 wherever avg_logprob is
+    below -1.5."""
     max_compression_ratio: float = 2.4
     """gzip ratio above this is a repetition loop."""
     max_repeats: int = 3
@@ -55,6 +53,24 @@ def has_repetition_loop(words: list[str], max_repeats: int) -> bool:
     return False
 
 
+def repeated_tail(words: list[str], min_words: int = 5) -> int | None:
+    """Where a phrase of `min_words` or more words that comes twice in a row repeats
+    (the index of its second copy), or None.
+
+    Whisper given a short window sometimes reads the utterance twice ("Fue tanta la
+    cantidad de gente. Fue tanta la cantidad de gente. F"); nobody says five words
+    twice in a row.
+    """
+    keys = normalised_words(" ".join(words))
+    if len(keys) != len(words):  # punctuation-only tokens: compare as written instead
+        keys = [w.casefold() for w in words]
+    for start in range(len(keys)):
+        for n in range(min_words, (len(keys) - start) // 2 + 1):
+            if keys[start : start + n] == keys[start + n : start + 2 * n]:
+                return start + n
+    return None
+
+
 def rejection(
     result: Transcription, audio_s: float, options: GuardOptions | None = None
 ) -> str | None:
@@ -63,8 +79,9 @@ def rejection(
     words = normalised_words(result.text)
     if not words:
         return "empty transcript"
-    if result.no_speech_prob > o.max_no_speech_prob or (
-        result.no_speech_prob > o.no_speech_prob and result.avg_logprob < o.min_avg_logprob
+    if any(
+        result.avg_logprob < logprob and result.no_speech_prob > no_speech
+        for logprob, no_speech in o.no_speech
     ):
         return f"no speech (p={result.no_speech_prob:.2f}, logprob={result.avg_logprob:.2f})"
     if result.compression_ratio > o.max_compression_ratio:

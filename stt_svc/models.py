@@ -90,8 +90,6 @@ class Models:
 
 
 def _loaded(engine: SpeechRecognizer, max_pending: int, max_batch: int) -> LoadedModel:
-    if not hasattr(engine, "transcribe_batch"):  # an engine that batches elsewhere (Triton)
-        max_batch = 1
     lane = DecodeLane(
         engine.capabilities.name, _runner(engine), max_pending=max_pending, max_batch=max_batch
     )

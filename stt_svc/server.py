@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 from google.protobuf import duration_pb2
 
-from dragoman import audio, config, logs, rpc
+from dragoman import audio, config, logs, rpc, triton_client
 from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
@@ -271,6 +271,7 @@ async def create(
     )
     service = rpc.Service("stt", server, [SERVICE_NAME])
     service.on_stop.append(models.close)
+    triton_client.watch_health(service, engines)  # NOT_SERVING while Triton is not ready
     return service
 
 

@@ -4,7 +4,9 @@ Languages match on their primary subtag, case-insensitively: a request for
 "en", "en-GB" or "EN_us" may use any English voice; "es-419" any Spanish
 one. Each language has a default voice: the one named in `DEFAULT_VOICES`
 when installed (chosen for speed first), else the first voice of the
-language in engine order.
+language in engine order; espeak-ng is loaded last, so its voice is the
+default only where no neural voice speaks the language. A request (e.g. a
+session participant's choice) may name any voice of its language.
 """
 
 from __future__ import annotations

@@ -77,6 +77,17 @@ def tts_spec(engine: str) -> ModelSpec:
 INFO_SPEC = ModelSpec(INFO_MODEL, "info", ("ROLE",), ("INFO",), max_batch_size=8, queue_delay_us=0)
 
 
+def spec_for(name: str) -> ModelSpec:
+    """The spec of hosted model `name` ("stt-whisper-base", "mt-bergamot", "dragoman-info", ...)."""
+    if name == INFO_MODEL:
+        return INFO_SPEC
+    role, _, engine = name.partition("-")
+    makers = {"stt": stt_spec, "mt": mt_spec, "tts": tts_spec}
+    if role not in makers or not engine:
+        raise errors.InvalidArgument(f"unknown hosted model {name!r}: expected stt-*, mt-* or tts-*")
+    return makers[role](engine)
+
+
 def _error(e: Exception) -> dict[str, Any]:
     if isinstance(e, errors.DragomanError):
         return {"error": {"code": e.code.name, "message": e.message}}
@@ -117,25 +128,46 @@ class HostedModel:
 
 
 def stt_model(engine: Any) -> HostedModel:
-    """A Whisper (or any SpeechRecognizer) engine: one decode per row."""
-    from stt_svc.engines.base import DecodeOptions
+    """A Whisper (or any SpeechRecognizer) engine: the rows of an execution in one
+    `transcribe_batch` call where the engine has it (each answer as if decoded alone),
+    else one decode per row; a row that fails alone gets its own error."""
+    from stt_svc.engines.base import DecodeOptions, DecodeRequest
 
-    def transcribe(audio: bytes, options: bytes) -> dict[str, Any]:
+    def request(audio: bytes, options: bytes) -> DecodeRequest:
+        fields = json.loads(options)
+        fields["hotwords"] = tuple(fields.get("hotwords", ()))
+        fields["temperatures"] = tuple(fields.get("temperatures", (0.0,)))
+        return DecodeRequest(np.frombuffer(audio, dtype="<f4"), DecodeOptions(**fields))
+
+    def one(row: DecodeRequest | Exception) -> dict[str, Any]:
         try:
-            fields = json.loads(options)
-            fields["hotwords"] = tuple(fields.get("hotwords", ()))
-            fields["temperatures"] = tuple(fields.get("temperatures", (0.0,)))
-            result = engine.transcribe(np.frombuffer(audio, dtype="<f4"), DecodeOptions(**fields))
-            return dataclasses.asdict(result)
+            if isinstance(row, Exception):
+                raise row
+            return dataclasses.asdict(engine.transcribe(row.audio, row.options))
         except Exception as e:  # noqa: BLE001 - one row's failure is that row's answer
             return _error(e)
 
+    def decode(rows: list[DecodeRequest | Exception]) -> list[dict[str, Any]]:
+        good = [r for r in rows if not isinstance(r, Exception)]
+        if len(good) > 1 and len(good) == len(rows) and hasattr(engine, "transcribe_batch"):
+            try:
+                return [dataclasses.asdict(t) for t in engine.transcribe_batch(good)]
+            except Exception:  # noqa: BLE001 - decode alone to tell which row fails
+                log.info("batched decode failed; decoding the rows one by one")
+        return [one(r) for r in rows]
+
+    def parsed(audio: bytes, options: bytes) -> DecodeRequest | Exception:
+        try:
+            return request(audio, options)
+        except Exception as e:  # noqa: BLE001 - reported as that row's answer
+            return e
+
     def infer(requests: Sequence[Rows]) -> list[dict[str, np.ndarray]]:
-        return [
-            {"RESULT": bytes_rows(_json(transcribe(a, o)) for a, o in zip(
-                _rows(r, "AUDIO"), _rows(r, "OPTIONS"), strict=True))}
-            for r in requests
-        ]
+        sizes = [len(_rows(r, "AUDIO")) for r in requests]
+        rows = [parsed(a, o) for r in requests
+                for a, o in zip(_rows(r, "AUDIO"), _rows(r, "OPTIONS"), strict=True)]
+        results = iter(decode(rows))
+        return [{"RESULT": bytes_rows(_json(next(results)) for _ in range(n))} for n in sizes]
 
     caps = dataclasses.asdict(engine.capabilities)
     return HostedModel(stt_spec(engine.capabilities.name), caps, infer)
@@ -318,17 +350,15 @@ async def _tts_engines(settings: config.Settings) -> list[Any]:
 def load_one(settings: config.Settings, name: str) -> HostedModel:
     """Loads only the engine behind hosted model `name` ("stt-whisper-base", "mt-bergamot", ...),
     for a Triton Python-backend instance. Blocking."""
-    role, _, engine = name.partition("-")
+    role, engine = spec_for(name).role, name.partition("-")[2]
     settings = in_process(settings)
     if role == "stt":
         settings = dataclasses.replace(
             settings, stt=dataclasses.replace(settings.stt, model=engine, english_model=""))
     elif role == "mt":
         settings = dataclasses.replace(settings, mt=dataclasses.replace(settings.mt, engines=engine))
-    elif role == "tts":
-        settings = dataclasses.replace(settings, tts=dataclasses.replace(settings.tts, engines=engine))
     else:
-        raise errors.InvalidArgument(f"unknown hosted model {name!r}: expected stt-*, mt-* or tts-*")
+        settings = dataclasses.replace(settings, tts=dataclasses.replace(settings.tts, engines=engine))
     found = [m for m in load(settings, [role]) if m.spec.name == name]
     if not found:
         raise errors.FailedPrecondition(f"hosted model {name!r} could not be loaded here")

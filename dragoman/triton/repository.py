@@ -39,39 +39,42 @@ ONNX_MODELS = {
     ),
     "onnx-piper-en_US-joe-medium": (
         "piper-joe/en_US-joe-medium.onnx",
-        [("input", "TYPE_INT64", [-1]), ("input_lengths", "TYPE_INT64", []), ("scales", "TYPE_FP32", [3])],
-        [("output", "TYPE_FP32", [1, 1, -1])],
+        [("input", "TYPE_INT64", [1, -1]), ("input_lengths", "TYPE_INT64", [1]),
+         ("scales", "TYPE_FP32", [3])],
+        [("output", "TYPE_FP32", [1, 1, 1, -1])],
     ),
 }
 
 
-def _tensor(kind: str, name: str, data_type: str, dims: Sequence[int], extra: str = "") -> str:
-    return (f"{kind} [\n  {{\n    name: \"{name}\"\n    data_type: {data_type}\n"
-            f"    dims: [ {', '.join(map(str, dims))} ]{extra}\n  }}\n]\n")
+def _tensors(kind: str, tensors: Sequence[tuple[str, str, Sequence[int]]]) -> str:
+    """`input [ ... ]` / `output [ ... ]`; an empty dims list is a scalar (dims [1] reshaped to [])."""
+    entries = []
+    for name, data_type, dims in tensors:
+        reshape = "\n    reshape: { shape: [ ] }" if not dims else ""
+        entries.append(f"  {{\n    name: \"{name}\"\n    data_type: {data_type}\n"
+                       f"    dims: [ {', '.join(map(str, dims or [1]))} ]{reshape}\n  }}")
+    return f"{kind} [\n" + ",\n".join(entries) + "\n]\n"
 
 
 def python_config(spec: ModelSpec) -> str:
-    parts = [
+    return "".join([
         f'name: "{spec.name}"\nbackend: "python"\nmax_batch_size: {spec.max_batch_size}\n',
-        *(_tensor("input", n, "TYPE_STRING", [1]) for n in spec.inputs),
-        *(_tensor("output", n, "TYPE_STRING", [1]) for n in spec.outputs),
+        _tensors("input", [(n, "TYPE_STRING", [1]) for n in spec.inputs]),
+        _tensors("output", [(n, "TYPE_STRING", [1]) for n in spec.outputs]),
         f"dynamic_batching {{\n  max_queue_delay_microseconds: {spec.queue_delay_us}\n}}\n",
         "instance_group [\n  {\n    count: 1\n    kind: KIND_CPU\n  }\n]\n",
         f'parameters {{\n  key: "dragoman_model"\n  value: {{ string_value: "{spec.name}" }}\n}}\n',
-    ]
-    return "".join(parts)
+    ])
 
 
 def onnx_config(name: str, inputs: Sequence[tuple[str, str, list[int]]],
                 outputs: Sequence[tuple[str, str, list[int]]]) -> str:
-    parts = [
+    return "".join([
         f'name: "{name}"\nbackend: "onnxruntime"\nmax_batch_size: 0\n',
-        *(_tensor("input", n, t, d or [1], "\n    reshape: { shape: [ ] }" if not d else "")
-          for n, t, d in inputs),
-        *(_tensor("output", n, t, d) for n, t, d in outputs),
+        _tensors("input", inputs),
+        _tensors("output", outputs),
         "instance_group [\n  {\n    count: 1\n    kind: KIND_GPU\n  }\n]\n",
-    ]
-    return "".join(parts)
+    ])
 
 
 def write(root: Path, models: Sequence[HostedModel], models_dir: Path | None = None) -> list[Path]:

@@ -29,7 +29,7 @@ _FACTORIES: dict[str, Callable[[], MtEngine]] = {
     apertium.NAME: apertium.ApertiumEngine,
     fake.NAME: fake.FakeEngine,
 }
-KNOWN = (*_FACTORIES, ct2.GROUP)
+KNOWN = (*_FACTORIES, ct2.GROUP, "triton")
 """The names settings.mt.engines accepts."""
 
 
@@ -61,6 +61,11 @@ def load(
     """
     loaded: list[MtEngine] = []
     for name in names:
+        if name == "triton":  # the engines hosted by a Triton server, under their own names
+            from mt_svc.engines import triton
+
+            loaded.extend(triton.load_blocking())
+            continue
         if name == ct2.GROUP:
             group = ct2.load_installed(models_dir, decode) if models_dir is not None else []
             if not group:

@@ -69,3 +69,17 @@ async def load(client: TritonClient | None = None, timeout_s: float = 60.0) -> l
         }))
         for h in hosted
     ]
+
+
+def load_blocking(client: TritonClient | None = None, timeout_s: float = 60.0) -> list[TritonMtEngine]:
+    """`load` for the blocking registry (run off the event loop): the channel of the discovery
+    loop is closed again; each engine opens one on the service's loop at its first call."""
+    client = client or TritonClient()
+
+    async def discover() -> list[TritonMtEngine]:
+        try:
+            return await load(client, timeout_s)
+        finally:
+            await client.close()
+
+    return asyncio.run(discover())

@@ -24,8 +24,12 @@ def load(settings: config.Settings) -> list[SpeechRecognizer]:
         from stt_svc.engines.fake import FakeEngine
 
         return [FakeEngine()]
+    if stt.engine == "triton":  # the models run on a Triton server (`dragoman triton`)
+        from stt_svc.engines import triton
+
+        return list(triton.load())
     if stt.engine != "whisper":
-        raise InvalidArgument(f"unknown stt engine {stt.engine!r}; use whisper or fake")
+        raise InvalidArgument(f"unknown stt engine {stt.engine!r}; use whisper, triton or fake")
     from stt_svc.engines.whisper import WhisperEngine
 
     root = Path(settings.models_dir)

@@ -11,14 +11,16 @@ loop thread and waits.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from dragoman.triton_client import LoopThread, TritonClient, bytes_rows, row_results
-from stt_svc.engines.base import Capabilities, DecodeOptions, Transcription, WordTiming
+from stt_svc.engines.base import Capabilities, DecodeOptions, DecodeRequest, Transcription, WordTiming
 
 NAME = "triton"
 
@@ -40,6 +42,14 @@ class TritonSttEngine:
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
         return self._loop.run(self.transcribe_async(audio, options))
+
+    def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[Transcription]:
+        """All of them as concurrent requests, so Triton's dynamic batcher can join them."""
+
+        async def all_of() -> list[Transcription]:
+            return list(await asyncio.gather(*(self.transcribe_async(r.audio, r.options) for r in requests)))
+
+        return self._loop.run(all_of())
 
     async def transcribe_async(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
         inputs = {

@@ -61,6 +61,8 @@ def _result(
         (_result("Thank you.", no_speech_prob=0.76, avg_logprob=-0.86), "no speech"),
         (_result("you", no_speech_prob=0.55, avg_logprob=-1.6), "no speech"),
         (_result("Hello.", no_speech_prob=0.4, avg_logprob=-0.95), None),
+        (_result("I'm sorry.", no_speech_prob=0.48, avg_logprob=-1.93), "no speech"),
+        (_result("von", no_speech_prob=0.2, avg_logprob=-2.69), None),
         (_result("la la la", compression_ratio=3.1), "compression"),
         (_result("I'm going to go, I'm going to go, I'm going to go, I'm going to go"), "loop"),
         (_result("no no no no no no"), "loop"),
@@ -219,3 +221,16 @@ def test_ogg_demuxer_rejects_other_data() -> None:
     with pytest.raises(InvalidArgument, match="must begin with an OpusHead"):
         data = (b"OggS\0\2" + b"\0" * 20) + bytes([1, 5]) + b"hello"
         OggOpusDecoder().decode(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "cut"),
+    [
+        ("Fue tanta la cantidad de gente. Fue tanta la cantidad de gente. F", 6),
+        ("one two three four five one two three four five", 5),
+        ("I said no, I said no to him", None),  # short phrases do repeat in speech
+        ("the cat sat on the mat the cat sat on", None),
+    ],
+)
+def test_repeated_tail(text: str, cut: int | None) -> None:
+    assert guards.repeated_tail(text.split()) == cut

@@ -22,7 +22,7 @@ from mt_svc.engines import triton as mt_triton
 from stt_svc import engines as stt_engines
 from stt_svc import server as stt_server
 from stt_svc.engines import triton as stt_triton
-from stt_svc.engines.base import DecodeOptions
+from stt_svc.engines.base import DecodeOptions, DecodeRequest
 from tests.conftest import started
 from tts_svc import engines as tts_engines
 from tts_svc import server as tts_server
@@ -183,3 +183,15 @@ async def test_tts_unknown_voice_is_not_found(tts_pair: tuple[list, list]) -> No
     with pytest.raises(errors.NotFound, match="no-such-voice"):
         async for _ in remote[0].engine.synthesize(SynthesisRequest("Hello.", "no-such-voice")):
             pass
+
+
+async def test_stt_batch_same_as_alone(stt_pair: tuple[list, list], fleurs: Path) -> None:
+    """Windows sent together (Triton batches them, the host decodes them in one call) get the
+    answers each gets alone in process."""
+    (local,), (remote,) = stt_pair
+    options = DecodeOptions(language="en")
+    requests = [DecodeRequest(audio.decode_file(fleurs / f"fleurs-en-00{i}.ogg", 16_000)[:80_000], options)
+                for i in range(3)]
+    together = await asyncio.to_thread(remote.transcribe_batch, requests)
+    assert together == [local.transcribe(r.audio, r.options) for r in requests]
+    assert all(t.text for t in together)

@@ -15,7 +15,7 @@ from dragoman import config
 from dragoman.errors import InvalidArgument
 from tts_svc.engines.base import TtsEngine
 
-KNOWN = ("piper", "kokoro", "espeak", "coqui", "fake")
+KNOWN = ("piper", "kokoro", "espeak", "coqui", "triton", "fake")
 FALLBACK = "espeak"
 
 
@@ -60,7 +60,13 @@ async def load(settings: config.Settings, executor: Executor) -> list[TtsEngine]
     """Loads the engines `settings.tts.engines` names, off the event loop."""
     models_dir, threads = Path(settings.models_dir), settings.tts.cpu_threads
     loop = asyncio.get_running_loop()
-    return [
-        await loop.run_in_executor(executor, _load_one, name, models_dir, threads, executor)
-        for name in names(settings.tts)
-    ]
+    engines: list[TtsEngine] = []
+    for name in names(settings.tts):
+        if name == "triton":  # the voices hosted by a Triton server (`dragoman triton`)
+            from tts_svc.engines import triton
+
+            engines.extend(await triton.load())
+        else:
+            engines.append(
+                await loop.run_in_executor(executor, _load_one, name, models_dir, threads, executor))
+    return engines

@@ -53,6 +53,9 @@ LANGUAGES = {
     "nl": "nl",
     "pl": "pl",
 }
+RATE_WPM = 150
+"""Speaking rate. espeak-ng's default (175) is harder to follow: Whisper's word error rate on
+15 Tatoeba sentences went from 19 to 14 % in English and 53 to 45 % in German at 150."""
 FIRST_PIECE_WORDS = 10
 """espeak-ng synthesises a sentence in milliseconds: splitting it would only hurt prosody."""
 
@@ -60,6 +63,7 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_DONT_EXIT = 0x8000
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
+_PARAMETER_RATE = 1
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
@@ -122,6 +126,8 @@ class _Library:
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_Info.argtypes = [ctypes.c_void_p]
         lib.espeak_Info.restype = ctypes.c_char_p
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetParameter.restype = ctypes.c_int
         data = espeakng_loader.get_data_path().encode()
         rate_hz = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, _INITIALIZE_DONT_EXIT)
         if rate_hz <= 0:
@@ -132,6 +138,7 @@ class _Library:
         self._parts: list[np.ndarray] = []
         self._callback = _SYNTH_CALLBACK(self._collect)  # kept referenced while the library lives
         lib.espeak_SetSynthCallback(self._callback)
+        lib.espeak_SetParameter(_PARAMETER_RATE, RATE_WPM, 0)
         self._lock = threading.Lock()
 
     @classmethod

@@ -87,7 +87,12 @@ class KokoroEngine:
         from kokoro_onnx import Kokoro
 
         session = cpu_session(model_path, cpu_threads)
-        engine = cls(Kokoro.from_session(session, str(voices_path)), executor)
+        model = Kokoro.from_session(session, str(voices_path))
+        # The phonemizer starts an espeak-ng backend per language on first use (about
+        # 20 ms, more under load): start them all now, not in a user's first request.
+        for _, language in LANGUAGES.values():
+            model.tokenizer.phonemize("a", language)
+        engine = cls(model, executor)
         log.info("kokoro loaded", extra={"voices": len(engine.capabilities.voices)})
         return engine
 

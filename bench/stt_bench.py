@@ -1,0 +1,568 @@
+"""Streaming recognition benchmark: FLEURS speech through stt_svc at real-time pace.
+
+    python -m bench.stt_bench [--smoke] [--streams N] [--languages en,de] [--clips K]
+                              [--seconds S] [--out FILE]
+
+Starts stt_svc in this process on a free loopback port with the configured
+models (config.load(): whisper-tiny.en for English, whisper-base for the
+rest, by default) and streams, as a live microphone would, 100 ms LINEAR16
+chunks, each sent when its 100 ms have been "recorded", interim results on:
+
+1. Per language, each FLEURS clip of $DRAGOMAN_TESTDATA/speech/fleurs (or
+   ../shared/testdata/speech/fleurs; the clips the repo ships in
+   dragoman/demo_data are copies of some of them) in a stream of its own,
+   one stream at a time, with 0.5 s of silence before and 1.5 s after. It
+   reports
+   * WER of the finals against the reference, over all clips of the language
+     (jiwer, after the `normalise` below, named in the output);
+   * RTF: seconds spent decoding finals per second of utterance audio, and
+     CPU RTF: CPU seconds of this process (server and client) per second of
+     audio streamed, partial decodes, VAD and gRPC included;
+   * first partial: from the moment speech starts (the VAD's onset, i.e. the
+     SPEECH_STARTED offset plus the segmenter's pre-roll) to the first
+     partial result of the clip's first utterance;
+   * end of speech -> final, p50/p95: from sending the chunk that completes
+     the endpoint silence to receiving the final; over every utterance the
+     endpointer closed, and over those of at most 10 s of audio.
+2. Concurrency: 1, 2, 4 (up to --streams) streams at once, each in its own
+   language (en, de, es, fr, pt in turn), each playing that language's clips
+   back to back for --seconds, started 0.37 s apart. A level keeps up when
+   every final arrives within LAG_LIMIT_S of its endpoint chunk and the last
+   one within LAG_LIMIT_S of the end of the audio. Streams per core: the
+   largest level that keeps up, divided by the cores this process may use.
+   Model calls and decodes show the cross-stream batching at work.
+
+No assertions: prints tables and writes JSON (default bench/results/stt.json)
+with the machine's load average, since latency on a shared machine moves with
+it. `--smoke`: one short English clip, one stream: checks that every part runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import re
+import sys
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import numpy as np
+
+from bench.common import ROOT, machine, summary, table, write_result
+from dragoman import audio, config, rpc
+from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
+from stt_svc import engines as engine_loader
+from stt_svc import server
+from stt_svc.engines.base import (
+    Capabilities,
+    DecodeOptions,
+    DecodeRequest,
+    SpeechRecognizer,
+    Transcription,
+)
+from stt_svc.models import MAX_BATCH, Models
+from stt_svc.segmenter import SegmenterOptions
+from stt_svc.vad import FRAME_SAMPLES
+
+RATE_HZ = 16_000
+CHUNK_S = 0.1
+CHUNK_SAMPLES = int(RATE_HZ * CHUNK_S)
+LEAD_S = 0.5
+TAIL_S = 1.5
+LAG_LIMIT_S = 2.0
+"""A stream keeps up while every final arrives within this of its endpoint chunk."""
+STAGGER_S = 0.37
+LANGUAGES = ("en", "de", "es", "fr", "pt")
+PRE_ROLL_S = SegmenterOptions().pre_roll_ms / 1000
+TARGETS = {
+    "eos_to_final_p50_ms": {"whisper-base": 600, "whisper-tiny.en": 350},
+    "first_partial_ms": 1000,
+    "wer_en": 0.12,
+    "concurrent_streams": 4,
+}
+NORMALISER = (
+    "basic: NFKC, lower case, bracketed text dropped, punctuation and symbols to spaces "
+    "(apostrophes kept, ’ as '), elisions split (qu'on -> qu' on) except in English, "
+    "numbers left as written"
+)
+_BRACKETED = re.compile(r"[<\[][^>\]]*[>\]]|\([^)]*\)")
+_ELISION = re.compile(r"(\w)'(\w)")
+
+
+def normalise(text: str, language: str) -> str:
+    """The WER normaliser (NORMALISER), like Whisper's BasicTextNormalizer but keeping apostrophes."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'").replace("‘", "'")
+    text = _BRACKETED.sub(" ", text)
+    text = "".join(
+        " " if c != "'" and unicodedata.category(c)[0] in "PSM" else c for c in text
+    )
+    if language != "en":
+        text = _ELISION.sub(r"\1' \2", text)
+    return " ".join(text.split())
+
+
+def wer(references: Sequence[str], hypotheses: Sequence[str], language: str) -> float:
+    """Corpus WER (errors over reference words) after `normalise`."""
+    refs = [normalise(r, language) for r in references]
+    hyps = [normalise(h, language) for h in hypotheses]
+    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r]
+    if not pairs:
+        return 0.0
+    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+# -- clips ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    name: str
+    language: str
+    reference: str
+    audio: np.ndarray = field(repr=False)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / RATE_HZ
+
+
+def speech_dirs() -> list[Path]:
+    shared = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
+    return [shared / "speech" / "fleurs", ROOT / "dragoman" / "demo_data"]
+
+
+def load_clips(languages: Sequence[str], per_language: int) -> dict[str, list[Clip]]:
+    """Clips named `fleurs-<lang>-NNN.ogg` with a `.txt` reference; first copy of a name wins."""
+    found: dict[str, Path] = {}
+    for directory in speech_dirs():
+        for path in sorted(directory.glob("*.ogg")):
+            if path.with_suffix(".txt").is_file():
+                found.setdefault(path.stem, path)
+    clips: dict[str, list[Clip]] = {}
+    for name, path in sorted(found.items()):
+        language = name.split("-")[1] if name.count("-") >= 2 else ""
+        if language not in languages or len(clips.get(language, [])) >= per_language:
+            continue
+        clips.setdefault(language, []).append(Clip(
+            name, language, path.with_suffix(".txt").read_text().strip(),
+            audio.decode_file(path, RATE_HZ),
+        ))
+    return clips
+
+
+# -- one stream -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Utterance:
+    index: int
+    start_s: float
+    end_s: float | None = None
+    first_partial_at: float | None = None
+    final_at: float | None = None
+    final: stt_pb2.RecognitionResult | None = None
+
+
+@dataclass
+class StreamRun:
+    """What one real-time stream sent and received, with wall times (loop.time())."""
+
+    language: str
+    clips: list[Clip]
+    clip_starts: list[int]
+    """Sample offset of each clip's lead silence in the stream."""
+    endpoint_s: float
+    send_times: list[float] = field(default_factory=list)
+    utterances: dict[int, Utterance] = field(default_factory=dict)
+    closed_at: float = 0.0
+    cpu_s: float = 0.0
+
+    @property
+    def audio_s(self) -> float:
+        return len(self.send_times) * CHUNK_S
+
+    def clip_of(self, u: Utterance) -> int:
+        sample = round(u.start_s * RATE_HZ)
+        return max(i for i, start in enumerate(self.clip_starts) if start <= sample)
+
+    def hypotheses(self) -> list[str]:
+        texts: list[list[str]] = [[] for _ in self.clips]
+        for u in sorted(self.utterances.values(), key=lambda u: u.index):
+            if u.final is not None and u.final.transcript:
+                texts[self.clip_of(u)].append(u.final.transcript)
+        return [" ".join(t) for t in texts]
+
+    def endpoint_chunk_sent(self, u: Utterance) -> float | None:
+        """When the chunk that completed `u`'s endpoint silence was sent (None: no endpoint)."""
+        if u.end_s is None:
+            return None
+        following = self.utterances.get(u.index + 1)
+        if following is not None and following.start_s - u.end_s < 0.05:
+            return None  # cut at max_utterance_ms, not endpointed
+        end = round(u.end_s * RATE_HZ)
+        fired = math.ceil((end + round(self.endpoint_s * RATE_HZ)) / FRAME_SAMPLES) * FRAME_SAMPLES
+        chunk = (fired - 1) // CHUNK_SAMPLES
+        return self.send_times[chunk] if chunk < len(self.send_times) else None
+
+    def eos_to_final_ms(self, max_audio_s: float = math.inf) -> list[float]:
+        out = []
+        for u in self.utterances.values():
+            sent = self.endpoint_chunk_sent(u)
+            if sent is None or u.final_at is None or u.end_s is None:
+                continue
+            if u.end_s - u.start_s <= max_audio_s:
+                out.append(1000 * (u.final_at - sent))
+        return out
+
+    def first_partial_ms(self, t0: float) -> list[float]:
+        """Per clip: speech onset (wall time of its audio) to the first partial of its first utterance."""
+        out = []
+        seen: set[int] = set()
+        for u in sorted(self.utterances.values(), key=lambda u: u.index):
+            clip = self.clip_of(u)
+            if clip in seen:
+                continue
+            seen.add(clip)
+            if u.first_partial_at is not None:
+                onset = t0 + u.start_s + PRE_ROLL_S
+                out.append(1000 * (u.first_partial_at - onset))
+        return out
+
+    def finals(self) -> list[stt_pb2.RecognitionResult]:
+        return [u.final for u in self.utterances.values() if u.final is not None]
+
+
+def _duration_s(d: Any) -> float:
+    return float(d.ToNanoseconds()) / 1e9
+
+
+async def play(
+    stub: stt_pb2_grpc.SpeechToTextServiceStub,
+    language: str,
+    clips: list[Clip],
+    endpoint_s: float,
+    t0: float,
+) -> StreamRun:
+    """Streams `clips` back to back from loop time `t0`, chunk k sent at t0 + (k + 1) * 100 ms."""
+    parts, starts, position = [], [], 0
+    for clip in clips:
+        starts.append(position)
+        part = np.concatenate([
+            np.zeros(int(LEAD_S * RATE_HZ), np.float32), clip.audio,
+            np.zeros(int(TAIL_S * RATE_HZ), np.float32),
+        ])
+        parts.append(part)
+        position += len(part)
+    pcm = audio.float_to_pcm16(np.concatenate(parts))
+    chunk_bytes = 2 * CHUNK_SAMPLES
+    run = StreamRun(language, clips, starts, endpoint_s)
+    loop = asyncio.get_running_loop()
+    cfg = stt_pb2.StreamingRecognitionConfig(
+        language_code=language, encoding=stt_pb2.AUDIO_ENCODING_LINEAR16,
+        sample_rate_hertz=RATE_HZ, interim_results=True,
+    )
+
+    async def requests() -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
+        yield stt_pb2.StreamingRecognizeRequest(config=cfg)
+        for k, offset in enumerate(range(0, len(pcm), chunk_bytes)):
+            await asyncio.sleep(max(0.0, t0 + (k + 1) * CHUNK_S - loop.time()))
+            run.send_times.append(loop.time())
+            yield stt_pb2.StreamingRecognizeRequest(audio=pcm[offset : offset + chunk_bytes])
+
+    async for response in stub.StreamingRecognize(requests()):
+        now = loop.time()
+        if response.HasField("speech_event"):
+            event = response.speech_event
+            offset_s = _duration_s(event.audio_offset)
+            if event.type == stt_pb2.SPEECH_EVENT_TYPE_SPEECH_STARTED:
+                run.utterances[event.utterance_index] = Utterance(event.utterance_index, offset_s)
+            elif event.type == stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH:
+                run.utterances[event.utterance_index].end_s = offset_s
+            continue
+        result = response.result
+        u = run.utterances[result.utterance_index]
+        if result.is_final:
+            u.final_at, u.final = now, result
+        elif u.first_partial_at is None:
+            u.first_partial_at = now
+    run.closed_at = loop.time()
+    return run
+
+
+# -- counting model calls -------------------------------------------------------------------------
+
+
+class CountingEngine:
+    """Passes calls to a real engine, counting model calls and the decodes in them."""
+
+    def __init__(self, engine: SpeechRecognizer) -> None:
+        self.engine = engine
+        self.calls = 0
+        self.decodes = 0
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.engine.capabilities
+
+    def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
+        self.calls, self.decodes = self.calls + 1, self.decodes + 1
+        return self.engine.transcribe(audio, options)
+
+    def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[Transcription]:
+        self.calls, self.decodes = self.calls + 1, self.decodes + len(requests)
+        return self.engine.transcribe_batch(requests)
+
+    def reset(self) -> None:
+        self.calls = self.decodes = 0
+
+
+# -- the runs -------------------------------------------------------------------------------------
+
+
+def _ms(values: Sequence[float]) -> dict[str, float | int | None]:
+    return {k: (round(v, 1) if isinstance(v, float) else v) for k, v in summary(values).items()}
+
+
+async def per_language(
+    stub: stt_pb2_grpc.SpeechToTextServiceStub,
+    clips: dict[str, list[Clip]],
+    models: dict[str, str],
+    endpoint_s: float,
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    out: dict[str, Any] = {}
+    for language, items in clips.items():
+        runs: list[tuple[StreamRun, float]] = []
+        cpu_start = time.process_time()
+        for clip in items:
+            t0 = loop.time() + 0.05
+            runs.append((await play(stub, language, [clip], endpoint_s, t0), t0))
+            print(f"  {clip.name}: {runs[-1][0].hypotheses()[0]!r}", file=sys.stderr)
+        cpu_s = time.process_time() - cpu_start
+        finals = [f for run, _ in runs for f in run.finals()]
+        decode_s = sum(_duration_s(f.processing_time) for f in finals)
+        utterance_s = sum(_duration_s(f.end_offset) - _duration_s(f.start_offset) for f in finals)
+        references = [c.reference for c in items]
+        hypotheses = [h for run, _ in runs for h in run.hypotheses()]
+        out[language] = {
+            "model": models[language],
+            "clips": len(items),
+            "audio_s": round(sum(c.seconds for c in items), 1),
+            "utterances": len(finals),
+            "wer": round(wer(references, hypotheses, language), 4),
+            "rtf": round(decode_s / utterance_s, 3) if utterance_s else None,
+            "cpu_rtf": round(cpu_s / sum(run.audio_s for run, _ in runs), 3),
+            "first_partial_ms": _ms([v for run, t0 in runs for v in run.first_partial_ms(t0)]),
+            "eos_to_final_ms": _ms([v for run, _ in runs for v in run.eos_to_final_ms()]),
+            "eos_to_final_le10s_ms": _ms([v for run, _ in runs for v in run.eos_to_final_ms(10)]),
+            "transcripts": [
+                {"clip": c.name, "reference": c.reference, "hypothesis": h,
+                 "wer": round(wer([c.reference], [h], language), 4)}
+                for c, h in zip(items, hypotheses, strict=True)
+            ],
+        }
+    return out
+
+
+def playlist(clips: list[Clip], seconds: float, rotate: int) -> list[Clip]:
+    """Clips from `rotate` on, cycled, until they last `seconds` (at least one)."""
+    out: list[Clip] = []
+    i = rotate
+    while not out or sum(c.seconds + LEAD_S + TAIL_S for c in out) < seconds:
+        out.append(clips[i % len(clips)])
+        i += 1
+    return out
+
+
+async def concurrency(
+    stub: stt_pb2_grpc.SpeechToTextServiceStub,
+    clips: dict[str, list[Clip]],
+    levels: Sequence[int],
+    seconds: float,
+    endpoint_s: float,
+    counters: Sequence[CountingEngine],
+) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    languages = [lang for lang in LANGUAGES if lang in clips] or list(clips)
+    out = []
+    for level in levels:
+        for counter in counters:
+            counter.reset()
+        base = loop.time() + 0.1
+        plays = []
+        for i in range(level):
+            language = languages[i % len(languages)]
+            items = playlist(clips[language], seconds, rotate=i // len(languages))
+            plays.append(play(stub, language, items, endpoint_s, base + i * STAGGER_S))
+        cpu_start = time.process_time()
+        runs = await asyncio.gather(*plays)
+        cpu_s = time.process_time() - cpu_start
+        lags = [v for run in runs for v in run.eos_to_final_ms()]
+        drains = [1000 * (run.closed_at - run.send_times[-1]) for run in runs]
+        keeps_up = bool(lags) and max(lags) <= 1000 * LAG_LIMIT_S and max(drains) <= 1000 * LAG_LIMIT_S
+        audio_s = sum(run.audio_s for run in runs)
+        out.append({
+            "streams": level,
+            "languages": [run.language for run in runs],
+            "audio_s": round(audio_s, 1),
+            "keeps_up": keeps_up,
+            "eos_to_final_ms": _ms(lags),
+            "max_lag_ms": round(max(lags), 1) if lags else None,
+            "drain_ms": _ms(drains),
+            "first_partial_ms": _ms(
+                [v for run in runs for v in run.first_partial_ms(base)]
+            ) if level == 1 else _ms([]),
+            "cpu_rtf": round(cpu_s / audio_s, 3),
+            "model_calls": sum(c.calls for c in counters),
+            "decodes": sum(c.decodes for c in counters),
+        })
+        row = out[-1]
+        print(f"  {level} stream(s): keeps up {keeps_up}, max lag {row['max_lag_ms']} ms, "
+              f"{row['model_calls']} calls for {row['decodes']} decodes", file=sys.stderr)
+    return out
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def levels_up_to(n: int) -> list[int]:
+    levels = [1]
+    while levels[-1] * 2 <= n:
+        levels.append(levels[-1] * 2)
+    return levels if levels[-1] == n else [*levels, n]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = config.load()
+    languages = ["en"] if args.smoke else args.languages.split(",")
+    clips = load_clips(languages, 1 if args.smoke else args.clips)
+    if args.smoke:  # the shortest English clip
+        shortest = min(load_clips(["en"], 99)["en"], key=lambda c: c.seconds)
+        clips = {"en": [shortest]}
+    if not clips:
+        raise SystemExit(f"no clips for {languages} in {[str(d) for d in speech_dirs()]}")
+    print(f"loading models from {settings.models_dir}", file=sys.stderr)
+    loaded = await asyncio.to_thread(engine_loader.load, settings)
+    counters = [CountingEngine(e) for e in loaded]
+    chooser = Models(loaded, max_pending=1)
+    models = {lang: chooser.for_language(lang).capabilities.name for lang in clips}
+    await chooser.close()
+    endpoint_s = settings.stt.endpoint_silence_ms / 1000
+    levels = [1] if args.smoke else levels_up_to(args.streams)
+    load_before = machine()["load_average"]
+    service = await server.create(settings, engine=counters)
+    port = await service.start("127.0.0.1:0")
+    try:
+        async with rpc.channel(f"127.0.0.1:{port}") as channel:
+            stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
+            print("per language, one real-time stream at a time:", file=sys.stderr)
+            languages_out = await per_language(stub, clips, models, endpoint_s)
+            print("concurrent real-time streams:", file=sys.stderr)
+            seconds = 4.0 if args.smoke else args.seconds
+            concurrent = await concurrency(stub, clips, levels, seconds, endpoint_s, counters)
+    finally:
+        await service.stop(0)
+    cores = _cores()
+    sustained = max((c["streams"] for c in concurrent if c["keeps_up"]), default=0)
+    info = machine()
+    info["load_average_before"] = load_before
+    return {
+        "benchmark": "stt",
+        "smoke": bool(args.smoke),
+        "machine": info,
+        "settings": {
+            "model": settings.stt.model,
+            "english_model": settings.stt.english_model,
+            "beam_size": settings.stt.beam_size,
+            "cpu_threads": settings.stt.cpu_threads,
+            "endpoint_silence_ms": settings.stt.endpoint_silence_ms,
+            "partial_interval_ms": settings.stt.partial_interval_ms,
+            "max_batch": MAX_BATCH,
+            "chunk_ms": round(CHUNK_S * 1000),
+        },
+        "normaliser": NORMALISER,
+        "targets": TARGETS,
+        "languages": languages_out,
+        "concurrency": concurrent,
+        "lag_limit_ms": round(LAG_LIMIT_S * 1000),
+        "cores": cores,
+        "streams_sustained": sustained,
+        "streams_per_core": round(sustained / cores, 2),
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    rows = []
+    for language, r in result["languages"].items():
+        rows.append([
+            language, r["model"], r["clips"], r["utterances"], 100 * r["wer"], r["rtf"],
+            r["cpu_rtf"], r["first_partial_ms"]["p50_ms"], r["first_partial_ms"]["p95_ms"],
+            r["eos_to_final_ms"]["p50_ms"], r["eos_to_final_ms"]["p95_ms"],
+            r["eos_to_final_le10s_ms"]["p50_ms"],
+        ])
+    first = table(
+        ["lang", "model", "clips", "utts", "WER %", "RTF", "CPU RTF", "1st partial p50",
+         "p95", "EOS->final p50", "p95", "p50 (<=10 s)"],
+        rows,
+    )
+    second = table(
+        ["streams", "keeps up", "EOS->final p50", "p95", "max lag", "drain p95", "CPU RTF",
+         "model calls", "decodes"],
+        [[c["streams"], "yes" if c["keeps_up"] else "NO", c["eos_to_final_ms"]["p50_ms"],
+          c["eos_to_final_ms"]["p95_ms"], c["max_lag_ms"], c["drain_ms"]["p95_ms"], c["cpu_rtf"],
+          c["model_calls"], c["decodes"]] for c in result["concurrency"]],
+    )
+    m = result["machine"]
+    return "\n".join([
+        f"stt_svc streaming benchmark ({'smoke' if result['smoke'] else 'full'}), "
+        f"{m['cpu_count']} CPUs ({result['cores']} usable), {m['cpu_model']}",
+        f"load average before {m['load_average_before']}, after {m['load_average']}",
+        f"WER normaliser: {result['normaliser']}",
+        "times in ms; EOS->final from sending the chunk that completes the endpoint silence",
+        "",
+        first,
+        "",
+        second,
+        "",
+        f"streams sustained at real-time pace: {result['streams_sustained']} "
+        f"= {result['streams_per_core']} per core (a final more than "
+        f"{result['lag_limit_ms']} ms late means falling behind)",
+    ])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.stt_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="one short English clip, one stream")
+    parser.add_argument("--streams", type=int, default=4,
+                        help="most concurrent streams (1, 2, 4, ... up to it)")
+    parser.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated")
+    parser.add_argument("--clips", type=int, default=5, help="clips per language")
+    parser.add_argument("--seconds", type=float, default=40.0,
+                        help="audio per stream in the concurrency runs")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/stt.json)")
+    args = parser.parse_args(argv)
+    result = asyncio.run(run(args))
+    if args.out is None:
+        path = write_result("stt", result)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        path = args.out
+    print(report(result))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The streaming benchmark runs end to end (`--smoke`: one short clip, one stream).
+
+Its numbers are not checked here (speed belongs to the benchmark); only that
+every field the report promises is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+SUMMARY = {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"}
+LANGUAGE = {
+    "model", "clips", "audio_s", "utterances", "wer", "rtf", "cpu_rtf", "first_partial_ms",
+    "eos_to_final_ms", "eos_to_final_le10s_ms", "transcripts",
+}
+LEVEL = {
+    "streams", "languages", "audio_s", "keeps_up", "eos_to_final_ms", "max_lag_ms", "drain_ms",
+    "first_partial_ms", "cpu_rtf", "model_calls", "decodes",
+}
+
+
+async def test_stt_bench_smoke(tmp_path: Path, models_dir: Path, fleurs: Path) -> None:
+    out = tmp_path / "stt.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.stt_bench", "--smoke", "--out", str(out),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0, stdout.decode()[-3000:]
+    assert "WER normaliser: basic" in stdout.decode()
+    result = json.loads(out.read_text())
+    assert set(result) == {
+        "benchmark", "smoke", "machine", "settings", "normaliser", "targets", "languages",
+        "concurrency", "lag_limit_ms", "cores", "streams_sustained", "streams_per_core",
+    }
+    assert result["smoke"] is True and len(result["machine"]["load_average"]) == 3
+    (english,) = result["languages"].values()
+    assert set(english) == LANGUAGE and english["model"] == "whisper-tiny.en"
+    assert english["clips"] == 1 and english["utterances"] >= 1 and 0.0 <= english["wer"] <= 1.0
+    (transcript,) = english["transcripts"]
+    assert transcript["hypothesis"] and transcript["reference"]
+    for key in ("first_partial_ms", "eos_to_final_ms", "eos_to_final_le10s_ms"):
+        assert set(english[key]) == SUMMARY
+    assert english["eos_to_final_ms"]["n"] >= 1 and english["first_partial_ms"]["n"] == 1
+    (level,) = result["concurrency"]
+    assert set(level) == LEVEL and level["streams"] == 1
+    assert level["decodes"] >= level["model_calls"] >= 1
+    assert isinstance(level["keeps_up"], bool) and result["cores"] >= 1
