@@ -27,8 +27,9 @@ chunks, each sent when its 100 ms have been "recorded", interim results on:
 2. Concurrency: 1, 2, 4 (up to --streams) streams at once, each in its own
    language (en, de, es, fr, pt in turn), each playing that language's clips
    back to back for --seconds, started 0.37 s apart. A level keeps up when
-   every final arrives within LAG_LIMIT_S of its endpoint chunk and the last
-   one within LAG_LIMIT_S of the end of the audio. Streams per core: the
+   95 % of the finals arrive within LAG_LIMIT_S of their endpoint chunk (one
+   long utterance may take longer) and every stream's last result within
+   LAG_LIMIT_S of the end of its audio (no backlog). Streams per core: the
    largest level that keeps up, divided by the cores this process may use.
    Model calls and decodes show the cross-stream batching at work.
 
@@ -56,7 +57,7 @@ from typing import Any
 import jiwer
 import numpy as np
 
-from bench.common import ROOT, machine, summary, table, write_result
+from bench.common import ROOT, machine, percentile, summary, table, write_result
 from dragoman import audio, config, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
@@ -78,7 +79,7 @@ CHUNK_SAMPLES = int(RATE_HZ * CHUNK_S)
 LEAD_S = 0.5
 TAIL_S = 1.5
 LAG_LIMIT_S = 2.0
-"""A stream keeps up while every final arrives within this of its endpoint chunk."""
+"""Streams keep up while 95 % of finals arrive within this of their endpoint chunk."""
 STAGGER_S = 0.37
 LANGUAGES = ("en", "de", "es", "fr", "pt")
 PRE_ROLL_S = SegmenterOptions().pre_roll_ms / 1000
@@ -407,7 +408,8 @@ async def concurrency(
         cpu_s = time.process_time() - cpu_start
         lags = [v for run in runs for v in run.eos_to_final_ms()]
         drains = [1000 * (run.closed_at - run.send_times[-1]) for run in runs]
-        keeps_up = bool(lags) and max(lags) <= 1000 * LAG_LIMIT_S and max(drains) <= 1000 * LAG_LIMIT_S
+        p95 = percentile(lags, 95)
+        keeps_up = p95 is not None and max(p95, *drains) <= 1000 * LAG_LIMIT_S
         audio_s = sum(run.audio_s for run in runs)
         out.append({
             "streams": level,
@@ -537,8 +539,8 @@ def report(result: dict[str, Any]) -> str:
         second,
         "",
         f"streams sustained at real-time pace: {result['streams_sustained']} "
-        f"= {result['streams_per_core']} per core (a final more than "
-        f"{result['lag_limit_ms']} ms late means falling behind)",
+        f"= {result['streams_per_core']} per core (keeping up: EOS->final p95 and drain "
+        f"within {result['lag_limit_ms']} ms)",
     ])
 
 

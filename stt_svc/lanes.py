@@ -9,6 +9,13 @@ never waits for more work to arrive, and finals never share a batch with
 partials: a final result never waits behind queued partial decodes (of this
 stream or any other), and a batch of finals is never slowed by partials.
 
+Partial decodes get at most `partial_share` of the model's time: after a
+batch of partials that took T seconds, the lane starts no partial for
+T * (1 - share) / share seconds (finals it starts at once). So an end of
+speech finds the model free at least that share of the time, at worst
+waits for one batch of partials, and the partials that streams queue
+meanwhile go through together when the rest is over.
+
 The queue is bounded: a submit beyond `max_pending` waiting jobs raises
 RESOURCE_EXHAUSTED at once instead of building a backlog. A job whose caller
 moved on (its future cancelled) is skipped without running. A call already
@@ -21,6 +28,7 @@ request fails alone and the others still get their answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -75,11 +83,15 @@ class DecodeLane(Generic[R, T]):
         *,
         max_pending: int,
         max_batch: int = 1,
+        partial_share: float = 1.0,
     ) -> None:
         self.name = name
         self.max_pending = max_pending
         self.max_batch = max(1, max_batch)
         self._run_batch = run_batch
+        self._partial_rest = (1.0 - partial_share) / partial_share
+        self._partials_from = 0.0
+        """Loop time before which no partial batch starts."""
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"stt-{name}")
         self._jobs: list[_Job[R]] = []
         self._ready = asyncio.Event()
@@ -113,8 +125,13 @@ class DecodeLane(Generic[R, T]):
             self._worker = loop.create_task(self._work(), name=f"lane-{self.name}")
         return future
 
-    def _take(self) -> list[_Job[R]]:
-        """The most urgent waiting jobs of one priority, oldest first, up to `max_batch`."""
+    def _take(self, now: float) -> list[_Job[R]]:
+        """The most urgent waiting jobs of one priority, oldest first, up to `max_batch`
+        (no partials while the lane rests from them)."""
+        while self._jobs and self._jobs[0].future.done():  # withdrawn while waiting
+            heapq.heappop(self._jobs)
+        if self._jobs and self._jobs[0].priority == Priority.PARTIAL and now < self._partials_from:
+            return []
         batch: list[_Job[R]] = []
         while self._jobs and len(batch) < self.max_batch:
             if batch and self._jobs[0].priority != batch[0].priority:
@@ -127,10 +144,13 @@ class DecodeLane(Generic[R, T]):
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = self._take()
+            batch = self._take(loop.time())
             if not batch:
                 self._ready.clear()
-                await self._ready.wait()
+                resting = self._partials_from - loop.time() if self._jobs else None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(resting):
+                        await self._ready.wait()
                 continue
             self.running = Priority(batch[0].priority)
             self.calls += 1
@@ -144,6 +164,8 @@ class DecodeLane(Generic[R, T]):
                 raise
             finally:
                 self.running = None
+            if batch[0].priority == Priority.PARTIAL:
+                self._partials_from = loop.time() + seconds * self._partial_rest
             for job, result in zip(batch, results, strict=True):
                 if job.future.done():
                     continue

@@ -19,6 +19,8 @@ from stt_svc.engines.base import (
 )
 from stt_svc.lanes import DecodeLane, Priority, Timed
 
+PARTIAL_SHARE = 0.5
+"""Most of a model's time that partial decodes may take (see lanes)."""
 MAX_BATCH = 4
 """Most decodes of one model in one call. On CPU the encoder's cost grows with the
 batch, so a larger batch mostly delays the first answer in it; the decoder's steps
@@ -91,6 +93,7 @@ class Models:
 
 def _loaded(engine: SpeechRecognizer, max_pending: int, max_batch: int) -> LoadedModel:
     lane = DecodeLane(
-        engine.capabilities.name, _runner(engine), max_pending=max_pending, max_batch=max_batch
+        engine.capabilities.name, _runner(engine), max_pending=max_pending, max_batch=max_batch,
+        partial_share=PARTIAL_SHARE,
     )
     return LoadedModel(engine, lane)

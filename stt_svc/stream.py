@@ -171,9 +171,6 @@ class RecognizeStream:
         # No partial decode once this much trailing silence is heard: it would add no words
         # and could still be running when the endpoint comes.
         self._partial_quiet = RATE_HZ * min(100, config.endpoint_silence_ms // 2) // 1000
-        # After a partial decode the lane rests as long as the decode took, so partials use
-        # at most half of it and an endpoint finds it busy at most half of the time.
-        self._partial_rest_until = 0.0
         self._finals: asyncio.Queue[_FinalJob] = asyncio.Queue(MAX_QUEUED_FINALS)
         self._chunk_rate = (
             ChunkRate(limits.max_chunks_per_s, limits.burst_chunks)
@@ -274,9 +271,7 @@ class RecognizeStream:
                     partial = self._start_partial(target)
                 await self._wait(partial)
                 if partial is not None and partial.done() and target is not None:
-                    timed = partial.result()
-                    self._partial_rest_until = time.perf_counter() + timed.seconds
-                    self._on_partial(target, timed)
+                    self._on_partial(target, partial.result())
                     partial = None
         finally:
             if partial is not None:
@@ -297,8 +292,6 @@ class RecognizeStream:
         if not self.config.interim_results or u is None or not self._segmenter.speaking:
             return None
         if self._segmenter.trailing_silence >= self._partial_quiet:
-            return None
-        if time.perf_counter() < self._partial_rest_until:
             return None
         if self._segmenter.utterance_samples - u.decoded_samples < self._partial_interval:
             return None

@@ -87,7 +87,7 @@ async def test_missing_and_expired_tokens_are_unauthenticated(mesh: MeshAddresse
 
     claims = jwt.decode(client.tokens.access_token, options={"verify_signature": False})
     claims["exp"] = claims["iat"] - 1
-    forged = jwt.encode(claims, "not-the-key", algorithm="HS256")
+    forged = jwt.encode(claims, "not-the-gateway-key-" + "x" * 32, algorithm="HS256")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await client.sessions.CreateSession(request, metadata=(("authorization", f"Bearer {forged}"),))
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,30 @@ async def test_lane_retries_a_failed_batch_one_by_one() -> None:
     finally:
         run.gate.set()
         await lane.close()
+
+
+async def test_lane_gives_partials_at_most_their_share_of_the_model() -> None:
+    started: list[tuple[list[str], float]] = []
+
+    def run(requests: list[str]) -> list[str]:
+        started.append((list(requests), time.perf_counter()))
+        if requests[0].startswith("p"):
+            time.sleep(0.2)
+        return requests
+
+    lane = DecodeLane("test", run, max_pending=8, max_batch=4, partial_share=0.5)
+    try:
+        first = await lane.submit("p1", Priority.PARTIAL)
+        ended = time.perf_counter()
+        later = [lane.submit(name, Priority.PARTIAL) for name in ("p2", "p3")]
+        final = lane.submit("f1", Priority.FINAL)  # finals do not rest
+        await asyncio.gather(final, *later)
+    finally:
+        await lane.close()
+    assert [names for names, _ in started] == [["p1"], ["f1"], ["p2", "p3"]]
+    assert first.seconds >= 0.2
+    assert started[1][1] - ended < 0.1  # the final went at once, the partials ...
+    assert started[2][1] - ended >= first.seconds * 0.95  # ... after resting as long as p1 ran
 
 
 def test_fake_engine_batch_equals_single_decodes() -> None:
