@@ -44,7 +44,7 @@ class SttSettings:
     engine: str = "whisper"
     """`whisper` (faster-whisper in process) or `fake` (plumbing tests only)."""
     model: str = "whisper-base"
-    """Model for every language without an entry in `model_by_language`."""
+    """Multilingual model, for every language but English when `english_model` is installed."""
     english_model: str = "whisper-tiny.en"
     """Model for English ("" to use `model`): tiny.en is twice as fast on CPU."""
     beam_size: int = 1
@@ -61,6 +61,11 @@ class SttSettings:
     """Concurrent streams; more get RESOURCE_EXHAUSTED."""
     idle_timeout_s: float = 10.0
     """A stream that sends nothing for this long is closed (partial flushed)."""
+    max_chunks_per_s: float = 0.0
+    """Audio messages per second a stream may send after its burst; 0: no limit here
+    (the gateway limits clients; session_svc forwards what they sent)."""
+    burst_chunks: int = 20
+    """Audio messages a stream may send at once before `max_chunks_per_s` applies."""
 
 
 @dataclass(frozen=True, slots=True)

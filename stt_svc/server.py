@@ -20,7 +20,6 @@ from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
 from stt_svc import vad
 from stt_svc.engines.base import ANY_LANGUAGE, SpeechRecognizer
-from stt_svc.flow import BURST_CHUNKS
 from stt_svc.models import Models
 from stt_svc.stream import (
     Encoding,
@@ -175,8 +174,8 @@ def stream_limits(stt: config.SttSettings) -> StreamLimits:
         max_utterance_ms=round(stt.max_utterance_s * 1000),
         idle_timeout_s=stt.idle_timeout_s,
         beam_size=stt.beam_size,
-        max_chunks_per_s=float(getattr(stt, "max_chunks_per_s", 0.0)),
-        burst_chunks=int(getattr(stt, "burst_chunks", BURST_CHUNKS)),
+        max_chunks_per_s=stt.max_chunks_per_s,
+        burst_chunks=stt.burst_chunks,
     )
 
 
