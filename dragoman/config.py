@@ -112,7 +112,18 @@ class TtsSettings:
     """Speech synthesis (tts_svc)."""
 
     engines: str = "piper,kokoro"
-    """Engines to load, in order of preference per language: piper, kokoro, fake."""
+    """Engines to load, in order of preference per language: piper, kokoro, espeak, coqui,
+    triton, fake; espeak-ng is always appended as the fallback that speaks every language."""
+    cache: str = "memory"
+    """Audio cache of frequent phrases: memory (in-process LRU), redis, or off."""
+    cache_entries: int = 256
+    """Entries of the in-process audio cache."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis for the audio cache when cache = redis."""
+    cache_ttl_s: int = 7 * 24 * 3600
+    """Lifetime of a Redis audio-cache entry."""
+    cache_prefix: str = "dragoman:tts:"
+    """Key prefix of the Redis audio cache."""
     max_text_chars: int = 5000
     """Longest text accepted."""
     cpu_threads: int = 2
@@ -266,7 +277,7 @@ def describe(settings: Settings) -> dict[str, Any]:
     if out["auth"]["jwt_secret"]:
         out["auth"]["jwt_secret"] = "***"
     for section, key in (("database", "url"), ("database", "encryption_keys"),
-                         ("limits", "redis_url")):
+                         ("limits", "redis_url"), ("mt", "redis_url"), ("tts", "redis_url")):
         if out[section][key]:
             out[section][key] = "***"
     return out

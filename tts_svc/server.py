@@ -123,9 +123,11 @@ async def create(
     cache: AudioCache | None = None,
 ) -> rpc.Service:
     """Builds the service: the given engine(s), or those `tts.engines` names, warmed
-    up; the given cache, or the one the settings name."""
+    up; the given cache (the caller closes it), or the one the settings name."""
     executor = ThreadPoolExecutor(max_workers=_workers(settings), thread_name_prefix="tts")
-    cache = cache or open_cache(CacheOptions.from_settings(settings.tts))
+    owns_cache = cache is None
+    if cache is None:
+        cache = open_cache(CacheOptions.from_settings(settings.tts))
     try:
         if engine is None:
             engines = await engine_registry.load(settings, executor)
@@ -140,7 +142,8 @@ async def create(
         await synthesizer.warm_up(engines)
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
-        await cache.close()
+        if owns_cache:
+            await cache.close()
         raise
 
     server = rpc.new_server()
@@ -156,7 +159,8 @@ async def create(
         )
         for e in engines:
             await e.close()
-        await synthesizer.cache.close()
+        if owns_cache:
+            await synthesizer.cache.close()
         executor.shutdown(wait=False, cancel_futures=True)
 
     service.on_stop.append(close)
