@@ -1,4 +1,10 @@
-"""The product's languages and BCP-47 handling shared by every service."""
+"""The product's languages and the normalisation of BCP-47 tags to them.
+
+Every service works on the primary language subtag only: "pt-BR", "pt_br"
+and "PT" are all "pt"; "es-419" is "es"; "zh-Hant-TW" is "zh". Anything that
+is not a well-formed tag of one of the fifteen product languages is
+INVALID_ARGUMENT, with the supported languages listed.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +19,37 @@ LANGUAGES: dict[str, str] = {
     "ko": "Korean", "hi": "Hindi", "tr": "Turkish", "nl": "Dutch", "pl": "Polish",
 }
 
-_BCP47 = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+ENGLISH = "en"
+SUPPORTED: tuple[str, ...] = tuple(LANGUAGES)
+"""Product languages, in the order they are listed to users."""
+
+# language subtag, then any number of 1-8 character alphanumeric subtags ("_" tolerated).
+_TAG = re.compile(r"([a-z]{2,3})(?:[-_][a-z0-9]{1,8})*")
 
 
-def base_language(code: str, field: str = "language_code") -> str:
-    """'pt-BR' -> 'pt'. Raises INVALID_ARGUMENT for malformed or unsupported codes."""
-    if not code:
-        raise InvalidArgument(f"{field} is required (one of: {', '.join(LANGUAGES)})")
-    if not _BCP47.match(code):
-        raise InvalidArgument(f"{field} {code!r} is not a BCP-47 language tag")
-    base = code.replace("_", "-").split("-")[0].lower()
-    if base not in LANGUAGES:
+def normalise(code: str, field: str = "language_code") -> str:
+    """The product language of a BCP-47 tag (case-insensitive), e.g. "pt-BR" -> "pt".
+
+    `field` names the request field in the error message.
+    """
+    supported = ", ".join(SUPPORTED)
+    tag = code.strip().lower()
+    if not tag:
+        raise InvalidArgument(f"{field} is required; supported languages: {supported}")
+    match = _TAG.fullmatch(tag)
+    if match is None:
         raise InvalidArgument(
-            f"{field} {code!r} is not supported; supported languages: {', '.join(LANGUAGES)}"
+            f"{field} {code!r} is not a valid BCP-47 language tag; supported languages: {supported}"
         )
-    return base
+    language = match.group(1)
+    if language not in SUPPORTED:
+        raise InvalidArgument(
+            f"{field} {code!r}: language {language!r} is not supported; "
+            f"supported languages: {supported}"
+        )
+    return language
+
+
+def all_pairs() -> list[tuple[str, str]]:
+    """Every ordered pair of two different product languages (15 x 14 = 210)."""
+    return [(s, t) for s in SUPPORTED for t in SUPPORTED if s != t]

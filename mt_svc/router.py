@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dragoman.errors import FailedPrecondition
+from dragoman.languages import ENGLISH
 from mt_svc.engines.base import MtEngine, Offer, TranslationBatch
-from mt_svc.languages import ENGLISH
 
 IDENTITY = "identity"
 

@@ -17,11 +17,10 @@ from collections.abc import Sequence
 
 import grpc
 
-from dragoman import config, logs, models, rpc, triton_client
+from dragoman import config, languages, logs, models, rpc, triton_client
 from dragoman.errors import InvalidArgument
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from mt_svc import engines as registry
-from mt_svc import languages
 from mt_svc.admission import Admission
 from mt_svc.cache import PhraseCache
 from mt_svc.engines.base import MtEngine, TranslationBatch

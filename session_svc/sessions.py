@@ -159,7 +159,7 @@ class SessionRegistry:
     ) -> Member:
         return Member(
             user_id=who.user_id, display_name=who.display_name, language_code=language_code,
-            language=languages.base_language(language_code), voice=voice,
+            language=languages.normalise(language_code), voice=voice,
             log=EventLog(session.session_id, self.settings.event_buffer),
         )
 
@@ -180,7 +180,7 @@ class SessionRegistry:
                 del self._sessions[sid]
 
     async def create(self, who: Identity, language_code: str, voice: str) -> Session:
-        languages.base_language(language_code)
+        languages.normalise(language_code)
         self._evict_ended()
         await self._expire_codes()
         for _ in range(MAX_CODE_ATTEMPTS):
@@ -204,7 +204,7 @@ class SessionRegistry:
     async def join(self, who: Identity, code: str, language_code: str, voice: str) -> Session:
         if len(code) != 6 or not code.isdigit():
             raise InvalidArgument(f"code must be 6 digits, got {code!r}")
-        languages.base_language(language_code)
+        languages.normalise(language_code)
         await self._expire_codes()
         sid = self._waiting.get(code)
         if sid is None:

@@ -46,7 +46,7 @@ def test_eos_is_left_to_models_that_add_it() -> None:
 
 
 def test_flores_codes_cover_every_product_language() -> None:
-    from mt_svc.languages import SUPPORTED
+    from dragoman.languages import SUPPORTED
 
     assert set(FLORES200) == set(SUPPORTED)
     assert (FLORES200["pt"], FLORES200["zh"], FLORES200["ar"]) == ("por_Latn", "zho_Hans", "arb_Arab")

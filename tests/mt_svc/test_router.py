@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from dragoman.errors import FailedPrecondition
+from dragoman.languages import all_pairs
 from mt_svc import engines as registry
 from mt_svc.engines import OFFERS
 from mt_svc.engines.base import Offer
 from mt_svc.engines.fake import FakeEngine, tagged
-from mt_svc.languages import all_pairs
 from mt_svc.router import Router
 
 CONFIGURED = registry.preference(["bergamot", "ct2", "apertium"])

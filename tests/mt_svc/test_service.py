@@ -10,8 +10,8 @@ import pytest
 import sacrebleu
 
 from dragoman import config
+from dragoman.languages import SUPPORTED
 from dragoman.mt.v1 import mt_pb2
-from mt_svc.languages import SUPPORTED
 from tests.mt_svc.conftest import request, rpc_error
 
 if TYPE_CHECKING:

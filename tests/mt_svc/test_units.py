@@ -8,10 +8,10 @@ import pytest
 
 from dragoman import config
 from dragoman.errors import InvalidArgument, Unavailable
+from dragoman.languages import SUPPORTED, all_pairs, normalise
 from mt_svc import engines
 from mt_svc.engines.apertium import NullFlushPipeline, from_stream, mode_pair, to_stream
 from mt_svc.glossary import Masker, Term, mask_numbers, numbers
-from mt_svc.languages import SUPPORTED, all_pairs, normalise
 from mt_svc.options import Options
 from mt_svc.text import Framed, chunks, sentences
 from mt_svc.text import normalise as normalise_text
