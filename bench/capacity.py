@@ -250,7 +250,9 @@ def document(m: dict[str, Any]) -> str:
         f"{t['utterances_per_s']:.0f} utterances/s.",
         f"- STT decodes each utterance {t['stt_decodes_per_utterance']} times (a partial every "
         f"{a['partial_interval_s']} s plus the final): {t['stt_decodes_per_s']:.0f} decodes/s. "
-        "Whisper pads every call to a 30 s window, so a decode costs the same whatever its length.",
+        "The GPU figures decode 30 s windows (Whisper's own padding), so a decode costs the same "
+        "whatever its length; stt_svc now encodes 10 s windows for utterances that fit, so the "
+        "STT GPU count is an upper bound.",
         f"- One MT sentence per utterance ({t['mt_sentences_per_s']:.0f}/s); translated speech lasts "
         f"as long as the original ({t['tts_audio_seconds_per_s']:.0f} s of audio to synthesise per s).",
         f"- GPUs planned at {a['gpu_utilisation']:.0%} of the throughput measured at batch "
