@@ -7,17 +7,13 @@ miss (and an error), and the request is synthesised as usual.
 
 Settings mirror mt_svc's phrase cache: `tts.cache` (memory, redis or off),
 `tts.cache_entries`, `tts.redis_url`, `tts.cache_ttl_s`, `tts.cache_prefix`.
-While `config.TtsSettings` lacks one of them, its environment variable
-(DRAGOMAN_TTS_CACHE, DRAGOMAN_TTS_REDIS_URL, ...) is read instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,24 +46,9 @@ class CacheOptions:
     """Key prefix in Redis."""
 
     @classmethod
-    def from_settings(
-        cls, settings: config.TtsSettings, env: Mapping[str, str] | None = None
-    ) -> CacheOptions:
-        """The options in `settings`; $DRAGOMAN_TTS_<FIELD> for a field it lacks."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if hasattr(settings, f.name):
-                values[f.name] = getattr(settings, f.name)
-            elif (raw := env.get(f"DRAGOMAN_TTS_{f.name.upper()}")) is not None:
-                kind: type[Any] = type(f.default)
-                try:
-                    values[f.name] = kind(raw)
-                except ValueError:
-                    raise InvalidArgument(
-                        f"DRAGOMAN_TTS_{f.name.upper()}: expected {kind.__name__}, got {raw!r}"
-                    ) from None
-        return cls(**values)
+    def from_settings(cls, settings: config.TtsSettings) -> CacheOptions:
+        """The cache options of `settings.tts` (TOML `[tts]`, DRAGOMAN_TTS_<FIELD>)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass(slots=True)
