@@ -42,7 +42,7 @@ import numpy as np
 
 from bench.common import RESULTS, machine, read_result, write_result
 from dragoman import audio, config
-from dragoman.triton_client import INFO_MODEL, TritonClient, TritonOptions
+from dragoman.triton_client import INFO_MODEL, TritonClient
 from mt_svc.engines import triton as mt_triton
 from mt_svc.engines.base import TranslationBatch
 from stt_svc.engines import triton as stt_triton
@@ -203,7 +203,7 @@ def _device() -> str:
 
 
 async def measure(url: str, rounds: int, stream_s: float) -> dict[str, Any]:
-    client = TritonClient(TritonOptions(url=url, timeout_s=120, retries=0))
+    client = TritonClient(config.TritonSettings(url=url, timeout_s=120, retries=0))
     await client.wait_ready([INFO_MODEL], timeout_s=600)
     rows = [*await _stt(client, rounds, stream_s), *await _mt(client, rounds), *await _tts(client, rounds)]
     apps = _gpu_processes()

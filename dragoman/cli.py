@@ -46,6 +46,13 @@ EXAMPLES = """examples:
 """
 
 
+def triton_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--triton", action="store_true",
+        help="run the models on a Triton server: start `dragoman triton` (needs the triton "
+             "extra) and point stt/mt/tts at it (engine triton, triton.url)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dragoman", description="Real-time two-way speech translation over gRPC.",
@@ -75,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole mesh (one process per service) until Ctrl-C")
     up.add_argument("--log-dir", default="", help="service logs (default: a temporary directory)")
     envoy_arguments(up)  # --envoy: the browser edge (dragoman/envoy.py)
+    triton_argument(up)
 
     demo = sub.add_parser("demo", help="two simulated people talk through the mesh")
     demo.add_argument("--partner-language", choices=["pt", "es"], default="pt",
@@ -83,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--gateway", help="use a running mesh at this address instead of starting one")
     demo.add_argument("--log-dir", default="", help="service logs when the demo starts the mesh")
     envoy_arguments(demo, tls=False)  # --envoy: the demo's calls go through the edge
+    triton_argument(demo)
 
     tr = sub.add_parser("transcribe", help="print the transcript of an audio file (any common format)")
     tr.add_argument("audio", help="audio file (wav, ogg, mp3, flac, ...)")
@@ -105,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("--tts", help="tts service address")
 
     sub.add_parser("triton", help="host the STT, MT and TTS models on PyTriton until Ctrl-C "
-                   "(gRPC on DRAGOMAN_TRITON_URL's port)")
+                   "(gRPC on the port of triton.url, DRAGOMAN_TRITON_URL)")
     sub.add_parser("config", help="print the effective settings as JSON")
 
     dbp = sub.add_parser("db", help="database maintenance")
@@ -200,7 +209,8 @@ async def _mesh(
         models.require(settings.models_dir, name)
     from dragoman import db
 
-    mesh = Mesh(settings, log_dir, {**os.environ, **await db.prepare(settings.database)})
+    triton = bool(args is not None and getattr(args, "triton", False))
+    mesh = Mesh(settings, log_dir, {**os.environ, **await db.prepare(settings.database)}, triton=triton)
     print(f"starting the mesh (logs in {log_dir}) …", flush=True)
     t0 = time.monotonic()
     await mesh.start()

@@ -131,6 +131,30 @@ class TtsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TritonSettings:
+    """NVIDIA Triton: where the services find it (engine `triton`) and what `dragoman triton` hosts."""
+
+    url: str = "127.0.0.1:8001"
+    """host:port of Triton's gRPC endpoint (`dragoman triton` serves HTTP on the port below
+    and metrics on the port above, as Triton's 8000/8001/8002)."""
+    timeout_s: float = 60.0
+    """Deadline of one try of one inference call."""
+    retries: int = 2
+    """Extra tries of a call while Triton is UNAVAILABLE."""
+    backoff_s: float = 0.2
+    """Wait before the first retry; doubles on each."""
+    ready_timeout_s: float = 60.0
+    """How long a service starting with engine `triton` waits for Triton and its models."""
+    roles: str = "stt,mt,tts"
+    """What `dragoman triton` hosts: any of stt, mt, tts, comma-separated."""
+    stub_env: str = ""
+    """Python environment of Triton's stubs for `dragoman triton`; empty for
+    <models_dir>/../triton-stub-venv (created with pip on first use)."""
+    token: str = ""
+    """Access token of PyTriton's restricted endpoints (statistics); empty: a random one."""
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSettings:
     """Authentication (gateway)."""
 
@@ -213,6 +237,7 @@ class Settings:
     session: SessionSettings = field(default_factory=SessionSettings)
     database: DbSettings = field(default_factory=DbSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    triton: TritonSettings = field(default_factory=TritonSettings)
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:
@@ -242,7 +267,7 @@ def _build(cls: type, table: dict[str, Any], env: dict[str, str], prefix: str) -
             raise InvalidArgument(f"unknown setting {prefix.lower()}{key}")
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
-        if dataclasses.is_dataclass(kind):
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             sub = table.get(f.name, {})
             if not isinstance(sub, dict):
                 raise InvalidArgument(f"setting [{f.name}] must be a table")
@@ -274,9 +299,8 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> S
 def describe(settings: Settings) -> dict[str, Any]:
     """Settings as a plain dict (secrets masked), for `dragoman config`."""
     out = dataclasses.asdict(settings)
-    if out["auth"]["jwt_secret"]:
-        out["auth"]["jwt_secret"] = "***"
-    for section, key in (("database", "url"), ("database", "encryption_keys"),
+    for section, key in (("auth", "jwt_secret"), ("triton", "token"),
+                         ("database", "url"), ("database", "encryption_keys"),
                          ("limits", "redis_url"), ("mt", "redis_url"), ("tts", "redis_url")):
         if out[section][key]:
             out[section][key] = "***"

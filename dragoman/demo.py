@@ -70,8 +70,8 @@ class Person:
             t = event.transcription
             me.line(self.name, f"{'final  ' if t.is_final else 'partial'} {t.text!r}", final=t.is_final)
         elif kind == "translation" and event.translation.speaker == pb.SPEAKER_SELF:
-            t = event.translation
-            me.line(self.name, f"→ {t.target_language_code}: {t.text!r}", final=True)
+            tr = event.translation
+            me.line(self.name, f"→ {tr.target_language_code}: {tr.text!r}", final=True)
         elif kind == "processing_started" and event.processing_started.speaker == pb.SPEAKER_SELF:
             self.started.add(event.processing_started.utterance_id)
         elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_SELF:

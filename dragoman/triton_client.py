@@ -20,10 +20,8 @@ The aio channel belongs to the event loop it was made on, so a client keeps
 one `InferenceServerClient` per loop and reuses it for every call; the
 blocking STT engine runs its calls on a `LoopThread`.
 
-Settings come from the environment until a `[triton]` section exists:
-DRAGOMAN_TRITON_URL (host:port of Triton's gRPC endpoint, default
-127.0.0.1:8001), DRAGOMAN_TRITON_TIMEOUT_S (per try, default 60),
-DRAGOMAN_TRITON_RETRIES (extra tries on UNAVAILABLE, default 2).
+Where Triton is and how patiently to call it: the `[triton]` settings
+(`dragoman.config.TritonSettings`: url, timeout_s, retries, backoff_s).
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from dragoman import errors
+from dragoman import config, errors
 
 if TYPE_CHECKING:
     from tritonclient.grpc.aio import InferenceServerClient
@@ -50,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("dragoman.triton_client")
 
 T = TypeVar("T")
-DEFAULT_URL = "127.0.0.1:8001"
 INFO_MODEL = "dragoman-info"
 """The model that lists what a Triton server hosts for dragoman (see dragoman.triton.models)."""
 TOKEN_HEADER = "triton-grpc-protocol-triton-access-token"
@@ -63,32 +59,6 @@ _ERRORS: dict[str, type[errors.DragomanError]] = {
     "UNAVAILABLE": errors.Unavailable,
     "DEADLINE_EXCEEDED": errors.DeadlineExceeded,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class TritonOptions:
-    """Where Triton is and how patiently to call it."""
-
-    url: str = DEFAULT_URL
-    """host:port of Triton's gRPC endpoint."""
-    timeout_s: float = 60.0
-    """Deadline of one try of one call."""
-    retries: int = 2
-    """Extra tries after UNAVAILABLE."""
-    backoff_s: float = 0.2
-    """Wait before the first retry; doubles on each."""
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TritonOptions:
-        env = os.environ if env is None else env
-        try:
-            return cls(
-                url=env.get("DRAGOMAN_TRITON_URL", DEFAULT_URL),
-                timeout_s=float(env.get("DRAGOMAN_TRITON_TIMEOUT_S", "60")),
-                retries=int(env.get("DRAGOMAN_TRITON_RETRIES", "2")),
-            )
-        except ValueError as e:
-            raise errors.InvalidArgument(f"DRAGOMAN_TRITON_* setting: {e}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +96,8 @@ def error_of(record: Mapping[str, str]) -> errors.DragomanError:
 class TritonClient:
     """Calls to one Triton server, from any event loop (one channel per loop, reused)."""
 
-    def __init__(self, options: TritonOptions | None = None) -> None:
-        self.options = options or TritonOptions.from_env()
+    def __init__(self, options: config.TritonSettings) -> None:
+        self.options = options
         self._clients: dict[asyncio.AbstractEventLoop, InferenceServerClient] = {}
 
     def _client(self) -> InferenceServerClient:
@@ -220,7 +190,10 @@ class TritonClient:
     async def hosted(self, role: str) -> list[Hosted]:
         """The models of `role` ("stt", "mt", "tts") the server hosts, from its info model."""
         out = await self.infer(INFO_MODEL, {"ROLE": bytes_rows([role])}, ["INFO"])
-        return [Hosted(h["model"], h["role"], h["capabilities"]) for h in row_results(out["INFO"])[0]]
+        hosted = [Hosted(h["model"], h["role"], h["capabilities"]) for h in row_results(out["INFO"])[0]]
+        log.info("models on triton", extra={"url": self.options.url, "role": role,
+                                            "models": [h.model for h in hosted]})
+        return hosted
 
     async def statistics(self, model: str, token: str = "") -> dict[str, Any]:
         """Triton's inference statistics of `model` (inference_count, execution_count, ...)."""
@@ -252,6 +225,8 @@ class LoopThread:
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
 
 
 @runtime_checkable

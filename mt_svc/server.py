@@ -199,7 +199,8 @@ async def create(
     options = Options.of(settings.mt)
     names = registry.configured(settings.mt.engines)
     if engines is None:
-        engines = await asyncio.to_thread(registry.load, names, settings.models_dir, options.decode)
+        engines = await asyncio.to_thread(
+            registry.load, names, settings.models_dir, options.decode, settings.triton)
     router = Router(engines, registry.OFFERS, preference=registry.preference(names))
     await warm_up(router.engines)
     pipeline = Pipeline(router, cache or options.new_cache())

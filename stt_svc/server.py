@@ -256,6 +256,7 @@ async def create(
     loaded once and shared by several test services). `limits` replaces the
     per-stream limits from `settings` (tests, benchmarks).
     """
+    owned = engine is None
     if engine is None:
         engines = await asyncio.to_thread(engine_loader.load, settings)
     elif isinstance(engine, Sequence):
@@ -270,6 +271,8 @@ async def create(
     )
     service = rpc.Service("stt", server, [SERVICE_NAME])
     service.on_stop.append(models.close)
+    if owned:  # engines with connections (Triton) close with the service that loaded them
+        service.on_stop.extend(e.close for e in engines if hasattr(e, "close"))
     triton_client.watch_health(service, engines)  # NOT_SERVING while Triton is not ready
     return service
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import unicodedata
 
 import jiwer
@@ -26,3 +27,35 @@ def wer(reference: str, hypothesis: str) -> float:
     if not ref:
         return 0.0 if not hyp else 1.0
     return float(jiwer.wer(ref, hyp))
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` loopback ports free now (distinct)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_port_triple() -> int:
+    """A gRPC port p with p-1 (HTTP) and p+1 (metrics) free too."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port > 2000 and all(_free(p) for p in (port - 1, port, port + 1)):
+            return port
+    raise RuntimeError("no three free consecutive ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -1,14 +1,19 @@
-"""The whole mesh in the test process: five real gRPC servers on loopback (e2e, browser)."""
+"""The whole mesh in the test process: five real gRPC servers on loopback (e2e, browser, triton)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from dragoman import config
-from dragoman.client import Client
+from dragoman import audio, config
+from dragoman.client import Client, join_request, speak
+from dragoman.v1 import conversation_pb2 as pb
 
 
 @dataclasses.dataclass
@@ -20,8 +25,9 @@ class MeshAddresses:
     tts: str
 
 
-@pytest.fixture(scope="session")
-async def mesh(settings: config.Settings, models_dir: object) -> AsyncIterator[MeshAddresses]:
+@contextlib.asynccontextmanager
+async def serve_mesh(settings: config.Settings) -> AsyncIterator[MeshAddresses]:
+    """The five services of `settings` on loopback ports, stopped on exit."""
     from gateway import server as gateway_server
     from mt_svc import server as mt_server
     from session_svc import server as session_server
@@ -51,6 +57,12 @@ async def mesh(settings: config.Settings, models_dir: object) -> AsyncIterator[M
             await service.stop(1.0)
 
 
+@pytest.fixture(scope="session")
+async def mesh(settings: config.Settings, models_dir: object) -> AsyncIterator[MeshAddresses]:
+    async with serve_mesh(settings) as addresses:
+        yield addresses
+
+
 _users = 0
 
 
@@ -62,3 +74,64 @@ async def new_client(address: str, language: str = "en") -> Client:
     name = f"user{_users}"
     await client.register(name, f"{name}@example.org", "password-123", language)
     return client
+
+
+@dataclasses.dataclass
+class OneWay:
+    """What each side of a conversation saw while only the first person spoke."""
+
+    session_id: str
+    speaker: Client
+    speaker_events: list[pb.ConversationEvent]
+    listener_events: list[pb.ConversationEvent]
+
+    def heard(self, kind: str) -> list:  # type: ignore[type-arg]
+        """The listener's events of one kind (transcription, translation, speech_audio, ...)."""
+        return [getattr(e, kind) for e in self.listener_events if e.WhichOneof("kind") == kind]
+
+
+async def _queue_stream(queue: asyncio.Queue[pb.ConverseRequest | None]) -> AsyncIterator[pb.ConverseRequest]:
+    while (item := await queue.get()) is not None:
+        yield item
+
+
+async def one_way(
+    mesh: MeshAddresses, clip: Path, speaker_language: str, listener_language: str,
+    output_rate_hz: int = 24_000,
+) -> OneWay:
+    """Two new users pair; the first says `clip` (then 1.5 s of silence) and leaves; returns once
+    the listener has every utterance's `processing_ended`."""
+    speaker = await new_client(mesh.gateway, speaker_language)
+    listener = await new_client(mesh.gateway, listener_language)
+    session = await speaker.create_session(speaker_language)
+    await listener.join_session(session.code, listener_language)
+
+    queues: dict[str, asyncio.Queue[pb.ConverseRequest | None]] = {"a": asyncio.Queue(), "b": asyncio.Queue()}
+    for q in queues.values():
+        await q.put(join_request(session.session_id, audio.STT_RATE_HZ, output_rate_hz=output_rate_hz))
+    speaker_call = speaker.converse(_queue_stream(queues["a"]))
+    listener_call = listener.converse(_queue_stream(queues["b"]))
+
+    samples = audio.decode_file(clip, audio.STT_RATE_HZ)
+    pcm = audio.float_to_pcm16(np.concatenate([samples, np.zeros(24_000, np.float32)]))
+    async for request in speak(pcm, audio.STT_RATE_HZ, realtime=False):
+        await queues["a"].put(request)
+    await queues["a"].put(pb.ConverseRequest(leave=pb.LeaveConversation()))
+    await queues["a"].put(None)
+    # The speaker left: the server finishes their utterances, then closes their stream.
+    speaker_events = [r.event async for r in speaker_call]
+    spoken = sum(e.WhichOneof("kind") == "processing_started" for e in speaker_events)
+
+    listener_events: list[pb.ConversationEvent] = []
+
+    async def collect() -> None:
+        done = 0
+        async for response in listener_call:
+            listener_events.append(response.event)
+            done += response.event.WhichOneof("kind") == "processing_ended"
+            if done == spoken:
+                return
+
+    await asyncio.wait_for(collect(), timeout=120)
+    await queues["b"].put(None)
+    return OneWay(session.session_id, speaker, speaker_events, listener_events)

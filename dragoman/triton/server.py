@@ -3,8 +3,8 @@
 PyTriton (nvidia-pytriton, the `triton` extra) bundles a Triton server that
 runs on CPU; the engines stay in this process and Triton forwards each
 dynamic batch to their callables (`dragoman.triton.models`). The gRPC port
-is the one of DRAGOMAN_TRITON_URL (default 8001); HTTP takes the port
-below it and metrics the port above, as Triton's 8000/8001/8002.
+is the one of `triton.url` (DRAGOMAN_TRITON_URL, default 8001); HTTP takes
+the port below it and metrics the port above, as Triton's 8000/8001/8002.
 
 Triton's Python stub processes load the shared libpython; with a CPython
 that is not the system's (pyenv, uv-managed), its lib/ directory must be on
@@ -12,12 +12,12 @@ LD_LIBRARY_PATH before the server starts, which `start` arranges. The stub
 of Triton 2.51 (PyTriton 0.7.0) is built against NumPy 1.x and corrupts
 BYTES tensors under NumPy 2 (it reads garbage lengths and aborts), while
 dragoman needs NumPy 2; so the stubs run in their own venv (PyTriton's
-own pins: NumPy 1.26, protobuf 6) at DRAGOMAN_TRITON_STUB_ENV (default
+own pins: NumPy 1.26, protobuf 6) at `triton.stub_env` (default
 <models_dir>/../triton-stub-venv), created with pip on first use. Only
 tensors cross between the stubs and this process (shared memory, zmq).
-DRAGOMAN_TRITON_ROLES limits what is hosted (default "stt,mt,tts");
-DRAGOMAN_TRITON_TOKEN fixes PyTriton's access token for its restricted
-endpoints (statistics, model repository); default: a random one.
+`triton.roles` limits what is hosted (default "stt,mt,tts");
+`triton.token` fixes PyTriton's access token for its restricted endpoints
+(statistics, model repository); default: a random one.
 """
 
 from __future__ import annotations
@@ -29,13 +29,12 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from dragoman import config, logs
 from dragoman.errors import FailedPrecondition
 from dragoman.triton.models import HostedModel, load
-from dragoman.triton_client import TritonOptions
 
 log = logging.getLogger("dragoman.triton.server")
 
@@ -51,10 +50,10 @@ def ensure_libpython_path(env: dict[str, str] | os._Environ[str] = os.environ) -
 STUB_REQUIREMENT = "nvidia-pytriton==0.7.0"
 
 
-def ensure_stub_env(models_dir: str, env: Mapping[str, str] = os.environ) -> Path:
+def ensure_stub_env(settings: config.Settings) -> Path:
     """The Python environment Triton's stubs run in (see above): a venv of this interpreter with
     PyTriton and NumPy 1.x, created with pip on first use."""
-    path = Path(env.get("DRAGOMAN_TRITON_STUB_ENV") or Path(models_dir).parent / "triton-stub-venv")
+    path = Path(settings.triton.stub_env or Path(settings.models_dir).parent / "triton-stub-venv")
     python = path / "bin" / "python"
     if not python.is_file():
         log.info("creating the Triton stub environment", extra={"path": str(path)})
@@ -69,13 +68,14 @@ def _port(url: str) -> int:
     try:
         return int(url.rsplit(":", 1)[1])
     except (IndexError, ValueError):
-        raise FailedPrecondition(f"DRAGOMAN_TRITON_URL must be host:port, got {url!r}") from None
+        raise FailedPrecondition(f"setting triton.url must be host:port, got {url!r}") from None
 
 
-def start(models: Sequence[HostedModel], url: str, models_dir: str) -> object:
-    """Starts PyTriton with `models` bound, serving gRPC on `url`'s port; returns the Triton object."""
+def start(models: Sequence[HostedModel], settings: config.Settings) -> object:
+    """Starts PyTriton with `models` bound, serving gRPC on `triton.url`'s port; returns the Triton object."""
     ensure_libpython_path()
-    stub_env = ensure_stub_env(models_dir)
+    stub_env = ensure_stub_env(settings)
+    url = settings.triton.url
     try:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
@@ -93,7 +93,7 @@ def start(models: Sequence[HostedModel], url: str, models_dir: str) -> object:
     triton = Triton(
         config=TritonConfig(grpc_port=grpc_port, http_port=grpc_port - 1, metrics_port=grpc_port + 1,
                             grpc_address=url.rsplit(":", 1)[0] or "0.0.0.0", log_verbose=0),
-        security_config=TritonSecurityConfig(access_token=os.environ.get("DRAGOMAN_TRITON_TOKEN") or None),
+        security_config=TritonSecurityConfig(access_token=settings.triton.token or None),
     )
     for model in models:
         spec = model.spec
@@ -114,13 +114,16 @@ def start(models: Sequence[HostedModel], url: str, models_dir: str) -> object:
 
 def serve(settings: config.Settings) -> None:
     """Loads the engines, hosts them on PyTriton and serves until SIGINT/SIGTERM."""
-    options = TritonOptions.from_env()
-    roles = [r.strip() for r in os.environ.get("DRAGOMAN_TRITON_ROLES", "stt,mt,tts").split(",") if r.strip()]
+    roles = [r.strip() for r in settings.triton.roles.split(",") if r.strip()]
+    unknown = sorted(set(roles) - {"stt", "mt", "tts"})
+    if unknown:
+        raise FailedPrecondition(f"setting triton.roles: unknown role(s) {', '.join(unknown)}; "
+                                 "use stt, mt, tts")
     started = time.perf_counter()
     models = load(settings, roles)
-    triton = start(models, options.url, settings.models_dir)
+    triton = start(models, settings)
     log.info("triton serving", extra={
-        "url": options.url, "models": [m.spec.name for m in models],
+        "url": settings.triton.url, "models": [m.spec.name for m in models],
         "seconds": round(time.perf_counter() - started, 1)})
     signal.signal(signal.SIGTERM, _interrupt)  # PyTriton stops cleanly on KeyboardInterrupt only
     try:

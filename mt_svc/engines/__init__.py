@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
+from dragoman import config
 from dragoman.errors import DragomanError, InvalidArgument
 from mt_svc.engines import apertium, bergamot, ct2, fake
 from mt_svc.engines.base import MtEngine, Offer
@@ -53,6 +54,7 @@ def load(
     names: Sequence[str],
     models_dir: str | os.PathLike[str] | None = None,
     decode: ct2.DecodeOptions | None = None,
+    triton: config.TritonSettings | None = None,
 ) -> list[MtEngine]:
     """Builds each named engine that is installed here; logs why the others are not.
 
@@ -62,9 +64,11 @@ def load(
     loaded: list[MtEngine] = []
     for name in names:
         if name == "triton":  # the engines hosted by a Triton server, under their own names
-            from mt_svc.engines import triton
+            from dragoman.triton_client import TritonClient
+            from mt_svc.engines import triton as on_triton
 
-            loaded.extend(triton.load_blocking())
+            triton = triton or config.TritonSettings()
+            loaded.extend(on_triton.load_blocking(TritonClient(triton), triton.ready_timeout_s))
             continue
         if name == ct2.GROUP:
             group = ct2.load_installed(models_dir, decode) if models_dir is not None else []

@@ -53,9 +53,8 @@ class TritonMtEngine:
         await self._client.close()
 
 
-async def load(client: TritonClient | None = None, timeout_s: float = 60.0) -> list[TritonMtEngine]:
+async def load(client: TritonClient, timeout_s: float = 60.0) -> list[TritonMtEngine]:
     """One engine per MT engine the Triton server hosts (waits up to `timeout_s` for Triton)."""
-    client = client or TritonClient()
     await client.wait_ready([INFO_MODEL], timeout_s)
     hosted = await client.hosted("mt")
     if not hosted:
@@ -71,10 +70,9 @@ async def load(client: TritonClient | None = None, timeout_s: float = 60.0) -> l
     ]
 
 
-def load_blocking(client: TritonClient | None = None, timeout_s: float = 60.0) -> list[TritonMtEngine]:
+def load_blocking(client: TritonClient, timeout_s: float = 60.0) -> list[TritonMtEngine]:
     """`load` for the blocking registry (run off the event loop): the channel of the discovery
     loop is closed again; each engine opens one on the service's loop at its first call."""
-    client = client or TritonClient()
 
     async def discover() -> list[TritonMtEngine]:
         try:

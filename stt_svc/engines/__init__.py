@@ -25,9 +25,10 @@ def load(settings: config.Settings) -> list[SpeechRecognizer]:
 
         return [FakeEngine()]
     if stt.engine == "triton":  # the models run on a Triton server (`dragoman triton`)
+        from dragoman.triton_client import TritonClient
         from stt_svc.engines import triton
 
-        return list(triton.load())
+        return list(triton.load(TritonClient(settings.triton), settings.triton.ready_timeout_s))
     if stt.engine != "whisper":
         raise InvalidArgument(f"unknown stt engine {stt.engine!r}; use whisper, triton or fake")
     from stt_svc.engines.whisper import WhisperEngine

@@ -62,15 +62,22 @@ class TritonSttEngine:
     async def not_ready(self) -> str | None:
         return await self._client.not_ready([self.model])
 
+    async def close(self) -> None:
+        """Closes the channels (the loop thread's and the caller's) and stops the loop thread;
+        the engines of one `load` share them, so the second call finds nothing left to do."""
+        if self._loop.loop.is_running():
+            self._loop.run(self._client.close())
+            self._loop.close()
+        await self._client.close()
+
 
 def _transcription(record: dict[str, Any]) -> Transcription:
     words = tuple(WordTiming(**w) for w in record.pop("words", ()))
     return Transcription(**record, words=words)
 
 
-def load(client: TritonClient | None = None, timeout_s: float = 60.0) -> list[TritonSttEngine]:
+def load(client: TritonClient, timeout_s: float = 60.0) -> list[TritonSttEngine]:
     """One engine per STT model the Triton server hosts (blocking; waits up to `timeout_s` for it)."""
-    client = client or TritonClient()
     loop = LoopThread("stt-triton")
 
     async def discover() -> list[TritonSttEngine]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -14,19 +13,9 @@ import grpc
 from dragoman.db.testing import scratch_schema
 from dragoman.v1 import auth_pb2, auth_pb2_grpc
 from tests.deploy.edge import grpc_web, request
+from tests.helpers import free_ports
 
 STARTUP_S = 240
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 async def _read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]) -> None:
@@ -38,7 +27,7 @@ async def _read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]
 
 
 async def test_up_with_envoy_serves_api_page_and_health(site: Path, tmp_path: Path) -> None:
-    edge_port, *ports = _free_ports(6)
+    edge_port, *ports = free_ports(6)
     addresses = {f"DRAGOMAN_ADDRESSES_{name}": f"127.0.0.1:{port}"
                  for name, port in zip(("GATEWAY", "SESSION", "STT", "MT", "TTS"), ports, strict=True)}
     with scratch_schema(prefix="up") as database:

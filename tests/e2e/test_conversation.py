@@ -6,26 +6,19 @@ Everything is real: gateway, session, STT (Whisper), MT (Bergamot), TTS
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 
 from dragoman import audio, rpc
-from dragoman.client import join_request, speak
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.v1 import conversation_pb2 as pb
 from tests.helpers import wer
-from tests.mesh import MeshAddresses, new_client
+from tests.mesh import MeshAddresses, one_way
 
 WER_BOUND = 0.35
 STAGE_EVENTS = ("transcription", "translation", "speech_audio", "processing_ended")
-
-
-async def _queue_stream(queue: asyncio.Queue[pb.ConverseRequest | None]) -> AsyncIterator[pb.ConverseRequest]:
-    while (item := await queue.get()) is not None:
-        yield item
 
 
 async def _transcribe(address: str, pcm16: bytes, rate_hz: int, language: str) -> str:
@@ -47,50 +40,16 @@ async def _transcribe(address: str, pcm16: bytes, rate_hz: int, language: str) -
 
 
 async def test_english_speech_reaches_partner_as_portuguese_speech(mesh: MeshAddresses, fleurs: Path) -> None:
-    clip = fleurs / "fleurs-en-001.ogg"
     reference = (fleurs / "fleurs-en-001.txt").read_text()
-    alice = await new_client(mesh.gateway, "en")
-    bruno = await new_client(mesh.gateway, "pt")
-    session = await alice.create_session("en")
-    await bruno.join_session(session.code, "pt-BR")
-
-    queues: dict[str, asyncio.Queue[pb.ConverseRequest | None]] = {"a": asyncio.Queue(), "b": asyncio.Queue()}
-    for q in queues.values():
-        await q.put(join_request(session.session_id, 16000, output_rate_hz=24000))
-    alice_call = alice.converse(_queue_stream(queues["a"]))
-    bruno_call = bruno.converse(_queue_stream(queues["b"]))
-
-    samples = audio.decode_file(clip, 16000)
-    pcm = audio.float_to_pcm16(np.concatenate([samples, np.zeros(24000, np.float32)]))
-    async for request in speak(pcm, 16000, realtime=False):
-        await queues["a"].put(request)
-
-    await queues["a"].put(pb.ConverseRequest(leave=pb.LeaveConversation()))
-    await queues["a"].put(None)
-    # Alice left: the server finishes her utterances, then closes her stream.
-    alice_events = [r.event async for r in alice_call]
+    talk = await one_way(mesh, fleurs / "fleurs-en-001.ogg", "en", "pt-BR")
+    alice_events, bruno_events, session_id = talk.speaker_events, talk.listener_events, talk.session_id
     spoken = [e for e in alice_events if e.WhichOneof("kind") == "processing_started"]
     assert spoken and all(e.processing_started.speaker == pb.SPEAKER_SELF for e in spoken)
-
-    bruno_events: list[pb.ConversationEvent] = []
-
-    async def collect() -> None:
-        done = 0
-        async for response in bruno_call:
-            bruno_events.append(response.event)
-            done += response.event.WhichOneof("kind") == "processing_ended"
-            if done == len(spoken):
-                return
-
-    await asyncio.wait_for(collect(), timeout=120)
-    await queues["b"].put(None)
-
-    def of(kind: str) -> list:  # type: ignore[type-arg]
-        return [getattr(e, kind) for e in bruno_events if e.WhichOneof("kind") == kind]
+    of = talk.heard
 
     sequences = [e.sequence for e in bruno_events if e.WhichOneof("kind") != "heartbeat"]
     assert sequences == list(range(sequences[0], sequences[0] + len(sequences))), "gap or duplicate"
-    assert all(e.session_id == session.session_id and e.time.seconds > 0 for e in bruno_events)
+    assert all(e.session_id == session_id and e.time.seconds > 0 for e in bruno_events)
 
     finals = [t for t in of("transcription") if t.is_final]
     assert all(t.speaker == pb.SPEAKER_PARTNER for t in finals)
@@ -132,4 +91,4 @@ async def test_english_speech_reaches_partner_as_portuguese_speech(mesh: MeshAdd
     own = [e.transcription for e in alice_events if e.WhichOneof("kind") == "transcription"]
     assert own and all(t.speaker == pb.SPEAKER_SELF for t in own)
     assert not any(e.WhichOneof("kind") == "speech_audio" for e in alice_events)
-    await alice.end_session(session.session_id)
+    await talk.speaker.end_session(session_id)

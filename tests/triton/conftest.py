@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from dragoman import config
-from dragoman.triton_client import INFO_MODEL, TritonClient, TritonOptions
+from dragoman.triton_client import INFO_MODEL, TritonClient
+from tests.helpers import free_port_triple
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "dragoman-tests"
@@ -35,26 +35,6 @@ ENGINES = {
 """What the main server hosts (and the in-process side loads)."""
 
 
-def free_port_triple() -> int:
-    """A gRPC port p with p-1 (HTTP) and p+1 (metrics) free too."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 2000 and all(_free(p) for p in (port - 1, port, port + 1)):
-            return port
-    raise RuntimeError("no three free consecutive ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class TritonProcess:
     """`dragoman triton` in its own process group, which the tests may kill and start again."""
 
@@ -63,7 +43,7 @@ class TritonProcess:
         self.env = {**os.environ, **env, "DRAGOMAN_TRITON_URL": self.url, "DRAGOMAN_TRITON_TOKEN": TOKEN}
         self.popen: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="dragoman-triton-", suffix=".log")[1])
-        self.options = TritonOptions(url=self.url, timeout_s=60.0, retries=1, backoff_s=0.1)
+        self.options = config.TritonSettings(url=self.url, timeout_s=60.0, retries=1, backoff_s=0.1)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:

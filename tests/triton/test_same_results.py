@@ -60,10 +60,13 @@ async def _transcripts(service: rpc.Service, samples: np.ndarray) -> list[tuple[
 
 
 @pytest.fixture(scope="session")
-async def stt_pair(local_settings: config.Settings, triton: Any, client: TritonClient) -> tuple[list, list]:
+async def stt_pair(
+    local_settings: config.Settings, triton: Any, client: TritonClient
+) -> AsyncIterator[tuple[list, list]]:
     local = await asyncio.to_thread(stt_engines.load, local_settings)
     remote = await asyncio.to_thread(stt_triton.load, client)
-    return local, remote
+    yield local, remote
+    await remote[0].close()  # the loop thread they share
 
 
 async def test_stt_service_same_finals(

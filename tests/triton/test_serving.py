@@ -93,7 +93,7 @@ async def mt_on_small_triton(
 ) -> AsyncIterator[tuple[str, Any]]:
     await small_triton.ready()
     client = TritonClient(small_triton.options)
-    engines = await asyncio.to_thread(mt_triton.load_blocking, client)  # as the registry would
+    engines = await asyncio.to_thread(mt_triton.load_blocking, client, 60.0)  # as the registry would
     mt_settings = config.Settings(mt=config.MtSettings(engines="bergamot"), models_dir=settings.models_dir)
     service = await mt_server.create(mt_settings, engines=engines)
     watch = triton_client.watch_health(service, engines, interval_s=0.2)
@@ -142,7 +142,7 @@ async def test_killed_mid_request_unavailable_then_recovers(
 
 
 async def test_unreachable_triton_is_unavailable_naming_it() -> None:
-    options = triton_client.TritonOptions(url="127.0.0.1:9", timeout_s=2, retries=1, backoff_s=0.05)
+    options = config.TritonSettings(url="127.0.0.1:9", timeout_s=2, retries=1, backoff_s=0.05)
     client = TritonClient(options)
     with pytest.raises(errors.Unavailable, match=r"Triton at 127\.0\.0\.1:9"):
         await client.hosted("mt")

@@ -63,9 +63,10 @@ async def load(settings: config.Settings, executor: Executor) -> list[TtsEngine]
     engines: list[TtsEngine] = []
     for name in names(settings.tts):
         if name == "triton":  # the voices hosted by a Triton server (`dragoman triton`)
+            from dragoman.triton_client import TritonClient
             from tts_svc.engines import triton
 
-            engines.extend(await triton.load())
+            engines.extend(await triton.load(TritonClient(settings.triton), settings.triton.ready_timeout_s))
         else:
             engines.append(
                 await loop.run_in_executor(executor, _load_one, name, models_dir, threads, executor))

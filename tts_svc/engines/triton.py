@@ -56,9 +56,8 @@ def _voice(record: dict[str, object]) -> Voice:
     return Voice(**{**record, "gender": Gender[str(record["gender"])]})  # type: ignore[arg-type]
 
 
-async def load(client: TritonClient | None = None, timeout_s: float = 60.0) -> list[TritonTtsEngine]:
+async def load(client: TritonClient, timeout_s: float = 60.0) -> list[TritonTtsEngine]:
     """One engine per TTS engine the Triton server hosts (waits up to `timeout_s` for Triton)."""
-    client = client or TritonClient()
     await client.wait_ready([INFO_MODEL], timeout_s)
     hosted = await client.hosted("tts")
     if not hosted:
