@@ -143,6 +143,17 @@ class Segmenter:
         """A copy of the open utterance's audio so far."""
         return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
 
+    def end_if_silent(self) -> SpeechEnded | None:
+        """The `SpeechEnded` the endpoint will bring if no more speech comes, as soon as all of
+        its audio is here: the trailing silence covers the tail that goes to the decoder, which
+        is `endpoint_silence_ms - tail_ms` before the endpoint fires. None before that, or
+        when no utterance is open."""
+        if self._state is not _State.SPEAKING or self._silence_run < self._tail:
+            return None
+        keep = min(self._length, self._speech_end - self._start + self._tail)
+        return SpeechEnded(self._index, self._start, min(self._speech_end, self._start + keep),
+                           self.utterance_audio()[:keep])
+
     # -- feeding --------------------------------------------------------------------------------
 
     def feed(self, samples: np.ndarray) -> list[Event]:

@@ -9,6 +9,17 @@ one partial decode at a time of the utterance so far, at most every
 yet started is withdrawn and its result dropped, so the final goes straight
 to the head of its model's lane: end of speech to final is one decode.
 
+That decode starts before the endpoint fires: the audio a final decodes is
+the utterance up to its last speech plus a short tail (SegmenterOptions),
+so once the trailing silence covers the tail, the final's input is known
+exactly, `endpoint_silence_ms - tail_ms` (150 ms by default) early. The
+stream starts the final's decode then (a speculation); if the endpoint
+comes with that very audio and the same options, the final is that
+decode's result, already done or nearly; if speech resumes first, the
+speculation is withdrawn (or its result dropped) and a new one follows the
+next pause. Same input, same decode: the final is what it would have been,
+only earlier.
+
 Everything one stream can pile up is bounded, so that a client that floods,
 stalls or stops reading hurts only itself: at most one decode of the stream
 waits in its model's lane, at most MAX_QUEUED_FINALS utterances wait for
@@ -38,7 +49,7 @@ from stt_svc.codecs import AudioDecoder, OggOpusDecoder, Pcm16Decoder
 from stt_svc.engines.base import DecodeOptions, Transcription, WordTiming
 from stt_svc.flow import BURST_CHUNKS, ChunkRate
 from stt_svc.lanes import Priority, Timed
-from stt_svc.models import Models
+from stt_svc.models import LoadedModel, Models
 from stt_svc.segmenter import RATE_HZ, Segmenter, SegmenterOptions, SpeechEnded, SpeechStarted
 from stt_svc.vad import FrameClassifier, SileroVad
 
@@ -134,6 +145,23 @@ class _Utterance:
 
 
 @dataclass(frozen=True, slots=True)
+class _Speculation:
+    """A final's decode started before its endpoint (see the module's docstring)."""
+
+    ended: SpeechEnded
+    options: DecodeOptions
+    model: LoadedModel
+    future: asyncio.Future[Timed[Transcription]]
+
+    def serves(self, event: SpeechEnded, options: DecodeOptions, model: LoadedModel) -> bool:
+        """Whether this decode had exactly the final's input: same utterance, audio and options."""
+        e = self.ended
+        return (e.index, e.start_sample, e.end_sample, len(e.audio)) == (
+            event.index, event.start_sample, event.end_sample, len(event.audio)
+        ) and self.options == options and self.model is model and not self.future.cancelled()
+
+
+@dataclass(frozen=True, slots=True)
 class _FinalJob:
     utterance: _Utterance
     event: SpeechEnded
@@ -180,6 +208,7 @@ class RecognizeStream:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._utterance: _Utterance | None = None
+        self._speculation: _Speculation | None = None
         self._language = config.language
         self._language_probability = 1.0
 
@@ -267,6 +296,9 @@ class RecognizeStream:
                     continue
                 if self._closed:
                     return
+                if self._speculate() and partial is not None:
+                    partial.cancel()  # the final is on its way: its decode goes first
+                    partial = None
                 if partial is None and (target := self._partial_due()) is not None:
                     partial = self._start_partial(target)
                 await self._wait(partial)
@@ -276,6 +308,34 @@ class RecognizeStream:
         finally:
             if partial is not None:
                 partial.cancel()
+            if self._speculation is not None:
+                self._speculation.future.cancel()
+
+    def _speculate(self) -> bool:
+        """Starts the open utterance's final decode once its input is known, and withdraws one
+        whose utterance went on; True when it started one."""
+        u, spec = self._utterance, self._speculation
+        if u is None:
+            return False  # any speculation belongs to a final that is queued now
+        ahead = self._segmenter.end_if_silent()
+        if spec is not None:
+            if ahead is not None and ahead.end_sample == spec.ended.end_sample:
+                return False  # still the final's input
+            spec.future.cancel()  # speech went on
+            self._speculation = None
+        if ahead is None or ahead.index != u.index:
+            return False
+        options, model = self._final_options(u), self._models.for_language(u.language)
+        future = model.decode(ahead.audio, options, Priority.FINAL)
+        self._speculation = _Speculation(ahead, options, model, future)
+        return True
+
+    def _final_options(self, u: _Utterance) -> DecodeOptions:
+        return DecodeOptions(
+            language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords,
+            word_timestamps=True, beam_size=self._limits.beam_size,
+            temperatures=FINAL_TEMPERATURES,
+        )
 
     async def _wait(self, partial: asyncio.Future[Timed[Transcription]] | None) -> None:
         wakeup = asyncio.ensure_future(self._wakeup.wait())
@@ -326,13 +386,16 @@ class RecognizeStream:
 
     async def _finalise(self, job: _FinalJob) -> None:
         u, event = job.utterance, job.event
-        options = DecodeOptions(
-            language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords,
-            word_timestamps=True, beam_size=self._limits.beam_size,
-            temperatures=FINAL_TEMPERATURES,
-        )
+        options = self._final_options(u)
         model = self._models.for_language(u.language)
-        timed = await model.decode(event.audio, options, Priority.FINAL)
+        spec, self._speculation = self._speculation, None
+        speculated = spec is not None and spec.serves(event, options, model)
+        if spec is not None and speculated:
+            timed = await spec.future
+        else:
+            if spec is not None:
+                spec.future.cancel()
+            timed = await model.decode(event.audio, options, Priority.FINAL)
         result = timed.value
         reason = guards.rejection(result, len(event.audio) / RATE_HZ)
         offset_s = _s(event.start_sample)
@@ -369,6 +432,7 @@ class RecognizeStream:
                 "model": model.capabilities.name,
                 "audio_ms": round(1000 * len(event.audio) / RATE_HZ),
                 "decode_ms": round(1000 * timed.seconds),
+                "speculated": speculated,
                 "endpoint_to_final_ms": round(1000 * (time.perf_counter() - job.received_s)),
             },
         )

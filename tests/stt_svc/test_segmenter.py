@@ -62,6 +62,37 @@ def test_endpoint_comes_after_exactly_the_endpoint_silence_of_audio() -> None:
     assert [type(e) for e in seg.feed(silence(FRAME_SAMPLES / RATE))] == [SpeechEnded]
 
 
+def test_end_if_silent_is_the_coming_end_once_the_tail_is_heard() -> None:
+    """A final's input is known `endpoint - tail` before the endpoint: exactly what it ends with."""
+    seg = Segmenter(EnergyVad(), SegmenterOptions(endpoint_silence_ms=300, tail_ms=150))
+    seg.feed(np.concatenate([silence(0.512), tone(1.024)]))
+    assert seg.end_if_silent() is None  # still speaking
+    seg.feed(silence(frames(150) / RATE - FRAME_SAMPLES / RATE))
+    assert seg.end_if_silent() is None  # the tail is not all here yet
+    seg.feed(silence(FRAME_SAMPLES / RATE))
+    ahead = seg.end_if_silent()
+    assert ahead is not None
+    (ended,) = feed(seg, silence(0.3), 512)
+    assert isinstance(ended, SpeechEnded)
+    assert (ahead.index, ahead.start_sample, ahead.end_sample) == (ended.index, ended.start_sample,
+                                                                   ended.end_sample)
+    assert np.array_equal(ahead.audio, ended.audio)
+    assert seg.end_if_silent() is None  # no utterance open
+
+
+def test_end_if_silent_moves_when_speech_resumes() -> None:
+    seg = Segmenter(EnergyVad(), SegmenterOptions(endpoint_silence_ms=300, tail_ms=150))
+    seg.feed(np.concatenate([silence(0.512), tone(1.024), silence(0.2)]))
+    first = seg.end_if_silent()
+    assert first is not None
+    seg.feed(tone(0.5))
+    assert seg.end_if_silent() is None
+    seg.feed(silence(0.2))
+    second = seg.end_if_silent()
+    assert second is not None and second.index == first.index
+    assert second.end_sample > first.end_sample + int(0.6 * RATE)
+
+
 @pytest.mark.parametrize("chunk", [1, 160, 511, 512, 1600, 48_000])
 def test_chunking_does_not_change_the_events(chunk: int) -> None:
     audio = np.concatenate([silence(0.5), tone(0.8), silence(0.2), tone(0.6), silence(0.6)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,12 @@ async def fake_stub(
     async for address in started(service):
         async with rpc.channel(address) as channel:
             yield stt_pb2_grpc.SpeechToTextServiceStub(channel)
+
+
+async def _paced_requests(items: list[Any], pause_s: float) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+        await asyncio.sleep(pause_s)
 
 
 @pytest.fixture
@@ -233,3 +240,42 @@ async def test_chunk_flood_is_resource_exhausted(
     )
     retry_after = dict(error.trailing_metadata() or ())["retry-after"]
     assert 0.0 < float(retry_after) <= 0.1 + 1e-3
+
+
+async def test_final_decode_starts_before_the_endpoint(settings: config.Settings, speech: np.ndarray) -> None:
+    """The final's input is known once the trailing silence covers the tail: its decode starts
+    then, before END_OF_SPEECH, and is the only final decode of the utterance."""
+    engine = FakeEngine(delay_s=0.3)
+    received: list[tuple[float, Any]] = []
+    async for stub in fake_stub(settings, engine):
+        # 100 ms chunks every 25 ms: the 150 ms between "input known" and the endpoint last ~40 ms.
+        call = stub.StreamingRecognize(_paced_requests(requests(stream_config("en"), speech), 0.025))
+        async for response in call:
+            received.append((time.perf_counter(), response))
+    responses = [r for _, r in received]
+    (final,) = finals(responses)
+    assert final.transcript.startswith("alpha bravo charlie")
+    ended_at = next(t for t, r in received if r.HasField("speech_event") and r.speech_event.type == ENDED)
+    final_calls = [c for c in engine.calls if c.options.word_timestamps]
+    assert len(final_calls) == 1, final_calls
+    assert final_calls[0].started_s < ended_at  # decoding before the endpoint fired
+
+
+async def test_speech_after_a_short_pause_withdraws_the_early_final(
+    settings: config.Settings, fleurs: Path
+) -> None:
+    """A pause longer than the tail but shorter than the endpoint: the early decode is dropped and
+    the final covers all the speech."""
+    sentence = clip(fleurs, "fleurs-en-004")
+    audio = np.concatenate([silence(0.3), sentence, silence(0.25), sentence, silence(2.5)])
+    engine = FakeEngine(delay_s=0.05)
+    async for stub in fake_stub(settings, engine):
+        responses = await recognize(
+            stub, requests(stream_config("en", endpoint_ms=1500), audio), 0.04)
+    (final,) = finals(responses)
+    end_s = final.end_offset.ToNanoseconds() / 1e9
+    assert end_s > 0.3 + 2 * len(sentence) / 16_000 - 0.5, end_s
+    final_calls = [c for c in engine.calls if c.options.word_timestamps]
+    assert len(final_calls) >= 2 and final_calls[0].audio_samples < len(sentence)  # withdrawn
+    assert final_calls[-1].audio_samples > 1.5 * len(sentence)  # both sentences
+    assert len(final.transcript.split()) > len(sentence) / 16_000 / 0.3 * 1.5  # words of both
