@@ -55,11 +55,12 @@ class SttSettings:
     """Default trailing silence that ends an utterance."""
     partial_interval_ms: int = 600
     """How often an utterance in progress is decoded for partial results."""
-    max_utterance_s: float = 10.0
+    max_utterance_s: float = 8.0
     """An utterance is cut at its latest pause once it grows this long, and finalised.
-    10 s keeps Whisper's encoder window at 10 s (FLEURS, whisper-base, 2 cores: end of
-    speech -> final p50 ~500 ms against ~870 ms at 15 s, WER within a point; at 8 s,
-    ~360 ms but 3-4 points more WER from the extra cuts)."""
+    Up to 8 s, Whisper's encoder window is 10 s (the audio + 2 s, in 10 s steps); longer
+    utterances take a 20 s window. FLEURS, whisper-base, 2 cores, end of speech -> final
+    p50 (de/es/fr/pt): 351/365/636/364 ms at 8 s, 501/494/938/567 at 10 s, ~870 at 15 s;
+    the extra cuts cost 0-4 points of WER."""
     max_streams: int = 16
     """Concurrent streams; more get RESOURCE_EXHAUSTED."""
     idle_timeout_s: float = 10.0

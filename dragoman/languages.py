@@ -27,21 +27,26 @@ SUPPORTED: tuple[str, ...] = tuple(LANGUAGES)
 _TAG = re.compile(r"([a-z]{2,3})(?:[-_][a-z0-9]{1,8})*")
 
 
+def primary_subtag(code: str) -> str | None:
+    """The lower-case primary language subtag of a BCP-47 tag ("pt-BR" -> "pt", " EN_us" -> "en"),
+    or None when `code` is not a well-formed tag (each caller words its own error)."""
+    match = _TAG.fullmatch(code.strip().lower())
+    return match.group(1) if match else None
+
+
 def normalise(code: str, field: str = "language_code") -> str:
     """The product language of a BCP-47 tag (case-insensitive), e.g. "pt-BR" -> "pt".
 
     `field` names the request field in the error message.
     """
     supported = ", ".join(SUPPORTED)
-    tag = code.strip().lower()
-    if not tag:
+    if not code.strip():
         raise InvalidArgument(f"{field} is required; supported languages: {supported}")
-    match = _TAG.fullmatch(tag)
-    if match is None:
+    language = primary_subtag(code)
+    if language is None:
         raise InvalidArgument(
             f"{field} {code!r} is not a valid BCP-47 language tag; supported languages: {supported}"
         )
-    language = match.group(1)
     if language not in SUPPORTED:
         raise InvalidArgument(
             f"{field} {code!r}: language {language!r} is not supported; "

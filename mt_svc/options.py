@@ -1,16 +1,11 @@
-"""mt_svc's tunables, read from `settings.mt` (each field there, when declared, wins over the default).
-
-Until `dragoman.config.MtSettings` declares these fields, the defaults below
-apply; a field of the same name added there (and so DRAGOMAN_MT_<FIELD> and
-`[mt]` in the TOML file) takes over with no change here.
-"""
+"""mt_svc's tunables: the `[mt]` settings (`dragoman.config.MtSettings`) in the shapes mt_svc uses."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
+from dragoman import config
 from dragoman.errors import InvalidArgument
 from mt_svc.cache import MemoryCache, NoCache, PhraseCache, RedisCache
 from mt_svc.engines.ct2 import DecodeOptions
@@ -18,34 +13,26 @@ from mt_svc.engines.ct2 import DecodeOptions
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """Decoding, cache and request limits of mt_svc."""
+    """Decoding, cache and request limits of mt_svc (each field documented in MtSettings)."""
 
-    decode: DecodeOptions = DecodeOptions()
+    decode: DecodeOptions
     """How the CTranslate2 models decode (its fields are settings.mt fields too)."""
-    cache: str = "memory"
-    """Phrase cache: "memory" (in-process LRU), "redis" (shared, at redis_url) or "off"."""
-    cache_entries: int = 10_000
-    """Sentences the in-process cache keeps."""
-    cache_ttl_s: int = 30 * 24 * 3600
-    """Lifetime of a Redis cache entry."""
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis of the phrase cache when cache = "redis"."""
-    cache_prefix: str = "dragoman:mt:"
-    """Prefix of the cache's Redis keys."""
-    max_terms: int = 256
-    """Most glossary plus do-not-translate terms in one request."""
-    max_term_chars: int = 200
-    """Longest glossary or do-not-translate term."""
+    cache: str
+    cache_entries: int
+    cache_ttl_s: int
+    redis_url: str
+    cache_prefix: str
+    max_terms: int
+    max_term_chars: int
 
     @classmethod
-    def of(cls, mt_settings: Any) -> Options:
-        """The options with every field that `mt_settings` declares taken from it."""
+    def of(cls, mt: config.MtSettings) -> Options:
+        """The options of the `[mt]` settings."""
 
-        def declared(kind: type) -> dict[str, Any]:
-            return {f.name: getattr(mt_settings, f.name) for f in dataclasses.fields(kind)
-                    if f.name != "decode" and hasattr(mt_settings, f.name)}
+        def taken(kind: type) -> dict[str, object]:
+            return {f.name: getattr(mt, f.name) for f in dataclasses.fields(kind) if f.name != "decode"}
 
-        return cls(decode=DecodeOptions(**declared(DecodeOptions)), **declared(cls))
+        return cls(decode=DecodeOptions(**taken(DecodeOptions)), **taken(cls))  # type: ignore[arg-type]
 
     def new_cache(self) -> PhraseCache:
         """The phrase cache these options ask for."""

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import re
-
 from dragoman.errors import InvalidArgument
+from dragoman.languages import primary_subtag
 
-_TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 # Deprecated or macro-language subtags -> the code Whisper uses.
 _ALIASES = {"iw": "he", "ji": "yi", "in": "id", "jv": "jw", "nb": "no", "fil": "tl", "mo": "ro"}
 
 
 def base_language(tag: str) -> str:
     """"pt-BR" -> "pt", "es-419" -> "es", "iw" -> "he"; malformed tags are INVALID_ARGUMENT."""
-    if not _TAG.match(tag):
+    primary = primary_subtag(tag)
+    if primary is None:
         raise InvalidArgument(
             f'language_code {tag!r} is not a BCP-47 language tag (e.g. "en", "pt-BR", "es-419")'
         )
-    primary = tag.split("-", 1)[0].lower()
     return _ALIASES.get(primary, primary)
 
 

@@ -12,11 +12,11 @@ session participant's choice) may name any voice of its language.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dragoman.errors import InvalidArgument, NotFound
+from dragoman.languages import primary_subtag
 from tts_svc.engines.base import TtsEngine, Voice
 
 log = logging.getLogger("tts_svc.voices")
@@ -30,8 +30,6 @@ DEFAULT_VOICES: Mapping[str, str] = {
     "hi": "hf_alpha",
 }
 
-_PRIMARY = re.compile(r"[A-Za-z]{2,3}")
-_SUBTAG = re.compile(r"[A-Za-z0-9]{1,8}")
 
 
 def primary_language(code: str) -> str:
@@ -41,10 +39,10 @@ def primary_language(code: str) -> str:
     """
     if not code.strip():
         raise InvalidArgument('language_code is required, e.g. "en" or "pt-BR"')
-    parts = code.strip().replace("_", "-").split("-")
-    if not _PRIMARY.fullmatch(parts[0]) or not all(_SUBTAG.fullmatch(p) for p in parts[1:]):
+    primary = primary_subtag(code)
+    if primary is None:
         raise InvalidArgument(f'language_code {code!r} is not a BCP-47 language tag (e.g. "en", "pt-BR")')
-    return parts[0].lower()
+    return primary
 
 
 @dataclass(frozen=True, slots=True)

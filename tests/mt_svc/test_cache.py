@@ -44,13 +44,13 @@ async def test_memory_cache_evicts_the_least_recently_used() -> None:
 
 
 async def test_options_pick_the_cache() -> None:
-    assert isinstance(Options().new_cache(), MemoryCache)
-    assert isinstance(Options(cache="off").new_cache(), NoCache)
-    redis_cache = Options(cache=" Redis ").new_cache()
+    assert isinstance(Options.of(config.MtSettings()).new_cache(), MemoryCache)
+    assert isinstance(Options.of(config.MtSettings(cache="off")).new_cache(), NoCache)
+    redis_cache = Options.of(config.MtSettings(cache=" Redis ")).new_cache()
     assert isinstance(redis_cache, RedisCache)
     await redis_cache.close()
     with pytest.raises(InvalidArgument, match="setting mt.cache: 'disk' is not one of memory, redis, off"):
-        Options(cache="disk").new_cache()
+        Options.of(config.MtSettings(cache="disk")).new_cache()
 
 
 async def test_redis_cache_stores_with_a_ttl_under_its_prefix(prefix: str) -> None:
@@ -85,7 +85,8 @@ async def test_repeats_are_cached_in_redis_across_replicas(settings: config.Sett
     engines = []
     for _ in range(2):
         engine = FakeEngine({("en", "pt")}, name="alpha")
-        cache = Options(cache="redis", redis_url=REDIS_URL, cache_prefix=prefix).new_cache()
+        mt = config.MtSettings(cache="redis", redis_url=REDIS_URL, cache_prefix=prefix)
+        cache = Options.of(mt).new_cache()
         service = await server.create(with_mt(settings), engines=[engine], cache=cache)
         engine.calls.clear()  # forget the warm-up
         async for address in started(service):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from dragoman import config
@@ -182,8 +180,7 @@ def test_numbers_are_masked_around_existing_placeholders() -> None:
     assert numbers("Room 214 at 7:45 for XQ12Z") == numbers("às 7:45, quarto ٢١٤") == {214: 1, 7: 1, 45: 1}
 
 
-def test_options_take_the_declared_settings_fields(settings: config.Settings) -> None:
-    assert Options.of(settings.mt).max_terms == 256
-    declared = dataclasses.make_dataclass("Mt", [("beam_size", int, 4), ("cache", str, "off")])()
-    options = Options.of(declared)
-    assert (options.decode.beam_size, options.cache, options.decode.max_output_tokens) == (4, "off", 256)
+def test_options_are_the_mt_settings(settings: config.Settings) -> None:
+    assert Options.of(settings.mt).max_terms == settings.mt.max_terms
+    options = Options.of(config.MtSettings(beam_size=4, cache="off", max_output_tokens=99))
+    assert (options.decode.beam_size, options.cache, options.decode.max_output_tokens) == (4, "off", 99)
