@@ -17,8 +17,9 @@ partial interval (0.6 s, as stt_svc does) and the largest stream count whose
 p95 decode latency stays under that interval is recorded; for TTS the
 audio seconds made per second is the number of real-time voices.
 
-The engines run where they are built to run: faster-whisper and ONNX
-Runtime on CPU unless their settings put them on the GPU, so the JSON
+`--device cuda` (the default when nvidia-smi sees a GPU) puts every role
+on it (DRAGOMAN_STT_DEVICE / _MT_DEVICE / _TTS_DEVICE, see
+dragoman.devices; ONNX voices need onnxruntime-gpu there); the JSON also
 records `engine_device` from nvidia-smi's view of the Triton process.
 """
 
@@ -216,10 +217,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--stream-s", type=float, default=10.0, help="length of each paced-streams step")
     p.add_argument("--out", type=Path, default=RESULTS / "gpu.json")
+    p.add_argument("--device", default="", help="cpu, cuda or cuda:N for every role "
+                   "(default: cuda when nvidia-smi sees a GPU, else cpu)")
     args = p.parse_args()
 
+    device = args.device or ("cpu" if _device() == "no GPU found" else "cuda")
     url = f"127.0.0.1:{_free_port()}"
-    env = {**os.environ, "DRAGOMAN_TRITON_URL": url}
+    env = {**os.environ, "DRAGOMAN_TRITON_URL": url,
+           **{f"DRAGOMAN_{role}_DEVICE": device for role in ("STT", "MT", "TTS")}}
     server = subprocess.Popen([sys.executable, "-m", "dragoman.triton.server"], cwd=ROOT, env=env,
                               start_new_session=True)
     try:

@@ -260,6 +260,7 @@ async def measure(tts: Stub, whisper: Any, voice: tts_pb2.Voice, run: Run) -> di
 
 async def kokoro_variants(settings: config.Settings, repeats: int) -> dict[str, Any] | None:
     """Kokoro's synthesis time by words in the piece and by ONNX Runtime threads, interleaved."""
+    from dragoman.devices import Device
     from tts_svc.engines.kokoro import KokoroEngine
 
     models_dir = Path(settings.models_dir)
@@ -269,7 +270,7 @@ async def kokoro_variants(settings: config.Settings, repeats: int) -> dict[str, 
     pool = ThreadPoolExecutor(max_workers=1)
     try:
         engines = {
-            threads: await asyncio.to_thread(KokoroEngine.load, models_dir, threads, pool)
+            threads: await asyncio.to_thread(KokoroEngine.load, models_dir, threads, pool, Device("cpu"))
             for threads in (2, 1)
         }
         variants = {f"{n} words, 2 threads": (2, " ".join(words[:n])) for n in (2, 3, 4, 6, len(words))}

@@ -51,6 +51,8 @@ class SttSettings:
     """Beam width; 1 (greedy) keeps the end-of-speech to final time low."""
     cpu_threads: int = 2
     """Threads CTranslate2 uses per decode."""
+    device: str = "cpu"
+    """cpu, cuda or cuda:N: where the Whisper models run (float16 on a GPU, int8 on the CPU)."""
     endpoint_silence_ms: int = 300
     """Default trailing silence that ends an utterance."""
     partial_interval_ms: int = 600
@@ -95,6 +97,8 @@ class MtSettings:
     """CTranslate2 compute type (int8 on CPU)."""
     cpu_threads: int = 2
     """Threads per CTranslate2 model."""
+    device: str = "cpu"
+    """cpu, cuda or cuda:N: where the CTranslate2 models run."""
     cache: str = "memory"
     """Phrase cache: memory (in-process LRU), redis, or off."""
     cache_entries: int = 10_000
@@ -132,6 +136,8 @@ class TtsSettings:
     """Longest text accepted."""
     cpu_threads: int = 2
     """Threads ONNX Runtime uses per synthesis."""
+    device: str = "cpu"
+    """cpu, cuda or cuda:N: where the ONNX voices (Kokoro, Piper) run (cuda needs onnxruntime-gpu)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dragoman import hub
+from dragoman.devices import Device
 from dragoman.errors import FailedPrecondition
 from dragoman.hub import HubModel
 from mt_svc import text
@@ -92,6 +93,8 @@ class DecodeOptions:
     """CTranslate2 compute type on the CPU."""
     cpu_threads: int = 2
     """Threads per batch."""
+    device: str = "cpu"
+    """cpu, cuda or cuda:N (dragoman.devices)."""
 
 
 class Ct2Engine:
@@ -103,9 +106,10 @@ class Ct2Engine:
 
         self.model = model
         self.options = options or DecodeOptions()
+        device, index = Device.parse(self.options.device, "mt.device").ctranslate2()
         try:
             self._translator = ctranslate2.Translator(
-                str(path), device="cpu", compute_type=self.options.compute_type,
+                str(path), device=device, device_index=index, compute_type=self.options.compute_type,
                 intra_threads=self.options.cpu_threads, inter_threads=1,
             )
         except (RuntimeError, ValueError) as err:

@@ -31,8 +31,10 @@ def load(settings: config.Settings) -> list[SpeechRecognizer]:
         return list(triton.load(TritonClient(settings.triton), settings.triton.ready_timeout_s))
     if stt.engine != "whisper":
         raise InvalidArgument(f"unknown stt engine {stt.engine!r}; use whisper, triton or fake")
+    from dragoman.devices import Device
     from stt_svc.engines.whisper import WhisperEngine
 
+    device = Device.parse(stt.device, "stt.device")
     root = Path(settings.models_dir)
     names = [stt.model]
     if stt.english_model and stt.english_model != stt.model:
@@ -43,7 +45,7 @@ def load(settings: config.Settings) -> list[SpeechRecognizer]:
     engines: list[SpeechRecognizer] = []
     for name in names:
         start = time.perf_counter()
-        engine = WhisperEngine(root / name, name=name, cpu_threads=stt.cpu_threads)
+        engine = WhisperEngine(root / name, name=name, cpu_threads=stt.cpu_threads, device=device)
         engine.warm_up()
         log.info("loaded %s", name, extra={"seconds": round(time.perf_counter() - start, 2)})
         engines.append(engine)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dragoman.devices import Device
 from stt_svc import guards
 from stt_svc.engines.base import (
     Capabilities,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("stt_svc.whisper")
 
 SAMPLE_RATE_HZ = 16_000
+CPU = Device("cpu")
 # Same thresholds as faster-whisper's temperature fallback.
 COMPRESSION_RATIO_LIMIT = 2.4
 LOGPROB_LIMIT = -1.0
@@ -91,7 +93,7 @@ class _Attempt:
 
 
 class WhisperEngine:
-    """A faster-whisper model loaded from `path` (int8 on CPU)."""
+    """A faster-whisper model loaded from `path` (int8 on the CPU, float16 on a GPU)."""
 
     def __init__(
         self,
@@ -100,14 +102,17 @@ class WhisperEngine:
         name: str,
         cpu_threads: int,
         window_step_s: float = WINDOW_STEP_S,
+        device: Device = CPU,
     ) -> None:
         from faster_whisper import WhisperModel
 
         path = Path(path)
         if not (path / "model.bin").is_file():
             raise FileNotFoundError(f"no Whisper model in {path} (model.bin missing)")
+        kind, index = device.ctranslate2()
         self._model: WhisperModel = WhisperModel(
-            str(path), device="cpu", compute_type="int8", cpu_threads=cpu_threads, num_workers=1
+            str(path), device=kind, device_index=index, compute_type="float16" if device.gpu else "int8",
+            cpu_threads=cpu_threads, num_workers=1,
         )
         self._multilingual = bool(self._model.model.is_multilingual)
         self._tokenizers: dict[str, Tokenizer] = {}

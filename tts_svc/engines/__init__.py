@@ -12,7 +12,8 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from dragoman import config
-from dragoman.errors import InvalidArgument
+from dragoman.devices import Device
+from dragoman.errors import FailedPrecondition, InvalidArgument
 from tts_svc.engines.base import TtsEngine
 
 KNOWN = ("piper", "kokoro", "espeak", "coqui", "triton", "fake")
@@ -33,16 +34,16 @@ def names(settings: config.TtsSettings) -> list[str]:
     return chosen
 
 
-def _load_one(name: str, models_dir: Path, threads: int, executor: Executor) -> TtsEngine:
+def _load_one(name: str, models_dir: Path, threads: int, executor: Executor, device: Device) -> TtsEngine:
     """Builds one engine (blocking)."""
     if name == "piper":
         from tts_svc.engines.piper import PiperEngine
 
-        return PiperEngine.load(models_dir, threads, executor)
+        return PiperEngine.load(models_dir, threads, executor, device)
     if name == "kokoro":
         from tts_svc.engines.kokoro import KokoroEngine
 
-        return KokoroEngine.load(models_dir, threads, executor)
+        return KokoroEngine.load(models_dir, threads, executor, device)
     if name == "espeak":
         from tts_svc.engines.espeak import EspeakEngine
 
@@ -50,6 +51,9 @@ def _load_one(name: str, models_dir: Path, threads: int, executor: Executor) -> 
     if name == "coqui":
         from tts_svc.engines.coqui import CoquiEngine
 
+        if device.gpu:
+            raise FailedPrecondition("the coqui engine runs on the CPU here: set tts.device = cpu "
+                                     "or leave coqui out of tts.engines")
         return CoquiEngine.load(models_dir, threads, executor)
     from tts_svc.engines.fake import FakeEngine
 
@@ -59,6 +63,7 @@ def _load_one(name: str, models_dir: Path, threads: int, executor: Executor) -> 
 async def load(settings: config.Settings, executor: Executor) -> list[TtsEngine]:
     """Loads the engines `settings.tts.engines` names, off the event loop."""
     models_dir, threads = Path(settings.models_dir), settings.tts.cpu_threads
+    device = Device.parse(settings.tts.device, "tts.device")
     loop = asyncio.get_running_loop()
     engines: list[TtsEngine] = []
     for name in names(settings.tts):
@@ -69,5 +74,5 @@ async def load(settings: config.Settings, executor: Executor) -> list[TtsEngine]
             engines.extend(await triton.load(TritonClient(settings.triton), settings.triton.ready_timeout_s))
         else:
             engines.append(
-                await loop.run_in_executor(executor, _load_one, name, models_dir, threads, executor))
+                await loop.run_in_executor(executor, _load_one, name, models_dir, threads, executor, device))
     return engines

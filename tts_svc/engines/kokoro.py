@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING
 from dragoman import logs
 from dragoman.errors import FailedPrecondition
 from tts_svc.engines.base import AudioChunk, Capabilities, Gender, SynthesisRequest, Voice
-from tts_svc.engines.onnx_session import cpu_session
+from tts_svc.engines.onnx_session import session
 
 if TYPE_CHECKING:
     from kokoro_onnx import Kokoro
+
+    from dragoman.devices import Device
 
 log = logging.getLogger("tts_svc.engines.kokoro")
 
@@ -78,7 +80,7 @@ class KokoroEngine:
         self._language = {v.name: LANGUAGES[v.name[0]][1] for v in voices}
 
     @classmethod
-    def load(cls, models_dir: Path, cpu_threads: int, executor: Executor) -> KokoroEngine:
+    def load(cls, models_dir: Path, cpu_threads: int, executor: Executor, device: Device) -> KokoroEngine:
         """Loads the model and voices (blocking: about 1 s)."""
         model_path, voices_path = models_dir / MODEL_FILE, models_dir / VOICES_FILE
         for path in (model_path, voices_path):
@@ -86,8 +88,7 @@ class KokoroEngine:
                 raise FailedPrecondition(f"Kokoro file missing: {path}: run `dragoman models install`")
         from kokoro_onnx import Kokoro
 
-        session = cpu_session(model_path, cpu_threads)
-        model = Kokoro.from_session(session, str(voices_path))
+        model = Kokoro.from_session(session(model_path, cpu_threads, device), str(voices_path))
         # The phonemizer starts an espeak-ng backend per language on first use (about
         # 20 ms, more under load): start them all now, not in a user's first request.
         for _, language in LANGUAGES.values():

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from dragoman.errors import FailedPrecondition
 from tts_svc.engines.base import AudioChunk, Capabilities, Gender, SynthesisRequest, Voice
-from tts_svc.engines.onnx_session import cpu_session
+from tts_svc.engines.onnx_session import session
 
 if TYPE_CHECKING:
     from piper import PiperVoice
+
+    from dragoman.devices import Device
 
 log = logging.getLogger("tts_svc.engines.piper")
 
@@ -42,12 +44,12 @@ def _language_code(config: dict[str, Any], path: Path) -> str:
     return code.replace("_", "-")
 
 
-def _load_voice(path: Path, cpu_threads: int) -> _Loaded:
+def _load_voice(path: Path, cpu_threads: int, device: Device) -> _Loaded:
     from piper import PiperVoice
     from piper.config import PiperConfig
 
     config = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
-    model = PiperVoice(session=cpu_session(path, cpu_threads), config=PiperConfig.from_dict(config))
+    model = PiperVoice(session=session(path, cpu_threads, device), config=PiperConfig.from_dict(config))
     voice = Voice(
         name=path.name.removesuffix(".onnx"),
         language_code=_language_code(config, path),
@@ -72,7 +74,7 @@ class PiperEngine:
         )
 
     @classmethod
-    def load(cls, models_dir: Path, cpu_threads: int, executor: Executor) -> PiperEngine:
+    def load(cls, models_dir: Path, cpu_threads: int, executor: Executor, device: Device) -> PiperEngine:
         """Loads every voice in `models_dir/piper-*/` (blocking: about 0.3 s per voice)."""
         paths = sorted(p for p in models_dir.glob("piper-*/*.onnx") if Path(f"{p}.json").exists())
         if not paths:
@@ -80,7 +82,7 @@ class PiperEngine:
                 f"no Piper voice in {models_dir}/piper-*/ (expected <voice>.onnx and "
                 "<voice>.onnx.json): run `dragoman models install`"
             )
-        voices = [_load_voice(p, cpu_threads) for p in paths]
+        voices = [_load_voice(p, cpu_threads, device) for p in paths]
         log.info("piper loaded", extra={"voices": [v.voice.name for v in voices]})
         return cls(voices, executor)
 
