@@ -2,10 +2,15 @@
 
 One `SpeakerPipeline` runs while a participant streams audio. A recognition
 stream to stt_svc runs for its whole life; partial and final transcripts go
-to both participants as they come. Finals queue for one worker that
-translates and synthesises them in order, so the partner hears utterances in
-the order they were spoken while the next one is already being recognised.
-Every stage's time is recorded per utterance (`UtteranceLatency`).
+to both participants as they come. Each final is translated at once and its
+speech synthesised while the utterance before it may still be speaking:
+up to LOOKAHEAD utterances are prepared behind the one being delivered,
+their audio held until its turn, so the partner hears utterances in the
+order they were spoken, and the next one's first audio is ready when the
+previous one's last chunk goes out. Translations (captions) go out as soon
+as they exist. Every stage's time is recorded per utterance
+(`UtteranceLatency`); an utterance's `synthesis_first_chunk` includes any
+wait for the one before it to finish.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from google.protobuf.duration_pb2 import Duration
 from dragoman import logs
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
+from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from session_svc.downstream import Downstream
 from session_svc.sessions import Member, Session
@@ -32,6 +38,8 @@ log = logging.getLogger("dragoman.session.pipeline")
 AUDIO_QUEUE_CHUNKS = 100  # 10 s of 100 ms chunks
 MAX_STT_MESSAGE_BYTES = 48 * 1024  # under stt_svc's 64 KiB per message
 DELIVERY_WAIT_S = 2.0
+LOOKAHEAD = 1
+"""Utterances translated and being synthesised behind the one being delivered."""
 
 
 def _duration(seconds: float) -> Duration:
@@ -55,6 +63,7 @@ class Utterance:
     )
     text: str = ""
     language_code: str = ""
+    translation: str = ""
 
     def latency(self) -> pb.UtteranceLatency | None:
         if None in (self.end_of_speech, self.final, self.translated, self.first_audio):
@@ -70,6 +79,16 @@ class Utterance:
             delivery=_duration(delivered - self.first_audio),
             total=_duration(delivered - speech_end),
         )
+
+
+@dataclass
+class _Prepared:
+    """An utterance's translation and speech, made ahead of its turn to be delivered."""
+
+    utt: Utterance
+    chunks: asyncio.Queue[tts_pb2.SynthesizeResponse | DragomanError | None] = field(
+        default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
 
 
 class ArrivalClock:
@@ -223,63 +242,109 @@ class SpeakerPipeline:
             self._finals.put_nowait(utt)
 
     async def _deliver_all(self) -> None:
-        while (utt := await self._finals.get()) is not None:
-            self._delivering = utt
-            try:
-                await self._deliver(utt)
-            except asyncio.CancelledError:
-                raise
-            except DragomanError as e:
-                self.session.errors += 1
-                log.info("utterance %s failed: %s", utt.utterance_id, e.message)
-            self._both(processing_ended=lambda who, u=utt: pb.ProcessingEnded(
-                speaker=who, utterance_id=u.utterance_id, latency=u.latency()))
+        """Prepares finals as they come (LOOKAHEAD ahead) and delivers them in order."""
+        ready: asyncio.Queue[_Prepared | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(1 + LOOKAHEAD)
+        preparing: list[_Prepared] = []
 
-    async def _deliver(self, utt: Utterance) -> None:
+        async def prepare_all() -> None:
+            while (utt := await self._finals.get()) is not None:
+                await slots.acquire()
+                prepared = _Prepared(utt)
+                prepared.task = asyncio.create_task(self._prepare(prepared), name="prepare")
+                preparing.append(prepared)
+                ready.put_nowait(prepared)
+            ready.put_nowait(None)
+
+        feeder = asyncio.create_task(prepare_all(), name="prepare-all")
+        try:
+            while (prepared := await ready.get()) is not None:
+                utt = prepared.utt
+                self._delivering = utt
+                try:
+                    await self._deliver(prepared)
+                except DragomanError as e:
+                    self.session.errors += 1
+                    log.info("utterance %s failed: %s", utt.utterance_id, e.message)
+                finally:
+                    preparing.remove(prepared)
+                    slots.release()
+                self._both(processing_ended=lambda who, u=utt: pb.ProcessingEnded(
+                    speaker=who, utterance_id=u.utterance_id, latency=u.latency()))
+        finally:
+            feeder.cancel()
+            for prepared in preparing:
+                if prepared.task is not None:
+                    prepared.task.cancel()
+            await asyncio.gather(feeder, *(p.task for p in preparing if p.task), return_exceptions=True)
+
+    async def _prepare(self, prepared: _Prepared) -> None:
+        """Translates the utterance (the translation goes out at once) and synthesises it into
+        `prepared.chunks`, ending with None, or with the error that stopped it."""
+        utt = prepared.utt
         partner = self.session.partner(self.speaker)
-        if not utt.text or partner is None:
-            return
         try:
-            translation = await self.down.translate(
-                self.speaker.language_code, partner.language_code, utt.text)
-        except DragomanError as e:
-            self.speaker.log.append(error=pb.ConversationError(
-                code=pb.ERROR_CODE_TRANSLATION_FAILED, message=e.message,
-                utterance_id=utt.utterance_id))
-            raise
-        utt.translated = time.monotonic()
-        self._both(translation=lambda who: pb.Translation(
-            speaker=who, utterance_id=utt.utterance_id, source_text=utt.text,
-            text=translation.text, source_language_code=self.speaker.language_code,
-            target_language_code=partner.language_code, is_final=True,
-        ))
-        log.info("translated %s", utt.utterance_id, extra={
-            "engine": translation.engine, "text": logs.redact(translation.text)})
-        if not translation.text.strip():
+            if not utt.text or partner is None:
+                return
+            try:
+                translation = await self.down.translate(
+                    self.speaker.language_code, partner.language_code, utt.text)
+            except DragomanError as e:
+                self.speaker.log.append(error=pb.ConversationError(
+                    code=pb.ERROR_CODE_TRANSLATION_FAILED, message=e.message,
+                    utterance_id=utt.utterance_id))
+                prepared.chunks.put_nowait(e)
+                return
+            utt.translated = time.monotonic()
+            utt.translation = translation.text
+            self._both(translation=lambda who: pb.Translation(
+                speaker=who, utterance_id=utt.utterance_id, source_text=utt.text,
+                text=translation.text, source_language_code=self.speaker.language_code,
+                target_language_code=partner.language_code, is_final=True,
+            ))
+            log.info("translated %s", utt.utterance_id, extra={
+                "engine": translation.engine, "text": logs.redact(translation.text)})
+            if not translation.text.strip():
+                return
+            try:
+                async for chunk in self.down.synthesize(
+                    translation.text, partner.language_code, partner.voice, partner.output_rate_hz
+                ):
+                    prepared.chunks.put_nowait(chunk)
+            except DragomanError as e:
+                self.speaker.log.append(error=pb.ConversationError(
+                    code=pb.ERROR_CODE_SYNTHESIS_FAILED, message=e.message,
+                    utterance_id=utt.utterance_id))
+                prepared.chunks.put_nowait(e)
+        finally:
+            prepared.chunks.put_nowait(None)
+
+    async def _deliver(self, prepared: _Prepared) -> None:
+        """Sends the utterance's audio to the partner as its chunks come; then records it."""
+        utt = prepared.utt
+        while (chunk := await prepared.chunks.get()) is not None:
+            if isinstance(chunk, DragomanError):
+                raise chunk
+            partner = self.session.partner(self.speaker)
+            if partner is None:
+                continue
+            if utt.first_audio is None:
+                utt.first_audio = time.monotonic()
+            partner.log.append(speech_audio=pb.SpeechAudio(
+                utterance_id=utt.utterance_id, data=chunk.audio,
+                sample_rate_hertz=chunk.sample_rate_hertz, chunk_index=chunk.chunk_index,
+                is_last=chunk.is_last, text=chunk.text,
+            ))
+        partner = self.session.partner(self.speaker)
+        if partner is None or utt.first_audio is None:
             return
-        try:
-            async for chunk in self.down.synthesize(
-                translation.text, partner.language_code, partner.voice, partner.output_rate_hz
-            ):
-                if utt.first_audio is None:
-                    utt.first_audio = time.monotonic()
-                partner.log.append(speech_audio=pb.SpeechAudio(
-                    utterance_id=utt.utterance_id, data=chunk.audio,
-                    sample_rate_hertz=chunk.sample_rate_hertz, chunk_index=chunk.chunk_index,
-                    is_last=chunk.is_last, text=chunk.text,
-                ))
-        except DragomanError as e:
-            self.speaker.log.append(error=pb.ConversationError(
-                code=pb.ERROR_CODE_SYNTHESIS_FAILED, message=e.message,
-                utterance_id=utt.utterance_id))
-            raise
         if partner.connection is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(utt.delivered), DELIVERY_WAIT_S)
         latency = utt.latency()
         if latency is not None:
             self.session.record_utterance(
-                self.speaker, partner, utt.utterance_id, utt.text, translation.text, latency)
+                self.speaker, partner, utt.utterance_id, utt.text, utt.translation, latency)
 
     def mark_delivered(self, utterance_id: str) -> None:
         """Called by the partner's stream when it hands the first audio chunk to gRPC."""

@@ -1,0 +1,103 @@
+"""The speaker pipeline's ordering and lookahead, with a scripted downstream (plumbing only)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from dragoman.errors import Unavailable
+from dragoman.mt.v1 import mt_pb2
+from dragoman.stt.v1 import stt_pb2
+from dragoman.tts.v1 import tts_pb2
+from dragoman.v1 import conversation_pb2 as pb
+from session_svc.events import EventLog
+from session_svc.pipeline import SpeakerPipeline
+from session_svc.sessions import Member, Session
+
+CHUNK_DELAY_S = 0.15
+CHUNKS = 3
+
+
+@dataclass
+class Scripted:
+    """Two finals back to back; each synthesis makes CHUNKS chunks, CHUNK_DELAY_S apart."""
+
+    texts: tuple[str, ...] = ("one two three", "four five six")
+    fail: str = ""
+    synthesis: list[tuple[str, float, float]] = field(default_factory=list)
+    """(text, started, finished) of each synthesis."""
+
+    async def recognize(
+        self, requests: AsyncIterator[stt_pb2.StreamingRecognizeRequest]
+    ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
+        async for _ in requests:
+            break  # the config
+        for i, text in enumerate(self.texts):
+            yield stt_pb2.StreamingRecognizeResponse(speech_event=stt_pb2.SpeechEvent(
+                type=stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH, utterance_index=i))
+            yield stt_pb2.StreamingRecognizeResponse(result=stt_pb2.RecognitionResult(
+                utterance_index=i, transcript=text, is_final=True, language_code="en"))
+
+    async def translate(self, source: str, target: str, text: str) -> mt_pb2.Translation:
+        if text == self.fail:
+            raise Unavailable("mt is down")
+        return mt_pb2.Translation(text=text.upper(), engine="scripted")
+
+    async def synthesize(
+        self, text: str, language_code: str, voice: str, rate_hz: int
+    ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+        started = time.monotonic()
+        for i in range(CHUNKS):
+            await asyncio.sleep(CHUNK_DELAY_S)
+            yield tts_pb2.SynthesizeResponse(audio=text.encode(), sample_rate_hertz=16_000,
+                                             chunk_index=i, is_last=i == CHUNKS - 1)
+        self.synthesis.append((text, started, time.monotonic()))
+
+
+def _session() -> tuple[Session, Member, Member]:
+    session = Session("s1", "123456", time.time())
+    alice = Member("a", "Alice", "en", "en", "", EventLog("s1", 256))
+    bruno = Member("b", "Bruno", "pt-BR", "pt", "", EventLog("s1", 256))
+    session.members += [alice, bruno]
+    return session, alice, bruno
+
+
+async def _run(down: Scripted) -> tuple[Session, Member]:
+    session, alice, bruno = _session()
+    pipeline = SpeakerPipeline(session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000)  # type: ignore[arg-type]
+    await pipeline.finish(timeout_s=10)
+    return session, bruno
+
+
+def _events(member: Member) -> list[pb.ConversationEvent]:
+    return list(member.log._events)
+
+
+async def test_the_next_utterance_is_synthesised_while_the_first_is_delivered_in_order() -> None:
+    down = Scripted()
+    _, bruno = await _run(down)
+    audio = [e.speech_audio for e in _events(bruno) if e.WhichOneof("kind") == "speech_audio"]
+    assert [(a.data, a.chunk_index) for a in audio] == [
+        (b"ONE TWO THREE", 0), (b"ONE TWO THREE", 1), (b"ONE TWO THREE", 2),
+        (b"FOUR FIVE SIX", 0), (b"FOUR FIVE SIX", 1), (b"FOUR FIVE SIX", 2),
+    ]  # never interleaved
+    (first, start1, end1), (second, start2, _) = sorted(down.synthesis, key=lambda s: s[1])
+    assert (first, second) == ("ONE TWO THREE", "FOUR FIVE SIX")
+    assert start2 < end1 - CHUNK_DELAY_S  # the second began well before the first was done
+    ended = [e.processing_ended for e in _events(bruno) if e.WhichOneof("kind") == "processing_ended"]
+    assert [e.utterance_id for e in ended] == ["1-1", "1-2"]
+    # The second's first audio went out right after the first's last chunk, not a synthesis later.
+    assert ended[1].latency.synthesis_first_chunk.ToMilliseconds() < 2 * CHUNKS * CHUNK_DELAY_S * 1000
+
+
+async def test_a_failed_translation_skips_that_utterance_only() -> None:
+    down = Scripted(fail="one two three")
+    session, bruno = await _run(down)
+    kinds = [e.WhichOneof("kind") for e in _events(bruno)]
+    audio = [e.speech_audio.data for e in _events(bruno) if e.WhichOneof("kind") == "speech_audio"]
+    assert audio == [b"FOUR FIVE SIX"] * CHUNKS
+    assert kinds.count("processing_ended") == 2 and session.errors == 1
+    alice_errors = [e.error for e in _events(session.members[0]) if e.WhichOneof("kind") == "error"]
+    assert [e.code for e in alice_errors] == [pb.ERROR_CODE_TRANSLATION_FAILED]
