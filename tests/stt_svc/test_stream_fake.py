@@ -269,7 +269,7 @@ async def test_speech_after_a_short_pause_withdraws_the_early_final(
     sentence = clip(fleurs, "fleurs-en-004")
     audio = np.concatenate([silence(0.3), sentence, silence(0.25), sentence, silence(2.5)])
     engine = FakeEngine(delay_s=0.05)
-    async for stub in fake_stub(settings, engine):
+    async for stub in fake_stub(settings, engine, max_utterance_s=15.0):  # no cut at 8 s here
         responses = await recognize(
             stub, requests(stream_config("en", endpoint_ms=1500), audio), 0.04)
     (final,) = finals(responses)
