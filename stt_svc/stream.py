@@ -326,7 +326,10 @@ class RecognizeStream:
         if ahead is None or ahead.index != u.index:
             return False
         options, model = self._final_options(u), self._models.for_language(u.language)
-        future = model.decode(ahead.audio, options, Priority.FINAL)
+        try:
+            future = model.decode(ahead.audio, options, Priority.FINAL)
+        except ResourceExhausted:
+            return False  # a busy lane: the final will queue at the endpoint as it always did
         self._speculation = _Speculation(ahead, options, model, future)
         return True
 
