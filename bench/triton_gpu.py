@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ import numpy as np
 
 from bench.common import RESULTS, machine, read_result, write_result
 from dragoman import audio, config
+from dragoman.triton.server import free_port_triple
 from dragoman.triton_client import INFO_MODEL, TritonClient
 from mt_svc.engines import triton as mt_triton
 from mt_svc.engines.base import TranslationBatch
@@ -57,25 +57,6 @@ PARTIAL_INTERVAL_S = 0.6
 STREAM_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)
 SENTENCE = "The train to Lisbon leaves at nine, so please be at the station on time."
 TESTDATA = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
-
-
-def _free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if all(_bindable(p) for p in (port - 1, port + 1)):
-            return port
-    raise RuntimeError("no three free consecutive ports")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _speech() -> np.ndarray:
@@ -222,7 +203,7 @@ def main() -> None:
     args = p.parse_args()
 
     device = args.device or ("cpu" if _device() == "no GPU found" else "cuda")
-    url = f"127.0.0.1:{_free_port()}"
+    url = f"127.0.0.1:{free_port_triple()}"
     env = {**os.environ, "DRAGOMAN_TRITON_URL": url,
            **{f"DRAGOMAN_{role}_DEVICE": device for role in ("STT", "MT", "TTS")}}
     server = subprocess.Popen([sys.executable, "-m", "dragoman.triton.server"], cwd=ROOT, env=env,

@@ -39,23 +39,3 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
-
-
-def free_port_triple() -> int:
-    """A gRPC port p with p-1 (HTTP) and p+1 (metrics) free too."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 2000 and all(_free(p) for p in (port - 1, port, port + 1)):
-            return port
-    raise RuntimeError("no three free consecutive ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -62,6 +63,27 @@ def ensure_stub_env(settings: config.Settings) -> Path:
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                         STUB_REQUIREMENT], check=True)
     return path
+
+
+def free_port_triple(host: str = "127.0.0.1") -> int:
+    """A gRPC port p free on `host` with p-1 (HTTP) and p+1 (metrics) free too: where a
+    `dragoman triton` of tests or benchmarks can listen beside others."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port > 2000 and all(_bindable(host, p) for p in (port - 1, port, port + 1)):
+            return port
+    raise RuntimeError("no three free consecutive ports")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _port(url: str) -> int:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from dragoman.db.testing import scratch_schema
-from tests.helpers import free_port_triple, free_ports
+from dragoman.triton.server import free_port_triple
+from tests.helpers import free_ports
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 

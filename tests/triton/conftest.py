@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from dragoman import config
+from dragoman.triton.server import free_port_triple
 from dragoman.triton_client import INFO_MODEL, TritonClient
-from tests.helpers import free_port_triple
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "dragoman-tests"
