@@ -11,6 +11,7 @@ period). `serve_forever()` runs a service until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import uuid
@@ -139,18 +140,74 @@ class CorrelationClientInterceptor(
         return await continuation(self._details(details), request_iterator)
 
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
+KEEPALIVE_MS = 30_000
+"""How often a client pings an idle connection (and how often a server lets it)."""
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel to an internal service, forwarding correlation ids."""
+def channel_options(keepalive_ms: int = KEEPALIVE_MS) -> list[tuple[str, int]]:
+    """Options for a channel to a dragoman server: message limits and keepalive pings."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+def server_options(keepalive_ms: int = KEEPALIVE_MS) -> list[tuple[str, int]]:
+    """Options for a dragoman server.
+
+    gRPC servers by default accept a ping without data only every 5 minutes
+    and answer the third early one with GOAWAY "too_many_pings", which drops
+    every call on the connection. Our channels ping every `keepalive_ms`, so
+    the server must accept that (with margin for timer jitter). The server
+    pings idle clients itself at twice that period, so a vanished peer's
+    streams are torn down rather than held forever.
+    """
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms // 2),
+        ("grpc.keepalive_time_ms", 2 * keepalive_ms),
+        ("grpc.keepalive_timeout_ms", 20_000),
+    ]
+
+
+CHANNEL_OPTIONS = channel_options()
+
+
+def retry_policy(services: Sequence[str], attempts: int = 3) -> str:
+    """A gRPC service config retrying the `services`' calls on UNAVAILABLE.
+
+    Only for idempotent calls: gRPC replays a call that failed before the
+    server answered (a replica restarting, a connection closed by GOAWAY),
+    with jittered backoff, and never once a response has begun.
+    """
+    return json.dumps({"methodConfig": [{
+        "name": [{"service": s} for s in services],
+        "retryPolicy": {
+            "maxAttempts": attempts,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "0.5s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }]})
+
+
+def channel(address: str, retry: Sequence[str] = ()) -> grpc.aio.Channel:
+    """An insecure channel to an internal service, forwarding correlation ids.
+
+    `retry` names the services (full proto names) whose calls are idempotent
+    and retried on UNAVAILABLE.
+    """
+    options: list[tuple[str, int | str]] = [*CHANNEL_OPTIONS]
+    if retry:
+        options.append(("grpc.service_config", retry_policy(retry)))
     return grpc.aio.insecure_channel(
-        address, options=CHANNEL_OPTIONS, interceptors=[CorrelationClientInterceptor()]
+        address, options=options, interceptors=[CorrelationClientInterceptor()]
     )
 
 
@@ -209,15 +266,8 @@ class Service:
             await cleanup()
 
 
-def new_server() -> grpc.aio.Server:
-    return grpc.aio.server(
-        interceptors=[ContextInterceptor()],
-        options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
+def new_server(keepalive_ms: int = KEEPALIVE_MS) -> grpc.aio.Server:
+    return grpc.aio.server(interceptors=[ContextInterceptor()], options=server_options(keepalive_ms))
 
 
 async def serve_forever(service: Service, address: str, grace_s: float) -> None:

@@ -18,7 +18,15 @@ class Downstream:
 
     def __init__(self, addresses: Addresses, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._channels = [rpc.channel(a) for a in (addresses.stt, addresses.mt, addresses.tts)]
+        # Translate and Synthesize are idempotent: retried when a replica is
+        # briefly unreachable. A recognition stream is not (audio was consumed).
+        mt_service = mt_pb2.DESCRIPTOR.services_by_name["TranslationService"].full_name
+        tts_service = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeechService"].full_name
+        self._channels = [
+            rpc.channel(addresses.stt),
+            rpc.channel(addresses.mt, retry=[mt_service]),
+            rpc.channel(addresses.tts, retry=[tts_service]),
+        ]
         self.stt = stt_pb2_grpc.SpeechToTextServiceStub(self._channels[0])
         self.mt = mt_pb2_grpc.TranslationServiceStub(self._channels[1])
         self.tts = tts_pb2_grpc.TextToSpeechServiceStub(self._channels[2])

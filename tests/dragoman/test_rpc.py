@@ -1,0 +1,106 @@
+"""Keepalive between dragoman channels and servers.
+
+CI once lost a synthesis call to GOAWAY "too_many_pings": the channels pinged
+every 30 s and the servers kept gRPC's default of one ping per 5 minutes.
+These tests scale the period down to a second and hold a connection idle for
+several pings, on a dragoman server and (to show the test can fail) on a
+server with gRPC's defaults.
+"""
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dragoman import rpc
+
+KEEPALIVE_MS = 1000
+IDLE_S = 5.0
+
+
+async def _serve(server: grpc.aio.Server) -> tuple[rpc.Service, str]:
+    service = rpc.Service("keepalive", server, ())
+    port = await service.start("127.0.0.1:0")
+    return service, f"127.0.0.1:{port}"
+
+
+async def _idle_watch_then_check(address: str) -> health_pb2.HealthCheckResponse.ServingStatus:
+    """Holds a health Watch open without data for IDLE_S, then reads it again."""
+    async with grpc.aio.insecure_channel(address, options=rpc.channel_options(KEEPALIVE_MS)) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        await asyncio.sleep(IDLE_S)
+        # the watch must still be open: a GOAWAY would have ended it
+        assert not watch.done(), await watch.code()
+        watch.cancel()
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        return reply.status
+
+
+@pytest.mark.slow
+async def test_dragoman_server_accepts_the_channels_keepalive_pings() -> None:
+    service, address = await _serve(rpc.new_server(KEEPALIVE_MS))
+    try:
+        assert await _idle_watch_then_check(address) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await service.stop(0)
+
+
+@pytest.mark.slow
+async def test_a_server_with_grpc_defaults_drops_the_same_connection() -> None:
+    service, address = await _serve(grpc.aio.server())
+    try:
+        dropped = "(?i)too many pings|GOAWAY|UNAVAILABLE"
+        with pytest.raises((AssertionError, grpc.aio.AioRpcError), match=dropped):
+            await _idle_watch_then_check(address)
+    finally:
+        await service.stop(0)
+
+
+class _FlakyHealth(health_pb2_grpc.HealthServicer):
+    """Answers UNAVAILABLE to the first `failures` Checks, then SERVING."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def Check(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        self.calls += 1
+        if self.calls <= self.failures:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+
+async def _check_through(retry: list[str], failures: int) -> tuple[_FlakyHealth, grpc.aio.AioRpcError | None]:
+    flaky = _FlakyHealth(failures)
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(flaky, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with rpc.channel(f"127.0.0.1:{port}", retry=retry) as ch:
+            try:
+                await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            except grpc.aio.AioRpcError as e:
+                return flaky, e
+            return flaky, None
+    finally:
+        await server.stop(0)
+
+
+async def test_a_retried_service_survives_a_brief_unavailability() -> None:
+    flaky, error = await _check_through(["grpc.health.v1.Health"], failures=2)
+    assert error is None and flaky.calls == 3
+
+
+async def test_retries_are_bounded() -> None:
+    flaky, error = await _check_through(["grpc.health.v1.Health"], failures=5)
+    assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE and flaky.calls == 3
+
+
+async def test_a_service_not_named_is_not_retried() -> None:
+    flaky, error = await _check_through([], failures=1)
+    assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE and flaky.calls == 1
