@@ -118,6 +118,7 @@ def _load_numbers(load: dict[str, Any] | None) -> dict[str, Any]:
 def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
     e2e, load = read_result("e2e", results), read_result("load", results)
     gpu, mt, stt, tts = (read_result(n, results) for n in ("gpu", "mt", "stt", "tts"))
+    floor = read_result("grpc_floor", results)
     speakers = 2 * a.sessions
     speech_s_per_s = speakers * a.talk_ratio  # seconds of speech arriving per second
     utterances_per_s = speech_s_per_s / a.utterance_s
@@ -189,7 +190,9 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
         "traffic": traffic, "services": services, "hpa": hpa,
         "total_gpus": sum(g for g in per_role if g) if all(per_role) else None,
         "inputs": {n: bool(d) for n, d in (("e2e", e2e), ("load", load), ("gpu", gpu),
-                                            ("stt", stt), ("tts", tts), ("mt", mt))},
+                                            ("stt", stt), ("tts", tts), ("mt", mt),
+                                            ("grpc_floor", floor))},
+        "grpc_floor": (floor or {}).get("steps", []),
         "latency": (e2e or {}).get("pairs", {}).get("en<>es", {}).get("stages", {}).get("total"),
     }
 
@@ -219,6 +222,37 @@ def _hpa(services: dict[str, dict[str, Any]], a: Assumptions, streams: int) -> d
                 "scaleUp": "stabilizationWindowSeconds 0; a pod needs minutes to load weights",
                 "scaleDown": "stabilizationWindowSeconds 900"}
     return out
+
+
+def _floor_section(steps: list[dict[str, Any]]) -> list[str]:
+    """What a bare gRPC relay costs (bench.grpc_floor) beside session_svc, per N."""
+    if not steps:
+        return []
+    rows = [[st["sessions"], st["relay_us_per_chunk"], st["relay_sessions_per_core"],
+             st.get("session_svc_us_per_chunk", "-"), st.get("session_svc_times_the_floor", "-")]
+            for st in steps]
+    best = min(steps, key=lambda st: st["relay_us_per_chunk"])
+    return [
+        "## The floor under session_svc (bench.grpc_floor)",
+        "",
+        "session_svc reads every 100 ms chunk from the gateway and writes it to stt_svc. A "
+        "bare grpc.aio relay doing only that, at the same N on the same machine:",
+        "",
+        "```",
+        table(["N", "relay us/chunk", "relay sessions/core", "session_svc us/chunk",
+               "session_svc / relay"], rows),
+        "```",
+        "",
+        f"500 sessions per core means at most {1e6 / (500 * 20):.0f} us of CPU per chunk "
+        f"(20 chunks/s per session). The bare relay's best here is "
+        f"{best['relay_us_per_chunk']:.0f} us at N={best['sessions']} "
+        f"({best['relay_sessions_per_core']} sessions/core), so no Python gRPC process that "
+        "forwards each 100 ms chunk as a message reaches the goal, whatever it does besides; "
+        "session_svc's own work is not where the gap is. Ways through: 200 ms chunks (half "
+        "the messages, +100 ms worst-case endpointing), or the audio hop in a compiled proxy "
+        "with session_svc keeping only the control and event path.",
+        "",
+    ]
 
 
 def document(m: dict[str, Any]) -> str:
@@ -281,6 +315,7 @@ def document(m: dict[str, Any]) -> str:
         f"({s['mt_cpu_alternative']['sentences_per_s_per_core']} sentences/s per core, "
         f"{s['mt_cpu_alternative']['source']}).",
         "",
+        *_floor_section(m.get("grpc_floor") or []),
         "## Autoscaling (HorizontalPodAutoscaler)",
         "",
         "```",

@@ -227,7 +227,8 @@ class Participant:
     """Streams audio through Converse and records what comes back and when.
 
     `first_audio_s[utterance_id]`: when the first translated audio chunk of
-    the partner's utterance arrived here (time.monotonic()).
+    the partner's utterance arrived here (time.monotonic()); `audio_s`: how
+    long all of its audio plays.
     `latencies`: the server's per-stage latency of this person's utterances.
     """
 
@@ -238,6 +239,9 @@ class Participant:
     started: set[str] = field(default_factory=set)
     ended: set[str] = field(default_factory=set)
     first_audio_s: dict[str, float] = field(default_factory=dict)
+    audio_s: dict[str, float] = field(default_factory=dict)
+    playing_until: float = 0.0
+    """When the translated speech heard so far ends, if played as it arrives, in order."""
     errors: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     sequence: int = 0
@@ -268,6 +272,9 @@ class Participant:
             a = event.speech_audio
             if a.chunk_index == 0 and a.utterance_id not in self.first_audio_s:
                 self.first_audio_s[a.utterance_id] = time.monotonic()
+            if a.sample_rate_hertz:
+                self.audio_s[a.utterance_id] = (self.audio_s.get(a.utterance_id, 0.0)
+                                                + len(a.data) / 2 / a.sample_rate_hertz)
         elif kind == "processing_started" and event.processing_started.speaker == pb.SPEAKER_SELF:
             self.started.add(event.processing_started.utterance_id)
         elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_SELF:
@@ -278,6 +285,24 @@ class Participant:
         elif kind == "error":
             self.errors.append(event.error.message)
         self.changed.set()
+
+    def listener_wait_ms(self, utterance_id: str, total_ms: float) -> float | None:
+        """The silence this listener sat through waiting for the partner's utterance.
+
+        From the end of the partner's speech (the server's `total` before the
+        first audio arrived) or, if later, from when the translated speech of
+        the utterance before it stopped playing, to this utterance's first
+        audio. Time spent still hearing the previous utterance is not waiting:
+        in-order delivery holds the next one back while the listener is busy
+        anyway. Call once per utterance, in order.
+        """
+        arrived = self.first_audio_s.get(utterance_id)
+        if arrived is None:
+            return None
+        speech_end = arrived - total_ms / 1000
+        wait = arrived - max(speech_end, min(self.playing_until, arrived))
+        self.playing_until = max(arrived, self.playing_until) + self.audio_s.get(utterance_id, 0.0)
+        return wait * 1000
 
     def send(self, data: bytes) -> None:
         self.sequence += 1

@@ -7,7 +7,11 @@ and 1.2 s after each clip) through the public API. Per utterance it keeps the
 server's stages from ProcessingEnded (end of speech -> STT final -> MT done ->
 TTS first chunk -> first audio handed to the partner's stream) and, per
 clip, the client-side "last speech chunk sent -> first translated audio
-received by the partner".
+received by the partner". The goal is judged on the server's total. Beside
+it, "listener wait": the part of the total the partner spends in silence,
+not still hearing the translation of the utterance before (audio goes out in
+the order it was spoken, so an utterance that ends while the previous one's
+translation plays waits for it; the partner is listening meanwhile).
 
     python -m bench.e2e_latency [--smoke] [--pairs en-es,en-pt] [--clips 5]
 
@@ -130,11 +134,14 @@ async def converse(gateway: str, pair: str, per_side: int, max_s: float = 0.0) -
             quiet = await speaker.wait_quiet(TURN_TIMEOUT_S)
             new = sorted(speaker.started - before, key=lambda u: int(u.rsplit("-", 1)[1]))
             heard = listener.first_audio_s.get(new[-1]) if new else None
+            stages = {u: latency_ms(speaker.latencies[u]) for u in new if u in speaker.latencies}
+            waits = [listener.listener_wait_ms(u, st["total"]) for u, st in stages.items()]
             turns.append({
                 "direction": f"{speaker.language}-{listener.language}", "clip": clip.name,
                 "utterances": new, "completed": quiet,
                 "client_ms": (heard - end_sent) * 1000 if heard is not None else None,
-                "stages": [latency_ms(speaker.latencies[u]) for u in new if u in speaker.latencies],
+                "stages": list(stages.values()),
+                "listener_wait_ms": [w for w in waits if w is not None],
             })
     finally:
         await asyncio.gather(a.leave(), b.leave())
@@ -162,7 +169,8 @@ def _summarise(turns: list[dict[str, Any]]) -> dict[str, Any]:
     client = [t["client_ms"] for t in turns if t["client_ms"] is not None]
     return {"utterances": len(stages), "clips": len(turns),
             "clips_heard": len(client), "stages": stage_summary(stages),
-            "client_last_chunk_to_first_audio": summary(client)}
+            "client_last_chunk_to_first_audio": summary(client),
+            "listener_wait": summary([w for t in turns for w in t["listener_wait_ms"]])}
 
 
 async def run(pairs: list[str], per_side: int, fake: bool, work: Path) -> dict[str, Any]:
@@ -221,6 +229,9 @@ def report(result: dict[str, Any]) -> str:
         c = s["client_last_chunk_to_first_audio"]
         rows.append([f"{pair} client: last chunk sent -> first audio", c["n"], c["p50_ms"],
                      c["p95_ms"]])
+        w = s["listener_wait"]
+        rows.append([f"{pair} listener wait (not while hearing the previous)", w["n"],
+                     w["p50_ms"], w["p95_ms"]])
     m = result["machine"]
     lines = [f"engines: {result['engines']}; load average {m['load_average']} on "
              f"{m['cpu_count']} cores ({m['cpu_model']})",

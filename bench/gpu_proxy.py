@@ -130,7 +130,7 @@ def vits(batches: list[int], repeats: int) -> list[dict[str, object]]:
     rows = []
     for b in batches:
         ids = torch.randint(1, 64, (b, TTS_SYMBOLS), device=DEVICE)
-        samples = []
+        samples: list[int] = []
 
         def run(ids: torch.Tensor = ids, samples: list[int] = samples) -> None:
             with torch.inference_mode():

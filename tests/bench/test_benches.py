@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench import loadgen
-from bench.common import STAGES, percentile, summary
+from bench.common import STAGES, Participant, percentile, summary
 from tests.conftest import ROOT
 
 SUMMARY = {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"}
@@ -58,6 +58,21 @@ def test_summary_and_percentile() -> None:
     assert summary([2.0, 4.0])["mean_ms"] == 3.0
 
 
+def test_listener_wait_leaves_out_time_spent_hearing_the_previous_utterance() -> None:
+    listener = Participant(client=None, language="es")  # type: ignore[arg-type]  # no stream here
+    listener.first_audio_s = {"a": 10.0, "b": 12.0, "c": 14.0, "d": 20.0}
+    listener.audio_s = {"a": 3.0, "b": 1.0, "c": 2.0, "d": 1.0}
+    # a: nothing playing, the whole second since the end of speech is silence
+    assert listener.listener_wait_ms("a", 1000) == pytest.approx(1000)
+    # b: spoken until 10.5, but a plays until 13 and b arrives at 12: no silence
+    assert listener.listener_wait_ms("b", 1500) == pytest.approx(0)
+    # c: b plays until 14 (queued behind a), c arrives at 14: no silence
+    assert listener.listener_wait_ms("c", 2500) == pytest.approx(0)
+    # d: c stopped at 16, d spoken until 19.2 and heard at 20: 0.8 s of silence
+    assert listener.listener_wait_ms("d", 800) == pytest.approx(800)
+    assert listener.listener_wait_ms("never-heard", 500) is None
+
+
 def test_loadgen_refuses_remote_targets() -> None:
     with pytest.raises(SystemExit):
         loadgen.check_target("203.0.113.5:443", allow_remote=False)
@@ -94,13 +109,19 @@ def test_e2e_smoke(results: Path, e2e_smoke: str) -> None:
     assert {"en<>es", "en-es", "es-en"} <= set(data["pairs"])
     for entry in (data["all_pairs"], *data["pairs"].values()):
         assert set(entry) == {"utterances", "clips", "clips_heard", "stages",
-                              "client_last_chunk_to_first_audio"}
+                              "client_last_chunk_to_first_audio", "listener_wait"}
         assert set(entry["stages"]) == set(STAGES)
-        for value in (*entry["stages"].values(), entry["client_last_chunk_to_first_audio"]):
+        for value in (*entry["stages"].values(), entry["client_last_chunk_to_first_audio"],
+                      entry["listener_wait"]):
             _summary(value)
     assert data["all_pairs"]["utterances"] >= 2
-    assert all(set(t) == {"direction", "clip", "utterances", "completed", "client_ms", "stages"}
-               for t in data["turns"])
+    assert all(set(t) == {"direction", "clip", "utterances", "completed", "client_ms", "stages",
+                          "listener_wait_ms"} for t in data["turns"])
+    # the silence a listener sits through is never more than the whole end-to-end time
+    for t in data["turns"]:
+        assert len(t["listener_wait_ms"]) == len(t["stages"])
+        for wait, stage in zip(t["listener_wait_ms"], t["stages"], strict=True):
+            assert 0 <= wait <= stage["total"] + 1
 
 
 def test_capacity_from_smoke_results(results: Path, load_smoke: str, e2e_smoke: str) -> None:
@@ -113,3 +134,15 @@ def test_capacity_from_smoke_results(results: Path, load_smoke: str, e2e_smoke: 
     assert data["services"]["session_svc"]["replicas"] >= 2
     assert {"gateway", "session_svc"} <= set(data["hpa"])
     assert "## Autoscaling" in doc.read_text()
+
+
+def test_grpc_floor_smoke_sits_beside_the_load_smoke(results: Path, load_smoke: str) -> None:
+    out = _run("bench.grpc_floor", "--smoke", "--out", str(results), timeout_s=60)
+    assert "relay us/chunk" in out
+    data = json.loads((results / "grpc_floor.json").read_text())
+    assert {"duration_s", "chunk_ms", "steps", "load_json_time", "machine", "smoke"} <= set(data)
+    (step,) = data["steps"]
+    assert step["sessions"] == 5 and step["streams"] == 10 and step["chunks"] > 0
+    assert step["relay_us_per_chunk"] > 0
+    # the load smoke ran N=5 too, so session_svc's cost sits beside the relay's
+    assert step["session_svc_us_per_chunk"] > 0 and step["session_svc_times_the_floor"] > 0
