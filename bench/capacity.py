@@ -194,6 +194,7 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
                                             ("grpc_floor", floor))},
         "grpc_floor": (floor or {}).get("steps", []),
         "latency": (e2e or {}).get("pairs", {}).get("en<>es", {}).get("stages", {}).get("total"),
+        "listener_wait": (e2e or {}).get("pairs", {}).get("en<>es", {}).get("listener_wait"),
     }
 
 
@@ -229,8 +230,8 @@ def _floor_section(steps: list[dict[str, Any]]) -> list[str]:
     if not steps:
         return []
     rows = [[st["sessions"], st["relay_us_per_chunk"], st["relay_sessions_per_core"],
-             st.get("session_svc_us_per_chunk", "-"), st.get("session_svc_times_the_floor", "-")]
-            for st in steps]
+             "overloaded" if st.get("session_svc_overloaded") else st.get("session_svc_us_per_chunk", "-"),
+             st.get("session_svc_times_the_floor", "-")] for st in steps]
     best = min(steps, key=lambda st: st["relay_us_per_chunk"])
     return [
         "## The floor under session_svc (bench.grpc_floor)",
@@ -336,6 +337,10 @@ def document(m: dict[str, Any]) -> str:
         (f"EN-ES end of speech -> first translated audio on the CPU test machine: p50 "
          f"{lat.get('p50_ms', 0):.0f} ms, p95 {lat.get('p95_ms', 0):.0f} ms (e2e.json)."
          if lat.get("p50_ms") is not None else "No e2e.json yet."),
+        *([f"Of that, the silence the listener sits through (not counting time still hearing "
+           f"the previous utterance's translation): p50 {wait['p50_ms']:.0f} ms, p95 "
+           f"{wait['p95_ms']:.0f} ms."] if (wait := m.get("listener_wait") or {}).get("p50_ms")
+          is not None else []),
         "",
     ]
     return "\n".join(lines)
