@@ -119,6 +119,7 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
     e2e, load = read_result("e2e", results), read_result("load", results)
     gpu, mt, stt, tts = (read_result(n, results) for n in ("gpu", "mt", "stt", "tts"))
     floor = read_result("grpc_floor", results)
+    load_200 = read_result("load_200ms", results)
     speakers = 2 * a.sessions
     speech_s_per_s = speakers * a.talk_ratio  # seconds of speech arriving per second
     utterances_per_s = speech_s_per_s / a.utterance_s
@@ -193,6 +194,7 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
                                             ("stt", stt), ("tts", tts), ("mt", mt),
                                             ("grpc_floor", floor))},
         "grpc_floor": (floor or {}).get("steps", []),
+        "chunk_size": _chunk_size_effect(load, load_200),
         "latency": (e2e or {}).get("pairs", {}).get("en<>es", {}).get("stages", {}).get("total"),
         "listener_wait": (e2e or {}).get("pairs", {}).get("en<>es", {}).get("listener_wait"),
     }
@@ -225,7 +227,23 @@ def _hpa(services: dict[str, dict[str, Any]], a: Assumptions, streams: int) -> d
     return out
 
 
-def _floor_section(steps: list[dict[str, Any]]) -> list[str]:
+def _chunk_size_effect(load: dict[str, Any] | None,
+                       load_200: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """session_svc CPU per session with 100 and 200 ms messages, at each N both ran in full."""
+    rows = []
+    for small in (load or {}).get("steps", []):
+        big = next((b for b in (load_200 or {}).get("steps", []) if b["sessions"] == small["sessions"]),
+                   None)
+        if big is None or min(small["delivery_ratio"], big["delivery_ratio"]) < 0.99:
+            continue
+        a = small["cpu_per_session_millicores"]["session_svc"]
+        b = big["cpu_per_session_millicores"]["session_svc"]
+        rows.append({"sessions": small["sessions"], "mcore_100ms": a, "mcore_200ms": b,
+                     "ratio": round(b / a, 2) if a else None})
+    return rows
+
+
+def _floor_section(steps: list[dict[str, Any]], chunk_rows: list[dict[str, Any]]) -> list[str]:
     """What a bare gRPC relay costs (bench.grpc_floor) beside session_svc, per N."""
     if not steps:
         return []
@@ -249,9 +267,18 @@ def _floor_section(steps: list[dict[str, Any]]) -> list[str]:
         f"{best['relay_us_per_chunk']:.0f} us at N={best['sessions']} "
         f"({best['relay_sessions_per_core']} sessions/core), so no Python gRPC process that "
         "forwards each 100 ms chunk as a message reaches the goal, whatever it does besides; "
-        "session_svc's own work is not where the gap is. Ways through: 200 ms chunks (half "
-        "the messages, +100 ms worst-case endpointing), or the audio hop in a compiled proxy "
-        "with session_svc keeping only the control and event path.",
+        "session_svc's own work is not where the gap is.",
+        "",
+        *([
+            "Halving the messages (200 ms of audio each, `bench.load --chunk-ms 200`) cuts "
+            "session_svc's CPU per session to "
+            + ", ".join(f"{r['ratio']:.2f}x at N={r['sessions']} ({r['mcore_200ms']} vs "
+                        f"{r['mcore_100ms']} mcore)" for r in chunk_rows)
+            + " and adds up to 100 ms to endpointing: not enough on its own.", ""]
+          if chunk_rows else []),
+        "The way through is the audio hop in compiled code (a proxy that forwards the "
+        "microphone stream to stt_svc), with session_svc keeping only the control and event "
+        "path, whose cost is per utterance rather than per chunk.",
         "",
     ]
 
@@ -316,7 +343,7 @@ def document(m: dict[str, Any]) -> str:
         f"({s['mt_cpu_alternative']['sentences_per_s_per_core']} sentences/s per core, "
         f"{s['mt_cpu_alternative']['source']}).",
         "",
-        *_floor_section(m.get("grpc_floor") or []),
+        *_floor_section(m.get("grpc_floor") or [], m.get("chunk_size") or []),
         "## Autoscaling (HorizontalPodAutoscaler)",
         "",
         "```",

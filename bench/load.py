@@ -5,7 +5,7 @@ Starts, each in its own process: calibrated fake model services
 to load the plumbing, not to measure models), session_svc and the gateway
 (both real, on a scratch PostgreSQL schema, rate limits raised for the
 load), then for each N runs bench.loadgen in a few client processes:
-N sessions x 2 participants x 10 chunks/s, real-time pace.
+N sessions x 2 participants x 10 chunks/s (5 with --chunk-ms 200), real-time pace.
 
 Added latency (the mesh's own cost) of an utterance =
   client-measured (last speech chunk sent -> first translated audio heard)
@@ -15,7 +15,7 @@ run divided by run time and N; memory per session is the RSS growth over N.
 The load generator and the fakes share the same cores: on a small machine
 the numbers are a lower bound of what the services can do alone.
 
-    python -m bench.load [--smoke] [--sessions 10,50,200,1000] [--duration 20]
+    python -m bench.load [--smoke] [--sessions 10,50,200,1000] [--duration 20] [--chunk-ms 200]
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class Sampler:
 
 async def _load_step(
     children: Children, gateway: str, n: int, duration_s: float, sampler: Sampler, work: Path,
-    users: int = 0, drain_s: float = loadgen.DRAIN_S,
+    users: int = 0, drain_s: float = loadgen.DRAIN_S, chunk_ms: int = loadgen.CHUNK_MS,
 ) -> dict[str, Any]:
     procs = max(1, math.ceil(n / SESSIONS_PER_CLIENT_PROCESS))
     share = [n // procs + (i < n % procs) for i in range(procs)]
@@ -121,7 +121,7 @@ async def _load_step(
             "-m", "bench.loadgen", "--gateway", gateway, "--sessions", str(count),
             "--duration", str(duration_s), "--json", str(out), "--quiet",
             "--ready-file", str(ready), "--channels", str(max(2, count // 50)),
-            "--users", str(users), "--drain", f"{drain_s:.1f}"])))
+            "--users", str(users), "--drain", f"{drain_s:.1f}", "--chunk-ms", str(chunk_ms)])))
     peak = dict(rss0)
     cores: dict[str, float] = {}
     steady: dict[str, float] = {}
@@ -193,7 +193,8 @@ def _step_row(n: int, step: dict[str, Any], baseline_ms: float) -> dict[str, Any
     }
 
 
-async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0) -> dict[str, Any]:
+async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0,
+              chunk_ms: int = loadgen.CHUNK_MS) -> dict[str, Any]:
     delays, source = calibrated_delays()
     baseline_ms = delays.endpoint_ms + delays.recognition_ms + delays.translation_ms + delays.synthesis_ms
     addresses = {name: free_address() for name in ("gateway", "session", "stt", "mt", "tts")}
@@ -217,7 +218,7 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
             for n in sessions:
                 step = await _load_step(
                     children, addresses["gateway"], n, duration_s, sampler, work, users,
-                    drain_s=baseline_ms / 1000 + loadgen.DRAIN_S)
+                    drain_s=baseline_ms / 1000 + loadgen.DRAIN_S, chunk_ms=chunk_ms)
                 row = _step_row(n, step, baseline_ms)
                 steps.append(row)
                 sys.stderr.write(f"N={n}: added p50 {row['added_latency']['p50_ms']} "
@@ -229,7 +230,7 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
                         raise RuntimeError(f"{name} died at N={n}:\n{child.tail()}")
         finally:
             await children.stop()
-    return _result(steps, delays, source, baseline_ms, duration_s)
+    return _result(steps, delays, source, baseline_ms, duration_s, chunk_ms)
 
 
 def _crossing(steps: list[dict[str, Any]], limit_ms: float) -> int | None:
@@ -242,7 +243,7 @@ def _crossing(steps: list[dict[str, Any]], limit_ms: float) -> int | None:
 
 
 def _result(steps: list[dict[str, Any]], delays: Delays, source: str, baseline_ms: float,
-            duration_s: float) -> dict[str, Any]:
+            duration_s: float, chunk_ms: int = loadgen.CHUNK_MS) -> dict[str, Any]:
     good = [s for s in steps if s["added_latency"]["p99_ms"] is not None
             and s["added_latency"]["p99_ms"] <= GOAL_P99_MS and s["delivery_ratio"] >= 0.99]
     best = max(good, key=lambda s: s["sessions"]) if good else None
@@ -265,7 +266,7 @@ def _result(steps: list[dict[str, Any]], delays: Delays, source: str, baseline_m
             f"minus the fakes' endpoint silence + recognition + translation + synthesis "
             f"({baseline_ms:.0f} ms)"),
         "duration_s_per_step": duration_s,
-        "chunk_ms": loadgen.CHUNK_MS,
+        "chunk_ms": chunk_ms,
         "steps": steps,
         "n_where_p99_added_exceeds_100ms": _crossing(steps, ADDED_P99_LIMIT_MS),
         "goal": {"sessions_per_core": GOAL_SESSIONS_PER_CORE, "p99_added_ms": GOAL_P99_MS},
@@ -290,7 +291,8 @@ def report(result: dict[str, Any]) -> str:
         "(load generators and whatever else runs there).",
         f"fake stage times: {result['fake_delays_ms']} ({result['fake_delays_source']})",
         f"added latency = {result['added_latency_definition']}",
-        f"load average {result['machine']['load_average']} on {result['machine']['cpu_count']} cores",
+        f"load average {result['machine']['load_average']} on {result['machine']['cpu_count']} cores; "
+        f"{result['chunk_ms']} ms of audio per message",
         "",
         table(["N", "heard", "added p50", "added p99", "send lag p99", "session cores",
                "gateway cores", "others cores", "session mcore/sess", "session KB/sess", "errors"], rows),
@@ -314,15 +316,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", default="10,50,200,1000")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of talking per N")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
+    parser.add_argument("--chunk-ms", type=int, default=loadgen.CHUNK_MS, choices=(100, 200),
+                        help="audio per message; other than 100 the result is load_<ms>ms.json")
     args = parser.parse_args(argv)
     sessions = [5] if args.smoke else [int(n) for n in args.sessions.split(",")]
     duration = 6.0 if args.smoke else args.duration
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM too
     with tempfile.TemporaryDirectory(prefix="dragoman-load-") as tmp:
-        result = asyncio.run(run(sessions, duration, Path(tmp), users=1 if args.smoke else 0))
+        result = asyncio.run(run(sessions, duration, Path(tmp), users=1 if args.smoke else 0,
+                                 chunk_ms=args.chunk_ms))
     result["smoke"] = args.smoke
     kwargs = {"out_dir": args.out} if args.out else {}
-    path = write_result("load", result, **kwargs)
+    name = "load" if args.chunk_ms == loadgen.CHUNK_MS else f"load_{args.chunk_ms}ms"
+    path = write_result(name, result, **kwargs)
     sys.stdout.write(report(result) + f"\n\nwritten to {path}\n")
 
 

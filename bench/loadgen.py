@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import random
@@ -51,16 +52,14 @@ DRAIN_S = 3.0
 SETUP_TIMEOUT_S = 60.0
 
 
-def _chunk(speech: bool) -> bytes:
-    n = RATE_HZ * CHUNK_MS // 1000
+@functools.cache
+def _chunk(speech: bool, chunk_ms: int = CHUNK_MS) -> bytes:
+    n = RATE_HZ * chunk_ms // 1000
     if not speech:
         return bytes(2 * n)
     noise = np.random.default_rng(7).normal(0, 1200, n).clip(-32000, 32000).astype("<i2")
     noise[noise == 0] = 1
     return noise.tobytes()
-
-
-SPEECH, SILENCE = _chunk(True), _chunk(False)
 
 
 @dataclass
@@ -87,6 +86,8 @@ class Options:
     """Silence sent after the last utterance so it can be delivered before leaving."""
     ready_file: Path | None = None
     """Touched when the sessions are set up and talking starts."""
+    chunk_ms: int = CHUNK_MS
+    """Audio per message."""
 
 
 def check_target(address: str, allow_remote: bool) -> None:
@@ -139,14 +140,15 @@ async def _setup(opts: Options, channels: list[grpc.aio.Channel]) -> tuple[list[
 
 
 async def _talk(pair: Pair, opts: Options, start: float, stop: float) -> None:
-    """Both streams at 10 chunks/s; a speaks in the first half of each period, b in the second."""
-    per_turn = round(opts.speech_s * 1000 / CHUNK_MS)
+    """Both streams at real time; a speaks in the first half of each period, b in the second."""
+    speech, silence = _chunk(True, opts.chunk_ms), _chunk(False, opts.chunk_ms)
+    per_turn = round(opts.speech_s * 1000 / opts.chunk_ms)
     period = 2 * per_turn
     phase = random.randrange(period)
     counts = {"1": 0, "2": 0}
     i = 0
     while True:
-        due = start + i * CHUNK_MS / 1000
+        due = start + i * opts.chunk_ms / 1000
         now = time.monotonic()
         if due > now:
             await asyncio.sleep(due - now)
@@ -155,8 +157,8 @@ async def _talk(pair: Pair, opts: Options, start: float, stop: float) -> None:
         slot = (i + phase) % period
         a_speaks = speaking and slot < per_turn
         b_speaks = speaking and slot >= per_turn
-        pair.a.send(SPEECH if a_speaks else SILENCE)
-        pair.b.send(SPEECH if b_speaks else SILENCE)
+        pair.a.send(speech if a_speaks else silence)
+        pair.b.send(speech if b_speaks else silence)
         for prefix, speaks, last in (("1", a_speaks, slot == per_turn - 1),
                                      ("2", b_speaks, slot == period - 1)):
             if speaks and last:
@@ -220,7 +222,7 @@ async def run(opts: Options) -> dict[str, Any]:
     return {
         "gateway": opts.gateway, "sessions": opts.sessions, "sessions_started": len(pairs),
         "duration_s": opts.duration_s, "speech_s": opts.speech_s, "setup_s": round(setup_s, 2),
-        "chunks_per_s": 2 * len(pairs) * 1000 / CHUNK_MS,
+        "chunk_ms": opts.chunk_ms, "chunks_per_s": 2 * len(pairs) * 1000 / opts.chunk_ms,
         **raw,
     }
 
@@ -278,11 +280,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds of silence after the last utterance (> the mesh's latency)")
     parser.add_argument("--ready-file", type=Path, help="touched when talking starts")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--chunk-ms", type=int, default=CHUNK_MS, choices=(20, 50, 100, 200, 250),
+                        help="audio per message")
     args = parser.parse_args(argv)
     check_target(args.gateway, args.allow_remote)
     a, b = args.languages.split(",")
     opts = Options(args.gateway, args.sessions, args.duration, args.speech_s, args.users,
-                   args.channels, (a, b), args.drain, args.ready_file)
+                   args.channels, (a, b), args.drain, args.ready_file, args.chunk_ms)
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(run(opts))
         if args.json:

@@ -146,3 +146,26 @@ def test_grpc_floor_smoke_sits_beside_the_load_smoke(results: Path, load_smoke: 
     assert step["relay_us_per_chunk"] > 0
     # the load smoke ran N=5 too, so session_svc's cost sits beside the relay's
     assert step["session_svc_us_per_chunk"] > 0 and step["session_svc_times_the_floor"] > 0
+
+
+def test_loadgen_chunks_hold_the_audio_of_their_length() -> None:
+    for ms in (100, 200):
+        speech, silence = loadgen._chunk(True, ms), loadgen._chunk(False, ms)
+        assert len(speech) == len(silence) == 2 * loadgen.RATE_HZ * ms // 1000
+        assert speech.strip(b"\0") and not silence.strip(b"\0")
+
+
+def test_capacity_compares_chunk_sizes_only_where_both_runs_delivered_everything() -> None:
+    from bench.capacity import _chunk_size_effect
+
+    def step(n: int, mcore: float, delivered: float = 1.0) -> dict[str, Any]:
+        return {"sessions": n, "delivery_ratio": delivered,
+                "cpu_per_session_millicores": {"session_svc": mcore}}
+
+    small = {"steps": [step(10, 12.0), step(50, 10.0), step(200, 3.0, delivered=0.4)]}
+    big = {"steps": [step(10, 9.0), step(50, 7.0), step(200, 2.0)]}
+    assert _chunk_size_effect(small, big) == [
+        {"sessions": 10, "mcore_100ms": 12.0, "mcore_200ms": 9.0, "ratio": 0.75},
+        {"sessions": 50, "mcore_100ms": 10.0, "mcore_200ms": 7.0, "ratio": 0.7},
+    ]
+    assert _chunk_size_effect(small, None) == []
