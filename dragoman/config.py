@@ -38,6 +38,20 @@ class Addresses:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsAddresses:
+    """host:port where each service serves Prometheus /metrics; empty: none.
+
+    In a cluster every pod sets its own (e.g. DRAGOMAN_METRICS_SESSION=0.0.0.0:9100).
+    """
+
+    gateway: str = ""
+    session: str = ""
+    stt: str = ""
+    mt: str = ""
+    tts: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SttSettings:
     """Speech recognition (stt_svc)."""
 
@@ -240,6 +254,7 @@ class Settings:
     grace_period_s: float = 10.0
     """On SIGTERM, how long in-flight calls get to finish."""
     addresses: Addresses = field(default_factory=Addresses)
+    metrics: MetricsAddresses = field(default_factory=MetricsAddresses)
     stt: SttSettings = field(default_factory=SttSettings)
     mt: MtSettings = field(default_factory=MtSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)

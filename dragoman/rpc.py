@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dragoman import logs
+from dragoman import logs, metrics
 from dragoman.errors import DragomanError, ResourceExhausted
 
 log = logging.getLogger("dragoman.rpc")
@@ -52,33 +53,70 @@ async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
 
 
+def _status(context: grpc.aio.ServicerContext, err: BaseException | None) -> str:
+    """The status code a call ended with, for the metrics."""
+    if err is None:
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else "OK"
+    if isinstance(err, asyncio.CancelledError):
+        return "CANCELLED"
+    if isinstance(err, DragomanError):
+        return err.code.name
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "INTERNAL"
+
+
+class _Measured:
+    """In-flight gauge, duration and status count of one call."""
+
+    def __init__(self, method: str) -> None:
+        self.service, self.method = metrics.split_method(method)
+        self.started = time.perf_counter()
+        metrics.RPC_IN_FLIGHT.labels(self.service, self.method).inc()
+
+    def done(self, context: grpc.aio.ServicerContext, err: BaseException | None) -> None:
+        metrics.RPC_IN_FLIGHT.labels(self.service, self.method).dec()
+        metrics.RPC_DURATION.labels(self.service, self.method).observe(
+            time.perf_counter() - self.started)
+        metrics.RPC_REQUESTS.labels(self.service, self.method, _status(context, err)).inc()
+
+
 def _wrap(handler: grpc.RpcMethodHandler, method: str, meta: dict[str, str]) -> Any:
-    def enter() -> None:
+    def enter() -> _Measured:
         logs.rpc_id.set(uuid.uuid4().hex[:12])
         logs.correlation_id.set(meta.get(CORRELATION_HEADER) or uuid.uuid4().hex)
+        return _Measured(method)
 
     def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            enter()
+            measured, failure = enter(), None
             try:
                 return await fn(request, context)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+            except (asyncio.CancelledError, grpc.aio.AbortError) as e:
+                failure = e
                 raise
             except Exception as e:  # noqa: BLE001 - the one place errors map to statuses
+                failure = e
                 await _abort(context, e)
+            finally:
+                measured.done(context, failure)
 
         return call
 
     def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            enter()
+            measured, failure = enter(), None
             try:
                 async for item in fn(request, context):
                     yield item
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+            except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit) as e:
+                failure = asyncio.CancelledError() if isinstance(e, GeneratorExit) else e
                 raise
             except Exception as e:  # noqa: BLE001
+                failure = e
                 await _abort(context, e)
+            finally:
+                measured.done(context, failure)
 
         return call
 
@@ -266,12 +304,25 @@ class Service:
             await cleanup()
 
 
+def _async(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await asyncio.to_thread(fn)
+    return run
+
+
 def new_server(keepalive_ms: int = KEEPALIVE_MS) -> grpc.aio.Server:
     return grpc.aio.server(interceptors=[ContextInterceptor()], options=server_options(keepalive_ms))
 
 
-async def serve_forever(service: Service, address: str, grace_s: float) -> None:
-    """Runs `service` until SIGTERM/SIGINT, then shuts down gracefully."""
+async def serve_forever(service: Service, address: str, grace_s: float,
+                        metrics_address: str = "") -> None:
+    """Runs `service` until SIGTERM/SIGINT, then shuts down gracefully.
+
+    With `metrics_address`, Prometheus metrics are served there meanwhile.
+    """
+    if metrics_address:
+        _, stop_metrics = metrics.serve(metrics_address)
+        service.on_stop.append(_async(stop_metrics))
     await service.start(address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

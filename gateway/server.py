@@ -169,7 +169,8 @@ async def create(
 
 async def serve(settings: config.Settings) -> None:
     service = await create(settings)
-    await rpc.serve_forever(service, settings.addresses.gateway, settings.grace_period_s)
+    await rpc.serve_forever(service, settings.addresses.gateway, settings.grace_period_s,
+                            settings.metrics.gateway)
 
 
 def main() -> None:

@@ -216,7 +216,8 @@ async def create(
 
 async def serve(settings: config.Settings) -> None:
     service = await create(settings)
-    await rpc.serve_forever(service, settings.addresses.mt, settings.grace_period_s)
+    await rpc.serve_forever(service, settings.addresses.mt, settings.grace_period_s,
+                            settings.metrics.mt)
 
 
 def main() -> None:

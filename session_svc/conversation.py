@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from dragoman import audio, logs
+from dragoman import audio, logs, metrics
 from dragoman.config import SessionSettings
 from dragoman.errors import (
     Aborted,
@@ -146,11 +146,13 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         return conn
 
     async def _stream(self, conn: Connection) -> AsyncIterator[pb.ConversationEvent]:
+        metrics.STREAMS_ACTIVE.inc()
         try:
             async for event in conn.events():
                 yield event
                 conn.on_sent(event)
         finally:
+            metrics.STREAMS_ACTIVE.dec()
             await conn.release()
 
     async def Converse(

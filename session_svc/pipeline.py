@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.duration_pb2 import Duration
 
-from dragoman import logs
+from dragoman import logs, metrics
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
@@ -212,6 +212,7 @@ class SpeakerPipeline:
             if isinstance(e, InvalidArgument):
                 raise
             self.session.errors += 1
+            metrics.PIPELINE_ERRORS.labels("recognition").inc()
             self.speaker.log.append(error=pb.ConversationError(
                 code=pb.ERROR_CODE_RECOGNITION_FAILED, message=e.message))
         finally:
@@ -290,6 +291,7 @@ class SpeakerPipeline:
                 translation = await self.down.translate(
                     self.speaker.language_code, partner.language_code, utt.text)
             except DragomanError as e:
+                metrics.PIPELINE_ERRORS.labels("translation").inc()
                 self.speaker.log.append(error=pb.ConversationError(
                     code=pb.ERROR_CODE_TRANSLATION_FAILED, message=e.message,
                     utterance_id=utt.utterance_id))
@@ -312,6 +314,7 @@ class SpeakerPipeline:
                 ):
                     prepared.chunks.put_nowait(chunk)
             except DragomanError as e:
+                metrics.PIPELINE_ERRORS.labels("synthesis").inc()
                 self.speaker.log.append(error=pb.ConversationError(
                     code=pb.ERROR_CODE_SYNTHESIS_FAILED, message=e.message,
                     utterance_id=utt.utterance_id))

@@ -174,7 +174,8 @@ async def create(
 
 async def serve(settings: config.Settings) -> None:
     service = await create(settings)
-    await rpc.serve_forever(service, settings.addresses.session, settings.grace_period_s)
+    await rpc.serve_forever(service, settings.addresses.session, settings.grace_period_s,
+                            settings.metrics.session)
 
 
 def main() -> None:

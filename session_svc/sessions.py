@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dragoman import languages
+from dragoman import languages, metrics
 from dragoman.config import SessionSettings
 from dragoman.db.records import Metrics, Participant, UtteranceLog, timestamp
 from dragoman.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
@@ -116,6 +116,8 @@ class Session:
         """Counts a translated, delivered utterance and logs it (the pipeline calls this)."""
         self.utterances += 1
         self.latencies_ms.append(latency.total.ToMilliseconds())
+        for stage in metrics.STAGES:
+            metrics.UTTERANCE_STAGE.labels(stage).observe(getattr(latency, stage).ToNanoseconds() / 1e9)
         if self.journal is not None:
             self.journal(UtteranceLog(
                 session_id=self.session_id, utterance_id=utterance_id,
@@ -123,8 +125,7 @@ class Session:
                 target_language_code=listener.language_code, source_text=text,
                 translated_text=translation,
                 latency_ms={stage: getattr(latency, stage).ToMilliseconds()
-                            for stage in ("endpointing", "recognition", "translation",
-                                          "synthesis_first_chunk", "delivery", "total")},
+                            for stage in metrics.STAGES},
             ))
 
 
@@ -198,6 +199,7 @@ class SessionRegistry:
             session.members.append(creator)
             self._sessions[session.session_id] = session
             self._waiting[code] = session.session_id
+            metrics.SESSIONS_ACTIVE.inc()
             return session
         raise ResourceExhausted("no free pairing code right now; retry shortly", retry_after_s=1.0)
 
@@ -265,6 +267,8 @@ class SessionRegistry:
             return False
         session.status = spb.SESSION_STATUS_ENDED
         session.ended_s = time.time()
+        metrics.SESSIONS_ACTIVE.dec()
+        metrics.SESSION_DURATION.observe(session.ended_s - session.created_s)
         if self._waiting.get(session.code) == session.session_id:
             del self._waiting[session.code]
         for m in session.members:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
 
+from dragoman import metrics
 from dragoman.errors import ResourceExhausted
 
 log = logging.getLogger("stt_svc.lanes")
@@ -97,6 +98,7 @@ class DecodeLane(Generic[R, T]):
         self._ready = asyncio.Event()
         self._seq = itertools.count()
         self._worker: asyncio.Task[None] | None = None
+        metrics.STT_QUEUE_DEPTH.labels(name).set_function(lambda: self.depth)
         self.running: Priority | None = None
         """Priority of the batch on the thread now, if any (for tests and metrics)."""
         self.calls = 0

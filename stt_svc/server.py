@@ -279,7 +279,8 @@ async def create(
 
 async def serve(settings: config.Settings) -> None:
     service = await create(settings)
-    await rpc.serve_forever(service, settings.addresses.stt, settings.grace_period_s)
+    await rpc.serve_forever(service, settings.addresses.stt, settings.grace_period_s,
+                            settings.metrics.stt)
 
 
 def main() -> None:

@@ -177,7 +177,8 @@ async def create(
 
 async def serve(settings: config.Settings) -> None:
     service = await create(settings)
-    await rpc.serve_forever(service, settings.addresses.tts, settings.grace_period_s)
+    await rpc.serve_forever(service, settings.addresses.tts, settings.grace_period_s,
+                            settings.metrics.tts)
 
 
 def main() -> None:

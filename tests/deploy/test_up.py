@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from dragoman.db.testing import scratch_schema
 from dragoman.v1 import auth_pb2, auth_pb2_grpc
@@ -27,7 +28,7 @@ async def _read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]
 
 
 async def test_up_with_envoy_serves_api_page_and_health(site: Path, tmp_path: Path) -> None:
-    edge_port, *ports = free_ports(6)
+    edge_port, metrics_port, *ports = free_ports(7)
     addresses = {f"DRAGOMAN_ADDRESSES_{name}": f"127.0.0.1:{port}"
                  for name, port in zip(("GATEWAY", "SESSION", "STT", "MT", "TTS"), ports, strict=True)}
     with scratch_schema(prefix="up") as database:
@@ -37,6 +38,7 @@ async def test_up_with_envoy_serves_api_page_and_health(site: Path, tmp_path: Pa
             "DRAGOMAN_STT_ENGINE": "fake", "DRAGOMAN_MT_ENGINES": "fake", "DRAGOMAN_TTS_ENGINES": "fake",
             "DRAGOMAN_DATABASE_URL": database.url, "DRAGOMAN_DATABASE_SCHEMA": database.schema,
             "DRAGOMAN_DATABASE_ENCRYPTION_KEYS": database.encryption_keys,
+            "DRAGOMAN_METRICS_GATEWAY": f"127.0.0.1:{metrics_port}",
         }
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "dragoman.cli", "up", "--envoy", f"127.0.0.1:{edge_port}",
@@ -62,6 +64,14 @@ async def test_up_with_envoy_serves_api_page_and_health(site: Path, tmp_path: Pa
                 reply = await auth_pb2_grpc.AuthServiceStub(ch).Login(
                     auth_pb2.LoginRequest(username="up-web", password="password-123"), timeout=20)
             assert reply.tokens.access_token
+            # the gateway process serves Prometheus metrics where the settings say
+            scraped = await asyncio.to_thread(request, "127.0.0.1", metrics_port, "GET", "/metrics")
+            counted = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for f in text_string_to_metric_families(scraped.body.decode()) for s in f.samples}
+            for method in ("Register", "Login"):
+                key = ("dragoman_rpc_requests_total", (("code", "OK"), ("method", method),
+                                                       ("service", "dragoman.v1.AuthService")))
+                assert counted.get(key) == 1, method
 
             proc.send_signal(signal.SIGINT)
             rest = await asyncio.wait_for(proc.stdout.read(), 60)

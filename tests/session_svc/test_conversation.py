@@ -7,7 +7,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
+from dragoman.metrics import STAGES
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
 from tests.session_svc.conftest import Caller, kinds, utterance
@@ -120,15 +122,30 @@ async def test_listen_and_send_audio_for_web_clients(plumbing: Stack, fleurs: Pa
         await c.close()
 
 
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_end_session_gives_metrics_and_tells_both(plumbing: Stack, fleurs: Path) -> None:
+    live, stages = _sample("dragoman_sessions_active"), {
+        stage: _sample("dragoman_utterance_stage_seconds_count", stage=stage) for stage in STAGES}
+    ended = _sample("dragoman_session_duration_seconds_count")
     a, b, sid = await pair(plumbing.session)
+    assert _sample("dragoman_sessions_active") == live + 1
+    streams = _sample("dragoman_conversation_streams_active")
     a_call, b_call = a.converse(sid), b.converse(sid)
     await a.say(utterance(fleurs))
     await b.collect(b_call, "processing_ended")
+    assert _sample("dragoman_conversation_streams_active") == streams + 2
     reply = await a.sessions.EndSession(sessions_pb2.EndSessionRequest(session_id=sid), metadata=a.metadata)
     assert reply.session.status == sessions_pb2.SESSION_STATUS_ENDED
     assert reply.metrics.utterance_count == 1 and reply.metrics.mean_latency_ms > 0
     assert reply.metrics.duration_seconds > 0
+    # the Prometheus side of the same: one utterance in every stage, one session fewer
+    assert _sample("dragoman_sessions_active") == live
+    assert _sample("dragoman_session_duration_seconds_count") == ended + 1
+    for stage in STAGES:
+        assert _sample("dragoman_utterance_stage_seconds_count", stage=stage) == stages[stage] + 1
     events = await b.collect(b_call, "session_ended")
     assert events[-1].session_ended.reason == "ended by participant"
     await a.collect(a_call, "session_ended")
@@ -145,12 +162,14 @@ async def test_translation_failure_is_reported_and_the_stream_goes_on(
 ) -> None:
     a, b, sid = await pair(plumbing.session)
     a_call, b_call = a.converse(sid), b.converse(sid)
+    failed = _sample("dragoman_pipeline_errors_total", stage="translation")
     plumbing.mt.fail_with = RuntimeError("engine exploded")
     try:
         await a.say(utterance(fleurs))
         events = await a.collect(a_call, "processing_ended")
     finally:
         plumbing.mt.fail_with = None
+    assert _sample("dragoman_pipeline_errors_total", stage="translation") == failed + 1
     errors = [e.error for e in events if e.WhichOneof("kind") == "error"]
     assert errors and errors[0].code == pb.ERROR_CODE_TRANSLATION_FAILED
     assert "internal error" in errors[0].message

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from dragoman.audio import decode_file
 from dragoman.errors import InvalidArgument, ResourceExhausted
@@ -135,6 +136,8 @@ async def test_lane_batches_what_is_queued_finals_first() -> None:
         partials = {name: lane.submit(name, Priority.PARTIAL) for name in ("p1", "p2", "p3")}
         finals = {name: lane.submit(name, Priority.FINAL) for name in ("f1", "f2", "f3")}
         assert lane.depth == 6
+        # the queue depth Prometheus reads is the lane's
+        assert REGISTRY.get_sample_value("dragoman_stt_queue_depth", {"lane": "test"}) == 6
         partials["p1"].cancel()  # withdrawn before it started: never runs
         run.gate.set()
         assert (await finals["f1"]).value == "F1"
@@ -144,6 +147,7 @@ async def test_lane_batches_what_is_queued_finals_first() -> None:
         assert run.batches == [["p0"], ["f1", "f2"], ["f3"], ["p2", "p3"]]
         assert (await finals["f2"]).batch_size == 2 and (await finals["f3"]).batch_size == 1
         assert lane.calls == 4 and lane.depth == 0
+        assert REGISTRY.get_sample_value("dragoman_stt_queue_depth", {"lane": "test"}) == 0
     finally:
         run.gate.set()
         await lane.close()

@@ -1,0 +1,80 @@
+"""Prometheus metrics of every service, declared in one place, and their HTTP endpoint.
+
+Each service process exposes `/metrics` on its own address when one is set
+(`[metrics]` settings, e.g. DRAGOMAN_METRICS_SESSION=0.0.0.0:9100); empty
+(the default) serves none. Every gRPC call is counted by `rpc.new_server()`'s
+interceptor; the services add what only they know: live sessions and
+streams, per-stage utterance latency and pipeline failures (session_svc),
+decodes waiting per model lane (stt_svc). deploy/prometheus/ holds the
+alert rules built on these names, and tests check that every name a rule or
+dashboard uses is declared here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger("dragoman.metrics")
+
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+"""Buckets around the 1.5 s end-to-end goal and its per-stage budgets."""
+
+RPC_REQUESTS = Counter(
+    "dragoman_rpc_requests", "gRPC calls served, by proto service, method and status code",
+    ["service", "method", "code"])
+RPC_IN_FLIGHT = Gauge(
+    "dragoman_rpc_in_flight", "gRPC calls being served now (streams count while open)",
+    ["service", "method"])
+RPC_DURATION = Histogram(
+    "dragoman_rpc_duration_seconds", "Time to serve a gRPC call (a stream: its whole life)",
+    ["service", "method"], buckets=LATENCY_BUCKETS_S + (30.0, 60.0, 300.0, 1800.0))
+
+SESSIONS_ACTIVE = Gauge("dragoman_sessions_active", "Live sessions this session_svc holds")
+STREAMS_ACTIVE = Gauge(
+    "dragoman_conversation_streams_active",
+    "Participants' conversation streams open on this session_svc (active connections)")
+SESSION_DURATION = Histogram(
+    "dragoman_session_duration_seconds", "Duration of ended sessions, from creation to end",
+    buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200))
+UTTERANCE_STAGE = Histogram(
+    "dragoman_utterance_stage_seconds",
+    "Per utterance, the time of each stage from the end of speech to the first translated "
+    "audio handed to the partner (stage=total is the translation latency)",
+    ["stage"], buckets=LATENCY_BUCKETS_S)
+PIPELINE_ERRORS = Counter(
+    "dragoman_pipeline_errors", "Utterances a pipeline stage failed for", ["stage"])
+STT_QUEUE_DEPTH = Gauge(
+    "dragoman_stt_queue_depth", "Decodes waiting for a Whisper model lane", ["lane"])
+
+STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery", "total")
+
+
+def split_method(path: str) -> tuple[str, str]:
+    """'/dragoman.v1.ConversationService/Converse' -> ('dragoman.v1.ConversationService', 'Converse')."""
+    service, _, method = path.lstrip("/").rpartition("/")
+    return service or "unknown", method or path
+
+
+def serve(address: str, registry: CollectorRegistry = REGISTRY) -> tuple[int, Callable[[], None]]:
+    """Serves /metrics on `address` (host:port, port 0 for any free one).
+
+    Returns the bound port and a function that stops the server.
+    """
+    host, _, port = address.rpartition(":")
+    try:
+        server, thread = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0",
+                                           registry=registry)
+    except (ValueError, OSError) as e:
+        raise OSError(f"metrics: cannot serve on {address!r}: {e}") from None
+    bound = server.server_port
+    log.info("metrics on http://%s:%d/metrics", host or "0.0.0.0", bound)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return bound, stop
