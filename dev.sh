@@ -57,13 +57,16 @@ setup_node() {
 }
 
 setup_browser() {
-  # The browser tests drive Debian's Chromium; test certificates come from openssl.
-  command -v chromium >/dev/null && command -v openssl >/dev/null && return 0
+  # The browser tests drive Debian's Chromium; test certificates come from openssl;
+  # promtool (Debian's prometheus package) checks the alert rules and /metrics.
+  command -v chromium >/dev/null && command -v openssl >/dev/null && command -v promtool >/dev/null \
+    && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing chromium and openssl (browser tests) from Debian"
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium openssl
+    log "installing chromium, openssl and promtool (test tools) from Debian"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      chromium openssl prometheus
   else
-    echo "note: the browser tests need: apt-get install chromium openssl" >&2
+    echo "note: the tests need: apt-get install chromium openssl prometheus" >&2
   fi
 }
 
