@@ -18,9 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, machine, read_result, table, write_result
+import yaml
+
+from bench.common import RESULTS, ROOT, machine, read_result, table, write_result
 
 DOC = Path(__file__).resolve().parent / "CAPACITY.md"
+HPA_YAML = ROOT / "deploy" / "k8s" / "hpa.yaml"
 # Models that production would run on GPUs, in order of preference, per role.
 GPU_MODELS = {"stt": ("whisper-large-v3-turbo", "whisper-base"),
               "mt": ("nllb-200-distilled-600M", "opus-mt-tc-big"), "tts": ("vits-mms",)}
@@ -200,6 +203,10 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
     }
 
 
+IN_FLIGHT_METHOD = {"stt_svc": "StreamingRecognize", "mt_svc": "Translate", "tts_svc": "Synthesize"}
+"""The call whose in-flight count (dragoman_rpc_in_flight) scales each model service."""
+
+
 def _hpa(services: dict[str, dict[str, Any]], a: Assumptions, streams: int) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name in ("gateway", "session_svc"):
@@ -207,24 +214,79 @@ def _hpa(services: dict[str, dict[str, Any]], a: Assumptions, streams: int) -> d
         if s.get("replicas"):
             out[name] = {"minReplicas": 2, "maxReplicas": math.ceil(s["replicas"] * a.headroom),
                          "metric": f"cpu averageUtilization {round(100 * a.cpu_utilisation)}%",
-                         "scaleDown": "stabilizationWindowSeconds 600 (live streams are long)"}
+                         "cpu_utilization": round(100 * a.cpu_utilisation),
+                         "scaleDown": "stabilizationWindowSeconds 600 (live streams are long)",
+                         "scale_down_window_s": 600}
     if services.get("session_svc", {}).get("sessions_per_pod"):
-        out["session_svc"]["extra_metric"] = (
-            f"pods metric active_sessions averageValue {services['session_svc']['sessions_per_pod']}")
+        per_pod = services["session_svc"]["sessions_per_pod"]
+        out["session_svc"]["extra_metric"] = f"pods metric active_sessions averageValue {per_pod}"
+        out["session_svc"]["pods_metric"] = {"name": "dragoman_sessions_active", "average": per_pod}
     for role in ("stt", "mt", "tts"):
         s = services.get(role, {})
         if s.get("gpus"):
             batch = {"stt": a.stt_batch, "mt": a.mt_batch, "tts": a.tts_batch}[role]
-            target = (f"active streams per pod, averageValue {math.ceil(streams / s['gpus'])}"
-                      if role == "stt" else
-                      f"in-flight calls per pod, averageValue {math.ceil(batch * a.gpu_utilisation)}")
+            average = (math.ceil(streams / s["gpus"]) if role == "stt"
+                       else math.ceil(batch * a.gpu_utilisation))
+            target = (f"active streams per pod, averageValue {average}" if role == "stt"
+                      else f"in-flight calls per pod, averageValue {average}")
             out[f"{role}_svc"] = {
                 "minReplicas": max(1, math.ceil(s["gpus"] / 10)),
                 "maxReplicas": math.ceil(s["gpus"] * a.headroom),
                 "metric": f"pods metric: {target} (one GPU per pod)",
+                "pods_metric": {"name": "dragoman_rpc_in_flight", "average": average,
+                                "method": IN_FLIGHT_METHOD[f"{role}_svc"]},
                 "scaleUp": "stabilizationWindowSeconds 0; a pod needs minutes to load weights",
-                "scaleDown": "stabilizationWindowSeconds 900"}
+                "scaleDown": "stabilizationWindowSeconds 900",
+                "scale_down_window_s": 900}
     return out
+
+
+K8S_NAMES = {"gateway": "gateway", "stt_svc": "stt", "mt_svc": "mt", "tts_svc": "tts",
+             "session_svc": "session"}
+HPA_LEFT_OUT = {
+    "session_svc": "session_svc holds live sessions in memory and both partners must reach the "
+                   "replica that holds theirs; until JoinSession and the conversation calls are "
+                   "routed to that replica (deploy/envoy/README.md, Session affinity), it runs as "
+                   "one replica and is not autoscaled",
+}
+
+
+def hpa_manifests(hpa: dict[str, dict[str, Any]]) -> str:
+    """deploy/k8s/hpa.yaml: autoscaling/v2 HorizontalPodAutoscalers for the `hpa` plan."""
+    docs = []
+    for name, plan in hpa.items():
+        if name in HPA_LEFT_OUT:
+            continue
+        target = K8S_NAMES[name]
+        metrics_: list[dict[str, Any]] = []
+        if "cpu_utilization" in plan:
+            metrics_.append({"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": plan["cpu_utilization"]}}})
+        if "pods_metric" in plan:
+            pm = plan["pods_metric"]
+            metric: dict[str, Any] = {"name": pm["name"]}
+            if "method" in pm:
+                metric["selector"] = {"matchLabels": {"method": pm["method"]}}
+            metrics_.append({"type": "Pods", "pods": {"metric": metric, "target": {
+                "type": "AverageValue", "averageValue": str(pm["average"])}}})
+        behavior: dict[str, Any] = {"scaleDown": {
+            "stabilizationWindowSeconds": plan["scale_down_window_s"],
+            "policies": [{"type": "Percent", "value": 10, "periodSeconds": 60}]}}
+        if "scaleUp" in plan:
+            behavior["scaleUp"] = {"stabilizationWindowSeconds": 0}
+        docs.append({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": target, "labels": {"app.kubernetes.io/name": target,
+                                                     "app.kubernetes.io/part-of": "dragoman"}},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                        "name": target},
+                     "minReplicas": plan["minReplicas"], "maxReplicas": plan["maxReplicas"],
+                     "metrics": metrics_, "behavior": behavior}})
+    header = ["# Generated by `python -m bench.capacity` from bench/results; do not edit.",
+              "# Pods metrics come from Prometheus through a custom-metrics adapter",
+              "# (e.g. prometheus-adapter) exposing the dragoman_* series of dragoman/metrics.py."]
+    header += [f"# Not here: {k} - {v}." for k, v in HPA_LEFT_OUT.items() if k in hpa]
+    return "\n".join(header) + "\n" + yaml.safe_dump_all(docs, sort_keys=False)
 
 
 def _chunk_size_effect(load: dict[str, Any] | None,
@@ -351,6 +413,8 @@ def document(m: dict[str, Any]) -> str:
         else "(needs load.json and gpu.json)",
         "```",
         "",
+        "- deploy/k8s/hpa.yaml renders this table as HorizontalPodAutoscalers, all but "
+        + ", ".join(f"{k} ({v})" for k, v in HPA_LEFT_OUT.items()) + ".",
         "- session_svc holds live streams in memory: scale on active sessions per pod as well "
         "as CPU, scale down slowly, and drain (SIGTERM finishes utterances in progress) so a "
         "scale-down never cuts a conversation; clients resume on another pod.",
@@ -381,12 +445,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--utterance-s", type=float, default=d.utterance_s)
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--hpa", type=Path, default=HPA_YAML,
+                        help="where the HorizontalPodAutoscalers go (default deploy/k8s/hpa.yaml)")
     args = parser.parse_args(argv)
     a = Assumptions(sessions=args.sessions, talk_ratio=args.talk_ratio, utterance_s=args.utterance_s)
     m = model(a, args.results)
     write_result("capacity", m, args.results)
     args.doc.write_text(document(m))
-    sys.stdout.write(document(m) + f"\nwritten to {args.doc} and {args.results / 'capacity.json'}\n")
+    args.hpa.write_text(hpa_manifests(m["hpa"]))
+    sys.stdout.write(document(m) + f"\nwritten to {args.doc}, {args.hpa} and "
+                     f"{args.results / 'capacity.json'}\n")
 
 
 if __name__ == "__main__":

@@ -306,6 +306,20 @@ def _build(cls: type, table: dict[str, Any], env: dict[str, str], prefix: str) -
     return cls(**kwargs)
 
 
+def env_names(cls: type = Settings, prefix: str = "") -> set[str]:
+    """Every DRAGOMAN_* variable the settings read (besides DRAGOMAN_CONFIG and
+    DRAGOMAN_LOG_LEVEL, read before them)."""
+    hints = typing.get_type_hints(cls)
+    names: set[str] = set()
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            names |= env_names(kind, f"{prefix}{f.name.upper()}_")
+        else:
+            names.add(f"DRAGOMAN_{prefix}{f.name.upper()}")
+    return names
+
+
 def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Reads the settings. `path` defaults to $DRAGOMAN_CONFIG when set."""
     env = dict(os.environ if env is None else env)

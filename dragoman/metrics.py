@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 log = logging.getLogger("dragoman.metrics")
 
@@ -50,6 +51,18 @@ STT_QUEUE_DEPTH = Gauge(
     "dragoman_stt_queue_depth", "Decodes waiting for a Whisper model lane", ["lane"])
 
 STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery", "total")
+
+
+def series_names() -> set[str]:
+    """Every series name this module puts on /metrics (counters get _total, histograms
+    _bucket/_count/_sum)."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    names: set[str] = set()
+    for value in list(globals().values()):
+        if isinstance(value, MetricWrapperBase):
+            family = next(iter(value.describe()))
+            names.update(f"{family.name}{s}" for s in suffixes[family.type])
+    return names
 
 
 def split_method(path: str) -> tuple[str, str]:

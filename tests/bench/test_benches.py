@@ -126,7 +126,8 @@ def test_e2e_smoke(results: Path, e2e_smoke: str) -> None:
 
 def test_capacity_from_smoke_results(results: Path, load_smoke: str, e2e_smoke: str) -> None:
     doc = results / "CAPACITY.md"
-    _run("bench.capacity", "--results", str(results), "--doc", str(doc), timeout_s=30)
+    _run("bench.capacity", "--results", str(results), "--doc", str(doc),
+         "--hpa", str(results / "hpa.yaml"), timeout_s=30)
     data = json.loads((results / "capacity.json").read_text())
     assert {"benchmark", "machine", "assumptions", "traffic", "services", "hpa", "total_gpus",
             "inputs", "latency"} <= set(data)

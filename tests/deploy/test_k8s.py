@@ -1,0 +1,107 @@
+"""deploy/k8s: valid against the Kubernetes schemas, consistent with the code and the capacity model.
+
+No cluster here: the manifests are checked offline (kubernetes-validate, strict),
+and against what they name: modules, settings, ports, metrics, the HPA plan.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from bench.capacity import HPA_LEFT_OUT, K8S_NAMES, hpa_manifests
+from dragoman import config, metrics
+from tests.conftest import ROOT
+
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.32.0"
+SERVICES = ("gateway", "session", "stt", "mt", "tts")
+EXTRA_ENV = {"DRAGOMAN_LOG_LEVEL", "DRAGOMAN_CONFIG"}
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _manifests() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def _deployment(name: str) -> dict[str, Any]:
+    return next(d for d in _docs(K8S / f"{name}.yaml") if d["kind"] == "Deployment")
+
+
+def test_kustomization_lists_every_manifest_and_only_those() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == [p.name for p in _manifests()]
+
+
+@pytest.mark.parametrize("path", _manifests(), ids=lambda p: p.name)
+def test_manifest_is_valid_kubernetes(path: Path) -> None:
+    docs = _docs(path)
+    assert docs
+    for doc in docs:
+        # raises ValidationError naming the field on any unknown or missing property
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_validator_rejects_a_broken_deployment() -> None:
+    broken = json.loads(json.dumps(_deployment("gateway")))
+    broken["spec"]["replicaz"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_deployment_runs_its_service_with_real_settings(name: str) -> None:
+    deployment = _deployment(name)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    module = container["command"][-1]
+    assert container["command"][:2] == ["python", "-m"] and importlib.util.find_spec(module), module
+    shared = _docs(K8S / "config.yaml")[0]["data"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    unknown = (set(shared) | set(env)) - config.env_names() - EXTRA_ENV
+    assert not unknown, f"not settings: {sorted(unknown)}"
+    # it listens where its Service sends traffic, and serves /metrics where Prometheus looks
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    own = name.upper()
+    assert env[f"DRAGOMAN_ADDRESSES_{own}"] == f"0.0.0.0:{ports['grpc']}"
+    assert env[f"DRAGOMAN_METRICS_{own}"] == f"0.0.0.0:{ports['metrics']}"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(ports["metrics"])
+    # the others reach it by its Service name
+    assert shared[f"DRAGOMAN_ADDRESSES_{own}"] == f"{name}:{ports['grpc']}"
+    # the pod outlives the service's own drain on SIGTERM
+    grace = float(shared["DRAGOMAN_GRACE_PERIOD_S"])
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
+
+
+def test_session_svc_runs_as_one_replica_replaced_not_rolled() -> None:
+    deployment = _deployment("session")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert not any(d["spec"]["scaleTargetRef"]["name"] == "session" for d in _docs(K8S / "hpa.yaml"))
+
+
+def test_hpa_yaml_is_the_capacity_model_rendered() -> None:
+    plan = json.loads((ROOT / "bench" / "results" / "capacity.json").read_text())["hpa"]
+    assert (K8S / "hpa.yaml").read_text() == hpa_manifests(plan), (
+        "deploy/k8s/hpa.yaml is stale: run python -m bench.capacity")
+    rendered = {d["metadata"]["name"] for d in _docs(K8S / "hpa.yaml")}
+    assert rendered == {K8S_NAMES[k] for k in plan if k not in HPA_LEFT_OUT}
+
+
+def test_hpas_scale_deployments_on_metrics_the_services_expose() -> None:
+    for hpa in _docs(K8S / "hpa.yaml"):
+        target = hpa["spec"]["scaleTargetRef"]
+        assert target["kind"] == "Deployment" and (K8S / f"{target['name']}.yaml").exists()
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        for m in hpa["spec"]["metrics"]:
+            if m["type"] == "Pods":
+                assert m["pods"]["metric"]["name"] in metrics.series_names()
