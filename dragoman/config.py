@@ -202,6 +202,11 @@ class SessionSettings:
     """Server heartbeat period on idle streams."""
     downstream_timeout_s: float = 30.0
     """Deadline of a call to stt/mt/tts for one utterance."""
+    advertise_address: str = ""
+    """host:port gateways reach this replica at, recorded with each session it
+    holds so that calls about the session are routed here. Set it (to the
+    pod's own address) when several replicas run; empty: one replica, reached
+    at addresses.session."""
 
 
 @dataclass(frozen=True, slots=True)

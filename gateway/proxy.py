@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -30,6 +30,7 @@ from dragoman.v1 import (
 )
 from gateway.auth import AccessTokens, Identity
 from gateway.limits import Limits, Pacer
+from gateway.routing import Router
 
 log = logging.getLogger("gateway.proxy")
 
@@ -62,17 +63,18 @@ def identity_metadata(identity: Identity) -> tuple[tuple[str, str], ...]:
     return ((rpc.USER_ID_HEADER, identity.user_id), (rpc.USER_NAME_HEADER, identity.username))
 
 
-async def end_live_sessions(stub: sessions_pb2_grpc.SessionServiceStub, identity: Identity) -> None:
-    """Ends every session of the user that is still live in session_svc."""
+async def end_live_sessions(router: Router, identity: Identity) -> None:
+    """Ends every session of the user that is still live in session_svc (on its replica)."""
     metadata = identity_metadata(identity)
     token = ""
     try:
         while True:
-            page = await stub.ListSessions(
+            page = await (await router.sessions()).ListSessions(
                 sessions_pb2.ListSessionsRequest(page_size=100, page_token=token), metadata=metadata)
             for session in page.sessions:
                 if session.status != sessions_pb2.SESSION_STATUS_ENDED:
-                    await stub.EndSession(
+                    owner = await router.sessions(session_id=session.session_id)
+                    await owner.EndSession(
                         sessions_pb2.EndSessionRequest(session_id=session.session_id),
                         metadata=metadata)
             token = page.next_page_token
@@ -124,13 +126,17 @@ class Proxy:
 
     async def unary(
         self,
-        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        route: Callable[[], Awaitable[grpc.aio.UnaryUnaryMultiCallable[_Request, _Response]]],
         request: _Request,
         context: grpc.aio.ServicerContext,
         required: Sequence[str] = (),
         limit: Limit = Limit.REQUEST,
     ) -> _Response:
-        call = method(request, **await self._admit(context, request, required, limit))
+        """`route` gives the method of the replica the call belongs to; it runs
+        after the caller is admitted, so nothing unauthenticated reaches the
+        session directory."""
+        options = await self._admit(context, request, required, limit)
+        call = (await route())(request, **options)
         try:
             response: _Response = await call
             return response
@@ -141,12 +147,13 @@ class Proxy:
 
     async def server_stream(
         self,
-        method: grpc.aio.UnaryStreamMultiCallable[_Request, _Response],
+        route: Callable[[], Awaitable[grpc.aio.UnaryStreamMultiCallable[_Request, _Response]]],
         request: _Request,
         context: grpc.aio.ServicerContext,
         required: Sequence[str] = (),
     ) -> AsyncIterator[_Response]:
-        call = method(request, **await self._admit(context, request, required))
+        options = await self._admit(context, request, required)
+        call = (await route())(request, **options)
         context.add_done_callback(lambda _: call.cancel())
         try:
             async for response in call:
@@ -158,16 +165,22 @@ class Proxy:
 
     async def bidi(
         self,
-        method: grpc.aio.StreamStreamMultiCallable[_Request, _Response],
+        route: Callable[[_Request], Awaitable[grpc.aio.StreamStreamMultiCallable[_Request, _Response]]],
         requests: AsyncIterator[_Request],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[_Response]:
-        """Requests flow in a pump task (audio paced by the audio limit),
+        """The client's first message picks the replica (`route`); then
+        requests flow in a pump task (audio paced by the audio limit),
         responses in the caller; when either side ends or fails, the other is
         closed."""
-        call = method(**await self._admit(context))
+        options = await self._admit(context)
+        requests = aiter(requests)
+        first = await anext(requests, None)
+        if first is None:
+            return
+        call = (await route(first))(**options)
         pump = asyncio.create_task(
-            _pump(requests, call, self._limits.pacer()), name="gateway-bidi-pump")
+            _pump(_chain(first, requests), call, self._limits.pacer()), name="gateway-bidi-pump")
 
         def close(_: object = None) -> None:
             call.cancel()
@@ -182,6 +195,12 @@ class Proxy:
         finally:
             close()
             await asyncio.wait({pump})
+
+
+async def _chain(first: _Request, rest: AsyncIterator[_Request]) -> AsyncIterator[_Request]:
+    yield first
+    async for request in rest:
+        yield request
 
 
 async def _pump(requests: AsyncIterator[Any], call: grpc.aio.StreamStreamCall, pacer: Pacer) -> None:
@@ -200,17 +219,22 @@ async def _pump(requests: AsyncIterator[Any], call: grpc.aio.StreamStreamCall, p
 
 
 class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
-    """SessionService, checked at the edge and served by session_svc."""
+    """SessionService, checked at the edge and served by the session's session_svc replica."""
 
-    def __init__(self, channel: grpc.aio.Channel, proxy: Proxy) -> None:
-        self._stub = sessions_pb2_grpc.SessionServiceStub(channel)
+    def __init__(self, router: Router, proxy: Proxy) -> None:
+        self._router = router
         self._proxy = proxy
+
+    def _via(self, method: str, *, session_id: str = "", code: str = "") -> Callable[[], Awaitable[Any]]:
+        async def route() -> Any:
+            return getattr(await self._router.sessions(session_id=session_id, code=code), method)
+        return route
 
     async def CreateSession(
         self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.CreateSessionResponse:
         return await self._proxy.unary(
-            self._stub.CreateSession, request, context, required=("language_code",),
+            self._via("CreateSession"), request, context, required=("language_code",),
             limit=Limit.NEW_SESSION,
         )
 
@@ -218,53 +242,65 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
         self, request: sessions_pb2.JoinSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.JoinSessionResponse:
         return await self._proxy.unary(
-            self._stub.JoinSession, request, context, required=("code", "language_code")
+            self._via("JoinSession", code=request.code), request, context,
+            required=("code", "language_code"),
         )
 
     async def GetSession(
         self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.GetSessionResponse:
         return await self._proxy.unary(
-            self._stub.GetSession, request, context, required=("session_id",)
+            self._via("GetSession", session_id=request.session_id), request, context,
+            required=("session_id",),
         )
 
     async def EndSession(
         self, request: sessions_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.EndSessionResponse:
         return await self._proxy.unary(
-            self._stub.EndSession, request, context, required=("session_id",)
+            self._via("EndSession", session_id=request.session_id), request, context,
+            required=("session_id",),
         )
 
     async def ListSessions(
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.ListSessionsResponse:
-        return await self._proxy.unary(self._stub.ListSessions, request, context)
+        return await self._proxy.unary(self._via("ListSessions"), request, context)
 
 
 class ConversationProxy(conversation_pb2_grpc.ConversationServiceServicer):
-    """ConversationService, streamed through to session_svc."""
+    """ConversationService, streamed through to the session's session_svc replica."""
 
-    def __init__(self, channel: grpc.aio.Channel, proxy: Proxy) -> None:
-        self._stub = conversation_pb2_grpc.ConversationServiceStub(channel)
+    def __init__(self, router: Router, proxy: Proxy) -> None:
+        self._router = router
         self._proxy = proxy
+
+    def _via(self, method: str, session_id: str) -> Callable[[], Awaitable[Any]]:
+        async def route() -> Any:
+            return getattr(await self._router.conversations(session_id), method)
+        return route
 
     def Converse(
         self,
         request_iterator: AsyncIterator[conversation_pb2.ConverseRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[conversation_pb2.ConverseResponse]:
-        return self._proxy.bidi(self._stub.Converse, request_iterator, context)
+        async def route(first: conversation_pb2.ConverseRequest) -> Any:
+            return (await self._router.conversations(first.join.session_id)).Converse
+        return self._proxy.bidi(route, request_iterator, context)
 
     def Listen(
         self, request: conversation_pb2.ListenRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[conversation_pb2.ListenResponse]:
         return self._proxy.server_stream(
-            self._stub.Listen, request, context, required=("join.session_id",)
+            self._via("Listen", request.join.session_id), request, context,
+            required=("join.session_id",),
         )
 
     async def SendAudio(
         self, request: conversation_pb2.SendAudioRequest, context: grpc.aio.ServicerContext
     ) -> conversation_pb2.SendAudioResponse:
         return await self._proxy.unary(
-            self._stub.SendAudio, request, context, required=("session_id",), limit=Limit.AUDIO
+            self._via("SendAudio", request.session_id), request, context,
+            required=("session_id",), limit=Limit.AUDIO,
         )

@@ -28,6 +28,7 @@ from gateway.auth import AccessTokens, Accounts, Passwords, TokenPair
 from gateway.limits import Limiter, Limits
 from gateway.pgstore import PgUserStore
 from gateway.proxy import ConversationProxy, Proxy, SessionProxy, end_live_sessions
+from gateway.routing import PgSessionDirectory, Router, SessionDirectory
 from gateway.store import UserData, UserStore
 
 SERVICE_NAMES = (
@@ -67,7 +68,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     def __init__(
         self, accounts: Accounts, tokens: AccessTokens, limits: Limits,
-        sessions: sessions_pb2_grpc.SessionServiceStub,
+        sessions: Router,
     ) -> None:
         self._accounts = accounts
         self._tokens = tokens
@@ -131,11 +132,14 @@ async def create(
     store: UserStore | None = None,
     session_channel: grpc.aio.Channel | None = None,
     limiter: Limiter | None = None,
+    directory: SessionDirectory | None = None,
 ) -> rpc.Service:
     """The gateway, not yet started. `store` defaults to PostgreSQL per
     settings.database (the embedded server when no URL is set);
     `session_channel` (owned by the caller when given) to one to
-    settings.addresses.session; `limiter` to the one settings.limits names."""
+    settings.addresses.session; `limiter` to the one settings.limits names;
+    `directory` (which session_svc replica holds a session) to the sessions
+    table of that database, or with a given `store`, to none (one replica)."""
     database = None
     if store is None:
         database = await db.open_database(settings.database)
@@ -147,16 +151,18 @@ async def create(
     limits = (Limits(settings.limits, limiter) if limiter is not None
               else Limits.from_settings(settings.limits))
     channel = session_channel or rpc.channel(settings.addresses.session)
+    router = Router(channel, PgSessionDirectory(database) if database is not None else directory)
     proxy = Proxy(tokens, limits)
 
     server = rpc.new_server()
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(
-        accounts, tokens, limits, sessions_pb2_grpc.SessionServiceStub(channel)), server)
-    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionProxy(channel, proxy), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(accounts, tokens, limits, router), server)
+    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionProxy(router, proxy), server)
     conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
-        ConversationProxy(channel, proxy), server
+        ConversationProxy(router, proxy), server
     )
     service = rpc.Service("gateway", server, SERVICE_NAMES)
+    service.on_stop.append(router.close)
     if session_channel is None:
         service.on_stop.append(channel.close)
     service.on_stop.append(passwords.close)

@@ -142,7 +142,7 @@ async def create(
     if store is None:
         database = await db.open_database(settings.database)
         store = PgSessionStore(database)
-    registry = SessionRegistry(settings.session, store)
+    registry = SessionRegistry(settings.session, store, owner=settings.session.advertise_address)
     down = downstream or Downstream(settings.addresses, settings.session.downstream_timeout_s)
     server = rpc.new_server()
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(registry), server)

@@ -146,10 +146,12 @@ class SessionRegistry:
 
     def __init__(
         self, settings: SessionSettings, store: SessionStore,
-        codes: Callable[[], str] = random_code,
+        codes: Callable[[], str] = random_code, owner: str = "",
     ) -> None:
         self.settings = settings
         self.store = store
+        self.owner = owner
+        """host:port this replica is reached at, recorded with its sessions."""
         self.journal = Journal(store)
         self._codes = codes
         self._sessions: dict[str, Session] = {}
@@ -193,7 +195,7 @@ class SessionRegistry:
             creator = self._new_member(session, who, language_code, voice)
             try:
                 await self.store.add_session(
-                    session.session_id, code, session.created_s, creator.record())
+                    session.session_id, code, session.created_s, creator.record(), self.owner)
             except CodeTaken:
                 continue  # a live session elsewhere (or a concurrent create) holds it
             session.members.append(creator)

@@ -38,10 +38,10 @@ class SessionStore(Protocol):
     """Durable record of sessions: one call, one statement or transaction."""
 
     async def add_session(
-        self, session_id: str, code: str, created_s: float, creator: Participant
+        self, session_id: str, code: str, created_s: float, creator: Participant, owner: str = ""
     ) -> None:
-        """Records a waiting session and its creator. Raises CodeTaken when a
-        live session holds `code`."""
+        """Records a waiting session, its creator and the replica holding it
+        (`owner`, host:port). Raises CodeTaken when a live session holds `code`."""
         ...
 
     async def add_partner(self, session_id: str, partner: Participant, joined_s: float) -> bool:
@@ -79,14 +79,14 @@ class PgSessionStore:
         self._db = database
 
     async def add_session(
-        self, session_id: str, code: str, created_s: float, creator: Participant
+        self, session_id: str, code: str, created_s: float, creator: Participant, owner: str = ""
     ) -> None:
         created = to_datetime(created_s)
         async with self._db.pool.connection() as conn, conn.transaction():
             try:
                 await conn.execute(
-                    "INSERT INTO sessions (session_id, code, created_at) VALUES (%s, %s, %s)",
-                    (session_id, code, created))
+                    "INSERT INTO sessions (session_id, code, created_at, owner) "
+                    "VALUES (%s, %s, %s, %s)", (session_id, code, created, owner))
             except psycopg.errors.UniqueViolation:
                 raise CodeTaken(code) from None
             await _add_participant(conn, session_id, creator, 1, created, created)

@@ -122,6 +122,21 @@ LIMIT %(limit)s
 """
 
 
+async def session_owner(
+    conn: psycopg.AsyncConnection, *, session_id: str = "", code: str = ""
+) -> str | None:
+    """The replica (host:port) holding the live session with this id, or waiting
+    with this pairing code; None when there is none, "" when it named none."""
+    if session_id:
+        cur = await conn.execute(
+            "SELECT owner FROM sessions WHERE session_id = %s AND status <> 'ended'", (session_id,))
+    else:
+        cur = await conn.execute(
+            "SELECT owner FROM sessions WHERE code = %s AND status = 'waiting'", (code,))
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
 async def sessions_of(
     conn: psycopg.AsyncConnection, user_id: str, *, limit: int,
     before: tuple[datetime, str] | None = None, session_id: str = "",

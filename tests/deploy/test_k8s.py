@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bench.capacity import HPA_LEFT_OUT, K8S_NAMES, hpa_manifests
+from bench.capacity import K8S_NAMES, hpa_manifests
 from dragoman import config, metrics
 from tests.conftest import ROOT
 
@@ -66,7 +66,8 @@ def test_deployment_runs_its_service_with_real_settings(name: str) -> None:
     assert container["command"][:2] == ["python", "-m"] and importlib.util.find_spec(module), module
     shared = _docs(K8S / "config.yaml")[0]["data"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    unknown = (set(shared) | set(env)) - config.env_names() - EXTRA_ENV
+    named = {n for n in set(shared) | set(env) if n.startswith("DRAGOMAN_")}
+    unknown = named - config.env_names() - EXTRA_ENV
     assert not unknown, f"not settings: {sorted(unknown)}"
     # it listens where its Service sends traffic, and serves /metrics where Prometheus looks
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -82,11 +83,18 @@ def test_deployment_runs_its_service_with_real_settings(name: str) -> None:
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > grace
 
 
-def test_session_svc_runs_as_one_replica_replaced_not_rolled() -> None:
-    deployment = _deployment("session")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
-    assert not any(d["spec"]["scaleTargetRef"]["name"] == "session" for d in _docs(K8S / "hpa.yaml"))
+def test_each_session_replica_advertises_its_own_pod_address() -> None:
+    (container,) = _deployment("session")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["DRAGOMAN_SESSION_ADVERTISE_ADDRESS"]["value"] == "$(POD_IP):50051"
+    # $(POD_IP) expands only from a variable defined before it
+    names = [e["name"] for e in container["env"]]
+    assert names.index("POD_IP") < names.index("DRAGOMAN_SESSION_ADVERTISE_ADDRESS")
+    session_hpa = next(d for d in _docs(K8S / "hpa.yaml")
+                       if d["spec"]["scaleTargetRef"]["name"] == "session")
+    pods = [m["pods"]["metric"]["name"] for m in session_hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    assert pods == ["dragoman_sessions_active"]
 
 
 def test_hpa_yaml_is_the_capacity_model_rendered() -> None:
@@ -94,7 +102,7 @@ def test_hpa_yaml_is_the_capacity_model_rendered() -> None:
     assert (K8S / "hpa.yaml").read_text() == hpa_manifests(plan), (
         "deploy/k8s/hpa.yaml is stale: run python -m bench.capacity")
     rendered = {d["metadata"]["name"] for d in _docs(K8S / "hpa.yaml")}
-    assert rendered == {K8S_NAMES[k] for k in plan if k not in HPA_LEFT_OUT}
+    assert rendered == {K8S_NAMES[k] for k in plan}
 
 
 def test_hpas_scale_deployments_on_metrics_the_services_expose() -> None:

@@ -1,0 +1,101 @@
+"""Which session_svc replica a call about a session goes to.
+
+session_svc holds live sessions in memory. With several replicas, each one
+records itself as the owner of the sessions it creates (its
+`session.advertise_address`, in the sessions table), and the gateway sends
+every call that names a session (by id, or JoinSession by pairing code) to
+that owner, straight from the gateway: no hop between replicas. Calls that
+name no session (CreateSession, ListSessions), sessions with no recorded
+owner (one replica) and ended sessions (any replica answers from the record)
+go to `addresses.session`. A session never changes owner, so the owner of a
+session id is cached; a code is looked up once per JoinSession.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Protocol
+
+import grpc
+
+from dragoman import rpc
+from dragoman.db import Database, records
+from dragoman.v1 import conversation_pb2_grpc, sessions_pb2_grpc
+
+OWNER_CACHE = 20_000
+"""Session ids whose owner is remembered (about two per live session a gateway serves)."""
+
+
+class SessionDirectory(Protocol):
+    async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
+        """host:port of the replica holding the live session ("" if none was
+        recorded); None when no live session has this id, or waits with this code."""
+        ...
+
+
+class PgSessionDirectory:
+    """The owners session_svc records in PostgreSQL."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
+        async with self._db.pool.connection() as conn:
+            return await records.session_owner(conn, session_id=session_id, code=code)
+
+
+class Router:
+    """Channels and stubs to the session_svc replica each call belongs to."""
+
+    def __init__(self, default: grpc.aio.Channel, directory: SessionDirectory | None,
+                 cache_size: int = OWNER_CACHE) -> None:
+        self.default = default
+        self._directory = directory
+        self._cache_size = cache_size
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[int, tuple[sessions_pb2_grpc.SessionServiceStub,
+                                     conversation_pb2_grpc.ConversationServiceStub]] = {}
+
+    def _channel(self, owner: str) -> grpc.aio.Channel:
+        if not owner:
+            return self.default
+        channel = self._channels.get(owner)
+        if channel is None:
+            channel = self._channels[owner] = rpc.channel(owner)
+        return channel
+
+    async def _owner(self, session_id: str, code: str) -> str:
+        if self._directory is None or not (session_id or code):
+            return ""
+        if session_id and (cached := self._owners.get(session_id)) is not None:
+            self._owners.move_to_end(session_id)
+            return cached
+        owner = await self._directory.owner(session_id=session_id, code=code)
+        if owner is None:
+            return ""  # ended or unknown: any replica answers from the record (or NOT_FOUND)
+        if session_id:
+            self._owners[session_id] = owner
+            if len(self._owners) > self._cache_size:
+                self._owners.popitem(last=False)
+        return owner
+
+    def _pair(self, channel: grpc.aio.Channel) -> tuple[
+            sessions_pb2_grpc.SessionServiceStub, conversation_pb2_grpc.ConversationServiceStub]:
+        pair = self._stubs.get(id(channel))
+        if pair is None:
+            pair = self._stubs[id(channel)] = (sessions_pb2_grpc.SessionServiceStub(channel),
+                                               conversation_pb2_grpc.ConversationServiceStub(channel))
+        return pair
+
+    async def sessions(self, *, session_id: str = "", code: str = "") -> sessions_pb2_grpc.SessionServiceStub:
+        return self._pair(self._channel(await self._owner(session_id, code)))[0]
+
+    async def conversations(self, session_id: str) -> conversation_pb2_grpc.ConversationServiceStub:
+        return self._pair(self._channel(await self._owner(session_id, "")))[1]
+
+    async def close(self) -> None:
+        """Closes the channels to owners (not `default`, which the caller owns)."""
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
