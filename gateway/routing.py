@@ -8,7 +8,9 @@ that owner, straight from the gateway: no hop between replicas. Calls that
 name no session (CreateSession, ListSessions), sessions with no recorded
 owner (one replica) and ended sessions (any replica answers from the record)
 go to `addresses.session`. A session never changes owner, so the owner of a
-session id is cached; a code is looked up once per JoinSession.
+session id is cached (and asked again while its replica does not answer); a
+code is looked up once per JoinSession. A replica that stops for good loses
+its owner lease, and the others end its sessions (session_svc.sessions).
 """
 
 from __future__ import annotations
@@ -65,12 +67,21 @@ class Router:
             channel = self._channels[owner] = rpc.channel(owner)
         return channel
 
+    def _failing(self, owner: str) -> bool:
+        channel = self._channels.get(owner)
+        return channel is not None and (
+            channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE)
+
     async def _owner(self, session_id: str, code: str) -> str:
         if self._directory is None or not (session_id or code):
             return ""
         if session_id and (cached := self._owners.get(session_id)) is not None:
-            self._owners.move_to_end(session_id)
-            return cached
+            if not self._failing(cached):
+                self._owners.move_to_end(session_id)
+                return cached
+            # its replica stopped answering: ask again (once it is gone, its
+            # sessions are ended and the record is served by any replica)
+            del self._owners[session_id]
         owner = await self._directory.owner(session_id=session_id, code=code)
         if owner is None:
             return ""  # ended or unknown: any replica answers from the record (or NOT_FOUND)

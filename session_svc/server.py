@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -165,6 +166,14 @@ async def create(
             await asyncio.gather(*(p.finish(grace_s) for p in pipelines))
 
     service.on_drain.append(drain)
+    if registry.owner:  # several replicas: keep this one's lease, end those of lost ones
+        lease = asyncio.create_task(registry.keep_owner_lease(), name="owner-lease")
+
+        async def stop_lease() -> None:
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lease
+        service.on_stop.append(stop_lease)
     service.on_stop.append(down.close)
     service.on_stop.append(registry.journal.close)
     if database is not None:

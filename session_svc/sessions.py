@@ -11,6 +11,8 @@ so ids and codes leak nothing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
 import uuid
@@ -29,6 +31,13 @@ from session_svc.store import CodeTaken, Journal, SessionStore
 
 if TYPE_CHECKING:
     from session_svc.conversation import Connection
+
+log = logging.getLogger("dragoman.session.sessions")
+
+OWNER_RENEW_S = 10.0
+"""How often a replica with an advertised address renews its owner lease."""
+OWNER_SILENT_S = 60.0
+"""An owner silent this long is gone: its live sessions are ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +183,21 @@ class SessionRegistry:
         for session in expired:
             await self._finish(session, EXPIRED)
         await self.store.expire_waiting(cutoff)  # also those of replicas gone meanwhile
+
+    async def keep_owner_lease(self, renew_s: float = OWNER_RENEW_S,
+                               silent_s: float = OWNER_SILENT_S) -> None:
+        """While this replica runs (with an `owner` address): renews its lease and
+        ends the live sessions of owners silent for `silent_s`, whose state died
+        with them, so gateways stop routing calls about them there."""
+        while True:
+            try:
+                await self.store.renew_owner(self.owner)
+                lost = await self.store.end_orphaned(silent_s)
+                if lost:
+                    log.warning("ended %d sessions of a session_svc replica that stopped", len(lost))
+            except Exception:  # noqa: BLE001 - the database is back later; the lease loop goes on
+                log.warning("cannot renew the session owner lease", exc_info=True)
+            await asyncio.sleep(renew_s)
 
     def _evict_ended(self) -> None:
         cutoff = time.time() - ENDED_KEEP_S

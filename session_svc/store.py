@@ -64,6 +64,15 @@ class SessionStore(Protocol):
         """Writes one translated utterance (text encrypted) with its latencies."""
         ...
 
+    async def renew_owner(self, owner: str) -> None:
+        """Records that the replica `owner` is alive now."""
+        ...
+
+    async def end_orphaned(self, silent_s: float) -> list[str]:
+        """Ends the live sessions whose owner has not renewed for `silent_s`
+        (with empty metrics); returns their ids."""
+        ...
+
     async def sessions_of(
         self, user_id: str, limit: int, before: tuple[datetime, str] | None = None,
         session_id: str = "",
@@ -131,6 +140,29 @@ class PgSessionStore:
     async def add_utterance(self, log: UtteranceLog) -> None:
         async with self._db.pool.connection() as conn:
             await records.add_utterance(conn, self._db.keyring, log)
+
+    async def renew_owner(self, owner: str) -> None:
+        async with self._db.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO session_owners (owner, seen_at) VALUES (%s, now()) "
+                "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at", (owner,))
+
+    async def end_orphaned(self, silent_s: float) -> list[str]:
+        async with self._db.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "WITH lost AS ("
+                " UPDATE sessions s SET status = 'ended', ended_at = now(), "
+                "  end_reason = 'its session service replica stopped'"
+                " FROM session_owners o"
+                " WHERE s.owner = o.owner AND s.status <> 'ended'"
+                "  AND o.seen_at < now() - make_interval(secs => %s)"
+                " RETURNING s.session_id, s.created_at) "
+                "INSERT INTO session_metrics (session_id, utterance_count, error_count, "
+                " mean_latency_ms, min_latency_ms, max_latency_ms, duration_ms) "
+                "SELECT session_id, 0, 0, 0, 0, 0, "
+                " (extract(epoch FROM now() - created_at) * 1000)::bigint FROM lost "
+                "ON CONFLICT (session_id) DO NOTHING RETURNING session_id", (silent_s,))
+            return [row[0] for row in await cur.fetchall()]
 
     async def sessions_of(
         self, user_id: str, limit: int, before: tuple[datetime, str] | None = None,

@@ -178,3 +178,20 @@ async def test_owners_of_live_sessions_are_cached_and_codes_are_not() -> None:
             assert len(directory.asked) == before
         finally:
             await router.close()
+
+
+async def test_a_cached_owner_that_stopped_answering_is_asked_again() -> None:
+    directory = _Directory({"s1": "127.0.0.1:1"})  # nothing listens there
+    async with grpc.aio.insecure_channel("127.0.0.1:1") as default:
+        router = Router(default, directory)
+        try:
+            owner = await router.sessions(session_id="s1")
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await owner.GetSession(sessions_pb2.GetSessionRequest(session_id="s1"), timeout=5)
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert directory.asked == ["s1"]
+            directory.owners.clear()  # meanwhile the others ended its sessions
+            await router.sessions(session_id="s1")
+            assert directory.asked == ["s1", "s1"]
+        finally:
+            await router.close()

@@ -156,3 +156,44 @@ async def test_utterances_are_logged_encrypted_and_keys_rotate(
             == ["a senha secreta é peixe-espada", "thank you"]
         with pytest.raises(crypto.DecryptionError, match="no encryption key with id 'test2'"):
             await records.utterances_of(conn, clean.keyring, "ben")
+
+
+async def test_the_sessions_of_a_silent_owner_end_and_a_live_owners_stay(clean: db.Database) -> None:
+    lost, alive = registry(clean), registry(clean)
+    lost.owner, alive.owner = "10.0.0.1:50051", "10.0.0.2:50051"
+    gone = await lost.create(Identity("g1", "G"), "en", "")
+    kept = await alive.create(Identity("k1", "K"), "en", "")
+    store = PgSessionStore(clean)
+    await store.renew_owner(lost.owner)
+    await store.renew_owner(alive.owner)
+    async with clean.pool.connection() as conn:  # the first stopped renewing 2 minutes ago
+        await conn.execute("UPDATE session_owners SET seen_at = now() - interval '2 minutes' "
+                           "WHERE owner = %s", (lost.owner,))
+    assert await store.end_orphaned(60) == [gone.session_id]
+    assert await store.end_orphaned(60) == []  # once
+    async with clean.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT s.session_id, s.status, s.end_reason, m.duration_ms IS NOT NULL FROM sessions s "
+            "LEFT JOIN session_metrics m USING (session_id) ORDER BY s.session_id = %s DESC",
+            (gone.session_id,))
+        rows = await cur.fetchall()
+        assert [r[0] for r in rows] == [gone.session_id, kept.session_id]
+        assert rows[0][1:] == ("ended", "its session service replica stopped", True)
+        assert rows[1][1:3] == ("waiting", None)
+        assert await records.session_owner(conn, session_id=gone.session_id) is None
+        assert await records.session_owner(conn, code=kept.code) == alive.owner
+
+
+async def test_a_replica_keeps_its_lease_while_it_runs(clean: db.Database) -> None:
+    replica = registry(clean)
+    replica.owner = "10.0.0.3:50051"
+    lease = asyncio.create_task(replica.keep_owner_lease(renew_s=0.05, silent_s=60))
+    try:
+        await asyncio.sleep(0.2)
+        async with clean.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT now() - seen_at < interval '1 second' FROM session_owners WHERE owner = %s",
+                (replica.owner,))
+            assert (await cur.fetchone()) == (True,)
+    finally:
+        lease.cancel()
