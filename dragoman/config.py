@@ -52,6 +52,18 @@ class MetricsAddresses:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """OpenTelemetry traces of every gRPC call, exported over OTLP/gRPC."""
+
+    otlp_endpoint: str = ""
+    """Collector (e.g. http://jaeger:4317); empty: no tracing."""
+    insecure: bool = True
+    """Plain-text gRPC to the collector (inside the cluster); false for TLS."""
+    sample_ratio: float = 1.0
+    """Share of new traces kept (calls inside a sampled trace always are)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SttSettings:
     """Speech recognition (stt_svc)."""
 
@@ -260,6 +272,7 @@ class Settings:
     """On SIGTERM, how long in-flight calls get to finish."""
     addresses: Addresses = field(default_factory=Addresses)
     metrics: MetricsAddresses = field(default_factory=MetricsAddresses)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     stt: SttSettings = field(default_factory=SttSettings)
     mt: MtSettings = field(default_factory=MtSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)

@@ -24,7 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dragoman import logs, metrics
+from dragoman import config, logs, metrics, tracing
 from dragoman.errors import DragomanError, ResourceExhausted
 
 log = logging.getLogger("dragoman.rpc")
@@ -245,7 +245,8 @@ def channel(address: str, retry: Sequence[str] = ()) -> grpc.aio.Channel:
     if retry:
         options.append(("grpc.service_config", retry_policy(retry)))
     return grpc.aio.insecure_channel(
-        address, options=options, interceptors=[CorrelationClientInterceptor()]
+        address, options=options,
+        interceptors=[*tracing.client_interceptors(), CorrelationClientInterceptor()],
     )
 
 
@@ -311,7 +312,22 @@ def _async(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
 
 
 def new_server(keepalive_ms: int = KEEPALIVE_MS) -> grpc.aio.Server:
-    return grpc.aio.server(interceptors=[ContextInterceptor()], options=server_options(keepalive_ms))
+    return grpc.aio.server(interceptors=[*tracing.server_interceptors(), ContextInterceptor()],
+                           options=server_options(keepalive_ms))
+
+
+async def run(settings: config.Settings, name: str,
+              create: Callable[[config.Settings], Awaitable[Service]]) -> None:
+    """A service's whole life: tracing per `settings.tracing` (before its servers and
+    channels are built), `create(settings)`, then `serve_forever` on the address
+    and metrics address `settings` give `name`; the traces are flushed at the end."""
+    stop_tracing = tracing.configure(settings.tracing, name)
+    try:
+        service = await create(settings)
+        await serve_forever(service, getattr(settings.addresses, name), settings.grace_period_s,
+                            getattr(settings.metrics, name))
+    finally:
+        stop_tracing()
 
 
 async def serve_forever(service: Service, address: str, grace_s: float,

@@ -174,9 +174,7 @@ async def create(
 
 
 async def serve(settings: config.Settings) -> None:
-    service = await create(settings)
-    await rpc.serve_forever(service, settings.addresses.gateway, settings.grace_period_s,
-                            settings.metrics.gateway)
+    await rpc.run(settings, "gateway", create)
 
 
 def main() -> None:

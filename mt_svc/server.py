@@ -215,9 +215,7 @@ async def create(
 
 
 async def serve(settings: config.Settings) -> None:
-    service = await create(settings)
-    await rpc.serve_forever(service, settings.addresses.mt, settings.grace_period_s,
-                            settings.metrics.mt)
+    await rpc.run(settings, "mt", create)
 
 
 def main() -> None:

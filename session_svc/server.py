@@ -182,9 +182,7 @@ async def create(
 
 
 async def serve(settings: config.Settings) -> None:
-    service = await create(settings)
-    await rpc.serve_forever(service, settings.addresses.session, settings.grace_period_s,
-                            settings.metrics.session)
+    await rpc.run(settings, "session", create)
 
 
 def main() -> None:

@@ -278,9 +278,7 @@ async def create(
 
 
 async def serve(settings: config.Settings) -> None:
-    service = await create(settings)
-    await rpc.serve_forever(service, settings.addresses.stt, settings.grace_period_s,
-                            settings.metrics.stt)
+    await rpc.run(settings, "stt", create)
 
 
 def main() -> None:

@@ -176,9 +176,7 @@ async def create(
 
 
 async def serve(settings: config.Settings) -> None:
-    service = await create(settings)
-    await rpc.serve_forever(service, settings.addresses.tts, settings.grace_period_s,
-                            settings.metrics.tts)
+    await rpc.run(settings, "tts", create)
 
 
 def main() -> None:
