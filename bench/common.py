@@ -27,11 +27,11 @@ from typing import Any
 
 from dragoman import rpc
 from dragoman.client import Client, join_request
+from dragoman.db.records import STAGES
 from dragoman.v1 import conversation_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery", "total")
 
 
 # -- statistics and output -------------------------------------------------------

@@ -35,6 +35,7 @@ import numpy as np
 
 from bench.common import (
     ROOT,
+    STAGES,
     Children,
     Participant,
     free_address,
@@ -219,11 +220,9 @@ async def run(pairs: list[str], per_side: int, fake: bool, work: Path) -> dict[s
 
 
 def report(result: dict[str, Any]) -> str:
-    stages = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery",
-              "total")
     rows = []
     for pair, s in result["pairs"].items():
-        for stage in stages:
+        for stage in STAGES:
             v = s["stages"][stage]
             rows.append([f"{pair} {stage}", v["n"], v["p50_ms"], v["p95_ms"]])
         c = s["client_last_chunk_to_first_audio"]

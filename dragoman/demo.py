@@ -25,6 +25,7 @@ import numpy as np
 
 from dragoman import audio
 from dragoman.client import Client, join_request, speak
+from dragoman.db.records import STAGES
 from dragoman.v1 import conversation_pb2 as pb
 
 DEMO_DATA = Path(__file__).parent / "demo_data"
@@ -34,7 +35,6 @@ SCRIPTS = {  # who says what, in turn order
     "pt": ["fleurs-pt-002.ogg"],
     "es": ["fleurs-es-003.ogg"],
 }
-STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery", "total")
 TURN_TIMEOUT_S = 60.0
 
 

@@ -50,9 +50,6 @@ PIPELINE_ERRORS = Counter(
 STT_QUEUE_DEPTH = Gauge(
     "dragoman_stt_queue_depth", "Decodes waiting for a Whisper model lane", ["lane"])
 
-STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery", "total")
-
-
 def series_names() -> set[str]:
     """Every series name this module puts on /metrics (counters get _total, histograms
     _bucket/_count/_sum)."""

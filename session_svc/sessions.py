@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from dragoman import languages, metrics
 from dragoman.config import SessionSettings
-from dragoman.db.records import Metrics, Participant, UtteranceLog, timestamp
+from dragoman.db.records import STAGES, Metrics, Participant, UtteranceLog, timestamp
 from dragoman.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
@@ -125,7 +125,7 @@ class Session:
         """Counts a translated, delivered utterance and logs it (the pipeline calls this)."""
         self.utterances += 1
         self.latencies_ms.append(latency.total.ToMilliseconds())
-        for stage in metrics.STAGES:
+        for stage in STAGES:
             metrics.UTTERANCE_STAGE.labels(stage).observe(getattr(latency, stage).ToNanoseconds() / 1e9)
         if self.journal is not None:
             self.journal(UtteranceLog(
@@ -134,7 +134,7 @@ class Session:
                 target_language_code=listener.language_code, source_text=text,
                 translated_text=translation,
                 latency_ms={stage: getattr(latency, stage).ToMilliseconds()
-                            for stage in metrics.STAGES},
+                            for stage in STAGES},
             ))
 
 

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from dragoman.metrics import STAGES
+from dragoman.db.records import STAGES
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
 from tests.session_svc.conftest import Caller, kinds, utterance
