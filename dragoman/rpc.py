@@ -54,16 +54,16 @@ async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> None:
 
 
 def _status(context: grpc.aio.ServicerContext, err: BaseException | None) -> str:
-    """The status code a call ended with, for the metrics."""
-    if err is None:
-        code = context.code()
-        return code.name if isinstance(code, grpc.StatusCode) else "OK"
+    """The status code a call ended with, for the metrics: the error's, else the one the
+    handler set on `context` (abort included), else OK or, for any other exception, INTERNAL."""
     if isinstance(err, asyncio.CancelledError):
         return "CANCELLED"
     if isinstance(err, DragomanError):
         return err.code.name
     code = context.code()
-    return code.name if isinstance(code, grpc.StatusCode) else "INTERNAL"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return "OK" if err is None else "INTERNAL"
 
 
 class _Measured:

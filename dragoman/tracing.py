@@ -19,7 +19,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from dragoman.config import TracingSettings
@@ -31,22 +31,19 @@ _UNTRACED = filters.negate(filters.any_of(
     filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection.")))
 
 
-def configure(settings: TracingSettings, service: str,
-              exporter: SpanExporter | None = None) -> Callable[[], None]:
-    """Turns tracing on for this process when `settings` name an endpoint (or an
-    `exporter` is given, for tests). Returns what flushes and stops it."""
+def configure(settings: TracingSettings, service: str) -> Callable[[], None]:
+    """Turns tracing on for this process when `settings` name an endpoint.
+    Returns what flushes and stops it."""
     global _provider
-    if exporter is None and not settings.otlp_endpoint:
+    if not settings.otlp_endpoint:
         return lambda: None
-    if exporter is None:
-        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=settings.insecure)
+    exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=settings.insecure)
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"dragoman-{service}"}),
         sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     _provider = provider
-    log.info("tracing to %s", settings.otlp_endpoint or type(exporter).__name__,
-             extra={"sample_ratio": settings.sample_ratio})
+    log.info("tracing to %s", settings.otlp_endpoint, extra={"sample_ratio": settings.sample_ratio})
 
     def stop() -> None:
         global _provider

@@ -56,16 +56,21 @@ class Router:
         self._cache_size = cache_size
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stubs: dict[int, tuple[sessions_pb2_grpc.SessionServiceStub,
+        """Channels to owners ("" is `default`, not in here)."""
+        self._stubs: dict[str, tuple[sessions_pb2_grpc.SessionServiceStub,
                                      conversation_pb2_grpc.ConversationServiceStub]] = {}
+        """Stubs per owner, "" for `default`."""
 
-    def _channel(self, owner: str) -> grpc.aio.Channel:
-        if not owner:
-            return self.default
-        channel = self._channels.get(owner)
-        if channel is None:
-            channel = self._channels[owner] = rpc.channel(owner)
-        return channel
+    def _stubs_of(self, owner: str) -> tuple[
+            sessions_pb2_grpc.SessionServiceStub, conversation_pb2_grpc.ConversationServiceStub]:
+        stubs = self._stubs.get(owner)
+        if stubs is None:
+            channel = self.default
+            if owner:
+                channel = self._channels[owner] = rpc.channel(owner)
+            stubs = self._stubs[owner] = (sessions_pb2_grpc.SessionServiceStub(channel),
+                                          conversation_pb2_grpc.ConversationServiceStub(channel))
+        return stubs
 
     def _failing(self, owner: str) -> bool:
         channel = self._channels.get(owner)
@@ -91,22 +96,15 @@ class Router:
                 self._owners.popitem(last=False)
         return owner
 
-    def _pair(self, channel: grpc.aio.Channel) -> tuple[
-            sessions_pb2_grpc.SessionServiceStub, conversation_pb2_grpc.ConversationServiceStub]:
-        pair = self._stubs.get(id(channel))
-        if pair is None:
-            pair = self._stubs[id(channel)] = (sessions_pb2_grpc.SessionServiceStub(channel),
-                                               conversation_pb2_grpc.ConversationServiceStub(channel))
-        return pair
-
     async def sessions(self, *, session_id: str = "", code: str = "") -> sessions_pb2_grpc.SessionServiceStub:
-        return self._pair(self._channel(await self._owner(session_id, code)))[0]
+        return self._stubs_of(await self._owner(session_id, code))[0]
 
     async def conversations(self, session_id: str) -> conversation_pb2_grpc.ConversationServiceStub:
-        return self._pair(self._channel(await self._owner(session_id, "")))[1]
+        return self._stubs_of(await self._owner(session_id, ""))[1]
 
     async def close(self) -> None:
         """Closes the channels to owners (not `default`, which the caller owns)."""
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        self._stubs.clear()
