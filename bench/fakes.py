@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from dragoman import logs, rpc
+from dragoman import logs, mux, rpc
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
@@ -197,7 +197,8 @@ class FakeTts(tts_pb2_grpc.TextToSpeechServiceServicer):
 async def start(delays: Delays, stt: str, mt: str, tts: str) -> list[rpc.Service]:
     """The three fakes, each its own server on its address (port 0 allowed)."""
     servers = {name: rpc.new_server() for name in ("stt", "mt", "tts")}
-    stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server(FakeStt(delays), servers["stt"])
+    on_trunk = mux.add_to_server(  # session_svc sends audio on a trunk by default
+        servers["stt"], [(stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server, FakeStt(delays))])
     mt_pb2_grpc.add_TranslationServiceServicer_to_server(FakeMt(delays), servers["mt"])
     tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server(FakeTts(delays), servers["tts"])
     full_names = {
@@ -207,7 +208,8 @@ async def start(delays: Delays, stt: str, mt: str, tts: str) -> list[rpc.Service
     }
     services = []
     for name, address in (("stt", stt), ("mt", mt), ("tts", tts)):
-        service = rpc.Service(f"fake-{name}", servers[name], [full_names[name]])
+        names = [full_names[name], on_trunk] if name == "stt" else [full_names[name]]
+        service = rpc.Service(f"fake-{name}", servers[name], names)
         await service.start(address)
         services.append(service)
     return services

@@ -3,14 +3,17 @@
 session_svc receives every 100 ms audio chunk of every participant from the
 gateway and writes it on to stt_svc. This benchmark measures what that costs
 with nothing else: a relay process that reads `StreamingRecognizeRequest`s
-from S client streams and writes each to its own stream to a sink process,
+from S client calls and writes each to its own call to a sink process,
 all on grpc.aio, paced at real time (10 chunks/s per stream, 3200-byte
-PCM16 chunks), at the same N as bench.load (2 streams per session). It
-reports the relay's CPU time per chunk and the sessions per core that cost
-alone would allow, and, where bench/results/load.json has the same N,
-session_svc's measured cost per chunk beside it. The cost per chunk falls
-as N grows (more work per wake-up of the event loop), so only the same N
-compares.
+PCM16 chunks), at the same N as bench.load (2 streams per session). Each
+N is measured twice in the same run: with a gRPC stream per call
+("plain"), and with the calls on trunks (dragoman.mux: one gRPC stream
+client -> relay and one relay -> sink, frames batched), as the mesh runs
+by default. It reports the relay's CPU time per chunk and the sessions per
+core that cost alone would allow, and, where bench/results/load.json has
+the same N, session_svc's measured cost per chunk beside it. The cost per
+chunk falls as N grows (more work per wake-up of the event loop), so only
+the same N compares.
 
     python -m bench.grpc_floor [--sessions 10,50,200] [--duration 20] [--smoke]
 """
@@ -31,7 +34,7 @@ import grpc
 import psutil
 
 from bench.common import RESULTS, Children, free_address, machine, read_result, table, write_result
-from dragoman import rpc
+from dragoman import mux, rpc
 from dragoman.stt.v1 import stt_pb2
 
 METHOD = "/bench.Floor/Relay"
@@ -42,48 +45,57 @@ STREAMS_PER_SESSION = 2
 _request = stt_pb2.StreamingRecognizeRequest
 
 
-def _handler(behaviour: Any) -> grpc.GenericRpcHandler:
-    return grpc.method_handlers_generic_handler("bench.Floor", {
-        "Relay": grpc.stream_unary_rpc_method_handler(
-            behaviour, request_deserializer=_request.FromString,
-            response_serializer=_request.SerializeToString)})
+VIAS = ("plain", "trunk")
+
+
+def _add(behaviour: Any, server: Any) -> None:
+    """Registers the relay method the way generated add_*_to_server functions do."""
+    handlers = {"Relay": grpc.stream_stream_rpc_method_handler(
+        behaviour, request_deserializer=_request.FromString,
+        response_serializer=_request.SerializeToString)}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Floor", handlers)])
+    server.add_registered_method_handlers("bench.Floor", handlers)
+
+
+def _method(channel: Any) -> Any:
+    return channel.stream_stream(METHOD, request_serializer=_request.SerializeToString,
+                                 response_deserializer=_request.FromString)
 
 
 async def _sink(requests: AsyncIterator[stt_pb2.StreamingRecognizeRequest],
-                context: grpc.aio.ServicerContext) -> stt_pb2.StreamingRecognizeRequest:
-    n = 0
+                context: grpc.aio.ServicerContext) -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
     async for _ in requests:
-        n += 1
-    return _request()
+        pass
+    yield _request()
 
 
-def _relay(sink: str) -> Any:
-    channel = rpc.channel(sink)
-    call = channel.stream_unary(METHOD, request_serializer=_request.SerializeToString,
-                                response_deserializer=_request.FromString)
+def _relay(sink: str, via: str) -> Any:
+    call = _method(mux.channel(sink, trunk=via == "trunk"))
 
     async def relay(requests: AsyncIterator[stt_pb2.StreamingRecognizeRequest],
-                    context: grpc.aio.ServicerContext) -> stt_pb2.StreamingRecognizeRequest:
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
         async def forward() -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
             async for request in requests:
                 yield request
-        return await call(forward())
+        async for response in call(forward()):
+            yield response
     return relay
 
 
-async def _serve(role: str, address: str, sink: str) -> None:
+async def _serve(role: str, address: str, sink: str, via: str) -> None:
     server = rpc.new_server()
-    server.add_generic_rpc_handlers([_handler(_sink if role == "sink" else _relay(sink))])
-    await rpc.serve_forever(rpc.Service(f"floor-{role}", server, ("bench.Floor",)), address, 0.5)
+    names = ["bench.Floor", mux.add_to_server(
+        server, [(_add, _sink if role == "sink" else _relay(sink, via))])]
+    await rpc.serve_forever(rpc.Service(f"floor-{role}", server, names), address, 0.5)
 
 
-async def _client(relay: str, streams: int, duration_s: float) -> int:
+async def _client(relay: str, streams: int, duration_s: float, via: str) -> int:
     """Streams paced 100 ms chunks on `streams` calls; returns the chunks sent."""
     sent = 0
     stop = time.monotonic() + duration_s
-    async with rpc.channel(relay) as ch:
-        call = ch.stream_unary(METHOD, request_serializer=_request.SerializeToString,
-                               response_deserializer=_request.FromString)
+    ch = mux.channel(relay, trunk=via == "trunk")
+    try:
+        call = _method(ch)
 
         async def one(i: int) -> None:
             nonlocal sent
@@ -97,19 +109,23 @@ async def _client(relay: str, streams: int, duration_s: float) -> int:
                     sent += 1
                     tick += 1 / CHUNKS_PER_S
                     await asyncio.sleep(max(0.0, tick - time.monotonic()))
-            await call(chunks())
+            async for _ in call(chunks()):
+                pass
         await asyncio.gather(*(one(i) for i in range(streams)))
+    finally:
+        await ch.close()
     return sent
 
 
-async def _measure(relay: str, relay_pid: int, streams: int, duration_s: float) -> dict[str, Any]:
+async def _measure(relay: str, relay_pid: int, streams: int, duration_s: float,
+                   via: str) -> dict[str, Any]:
     proc = psutil.Process(relay_pid)
     cpu0, t0 = sum(proc.cpu_times()[:2]), time.monotonic()
-    sent = await _client(relay, streams, duration_s)
+    sent = await _client(relay, streams, duration_s, via)
     cpu, wall = sum(proc.cpu_times()[:2]) - cpu0, time.monotonic() - t0
     us = cpu / max(1, sent) * 1e6
-    return {"sessions": streams // STREAMS_PER_SESSION, "streams": streams, "chunks": sent,
-            "relay_cores": round(cpu / wall, 3), "relay_us_per_chunk": round(us, 1),
+    return {"via": via, "sessions": streams // STREAMS_PER_SESSION, "streams": streams,
+            "chunks": sent, "relay_cores": round(cpu / wall, 3), "relay_us_per_chunk": round(us, 1),
             "relay_sessions_per_core": round(1e6 / (us * CHUNKS_PER_S * STREAMS_PER_SESSION))}
 
 
@@ -128,20 +144,23 @@ def _beside_load(step: dict[str, Any], load: dict[str, Any] | None) -> None:
 
 async def run(sessions: list[int], duration_s: float, work: Path,
               results: Path = RESULTS) -> dict[str, Any]:
-    sink, relay = free_address(), free_address()
-    children = Children(work / "logs", dict(os.environ))
     steps = []
-    try:
-        sink_child = children.spawn("sink", ["-m", "bench.grpc_floor", "--serve", "sink",
-                                             "--address", sink], sink)
-        relay_child = children.spawn("relay", ["-m", "bench.grpc_floor", "--serve", "relay",
-                                               "--address", relay, "--sink", sink], relay)
-        await children.wait_serving(sink_child)
-        await children.wait_serving(relay_child)
-        for n in sessions:
-            steps.append(await _measure(relay, relay_child.pid, n * STREAMS_PER_SESSION, duration_s))
-    finally:
-        await children.stop()
+    for via in VIAS:  # a fresh pair of processes each
+        sink, relay = free_address(), free_address()
+        children = Children(work / f"logs-{via}", dict(os.environ))
+        try:
+            sink_child = children.spawn("sink", ["-m", "bench.grpc_floor", "--serve", "sink",
+                                                 "--address", sink], sink)
+            relay_child = children.spawn("relay", [
+                "-m", "bench.grpc_floor", "--serve", "relay", "--address", relay, "--sink", sink,
+                "--via", via], relay)
+            await children.wait_serving(sink_child)
+            await children.wait_serving(relay_child)
+            for n in sessions:
+                steps.append(await _measure(
+                    relay, relay_child.pid, n * STREAMS_PER_SESSION, duration_s, via))
+        finally:
+            await children.stop()
     load = read_result("load", results)
     for step in steps:
         _beside_load(step, load)
@@ -150,14 +169,16 @@ async def run(sessions: list[int], duration_s: float, work: Path,
 
 
 def report(r: dict[str, Any]) -> str:
-    rows = [[s["sessions"], s["streams"], s["relay_us_per_chunk"], s["relay_sessions_per_core"],
+    rows = [[s["via"], s["sessions"], s["streams"], s["relay_us_per_chunk"], s["relay_sessions_per_core"],
              "overloaded" if s.get("session_svc_overloaded") else s.get("session_svc_us_per_chunk"),
              s.get("session_svc_times_the_floor")] for s in r["steps"]]
-    return ("bare relay: read a chunk from one gRPC stream, write it to another (grpc.aio, "
-            "protobuf), nothing else.\nsession_svc: CPU per session from bench/results/load.json "
+    return ("bare relay: read a chunk from one call, write it to another (grpc.aio, "
+            "protobuf), nothing else; plain: a gRPC stream per call; trunk: the calls as frames "
+            "on one gRPC stream each way (dragoman.mux).\n"
+            "session_svc: CPU per session from bench/results/load.json "
             "at the same N, per chunk ('overloaded': that load "
             "step lost utterances, so its CPU per chunk is not comparable).\n\n"
-            + table(["N", "streams", "relay us/chunk", "relay sessions/core",
+            + table(["via", "N", "streams", "relay us/chunk", "relay sessions/core",
                      "session_svc us/chunk", "session_svc / relay"], rows))
 
 
@@ -171,10 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--serve", choices=("sink", "relay"), help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--sink", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--via", choices=VIAS, default="plain", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(args.serve, args.address, args.sink))
+            asyncio.run(_serve(args.serve, args.address, args.sink, args.via))
         return
     import tempfile
     sessions = [5] if args.smoke else [int(n) for n in args.sessions.split(",")]

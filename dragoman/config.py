@@ -270,6 +270,11 @@ class Settings:
     """Model hub for `dragoman models pull` (default https://huggingface.co)."""
     grace_period_s: float = 10.0
     """On SIGTERM, how long in-flight calls get to finish."""
+    trunk: bool = True
+    """Internal streaming calls (the gateway's Converse calls to session_svc,
+    session_svc's recognition streams to stt_svc) travel as frames on one
+    gRPC stream per pair of processes (dragoman.mux); false: a gRPC stream
+    per call. Servers accept both."""
     addresses: Addresses = field(default_factory=Addresses)
     metrics: MetricsAddresses = field(default_factory=MetricsAddresses)
     tracing: TracingSettings = field(default_factory=TracingSettings)

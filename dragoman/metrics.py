@@ -50,6 +50,16 @@ PIPELINE_ERRORS = Counter(
 STT_QUEUE_DEPTH = Gauge(
     "dragoman_stt_queue_depth", "Decodes waiting for a Whisper model lane", ["lane"])
 
+TRUNK_FRAMES = Counter(
+    "dragoman_trunk_frames_total",
+    "Frames (call starts, messages, half-closes, ends) carried on trunks (dragoman.mux)",
+    ["direction"])
+TRUNK_BATCHES = Counter(
+    "dragoman_trunk_batches_total",
+    "gRPC messages the trunk frames travelled in (frames / batches = the batching)",
+    ["direction"])
+
+
 def series_names() -> set[str]:
     """Every series name this module puts on /metrics (counters get _total, histograms
     _bucket/_count/_sum)."""

@@ -37,10 +37,6 @@ USER_NAME_HEADER = "x-dragoman-user-name"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
-    return {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-
-
 async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> None:
     if isinstance(err, DragomanError):
         trailers: tuple[tuple[str, str], ...] = ()
@@ -81,15 +77,24 @@ class _Measured:
         metrics.RPC_REQUESTS.labels(self.service, self.method, _status(context, err)).inc()
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, meta: dict[str, str]) -> Any:
-    def enter() -> _Measured:
+def text_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The text entries of a call's metadata."""
+    return {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, method: str) -> Any:
+    """`handler` with rpc and correlation ids in the log context, DragomanError
+    mapped to its status, and the call's metrics (every call a service serves,
+    on a trunk too, goes through this)."""
+    def enter(context: grpc.aio.ServicerContext) -> _Measured:
+        meta = text_metadata(context)
         logs.rpc_id.set(uuid.uuid4().hex[:12])
         logs.correlation_id.set(meta.get(CORRELATION_HEADER) or uuid.uuid4().hex)
         return _Measured(method)
 
     def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            measured, failure = enter(), None
+            measured, failure = enter(context), None
             try:
                 return await fn(request, context)
             except (asyncio.CancelledError, grpc.aio.AbortError) as e:
@@ -105,7 +110,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, meta: dict[str, str]) -> 
 
     def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            measured, failure = enter(), None
+            measured, failure = enter(context), None
             try:
                 async for item in fn(request, context):
                     yield item
@@ -144,7 +149,7 @@ class ContextInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith("/grpc."):
             return handler
-        return _wrap(handler, handler_call_details.method, _metadata(handler_call_details))
+        return wrap_handler(handler, handler_call_details.method)
 
 
 class CorrelationClientInterceptor(

@@ -16,11 +16,11 @@ its owner lease, and the others end its sessions (session_svc.sessions).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
-from dragoman import rpc
+from dragoman import mux
 from dragoman.db import Database, records
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2_grpc
 
@@ -50,12 +50,15 @@ class Router:
     """Channels and stubs to the session_svc replica each call belongs to."""
 
     def __init__(self, default: grpc.aio.Channel, directory: SessionDirectory | None,
-                 cache_size: int = OWNER_CACHE) -> None:
-        self.default = default
+                 cache_size: int = OWNER_CACHE, trunk: bool = True) -> None:
+        """`default` (the caller's to close) serves calls with no owner; with
+        `trunk`, Converse calls go on one trunk per replica (dragoman.mux)."""
+        self._trunk = trunk
+        self.default: Any = mux.TrunkedChannel(default) if trunk else default
         self._directory = directory
         self._cache_size = cache_size
         self._owners: OrderedDict[str, str] = OrderedDict()
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[str, Any] = {}
         """Channels to owners ("" is `default`, not in here)."""
         self._stubs: dict[str, tuple[sessions_pb2_grpc.SessionServiceStub,
                                      conversation_pb2_grpc.ConversationServiceStub]] = {}
@@ -67,7 +70,7 @@ class Router:
         if stubs is None:
             channel = self.default
             if owner:
-                channel = self._channels[owner] = rpc.channel(owner)
+                channel = self._channels[owner] = mux.channel(owner, trunk=self._trunk)
             stubs = self._stubs[owner] = (sessions_pb2_grpc.SessionServiceStub(channel),
                                           conversation_pb2_grpc.ConversationServiceStub(channel))
         return stubs
@@ -106,5 +109,7 @@ class Router:
         """Closes the channels to owners (not `default`, which the caller owns)."""
         for channel in self._channels.values():
             await channel.close()
+        if isinstance(self.default, mux.TrunkedChannel):
+            await self.default.close_trunk()
         self._channels.clear()
         self._stubs.clear()

@@ -151,7 +151,8 @@ async def create(
     limits = (Limits(settings.limits, limiter) if limiter is not None
               else Limits.from_settings(settings.limits))
     channel = session_channel or rpc.channel(settings.addresses.session)
-    router = Router(channel, PgSessionDirectory(database) if database is not None else directory)
+    router = Router(channel, PgSessionDirectory(database) if database is not None else directory,
+                    trunk=settings.trunk)
     proxy = Proxy(tokens, limits)
 
     server = rpc.new_server()

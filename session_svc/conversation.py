@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from dragoman import audio, logs, metrics
+from dragoman import audio, logs, metrics, mux
 from dragoman.config import SessionSettings
 from dragoman.errors import (
     Aborted,
@@ -123,6 +123,10 @@ def _check_join(join: pb.JoinConversation) -> None:
             f"{', '.join(map(str, audio.OUTPUT_RATES_HZ))}; got {rate}")
 
 
+class _Leave(Exception):
+    """The participant sent `leave`: no more requests are read."""
+
+
 class ConversationServicer(pb_grpc.ConversationServiceServicer):
     def __init__(
         self, registry: SessionRegistry, downstream: Downstream, settings: SessionSettings
@@ -176,15 +180,19 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
                 await reader
 
     async def _read(self, requests: AsyncIterator[pb.ConverseRequest], conn: Connection) -> None:
+        def take(request: pb.ConverseRequest) -> None:
+            kind = request.WhichOneof("request")
+            if kind == "audio":
+                conn.audio(request.audio)
+            elif kind == "leave":
+                raise _Leave
+            elif kind == "join":
+                raise InvalidArgument("`join` may only be the first message")
+
         try:
-            async for request in requests:
-                kind = request.WhichOneof("request")
-                if kind == "audio":
-                    conn.audio(request.audio)
-                elif kind == "leave":
-                    break
-                elif kind == "join":
-                    raise InvalidArgument("`join` may only be the first message")
+            # on a trunk, each chunk is taken as its frame arrives: no task switch
+            with contextlib.suppress(_Leave):
+                await mux.each(requests, take)
             await conn.leave()
         except asyncio.CancelledError:
             raise

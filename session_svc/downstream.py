@@ -6,7 +6,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 import grpc
 
-from dragoman import errors, rpc
+from dragoman import errors, mux, rpc
 from dragoman.config import Addresses
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
@@ -16,14 +16,14 @@ from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 class Downstream:
     """Channels and stubs to stt_svc, mt_svc and tts_svc, with error mapping."""
 
-    def __init__(self, addresses: Addresses, timeout_s: float) -> None:
+    def __init__(self, addresses: Addresses, timeout_s: float, trunk: bool = True) -> None:
         self.timeout_s = timeout_s
         # Translate and Synthesize are idempotent: retried when a replica is
         # briefly unreachable. A recognition stream is not (audio was consumed).
         mt_service = mt_pb2.DESCRIPTOR.services_by_name["TranslationService"].full_name
         tts_service = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeechService"].full_name
         self._channels = [
-            rpc.channel(addresses.stt),
+            mux.channel(addresses.stt, trunk=trunk),  # audio: many small messages
             rpc.channel(addresses.mt, retry=[mt_service]),
             rpc.channel(addresses.tts, retry=[tts_service]),
         ]

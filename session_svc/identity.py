@@ -10,7 +10,7 @@ from session_svc.sessions import Identity
 
 
 def identity(context: grpc.aio.ServicerContext) -> Identity:
-    meta = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+    meta = rpc.text_metadata(context)
     user_id = meta.get(rpc.USER_ID_HEADER, "")
     if not user_id:
         raise Unauthenticated("no caller identity: call through the gateway")

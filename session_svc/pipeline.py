@@ -20,12 +20,11 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from google.protobuf.duration_pb2 import Duration
 
-from dragoman import logs, metrics
+from dragoman import logs, metrics, mux
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
@@ -112,6 +111,17 @@ class ArrivalClock:
         return self._times[i] if i < len(self._times) else None
 
 
+def _merge_audio(
+    a: stt_pb2.StreamingRecognizeRequest, b: stt_pb2.StreamingRecognizeRequest
+) -> stt_pb2.StreamingRecognizeRequest | None:
+    """Audio that queued up while a gRPC stream to stt_svc fell behind goes as one
+    message: fewer writes, no added latency while it keeps up."""
+    if a.WhichOneof("streaming_request") != "audio" or (
+            len(a.audio) + len(b.audio) > MAX_STT_MESSAGE_BYTES):
+        return None
+    return stt_pb2.StreamingRecognizeRequest(audio=a.audio + b.audio)
+
+
 class SpeakerPipeline:
     """Recognises one speaker's audio and delivers translations to the partner."""
 
@@ -124,7 +134,17 @@ class SpeakerPipeline:
         self.down = downstream
         self.encoding = encoding
         self.clock = ArrivalClock(rate_hz)
-        self._audio: asyncio.Queue[bytes | None] = asyncio.Queue(AUDIO_QUEUE_CHUNKS)
+        # On a trunk (the default) each chunk goes straight on to stt_svc as it is fed.
+        self._audio: mux.Feed[stt_pb2.StreamingRecognizeRequest] = mux.Feed(
+            AUDIO_QUEUE_CHUNKS + 1, merge=_merge_audio)
+        self._audio.put(stt_pb2.StreamingRecognizeRequest(
+            config=stt_pb2.StreamingRecognitionConfig(
+                language_code=speaker.language_code,
+                encoding=encoding,  # type: ignore[arg-type]  # same numbering as dragoman.v1
+                sample_rate_hertz=rate_hz,
+                interim_results=True,
+            )
+        ))
         self._finals: asyncio.Queue[Utterance | None] = asyncio.Queue()
         self._utterances: dict[int, Utterance] = {}
         self._delivering: Utterance | None = None
@@ -135,7 +155,7 @@ class SpeakerPipeline:
 
     def feed(self, data: bytes) -> None:
         try:
-            self._audio.put_nowait(data)
+            self._audio.put(stt_pb2.StreamingRecognizeRequest(audio=data))
         except asyncio.QueueFull:
             raise ResourceExhausted(
                 "audio arrives faster than it can be recognised; slow down to real time",
@@ -146,41 +166,24 @@ class SpeakerPipeline:
 
     async def finish(self, timeout_s: float) -> None:
         """No more audio: flush the utterance in progress and deliver it."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self._audio.put_nowait(None)
+        self._audio.close()
         try:
             await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
         except TimeoutError:
             log.warning("pipeline did not finish in %.1f s; cancelling", timeout_s)
             await self.cancel()
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self.task.cancelled() or (current is not None and current.cancelling()):
+                raise
+            # the pipeline was cancelled meanwhile (its stream closed): nothing to finish
+        except DragomanError:
+            pass  # the pipeline reported it to the participant
 
     async def cancel(self) -> None:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, DragomanError):
             await self.task
-
-    async def _requests(self) -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
-        yield stt_pb2.StreamingRecognizeRequest(
-            config=stt_pb2.StreamingRecognitionConfig(
-                language_code=self.speaker.language_code,
-                encoding=self.encoding,  # type: ignore[arg-type]  # same numbering as dragoman.v1
-                sample_rate_hertz=self.clock.rate_hz,
-                interim_results=True,
-            )
-        )
-        while (data := await self._audio.get()) is not None:
-            # When recognition falls behind, send what has queued up as one message:
-            # fewer writes, no added latency while it keeps up.
-            end = False
-            while not self._audio.empty() and len(data) < MAX_STT_MESSAGE_BYTES:
-                more = self._audio.get_nowait()
-                if more is None:
-                    end = True
-                    break
-                data += more
-            yield stt_pb2.StreamingRecognizeRequest(audio=data)
-            if end:
-                return
 
     # -- output --------------------------------------------------------------
 
@@ -206,7 +209,7 @@ class SpeakerPipeline:
     async def _run(self) -> None:
         worker = asyncio.create_task(self._deliver_all(), name="deliver")
         try:
-            async for response in self.down.recognize(self._requests()):
+            async for response in self.down.recognize(self._audio):
                 self._on_recognition(response)
         except DragomanError as e:
             if isinstance(e, InvalidArgument):

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from dragoman import config, db, logs, rpc
+from dragoman import config, db, logs, mux, rpc
 from dragoman.db.records import Metrics, SessionRecord
 from dragoman.errors import InvalidArgument, NotFound
 from dragoman.v1 import conversation_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
@@ -144,14 +144,16 @@ async def create(
         database = await db.open_database(settings.database)
         store = PgSessionStore(database)
     registry = SessionRegistry(settings.session, store, owner=settings.session.advertise_address)
-    down = downstream or Downstream(settings.addresses, settings.session.downstream_timeout_s)
+    down = downstream or Downstream(
+        settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk)
     server = rpc.new_server()
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(registry), server)
-    conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
-        ConversationServicer(registry, down, settings.session), server)
+    conversations = ConversationServicer(registry, down, settings.session)
     names = [
         sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
         conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
+        mux.add_to_server(
+            server, [(conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations)]),
     ]
     service = rpc.Service("session", server, names)
 

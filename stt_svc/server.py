@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 from google.protobuf import duration_pb2
 
-from dragoman import audio, config, logs, rpc, triton_client
+from dragoman import audio, config, logs, mux, rpc, triton_client
 from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
@@ -266,10 +266,10 @@ async def create(
     await asyncio.to_thread(vad.warm_up)
     models = Models(engines, max_pending=2 * settings.stt.max_streams + 2)
     server = rpc.new_server()
-    stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server(
-        SpeechToTextServicer(settings, models, limits), server
-    )
-    service = rpc.Service("stt", server, [SERVICE_NAME])
+    servicer = SpeechToTextServicer(settings, models, limits)
+    on_trunk = mux.add_to_server(
+        server, [(stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server, servicer)])
+    service = rpc.Service("stt", server, [SERVICE_NAME, on_trunk])
     service.on_stop.append(models.close)
     if owned:  # engines with connections (Triton) close with the service that loaded them
         service.on_stop.extend(e.close for e in engines if hasattr(e, "close"))

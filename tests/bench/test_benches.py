@@ -142,11 +142,13 @@ def test_grpc_floor_smoke_sits_beside_the_load_smoke(results: Path, load_smoke: 
     assert "relay us/chunk" in out
     data = json.loads((results / "grpc_floor.json").read_text())
     assert {"duration_s", "chunk_ms", "steps", "load_json_time", "machine", "smoke"} <= set(data)
-    (step,) = data["steps"]
-    assert step["sessions"] == 5 and step["streams"] == 10 and step["chunks"] > 0
-    assert step["relay_us_per_chunk"] > 0
-    # the load smoke ran N=5 too, so session_svc's cost sits beside the relay's
-    assert step["session_svc_us_per_chunk"] > 0 and step["session_svc_times_the_floor"] > 0
+    steps = {step["via"]: step for step in data["steps"]}
+    assert set(steps) == {"plain", "trunk"} and len(data["steps"]) == 2
+    for step in steps.values():
+        assert step["sessions"] == 5 and step["streams"] == 10 and step["chunks"] > 0
+        assert step["relay_us_per_chunk"] > 0
+        # the load smoke ran N=5 too, so session_svc's cost sits beside the relay's
+        assert step["session_svc_us_per_chunk"] > 0 and step["session_svc_times_the_floor"] > 0
 
 
 def test_loadgen_chunks_hold_the_audio_of_their_length() -> None:

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import grpc
 
-from dragoman import rpc
+from dragoman import mux, rpc
 from dragoman.v1 import conversation_pb2 as cv
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 
@@ -216,8 +216,9 @@ def serve(double: SessionDouble) -> rpc.Service:
     """The double as a service, like session_svc."""
     server = rpc.new_server()
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(double, server)
-    conversation_pb2_grpc.add_ConversationServiceServicer_to_server(double, server)
+    on_trunk = mux.add_to_server(
+        server, [(conversation_pb2_grpc.add_ConversationServiceServicer_to_server, double)])
     return rpc.Service(
         "session-double", server,
-        ["dragoman.v1.SessionService", "dragoman.v1.ConversationService"],
+        ["dragoman.v1.SessionService", "dragoman.v1.ConversationService", on_trunk],
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dragoman import audio, config, rpc
+from dragoman import audio, config, mux, rpc
 from dragoman.client import join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
@@ -25,8 +25,8 @@ async def plumbing(settings: config.Settings) -> AsyncIterator[Stack]:
 class Caller:
     """Calls session_svc directly as a given user (what the gateway does)."""
 
-    def __init__(self, address: str, user_id: str) -> None:
-        self.channel = rpc.channel(address)
+    def __init__(self, address: str, user_id: str, trunk: bool = False) -> None:
+        self.channel = mux.channel(address, trunk=trunk)
         self.metadata = ((rpc.USER_ID_HEADER, user_id), (rpc.USER_NAME_HEADER, user_id.title()))
         self.sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
         self.conversation = conversation_pb2_grpc.ConversationServiceStub(self.channel)
@@ -76,7 +76,7 @@ class Caller:
 
     async def close(self) -> None:
         await self.requests.put(None)
-        await self.channel.close()  # type: ignore[attr-defined]
+        await self.channel.close()
 
 
 def utterance(fleurs: Path, name: str = "fleurs-en-004") -> bytes:

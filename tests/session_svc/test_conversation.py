@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import grpc
 import pytest
 from prometheus_client import REGISTRY
 
+from dragoman import config, mux
 from dragoman.db.records import STAGES
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
 from tests.session_svc.conftest import Caller, kinds, utterance
-from tests.session_svc.stack import Stack
+from tests.session_svc.stack import Stack, session_stack
 
 _n = 0
 
 
-async def pair(address: str, a_lang: str = "en", b_lang: str = "pt") -> tuple[Caller, Caller, str]:
+async def pair(address: str, a_lang: str = "en", b_lang: str = "pt",
+               trunk: bool = False) -> tuple[Caller, Caller, str]:
     global _n
     _n += 1
-    a, b = Caller(address, f"alice{_n}"), Caller(address, f"bruno{_n}")
+    a, b = Caller(address, f"alice{_n}", trunk), Caller(address, f"bruno{_n}", trunk)
     session = await a.create(a_lang)
     assert len(session.code) == 6 and session.code.isdigit()
     assert session.status == sessions_pb2.SESSION_STATUS_WAITING
@@ -29,6 +32,26 @@ async def pair(address: str, a_lang: str = "en", b_lang: str = "pt") -> tuple[Ca
     assert joined.status == sessions_pb2.SESSION_STATUS_ACTIVE and joined.code == ""
     assert [p.user_id for p in joined.participants] == [f"alice{_n}", f"bruno{_n}"]
     return a, b, session.session_id
+
+
+@pytest.mark.parametrize("trunk", [True, False], ids=["trunks", "streams"])
+async def test_a_conversation_over_trunks_or_streams(
+        settings: config.Settings, fleurs: Path, trunk: bool) -> None:
+    """Converse calls to session_svc and its recognition streams to stt_svc on
+    trunks (the default, DRAGOMAN_TRUNK) or each on a gRPC stream of its own."""
+    frames = REGISTRY.get_sample_value("dragoman_trunk_frames_total", {"direction": "sent"}) or 0
+    async with session_stack(dataclasses.replace(settings, trunk=trunk)) as stack:
+        a, b, sid = await pair(stack.session, trunk=trunk)
+        a_call, b_call = a.converse(sid), b.converse(sid)
+        assert isinstance(a_call, mux.TrunkCall) is trunk
+        await a.say(utterance(fleurs))
+        b_kinds = kinds(await b.collect(b_call, "processing_ended"))
+        assert "translation" in b_kinds and "speech_audio" in b_kinds
+        await a.close()
+        await b.close()
+    carried = (REGISTRY.get_sample_value(
+        "dragoman_trunk_frames_total", {"direction": "sent"}) or 0) - frames
+    assert (carried > 100) is trunk  # the chunks went as frames, or not at all
 
 
 async def test_speech_fans_out_to_both_in_order(plumbing: Stack, fleurs: Path) -> None:

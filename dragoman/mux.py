@@ -1,0 +1,764 @@
+"""Many streaming calls over one gRPC stream between two processes.
+
+A 100 ms audio chunk sent as a gRPC message of its own costs a Python
+process 150-500 us to receive and forward (bench.grpc_floor), which caps a
+session_svc core at fewer than 300 sessions whatever session_svc does. On a
+trunk (`dragoman.trunk.v1.TrunkService/Carry`, this module) the same chunk is a frame: a
+call id and the serialized message, written in a batch with whatever other
+frames are waiting: the writer lingers `LINGER_S` (2 ms) after the first
+frame for others to join it, so under load tens to hundreds of frames share
+one gRPC message.
+
+The caller's side is a channel: `TrunkedChannel(channel)` is what a
+generated stub takes; its bidirectional streaming methods travel on the
+trunk (opened on first use, opened again after it fails), everything else
+on `channel` as before. The server's side is `add_to_server(server,
+registrations)`, which registers servicers the ordinary way and serves
+their bidirectional methods on the trunk as well, through the same wrapper
+as every other call (`rpc.wrap_handler`: logging context, error statuses,
+metrics).
+
+What a call on a trunk keeps of gRPC: metadata (text), deadlines,
+half-close, cancellation from either side, status code, message and
+trailing metadata, per-call ordering. What it changes: flow control is
+per trunk, so a reader that falls `MAX_PENDING` messages behind gets its
+call ended with RESOURCE_EXHAUSTED instead of slowing the sender (a
+conversation client resumes from its last sequence number); when the trunk
+itself fails, every call on it ends with the trunk's status (UNAVAILABLE,
+typically), as calls on a failed connection do. Only text metadata crosses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from dragoman import logs, metrics, rpc
+from dragoman.trunk.v1 import trunk_pb2 as pb
+from dragoman.trunk.v1 import trunk_pb2_grpc as pb_grpc
+
+log = logging.getLogger("dragoman.trunk")
+
+MAX_PENDING = 1024
+"""Messages a call may have waiting for its reader before it is ended."""
+MAX_BATCH = 512
+"""Most frames in one trunk message."""
+MAX_BATCH_BYTES = rpc.MAX_MESSAGE_BYTES // 4
+"""Most message bytes in one trunk message (a frame bigger than this goes alone):
+far under the gRPC message limit, which a trunk message over it would break for
+every call on the trunk."""
+LINGER_S = 0.002
+"""How long a writer waits after the first frame for others to share its
+message: 2 ms of latency per hop buys batches of tens of frames at a few
+hundred sessions (the writer being busy batches the rest)."""
+HIGH_WATER = 4096
+"""Frames waiting for the trunk's writer beyond which senders wait."""
+MAX_BACKLOG = 4 * HIGH_WATER
+"""Frames waiting beyond which a sender that cannot wait (`TrunkCall.send`) is refused."""
+SERVICE = pb.DESCRIPTOR.services_by_name["TrunkService"].full_name
+_SENT_FRAMES, _SENT_BATCHES = (m.labels("sent") for m in (metrics.TRUNK_FRAMES, metrics.TRUNK_BATCHES))
+_RECEIVED_FRAMES, _RECEIVED_BATCHES = (
+    m.labels("received") for m in (metrics.TRUNK_FRAMES, metrics.TRUNK_BATCHES))
+
+
+def _received(frames: Sequence[pb.Frame]) -> Sequence[pb.Frame]:
+    _RECEIVED_BATCHES.inc()
+    _RECEIVED_FRAMES.inc(len(frames))
+    return frames
+
+_Serializer = Callable[[Any], bytes]
+_Deserializer = Callable[[bytes], Any]
+
+
+def _entries(metadata: Iterable[tuple[str, Any]] | None) -> list[pb.MetadataEntry]:
+    return [pb.MetadataEntry(key=k, value=v) for k, v in metadata or () if isinstance(v, str)]
+
+
+def _metadata(entries: Iterable[pb.MetadataEntry]) -> grpc.aio.Metadata:
+    return grpc.aio.Metadata(*((e.key, e.value) for e in entries))
+
+
+def _code(value: int) -> grpc.StatusCode:
+    for code in grpc.StatusCode:
+        if code.value[0] == value:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+class _Outbox:
+    """Frames waiting for one side's writer, taken in batches."""
+
+    def __init__(self) -> None:
+        self._frames: asyncio.Queue[pb.Frame | None] = asyncio.Queue()
+        self._held: list[pb.Frame | None] = []
+        """A frame taken but left for the next batch (None: the end)."""
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def backlog(self) -> int:
+        return self._frames.qsize()
+
+    def put(self, frame: pb.Frame) -> None:
+        self._frames.put_nowait(frame)
+        if self._frames.qsize() >= HIGH_WATER:
+            self._room.clear()
+
+    async def room(self) -> None:
+        """Returns when the writer is not far behind (back-pressure for busy senders)."""
+        await self._room.wait()
+
+    def close(self) -> None:
+        self._frames.put_nowait(None)
+        self._room.set()  # nobody waits on a writer that is gone
+
+    async def batch(self) -> list[pb.Frame] | None:
+        """The frames waiting now (at least one; at most MAX_BATCH frames and
+        MAX_BATCH_BYTES of messages), counted as sent; None once closed."""
+        first = self._held.pop() if self._held else await self._frames.get()
+        if first is None:
+            return None
+        if LINGER_S and self._frames.empty():
+            await asyncio.sleep(LINGER_S)
+        frames, size = [first], len(first.message)
+        while not self._frames.empty():
+            frame = self._frames.get_nowait()
+            if frame is None or len(frames) >= MAX_BATCH or (
+                    size + len(frame.message) > MAX_BATCH_BYTES):
+                self._held.append(frame)  # the end, or the first of the next batch
+                break
+            size += len(frame.message)
+            frames.append(frame)
+        if self._frames.qsize() < HIGH_WATER // 2:
+            self._room.set()
+        _SENT_BATCHES.inc()
+        _SENT_FRAMES.inc(len(frames))
+        return frames
+
+
+def _end(call_id: int, code: grpc.StatusCode, details: str = "",
+         trailing: Iterable[tuple[str, Any]] = ()) -> pb.Frame:
+    return pb.Frame(call_id=call_id, end=pb.CallEnd(
+        code=code.value[0], details=details, trailing_metadata=_entries(trailing)))
+
+
+# -- requests without a task switch ---------------------------------------------
+
+T = TypeVar("T")
+
+
+class Feed(Generic[T]):
+    """A request stream the caller puts into without awaiting.
+
+    Passed as the request iterator of a call on a trunk, every `put` goes
+    straight out as a frame: no queue, no task switch per message. On a
+    gRPC stream it is an async iterator over a queue of at most `maxsize`
+    items (`put` raises asyncio.QueueFull beyond), where `merge(a, b)`, if
+    given, joins items that waited together (None: they stay apart).
+    """
+
+    def __init__(self, maxsize: int, merge: Callable[[T, T], T | None] | None = None) -> None:
+        self._queue: asyncio.Queue[T | None] = asyncio.Queue()
+        self._maxsize = maxsize
+        self._merge = merge
+        self._send: Callable[[T], None] | None = None
+        self._half_close: Callable[[], None] | None = None
+        self._closed = False
+
+    def put(self, item: T) -> None:
+        if self._closed:
+            return
+        if self._send is not None:
+            self._send(item)
+        elif self._queue.qsize() >= self._maxsize:
+            raise asyncio.QueueFull
+        else:
+            self._queue.put_nowait(item)
+
+    def close(self) -> None:
+        """No more items (the call is half-closed after those already put)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._half_close is not None:
+            self._half_close()
+        else:
+            self._queue.put_nowait(None)  # past maxsize: the end always fits
+
+    def _bind(self, send: Callable[[T], None], half_close: Callable[[], None]) -> None:
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                half_close()
+                return
+            send(item)
+        self._send, self._half_close = send, half_close
+        if self._closed:
+            half_close()
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        held: T | None = None
+        while True:
+            item = held if held is not None else await self._queue.get()
+            held = None
+            if item is None:
+                return
+            while self._merge is not None and not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is None:
+                    yield item
+                    return
+                merged = self._merge(item, more)
+                if merged is None:
+                    held = more
+                    break
+                item = merged
+            yield item
+
+
+async def each(requests: AsyncIterable[T], on_request: Callable[[T], None]) -> None:
+    """Calls `on_request` with every request of a call, in order, until the
+    caller half-closes: on a trunk, synchronously as each frame arrives (in
+    the handler's context, no task switch); else as the iterator yields.
+    An exception from `on_request` ends the reading and is raised here."""
+    if isinstance(requests, _TrunkRequests):
+        await requests.consume(on_request)
+        return
+    async for request in requests:
+        on_request(request)
+
+
+# -- the caller's side ---------------------------------------------------------
+
+
+class TrunkCall:
+    """A bidirectional call on a trunk, shaped like `grpc.aio.StreamStreamCall`:
+    `write`, `done_writing`, `cancel`, and `async for` over the responses
+    (which raises `grpc.aio.AioRpcError` when the call ends with an error)."""
+
+    def __init__(self, link: _Link, call_id: int, serializer: _Serializer,
+                 deserializer: _Deserializer) -> None:
+        self._link, self._id = link, call_id
+        self._serialize, self._deserialize = serializer, deserializer
+        self._responses: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._error: grpc.aio.AioRpcError | None = None
+        self._status = grpc.StatusCode.OK
+        self._done = False
+        self._feeder: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    # the caller's half
+
+    async def write(self, request: Any) -> None:
+        self.send(request)
+        await self._link.outbox.room()
+
+    def send(self, request: Any) -> None:
+        """Writes without waiting: raises asyncio.InvalidStateError once the call
+        is over, asyncio.QueueFull when the trunk is far behind (MAX_BACKLOG)."""
+        if self._done:
+            raise asyncio.InvalidStateError("the call is over")
+        if self._link.outbox.backlog() >= MAX_BACKLOG:
+            raise asyncio.QueueFull
+        self._link.send(pb.Frame(call_id=self._id, message=self._serialize(request)))
+
+    async def done_writing(self) -> None:
+        self.half_close()
+
+    def half_close(self) -> None:
+        if not self._done:
+            self._link.send(pb.Frame(call_id=self._id, half_close=pb.HalfClose()))
+
+    def cancel(self) -> bool:
+        if self._done:
+            return False
+        self._link.send(_end(self._id, grpc.StatusCode.CANCELLED))
+        self._finish(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
+        return True
+
+    def done(self) -> bool:
+        return self._done
+
+    def _put(self, request: Any) -> None:
+        """`send` for a Feed: nothing once the call is over (like items nobody reads)."""
+        if not self._done:
+            self.send(request)
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._status if self._done else None
+
+    async def _feed(self, requests: AsyncIterable[Any]) -> None:
+        try:
+            async for request in requests:
+                await self.write(request)
+            await self.done_writing()
+        except asyncio.InvalidStateError:
+            pass  # the call ended while requests were still coming
+        except Exception:
+            log.exception("the request iterator of a trunk call failed")
+            self.cancel()
+
+    # the server's half
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._read()
+
+    async def _read(self) -> AsyncIterator[Any]:
+        while (data := await self._responses.get()) is not None:
+            yield self._deserialize(data)
+        if self._error is not None:
+            raise self._error
+
+    def _on_frame(self, frame: pb.Frame) -> None:
+        kind = frame.WhichOneof("kind")
+        if kind == "message":
+            if self._responses.qsize() >= MAX_PENDING:
+                self._link.send(_end(self._id, grpc.StatusCode.RESOURCE_EXHAUSTED))
+                self._finish(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"the caller fell {MAX_PENDING} responses behind the server; "
+                             "the call was ended")
+                return
+            self._responses.put_nowait(frame.message)
+        elif kind == "end":
+            self._finish(_code(frame.end.code), frame.end.details,
+                         _metadata(frame.end.trailing_metadata))
+
+    def _finish(self, code: grpc.StatusCode, details: str,
+                trailing: grpc.aio.Metadata | None = None) -> None:
+        if self._done:
+            return
+        self._done, self._status = True, code
+        self._link.forget(self._id)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._feeder is not None and self._feeder is not asyncio.current_task():
+            self._feeder.cancel()
+        if code is not grpc.StatusCode.OK:
+            self._error = grpc.aio.AioRpcError(
+                code, grpc.aio.Metadata(), trailing or grpc.aio.Metadata(), details)
+        self._responses.put_nowait(None)
+
+    def _expire(self) -> None:
+        if not self._done:
+            self._link.send(_end(self._id, grpc.StatusCode.DEADLINE_EXCEEDED))
+            self._finish(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+class _Link:
+    """One open Carry call and the trunk calls on it."""
+
+    def __init__(self, stub: pb_grpc.TrunkServiceStub,
+                 on_unimplemented: Callable[[], None]) -> None:
+        self._on_unimplemented = on_unimplemented
+        self.outbox = _Outbox()
+        self.calls: dict[int, TrunkCall] = {}
+        self._next_id = 0
+        self.dead = False
+        # The trunk outlives the call that opened it: no request's log context.
+        quiet = contextvars.Context()
+        self._carry = quiet.run(stub.Carry)
+        self._tasks = [
+            asyncio.get_running_loop().create_task(self._write(), name="trunk-write", context=quiet),
+            asyncio.get_running_loop().create_task(self._read(), name="trunk-read", context=quiet),
+        ]
+
+    def open(self, method: str, serializer: _Serializer, deserializer: _Deserializer,
+             metadata: Sequence[tuple[str, Any]], timeout: float | None) -> TrunkCall:
+        self._next_id += 1
+        call = TrunkCall(self, self._next_id, serializer, deserializer)
+        self.calls[self._next_id] = call
+        start = pb.CallStart(method=method, metadata=_entries(metadata))
+        if timeout is not None:
+            start.timeout.FromNanoseconds(int(max(timeout, 0.0) * 1e9))
+            call._timer = asyncio.get_running_loop().call_later(max(timeout, 0.0), call._expire)
+        self.send(pb.Frame(call_id=self._next_id, start=start))
+        return call
+
+    def send(self, frame: pb.Frame) -> None:
+        if not self.dead:
+            self.outbox.put(frame)
+
+    def forget(self, call_id: int) -> None:
+        self.calls.pop(call_id, None)
+
+    async def _write(self) -> None:
+        try:
+            while (frames := await self.outbox.batch()) is not None:
+                await self._carry.write(pb.CarryRequest(frames=frames))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the read side learns how the trunk ended
+
+    async def _read(self) -> None:
+        code, details = grpc.StatusCode.UNAVAILABLE, "the trunk ended"
+        try:
+            async for response in self._carry:
+                for frame in _received(response.frames):
+                    call = self.calls.get(frame.call_id)
+                    if call is not None:
+                        call._on_frame(frame)
+        except grpc.aio.AioRpcError as e:
+            code, details = e.code(), e.details() or details
+            if code is grpc.StatusCode.UNIMPLEMENTED:
+                details = "the server has no trunk (dragoman.trunk.v1.TrunkService)"
+                code = grpc.StatusCode.UNAVAILABLE  # the next call goes without one
+                self._on_unimplemented()
+        finally:
+            self.close(code, f"trunk: {details}")
+
+    def close(self, code: grpc.StatusCode, details: str) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        for call in list(self.calls.values()):
+            call._finish(code, details)
+        self.outbox.close()
+        self._carry.cancel()
+
+    async def aclose(self) -> None:
+        self.close(grpc.StatusCode.CANCELLED, "the trunk was closed")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _TrunkMethod:
+    """A bidirectional method on a trunk, shaped like `grpc.aio.StreamStreamMultiCallable`."""
+
+    def __init__(self, owner: TrunkedChannel, method: str, serializer: _Serializer,
+                 deserializer: _Deserializer) -> None:
+        self._owner, self._method = owner, method
+        self._serialize, self._deserialize = serializer, deserializer
+        self._plain = owner.channel.stream_stream(
+            method, request_serializer=serializer, response_deserializer=deserializer)
+
+    def __call__(self, request_iterator: AsyncIterable[Any] | None = None, *,
+                 timeout: float | None = None,
+                 metadata: Sequence[tuple[str, Any]] | None = None,
+                 **_: Any) -> TrunkCall | grpc.aio.StreamStreamCall:
+        if self._owner.plain:  # the server has no trunk: a gRPC stream of its own
+            return self._plain(request_iterator, timeout=timeout, metadata=metadata)
+        meta = list(metadata or ())
+        if cid := logs.correlation_id.get():
+            meta.append((rpc.CORRELATION_HEADER, cid))
+        call = self._owner.link().open(self._method, self._serialize, self._deserialize,
+                                       meta, timeout)
+        if isinstance(request_iterator, Feed):
+            request_iterator._bind(call._put, call.half_close)
+        elif request_iterator is not None:
+            call._feeder = asyncio.create_task(call._feed(request_iterator), name="trunk-feed")
+        return call
+
+
+class TrunkedChannel:
+    """A channel for generated stubs whose bidirectional streaming calls go on
+    one trunk to the server; other calls go on `channel` itself."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self._stub = pb_grpc.TrunkServiceStub(channel)
+        self._link: _Link | None = None
+        self.plain = False
+        """True once the server answered that it serves no trunk."""
+
+    def _no_trunk(self) -> None:
+        if not self.plain:
+            log.warning("the server serves no trunk; streaming calls go as gRPC streams")
+        self.plain = True
+
+    def link(self) -> _Link:
+        if self._link is None or self._link.dead:
+            self._link = _Link(self._stub, self._no_trunk)
+        return self._link
+
+    def stream_stream(self, method: str, request_serializer: _Serializer | None = None,
+                      response_deserializer: _Deserializer | None = None,
+                      **_: Any) -> _TrunkMethod:
+        assert request_serializer is not None and response_deserializer is not None
+        return _TrunkMethod(self, method, request_serializer, response_deserializer)
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return self.channel.unary_unary(*args, **kwargs)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return self.channel.unary_stream(*args, **kwargs)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return self.channel.stream_unary(*args, **kwargs)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self.channel.get_state(try_to_connect)
+
+    async def close_trunk(self) -> None:
+        """Ends the trunk (its calls end CANCELLED); the channel stays open."""
+        if self._link is not None:
+            await self._link.aclose()
+
+    async def close(self) -> None:
+        """Ends the trunk, then closes the channel."""
+        await self.close_trunk()
+        await self.channel.close()
+
+
+def channel(address: str, *, trunk: bool = True, retry: Sequence[str] = ()) -> Any:
+    """`rpc.channel(address)`, its streaming calls on a trunk unless `trunk` is false."""
+    ch = rpc.channel(address, retry=retry)
+    return TrunkedChannel(ch) if trunk else ch
+
+
+# -- the server's side ---------------------------------------------------------
+
+
+class _Abort(grpc.aio.AbortError):
+    """Raised by `ServerCall.abort`, as grpc.aio raises AbortError."""
+
+
+class ServerCall:
+    """The `grpc.aio.ServicerContext` of a call on a trunk (what handlers use of it)."""
+
+    def __init__(self, trunk: _ServerTrunk, call_id: int, start: pb.CallStart) -> None:
+        self._trunk, self._id = trunk, call_id
+        self._metadata = tuple((e.key, e.value) for e in start.metadata)
+        loop = asyncio.get_running_loop()
+        self._deadline = (loop.time() + start.timeout.ToNanoseconds() / 1e9
+                          if start.HasField("timeout") else None)
+        self.requests: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.on_request: Callable[[bytes | None], None] | None = None
+        """Set by `_TrunkRequests.consume`: takes each message (None: half-close) at once."""
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+        self._trailing: Sequence[tuple[str, Any]] = ()
+        self._cancelled = False
+        self._callbacks: list[Callable[[Any], None]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return self._trunk.peer
+
+    def time_remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
+    async def abort(self, code: grpc.StatusCode, details: str = "",
+                    trailing_metadata: Sequence[tuple[str, Any]] = ()) -> None:
+        self._code, self._details, self._trailing = code, details, trailing_metadata
+        raise _Abort(details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def set_trailing_metadata(self, trailing_metadata: Sequence[tuple[str, Any]]) -> None:
+        self._trailing = trailing_metadata
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self._callbacks.append(callback)
+
+    async def send_initial_metadata(self, metadata: Sequence[tuple[str, Any]]) -> None:
+        pass  # a trunk call has no initial metadata of its own
+
+    def _on_frame(self, frame: pb.Frame) -> None:
+        kind = frame.WhichOneof("kind")
+        if self.on_request is not None and kind in ("message", "half_close"):
+            self.on_request(frame.message if kind == "message" else None)
+        elif kind == "message":
+            if self.requests.qsize() >= MAX_PENDING:
+                self._trunk.outbox.put(_end(
+                    self._id, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the server fell {MAX_PENDING} requests behind the caller; the call was ended"))
+                self._stop()
+                return
+            self.requests.put_nowait(frame.message)
+        elif kind == "half_close":
+            self.requests.put_nowait(None)
+        elif kind == "end":  # the caller cancelled (or its deadline passed)
+            self._stop()
+
+    def _stop(self) -> None:
+        self._cancelled = True
+        self._trunk.calls.pop(self._id, None)
+        if self.task is not None:
+            self.task.cancel()
+
+    async def run(self, handler: grpc.RpcMethodHandler) -> None:
+        serialize = handler.response_serializer
+        requests = _TrunkRequests(self, handler.request_deserializer or (lambda b: b))
+        timer = None
+        if (remaining := self.time_remaining()) is not None:
+            timer = asyncio.get_running_loop().call_later(remaining, self._expire)
+        outbox = self._trunk.outbox
+        end: pb.Frame | None = _end(self._id, grpc.StatusCode.OK)
+        try:
+            async for response in handler.stream_stream(requests, self):
+                outbox.put(pb.Frame(call_id=self._id,
+                                    message=serialize(response) if serialize else response))
+                await outbox.room()
+        except _Abort:
+            pass
+        except asyncio.CancelledError:
+            end = None if self._code is None else end  # cancelled by the caller: nothing to say
+        except Exception:  # noqa: BLE001 - rpc.wrap_handler maps errors; this is the backstop
+            log.exception("a trunk call failed")
+            self._code, self._details = grpc.StatusCode.INTERNAL, "internal error"
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._trunk.calls.pop(self._id, None)
+            for callback in self._callbacks:
+                callback(self)
+        if end is not None and not self._cancelled:
+            code = self._code or grpc.StatusCode.OK
+            outbox.put(_end(self._id, code, self._details if code is not grpc.StatusCode.OK else "",
+                            self._trailing))
+
+    def _expire(self) -> None:
+        self._code, self._details = grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _TrunkRequests:
+    """The request stream a handler gets for a call on a trunk: an async
+    iterator, or, through `each()`, requests handed over as frames arrive."""
+
+    def __init__(self, call: ServerCall, deserialize: _Deserializer) -> None:
+        self._call, self._deserialize = call, deserialize
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while (data := await self._call.requests.get()) is not None:
+            yield self._deserialize(data)
+
+    async def consume(self, on_request: Callable[[Any], None]) -> None:
+        call, deserialize = self._call, self._deserialize
+        while not call.requests.empty():  # what arrived before
+            data = call.requests.get_nowait()
+            if data is None:
+                return
+            on_request(deserialize(data))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        context = contextvars.copy_context()  # the handler's (log ids of the call)
+
+        def take(data: bytes | None) -> None:
+            if done.done():
+                return
+            if data is None:
+                done.set_result(None)
+                return
+            try:
+                context.run(on_request, deserialize(data))
+            except Exception as e:  # noqa: BLE001 - raised in the handler, by `each`
+                done.set_exception(e)
+
+        call.on_request = take
+        try:
+            await done
+        finally:
+            call.on_request = None
+
+
+class _ServerTrunk:
+    """The server's end of one Carry call."""
+
+    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler], peer: str) -> None:
+        self.handlers, self.peer = handlers, peer
+        self.outbox = _Outbox()
+        self.calls: dict[int, ServerCall] = {}
+
+    async def read(self, batches: AsyncIterator[pb.CarryRequest]) -> None:
+        try:
+            async for batch in batches:
+                for frame in _received(batch.frames):
+                    call = self.calls.get(frame.call_id)
+                    if call is not None:
+                        call._on_frame(frame)
+                    elif frame.HasField("start"):
+                        self._start(frame.call_id, frame.start)
+        finally:
+            for call in list(self.calls.values()):
+                call._stop()
+            self.outbox.close()
+
+    def _start(self, call_id: int, start: pb.CallStart) -> None:
+        handler = self.handlers.get(start.method)
+        if handler is None:
+            self.outbox.put(_end(call_id, grpc.StatusCode.UNIMPLEMENTED,
+                                 f"{start.method} is not served on this trunk"))
+            return
+        call = self.calls[call_id] = ServerCall(self, call_id, start)
+        call.task = asyncio.create_task(call.run(handler), name=f"trunk-call-{start.method}")
+
+
+class TrunkServicer(pb_grpc.TrunkServiceServicer):
+    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self._handlers = handlers
+
+    async def Carry(self, request_iterator: AsyncIterator[pb.CarryRequest],
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CarryResponse]:
+        trunk = _ServerTrunk(self._handlers, context.peer())
+        reader = asyncio.create_task(trunk.read(request_iterator), name="trunk-server-read")
+        try:
+            while (frames := await trunk.outbox.batch()) is not None:
+                yield pb.CarryResponse(frames=frames)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            calls = [c.task for c in trunk.calls.values() if c.task is not None]
+            for task in calls:
+                task.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+
+
+class _Collector:
+    """Stands in for a server to collect what a generated add_*_to_server registers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[Any]) -> None:
+        pass  # the registered handlers below are the same methods
+
+    def add_registered_method_handlers(self, service: str,
+                                       handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        for name, handler in handlers.items():
+            if handler.stream_stream is not None:
+                method = f"/{service}/{name}"
+                self.handlers[method] = rpc.wrap_handler(handler, method)
+
+
+def add_to_server(server: grpc.aio.Server,
+                  registrations: Iterable[tuple[Callable[[Any, Any], None], Any]]) -> str:
+    """Registers `registrations` ((add_*_to_server, servicer) pairs) on
+    `server` as usual, and serves their bidirectional methods on a trunk too.
+    Returns the trunk's service name (for health and reflection)."""
+    collector = _Collector()
+    for add, servicer in registrations:
+        add(servicer, server)
+        add(servicer, collector)
+    pb_grpc.add_TrunkServiceServicer_to_server(TrunkServicer(collector.handlers), server)
+    return SERVICE
