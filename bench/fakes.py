@@ -197,10 +197,13 @@ class FakeTts(tts_pb2_grpc.TextToSpeechServiceServicer):
 async def start(delays: Delays, stt: str, mt: str, tts: str) -> list[rpc.Service]:
     """The three fakes, each its own server on its address (port 0 allowed)."""
     servers = {name: rpc.new_server() for name in ("stt", "mt", "tts")}
-    on_trunk = mux.add_to_server(  # session_svc sends audio on a trunk by default
+    # session_svc calls them on trunks by default
+    on_trunk = mux.add_to_server(
         servers["stt"], [(stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server, FakeStt(delays))])
-    mt_pb2_grpc.add_TranslationServiceServicer_to_server(FakeMt(delays), servers["mt"])
-    tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server(FakeTts(delays), servers["tts"])
+    mux.add_to_server(servers["mt"], [(mt_pb2_grpc.add_TranslationServiceServicer_to_server,
+                                       FakeMt(delays))])
+    mux.add_to_server(servers["tts"], [(tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server,
+                                        FakeTts(delays))])
     full_names = {
         "stt": stt_pb2.DESCRIPTOR.services_by_name["SpeechToTextService"].full_name,
         "mt": mt_pb2.DESCRIPTOR.services_by_name["TranslationService"].full_name,
@@ -208,8 +211,7 @@ async def start(delays: Delays, stt: str, mt: str, tts: str) -> list[rpc.Service
     }
     services = []
     for name, address in (("stt", stt), ("mt", mt), ("tts", tts)):
-        names = [full_names[name], on_trunk] if name == "stt" else [full_names[name]]
-        service = rpc.Service(f"fake-{name}", servers[name], names)
+        service = rpc.Service(f"fake-{name}", servers[name], [full_names[name], on_trunk])
         await service.start(address)
         services.append(service)
     return services

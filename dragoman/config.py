@@ -271,10 +271,9 @@ class Settings:
     grace_period_s: float = 10.0
     """On SIGTERM, how long in-flight calls get to finish."""
     trunk: bool = True
-    """Internal streaming calls (the gateway's Converse calls to session_svc,
-    session_svc's recognition streams to stt_svc) travel as frames on one
-    gRPC stream per pair of processes (dragoman.mux); false: a gRPC stream
-    per call. Servers accept both."""
+    """Internal calls (the gateway's to session_svc, session_svc's to
+    stt/mt/tts) travel as frames on one gRPC stream per pair of processes
+    (dragoman.mux); false: a gRPC call per call. Servers accept both."""
     addresses: Addresses = field(default_factory=Addresses)
     metrics: MetricsAddresses = field(default_factory=MetricsAddresses)
     tracing: TracingSettings = field(default_factory=TracingSettings)

@@ -1,31 +1,36 @@
-"""Many streaming calls over one gRPC stream between two processes.
+"""Many gRPC calls over one gRPC stream between two processes.
 
 A 100 ms audio chunk sent as a gRPC message of its own costs a Python
-process 150-500 us to receive and forward (bench.grpc_floor), which caps a
+process 150-700 us to receive and forward (bench.grpc_floor), which caps a
 session_svc core at fewer than 300 sessions whatever session_svc does. On a
-trunk (`dragoman.trunk.v1.TrunkService/Carry`, this module) the same chunk is a frame: a
-call id and the serialized message, written in a batch with whatever other
-frames are waiting: the writer lingers `LINGER_S` (2 ms) after the first
-frame for others to join it, so under load tens to hundreds of frames share
-one gRPC message.
+trunk (`dragoman.trunk.v1.TrunkService/Carry`) the same chunk is a frame: a
+call id and the serialized message, written in a batch with the other
+frames waiting: the writer lingers `LINGER_S` (2 ms) after the first frame
+for others to join it, so under load tens to hundreds of frames share one
+gRPC message, and a call costs no HTTP/2 stream, metadata or interceptors.
 
 The caller's side is a channel: `TrunkedChannel(channel)` is what a
-generated stub takes; its bidirectional streaming methods travel on the
-trunk (opened on first use, opened again after it fails), everything else
-on `channel` as before. The server's side is `add_to_server(server,
+generated stub takes; its calls travel on the trunk (opened on first use,
+opened again after it fails; client-streaming calls, which dragoman does
+not make, on `channel`). A call with one request is sent again when the
+trunk failed before it was answered (`RETRIES`). Against a server without
+a trunk the first call fails UNAVAILABLE and later ones go as ordinary gRPC
+calls. `Feed` and `each()` hand messages to and from a trunk call without a
+task switch per message. The server's side is `add_to_server(server,
 registrations)`, which registers servicers the ordinary way and serves
-their bidirectional methods on the trunk as well, through the same wrapper
-as every other call (`rpc.wrap_handler`: logging context, error statuses,
-metrics).
+every method on the trunk as well, through the same wrapper as every other
+call (`rpc.wrap_handler`: logging context, error statuses, metrics) and
+with a trace span each (`tracing.server_span`).
 
 What a call on a trunk keeps of gRPC: metadata (text), deadlines,
 half-close, cancellation from either side, status code, message and
-trailing metadata, per-call ordering. What it changes: flow control is
-per trunk, so a reader that falls `MAX_PENDING` messages behind gets its
-call ended with RESOURCE_EXHAUSTED instead of slowing the sender (a
-conversation client resumes from its last sequence number); when the trunk
-itself fails, every call on it ends with the trunk's status (UNAVAILABLE,
-typically), as calls on a failed connection do. Only text metadata crosses.
+trailing metadata, per-call ordering, trace context. What it changes: flow
+control is per trunk, so a reader that falls `MAX_PENDING` messages behind
+gets its call ended with RESOURCE_EXHAUSTED instead of slowing the sender
+(a conversation client resumes from its last sequence number); when the
+trunk itself fails, every call on it ends with the trunk's status
+(UNAVAILABLE, typically), as calls on a failed connection do. Only text
+metadata crosses, and no initial metadata comes back.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from dragoman import logs, metrics, rpc
+from dragoman import logs, metrics, rpc, tracing
 from dragoman.trunk.v1 import trunk_pb2 as pb
 from dragoman.trunk.v1 import trunk_pb2_grpc as pb_grpc
 
@@ -254,6 +259,8 @@ class TrunkCall:
         self._done = False
         self._feeder: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.span: Any = None
+        """The call's trace span (tracing.client_span), ended with the call."""
 
     # the caller's half
 
@@ -312,8 +319,12 @@ class TrunkCall:
         return self._read()
 
     async def _read(self) -> AsyncIterator[Any]:
-        while (data := await self._responses.get()) is not None:
-            yield self._deserialize(data)
+        try:
+            while (data := await self._responses.get()) is not None:
+                yield self._deserialize(data)
+        finally:
+            if not self._done:  # the reader went away: as a collected gRPC call, cancelled
+                self.cancel()
         if self._error is not None:
             raise self._error
 
@@ -337,6 +348,7 @@ class TrunkCall:
             return
         self._done, self._status = True, code
         self._link.forget(self._id)
+        tracing.end_span(self.span, code)
         if self._timer is not None:
             self._timer.cancel()
         if self._feeder is not None and self._feeder is not asyncio.current_task():
@@ -375,7 +387,9 @@ class _Link:
         self._next_id += 1
         call = TrunkCall(self, self._next_id, serializer, deserializer)
         self.calls[self._next_id] = call
-        start = pb.CallStart(method=method, metadata=_entries(metadata))
+        meta = list(metadata)
+        call.span = tracing.client_span(method, meta)
+        start = pb.CallStart(method=method, metadata=_entries(meta))
         if timeout is not None:
             start.timeout.FromNanoseconds(int(max(timeout, 0.0) * 1e9))
             call._timer = asyncio.get_running_loop().call_later(max(timeout, 0.0), call._expire)
@@ -457,9 +471,98 @@ class _TrunkMethod:
         return call
 
 
+RETRIES = 2
+"""Times a call with a unary request is sent again when its trunk failed
+before any response (as gRPC's retry policy does for the idempotent calls
+dragoman makes: translations, syntheses, session queries)."""
+
+
+class TrunkUnaryCall:
+    """A call with one request on a trunk, shaped like grpc.aio's UnaryUnaryCall
+    (`await call`) and UnaryStreamCall (`async for response in call`)."""
+
+    def __init__(self, method: _TrunkUnaryMethod, request: Any, timeout: float | None,
+                 metadata: Sequence[tuple[str, Any]]) -> None:
+        self._method, self._request = method, request
+        self._timeout, self._metadata = timeout, metadata
+        self._call: TrunkCall | Any = None
+        self._cancelled = False
+
+    def __await__(self) -> Any:
+        return self._one().__await__()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._responses()
+
+    def cancel(self) -> bool:
+        self._cancelled = True
+        return bool(self._call is not None and self._call.cancel())
+
+    def done(self) -> bool:
+        return self._call is not None and self._call.done()
+
+    async def _one(self) -> Any:
+        responses = [r async for r in self._responses()]  # to the call's end (its status)
+        if len(responses) != 1:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.INTERNAL, grpc.aio.Metadata(),
+                                       grpc.aio.Metadata(),
+                                       f"the server sent {len(responses)} responses, not one")
+        return responses[0]
+
+    async def _responses(self) -> AsyncIterator[Any]:
+        method, owner = self._method, self._method._owner
+        for attempt in range(RETRIES + 1):
+            if owner.plain:  # the server has no trunk: as gRPC would
+                self._call = method._plain(self._request, timeout=self._timeout,
+                                           metadata=self._metadata)
+                if not method._streaming:
+                    yield await self._call
+                    return
+                async for response in self._call:
+                    yield response
+                return
+            call = self._call = owner.link().open(
+                method._method, method._serialize, method._deserialize, self._metadata,
+                self._timeout)
+            call.send(self._request)
+            call.half_close()
+            answered = False
+            try:
+                async for response in call:
+                    answered = True
+                    yield response
+                return
+            except grpc.aio.AioRpcError as e:
+                if (answered or self._cancelled or e.code() is not grpc.StatusCode.UNAVAILABLE
+                        or attempt == RETRIES):
+                    raise
+            finally:
+                call.cancel()  # a no-op once it ended; else the reader went away
+            await asyncio.sleep(0.05 * 2**attempt)
+
+
+class _TrunkUnaryMethod:
+    """A method with one request on a trunk, shaped like grpc.aio's
+    UnaryUnaryMultiCallable or UnaryStreamMultiCallable."""
+
+    def __init__(self, owner: TrunkedChannel, method: str, serializer: _Serializer,
+                 deserializer: _Deserializer, plain: Any, streaming: bool) -> None:
+        self._owner, self._method, self._streaming = owner, method, streaming
+        self._serialize, self._deserialize = serializer, deserializer
+        self._plain = plain
+
+    def __call__(self, request: Any, *, timeout: float | None = None,
+                 metadata: Sequence[tuple[str, Any]] | None = None,
+                 **_: Any) -> TrunkUnaryCall:
+        meta = list(metadata or ())
+        if cid := logs.correlation_id.get():
+            meta.append((rpc.CORRELATION_HEADER, cid))
+        return TrunkUnaryCall(self, request, timeout, meta)
+
+
 class TrunkedChannel:
-    """A channel for generated stubs whose bidirectional streaming calls go on
-    one trunk to the server; other calls go on `channel` itself."""
+    """A channel for generated stubs whose calls go on one trunk to the server
+    (client-streaming calls, which dragoman does not make, on `channel` itself)."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
@@ -484,11 +587,23 @@ class TrunkedChannel:
         assert request_serializer is not None and response_deserializer is not None
         return _TrunkMethod(self, method, request_serializer, response_deserializer)
 
-    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
-        return self.channel.unary_unary(*args, **kwargs)
+    def unary_unary(self, method: str, request_serializer: _Serializer | None = None,
+                    response_deserializer: _Deserializer | None = None,
+                    **kwargs: Any) -> _TrunkUnaryMethod:
+        assert request_serializer is not None and response_deserializer is not None
+        return _TrunkUnaryMethod(self, method, request_serializer, response_deserializer,
+                                 self.channel.unary_unary(method, request_serializer,
+                                                          response_deserializer, **kwargs),
+                                 streaming=False)
 
-    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
-        return self.channel.unary_stream(*args, **kwargs)
+    def unary_stream(self, method: str, request_serializer: _Serializer | None = None,
+                     response_deserializer: _Deserializer | None = None,
+                     **kwargs: Any) -> _TrunkUnaryMethod:
+        assert request_serializer is not None and response_deserializer is not None
+        return _TrunkUnaryMethod(self, method, request_serializer, response_deserializer,
+                                 self.channel.unary_stream(method, request_serializer,
+                                                           response_deserializer, **kwargs),
+                                 streaming=True)
 
     def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
         return self.channel.stream_unary(*args, **kwargs)
@@ -524,7 +639,7 @@ class ServerCall:
     """The `grpc.aio.ServicerContext` of a call on a trunk (what handlers use of it)."""
 
     def __init__(self, trunk: _ServerTrunk, call_id: int, start: pb.CallStart) -> None:
-        self._trunk, self._id = trunk, call_id
+        self._trunk, self._id, self._method = trunk, call_id, start.method
         self._metadata = tuple((e.key, e.value) for e in start.metadata)
         loop = asyncio.get_running_loop()
         self._deadline = (loop.time() + start.timeout.ToNanoseconds() / 1e9
@@ -610,8 +725,10 @@ class ServerCall:
             timer = asyncio.get_running_loop().call_later(remaining, self._expire)
         outbox = self._trunk.outbox
         end: pb.Frame | None = _end(self._id, grpc.StatusCode.OK)
+        span = contextlib.ExitStack()
         try:
-            async for response in handler.stream_stream(requests, self):
+            span.enter_context(tracing.server_span(self._method, self._metadata))
+            async for response in _responses(handler, requests, self):
                 outbox.put(pb.Frame(call_id=self._id,
                                     message=serialize(response) if serialize else response))
                 await outbox.room()
@@ -623,6 +740,7 @@ class ServerCall:
             log.exception("a trunk call failed")
             self._code, self._details = grpc.StatusCode.INTERNAL, "internal error"
         finally:
+            span.close()
             if timer is not None:
                 timer.cancel()
             self._trunk.calls.pop(self._id, None)
@@ -639,6 +757,23 @@ class ServerCall:
             self.task.cancel()
 
 
+async def _responses(handler: grpc.RpcMethodHandler, requests: _TrunkRequests,
+                     context: ServerCall) -> AsyncIterator[Any]:
+    """The responses of a call of any of the four kinds, as a stream."""
+    if handler.stream_stream is not None:
+        async for response in handler.stream_stream(requests, context):
+            yield response
+    elif handler.stream_unary is not None:
+        yield await handler.stream_unary(requests, context)
+    else:
+        request = await requests.only()
+        if handler.unary_stream is not None:
+            async for response in handler.unary_stream(request, context):
+                yield response
+        else:
+            yield await handler.unary_unary(request, context)
+
+
 class _TrunkRequests:
     """The request stream a handler gets for a call on a trunk: an async
     iterator, or, through `each()`, requests handed over as frames arrive."""
@@ -652,6 +787,15 @@ class _TrunkRequests:
     async def _iterate(self) -> AsyncIterator[Any]:
         while (data := await self._call.requests.get()) is not None:
             yield self._deserialize(data)
+
+    async def only(self) -> Any:
+        """The one request of a call with a unary request."""
+        data = await self._call.requests.get()
+        if data is None:
+            self._call.set_code(grpc.StatusCode.INTERNAL)
+            self._call.set_details("the call ended before its request arrived")
+            raise _Abort("no request")
+        return self._deserialize(data)
 
     async def consume(self, on_request: Callable[[Any], None]) -> None:
         call, deserialize = self._call, self._deserialize
@@ -746,9 +890,8 @@ class _Collector:
     def add_registered_method_handlers(self, service: str,
                                        handlers: dict[str, grpc.RpcMethodHandler]) -> None:
         for name, handler in handlers.items():
-            if handler.stream_stream is not None:
-                method = f"/{service}/{name}"
-                self.handlers[method] = rpc.wrap_handler(handler, method)
+            method = f"/{service}/{name}"
+            self.handlers[method] = rpc.wrap_handler(handler, method)
 
 
 def add_to_server(server: grpc.aio.Server,

@@ -5,16 +5,21 @@ e.g. Jaeger's http://jaeger:4317), every server from `rpc.new_server()` and
 every channel from `rpc.channel()` in the process traces its calls, and the
 W3C trace context travels in the gRPC metadata, so one conversation's calls
 through gateway -> session_svc -> stt/mt/tts form one trace. Health checks
-and reflection are not traced. `configure()` runs before the services are
+and reflection are not traced. Calls on a trunk (dragoman.mux) get their
+spans here (`client_span`, `server_span`), not from the interceptors, which
+leave the trunk's own long-lived Carry call alone. `configure()` runs before the services are
 built (each service's `serve()`); its return value flushes and stops the export.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from typing import Any
 
+import grpc
+from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
 from opentelemetry.sdk.resources import Resource
@@ -28,7 +33,8 @@ log = logging.getLogger("dragoman.tracing")
 
 _provider: TracerProvider | None = None
 _UNTRACED = filters.negate(filters.any_of(
-    filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection.")))
+    filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection."),
+    filters.service_prefix("dragoman.trunk.")))
 
 
 def configure(settings: TracingSettings, service: str) -> Callable[[], None]:
@@ -62,3 +68,44 @@ def server_interceptors() -> list[Any]:
 def client_interceptors() -> list[Any]:
     """What `rpc.channel()` adds: a span per call made, the context in its metadata."""
     return list(aio_client_interceptors(tracer_provider=_provider, filter_=_UNTRACED)) if _provider else []
+
+
+def _attributes(method: str) -> dict[str, str]:
+    service, _, name = method.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def client_span(method: str, metadata: MutableSequence[tuple[str, str]]) -> trace.Span | None:
+    """A client span for a call on a trunk, its context added to `metadata`
+    (None when tracing is off). End it with `end_span`."""
+    if _provider is None:
+        return None
+    span = _provider.get_tracer(__name__).start_span(
+        method, kind=trace.SpanKind.CLIENT, attributes=_attributes(method))
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    metadata.extend(carrier.items())
+    return span
+
+
+def end_span(span: trace.Span | None, code: grpc.StatusCode) -> None:
+    if span is None:
+        return
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code is not grpc.StatusCode.OK:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
+    span.end()
+
+
+@contextlib.contextmanager
+def server_span(method: str, metadata: Sequence[tuple[str, str]]) -> Iterator[trace.Span | None]:
+    """The current span while a call on a trunk is served, a child of the
+    caller's (from `metadata`); None when tracing is off."""
+    if _provider is None:
+        yield None
+        return
+    with _provider.get_tracer(__name__).start_as_current_span(
+            method, context=propagate.extract(dict(metadata)), kind=trace.SpanKind.SERVER,
+            attributes=_attributes(method), record_exception=False,
+            set_status_on_exception=False) as span:
+        yield span

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 import grpc
 
-from dragoman import errors, mux, rpc
+from dragoman import errors, mux
 from dragoman.config import Addresses
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
@@ -23,9 +23,9 @@ class Downstream:
         mt_service = mt_pb2.DESCRIPTOR.services_by_name["TranslationService"].full_name
         tts_service = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeechService"].full_name
         self._channels = [
-            mux.channel(addresses.stt, trunk=trunk),  # audio: many small messages
-            rpc.channel(addresses.mt, retry=[mt_service]),
-            rpc.channel(addresses.tts, retry=[tts_service]),
+            mux.channel(addresses.stt, trunk=trunk),
+            mux.channel(addresses.mt, trunk=trunk, retry=[mt_service]),
+            mux.channel(addresses.tts, trunk=trunk, retry=[tts_service]),
         ]
         self.stt = stt_pb2_grpc.SpeechToTextServiceStub(self._channels[0])
         self.mt = mt_pb2_grpc.TranslationServiceStub(self._channels[1])

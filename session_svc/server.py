@@ -147,13 +147,14 @@ async def create(
     down = downstream or Downstream(
         settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk)
     server = rpc.new_server()
-    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(registry), server)
     conversations = ConversationServicer(registry, down, settings.session)
     names = [
         sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
         conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
-        mux.add_to_server(
-            server, [(conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations)]),
+        mux.add_to_server(server, [
+            (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry)),
+            (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
+        ]),
     ]
     service = rpc.Service("session", server, names)
 

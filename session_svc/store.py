@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -27,6 +28,8 @@ from dragoman.db.records import Metrics, Participant, SessionRecord, UtteranceLo
 log = logging.getLogger("dragoman.session.store")
 
 JOURNAL_CAPACITY = 1000
+JOURNAL_BATCH = 100
+"""Most utterance logs written in one transaction."""
 """Utterance logs waiting to be written; beyond, new ones are dropped (and counted)."""
 
 
@@ -60,8 +63,8 @@ class SessionStore(Protocol):
         expired); returns their ids."""
         ...
 
-    async def add_utterance(self, log: UtteranceLog) -> None:
-        """Writes one translated utterance (text encrypted) with its latencies."""
+    async def add_utterances(self, logs: Sequence[UtteranceLog]) -> None:
+        """Writes translated utterances (text encrypted) with their latencies, all or none."""
         ...
 
     async def renew_owner(self, owner: str) -> None:
@@ -137,9 +140,9 @@ class PgSessionStore:
                 (to_datetime(created_before_s),))
             return [row[0] for row in await cur.fetchall()]
 
-    async def add_utterance(self, log: UtteranceLog) -> None:
+    async def add_utterances(self, logs: Sequence[UtteranceLog]) -> None:
         async with self._db.pool.connection() as conn:
-            await records.add_utterance(conn, self._db.keyring, log)
+            await records.add_utterances(conn, self._db.keyring, logs)
 
     async def renew_owner(self, owner: str) -> None:
         async with self._db.pool.connection() as conn:
@@ -218,15 +221,20 @@ class Journal:
                 await self._task
 
     async def _write_all(self) -> None:
+        """Writes what has queued up in one transaction (one row at a time
+        under light load, up to JOURNAL_BATCH under heavy load)."""
         while True:
-            entry = await self._queue.get()
+            entries = [await self._queue.get()]
+            while not self._queue.empty() and len(entries) < JOURNAL_BATCH:
+                entries.append(self._queue.get_nowait())
             try:
-                await self._store.add_utterance(entry)
+                await self._store.add_utterances(entries)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a lost log row must not stop the journal
-                self.failed += 1
-                log.exception("writing a translation log failed",
-                              extra={"session_id": entry.session_id})
+                self.failed += len(entries)
+                log.exception("writing %d translation logs failed", len(entries),
+                              extra={"session_id": entries[0].session_id})
             finally:
-                self._queue.task_done()
+                for _ in entries:
+                    self._queue.task_done()

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from google.protobuf import duration_pb2
 
-from dragoman import config, logs, rpc, triton_client
+from dragoman import config, logs, mux, rpc, triton_client
 from dragoman.errors import InvalidArgument
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_svc import engines as engine_registry
@@ -147,8 +147,9 @@ async def create(
         raise
 
     server = rpc.new_server()
-    tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server(TextToSpeechServicer(synthesizer), server)
-    service = rpc.Service("tts_svc", server, [SERVICE_NAME])
+    on_trunk = mux.add_to_server(server, [
+        (tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server, TextToSpeechServicer(synthesizer))])
+    service = rpc.Service("tts_svc", server, [SERVICE_NAME, on_trunk])
     triton_client.watch_health(service, engines)  # NOT_SERVING while Triton is not ready
 
     async def close() -> None:

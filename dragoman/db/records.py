@@ -9,9 +9,11 @@ types, the encryption of log text and these queries.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from google.protobuf.duration_pb2 import Duration
@@ -203,28 +205,36 @@ class UtteranceLog:
         return out
 
 
-async def add_utterance(conn: psycopg.AsyncConnection, keyring: Keyring, log: UtteranceLog) -> None:
-    """Writes the log row (text encrypted) and counts the session's message."""
+def _log_row(keyring: Keyring, log: UtteranceLog) -> dict[str, Any]:
     log_id = uuid.uuid4()
     key_id, source = keyring.encrypt(log.source_text, associated_data(log_id, "source_text"))
     _, translated = keyring.encrypt(log.translated_text, associated_data(log_id, "translated_text"))
+    return {"log_id": log_id, "session_id": log.session_id, "utterance_id": log.utterance_id,
+            "speaker": log.speaker_user_id, "source": log.source_language_code,
+            "target": log.target_language_code, "key_id": key_id, "source_text": source,
+            "translated_text": translated, **log.latency_ms}
+
+
+async def add_utterances(
+    conn: psycopg.AsyncConnection, keyring: Keyring, logs: Sequence[UtteranceLog]
+) -> None:
+    """Writes the log rows (text encrypted) and counts the sessions' messages, in one
+    transaction."""
     stage_columns = ", ".join(f"{s}_ms" for s in STAGES)
     stage_values = ", ".join(f"%({s})s" for s in STAGES)
-    async with conn.transaction():
-        await conn.execute(
+    counts = Counter(log.session_id for log in logs)
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(
             sql.SQL(  # type: ignore[arg-type]
                 "INSERT INTO translation_logs (log_id, session_id, utterance_id, speaker_user_id, "
                 "source_language_code, target_language_code, key_id, source_text, translated_text, "
                 f"{stage_columns}) VALUES (%(log_id)s, %(session_id)s, %(utterance_id)s, %(speaker)s, "
                 f"%(source)s, %(target)s, %(key_id)s, %(source_text)s, %(translated_text)s, {stage_values})"
             ),
-            {"log_id": log_id, "session_id": log.session_id, "utterance_id": log.utterance_id,
-             "speaker": log.speaker_user_id, "source": log.source_language_code,
-             "target": log.target_language_code, "key_id": key_id, "source_text": source,
-             "translated_text": translated, **log.latency_ms})
-        await conn.execute(
-            "UPDATE sessions SET message_count = message_count + 1 WHERE session_id = %s",
-            (log.session_id,))
+            [_log_row(keyring, log) for log in logs])
+        await cur.executemany(
+            "UPDATE sessions SET message_count = message_count + %s WHERE session_id = %s",
+            [(n, session_id) for session_id, n in counts.items()])
 
 
 async def utterances_of(

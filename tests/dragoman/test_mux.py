@@ -53,6 +53,15 @@ class Behaviours:
         for i in range(200):
             yield Msg(audio=str(i).encode())
 
+    async def Upper(self, request: Msg, context: Any) -> Msg:
+        if request.audio == b"fail":
+            raise InvalidArgument("bad word")
+        return Msg(audio=request.audio.upper())
+
+    async def Count(self, request: Msg, context: Any) -> AsyncIterator[Msg]:
+        for i in range(int(request.audio)):
+            yield Msg(audio=str(i).encode())
+
     async def Each(self, requests: AsyncIterator[Msg], context: Any) -> AsyncIterator[Msg]:
         def take(r: Msg) -> None:
             if r.audio == b"fail":
@@ -64,11 +73,13 @@ class Behaviours:
 
 
 def _add(behaviours: Behaviours, server: Any) -> None:
+    kinds = {"Upper": grpc.unary_unary_rpc_method_handler,
+             "Count": grpc.unary_stream_rpc_method_handler}
     handlers = {
-        name: grpc.stream_stream_rpc_method_handler(
+        name: kinds.get(name, grpc.stream_stream_rpc_method_handler)(
             getattr(behaviours, name), request_deserializer=Msg.FromString,
             response_serializer=Msg.SerializeToString)
-        for name in ("Echo", "Meta", "Hold", "Flood", "Each")
+        for name in ("Echo", "Meta", "Hold", "Flood", "Each", "Upper", "Count")
     }
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
     server.add_registered_method_handlers(SERVICE, handlers)
@@ -142,6 +153,36 @@ async def test_many_calls_share_one_trunk_and_keep_their_order() -> None:
         assert batches * 5 < frames  # they travelled many to a message
 
 
+def _unary(channel: Any, name: str) -> Callable[..., Any]:
+    make = channel.unary_unary if name == "Upper" else channel.unary_stream
+    return make(f"/{SERVICE}/{name}", request_serializer=Msg.SerializeToString,
+                response_deserializer=Msg.FromString)
+
+
+async def test_calls_with_one_request_travel_on_the_trunk_too() -> None:
+    async with _mesh() as (_, channel):
+        upper, count = _unary(channel, "Upper"), _unary(channel, "Count")
+        call = upper(Msg(audio=b"hola"))
+        assert isinstance(call, mux.TrunkUnaryCall)
+        assert (await call).audio == b"HOLA"
+        assert [r.audio async for r in count(Msg(audio=b"3"))] == [b"0", b"1", b"2"]
+        assert [r.audio async for r in count(Msg(audio=b"0"))] == []
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await upper(Msg(audio=b"fail"))
+        assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert bad.value.details() == "bad word"
+        results = await asyncio.gather(*(upper(Msg(audio=f"w{i}".encode())) for i in range(100)))
+        assert [r.audio for r in results] == [f"W{i}".encode() for i in range(100)]
+
+
+async def test_a_call_with_one_request_is_retried_without_a_trunk() -> None:
+    """The first call learns the server has no trunk; a unary one is sent again
+    as a plain gRPC call (it carries one request, so nothing is lost)."""
+    async with _mesh(trunk=False) as (_, channel):
+        assert (await _unary(channel, "Upper")(Msg(audio=b"ok"))).audio == b"OK"
+        assert channel.plain
+
+
 async def test_big_messages_are_batched_under_the_grpc_message_limit() -> None:
     """Twenty 1 MiB messages at once would be one 20 MiB trunk message: over
     gRPC's limit, which would end every call on the trunk."""
@@ -189,6 +230,16 @@ async def test_cancelling_a_call_cancels_its_handler_only() -> None:
             await anext(responses)
         assert ended.value.code() is grpc.StatusCode.CANCELLED
         assert await _collect(_method(channel, "Echo")(_items(b"x"))) == [b"x"]
+
+
+async def test_a_reader_that_walks_away_cancels_its_call() -> None:
+    """Like a collected gRPC call: a response stream closed before its end
+    cancels the call, so the server does not stream into the void."""
+    async with _mesh() as (behaviours, channel):
+        responses = aiter(_method(channel, "Hold")())
+        assert (await anext(responses)).audio == b"holding"
+        await responses.aclose()  # type: ignore[attr-defined]
+        await asyncio.wait_for(behaviours.cancelled.wait(), 5)
 
 
 async def test_a_deadline_ends_the_call_on_both_sides() -> None:

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from dragoman import config, rpc, tracing
+from dragoman import config, mux, rpc, tracing
 from tests.helpers import free_ports
 
 SERVICE = "test.Relay"
@@ -51,17 +51,26 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
         await server.stop(0)
 
 
+def _add(handler: Any, server: Any) -> None:
+    handlers = {"Say": grpc.unary_unary_rpc_method_handler(handler)}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
 async def _serve(handler: Any) -> tuple[grpc.aio.Server, str]:
     server = rpc.new_server()
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {
-        "Say": grpc.unary_unary_rpc_method_handler(handler)})])
+    mux.add_to_server(server, [(_add, handler)])  # served plain and on a trunk
     (port,) = free_ports(1)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return server, f"127.0.0.1:{port}"
 
 
-async def test_a_call_across_two_services_is_one_trace(receiver: tuple[Receiver, str]) -> None:
+@pytest.mark.parametrize("trunk", [False, True], ids=["stream", "trunk"])
+async def test_a_call_across_two_services_is_one_trace(
+        receiver: tuple[Receiver, str], trunk: bool) -> None:
+    """The hop between the services on its own gRPC call, or on a trunk
+    (whose long-lived Carry call is not a span: each call on it is)."""
     collector, endpoint = receiver
     stop = tracing.configure(config.TracingSettings(otlp_endpoint=endpoint), "test")
     servers = []
@@ -71,10 +80,11 @@ async def test_a_call_across_two_services_is_one_trace(receiver: tuple[Receiver,
 
         inner_server, inner_address = await _serve(inner)
         servers.append(inner_server)
-        downstream = rpc.channel(inner_address)
+        downstream = mux.channel(inner_address, trunk=trunk)
 
         async def outer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            reply: bytes = await downstream.unary_unary(f"/{SERVICE}/Say")(request)
+            reply: bytes = await downstream.unary_unary(
+                f"/{SERVICE}/Say", request_serializer=bytes, response_deserializer=bytes)(request)
             return reply
 
         outer_server, outer_address = await _serve(outer)

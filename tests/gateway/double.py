@@ -215,9 +215,10 @@ class SessionDouble(
 def serve(double: SessionDouble) -> rpc.Service:
     """The double as a service, like session_svc."""
     server = rpc.new_server()
-    sessions_pb2_grpc.add_SessionServiceServicer_to_server(double, server)
-    on_trunk = mux.add_to_server(
-        server, [(conversation_pb2_grpc.add_ConversationServiceServicer_to_server, double)])
+    on_trunk = mux.add_to_server(server, [
+        (sessions_pb2_grpc.add_SessionServiceServicer_to_server, double),
+        (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, double),
+    ])
     return rpc.Service(
         "session-double", server,
         ["dragoman.v1.SessionService", "dragoman.v1.ConversationService", on_trunk],

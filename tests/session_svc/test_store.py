@@ -158,6 +158,38 @@ async def test_utterances_are_logged_encrypted_and_keys_rotate(
             await records.utterances_of(conn, clean.keyring, "ben")
 
 
+async def test_logs_recorded_together_are_written_together(clean: db.Database) -> None:
+    """Under load the journal writes what queued up in one transaction: every
+    row lands, each session's message count adds up."""
+    sessions = registry(clean)
+    pairs = []
+    for i in range(3):
+        session = await sessions.create(Identity(f"a{i}", "A"), "en", "")
+        await sessions.join(Identity(f"b{i}", "B"), session.code, "pt", "")
+        pairs.append(session)
+    store = sessions.journal._store
+    batches: list[int] = []
+    write = store.add_utterances
+
+    async def counting(logs: list[records.UtteranceLog]) -> None:
+        batches.append(len(logs))
+        await write(logs)
+
+    store.add_utterances = counting  # type: ignore[method-assign]
+    for k in range(30):
+        session = pairs[k % 3]
+        a, b = session.members
+        session.record_utterance(a, b, f"1-{k}", f"line {k}", f"linha {k}", latency(300 + k))
+    await sessions.journal.flush()
+    assert sum(batches) == 30 and len(batches) < 30, batches
+    async with clean.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT session_id, message_count FROM sessions ORDER BY session_id")
+        assert dict(await cur.fetchall()) == {s.session_id: 10 for s in pairs}
+        logs = await records.utterances_of(conn, clean.keyring, "a1")
+    assert [u.source_text for u in logs] == [f"line {k}" for k in range(1, 30, 3)]
+
+
 async def test_the_sessions_of_a_silent_owner_end_and_a_live_owners_stay(clean: db.Database) -> None:
     lost, alive = registry(clean), registry(clean)
     lost.owner, alive.owner = "10.0.0.1:50051", "10.0.0.2:50051"
