@@ -74,10 +74,13 @@ def _relay(sink: str, via: str) -> Any:
 
     async def relay(requests: AsyncIterator[stt_pb2.StreamingRecognizeRequest],
                     context: grpc.aio.ServicerContext) -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
-        async def forward() -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
-            async for request in requests:
-                yield request
-        async for response in call(forward()):
+        # as session_svc forwards audio: each request handed on as it arrives (mux.each,
+        # mux.Feed), with no task switch per chunk on trunks
+        feed: mux.Feed[stt_pb2.StreamingRecognizeRequest] = mux.Feed(maxsize=100)
+        responses = call(feed)
+        await mux.each(requests, feed.put)
+        feed.close()
+        async for response in responses:
             yield response
     return relay
 

@@ -265,16 +265,20 @@ class TrunkCall:
     # the caller's half
 
     async def write(self, request: Any) -> None:
-        self.send(request)
+        """Writes once the trunk's writer is not far behind (HIGH_WATER)."""
         await self._link.outbox.room()
+        self._write_now(request)
 
     def send(self, request: Any) -> None:
         """Writes without waiting: raises asyncio.InvalidStateError once the call
         is over, asyncio.QueueFull when the trunk is far behind (MAX_BACKLOG)."""
-        if self._done:
-            raise asyncio.InvalidStateError("the call is over")
         if self._link.outbox.backlog() >= MAX_BACKLOG:
             raise asyncio.QueueFull
+        self._write_now(request)
+
+    def _write_now(self, request: Any) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the call is over")
         self._link.send(pb.Frame(call_id=self._id, message=self._serialize(request)))
 
     async def done_writing(self) -> None:
