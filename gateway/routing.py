@@ -52,7 +52,7 @@ class Router:
     def __init__(self, default: grpc.aio.Channel, directory: SessionDirectory | None,
                  cache_size: int = OWNER_CACHE, trunk: bool = True) -> None:
         """`default` (the caller's to close) serves calls with no owner; with
-        `trunk`, Converse calls go on one trunk per replica (dragoman.mux)."""
+        `trunk`, the calls to each replica go on one trunk (dragoman.mux)."""
         self._trunk = trunk
         self.default: Any = mux.TrunkedChannel(default) if trunk else default
         self._directory = directory
