@@ -77,6 +77,7 @@ def _received(frames: Sequence[pb.Frame]) -> Sequence[pb.Frame]:
     _RECEIVED_FRAMES.inc(len(frames))
     return frames
 
+
 _Serializer = Callable[[Any], bytes]
 _Deserializer = Callable[[bytes], Any]
 
@@ -89,11 +90,11 @@ def _metadata(entries: Iterable[pb.MetadataEntry]) -> grpc.aio.Metadata:
     return grpc.aio.Metadata(*((e.key, e.value) for e in entries))
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def _code(value: int) -> grpc.StatusCode:
-    for code in grpc.StatusCode:
-        if code.value[0] == value:
-            return code
-    return grpc.StatusCode.UNKNOWN
+    return _CODES.get(value, grpc.StatusCode.UNKNOWN)
 
 
 class _Outbox:
@@ -203,8 +204,6 @@ class Feed(Generic[T]):
                 return
             send(item)
         self._send, self._half_close = send, half_close
-        if self._closed:
-            half_close()
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._iterate()
@@ -392,6 +391,8 @@ class _Link:
         call = TrunkCall(self, self._next_id, serializer, deserializer)
         self.calls[self._next_id] = call
         meta = list(metadata)
+        if cid := logs.correlation_id.get():
+            meta.append((rpc.CORRELATION_HEADER, cid))
         call.span = tracing.client_span(method, meta)
         start = pb.CallStart(method=method, metadata=_entries(meta))
         if timeout is not None:
@@ -463,11 +464,8 @@ class _TrunkMethod:
                  **_: Any) -> TrunkCall | grpc.aio.StreamStreamCall:
         if self._owner.plain:  # the server has no trunk: a gRPC stream of its own
             return self._plain(request_iterator, timeout=timeout, metadata=metadata)
-        meta = list(metadata or ())
-        if cid := logs.correlation_id.get():
-            meta.append((rpc.CORRELATION_HEADER, cid))
         call = self._owner.link().open(self._method, self._serialize, self._deserialize,
-                                       meta, timeout)
+                                       metadata or (), timeout)
         if isinstance(request_iterator, Feed):
             request_iterator._bind(call._put, call.half_close)
         elif request_iterator is not None:
@@ -558,10 +556,7 @@ class _TrunkUnaryMethod:
     def __call__(self, request: Any, *, timeout: float | None = None,
                  metadata: Sequence[tuple[str, Any]] | None = None,
                  **_: Any) -> TrunkUnaryCall:
-        meta = list(metadata or ())
-        if cid := logs.correlation_id.get():
-            meta.append((rpc.CORRELATION_HEADER, cid))
-        return TrunkUnaryCall(self, request, timeout, meta)
+        return TrunkUnaryCall(self, request, timeout, metadata or ())
 
 
 class TrunkedChannel:
@@ -729,13 +724,12 @@ class ServerCall:
             timer = asyncio.get_running_loop().call_later(remaining, self._expire)
         outbox = self._trunk.outbox
         end: pb.Frame | None = _end(self._id, grpc.StatusCode.OK)
-        span = contextlib.ExitStack()
         try:
-            span.enter_context(tracing.server_span(self._method, self._metadata))
-            async for response in _responses(handler, requests, self):
-                outbox.put(pb.Frame(call_id=self._id,
-                                    message=serialize(response) if serialize else response))
-                await outbox.room()
+            with tracing.server_span(self._method, self._metadata):
+                async for response in _responses(handler, requests, self):
+                    outbox.put(pb.Frame(call_id=self._id,
+                                        message=serialize(response) if serialize else response))
+                    await outbox.room()
         except _Abort:
             pass
         except asyncio.CancelledError:
@@ -744,7 +738,6 @@ class ServerCall:
             log.exception("a trunk call failed")
             self._code, self._details = grpc.StatusCode.INTERNAL, "internal error"
         finally:
-            span.close()
             if timer is not None:
                 timer.cancel()
             self._trunk.calls.pop(self._id, None)
