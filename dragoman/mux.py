@@ -410,6 +410,12 @@ class _Link:
 
     async def _write(self) -> None:
         try:
+            # Nothing is written before the server has answered the Carry call:
+            # a server without a trunk answers UNIMPLEMENTED at once, and a write
+            # racing that answer would turn it into INTERNAL "Internal error from
+            # Core" (grpc/grpc#36066), hiding that the next call should go plain.
+            # One round trip per trunk, not per call.
+            await self._carry.initial_metadata()
             while (frames := await self.outbox.batch()) is not None:
                 await self._carry.write(pb.CarryRequest(frames=frames))
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
@@ -860,6 +866,7 @@ class TrunkServicer(pb_grpc.TrunkServiceServicer):
 
     async def Carry(self, request_iterator: AsyncIterator[pb.CarryRequest],
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CarryResponse]:
+        await context.send_initial_metadata(())  # the client writes once it has these
         trunk = _ServerTrunk(self._handlers, context.peer())
         reader = asyncio.create_task(trunk.read(request_iterator), name="trunk-server-read")
         try:
