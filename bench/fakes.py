@@ -16,6 +16,10 @@ measured real stage time:
 
     python -m bench.fakes --stt ADDR --mt ADDR --tts ADDR \
         --recognition-ms 500 --translation-ms 60 --synthesis-ms 300
+
+Any subset of the three may be served by one process; bench.load runs each
+in its own process, as the real services run, so that one fake's load does
+not delay another's timers.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -194,31 +199,32 @@ class FakeTts(tts_pb2_grpc.TextToSpeechServiceServicer):
         return tts_pb2.ListVoicesResponse()
 
 
-async def start(delays: Delays, stt: str, mt: str, tts: str) -> list[rpc.Service]:
-    """The three fakes, each its own server on its address (port 0 allowed)."""
-    servers = {name: rpc.new_server() for name in ("stt", "mt", "tts")}
-    # session_svc calls them on trunks by default
-    on_trunk = mux.add_to_server(
-        servers["stt"], [(stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server, FakeStt(delays))])
-    mux.add_to_server(servers["mt"], [(mt_pb2_grpc.add_TranslationServiceServicer_to_server,
-                                       FakeMt(delays))])
-    mux.add_to_server(servers["tts"], [(tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server,
-                                        FakeTts(delays))])
-    full_names = {
-        "stt": stt_pb2.DESCRIPTOR.services_by_name["SpeechToTextService"].full_name,
-        "mt": mt_pb2.DESCRIPTOR.services_by_name["TranslationService"].full_name,
-        "tts": tts_pb2.DESCRIPTOR.services_by_name["TextToSpeechService"].full_name,
-    }
+_ADD: dict[str, tuple[Callable[[Any, Any], None], Callable[[Delays], Any], str]] = {
+    "stt": (stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server, FakeStt,
+            stt_pb2.DESCRIPTOR.services_by_name["SpeechToTextService"].full_name),
+    "mt": (mt_pb2_grpc.add_TranslationServiceServicer_to_server, FakeMt,
+           mt_pb2.DESCRIPTOR.services_by_name["TranslationService"].full_name),
+    "tts": (tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server, FakeTts,
+            tts_pb2.DESCRIPTOR.services_by_name["TextToSpeechService"].full_name),
+}
+
+
+async def start(delays: Delays, addresses: dict[str, str]) -> list[rpc.Service]:
+    """The fakes named in `addresses` ("stt", "mt", "tts" -> host:port, port 0
+    allowed), each its own server; session_svc calls them on trunks by default."""
     services = []
-    for name, address in (("stt", stt), ("mt", mt), ("tts", tts)):
-        service = rpc.Service(f"fake-{name}", servers[name], [full_names[name], on_trunk])
+    for name, address in addresses.items():
+        add, fake, full_name = _ADD[name]
+        server = rpc.new_server()
+        on_trunk = mux.add_to_server(server, [(add, fake(delays))])
+        service = rpc.Service(f"fake-{name}", server, [full_name, on_trunk])
         await service.start(address)
         services.append(service)
     return services
 
 
-async def _serve(delays: Delays, stt: str, mt: str, tts: str) -> None:
-    services = await start(delays, stt, mt, tts)
+async def _serve(delays: Delays, addresses: dict[str, str]) -> None:
+    services = await start(delays, addresses)
     try:
         await asyncio.Event().wait()
     finally:
@@ -229,17 +235,21 @@ async def _serve(delays: Delays, stt: str, mt: str, tts: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name in ("stt", "mt", "tts"):
-        parser.add_argument(f"--{name}", required=True, help="host:port to serve on")
+        parser.add_argument(f"--{name}", metavar="ADDRESS",
+                            help=f"serve a fake {name} on host:port (at least one of the three)")
     defaults = Delays()
     for name in ("endpoint_ms", "recognition_ms", "translation_ms", "synthesis_ms"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--audio-s", type=float, default=defaults.audio_s)
     args = parser.parse_args()
+    addresses = {n: getattr(args, n) for n in ("stt", "mt", "tts") if getattr(args, n)}
+    if not addresses:
+        parser.error("nothing to serve: give --stt, --mt and/or --tts")
     logs.configure("bench-fakes")
     delays = Delays(args.endpoint_ms, args.recognition_ms, args.translation_ms,
                     args.synthesis_ms, args.audio_s)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(delays, args.stt, args.mt, args.tts))
+        asyncio.run(_serve(delays, addresses))
 
 
 if __name__ == "__main__":

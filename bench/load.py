@@ -15,7 +15,14 @@ run divided by run time and N; memory per session is the RSS growth over N.
 The load generator and the fakes share the same cores: on a small machine
 the numbers are a lower bound of what the services can do alone.
 
+With --session-svc there is no gateway: the load generator stands where a
+gateway replica stands and calls session_svc over trunks, as the gateway's
+router does, so that session_svc's own capacity is measured without a
+gateway on the same cores (result: load_session_svc.json). The gateway's
+figures come from the default run.
+
     python -m bench.load [--smoke] [--sessions 10,50,200,1000] [--duration 20] [--chunk-ms 200]
+    python -m bench.load --session-svc --sessions 100,200,400
 """
 
 from __future__ import annotations
@@ -76,28 +83,33 @@ def calibrated_delays() -> tuple[Delays, str]:
                                                           "synthesis_ms"))
 
 
-class Sampler:
-    """CPU time and memory of some processes between two points."""
+def _cpu(procs: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+
+class Sampler:
+    """CPU time and memory of some processes (a name may stand for several) between two points."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.procs = {name: [psutil.Process(pid) for pid in group] for name, group in pids.items()}
         self.t0 = 0.0
         self.cpu0: dict[str, float] = {}
         self.machine0 = psutil.cpu_times()
 
     def start(self) -> dict[str, float]:
         self.t0 = time.monotonic()
-        self.cpu0 = {n: sum(p.cpu_times()[:2]) for n, p in self.procs.items()}
+        self.cpu0 = {n: _cpu(group) for n, group in self.procs.items()}
         self.machine0 = psutil.cpu_times()
         return self.rss_mb()
 
     def rss_mb(self) -> dict[str, float]:
-        return {n: p.memory_info().rss / 2**20 for n, p in self.procs.items()}
+        return {n: sum(p.memory_info().rss for p in group) / 2**20
+                for n, group in self.procs.items()}
 
     def cores(self) -> dict[str, float]:
         """Average cores each process used since start()."""
         wall = time.monotonic() - self.t0
-        used = {n: (sum(p.cpu_times()[:2]) - self.cpu0[n]) / wall for n, p in self.procs.items()}
+        used = {n: (_cpu(group) - self.cpu0[n]) / wall for n, group in self.procs.items()}
         now = psutil.cpu_times()
         idle = (now.idle + now.iowait) - (self.machine0.idle + self.machine0.iowait)
         total = sum(now) - sum(self.machine0)
@@ -108,8 +120,9 @@ class Sampler:
 
 
 async def _load_step(
-    children: Children, gateway: str, n: int, duration_s: float, sampler: Sampler, work: Path,
+    children: Children, target: str, n: int, duration_s: float, sampler: Sampler, work: Path,
     users: int = 0, drain_s: float = loadgen.DRAIN_S, chunk_ms: int = loadgen.CHUNK_MS,
+    direct: bool = False,
 ) -> dict[str, Any]:
     procs = max(1, math.ceil(n / SESSIONS_PER_CLIENT_PROCESS))
     share = [n // procs + (i < n % procs) for i in range(procs)]
@@ -118,7 +131,8 @@ async def _load_step(
     for i, count in enumerate(share):
         out, ready = work / f"load-{n}-{i}.json", work / f"ready-{n}-{i}"
         gens.append((out, ready, children.spawn(f"loadgen-{n}-{i}", [
-            "-m", "bench.loadgen", "--gateway", gateway, "--sessions", str(count),
+            "-m", "bench.loadgen", "--session-svc" if direct else "--gateway", target,
+            "--sessions", str(count),
             "--duration", str(duration_s), "--json", str(out), "--quiet",
             "--ready-file", str(ready), "--channels", str(max(2, count // 50)),
             "--users", str(users), "--drain", f"{drain_s:.1f}", "--chunk-ms", str(chunk_ms)])))
@@ -194,7 +208,8 @@ def _step_row(n: int, step: dict[str, Any], baseline_ms: float) -> dict[str, Any
 
 
 async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0,
-              chunk_ms: int = loadgen.CHUNK_MS) -> dict[str, Any]:
+              chunk_ms: int = loadgen.CHUNK_MS, direct: bool = False) -> dict[str, Any]:
+    """`direct`: no gateway, the load generator calls session_svc as a gateway does."""
     delays, source = calibrated_delays()
     baseline_ms = delays.endpoint_ms + delays.recognition_ms + delays.translation_ms + delays.synthesis_ms
     addresses = {name: free_address() for name in ("gateway", "session", "stt", "mt", "tts")}
@@ -202,35 +217,39 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
     with scratch_database("bench") as db_env:
         children = Children(work / "logs", service_env(addresses, {**db_env, **LIMITS_ENV}))
         try:
-            fakes = children.spawn("fakes", [
-                "-m", "bench.fakes", "--stt", addresses["stt"], "--mt", addresses["mt"],
-                "--tts", addresses["tts"], "--endpoint-ms", str(delays.endpoint_ms),
+            fakes = [children.spawn(f"fake-{role}", [
+                "-m", "bench.fakes", f"--{role}", addresses[role],
+                "--endpoint-ms", str(delays.endpoint_ms),
                 "--recognition-ms", str(delays.recognition_ms),
                 "--translation-ms", str(delays.translation_ms),
-                "--synthesis-ms", str(delays.synthesis_ms)], addresses["stt"])
-            await children.wait_serving(fakes)
+                "--synthesis-ms", str(delays.synthesis_ms)], addresses[role])
+                for role in ("stt", "mt", "tts")]  # a process each, as the real services run
+            for fake in fakes:
+                await children.wait_serving(fake)
             session = children.spawn("session", ["-m", "session_svc.server"], addresses["session"])
             await children.wait_serving(session)
-            gateway = children.spawn("gateway", ["-m", "gateway.server"], addresses["gateway"])
-            await children.wait_serving(gateway)
-            sampler = Sampler({"session_svc": session.pid, "gateway": gateway.pid,
-                               "fakes": fakes.pid})
+            pids = {"session_svc": [session.pid], "fakes": [f.pid for f in fakes]}
+            if not direct:
+                gateway = children.spawn("gateway", ["-m", "gateway.server"], addresses["gateway"])
+                await children.wait_serving(gateway)
+                pids["gateway"] = [gateway.pid]
+            sampler = Sampler(pids)
             for n in sessions:
                 step = await _load_step(
-                    children, addresses["gateway"], n, duration_s, sampler, work, users,
-                    drain_s=baseline_ms / 1000 + loadgen.DRAIN_S, chunk_ms=chunk_ms)
+                    children, addresses["session" if direct else "gateway"], n, duration_s,
+                    sampler, work, users, drain_s=baseline_ms / 1000 + loadgen.DRAIN_S,
+                    chunk_ms=chunk_ms, direct=direct)
                 row = _step_row(n, step, baseline_ms)
                 steps.append(row)
                 sys.stderr.write(f"N={n}: added p50 {row['added_latency']['p50_ms']} "
                                  f"p99 {row['added_latency']['p99_ms']} ms, "
                                  f"{row['utterances_measured']}/{row['utterances_expected']} heard\n")
-                for name in ("session", "gateway", "fakes"):
-                    child = next(c for c in children.children if c.name == name)
-                    if child.popen.poll() is not None:
-                        raise RuntimeError(f"{name} died at N={n}:\n{child.tail()}")
+                for child in children.children:
+                    if not child.name.startswith("loadgen") and child.popen.poll() is not None:
+                        raise RuntimeError(f"{child.name} died at N={n}:\n{child.tail()}")
         finally:
             await children.stop()
-    return _result(steps, delays, source, baseline_ms, duration_s, chunk_ms)
+    return _result(steps, delays, source, baseline_ms, duration_s, chunk_ms, direct)
 
 
 def _crossing(steps: list[dict[str, Any]], limit_ms: float) -> int | None:
@@ -243,7 +262,8 @@ def _crossing(steps: list[dict[str, Any]], limit_ms: float) -> int | None:
 
 
 def _result(steps: list[dict[str, Any]], delays: Delays, source: str, baseline_ms: float,
-            duration_s: float, chunk_ms: int = loadgen.CHUNK_MS) -> dict[str, Any]:
+            duration_s: float, chunk_ms: int = loadgen.CHUNK_MS,
+            direct: bool = False) -> dict[str, Any]:
     good = [s for s in steps if s["added_latency"]["p99_ms"] is not None
             and s["added_latency"]["p99_ms"] <= GOAL_P99_MS and s["delivery_ratio"] >= 0.99]
     best = max(good, key=lambda s: s["sessions"]) if good else None
@@ -256,7 +276,10 @@ def _result(steps: list[dict[str, Any]], delays: Delays, source: str, baseline_m
         "machine": machine(),
         "note": ("model services are calibrated fakes (bench.fakes) that sleep the measured stage "
                  "times: they load the plumbing (gateway, session_svc, gRPC), they do not measure "
-                 "models; load generator and fakes share the machine's cores"),
+                 "models; load generator and fakes share the machine's cores"
+                 + ("; no gateway: the load generator calls session_svc over trunks as a "
+                    "gateway replica does" if direct else "")),
+        "target": "session_svc" if direct else "gateway",
         "fake_delays_ms": {"endpoint": delays.endpoint_ms, "recognition": delays.recognition_ms,
                            "translation": delays.translation_ms, "synthesis_first_chunk":
                            delays.synthesis_ms},
@@ -281,7 +304,7 @@ def report(result: dict[str, Any]) -> str:
         a = s["added_latency"]
         rows.append([str(s["sessions"]), f"{s['utterances_measured']}/{s['utterances_expected']}",
                      a["p50_ms"], a["p99_ms"], s["client_send_lag"]["p99_ms"],
-                     s["cores"]["session_svc"], s["cores"]["gateway"],
+                     s["cores"]["session_svc"], s["cores"].get("gateway", "-"),
                      s["cores"].get("other_processes"),
                      s["cpu_per_session_millicores"]["session_svc"],
                      s["memory_per_session_kb"]["session_svc"], s["error_count"]])
@@ -318,16 +341,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
     parser.add_argument("--chunk-ms", type=int, default=loadgen.CHUNK_MS, choices=(100, 200),
                         help="audio per message; other than 100 the result is load_<ms>ms.json")
+    parser.add_argument("--session-svc", action="store_true",
+                        help="no gateway: load session_svc directly, as gateway replicas do "
+                             "(result: load_session_svc.json)")
     args = parser.parse_args(argv)
     sessions = [5] if args.smoke else [int(n) for n in args.sessions.split(",")]
     duration = 6.0 if args.smoke else args.duration
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM too
     with tempfile.TemporaryDirectory(prefix="dragoman-load-") as tmp:
         result = asyncio.run(run(sessions, duration, Path(tmp), users=1 if args.smoke else 0,
-                                 chunk_ms=args.chunk_ms))
+                                 chunk_ms=args.chunk_ms, direct=args.session_svc))
     result["smoke"] = args.smoke
     kwargs = {"out_dir": args.out} if args.out else {}
-    name = "load" if args.chunk_ms == loadgen.CHUNK_MS else f"load_{args.chunk_ms}ms"
+    name = "load_session_svc" if args.session_svc else "load"
+    if args.chunk_ms != loadgen.CHUNK_MS:
+        name += f"_{args.chunk_ms}ms"
     path = write_result(name, result, **kwargs)
     sys.stdout.write(report(result) + f"\n\nwritten to {path}\n")
 

@@ -17,7 +17,13 @@ unless --allow-remote is given. With real engines, noise is not speech: point
 it at a mesh whose STT treats non-zero audio as speech (bench.fakes), or
 expect few utterances.
 
+With --session-svc ADDRESS instead of --gateway it stands where a gateway
+replica stands: it calls session_svc directly over trunks (as the gateway's
+router does) and asserts each caller's identity in metadata, so that
+session_svc alone can be loaded without a gateway sharing its cores.
+
     python -m bench.loadgen --gateway 127.0.0.1:50051 --sessions 10 --duration 30
+    python -m bench.loadgen --session-svc 127.0.0.1:50052 --sessions 100
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import grpc
 import numpy as np
 
 from bench.common import Participant, latency_ms, stage_summary, summary, table
-from dragoman import rpc
+from dragoman import mux, rpc
 from dragoman.client import Client
 
 RATE_HZ = 16_000
@@ -60,6 +66,23 @@ def _chunk(speech: bool, chunk_ms: int = CHUNK_MS) -> bytes:
     noise = np.random.default_rng(7).normal(0, 1200, n).clip(-32000, 32000).astype("<i2")
     noise[noise == 0] = 1
     return noise.tobytes()
+
+
+class GatewayStandIn(Client):
+    """A caller of session_svc as the gateway calls it: no tokens, the
+    identity in `rpc.USER_ID_HEADER` / `rpc.USER_NAME_HEADER`. For loading
+    session_svc on its own; session_svc must not be reachable by anyone but
+    gateways in a deployment, which is why it trusts these headers."""
+
+    username = ""
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((rpc.USER_ID_HEADER, self.user_id), (rpc.USER_NAME_HEADER, self.username))
+
+    async def register(self, username: str, email: str, password: str, language: str) -> str:
+        self.user_id, self.username = f"u-{username}", username
+        return self.user_id
 
 
 @dataclass
@@ -88,6 +111,8 @@ class Options:
     """Touched when the sessions are set up and talking starts."""
     chunk_ms: int = CHUNK_MS
     """Audio per message."""
+    session_svc: bool = False
+    """`gateway` is a session_svc: call it as a gateway does (see `GatewayStandIn`)."""
 
 
 def check_target(address: str, allow_remote: bool) -> None:
@@ -111,7 +136,8 @@ async def _setup(opts: Options, channels: list[grpc.aio.Channel]) -> tuple[list[
     async def register(i: int) -> None:
         pair = []
         for side, lang in zip("ab", opts.languages, strict=True):
-            c = Client(opts.gateway, channel=channels[(2 * i + (side == "b")) % len(channels)])
+            kind = GatewayStandIn if opts.session_svc else Client
+            c = kind(opts.gateway, channel=channels[(2 * i + (side == "b")) % len(channels)])
             await c.register(f"load-{tag}-{i}{side}", f"load-{tag}-{i}{side}@example.org",
                              "load-password-123", lang)
             pair.append(c)
@@ -140,8 +166,14 @@ async def _setup(opts: Options, channels: list[grpc.aio.Channel]) -> tuple[list[
 
 
 async def _talk(pair: Pair, opts: Options, start: float, stop: float) -> None:
-    """Both streams at real time; a speaks in the first half of each period, b in the second."""
+    """Both streams at real time; a speaks in the first half of each period, b in the second.
+
+    Each pair's clock starts at a random point of the first chunk period, as
+    microphones that were opened at different times do: a load generator
+    sending every stream's chunk at the same instant would measure its own
+    bursts, not the mesh."""
     speech, silence = _chunk(True, opts.chunk_ms), _chunk(False, opts.chunk_ms)
+    start += random.uniform(0.0, opts.chunk_ms / 1000)
     per_turn = round(opts.speech_s * 1000 / opts.chunk_ms)
     period = 2 * per_turn
     phase = random.randrange(period)
@@ -197,7 +229,8 @@ async def run(opts: Options) -> dict[str, Any]:
         raise ValueError(f"sessions must be 1..{MAX_SESSIONS}")
     if not 0 < opts.duration_s <= MAX_DURATION_S:
         raise ValueError(f"duration must be in (0, {MAX_DURATION_S:.0f}] s")
-    channels = [grpc.aio.insecure_channel(opts.gateway, options=rpc.CHANNEL_OPTIONS)
+    channels = [mux.channel(opts.gateway) if opts.session_svc
+                else grpc.aio.insecure_channel(opts.gateway, options=rpc.CHANNEL_OPTIONS)
                 for _ in range(max(1, opts.channels))]
     t0 = time.monotonic()
     pairs: list[Pair] = []
@@ -220,7 +253,8 @@ async def run(opts: Options) -> dict[str, Any]:
     raw = _collect(pairs)
     raw["errors"] = setup_errors + raw["errors"]
     return {
-        "gateway": opts.gateway, "sessions": opts.sessions, "sessions_started": len(pairs),
+        "gateway": opts.gateway, "target": "session_svc" if opts.session_svc else "gateway",
+        "sessions": opts.sessions, "sessions_started": len(pairs),
         "duration_s": opts.duration_s, "speech_s": opts.speech_s, "setup_s": round(setup_s, 2),
         "chunk_ms": opts.chunk_ms, "chunks_per_s": 2 * len(pairs) * 1000 / opts.chunk_ms,
         **raw,
@@ -267,7 +301,10 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gateway", default="127.0.0.1:50051")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--gateway", default="127.0.0.1:50051", help="the public API (default)")
+    target.add_argument("--session-svc", metavar="ADDRESS",
+                        help="load session_svc directly, standing where a gateway stands")
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of talking")
     parser.add_argument("--speech-s", type=float, default=2.0, help="length of each utterance")
@@ -283,10 +320,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-ms", type=int, default=CHUNK_MS, choices=(20, 50, 100, 200, 250),
                         help="audio per message")
     args = parser.parse_args(argv)
-    check_target(args.gateway, args.allow_remote)
+    address = args.session_svc or args.gateway
+    check_target(address, args.allow_remote)
     a, b = args.languages.split(",")
-    opts = Options(args.gateway, args.sessions, args.duration, args.speech_s, args.users,
-                   args.channels, (a, b), args.drain, args.ready_file, args.chunk_ms)
+    opts = Options(address, args.sessions, args.duration, args.speech_s, args.users,
+                   args.channels, (a, b), args.drain, args.ready_file, args.chunk_ms,
+                   session_svc=bool(args.session_svc))
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(run(opts))
         if args.json:

@@ -101,6 +101,20 @@ def test_load_smoke(results: Path, load_smoke: str) -> None:
             "client_processes", "utterances_expected"} <= set(step)
 
 
+def test_load_smoke_on_session_svc_alone(results: Path) -> None:
+    """--session-svc: no gateway; the load generator calls session_svc as a
+    gateway replica does (identity in metadata, calls on trunks)."""
+    out = _run("bench.load", "--smoke", "--session-svc", "--out", str(results))
+    assert "no gateway" in out
+    data = json.loads((results / "load_session_svc.json").read_text())
+    assert data["target"] == "session_svc"
+    (step,) = data["steps"]
+    assert step["sessions_started"] == 5 and step["utterances_measured"] > 0
+    assert step["error_count"] == 0, step["error_samples"]
+    assert set(step["cores"]) == {"session_svc", "fakes", "machine_busy", "other_processes"}
+    assert step["cores"]["session_svc"] > 0
+
+
 def test_e2e_smoke(results: Path, e2e_smoke: str) -> None:
     assert "en<>es total" in e2e_smoke
     data = json.loads((results / "e2e.json").read_text())

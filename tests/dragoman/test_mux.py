@@ -379,3 +379,53 @@ async def test_undecodable_frames_fail_their_call_and_nothing_else() -> None:
         assert messages == [b"fine"]
     finally:
         await service.stop(0)
+
+
+def _frame(call_id: int, payload: bytes = b"x") -> trunk_pb2.Frame:
+    return trunk_pb2.Frame(call_id=call_id, message=payload)
+
+
+async def test_lazy_frames_wait_for_company_and_urgent_ones_end_the_wait(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audio (a stream's requests) lingers to share a message; what somebody
+    waits on (responses, one-request calls, starts, ends) goes at once and
+    takes the lingering frames with it."""
+    monkeypatch.setattr(mux, "LINGER_S", 30.0)
+    outbox = mux._Outbox()
+    outbox.put(_frame(1), lazy=True)
+    lingering = asyncio.ensure_future(outbox.batch())
+    await asyncio.sleep(0.05)
+    assert not lingering.done()  # alone, a lazy frame waits (up to LINGER_S)
+    outbox.put(_frame(2), lazy=True)
+    await asyncio.sleep(0.05)
+    assert not lingering.done()
+    outbox.put(_frame(3))  # urgent
+    assert [f.call_id for f in await asyncio.wait_for(lingering, 1)] == [1, 2, 3]
+    outbox.put(_frame(4))
+    assert [f.call_id for f in await asyncio.wait_for(outbox.batch(), 1)] == [4]
+    outbox.put(_frame(5), lazy=True)
+    closing = asyncio.ensure_future(outbox.batch())
+    await asyncio.sleep(0.05)
+    outbox.close()  # the end does not wait for the linger either
+    assert [f.call_id for f in await asyncio.wait_for(closing, 1)] == [5]
+    assert await outbox.batch() is None
+
+
+async def test_a_streaming_call_sends_its_requests_lazily_and_a_unary_call_does_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[int, bool]] = []
+    put = mux._Outbox.put
+
+    def spy(self: mux._Outbox, frame: trunk_pb2.Frame, lazy: bool = False) -> None:
+        if frame.HasField("message"):
+            sent.append((frame.call_id, lazy))
+        put(self, frame, lazy)
+
+    monkeypatch.setattr(mux._Outbox, "put", spy)
+    async with _mesh() as (_, channel):
+        assert await _collect(_method(channel, "Echo")(_items(b"a", b"b"))) == [b"a", b"b"]
+        streamed = {call_id for call_id, _ in sent}
+        assert (await _unary(channel, "Upper")(Msg(audio=b"u"))).audio == b"U"
+    requests = [lazy for call_id, lazy in sent if call_id in streamed]
+    assert len(requests) >= 2 and all(requests[:2])  # the client's requests on the stream
+    assert not any(lazy for call_id, lazy in sent if call_id not in streamed)
