@@ -15,6 +15,7 @@ from dragoman.db.testing import scratch_schema
 from dragoman.errors import ResourceExhausted
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
+from session_svc import store as session_store
 from session_svc.sessions import Identity, SessionRegistry
 from session_svc.store import PgSessionStore
 
@@ -188,6 +189,38 @@ async def test_logs_recorded_together_are_written_together(clean: db.Database) -
         assert dict(await cur.fetchall()) == {s.session_id: 10 for s in pairs}
         logs = await records.utterances_of(conn, clean.keyring, "a1")
     assert [u.source_text for u in logs] == [f"line {k}" for k in range(1, 30, 3)]
+
+
+async def test_logs_a_moment_apart_share_a_transaction_and_a_flush_does_not_linger(
+        clean: db.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log waits JOURNAL_LINGER_S for others (a transaction per utterance
+    was a twelfth of session_svc's CPU under load); a flush writes at once."""
+    sessions = registry(clean)
+    session = await sessions.create(Identity("a", "A"), "en", "")
+    await sessions.join(Identity("b", "B"), session.code, "pt", "")
+    a, b = session.members
+    store = sessions.journal._store
+    batches: list[int] = []
+    write = store.add_utterances
+
+    async def counting(logs: list[records.UtteranceLog]) -> None:
+        batches.append(len(logs))
+        await write(logs)
+
+    store.add_utterances = counting  # type: ignore[method-assign]
+    monkeypatch.setattr(session_store, "JOURNAL_LINGER_S", 30.0)
+    for k in range(4):
+        session.record_utterance(a, b, f"1-{k}", f"line {k}", f"linha {k}", latency(300))
+        await asyncio.sleep(0.05)  # one utterance after another, not at once
+    assert batches == []  # still lingering: 30 s
+    await asyncio.wait_for(sessions.journal.flush(), 10)
+    assert batches == [4]
+    session.record_utterance(a, b, "1-4", "line 4", "linha 4", latency(300))
+    await asyncio.wait_for(sessions.journal.flush(), 10)
+    assert batches == [4, 1]
+    async with clean.pool.connection() as conn:
+        logs = await records.utterances_of(conn, clean.keyring, "a")
+    assert [u.source_text for u in logs] == [f"line {k}" for k in range(5)]
 
 
 async def test_the_sessions_of_a_silent_owner_end_and_a_live_owners_stay(clean: db.Database) -> None:
