@@ -26,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dragoman import config, logs, metrics, tracing
-from dragoman.errors import DragomanError, ResourceExhausted
+from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger("dragoman.rpc")
 
@@ -320,6 +320,34 @@ def _async(fn: Callable[[], None]) -> Callable[[], Awaitable[None]]:
 def new_server(keepalive_ms: int = KEEPALIVE_MS) -> grpc.aio.Server:
     return grpc.aio.server(interceptors=[*tracing.server_interceptors(), ContextInterceptor()],
                            options=server_options(keepalive_ms))
+
+
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What `asyncio.Runner` makes its loop with for settings.event_loop `name`
+    (None: the standard library's)."""
+    if name == "asyncio":
+        return None
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise InvalidArgument(
+                'event_loop is "uvloop" but uvloop is not installed: install it, or set '
+                "DRAGOMAN_EVENT_LOOP=asyncio") from None
+        return uvloop.new_event_loop  # type: ignore[no-any-return]
+    raise InvalidArgument(
+        f"setting event_loop: expected one of {', '.join(EVENT_LOOPS)}, got {name!r}")
+
+
+def main(serve: Callable[[config.Settings], Awaitable[None]]) -> None:
+    """A service process: reads the settings, then runs `serve(settings)` on
+    the event loop they name."""
+    settings = config.load()
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        runner.run(serve(settings))  # type: ignore[arg-type]
 
 
 def freeze_startup_objects() -> None:

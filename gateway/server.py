@@ -8,8 +8,6 @@ within the rate limits (`gateway.limits`). Accounts live in PostgreSQL
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -180,7 +178,7 @@ async def serve(settings: config.Settings) -> None:
 
 def main() -> None:
     logs.configure("gateway")
-    asyncio.run(serve(config.load()))
+    rpc.main(serve)
 
 
 if __name__ == "__main__":

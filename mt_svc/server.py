@@ -221,7 +221,7 @@ async def serve(settings: config.Settings) -> None:
 
 def main() -> None:
     logs.configure("mt_svc")
-    asyncio.run(serve(config.load()))
+    rpc.main(serve)
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ async def serve(settings: config.Settings) -> None:
 
 def main() -> None:
     logs.configure("session")
-    asyncio.run(serve(config.load()))
+    rpc.main(serve)
 
 
 if __name__ == "__main__":

@@ -283,7 +283,7 @@ async def serve(settings: config.Settings) -> None:
 
 def main() -> None:
     logs.configure("stt")
-    asyncio.run(serve(config.load()))
+    rpc.main(serve)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ and serves on `addresses.tts`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -182,7 +181,7 @@ async def serve(settings: config.Settings) -> None:
 
 def main() -> None:
     logs.configure("tts_svc")
-    asyncio.run(serve(config.load()))
+    rpc.main(serve)
 
 
 if __name__ == "__main__":

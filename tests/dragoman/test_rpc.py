@@ -12,9 +12,11 @@ import gc
 
 import grpc
 import pytest
+import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dragoman import rpc
+from dragoman import config, rpc
+from dragoman.errors import InvalidArgument
 
 KEEPALIVE_MS = 1000
 IDLE_S = 5.0
@@ -121,3 +123,18 @@ def test_startup_objects_are_frozen_out_of_full_collections() -> None:
         assert not collected & {id(o) for o in built}
     finally:
         gc.unfreeze()
+
+
+def test_the_event_loop_is_a_setting_and_a_wrong_one_is_named() -> None:
+    make = rpc.loop_factory("uvloop")
+    assert make is not None
+    loop = make()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    assert rpc.loop_factory("asyncio") is None
+    with pytest.raises(InvalidArgument, match="expected one of uvloop, asyncio, got 'trio'"):
+        rpc.loop_factory("trio")
+    assert config.load(env={"DRAGOMAN_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+    assert config.load(env={}).event_loop == "uvloop"
