@@ -101,13 +101,16 @@ def _find_number(data: Any, names: tuple[str, ...]) -> float | None:
 
 def _load_numbers(load: dict[str, Any] | None) -> dict[str, Any]:
     """mcores per session of session_svc and gateway at the largest N within the goal latency,
-    else at the largest N that delivered every utterance (past it the CPU per session
-    falls because work is dropped), and memory per session."""
+    else at the largest N that delivered every utterance within 100 ms p99 added latency,
+    else at the smallest N (CPU per session falls as N grows, and falls further once an
+    overloaded mesh drops or delays work: the smaller N is the safe figure), and memory
+    per session."""
     if not load or not load.get("steps"):
         return {}
     steps = load["steps"]
     goal_n = load.get("max_sessions_within_goal_latency")
-    healthy = [s for s in steps if s.get("delivery_ratio", 0) >= 0.99]
+    healthy = [s for s in steps if s.get("delivery_ratio", 0) >= 0.99
+               and (s["added_latency"].get("p99_ms") or float("inf")) <= 100.0]
     step = next((s for s in steps if s["sessions"] == goal_n), None) or (
         max(healthy, key=lambda s: s["sessions"]) if healthy else min(steps, key=lambda s: s["sessions"]))
     return {"n": step["sessions"], "within_goal": step["sessions"] == goal_n,
