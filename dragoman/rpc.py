@@ -17,7 +17,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -342,12 +342,12 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
         f"setting event_loop: expected one of {', '.join(EVENT_LOOPS)}, got {name!r}")
 
 
-def main(serve: Callable[[config.Settings], Awaitable[None]]) -> None:
+def main(serve: Callable[[config.Settings], Coroutine[Any, Any, None]]) -> None:
     """A service process: reads the settings, then runs `serve(settings)` on
     the event loop they name."""
     settings = config.load()
     with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
-        runner.run(serve(settings))  # type: ignore[arg-type]
+        runner.run(serve(settings))
 
 
 def freeze_startup_objects() -> None:
