@@ -159,15 +159,8 @@ async def test_utterances_are_logged_encrypted_and_keys_rotate(
             await records.utterances_of(conn, clean.keyring, "ben")
 
 
-async def test_logs_recorded_together_are_written_together(clean: db.Database) -> None:
-    """Under load the journal writes what queued up in one transaction: every
-    row lands, each session's message count adds up."""
-    sessions = registry(clean)
-    pairs = []
-    for i in range(3):
-        session = await sessions.create(Identity(f"a{i}", "A"), "en", "")
-        await sessions.join(Identity(f"b{i}", "B"), session.code, "pt", "")
-        pairs.append(session)
+def _count_batches(sessions: SessionRegistry) -> list[int]:
+    """The sizes of the journal's writes, as they happen."""
     store = sessions.journal._store
     batches: list[int] = []
     write = store.add_utterances
@@ -177,6 +170,19 @@ async def test_logs_recorded_together_are_written_together(clean: db.Database) -
         await write(logs)
 
     store.add_utterances = counting  # type: ignore[method-assign]
+    return batches
+
+
+async def test_logs_recorded_together_are_written_together(clean: db.Database) -> None:
+    """Under load the journal writes what queued up in one transaction: every
+    row lands, each session's message count adds up."""
+    sessions = registry(clean)
+    pairs = []
+    for i in range(3):
+        session = await sessions.create(Identity(f"a{i}", "A"), "en", "")
+        await sessions.join(Identity(f"b{i}", "B"), session.code, "pt", "")
+        pairs.append(session)
+    batches = _count_batches(sessions)
     for k in range(30):
         session = pairs[k % 3]
         a, b = session.members
@@ -193,21 +199,13 @@ async def test_logs_recorded_together_are_written_together(clean: db.Database) -
 
 async def test_logs_a_moment_apart_share_a_transaction_and_a_flush_does_not_linger(
         clean: db.Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A log waits JOURNAL_LINGER_S for others (a transaction per utterance
-    was a twelfth of session_svc's CPU under load); a flush writes at once."""
+    """A log waits JOURNAL_LINGER_S for others to share its transaction; a
+    flush (EndSession, shutdown) writes at once."""
     sessions = registry(clean)
     session = await sessions.create(Identity("a", "A"), "en", "")
     await sessions.join(Identity("b", "B"), session.code, "pt", "")
     a, b = session.members
-    store = sessions.journal._store
-    batches: list[int] = []
-    write = store.add_utterances
-
-    async def counting(logs: list[records.UtteranceLog]) -> None:
-        batches.append(len(logs))
-        await write(logs)
-
-    store.add_utterances = counting  # type: ignore[method-assign]
+    batches = _count_batches(sessions)
     monkeypatch.setattr(session_store, "JOURNAL_LINGER_S", 30.0)
     for k in range(4):
         session.record_utterance(a, b, f"1-{k}", f"line {k}", f"linha {k}", latency(300))
