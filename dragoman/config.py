@@ -214,6 +214,16 @@ class SessionSettings:
     """Server heartbeat period on idle streams."""
     downstream_timeout_s: float = 30.0
     """Deadline of a call to stt/mt/tts for one utterance."""
+    abandoned_after_s: float = 300.0
+    """An active session with neither participant connected for this long ends (reason
+    "abandoned"): sessions clients never ended hold no memory or place under the limit."""
+    max_live_sessions: int = 0
+    """Most live sessions (waiting or active) this replica holds; CreateSession beyond
+    it gets RESOURCE_EXHAUSTED, so the sessions in progress keep their latency. 0: no
+    limit. Size it from bench/CAPACITY.md: what one replica carries within the goal."""
+    overload_lag_ms: int = 100
+    """CreateSession gets RESOURCE_EXHAUSTED while the event loop has run this late for
+    a whole second (`dragoman.overload`); 0: never."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the

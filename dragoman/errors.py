@@ -58,6 +58,10 @@ class PermissionDenied(DragomanError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+RETRY_AFTER = "retry-after"
+"""Trailer of a RESOURCE_EXHAUSTED status: seconds to wait before retrying."""
+
+
 class ResourceExhausted(DragomanError):
     """A queue or a rate limit is full; retry after `retry_after_s`."""
 
@@ -116,5 +120,17 @@ def from_rpc_error(err: grpc.aio.AioRpcError, service: str) -> DragomanError:
         return Unavailable(f"{service} is unavailable")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"{service} did not answer in time")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # keep how long the inner service asked to wait
+        return ResourceExhausted(detail, retry_after_s=_retry_after(err) or 1.0)
     cls = _BY_CODE.get(code, DragomanError)
     return cls(detail)
+
+
+def _retry_after(err: grpc.aio.AioRpcError) -> float | None:
+    for key, value in err.trailing_metadata() or ():
+        if key == RETRY_AFTER:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None

@@ -34,6 +34,13 @@ RPC_DURATION = Histogram(
     ["service", "method"], buckets=LATENCY_BUCKETS_S + (30.0, 60.0, 300.0, 1800.0))
 
 SESSIONS_ACTIVE = Gauge("dragoman_sessions_active", "Live sessions this session_svc holds")
+SESSIONS_REFUSED = Counter(
+    "dragoman_sessions_refused",
+    "New sessions this session_svc refused to protect those it holds, by reason "
+    "(limit: session.max_live_sessions; overload: its event loop ran late)", ["reason"])
+EVENT_LOOP_LAG = Gauge(
+    "dragoman_event_loop_lag_seconds",
+    "How late the event loop ran over the last second (the least lateness of its ticks)")
 STREAMS_ACTIVE = Gauge(
     "dragoman_conversation_streams_active",
     "Participants' conversation streams open on this session_svc (active connections)")

@@ -11,6 +11,7 @@ period). `serve_forever()` runs a service until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -26,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dragoman import config, logs, metrics, tracing
-from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
+from dragoman.errors import RETRY_AFTER, DragomanError, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger("dragoman.rpc")
 
@@ -42,7 +43,7 @@ async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> None:
     if isinstance(err, DragomanError):
         trailers: tuple[tuple[str, str], ...] = ()
         if isinstance(err, ResourceExhausted):
-            trailers = (("retry-after", f"{err.retry_after_s:.3f}"),)
+            trailers = ((RETRY_AFTER, f"{err.retry_after_s:.3f}"),)
         log.info("rpc failed", extra={"code": err.code.name, "reason": err.message})
         await context.abort(err.code, err.message, trailing_metadata=trailers)
     ref = uuid.uuid4().hex[:12]
@@ -301,6 +302,16 @@ class Service:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("%s serving", self.name, extra={"address": address, "port": self.port})
         return self.port
+
+    def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Runs `work` as a task while the service runs; cancelled on stop."""
+        task = asyncio.create_task(work, name=name)
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.on_stop.append(cancel)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()

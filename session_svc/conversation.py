@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -102,6 +103,7 @@ class Connection:
             await self.pipeline.cancel()
         if self.member.connection is self:
             self.member.connection = None
+            self.session.attended_s = time.time()
             partner = self.session.partner(self.member)
             if partner is not None and self.session.status != spb.SESSION_STATUS_ENDED:
                 partner.log.append(partner_disconnected=pb.PartnerDisconnected(

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from dragoman import config, db, logs, mux, rpc
+from dragoman import config, db, logs, mux, overload, rpc
 from dragoman.db.records import Metrics, SessionRecord
 from dragoman.errors import InvalidArgument, NotFound
 from dragoman.v1 import conversation_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
@@ -143,7 +142,9 @@ async def create(
     if store is None:
         database = await db.open_database(settings.database)
         store = PgSessionStore(database)
-    registry = SessionRegistry(settings.session, store, owner=settings.session.advertise_address)
+    lag = overload.LoopLag()
+    registry = SessionRegistry(
+        settings.session, store, owner=settings.session.advertise_address, lag=lag)
     down = downstream or Downstream(
         settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk)
     server = rpc.new_server()
@@ -169,14 +170,9 @@ async def create(
             await asyncio.gather(*(p.finish(grace_s) for p in pipelines))
 
     service.on_drain.append(drain)
+    service.background(lag.run(), "loop-lag")
     if registry.owner:  # several replicas: keep this one's lease, end those of lost ones
-        lease = asyncio.create_task(registry.keep_owner_lease(), name="owner-lease")
-
-        async def stop_lease() -> None:
-            lease.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lease
-        service.on_stop.append(stop_lease)
+        service.background(registry.keep_owner_lease(), "owner-lease")
     service.on_stop.append(down.close)
     service.on_stop.append(registry.journal.close)
     if database is not None:

@@ -30,6 +30,7 @@ from session_svc.events import EventLog
 from session_svc.store import CodeTaken, Journal, SessionStore
 
 if TYPE_CHECKING:
+    from dragoman.overload import LoopLag
     from session_svc.conversation import Connection
 
 log = logging.getLogger("dragoman.session.sessions")
@@ -81,6 +82,8 @@ class Session:
     members: list[Member] = field(default_factory=list)
     status: int = spb.SESSION_STATUS_WAITING
     ended_s: float | None = None
+    attended_s: float = 0.0
+    """When a participant was last connected (or the session created or joined)."""
     latencies_ms: list[float] = field(default_factory=list)
     utterances: int = 0
     errors: int = 0
@@ -143,7 +146,10 @@ def random_code() -> str:
 
 
 EXPIRED = "pairing code expired"
+ABANDONED = "abandoned: no participant connected"
 MAX_CODE_ATTEMPTS = 20
+REFUSED_RETRY_S = 5.0
+"""The retry-after of a refused new session: long enough for load to move or a replica to start."""
 """Codes tried before CreateSession gives up (only when nearly all are taken)."""
 ENDED_KEEP_S = 300.0
 """How long an ended session stays in memory (for streams reading its last
@@ -156,11 +162,15 @@ class SessionRegistry:
     def __init__(
         self, settings: SessionSettings, store: SessionStore,
         codes: Callable[[], str] = random_code, owner: str = "",
+        lag: LoopLag | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.owner = owner
         """host:port this replica is reached at, recorded with its sessions."""
+        self.lag = lag
+        """The event loop's lateness: new sessions are refused while it is overloaded."""
+        self._live = 0
         self.journal = Journal(store)
         self._codes = codes
         self._sessions: dict[str, Session] = {}
@@ -174,6 +184,15 @@ class SessionRegistry:
             language=languages.normalise(language_code), voice=voice,
             log=EventLog(session.session_id, self.settings.event_buffer),
         )
+
+    async def _end_abandoned(self) -> None:
+        """Ends the active sessions nobody has been connected to for `abandoned_after_s`."""
+        cutoff = time.time() - self.settings.abandoned_after_s
+        abandoned = [s for s in self._sessions.values()
+                     if s.status == spb.SESSION_STATUS_ACTIVE and s.attended_s < cutoff
+                     and all(m.connection is None for m in s.members)]
+        for session in abandoned:
+            await self._finish(session, ABANDONED)
 
     async def _expire_codes(self) -> None:
         """Ends the waiting sessions whose code expired, here and in the store."""
@@ -206,16 +225,44 @@ class SessionRegistry:
                     and all(m.connection is None for m in session.members)):
                 del self._sessions[sid]
 
+    def _admit(self) -> None:
+        """Refuses a new session when this replica holds its limit or its loop runs late:
+        the sessions in progress keep their latency; the caller retries (elsewhere)."""
+        limit = self.settings.max_live_sessions
+        if limit and self._live >= limit:
+            metrics.SESSIONS_REFUSED.labels("limit").inc()
+            raise ResourceExhausted(
+                f"this session_svc replica holds its limit of {limit} live sessions "
+                "(session.max_live_sessions); retry shortly", retry_after_s=REFUSED_RETRY_S)
+        lag_ms = self.lag.lag_s() * 1000 if self.lag is not None else 0.0
+        if self.settings.overload_lag_ms and lag_ms > self.settings.overload_lag_ms:
+            metrics.SESSIONS_REFUSED.labels("overload").inc()
+            raise ResourceExhausted(
+                f"this session_svc replica is overloaded (its event loop runs {lag_ms:.0f} ms "
+                f"late, over session.overload_lag_ms={self.settings.overload_lag_ms}); "
+                "retry shortly", retry_after_s=REFUSED_RETRY_S)
+
     async def create(self, who: Identity, language_code: str, voice: str) -> Session:
         languages.normalise(language_code)
         self._evict_ended()
-        await self._expire_codes()
+        await self._expire_codes()  # expired and abandoned ones no longer count against the limit
+        await self._end_abandoned()
+        self._admit()
+        self._live += 1  # counted from here, so that creates running meanwhile see it
+        try:
+            return await self._add(who, language_code, voice)
+        except BaseException:
+            self._live -= 1
+            raise
+
+    async def _add(self, who: Identity, language_code: str, voice: str) -> Session:
         for _ in range(MAX_CODE_ATTEMPTS):
             code = self._codes()
             if code in self._waiting:
                 continue
-            session = Session(session_id=uuid.uuid4().hex, code=code, created_s=time.time(),
-                              journal=self.journal.record)
+            now = time.time()
+            session = Session(session_id=uuid.uuid4().hex, code=code, created_s=now,
+                              attended_s=now, journal=self.journal.record)
             creator = self._new_member(session, who, language_code, voice)
             try:
                 await self.store.add_session(
@@ -252,6 +299,7 @@ class SessionRegistry:
             raise NotFound(f"no session is waiting for code {code}")
         session.members.append(joiner)
         session.status = spb.SESSION_STATUS_ACTIVE
+        session.attended_s = time.time()
         creator = session.members[0]
         for me, other in ((creator, joiner), (joiner, creator)):
             me.log.append(session_paired=cpb.SessionPaired(
@@ -293,6 +341,7 @@ class SessionRegistry:
             return False
         session.status = spb.SESSION_STATUS_ENDED
         session.ended_s = time.time()
+        self._live -= 1
         metrics.SESSIONS_ACTIVE.dec()
         metrics.SESSION_DURATION.observe(session.ended_s - session.created_s)
         if self._waiting.get(session.code) == session.session_id:

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
-from dragoman import logs, metrics, mux, rpc
+from dragoman import errors, logs, metrics, mux, rpc
 from dragoman.errors import InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
 from dragoman.trunk.v1 import trunk_pb2, trunk_pb2_grpc
@@ -204,6 +204,8 @@ async def test_errors_keep_their_code_message_and_trailers_and_spare_other_calls
             await _collect(echo(_items(b"exhaust")))
         assert fast.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert ("retry-after", "2.500") in tuple(fast.value.trailing_metadata())
+        passed_on = errors.from_rpc_error(fast.value, "echo")  # as a gateway passes it on
+        assert isinstance(passed_on, errors.ResourceExhausted) and passed_on.retry_after_s == 2.5
         assert await _collect(echo(_items(b"still", b"fine"))) == [b"still", b"fine"]
         failed = {"service": SERVICE, "method": "Echo", "code": "INVALID_ARGUMENT"}
         assert _sample("dragoman_rpc_requests_total", failed) >= 1  # counted like any call

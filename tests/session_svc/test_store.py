@@ -8,11 +8,13 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from dragoman import config, db
 from dragoman.db import crypto, records
 from dragoman.db.testing import scratch_schema
 from dragoman.errors import ResourceExhausted
+from dragoman.overload import LoopLag
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc import store as session_store
@@ -74,6 +76,88 @@ async def test_concurrent_creation_never_shares_a_live_code(clean: db.Database) 
     again = await owner.create(Identity("late", "Late"), "pt", "")
     assert again.code == first.code
     assert sorted(await live_codes(clean)) == CODES
+
+
+def refused(reason: str) -> float:
+    return REGISTRY.get_sample_value("dragoman_sessions_refused_total", {"reason": reason}) or 0.0
+
+
+async def test_a_replica_at_its_limit_refuses_new_sessions_until_one_ends(clean: db.Database) -> None:
+    sessions = registry(clean, CODES, max_live_sessions=2)
+    first = await sessions.create(Identity("ana", "Ana"), "en", "")
+    await sessions.join(Identity("ben", "Ben"), first.code, "es", "")
+    await sessions.create(Identity("cy", "Cy"), "en", "")  # waiting: it counts too
+    before = refused("limit")
+    with pytest.raises(ResourceExhausted) as e:
+        await sessions.create(Identity("dee", "Dee"), "en", "")
+    assert "limit of 2 live sessions" in e.value.message and e.value.retry_after_s == 5.0
+    assert refused("limit") == before + 1
+    assert len(await live_codes(clean)) == 2  # nothing stored for the refused one
+
+    await sessions.end(Identity("ben", "Ben"), first.session_id, "done")
+    assert (await sessions.create(Identity("dee", "Dee"), "en", "")).status == spb.SESSION_STATUS_WAITING
+
+
+async def test_concurrent_creates_cannot_overshoot_the_limit(clean: db.Database) -> None:
+    sessions = registry(clean, max_live_sessions=2)
+    results = await asyncio.gather(
+        *(sessions.create(Identity(f"u{i}", f"U{i}"), "en", "") for i in range(6)),
+        return_exceptions=True)
+    assert sum(not isinstance(r, BaseException) for r in results) == 2
+    assert sum(isinstance(r, ResourceExhausted) for r in results) == 4
+    assert len(await live_codes(clean)) == 2
+
+
+async def test_expired_codes_do_not_count_against_the_limit(clean: db.Database) -> None:
+    sessions = registry(clean, CODES, max_live_sessions=1, code_ttl_s=-1)
+    await sessions.create(Identity("ana", "Ana"), "en", "")
+    await sessions.create(Identity("ben", "Ben"), "en", "")  # the first expired: room again
+
+
+async def test_sessions_nobody_is_connected_to_end_as_abandoned(clean: db.Database) -> None:
+    sessions = registry(clean, CODES, abandoned_after_s=-1, max_live_sessions=2)
+    left = await sessions.create(Identity("ana", "Ana"), "en", "")
+    await sessions.join(Identity("ben", "Ben"), left.code, "es", "")
+    held = await sessions.create(Identity("cy", "Cy"), "en", "")
+    await sessions.join(Identity("dee", "Dee"), held.code, "es", "")
+    held.members[0].connection = object()  # type: ignore[assignment]  # someone is still there
+    # the limit is reached, but nobody is connected to the first session any more
+    await sessions.create(Identity("eve", "Eve"), "en", "")
+    assert left.status == spb.SESSION_STATUS_ENDED
+    assert held.status == spb.SESSION_STATUS_ACTIVE
+    async with clean.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT end_reason FROM sessions WHERE session_id = %s", (left.session_id,))
+        assert await cur.fetchone() == ("abandoned: no participant connected",)
+
+
+class _Behind(LoopLag):
+    """An event loop that has run `late_s` behind for the whole window."""
+
+    def __init__(self, late_s: float) -> None:
+        super().__init__()
+        self.late_s = late_s
+
+    def lag_s(self) -> float:
+        return self.late_s
+
+
+async def test_an_overloaded_replica_refuses_new_sessions_but_not_joins(clean: db.Database) -> None:
+    behind = _Behind(0.0)
+    sessions = SessionRegistry(config.SessionSettings(), PgSessionStore(clean), lag=behind)
+    waiting = await sessions.create(Identity("ana", "Ana"), "en", "")
+    behind.late_s = 0.25
+    before = refused("overload")
+    with pytest.raises(ResourceExhausted) as e:
+        await sessions.create(Identity("cy", "Cy"), "en", "")
+    assert "overloaded (its event loop runs 250 ms late" in e.value.message
+    assert refused("overload") == before + 1
+    joined = await sessions.join(Identity("ben", "Ben"), waiting.code, "es", "")  # its creator waits
+    assert joined.status == spb.SESSION_STATUS_ACTIVE
+
+    off = SessionRegistry(
+        config.SessionSettings(overload_lag_ms=0), PgSessionStore(clean), lag=behind)
+    await off.create(Identity("cy", "Cy"), "en", "")
 
 
 async def test_joining_activates_the_session_in_the_store(clean: db.Database) -> None:
