@@ -32,7 +32,7 @@ class EventLog:
         self.session_id = session_id
         self._events: deque[pb.ConversationEvent] = deque(maxlen=capacity)
         self._sequence = 0
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[bool]] = []  # True: woken, False: timed out
         self._closed = False
 
     @property
@@ -42,9 +42,8 @@ class EventLog:
     def append(self, **kind: Any) -> pb.ConversationEvent:
         """Appends an event; `kind` is one oneof field, e.g. transcription=..."""
         self._sequence += 1
-        event = pb.ConversationEvent(
-            session_id=self.session_id, sequence=self._sequence, time=now_timestamp(), **kind
-        )
+        event = pb.ConversationEvent(session_id=self.session_id, sequence=self._sequence, **kind)
+        event.time.FromNanoseconds(time.time_ns())  # in place: no Timestamp copied in
         self._events.append(event)
         self._wake()
         return event
@@ -58,7 +57,7 @@ class EventLog:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
 
     def _after(self, sequence: int) -> list[pb.ConversationEvent]:
         if not self._events or self._events[-1].sequence <= sequence:
@@ -76,6 +75,7 @@ class EventLog:
         events already kept have been yielded.
         """
         cursor = after
+        loop = asyncio.get_running_loop()  # once: each lookup is a getpid() system call
         while True:
             pending = self._after(cursor)
             for event in pending:
@@ -88,28 +88,37 @@ class EventLog:
                 return
             if self._closed:
                 return
-            if not await self._wait(stop, heartbeat_s):
+            if not await self._wait(loop, stop, heartbeat_s):
                 yield pb.ConversationEvent(
                     session_id=self.session_id, sequence=cursor, time=now_timestamp(),
                     heartbeat=pb.ServerHeartbeat(),
                 )
 
-    async def _wait(self, stop: asyncio.Future[None], timeout_s: float) -> bool:
-        """Waits for a new event, `stop`, or the timeout (then False)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _wait(
+        self, loop: asyncio.AbstractEventLoop, stop: asyncio.Future[None], timeout_s: float
+    ) -> bool:
+        """Waits for a new event, `stop`, or the timeout (then False).
+
+        One future and one timer per wait: this runs for every event a
+        follower is sent, and `asyncio.wait_for` costs several times more.
+        """
+        waiter: asyncio.Future[bool] = loop.create_future()
         self._waiters.append(waiter)
 
-        def wake(_: asyncio.Future[None]) -> None:
+        def wake(_: object = None) -> None:
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(True)
 
+        def expire() -> None:
+            if not waiter.done():
+                waiter.set_result(False)
+
+        timer = loop.call_later(timeout_s, expire)
         stop.add_done_callback(wake)
         try:
-            await asyncio.wait_for(waiter, timeout_s)
-            return True
-        except TimeoutError:
-            return False
+            return await waiter
         finally:
+            timer.cancel()
             stop.remove_done_callback(wake)
-            if waiter in self._waiters:
+            if waiter in self._waiters:  # not woken by an event: still listed
                 self._waiters.remove(waiter)

@@ -71,3 +71,29 @@ async def test_idle_followers_get_heartbeats_repeating_the_last_sequence() -> No
         out.append(event)
         break
     assert out[0].WhichOneof("kind") == "heartbeat" and out[0].sequence == 1
+
+
+async def test_a_wait_ended_by_timeout_stop_or_cancel_leaves_nothing_behind() -> None:
+    log = EventLog("s1", capacity=10)
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    beats = 0
+    async for event in log.follow(0, stop, heartbeat_s=0.01):
+        assert event.WhichOneof("kind") == "heartbeat"
+        beats += 1
+        if beats == 5:
+            break
+    assert log._waiters == []  # each timed-out wait took its waiter back
+
+    follower = asyncio.create_task(_take(log, 0, 1, stop))
+    await asyncio.sleep(0.01)
+    assert len(log._waiters) == 1
+    follower.cancel()
+    await asyncio.gather(follower, return_exceptions=True)
+    assert log._waiters == []
+
+    follower = asyncio.create_task(_take(log, 0, 1, stop))
+    await asyncio.sleep(0.01)
+    stop.set_result(None)
+    assert await asyncio.wait_for(follower, 1) == []  # woken by stop at once, not by a heartbeat
+    assert log._waiters == []
+    log.append(heartbeat=pb.ServerHeartbeat())  # stop's callbacks are gone: waking no one is fine
