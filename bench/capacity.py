@@ -110,10 +110,12 @@ def _load_numbers(load: dict[str, Any] | None) -> dict[str, Any]:
     steps = load["steps"]
     goal_n = load.get("max_sessions_within_goal_latency")
     healthy = [s for s in steps if s.get("delivery_ratio", 0) >= 0.99
+               and s.get("sessions_started", s["sessions"]) == s["sessions"]
                and (s["added_latency"].get("p99_ms") or float("inf")) <= 100.0]
     step = next((s for s in steps if s["sessions"] == goal_n), None) or (
         max(healthy, key=lambda s: s["sessions"]) if healthy else min(steps, key=lambda s: s["sessions"]))
     return {"n": step["sessions"], "within_goal": step["sessions"] == goal_n,
+            "healthy_n": max((s["sessions"] for s in healthy), default=None),
             "mcores": step["cpu_per_session_millicores"],
             "kb": step["memory_per_session_kb"],
             "others_cores": step["cores"].get("other_processes"),
@@ -186,12 +188,19 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
         mcores = max(plumbing["mcores"][name], 0.001)
         cores = a.sessions * mcores / 1000 / a.cpu_utilisation
         replicas = max(2, math.ceil(cores / a.pod_cores))
+        # One session_svc is one event loop: past the most sessions it was measured to
+        # carry within 100 ms p99, more cores do not help it. That many is its admission
+        # limit (session.max_live_sessions) and the pods are sized below it.
+        limit = plumbing["healthy_n"] if name == "session_svc" else None
+        if limit:
+            replicas = max(replicas, math.ceil(a.sessions / (limit * a.cpu_utilisation)))
         services[name] = {
             "millicores_per_session": mcores, "cores": round(cores, 1), "replicas": replicas,
             "sessions_per_pod": a.sessions // replicas,
             "sessions_per_core_measured": round(1000 / mcores),
             "memory_per_session_kb": plumbing["kb"][name],
             "memory_gib": round(a.sessions * plumbing["kb"][name] / 2**20, 2),
+            **({"max_live_sessions": limit} if limit else {}),
             "source": f"{file} at N={plumbing['n']} "
                       f"({'within' if plumbing['within_goal'] else 'OUTSIDE'} the 50 ms p99 goal; "
                       f"p99 added {plumbing['added_p99_ms'] or 0:.0f} ms; other processes used "
@@ -432,6 +441,14 @@ def document(m: dict[str, Any]) -> str:
         "```",
         "",
         "- deploy/k8s/hpa.yaml renders this table as HorizontalPodAutoscalers.",
+        *([f"- Each session_svc pod admits at most {s['session_svc']['max_live_sessions']} live "
+           "sessions (DRAGOMAN_SESSION_MAX_LIVE_SESSIONS in deploy/k8s/session.yaml: the most one "
+           "process carried within 100 ms p99 added latency), and refuses new ones while its "
+           "event loop runs over 100 ms late (session.overload_lag_ms): a refused CreateSession "
+           "is RESOURCE_EXHAUSTED with a 5 s retry-after, so the sessions a pod holds keep their "
+           "latency while the HPA adds pods. Its replicas are sized so that the HPA's target "
+           "stays below that limit."]
+          if s.get("session_svc", {}).get("max_live_sessions") else []),
         "- session_svc holds live sessions in memory (the gateways route every call about a "
         "session to the replica that created it, recorded in the sessions table): scale on "
         "active sessions per pod as well as CPU, and scale down slowly (10 % a minute after "

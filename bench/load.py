@@ -21,6 +21,13 @@ router does, so that session_svc's own capacity is measured without a
 gateway on the same cores (result: load_session_svc.json). The gateway's
 figures come from the default run.
 
+session_svc admits at most the live sessions the capacity model set for a
+pod (bench/results/capacity.json, as deploy/k8s/session.yaml does) in the
+default run, so an N beyond it shows what a full replica does: it refuses
+the sessions it cannot carry (RESOURCE_EXHAUSTED, counted as not admitted)
+and keeps the latency of those it holds. The --session-svc run has no limit:
+it measures where the limit should be. --max-live-sessions overrides both.
+
     python -m bench.load [--smoke] [--sessions 10,50,200,1000] [--duration 20] [--chunk-ms 200]
     python -m bench.load --session-svc --sessions 100,200,400
 """
@@ -207,15 +214,24 @@ def _step_row(n: int, step: dict[str, Any], baseline_ms: float) -> dict[str, Any
     }
 
 
+def deployed_limit() -> int:
+    """session_svc's admission limit per pod in the capacity model (0: none yet)."""
+    model = read_result("capacity")
+    return int(((model or {}).get("services", {}).get("session_svc") or {}).get("max_live_sessions") or 0)
+
+
 async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0,
-              chunk_ms: int = loadgen.CHUNK_MS, direct: bool = False) -> dict[str, Any]:
-    """`direct`: no gateway, the load generator calls session_svc as a gateway does."""
+              chunk_ms: int = loadgen.CHUNK_MS, direct: bool = False,
+              max_live: int = 0) -> dict[str, Any]:
+    """`direct`: no gateway, the load generator calls session_svc as a gateway does.
+    `max_live`: session_svc's admission limit (session.max_live_sessions; 0: none)."""
     delays, source = calibrated_delays()
     baseline_ms = delays.endpoint_ms + delays.recognition_ms + delays.translation_ms + delays.synthesis_ms
     addresses = {name: free_address() for name in ("gateway", "session", "stt", "mt", "tts")}
     steps: list[dict[str, Any]] = []
     with scratch_database("bench") as db_env:
-        children = Children(work / "logs", service_env(addresses, {**db_env, **LIMITS_ENV}))
+        children = Children(work / "logs", service_env(addresses, {
+            **db_env, **LIMITS_ENV, "DRAGOMAN_SESSION_MAX_LIVE_SESSIONS": str(max_live)}))
         try:
             fakes = [children.spawn(f"fake-{role}", [
                 "-m", "bench.fakes", f"--{role}", addresses[role],
@@ -249,14 +265,18 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
                         raise RuntimeError(f"{child.name} died at N={n}:\n{child.tail()}")
         finally:
             await children.stop()
-    return _result(steps, delays, source, baseline_ms, duration_s, chunk_ms, direct)
+    result = _result(steps, delays, source, baseline_ms, duration_s, chunk_ms, direct)
+    result["session_admission_limit"] = max_live
+    return result
 
 
 def _crossing(steps: list[dict[str, Any]], limit_ms: float) -> int | None:
-    """Smallest N whose p99 added latency exceeds `limit_ms` (or that lost utterances)."""
+    """Smallest N whose p99 added latency exceeds `limit_ms`, or that lost utterances or
+    was not admitted in full."""
     for s in steps:
         p99 = s["added_latency"]["p99_ms"]
-        if p99 is None or p99 > limit_ms or s["delivery_ratio"] < 0.99:
+        if (p99 is None or p99 > limit_ms or s["delivery_ratio"] < 0.99
+                or s["sessions_started"] < s["sessions"]):
             return int(s["sessions"])
     return None
 
@@ -265,7 +285,8 @@ def _result(steps: list[dict[str, Any]], delays: Delays, source: str, baseline_m
             duration_s: float, chunk_ms: int = loadgen.CHUNK_MS,
             direct: bool = False) -> dict[str, Any]:
     good = [s for s in steps if s["added_latency"]["p99_ms"] is not None
-            and s["added_latency"]["p99_ms"] <= GOAL_P99_MS and s["delivery_ratio"] >= 0.99]
+            and s["added_latency"]["p99_ms"] <= GOAL_P99_MS and s["delivery_ratio"] >= 0.99
+            and s["sessions_started"] == s["sessions"]]
     best = max(good, key=lambda s: s["sessions"]) if good else None
     per_core = None
     if best is not None:
@@ -302,7 +323,8 @@ def report(result: dict[str, Any]) -> str:
     rows = []
     for s in result["steps"]:
         a = s["added_latency"]
-        rows.append([str(s["sessions"]), f"{s['utterances_measured']}/{s['utterances_expected']}",
+        rows.append([str(s["sessions"]), f"{s['sessions_started']}/{s['sessions']}",
+                     f"{s['utterances_measured']}/{s['utterances_expected']}",
                      a["p50_ms"], a["p99_ms"], s["client_send_lag"]["p99_ms"],
                      s["cores"]["session_svc"], s["cores"].get("gateway", "-"),
                      s["cores"].get("other_processes"),
@@ -317,10 +339,13 @@ def report(result: dict[str, Any]) -> str:
         f"load average {result['machine']['load_average']} on {result['machine']['cpu_count']} cores; "
         f"{result['chunk_ms']} ms of audio per message",
         "",
-        table(["N", "heard", "added p50", "added p99", "send lag p99", "session cores",
+        table(["N", "admitted", "heard", "added p50", "added p99", "send lag p99", "session cores",
                "gateway cores", "others cores", "session mcore/sess", "session KB/sess", "errors"], rows),
         "",
-        f"N where p99 added latency > 100 ms (or utterances lost): "
+        "session_svc admission limit: " + (
+            f"{limit} live sessions (callers of the refused ones got RESOURCE_EXHAUSTED)"
+            if (limit := result.get("session_admission_limit")) else "none"),
+        f"N where p99 added latency > 100 ms (or utterances lost, or not all admitted): "
         f"{result['n_where_p99_added_exceeds_100ms'] or 'not reached'}",
         f"largest N with p99 added <= 50 ms: {result['max_sessions_within_goal_latency']}; "
         f"that is {result['sessions_per_session_svc_core_at_that_n']} sessions per session_svc core "
@@ -344,13 +369,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--session-svc", action="store_true",
                         help="no gateway: load session_svc directly, as gateway replicas do "
                              "(result: load_session_svc.json)")
+    parser.add_argument("--max-live-sessions", type=int,
+                        help="session_svc's admission limit (default: capacity.json's per pod "
+                             "limit; none with --session-svc); 0: none")
     args = parser.parse_args(argv)
     sessions = [5] if args.smoke else [int(n) for n in args.sessions.split(",")]
     duration = 6.0 if args.smoke else args.duration
+    max_live = args.max_live_sessions if args.max_live_sessions is not None else (
+        0 if args.session_svc else deployed_limit())
     signal.signal(signal.SIGTERM, _interrupt)  # stop the children on SIGTERM too
     with tempfile.TemporaryDirectory(prefix="dragoman-load-") as tmp:
         result = asyncio.run(run(sessions, duration, Path(tmp), users=1 if args.smoke else 0,
-                                 chunk_ms=args.chunk_ms, direct=args.session_svc))
+                                 chunk_ms=args.chunk_ms, direct=args.session_svc,
+                                 max_live=max_live))
     result["smoke"] = args.smoke
     kwargs = {"out_dir": args.out} if args.out else {}
     name = "load_session_svc" if args.session_svc else "load"

@@ -234,6 +234,7 @@ async def run(opts: Options) -> dict[str, Any]:
                 for _ in range(max(1, opts.channels))]
     t0 = time.monotonic()
     pairs: list[Pair] = []
+    end_errors: list[str] = []
     try:
         pairs, setup_errors = await asyncio.wait_for(
             _setup(opts, channels), SETUP_TIMEOUT_S + opts.sessions * 0.4)
@@ -243,6 +244,11 @@ async def run(opts: Options) -> dict[str, Any]:
             opts.ready_file.touch()
         await asyncio.gather(*(_talk(p, opts, start, start + opts.duration_s) for p in pairs))
         await asyncio.gather(*(person.leave(2.0) for p in pairs for person in (p.a, p.b)))
+        # end them, as a client does: a replica counts live sessions against its limit
+        ended = await asyncio.gather(*(p.a.client.end_session(p.session_id) for p in pairs),
+                                     return_exceptions=True)
+        end_errors = [f"end: {e.code().name}: {e.details()}" for e in ended
+                      if isinstance(e, grpc.aio.AioRpcError)]
     finally:
         for p in pairs:
             for person in (p.a, p.b):
@@ -251,7 +257,7 @@ async def run(opts: Options) -> dict[str, Any]:
         for ch in channels:
             await ch.close()
     raw = _collect(pairs)
-    raw["errors"] = setup_errors + raw["errors"]
+    raw["errors"] = setup_errors + raw["errors"] + end_errors
     return {
         "gateway": opts.gateway, "target": "session_svc" if opts.session_svc else "gateway",
         "sessions": opts.sessions, "sessions_started": len(pairs),

@@ -186,3 +186,22 @@ def test_capacity_compares_chunk_sizes_only_where_both_runs_delivered_everything
         {"sessions": 50, "mcore_100ms": 10.0, "mcore_200ms": 7.0, "ratio": 0.7},
     ]
     assert _chunk_size_effect(small, None) == []
+
+
+def test_load_beyond_the_admission_limit_refuses_the_rest_and_serves_the_admitted(
+        tmp_path: Path) -> None:
+    """A full session_svc refuses new sessions with RESOURCE_EXHAUSTED; those it holds
+    are still heard, and the step counts as past the limit."""
+    out = _run("bench.load", "--smoke", "--session-svc", "--max-live-sessions", "3",
+               "--out", str(tmp_path))
+    assert "admission limit: 3 live sessions" in out
+    data = json.loads((tmp_path / "load_session_svc.json").read_text())
+    assert data["session_admission_limit"] == 3
+    (step,) = data["steps"]
+    assert step["sessions"] == 5 and step["sessions_started"] == 3
+    assert step["utterances_measured"] > 0 and step["delivery_ratio"] >= 0.99
+    assert step["error_count"] == 2
+    assert all("RESOURCE_EXHAUSTED" in e and "limit of 3 live sessions" in e
+               for e in step["error_samples"])
+    assert data["n_where_p99_added_exceeds_100ms"] == 5
+    assert data["max_sessions_within_goal_latency"] is None

@@ -105,6 +105,17 @@ def test_hpa_yaml_is_the_capacity_model_rendered() -> None:
     assert rendered == {K8S_NAMES[k] for k in plan}
 
 
+def test_session_pods_admit_what_the_capacity_model_measured_and_the_hpa_stays_below_it() -> None:
+    model = json.loads((ROOT / "bench" / "results" / "capacity.json").read_text())
+    limit = model["services"]["session_svc"]["max_live_sessions"]
+    [container] = _deployment("session")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DRAGOMAN_SESSION_MAX_LIVE_SESSIONS"] == str(limit), (
+        "deploy/k8s/session.yaml: set DRAGOMAN_SESSION_MAX_LIVE_SESSIONS to capacity.json's "
+        "services.session_svc.max_live_sessions")
+    assert int(model["hpa"]["session_svc"]["pods_metric"]["average"]) < limit
+
+
 def test_hpas_scale_deployments_on_metrics_the_services_expose() -> None:
     for hpa in _docs(K8S / "hpa.yaml"):
         target = hpa["spec"]["scaleTargetRef"]
