@@ -148,9 +148,9 @@ def random_code() -> str:
 EXPIRED = "pairing code expired"
 ABANDONED = "abandoned: no participant connected"
 MAX_CODE_ATTEMPTS = 20
+"""Codes tried before CreateSession gives up (only when nearly all are taken)."""
 REFUSED_RETRY_S = 5.0
 """The retry-after of a refused new session: long enough for load to move or a replica to start."""
-"""Codes tried before CreateSession gives up (only when nearly all are taken)."""
 ENDED_KEEP_S = 300.0
 """How long an ended session stays in memory (for streams reading its last
 events); after that only its record in the store remains."""
