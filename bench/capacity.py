@@ -44,8 +44,9 @@ class Assumptions:
     """Share of measured GPU throughput planned for: headroom for bursts and batching delay."""
     cpu_utilisation: float = 0.6
     """Target CPU utilisation of CPU services (also the HPA target)."""
-    pod_cores: int = 2
-    """CPU request of one session_svc / gateway pod."""
+    pod_cores: int = 1
+    """CPU request of one session_svc / gateway pod: one Python process, one event loop,
+    so one core (its gRPC threads add a few percent); a second core would mostly idle."""
     stt_batch: int = 32
     mt_batch: int = 32
     tts_batch: int = 32
@@ -405,7 +406,7 @@ def document(m: dict[str, Any]) -> str:
         f"as long as the original ({t['tts_audio_seconds_per_s']:.0f} s of audio to synthesise per s).",
         f"- GPUs planned at {a['gpu_utilisation']:.0%} of the throughput measured at batch "
         f"{a['stt_batch']} (gpu.json); CPU services at {a['cpu_utilisation']:.0%} CPU, "
-        f"{a['pod_cores']} cores per pod.",
+        f"{a['pod_cores']} core(s) per gateway and session_svc pod (one process, one event loop).",
         "- GPU figures come from bench/gpu_proxy.py: the production architectures with random "
         "weights and fixed decode lengths, so compute is real and quality is not measured.",
         "- Gateway and session_svc figures come from bench.load on a shared 2-core machine with "

@@ -116,6 +116,14 @@ def test_session_pods_admit_what_the_capacity_model_measured_and_the_hpa_stays_b
     assert int(model["hpa"]["session_svc"]["pods_metric"]["average"]) < limit
 
 
+def test_gateway_and_session_pods_request_the_cores_the_capacity_model_plans_per_pod() -> None:
+    cores = json.loads((ROOT / "bench" / "results" / "capacity.json").read_text())[
+        "assumptions"]["pod_cores"]
+    for name in ("gateway", "session"):
+        [container] = _deployment(name)["spec"]["template"]["spec"]["containers"]
+        assert container["resources"]["requests"]["cpu"] == str(cores), name
+
+
 def test_hpas_scale_deployments_on_metrics_the_services_expose() -> None:
     for hpa in _docs(K8S / "hpa.yaml"):
         target = hpa["spec"]["scaleTargetRef"]
