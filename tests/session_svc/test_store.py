@@ -110,8 +110,10 @@ async def test_concurrent_creates_cannot_overshoot_the_limit(clean: db.Database)
 
 async def test_expired_codes_do_not_count_against_the_limit(clean: db.Database) -> None:
     sessions = registry(clean, CODES, max_live_sessions=1, code_ttl_s=-1)
-    await sessions.create(Identity("ana", "Ana"), "en", "")
-    await sessions.create(Identity("ben", "Ben"), "en", "")  # the first expired: room again
+    stale = await sessions.create(Identity("ana", "Ana"), "en", "")
+    fresh = await sessions.create(Identity("ben", "Ben"), "en", "")  # the first expired: room again
+    assert stale.status == spb.SESSION_STATUS_ENDED
+    assert fresh.status == spb.SESSION_STATUS_WAITING
 
 
 async def test_sessions_nobody_is_connected_to_end_as_abandoned(clean: db.Database) -> None:
