@@ -84,7 +84,9 @@ class SttSettings:
     partial_interval_ms: int = 600
     """How often an utterance in progress is decoded for partial results."""
     max_utterance_s: float = 8.0
-    """An utterance is cut at its latest pause once it grows this long, and finalised.
+    """An utterance is cut at its latest pause once it grows this long, and finalised (a pause
+    after the audio of the words its partial results made stable: it may wait up to 2 s more for
+    one, then cuts where it is).
     Up to 8 s, Whisper's encoder window is 10 s (the audio + 2 s, in 10 s steps); longer
     utterances take a 20 s window. FLEURS, whisper-base, 2 cores, end of speech -> final
     p50 (de/es/fr/pt): 351/365/636/364 ms at 8 s, 501/494/938/567 at 10 s, ~870 at 15 s;

@@ -8,7 +8,8 @@ state machine:
     idle --speech frame--> candidate --min_speech_ms of speech--> speaking
     candidate --endpoint silence first--> idle (a click or a breath: no events)
     speaking --trailing silence reaches endpoint_silence_ms--> idle (SpeechEnded)
-    speaking --max_utterance_ms--> cut at the latest pause, next utterance starts
+    speaking --max_utterance_ms--> cut at the latest pause after the held audio,
+        next utterance starts (waits up to max_overrun_ms for such a pause)
 
 A little audio before the first speech frame (pre-roll) is kept, since the
 VAD reacts a frame or two late and Whisper needs the onset.
@@ -39,6 +40,9 @@ class SegmenterOptions:
     """Speech needed before an utterance counts (shorter bursts are dropped)."""
     max_utterance_ms: int = 15_000
     """An utterance is cut at the latest pause once it grows this long."""
+    max_overrun_ms: int = 2_000
+    """How much longer an utterance may grow while it waits for a pause to cut at (one after
+    its held audio, in its second half); past that it is cut where it is."""
     tail_ms: int = 150
     """Silence after the last speech frame that goes to the decoder with it."""
     min_pause_ms: int = 96
@@ -90,6 +94,7 @@ class Segmenter:
         self._pre_roll = _samples(self.options.pre_roll_ms)
         self._min_speech = _samples(self.options.min_speech_ms)
         self._max_utterance = max(_samples(self.options.max_utterance_ms), 4 * FRAME_SAMPLES)
+        self._max_overrun = _samples(self.options.max_overrun_ms)
         self._tail = _samples(self.options.tail_ms)
         self._min_pause = _samples(self.options.min_pause_ms)
         self._pending = np.zeros(0, np.float32)
@@ -111,6 +116,7 @@ class Segmenter:
         self._silence_run = 0
         self._speech_end = start
         self._cut = 0
+        self._held = 0
 
     # -- what the stream asks -------------------------------------------------------------------
 
@@ -138,6 +144,17 @@ class Segmenter:
     def trailing_silence(self) -> int:
         """Samples of silence since the last speech of the open utterance."""
         return self._silence_run
+
+    @property
+    def overdue(self) -> bool:
+        """Whether the open utterance is past max_utterance_ms, waiting for a point to cut at."""
+        return self._state is _State.SPEAKING and self._length >= self._max_utterance
+
+    def hold(self, samples: int) -> None:
+        """Keeps the open utterance's first `samples` samples in it: a cut for length falls after
+        them. The stream holds the audio its stable words were heard in, so that a word already
+        promised to the client is not cut off into the next utterance."""
+        self._held = max(self._held, samples)
 
     def utterance_audio(self) -> np.ndarray:
         """A copy of the open utterance's audio so far."""
@@ -245,10 +262,16 @@ class Segmenter:
         return event
 
     def _split(self) -> list[Event]:
-        """Cuts an over-long utterance at its latest pause (or here) and goes on speaking."""
-        cut = self._cut if self._cut >= self._length // 2 else self._length
+        """Cuts an over-long utterance at its latest pause, if that lies in its second half and
+        after the held audio, and goes on speaking; with no such pause it waits ([]) until
+        max_overrun_ms past the limit, then cuts here."""
+        cut = self._cut
         if self._silence_run >= self._min_pause:
             cut = self._length - self._silence_run // 2
+        if cut < max(self._length // 2, self._held):
+            if self._length < self._max_utterance + self._max_overrun:
+                return []
+            cut = self._length
         audio = self.utterance_audio()
         self._speech_end = min(self._speech_end, self._start + cut)
         ended = self._end(cut)

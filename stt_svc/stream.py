@@ -356,6 +356,8 @@ class RecognizeStream:
             return None
         if self._segmenter.trailing_silence >= self._partial_quiet:
             return None
+        if self._segmenter.overdue:
+            return None  # it will be cut at its next pause: its stable words stay as they are
         if self._segmenter.utterance_samples - u.decoded_samples < self._partial_interval:
             return None
         return u
@@ -376,7 +378,8 @@ class RecognizeStream:
         if reason is not None:
             log.debug("partial dropped: %s", reason)
             return
-        transcript, stable, stability = u.agreement.update(result.text)
+        transcript, stable, stability = u.agreement.update(result.text, u.decoded_samples)
+        self._segmenter.hold(u.agreement.stable_samples)
         if stable and u.language is None:  # the forced prefix fixes the language
             u.language, u.language_probability = result.language, result.language_probability
         code, probability = self._language_of(u, result)

@@ -141,6 +141,40 @@ def test_long_speech_is_cut_at_the_latest_pause() -> None:
     assert second_start.start_sample == first_end.start_sample + len(first_end.audio)
 
 
+def test_a_cut_keeps_the_held_audio_and_waits_for_the_next_pause() -> None:
+    """The stream holds the audio its stable words were heard in (here 2.5 s, past the first
+    pause): the cut falls in the pause after it, not in the earlier one."""
+    options = SegmenterOptions(max_utterance_ms=3000, max_overrun_ms=2000)
+    audio = np.concatenate(
+        [tone(2.0), silence(0.192), tone(2.0), silence(0.192), tone(1.5), silence(1.0)]
+    )
+    seg = Segmenter(EnergyVad(), options)
+    got = feed(seg, audio[: int(2.8 * RATE)], 1600)
+    seg.hold(int(2.5 * RATE))
+    got += feed(seg, audio[int(2.8 * RATE) :], 1600)
+    assert [(type(e).__name__, e.index) for e in got] == [
+        ("SpeechStarted", 0), ("SpeechEnded", 0), ("SpeechStarted", 1), ("SpeechEnded", 1),
+    ]
+    first_end, second_start = got[1], got[2]
+    # In the second pause (4.192 to 4.384 s), not the first (2.0 to 2.192 s).
+    assert 4.192 * RATE <= first_end.start_sample + len(first_end.audio) <= 4.384 * RATE
+    assert second_start.start_sample == first_end.start_sample + len(first_end.audio)
+
+
+def test_speech_without_a_pause_is_cut_at_the_overrun_limit() -> None:
+    options = SegmenterOptions(max_utterance_ms=3000, max_overrun_ms=2000)
+    seg = Segmenter(EnergyVad(), options)
+    assert not seg.overdue
+    got = feed(seg, tone(4.0), 1600)
+    assert [type(e) for e in got] == [SpeechStarted] and seg.overdue  # waiting for a pause
+    got = feed(seg, np.concatenate([tone(3.0), silence(1.0)]), 1600)
+    assert [(type(e).__name__, e.index) for e in got] == [
+        ("SpeechEnded", 0), ("SpeechStarted", 1), ("SpeechEnded", 1),
+    ]
+    assert len(got[0].audio) == frames(5000)
+    assert not seg.overdue
+
+
 def test_silero_streaming_matches_whole_file(fleurs: Path) -> None:
     from faster_whisper.vad import get_vad_model
 

@@ -279,3 +279,24 @@ async def test_speech_after_a_short_pause_withdraws_the_early_final(
     assert len(final_calls) >= 2 and final_calls[0].audio_samples < len(sentence)  # withdrawn
     assert final_calls[-1].audio_samples > 1.5 * len(sentence)  # both sentences
     assert len(final.transcript.split()) > len(sentence) / 16_000 / 0.3 * 1.5  # words of both
+
+
+async def test_a_cut_for_length_keeps_the_stable_words_in_their_utterance(
+    settings: config.Settings, fleurs: Path
+) -> None:
+    """Partials heard past the pause an over-long utterance would be cut at; the cut moves after
+    the audio of the stable words, so no final is forced to words its audio does not hold and
+    the next utterance does not hear them again. (The fake engine hears one word per 300 ms.)"""
+    sentence = clip(fleurs, "fleurs-en-004")
+    audio = np.concatenate([silence(0.3), sentence[: 3 * 16_000], silence(0.25), sentence,
+                            silence(2.5)])
+    engine = FakeEngine(delay_s=0.02)
+    async for stub in fake_stub(settings, engine, max_utterance_s=5.0):
+        responses = await recognize(
+            stub, requests(stream_config("en", interim=True, endpoint_ms=1000), audio), 0.04)
+    assert len(finals(responses)) >= 2 and partials(responses)
+    final_calls = [c for c in engine.calls if c.options.word_timestamps]
+    for call in final_calls:
+        assert len(call.options.prefix.split()) <= call.audio_samples // (16_000 * 300 // 1000)
+    words = sum(len(f.transcript.split()) for f in finals(responses))
+    assert words <= sum(c.audio_samples for c in final_calls) // 4800 + len(final_calls)

@@ -25,24 +25,38 @@ from stt_svc.models import Models
 
 def test_local_agreement_commits_what_two_hypotheses_share() -> None:
     la = LocalAgreement()
-    assert la.update("to be") == ("to be", "", 0.1)
-    transcript, stable, stability = la.update("To be, or not")
+    assert la.update("to be", 9_600) == ("to be", "", 0.1)
+    transcript, stable, stability = la.update("To be, or not", 19_200)
     assert (transcript, stable) == ("To be, or not", "To be,")
     assert stability == pytest.approx(0.1 + 0.8 * 2 / 4)
     # A later hypothesis that disagrees cannot take back the stable prefix.
     assert la.merge("Two bee or not to be") == "To be, or not to be"
-    transcript, stable, _ = la.update("Two bee or knot")
+    transcript, stable, _ = la.update("Two bee or knot", 28_800)
     assert (transcript, stable) == ("To be, or knot", "To be, or")
 
 
 def test_local_agreement_prefix_only_grows() -> None:
     la, seen = LocalAgreement(), []
-    for text in ["a b c", "a b x y", "a z", "a b x y z", "a b x y z w"]:
-        transcript, stable, _ = la.update(text)
+    for i, text in enumerate(["a b c", "a b x y", "a z", "a b x y z", "a b x y z w"]):
+        transcript, stable, _ = la.update(text, 9_600 * (i + 1))
         assert transcript.startswith(stable)
         seen.append(stable)
     assert all(later.startswith(earlier) for earlier, later in zip(seen, seen[1:], strict=False))
     assert seen[-1] == "a b x y z"
+
+
+def test_local_agreement_stable_words_lie_in_the_older_hypothesis_audio() -> None:
+    """Stable words were heard by both hypotheses, so in the shorter audio of the older one; the
+    mark moves only when the stable prefix grows."""
+    la = LocalAgreement()
+    la.update("made famous", 8_000)
+    assert la.stable_samples == 0
+    la.update("made famous to", 16_000)
+    assert (la.stable_prefix, la.stable_samples) == ("made famous", 8_000)
+    la.update("made famous to four", 24_000)
+    assert (la.stable_prefix, la.stable_samples) == ("made famous to", 16_000)
+    la.update("made famous to foreigners", 32_000)  # "four" != "foreigners": no growth
+    assert (la.stable_prefix, la.stable_samples) == ("made famous to", 16_000)
 
 
 def _result(
