@@ -12,11 +12,17 @@ dashboard uses is declared here.
 
 from __future__ import annotations
 
+import bisect
+import gc
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger("dragoman.metrics")
 
@@ -67,13 +73,71 @@ TRUNK_BATCHES = Counter(
     ["direction"])
 
 
+
+
+class GcPauses(Collector):
+    """dragoman_gc_pause_seconds: how long each pass of Python's cyclic garbage
+    collector held the process (and so the event loop), by generation.
+
+    A pass stops every coroutine of the process; under load these pauses are
+    what bench.load's p99 tail was made of (see rpc.tune_gc). The passes are
+    timed by a gc.callbacks hook and counted in plain integers, not in a
+    prometheus Histogram: its observe() takes a non-reentrant lock, and a
+    collection can start while the same thread holds it, inside another observe."""
+
+    name = "dragoman_gc_pause_seconds"
+    documentation = ("Pauses of Python's cyclic garbage collector, by generation "
+                     "(a pass holds the process's event loop)")
+    buckets = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+    def __init__(self) -> None:
+        self._counts = [[0] * (len(self.buckets) + 1) for _ in range(3)]
+        self._sums = [0.0] * 3
+        self._started = 0.0
+
+    def install(self) -> None:
+        """Starts timing the collector's passes (once however often it is called)."""
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def uninstall(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        seconds = time.perf_counter() - self._started
+        generation = info["generation"]
+        self._counts[generation][bisect.bisect_left(self.buckets, seconds)] += 1
+        self._sums[generation] += seconds
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=["generation"])
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=["generation"])
+        for generation, counts in enumerate(self._counts):
+            cumulative, total = [], 0
+            for bound, count in zip(self.buckets + (float("inf"),), list(counts)):
+                total += count
+                cumulative.append(("+Inf" if bound == float("inf") else str(bound), total))
+            family.add_metric([str(generation)], cumulative, self._sums[generation])
+        yield family
+
+
+GC_PAUSES = GcPauses()
+REGISTRY.register(GC_PAUSES)
+
+
 def series_names() -> set[str]:
     """Every series name this module puts on /metrics (counters get _total, histograms
     _bucket/_count/_sum)."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
     names: set[str] = set()
     for value in list(globals().values()):
-        if isinstance(value, MetricWrapperBase):
+        if isinstance(value, (MetricWrapperBase, GcPauses)):
             family = next(iter(value.describe()))
             names.update(f"{family.name}{s}" for s in suffixes[family.type])
     return names

@@ -14,8 +14,10 @@ import grpc
 import pytest
 import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from dragoman import config, rpc
+from dragoman import config, metrics, rpc
 from dragoman.errors import InvalidArgument
 
 KEEPALIVE_MS = 1000
@@ -116,13 +118,47 @@ def test_startup_objects_are_frozen_out_of_full_collections() -> None:
         pass
 
     built = [Model() for _ in range(100)]
+    thresholds = gc.get_threshold()
     try:
-        rpc.freeze_startup_objects()
+        rpc.tune_gc()
         assert gc.get_freeze_count() >= len(built)
         collected = {id(o) for generation in range(3) for o in gc.get_objects(generation)}
         assert not collected & {id(o) for o in built}
+        assert gc.get_threshold() == rpc.GC_THRESHOLDS
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        metrics.GC_PAUSES.uninstall()
+
+
+def _gc_pauses() -> dict[tuple[str, str, str], float]:
+    """dragoman_gc_pause_seconds as /metrics shows it: (series, generation, le) -> value."""
+    registry = CollectorRegistry()
+    registry.register(metrics.GC_PAUSES)
+    families = text_string_to_metric_families(generate_latest(registry).decode())
+    return {(s.name.removeprefix("dragoman_gc_pause_seconds"), s.labels["generation"],
+             s.labels.get("le", "")): s.value for family in families for s in family.samples}
+
+
+def test_collector_pauses_are_timed_by_generation() -> None:
+    metrics.GC_PAUSES.install()
+    metrics.GC_PAUSES.install()  # idempotent: a pass is counted once
+    try:
+        assert gc.callbacks.count(metrics.GC_PAUSES._on_gc) == 1
+        before = _gc_pauses()
+        gc.collect(2)
+        gc.collect(1)
+        after = _gc_pauses()
+    finally:
+        metrics.GC_PAUSES.uninstall()
+    # at least: the parsing in between may set off passes of its own
+    assert after["_count", "2", ""] - before["_count", "2", ""] >= 1
+    assert after["_count", "1", ""] - before["_count", "1", ""] >= 1
+    assert after["_sum", "2", ""] > before["_sum", "2", ""]
+    assert after["_bucket", "2", "+Inf"] == after["_count", "2", ""]
+    assert after["_bucket", "2", "0.25"] >= after["_bucket", "2", "0.0005"]  # cumulative
+    gc.collect(2)  # uninstalled: no longer counted
+    assert _gc_pauses()["_count", "2", ""] == after["_count", "2", ""]
 
 
 def test_the_event_loop_is_a_setting_and_a_wrong_one_is_named() -> None:
