@@ -50,6 +50,7 @@ import psutil
 from bench import loadgen
 from bench.common import (
     Children,
+    cpu_probe_ms,
     free_address,
     machine,
     read_result,
@@ -226,6 +227,7 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
     """`direct`: no gateway, the load generator calls session_svc as a gateway does.
     `max_live`: session_svc's admission limit (session.max_live_sessions; 0: none)."""
     delays, source = calibrated_delays()
+    probe_before = cpu_probe_ms()
     baseline_ms = delays.endpoint_ms + delays.recognition_ms + delays.translation_ms + delays.synthesis_ms
     addresses = {name: free_address() for name in ("gateway", "session", "stt", "mt", "tts")}
     steps: list[dict[str, Any]] = []
@@ -267,6 +269,7 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
             await children.stop()
     result = _result(steps, delays, source, baseline_ms, duration_s, chunk_ms, direct)
     result["session_admission_limit"] = max_live
+    result["machine"]["cpu_probe_ms_before"] = probe_before
     return result
 
 
@@ -337,6 +340,8 @@ def report(result: dict[str, Any]) -> str:
         f"fake stage times: {result['fake_delays_ms']} ({result['fake_delays_source']})",
         f"added latency = {result['added_latency_definition']}",
         f"load average {result['machine']['load_average']} on {result['machine']['cpu_count']} cores; "
+        f"CPU probe {result['machine']['cpu_probe_ms_before']} ms before, "
+        f"{result['machine']['cpu_probe_ms']} ms after (bench.common.cpu_probe_ms); "
         f"{result['chunk_ms']} ms of audio per message",
         "",
         table(["N", "admitted", "heard", "added p50", "added p99", "send lag p99", "session cores",

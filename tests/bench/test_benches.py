@@ -19,7 +19,7 @@ from bench.common import STAGES, Participant, percentile, summary
 from tests.conftest import ROOT
 
 SUMMARY = {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"}
-MACHINE = {"time", "host", "cpu_count", "cpu_model", "python", "load_average"}
+MACHINE = {"time", "host", "cpu_count", "cpu_model", "python", "load_average", "cpu_probe_ms"}
 
 
 def _run(module: str, *args: str, timeout_s: float = 150.0) -> str:
@@ -87,7 +87,8 @@ def test_load_smoke(results: Path, load_smoke: str) -> None:
             "added_latency_definition", "duration_s_per_step", "chunk_ms", "steps",
             "n_where_p99_added_exceeds_100ms", "goal", "max_sessions_within_goal_latency",
             "sessions_per_session_svc_core_at_that_n", "smoke"} <= set(data)
-    assert set(data["machine"]) == MACHINE
+    assert set(data["machine"]) == MACHINE | {"cpu_probe_ms_before"}
+    assert data["machine"]["cpu_probe_ms"] > 0 and data["machine"]["cpu_probe_ms_before"] > 0
     (step,) = data["steps"]
     assert step["sessions"] == 5 and step["sessions_started"] == 5
     assert step["utterances_measured"] > 0
