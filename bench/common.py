@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.probe import cpu_probe_all_cores_ms, cpu_probe_ms
 from dragoman import rpc
 from dragoman.client import Client, join_request
 from dragoman.db.records import STAGES
@@ -85,7 +86,8 @@ def _numeric(cell: str) -> bool:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on, including how busy and how fast it was."""
+    """What the numbers were measured on, including how busy and how fast it was
+    (bench.probe)."""
     load1, load5, load15 = os.getloadavg()
     return {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -95,27 +97,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_average": [round(load1, 2), round(load5, 2), round(load15, 2)],
         "cpu_probe_ms": cpu_probe_ms(),
+        "cpu_probe_all_cores_ms": cpu_probe_all_cores_ms(),
     }
-
-
-def cpu_probe_ms(rounds: int = 5) -> float:
-    """Milliseconds one core of this machine takes for a fixed piece of interpreter
-    work (dict and string churn, like a service's per-frame Python), the median of
-    `rounds`.
-
-    The shared test machines' speed moves from day to day (neighbours, host
-    load) by more than most changes under test; the same CPU model and core count
-    can run the same code 1.5x slower. Results that carry this figure can be set
-    side by side: a number measured with a probe of 60 ms is not comparable with
-    one measured at 40 ms."""
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        table: dict[int, tuple[int, str]] = {}
-        for i in range(300_000):
-            table[i & 1023] = (i, str(i))
-        times.append(time.perf_counter() - start)
-    return round(1000 * sorted(times)[rounds // 2], 1)
 
 
 def _cpu_model() -> str:

@@ -233,7 +233,8 @@ def report(result: dict[str, Any]) -> str:
                      w["p50_ms"], w["p95_ms"]])
     m = result["machine"]
     lines = [f"engines: {result['engines']}; load average {m['load_average']} on "
-             f"{m['cpu_count']} cores ({m['cpu_model']}); CPU probe {m['cpu_probe_ms']} ms",
+             f"{m['cpu_count']} cores ({m['cpu_model']}); CPU probe {m['cpu_probe_ms']} ms, "
+             f"{m['cpu_probe_all_cores_ms']} ms on every core at once",
              table(["pair / stage", "n", "p50 ms", "p95 ms"], rows)]
     if "goal_met" in result:
         lines.append(f"goal {GOAL_PAIR}: total p50 <= {GOAL_P50_MS} ms and p95 <= "

@@ -50,7 +50,6 @@ import psutil
 from bench import loadgen
 from bench.common import (
     Children,
-    cpu_probe_ms,
     free_address,
     machine,
     read_result,
@@ -61,6 +60,7 @@ from bench.common import (
     write_result,
 )
 from bench.fakes import Delays
+from bench.probe import cpu_probe_ms
 
 DEFAULT_DELAYS = Delays()
 SESSIONS_PER_CLIENT_PROCESS = 250
@@ -341,7 +341,8 @@ def report(result: dict[str, Any]) -> str:
         f"added latency = {result['added_latency_definition']}",
         f"load average {result['machine']['load_average']} on {result['machine']['cpu_count']} cores; "
         f"CPU probe {result['machine']['cpu_probe_ms_before']} ms before, "
-        f"{result['machine']['cpu_probe_ms']} ms after (bench.common.cpu_probe_ms); "
+        f"{result['machine']['cpu_probe_ms']} ms after, "
+        f"{result['machine']['cpu_probe_all_cores_ms']} ms on every core at once (bench.probe); "
         f"{result['chunk_ms']} ms of audio per message",
         "",
         table(["N", "admitted", "heard", "added p50", "added p99", "send lag p99", "session cores",

@@ -120,7 +120,7 @@ class GcPauses(Collector):
         family = HistogramMetricFamily(self.name, self.documentation, labels=["generation"])
         for generation, counts in enumerate(self._counts):
             cumulative, total = [], 0
-            for bound, count in zip(self.buckets + (float("inf"),), list(counts)):
+            for bound, count in zip(self.buckets + (float("inf"),), list(counts), strict=True):
                 total += count
                 cumulative.append(("+Inf" if bound == float("inf") else str(bound), total))
             family.add_metric([str(generation)], cumulative, self._sums[generation])
