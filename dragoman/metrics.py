@@ -79,8 +79,8 @@ class GcPauses(Collector):
     """dragoman_gc_pause_seconds: how long each pass of Python's cyclic garbage
     collector held the process (and so the event loop), by generation.
 
-    A pass stops every coroutine of the process; under load these pauses are
-    what bench.load's p99 tail was made of (see rpc.tune_gc). The passes are
+    A pass stops every coroutine of the process; under load these pauses were a
+    large part of bench.load's p99 tail (see rpc.GC_THRESHOLDS). The passes are
     timed by a gc.callbacks hook and counted in plain integers, not in a
     prometheus Histogram: its observe() takes a non-reentrant lock, and a
     collection can start while the same thread holds it, inside another observe."""
