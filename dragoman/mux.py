@@ -5,9 +5,10 @@ process 150-700 us to receive and forward (bench.grpc_floor), which caps a
 session_svc core at fewer than 300 sessions whatever session_svc does. On a
 trunk (`dragoman.trunk.v1.TrunkService/Carry`) the same chunk is a frame: a
 call id and the serialized message, written in a batch with the other
-frames waiting: the writer lingers `LINGER_S` (2 ms) after the first frame
-for others to join it, so under load tens to hundreds of frames share one
-gRPC message, and a call costs no HTTP/2 stream, metadata or interceptors.
+frames waiting: the writer lingers up to `LINGER_S` (5 ms) after the first
+audio frame for others to join it (frames someone waits on go at once), so
+under load tens to hundreds of frames share one gRPC message, and a call
+costs no HTTP/2 stream, metadata or interceptors.
 
 The caller's side is a channel: `TrunkedChannel(channel)` is what a
 generated stub takes; its calls travel on the trunk (opened on first use,
