@@ -66,7 +66,10 @@ to share its message; an urgent frame ends the wait (see `_Outbox`). With
 5 ms gathers N/10 frames per message at N sessions. Measured with
 `bench.load --session-svc` at N=100: 2 ms on every frame gave added latency
 p50 42 ms at 5.6 mcore/session; urgent frames without linger and 5 ms on
-lazy ones, p50 27-33 ms at 4.8-5.3 mcore."""
+lazy ones, p50 27-33 ms at 4.8-5.3 mcore. At N=200, three alternating
+pairs: 10 ms took session_svc's CPU from 2.54-2.75 to 2.23-2.35 mcore per
+session, added 8 ms to p50 (32-34 against 23-28 ms) and left p99 where it
+was (60-65 against 56-61 ms); kept at 5 ms, latency being the product."""
 HIGH_WATER = 4096
 """Frames waiting for the trunk's writer beyond which senders wait."""
 MAX_BACKLOG = 4 * HIGH_WATER
