@@ -88,17 +88,21 @@ def _numeric(cell: str) -> bool:
 def machine() -> dict[str, Any]:
     """What the numbers were measured on, including how busy and how fast it was
     (bench.probe)."""
-    load1, load5, load15 = os.getloadavg()
     return {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "python": platform.python_version(),
-        "load_average": [round(load1, 2), round(load5, 2), round(load15, 2)],
+        "load_average": load_average(),
         "cpu_probe_ms": cpu_probe_ms(),
         "cpu_probe_all_cores_ms": cpu_probe_all_cores_ms(),
     }
+
+
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages."""
+    return [round(load, 2) for load in os.getloadavg()]
 
 
 def _cpu_model() -> str:

@@ -57,7 +57,7 @@ from typing import Any
 import jiwer
 import numpy as np
 
-from bench.common import ROOT, machine, percentile, summary, table, write_result
+from bench.common import ROOT, load_average, machine, percentile, summary, table, write_result
 from dragoman import audio, config, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
@@ -463,7 +463,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await chooser.close()
     endpoint_s = settings.stt.endpoint_silence_ms / 1000
     levels = [1] if args.smoke else levels_up_to(args.streams)
-    load_before = machine()["load_average"]
+    load_before = load_average()
     service = await server.create(settings, engine=counters)
     port = await service.start("127.0.0.1:0")
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -73,8 +74,6 @@ TRUNK_BATCHES = Counter(
     ["direction"])
 
 
-
-
 class GcPauses(Collector):
     """dragoman_gc_pause_seconds: how long each pass of Python's cyclic garbage
     collector held the process (and so the event loop), by generation.
@@ -89,6 +88,8 @@ class GcPauses(Collector):
     documentation = ("Pauses of Python's cyclic garbage collector, by generation "
                      "(a pass holds the process's event loop)")
     buckets = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+    _bounds = [str(b) for b in buckets] + ["+Inf"]
+    """The buckets' `le` labels, the last one counting every pass."""
 
     def __init__(self) -> None:
         self._counts = [[0] * (len(self.buckets) + 1) for _ in range(3)]
@@ -119,10 +120,7 @@ class GcPauses(Collector):
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=["generation"])
         for generation, counts in enumerate(self._counts):
-            cumulative, total = [], 0
-            for bound, count in zip(self.buckets + (float("inf"),), list(counts), strict=True):
-                total += count
-                cumulative.append(("+Inf" if bound == float("inf") else str(bound), total))
+            cumulative = list(zip(self._bounds, itertools.accumulate(counts), strict=True))
             family.add_metric([str(generation)], cumulative, self._sums[generation])
         yield family
 
