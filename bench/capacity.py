@@ -217,6 +217,10 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
                                             ("stt", stt), ("tts", tts), ("mt", mt),
                                             ("grpc_floor", floor))},
         "grpc_floor": (floor or {}).get("steps", []),
+        "load_machines": {name: {k: data["machine"].get(k) for k in (
+            "cpu_count", "cpu_probe_ms", "cpu_probe_all_cores_ms")}
+            for name, data in (("load", load), ("load_session_svc", alone))
+            if data and "machine" in data},
         "chunk_size": _chunk_size_effect(load, load_200),
         "latency": (e2e or {}).get("pairs", {}).get("en<>es", {}).get("stages", {}).get("total"),
         "listener_wait": (e2e or {}).get("pairs", {}).get("en<>es", {}).get("listener_wait"),
@@ -370,6 +374,22 @@ def _floor_section(steps: list[dict[str, Any]], chunk_rows: list[dict[str, Any]]
     ]
 
 
+def _load_machine(m: dict[str, Any]) -> str:
+    """The load runs' machine, with how fast its cores were then (bench.probe)."""
+    runs = m.get("load_machines") or {}
+    cores = {r["cpu_count"] for r in runs.values() if r.get("cpu_count")}
+    probes = [(f"{name}.json", r) for name, r in runs.items()
+              if r.get("cpu_probe_ms") and r.get("cpu_probe_all_cores_ms")]
+    what = f"{cores.pop()}-core machine" if len(cores) == 1 else "machine"
+    if not probes:
+        return what
+    runs_read = "; ".join(
+        f"{file} {r['cpu_probe_ms']} ms on one core, {r['cpu_probe_all_cores_ms']} ms each "
+        "with every core busy" for file, r in probes)
+    return (f"{what} (CPU probe, bench.probe, right after each run: {runs_read}; the CPU "
+            "figures below grow with the probe on a slower or busier host)")
+
+
 def document(m: dict[str, Any]) -> str:
     a, t, s = m["assumptions"], m["traffic"], m["services"]
     rows = []
@@ -409,7 +429,8 @@ def document(m: dict[str, Any]) -> str:
         f"{a['pod_cores']} core(s) per gateway and session_svc pod (one process, one event loop).",
         "- GPU figures come from bench/gpu_proxy.py: the production architectures with random "
         "weights and fixed decode lengths, so compute is real and quality is not measured.",
-        "- Gateway and session_svc figures come from bench.load on a shared 2-core machine with "
+        "- Gateway and session_svc figures come from bench.load on a shared "
+        f"{_load_machine(m)} with "
         "calibrated fake model services: CPU time per session at the largest N within the "
         "50 ms p99 goal, else the largest N that still delivered every utterance. session_svc "
         "is measured alone where load_session_svc.json exists (`bench.load --session-svc`: "

@@ -61,11 +61,13 @@ from bench.common import (
 )
 from bench.fakes import Delays
 from bench.probe import cpu_probe_ms
+from dragoman import config, mux
 
 DEFAULT_DELAYS = Delays()
 SESSIONS_PER_CLIENT_PROCESS = 250
 ADDED_P99_LIMIT_MS = 100.0
 GOAL_SESSIONS_PER_CORE, GOAL_P99_MS = 500, 50.0
+LINGER_MS = mux.LINGER_S * 1000
 LIMITS_ENV = {  # the load comes from a few users: lift the per-user limits
     "DRAGOMAN_LIMITS_REQUESTS_PER_MINUTE": "1000000",
     "DRAGOMAN_LIMITS_SESSIONS_PER_HOUR": "1000000",
@@ -223,9 +225,10 @@ def deployed_limit() -> int:
 
 async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0,
               chunk_ms: int = loadgen.CHUNK_MS, direct: bool = False,
-              max_live: int = 0) -> dict[str, Any]:
+              max_live: int = 0, linger_ms: float = LINGER_MS) -> dict[str, Any]:
     """`direct`: no gateway, the load generator calls session_svc as a gateway does.
-    `max_live`: session_svc's admission limit (session.max_live_sessions; 0: none)."""
+    `max_live`: session_svc's admission limit (session.max_live_sessions; 0: none).
+    `linger_ms`: how long audio waits on every trunk for company (trunk_linger_ms)."""
     delays, source = calibrated_delays()
     probe_before = cpu_probe_ms()
     baseline_ms = delays.endpoint_ms + delays.recognition_ms + delays.translation_ms + delays.synthesis_ms
@@ -233,7 +236,8 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
     steps: list[dict[str, Any]] = []
     with scratch_database("bench") as db_env:
         children = Children(work / "logs", service_env(addresses, {
-            **db_env, **LIMITS_ENV, "DRAGOMAN_SESSION_MAX_LIVE_SESSIONS": str(max_live)}))
+            **db_env, **LIMITS_ENV, "DRAGOMAN_SESSION_MAX_LIVE_SESSIONS": str(max_live),
+            "DRAGOMAN_TRUNK_LINGER_MS": f"{linger_ms:g}"}))
         try:
             fakes = [children.spawn(f"fake-{role}", [
                 "-m", "bench.fakes", f"--{role}", addresses[role],
@@ -269,6 +273,7 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
             await children.stop()
     result = _result(steps, delays, source, baseline_ms, duration_s, chunk_ms, direct)
     result["session_admission_limit"] = max_live
+    result["trunk_linger_ms"] = linger_ms
     result["machine"]["cpu_probe_ms_before"] = probe_before
     return result
 
@@ -343,7 +348,8 @@ def report(result: dict[str, Any]) -> str:
         f"CPU probe {result['machine']['cpu_probe_ms_before']} ms before, "
         f"{result['machine']['cpu_probe_ms']} ms after, "
         f"{result['machine']['cpu_probe_all_cores_ms']} ms on every core at once (bench.probe); "
-        f"{result['chunk_ms']} ms of audio per message",
+        f"{result['chunk_ms']} ms of audio per message; audio lingers up to "
+        f"{result.get('trunk_linger_ms', LINGER_MS):g} ms on trunks for company",
         "",
         table(["N", "admitted", "heard", "added p50", "added p99", "send lag p99", "session cores",
                "gateway cores", "others cores", "session mcore/sess", "session KB/sess", "errors"], rows),
@@ -378,7 +384,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-live-sessions", type=int,
                         help="session_svc's admission limit (default: capacity.json's per pod "
                              "limit; none with --session-svc); 0: none")
+    parser.add_argument("--trunk-linger-ms", type=float, default=LINGER_MS,
+                        help="how long audio waits on the trunks (load generator to session_svc, "
+                             "gateway to session_svc, session_svc to stt) for other frames to "
+                             f"share its message; 0 to 100 (default {LINGER_MS:g}, the services')")
     args = parser.parse_args(argv)
+    if not 0 <= args.trunk_linger_ms <= config.MAX_TRUNK_LINGER_MS:
+        parser.error(f"--trunk-linger-ms must be 0 to {config.MAX_TRUNK_LINGER_MS:g}")
     sessions = [5] if args.smoke else [int(n) for n in args.sessions.split(",")]
     duration = 6.0 if args.smoke else args.duration
     max_live = args.max_live_sessions if args.max_live_sessions is not None else (
@@ -387,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="dragoman-load-") as tmp:
         result = asyncio.run(run(sessions, duration, Path(tmp), users=1 if args.smoke else 0,
                                  chunk_ms=args.chunk_ms, direct=args.session_svc,
-                                 max_live=max_live))
+                                 max_live=max_live, linger_ms=args.trunk_linger_ms))
     result["smoke"] = args.smoke
     kwargs = {"out_dir": args.out} if args.out else {}
     name = "load_session_svc" if args.session_svc else "load"

@@ -20,7 +20,9 @@ expect few utterances.
 With --session-svc ADDRESS instead of --gateway it stands where a gateway
 replica stands: it calls session_svc directly over trunks (as the gateway's
 router does) and asserts each caller's identity in metadata, so that
-session_svc alone can be loaded without a gateway sharing its cores.
+session_svc alone can be loaded without a gateway sharing its cores; its
+trunks linger --trunk-linger-ms for company, as a gateway's do
+(DRAGOMAN_TRUNK_LINGER_MS).
 
     python -m bench.loadgen --gateway 127.0.0.1:50051 --sessions 10 --duration 30
     python -m bench.loadgen --session-svc 127.0.0.1:50052 --sessions 100
@@ -46,7 +48,7 @@ import grpc
 import numpy as np
 
 from bench.common import Participant, latency_ms, stage_summary, summary, table
-from dragoman import mux, rpc
+from dragoman import config, mux, rpc
 from dragoman.client import Client
 
 RATE_HZ = 16_000
@@ -113,6 +115,8 @@ class Options:
     """Audio per message."""
     session_svc: bool = False
     """`gateway` is a session_svc: call it as a gateway does (see `GatewayStandIn`)."""
+    trunk_linger_ms: float = mux.LINGER_S * 1000
+    """With `session_svc`: how long audio waits on the trunks for company."""
 
 
 def check_target(address: str, allow_remote: bool) -> None:
@@ -229,7 +233,7 @@ async def run(opts: Options) -> dict[str, Any]:
         raise ValueError(f"sessions must be 1..{MAX_SESSIONS}")
     if not 0 < opts.duration_s <= MAX_DURATION_S:
         raise ValueError(f"duration must be in (0, {MAX_DURATION_S:.0f}] s")
-    channels = [mux.channel(opts.gateway) if opts.session_svc
+    channels = [mux.channel(opts.gateway, linger_s=opts.trunk_linger_ms / 1000) if opts.session_svc
                 else grpc.aio.insecure_channel(opts.gateway, options=rpc.CHANNEL_OPTIONS)
                 for _ in range(max(1, opts.channels))]
     t0 = time.monotonic()
@@ -325,13 +329,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--chunk-ms", type=int, default=CHUNK_MS, choices=(20, 50, 100, 200, 250),
                         help="audio per message")
+    parser.add_argument("--trunk-linger-ms", type=float,
+                        help="with --session-svc: how long audio waits on the trunks for other "
+                             "frames to share its message (default: DRAGOMAN_TRUNK_LINGER_MS, else "
+                             f"{mux.LINGER_S * 1000:g})")
     args = parser.parse_args(argv)
+    linger_ms = config.load().trunk_linger_ms if args.trunk_linger_ms is None else args.trunk_linger_ms
     address = args.session_svc or args.gateway
     check_target(address, args.allow_remote)
     a, b = args.languages.split(",")
     opts = Options(address, args.sessions, args.duration, args.speech_s, args.users,
                    args.channels, (a, b), args.drain, args.ready_file, args.chunk_ms,
-                   session_svc=bool(args.session_svc))
+                   session_svc=bool(args.session_svc), trunk_linger_ms=linger_ms)
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(run(opts))
         if args.json:

@@ -5,8 +5,9 @@ process 150-700 us to receive and forward (bench.grpc_floor), which caps a
 session_svc core at fewer than 300 sessions whatever session_svc does. On a
 trunk (`dragoman.trunk.v1.TrunkService/Carry`) the same chunk is a frame: a
 call id and the serialized message, written in a batch with the other
-frames waiting: the writer lingers up to `LINGER_S` (5 ms) after the first
-audio frame for others to join it (frames someone waits on go at once), so
+frames waiting: the writer lingers up to `LINGER_S` (5 ms; the
+`trunk_linger_ms` setting) after the first audio frame for others to join
+it (frames someone waits on go at once), so
 under load tens to hundreds of frames share one gRPC message, and a call
 costs no HTTP/2 stream, metadata or interceptors.
 
@@ -45,7 +46,8 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from dragoman import logs, metrics, rpc, tracing
+from dragoman import config, logs, metrics, rpc, tracing
+from dragoman.errors import InvalidArgument
 from dragoman.trunk.v1 import trunk_pb2 as pb
 from dragoman.trunk.v1 import trunk_pb2_grpc as pb_grpc
 
@@ -69,7 +71,16 @@ p50 42 ms at 5.6 mcore/session; urgent frames without linger and 5 ms on
 lazy ones, p50 27-33 ms at 4.8-5.3 mcore. At N=200, three alternating
 pairs: 10 ms took session_svc's CPU from 2.54-2.75 to 2.23-2.35 mcore per
 session, added 8 ms to p50 (32-34 against 23-28 ms) and left p99 where it
-was (60-65 against 56-61 ms); kept at 5 ms, latency being the product."""
+was (60-65 against 56-61 ms); kept at 5 ms, latency being the product.
+On a faster day, N=300, three runs each (`bench.load --session-svc
+--trunk-linger-ms L`): 0 ms 2.21-2.26 mcore, p50 14-16, p99 61-106 ms;
+5 ms 1.47-1.52 mcore, p50 17-19, p99 46-58; 10 ms 1.23-1.38 mcore, p50
+24-26, p99 45-47; 20 ms 1.11-1.22 mcore, p50 38-42, p99 63-72. Ending the
+wait early after 2 ms with no new frame kept N=50's p50 at 5 ms's (14-16 ms)
+but at N=300 saved only half of 10 ms's CPU: not kept. The default of
+`TrunkedChannel(linger_s=...)` and of the `trunk_linger_ms` setting, which
+trades the two per deployment; `MAX_LINGER_S` is the most either takes."""
+MAX_LINGER_S = config.MAX_TRUNK_LINGER_MS / 1000
 HIGH_WATER = 4096
 """Frames waiting for the trunk's writer beyond which senders wait."""
 MAX_BACKLOG = 4 * HIGH_WATER
@@ -116,7 +127,8 @@ class _Outbox:
     audio, which is most of the frames, goes in batches.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, linger_s: float = LINGER_S) -> None:
+        self._linger_s = linger_s
         self._frames: asyncio.Queue[pb.Frame | None] = asyncio.Queue()
         self._held: list[pb.Frame | None] = []
         """A frame taken but left for the next batch (None: the end)."""
@@ -158,10 +170,10 @@ class _Outbox:
         first = self._held.pop() if held else await self._frames.get()
         if first is None:
             return None
-        if LINGER_S and not (held or self._urgent) and self._frames.qsize() < MAX_BATCH:
+        if self._linger_s and not (held or self._urgent) and self._frames.qsize() < MAX_BATCH:
             loop = asyncio.get_running_loop()
             self._wake = wake = loop.create_future()
-            timer = loop.call_later(LINGER_S, _resolve, wake)
+            timer = loop.call_later(self._linger_s, _resolve, wake)
             try:
                 await wake
             finally:
@@ -182,6 +194,14 @@ class _Outbox:
         _SENT_BATCHES.inc()
         _SENT_FRAMES.inc(len(frames))
         return frames
+
+
+def _checked_linger(linger_s: float) -> float:
+    if not 0.0 <= linger_s <= MAX_LINGER_S:  # NaN too
+        raise InvalidArgument(
+            f"a trunk's linger (setting trunk_linger_ms) must be 0 to "
+            f"{MAX_LINGER_S * 1000:g} ms, got {linger_s * 1000:g}")
+    return linger_s
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -415,9 +435,9 @@ class _Link:
     """One open Carry call and the trunk calls on it."""
 
     def __init__(self, stub: pb_grpc.TrunkServiceStub,
-                 on_unimplemented: Callable[[], None]) -> None:
+                 on_unimplemented: Callable[[], None], linger_s: float) -> None:
         self._on_unimplemented = on_unimplemented
-        self.outbox = _Outbox()
+        self.outbox = _Outbox(linger_s)
         self.calls: dict[int, TrunkCall] = {}
         self._next_id = 0
         self.dead = False
@@ -612,10 +632,13 @@ class _TrunkUnaryMethod:
 
 class TrunkedChannel:
     """A channel for generated stubs whose calls go on one trunk to the server
-    (client-streaming calls, which dragoman does not make, on `channel` itself)."""
+    (client-streaming calls, which dragoman does not make, on `channel` itself).
+    `linger_s`: how long audio frames wait for others to share their message
+    (`LINGER_S`; 0 to `MAX_LINGER_S`)."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, linger_s: float = LINGER_S) -> None:
         self.channel = channel
+        self.linger_s = _checked_linger(linger_s)
         self._stub = pb_grpc.TrunkServiceStub(channel)
         self._link: _Link | None = None
         self.plain = False
@@ -628,7 +651,7 @@ class TrunkedChannel:
 
     def link(self) -> _Link:
         if self._link is None or self._link.dead:
-            self._link = _Link(self._stub, self._no_trunk)
+            self._link = _Link(self._stub, self._no_trunk, self.linger_s)
         return self._link
 
     def stream_stream(self, method: str, request_serializer: _Serializer | None = None,
@@ -672,10 +695,13 @@ class TrunkedChannel:
         await self.channel.close()
 
 
-def channel(address: str, *, trunk: bool = True, retry: Sequence[str] = ()) -> Any:
-    """`rpc.channel(address)`, its streaming calls on a trunk unless `trunk` is false."""
-    ch = rpc.channel(address, retry=retry)
-    return TrunkedChannel(ch) if trunk else ch
+def channel(address: str, *, trunk: bool = True, retry: Sequence[str] = (),
+            linger_s: float = LINGER_S) -> Any:
+    """`rpc.channel(address)`, its streaming calls on a trunk (lingering
+    `linger_s` for company) unless `trunk` is false."""
+    if trunk:
+        return TrunkedChannel(rpc.channel(address, retry=retry), _checked_linger(linger_s))
+    return rpc.channel(address, retry=retry)
 
 
 # -- the server's side ---------------------------------------------------------

@@ -50,11 +50,13 @@ class Router:
     """Channels and stubs to the session_svc replica each call belongs to."""
 
     def __init__(self, default: grpc.aio.Channel, directory: SessionDirectory | None,
-                 cache_size: int = OWNER_CACHE, trunk: bool = True) -> None:
+                 cache_size: int = OWNER_CACHE, trunk: bool = True,
+                 linger_s: float = mux.LINGER_S) -> None:
         """`default` (the caller's to close) serves calls with no owner; with
-        `trunk`, the calls to each replica go on one trunk (dragoman.mux)."""
-        self._trunk = trunk
-        self.default: Any = mux.TrunkedChannel(default) if trunk else default
+        `trunk`, the calls to each replica go on one trunk (dragoman.mux),
+        where audio lingers `linger_s` for company."""
+        self._trunk, self._linger_s = trunk, linger_s
+        self.default: Any = mux.TrunkedChannel(default, linger_s) if trunk else default
         self._directory = directory
         self._cache_size = cache_size
         self._owners: OrderedDict[str, str] = OrderedDict()
@@ -70,7 +72,8 @@ class Router:
         if stubs is None:
             channel = self.default
             if owner:
-                channel = self._channels[owner] = mux.channel(owner, trunk=self._trunk)
+                channel = self._channels[owner] = mux.channel(
+                    owner, trunk=self._trunk, linger_s=self._linger_s)
             stubs = self._stubs[owner] = (sessions_pb2_grpc.SessionServiceStub(channel),
                                           conversation_pb2_grpc.ConversationServiceStub(channel))
         return stubs

@@ -150,7 +150,7 @@ async def create(
               else Limits.from_settings(settings.limits))
     channel = session_channel or rpc.channel(settings.addresses.session)
     router = Router(channel, PgSessionDirectory(database) if database is not None else directory,
-                    trunk=settings.trunk)
+                    trunk=settings.trunk, linger_s=settings.trunk_linger_ms / 1000)
     proxy = Proxy(tokens, limits)
 
     server = rpc.new_server()

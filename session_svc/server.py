@@ -146,7 +146,8 @@ async def create(
     registry = SessionRegistry(
         settings.session, store, owner=settings.session.advertise_address, lag=lag)
     down = downstream or Downstream(
-        settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk)
+        settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk,
+        linger_s=settings.trunk_linger_ms / 1000)
     server = rpc.new_server()
     conversations = ConversationServicer(registry, down, settings.session)
     names = [

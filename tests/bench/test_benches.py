@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from bench import loadgen
+from bench import load, loadgen
 from bench.common import STAGES, Participant, percentile, summary
+from dragoman import mux
 from tests.conftest import ROOT
 
 SUMMARY = {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"}
@@ -88,6 +89,7 @@ def test_load_smoke(results: Path, load_smoke: str) -> None:
             "added_latency_definition", "duration_s_per_step", "chunk_ms", "steps",
             "n_where_p99_added_exceeds_100ms", "goal", "max_sessions_within_goal_latency",
             "sessions_per_session_svc_core_at_that_n", "smoke"} <= set(data)
+    assert data["trunk_linger_ms"] == mux.LINGER_S * 1000
     assert set(data["machine"]) == MACHINE | {"cpu_probe_ms_before"}
     assert min(data["machine"][k] for k in (
         "cpu_probe_ms", "cpu_probe_ms_before", "cpu_probe_all_cores_ms")) > 0
@@ -104,13 +106,23 @@ def test_load_smoke(results: Path, load_smoke: str) -> None:
             "client_processes", "utterances_expected"} <= set(step)
 
 
+def test_load_refuses_a_linger_the_services_would_refuse(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as refused:
+        load.main(["--trunk-linger-ms", "150"])
+    assert refused.value.code == 2
+    assert "--trunk-linger-ms must be 0 to 100" in capsys.readouterr().err
+
+
 def test_load_smoke_on_session_svc_alone(results: Path) -> None:
     """--session-svc: no gateway; the load generator calls session_svc as a
-    gateway replica does (identity in metadata, calls on trunks)."""
-    out = _run("bench.load", "--smoke", "--session-svc", "--out", str(results))
-    assert "no gateway" in out
+    gateway replica does (identity in metadata, calls on trunks, here with no
+    linger on them)."""
+    out = _run("bench.load", "--smoke", "--session-svc", "--trunk-linger-ms", "0",
+               "--out", str(results))
+    assert "no gateway" in out and "audio lingers up to 0 ms on trunks" in out
     data = json.loads((results / "load_session_svc.json").read_text())
-    assert data["target"] == "session_svc"
+    assert data["target"] == "session_svc" and data["trunk_linger_ms"] == 0
     (step,) = data["steps"]
     assert step["sessions_started"] == 5 and step["utterances_measured"] > 0
     assert step["error_count"] == 0, step["error_samples"]

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
-from dragoman import errors, logs, metrics, mux, rpc
+from dragoman import config, errors, logs, metrics, mux, rpc
 from dragoman.errors import InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
 from dragoman.trunk.v1 import trunk_pb2, trunk_pb2_grpc
@@ -387,13 +387,11 @@ def _frame(call_id: int, payload: bytes = b"x") -> trunk_pb2.Frame:
     return trunk_pb2.Frame(call_id=call_id, message=payload)
 
 
-async def test_lazy_frames_wait_for_company_and_urgent_ones_end_the_wait(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_lazy_frames_wait_for_company_and_urgent_ones_end_the_wait() -> None:
     """Audio (a stream's requests) lingers to share a message; what somebody
     waits on (responses, one-request calls, starts, ends) goes at once and
     takes the lingering frames with it."""
-    monkeypatch.setattr(mux, "LINGER_S", 30.0)
-    outbox = mux._Outbox()
+    outbox = mux._Outbox(linger_s=30.0)
     outbox.put(_frame(1), lazy=True)
     lingering = asyncio.ensure_future(outbox.batch())
     await asyncio.sleep(0.05)
@@ -411,6 +409,27 @@ async def test_lazy_frames_wait_for_company_and_urgent_ones_end_the_wait(
     outbox.close()  # the end does not wait for the linger either
     assert [f.call_id for f in await asyncio.wait_for(closing, 1)] == [5]
     assert await outbox.batch() is None
+
+
+async def test_without_a_linger_a_lazy_frame_goes_at_once() -> None:
+    outbox = mux._Outbox(linger_s=0.0)
+    outbox.put(_frame(1), lazy=True)
+    assert [f.call_id for f in await asyncio.wait_for(outbox.batch(), 1)] == [1]
+
+
+@pytest.mark.parametrize("linger_ms", [-1.0, 100.5, float("nan"), float("inf")])
+def test_a_linger_outside_0_to_100_ms_is_refused(linger_ms: float) -> None:
+    with pytest.raises(InvalidArgument, match=r"setting trunk_linger_ms\) must be 0 to 100 ms"):
+        mux.channel("127.0.0.1:1", linger_s=linger_ms / 1000)
+
+
+def test_the_linger_is_a_setting_of_0_to_100_ms() -> None:
+    assert config.load(env={"DRAGOMAN_TRUNK_LINGER_MS": "12.5"}).trunk_linger_ms == 12.5
+    assert config.load(env={}).trunk_linger_ms == mux.LINGER_S * 1000
+    for bad in ("-1", "500", "nan"):
+        with pytest.raises(InvalidArgument,
+                           match=f"setting trunk_linger_ms must be 0 to 100 ms, got {bad}"):
+            config.load(env={"DRAGOMAN_TRUNK_LINGER_MS": bad})
 
 
 async def test_a_streaming_call_sends_its_requests_lazily_and_a_unary_call_does_not(

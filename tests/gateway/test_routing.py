@@ -195,3 +195,14 @@ async def test_a_cached_owner_that_stopped_answering_is_asked_again() -> None:
             assert directory.asked == ["s1", "s1"]
         finally:
             await router.close()
+
+
+async def test_every_trunk_to_a_replica_lingers_as_set() -> None:
+    directory = _Directory({"s1": "10.0.0.1:50051"})
+    async with grpc.aio.insecure_channel("127.0.0.1:1") as default:
+        router = Router(default, directory, linger_s=0.0125)
+        try:
+            await router.sessions(session_id="s1")
+            assert router.default.linger_s == router._channels["10.0.0.1:50051"].linger_s == 0.0125
+        finally:
+            await router.close()

@@ -34,13 +34,16 @@ async def pair(address: str, a_lang: str = "en", b_lang: str = "pt",
     return a, b, session.session_id
 
 
-@pytest.mark.parametrize("trunk", [True, False], ids=["trunks", "streams"])
+@pytest.mark.parametrize(("trunk", "linger_ms"), [(True, 5.0), (True, 0.0), (False, 5.0)],
+                         ids=["trunks", "trunks-without-linger", "streams"])
 async def test_a_conversation_over_trunks_or_streams(
-        settings: config.Settings, fleurs: Path, trunk: bool) -> None:
+        settings: config.Settings, fleurs: Path, trunk: bool, linger_ms: float) -> None:
     """Converse calls to session_svc and its recognition streams to stt_svc on
-    trunks (the default, DRAGOMAN_TRUNK) or each on a gRPC stream of its own."""
+    trunks (the default, DRAGOMAN_TRUNK; audio lingering DRAGOMAN_TRUNK_LINGER_MS
+    for company or not at all) or each on a gRPC stream of its own."""
     frames = REGISTRY.get_sample_value("dragoman_trunk_frames_total", {"direction": "sent"}) or 0
-    async with session_stack(dataclasses.replace(settings, trunk=trunk)) as stack:
+    async with session_stack(dataclasses.replace(
+            settings, trunk=trunk, trunk_linger_ms=linger_ms)) as stack:
         a, b, sid = await pair(stack.session, trunk=trunk)
         a_call, b_call = a.converse(sid), b.converse(sid)
         assert isinstance(a_call, mux.TrunkCall) is trunk
