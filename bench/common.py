@@ -8,6 +8,7 @@ public API who streams audio and records what they hear and when.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.probe import cpu_probe_all_cores_ms, cpu_probe_ms
-from dragoman import rpc
+from dragoman import config, rpc
 from dragoman.client import Client, join_request
 from dragoman.db.records import STAGES
 from dragoman.v1 import conversation_pb2 as pb
@@ -36,6 +37,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # -- statistics and output -------------------------------------------------------
+
+
+def linger_ms(text: str) -> float:
+    """argparse type of --trunk-linger-ms: what the services' setting takes."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
+    if not 0 <= value <= config.MAX_TRUNK_LINGER_MS:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be 0 to {config.MAX_TRUNK_LINGER_MS:g} ms")
+    return value
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

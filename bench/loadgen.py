@@ -47,9 +47,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench.common import Participant, latency_ms, stage_summary, summary, table
+from bench.common import Participant, latency_ms, linger_ms, stage_summary, summary, table
 from dragoman import config, mux, rpc
 from dragoman.client import Client
+from dragoman.errors import DragomanError
 
 RATE_HZ = 16_000
 CHUNK_MS = 100
@@ -329,18 +330,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--chunk-ms", type=int, default=CHUNK_MS, choices=(20, 50, 100, 200, 250),
                         help="audio per message")
-    parser.add_argument("--trunk-linger-ms", type=float,
+    parser.add_argument("--trunk-linger-ms", type=linger_ms,
                         help="with --session-svc: how long audio waits on the trunks for other "
                              "frames to share its message (default: DRAGOMAN_TRUNK_LINGER_MS, else "
                              f"{mux.LINGER_S * 1000:g})")
     args = parser.parse_args(argv)
-    linger_ms = config.load().trunk_linger_ms if args.trunk_linger_ms is None else args.trunk_linger_ms
+    linger = args.trunk_linger_ms
+    if linger is None:
+        try:
+            linger = config.load().trunk_linger_ms
+        except DragomanError as e:
+            parser.error(str(e))
     address = args.session_svc or args.gateway
     check_target(address, args.allow_remote)
     a, b = args.languages.split(",")
     opts = Options(address, args.sessions, args.duration, args.speech_s, args.users,
                    args.channels, (a, b), args.drain, args.ready_file, args.chunk_ms,
-                   session_svc=bool(args.session_svc), trunk_linger_ms=linger_ms)
+                   session_svc=bool(args.session_svc), trunk_linger_ms=linger)
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(run(opts))
         if args.json:

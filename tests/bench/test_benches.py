@@ -106,12 +106,25 @@ def test_load_smoke(results: Path, load_smoke: str) -> None:
             "client_processes", "utterances_expected"} <= set(step)
 
 
+@pytest.mark.parametrize("main", [load.main, loadgen.main], ids=["load", "loadgen"])
+@pytest.mark.parametrize("value", ["150", "-1", "nan", "soon"])
 def test_load_refuses_a_linger_the_services_would_refuse(
-        capsys: pytest.CaptureFixture[str]) -> None:
+        main: Any, value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as refused:
-        load.main(["--trunk-linger-ms", "150"])
+        main(["--trunk-linger-ms", value])
     assert refused.value.code == 2
-    assert "--trunk-linger-ms must be 0 to 100" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "argument --trunk-linger-ms" in err
+    assert ("not a number of milliseconds" if value == "soon" else "must be 0 to 100 ms") in err
+
+
+def test_loadgen_names_a_bad_linger_setting(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DRAGOMAN_TRUNK_LINGER_MS", "500")
+    with pytest.raises(SystemExit) as refused:
+        loadgen.main(["--session-svc", "127.0.0.1:1"])
+    assert refused.value.code == 2
+    assert "setting trunk_linger_ms must be 0 to 100 ms, got 500" in capsys.readouterr().err
 
 
 def test_load_smoke_on_session_svc_alone(results: Path) -> None:
