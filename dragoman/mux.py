@@ -699,9 +699,10 @@ def channel(address: str, *, trunk: bool = True, retry: Sequence[str] = (),
             linger_s: float = LINGER_S) -> Any:
     """`rpc.channel(address)`, its streaming calls on a trunk (lingering
     `linger_s` for company) unless `trunk` is false."""
-    if trunk:
-        return TrunkedChannel(rpc.channel(address, retry=retry), _checked_linger(linger_s))
-    return rpc.channel(address, retry=retry)
+    if not trunk:
+        return rpc.channel(address, retry=retry)
+    linger_s = _checked_linger(linger_s)  # before a channel is opened
+    return TrunkedChannel(rpc.channel(address, retry=retry), linger_s)
 
 
 # -- the server's side ---------------------------------------------------------
