@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+
+import pytest
 
 from dragoman.v1 import conversation_pb2 as pb
-from session_svc.events import EventLog
+from session_svc.events import RECENT, EventLog
 
 
 async def _take(log: EventLog, after: int, n: int, stop: asyncio.Future[None]) -> list[pb.ConversationEvent]:
@@ -60,6 +63,28 @@ async def test_old_events_fall_out_of_a_bounded_buffer() -> None:
         log.append(heartbeat=pb.ServerHeartbeat())
     stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     assert [e.sequence for e in await _take(log, 0, 3, stop)] == [3, 4, 5]
+
+
+@pytest.mark.parametrize("after", [0, 1, 50, 100 - RECENT - 1, 100 - RECENT, 100 - RECENT + 1, 99, 100])
+async def test_a_resume_from_anywhere_gets_every_later_event_once(after: int) -> None:
+    """Whether the events were kept serialized or as messages (the last RECENT)."""
+    log = EventLog("s1", capacity=100)
+    for i in range(150):  # the first 50 fall out
+        log.append(transcription=pb.Transcription(text=f"t{i}"))
+    kept = list(range(max(after + 1, 51), 151))
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    got = await _take(log, after, len(kept), stop) if kept else []
+    assert [e.sequence for e in got] == kept
+    assert [e.transcription.text for e in got] == [f"t{n - 1}" for n in kept]
+    assert log._after(150) == []
+
+
+def test_the_kept_events_are_out_of_the_cyclic_collectors_reach() -> None:
+    log = EventLog("s1", capacity=1000)
+    before = len(gc.get_objects())
+    for i in range(1000):
+        log.append(transcription=pb.Transcription(text=f"t{i}"))
+    assert len(gc.get_objects()) - before < 2 * RECENT  # messages would be 1000 or more
 
 
 async def test_idle_followers_get_heartbeats_repeating_the_last_sequence() -> None:

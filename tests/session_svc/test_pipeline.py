@@ -72,7 +72,7 @@ async def _run(down: Scripted) -> tuple[Session, Member]:
 
 
 def _events(member: Member) -> list[pb.ConversationEvent]:
-    return list(member.log._events)
+    return member.log.kept()
 
 
 async def test_the_next_utterance_is_synthesised_while_the_first_is_delivered_in_order() -> None:
