@@ -110,9 +110,11 @@ def _load_numbers(load: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     steps = load["steps"]
     goal_n = load.get("max_sessions_within_goal_latency")
+    crossing = load.get("n_where_p99_added_exceeds_100ms")
     healthy = [s for s in steps if s.get("delivery_ratio", 0) >= 0.99
                and s.get("sessions_started", s["sessions"]) == s["sessions"]
-               and (s["added_latency"].get("p99_ms") or float("inf")) <= 100.0]
+               and (s["added_latency"].get("p99_ms") or float("inf")) <= 100.0
+               and (crossing is None or s["sessions"] < crossing)]  # none past a failed N
     step = next((s for s in steps if s["sessions"] == goal_n), None) or (
         max(healthy, key=lambda s: s["sessions"]) if healthy else min(steps, key=lambda s: s["sessions"]))
     return {"n": step["sessions"], "within_goal": step["sessions"] == goal_n,

@@ -282,7 +282,7 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
 def _crossing(steps: list[dict[str, Any]], limit_ms: float) -> int | None:
     """Smallest N whose p99 added latency exceeds `limit_ms`, or that lost utterances or
     was not admitted in full."""
-    for s in steps:
+    for s in sorted(steps, key=lambda s: s["sessions"]):
         p99 = s["added_latency"]["p99_ms"]
         if (p99 is None or p99 > limit_ms or s["delivery_ratio"] < 0.99
                 or s["sessions_started"] < s["sessions"]):
@@ -296,7 +296,10 @@ def _result(steps: list[dict[str, Any]], delays: Delays, source: str, baseline_m
     good = [s for s in steps if s["added_latency"]["p99_ms"] is not None
             and s["added_latency"]["p99_ms"] <= GOAL_P99_MS and s["delivery_ratio"] >= 0.99
             and s["sessions_started"] == s["sessions"]]
-    best = max(good, key=lambda s: s["sessions"]) if good else None
+    # below the first N that missed: a larger N that made it by luck does not count
+    missed = _crossing(steps, GOAL_P99_MS)
+    best = max((s for s in good if missed is None or s["sessions"] < missed),
+               key=lambda s: s["sessions"], default=None)
     per_core = None
     if best is not None:
         cores = best["cores"]["session_svc"]

@@ -291,12 +291,12 @@ class Settings:
     """Internal calls (the gateway's to session_svc, session_svc's to
     stt/mt/tts) travel as frames on one gRPC stream per pair of processes
     (dragoman.mux); false: a gRPC call per call. Servers accept both."""
-    trunk_linger_ms: float = 5.0
+    trunk_linger_ms: float = 10.0
     """How long a caller's trunk holds an audio frame for others to share its
     gRPC message (0 to 100; frames someone waits on never wait): longer
     spends less CPU per session and adds up to that much latency per hop.
-    At 300 sessions on one session_svc, 10 ms took ~15 % off its CPU and
-    added ~7 ms to p50 (mux.LINGER_S; bench.load --trunk-linger-ms)."""
+    At 300 sessions on one session_svc, 10 ms took ~15 % off its CPU against
+    5 ms and added ~7 ms to p50 (mux.LINGER_S; bench.load --trunk-linger-ms)."""
     event_loop: str = "uvloop"
     """The services' asyncio event loop: "uvloop" (libuv; under load it cut
     session_svc's CPU per session by ~14 % and halved its p99 added latency,

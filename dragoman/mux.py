@@ -5,7 +5,7 @@ process 150-700 us to receive and forward (bench.grpc_floor), which caps a
 session_svc core at fewer than 300 sessions whatever session_svc does. On a
 trunk (`dragoman.trunk.v1.TrunkService/Carry`) the same chunk is a frame: a
 call id and the serialized message, written in a batch with the other
-frames waiting: the writer lingers up to `LINGER_S` (5 ms; the
+frames waiting: the writer lingers up to `LINGER_S` (10 ms; the
 `trunk_linger_ms` setting) after the first audio frame for others to join
 it (frames someone waits on go at once), so
 under load tens to hundreds of frames share one gRPC message, and a call
@@ -61,25 +61,28 @@ MAX_BATCH_BYTES = rpc.MAX_MESSAGE_BYTES // 4
 """Most message bytes in one trunk message (a frame bigger than this goes alone):
 far under the gRPC message limit, which a trunk message over it would break for
 every call on the trunk."""
-LINGER_S = 0.005
+LINGER_S = 0.010
 """How long a lazy frame (a streaming call's request: audio) waits for others
 to share its message; an urgent frame ends the wait (see `_Outbox`). With
 100 ms chunks from clients whose clocks are spread over the chunk period,
-5 ms gathers N/10 frames per message at N sessions. Measured with
+10 ms gathers N/5 frames per message at N sessions (5 ms, N/10). Measured with
 `bench.load --session-svc` at N=100: 2 ms on every frame gave added latency
 p50 42 ms at 5.6 mcore/session; urgent frames without linger and 5 ms on
 lazy ones, p50 27-33 ms at 4.8-5.3 mcore. At N=200, three alternating
 pairs: 10 ms took session_svc's CPU from 2.54-2.75 to 2.23-2.35 mcore per
 session, added 8 ms to p50 (32-34 against 23-28 ms) and left p99 where it
-was (60-65 against 56-61 ms); kept at 5 ms, latency being the product.
+was (60-65 against 56-61 ms); kept at 5 ms then.
 On a faster day, N=300, three runs each (`bench.load --session-svc
 --trunk-linger-ms L`): 0 ms 2.21-2.26 mcore, p50 14-16, p99 61-106 ms;
 5 ms 1.47-1.52 mcore, p50 17-19, p99 46-58; 10 ms 1.23-1.38 mcore, p50
 24-26, p99 45-47; 20 ms 1.11-1.22 mcore, p50 38-42, p99 63-72. Ending the
 wait early after 2 ms with no new frame kept N=50's p50 at 5 ms's (14-16 ms)
-but at N=300 saved only half of 10 ms's CPU: not kept. The default of
-`TrunkedChannel(linger_s=...)` and of the `trunk_linger_ms` setting, which
-trades the two per deployment; `MAX_LINGER_S` is the most either takes."""
+but at N=300 saved only half of 10 ms's CPU: not kept. At N=50, 10 ms
+against 5: p50 24 against 15-16 ms, p99 31-32 against 20-21. So 10 ms: the
+capacity per core is the scale goal, and 7-10 ms on a p50 of 550-800 ms end
+to end (goal 1.5 s) is not heard. The default of `TrunkedChannel(linger_s=...)`
+and of the `trunk_linger_ms` setting, which trades the two per deployment;
+`MAX_LINGER_S` is the most either takes."""
 MAX_LINGER_S = config.MAX_TRUNK_LINGER_MS / 1000
 HIGH_WATER = 4096
 """Frames waiting for the trunk's writer beyond which senders wait."""

@@ -216,6 +216,25 @@ def test_capacity_compares_chunk_sizes_only_where_both_runs_delivered_everything
     assert _chunk_size_effect(small, None) == []
 
 
+def test_an_n_past_one_that_missed_counts_for_neither_the_goal_nor_the_limit() -> None:
+    """Noise can let N=400 do better than N=300; the largest N that holds is
+    the one below the first N that missed."""
+    from bench.capacity import _load_numbers
+
+    def step(n: int, p99: float) -> dict[str, Any]:
+        return {"sessions": n, "sessions_started": n, "delivery_ratio": 1.0,
+                "added_latency": {"p99_ms": p99}, "cores": {"session_svc": n / 600},
+                "cpu_per_session_millicores": {"session_svc": 1.5},
+                "memory_per_session_kb": {"session_svc": 1200}}
+
+    steps = [step(100, 22), step(200, 30), step(300, 180), step(400, 45)]
+    result = load._result(steps, load.DEFAULT_DELAYS, "test", 700, 20)
+    assert result["max_sessions_within_goal_latency"] == 200
+    assert result["n_where_p99_added_exceeds_100ms"] == 300
+    numbers = _load_numbers(result)
+    assert numbers["n"] == numbers["healthy_n"] == 200
+
+
 def test_load_beyond_the_admission_limit_refuses_the_rest_and_serves_the_admitted(
         tmp_path: Path) -> None:
     """A full session_svc refuses new sessions with RESOURCE_EXHAUSTED; those it holds
