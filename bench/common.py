@@ -30,6 +30,7 @@ from bench.probe import cpu_probe_all_cores_ms, cpu_probe_ms
 from dragoman import config, rpc
 from dragoman.client import Client, join_request
 from dragoman.db.records import STAGES
+from dragoman.errors import InvalidArgument
 from dragoman.v1 import conversation_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +46,10 @@ def linger_ms(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
-    if not 0 <= value <= config.MAX_TRUNK_LINGER_MS:  # NaN too
-        raise argparse.ArgumentTypeError(f"must be 0 to {config.MAX_TRUNK_LINGER_MS:g} ms")
-    return value
+    try:
+        return config.check_trunk_linger_ms(value, "a linger")
+    except InvalidArgument as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -26,9 +26,18 @@ def _default_models_dir() -> str:
     return str(Path(base) / "dragoman" / "models")
 
 
+DEFAULT_TRUNK_LINGER_MS = 10.0
+"""`trunk_linger_ms`'s default (mux.LINGER_S, which gives the measurements)."""
 MAX_TRUNK_LINGER_MS = 100.0
 """Longest linger a trunk takes: one chunk period, beyond which an audio frame
 would wait for the next chunk of its own call."""
+
+
+def check_trunk_linger_ms(ms: float, what: str = "setting trunk_linger_ms") -> float:
+    """`ms` if a trunk may linger that long, else InvalidArgument naming `what`."""
+    if not 0.0 <= ms <= MAX_TRUNK_LINGER_MS:  # NaN too
+        raise InvalidArgument(f"{what} must be 0 to {MAX_TRUNK_LINGER_MS:g} ms, got {ms:g}")
+    return ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +300,7 @@ class Settings:
     """Internal calls (the gateway's to session_svc, session_svc's to
     stt/mt/tts) travel as frames on one gRPC stream per pair of processes
     (dragoman.mux); false: a gRPC call per call. Servers accept both."""
-    trunk_linger_ms: float = 10.0
+    trunk_linger_ms: float = DEFAULT_TRUNK_LINGER_MS
     """How long a caller's trunk holds an audio frame for others to share its
     gRPC message (0 to 100; frames someone waits on never wait): longer
     spends less CPU per session and adds up to that much latency per hop.
@@ -314,10 +323,7 @@ class Settings:
     triton: TritonSettings = field(default_factory=TritonSettings)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.trunk_linger_ms <= MAX_TRUNK_LINGER_MS:  # NaN too
-            raise InvalidArgument(
-                f"setting trunk_linger_ms must be 0 to {MAX_TRUNK_LINGER_MS:g} ms, "
-                f"got {self.trunk_linger_ms:g}")
+        check_trunk_linger_ms(self.trunk_linger_ms)
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:

@@ -47,7 +47,6 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from dragoman import config, logs, metrics, rpc, tracing
-from dragoman.errors import InvalidArgument
 from dragoman.trunk.v1 import trunk_pb2 as pb
 from dragoman.trunk.v1 import trunk_pb2_grpc as pb_grpc
 
@@ -61,7 +60,7 @@ MAX_BATCH_BYTES = rpc.MAX_MESSAGE_BYTES // 4
 """Most message bytes in one trunk message (a frame bigger than this goes alone):
 far under the gRPC message limit, which a trunk message over it would break for
 every call on the trunk."""
-LINGER_S = 0.010
+LINGER_S = config.DEFAULT_TRUNK_LINGER_MS / 1000
 """How long a lazy frame (a streaming call's request: audio) waits for others
 to share its message; an urgent frame ends the wait (see `_Outbox`). With
 100 ms chunks from clients whose clocks are spread over the chunk period,
@@ -82,8 +81,7 @@ against 5: p50 24 against 15-16 ms, p99 31-32 against 20-21. So 10 ms: the
 capacity per core is the scale goal, and 7-10 ms on a p50 of 550-800 ms end
 to end (goal 1.5 s) is not heard. The default of `TrunkedChannel(linger_s=...)`
 and of the `trunk_linger_ms` setting, which trades the two per deployment;
-`MAX_LINGER_S` is the most either takes."""
-MAX_LINGER_S = config.MAX_TRUNK_LINGER_MS / 1000
+`config.MAX_TRUNK_LINGER_MS` is the most either takes."""
 HIGH_WATER = 4096
 """Frames waiting for the trunk's writer beyond which senders wait."""
 MAX_BACKLOG = 4 * HIGH_WATER
@@ -200,10 +198,7 @@ class _Outbox:
 
 
 def _checked_linger(linger_s: float) -> float:
-    if not 0.0 <= linger_s <= MAX_LINGER_S:  # NaN too
-        raise InvalidArgument(
-            f"a trunk's linger (setting trunk_linger_ms) must be 0 to "
-            f"{MAX_LINGER_S * 1000:g} ms, got {linger_s * 1000:g}")
+    config.check_trunk_linger_ms(linger_s * 1000, "a trunk's linger (setting trunk_linger_ms)")
     return linger_s
 
 
@@ -637,7 +632,7 @@ class TrunkedChannel:
     """A channel for generated stubs whose calls go on one trunk to the server
     (client-streaming calls, which dragoman does not make, on `channel` itself).
     `linger_s`: how long audio frames wait for others to share their message
-    (`LINGER_S`; 0 to `MAX_LINGER_S`)."""
+    (`LINGER_S`; 0 to `config.MAX_TRUNK_LINGER_MS`)."""
 
     def __init__(self, channel: grpc.aio.Channel, linger_s: float = LINGER_S) -> None:
         self.channel = channel
