@@ -35,6 +35,8 @@ from dragoman.v1 import conversation_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
+TESTDATA = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT / "tests" / "data"))
+"""Speech and sentence pairs the repo ships (tests/data/README.md); the variable points elsewhere."""
 
 
 # -- statistics and output -------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import sys
 import tempfile
@@ -34,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from bench.common import (
-    ROOT,
     STAGES,
+    TESTDATA,
     Children,
     Participant,
     free_address,
@@ -65,8 +64,7 @@ FAKE_ENGINES = {"DRAGOMAN_STT_ENGINE": "fake", "DRAGOMAN_MT_ENGINES": "fake",
 
 
 def fleurs_dir() -> Path:
-    base = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
-    return base / "speech" / "fleurs"
+    return TESTDATA / "speech" / "fleurs"
 
 
 def clips(language: str, count: int) -> list[Path]:

@@ -4,8 +4,8 @@
 
 For each engine that loads here (settings.mt.engines plus Apertium and every
 pulled CTranslate2 model, unless --engines says otherwise) and each of its
-pairs with a Tatoeba file in $DRAGOMAN_TESTDATA/mt/tatoeba (or
-../shared/testdata/mt/tatoeba), it measures, on the engine itself (no
+pairs with a Tatoeba file in tests/data/mt/tatoeba (or
+$DRAGOMAN_TESTDATA/mt/tatoeba), it measures, on the engine itself (no
 cache, no gRPC):
 
 * BLEU and chrF2 (sacrebleu, default tokenisation; "zh" for Chinese, "char"
@@ -37,7 +37,7 @@ from typing import Any
 
 import sacrebleu
 
-from bench.common import machine, percentile, table
+from bench.common import TESTDATA, machine, percentile, table
 from dragoman import config
 from mt_svc import engines as registry
 from mt_svc.engines.base import MtEngine, TranslationBatch
@@ -55,8 +55,7 @@ BASELINE = "apertium"
 
 
 def tatoeba_dir() -> Path:
-    root = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
-    return root / "mt" / "tatoeba"
+    return TESTDATA / "mt" / "tatoeba"
 
 
 def tatoeba(folder: Path, source: str, target: str) -> tuple[list[str], list[str]] | None:

@@ -8,8 +8,8 @@ models (config.load(): whisper-tiny.en for English, whisper-base for the
 rest, by default) and streams, as a live microphone would, 100 ms LINEAR16
 chunks, each sent when its 100 ms have been "recorded", interim results on:
 
-1. Per language, each FLEURS clip of $DRAGOMAN_TESTDATA/speech/fleurs (or
-   ../shared/testdata/speech/fleurs; the clips the repo ships in
+1. Per language, each FLEURS clip of tests/data/speech/fleurs (or
+   $DRAGOMAN_TESTDATA/speech/fleurs; the clips the repo ships in
    dragoman/demo_data are copies of some of them) in a stream of its own,
    one stream at a time, with 0.5 s of silence before and 1.5 s after. It
    reports
@@ -57,7 +57,7 @@ from typing import Any
 import jiwer
 import numpy as np
 
-from bench.common import ROOT, load_average, machine, percentile, summary, table, write_result
+from bench.common import ROOT, TESTDATA, load_average, machine, percentile, summary, table, write_result
 from dragoman import audio, config, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
@@ -136,8 +136,7 @@ class Clip:
 
 
 def speech_dirs() -> list[Path]:
-    shared = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
-    return [shared / "speech" / "fleurs", ROOT / "dragoman" / "demo_data"]
+    return [TESTDATA / "speech" / "fleurs", ROOT / "dragoman" / "demo_data"]
 
 
 def load_clips(languages: Sequence[str], per_language: int) -> dict[str, list[Clip]]:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS, machine, read_result, write_result
+from bench.common import RESULTS, TESTDATA, machine, read_result, write_result
 from dragoman import audio, config
 from dragoman.triton.server import free_port_triple
 from dragoman.triton_client import INFO_MODEL, TritonClient
@@ -56,7 +56,6 @@ BATCHES = (1, 8, 32)
 PARTIAL_INTERVAL_S = 0.6
 STREAM_COUNTS = (1, 2, 4, 8, 16, 32, 64, 128)
 SENTENCE = "The train to Lisbon leaves at nine, so please be at the station on time."
-TESTDATA = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
 
 
 def _speech() -> np.ndarray:

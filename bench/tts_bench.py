@@ -12,7 +12,7 @@ that language):
 * real-time factor: time to the last chunk / seconds of audio, over the
   same requests;
 * round-trip intelligibility: the first N Tatoeba sentences of the
-  language ($DRAGOMAN_TESTDATA/mt/tatoeba or ../shared/testdata/mt/tatoeba;
+  language (tests/data/mt/tatoeba, or $DRAGOMAN_TESTDATA/mt/tatoeba;
   EN, ES, PT, FR, DE, IT) are synthesised at 16 kHz and transcribed by
   Whisper base (faster-whisper, greedy, language given); WER over all of
   them (jiwer, lower case, punctuation removed).
@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -46,7 +45,7 @@ from typing import TYPE_CHECKING, Any, cast
 import jiwer
 import numpy as np
 
-from bench.common import machine, percentile, table
+from bench.common import TESTDATA, machine, percentile, table
 from dragoman import config, rpc
 from dragoman.languages import LANGUAGES
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
@@ -125,8 +124,7 @@ _WORDS = jiwer.Compose(
 
 
 def tatoeba_dir() -> Path:
-    root = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
-    return root / "mt" / "tatoeba"
+    return TESTDATA / "mt" / "tatoeba"
 
 
 def long_text(language: str) -> str:

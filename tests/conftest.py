@@ -8,7 +8,6 @@ them fails with that instruction instead of being skipped.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from dragoman.db.testing import scratch_schema
 from tests.mesh import mesh  # noqa: F401 - the shared in-process mesh fixture
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_TESTDATA = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
+TESTDATA = ROOT / "tests" / "data"
+"""Speech and sentence pairs shipped with the repo (tests/data/README.md)."""
 
 
 @pytest.fixture(scope="session")
@@ -39,17 +39,17 @@ def models_dir(settings: config.Settings) -> Path:
 
 @pytest.fixture(scope="session")
 def fleurs() -> Path:
-    path = SHARED_TESTDATA / "speech" / "fleurs"
+    path = TESTDATA / "speech" / "fleurs"
     if not path.is_dir():
-        pytest.fail(f"test speech missing: {path} (set DRAGOMAN_TESTDATA)")
+        pytest.fail(f"test speech missing: {path}")
     return path
 
 
 @pytest.fixture(scope="session")
 def tatoeba() -> Path:
-    path = SHARED_TESTDATA / "mt" / "tatoeba"
+    path = TESTDATA / "mt" / "tatoeba"
     if not path.is_dir():
-        pytest.fail(f"test sentences missing: {path} (set DRAGOMAN_TESTDATA)")
+        pytest.fail(f"test sentences missing: {path}")
     return path
 
 
