@@ -10,7 +10,7 @@ chunks, each sent when its 100 ms have been "recorded", interim results on:
 
 1. Per language, each FLEURS clip of tests/data/speech/fleurs (or
    $DRAGOMAN_TESTDATA/speech/fleurs; the clips the repo ships in
-   dragoman/demo_data are copies of some of them) in a stream of its own,
+   dragoman_tools/demo_data are copies of some of them) in a stream of its own,
    one stream at a time, with 0.5 s of silence before and 1.5 s after. It
    reports
    * WER of the finals against the reference, over all clips of the language
@@ -69,7 +69,7 @@ from stt_svc.engines.base import (
     SpeechRecognizer,
     Transcription,
 )
-from stt_svc.models import MAX_BATCH, Models
+from stt_svc.loaded import MAX_BATCH, Models
 from stt_svc.segmenter import SegmenterOptions
 from stt_svc.vad import FRAME_SAMPLES
 

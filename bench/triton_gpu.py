@@ -42,8 +42,8 @@ import numpy as np
 
 from bench.common import RESULTS, TESTDATA, machine, read_result, write_result
 from dragoman import audio, config
-from dragoman.triton.server import free_port_triple
 from dragoman.triton_client import INFO_MODEL, TritonClient
+from dragoman_tools.triton.server import free_port_triple
 from mt_svc.engines import triton as mt_triton
 from mt_svc.engines.base import TranslationBatch
 from stt_svc.engines import triton as stt_triton
@@ -205,7 +205,7 @@ def main() -> None:
     url = f"127.0.0.1:{free_port_triple()}"
     env = {**os.environ, "DRAGOMAN_TRITON_URL": url,
            **{f"DRAGOMAN_{role}_DEVICE": device for role in ("STT", "MT", "TTS")}}
-    server = subprocess.Popen([sys.executable, "-m", "dragoman.triton.server"], cwd=ROOT, env=env,
+    server = subprocess.Popen([sys.executable, "-m", "dragoman_tools.triton.server"], cwd=ROOT, env=env,
                               start_new_session=True)
     try:
         result = asyncio.run(measure(url, args.rounds, args.stream_s))

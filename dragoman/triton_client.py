@@ -1,6 +1,6 @@
 """The one Triton client of the services: async gRPC, reused, with timeouts, retries and clear errors.
 
-Every model dragoman hosts on Triton (see `dragoman.triton.models`) takes and
+Every model dragoman hosts on Triton (see `dragoman.hosting`) takes and
 returns rows of BYTES: the inputs a row needs and one JSON (or raw float32)
 result per row. A model answers each row on its own, so one bad row of a
 dynamic batch fails that row only; its error travels back in the row's
@@ -48,7 +48,7 @@ log = logging.getLogger("dragoman.triton_client")
 
 T = TypeVar("T")
 INFO_MODEL = "dragoman-info"
-"""The model that lists what a Triton server hosts for dragoman (see dragoman.triton.models)."""
+"""The model that lists what a Triton server hosts for dragoman (see dragoman.hosting)."""
 TOKEN_HEADER = "triton-grpc-protocol-triton-access-token"
 """Header of PyTriton's access token (statistics and other restricted endpoints)."""
 _ERRORS: dict[str, type[errors.DragomanError]] = {

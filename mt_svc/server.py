@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import grpc
 
-from dragoman import config, languages, logs, models, mux, rpc, triton_client
+from dragoman import config, languages, logs, mux, rpc, triton_client
+from dragoman.catalog import packaged
 from dragoman.errors import InvalidArgument
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from mt_svc import engines as registry
@@ -180,8 +181,8 @@ async def warm_up(engines: Sequence[MtEngine]) -> None:
 
 def speech_engines(settings: config.Settings) -> list[str]:
     """The speech -> English engines installed here (served by stt_svc)."""
-    model = models.CATALOGUE.get(_SPEECH_MODEL)
-    if model is None or not models.status(settings.models_dir, model).usable:
+    model = packaged.CATALOGUE.get(_SPEECH_MODEL)
+    if model is None or not packaged.status(settings.models_dir, model).usable:
         return []
     return [SPEECH_TRANSLATION]
 

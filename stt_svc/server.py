@@ -20,7 +20,7 @@ from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
 from stt_svc import vad
 from stt_svc.engines.base import ANY_LANGUAGE, SpeechRecognizer
-from stt_svc.models import Models
+from stt_svc.loaded import Models
 from stt_svc.stream import (
     Encoding,
     Output,

@@ -49,7 +49,7 @@ from stt_svc.codecs import AudioDecoder, OggOpusDecoder, Pcm16Decoder
 from stt_svc.engines.base import DecodeOptions, Transcription, WordTiming
 from stt_svc.flow import BURST_CHUNKS, ChunkRate
 from stt_svc.lanes import Priority, Timed
-from stt_svc.models import LoadedModel, Models
+from stt_svc.loaded import LoadedModel, Models
 from stt_svc.segmenter import RATE_HZ, Segmenter, SegmenterOptions, SpeechEnded, SpeechStarted
 from stt_svc.vad import FrameClassifier, SileroVad
 

@@ -31,10 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from dragoman import hub
+from dragoman.catalog import pulled
+from dragoman.catalog.pulled import HubModel
 from dragoman.devices import Device
 from dragoman.errors import FailedPrecondition
-from dragoman.hub import HubModel
 from mt_svc import text
 from mt_svc.engines.base import Capabilities, Offer, TranslationBatch
 
@@ -122,7 +122,7 @@ class Ct2Engine:
         spm = [sentencepiece.SentencePieceProcessor(model_file=str(path / f)) for f in model.tokenizer]
         self._source_spm, self._target_spm = spm[0], spm[-1]
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=model.name)
-        commit = hub.read_manifest(path).get("version", "unknown")
+        commit = pulled.read_manifest(path).get("version", "unknown")
         self._capabilities = Capabilities(
             name=model.name,
             version=f"{model.repo}@{str(commit)[:12]} ctranslate2 {ctranslate2.__version__} "
@@ -173,13 +173,13 @@ class Ct2Engine:
         self._translator.unload_model()
 
 
-def offers(catalogue: Mapping[str, HubModel] = hub.CATALOGUE) -> dict[str, Offer]:
+def offers(catalogue: Mapping[str, HubModel] = pulled.CATALOGUE) -> dict[str, Offer]:
     """What each catalogue model would serve once pulled (opt-in and broken ones: nothing)."""
     return {
         m.name: Offer(
             name=m.name,
             license=m.licence,
-            install={} if m.opt_in or not m.routed else dict.fromkeys(m.pairs, hub.pull_command(m)),
+            install={} if m.opt_in or not m.routed else dict.fromkeys(m.pairs, pulled.pull_command(m)),
             setting=GROUP,
         )
         for m in catalogue.values()
@@ -189,11 +189,11 @@ def offers(catalogue: Mapping[str, HubModel] = hub.CATALOGUE) -> dict[str, Offer
 def load_installed(
     models_dir: str | os.PathLike[str],
     options: DecodeOptions | None = None,
-    catalogue: Mapping[str, HubModel] = hub.CATALOGUE,
+    catalogue: Mapping[str, HubModel] = pulled.CATALOGUE,
 ) -> list[Ct2Engine]:
     """An engine for every usable pulled model, in catalogue order (blocking: loads weights)."""
     engines = []
-    for name, status in hub.installed(models_dir, catalogue).items():
+    for name, status in pulled.installed(models_dir, catalogue).items():
         model = catalogue[name]
         if not status.usable or status.path is None:
             if status.detail:
@@ -209,6 +209,6 @@ def load_installed(
     return engines
 
 
-def names(catalogue: Mapping[str, HubModel] = hub.CATALOGUE) -> Sequence[str]:
+def names(catalogue: Mapping[str, HubModel] = pulled.CATALOGUE) -> Sequence[str]:
     """Engine names of the group, in order of preference."""
     return list(catalogue)

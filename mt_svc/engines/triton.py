@@ -1,6 +1,6 @@
 """Text translation on a Triton server (`triton` in settings.mt.engines).
 
-Each hosted `mt-<engine>` (Bergamot, CT2 models; see dragoman.triton.models)
+Each hosted `mt-<engine>` (Bergamot, CT2 models; see dragoman.hosting)
 becomes one engine with the hosted engine's name and pairs, so routes,
 `Translation.engine` and the cache behave as with the engine in process. A
 batch goes to Triton as one request of n rows; Triton's dynamic batcher
@@ -17,7 +17,7 @@ from mt_svc.engines.base import Capabilities, TranslationBatch
 
 NAME = "triton"
 MAX_ROWS = 32
-"""Rows per request: the hosted models' max_batch_size (dragoman.triton.models.MAX_BATCH_SIZE)."""
+"""Rows per request: the hosted models' max_batch_size (dragoman.hosting.MAX_BATCH_SIZE)."""
 
 
 class TritonMtEngine:

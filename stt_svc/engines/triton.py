@@ -1,6 +1,6 @@
 """Speech recognition on a Triton server (`settings.stt.engine = "triton"`).
 
-Each hosted `stt-<model>` (see dragoman.triton.models) becomes one engine
+Each hosted `stt-<model>` (see dragoman.hosting) becomes one engine
 with the hosted model's capabilities, so stt_svc picks models per language
 exactly as in process. Streaming is stateless: every decode (partial or
 final) sends its whole window and forced prefix, as the in-process engine

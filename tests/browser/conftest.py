@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dragoman.envoy import Edge, EdgeConfig, StaticSite
+from dragoman_tools.envoy import Edge, EdgeConfig, StaticSite
 from tests.browser.netcut import CuttableProxy
 from tests.conftest import ROOT
 from tests.deploy.edge import Certs, make_certs

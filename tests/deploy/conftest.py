@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dragoman import config
-from dragoman.envoy import Edge, EdgeConfig
+from dragoman_tools.envoy import Edge, EdgeConfig
 from tests.conftest import started
 from tests.deploy.edge import Certs, make_certs
 

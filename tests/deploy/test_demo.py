@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from dragoman.db.testing import scratch_schema
-from dragoman.triton.server import free_port_triple
+from dragoman_tools.triton.server import free_port_triple
 from tests.helpers import free_ports
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
@@ -40,7 +40,8 @@ async def test_demo_conversation(triton: bool, partner: str, tmp_path: Path, mod
         env |= {"DRAGOMAN_DATABASE_URL": database.url, "DRAGOMAN_DATABASE_SCHEMA": database.schema,
                 "DRAGOMAN_DATABASE_ENCRYPTION_KEYS": database.encryption_keys}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dragoman.cli", "demo", "--out", str(out), "--partner-language", partner,
+            sys.executable, "-m", "dragoman_tools.cli", "demo", "--out", str(out),
+            "--partner-language", partner,
             "--log-dir", str(tmp_path / "logs"), *(["--triton"] if triton else []),
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:

@@ -10,10 +10,10 @@ import grpc
 import pytest
 import yaml
 
-from dragoman import envoy
-from dragoman.envoy import Edge, EdgeConfig
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.v1 import auth_pb2, auth_pb2_grpc, conversation_pb2, sessions_pb2
+from dragoman_tools import envoy
+from dragoman_tools.envoy import Edge, EdgeConfig
 from tests.conftest import ROOT
 from tests.deploy.conftest import ALLOWED_ORIGIN
 from tests.deploy.edge import Certs, grpc_web, request
@@ -29,7 +29,7 @@ def _secure_channel(edge: Edge, certs: Certs) -> grpc.aio.Channel:
 def test_deploy_config_is_rendered_from_its_toml() -> None:
     cfg = envoy.load_config(DEPLOY / "edge.toml")
     assert (DEPLOY / "envoy.yaml").read_text() == envoy.render_yaml(cfg, "deploy/envoy/edge.toml"), \
-        "deploy/envoy/envoy.yaml is stale: python -m dragoman.envoy render deploy/envoy/edge.toml " \
+        "deploy/envoy/envoy.yaml is stale: python -m dragoman_tools.envoy render deploy/envoy/edge.toml " \
         "-o deploy/envoy/envoy.yaml"
     assert cfg.tls and cfg.allowed_origins and "*" not in cfg.allowed_origins
 

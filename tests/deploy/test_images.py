@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import tomllib
 from typing import Any
 
 import yaml
@@ -37,8 +38,9 @@ def test_the_image_copies_files_that_exist_and_everything_the_services_import() 
             for source in sources:
                 assert (ROOT / source).exists(), source
                 copied.append(source.rstrip("/"))
-    for package in ("dragoman", "gen/python", "gateway", "session_svc", "stt_svc", "mt_svc", "tts_svc",
-                    "pyproject.toml", "uv.lock"):
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    packages = [p.removesuffix("/dragoman") for p in wheel["packages"]]  # gen/python/dragoman: gen/python
+    for package in (*packages, "pyproject.toml", "uv.lock"):
         assert package in copied, package
 
 

@@ -41,7 +41,7 @@ async def test_up_with_envoy_serves_api_page_and_health(site: Path, tmp_path: Pa
             "DRAGOMAN_METRICS_GATEWAY": f"127.0.0.1:{metrics_port}",
         }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dragoman.cli", "up", "--envoy", f"127.0.0.1:{edge_port}",
+            sys.executable, "-m", "dragoman_tools.cli", "up", "--envoy", f"127.0.0.1:{edge_port}",
             "--web-dir", str(site), "--log-dir", str(tmp_path / "logs"),
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         assert proc.stdout is not None

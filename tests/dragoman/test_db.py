@@ -179,7 +179,7 @@ async def test_an_unreachable_database_is_unavailable() -> None:
 def test_the_commands_upgrade_generate_and_rotate(
     database: config.DbSettings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dragoman import cli
+    from dragoman_tools import cli
 
     monkeypatch.setenv("DRAGOMAN_DATABASE_URL", database.url)
     monkeypatch.setenv("DRAGOMAN_DATABASE_SCHEMA", database.schema)

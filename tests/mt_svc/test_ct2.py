@@ -8,8 +8,8 @@ import ctranslate2
 import pytest
 import sentencepiece as spm
 
+from dragoman.catalog.pulled import HubModel
 from dragoman.errors import FailedPrecondition
-from dragoman.hub import HubModel
 from mt_svc.engines.base import TranslationBatch
 from mt_svc.engines.ct2 import FLORES200, Ct2Engine, DecodeOptions, Prompt, prompt
 from mt_svc.text import chunks

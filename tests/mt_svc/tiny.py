@@ -7,7 +7,7 @@ but deterministic). Two layouts:
 * `write_marian` writes a model as OPUS-MT publishes it in Marian's own
   format (model.npz with the model.yml inside, decoder.yml, a vocab.yml,
   source.spm and target.spm): what `ctranslate2.converters.OpusMTConverter`
-  converts, with no torch needed. `dragoman.hub.pull` downloads it from
+  converts, with no torch needed. `dragoman_tools.pull.pull` downloads it from
   `FakeHub` and converts it for real.
 * `write_ct2` writes an already converted CTranslate2 model with extra
   language tokens (e.g. "__pt__" or "por_Latn"), for the M2M-100 and

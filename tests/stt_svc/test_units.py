@@ -20,7 +20,7 @@ from stt_svc.engines.base import DecodeOptions, DecodeRequest, Transcription
 from stt_svc.engines.fake import FakeEngine
 from stt_svc.lanes import DecodeLane, Priority
 from stt_svc.languages import base_language
-from stt_svc.models import Models
+from stt_svc.loaded import Models
 
 
 def test_local_agreement_commits_what_two_hypotheses_share() -> None:

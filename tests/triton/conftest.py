@@ -1,4 +1,4 @@
-"""A real PyTriton server (`python -m dragoman.triton.server`) on loopback, once per session.
+"""A real PyTriton server (`python -m dragoman_tools.triton.server`) on loopback, once per session.
 
 The main server hosts whisper-tiny.en, Bergamot, Piper and Kokoro; the
 tests load the same engines in process and compare. A second, small server
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from dragoman import config
-from dragoman.triton.server import free_port_triple
 from dragoman.triton_client import INFO_MODEL, TritonClient
+from dragoman_tools.triton.server import free_port_triple
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "dragoman-tests"
@@ -48,7 +48,7 @@ class TritonProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "dragoman.triton.server"], cwd=ROOT, env=self.env,
+                [sys.executable, "-m", "dragoman_tools.triton.server"], cwd=ROOT, env=self.env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
 

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dragoman.triton import models, repository
+from dragoman import hosting
 from dragoman.triton_client import bytes_rows
+from dragoman_tools.triton import repository
 
 REPO = Path(__file__).resolve().parents[2] / "deploy" / "triton"
 
@@ -25,7 +26,7 @@ def test_every_python_model_matches_its_spec() -> None:
     folders = _python_models()
     assert {f.name for f in folders} >= {"stt-whisper-base", "mt-bergamot", "tts-kokoro", "dragoman-info"}
     for folder in folders:
-        spec = models.spec_for(folder.name)
+        spec = hosting.spec_for(folder.name)
         assert (folder / "config.pbtxt").read_text() == repository.python_config(spec)
         assert "dynamic_batching" in (folder / "config.pbtxt").read_text()
         assert (folder / "1" / "model.py").read_text() == repository.MODEL_PY.format(name=spec.name)
@@ -62,7 +63,7 @@ def pb_utils(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 
 
 def test_python_backend_info_model_answers_per_request(pb_utils: Any) -> None:
-    from dragoman.triton.python_backend import TritonPythonModel
+    from dragoman_tools.triton.python_backend import TritonPythonModel
 
     model = TritonPythonModel()
     config = {"parameters": {"dragoman_model": {"string_value": "dragoman-info"}}}
@@ -78,4 +79,4 @@ def test_python_backend_info_model_answers_per_request(pb_utils: Any) -> None:
 
 def test_unknown_hosted_model_name_is_rejected() -> None:
     with pytest.raises(Exception, match="unknown hosted model"):
-        models.spec_for("asr-whisper")
+        hosting.spec_for("asr-whisper")

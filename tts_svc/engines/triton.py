@@ -1,6 +1,6 @@
 """Speech synthesis on a Triton server (`triton` in settings.tts.engines).
 
-Each hosted `tts-<engine>` (Piper, Kokoro; see dragoman.triton.models)
+Each hosted `tts-<engine>` (Piper, Kokoro; see dragoman.hosting)
 becomes one engine with the hosted engine's name and voices. One piece of
 text is one request; Triton returns all of its audio with the length of
 each chunk the engine produced, and the chunks are yielded as the engine

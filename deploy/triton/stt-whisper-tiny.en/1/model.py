@@ -1,3 +1,3 @@
-"""dragoman model stt-whisper-tiny.en: its callable (dragoman.triton.models) in Triton's Python backend."""
+"""dragoman model stt-whisper-tiny.en: its callable (dragoman.hosting) in Triton's Python backend."""
 
-from dragoman.triton.python_backend import TritonPythonModel  # noqa: F401
+from dragoman_tools.triton.python_backend import TritonPythonModel  # noqa: F401

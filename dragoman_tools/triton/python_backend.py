@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from dragoman import config
-from dragoman.triton.models import HostedModel, info_model, load_one
+from dragoman.hosting import HostedModel, info_model
 from dragoman.triton_client import Hosted
+from dragoman_tools.triton.hosting import load_one
 
 HOSTED_FILE = "hosted.json"
 """Beside dragoman-info's model.py: the models of the repository and their capabilities."""

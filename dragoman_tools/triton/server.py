@@ -2,7 +2,7 @@
 
 PyTriton (nvidia-pytriton, the `triton` extra) bundles a Triton server that
 runs on CPU; the engines stay in this process and Triton forwards each
-dynamic batch to their callables (`dragoman.triton.models`). The gRPC port
+dynamic batch to their callables (`dragoman.hosting`). The gRPC port
 is the one of `triton.url` (DRAGOMAN_TRITON_URL, default 8001); HTTP takes
 the port below it and metrics the port above, as Triton's 8000/8001/8002.
 
@@ -35,9 +35,10 @@ from pathlib import Path
 
 from dragoman import config, logs
 from dragoman.errors import FailedPrecondition
-from dragoman.triton.models import HostedModel, load
+from dragoman.hosting import HostedModel
+from dragoman_tools.triton.hosting import load
 
-log = logging.getLogger("dragoman.triton.server")
+log = logging.getLogger(__name__)
 
 
 def ensure_libpython_path(env: dict[str, str] | os._Environ[str] = os.environ) -> None:

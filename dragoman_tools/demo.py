@@ -1,7 +1,7 @@
 """`dragoman demo`: two simulated people talk through the whole mesh.
 
 Alice speaks English, Bruno Portuguese (or Spanish). Each "speaks" real
-recorded utterances (FLEURS, CC BY 4.0, shipped in dragoman/demo_data) at
+recorded utterances (FLEURS, CC BY 4.0, shipped in dragoman_tools/demo_data) at
 real-time pace through the public API, exactly as a native client would:
 register, create a session / join with the 6-digit code, Converse. The
 terminal shows each partial and final transcript, its translation and the

@@ -13,10 +13,14 @@ import ctranslate2
 import pytest
 import sentencepiece as spm
 
-from dragoman import config, hub, rpc
-from dragoman.hub import Hub, HubModel
-from dragoman.models import MANIFEST, ModelError, Outcome, State
+from dragoman import config, rpc
+from dragoman.catalog import pulled
+from dragoman.catalog.packaged import MANIFEST, ModelError, State
+from dragoman.catalog.pulled import HubModel
 from dragoman.mt.v1 import mt_pb2
+from dragoman_tools import pull
+from dragoman_tools.install import Outcome
+from dragoman_tools.pull import Hub
 from mt_svc import server
 from mt_svc.engines import ct2
 from tests.conftest import started
@@ -57,7 +61,7 @@ def _pull(
     models_dir: Path, fake_hub: FakeHub, name: str = TINY.name, **kwargs: object
 ) -> tuple[Outcome, str]:
     out = io.StringIO()
-    outcome = hub.pull(models_dir, name, hub=Hub(fake_hub.url), out=out, catalogue=CATALOGUE,
+    outcome = pull.pull(models_dir, name, hub=Hub(fake_hub.url), out=out, catalogue=CATALOGUE,
                        **kwargs)  # type: ignore[arg-type]
     return outcome, out.getvalue()
 
@@ -84,9 +88,9 @@ async def test_pull_installs_a_model_that_mt_svc_loads_and_serves(
     assert set(manifest["files"]) == {"config.json", "model.bin", "shared_vocabulary.json",
                                       "source.spm", "target.spm"}
     assert _leftovers(tmp_path) == []
-    assert hub.status(tmp_path, TINY.name, CATALOGUE).state is State.INSTALLED
-    assert hub.require(tmp_path, TINY.name, CATALOGUE) == folder
-    assert hub.verify(tmp_path, [TINY.name], out=io.StringIO(), catalogue=CATALOGUE) == {TINY.name: []}
+    assert pulled.status(tmp_path, TINY.name, CATALOGUE).state is State.INSTALLED
+    assert pulled.require(tmp_path, TINY.name, CATALOGUE) == folder
+    assert pull.verify(tmp_path, [TINY.name], out=io.StringIO(), catalogue=CATALOGUE) == {TINY.name: []}
 
     (engine,) = ct2.load_installed(tmp_path, ct2.DecodeOptions(cpu_threads=1), CATALOGUE)
     assert engine.capabilities.name == TINY.name
@@ -123,15 +127,15 @@ def test_pull_is_idempotent_and_force_reinstalls(tmp_path: Path, fake_hub: FakeH
     # A damaged install is noticed cheaply, and re-hashing names the file.
     with (tmp_path / TINY.name / "model.bin").open("r+b") as fh:
         fh.write(b"\0\0\0\0")
-    problems = hub.verify(tmp_path, [TINY.name], out=io.StringIO(), catalogue=CATALOGUE)[TINY.name]
+    problems = pull.verify(tmp_path, [TINY.name], out=io.StringIO(), catalogue=CATALOGUE)[TINY.name]
     assert len(problems) == 1 and problems[0].startswith("model.bin: sha256 ")
     (tmp_path / TINY.name / "source.spm").write_bytes(b"short")
-    st = hub.status(tmp_path, TINY.name, CATALOGUE)
+    st = pulled.status(tmp_path, TINY.name, CATALOGUE)
     assert (st.state, st.detail) == (State.DAMAGED, "source.spm has 5 bytes, expected "
                                      f"{(fake_hub.repos[REPO] / 'source.spm').stat().st_size:,}")
     assert ct2.load_installed(tmp_path, catalogue=CATALOGUE) == []
     with pytest.raises(Exception, match="damaged .*run `dragoman models pull --force tiny-opus-mt-en-de`"):
-        hub.require(tmp_path, TINY.name, CATALOGUE)
+        pulled.require(tmp_path, TINY.name, CATALOGUE)
 
 
 def test_corrupt_download_installs_nothing(tmp_path: Path, fake_hub: FakeHub) -> None:
@@ -148,7 +152,7 @@ def test_corrupt_download_installs_nothing(tmp_path: Path, fake_hub: FakeHub) ->
     with pytest.raises(ModelError, match=f"{NPZ} does not verify \\(1,000 bytes, the hub lists"):
         _pull(tmp_path, fake_hub)
     assert _leftovers(tmp_path) == [] and not (tmp_path / TINY.name).exists()
-    assert hub.status(tmp_path, TINY.name, CATALOGUE).state is State.MISSING
+    assert pulled.status(tmp_path, TINY.name, CATALOGUE).state is State.MISSING
 
 
 def test_failed_conversion_installs_nothing(tmp_path: Path, fake_hub: FakeHub) -> None:
@@ -163,14 +167,13 @@ def test_unknown_repository_and_unreachable_hub(tmp_path: Path, fake_hub: FakeHu
                                 pairs=frozenset(), licence="MIT", size=1, description="", format="marian")}
     with pytest.raises(ModelError, match="^127.0.0.1:\\d+ has no dragoman-tests/none at revision main "
                                          "\\(HTTP 404\\)"):
-        hub.pull(tmp_path, "gone", hub=Hub(fake_hub.url), out=io.StringIO(), catalogue=missing)
+        pull.pull(tmp_path, "gone", hub=Hub(fake_hub.url), out=io.StringIO(), catalogue=missing)
     with pytest.raises(ModelError, match="^cannot reach 127.0.0.1:9 \\(.*\\); check the network"):
-        hub.pull(tmp_path, TINY.name, hub=Hub("http://127.0.0.1:9"), out=io.StringIO(),
+        pull.pull(tmp_path, TINY.name, hub=Hub("http://127.0.0.1:9"), out=io.StringIO(),
                  catalogue=CATALOGUE)
     # This machine (and CI) cannot reach the real hub: the default URL says so.
-    monkeypatch.delenv(hub.HUB_URL_ENV, raising=False)
     with pytest.raises(ModelError, match="^cannot reach huggingface.co \\("):
-        hub.pull(tmp_path, TINY.name, out=io.StringIO(), catalogue=CATALOGUE)
+        pull.pull(tmp_path, TINY.name, out=io.StringIO(), catalogue=CATALOGUE)
     assert _leftovers(tmp_path) == []
 
 
@@ -180,48 +183,48 @@ def test_hub_models_need_the_convert_extra_and_licences_are_explicit(
     def without_torch(name: str) -> object:
         return None if name in ("transformers", "torch") else find_spec(name)
 
-    find_spec = hub.importlib.util.find_spec
-    monkeypatch.setattr(hub.importlib.util, "find_spec", without_torch)
+    find_spec = pull.importlib.util.find_spec
+    monkeypatch.setattr(pull.importlib.util, "find_spec", without_torch)
     target = Hub(fake_hub.url)
     with pytest.raises(ModelError) as info:
-        hub.pull(tmp_path, "opus-mt-en-de", hub=target, out=io.StringIO())
+        pull.pull(tmp_path, "opus-mt-en-de", hub=target, out=io.StringIO())
     assert info.value.message == (
         "converting opus-mt-en-de from the hub needs transformers and torch (not installed): "
         "pip install 'dragoman[convert]'  (transformers and torch)")
     with pytest.raises(ModelError) as info:
-        hub.pull(tmp_path, "nllb-200-distilled-600m", hub=target, out=io.StringIO())
+        pull.pull(tmp_path, "nllb-200-distilled-600m", hub=target, out=io.StringIO())
     assert info.value.message.startswith("nllb-200-distilled-600m is licensed CC-BY-NC-4.0: ")
     assert "NON-COMMERCIAL" in info.value.message
     assert info.value.message.endswith(
         "To accept it, run `dragoman models pull nllb-200-distilled-600m --accept-license`")
     out = io.StringIO()
     with pytest.raises(ModelError, match="needs transformers and torch"):
-        hub.pull(tmp_path, "nllb-200-distilled-600m", hub=target, out=out, accept_license=True)
+        pull.pull(tmp_path, "nllb-200-distilled-600m", hub=target, out=out, accept_license=True)
     assert "licence CC-BY-NC-4.0 accepted" in out.getvalue()
     out = io.StringIO()
     with pytest.raises(ModelError):
-        hub.pull(tmp_path, "opus-mt-en-ko", hub=target, out=out)
+        pull.pull(tmp_path, "opus-mt-en-ko", hub=target, out=out)
     assert "warning: published with a broken vocabulary" in out.getvalue()
     assert fake_hub.requests == []  # every check came before any download
     with pytest.raises(Exception, match="unknown translation model 'opus-mt-xx-yy'; known: opus-mt-en-es"):
-        hub.pull(tmp_path, "opus-mt-xx-yy", hub=target)
+        pull.pull(tmp_path, "opus-mt-xx-yy", hub=target)
 
 
 def test_catalogue_and_table(tmp_path: Path) -> None:
-    names = list(hub.CATALOGUE)
+    names = list(pulled.CATALOGUE)
     assert names.index("opus-mt-en-de") < names.index("m2m100-418m") < names.index(
         "madlad400-3b") < names.index("nllb-200-distilled-600m")
-    licences = {m.family: m.licence for m in hub.MODELS}
+    licences = {m.family: m.licence for m in pulled.MODELS}
     assert licences == {"marian": "CC-BY-4.0", "m2m100": "MIT", "madlad": "Apache-2.0",
                         "nllb": "CC-BY-NC-4.0"}
-    english = {(s, t) for m in hub.MODELS if m.family == "marian" and m.routed for s, t in m.pairs}
+    english = {(s, t) for m in pulled.MODELS if m.family == "marian" and m.routed for s, t in m.pairs}
     assert len(english) == 26 and all("en" in pair for pair in english)
-    assert not hub.CATALOGUE["opus-mt-en-ko"].routed
-    assert hub.CATALOGUE["opus-mt-en-pt"].target_tokens == {"pt": ">>por<<"}
-    listed = hub.table(tmp_path).splitlines()
+    assert not pulled.CATALOGUE["opus-mt-en-ko"].routed
+    assert pulled.CATALOGUE["opus-mt-en-pt"].target_tokens == {"pt": ">>por<<"}
+    listed = pulled.table(tmp_path).splitlines()
     assert listed[0].split() == ["NAME", "PAIRS", "LICENCE", "DOWNLOAD", "STATE"]
-    assert len(listed) == 1 + len(hub.CATALOGUE)
+    assert len(listed) == 1 + len(pulled.CATALOGUE)
     assert any(line.startswith("opus-mt-en-ko ") and "broken vocabulary" in line for line in listed)
     assert any(line.startswith("m2m100-418m ") and "15 languages, any to any" in line for line in listed)
     with pytest.raises(Exception, match="not installed in .*; run `dragoman models pull m2m100-418m`"):
-        hub.require(tmp_path, "m2m100-418m")
+        pulled.require(tmp_path, "m2m100-418m")

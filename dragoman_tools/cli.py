@@ -34,8 +34,8 @@ from typing import Any
 import grpc
 
 from dragoman import audio, config, rpc
-from dragoman.envoy import add_arguments as envoy_arguments
 from dragoman.errors import DragomanError
+from dragoman_tools.envoy import add_arguments as envoy_arguments
 
 EXAMPLES = """examples:
   dragoman models install && dragoman demo
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the whole mesh (one process per service) until Ctrl-C")
     up.add_argument("--log-dir", default="", help="service logs (default: a temporary directory)")
-    envoy_arguments(up)  # --envoy: the browser edge (dragoman/envoy.py)
+    envoy_arguments(up)  # --envoy: the browser edge (dragoman_tools/envoy.py)
     triton_argument(up)
 
     demo = sub.add_parser("demo", help="two simulated people talk through the mesh")
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(args.config)
         if args.command == "triton":  # blocking, and wants the main thread for its signals
-            from dragoman.triton import server as triton_server
+            from dragoman_tools.triton import server as triton_server
 
             triton_server.serve(settings)
             return 0
@@ -169,28 +169,29 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: config.Settings) -> int:
-    from dragoman import hub, models
+    from dragoman.catalog import packaged, pulled
+    from dragoman_tools import install, pull
 
     models_dir = Path(args.dir or settings.models_dir)
     if args.models_command == "install":
-        models.install(models_dir, args.names, force=args.force)
+        install.install(models_dir, args.names, force=args.force)
         return 0
     if args.models_command == "pull":
-        hub.pull(models_dir, args.name, hub=hub.Hub(args.hub_url or settings.hub_url or None),
+        pull.pull(models_dir, args.name, hub=pull.Hub(args.hub_url or settings.hub_url or None),
                  accept_license=args.accept_license, force=args.force)
         return 0
     if args.models_command == "verify":
-        core = [n for n in args.names if n not in hub.CATALOGUE]
-        pulled = [n for n in args.names if n in hub.CATALOGUE]
+        core = [n for n in args.names if n not in pulled.CATALOGUE]
+        pulled = [n for n in args.names if n in pulled.CATALOGUE]
         problems: dict[str, list[str]] = {}
         if core or not args.names:
-            problems |= models.verify(models_dir, core)
+            problems |= install.verify(models_dir, core)
         if pulled or not args.names:
-            problems |= hub.verify(models_dir, pulled)
+            problems |= pull.verify(models_dir, pulled)
         return 1 if any(problems.values()) else 0
-    print(models.table(models_dir))
+    print(packaged.table(models_dir))
     print()
-    print(hub.table(models_dir))
+    print(pulled.table(models_dir))
     return 0
 
 
@@ -202,11 +203,11 @@ def _log_dir(arg: str) -> Path:
 async def _mesh(
     settings: config.Settings, log_dir: Path, args: argparse.Namespace | None = None
 ) -> AsyncIterator[object]:
-    from dragoman import models
-    from dragoman.mesh import Mesh
+    from dragoman.catalog import packaged
+    from dragoman_tools.mesh import Mesh
 
-    for name in models.CATALOGUE:
-        models.require(settings.models_dir, name)
+    for name in packaged.CATALOGUE:
+        packaged.require(settings.models_dir, name)
     from dragoman import db
 
     triton = bool(args is not None and getattr(args, "triton", False))
@@ -231,8 +232,8 @@ async def _edge(args: argparse.Namespace | None, settings: config.Settings, log_
     """--envoy: the browser edge in front of the gateway, watched and stopped like a service."""
     if args is None or not getattr(args, "envoy", ""):
         return None
-    from dragoman import envoy
-    from dragoman.mesh import Process
+    from dragoman_tools import envoy
+    from dragoman_tools.mesh import Process
 
     try:
         edge = await envoy.start_for_mesh(args, settings.addresses.gateway, log_dir)
@@ -268,7 +269,7 @@ async def _up(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 async def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
-    from dragoman import demo
+    from dragoman_tools import demo
 
     out = Path(args.out)
     if args.gateway:

@@ -86,7 +86,7 @@ class Mesh:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             if self.triton:
-                await self._wait_triton(self._spawn("triton", "dragoman.triton.server"))
+                await self._wait_triton(self._spawn("triton", "dragoman_tools.triton.server"))
             started = [self._spawn(name, module) for name, module in SERVICES]
             await asyncio.gather(*(self._wait(p, timeout_s) for p in started))
         except BaseException:

@@ -1,11 +1,11 @@
 """Writes a model repository for a stock Triton server (deploy/triton/) from the hosted models.
 
-    python -m dragoman.triton.repository deploy/triton [--link-weights]
+    python -m dragoman_tools.triton.repository deploy/triton [--link-weights]
 
 loads the configured engines (as `dragoman triton` does) to learn their
 names and capabilities, then writes per model a config.pbtxt (Python
-backend, dynamic batching, BYTES tensors as in dragoman.triton.models) and
-a one-line 1/model.py importing `dragoman.triton.python_backend`; and
+backend, dynamic batching, BYTES tensors as in dragoman.hosting) and
+a one-line 1/model.py importing `dragoman_tools.triton.python_backend`; and
 dragoman-info/1/hosted.json with every model's capabilities. Kokoro's and
 Piper's ONNX graphs also get an ONNX Runtime backend model
 (`onnx-kokoro`, `onnx-piper-<voice>`) whose 1/model.onnx, with
@@ -14,20 +14,21 @@ Piper's ONNX graphs also get an ONNX Runtime backend model
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from dragoman import config, logs
-from dragoman.triton.models import HostedModel, ModelSpec, load
+from dragoman.hosting import HostedModel, ModelSpec
+from dragoman_tools.triton.hosting import load
 
-MODEL_PY = '''"""dragoman model {name}: its callable (dragoman.triton.models) in Triton's Python backend."""
+MODEL_PY = '''"""dragoman model {name}: its callable (dragoman.hosting) in Triton's Python backend."""
 
-from dragoman.triton.python_backend import TritonPythonModel  # noqa: F401
+from dragoman_tools.triton.python_backend import TritonPythonModel  # noqa: F401
 '''
 
 ONNX_MODELS = {
@@ -103,15 +104,20 @@ def write(root: Path, models: Sequence[HostedModel], models_dir: Path | None = N
     return written
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dragoman_tools.triton.repository",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("root", nargs="?", default="deploy/triton",
+                        help="folder to write (default: %(default)s)")
+    parser.add_argument("--link-weights", action="store_true",
+                        help="symlink the installed ONNX weights into the repository")
+    args = parser.parse_args(argv)
     logs.configure("triton-repository")
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    root = Path(args[0] if args else "deploy/triton")
     settings = config.load()
-    models_dir = Path(settings.models_dir) if "--link-weights" in sys.argv else None
-    written = write(root, load(settings), models_dir)
-    logging.getLogger("dragoman.triton.repository").info(
-        "wrote the model repository", extra={"root": str(root), "files": len(written)})
+    models_dir = Path(settings.models_dir) if args.link_weights else None
+    written = write(Path(args.root), load(settings), models_dir)
+    logging.getLogger(__name__).info(
+        "wrote the model repository", extra={"root": args.root, "files": len(written)})
 
 
 if __name__ == "__main__":

