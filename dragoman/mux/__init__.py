@@ -12,8 +12,8 @@ frames share one gRPC message, and a call costs no HTTP/2 stream, metadata
 or interceptors (`framing`).
 
 The caller's side is a channel (`client`): `TrunkedChannel(channel)` is
-what a generated stub takes; its calls travel on the trunk (opened on
-first use, opened again after it fails; client-streaming calls, which
+what a generated stub takes; its calls travel on the trunk (`link`; opened
+on first use, opened again after it fails; client-streaming calls, which
 dragoman does not make, on `channel`). A call with one request is sent
 again when the trunk failed before it was answered (`RETRIES`). Against a
 server without a trunk the first call fails UNAVAILABLE and later ones go
@@ -37,7 +37,7 @@ trunk itself fails, every call on it ends with the trunk's status
 metadata crosses, and no initial metadata comes back.
 """
 
-from dragoman.mux.client import RETRIES, TrunkCall, TrunkedChannel, TrunkUnaryCall, channel
+from dragoman.mux.client import RETRIES, TrunkedChannel, TrunkUnaryCall, channel
 from dragoman.mux.framing import (
     HIGH_WATER,
     LINGER_S,
@@ -47,6 +47,7 @@ from dragoman.mux.framing import (
     MAX_PENDING,
     SERVICE,
 )
+from dragoman.mux.link import TrunkCall
 from dragoman.mux.server import ServerCall, TrunkServicer, add_to_server
 
 __all__ = [

@@ -16,7 +16,7 @@ import pytest
 
 from dragoman import errors, logs, metrics, mux, rpc
 from dragoman.errors import InvalidArgument, ResourceExhausted
-from dragoman.mux import client, framing
+from dragoman.mux import framing, link
 from dragoman.stt.v1 import stt_pb2
 from dragoman.trunk.v1 import trunk_pb2, trunk_pb2_grpc
 
@@ -28,6 +28,7 @@ class Behaviours:
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
         self.taken: list[bytes] = []
+        self.consumable: bool | None = None
 
     async def Echo(self, requests: AsyncIterator[Msg], context: Any) -> AsyncIterator[Msg]:
         async for r in requests:
@@ -69,6 +70,7 @@ class Behaviours:
                 raise InvalidArgument("refused in on_request")
             self.taken.append(r.audio)
 
+        self.consumable = isinstance(requests, rpc.Consumable)
         await rpc.each(requests, take)
         yield Msg(audio=b"|".join(self.taken))
 
@@ -294,7 +296,7 @@ async def test_a_lost_trunk_ends_its_calls_and_the_next_call_opens_a_new_one() -
 
 async def test_a_reader_that_falls_behind_is_ended_not_the_trunk(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client, "MAX_PENDING", 10)
+    monkeypatch.setattr(link, "MAX_PENDING", 10)
     async with _mesh() as (_, channel):
         call = _method(channel, "Flood")()
         await asyncio.sleep(0.5)  # 200 responses arrive; nobody reads
@@ -313,6 +315,7 @@ async def test_each_hands_over_every_request_on_a_trunk_or_a_stream(trunk: bool)
         each = _method(channel, "Each")
         # paced: the handler is waiting in each() when they arrive, not reading a backlog
         assert await _collect(each(_items(b"1", b"2", b"3", pause_s=0.05))) == [b"1|2|3"]
+        assert behaviours.consumable is trunk  # on a trunk, handed over as frames arrive
         behaviours.taken.clear()
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _collect(each(_items(b"1", b"fail", b"3", pause_s=0.05)))
