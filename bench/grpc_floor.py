@@ -74,11 +74,11 @@ def _relay(sink: str, via: str) -> Any:
 
     async def relay(requests: AsyncIterator[stt_pb2.StreamingRecognizeRequest],
                     context: grpc.aio.ServicerContext) -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
-        # as session_svc forwards audio: each request handed on as it arrives (mux.each,
-        # mux.Feed), with no task switch per chunk on trunks
-        feed: mux.Feed[stt_pb2.StreamingRecognizeRequest] = mux.Feed(maxsize=100)
+        # as session_svc forwards audio: each request handed on as it arrives (rpc.each,
+        # rpc.Feed), with no task switch per chunk on trunks
+        feed: rpc.Feed[stt_pb2.StreamingRecognizeRequest] = rpc.Feed(maxsize=100)
         responses = call(feed)
-        await mux.each(requests, feed.put)
+        await rpc.each(requests, feed.put)
         feed.close()
         async for response in responses:
             yield response

@@ -27,7 +27,7 @@ def _default_models_dir() -> str:
 
 
 DEFAULT_TRUNK_LINGER_MS = 10.0
-"""`trunk_linger_ms`'s default (mux.LINGER_S, which gives the measurements)."""
+"""`trunk_linger_ms`'s default (mux.LINGER_S; measurements: bench/results/trunk_linger.md)."""
 MAX_TRUNK_LINGER_MS = 100.0
 """Longest linger a trunk takes: one chunk period, beyond which an audio frame
 would wait for the next chunk of its own call."""
@@ -305,7 +305,7 @@ class Settings:
     gRPC message (0 to 100; frames someone waits on never wait): longer
     spends less CPU per session and adds up to that much latency per hop.
     At 300 sessions on one session_svc, 10 ms took ~15 % off its CPU against
-    5 ms and added ~7 ms to p50 (mux.LINGER_S; bench.load --trunk-linger-ms)."""
+    5 ms and added ~7 ms to p50 (bench/results/trunk_linger.md)."""
     event_loop: str = "uvloop"
     """The services' asyncio event loop: "uvloop" (libuv; under load it cut
     session_svc's CPU per session by ~14 % and halved its p99 added latency,

@@ -6,6 +6,9 @@ context and (2) maps `DragomanError` to its status. `Service.start()` binds,
 adds health and reflection and marks the service SERVING; `Service.stop()`
 enters graceful shutdown (health NOT_SERVING, in-flight calls get the grace
 period). `serve_forever()` runs a service until SIGTERM or SIGINT.
+`Feed` (requests put without awaiting) and `each()` (requests handed to a
+callback) work on any call; on a trunk (dragoman.mux) neither costs a task
+switch per message.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -429,3 +432,111 @@ async def serve_forever(service: Service, address: str, grace_s: float,
     await stop.wait()
     log.info("%s draining (grace %.1f s)", service.name, grace_s)
     await service.stop(grace_s)
+
+
+# -- request streams, whichever transport carries them ---------------------------
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+@runtime_checkable
+class Bindable(Protocol[T_co]):
+    """A request stream a call may take over instead of reading it: after
+    `bind(send, half_close)` each item goes to `send` as it is put (those
+    waiting first), and its end to `half_close`. A call on a trunk
+    (dragoman.mux) does, so requests go out without a task switch each."""
+
+    def bind(self, send: Callable[[T_co], None], half_close: Callable[[], None]) -> None: ...
+
+
+@runtime_checkable
+class Consumable(Protocol[T_co]):
+    """A request stream that hands each request to a callback as it arrives,
+    until the caller half-closes (a call's on a trunk); see `each`."""
+
+    async def consume(self, on_request: Callable[[T_co], None]) -> None: ...
+
+
+class Feed(Generic[T]):
+    """A bounded request stream the caller puts into without awaiting.
+
+    Passed as the request iterator of a call that binds it (`Bindable`: a
+    call on a trunk), every `put` goes straight out: no queue, no task
+    switch per message. On a gRPC stream it is an async iterator over a
+    queue of at most `maxsize` items (`put` raises asyncio.QueueFull
+    beyond), where `merge(a, b)`, if given, joins items that waited
+    together (None: they stay apart).
+    """
+
+    def __init__(self, maxsize: int, merge: Callable[[T, T], T | None] | None = None) -> None:
+        self._queue: asyncio.Queue[T | None] = asyncio.Queue()
+        self._maxsize = maxsize
+        self._merge = merge
+        self._send: Callable[[T], None] | None = None
+        self._half_close: Callable[[], None] | None = None
+        self._closed = False
+
+    def put(self, item: T) -> None:
+        if self._closed:
+            return
+        if self._send is not None:
+            self._send(item)
+        elif self._queue.qsize() >= self._maxsize:
+            raise asyncio.QueueFull
+        else:
+            self._queue.put_nowait(item)
+
+    def close(self) -> None:
+        """No more items (the call is half-closed after those already put)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._half_close is not None:
+            self._half_close()
+        else:
+            self._queue.put_nowait(None)  # past maxsize: the end always fits
+
+    def bind(self, send: Callable[[T], None], half_close: Callable[[], None]) -> None:
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                half_close()
+                return
+            send(item)
+        self._send, self._half_close = send, half_close
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        held: T | None = None
+        while True:
+            item = held if held is not None else await self._queue.get()
+            held = None
+            if item is None:
+                return
+            while self._merge is not None and not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is None:
+                    yield item
+                    return
+                merged = self._merge(item, more)
+                if merged is None:
+                    held = more
+                    break
+                item = merged
+            yield item
+
+
+async def each(requests: AsyncIterable[T], on_request: Callable[[T], None]) -> None:
+    """Calls `on_request` with every request of a call, in order, until the
+    caller half-closes: synchronously as each arrives where the stream is
+    `Consumable` (on a trunk: in the handler's context, no task switch), else
+    as the iterator yields. An exception from `on_request` ends the reading
+    and is raised here."""
+    if isinstance(requests, Consumable):
+        await requests.consume(on_request)
+        return
+    async for request in requests:
+        on_request(request)

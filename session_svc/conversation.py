@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from dragoman import audio, logs, metrics, mux
+from dragoman import audio, logs, metrics, rpc
 from dragoman.config import SessionSettings
 from dragoman.errors import (
     Aborted,
@@ -194,7 +194,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         try:
             # on a trunk, each chunk is taken as its frame arrives: no task switch
             with contextlib.suppress(_Leave):
-                await mux.each(requests, take)
+                await rpc.each(requests, take)
             await conn.leave()
         except asyncio.CancelledError:
             raise

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.duration_pb2 import Duration
 
-from dragoman import logs, metrics, mux
+from dragoman import logs, metrics, rpc
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
@@ -135,7 +135,7 @@ class SpeakerPipeline:
         self.encoding = encoding
         self.clock = ArrivalClock(rate_hz)
         # On a trunk (the default) each chunk goes straight on to stt_svc as it is fed.
-        self._audio: mux.Feed[stt_pb2.StreamingRecognizeRequest] = mux.Feed(
+        self._audio: rpc.Feed[stt_pb2.StreamingRecognizeRequest] = rpc.Feed(
             AUDIO_QUEUE_CHUNKS + 1, merge=_merge_audio)
         self._audio.put(stt_pb2.StreamingRecognizeRequest(
             config=stt_pb2.StreamingRecognitionConfig(

@@ -1,4 +1,4 @@
-"""Calls on a trunk (dragoman.mux) against real gRPC servers on loopback.
+"""Calls on a trunk (dragoman.mux: client and server) against real gRPC servers on loopback.
 
 The test service has one bidirectional method per behaviour; its messages
 are StreamingRecognizeRequests whose `audio` carries the test's payload.
@@ -14,8 +14,9 @@ from typing import Any
 import grpc
 import pytest
 
-from dragoman import config, errors, logs, metrics, mux, rpc
+from dragoman import errors, logs, metrics, mux, rpc
 from dragoman.errors import InvalidArgument, ResourceExhausted
+from dragoman.mux import framing, link
 from dragoman.stt.v1 import stt_pb2
 from dragoman.trunk.v1 import trunk_pb2, trunk_pb2_grpc
 
@@ -27,6 +28,7 @@ class Behaviours:
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
         self.taken: list[bytes] = []
+        self.consumable: bool | None = None
 
     async def Echo(self, requests: AsyncIterator[Msg], context: Any) -> AsyncIterator[Msg]:
         async for r in requests:
@@ -68,7 +70,8 @@ class Behaviours:
                 raise InvalidArgument("refused in on_request")
             self.taken.append(r.audio)
 
-        await mux.each(requests, take)
+        self.consumable = isinstance(requests, rpc.Consumable)
+        await rpc.each(requests, take)
         yield Msg(audio=b"|".join(self.taken))
 
 
@@ -293,7 +296,7 @@ async def test_a_lost_trunk_ends_its_calls_and_the_next_call_opens_a_new_one() -
 
 async def test_a_reader_that_falls_behind_is_ended_not_the_trunk(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mux, "MAX_PENDING", 10)
+    monkeypatch.setattr(link, "MAX_PENDING", 10)
     async with _mesh() as (_, channel):
         call = _method(channel, "Flood")()
         await asyncio.sleep(0.5)  # 200 responses arrive; nobody reads
@@ -312,6 +315,7 @@ async def test_each_hands_over_every_request_on_a_trunk_or_a_stream(trunk: bool)
         each = _method(channel, "Each")
         # paced: the handler is waiting in each() when they arrive, not reading a backlog
         assert await _collect(each(_items(b"1", b"2", b"3", pause_s=0.05))) == [b"1|2|3"]
+        assert behaviours.consumable is trunk  # on a trunk, handed over as frames arrive
         behaviours.taken.clear()
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await _collect(each(_items(b"1", b"fail", b"3", pause_s=0.05)))
@@ -319,9 +323,48 @@ async def test_each_hands_over_every_request_on_a_trunk_or_a_stream(trunk: bool)
         assert behaviours.taken == [b"1"]
 
 
+class _Pushed:
+    """A request stream that is not a Feed but can be bound (rpc.Bindable)."""
+
+    def __init__(self) -> None:
+        self.send: Callable[[Msg], None] | None = None
+        self.half_close: Callable[[], None] | None = None
+
+    def bind(self, send: Callable[[Msg], None], half_close: Callable[[], None]) -> None:
+        self.send, self.half_close = send, half_close
+
+    def __aiter__(self) -> AsyncIterator[Msg]:
+        raise AssertionError("a bound stream is not read")
+
+
+async def test_a_call_on_a_trunk_binds_any_bindable_request_stream() -> None:
+    async with _mesh() as (_, channel):
+        pushed = _Pushed()
+        call = _method(channel, "Each")(pushed)
+        assert pushed.send is not None and pushed.half_close is not None
+        pushed.send(Msg(audio=b"a"))
+        pushed.send(Msg(audio=b"b"))
+        pushed.half_close()
+        assert await _collect(call) == [b"a|b"]
+
+
+async def test_each_lets_any_consumable_stream_hand_over_its_requests() -> None:
+    class Pushing:
+        async def consume(self, on_request: Callable[[int], None]) -> None:
+            for i in (1, 2, 3):
+                on_request(i)
+
+        def __aiter__(self) -> AsyncIterator[int]:
+            raise AssertionError("a consumable stream is not iterated")
+
+    got: list[int] = []
+    await rpc.each(Pushing(), got.append)  # type: ignore[arg-type]
+    assert got == [1, 2, 3]
+
+
 async def test_a_feed_goes_straight_onto_the_trunk() -> None:
     async with _mesh() as (behaviours, channel):
-        feed: mux.Feed[Msg] = mux.Feed(maxsize=2)
+        feed: rpc.Feed[Msg] = rpc.Feed(maxsize=2)
         feed.put(Msg(audio=b"early"))  # before the call: queued, then handed over
         call = _method(channel, "Each")(feed)
         for i in range(10):  # far beyond maxsize: nothing queues on a trunk
@@ -332,7 +375,7 @@ async def test_a_feed_goes_straight_onto_the_trunk() -> None:
 
 
 async def test_a_feed_on_a_stream_is_bounded_and_merges_what_waited() -> None:
-    feed: mux.Feed[Msg] = mux.Feed(maxsize=3, merge=lambda a, b: Msg(audio=a.audio + b.audio)
+    feed: rpc.Feed[Msg] = rpc.Feed(maxsize=3, merge=lambda a, b: Msg(audio=a.audio + b.audio)
                                    if len(a.audio) < 4 else None)
     for p in (b"a", b"b", b"c"):
         feed.put(Msg(audio=p))
@@ -346,7 +389,7 @@ async def test_a_feed_on_a_stream_is_bounded_and_merges_what_waited() -> None:
     assert [m.audio async for m in feed] == [b"ddee", b"ff"]
 
 
-async def _take(feed: mux.Feed[Msg], n: int) -> AsyncIterator[Msg]:
+async def _take(feed: rpc.Feed[Msg], n: int) -> AsyncIterator[Msg]:
     iterator = aiter(feed)
     for _ in range(n):
         yield await anext(iterator)
@@ -383,66 +426,17 @@ async def test_undecodable_frames_fail_their_call_and_nothing_else() -> None:
         await service.stop(0)
 
 
-def _frame(call_id: int, payload: bytes = b"x") -> trunk_pb2.Frame:
-    return trunk_pb2.Frame(call_id=call_id, message=payload)
-
-
-async def test_lazy_frames_wait_for_company_and_urgent_ones_end_the_wait() -> None:
-    """Audio (a stream's requests) lingers to share a message; what somebody
-    waits on (responses, one-request calls, starts, ends) goes at once and
-    takes the lingering frames with it."""
-    outbox = mux._Outbox(linger_s=30.0)
-    outbox.put(_frame(1), lazy=True)
-    lingering = asyncio.ensure_future(outbox.batch())
-    await asyncio.sleep(0.05)
-    assert not lingering.done()  # alone, a lazy frame waits (up to LINGER_S)
-    outbox.put(_frame(2), lazy=True)
-    await asyncio.sleep(0.05)
-    assert not lingering.done()
-    outbox.put(_frame(3))  # urgent
-    assert [f.call_id for f in await asyncio.wait_for(lingering, 1)] == [1, 2, 3]
-    outbox.put(_frame(4))
-    assert [f.call_id for f in await asyncio.wait_for(outbox.batch(), 1)] == [4]
-    outbox.put(_frame(5), lazy=True)
-    closing = asyncio.ensure_future(outbox.batch())
-    await asyncio.sleep(0.05)
-    outbox.close()  # the end does not wait for the linger either
-    assert [f.call_id for f in await asyncio.wait_for(closing, 1)] == [5]
-    assert await outbox.batch() is None
-
-
-async def test_without_a_linger_a_lazy_frame_goes_at_once() -> None:
-    outbox = mux._Outbox(linger_s=0.0)
-    outbox.put(_frame(1), lazy=True)
-    assert [f.call_id for f in await asyncio.wait_for(outbox.batch(), 1)] == [1]
-
-
-@pytest.mark.parametrize("linger_ms", [-1.0, 100.5, float("nan"), float("inf")])
-def test_a_linger_outside_0_to_100_ms_is_refused(linger_ms: float) -> None:
-    with pytest.raises(InvalidArgument, match=r"setting trunk_linger_ms\) must be 0 to 100 ms"):
-        mux.channel("127.0.0.1:1", linger_s=linger_ms / 1000)
-
-
-def test_the_linger_is_a_setting_of_0_to_100_ms() -> None:
-    assert config.load(env={"DRAGOMAN_TRUNK_LINGER_MS": "12.5"}).trunk_linger_ms == 12.5
-    assert config.load(env={}).trunk_linger_ms == mux.LINGER_S * 1000
-    for bad in ("-1", "500", "nan"):
-        with pytest.raises(InvalidArgument,
-                           match=f"setting trunk_linger_ms must be 0 to 100 ms, got {bad}"):
-            config.load(env={"DRAGOMAN_TRUNK_LINGER_MS": bad})
-
-
 async def test_a_streaming_call_sends_its_requests_lazily_and_a_unary_call_does_not(
         monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[int, bool]] = []
-    put = mux._Outbox.put
+    put = framing.Outbox.put
 
-    def spy(self: mux._Outbox, frame: trunk_pb2.Frame, lazy: bool = False) -> None:
+    def spy(self: framing.Outbox, frame: trunk_pb2.Frame, lazy: bool = False) -> None:
         if frame.HasField("message"):
             sent.append((frame.call_id, lazy))
         put(self, frame, lazy)
 
-    monkeypatch.setattr(mux._Outbox, "put", spy)
+    monkeypatch.setattr(framing.Outbox, "put", spy)
     async with _mesh() as (_, channel):
         assert await _collect(_method(channel, "Echo")(_items(b"a", b"b"))) == [b"a", b"b"]
         streamed = {call_id for call_id, _ in sent}
