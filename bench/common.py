@@ -29,10 +29,11 @@ from typing import Any
 from bench.probe import cpu_probe_all_cores_ms, cpu_probe_ms
 from dragoman import config, rpc
 from dragoman.client import Client, join_request
-from dragoman.db.records import STAGES
 from dragoman.errors import InvalidArgument
 from dragoman.v1 import conversation_pb2 as pb
 
+STAGES = tuple(f.name for f in pb.UtteranceLatency.DESCRIPTOR.fields)
+"""The per-stage latencies of an utterance, in pipeline order."""
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 TESTDATA = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT / "tests" / "data"))

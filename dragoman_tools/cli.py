@@ -282,7 +282,7 @@ async def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
 
 async def _database(args: argparse.Namespace, settings: config.Settings) -> int:
     from dragoman import db
-    from dragoman.db import crypto, records
+    from dragoman.db import crypto
 
     if args.command == "keys" and args.keys_command == "generate":
         print(crypto.new_key_entry(args.id))
@@ -292,9 +292,12 @@ async def _database(args: argparse.Namespace, settings: config.Settings) -> int:
         print(f"applied {', '.join(f'{m.version:04d}_{m.name}' for m in applied)}" if applied
               else "the schema is up to date")
         return 0
+    # translation_logs are session_svc's: the command re-encrypts them through its store
+    from session_svc.store import rotate_keys
+
     keyring = db.load_keyring(settings.database)
     async with await db.connect(settings.database) as conn:
-        rotated = await records.rotate_keys(conn, keyring)
+        rotated = await rotate_keys(conn, keyring)
     print(f"re-encrypted {rotated} translation logs under key {keyring.primary_id!r}")
     return 0
 

@@ -25,9 +25,10 @@ import numpy as np
 
 from dragoman import audio
 from dragoman.client import Client, join_request, speak
-from dragoman.db.records import STAGES
 from dragoman.v1 import conversation_pb2 as pb
 
+STAGES = tuple(f.name for f in pb.UtteranceLatency.DESCRIPTOR.fields)
+"""The per-stage latencies of an utterance, in pipeline order."""
 DEMO_DATA = Path(__file__).parent / "demo_data"
 RATE_HZ = audio.STT_RATE_HZ
 SCRIPTS = {  # who says what, in turn order

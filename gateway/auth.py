@@ -26,7 +26,6 @@ import argon2
 import jwt
 
 from dragoman import config, errors
-from dragoman.db.records import Deleted
 from gateway.store import RefreshToken, TokenState, User, UserData, UserStore
 
 log = logging.getLogger("gateway.auth")
@@ -283,17 +282,17 @@ class Accounts:
         log.info("user logged out", extra={"user_id": token.user_id})
 
     async def delete_account(
-        self, identity: Identity, password: str,
-        before: Callable[[], Awaitable[None]] | None = None,
-    ) -> Deleted:
-        """Deletes the caller's account and data once the password matches
-        (and `before`, e.g. ending their live sessions, has run)."""
+        self, identity: Identity, password: str, session_data: Callable[[], Awaitable[_T]],
+    ) -> _T:
+        """Deletes the caller's account once the password matches and
+        `session_data` (ending their live sessions and deleting what session_svc
+        keeps of them) has succeeded; returns what it returned. When it fails,
+        the account stays, so that asking again finishes the deletion."""
         user = await self._store.get_user(identity.user_id)
         if not await self._passwords.verify(user.password_hash if user else None, password):
             raise errors.Unauthenticated("wrong password")
-        if before is not None:
-            await before()
-        deleted = await self._store.delete_user(identity.user_id)
+        deleted = await session_data()
+        await self._store.delete_user(identity.user_id)
         log.info("account deleted", extra={"user_id": identity.user_id})
         return deleted
 

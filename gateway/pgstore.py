@@ -1,4 +1,5 @@
-"""`UserStore` in PostgreSQL (tables in dragoman/db/migrations).
+"""`UserStore` in PostgreSQL: the gateway's tables (users, login_families,
+refresh_tokens in dragoman/db/migrations), the only ones it reads.
 
 A refresh token's state is derived: REVOKED when its login family has
 `revoked_at`, SPENT when it has `spent_at`, else LIVE. Spending is one
@@ -16,8 +17,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from dragoman import errors
-from dragoman.db import Database, records
-from dragoman.db.records import Deleted, to_datetime
+from dragoman.db import Database
+from dragoman.db.times import to_datetime
 from gateway.store import PURGE_INTERVAL_S, Login, RefreshToken, TokenState, User, UserData
 
 _USER_COLUMNS = "user_id, username, email, password_hash, preferred_language_code, created_at"
@@ -102,11 +103,9 @@ class PgUserStore:
                 "UPDATE login_families SET revoked_at = coalesce(revoked_at, now()) "
                 "WHERE family_id = %s", (family_id,))
 
-    async def delete_user(self, user_id: str) -> Deleted:
-        async with self._db.pool.connection() as conn, conn.transaction():
-            deleted = await records.delete_session_data(conn, user_id)
+    async def delete_user(self, user_id: str) -> None:
+        async with self._db.pool.connection() as conn:
             await conn.execute("DELETE FROM users WHERE user_id = %s", (user_id,))  # tokens cascade
-        return deleted
 
     async def export_user(self, user_id: str) -> UserData | None:
         user = await self.get_user(user_id)
@@ -119,9 +118,7 @@ class PgUserStore:
                 "WHERE f.user_id = %s GROUP BY f.family_id ORDER BY f.created_at", (user_id,))
             logins = [Login(created.timestamp(), expires.timestamp() if expires else 0.0, revoked)
                       for created, expires, revoked in await cur.fetchall()]
-            sessions = await records.sessions_of(conn, user_id, limit=2**31 - 1)
-            utterances = await records.utterances_of(conn, self._db.keyring, user_id)
-        return UserData(user, logins, sessions, utterances)
+        return UserData(user, logins)
 
     async def _purge_expired(self, conn: psycopg.AsyncConnection) -> None:
         """Drops expired tokens and the logins left without any."""

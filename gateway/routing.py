@@ -2,16 +2,18 @@
 
 session_svc holds live sessions in memory. With several replicas, each one
 records itself as the owner of the sessions it creates (its
-`session.advertise_address`, in the sessions table), and the gateway sends
-every call that names a session (by id, or JoinSession by pairing code) to
-that owner, straight from the gateway: no hop between replicas. Calls that
-name no session (CreateSession, ListSessions), sessions with no recorded
-owner (one replica) and ended sessions (any replica answers from the record)
-go to `addresses.session`. A session never changes owner, so the owner of a
-session id is cached (and asked again while its replica does not answer); a
-code is looked up once per JoinSession. A replica that stops for good loses
-its owner lease, and the others end its sessions (session_svc.sessions).
-"""
+`session.advertise_address`), and the gateway sends every call that names a
+session (by id, or JoinSession by pairing code) to that owner, straight from
+the gateway: no hop between replicas. The gateway learns the owner from
+session_svc (`SessionDataService.GetSessionOwner`, asked at
+`addresses.session`: `gateway.sessiondata`); it reads no session table.
+Calls that name no session (CreateSession, ListSessions), sessions with no
+recorded owner (one replica) and ended sessions (any replica answers from
+the record) go to `addresses.session`. A session never changes owner, so the
+owner of a session id is cached (and asked again while its replica does not
+answer); a code is looked up once per JoinSession. A replica that stops for
+good loses its owner lease, and the others end its sessions
+(session_svc.sessions)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from typing import Any, Protocol
 import grpc
 
 from dragoman import mux
-from dragoman.db import Database, records
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2_grpc
 
 OWNER_CACHE = 20_000
@@ -35,29 +36,20 @@ class SessionDirectory(Protocol):
         ...
 
 
-class PgSessionDirectory:
-    """The owners session_svc records in PostgreSQL."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
-    async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
-        async with self._db.pool.connection() as conn:
-            return await records.session_owner(conn, session_id=session_id, code=code)
-
-
 class Router:
     """Channels and stubs to the session_svc replica each call belongs to."""
 
-    def __init__(self, default: grpc.aio.Channel, directory: SessionDirectory | None,
+    def __init__(self, default: grpc.aio.Channel, directory: SessionDirectory | None = None,
                  cache_size: int = OWNER_CACHE, trunk: bool = True,
                  linger_s: float = mux.LINGER_S) -> None:
         """`default` (the caller's to close) serves calls with no owner; with
         `trunk`, the calls to each replica go on one trunk (dragoman.mux),
-        where audio lingers `linger_s` for company."""
+        where audio lingers `linger_s` for company. Without a `directory`
+        (set now or later, typically one asking over `default`) every call
+        goes to `default`."""
         self._trunk, self._linger_s = trunk, linger_s
         self.default: Any = mux.TrunkedChannel(default, linger_s) if trunk else default
-        self._directory = directory
+        self.directory = directory
         self._cache_size = cache_size
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._channels: dict[str, Any] = {}
@@ -84,7 +76,7 @@ class Router:
             channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE)
 
     async def _owner(self, session_id: str, code: str) -> str:
-        if self._directory is None or not (session_id or code):
+        if self.directory is None or not (session_id or code):
             return ""
         if session_id and (cached := self._owners.get(session_id)) is not None:
             if not self._failing(cached):
@@ -93,7 +85,7 @@ class Router:
             # its replica stopped answering: ask again (once it is gone, its
             # sessions are ended and the record is served by any replica)
             del self._owners[session_id]
-        owner = await self._directory.owner(session_id=session_id, code=code)
+        owner = await self.directory.owner(session_id=session_id, code=code)
         if owner is None:
             return ""  # ended or unknown: any replica answers from the record (or NOT_FOUND)
         if session_id:

@@ -3,7 +3,8 @@
 Serves AuthService itself and proxies SessionService and ConversationService
 to session_svc for callers with a valid access token (see `gateway.proxy`),
 within the rate limits (`gateway.limits`). Accounts live in PostgreSQL
-(`gateway.pgstore`).
+(`gateway.pgstore`); what session_svc keeps of a user (export, deletion) and
+where a session is held, it asks session_svc (`gateway.sessiondata`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dragoman import config, db, logs, rpc
-from dragoman.db.records import timestamp
+from dragoman.db.times import timestamp
+from dragoman.session.v1 import session_pb2
 from dragoman.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -26,7 +28,8 @@ from gateway.auth import AccessTokens, Accounts, Passwords, TokenPair
 from gateway.limits import Limiter, Limits
 from gateway.pgstore import PgUserStore
 from gateway.proxy import ConversationProxy, Proxy, SessionProxy, end_live_sessions
-from gateway.routing import PgSessionDirectory, Router, SessionDirectory
+from gateway.routing import Router, SessionDirectory
+from gateway.sessiondata import SessionData
 from gateway.store import UserData, UserStore
 
 SERVICE_NAMES = (
@@ -45,7 +48,9 @@ def _token_pair(tokens: TokenPair) -> auth_pb2.TokenPair:
     )
 
 
-def _export(data: UserData) -> auth_pb2.ExportMyDataResponse:
+def _export(
+    data: UserData, sessions: session_pb2.ExportUserDataResponse
+) -> auth_pb2.ExportMyDataResponse:
     user = data.user
     return auth_pb2.ExportMyDataResponse(
         account=auth_pb2.Account(
@@ -55,8 +60,8 @@ def _export(data: UserData) -> auth_pb2.ExportMyDataResponse:
         logins=[auth_pb2.LoginRecord(
             create_time=timestamp(login.create_time_s), expire_time=timestamp(login.expire_time_s),
             revoked=login.revoked) for login in data.logins],
-        sessions=[s.to_proto() for s in data.sessions],
-        utterances=[u.to_proto() for u in data.utterances],
+        sessions=sessions.sessions,
+        utterances=sessions.utterances,
     )
 
 
@@ -66,12 +71,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     def __init__(
         self, accounts: Accounts, tokens: AccessTokens, limits: Limits,
-        sessions: Router,
+        sessions: Router, session_data: SessionData,
     ) -> None:
         self._accounts = accounts
         self._tokens = tokens
         self._limits = limits
         self._sessions = sessions
+        self._session_data = session_data
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> auth.Identity:
         identity = self._tokens.authenticate(context.invocation_metadata() or ())
@@ -113,15 +119,23 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.DeleteAccountRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.DeleteAccountResponse:
         caller = await self._caller(context)
-        deleted = await self._accounts.delete_account(
-            caller, request.password, before=lambda: end_live_sessions(self._sessions, caller))
+
+        async def session_data() -> session_pb2.DeleteUserDataResponse:
+            # session_svc's part first: if it fails the account stays, and a retry completes
+            await end_live_sessions(self._sessions, caller)
+            return await self._session_data.delete(caller, context.time_remaining())
+
+        deleted = await self._accounts.delete_account(caller, request.password, session_data)
         return auth_pb2.DeleteAccountResponse(
-            deleted_session_count=deleted.sessions, deleted_utterance_count=deleted.utterances)
+            deleted_session_count=deleted.deleted_session_count,
+            deleted_utterance_count=deleted.deleted_utterance_count)
 
     async def ExportMyData(
         self, request: auth_pb2.ExportMyDataRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.ExportMyDataResponse:
-        return _export(await self._accounts.export(await self._caller(context)))
+        caller = await self._caller(context)
+        account = await self._accounts.export(caller)
+        return _export(account, await self._session_data.export(caller, context.time_remaining()))
 
 
 async def create(
@@ -136,8 +150,8 @@ async def create(
     settings.database (the embedded server when no URL is set);
     `session_channel` (owned by the caller when given) to one to
     settings.addresses.session; `limiter` to the one settings.limits names;
-    `directory` (which session_svc replica holds a session) to the sessions
-    table of that database, or with a given `store`, to none (one replica)."""
+    `directory` (which session_svc replica holds a session) to asking
+    session_svc over that channel (`gateway.sessiondata`)."""
     database = None
     if store is None:
         database = await db.open_database(settings.database)
@@ -149,13 +163,14 @@ async def create(
     limits = (Limits(settings.limits, limiter) if limiter is not None
               else Limits.from_settings(settings.limits))
     channel = session_channel or rpc.channel(settings.addresses.session)
-    router = Router(channel, PgSessionDirectory(database) if database is not None else directory,
-                    trunk=settings.trunk, linger_s=settings.trunk_linger_ms / 1000)
+    router = Router(channel, trunk=settings.trunk, linger_s=settings.trunk_linger_ms / 1000)
+    session_data = SessionData(router.default)
+    router.directory = directory or session_data
     proxy = Proxy(tokens, limits)
 
     server = rpc.new_server()
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
-        AuthServicer(accounts, tokens, limits, router), server)
+        AuthServicer(accounts, tokens, limits, router, session_data), server)
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionProxy(router, proxy), server)
     conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
         ConversationProxy(router, proxy), server

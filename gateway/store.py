@@ -15,11 +15,10 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from dragoman import errors
-from dragoman.db.records import Deleted, SessionRecord, UtteranceLog
 
 PURGE_INTERVAL_S = 60.0
 """How often the in-memory store drops expired refresh tokens."""
@@ -64,12 +63,10 @@ class Login:
 
 @dataclass(frozen=True, slots=True)
 class UserData:
-    """Everything stored about a user (ExportMyData)."""
+    """What the gateway stores about a user (ExportMyData adds what session_svc keeps)."""
 
     user: User
     logins: list[Login]
-    sessions: list[SessionRecord] = field(default_factory=list)
-    utterances: list[UtteranceLog] = field(default_factory=list)
 
 
 class TokenState(enum.Enum):
@@ -113,13 +110,13 @@ class UserStore(Protocol):
         """Revokes every token of a family, present and future."""
         ...
 
-    async def delete_user(self, user_id: str) -> Deleted:
-        """Deletes the account with its tokens, its part in sessions and what
-        the user said, atomically."""
+    async def delete_user(self, user_id: str) -> None:
+        """Deletes the account with its tokens, atomically (session data is
+        session_svc's to delete)."""
         ...
 
     async def export_user(self, user_id: str) -> UserData | None:
-        """Everything stored about the user; None when there is no such user."""
+        """The account and its logins; None when there is no such user."""
         ...
 
 
@@ -178,7 +175,7 @@ class InMemoryUserStore:
         if family_id in self._families:
             self._revoked.add(family_id)
 
-    async def delete_user(self, user_id: str) -> Deleted:
+    async def delete_user(self, user_id: str) -> None:
         user = self._users.pop(user_id, None)
         if user is not None:
             del self._by_username[user.username.casefold()], self._by_email[user.email.casefold()]
@@ -187,7 +184,6 @@ class InMemoryUserStore:
                 del self._tokens[token_hash]
                 self._spent.discard(token_hash)
                 self._drop_from_family(token)
-        return Deleted(sessions=0, utterances=0)
 
     async def export_user(self, user_id: str) -> UserData | None:
         user = self._users.get(user_id)

@@ -1,10 +1,13 @@
 """session_svc: sessions, pairing and the live conversation pipeline.
 
 Serves the public `dragoman.v1.SessionService` and `ConversationService` on an
-internal address. Only the gateway calls it: it trusts the identity headers
-the gateway sets after checking the access token (rpc.USER_ID_HEADER).
-Sessions, translation logs and metrics are persisted in PostgreSQL
-(`session_svc.store`); history pages come from there.
+internal address, and the internal `dragoman.session.v1.SessionDataService`
+(where a live session is held; a user's data for export and deletion). Only
+the gateway calls it: it trusts the identity headers the gateway sets after
+checking the access token (rpc.USER_ID_HEADER). Sessions, translation logs
+and metrics are persisted in PostgreSQL (`session_svc.store`), tables no
+other service reads; history pages come from there. Stored records become
+protos here.
 """
 
 from __future__ import annotations
@@ -19,13 +22,21 @@ from datetime import UTC, datetime, timedelta
 import grpc
 
 from dragoman import config, db, logs, mux, overload, rpc
-from dragoman.db.records import Metrics, SessionRecord
+from dragoman.db.times import timestamp
 from dragoman.errors import InvalidArgument, NotFound
-from dragoman.v1 import conversation_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
+from dragoman.session.v1 import session_pb2, session_pb2_grpc
+from dragoman.v1 import (
+    auth_pb2,
+    conversation_pb2,
+    conversation_pb2_grpc,
+    sessions_pb2,
+    sessions_pb2_grpc,
+)
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
 from session_svc.identity import identity
-from session_svc.sessions import Identity, SessionRegistry
+from session_svc.records import STAGES, Metrics, SessionRecord, UtteranceLog
+from session_svc.sessions import Identity, SessionRegistry, metrics_proto
 from session_svc.store import PgSessionStore, SessionStore
 
 log = logging.getLogger("dragoman.session")
@@ -33,6 +44,42 @@ log = logging.getLogger("dragoman.session")
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 END_REASON = "ended by participant"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+STATUS = {
+    "waiting": sessions_pb2.SESSION_STATUS_WAITING,
+    "active": sessions_pb2.SESSION_STATUS_ACTIVE,
+    "ended": sessions_pb2.SESSION_STATUS_ENDED,
+}
+"""sessions.status as the proto enum."""
+
+
+def session_proto(record: SessionRecord) -> sessions_pb2.Session:
+    out = sessions_pb2.Session(
+        session_id=record.session_id,
+        code=record.code if record.status == "waiting" else "",
+        status=STATUS[record.status],
+        participants=[sessions_pb2.Participant(
+            user_id=p.user_id, display_name=p.display_name, language_code=p.language_code,
+            voice=p.voice) for p in record.participants],
+        create_time=timestamp(record.created_at),
+    )
+    if record.ended_at is not None:
+        out.end_time.CopyFrom(timestamp(record.ended_at))
+    if record.metrics is not None:
+        out.metrics.CopyFrom(metrics_proto(record.metrics))
+    return out
+
+
+def utterance_proto(log: UtteranceLog) -> auth_pb2.UtteranceRecord:
+    out = auth_pb2.UtteranceRecord(
+        session_id=log.session_id, utterance_id=log.utterance_id,
+        speaker_user_id=log.speaker_user_id, source_language_code=log.source_language_code,
+        target_language_code=log.target_language_code, source_text=log.source_text,
+        translated_text=log.translated_text)
+    for stage in STAGES:
+        getattr(out.latency, stage).FromMilliseconds(log.latency_ms[stage])
+    if log.created_at is not None:
+        out.create_time.CopyFrom(timestamp(log.created_at))
+    return out
 
 
 def page_token(created_at: datetime, session_id: str) -> str:
@@ -85,7 +132,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             return sessions_pb2.GetSessionResponse(session=session.to_proto())
         # ended: its record (without whoever deleted their account since)
         record = await self._record(who, request.session_id)
-        return sessions_pb2.GetSessionResponse(session=record.to_proto())
+        return sessions_pb2.GetSessionResponse(session=session_proto(record))
 
     async def _record(self, who: Identity, session_id: str) -> SessionRecord:
         """The stored session, if the caller took part in it."""
@@ -107,12 +154,12 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
                 await self.registry.store.end_session(
                     record.session_id, time.time(), END_REASON, Metrics(0, 0, 0, 0, 0, duration_ms))
                 record = await self._record(who, request.session_id)
-            ended = record.to_proto()
+            ended = session_proto(record)
             return sessions_pb2.EndSessionResponse(session=ended, metrics=ended.metrics)
         logs.session_id.set(session.session_id)
         log.info("session ended", extra={"utterances": session.utterances})
         return sessions_pb2.EndSessionResponse(
-            session=session.to_proto(), metrics=session.metrics().to_proto())
+            session=session.to_proto(), metrics=metrics_proto(session.metrics()))
 
     async def ListSessions(
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
@@ -126,10 +173,52 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         reply = sessions_pb2.ListSessionsResponse()
         for row in rows[:size]:
             live = self.registry.find_live(row.session_id)  # fresher: who is connected
-            reply.sessions.append(live.to_proto() if live is not None else row.to_proto())
+            reply.sessions.append(live.to_proto() if live is not None else session_proto(row))
         if len(rows) > size:
             reply.next_page_token = page_token(rows[size - 1].created_at, rows[size - 1].session_id)
         return reply
+
+
+class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
+    """What the gateway asks of the session tables, which only session_svc reads."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+
+    async def GetSessionOwner(
+        self, request: session_pb2.GetSessionOwnerRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.GetSessionOwnerResponse:
+        if request.session_id:
+            owner = await self._store.owner(session_id=request.session_id)
+            if owner is None:
+                raise NotFound(f"no live session has id {request.session_id}")
+        elif request.code:
+            owner = await self._store.owner(code=request.code)
+            if owner is None:
+                raise NotFound(f"no waiting session has code {request.code}")
+        else:
+            raise InvalidArgument("session_id or code is required")
+        return session_pb2.GetSessionOwnerResponse(owner=owner)
+
+    async def ExportUserData(
+        self, request: session_pb2.ExportUserDataRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.ExportUserDataResponse:
+        user_id = identity(context).user_id
+        sessions = await self._store.sessions_of(user_id, limit=2**31 - 1)
+        utterances = await self._store.utterances_of(user_id)
+        return session_pb2.ExportUserDataResponse(
+            sessions=[session_proto(s) for s in sessions],
+            utterances=[utterance_proto(u) for u in utterances])
+
+    async def DeleteUserData(
+        self, request: session_pb2.DeleteUserDataRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.DeleteUserDataResponse:
+        user_id = identity(context).user_id
+        deleted = await self._store.delete_user_data(user_id)
+        log.info("user data deleted", extra={
+            "user_id": user_id, "sessions": deleted.sessions, "utterances": deleted.utterances})
+        return session_pb2.DeleteUserDataResponse(
+            deleted_session_count=deleted.sessions, deleted_utterance_count=deleted.utterances)
 
 
 async def create(
@@ -153,9 +242,11 @@ async def create(
     names = [
         sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
         conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
+        session_pb2.DESCRIPTOR.services_by_name["SessionDataService"].full_name,
         mux.add_to_server(server, [
             (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry)),
             (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
+            (session_pb2_grpc.add_SessionDataServiceServicer_to_server, SessionDataServicer(store)),
         ]),
     ]
     service = rpc.Service("session", server, names)

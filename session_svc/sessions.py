@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING
 
 from dragoman import languages, metrics
 from dragoman.config import SessionSettings
-from dragoman.db.records import STAGES, Metrics, Participant, UtteranceLog, timestamp
+from dragoman.db.times import timestamp
 from dragoman.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc.events import EventLog
+from session_svc.records import STAGES, Metrics, Participant, UtteranceLog
 from session_svc.store import CodeTaken, Journal, SessionStore
 
 if TYPE_CHECKING:
@@ -74,6 +75,14 @@ class Member:
         return Participant(self.user_id, self.display_name, self.language_code, self.voice)
 
 
+def metrics_proto(m: Metrics) -> spb.SessionMetrics:
+    return spb.SessionMetrics(
+        utterance_count=m.utterance_count, error_count=m.error_count,
+        mean_latency_ms=m.mean_latency_ms, min_latency_ms=m.min_latency_ms,
+        max_latency_ms=m.max_latency_ms, duration_seconds=m.duration_ms / 1000,
+    )
+
+
 @dataclass
 class Session:
     session_id: str
@@ -106,7 +115,7 @@ class Session:
         )
         if self.ended_s is not None:
             out.end_time.CopyFrom(timestamp(self.ended_s))
-            out.metrics.CopyFrom(self.metrics().to_proto())
+            out.metrics.CopyFrom(metrics_proto(self.metrics()))
         return out
 
     def metrics(self) -> Metrics:

@@ -9,6 +9,10 @@ replicas sharing the database never hand out one code twice.
 Utterance logs are written off the pipeline's path by a `Journal`: a
 bounded queue and one writer task, flushed before a session's metrics are
 written and when the service stops.
+
+These are session_svc's tables (dragoman.db.migrate.TABLE_OWNERS): no other
+service reads them. The gateway asks through `SessionDataService`
+(`session_svc.server`); `dragoman keys rotate` calls `rotate_keys`.
 """
 
 from __future__ import annotations
@@ -16,14 +20,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
 
-from dragoman.db import Database, records
-from dragoman.db.records import Metrics, Participant, SessionRecord, UtteranceLog, to_datetime
+from dragoman.db import Database
+from dragoman.db.crypto import Keyring
+from dragoman.db.times import to_datetime
+from session_svc.records import (
+    STAGES,
+    Deleted,
+    Metrics,
+    Participant,
+    SessionRecord,
+    UtteranceLog,
+)
 
 log = logging.getLogger("dragoman.session.store")
 
@@ -37,6 +54,8 @@ The logs are history, not what the listener waits for; `Journal.flush`
 (EndSession, shutdown) does not wait for the linger."""
 """Most utterance logs written in one transaction."""
 """Utterance logs waiting to be written; beyond, new ones are dropped (and counted)."""
+ENCRYPTED = ("source_text", "translated_text")
+"""The encrypted columns of translation_logs."""
 
 
 class CodeTaken(Exception):
@@ -86,7 +105,21 @@ class SessionStore(Protocol):
         self, user_id: str, limit: int, before: tuple[datetime, str] | None = None,
         session_id: str = "",
     ) -> list[SessionRecord]:
-        """The user's sessions, newest first (see `records.sessions_of`)."""
+        """The user's sessions, newest first (see `sessions_of`)."""
+        ...
+
+    async def utterances_of(self, user_id: str) -> list[UtteranceLog]:
+        """Every logged utterance of the user's sessions, oldest first, decrypted."""
+        ...
+
+    async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
+        """The replica holding the live session with this id, or the waiting
+        one with this code (see `session_owner`)."""
+        ...
+
+    async def delete_user_data(self, user_id: str) -> Deleted:
+        """Deletes what the user said and their part in sessions, in one
+        transaction (see `delete_user_data`)."""
         ...
 
 
@@ -148,7 +181,7 @@ class PgSessionStore:
 
     async def add_utterances(self, logs: Sequence[UtteranceLog]) -> None:
         async with self._db.pool.connection() as conn:
-            await records.add_utterances(conn, self._db.keyring, logs)
+            await add_utterances(conn, self._db.keyring, logs)
 
     async def renew_owner(self, owner: str) -> None:
         async with self._db.pool.connection() as conn:
@@ -178,8 +211,20 @@ class PgSessionStore:
         session_id: str = "",
     ) -> list[SessionRecord]:
         async with self._db.pool.connection() as conn:
-            return await records.sessions_of(
+            return await sessions_of(
                 conn, user_id, limit=limit, before=before, session_id=session_id)
+
+    async def utterances_of(self, user_id: str) -> list[UtteranceLog]:
+        async with self._db.pool.connection() as conn:
+            return await utterances_of(conn, self._db.keyring, user_id)
+
+    async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
+        async with self._db.pool.connection() as conn:
+            return await session_owner(conn, session_id=session_id, code=code)
+
+    async def delete_user_data(self, user_id: str) -> Deleted:
+        async with self._db.pool.connection() as conn, conn.transaction():
+            return await delete_user_data(conn, user_id)
 
 
 async def _add_participant(
@@ -191,6 +236,171 @@ async def _add_participant(
         "language_code, voice, joined_at, session_created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
         (session_id, member.user_id, position, member.display_name, member.language_code,
          member.voice, joined, session_created))
+
+
+def associated_data(log_id: uuid.UUID | str, column: str) -> bytes:
+    """What an encrypted log value is bound to: its row and column."""
+    return f"translation_logs:{log_id}:{column}".encode()
+
+
+_SESSIONS = """
+SELECT s.session_id, s.code, s.status, s.created_at, s.ended_at,
+       m.utterance_count, m.error_count, m.mean_latency_ms, m.min_latency_ms,
+       m.max_latency_ms, m.duration_ms
+FROM session_participants me
+JOIN sessions s USING (session_id)
+LEFT JOIN session_metrics m USING (session_id)
+WHERE me.user_id = %(user_id)s AND {condition}
+ORDER BY me.session_created_at DESC, me.session_id DESC
+LIMIT %(limit)s
+"""
+
+
+async def session_owner(
+    conn: psycopg.AsyncConnection, *, session_id: str = "", code: str = ""
+) -> str | None:
+    """The replica (host:port) holding the live session with this id, or waiting
+    with this pairing code; None when there is none, "" when it named none."""
+    if session_id:
+        cur = await conn.execute(
+            "SELECT owner FROM sessions WHERE session_id = %s AND status <> 'ended'", (session_id,))
+    else:
+        cur = await conn.execute(
+            "SELECT owner FROM sessions WHERE code = %s AND status = 'waiting'", (code,))
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def sessions_of(
+    conn: psycopg.AsyncConnection, user_id: str, *, limit: int,
+    before: tuple[datetime, str] | None = None, session_id: str = "",
+) -> list[SessionRecord]:
+    """The user's sessions, newest first: those created before `before`
+    (keyset pagination: (created_at, session_id) strictly smaller), or the
+    one with `session_id`."""
+    params: dict[str, object] = {"user_id": user_id, "limit": limit}
+    condition = "true"
+    if session_id:
+        condition, params["session_id"] = "me.session_id = %(session_id)s", session_id
+    elif before is not None:
+        condition = "(me.session_created_at, me.session_id) < (%(before_at)s, %(before_id)s)"
+        params["before_at"], params["before_id"] = before
+    query = sql.SQL(_SESSIONS.format(condition=condition))  # type: ignore[arg-type]
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        rows = await cur.fetchall()
+        await cur.execute(
+            "SELECT session_id, user_id, display_name, language_code, voice "
+            "FROM session_participants WHERE session_id = ANY(%s) ORDER BY session_id, position",
+            ([r["session_id"] for r in rows],))
+        members: dict[str, list[Participant]] = {}
+        for p in await cur.fetchall():
+            members.setdefault(p.pop("session_id"), []).append(Participant(**p))
+    return [SessionRecord(
+        session_id=r["session_id"], code=r["code"], status=r["status"],
+        created_at=r["created_at"], ended_at=r["ended_at"],
+        participants=tuple(members.get(r["session_id"], ())),
+        metrics=None if r["utterance_count"] is None else Metrics(
+            r["utterance_count"], r["error_count"], r["mean_latency_ms"], r["min_latency_ms"],
+            r["max_latency_ms"], r["duration_ms"]),
+    ) for r in rows]
+
+
+def _log_row(keyring: Keyring, log: UtteranceLog) -> dict[str, Any]:
+    log_id = uuid.uuid4()
+    key_id, source = keyring.encrypt(log.source_text, associated_data(log_id, "source_text"))
+    _, translated = keyring.encrypt(log.translated_text, associated_data(log_id, "translated_text"))
+    return {"log_id": log_id, "session_id": log.session_id, "utterance_id": log.utterance_id,
+            "speaker": log.speaker_user_id, "source": log.source_language_code,
+            "target": log.target_language_code, "key_id": key_id, "source_text": source,
+            "translated_text": translated, **log.latency_ms}
+
+
+async def add_utterances(
+    conn: psycopg.AsyncConnection, keyring: Keyring, logs: Sequence[UtteranceLog]
+) -> None:
+    """Writes the log rows (text encrypted) and counts the sessions' messages, in one
+    transaction."""
+    stage_columns = ", ".join(f"{s}_ms" for s in STAGES)
+    stage_values = ", ".join(f"%({s})s" for s in STAGES)
+    counts = Counter(log.session_id for log in logs)
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(
+            sql.SQL(  # type: ignore[arg-type]
+                "INSERT INTO translation_logs (log_id, session_id, utterance_id, speaker_user_id, "
+                "source_language_code, target_language_code, key_id, source_text, translated_text, "
+                f"{stage_columns}) VALUES (%(log_id)s, %(session_id)s, %(utterance_id)s, %(speaker)s, "
+                f"%(source)s, %(target)s, %(key_id)s, %(source_text)s, %(translated_text)s, {stage_values})"
+            ),
+            [_log_row(keyring, log) for log in logs])
+        await cur.executemany(
+            "UPDATE sessions SET message_count = message_count + %s WHERE session_id = %s",
+            [(n, session_id) for session_id, n in counts.items()])
+
+
+async def utterances_of(
+    conn: psycopg.AsyncConnection, keyring: Keyring, user_id: str
+) -> list[UtteranceLog]:
+    """Every logged utterance of the sessions the user took part in, oldest first, decrypted."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT l.* FROM translation_logs l JOIN session_participants me "
+            "ON me.session_id = l.session_id AND me.user_id = %s "
+            "ORDER BY l.created_at, l.log_id", (user_id,))
+        rows = await cur.fetchall()
+    return [UtteranceLog(
+        session_id=r["session_id"], utterance_id=r["utterance_id"],
+        speaker_user_id=r["speaker_user_id"], source_language_code=r["source_language_code"],
+        target_language_code=r["target_language_code"],
+        source_text=keyring.decrypt(
+            r["key_id"], r["source_text"], associated_data(r["log_id"], "source_text")),
+        translated_text=keyring.decrypt(
+            r["key_id"], r["translated_text"], associated_data(r["log_id"], "translated_text")),
+        latency_ms={s: r[f"{s}_ms"] for s in STAGES},
+        created_at=r["created_at"],
+    ) for r in rows]
+
+
+async def delete_user_data(conn: psycopg.AsyncConnection, user_id: str) -> Deleted:
+    """Deletes what the user said and their part in sessions; sessions left
+    without participants go entirely (metrics and logs by cascade). Run it
+    in a transaction: all of it or nothing."""
+    cur = await conn.execute("DELETE FROM translation_logs WHERE speaker_user_id = %s", (user_id,))
+    utterances = cur.rowcount
+    cur = await conn.execute(
+        "DELETE FROM session_participants WHERE user_id = %s RETURNING session_id", (user_id,))
+    session_ids = [row[0] for row in await cur.fetchall()]
+    await conn.execute(
+        "DELETE FROM sessions s WHERE s.session_id = ANY(%s) AND NOT EXISTS "
+        "(SELECT 1 FROM session_participants p WHERE p.session_id = s.session_id)",
+        (session_ids,))
+    return Deleted(sessions=len(session_ids), utterances=utterances)
+
+
+async def rotate_keys(
+    conn: psycopg.AsyncConnection, keyring: Keyring, batch_size: int = 500
+) -> int:
+    """Re-encrypts every log row not under the primary key; returns how many.
+    Batches commit one by one, so it can be stopped and run again."""
+    rotated = 0
+    while True:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT log_id, key_id, source_text, translated_text FROM translation_logs "
+                "WHERE key_id <> %s LIMIT %s FOR UPDATE SKIP LOCKED",
+                (keyring.primary_id, batch_size))
+            rows: Sequence[tuple[uuid.UUID, str, bytes, bytes]] = await cur.fetchall()
+            for log_id, key_id, *values in rows:
+                sealed = []
+                for column, value in zip(ENCRYPTED, values, strict=True):
+                    aad = associated_data(log_id, column)
+                    sealed.append(keyring.encrypt(keyring.decrypt(key_id, value, aad), aad)[1])
+                await conn.execute(
+                    "UPDATE translation_logs SET key_id = %s, source_text = %s, translated_text = %s "
+                    "WHERE log_id = %s", (keyring.primary_id, *sealed, log_id))
+        rotated += len(rows)
+        if len(rows) < batch_size:
+            return rotated
 
 
 class Journal:

@@ -6,9 +6,13 @@ PostgreSQL (pgserver) serves the same schema from `database.embedded_dir`,
 so there is no second dialect. `prepare()` starts that server once and
 returns the environment that lets several processes share it (`dragoman up`).
 
-    dragoman/db/migrations/*.sql  versioned schema (see `migrate`)
+    dragoman/db/migrations/*.sql  versioned schema, one for all services (see `migrate`)
     dragoman/db/crypto.py         AES-256-GCM with key ids (text at rest)
-    dragoman/db/records.py        queries both services share (history, export, deletion)
+    dragoman/db/times.py          timestamptz <-> epoch seconds and proto Timestamps
+
+Each table has one owning service (`migrate.TABLE_OWNERS`), the only one
+that reads or writes it; the queries live in that service (gateway.pgstore,
+session_svc.store). Others ask the owner over its internal RPC.
 """
 
 from __future__ import annotations

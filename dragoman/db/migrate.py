@@ -5,6 +5,12 @@ lock, and records each in `schema_migrations` with a checksum. Running it
 again (or from two processes at once) applies nothing twice; a migration
 edited after it was applied is refused. Migrations are never edited once
 released: a change is a new file.
+
+The schema is one, but each table belongs to one service (`TABLE_OWNERS`),
+which alone reads and writes it; another service asks the owner over an
+internal RPC (the gateway asks session_svc through
+`dragoman.session.v1.SessionDataService`). A migration adding a table adds
+it there too.
 """
 
 from __future__ import annotations
@@ -23,6 +29,17 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 LOCK_PREFIX = "dragoman-migrate:"
+TABLE_OWNERS = {
+    "users": "gateway",
+    "login_families": "gateway",
+    "refresh_tokens": "gateway",
+    "sessions": "session_svc",
+    "session_participants": "session_svc",
+    "translation_logs": "session_svc",
+    "session_metrics": "session_svc",
+    "session_owners": "session_svc",
+}
+"""The service that owns each table of the schema (schema_migrations is this module's)."""
 
 CREATE_LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (

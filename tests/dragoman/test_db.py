@@ -40,6 +40,9 @@ async def test_migrations_apply_once_and_twice_is_a_no_op(database: config.DbSet
     applied = await db.upgrade(database)
     assert [m.version for m in applied] == [m.version for m in migrate.migrations()]
     assert await tables(database) == TABLES
+    # every table has its one owning service
+    assert set(migrate.TABLE_OWNERS) | {"schema_migrations"} == TABLES
+    assert set(migrate.TABLE_OWNERS.values()) == {"gateway", "session_svc"}
     assert await db.upgrade(database) == []
     async with await db.connect(database) as conn:
         cur = await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")

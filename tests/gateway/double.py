@@ -9,6 +9,12 @@ Special session ids and codes: "missing" / "000000" -> NOT_FOUND; Converse
 joining "replaced" -> ABORTED; Listen on
 "endless" streams heartbeats until cancelled; Listen on "fails-midway" sends
 one event, then NOT_FOUND.
+
+SessionDataService: every session is held by the one replica (owner ""),
+but "missing" and "000000", which have none; lookups are recorded in
+`owners_asked`. ExportUserData gives one session of the caller with one
+utterance; DeleteUserData counts 2 sessions and 5 utterances the first time
+per user, nothing after, and fails UNAVAILABLE while `deletes_fail`.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ from typing import TypeVar
 import grpc
 
 from dragoman import mux, rpc
+from dragoman.session.v1 import session_pb2, session_pb2_grpc
+from dragoman.v1 import auth_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from dragoman.v1 import conversation_pb2 as cv
-from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 
 MISSING_SESSION = "session missing does not exist"
 MISSING_CODE = "no waiting session has code 000000"
 ENDED_ELSEWHERE = "session fails-midway ended"
 REPLACED = "a newer stream of this participant replaced this one"
+DELETES_FAIL = "the session tables are unreachable"
 
 FINISH_UP_S = 0.05
 """How long Converse takes to finish after its input ends."""
@@ -48,7 +56,8 @@ class Seen:
 
 
 class SessionDouble(
-    sessions_pb2_grpc.SessionServiceServicer, conversation_pb2_grpc.ConversationServiceServicer
+    sessions_pb2_grpc.SessionServiceServicer, conversation_pb2_grpc.ConversationServiceServicer,
+    session_pb2_grpc.SessionDataServiceServicer,
 ):
     def __init__(self) -> None:
         self.reset()
@@ -56,6 +65,9 @@ class SessionDouble(
     def reset(self) -> None:
         self.calls: list[Seen] = []
         self.cancelled: asyncio.Queue[str] = asyncio.Queue()
+        self.owners_asked: list[str] = []
+        self.deletes_fail = False
+        self._deleted: set[str] = set()
 
     def _enter(self, method: str, context: grpc.aio.ServicerContext) -> sessions_pb2.Participant:
         metadata = list(context.invocation_metadata() or ())
@@ -124,6 +136,38 @@ class SessionDouble(
                 next_page_token="page-2")
         return sessions_pb2.ListSessionsResponse(sessions=[sessions_pb2.Session(
             session_id="s-0", status=sessions_pb2.SESSION_STATUS_ENDED, participants=[me])])
+
+    # SessionDataService
+
+    async def GetSessionOwner(
+        self, request: session_pb2.GetSessionOwnerRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.GetSessionOwnerResponse:
+        self.owners_asked.append(request.session_id or request.code)
+        if request.session_id == "missing" or request.code == "000000":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no live session")
+        return session_pb2.GetSessionOwnerResponse(owner="")
+
+    async def ExportUserData(
+        self, request: session_pb2.ExportUserDataRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.ExportUserDataResponse:
+        me = self._enter("ExportUserData", context)
+        return session_pb2.ExportUserDataResponse(
+            sessions=[sessions_pb2.Session(
+                session_id="s-0", status=sessions_pb2.SESSION_STATUS_ENDED, participants=[me])],
+            utterances=[auth_pb2.UtteranceRecord(
+                session_id="s-0", utterance_id="1-1", speaker_user_id=me.user_id,
+                source_text="hello", translated_text="olá")])
+
+    async def DeleteUserData(
+        self, request: session_pb2.DeleteUserDataRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.DeleteUserDataResponse:
+        me = self._enter("DeleteUserData", context)
+        if self.deletes_fail:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DELETES_FAIL)
+        if me.user_id in self._deleted:
+            return session_pb2.DeleteUserDataResponse()
+        self._deleted.add(me.user_id)
+        return session_pb2.DeleteUserDataResponse(deleted_session_count=2, deleted_utterance_count=5)
 
     # ConversationService
 
@@ -218,8 +262,10 @@ def serve(double: SessionDouble) -> rpc.Service:
     on_trunk = mux.add_to_server(server, [
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server, double),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, double),
+        (session_pb2_grpc.add_SessionDataServiceServicer_to_server, double),
     ])
     return rpc.Service(
         "session-double", server,
-        ["dragoman.v1.SessionService", "dragoman.v1.ConversationService", on_trunk],
+        ["dragoman.v1.SessionService", "dragoman.v1.ConversationService",
+         "dragoman.session.v1.SessionDataService", on_trunk],
     )

@@ -144,21 +144,29 @@ async def test_reuse_revokes_the_family_and_logout_revokes_later_tokens(
     assert data is not None and [login.revoked for login in data.logins] == [True, True]
 
 
-async def test_deleting_an_account_needs_its_password_and_removes_its_tokens(
+async def test_deleting_an_account_needs_its_password_and_its_session_data_gone_first(
     accounts: Accounts, store: UserStore
 ) -> None:
     signed_in = await register(accounts, store, "hal")
     me = Identity(signed_in.user.user_id, signed_in.user.username)
     ran: list[str] = []
 
-    async def before() -> None:
-        ran.append("ended live sessions")
+    async def session_data() -> str:
+        ran.append("session data deleted")
+        if len(ran) == 1:
+            raise errors.Unavailable("session service is unavailable")
+        return "what session_svc deleted"
 
     with pytest.raises(errors.Unauthenticated, match="^wrong password$"):
-        await accounts.delete_account(me, "not-the-password", before)
+        await accounts.delete_account(me, "not-the-password", session_data)
     assert ran == [] and await store.get_user(me.user_id) is not None
-    await accounts.delete_account(me, "s3cret-enough", before)
-    assert ran == ["ended live sessions"]
+    # session_svc's part failed: the account stays, so that a retry can finish
+    with pytest.raises(errors.Unavailable):
+        await accounts.delete_account(me, "s3cret-enough", session_data)
+    assert await store.get_user(me.user_id) is not None
+    assert await accounts.delete_account(me, "s3cret-enough", session_data) \
+        == "what session_svc deleted"
+    assert ran == ["session data deleted"] * 2
     assert await store.get_user(me.user_id) is None
     assert await store.get_refresh_token(
         hashlib.sha256(signed_in.tokens.refresh_token.encode()).hexdigest()) is None

@@ -93,12 +93,73 @@ async def test_deleting_an_account_ends_its_live_sessions_first(
     metadata = bearer(doomed.tokens.access_token)
     deleted = await stubs.auth.DeleteAccount(
         auth_pb2.DeleteAccountRequest(password=PASSWORD), metadata=metadata)
-    assert deleted.deleted_session_count == 0  # the double keeps nothing in the database
-    assert [c.method for c in double.calls] == ["ListSessions", "EndSession", "ListSessions"]
+    assert (deleted.deleted_session_count, deleted.deleted_utterance_count) == (2, 5)
+    assert [c.method for c in double.calls] == [
+        "ListSessions", "EndSession", "ListSessions", "DeleteUserData"]
     assert all(c.values(rpc.USER_ID_HEADER) == [doomed.user_id] for c in double.calls)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stubs.auth.Login(auth_pb2.LoginRequest(username=doomed.user_id, password=PASSWORD))
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_account_whose_session_data_was_not_deleted_stays_until_a_retry(
+    stubs: Stubs, double: SessionDouble
+) -> None:
+    username, doomed = await stubs.register(unique_name("doomed"))
+    metadata = bearer(doomed.tokens.access_token)
+    double.deletes_fail = True
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.auth.DeleteAccount(
+            auth_pb2.DeleteAccountRequest(password=PASSWORD), metadata=metadata)
+    assert (info.value.code(), info.value.details()) == (
+        grpc.StatusCode.UNAVAILABLE, "session service is unavailable")
+    # nothing of the account went: its owner can log in and ask again
+    await stubs.auth.Login(auth_pb2.LoginRequest(username=username, password=PASSWORD))
+    double.deletes_fail = False
+    deleted = await stubs.auth.DeleteAccount(
+        auth_pb2.DeleteAccountRequest(password=PASSWORD), metadata=metadata)
+    assert (deleted.deleted_session_count, deleted.deleted_utterance_count) == (2, 5)
+    assert double.calls[-1].method == "DeleteUserData"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.auth.Login(auth_pb2.LoginRequest(username=username, password=PASSWORD))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_the_export_joins_the_account_and_what_session_svc_keeps(
+    stubs: Stubs, double: SessionDouble
+) -> None:
+    username, user = await stubs.register(unique_name("exporter"))
+    exported = await stubs.auth.ExportMyData(
+        auth_pb2.ExportMyDataRequest(), metadata=bearer(user.tokens.access_token))
+    assert (exported.account.user_id, exported.account.username) == (user.user_id, username)
+    assert len(exported.logins) == 1
+    [session] = exported.sessions
+    assert session.session_id == "s-0" and session.participants[0].user_id == user.user_id
+    [said] = exported.utterances
+    assert (said.speaker_user_id, said.source_text) == (user.user_id, "hello")
+    [seen] = double.calls
+    assert seen.method == "ExportUserData" and seen.values(rpc.USER_ID_HEADER) == [user.user_id]
+
+
+async def test_calls_naming_a_session_ask_session_svc_for_its_owner(
+    stubs: Stubs, double: SessionDouble, alice: User
+) -> None:
+    await stubs.sessions.JoinSession(
+        sessions_pb2.JoinSessionRequest(code="654321", language_code="pt"), metadata=token(alice))
+    await stubs.sessions.GetSession(
+        sessions_pb2.GetSessionRequest(session_id="s-owned"), metadata=token(alice))
+    await stubs.sessions.GetSession(
+        sessions_pb2.GetSessionRequest(session_id="s-owned"), metadata=token(alice))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.sessions.GetSession(
+            sessions_pb2.GetSessionRequest(session_id="missing"), metadata=token(alice))
+    assert (info.value.code(), info.value.details()) == (grpc.StatusCode.NOT_FOUND, MISSING_SESSION)
+    # the owner of an id is remembered; a code and an unknown id are asked each time
+    assert double.owners_asked == ["654321", "s-owned", "missing"]
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stubs.sessions.GetSession(
+            sessions_pb2.GetSessionRequest(session_id="missing"), metadata=token(alice))
+    assert double.owners_asked == ["654321", "s-owned", "missing", "missing"]
 
 
 async def test_client_identity_headers_are_dropped(

@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from dragoman import config, mux
-from dragoman.db.records import STAGES
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
+from session_svc.records import STAGES
 from tests.session_svc.conftest import Caller, kinds, utterance
 from tests.session_svc.stack import Stack, session_stack
 

@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from dragoman import config
-from dragoman.db import records
 from dragoman.v1 import sessions_pb2
+from session_svc.records import STAGES
 from tests.session_svc.conftest import Caller, utterance
 from tests.session_svc.stack import Stack, captured_logs, scratch_settings, session_stack
 
@@ -61,12 +61,12 @@ async def test_each_translated_utterance_and_the_end_are_recorded(
     ended = await ben.sessions.EndSession(
         sessions_pb2.EndSessionRequest(session_id=sid), metadata=ben.metadata)
 
-    stage_columns = ", ".join(f"{s}_ms" for s in records.STAGES)
+    stage_columns = ", ".join(f"{s}_ms" for s in STAGES)
     [row] = stack.query(
         f"SELECT utterance_id, speaker_user_id, source_language_code, target_language_code, "
         f"{stage_columns} FROM translation_logs WHERE session_id = %s", (sid,))
     assert row[:4] == (translation.utterance_id, ana.metadata[0][1], "en", "pt")
-    assert list(row[4:]) == [getattr(latency, s).ToMilliseconds() for s in records.STAGES]
+    assert list(row[4:]) == [getattr(latency, s).ToMilliseconds() for s in STAGES]
     assert row[-1] > 0
 
     [metrics] = stack.query(

@@ -11,13 +11,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from dragoman import config, db
-from dragoman.db import crypto, records
+from dragoman.db import crypto
 from dragoman.db.testing import scratch_schema
 from dragoman.errors import ResourceExhausted
 from dragoman.overload import LoopLag
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc import store as session_store
+from session_svc.records import STAGES, UtteranceLog
 from session_svc.sessions import Identity, SessionRegistry
 from session_svc.store import PgSessionStore
 
@@ -189,7 +190,7 @@ async def test_expired_codes_end_their_sessions(clean: db.Database) -> None:
 
 def latency(total_ms: int) -> cpb.UtteranceLatency:
     out = cpb.UtteranceLatency()
-    for i, stage in enumerate(records.STAGES[:-1]):
+    for i, stage in enumerate(STAGES[:-1]):
         getattr(out, stage).FromMilliseconds(10 * (i + 1))
     out.total.FromMilliseconds(total_ms)
     return out
@@ -226,23 +227,23 @@ async def test_utterances_are_logged_encrypted_and_keys_rotate(
             assert text not in row and text.encode().hex() not in row
 
     async with clean.pool.connection() as conn:
-        logs = await records.utterances_of(conn, clean.keyring, "ana")
+        logs = await session_store.utterances_of(conn, clean.keyring, "ana")
         assert [(u.source_text, u.latency_ms["total"], u.latency_ms["recognition"]) for u in logs] \
             == [(said, 420, 20), ("obrigado", 380, 20)]
         stranger_key = crypto.Keyring.parse(crypto.new_key_entry("test1"))
         with pytest.raises(crypto.DecryptionError):
-            await records.utterances_of(conn, stranger_key, "ana")
+            await session_store.utterances_of(conn, stranger_key, "ana")
 
         # rotation: a new first key, the old one still decrypts until rotated
         new_entry = crypto.new_key_entry("test2")
         both = crypto.Keyring.parse(f"{new_entry},{database_settings.encryption_keys}")
-        assert await records.rotate_keys(conn, both, batch_size=1) == 2
-        assert await records.rotate_keys(conn, both) == 0
+        assert await session_store.rotate_keys(conn, both, batch_size=1) == 2
+        assert await session_store.rotate_keys(conn, both) == 0
         only_new = crypto.Keyring.parse(new_entry)
-        assert [u.translated_text for u in await records.utterances_of(conn, only_new, "ben")] \
+        assert [u.translated_text for u in await session_store.utterances_of(conn, only_new, "ben")] \
             == ["a senha secreta é peixe-espada", "thank you"]
         with pytest.raises(crypto.DecryptionError, match="no encryption key with id 'test2'"):
-            await records.utterances_of(conn, clean.keyring, "ben")
+            await session_store.utterances_of(conn, clean.keyring, "ben")
 
 
 def _count_batches(sessions: SessionRegistry) -> list[int]:
@@ -251,7 +252,7 @@ def _count_batches(sessions: SessionRegistry) -> list[int]:
     batches: list[int] = []
     write = store.add_utterances
 
-    async def counting(logs: list[records.UtteranceLog]) -> None:
+    async def counting(logs: list[UtteranceLog]) -> None:
         batches.append(len(logs))
         await write(logs)
 
@@ -279,7 +280,7 @@ async def test_logs_recorded_together_are_written_together(clean: db.Database) -
         cur = await conn.execute(
             "SELECT session_id, message_count FROM sessions ORDER BY session_id")
         assert dict(await cur.fetchall()) == {s.session_id: 10 for s in pairs}
-        logs = await records.utterances_of(conn, clean.keyring, "a1")
+        logs = await session_store.utterances_of(conn, clean.keyring, "a1")
     assert [u.source_text for u in logs] == [f"line {k}" for k in range(1, 30, 3)]
 
 
@@ -303,7 +304,7 @@ async def test_logs_a_moment_apart_share_a_transaction_and_a_flush_does_not_ling
     await asyncio.wait_for(sessions.journal.flush(), 10)
     assert batches == [4, 1]
     async with clean.pool.connection() as conn:
-        logs = await records.utterances_of(conn, clean.keyring, "a")
+        logs = await session_store.utterances_of(conn, clean.keyring, "a")
     assert [u.source_text for u in logs] == [f"line {k}" for k in range(5)]
 
 
@@ -329,8 +330,8 @@ async def test_the_sessions_of_a_silent_owner_end_and_a_live_owners_stay(clean: 
         assert [r[0] for r in rows] == [gone.session_id, kept.session_id]
         assert rows[0][1:] == ("ended", "its session service replica stopped", True)
         assert rows[1][1:3] == ("waiting", None)
-        assert await records.session_owner(conn, session_id=gone.session_id) is None
-        assert await records.session_owner(conn, code=kept.code) == alive.owner
+        assert await session_store.session_owner(conn, session_id=gone.session_id) is None
+        assert await session_store.session_owner(conn, code=kept.code) == alive.owner
 
 
 async def test_a_replica_keeps_its_lease_while_it_runs(clean: db.Database) -> None:

@@ -1,0 +1,62 @@
+"""What the gateway asks session_svc about the session tables, which only
+session_svc reads (`dragoman.session.v1.SessionDataService`): which replica
+holds a live session (`gateway.routing`'s directory), and a user's session
+data for ExportMyData and DeleteAccount.
+
+The calls go to `addresses.session` (any replica answers: they share the
+tables), on the gateway's channel there, so on its trunk when there is one.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from dragoman import errors
+from dragoman.session.v1 import session_pb2, session_pb2_grpc
+from gateway.auth import Identity
+from gateway.proxy import DOWNSTREAM, identity_metadata
+
+OWNER_TIMEOUT_S = 5.0
+"""How long a call waits for the owner of a session (one indexed query)."""
+
+
+class SessionData:
+    """A `routing.SessionDirectory`, and a user's data, from session_svc."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        """`channel` (the caller's to close) reaches any session_svc replica."""
+        self._stub = session_pb2_grpc.SessionDataServiceStub(channel)
+
+    async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
+        request = (session_pb2.GetSessionOwnerRequest(session_id=session_id) if session_id
+                   else session_pb2.GetSessionOwnerRequest(code=code))
+        try:
+            reply = await self._stub.GetSessionOwner(request, timeout=OWNER_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise errors.from_rpc_error(err, DOWNSTREAM) from None
+        return reply.owner
+
+    async def export(
+        self, identity: Identity, timeout_s: float | None
+    ) -> session_pb2.ExportUserDataResponse:
+        """The user's sessions and the utterances said in them."""
+        try:
+            return await self._stub.ExportUserData(
+                session_pb2.ExportUserDataRequest(), metadata=identity_metadata(identity),
+                timeout=timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise errors.from_rpc_error(err, DOWNSTREAM) from None
+
+    async def delete(
+        self, identity: Identity, timeout_s: float | None
+    ) -> session_pb2.DeleteUserDataResponse:
+        """Deletes the user's part in sessions and what they said, all or
+        nothing; asking again deletes what is left (nothing, after a success)."""
+        try:
+            return await self._stub.DeleteUserData(
+                session_pb2.DeleteUserDataRequest(), metadata=identity_metadata(identity),
+                timeout=timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise errors.from_rpc_error(err, DOWNSTREAM) from None

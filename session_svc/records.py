@@ -1,0 +1,73 @@
+"""What session_svc keeps about sessions, as rows of its tables.
+
+Plain records: `session_svc.store` reads and writes them, the servicers
+(`session_svc.server`) turn them into protos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery", "total")
+"""Per-stage latencies, as `<stage>_ms` columns and UtteranceLatency fields."""
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    user_id: str
+    display_name: str
+    language_code: str
+    voice: str
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """Numbers of an ended session."""
+
+    utterance_count: int
+    error_count: int
+    mean_latency_ms: float
+    min_latency_ms: float
+    max_latency_ms: float
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session as stored."""
+
+    session_id: str
+    code: str
+    status: str
+    """waiting, active or ended."""
+    created_at: datetime
+    ended_at: datetime | None
+    participants: tuple[Participant, ...]
+    metrics: Metrics | None
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceLog:
+    """One translated utterance, with the time each stage took."""
+
+    session_id: str
+    utterance_id: str
+    speaker_user_id: str
+    source_language_code: str
+    target_language_code: str
+    source_text: str
+    translated_text: str
+    latency_ms: dict[str, int]
+    """Milliseconds per stage of STAGES."""
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """What deleting a user's session data removed."""
+
+    sessions: int
+    """Sessions the user took part in (whole sessions go once nobody is left)."""
+    utterances: int
+    """Log rows of what the user said."""
