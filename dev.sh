@@ -86,6 +86,8 @@ case "$cmd" in
     npx --no-install buf lint
     log "ruff"
     .venv/bin/ruff check .
+    log "import contracts (import-linter)"
+    .venv/bin/python scripts/lint_imports.py
     log "pytest"
     set +e
     .venv/bin/pytest "$@"
