@@ -138,3 +138,10 @@ def info_model(hosted: Sequence[Hosted]) -> HostedModel:
         ]
 
     return HostedModel(INFO_SPEC, {}, infer)
+
+
+def without_triton(engines: str, default: str) -> str:
+    """An engine list ("bergamot,triton") less triton, or `default` when nothing is left:
+    a host runs the real engines that its services reach through triton."""
+    names = [n.strip() for n in engines.split(",") if n.strip() and n.strip() != "triton"]
+    return ",".join(names) or default

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from dragoman import config, errors
-from dragoman.hosting import HostedModel, Rows, error_row, json_bytes, mt_spec, rows_of
+from dragoman.hosting import HostedModel, Rows, error_row, json_bytes, mt_spec, rows_of, without_triton
 from dragoman.triton_client import LoopThread, bytes_rows
 from mt_svc import engines as registry
 from mt_svc.engines.base import TranslationBatch
@@ -63,8 +63,7 @@ def mt_model(engine: Any, loop: LoopThread) -> HostedModel:
 
 def in_process(settings: config.Settings) -> config.Settings:
     """`settings` without the triton engine (the host runs the real ones)."""
-    names = [n for n in settings.mt.engines.split(",") if n.strip() and n.strip() != "triton"]
-    mt = dataclasses.replace(settings.mt, engines=",".join(names) or "bergamot")
+    mt = dataclasses.replace(settings.mt, engines=without_triton(settings.mt.engines, "bergamot"))
     return dataclasses.replace(settings, mt=mt)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from dragoman import config, errors
-from dragoman.hosting import HostedModel, Rows, error_row, json_bytes, rows_of, tts_spec
+from dragoman.hosting import HostedModel, Rows, error_row, json_bytes, rows_of, tts_spec, without_triton
 from dragoman.triton_client import LoopThread, bytes_rows
 from tts_svc import engines as registry
 from tts_svc.engines.base import SynthesisRequest
@@ -60,9 +60,8 @@ def tts_model(engine: Any, loop: LoopThread) -> HostedModel:
 
 def in_process(settings: config.Settings) -> config.Settings:
     """`settings` without the triton engine (the host runs the real ones)."""
-    names = [n for n in settings.tts.engines.split(",") if n.strip() and n.strip() != "triton"]
-    return dataclasses.replace(
-        settings, tts=dataclasses.replace(settings.tts, engines=",".join(names) or "piper,kokoro"))
+    tts = dataclasses.replace(settings.tts, engines=without_triton(settings.tts.engines, "piper,kokoro"))
+    return dataclasses.replace(settings, tts=tts)
 
 
 def only(settings: config.Settings, engine: str) -> config.Settings:
