@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -77,6 +78,14 @@ class _Measured:
         metrics.RPC_DURATION.labels(self.service, self.method).observe(
             time.perf_counter() - self.started)
         metrics.RPC_REQUESTS.labels(self.service, self.method, _status(context, err)).inc()
+
+
+def duration(seconds: float) -> Duration:
+    """`seconds` as a Duration, to the nearest nanosecond; a negative span (stamps
+    taken on clocks that disagree) reads as zero."""
+    out = Duration()
+    out.FromNanoseconds(round(max(seconds, 0.0) * 1e9))
+    return out
 
 
 def text_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:

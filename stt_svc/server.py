@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
-from google.protobuf import duration_pb2
 
 from dragoman import audio, config, logs, mux, rpc, triton_client
 from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
@@ -203,19 +202,13 @@ def _hotwords(values: Sequence[str]) -> tuple[str, ...]:
     return words
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(round(seconds * 1e9))
-    return d
-
-
 def _response(item: Output) -> stt_pb2.StreamingRecognizeResponse:
     if not isinstance(item, ResultOut):
         return stt_pb2.StreamingRecognizeResponse(
             speech_event=stt_pb2.SpeechEvent(
                 type=_EVENT_TYPES[item.kind],
                 utterance_index=item.utterance_index,
-                audio_offset=_duration(item.offset_s),
+                audio_offset=rpc.duration(item.offset_s),
             )
         )
     return stt_pb2.StreamingRecognizeResponse(
@@ -228,18 +221,18 @@ def _response(item: Output) -> stt_pb2.StreamingRecognizeResponse:
             language_code=item.language_code,
             language_probability=item.language_probability,
             confidence=item.confidence,
-            start_offset=_duration(item.start_s),
-            end_offset=_duration(item.end_s),
+            start_offset=rpc.duration(item.start_s),
+            end_offset=rpc.duration(item.end_s),
             words=[
                 stt_pb2.WordInfo(
                     word=w.word,
-                    start_offset=_duration(w.start_s),
-                    end_offset=_duration(w.end_s),
+                    start_offset=rpc.duration(w.start_s),
+                    end_offset=rpc.duration(w.end_s),
                     confidence=w.probability,
                 )
                 for w in item.words
             ],
-            processing_time=_duration(item.processing_s),
+            processing_time=rpc.duration(item.processing_s),
         )
     )
 

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from google.protobuf import duration_pb2
 
 from dragoman import config, logs, mux, rpc, triton_client
 from dragoman.errors import InvalidArgument
@@ -41,12 +40,6 @@ _GENDERS = {
     Gender.FEMALE: tts_pb2.VOICE_GENDER_FEMALE,
     Gender.MALE: tts_pb2.VOICE_GENDER_MALE,
 }
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    out = duration_pb2.Duration()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out
 
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
@@ -85,7 +78,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
                 text=chunk.text,
                 voice=chunk.voice,
                 is_last=chunk.is_last,
-                audio_duration=_duration(chunk.duration_s),
+                audio_duration=rpc.duration(chunk.duration_s),
             )
 
     async def ListVoices(
