@@ -40,7 +40,7 @@ from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 
-log = logging.getLogger("bench.fakes")
+log = logging.getLogger(__name__)
 
 PARTIAL_EVERY_MS = 600
 WORDS = "uno dos tres cuatro cinco seis siete ocho nueve diez".split()

@@ -116,7 +116,7 @@ def from_rpc_error(err: grpc.aio.AioRpcError, service: str) -> DragomanError:
     detail = err.details() or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
         # The transport detail names internal addresses: log it, don't pass it on.
-        logging.getLogger("dragoman.errors").warning("%s unavailable: %s", service, detail)
+        logging.getLogger(__name__).warning("%s unavailable: %s", service, detail)
         return Unavailable(f"{service} is unavailable")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"{service} did not answer in time")

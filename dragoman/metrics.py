@@ -25,7 +25,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-log = logging.getLogger("dragoman.metrics")
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 """Buckets around the 1.5 s end-to-end goal and its per-stage budgets."""

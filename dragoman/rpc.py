@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from dragoman import config, logs, metrics, tracing
 from dragoman.errors import RETRY_AFTER, DragomanError, InvalidArgument, ResourceExhausted
 
-log = logging.getLogger("dragoman.rpc")
+log = logging.getLogger(__name__)
 
 CORRELATION_HEADER = "x-correlation-id"
 # Identity the gateway asserts to session_svc after checking the access token.

@@ -29,7 +29,7 @@ from dragoman import config, errors
 from dragoman.db.records import Deleted
 from gateway.store import RefreshToken, TokenState, User, UserData, UserStore
 
-log = logging.getLogger("gateway.auth")
+log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-log = logging.getLogger("mt_svc.cache")
+log = logging.getLogger(__name__)
 
 
 def key(route: str, source: str, target: str, sentence: str) -> str:

@@ -29,7 +29,8 @@ from mt_svc.options import Options
 from mt_svc.pipeline import Pipeline
 from mt_svc.router import Router
 
-log = logging.getLogger("mt_svc.server")
+# the module name under `python -m` too, where __name__ is "__main__"
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 SERVICE_NAME = mt_pb2.DESCRIPTOR.services_by_name["TranslationService"].full_name
 MAX_ACTIVE_BATCHES = 4

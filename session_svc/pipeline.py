@@ -30,7 +30,7 @@ from dragoman.v1 import conversation_pb2 as pb
 from session_svc.downstream import Downstream
 from session_svc.sessions import Member, Session
 
-log = logging.getLogger("dragoman.session.pipeline")
+log = logging.getLogger(__name__)
 
 AUDIO_QUEUE_CHUNKS = 100  # 10 s of 100 ms chunks
 MAX_STT_MESSAGE_BYTES = 48 * 1024  # under stt_svc's 64 KiB per message

@@ -28,7 +28,8 @@ from session_svc.identity import identity
 from session_svc.sessions import Identity, SessionRegistry
 from session_svc.store import PgSessionStore, SessionStore
 
-log = logging.getLogger("dragoman.session")
+# the module name under `python -m` too, where __name__ is "__main__"
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 END_REASON = "ended by participant"

@@ -25,7 +25,7 @@ import psycopg
 from dragoman.db import Database, records
 from dragoman.db.records import Metrics, Participant, SessionRecord, UtteranceLog, to_datetime
 
-log = logging.getLogger("dragoman.session.store")
+log = logging.getLogger(__name__)
 
 JOURNAL_CAPACITY = 1000
 JOURNAL_BATCH = 100

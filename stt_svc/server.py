@@ -30,7 +30,8 @@ from stt_svc.stream import (
     StreamLimits,
 )
 
-log = logging.getLogger("stt_svc.server")
+# the module name under `python -m` too, where __name__ is "__main__"
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToTextService"].full_name
 MIN_ENDPOINT_SILENCE_MS = 100

@@ -25,7 +25,8 @@ from tts_svc.engines.base import Gender, TtsEngine, Voice
 from tts_svc.pipeline import Synthesizer
 from tts_svc.voices import VoiceCatalog
 
-log = logging.getLogger("tts_svc.server")
+# the module name under `python -m` too, where __name__ is "__main__"
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeechService"].full_name
 MAX_STREAMS = 8

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-log = logging.getLogger("dragoman.db.embedded")
+log = logging.getLogger(__name__)
 logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every pg_ctl call at INFO
 
 DATABASE = "dragoman"

@@ -33,7 +33,7 @@ from dragoman.errors import FailedPrecondition
 from mt_svc import text
 from mt_svc.engines.base import Capabilities, Offer, Pair, TranslationBatch
 
-log = logging.getLogger("mt_svc.engines.bergamot")
+log = logging.getLogger(__name__)
 
 NAME = "bergamot"
 LICENSE = "MIT"

@@ -38,7 +38,7 @@ from dragoman.hub import HubModel
 from mt_svc import text
 from mt_svc.engines.base import Capabilities, Offer, TranslationBatch
 
-log = logging.getLogger("mt_svc.engines.ct2")
+log = logging.getLogger(__name__)
 
 GROUP = "ct2"
 """The name in settings.mt.engines that enables every pulled model."""

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
     from faster_whisper.tokenizer import Tokenizer
 
-log = logging.getLogger("stt_svc.whisper")
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16_000
 CPU = Device("cpu")
