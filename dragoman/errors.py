@@ -1,8 +1,9 @@
 """The one error hierarchy of dragoman, and its mapping to gRPC status codes.
 
-Domain code raises these; `dragoman.rpc.ServerInterceptor` turns them into a
-status with the message (AIP-193 meanings). Anything else becomes INTERNAL
-with a generic message and the traceback logged under a reference id.
+Domain code raises these; `dragoman.rpc.wrap_handler`, around every call a
+service serves, turns them into a status with the message (AIP-193 meanings).
+Anything else becomes INTERNAL with a generic message and the traceback logged
+under a reference id.
 """
 
 from __future__ import annotations

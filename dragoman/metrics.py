@@ -79,7 +79,7 @@ class GcPauses(Collector):
     collector held the process (and so the event loop), by generation.
 
     A pass stops every coroutine of the process; under load these pauses were a
-    large part of bench.load's p99 tail (see rpc.GC_THRESHOLDS). The passes are
+    large part of bench.load's p99 tail (bench/results/gc_thresholds.md). The passes are
     timed by a gc.callbacks hook and counted in plain integers, not in a
     prometheus Histogram: its observe() takes a non-reentrant lock, and a
     collection can start while the same thread holds it, inside another observe."""

@@ -371,35 +371,21 @@ def main(serve: Callable[[config.Settings], Coroutine[Any, Any, None]]) -> None:
 
 
 GC_THRESHOLDS = (20_000, 10, 10)
-"""The cyclic collector's thresholds in a service (Python's default: 700, 10, 10).
-
-A young-generation pass runs after 20,000 net container allocations instead of
-700, so the short-lived objects of a frame (messages, futures, tasks) are mostly
-gone before any pass looks at them, and far fewer are promoted into the older
-generations whose passes are long. session_svc at N=200 (bench.load
---session-svc), three alternating A/B pairs: p99 added latency 46, 48 and 51 ms
-against 63, 72 and 57; 41-62 ms of collector pauses per run (5-6 young passes,
-nothing older) against 250-420 ms (about 170 young passes, 15 middle ones of
-4-8 ms, a full one of 31-53 ms). The passes find next to no garbage (a whole
-N=200 run left 735 unreachable objects, all from imports): the frame path makes
-no reference cycles, so rarer passes hold no more memory. A full pass still
-follows every 10 middle ones once the survivors grow by a quarter. Those A/B
-runs were 20 s long: over longer ones a middle pass came about once a minute
-and took 130-160 ms at 200-300 sessions, walking the events session_svc keeps
-for resumption, until the event logs held them serialized (session_svc.events)."""
+"""The cyclic collector's thresholds in a service (Python's: 700, 10, 10): frames'
+short-lived objects die before a pass sees them (bench/results/gc_thresholds.md)."""
 
 
 def tune_gc() -> None:
     """Readies the cyclic garbage collector of a built service, whose every pass
     holds the event loop and so delays every utterance in flight.
 
-    - What exists once a service is built (modules, engines, servers: over half
-      the objects a loaded service tracks) is frozen out of the collector's
-      reach; these objects live as long as the process anyway. Under load in
-      session_svc a full pass over them was a 60-80 ms stall every half minute.
+    - What exists once a service is built (modules, engines, servers) is frozen
+      out of the collector's reach: it lives as long as the process anyway.
     - The thresholds become GC_THRESHOLDS.
     - Each pass is timed into dragoman_gc_pause_seconds, so the tail it adds can
-      be seen in production."""
+      be seen in production.
+
+    Measurements: bench/results/gc_thresholds.md."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
