@@ -1,6 +1,6 @@
 """gRPC plumbing shared by every service: the server frame and client channels.
 
-A service builds a `grpc.aio.Server` with `new_server()`, which installs the
+A service is built with `Service.serving()` on a `new_server()`, which installs the
 one interceptor that (1) puts rpc and correlation ids into the logging
 context and (2) maps `DragomanError` to its status. `Service.start()` binds,
 adds health and reflection and marks the service SERVING; `Service.stop()`
@@ -18,7 +18,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dragoman import config, logs, metrics, tracing
+from dragoman import config, logs, metrics, tracing, triton_client
 from dragoman.errors import RETRY_AFTER, DragomanError, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -284,6 +284,10 @@ async def wait_serving(address: str, timeout_s: float = 60.0, service: str = "")
             await asyncio.sleep(0.1)
 
 
+Registration = tuple[Callable[[Any, Any], None], Any]
+"""A generated add_*Servicer_to_server function and the servicer it adds."""
+
+
 @dataclass
 class Service:
     """A gRPC server with health, reflection and graceful shutdown."""
@@ -297,6 +301,23 @@ class Service:
     """Run on shutdown while calls are still served; get the grace period."""
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     port: int = 0
+
+    @classmethod
+    def serving(cls, name: str, servicers: Sequence[Registration], service_names: Sequence[str],
+                *, trunk: bool = True, engines: Iterable[object] = ()) -> Service:
+        """A service on a `new_server()` serving `servicers`, whose services are
+        `service_names`, and on a trunk too (dragoman.mux) unless `trunk` is false;
+        NOT_SERVING while a Triton-backed one of `engines` is not ready."""
+        server, names = new_server(), [*service_names]
+        if trunk:
+            from dragoman import mux  # mux builds on this module
+            names.append(mux.add_to_server(server, servicers))
+        else:
+            for add, servicer in servicers:
+                add(servicer, server)
+        service = cls(name, server, names)
+        triton_client.watch_health(service, engines)
+        return service
 
     async def start(self, address: str) -> int:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -153,14 +153,11 @@ async def create(
                     trunk=settings.trunk, linger_s=settings.trunk_linger_ms / 1000)
     proxy = Proxy(tokens, limits)
 
-    server = rpc.new_server()
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(
-        AuthServicer(accounts, tokens, limits, router), server)
-    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionProxy(router, proxy), server)
-    conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
-        ConversationProxy(router, proxy), server
-    )
-    service = rpc.Service("gateway", server, SERVICE_NAMES)
+    service = rpc.Service.serving("gateway", [
+        (auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(accounts, tokens, limits, router)),
+        (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionProxy(router, proxy)),
+        (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, ConversationProxy(router, proxy)),
+    ], SERVICE_NAMES, trunk=False)
     service.on_stop.append(router.close)
     if session_channel is None:
         service.on_stop.append(channel.close)

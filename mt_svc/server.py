@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from dragoman import config, languages, logs, models, mux, rpc, triton_client
+from dragoman import config, languages, logs, models, rpc
 from dragoman.errors import InvalidArgument
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from mt_svc import engines as registry
@@ -205,14 +205,12 @@ async def create(
     router = Router(engines, registry.OFFERS, preference=registry.preference(names))
     await warm_up(router.engines)
     pipeline = Pipeline(router, cache or options.new_cache())
-    server = rpc.new_server()
     admission = admission or Admission(MAX_ACTIVE_BATCHES, MAX_QUEUED_BATCHES)
     servicer = TranslationServicer(pipeline, settings.mt, admission, speech_engines(settings))
-    on_trunk = mux.add_to_server(
-        server, [(mt_pb2_grpc.add_TranslationServiceServicer_to_server, servicer)])
-    service = rpc.Service("mt_svc", server, [SERVICE_NAME, on_trunk])
+    service = rpc.Service.serving(
+        "mt_svc", [(mt_pb2_grpc.add_TranslationServiceServicer_to_server, servicer)],
+        [SERVICE_NAME], engines=router.engines)
     service.on_stop.extend([router.close, pipeline.cache.close])
-    triton_client.watch_health(service, router.engines)  # NOT_SERVING while Triton is not ready
     return service
 
 

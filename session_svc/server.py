@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from dragoman import config, db, logs, mux, overload, rpc
+from dragoman import config, db, logs, overload, rpc
 from dragoman.db.records import Metrics, SessionRecord
 from dragoman.errors import InvalidArgument, NotFound
 from dragoman.v1 import conversation_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
@@ -149,17 +149,14 @@ async def create(
     down = downstream or Downstream(
         settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk,
         linger_s=settings.trunk_linger_ms / 1000)
-    server = rpc.new_server()
     conversations = ConversationServicer(registry, down, settings.session)
-    names = [
+    service = rpc.Service.serving("session", [
+        (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry)),
+        (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
+    ], [
         sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
         conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
-        mux.add_to_server(server, [
-            (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry)),
-            (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
-        ]),
-    ]
-    service = rpc.Service("session", server, names)
+    ])
 
     async def drain(grace_s: float) -> None:
         """Finish every utterance in progress before the server stops."""

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from dragoman import audio, config, logs, mux, rpc, triton_client
+from dragoman import audio, config, logs, rpc
 from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
@@ -259,15 +259,12 @@ async def create(
         engines = [engine]
     await asyncio.to_thread(vad.warm_up)
     models = Models(engines, max_pending=2 * settings.stt.max_streams + 2)
-    server = rpc.new_server()
-    servicer = SpeechToTextServicer(settings, models, limits)
-    on_trunk = mux.add_to_server(
-        server, [(stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server, servicer)])
-    service = rpc.Service("stt", server, [SERVICE_NAME, on_trunk])
+    service = rpc.Service.serving("stt", [(stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server,
+                                           SpeechToTextServicer(settings, models, limits))],
+                                  [SERVICE_NAME], engines=engines)
     service.on_stop.append(models.close)
     if owned:  # engines with connections (Triton) close with the service that loaded them
         service.on_stop.extend(e.close for e in engines if hasattr(e, "close"))
-    triton_client.watch_health(service, engines)  # NOT_SERVING while Triton is not ready
     return service
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from dragoman import config, logs, mux, rpc, triton_client
+from dragoman import config, logs, rpc
 from dragoman.errors import InvalidArgument
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_svc import engines as engine_registry
@@ -139,11 +139,9 @@ async def create(
             await cache.close()
         raise
 
-    server = rpc.new_server()
-    on_trunk = mux.add_to_server(server, [
-        (tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server, TextToSpeechServicer(synthesizer))])
-    service = rpc.Service("tts_svc", server, [SERVICE_NAME, on_trunk])
-    triton_client.watch_health(service, engines)  # NOT_SERVING while Triton is not ready
+    service = rpc.Service.serving("tts_svc", [
+        (tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server, TextToSpeechServicer(synthesizer))],
+        [SERVICE_NAME], engines=engines)
 
     async def close() -> None:
         stats = synthesizer.cache.stats
