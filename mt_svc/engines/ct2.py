@@ -23,6 +23,7 @@ on the engine's own thread, and the pieces are joined again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from dragoman import hub
+from dragoman import config, hub
 from dragoman.devices import Device
 from dragoman.errors import FailedPrecondition
 from dragoman.hub import HubModel
@@ -77,24 +78,25 @@ def prompt(
     return Prompt([*([token] if token else []), *encode(text), *eos], None)
 
 
+_MT = config.MtSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
-    """How CTranslate2 runs a model; each field is read from settings.mt (mt_svc.options)."""
+    """How CTranslate2 runs a model: the `[mt]` settings of these names
+    (dragoman.config.MtSettings documents each), with their defaults."""
 
-    beam_size: int = 2
-    """Beam width (1: greedy, fastest)."""
-    max_input_tokens: int = 200
-    """Longest piece (SentencePiece tokens) given to the model; longer text is split."""
-    max_output_tokens: int = 256
-    """Most tokens the model may produce for one piece."""
-    max_batch_size: int = 32
-    """Most pieces decoded at once."""
-    compute_type: str = "int8"
-    """CTranslate2 compute type on the CPU."""
-    cpu_threads: int = 2
-    """Threads per batch."""
-    device: str = "cpu"
-    """cpu, cuda or cuda:N (dragoman.devices)."""
+    beam_size: int = _MT.beam_size
+    max_input_tokens: int = _MT.max_input_tokens
+    max_output_tokens: int = _MT.max_output_tokens
+    max_batch_size: int = _MT.max_batch_size
+    compute_type: str = _MT.compute_type
+    cpu_threads: int = _MT.cpu_threads
+    device: str = _MT.device
+
+    @classmethod
+    def of(cls, mt: config.MtSettings) -> DecodeOptions:
+        return cls(**{f.name: getattr(mt, f.name) for f in dataclasses.fields(cls)})
 
 
 class Ct2Engine:
