@@ -264,7 +264,7 @@ async def create(
                                   [SERVICE_NAME], engines=engines)
     service.on_stop.append(models.close)
     if owned:  # engines with connections (Triton) close with the service that loaded them
-        service.on_stop.extend(e.close for e in engines if hasattr(e, "close"))
+        service.on_stop.extend(e.close for e in engines)
     return service
 
 

@@ -144,6 +144,9 @@ class WhisperEngine:
     def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
         return self.transcribe_batch([DecodeRequest(audio, options)])[0]
 
+    async def close(self) -> None:
+        """Nothing to release: the model goes with the engine."""
+
     def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[Transcription]:
         languages = [self._check_language(r.options.language) for r in requests]
         windows = [self._window(r.audio) for r in requests]
