@@ -21,9 +21,13 @@ from typing import Any
 from dragoman.errors import InvalidArgument
 
 
+def cache_dir() -> Path:
+    """Where dragoman keeps models and the embedded database: $XDG_CACHE_HOME/dragoman."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dragoman"
+
+
 def _default_models_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(base) / "dragoman" / "models")
+    return str(cache_dir() / "models")
 
 
 DEFAULT_TRUNK_LINGER_MS = 10.0
