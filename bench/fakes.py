@@ -35,12 +35,12 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from dragoman import logs, mux, rpc
+from dragoman import logs, rpc
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 
-log = logging.getLogger("bench.fakes")
+log = logging.getLogger(__name__)
 
 PARTIAL_EVERY_MS = 600
 WORDS = "uno dos tres cuatro cinco seis siete ocho nueve diez".split()
@@ -215,9 +215,7 @@ async def start(delays: Delays, addresses: dict[str, str]) -> list[rpc.Service]:
     services = []
     for name, address in addresses.items():
         add, fake, full_name = _ADD[name]
-        server = rpc.new_server()
-        on_trunk = mux.add_to_server(server, [(add, fake(delays))])
-        service = rpc.Service(f"fake-{name}", server, [full_name, on_trunk])
+        service = rpc.Service.serving(f"fake-{name}", [(add, fake(delays))], [full_name])
         await service.start(address)
         services.append(service)
     return services

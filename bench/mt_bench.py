@@ -41,7 +41,7 @@ from bench.common import TESTDATA, machine, percentile, table
 from dragoman import config
 from mt_svc import engines as registry
 from mt_svc.engines.base import MtEngine, TranslationBatch
-from mt_svc.options import Options
+from mt_svc.engines.ct2 import DecodeOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "bench" / "results" / "mt.json"
@@ -161,8 +161,8 @@ def rows_of(results: list[dict[str, Any]]) -> list[list[object]]:
 
 
 async def bench(names: list[str], run: Run, settings: config.Settings) -> dict[str, Any]:
-    options = Options.of(settings.mt)
-    loaded = await asyncio.to_thread(registry.load, names, settings.models_dir, options.decode)
+    decode = DecodeOptions.of(settings.mt)
+    loaded = await asyncio.to_thread(registry.load, names, settings.models_dir, decode)
     folder = tatoeba_dir()
     rows = []
     try:
@@ -182,8 +182,8 @@ async def bench(names: list[str], run: Run, settings: config.Settings) -> dict[s
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "smoke": run.smoke,
         "machine": {**machine(), "cores": cores()},
-        "settings": {"engines": names, **dataclasses.asdict(run), "beam_size": options.decode.beam_size,
-                     "compute_type": options.decode.compute_type, "data": str(folder)},
+        "settings": {"engines": names, **dataclasses.asdict(run), "beam_size": decode.beam_size,
+                     "compute_type": decode.compute_type, "data": str(folder)},
         "metrics": {"bleu": f"sacrebleu {sacrebleu.__version__} corpus_bleu",
                     "chrf": f"sacrebleu {sacrebleu.__version__} corpus_chrf (chrF2)"},
         "results": rows,

@@ -320,6 +320,9 @@ class CountingEngine:
         self.calls, self.decodes = self.calls + 1, self.decodes + len(requests)
         return self.engine.transcribe_batch(requests)
 
+    async def close(self) -> None:
+        """Nothing: the engine it wraps belongs to the caller."""
+
     def reset(self) -> None:
         self.calls = self.decodes = 0
 

@@ -21,9 +21,13 @@ from typing import Any
 from dragoman.errors import InvalidArgument
 
 
+def cache_dir() -> Path:
+    """Where dragoman keeps models and the embedded database: $XDG_CACHE_HOME/dragoman."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dragoman"
+
+
 def _default_models_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(base) / "dragoman" / "models")
+    return str(cache_dir() / "models")
 
 
 DEFAULT_TRUNK_LINGER_MS = 10.0
@@ -101,10 +105,8 @@ class SttSettings:
     """An utterance is cut at its latest pause once it grows this long, and finalised (a pause
     after the audio of the words its partial results made stable: it may wait up to 2 s more for
     one, then cuts where it is).
-    Up to 8 s, Whisper's encoder window is 10 s (the audio + 2 s, in 10 s steps); longer
-    utterances take a 20 s window. FLEURS, whisper-base, 2 cores, end of speech -> final
-    p50 (de/es/fr/pt): 351/365/636/364 ms at 8 s, 501/494/938/567 at 10 s, ~870 at 15 s;
-    the extra cuts cost 0-4 points of WER."""
+    Up to 8 s, Whisper's encoder window is 10 s; longer utterances take a 20 s window and
+    finals come later (bench/results/settings.md)."""
     max_streams: int = 16
     """Concurrent streams; more get RESOURCE_EXHAUSTED."""
     idle_timeout_s: float = 10.0
@@ -303,13 +305,11 @@ class Settings:
     trunk_linger_ms: float = DEFAULT_TRUNK_LINGER_MS
     """How long a caller's trunk holds an audio frame for others to share its
     gRPC message (0 to 100; frames someone waits on never wait): longer
-    spends less CPU per session and adds up to that much latency per hop.
-    At 300 sessions on one session_svc, 10 ms took ~15 % off its CPU against
-    5 ms and added ~7 ms to p50 (bench/results/trunk_linger.md)."""
+    spends less CPU per session and adds up to that much latency per hop
+    (mux.LINGER_S; bench/results/trunk_linger.md)."""
     event_loop: str = "uvloop"
-    """The services' asyncio event loop: "uvloop" (libuv; under load it cut
-    session_svc's CPU per session by ~14 % and halved its p99 added latency,
-    bench.load --session-svc) or "asyncio" (the standard library's)."""
+    """The services' asyncio event loop: "uvloop" (libuv; less CPU and a shorter
+    tail under load, bench/results/settings.md) or "asyncio" (the standard library's)."""
     addresses: Addresses = field(default_factory=Addresses)
     metrics: MetricsAddresses = field(default_factory=MetricsAddresses)
     tracing: TracingSettings = field(default_factory=TracingSettings)

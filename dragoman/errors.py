@@ -1,8 +1,9 @@
 """The one error hierarchy of dragoman, and its mapping to gRPC status codes.
 
-Domain code raises these; `dragoman.rpc.ServerInterceptor` turns them into a
-status with the message (AIP-193 meanings). Anything else becomes INTERNAL
-with a generic message and the traceback logged under a reference id.
+Domain code raises these; `dragoman.rpc.wrap_handler`, around every call a
+service serves, turns them into a status with the message (AIP-193 meanings).
+Anything else becomes INTERNAL with a generic message and the traceback logged
+under a reference id.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def from_rpc_error(err: grpc.aio.AioRpcError, service: str) -> DragomanError:
     detail = err.details() or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
         # The transport detail names internal addresses: log it, don't pass it on.
-        logging.getLogger("dragoman.errors").warning("%s unavailable: %s", service, detail)
+        logging.getLogger(__name__).warning("%s unavailable: %s", service, detail)
         return Unavailable(f"{service} is unavailable")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"{service} did not answer in time")

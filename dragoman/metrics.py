@@ -25,7 +25,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-log = logging.getLogger("dragoman.metrics")
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 """Buckets around the 1.5 s end-to-end goal and its per-stage budgets."""
@@ -79,7 +79,7 @@ class GcPauses(Collector):
     collector held the process (and so the event loop), by generation.
 
     A pass stops every coroutine of the process; under load these pauses were a
-    large part of bench.load's p99 tail (see rpc.GC_THRESHOLDS). The passes are
+    large part of bench.load's p99 tail (bench/results/gc_thresholds.md). The passes are
     timed by a gc.callbacks hook and counted in plain integers, not in a
     prometheus Histogram: its observe() takes a non-reentrant lock, and a
     collection can start while the same thread holds it, inside another observe."""

@@ -1,6 +1,6 @@
 """gRPC plumbing shared by every service: the server frame and client channels.
 
-A service builds a `grpc.aio.Server` with `new_server()`, which installs the
+A service is built with `Service.serving()` on a `new_server()`, which installs the
 one interceptor that (1) puts rpc and correlation ids into the logging
 context and (2) maps `DragomanError` to its status. `Service.start()` binds,
 adds health and reflection and marks the service SERVING; `Service.stop()`
@@ -21,18 +21,19 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dragoman import config, logs, metrics, tracing
+from dragoman import config, logs, metrics, tracing, triton_client
 from dragoman.errors import RETRY_AFTER, DragomanError, InvalidArgument, ResourceExhausted
 
-log = logging.getLogger("dragoman.rpc")
+log = logging.getLogger(__name__)
 
 CORRELATION_HEADER = "x-correlation-id"
 # Identity the gateway asserts to session_svc after checking the access token.
@@ -80,6 +81,14 @@ class _Measured:
         metrics.RPC_DURATION.labels(self.service, self.method).observe(
             time.perf_counter() - self.started)
         metrics.RPC_REQUESTS.labels(self.service, self.method, _status(context, err)).inc()
+
+
+def duration(seconds: float) -> Duration:
+    """`seconds` as a Duration, to the nearest nanosecond; a negative span (stamps
+    taken on clocks that disagree) reads as zero."""
+    out = Duration()
+    out.FromNanoseconds(round(max(seconds, 0.0) * 1e9))
+    return out
 
 
 def text_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -278,6 +287,10 @@ async def wait_serving(address: str, timeout_s: float = 60.0, service: str = "")
             await asyncio.sleep(0.1)
 
 
+Registration = tuple[Callable[[Any, Any], None], Any]
+"""A generated add_*Servicer_to_server function and the servicer it adds."""
+
+
 @dataclass
 class Service:
     """A gRPC server with health, reflection and graceful shutdown."""
@@ -291,6 +304,23 @@ class Service:
     """Run on shutdown while calls are still served; get the grace period."""
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     port: int = 0
+
+    @classmethod
+    def serving(cls, name: str, servicers: Sequence[Registration], service_names: Sequence[str],
+                *, trunk: bool = True, engines: Iterable[object] = ()) -> Service:
+        """A service on a `new_server()` serving `servicers`, whose services are
+        `service_names`, and on a trunk too (dragoman.mux) unless `trunk` is false;
+        NOT_SERVING while a Triton-backed one of `engines` is not ready."""
+        server, names = new_server(), [*service_names]
+        if trunk:
+            from dragoman import mux  # mux builds on this module
+            names.append(mux.add_to_server(server, servicers))
+        else:
+            for add, servicer in servicers:
+                add(servicer, server)
+        service = cls(name, server, names)
+        triton_client.watch_health(service, engines)
+        return service
 
     async def start(self, address: str) -> int:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -365,35 +395,21 @@ def main(serve: Callable[[config.Settings], Coroutine[Any, Any, None]]) -> None:
 
 
 GC_THRESHOLDS = (20_000, 10, 10)
-"""The cyclic collector's thresholds in a service (Python's default: 700, 10, 10).
-
-A young-generation pass runs after 20,000 net container allocations instead of
-700, so the short-lived objects of a frame (messages, futures, tasks) are mostly
-gone before any pass looks at them, and far fewer are promoted into the older
-generations whose passes are long. session_svc at N=200 (bench.load
---session-svc), three alternating A/B pairs: p99 added latency 46, 48 and 51 ms
-against 63, 72 and 57; 41-62 ms of collector pauses per run (5-6 young passes,
-nothing older) against 250-420 ms (about 170 young passes, 15 middle ones of
-4-8 ms, a full one of 31-53 ms). The passes find next to no garbage (a whole
-N=200 run left 735 unreachable objects, all from imports): the frame path makes
-no reference cycles, so rarer passes hold no more memory. A full pass still
-follows every 10 middle ones once the survivors grow by a quarter. Those A/B
-runs were 20 s long: over longer ones a middle pass came about once a minute
-and took 130-160 ms at 200-300 sessions, walking the events session_svc keeps
-for resumption, until the event logs held them serialized (session_svc.events)."""
+"""The cyclic collector's thresholds in a service (Python's: 700, 10, 10): frames'
+short-lived objects die before a pass sees them (bench/results/gc_thresholds.md)."""
 
 
 def tune_gc() -> None:
     """Readies the cyclic garbage collector of a built service, whose every pass
     holds the event loop and so delays every utterance in flight.
 
-    - What exists once a service is built (modules, engines, servers: over half
-      the objects a loaded service tracks) is frozen out of the collector's
-      reach; these objects live as long as the process anyway. Under load in
-      session_svc a full pass over them was a 60-80 ms stall every half minute.
+    - What exists once a service is built (modules, engines, servers) is frozen
+      out of the collector's reach: it lives as long as the process anyway.
     - The thresholds become GC_THRESHOLDS.
     - Each pass is timed into dragoman_gc_pause_seconds, so the tail it adds can
-      be seen in production."""
+      be seen in production.
+
+    Measurements: bench/results/gc_thresholds.md."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

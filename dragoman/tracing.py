@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from dragoman.config import TracingSettings
 
-log = logging.getLogger("dragoman.tracing")
+log = logging.getLogger(__name__)
 
 _provider: TracerProvider | None = None
 _UNTRACED = filters.negate(filters.any_of(

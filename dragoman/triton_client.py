@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from dragoman import rpc
 
-log = logging.getLogger("dragoman.triton_client")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 INFO_MODEL = "dragoman-info"

@@ -28,7 +28,7 @@ import jwt
 from dragoman import config, errors
 from gateway.store import RefreshToken, TokenState, User, UserData, UserStore
 
-log = logging.getLogger("gateway.auth")
+log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32

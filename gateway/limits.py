@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from dragoman import config
 from dragoman.errors import ResourceExhausted
 
-log = logging.getLogger("gateway.limits")
+log = logging.getLogger(__name__)
 
 PURGE_EVERY = 10_000
 """MemoryLimiter drops idle keys after this many calls."""

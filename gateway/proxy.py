@@ -32,7 +32,7 @@ from gateway.auth import AccessTokens, Identity
 from gateway.limits import Limits, Pacer
 from gateway.routing import Router
 
-log = logging.getLogger("gateway.proxy")
+log = logging.getLogger(__name__)
 
 DOWNSTREAM = "session service"
 _SERVER_FAULTS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})

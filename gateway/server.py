@@ -168,14 +168,12 @@ async def create(
     router.directory = directory or session_data
     proxy = Proxy(tokens, limits)
 
-    server = rpc.new_server()
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(
-        AuthServicer(accounts, tokens, limits, router, session_data), server)
-    sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionProxy(router, proxy), server)
-    conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
-        ConversationProxy(router, proxy), server
-    )
-    service = rpc.Service("gateway", server, SERVICE_NAMES)
+    service = rpc.Service.serving("gateway", [
+        (auth_pb2_grpc.add_AuthServiceServicer_to_server,
+         AuthServicer(accounts, tokens, limits, router, session_data)),
+        (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionProxy(router, proxy)),
+        (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, ConversationProxy(router, proxy)),
+    ], SERVICE_NAMES, trunk=False)
     service.on_stop.append(router.close)
     if session_channel is None:
         service.on_stop.append(channel.close)

@@ -20,7 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-log = logging.getLogger("mt_svc.cache")
+from dragoman import config
+from dragoman.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
 
 
 def key(route: str, source: str, target: str, sentence: str) -> str:
@@ -153,3 +156,15 @@ def _count(stats: CacheStats, found: Sequence[str | None]) -> None:
     hits = sum(v is not None for v in found)
     stats.hits += hits
     stats.misses += len(found) - hits
+
+
+def open_cache(mt: config.MtSettings) -> PhraseCache:
+    """The phrase cache `mt.cache` names; another name is INVALID_ARGUMENT."""
+    kind = mt.cache.strip().lower()
+    if kind == "memory":
+        return MemoryCache(mt.cache_entries)
+    if kind == "redis":
+        return RedisCache(mt.redis_url, mt.cache_prefix, mt.cache_ttl_s)
+    if kind == "off":
+        return NoCache()
+    raise InvalidArgument(f"setting mt.cache: {mt.cache!r} is not one of memory, redis, off")

@@ -31,7 +31,7 @@ from mt_svc.glossary import Masker, Term, mask_numbers, numbers, placeholders, s
 from mt_svc.router import IDENTITY, Route, Router
 from mt_svc.text import Framed, normalise, sentences
 
-log = logging.getLogger("mt_svc.pipeline")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

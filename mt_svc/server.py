@@ -17,20 +17,21 @@ from collections.abc import Sequence
 
 import grpc
 
-from dragoman import config, languages, logs, mux, rpc, triton_client
+from dragoman import config, languages, logs, rpc
 from dragoman.catalog import packaged
 from dragoman.errors import InvalidArgument
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from mt_svc import engines as registry
 from mt_svc.admission import Admission
-from mt_svc.cache import PhraseCache
+from mt_svc.cache import PhraseCache, open_cache
 from mt_svc.engines.base import MtEngine, TranslationBatch
+from mt_svc.engines.ct2 import DecodeOptions
 from mt_svc.glossary import Term
-from mt_svc.options import Options
 from mt_svc.pipeline import Pipeline
 from mt_svc.router import Router
 
-log = logging.getLogger("mt_svc.server")
+# the module name under `python -m` too, where __name__ is "__main__"
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 SERVICE_NAME = mt_pb2.DESCRIPTOR.services_by_name["TranslationService"].full_name
 MAX_ACTIVE_BATCHES = 4
@@ -62,13 +63,13 @@ def check_segments(segments: Sequence[str], settings: config.MtSettings) -> None
             )
 
 
-def terms_of(request: mt_pb2.TranslateRequest, options: Options) -> list[Term]:
+def terms_of(request: mt_pb2.TranslateRequest, settings: config.MtSettings) -> list[Term]:
     """The glossary and do-not-translate terms of a request; INVALID_ARGUMENT naming a bad one."""
     count = len(request.glossary) + len(request.do_not_translate)
-    if count > options.max_terms:
+    if count > settings.max_terms:
         raise InvalidArgument(
             f"too many terms: {count} glossary and do_not_translate entries "
-            f"(at most {options.max_terms} per call)"
+            f"(at most {settings.max_terms} per call)"
         )
     named = [
         *((f"glossary[{i}].source", e.source) for i, e in enumerate(request.glossary)),
@@ -78,9 +79,9 @@ def terms_of(request: mt_pb2.TranslateRequest, options: Options) -> list[Term]:
     for field, term in named:
         if not term.strip():
             raise InvalidArgument(f"{field} is empty")
-        if len(term) > options.max_term_chars:
+        if len(term) > settings.max_term_chars:
             raise InvalidArgument(
-                f"{field} is too long: {len(term)} characters (at most {options.max_term_chars})"
+                f"{field} is too long: {len(term)} characters (at most {settings.max_term_chars})"
             )
     return [
         *(Term(e.source.strip(), e.target.strip()) for e in request.glossary),
@@ -101,7 +102,6 @@ class TranslationServicer(mt_pb2_grpc.TranslationServiceServicer):
         self._pipeline = pipeline
         self._router = pipeline.router
         self._settings = settings
-        self._options = Options.of(settings)
         self._admission = admission
         self._speech_engines = list(speech_engines)
 
@@ -113,7 +113,7 @@ class TranslationServicer(mt_pb2_grpc.TranslationServiceServicer):
         target = languages.normalise(request.target_language_code, "target_language_code")
         segments = list(request.segments)
         check_segments(segments, self._settings)
-        terms = terms_of(request, self._options)
+        terms = terms_of(request, self._settings)
         if source == target:
             result = await self._pipeline.translate(source, target, segments, terms)
         else:
@@ -197,22 +197,19 @@ async def create(
     """The service, not yet started. `engines` replaces the configured ones,
     `admission` the default limits (MAX_ACTIVE_BATCHES, MAX_QUEUED_BATCHES) and
     `cache` the phrase cache of settings.mt.cache."""
-    options = Options.of(settings.mt)
     names = registry.configured(settings.mt.engines)
     if engines is None:
         engines = await asyncio.to_thread(
-            registry.load, names, settings.models_dir, options.decode, settings.triton)
+            registry.load, names, settings.models_dir, DecodeOptions.of(settings.mt), settings.triton)
     router = Router(engines, registry.OFFERS, preference=registry.preference(names))
     await warm_up(router.engines)
-    pipeline = Pipeline(router, cache or options.new_cache())
-    server = rpc.new_server()
+    pipeline = Pipeline(router, cache or open_cache(settings.mt))
     admission = admission or Admission(MAX_ACTIVE_BATCHES, MAX_QUEUED_BATCHES)
     servicer = TranslationServicer(pipeline, settings.mt, admission, speech_engines(settings))
-    on_trunk = mux.add_to_server(
-        server, [(mt_pb2_grpc.add_TranslationServiceServicer_to_server, servicer)])
-    service = rpc.Service("mt_svc", server, [SERVICE_NAME, on_trunk])
+    service = rpc.Service.serving(
+        "mt_svc", [(mt_pb2_grpc.add_TranslationServiceServicer_to_server, servicer)],
+        [SERVICE_NAME], engines=router.engines)
     service.on_stop.extend([router.close, pipeline.cache.close])
-    triton_client.watch_health(service, router.engines)  # NOT_SERVING while Triton is not ready
     return service
 
 

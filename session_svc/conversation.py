@@ -26,7 +26,7 @@ from session_svc.identity import identity
 from session_svc.pipeline import SpeakerPipeline
 from session_svc.sessions import Member, Session, SessionRegistry
 
-log = logging.getLogger("dragoman.session.conversation")
+log = logging.getLogger(__name__)
 
 MAX_CHUNK_BYTES = 64 * 1024
 

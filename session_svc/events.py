@@ -33,9 +33,8 @@ class EventLog:
 
     The buffer holds events serialized: bytes are not tracked by Python's
     cyclic collector, message objects are, and a loaded session_svc keeps
-    hundreds of thousands of events (2 x `capacity` per session). Held as
-    messages they made every middle-generation collector pass 130-160 ms at
-    300 sessions, and every full one longer as conversations grew. The last
+    hundreds of thousands of events (2 x `capacity` per session), which made
+    each older-generation pass long (bench/results/gc_thresholds.md). The last
     RECENT events are also kept as messages, so that a follower keeping up
     (the usual case) is handed the message itself, not a parsed copy.
     """

@@ -22,8 +22,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from google.protobuf.duration_pb2 import Duration
-
 from dragoman import logs, metrics, rpc
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
@@ -32,19 +30,13 @@ from dragoman.v1 import conversation_pb2 as pb
 from session_svc.downstream import Downstream
 from session_svc.sessions import Member, Session
 
-log = logging.getLogger("dragoman.session.pipeline")
+log = logging.getLogger(__name__)
 
 AUDIO_QUEUE_CHUNKS = 100  # 10 s of 100 ms chunks
 MAX_STT_MESSAGE_BYTES = 48 * 1024  # under stt_svc's 64 KiB per message
 DELIVERY_WAIT_S = 2.0
 LOOKAHEAD = 1
 """Utterances translated and being synthesised behind the one being delivered."""
-
-
-def _duration(seconds: float) -> Duration:
-    d = Duration()
-    d.FromNanoseconds(int(max(seconds, 0.0) * 1e9))
-    return d
 
 
 @dataclass
@@ -71,12 +63,12 @@ class Utterance:
         delivered = self.delivered.result() if self.delivered.done() else self.first_audio
         speech_end = self.speech_end_arrival or self.end_of_speech
         return pb.UtteranceLatency(
-            endpointing=_duration(self.end_of_speech - speech_end),
-            recognition=_duration(self.final - self.end_of_speech),
-            translation=_duration(self.translated - self.final),
-            synthesis_first_chunk=_duration(self.first_audio - self.translated),
-            delivery=_duration(delivered - self.first_audio),
-            total=_duration(delivered - speech_end),
+            endpointing=rpc.duration(self.end_of_speech - speech_end),
+            recognition=rpc.duration(self.final - self.end_of_speech),
+            translation=rpc.duration(self.translated - self.final),
+            synthesis_first_chunk=rpc.duration(self.first_audio - self.translated),
+            delivery=rpc.duration(delivered - self.first_audio),
+            total=rpc.duration(delivered - speech_end),
         )
 
 

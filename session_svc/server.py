@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
-from dragoman import config, db, logs, mux, overload, rpc
+from dragoman import config, db, logs, overload, rpc
 from dragoman.db.times import timestamp
 from dragoman.errors import InvalidArgument, NotFound
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
@@ -39,7 +39,8 @@ from session_svc.records import STAGES, Metrics, SessionRecord, UtteranceLog
 from session_svc.sessions import Identity, SessionRegistry, metrics_proto
 from session_svc.store import PgSessionStore, SessionStore
 
-log = logging.getLogger("dragoman.session")
+# the module name under `python -m` too, where __name__ is "__main__"
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 END_REASON = "ended by participant"
@@ -237,19 +238,16 @@ async def create(
     down = downstream or Downstream(
         settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk,
         linger_s=settings.trunk_linger_ms / 1000)
-    server = rpc.new_server()
     conversations = ConversationServicer(registry, down, settings.session)
-    names = [
+    service = rpc.Service.serving("session", [
+        (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry)),
+        (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
+        (session_pb2_grpc.add_SessionDataServiceServicer_to_server, SessionDataServicer(store)),
+    ], [
         sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
         conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
         session_pb2.DESCRIPTOR.services_by_name["SessionDataService"].full_name,
-        mux.add_to_server(server, [
-            (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry)),
-            (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
-            (session_pb2_grpc.add_SessionDataServiceServicer_to_server, SessionDataServicer(store)),
-        ]),
-    ]
-    service = rpc.Service("session", server, names)
+    ])
 
     async def drain(grace_s: float) -> None:
         """Finish every utterance in progress before the server stops."""

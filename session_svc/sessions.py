@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from dragoman.overload import LoopLag
     from session_svc.conversation import Connection
 
-log = logging.getLogger("dragoman.session.sessions")
+log = logging.getLogger(__name__)
 
 OWNER_RENEW_S = 10.0
 """How often a replica with an advertised address renews its owner lease."""

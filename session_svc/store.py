@@ -42,18 +42,16 @@ from session_svc.records import (
     UtteranceLog,
 )
 
-log = logging.getLogger("dragoman.session.store")
+log = logging.getLogger(__name__)
 
 JOURNAL_CAPACITY = 1000
-JOURNAL_BATCH = 100
-JOURNAL_LINGER_S = 0.25
-"""How long the first queued log waits for others to share its transaction:
-a transaction per utterance is thousands a second at 10,000 sessions, and
-writing them was 8 % of session_svc's samples under load (py-spy, N=100).
-The logs are history, not what the listener waits for; `Journal.flush`
-(EndSession, shutdown) does not wait for the linger."""
-"""Most utterance logs written in one transaction."""
 """Utterance logs waiting to be written; beyond, new ones are dropped (and counted)."""
+JOURNAL_BATCH = 100
+"""Most utterance logs written in one transaction."""
+JOURNAL_LINGER_S = 0.25
+"""How long the first queued log waits for others to share its transaction
+(bench/results/settings.md). The logs are history, not what the listener waits
+for; `Journal.flush` (EndSession, shutdown) does not wait for the linger."""
 ENCRYPTED = ("source_text", "translated_text")
 """The encrypted columns of translation_logs."""
 

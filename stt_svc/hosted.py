@@ -14,12 +14,12 @@ from dragoman import config
 from dragoman.hosting import HostedModel, Rows, error_row, json_bytes, rows_of, stt_spec
 from dragoman.triton_client import bytes_rows
 from stt_svc import engines
-from stt_svc.engines.base import DecodeOptions, DecodeRequest
+from stt_svc.engines.base import DecodeOptions, DecodeRequest, SpeechRecognizer
 
 log = logging.getLogger(__name__)
 
 
-def stt_model(engine: Any) -> HostedModel:
+def stt_model(engine: SpeechRecognizer) -> HostedModel:
     """A Whisper (or any SpeechRecognizer) engine: the rows of an execution in one
     `transcribe_batch` call where the engine has it (each answer as if decoded alone),
     else one decode per row; a row that fails alone gets its own error."""
@@ -39,7 +39,7 @@ def stt_model(engine: Any) -> HostedModel:
 
     def decode(rows: list[DecodeRequest | Exception]) -> list[dict[str, Any]]:
         good = [r for r in rows if not isinstance(r, Exception)]
-        if len(good) > 1 and len(good) == len(rows) and hasattr(engine, "transcribe_batch"):
+        if len(good) > 1 and len(good) == len(rows):
             try:
                 return [dataclasses.asdict(t) for t in engine.transcribe_batch(good)]
             except Exception:  # noqa: BLE001 - decode alone to tell which row fails

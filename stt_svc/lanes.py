@@ -42,7 +42,7 @@ from typing import Any, Generic, TypeVar
 from dragoman import metrics
 from dragoman.errors import ResourceExhausted
 
-log = logging.getLogger("stt_svc.lanes")
+log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 T = TypeVar("T")

@@ -12,9 +12,8 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
-from google.protobuf import duration_pb2
 
-from dragoman import audio, config, logs, mux, rpc, triton_client
+from dragoman import audio, config, logs, rpc
 from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
@@ -31,7 +30,8 @@ from stt_svc.stream import (
     StreamLimits,
 )
 
-log = logging.getLogger("stt_svc.server")
+# the module name under `python -m` too, where __name__ is "__main__"
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToTextService"].full_name
 MIN_ENDPOINT_SILENCE_MS = 100
@@ -203,19 +203,13 @@ def _hotwords(values: Sequence[str]) -> tuple[str, ...]:
     return words
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(round(seconds * 1e9))
-    return d
-
-
 def _response(item: Output) -> stt_pb2.StreamingRecognizeResponse:
     if not isinstance(item, ResultOut):
         return stt_pb2.StreamingRecognizeResponse(
             speech_event=stt_pb2.SpeechEvent(
                 type=_EVENT_TYPES[item.kind],
                 utterance_index=item.utterance_index,
-                audio_offset=_duration(item.offset_s),
+                audio_offset=rpc.duration(item.offset_s),
             )
         )
     return stt_pb2.StreamingRecognizeResponse(
@@ -228,18 +222,18 @@ def _response(item: Output) -> stt_pb2.StreamingRecognizeResponse:
             language_code=item.language_code,
             language_probability=item.language_probability,
             confidence=item.confidence,
-            start_offset=_duration(item.start_s),
-            end_offset=_duration(item.end_s),
+            start_offset=rpc.duration(item.start_s),
+            end_offset=rpc.duration(item.end_s),
             words=[
                 stt_pb2.WordInfo(
                     word=w.word,
-                    start_offset=_duration(w.start_s),
-                    end_offset=_duration(w.end_s),
+                    start_offset=rpc.duration(w.start_s),
+                    end_offset=rpc.duration(w.end_s),
                     confidence=w.probability,
                 )
                 for w in item.words
             ],
-            processing_time=_duration(item.processing_s),
+            processing_time=rpc.duration(item.processing_s),
         )
     )
 
@@ -265,15 +259,12 @@ async def create(
         engines = [engine]
     await asyncio.to_thread(vad.warm_up)
     models = Models(engines, max_pending=2 * settings.stt.max_streams + 2)
-    server = rpc.new_server()
-    servicer = SpeechToTextServicer(settings, models, limits)
-    on_trunk = mux.add_to_server(
-        server, [(stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server, servicer)])
-    service = rpc.Service("stt", server, [SERVICE_NAME, on_trunk])
+    service = rpc.Service.serving("stt", [(stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server,
+                                           SpeechToTextServicer(settings, models, limits))],
+                                  [SERVICE_NAME], engines=engines)
     service.on_stop.append(models.close)
     if owned:  # engines with connections (Triton) close with the service that loaded them
-        service.on_stop.extend(e.close for e in engines if hasattr(e, "close"))
-    triton_client.watch_health(service, engines)  # NOT_SERVING while Triton is not ready
+        service.on_stop.extend(e.close for e in engines)
     return service
 
 

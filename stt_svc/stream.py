@@ -53,7 +53,7 @@ from stt_svc.loaded import LoadedModel, Models
 from stt_svc.segmenter import RATE_HZ, Segmenter, SegmenterOptions, SpeechEnded, SpeechStarted
 from stt_svc.vad import FrameClassifier, SileroVad
 
-log = logging.getLogger("stt_svc.stream")
+log = logging.getLogger(__name__)
 
 MAX_CHUNK_BYTES = 64 * 1024
 LANGUAGE_LOCK_PROBABILITY = 0.8

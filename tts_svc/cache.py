@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from dragoman import config
 from dragoman.errors import InvalidArgument
 
-log = logging.getLogger("tts_svc.cache")
+log = logging.getLogger(__name__)
 
 DEFAULT_ENTRIES = 256
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024

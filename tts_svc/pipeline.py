@@ -37,7 +37,7 @@ from tts_svc.encoding import Encoding
 from tts_svc.engines.base import SynthesisRequest, TtsEngine, Voice
 from tts_svc.voices import Choice, VoiceCatalog, primary_language
 
-log = logging.getLogger("tts_svc.pipeline")
+log = logging.getLogger(__name__)
 
 TRIM_FLOOR_DB = -45.0
 """Edge frames this far below the loudest 10 ms frame count as silence."""

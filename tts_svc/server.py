@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from google.protobuf import duration_pb2
 
-from dragoman import config, logs, mux, rpc, triton_client
+from dragoman import config, logs, rpc
 from dragoman.errors import InvalidArgument
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_svc import engines as engine_registry
@@ -26,7 +25,8 @@ from tts_svc.engines.base import Gender, TtsEngine, Voice
 from tts_svc.pipeline import Synthesizer
 from tts_svc.voices import VoiceCatalog
 
-log = logging.getLogger("tts_svc.server")
+# the module name under `python -m` too, where __name__ is "__main__"
+log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeechService"].full_name
 MAX_STREAMS = 8
@@ -41,12 +41,6 @@ _GENDERS = {
     Gender.FEMALE: tts_pb2.VOICE_GENDER_FEMALE,
     Gender.MALE: tts_pb2.VOICE_GENDER_MALE,
 }
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    out = duration_pb2.Duration()
-    out.FromNanoseconds(round(seconds * 1e9))
-    return out
 
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
@@ -85,7 +79,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
                 text=chunk.text,
                 voice=chunk.voice,
                 is_last=chunk.is_last,
-                audio_duration=_duration(chunk.duration_s),
+                audio_duration=rpc.duration(chunk.duration_s),
             )
 
     async def ListVoices(
@@ -145,11 +139,9 @@ async def create(
             await cache.close()
         raise
 
-    server = rpc.new_server()
-    on_trunk = mux.add_to_server(server, [
-        (tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server, TextToSpeechServicer(synthesizer))])
-    service = rpc.Service("tts_svc", server, [SERVICE_NAME, on_trunk])
-    triton_client.watch_health(service, engines)  # NOT_SERVING while Triton is not ready
+    service = rpc.Service.serving("tts_svc", [
+        (tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server, TextToSpeechServicer(synthesizer))],
+        [SERVICE_NAME], engines=engines)
 
     async def close() -> None:
         stats = synthesizer.cache.stats

@@ -19,7 +19,7 @@ from dragoman.errors import InvalidArgument, NotFound
 from dragoman.languages import primary_subtag
 from tts_svc.engines.base import TtsEngine, Voice
 
-log = logging.getLogger("tts_svc.voices")
+log = logging.getLogger(__name__)
 
 DEFAULT_VOICES: Mapping[str, str] = {
     "en": "en_US-joe-medium",  # Piper: about 0.1 s per short sentence

@@ -31,7 +31,7 @@ from dragoman.config import DbSettings
 from dragoman.db import crypto, embedded, migrate
 from dragoman.errors import Unavailable
 
-log = logging.getLogger("dragoman.db")
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 URL_ENV = "DRAGOMAN_DATABASE_URL"

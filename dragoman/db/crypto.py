@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dragoman.errors import DragomanError, FailedPrecondition
 
-log = logging.getLogger("dragoman.db.crypto")
+log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 NONCE_BYTES = 12

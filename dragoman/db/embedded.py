@@ -13,7 +13,6 @@ as its own `pgserver` user.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-log = logging.getLogger("dragoman.db.embedded")
+from dragoman import config
+
+log = logging.getLogger(__name__)
 logging.getLogger("pgserver").setLevel(logging.WARNING)  # it narrates every pg_ctl call at INFO
 
 DATABASE = "dragoman"
@@ -29,8 +30,7 @@ _servers: dict[Path, Any] = {}  # kept alive for the life of the process
 
 
 def default_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dragoman" / "pgdata"
+    return config.cache_dir() / "pgdata"
 
 
 def start(data_dir: Path) -> str:

@@ -15,7 +15,7 @@ from dragoman.mux.framing import LINGER_S, Deserializer, Serializer, checked_lin
 from dragoman.mux.link import Link, TrunkCall
 from dragoman.trunk.v1 import trunk_pb2_grpc as pb_grpc
 
-log = logging.getLogger("dragoman.trunk")
+log = logging.getLogger(__name__)
 
 
 class _TrunkMethod:

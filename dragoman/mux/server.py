@@ -24,7 +24,7 @@ from dragoman.mux.framing import (
 from dragoman.trunk.v1 import trunk_pb2 as pb
 from dragoman.trunk.v1 import trunk_pb2_grpc as pb_grpc
 
-log = logging.getLogger("dragoman.trunk")
+log = logging.getLogger(__name__)
 
 
 class _Abort(grpc.aio.AbortError):

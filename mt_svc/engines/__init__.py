@@ -17,7 +17,7 @@ from dragoman.errors import DragomanError, InvalidArgument
 from mt_svc.engines import apertium, bergamot, ct2, fake
 from mt_svc.engines.base import MtEngine, Offer
 
-log = logging.getLogger("mt_svc.engines")
+log = logging.getLogger(__name__)
 
 OFFERS: dict[str, Offer] = {
     **{o.name: o for o in (bergamot.OFFER, apertium.OFFER, fake.OFFER)},

@@ -30,7 +30,7 @@ from pathlib import Path
 from dragoman.errors import FailedPrecondition, Unavailable
 from mt_svc.engines.base import Capabilities, Offer, Pair, TranslationBatch
 
-log = logging.getLogger("mt_svc.engines.apertium")
+log = logging.getLogger(__name__)
 
 NAME = "apertium"
 LICENSE = "GPL-2.0"

@@ -23,6 +23,7 @@ on the engine's own thread, and the pieces are joined again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from dragoman import config
 from dragoman.catalog import pulled
 from dragoman.catalog.pulled import HubModel
 from dragoman.devices import Device
@@ -38,7 +40,7 @@ from dragoman.errors import FailedPrecondition
 from mt_svc import text
 from mt_svc.engines.base import Capabilities, Offer, TranslationBatch
 
-log = logging.getLogger("mt_svc.engines.ct2")
+log = logging.getLogger(__name__)
 
 GROUP = "ct2"
 """The name in settings.mt.engines that enables every pulled model."""
@@ -77,24 +79,25 @@ def prompt(
     return Prompt([*([token] if token else []), *encode(text), *eos], None)
 
 
+_MT = config.MtSettings()
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
-    """How CTranslate2 runs a model; each field is read from settings.mt (mt_svc.options)."""
+    """How CTranslate2 runs a model: the `[mt]` settings of these names
+    (dragoman.config.MtSettings documents each), with their defaults."""
 
-    beam_size: int = 2
-    """Beam width (1: greedy, fastest)."""
-    max_input_tokens: int = 200
-    """Longest piece (SentencePiece tokens) given to the model; longer text is split."""
-    max_output_tokens: int = 256
-    """Most tokens the model may produce for one piece."""
-    max_batch_size: int = 32
-    """Most pieces decoded at once."""
-    compute_type: str = "int8"
-    """CTranslate2 compute type on the CPU."""
-    cpu_threads: int = 2
-    """Threads per batch."""
-    device: str = "cpu"
-    """cpu, cuda or cuda:N (dragoman.devices)."""
+    beam_size: int = _MT.beam_size
+    max_input_tokens: int = _MT.max_input_tokens
+    max_output_tokens: int = _MT.max_output_tokens
+    max_batch_size: int = _MT.max_batch_size
+    compute_type: str = _MT.compute_type
+    cpu_threads: int = _MT.cpu_threads
+    device: str = _MT.device
+
+    @classmethod
+    def of(cls, mt: config.MtSettings) -> DecodeOptions:
+        return cls(**{f.name: getattr(mt, f.name) for f in dataclasses.fields(cls)})
 
 
 class Ct2Engine:
@@ -117,8 +120,8 @@ class Ct2Engine:
                 f"model {model.name} in {path} does not load ({err}); "
                 f"run `dragoman models pull --force {model.name}`"
             ) from None
-        config = json.loads((path / "config.json").read_text())
-        self._add_eos = not config.get("add_source_eos", False)
+        converted = json.loads((path / "config.json").read_text())
+        self._add_eos = not converted.get("add_source_eos", False)
         spm = [sentencepiece.SentencePieceProcessor(model_file=str(path / f)) for f in model.tokenizer]
         self._source_spm, self._target_spm = spm[0], spm[-1]
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=model.name)

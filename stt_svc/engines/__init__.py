@@ -10,7 +10,7 @@ from dragoman import config
 from dragoman.errors import InvalidArgument
 from stt_svc.engines.base import SpeechRecognizer
 
-log = logging.getLogger("stt_svc.engines")
+log = logging.getLogger(__name__)
 
 
 def load(settings: config.Settings) -> list[SpeechRecognizer]:

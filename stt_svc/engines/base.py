@@ -110,3 +110,7 @@ class SpeechRecognizer(Protocol):
         Raises if any request is invalid; the caller then retries them one by one.
         """
         ...
+
+    async def close(self) -> None:
+        """Releases connections (Triton); the engine is not used afterwards."""
+        ...

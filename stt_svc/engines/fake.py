@@ -69,6 +69,9 @@ class FakeEngine:
     def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
         return self.transcribe_batch([DecodeRequest(audio, options)])[0]
 
+    async def close(self) -> None:
+        """Nothing to release."""
+
     def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[Transcription]:
         started = time.perf_counter()
         if self.delay_s:

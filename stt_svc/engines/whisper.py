@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
     from faster_whisper.tokenizer import Tokenizer
 
-log = logging.getLogger("stt_svc.whisper")
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16_000
 CPU = Device("cpu")
@@ -143,6 +143,9 @@ class WhisperEngine:
 
     def transcribe(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
         return self.transcribe_batch([DecodeRequest(audio, options)])[0]
+
+    async def close(self) -> None:
+        """Nothing to release: the model goes with the engine."""
 
     def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[Transcription]:
         languages = [self._check_language(r.options.language) for r in requests]

@@ -174,3 +174,9 @@ def test_the_event_loop_is_a_setting_and_a_wrong_one_is_named() -> None:
         rpc.loop_factory("trio")
     assert config.load(env={"DRAGOMAN_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
     assert config.load(env={}).event_loop == "uvloop"
+
+
+def test_durations_round_to_the_nanosecond_and_negative_spans_read_as_zero() -> None:
+    assert rpc.duration(0.3).ToNanoseconds() == 300_000_000
+    assert rpc.duration(1.0000000016).ToNanoseconds() == 1_000_000_002
+    assert rpc.duration(-0.004).ToNanoseconds() == 0

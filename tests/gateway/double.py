@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import grpc
 
-from dragoman import mux, rpc
+from dragoman import rpc
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
 from dragoman.v1 import auth_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from dragoman.v1 import conversation_pb2 as cv
@@ -258,14 +258,9 @@ class SessionDouble(
 
 def serve(double: SessionDouble) -> rpc.Service:
     """The double as a service, like session_svc."""
-    server = rpc.new_server()
-    on_trunk = mux.add_to_server(server, [
+    return rpc.Service.serving("session-double", [
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server, double),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, double),
         (session_pb2_grpc.add_SessionDataServiceServicer_to_server, double),
-    ])
-    return rpc.Service(
-        "session-double", server,
-        ["dragoman.v1.SessionService", "dragoman.v1.ConversationService",
-         "dragoman.session.v1.SessionDataService", on_trunk],
-    )
+    ], ["dragoman.v1.SessionService", "dragoman.v1.ConversationService",
+        "dragoman.session.v1.SessionDataService"])

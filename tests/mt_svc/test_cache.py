@@ -11,9 +11,8 @@ import redis.asyncio
 from dragoman import config, rpc
 from dragoman.errors import InvalidArgument
 from mt_svc import server
-from mt_svc.cache import MemoryCache, NoCache, RedisCache
+from mt_svc.cache import MemoryCache, NoCache, RedisCache, open_cache
 from mt_svc.engines.fake import FakeEngine, tagged
-from mt_svc.options import Options
 from tests.conftest import started
 from tests.mt_svc.conftest import request, stub_of, with_mt
 
@@ -43,14 +42,14 @@ async def test_memory_cache_evicts_the_least_recently_used() -> None:
     assert (len(cache), cache.stats.hits, cache.stats.misses) == (2, 3, 1)
 
 
-async def test_options_pick_the_cache() -> None:
-    assert isinstance(Options.of(config.MtSettings()).new_cache(), MemoryCache)
-    assert isinstance(Options.of(config.MtSettings(cache="off")).new_cache(), NoCache)
-    redis_cache = Options.of(config.MtSettings(cache=" Redis ")).new_cache()
+async def test_the_mt_settings_pick_the_cache() -> None:
+    assert isinstance(open_cache(config.MtSettings()), MemoryCache)
+    assert isinstance(open_cache(config.MtSettings(cache="off")), NoCache)
+    redis_cache = open_cache(config.MtSettings(cache=" Redis "))
     assert isinstance(redis_cache, RedisCache)
     await redis_cache.close()
     with pytest.raises(InvalidArgument, match="setting mt.cache: 'disk' is not one of memory, redis, off"):
-        Options.of(config.MtSettings(cache="disk")).new_cache()
+        open_cache(config.MtSettings(cache="disk"))
 
 
 async def test_redis_cache_stores_with_a_ttl_under_its_prefix(prefix: str) -> None:
@@ -86,7 +85,7 @@ async def test_repeats_are_cached_in_redis_across_replicas(settings: config.Sett
     for _ in range(2):
         engine = FakeEngine({("en", "pt")}, name="alpha")
         mt = config.MtSettings(cache="redis", redis_url=REDIS_URL, cache_prefix=prefix)
-        cache = Options.of(mt).new_cache()
+        cache = open_cache(mt)
         service = await server.create(with_mt(settings), engines=[engine], cache=cache)
         engine.calls.clear()  # forget the warm-up
         async for address in started(service):

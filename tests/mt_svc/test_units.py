@@ -9,8 +9,8 @@ from dragoman.errors import InvalidArgument, Unavailable
 from dragoman.languages import SUPPORTED, all_pairs, normalise
 from mt_svc import engines
 from mt_svc.engines.apertium import NullFlushPipeline, from_stream, mode_pair, to_stream
+from mt_svc.engines.ct2 import DecodeOptions
 from mt_svc.glossary import Masker, Term, mask_numbers, numbers
-from mt_svc.options import Options
 from mt_svc.text import Framed, chunks, sentences
 from mt_svc.text import normalise as normalise_text
 
@@ -180,7 +180,7 @@ def test_numbers_are_masked_around_existing_placeholders() -> None:
     assert numbers("Room 214 at 7:45 for XQ12Z") == numbers("às 7:45, quarto ٢١٤") == {214: 1, 7: 1, 45: 1}
 
 
-def test_options_are_the_mt_settings(settings: config.Settings) -> None:
-    assert Options.of(settings.mt).max_terms == settings.mt.max_terms
-    options = Options.of(config.MtSettings(beam_size=4, cache="off", max_output_tokens=99))
-    assert (options.decode.beam_size, options.cache, options.decode.max_output_tokens) == (4, "off", 99)
+def test_decode_options_are_the_mt_settings() -> None:
+    assert DecodeOptions() == DecodeOptions.of(config.MtSettings())
+    options = DecodeOptions.of(config.MtSettings(beam_size=4, max_output_tokens=99))
+    assert (options.beam_size, options.max_output_tokens) == (4, 99)

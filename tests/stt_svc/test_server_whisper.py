@@ -196,6 +196,9 @@ class CountingEngine:
         self.batches.append(len(requests))
         return self.engine.transcribe_batch(requests)
 
+    async def close(self) -> None:
+        """Nothing: the engine it wraps belongs to the caller."""
+
 
 CONCURRENT = [  # (clip, language, WER bound), all on whisper-base
     ("fleurs-es-002", "es", 0.20), ("fleurs-es-003", "es", 0.20),

@@ -29,7 +29,7 @@ import numpy as np
 from dragoman.errors import FailedPrecondition
 from tts_svc.engines.base import AudioChunk, Capabilities, SynthesisRequest, Voice
 
-log = logging.getLogger("tts_svc.engines.coqui")
+log = logging.getLogger(__name__)
 
 NAME = "coqui"
 PACKAGE = "coqui-tts"

@@ -31,7 +31,7 @@ import numpy as np
 from dragoman.errors import FailedPrecondition
 from tts_svc.engines.base import AudioChunk, Capabilities, Gender, SynthesisRequest, Voice
 
-log = logging.getLogger("tts_svc.engines.espeak")
+log = logging.getLogger(__name__)
 
 NAME = "espeak"
 LOADER = "espeakng-loader"

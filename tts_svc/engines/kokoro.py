@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from dragoman.devices import Device
 
-log = logging.getLogger("tts_svc.engines.kokoro")
+log = logging.getLogger(__name__)
 
 NAME = "kokoro"
 MODEL_FILE = "kokoro/kokoro-v1.0.int8.onnx"

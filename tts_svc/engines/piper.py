@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from dragoman.devices import Device
 
-log = logging.getLogger("tts_svc.engines.piper")
+log = logging.getLogger(__name__)
 
 NAME = "piper"
 # Piper voice configs do not state a gender; these are the speakers we ship.
