@@ -102,6 +102,13 @@ class PgUserStore:
                 "UPDATE login_families SET revoked_at = coalesce(revoked_at, now()) "
                 "WHERE family_id = %s", (family_id,))
 
+    async def login_live(self, family_id: str, user_id: str) -> bool:
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM login_families WHERE family_id = %s AND user_id = %s "
+                "AND revoked_at IS NULL", (family_id, user_id))
+            return await cur.fetchone() is not None
+
     async def delete_user(self, user_id: str) -> Deleted:
         async with self._db.pool.connection() as conn, conn.transaction():
             deleted = await records.delete_session_data(conn, user_id)

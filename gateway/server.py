@@ -11,7 +11,8 @@ from __future__ import annotations
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from dragoman import config, db, logs, rpc
+from dragoman import config, db, errors, logs, rpc
+from dragoman.assertion import Assertions
 from dragoman.db.records import timestamp
 from dragoman.v1 import (
     auth_pb2,
@@ -21,12 +22,13 @@ from dragoman.v1 import (
     sessions_pb2,
     sessions_pb2_grpc,
 )
-from gateway import auth
-from gateway.auth import AccessTokens, Accounts, Passwords, TokenPair
+from gateway import auth, peers
+from gateway.auth import AccessTokens, Accounts, Authenticator, Passwords, Revocations, TokenPair
 from gateway.limits import Limiter, Limits
 from gateway.pgstore import PgUserStore
 from gateway.proxy import ConversationProxy, Proxy, SessionProxy, end_live_sessions
 from gateway.routing import PgSessionDirectory, Router, SessionDirectory
+from gateway.signin import SignInLimits
 from gateway.store import UserData, UserStore
 
 SERVICE_NAMES = (
@@ -62,25 +64,33 @@ def _export(data: UserData) -> auth_pb2.ExportMyDataResponse:
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """Accounts and tokens. Register, Login, RefreshToken and Logout need no
-    access token; DeleteAccount and ExportMyData do."""
+    access token; DeleteAccount and ExportMyData do. Register and Login are
+    limited per client address (gateway.signin)."""
 
     def __init__(
-        self, accounts: Accounts, tokens: AccessTokens, limits: Limits,
-        sessions: Router,
+        self, accounts: Accounts, authenticator: Authenticator, limits: Limits,
+        sessions: Router, assertions: Assertions, signin: SignInLimits,
+        trusted_proxies: tuple[peers.Network, ...] = (),
     ) -> None:
         self._accounts = accounts
-        self._tokens = tokens
+        self._authenticator = authenticator
         self._limits = limits
         self._sessions = sessions
+        self._assertions = assertions
+        self._signin = signin
+        self._trusted_proxies = trusted_proxies
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> auth.Identity:
-        identity = self._tokens.authenticate(context.invocation_metadata() or ())
+        identity = await self._authenticator.authenticate(context.invocation_metadata() or ())
         await self._limits.request(identity.user_id)
         return identity
 
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.RegisterResponse:
+        auth.check_registration(request.username, request.email, request.password,
+                                request.preferred_language_code)
+        await self._signin.registration(peers.client_address(context, self._trusted_proxies))
         signed_in = await self._accounts.register(
             request.username, request.email, request.password, request.preferred_language_code
         )
@@ -92,7 +102,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.LoginResponse:
         await self._limits.login(request.username)
-        signed_in = await self._accounts.login(request.username, request.password)
+        address = peers.client_address(context, self._trusted_proxies)
+        await self._signin.before_login(request.username, address)
+        try:
+            signed_in = await self._accounts.login(request.username, request.password)
+        except errors.Unauthenticated:
+            await self._signin.login_failed(request.username, address)
+            raise
+        await self._signin.login_succeeded(request.username, address)
         return auth_pb2.LoginResponse(
             user_id=signed_in.user.user_id, tokens=_token_pair(signed_in.tokens)
         )
@@ -114,7 +131,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.DeleteAccountResponse:
         caller = await self._caller(context)
         deleted = await self._accounts.delete_account(
-            caller, request.password, before=lambda: end_live_sessions(self._sessions, caller))
+            caller, request.password,
+            before=lambda: end_live_sessions(self._sessions, self._assertions, caller))
         return auth_pb2.DeleteAccountResponse(
             deleted_session_count=deleted.sessions, deleted_utterance_count=deleted.utterances)
 
@@ -143,19 +161,26 @@ async def create(
         database = await db.open_database(settings.database)
         store = PgUserStore(database)
     tokens = AccessTokens.from_settings(settings.auth)
+    assertions = Assertions.from_settings(settings.auth)
+    trusted_proxies = peers.parse_networks(settings.limits.trusted_proxies)
     passwords = Passwords()
     await passwords.warm_up()
-    accounts = Accounts(store, tokens, passwords, refresh_ttl_s=settings.auth.refresh_token_ttl_s)
+    revocations = Revocations(store, settings.auth.revocation_recheck_ms / 1000)
+    accounts = Accounts(store, tokens, passwords, refresh_ttl_s=settings.auth.refresh_token_ttl_s,
+                        revocations=revocations)
+    authenticator = Authenticator(tokens, revocations)
     limits = (Limits(settings.limits, limiter) if limiter is not None
               else Limits.from_settings(settings.limits))
+    signin = SignInLimits.from_settings(settings, limits.limiter)
     channel = session_channel or rpc.channel(settings.addresses.session)
     router = Router(channel, PgSessionDirectory(database) if database is not None else directory,
                     trunk=settings.trunk, linger_s=settings.trunk_linger_ms / 1000)
-    proxy = Proxy(tokens, limits)
+    proxy = Proxy(authenticator, limits, assertions)
 
     server = rpc.new_server()
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
-        AuthServicer(accounts, tokens, limits, router), server)
+        AuthServicer(accounts, authenticator, limits, router, assertions, signin, trusted_proxies),
+        server)
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(SessionProxy(router, proxy), server)
     conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
         ConversationProxy(router, proxy), server
@@ -165,6 +190,7 @@ async def create(
     if session_channel is None:
         service.on_stop.append(channel.close)
     service.on_stop.append(passwords.close)
+    service.on_stop.append(signin.close)
     if limiter is None:
         service.on_stop.append(limits.close)
     if database is not None:

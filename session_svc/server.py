@@ -1,8 +1,9 @@
 """session_svc: sessions, pairing and the live conversation pipeline.
 
 Serves the public `dragoman.v1.SessionService` and `ConversationService` on an
-internal address. Only the gateway calls it: it trusts the identity headers
-the gateway sets after checking the access token (rpc.USER_ID_HEADER).
+internal address. Only the gateway calls it: every call carries the identity
+assertion the gateway signs after checking the access token, and a call
+without a valid one gets UNAUTHENTICATED (dragoman.assertion).
 Sessions, translation logs and metrics are persisted in PostgreSQL
 (`session_svc.store`); history pages come from there.
 """
@@ -19,12 +20,13 @@ from datetime import UTC, datetime, timedelta
 import grpc
 
 from dragoman import config, db, logs, mux, overload, rpc
+from dragoman.assertion import Assertions
 from dragoman.db.records import Metrics, SessionRecord
 from dragoman.errors import InvalidArgument, NotFound
 from dragoman.v1 import conversation_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
-from session_svc.identity import identity
+from session_svc.identity import Callers
 from session_svc.sessions import Identity, SessionRegistry
 from session_svc.store import PgSessionStore, SessionStore
 
@@ -54,13 +56,14 @@ def parse_page_token(token: str) -> tuple[datetime, str] | None:
 
 
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
-    def __init__(self, registry: SessionRegistry) -> None:
+    def __init__(self, registry: SessionRegistry, callers: Callers) -> None:
         self.registry = registry
+        self.identity = callers
 
     async def CreateSession(
         self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.CreateSessionResponse:
-        session = await self.registry.create(identity(context), request.language_code, request.voice)
+        session = await self.registry.create(self.identity(context), request.language_code, request.voice)
         logs.session_id.set(session.session_id)
         log.info("session created")
         return sessions_pb2.CreateSessionResponse(session=session.to_proto())
@@ -69,7 +72,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self, request: sessions_pb2.JoinSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.JoinSessionResponse:
         session = await self.registry.join(
-            identity(context), request.code, request.language_code, request.voice)
+            self.identity(context), request.code, request.language_code, request.voice)
         logs.session_id.set(session.session_id)
         log.info("session joined")
         return sessions_pb2.JoinSessionResponse(session=session.to_proto())
@@ -77,7 +80,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def GetSession(
         self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.GetSessionResponse:
-        who = identity(context)
+        who = self.identity(context)
         if not request.session_id:
             raise InvalidArgument("session_id is required")
         if self.registry.find_live(request.session_id) is not None:
@@ -97,7 +100,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def EndSession(
         self, request: sessions_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.EndSessionResponse:
-        who = identity(context)
+        who = self.identity(context)
         try:
             session = await self.registry.end(who, request.session_id, END_REASON)
         except NotFound:  # no longer in memory: ended long ago, or left live by an earlier run
@@ -117,7 +120,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def ListSessions(
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.ListSessionsResponse:
-        who = identity(context)
+        who = self.identity(context)
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size must be 0 to {MAX_PAGE_SIZE}, got {request.page_size}")
         size = request.page_size or DEFAULT_PAGE_SIZE
@@ -138,6 +141,7 @@ async def create(
 ) -> rpc.Service:
     """session_svc, not yet started. `store` defaults to PostgreSQL per
     settings.database (the embedded server when no URL is set)."""
+    callers = Callers(Assertions.from_settings(settings.auth))
     database = None
     if store is None:
         database = await db.open_database(settings.database)
@@ -149,12 +153,12 @@ async def create(
         settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk,
         linger_s=settings.trunk_linger_ms / 1000)
     server = rpc.new_server()
-    conversations = ConversationServicer(registry, down, settings.session)
+    conversations = ConversationServicer(registry, down, settings.session, callers)
     names = [
         sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
         conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
         mux.add_to_server(server, [
-            (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry)),
+            (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry, callers)),
             (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
         ]),
     ]

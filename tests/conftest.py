@@ -9,24 +9,32 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from dragoman import config, rpc
+from dragoman.assertion import Assertions
 from dragoman.db.testing import scratch_schema
 from tests.mesh import mesh  # noqa: F401 - the shared in-process mesh fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_TESTDATA = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared" / "testdata"))
+IDENTITY_KEY = secrets.token_urlsafe(48)
+"""This run's auth.identity_key, shared by its gateways and session_svcs."""
+ASSERTIONS = Assertions(IDENTITY_KEY.encode())
+"""What tests standing where a gateway stands sign with."""
 
 
 @pytest.fixture(scope="session")
 def settings() -> Iterator[config.Settings]:
     """This run's settings: a fresh schema in the test PostgreSQL, dropped afterwards."""
+    loaded = config.load()
     with scratch_schema(prefix="run") as database:
-        yield dataclasses.replace(config.load(), database=database)
+        yield dataclasses.replace(loaded, database=database, auth=dataclasses.replace(
+            loaded.auth, identity_key=IDENTITY_KEY))
 
 
 @pytest.fixture(scope="session")
