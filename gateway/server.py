@@ -101,9 +101,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Login(
         self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.LoginResponse:
-        await self._limits.login(request.username)
         address = peers.client_address(context, self._trusted_proxies)
+        # first: tries an address must not make yet do not use up the account's budget
         await self._signin.before_login(request.username, address)
+        await self._limits.login(request.username)
         try:
             signed_in = await self._accounts.login(request.username, request.password)
         except errors.Unauthenticated:

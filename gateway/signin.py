@@ -9,9 +9,10 @@
                    right password clears it
 
 The backoff is per (username, address), so a guesser slows only themself:
-the account's owner, from any other address, logs in as before. The
-per-username request limit (gateway.limits) still bounds what many
-addresses together can try.
+the account's owner, from any other address, logs in as before, and tries
+the backoff refuses do not count against the per-username request limit
+(gateway.limits), which still bounds what many addresses together can try
+(and only that many addresses together can exhaust).
 
 State is in process, or in Redis (`limits.redis_url`) so that every gateway
 replica sees it.

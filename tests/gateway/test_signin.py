@@ -132,3 +132,28 @@ def test_the_client_address_believes_only_trusted_proxies() -> None:
     assert address(_Context("ipv4:10.1.2.3:5000", (("x-forwarded-for", "junk"),)),  # type: ignore[arg-type]
                    trusted) == "10.1.2.3"
     assert address(_Context("ipv6:[2001:db8::1]:443"), ()) == "2001:db8::1"  # type: ignore[arg-type]
+
+
+async def test_a_guesser_held_back_does_not_use_up_the_accounts_login_budget(
+    settings: config.Settings, double_address: str,
+) -> None:
+    """The per-username limit counts only tries that were let through, so one
+    address hammering the account cannot lock its owner out."""
+    edge = dataclasses.replace(
+        settings,
+        auth=dataclasses.replace(settings.auth, login_failures_free=2, login_backoff_max_s=60.0),
+        limits=dataclasses.replace(settings.limits, requests_per_minute=5,
+                                   trusted_proxies="127.0.0.1/32"))
+    service = await server.create(with_session_address(edge, double_address))
+    async for address in started(service):
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            username = unique_name("held")
+            await stub.Register(registration(username), metadata=from_address(OWNER))
+            wrong = auth_pb2.LoginRequest(username=username, password="guess-guess")
+            seen = [(await status(stub.Login(wrong, metadata=from_address(GUESSER))))[0]
+                    for _ in range(20)]
+            assert seen[:2] == [grpc.StatusCode.UNAUTHENTICATED] * 2
+            assert set(seen[2:]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+            await stub.Login(auth_pb2.LoginRequest(username=username, password=PASSWORD),
+                             metadata=from_address(OWNER))
