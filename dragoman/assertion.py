@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 
@@ -41,6 +42,11 @@ LEEWAY_S = 5
 """Clock difference tolerated between the gateway's machine and session_svc's."""
 MIN_KEY_BYTES = 32
 ALGORITHM = "HS256"
+REUSE_S = TTL_S // 2
+"""A signer reuses its assertion for a caller this long, so it is never older than this
+when sent; a verifier remembers the assertions it verified until they expire. Each saves
+tens of microseconds per call (bench/results/revocation.md)."""
+MAX_REMEMBERED = 50_000
 
 MISSING = (f"no identity assertion ({IDENTITY_HEADER}): session_svc acts only for "
            "callers the gateway authenticated")
@@ -104,6 +110,13 @@ def _create_key_file(path: Path) -> None:
         f.write(secrets.token_urlsafe(48) + "\n")
 
 
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    cache.pop(key, None)  # re-inserted last: the oldest go first
+    cache[key] = value
+    if len(cache) > MAX_REMEMBERED:
+        del cache[next(iter(cache))]
+
+
 class Assertions:
     """Signs (gateway) and verifies (session_svc) identity assertions."""
 
@@ -112,15 +125,25 @@ class Assertions:
         self._key = key
         self._ttl_s = ttl_s
         self._clock = clock
+        self._signed: dict[tuple[str, str], tuple[str, float]] = {}
+        """(user id, username) -> (assertion, when signed)"""
+        self._verified: dict[str, tuple[Asserted, float]] = {}
+        """assertion -> (whom it names, expiry)"""
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> Assertions:
         return cls(load_key(settings))
 
     def sign(self, user_id: str, username: str) -> str:
-        now = int(self._clock())
-        return jwt.encode({"sub": user_id, "name": username, "aud": AUDIENCE, "iss": ISSUER,
-                           "iat": now, "exp": now + self._ttl_s}, self._key, algorithm=ALGORITHM)
+        now = self._clock()
+        signed = self._signed.get((user_id, username))
+        if signed is not None and now - signed[1] < REUSE_S:
+            return signed[0]
+        iat = int(now)
+        token = jwt.encode({"sub": user_id, "name": username, "aud": AUDIENCE, "iss": ISSUER,
+                            "iat": iat, "exp": iat + self._ttl_s}, self._key, algorithm=ALGORITHM)
+        _remember(self._signed, (user_id, username), (token, float(iat)))
+        return token
 
     def metadata(self, user_id: str, username: str) -> tuple[tuple[str, str], ...]:
         """The metadata that tells session_svc who the caller is."""
@@ -128,24 +151,32 @@ class Assertions:
 
     def verify(self, token: str) -> Asserted:
         """Who `token` speaks for, or Unauthenticated saying what is wrong with it."""
+        now = self._clock()
+        known = self._verified.get(token)
+        if known is not None and now < known[1] + LEEWAY_S:
+            return known[0]
         try:
             claims = jwt.decode(
                 token, self._key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
-                leeway=LEEWAY_S, options={"require": ["sub", "name", "aud", "iss", "iat", "exp"]})
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated(EXPIRED) from None
+                options={"require": ["sub", "name", "aud", "iss", "iat", "exp"],
+                         "verify_exp": False, "verify_iat": False})  # on self._clock, below
         except jwt.InvalidSignatureError:
             raise Unauthenticated(BAD_SIGNATURE) from None
         except jwt.InvalidAudienceError:
             raise Unauthenticated(WRONG_AUDIENCE) from None
         except jwt.InvalidTokenError:
             raise Unauthenticated(MALFORMED) from None
-        user_id, username = claims["sub"], claims["name"]
-        if not (isinstance(user_id, str) and user_id and isinstance(username, str)):
+        user_id, username, iat, exp = claims["sub"], claims["name"], claims["iat"], claims["exp"]
+        if not (isinstance(user_id, str) and user_id and isinstance(username, str)
+                and isinstance(iat, int) and isinstance(exp, int)):
             raise Unauthenticated(MALFORMED)
-        if claims["exp"] - claims["iat"] > self._ttl_s:
-            raise Unauthenticated(MALFORMED)  # made to outlive the call
-        return Asserted(user_id, username or user_id)
+        if exp + LEEWAY_S <= now:
+            raise Unauthenticated(EXPIRED)
+        if exp - iat > self._ttl_s or iat > now + LEEWAY_S:
+            raise Unauthenticated(MALFORMED)  # made to outlive the call, or dated ahead
+        asserted = Asserted(user_id, username or user_id)
+        _remember(self._verified, token, (asserted, float(exp)))
+        return asserted
 
     def from_metadata(self, metadata: Iterable[tuple[str, str | bytes]]) -> Asserted:
         """Who the caller of a call with this metadata is."""

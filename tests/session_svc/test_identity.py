@@ -122,3 +122,19 @@ def test_the_key_comes_from_settings_a_file_or_one_generated_per_machine(tmp_pat
         assertion.load_key(config.AuthSettings(identity_key="short"))
     with pytest.raises(FailedPrecondition, match="does-not-exist"):
         assertion.load_key(config.AuthSettings(identity_key_file=str(tmp_path / "does-not-exist")))
+
+
+def test_an_assertion_is_reused_for_half_its_life_and_remembered_until_it_expires() -> None:
+    now = [1_000_000.0]
+    signer = Assertions(IDENTITY_KEY.encode(), clock=lambda: now[0])
+    verifier = Assertions(IDENTITY_KEY.encode(), clock=lambda: now[0])
+    first = signer.sign("u-1", "Ann")
+    now[0] += assertion.REUSE_S - 1
+    assert signer.sign("u-1", "Ann") == first and signer.sign("u-2", "Bo") != first
+    assert verifier.verify(first) == assertion.Asserted("u-1", "Ann")
+    now[0] += 2
+    second = signer.sign("u-1", "Ann")
+    assert second != first
+    now[0] = 1_000_000.0 + assertion.TTL_S + assertion.LEEWAY_S + 1
+    with pytest.raises(Unauthenticated, match="expired"):
+        verifier.verify(first)  # remembered, but not past its expiry
