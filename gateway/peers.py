@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import grpc
 
+from dragoman.errors import InvalidArgument
+
 FORWARDED_FOR = "x-forwarded-for"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -20,8 +22,11 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def parse_networks(text: str) -> tuple[Network, ...]:
     """`limits.trusted_proxies`: comma-separated addresses or CIDR networks."""
-    return tuple(ipaddress.ip_network(part.strip(), strict=False)
-                 for part in text.split(",") if part.strip())
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                     for part in text.split(",") if part.strip())
+    except ValueError as e:
+        raise InvalidArgument(f"setting limits.trusted_proxies: {e}") from None
 
 
 def peer_host(peer: str) -> str:

@@ -102,7 +102,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.LoginResponse:
         address = peers.client_address(context, self._trusted_proxies)
-        # first: tries an address must not make yet do not use up the account's budget
+        # before the per-username limit: a held-back address must not spend the account's budget
         await self._signin.before_login(request.username, address)
         await self._limits.login(request.username)
         try:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from dragoman import config
+from dragoman import config, errors
 from dragoman.v1 import auth_pb2, auth_pb2_grpc
 from gateway import peers, server
 from gateway.limits import MemoryLimiter
@@ -132,6 +132,8 @@ def test_the_client_address_believes_only_trusted_proxies() -> None:
     assert address(_Context("ipv4:10.1.2.3:5000", (("x-forwarded-for", "junk"),)),  # type: ignore[arg-type]
                    trusted) == "10.1.2.3"
     assert address(_Context("ipv6:[2001:db8::1]:443"), ()) == "2001:db8::1"  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidArgument, match="^setting limits.trusted_proxies: "):
+        peers.parse_networks("10.0.0.0/8, the-edge")
 
 
 async def test_a_guesser_held_back_does_not_use_up_the_accounts_login_budget(
