@@ -224,8 +224,9 @@ class AuthSettings:
     """File holding `identity_key`. With neither, every process on the machine shares
     <cache>/dragoman/identity.key, generated on first use (one machine only)."""
     revocation_recheck_ms: int = 1000
-    """How long a gateway trusts its cached answer that a login is not revoked; a
-    logout or deletion on this gateway is seen at once, on other replicas after this."""
+    """How long a gateway trusts its cached answer that a login is not revoked. Logouts
+    and deletions are seen at once (here, and by other replicas through a PostgreSQL
+    NOTIFY); this bounds how late a replica that missed the notification sees them."""
     login_failures_free: int = 5
     """Wrong passwords per (username, client address) before each further attempt
     from that address waits (doubling from 1 s); other addresses are not affected."""

@@ -216,11 +216,12 @@ class AccessTokens:
 
 class Revocations:
     """Whether the login of an access token still stands, asked of the store
-    (one primary-key read) and remembered: a live login for `recheck_s`, a
-    revoked one for good. What this process revokes it forgets at once, so
-    here a token stops working on the next call; other gateway replicas see
-    it within `recheck_s` (auth.revocation_recheck_ms). Cost per call:
-    bench/results/revocation.md."""
+    (one primary-key read) and remembered: a live login for `recheck_s`, one
+    revoked here or by another replica for good. What this process revokes it forgets at once, so
+    here a token stops working on the next call; what other gateway replicas
+    revoke it hears from PostgreSQL (PgUserStore.watch_revocations) and, should
+    that connection be down, sees within `recheck_s` (auth.revocation_recheck_ms).
+    Cost per call: bench/results/revocation.md."""
 
     def __init__(self, store: UserStore, recheck_s: float, max_entries: int = 100_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -242,7 +243,7 @@ class Revocations:
         if live is not None and live[0] == identity.user_id and now - live[1] < self._recheck_s:
             return
         if not await self._store.login_live(login_id, identity.user_id):
-            self.revoked(login_id)
+            self._live.pop(login_id, None)
             raise errors.Unauthenticated(REVOKED_TOKEN)
         self._live.pop(login_id, None)  # re-inserted last: the oldest go first
         self._live[login_id] = (identity.user_id, now)
@@ -250,7 +251,7 @@ class Revocations:
             del self._live[next(iter(self._live))]
 
     def revoked(self, login_id: str) -> None:
-        """Called when this process revokes a login."""
+        """Called when a login is revoked, here or (notified) elsewhere."""
         self._live.pop(login_id, None)
         self._revoked[login_id] = None
         if len(self._revoked) > self._max_entries:

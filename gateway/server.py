@@ -194,6 +194,9 @@ async def create(
     service.on_stop.append(signin.close)
     if limiter is None:
         service.on_stop.append(limits.close)
+    if isinstance(store, PgUserStore):  # revocations by other replicas, at once
+        service.background(store.watch_revocations(revocations.revoked, revocations.user_deleted),
+                           "revocations")
     if database is not None:
         service.on_stop.append(database.close)
     return service
