@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -16,10 +17,11 @@ from dragoman import config, errors
 from dragoman.v1 import auth_pb2, auth_pb2_grpc
 from gateway import peers, server
 from gateway.limits import MemoryLimiter
-from gateway.signin import MemoryFailures, SignInLimits
+from gateway.signin import MemoryFailures, RedisFailures, SignInLimits
 from tests.conftest import started
 from tests.gateway.conftest import PASSWORD, unique_name, with_session_address
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
 FREE_FAILURES = 3
 REGISTRATIONS = 3
 GUESSER, OWNER = "203.0.113.7", "198.51.100.9"
@@ -159,3 +161,28 @@ async def test_a_guesser_held_back_does_not_use_up_the_accounts_login_budget(
             assert set(seen[2:]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
             await stub.Login(auth_pb2.LoginRequest(username=username, password=PASSWORD),
                              metadata=from_address(OWNER))
+
+
+async def test_the_backoff_holds_across_replicas_through_redis() -> None:
+    prefix = f"dragoman-test:{uuid.uuid4().hex}:"
+    settings = config.AuthSettings(login_failures_free=1, login_backoff_max_s=60.0)
+    now = [1000.0]
+    replicas = [SignInLimits(settings, config.LimitSettings(), MemoryLimiter(),
+                             RedisFailures(REDIS_URL, prefix), clock=lambda: now[0])
+                for _ in range(2)]
+    try:
+        await replicas[0].login_failed("Ann", GUESSER)
+        with pytest.raises(errors.ResourceExhausted, match="retry in 1.0 s"):
+            await replicas[1].before_login("ann", GUESSER)  # usernames regardless of case
+        await replicas[1].before_login("ann", OWNER)
+        now[0] += 1.0
+        await replicas[1].before_login("ann", GUESSER)
+        await replicas[1].login_failed("ann", GUESSER)
+        now[0] += 1.5
+        with pytest.raises(errors.ResourceExhausted, match="retry in 0.5 s"):
+            await replicas[0].before_login("ann", GUESSER)
+        await replicas[0].login_succeeded("ann", GUESSER)
+        await replicas[1].before_login("ann", GUESSER)
+    finally:
+        for replica in replicas:
+            await replica.close()
