@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import json
 import math
+import secrets
 import signal
 import sys
 import tempfile
@@ -238,6 +239,8 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
     with scratch_database("bench") as db_env:
         children = Children(work / "logs", service_env(addresses, {
             **db_env, **LIMITS_ENV, "DRAGOMAN_SESSION_MAX_LIVE_SESSIONS": str(max_live),
+            # shared by session_svc and the gateway or, --session-svc, the load generator
+            "DRAGOMAN_AUTH_IDENTITY_KEY": secrets.token_urlsafe(48),
             "DRAGOMAN_TRUNK_LINGER_MS": f"{linger_ms:g}"}))
         try:
             fakes = [children.spawn(f"fake-{role}", [

@@ -19,7 +19,8 @@ expect few utterances.
 
 With --session-svc ADDRESS instead of --gateway it stands where a gateway
 replica stands: it calls session_svc directly over trunks (as the gateway's
-router does) and asserts each caller's identity in metadata, so that
+router does) and signs each caller's identity assertion with the settings'
+auth.identity_key (as a gateway does; dragoman.assertion), so that
 session_svc alone can be loaded without a gateway sharing its cores; its
 trunks linger --trunk-linger-ms for company, as a gateway's do
 (DRAGOMAN_TRUNK_LINGER_MS).
@@ -49,6 +50,7 @@ import numpy as np
 
 from bench.common import Participant, latency_ms, linger_ms, stage_summary, summary, table
 from dragoman import config, mux, rpc
+from dragoman.assertion import Assertions
 from dragoman.client import Client
 from dragoman.errors import DragomanError
 
@@ -72,16 +74,18 @@ def _chunk(speech: bool, chunk_ms: int = CHUNK_MS) -> bytes:
 
 
 class GatewayStandIn(Client):
-    """A caller of session_svc as the gateway calls it: no tokens, the
-    identity in `rpc.USER_ID_HEADER` / `rpc.USER_NAME_HEADER`. For loading
-    session_svc on its own; session_svc must not be reachable by anyone but
-    gateways in a deployment, which is why it trusts these headers."""
+    """A caller of session_svc as the gateway calls it: no tokens, an identity
+    assertion signed with the key gateways and session_svc share. For loading
+    session_svc on its own."""
 
     username = ""
+    assertions: Assertions | None = None
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((rpc.USER_ID_HEADER, self.user_id), (rpc.USER_NAME_HEADER, self.username))
+        if self.assertions is None:
+            raise RuntimeError("GatewayStandIn needs the assertions of auth.identity_key")
+        return self.assertions.metadata(self.user_id, self.username)
 
     async def register(self, username: str, email: str, password: str, language: str) -> str:
         self.user_id, self.username = f"u-{username}", username
@@ -118,6 +122,8 @@ class Options:
     """`gateway` is a session_svc: call it as a gateway does (see `GatewayStandIn`)."""
     trunk_linger_ms: float = mux.LINGER_S * 1000
     """With `session_svc`: how long audio waits on the trunks for company."""
+    assertions: Assertions | None = None
+    """With `session_svc`: signs the callers' identity (the settings' auth.identity_key)."""
 
 
 def check_target(address: str, allow_remote: bool) -> None:
@@ -143,6 +149,8 @@ async def _setup(opts: Options, channels: list[grpc.aio.Channel]) -> tuple[list[
         for side, lang in zip("ab", opts.languages, strict=True):
             kind = GatewayStandIn if opts.session_svc else Client
             c = kind(opts.gateway, channel=channels[(2 * i + (side == "b")) % len(channels)])
+            if isinstance(c, GatewayStandIn):
+                c.assertions = opts.assertions
             await c.register(f"load-{tag}-{i}{side}", f"load-{tag}-{i}{side}@example.org",
                              "load-password-123", lang)
             pair.append(c)
@@ -341,12 +349,19 @@ def main(argv: list[str] | None = None) -> None:
             linger = config.load().trunk_linger_ms
         except DragomanError as e:
             parser.error(str(e))
+    assertions = None
+    if args.session_svc:
+        try:
+            assertions = Assertions.from_settings(config.load().auth)
+        except DragomanError as e:
+            parser.error(str(e))
     address = args.session_svc or args.gateway
     check_target(address, args.allow_remote)
     a, b = args.languages.split(",")
     opts = Options(address, args.sessions, args.duration, args.speech_s, args.users,
                    args.channels, (a, b), args.drain, args.ready_file, args.chunk_ms,
-                   session_svc=bool(args.session_svc), trunk_linger_ms=linger)
+                   session_svc=bool(args.session_svc), trunk_linger_ms=linger,
+                   assertions=assertions)
     with contextlib.suppress(KeyboardInterrupt):
         result = asyncio.run(run(opts))
         if args.json:

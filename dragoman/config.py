@@ -218,6 +218,22 @@ class AuthSettings:
     """Access token lifetime (15 min)."""
     refresh_token_ttl_s: int = 7 * 24 * 3600
     """Refresh token lifetime (7 days)."""
+    identity_key: str = ""
+    """HMAC key (32 bytes or more) of the identity assertions the gateway signs for
+    session_svc on every call (dragoman.assertion); gateways and session_svc share it.
+    A secret: set it from the environment."""
+    identity_key_file: str = ""
+    """File holding `identity_key`. With neither, every process on the machine shares
+    <cache>/dragoman/identity.key, generated on first use (one machine only)."""
+    revocation_recheck_ms: int = 1000
+    """How long a gateway trusts its cached answer that a login is not revoked. Logouts
+    and deletions are seen at once (here, and by other replicas through a PostgreSQL
+    NOTIFY); this bounds how late a replica that missed the notification sees them."""
+    login_failures_free: int = 5
+    """Wrong passwords per (username, client address) before each further attempt
+    from that address waits (doubling from 1 s); other addresses are not affected."""
+    login_backoff_max_s: float = 900.0
+    """Longest wait between attempts from one address after wrong passwords."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +300,12 @@ class LimitSettings:
     """Audio chunks per stream per second."""
     audio_burst_chunks: int = 10
     """Chunks a stream may send at once beyond the steady rate."""
+    registrations_per_hour: int = 10
+    """Register calls per client address per hour (a burst of as many)."""
+    trusted_proxies: str = ""
+    """Comma-separated addresses or networks (CIDR) of proxies in front of the gateway
+    (Envoy): for calls from them the client address is the last x-forwarded-for entry;
+    empty: the peer address of the call."""
     redis_url: str = ""
     """redis:// URL so limits hold across gateway replicas; empty: in process."""
 
@@ -399,7 +421,7 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> S
 def describe(settings: Settings) -> dict[str, Any]:
     """Settings as a plain dict (secrets masked), for `dragoman config`."""
     out = dataclasses.asdict(settings)
-    for section, key in (("auth", "jwt_secret"), ("triton", "token"),
+    for section, key in (("auth", "jwt_secret"), ("auth", "identity_key"), ("triton", "token"),
                          ("database", "url"), ("database", "encryption_keys"),
                          ("limits", "redis_url"), ("mt", "redis_url"), ("tts", "redis_url")):
         if out[section][key]:

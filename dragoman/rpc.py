@@ -36,10 +36,6 @@ from dragoman.errors import RETRY_AFTER, DragomanError, InvalidArgument, Resourc
 log = logging.getLogger(__name__)
 
 CORRELATION_HEADER = "x-correlation-id"
-# Identity the gateway asserts to session_svc after checking the access token.
-# The gateway drops these headers from anything a client sends.
-USER_ID_HEADER = "x-dragoman-user-id"
-USER_NAME_HEADER = "x-dragoman-user-name"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 

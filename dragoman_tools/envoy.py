@@ -47,13 +47,15 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from dragoman.assertion import IDENTITY_HEADER
+
 log = logging.getLogger(__name__)
 
 SESSION_HEADER = "x-dragoman-session"
 """Affinity key: clients send the session id on every call about a session."""
 PUBLIC_SERVICES = ("dragoman.v1.AuthService", "dragoman.v1.SessionService")
 CONVERSATION = "dragoman.v1.ConversationService"
-IDENTITY_HEADERS = ("x-dragoman-user-id", "x-dragoman-user-name")  # only the gateway sets these
+IDENTITY_HEADERS = (IDENTITY_HEADER,)  # only the gateway sets these
 CORS_ALLOW_HEADERS = (
     "authorization", "content-type", "x-grpc-web", "x-user-agent", "grpc-timeout",
     SESSION_HEADER, "x-correlation-id",

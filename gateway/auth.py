@@ -1,11 +1,15 @@
 """Accounts and tokens: registration rules, password hashing, access tokens,
 rotating refresh tokens.
 
-Access tokens are HS256 JWTs (`sub` user id, `name` username, `iat`, `exp`,
-`jti`) checked on every proxied call. Refresh tokens are random and opaque,
-stored as sha256 digests, single use: each exchange spends the token and
-issues the next of its family (one family per login). Showing a spent token
-again means it leaked, so the whole family is revoked.
+Access tokens are HS256 JWTs (`sub` user id, `name` username, `sid` login,
+`iat`, `exp`, `jti`) checked on every proxied call. Refresh tokens are random
+and opaque, stored as sha256 digests, single use: each exchange spends the
+token and issues the next of its family (one family per login). Showing a
+spent token again means it leaked, so the whole family is revoked.
+
+An access token works only while its login stands (`Revocations`): logout,
+a leaked refresh token and account deletion revoke the login, and with it
+every token it issued, access tokens included.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ WRONG_CREDENTIALS = "wrong username or password"
 MISSING_TOKEN = "missing access token"
 INVALID_TOKEN = "invalid access token"
 EXPIRED_TOKEN = "access token expired"
+REVOKED_TOKEN = "access token revoked: its login ended (logout or account deleted); log in again"
 
 _T = TypeVar("_T")
 
@@ -58,6 +63,8 @@ class Identity:
 
     user_id: str
     username: str
+    login_id: str = ""
+    """The login (refresh token family) the token belongs to; ending it revokes the token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +176,7 @@ class AccessTokens:
         claims = {
             "sub": identity.user_id,
             "name": identity.username,
+            "sid": identity.login_id,  # OpenID Connect's session id: here, the login
             "iat": now,
             "exp": expire_time_s,
             "jti": uuid.uuid4().hex,
@@ -179,16 +187,16 @@ class AccessTokens:
         try:
             claims = jwt.decode(
                 token, self._key, algorithms=[ALGORITHM],
-                options={"require": ["sub", "name", "iat", "exp", "jti"]},
+                options={"require": ["sub", "name", "sid", "iat", "exp", "jti"]},
             )
         except jwt.ExpiredSignatureError:
             raise errors.Unauthenticated(EXPIRED_TOKEN) from None
         except jwt.InvalidTokenError:
             raise errors.Unauthenticated(INVALID_TOKEN) from None
-        user_id, username = claims["sub"], claims["name"]
-        if not (isinstance(user_id, str) and user_id and isinstance(username, str) and username):
+        user_id, username, login_id = claims["sub"], claims["name"], claims["sid"]
+        if not all(isinstance(v, str) and v for v in (user_id, username, login_id)):
             raise errors.Unauthenticated(INVALID_TOKEN)
-        return Identity(user_id, username)
+        return Identity(user_id, username, login_id)
 
     def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Identity:
         """The caller of a call with this metadata (`authorization: Bearer <jwt>`)."""
@@ -203,6 +211,68 @@ class AccessTokens:
         if not token.strip():
             raise errors.Unauthenticated(MISSING_TOKEN)
         return self.verify(token.strip())
+
+
+class Revocations:
+    """Whether the login of an access token still stands, asked of the store
+    (one primary-key read) and remembered: a live login for `recheck_s`, one
+    revoked here or by another replica for good. What this process revokes it forgets at once, so
+    here a token stops working on the next call; what other gateway replicas
+    revoke it hears from PostgreSQL (PgUserStore.watch_revocations) and, should
+    that connection be down, sees within `recheck_s` (auth.revocation_recheck_ms).
+    Cost per call: bench/results/revocation.md."""
+
+    def __init__(self, store: UserStore, recheck_s: float, max_entries: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._recheck_s = recheck_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._live: dict[str, tuple[str, float]] = {}
+        """login id -> (user id, when the store last said it stands)"""
+        self._revoked: dict[str, None] = {}
+
+    async def check(self, identity: Identity) -> None:
+        """Raises Unauthenticated when the login of `identity` was revoked."""
+        login_id = identity.login_id
+        if login_id in self._revoked:
+            raise errors.Unauthenticated(REVOKED_TOKEN)
+        now = self._clock()
+        live = self._live.get(login_id)
+        if live is not None and live[0] == identity.user_id and now - live[1] < self._recheck_s:
+            return
+        if not await self._store.login_live(login_id, identity.user_id):
+            self._live.pop(login_id, None)
+            raise errors.Unauthenticated(REVOKED_TOKEN)
+        self._live.pop(login_id, None)  # re-inserted last: the oldest go first
+        self._live[login_id] = (identity.user_id, now)
+        if len(self._live) > self._max_entries:
+            del self._live[next(iter(self._live))]
+
+    def revoked(self, login_id: str) -> None:
+        """Called when a login is revoked, here or (notified) elsewhere."""
+        self._live.pop(login_id, None)
+        self._revoked[login_id] = None
+        if len(self._revoked) > self._max_entries:
+            del self._revoked[next(iter(self._revoked))]
+
+    def user_deleted(self, user_id: str) -> None:
+        for login_id, (owner, _) in list(self._live.items()):
+            if owner == user_id:
+                self.revoked(login_id)
+
+
+class Authenticator:
+    """The caller of a call: a valid access token whose login stands."""
+
+    def __init__(self, tokens: AccessTokens, revocations: Revocations) -> None:
+        self._tokens = tokens
+        self._revocations = revocations
+
+    async def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Identity:
+        identity = self._tokens.authenticate(metadata)
+        await self._revocations.check(identity)
+        return identity
 
 
 def _digest(refresh_token: str) -> str:
@@ -220,12 +290,14 @@ class Accounts:
         passwords: Passwords,
         refresh_ttl_s: int,
         clock: Callable[[], float] = time.time,
+        revocations: Revocations | None = None,
     ) -> None:
         self._store = store
         self._tokens = tokens
         self._passwords = passwords
         self._refresh_ttl_s = refresh_ttl_s
         self._clock = clock
+        self.revocations = revocations or Revocations(store, recheck_s=0.0)
 
     async def register(
         self, username: str, email: str, password: str, preferred_language_code: str
@@ -259,7 +331,7 @@ class Accounts:
         if token.expire_time_s <= self._clock():
             raise errors.Unauthenticated("refresh token expired")
         if state is TokenState.SPENT or not await self._store.spend_refresh_token(token.token_hash):
-            await self._store.revoke_family(token.family_id)
+            await self._revoke(token.family_id)
             log.warning("spent refresh token shown again: login revoked",
                         extra={"user_id": token.user_id})
             raise errors.Unauthenticated(
@@ -267,7 +339,7 @@ class Accounts:
             )
         user = await self._store.get_user(token.user_id)
         if user is None:
-            await self._store.revoke_family(token.family_id)
+            await self._revoke(token.family_id)
             raise errors.Unauthenticated("invalid refresh token")
         return await self._issue(user, token.family_id)
 
@@ -278,7 +350,7 @@ class Accounts:
             token, _ = await self._lookup(refresh_token)
         except errors.Unauthenticated:
             return
-        await self._store.revoke_family(token.family_id)
+        await self._revoke(token.family_id)
         log.info("user logged out", extra={"user_id": token.user_id})
 
     async def delete_account(
@@ -293,6 +365,7 @@ class Accounts:
             raise errors.Unauthenticated("wrong password")
         deleted = await session_data()
         await self._store.delete_user(identity.user_id)
+        self.revocations.user_deleted(identity.user_id)
         log.info("account deleted", extra={"user_id": identity.user_id})
         return deleted
 
@@ -301,6 +374,10 @@ class Accounts:
         if data is None:
             raise errors.NotFound("the account no longer exists")
         return data
+
+    async def _revoke(self, family_id: str) -> None:
+        await self._store.revoke_family(family_id)
+        self.revocations.revoked(family_id)
 
     async def _lookup(self, refresh_token: str) -> tuple[RefreshToken, TokenState]:
         if not refresh_token:
@@ -312,7 +389,7 @@ class Accounts:
 
     async def _issue(self, user: User, family_id: str) -> TokenPair:
         access_token, access_expire_time_s = self._tokens.issue(
-            Identity(user.user_id, user.username)
+            Identity(user.user_id, user.username, family_id)
         )
         refresh_token = secrets.token_urlsafe(32)
         refresh_expire_time_s = int(self._clock()) + self._refresh_ttl_s

@@ -6,10 +6,16 @@ A refresh token's state is derived: REVOKED when its login family has
 conditional UPDATE, so of two concurrent uses exactly one wins. Expired
 tokens are purged now and then; spent ones stay until they expire, for
 reuse detection.
+
+Revoking a login or deleting a user also sends a NOTIFY on
+`REVOKED_CHANNEL`, which `watch_revocations` passes to every gateway's
+cache of standing logins (gateway.auth.Revocations).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -20,6 +26,13 @@ from dragoman import errors
 from dragoman.db import Database
 from dragoman.db.times import to_datetime
 from gateway.store import PURGE_INTERVAL_S, Login, RefreshToken, TokenState, User, UserData
+
+log = logging.getLogger(__name__)
+
+REVOKED_CHANNEL = "dragoman_logins_revoked"
+"""NOTIFY channel; payloads `login:<family id>` and `user:<user id>`."""
+RELISTEN_S = 1.0
+"""Wait before listening again after the connection was lost."""
 
 _USER_COLUMNS = "user_id, username, email, password_hash, preferred_language_code, created_at"
 
@@ -102,10 +115,19 @@ class PgUserStore:
             await conn.execute(
                 "UPDATE login_families SET revoked_at = coalesce(revoked_at, now()) "
                 "WHERE family_id = %s", (family_id,))
+            await conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, f"login:{family_id}"))
+
+    async def login_live(self, family_id: str, user_id: str) -> bool:
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM login_families WHERE family_id = %s AND user_id = %s "
+                "AND revoked_at IS NULL", (family_id, user_id))
+            return await cur.fetchone() is not None
 
     async def delete_user(self, user_id: str) -> None:
         async with self._db.pool.connection() as conn:
             await conn.execute("DELETE FROM users WHERE user_id = %s", (user_id,))  # tokens cascade
+            await conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, f"user:{user_id}"))
 
     async def export_user(self, user_id: str) -> UserData | None:
         user = await self.get_user(user_id)
@@ -119,6 +141,25 @@ class PgUserStore:
             logins = [Login(created.timestamp(), expires.timestamp() if expires else 0.0, revoked)
                       for created, expires, revoked in await cur.fetchall()]
         return UserData(user, logins)
+
+    async def watch_revocations(self, login_revoked: Callable[[str], None],
+                                user_deleted: Callable[[str], None]) -> None:
+        """Calls `login_revoked` / `user_deleted` for what any gateway revokes, until
+        cancelled. A lost connection is made again; what was revoked meanwhile is
+        missed, so callers still recheck what they cache."""
+        conninfo, kwargs = self._db.pool.conninfo, self._db.pool.kwargs
+        assert isinstance(conninfo, str) and isinstance(kwargs, dict)  # as db.open_database sets
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo, **kwargs) as conn:
+                    await conn.execute(f"LISTEN {REVOKED_CHANNEL}")
+                    async for notify in conn.notifies():
+                        kind, _, key = notify.payload.partition(":")
+                        (login_revoked if kind == "login" else user_deleted)(key)
+            except psycopg.Error as e:
+                log.warning("revocations not heard (%s): logins are rechecked instead",
+                            type(e).__name__)
+            await asyncio.sleep(RELISTEN_S)
 
     async def _purge_expired(self, conn: psycopg.AsyncConnection) -> None:
         """Drops expired tokens and the logins left without any."""

@@ -1,10 +1,10 @@
 """The authenticated proxy of SessionService and ConversationService to session_svc.
 
-session_svc serves the same public services on an internal address and
-trusts the identity headers (`rpc.USER_ID_HEADER`, `rpc.USER_NAME_HEADER`)
-that only the gateway sets. Every proxied call goes through `Proxy`, which
-checks the access token, then calls downstream with fresh metadata: the
-identity from the token and (through `rpc.channel`) the correlation id,
+session_svc serves the same public services on an internal address and acts
+for the user named by an identity assertion that only gateways can sign
+(dragoman.assertion). Every proxied call goes through `Proxy`, which checks
+the access token, then calls downstream with fresh metadata: an assertion of
+the identity from the token and (through `rpc.channel`) the correlation id,
 nothing the client sent, and the caller's remaining deadline. Downstream
 statuses reach the client with their code and message. Rate limits
 (`gateway.limits`) apply after authentication, before anything goes
@@ -21,14 +21,15 @@ from typing import Any, TypeVar
 
 import grpc
 
-from dragoman import errors, logs, rpc
+from dragoman import errors, logs
+from dragoman.assertion import Assertions
 from dragoman.v1 import (
     conversation_pb2,
     conversation_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
 )
-from gateway.auth import AccessTokens, Identity
+from gateway.auth import Authenticator, Identity
 from gateway.limits import Limits, Pacer
 from gateway.routing import Router
 
@@ -58,14 +59,9 @@ def _downstream_error(err: grpc.aio.AioRpcError) -> errors.DragomanError:
     return mapped
 
 
-def identity_metadata(identity: Identity) -> tuple[tuple[str, str], ...]:
-    """What tells session_svc who the caller is."""
-    return ((rpc.USER_ID_HEADER, identity.user_id), (rpc.USER_NAME_HEADER, identity.username))
-
-
-async def end_live_sessions(router: Router, identity: Identity) -> None:
+async def end_live_sessions(router: Router, assertions: Assertions, identity: Identity) -> None:
     """Ends every session of the user that is still live in session_svc (on its replica)."""
-    metadata = identity_metadata(identity)
+    metadata = assertions.metadata(identity.user_id, identity.username)
     token = ""
     try:
         while True:
@@ -98,9 +94,10 @@ class Limit(enum.Enum):
 class Proxy:
     """Authenticated calls to session_svc on behalf of the gateway's caller."""
 
-    def __init__(self, tokens: AccessTokens, limits: Limits) -> None:
-        self._tokens = tokens
+    def __init__(self, authenticator: Authenticator, limits: Limits, assertions: Assertions) -> None:
+        self._authenticator = authenticator
         self._limits = limits
+        self._assertions = assertions
 
     async def _admit(
         self, context: grpc.aio.ServicerContext, request: Any = None,
@@ -109,7 +106,7 @@ class Proxy:
         """Authenticates the caller, applies the rate limit, checks `required`
         fields, and gives the options of the downstream call: identity
         metadata and deadline."""
-        identity = self._tokens.authenticate(context.invocation_metadata() or ())
+        identity = await self._authenticator.authenticate(context.invocation_metadata() or ())
         if limit is Limit.AUDIO:
             await self._limits.audio_chunk(identity.user_id, str(request.session_id))
         else:
@@ -122,7 +119,8 @@ class Proxy:
                 raise errors.InvalidArgument(f"{path} is required")
             if path.endswith("session_id"):
                 logs.session_id.set(value)
-        return {"metadata": identity_metadata(identity), "timeout": context.time_remaining()}
+        metadata = self._assertions.metadata(identity.user_id, identity.username)
+        return {"metadata": metadata, "timeout": context.time_remaining()}
 
     async def unary(
         self,

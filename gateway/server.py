@@ -12,7 +12,8 @@ from __future__ import annotations
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from dragoman import config, db, logs, rpc
+from dragoman import config, db, errors, logs, rpc
+from dragoman.assertion import Assertions
 from dragoman.db.times import timestamp
 from dragoman.session.v1 import session_pb2
 from dragoman.v1 import (
@@ -23,13 +24,14 @@ from dragoman.v1 import (
     sessions_pb2,
     sessions_pb2_grpc,
 )
-from gateway import auth
-from gateway.auth import AccessTokens, Accounts, Passwords, TokenPair
+from gateway import auth, peers
+from gateway.auth import AccessTokens, Accounts, Authenticator, Passwords, Revocations, TokenPair
 from gateway.limits import Limiter, Limits
 from gateway.pgstore import PgUserStore
 from gateway.proxy import ConversationProxy, Proxy, SessionProxy, end_live_sessions
 from gateway.routing import Router, SessionDirectory
 from gateway.sessiondata import SessionData
+from gateway.signin import SignInLimits
 from gateway.store import UserData, UserStore
 
 SERVICE_NAMES = (
@@ -67,26 +69,34 @@ def _export(
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """Accounts and tokens. Register, Login, RefreshToken and Logout need no
-    access token; DeleteAccount and ExportMyData do."""
+    access token; DeleteAccount and ExportMyData do. Register and Login are
+    limited per client address (gateway.signin)."""
 
     def __init__(
-        self, accounts: Accounts, tokens: AccessTokens, limits: Limits,
-        sessions: Router, session_data: SessionData,
+        self, accounts: Accounts, authenticator: Authenticator, limits: Limits,
+        sessions: Router, session_data: SessionData, assertions: Assertions, signin: SignInLimits,
+        trusted_proxies: tuple[peers.Network, ...] = (),
     ) -> None:
         self._accounts = accounts
-        self._tokens = tokens
+        self._authenticator = authenticator
         self._limits = limits
         self._sessions = sessions
         self._session_data = session_data
+        self._assertions = assertions
+        self._signin = signin
+        self._trusted_proxies = trusted_proxies
 
     async def _caller(self, context: grpc.aio.ServicerContext) -> auth.Identity:
-        identity = self._tokens.authenticate(context.invocation_metadata() or ())
+        identity = await self._authenticator.authenticate(context.invocation_metadata() or ())
         await self._limits.request(identity.user_id)
         return identity
 
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.RegisterResponse:
+        auth.check_registration(request.username, request.email, request.password,
+                                request.preferred_language_code)
+        await self._signin.registration(peers.client_address(context, self._trusted_proxies))
         signed_in = await self._accounts.register(
             request.username, request.email, request.password, request.preferred_language_code
         )
@@ -97,8 +107,16 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Login(
         self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.LoginResponse:
+        address = peers.client_address(context, self._trusted_proxies)
+        # before the per-username limit: a held-back address must not spend the account's budget
+        await self._signin.before_login(request.username, address)
         await self._limits.login(request.username)
-        signed_in = await self._accounts.login(request.username, request.password)
+        try:
+            signed_in = await self._accounts.login(request.username, request.password)
+        except errors.Unauthenticated:
+            await self._signin.login_failed(request.username, address)
+            raise
+        await self._signin.login_succeeded(request.username, address)
         return auth_pb2.LoginResponse(
             user_id=signed_in.user.user_id, tokens=_token_pair(signed_in.tokens)
         )
@@ -122,7 +140,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
         async def session_data() -> session_pb2.DeleteUserDataResponse:
             # session_svc's part first: if it fails the account stays, and a retry completes
-            await end_live_sessions(self._sessions, caller)
+            await end_live_sessions(self._sessions, self._assertions, caller)
             return await self._session_data.delete(caller, context.time_remaining())
 
         deleted = await self._accounts.delete_account(caller, request.password, session_data)
@@ -157,20 +175,27 @@ async def create(
         database = await db.open_database(settings.database)
         store = PgUserStore(database)
     tokens = AccessTokens.from_settings(settings.auth)
+    assertions = Assertions.from_settings(settings.auth)
+    trusted_proxies = peers.parse_networks(settings.limits.trusted_proxies)
     passwords = Passwords()
     await passwords.warm_up()
-    accounts = Accounts(store, tokens, passwords, refresh_ttl_s=settings.auth.refresh_token_ttl_s)
+    revocations = Revocations(store, settings.auth.revocation_recheck_ms / 1000)
+    accounts = Accounts(store, tokens, passwords, refresh_ttl_s=settings.auth.refresh_token_ttl_s,
+                        revocations=revocations)
+    authenticator = Authenticator(tokens, revocations)
     limits = (Limits(settings.limits, limiter) if limiter is not None
               else Limits.from_settings(settings.limits))
+    signin = SignInLimits.from_settings(settings, limits.limiter)
     channel = session_channel or rpc.channel(settings.addresses.session)
     router = Router(channel, trunk=settings.trunk, linger_s=settings.trunk_linger_ms / 1000)
-    session_data = SessionData(router.default)
+    session_data = SessionData(router.default, assertions)
     router.directory = directory or session_data
-    proxy = Proxy(tokens, limits)
+    proxy = Proxy(authenticator, limits, assertions)
 
     service = rpc.Service.serving("gateway", [
         (auth_pb2_grpc.add_AuthServiceServicer_to_server,
-         AuthServicer(accounts, tokens, limits, router, session_data)),
+         AuthServicer(accounts, authenticator, limits, router, session_data, assertions, signin,
+                      trusted_proxies)),
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionProxy(router, proxy)),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, ConversationProxy(router, proxy)),
     ], SERVICE_NAMES, trunk=False)
@@ -178,8 +203,12 @@ async def create(
     if session_channel is None:
         service.on_stop.append(channel.close)
     service.on_stop.append(passwords.close)
+    service.on_stop.append(signin.close)
     if limiter is None:
         service.on_stop.append(limits.close)
+    if isinstance(store, PgUserStore):  # revocations by other replicas, at once
+        service.background(store.watch_revocations(revocations.revoked, revocations.user_deleted),
+                           "revocations")
     if database is not None:
         service.on_stop.append(database.close)
     return service

@@ -12,26 +12,37 @@ from __future__ import annotations
 import grpc
 
 from dragoman import errors
+from dragoman.assertion import Assertions
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
 from gateway.auth import Identity
-from gateway.proxy import DOWNSTREAM, identity_metadata
+from gateway.proxy import DOWNSTREAM
 
 OWNER_TIMEOUT_S = 5.0
 """How long a call waits for the owner of a session (one indexed query)."""
+GATEWAY_CALLER = "gateway"
+"""Whom an owner lookup is asserted for: no user, but only a gateway may ask (a code
+that exists is a pairing code worth guessing)."""
 
 
 class SessionData:
     """A `routing.SessionDirectory`, and a user's data, from session_svc."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        """`channel` (the caller's to close) reaches any session_svc replica."""
+    def __init__(self, channel: grpc.aio.Channel, assertions: Assertions) -> None:
+        """`channel` (the caller's to close) reaches any session_svc replica;
+        `assertions` sign who each call is for."""
         self._stub = session_pb2_grpc.SessionDataServiceStub(channel)
+        self._assertions = assertions
+
+    def _for(self, identity: Identity) -> tuple[tuple[str, str], ...]:
+        return self._assertions.metadata(identity.user_id, identity.username)
 
     async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
         request = (session_pb2.GetSessionOwnerRequest(session_id=session_id) if session_id
                    else session_pb2.GetSessionOwnerRequest(code=code))
         try:
-            reply = await self._stub.GetSessionOwner(request, timeout=OWNER_TIMEOUT_S)
+            reply = await self._stub.GetSessionOwner(
+                request, metadata=self._assertions.metadata(GATEWAY_CALLER, GATEWAY_CALLER),
+                timeout=OWNER_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -44,8 +55,7 @@ class SessionData:
         """The user's sessions and the utterances said in them."""
         try:
             return await self._stub.ExportUserData(
-                session_pb2.ExportUserDataRequest(), metadata=identity_metadata(identity),
-                timeout=timeout_s)
+                session_pb2.ExportUserDataRequest(), metadata=self._for(identity), timeout=timeout_s)
         except grpc.aio.AioRpcError as err:
             raise errors.from_rpc_error(err, DOWNSTREAM) from None
 
@@ -56,7 +66,6 @@ class SessionData:
         nothing; asking again deletes what is left (nothing, after a success)."""
         try:
             return await self._stub.DeleteUserData(
-                session_pb2.DeleteUserDataRequest(), metadata=identity_metadata(identity),
-                timeout=timeout_s)
+                session_pb2.DeleteUserDataRequest(), metadata=self._for(identity), timeout=timeout_s)
         except grpc.aio.AioRpcError as err:
             raise errors.from_rpc_error(err, DOWNSTREAM) from None

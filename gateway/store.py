@@ -110,6 +110,10 @@ class UserStore(Protocol):
         """Revokes every token of a family, present and future."""
         ...
 
+    async def login_live(self, family_id: str, user_id: str) -> bool:
+        """Whether the login (family) of `user_id` exists and is not revoked."""
+        ...
+
     async def delete_user(self, user_id: str) -> None:
         """Deletes the account with its tokens, atomically (session data is
         session_svc's to delete)."""
@@ -174,6 +178,11 @@ class InMemoryUserStore:
     async def revoke_family(self, family_id: str) -> None:
         if family_id in self._families:
             self._revoked.add(family_id)
+
+    async def login_live(self, family_id: str, user_id: str) -> bool:
+        tokens = self._families.get(family_id, ())
+        return family_id not in self._revoked and any(
+            self._tokens[t].user_id == user_id for t in tokens)
 
     async def delete_user(self, user_id: str) -> None:
         user = self._users.pop(user_id, None)

@@ -22,7 +22,7 @@ from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc as pb_grpc
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc.downstream import Downstream
-from session_svc.identity import identity
+from session_svc.identity import Callers
 from session_svc.pipeline import SpeakerPipeline
 from session_svc.sessions import Member, Session, SessionRegistry
 
@@ -131,13 +131,15 @@ class _Leave(Exception):
 
 class ConversationServicer(pb_grpc.ConversationServiceServicer):
     def __init__(
-        self, registry: SessionRegistry, downstream: Downstream, settings: SessionSettings
+        self, registry: SessionRegistry, downstream: Downstream, settings: SessionSettings,
+        callers: Callers,
     ) -> None:
         self.registry, self.down, self.settings = registry, downstream, settings
+        self.callers = callers
 
     def _connect(self, context: grpc.aio.ServicerContext, join: pb.JoinConversation) -> Connection:
         _check_join(join)
-        session, member = self.registry.get(identity(context), join.session_id)
+        session, member = self.registry.get(self.callers(context), join.session_id)
         if session.status == spb.SESSION_STATUS_ENDED:
             raise FailedPrecondition(f"session {session.session_id} has ended")
         logs.session_id.set(session.session_id)
@@ -214,7 +216,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     async def SendAudio(
         self, request: pb.SendAudioRequest, context: grpc.aio.ServicerContext
     ) -> pb.SendAudioResponse:
-        _, member = self.registry.get(identity(context), request.session_id)
+        _, member = self.registry.get(self.callers(context), request.session_id)
         if member.connection is None:
             raise FailedPrecondition("not listening to this session: call Listen first")
         member.connection.audio(request.audio)

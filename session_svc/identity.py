@@ -1,17 +1,20 @@
-"""Who is calling: the identity the gateway asserted in metadata."""
+"""Who is calling: the user a gateway's identity assertion names (dragoman.assertion)."""
 
 from __future__ import annotations
 
 import grpc
 
-from dragoman import rpc
-from dragoman.errors import Unauthenticated
+from dragoman.assertion import Assertions
 from session_svc.sessions import Identity
 
 
-def identity(context: grpc.aio.ServicerContext) -> Identity:
-    meta = rpc.text_metadata(context)
-    user_id = meta.get(rpc.USER_ID_HEADER, "")
-    if not user_id:
-        raise Unauthenticated("no caller identity: call through the gateway")
-    return Identity(user_id=user_id, display_name=meta.get(rpc.USER_NAME_HEADER, user_id))
+class Callers:
+    """Identifies callers by their verified identity assertion; a call without a
+    valid one (anyone but a gateway) gets UNAUTHENTICATED."""
+
+    def __init__(self, assertions: Assertions) -> None:
+        self._assertions = assertions
+
+    def __call__(self, context: grpc.aio.ServicerContext) -> Identity:
+        asserted = self._assertions.from_metadata(context.invocation_metadata() or ())
+        return Identity(user_id=asserted.user_id, display_name=asserted.username)

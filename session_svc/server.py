@@ -3,11 +3,11 @@
 Serves the public `dragoman.v1.SessionService` and `ConversationService` on an
 internal address, and the internal `dragoman.session.v1.SessionDataService`
 (where a live session is held; a user's data for export and deletion). Only
-the gateway calls it: it trusts the identity headers the gateway sets after
-checking the access token (rpc.USER_ID_HEADER). Sessions, translation logs
-and metrics are persisted in PostgreSQL (`session_svc.store`), tables no
-other service reads; history pages come from there. Stored records become
-protos here.
+the gateway calls it: every call carries the identity assertion the gateway
+signs after checking the access token, and a call without a valid one gets
+UNAUTHENTICATED (dragoman.assertion). Sessions, translation logs and metrics
+are persisted in PostgreSQL (`session_svc.store`), tables no other service
+reads; history pages come from there. Stored records become protos here.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 
 from dragoman import config, db, logs, overload, rpc
+from dragoman.assertion import Assertions
 from dragoman.db.times import timestamp
 from dragoman.errors import InvalidArgument, NotFound
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
@@ -34,7 +35,7 @@ from dragoman.v1 import (
 )
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
-from session_svc.identity import identity
+from session_svc.identity import Callers
 from session_svc.records import STAGES, Metrics, SessionRecord, UtteranceLog
 from session_svc.sessions import Identity, SessionRegistry, metrics_proto
 from session_svc.store import PgSessionStore, SessionStore
@@ -102,13 +103,14 @@ def parse_page_token(token: str) -> tuple[datetime, str] | None:
 
 
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
-    def __init__(self, registry: SessionRegistry) -> None:
+    def __init__(self, registry: SessionRegistry, callers: Callers) -> None:
         self.registry = registry
+        self.identity = callers
 
     async def CreateSession(
         self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.CreateSessionResponse:
-        session = await self.registry.create(identity(context), request.language_code, request.voice)
+        session = await self.registry.create(self.identity(context), request.language_code, request.voice)
         logs.session_id.set(session.session_id)
         log.info("session created")
         return sessions_pb2.CreateSessionResponse(session=session.to_proto())
@@ -117,7 +119,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self, request: sessions_pb2.JoinSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.JoinSessionResponse:
         session = await self.registry.join(
-            identity(context), request.code, request.language_code, request.voice)
+            self.identity(context), request.code, request.language_code, request.voice)
         logs.session_id.set(session.session_id)
         log.info("session joined")
         return sessions_pb2.JoinSessionResponse(session=session.to_proto())
@@ -125,7 +127,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def GetSession(
         self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.GetSessionResponse:
-        who = identity(context)
+        who = self.identity(context)
         if not request.session_id:
             raise InvalidArgument("session_id is required")
         if self.registry.find_live(request.session_id) is not None:
@@ -145,7 +147,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def EndSession(
         self, request: sessions_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.EndSessionResponse:
-        who = identity(context)
+        who = self.identity(context)
         try:
             session = await self.registry.end(who, request.session_id, END_REASON)
         except NotFound:  # no longer in memory: ended long ago, or left live by an earlier run
@@ -165,7 +167,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def ListSessions(
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.ListSessionsResponse:
-        who = identity(context)
+        who = self.identity(context)
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size must be 0 to {MAX_PAGE_SIZE}, got {request.page_size}")
         size = request.page_size or DEFAULT_PAGE_SIZE
@@ -181,14 +183,18 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
 
 
 class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
-    """What the gateway asks of the session tables, which only session_svc reads."""
+    """What the gateway asks of the session tables, which only session_svc reads.
+    Every call carries a gateway's identity assertion: owner lookups one for the
+    gateway itself, the rest one for the user whose data they are."""
 
-    def __init__(self, store: SessionStore) -> None:
+    def __init__(self, store: SessionStore, callers: Callers) -> None:
         self._store = store
+        self._callers = callers
 
     async def GetSessionOwner(
         self, request: session_pb2.GetSessionOwnerRequest, context: grpc.aio.ServicerContext
     ) -> session_pb2.GetSessionOwnerResponse:
+        self._callers(context)  # only a gateway may ask which codes exist
         if request.session_id:
             owner = await self._store.owner(session_id=request.session_id)
             if owner is None:
@@ -204,7 +210,7 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
     async def ExportUserData(
         self, request: session_pb2.ExportUserDataRequest, context: grpc.aio.ServicerContext
     ) -> session_pb2.ExportUserDataResponse:
-        user_id = identity(context).user_id
+        user_id = self._callers(context).user_id
         sessions = await self._store.sessions_of(user_id, limit=2**31 - 1)
         utterances = await self._store.utterances_of(user_id)
         return session_pb2.ExportUserDataResponse(
@@ -214,7 +220,7 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
     async def DeleteUserData(
         self, request: session_pb2.DeleteUserDataRequest, context: grpc.aio.ServicerContext
     ) -> session_pb2.DeleteUserDataResponse:
-        user_id = identity(context).user_id
+        user_id = self._callers(context).user_id
         deleted = await self._store.delete_user_data(user_id)
         log.info("user data deleted", extra={
             "user_id": user_id, "sessions": deleted.sessions, "utterances": deleted.utterances})
@@ -228,6 +234,7 @@ async def create(
 ) -> rpc.Service:
     """session_svc, not yet started. `store` defaults to PostgreSQL per
     settings.database (the embedded server when no URL is set)."""
+    callers = Callers(Assertions.from_settings(settings.auth))
     database = None
     if store is None:
         database = await db.open_database(settings.database)
@@ -238,11 +245,11 @@ async def create(
     down = downstream or Downstream(
         settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk,
         linger_s=settings.trunk_linger_ms / 1000)
-    conversations = ConversationServicer(registry, down, settings.session)
+    conversations = ConversationServicer(registry, down, settings.session, callers)
     service = rpc.Service.serving("session", [
-        (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry)),
+        (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry, callers)),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
-        (session_pb2_grpc.add_SessionDataServiceServicer_to_server, SessionDataServicer(store)),
+        (session_pb2_grpc.add_SessionDataServiceServicer_to_server, SessionDataServicer(store, callers)),
     ], [
         sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
         conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,

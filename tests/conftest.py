@@ -8,25 +8,36 @@ them fails with that instruction instead of being skipped.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from dragoman import config, rpc
+from dragoman.assertion import Assertions
 from dragoman.db.testing import scratch_schema
 from tests.mesh import mesh  # noqa: F401 - the shared in-process mesh fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / "tests" / "data"
 """Speech and sentence pairs shipped with the repo (tests/data/README.md)."""
+IDENTITY_KEY = secrets.token_urlsafe(48)
+"""This run's auth.identity_key, shared by its gateways and session_svcs."""
+ASSERTIONS = Assertions(IDENTITY_KEY.encode())
+"""What tests standing where a gateway stands sign with."""
 
 
 @pytest.fixture(scope="session")
 def settings() -> Iterator[config.Settings]:
-    """This run's settings: a fresh schema in the test PostgreSQL, dropped afterwards."""
+    """This run's settings: a fresh schema in the test PostgreSQL, dropped afterwards;
+    every test registers from loopback, so the per-address registration limit is lifted."""
+    loaded = config.load()
     with scratch_schema(prefix="run") as database:
-        yield dataclasses.replace(config.load(), database=database)
+        yield dataclasses.replace(
+            loaded, database=database,
+            auth=dataclasses.replace(loaded.auth, identity_key=IDENTITY_KEY),
+            limits=dataclasses.replace(loaded.limits, registrations_per_hour=1_000_000))
 
 
 @pytest.fixture(scope="session")

@@ -132,3 +132,55 @@ def test_hpas_scale_deployments_on_metrics_the_services_expose() -> None:
         for m in hpa["spec"]["metrics"]:
             if m["type"] == "Pods":
                 assert m["pods"]["metric"]["name"] in metrics.series_names()
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions with In) matches `labels`."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", "extend _selects for this operator"
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _reaches(source: str, target: str, port: str) -> bool:
+    """Whether a pod named `source` may open `port` (a port name) on `target`'s pods under
+    deploy/k8s's NetworkPolicies (a target no policy selects takes anything)."""
+    policies = [d for p in _manifests() for d in _docs(p) if d["kind"] == "NetworkPolicy"]
+    src, dst = {"app.kubernetes.io/name": source}, {"app.kubernetes.io/name": target}
+    selecting = [p for p in policies if _selects(p["spec"]["podSelector"], dst)]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            assert all(peer.keys() == {"podSelector"} for peer in rule.get("from", [])), (
+                "extend _reaches for namespace or IP peers")
+    return any(
+        (not rule.get("from") or any(_selects(peer["podSelector"], src) for peer in rule["from"]))
+        and (not rule.get("ports") or any(p["port"] == port for p in rule["ports"]))
+        for policy in selecting for rule in policy["spec"].get("ingress", []))
+
+
+def test_only_gateways_reach_session_svc_and_only_session_svc_the_models() -> None:
+    models = {"stt", "mt", "tts"}
+    for target in SERVICES:
+        for source in (*SERVICES, "intruder"):
+            expected = (target == "gateway" or (target == "session" and source == "gateway")
+                        or (target in models and source == "session"))
+            assert _reaches(source, target, "grpc") == expected, (source, target)
+        assert _reaches("prometheus", target, "metrics"), target
+        # the policies name ports the pods have
+        (container,) = _deployment(target)["spec"]["template"]["spec"]["containers"]
+        assert {"grpc", "metrics"} <= {p["name"] for p in container["ports"]}
+
+
+def test_gateways_and_session_svc_share_the_identity_key_from_the_secret() -> None:
+    refs = []
+    for name in ("gateway", "session"):
+        (container,) = _deployment(name)["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        refs.append(env["DRAGOMAN_AUTH_IDENTITY_KEY"]["valueFrom"]["secretKeyRef"])
+    assert refs[0] == refs[1] and refs[0]["optional"] is False
+    assert "DRAGOMAN_AUTH_IDENTITY_KEY" in (K8S / "README.md").read_text()

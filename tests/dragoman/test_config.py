@@ -30,7 +30,9 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
         config.load(tmp_path / "missing.toml", env={})
 
 
-def test_describe_masks_the_jwt_secret() -> None:
-    s = config.load(env={"DRAGOMAN_AUTH_JWT_SECRET": "s3cret"})
-    assert s.auth.jwt_secret == "s3cret"
+def test_describe_masks_the_jwt_secret_and_the_identity_key() -> None:
+    s = config.load(env={"DRAGOMAN_AUTH_JWT_SECRET": "s3cret",
+                         "DRAGOMAN_AUTH_IDENTITY_KEY": "k3y"})
+    assert s.auth.jwt_secret == "s3cret" and s.auth.identity_key == "k3y"
     assert config.describe(s)["auth"]["jwt_secret"] == "***"
+    assert config.describe(s)["auth"]["identity_key"] == "***"

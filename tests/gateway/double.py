@@ -1,6 +1,6 @@
 """A test double of session_svc: the same public services, simple behaviour.
 
-It answers with the identity headers it received, and records each call's
+It answers with the identity the gateway asserted, and records each call's
 metadata and deadline (`calls`) and the streams its caller cancelled
 (`cancelled`), so tests can see what the gateway forwarded. Plumbing only:
 no sessions, no pipeline.
@@ -27,9 +27,11 @@ from typing import TypeVar
 import grpc
 
 from dragoman import rpc
+from dragoman.assertion import IDENTITY_HEADER
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
 from dragoman.v1 import auth_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from dragoman.v1 import conversation_pb2 as cv
+from tests.conftest import ASSERTIONS
 
 MISSING_SESSION = "session missing does not exist"
 MISSING_CODE = "no waiting session has code 000000"
@@ -54,6 +56,14 @@ class Seen:
     def values(self, key: str) -> list[str | bytes]:
         return [v for k, v in self.metadata if k == key]
 
+    @property
+    def asserted(self) -> tuple[str, str]:
+        """(user id, username) of the verified identity assertion; ("", "") without one."""
+        if not self.values(IDENTITY_HEADER):
+            return "", ""
+        who = ASSERTIONS.from_metadata(self.metadata)
+        return who.user_id, who.username
+
 
 class SessionDouble(
     sessions_pb2_grpc.SessionServiceServicer, conversation_pb2_grpc.ConversationServiceServicer,
@@ -71,12 +81,10 @@ class SessionDouble(
 
     def _enter(self, method: str, context: grpc.aio.ServicerContext) -> sessions_pb2.Participant:
         metadata = list(context.invocation_metadata() or ())
-        self.calls.append(Seen(method, metadata, context.time_remaining()))
-        seen = dict(metadata)
-        return sessions_pb2.Participant(
-            user_id=str(seen.get(rpc.USER_ID_HEADER, "")),
-            display_name=str(seen.get(rpc.USER_NAME_HEADER, "")),
-        )
+        seen = Seen(method, metadata, context.time_remaining())
+        self.calls.append(seen)
+        user_id, username = seen.asserted
+        return sessions_pb2.Participant(user_id=user_id, display_name=username)
 
     # SessionService
 

@@ -177,7 +177,7 @@ async def test_deleting_an_account_needs_its_password_and_its_session_data_gone_
 
 
 def test_access_tokens_carry_identity_and_expire() -> None:
-    identity = Identity("u-7", "grace")
+    identity = Identity("u-7", "grace", "login-1")
     tokens = AccessTokens(KEY, ACCESS_TTL_S)
     token, _ = tokens.issue(identity)
     assert tokens.verify(token) == identity
@@ -197,7 +197,7 @@ def test_an_empty_secret_gives_a_random_key_and_a_warning(
         first = AccessTokens.from_settings(config.AuthSettings(jwt_secret=""))
         second = AccessTokens.from_settings(config.AuthSettings(jwt_secret=""))
     assert "jwt_secret is empty" in caplog.text
-    token, _ = first.issue(Identity("u-1", "heidi"))
+    token, _ = first.issue(Identity("u-1", "heidi", "login-1"))
     assert first.verify(token).user_id == "u-1"
     with pytest.raises(errors.Unauthenticated, match="^invalid access token$"):
         second.verify(token)

@@ -10,8 +10,8 @@ import grpc
 import jwt
 import pytest
 
-from dragoman import rpc
 from dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2
+from gateway import auth
 from tests.gateway.conftest import PASSWORD, SECRET, Stubs, bearer, unique_name
 from tests.gateway.double import SessionDouble
 
@@ -43,7 +43,7 @@ async def test_register_gives_a_user_and_working_tokens(
         metadata=bearer(reply.tokens.access_token),
     )
     assert got.session.participants[0].user_id == reply.user_id
-    assert double.calls[-1].values(rpc.USER_NAME_HEADER) == [username]
+    assert double.calls[-1].asserted[1] == username
 
 
 @pytest.mark.parametrize(
@@ -176,7 +176,7 @@ async def test_unknown_refresh_token_is_unauthenticated(stubs: Stubs) -> None:
 
 def crafted(secret: str | None = SECRET, algorithm: str = "HS256", **claims: object) -> str:
     now = int(time.time())
-    body = {"sub": "u-1", "name": "mallory", "iat": now, "exp": now + 3600,
+    body = {"sub": "u-1", "name": "mallory", "sid": "login-1", "iat": now, "exp": now + 3600,
             "jti": uuid.uuid4().hex, **claims}
     return jwt.encode(body, secret, algorithm=algorithm)
 
@@ -197,10 +197,11 @@ def expired() -> str:
          "invalid access token"),
         (lambda: bearer(crafted(secret=None, algorithm="none")), "invalid access token"),
         (lambda: bearer(crafted(sub="")), "invalid access token"),
+        (lambda: bearer(crafted(sid="")), "invalid access token"),
         (lambda: bearer(expired()), "access token expired"),
     ],
     ids=["none", "empty", "garbage", "not-bearer", "other-key", "alg-none", "no-subject",
-         "expired"],
+         "no-login", "expired"],
 )
 async def test_bad_access_tokens_are_unauthenticated(
     stubs: Stubs,
@@ -218,14 +219,24 @@ async def test_bad_access_tokens_are_unauthenticated(
     assert double.calls == []
 
 
-async def test_a_crafted_token_with_the_right_key_is_accepted(
+async def test_a_crafted_token_with_the_right_key_is_accepted_for_a_standing_login(
     stubs: Stubs, double: SessionDouble
 ) -> None:
-    """The other side of the check above: only the signature and expiry matter."""
+    """The other side of the check above: the signature, the expiry and that the
+    login it names stands are what matter."""
+    username, user = await stubs.register()
+    login = jwt.decode(user.tokens.access_token, SECRET, algorithms=["HS256"])["sid"]
     await stubs.sessions.GetSession(
-        sessions_pb2.GetSessionRequest(session_id="s-1"), metadata=bearer(crafted())
-    )
-    assert double.calls[-1].values(rpc.USER_ID_HEADER) == ["u-1"]
+        sessions_pb2.GetSessionRequest(session_id="s-1"),
+        metadata=bearer(crafted(sub=user.user_id, name=username, sid=login)))
+    assert double.calls[-1].asserted == (user.user_id, username)
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # another user's login, or none
+        await stubs.sessions.GetSession(
+            sessions_pb2.GetSessionRequest(session_id="s-1"),
+            metadata=bearer(crafted(sub="u-1", name="mallory", sid=login)))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert info.value.details() == auth.REVOKED_TOKEN
+    assert double.calls[-1].asserted == (user.user_id, username)
 
 
 async def test_every_proxied_call_needs_a_token(stubs: Stubs, double: SessionDouble) -> None:

@@ -26,7 +26,8 @@ from tests.session_svc.stack import Stack, session_stack
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 LIMITS = config.LimitSettings(
-    requests_per_minute=10, sessions_per_hour=3, audio_chunks_per_s=10, audio_burst_chunks=5)
+    requests_per_minute=10, sessions_per_hour=3, audio_chunks_per_s=10, audio_burst_chunks=5,
+    registrations_per_hour=1_000)
 
 
 class Clock:

@@ -10,9 +10,10 @@ import grpc
 import pytest
 
 from dragoman import config, rpc
+from dragoman.assertion import IDENTITY_HEADER
 from dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2
 from gateway import server
-from tests.conftest import started
+from tests.conftest import ASSERTIONS, started
 from tests.gateway.conftest import PASSWORD, Stubs, bearer, unique_name, with_session_address
 from tests.gateway.double import (
     ENDED_ELSEWHERE,
@@ -83,7 +84,7 @@ async def test_history_pages_are_proxied(stubs: Stubs, double: SessionDouble, al
     second = await stubs.sessions.ListSessions(
         sessions_pb2.ListSessionsRequest(page_token=first.next_page_token), metadata=token(alice))
     assert [s.session_id for s in second.sessions] == ["s-0"] and not second.next_page_token
-    assert double.calls[-1].values(rpc.USER_ID_HEADER) == [alice[1].user_id]
+    assert double.calls[-1].asserted[0] == alice[1].user_id
 
 
 async def test_deleting_an_account_ends_its_live_sessions_first(
@@ -96,7 +97,7 @@ async def test_deleting_an_account_ends_its_live_sessions_first(
     assert (deleted.deleted_session_count, deleted.deleted_utterance_count) == (2, 5)
     assert [c.method for c in double.calls] == [
         "ListSessions", "EndSession", "ListSessions", "DeleteUserData"]
-    assert all(c.values(rpc.USER_ID_HEADER) == [doomed.user_id] for c in double.calls)
+    assert all(c.asserted[0] == doomed.user_id for c in double.calls)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stubs.auth.Login(auth_pb2.LoginRequest(username=doomed.user_id, password=PASSWORD))
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -138,7 +139,7 @@ async def test_the_export_joins_the_account_and_what_session_svc_keeps(
     [said] = exported.utterances
     assert (said.speaker_user_id, said.source_text) == (user.user_id, "hello")
     [seen] = double.calls
-    assert seen.method == "ExportUserData" and seen.values(rpc.USER_ID_HEADER) == [user.user_id]
+    assert seen.method == "ExportUserData" and seen.asserted[0] == user.user_id
 
 
 async def test_calls_naming_a_session_ask_session_svc_for_its_owner(
@@ -166,8 +167,7 @@ async def test_client_identity_headers_are_dropped(
     stubs: Stubs, double: SessionDouble, alice: User
 ) -> None:
     forged = (
-        (rpc.USER_ID_HEADER, "someone-else"),
-        (rpc.USER_NAME_HEADER, "admin"),
+        (IDENTITY_HEADER, ASSERTIONS.sign("someone-else", "admin")),
         ("x-dragoman-role", "root"),
         (rpc.CORRELATION_HEADER, "trace-me-123"),
     )
@@ -176,8 +176,8 @@ async def test_client_identity_headers_are_dropped(
     )
     assert reply.session.participants[0].user_id == alice[1].user_id
     seen = double.calls[-1]
-    assert seen.values(rpc.USER_ID_HEADER) == [alice[1].user_id]
-    assert seen.values(rpc.USER_NAME_HEADER) == [alice[0]]
+    assert seen.asserted == (alice[1].user_id, alice[0])
+    assert len(seen.values(IDENTITY_HEADER)) == 1
     assert seen.values("x-dragoman-role") == []
     assert seen.values("authorization") == []
     assert seen.values(rpc.CORRELATION_HEADER) == ["trace-me-123"]
@@ -251,7 +251,7 @@ async def test_send_audio_is_proxied(stubs: Stubs, double: SessionDouble, alice:
         metadata=token(alice),
     )
     assert reply.sequence == 41
-    assert double.calls[-1].values(rpc.USER_ID_HEADER) == [alice[1].user_id]
+    assert double.calls[-1].asserted[0] == alice[1].user_id
 
 
 async def listen(stubs: Stubs, user: User, session_id: str) -> grpc.aio.UnaryStreamCall:
@@ -315,7 +315,7 @@ async def test_converse_echoes_both_ways(
     await call.write(ConverseRequest(leave=conversation_pb2.LeaveConversation()))
     assert await call.read() == grpc.aio.EOF
     assert await call.code() == grpc.StatusCode.OK
-    assert double.calls[-1].values(rpc.USER_ID_HEADER) == [alice[1].user_id]
+    assert double.calls[-1].asserted[0] == alice[1].user_id
     assert await pump_tasks_left() == []
 
 
@@ -420,6 +420,6 @@ async def test_a_given_session_channel_is_used_and_left_open(
                     sessions_pb2.GetSessionRequest(session_id="s-1"),
                     metadata=bearer(user.tokens.access_token),
                 )
-        assert double.calls[-1].values(rpc.USER_ID_HEADER) == [user.user_id]
+        assert double.calls[-1].asserted[0] == user.user_id
         state = session_channel.get_state()
         assert state != grpc.ChannelConnectivity.SHUTDOWN

@@ -24,6 +24,7 @@ from mt_svc.engines.fake import FakeEngine as FakeMt
 from session_svc import server as session_server
 from stt_svc import server as stt_server
 from stt_svc.engines.fake import FakeEngine as FakeStt
+from tests.conftest import ASSERTIONS
 from tests.gateway.conftest import unique_name, with_session_address
 from tests.helpers import free_ports
 from tests.session_svc.conftest import utterance
@@ -138,7 +139,7 @@ async def test_without_a_directory_the_code_goes_to_the_gateways_own_replica(cel
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await (await direct.sessions(code=session.code)).JoinSession(
                 sessions_pb2.JoinSessionRequest(code=session.code, language_code="pt"),
-                metadata=((rpc.USER_ID_HEADER, "someone-else"), (rpc.USER_NAME_HEADER, "someone")))
+                metadata=ASSERTIONS.metadata("someone-else", "someone"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     await alice.end_session(session.session_id)
     await alice.channel.close()

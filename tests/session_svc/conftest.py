@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dragoman import audio, config, mux, rpc
+from dragoman import audio, config, mux
 from dragoman.client import join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
+from tests.conftest import ASSERTIONS
 from tests.session_svc.stack import Stack, session_stack
 
 
@@ -27,7 +28,8 @@ class Caller:
 
     def __init__(self, address: str, user_id: str, trunk: bool = False) -> None:
         self.channel = mux.channel(address, trunk=trunk)
-        self.metadata = ((rpc.USER_ID_HEADER, user_id), (rpc.USER_NAME_HEADER, user_id.title()))
+        self.user_id = user_id
+        self.metadata = ASSERTIONS.metadata(user_id, user_id.title())
         self.sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
         self.conversation = conversation_pb2_grpc.ConversationServiceStub(self.channel)
         self.requests: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()

@@ -111,7 +111,7 @@ async def test_a_second_stream_replaces_the_first(plumbing: Stack) -> None:
     a, _b, sid = await pair(plumbing.session)
     first = a.converse(sid)
     await a.collect(first, "session_paired")
-    second = Caller(plumbing.session, a.metadata[0][1])
+    second = Caller(plumbing.session, a.user_id)
     second_call = second.converse(sid)
     await second.collect(second_call, "session_paired")
     with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -65,7 +65,7 @@ async def test_each_translated_utterance_and_the_end_are_recorded(
     [row] = stack.query(
         f"SELECT utterance_id, speaker_user_id, source_language_code, target_language_code, "
         f"{stage_columns} FROM translation_logs WHERE session_id = %s", (sid,))
-    assert row[:4] == (translation.utterance_id, ana.metadata[0][1], "en", "pt")
+    assert row[:4] == (translation.utterance_id, ana.user_id, "en", "pt")
     assert list(row[4:]) == [getattr(latency, s).ToMilliseconds() for s in STAGES]
     assert row[-1] > 0
 
@@ -119,7 +119,7 @@ async def test_history_pages_newest_first_and_stay_stable_while_sessions_start(
     assert [s.session_id for s in joined.sessions] == [made[3].session_id]
     assert joined.sessions[0].status == sessions_pb2.SESSION_STATUS_ACTIVE
     assert [p.user_id for p in joined.sessions[0].participants] == [
-        pat.metadata[0][1], partner.metadata[0][1]]
+        pat.user_id, partner.user_id]
     assert list((await page(stranger, 10)).sessions) == []
 
     for size, token, message in ((101, "", "page_size must be 0 to 100"),
@@ -174,7 +174,7 @@ async def test_audio_is_never_stored_nor_logged_and_text_only_encrypted(
 async def test_sessions_left_live_by_an_earlier_run_can_be_seen_and_ended(stack: Stack) -> None:
     [pat] = callers(stack, "pat")
     orphan = uuid.uuid4().hex
-    user_id = pat.metadata[0][1]
+    user_id = pat.user_id
     stack.query("INSERT INTO sessions (session_id, code, status, created_at) "
                 "VALUES (%s, '000001', 'active', now() - interval '1 hour') RETURNING 1", (orphan,))
     stack.query("INSERT INTO session_participants (session_id, user_id, position, display_name, "

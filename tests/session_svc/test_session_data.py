@@ -5,15 +5,17 @@ PostgreSQL, directly and on the trunk."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from dragoman import config, mux, rpc
+from dragoman import config, mux
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
 from dragoman.v1 import sessions_pb2
+from tests.conftest import ASSERTIONS
 from tests.session_svc.conftest import Caller, utterance
 from tests.session_svc.stack import Stack, scratch_settings, session_stack
 
@@ -64,25 +66,29 @@ async def test_the_owner_of_a_live_session_is_found_by_id_and_by_code(
 ) -> None:
     ana, ben = callers(stack, "ana", "ben")
     session = await ana.create("en")
+    as_gateway = ASSERTIONS.metadata("gateway", "gateway")
+    owner = functools.partial(data.GetSessionOwner, metadata=as_gateway)
     by_id = session_pb2.GetSessionOwnerRequest(session_id=session.session_id)
     by_code = session_pb2.GetSessionOwnerRequest(code=session.code)
-    assert (await data.GetSessionOwner(by_id)).owner == ADVERTISED
-    assert (await data.GetSessionOwner(by_code)).owner == ADVERTISED
+    assert (await owner(by_id)).owner == ADVERTISED
+    assert (await owner(by_code)).owner == ADVERTISED
 
     await ben.join(session.code, "pt")  # active: the code no longer names it
-    assert (await data.GetSessionOwner(by_id)).owner == ADVERTISED
-    assert await code_of(data.GetSessionOwner(by_code)) == (
+    assert (await owner(by_id)).owner == ADVERTISED
+    assert await code_of(owner(by_code)) == (
         grpc.StatusCode.NOT_FOUND, f"no waiting session has code {session.code}")
 
     await ana.sessions.EndSession(
         sessions_pb2.EndSessionRequest(session_id=session.session_id), metadata=ana.metadata)
-    assert await code_of(data.GetSessionOwner(by_id)) == (
+    assert await code_of(owner(by_id)) == (
         grpc.StatusCode.NOT_FOUND, f"no live session has id {session.session_id}")
-    assert await code_of(data.GetSessionOwner(
+    assert await code_of(owner(
         session_pb2.GetSessionOwnerRequest(session_id="never-was"))) == (
         grpc.StatusCode.NOT_FOUND, "no live session has id never-was")
-    assert await code_of(data.GetSessionOwner(session_pb2.GetSessionOwnerRequest())) == (
+    assert await code_of(owner(session_pb2.GetSessionOwnerRequest())) == (
         grpc.StatusCode.INVALID_ARGUMENT, "session_id or code is required")
+    # only a gateway may ask which codes exist: an ordinary caller is refused
+    assert (await code_of(data.GetSessionOwner(by_code)))[0] == grpc.StatusCode.UNAUTHENTICATED
     for c in (ana, ben):
         await c.close()
 
@@ -113,9 +119,9 @@ async def test_export_has_the_callers_sessions_and_their_utterances(
     assert waiting.status == sessions_pb2.SESSION_STATUS_WAITING and waiting.code == alone.code
     assert ended.status == sessions_pb2.SESSION_STATUS_ENDED and not ended.code
     assert ended.metrics.utterance_count == 1 and ended.HasField("end_time")
-    assert [p.user_id for p in ended.participants] == [ana.metadata[0][1], ben.metadata[0][1]]
+    assert [p.user_id for p in ended.participants] == [ana.user_id, ben.user_id]
     [said] = exported.utterances
-    assert (said.session_id, said.speaker_user_id) == (sid, ana.metadata[0][1])
+    assert (said.session_id, said.speaker_user_id) == (sid, ana.user_id)
     assert (said.source_language_code, said.target_language_code) == ("en", "pt")
     assert said.source_text and said.translated_text  # decrypted
     assert said.latency.total.ToMilliseconds() > 0 and said.HasField("create_time")
@@ -125,7 +131,7 @@ async def test_export_has_the_callers_sessions_and_their_utterances(
     assert [s.session_id for s in his.sessions] == [sid]
     assert [u.utterance_id for u in his.utterances] == [said.utterance_id]
     stranger = await data.ExportUserData(
-        session_pb2.ExportUserDataRequest(), metadata=((rpc.USER_ID_HEADER, "nobody-d"),))
+        session_pb2.ExportUserDataRequest(), metadata=ASSERTIONS.metadata("nobody-d", "Nobody"))
     assert list(stranger.sessions) == [] and list(stranger.utterances) == []
     assert (await code_of(data.ExportUserData(session_pb2.ExportUserDataRequest())))[0] \
         == grpc.StatusCode.UNAUTHENTICATED
@@ -142,7 +148,7 @@ async def test_deleting_user_data_deletes_it_once(
     alone = await ana.create("en")
     await ana.sessions.EndSession(
         sessions_pb2.EndSessionRequest(session_id=alone.session_id), metadata=ana.metadata)
-    ana_id = ana.metadata[0][1]
+    ana_id = ana.user_id
 
     deleted = await data.DeleteUserData(session_pb2.DeleteUserDataRequest(), metadata=ana.metadata)
     assert (deleted.deleted_session_count, deleted.deleted_utterance_count) == (2, 1)
@@ -159,7 +165,7 @@ async def test_deleting_user_data_deletes_it_once(
                        (alone.session_id,)) == [(0,)]
     his = await data.ExportUserData(session_pb2.ExportUserDataRequest(), metadata=ben.metadata)
     [kept] = his.sessions
-    assert kept.session_id == sid and [p.user_id for p in kept.participants] == [ben.metadata[0][1]]
+    assert kept.session_id == sid and [p.user_id for p in kept.participants] == [ben.user_id]
     assert kept.metrics.utterance_count == 1 and list(his.utterances) == []
     assert (await code_of(data.DeleteUserData(session_pb2.DeleteUserDataRequest())))[0] \
         == grpc.StatusCode.UNAUTHENTICATED

@@ -1,0 +1,60 @@
+"""Who is on the other end of a call: the client's address.
+
+The peer of the call (`context.peer()`), unless that peer is a trusted proxy
+(`limits.trusted_proxies`, e.g. the Envoy edge, which appends the address it
+saw to x-forwarded-for): then the last x-forwarded-for entry. Entries before
+the last are the client's own claims and are never believed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+import grpc
+
+from dragoman.errors import InvalidArgument
+
+FORWARDED_FOR = "x-forwarded-for"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`limits.trusted_proxies`: comma-separated addresses or CIDR networks."""
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                     for part in text.split(",") if part.strip())
+    except ValueError as e:
+        raise InvalidArgument(f"setting limits.trusted_proxies: {e}") from None
+
+
+def peer_host(peer: str) -> str:
+    """The host of a gRPC peer string: "ipv4:10.0.0.1:5000" -> "10.0.0.1",
+    "ipv6:[::1]:5000" -> "::1"; other kinds (unix sockets) as they are."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0] if rest.startswith("[") else rest
+        return host.strip("[]")
+    return peer
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def client_address(context: grpc.aio.ServicerContext, trusted: Sequence[Network] = ()) -> str:
+    """The address a call comes from (see the module's docstring)."""
+    host = peer_host(context.peer() or "")
+    ip = _ip(host)
+    if ip is None or not any(ip in network for network in trusted):
+        return host
+    forwarded = [v for k, v in context.invocation_metadata() or () if k == FORWARDED_FOR]
+    last = str(forwarded[-1]).rpartition(",")[2] if forwarded else ""
+    client = _ip(last)
+    return str(client) if client is not None else host
