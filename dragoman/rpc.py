@@ -3,7 +3,7 @@
 A service builds a `grpc.aio.Server` with `new_server()`, which installs the
 one interceptor that (1) puts rpc and correlation ids into the logging
 context and (2) maps `DragomanError` to its status. `Service.start()` binds,
-adds health and reflection and marks the service SERVING; `Service.stop()`
+adds health (and reflection, when settings.reflection) and marks the service SERVING; `Service.stop()`
 enters graceful shutdown (health NOT_SERVING, in-flight calls get the grace
 period). `serve_forever()` runs a service until SIGTERM or SIGINT.
 """
@@ -20,14 +20,20 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dragoman import config, logs, metrics, tracing
-from dragoman.errors import RETRY_AFTER, DragomanError, InvalidArgument, ResourceExhausted
+from dragoman.errors import (
+    RETRY_AFTER,
+    DeadlineExceeded,
+    DragomanError,
+    InvalidArgument,
+    ResourceExhausted,
+)
 
 log = logging.getLogger("dragoman.rpc")
 
@@ -37,6 +43,18 @@ CORRELATION_HEADER = "x-correlation-id"
 USER_ID_HEADER = "x-dragoman-user-id"
 USER_NAME_HEADER = "x-dragoman-user-name"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_T = TypeVar("_T")
+
+
+async def first_request(requests: AsyncIterator[_T], timeout_s: float) -> _T | None:
+    """The first message of a Converse stream (None if it closed first); DEADLINE_EXCEEDED
+    when none came within `timeout_s`, so a stream opened and never written does not stay open."""
+    try:
+        return await asyncio.wait_for(anext(aiter(requests), None), timeout_s)
+    except TimeoutError:
+        raise DeadlineExceeded(
+            f"no `join` within {timeout_s:g} s of opening the stream (session.join_timeout_s)"
+        ) from None
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> None:
@@ -277,7 +295,7 @@ async def wait_serving(address: str, timeout_s: float = 60.0, service: str = "")
 
 @dataclass
 class Service:
-    """A gRPC server with health, reflection and graceful shutdown."""
+    """A gRPC server with health, optional reflection and graceful shutdown."""
 
     name: str
     server: grpc.aio.Server
@@ -288,12 +306,15 @@ class Service:
     """Run on shutdown while calls are still served; get the grace period."""
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     port: int = 0
+    reflection: bool = False
+    """Serve gRPC reflection (settings.reflection): off, it lists no API to strangers."""
 
     async def start(self, address: str) -> int:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        if self.reflection:
+            reflection.enable_server_reflection(
+                [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            )
         self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {address}")
@@ -405,6 +426,7 @@ async def run(settings: config.Settings, name: str,
     stop_tracing = tracing.configure(settings.tracing, name)
     try:
         service = await create(settings)
+        service.reflection = settings.reflection
         tune_gc()
         await serve_forever(service, getattr(settings.addresses, name), settings.grace_period_s,
                             getattr(settings.metrics, name))

@@ -151,7 +151,7 @@ async def create(
     channel = session_channel or rpc.channel(settings.addresses.session)
     router = Router(channel, PgSessionDirectory(database) if database is not None else directory,
                     trunk=settings.trunk, linger_s=settings.trunk_linger_ms / 1000)
-    proxy = Proxy(tokens, limits)
+    proxy = Proxy(tokens, limits, settings.session.join_timeout_s)
 
     server = rpc.new_server()
     auth_pb2_grpc.add_AuthServiceServicer_to_server(

@@ -20,7 +20,7 @@ import grpc
 
 from dragoman import config, db, logs, mux, overload, rpc
 from dragoman.db.records import Metrics, SessionRecord
-from dragoman.errors import InvalidArgument, NotFound
+from dragoman.errors import InvalidArgument, NotFound, shown
 from dragoman.v1 import conversation_pb2, conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
@@ -91,7 +91,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         """The stored session, if the caller took part in it."""
         stored = await self.registry.store.sessions_of(who.user_id, limit=1, session_id=session_id)
         if not stored:
-            raise NotFound(f"session {session_id} not found")
+            raise NotFound(f"session {shown(session_id, quote=False)} not found")
         return stored[0]
 
     async def EndSession(
@@ -113,6 +113,13 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         log.info("session ended", extra={"utterances": session.utterances})
         return sessions_pb2.EndSessionResponse(
             session=session.to_proto(), metrics=session.metrics().to_proto())
+
+    async def RemoveParticipant(
+        self, request: sessions_pb2.RemoveParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.RemoveParticipantResponse:
+        session = await self.registry.remove(identity(context), request.session_id, request.user_id)
+        logs.session_id.set(session.session_id)
+        return sessions_pb2.RemoveParticipantResponse(session=session.to_proto())
 
     async def ListSessions(
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext

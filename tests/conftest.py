@@ -26,7 +26,11 @@ SHARED_TESTDATA = Path(os.environ.get("DRAGOMAN_TESTDATA", ROOT.parent / "shared
 def settings() -> Iterator[config.Settings]:
     """This run's settings: a fresh schema in the test PostgreSQL, dropped afterwards."""
     with scratch_schema(prefix="run") as database:
-        yield dataclasses.replace(config.load(), database=database)
+        loaded = config.load()
+        # recorded speech goes in faster than real time (tests/session_svc/test_guards.py
+        # checks the limit itself)
+        session = dataclasses.replace(loaded.session, max_audio_speed=0.0)
+        yield dataclasses.replace(loaded, database=database, session=session)
 
 
 @pytest.fixture(scope="session")
