@@ -1,0 +1,196 @@
+"""Hostile input on session_svc's streams (issue 27): resume points from the
+future, sequence numbers going backwards, streams never joined, audio faster
+than real time, intruders removed by the creator, and long inputs echoed back."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from dragoman import config
+from dragoman.client import join_request
+from dragoman.v1 import conversation_pb2 as pb
+from dragoman.v1 import sessions_pb2
+from session_svc.conversation import AudioBudget
+from tests.session_svc.conftest import Caller, kinds, utterance
+from tests.session_svc.stack import Stack, session_stack
+from tests.session_svc.test_conversation import pair
+
+
+async def failure(call: object, events: list[pb.ConversationEvent] | None = None) -> grpc.aio.AioRpcError:
+    """The error a stream ends with, after reading all it sends (into `events`)."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for response in call:  # type: ignore[attr-defined]
+            if events is not None:
+                events.append(response.event)
+    return info.value
+
+
+async def test_a_resume_point_past_the_last_event_is_out_of_range(plumbing: Stack) -> None:
+    a, b, sid = await pair(plumbing.session)
+    err = await failure(b.converse(sid, resume_after=10**15))
+    assert err.code() == grpc.StatusCode.OUT_OF_RANGE
+    # Bruno's stream has one event so far: session_paired
+    assert err.details() == (
+        "join.resume_after_sequence 1000000000000000 is past the last event of this stream, 1")
+    call = b.converse(sid, resume_after=1)  # the last one it has is fine
+    a_call = a.converse(sid)
+    events = await b.collect(call, "partner_connected")
+    assert [e.sequence for e in events] == [2]
+    a_call.cancel()
+    for c in (a, b):
+        await c.close()
+
+
+async def test_a_sequence_going_backwards_is_refused_not_dropped(
+    plumbing: Stack, fleurs: Path
+) -> None:
+    """The probe: chunk 1000, then real speech numbered 1, 2, 3... used to end OK and silent."""
+    a, b, sid = await pair(plumbing.session)
+    call = a.converse(sid)
+    for sequence in (1000, 1):
+        await a.requests.put(pb.ConverseRequest(
+            audio=pb.AudioChunk(data=b"\0\0" * 1600, sequence=sequence)))
+    err = await failure(call)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (
+        "audio chunk sequence 1 is not above the last one accepted on this stream, 1000: "
+        "number chunks 1, 2, 3, ... (0: unnumbered)")
+    # the same speech numbered from 1 on a new stream is heard
+    a_call, b_call = a.converse(sid), b.converse(sid)
+    await a.say(utterance(fleurs))
+    assert "transcription" in kinds(await b.collect(b_call, "processing_ended"))
+    a_call.cancel()
+    for c in (a, b):
+        await c.close()
+
+
+async def test_send_audio_acknowledges_a_retry_and_refuses_going_back(plumbing: Stack) -> None:
+    a, b, sid = await pair(plumbing.session)
+    listen = a.conversation.Listen(
+        pb.ListenRequest(join=join_request(sid, 16000).join), metadata=a.metadata)
+    await listen.read()
+
+    async def send(sequence: int) -> pb.SendAudioResponse:
+        return await a.conversation.SendAudio(pb.SendAudioRequest(
+            session_id=sid, audio=pb.AudioChunk(data=b"\0\0" * 1600, sequence=sequence)),
+            metadata=a.metadata)
+
+    assert (await send(5)).sequence == 5
+    assert (await send(5)).sequence == 5  # a retry of the last one
+    assert (await send(7)).sequence == 7  # gaps are allowed
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await send(6)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sequence 6 is not above the last one accepted on this stream, 7" in info.value.details()
+    listen.cancel()
+    for c in (a, b):
+        await c.close()
+
+
+async def test_the_creator_sees_who_joined_and_can_remove_them(plumbing: Stack) -> None:
+    a, mallory, sid = await pair(plumbing.session)
+    a_call, m_call = a.converse(sid), mallory.converse(sid)
+    a_events = await a.collect(a_call, "partner_connected")
+    paired = next(e.session_paired for e in a_events if e.HasField("session_paired"))
+    assert (paired.partner_user_id, paired.partner_display_name) == (
+        mallory.metadata[0][1], mallory.metadata[1][1])
+    await mallory.collect(m_call, "partner_connected")
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # only the creator removes
+        await mallory.sessions.RemoveParticipant(sessions_pb2.RemoveParticipantRequest(
+            session_id=sid, user_id=paired.partner_user_id), metadata=mallory.metadata)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await a.sessions.RemoveParticipant(sessions_pb2.RemoveParticipantRequest(
+            session_id=sid, user_id="someone-else"), metadata=a.metadata)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+    reply = await a.sessions.RemoveParticipant(sessions_pb2.RemoveParticipantRequest(
+        session_id=sid, user_id=paired.partner_user_id), metadata=a.metadata)
+    assert reply.session.status == sessions_pb2.SESSION_STATUS_ENDED
+    m_rest: list[pb.ConversationEvent] = []
+    err = await failure(m_call, m_rest)
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.details() == f"removed from session {sid} by its creator"
+    assert m_rest[-1].session_ended.reason == "partner removed by the creator"
+    a_rest = [r.event async for r in a_call]
+    assert a_rest[-1].session_ended.reason == "partner removed by the creator"
+    for c in (a, mallory):
+        await c.close()
+
+
+async def test_long_inputs_are_quoted_cut(plumbing: Stack) -> None:
+    a = Caller(plumbing.session, "quoter")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await a.create("x" * 1000)
+    details = info.value.details()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("language_code 'xxxxxxx") and "x" * 100 not in details
+    assert "x" * 78 + "…" in details and len(details) < 250
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await a.join("9" * 1000, "en")
+    assert len(info.value.details()) < 120 and info.value.details().endswith("…")
+    await a.close()
+
+
+def test_an_audio_budget_counts_seconds_not_chunks() -> None:
+    now = [0.0]
+    budget = AudioBudget(2.0, 10.0, clock=lambda: now[0])
+    for _ in range(2):
+        budget.take(4.096)  # 64 KiB of 8 kHz LINEAR16
+    with pytest.raises(Exception) as info:
+        budget.take(4.096)  # 12.3 s at once: beyond the 10 s burst
+    assert info.value.retry_after_s == pytest.approx((12.288 - 10) / 2)  # type: ignore[attr-defined]
+    now[0] += 100  # a pause refills it; real time goes on forever
+    for _ in range(1000):
+        budget.take(0.1)
+        now[0] += 0.1
+
+
+@pytest.fixture(scope="module")
+async def strict(settings: config.Settings) -> AsyncIterator[Stack]:
+    """session_svc with the production audio limit and a short join deadline."""
+    session = dataclasses.replace(
+        settings.session, join_timeout_s=0.5, max_audio_speed=2.0, audio_burst_s=10.0)
+    async with session_stack(dataclasses.replace(settings, session=session)) as stack:
+        yield stack
+
+
+async def test_a_stream_never_joined_ends_at_the_join_deadline(strict: Stack) -> None:
+    a = Caller(strict.session, "silent")
+
+    async def nothing() -> AsyncIterator[pb.ConverseRequest]:
+        await asyncio.sleep(3600)
+        yield pb.ConverseRequest()
+
+    start = time.monotonic()
+    err = await failure(a.conversation.Converse(nothing(), metadata=a.metadata))
+    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert err.details() == "no `join` within 0.5 s of opening the stream (session.join_timeout_s)"
+    assert time.monotonic() - start < 5
+    await a.close()
+
+
+async def test_audio_faster_than_twice_real_time_is_refused(strict: Stack) -> None:
+    """The probe: 20 chunks of 64 KiB at 8 kHz carry 82 s of audio and went in within 1 s."""
+    a, b, sid = await pair(strict.session)
+
+    async def flood() -> AsyncIterator[pb.ConverseRequest]:
+        yield join_request(sid, 8000)
+        for sequence in range(1, 4):  # the probe sent 20; the third is refused
+            yield pb.ConverseRequest(audio=pb.AudioChunk(data=b"\0\0" * 32768, sequence=sequence))
+        await asyncio.sleep(3600)  # writing on into a closed call hides its status (grpc)
+
+    err = await failure(a.conversation.Converse(flood(), metadata=a.metadata))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.details().startswith("audio arrives faster than 2x real time")
+    retry_after = float(dict(err.trailing_metadata())["retry-after"])
+    assert 0 < retry_after < 2.1  # the third chunk (12.3 s of audio) overflowed the burst
+    for c in (a, b):
+        await c.close()
