@@ -163,7 +163,11 @@ class Proxy:
         identity, options = await self._admit(context, request, required, limit)
         outcome: grpc.StatusCode | None = None  # None: not answered (no replica, cancelled)
         try:
-            call = (await route())(request, **options)
+            try:
+                call = (await route())(request, **options)
+            except errors.DragomanError as e:
+                outcome = e.code
+                raise
             try:
                 response: _Response = await call
                 outcome = grpc.StatusCode.OK
