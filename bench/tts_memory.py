@@ -58,9 +58,9 @@ async def say(stub: tts_pb2_grpc.TextToSpeechServiceStub, text: str, language: s
     return total
 
 
-def long_text(tag: str, chars: int) -> str:
+def long_text(tag: str, chars: int, one_sentence: bool = False) -> str:
     words = (f"In round {tag} the traveller counted {{n}} lanterns along the quiet harbour "
-             "before the evening ferry left. ")
+             f"before the evening ferry left{' and' if one_sentence else '.'} ")
     out, n = [], 0
     while sum(map(len, out)) < chars:
         out.append(words.format(n=n))
@@ -85,7 +85,7 @@ async def run(args: argparse.Namespace) -> None:
                 for i in range(args.phrases):
                     await say(stub, f"Phrase {i} of round {r}: the number is {r * 1000 + i}.")
                 for i in range(args.long):
-                    await say(stub, long_text(f"{r}-{i}", args.long_chars))
+                    await say(stub, long_text(f"{r}-{i}", args.long_chars, args.one_sentence))
                 for _ in range(20):  # the probe's hostile requests
                     await say(stub, "hello", language="x" * 1000)
                     await say(stub, "hello", voice="v" * 1000)
@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--phrases", type=int, default=100)
     parser.add_argument("--long", type=int, default=3)
     parser.add_argument("--long-chars", type=int, default=1500)
+    parser.add_argument("--one-sentence", action="store_true",
+                        help="long texts without a sentence end (one piece to synthesise)")
     asyncio.run(run(parser.parse_args()))
 
 

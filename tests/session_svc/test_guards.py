@@ -5,6 +5,7 @@ than real time, intruders removed by the creator, and long inputs echoed back.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -12,12 +13,18 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from dragoman import config
 from dragoman.client import join_request
+from dragoman.errors import InvalidArgument, ResourceExhausted
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
-from session_svc.conversation import AudioBudget
+from session_svc.conversation import AudioBudget, Connection
+from session_svc.events import EventLog
+from session_svc.sessions import Member, Session
 from tests.session_svc.conftest import Caller, kinds, utterance
 from tests.session_svc.stack import Stack, session_stack
 from tests.session_svc.test_conversation import pair
@@ -144,9 +151,9 @@ def test_an_audio_budget_counts_seconds_not_chunks() -> None:
     budget = AudioBudget(2.0, 10.0, clock=lambda: now[0])
     for _ in range(2):
         budget.take(4.096)  # 64 KiB of 8 kHz LINEAR16
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ResourceExhausted) as info:
         budget.take(4.096)  # 12.3 s at once: beyond the 10 s burst
-    assert info.value.retry_after_s == pytest.approx((12.288 - 10) / 2)  # type: ignore[attr-defined]
+    assert info.value.retry_after_s == pytest.approx((12.288 - 10) / 2)
     now[0] += 100  # a pause refills it; real time goes on forever
     for _ in range(1000):
         budget.take(0.1)
@@ -194,3 +201,75 @@ async def test_audio_faster_than_twice_real_time_is_refused(strict: Stack) -> No
     assert 0 < retry_after < 2.1  # the third chunk (12.3 s of audio) overflowed the burst
     for c in (a, b):
         await c.close()
+
+
+# -- properties ------------------------------------------------------------------
+
+@examples(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0.0, max_value=4.1), max_size=200),
+       st.floats(min_value=1.0, max_value=4.0))
+def test_audio_sent_in_real_time_is_never_refused(chunks_s: list[float], speed: float) -> None:
+    """Audio no faster than real time passes, whatever the chunk sizes."""
+    now = [0.0]
+    budget = AudioBudget(speed, 10.0, clock=lambda: now[0])
+    for seconds in chunks_s:
+        budget.take(seconds)
+        now[0] += seconds
+
+
+@examples(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(min_value=0.0, max_value=4.1),
+                          st.floats(min_value=0.0, max_value=1.0)), max_size=200))
+def test_audio_taken_never_exceeds_the_burst_plus_the_speed(chunks: list[tuple[float, float]]) -> None:
+    now = [0.0]
+    budget = AudioBudget(2.0, 10.0, clock=lambda: now[0])
+    taken = 0.0
+    for seconds, pause_s in chunks:
+        with contextlib.suppress(ResourceExhausted):
+            budget.take(seconds)
+            taken += seconds
+        now[0] += pause_s
+        assert taken <= 10.0 + 2.0 * now[0] + 1e-6
+
+
+class _Sequences:
+    """A Connection of a session that is not live anywhere: only its chunk rule runs."""
+
+    def __init__(self) -> None:
+        session = Session("s", "123456", 0.0)
+        member = Member("u", "U", "en", "en", "", EventLog("s", 8))
+        session.members.append(member)
+        join = pb.JoinConversation(
+            session_id="s", encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000)
+        self.conn = Connection(session, member, join, None, config.SessionSettings())  # type: ignore[arg-type]
+
+
+@examples(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=20), max_size=40), st.booleans())
+async def test_a_chunk_is_taken_only_above_the_last_sequence(sequences: list[int], retry: bool) -> None:
+    conn = _Sequences().conn
+    last = 0
+    for sequence in sequences:
+        chunk = pb.AudioChunk(sequence=sequence)  # no data: no pipeline starts
+        if sequence == 0 or sequence > last:
+            conn.audio(chunk, retry=retry)
+            last = sequence or last
+        elif retry and sequence == last:
+            conn.audio(chunk, retry=retry)  # a retry: acknowledged, nothing changes
+        else:
+            going_back = f"is not above the last one accepted on this stream, {last}:"
+            with pytest.raises(InvalidArgument, match=going_back):
+                conn.audio(chunk, retry=retry)
+
+
+@examples(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=50), st.data())
+async def test_resuming_after_any_event_sent_misses_nothing(n: int, data: st.DataObject) -> None:
+    log = EventLog("s", 64)
+    for _ in range(n):
+        log.append(heartbeat=pb.ServerHeartbeat())
+    after = data.draw(st.integers(min_value=0, max_value=n))
+    log.close()
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    seen = [e.sequence async for e in log.follow(after, stop, 60)]
+    assert seen == list(range(after + 1, n + 1))
