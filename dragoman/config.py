@@ -295,7 +295,7 @@ class LimitSettings:
     failed_joins: int = 5
     """JoinSession calls that find no session (NOT_FOUND) a user may make at once;
     then one per `failed_join_interval_s`. Each try refused meanwhile doubles the
-    wait (up to a day), so guessing codes does not pay (README, "Security")."""
+    wait (up to a day), so guessing codes does not pay (docs/security.md)."""
     failed_join_interval_s: float = 1800.0
     """Steady interval between failed joins of a user beyond `failed_joins`."""
     failed_joins_per_address: int = 20

@@ -4,6 +4,7 @@ spent by rejected requests, streams never joined, and reflection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
@@ -11,6 +12,9 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from dragoman import config, errors
 from dragoman.client import Client
@@ -212,3 +216,19 @@ async def test_strikes_back_off_exponentially_in_redis_too(redis_prefix: str) ->
             assert info.value.retry_after_s == pytest.approx(420 + 480, abs=1)
         finally:
             await limiter.close()
+
+
+@examples(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=4000), max_size=120))
+async def test_wrong_guesses_never_beat_the_burst_plus_the_steady_rate(gaps_s: list[float]) -> None:
+    """The bound docs/security.md's odds rest on: however a guesser times its tries,
+    at most `burst` + elapsed / interval of them run."""
+    clock = Clock()
+    limiter, rule = MemoryLimiter(clock), Rule("joins", 1 / 1800, 5, "too many")
+    start, ran = clock.now_s, 0
+    for gap in gaps_s:
+        clock.now_s += gap
+        with contextlib.suppress(errors.ResourceExhausted):
+            await limiter.strike(rule, "guesser")
+            ran += 1
+        assert ran <= 5 + (clock.now_s - start) / 1800 + 1e-9
