@@ -61,10 +61,9 @@ async def say(stub: tts_pb2_grpc.TextToSpeechServiceStub, text: str, language: s
 def long_text(tag: str, chars: int, one_sentence: bool = False) -> str:
     words = (f"In round {tag} the traveller counted {{n}} lanterns along the quiet harbour "
              f"before the evening ferry left{' and' if one_sentence else '.'} ")
-    out, n = [], 0
-    while sum(map(len, out)) < chars:
-        out.append(words.format(n=n))
-        n += 1
+    out: list[str] = []
+    while sum(len(part) for part in out) < chars:
+        out.append(words.format(n=len(out)))
     return "".join(out)[:chars]
 
 

@@ -50,7 +50,7 @@ async def test_a_resume_point_past_the_last_event_is_out_of_range(plumbing: Stac
     a_call = a.converse(sid)
     events = await b.collect(call, "partner_connected")
     assert [e.sequence for e in events] == [2]
-    a_call.cancel()
+    a_call.cancel()  # type: ignore[attr-defined]
     for c in (a, b):
         await c.close()
 
@@ -73,7 +73,7 @@ async def test_a_sequence_going_backwards_is_refused_not_dropped(
     a_call, b_call = a.converse(sid), b.converse(sid)
     await a.say(utterance(fleurs))
     assert "transcription" in kinds(await b.collect(b_call, "processing_ended"))
-    a_call.cancel()
+    a_call.cancel()  # type: ignore[attr-defined]
     for c in (a, b):
         await c.close()
 
@@ -126,7 +126,7 @@ async def test_the_creator_sees_who_joined_and_can_remove_them(plumbing: Stack) 
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert err.details() == f"removed from session {sid} by its creator"
     assert m_rest[-1].session_ended.reason == "partner removed by the creator"
-    a_rest = [r.event async for r in a_call]
+    a_rest = [r.event async for r in a_call]  # type: ignore[attr-defined]
     assert a_rest[-1].session_ended.reason == "partner removed by the creator"
     for c in (a, mallory):
         await c.close()
