@@ -113,6 +113,6 @@ class VoiceCatalog:
         if primary_language(choice.voice.language_code) != language:
             raise InvalidArgument(
                 f"voice {shown(voice_name)} speaks {choice.voice.language_code}, not "
-                f"{shown(language_code)}; voices for {language}: {names}"
+                f"{shown(language_code, quote=False)}; voices for {language}: {names}"
             )
         return choice
