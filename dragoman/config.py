@@ -246,7 +246,8 @@ class SessionSettings:
     max_audio_speed: float = 2.0
     """Seconds of audio a participant may send per second of wall time, after a burst of
     `audio_burst_s`: chunks beyond it get RESOURCE_EXHAUSTED (the gateway's chunk limit
-    cannot see how much audio a chunk carries). 2x lets a client catch up after a stall.
+    cannot see how much audio a chunk carries; Opus is counted by its packets' TOC).
+    2x lets a client catch up after a stall.
     0: no limit (tests that send recorded speech at full speed)."""
     audio_burst_s: float = 10.0
     """Seconds of audio a participant may send at once beyond real time."""

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from dragoman import audio, logs, metrics, mux, rpc
+from dragoman import audio, logs, metrics, mux, ogg, rpc
 from dragoman.config import SessionSettings
 from dragoman.errors import (
     Aborted,
@@ -67,6 +67,7 @@ class Connection:
         self.pipeline: SpeakerPipeline | None = None
         self._last_chunk = 0
         self._budget = AudioBudget(settings.max_audio_speed, settings.audio_burst_s)
+        self._opus: ogg.OpusDuration | None = None
 
     def events(self) -> AsyncIterator[pb.ConversationEvent]:
         return self.member.log.follow(
@@ -102,9 +103,8 @@ class Connection:
             raise InvalidArgument(
                 f"audio chunk {chunk.sequence} has an odd number of bytes ({len(chunk.data)}); "
                 "LINEAR16 audio is whole 16-bit samples")
-        if self._budget.speed and self.join.encoding == pb.AUDIO_ENCODING_LINEAR16:
-            # Opus bytes say nothing of duration: its audio is limited by chunks only
-            self._budget.take(len(chunk.data) / (2 * self.join.sample_rate_hertz))
+        if self._budget.speed:
+            self._take_budget(chunk.data)
         self._last_chunk = chunk.sequence or self._last_chunk
         if not chunk.data:
             return
@@ -114,6 +114,18 @@ class Connection:
                 self.join.sample_rate_hertz)
             self.pipeline.task.add_done_callback(self._pipeline_done)
         self.pipeline.feed(chunk.data)
+
+    def _take_budget(self, data: bytes) -> None:
+        if self.join.encoding == pb.AUDIO_ENCODING_LINEAR16:
+            self._budget.take(len(data) / (2 * self.join.sample_rate_hertz))
+            return
+        if self._opus is None:
+            self._opus = ogg.OpusDuration()
+        try:
+            self._budget.take(self._opus.feed(data))
+        except ResourceExhausted as e:
+            self.fail(e)  # its bytes are parsed: the Ogg stream cannot go on without them
+            raise
 
     def _pipeline_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and isinstance(task.exception(), InvalidArgument):

@@ -17,9 +17,10 @@ from hypothesis import given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from dragoman import config
+from dragoman import audio, config, ogg
 from dragoman.client import join_request
 from dragoman.errors import InvalidArgument, ResourceExhausted
+from dragoman.ogg import OpusDuration
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
 from session_svc.conversation import AudioBudget, Connection
@@ -160,6 +161,15 @@ def test_an_audio_budget_counts_seconds_not_chunks() -> None:
         now[0] += 0.1
 
 
+def test_opus_is_counted_by_its_packets_whatever_the_chunking(fleurs: Path) -> None:
+    data = (fleurs / "fleurs-en-004.ogg").read_bytes()
+    counted = OpusDuration()
+    seconds = sum(counted.feed(data[i : i + 333]) for i in range(0, len(data), 333))
+    decoded_s = len(audio.decode_file(fleurs / "fleurs-en-004.ogg")) / audio.STT_RATE_HZ
+    assert seconds == pytest.approx(decoded_s, abs=0.1)  # the pre-skip is not removed
+    assert ogg.packet_seconds(bytes([0b11111_0_11, 0x30])) == pytest.approx(0.96)  # 48 x 20 ms
+
+
 @pytest.fixture(scope="module")
 async def strict(settings: config.Settings) -> AsyncIterator[Stack]:
     """session_svc with the production audio limit and a short join deadline."""
@@ -199,6 +209,35 @@ async def test_audio_faster_than_twice_real_time_is_refused(strict: Stack) -> No
     assert err.details().startswith("audio arrives faster than 2x real time")
     retry_after = float(dict(err.trailing_metadata())["retry-after"])
     assert 0 < retry_after < 2.1  # the third chunk (12.3 s of audio) overflowed the burst
+    for c in (a, b):
+        await c.close()
+
+
+def ogg_page(packets: list[bytes]) -> bytes:
+    """One Ogg page of `packets` (no CRC: nothing here checks it)."""
+    lacing: list[int] = []
+    for packet in packets:
+        lacing += [255] * (len(packet) // 255) + [len(packet) % 255]
+    header = b"OggS" + bytes(2) + bytes(8) + b"\1\0\0\0" + bytes(8) + bytes([len(lacing)])
+    return header + bytes(lacing) + b"".join(packets)
+
+
+async def test_opus_audio_faster_than_twice_real_time_is_refused(strict: Stack) -> None:
+    """Opus bytes carry any duration: its packets are counted, not its bytes."""
+    a, b, sid = await pair(strict.session)
+    head = b"OpusHead\1\1" + bytes(2) + (48000).to_bytes(4, "little") + bytes(3)
+    long_packet = bytes([0b11111_0_11, 48])  # CELT 20 ms, code 3: 48 frames, 0.96 s in 2 bytes
+    chunk = ogg_page([head, b"OpusTags" + bytes(8)]) + ogg_page([long_packet] * 20)
+
+    async def flood() -> AsyncIterator[pb.ConverseRequest]:
+        yield pb.ConverseRequest(join=pb.JoinConversation(
+            session_id=sid, encoding=pb.AUDIO_ENCODING_OGG_OPUS))
+        yield pb.ConverseRequest(audio=pb.AudioChunk(data=chunk, sequence=1))  # 19.2 s in 120 bytes
+        await asyncio.sleep(3600)
+
+    err = await failure(a.conversation.Converse(flood(), metadata=a.metadata))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.details().startswith("audio arrives faster than 2x real time")
     for c in (a, b):
         await c.close()
 

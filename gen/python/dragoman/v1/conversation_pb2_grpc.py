@@ -73,9 +73,9 @@ class ConversationServiceServicer:
         finally `leave` (closing the request stream counts as `leave`). Audio
         before `join` gives FAILED_PRECONDITION; no `join` within 10 s of
         opening the stream (setting session.join_timeout_s), DEADLINE_EXCEEDED.
-        Audio faster than twice real time, after a burst of 10 s of audio
-        (settings session.max_audio_speed, session.audio_burst_s), ends the
-        stream with RESOURCE_EXHAUSTED. A second live stream of the
+        Audio (LINEAR16 or Opus, counted in seconds) faster than twice real
+        time, after a burst of 10 s of audio (settings session.max_audio_speed,
+        session.audio_burst_s), ends the stream with RESOURCE_EXHAUSTED. A second live stream of the
         same participant replaces the first, which ends with ABORTED.
         After `leave` the server finishes the utterance in progress, sends its
         events, and closes the stream.
