@@ -143,7 +143,11 @@ class Proxy:
         outcome: grpc.StatusCode | None,
     ) -> None:
         """Gives back what a call took from the limits that count only some outcomes:
-        a session not created; a join that did not find a wrong code."""
+        a session not created; a join that did not find a wrong code. A call with no
+        outcome (cancelled while downstream) keeps it: it may have done its work, and
+        a guesser who cancels each try would otherwise guess for free."""
+        if outcome is None:
+            return
         if limit is Limit.NEW_SESSION and outcome != grpc.StatusCode.OK:
             await self._limits.session_not_created(identity.user_id)
         elif limit is Limit.JOIN and outcome != grpc.StatusCode.NOT_FOUND:
@@ -161,7 +165,7 @@ class Proxy:
         after the caller is admitted, so nothing unauthenticated reaches the
         session directory."""
         identity, options = await self._admit(context, request, required, limit)
-        outcome: grpc.StatusCode | None = None  # None: not answered (no replica, cancelled)
+        outcome: grpc.StatusCode | None = None  # None: no answer (cancelled)
         try:
             try:
                 call = (await route())(request, **options)
