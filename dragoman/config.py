@@ -258,6 +258,17 @@ class SessionSettings:
     overload_lag_ms: int = 100
     """CreateSession gets RESOURCE_EXHAUSTED while the event loop has run this late for
     a whole second (`dragoman.overload`); 0: never."""
+    join_timeout_s: float = 10.0
+    """A Converse stream whose `join` has not come this long after it opened ends with
+    DEADLINE_EXCEEDED (the gateway and session_svc both hold to it)."""
+    max_audio_speed: float = 2.0
+    """Seconds of audio a participant may send per second of wall time, after a burst of
+    `audio_burst_s`: chunks beyond it get RESOURCE_EXHAUSTED (the gateway's chunk limit
+    cannot see how much audio a chunk carries; Opus is counted by its packets' TOC).
+    2x lets a client catch up after a stall.
+    0: no limit (tests that send recorded speech at full speed)."""
+    audio_burst_s: float = 10.0
+    """Seconds of audio a participant may send at once beyond real time."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the
@@ -306,6 +317,16 @@ class LimitSettings:
     """Comma-separated addresses or networks (CIDR) of proxies in front of the gateway
     (Envoy): for calls from them the client address is the last x-forwarded-for entry;
     empty: the peer address of the call."""
+    failed_joins: int = 5
+    """JoinSession calls that find no session (NOT_FOUND) a user may make at once;
+    then one per `failed_join_interval_s`. Each try refused meanwhile doubles the
+    wait (up to a day), so guessing codes does not pay (docs/security.md)."""
+    failed_join_interval_s: float = 1800.0
+    """Steady interval between failed joins of a user beyond `failed_joins`."""
+    failed_joins_per_address: int = 20
+    """As `failed_joins`, per client address (many users may share one: a NAT)."""
+    failed_join_per_address_interval_s: float = 300.0
+    """Steady interval between failed joins from one address beyond `failed_joins_per_address`."""
     redis_url: str = ""
     """redis:// URL so limits hold across gateway replicas; empty: in process."""
 
@@ -332,6 +353,10 @@ class Settings:
     event_loop: str = "uvloop"
     """The services' asyncio event loop: "uvloop" (libuv; less CPU and a shorter
     tail under load, bench/results/settings.md) or "asyncio" (the standard library's)."""
+    reflection: bool = False
+    """Every service serves gRPC reflection (for grpcurl and the like): on in
+    development only, since on the gateway's public port it hands anyone the
+    whole API, internal services' included when they are reachable."""
     addresses: Addresses = field(default_factory=Addresses)
     metrics: MetricsAddresses = field(default_factory=MetricsAddresses)
     tracing: TracingSettings = field(default_factory=TracingSettings)

@@ -59,6 +59,18 @@ class PermissionDenied(DragomanError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
+SHOWN_CHARS = 80
+"""Most characters of a caller's input an error message repeats back."""
+
+
+def shown(value: object, limit: int = SHOWN_CHARS, quote: bool = True) -> str:
+    """`value` as an error message quotes it (its repr, or str without `quote`), cut
+    to `limit` characters with an ellipsis: a message names the bad input without
+    echoing kilobytes of it."""
+    text = repr(value) if quote else str(value)
+    return text if len(text) <= limit else f"{text[:limit - 1]}…"
+
+
 RETRY_AFTER = "retry-after"
 """Trailer of a RESOURCE_EXHAUSTED status: seconds to wait before retrying."""
 
@@ -91,6 +103,12 @@ class Aborted(DragomanError):
     code = grpc.StatusCode.ABORTED
 
 
+class OutOfRange(DragomanError):
+    """A position past the end of what exists, e.g. resuming after an event not yet sent."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class Unimplemented(DragomanError):
     """A feature the API names but this deployment does not offer."""
 
@@ -101,7 +119,8 @@ _BY_CODE: dict[grpc.StatusCode, type[DragomanError]] = {
     cls.code: cls
     for cls in (
         InvalidArgument, FailedPrecondition, NotFound, AlreadyExists, Unauthenticated,
-        PermissionDenied, ResourceExhausted, Unavailable, DeadlineExceeded, Aborted, Unimplemented,
+        PermissionDenied, ResourceExhausted, Unavailable, DeadlineExceeded, Aborted, OutOfRange,
+        Unimplemented,
     )
 }
 

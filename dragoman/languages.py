@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from dragoman.errors import InvalidArgument
+from dragoman.errors import InvalidArgument, shown
 
 # The 15 languages dragoman promises in every direction.
 LANGUAGES: dict[str, str] = {
@@ -45,11 +45,11 @@ def normalise(code: str, field: str = "language_code") -> str:
     language = primary_subtag(code)
     if language is None:
         raise InvalidArgument(
-            f"{field} {code!r} is not a valid BCP-47 language tag; supported languages: {supported}"
+            f"{field} {shown(code)} is not a valid BCP-47 language tag; supported languages: {supported}"
         )
     if language not in SUPPORTED:
         raise InvalidArgument(
-            f"{field} {code!r}: language {language!r} is not supported; "
+            f"{field} {shown(code)}: language {language!r} is not supported; "
             f"supported languages: {supported}"
         )
     return language

@@ -3,7 +3,7 @@
 A service is built with `Service.serving()` on a `new_server()`, which installs the
 one interceptor that (1) puts rpc and correlation ids into the logging
 context and (2) maps `DragomanError` to its status. `Service.start()` binds,
-adds health and reflection and marks the service SERVING; `Service.stop()`
+adds health (and reflection, when settings.reflection) and marks the service SERVING; `Service.stop()`
 enters graceful shutdown (health NOT_SERVING, in-flight calls get the grace
 period). `serve_forever()` runs a service until SIGTERM or SIGINT.
 `Feed` (requests put without awaiting) and `each()` (requests handed to a
@@ -31,12 +31,30 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dragoman import config, logs, metrics, tracing, triton_client
-from dragoman.errors import RETRY_AFTER, DragomanError, InvalidArgument, ResourceExhausted
+from dragoman.errors import (
+    RETRY_AFTER,
+    DeadlineExceeded,
+    DragomanError,
+    InvalidArgument,
+    ResourceExhausted,
+)
 
 log = logging.getLogger(__name__)
 
 CORRELATION_HEADER = "x-correlation-id"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_T = TypeVar("_T")
+
+
+async def first_request(requests: AsyncIterator[_T], timeout_s: float) -> _T | None:
+    """The first message of a Converse stream (None if it closed first); DEADLINE_EXCEEDED
+    when none came within `timeout_s`, so a stream opened and never written does not stay open."""
+    try:
+        return await asyncio.wait_for(anext(aiter(requests), None), timeout_s)
+    except TimeoutError:
+        raise DeadlineExceeded(
+            f"no `join` within {timeout_s:g} s of opening the stream (session.join_timeout_s)"
+        ) from None
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> None:
@@ -289,7 +307,7 @@ Registration = tuple[Callable[[Any, Any], None], Any]
 
 @dataclass
 class Service:
-    """A gRPC server with health, reflection and graceful shutdown."""
+    """A gRPC server with health, optional reflection and graceful shutdown."""
 
     name: str
     server: grpc.aio.Server
@@ -300,6 +318,8 @@ class Service:
     """Run on shutdown while calls are still served; get the grace period."""
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     port: int = 0
+    reflection: bool = False
+    """Serve gRPC reflection (settings.reflection): off, it lists no API to strangers."""
 
     @classmethod
     def serving(cls, name: str, servicers: Sequence[Registration], service_names: Sequence[str],
@@ -320,9 +340,10 @@ class Service:
 
     async def start(self, address: str) -> int:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        if self.reflection:
+            reflection.enable_server_reflection(
+                [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            )
         self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {address}")
@@ -420,6 +441,7 @@ async def run(settings: config.Settings, name: str,
     stop_tracing = tracing.configure(settings.tracing, name)
     try:
         service = await create(settings)
+        service.reflection = settings.reflection
         tune_gc()
         await serve_forever(service, getattr(settings.addresses, name), settings.grace_period_s,
                             getattr(settings.metrics, name))

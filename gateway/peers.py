@@ -3,7 +3,8 @@
 The peer of the call (`context.peer()`), unless that peer is a trusted proxy
 (`limits.trusted_proxies`, e.g. the Envoy edge, which appends the address it
 saw to x-forwarded-for): then the last x-forwarded-for entry. Entries before
-the last are the client's own claims and are never believed.
+the last are the client's own claims and are never believed. An IPv6 client
+stands for its /64, which one subscriber holds whole.
 """
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def client_address(context: grpc.aio.ServicerContext, trusted: Sequence[Network] = ()) -> str:
-    """The address a call comes from (see the module's docstring)."""
+    """The address a call comes from, as limits count it (see the module's docstring)."""
     host = peer_host(context.peer() or "")
     ip = _ip(host)
-    if ip is None or not any(ip in network for network in trusted):
+    if ip is None:
         return host
-    forwarded = [v for k, v in context.invocation_metadata() or () if k == FORWARDED_FOR]
-    last = str(forwarded[-1]).rpartition(",")[2] if forwarded else ""
-    client = _ip(last)
-    return str(client) if client is not None else host
+    if any(ip in network for network in trusted):
+        forwarded = [v for k, v in context.invocation_metadata() or () if k == FORWARDED_FOR]
+        ip = _ip(str(forwarded[-1]).rpartition(",")[2] if forwarded else "") or ip
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

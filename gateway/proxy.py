@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from dragoman import errors, logs
+from dragoman import errors, logs, rpc
 from dragoman.assertion import Assertions
 from dragoman.v1 import (
     conversation_pb2,
@@ -29,6 +29,7 @@ from dragoman.v1 import (
     sessions_pb2,
     sessions_pb2_grpc,
 )
+from gateway import peers
 from gateway.auth import Authenticator, Identity
 from gateway.limits import Limits, Pacer
 from gateway.routing import Router
@@ -86,7 +87,11 @@ class Limit(enum.Enum):
     REQUEST = "request"
     """The per-user request limit."""
     NEW_SESSION = "new_session"
-    """The request limit and the per-user session creation limit."""
+    """The request limit and the per-user session creation limit (given back when the
+    call fails: only sessions created count)."""
+    JOIN = "join"
+    """The request limit and the failed-join limits per user and per address (a
+    join counts as failed until it succeeds)."""
     AUDIO = "audio"
     """The audio chunk limit of the (user, session) stream only."""
 
@@ -94,33 +99,56 @@ class Limit(enum.Enum):
 class Proxy:
     """Authenticated calls to session_svc on behalf of the gateway's caller."""
 
-    def __init__(self, authenticator: Authenticator, limits: Limits, assertions: Assertions) -> None:
+    def __init__(self, authenticator: Authenticator, limits: Limits, assertions: Assertions,
+                 join_timeout_s: float = 10.0, trusted_proxies: tuple[peers.Network, ...] = ()) -> None:
         self._authenticator = authenticator
         self._limits = limits
         self._assertions = assertions
+        self._join_timeout_s = join_timeout_s
+        self._trusted_proxies = trusted_proxies
+
+    def _address(self, context: grpc.aio.ServicerContext) -> str:
+        return peers.client_address(context, self._trusted_proxies)
 
     async def _admit(
         self, context: grpc.aio.ServicerContext, request: Any = None,
         required: Sequence[str] = (), limit: Limit = Limit.REQUEST,
-    ) -> dict[str, Any]:
+    ) -> tuple[Identity, dict[str, Any]]:
         """Authenticates the caller, applies the rate limit, checks `required`
-        fields, and gives the options of the downstream call: identity
-        metadata and deadline."""
+        fields, and gives the caller and the options of the downstream call:
+        identity metadata and deadline."""
         identity = await self._authenticator.authenticate(context.invocation_metadata() or ())
         if limit is Limit.AUDIO:
             await self._limits.audio_chunk(identity.user_id, str(request.session_id))
         else:
             await self._limits.request(identity.user_id)
-        if limit is Limit.NEW_SESSION:
-            await self._limits.new_session(identity.user_id)
         for path in required:
             value = _field(request, path)
             if not value:
                 raise errors.InvalidArgument(f"{path} is required")
             if path.endswith("session_id"):
                 logs.session_id.set(value)
+        if limit is Limit.NEW_SESSION:
+            await self._limits.new_session(identity.user_id)
+        elif limit is Limit.JOIN:
+            await self._limits.join_attempt(identity.user_id, self._address(context))
         metadata = self._assertions.metadata(identity.user_id, identity.username)
-        return {"metadata": metadata, "timeout": context.time_remaining()}
+        return identity, {"metadata": metadata, "timeout": context.time_remaining()}
+
+    async def _settle(
+        self, context: grpc.aio.ServicerContext, identity: Identity, limit: Limit,
+        outcome: grpc.StatusCode | None,
+    ) -> None:
+        """Gives back what a call took from the limits that count only some outcomes:
+        a session not created; a join that did not find a wrong code. A call with no
+        outcome (cancelled while downstream) keeps it: it may have done its work, and
+        a guesser who cancels each try would otherwise guess for free."""
+        if outcome is None:
+            return
+        if limit is Limit.NEW_SESSION and outcome != grpc.StatusCode.OK:
+            await self._limits.session_not_created(identity.user_id)
+        elif limit is Limit.JOIN and outcome != grpc.StatusCode.NOT_FOUND:
+            await self._limits.join_succeeded(identity.user_id, self._address(context))
 
     async def unary(
         self,
@@ -133,15 +161,25 @@ class Proxy:
         """`route` gives the method of the replica the call belongs to; it runs
         after the caller is admitted, so nothing unauthenticated reaches the
         session directory."""
-        options = await self._admit(context, request, required, limit)
-        call = (await route())(request, **options)
+        identity, options = await self._admit(context, request, required, limit)
+        outcome: grpc.StatusCode | None = None  # None: no answer (cancelled)
         try:
-            response: _Response = await call
-            return response
-        except grpc.aio.AioRpcError as err:
-            raise _downstream_error(err) from None
+            try:
+                call = (await route())(request, **options)
+            except errors.DragomanError as e:
+                outcome = e.code
+                raise
+            try:
+                response: _Response = await call
+                outcome = grpc.StatusCode.OK
+                return response
+            except grpc.aio.AioRpcError as err:
+                outcome = err.code()
+                raise _downstream_error(err) from None
+            finally:
+                call.cancel()
         finally:
-            call.cancel()
+            await self._settle(context, identity, limit, outcome)
 
     async def server_stream(
         self,
@@ -150,7 +188,7 @@ class Proxy:
         context: grpc.aio.ServicerContext,
         required: Sequence[str] = (),
     ) -> AsyncIterator[_Response]:
-        options = await self._admit(context, request, required)
+        _, options = await self._admit(context, request, required)
         call = (await route())(request, **options)
         context.add_done_callback(lambda _: call.cancel())
         try:
@@ -171,9 +209,9 @@ class Proxy:
         requests flow in a pump task (audio paced by the audio limit),
         responses in the caller; when either side ends or fails, the other is
         closed."""
-        options = await self._admit(context)
+        _, options = await self._admit(context)
         requests = aiter(requests)
-        first = await anext(requests, None)
+        first = await rpc.first_request(requests, self._join_timeout_s)
         if first is None:
             return
         call = (await route(first))(**options)
@@ -241,7 +279,7 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
     ) -> sessions_pb2.JoinSessionResponse:
         return await self._proxy.unary(
             self._via("JoinSession", code=request.code), request, context,
-            required=("code", "language_code"),
+            required=("code", "language_code"), limit=Limit.JOIN,
         )
 
     async def GetSession(
@@ -258,6 +296,14 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
         return await self._proxy.unary(
             self._via("EndSession", session_id=request.session_id), request, context,
             required=("session_id",),
+        )
+
+    async def RemoveParticipant(
+        self, request: sessions_pb2.RemoveParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.RemoveParticipantResponse:
+        return await self._proxy.unary(
+            self._via("RemoveParticipant", session_id=request.session_id), request, context,
+            required=("session_id", "user_id"),
         )
 
     async def ListSessions(

@@ -190,7 +190,7 @@ async def create(
     router = Router(channel, trunk=settings.trunk, linger_s=settings.trunk_linger_ms / 1000)
     session_data = SessionData(router.default, assertions)
     router.directory = directory or session_data
-    proxy = Proxy(authenticator, limits, assertions)
+    proxy = Proxy(authenticator, limits, assertions, settings.session.join_timeout_s, trusted_proxies)
 
     service = rpc.Service.serving("gateway", [
         (auth_pb2_grpc.add_AuthServiceServicer_to_server,

@@ -6,17 +6,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from dragoman import audio, logs, metrics, rpc
+from dragoman import audio, logs, metrics, ogg, rpc
 from dragoman.config import SessionSettings
 from dragoman.errors import (
     Aborted,
     DragomanError,
     FailedPrecondition,
     InvalidArgument,
+    OutOfRange,
+    ResourceExhausted,
 )
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc as pb_grpc
@@ -31,6 +33,27 @@ log = logging.getLogger(__name__)
 MAX_CHUNK_BYTES = 64 * 1024
 
 
+class AudioBudget:
+    """How much audio one stream may send: `speed` seconds of it per second of wall
+    time after a burst of `burst_s` (a GCRA over seconds of audio, not chunks)."""
+
+    def __init__(self, speed: float, burst_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.speed, self.burst_s, self._clock = speed, burst_s, clock
+        self._paid = clock()  # when the audio taken so far is within the speed
+
+    def take(self, audio_s: float) -> None:
+        now = self._clock()
+        paid = max(self._paid, now) + audio_s / self.speed
+        ahead_s = (paid - now) * self.speed  # audio sent beyond the speed
+        if ahead_s > self.burst_s:
+            retry_s = (ahead_s - self.burst_s) / self.speed
+            raise ResourceExhausted(
+                f"audio arrives faster than {self.speed:g}x real time (beyond a burst of "
+                f"{self.burst_s:g} s of audio); send it as it is captured", retry_after_s=retry_s)
+        self._paid = paid
+
+
 class Connection:
     """One participant's live stream: their audio in, their events out."""
 
@@ -43,6 +66,8 @@ class Connection:
         self.stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pipeline: SpeakerPipeline | None = None
         self._last_chunk = 0
+        self._budget = AudioBudget(settings.max_audio_speed, settings.audio_burst_s)
+        self._opus: ogg.OpusDuration | None = None
 
     def events(self) -> AsyncIterator[pb.ConversationEvent]:
         return self.member.log.follow(
@@ -57,13 +82,19 @@ class Connection:
             if conn is not None and conn.pipeline is not None:
                 conn.pipeline.mark_delivered(event.speech_audio.utterance_id)
 
-    def audio(self, chunk: pb.AudioChunk) -> None:
+    def audio(self, chunk: pb.AudioChunk, retry: bool = False) -> None:
+        """Takes one chunk. `retry`: a repeat of the last accepted sequence is a
+        retried SendAudio, acknowledged and not fed again (AudioChunk.sequence)."""
         if self.session.status == spb.SESSION_STATUS_ENDED:
             raise FailedPrecondition("the session has ended")
         if self.stop.done():
             raise FailedPrecondition("the conversation stream is closed")
         if chunk.sequence and chunk.sequence <= self._last_chunk:
-            return  # a retried chunk (SendAudio): already accepted
+            if retry and chunk.sequence == self._last_chunk:
+                return
+            raise InvalidArgument(
+                f"audio chunk sequence {chunk.sequence} is not above the last one accepted on "
+                f"this stream, {self._last_chunk}: number chunks 1, 2, 3, ... (0: unnumbered)")
         if len(chunk.data) > MAX_CHUNK_BYTES:
             raise InvalidArgument(
                 f"audio chunk {chunk.sequence} has {len(chunk.data)} bytes; the limit is "
@@ -72,6 +103,8 @@ class Connection:
             raise InvalidArgument(
                 f"audio chunk {chunk.sequence} has an odd number of bytes ({len(chunk.data)}); "
                 "LINEAR16 audio is whole 16-bit samples")
+        if self._budget.speed:
+            self._take_budget(chunk.data)
         self._last_chunk = chunk.sequence or self._last_chunk
         if not chunk.data:
             return
@@ -81,6 +114,18 @@ class Connection:
                 self.join.sample_rate_hertz)
             self.pipeline.task.add_done_callback(self._pipeline_done)
         self.pipeline.feed(chunk.data)
+
+    def _take_budget(self, data: bytes) -> None:
+        if self.join.encoding == pb.AUDIO_ENCODING_LINEAR16:
+            self._budget.take(len(data) / (2 * self.join.sample_rate_hertz))
+            return
+        if self._opus is None:
+            self._opus = ogg.OpusDuration()
+        try:
+            self._budget.take(self._opus.feed(data))
+        except ResourceExhausted as e:
+            self.fail(e)  # its bytes are parsed: the Ogg stream cannot go on without them
+            raise
 
     def _pipeline_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and isinstance(task.exception(), InvalidArgument):
@@ -142,6 +187,10 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         session, member = self.registry.get(self.callers(context), join.session_id)
         if session.status == spb.SESSION_STATUS_ENDED:
             raise FailedPrecondition(f"session {session.session_id} has ended")
+        if join.resume_after_sequence > member.log.last_sequence:
+            raise OutOfRange(
+                f"join.resume_after_sequence {join.resume_after_sequence} is past the last event "
+                f"of this stream, {member.log.last_sequence}")
         logs.session_id.set(session.session_id)
         conn = Connection(session, member, join, self.down, self.settings)
         if member.connection is not None:
@@ -167,7 +216,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         self, request_iterator: AsyncIterator[pb.ConverseRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ConverseResponse]:
-        first = await anext(aiter(request_iterator), None)
+        first = await rpc.first_request(request_iterator, self.settings.join_timeout_s)
         if first is None:
             return
         kind = first.WhichOneof("request")
@@ -219,5 +268,5 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         _, member = self.registry.get(self.callers(context), request.session_id)
         if member.connection is None:
             raise FailedPrecondition("not listening to this session: call Listen first")
-        member.connection.audio(request.audio)
+        member.connection.audio(request.audio, retry=True)
         return pb.SendAudioResponse(sequence=request.audio.sequence)

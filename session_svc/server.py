@@ -24,7 +24,7 @@ import grpc
 from dragoman import config, db, logs, overload, rpc
 from dragoman.assertion import Assertions
 from dragoman.db.times import timestamp
-from dragoman.errors import InvalidArgument, NotFound
+from dragoman.errors import InvalidArgument, NotFound, shown
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
 from dragoman.v1 import (
     auth_pb2,
@@ -141,7 +141,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         """The stored session, if the caller took part in it."""
         stored = await self.registry.store.sessions_of(who.user_id, limit=1, session_id=session_id)
         if not stored:
-            raise NotFound(f"session {session_id} not found")
+            raise NotFound(f"session {shown(session_id, quote=False)} not found")
         return stored[0]
 
     async def EndSession(
@@ -163,6 +163,13 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         log.info("session ended", extra={"utterances": session.utterances})
         return sessions_pb2.EndSessionResponse(
             session=session.to_proto(), metrics=metrics_proto(session.metrics()))
+
+    async def RemoveParticipant(
+        self, request: sessions_pb2.RemoveParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.RemoveParticipantResponse:
+        session = await self.registry.remove(self.identity(context), request.session_id, request.user_id)
+        logs.session_id.set(session.session_id)
+        return sessions_pb2.RemoveParticipantResponse(session=session.to_proto())
 
     async def ListSessions(
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING
 from dragoman import languages, metrics
 from dragoman.config import SessionSettings
 from dragoman.db.times import timestamp
-from dragoman.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from dragoman.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    shown,
+)
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc.events import EventLog
@@ -156,6 +163,7 @@ def random_code() -> str:
 
 EXPIRED = "pairing code expired"
 ABANDONED = "abandoned: no participant connected"
+REMOVED = "partner removed by the creator"
 MAX_CODE_ATTEMPTS = 20
 """Codes tried before CreateSession gives up (only when nearly all are taken)."""
 REFUSED_RETRY_S = 5.0
@@ -287,7 +295,7 @@ class SessionRegistry:
 
     async def join(self, who: Identity, code: str, language_code: str, voice: str) -> Session:
         if len(code) != 6 or not code.isdigit():
-            raise InvalidArgument(f"code must be 6 digits, got {code!r}")
+            raise InvalidArgument(f"code must be 6 digits, got {shown(code)}")
         languages.normalise(language_code)
         await self._expire_codes()
         sid = self._waiting.get(code)
@@ -324,7 +332,7 @@ class SessionRegistry:
         session = self._sessions.get(session_id)
         member = session.member(who.user_id) if session else None
         if session is None or member is None:
-            raise NotFound(f"session {session_id} not found")
+            raise NotFound(f"session {shown(session_id, quote=False)} not found")
         return session, member
 
     def find_live(self, session_id: str) -> Session | None:
@@ -335,6 +343,26 @@ class SessionRegistry:
     async def end(self, who: Identity, session_id: str, reason: str) -> Session:
         session, _ = self.get(who, session_id)
         await self._finish(session, reason)
+        return session
+
+    async def remove(self, who: Identity, session_id: str, user_id: str) -> Session:
+        """The creator removes the partner: the partner's stream ends with
+        PERMISSION_DENIED, and the session ends (a new one gets a new code)."""
+        session, member = self.get(who, session_id)
+        if session.members[0] is not member:
+            raise PermissionDenied("only the session's creator can remove a participant")
+        if not user_id:
+            raise InvalidArgument("user_id is required")
+        if user_id == who.user_id:
+            raise InvalidArgument("the creator cannot remove themselves; use EndSession")
+        partner = session.member(user_id)
+        if partner is None:
+            raise NotFound(f"user {shown(user_id, quote=False)} is not the partner in this session")
+        if partner.connection is not None:
+            partner.connection.fail(PermissionDenied(
+                f"removed from session {session.session_id} by its creator"))
+        log.info("partner removed by the creator", extra={"session_id": session.session_id})
+        await self._finish(session, REMOVED)
         return session
 
     async def _finish(self, session: Session, reason: str) -> None:

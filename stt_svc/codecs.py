@@ -15,13 +15,12 @@ import numpy as np
 
 from dragoman import audio
 from dragoman.errors import InvalidArgument
+from dragoman.ogg import OggPackets
 
 if TYPE_CHECKING:
     import av
 
 OPUS_RATE_HZ = 48_000
-MAX_PACKET_BYTES = 256 * 1024
-_PAGE_HEADER_BYTES = 27
 
 
 class AudioDecoder(Protocol):
@@ -45,47 +44,6 @@ class Pcm16Decoder:
 
     def flush(self) -> np.ndarray:
         return self._resampler.process(np.zeros(0, np.float32), last=True)
-
-
-class OggPackets:
-    """Incremental Ogg demuxer: bytes in, complete packets of the first logical stream out."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._packet = bytearray()
-        self._serial: bytes | None = None
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        packets: list[bytes] = []
-        while len(self._buffer) >= _PAGE_HEADER_BYTES:
-            if self._buffer[:4] != b"OggS":
-                raise InvalidArgument("OGG_OPUS audio is not an Ogg stream (no OggS page here)")
-            header = _PAGE_HEADER_BYTES + self._buffer[26]
-            if len(self._buffer) < header:
-                break
-            lacing = self._buffer[_PAGE_HEADER_BYTES:header]
-            end = header + sum(lacing)
-            if len(self._buffer) < end:
-                break
-            serial = bytes(self._buffer[14:18])
-            self._serial = self._serial or serial
-            if serial == self._serial:
-                packets += self._packets(lacing, header)
-            del self._buffer[:end]
-        return packets
-
-    def _packets(self, lacing: bytearray, position: int) -> list[bytes]:
-        packets = []
-        for size in lacing:
-            self._packet += self._buffer[position : position + size]
-            position += size
-            if len(self._packet) > MAX_PACKET_BYTES:
-                raise InvalidArgument(f"Ogg packet larger than {MAX_PACKET_BYTES} bytes")
-            if size < 255:  # a lacing value under 255 ends the packet
-                packets.append(bytes(self._packet))
-                self._packet.clear()
-        return packets
 
 
 class OggOpusDecoder:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dragoman.errors import InvalidArgument
+from dragoman.errors import InvalidArgument, shown
 from dragoman.languages import primary_subtag
 
 # Deprecated or macro-language subtags -> the code Whisper uses.
@@ -14,13 +14,13 @@ def base_language(tag: str) -> str:
     primary = primary_subtag(tag)
     if primary is None:
         raise InvalidArgument(
-            f'language_code {tag!r} is not a BCP-47 language tag (e.g. "en", "pt-BR", "es-419")'
+            f'language_code {shown(tag)} is not a BCP-47 language tag (e.g. "en", "pt-BR", "es-419")'
         )
     return _ALIASES.get(primary, primary)
 
 
 def unsupported(tag: str, supported: list[str]) -> InvalidArgument:
     return InvalidArgument(
-        f"language_code {tag!r} is not supported; supported: {', '.join(supported)} "
+        f"language_code {shown(tag)} is not supported; supported: {', '.join(supported)} "
         '(or "" for automatic detection)'
     )

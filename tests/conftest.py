@@ -34,10 +34,13 @@ def settings() -> Iterator[config.Settings]:
     every test registers from loopback, so the per-address registration limit is lifted."""
     loaded = config.load()
     with scratch_schema(prefix="run") as database:
+        # recorded speech goes in faster than real time (tests/session_svc/test_guards.py
+        # checks the limit itself)
         yield dataclasses.replace(
             loaded, database=database,
             auth=dataclasses.replace(loaded.auth, identity_key=IDENTITY_KEY),
-            limits=dataclasses.replace(loaded.limits, registrations_per_hour=1_000_000))
+            limits=dataclasses.replace(loaded.limits, registrations_per_hour=1_000_000),
+            session=dataclasses.replace(loaded.session, max_audio_speed=0.0))
 
 
 @pytest.fixture(scope="session")

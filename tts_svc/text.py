@@ -7,9 +7,12 @@ or dash, else before a conjunction) so that a few words can be spoken
 while the rest is synthesised. A first sentence longer than
 `max_first_words` with no such boundary is cut anyway, before an article
 or preposition near `first_words` (else right after `first_words` words),
-with no added pause. Later sentences are left whole: cutting them would
-hurt prosody without helping latency. Slower engines ask for a smaller
-`first_words` (see `Capabilities.first_piece_words`).
+with no added pause. Later sentences are left whole up to
+MAX_PIECE_WORDS words (cutting them would hurt prosody without helping
+latency); longer ones are cut the same way, and a piece is never longer
+than MAX_PIECE_CHARS: an engine's memory grows with the longest piece it
+is given. Slower engines ask for a smaller `first_words` (see
+`Capabilities.first_piece_words`).
 
 A period after an abbreviation ("Dr.", "z. B.", see `normalize`), an
 initial, or a German day of the month ("am 3. Mai") does not end a
@@ -30,6 +33,14 @@ SENTENCE_PAUSE_MS = 250
 CLAUSE_PAUSE_MS = 120
 FORCED_PAUSE_MS = 0
 """After a cut that is not at a clause boundary: only the edges' own silence."""
+MAX_PIECE_WORDS = 40
+"""Longest piece in words. ONNX Runtime keeps the memory of the largest
+inference it ran: one 5000-character sentence took tts_svc to 10.5 GB
+(bench/results/tts_memory.md)."""
+MAX_PIECE_CHARS = 300
+"""Longest piece in characters (words with no spaces between them are cut too)."""
+_LONG_CUT_WORDS = (3 * MAX_PIECE_WORDS) // 5
+"""`_cut`'s aim for a long sentence: max_first_words of it is MAX_PIECE_WORDS."""
 
 
 def max_first_words(first_words: int) -> int:
@@ -179,5 +190,25 @@ def split(text: str, language: str = "", *, first_words: int = FIRST_WORDS) -> l
     first_pause = (FORCED_PAUSE_MS if forced else CLAUSE_PAUSE_MS) if len(head) > 1 else SENTENCE_PAUSE_MS
     pieces = [Piece(head[0], first_pause)]
     pieces += [Piece(t, SENTENCE_PAUSE_MS) for t in [*head[1:], *found[1:]]]
+    pieces = [bounded for piece in pieces for bounded in _bounded(piece, language)]
     pieces[-1] = Piece(pieces[-1].text, 0)
     return pieces
+
+
+def _bounded(piece: Piece, language: str) -> list[Piece]:
+    """`piece`, cut into pieces of at most MAX_PIECE_WORDS words and MAX_PIECE_CHARS characters."""
+    words, out = piece.text.split(" "), []
+    while len(words) > MAX_PIECE_WORDS:
+        k, forced = _cut(words, language, _LONG_CUT_WORDS)
+        out.append(Piece(" ".join(words[:k]), FORCED_PAUSE_MS if forced else CLAUSE_PAUSE_MS))
+        words = words[k:]
+    out.append(Piece(" ".join(words), piece.pause_after_ms))
+    cut: list[Piece] = []
+    for p in out:
+        while len(p.text) > MAX_PIECE_CHARS:
+            at = p.text.rfind(" ", 0, MAX_PIECE_CHARS + 1)
+            at = at if at > 0 else MAX_PIECE_CHARS
+            cut.append(Piece(p.text[:at], FORCED_PAUSE_MS))
+            p = Piece(p.text[at:].lstrip(" "), p.pause_after_ms)
+        cut.append(p)
+    return cut

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from dragoman.errors import InvalidArgument, NotFound
+from dragoman.errors import InvalidArgument, NotFound, shown
 from dragoman.languages import primary_subtag
 from tts_svc.engines.base import TtsEngine, Voice
 
@@ -41,7 +41,8 @@ def primary_language(code: str) -> str:
         raise InvalidArgument('language_code is required, e.g. "en" or "pt-BR"')
     primary = primary_subtag(code)
     if primary is None:
-        raise InvalidArgument(f'language_code {code!r} is not a BCP-47 language tag (e.g. "en", "pt-BR")')
+        raise InvalidArgument(
+            f'language_code {shown(code)} is not a BCP-47 language tag (e.g. "en", "pt-BR")')
     return primary
 
 
@@ -99,7 +100,7 @@ class VoiceCatalog:
         language = primary_language(language_code)
         if language not in self._by_language:
             raise InvalidArgument(
-                f"language {language_code!r} is not supported; supported languages: "
+                f"language {shown(language_code)} is not supported; supported languages: "
                 f"{', '.join(self.languages)}"
             )
         if not voice_name.strip():
@@ -108,10 +109,10 @@ class VoiceCatalog:
         names = ", ".join(v.name for v in self._by_language[language])
         choice = self._by_name.get(voice_name.strip())
         if choice is None:
-            raise NotFound(f"voice {voice_name!r} not found; voices for {language}: {names}")
+            raise NotFound(f"voice {shown(voice_name)} not found; voices for {language}: {names}")
         if primary_language(choice.voice.language_code) != language:
             raise InvalidArgument(
-                f"voice {voice_name!r} speaks {choice.voice.language_code}, not "
-                f"{language_code}; voices for {language}: {names}"
+                f"voice {shown(voice_name)} speaks {choice.voice.language_code}, not "
+                f"{shown(language_code, quote=False)}; voices for {language}: {names}"
             )
         return choice

@@ -133,7 +133,9 @@ def test_the_client_address_believes_only_trusted_proxies() -> None:
     assert address(_Context("ipv4:192.0.2.1:5000", forwarded), trusted) == "192.0.2.1"  # type: ignore[arg-type]
     assert address(_Context("ipv4:10.1.2.3:5000", (("x-forwarded-for", "junk"),)),  # type: ignore[arg-type]
                    trusted) == "10.1.2.3"
-    assert address(_Context("ipv6:[2001:db8::1]:443"), ()) == "2001:db8::1"  # type: ignore[arg-type]
+    # an IPv6 client stands for its /64; a v4-mapped one for its IPv4 address
+    assert address(_Context("ipv6:[2001:db8:1:2:3:4:5:6]:443"), ()) == "2001:db8:1:2::/64"  # type: ignore[arg-type]
+    assert address(_Context("ipv6:[::ffff:203.0.113.7]:443"), ()) == "203.0.113.7"  # type: ignore[arg-type]
     with pytest.raises(errors.InvalidArgument, match="^setting limits.trusted_proxies: "):
         peers.parse_networks("10.0.0.0/8, the-edge")
 

@@ -7,6 +7,8 @@ import pytest
 from tts_svc.text import (
     CLAUSE_PAUSE_MS,
     FORCED_PAUSE_MS,
+    MAX_PIECE_CHARS,
+    MAX_PIECE_WORDS,
     SENTENCE_PAUSE_MS,
     max_first_words,
     sentences,
@@ -116,6 +118,19 @@ def test_without_a_phrase_start_the_forced_cut_is_after_first_words() -> None:
 def test_only_the_first_sentence_is_cut() -> None:
     text = "Hi. Good morning, I would like to book a table for two people tonight."
     assert texts(text) == ["Hi.", "Good morning, I would like to book a table for two people tonight."]
+
+
+def test_no_piece_is_longer_than_the_limits() -> None:
+    """A 5000-character sentence was one piece, and took tts_svc to 10.5 GB
+    (bench/results/tts_memory.md)."""
+    sentence = " ".join(f"the lantern {n} and the harbour" for n in range(200)) + "."
+    pieces = split(sentence, "en")
+    assert max(len(p.text.split()) for p in pieces) <= MAX_PIECE_WORDS
+    assert " ".join(p.text for p in pieces) == sentence  # nothing lost or added
+    assert pieces[1].text.startswith("and ")  # long sentences are cut before a conjunction too
+    glued = split("x" * 5000, "en")
+    assert [len(p.text) for p in glued] == [MAX_PIECE_CHARS] * 16 + [200]
+    assert {p.pause_after_ms for p in glued[:-1]} == {FORCED_PAUSE_MS}
 
 
 def test_sentences_split_on_terminal_marks() -> None:

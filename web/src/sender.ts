@@ -1,8 +1,9 @@
 // Sends the microphone's audio with SendAudio, strictly in order: the server
-// drops a chunk whose sequence is not above the last one it accepted, so there
+// refuses a chunk whose sequence is not above the last one it accepted, so there
 // is one call in flight, a failed chunk is retried with the same sequence (the
-// server ignores a repeat), and audio that piled up meanwhile (a slow network,
-// a reconnection) goes out merged into larger chunks.
+// server acknowledges a repeat of the last one without using it twice), and
+// audio that piled up meanwhile (a slow network, a reconnection) goes out
+// merged into larger chunks.
 
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";

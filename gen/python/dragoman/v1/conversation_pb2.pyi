@@ -167,7 +167,8 @@ class JoinConversation(_message.Message):
     resume_after_sequence: _builtins.int
     """On reconnection: the last event sequence the caller received. Kept
     events after it are sent first, then live ones; 0 sends every event
-    kept since the session began.
+    kept since the session began. A sequence the server has not sent yet
+    gives OUT_OF_RANGE naming the last one it has.
     """
     def __init__(
         self,
@@ -198,7 +199,13 @@ class AudioChunk(_message.Message):
     data: _builtins.bytes
     """Audio bytes in the joined encoding; at most 64 KiB."""
     sequence: _builtins.int
-    """Client sequence number of the chunk, from 1, increasing by 1."""
+    """Client sequence number of the chunk: from 1, each above the one before
+    on the same stream (gaps are allowed, e.g. after audio the client
+    dropped). A sequence not above the last accepted one gives
+    INVALID_ARGUMENT (on SendAudio, a repeat of the last one is a retry and
+    is acknowledged without being used again); audio is never dropped
+    silently. 0: unnumbered, always taken in arrival order.
+    """
     @_builtins.property
     def capture_time(self) -> _timestamp_pb2.Timestamp:
         """When the chunk's first sample was captured, by the client clock."""
@@ -489,7 +496,9 @@ Global___ConversationEvent: _TypeAlias = ConversationEvent  # noqa: Y015
 
 @_typing.final
 class SessionPaired(_message.Message):
-    """Both participants are in the session."""
+    """Both participants are in the session. The creator learns here who joined
+    with the code, and may remove them (SessionService.RemoveParticipant).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -71,7 +71,11 @@ class ConversationServiceServicer:
     def Converse(self, request_iterator, context):
         """The first request must be `join`; then audio chunks, heartbeats and
         finally `leave` (closing the request stream counts as `leave`). Audio
-        before `join` gives FAILED_PRECONDITION. A second live stream of the
+        before `join` gives FAILED_PRECONDITION; no `join` within 10 s of
+        opening the stream (setting session.join_timeout_s), DEADLINE_EXCEEDED.
+        Audio (LINEAR16 or Opus, counted in seconds) faster than twice real
+        time, after a burst of 10 s of audio (settings session.max_audio_speed,
+        session.audio_burst_s), ends the stream with RESOURCE_EXHAUSTED. A second live stream of the
         same participant replaces the first, which ends with ABORTED.
         After `leave` the server finishes the utterance in progress, sends its
         events, and closes the stream.
@@ -89,7 +93,9 @@ class ConversationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SendAudio(self, request, context):
-        """Sends one audio chunk for a participant that is listening.
+        """Sends one audio chunk for a participant that is listening. A repeat of
+        the last accepted chunk's sequence (a retry) is acknowledged and not
+        used twice.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,7 +43,11 @@ class ConversationServiceStub:
     Converse: _grpc.StreamStreamMultiCallable[_conversation_pb2.ConverseRequest, _conversation_pb2.ConverseResponse]
     """The first request must be `join`; then audio chunks, heartbeats and
     finally `leave` (closing the request stream counts as `leave`). Audio
-    before `join` gives FAILED_PRECONDITION. A second live stream of the
+    before `join` gives FAILED_PRECONDITION; no `join` within 10 s of
+    opening the stream (setting session.join_timeout_s), DEADLINE_EXCEEDED.
+    Audio (LINEAR16 or Opus, counted in seconds) faster than twice real
+    time, after a burst of 10 s of audio (settings session.max_audio_speed,
+    session.audio_burst_s), ends the stream with RESOURCE_EXHAUSTED. A second live stream of the
     same participant replaces the first, which ends with ABORTED.
     After `leave` the server finishes the utterance in progress, sends its
     events, and closes the stream.
@@ -53,7 +57,10 @@ class ConversationServiceStub:
     the audio half.
     """
     SendAudio: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.SendAudioRequest, _conversation_pb2.SendAudioResponse]
-    """Sends one audio chunk for a participant that is listening."""
+    """Sends one audio chunk for a participant that is listening. A repeat of
+    the last accepted chunk's sequence (a retry) is acknowledged and not
+    used twice.
+    """
 
 @_typing.type_check_only
 class ConversationServiceAsyncStub(ConversationServiceStub):
@@ -70,7 +77,11 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     Converse: _aio.StreamStreamMultiCallable[_conversation_pb2.ConverseRequest, _conversation_pb2.ConverseResponse]  # type: ignore[assignment]
     """The first request must be `join`; then audio chunks, heartbeats and
     finally `leave` (closing the request stream counts as `leave`). Audio
-    before `join` gives FAILED_PRECONDITION. A second live stream of the
+    before `join` gives FAILED_PRECONDITION; no `join` within 10 s of
+    opening the stream (setting session.join_timeout_s), DEADLINE_EXCEEDED.
+    Audio (LINEAR16 or Opus, counted in seconds) faster than twice real
+    time, after a burst of 10 s of audio (settings session.max_audio_speed,
+    session.audio_burst_s), ends the stream with RESOURCE_EXHAUSTED. A second live stream of the
     same participant replaces the first, which ends with ABORTED.
     After `leave` the server finishes the utterance in progress, sends its
     events, and closes the stream.
@@ -80,7 +91,10 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     the audio half.
     """
     SendAudio: _aio.UnaryUnaryMultiCallable[_conversation_pb2.SendAudioRequest, _conversation_pb2.SendAudioResponse]  # type: ignore[assignment]
-    """Sends one audio chunk for a participant that is listening."""
+    """Sends one audio chunk for a participant that is listening. A repeat of
+    the last accepted chunk's sequence (a retry) is acknowledged and not
+    used twice.
+    """
 
 class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
     """The live conversation: each participant streams their speech in and
@@ -100,7 +114,11 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_conversation_pb2.ConverseResponse], _abc.AsyncIterator[_conversation_pb2.ConverseResponse]]:
         """The first request must be `join`; then audio chunks, heartbeats and
         finally `leave` (closing the request stream counts as `leave`). Audio
-        before `join` gives FAILED_PRECONDITION. A second live stream of the
+        before `join` gives FAILED_PRECONDITION; no `join` within 10 s of
+        opening the stream (setting session.join_timeout_s), DEADLINE_EXCEEDED.
+        Audio (LINEAR16 or Opus, counted in seconds) faster than twice real
+        time, after a burst of 10 s of audio (settings session.max_audio_speed,
+        session.audio_burst_s), ends the stream with RESOURCE_EXHAUSTED. A second live stream of the
         same participant replaces the first, which ends with ABORTED.
         After `leave` the server finishes the utterance in progress, sends its
         events, and closes the stream.
@@ -122,6 +140,9 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conversation_pb2.SendAudioRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_conversation_pb2.SendAudioResponse, _abc.Awaitable[_conversation_pb2.SendAudioResponse]]:
-        """Sends one audio chunk for a participant that is listening."""
+        """Sends one audio chunk for a participant that is listening. A repeat of
+        the last accepted chunk's sequence (a retry) is acknowledged and not
+        used twice.
+        """
 
 def add_ConversationServiceServicer_to_server(servicer: ConversationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ragoman/v1/sessions.proto\x12\x0b\x64ragoman.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.dragoman.v1.SessionStatus\x12.\n\x0cparticipants\x18\x04 \x03(\x0b\x32\x18.dragoman.v1.Participant\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07metrics\x18\x07 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\"m\n\x0bParticipant\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\r\n\x05voice\x18\x05 \x01(\t\"<\n\x14\x43reateSessionRequest\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"H\n\x12JoinSessionRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\"<\n\x13JoinSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"i\n\x12\x45ndSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\x12,\n\x07metrics\x18\x02 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\"\xa1\x01\n\x0eSessionMetrics\x12\x17\n\x0futterance_count\x18\x01 \x01(\r\x12\x17\n\x0fmean_latency_ms\x18\x02 \x01(\x01\x12\x16\n\x0emin_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0emax_latency_ms\x18\x04 \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\x05 \x01(\r\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x80\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_WAITING\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x18\n\x14SESSION_STATUS_ENDED\x10\x03\x32\xad\x03\n\x0eSessionService\x12V\n\rCreateSession\x12!.dragoman.v1.CreateSessionRequest\x1a\".dragoman.v1.CreateSessionResponse\x12P\n\x0bJoinSession\x12\x1f.dragoman.v1.JoinSessionRequest\x1a .dragoman.v1.JoinSessionResponse\x12M\n\nGetSession\x12\x1e.dragoman.v1.GetSessionRequest\x1a\x1f.dragoman.v1.GetSessionResponse\x12M\n\nEndSession\x12\x1e.dragoman.v1.EndSessionRequest\x1a\x1f.dragoman.v1.EndSessionResponse\x12S\n\x0cListSessions\x12 .dragoman.v1.ListSessionsRequest\x1a!.dragoman.v1.ListSessionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ragoman/v1/sessions.proto\x12\x0b\x64ragoman.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.dragoman.v1.SessionStatus\x12.\n\x0cparticipants\x18\x04 \x03(\x0b\x32\x18.dragoman.v1.Participant\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07metrics\x18\x07 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\"m\n\x0bParticipant\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\r\n\x05voice\x18\x05 \x01(\t\"<\n\x14\x43reateSessionRequest\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"H\n\x12JoinSessionRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\"<\n\x13JoinSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"i\n\x12\x45ndSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\x12,\n\x07metrics\x18\x02 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\"?\n\x18RemoveParticipantRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"B\n\x19RemoveParticipantResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\xa1\x01\n\x0eSessionMetrics\x12\x17\n\x0futterance_count\x18\x01 \x01(\r\x12\x17\n\x0fmean_latency_ms\x18\x02 \x01(\x01\x12\x16\n\x0emin_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0emax_latency_ms\x18\x04 \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\x05 \x01(\r\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x80\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_WAITING\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x18\n\x14SESSION_STATUS_ENDED\x10\x03\x32\x91\x04\n\x0eSessionService\x12V\n\rCreateSession\x12!.dragoman.v1.CreateSessionRequest\x1a\".dragoman.v1.CreateSessionResponse\x12P\n\x0bJoinSession\x12\x1f.dragoman.v1.JoinSessionRequest\x1a .dragoman.v1.JoinSessionResponse\x12M\n\nGetSession\x12\x1e.dragoman.v1.GetSessionRequest\x1a\x1f.dragoman.v1.GetSessionResponse\x12M\n\nEndSession\x12\x1e.dragoman.v1.EndSessionRequest\x1a\x1f.dragoman.v1.EndSessionResponse\x12\x62\n\x11RemoveParticipant\x12%.dragoman.v1.RemoveParticipantRequest\x1a&.dragoman.v1.RemoveParticipantResponse\x12S\n\x0cListSessions\x12 .dragoman.v1.ListSessionsRequest\x1a!.dragoman.v1.ListSessionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dragoman.v1.sessions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONSTATUS']._serialized_start=1294
-  _globals['_SESSIONSTATUS']._serialized_end=1422
+  _globals['_SESSIONSTATUS']._serialized_start=1427
+  _globals['_SESSIONSTATUS']._serialized_end=1555
   _globals['_SESSION']._serialized_start=77
   _globals['_SESSION']._serialized_end=353
   _globals['_PARTICIPANT']._serialized_start=355
@@ -54,12 +54,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENDSESSIONREQUEST']._serialized_end=869
   _globals['_ENDSESSIONRESPONSE']._serialized_start=871
   _globals['_ENDSESSIONRESPONSE']._serialized_end=976
-  _globals['_SESSIONMETRICS']._serialized_start=979
-  _globals['_SESSIONMETRICS']._serialized_end=1140
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1142
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1202
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1204
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1291
-  _globals['_SESSIONSERVICE']._serialized_start=1425
-  _globals['_SESSIONSERVICE']._serialized_end=1854
+  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_start=978
+  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_end=1041
+  _globals['_REMOVEPARTICIPANTRESPONSE']._serialized_start=1043
+  _globals['_REMOVEPARTICIPANTRESPONSE']._serialized_end=1109
+  _globals['_SESSIONMETRICS']._serialized_start=1112
+  _globals['_SESSIONMETRICS']._serialized_end=1273
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1275
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1335
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1337
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1424
+  _globals['_SESSIONSERVICE']._serialized_start=1558
+  _globals['_SESSIONSERVICE']._serialized_end=2087
 # @@protoc_insertion_point(module_scope)

@@ -57,6 +57,11 @@ class SessionServiceStub:
                 request_serializer=dragoman_dot_v1_dot_sessions__pb2.EndSessionRequest.SerializeToString,
                 response_deserializer=dragoman_dot_v1_dot_sessions__pb2.EndSessionResponse.FromString,
                 _registered_method=True)
+        self.RemoveParticipant = channel.unary_unary(
+                '/dragoman.v1.SessionService/RemoveParticipant',
+                request_serializer=dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantResponse.FromString,
+                _registered_method=True)
         self.ListSessions = channel.unary_unary(
                 '/dragoman.v1.SessionService/ListSessions',
                 request_serializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsRequest.SerializeToString,
@@ -79,7 +84,11 @@ class SessionServiceServicer:
 
     def JoinSession(self, request, context):
         """Joins a waiting session by its code. An unknown or expired code gives
-        NOT_FOUND.
+        NOT_FOUND. Failed joins are limited per caller and per client address
+        (then RESOURCE_EXHAUSTED with a `retry-after` trailer, growing with each
+        refused try), so codes cannot be guessed. Joining is never silent: the
+        creator's stream gets `SessionPaired` naming the joiner, and the creator
+        can `RemoveParticipant`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +103,18 @@ class SessionServiceServicer:
 
     def EndSession(self, request, context):
         """Ends a session for both participants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveParticipant(self, request, context):
+        """The creator removes the partner who joined (someone they did not give
+        the code to): the partner's conversation streams end with
+        PERMISSION_DENIED and the session ends for both (reason "partner removed
+        by the creator"); pair again with a new session and code. Only the
+        creator may remove (else PERMISSION_DENIED); a user id that is not the
+        partner gives NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +151,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.EndSession,
                     request_deserializer=dragoman_dot_v1_dot_sessions__pb2.EndSessionRequest.FromString,
                     response_serializer=dragoman_dot_v1_dot_sessions__pb2.EndSessionResponse.SerializeToString,
+            ),
+            'RemoveParticipant': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveParticipant,
+                    request_deserializer=dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantResponse.SerializeToString,
             ),
             'ListSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSessions,
@@ -248,6 +274,33 @@ class SessionService:
             '/dragoman.v1.SessionService/EndSession',
             dragoman_dot_v1_dot_sessions__pb2.EndSessionRequest.SerializeToString,
             dragoman_dot_v1_dot_sessions__pb2.EndSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveParticipant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.SessionService/RemoveParticipant',
+            dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantRequest.SerializeToString,
+            dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantResponse.FromString,
             options,
             channel_credentials,
             insecure,

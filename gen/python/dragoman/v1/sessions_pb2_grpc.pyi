@@ -40,12 +40,24 @@ class SessionServiceStub:
     """Opens a session and returns its pairing code."""
     JoinSession: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.JoinSessionRequest, _sessions_pb2.JoinSessionResponse]
     """Joins a waiting session by its code. An unknown or expired code gives
-    NOT_FOUND.
+    NOT_FOUND. Failed joins are limited per caller and per client address
+    (then RESOURCE_EXHAUSTED with a `retry-after` trailer, growing with each
+    refused try), so codes cannot be guessed. Joining is never silent: the
+    creator's stream gets `SessionPaired` naming the joiner, and the creator
+    can `RemoveParticipant`.
     """
     GetSession: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.GetSessionRequest, _sessions_pb2.GetSessionResponse]
     """Returns a session the caller takes part in."""
     EndSession: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.EndSessionRequest, _sessions_pb2.EndSessionResponse]
     """Ends a session for both participants."""
+    RemoveParticipant: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.RemoveParticipantRequest, _sessions_pb2.RemoveParticipantResponse]
+    """The creator removes the partner who joined (someone they did not give
+    the code to): the partner's conversation streams end with
+    PERMISSION_DENIED and the session ends for both (reason "partner removed
+    by the creator"); pair again with a new session and code. Only the
+    creator may remove (else PERMISSION_DENIED); a user id that is not the
+    partner gives NOT_FOUND.
+    """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.ListSessionsRequest, _sessions_pb2.ListSessionsResponse]
     """Lists the sessions the caller took part in, newest first, a page at a
     time. Sessions created while paging never shift the pages that follow:
@@ -64,12 +76,24 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Opens a session and returns its pairing code."""
     JoinSession: _aio.UnaryUnaryMultiCallable[_sessions_pb2.JoinSessionRequest, _sessions_pb2.JoinSessionResponse]  # type: ignore[assignment]
     """Joins a waiting session by its code. An unknown or expired code gives
-    NOT_FOUND.
+    NOT_FOUND. Failed joins are limited per caller and per client address
+    (then RESOURCE_EXHAUSTED with a `retry-after` trailer, growing with each
+    refused try), so codes cannot be guessed. Joining is never silent: the
+    creator's stream gets `SessionPaired` naming the joiner, and the creator
+    can `RemoveParticipant`.
     """
     GetSession: _aio.UnaryUnaryMultiCallable[_sessions_pb2.GetSessionRequest, _sessions_pb2.GetSessionResponse]  # type: ignore[assignment]
     """Returns a session the caller takes part in."""
     EndSession: _aio.UnaryUnaryMultiCallable[_sessions_pb2.EndSessionRequest, _sessions_pb2.EndSessionResponse]  # type: ignore[assignment]
     """Ends a session for both participants."""
+    RemoveParticipant: _aio.UnaryUnaryMultiCallable[_sessions_pb2.RemoveParticipantRequest, _sessions_pb2.RemoveParticipantResponse]  # type: ignore[assignment]
+    """The creator removes the partner who joined (someone they did not give
+    the code to): the partner's conversation streams end with
+    PERMISSION_DENIED and the session ends for both (reason "partner removed
+    by the creator"); pair again with a new session and code. Only the
+    creator may remove (else PERMISSION_DENIED); a user id that is not the
+    partner gives NOT_FOUND.
+    """
     ListSessions: _aio.UnaryUnaryMultiCallable[_sessions_pb2.ListSessionsRequest, _sessions_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists the sessions the caller took part in, newest first, a page at a
     time. Sessions created while paging never shift the pages that follow:
@@ -97,7 +121,11 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sessions_pb2.JoinSessionResponse, _abc.Awaitable[_sessions_pb2.JoinSessionResponse]]:
         """Joins a waiting session by its code. An unknown or expired code gives
-        NOT_FOUND.
+        NOT_FOUND. Failed joins are limited per caller and per client address
+        (then RESOURCE_EXHAUSTED with a `retry-after` trailer, growing with each
+        refused try), so codes cannot be guessed. Joining is never silent: the
+        creator's stream gets `SessionPaired` naming the joiner, and the creator
+        can `RemoveParticipant`.
         """
 
     @_abc_1.abstractmethod
@@ -115,6 +143,20 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sessions_pb2.EndSessionResponse, _abc.Awaitable[_sessions_pb2.EndSessionResponse]]:
         """Ends a session for both participants."""
+
+    @_abc_1.abstractmethod
+    def RemoveParticipant(
+        self,
+        request: _sessions_pb2.RemoveParticipantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.RemoveParticipantResponse, _abc.Awaitable[_sessions_pb2.RemoveParticipantResponse]]:
+        """The creator removes the partner who joined (someone they did not give
+        the code to): the partner's conversation streams end with
+        PERMISSION_DENIED and the session ends for both (reason "partner removed
+        by the creator"); pair again with a new session and code. Only the
+        creator may remove (else PERMISSION_DENIED); a user id that is not the
+        partner gives NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def ListSessions(
