@@ -105,7 +105,8 @@ export type JoinConversation = Message<"dragoman.v1.JoinConversation"> & {
   /**
    * On reconnection: the last event sequence the caller received. Kept
    * events after it are sent first, then live ones; 0 sends every event
-   * kept since the session began.
+   * kept since the session began. A sequence the server has not sent yet
+   * gives OUT_OF_RANGE naming the last one it has.
    *
    * @generated from field: uint64 resume_after_sequence = 5;
    */
@@ -133,7 +134,12 @@ export type AudioChunk = Message<"dragoman.v1.AudioChunk"> & {
   data: Uint8Array;
 
   /**
-   * Client sequence number of the chunk, from 1, increasing by 1.
+   * Client sequence number of the chunk: from 1, each above the one before
+   * on the same stream (gaps are allowed, e.g. after audio the client
+   * dropped). A sequence not above the last accepted one gives
+   * INVALID_ARGUMENT (on SendAudio, a repeat of the last one is a retry and
+   * is acknowledged without being used again); audio is never dropped
+   * silently. 0: unnumbered, always taken in arrival order.
    *
    * @generated from field: uint64 sequence = 2;
    */
@@ -437,7 +443,8 @@ export const ConversationEventSchema: GenMessage<ConversationEvent> = /*@__PURE_
   messageDesc(file_dragoman_v1_conversation, 10);
 
 /**
- * Both participants are in the session.
+ * Both participants are in the session. The creator learns here who joined
+ * with the code, and may remove them (SessionService.RemoveParticipant).
  *
  * @generated from message dragoman.v1.SessionPaired
  */
@@ -1016,7 +1023,11 @@ export const ConversationService: GenService<{
   /**
    * The first request must be `join`; then audio chunks, heartbeats and
    * finally `leave` (closing the request stream counts as `leave`). Audio
-   * before `join` gives FAILED_PRECONDITION. A second live stream of the
+   * before `join` gives FAILED_PRECONDITION; no `join` within 10 s of
+   * opening the stream (setting session.join_timeout_s), DEADLINE_EXCEEDED.
+   * Audio (LINEAR16 or Opus, counted in seconds) faster than twice real
+   * time, after a burst of 10 s of audio (settings session.max_audio_speed,
+   * session.audio_burst_s), ends the stream with RESOURCE_EXHAUSTED. A second live stream of the
    * same participant replaces the first, which ends with ABORTED.
    * After `leave` the server finishes the utterance in progress, sends its
    * events, and closes the stream.
@@ -1040,7 +1051,9 @@ export const ConversationService: GenService<{
     output: typeof ListenResponseSchema;
   },
   /**
-   * Sends one audio chunk for a participant that is listening.
+   * Sends one audio chunk for a participant that is listening. A repeat of
+   * the last accepted chunk's sequence (a retry) is acknowledged and not
+   * used twice.
    *
    * @generated from rpc dragoman.v1.ConversationService.SendAudio
    */

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dragoman/v1/sessions.proto.
  */
 export const file_dragoman_v1_sessions: GenFile = /*@__PURE__*/
-  fileDesc("ChpkcmFnb21hbi92MS9zZXNzaW9ucy5wcm90bxILZHJhZ29tYW4udjEilAIKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmRyYWdvbWFuLnYxLlNlc3Npb25TdGF0dXMSLgoMcGFydGljaXBhbnRzGAQgAygLMhguZHJhZ29tYW4udjEuUGFydGljaXBhbnQSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgdtZXRyaWNzGAcgASgLMhsuZHJhZ29tYW4udjEuU2Vzc2lvbk1ldHJpY3MibQoLUGFydGljaXBhbnQSDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSFQoNbGFuZ3VhZ2VfY29kZRgDIAEoCRIRCgljb25uZWN0ZWQYBCABKAgSDQoFdm9pY2UYBSABKAkiPAoUQ3JlYXRlU2Vzc2lvblJlcXVlc3QSFQoNbGFuZ3VhZ2VfY29kZRgBIAEoCRINCgV2b2ljZRgCIAEoCSI+ChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24iSAoSSm9pblNlc3Npb25SZXF1ZXN0EgwKBGNvZGUYASABKAkSFQoNbGFuZ3VhZ2VfY29kZRgCIAEoCRINCgV2b2ljZRgDIAEoCSI8ChNKb2luU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiOwoSR2V0U2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUVuZFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiaQoSRW5kU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uEiwKB21ldHJpY3MYAiABKAsyGy5kcmFnb21hbi52MS5TZXNzaW9uTWV0cmljcyKhAQoOU2Vzc2lvbk1ldHJpY3MSFwoPdXR0ZXJhbmNlX2NvdW50GAEgASgNEhcKD21lYW5fbGF0ZW5jeV9tcxgCIAEoARIWCg5taW5fbGF0ZW5jeV9tcxgDIAEoARIWCg5tYXhfbGF0ZW5jeV9tcxgEIAEoARITCgtlcnJvcl9jb3VudBgFIAEoDRIYChBkdXJhdGlvbl9zZWNvbmRzGAYgASgBIjwKE0xpc3RTZXNzaW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiVwoUTGlzdFNlc3Npb25zUmVzcG9uc2USJgoIc2Vzc2lvbnMYASADKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSqAAQoNU2Vzc2lvblN0YXR1cxIeChpTRVNTSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlNFU1NJT05fU1RBVFVTX1dBSVRJTkcQARIZChVTRVNTSU9OX1NUQVRVU19BQ1RJVkUQAhIYChRTRVNTSU9OX1NUQVRVU19FTkRFRBADMq0DCg5TZXNzaW9uU2VydmljZRJWCg1DcmVhdGVTZXNzaW9uEiEuZHJhZ29tYW4udjEuQ3JlYXRlU2Vzc2lvblJlcXVlc3QaIi5kcmFnb21hbi52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2USUAoLSm9pblNlc3Npb24SHy5kcmFnb21hbi52MS5Kb2luU2Vzc2lvblJlcXVlc3QaIC5kcmFnb21hbi52MS5Kb2luU2Vzc2lvblJlc3BvbnNlEk0KCkdldFNlc3Npb24SHi5kcmFnb21hbi52MS5HZXRTZXNzaW9uUmVxdWVzdBofLmRyYWdvbWFuLnYxLkdldFNlc3Npb25SZXNwb25zZRJNCgpFbmRTZXNzaW9uEh4uZHJhZ29tYW4udjEuRW5kU2Vzc2lvblJlcXVlc3QaHy5kcmFnb21hbi52MS5FbmRTZXNzaW9uUmVzcG9uc2USUwoMTGlzdFNlc3Npb25zEiAuZHJhZ29tYW4udjEuTGlzdFNlc3Npb25zUmVxdWVzdBohLmRyYWdvbWFuLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChpkcmFnb21hbi92MS9zZXNzaW9ucy5wcm90bxILZHJhZ29tYW4udjEilAIKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmRyYWdvbWFuLnYxLlNlc3Npb25TdGF0dXMSLgoMcGFydGljaXBhbnRzGAQgAygLMhguZHJhZ29tYW4udjEuUGFydGljaXBhbnQSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgdtZXRyaWNzGAcgASgLMhsuZHJhZ29tYW4udjEuU2Vzc2lvbk1ldHJpY3MibQoLUGFydGljaXBhbnQSDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSFQoNbGFuZ3VhZ2VfY29kZRgDIAEoCRIRCgljb25uZWN0ZWQYBCABKAgSDQoFdm9pY2UYBSABKAkiPAoUQ3JlYXRlU2Vzc2lvblJlcXVlc3QSFQoNbGFuZ3VhZ2VfY29kZRgBIAEoCRINCgV2b2ljZRgCIAEoCSI+ChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24iSAoSSm9pblNlc3Npb25SZXF1ZXN0EgwKBGNvZGUYASABKAkSFQoNbGFuZ3VhZ2VfY29kZRgCIAEoCRINCgV2b2ljZRgDIAEoCSI8ChNKb2luU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiOwoSR2V0U2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUVuZFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiaQoSRW5kU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uEiwKB21ldHJpY3MYAiABKAsyGy5kcmFnb21hbi52MS5TZXNzaW9uTWV0cmljcyI/ChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIkIKGVJlbW92ZVBhcnRpY2lwYW50UmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24ioQEKDlNlc3Npb25NZXRyaWNzEhcKD3V0dGVyYW5jZV9jb3VudBgBIAEoDRIXCg9tZWFuX2xhdGVuY3lfbXMYAiABKAESFgoObWluX2xhdGVuY3lfbXMYAyABKAESFgoObWF4X2xhdGVuY3lfbXMYBCABKAESEwoLZXJyb3JfY291bnQYBSABKA0SGAoQZHVyYXRpb25fc2Vjb25kcxgGIAEoASI8ChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlcKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKCHNlc3Npb25zGAEgAygLMhQuZHJhZ29tYW4udjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqgAEKDVNlc3Npb25TdGF0dXMSHgoaU0VTU0lPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZTRVNTSU9OX1NUQVRVU19XQUlUSU5HEAESGQoVU0VTU0lPTl9TVEFUVVNfQUNUSVZFEAISGAoUU0VTU0lPTl9TVEFUVVNfRU5ERUQQAzKRBAoOU2Vzc2lvblNlcnZpY2USVgoNQ3JlYXRlU2Vzc2lvbhIhLmRyYWdvbWFuLnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiIuZHJhZ29tYW4udjEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlElAKC0pvaW5TZXNzaW9uEh8uZHJhZ29tYW4udjEuSm9pblNlc3Npb25SZXF1ZXN0GiAuZHJhZ29tYW4udjEuSm9pblNlc3Npb25SZXNwb25zZRJNCgpHZXRTZXNzaW9uEh4uZHJhZ29tYW4udjEuR2V0U2Vzc2lvblJlcXVlc3QaHy5kcmFnb21hbi52MS5HZXRTZXNzaW9uUmVzcG9uc2USTQoKRW5kU2Vzc2lvbhIeLmRyYWdvbWFuLnYxLkVuZFNlc3Npb25SZXF1ZXN0Gh8uZHJhZ29tYW4udjEuRW5kU2Vzc2lvblJlc3BvbnNlEmIKEVJlbW92ZVBhcnRpY2lwYW50EiUuZHJhZ29tYW4udjEuUmVtb3ZlUGFydGljaXBhbnRSZXF1ZXN0GiYuZHJhZ29tYW4udjEuUmVtb3ZlUGFydGljaXBhbnRSZXNwb25zZRJTCgxMaXN0U2Vzc2lvbnMSIC5kcmFnb21hbi52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiEuZHJhZ29tYW4udjEuTGlzdFNlc3Npb25zUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * A two-party translation session.
@@ -323,6 +323,55 @@ export const EndSessionResponseSchema: GenMessage<EndSessionResponse> = /*@__PUR
   messageDesc(file_dragoman_v1_sessions, 9);
 
 /**
+ * Removes the partner from a session.
+ *
+ * @generated from message dragoman.v1.RemoveParticipantRequest
+ */
+export type RemoveParticipantRequest = Message<"dragoman.v1.RemoveParticipantRequest"> & {
+  /**
+   * Session id.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * User id of the partner to remove (from `SessionPaired` or the session).
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message dragoman.v1.RemoveParticipantRequest.
+ * Use `create(RemoveParticipantRequestSchema)` to create a new message.
+ */
+export const RemoveParticipantRequestSchema: GenMessage<RemoveParticipantRequest> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 10);
+
+/**
+ * The session the partner was removed from.
+ *
+ * @generated from message dragoman.v1.RemoveParticipantResponse
+ */
+export type RemoveParticipantResponse = Message<"dragoman.v1.RemoveParticipantResponse"> & {
+  /**
+   * The session, status ENDED.
+   *
+   * @generated from field: dragoman.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message dragoman.v1.RemoveParticipantResponse.
+ * Use `create(RemoveParticipantResponseSchema)` to create a new message.
+ */
+export const RemoveParticipantResponseSchema: GenMessage<RemoveParticipantResponse> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 11);
+
+/**
  * Numbers of an ended session.
  *
  * @generated from message dragoman.v1.SessionMetrics
@@ -376,7 +425,7 @@ export type SessionMetrics = Message<"dragoman.v1.SessionMetrics"> & {
  * Use `create(SessionMetricsSchema)` to create a new message.
  */
 export const SessionMetricsSchema: GenMessage<SessionMetrics> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_sessions, 10);
+  messageDesc(file_dragoman_v1_sessions, 12);
 
 /**
  * Asks for a page of the caller's session history.
@@ -404,7 +453,7 @@ export type ListSessionsRequest = Message<"dragoman.v1.ListSessionsRequest"> & {
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_sessions, 11);
+  messageDesc(file_dragoman_v1_sessions, 13);
 
 /**
  * A page of the caller's session history.
@@ -432,7 +481,7 @@ export type ListSessionsResponse = Message<"dragoman.v1.ListSessionsResponse"> &
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_sessions, 12);
+  messageDesc(file_dragoman_v1_sessions, 14);
 
 /**
  * Lifecycle state of a session.
@@ -495,7 +544,11 @@ export const SessionService: GenService<{
   },
   /**
    * Joins a waiting session by its code. An unknown or expired code gives
-   * NOT_FOUND.
+   * NOT_FOUND. Failed joins are limited per caller and per client address
+   * (then RESOURCE_EXHAUSTED with a `retry-after` trailer, growing with each
+   * refused try), so codes cannot be guessed. Joining is never silent: the
+   * creator's stream gets `SessionPaired` naming the joiner, and the creator
+   * can `RemoveParticipant`.
    *
    * @generated from rpc dragoman.v1.SessionService.JoinSession
    */
@@ -523,6 +576,21 @@ export const SessionService: GenService<{
     methodKind: "unary";
     input: typeof EndSessionRequestSchema;
     output: typeof EndSessionResponseSchema;
+  },
+  /**
+   * The creator removes the partner who joined (someone they did not give
+   * the code to): the partner's conversation streams end with
+   * PERMISSION_DENIED and the session ends for both (reason "partner removed
+   * by the creator"); pair again with a new session and code. Only the
+   * creator may remove (else PERMISSION_DENIED); a user id that is not the
+   * partner gives NOT_FOUND.
+   *
+   * @generated from rpc dragoman.v1.SessionService.RemoveParticipant
+   */
+  removeParticipant: {
+    methodKind: "unary";
+    input: typeof RemoveParticipantRequestSchema;
+    output: typeof RemoveParticipantResponseSchema;
   },
   /**
    * Lists the sessions the caller took part in, newest first, a page at a
