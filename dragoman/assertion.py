@@ -17,7 +17,6 @@ needs no setting.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +26,7 @@ from typing import Any
 
 import jwt
 
+from dragoman import keyfiles
 from dragoman.config import AuthSettings, cache_dir
 from dragoman.errors import FailedPrecondition, Unauthenticated
 
@@ -83,7 +83,7 @@ def load_key(settings: AuthSettings, generated_file: Path | None = None) -> byte
     else:
         path = generated_file or default_key_file()
         try:
-            _create_key_file(path)
+            keyfiles.create(path, lambda: secrets.token_urlsafe(48))
             key, source = path.read_bytes().strip(), str(path)
         except OSError as e:
             raise FailedPrecondition(
@@ -95,18 +95,6 @@ def load_key(settings: AuthSettings, generated_file: Path | None = None) -> byte
         raise FailedPrecondition(f"{source} is {len(key)} bytes: the identity key needs "
                                  f"{MIN_KEY_BYTES} or more (e.g. `openssl rand -base64 48`)")
     return key
-
-
-def _create_key_file(path: Path) -> None:
-    """Writes a fresh key readable by its owner only, unless the file exists
-    (processes starting together race here: the first one wins)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(48) + "\n")
 
 
 def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from dragoman import keyfiles
 from dragoman.errors import DragomanError, FailedPrecondition
 
 log = logging.getLogger(__name__)
@@ -116,19 +117,7 @@ def load(keys: str, keys_file: str, generated_file: Path | None = None) -> Keyri
         raise FailedPrecondition(
             "no encryption key for text at rest: set DRAGOMAN_DATABASE_ENCRYPTION_KEYS or "
             "DRAGOMAN_DATABASE_ENCRYPTION_KEYS_FILE (`dragoman keys generate` makes one)")
-    _create_key_file(generated_file)
+    keyfiles.create(generated_file, lambda: new_key_entry("k1"))
     log.warning("encrypting text with the generated key file %s; set "
                 "DRAGOMAN_DATABASE_ENCRYPTION_KEYS in production", generated_file)
     return Keyring.parse(generated_file.read_text(), str(generated_file))
-
-
-def _create_key_file(path: Path) -> None:
-    """Writes a one-key file readable by its owner only, unless it exists
-    (two processes may race here: the first one wins)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as f:
-        f.write(new_key_entry("k1") + "\n")
