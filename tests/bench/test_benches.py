@@ -252,3 +252,15 @@ def test_load_beyond_the_admission_limit_refuses_the_rest_and_serves_the_admitte
                for e in step["error_samples"])
     assert data["n_where_p99_added_exceeds_100ms"] == 5
     assert data["max_sessions_within_goal_latency"] is None
+
+
+def test_mt_bench_smoke_scores_the_embedded_engines_on_the_shipped_sentences(tmp_path: Path) -> None:
+    """Only the embedded engines and tests/data: what a fresh clone has."""
+    out = tmp_path / "mt.json"
+    _run("bench.mt_bench", "--smoke", "--engines", "bergamot", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["smoke"] is True
+    pairs = {(r["source"], r["target"]): r for r in result["results"] if r["engine"] == "bergamot"}
+    assert set(pairs) == {("en", "pt"), ("pt", "en")}
+    for r in pairs.values():
+        assert r["sentences"] == 20 and 30 < r["chrf"] <= 100  # Tatoeba EN<>PT reads well, not word by word
