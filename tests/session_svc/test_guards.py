@@ -108,7 +108,7 @@ async def test_the_creator_sees_who_joined_and_can_remove_them(plumbing: Stack) 
     a_events = await a.collect(a_call, "partner_connected")
     paired = next(e.session_paired for e in a_events if e.HasField("session_paired"))
     assert (paired.partner_user_id, paired.partner_display_name) == (
-        mallory.metadata[0][1], mallory.metadata[1][1])
+        mallory.user_id, mallory.user_id.title())
     await mallory.collect(m_call, "partner_connected")
     with pytest.raises(grpc.aio.AioRpcError) as info:  # only the creator removes
         await mallory.sessions.RemoveParticipant(sessions_pb2.RemoveParticipantRequest(
