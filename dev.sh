@@ -80,6 +80,8 @@ case "$cmd" in
     exec .venv/bin/dragoman demo "$@" ;;
   test)
     setup_python; setup_apt; setup_models; setup_node; setup_browser
+    log "uv.lock in sync with pyproject.toml"
+    .venv/bin/uv lock --check --python .venv/bin/python
     log "generated stubs in sync with proto/"
     .venv/bin/python scripts/genproto.py --check 2>/dev/null
     log "buf lint"
