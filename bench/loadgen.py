@@ -15,7 +15,9 @@ utterance gives:
 It is bounded (at most 2000 sessions, 600 s) and talks only to loopback
 unless --allow-remote is given. With real engines, noise is not speech: point
 it at a mesh whose STT treats non-zero audio as speech (bench.fakes), or
-expect few utterances.
+expect few utterances. It registers two users per pair of its pool (up to 8
+pairs) from one address: a gateway started by hand allows 10 a hour
+(DRAGOMAN_LIMITS_REGISTRATIONS_PER_HOUR; bench.load lifts it).
 
 With --session-svc ADDRESS instead of --gateway it stands where a gateway
 replica stands: it calls session_svc directly over trunks (as the gateway's
