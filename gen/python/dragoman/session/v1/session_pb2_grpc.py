@@ -62,16 +62,18 @@ class SessionDataServiceServicer:
         """The session_svc replica holding a live session, found by session id or
         by pairing code. NOT_FOUND when no live (waiting or active) session has
         the id, or no waiting session has the code: an ended session is served
-        by any replica. INVALID_ARGUMENT when the request names neither.
+        by any replica. INVALID_ARGUMENT when the request names neither;
+        UNAUTHENTICATED without a gateway's identity assertion (the gateway
+        asserts itself: only it may ask which codes exist).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExportUserData(self, request, context):
-        """What session_svc keeps about the caller, the user the gateway names in
-        the identity headers: their sessions and the utterances said in them.
-        UNAUTHENTICATED without those headers.
+        """What session_svc keeps about the caller, the user the gateway's identity
+        assertion names (x-dragoman-identity): their sessions and the
+        utterances said in them. UNAUTHENTICATED without a valid assertion.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,7 +83,7 @@ class SessionDataServiceServicer:
         """Deletes the caller's part in every session and what they said; a
         session left with no participant is deleted whole. All or nothing, and
         idempotent: asking again deletes nothing more and counts zero.
-        UNAUTHENTICATED without the identity headers.
+        UNAUTHENTICATED without a valid identity assertion.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

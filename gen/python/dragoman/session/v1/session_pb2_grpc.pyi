@@ -42,18 +42,20 @@ class SessionDataServiceStub:
     """The session_svc replica holding a live session, found by session id or
     by pairing code. NOT_FOUND when no live (waiting or active) session has
     the id, or no waiting session has the code: an ended session is served
-    by any replica. INVALID_ARGUMENT when the request names neither.
+    by any replica. INVALID_ARGUMENT when the request names neither;
+    UNAUTHENTICATED without a gateway's identity assertion (the gateway
+    asserts itself: only it may ask which codes exist).
     """
     ExportUserData: _grpc.UnaryUnaryMultiCallable[_session_pb2.ExportUserDataRequest, _session_pb2.ExportUserDataResponse]
-    """What session_svc keeps about the caller, the user the gateway names in
-    the identity headers: their sessions and the utterances said in them.
-    UNAUTHENTICATED without those headers.
+    """What session_svc keeps about the caller, the user the gateway's identity
+    assertion names (x-dragoman-identity): their sessions and the
+    utterances said in them. UNAUTHENTICATED without a valid assertion.
     """
     DeleteUserData: _grpc.UnaryUnaryMultiCallable[_session_pb2.DeleteUserDataRequest, _session_pb2.DeleteUserDataResponse]
     """Deletes the caller's part in every session and what they said; a
     session left with no participant is deleted whole. All or nothing, and
     idempotent: asking again deletes nothing more and counts zero.
-    UNAUTHENTICATED without the identity headers.
+    UNAUTHENTICATED without a valid identity assertion.
     """
 
 @_typing.type_check_only
@@ -67,18 +69,20 @@ class SessionDataServiceAsyncStub(SessionDataServiceStub):
     """The session_svc replica holding a live session, found by session id or
     by pairing code. NOT_FOUND when no live (waiting or active) session has
     the id, or no waiting session has the code: an ended session is served
-    by any replica. INVALID_ARGUMENT when the request names neither.
+    by any replica. INVALID_ARGUMENT when the request names neither;
+    UNAUTHENTICATED without a gateway's identity assertion (the gateway
+    asserts itself: only it may ask which codes exist).
     """
     ExportUserData: _aio.UnaryUnaryMultiCallable[_session_pb2.ExportUserDataRequest, _session_pb2.ExportUserDataResponse]  # type: ignore[assignment]
-    """What session_svc keeps about the caller, the user the gateway names in
-    the identity headers: their sessions and the utterances said in them.
-    UNAUTHENTICATED without those headers.
+    """What session_svc keeps about the caller, the user the gateway's identity
+    assertion names (x-dragoman-identity): their sessions and the
+    utterances said in them. UNAUTHENTICATED without a valid assertion.
     """
     DeleteUserData: _aio.UnaryUnaryMultiCallable[_session_pb2.DeleteUserDataRequest, _session_pb2.DeleteUserDataResponse]  # type: ignore[assignment]
     """Deletes the caller's part in every session and what they said; a
     session left with no participant is deleted whole. All or nothing, and
     idempotent: asking again deletes nothing more and counts zero.
-    UNAUTHENTICATED without the identity headers.
+    UNAUTHENTICATED without a valid identity assertion.
     """
 
 class SessionDataServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -95,7 +99,9 @@ class SessionDataServiceServicer(metaclass=_abc_1.ABCMeta):
         """The session_svc replica holding a live session, found by session id or
         by pairing code. NOT_FOUND when no live (waiting or active) session has
         the id, or no waiting session has the code: an ended session is served
-        by any replica. INVALID_ARGUMENT when the request names neither.
+        by any replica. INVALID_ARGUMENT when the request names neither;
+        UNAUTHENTICATED without a gateway's identity assertion (the gateway
+        asserts itself: only it may ask which codes exist).
         """
 
     @_abc_1.abstractmethod
@@ -104,9 +110,9 @@ class SessionDataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_pb2.ExportUserDataRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.ExportUserDataResponse, _abc.Awaitable[_session_pb2.ExportUserDataResponse]]:
-        """What session_svc keeps about the caller, the user the gateway names in
-        the identity headers: their sessions and the utterances said in them.
-        UNAUTHENTICATED without those headers.
+        """What session_svc keeps about the caller, the user the gateway's identity
+        assertion names (x-dragoman-identity): their sessions and the
+        utterances said in them. UNAUTHENTICATED without a valid assertion.
         """
 
     @_abc_1.abstractmethod
@@ -118,7 +124,7 @@ class SessionDataServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes the caller's part in every session and what they said; a
         session left with no participant is deleted whole. All or nothing, and
         idempotent: asking again deletes nothing more and counts zero.
-        UNAUTHENTICATED without the identity headers.
+        UNAUTHENTICATED without a valid identity assertion.
         """
 
 def add_SessionDataServiceServicer_to_server(servicer: SessionDataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
