@@ -66,14 +66,21 @@ def _parser() -> argparse.ArgumentParser:
     inst.add_argument("names", nargs="*", help="models to install (default: all of the embedded default)")
     inst.add_argument("--dir", help="model directory (default: settings models_dir)")
     inst.add_argument("--force", action="store_true", help="reinstall even if installed")
-    lst = msub.add_parser("list", help="show the catalogue and what is installed")
+    lst = msub.add_parser("list", help="show the catalogue (speech, translation, voices) and what "
+                                       "is installed")
     lst.add_argument("--dir", help="model directory")
-    pull = msub.add_parser("pull", help="download a translation model from its hub, convert and install it")
-    pull.add_argument("name", help="catalogue name, e.g. opus-mt-en-de (see `dragoman models list`)")
+    pull = msub.add_parser(
+        "pull", help="download a speech model, translation model or voice from its hub and install it")
+    pull.add_argument("name", help="catalogue name, e.g. whisper-large-v3, opus-mt-en-de or "
+                                   "piper-de_DE-thorsten-medium (see `dragoman models list`)")
     pull.add_argument("--dir", help="model directory (default: settings models_dir)")
     pull.add_argument("--force", action="store_true", help="reinstall even if installed")
-    pull.add_argument("--accept-license", action="store_true",
-                      help="accept a non-commercial licence (NLLB-200 is CC-BY-NC-4.0)")
+    pull.add_argument("--accept-licence", metavar="LICENCE", action="append", default=[],
+                      help="accept a restrictive licence: its id as `dragoman models list` shows "
+                           "it (e.g. CC-BY-NC-4.0) or the model's name; repeatable")
+    pull.add_argument("--accept-license", action="store_true", help=argparse.SUPPRESS)
+    pull.add_argument("--no-wait", action="store_true",
+                      help="fail instead of waiting while another pull of the model runs")
     pull.add_argument("--hub-url", help="hub to download from (default: settings hub_url, huggingface.co)")
     ver = msub.add_parser("verify", help="re-hash installed models against their sha256")
     ver.add_argument("names", nargs="*", help="models to verify (default: all installed)")
@@ -169,7 +176,7 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: config.Settings) -> int:
-    from dragoman.catalog import packaged, pulled
+    from dragoman.catalog import catalogue, pulled
     from dragoman_tools import install, pull
 
     models_dir = Path(args.dir or settings.models_dir)
@@ -178,20 +185,19 @@ def _models(args: argparse.Namespace, settings: config.Settings) -> int:
         return 0
     if args.models_command == "pull":
         pull.pull(models_dir, args.name, hub=pull.Hub(args.hub_url or settings.hub_url or None),
-                 accept_license=args.accept_license, force=args.force)
+                 accept=args.accept_licence, accept_license=args.accept_license, force=args.force,
+                 wait=not args.no_wait)
         return 0
     if args.models_command == "verify":
-        core = [n for n in args.names if n not in pulled.CATALOGUE]
-        pulled = [n for n in args.names if n in pulled.CATALOGUE]
+        core = [n for n in args.names if n not in pulled.HUB]
+        hub = [n for n in args.names if n in pulled.HUB]
         problems: dict[str, list[str]] = {}
         if core or not args.names:
             problems |= install.verify(models_dir, core)
-        if pulled or not args.names:
-            problems |= pull.verify(models_dir, pulled)
+        if hub or not args.names:
+            problems |= pull.verify(models_dir, hub)
         return 1 if any(problems.values()) else 0
-    print(packaged.table(models_dir))
-    print()
-    print(pulled.table(models_dir))
+    print(catalogue.table(models_dir))
     return 0
 
 
