@@ -228,6 +228,19 @@ def test_a_mirror_that_ignores_ranges_starts_the_file_over(tmp_path: Path, fake_
     assert pull.verify(tmp_path, [WHISPER.name], out=io.StringIO()) == {WHISPER.name: []}
 
 
+def test_a_new_commit_discards_the_old_downloads(tmp_path: Path, fake_hub: FakeHub) -> None:
+    fake_hub.cut["model.bin"] = 500_000
+    with pytest.raises(Interrupted):
+        _pull(tmp_path, fake_hub)
+    fake_hub.cut.clear()
+    fake_hub.SHA = "f" * 40  # main moved on upstream: the half file belongs to another commit
+    fake_hub.requests.clear()
+    outcome, progress = _pull(tmp_path, fake_hub)
+    assert outcome is Outcome.INSTALLED and fake_hub.ranges == [] and "resuming" not in progress
+    assert _resolved(fake_hub)[:2] == ["config.json", "model.bin"]  # every file again
+    assert json.loads((tmp_path / WHISPER.name / MANIFEST).read_text())["version"] == "f" * 40
+
+
 def test_two_pulls_of_one_model_never_collide(tmp_path: Path, fake_hub: FakeHub) -> None:
     # Another pull holds the model's lock: this one waits, downloading nothing meanwhile.
     with (tmp_path / f".lock-{WHISPER.name}").open("a") as held:
