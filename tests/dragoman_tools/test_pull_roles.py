@@ -21,6 +21,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from dragoman import audio, config, rpc
 from dragoman.catalog import catalogue, pulled
 from dragoman.catalog.packaged import MANIFEST, ModelError, State
 from dragoman.catalog.pulled import HubFile, HubModel
+from dragoman.devices import Device
 from dragoman.errors import FailedPrecondition, InvalidArgument
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.tts.v1 import tts_pb2
@@ -43,6 +45,7 @@ from tests.fakehub import FakeHub, piper_folder, write_piper, write_whisper
 from tests.stt_svc.conftest import finals, recognize, requests, stream_config, with_stt
 from tests.tts_svc.conftest import collect, rms, stub
 from tts_svc import server as tts_server
+from tts_svc.engines.piper import PiperEngine
 
 WHISPER = pulled.HUB["whisper-small"]
 THORSTEN, IRINA = "de_DE-thorsten-medium", "ru_RU-irina-medium"
@@ -168,6 +171,10 @@ async def test_piper_pull_installs_a_voice_tts_svc_speaks(
         (THORSTEN, "piper", True), ("espeak-de", "espeak", False)]
     assert responses and {r.sample_rate_hertz for r in responses} == {16_000}
     assert rms(b"".join(r.audio for r in responses)) > 0.01
+    # A damaged pulled voice is not loaded (here the only one: no Piper voice at all).
+    (folder / "MODEL_CARD").write_text("short")
+    with ThreadPoolExecutor(1) as executor, pytest.raises(FailedPrecondition, match="no Piper voice"):
+        PiperEngine.load(tmp_path, 1, executor, Device("cpu"))
 
 
 def test_restrictive_voice_licences_need_accepting(
