@@ -35,7 +35,7 @@ from dragoman.devices import Device
 from dragoman.errors import FailedPrecondition, InvalidArgument
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.tts.v1 import tts_pb2
-from dragoman_tools import pull
+from dragoman_tools import cli, pull
 from dragoman_tools.install import Outcome
 from dragoman_tools.pull import DiskFull, Hub, Interrupted
 from stt_svc import engines as stt_engines
@@ -357,3 +357,22 @@ def test_bad_bytes_unknown_names_and_an_unreachable_hub(
     with pytest.raises(Interrupted, match="^cannot reach 127.0.0.1:9 \\(.*\\); check the network"):
         pull.pull(tmp_path, name, hub=Hub("http://127.0.0.1:9"), out=io.StringIO(), catalogue=voices)
     assert _leftovers(tmp_path) == []
+
+
+def test_the_command_pulls_lists_and_verifies_every_role(
+    tmp_path: Path, fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--dir", str(tmp_path)]
+    assert cli.main(["models", "pull", WHISPER.name, *common, "--hub-url", fake_hub.url]) == 0
+    assert "whisper-small: installed in" in capsys.readouterr().err
+    name = f"piper-{IRINA}"
+    assert cli.main(["models", "pull", name, *common, "--hub-url", fake_hub.url]) == 1
+    assert capsys.readouterr().err.endswith(
+        f"To accept it, run `dragoman models pull {name} --accept-licence {name}`\n")
+    assert cli.main(["models", "verify", WHISPER.name, *common]) == 0
+    assert cli.main(["models", "list", *common]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert rows["whisper-small"].endswith(" installed")
+    assert rows["whisper-large-v3"].endswith(" pullable") and " cuda " in rows["whisper-large-v3"]
+    assert " pullable, opt-in licence; " in rows[name]
+    assert {"opus-mt-en-de", "piper-de_DE-thorsten-medium", "kokoro"} <= set(rows)
