@@ -155,3 +155,21 @@ async def test_speech_before_pairing_switches_to_speech_translation(
     # fleurs-de-001 begins "er griff auch alles an was ins wasser kam"
     heard = set(re.findall(r"[a-z]+", translations[0].text.lower()))
     assert "water" in heard and not heard & {"wasser", "alles", "auch"}, heard
+
+
+async def test_german_speech_reaches_a_portuguese_listener_through_english(
+    mesh: MeshAddresses, fleurs: Path
+) -> None:
+    """No de -> pt text route: Whisper translates into English, Bergamot en -> pt after it."""
+    talk = await one_way(mesh, fleurs / "fleurs-de-000.ogg", "de", "pt", allow_one_way=True)
+    translations = [t for t in talk.heard("translation") if t.is_final]
+    assert translations
+    for t in translations:
+        assert (t.path, t.engine) == (
+            pb.TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE, "whisper-base:translate>bergamot")
+        assert (t.source_language_code, t.target_language_code) == ("de", "pt")
+        assert t.text and t.text != t.source_text
+    english = set(re.findall(r"[a-z]+", " ".join(t.source_text for t in translations).lower()))
+    portuguese = " ".join(t.text for t in translations).lower()
+    assert {"hong", "kong", "island"} <= english, english
+    assert "hong kong" in portuguese and "ilha" in portuguese, portuguese
