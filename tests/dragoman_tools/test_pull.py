@@ -196,7 +196,7 @@ def test_hub_models_need_the_convert_extra_and_licences_are_explicit(
     assert info.value.message.startswith("nllb-200-distilled-600m is licensed CC-BY-NC-4.0: ")
     assert "NON-COMMERCIAL" in info.value.message
     assert info.value.message.endswith(
-        "To accept it, run `dragoman models pull nllb-200-distilled-600m --accept-license`")
+        "To accept it, run `dragoman models pull nllb-200-distilled-600m --accept-licence CC-BY-NC-4.0`")
     out = io.StringIO()
     with pytest.raises(ModelError, match="needs transformers and torch"):
         pull.pull(tmp_path, "nllb-200-distilled-600m", hub=target, out=out, accept_license=True)
