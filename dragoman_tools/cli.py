@@ -55,15 +55,16 @@ def triton_argument(parser: argparse.ArgumentParser) -> None:
              "extra) and point stt/mt/tts at it (engine triton, triton.url)")
 
 
-def pack_arguments(parser: argparse.ArgumentParser, *, licence_flag: bool = True) -> None:
-    """--device and --accept-licence, for language packs."""
+def pack_arguments(parser: argparse.ArgumentParser, *, shared: bool = True) -> None:
+    """--device for language packs; and --accept-licence and --hub-url where `models pull`
+    does not already add them (`shared`)."""
     parser.add_argument("--device", default=argparse.SUPPRESS, choices=["cpu", "cuda"],
                         help="the device the packs are for: it picks the speech model "
                              "(default: settings stt.device)")
-    parser.add_argument("--accept-licence", action="append", default=argparse.SUPPRESS, metavar="NAME",
-                        help="accept a licence that needs opt-in, by its name (e.g. CC-BY-NC-4.0) "
-                             "or the model's; repeatable")
-    if licence_flag:
+    if shared:
+        parser.add_argument("--accept-licence", action="append", default=argparse.SUPPRESS,
+                            metavar="NAME", help="accept a licence that needs opt-in, by its name "
+                                                 "(e.g. CC-BY-NC-4.0) or the model's; repeatable")
         parser.add_argument("--hub-url", default=argparse.SUPPRESS,
                             help="hub to download from (default: settings hub_url, huggingface.co)")
 
@@ -81,20 +82,27 @@ def _parser() -> argparse.ArgumentParser:
     inst.add_argument("names", nargs="*", help="models to install (default: all of the embedded default)")
     inst.add_argument("--dir", help="model directory (default: settings models_dir)")
     inst.add_argument("--force", action="store_true", help="reinstall even if installed")
-    lst = msub.add_parser("list", help="show the catalogue and what is installed")
+    lst = msub.add_parser("list", help="show the catalogue (speech, translation, voices) and what "
+                                       "is installed")
     lst.add_argument("--dir", help="model directory")
-    pull = msub.add_parser("pull", help="download a translation model from its hub, convert and install it")
+    pull = msub.add_parser(
+        "pull", help="download a speech model, translation model or voice from its hub and install it")
     pull.add_argument("name", nargs="?", default="",
-                      help="catalogue name, e.g. opus-mt-en-de (see `dragoman models list`)")
+                      help="catalogue name, e.g. whisper-large-v3, opus-mt-en-de or "
+                           "piper-de_DE-thorsten-medium (see `dragoman models list`)")
     pull.add_argument("--language", nargs="+", default=[], metavar="LANG",
                       help="instead of a name: every model these languages need (as `dragoman "
                            "languages install`)")
-    pack_arguments(pull, licence_flag=False)
+    pack_arguments(pull, shared=False)
     pull.add_argument("--dry-run", action="store_true", help="with --language: print the plan only")
     pull.add_argument("--dir", help="model directory (default: settings models_dir)")
     pull.add_argument("--force", action="store_true", help="reinstall even if installed")
-    pull.add_argument("--accept-license", action="store_true",
-                      help="accept a non-commercial licence (NLLB-200 is CC-BY-NC-4.0)")
+    pull.add_argument("--accept-licence", metavar="LICENCE", action="append", default=[],
+                      help="accept a restrictive licence: its id as `dragoman models list` shows "
+                           "it (e.g. CC-BY-NC-4.0) or the model's name; repeatable")
+    pull.add_argument("--accept-license", action="store_true", help=argparse.SUPPRESS)
+    pull.add_argument("--no-wait", action="store_true",
+                      help="fail instead of waiting while another pull of the model runs")
     pull.add_argument("--hub-url", help="hub to download from (default: settings hub_url, huggingface.co)")
     ver = msub.add_parser("verify", help="re-hash installed models against their sha256")
     ver.add_argument("names", nargs="*", help="models to verify (default: all installed)")
@@ -212,7 +220,7 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: config.Settings) -> int:
-    from dragoman.catalog import packaged, pulled
+    from dragoman.catalog import catalogue, pulled
     from dragoman_tools import install, pull
 
     models_dir = Path(args.dir or settings.models_dir)
@@ -225,20 +233,19 @@ def _models(args: argparse.Namespace, settings: config.Settings) -> int:
         if not args.name:
             raise InvalidArgument("name a model to pull, or --language LANG")
         pull.pull(models_dir, args.name, hub=pull.Hub(args.hub_url or settings.hub_url or None),
-                 accept_license=args.accept_license, force=args.force)
+                 accept=args.accept_licence, accept_license=args.accept_license, force=args.force,
+                 wait=not args.no_wait)
         return 0
     if args.models_command == "verify":
-        core = [n for n in args.names if n not in pulled.CATALOGUE]
-        pulled = [n for n in args.names if n in pulled.CATALOGUE]
+        core = [n for n in args.names if n not in pulled.HUB]
+        hub = [n for n in args.names if n in pulled.HUB]
         problems: dict[str, list[str]] = {}
         if core or not args.names:
             problems |= install.verify(models_dir, core)
-        if pulled or not args.names:
-            problems |= pull.verify(models_dir, pulled)
+        if hub or not args.names:
+            problems |= pull.verify(models_dir, hub)
         return 1 if any(problems.values()) else 0
-    print(packaged.table(models_dir))
-    print()
-    print(pulled.table(models_dir))
+    print(catalogue.table(models_dir))
     return 0
 
 

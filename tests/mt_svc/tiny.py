@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised translation models built offline, and a fake model hub.
+"""Tiny, randomly initialised translation models built offline.
 
 Nothing here is downloaded: SentencePiece is trained on the fly on a few
 hundred made-up lines, and the weights are random (the output is gibberish,
@@ -8,28 +8,22 @@ but deterministic). Two layouts:
   format (model.npz with the model.yml inside, decoder.yml, a vocab.yml,
   source.spm and target.spm): what `ctranslate2.converters.OpusMTConverter`
   converts, with no torch needed. `dragoman_tools.pull.pull` downloads it from
-  `FakeHub` and converts it for real.
+  `tests.fakehub.FakeHub` and converts it for real.
 * `write_ct2` writes an already converted CTranslate2 model with extra
   language tokens (e.g. "__pt__" or "por_Latn"), for the M2M-100 and
   NLLB prompt conventions.
 
-`FakeHub` serves folders over HTTP on 127.0.0.1 with the two endpoints of
-the Hugging Face hub that the pull code uses: the revision listing
-(`/api/models/REPO/revision/REV?blobs=true`) and `/REPO/resolve/SHA/FILE`.
+The fake hub that serves them, and the tiny speech models and voices, are in
+tests/fakehub.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.server
 import io
 import json
 import random
-import threading
-import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 import sentencepiece as spm
@@ -163,96 +157,3 @@ def write_ct2(folder: Path, extra_tokens: Sequence[str], seed: int = 0) -> None:
 
     SpecConverter().convert(str(folder), quantization="int8", force=True)
     (folder / "sentencepiece.bpe.model").write_bytes(model)
-
-
-# --------------------------------------------------------------------------- fake hub
-
-
-def _git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-class FakeHub:
-    """Serves `repos` ({"owner/name": folder}) like huggingface.co at `url`.
-
-    Every repository has one commit, `SHA`; "main" resolves to it. Files over
-    `LFS_BYTES` are listed with an LFS sha256 (as the hub does for weights),
-    the others with their git blob id. `tamper` maps a file name to bytes
-    served instead of the real content (a corrupt download); `cut` maps a file
-    name to the number of bytes after which the connection drops.
-    """
-
-    SHA = "0123456789abcdef0123456789abcdef01234567"
-    LFS_BYTES = 10_000
-
-    def __init__(self, repos: dict[str, Path]) -> None:
-        self.repos = repos
-        self.tamper: dict[str, bytes] = {}
-        self.cut: dict[str, int] = {}
-        self.requests: list[str] = []
-        hub = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                hub.requests.append(self.path)
-                status, body, kind = hub.answer(urllib.parse.urlsplit(self.path))
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                cut = next((n for name, n in hub.cut.items() if self.path.endswith(f"/{name}")), None)
-                self.wfile.write(body if cut is None else body[:cut])
-                self.close_connection = cut is not None
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> FakeHub:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def answer(self, url: urllib.parse.SplitResult) -> tuple[int, bytes, str]:
-        path = url.path
-        if path.startswith("/api/models/"):
-            repo, _, revision = path.removeprefix("/api/models/").partition("/revision/")
-            if repo not in self.repos or revision not in ("main", self.SHA):
-                return 404, b'{"error": "Repository not found"}', "application/json"
-            return 200, json.dumps(self.listing(repo)).encode(), "application/json"
-        for repo, folder in self.repos.items():
-            prefix = f"/{repo}/resolve/{self.SHA}/"
-            if path.startswith(prefix):
-                name = urllib.parse.unquote(path.removeprefix(prefix))
-                if (folder / name).is_file():
-                    body = self.tamper.get(name, (folder / name).read_bytes())
-                    return 200, body, "application/octet-stream"
-        return 404, b"Entry not found", "text/plain"
-
-    def listing(self, repo: str) -> dict[str, object]:
-        siblings = []
-        for path in sorted(self._files(repo)):
-            data = path.read_bytes()
-            entry: dict[str, object] = {
-                "rfilename": path.name, "size": len(data), "blobId": _git_blob_sha1(data),
-            }
-            if len(data) > self.LFS_BYTES:  # listed by its LFS pointer, as the hub does
-                sha256 = hashlib.sha256(data).hexdigest()
-                pointer = (f"version https://git-lfs.github.com/spec/v1\n"
-                           f"oid sha256:{sha256}\nsize {len(data)}\n")
-                entry["blobId"] = _git_blob_sha1(pointer.encode())
-                entry["lfs"] = {"sha256": sha256, "size": len(data), "pointerSize": len(pointer)}
-            siblings.append(entry)
-        return {"id": repo, "sha": self.SHA, "siblings": siblings}
-
-    def _files(self, repo: str) -> Iterator[Path]:
-        return (p for p in self.repos[repo].iterdir() if p.is_file())

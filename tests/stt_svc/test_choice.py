@@ -3,7 +3,9 @@ settings, and reported by ListModels of a real stt_svc on loopback with real Whi
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,9 +17,13 @@ from dragoman.errors import InvalidArgument
 from dragoman.languages import SUPPORTED
 from dragoman.packs import SttChoice, entries, stt_choice
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
+from dragoman_tools import pull
+from dragoman_tools.pull import Hub
 from stt_svc import engines, server
 from stt_svc.engines.base import SpeechRecognizer
 from tests.conftest import started
+from tests.dragoman_tools.test_pull_roles import WHISPER, fake_hub, repos  # noqa: F401 - fixtures
+from tests.fakehub import FakeHub
 from tests.stt_svc.conftest import with_stt
 
 AUTO = "auto: the strongest installed model that runs on cpu within the latency budget"
@@ -72,3 +78,23 @@ def test_auto_needs_an_installed_multilingual_model(settings: config.Settings, t
     empty = dataclasses.replace(settings, models_dir=str(tmp_path))
     with pytest.raises(InvalidArgument, match="no multilingual speech model for cpu is installed"):
         engines.choice(empty)
+
+
+async def test_a_pulled_whisper_ranked_above_base_is_chosen_where_the_device_runs_it(
+    tmp_path: Path, models_dir: Path, fake_hub: FakeHub, settings: config.Settings,  # noqa: F811
+) -> None:
+    """The tiny whisper-small of the fake hub, pulled beside whisper-base: on a CPU it is past
+    the latency budget and base keeps every language; for a GPU host it wins every language
+    (served here on the CPU, which is what this machine has)."""
+    out = io.StringIO()
+    await asyncio.to_thread(pull.pull, tmp_path, WHISPER.name, hub=Hub(fake_hub.url), out=out)
+    (tmp_path / "whisper-base").symlink_to(models_dir / "whisper-base")
+    local = with_stt(dataclasses.replace(settings, models_dir=str(tmp_path)), engine="whisper",
+                     model="auto", english_model="auto", cpu_threads=1)
+    on_cpu = engines.choice(local)
+    assert on_cpu.names == ["whisper-base"]
+    on_gpu = stt_choice(entries(tmp_path), "cuda", "auto", "auto")
+    assert on_gpu.names == ["whisper-small"] and on_gpu.for_language("de") == "whisper-small"
+    loaded = await asyncio.to_thread(engines.load, with_stt(local, model=WHISPER.name, english_model=""))
+    gpu_reason = AUTO.replace("on cpu", "on cuda")
+    assert await _listed(local, loaded, on_gpu) == {WHISPER.name: (sorted(SUPPORTED), gpu_reason)}
