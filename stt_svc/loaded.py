@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dragoman.errors import InvalidArgument
+from dragoman.errors import FailedPrecondition, InvalidArgument
 from dragoman.languages import LANGUAGES
 from dragoman.packs import SttChoice
 from stt_svc import languages
@@ -17,6 +17,7 @@ from stt_svc.engines.base import (
     DecodeOptions,
     DecodeRequest,
     SpeechRecognizer,
+    Task,
     Transcription,
 )
 from stt_svc.lanes import DecodeLane, Priority, Timed
@@ -106,22 +107,38 @@ class Models:
             raise languages.unsupported(language_code, self.languages)
         return base
 
-    def for_language(self, language: str | None) -> LoadedModel:
-        """The model for `language` (None: one that identifies the language)."""
+    def check_task(self, task: Task) -> None:
+        """FAILED_PRECONDITION when no loaded model can do `task`."""
+        if task == "translate" and not any(m.capabilities.translates_to_english for m in self.loaded):
+            names = ", ".join(m.capabilities.name for m in self.loaded)
+            raise FailedPrecondition(
+                f"translating speech to English needs a multilingual Whisper model, and none is "
+                f"loaded (loaded: {names}); install one (`dragoman models install whisper-base`) "
+                "and set stt.model to it"
+            )
+
+    def for_language(self, language: str | None, task: Task = "transcribe") -> LoadedModel:
+        """The model for `language` (None: one that identifies the language) and `task`
+        (English-only models do not translate: "translate" picks a multilingual one)."""
+        candidates = [
+            m for m in self.loaded if task == "transcribe" or m.capabilities.translates_to_english
+        ]
         if language is None:
-            if self._default is not None and self._default.capabilities.detects_language:
-                return self._default
-            return next(m for m in self.loaded if m.capabilities.detects_language)
+            default = self._default
+            if default is not None and default in candidates and default.capabilities.detects_language:
+                return default
+            return next(m for m in candidates if m.capabilities.detects_language)
         chosen = self._chosen.get(language)
-        if chosen is not None:
+        if chosen is not None and chosen in candidates:
             return chosen
-        model = self._fallback(language)
+        model = self._fallback(language, candidates)
         if model is None:
             raise languages.unsupported(language, self.languages)
         return model
 
-    def _fallback(self, language: str) -> LoadedModel | None:
-        serving = [m for m in self.loaded if language in m.capabilities.languages]
+    def _fallback(self, language: str, candidates: Sequence[LoadedModel] | None = None) -> LoadedModel | None:
+        serving = [m for m in (self.loaded if candidates is None else candidates)
+                   if language in m.capabilities.languages]
         if self._default is not None and self._default in serving:
             return self._default
         return min(serving, key=lambda m: len(m.capabilities.languages), default=None)
