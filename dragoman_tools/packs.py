@@ -27,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TextIO
 
-from dragoman import config
+from dragoman import config, coverage
 from dragoman.catalog.packaged import human_size
 from dragoman.catalog.pulled import HubModel
 from dragoman.errors import FailedPrecondition, InvalidArgument
@@ -266,7 +266,7 @@ class Cell:
     source: str
     target: str
     kind: str
-    """direct, pivot, speech (Whisper X->en, no text route), or none."""
+    """direct, pivot, speech (Whisper X->en speech translation, then en->target), or none."""
     engines: tuple[str, ...]
     licence: str
     installed: bool
@@ -291,56 +291,66 @@ class Language:
     voice_engine: str
 
 
-def route_kind(text_route: Any, speech: bool) -> str:
-    """direct / pivot / speech / none for one pair, from the text route mt_svc would take and
-    whether speech in the source turns into English text (Whisper's translate task).
-
-    An installed text route wins; speech translation serves X->en when no text route is
-    installed; a route that can be pulled is still shown as direct or pivot (not installed).
-    """
-    if text_route.hops and text_route.installed:
-        return "pivot" if text_route.pivoted else "direct"
-    if speech:
-        return "speech"
-    if text_route.hops:
-        return "pivot" if text_route.pivoted else "direct"
-    return "none"
-
-
 def matrix(settings: config.Settings, models_dir: str | os.PathLike[str], device: str = "") -> dict[str, Any]:
-    """The coverage of this installation, as JSON-ready data."""
+    """The coverage of this installation, as JSON-ready data.
+
+    The route of each pair is dragoman.coverage's (what session_svc does): an installed text
+    route, else Whisper speech translation into English (then English -> target), else none.
+    Where none is installed but mt_svc knows a text route that can be pulled, the cell shows
+    it as direct or pivot, not installed, with what to run.
+    """
     from mt_svc.engines import OFFERS, configured, preference
     from mt_svc.router import Router
 
     device = device or settings.stt.device
     found = entries(models_dir)
     choice = _stt_choice(settings, found, device)
-    wer = _stt_wer()
-    chrf = _chrf()
+    wer, chrf = _stt_wer(), _chrf()
     router = Router(_installed_mt(settings, found), OFFERS, preference(configured(settings.mt.engines)))
-    speech_model = choice.default if choice is not None else ""
     languages = [_language(code, choice, wer, found) for code in SUPPORTED]
+    plans = {(s, t): router.plan(s, t) for s in SUPPORTED for t in SUPPORTED if s != t}
+    inventory = coverage.Inventory.of(
+        (coverage.TextRoute(s, t, tuple(h.engine for h in r.hops), r.pivoted, r.installed, r.install)
+         for (s, t), r in plans.items()),
+        _recognizers(choice, found),
+        ((lang.code, lang.voice) for lang in languages),
+    )
     cells = []
-    for source in SUPPORTED:
-        for target in SUPPORTED:
-            if source == target:
-                continue
-            route = router.plan(source, target)
-            speech = bool(speech_model) and target == ENGLISH
-            kind = route_kind(route, speech)
-            if kind == "speech":
-                cells.append(Cell(source, target, kind, (f"{speech_model} (translate)",),
-                                  _licence(found, speech_model), True, "", (None,)))
-                continue
-            cells.append(Cell(
-                source, target, kind, tuple(h.engine for h in route.hops), route.license, route.installed,
-                route.install, tuple(chrf.get((h.engine, h.source, h.target)) for h in route.hops)))
+    for (source, target), text in plans.items():
+        route = coverage.route(inventory, source, target)
+        hops = text.hops
+        if route.path is coverage.Path.SPEECH:
+            onward = plans[ENGLISH, target].hops if target != ENGLISH else ()
+            licences = [_licence(found, route.speech_model), *(h.license for h in onward)]
+            cells.append(Cell(source, target, "speech", route.engines, " AND ".join(dict.fromkeys(licences)),
+                              True, "", (None, *(chrf.get((h.engine, h.source, h.target)) for h in onward))))
+            continue
+        if route.available or hops:
+            kind = "pivot" if text.pivoted else "direct"
+            install = text.install if not route.available else ""
+        else:
+            kind, install = "none", route.problem
+        cells.append(Cell(source, target, kind, tuple(h.engine for h in hops), text.license, route.available,
+                          install, tuple(chrf.get((h.engine, h.source, h.target)) for h in hops)))
     return {
         "device": device_kind(device),
         "models_dir": str(models_dir),
         "languages": [vars_of(lang) for lang in languages],
         "pairs": [vars_of(c) | {"symbol": c.symbol} for c in cells],
     }
+
+
+def _recognizers(choice: SttChoice | None, found: Sequence[Entry]) -> list[coverage.Recognizer]:
+    """The speech models the choice loads, as dragoman.coverage sees stt_svc's ListModels."""
+    if choice is None:
+        return []
+    languages = {e.name: e.languages for e in found}
+    models = []
+    for name in choice.names:
+        multilingual = len(languages.get(name, ())) > 1
+        served = frozenset({coverage.ANY_LANGUAGE}) if multilingual else frozenset(languages.get(name, ()))
+        models.append(coverage.Recognizer(name, served, translates=multilingual))
+    return models
 
 
 def vars_of(obj: Any) -> dict[str, Any]:
@@ -471,8 +481,8 @@ def render(data: Mapping[str, Any]) -> str:
     for s in SUPPORTED:
         marks = ("--" if s == t else cells[s, t]["symbol"].ljust(2) for t in SUPPORTED)
         lines.append(f"{s:<7} " + " ".join(marks).rstrip())
-    lines += ["", "D direct  P through English  S speech translation (Whisper, X->en)  . none; "
-                  "upper case: installed, lower case: can be pulled", ""]
+    lines += ["", "D direct  P through English  S speech translation (Whisper X->en, then en->Y)  . none;",
+              "upper case: installed, lower case: can be pulled", ""]
     for c in data["pairs"]:
         if ENGLISH not in (c["source"], c["target"]):
             continue
