@@ -27,11 +27,11 @@ AUTO = "auto"
 DEVICES = ("cpu", "cuda")
 
 CPU_CALL_S: dict[str, float] = {
-    "whisper-tiny.en": 0.22, "whisper-base": 0.45, "whisper-small": 2.0,
+    "whisper-tiny.en": 0.22, "whisper-base": 0.45, "whisper-small": 0.9,
 }
-"""Fixed cost of one decode call on 2 CPU cores (int8), which the encoder's 30 s window
-dominates: tiny.en and base measured (/work/shared/MODELS.md); small estimated from its
-encoder (12 layers of width 768 against base's 6 of 512: 4.5 times the multiply-adds)."""
+"""Fixed cost of one decode call on 2 idle CPU cores (int8), which the encoder dominates:
+tiny.en and base measured (/work/shared/MODELS.md); small at its lowest, from its encoder
+timed at 2.1 to 4.4 times base's with the published shapes (bench/results/stt_sizes.md)."""
 CPU_BUDGET_S = 0.6
 """What a final may take after the end of speech on CPU (bench/stt_bench.py target for base,
 600 ms p50): a speech model whose every call costs more cannot keep up there."""
