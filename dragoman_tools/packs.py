@@ -327,7 +327,7 @@ def matrix(settings: config.Settings, models_dir: str | os.PathLike[str], device
             continue
         if route.available or hops:
             kind = "pivot" if text.pivoted else "direct"
-            install = text.install if not route.available else ""
+            install = "" if route.available else (text.install or route.problem)
         else:
             kind, install = "none", route.problem
         cells.append(Cell(source, target, kind, tuple(h.engine for h in hops), text.license, route.available,

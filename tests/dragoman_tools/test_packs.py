@@ -167,3 +167,14 @@ def test_pairs_an_installed_engine_routes_first_pull_nothing(settings: config.Se
     later = dataclasses.replace(settings, mt=dataclasses.replace(settings.mt, engines="ct2,bergamot"))
     assert packs.routed_first(later, installed) == {}
     assert _names(packs.plan(["pt"], "cpu", installed), "mt") == ["opus-mt-pt-en", "opus-mt-en-pt"]
+
+
+def test_matrix_of_an_empty_models_dir_says_what_is_missing(
+    settings: config.Settings, tmp_path: Path
+) -> None:
+    data = packs.matrix(settings, tmp_path, "cpu")
+    assert {lang["stt"] for lang in data["languages"]} == {""}
+    en_es = next(c for c in data["pairs"] if (c["source"], c["target"]) == ("en", "es"))
+    assert not en_es["installed"] and en_es["engines"] == ("apertium",)  # installed by apt, but no ears
+    assert en_es["install"] == (
+        "no speech recognition for en (English): run `dragoman languages install en es`")
