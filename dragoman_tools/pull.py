@@ -87,8 +87,8 @@ _LICENCE_TEXT = {
     ),
 }
 _UNVERIFIED_TEXT = (
-    "its MODEL_CARD's licence has not been checked by dragoman's maintainers; read the "
-    "MODEL_CARD installed beside the voice before using what it says."
+    "dragoman's maintainers have not checked the licence its MODEL_CARD states; read that "
+    "MODEL_CARD (installed beside the voice) before you use the voice."
 )
 _RESEARCH_TEXT = "research use only, NON-COMMERCIAL; read the MODEL_CARD installed beside it."
 

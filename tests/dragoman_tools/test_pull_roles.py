@@ -21,6 +21,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,11 @@ from dragoman import audio, config, rpc
 from dragoman.catalog import catalogue, pulled
 from dragoman.catalog.packaged import MANIFEST, ModelError, State
 from dragoman.catalog.pulled import HubFile, HubModel
+from dragoman.devices import Device
 from dragoman.errors import FailedPrecondition, InvalidArgument
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.tts.v1 import tts_pb2
-from dragoman_tools import pull
+from dragoman_tools import cli, pull
 from dragoman_tools.install import Outcome
 from dragoman_tools.pull import DiskFull, Hub, Interrupted
 from stt_svc import engines as stt_engines
@@ -43,6 +45,7 @@ from tests.fakehub import FakeHub, piper_folder, write_piper, write_whisper
 from tests.stt_svc.conftest import finals, recognize, requests, stream_config, with_stt
 from tests.tts_svc.conftest import collect, rms, stub
 from tts_svc import server as tts_server
+from tts_svc.engines.piper import PiperEngine
 
 WHISPER = pulled.HUB["whisper-small"]
 THORSTEN, IRINA = "de_DE-thorsten-medium", "ru_RU-irina-medium"
@@ -168,6 +171,10 @@ async def test_piper_pull_installs_a_voice_tts_svc_speaks(
         (THORSTEN, "piper", True), ("espeak-de", "espeak", False)]
     assert responses and {r.sample_rate_hertz for r in responses} == {16_000}
     assert rms(b"".join(r.audio for r in responses)) > 0.01
+    # A damaged pulled voice is not loaded (here the only one: no Piper voice at all).
+    (folder / "MODEL_CARD").write_text("short")
+    with ThreadPoolExecutor(1) as executor, pytest.raises(FailedPrecondition, match="no Piper voice"):
+        PiperEngine.load(tmp_path, 1, executor, Device("cpu"))
 
 
 def test_restrictive_voice_licences_need_accepting(
@@ -226,6 +233,19 @@ def test_a_mirror_that_ignores_ranges_starts_the_file_over(tmp_path: Path, fake_
     fake_hub.ignore_ranges = True
     assert _pull(tmp_path, fake_hub)[0] is Outcome.INSTALLED
     assert pull.verify(tmp_path, [WHISPER.name], out=io.StringIO()) == {WHISPER.name: []}
+
+
+def test_a_new_commit_discards_the_old_downloads(tmp_path: Path, fake_hub: FakeHub) -> None:
+    fake_hub.cut["model.bin"] = 500_000
+    with pytest.raises(Interrupted):
+        _pull(tmp_path, fake_hub)
+    fake_hub.cut.clear()
+    fake_hub.SHA = "f" * 40  # main moved on upstream: the half file belongs to another commit
+    fake_hub.requests.clear()
+    outcome, progress = _pull(tmp_path, fake_hub)
+    assert outcome is Outcome.INSTALLED and fake_hub.ranges == [] and "resuming" not in progress
+    assert _resolved(fake_hub)[:2] == ["config.json", "model.bin"]  # every file again
+    assert json.loads((tmp_path / WHISPER.name / MANIFEST).read_text())["version"] == "f" * 40
 
 
 def test_two_pulls_of_one_model_never_collide(tmp_path: Path, fake_hub: FakeHub) -> None:
@@ -337,3 +357,22 @@ def test_bad_bytes_unknown_names_and_an_unreachable_hub(
     with pytest.raises(Interrupted, match="^cannot reach 127.0.0.1:9 \\(.*\\); check the network"):
         pull.pull(tmp_path, name, hub=Hub("http://127.0.0.1:9"), out=io.StringIO(), catalogue=voices)
     assert _leftovers(tmp_path) == []
+
+
+def test_the_command_pulls_lists_and_verifies_every_role(
+    tmp_path: Path, fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--dir", str(tmp_path)]
+    assert cli.main(["models", "pull", WHISPER.name, *common, "--hub-url", fake_hub.url]) == 0
+    assert "whisper-small: installed in" in capsys.readouterr().err
+    name = f"piper-{IRINA}"
+    assert cli.main(["models", "pull", name, *common, "--hub-url", fake_hub.url]) == 1
+    assert capsys.readouterr().err.endswith(
+        f"To accept it, run `dragoman models pull {name} --accept-licence {name}`\n")
+    assert cli.main(["models", "verify", WHISPER.name, *common]) == 0
+    assert cli.main(["models", "list", *common]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert rows["whisper-small"].endswith(" installed")
+    assert rows["whisper-large-v3"].endswith(" pullable") and " cuda " in rows["whisper-large-v3"]
+    assert " pullable, opt-in licence; " in rows[name]
+    assert {"opus-mt-en-de", "piper-de_DE-thorsten-medium", "kokoro"} <= set(rows)

@@ -1,7 +1,8 @@
 """Piper (VITS, ONNX) voices: fast neural synthesis, one model file per voice.
 
 Every `<models_dir>/piper-*/<voice>.onnx` with its `<voice>.onnx.json` is a
-voice named after the file (e.g. "en_US-joe-medium"). Piper phonemises with
+voice named after the file (e.g. "en_US-joe-medium"): the packaged piper-joe,
+and the voices `dragoman models pull` installs (skipped when damaged). Piper phonemises with
 its bundled espeak-ng, which also reads numbers out in the voice's language.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dragoman.catalog import pulled
 from dragoman.errors import FailedPrecondition
 from tts_svc.engines.base import AudioChunk, Capabilities, Gender, SynthesisRequest, Voice
 from tts_svc.engines.onnx_session import session
@@ -61,6 +63,18 @@ def _load_voice(path: Path, cpu_threads: int, device: Device) -> _Loaded:
     return _Loaded(voice, model)
 
 
+def _intact(folder: Path) -> bool:
+    """Whether the voice in `folder` may be loaded: one pulled from the hub only when its
+    install is intact (manifest and sizes, as mt_svc checks its pulled models)."""
+    entry = pulled.HUB.get(folder.name)
+    if entry is None:
+        return True
+    status = pulled.status(folder.parent, folder.name, {folder.name: entry})
+    if not status.usable:
+        log.warning("voice %s not usable: %s", folder.name, status.detail)
+    return status.usable
+
+
 class PiperEngine:
     """All Piper voices found under a models directory."""
 
@@ -76,7 +90,8 @@ class PiperEngine:
     @classmethod
     def load(cls, models_dir: Path, cpu_threads: int, executor: Executor, device: Device) -> PiperEngine:
         """Loads every voice in `models_dir/piper-*/` (blocking: about 0.3 s per voice)."""
-        paths = sorted(p for p in models_dir.glob("piper-*/*.onnx") if Path(f"{p}.json").exists())
+        paths = sorted(p for p in models_dir.glob("piper-*/*.onnx")
+                       if Path(f"{p}.json").exists() and _intact(p.parent))
         if not paths:
             raise FailedPrecondition(
                 f"no Piper voice in {models_dir}/piper-*/ (expected <voice>.onnx and "
