@@ -55,6 +55,10 @@ def choice(settings: config.Settings) -> packs.SttChoice:
     chosen = packs.stt_choice(packs.entries(settings.models_dir), stt.device, stt.model, stt.english_model)
     if stt.english_model not in ("", packs.AUTO) and chosen.models.get("en") != stt.english_model:
         log.warning("english model %s not installed in %s", stt.english_model, settings.models_dir)
+    for name in chosen.names:
+        languages = sorted(lang for lang, model in chosen.models.items() if model == name)
+        log.info("%s serves %s", name, ", ".join(languages) or "other languages",
+                 extra={"reason": chosen.reasons.get(name, "")})
     return chosen
 
 
