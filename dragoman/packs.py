@@ -184,16 +184,18 @@ class SttChoice:
 
 def stt_choice(
     found: Sequence[Entry], device: str, model: str = AUTO, english_model: str = "",
+    english_present: bool | None = None,
 ) -> SttChoice:
     """Per product language, the STT model the settings name or the strongest installed one.
 
     `model`: a model name for every language, or "auto". `english_model`: a model
-    for English ("" follows `model`; "auto" chooses); one that is not installed is
-    passed over for the automatic choice. Raises InvalidArgument when no
-    multilingual model is installed and none is named.
+    for English ("" follows `model`; "auto" chooses); one that is not installed
+    (`english_present`, default: per the catalogue) is passed over. Raises
+    InvalidArgument when no multilingual model is installed and none is named.
     """
     stt = [e for e in found if e.role == "stt"]
-    installed = {e.name for e in stt if e.installed}
+    if english_present is None:
+        english_present = any(e.name == english_model and e.installed for e in stt)
     kind = device_kind(device)
     models: dict[str, str] = {}
     reasons: dict[str, str] = {}
@@ -218,7 +220,7 @@ def stt_choice(
                 reasons.setdefault(chosen.name, auto_reason)
         reasons.setdefault(default, auto_reason)
     if english_model and english_model != AUTO:
-        if english_model in installed or not stt:
+        if english_present:
             models["en"] = english_model
             reasons[english_model] = "setting stt.english_model"
     elif english_model == AUTO and model != AUTO:

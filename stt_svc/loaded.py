@@ -70,16 +70,14 @@ class Models:
         by_name = {m.capabilities.name: m for m in self.loaded}
         self._chosen: dict[str, LoadedModel] = {}
         self._reasons: dict[str, str] = {}
+        self._default: LoadedModel | None = None
         if choice is not None:
             self._chosen = {
                 lang: by_name[name] for lang, name in choice.models.items()
                 if name in by_name and lang in by_name[name].capabilities.languages
             }
             self._reasons = dict(choice.reasons)
-            if choice.default in by_name:
-                self._default: LoadedModel | None = by_name[choice.default]
-                return
-        self._default = None
+            self._default = by_name.get(choice.default)
 
     def chosen_languages(self, model: LoadedModel) -> list[str]:
         """The product languages `model` is the choice for (what ListModels reports)."""

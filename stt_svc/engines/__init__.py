@@ -52,7 +52,11 @@ def choice(settings: config.Settings) -> packs.SttChoice:
     """The Whisper model of each language: the settings' names, or the strongest installed
     one for `stt.device` ("auto"; dragoman.packs). Cheap: manifests and sizes only."""
     stt = settings.stt
-    chosen = packs.stt_choice(packs.entries(settings.models_dir), stt.device, stt.model, stt.english_model)
+    found = packs.entries(settings.models_dir)
+    # an English model outside the catalogue counts when its folder holds one (placed by hand)
+    known = any(e.name == stt.english_model for e in found)
+    present = None if known else (Path(settings.models_dir) / stt.english_model / "model.bin").is_file()
+    chosen = packs.stt_choice(found, stt.device, stt.model, stt.english_model, present)
     if stt.english_model not in ("", packs.AUTO) and chosen.models.get("en") != stt.english_model:
         log.warning("english model %s not installed in %s", stt.english_model, settings.models_dir)
     for name in chosen.names:

@@ -35,3 +35,10 @@ def test_an_english_model_that_is_not_installed_is_passed_over() -> None:
     found = _installed("whisper-base")
     choice = stt_choice(found, "cpu", "auto", "whisper-tiny.en")
     assert choice.for_language("en") == "whisper-base" and choice.names == ["whisper-base"]
+
+
+def test_an_english_model_placed_by_hand_is_used_when_present() -> None:
+    found = _installed("whisper-base")
+    choice = stt_choice(found, "cpu", "auto", "my-whisper.en", english_present=True)
+    assert choice.for_language("en") == "my-whisper.en" and choice.names == ["whisper-base", "my-whisper.en"]
+    assert choice.reasons["my-whisper.en"] == "setting stt.english_model"
