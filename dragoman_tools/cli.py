@@ -1,6 +1,7 @@
 """The `dragoman` command.
 
     dragoman models install        fetch and assemble model weights (sha256-checked)
+    dragoman languages [install]   the coverage matrix; install language packs
     dragoman up                    run the whole mesh on this machine
     dragoman demo                  a two-person demo conversation through the mesh
     dragoman transcribe AUDIO      speech to text with a running stt service
@@ -34,11 +35,12 @@ from typing import Any
 import grpc
 
 from dragoman import audio, config, rpc
-from dragoman.errors import DragomanError
+from dragoman.errors import DragomanError, InvalidArgument
 from dragoman_tools.envoy import add_arguments as envoy_arguments
 
 EXAMPLES = """examples:
   dragoman models install && dragoman demo
+  dragoman languages install de ja --device cuda --dry-run
   dragoman up &                      # then, in another shell:
   dragoman transcribe speech.ogg --language en
   echo "Where is the station?" | dragoman translate --source en --target pt -
@@ -51,6 +53,20 @@ def triton_argument(parser: argparse.ArgumentParser) -> None:
         "--triton", action="store_true",
         help="run the models on a Triton server: start `dragoman triton` (needs the triton "
              "extra) and point stt/mt/tts at it (engine triton, triton.url)")
+
+
+def pack_arguments(parser: argparse.ArgumentParser, *, shared: bool = True) -> None:
+    """--device for language packs; and --accept-licence and --hub-url where `models pull`
+    does not already add them (`shared`)."""
+    parser.add_argument("--device", default=argparse.SUPPRESS, choices=["cpu", "cuda"],
+                        help="the device the packs are for: it picks the speech model "
+                             "(default: settings stt.device)")
+    if shared:
+        parser.add_argument("--accept-licence", action="append", default=argparse.SUPPRESS,
+                            metavar="NAME", help="accept a licence that needs opt-in, by its name "
+                                                 "(e.g. CC-BY-NC-4.0) or the model's; repeatable")
+        parser.add_argument("--hub-url", default=argparse.SUPPRESS,
+                            help="hub to download from (default: settings hub_url, huggingface.co)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,8 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--dir", help="model directory")
     pull = msub.add_parser(
         "pull", help="download a speech model, translation model or voice from its hub and install it")
-    pull.add_argument("name", help="catalogue name, e.g. whisper-large-v3, opus-mt-en-de or "
-                                   "piper-de_DE-thorsten-medium (see `dragoman models list`)")
+    pull.add_argument("name", nargs="?", default="",
+                      help="catalogue name, e.g. whisper-large-v3, opus-mt-en-de or "
+                           "piper-de_DE-thorsten-medium (see `dragoman models list`)")
+    pull.add_argument("--language", nargs="+", default=[], metavar="LANG",
+                      help="instead of a name: every model these languages need (as `dragoman "
+                           "languages install`)")
+    pack_arguments(pull, shared=False)
+    pull.add_argument("--dry-run", action="store_true", help="with --language: print the plan only")
     pull.add_argument("--dir", help="model directory (default: settings models_dir)")
     pull.add_argument("--force", action="store_true", help="reinstall even if installed")
     pull.add_argument("--accept-licence", metavar="LICENCE", action="append", default=[],
@@ -85,6 +107,26 @@ def _parser() -> argparse.ArgumentParser:
     ver = msub.add_parser("verify", help="re-hash installed models against their sha256")
     ver.add_argument("names", nargs="*", help="models to verify (default: all installed)")
     ver.add_argument("--dir", help="model directory")
+
+    langs = sub.add_parser(
+        "languages", help="what each language and pair is served by; install language packs",
+        description="Without an action: the coverage matrix (speech model and voice per language, "
+                    "how each ordered pair is translated).")
+    langs.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    langs.add_argument("--dir", help="model directory (default: settings models_dir)")
+    langs.add_argument("--all", action="store_true",
+                       help="with --dry-run: what installing all 15 languages would download")
+    langs.add_argument("--dry-run", action="store_true", help="with --all: print the pack plan only")
+    pack_arguments(langs)
+    lsub = langs.add_subparsers(dest="languages_command", metavar="ACTION")
+    linst = lsub.add_parser("install", help="install what the named languages need in every role")
+    linst.add_argument("names", nargs="*", metavar="LANG",
+                       help="languages, e.g. de ja (see `dragoman languages`)")
+    linst.add_argument("--all", action="store_true", help="all 15 languages")
+    linst.add_argument("--dry-run", action="store_true",
+                       help="print the models, their sizes and licences, and the total; install nothing")
+    linst.add_argument("--dir", help="model directory (default: settings models_dir)")
+    pack_arguments(linst)
 
     up = sub.add_parser("up", help="run the whole mesh (one process per service) until Ctrl-C")
     up.add_argument("--log-dir", default="", help="service logs (default: a temporary directory)")
@@ -159,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
     if args.command == "models":
         return _models(args, settings)
+    if args.command == "languages":
+        return _languages(args, settings)
     if args.command == "up":
         return await _up(args, settings)
     if args.command == "demo":
@@ -183,7 +227,11 @@ def _models(args: argparse.Namespace, settings: config.Settings) -> int:
     if args.models_command == "install":
         install.install(models_dir, args.names, force=args.force)
         return 0
+    if args.models_command == "pull" and args.language:
+        return _packs(args, settings, args.language)
     if args.models_command == "pull":
+        if not args.name:
+            raise InvalidArgument("name a model to pull, or --language LANG")
         pull.pull(models_dir, args.name, hub=pull.Hub(args.hub_url or settings.hub_url or None),
                  accept=args.accept_licence, accept_license=args.accept_license, force=args.force,
                  wait=not args.no_wait)
@@ -198,6 +246,40 @@ def _models(args: argparse.Namespace, settings: config.Settings) -> int:
             problems |= pull.verify(models_dir, hub)
         return 1 if any(problems.values()) else 0
     print(catalogue.table(models_dir))
+    return 0
+
+
+def _languages(args: argparse.Namespace, settings: config.Settings) -> int:
+    from dragoman_tools import packs
+
+    if args.languages_command == "install":
+        return _packs(args, settings, args.names)
+    if args.all or args.dry_run:
+        if not (args.all and args.dry_run):
+            raise InvalidArgument("`dragoman languages --all --dry-run` prints what all 15 packs need; "
+                                  "to install, run `dragoman languages install LANG...`")
+        return _packs(args, settings, [])
+    data = packs.matrix(settings, Path(args.dir or settings.models_dir), getattr(args, "device", ""))
+    print(json.dumps(data, indent=2) if args.json else packs.render(data))
+    return 0
+
+
+def _packs(args: argparse.Namespace, settings: config.Settings, names: list[str]) -> int:
+    """`dragoman languages install` and `dragoman models pull --language`."""
+    from dragoman_tools import packs
+
+    models_dir = Path(getattr(args, "dir", None) or settings.models_dir)
+    languages = packs.languages_of(names, every=getattr(args, "all", False))
+    accepted = getattr(args, "accept_licence", [])
+    found = packs.entries(models_dir)
+    plan = packs.plan(languages, getattr(args, "device", settings.stt.device), found, accepted,
+                      packs.routed_first(settings, found))
+    print(packs.describe(plan))
+    if getattr(args, "dry_run", False):
+        return 0
+    hub_url = getattr(args, "hub_url", None) or settings.hub_url or None
+    done = packs.install(plan, models_dir, accepted=accepted, hub_url=hub_url)
+    print(f"installed {', '.join(done)}" if done else "nothing to install: every model is there")
     return 0
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dragoman.errors import FailedPrecondition, InvalidArgument
+from dragoman.languages import LANGUAGES
+from dragoman.packs import SttChoice
 from stt_svc import languages
 from stt_svc.engines.base import (
     Capabilities,
@@ -54,15 +56,40 @@ class LoadedModel:
 
 
 class Models:
-    """Picks, per language, the most specialised model that serves it."""
+    """Picks, per language, the model `choice` names (dragoman.packs: the settings' or the
+    strongest installed), else the most specialised model that serves it."""
 
     def __init__(
-        self, engines: Sequence[SpeechRecognizer], max_pending: int, max_batch: int = MAX_BATCH
+        self, engines: Sequence[SpeechRecognizer], max_pending: int, max_batch: int = MAX_BATCH,
+        choice: SttChoice | None = None,
     ) -> None:
         if not engines:
             raise ValueError("no speech recognition model is loaded")
         self.loaded = [_loaded(e, max_pending, max_batch) for e in engines]
         self.languages = sorted({lang for m in self.loaded for lang in m.capabilities.languages})
+        by_name = {m.capabilities.name: m for m in self.loaded}
+        self._chosen: dict[str, LoadedModel] = {}
+        self._reasons: dict[str, str] = {}
+        self._default: LoadedModel | None = None
+        if choice is not None:
+            self._chosen = {
+                lang: by_name[name] for lang, name in choice.models.items()
+                if name in by_name and lang in by_name[name].capabilities.languages
+            }
+            self._reasons = dict(choice.reasons)
+            self._default = by_name.get(choice.default)
+
+    def chosen_languages(self, model: LoadedModel) -> list[str]:
+        """The product languages `model` is the choice for (what ListModels reports)."""
+        if not self._chosen:
+            return sorted({lang for lang in LANGUAGES if self._fallback(lang) is model})
+        return sorted(lang for lang, m in self._chosen.items() if m is model)
+
+    def reason(self, model: LoadedModel) -> str:
+        """Why `model` is loaded, e.g. "setting stt.model" or "auto: the strongest installed …"."""
+        if self._reasons:
+            return self._reasons.get(model.capabilities.name, "")
+        return "the most specialised loaded model for its languages"
 
     def resolve(self, language_code: str) -> str | None:
         """Base language of a client's tag; None for "" (automatic detection)."""
@@ -95,11 +122,24 @@ class Models:
             m for m in self.loaded if task == "transcribe" or m.capabilities.translates_to_english
         ]
         if language is None:
+            default = self._default
+            if default is not None and default in candidates and default.capabilities.detects_language:
+                return default
             return next(m for m in candidates if m.capabilities.detects_language)
-        serving = [m for m in candidates if language in m.capabilities.languages]
-        if not serving:
+        chosen = self._chosen.get(language)
+        if chosen is not None and chosen in candidates:
+            return chosen
+        model = self._fallback(language, candidates)
+        if model is None:
             raise languages.unsupported(language, self.languages)
-        return min(serving, key=lambda m: len(m.capabilities.languages))
+        return model
+
+    def _fallback(self, language: str, candidates: Sequence[LoadedModel] | None = None) -> LoadedModel | None:
+        serving = [m for m in (self.loaded if candidates is None else candidates)
+                   if language in m.capabilities.languages]
+        if self._default is not None and self._default in serving:
+            return self._default
+        return min(serving, key=lambda m: len(m.capabilities.languages), default=None)
 
     async def close(self) -> None:
         for model in self.loaded:

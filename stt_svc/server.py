@@ -15,6 +15,7 @@ import grpc
 
 from dragoman import audio, config, logs, rpc
 from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from dragoman.packs import SttChoice
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
 from stt_svc import vad
@@ -76,6 +77,8 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
                 engine=caps.engine,
                 language_codes=[ANY_LANGUAGE] if caps.detects_language else list(caps.languages),
                 translates_to_english=caps.translates_to_english,
+                chosen_language_codes=self._models.chosen_languages(model),
+                reason=self._models.reason(model),
             )
         return reply
 
@@ -257,22 +260,26 @@ async def create(
     *,
     engine: SpeechRecognizer | Sequence[SpeechRecognizer] | None = None,
     limits: StreamLimits | None = None,
+    choice: SttChoice | None = None,
 ) -> rpc.Service:
     """Builds the service; loads and warms up the models unless `engine` is given.
 
     `engine` may be one engine or several (e.g. whisper-base and whisper-tiny.en
     loaded once and shared by several test services). `limits` replaces the
-    per-stream limits from `settings` (tests, benchmarks).
+    per-stream limits from `settings` (tests, benchmarks). `choice`: the model
+    of each language (default: `engines.choice(settings)` for the models it loads).
     """
     owned = engine is None
     if engine is None:
         engines = await asyncio.to_thread(engine_loader.load, settings)
+        if choice is None and settings.stt.engine == "whisper":
+            choice = await asyncio.to_thread(engine_loader.choice, settings)
     elif isinstance(engine, Sequence):
         engines = list(engine)
     else:
         engines = [engine]
     await asyncio.to_thread(vad.warm_up)
-    models = Models(engines, max_pending=2 * settings.stt.max_streams + 2)
+    models = Models(engines, max_pending=2 * settings.stt.max_streams + 2, choice=choice)
     service = rpc.Service.serving("stt", [(stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server,
                                            SpeechToTextServicer(settings, models, limits))],
                                   [SERVICE_NAME], engines=engines)

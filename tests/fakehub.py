@@ -155,12 +155,16 @@ class FakeHub:
 WHISPER_D, WHISPER_FFN, WHISPER_LAYERS, WHISPER_HEADS, WHISPER_MELS = 64, 128, 2, 4, 80
 
 
-def write_whisper(folder: Path, whisper_base: Path, seed: int = 0) -> None:
+def write_whisper(
+    folder: Path, whisper_base: Path, seed: int = 0, *, d_model: int = WHISPER_D, ffn: int = WHISPER_FFN,
+    layers: int = WHISPER_LAYERS, heads: int = WHISPER_HEADS,
+) -> None:
     """A tiny random multilingual Whisper in the layout of Systran/faster-whisper-*.
 
     The tokenizer, vocabulary and special-token config (suppressed ids,
     language ids) are whisper-base's, so faster-whisper's prompts and
-    language detection work; the weights are random and small (d_model 64).
+    language detection work; the weights are random and small (d_model 64;
+    bench.stt_sizes builds the published sizes' shapes to time them).
     """
     import ctranslate2
     from ctranslate2.specs import common_spec, transformer_spec, whisper_spec
@@ -170,7 +174,7 @@ def write_whisper(folder: Path, whisper_base: Path, seed: int = 0) -> None:
     vocab = vocab[:-1] if vocab[-1] == "" else vocab
     base_config = json.loads((whisper_base / "config.json").read_text())
     rng = np.random.default_rng(seed)
-    d, ffn = WHISPER_D, WHISPER_FFN
+    d = d_model
 
     def w(*shape: int) -> np.ndarray:
         return rng.normal(0.0, 0.1, shape).astype(np.float32)
@@ -191,7 +195,7 @@ def write_whisper(folder: Path, whisper_base: Path, seed: int = 0) -> None:
         linear(layer.ffn.linear_0, ffn, d)
         linear(layer.ffn.linear_1, d, ffn)
 
-    spec = whisper_spec.WhisperSpec(WHISPER_LAYERS, WHISPER_HEADS, WHISPER_LAYERS, WHISPER_HEADS)
+    spec = whisper_spec.WhisperSpec(layers, heads, layers, heads)
     enc, dec = spec.encoder, spec.decoder
     enc.conv1.weight, enc.conv1.bias = w(d, WHISPER_MELS, 3), np.zeros(d, np.float32)
     enc.conv2.weight, enc.conv2.bias = w(d, d, 3), np.zeros(d, np.float32)
@@ -213,7 +217,7 @@ def write_whisper(folder: Path, whisper_base: Path, seed: int = 0) -> None:
     spec.config.suppress_ids = base_config["suppress_ids"]
     spec.config.suppress_ids_begin = base_config["suppress_ids_begin"]
     spec.config.lang_ids = base_config["lang_ids"]
-    spec.config.alignment_heads = [[WHISPER_LAYERS - 1, h] for h in range(WHISPER_HEADS)]
+    spec.config.alignment_heads = [[layers - 1, h] for h in range(heads)]
 
     class SpecConverter(ctranslate2.converters.Converter):
         def _load(self) -> whisper_spec.WhisperSpec:

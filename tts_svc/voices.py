@@ -3,10 +3,11 @@
 Languages match on their primary subtag, case-insensitively: a request for
 "en", "en-GB" or "EN_us" may use any English voice; "es-419" any Spanish
 one. Each language has a default voice: the one named in `DEFAULT_VOICES`
-when installed (chosen for speed first), else the first voice of the
-language in engine order; espeak-ng is loaded last, so its voice is the
-default only where no neural voice speaks the language. A request (e.g. a
-session participant's choice) may name any voice of its language.
+when installed (chosen for speed first), else the first neural voice of the
+language in engine order (a pulled Piper voice, Kokoro), and a formant voice
+(espeak-ng) only where no neural voice speaks the language, whatever the
+order of `tts.engines`. A request (e.g. a session participant's choice) may
+name any voice of its language.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dragoman.languages import primary_subtag
 from tts_svc.engines.base import TtsEngine, Voice
 
 log = logging.getLogger(__name__)
+
+NEURAL = "neural"
 
 DEFAULT_VOICES: Mapping[str, str] = {
     "en": "en_US-joe-medium",  # Piper: about 0.1 s per short sentence
@@ -70,7 +73,8 @@ class VoiceCatalog:
         self._defaults: dict[str, Voice] = {}
         for language, voices in self._by_language.items():
             preferred = self._by_name.get(defaults.get(language, ""))
-            self._defaults[language] = preferred.voice if preferred else voices[0]
+            neural = [v for v in voices if v.quality == NEURAL]
+            self._defaults[language] = preferred.voice if preferred else (neural or voices)[0]
 
     @property
     def languages(self) -> list[str]:

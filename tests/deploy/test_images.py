@@ -11,8 +11,10 @@ import importlib.util
 import re
 import shlex
 import tomllib
+from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from dragoman import config
@@ -88,3 +90,42 @@ def test_compose_addresses_name_compose_services() -> None:
             assert host in services and port == "50051", (key, value)
         if key.endswith("_URL") and "://" in value:
             assert value.split("://")[1].split("@")[-1].split(":")[0] in services, (key, value)
+
+
+def _build_args() -> dict[str, str]:
+    """ARG NAME=default of the build stage (the one before the second FROM)."""
+    build, args = True, {}
+    for op, rest in _instructions()[1:]:
+        if op == "FROM":
+            build = False
+        if op == "ARG" and build:
+            name, _, default = rest.partition("=")
+            args[name] = shlex.split(default)[0] if default.strip() not in ("", '""') else ""
+    return args
+
+
+def test_the_language_packs_build_args_reach_dragoman_languages_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dragoman_tools import cli
+
+    args = _build_args()
+    assert {"LANGUAGES", "DEVICE", "ACCEPT_LICENCES"} <= set(args)
+    assert args["DEVICE"] in ("cpu", "cuda")
+    runs = [rest for op, rest in _instructions() if op == "RUN" and "languages install" in rest]
+    assert len(runs) == 1
+    run = runs[0]
+    assert 'if [ -n "$LANGUAGES" ]' in run  # "" builds the embedded default only
+    # the convert extra (transformers, torch) exists and stays out of the image's /opt/venv
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "convert" in extras and "UV_PROJECT_ENVIRONMENT=/opt/convert" in run
+    assert "--accept-licence %s" in run and "$ACCEPT_LICENCES" in run
+    command = re.search(r"bin/dragoman (languages install [^$]*\$LANGUAGES [^$]*\"\$DEVICE\")", run)
+    assert command, run
+    # what the build runs, with sample values, is a command the CLI accepts and plans
+    argv = shlex.split(command.group(1).replace("$LANGUAGES", "de ja").replace('"$DEVICE"', "cpu"))
+    argv += ["--accept-licence", "CC-BY-NC-4.0", "--dry-run", "--dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "whisper-base" in out and "models to download for de ja on cpu" in out
+    assert "nllb-200-distilled-600m" in out  # the accepted licence lets it in

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -46,3 +49,18 @@ def test_trim_silence_keeps_the_sound_and_a_margin() -> None:
     assert tone.size <= trimmed.size <= tone.size + 2 * margin + 2 * rate // 100
     assert trim_silence(np.zeros(rate, np.float32), rate).size == 0
     assert trim_silence(np.zeros(0, np.float32), rate).size == 0
+
+
+def test_catalog_defaults_prefer_a_neural_voice_whatever_the_engine_order(models_dir: Path) -> None:
+    """espeak-ng named first in tts.engines still loses to Kokoro where both speak."""
+    from dragoman.devices import Device
+    from tts_svc.engines.espeak import EspeakEngine
+    from tts_svc.engines.kokoro import KokoroEngine
+
+    with ThreadPoolExecutor(1) as executor:
+        espeak = EspeakEngine.load(executor)
+        kokoro = KokoroEngine.load(models_dir, 1, executor, Device("cpu"))
+        catalog = VoiceCatalog([espeak, kokoro], defaults={})
+        assert catalog.default("es").engine == "kokoro" and catalog.default("es").quality == "neural"
+        assert catalog.default("de").engine == "espeak"  # no neural voice speaks German here
+        assert catalog.choose("es").engine is kokoro

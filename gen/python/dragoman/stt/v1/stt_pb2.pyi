@@ -425,6 +425,8 @@ class ModelInfo(_message.Message):
     ENGINE_FIELD_NUMBER: _builtins.int
     LANGUAGE_CODES_FIELD_NUMBER: _builtins.int
     TRANSLATES_TO_ENGLISH_FIELD_NUMBER: _builtins.int
+    CHOSEN_LANGUAGE_CODES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Model name, e.g. "whisper-base"."""
     engine: _builtins.str
@@ -433,9 +435,19 @@ class ModelInfo(_message.Message):
     """Whether it turns speech in its languages into English text
     (RECOGNITION_TASK_TRANSLATE_TO_ENGLISH): multilingual Whisper models.
     """
+    reason: _builtins.str
+    """Why it is used, e.g. "setting stt.english_model" or "auto: the strongest
+    installed model that runs on cpu within the latency budget".
+    """
     @_builtins.property
     def language_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Languages it serves (BCP-47); "*" for any Whisper language."""
+
+    @_builtins.property
+    def chosen_language_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The product languages this model is the one used for: the model the
+        settings name, or the strongest installed one for the device.
+        """
 
     def __init__(
         self,
@@ -444,10 +456,12 @@ class ModelInfo(_message.Message):
         engine: _builtins.str = ...,
         language_codes: _abc.Iterable[_builtins.str] | None = ...,
         translates_to_english: _builtins.bool = ...,
+        chosen_language_codes: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "language_codes", b"language_codes", "name", b"name", "translates_to_english", b"translates_to_english"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chosen_language_codes", b"chosen_language_codes", "engine", b"engine", "language_codes", b"language_codes", "name", b"name", "reason", b"reason", "translates_to_english", b"translates_to_english"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
