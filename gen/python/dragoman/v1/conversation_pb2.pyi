@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -741,6 +743,7 @@ class Translation(_message.Message):
     SOURCE_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     TARGET_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     IS_FINAL_FIELD_NUMBER: _builtins.int
+    COVERS_UTTERANCE_IDS_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who spoke."""
     utterance_id: _builtins.str
@@ -755,6 +758,15 @@ class Translation(_message.Message):
     """Language of `text`."""
     is_final: _builtins.bool
     """True when translating the final transcript."""
+    @_builtins.property
+    def covers_utterance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When several utterances were translated together as one sentence (a
+        sentence the speaker paused in, setting session.sentence_wait_ms): each
+        of them, in spoken order, ending with `utterance_id`, and `source_text`
+        is their transcripts joined. Empty when it translates `utterance_id`
+        alone. The earlier ones get no Translation or SpeechAudio of their own.
+        """
+
     def __init__(
         self,
         *,
@@ -765,10 +777,11 @@ class Translation(_message.Message):
         source_language_code: _builtins.str = ...,
         target_language_code: _builtins.str = ...,
         is_final: _builtins.bool = ...,
+        covers_utterance_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_final", b"is_final", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["covers_utterance_ids", b"covers_utterance_ids", "is_final", b"is_final", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
