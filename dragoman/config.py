@@ -269,11 +269,25 @@ class SessionSettings:
     0: no limit (tests that send recorded speech at full speed)."""
     audio_burst_s: float = 10.0
     """Seconds of audio a participant may send at once beyond real time."""
+    sentence_wait_ms: int = 1500
+    """How long a final transcript that does not end a sentence waits for the speaker to go
+    on before it is translated alone; when they do, it is translated with the rest of its
+    sentence, as one text (session_svc.sentences). 0: translate every final at once.
+    bench/results/mesh_chrf.md has the chrF it gains and the latency it costs."""
+    sentence_max_hold_ms: int = 8000
+    """Longest a held fragment waits for its sentence to end, from its final transcript:
+    speech that never ends a sentence is still translated every so often."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the
     pod's own address) when several replicas run; empty: one replica, reached
     at addresses.session."""
+
+    def __post_init__(self) -> None:
+        for name in ("sentence_wait_ms", "sentence_max_hold_ms"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"setting session.{name} must be 0 or more, "
+                                      f"got {getattr(self, name)}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,9 +64,10 @@ def _session() -> tuple[Session, Member, Member]:
     return session, alice, bruno
 
 
-async def _run(down: Scripted) -> tuple[Session, Member]:
+async def _run(down: Scripted, sentence_wait_s: float = 0.0) -> tuple[Session, Member]:
     session, alice, bruno = _session()
-    pipeline = SpeakerPipeline(session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000)  # type: ignore[arg-type]
+    pipeline = SpeakerPipeline(session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000,  # type: ignore[arg-type]
+                               sentence_wait_s=sentence_wait_s, sentence_max_hold_s=20.0)
     await pipeline.finish(timeout_s=10)
     return session, bruno
 
@@ -101,3 +102,20 @@ async def test_a_failed_translation_skips_that_utterance_only() -> None:
     assert kinds.count("processing_ended") == 2 and session.errors == 1
     alice_errors = [e.error for e in _events(session.members[0]) if e.WhichOneof("kind") == "error"]
     assert [e.code for e in alice_errors] == [pb.ERROR_CODE_TRANSLATION_FAILED]
+
+
+async def test_a_final_that_ends_a_sentence_releases_the_fragments_held_before_it() -> None:
+    down = Scripted(texts=("one two", "three four.", "five six?"))
+    _, bruno = await _run(down, sentence_wait_s=5.0)  # never reached: the punctuation decides
+    translations = [e.translation for e in _events(bruno) if e.WhichOneof("kind") == "translation"]
+    assert [(t.utterance_id, t.source_text, t.text, list(t.covers_utterance_ids))
+            for t in translations] == [
+        ("1-2", "one two three four.", "ONE TWO THREE FOUR.", ["1-1", "1-2"]),
+        ("1-3", "five six?", "FIVE SIX?", []),
+    ]
+    audio = [(e.speech_audio.utterance_id, e.speech_audio.data) for e in _events(bruno)
+             if e.WhichOneof("kind") == "speech_audio"]
+    assert audio == [("1-2", b"ONE TWO THREE FOUR.")] * CHUNKS + [("1-3", b"FIVE SIX?")] * CHUNKS
+    ended = [e.processing_ended for e in _events(bruno) if e.WhichOneof("kind") == "processing_ended"]
+    assert [e.utterance_id for e in ended] == ["1-1", "1-2", "1-3"]
+    assert all(e.HasField("latency") for e in ended)
