@@ -40,9 +40,29 @@ def ends_sentence(text: str) -> bool:
 
 
 def join(texts: list[str], language_code: str) -> str:
-    """Transcripts of consecutive utterances as one text."""
+    """Transcripts of consecutive utterances as one text, without the ellipses Whisper
+    puts where it cut a sentence (bench/results/mesh_chrf.md: they cost pt->en chrF)."""
     sep = "" if language_code.split("-")[0].lower() in UNSPACED else " "
-    return sep.join(t.strip() for t in texts if t.strip())
+    parts = [t.strip() for t in texts if t.strip()]
+    for i in range(len(parts)):
+        if i > 0:
+            parts[i] = _strip_ellipses(parts[i], leading=True)
+        if i < len(parts) - 1:
+            parts[i] = _strip_ellipses(parts[i], leading=False)
+    return sep.join(p for p in parts if p)
+
+
+def _strip_ellipses(text: str, leading: bool) -> str:
+    while True:
+        stripped = text.strip()
+        for mark in ELLIPSES:
+            if leading and stripped.startswith(mark):
+                stripped = stripped[len(mark):]
+            elif not leading and stripped.endswith(mark):
+                stripped = stripped[:-len(mark)]
+        if stripped.strip() == text.strip():
+            return stripped.strip()
+        text = stripped
 
 
 U = TypeVar("U", bound=Final)

@@ -121,6 +121,8 @@ def test_sentence_ends_by_script() -> None:
 def test_fragments_join_with_the_language_spacing() -> None:
     assert join(["It rained ", "", " all day."], "en") == "It rained all day."
     assert join(["雨が", "降った。"], "ja-JP") == "雨が降った。"
+    assert join(["Biber said that... Although... ...", "... not here...", "nor there..."], "en") == (
+        "Biber said that... Although not here nor there...")  # only the cuts' ellipses go
 
 
 def test_negative_waits_are_refused() -> None:
