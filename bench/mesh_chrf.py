@@ -16,10 +16,11 @@ translates, as one text each:
   streamed transcript is what recognition loses; streamed transcript minus
   speech is what translating fragments apart loses.
 
-Generated long clips (tests/data/speech/generated/*.ogg with their .txt, from
-bench.speechgen) have no human translation: their reference is mt_svc's
-translation of the .txt, so their rows say how far streaming falls from
-translating the known text (clean is 100 by construction).
+Generated long clips (tests/data/speech/generated/gen-LANG-*.ogg, from
+bench.speechgen: several FLORES sentences read by a TTS voice, one a line in
+the .txt) are scored against the FLORES translations of their sentences
+joined; a sentence not in translations.tsv makes mt_svc's translation of the
+.txt the clip's reference (clean is then 100 by construction).
 
 Latency: per utterance, end of speech -> its translation (endpointing +
 recognition + translation stages of ProcessingEnded), over all utterances and
@@ -79,23 +80,33 @@ class Clip:
     normalised: str
     """The clip's .txt."""
     reference: str | None
-    """The human translation; None for generated clips (mt_svc's translation of `source` is used)."""
+    """The human translation; None where there is none (mt_svc's of `source` stands in)."""
+
+
+def flores() -> dict[str, dict[str, str]]:
+    """FLORES translations by FLEURS clip: {clip: {language: sentence}}."""
+    with open(TESTDATA / "speech" / "fleurs" / "translations.tsv", newline="") as f:
+        return {r["clip"]: r for r in csv.DictReader(f, delimiter="\t")}
 
 
 def fleurs_clips(source: str, target: str, count: int) -> list[Clip]:
     folder = TESTDATA / "speech" / "fleurs"
-    with open(folder / "translations.tsv", newline="") as f:
-        rows = {r["clip"]: r for r in csv.DictReader(f, delimiter="\t")}
+    rows = flores()
     names = sorted(p.stem for p in folder.glob(f"fleurs-{source}-*.ogg"))[:count]
     return [Clip(folder / f"{n}.ogg", rows[n][source], (folder / f"{n}.txt").read_text().strip(),
                  rows[n][target]) for n in names]
 
 
-def generated_clips(source: str) -> list[Clip]:
+def generated_clips(source: str, target: str) -> list[Clip]:
     folder = TESTDATA / "speech" / "generated"
-    texts = {p: p.with_suffix(".txt").read_text().strip()
-             for p in sorted(folder.glob(f"*{source}*.ogg")) if p.with_suffix(".txt").is_file()}
-    return [Clip(p, text, text, None) for p, text in texts.items()]
+    by_source = {r[source].strip(): r[target] for r in flores().values()}
+    clips = []
+    for path in sorted(folder.glob(f"gen-{source}-*.ogg")):
+        lines = [t.strip() for t in path.with_suffix(".txt").read_text().splitlines() if t.strip()]
+        refs = [by_source.get(t) for t in lines]
+        text = " ".join(lines)
+        clips.append(Clip(path, text, text, None if None in refs else " ".join(map(str, refs))))
+    return clips
 
 
 @dataclass
@@ -228,7 +239,7 @@ async def run(waits: list[int], pairs: list[str], count: int, fake: bool, work: 
                         source, target = pair.split("-")
                         clips = fleurs_clips(source, target, count)
                         if not fake:
-                            clips += generated_clips(source)
+                            clips += generated_clips(source, target)
                         started = time.monotonic()
                         rows += await direction(addresses["gateway"], mt, pair, clips,
                                                 SMOKE_CLIP_S if fake else 0.0)
@@ -252,11 +263,11 @@ async def run(waits: list[int], pairs: list[str], count: int, fake: bool, work: 
 
 
 def _scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per direction: FLEURS clips (FLORES references) and generated clips apart."""
+    """Per direction: FLEURS clips and generated clips apart."""
     out = {}
     for pair in dict.fromkeys(r["direction"] for r in rows):
-        for kind, pick in (("fleurs", True), ("generated", False)):
-            chosen = [r for r in rows if r["direction"] == pair and (r["reference"] is not None) == pick]
+        for kind in ("fleurs", "gen"):
+            chosen = [r for r in rows if r["direction"] == pair and r["clip"].startswith(kind)]
             if chosen:
                 out[f"{pair} {kind}"] = score(chosen)
     return out

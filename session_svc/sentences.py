@@ -41,7 +41,7 @@ def ends_sentence(text: str) -> bool:
 
 def join(texts: list[str], language_code: str) -> str:
     """Transcripts of consecutive utterances as one text, without the ellipses Whisper
-    puts where it cut a sentence (bench/results/mesh_chrf.md: they cost pt->en chrF)."""
+    puts where it cut a sentence (they only confuse MT inside a sentence)."""
     sep = "" if language_code.split("-")[0].lower() in UNSPACED else " "
     parts = [t.strip() for t in texts if t.strip()]
     for i in range(len(parts)):

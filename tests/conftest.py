@@ -35,14 +35,12 @@ def settings() -> Iterator[config.Settings]:
     loaded = config.load()
     with scratch_schema(prefix="run") as database:
         # recorded speech goes in faster than real time (tests/session_svc/test_guards.py
-        # checks the limit itself); the fake STT never punctuates, so finals are translated
-        # at once rather than held for a sentence (tests/session_svc/test_sentences.py
-        # checks the holding)
+        # checks the limit itself)
         yield dataclasses.replace(
             loaded, database=database,
             auth=dataclasses.replace(loaded.auth, identity_key=IDENTITY_KEY),
             limits=dataclasses.replace(loaded.limits, registrations_per_hour=1_000_000),
-            session=dataclasses.replace(loaded.session, max_audio_speed=0.0, sentence_wait_ms=0))
+            session=dataclasses.replace(loaded.session, max_audio_speed=0.0))
 
 
 @pytest.fixture(scope="session")
