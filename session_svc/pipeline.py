@@ -346,6 +346,8 @@ class SpeakerPipeline:
                 continue
             if utt.first_audio is None:
                 utt.first_audio = time.monotonic()
+                for held in prepared.group:  # their speech is the last one's
+                    held.first_audio = utt.first_audio
             partner.log.append(speech_audio=pb.SpeechAudio(
                 utterance_id=utt.utterance_id, data=chunk.audio,
                 sample_rate_hertz=chunk.sample_rate_hertz, chunk_index=chunk.chunk_index,
@@ -357,8 +359,7 @@ class SpeakerPipeline:
         if partner.connection is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(utt.delivered), DELIVERY_WAIT_S)
-        for held in prepared.group[:-1]:  # their speech is the last one's
-            held.first_audio = utt.first_audio
+        for held in prepared.group[:-1]:
             if utt.delivered.done() and not held.delivered.done():
                 held.delivered.set_result(utt.delivered.result())
         latency = utt.latency()

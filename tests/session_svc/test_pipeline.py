@@ -26,6 +26,8 @@ class Scripted:
 
     texts: tuple[str, ...] = ("one two three", "four five six")
     fail: str = ""
+    fail_synthesis: str = ""
+    """Synthesis of this text fails after its first chunk."""
     synthesis: list[tuple[str, float, float]] = field(default_factory=list)
     """(text, started, finished) of each synthesis."""
 
@@ -53,6 +55,8 @@ class Scripted:
             await asyncio.sleep(CHUNK_DELAY_S)
             yield tts_pb2.SynthesizeResponse(audio=text.encode(), sample_rate_hertz=16_000,
                                              chunk_index=i, is_last=i == CHUNKS - 1)
+            if text == self.fail_synthesis:
+                raise Unavailable("tts is down")
         self.synthesis.append((text, started, time.monotonic()))
 
 
@@ -119,3 +123,11 @@ async def test_a_final_that_ends_a_sentence_releases_the_fragments_held_before_i
     ended = [e.processing_ended for e in _events(bruno) if e.WhichOneof("kind") == "processing_ended"]
     assert [e.utterance_id for e in ended] == ["1-1", "1-2", "1-3"]
     assert all(e.HasField("latency") for e in ended)
+
+
+async def test_held_fragments_keep_their_latency_when_the_speech_fails_midway() -> None:
+    down = Scripted(texts=("one two", "three four."), fail_synthesis="ONE TWO THREE FOUR.")
+    session, bruno = await _run(down, sentence_wait_s=5.0)
+    ended = [e.processing_ended for e in _events(bruno) if e.WhichOneof("kind") == "processing_ended"]
+    assert [e.utterance_id for e in ended] == ["1-1", "1-2"] and session.errors == 1
+    assert all(e.HasField("latency") for e in ended)  # the first chunk did go out
