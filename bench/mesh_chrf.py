@@ -198,7 +198,7 @@ def _to_translation(latency: pb.UtteranceLatency) -> float:
 def score(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """chrF of the three ways, corpus level over the rows (one direction, one kind of clip)."""
     refs = [r["reference"] if r["reference"] is not None else r["clean"] for r in rows]
-    out: dict[str, Any] = {"clips": len(rows)}
+    out: dict[str, Any] = {"clips": len(rows), "incomplete": sum(not r["completed"] for r in rows)}
     for way in ("clean", "clean_normalised", "streamed_transcript_translation", "speech"):
         out[way] = round(sacrebleu.corpus_chrf([r[way] for r in rows], [refs]).score, 1)
     out["gap"] = round(out["clean"] - out["speech"], 1)
@@ -277,7 +277,8 @@ def report(result: dict[str, Any]) -> str:
     rows = []
     for wait, variant in result["variants"].items():
         for name, s in variant["scores"].items():
-            rows.append([f"{wait}", name, s["clips"], s["clean"], s["clean_normalised"],
+            rows.append([f"{wait}", name, f"{s['clips']}" + "*" * s["incomplete"], s["clean"],
+                         s["clean_normalised"],
                          s["streamed_transcript_translation"],
                          s["speech"], s["gap"], s["utterances"], s["held"],
                          s["to_translation"]["p50_ms"], s["to_translation"]["p95_ms"],
@@ -289,7 +290,8 @@ def report(result: dict[str, Any]) -> str:
                "gap", "utts", "held", "to-tr p50", "to-tr p95", "held p50", "held max"], rows),
         "chrF: clean = mt_svc on the reference transcript (clean norm: on its normalised .txt); "
         "stream text = on the STT finals joined; speech = the partner's Translation events "
-        "joined. to-tr: end of speech -> translation (ms), all utterances / held ones.",
+        "joined. to-tr: end of speech -> translation (ms), all utterances / held ones. "
+        f"*: a clip whose utterances had not all ended {TURN_TIMEOUT_S:.0f} s after it.",
     ])
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tests.bench.test_benches import _run
 
-SCORE = {"clips", "clean", "clean_normalised", "streamed_transcript_translation", "speech", "gap",
-         "recognition_loss", "fragment_loss", "utterances", "held", "to_translation",
+SCORE = {"clips", "incomplete", "clean", "clean_normalised", "streamed_transcript_translation",
+         "speech", "gap", "recognition_loss", "fragment_loss", "utterances", "held", "to_translation",
          "held_to_translation", "total"}
 
 
