@@ -28,6 +28,8 @@ class Scripted:
     fail: str = ""
     fail_synthesis: str = ""
     """Synthesis of this text fails after its first chunk."""
+    gap_s: float = 0.0
+    """Wall time between one final and the next utterance's events."""
     synthesis: list[tuple[str, float, float]] = field(default_factory=list)
     """(text, started, finished) of each synthesis."""
 
@@ -37,6 +39,8 @@ class Scripted:
         async for _ in requests:
             break  # the config
         for i, text in enumerate(self.texts):
+            if i:
+                await asyncio.sleep(self.gap_s)
             yield stt_pb2.StreamingRecognizeResponse(speech_event=stt_pb2.SpeechEvent(
                 type=stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH, utterance_index=i))
             yield stt_pb2.StreamingRecognizeResponse(result=stt_pb2.RecognitionResult(
@@ -68,10 +72,11 @@ def _session() -> tuple[Session, Member, Member]:
     return session, alice, bruno
 
 
-async def _run(down: Scripted, sentence_wait_s: float = 0.0) -> tuple[Session, Member]:
+async def _run(down: Scripted, sentence_wait_s: float = 0.0,
+               sentence_max_hold_s: float = 20.0) -> tuple[Session, Member]:
     session, alice, bruno = _session()
     pipeline = SpeakerPipeline(session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000,  # type: ignore[arg-type]
-                               sentence_wait_s=sentence_wait_s, sentence_max_hold_s=20.0)
+                               sentence_wait_s=sentence_wait_s, sentence_max_hold_s=sentence_max_hold_s)
     await pipeline.finish(timeout_s=10)
     return session, bruno
 
@@ -131,3 +136,11 @@ async def test_held_fragments_keep_their_latency_when_the_speech_fails_midway() 
     ended = [e.processing_ended for e in _events(bruno) if e.WhichOneof("kind") == "processing_ended"]
     assert [e.utterance_id for e in ended] == ["1-1", "1-2"] and session.errors == 1
     assert all(e.HasField("latency") for e in ended)  # the first chunk did go out
+
+
+async def test_a_fragment_held_past_the_cap_goes_alone() -> None:
+    down = Scripted(texts=("one two", "three four."), gap_s=0.6)
+    _, bruno = await _run(down, sentence_wait_s=5.0, sentence_max_hold_s=0.2)
+    translations = [e.translation for e in _events(bruno) if e.WhichOneof("kind") == "translation"]
+    assert [(t.utterance_id, t.text, list(t.covers_utterance_ids)) for t in translations] == [
+        ("1-1", "ONE TWO", []), ("1-2", "THREE FOUR.", [])]
