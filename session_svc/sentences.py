@@ -1,12 +1,14 @@
 """Groups a speaker's final transcripts into sentences before they are translated.
 
 stt_svc ends an utterance at every short pause, so one spoken sentence often
-arrives as several finals. Translated apart, each fragment loses the rest of
-its sentence (bench/results/mesh_chrf.md). A final that does not end a
-sentence (Whisper punctuates its finals) is held while the speaker goes on
-and joined with the finals after it, up to the one that ends the sentence;
-it goes alone if the speaker stays silent `wait_s` after it, and a group
-held `max_hold_s` since its first final goes as it is.
+arrives as several finals, each translated without the rest of its sentence
+(with the embedded engines that costs little and holding costs seconds:
+bench/results/mesh_chrf.md, so session.sentence_wait_ms is 0 by default). When
+a wait is set, a final that does not end a sentence (Whisper punctuates its
+finals) is held while the speaker goes on and joined with the finals after
+it, up to the one that ends the sentence; it goes alone if the speaker stays
+silent `wait_s` after it, and a group held `max_hold_s` since its first final
+goes as it is.
 """
 
 from __future__ import annotations
