@@ -272,11 +272,26 @@ class SessionSettings:
     0: no limit (tests that send recorded speech at full speed)."""
     audio_burst_s: float = 10.0
     """Seconds of audio a participant may send at once beyond real time."""
+    sentence_wait_ms: int = 0
+    """How long a final transcript that does not end a sentence waits for the speaker to go
+    on before it is translated alone; when they do, it is translated with the rest of its
+    sentence, as one text (session_svc.sentences). 0: translate every final at once. Off by
+    default: with the embedded engines it gained no chrF beyond run-to-run noise and held
+    fragments 3-5 s (bench/results/mesh_chrf.md); 1500 suits MT that uses context."""
+    sentence_max_hold_ms: int = 5000
+    """Longest a held fragment waits for its sentence to end, from its final transcript:
+    speech that never ends a sentence is still translated every so often."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the
     pod's own address) when several replicas run; empty: one replica, reached
     at addresses.session."""
+
+    def __post_init__(self) -> None:
+        for name in ("sentence_wait_ms", "sentence_max_hold_ms"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"setting session.{name} must be 0 or more, "
+                                      f"got {getattr(self, name)}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,7 +119,8 @@ class Connection:
         if self.pipeline is None or self.pipeline.task.done():
             self.pipeline = SpeakerPipeline(
                 self.session, self.member, self.down, self.join.encoding,
-                self.join.sample_rate_hertz)
+                self.join.sample_rate_hertz, self.settings.sentence_wait_ms / 1000,
+                self.settings.sentence_max_hold_ms / 1000)
             self.pipeline.task.add_done_callback(self._pipeline_done)
         self.pipeline.feed(chunk.data)
 

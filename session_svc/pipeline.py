@@ -10,7 +10,10 @@ order they were spoken, and the next one's first audio is ready when the
 previous one's last chunk goes out. Translations (captions) go out as soon
 as they exist. Every stage's time is recorded per utterance
 (`UtteranceLatency`); an utterance's `synthesis_first_chunk` includes any
-wait for the one before it to finish.
+wait for the one before it to finish. A final that does not end a sentence
+may wait for the rest of it (session_svc.sentences): the group is then
+translated as one text and delivered as its last utterance, and the
+Translation lists the utterances it covers.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from session_svc import routes
+from session_svc import sentences
 from session_svc.downstream import Downstream
 from session_svc.sessions import Member, Session
 
@@ -75,9 +79,13 @@ class Utterance:
 
 @dataclass
 class _Prepared:
-    """An utterance's translation and speech, made ahead of its turn to be delivered."""
+    """An utterance's translation and speech, made ahead of its turn to be delivered.
+
+    `group`: the utterances of a sentence translated as one, in spoken order, ending
+    with `utt` (which carries the translation and speech); [utt] when alone."""
 
     utt: Utterance
+    group: list[Utterance]
     chunks: asyncio.Queue[tts_pb2.SynthesizeResponse | DragomanError | None] = field(
         default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
@@ -120,7 +128,8 @@ class SpeakerPipeline:
 
     def __init__(
         self, session: Session, speaker: Member, downstream: Downstream,
-        encoding: int, rate_hz: int,
+        encoding: int, rate_hz: int, sentence_wait_s: float = 0.0,
+        sentence_max_hold_s: float = 0.0,
     ) -> None:
         self.session = session
         self.speaker = speaker
@@ -145,6 +154,9 @@ class SpeakerPipeline:
         ))
         self._finals: asyncio.Queue[Utterance | None] = asyncio.Queue()
         self._utterances: dict[int, Utterance] = {}
+        self._sentences = sentences.Sentences(
+            self._finals, sentence_wait_s, sentence_max_hold_s,
+            speaking=lambda: bool(self._utterances))
         self._delivering: Utterance | None = None
         self._prefix = f"{session.members.index(speaker) + 1}"
         self.task = asyncio.create_task(self._run(), name=f"pipeline-{speaker.user_id}")
@@ -251,9 +263,9 @@ class SpeakerPipeline:
         preparing: list[_Prepared] = []
 
         async def prepare_all() -> None:
-            while (utt := await self._finals.get()) is not None:
+            while (group := await self._sentences.next()) is not None:
                 await slots.acquire()
-                prepared = _Prepared(utt)
+                prepared = _Prepared(group[-1], group)
                 prepared.task = asyncio.create_task(self._prepare(prepared), name="prepare")
                 preparing.append(prepared)
                 ready.put_nowait(prepared)
@@ -272,8 +284,9 @@ class SpeakerPipeline:
                 finally:
                     preparing.remove(prepared)
                     slots.release()
-                self._both(processing_ended=lambda who, u=utt: pb.ProcessingEnded(
-                    speaker=who, utterance_id=u.utterance_id, latency=u.latency()))
+                for held in prepared.group:
+                    self._both(processing_ended=lambda who, u=held: pb.ProcessingEnded(
+                        speaker=who, utterance_id=u.utterance_id, latency=u.latency()))
         finally:
             feeder.cancel()
             for prepared in preparing:
@@ -286,13 +299,14 @@ class SpeakerPipeline:
         `prepared.chunks`, ending with None, or with the error that stopped it."""
         utt = prepared.utt
         partner = self.session.partner(self.speaker)
+        text = sentences.join([u.text for u in prepared.group], utt.language_code)
         try:
-            if not utt.text or partner is None:
+            if not text or partner is None:
                 return
             try:
                 translation = await routes.translate(
                     self.down, self.route, self.speaker.language_code, partner.language_code,
-                    utt.text)
+                    text)
             except DragomanError as e:
                 metrics.PIPELINE_ERRORS.labels("translation").inc()
                 self.speaker.log.append(error=pb.ConversationError(
@@ -302,11 +316,15 @@ class SpeakerPipeline:
                 return
             utt.translated = time.monotonic()
             utt.translation = translation.text
+            for held in prepared.group:
+                held.translated = utt.translated
+            covers = [u.utterance_id for u in prepared.group] if len(prepared.group) > 1 else []
             self._both(translation=lambda who: pb.Translation(
-                speaker=who, utterance_id=utt.utterance_id, source_text=utt.text,
+                speaker=who, utterance_id=utt.utterance_id, source_text=text,
                 text=translation.text, source_language_code=self.speaker.language_code,
                 target_language_code=partner.language_code, is_final=True,
                 path=translation.path, engine=translation.engine,
+                covers_utterance_ids=covers,
             ))
             log.info("translated %s", utt.utterance_id, extra={
                 "engine": translation.engine, "text": logs.redact(translation.text)})
@@ -337,6 +355,8 @@ class SpeakerPipeline:
                 continue
             if utt.first_audio is None:
                 utt.first_audio = time.monotonic()
+                for held in prepared.group:  # their speech is the last one's
+                    held.first_audio = utt.first_audio
             partner.log.append(speech_audio=pb.SpeechAudio(
                 utterance_id=utt.utterance_id, data=chunk.audio,
                 sample_rate_hertz=chunk.sample_rate_hertz, chunk_index=chunk.chunk_index,
@@ -348,10 +368,14 @@ class SpeakerPipeline:
         if partner.connection is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(utt.delivered), DELIVERY_WAIT_S)
+        for held in prepared.group[:-1]:
+            if utt.delivered.done() and not held.delivered.done():
+                held.delivered.set_result(utt.delivered.result())
         latency = utt.latency()
         if latency is not None:
+            text = sentences.join([u.text for u in prepared.group], utt.language_code)
             self.session.record_utterance(
-                self.speaker, partner, utt.utterance_id, utt.text, utt.translation, latency)
+                self.speaker, partner, utt.utterance_id, text, utt.translation, latency)
 
     def mark_delivered(self, utterance_id: str) -> None:
         """Called by the partner's stream when it hands the first audio chunk to gRPC."""

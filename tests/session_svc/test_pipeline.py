@@ -26,6 +26,10 @@ class Scripted:
 
     texts: tuple[str, ...] = ("one two three", "four five six")
     fail: str = ""
+    fail_synthesis: str = ""
+    """Synthesis of this text fails after its first chunk."""
+    gap_s: float = 0.0
+    """Wall time between one final and the next utterance's events."""
     synthesis: list[tuple[str, float, float]] = field(default_factory=list)
     """(text, started, finished) of each synthesis."""
 
@@ -35,6 +39,8 @@ class Scripted:
         async for _ in requests:
             break  # the config
         for i, text in enumerate(self.texts):
+            if i:
+                await asyncio.sleep(self.gap_s)
             yield stt_pb2.StreamingRecognizeResponse(speech_event=stt_pb2.SpeechEvent(
                 type=stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH, utterance_index=i))
             yield stt_pb2.StreamingRecognizeResponse(result=stt_pb2.RecognitionResult(
@@ -53,6 +59,8 @@ class Scripted:
             await asyncio.sleep(CHUNK_DELAY_S)
             yield tts_pb2.SynthesizeResponse(audio=text.encode(), sample_rate_hertz=16_000,
                                              chunk_index=i, is_last=i == CHUNKS - 1)
+            if text == self.fail_synthesis:
+                raise Unavailable("tts is down")
         self.synthesis.append((text, started, time.monotonic()))
 
 
@@ -64,9 +72,11 @@ def _session() -> tuple[Session, Member, Member]:
     return session, alice, bruno
 
 
-async def _run(down: Scripted) -> tuple[Session, Member]:
+async def _run(down: Scripted, sentence_wait_s: float = 0.0,
+               sentence_max_hold_s: float = 20.0) -> tuple[Session, Member]:
     session, alice, bruno = _session()
-    pipeline = SpeakerPipeline(session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000)  # type: ignore[arg-type]
+    pipeline = SpeakerPipeline(session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000,  # type: ignore[arg-type]
+                               sentence_wait_s=sentence_wait_s, sentence_max_hold_s=sentence_max_hold_s)
     await pipeline.finish(timeout_s=10)
     return session, bruno
 
@@ -101,3 +111,36 @@ async def test_a_failed_translation_skips_that_utterance_only() -> None:
     assert kinds.count("processing_ended") == 2 and session.errors == 1
     alice_errors = [e.error for e in _events(session.members[0]) if e.WhichOneof("kind") == "error"]
     assert [e.code for e in alice_errors] == [pb.ERROR_CODE_TRANSLATION_FAILED]
+
+
+async def test_a_final_that_ends_a_sentence_releases_the_fragments_held_before_it() -> None:
+    down = Scripted(texts=("one two", "three four.", "five six?"))
+    _, bruno = await _run(down, sentence_wait_s=5.0)  # never reached: the punctuation decides
+    translations = [e.translation for e in _events(bruno) if e.WhichOneof("kind") == "translation"]
+    assert [(t.utterance_id, t.source_text, t.text, list(t.covers_utterance_ids))
+            for t in translations] == [
+        ("1-2", "one two three four.", "ONE TWO THREE FOUR.", ["1-1", "1-2"]),
+        ("1-3", "five six?", "FIVE SIX?", []),
+    ]
+    audio = [(e.speech_audio.utterance_id, e.speech_audio.data) for e in _events(bruno)
+             if e.WhichOneof("kind") == "speech_audio"]
+    assert audio == [("1-2", b"ONE TWO THREE FOUR.")] * CHUNKS + [("1-3", b"FIVE SIX?")] * CHUNKS
+    ended = [e.processing_ended for e in _events(bruno) if e.WhichOneof("kind") == "processing_ended"]
+    assert [e.utterance_id for e in ended] == ["1-1", "1-2", "1-3"]
+    assert all(e.HasField("latency") for e in ended)
+
+
+async def test_held_fragments_keep_their_latency_when_the_speech_fails_midway() -> None:
+    down = Scripted(texts=("one two", "three four."), fail_synthesis="ONE TWO THREE FOUR.")
+    session, bruno = await _run(down, sentence_wait_s=5.0)
+    ended = [e.processing_ended for e in _events(bruno) if e.WhichOneof("kind") == "processing_ended"]
+    assert [e.utterance_id for e in ended] == ["1-1", "1-2"] and session.errors == 1
+    assert all(e.HasField("latency") for e in ended)  # the first chunk did go out
+
+
+async def test_a_fragment_held_past_the_cap_goes_alone() -> None:
+    down = Scripted(texts=("one two", "three four."), gap_s=0.6)
+    _, bruno = await _run(down, sentence_wait_s=5.0, sentence_max_hold_s=0.2)
+    translations = [e.translation for e in _events(bruno) if e.WhichOneof("kind") == "translation"]
+    assert [(t.utterance_id, t.text, list(t.covers_utterance_ids)) for t in translations] == [
+        ("1-1", "ONE TWO", []), ("1-2", "THREE FOUR.", [])]

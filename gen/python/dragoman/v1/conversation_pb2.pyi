@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -801,6 +803,7 @@ class Translation(_message.Message):
     IS_FINAL_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     ENGINE_FIELD_NUMBER: _builtins.int
+    COVERS_UTTERANCE_IDS_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who spoke."""
     utterance_id: _builtins.str
@@ -821,6 +824,15 @@ class Translation(_message.Message):
     """Engine(s) that made it, in order, e.g. "bergamot", "apertium>bergamot",
     "whisper-base:translate" or "whisper-base:translate>bergamot".
     """
+    @_builtins.property
+    def covers_utterance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When several utterances were translated together as one sentence (a
+        sentence the speaker paused in, setting session.sentence_wait_ms): each
+        of them, in spoken order, ending with `utterance_id`, and `source_text`
+        is their transcripts joined. Empty when it translates `utterance_id`
+        alone. The earlier ones get no Translation or SpeechAudio of their own.
+        """
+
     def __init__(
         self,
         *,
@@ -833,10 +845,11 @@ class Translation(_message.Message):
         is_final: _builtins.bool = ...,
         path: Global___TranslationPath.ValueType = ...,
         engine: _builtins.str = ...,
+        covers_utterance_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "is_final", b"is_final", "path", b"path", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["covers_utterance_ids", b"covers_utterance_ids", "engine", b"engine", "is_final", b"is_final", "path", b"path", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
