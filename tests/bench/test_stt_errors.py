@@ -43,7 +43,7 @@ def test_the_same_error_past_the_prefix_is_other() -> None:
     final = "the tiger's roar is not like the full roar of a line"
     d = classify(REF, _finals(final), partials, REF)
     (aligned,) = [a for a in d.alignment if a.label]
-    assert (aligned.label, aligned.note) == ("other", "substitution")
+    assert (aligned.label, aligned.note) == ("other", "substitution after a forced prefix")
 
 
 def test_a_vanished_sentence_is_a_premature_end() -> None:
