@@ -572,8 +572,6 @@ def report(result: dict[str, Any]) -> str:
 
 # -- diagnosis (--diagnose) -----------------------------------------------------------------------
 
-WHOLE_OPTIONS = {"beam_size": 1, "temperatures": (0.0,)}
-"""The whole-utterance decode: greedy, no fallback, no prefix."""
 
 
 def whole_windows(samples: np.ndarray, max_s: float) -> list[np.ndarray]:
@@ -605,7 +603,7 @@ async def diagnose_clip(
     loop = asyncio.get_running_loop()
     t0 = loop.time() + 0.05
     run = await play(stub, clip.language, [clip], endpoint_s, t0)
-    options = DecodeOptions(language=clip.language, **WHOLE_OPTIONS)  # type: ignore[arg-type]
+    options = DecodeOptions(language=clip.language, beam_size=1, temperatures=(0.0,))  # greedy
     started = time.perf_counter()
     whole = [
         await asyncio.to_thread(engine.transcribe, piece, options)
@@ -618,7 +616,10 @@ async def diagnose_clip(
         return round(stream_s - LEAD_S, 3)
 
     utterances = sorted(run.utterances.values(), key=lambda u: u.index)
-    finals, partials, boundaries, texts = [], [], [], {}
+    finals: list[dict[str, Any]] = []
+    partials: list[dict[str, Any]] = []
+    boundaries: list[dict[str, Any]] = []
+    texts: dict[int, list[str]] = {}
     for u in utterances:
         texts[u.index] = [" ".join(_words(r.transcript, clip.language)) for _, r in u.partials]
         partials += [{
