@@ -806,7 +806,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file (default bench/results/stt.json, stt_diagnostic.json)")
     parser.add_argument("--diagnose", action="store_true",
-                        help="classify where the streamed finals lose words (see above)")
+                        help="stream each clip alone, decode it whole too, and classify "
+                             "every streamed error (boundary_loss, forced_prefix, ...)")
     parser.add_argument("--generated", action=argparse.BooleanOptionalAction, default=True,
                         help="with --diagnose: the generated long clips too (not with --smoke)")
     args = parser.parse_args(argv)
