@@ -572,8 +572,6 @@ def report(result: dict[str, Any]) -> str:
 
 # -- diagnosis (--diagnose) -----------------------------------------------------------------------
 
-WHOLE_OPTIONS = {"beam_size": 1, "temperatures": (0.0,)}
-"""The whole-utterance decode: greedy, no fallback, no prefix."""
 
 
 def whole_windows(samples: np.ndarray, max_s: float) -> list[np.ndarray]:
@@ -605,7 +603,7 @@ async def diagnose_clip(
     loop = asyncio.get_running_loop()
     t0 = loop.time() + 0.05
     run = await play(stub, clip.language, [clip], endpoint_s, t0)
-    options = DecodeOptions(language=clip.language, **WHOLE_OPTIONS)  # type: ignore[arg-type]
+    options = DecodeOptions(language=clip.language, beam_size=1, temperatures=(0.0,))  # greedy
     started = time.perf_counter()
     whole = [
         await asyncio.to_thread(engine.transcribe, piece, options)
@@ -618,7 +616,10 @@ async def diagnose_clip(
         return round(stream_s - LEAD_S, 3)
 
     utterances = sorted(run.utterances.values(), key=lambda u: u.index)
-    finals, partials, boundaries, texts = [], [], [], {}
+    finals: list[dict[str, Any]] = []
+    partials: list[dict[str, Any]] = []
+    boundaries: list[dict[str, Any]] = []
+    texts: dict[int, list[str]] = {}
     for u in utterances:
         texts[u.index] = [" ".join(_words(r.transcript, clip.language)) for _, r in u.partials]
         partials += [{
@@ -805,7 +806,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file (default bench/results/stt.json, stt_diagnostic.json)")
     parser.add_argument("--diagnose", action="store_true",
-                        help="classify where the streamed finals lose words (see above)")
+                        help="stream each clip alone, decode it whole too, and classify "
+                             "every streamed error (boundary_loss, forced_prefix, ...)")
     parser.add_argument("--generated", action=argparse.BooleanOptionalAction, default=True,
                         help="with --diagnose: the generated long clips too (not with --smoke)")
     args = parser.parse_args(argv)

@@ -21,8 +21,10 @@ with the first class that fits, in this order:
   that vanished), or any deletion after the last final word of the stream
   (its audio ended before the words did);
 * `tail_hallucination`: inserted words that end an utterance's final;
-* `other`: the rest, with a note saying what it looks like (a substitution,
-  a short deletion or an insertion inside an utterance).
+* `other`: the rest, with a note saying what it looks like: a substitution,
+  a short deletion or an insertion inside an utterance, and whether that
+  utterance's final was decoded after a forced prefix (the error lies past
+  it) or without one; an insertion within 2 words of a cut says so.
 
 The inputs are words already normalised the way the WER is computed. The
 function is pure: no audio, no model, no clock.
@@ -166,6 +168,10 @@ def classify(
         u = utt[j]
         return j - starts[u] < prefix[u]
 
+    def after_prefix(j: int) -> str:
+        """How `other` errors differ: whether the final had to start with a forced prefix."""
+        return " after a forced prefix" if prefix[utt[j]] else ", no forced prefix"
+
     aligned: list[Aligned] = []
     for op, i, j in ops:
         ref_word = reference[i] if op != "insert" and i is not None else None
@@ -187,7 +193,8 @@ def classify(
             elif all(k in inserted for k in range(j, ends[u])):
                 label = "tail_hallucination"
             else:
-                note = "insertion inside an utterance"
+                note = "insertion within 2 words of a cut" if near_cut(j + 0.5) else (
+                    f"insertion{after_prefix(j)}")
             aligned.append(Aligned(op, None, hyp_word, u, label, note))
             continue
         assert i is not None and j is not None
@@ -200,7 +207,7 @@ def classify(
             elif in_prefix(j):
                 label = "forced_prefix"
             else:
-                note = "substitution"
+                note = f"substitution{after_prefix(j)}"
         elif runs[i] <= SHORT_RUN and near_cut(j):  # a deletion before hypothesis word j
             label = "boundary_loss"
         elif inside and in_prefix(j):
@@ -208,7 +215,7 @@ def classify(
         elif runs[i] > SHORT_RUN or j == len(hyp):
             label = "premature_end"
         else:
-            note = "short deletion inside an utterance" if inside else "deletion before the first final"
+            note = f"short deletion{after_prefix(j)}" if inside else "deletion before the first final"
         # a deletion belongs to the utterance of the final word before its gap
         owner = utt[j] if op == "substitute" else (utt[j - 1] if j > 0 else None)
         aligned.append(Aligned(op, ref_word, hyp_word, owner, label, note))

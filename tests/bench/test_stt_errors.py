@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import jiwer
+import numpy as np
 
+from bench import stt_bench
 from bench.stt_errors import CLASSES, Diagnosis, classify, forced_prefix_length
 
 
@@ -43,7 +45,7 @@ def test_the_same_error_past_the_prefix_is_other() -> None:
     final = "the tiger's roar is not like the full roar of a line"
     d = classify(REF, _finals(final), partials, REF)
     (aligned,) = [a for a in d.alignment if a.label]
-    assert (aligned.label, aligned.note) == ("other", "substitution")
+    assert (aligned.label, aligned.note) == ("other", "substitution after a forced prefix")
 
 
 def test_a_vanished_sentence_is_a_premature_end() -> None:
@@ -88,3 +90,13 @@ def test_the_rest_of_a_misreading_that_starts_in_the_prefix_is_forced_prefix() -
     final = "many people think of them as a nurse or as because they have feathers"
     d = classify(ref, _finals(final), partials, ref)
     assert d.counts["forced_prefix"] == d.errors == 4
+
+
+def test_a_long_clip_is_decoded_whole_in_windows_cut_at_its_pauses() -> None:
+    rate = stt_bench.RATE_HZ
+    noise = np.random.default_rng(0).normal(0, 0.1, 45 * rate).astype(np.float32)
+    noise[20 * rate : 20 * rate + rate // 2] = 0  # a half-second pause at 20 s
+    pieces = stt_bench.whole_windows(noise, 30.0)
+    assert [round(len(p) / rate) for p in pieces] == [20, 25]
+    assert np.array_equal(np.concatenate(pieces), noise)
+    assert len(stt_bench.whole_windows(noise[: 10 * rate], 30.0)) == 1
