@@ -72,11 +72,18 @@ class Client:
             metadata=self.metadata)
         return reply.session
 
-    async def join_session(self, code: str, language: str, voice: str = "") -> sessions_pb2.Session:
+    async def join_session(
+        self, code: str, language: str, voice: str = "", allow_one_way: bool = False,
+    ) -> sessions_pb2.Session:
         reply = await self.sessions.JoinSession(
-            sessions_pb2.JoinSessionRequest(code=code, language_code=language, voice=voice),
+            sessions_pb2.JoinSessionRequest(
+                code=code, language_code=language, voice=voice, allow_one_way=allow_one_way),
             metadata=self.metadata)
         return reply.session
+
+    async def list_languages(self) -> sessions_pb2.ListLanguagesResponse:
+        """What the deployment serves; needs no sign-in."""
+        return await self.sessions.ListLanguages(sessions_pb2.ListLanguagesRequest())
 
     async def end_session(self, session_id: str) -> sessions_pb2.EndSessionResponse:
         return await self.sessions.EndSession(

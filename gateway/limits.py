@@ -304,6 +304,10 @@ class Limits:
     async def request(self, user_id: str) -> None:
         await self.limiter.acquire(self.requests, f"user:{user_id}")
 
+    async def anonymous_request(self, address: str) -> None:
+        """A call open to anyone (ListLanguages): the request limit, per client address."""
+        await self.limiter.acquire(self.requests, f"address:{address}")
+
     async def login(self, username: str) -> None:
         await self.limiter.acquire(self.requests, f"login:{username.casefold()}")
 

@@ -181,6 +181,23 @@ class Proxy:
         finally:
             await self._settle(context, identity, limit, outcome)
 
+    async def open_unary(
+        self,
+        route: Callable[[], Awaitable[grpc.aio.UnaryUnaryMultiCallable[_Request, _Response]]],
+        request: _Request,
+        context: grpc.aio.ServicerContext,
+    ) -> _Response:
+        """A call anyone may make, signed in or not: limited per client address, sent
+        downstream with no identity (so it reaches only what needs none)."""
+        await self._limits.anonymous_request(self._address(context))
+        call = (await route())(request, timeout=context.time_remaining())
+        try:
+            return await call
+        except grpc.aio.AioRpcError as err:
+            raise _downstream_error(err) from None
+        finally:
+            call.cancel()
+
     async def server_stream(
         self,
         route: Callable[[], Awaitable[grpc.aio.UnaryStreamMultiCallable[_Request, _Response]]],
@@ -310,6 +327,12 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.ListSessionsResponse:
         return await self._proxy.unary(self._via("ListSessions"), request, context)
+
+    async def ListLanguages(
+        self, request: sessions_pb2.ListLanguagesRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.ListLanguagesResponse:
+        """Open to anyone: the sign-up form offers the languages before there is a token."""
+        return await self._proxy.open_unary(self._via("ListLanguages"), request, context)
 
 
 class ConversationProxy(conversation_pb2_grpc.ConversationServiceServicer):

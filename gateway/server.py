@@ -1,7 +1,8 @@
 """gateway: the only public service.
 
 Serves AuthService itself and proxies SessionService and ConversationService
-to session_svc for callers with a valid access token (see `gateway.proxy`),
+to session_svc for callers with a valid access token (see `gateway.proxy`;
+SessionService.ListLanguages needs none),
 within the rate limits (`gateway.limits`). Accounts live in PostgreSQL
 (`gateway.pgstore`); what session_svc keeps of a user (export, deletion) and
 where a session is held, it asks session_svc (`gateway.sessiondata`).

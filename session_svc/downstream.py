@@ -52,6 +52,24 @@ class Downstream:
             raise errors.from_rpc_error(e, "translation") from None
         return reply.translations[0]
 
+    async def list_pairs(self) -> mt_pb2.ListLanguagePairsResponse:
+        try:
+            return await self.mt.ListLanguagePairs(mt_pb2.ListLanguagePairsRequest(), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise errors.from_rpc_error(e, "translation") from None
+
+    async def list_models(self) -> stt_pb2.ListModelsResponse:
+        try:
+            return await self.stt.ListModels(stt_pb2.ListModelsRequest(), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise errors.from_rpc_error(e, "speech recognition") from None
+
+    async def list_voices(self) -> tts_pb2.ListVoicesResponse:
+        try:
+            return await self.tts.ListVoices(tts_pb2.ListVoicesRequest(), timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise errors.from_rpc_error(e, "speech synthesis") from None
+
     async def synthesize(
         self, text: str, language_code: str, voice: str, rate_hz: int
     ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:

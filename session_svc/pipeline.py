@@ -27,6 +27,7 @@ from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
+from session_svc import routes
 from session_svc.downstream import Downstream
 from session_svc.sessions import Member, Session
 
@@ -126,6 +127,9 @@ class SpeakerPipeline:
         self.down = downstream
         self.encoding = encoding
         self.clock = ArrivalClock(rate_hz)
+        # The route is fixed when pairing; speech translation makes the finals English text.
+        self.route = session.route_from(speaker)
+        self._speech_translates = routes.speech_translates(self.route)
         # On a trunk (the default) each chunk goes straight on to stt_svc as it is fed.
         self._audio: rpc.Feed[stt_pb2.StreamingRecognizeRequest] = rpc.Feed(
             AUDIO_QUEUE_CHUNKS + 1, merge=_merge_audio)
@@ -135,6 +139,8 @@ class SpeakerPipeline:
                 encoding=encoding,  # type: ignore[arg-type]  # same numbering as dragoman.v1
                 sample_rate_hertz=rate_hz,
                 interim_results=True,
+                task=(stt_pb2.RECOGNITION_TASK_TRANSLATE_TO_ENGLISH if self._speech_translates
+                      else stt_pb2.RECOGNITION_TASK_TRANSCRIBE),
             )
         ))
         self._finals: asyncio.Queue[Utterance | None] = asyncio.Queue()
@@ -229,6 +235,7 @@ class SpeakerPipeline:
         self._both(transcription=lambda who: pb.Transcription(
             speaker=who, utterance_id=utt.utterance_id, text=text, is_final=result.is_final,
             stability=result.stability, language_code=result.language_code,
+            translated_to_english=self._speech_translates,
         ))
         if result.is_final:
             utt.final = time.monotonic()
@@ -283,8 +290,9 @@ class SpeakerPipeline:
             if not utt.text or partner is None:
                 return
             try:
-                translation = await self.down.translate(
-                    self.speaker.language_code, partner.language_code, utt.text)
+                translation = await routes.translate(
+                    self.down, self.route, self.speaker.language_code, partner.language_code,
+                    utt.text)
             except DragomanError as e:
                 metrics.PIPELINE_ERRORS.labels("translation").inc()
                 self.speaker.log.append(error=pb.ConversationError(
@@ -298,6 +306,7 @@ class SpeakerPipeline:
                 speaker=who, utterance_id=utt.utterance_id, source_text=utt.text,
                 text=translation.text, source_language_code=self.speaker.language_code,
                 target_language_code=partner.language_code, is_final=True,
+                path=translation.path, engine=translation.engine,
             ))
             log.info("translated %s", utt.utterance_id, extra={
                 "engine": translation.engine, "text": logs.redact(translation.text)})

@@ -33,10 +33,12 @@ from dragoman.v1 import (
     sessions_pb2,
     sessions_pb2_grpc,
 )
+from session_svc import routes
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
 from session_svc.records import STAGES, Metrics, SessionRecord, UtteranceLog
+from session_svc.routes import Coverage
 from session_svc.sessions import Identity, SessionRegistry, metrics_proto
 from session_svc.store import PgSessionStore, SessionStore
 
@@ -103,9 +105,17 @@ def parse_page_token(token: str) -> tuple[datetime, str] | None:
 
 
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
-    def __init__(self, registry: SessionRegistry, callers: Callers) -> None:
+    def __init__(self, registry: SessionRegistry, callers: Callers, coverage: Coverage) -> None:
         self.registry = registry
         self.identity = callers
+        self.coverage = coverage
+
+    async def ListLanguages(
+        self, request: sessions_pb2.ListLanguagesRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.ListLanguagesResponse:
+        """Open to any caller, with or without an identity: it names nothing but what is
+        installed, and the gateway offers it before sign-in (the language to register with)."""
+        return routes.languages_proto(await self.coverage.inventory())
 
     async def CreateSession(
         self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
@@ -119,7 +129,8 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self, request: sessions_pb2.JoinSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.JoinSessionResponse:
         session = await self.registry.join(
-            self.identity(context), request.code, request.language_code, request.voice)
+            self.identity(context), request.code, request.language_code, request.voice,
+            request.allow_one_way)
         logs.session_id.set(session.session_id)
         log.info("session joined")
         return sessions_pb2.JoinSessionResponse(session=session.to_proto())
@@ -247,14 +258,17 @@ async def create(
         database = await db.open_database(settings.database)
         store = PgSessionStore(database)
     lag = overload.LoopLag()
-    registry = SessionRegistry(
-        settings.session, store, owner=settings.session.advertise_address, lag=lag)
     down = downstream or Downstream(
         settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk,
         linger_s=settings.trunk_linger_ms / 1000)
+    coverage = Coverage(down)
+    registry = SessionRegistry(
+        settings.session, store, owner=settings.session.advertise_address, lag=lag,
+        inventory=coverage.inventory)
     conversations = ConversationServicer(registry, down, settings.session, callers)
     service = rpc.Service.serving("session", [
-        (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionServicer(registry, callers)),
+        (sessions_pb2_grpc.add_SessionServiceServicer_to_server,
+         SessionServicer(registry, callers, coverage)),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
         (session_pb2_grpc.add_SessionDataServiceServicer_to_server, SessionDataServicer(store, callers)),
     ], [

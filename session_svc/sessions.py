@@ -16,12 +16,13 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dragoman import languages, metrics
 from dragoman.config import SessionSettings
+from dragoman.coverage import Inventory, Route
 from dragoman.db.times import timestamp
 from dragoman.errors import (
     FailedPrecondition,
@@ -33,6 +34,7 @@ from dragoman.errors import (
 )
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
+from session_svc import routes
 from session_svc.events import EventLog
 from session_svc.records import STAGES, Metrics, Participant, UtteranceLog
 from session_svc.store import CodeTaken, Journal, SessionStore
@@ -105,12 +107,20 @@ class Session:
     errors: int = 0
     journal: Callable[[UtteranceLog], None] | None = None
     """Where translated utterances are logged."""
+    routes: dict[str, Route] = field(default_factory=dict)
+    """How each member's speech reaches the other, by the speaker's user id (set on joining)."""
+    one_way: bool = False
+    """Only one direction is translated (the joiner allowed it)."""
 
     def member(self, user_id: str) -> Member | None:
         return next((m for m in self.members if m.user_id == user_id), None)
 
     def partner(self, member: Member) -> Member | None:
         return next((m for m in self.members if m is not member), None)
+
+    def route_from(self, speaker: Member) -> Route | None:
+        """How `speaker`'s speech reaches their partner; None before pairing (or unchecked)."""
+        return self.routes.get(speaker.user_id)
 
     def to_proto(self) -> spb.Session:
         out = spb.Session(
@@ -119,6 +129,9 @@ class Session:
             status=self.status,  # type: ignore[arg-type]
             participants=[m.to_proto() for m in self.members],
             create_time=timestamp(self.created_s),
+            routes=[routes.route_proto(self.routes[m.user_id])
+                    for m in self.members if m.user_id in self.routes],
+            one_way=self.one_way,
         )
         if self.ended_s is not None:
             out.end_time.CopyFrom(timestamp(self.ended_s))
@@ -180,6 +193,7 @@ class SessionRegistry:
         self, settings: SessionSettings, store: SessionStore,
         codes: Callable[[], str] = random_code, owner: str = "",
         lag: LoopLag | None = None,
+        inventory: Callable[[], Awaitable[Inventory]] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -187,6 +201,8 @@ class SessionRegistry:
         """host:port this replica is reached at, recorded with its sessions."""
         self.lag = lag
         """The event loop's lateness: new sessions are refused while it is overloaded."""
+        self.inventory = inventory
+        """What the mesh serves: languages are checked against it on create and join."""
         self._live = 0
         self.journal = Journal(store)
         self._codes = codes
@@ -260,7 +276,9 @@ class SessionRegistry:
                 "retry shortly", retry_after_s=REFUSED_RETRY_S)
 
     async def create(self, who: Identity, language_code: str, voice: str) -> Session:
-        languages.normalise(language_code)
+        language = languages.normalise(language_code)
+        if self.inventory is not None:
+            routes.check_speaker(await self.inventory(), language)
         self._evict_ended()
         await self._expire_codes()  # expired and abandoned ones no longer count against the limit
         await self._end_abandoned()
@@ -293,10 +311,13 @@ class SessionRegistry:
             return session
         raise ResourceExhausted("no free pairing code right now; retry shortly", retry_after_s=1.0)
 
-    async def join(self, who: Identity, code: str, language_code: str, voice: str) -> Session:
+    async def join(
+        self, who: Identity, code: str, language_code: str, voice: str, allow_one_way: bool = False,
+    ) -> Session:
         if len(code) != 6 or not code.isdigit():
             raise InvalidArgument(f"code must be 6 digits, got {shown(code)}")
-        languages.normalise(language_code)
+        language = languages.normalise(language_code)
+        inventory = await self.inventory() if self.inventory is not None else None
         await self._expire_codes()
         sid = self._waiting.get(code)
         if sid is None:
@@ -304,6 +325,9 @@ class SessionRegistry:
         session = self._sessions[sid]
         if session.member(who.user_id) is not None:
             raise FailedPrecondition("you created this session; your partner must join it")
+        creator = session.members[0]
+        pair = (routes.check_pair(inventory, creator.language, language, allow_one_way)
+                if inventory is not None else None)
         del self._waiting[code]  # claimed: a concurrent join of this code finds nothing
         joiner = self._new_member(session, who, language_code, voice)
         try:
@@ -317,11 +341,13 @@ class SessionRegistry:
         session.members.append(joiner)
         session.status = spb.SESSION_STATUS_ACTIVE
         session.attended_s = time.time()
-        creator = session.members[0]
+        if pair is not None:
+            session.routes = {creator.user_id: pair.there, joiner.user_id: pair.back}
+            session.one_way = pair.one_way
         for me, other in ((creator, joiner), (joiner, creator)):
             me.log.append(session_paired=cpb.SessionPaired(
                 partner_user_id=other.user_id, partner_display_name=other.display_name,
-                partner_language_code=other.language_code,
+                partner_language_code=other.language_code, one_way=session.one_way,
             ))
         return session
 

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dragoman.errors import InvalidArgument
+from dragoman.errors import FailedPrecondition, InvalidArgument
 from stt_svc import languages
 from stt_svc.engines.base import (
     Capabilities,
     DecodeOptions,
     DecodeRequest,
     SpeechRecognizer,
+    Task,
     Transcription,
 )
 from stt_svc.lanes import DecodeLane, Priority, Timed
@@ -77,11 +78,25 @@ class Models:
             raise languages.unsupported(language_code, self.languages)
         return base
 
-    def for_language(self, language: str | None) -> LoadedModel:
-        """The model for `language` (None: one that identifies the language)."""
+    def check_task(self, task: Task) -> None:
+        """FAILED_PRECONDITION when no loaded model can do `task`."""
+        if task == "translate" and not any(m.capabilities.translates_to_english for m in self.loaded):
+            names = ", ".join(m.capabilities.name for m in self.loaded)
+            raise FailedPrecondition(
+                f"translating speech to English needs a multilingual Whisper model, and none is "
+                f"loaded (loaded: {names}); install one (`dragoman models install whisper-base`) "
+                "and set stt.model to it"
+            )
+
+    def for_language(self, language: str | None, task: Task = "transcribe") -> LoadedModel:
+        """The model for `language` (None: one that identifies the language) and `task`
+        (English-only models do not translate: "translate" picks a multilingual one)."""
+        candidates = [
+            m for m in self.loaded if task == "transcribe" or m.capabilities.translates_to_english
+        ]
         if language is None:
-            return next(m for m in self.loaded if m.capabilities.detects_language)
-        serving = [m for m in self.loaded if language in m.capabilities.languages]
+            return next(m for m in candidates if m.capabilities.detects_language)
+        serving = [m for m in candidates if language in m.capabilities.languages]
         if not serving:
             raise languages.unsupported(language, self.languages)
         return min(serving, key=lambda m: len(m.capabilities.languages))

@@ -18,7 +18,7 @@ from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhaust
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
 from stt_svc import vad
-from stt_svc.engines.base import ANY_LANGUAGE, SpeechRecognizer
+from stt_svc.engines.base import ANY_LANGUAGE, SpeechRecognizer, Task
 from stt_svc.loaded import Models
 from stt_svc.stream import (
     Encoding,
@@ -42,6 +42,11 @@ MAX_HOTWORD_CHARS = 500
 _ENCODINGS = {
     stt_pb2.AUDIO_ENCODING_LINEAR16: Encoding.LINEAR16,
     stt_pb2.AUDIO_ENCODING_OGG_OPUS: Encoding.OGG_OPUS,
+}
+_TASKS: dict[int, Task] = {
+    stt_pb2.RECOGNITION_TASK_UNSPECIFIED: "transcribe",
+    stt_pb2.RECOGNITION_TASK_TRANSCRIBE: "transcribe",
+    stt_pb2.RECOGNITION_TASK_TRANSLATE_TO_ENGLISH: "translate",
 }
 _EVENT_TYPES = {
     SpeechEventKind.STARTED: stt_pb2.SPEECH_EVENT_TYPE_SPEECH_STARTED,
@@ -70,6 +75,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
                 name=caps.name,
                 engine=caps.engine,
                 language_codes=[ANY_LANGUAGE] if caps.detects_language else list(caps.languages),
+                translates_to_english=caps.translates_to_english,
             )
         return reply
 
@@ -135,6 +141,13 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
         if encoding is Encoding.LINEAR16:
             rate_hz = audio.check_rate(c.sample_rate_hertz, "config.sample_rate_hertz")
         language = self._models.resolve(c.language_code)
+        task = _TASKS.get(c.task)
+        if task is None:
+            raise InvalidArgument(
+                "config.task must be RECOGNITION_TASK_TRANSCRIBE or "
+                f"RECOGNITION_TASK_TRANSLATE_TO_ENGLISH (or unset), got {c.task}"
+            )
+        self._models.check_task(task)
         return StreamConfig(
             language_code=c.language_code,
             language=language,
@@ -143,6 +156,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             interim_results=c.interim_results,
             endpoint_silence_ms=self._endpoint_silence_ms(c),
             hotwords=_hotwords(c.hotwords),
+            task=task,
         )
 
     def _endpoint_silence_ms(self, c: stt_pb2.StreamingRecognitionConfig) -> int:

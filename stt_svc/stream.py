@@ -46,7 +46,7 @@ from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from stt_svc import guards
 from stt_svc.agreement import LocalAgreement
 from stt_svc.codecs import AudioDecoder, OggOpusDecoder, Pcm16Decoder
-from stt_svc.engines.base import DecodeOptions, Transcription, WordTiming
+from stt_svc.engines.base import DecodeOptions, Task, Transcription, WordTiming
 from stt_svc.flow import BURST_CHUNKS, ChunkRate
 from stt_svc.lanes import Priority, Timed
 from stt_svc.loaded import LoadedModel, Models
@@ -85,6 +85,9 @@ class StreamConfig:
     interim_results: bool = False
     endpoint_silence_ms: int = 300
     hotwords: tuple[str, ...] = ()
+    task: Task = "transcribe"
+    """"translate": every result (partials too) is English text; the stable prefix that the
+    next decode is forced to start with must be in the language of the output."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +328,7 @@ class RecognizeStream:
             self._speculation = None
         if ahead is None or ahead.index != u.index:
             return False
-        options, model = self._final_options(u), self._models.for_language(u.language)
+        options, model = self._final_options(u), self._models.for_language(u.language, self.config.task)
         try:
             future = model.decode(ahead.audio, options, Priority.FINAL)
         except ResourceExhausted:
@@ -337,7 +340,7 @@ class RecognizeStream:
         return DecodeOptions(
             language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords,
             word_timestamps=True, beam_size=self._limits.beam_size,
-            temperatures=FINAL_TEMPERATURES,
+            temperatures=FINAL_TEMPERATURES, task=self.config.task,
         )
 
     async def _wait(self, partial: asyncio.Future[Timed[Transcription]] | None) -> None:
@@ -365,9 +368,10 @@ class RecognizeStream:
     def _start_partial(self, u: _Utterance) -> asyncio.Future[Timed[Transcription]]:
         u.decoded_samples = self._segmenter.utterance_samples
         options = DecodeOptions(
-            language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords
+            language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords,
+            task=self.config.task,
         )
-        model = self._models.for_language(u.language)
+        model = self._models.for_language(u.language, self.config.task)
         return model.decode(self._segmenter.utterance_audio(), options, Priority.PARTIAL)
 
     def _on_partial(self, u: _Utterance, timed: Timed[Transcription]) -> None:
@@ -393,7 +397,7 @@ class RecognizeStream:
     async def _finalise(self, job: _FinalJob) -> None:
         u, event = job.utterance, job.event
         options = self._final_options(u)
-        model = self._models.for_language(u.language)
+        model = self._models.for_language(u.language, self.config.task)
         spec, self._speculation = self._speculation, None
         speculated = spec is not None and spec.serves(event, options, model)
         if spec is not None and speculated:

@@ -97,14 +97,15 @@ async def _queue_stream(queue: asyncio.Queue[pb.ConverseRequest | None]) -> Asyn
 
 async def one_way(
     mesh: MeshAddresses, clip: Path, speaker_language: str, listener_language: str,
-    output_rate_hz: int = 24_000,
+    output_rate_hz: int = 24_000, allow_one_way: bool = False,
 ) -> OneWay:
-    """Two new users pair; the first says `clip` (then 1.5 s of silence) and leaves; returns once
-    the listener has every utterance's `processing_ended`."""
+    """Two new users pair (the listener joining with `allow_one_way`); the first says `clip`
+    (then 1.5 s of silence) and leaves; returns once the listener has every utterance's
+    `processing_ended`."""
     speaker = await new_client(mesh.gateway, speaker_language)
     listener = await new_client(mesh.gateway, listener_language)
     session = await speaker.create_session(speaker_language)
-    await listener.join_session(session.code, listener_language)
+    await listener.join_session(session.code, listener_language, allow_one_way=allow_one_way)
 
     queues: dict[str, asyncio.Queue[pb.ConverseRequest | None]] = {"a": asyncio.Queue(), "b": asyncio.Queue()}
     for q in queues.values():

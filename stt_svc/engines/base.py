@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 ANY_LANGUAGE = "*"
+Task = Literal["transcribe", "translate"]
+"""Whisper's tasks: text in the language spoken, or English text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,8 @@ class Capabilities:
     """Whether it can identify the language itself (multilingual models)."""
     max_audio_s: float = 30.0
     """Longest audio one call decodes in a single window."""
+    translates_to_english: bool = False
+    """Whether it decodes with task "translate" (multilingual Whisper models)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,8 @@ class DecodeOptions:
     """Beam width; 1 is greedy."""
     temperatures: tuple[float, ...] = (0.0,)
     """Temperatures tried in turn while the output looks degenerate."""
+    task: Task = "transcribe"
+    """"translate": English text whatever the language (models that translate_to_english)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,7 +115,7 @@ class WhisperEngine:
             cpu_threads=cpu_threads, num_workers=1,
         )
         self._multilingual = bool(self._model.model.is_multilingual)
-        self._tokenizers: dict[str, Tokenizer] = {}
+        self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
         self._window_step_s = window_step_s
         self._capabilities = Capabilities(
             name=name,
@@ -125,6 +125,7 @@ class WhisperEngine:
                 if self._model.hf_tokenizer.token_to_id(f"<|{code}|>") is not None
             ),
             detects_language=self._multilingual,
+            translates_to_english=self._multilingual,
             max_audio_s=self._model.feature_extractor.n_samples / SAMPLE_RATE_HZ,
         )
 
@@ -148,7 +149,7 @@ class WhisperEngine:
         """Nothing to release: the model goes with the engine."""
 
     def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[Transcription]:
-        languages = [self._check_language(r.options.language) for r in requests]
+        languages = [self._check_language(r.options) for r in requests]
         windows = [self._window(r.audio) for r in requests]
         by_length: defaultdict[int, list[int]] = defaultdict(list)
         for i, window in enumerate(windows):
@@ -170,7 +171,9 @@ class WhisperEngine:
         identified = [
             (lang, 1.0) if lang is not None else detected[i] for i, lang in enumerate(languages)
         ]
-        tokenizers = [self._tokenizer(lang) for lang, _ in identified]
+        tokenizers = [
+            self._tokenizer(lang, r.options.task) for (lang, _), r in zip(identified, requests, strict=True)
+        ]
         prompts = [
             self._prompt(tok, r.options) for tok, r in zip(tokenizers, requests, strict=True)
         ]
@@ -209,10 +212,13 @@ class WhisperEngine:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _check_language(self, language: str | None) -> str | None:
+    def _check_language(self, options: DecodeOptions) -> str | None:
         """The language to force (None: identify it); English-only models force "en"."""
+        language = options.language
         if self._multilingual:
             return language
+        if options.task != "transcribe":
+            raise ValueError(f"{self._capabilities.name} only transcribes English; it cannot translate")
         if language not in (None, "en"):
             raise ValueError(f"{self._capabilities.name} only transcribes English")
         return "en"
@@ -237,15 +243,16 @@ class WhisperEngine:
         found = self._model.model.detect_language(encoded.subset(items))
         return {i: (pairs[0][0][2:-2], float(pairs[0][1])) for i, pairs in zip(items, found, strict=True)}
 
-    def _tokenizer(self, language: str) -> Tokenizer:
-        tokenizer = self._tokenizers.get(language)
+    def _tokenizer(self, language: str, task: str) -> Tokenizer:
+        """Its <|startoftranscript|> sequence names the language and the task."""
+        tokenizer = self._tokenizers.get((language, task))
         if tokenizer is None:
             from faster_whisper.tokenizer import Tokenizer
 
             tokenizer = Tokenizer(
-                self._model.hf_tokenizer, self._multilingual, task="transcribe", language=language
+                self._model.hf_tokenizer, self._multilingual, task=task, language=language
             )
-            self._tokenizers[language] = tokenizer
+            self._tokenizers[(language, task)] = tokenizer
         return tokenizer
 
     def _prompt(self, tokenizer: Tokenizer, options: DecodeOptions) -> list[int]:

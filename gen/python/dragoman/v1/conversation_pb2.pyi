@@ -67,6 +67,46 @@ SPEAKER_PARTNER: Speaker.ValueType  # 2
 """The receiver's partner."""
 Global___Speaker: _TypeAlias = Speaker  # noqa: Y015
 
+class _TranslationPath:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TranslationPathEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TranslationPath.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSLATION_PATH_UNSPECIFIED: _TranslationPath.ValueType  # 0
+    """Not set."""
+    TRANSLATION_PATH_CASCADE: _TranslationPath.ValueType  # 1
+    """Transcribed, then translated by one text engine (the cascade)."""
+    TRANSLATION_PATH_PIVOT: _TranslationPath.ValueType  # 2
+    """Transcribed, then translated through English by two text engines."""
+    TRANSLATION_PATH_SPEECH_TRANSLATION: _TranslationPath.ValueType  # 3
+    """Translated straight from speech into English by the recognition model
+    (no text translation); `source_text` is that English text too.
+    """
+    TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE: _TranslationPath.ValueType  # 4
+    """Translated from speech into English by the recognition model, then from
+    English by a text engine; `source_text` is the English text.
+    """
+
+class TranslationPath(_TranslationPath, metaclass=_TranslationPathEnumTypeWrapper):
+    """How speech in one language became text in another."""
+
+TRANSLATION_PATH_UNSPECIFIED: TranslationPath.ValueType  # 0
+"""Not set."""
+TRANSLATION_PATH_CASCADE: TranslationPath.ValueType  # 1
+"""Transcribed, then translated by one text engine (the cascade)."""
+TRANSLATION_PATH_PIVOT: TranslationPath.ValueType  # 2
+"""Transcribed, then translated through English by two text engines."""
+TRANSLATION_PATH_SPEECH_TRANSLATION: TranslationPath.ValueType  # 3
+"""Translated straight from speech into English by the recognition model
+(no text translation); `source_text` is that English text too.
+"""
+TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE: TranslationPath.ValueType  # 4
+"""Translated from speech into English by the recognition model, then from
+English by a text engine; `source_text` is the English text.
+"""
+Global___TranslationPath: _TypeAlias = TranslationPath  # noqa: Y015
+
 class _ErrorCode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -505,22 +545,28 @@ class SessionPaired(_message.Message):
     PARTNER_USER_ID_FIELD_NUMBER: _builtins.int
     PARTNER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     PARTNER_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    ONE_WAY_FIELD_NUMBER: _builtins.int
     partner_user_id: _builtins.str
     """The partner's user id."""
     partner_display_name: _builtins.str
     """The partner's display name."""
     partner_language_code: _builtins.str
     """The language the partner speaks."""
+    one_way: _builtins.bool
+    """True when only one direction translates (the joiner asked for it with
+    JoinSessionRequest.allow_one_way); `Session.routes` says which.
+    """
     def __init__(
         self,
         *,
         partner_user_id: _builtins.str = ...,
         partner_display_name: _builtins.str = ...,
         partner_language_code: _builtins.str = ...,
+        one_way: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["partner_display_name", b"partner_display_name", "partner_language_code", b"partner_language_code", "partner_user_id", b"partner_user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["one_way", b"one_way", "partner_display_name", b"partner_display_name", "partner_language_code", b"partner_language_code", "partner_user_id", b"partner_user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -698,6 +744,7 @@ class Transcription(_message.Message):
     IS_FINAL_FIELD_NUMBER: _builtins.int
     STABILITY_FIELD_NUMBER: _builtins.int
     LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    TRANSLATED_TO_ENGLISH_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who spoke."""
     utterance_id: _builtins.str
@@ -710,6 +757,12 @@ class Transcription(_message.Message):
     """Stability of a partial transcript in [0, 1]; 1 for finals."""
     language_code: _builtins.str
     """Language of the speech (BCP-47)."""
+    translated_to_english: _builtins.bool
+    """True when `text` is not a transcript but an English translation of the
+    speech (TRANSLATION_PATH_SPEECH_TRANSLATION: this speaker's language has
+    no text translation, so the recognition model translates; the speaker
+    sees what their partner will get).
+    """
     def __init__(
         self,
         *,
@@ -719,10 +772,11 @@ class Transcription(_message.Message):
         is_final: _builtins.bool = ...,
         stability: _builtins.float = ...,
         language_code: _builtins.str = ...,
+        translated_to_english: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_final", b"is_final", "language_code", b"language_code", "speaker", b"speaker", "stability", b"stability", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_final", b"is_final", "language_code", b"language_code", "speaker", b"speaker", "stability", b"stability", "text", b"text", "translated_to_english", b"translated_to_english", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -741,6 +795,8 @@ class Translation(_message.Message):
     SOURCE_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     TARGET_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     IS_FINAL_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who spoke."""
     utterance_id: _builtins.str
@@ -755,6 +811,12 @@ class Translation(_message.Message):
     """Language of `text`."""
     is_final: _builtins.bool
     """True when translating the final transcript."""
+    path: Global___TranslationPath.ValueType
+    """How the translation was made."""
+    engine: _builtins.str
+    """Engine(s) that made it, in order, e.g. "bergamot", "apertium>bergamot",
+    "whisper-base:translate" or "whisper-base:translate>bergamot".
+    """
     def __init__(
         self,
         *,
@@ -765,10 +827,12 @@ class Translation(_message.Message):
         source_language_code: _builtins.str = ...,
         target_language_code: _builtins.str = ...,
         is_final: _builtins.bool = ...,
+        path: Global___TranslationPath.ValueType = ...,
+        engine: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_final", b"is_final", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "is_final", b"is_final", "path", b"path", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

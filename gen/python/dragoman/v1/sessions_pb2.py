@@ -22,48 +22,57 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from dragoman.v1 import conversation_pb2 as dragoman_dot_v1_dot_conversation__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ragoman/v1/sessions.proto\x12\x0b\x64ragoman.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.dragoman.v1.SessionStatus\x12.\n\x0cparticipants\x18\x04 \x03(\x0b\x32\x18.dragoman.v1.Participant\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07metrics\x18\x07 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\"m\n\x0bParticipant\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\r\n\x05voice\x18\x05 \x01(\t\"<\n\x14\x43reateSessionRequest\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"H\n\x12JoinSessionRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\"<\n\x13JoinSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"i\n\x12\x45ndSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\x12,\n\x07metrics\x18\x02 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\"?\n\x18RemoveParticipantRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"B\n\x19RemoveParticipantResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\xa1\x01\n\x0eSessionMetrics\x12\x17\n\x0futterance_count\x18\x01 \x01(\r\x12\x17\n\x0fmean_latency_ms\x18\x02 \x01(\x01\x12\x16\n\x0emin_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0emax_latency_ms\x18\x04 \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\x05 \x01(\r\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x80\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_WAITING\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x18\n\x14SESSION_STATUS_ENDED\x10\x03\x32\x91\x04\n\x0eSessionService\x12V\n\rCreateSession\x12!.dragoman.v1.CreateSessionRequest\x1a\".dragoman.v1.CreateSessionResponse\x12P\n\x0bJoinSession\x12\x1f.dragoman.v1.JoinSessionRequest\x1a .dragoman.v1.JoinSessionResponse\x12M\n\nGetSession\x12\x1e.dragoman.v1.GetSessionRequest\x1a\x1f.dragoman.v1.GetSessionResponse\x12M\n\nEndSession\x12\x1e.dragoman.v1.EndSessionRequest\x1a\x1f.dragoman.v1.EndSessionResponse\x12\x62\n\x11RemoveParticipant\x12%.dragoman.v1.RemoveParticipantRequest\x1a&.dragoman.v1.RemoveParticipantResponse\x12S\n\x0cListSessions\x12 .dragoman.v1.ListSessionsRequest\x1a!.dragoman.v1.ListSessionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ragoman/v1/sessions.proto\x12\x0b\x64ragoman.v1\x1a\x1e\x64ragoman/v1/conversation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.dragoman.v1.SessionStatus\x12.\n\x0cparticipants\x18\x04 \x03(\x0b\x32\x18.dragoman.v1.Participant\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07metrics\x18\x07 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\x12*\n\x06routes\x18\x08 \x03(\x0b\x32\x1a.dragoman.v1.LanguageRoute\x12\x0f\n\x07one_way\x18\t \x01(\x08\"m\n\x0bParticipant\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\r\n\x05voice\x18\x05 \x01(\t\"<\n\x14\x43reateSessionRequest\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"_\n\x12JoinSessionRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x15\n\rallow_one_way\x18\x04 \x01(\x08\"<\n\x13JoinSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"i\n\x12\x45ndSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\x12,\n\x07metrics\x18\x02 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\"?\n\x18RemoveParticipantRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"B\n\x19RemoveParticipantResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\xa1\x01\n\x0eSessionMetrics\x12\x17\n\x0futterance_count\x18\x01 \x01(\r\x12\x17\n\x0fmean_latency_ms\x18\x02 \x01(\x01\x12\x16\n\x0emin_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0emax_latency_ms\x18\x04 \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\x05 \x01(\r\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x16\n\x14ListLanguagesRequest\"t\n\x15ListLanguagesResponse\x12/\n\tlanguages\x18\x01 \x03(\x0b\x32\x1c.dragoman.v1.LanguageSupport\x12*\n\x06routes\x18\x02 \x03(\x0b\x32\x1a.dragoman.v1.LanguageRoute\"w\n\x0fLanguageSupport\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrecognized\x18\x03 \x01(\x08\x12\x0e\n\x06spoken\x18\x04 \x01(\x08\x12\x13\n\x0b\x63onversable\x18\x05 \x01(\x08\"\xbd\x01\n\rLanguageRoute\x12\x1c\n\x14source_language_code\x18\x01 \x01(\t\x12\x1c\n\x14target_language_code\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12*\n\x04path\x18\x04 \x01(\x0e\x32\x1c.dragoman.v1.TranslationPath\x12\x0f\n\x07\x65ngines\x18\x05 \x03(\t\x12\x0f\n\x07missing\x18\x06 \x03(\t\x12\x0f\n\x07install\x18\x07 \x01(\t*\x80\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_WAITING\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x18\n\x14SESSION_STATUS_ENDED\x10\x03\x32\xe9\x04\n\x0eSessionService\x12V\n\rCreateSession\x12!.dragoman.v1.CreateSessionRequest\x1a\".dragoman.v1.CreateSessionResponse\x12P\n\x0bJoinSession\x12\x1f.dragoman.v1.JoinSessionRequest\x1a .dragoman.v1.JoinSessionResponse\x12M\n\nGetSession\x12\x1e.dragoman.v1.GetSessionRequest\x1a\x1f.dragoman.v1.GetSessionResponse\x12M\n\nEndSession\x12\x1e.dragoman.v1.EndSessionRequest\x1a\x1f.dragoman.v1.EndSessionResponse\x12\x62\n\x11RemoveParticipant\x12%.dragoman.v1.RemoveParticipantRequest\x1a&.dragoman.v1.RemoveParticipantResponse\x12S\n\x0cListSessions\x12 .dragoman.v1.ListSessionsRequest\x1a!.dragoman.v1.ListSessionsResponse\x12V\n\rListLanguages\x12!.dragoman.v1.ListLanguagesRequest\x1a\".dragoman.v1.ListLanguagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dragoman.v1.sessions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONSTATUS']._serialized_start=1427
-  _globals['_SESSIONSTATUS']._serialized_end=1555
-  _globals['_SESSION']._serialized_start=77
-  _globals['_SESSION']._serialized_end=353
-  _globals['_PARTICIPANT']._serialized_start=355
-  _globals['_PARTICIPANT']._serialized_end=464
-  _globals['_CREATESESSIONREQUEST']._serialized_start=466
-  _globals['_CREATESESSIONREQUEST']._serialized_end=526
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=528
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=590
-  _globals['_JOINSESSIONREQUEST']._serialized_start=592
-  _globals['_JOINSESSIONREQUEST']._serialized_end=664
-  _globals['_JOINSESSIONRESPONSE']._serialized_start=666
-  _globals['_JOINSESSIONRESPONSE']._serialized_end=726
-  _globals['_GETSESSIONREQUEST']._serialized_start=728
-  _globals['_GETSESSIONREQUEST']._serialized_end=767
-  _globals['_GETSESSIONRESPONSE']._serialized_start=769
-  _globals['_GETSESSIONRESPONSE']._serialized_end=828
-  _globals['_ENDSESSIONREQUEST']._serialized_start=830
-  _globals['_ENDSESSIONREQUEST']._serialized_end=869
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=871
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=976
-  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_start=978
-  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_end=1041
-  _globals['_REMOVEPARTICIPANTRESPONSE']._serialized_start=1043
-  _globals['_REMOVEPARTICIPANTRESPONSE']._serialized_end=1109
-  _globals['_SESSIONMETRICS']._serialized_start=1112
-  _globals['_SESSIONMETRICS']._serialized_end=1273
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1275
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1335
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1337
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1424
-  _globals['_SESSIONSERVICE']._serialized_start=1558
-  _globals['_SESSIONSERVICE']._serialized_end=2087
+  _globals['_SESSIONSTATUS']._serialized_start=1998
+  _globals['_SESSIONSTATUS']._serialized_end=2126
+  _globals['_SESSION']._serialized_start=109
+  _globals['_SESSION']._serialized_end=446
+  _globals['_PARTICIPANT']._serialized_start=448
+  _globals['_PARTICIPANT']._serialized_end=557
+  _globals['_CREATESESSIONREQUEST']._serialized_start=559
+  _globals['_CREATESESSIONREQUEST']._serialized_end=619
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=621
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=683
+  _globals['_JOINSESSIONREQUEST']._serialized_start=685
+  _globals['_JOINSESSIONREQUEST']._serialized_end=780
+  _globals['_JOINSESSIONRESPONSE']._serialized_start=782
+  _globals['_JOINSESSIONRESPONSE']._serialized_end=842
+  _globals['_GETSESSIONREQUEST']._serialized_start=844
+  _globals['_GETSESSIONREQUEST']._serialized_end=883
+  _globals['_GETSESSIONRESPONSE']._serialized_start=885
+  _globals['_GETSESSIONRESPONSE']._serialized_end=944
+  _globals['_ENDSESSIONREQUEST']._serialized_start=946
+  _globals['_ENDSESSIONREQUEST']._serialized_end=985
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=987
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=1092
+  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_start=1094
+  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_end=1157
+  _globals['_REMOVEPARTICIPANTRESPONSE']._serialized_start=1159
+  _globals['_REMOVEPARTICIPANTRESPONSE']._serialized_end=1225
+  _globals['_SESSIONMETRICS']._serialized_start=1228
+  _globals['_SESSIONMETRICS']._serialized_end=1389
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1391
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1451
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1453
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1540
+  _globals['_LISTLANGUAGESREQUEST']._serialized_start=1542
+  _globals['_LISTLANGUAGESREQUEST']._serialized_end=1564
+  _globals['_LISTLANGUAGESRESPONSE']._serialized_start=1566
+  _globals['_LISTLANGUAGESRESPONSE']._serialized_end=1682
+  _globals['_LANGUAGESUPPORT']._serialized_start=1684
+  _globals['_LANGUAGESUPPORT']._serialized_end=1803
+  _globals['_LANGUAGEROUTE']._serialized_start=1806
+  _globals['_LANGUAGEROUTE']._serialized_end=1995
+  _globals['_SESSIONSERVICE']._serialized_start=2129
+  _globals['_SESSIONSERVICE']._serialized_end=2746
 # @@protoc_insertion_point(module_scope)

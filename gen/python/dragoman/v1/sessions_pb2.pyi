@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dragoman.v1 import conversation_pb2 as _conversation_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -61,12 +62,18 @@ class Session(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
+    ONE_WAY_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Opaque session id."""
     code: _builtins.str
     """6-digit pairing code; empty once the session is no longer waiting."""
     status: Global___SessionStatus.ValueType
     """Lifecycle state."""
+    one_way: _builtins.bool
+    """True when only one direction translates: the joiner accepted it with
+    JoinSessionRequest.allow_one_way.
+    """
     @_builtins.property
     def participants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Participant]:
         """The participants, creator first."""
@@ -83,6 +90,13 @@ class Session(_message.Message):
     def metrics(self) -> Global___SessionMetrics:
         """Numbers of the whole session; set once it has ended."""
 
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageRoute]:
+        """How each direction is translated, set once both joined: the creator's
+        speech to the joiner first, then the joiner's to the creator. An
+        unavailable route there means the session is one-way (`one_way`).
+        """
+
     def __init__(
         self,
         *,
@@ -93,10 +107,12 @@ class Session(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         metrics: Global___SessionMetrics | None = ...,
+        routes: _abc.Iterable[Global___LanguageRoute] | None = ...,
+        one_way: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "metrics", b"metrics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "end_time", b"end_time", "metrics", b"metrics", "participants", b"participants", "session_id", b"session_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "end_time", b"end_time", "metrics", b"metrics", "one_way", b"one_way", "participants", b"participants", "routes", b"routes", "session_id", b"session_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -199,22 +215,32 @@ class JoinSessionRequest(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     VOICE_FIELD_NUMBER: _builtins.int
+    ALLOW_ONE_WAY_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """The 6-digit code the creator shared."""
     language_code: _builtins.str
     """BCP-47 language the joiner speaks, e.g. "pt-BR"."""
     voice: _builtins.str
     """Voice the joiner wants to hear the partner in; empty for the default."""
+    allow_one_way: _builtins.bool
+    """Accept a session that translates in one direction only (e.g. German
+    speech into English through speech translation, with nothing from
+    English into German). Without it such a join gives FAILED_PRECONDITION
+    naming what is missing; with it, both participants are told (`one_way`
+    in the session and in SessionPaired). A pair served in neither
+    direction is refused either way.
+    """
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
         language_code: _builtins.str = ...,
         voice: _builtins.str = ...,
+        allow_one_way: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "language_code", b"language_code", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_one_way", b"allow_one_way", "code", b"code", "language_code", b"language_code", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -487,3 +513,142 @@ class ListSessionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
+
+@_typing.final
+class ListLanguagesRequest(_message.Message):
+    """Asks what the deployment can serve."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLanguagesRequest: _TypeAlias = ListLanguagesRequest  # noqa: Y015
+
+@_typing.final
+class ListLanguagesResponse(_message.Message):
+    """The languages and routes the deployment can serve now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANGUAGES_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def languages(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageSupport]:
+        """Every product language, in the order to offer them."""
+
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageRoute]:
+        """Every ordered pair of two different product languages."""
+
+    def __init__(
+        self,
+        *,
+        languages: _abc.Iterable[Global___LanguageSupport] | None = ...,
+        routes: _abc.Iterable[Global___LanguageRoute] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["languages", b"languages", "routes", b"routes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLanguagesResponse: _TypeAlias = ListLanguagesResponse  # noqa: Y015
+
+@_typing.final
+class LanguageSupport(_message.Message):
+    """What the deployment can do with one language."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    RECOGNIZED_FIELD_NUMBER: _builtins.int
+    SPOKEN_FIELD_NUMBER: _builtins.int
+    CONVERSABLE_FIELD_NUMBER: _builtins.int
+    language_code: _builtins.str
+    """BCP-47 language, e.g. "de"."""
+    display_name: _builtins.str
+    """English name, e.g. "German"."""
+    recognized: _builtins.bool
+    """Whether speech in it is recognised."""
+    spoken: _builtins.bool
+    """Whether a voice speaks it."""
+    conversable: _builtins.bool
+    """Whether a person speaking it can talk with at least one other language,
+    in both directions.
+    """
+    def __init__(
+        self,
+        *,
+        language_code: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        recognized: _builtins.bool = ...,
+        spoken: _builtins.bool = ...,
+        conversable: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversable", b"conversable", "display_name", b"display_name", "language_code", b"language_code", "recognized", b"recognized", "spoken", b"spoken"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LanguageSupport: _TypeAlias = LanguageSupport  # noqa: Y015
+
+@_typing.final
+class LanguageRoute(_message.Message):
+    """How speech in one language reaches a listener of another."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    TARGET_LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    ENGINES_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    INSTALL_FIELD_NUMBER: _builtins.int
+    source_language_code: _builtins.str
+    """BCP-47 language spoken."""
+    target_language_code: _builtins.str
+    """BCP-47 language heard."""
+    available: _builtins.bool
+    """Whether the route works now."""
+    path: _conversation_pb2.TranslationPath.ValueType
+    """How it translates; unset when not available."""
+    install: _builtins.str
+    """The command that installs what is missing, e.g.
+    "dragoman languages install de ja"; empty when available.
+    """
+    @_builtins.property
+    def engines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Engines on the route, in order, e.g. ["whisper-base:translate", "bergamot"]."""
+
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What is missing when not available, e.g. "no translation from de to ja"."""
+
+    def __init__(
+        self,
+        *,
+        source_language_code: _builtins.str = ...,
+        target_language_code: _builtins.str = ...,
+        available: _builtins.bool = ...,
+        path: _conversation_pb2.TranslationPath.ValueType = ...,
+        engines: _abc.Iterable[_builtins.str] | None = ...,
+        missing: _abc.Iterable[_builtins.str] | None = ...,
+        install: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "engines", b"engines", "install", b"install", "missing", b"missing", "path", b"path", "source_language_code", b"source_language_code", "target_language_code", b"target_language_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LanguageRoute: _TypeAlias = LanguageRoute  # noqa: Y015

@@ -67,6 +67,11 @@ class SessionServiceStub:
                 request_serializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.ListLanguages = channel.unary_unary(
+                '/dragoman.v1.SessionService/ListLanguages',
+                request_serializer=dragoman_dot_v1_dot_sessions__pb2.ListLanguagesRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_sessions__pb2.ListLanguagesResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -129,6 +134,16 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLanguages(self, request, context):
+        """Lists the languages this deployment can recognise and speak, and how
+        each ordered pair is translated, so that a client offers only what
+        works. Open to anyone, signed in or not: it says what the deployment
+        has installed, nothing about its users.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +176,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsRequest.FromString,
                     response_serializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'ListLanguages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLanguages,
+                    request_deserializer=dragoman_dot_v1_dot_sessions__pb2.ListLanguagesRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_sessions__pb2.ListLanguagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -328,6 +348,33 @@ class SessionService:
             '/dragoman.v1.SessionService/ListSessions',
             dragoman_dot_v1_dot_sessions__pb2.ListSessionsRequest.SerializeToString,
             dragoman_dot_v1_dot_sessions__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLanguages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.SessionService/ListLanguages',
+            dragoman_dot_v1_dot_sessions__pb2.ListLanguagesRequest.SerializeToString,
+            dragoman_dot_v1_dot_sessions__pb2.ListLanguagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,12 @@ class SessionServiceStub:
     time. Sessions created while paging never shift the pages that follow:
     no session is returned twice or skipped.
     """
+    ListLanguages: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.ListLanguagesRequest, _sessions_pb2.ListLanguagesResponse]
+    """Lists the languages this deployment can recognise and speak, and how
+    each ordered pair is translated, so that a client offers only what
+    works. Open to anyone, signed in or not: it says what the deployment
+    has installed, nothing about its users.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -98,6 +104,12 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Lists the sessions the caller took part in, newest first, a page at a
     time. Sessions created while paging never shift the pages that follow:
     no session is returned twice or skipped.
+    """
+    ListLanguages: _aio.UnaryUnaryMultiCallable[_sessions_pb2.ListLanguagesRequest, _sessions_pb2.ListLanguagesResponse]  # type: ignore[assignment]
+    """Lists the languages this deployment can recognise and speak, and how
+    each ordered pair is translated, so that a client offers only what
+    works. Open to anyone, signed in or not: it says what the deployment
+    has installed, nothing about its users.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -167,6 +179,18 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the sessions the caller took part in, newest first, a page at a
         time. Sessions created while paging never shift the pages that follow:
         no session is returned twice or skipped.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLanguages(
+        self,
+        request: _sessions_pb2.ListLanguagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.ListLanguagesResponse, _abc.Awaitable[_sessions_pb2.ListLanguagesResponse]]:
+        """Lists the languages this deployment can recognise and speak, and how
+        each ordered pair is translated, so that a client offers only what
+        works. Open to anyone, signed in or not: it says what the deployment
+        has installed, nothing about its users.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -44,6 +44,36 @@ AUDIO_ENCODING_OGG_OPUS: AudioEncoding.ValueType  # 2
 """Opus packets in an Ogg container, mono."""
 Global___AudioEncoding: _TypeAlias = AudioEncoding  # noqa: Y015
 
+class _RecognitionTask:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecognitionTaskEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecognitionTask.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECOGNITION_TASK_UNSPECIFIED: _RecognitionTask.ValueType  # 0
+    """Not set: TRANSCRIBE."""
+    RECOGNITION_TASK_TRANSCRIBE: _RecognitionTask.ValueType  # 1
+    """Text in the language spoken."""
+    RECOGNITION_TASK_TRANSLATE_TO_ENGLISH: _RecognitionTask.ValueType  # 2
+    """English text, whatever language is spoken (Whisper's "translate" task).
+    Partial and final results are both translations; `language_code` stays
+    the language spoken, and word timings are those of the English words.
+    """
+
+class RecognitionTask(_RecognitionTask, metaclass=_RecognitionTaskEnumTypeWrapper):
+    """What a stream turns speech into."""
+
+RECOGNITION_TASK_UNSPECIFIED: RecognitionTask.ValueType  # 0
+"""Not set: TRANSCRIBE."""
+RECOGNITION_TASK_TRANSCRIBE: RecognitionTask.ValueType  # 1
+"""Text in the language spoken."""
+RECOGNITION_TASK_TRANSLATE_TO_ENGLISH: RecognitionTask.ValueType  # 2
+"""English text, whatever language is spoken (Whisper's "translate" task).
+Partial and final results are both translations; `language_code` stays
+the language spoken, and word timings are those of the English words.
+"""
+Global___RecognitionTask: _TypeAlias = RecognitionTask  # noqa: Y015
+
 class _SpeechEventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -116,6 +146,7 @@ class StreamingRecognitionConfig(_message.Message):
     INTERIM_RESULTS_FIELD_NUMBER: _builtins.int
     ENDPOINT_SILENCE_FIELD_NUMBER: _builtins.int
     HOTWORDS_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
     language_code: _builtins.str
     """BCP-47 language of the speech, e.g. "en", "pt-BR". Empty asks for
     automatic language identification per utterance.
@@ -126,6 +157,11 @@ class StreamingRecognitionConfig(_message.Message):
     """Sample rate of LINEAR16 audio, 8000 to 48000 Hz; resampled to 16 kHz."""
     interim_results: _builtins.bool
     """Whether to send partial (non-final) results while the person speaks."""
+    task: Global___RecognitionTask.ValueType
+    """What the results carry: a transcript (the default) or an English
+    translation of the speech. Translating needs a model whose ModelInfo
+    has `translates_to_english`; without one, FAILED_PRECONDITION.
+    """
     @_builtins.property
     def endpoint_silence(self) -> _duration_pb2.Duration:
         """Trailing silence that ends an utterance; 0 means the server default
@@ -145,10 +181,11 @@ class StreamingRecognitionConfig(_message.Message):
         interim_results: _builtins.bool = ...,
         endpoint_silence: _duration_pb2.Duration | None = ...,
         hotwords: _abc.Iterable[_builtins.str] | None = ...,
+        task: Global___RecognitionTask.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint_silence", b"endpoint_silence"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "endpoint_silence", b"endpoint_silence", "hotwords", b"hotwords", "interim_results", b"interim_results", "language_code", b"language_code", "sample_rate_hertz", b"sample_rate_hertz"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "endpoint_silence", b"endpoint_silence", "hotwords", b"hotwords", "interim_results", b"interim_results", "language_code", b"language_code", "sample_rate_hertz", b"sample_rate_hertz", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -387,10 +424,15 @@ class ModelInfo(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ENGINE_FIELD_NUMBER: _builtins.int
     LANGUAGE_CODES_FIELD_NUMBER: _builtins.int
+    TRANSLATES_TO_ENGLISH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Model name, e.g. "whisper-base"."""
     engine: _builtins.str
     """Engine that runs it, e.g. "faster-whisper"."""
+    translates_to_english: _builtins.bool
+    """Whether it turns speech in its languages into English text
+    (RECOGNITION_TASK_TRANSLATE_TO_ENGLISH): multilingual Whisper models.
+    """
     @_builtins.property
     def language_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Languages it serves (BCP-47); "*" for any Whisper language."""
@@ -401,10 +443,11 @@ class ModelInfo(_message.Message):
         name: _builtins.str = ...,
         engine: _builtins.str = ...,
         language_codes: _abc.Iterable[_builtins.str] | None = ...,
+        translates_to_english: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "language_codes", b"language_codes", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "language_codes", b"language_codes", "name", b"name", "translates_to_english", b"translates_to_english"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { TranslationPath } from "./conversation_pb";
+import { file_dragoman_v1_conversation } from "./conversation_pb";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dragoman/v1/sessions.proto.
  */
 export const file_dragoman_v1_sessions: GenFile = /*@__PURE__*/
-  fileDesc("ChpkcmFnb21hbi92MS9zZXNzaW9ucy5wcm90bxILZHJhZ29tYW4udjEilAIKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmRyYWdvbWFuLnYxLlNlc3Npb25TdGF0dXMSLgoMcGFydGljaXBhbnRzGAQgAygLMhguZHJhZ29tYW4udjEuUGFydGljaXBhbnQSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgdtZXRyaWNzGAcgASgLMhsuZHJhZ29tYW4udjEuU2Vzc2lvbk1ldHJpY3MibQoLUGFydGljaXBhbnQSDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSFQoNbGFuZ3VhZ2VfY29kZRgDIAEoCRIRCgljb25uZWN0ZWQYBCABKAgSDQoFdm9pY2UYBSABKAkiPAoUQ3JlYXRlU2Vzc2lvblJlcXVlc3QSFQoNbGFuZ3VhZ2VfY29kZRgBIAEoCRINCgV2b2ljZRgCIAEoCSI+ChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24iSAoSSm9pblNlc3Npb25SZXF1ZXN0EgwKBGNvZGUYASABKAkSFQoNbGFuZ3VhZ2VfY29kZRgCIAEoCRINCgV2b2ljZRgDIAEoCSI8ChNKb2luU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiOwoSR2V0U2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUVuZFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiaQoSRW5kU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uEiwKB21ldHJpY3MYAiABKAsyGy5kcmFnb21hbi52MS5TZXNzaW9uTWV0cmljcyI/ChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIkIKGVJlbW92ZVBhcnRpY2lwYW50UmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24ioQEKDlNlc3Npb25NZXRyaWNzEhcKD3V0dGVyYW5jZV9jb3VudBgBIAEoDRIXCg9tZWFuX2xhdGVuY3lfbXMYAiABKAESFgoObWluX2xhdGVuY3lfbXMYAyABKAESFgoObWF4X2xhdGVuY3lfbXMYBCABKAESEwoLZXJyb3JfY291bnQYBSABKA0SGAoQZHVyYXRpb25fc2Vjb25kcxgGIAEoASI8ChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlcKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKCHNlc3Npb25zGAEgAygLMhQuZHJhZ29tYW4udjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkqgAEKDVNlc3Npb25TdGF0dXMSHgoaU0VTU0lPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZTRVNTSU9OX1NUQVRVU19XQUlUSU5HEAESGQoVU0VTU0lPTl9TVEFUVVNfQUNUSVZFEAISGAoUU0VTU0lPTl9TVEFUVVNfRU5ERUQQAzKRBAoOU2Vzc2lvblNlcnZpY2USVgoNQ3JlYXRlU2Vzc2lvbhIhLmRyYWdvbWFuLnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiIuZHJhZ29tYW4udjEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlElAKC0pvaW5TZXNzaW9uEh8uZHJhZ29tYW4udjEuSm9pblNlc3Npb25SZXF1ZXN0GiAuZHJhZ29tYW4udjEuSm9pblNlc3Npb25SZXNwb25zZRJNCgpHZXRTZXNzaW9uEh4uZHJhZ29tYW4udjEuR2V0U2Vzc2lvblJlcXVlc3QaHy5kcmFnb21hbi52MS5HZXRTZXNzaW9uUmVzcG9uc2USTQoKRW5kU2Vzc2lvbhIeLmRyYWdvbWFuLnYxLkVuZFNlc3Npb25SZXF1ZXN0Gh8uZHJhZ29tYW4udjEuRW5kU2Vzc2lvblJlc3BvbnNlEmIKEVJlbW92ZVBhcnRpY2lwYW50EiUuZHJhZ29tYW4udjEuUmVtb3ZlUGFydGljaXBhbnRSZXF1ZXN0GiYuZHJhZ29tYW4udjEuUmVtb3ZlUGFydGljaXBhbnRSZXNwb25zZRJTCgxMaXN0U2Vzc2lvbnMSIC5kcmFnb21hbi52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiEuZHJhZ29tYW4udjEuTGlzdFNlc3Npb25zUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChpkcmFnb21hbi92MS9zZXNzaW9ucy5wcm90bxILZHJhZ29tYW4udjEi0QIKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmRyYWdvbWFuLnYxLlNlc3Npb25TdGF0dXMSLgoMcGFydGljaXBhbnRzGAQgAygLMhguZHJhZ29tYW4udjEuUGFydGljaXBhbnQSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgdtZXRyaWNzGAcgASgLMhsuZHJhZ29tYW4udjEuU2Vzc2lvbk1ldHJpY3MSKgoGcm91dGVzGAggAygLMhouZHJhZ29tYW4udjEuTGFuZ3VhZ2VSb3V0ZRIPCgdvbmVfd2F5GAkgASgIIm0KC1BhcnRpY2lwYW50Eg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhUKDWxhbmd1YWdlX2NvZGUYAyABKAkSEQoJY29ubmVjdGVkGAQgASgIEg0KBXZvaWNlGAUgASgJIjwKFENyZWF0ZVNlc3Npb25SZXF1ZXN0EhUKDWxhbmd1YWdlX2NvZGUYASABKAkSDQoFdm9pY2UYAiABKAkiPgoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIl8KEkpvaW5TZXNzaW9uUmVxdWVzdBIMCgRjb2RlGAEgASgJEhUKDWxhbmd1YWdlX2NvZGUYAiABKAkSDQoFdm9pY2UYAyABKAkSFQoNYWxsb3dfb25lX3dheRgEIAEoCCI8ChNKb2luU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiOwoSR2V0U2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUVuZFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiaQoSRW5kU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uEiwKB21ldHJpY3MYAiABKAsyGy5kcmFnb21hbi52MS5TZXNzaW9uTWV0cmljcyI/ChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIkIKGVJlbW92ZVBhcnRpY2lwYW50UmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24ioQEKDlNlc3Npb25NZXRyaWNzEhcKD3V0dGVyYW5jZV9jb3VudBgBIAEoDRIXCg9tZWFuX2xhdGVuY3lfbXMYAiABKAESFgoObWluX2xhdGVuY3lfbXMYAyABKAESFgoObWF4X2xhdGVuY3lfbXMYBCABKAESEwoLZXJyb3JfY291bnQYBSABKA0SGAoQZHVyYXRpb25fc2Vjb25kcxgGIAEoASI8ChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlcKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKCHNlc3Npb25zGAEgAygLMhQuZHJhZ29tYW4udjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiFgoUTGlzdExhbmd1YWdlc1JlcXVlc3QidAoVTGlzdExhbmd1YWdlc1Jlc3BvbnNlEi8KCWxhbmd1YWdlcxgBIAMoCzIcLmRyYWdvbWFuLnYxLkxhbmd1YWdlU3VwcG9ydBIqCgZyb3V0ZXMYAiADKAsyGi5kcmFnb21hbi52MS5MYW5ndWFnZVJvdXRlIncKD0xhbmd1YWdlU3VwcG9ydBIVCg1sYW5ndWFnZV9jb2RlGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRISCgpyZWNvZ25pemVkGAMgASgIEg4KBnNwb2tlbhgEIAEoCBITCgtjb252ZXJzYWJsZRgFIAEoCCK9AQoNTGFuZ3VhZ2VSb3V0ZRIcChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgBIAEoCRIcChR0YXJnZXRfbGFuZ3VhZ2VfY29kZRgCIAEoCRIRCglhdmFpbGFibGUYAyABKAgSKgoEcGF0aBgEIAEoDjIcLmRyYWdvbWFuLnYxLlRyYW5zbGF0aW9uUGF0aBIPCgdlbmdpbmVzGAUgAygJEg8KB21pc3NpbmcYBiADKAkSDwoHaW5zdGFsbBgHIAEoCSqAAQoNU2Vzc2lvblN0YXR1cxIeChpTRVNTSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlNFU1NJT05fU1RBVFVTX1dBSVRJTkcQARIZChVTRVNTSU9OX1NUQVRVU19BQ1RJVkUQAhIYChRTRVNTSU9OX1NUQVRVU19FTkRFRBADMukECg5TZXNzaW9uU2VydmljZRJWCg1DcmVhdGVTZXNzaW9uEiEuZHJhZ29tYW4udjEuQ3JlYXRlU2Vzc2lvblJlcXVlc3QaIi5kcmFnb21hbi52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2USUAoLSm9pblNlc3Npb24SHy5kcmFnb21hbi52MS5Kb2luU2Vzc2lvblJlcXVlc3QaIC5kcmFnb21hbi52MS5Kb2luU2Vzc2lvblJlc3BvbnNlEk0KCkdldFNlc3Npb24SHi5kcmFnb21hbi52MS5HZXRTZXNzaW9uUmVxdWVzdBofLmRyYWdvbWFuLnYxLkdldFNlc3Npb25SZXNwb25zZRJNCgpFbmRTZXNzaW9uEh4uZHJhZ29tYW4udjEuRW5kU2Vzc2lvblJlcXVlc3QaHy5kcmFnb21hbi52MS5FbmRTZXNzaW9uUmVzcG9uc2USYgoRUmVtb3ZlUGFydGljaXBhbnQSJS5kcmFnb21hbi52MS5SZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QaJi5kcmFnb21hbi52MS5SZW1vdmVQYXJ0aWNpcGFudFJlc3BvbnNlElMKDExpc3RTZXNzaW9ucxIgLmRyYWdvbWFuLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIS5kcmFnb21hbi52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJWCg1MaXN0TGFuZ3VhZ2VzEiEuZHJhZ29tYW4udjEuTGlzdExhbmd1YWdlc1JlcXVlc3QaIi5kcmFnb21hbi52MS5MaXN0TGFuZ3VhZ2VzUmVzcG9uc2ViBnByb3RvMw", [file_dragoman_v1_conversation, file_google_protobuf_timestamp]);
 
 /**
  * A two-party translation session.
@@ -68,6 +70,23 @@ export type Session = Message<"dragoman.v1.Session"> & {
    * @generated from field: dragoman.v1.SessionMetrics metrics = 7;
    */
   metrics?: SessionMetrics | undefined;
+
+  /**
+   * How each direction is translated, set once both joined: the creator's
+   * speech to the joiner first, then the joiner's to the creator. An
+   * unavailable route there means the session is one-way (`one_way`).
+   *
+   * @generated from field: repeated dragoman.v1.LanguageRoute routes = 8;
+   */
+  routes: LanguageRoute[];
+
+  /**
+   * True when only one direction translates: the joiner accepted it with
+   * JoinSessionRequest.allow_one_way.
+   *
+   * @generated from field: bool one_way = 9;
+   */
+  oneWay: boolean;
 };
 
 /**
@@ -201,6 +220,18 @@ export type JoinSessionRequest = Message<"dragoman.v1.JoinSessionRequest"> & {
    * @generated from field: string voice = 3;
    */
   voice: string;
+
+  /**
+   * Accept a session that translates in one direction only (e.g. German
+   * speech into English through speech translation, with nothing from
+   * English into German). Without it such a join gives FAILED_PRECONDITION
+   * naming what is missing; with it, both participants are told (`one_way`
+   * in the session and in SessionPaired). A pair served in neither
+   * direction is refused either way.
+   *
+   * @generated from field: bool allow_one_way = 4;
+   */
+  allowOneWay: boolean;
 };
 
 /**
@@ -484,6 +515,163 @@ export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@_
   messageDesc(file_dragoman_v1_sessions, 14);
 
 /**
+ * Asks what the deployment can serve.
+ *
+ * @generated from message dragoman.v1.ListLanguagesRequest
+ */
+export type ListLanguagesRequest = Message<"dragoman.v1.ListLanguagesRequest"> & {
+};
+
+/**
+ * Describes the message dragoman.v1.ListLanguagesRequest.
+ * Use `create(ListLanguagesRequestSchema)` to create a new message.
+ */
+export const ListLanguagesRequestSchema: GenMessage<ListLanguagesRequest> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 15);
+
+/**
+ * The languages and routes the deployment can serve now.
+ *
+ * @generated from message dragoman.v1.ListLanguagesResponse
+ */
+export type ListLanguagesResponse = Message<"dragoman.v1.ListLanguagesResponse"> & {
+  /**
+   * Every product language, in the order to offer them.
+   *
+   * @generated from field: repeated dragoman.v1.LanguageSupport languages = 1;
+   */
+  languages: LanguageSupport[];
+
+  /**
+   * Every ordered pair of two different product languages.
+   *
+   * @generated from field: repeated dragoman.v1.LanguageRoute routes = 2;
+   */
+  routes: LanguageRoute[];
+};
+
+/**
+ * Describes the message dragoman.v1.ListLanguagesResponse.
+ * Use `create(ListLanguagesResponseSchema)` to create a new message.
+ */
+export const ListLanguagesResponseSchema: GenMessage<ListLanguagesResponse> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 16);
+
+/**
+ * What the deployment can do with one language.
+ *
+ * @generated from message dragoman.v1.LanguageSupport
+ */
+export type LanguageSupport = Message<"dragoman.v1.LanguageSupport"> & {
+  /**
+   * BCP-47 language, e.g. "de".
+   *
+   * @generated from field: string language_code = 1;
+   */
+  languageCode: string;
+
+  /**
+   * English name, e.g. "German".
+   *
+   * @generated from field: string display_name = 2;
+   */
+  displayName: string;
+
+  /**
+   * Whether speech in it is recognised.
+   *
+   * @generated from field: bool recognized = 3;
+   */
+  recognized: boolean;
+
+  /**
+   * Whether a voice speaks it.
+   *
+   * @generated from field: bool spoken = 4;
+   */
+  spoken: boolean;
+
+  /**
+   * Whether a person speaking it can talk with at least one other language,
+   * in both directions.
+   *
+   * @generated from field: bool conversable = 5;
+   */
+  conversable: boolean;
+};
+
+/**
+ * Describes the message dragoman.v1.LanguageSupport.
+ * Use `create(LanguageSupportSchema)` to create a new message.
+ */
+export const LanguageSupportSchema: GenMessage<LanguageSupport> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 17);
+
+/**
+ * How speech in one language reaches a listener of another.
+ *
+ * @generated from message dragoman.v1.LanguageRoute
+ */
+export type LanguageRoute = Message<"dragoman.v1.LanguageRoute"> & {
+  /**
+   * BCP-47 language spoken.
+   *
+   * @generated from field: string source_language_code = 1;
+   */
+  sourceLanguageCode: string;
+
+  /**
+   * BCP-47 language heard.
+   *
+   * @generated from field: string target_language_code = 2;
+   */
+  targetLanguageCode: string;
+
+  /**
+   * Whether the route works now.
+   *
+   * @generated from field: bool available = 3;
+   */
+  available: boolean;
+
+  /**
+   * How it translates; unset when not available.
+   *
+   * @generated from field: dragoman.v1.TranslationPath path = 4;
+   */
+  path: TranslationPath;
+
+  /**
+   * Engines on the route, in order, e.g. ["whisper-base:translate", "bergamot"].
+   *
+   * @generated from field: repeated string engines = 5;
+   */
+  engines: string[];
+
+  /**
+   * What is missing when not available, e.g. "no translation from de to ja".
+   *
+   * @generated from field: repeated string missing = 6;
+   */
+  missing: string[];
+
+  /**
+   * The command that installs what is missing, e.g.
+   * "dragoman languages install de ja"; empty when available.
+   *
+   * @generated from field: string install = 7;
+   */
+  install: string;
+};
+
+/**
+ * Describes the message dragoman.v1.LanguageRoute.
+ * Use `create(LanguageRouteSchema)` to create a new message.
+ */
+export const LanguageRouteSchema: GenMessage<LanguageRoute> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 18);
+
+/**
  * Lifecycle state of a session.
  *
  * @generated from enum dragoman.v1.SessionStatus
@@ -603,6 +791,19 @@ export const SessionService: GenService<{
     methodKind: "unary";
     input: typeof ListSessionsRequestSchema;
     output: typeof ListSessionsResponseSchema;
+  },
+  /**
+   * Lists the languages this deployment can recognise and speak, and how
+   * each ordered pair is translated, so that a client offers only what
+   * works. Open to anyone, signed in or not: it says what the deployment
+   * has installed, nothing about its users.
+   *
+   * @generated from rpc dragoman.v1.SessionService.ListLanguages
+   */
+  listLanguages: {
+    methodKind: "unary";
+    input: typeof ListLanguagesRequestSchema;
+    output: typeof ListLanguagesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dragoman_v1_sessions, 0);
