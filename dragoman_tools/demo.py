@@ -25,6 +25,7 @@ import numpy as np
 
 from dragoman import audio
 from dragoman.client import Client, join_request, speak
+from dragoman.errors import FailedPrecondition
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
 
@@ -186,12 +187,13 @@ class DemoResult:
     utterances: int
 
 
-async def converse(host: Person, guest: Person,
-                   turns: list[tuple[Person, str, np.ndarray]]) -> sessions_pb2.EndSessionResponse:
+async def converse(host: Person, guest: Person, turns: list[tuple[Person, str, np.ndarray]],
+                   one_way: bool = False) -> sessions_pb2.EndSessionResponse:
     """One conversation through the public API, as two native clients hold it: both register,
     `host` creates a session, `guest` joins with its 6-digit code, both Converse; each turn
     (who, name, mono float32 samples at RATE_HZ) is spoken and waited for until its partner
-    has heard all of it; then both leave and `host` ends the session."""
+    has heard all of it; then both leave and `host` ends the session. `one_way`: only the
+    host speaks, so the session need only translate from host to guest."""
     suffix = secrets.token_hex(3)
     async with host.client, guest.client:
         for p in (host, guest):
@@ -199,8 +201,12 @@ async def converse(host: Person, guest: Person,
                                     "demo-password", p.language)
         session = await host.client.create_session(host.language)
         host.printer.line(host.name, f"created session; pairing code {session.code}", True)
-        await guest.client.join_session(session.code, guest.language)
+        joined = await guest.client.join_session(session.code, guest.language, allow_one_way=one_way)
         guest.printer.line(guest.name, f"joined with code {session.code}", True)
+        there = joined.routes[0] if joined.routes else None  # the host's speech to the guest
+        if there is not None and not there.available:
+            await host.client.end_session(session.session_id)
+            raise FailedPrecondition(f"{'; '.join(there.missing)}: run `{there.install}`")
         listeners = []
         for p in (host, guest):
             p.session_id = session.session_id

@@ -48,6 +48,7 @@ class Listener(Person):
                 self.translations.append(t.text.strip())
                 self.out.write(t.text.strip() + "\n")
                 self.out.flush()
+                self.printer.line(self.name, f"hears {t.utterance_id} (by {t.engine or '?'})", True)
         super().on_event(event)
 
     def on_speech(self, utterance_id: str, pcm16: bytes, rate_hz: int) -> None:
@@ -95,7 +96,7 @@ async def run(gateway: str, samples: np.ndarray, name: str, source: str, target:
     speaker = Person("Speaker", source, Client(gateway), None, printer, speed=speed)
     listener = Listener("Hearer", target, Client(gateway), None, printer, out=out)
     try:
-        ended = await converse(speaker, listener, [(speaker, name, samples)])
+        ended = await converse(speaker, listener, [(speaker, name, samples)], one_way=True)
     except TimeoutError:
         if not speaker.started:
             raise InvalidArgument(f"{name}: no speech recognised in the audio") from None
