@@ -24,7 +24,7 @@ from dragoman.errors import DragomanError, InvalidArgument, Unavailable
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman_tools.demo import RATE_HZ, Person, Printer, converse
 
-REACH_TIMEOUT_S = 5.0
+REACH_TIMEOUT_S = 15.0
 """How long the gateway may take to answer its health check before it counts as unreachable."""
 
 
