@@ -35,7 +35,7 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
-from dragoman import logs, rpc
+from dragoman import languages, logs, rpc
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
@@ -70,7 +70,9 @@ class FakeStt(stt_pb2_grpc.SpeechToTextServiceServicer):
     async def ListModels(
         self, request: stt_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> stt_pb2.ListModelsResponse:
-        return stt_pb2.ListModelsResponse()
+        # it hears any language: session_svc's checks before a session must let every pair through
+        return stt_pb2.ListModelsResponse(models=[
+            stt_pb2.ModelInfo(name="bench-fake", engine="bench-fake", language_codes=["*"])])
 
     async def StreamingRecognize(
         self, request_iterator: AsyncIterator[stt_pb2.StreamingRecognizeRequest],
@@ -157,7 +159,10 @@ class FakeMt(mt_pb2_grpc.TranslationServiceServicer):
     async def ListLanguagePairs(
         self, request: mt_pb2.ListLanguagePairsRequest, context: grpc.aio.ServicerContext
     ) -> mt_pb2.ListLanguagePairsResponse:
-        return mt_pb2.ListLanguagePairsResponse()
+        return mt_pb2.ListLanguagePairsResponse(pairs=[
+            mt_pb2.LanguagePair(source_language_code=s, target_language_code=t,
+                                engines=["bench-fake"], installed=True)
+            for s, t in languages.all_pairs()])
 
     async def Translate(
         self, request: mt_pb2.TranslateRequest, context: grpc.aio.ServicerContext
@@ -196,7 +201,9 @@ class FakeTts(tts_pb2_grpc.TextToSpeechServiceServicer):
     async def ListVoices(
         self, request: tts_pb2.ListVoicesRequest, context: grpc.aio.ServicerContext
     ) -> tts_pb2.ListVoicesResponse:
-        return tts_pb2.ListVoicesResponse()
+        return tts_pb2.ListVoicesResponse(voices=[
+            tts_pb2.Voice(name=f"bench-fake-{code}", language_code=code, engine="bench-fake")
+            for code in languages.SUPPORTED])
 
 
 _ADD: dict[str, tuple[Callable[[Any, Any], None], Callable[[Delays], Any], str]] = {

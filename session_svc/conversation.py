@@ -23,6 +23,7 @@ from dragoman.errors import (
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc as pb_grpc
 from dragoman.v1 import sessions_pb2 as spb
+from session_svc import routes
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
 from session_svc.pipeline import SpeakerPipeline
@@ -65,6 +66,8 @@ class Connection:
         self.down, self.settings = downstream, settings
         self.stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pipeline: SpeakerPipeline | None = None
+        self._retired: dict[SpeakerPipeline, asyncio.Task[None]] = {}
+        """Pipelines replaced on pairing, finishing their utterances."""
         self._last_chunk = 0
         self._budget = AudioBudget(settings.max_audio_speed, settings.audio_burst_s)
         self._opus: ogg.OpusDuration | None = None
@@ -108,12 +111,23 @@ class Connection:
         self._last_chunk = chunk.sequence or self._last_chunk
         if not chunk.data:
             return
+        if self.pipeline is not None and self._outdated(self.pipeline):
+            old = self.pipeline
+            self._retired[old] = asyncio.create_task(old.finish(self.settings.downstream_timeout_s))
+            self._retired[old].add_done_callback(lambda _: self._retired.pop(old, None))
+            self.pipeline = None
         if self.pipeline is None or self.pipeline.task.done():
             self.pipeline = SpeakerPipeline(
                 self.session, self.member, self.down, self.join.encoding,
                 self.join.sample_rate_hertz)
             self.pipeline.task.add_done_callback(self._pipeline_done)
         self.pipeline.feed(chunk.data)
+
+    def _outdated(self, pipeline: SpeakerPipeline) -> bool:
+        """Whether the speaker started before pairing and their direction turned out to need
+        speech translation (or no longer does): the recognition stream's task is set at its start."""
+        return not pipeline.task.done() and routes.speech_translates(pipeline.route) != (
+            routes.speech_translates(self.session.route_from(self.member)))
 
     def _take_budget(self, data: bytes) -> None:
         if self.join.encoding == pb.AUDIO_ENCODING_LINEAR16:
@@ -146,6 +160,8 @@ class Connection:
     async def release(self) -> None:
         if self.pipeline is not None and not self.pipeline.task.done():
             await self.pipeline.cancel()
+        for retired in list(self._retired):
+            await retired.cancel()
         if self.member.connection is self:
             self.member.connection = None
             self.session.attended_s = time.time()

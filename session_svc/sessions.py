@@ -317,7 +317,6 @@ class SessionRegistry:
         if len(code) != 6 or not code.isdigit():
             raise InvalidArgument(f"code must be 6 digits, got {shown(code)}")
         language = languages.normalise(language_code)
-        inventory = await self.inventory() if self.inventory is not None else None
         await self._expire_codes()
         sid = self._waiting.get(code)
         if sid is None:
@@ -326,8 +325,11 @@ class SessionRegistry:
         if session.member(who.user_id) is not None:
             raise FailedPrecondition("you created this session; your partner must join it")
         creator = session.members[0]
-        pair = (routes.check_pair(inventory, creator.language, language, allow_one_way)
-                if inventory is not None else None)
+        pair = None
+        if self.inventory is not None:  # only for a right code: a wrong one costs what it did
+            pair = routes.check_pair(await self.inventory(), creator.language, language, allow_one_way)
+            if self._waiting.get(code) != sid:  # claimed (or ended) meanwhile
+                raise NotFound(f"no session is waiting for code {code}")
         del self._waiting[code]  # claimed: a concurrent join of this code finds nothing
         joiner = self._new_member(session, who, language_code, voice)
         try:

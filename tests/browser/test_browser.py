@@ -2,7 +2,8 @@
 
 Alice (English) loads the page from Envoy itself (same origin, TLS, on a desktop
 viewport); Bruno (Portuguese) loads it from another origin on a phone viewport,
-so his calls are cross-origin (CORS). Their microphones are Chromium's fake
+so his calls are cross-origin (CORS). Each page fills its language selector from
+ListLanguages before signing in. Their microphones are Chromium's fake
 device playing recorded speech. They pair by code, Bruno's network drops while
 Alice speaks, and each must get the other's words as captions and translated
 speech, every event exactly once.
@@ -99,6 +100,10 @@ async def test_two_browsers_talk_through_envoy(
     assert result["ok"], f"{result['error']}\n(pages' state and console: {artifacts / 'result.json'})"
 
     alice, bruno = people["alice"]["state"], people["bruno"]["state"]
+    # the language selector offers what ListLanguages says the default mesh can hold a
+    # conversation in (the page's own list has fr and it, and pt before es)
+    for state in (alice, bruno):
+        assert (state["languagesFrom"], state["languages"]) == ("server", ["en", "es", "pt"])
     references = {name: (fleurs / f"{clip}.txt").read_text() for name, clip in SPEECH.items()}
     for listener, speaker, listener_state in (("bruno", "alice", bruno), ("alice", "bruno", alice)):
         heard = [u for u in _partner(listener_state) if u["transcript"]]

@@ -7,20 +7,23 @@ nothing goes back from English into German: a one-way session, joined only on re
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
+from dragoman import audio
+from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2 as spb
 from tests.mesh import MeshAddresses, new_client, one_way
 
 
 async def test_languages_are_listed_without_signing_in(mesh: MeshAddresses) -> None:
-    from dragoman.client import Client
-
     async with Client(mesh.gateway) as anonymous:
         reply = await anonymous.list_languages()
     languages = {lang.language_code: lang for lang in reply.languages}
@@ -102,3 +105,71 @@ async def test_german_speech_reaches_an_english_listener_by_speech_translation(
     own = [e.transcription for e in talk.speaker_events
            if e.WhichOneof("kind") == "transcription" and e.transcription.is_final]
     assert own and all(t.translated_to_english and t.language_code == "de" for t in own)
+
+
+async def test_speech_before_pairing_switches_to_speech_translation(
+    mesh: MeshAddresses, fleurs: Path
+) -> None:
+    """The creator's recognition stream starts transcribing (no partner yet); once an English
+    listener joins, the next audio goes to a stream that translates."""
+    speaker = await new_client(mesh.gateway, "de")
+    listener = await new_client(mesh.gateway, "en")
+    session = await speaker.create_session("de")
+    queues: dict[str, asyncio.Queue[pb.ConverseRequest | None]] = {
+        "speaker": asyncio.Queue(), "listener": asyncio.Queue()}
+
+    async def stream(name: str) -> AsyncIterator[pb.ConverseRequest]:
+        while (item := await queues[name].get()) is not None:
+            yield item
+
+    await queues["speaker"].put(join_request(session.session_id))
+    speaker_call = speaker.converse(stream("speaker"))
+    early = audio.float_to_pcm16(np.zeros(8000, np.float32))
+    async for request in speak(early, audio.STT_RATE_HZ, realtime=False):
+        await queues["speaker"].put(request)
+    await asyncio.sleep(0.5)  # the pipeline (a transcribing stream) is running
+
+    await listener.join_session(session.code, "en", allow_one_way=True)
+    await queues["listener"].put(join_request(session.session_id))
+    listener_call = listener.converse(stream("listener"))
+    samples = audio.decode_file(fleurs / "fleurs-de-001.ogg", audio.STT_RATE_HZ)
+    pcm = audio.float_to_pcm16(np.concatenate([samples, np.zeros(24_000, np.float32)]))
+    async for request in speak(pcm, audio.STT_RATE_HZ, realtime=False, first_sequence=100):
+        await queues["speaker"].put(request)
+
+    translations: list[pb.Translation] = []
+
+    async def first_translation() -> None:
+        async for response in listener_call:
+            if response.event.WhichOneof("kind") == "translation":
+                translations.append(response.event.translation)
+                return
+
+    await asyncio.wait_for(first_translation(), timeout=120)
+    await queues["speaker"].put(pb.ConverseRequest(leave=pb.LeaveConversation()))
+    await queues["speaker"].put(None)
+    await queues["listener"].put(None)
+    [r async for r in speaker_call]
+    listener_call.cancel()
+    assert translations[0].path == pb.TRANSLATION_PATH_SPEECH_TRANSLATION
+    # fleurs-de-001 begins "er griff auch alles an was ins wasser kam"
+    heard = set(re.findall(r"[a-z]+", translations[0].text.lower()))
+    assert "water" in heard and not heard & {"wasser", "alles", "auch"}, heard
+
+
+async def test_german_speech_reaches_a_portuguese_listener_through_english(
+    mesh: MeshAddresses, fleurs: Path
+) -> None:
+    """No de -> pt text route: Whisper translates into English, Bergamot en -> pt after it."""
+    talk = await one_way(mesh, fleurs / "fleurs-de-000.ogg", "de", "pt", allow_one_way=True)
+    translations = [t for t in talk.heard("translation") if t.is_final]
+    assert translations
+    for t in translations:
+        assert (t.path, t.engine) == (
+            pb.TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE, "whisper-base:translate>bergamot")
+        assert (t.source_language_code, t.target_language_code) == ("de", "pt")
+        assert t.text and t.text != t.source_text
+    english = set(re.findall(r"[a-z]+", " ".join(t.source_text for t in translations).lower()))
+    portuguese = " ".join(t.text for t in translations).lower()
+    assert {"hong", "kong", "island"} <= english, english
+    assert "hong kong" in portuguese and "ilha" in portuguese, portuguese

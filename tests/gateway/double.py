@@ -132,6 +132,15 @@ class SessionDouble(
             metrics=sessions_pb2.SessionMetrics(utterance_count=3),
         )
 
+    async def ListLanguages(
+        self, request: sessions_pb2.ListLanguagesRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.ListLanguagesResponse:
+        """English only; open: recorded without asking for an identity."""
+        self.calls.append(Seen("ListLanguages", list(context.invocation_metadata() or ()),
+                               context.time_remaining()))
+        return sessions_pb2.ListLanguagesResponse(languages=[sessions_pb2.LanguageSupport(
+            language_code="en", display_name="English", recognized=True, spoken=True)])
+
     async def ListSessions(
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.ListSessionsResponse:

@@ -89,7 +89,8 @@ async def test_a_right_code_costs_nothing_and_the_creator_sees_the_joiner(gatewa
     joined = await partner.join_session(session.code, "pt")  # the fifth try: it succeeds
     assert joined.status == sessions_pb2.SESSION_STATUS_ACTIVE
     seen = await outcomes(*wrong_codes(partner, 2, first=10))
-    assert seen[0] == NOT_FOUND and seen[1] == "3600.000"  # the success gave its place back
+    # the success gave its place back (concurrent calls are admitted in no set order)
+    assert sorted(seen, key=str) == sorted([NOT_FOUND, "3600.000"], key=str)
 
     host_call = host.converse(_joined(session.session_id))
     first = await host_call.read()
@@ -115,7 +116,9 @@ async def test_failed_joins_are_limited_per_address(gateway: str) -> None:
     seen = await outcomes(*wrong_codes(second, 5, first=20))
     assert seen.count(NOT_FOUND) == 3
     refused = [s for s in seen if isinstance(s, str)]
-    assert refused[0] == "600.000"  # the address's wait (2 intervals), not the account's
+    # the address's wait (2 intervals), not the account's; concurrent calls are admitted in
+    # no set order, so the first refusal is the shortest wait, wherever it is in `seen`
+    assert min(refused, key=float) == "600.000"
 
 
 async def test_rejected_creates_do_not_use_up_the_quota(gateway: str) -> None:

@@ -182,6 +182,16 @@ async def test_requests_per_user_stop_at_the_limit(gateway: str) -> None:
         grpc.StatusCode.NOT_FOUND]  # per user
 
 
+async def test_anonymous_language_lists_stop_at_the_limit_per_address(gateway: str) -> None:
+    async with Client(gateway) as anonymous:
+        seen = await outcomes(*(anonymous.list_languages() for _ in range(12)))
+    assert seen.count(grpc.StatusCode.OK) == 10 and seen.count("6.000") == 2
+    client, _ = await user(gateway)  # a signed-in user's own limit is another
+    get = sessions_pb2.GetSessionRequest(session_id="nothing-here")
+    assert await outcomes(client.sessions.GetSession(get, metadata=client.metadata)) == [
+        grpc.StatusCode.NOT_FOUND]
+
+
 async def test_session_creations_per_user_stop_at_the_limit(gateway: str) -> None:
     client, _ = await user(gateway)
     seen = await outcomes(*(client.create_session("en") for _ in range(5)))

@@ -77,6 +77,17 @@ async def test_session_calls_carry_the_token_identity(
     assert [c.method for c in double.calls] == ["CreateSession", "JoinSession", "EndSession"]
 
 
+async def test_languages_are_listed_without_a_token_and_go_down_with_no_identity(
+    stubs: Stubs, double: SessionDouble, alice: User
+) -> None:
+    for metadata in ((), token(alice)):  # a signed-in caller's identity is not passed on either
+        reply = await stubs.sessions.ListLanguages(sessions_pb2.ListLanguagesRequest(),
+                                                   metadata=metadata)
+        assert [lang.language_code for lang in reply.languages] == ["en"]
+        seen = double.calls[-1]
+        assert seen.method == "ListLanguages" and seen.values(IDENTITY_HEADER) == []
+
+
 async def test_history_pages_are_proxied(stubs: Stubs, double: SessionDouble, alice: User) -> None:
     first = await stubs.sessions.ListSessions(
         sessions_pb2.ListSessionsRequest(page_size=1), metadata=token(alice))

@@ -53,10 +53,11 @@ async def test_conversation_on_triton_equals_in_process(
     # audio alone. (A loaded CI machine once capitalised a final differently.)
     settings = dataclasses.replace(
         local_settings, stt=dataclasses.replace(local_settings.stt, partial_interval_ms=3_600_000))
+    # tiny.en recognises no Portuguese: only en -> pt is served, so the listener opts in
     async with serve_mesh(settings) as local:
-        in_process = _outcome(await one_way(local, clip, "en", "pt-BR"))
+        in_process = _outcome(await one_way(local, clip, "en", "pt-BR", allow_one_way=True))
     async with serve_mesh(on_triton(settings, triton)) as remote:
-        on_triton_ = _outcome(await one_way(remote, clip, "en", "pt-BR"))
+        on_triton_ = _outcome(await one_way(remote, clip, "en", "pt-BR", allow_one_way=True))
 
     assert in_process["finals"] and all(text for text, _ in in_process["finals"])
     assert len(in_process["audio"]) >= 2

@@ -72,7 +72,9 @@ export class Captions {
 
   transcription(t: Transcription): void {
     const u = this.utterance(t.utteranceId, t.speaker);
-    this.update(u.transcript, t.text, t.isFinal, t.languageCode);
+    // speech translated straight into English (no text route from this language): say so
+    if (t.translatedToEnglish) u.transcript.el.title = "Translated into English from speech";
+    this.update(u.transcript, t.text, t.isFinal, t.translatedToEnglish ? "en" : t.languageCode);
   }
 
   translation(t: Translation): void {

@@ -7,7 +7,7 @@ import { Player } from "./audio/player";
 import { Captions, type UtteranceSnapshot } from "./captions";
 import { Conversation, type Status } from "./conversation";
 import type { ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
-import type { Session } from "./gen/dragoman/v1/sessions_pb";
+import type { ListLanguagesResponse, Session } from "./gen/dragoman/v1/sessions_pb";
 import { AudioSender } from "./sender";
 
 const OUTPUT_RATE_HZ = 24000;
@@ -44,6 +44,9 @@ export interface DebugState {
   playedSamples: number;
   audioState: string;
   utterances: UtteranceSnapshot[];
+  /** The language codes the selector offers, and where they came from. */
+  languages: string[];
+  languagesFrom: "page" | "server";
 }
 
 class App {
@@ -82,6 +85,7 @@ class App {
   private captions: Captions | undefined;
   private sequences: number[] = [];
   private code = "";
+  private languagesFrom: "page" | "server" = "page";
 
   constructor(private readonly api: Api) {
     const { ui } = this;
@@ -116,7 +120,29 @@ class App {
       playedSamples: this.player?.playedSamples ?? 0,
       audioState: this.audio?.state ?? "none",
       utterances: this.captions?.snapshot() ?? [],
+      languages: [...this.ui.language.options].map((o) => o.value),
+      languagesFrom: this.languagesFrom,
     };
+  }
+
+  /** Offers only the languages this deployment can hold a conversation in (both ways, with at
+   * least one other language): ListLanguages needs no sign-in. Without an answer the page's
+   * own list stays. */
+  async loadLanguages(): Promise<void> {
+    let reply: ListLanguagesResponse;
+    try {
+      reply = await this.api.sessions.listLanguages({}, { timeoutMs: 5000 });
+    } catch (e) {
+      console.warn(`keeping the page's languages: ${describeError(e)}`);
+      return;
+    }
+    const usable = reply.languages.filter((l) => l.conversable && l.recognized && l.spoken);
+    if (usable.length === 0) return;
+    const select = this.ui.language;
+    const chosen = select.value;
+    select.replaceChildren(...usable.map((l) => new Option(nativeName(l.languageCode, l.displayName), l.languageCode)));
+    if (usable.some((l) => l.languageCode === chosen)) select.value = chosen;
+    this.languagesFrom = "server";
   }
 
   private async signIn(register: boolean): Promise<void> {
@@ -328,6 +354,16 @@ class App {
   }
 }
 
+/** A language's name in itself ("Deutsch"), else the server's English name. */
+function nativeName(code: string, fallback: string): string {
+  try {
+    const name = new Intl.DisplayNames([code], { type: "language" }).of(code);
+    return name ? name.charAt(0).toLocaleUpperCase(code) + name.slice(1) : fallback;
+  } catch {
+    return fallback;
+  }
+}
+
 function languageName(code: string): string {
   try {
     return new Intl.DisplayNames([navigator.language || "en"], { type: "language" }).of(code) ?? code;
@@ -344,6 +380,7 @@ declare global {
 
 async function main(): Promise<void> {
   const app = new App(new Api(await apiBaseUrl()));
+  await app.loadLanguages();
   window.dragomanDebug = () => app.debug();
   document.body.dataset.ready = "true";
 }

@@ -81,11 +81,13 @@ class _TranslationPathEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """Transcribed, then translated through English by two text engines."""
     TRANSLATION_PATH_SPEECH_TRANSLATION: _TranslationPath.ValueType  # 3
     """Translated straight from speech into English by the recognition model
-    (no text translation); `source_text` is that English text too.
+    (no text translation); `source_text` is that English text too, and
+    `source_language_code` the language spoken.
     """
     TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE: _TranslationPath.ValueType  # 4
     """Translated from speech into English by the recognition model, then from
-    English by a text engine; `source_text` is the English text.
+    English by a text engine; `source_text` is the English text, and
+    `source_language_code` the language spoken.
     """
 
 class TranslationPath(_TranslationPath, metaclass=_TranslationPathEnumTypeWrapper):
@@ -99,11 +101,13 @@ TRANSLATION_PATH_PIVOT: TranslationPath.ValueType  # 2
 """Transcribed, then translated through English by two text engines."""
 TRANSLATION_PATH_SPEECH_TRANSLATION: TranslationPath.ValueType  # 3
 """Translated straight from speech into English by the recognition model
-(no text translation); `source_text` is that English text too.
+(no text translation); `source_text` is that English text too, and
+`source_language_code` the language spoken.
 """
 TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE: TranslationPath.ValueType  # 4
 """Translated from speech into English by the recognition model, then from
-English by a text engine; `source_text` is the English text.
+English by a text engine; `source_text` is the English text, and
+`source_language_code` the language spoken.
 """
 Global___TranslationPath: _TypeAlias = TranslationPath  # noqa: Y015
 

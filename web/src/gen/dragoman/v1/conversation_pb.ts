@@ -1022,7 +1022,8 @@ export enum TranslationPath {
 
   /**
    * Translated straight from speech into English by the recognition model
-   * (no text translation); `source_text` is that English text too.
+   * (no text translation); `source_text` is that English text too, and
+   * `source_language_code` the language spoken.
    *
    * @generated from enum value: TRANSLATION_PATH_SPEECH_TRANSLATION = 3;
    */
@@ -1030,7 +1031,8 @@ export enum TranslationPath {
 
   /**
    * Translated from speech into English by the recognition model, then from
-   * English by a text engine; `source_text` is the English text.
+   * English by a text engine; `source_text` is the English text, and
+   * `source_language_code` the language spoken.
    *
    * @generated from enum value: TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE = 4;
    */
