@@ -80,7 +80,7 @@ def decode_file(path: str | Path, rate_hz: int = STT_RATE_HZ) -> np.ndarray:
                 parts.append(out.to_ndarray().reshape(-1))
     except FileNotFoundError:
         raise InvalidArgument(f"{path}: no such file") from None
-    except (av.error.InvalidDataError, ValueError, IndexError) as e:
+    except (av.error.FFmpegError, ValueError, IndexError) as e:  # an empty file is EOFError
         raise InvalidArgument(f"{path}: not a readable audio file ({e})") from None
     if not parts:
         return np.zeros(0, np.float32)

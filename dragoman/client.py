@@ -108,13 +108,13 @@ def join_request(
 
 async def speak(
     pcm16: bytes, rate_hz: int, *, first_sequence: int = 1, chunk_ms: int = 100,
-    realtime: bool = True,
+    realtime: bool = True, speed: float = 1.0,
 ) -> AsyncIterator[conversation_pb2.ConverseRequest]:
-    """Audio messages of `chunk_ms`, paced at real time unless `realtime` is False."""
+    """Audio messages of `chunk_ms`, paced at `speed` times real time unless `realtime` is False."""
     start = time.monotonic()
     for i, data in enumerate(audio.chunks(pcm16, rate_hz, chunk_ms)):
         if realtime:
-            await asyncio.sleep(max(0.0, start + i * chunk_ms / 1000 - time.monotonic()))
+            await asyncio.sleep(max(0.0, start + i * chunk_ms / 1000 / speed - time.monotonic()))
         ts = Timestamp()
         ts.GetCurrentTime()
         yield conversation_pb2.ConverseRequest(audio=conversation_pb2.AudioChunk(

@@ -4,6 +4,7 @@
     dragoman languages [install]   the coverage matrix; install language packs
     dragoman up                    run the whole mesh on this machine
     dragoman demo                  a two-person demo conversation through the mesh
+    dragoman interpret AUDIO ...   what a partner hears of a recording, translated, through the mesh
     dragoman transcribe AUDIO      speech to text with a running stt service
     dragoman translate ...         text translation with a running mt service
     dragoman synthesize ...        text to speech with a running tts service
@@ -30,7 +31,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import grpc
 
@@ -43,6 +44,7 @@ EXAMPLES = """examples:
   dragoman languages install de ja --device cuda --dry-run
   dragoman up &                      # then, in another shell:
   dragoman transcribe speech.ogg --language en
+  dragoman interpret talk.ogg --from pt --to en --speech-out talk-en.wav
   echo "Where is the station?" | dragoman translate --source en --target pt -
   dragoman synthesize --language es "Buenos días" -o hola.wav
 """
@@ -142,6 +144,27 @@ def _parser() -> argparse.ArgumentParser:
     envoy_arguments(demo, tls=False)  # --envoy: the demo's calls go through the edge
     triton_argument(demo)
 
+    it = sub.add_parser(
+        "interpret", help="translate a recording as a live partner would hear it",
+        description="Streams AUDIO through a real session, as a speaker of --from would talk to a "
+                    "partner of --to, and prints each final translated utterance on its own line "
+                    "(only those go to stdout; progress and transcripts go to stderr). Starts the "
+                    "mesh unless --gateway is given.",
+        epilog="example: dragoman interpret talk.ogg --from pt --to en --speed 2 > talk-en.txt")
+    it.add_argument("audio", metavar="AUDIO", help="audio file (wav, ogg, mp3, flac, ...)")
+    it.add_argument("--from", dest="source", required=True, metavar="L",
+                    help="BCP-47 language spoken in AUDIO, e.g. pt")
+    it.add_argument("--to", dest="target", required=True, metavar="T",
+                    help="BCP-47 language to translate into, e.g. en")
+    it.add_argument("--speech-out", metavar="F.wav",
+                    help="also write the translated speech the partner hears")
+    it.add_argument("--speed", type=float, default=1.0,
+                    help="send the audio this many times faster than real time, at most the mesh's "
+                         "session.max_audio_speed (default 1: real time, as a live speaker)")
+    it.add_argument("--gateway", metavar="ADDR",
+                    help="use a running mesh at this address instead of starting one")
+    it.add_argument("--log-dir", default="", help="service logs when it starts the mesh")
+
     tr = sub.add_parser("transcribe", help="print the transcript of an audio file (any common format)")
     tr.add_argument("audio", help="audio file (wav, ogg, mp3, flac, ...)")
     tr.add_argument("--language", default="", help="BCP-47 language; default: detect")
@@ -207,6 +230,8 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         return await _up(args, settings)
     if args.command == "demo":
         return await _demo(args, settings)
+    if args.command == "interpret":
+        return await _interpret(args, settings)
     if args.command == "transcribe":
         return await _transcribe(args, settings)
     if args.command == "translate":
@@ -289,7 +314,8 @@ def _log_dir(arg: str) -> Path:
 
 @contextlib.asynccontextmanager
 async def _mesh(
-    settings: config.Settings, log_dir: Path, args: argparse.Namespace | None = None
+    settings: config.Settings, log_dir: Path, args: argparse.Namespace | None = None,
+    out: TextIO | None = None,
 ) -> AsyncIterator[object]:
     from dragoman.catalog import packaged
     from dragoman_tools.mesh import Mesh
@@ -300,13 +326,14 @@ async def _mesh(
 
     triton = bool(args is not None and getattr(args, "triton", False))
     mesh = Mesh(settings, log_dir, {**os.environ, **await db.prepare(settings.database)}, triton=triton)
-    print(f"starting the mesh (logs in {log_dir}) …", flush=True)
+    out = out or sys.stdout  # not a default argument: tests replace sys.stdout
+    print(f"starting the mesh (logs in {log_dir}) …", file=out, flush=True)
     t0 = time.monotonic()
     await mesh.start()
     for proc in mesh.processes:
-        print(f"  {proc.name:<8} {proc.address}", flush=True)
+        print(f"  {proc.name:<8} {proc.address}", file=out, flush=True)
     edge = await _edge(args, settings, log_dir, mesh)
-    print(f"ready ({time.monotonic() - t0:.1f} s)", flush=True)
+    print(f"ready ({time.monotonic() - t0:.1f} s)", file=out, flush=True)
     try:
         yield mesh
     finally:
@@ -365,6 +392,26 @@ async def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
         return 0
     async with _mesh(settings, _log_dir(args.log_dir), args) as mesh:
         await demo.run(_entry_address(mesh, settings), out, args.partner_language)
+    return 0
+
+
+async def _interpret(args: argparse.Namespace, settings: config.Settings) -> int:
+    from dragoman import languages
+    from dragoman_tools import interpret
+
+    # everything a user can get wrong is checked before the mesh takes its time to start
+    source = languages.normalise(args.source, "--from")
+    target = languages.normalise(args.target, "--to")
+    speed = interpret.check_speed(args.speed, 0.0 if args.gateway else settings.session.max_audio_speed)
+    samples = interpret.read_audio(args.audio)
+    speech_out = Path(args.speech_out) if args.speech_out else None
+    name = Path(args.audio).name
+    if args.gateway:
+        await interpret.run(args.gateway, samples, name, source, target, speed=speed, speech_out=speech_out)
+        return 0
+    async with _mesh(settings, _log_dir(args.log_dir), out=sys.stderr):
+        await interpret.run(settings.addresses.gateway, samples, name, source, target,
+                            speed=speed, speech_out=speech_out)
     return 0
 
 

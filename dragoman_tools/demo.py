@@ -11,7 +11,6 @@ per-utterance latency; the translated speech each one hears is written as WAV.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import statistics
 import sys
@@ -21,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import grpc
 import numpy as np
 
 from dragoman import audio
 from dragoman.client import Client, join_request, speak
+from dragoman.errors import FailedPrecondition
 from dragoman.v1 import conversation_pb2 as pb
+from dragoman.v1 import sessions_pb2
 
 STAGES = tuple(f.name for f in pb.UtteranceLatency.DESCRIPTOR.fields)
 """The per-stage latencies of an utterance, in pipeline order."""
@@ -44,12 +46,16 @@ class Person:
     name: str
     language: str
     client: Client
-    out_dir: Path
+    out_dir: Path | None  # where the translated speech they hear goes, one WAV per utterance
     printer: Printer
+    speed: float = 1.0  # how fast they speak: a multiple of real time
     session_id: str = ""
     requests: asyncio.Queue[pb.ConverseRequest | None] = field(default_factory=asyncio.Queue)
     started: set[str] = field(default_factory=set)
     ended: set[str] = field(default_factory=set)
+    partner_ended: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    failure: grpc.aio.AioRpcError | None = None
     heard: dict[str, list[bytes]] = field(default_factory=dict)
     wavs: list[Path] = field(default_factory=list)
     latencies: list[pb.UtteranceLatency] = field(default_factory=list)
@@ -61,8 +67,13 @@ class Person:
             yield request
 
     async def listen(self, call: AsyncIterator[pb.ConverseResponse]) -> None:
-        async for response in call:
-            self.on_event(response.event)
+        try:
+            async for response in call:
+                self.on_event(response.event)
+        except grpc.aio.AioRpcError as e:  # e.g. RESOURCE_EXHAUSTED: audio sent too fast
+            if e.code() != grpc.StatusCode.CANCELLED:
+                self.failure = e
+                self.changed.set()
 
     def on_event(self, event: pb.ConversationEvent) -> None:
         kind = event.WhichOneof("kind")
@@ -75,6 +86,8 @@ class Person:
             me.line(self.name, f"→ {tr.target_language_code}: {tr.text!r}", final=True)
         elif kind == "processing_started" and event.processing_started.speaker == pb.SPEAKER_SELF:
             self.started.add(event.processing_started.utterance_id)
+        elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_PARTNER:
+            self.partner_ended.add(event.processing_ended.utterance_id)
         elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_SELF:
             ended = event.processing_ended
             self.ended.add(ended.utterance_id)
@@ -85,35 +98,48 @@ class Person:
             a = event.speech_audio
             self.heard.setdefault(a.utterance_id, []).append(a.data)
             if a.is_last:
-                path = audio.write_wav(
-                    self.out_dir / f"{self.name.lower()}-hears-{a.utterance_id}.wav",
-                    b"".join(self.heard.pop(a.utterance_id)), a.sample_rate_hertz)
-                self.wavs.append(path)
-                me.line(self.name, f"hears translated speech → {path}", final=True)
+                self.on_speech(a.utterance_id, b"".join(self.heard.pop(a.utterance_id)), a.sample_rate_hertz)
         elif kind == "error":
+            self.errors.append(event.error.message)
             me.line(self.name, f"error: {event.error.message}", final=True)
         self.changed.set()
 
-    async def say(self, clip: Path) -> None:
-        samples = audio.decode_file(clip, RATE_HZ)
+    def on_speech(self, utterance_id: str, pcm16: bytes, rate_hz: int) -> None:
+        """The whole translated speech of one of the partner's utterances has arrived."""
+        if self.out_dir is None:
+            return
+        path = audio.write_wav(self.out_dir / f"{self.name.lower()}-hears-{utterance_id}.wav", pcm16, rate_hz)
+        self.wavs.append(path)
+        self.printer.line(self.name, f"hears translated speech → {path}", final=True)
+
+    async def say(self, name: str, samples: np.ndarray) -> None:
+        """Streams `samples` (mono float32 at RATE_HZ) as captured, at `speed` times real time."""
         pad = np.zeros(int(0.3 * RATE_HZ), np.float32)
         tail = np.zeros(int(1.2 * RATE_HZ), np.float32)
         pcm = audio.float_to_pcm16(np.concatenate([pad, samples, tail]))
-        self.printer.line(self.name, f"speaks {clip.name} ({len(samples) / RATE_HZ:.1f} s)", True)
-        async for request in speak(pcm, RATE_HZ, first_sequence=self.sequence + 1):
+        self.printer.line(self.name, f"speaks {name} ({len(samples) / RATE_HZ:.1f} s)", True)
+        async for request in speak(pcm, RATE_HZ, first_sequence=self.sequence + 1, speed=self.speed):
+            if self.failure is not None:
+                raise self.failure
             self.sequence = request.audio.sequence
             await self.requests.put(request)
 
-    async def wait_quiet(self) -> None:
-        """Waits until every utterance this person started has been delivered."""
+    async def wait_quiet(self, partner: Person) -> None:
+        """Waits until every utterance this person started has been delivered and `partner`
+        has had all of it."""
         deadline = time.monotonic() + TURN_TIMEOUT_S
-        while self.started - self.ended or not self.started:
+        while self.started - self.ended or self.started - partner.partner_ended or not self.started:
+            if self.failure is not None:
+                raise self.failure
             self.changed.clear()
+            partner.changed.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{self.name}'s utterances were not delivered in {TURN_TIMEOUT_S:.0f} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), remaining)
+            waits = [asyncio.ensure_future(p.changed.wait()) for p in (self, partner)]
+            await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
 
 
 class Printer:
@@ -161,41 +187,55 @@ class DemoResult:
     utterances: int
 
 
-async def run(gateway: str, out_dir: Path, partner_language: str = "pt",
-              stream: TextIO = sys.stdout) -> DemoResult:
-    """Runs the conversation against a running mesh at `gateway`."""
-    printer = Printer(stream)
-    out_dir.mkdir(parents=True, exist_ok=True)
+async def converse(host: Person, guest: Person, turns: list[tuple[Person, str, np.ndarray]],
+                   one_way: bool = False) -> sessions_pb2.EndSessionResponse:
+    """One conversation through the public API, as two native clients hold it: both register,
+    `host` creates a session, `guest` joins with its 6-digit code, both Converse; each turn
+    (who, name, mono float32 samples at RATE_HZ) is spoken and waited for until its partner
+    has heard all of it; then both leave and `host` ends the session. `one_way`: only the
+    host speaks, so the session need only translate from host to guest."""
     suffix = secrets.token_hex(3)
-    alice = Person("Alice", "en", Client(gateway), out_dir, printer)
-    bruno = Person("Bruno", partner_language, Client(gateway), out_dir, printer)
-    async with alice.client, bruno.client:
-        for p in (alice, bruno):
+    async with host.client, guest.client:
+        for p in (host, guest):
             await p.client.register(f"{p.name.lower()}-{suffix}", f"{p.name.lower()}-{suffix}@example.org",
                                     "demo-password", p.language)
-        session = await alice.client.create_session(alice.language)
-        printer.line("Alice", f"created session; pairing code {session.code}", True)
-        await bruno.client.join_session(session.code, bruno.language)
-        printer.line("Bruno", f"joined with code {session.code}", True)
+        session = await host.client.create_session(host.language)
+        host.printer.line(host.name, f"created session; pairing code {session.code}", True)
+        joined = await guest.client.join_session(session.code, guest.language, allow_one_way=one_way)
+        guest.printer.line(guest.name, f"joined with code {session.code}", True)
+        there = joined.routes[0] if joined.routes else None  # the host's speech to the guest
+        if there is not None and not there.available:
+            await host.client.end_session(session.session_id)
+            raise FailedPrecondition(f"{'; '.join(there.missing)}: run `{there.install}`")
         listeners = []
-        for p in (alice, bruno):
+        for p in (host, guest):
             p.session_id = session.session_id
             await p.requests.put(join_request(session.session_id, RATE_HZ))
             listeners.append(asyncio.create_task(p.listen(p.client.converse(p.request_stream()))))
         try:
-            turns = [(alice, SCRIPTS["en"][0]), (bruno, SCRIPTS[partner_language][0]),
-                     (alice, SCRIPTS["en"][1])]
-            for person, clip in turns:
-                await person.say(DEMO_DATA / clip)
-                await person.wait_quiet()
+            for person, name, samples in turns:
+                await person.say(name, samples)
+                await person.wait_quiet(guest if person is host else host)
         finally:
-            for p in (alice, bruno):
+            for p in (host, guest):
                 await p.requests.put(pb.ConverseRequest(leave=pb.LeaveConversation()))
                 await p.requests.put(None)
             await asyncio.wait(listeners, timeout=10)
             for task in listeners:
                 task.cancel()
-        ended = await alice.client.end_session(session.session_id)
+        return await host.client.end_session(session.session_id)
+
+
+async def run(gateway: str, out_dir: Path, partner_language: str = "pt",
+              stream: TextIO = sys.stdout) -> DemoResult:
+    """Runs the conversation against a running mesh at `gateway`."""
+    printer = Printer(stream)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    alice = Person("Alice", "en", Client(gateway), out_dir, printer)
+    bruno = Person("Bruno", partner_language, Client(gateway), out_dir, printer)
+    turns = [(alice, SCRIPTS["en"][0]), (bruno, SCRIPTS[partner_language][0]), (alice, SCRIPTS["en"][1])]
+    ended = await converse(alice, bruno, [(person, clip, audio.decode_file(DEMO_DATA / clip, RATE_HZ))
+                                          for person, clip in turns])
     latencies = alice.latencies + bruno.latencies
     m = ended.metrics
     stream.write(f"\nsession ended: {m.utterance_count} utterances, mean {m.mean_latency_ms:.0f} ms, "
