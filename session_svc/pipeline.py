@@ -30,8 +30,7 @@ from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
-from session_svc import routes
-from session_svc import sentences
+from session_svc import routes, sentences
 from session_svc.downstream import Downstream
 from session_svc.sessions import Member, Session
 
