@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -62,6 +62,7 @@ SERVICES = (("stt", "stt_svc.server"), ("mt", "mt_svc.server"), ("tts", "tts_svc
 FAKE_ENGINES = {"DRAGOMAN_STT_ENGINE": "fake", "DRAGOMAN_MT_ENGINES": "fake",
                 "DRAGOMAN_TTS_ENGINES": "fake"}
 
+P = TypeVar("P", bound=Participant)
 
 def fleurs_dir() -> Path:
     return TESTDATA / "speech" / "fleurs"
@@ -108,20 +109,37 @@ async def say(person: Participant, clip: Path, max_s: float = 0.0) -> float:
     return end_sent
 
 
-async def converse(gateway: str, pair: str, per_side: int, max_s: float = 0.0) -> dict[str, Any]:
-    """One session of the pair: turns alternate, `per_side` clips each."""
-    first, second = pair.split("-")
+async def pair_up(
+    gateway: str, first: str, second: str, name: str, kind: type[P],
+) -> tuple[P, P, str]:
+    """Two new users, speaking `first` and `second`, in one session, both connected."""
     tag = secrets.token_hex(3)
-    people: list[Participant] = []
+    people: list[P] = []
     for i, lang in enumerate((first, second)):
         client = Client(gateway)
-        await client.register(f"e2e-{tag}-{i}", f"e2e-{tag}-{i}@example.org", "bench-password-1", lang)
-        people.append(Participant(client, lang))
+        user = f"{name}-{tag}-{i}"
+        await client.register(user, f"{user}@example.org", "bench-password-1", lang)
+        people.append(kind(client, lang))
     a, b = people
     session = await a.client.create_session(first)
     await b.client.join_session(session.code, second)
     a.connect(session.session_id, RATE_HZ)
     b.connect(session.session_id, RATE_HZ)
+    return a, b, session.session_id
+
+
+async def part(a: Participant, b: Participant, session_id: str) -> None:
+    """Both leave, the session ends, their channels close."""
+    await asyncio.gather(a.leave(), b.leave())
+    await a.client.end_session(session_id)
+    for p in (a, b):
+        await p.client.channel.close()
+
+
+async def converse(gateway: str, pair: str, per_side: int, max_s: float = 0.0) -> dict[str, Any]:
+    """One session of the pair: turns alternate, `per_side` clips each."""
+    first, second = pair.split("-")
+    a, b, session_id = await pair_up(gateway, first, second, "e2e", Participant)
     turns: list[dict[str, Any]] = []
     try:
         script = [(a, b, c) for c in clips(first, per_side)]
@@ -143,10 +161,7 @@ async def converse(gateway: str, pair: str, per_side: int, max_s: float = 0.0) -
                 "listener_wait_ms": [w for w in waits if w is not None],
             })
     finally:
-        await asyncio.gather(a.leave(), b.leave())
-        await a.client.end_session(session.session_id)
-        for p in people:
-            await p.client.channel.close()
+        await part(a, b, session_id)
     return {"pair": pair, "turns": turns, "errors": a.errors + b.errors}
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import secrets
 import sys
 import tempfile
 import time
@@ -59,9 +58,16 @@ from bench.common import (
     table,
     write_result,
 )
-from bench.e2e_latency import FAKE_ENGINES, RATE_HZ, SERVICES, SMOKE_CLIP_S, TURN_TIMEOUT_S, say
+from bench.e2e_latency import (
+    FAKE_ENGINES,
+    SERVICES,
+    SMOKE_CLIP_S,
+    TURN_TIMEOUT_S,
+    pair_up,
+    part,
+    say,
+)
 from dragoman import mux
-from dragoman.client import Client
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from dragoman.v1 import conversation_pb2 as pb
 
@@ -143,17 +149,7 @@ async def direction(gateway: str, mt: mt_pb2_grpc.TranslationServiceStub, pair: 
                     clips: list[Clip], max_s: float) -> list[dict[str, Any]]:
     """One session: the first person says every clip, the second listens."""
     source, target = pair.split("-")
-    tag = secrets.token_hex(3)
-    people: list[Listener] = []
-    for i, lang in enumerate((source, target)):
-        client = Client(gateway)
-        await client.register(f"chrf-{tag}-{i}", f"chrf-{tag}-{i}@example.org", "bench-password-1", lang)
-        people.append(Listener(client, lang))
-    speaker, listener = people
-    session = await speaker.client.create_session(source)
-    await listener.client.join_session(session.code, target)
-    speaker.connect(session.session_id, RATE_HZ)
-    listener.connect(session.session_id, RATE_HZ)
+    speaker, listener, session_id = await pair_up(gateway, source, target, "chrf", Listener)
     rows = []
     try:
         for clip in clips:
@@ -182,10 +178,7 @@ async def direction(gateway: str, mt: mt_pb2_grpc.TranslationServiceStub, pair: 
                              for u in new if u in speaker.latencies},
             })
     finally:
-        await asyncio.gather(speaker.leave(), listener.leave())
-        await speaker.client.end_session(session.session_id)
-        for p in people:
-            await p.client.channel.close()
+        await part(speaker, listener, session_id)
     return rows
 
 
