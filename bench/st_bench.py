@@ -7,7 +7,7 @@
    (or $DRAGOMAN_TESTDATA/speech/fleurs), references from the `en` column of
    translations.tsv (the FLORES sentences FLEURS speaks), corpus chrF2
    (sacrebleu) of
-   * speech translation: Whisper (settings.stt.model, int8 on the CPU as stt_svc
+   * speech translation: Whisper (stt_svc's multilingual model, int8 on the CPU as stt_svc
      runs it) with task="translate", straight from speech to English text;
    * the cascade: the same model transcribes (task="transcribe"), then the text
      engine mt_svc routes L->en to (its Router over settings.mt.engines: Bergamot
@@ -54,6 +54,7 @@ from bench.common import (
 )
 from dragoman import audio, config, rpc
 from dragoman.errors import FailedPrecondition
+from stt_svc.engines import choice
 
 FLEURS = TESTDATA / "speech" / "fleurs"
 NAME = "speech_translation"
@@ -109,7 +110,7 @@ async def quality(settings: config.Settings, language_codes: list[str], beams: l
     from mt_svc.engines.ct2 import DecodeOptions
     from mt_svc.router import Router
 
-    path = Path(settings.models_dir) / settings.stt.model
+    path = Path(settings.models_dir) / choice(settings).default  # the multilingual model stt_svc loads
     model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=settings.stt.cpu_threads)
     names = registry.configured(settings.mt.engines)
     engines = await asyncio.to_thread(
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = config.load()
     result: dict[str, Any] = {
         "benchmark": "speech_translation",
-        "settings": {"model": settings.stt.model, "compute_type": "int8",
+        "settings": {"model": choice(settings).default, "compute_type": "int8",
                      "cpu_threads": settings.stt.cpu_threads, "mt_engines": settings.mt.engines,
                      "data": str(FLEURS)},
         "metrics": {"chrf": f"sacrebleu {sacrebleu.__version__} corpus_chrf (chrF2)"},
