@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from dragoman import logs
+from dragoman import logs, metrics
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
-from stt_svc import guards
+from stt_svc import coverage, guards
 from stt_svc.agreement import LocalAgreement
 from stt_svc.codecs import AudioDecoder, OggOpusDecoder, Pcm16Decoder
 from stt_svc.engines.base import DecodeOptions, Transcription, WordTiming
@@ -405,7 +405,10 @@ class RecognizeStream:
         result = timed.value
         reason = guards.rejection(result, len(event.audio) / RATE_HZ)
         offset_s = _s(event.start_sample)
+        processing_s = timed.seconds
         if reason is None:
+            result, recovering_s = await self._recover(u, event, result, options, model)
+            processing_s += recovering_s
             transcript = u.agreement.merge(result.text)
             words = tuple(
                 replace(w, start_s=w.start_s + offset_s, end_s=w.end_s + offset_s)
@@ -414,6 +417,9 @@ class RecognizeStream:
         else:
             log.info("utterance %d dropped: %s", u.index, reason)
             transcript, words = u.agreement.stable_prefix, ()
+            if not transcript:
+                self._unrecognised(u, event, 0.0, _s(event.end_sample - event.start_sample),
+                                   reason.kind)
         if (
             self._language is None
             and reason is None
@@ -428,7 +434,7 @@ class RecognizeStream:
             utterance_index=u.index, transcript=transcript, is_final=True, stability=1.0,
             stable_prefix=transcript, language_code=code, language_probability=probability,
             confidence=_confidence(words, result), start_s=offset_s, end_s=_s(event.end_sample),
-            words=words, processing_s=timed.seconds,
+            words=words, processing_s=processing_s,
         ))
         log.debug("final %d: %s", u.index, logs.redact(transcript))
         log.info(
@@ -437,9 +443,57 @@ class RecognizeStream:
                 "utterance": u.index,
                 "model": model.capabilities.name,
                 "audio_ms": round(1000 * len(event.audio) / RATE_HZ),
-                "decode_ms": round(1000 * timed.seconds),
+                "decode_ms": round(1000 * processing_s),
                 "speculated": speculated,
                 "endpoint_to_final_ms": round(1000 * (time.perf_counter() - job.received_s)),
+            },
+        )
+
+    async def _recover(
+        self, u: _Utterance, event: SpeechEnded, result: Transcription, options: DecodeOptions,
+        model: LoadedModel,
+    ) -> tuple[Transcription, float]:
+        """`result` with the speech its words leave out decoded again, alone and with no forced
+        prefix, and spliced in (see stt_svc.coverage); and the seconds that took. Speech still
+        without words is counted as unrecognised."""
+        words, spent, lost = result.words, 0.0, "uncovered"
+        speech_end_s = _s(event.end_sample - event.start_sample)
+        again = replace(options, language=result.language, prefix="")
+        for gap in reversed(coverage.gaps(result.words, speech_end_s)):  # later gaps first
+            lo = max(0, round((gap.start_s - coverage.MARGIN_S) * RATE_HZ))
+            hi = (len(event.audio) if gap.index == len(result.words)
+                  else round((gap.end_s + coverage.MARGIN_S) * RATE_HZ))
+            try:
+                timed = await model.decode(event.audio[lo:hi], again, Priority.FINAL)
+            except ResourceExhausted:
+                lost = "overloaded"
+                break
+            spent += timed.seconds
+            found = timed.value
+            if guards.rejection(found, (hi - lo) / RATE_HZ) is None:
+                words = coverage.splice(words, gap, found.words, lo / RATE_HZ)
+        for gap in coverage.gaps(words, speech_end_s):
+            self._unrecognised(u, event, gap.start_s, gap.end_s, lost)
+        if words == result.words:
+            return result, spent
+        added = len(words) - len(result.words)
+        log.info("speech re-decoded", extra={"utterance": u.index, "words_added": added})
+        return replace(result, text=coverage.text_of(words), words=words), spent
+
+    def _unrecognised(
+        self, u: _Utterance, event: SpeechEnded, start_s: float, end_s: float, reason: str
+    ) -> None:
+        """Counts and logs speech (times from the utterance's start) that got no final text."""
+        metrics.STT_UNRECOGNISED_SPEECH.labels(reason).inc(max(0.0, end_s - start_s))
+        offset_ms = 1000 * _s(event.start_sample)
+        log.info(
+            "unrecognised speech",
+            extra={
+                "stream": logs.rpc_id.get(),
+                "utterance": u.index,
+                "start_ms": round(offset_ms + 1000 * start_s),
+                "end_ms": round(offset_ms + 1000 * end_s),
+                "reason": reason,
             },
         )
 
