@@ -2,6 +2,8 @@
 
     python -m bench.stt_bench [--smoke] [--streams N] [--languages en,de] [--clips K]
                               [--seconds S] [--out FILE]
+    python -m bench.stt_bench --diagnose [--smoke] [--languages ...] [--clips K]
+                              [--no-generated] [--out FILE]
 
 Starts stt_svc in this process on a free loopback port with the configured
 models (config.load(): whisper-tiny.en for English, whisper-base for the
@@ -36,6 +38,17 @@ chunks, each sent when its 100 ms have been "recorded", interim results on:
 No assertions: prints tables and writes JSON (default bench/results/stt.json)
 with the machine's load average, since latency on a shared machine moves with
 it. `--smoke`: one short English clip, one stream: checks that every part runs.
+
+`--diagnose`: where the streamed finals lose words. Each clip (the FLEURS
+clips and, unless --no-generated, the long generated ones of
+tests/data/speech/generated, made by bench.speechgen) is streamed alone as
+in 1., recording every partial, every final with its audio span and every
+cut between utterances; then the same engine decodes the clip's whole audio
+once, greedily, with no prefix (in windows of at most 30 s, cut at the
+quietest moment, for longer clips). Both are aligned with the reference and
+each streamed error gets one class (bench.stt_errors). Prints a table per
+language and set (counts per class, streamed and whole-utterance WER) and
+writes the per-clip detail (default bench/results/stt_diagnostic.json).
 """
 
 from __future__ import annotations
@@ -58,6 +71,7 @@ import jiwer
 import numpy as np
 
 from bench.common import ROOT, TESTDATA, load_average, machine, percentile, summary, table, write_result
+from bench.stt_errors import CLASSES, classify
 from dragoman import audio, config, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
@@ -139,10 +153,16 @@ def speech_dirs() -> list[Path]:
     return [TESTDATA / "speech" / "fleurs", ROOT / "dragoman" / "demo_data"]
 
 
-def load_clips(languages: Sequence[str], per_language: int) -> dict[str, list[Clip]]:
-    """Clips named `fleurs-<lang>-NNN.ogg` with a `.txt` reference; first copy of a name wins."""
+def generated_dir() -> Path:
+    return TESTDATA / "speech" / "generated"
+
+
+def load_clips(
+    languages: Sequence[str], per_language: int, directories: Sequence[Path] | None = None
+) -> dict[str, list[Clip]]:
+    """Clips named `<set>-<lang>-NNN.ogg` with a `.txt` reference; first copy of a name wins."""
     found: dict[str, Path] = {}
-    for directory in speech_dirs():
+    for directory in speech_dirs() if directories is None else directories:
         for path in sorted(directory.glob("*.ogg")):
             if path.with_suffix(".txt").is_file():
                 found.setdefault(path.stem, path)
@@ -169,6 +189,8 @@ class Utterance:
     first_partial_at: float | None = None
     final_at: float | None = None
     final: stt_pb2.RecognitionResult | None = None
+    partials: list[tuple[float, stt_pb2.RecognitionResult]] = field(default_factory=list)
+    """Each partial with the loop time it arrived."""
 
 
 @dataclass
@@ -291,7 +313,9 @@ async def play(
         u = run.utterances[result.utterance_index]
         if result.is_final:
             u.final_at, u.final = now, result
-        elif u.first_partial_at is None:
+            continue
+        u.partials.append((now, result))
+        if u.first_partial_at is None:
             u.first_partial_at = now
     run.closed_at = loop.time()
     return run
@@ -546,6 +570,229 @@ def report(result: dict[str, Any]) -> str:
     ])
 
 
+# -- diagnosis (--diagnose) -----------------------------------------------------------------------
+
+WHOLE_OPTIONS = {"beam_size": 1, "temperatures": (0.0,)}
+"""The whole-utterance decode: greedy, no fallback, no prefix."""
+
+
+def whole_windows(samples: np.ndarray, max_s: float) -> list[np.ndarray]:
+    """`samples` in pieces of at most `max_s`, each cut at the quietest 200 ms in the second
+    half of the window (a pause between sentences, in speech that has them)."""
+    limit, frame = int(max_s * RATE_HZ), RATE_HZ // 100
+    pieces = []
+    while len(samples) > limit:
+        window = samples[:limit]
+        n = len(window) // frame
+        energy = np.convolve((window[: n * frame].reshape(n, frame) ** 2).mean(axis=1),
+                             np.ones(20), mode="same")
+        half = n // 2
+        cut = (half + int(np.argmin(energy[half:]))) * frame
+        pieces.append(samples[:cut])
+        samples = samples[cut:]
+    return [*pieces, samples]
+
+
+def _words(text: str, language: str) -> list[str]:
+    return normalise(text, language).split()
+
+
+async def diagnose_clip(
+    stub: stt_pb2_grpc.SpeechToTextServiceStub, engine: SpeechRecognizer, clip: Clip,
+    endpoint_s: float,
+) -> tuple[dict[str, Any], StreamRun]:
+    """Streams `clip` alone, decodes it whole, and classifies the stream's errors."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + 0.05
+    run = await play(stub, clip.language, [clip], endpoint_s, t0)
+    options = DecodeOptions(language=clip.language, **WHOLE_OPTIONS)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    whole = [
+        await asyncio.to_thread(engine.transcribe, piece, options)
+        for piece in whole_windows(clip.audio, engine.capabilities.max_audio_s)
+    ]
+    whole_s = time.perf_counter() - started
+    whole_text = " ".join(w.text for w in whole)
+
+    def clip_s(stream_s: float) -> float:  # stream time -> time in the clip's audio
+        return round(stream_s - LEAD_S, 3)
+
+    utterances = sorted(run.utterances.values(), key=lambda u: u.index)
+    finals, partials, boundaries, texts = [], [], [], {}
+    for u in utterances:
+        texts[u.index] = [" ".join(_words(r.transcript, clip.language)) for _, r in u.partials]
+        partials += [{
+            "utterance": u.index, "text": r.transcript, "stable_prefix": r.stable_prefix,
+            "at_s": clip_s(at - t0), "audio_end_s": clip_s(_duration_s(r.end_offset)),
+        } for at, r in u.partials]
+        if u.final is not None:
+            finals.append({
+                "utterance": u.index, "text": u.final.transcript,
+                "start_s": clip_s(u.start_s), "end_s": clip_s(u.end_s) if u.end_s is not None else None,
+                "at_s": clip_s(u.final_at - t0) if u.final_at is not None else None,
+            })
+    for u, following in zip(utterances, utterances[1:], strict=False):
+        if u.end_s is not None:
+            boundaries.append({
+                "after_utterance": u.index, "speech_end_s": clip_s(u.end_s),
+                "next_start_s": clip_s(following.start_s),
+                "cut": "max_utterance" if following.start_s - u.end_s < 0.05 else "endpoint",
+            })
+    final_words = [
+        (w, u.index) for u in utterances if u.final is not None
+        for w in _words(u.final.transcript, clip.language)
+    ]
+    diagnosis = classify(_words(clip.reference, clip.language), final_words, texts,
+                         _words(whole_text, clip.language))
+    print(f"  {clip.name}: {diagnosis.errors} errors (whole {diagnosis.whole_errors}) of "
+          f"{diagnosis.reference_words} words, {len(boundaries)} cuts: "
+          f"{ {k: v for k, v in diagnosis.counts.items() if v} }", file=sys.stderr)
+    return {
+        "clip": clip.name,
+        "seconds": round(clip.seconds, 2),
+        "reference": clip.reference,
+        "streamed": " ".join(f["text"] for f in finals),
+        "whole": whole_text,
+        "whole_windows": len(whole),
+        "whole_decode_s": round(whole_s, 3),
+        "streamed_wer": round(diagnosis.errors / max(1, diagnosis.reference_words), 4),
+        "whole_wer": round(diagnosis.whole_errors / max(1, diagnosis.reference_words), 4),
+        "finals": finals,
+        "partials": partials,
+        "boundaries": boundaries,
+        **diagnosis.to_json(),
+    }, run
+
+
+def _notes(clips: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """What the `other` errors look like."""
+    notes: dict[str, int] = {}
+    for c in clips:
+        for a in c["alignment"]:
+            if a.get("label") == "other":
+                notes[a.get("note", "")] = notes.get(a.get("note", ""), 0) + 1
+    return notes
+
+
+async def diagnose(
+    stub: stt_pb2_grpc.SpeechToTextServiceStub,
+    sets: dict[str, dict[str, list[Clip]]],
+    engines: dict[str, SpeechRecognizer],
+    endpoint_s: float,
+) -> dict[str, dict[str, Any]]:
+    """Per language and set (fleurs, generated): the pooled counts and each clip's detail."""
+    out: dict[str, dict[str, Any]] = {}
+    for set_name, clips in sets.items():
+        for language, items in clips.items():
+            details, runs = [], []
+            for clip in items:
+                detail, run = await diagnose_clip(stub, engines[language], clip, endpoint_s)
+                details.append(detail)
+                runs.append(run)
+            words = sum(d["reference_words"] for d in details)
+            errors = sum(d["errors"] for d in details)
+            whole = sum(d["whole_errors"] for d in details)
+            out.setdefault(language, {})[set_name] = {
+                "model": engines[language].capabilities.name,
+                "clips": len(details),
+                "audio_s": round(sum(c.seconds for c in items), 1),
+                "utterances": sum(len(d["finals"]) for d in details),
+                "cuts": sum(len(d["boundaries"]) for d in details),
+                "reference_words": words,
+                "streamed_wer": round(errors / max(1, words), 4),
+                "whole_wer": round(whole / max(1, words), 4),
+                "counts": {k: sum(d["counts"][k] for d in details) for k in CLASSES},
+                "other_notes": _notes(details),
+                "eos_to_final_ms": _ms([v for run in runs for v in run.eos_to_final_ms()]),
+                "clip_details": details,
+            }
+    return out
+
+
+async def run_diagnose(args: argparse.Namespace) -> dict[str, Any]:
+    settings = config.load()
+    languages = ["en"] if args.smoke else args.languages.split(",")
+    sets = {"fleurs": load_clips(languages, args.clips)}
+    if args.smoke:  # the shortest English clip
+        sets = {"fleurs": {"en": [min(load_clips(["en"], 99)["en"], key=lambda c: c.seconds)]}}
+    elif args.generated:
+        sets["generated"] = load_clips(languages, 99, [generated_dir()])
+    sets = {name: clips for name, clips in sets.items() if clips}
+    if not sets:
+        raise SystemExit(f"no clips for {languages}")
+    print(f"loading models from {settings.models_dir}", file=sys.stderr)
+    loaded = await asyncio.to_thread(engine_loader.load, settings)
+    chooser = Models(loaded, max_pending=1)
+    by_name = {e.capabilities.name: e for e in loaded}
+    engines = {
+        lang: by_name[chooser.for_language(lang).capabilities.name]
+        for clips in sets.values() for lang in clips
+    }
+    await chooser.close()
+    load_before = load_average()
+    service = await server.create(settings, engine=loaded)
+    port = await service.start("127.0.0.1:0")
+    try:
+        async with rpc.channel(f"127.0.0.1:{port}") as channel:
+            stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
+            print("one real-time stream per clip, then one whole decode:", file=sys.stderr)
+            languages_out = await diagnose(stub, sets, engines, settings.stt.endpoint_silence_ms / 1000)
+    finally:
+        await service.stop(0)
+    info = machine()
+    info["load_average_before"] = load_before
+    return {
+        "benchmark": "stt_diagnostic",
+        "smoke": bool(args.smoke),
+        "machine": info,
+        "settings": {
+            "model": settings.stt.model,
+            "english_model": settings.stt.english_model,
+            "beam_size": settings.stt.beam_size,
+            "endpoint_silence_ms": settings.stt.endpoint_silence_ms,
+            "partial_interval_ms": settings.stt.partial_interval_ms,
+            "max_utterance_s": settings.stt.max_utterance_s,
+            "chunk_ms": round(CHUNK_S * 1000),
+        },
+        "whole_decode": "the engine's transcribe() on the clip's whole audio (windows of at most "
+                        "30 s cut at the quietest 200 ms), language given, beam 1, temperature 0, "
+                        "no prefix",
+        "normaliser": NORMALISER,
+        "classes": list(CLASSES),
+        "languages": languages_out,
+    }
+
+
+def diagnose_report(result: dict[str, Any]) -> str:
+    short = {"boundary_loss": "b.loss", "boundary_duplicate": "b.dup", "forced_prefix": "prefix",
+             "premature_end": "prem.end", "tail_hallucination": "tail", "model_error": "model",
+             "other": "other"}
+    rows = []
+    for language, by_set in result["languages"].items():
+        for set_name, r in by_set.items():
+            rows.append([
+                language, set_name, r["model"], r["clips"], r["utterances"], r["cuts"],
+                r["reference_words"], 100 * r["streamed_wer"], 100 * r["whole_wer"],
+                *[r["counts"][k] for k in CLASSES], r["eos_to_final_ms"]["p50_ms"],
+            ])
+    m = result["machine"]
+    others = [f"  {lang} {s}: {r['other_notes']}" for lang, by_set in result["languages"].items()
+              for s, r in by_set.items() if r["other_notes"]]
+    return "\n".join([
+        f"stt_svc streamed-error diagnosis ({'smoke' if result['smoke'] else 'full'}), "
+        f"{m['cpu_count']} CPUs, load average before {m['load_average_before']}, "
+        f"after {m['load_average']}",
+        f"WER normaliser: {result['normaliser']}",
+        f"whole: {result['whole_decode']}",
+        "",
+        table(["lang", "set", "model", "clips", "utts", "cuts", "words", "WER %", "whole WER %",
+               *[short[k] for k in CLASSES], "EOS->final p50"], rows),
+        "",
+        "what the `other` errors are:",
+        *(others or ["  none"]),
+    ])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.stt_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="one short English clip, one stream")
@@ -555,16 +802,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=5, help="clips per language")
     parser.add_argument("--seconds", type=float, default=40.0,
                         help="audio per stream in the concurrency runs")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/stt.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON file (default bench/results/stt.json, stt_diagnostic.json)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="classify where the streamed finals lose words (see above)")
+    parser.add_argument("--generated", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --diagnose: the generated long clips too (not with --smoke)")
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args))
+    result = asyncio.run(run_diagnose(args) if args.diagnose else run(args))
     if args.out is None:
-        path = write_result("stt", result)
+        path = write_result("stt_diagnostic" if args.diagnose else "stt", result)
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         path = args.out
-    print(report(result))
+    print(diagnose_report(result) if args.diagnose else report(result))
     print(f"\nwrote {path}")
 
 

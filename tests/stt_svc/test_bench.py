@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.stt_errors import CLASSES
 from tests.conftest import ROOT
 
 SUMMARY = {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"}
@@ -51,3 +52,28 @@ async def test_stt_bench_smoke(tmp_path: Path, models_dir: Path, fleurs: Path) -
     assert set(level) == LEVEL and level["streams"] == 1
     assert level["decodes"] >= level["model_calls"] >= 1
     assert isinstance(level["keeps_up"], bool) and result["cores"] >= 1
+
+
+async def test_stt_bench_diagnose_smoke(tmp_path: Path, models_dir: Path, fleurs: Path) -> None:
+    """--diagnose --smoke: one short clip streamed and decoded whole, every error classified."""
+    out = tmp_path / "stt_diagnostic.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.stt_bench", "--diagnose", "--smoke", "--out", str(out),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    stdout, _ = await process.communicate()
+    assert process.returncode == 0, stdout.decode()[-3000:]
+    assert "whole WER %" in stdout.decode()
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "stt_diagnostic" and result["smoke"] is True
+    assert result["classes"] == list(CLASSES)
+    (english,) = result["languages"].values()
+    (fleurs_set,) = english.values()
+    assert fleurs_set["clips"] == 1 and set(fleurs_set["counts"]) == set(CLASSES)
+    (clip,) = fleurs_set["clip_details"]
+    assert clip["whole"] and clip["streamed"] and clip["finals"] and clip["partials"]
+    assert clip["reference_words"] > 0 and clip["errors"] == sum(clip["counts"].values())
+    labels = [a.get("label") for a in clip["alignment"] if a["op"] != "equal"]
+    assert len(labels) == clip["errors"] and set(labels) <= set(CLASSES)
+    assert sum(fleurs_set["counts"].values()) == round(
+        fleurs_set["streamed_wer"] * fleurs_set["reference_words"])
