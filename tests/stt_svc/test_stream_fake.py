@@ -348,3 +348,26 @@ async def test_a_dropped_utterance_is_counted(settings: config.Settings, speech:
         responses = await recognize(stub, requests(stream_config("en"), speech))
     assert [f.transcript for f in finals(responses)] == [""]
     assert 3.5 < _unrecognised_s("empty") - before < 5.0
+
+
+async def test_a_final_hears_the_end_of_the_previous_utterance(
+    settings: config.Settings, fleurs: Path
+) -> None:
+    """Two utterances 0.6 s apart: the second's decode gets the end of the first's audio before
+    its own, with the first's words there as its prefix, and its final keeps only its own."""
+    sentence = clip(fleurs, "fleurs-en-004")
+    audio = np.concatenate([silence(0.3), sentence, silence(0.6), sentence, silence(2.0)])
+    engine = FakeEngine()
+    async for stub in fake_stub(settings, engine):
+        responses = await recognize(stub, requests(stream_config("en"), audio))
+    results = finals(responses)
+    assert len(results) >= 2
+    last = [c for c in engine.calls if c.options.word_timestamps][-1]
+    context = last.options.prefix.split()
+    assert context and results[-2].transcript.split()[-len(context):] == context
+    own = results[-1].end_offset.ToNanoseconds() - results[-1].start_offset.ToNanoseconds()
+    assert last.audio_samples > own * 16_000 / 1e9 + 16_000  # >= 1 s of the previous one
+    words = results[-1].transcript.split()
+    assert words[0] == SCRIPT[len(context) % len(SCRIPT)]  # the words after the context
+    start = results[-1].start_offset.ToNanoseconds()
+    assert all(w.start_offset.ToNanoseconds() >= start for w in results[-1].words)
