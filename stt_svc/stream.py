@@ -597,8 +597,11 @@ def _without_overlap(result: Transcription, overlap: _Overlap) -> Transcription 
     )
     if not words:
         return None
-    text = result.text
-    text = text[len(overlap.text):].strip() if text.startswith(overlap.text) else coverage.text_of(words)
+    rest = result.text[len(overlap.text):] if result.text.startswith(overlap.text) else ""
+    if rest[:1].isspace():
+        text = rest.strip()
+    else:  # the last context word reads differently ("However" -> "However,"): cut by words
+        text = " ".join(result.text.split()[n:])
     return replace(result, text=text, words=words)
 
 

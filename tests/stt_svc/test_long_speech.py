@@ -26,7 +26,9 @@ from tests.conftest import TESTDATA
 from tests.helpers import normalise
 from tests.stt_svc.conftest import clip, final_text, recognize, requests, silence, stream_config
 
-MIN_HEARD = 0.7
+MIN_HEARD = 0.6
+"""A vanished sentence scores 0-0.3; whisper-tiny.en hears 9-10 of the 13 words of
+"Beyond Wednesday's event, Carpanedo competed ..." (gen-en-000), 0.69-0.77."""
 PAUSE_S = 0.2
 ENDPOINT_MS = 1000
 """Longer than the readers' pauses: utterances of several sentences, cut for length."""
