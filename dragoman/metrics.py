@@ -63,6 +63,12 @@ PIPELINE_ERRORS = Counter(
     "dragoman_pipeline_errors", "Utterances a pipeline stage failed for", ["stage"])
 STT_QUEUE_DEPTH = Gauge(
     "dragoman_stt_queue_depth", "Decodes waiting for a Whisper model lane", ["lane"])
+STT_UNRECOGNISED_SPEECH = Counter(
+    "dragoman_stt_unrecognised_speech_seconds_total",
+    "Seconds of speech (as the VAD saw it) that ended in no final text, by reason: a guard "
+    "(empty, no_speech, repetitive, loop, too_fast) dropped the utterance, or part of it stayed "
+    "without words after its re-decode (uncovered) or could not be re-decoded (overloaded)",
+    ["reason"])
 
 TRUNK_FRAMES = Counter(
     "dragoman_trunk_frames_total",

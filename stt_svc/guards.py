@@ -13,6 +13,18 @@ from dataclasses import dataclass
 from stt_svc.engines.base import Transcription
 
 
+class Rejection(str):
+    """Why a transcription was dropped: the message, and its `kind` for metrics
+    (empty, no_speech, repetitive, loop, too_fast)."""
+
+    kind: str
+
+    def __new__(cls, kind: str, message: str) -> Rejection:
+        self = super().__new__(cls, message)
+        self.kind = kind
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class GuardOptions:
     """Thresholds (Whisper's own defaults where it has them)."""
@@ -73,21 +85,26 @@ def repeated_tail(words: list[str], min_words: int = 5) -> int | None:
 
 def rejection(
     result: Transcription, audio_s: float, options: GuardOptions | None = None
-) -> str | None:
+) -> Rejection | None:
     """Why `result` should be dropped, or None to keep it."""
     o = options or GuardOptions()
     words = normalised_words(result.text)
     if not words:
-        return "empty transcript"
+        return Rejection("empty", "empty transcript")
     if any(
         result.avg_logprob < logprob and result.no_speech_prob > no_speech
         for logprob, no_speech in o.no_speech
     ):
-        return f"no speech (p={result.no_speech_prob:.2f}, logprob={result.avg_logprob:.2f})"
+        return Rejection(
+            "no_speech",
+            f"no speech (p={result.no_speech_prob:.2f}, logprob={result.avg_logprob:.2f})",
+        )
     if result.compression_ratio > o.max_compression_ratio:
-        return f"repetitive text (compression ratio {result.compression_ratio:.2f})"
+        return Rejection(
+            "repetitive", f"repetitive text (compression ratio {result.compression_ratio:.2f})"
+        )
     if has_repetition_loop(words, o.max_repeats):
-        return "repetition loop"
+        return Rejection("loop", "repetition loop")
     if audio_s > 0 and len(words) > o.max_words_per_s * max(audio_s, 1.0):
-        return f"{len(words)} words in {audio_s:.1f} s of audio"
+        return Rejection("too_fast", f"{len(words)} words in {audio_s:.1f} s of audio")
     return None

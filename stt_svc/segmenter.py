@@ -34,8 +34,10 @@ class SegmenterOptions:
 
     endpoint_silence_ms: int = 300
     """Trailing silence that ends an utterance."""
-    pre_roll_ms: int = 200
-    """Audio kept before the first speech frame."""
+    pre_roll_ms: int = 400
+    """Audio kept before the first speech frame. Silero flags speech 0.2-0.3 s after a soft
+    onset ("construída" at 1.75 s, first speech frame at 2.05 s): with 200 ms the first
+    syllable was lost (bench/results/stt_streaming.md)."""
     min_speech_ms: int = 96
     """Speech needed before an utterance counts (shorter bursts are dropped)."""
     max_utterance_ms: int = 15_000

@@ -20,6 +20,15 @@ speculation is withdrawn (or its result dropped) and a new one follows the
 next pause. Same input, same decode: the final is what it would have been,
 only earlier.
 
+A final hears what came just before it: when an utterance starts within
+OVERLAP_GAP_S of the previous one's end (a pause, or a cut for length), the
+end of the previous utterance's audio goes before its own (up to
+OVERLAP_AUDIO_S in all, so the encoder window stays 10 s) and the previous
+final's words heard there are forced as the decoder prefix; the words after
+them are the final's. A fragment cut off mid-sentence ("... estruturas da" /
+"pirâmide construídas para honrar faraós mortos") is then decoded as the
+rest of that sentence, not as a sentence of its own.
+
 Everything one stream can pile up is bounded, so that a client that floods,
 stalls or stops reading hurts only itself: at most one decode of the stream
 waits in its model's lane, at most MAX_QUEUED_FINALS utterances wait for
@@ -41,9 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from dragoman import logs
+from dragoman import logs, metrics
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
-from stt_svc import guards
+from stt_svc import coverage, guards
 from stt_svc.agreement import LocalAgreement
 from stt_svc.codecs import AudioDecoder, OggOpusDecoder, Pcm16Decoder
 from stt_svc.engines.base import DecodeOptions, Task, Transcription, WordTiming
@@ -60,6 +69,11 @@ LANGUAGE_LOCK_PROBABILITY = 0.8
 """An identified language this likely is kept for the rest of the stream."""
 FINAL_TEMPERATURES = (0.0, 0.4)
 MAX_QUEUED_FINALS = 4
+OVERLAP_AUDIO_S = 8.0
+"""A final decodes at most this much audio with its overlap (Whisper's 10 s window)."""
+OVERLAP_GAP_S = 2.0
+"""An utterance that starts this soon after the previous one ends continues it."""
+MIN_OVERLAP_S = 1.0
 PARTIAL_BACKLOG = 8
 """Partials are skipped while this many responses wait unread."""
 MAX_BACKLOG = 256
@@ -165,6 +179,25 @@ class _Speculation:
 
 
 @dataclass(frozen=True, slots=True)
+class _Context:
+    """The previous final's audio and words (timed from the start of `audio`)."""
+
+    language: str
+    end_sample: int
+    audio: np.ndarray = field(repr=False)
+    words: tuple[WordTiming, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Overlap:
+    """The end of the previous utterance, decoded again ahead of a final as its context."""
+
+    audio: np.ndarray = field(repr=False)
+    text: str
+    words: int
+
+
+@dataclass(frozen=True, slots=True)
 class _FinalJob:
     utterance: _Utterance
     event: SpeechEnded
@@ -214,6 +247,7 @@ class RecognizeStream:
         self._speculation: _Speculation | None = None
         self._language = config.language
         self._language_probability = 1.0
+        self._context: _Context | None = None
 
     async def run(self, chunks: AsyncIterator[bytes]) -> None:
         """Reads audio until the client half-closes or goes idle, then flushes."""
@@ -328,13 +362,46 @@ class RecognizeStream:
             self._speculation = None
         if ahead is None or ahead.index != u.index:
             return False
-        options, model = self._final_options(u), self._models.for_language(u.language, self.config.task)
+        (audio, options, _) = self._final_input(u, ahead)
+        model = self._models.for_language(u.language, self.config.task)
         try:
-            future = model.decode(ahead.audio, options, Priority.FINAL)
+            future = model.decode(audio, options, Priority.FINAL)
         except ResourceExhausted:
             return False  # a busy lane: the final will queue at the endpoint as it always did
         self._speculation = _Speculation(ahead, options, model, future)
         return True
+
+    def _final_input(
+        self, u: _Utterance, ended: SpeechEnded
+    ) -> tuple[np.ndarray, DecodeOptions, _Overlap | None]:
+        """What a final decodes: its audio, with the end of the previous utterance before it
+        and that utterance's words forced ahead of its own, when they follow each other."""
+        options = self._final_options(u)
+        overlap = self._overlap(u, ended)
+        if overlap is None:
+            return ended.audio, options, None
+        prefix = f"{overlap.text} {options.prefix}".strip()
+        return np.concatenate([overlap.audio, ended.audio]), replace(options, prefix=prefix), overlap
+
+    def _overlap(self, u: _Utterance, ended: SpeechEnded) -> _Overlap | None:
+        """The end of the previous final's audio and its words there, to decode ahead of
+        `ended`; None when `ended` does not follow it closely or leaves no room."""
+        c = self._context
+        if c is None or u.language != c.language:
+            return None
+        if ended.start_sample - c.end_sample > OVERLAP_GAP_S * RATE_HZ:
+            return None
+        room_s = OVERLAP_AUDIO_S - len(ended.audio) / RATE_HZ
+        if room_s < MIN_OVERLAP_S:
+            return None
+        # the pre-roll may reach back into the previous utterance's audio: hear it once
+        end = len(c.audio) - max(0, c.end_sample - ended.start_sample)
+        from_s = end / RATE_HZ - room_s
+        words = [w for w in c.words if w.start_s >= from_s and w.end_s <= end / RATE_HZ]
+        if not words:
+            return None
+        start = max(0, round((words[0].start_s - 0.05) * RATE_HZ))
+        return _Overlap(c.audio[start:end], coverage.text_of(words), len(words))
 
     def _final_options(self, u: _Utterance) -> DecodeOptions:
         return DecodeOptions(
@@ -396,7 +463,7 @@ class RecognizeStream:
 
     async def _finalise(self, job: _FinalJob) -> None:
         u, event = job.utterance, job.event
-        options = self._final_options(u)
+        audio, options, overlap = self._final_input(u, event)
         model = self._models.for_language(u.language, self.config.task)
         spec, self._speculation = self._speculation, None
         speculated = spec is not None and spec.serves(event, options, model)
@@ -405,19 +472,37 @@ class RecognizeStream:
         else:
             if spec is not None:
                 spec.future.cancel()
-            timed = await model.decode(event.audio, options, Priority.FINAL)
-        result = timed.value
+            timed = await model.decode(audio, options, Priority.FINAL)
+        result: Transcription | None = timed.value
+        processing_s = timed.seconds
+        if overlap is not None:
+            result = _without_overlap(timed.value, overlap)
+            if result is None:  # the overlap went wrong: decode the utterance alone
+                options = self._final_options(u)
+                timed = await model.decode(event.audio, options, Priority.FINAL)
+                result = timed.value
+                processing_s += timed.seconds
+        assert result is not None
         reason = guards.rejection(result, len(event.audio) / RATE_HZ)
         offset_s = _s(event.start_sample)
         if reason is None:
+            result, recovering_s = await self._recover(u, event, result, options, model)
+            processing_s += recovering_s
             transcript = u.agreement.merge(result.text)
+            self._context = _Context(
+                result.language, event.start_sample + len(event.audio), event.audio, result.words
+            )
             words = tuple(
                 replace(w, start_s=w.start_s + offset_s, end_s=w.end_s + offset_s)
                 for w in result.words
             )
         else:
             log.info("utterance %d dropped: %s", u.index, reason)
+            self._context = None
             transcript, words = u.agreement.stable_prefix, ()
+            if not transcript:
+                self._unrecognised(u, event, 0.0, _s(event.end_sample - event.start_sample),
+                                   reason.kind)
         if (
             self._language is None
             and reason is None
@@ -432,7 +517,7 @@ class RecognizeStream:
             utterance_index=u.index, transcript=transcript, is_final=True, stability=1.0,
             stable_prefix=transcript, language_code=code, language_probability=probability,
             confidence=_confidence(words, result), start_s=offset_s, end_s=_s(event.end_sample),
-            words=words, processing_s=timed.seconds,
+            words=words, processing_s=processing_s,
         ))
         log.debug("final %d: %s", u.index, logs.redact(transcript))
         log.info(
@@ -441,9 +526,57 @@ class RecognizeStream:
                 "utterance": u.index,
                 "model": model.capabilities.name,
                 "audio_ms": round(1000 * len(event.audio) / RATE_HZ),
-                "decode_ms": round(1000 * timed.seconds),
+                "decode_ms": round(1000 * processing_s),
                 "speculated": speculated,
                 "endpoint_to_final_ms": round(1000 * (time.perf_counter() - job.received_s)),
+            },
+        )
+
+    async def _recover(
+        self, u: _Utterance, event: SpeechEnded, result: Transcription, options: DecodeOptions,
+        model: LoadedModel,
+    ) -> tuple[Transcription, float]:
+        """`result` with the speech its words leave out decoded again, alone and with no forced
+        prefix, and spliced in (see stt_svc.coverage); and the seconds that took. Speech still
+        without words is counted as unrecognised."""
+        words, spent, lost = result.words, 0.0, "uncovered"
+        speech_end_s = _s(event.end_sample - event.start_sample)
+        again = replace(options, language=result.language, prefix="")
+        for gap in reversed(coverage.gaps(result.words, speech_end_s)):  # later gaps first
+            lo = max(0, round((gap.start_s - coverage.MARGIN_S) * RATE_HZ))
+            hi = (len(event.audio) if gap.index == len(result.words)
+                  else round((gap.end_s + coverage.MARGIN_S) * RATE_HZ))
+            try:
+                timed = await model.decode(event.audio[lo:hi], again, Priority.FINAL)
+            except ResourceExhausted:
+                lost = "overloaded"
+                break
+            spent += timed.seconds
+            found = timed.value
+            if guards.rejection(found, (hi - lo) / RATE_HZ) is None:
+                words = coverage.splice(words, gap, found.words, lo / RATE_HZ)
+        for gap in coverage.gaps(words, speech_end_s):
+            self._unrecognised(u, event, gap.start_s, gap.end_s, lost)
+        if words == result.words:
+            return result, spent
+        added = len(words) - len(result.words)
+        log.info("speech re-decoded", extra={"utterance": u.index, "words_added": added})
+        return replace(result, text=coverage.text_of(words), words=words), spent
+
+    def _unrecognised(
+        self, u: _Utterance, event: SpeechEnded, start_s: float, end_s: float, reason: str
+    ) -> None:
+        """Counts and logs speech (times from the utterance's start) that got no final text."""
+        metrics.STT_UNRECOGNISED_SPEECH.labels(reason).inc(max(0.0, end_s - start_s))
+        offset_ms = 1000 * _s(event.start_sample)
+        log.info(
+            "unrecognised speech",
+            extra={
+                "stream": logs.rpc_id.get(),
+                "utterance": u.index,
+                "start_ms": round(offset_ms + 1000 * start_s),
+                "end_ms": round(offset_ms + 1000 * end_s),
+                "reason": reason,
             },
         )
 
@@ -453,6 +586,28 @@ class RecognizeStream:
         if u.language is not None:
             return u.language, u.language_probability
         return result.language, result.language_probability
+
+
+def _without_overlap(result: Transcription, overlap: _Overlap) -> Transcription | None:
+    """`result` of a decode with `overlap` before the utterance, less the overlap's words;
+    None if it does not start with them or has nothing after them."""
+    n = overlap.words
+    heard = coverage.text_of(result.words[:n])
+    if guards.normalised_words(heard) != guards.normalised_words(overlap.text):
+        return None
+    shift_s = len(overlap.audio) / RATE_HZ
+    words = tuple(
+        replace(w, start_s=max(0.0, w.start_s - shift_s), end_s=max(0.0, w.end_s - shift_s))
+        for w in result.words[n:]
+    )
+    if not words:
+        return None
+    rest = result.text[len(overlap.text):] if result.text.startswith(overlap.text) else ""
+    if rest[:1].isspace():
+        text = rest.strip()
+    else:  # the last context word reads differently ("However" -> "However,"): cut by words
+        text = " ".join(result.text.split()[n:])
+    return replace(result, text=text, words=words)
 
 
 def _s(samples: int) -> float:

@@ -54,6 +54,8 @@ class FakeEngine:
     ms_per_word: int = 300
     floor_rms: float = 1e-5
     delay_s: float = 0.0
+    max_words: int = 0
+    """Words one decode gives at most (0: no limit), as a Whisper generate that ends early."""
     calls: list[FakeCall] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)
     """Number of utterances of each model call, in order."""
@@ -89,6 +91,8 @@ class FakeEngine:
     def _decode(self, audio: np.ndarray, options: DecodeOptions) -> Transcription:
         heard = float(np.sqrt(np.mean(np.square(audio)))) > self.floor_rms if len(audio) else False
         count = len(audio) * 1000 // (RATE_HZ * self.ms_per_word) if heard else 0
+        if self.max_words:
+            count = min(count, self.max_words)
         prefix = options.prefix.split()
         words = prefix + [SCRIPT[i % len(SCRIPT)] for i in range(len(prefix), max(count, 0))]
         step_s = self.ms_per_word / 1000

@@ -24,7 +24,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,8 @@ MAX_TOKENS_PER_S = 12
 words a second anyway, and a decoder caught in a repetition loop (Whisper's way to
 fail on a cut-off word) would otherwise run to 448 tokens, seconds on a CPU."""
 MIN_NEW_TOKENS = 10
+UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
+"""Written without spaces: faster-whisper times their words one character at a time."""
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -348,16 +350,27 @@ class WhisperEngine:
             APPEND_PUNCTUATIONS,
             last_speech_timestamp=0.0,
         )
-        return tuple(
-            WordTiming(
+        spaced = tokenizer.language_code not in UNSPACED_LANGUAGES
+        words: list[WordTiming] = []
+        for w in segment.get("words", []):
+            if not w["word"].strip():
+                continue
+            timing = WordTiming(
                 word=w["word"].strip(),
                 start_s=min(float(w["start"]), duration_s),
                 end_s=min(float(w["end"]), duration_s),
                 probability=float(w["probability"]),
             )
-            for w in segment.get("words", [])
-            if w["word"].strip()
-        )
+            if spaced and words and not w["word"][:1].isspace():
+                # a punctuation token starts a word of its own ("25-30" -> "25", "-30"):
+                # join it back so that the words are the text's
+                last = words.pop()
+                timing = replace(
+                    timing, word=last.word + timing.word, start_s=last.start_s,
+                    probability=min(last.probability, timing.probability),
+                )
+            words.append(timing)
+        return tuple(words)
 
 
 class _Encoded:

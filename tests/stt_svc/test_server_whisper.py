@@ -177,6 +177,19 @@ def test_guards_reject_what_whisper_makes_of_noise(
             assert guards.rejection(result, 5.0) is not None, (engine.capabilities.name, result)
 
 
+def test_aligned_words_are_the_words_of_the_text(
+    whisper_engines: list[SpeechRecognizer], fleurs: Path
+) -> None:
+    """Whisper writes "25-30" as the tokens "25", "-", "30"; the alignment starts a word at a
+    punctuation token, which made "25" and "-30" two timed words of one word of the text."""
+    engine = next(e for e in whisper_engines if e.capabilities.name == "whisper-tiny.en")
+    prefix = "Due to the slow communication channels, styles in the west could lag behind by 25-"
+    options = DecodeOptions(language="en", prefix=prefix, word_timestamps=True)
+    result = engine.transcribe(clip(fleurs, "fleurs-en-000"), options)
+    assert "25-30" in result.text
+    assert [w.word for w in result.words] == result.text.split()
+
+
 class CountingEngine:
     """A real engine that counts model calls and the decodes in them."""
 

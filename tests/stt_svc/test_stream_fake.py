@@ -12,11 +12,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from dragoman import config, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import server
-from stt_svc.engines.fake import FakeEngine
+from stt_svc.engines.fake import SCRIPT, FakeEngine
 from tests.conftest import started
 from tests.stt_svc.conftest import (
     Request,
@@ -300,3 +301,73 @@ async def test_a_cut_for_length_keeps_the_stable_words_in_their_utterance(
         assert len(call.options.prefix.split()) <= call.audio_samples // (16_000 * 300 // 1000)
     words = sum(len(f.transcript.split()) for f in finals(responses))
     assert words <= sum(c.audio_samples for c in final_calls) // 4800 + len(final_calls)
+
+
+def _unrecognised_s(reason: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "dragoman_stt_unrecognised_speech_seconds_total", {"reason": reason})
+    return value or 0.0
+
+
+async def test_speech_a_decode_leaves_out_is_decoded_again(
+    settings: config.Settings, speech: np.ndarray
+) -> None:
+    """A decode that ends early (6 words, 1.8 s, of a 4.3 s sentence) leaves speech without
+    words: the rest is decoded alone, without the forced prefix, and its words follow."""
+    engine = FakeEngine(max_words=6)
+    async for stub in fake_stub(settings, engine):
+        responses = await recognize(stub, requests(stream_config("en"), speech))
+    (final,) = finals(responses)
+    words = final.transcript.split()
+    assert words[:6] == SCRIPT[:6] and len(words) == 12, words
+    assert [w.word for w in final.words] == words
+    starts = [w.start_offset.ToNanoseconds() for w in final.words]
+    assert starts == sorted(starts)
+    first, again = [c for c in engine.calls if c.options.word_timestamps]
+    assert again.options.prefix == "" and again.audio_samples < first.audio_samples - 16_000
+
+
+async def test_speech_left_without_words_is_counted(
+    settings: config.Settings, speech: np.ndarray
+) -> None:
+    """Words for 0.6 s, then for 0.6 s more after the re-decode: the ~2 s left are counted."""
+    before = _unrecognised_s("uncovered")
+    engine = FakeEngine(max_words=2)
+    async for stub in fake_stub(settings, engine):
+        responses = await recognize(stub, requests(stream_config("en"), speech))
+    (final,) = finals(responses)
+    assert len(final.transcript.split()) == 4
+    assert 1.5 < _unrecognised_s("uncovered") - before < 3.5
+
+
+async def test_a_dropped_utterance_is_counted(settings: config.Settings, speech: np.ndarray) -> None:
+    """The engine hears nothing in speech the VAD found: no final text, its seconds counted."""
+    before = _unrecognised_s("empty")
+    engine = FakeEngine(floor_rms=10.0)
+    async for stub in fake_stub(settings, engine):
+        responses = await recognize(stub, requests(stream_config("en"), speech))
+    assert [f.transcript for f in finals(responses)] == [""]
+    assert 3.5 < _unrecognised_s("empty") - before < 5.0
+
+
+async def test_a_final_hears_the_end_of_the_previous_utterance(
+    settings: config.Settings, fleurs: Path
+) -> None:
+    """Two utterances 0.6 s apart: the second's decode gets the end of the first's audio before
+    its own, with the first's words there as its prefix, and its final keeps only its own."""
+    sentence = clip(fleurs, "fleurs-en-004")
+    audio = np.concatenate([silence(0.3), sentence, silence(0.6), sentence, silence(2.0)])
+    engine = FakeEngine()
+    async for stub in fake_stub(settings, engine):
+        responses = await recognize(stub, requests(stream_config("en"), audio))
+    results = finals(responses)
+    assert len(results) >= 2
+    last = [c for c in engine.calls if c.options.word_timestamps][-1]
+    context = last.options.prefix.split()
+    assert context and results[-2].transcript.split()[-len(context):] == context
+    own = results[-1].end_offset.ToNanoseconds() - results[-1].start_offset.ToNanoseconds()
+    assert last.audio_samples > own * 16_000 / 1e9 + 16_000  # >= 1 s of the previous one
+    words = results[-1].transcript.split()
+    assert words[0] == SCRIPT[len(context) % len(SCRIPT)]  # the words after the context
+    start = results[-1].start_offset.ToNanoseconds()
+    assert all(w.start_offset.ToNanoseconds() >= start for w in results[-1].words)

@@ -13,10 +13,10 @@ from prometheus_client import REGISTRY
 
 from dragoman.audio import decode_file
 from dragoman.errors import InvalidArgument, ResourceExhausted
-from stt_svc import guards
+from stt_svc import coverage, guards
 from stt_svc.agreement import LocalAgreement
 from stt_svc.codecs import OggOpusDecoder, OggPackets
-from stt_svc.engines.base import DecodeOptions, DecodeRequest, Transcription
+from stt_svc.engines.base import DecodeOptions, DecodeRequest, Transcription, WordTiming
 from stt_svc.engines.fake import FakeEngine
 from stt_svc.lanes import DecodeLane, Priority
 from stt_svc.languages import base_language
@@ -88,6 +88,33 @@ def _result(
 def test_guards(result: Transcription, reason: str | None) -> None:
     got = guards.rejection(result, audio_s=2.0)
     assert (got is None) if reason is None else (got is not None and reason in got)
+
+
+def test_guard_rejections_have_a_kind() -> None:
+    got = guards.rejection(_result("Thank you.", no_speech_prob=0.9, avg_logprob=-1.2), 2.0)
+    assert got is not None and got.kind == "no_speech"
+
+
+def _timed(*spans: tuple[str, float, float]) -> tuple[WordTiming, ...]:
+    return tuple(WordTiming(w, a, b, 0.9) for w, a, b in spans)
+
+
+def test_gaps_are_speech_without_words() -> None:
+    words = _timed(("a", 1.2, 1.5), ("b", 1.6, 2.0), ("c", 3.5, 4.0))
+    assert coverage.gaps(words, 4.5) == [coverage.Gap(0.0, 1.2, 0), coverage.Gap(2.0, 3.5, 2)]
+    assert coverage.gaps(words, 5.5) == [
+        coverage.Gap(0.0, 1.2, 0), coverage.Gap(2.0, 3.5, 2), coverage.Gap(4.0, 5.5, 3)]
+    assert coverage.gaps((), 0.8) == [] and coverage.gaps((), 2.0) == [coverage.Gap(0.0, 2.0, 0)]
+
+
+def test_splice_moves_words_and_drops_one_heard_twice() -> None:
+    words = _timed(("one", 0.0, 0.5), ("two,", 0.5, 1.0), ("five", 4.0, 4.5))
+    gap = coverage.Gap(1.0, 4.0, 2)
+    found = _timed(("Two", 0.0, 0.1), ("three", 0.2, 1.0), ("four", 1.0, 2.0), ("Five.", 2.9, 3.0))
+    spliced = coverage.splice(words, gap, found, 0.9)
+    assert [w.word for w in spliced] == ["one", "two,", "three", "four", "five"]
+    assert [w.start_s for w in spliced] == [0.0, 0.5, 1.1, 1.9, 4.0]
+    assert coverage.text_of(spliced) == "one two, three four five"
 
 
 def test_natural_repetition_is_not_a_loop() -> None:
