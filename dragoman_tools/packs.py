@@ -323,7 +323,8 @@ def matrix(settings: config.Settings, models_dir: str | os.PathLike[str], device
             onward = plans[ENGLISH, target].hops if target != ENGLISH else ()
             licences = [_licence(found, route.speech_model), *(h.license for h in onward)]
             cells.append(Cell(source, target, "speech", route.engines, " AND ".join(dict.fromkeys(licences)),
-                              True, "", (None, *(chrf.get((h.engine, h.source, h.target)) for h in onward))))
+                              True, "", (chrf.get((f"{route.speech_model}:translate", source, ENGLISH)),
+                                          *(chrf.get((h.engine, h.source, h.target)) for h in onward))))
             continue
         if route.available or hops:
             kind = "pivot" if text.pivoted else "direct"
@@ -443,13 +444,22 @@ class _Installed:
 
 
 def _chrf() -> dict[tuple[str, str, str], float]:
-    """(engine, source, target) -> chrF from bench/results/mt.json."""
+    """(engine, source, target) -> chrF from bench/results/mt.json and speech_translation.json."""
     try:
         data = json.loads((RESULTS / "mt.json").read_text())
     except (OSError, ValueError):
-        return {}
-    return {(r["engine"], r["source"], r["target"]): r["chrf"] for r in data.get("results", [])
-            if isinstance(r.get("chrf"), (int, float))}
+        data = {}
+    found = {(r["engine"], r["source"], r["target"]): r["chrf"] for r in data.get("results", [])
+             if isinstance(r.get("chrf"), (int, float))}
+    try:  # Whisper's own X->en translation, greedy as stt_svc decodes by default
+        speech = json.loads((RESULTS / "speech_translation.json").read_text())
+        model = speech["settings"]["model"]
+        for r in speech["quality"]["rows"]:
+            if r.get("beam") == 1 and isinstance(r["speech_translation"].get("chrf"), (int, float)):
+                found[f"{model}:translate", r["language"], ENGLISH] = r["speech_translation"]["chrf"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return found
 
 
 def _stt_wer() -> dict[tuple[str, str], float]:
