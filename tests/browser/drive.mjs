@@ -76,14 +76,17 @@ function heardPartner() {
   const s = window.dragomanDebug();
   const theirs = s.utterances.filter((u) => u.speaker === "partner");
   const spoken = theirs.filter((u) => u.transcript);
-  return theirs.every((u) => u.latencyMs !== undefined) && spoken.length > 0
+  // (these run in the page: each must stand alone) an utterance with no words ends with no latency
+  const over = (u) => u.latencyMs !== undefined || (u.done && !u.transcript);
+  return theirs.every(over) && spoken.length > 0
     && spoken.every((u) => u.translation && u.audioChunks > 0) && s.scheduledSamples > 0;
 }
 
 /** This person's own turn was processed: every utterance ended, some with words. */
 function ownSpeechDone() {
   const mine = window.dragomanDebug().utterances.filter((u) => u.speaker === "self");
-  return mine.every((u) => u.latencyMs !== undefined) && mine.some((u) => u.transcript);
+  const over = (u) => u.latencyMs !== undefined || (u.done && !u.transcript);
+  return mine.every(over) && mine.some((u) => u.transcript);
 }
 
 async function screenshots() {

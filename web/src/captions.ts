@@ -29,6 +29,7 @@ interface Utterance {
   latency: HTMLParagraphElement;
   latencyMs: number | undefined;
   audioChunks: number;
+  done: boolean;
 }
 
 /** What a test or a debugger can read back. */
@@ -41,6 +42,8 @@ export interface UtteranceSnapshot {
   latencyMs: number | undefined;
   latencyText: string;
   audioChunks: number;
+  /** ProcessingEnded came: nothing more will arrive for it (an utterance that heard no words ends with no latency). */
+  done: boolean;
 }
 
 export function durationMs(d: Duration | undefined): number {
@@ -96,6 +99,7 @@ export class Captions {
   ended(e: ProcessingEnded): void {
     const u = this.utterance(e.utteranceId, e.speaker);
     u.el.classList.add("done");
+    u.done = true;
     if (u.transcript.partial === "…") this.update(u.transcript, "", false, "");
     u.el.hidden = !u.transcript.finals.length && !u.translation.finals.length; // nothing was said
     if (e.latency) {
@@ -115,6 +119,7 @@ export class Captions {
       latencyMs: u.latencyMs,
       latencyText: u.latency.textContent ?? "",
       audioChunks: u.audioChunks,
+      done: u.done,
     }));
   }
 
@@ -137,7 +142,7 @@ export class Captions {
     latency.className = "latency";
     latency.hidden = true;
     u = { id, speaker, el, transcript: line("transcript"), translation: line("translation"), latency,
-      latencyMs: undefined, audioChunks: 0 };
+      latencyMs: undefined, audioChunks: 0, done: false };
     el.append(who, u.transcript.el, u.translation.el, latency);
     this.list.append(el);
     this.utterances.set(id, u);
