@@ -96,6 +96,10 @@ class SttSettings:
     0.107: bench/results/stt.json, stt_en_base.json); set "auto" on a GPU."""
     beam_size: int = 1
     """Beam width; 1 (greedy) keeps the end-of-speech to final time low."""
+    redecode_gaps: bool = False
+    """Decode again, alone, a second or more of speech a final's words leave out, and splice
+    the words in. Off until it pays: no bench clip needed it (bench/results/stt_streaming.md);
+    such speech is counted and logged either way."""
     cpu_threads: int = 2
     """Threads CTranslate2 uses per decode."""
     device: str = "cpu"

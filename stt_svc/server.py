@@ -191,6 +191,7 @@ def stream_limits(stt: config.SttSettings) -> StreamLimits:
         max_utterance_ms=round(stt.max_utterance_s * 1000),
         idle_timeout_s=stt.idle_timeout_s,
         beam_size=stt.beam_size,
+        redecode_gaps=stt.redecode_gaps,
         max_chunks_per_s=stt.max_chunks_per_s,
         burst_chunks=stt.burst_chunks,
     )

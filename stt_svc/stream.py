@@ -112,6 +112,7 @@ class StreamLimits:
     max_utterance_ms: int = 15_000
     idle_timeout_s: float = 10.0
     beam_size: int = 1
+    redecode_gaps: bool = False
     max_chunks_per_s: float = 0.0
     """Audio chunks a second after a burst of `burst_chunks`; 0: no limit."""
     burst_chunks: int = BURST_CHUNKS
@@ -540,8 +541,14 @@ class RecognizeStream:
         prefix, and spliced in (see stt_svc.coverage); and the seconds that took. Speech still
         without words is counted as unrecognised."""
         words, spent, lost = result.words, 0.0, "uncovered"
+        if not self._limits.redecode_gaps:
+            for gap in coverage.gaps(words, _s(event.end_sample - event.start_sample)):
+                self._unrecognised(u, event, gap.start_s, gap.end_s, lost)
+            return result, spent
         speech_end_s = _s(event.end_sample - event.start_sample)
-        again = replace(options, language=result.language, prefix="")
+        # greedy only: a fallback temperature samples, and a short gap's degenerate greedy
+        # reading then came out different on every run; the guards judge the greedy one
+        again = replace(options, language=result.language, prefix="", temperatures=(0.0,))
         for gap in reversed(coverage.gaps(result.words, speech_end_s)):  # later gaps first
             lo = max(0, round((gap.start_s - coverage.MARGIN_S) * RATE_HZ))
             hi = (len(event.audio) if gap.index == len(result.words)

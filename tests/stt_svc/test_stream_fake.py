@@ -314,6 +314,7 @@ async def test_speech_a_decode_leaves_out_is_decoded_again(
 ) -> None:
     """A decode that ends early (6 words, 1.8 s, of a 4.3 s sentence) leaves speech without
     words: the rest is decoded alone, without the forced prefix, and its words follow."""
+    settings = dataclasses.replace(settings, stt=dataclasses.replace(settings.stt, redecode_gaps=True))
     engine = FakeEngine(max_words=6)
     async for stub in fake_stub(settings, engine):
         responses = await recognize(stub, requests(stream_config("en"), speech))
@@ -332,6 +333,7 @@ async def test_speech_left_without_words_is_counted(
 ) -> None:
     """Words for 0.6 s, then for 0.6 s more after the re-decode: the ~2 s left are counted."""
     before = _unrecognised_s("uncovered")
+    settings = dataclasses.replace(settings, stt=dataclasses.replace(settings.stt, redecode_gaps=True))
     engine = FakeEngine(max_words=2)
     async for stub in fake_stub(settings, engine):
         responses = await recognize(stub, requests(stream_config("en"), speech))
