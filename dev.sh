@@ -86,6 +86,8 @@ case "$cmd" in
     .venv/bin/python scripts/genproto.py --check 2>/dev/null
     log "buf lint"
     npx --no-install buf lint
+    log "buf breaking against the released API (api/released.binpb)"
+    npx --no-install buf breaking --against api/released.binpb
     log "ruff"
     .venv/bin/ruff check .
     log "import contracts (import-linter)"

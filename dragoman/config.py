@@ -285,6 +285,12 @@ class SessionSettings:
     sentence_max_hold_ms: int = 5000
     """Longest a held fragment waits for its sentence to end, from its final transcript:
     speech that never ends a sentence is still translated every so often."""
+    max_participants: int = 8
+    """Most participants a session takes, its creator included (2 to 8); a creator may
+    ask for fewer (CreateSessionRequest.max_participants)."""
+    same_language_audio: bool = False
+    """Whether a listener who speaks the speaker's language hears them re-spoken in their
+    own voice choice too; off: they get the transcript only."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the
@@ -296,6 +302,9 @@ class SessionSettings:
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"setting session.{name} must be 0 or more, "
                                       f"got {getattr(self, name)}")
+        if not 2 <= self.max_participants <= 8:
+            raise InvalidArgument("setting session.max_participants must be 2 to 8, "
+                                  f"got {self.max_participants}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,17 @@ class Member:
     output_rate_hz: int = 0
     utterance_count: int = 0
     connection: Connection | None = None
+    state: int = spb.PARTICIPANT_STATE_JOINED
+    """JOINED, LEFT (may join again) or REMOVED (may not)."""
+
+    @property
+    def participant_id(self) -> str:
+        """How events name this participant (RosterEntry.participant_id)."""
+        return self.user_id
+
+    @property
+    def present(self) -> bool:
+        return self.state == spb.PARTICIPANT_STATE_JOINED
 
     def to_proto(self) -> spb.Participant:
         return spb.Participant(
@@ -116,7 +127,21 @@ class Session:
         return next((m for m in self.members if m.user_id == user_id), None)
 
     def partner(self, member: Member) -> Member | None:
-        return next((m for m in self.members if m is not member), None)
+        """The first other participant present: the partner, in a session of two."""
+        return next((m for m in self.members if m is not member and m.present), None)
+
+    @property
+    def host(self) -> Member:
+        """The creator, who may lock the session and remove participants."""
+        return self.members[0]
+
+    def listeners(self, speaker: Member) -> list[Member]:
+        """Everyone present who hears `speaker`, in roster order."""
+        return [m for m in self.members if m is not speaker and m.present]
+
+    def route_between(self, speaker: Member, listener: Member) -> Route | None:
+        """How `speaker`'s speech reaches `listener`; None before joining (or unchecked)."""
+        return self.routes.get(speaker.user_id)
 
     def route_from(self, speaker: Member) -> Route | None:
         """How `speaker`'s speech reaches their partner; None before pairing (or unchecked)."""

@@ -447,7 +447,9 @@ Global___LoginRecord: _TypeAlias = LoginRecord  # noqa: Y015
 
 @_typing.final
 class UtteranceRecord(_message.Message):
-    """A translated utterance from the translation log."""
+    """A translated utterance from the translation log: one record for each
+    language it was translated into.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

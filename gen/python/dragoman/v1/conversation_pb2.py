@@ -26,21 +26,29 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ragoman/v1/conversation.proto\x12\x0b\x64ragoman.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x01\n\x0f\x43onverseRequest\x12-\n\x04join\x18\x01 \x01(\x0b\x32\x1d.dragoman.v1.JoinConversationH\x00\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x17.dragoman.v1.AudioChunkH\x00\x12\x31\n\theartbeat\x18\x03 \x01(\x0b\x32\x1c.dragoman.v1.ClientHeartbeatH\x00\x12/\n\x05leave\x18\x04 \x01(\x0b\x32\x1e.dragoman.v1.LeaveConversationH\x00\x42\t\n\x07request\"\xb0\x01\n\x10JoinConversation\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1a.dragoman.v1.AudioEncoding\x12\x19\n\x11sample_rate_hertz\x18\x03 \x01(\x05\x12 \n\x18output_sample_rate_hertz\x18\x04 \x01(\x05\x12\x1d\n\x15resume_after_sequence\x18\x05 \x01(\x04\"^\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x30\n\x0c\x63\x61pture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0f\x43lientHeartbeat\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x13\n\x11LeaveConversation\"A\n\x10\x43onverseResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.dragoman.v1.ConversationEvent\"<\n\rListenRequest\x12+\n\x04join\x18\x01 \x01(\x0b\x32\x1d.dragoman.v1.JoinConversation\"?\n\x0eListenResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.dragoman.v1.ConversationEvent\"N\n\x10SendAudioRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x17.dragoman.v1.AudioChunk\"%\n\x11SendAudioResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\xc7\x05\n\x11\x43onversationEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0esession_paired\x18\n \x01(\x0b\x32\x1a.dragoman.v1.SessionPairedH\x00\x12:\n\x11partner_connected\x18\x0b \x01(\x0b\x32\x1d.dragoman.v1.PartnerConnectedH\x00\x12@\n\x14partner_disconnected\x18\x0c \x01(\x0b\x32 .dragoman.v1.PartnerDisconnectedH\x00\x12<\n\x12processing_started\x18\r \x01(\x0b\x32\x1e.dragoman.v1.ProcessingStartedH\x00\x12\x38\n\x10processing_ended\x18\x0e \x01(\x0b\x32\x1c.dragoman.v1.ProcessingEndedH\x00\x12\x33\n\rtranscription\x18\x0f \x01(\x0b\x32\x1a.dragoman.v1.TranscriptionH\x00\x12/\n\x0btranslation\x18\x10 \x01(\x0b\x32\x18.dragoman.v1.TranslationH\x00\x12\x30\n\x0cspeech_audio\x18\x11 \x01(\x0b\x32\x18.dragoman.v1.SpeechAudioH\x00\x12\x31\n\theartbeat\x18\x12 \x01(\x0b\x32\x1c.dragoman.v1.ServerHeartbeatH\x00\x12/\n\x05\x65rror\x18\x13 \x01(\x0b\x32\x1e.dragoman.v1.ConversationErrorH\x00\x12\x32\n\rsession_ended\x18\x14 \x01(\x0b\x32\x19.dragoman.v1.SessionEndedH\x00\x42\x06\n\x04kind\"v\n\rSessionPaired\x12\x17\n\x0fpartner_user_id\x18\x01 \x01(\t\x12\x1c\n\x14partner_display_name\x18\x02 \x01(\t\x12\x1d\n\x15partner_language_code\x18\x03 \x01(\t\x12\x0f\n\x07one_way\x18\x04 \x01(\x08\"+\n\x10PartnerConnected\x12\x17\n\x0fpartner_user_id\x18\x01 \x01(\t\">\n\x13PartnerDisconnected\x12\x17\n\x0fpartner_user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"P\n\x11ProcessingStarted\x12%\n\x07speaker\x18\x01 \x01(\x0e\x32\x14.dragoman.v1.Speaker\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\"~\n\x0fProcessingEnded\x12%\n\x07speaker\x18\x01 \x01(\x0e\x32\x14.dragoman.v1.Speaker\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12.\n\x07latency\x18\x03 \x01(\x0b\x32\x1d.dragoman.v1.UtteranceLatency\"\xb3\x02\n\x10UtteranceLatency\x12.\n\x0b\x65ndpointing\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0brecognition\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0btranslation\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x38\n\x15synthesis_first_chunk\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x64\x65livery\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05total\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb5\x01\n\rTranscription\x12%\n\x07speaker\x18\x01 \x01(\x0e\x32\x14.dragoman.v1.Speaker\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08is_final\x18\x04 \x01(\x08\x12\x11\n\tstability\x18\x05 \x01(\x02\x12\x15\n\rlanguage_code\x18\x06 \x01(\t\x12\x1d\n\x15translated_to_english\x18\x07 \x01(\x08\"\x95\x02\n\x0bTranslation\x12%\n\x07speaker\x18\x01 \x01(\x0e\x32\x14.dragoman.v1.Speaker\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x13\n\x0bsource_text\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x1c\n\x14source_language_code\x18\x05 \x01(\t\x12\x1c\n\x14target_language_code\x18\x06 \x01(\t\x12\x10\n\x08is_final\x18\x07 \x01(\x08\x12*\n\x04path\x18\x08 \x01(\x0e\x32\x1c.dragoman.v1.TranslationPath\x12\x0e\n\x06\x65ngine\x18\t \x01(\t\x12\x1c\n\x14\x63overs_utterance_ids\x18\n \x03(\t\"\x80\x01\n\x0bSpeechAudio\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x19\n\x11sample_rate_hertz\x18\x03 \x01(\x05\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\r\x12\x0f\n\x07is_last\x18\x05 \x01(\x08\x12\x0c\n\x04text\x18\x06 \x01(\t\"\x11\n\x0fServerHeartbeat\"`\n\x11\x43onversationError\x12$\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x16.dragoman.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0cutterance_id\x18\x03 \x01(\t\"\x1e\n\x0cSessionEnded\x12\x0e\n\x06reason\x18\x01 \x01(\t*i\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_LINEAR16\x10\x01\x12\x1b\n\x17\x41UDIO_ENCODING_OGG_OPUS\x10\x02*I\n\x07Speaker\x12\x17\n\x13SPEAKER_UNSPECIFIED\x10\x00\x12\x10\n\x0cSPEAKER_SELF\x10\x01\x12\x13\n\x0fSPEAKER_PARTNER\x10\x02*\xc7\x01\n\x0fTranslationPath\x12 \n\x1cTRANSLATION_PATH_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRANSLATION_PATH_CASCADE\x10\x01\x12\x1a\n\x16TRANSLATION_PATH_PIVOT\x10\x02\x12\'\n#TRANSLATION_PATH_SPEECH_TRANSLATION\x10\x03\x12/\n+TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE\x10\x04*\xab\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12!\n\x1d\x45RROR_CODE_RECOGNITION_FAILED\x10\x01\x12!\n\x1d\x45RROR_CODE_TRANSLATION_FAILED\x10\x02\x12\x1f\n\x1b\x45RROR_CODE_SYNTHESIS_FAILED\x10\x03\x12\x1b\n\x17\x45RROR_CODE_RATE_LIMITED\x10\x04\x32\xf3\x01\n\x13\x43onversationService\x12K\n\x08\x43onverse\x12\x1c.dragoman.v1.ConverseRequest\x1a\x1d.dragoman.v1.ConverseResponse(\x01\x30\x01\x12\x43\n\x06Listen\x12\x1a.dragoman.v1.ListenRequest\x1a\x1b.dragoman.v1.ListenResponse0\x01\x12J\n\tSendAudio\x12\x1d.dragoman.v1.SendAudioRequest\x1a\x1e.dragoman.v1.SendAudioResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ragoman/v1/conversation.proto\x12\x0b\x64ragoman.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x01\n\x0f\x43onverseRequest\x12-\n\x04join\x18\x01 \x01(\x0b\x32\x1d.dragoman.v1.JoinConversationH\x00\x12(\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x17.dragoman.v1.AudioChunkH\x00\x12\x31\n\theartbeat\x18\x03 \x01(\x0b\x32\x1c.dragoman.v1.ClientHeartbeatH\x00\x12/\n\x05leave\x18\x04 \x01(\x0b\x32\x1e.dragoman.v1.LeaveConversationH\x00\x42\t\n\x07request\"\xb0\x01\n\x10JoinConversation\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1a.dragoman.v1.AudioEncoding\x12\x19\n\x11sample_rate_hertz\x18\x03 \x01(\x05\x12 \n\x18output_sample_rate_hertz\x18\x04 \x01(\x05\x12\x1d\n\x15resume_after_sequence\x18\x05 \x01(\x04\"^\n\nAudioChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x30\n\x0c\x63\x61pture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0f\x43lientHeartbeat\x12-\n\tsend_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x13\n\x11LeaveConversation\"A\n\x10\x43onverseResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.dragoman.v1.ConversationEvent\"<\n\rListenRequest\x12+\n\x04join\x18\x01 \x01(\x0b\x32\x1d.dragoman.v1.JoinConversation\"?\n\x0eListenResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.dragoman.v1.ConversationEvent\"N\n\x10SendAudioRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x17.dragoman.v1.AudioChunk\"%\n\x11SendAudioResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\x89\x06\n\x11\x43onversationEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x0esession_paired\x18\n \x01(\x0b\x32\x1a.dragoman.v1.SessionPairedB\x02\x18\x01H\x00\x12>\n\x11partner_connected\x18\x0b \x01(\x0b\x32\x1d.dragoman.v1.PartnerConnectedB\x02\x18\x01H\x00\x12\x44\n\x14partner_disconnected\x18\x0c \x01(\x0b\x32 .dragoman.v1.PartnerDisconnectedB\x02\x18\x01H\x00\x12<\n\x12processing_started\x18\r \x01(\x0b\x32\x1e.dragoman.v1.ProcessingStartedH\x00\x12\x38\n\x10processing_ended\x18\x0e \x01(\x0b\x32\x1c.dragoman.v1.ProcessingEndedH\x00\x12\x33\n\rtranscription\x18\x0f \x01(\x0b\x32\x1a.dragoman.v1.TranscriptionH\x00\x12/\n\x0btranslation\x18\x10 \x01(\x0b\x32\x18.dragoman.v1.TranslationH\x00\x12\x30\n\x0cspeech_audio\x18\x11 \x01(\x0b\x32\x18.dragoman.v1.SpeechAudioH\x00\x12\x31\n\theartbeat\x18\x12 \x01(\x0b\x32\x1c.dragoman.v1.ServerHeartbeatH\x00\x12/\n\x05\x65rror\x18\x13 \x01(\x0b\x32\x1e.dragoman.v1.ConversationErrorH\x00\x12\x32\n\rsession_ended\x18\x14 \x01(\x0b\x32\x19.dragoman.v1.SessionEndedH\x00\x12\x34\n\x0eroster_changed\x18\x15 \x01(\x0b\x32\x1a.dragoman.v1.RosterChangedH\x00\x42\x06\n\x04kind\"v\n\rSessionPaired\x12\x17\n\x0fpartner_user_id\x18\x01 \x01(\t\x12\x1c\n\x14partner_display_name\x18\x02 \x01(\t\x12\x1d\n\x15partner_language_code\x18\x03 \x01(\t\x12\x0f\n\x07one_way\x18\x04 \x01(\x08\"+\n\x10PartnerConnected\x12\x17\n\x0fpartner_user_id\x18\x01 \x01(\t\">\n\x13PartnerDisconnected\x12\x17\n\x0fpartner_user_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x8e\x01\n\x11ProcessingStarted\x12%\n\x07speaker\x18\x01 \x01(\x0e\x32\x14.dragoman.v1.Speaker\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x1e\n\x16speaker_participant_id\x18\x03 \x01(\t\x12\x1c\n\x14speaker_display_name\x18\x04 \x01(\t\"\xbc\x01\n\x0fProcessingEnded\x12%\n\x07speaker\x18\x01 \x01(\x0e\x32\x14.dragoman.v1.Speaker\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12.\n\x07latency\x18\x03 \x01(\x0b\x32\x1d.dragoman.v1.UtteranceLatency\x12\x1e\n\x16speaker_participant_id\x18\x04 \x01(\t\x12\x1c\n\x14speaker_display_name\x18\x05 \x01(\t\"\xb3\x02\n\x10UtteranceLatency\x12.\n\x0b\x65ndpointing\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0brecognition\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0btranslation\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x38\n\x15synthesis_first_chunk\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x64\x65livery\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05total\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xf3\x01\n\rTranscription\x12%\n\x07speaker\x18\x01 \x01(\x0e\x32\x14.dragoman.v1.Speaker\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08is_final\x18\x04 \x01(\x08\x12\x11\n\tstability\x18\x05 \x01(\x02\x12\x15\n\rlanguage_code\x18\x06 \x01(\t\x12\x1d\n\x15translated_to_english\x18\x07 \x01(\x08\x12\x1e\n\x16speaker_participant_id\x18\x08 \x01(\t\x12\x1c\n\x14speaker_display_name\x18\t \x01(\t\"\xd3\x02\n\x0bTranslation\x12%\n\x07speaker\x18\x01 \x01(\x0e\x32\x14.dragoman.v1.Speaker\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x13\n\x0bsource_text\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x1c\n\x14source_language_code\x18\x05 \x01(\t\x12\x1c\n\x14target_language_code\x18\x06 \x01(\t\x12\x10\n\x08is_final\x18\x07 \x01(\x08\x12*\n\x04path\x18\x08 \x01(\x0e\x32\x1c.dragoman.v1.TranslationPath\x12\x0e\n\x06\x65ngine\x18\t \x01(\t\x12\x1c\n\x14\x63overs_utterance_ids\x18\n \x03(\t\x12\x1e\n\x16speaker_participant_id\x18\x0b \x01(\t\x12\x1c\n\x14speaker_display_name\x18\x0c \x01(\t\"\xbe\x01\n\x0bSpeechAudio\x12\x14\n\x0cutterance_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x19\n\x11sample_rate_hertz\x18\x03 \x01(\x05\x12\x13\n\x0b\x63hunk_index\x18\x04 \x01(\r\x12\x0f\n\x07is_last\x18\x05 \x01(\x08\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x1e\n\x16speaker_participant_id\x18\x07 \x01(\t\x12\x1c\n\x14speaker_display_name\x18\x08 \x01(\t\"\x11\n\x0fServerHeartbeat\"`\n\x11\x43onversationError\x12$\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x16.dragoman.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x14\n\x0cutterance_id\x18\x03 \x01(\t\"\x1e\n\x0cSessionEnded\x12\x0e\n\x06reason\x18\x01 \x01(\t\"s\n\x0bRosterEntry\x12\x16\n\x0eparticipant_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\x0c\n\x04host\x18\x05 \x01(\x08\"\x9c\x01\n\rRosterChanged\x12)\n\x06\x63hange\x18\x01 \x01(\x0e\x32\x19.dragoman.v1.RosterChange\x12\x16\n\x0eparticipant_id\x18\x02 \x01(\t\x12(\n\x06roster\x18\x03 \x03(\x0b\x32\x18.dragoman.v1.RosterEntry\x12\x0e\n\x06locked\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t*i\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_LINEAR16\x10\x01\x12\x1b\n\x17\x41UDIO_ENCODING_OGG_OPUS\x10\x02*I\n\x07Speaker\x12\x17\n\x13SPEAKER_UNSPECIFIED\x10\x00\x12\x10\n\x0cSPEAKER_SELF\x10\x01\x12\x13\n\x0fSPEAKER_PARTNER\x10\x02*\xc7\x01\n\x0fTranslationPath\x12 \n\x1cTRANSLATION_PATH_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRANSLATION_PATH_CASCADE\x10\x01\x12\x1a\n\x16TRANSLATION_PATH_PIVOT\x10\x02\x12\'\n#TRANSLATION_PATH_SPEECH_TRANSLATION\x10\x03\x12/\n+TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE\x10\x04*\xab\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12!\n\x1d\x45RROR_CODE_RECOGNITION_FAILED\x10\x01\x12!\n\x1d\x45RROR_CODE_TRANSLATION_FAILED\x10\x02\x12\x1f\n\x1b\x45RROR_CODE_SYNTHESIS_FAILED\x10\x03\x12\x1b\n\x17\x45RROR_CODE_RATE_LIMITED\x10\x04*\xed\x01\n\x0cRosterChange\x12\x1d\n\x19ROSTER_CHANGE_UNSPECIFIED\x10\x00\x12\x18\n\x14ROSTER_CHANGE_JOINED\x10\x01\x12\x16\n\x12ROSTER_CHANGE_LEFT\x10\x02\x12\x1b\n\x17ROSTER_CHANGE_CONNECTED\x10\x03\x12\x1e\n\x1aROSTER_CHANGE_DISCONNECTED\x10\x04\x12\x19\n\x15ROSTER_CHANGE_REMOVED\x10\x05\x12\x18\n\x14ROSTER_CHANGE_LOCKED\x10\x06\x12\x1a\n\x16ROSTER_CHANGE_UNLOCKED\x10\x07\x32\xf3\x01\n\x13\x43onversationService\x12K\n\x08\x43onverse\x12\x1c.dragoman.v1.ConverseRequest\x1a\x1d.dragoman.v1.ConverseResponse(\x01\x30\x01\x12\x43\n\x06Listen\x12\x1a.dragoman.v1.ListenRequest\x1a\x1b.dragoman.v1.ListenResponse0\x01\x12J\n\tSendAudio\x12\x1d.dragoman.v1.SendAudioRequest\x1a\x1e.dragoman.v1.SendAudioResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dragoman.v1.conversation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=3214
-  _globals['_AUDIOENCODING']._serialized_end=3319
-  _globals['_SPEAKER']._serialized_start=3321
-  _globals['_SPEAKER']._serialized_end=3394
-  _globals['_TRANSLATIONPATH']._serialized_start=3397
-  _globals['_TRANSLATIONPATH']._serialized_end=3596
-  _globals['_ERRORCODE']._serialized_start=3599
-  _globals['_ERRORCODE']._serialized_end=3770
+  _globals['_CONVERSATIONEVENT'].fields_by_name['session_paired']._loaded_options = None
+  _globals['_CONVERSATIONEVENT'].fields_by_name['session_paired']._serialized_options = b'\030\001'
+  _globals['_CONVERSATIONEVENT'].fields_by_name['partner_connected']._loaded_options = None
+  _globals['_CONVERSATIONEVENT'].fields_by_name['partner_connected']._serialized_options = b'\030\001'
+  _globals['_CONVERSATIONEVENT'].fields_by_name['partner_disconnected']._loaded_options = None
+  _globals['_CONVERSATIONEVENT'].fields_by_name['partner_disconnected']._serialized_options = b'\030\001'
+  _globals['_AUDIOENCODING']._serialized_start=3868
+  _globals['_AUDIOENCODING']._serialized_end=3973
+  _globals['_SPEAKER']._serialized_start=3975
+  _globals['_SPEAKER']._serialized_end=4048
+  _globals['_TRANSLATIONPATH']._serialized_start=4051
+  _globals['_TRANSLATIONPATH']._serialized_end=4250
+  _globals['_ERRORCODE']._serialized_start=4253
+  _globals['_ERRORCODE']._serialized_end=4424
+  _globals['_ROSTERCHANGE']._serialized_start=4427
+  _globals['_ROSTERCHANGE']._serialized_end=4664
   _globals['_CONVERSEREQUEST']._serialized_start=113
   _globals['_CONVERSEREQUEST']._serialized_end=330
   _globals['_JOINCONVERSATION']._serialized_start=333
@@ -62,31 +70,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDAUDIORESPONSE']._serialized_start=968
   _globals['_SENDAUDIORESPONSE']._serialized_end=1005
   _globals['_CONVERSATIONEVENT']._serialized_start=1008
-  _globals['_CONVERSATIONEVENT']._serialized_end=1719
-  _globals['_SESSIONPAIRED']._serialized_start=1721
-  _globals['_SESSIONPAIRED']._serialized_end=1839
-  _globals['_PARTNERCONNECTED']._serialized_start=1841
-  _globals['_PARTNERCONNECTED']._serialized_end=1884
-  _globals['_PARTNERDISCONNECTED']._serialized_start=1886
-  _globals['_PARTNERDISCONNECTED']._serialized_end=1948
-  _globals['_PROCESSINGSTARTED']._serialized_start=1950
-  _globals['_PROCESSINGSTARTED']._serialized_end=2030
-  _globals['_PROCESSINGENDED']._serialized_start=2032
-  _globals['_PROCESSINGENDED']._serialized_end=2158
-  _globals['_UTTERANCELATENCY']._serialized_start=2161
-  _globals['_UTTERANCELATENCY']._serialized_end=2468
-  _globals['_TRANSCRIPTION']._serialized_start=2471
-  _globals['_TRANSCRIPTION']._serialized_end=2652
-  _globals['_TRANSLATION']._serialized_start=2655
-  _globals['_TRANSLATION']._serialized_end=2932
-  _globals['_SPEECHAUDIO']._serialized_start=2935
-  _globals['_SPEECHAUDIO']._serialized_end=3063
-  _globals['_SERVERHEARTBEAT']._serialized_start=3065
-  _globals['_SERVERHEARTBEAT']._serialized_end=3082
-  _globals['_CONVERSATIONERROR']._serialized_start=3084
-  _globals['_CONVERSATIONERROR']._serialized_end=3180
-  _globals['_SESSIONENDED']._serialized_start=3182
-  _globals['_SESSIONENDED']._serialized_end=3212
-  _globals['_CONVERSATIONSERVICE']._serialized_start=3773
-  _globals['_CONVERSATIONSERVICE']._serialized_end=4016
+  _globals['_CONVERSATIONEVENT']._serialized_end=1785
+  _globals['_SESSIONPAIRED']._serialized_start=1787
+  _globals['_SESSIONPAIRED']._serialized_end=1905
+  _globals['_PARTNERCONNECTED']._serialized_start=1907
+  _globals['_PARTNERCONNECTED']._serialized_end=1950
+  _globals['_PARTNERDISCONNECTED']._serialized_start=1952
+  _globals['_PARTNERDISCONNECTED']._serialized_end=2014
+  _globals['_PROCESSINGSTARTED']._serialized_start=2017
+  _globals['_PROCESSINGSTARTED']._serialized_end=2159
+  _globals['_PROCESSINGENDED']._serialized_start=2162
+  _globals['_PROCESSINGENDED']._serialized_end=2350
+  _globals['_UTTERANCELATENCY']._serialized_start=2353
+  _globals['_UTTERANCELATENCY']._serialized_end=2660
+  _globals['_TRANSCRIPTION']._serialized_start=2663
+  _globals['_TRANSCRIPTION']._serialized_end=2906
+  _globals['_TRANSLATION']._serialized_start=2909
+  _globals['_TRANSLATION']._serialized_end=3248
+  _globals['_SPEECHAUDIO']._serialized_start=3251
+  _globals['_SPEECHAUDIO']._serialized_end=3441
+  _globals['_SERVERHEARTBEAT']._serialized_start=3443
+  _globals['_SERVERHEARTBEAT']._serialized_end=3460
+  _globals['_CONVERSATIONERROR']._serialized_start=3462
+  _globals['_CONVERSATIONERROR']._serialized_end=3558
+  _globals['_SESSIONENDED']._serialized_start=3560
+  _globals['_SESSIONENDED']._serialized_end=3590
+  _globals['_ROSTERENTRY']._serialized_start=3592
+  _globals['_ROSTERENTRY']._serialized_end=3707
+  _globals['_ROSTERCHANGED']._serialized_start=3710
+  _globals['_ROSTERCHANGED']._serialized_end=3866
+  _globals['_CONVERSATIONSERVICE']._serialized_start=4667
+  _globals['_CONVERSATIONSERVICE']._serialized_end=4910
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _AudioEncoding:
@@ -56,17 +61,19 @@ class _SpeakerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Speaker.Value
     SPEAKER_SELF: _Speaker.ValueType  # 1
     """The receiver of the event."""
     SPEAKER_PARTNER: _Speaker.ValueType  # 2
-    """The receiver's partner."""
+    """Another participant (the partner, in a session of two)."""
 
 class Speaker(_Speaker, metaclass=_SpeakerEnumTypeWrapper):
-    """Which side of the conversation an event is about."""
+    """Whether an event is about the receiver's own speech. In sessions of more
+    than two, `speaker_participant_id` on the event says who spoke.
+    """
 
 SPEAKER_UNSPECIFIED: Speaker.ValueType  # 0
 """Not set."""
 SPEAKER_SELF: Speaker.ValueType  # 1
 """The receiver of the event."""
 SPEAKER_PARTNER: Speaker.ValueType  # 2
-"""The receiver's partner."""
+"""Another participant (the partner, in a session of two)."""
 Global___Speaker: _TypeAlias = Speaker  # noqa: Y015
 
 class _TranslationPath:
@@ -144,6 +151,54 @@ ERROR_CODE_SYNTHESIS_FAILED: ErrorCode.ValueType  # 3
 ERROR_CODE_RATE_LIMITED: ErrorCode.ValueType  # 4
 """The client sent audio faster than allowed; chunks were dropped."""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
+
+class _RosterChange:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RosterChangeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RosterChange.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROSTER_CHANGE_UNSPECIFIED: _RosterChange.ValueType  # 0
+    """Not set."""
+    ROSTER_CHANGE_JOINED: _RosterChange.ValueType  # 1
+    """A participant joined with the code (or the creator created the session)."""
+    ROSTER_CHANGE_LEFT: _RosterChange.ValueType  # 2
+    """A participant left the session (SessionService.LeaveSession); they may
+    join again with the code while the session is open.
+    """
+    ROSTER_CHANGE_CONNECTED: _RosterChange.ValueType  # 3
+    """A participant opened a conversation stream."""
+    ROSTER_CHANGE_DISCONNECTED: _RosterChange.ValueType  # 4
+    """A participant's conversation stream closed."""
+    ROSTER_CHANGE_REMOVED: _RosterChange.ValueType  # 5
+    """The host removed a participant; they cannot join again."""
+    ROSTER_CHANGE_LOCKED: _RosterChange.ValueType  # 6
+    """The host locked the session: nobody else can join."""
+    ROSTER_CHANGE_UNLOCKED: _RosterChange.ValueType  # 7
+    """The host unlocked the session."""
+
+class RosterChange(_RosterChange, metaclass=_RosterChangeEnumTypeWrapper):
+    """What changed in a session's roster."""
+
+ROSTER_CHANGE_UNSPECIFIED: RosterChange.ValueType  # 0
+"""Not set."""
+ROSTER_CHANGE_JOINED: RosterChange.ValueType  # 1
+"""A participant joined with the code (or the creator created the session)."""
+ROSTER_CHANGE_LEFT: RosterChange.ValueType  # 2
+"""A participant left the session (SessionService.LeaveSession); they may
+join again with the code while the session is open.
+"""
+ROSTER_CHANGE_CONNECTED: RosterChange.ValueType  # 3
+"""A participant opened a conversation stream."""
+ROSTER_CHANGE_DISCONNECTED: RosterChange.ValueType  # 4
+"""A participant's conversation stream closed."""
+ROSTER_CHANGE_REMOVED: RosterChange.ValueType  # 5
+"""The host removed a participant; they cannot join again."""
+ROSTER_CHANGE_LOCKED: RosterChange.ValueType  # 6
+"""The host locked the session: nobody else can join."""
+ROSTER_CHANGE_UNLOCKED: RosterChange.ValueType  # 7
+"""The host unlocked the session."""
+Global___RosterChange: _TypeAlias = RosterChange  # noqa: Y015
 
 @_typing.final
 class ConverseRequest(_message.Message):
@@ -458,6 +513,7 @@ class ConversationEvent(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SESSION_ENDED_FIELD_NUMBER: _builtins.int
+    ROSTER_CHANGED_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session the event belongs to."""
     sequence: _builtins.int
@@ -469,16 +525,23 @@ class ConversationEvent(_message.Message):
         """When the server emitted the event."""
 
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def session_paired(self) -> Global___SessionPaired:
-        """Both participants are in the session."""
+        """The receiver has someone to talk to. Deprecated: use roster_changed."""
 
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def partner_connected(self) -> Global___PartnerConnected:
-        """The partner opened a conversation stream."""
+        """Another participant opened a conversation stream. Deprecated: use
+        roster_changed (ROSTER_CHANGE_CONNECTED).
+        """
 
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def partner_disconnected(self) -> Global___PartnerDisconnected:
-        """The partner's stream closed."""
+        """Another participant's stream closed. Deprecated: use roster_changed
+        (ROSTER_CHANGE_DISCONNECTED).
+        """
 
     @_builtins.property
     def processing_started(self) -> Global___ProcessingStarted:
@@ -512,6 +575,10 @@ class ConversationEvent(_message.Message):
     def session_ended(self) -> Global___SessionEnded:
         """The session ended."""
 
+    @_builtins.property
+    def roster_changed(self) -> Global___RosterChanged:
+        """Who is in the session changed, or the host locked or unlocked it."""
+
     def __init__(
         self,
         *,
@@ -529,12 +596,13 @@ class ConversationEvent(_message.Message):
         heartbeat: Global___ServerHeartbeat | None = ...,
         error: Global___ConversationError | None = ...,
         session_ended: Global___SessionEnded | None = ...,
+        roster_changed: Global___RosterChanged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "heartbeat", b"heartbeat", "kind", b"kind", "partner_connected", b"partner_connected", "partner_disconnected", b"partner_disconnected", "processing_ended", b"processing_ended", "processing_started", b"processing_started", "session_ended", b"session_ended", "session_paired", b"session_paired", "speech_audio", b"speech_audio", "time", b"time", "transcription", b"transcription", "translation", b"translation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "heartbeat", b"heartbeat", "kind", b"kind", "partner_connected", b"partner_connected", "partner_disconnected", b"partner_disconnected", "processing_ended", b"processing_ended", "processing_started", b"processing_started", "roster_changed", b"roster_changed", "session_ended", b"session_ended", "session_paired", b"session_paired", "speech_audio", b"speech_audio", "time", b"time", "transcription", b"transcription", "translation", b"translation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "heartbeat", b"heartbeat", "kind", b"kind", "partner_connected", b"partner_connected", "partner_disconnected", b"partner_disconnected", "processing_ended", b"processing_ended", "processing_started", b"processing_started", "sequence", b"sequence", "session_ended", b"session_ended", "session_id", b"session_id", "session_paired", b"session_paired", "speech_audio", b"speech_audio", "time", b"time", "transcription", b"transcription", "translation", b"translation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "heartbeat", b"heartbeat", "kind", b"kind", "partner_connected", b"partner_connected", "partner_disconnected", b"partner_disconnected", "processing_ended", b"processing_ended", "processing_started", b"processing_started", "roster_changed", b"roster_changed", "sequence", b"sequence", "session_ended", b"session_ended", "session_id", b"session_id", "session_paired", b"session_paired", "speech_audio", b"speech_audio", "time", b"time", "transcription", b"transcription", "translation", b"translation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["session_paired", "partner_connected", "partner_disconnected", "processing_started", "processing_ended", "transcription", "translation", "speech_audio", "heartbeat", "error", "session_ended"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["session_paired", "partner_connected", "partner_disconnected", "processing_started", "processing_ended", "transcription", "translation", "speech_audio", "heartbeat", "error", "session_ended", "roster_changed"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -542,8 +610,11 @@ Global___ConversationEvent: _TypeAlias = ConversationEvent  # noqa: Y015
 
 @_typing.final
 class SessionPaired(_message.Message):
-    """Both participants are in the session. The creator learns here who joined
-    with the code, and may remove them (SessionService.RemoveParticipant).
+    """The receiver has someone to talk to: sent to the creator and the first
+    joiner, naming each other, when the first joiner joins, and to each later
+    joiner, naming the host. The creator learns here who joined with the code,
+    and may remove them (SessionService.RemoveParticipant). Deprecated: kept
+    for two-party clients; RosterChanged says the same for any number.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -580,7 +651,9 @@ Global___SessionPaired: _TypeAlias = SessionPaired  # noqa: Y015
 
 @_typing.final
 class PartnerConnected(_message.Message):
-    """The partner opened a conversation stream."""
+    """Another participant opened a conversation stream. Deprecated: kept for
+    two-party clients; see RosterChanged.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -602,7 +675,9 @@ Global___PartnerConnected: _TypeAlias = PartnerConnected  # noqa: Y015
 
 @_typing.final
 class PartnerDisconnected(_message.Message):
-    """The partner's stream closed."""
+    """Another participant's stream closed. Deprecated: kept for two-party
+    clients; see RosterChanged.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -634,19 +709,27 @@ class ProcessingStarted(_message.Message):
 
     SPEAKER_FIELD_NUMBER: _builtins.int
     UTTERANCE_ID_FIELD_NUMBER: _builtins.int
+    SPEAKER_PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    SPEAKER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who speaks."""
     utterance_id: _builtins.str
     """Id of the utterance, unique in the session."""
+    speaker_participant_id: _builtins.str
+    """Participant id of the speaker."""
+    speaker_display_name: _builtins.str
+    """Display name of the speaker."""
     def __init__(
         self,
         *,
         speaker: Global___Speaker.ValueType = ...,
         utterance_id: _builtins.str = ...,
+        speaker_participant_id: _builtins.str = ...,
+        speaker_display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["speaker", b"speaker", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["speaker", b"speaker", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -661,13 +744,21 @@ class ProcessingEnded(_message.Message):
     SPEAKER_FIELD_NUMBER: _builtins.int
     UTTERANCE_ID_FIELD_NUMBER: _builtins.int
     LATENCY_FIELD_NUMBER: _builtins.int
+    SPEAKER_PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    SPEAKER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who spoke."""
     utterance_id: _builtins.str
     """Id of the utterance."""
+    speaker_participant_id: _builtins.str
+    """Participant id of the speaker."""
+    speaker_display_name: _builtins.str
+    """Display name of the speaker."""
     @_builtins.property
     def latency(self) -> Global___UtteranceLatency:
-        """Time spent in each stage."""
+        """Time spent in each stage: to the receiver, when the receiver heard the
+        translation; to the speaker, to the last of their listeners to get it.
+        """
 
     def __init__(
         self,
@@ -675,10 +766,12 @@ class ProcessingEnded(_message.Message):
         speaker: Global___Speaker.ValueType = ...,
         utterance_id: _builtins.str = ...,
         latency: Global___UtteranceLatency | None = ...,
+        speaker_participant_id: _builtins.str = ...,
+        speaker_display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "speaker", b"speaker", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "speaker", b"speaker", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -714,7 +807,7 @@ class UtteranceLatency(_message.Message):
 
     @_builtins.property
     def delivery(self) -> _duration_pb2.Duration:
-        """First synthesised chunk to its delivery to the partner's stream."""
+        """First synthesised chunk to its delivery to the listener's stream."""
 
     @_builtins.property
     def total(self) -> _duration_pb2.Duration:
@@ -751,6 +844,8 @@ class Transcription(_message.Message):
     STABILITY_FIELD_NUMBER: _builtins.int
     LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     TRANSLATED_TO_ENGLISH_FIELD_NUMBER: _builtins.int
+    SPEAKER_PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    SPEAKER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who spoke."""
     utterance_id: _builtins.str
@@ -769,6 +864,10 @@ class Transcription(_message.Message):
     no text translation, so the recognition model translates; the speaker
     sees what their partner will get).
     """
+    speaker_participant_id: _builtins.str
+    """Participant id of the speaker."""
+    speaker_display_name: _builtins.str
+    """Display name of the speaker."""
     def __init__(
         self,
         *,
@@ -779,10 +878,12 @@ class Transcription(_message.Message):
         stability: _builtins.float = ...,
         language_code: _builtins.str = ...,
         translated_to_english: _builtins.bool = ...,
+        speaker_participant_id: _builtins.str = ...,
+        speaker_display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_final", b"is_final", "language_code", b"language_code", "speaker", b"speaker", "stability", b"stability", "text", b"text", "translated_to_english", b"translated_to_english", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_final", b"is_final", "language_code", b"language_code", "speaker", b"speaker", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "stability", b"stability", "text", b"text", "translated_to_english", b"translated_to_english", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -790,7 +891,10 @@ Global___Transcription: _TypeAlias = Transcription  # noqa: Y015
 
 @_typing.final
 class Translation(_message.Message):
-    """A translation of a participant's speech."""
+    """A translation of a participant's speech. Each listener gets it in their own
+    language, made once per language however many listen in it; the speaker
+    gets one for each language their listeners hear.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -804,6 +908,8 @@ class Translation(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     ENGINE_FIELD_NUMBER: _builtins.int
     COVERS_UTTERANCE_IDS_FIELD_NUMBER: _builtins.int
+    SPEAKER_PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    SPEAKER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who spoke."""
     utterance_id: _builtins.str
@@ -824,6 +930,10 @@ class Translation(_message.Message):
     """Engine(s) that made it, in order, e.g. "bergamot", "apertium>bergamot",
     "whisper-base:translate" or "whisper-base:translate>bergamot".
     """
+    speaker_participant_id: _builtins.str
+    """Participant id of the speaker."""
+    speaker_display_name: _builtins.str
+    """Display name of the speaker."""
     @_builtins.property
     def covers_utterance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """When several utterances were translated together as one sentence (a
@@ -846,10 +956,12 @@ class Translation(_message.Message):
         path: Global___TranslationPath.ValueType = ...,
         engine: _builtins.str = ...,
         covers_utterance_ids: _abc.Iterable[_builtins.str] | None = ...,
+        speaker_participant_id: _builtins.str = ...,
+        speaker_display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["covers_utterance_ids", b"covers_utterance_ids", "engine", b"engine", "is_final", b"is_final", "path", b"path", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["covers_utterance_ids", b"covers_utterance_ids", "engine", b"engine", "is_final", b"is_final", "path", b"path", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -857,7 +969,11 @@ Global___Translation: _TypeAlias = Translation  # noqa: Y015
 
 @_typing.final
 class SpeechAudio(_message.Message):
-    """A chunk of translated speech for the receiver."""
+    """A chunk of translated speech for the receiver. With several speakers, a
+    receiver gets whole utterances one after another, in the order they ended,
+    never two utterances interleaved: a client plays the chunks as they come
+    (queues them) and need not mix or duck.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -867,6 +983,8 @@ class SpeechAudio(_message.Message):
     CHUNK_INDEX_FIELD_NUMBER: _builtins.int
     IS_LAST_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    SPEAKER_PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    SPEAKER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     utterance_id: _builtins.str
     """Id of the utterance it speaks."""
     data: _builtins.bytes
@@ -879,6 +997,10 @@ class SpeechAudio(_message.Message):
     """True on the utterance's last chunk."""
     text: _builtins.str
     """The text this chunk speaks."""
+    speaker_participant_id: _builtins.str
+    """Participant id of the speaker whose speech this translates."""
+    speaker_display_name: _builtins.str
+    """Display name of that speaker."""
     def __init__(
         self,
         *,
@@ -888,10 +1010,12 @@ class SpeechAudio(_message.Message):
         chunk_index: _builtins.int = ...,
         is_last: _builtins.bool = ...,
         text: _builtins.str = ...,
+        speaker_participant_id: _builtins.str = ...,
+        speaker_display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_index", b"chunk_index", "data", b"data", "is_last", b"is_last", "sample_rate_hertz", b"sample_rate_hertz", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_index", b"chunk_index", "data", b"data", "is_last", b"is_last", "sample_rate_hertz", b"sample_rate_hertz", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -965,3 +1089,85 @@ class SessionEnded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionEnded: _TypeAlias = SessionEnded  # noqa: Y015
+
+@_typing.final
+class RosterEntry(_message.Message):
+    """One participant as the others see them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    CONNECTED_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    participant_id: _builtins.str
+    """Participant id, stable for the session (the participant's user id)."""
+    display_name: _builtins.str
+    """Name shown to the others."""
+    language_code: _builtins.str
+    """BCP-47 language the participant speaks and hears."""
+    connected: _builtins.bool
+    """Whether they have a live conversation stream."""
+    host: _builtins.bool
+    """Whether they are the session's host (its creator)."""
+    def __init__(
+        self,
+        *,
+        participant_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        language_code: _builtins.str = ...,
+        connected: _builtins.bool = ...,
+        host: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "display_name", b"display_name", "host", b"host", "language_code", b"language_code", "participant_id", b"participant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RosterEntry: _TypeAlias = RosterEntry  # noqa: Y015
+
+@_typing.final
+class RosterChanged(_message.Message):
+    """Who is in the session changed. Each such event carries the whole roster,
+    so a client replaces what it shows with `roster` and needs no history.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    ROSTER_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    change: Global___RosterChange.ValueType
+    """What changed."""
+    participant_id: _builtins.str
+    """The participant the change is about (the host, for LOCKED and UNLOCKED)."""
+    locked: _builtins.bool
+    """Whether the session is locked against new joiners."""
+    reason: _builtins.str
+    """Why, when it says more than `change`, e.g. "connection lost"."""
+    @_builtins.property
+    def roster(self) -> _containers.RepeatedCompositeFieldContainer[Global___RosterEntry]:
+        """Everyone in the session after the change, host first, then in the order
+        they joined; those who left or were removed are not in it.
+        """
+
+    def __init__(
+        self,
+        *,
+        change: Global___RosterChange.ValueType = ...,
+        participant_id: _builtins.str = ...,
+        roster: _abc.Iterable[Global___RosterEntry] | None = ...,
+        locked: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "locked", b"locked", "participant_id", b"participant_id", "reason", b"reason", "roster", b"roster"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RosterChanged: _TypeAlias = RosterChanged  # noqa: Y015

@@ -27,8 +27,15 @@ if _version_not_supported:
 
 class ConversationServiceStub:
     """The live conversation: each participant streams their speech in and
-    receives events about both sides, including the partner's speech
-    translated into their own language.
+    receives events about everyone in the session, including the others'
+    speech translated into their own language.
+
+    Sessions hold two to eight participants (SessionService). Events about
+    speech name the speaker by `speaker_participant_id` and
+    `speaker_display_name`; `RosterChanged` tells who is in the session.
+    Clients written for two people keep working: `Speaker` still says SELF or
+    PARTNER (PARTNER: anyone else), and SessionPaired, PartnerConnected and
+    PartnerDisconnected are still sent; new clients should use the roster.
 
     Native clients use the bidirectional `Converse`. Browsers, which cannot
     send a client stream over gRPC-Web, use `Listen` for the same events plus
@@ -60,8 +67,15 @@ class ConversationServiceStub:
 
 class ConversationServiceServicer:
     """The live conversation: each participant streams their speech in and
-    receives events about both sides, including the partner's speech
-    translated into their own language.
+    receives events about everyone in the session, including the others'
+    speech translated into their own language.
+
+    Sessions hold two to eight participants (SessionService). Events about
+    speech name the speaker by `speaker_participant_id` and
+    `speaker_display_name`; `RosterChanged` tells who is in the session.
+    Clients written for two people keep working: `Speaker` still says SELF or
+    PARTNER (PARTNER: anyone else), and SessionPaired, PartnerConnected and
+    PartnerDisconnected are still sent; new clients should use the roster.
 
     Native clients use the bidirectional `Converse`. Browsers, which cannot
     send a client stream over gRPC-Web, use `Listen` for the same events plus
@@ -129,8 +143,15 @@ def add_ConversationServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ConversationService:
     """The live conversation: each participant streams their speech in and
-    receives events about both sides, including the partner's speech
-    translated into their own language.
+    receives events about everyone in the session, including the others'
+    speech translated into their own language.
+
+    Sessions hold two to eight participants (SessionService). Events about
+    speech name the speaker by `speaker_participant_id` and
+    `speaker_display_name`; `RosterChanged` tells who is in the session.
+    Clients written for two people keep working: `Speaker` still says SELF or
+    PARTNER (PARTNER: anyone else), and SessionPaired, PartnerConnected and
+    PartnerDisconnected are still sent; new clients should use the roster.
 
     Native clients use the bidirectional `Converse`. Browsers, which cannot
     send a client stream over gRPC-Web, use `Listen` for the same events plus

@@ -28,8 +28,15 @@ GRPC_VERSION: str
 
 class ConversationServiceStub:
     """The live conversation: each participant streams their speech in and
-    receives events about both sides, including the partner's speech
-    translated into their own language.
+    receives events about everyone in the session, including the others'
+    speech translated into their own language.
+
+    Sessions hold two to eight participants (SessionService). Events about
+    speech name the speaker by `speaker_participant_id` and
+    `speaker_display_name`; `RosterChanged` tells who is in the session.
+    Clients written for two people keep working: `Speaker` still says SELF or
+    PARTNER (PARTNER: anyone else), and SessionPaired, PartnerConnected and
+    PartnerDisconnected are still sent; new clients should use the roster.
 
     Native clients use the bidirectional `Converse`. Browsers, which cannot
     send a client stream over gRPC-Web, use `Listen` for the same events plus
@@ -65,8 +72,15 @@ class ConversationServiceStub:
 @_typing.type_check_only
 class ConversationServiceAsyncStub(ConversationServiceStub):
     """The live conversation: each participant streams their speech in and
-    receives events about both sides, including the partner's speech
-    translated into their own language.
+    receives events about everyone in the session, including the others'
+    speech translated into their own language.
+
+    Sessions hold two to eight participants (SessionService). Events about
+    speech name the speaker by `speaker_participant_id` and
+    `speaker_display_name`; `RosterChanged` tells who is in the session.
+    Clients written for two people keep working: `Speaker` still says SELF or
+    PARTNER (PARTNER: anyone else), and SessionPaired, PartnerConnected and
+    PartnerDisconnected are still sent; new clients should use the roster.
 
     Native clients use the bidirectional `Converse`. Browsers, which cannot
     send a client stream over gRPC-Web, use `Listen` for the same events plus
@@ -98,8 +112,15 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
 
 class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
     """The live conversation: each participant streams their speech in and
-    receives events about both sides, including the partner's speech
-    translated into their own language.
+    receives events about everyone in the session, including the others'
+    speech translated into their own language.
+
+    Sessions hold two to eight participants (SessionService). Events about
+    speech name the speaker by `speaker_participant_id` and
+    `speaker_display_name`; `RosterChanged` tells who is in the session.
+    Clients written for two people keep working: `Speaker` still says SELF or
+    PARTNER (PARTNER: anyone else), and SessionPaired, PartnerConnected and
+    PartnerDisconnected are still sent; new clients should use the roster.
 
     Native clients use the bidirectional `Converse`. Browsers, which cannot
     send a client stream over gRPC-Web, use `Listen` for the same events plus

@@ -26,53 +26,65 @@ from dragoman.v1 import conversation_pb2 as dragoman_dot_v1_dot_conversation__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ragoman/v1/sessions.proto\x12\x0b\x64ragoman.v1\x1a\x1e\x64ragoman/v1/conversation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.dragoman.v1.SessionStatus\x12.\n\x0cparticipants\x18\x04 \x03(\x0b\x32\x18.dragoman.v1.Participant\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07metrics\x18\x07 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\x12*\n\x06routes\x18\x08 \x03(\x0b\x32\x1a.dragoman.v1.LanguageRoute\x12\x0f\n\x07one_way\x18\t \x01(\x08\"m\n\x0bParticipant\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\r\n\x05voice\x18\x05 \x01(\t\"<\n\x14\x43reateSessionRequest\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"_\n\x12JoinSessionRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x15\n\rallow_one_way\x18\x04 \x01(\x08\"<\n\x13JoinSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"i\n\x12\x45ndSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\x12,\n\x07metrics\x18\x02 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\"?\n\x18RemoveParticipantRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"B\n\x19RemoveParticipantResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\xa1\x01\n\x0eSessionMetrics\x12\x17\n\x0futterance_count\x18\x01 \x01(\r\x12\x17\n\x0fmean_latency_ms\x18\x02 \x01(\x01\x12\x16\n\x0emin_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0emax_latency_ms\x18\x04 \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\x05 \x01(\r\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x16\n\x14ListLanguagesRequest\"t\n\x15ListLanguagesResponse\x12/\n\tlanguages\x18\x01 \x03(\x0b\x32\x1c.dragoman.v1.LanguageSupport\x12*\n\x06routes\x18\x02 \x03(\x0b\x32\x1a.dragoman.v1.LanguageRoute\"w\n\x0fLanguageSupport\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrecognized\x18\x03 \x01(\x08\x12\x0e\n\x06spoken\x18\x04 \x01(\x08\x12\x13\n\x0b\x63onversable\x18\x05 \x01(\x08\"\xbd\x01\n\rLanguageRoute\x12\x1c\n\x14source_language_code\x18\x01 \x01(\t\x12\x1c\n\x14target_language_code\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12*\n\x04path\x18\x04 \x01(\x0e\x32\x1c.dragoman.v1.TranslationPath\x12\x0f\n\x07\x65ngines\x18\x05 \x03(\t\x12\x0f\n\x07missing\x18\x06 \x03(\t\x12\x0f\n\x07install\x18\x07 \x01(\t*\x80\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_WAITING\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x18\n\x14SESSION_STATUS_ENDED\x10\x03\x32\xe9\x04\n\x0eSessionService\x12V\n\rCreateSession\x12!.dragoman.v1.CreateSessionRequest\x1a\".dragoman.v1.CreateSessionResponse\x12P\n\x0bJoinSession\x12\x1f.dragoman.v1.JoinSessionRequest\x1a .dragoman.v1.JoinSessionResponse\x12M\n\nGetSession\x12\x1e.dragoman.v1.GetSessionRequest\x1a\x1f.dragoman.v1.GetSessionResponse\x12M\n\nEndSession\x12\x1e.dragoman.v1.EndSessionRequest\x1a\x1f.dragoman.v1.EndSessionResponse\x12\x62\n\x11RemoveParticipant\x12%.dragoman.v1.RemoveParticipantRequest\x1a&.dragoman.v1.RemoveParticipantResponse\x12S\n\x0cListSessions\x12 .dragoman.v1.ListSessionsRequest\x1a!.dragoman.v1.ListSessionsResponse\x12V\n\rListLanguages\x12!.dragoman.v1.ListLanguagesRequest\x1a\".dragoman.v1.ListLanguagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x64ragoman/v1/sessions.proto\x12\x0b\x64ragoman.v1\x1a\x1e\x64ragoman/v1/conversation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.dragoman.v1.SessionStatus\x12.\n\x0cparticipants\x18\x04 \x03(\x0b\x32\x18.dragoman.v1.Participant\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07metrics\x18\x07 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\x12*\n\x06routes\x18\x08 \x03(\x0b\x32\x1a.dragoman.v1.LanguageRoute\x12\x0f\n\x07one_way\x18\t \x01(\x08\x12\x0e\n\x06locked\x18\n \x01(\x08\x12\x18\n\x10max_participants\x18\x0b \x01(\x05\"\xa9\x01\n\x0bParticipant\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12\x11\n\tconnected\x18\x04 \x01(\x08\x12\r\n\x05voice\x18\x05 \x01(\t\x12\x0c\n\x04host\x18\x06 \x01(\x08\x12,\n\x05state\x18\x07 \x01(\x0e\x32\x1d.dragoman.v1.ParticipantState\"V\n\x14\x43reateSessionRequest\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\x18\n\x10max_participants\x18\x03 \x01(\x05\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"_\n\x12JoinSessionRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x15\n\rallow_one_way\x18\x04 \x01(\x08\"<\n\x13JoinSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\'\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"i\n\x12\x45ndSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\x12,\n\x07metrics\x18\x02 \x01(\x0b\x32\x1b.dragoman.v1.SessionMetrics\"?\n\x18RemoveParticipantRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"B\n\x19RemoveParticipantResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"8\n\x12LockSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06locked\x18\x02 \x01(\x08\"<\n\x13LockSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\")\n\x13LeaveSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"=\n\x14LeaveSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Session\"\xd8\x01\n\x0eSessionMetrics\x12\x17\n\x0futterance_count\x18\x01 \x01(\r\x12\x17\n\x0fmean_latency_ms\x18\x02 \x01(\x01\x12\x16\n\x0emin_latency_ms\x18\x03 \x01(\x01\x12\x16\n\x0emax_latency_ms\x18\x04 \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\x05 \x01(\r\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\x12\x35\n\x0cparticipants\x18\x07 \x03(\x0b\x32\x1f.dragoman.v1.ParticipantMetrics\"\xa7\x01\n\x12ParticipantMetrics\x12\x16\n\x0eparticipant_id\x18\x01 \x01(\t\x12\x19\n\x11utterances_spoken\x18\x02 \x01(\r\x12\x18\n\x10utterances_heard\x18\x03 \x01(\r\x12\x17\n\x0fmean_latency_ms\x18\x04 \x01(\x01\x12\x16\n\x0ep95_latency_ms\x18\x05 \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\x06 \x01(\r\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x16\n\x14ListLanguagesRequest\"t\n\x15ListLanguagesResponse\x12/\n\tlanguages\x18\x01 \x03(\x0b\x32\x1c.dragoman.v1.LanguageSupport\x12*\n\x06routes\x18\x02 \x03(\x0b\x32\x1a.dragoman.v1.LanguageRoute\"w\n\x0fLanguageSupport\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrecognized\x18\x03 \x01(\x08\x12\x0e\n\x06spoken\x18\x04 \x01(\x08\x12\x13\n\x0b\x63onversable\x18\x05 \x01(\x08\"\xbd\x01\n\rLanguageRoute\x12\x1c\n\x14source_language_code\x18\x01 \x01(\t\x12\x1c\n\x14target_language_code\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12*\n\x04path\x18\x04 \x01(\x0e\x32\x1c.dragoman.v1.TranslationPath\x12\x0f\n\x07\x65ngines\x18\x05 \x03(\t\x12\x0f\n\x07missing\x18\x06 \x03(\t\x12\x0f\n\x07install\x18\x07 \x01(\t*\x80\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_STATUS_WAITING\x10\x01\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x02\x12\x18\n\x14SESSION_STATUS_ENDED\x10\x03*\x8e\x01\n\x10ParticipantState\x12!\n\x1dPARTICIPANT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PARTICIPANT_STATE_JOINED\x10\x01\x12\x1a\n\x16PARTICIPANT_STATE_LEFT\x10\x02\x12\x1d\n\x19PARTICIPANT_STATE_REMOVED\x10\x03\x32\x90\x06\n\x0eSessionService\x12V\n\rCreateSession\x12!.dragoman.v1.CreateSessionRequest\x1a\".dragoman.v1.CreateSessionResponse\x12P\n\x0bJoinSession\x12\x1f.dragoman.v1.JoinSessionRequest\x1a .dragoman.v1.JoinSessionResponse\x12M\n\nGetSession\x12\x1e.dragoman.v1.GetSessionRequest\x1a\x1f.dragoman.v1.GetSessionResponse\x12M\n\nEndSession\x12\x1e.dragoman.v1.EndSessionRequest\x1a\x1f.dragoman.v1.EndSessionResponse\x12\x62\n\x11RemoveParticipant\x12%.dragoman.v1.RemoveParticipantRequest\x1a&.dragoman.v1.RemoveParticipantResponse\x12P\n\x0bLockSession\x12\x1f.dragoman.v1.LockSessionRequest\x1a .dragoman.v1.LockSessionResponse\x12S\n\x0cLeaveSession\x12 .dragoman.v1.LeaveSessionRequest\x1a!.dragoman.v1.LeaveSessionResponse\x12S\n\x0cListSessions\x12 .dragoman.v1.ListSessionsRequest\x1a!.dragoman.v1.ListSessionsResponse\x12V\n\rListLanguages\x12!.dragoman.v1.ListLanguagesRequest\x1a\".dragoman.v1.ListLanguagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dragoman.v1.sessions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONSTATUS']._serialized_start=1998
-  _globals['_SESSIONSTATUS']._serialized_end=2126
+  _globals['_SESSIONSTATUS']._serialized_start=2578
+  _globals['_SESSIONSTATUS']._serialized_end=2706
+  _globals['_PARTICIPANTSTATE']._serialized_start=2709
+  _globals['_PARTICIPANTSTATE']._serialized_end=2851
   _globals['_SESSION']._serialized_start=109
-  _globals['_SESSION']._serialized_end=446
-  _globals['_PARTICIPANT']._serialized_start=448
-  _globals['_PARTICIPANT']._serialized_end=557
-  _globals['_CREATESESSIONREQUEST']._serialized_start=559
-  _globals['_CREATESESSIONREQUEST']._serialized_end=619
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=621
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=683
-  _globals['_JOINSESSIONREQUEST']._serialized_start=685
-  _globals['_JOINSESSIONREQUEST']._serialized_end=780
-  _globals['_JOINSESSIONRESPONSE']._serialized_start=782
-  _globals['_JOINSESSIONRESPONSE']._serialized_end=842
-  _globals['_GETSESSIONREQUEST']._serialized_start=844
-  _globals['_GETSESSIONREQUEST']._serialized_end=883
-  _globals['_GETSESSIONRESPONSE']._serialized_start=885
-  _globals['_GETSESSIONRESPONSE']._serialized_end=944
-  _globals['_ENDSESSIONREQUEST']._serialized_start=946
-  _globals['_ENDSESSIONREQUEST']._serialized_end=985
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=987
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=1092
-  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_start=1094
-  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_end=1157
-  _globals['_REMOVEPARTICIPANTRESPONSE']._serialized_start=1159
-  _globals['_REMOVEPARTICIPANTRESPONSE']._serialized_end=1225
-  _globals['_SESSIONMETRICS']._serialized_start=1228
-  _globals['_SESSIONMETRICS']._serialized_end=1389
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1391
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1451
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1453
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1540
-  _globals['_LISTLANGUAGESREQUEST']._serialized_start=1542
-  _globals['_LISTLANGUAGESREQUEST']._serialized_end=1564
-  _globals['_LISTLANGUAGESRESPONSE']._serialized_start=1566
-  _globals['_LISTLANGUAGESRESPONSE']._serialized_end=1682
-  _globals['_LANGUAGESUPPORT']._serialized_start=1684
-  _globals['_LANGUAGESUPPORT']._serialized_end=1803
-  _globals['_LANGUAGEROUTE']._serialized_start=1806
-  _globals['_LANGUAGEROUTE']._serialized_end=1995
-  _globals['_SESSIONSERVICE']._serialized_start=2129
-  _globals['_SESSIONSERVICE']._serialized_end=2746
+  _globals['_SESSION']._serialized_end=488
+  _globals['_PARTICIPANT']._serialized_start=491
+  _globals['_PARTICIPANT']._serialized_end=660
+  _globals['_CREATESESSIONREQUEST']._serialized_start=662
+  _globals['_CREATESESSIONREQUEST']._serialized_end=748
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=750
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=812
+  _globals['_JOINSESSIONREQUEST']._serialized_start=814
+  _globals['_JOINSESSIONREQUEST']._serialized_end=909
+  _globals['_JOINSESSIONRESPONSE']._serialized_start=911
+  _globals['_JOINSESSIONRESPONSE']._serialized_end=971
+  _globals['_GETSESSIONREQUEST']._serialized_start=973
+  _globals['_GETSESSIONREQUEST']._serialized_end=1012
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1014
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1073
+  _globals['_ENDSESSIONREQUEST']._serialized_start=1075
+  _globals['_ENDSESSIONREQUEST']._serialized_end=1114
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=1116
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=1221
+  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_start=1223
+  _globals['_REMOVEPARTICIPANTREQUEST']._serialized_end=1286
+  _globals['_REMOVEPARTICIPANTRESPONSE']._serialized_start=1288
+  _globals['_REMOVEPARTICIPANTRESPONSE']._serialized_end=1354
+  _globals['_LOCKSESSIONREQUEST']._serialized_start=1356
+  _globals['_LOCKSESSIONREQUEST']._serialized_end=1412
+  _globals['_LOCKSESSIONRESPONSE']._serialized_start=1414
+  _globals['_LOCKSESSIONRESPONSE']._serialized_end=1474
+  _globals['_LEAVESESSIONREQUEST']._serialized_start=1476
+  _globals['_LEAVESESSIONREQUEST']._serialized_end=1517
+  _globals['_LEAVESESSIONRESPONSE']._serialized_start=1519
+  _globals['_LEAVESESSIONRESPONSE']._serialized_end=1580
+  _globals['_SESSIONMETRICS']._serialized_start=1583
+  _globals['_SESSIONMETRICS']._serialized_end=1799
+  _globals['_PARTICIPANTMETRICS']._serialized_start=1802
+  _globals['_PARTICIPANTMETRICS']._serialized_end=1969
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1971
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=2031
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=2033
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=2120
+  _globals['_LISTLANGUAGESREQUEST']._serialized_start=2122
+  _globals['_LISTLANGUAGESREQUEST']._serialized_end=2144
+  _globals['_LISTLANGUAGESRESPONSE']._serialized_start=2146
+  _globals['_LISTLANGUAGESRESPONSE']._serialized_end=2262
+  _globals['_LANGUAGESUPPORT']._serialized_start=2264
+  _globals['_LANGUAGESUPPORT']._serialized_end=2383
+  _globals['_LANGUAGEROUTE']._serialized_start=2386
+  _globals['_LANGUAGEROUTE']._serialized_end=2575
+  _globals['_SESSIONSERVICE']._serialized_start=2854
+  _globals['_SESSIONSERVICE']._serialized_end=3638
 # @@protoc_insertion_point(module_scope)

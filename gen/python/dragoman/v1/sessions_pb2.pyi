@@ -30,9 +30,9 @@ class _SessionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Session
     SESSION_STATUS_UNSPECIFIED: _SessionStatus.ValueType  # 0
     """Not set."""
     SESSION_STATUS_WAITING: _SessionStatus.ValueType  # 1
-    """Created, waiting for the partner to join."""
+    """Created, waiting for someone to join."""
     SESSION_STATUS_ACTIVE: _SessionStatus.ValueType  # 2
-    """Both participants joined."""
+    """At least two participants joined."""
     SESSION_STATUS_ENDED: _SessionStatus.ValueType  # 3
     """Ended; no more audio is accepted."""
 
@@ -42,16 +42,44 @@ class SessionStatus(_SessionStatus, metaclass=_SessionStatusEnumTypeWrapper):
 SESSION_STATUS_UNSPECIFIED: SessionStatus.ValueType  # 0
 """Not set."""
 SESSION_STATUS_WAITING: SessionStatus.ValueType  # 1
-"""Created, waiting for the partner to join."""
+"""Created, waiting for someone to join."""
 SESSION_STATUS_ACTIVE: SessionStatus.ValueType  # 2
-"""Both participants joined."""
+"""At least two participants joined."""
 SESSION_STATUS_ENDED: SessionStatus.ValueType  # 3
 """Ended; no more audio is accepted."""
 Global___SessionStatus: _TypeAlias = SessionStatus  # noqa: Y015
 
+class _ParticipantState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ParticipantStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ParticipantState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PARTICIPANT_STATE_UNSPECIFIED: _ParticipantState.ValueType  # 0
+    """Not set."""
+    PARTICIPANT_STATE_JOINED: _ParticipantState.ValueType  # 1
+    """In the session."""
+    PARTICIPANT_STATE_LEFT: _ParticipantState.ValueType  # 2
+    """Left with LeaveSession; may join again."""
+    PARTICIPANT_STATE_REMOVED: _ParticipantState.ValueType  # 3
+    """Removed by the host; may not join again."""
+
+class ParticipantState(_ParticipantState, metaclass=_ParticipantStateEnumTypeWrapper):
+    """Where a participant stands in a session."""
+
+PARTICIPANT_STATE_UNSPECIFIED: ParticipantState.ValueType  # 0
+"""Not set."""
+PARTICIPANT_STATE_JOINED: ParticipantState.ValueType  # 1
+"""In the session."""
+PARTICIPANT_STATE_LEFT: ParticipantState.ValueType  # 2
+"""Left with LeaveSession; may join again."""
+PARTICIPANT_STATE_REMOVED: ParticipantState.ValueType  # 3
+"""Removed by the host; may not join again."""
+Global___ParticipantState: _TypeAlias = ParticipantState  # noqa: Y015
+
 @_typing.final
 class Session(_message.Message):
-    """A two-party translation session."""
+    """A translation session of two to eight participants."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -64,19 +92,29 @@ class Session(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     ROUTES_FIELD_NUMBER: _builtins.int
     ONE_WAY_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
+    MAX_PARTICIPANTS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Opaque session id."""
     code: _builtins.str
-    """6-digit pairing code; empty once the session is no longer waiting."""
+    """6-digit code to join with; empty once nobody can join: the session
+    ended, is locked or is full.
+    """
     status: Global___SessionStatus.ValueType
     """Lifecycle state."""
     one_way: _builtins.bool
-    """True when only one direction translates: the joiner accepted it with
+    """True when some direction does not translate: a joiner accepted it with
     JoinSessionRequest.allow_one_way.
     """
+    locked: _builtins.bool
+    """Whether the host locked the session against new joiners."""
+    max_participants: _builtins.int
+    """Most participants the session takes, 2 to 8."""
     @_builtins.property
     def participants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Participant]:
-        """The participants, creator first."""
+        """The participants, host (creator) first, then in the order they joined;
+        those who left or were removed are listed with their `state`.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -92,9 +130,11 @@ class Session(_message.Message):
 
     @_builtins.property
     def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageRoute]:
-        """How each direction is translated, set once both joined: the creator's
-        speech to the joiner first, then the joiner's to the creator. An
-        unavailable route there means the session is one-way (`one_way`).
+        """How each direction is translated: one route for each ordered pair of
+        different languages the participants speak, in the order the languages
+        joined (for two people: the creator's speech to the joiner first, then
+        the joiner's to the creator). An unavailable route there means the
+        session is one-way (`one_way`).
         """
 
     def __init__(
@@ -109,10 +149,12 @@ class Session(_message.Message):
         metrics: Global___SessionMetrics | None = ...,
         routes: _abc.Iterable[Global___LanguageRoute] | None = ...,
         one_way: _builtins.bool = ...,
+        locked: _builtins.bool = ...,
+        max_participants: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "metrics", b"metrics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "end_time", b"end_time", "metrics", b"metrics", "one_way", b"one_way", "participants", b"participants", "routes", b"routes", "session_id", b"session_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "end_time", b"end_time", "locked", b"locked", "max_participants", b"max_participants", "metrics", b"metrics", "one_way", b"one_way", "participants", b"participants", "routes", b"routes", "session_id", b"session_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -129,6 +171,8 @@ class Participant(_message.Message):
     LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     CONNECTED_FIELD_NUMBER: _builtins.int
     VOICE_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """User id."""
     display_name: _builtins.str
@@ -138,7 +182,11 @@ class Participant(_message.Message):
     connected: _builtins.bool
     """Whether the participant has a live conversation stream."""
     voice: _builtins.str
-    """Voice the participant hears the partner in; empty for the default."""
+    """Voice the participant hears the others in; empty for the default."""
+    host: _builtins.bool
+    """Whether the participant is the host (the creator)."""
+    state: Global___ParticipantState.ValueType
+    """Whether they are in the session, left it or were removed."""
     def __init__(
         self,
         *,
@@ -147,10 +195,12 @@ class Participant(_message.Message):
         language_code: _builtins.str = ...,
         connected: _builtins.bool = ...,
         voice: _builtins.str = ...,
+        host: _builtins.bool = ...,
+        state: Global___ParticipantState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "display_name", b"display_name", "language_code", b"language_code", "user_id", b"user_id", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "display_name", b"display_name", "host", b"host", "language_code", b"language_code", "state", b"state", "user_id", b"user_id", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -164,19 +214,25 @@ class CreateSessionRequest(_message.Message):
 
     LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     VOICE_FIELD_NUMBER: _builtins.int
+    MAX_PARTICIPANTS_FIELD_NUMBER: _builtins.int
     language_code: _builtins.str
     """BCP-47 language the creator speaks, e.g. "en"."""
     voice: _builtins.str
-    """Voice the creator wants to hear the partner in; empty for the default."""
+    """Voice the creator wants to hear the others in; empty for the default."""
+    max_participants: _builtins.int
+    """Most participants, creator included: 2 to the deployment's limit
+    (setting session.max_participants, default 8); 0 for that limit.
+    """
     def __init__(
         self,
         *,
         language_code: _builtins.str = ...,
         voice: _builtins.str = ...,
+        max_participants: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["language_code", b"language_code", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["language_code", b"language_code", "max_participants", b"max_participants", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -221,7 +277,7 @@ class JoinSessionRequest(_message.Message):
     language_code: _builtins.str
     """BCP-47 language the joiner speaks, e.g. "pt-BR"."""
     voice: _builtins.str
-    """Voice the joiner wants to hear the partner in; empty for the default."""
+    """Voice the joiner wants to hear the others in; empty for the default."""
     allow_one_way: _builtins.bool
     """Accept a session that translates in one direction only (e.g. German
     speech into English through speech translation, with nothing from
@@ -370,7 +426,7 @@ Global___EndSessionResponse: _TypeAlias = EndSessionResponse  # noqa: Y015
 
 @_typing.final
 class RemoveParticipantRequest(_message.Message):
-    """Removes the partner from a session."""
+    """Removes a participant from a session."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -379,7 +435,7 @@ class RemoveParticipantRequest(_message.Message):
     session_id: _builtins.str
     """Session id."""
     user_id: _builtins.str
-    """User id of the partner to remove (from `SessionPaired` or the session)."""
+    """User id (participant id) of the participant to remove, from the roster."""
     def __init__(
         self,
         *,
@@ -396,14 +452,14 @@ Global___RemoveParticipantRequest: _TypeAlias = RemoveParticipantRequest  # noqa
 
 @_typing.final
 class RemoveParticipantResponse(_message.Message):
-    """The session the partner was removed from."""
+    """The session the participant was removed from."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def session(self) -> Global___Session:
-        """The session, status ENDED."""
+        """The session: ENDED when only the host was left, else as it is now."""
 
     def __init__(
         self,
@@ -419,6 +475,102 @@ class RemoveParticipantResponse(_message.Message):
 Global___RemoveParticipantResponse: _TypeAlias = RemoveParticipantResponse  # noqa: Y015
 
 @_typing.final
+class LockSessionRequest(_message.Message):
+    """Locks or unlocks a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Session id."""
+    locked: _builtins.bool
+    """True to lock against new joiners, false to unlock."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        locked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["locked", b"locked", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LockSessionRequest: _TypeAlias = LockSessionRequest  # noqa: Y015
+
+@_typing.final
+class LockSessionResponse(_message.Message):
+    """The session after locking or unlocking."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___Session:
+        """The session."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LockSessionResponse: _TypeAlias = LockSessionResponse  # noqa: Y015
+
+@_typing.final
+class LeaveSessionRequest(_message.Message):
+    """Leaves a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Session id."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaveSessionRequest: _TypeAlias = LeaveSessionRequest  # noqa: Y015
+
+@_typing.final
+class LeaveSessionResponse(_message.Message):
+    """The session left."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___Session:
+        """The session as the caller left it: ENDED when only one was left."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaveSessionResponse: _TypeAlias = LeaveSessionResponse  # noqa: Y015
+
+@_typing.final
 class SessionMetrics(_message.Message):
     """Numbers of an ended session."""
 
@@ -430,6 +582,7 @@ class SessionMetrics(_message.Message):
     MAX_LATENCY_MS_FIELD_NUMBER: _builtins.int
     ERROR_COUNT_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
     utterance_count: _builtins.int
     """Utterances translated."""
     mean_latency_ms: _builtins.float
@@ -442,6 +595,10 @@ class SessionMetrics(_message.Message):
     """Utterances that failed somewhere in the pipeline."""
     duration_seconds: _builtins.float
     """Seconds from creation to end."""
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParticipantMetrics]:
+        """The same numbers for each participant, in the order of `participants`."""
+
     def __init__(
         self,
         *,
@@ -451,14 +608,59 @@ class SessionMetrics(_message.Message):
         max_latency_ms: _builtins.float = ...,
         error_count: _builtins.int = ...,
         duration_seconds: _builtins.float = ...,
+        participants: _abc.Iterable[Global___ParticipantMetrics] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "error_count", b"error_count", "max_latency_ms", b"max_latency_ms", "mean_latency_ms", b"mean_latency_ms", "min_latency_ms", b"min_latency_ms", "utterance_count", b"utterance_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "error_count", b"error_count", "max_latency_ms", b"max_latency_ms", "mean_latency_ms", b"mean_latency_ms", "min_latency_ms", b"min_latency_ms", "participants", b"participants", "utterance_count", b"utterance_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionMetrics: _TypeAlias = SessionMetrics  # noqa: Y015
+
+@_typing.final
+class ParticipantMetrics(_message.Message):
+    """Numbers of one participant of an ended session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
+    UTTERANCES_SPOKEN_FIELD_NUMBER: _builtins.int
+    UTTERANCES_HEARD_FIELD_NUMBER: _builtins.int
+    MEAN_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    P95_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    ERROR_COUNT_FIELD_NUMBER: _builtins.int
+    participant_id: _builtins.str
+    """Participant id (user id)."""
+    utterances_spoken: _builtins.int
+    """Utterances they said that were translated for someone."""
+    utterances_heard: _builtins.int
+    """Translated utterances of the others they received."""
+    mean_latency_ms: _builtins.float
+    """Mean end-of-speech to first translated audio of what they heard, in
+    milliseconds.
+    """
+    p95_latency_ms: _builtins.float
+    """95th percentile of the same, in milliseconds."""
+    error_count: _builtins.int
+    """Their utterances that failed somewhere in the pipeline."""
+    def __init__(
+        self,
+        *,
+        participant_id: _builtins.str = ...,
+        utterances_spoken: _builtins.int = ...,
+        utterances_heard: _builtins.int = ...,
+        mean_latency_ms: _builtins.float = ...,
+        p95_latency_ms: _builtins.float = ...,
+        error_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_count", b"error_count", "mean_latency_ms", b"mean_latency_ms", "p95_latency_ms", b"p95_latency_ms", "participant_id", b"participant_id", "utterances_heard", b"utterances_heard", "utterances_spoken", b"utterances_spoken"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParticipantMetrics: _TypeAlias = ParticipantMetrics  # noqa: Y015
 
 @_typing.final
 class ListSessionsRequest(_message.Message):

@@ -26,9 +26,10 @@ if _version_not_supported:
 
 
 class SessionServiceStub:
-    """Translation sessions between two people. One creates a session and gets a
-    6-digit code; the other joins with it. Only participants see a session:
-    for anyone else it does not exist (NOT_FOUND).
+    """Translation sessions of two to eight people. One creates a session (its
+    host) and gets a 6-digit code; the others join with it, each with their
+    own language. Only participants see a session: for anyone else it does
+    not exist (NOT_FOUND).
     """
 
     def __init__(self, channel):
@@ -62,6 +63,16 @@ class SessionServiceStub:
                 request_serializer=dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantRequest.SerializeToString,
                 response_deserializer=dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantResponse.FromString,
                 _registered_method=True)
+        self.LockSession = channel.unary_unary(
+                '/dragoman.v1.SessionService/LockSession',
+                request_serializer=dragoman_dot_v1_dot_sessions__pb2.LockSessionRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_sessions__pb2.LockSessionResponse.FromString,
+                _registered_method=True)
+        self.LeaveSession = channel.unary_unary(
+                '/dragoman.v1.SessionService/LeaveSession',
+                request_serializer=dragoman_dot_v1_dot_sessions__pb2.LeaveSessionRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_sessions__pb2.LeaveSessionResponse.FromString,
+                _registered_method=True)
         self.ListSessions = channel.unary_unary(
                 '/dragoman.v1.SessionService/ListSessions',
                 request_serializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsRequest.SerializeToString,
@@ -75,9 +86,10 @@ class SessionServiceStub:
 
 
 class SessionServiceServicer:
-    """Translation sessions between two people. One creates a session and gets a
-    6-digit code; the other joins with it. Only participants see a session:
-    for anyone else it does not exist (NOT_FOUND).
+    """Translation sessions of two to eight people. One creates a session (its
+    host) and gets a 6-digit code; the others join with it, each with their
+    own language. Only participants see a session: for anyone else it does
+    not exist (NOT_FOUND).
     """
 
     def CreateSession(self, request, context):
@@ -88,12 +100,16 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def JoinSession(self, request, context):
-        """Joins a waiting session by its code. An unknown or expired code gives
-        NOT_FOUND. Failed joins are limited per caller and per client address
-        (then RESOURCE_EXHAUSTED with a `retry-after` trailer, growing with each
-        refused try), so codes cannot be guessed. Joining is never silent: the
-        creator's stream gets `SessionPaired` naming the joiner, and the creator
-        can `RemoveParticipant`.
+        """Joins a session by its code, while it is open: not ended, not locked.
+        An unknown or expired code gives NOT_FOUND. Failed joins are limited per
+        caller and per client address (then RESOURCE_EXHAUSTED with a
+        `retry-after` trailer, growing with each refused try), so codes cannot
+        be guessed. Joining is never silent: everyone's stream gets
+        `RosterChanged` naming the joiner, and the host can `RemoveParticipant`.
+        A full session (Session.max_participants) gives RESOURCE_EXHAUSTED, a
+        locked one FAILED_PRECONDITION, a participant the host removed
+        PERMISSION_DENIED; a participant who left joins again, and resumes their
+        event stream where it was.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,19 +123,42 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EndSession(self, request, context):
-        """Ends a session for both participants.
+        """Ends a session for everyone. The host may always end it; another
+        participant only while the session has two participants (else
+        PERMISSION_DENIED: they may LeaveSession).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveParticipant(self, request, context):
-        """The creator removes the partner who joined (someone they did not give
-        the code to): the partner's conversation streams end with
-        PERMISSION_DENIED and the session ends for both (reason "partner removed
-        by the creator"); pair again with a new session and code. Only the
-        creator may remove (else PERMISSION_DENIED); a user id that is not the
-        partner gives NOT_FOUND.
+        """The host removes a participant (e.g. someone they did not give the code
+        to): the participant's conversation streams end with PERMISSION_DENIED,
+        the others get RosterChanged (ROSTER_CHANGE_REMOVED), and the removed
+        user cannot join again. When only the host is left, the session ends
+        (reason "partner removed by the creator"), as a session of two always
+        did. Only the host may remove (else PERMISSION_DENIED); a user id that
+        is not a participant gives NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LockSession(self, request, context):
+        """The host locks the session against new joiners, or unlocks it. Everyone
+        gets RosterChanged (LOCKED or UNLOCKED). Only the host may (else
+        PERMISSION_DENIED); an ended session gives FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaveSession(self, request, context):
+        """A participant other than the host leaves: their streams end, the others
+        get RosterChanged (ROSTER_CHANGE_LEFT), and nothing more is translated
+        for them. They may join again with the code while the session is open.
+        When one participant is left, the session ends. The host cannot leave
+        (FAILED_PRECONDITION: EndSession instead).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +211,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     request_deserializer=dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantRequest.FromString,
                     response_serializer=dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantResponse.SerializeToString,
             ),
+            'LockSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.LockSession,
+                    request_deserializer=dragoman_dot_v1_dot_sessions__pb2.LockSessionRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_sessions__pb2.LockSessionResponse.SerializeToString,
+            ),
+            'LeaveSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaveSession,
+                    request_deserializer=dragoman_dot_v1_dot_sessions__pb2.LeaveSessionRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_sessions__pb2.LeaveSessionResponse.SerializeToString,
+            ),
             'ListSessions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSessions,
                     request_deserializer=dragoman_dot_v1_dot_sessions__pb2.ListSessionsRequest.FromString,
@@ -191,9 +240,10 @@ def add_SessionServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SessionService:
-    """Translation sessions between two people. One creates a session and gets a
-    6-digit code; the other joins with it. Only participants see a session:
-    for anyone else it does not exist (NOT_FOUND).
+    """Translation sessions of two to eight people. One creates a session (its
+    host) and gets a 6-digit code; the others join with it, each with their
+    own language. Only participants see a session: for anyone else it does
+    not exist (NOT_FOUND).
     """
 
     @staticmethod
@@ -321,6 +371,60 @@ class SessionService:
             '/dragoman.v1.SessionService/RemoveParticipant',
             dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantRequest.SerializeToString,
             dragoman_dot_v1_dot_sessions__pb2.RemoveParticipantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LockSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.SessionService/LockSession',
+            dragoman_dot_v1_dot_sessions__pb2.LockSessionRequest.SerializeToString,
+            dragoman_dot_v1_dot_sessions__pb2.LockSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaveSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.SessionService/LeaveSession',
+            dragoman_dot_v1_dot_sessions__pb2.LeaveSessionRequest.SerializeToString,
+            dragoman_dot_v1_dot_sessions__pb2.LeaveSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

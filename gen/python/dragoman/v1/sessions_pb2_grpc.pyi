@@ -27,9 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SessionServiceStub:
-    """Translation sessions between two people. One creates a session and gets a
-    6-digit code; the other joins with it. Only participants see a session:
-    for anyone else it does not exist (NOT_FOUND).
+    """Translation sessions of two to eight people. One creates a session (its
+    host) and gets a 6-digit code; the others join with it, each with their
+    own language. Only participants see a session: for anyone else it does
+    not exist (NOT_FOUND).
     """
 
     @_typing.overload
@@ -39,24 +40,44 @@ class SessionServiceStub:
     CreateSession: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.CreateSessionRequest, _sessions_pb2.CreateSessionResponse]
     """Opens a session and returns its pairing code."""
     JoinSession: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.JoinSessionRequest, _sessions_pb2.JoinSessionResponse]
-    """Joins a waiting session by its code. An unknown or expired code gives
-    NOT_FOUND. Failed joins are limited per caller and per client address
-    (then RESOURCE_EXHAUSTED with a `retry-after` trailer, growing with each
-    refused try), so codes cannot be guessed. Joining is never silent: the
-    creator's stream gets `SessionPaired` naming the joiner, and the creator
-    can `RemoveParticipant`.
+    """Joins a session by its code, while it is open: not ended, not locked.
+    An unknown or expired code gives NOT_FOUND. Failed joins are limited per
+    caller and per client address (then RESOURCE_EXHAUSTED with a
+    `retry-after` trailer, growing with each refused try), so codes cannot
+    be guessed. Joining is never silent: everyone's stream gets
+    `RosterChanged` naming the joiner, and the host can `RemoveParticipant`.
+    A full session (Session.max_participants) gives RESOURCE_EXHAUSTED, a
+    locked one FAILED_PRECONDITION, a participant the host removed
+    PERMISSION_DENIED; a participant who left joins again, and resumes their
+    event stream where it was.
     """
     GetSession: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.GetSessionRequest, _sessions_pb2.GetSessionResponse]
     """Returns a session the caller takes part in."""
     EndSession: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.EndSessionRequest, _sessions_pb2.EndSessionResponse]
-    """Ends a session for both participants."""
+    """Ends a session for everyone. The host may always end it; another
+    participant only while the session has two participants (else
+    PERMISSION_DENIED: they may LeaveSession).
+    """
     RemoveParticipant: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.RemoveParticipantRequest, _sessions_pb2.RemoveParticipantResponse]
-    """The creator removes the partner who joined (someone they did not give
-    the code to): the partner's conversation streams end with
-    PERMISSION_DENIED and the session ends for both (reason "partner removed
-    by the creator"); pair again with a new session and code. Only the
-    creator may remove (else PERMISSION_DENIED); a user id that is not the
-    partner gives NOT_FOUND.
+    """The host removes a participant (e.g. someone they did not give the code
+    to): the participant's conversation streams end with PERMISSION_DENIED,
+    the others get RosterChanged (ROSTER_CHANGE_REMOVED), and the removed
+    user cannot join again. When only the host is left, the session ends
+    (reason "partner removed by the creator"), as a session of two always
+    did. Only the host may remove (else PERMISSION_DENIED); a user id that
+    is not a participant gives NOT_FOUND.
+    """
+    LockSession: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.LockSessionRequest, _sessions_pb2.LockSessionResponse]
+    """The host locks the session against new joiners, or unlocks it. Everyone
+    gets RosterChanged (LOCKED or UNLOCKED). Only the host may (else
+    PERMISSION_DENIED); an ended session gives FAILED_PRECONDITION.
+    """
+    LeaveSession: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.LeaveSessionRequest, _sessions_pb2.LeaveSessionResponse]
+    """A participant other than the host leaves: their streams end, the others
+    get RosterChanged (ROSTER_CHANGE_LEFT), and nothing more is translated
+    for them. They may join again with the code while the session is open.
+    When one participant is left, the session ends. The host cannot leave
+    (FAILED_PRECONDITION: EndSession instead).
     """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.ListSessionsRequest, _sessions_pb2.ListSessionsResponse]
     """Lists the sessions the caller took part in, newest first, a page at a
@@ -72,33 +93,54 @@ class SessionServiceStub:
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
-    """Translation sessions between two people. One creates a session and gets a
-    6-digit code; the other joins with it. Only participants see a session:
-    for anyone else it does not exist (NOT_FOUND).
+    """Translation sessions of two to eight people. One creates a session (its
+    host) and gets a 6-digit code; the others join with it, each with their
+    own language. Only participants see a session: for anyone else it does
+    not exist (NOT_FOUND).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateSession: _aio.UnaryUnaryMultiCallable[_sessions_pb2.CreateSessionRequest, _sessions_pb2.CreateSessionResponse]  # type: ignore[assignment]
     """Opens a session and returns its pairing code."""
     JoinSession: _aio.UnaryUnaryMultiCallable[_sessions_pb2.JoinSessionRequest, _sessions_pb2.JoinSessionResponse]  # type: ignore[assignment]
-    """Joins a waiting session by its code. An unknown or expired code gives
-    NOT_FOUND. Failed joins are limited per caller and per client address
-    (then RESOURCE_EXHAUSTED with a `retry-after` trailer, growing with each
-    refused try), so codes cannot be guessed. Joining is never silent: the
-    creator's stream gets `SessionPaired` naming the joiner, and the creator
-    can `RemoveParticipant`.
+    """Joins a session by its code, while it is open: not ended, not locked.
+    An unknown or expired code gives NOT_FOUND. Failed joins are limited per
+    caller and per client address (then RESOURCE_EXHAUSTED with a
+    `retry-after` trailer, growing with each refused try), so codes cannot
+    be guessed. Joining is never silent: everyone's stream gets
+    `RosterChanged` naming the joiner, and the host can `RemoveParticipant`.
+    A full session (Session.max_participants) gives RESOURCE_EXHAUSTED, a
+    locked one FAILED_PRECONDITION, a participant the host removed
+    PERMISSION_DENIED; a participant who left joins again, and resumes their
+    event stream where it was.
     """
     GetSession: _aio.UnaryUnaryMultiCallable[_sessions_pb2.GetSessionRequest, _sessions_pb2.GetSessionResponse]  # type: ignore[assignment]
     """Returns a session the caller takes part in."""
     EndSession: _aio.UnaryUnaryMultiCallable[_sessions_pb2.EndSessionRequest, _sessions_pb2.EndSessionResponse]  # type: ignore[assignment]
-    """Ends a session for both participants."""
+    """Ends a session for everyone. The host may always end it; another
+    participant only while the session has two participants (else
+    PERMISSION_DENIED: they may LeaveSession).
+    """
     RemoveParticipant: _aio.UnaryUnaryMultiCallable[_sessions_pb2.RemoveParticipantRequest, _sessions_pb2.RemoveParticipantResponse]  # type: ignore[assignment]
-    """The creator removes the partner who joined (someone they did not give
-    the code to): the partner's conversation streams end with
-    PERMISSION_DENIED and the session ends for both (reason "partner removed
-    by the creator"); pair again with a new session and code. Only the
-    creator may remove (else PERMISSION_DENIED); a user id that is not the
-    partner gives NOT_FOUND.
+    """The host removes a participant (e.g. someone they did not give the code
+    to): the participant's conversation streams end with PERMISSION_DENIED,
+    the others get RosterChanged (ROSTER_CHANGE_REMOVED), and the removed
+    user cannot join again. When only the host is left, the session ends
+    (reason "partner removed by the creator"), as a session of two always
+    did. Only the host may remove (else PERMISSION_DENIED); a user id that
+    is not a participant gives NOT_FOUND.
+    """
+    LockSession: _aio.UnaryUnaryMultiCallable[_sessions_pb2.LockSessionRequest, _sessions_pb2.LockSessionResponse]  # type: ignore[assignment]
+    """The host locks the session against new joiners, or unlocks it. Everyone
+    gets RosterChanged (LOCKED or UNLOCKED). Only the host may (else
+    PERMISSION_DENIED); an ended session gives FAILED_PRECONDITION.
+    """
+    LeaveSession: _aio.UnaryUnaryMultiCallable[_sessions_pb2.LeaveSessionRequest, _sessions_pb2.LeaveSessionResponse]  # type: ignore[assignment]
+    """A participant other than the host leaves: their streams end, the others
+    get RosterChanged (ROSTER_CHANGE_LEFT), and nothing more is translated
+    for them. They may join again with the code while the session is open.
+    When one participant is left, the session ends. The host cannot leave
+    (FAILED_PRECONDITION: EndSession instead).
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_sessions_pb2.ListSessionsRequest, _sessions_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """Lists the sessions the caller took part in, newest first, a page at a
@@ -113,9 +155,10 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Translation sessions between two people. One creates a session and gets a
-    6-digit code; the other joins with it. Only participants see a session:
-    for anyone else it does not exist (NOT_FOUND).
+    """Translation sessions of two to eight people. One creates a session (its
+    host) and gets a 6-digit code; the others join with it, each with their
+    own language. Only participants see a session: for anyone else it does
+    not exist (NOT_FOUND).
     """
 
     @_abc_1.abstractmethod
@@ -132,12 +175,16 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.JoinSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessions_pb2.JoinSessionResponse, _abc.Awaitable[_sessions_pb2.JoinSessionResponse]]:
-        """Joins a waiting session by its code. An unknown or expired code gives
-        NOT_FOUND. Failed joins are limited per caller and per client address
-        (then RESOURCE_EXHAUSTED with a `retry-after` trailer, growing with each
-        refused try), so codes cannot be guessed. Joining is never silent: the
-        creator's stream gets `SessionPaired` naming the joiner, and the creator
-        can `RemoveParticipant`.
+        """Joins a session by its code, while it is open: not ended, not locked.
+        An unknown or expired code gives NOT_FOUND. Failed joins are limited per
+        caller and per client address (then RESOURCE_EXHAUSTED with a
+        `retry-after` trailer, growing with each refused try), so codes cannot
+        be guessed. Joining is never silent: everyone's stream gets
+        `RosterChanged` naming the joiner, and the host can `RemoveParticipant`.
+        A full session (Session.max_participants) gives RESOURCE_EXHAUSTED, a
+        locked one FAILED_PRECONDITION, a participant the host removed
+        PERMISSION_DENIED; a participant who left joins again, and resumes their
+        event stream where it was.
         """
 
     @_abc_1.abstractmethod
@@ -154,7 +201,10 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.EndSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessions_pb2.EndSessionResponse, _abc.Awaitable[_sessions_pb2.EndSessionResponse]]:
-        """Ends a session for both participants."""
+        """Ends a session for everyone. The host may always end it; another
+        participant only while the session has two participants (else
+        PERMISSION_DENIED: they may LeaveSession).
+        """
 
     @_abc_1.abstractmethod
     def RemoveParticipant(
@@ -162,12 +212,37 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.RemoveParticipantRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessions_pb2.RemoveParticipantResponse, _abc.Awaitable[_sessions_pb2.RemoveParticipantResponse]]:
-        """The creator removes the partner who joined (someone they did not give
-        the code to): the partner's conversation streams end with
-        PERMISSION_DENIED and the session ends for both (reason "partner removed
-        by the creator"); pair again with a new session and code. Only the
-        creator may remove (else PERMISSION_DENIED); a user id that is not the
-        partner gives NOT_FOUND.
+        """The host removes a participant (e.g. someone they did not give the code
+        to): the participant's conversation streams end with PERMISSION_DENIED,
+        the others get RosterChanged (ROSTER_CHANGE_REMOVED), and the removed
+        user cannot join again. When only the host is left, the session ends
+        (reason "partner removed by the creator"), as a session of two always
+        did. Only the host may remove (else PERMISSION_DENIED); a user id that
+        is not a participant gives NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def LockSession(
+        self,
+        request: _sessions_pb2.LockSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.LockSessionResponse, _abc.Awaitable[_sessions_pb2.LockSessionResponse]]:
+        """The host locks the session against new joiners, or unlocks it. Everyone
+        gets RosterChanged (LOCKED or UNLOCKED). Only the host may (else
+        PERMISSION_DENIED); an ended session gives FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def LeaveSession(
+        self,
+        request: _sessions_pb2.LeaveSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.LeaveSessionResponse, _abc.Awaitable[_sessions_pb2.LeaveSessionResponse]]:
+        """A participant other than the host leaves: their streams end, the others
+        get RosterChanged (ROSTER_CHANGE_LEFT), and nothing more is translated
+        for them. They may join again with the code while the session is open.
+        When one participant is left, the session ends. The host cannot leave
+        (FAILED_PRECONDITION: EndSession instead).
         """
 
     @_abc_1.abstractmethod

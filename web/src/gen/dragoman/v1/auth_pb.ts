@@ -459,7 +459,8 @@ export const LoginRecordSchema: GenMessage<LoginRecord> = /*@__PURE__*/
   messageDesc(file_dragoman_v1_auth, 14);
 
 /**
- * A translated utterance from the translation log.
+ * A translated utterance from the translation log: one record for each
+ * language it was translated into.
  *
  * @generated from message dragoman.v1.UtteranceRecord
  */

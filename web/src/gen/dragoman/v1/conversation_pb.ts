@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dragoman/v1/conversation.proto.
  */
 export const file_dragoman_v1_conversation: GenFile = /*@__PURE__*/
-  fileDesc("Ch5kcmFnb21hbi92MS9jb252ZXJzYXRpb24ucHJvdG8SC2RyYWdvbWFuLnYxItkBCg9Db252ZXJzZVJlcXVlc3QSLQoEam9pbhgBIAEoCzIdLmRyYWdvbWFuLnYxLkpvaW5Db252ZXJzYXRpb25IABIoCgVhdWRpbxgCIAEoCzIXLmRyYWdvbWFuLnYxLkF1ZGlvQ2h1bmtIABIxCgloZWFydGJlYXQYAyABKAsyHC5kcmFnb21hbi52MS5DbGllbnRIZWFydGJlYXRIABIvCgVsZWF2ZRgEIAEoCzIeLmRyYWdvbWFuLnYxLkxlYXZlQ29udmVyc2F0aW9uSABCCQoHcmVxdWVzdCKwAQoQSm9pbkNvbnZlcnNhdGlvbhISCgpzZXNzaW9uX2lkGAEgASgJEiwKCGVuY29kaW5nGAIgASgOMhouZHJhZ29tYW4udjEuQXVkaW9FbmNvZGluZxIZChFzYW1wbGVfcmF0ZV9oZXJ0ehgDIAEoBRIgChhvdXRwdXRfc2FtcGxlX3JhdGVfaGVydHoYBCABKAUSHQoVcmVzdW1lX2FmdGVyX3NlcXVlbmNlGAUgASgEIl4KCkF1ZGlvQ2h1bmsSDAoEZGF0YRgBIAEoDBIQCghzZXF1ZW5jZRgCIAEoBBIwCgxjYXB0dXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkAKD0NsaWVudEhlYXJ0YmVhdBItCglzZW5kX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhMKEUxlYXZlQ29udmVyc2F0aW9uIkEKEENvbnZlcnNlUmVzcG9uc2USLQoFZXZlbnQYASABKAsyHi5kcmFnb21hbi52MS5Db252ZXJzYXRpb25FdmVudCI8Cg1MaXN0ZW5SZXF1ZXN0EisKBGpvaW4YASABKAsyHS5kcmFnb21hbi52MS5Kb2luQ29udmVyc2F0aW9uIj8KDkxpc3RlblJlc3BvbnNlEi0KBWV2ZW50GAEgASgLMh4uZHJhZ29tYW4udjEuQ29udmVyc2F0aW9uRXZlbnQiTgoQU2VuZEF1ZGlvUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEiYKBWF1ZGlvGAIgASgLMhcuZHJhZ29tYW4udjEuQXVkaW9DaHVuayIlChFTZW5kQXVkaW9SZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBCLHBQoRQ29udmVyc2F0aW9uRXZlbnQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0Cg5zZXNzaW9uX3BhaXJlZBgKIAEoCzIaLmRyYWdvbWFuLnYxLlNlc3Npb25QYWlyZWRIABI6ChFwYXJ0bmVyX2Nvbm5lY3RlZBgLIAEoCzIdLmRyYWdvbWFuLnYxLlBhcnRuZXJDb25uZWN0ZWRIABJAChRwYXJ0bmVyX2Rpc2Nvbm5lY3RlZBgMIAEoCzIgLmRyYWdvbWFuLnYxLlBhcnRuZXJEaXNjb25uZWN0ZWRIABI8ChJwcm9jZXNzaW5nX3N0YXJ0ZWQYDSABKAsyHi5kcmFnb21hbi52MS5Qcm9jZXNzaW5nU3RhcnRlZEgAEjgKEHByb2Nlc3NpbmdfZW5kZWQYDiABKAsyHC5kcmFnb21hbi52MS5Qcm9jZXNzaW5nRW5kZWRIABIzCg10cmFuc2NyaXB0aW9uGA8gASgLMhouZHJhZ29tYW4udjEuVHJhbnNjcmlwdGlvbkgAEi8KC3RyYW5zbGF0aW9uGBAgASgLMhguZHJhZ29tYW4udjEuVHJhbnNsYXRpb25IABIwCgxzcGVlY2hfYXVkaW8YESABKAsyGC5kcmFnb21hbi52MS5TcGVlY2hBdWRpb0gAEjEKCWhlYXJ0YmVhdBgSIAEoCzIcLmRyYWdvbWFuLnYxLlNlcnZlckhlYXJ0YmVhdEgAEi8KBWVycm9yGBMgASgLMh4uZHJhZ29tYW4udjEuQ29udmVyc2F0aW9uRXJyb3JIABIyCg1zZXNzaW9uX2VuZGVkGBQgASgLMhkuZHJhZ29tYW4udjEuU2Vzc2lvbkVuZGVkSABCBgoEa2luZCJ2Cg1TZXNzaW9uUGFpcmVkEhcKD3BhcnRuZXJfdXNlcl9pZBgBIAEoCRIcChRwYXJ0bmVyX2Rpc3BsYXlfbmFtZRgCIAEoCRIdChVwYXJ0bmVyX2xhbmd1YWdlX2NvZGUYAyABKAkSDwoHb25lX3dheRgEIAEoCCIrChBQYXJ0bmVyQ29ubmVjdGVkEhcKD3BhcnRuZXJfdXNlcl9pZBgBIAEoCSI+ChNQYXJ0bmVyRGlzY29ubmVjdGVkEhcKD3BhcnRuZXJfdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiUAoRUHJvY2Vzc2luZ1N0YXJ0ZWQSJQoHc3BlYWtlchgBIAEoDjIULmRyYWdvbWFuLnYxLlNwZWFrZXISFAoMdXR0ZXJhbmNlX2lkGAIgASgJIn4KD1Byb2Nlc3NpbmdFbmRlZBIlCgdzcGVha2VyGAEgASgOMhQuZHJhZ29tYW4udjEuU3BlYWtlchIUCgx1dHRlcmFuY2VfaWQYAiABKAkSLgoHbGF0ZW5jeRgDIAEoCzIdLmRyYWdvbWFuLnYxLlV0dGVyYW5jZUxhdGVuY3kiswIKEFV0dGVyYW5jZUxhdGVuY3kSLgoLZW5kcG9pbnRpbmcYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLcmVjb2duaXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLdHJhbnNsYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SOAoVc3ludGhlc2lzX2ZpcnN0X2NodW5rGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEisKCGRlbGl2ZXJ5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEigKBXRvdGFsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIrUBCg1UcmFuc2NyaXB0aW9uEiUKB3NwZWFrZXIYASABKA4yFC5kcmFnb21hbi52MS5TcGVha2VyEhQKDHV0dGVyYW5jZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJEhAKCGlzX2ZpbmFsGAQgASgIEhEKCXN0YWJpbGl0eRgFIAEoAhIVCg1sYW5ndWFnZV9jb2RlGAYgASgJEh0KFXRyYW5zbGF0ZWRfdG9fZW5nbGlzaBgHIAEoCCKVAgoLVHJhbnNsYXRpb24SJQoHc3BlYWtlchgBIAEoDjIULmRyYWdvbWFuLnYxLlNwZWFrZXISFAoMdXR0ZXJhbmNlX2lkGAIgASgJEhMKC3NvdXJjZV90ZXh0GAMgASgJEgwKBHRleHQYBCABKAkSHAoUc291cmNlX2xhbmd1YWdlX2NvZGUYBSABKAkSHAoUdGFyZ2V0X2xhbmd1YWdlX2NvZGUYBiABKAkSEAoIaXNfZmluYWwYByABKAgSKgoEcGF0aBgIIAEoDjIcLmRyYWdvbWFuLnYxLlRyYW5zbGF0aW9uUGF0aBIOCgZlbmdpbmUYCSABKAkSHAoUY292ZXJzX3V0dGVyYW5jZV9pZHMYCiADKAkigAEKC1NwZWVjaEF1ZGlvEhQKDHV0dGVyYW5jZV9pZBgBIAEoCRIMCgRkYXRhGAIgASgMEhkKEXNhbXBsZV9yYXRlX2hlcnR6GAMgASgFEhMKC2NodW5rX2luZGV4GAQgASgNEg8KB2lzX2xhc3QYBSABKAgSDAoEdGV4dBgGIAEoCSIRCg9TZXJ2ZXJIZWFydGJlYXQiYAoRQ29udmVyc2F0aW9uRXJyb3ISJAoEY29kZRgBIAEoDjIWLmRyYWdvbWFuLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhQKDHV0dGVyYW5jZV9pZBgDIAEoCSIeCgxTZXNzaW9uRW5kZWQSDgoGcmVhc29uGAEgASgJKmkKDUF1ZGlvRW5jb2RpbmcSHgoaQVVESU9fRU5DT0RJTkdfVU5TUEVDSUZJRUQQABIbChdBVURJT19FTkNPRElOR19MSU5FQVIxNhABEhsKF0FVRElPX0VOQ09ESU5HX09HR19PUFVTEAIqSQoHU3BlYWtlchIXChNTUEVBS0VSX1VOU1BFQ0lGSUVEEAASEAoMU1BFQUtFUl9TRUxGEAESEwoPU1BFQUtFUl9QQVJUTkVSEAIqxwEKD1RyYW5zbGF0aW9uUGF0aBIgChxUUkFOU0xBVElPTl9QQVRIX1VOU1BFQ0lGSUVEEAASHAoYVFJBTlNMQVRJT05fUEFUSF9DQVNDQURFEAESGgoWVFJBTlNMQVRJT05fUEFUSF9QSVZPVBACEicKI1RSQU5TTEFUSU9OX1BBVEhfU1BFRUNIX1RSQU5TTEFUSU9OEAMSLworVFJBTlNMQVRJT05fUEFUSF9TUEVFQ0hfVFJBTlNMQVRJT05fQ0FTQ0FERRAEKqsBCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEiEKHUVSUk9SX0NPREVfUkVDT0dOSVRJT05fRkFJTEVEEAESIQodRVJST1JfQ09ERV9UUkFOU0xBVElPTl9GQUlMRUQQAhIfChtFUlJPUl9DT0RFX1NZTlRIRVNJU19GQUlMRUQQAxIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAEMvMBChNDb252ZXJzYXRpb25TZXJ2aWNlEksKCENvbnZlcnNlEhwuZHJhZ29tYW4udjEuQ29udmVyc2VSZXF1ZXN0Gh0uZHJhZ29tYW4udjEuQ29udmVyc2VSZXNwb25zZSgBMAESQwoGTGlzdGVuEhouZHJhZ29tYW4udjEuTGlzdGVuUmVxdWVzdBobLmRyYWdvbWFuLnYxLkxpc3RlblJlc3BvbnNlMAESSgoJU2VuZEF1ZGlvEh0uZHJhZ29tYW4udjEuU2VuZEF1ZGlvUmVxdWVzdBoeLmRyYWdvbWFuLnYxLlNlbmRBdWRpb1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch5kcmFnb21hbi92MS9jb252ZXJzYXRpb24ucHJvdG8SC2RyYWdvbWFuLnYxItkBCg9Db252ZXJzZVJlcXVlc3QSLQoEam9pbhgBIAEoCzIdLmRyYWdvbWFuLnYxLkpvaW5Db252ZXJzYXRpb25IABIoCgVhdWRpbxgCIAEoCzIXLmRyYWdvbWFuLnYxLkF1ZGlvQ2h1bmtIABIxCgloZWFydGJlYXQYAyABKAsyHC5kcmFnb21hbi52MS5DbGllbnRIZWFydGJlYXRIABIvCgVsZWF2ZRgEIAEoCzIeLmRyYWdvbWFuLnYxLkxlYXZlQ29udmVyc2F0aW9uSABCCQoHcmVxdWVzdCKwAQoQSm9pbkNvbnZlcnNhdGlvbhISCgpzZXNzaW9uX2lkGAEgASgJEiwKCGVuY29kaW5nGAIgASgOMhouZHJhZ29tYW4udjEuQXVkaW9FbmNvZGluZxIZChFzYW1wbGVfcmF0ZV9oZXJ0ehgDIAEoBRIgChhvdXRwdXRfc2FtcGxlX3JhdGVfaGVydHoYBCABKAUSHQoVcmVzdW1lX2FmdGVyX3NlcXVlbmNlGAUgASgEIl4KCkF1ZGlvQ2h1bmsSDAoEZGF0YRgBIAEoDBIQCghzZXF1ZW5jZRgCIAEoBBIwCgxjYXB0dXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkAKD0NsaWVudEhlYXJ0YmVhdBItCglzZW5kX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhMKEUxlYXZlQ29udmVyc2F0aW9uIkEKEENvbnZlcnNlUmVzcG9uc2USLQoFZXZlbnQYASABKAsyHi5kcmFnb21hbi52MS5Db252ZXJzYXRpb25FdmVudCI8Cg1MaXN0ZW5SZXF1ZXN0EisKBGpvaW4YASABKAsyHS5kcmFnb21hbi52MS5Kb2luQ29udmVyc2F0aW9uIj8KDkxpc3RlblJlc3BvbnNlEi0KBWV2ZW50GAEgASgLMh4uZHJhZ29tYW4udjEuQ29udmVyc2F0aW9uRXZlbnQiTgoQU2VuZEF1ZGlvUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEiYKBWF1ZGlvGAIgASgLMhcuZHJhZ29tYW4udjEuQXVkaW9DaHVuayIlChFTZW5kQXVkaW9SZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBCKJBgoRQ29udmVyc2F0aW9uRXZlbnQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI4Cg5zZXNzaW9uX3BhaXJlZBgKIAEoCzIaLmRyYWdvbWFuLnYxLlNlc3Npb25QYWlyZWRCAhgBSAASPgoRcGFydG5lcl9jb25uZWN0ZWQYCyABKAsyHS5kcmFnb21hbi52MS5QYXJ0bmVyQ29ubmVjdGVkQgIYAUgAEkQKFHBhcnRuZXJfZGlzY29ubmVjdGVkGAwgASgLMiAuZHJhZ29tYW4udjEuUGFydG5lckRpc2Nvbm5lY3RlZEICGAFIABI8ChJwcm9jZXNzaW5nX3N0YXJ0ZWQYDSABKAsyHi5kcmFnb21hbi52MS5Qcm9jZXNzaW5nU3RhcnRlZEgAEjgKEHByb2Nlc3NpbmdfZW5kZWQYDiABKAsyHC5kcmFnb21hbi52MS5Qcm9jZXNzaW5nRW5kZWRIABIzCg10cmFuc2NyaXB0aW9uGA8gASgLMhouZHJhZ29tYW4udjEuVHJhbnNjcmlwdGlvbkgAEi8KC3RyYW5zbGF0aW9uGBAgASgLMhguZHJhZ29tYW4udjEuVHJhbnNsYXRpb25IABIwCgxzcGVlY2hfYXVkaW8YESABKAsyGC5kcmFnb21hbi52MS5TcGVlY2hBdWRpb0gAEjEKCWhlYXJ0YmVhdBgSIAEoCzIcLmRyYWdvbWFuLnYxLlNlcnZlckhlYXJ0YmVhdEgAEi8KBWVycm9yGBMgASgLMh4uZHJhZ29tYW4udjEuQ29udmVyc2F0aW9uRXJyb3JIABIyCg1zZXNzaW9uX2VuZGVkGBQgASgLMhkuZHJhZ29tYW4udjEuU2Vzc2lvbkVuZGVkSAASNAoOcm9zdGVyX2NoYW5nZWQYFSABKAsyGi5kcmFnb21hbi52MS5Sb3N0ZXJDaGFuZ2VkSABCBgoEa2luZCJ2Cg1TZXNzaW9uUGFpcmVkEhcKD3BhcnRuZXJfdXNlcl9pZBgBIAEoCRIcChRwYXJ0bmVyX2Rpc3BsYXlfbmFtZRgCIAEoCRIdChVwYXJ0bmVyX2xhbmd1YWdlX2NvZGUYAyABKAkSDwoHb25lX3dheRgEIAEoCCIrChBQYXJ0bmVyQ29ubmVjdGVkEhcKD3BhcnRuZXJfdXNlcl9pZBgBIAEoCSI+ChNQYXJ0bmVyRGlzY29ubmVjdGVkEhcKD3BhcnRuZXJfdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkijgEKEVByb2Nlc3NpbmdTdGFydGVkEiUKB3NwZWFrZXIYASABKA4yFC5kcmFnb21hbi52MS5TcGVha2VyEhQKDHV0dGVyYW5jZV9pZBgCIAEoCRIeChZzcGVha2VyX3BhcnRpY2lwYW50X2lkGAMgASgJEhwKFHNwZWFrZXJfZGlzcGxheV9uYW1lGAQgASgJIrwBCg9Qcm9jZXNzaW5nRW5kZWQSJQoHc3BlYWtlchgBIAEoDjIULmRyYWdvbWFuLnYxLlNwZWFrZXISFAoMdXR0ZXJhbmNlX2lkGAIgASgJEi4KB2xhdGVuY3kYAyABKAsyHS5kcmFnb21hbi52MS5VdHRlcmFuY2VMYXRlbmN5Eh4KFnNwZWFrZXJfcGFydGljaXBhbnRfaWQYBCABKAkSHAoUc3BlYWtlcl9kaXNwbGF5X25hbWUYBSABKAkiswIKEFV0dGVyYW5jZUxhdGVuY3kSLgoLZW5kcG9pbnRpbmcYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLcmVjb2duaXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLdHJhbnNsYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SOAoVc3ludGhlc2lzX2ZpcnN0X2NodW5rGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEisKCGRlbGl2ZXJ5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEigKBXRvdGFsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIvMBCg1UcmFuc2NyaXB0aW9uEiUKB3NwZWFrZXIYASABKA4yFC5kcmFnb21hbi52MS5TcGVha2VyEhQKDHV0dGVyYW5jZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJEhAKCGlzX2ZpbmFsGAQgASgIEhEKCXN0YWJpbGl0eRgFIAEoAhIVCg1sYW5ndWFnZV9jb2RlGAYgASgJEh0KFXRyYW5zbGF0ZWRfdG9fZW5nbGlzaBgHIAEoCBIeChZzcGVha2VyX3BhcnRpY2lwYW50X2lkGAggASgJEhwKFHNwZWFrZXJfZGlzcGxheV9uYW1lGAkgASgJItMCCgtUcmFuc2xhdGlvbhIlCgdzcGVha2VyGAEgASgOMhQuZHJhZ29tYW4udjEuU3BlYWtlchIUCgx1dHRlcmFuY2VfaWQYAiABKAkSEwoLc291cmNlX3RleHQYAyABKAkSDAoEdGV4dBgEIAEoCRIcChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgFIAEoCRIcChR0YXJnZXRfbGFuZ3VhZ2VfY29kZRgGIAEoCRIQCghpc19maW5hbBgHIAEoCBIqCgRwYXRoGAggASgOMhwuZHJhZ29tYW4udjEuVHJhbnNsYXRpb25QYXRoEg4KBmVuZ2luZRgJIAEoCRIcChRjb3ZlcnNfdXR0ZXJhbmNlX2lkcxgKIAMoCRIeChZzcGVha2VyX3BhcnRpY2lwYW50X2lkGAsgASgJEhwKFHNwZWFrZXJfZGlzcGxheV9uYW1lGAwgASgJIr4BCgtTcGVlY2hBdWRpbxIUCgx1dHRlcmFuY2VfaWQYASABKAkSDAoEZGF0YRgCIAEoDBIZChFzYW1wbGVfcmF0ZV9oZXJ0ehgDIAEoBRITCgtjaHVua19pbmRleBgEIAEoDRIPCgdpc19sYXN0GAUgASgIEgwKBHRleHQYBiABKAkSHgoWc3BlYWtlcl9wYXJ0aWNpcGFudF9pZBgHIAEoCRIcChRzcGVha2VyX2Rpc3BsYXlfbmFtZRgIIAEoCSIRCg9TZXJ2ZXJIZWFydGJlYXQiYAoRQ29udmVyc2F0aW9uRXJyb3ISJAoEY29kZRgBIAEoDjIWLmRyYWdvbWFuLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhQKDHV0dGVyYW5jZV9pZBgDIAEoCSIeCgxTZXNzaW9uRW5kZWQSDgoGcmVhc29uGAEgASgJInMKC1Jvc3RlckVudHJ5EhYKDnBhcnRpY2lwYW50X2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIVCg1sYW5ndWFnZV9jb2RlGAMgASgJEhEKCWNvbm5lY3RlZBgEIAEoCBIMCgRob3N0GAUgASgIIpwBCg1Sb3N0ZXJDaGFuZ2VkEikKBmNoYW5nZRgBIAEoDjIZLmRyYWdvbWFuLnYxLlJvc3RlckNoYW5nZRIWCg5wYXJ0aWNpcGFudF9pZBgCIAEoCRIoCgZyb3N0ZXIYAyADKAsyGC5kcmFnb21hbi52MS5Sb3N0ZXJFbnRyeRIOCgZsb2NrZWQYBCABKAgSDgoGcmVhc29uGAUgASgJKmkKDUF1ZGlvRW5jb2RpbmcSHgoaQVVESU9fRU5DT0RJTkdfVU5TUEVDSUZJRUQQABIbChdBVURJT19FTkNPRElOR19MSU5FQVIxNhABEhsKF0FVRElPX0VOQ09ESU5HX09HR19PUFVTEAIqSQoHU3BlYWtlchIXChNTUEVBS0VSX1VOU1BFQ0lGSUVEEAASEAoMU1BFQUtFUl9TRUxGEAESEwoPU1BFQUtFUl9QQVJUTkVSEAIqxwEKD1RyYW5zbGF0aW9uUGF0aBIgChxUUkFOU0xBVElPTl9QQVRIX1VOU1BFQ0lGSUVEEAASHAoYVFJBTlNMQVRJT05fUEFUSF9DQVNDQURFEAESGgoWVFJBTlNMQVRJT05fUEFUSF9QSVZPVBACEicKI1RSQU5TTEFUSU9OX1BBVEhfU1BFRUNIX1RSQU5TTEFUSU9OEAMSLworVFJBTlNMQVRJT05fUEFUSF9TUEVFQ0hfVFJBTlNMQVRJT05fQ0FTQ0FERRAEKqsBCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEiEKHUVSUk9SX0NPREVfUkVDT0dOSVRJT05fRkFJTEVEEAESIQodRVJST1JfQ09ERV9UUkFOU0xBVElPTl9GQUlMRUQQAhIfChtFUlJPUl9DT0RFX1NZTlRIRVNJU19GQUlMRUQQAxIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAEKu0BCgxSb3N0ZXJDaGFuZ2USHQoZUk9TVEVSX0NIQU5HRV9VTlNQRUNJRklFRBAAEhgKFFJPU1RFUl9DSEFOR0VfSk9JTkVEEAESFgoSUk9TVEVSX0NIQU5HRV9MRUZUEAISGwoXUk9TVEVSX0NIQU5HRV9DT05ORUNURUQQAxIeChpST1NURVJfQ0hBTkdFX0RJU0NPTk5FQ1RFRBAEEhkKFVJPU1RFUl9DSEFOR0VfUkVNT1ZFRBAFEhgKFFJPU1RFUl9DSEFOR0VfTE9DS0VEEAYSGgoWUk9TVEVSX0NIQU5HRV9VTkxPQ0tFRBAHMvMBChNDb252ZXJzYXRpb25TZXJ2aWNlEksKCENvbnZlcnNlEhwuZHJhZ29tYW4udjEuQ29udmVyc2VSZXF1ZXN0Gh0uZHJhZ29tYW4udjEuQ29udmVyc2VSZXNwb25zZSgBMAESQwoGTGlzdGVuEhouZHJhZ29tYW4udjEuTGlzdGVuUmVxdWVzdBobLmRyYWdvbWFuLnYxLkxpc3RlblJlc3BvbnNlMAESSgoJU2VuZEF1ZGlvEh0uZHJhZ29tYW4udjEuU2VuZEF1ZGlvUmVxdWVzdBoeLmRyYWdvbWFuLnYxLlNlbmRBdWRpb1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * One message of the Converse request stream.
@@ -346,25 +346,30 @@ export type ConversationEvent = Message<"dragoman.v1.ConversationEvent"> & {
    */
   kind: {
     /**
-     * Both participants are in the session.
+     * The receiver has someone to talk to. Deprecated: use roster_changed.
      *
-     * @generated from field: dragoman.v1.SessionPaired session_paired = 10;
+     * @generated from field: dragoman.v1.SessionPaired session_paired = 10 [deprecated = true];
+     * @deprecated
      */
     value: SessionPaired;
     case: "sessionPaired";
   } | {
     /**
-     * The partner opened a conversation stream.
+     * Another participant opened a conversation stream. Deprecated: use
+     * roster_changed (ROSTER_CHANGE_CONNECTED).
      *
-     * @generated from field: dragoman.v1.PartnerConnected partner_connected = 11;
+     * @generated from field: dragoman.v1.PartnerConnected partner_connected = 11 [deprecated = true];
+     * @deprecated
      */
     value: PartnerConnected;
     case: "partnerConnected";
   } | {
     /**
-     * The partner's stream closed.
+     * Another participant's stream closed. Deprecated: use roster_changed
+     * (ROSTER_CHANGE_DISCONNECTED).
      *
-     * @generated from field: dragoman.v1.PartnerDisconnected partner_disconnected = 12;
+     * @generated from field: dragoman.v1.PartnerDisconnected partner_disconnected = 12 [deprecated = true];
+     * @deprecated
      */
     value: PartnerDisconnected;
     case: "partnerDisconnected";
@@ -432,6 +437,14 @@ export type ConversationEvent = Message<"dragoman.v1.ConversationEvent"> & {
      */
     value: SessionEnded;
     case: "sessionEnded";
+  } | {
+    /**
+     * Who is in the session changed, or the host locked or unlocked it.
+     *
+     * @generated from field: dragoman.v1.RosterChanged roster_changed = 21;
+     */
+    value: RosterChanged;
+    case: "rosterChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -443,8 +456,11 @@ export const ConversationEventSchema: GenMessage<ConversationEvent> = /*@__PURE_
   messageDesc(file_dragoman_v1_conversation, 10);
 
 /**
- * Both participants are in the session. The creator learns here who joined
- * with the code, and may remove them (SessionService.RemoveParticipant).
+ * The receiver has someone to talk to: sent to the creator and the first
+ * joiner, naming each other, when the first joiner joins, and to each later
+ * joiner, naming the host. The creator learns here who joined with the code,
+ * and may remove them (SessionService.RemoveParticipant). Deprecated: kept
+ * for two-party clients; RosterChanged says the same for any number.
  *
  * @generated from message dragoman.v1.SessionPaired
  */
@@ -487,7 +503,8 @@ export const SessionPairedSchema: GenMessage<SessionPaired> = /*@__PURE__*/
   messageDesc(file_dragoman_v1_conversation, 11);
 
 /**
- * The partner opened a conversation stream.
+ * Another participant opened a conversation stream. Deprecated: kept for
+ * two-party clients; see RosterChanged.
  *
  * @generated from message dragoman.v1.PartnerConnected
  */
@@ -508,7 +525,8 @@ export const PartnerConnectedSchema: GenMessage<PartnerConnected> = /*@__PURE__*
   messageDesc(file_dragoman_v1_conversation, 12);
 
 /**
- * The partner's stream closed.
+ * Another participant's stream closed. Deprecated: kept for two-party
+ * clients; see RosterChanged.
  *
  * @generated from message dragoman.v1.PartnerDisconnected
  */
@@ -554,6 +572,20 @@ export type ProcessingStarted = Message<"dragoman.v1.ProcessingStarted"> & {
    * @generated from field: string utterance_id = 2;
    */
   utteranceId: string;
+
+  /**
+   * Participant id of the speaker.
+   *
+   * @generated from field: string speaker_participant_id = 3;
+   */
+  speakerParticipantId: string;
+
+  /**
+   * Display name of the speaker.
+   *
+   * @generated from field: string speaker_display_name = 4;
+   */
+  speakerDisplayName: string;
 };
 
 /**
@@ -584,11 +616,26 @@ export type ProcessingEnded = Message<"dragoman.v1.ProcessingEnded"> & {
   utteranceId: string;
 
   /**
-   * Time spent in each stage.
+   * Time spent in each stage: to the receiver, when the receiver heard the
+   * translation; to the speaker, to the last of their listeners to get it.
    *
    * @generated from field: dragoman.v1.UtteranceLatency latency = 3;
    */
   latency?: UtteranceLatency | undefined;
+
+  /**
+   * Participant id of the speaker.
+   *
+   * @generated from field: string speaker_participant_id = 4;
+   */
+  speakerParticipantId: string;
+
+  /**
+   * Display name of the speaker.
+   *
+   * @generated from field: string speaker_display_name = 5;
+   */
+  speakerDisplayName: string;
 };
 
 /**
@@ -633,7 +680,7 @@ export type UtteranceLatency = Message<"dragoman.v1.UtteranceLatency"> & {
   synthesisFirstChunk?: Duration | undefined;
 
   /**
-   * First synthesised chunk to its delivery to the partner's stream.
+   * First synthesised chunk to its delivery to the listener's stream.
    *
    * @generated from field: google.protobuf.Duration delivery = 5;
    */
@@ -711,6 +758,20 @@ export type Transcription = Message<"dragoman.v1.Transcription"> & {
    * @generated from field: bool translated_to_english = 7;
    */
   translatedToEnglish: boolean;
+
+  /**
+   * Participant id of the speaker.
+   *
+   * @generated from field: string speaker_participant_id = 8;
+   */
+  speakerParticipantId: string;
+
+  /**
+   * Display name of the speaker.
+   *
+   * @generated from field: string speaker_display_name = 9;
+   */
+  speakerDisplayName: string;
 };
 
 /**
@@ -721,7 +782,9 @@ export const TranscriptionSchema: GenMessage<Transcription> = /*@__PURE__*/
   messageDesc(file_dragoman_v1_conversation, 17);
 
 /**
- * A translation of a participant's speech.
+ * A translation of a participant's speech. Each listener gets it in their own
+ * language, made once per language however many listen in it; the speaker
+ * gets one for each language their listeners hear.
  *
  * @generated from message dragoman.v1.Translation
  */
@@ -800,6 +863,20 @@ export type Translation = Message<"dragoman.v1.Translation"> & {
    * @generated from field: repeated string covers_utterance_ids = 10;
    */
   coversUtteranceIds: string[];
+
+  /**
+   * Participant id of the speaker.
+   *
+   * @generated from field: string speaker_participant_id = 11;
+   */
+  speakerParticipantId: string;
+
+  /**
+   * Display name of the speaker.
+   *
+   * @generated from field: string speaker_display_name = 12;
+   */
+  speakerDisplayName: string;
 };
 
 /**
@@ -810,7 +887,10 @@ export const TranslationSchema: GenMessage<Translation> = /*@__PURE__*/
   messageDesc(file_dragoman_v1_conversation, 18);
 
 /**
- * A chunk of translated speech for the receiver.
+ * A chunk of translated speech for the receiver. With several speakers, a
+ * receiver gets whole utterances one after another, in the order they ended,
+ * never two utterances interleaved: a client plays the chunks as they come
+ * (queues them) and need not mix or duck.
  *
  * @generated from message dragoman.v1.SpeechAudio
  */
@@ -856,6 +936,20 @@ export type SpeechAudio = Message<"dragoman.v1.SpeechAudio"> & {
    * @generated from field: string text = 6;
    */
   text: string;
+
+  /**
+   * Participant id of the speaker whose speech this translates.
+   *
+   * @generated from field: string speaker_participant_id = 7;
+   */
+  speakerParticipantId: string;
+
+  /**
+   * Display name of that speaker.
+   *
+   * @generated from field: string speaker_display_name = 8;
+   */
+  speakerDisplayName: string;
 };
 
 /**
@@ -937,6 +1031,106 @@ export const SessionEndedSchema: GenMessage<SessionEnded> = /*@__PURE__*/
   messageDesc(file_dragoman_v1_conversation, 22);
 
 /**
+ * One participant as the others see them.
+ *
+ * @generated from message dragoman.v1.RosterEntry
+ */
+export type RosterEntry = Message<"dragoman.v1.RosterEntry"> & {
+  /**
+   * Participant id, stable for the session (the participant's user id).
+   *
+   * @generated from field: string participant_id = 1;
+   */
+  participantId: string;
+
+  /**
+   * Name shown to the others.
+   *
+   * @generated from field: string display_name = 2;
+   */
+  displayName: string;
+
+  /**
+   * BCP-47 language the participant speaks and hears.
+   *
+   * @generated from field: string language_code = 3;
+   */
+  languageCode: string;
+
+  /**
+   * Whether they have a live conversation stream.
+   *
+   * @generated from field: bool connected = 4;
+   */
+  connected: boolean;
+
+  /**
+   * Whether they are the session's host (its creator).
+   *
+   * @generated from field: bool host = 5;
+   */
+  host: boolean;
+};
+
+/**
+ * Describes the message dragoman.v1.RosterEntry.
+ * Use `create(RosterEntrySchema)` to create a new message.
+ */
+export const RosterEntrySchema: GenMessage<RosterEntry> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_conversation, 23);
+
+/**
+ * Who is in the session changed. Each such event carries the whole roster,
+ * so a client replaces what it shows with `roster` and needs no history.
+ *
+ * @generated from message dragoman.v1.RosterChanged
+ */
+export type RosterChanged = Message<"dragoman.v1.RosterChanged"> & {
+  /**
+   * What changed.
+   *
+   * @generated from field: dragoman.v1.RosterChange change = 1;
+   */
+  change: RosterChange;
+
+  /**
+   * The participant the change is about (the host, for LOCKED and UNLOCKED).
+   *
+   * @generated from field: string participant_id = 2;
+   */
+  participantId: string;
+
+  /**
+   * Everyone in the session after the change, host first, then in the order
+   * they joined; those who left or were removed are not in it.
+   *
+   * @generated from field: repeated dragoman.v1.RosterEntry roster = 3;
+   */
+  roster: RosterEntry[];
+
+  /**
+   * Whether the session is locked against new joiners.
+   *
+   * @generated from field: bool locked = 4;
+   */
+  locked: boolean;
+
+  /**
+   * Why, when it says more than `change`, e.g. "connection lost".
+   *
+   * @generated from field: string reason = 5;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message dragoman.v1.RosterChanged.
+ * Use `create(RosterChangedSchema)` to create a new message.
+ */
+export const RosterChangedSchema: GenMessage<RosterChanged> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_conversation, 24);
+
+/**
  * How audio bytes are encoded.
  *
  * @generated from enum dragoman.v1.AudioEncoding
@@ -971,7 +1165,8 @@ export const AudioEncodingSchema: GenEnum<AudioEncoding> = /*@__PURE__*/
   enumDesc(file_dragoman_v1_conversation, 0);
 
 /**
- * Which side of the conversation an event is about.
+ * Whether an event is about the receiver's own speech. In sessions of more
+ * than two, `speaker_participant_id` on the event says who spoke.
  *
  * @generated from enum dragoman.v1.Speaker
  */
@@ -991,7 +1186,7 @@ export enum Speaker {
   SELF = 1,
 
   /**
-   * The receiver's partner.
+   * Another participant (the partner, in a session of two).
    *
    * @generated from enum value: SPEAKER_PARTNER = 2;
    */
@@ -1105,9 +1300,86 @@ export const ErrorCodeSchema: GenEnum<ErrorCode> = /*@__PURE__*/
   enumDesc(file_dragoman_v1_conversation, 3);
 
 /**
+ * What changed in a session's roster.
+ *
+ * @generated from enum dragoman.v1.RosterChange
+ */
+export enum RosterChange {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: ROSTER_CHANGE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A participant joined with the code (or the creator created the session).
+   *
+   * @generated from enum value: ROSTER_CHANGE_JOINED = 1;
+   */
+  JOINED = 1,
+
+  /**
+   * A participant left the session (SessionService.LeaveSession); they may
+   * join again with the code while the session is open.
+   *
+   * @generated from enum value: ROSTER_CHANGE_LEFT = 2;
+   */
+  LEFT = 2,
+
+  /**
+   * A participant opened a conversation stream.
+   *
+   * @generated from enum value: ROSTER_CHANGE_CONNECTED = 3;
+   */
+  CONNECTED = 3,
+
+  /**
+   * A participant's conversation stream closed.
+   *
+   * @generated from enum value: ROSTER_CHANGE_DISCONNECTED = 4;
+   */
+  DISCONNECTED = 4,
+
+  /**
+   * The host removed a participant; they cannot join again.
+   *
+   * @generated from enum value: ROSTER_CHANGE_REMOVED = 5;
+   */
+  REMOVED = 5,
+
+  /**
+   * The host locked the session: nobody else can join.
+   *
+   * @generated from enum value: ROSTER_CHANGE_LOCKED = 6;
+   */
+  LOCKED = 6,
+
+  /**
+   * The host unlocked the session.
+   *
+   * @generated from enum value: ROSTER_CHANGE_UNLOCKED = 7;
+   */
+  UNLOCKED = 7,
+}
+
+/**
+ * Describes the enum dragoman.v1.RosterChange.
+ */
+export const RosterChangeSchema: GenEnum<RosterChange> = /*@__PURE__*/
+  enumDesc(file_dragoman_v1_conversation, 4);
+
+/**
  * The live conversation: each participant streams their speech in and
- * receives events about both sides, including the partner's speech
- * translated into their own language.
+ * receives events about everyone in the session, including the others'
+ * speech translated into their own language.
+ *
+ * Sessions hold two to eight participants (SessionService). Events about
+ * speech name the speaker by `speaker_participant_id` and
+ * `speaker_display_name`; `RosterChanged` tells who is in the session.
+ * Clients written for two people keep working: `Speaker` still says SELF or
+ * PARTNER (PARTNER: anyone else), and SessionPaired, PartnerConnected and
+ * PartnerDisconnected are still sent; new clients should use the roster.
  *
  * Native clients use the bidirectional `Converse`. Browsers, which cannot
  * send a client stream over gRPC-Web, use `Listen` for the same events plus

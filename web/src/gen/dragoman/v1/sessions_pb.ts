@@ -14,10 +14,10 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dragoman/v1/sessions.proto.
  */
 export const file_dragoman_v1_sessions: GenFile = /*@__PURE__*/
-  fileDesc("ChpkcmFnb21hbi92MS9zZXNzaW9ucy5wcm90bxILZHJhZ29tYW4udjEi0QIKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmRyYWdvbWFuLnYxLlNlc3Npb25TdGF0dXMSLgoMcGFydGljaXBhbnRzGAQgAygLMhguZHJhZ29tYW4udjEuUGFydGljaXBhbnQSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgdtZXRyaWNzGAcgASgLMhsuZHJhZ29tYW4udjEuU2Vzc2lvbk1ldHJpY3MSKgoGcm91dGVzGAggAygLMhouZHJhZ29tYW4udjEuTGFuZ3VhZ2VSb3V0ZRIPCgdvbmVfd2F5GAkgASgIIm0KC1BhcnRpY2lwYW50Eg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhUKDWxhbmd1YWdlX2NvZGUYAyABKAkSEQoJY29ubmVjdGVkGAQgASgIEg0KBXZvaWNlGAUgASgJIjwKFENyZWF0ZVNlc3Npb25SZXF1ZXN0EhUKDWxhbmd1YWdlX2NvZGUYASABKAkSDQoFdm9pY2UYAiABKAkiPgoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIl8KEkpvaW5TZXNzaW9uUmVxdWVzdBIMCgRjb2RlGAEgASgJEhUKDWxhbmd1YWdlX2NvZGUYAiABKAkSDQoFdm9pY2UYAyABKAkSFQoNYWxsb3dfb25lX3dheRgEIAEoCCI8ChNKb2luU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiOwoSR2V0U2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUVuZFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiaQoSRW5kU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uEiwKB21ldHJpY3MYAiABKAsyGy5kcmFnb21hbi52MS5TZXNzaW9uTWV0cmljcyI/ChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIkIKGVJlbW92ZVBhcnRpY2lwYW50UmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24ioQEKDlNlc3Npb25NZXRyaWNzEhcKD3V0dGVyYW5jZV9jb3VudBgBIAEoDRIXCg9tZWFuX2xhdGVuY3lfbXMYAiABKAESFgoObWluX2xhdGVuY3lfbXMYAyABKAESFgoObWF4X2xhdGVuY3lfbXMYBCABKAESEwoLZXJyb3JfY291bnQYBSABKA0SGAoQZHVyYXRpb25fc2Vjb25kcxgGIAEoASI8ChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlcKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKCHNlc3Npb25zGAEgAygLMhQuZHJhZ29tYW4udjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiFgoUTGlzdExhbmd1YWdlc1JlcXVlc3QidAoVTGlzdExhbmd1YWdlc1Jlc3BvbnNlEi8KCWxhbmd1YWdlcxgBIAMoCzIcLmRyYWdvbWFuLnYxLkxhbmd1YWdlU3VwcG9ydBIqCgZyb3V0ZXMYAiADKAsyGi5kcmFnb21hbi52MS5MYW5ndWFnZVJvdXRlIncKD0xhbmd1YWdlU3VwcG9ydBIVCg1sYW5ndWFnZV9jb2RlGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRISCgpyZWNvZ25pemVkGAMgASgIEg4KBnNwb2tlbhgEIAEoCBITCgtjb252ZXJzYWJsZRgFIAEoCCK9AQoNTGFuZ3VhZ2VSb3V0ZRIcChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgBIAEoCRIcChR0YXJnZXRfbGFuZ3VhZ2VfY29kZRgCIAEoCRIRCglhdmFpbGFibGUYAyABKAgSKgoEcGF0aBgEIAEoDjIcLmRyYWdvbWFuLnYxLlRyYW5zbGF0aW9uUGF0aBIPCgdlbmdpbmVzGAUgAygJEg8KB21pc3NpbmcYBiADKAkSDwoHaW5zdGFsbBgHIAEoCSqAAQoNU2Vzc2lvblN0YXR1cxIeChpTRVNTSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlNFU1NJT05fU1RBVFVTX1dBSVRJTkcQARIZChVTRVNTSU9OX1NUQVRVU19BQ1RJVkUQAhIYChRTRVNTSU9OX1NUQVRVU19FTkRFRBADMukECg5TZXNzaW9uU2VydmljZRJWCg1DcmVhdGVTZXNzaW9uEiEuZHJhZ29tYW4udjEuQ3JlYXRlU2Vzc2lvblJlcXVlc3QaIi5kcmFnb21hbi52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2USUAoLSm9pblNlc3Npb24SHy5kcmFnb21hbi52MS5Kb2luU2Vzc2lvblJlcXVlc3QaIC5kcmFnb21hbi52MS5Kb2luU2Vzc2lvblJlc3BvbnNlEk0KCkdldFNlc3Npb24SHi5kcmFnb21hbi52MS5HZXRTZXNzaW9uUmVxdWVzdBofLmRyYWdvbWFuLnYxLkdldFNlc3Npb25SZXNwb25zZRJNCgpFbmRTZXNzaW9uEh4uZHJhZ29tYW4udjEuRW5kU2Vzc2lvblJlcXVlc3QaHy5kcmFnb21hbi52MS5FbmRTZXNzaW9uUmVzcG9uc2USYgoRUmVtb3ZlUGFydGljaXBhbnQSJS5kcmFnb21hbi52MS5SZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QaJi5kcmFnb21hbi52MS5SZW1vdmVQYXJ0aWNpcGFudFJlc3BvbnNlElMKDExpc3RTZXNzaW9ucxIgLmRyYWdvbWFuLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIS5kcmFnb21hbi52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJWCg1MaXN0TGFuZ3VhZ2VzEiEuZHJhZ29tYW4udjEuTGlzdExhbmd1YWdlc1JlcXVlc3QaIi5kcmFnb21hbi52MS5MaXN0TGFuZ3VhZ2VzUmVzcG9uc2ViBnByb3RvMw", [file_dragoman_v1_conversation, file_google_protobuf_timestamp]);
+  fileDesc("ChpkcmFnb21hbi92MS9zZXNzaW9ucy5wcm90bxILZHJhZ29tYW4udjEi+wIKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmRyYWdvbWFuLnYxLlNlc3Npb25TdGF0dXMSLgoMcGFydGljaXBhbnRzGAQgAygLMhguZHJhZ29tYW4udjEuUGFydGljaXBhbnQSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgdtZXRyaWNzGAcgASgLMhsuZHJhZ29tYW4udjEuU2Vzc2lvbk1ldHJpY3MSKgoGcm91dGVzGAggAygLMhouZHJhZ29tYW4udjEuTGFuZ3VhZ2VSb3V0ZRIPCgdvbmVfd2F5GAkgASgIEg4KBmxvY2tlZBgKIAEoCBIYChBtYXhfcGFydGljaXBhbnRzGAsgASgFIqkBCgtQYXJ0aWNpcGFudBIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIVCg1sYW5ndWFnZV9jb2RlGAMgASgJEhEKCWNvbm5lY3RlZBgEIAEoCBINCgV2b2ljZRgFIAEoCRIMCgRob3N0GAYgASgIEiwKBXN0YXRlGAcgASgOMh0uZHJhZ29tYW4udjEuUGFydGljaXBhbnRTdGF0ZSJWChRDcmVhdGVTZXNzaW9uUmVxdWVzdBIVCg1sYW5ndWFnZV9jb2RlGAEgASgJEg0KBXZvaWNlGAIgASgJEhgKEG1heF9wYXJ0aWNpcGFudHMYAyABKAUiPgoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIl8KEkpvaW5TZXNzaW9uUmVxdWVzdBIMCgRjb2RlGAEgASgJEhUKDWxhbmd1YWdlX2NvZGUYAiABKAkSDQoFdm9pY2UYAyABKAkSFQoNYWxsb3dfb25lX3dheRgEIAEoCCI8ChNKb2luU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiOwoSR2V0U2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUVuZFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiaQoSRW5kU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uEiwKB21ldHJpY3MYAiABKAsyGy5kcmFnb21hbi52MS5TZXNzaW9uTWV0cmljcyI/ChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIkIKGVJlbW92ZVBhcnRpY2lwYW50UmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24iOAoSTG9ja1Nlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGbG9ja2VkGAIgASgIIjwKE0xvY2tTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24iKQoTTGVhdmVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KFExlYXZlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uItgBCg5TZXNzaW9uTWV0cmljcxIXCg91dHRlcmFuY2VfY291bnQYASABKA0SFwoPbWVhbl9sYXRlbmN5X21zGAIgASgBEhYKDm1pbl9sYXRlbmN5X21zGAMgASgBEhYKDm1heF9sYXRlbmN5X21zGAQgASgBEhMKC2Vycm9yX2NvdW50GAUgASgNEhgKEGR1cmF0aW9uX3NlY29uZHMYBiABKAESNQoMcGFydGljaXBhbnRzGAcgAygLMh8uZHJhZ29tYW4udjEuUGFydGljaXBhbnRNZXRyaWNzIqcBChJQYXJ0aWNpcGFudE1ldHJpY3MSFgoOcGFydGljaXBhbnRfaWQYASABKAkSGQoRdXR0ZXJhbmNlc19zcG9rZW4YAiABKA0SGAoQdXR0ZXJhbmNlc19oZWFyZBgDIAEoDRIXCg9tZWFuX2xhdGVuY3lfbXMYBCABKAESFgoOcDk1X2xhdGVuY3lfbXMYBSABKAESEwoLZXJyb3JfY291bnQYBiABKA0iPAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJXChRMaXN0U2Vzc2lvbnNSZXNwb25zZRImCghzZXNzaW9ucxgBIAMoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhYKFExpc3RMYW5ndWFnZXNSZXF1ZXN0InQKFUxpc3RMYW5ndWFnZXNSZXNwb25zZRIvCglsYW5ndWFnZXMYASADKAsyHC5kcmFnb21hbi52MS5MYW5ndWFnZVN1cHBvcnQSKgoGcm91dGVzGAIgAygLMhouZHJhZ29tYW4udjEuTGFuZ3VhZ2VSb3V0ZSJ3Cg9MYW5ndWFnZVN1cHBvcnQSFQoNbGFuZ3VhZ2VfY29kZRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEgoKcmVjb2duaXplZBgDIAEoCBIOCgZzcG9rZW4YBCABKAgSEwoLY29udmVyc2FibGUYBSABKAgivQEKDUxhbmd1YWdlUm91dGUSHAoUc291cmNlX2xhbmd1YWdlX2NvZGUYASABKAkSHAoUdGFyZ2V0X2xhbmd1YWdlX2NvZGUYAiABKAkSEQoJYXZhaWxhYmxlGAMgASgIEioKBHBhdGgYBCABKA4yHC5kcmFnb21hbi52MS5UcmFuc2xhdGlvblBhdGgSDwoHZW5naW5lcxgFIAMoCRIPCgdtaXNzaW5nGAYgAygJEg8KB2luc3RhbGwYByABKAkqgAEKDVNlc3Npb25TdGF0dXMSHgoaU0VTU0lPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZTRVNTSU9OX1NUQVRVU19XQUlUSU5HEAESGQoVU0VTU0lPTl9TVEFUVVNfQUNUSVZFEAISGAoUU0VTU0lPTl9TVEFUVVNfRU5ERUQQAyqOAQoQUGFydGljaXBhbnRTdGF0ZRIhCh1QQVJUSUNJUEFOVF9TVEFURV9VTlNQRUNJRklFRBAAEhwKGFBBUlRJQ0lQQU5UX1NUQVRFX0pPSU5FRBABEhoKFlBBUlRJQ0lQQU5UX1NUQVRFX0xFRlQQAhIdChlQQVJUSUNJUEFOVF9TVEFURV9SRU1PVkVEEAMykAYKDlNlc3Npb25TZXJ2aWNlElYKDUNyZWF0ZVNlc3Npb24SIS5kcmFnb21hbi52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBoiLmRyYWdvbWFuLnYxLkNyZWF0ZVNlc3Npb25SZXNwb25zZRJQCgtKb2luU2Vzc2lvbhIfLmRyYWdvbWFuLnYxLkpvaW5TZXNzaW9uUmVxdWVzdBogLmRyYWdvbWFuLnYxLkpvaW5TZXNzaW9uUmVzcG9uc2USTQoKR2V0U2Vzc2lvbhIeLmRyYWdvbWFuLnYxLkdldFNlc3Npb25SZXF1ZXN0Gh8uZHJhZ29tYW4udjEuR2V0U2Vzc2lvblJlc3BvbnNlEk0KCkVuZFNlc3Npb24SHi5kcmFnb21hbi52MS5FbmRTZXNzaW9uUmVxdWVzdBofLmRyYWdvbWFuLnYxLkVuZFNlc3Npb25SZXNwb25zZRJiChFSZW1vdmVQYXJ0aWNpcGFudBIlLmRyYWdvbWFuLnYxLlJlbW92ZVBhcnRpY2lwYW50UmVxdWVzdBomLmRyYWdvbWFuLnYxLlJlbW92ZVBhcnRpY2lwYW50UmVzcG9uc2USUAoLTG9ja1Nlc3Npb24SHy5kcmFnb21hbi52MS5Mb2NrU2Vzc2lvblJlcXVlc3QaIC5kcmFnb21hbi52MS5Mb2NrU2Vzc2lvblJlc3BvbnNlElMKDExlYXZlU2Vzc2lvbhIgLmRyYWdvbWFuLnYxLkxlYXZlU2Vzc2lvblJlcXVlc3QaIS5kcmFnb21hbi52MS5MZWF2ZVNlc3Npb25SZXNwb25zZRJTCgxMaXN0U2Vzc2lvbnMSIC5kcmFnb21hbi52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiEuZHJhZ29tYW4udjEuTGlzdFNlc3Npb25zUmVzcG9uc2USVgoNTGlzdExhbmd1YWdlcxIhLmRyYWdvbWFuLnYxLkxpc3RMYW5ndWFnZXNSZXF1ZXN0GiIuZHJhZ29tYW4udjEuTGlzdExhbmd1YWdlc1Jlc3BvbnNlYgZwcm90bzM", [file_dragoman_v1_conversation, file_google_protobuf_timestamp]);
 
 /**
- * A two-party translation session.
+ * A translation session of two to eight participants.
  *
  * @generated from message dragoman.v1.Session
  */
@@ -30,7 +30,8 @@ export type Session = Message<"dragoman.v1.Session"> & {
   sessionId: string;
 
   /**
-   * 6-digit pairing code; empty once the session is no longer waiting.
+   * 6-digit code to join with; empty once nobody can join: the session
+   * ended, is locked or is full.
    *
    * @generated from field: string code = 2;
    */
@@ -44,7 +45,8 @@ export type Session = Message<"dragoman.v1.Session"> & {
   status: SessionStatus;
 
   /**
-   * The participants, creator first.
+   * The participants, host (creator) first, then in the order they joined;
+   * those who left or were removed are listed with their `state`.
    *
    * @generated from field: repeated dragoman.v1.Participant participants = 4;
    */
@@ -72,21 +74,37 @@ export type Session = Message<"dragoman.v1.Session"> & {
   metrics?: SessionMetrics | undefined;
 
   /**
-   * How each direction is translated, set once both joined: the creator's
-   * speech to the joiner first, then the joiner's to the creator. An
-   * unavailable route there means the session is one-way (`one_way`).
+   * How each direction is translated: one route for each ordered pair of
+   * different languages the participants speak, in the order the languages
+   * joined (for two people: the creator's speech to the joiner first, then
+   * the joiner's to the creator). An unavailable route there means the
+   * session is one-way (`one_way`).
    *
    * @generated from field: repeated dragoman.v1.LanguageRoute routes = 8;
    */
   routes: LanguageRoute[];
 
   /**
-   * True when only one direction translates: the joiner accepted it with
+   * True when some direction does not translate: a joiner accepted it with
    * JoinSessionRequest.allow_one_way.
    *
    * @generated from field: bool one_way = 9;
    */
   oneWay: boolean;
+
+  /**
+   * Whether the host locked the session against new joiners.
+   *
+   * @generated from field: bool locked = 10;
+   */
+  locked: boolean;
+
+  /**
+   * Most participants the session takes, 2 to 8.
+   *
+   * @generated from field: int32 max_participants = 11;
+   */
+  maxParticipants: number;
 };
 
 /**
@@ -131,11 +149,25 @@ export type Participant = Message<"dragoman.v1.Participant"> & {
   connected: boolean;
 
   /**
-   * Voice the participant hears the partner in; empty for the default.
+   * Voice the participant hears the others in; empty for the default.
    *
    * @generated from field: string voice = 5;
    */
   voice: string;
+
+  /**
+   * Whether the participant is the host (the creator).
+   *
+   * @generated from field: bool host = 6;
+   */
+  host: boolean;
+
+  /**
+   * Whether they are in the session, left it or were removed.
+   *
+   * @generated from field: dragoman.v1.ParticipantState state = 7;
+   */
+  state: ParticipantState;
 };
 
 /**
@@ -159,11 +191,19 @@ export type CreateSessionRequest = Message<"dragoman.v1.CreateSessionRequest"> &
   languageCode: string;
 
   /**
-   * Voice the creator wants to hear the partner in; empty for the default.
+   * Voice the creator wants to hear the others in; empty for the default.
    *
    * @generated from field: string voice = 2;
    */
   voice: string;
+
+  /**
+   * Most participants, creator included: 2 to the deployment's limit
+   * (setting session.max_participants, default 8); 0 for that limit.
+   *
+   * @generated from field: int32 max_participants = 3;
+   */
+  maxParticipants: number;
 };
 
 /**
@@ -215,7 +255,7 @@ export type JoinSessionRequest = Message<"dragoman.v1.JoinSessionRequest"> & {
   languageCode: string;
 
   /**
-   * Voice the joiner wants to hear the partner in; empty for the default.
+   * Voice the joiner wants to hear the others in; empty for the default.
    *
    * @generated from field: string voice = 3;
    */
@@ -354,7 +394,7 @@ export const EndSessionResponseSchema: GenMessage<EndSessionResponse> = /*@__PUR
   messageDesc(file_dragoman_v1_sessions, 9);
 
 /**
- * Removes the partner from a session.
+ * Removes a participant from a session.
  *
  * @generated from message dragoman.v1.RemoveParticipantRequest
  */
@@ -367,7 +407,7 @@ export type RemoveParticipantRequest = Message<"dragoman.v1.RemoveParticipantReq
   sessionId: string;
 
   /**
-   * User id of the partner to remove (from `SessionPaired` or the session).
+   * User id (participant id) of the participant to remove, from the roster.
    *
    * @generated from field: string user_id = 2;
    */
@@ -382,13 +422,13 @@ export const RemoveParticipantRequestSchema: GenMessage<RemoveParticipantRequest
   messageDesc(file_dragoman_v1_sessions, 10);
 
 /**
- * The session the partner was removed from.
+ * The session the participant was removed from.
  *
  * @generated from message dragoman.v1.RemoveParticipantResponse
  */
 export type RemoveParticipantResponse = Message<"dragoman.v1.RemoveParticipantResponse"> & {
   /**
-   * The session, status ENDED.
+   * The session: ENDED when only the host was left, else as it is now.
    *
    * @generated from field: dragoman.v1.Session session = 1;
    */
@@ -401,6 +441,97 @@ export type RemoveParticipantResponse = Message<"dragoman.v1.RemoveParticipantRe
  */
 export const RemoveParticipantResponseSchema: GenMessage<RemoveParticipantResponse> = /*@__PURE__*/
   messageDesc(file_dragoman_v1_sessions, 11);
+
+/**
+ * Locks or unlocks a session.
+ *
+ * @generated from message dragoman.v1.LockSessionRequest
+ */
+export type LockSessionRequest = Message<"dragoman.v1.LockSessionRequest"> & {
+  /**
+   * Session id.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * True to lock against new joiners, false to unlock.
+   *
+   * @generated from field: bool locked = 2;
+   */
+  locked: boolean;
+};
+
+/**
+ * Describes the message dragoman.v1.LockSessionRequest.
+ * Use `create(LockSessionRequestSchema)` to create a new message.
+ */
+export const LockSessionRequestSchema: GenMessage<LockSessionRequest> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 12);
+
+/**
+ * The session after locking or unlocking.
+ *
+ * @generated from message dragoman.v1.LockSessionResponse
+ */
+export type LockSessionResponse = Message<"dragoman.v1.LockSessionResponse"> & {
+  /**
+   * The session.
+   *
+   * @generated from field: dragoman.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message dragoman.v1.LockSessionResponse.
+ * Use `create(LockSessionResponseSchema)` to create a new message.
+ */
+export const LockSessionResponseSchema: GenMessage<LockSessionResponse> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 13);
+
+/**
+ * Leaves a session.
+ *
+ * @generated from message dragoman.v1.LeaveSessionRequest
+ */
+export type LeaveSessionRequest = Message<"dragoman.v1.LeaveSessionRequest"> & {
+  /**
+   * Session id.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message dragoman.v1.LeaveSessionRequest.
+ * Use `create(LeaveSessionRequestSchema)` to create a new message.
+ */
+export const LeaveSessionRequestSchema: GenMessage<LeaveSessionRequest> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 14);
+
+/**
+ * The session left.
+ *
+ * @generated from message dragoman.v1.LeaveSessionResponse
+ */
+export type LeaveSessionResponse = Message<"dragoman.v1.LeaveSessionResponse"> & {
+  /**
+   * The session as the caller left it: ENDED when only one was left.
+   *
+   * @generated from field: dragoman.v1.Session session = 1;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message dragoman.v1.LeaveSessionResponse.
+ * Use `create(LeaveSessionResponseSchema)` to create a new message.
+ */
+export const LeaveSessionResponseSchema: GenMessage<LeaveSessionResponse> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 15);
 
 /**
  * Numbers of an ended session.
@@ -449,6 +580,13 @@ export type SessionMetrics = Message<"dragoman.v1.SessionMetrics"> & {
    * @generated from field: double duration_seconds = 6;
    */
   durationSeconds: number;
+
+  /**
+   * The same numbers for each participant, in the order of `participants`.
+   *
+   * @generated from field: repeated dragoman.v1.ParticipantMetrics participants = 7;
+   */
+  participants: ParticipantMetrics[];
 };
 
 /**
@@ -456,7 +594,64 @@ export type SessionMetrics = Message<"dragoman.v1.SessionMetrics"> & {
  * Use `create(SessionMetricsSchema)` to create a new message.
  */
 export const SessionMetricsSchema: GenMessage<SessionMetrics> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_sessions, 12);
+  messageDesc(file_dragoman_v1_sessions, 16);
+
+/**
+ * Numbers of one participant of an ended session.
+ *
+ * @generated from message dragoman.v1.ParticipantMetrics
+ */
+export type ParticipantMetrics = Message<"dragoman.v1.ParticipantMetrics"> & {
+  /**
+   * Participant id (user id).
+   *
+   * @generated from field: string participant_id = 1;
+   */
+  participantId: string;
+
+  /**
+   * Utterances they said that were translated for someone.
+   *
+   * @generated from field: uint32 utterances_spoken = 2;
+   */
+  utterancesSpoken: number;
+
+  /**
+   * Translated utterances of the others they received.
+   *
+   * @generated from field: uint32 utterances_heard = 3;
+   */
+  utterancesHeard: number;
+
+  /**
+   * Mean end-of-speech to first translated audio of what they heard, in
+   * milliseconds.
+   *
+   * @generated from field: double mean_latency_ms = 4;
+   */
+  meanLatencyMs: number;
+
+  /**
+   * 95th percentile of the same, in milliseconds.
+   *
+   * @generated from field: double p95_latency_ms = 5;
+   */
+  p95LatencyMs: number;
+
+  /**
+   * Their utterances that failed somewhere in the pipeline.
+   *
+   * @generated from field: uint32 error_count = 6;
+   */
+  errorCount: number;
+};
+
+/**
+ * Describes the message dragoman.v1.ParticipantMetrics.
+ * Use `create(ParticipantMetricsSchema)` to create a new message.
+ */
+export const ParticipantMetricsSchema: GenMessage<ParticipantMetrics> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 17);
 
 /**
  * Asks for a page of the caller's session history.
@@ -484,7 +679,7 @@ export type ListSessionsRequest = Message<"dragoman.v1.ListSessionsRequest"> & {
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_sessions, 13);
+  messageDesc(file_dragoman_v1_sessions, 18);
 
 /**
  * A page of the caller's session history.
@@ -512,7 +707,7 @@ export type ListSessionsResponse = Message<"dragoman.v1.ListSessionsResponse"> &
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_sessions, 14);
+  messageDesc(file_dragoman_v1_sessions, 19);
 
 /**
  * Asks what the deployment can serve.
@@ -527,7 +722,7 @@ export type ListLanguagesRequest = Message<"dragoman.v1.ListLanguagesRequest"> &
  * Use `create(ListLanguagesRequestSchema)` to create a new message.
  */
 export const ListLanguagesRequestSchema: GenMessage<ListLanguagesRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_sessions, 15);
+  messageDesc(file_dragoman_v1_sessions, 20);
 
 /**
  * The languages and routes the deployment can serve now.
@@ -555,7 +750,7 @@ export type ListLanguagesResponse = Message<"dragoman.v1.ListLanguagesResponse">
  * Use `create(ListLanguagesResponseSchema)` to create a new message.
  */
 export const ListLanguagesResponseSchema: GenMessage<ListLanguagesResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_sessions, 16);
+  messageDesc(file_dragoman_v1_sessions, 21);
 
 /**
  * What the deployment can do with one language.
@@ -605,7 +800,7 @@ export type LanguageSupport = Message<"dragoman.v1.LanguageSupport"> & {
  * Use `create(LanguageSupportSchema)` to create a new message.
  */
 export const LanguageSupportSchema: GenMessage<LanguageSupport> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_sessions, 17);
+  messageDesc(file_dragoman_v1_sessions, 22);
 
 /**
  * How speech in one language reaches a listener of another.
@@ -669,7 +864,7 @@ export type LanguageRoute = Message<"dragoman.v1.LanguageRoute"> & {
  * Use `create(LanguageRouteSchema)` to create a new message.
  */
 export const LanguageRouteSchema: GenMessage<LanguageRoute> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_sessions, 18);
+  messageDesc(file_dragoman_v1_sessions, 23);
 
 /**
  * Lifecycle state of a session.
@@ -685,14 +880,14 @@ export enum SessionStatus {
   UNSPECIFIED = 0,
 
   /**
-   * Created, waiting for the partner to join.
+   * Created, waiting for someone to join.
    *
    * @generated from enum value: SESSION_STATUS_WAITING = 1;
    */
   WAITING = 1,
 
   /**
-   * Both participants joined.
+   * At least two participants joined.
    *
    * @generated from enum value: SESSION_STATUS_ACTIVE = 2;
    */
@@ -713,9 +908,51 @@ export const SessionStatusSchema: GenEnum<SessionStatus> = /*@__PURE__*/
   enumDesc(file_dragoman_v1_sessions, 0);
 
 /**
- * Translation sessions between two people. One creates a session and gets a
- * 6-digit code; the other joins with it. Only participants see a session:
- * for anyone else it does not exist (NOT_FOUND).
+ * Where a participant stands in a session.
+ *
+ * @generated from enum dragoman.v1.ParticipantState
+ */
+export enum ParticipantState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: PARTICIPANT_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * In the session.
+   *
+   * @generated from enum value: PARTICIPANT_STATE_JOINED = 1;
+   */
+  JOINED = 1,
+
+  /**
+   * Left with LeaveSession; may join again.
+   *
+   * @generated from enum value: PARTICIPANT_STATE_LEFT = 2;
+   */
+  LEFT = 2,
+
+  /**
+   * Removed by the host; may not join again.
+   *
+   * @generated from enum value: PARTICIPANT_STATE_REMOVED = 3;
+   */
+  REMOVED = 3,
+}
+
+/**
+ * Describes the enum dragoman.v1.ParticipantState.
+ */
+export const ParticipantStateSchema: GenEnum<ParticipantState> = /*@__PURE__*/
+  enumDesc(file_dragoman_v1_sessions, 1);
+
+/**
+ * Translation sessions of two to eight people. One creates a session (its
+ * host) and gets a 6-digit code; the others join with it, each with their
+ * own language. Only participants see a session: for anyone else it does
+ * not exist (NOT_FOUND).
  *
  * @generated from service dragoman.v1.SessionService
  */
@@ -731,12 +968,16 @@ export const SessionService: GenService<{
     output: typeof CreateSessionResponseSchema;
   },
   /**
-   * Joins a waiting session by its code. An unknown or expired code gives
-   * NOT_FOUND. Failed joins are limited per caller and per client address
-   * (then RESOURCE_EXHAUSTED with a `retry-after` trailer, growing with each
-   * refused try), so codes cannot be guessed. Joining is never silent: the
-   * creator's stream gets `SessionPaired` naming the joiner, and the creator
-   * can `RemoveParticipant`.
+   * Joins a session by its code, while it is open: not ended, not locked.
+   * An unknown or expired code gives NOT_FOUND. Failed joins are limited per
+   * caller and per client address (then RESOURCE_EXHAUSTED with a
+   * `retry-after` trailer, growing with each refused try), so codes cannot
+   * be guessed. Joining is never silent: everyone's stream gets
+   * `RosterChanged` naming the joiner, and the host can `RemoveParticipant`.
+   * A full session (Session.max_participants) gives RESOURCE_EXHAUSTED, a
+   * locked one FAILED_PRECONDITION, a participant the host removed
+   * PERMISSION_DENIED; a participant who left joins again, and resumes their
+   * event stream where it was.
    *
    * @generated from rpc dragoman.v1.SessionService.JoinSession
    */
@@ -756,7 +997,9 @@ export const SessionService: GenService<{
     output: typeof GetSessionResponseSchema;
   },
   /**
-   * Ends a session for both participants.
+   * Ends a session for everyone. The host may always end it; another
+   * participant only while the session has two participants (else
+   * PERMISSION_DENIED: they may LeaveSession).
    *
    * @generated from rpc dragoman.v1.SessionService.EndSession
    */
@@ -766,12 +1009,13 @@ export const SessionService: GenService<{
     output: typeof EndSessionResponseSchema;
   },
   /**
-   * The creator removes the partner who joined (someone they did not give
-   * the code to): the partner's conversation streams end with
-   * PERMISSION_DENIED and the session ends for both (reason "partner removed
-   * by the creator"); pair again with a new session and code. Only the
-   * creator may remove (else PERMISSION_DENIED); a user id that is not the
-   * partner gives NOT_FOUND.
+   * The host removes a participant (e.g. someone they did not give the code
+   * to): the participant's conversation streams end with PERMISSION_DENIED,
+   * the others get RosterChanged (ROSTER_CHANGE_REMOVED), and the removed
+   * user cannot join again. When only the host is left, the session ends
+   * (reason "partner removed by the creator"), as a session of two always
+   * did. Only the host may remove (else PERMISSION_DENIED); a user id that
+   * is not a participant gives NOT_FOUND.
    *
    * @generated from rpc dragoman.v1.SessionService.RemoveParticipant
    */
@@ -779,6 +1023,32 @@ export const SessionService: GenService<{
     methodKind: "unary";
     input: typeof RemoveParticipantRequestSchema;
     output: typeof RemoveParticipantResponseSchema;
+  },
+  /**
+   * The host locks the session against new joiners, or unlocks it. Everyone
+   * gets RosterChanged (LOCKED or UNLOCKED). Only the host may (else
+   * PERMISSION_DENIED); an ended session gives FAILED_PRECONDITION.
+   *
+   * @generated from rpc dragoman.v1.SessionService.LockSession
+   */
+  lockSession: {
+    methodKind: "unary";
+    input: typeof LockSessionRequestSchema;
+    output: typeof LockSessionResponseSchema;
+  },
+  /**
+   * A participant other than the host leaves: their streams end, the others
+   * get RosterChanged (ROSTER_CHANGE_LEFT), and nothing more is translated
+   * for them. They may join again with the code while the session is open.
+   * When one participant is left, the session ends. The host cannot leave
+   * (FAILED_PRECONDITION: EndSession instead).
+   *
+   * @generated from rpc dragoman.v1.SessionService.LeaveSession
+   */
+  leaveSession: {
+    methodKind: "unary";
+    input: typeof LeaveSessionRequestSchema;
+    output: typeof LeaveSessionResponseSchema;
   },
   /**
    * Lists the sessions the caller took part in, newest first, a page at a
