@@ -175,6 +175,10 @@ class Session:
             duration_ms=round((end - self.created_s) * 1000),
         )
 
+    def record_error(self, speaker: Member) -> None:
+        """Counts an utterance of `speaker` that failed somewhere in the pipeline."""
+        self.errors += 1
+
     def record_utterance(
         self, speaker: Member, listener: Member, utterance_id: str, text: str, translation: str,
         latency: cpb.UtteranceLatency,
