@@ -238,7 +238,7 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
         elif request.code:
             owner = await self._store.owner(code=request.code)
             if owner is None:
-                raise NotFound(f"no waiting session has code {request.code}")
+                raise NotFound(f"no live session has code {request.code}")
         else:
             raise InvalidArgument("session_id or code is required")
         return session_pb2.GetSessionOwnerResponse(owner=owner)
