@@ -11,8 +11,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from prometheus_client import REGISTRY
+from psycopg import sql
 
 from dragoman import config, db
 from dragoman.db import crypto, migrate
