@@ -132,6 +132,32 @@ class SessionDouble(
             metrics=sessions_pb2.SessionMetrics(utterance_count=3),
         )
 
+    async def RemoveParticipant(
+        self, request: sessions_pb2.RemoveParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.RemoveParticipantResponse:
+        me = self._enter("RemoveParticipant", context)
+        return sessions_pb2.RemoveParticipantResponse(session=sessions_pb2.Session(
+            session_id=request.session_id, status=sessions_pb2.SESSION_STATUS_ACTIVE,
+            participants=[me, sessions_pb2.Participant(
+                user_id=request.user_id, state=sessions_pb2.PARTICIPANT_STATE_REMOVED)]))
+
+    async def LockSession(
+        self, request: sessions_pb2.LockSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.LockSessionResponse:
+        me = self._enter("LockSession", context)
+        return sessions_pb2.LockSessionResponse(session=sessions_pb2.Session(
+            session_id=request.session_id, status=sessions_pb2.SESSION_STATUS_ACTIVE,
+            participants=[me], locked=request.locked))
+
+    async def LeaveSession(
+        self, request: sessions_pb2.LeaveSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.LeaveSessionResponse:
+        me = self._enter("LeaveSession", context)
+        me.state = sessions_pb2.PARTICIPANT_STATE_LEFT
+        return sessions_pb2.LeaveSessionResponse(session=sessions_pb2.Session(
+            session_id=request.session_id, status=sessions_pb2.SESSION_STATUS_ACTIVE,
+            participants=[me]))
+
     async def ListLanguages(
         self, request: sessions_pb2.ListLanguagesRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.ListLanguagesResponse:
