@@ -19,7 +19,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dragoman import languages, metrics
@@ -61,7 +61,7 @@ class Identity:
     display_name: str
 
 
-STATE_NAMES = {
+STATE_NAMES: dict[int, str] = {
     spb.PARTICIPANT_STATE_JOINED: "joined",
     spb.PARTICIPANT_STATE_LEFT: "left",
     spb.PARTICIPANT_STATE_REMOVED: "removed",
@@ -493,12 +493,13 @@ class SessionRegistry:
         again = session.member(who.user_id)
         joiner = again or self._new_member(session, who, language_code, voice)
         position = session.members.index(again) + 1 if again else len(session.members) + 1
-        if again is None:
-            session.members.append(joiner)  # takes the seat now: a concurrent join sees it
+        if again is None:  # takes the seat now (a concurrent join sees it), not yet present
+            joiner.state = spb.PARTICIPANT_STATE_UNSPECIFIED
+            session.members.append(joiner)
         try:
             joined = await self.store.add_participant(
-                session.session_id, replace(
-                    joiner.record(), language_code=language_code, voice=voice, state="joined"),
+                session.session_id,
+                Participant(joiner.user_id, joiner.display_name, language_code, voice),
                 position, time.time())
         except BaseException:
             if again is None:
@@ -510,7 +511,7 @@ class SessionRegistry:
             raise NotFound(f"no session is waiting for code {code}")
         if again is not None:  # back after leaving: same log, so their stream resumes
             again.language_code, again.language, again.voice = language_code, language, voice
-            again.state = spb.PARTICIPANT_STATE_JOINED
+        joiner.state = spb.PARTICIPANT_STATE_JOINED
         first = session.status == spb.SESSION_STATUS_WAITING
         session.status = spb.SESSION_STATUS_ACTIVE
         session.attended_s = time.time()
@@ -537,6 +538,8 @@ class SessionRegistry:
         if session is None or session.status == spb.SESSION_STATUS_ENDED:
             raise NotFound(f"no session is waiting for code {code}")
         member = session.member(who.user_id)
+        if member is not None and member.state == spb.PARTICIPANT_STATE_UNSPECIFIED:
+            raise FailedPrecondition("you are joining this session already")
         if member is not None and member.state == spb.PARTICIPANT_STATE_REMOVED:
             raise PermissionDenied("the host removed you from this session; you cannot join again")
         if member is not None and member.present:

@@ -4,6 +4,7 @@ host's lock and removals, leaving and joining again, and the roster everyone see
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -37,30 +38,30 @@ async def party(stack: Stack, languages: list[str]) -> tuple[list[Caller], sessi
     return members, session
 
 
-async def status(call: object) -> tuple[grpc.StatusCode, str]:
+async def status(call: Any) -> tuple[grpc.StatusCode, str]:
     try:
-        await call  # type: ignore[misc]
+        await call
     except grpc.aio.AioRpcError as e:
         return e.code(), e.details() or ""
     return grpc.StatusCode.OK, ""
 
 
-def lock(c: Caller, session_id: str, locked: bool = True) -> object:
+def lock(c: Caller, session_id: str, locked: bool = True) -> Any:
     return c.sessions.LockSession(
         sessions_pb2.LockSessionRequest(session_id=session_id, locked=locked), metadata=c.metadata)
 
 
-def leave(c: Caller, session_id: str) -> object:
+def leave(c: Caller, session_id: str) -> Any:
     return c.sessions.LeaveSession(
         sessions_pb2.LeaveSessionRequest(session_id=session_id), metadata=c.metadata)
 
 
-def remove(c: Caller, session_id: str, user_id: str) -> object:
+def remove(c: Caller, session_id: str, user_id: str) -> Any:
     return c.sessions.RemoveParticipant(sessions_pb2.RemoveParticipantRequest(
         session_id=session_id, user_id=user_id), metadata=c.metadata)
 
 
-def end(c: Caller, session_id: str) -> object:
+def end(c: Caller, session_id: str) -> Any:
     return c.sessions.EndSession(
         sessions_pb2.EndSessionRequest(session_id=session_id), metadata=c.metadata)
 
@@ -73,10 +74,10 @@ def ids(roster: pb.RosterChanged) -> list[str]:
     return [r.participant_id for r in roster.roster]
 
 
-async def read_all(call: object, into: list[pb.ConversationEvent]) -> grpc.StatusCode:
+async def read_all(call: Any, into: list[pb.ConversationEvent]) -> grpc.StatusCode:
     """Reads a stream to its end; the status it ended with."""
     try:
-        async for response in call:  # type: ignore[attr-defined]
+        async for response in call:
             into.append(response.event)
     except grpc.aio.AioRpcError as e:
         return e.code()
@@ -173,7 +174,7 @@ async def test_only_the_host_locks_and_a_locked_session_takes_nobody(plumbing: S
     assert (await status(lock(b, sid)))[0] == grpc.StatusCode.PERMISSION_DENIED
     assert (await status(remove(b, sid, c.user_id)))[0] == grpc.StatusCode.PERMISSION_DENIED
 
-    locked = (await lock(host, sid)).session  # type: ignore[attr-defined]
+    locked = (await lock(host, sid)).session
     assert locked.locked and locked.code == ""
     assert await status(d.join(session.code, "en")) == (
         grpc.StatusCode.FAILED_PRECONDITION, "the host locked this session: nobody else can join")
@@ -183,7 +184,7 @@ async def test_only_the_host_locks_and_a_locked_session_takes_nobody(plumbing: S
         pb.ROSTER_CHANGE_LOCKED, host.user_id, True)
     assert ids(change) == [host.user_id, b.user_id, c.user_id]
 
-    unlocked = (await lock(host, sid, False)).session  # type: ignore[attr-defined]
+    unlocked = (await lock(host, sid, False)).session
     assert not unlocked.locked and unlocked.code == session.code
     joined = await d.join(session.code, "en")
     assert [p.user_id for p in joined.participants][-1] == d.user_id
@@ -200,7 +201,7 @@ async def test_a_removed_participant_is_cut_off_and_cannot_come_back(plumbing: S
     await until(c, c_call, pb.ROSTER_CHANGE_JOINED)
     await until(b, b_call, pb.ROSTER_CHANGE_CONNECTED)
 
-    reply = (await remove(host, sid, c.user_id)).session  # type: ignore[attr-defined]
+    reply = (await remove(host, sid, c.user_id)).session
     assert reply.status == sessions_pb2.SESSION_STATUS_ACTIVE  # two are left
     assert [p.state for p in reply.participants] == [
         sessions_pb2.PARTICIPANT_STATE_JOINED, sessions_pb2.PARTICIPANT_STATE_JOINED,
@@ -222,7 +223,7 @@ async def test_a_removed_participant_is_cut_off_and_cannot_come_back(plumbing: S
         grpc.StatusCode.NOT_FOUND, f"user {c.user_id} is not a participant of this session")
 
     # only the host left: the session ends, as a session of two always did
-    ended = (await remove(host, sid, b.user_id)).session  # type: ignore[attr-defined]
+    ended = (await remove(host, sid, b.user_id)).session
     assert ended.status == sessions_pb2.SESSION_STATUS_ENDED
     b_rest: list[pb.ConversationEvent] = []
     assert await read_all(b_call, b_rest) == grpc.StatusCode.PERMISSION_DENIED
@@ -239,7 +240,7 @@ async def test_leaving_and_joining_again_resumes_the_stream(plumbing: Stack, fle
         grpc.StatusCode.FAILED_PRECONDITION,
         "the host cannot leave their session: end it with EndSession")
 
-    left = (await leave(c, sid)).session  # type: ignore[attr-defined]
+    left = (await leave(c, sid)).session
     assert left.status == sessions_pb2.SESSION_STATUS_ACTIVE
     assert left.participants[2].state == sessions_pb2.PARTICIPANT_STATE_LEFT
     assert await read_all(c_call, c.events) == grpc.StatusCode.OK  # their stream ends
@@ -283,7 +284,7 @@ async def test_leaving_and_joining_again_resumes_the_stream(plumbing: Stack, fle
 
     # two present again: any of them may end it
     await leave(b, sid)
-    ended = (await end(c, sid)).session  # type: ignore[attr-defined]
+    ended = (await end(c, sid)).session
     assert ended.status == sessions_pb2.SESSION_STATUS_ENDED
     await close(host, b, c)
 
@@ -291,7 +292,7 @@ async def test_leaving_and_joining_again_resumes_the_stream(plumbing: Stack, fle
 async def test_in_a_session_of_two_leaving_ends_it(plumbing: Stack) -> None:
     (host, b), session = await party(plumbing, ["en", "pt"])
     host_call = host.converse(session.session_id)
-    ended = (await leave(b, session.session_id)).session  # type: ignore[attr-defined]
+    ended = (await leave(b, session.session_id)).session
     assert ended.status == sessions_pb2.SESSION_STATUS_ENDED
     rest: list[pb.ConversationEvent] = []
     assert await read_all(host_call, rest) == grpc.StatusCode.OK
