@@ -15,9 +15,11 @@ from prometheus_client import REGISTRY
 from psycopg import sql
 
 from dragoman import config, db
+from dragoman.coverage import Inventory
+from dragoman.coverage import Path as CoveragePath
 from dragoman.db import crypto, migrate
 from dragoman.db.testing import scratch_schema
-from dragoman.errors import ResourceExhausted
+from dragoman.errors import FailedPrecondition, ResourceExhausted
 from dragoman.overload import LoopLag
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
@@ -26,6 +28,7 @@ from session_svc import store as session_store
 from session_svc.records import STAGES, UtteranceLog
 from session_svc.sessions import Identity, SessionRegistry
 from session_svc.store import PgSessionStore
+from tests.dragoman.test_coverage import default_like
 
 CODES = ["111111", "222222", "333333", "444444", "555555"]
 
@@ -477,3 +480,34 @@ async def test_sessions_written_before_multi_party_stay_readable(tmp_path: Path)
                 assert await cur.fetchone() == (2,)
         finally:
             await database.close()
+
+
+async def test_a_joiner_is_checked_both_ways_against_every_language_present(
+    clean: db.Database,
+) -> None:
+    async def inventory() -> Inventory:
+        return default_like()
+
+    sessions = SessionRegistry(config.SessionSettings(), PgSessionStore(clean), inventory=inventory)
+    session = await sessions.create(Identity("ana", "Ana"), "en", "")
+    await sessions.join(Identity("ben", "Ben"), session.code, "pt", "")
+    assert not session.one_way
+    with pytest.raises(FailedPrecondition) as info:  # nothing translates into German
+        await sessions.join(Identity("cy", "Cy"), session.code, "de", "")
+    assert info.value.message.startswith("no translation from en to de")
+    assert [m.user_id for m in session.members] == ["ana", "ben"]  # no seat taken
+
+    await sessions.join(Identity("cy", "Cy"), session.code, "de", "", allow_one_way=True)
+    assert session.one_way
+    listed = session.to_proto()
+    assert [(r.source_language_code, r.target_language_code, r.available)
+            for r in listed.routes] == [
+        ("en", "pt", True), ("en", "de", False), ("pt", "en", True), ("pt", "de", False),
+        ("de", "en", True), ("de", "pt", True)]
+    ana, ben, cy = session.members
+    speech = session.route_between(cy, ben)  # German speech translated, then into Portuguese
+    assert speech is not None and speech.path is CoveragePath.SPEECH
+    assert session.route_from(ben) is session.route_between(ben, ana)
+    paired = [e.session_paired for e in cy.log.kept() if e.HasField("session_paired")]
+    assert [(p.partner_user_id, p.one_way) for p in paired] == [("ana", True)]
+    await sessions.end(Identity("ana", "Ana"), session.session_id, "bye")
