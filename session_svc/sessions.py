@@ -488,27 +488,31 @@ class SessionRegistry:
         session = self._open(who, code)
         checked = None
         if self.inventory is not None:  # only for a right code: a wrong one costs what it did
-            checked = self._check_routes(await self.inventory(), session, language, allow_one_way)
-            session = self._open(who, code)  # ended, locked or filled meanwhile?
+            inventory = await self.inventory()
+            if self._open(who, code) is not session:  # ended meanwhile (or locked, or full)
+                raise NotFound(f"no session is waiting for code {code}")
+            # against the languages present now, with no wait before the seat is taken
+            checked = self._check_routes(inventory, session, language, allow_one_way)
         again = session.member(who.user_id)
         joiner = again or self._new_member(session, who, language_code, voice)
         position = session.members.index(again) + 1 if again else len(session.members) + 1
-        if again is None:  # takes the seat now (a concurrent join sees it), not yet present
-            joiner.state = spb.PARTICIPANT_STATE_UNSPECIFIED
+        # joining from here: holds the seat (a concurrent join sees it), not yet present
+        joiner.state = spb.PARTICIPANT_STATE_UNSPECIFIED
+        if again is None:
             session.members.append(joiner)
         try:
             joined = await self.store.add_participant(
                 session.session_id,
                 Participant(joiner.user_id, joiner.display_name, language_code, voice),
                 position, time.time())
+            if not joined or session.status == spb.SESSION_STATUS_ENDED:
+                raise NotFound(f"no session is waiting for code {code}")
         except BaseException:
-            if again is None:
+            if again is not None:
+                again.state = spb.PARTICIPANT_STATE_LEFT
+            elif joiner in session.members:
                 session.members.remove(joiner)
             raise
-        if not joined or session.status == spb.SESSION_STATUS_ENDED:
-            if again is None and joiner in session.members:
-                session.members.remove(joiner)
-            raise NotFound(f"no session is waiting for code {code}")
         if again is not None:  # back after leaving: same log, so their stream resumes
             again.language_code, again.language, again.voice = language_code, language, voice
         joiner.state = spb.PARTICIPANT_STATE_JOINED
@@ -519,6 +523,7 @@ class SessionRegistry:
             session.routes.update(checked.routes)
             session.one_way = session.one_way or checked.one_way
         host = session.host
+        # SessionPaired for two-party clients: host and first joiner, then each newcomer
         if first:
             pairs = [(host, joiner), (joiner, host)]
         else:
@@ -639,7 +644,8 @@ class SessionRegistry:
         if user_id == who.user_id:
             raise InvalidArgument("the creator cannot remove themselves; use EndSession")
         removed = session.member(user_id)
-        if removed is None or removed.state == spb.PARTICIPANT_STATE_REMOVED:
+        if removed is None or removed.state in (
+                spb.PARTICIPANT_STATE_REMOVED, spb.PARTICIPANT_STATE_UNSPECIFIED):
             raise NotFound(f"user {shown(user_id, quote=False)} is not a participant of this session")
         if session.status == spb.SESSION_STATUS_ENDED:
             raise FailedPrecondition("the session has ended")
