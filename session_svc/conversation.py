@@ -23,7 +23,7 @@ from dragoman.errors import (
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc as pb_grpc
 from dragoman.v1 import sessions_pb2 as spb
-from session_svc import routes
+from session_svc import outbox
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
 from session_svc.pipeline import SpeakerPipeline
@@ -78,12 +78,9 @@ class Connection:
         )
 
     def on_sent(self, event: pb.ConversationEvent) -> None:
-        """Tells the partner's pipeline when its first audio reached this stream."""
+        """Tells this listener's outbox when an utterance's first audio reached the stream."""
         if event.WhichOneof("kind") == "speech_audio" and event.speech_audio.chunk_index == 0:
-            partner = self.session.partner(self.member)
-            conn = partner.connection if partner else None
-            if conn is not None and conn.pipeline is not None:
-                conn.pipeline.mark_delivered(event.speech_audio.utterance_id)
+            outbox.mark_delivered(self.member, event.speech_audio.utterance_id)
 
     def audio(self, chunk: pb.AudioChunk, retry: bool = False) -> None:
         """Takes one chunk. `retry`: a repeat of the last accepted sequence is a
@@ -120,15 +117,14 @@ class Connection:
             self.pipeline = SpeakerPipeline(
                 self.session, self.member, self.down, self.join.encoding,
                 self.join.sample_rate_hertz, self.settings.sentence_wait_ms / 1000,
-                self.settings.sentence_max_hold_ms / 1000)
+                self.settings.sentence_max_hold_ms / 1000, self.settings.same_language_audio)
             self.pipeline.task.add_done_callback(self._pipeline_done)
         self.pipeline.feed(chunk.data)
 
     def _outdated(self, pipeline: SpeakerPipeline) -> bool:
         """Whether the speaker started before pairing and their direction turned out to need
         speech translation (or no longer does): the recognition stream's task is set at its start."""
-        return not pipeline.task.done() and routes.speech_translates(pipeline.route) != (
-            routes.speech_translates(self.session.route_from(self.member)))
+        return pipeline.outdated()
 
     def _take_budget(self, data: bytes) -> None:
         if self.join.encoding == pb.AUDIO_ENCODING_LINEAR16:

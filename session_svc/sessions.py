@@ -42,6 +42,7 @@ from session_svc.store import CodeTaken, Journal, SessionStore
 if TYPE_CHECKING:
     from dragoman.overload import LoopLag
     from session_svc.conversation import Connection
+    from session_svc.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class Member:
     connection: Connection | None = None
     state: int = spb.PARTICIPANT_STATE_JOINED
     """JOINED, LEFT (may join again) or REMOVED (may not)."""
+    outbox: Outbox | None = field(default=None, repr=False, compare=False)
+    """What they are to hear, in order (session_svc.outbox; made on first use)."""
 
     @property
     def participant_id(self) -> str:
