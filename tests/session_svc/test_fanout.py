@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -26,18 +25,13 @@ from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2 as spb
-from mt_svc import server as mt_server
-from mt_svc.cache import NoCache
 from mt_svc.engines.fake import FakeEngine as FakeMt
 from session_svc.downstream import Downstream
 from session_svc.events import EventLog
 from session_svc.pipeline import SpeakerPipeline
 from session_svc.sessions import Member, Session
-from stt_svc import server as stt_server
-from stt_svc.engines.fake import FakeEngine as FakeStt
 from tests.session_svc.conftest import utterance
-from tests.session_svc.stack import LANGUAGES
-from tts_svc import server as tts_server
+from tests.session_svc.stack import LANGUAGES, model_services
 from tts_svc.cache import MemoryCache
 from tts_svc.engines.fake import FakeEngine as FakeTts
 
@@ -86,30 +80,16 @@ class Models:
 
 
 @contextlib.asynccontextmanager
-async def model_services(settings: config.Settings) -> AsyncIterator[Models]:
-    """stt_svc, mt_svc and tts_svc on loopback, their caches off: every request reaches its engine."""
+async def models_on_loopback(settings: config.Settings) -> AsyncIterator[Models]:
+    """The model services with fake engines, the TTS cache off: every request reaches an engine."""
     mt = FakeMt(pairs=[(a, b) for a in LANGUAGES for b in LANGUAGES if a != b])
     tts = FakeTts()
-    services = []
-    try:
-        ports = {}
-        for name, service in (
-            ("stt", await stt_server.create(settings, engine=FakeStt())),
-            ("mt", await mt_server.create(settings, engines=[mt], cache=NoCache())),
-            ("tts", await tts_server.create(settings, engine=tts, cache=MemoryCache(0))),
-        ):
-            services.append(service)
-            ports[name] = await service.start("127.0.0.1:0")
-        addresses = dataclasses.replace(
-            settings.addresses, **{n: f"127.0.0.1:{p}" for n, p in ports.items()})
+    async with model_services(settings, mt, tts, MemoryCache(0)) as addresses:
         down = Downstream(addresses, timeout_s=30)
         try:
             yield Models(down, mt, tts)
         finally:
             await down.close()
-    finally:
-        for service in reversed(services):
-            await service.stop(0.5)
 
 
 PARTIES = {
@@ -134,7 +114,7 @@ async def test_each_language_is_translated_once_and_each_voice_synthesised_once(
         settings: config.Settings, fleurs: Path, members: tuple[tuple[str, int], ...]) -> None:
     session = party(*members)
     speaker, listeners = session.members[0], session.members[1:]
-    async with model_services(settings) as models:
+    async with models_on_loopback(settings) as models:
         warm_up = len(models.mt.calls)  # mt_svc's own warm-up translations
         translations, syntheses = served(MT, "Translate"), served(TTS, "Synthesize")
         pipeline = SpeakerPipeline(session, speaker, models.down, pb.AUDIO_ENCODING_LINEAR16,  # type: ignore[arg-type]
@@ -302,3 +282,16 @@ async def test_who_joins_hears_what_ends_after_and_who_leaves_hears_no_more() ->
     assert [u for u, _, _ in heard(bruno)] == ["1-1"] * CHUNKS + ["1-2"] * CHUNKS
     ended = [e.processing_ended for e in of_kind(alice, "processing_ended")]
     assert [e.utterance_id for e in ended] == ["1-1", "1-2"] and ended[1].HasField("latency")
+
+
+async def test_a_speaker_cut_off_mid_utterance_does_not_hold_up_the_listeners() -> None:
+    session = party(("en", 0), ("pt", 0), ("es", 0))
+    alice, bruno, carla = session.members
+    down = Scripted({"en": [(0.0, "long one")], "pt": [(0.3, "bom dia")]}, chunk_delay_s=0.2)
+    cut = SpeakerPipeline(session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000)  # type: ignore[arg-type]
+    while not heard(carla):  # alice's speech has begun reaching carla
+        await asyncio.sleep(0.01)
+    await cut.cancel()  # her stream closed
+    await speak(session, down, bruno)
+    assert [u for u, _, _ in heard(carla)][-CHUNKS:] == ["2-1"] * CHUNKS
+    assert [u for u, _, _ in heard(alice)] == ["2-1"] * CHUNKS
