@@ -19,6 +19,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from dragoman import audio, config, languages
+from dragoman.coverage import Path as RoutePath
+from dragoman.coverage import Route
 from dragoman.errors import Unavailable
 from dragoman.mt.v1 import mt_pb2
 from dragoman.stt.v1 import stt_pb2
@@ -160,6 +162,8 @@ class Scripted:
     fail_target: str = ""
     before_final: Callable[[str, int], None] = lambda language, index: None
     translated: list[tuple[str, str]] = field(default_factory=list)
+    tasks: list[int] = field(default_factory=list)
+    """The recognition task of each stream."""
     synthesised: list[tuple[str, str]] = field(default_factory=list)
 
     async def recognize(
@@ -167,6 +171,7 @@ class Scripted:
     ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
         config_request = await anext(aiter(requests))
         language = config_request.config.language_code
+        self.tasks.append(config_request.config.task)
         for i, (wait_s, text) in enumerate(self.script[language]):
             await asyncio.sleep(wait_s)
             yield stt_pb2.StreamingRecognizeResponse(speech_event=stt_pb2.SpeechEvent(
@@ -295,3 +300,20 @@ async def test_a_speaker_cut_off_mid_utterance_does_not_hold_up_the_listeners() 
     await speak(session, down, bruno)
     assert [u for u, _, _ in heard(carla)][-CHUNKS:] == ["2-1"] * CHUNKS
     assert [u for u, _, _ in heard(alice)] == ["2-1"] * CHUNKS
+
+
+async def test_speech_translation_to_one_listener_makes_every_final_english() -> None:
+    session = party(("ko", 0), ("en", 0), ("pt", 0), ("ko", 0))
+    speaker, eve, bruno, kim = session.members
+    session.routes[speaker.user_id] = Route("ko", "en", RoutePath.SPEECH, ("whisper",))
+    down = Scripted({"ko": [(0.0, "good morning")]})
+    await speak(session, down, speaker, same_language_audio=True)
+    assert down.tasks == [stt_pb2.RECOGNITION_TASK_TRANSLATE_TO_ENGLISH]
+    assert down.translated == [("pt", "good morning")]  # from the English; none for eve
+    (to_eve,) = [e.translation for e in of_kind(eve, "translation")]
+    assert (to_eve.text, to_eve.path) == ("good morning", pb.TRANSLATION_PATH_SPEECH_TRANSLATION)
+    assert heard(eve) and heard(bruno)
+    # kim reads the English transcript and hears nothing: it is not in her language
+    (final,) = [e.transcription for e in of_kind(kim, "transcription")]
+    assert final.translated_to_english and final.text == "good morning"
+    assert not heard(kim) and not of_kind(kim, "translation")
