@@ -122,8 +122,8 @@ class Connection:
         self.pipeline.feed(chunk.data)
 
     def _outdated(self, pipeline: SpeakerPipeline) -> bool:
-        """Whether the speaker started before pairing and their direction turned out to need
-        speech translation (or no longer does): the recognition stream's task is set at its start."""
+        """Whether a listener now needs speech translation, or none does any more (e.g. the
+        speaker started before anyone joined): the recognition stream's task is set at its start."""
         return pipeline.outdated()
 
     def _take_budget(self, data: bytes) -> None:
