@@ -44,6 +44,7 @@ from session_svc.store import CodeTaken, Journal, SessionStore
 if TYPE_CHECKING:
     from dragoman.overload import LoopLag
     from session_svc.conversation import Connection
+    from session_svc.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class Member:
     """Latency of each translated utterance they heard."""
     errors: int = 0
     """Their utterances that failed in the pipeline."""
+    outbox: Outbox | None = field(default=None, repr=False, compare=False)
+    """What they are to hear, in order (session_svc.outbox; made on first use)."""
 
     @property
     def participant_id(self) -> str:
@@ -209,12 +212,6 @@ class Session:
         """How `speaker`'s speech reaches `listener`; None before joining (or unchecked)."""
         return self.routes.get((speaker.language, listener.language))
 
-    def route_from(self, speaker: Member) -> Route | None:
-        """How `speaker`'s speech reaches their partner (the first other participant
-        present); None before pairing (or unchecked)."""
-        partner = self.partner(speaker)
-        return self.route_between(speaker, partner) if partner is not None else None
-
     def languages(self) -> list[str]:
         """The languages of those present (base codes), in the order they joined."""
         return list(dict.fromkeys(m.language for m in self.present))
@@ -239,14 +236,6 @@ class Session:
             told.append(about)
         for m in told:
             m.log.append(roster_changed=event)
-
-    def delivered(self, listener: Member, utterance_id: str) -> None:
-        """The first audio of `utterance_id` reached `listener`'s stream: the pipeline
-        that owns the utterance (its speaker's) takes it from here."""
-        for m in self.members:
-            conn = m.connection
-            if m is not listener and conn is not None and conn.pipeline is not None:
-                conn.pipeline.mark_delivered(utterance_id)
 
     def to_proto(self) -> spb.Session:
         out = spb.Session(
