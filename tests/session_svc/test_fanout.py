@@ -227,7 +227,10 @@ async def test_two_speakers_at_once_reach_each_listener_whole_and_in_order() -> 
     assert {who for _, who, _ in heard(carla)} == {alice.participant_id, bruno.participant_id}
     # one translation per language and utterance: carla and dora don't double alice's
     assert Counter(t for t, _ in down.translated) == {"pt": 3, "es": 6, "en": 3}
-    assert session.utterances == 3 * 3 + 3 * 2  # alice: bruno, carla, dora; bruno: alice, carla
+    assert session.utterances == 6  # each utterance counted once, however many heard it
+    # alice's three reach bruno, carla and dora; bruno's reach alice and carla (dora shares pt)
+    assert [len(m.heard_ms) for m in session.members] == [3, 3, 6, 3]
+    assert [m.spoken for m in session.members] == [3, 3, 0, 0]
 
 
 async def test_a_listener_of_the_speakers_language_reads_and_does_not_hear() -> None:
@@ -305,7 +308,7 @@ async def test_a_speaker_cut_off_mid_utterance_does_not_hold_up_the_listeners() 
 async def test_speech_translation_to_one_listener_makes_every_final_english() -> None:
     session = party(("ko", 0), ("en", 0), ("pt", 0), ("ko", 0))
     speaker, eve, bruno, kim = session.members
-    session.routes[speaker.user_id] = Route("ko", "en", RoutePath.SPEECH, ("whisper",))
+    session.routes["ko", "en"] = Route("ko", "en", RoutePath.SPEECH, ("whisper",))
     down = Scripted({"ko": [(0.0, "good morning")]})
     await speak(session, down, speaker, same_language_audio=True)
     assert down.tasks == [stt_pb2.RECOGNITION_TASK_TRANSLATE_TO_ENGLISH]
