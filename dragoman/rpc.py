@@ -336,6 +336,8 @@ class Service:
     health_address: str = ""
     """With `tls`: where a plain-text server of health alone listens, for probes
     without a certificate (settings tls.health_address); empty: none."""
+    health_port: int = 0
+    """The port of health alone, once started."""
     _health_server: grpc.aio.Server | None = None
 
     @classmethod
@@ -373,7 +375,8 @@ class Service:
         if self.tls is not None and self.health_address:
             self._health_server = grpc.aio.server(options=server_options())
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
-            if self._health_server.add_insecure_port(self.health_address) == 0:
+            self.health_port = self._health_server.add_insecure_port(self.health_address)
+            if self.health_port == 0:
                 raise OSError(f"{self.name}: cannot bind {self.health_address} (tls.health_address)")
             await self._health_server.start()
         for name in ("", *self.service_names):

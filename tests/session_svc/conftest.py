@@ -11,6 +11,7 @@ import pytest
 
 from dragoman import audio, config, mux
 from dragoman.client import join_request, speak
+from dragoman.tls import MeshTls
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from tests.conftest import ASSERTIONS
@@ -26,8 +27,9 @@ async def plumbing(settings: config.Settings) -> AsyncIterator[Stack]:
 class Caller:
     """Calls session_svc directly as a given user (what the gateway does)."""
 
-    def __init__(self, address: str, user_id: str, trunk: bool = False) -> None:
-        self.channel = mux.channel(address, trunk=trunk)
+    def __init__(self, address: str, user_id: str, trunk: bool = False,
+                 tls: MeshTls | None = None) -> None:
+        self.channel = mux.channel(address, trunk=trunk, tls=tls, server_role="session")
         self.user_id = user_id
         self.metadata = ASSERTIONS.metadata(user_id, user_id.title())
         self.sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)

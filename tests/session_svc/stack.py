@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import io
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -64,9 +64,18 @@ def scratch_settings(settings: config.Settings, prefix: str) -> Iterator[config.
         yield dataclasses.replace(settings, database=database)
 
 
+def same(role: str, settings: config.Settings) -> config.Settings:
+    """Every service of a stack runs with the stack's settings."""
+    return settings
+
+
 @contextlib.asynccontextmanager
-async def session_stack(settings: config.Settings) -> AsyncIterator[Stack]:
-    """Fake stt/mt/tts and a real session_svc on loopback, per `settings.database`.
+async def session_stack(
+    settings: config.Settings,
+    own: Callable[[str, config.Settings], config.Settings] = same,
+) -> AsyncIterator[Stack]:
+    """Fake stt/mt/tts and a real session_svc on loopback, per `settings.database`;
+    each service runs with `own(its role, settings)` (its certificate, say).
 
     The phrase cache is off so that every utterance reaches the (fake) MT engine."""
     mt_engine = FakeMt(pairs=[(a, b) for a in LANGUAGES for b in LANGUAGES if a != b])
@@ -74,15 +83,16 @@ async def session_stack(settings: config.Settings) -> AsyncIterator[Stack]:
     try:
         ports = {}
         for name, service in (
-            ("stt", await stt_server.create(settings, engine=FakeStt())),
-            ("mt", await mt_server.create(settings, engines=[mt_engine], cache=NoCache())),
-            ("tts", await tts_server.create(settings, engine=FakeTts())),
+            ("stt", await stt_server.create(own("stt", settings), engine=FakeStt())),
+            ("mt", await mt_server.create(own("mt", settings), engines=[mt_engine], cache=NoCache())),
+            ("tts", await tts_server.create(own("tts", settings), engine=FakeTts())),
         ):
             services.append(service)
             ports[name] = await service.start("127.0.0.1:0")
         addresses = dataclasses.replace(
             settings.addresses, **{n: f"127.0.0.1:{p}" for n, p in ports.items()})
-        session = await session_server.create(dataclasses.replace(settings, addresses=addresses))
+        session = await session_server.create(
+            own("session", dataclasses.replace(settings, addresses=addresses)))
         services.append(session)
         address = f"127.0.0.1:{await session.start('127.0.0.1:0')}"
         full = dataclasses.replace(
