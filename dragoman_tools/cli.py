@@ -467,6 +467,11 @@ async def _database(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
+def _mesh_tls(settings: config.Settings) -> tls.MeshTls | None:
+    """This machine's mesh credentials, for the clients of internal services (tls.enabled)."""
+    return tls.MeshTls.from_settings(settings.tls)
+
+
 async def _transcribe(args: argparse.Namespace, settings: config.Settings) -> int:
     from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 
@@ -481,7 +486,8 @@ async def _transcribe(args: argparse.Namespace, settings: config.Settings) -> in
             yield stt_pb2.StreamingRecognizeRequest(audio=chunk)
 
     finals = []
-    async with rpc.channel(args.stt or settings.addresses.stt) as ch:
+    async with rpc.channel(args.stt or settings.addresses.stt, tls=_mesh_tls(settings),
+                           server_role="stt") as ch:
         async for response in stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(requests()):
             if not response.HasField("result"):
                 continue
@@ -498,7 +504,8 @@ async def _translate(args: argparse.Namespace, settings: config.Settings) -> int
     from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 
     lines = sys.stdin if args.text == "-" else [args.text]
-    async with rpc.channel(args.mt or settings.addresses.mt) as ch:
+    async with rpc.channel(args.mt or settings.addresses.mt, tls=_mesh_tls(settings),
+                           server_role="mt") as ch:
         stub = mt_pb2_grpc.TranslationServiceStub(ch)
         for line in lines:
             text = line.rstrip("\n")
@@ -515,7 +522,8 @@ async def _synthesize(args: argparse.Namespace, settings: config.Settings) -> in
     from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 
     parts, rate = [], 0
-    async with rpc.channel(args.tts or settings.addresses.tts) as ch:
+    async with rpc.channel(args.tts or settings.addresses.tts, tls=_mesh_tls(settings),
+                           server_role="tts") as ch:
         request = tts_pb2.SynthesizeRequest(
             text=args.text, language_code=args.language, voice=args.voice,
             sample_rate_hertz=args.rate, encoding=tts_pb2.AUDIO_ENCODING_LINEAR16)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from dragoman import rpc
 from dragoman.config import Settings
-from dragoman.tls import MeshTls
 
 TRITON_ENGINES = {"DRAGOMAN_STT_ENGINE": "triton", "DRAGOMAN_MT_ENGINES": "triton",
                   "DRAGOMAN_TTS_ENGINES": "triton"}
@@ -113,15 +112,12 @@ class Mesh:
 
     async def _wait(self, proc: Process, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        # with internal mTLS on, only the gateway's (public) port answers without a certificate
-        mesh_tls = MeshTls.from_settings(self.settings.tls) if proc.name != "gateway" else None
         while True:
             if proc.popen.poll() is not None:
                 raise MeshError(f"{proc.name} exited with code {proc.popen.returncode}:\n"
                                 f"{_tail(proc.log_path)}")
             try:
-                await rpc.wait_serving(proc.address, timeout_s=1.0, tls=mesh_tls,
-                                       server_role=proc.name)
+                await rpc.wait_serving(proc.address, timeout_s=1.0)
                 return
             except TimeoutError:
                 if time.monotonic() > deadline:
