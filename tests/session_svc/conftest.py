@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -81,6 +82,36 @@ class Caller:
     async def close(self) -> None:
         await self.requests.put(None)
         await self.channel.close()
+
+
+async def answers(channel: object, session_id: str,
+                  metadata: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """(status, message) of GetSession on `session_id`, CreateSession, ListSessions
+    and a Converse stream joining `session_id`, made on `channel` with `metadata`:
+    one pair when session_svc refuses them all alike."""
+    sessions = sessions_pb2_grpc.SessionServiceStub(channel)
+
+    async def join() -> AsyncIterator[pb.ConverseRequest]:
+        yield join_request(session_id, 16000)
+
+    async def converse() -> None:
+        async for _ in conversation_pb2_grpc.ConversationServiceStub(channel).Converse(
+                join(), metadata=metadata):
+            return
+
+    out = set()
+    for call in (
+        sessions.GetSession(sessions_pb2.GetSessionRequest(session_id=session_id), metadata=metadata),
+        sessions.CreateSession(sessions_pb2.CreateSessionRequest(language_code="en"), metadata=metadata),
+        sessions.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=metadata),
+        converse(),
+    ):
+        try:
+            await call
+            out.add(("OK", ""))
+        except grpc.aio.AioRpcError as e:
+            out.add((e.code().name, e.details() or ""))
+    return out
 
 
 def utterance(fleurs: Path, name: str = "fleurs-en-004") -> bytes:
