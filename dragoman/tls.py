@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dragoman.config import TlsSettings
@@ -189,7 +189,8 @@ class Authority:
         if role not in ROLES:
             raise InvalidArgument(f"unknown role {role!r}: one of {', '.join(ROLES)}")
         ca_key = serialization.load_pem_private_key(self.key_pem, None)
-        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise FailedPrecondition(f"the CA key is {type(ca_key).__name__}: an EC or RSA key issues")
         ca_cert = x509.load_pem_x509_certificate(self.cert_pem)
         key = _key()
         names = dict.fromkeys([role, *dns_names, "localhost"])
@@ -213,7 +214,7 @@ class Authority:
                     [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                     critical=False)
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
+                    ca_key.public_key()), critical=False)
                 .sign(ca_key, hashes.SHA256()))
         return _pem_key(key), _pem(cert)
 

@@ -150,6 +150,7 @@ async def test_an_assertion_counts_only_from_a_gateway_certificate(
         got = await owner.sessions.GetSession(
             sessions_pb2.GetSessionRequest(session_id=session.session_id), metadata=owner.metadata)
         assert got.session.participants[0].user_id == "mtls-owner"
+        assert not (trunk and owner.channel.plain), "the calls went on a trunk over mTLS"
         assert await answers(impostor.channel, session.session_id, impostor.metadata) == {
             ("PERMISSION_DENIED", GATEWAY_ONLY)}
         await owner.sessions.EndSession(
