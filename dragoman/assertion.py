@@ -5,7 +5,9 @@ assertion of who the caller is (HS256 JWT: `sub` user id, `name` username,
 `aud` "session_svc", `iss` "gateway", `iat`, `exp` 60 s on) with
 `auth.identity_key` and sends it in `IDENTITY_HEADER`. session_svc acts for a
 user only on an assertion that verifies: any other process that reaches its
-port cannot produce one, whatever network lets it in. Text metadata crosses
+port cannot produce one, whatever network lets it in. With internal mutual
+TLS (dragoman.tls) it also takes one only from a peer whose certificate
+names the gateway role (session_svc.identity). Text metadata crosses
 trunks (dragoman.mux), so the assertion travels on them unchanged.
 
 The key comes from `auth.identity_key` (a secret from the environment, e.g. a

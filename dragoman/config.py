@@ -213,6 +213,10 @@ class TritonSettings:
     <models_dir>/../triton-stub-venv (created with pip on first use)."""
     token: str = ""
     """Access token of PyTriton's restricted endpoints (statistics); empty: a random one."""
+    tls: bool = False
+    """Reach Triton over mutual TLS with the `[tls]` files (Triton started with
+    --grpc-use-ssl-mutual and a certificate from the same CA naming the DNS name
+    `triton`, e.g. `dragoman keys tls`'s triton.crt); `dragoman triton` serves plain text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +245,29 @@ class AuthSettings:
     from that address waits (doubling from 1 s); other addresses are not affected."""
     login_backoff_max_s: float = 900.0
     """Longest wait between attempts from one address after wrong passwords."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Mutual TLS between dragoman's own processes (docs/tls.md): the gateway's calls to
+    session_svc, session_svc's to stt/mt/tts (trunks included) and the services' to Triton.
+    Each process proves its role with a certificate from one CA (`dragoman keys tls`);
+    session_svc takes identity assertions only from a gateway's. The gateway's public
+    port is not affected (Envoy or the ingress terminates clients' TLS)."""
+
+    enabled: bool = False
+    """Internal servers take only mutual TLS and internal channels use it; off on one
+    machine (`dragoman up`, tests), on in deploy/k8s."""
+    ca_file: str = ""
+    """PEM of the CA every internal certificate is checked against (peers with any other
+    CA's, or none, cannot connect)."""
+    cert_file: str = ""
+    """PEM certificate of this process, naming its role (`spiffe://dragoman/<role>`)."""
+    key_file: str = ""
+    """PEM private key of `cert_file`. A secret: mount it from a Kubernetes Secret."""
+    health_address: str = ""
+    """host:port of a plain-text server of gRPC health only, for probes that cannot
+    present a certificate (kubelet's); empty: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +426,7 @@ class Settings:
     database: DbSettings = field(default_factory=DbSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     triton: TritonSettings = field(default_factory=TritonSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     def __post_init__(self) -> None:
         check_trunk_linger_ms(self.trunk_linger_ms)

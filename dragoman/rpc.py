@@ -2,7 +2,8 @@
 
 A service is built with `Service.serving()` on a `new_server()`, which installs the
 one interceptor that (1) puts rpc and correlation ids into the logging
-context and (2) maps `DragomanError` to its status. `Service.start()` binds,
+context and (2) maps `DragomanError` to its status. `Service.start()` binds
+(mutual TLS only, when the service has `tls`: dragoman.tls),
 adds health (and reflection, when settings.reflection) and marks the service SERVING; `Service.stop()`
 enters graceful shutdown (health NOT_SERVING, in-flight calls get the grace
 period). `serve_forever()` runs a service until SIGTERM or SIGINT.
@@ -38,6 +39,7 @@ from dragoman.errors import (
     InvalidArgument,
     ResourceExhausted,
 )
+from dragoman.tls import MeshTls
 
 log = logging.getLogger(__name__)
 
@@ -268,26 +270,35 @@ def retry_policy(services: Sequence[str], attempts: int = 3) -> str:
     }]})
 
 
-def channel(address: str, retry: Sequence[str] = ()) -> grpc.aio.Channel:
-    """An insecure channel to an internal service, forwarding correlation ids.
+def channel(address: str, retry: Sequence[str] = (), *, tls: MeshTls | None = None,
+            server_role: str = "") -> grpc.aio.Channel:
+    """A channel to an internal service, forwarding correlation ids.
 
     `retry` names the services (full proto names) whose calls are idempotent
-    and retried on UNAVAILABLE.
+    and retried on UNAVAILABLE. With `tls` the channel is mutual TLS and
+    connects only to a server holding a certificate of `server_role`;
+    without, plain text.
     """
     options: list[tuple[str, int | str]] = [*CHANNEL_OPTIONS]
     if retry:
         options.append(("grpc.service_config", retry_policy(retry)))
-    return grpc.aio.insecure_channel(
-        address, options=options,
-        interceptors=[*tracing.client_interceptors(), CorrelationClientInterceptor()],
-    )
+    interceptors = [*tracing.client_interceptors(), CorrelationClientInterceptor()]
+    if tls is not None:
+        options += tls.channel_options(server_role)
+        return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options,
+                                       interceptors=interceptors)
+    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 
-async def wait_serving(address: str, timeout_s: float = 60.0, service: str = "") -> None:
-    """Waits until the server at `address` reports SERVING on gRPC health."""
+async def wait_serving(address: str, timeout_s: float = 60.0, service: str = "", *,
+                       tls: MeshTls | None = None, server_role: str = "") -> None:
+    """Waits until the server at `address` reports SERVING on gRPC health (over
+    mutual TLS with `tls`, to a server of `server_role`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with grpc.aio.insecure_channel(address) as ch:
+    ch = (grpc.aio.insecure_channel(address) if tls is None else grpc.aio.secure_channel(
+        address, tls.channel_credentials(), options=tls.channel_options(server_role)))
+    async with ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:
@@ -320,13 +331,23 @@ class Service:
     port: int = 0
     reflection: bool = False
     """Serve gRPC reflection (settings.reflection): off, it lists no API to strangers."""
+    tls: MeshTls | None = None
+    """Take only mutual TLS with these credentials (dragoman.tls); None: plain text."""
+    health_address: str = ""
+    """With `tls`: where a plain-text server of health alone listens, for probes
+    without a certificate (settings tls.health_address); empty: none."""
+    health_port: int = 0
+    """The port of health alone, once started."""
+    _health_server: grpc.aio.Server | None = None
 
     @classmethod
     def serving(cls, name: str, servicers: Sequence[Registration], service_names: Sequence[str],
-                *, trunk: bool = True, engines: Iterable[object] = ()) -> Service:
+                *, trunk: bool = True, engines: Iterable[object] = (),
+                tls: MeshTls | None = None) -> Service:
         """A service on a `new_server()` serving `servicers`, whose services are
         `service_names`, and on a trunk too (dragoman.mux) unless `trunk` is false;
-        NOT_SERVING while a Triton-backed one of `engines` is not ready."""
+        NOT_SERVING while a Triton-backed one of `engines` is not ready; mutual
+        TLS only with `tls`."""
         server, names = new_server(), [*service_names]
         if trunk:
             from dragoman import mux  # mux builds on this module
@@ -334,7 +355,7 @@ class Service:
         else:
             for add, servicer in servicers:
                 add(servicer, server)
-        service = cls(name, server, names)
+        service = cls(name, server, names, tls=tls)
         triton_client.watch_health(service, engines)
         return service
 
@@ -344,10 +365,20 @@ class Service:
             reflection.enable_server_reflection(
                 [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
             )
-        self.port = self.server.add_insecure_port(address)
+        if self.tls is not None:
+            self.port = self.server.add_secure_port(address, self.tls.server_credentials())
+        else:
+            self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {address}")
         await self.server.start()
+        if self.tls is not None and self.health_address:
+            self._health_server = grpc.aio.server(options=server_options())
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(self.health_address)
+            if self.health_port == 0:
+                raise OSError(f"{self.name}: cannot bind {self.health_address} (tls.health_address)")
+            await self._health_server.start()
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("%s serving", self.name, extra={"address": address, "port": self.port})
@@ -368,6 +399,8 @@ class Service:
         for drain in self.on_drain:
             await drain(grace_s)
         await self.server.stop(grace_s)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         for cleanup in self.on_stop:
             await cleanup()
 
@@ -442,6 +475,7 @@ async def run(settings: config.Settings, name: str,
     try:
         service = await create(settings)
         service.reflection = settings.reflection
+        service.health_address = settings.tls.health_address
         tune_gc()
         await serve_forever(service, getattr(settings.addresses, name), settings.grace_period_s,
                             getattr(settings.metrics, name))

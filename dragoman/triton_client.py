@@ -96,8 +96,14 @@ def error_of(record: Mapping[str, str]) -> errors.DragomanError:
 class TritonClient:
     """Calls to one Triton server, from any event loop (one channel per loop, reused)."""
 
-    def __init__(self, options: config.TritonSettings) -> None:
+    def __init__(self, options: config.TritonSettings, tls: config.TlsSettings | None = None) -> None:
+        """A client of the Triton `options` name; over mutual TLS with `tls`'s files
+        when `options.tls` is set."""
+        if options.tls and (tls is None or not (tls.ca_file and tls.cert_file and tls.key_file)):
+            raise errors.FailedPrecondition(
+                "triton.tls is set: set tls.ca_file, tls.cert_file and tls.key_file too")
         self.options = options
+        self._tls = tls if options.tls else None
         self._clients: dict[asyncio.AbstractEventLoop, InferenceServerClient] = {}
 
     def _client(self) -> InferenceServerClient:
@@ -108,7 +114,14 @@ class TritonClient:
         if client is None:
             for old in [lp for lp in self._clients if lp.is_closed()]:
                 del self._clients[old]
-            client = InferenceServerClient(self.options.url)
+            if self._tls is not None:
+                # Triton's certificate names the role `triton`, wherever it is reached
+                client = InferenceServerClient(
+                    self.options.url, ssl=True, root_certificates=self._tls.ca_file,
+                    private_key=self._tls.key_file, certificate_chain=self._tls.cert_file,
+                    channel_args=[("grpc.ssl_target_name_override", "triton")])
+            else:
+                client = InferenceServerClient(self.options.url)
             self._clients[loop] = client
         return client
 

@@ -12,6 +12,7 @@
     dragoman config                print the effective settings
     dragoman db upgrade            apply pending database migrations
     dragoman keys generate|rotate  make an encryption key; re-encrypt logs under the first key
+    dragoman keys tls --out DIR    a dev CA and a certificate per service for internal mTLS
 
 Service addresses come from DRAGOMAN_ADDRESSES_<SERVICE> (or the TOML file in
 DRAGOMAN_CONFIG), or the --stt/--mt/--tts/--gateway flags, so the clients
@@ -35,7 +36,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from dragoman import audio, config, rpc
+from dragoman import audio, config, rpc, tls
 from dragoman.errors import DragomanError, InvalidArgument
 from dragoman_tools.envoy import add_arguments as envoy_arguments
 
@@ -192,12 +193,30 @@ def _parser() -> argparse.ArgumentParser:
     dbp = sub.add_parser("db", help="database maintenance")
     dbsub = dbp.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     dbsub.add_parser("upgrade", help="apply pending migrations (safe to run again)")
-    keys = sub.add_parser("keys", help="encryption keys of text at rest")
+    keys = sub.add_parser("keys", help="encryption keys of text at rest; certificates of internal mTLS")
     ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     gen = ksub.add_parser(
         "generate", help="print a new `id:base64` key for DRAGOMAN_DATABASE_ENCRYPTION_KEYS")
     gen.add_argument("--id", default="", help="key id (default: random)")
     ksub.add_parser("rotate", help="re-encrypt every translation log under the first configured key")
+    ktls = ksub.add_parser(
+        "tls", help="write a dev CA and a key and certificate per service for internal mutual TLS",
+        description="Writes DIR/ca.crt and ca.key (reused when present), and ROLE.crt and "
+                    "ROLE.key for each role. A certificate names its role as the URI SAN "
+                    f"{tls.ROLE_URI_PREFIX}ROLE and as its CN; its DNS SANs are the role's "
+                    "Kubernetes Service names and localhost, its IP SANs 127.0.0.1 and ::1. "
+                    "Point each process's DRAGOMAN_TLS_CA_FILE, _CERT_FILE and _KEY_FILE at "
+                    "its files (docs/tls.md).")
+    ktls.add_argument("--out", required=True, type=Path, metavar="DIR",
+                      help="directory to write into (created if missing)")
+    ktls.add_argument("--role", action="append", choices=tls.ROLES, dest="roles",
+                      help="a role to issue for; repeatable (default: every role)")
+    ktls.add_argument("--namespace", default="default",
+                      help="Kubernetes namespace of the Services, for the DNS SANs (default: default)")
+    ktls.add_argument("--dns", action="append", default=[], metavar="NAME",
+                      help="one more DNS SAN for every certificate; repeatable")
+    ktls.add_argument("--days", type=int, default=tls.CERT_DAYS,
+                      help=f"certificate lifetime (default: {tls.CERT_DAYS})")
     return p
 
 
@@ -238,6 +257,8 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         return await _translate(args, settings)
     if args.command == "synthesize":
         return await _synthesize(args, settings)
+    if args.command == "keys" and args.keys_command == "tls":
+        return _tls_keys(args)
     if args.command in ("db", "keys"):
         return await _database(args, settings)
     print(json.dumps(config.describe(settings), indent=2))
@@ -415,6 +436,15 @@ async def _interpret(args: argparse.Namespace, settings: config.Settings) -> int
     return 0
 
 
+def _tls_keys(args: argparse.Namespace) -> int:
+    if args.days < 1:
+        raise InvalidArgument(f"--days must be 1 or more, got {args.days}")
+    written = tls.issue_mesh(args.out, args.roles or tls.ROLES, args.namespace, args.dns, args.days)
+    for path in written:
+        print(path)
+    return 0
+
+
 async def _database(args: argparse.Namespace, settings: config.Settings) -> int:
     from dragoman import db
     from dragoman.db import crypto
@@ -437,6 +467,11 @@ async def _database(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
+def _mesh_tls(settings: config.Settings) -> tls.MeshTls | None:
+    """This machine's mesh credentials, for the clients of internal services (tls.enabled)."""
+    return tls.MeshTls.from_settings(settings.tls)
+
+
 async def _transcribe(args: argparse.Namespace, settings: config.Settings) -> int:
     from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 
@@ -451,7 +486,8 @@ async def _transcribe(args: argparse.Namespace, settings: config.Settings) -> in
             yield stt_pb2.StreamingRecognizeRequest(audio=chunk)
 
     finals = []
-    async with rpc.channel(args.stt or settings.addresses.stt) as ch:
+    async with rpc.channel(args.stt or settings.addresses.stt, tls=_mesh_tls(settings),
+                           server_role="stt") as ch:
         async for response in stt_pb2_grpc.SpeechToTextServiceStub(ch).StreamingRecognize(requests()):
             if not response.HasField("result"):
                 continue
@@ -468,7 +504,8 @@ async def _translate(args: argparse.Namespace, settings: config.Settings) -> int
     from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 
     lines = sys.stdin if args.text == "-" else [args.text]
-    async with rpc.channel(args.mt or settings.addresses.mt) as ch:
+    async with rpc.channel(args.mt or settings.addresses.mt, tls=_mesh_tls(settings),
+                           server_role="mt") as ch:
         stub = mt_pb2_grpc.TranslationServiceStub(ch)
         for line in lines:
             text = line.rstrip("\n")
@@ -485,7 +522,8 @@ async def _synthesize(args: argparse.Namespace, settings: config.Settings) -> in
     from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 
     parts, rate = [], 0
-    async with rpc.channel(args.tts or settings.addresses.tts) as ch:
+    async with rpc.channel(args.tts or settings.addresses.tts, tls=_mesh_tls(settings),
+                           server_role="tts") as ch:
         request = tts_pb2.SynthesizeRequest(
             text=args.text, language_code=args.language, voice=args.voice,
             sample_rate_hertz=args.rate, encoding=tts_pb2.AUDIO_ENCODING_LINEAR16)

@@ -96,7 +96,7 @@ class Mesh:
     async def _wait_triton(self, proc: Process) -> None:
         from dragoman.triton_client import INFO_MODEL, TritonClient
 
-        client = TritonClient(self.settings.triton)
+        client = TritonClient(self.settings.triton, self.settings.tls)
         deadline = time.monotonic() + TRITON_START_TIMEOUT_S
         try:
             while (why := await client.not_ready([INFO_MODEL])) is not None:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import grpc
 
 from dragoman import mux
+from dragoman.tls import MeshTls
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2_grpc
 
 OWNER_CACHE = 20_000
@@ -41,13 +42,14 @@ class Router:
 
     def __init__(self, default: grpc.aio.Channel, directory: SessionDirectory | None = None,
                  cache_size: int = OWNER_CACHE, trunk: bool = True,
-                 linger_s: float = mux.LINGER_S) -> None:
+                 linger_s: float = mux.LINGER_S, tls: MeshTls | None = None) -> None:
         """`default` (the caller's to close) serves calls with no owner; with
         `trunk`, the calls to each replica go on one trunk (dragoman.mux),
-        where audio lingers `linger_s` for company. Without a `directory`
+        where audio lingers `linger_s` for company; channels to replicas are
+        mutual TLS with `tls`. Without a `directory`
         (set now or later, typically one asking over `default`) every call
         goes to `default`."""
-        self._trunk, self._linger_s = trunk, linger_s
+        self._trunk, self._linger_s, self._tls = trunk, linger_s, tls
         self.default: Any = mux.TrunkedChannel(default, linger_s) if trunk else default
         self.directory = directory
         self._cache_size = cache_size
@@ -65,7 +67,8 @@ class Router:
             channel = self.default
             if owner:
                 channel = self._channels[owner] = mux.channel(
-                    owner, trunk=self._trunk, linger_s=self._linger_s)
+                    owner, trunk=self._trunk, linger_s=self._linger_s, tls=self._tls,
+                    server_role="session")
             stubs = self._stubs[owner] = (sessions_pb2_grpc.SessionServiceStub(channel),
                                           conversation_pb2_grpc.ConversationServiceStub(channel))
         return stubs

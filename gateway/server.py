@@ -17,6 +17,7 @@ from dragoman import config, db, errors, logs, rpc
 from dragoman.assertion import Assertions
 from dragoman.db.times import timestamp
 from dragoman.session.v1 import session_pb2
+from dragoman.tls import MeshTls
 from dragoman.v1 import (
     auth_pb2,
     auth_pb2_grpc,
@@ -187,8 +188,11 @@ async def create(
     limits = (Limits(settings.limits, limiter) if limiter is not None
               else Limits.from_settings(settings.limits))
     signin = SignInLimits.from_settings(settings, limits.limiter)
-    channel = session_channel or rpc.channel(settings.addresses.session)
-    router = Router(channel, trunk=settings.trunk, linger_s=settings.trunk_linger_ms / 1000)
+    mesh = MeshTls.from_settings(settings.tls)  # to session_svc; the public port is not mTLS
+    channel = session_channel or rpc.channel(settings.addresses.session, tls=mesh,
+                                             server_role="session")
+    router = Router(channel, trunk=settings.trunk, linger_s=settings.trunk_linger_ms / 1000,
+                    tls=mesh)
     session_data = SessionData(router.default, assertions)
     router.directory = directory or session_data
     proxy = Proxy(authenticator, limits, assertions, settings.session.join_timeout_s, trusted_proxies)

@@ -21,6 +21,7 @@ from dragoman import config, languages, logs, rpc
 from dragoman.catalog import packaged
 from dragoman.errors import InvalidArgument
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
+from dragoman.tls import MeshTls
 from mt_svc import engines as registry
 from mt_svc.admission import Admission
 from mt_svc.cache import PhraseCache, open_cache
@@ -200,7 +201,8 @@ async def create(
     names = registry.configured(settings.mt.engines)
     if engines is None:
         engines = await asyncio.to_thread(
-            registry.load, names, settings.models_dir, DecodeOptions.of(settings.mt), settings.triton)
+            registry.load, names, settings.models_dir, DecodeOptions.of(settings.mt), settings.triton,
+            settings.tls)
     router = Router(engines, registry.OFFERS, preference=registry.preference(names))
     await warm_up(router.engines)
     pipeline = Pipeline(router, cache or open_cache(settings.mt))
@@ -208,7 +210,7 @@ async def create(
     servicer = TranslationServicer(pipeline, settings.mt, admission, speech_engines(settings))
     service = rpc.Service.serving(
         "mt_svc", [(mt_pb2_grpc.add_TranslationServiceServicer_to_server, servicer)],
-        [SERVICE_NAME], engines=router.engines)
+        [SERVICE_NAME], engines=router.engines, tls=MeshTls.from_settings(settings.tls))
     service.on_stop.extend([router.close, pipeline.cache.close])
     return service
 

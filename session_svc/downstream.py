@@ -10,6 +10,7 @@ from dragoman import errors, mux
 from dragoman.config import Addresses
 from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
+from dragoman.tls import MeshTls
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 
 
@@ -17,16 +18,20 @@ class Downstream:
     """Channels and stubs to stt_svc, mt_svc and tts_svc, with error mapping."""
 
     def __init__(self, addresses: Addresses, timeout_s: float, trunk: bool = True,
-                 linger_s: float = mux.LINGER_S) -> None:
+                 linger_s: float = mux.LINGER_S, tls: MeshTls | None = None) -> None:
+        """Channels to `addresses` (mutual TLS with `tls`), on trunks unless `trunk`
+        is false; `timeout_s` bounds each call for one utterance."""
         self.timeout_s = timeout_s
         # Translate and Synthesize are idempotent: retried when a replica is
         # briefly unreachable. A recognition stream is not (audio was consumed).
         mt_service = mt_pb2.DESCRIPTOR.services_by_name["TranslationService"].full_name
         tts_service = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeechService"].full_name
         self._channels = [
-            mux.channel(addresses.stt, trunk=trunk, linger_s=linger_s),
-            mux.channel(addresses.mt, trunk=trunk, retry=[mt_service], linger_s=linger_s),
-            mux.channel(addresses.tts, trunk=trunk, retry=[tts_service], linger_s=linger_s),
+            mux.channel(addresses.stt, trunk=trunk, linger_s=linger_s, tls=tls, server_role="stt"),
+            mux.channel(addresses.mt, trunk=trunk, retry=[mt_service], linger_s=linger_s,
+                        tls=tls, server_role="mt"),
+            mux.channel(addresses.tts, trunk=trunk, retry=[tts_service], linger_s=linger_s,
+                        tls=tls, server_role="tts"),
         ]
         self.stt = stt_pb2_grpc.SpeechToTextServiceStub(self._channels[0])
         self.mt = mt_pb2_grpc.TranslationServiceStub(self._channels[1])

@@ -26,6 +26,7 @@ from dragoman.assertion import Assertions
 from dragoman.db.times import timestamp
 from dragoman.errors import InvalidArgument, NotFound, shown
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
+from dragoman.tls import MeshTls
 from dragoman.v1 import (
     auth_pb2,
     conversation_pb2,
@@ -270,7 +271,8 @@ async def create(
 ) -> rpc.Service:
     """session_svc, not yet started. `store` defaults to PostgreSQL per
     settings.database (the embedded server when no URL is set)."""
-    callers = Callers(Assertions.from_settings(settings.auth))
+    mesh = MeshTls.from_settings(settings.tls)
+    callers = Callers(Assertions.from_settings(settings.auth), gateways_only=mesh is not None)
     database = None
     if store is None:
         database = await db.open_database(settings.database)
@@ -278,7 +280,7 @@ async def create(
     lag = overload.LoopLag()
     down = downstream or Downstream(
         settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk,
-        linger_s=settings.trunk_linger_ms / 1000)
+        linger_s=settings.trunk_linger_ms / 1000, tls=mesh)
     coverage = Coverage(down)
     registry = SessionRegistry(
         settings.session, store, owner=settings.session.advertise_address, lag=lag,
@@ -293,7 +295,7 @@ async def create(
         sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
         conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
         session_pb2.DESCRIPTOR.services_by_name["SessionDataService"].full_name,
-    ])
+    ], tls=mesh)
 
     async def drain(grace_s: float) -> None:
         """Finish every utterance in progress before the server stops."""

@@ -17,6 +17,7 @@ from dragoman import audio, config, logs, rpc
 from dragoman.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from dragoman.packs import SttChoice
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
+from dragoman.tls import MeshTls
 from stt_svc import engines as engine_loader
 from stt_svc import vad
 from stt_svc.engines.base import ANY_LANGUAGE, SpeechRecognizer, Task
@@ -283,7 +284,8 @@ async def create(
     models = Models(engines, max_pending=2 * settings.stt.max_streams + 2, choice=choice)
     service = rpc.Service.serving("stt", [(stt_pb2_grpc.add_SpeechToTextServiceServicer_to_server,
                                            SpeechToTextServicer(settings, models, limits))],
-                                  [SERVICE_NAME], engines=engines)
+                                  [SERVICE_NAME], engines=engines,
+                                  tls=MeshTls.from_settings(settings.tls))
     service.on_stop.append(models.close)
     if owned:  # engines with connections (Triton) close with the service that loaded them
         service.on_stop.extend(e.close for e in engines)

@@ -17,6 +17,7 @@ import grpc
 
 from dragoman import config, logs, rpc
 from dragoman.errors import InvalidArgument
+from dragoman.tls import MeshTls
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 from tts_svc import engines as engine_registry
 from tts_svc.cache import AudioCache, CacheOptions, open_cache
@@ -141,7 +142,7 @@ async def create(
 
     service = rpc.Service.serving("tts_svc", [
         (tts_pb2_grpc.add_TextToSpeechServiceServicer_to_server, TextToSpeechServicer(synthesizer))],
-        [SERVICE_NAME], engines=engines)
+        [SERVICE_NAME], engines=engines, tls=MeshTls.from_settings(settings.tls))
 
     async def close() -> None:
         stats = synthesizer.cache.stats

@@ -13,6 +13,7 @@ import grpc
 from dragoman import rpc
 from dragoman.mux.framing import LINGER_S, Deserializer, Serializer, checked_linger
 from dragoman.mux.link import Link, TrunkCall
+from dragoman.tls import MeshTls
 from dragoman.trunk.v1 import trunk_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -196,10 +197,13 @@ class TrunkedChannel:
 
 
 def channel(address: str, *, trunk: bool = True, retry: Sequence[str] = (),
-            linger_s: float = LINGER_S) -> Any:
-    """`rpc.channel(address)`, its streaming calls on a trunk (lingering
-    `linger_s` for company) unless `trunk` is false."""
+            linger_s: float = LINGER_S, tls: MeshTls | None = None,
+            server_role: str = "") -> Any:
+    """`rpc.channel(address)` (mutual TLS to a `server_role` server with `tls`),
+    its streaming calls on a trunk (lingering `linger_s` for company) unless
+    `trunk` is false."""
     if not trunk:
-        return rpc.channel(address, retry=retry)
+        return rpc.channel(address, retry=retry, tls=tls, server_role=server_role)
     linger_s = checked_linger(linger_s)  # before a channel is opened
-    return TrunkedChannel(rpc.channel(address, retry=retry), linger_s)
+    return TrunkedChannel(rpc.channel(address, retry=retry, tls=tls, server_role=server_role),
+                          linger_s)

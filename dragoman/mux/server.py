@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -55,6 +55,11 @@ class ServerCall:
 
     def peer(self) -> str:
         return self._trunk.peer
+
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]:
+        """The trunk's: every call on it comes from the peer that opened it (its TLS
+        certificate's names when the trunk runs over mutual TLS)."""
+        return self._trunk.auth
 
     def time_remaining(self) -> float | None:
         if self._deadline is None:
@@ -223,8 +228,9 @@ class _TrunkRequests:
 class _ServerTrunk:
     """The server's end of one Carry call."""
 
-    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler], peer: str) -> None:
-        self.handlers, self.peer = handlers, peer
+    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler], peer: str,
+                 auth: Mapping[str, Iterable[bytes]]) -> None:
+        self.handlers, self.peer, self.auth = handlers, peer, auth
         self.outbox = Outbox()
         self.calls: dict[int, ServerCall] = {}
 
@@ -259,7 +265,7 @@ class TrunkServicer(pb_grpc.TrunkServiceServicer):
     async def Carry(self, request_iterator: AsyncIterator[pb.CarryRequest],
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CarryResponse]:
         await context.send_initial_metadata(())  # the client writes once it has these
-        trunk = _ServerTrunk(self._handlers, context.peer())
+        trunk = _ServerTrunk(self._handlers, context.peer(), context.auth_context())
         reader = asyncio.create_task(trunk.read(request_iterator), name="trunk-server-read")
         try:
             while (frames := await trunk.outbox.batch()) is not None:

@@ -55,8 +55,10 @@ def load(
     models_dir: str | os.PathLike[str] | None = None,
     decode: ct2.DecodeOptions | None = None,
     triton: config.TritonSettings | None = None,
+    tls: config.TlsSettings | None = None,
 ) -> list[MtEngine]:
     """Builds each named engine that is installed here; logs why the others are not.
+    `triton` and `tls` say how to reach the Triton server of engine `triton`.
 
     `ct2` loads every usable model pulled into `models_dir`. Blocking (loads
     models, starts nothing yet): call it off the event loop.
@@ -68,7 +70,7 @@ def load(
             from mt_svc.engines import triton as on_triton
 
             triton = triton or config.TritonSettings()
-            loaded.extend(on_triton.load_blocking(TritonClient(triton), triton.ready_timeout_s))
+            loaded.extend(on_triton.load_blocking(TritonClient(triton, tls), triton.ready_timeout_s))
             continue
         if name == ct2.GROUP:
             group = ct2.load_installed(models_dir, decode) if models_dir is not None else []

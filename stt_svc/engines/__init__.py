@@ -29,7 +29,7 @@ def load(settings: config.Settings) -> list[SpeechRecognizer]:
         from dragoman.triton_client import TritonClient
         from stt_svc.engines import triton
 
-        return list(triton.load(TritonClient(settings.triton), settings.triton.ready_timeout_s))
+        return list(triton.load(TritonClient(settings.triton, settings.tls), settings.triton.ready_timeout_s))
     if stt.engine != "whisper":
         raise InvalidArgument(f"unknown stt engine {stt.engine!r}; use whisper, triton or fake")
     from dragoman.devices import Device

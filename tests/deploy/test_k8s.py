@@ -184,3 +184,51 @@ def test_gateways_and_session_svc_share_the_identity_key_from_the_secret() -> No
         refs.append(env["DRAGOMAN_AUTH_IDENTITY_KEY"]["valueFrom"]["secretKeyRef"])
     assert refs[0] == refs[1] and refs[0]["optional"] is False
     assert "DRAGOMAN_AUTH_IDENTITY_KEY" in (K8S / "README.md").read_text()
+
+
+def _tls_files() -> dict[str, Path]:
+    shared = _docs(K8S / "config.yaml")[0]["data"]
+    settings = config.load(env=shared)
+    assert settings.tls.enabled, "config.yaml: internal mTLS is on in the cluster"
+    return {"ca": Path(settings.tls.ca_file), "cert": Path(settings.tls.cert_file),
+            "key": Path(settings.tls.key_file)}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_pod_mounts_its_own_role_certificate_where_the_settings_read_it(name: str) -> None:
+    files = _tls_files()
+    (directory,) = {p.parent for p in files.values()}
+    # cert-manager's names for a Certificate's Secret, so either way of making it fits
+    assert {k: p.name for k, p in files.items()} == {"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"}
+    spec = _deployment(name)["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(directory)]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == f"dragoman-tls-{name}"
+    assert volume["secret"]["defaultMode"] & 0o007 == 0, "the key is not for every user of the node"
+    assert not {e["name"] for e in container["env"]} & {
+        "DRAGOMAN_TLS_ENABLED", "DRAGOMAN_TLS_CERT_FILE", "DRAGOMAN_TLS_KEY_FILE"}
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_kubelet_probes_internal_ports_on_the_plain_text_health_port(name: str) -> None:
+    shared = _docs(K8S / "config.yaml")[0]["data"]
+    health = int(shared["DRAGOMAN_TLS_HEALTH_ADDRESS"].rsplit(":", 1)[1])
+    (container,) = _deployment(name)["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    probed = [container[p]["grpc"]["port"] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
+    if name == "gateway":  # its public port is plain text (Envoy or the ingress does TLS)
+        assert probed == [ports["grpc"]] * 3
+        return
+    # a probe cannot present a certificate: it asks the port of health alone
+    assert ports["health"] == health and probed == [health] * 3
+    assert not _reaches("intruder", name, "health") and not _reaches("gateway", name, "health")
+
+
+def test_the_readme_says_how_to_make_every_role_certificate_secret() -> None:
+    readme = (K8S / "README.md").read_text()
+    assert "dragoman keys tls" in readme
+    loop = next(line for line in readme.splitlines() if line.startswith("for role in "))
+    assert loop.removeprefix("for role in ").removesuffix("; do").split() == list(SERVICES)
+    assert "dragoman-tls-$role" in readme

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
 from dragoman import audio, config, mux
 from dragoman.client import join_request, speak
+from dragoman.tls import MeshTls
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from tests.conftest import ASSERTIONS
@@ -26,8 +28,9 @@ async def plumbing(settings: config.Settings) -> AsyncIterator[Stack]:
 class Caller:
     """Calls session_svc directly as a given user (what the gateway does)."""
 
-    def __init__(self, address: str, user_id: str, trunk: bool = False) -> None:
-        self.channel = mux.channel(address, trunk=trunk)
+    def __init__(self, address: str, user_id: str, trunk: bool = False,
+                 tls: MeshTls | None = None) -> None:
+        self.channel = mux.channel(address, trunk=trunk, tls=tls, server_role="session")
         self.user_id = user_id
         self.metadata = ASSERTIONS.metadata(user_id, user_id.title())
         self.sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
@@ -79,6 +82,36 @@ class Caller:
     async def close(self) -> None:
         await self.requests.put(None)
         await self.channel.close()
+
+
+async def answers(channel: object, session_id: str,
+                  metadata: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """(status, message) of GetSession on `session_id`, CreateSession, ListSessions
+    and a Converse stream joining `session_id`, made on `channel` with `metadata`:
+    one pair when session_svc refuses them all alike."""
+    sessions = sessions_pb2_grpc.SessionServiceStub(channel)
+
+    async def join() -> AsyncIterator[pb.ConverseRequest]:
+        yield join_request(session_id, 16000)
+
+    async def converse() -> None:
+        async for _ in conversation_pb2_grpc.ConversationServiceStub(channel).Converse(
+                join(), metadata=metadata):
+            return
+
+    out = set()
+    for call in (
+        sessions.GetSession(sessions_pb2.GetSessionRequest(session_id=session_id), metadata=metadata),
+        sessions.CreateSession(sessions_pb2.CreateSessionRequest(language_code="en"), metadata=metadata),
+        sessions.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=metadata),
+        converse(),
+    ):
+        try:
+            await call
+            out.add(("OK", ""))
+        except grpc.aio.AioRpcError as e:
+            out.add((e.code().name, e.details() or ""))
+    return out
 
 
 def utterance(fleurs: Path, name: str = "fleurs-en-004") -> bytes:

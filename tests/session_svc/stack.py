@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import io
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -65,19 +65,25 @@ def scratch_settings(settings: config.Settings, prefix: str) -> Iterator[config.
         yield dataclasses.replace(settings, database=database)
 
 
+def same(role: str, settings: config.Settings) -> config.Settings:
+    """Every service of a stack runs with the stack's settings."""
+    return settings
+
+
 @contextlib.asynccontextmanager
 async def model_services(
     settings: config.Settings, mt: FakeMt, tts: FakeTts, tts_cache: AudioCache | None = None,
+    own: Callable[[str, config.Settings], config.Settings] = same,
 ) -> AsyncIterator[config.Addresses]:
-    """stt_svc (fake engine), mt_svc (`mt`, no phrase cache) and tts_svc (`tts`) on loopback;
-    `settings.addresses` with theirs."""
+    """stt_svc (fake engine), mt_svc (`mt`, no phrase cache) and tts_svc (`tts`) on loopback,
+    each with `own(its role, settings)` (its certificate, say); `settings.addresses` with theirs."""
     services = []
     try:
         ports = {}
         for name, service in (
-            ("stt", await stt_server.create(settings, engine=FakeStt())),
-            ("mt", await mt_server.create(settings, engines=[mt], cache=NoCache())),
-            ("tts", await tts_server.create(settings, engine=tts, cache=tts_cache)),
+            ("stt", await stt_server.create(own("stt", settings), engine=FakeStt())),
+            ("mt", await mt_server.create(own("mt", settings), engines=[mt], cache=NoCache())),
+            ("tts", await tts_server.create(own("tts", settings), engine=tts, cache=tts_cache)),
         ):
             services.append(service)
             ports[name] = await service.start("127.0.0.1:0")
@@ -89,13 +95,18 @@ async def model_services(
 
 
 @contextlib.asynccontextmanager
-async def session_stack(settings: config.Settings) -> AsyncIterator[Stack]:
-    """Fake stt/mt/tts and a real session_svc on loopback, per `settings.database`.
+async def session_stack(
+    settings: config.Settings,
+    own: Callable[[str, config.Settings], config.Settings] = same,
+) -> AsyncIterator[Stack]:
+    """Fake stt/mt/tts and a real session_svc on loopback, per `settings.database`;
+    each service runs with `own(its role, settings)` (its certificate, say).
 
     The phrase cache is off so that every utterance reaches the (fake) MT engine."""
     mt_engine = FakeMt(pairs=[(a, b) for a in LANGUAGES for b in LANGUAGES if a != b])
-    async with model_services(settings, mt_engine, FakeTts()) as addresses:
-        session = await session_server.create(dataclasses.replace(settings, addresses=addresses))
+    async with model_services(settings, mt_engine, FakeTts(), own=own) as addresses:
+        session = await session_server.create(
+            own("session", dataclasses.replace(settings, addresses=addresses)))
         try:
             address = f"127.0.0.1:{await session.start('127.0.0.1:0')}"
             full = dataclasses.replace(

@@ -71,7 +71,8 @@ async def load(settings: config.Settings, executor: Executor) -> list[TtsEngine]
             from dragoman.triton_client import TritonClient
             from tts_svc.engines import triton
 
-            engines.extend(await triton.load(TritonClient(settings.triton), settings.triton.ready_timeout_s))
+            engines.extend(await triton.load(TritonClient(settings.triton, settings.tls),
+                                             settings.triton.ready_timeout_s))
         else:
             engines.append(
                 await loop.run_in_executor(executor, _load_one, name, models_dir, threads, executor, device))
