@@ -1,0 +1,164 @@
+// Who is in the session. Each RosterChanged carries the whole roster, so the
+// page replaces what it shows; before the first one (or from a server that
+// sends none) the roster comes from the Session of CreateSession/JoinSession.
+
+import { RosterChange, type RosterChanged } from "./gen/dragoman/v1/conversation_pb";
+import { type Participant, ParticipantState } from "./gen/dragoman/v1/sessions_pb";
+import { languageName } from "./languages";
+
+export interface Person {
+  id: string;
+  name: string;
+  language: string;
+  connected: boolean;
+  host: boolean;
+  /** The person using this page. */
+  self: boolean;
+}
+
+export interface RosterState {
+  people: Person[];
+  locked: boolean;
+  /** Most participants the session takes; 0 when unknown. */
+  maxParticipants: number;
+  /** True once a RosterChanged came: the roster is the server's word, not the join reply's. */
+  fromEvents: boolean;
+}
+
+export const EMPTY: RosterState = { people: [], locked: false, maxParticipants: 0, fromEvents: false };
+
+/** The roster as the create or join reply has it: those still in the session. */
+export function fromSession(
+  participants: Participant[], locked: boolean, maxParticipants: number, selfId: string,
+): RosterState {
+  const inSession = participants.filter((p) =>
+    p.state === ParticipantState.JOINED || p.state === ParticipantState.UNSPECIFIED);
+  return {
+    people: inSession.map((p) => ({
+      id: p.userId, name: p.displayName || "Someone", language: p.languageCode,
+      connected: p.connected, host: p.host, self: p.userId === selfId,
+    })),
+    locked, maxParticipants, fromEvents: false,
+  };
+}
+
+/** The roster after `event`. */
+export function fromEvent(event: RosterChanged, before: RosterState, selfId: string): RosterState {
+  return {
+    people: event.roster.map((e) => ({
+      id: e.participantId, name: e.displayName || "Someone", language: e.languageCode,
+      connected: e.connected, host: e.host, self: e.participantId === selfId,
+    })),
+    locked: event.locked, maxParticipants: before.maxParticipants, fromEvents: true,
+  };
+}
+
+/** Whether the person using the page is the host. */
+export function isHost(state: RosterState): boolean {
+  return state.people.some((p) => p.self && p.host);
+}
+
+export function displayName(state: RosterState, id: string): string | undefined {
+  return state.people.find((p) => p.id === id)?.name;
+}
+
+/** What to tell people about `event`, or "" when nothing worth saying happened (e.g. their own
+ * stream connecting). `before` is the roster before it, which still names those who left. */
+export function describeChange(event: RosterChanged, before: RosterState, selfId: string): string {
+  const self = event.participantId === selfId;
+  const name = self ? "You" : displayName(before, event.participantId)
+    ?? event.roster.find((e) => e.participantId === event.participantId)?.displayName ?? "Someone";
+  const why = event.reason ? ` (${event.reason})` : "";
+  switch (event.change) {
+    case RosterChange.JOINED:
+      return self ? "" : `${name} joined.`;
+    case RosterChange.LEFT:
+      return self ? "You left the session." : `${name} left the session.`;
+    case RosterChange.REMOVED:
+      return self ? "The host removed you from the session." : `${name} was removed by the host.`;
+    case RosterChange.DISCONNECTED:
+      return self ? "" : `${name} lost the connection${why}.`;
+    case RosterChange.CONNECTED:
+      return "";
+    case RosterChange.LOCKED:
+      return "The session is locked: nobody else can join.";
+    case RosterChange.UNLOCKED:
+      return "The session is unlocked: others can join with the code.";
+    default:
+      return "";
+  }
+}
+
+/** Who the page talks with, in a line: "Talking with Bruno (Portuguese)." or with several. */
+export function summary(state: RosterState): string {
+  const others = state.people.filter((p) => !p.self);
+  if (others.length === 0) return "Waiting for others to join…";
+  const named = others.map((p) => `${p.name} (${languageName(p.language)})`);
+  const list = named.length === 1 ? named[0]
+    : `${named.slice(0, -1).join(", ")} and ${named[named.length - 1]}`;
+  return `Talking with ${list}.`;
+}
+
+export interface RosterActions {
+  remove(person: Person): void;
+  lock(locked: boolean): void;
+}
+
+/** The roster panel: one list item per person, with the host's buttons. */
+export class RosterPanel {
+  constructor(
+    private readonly list: HTMLUListElement,
+    private readonly heading: HTMLElement,
+    private readonly lockButton: HTMLButtonElement,
+    private readonly actions: RosterActions,
+  ) {
+    lockButton.addEventListener("click", () => actions.lock(lockButton.dataset.locked !== "true"));
+  }
+
+  render(state: RosterState, speakingId: string | undefined): void {
+    const host = isHost(state);
+    const limit = state.maxParticipants ? ` of ${state.maxParticipants}` : "";
+    this.heading.textContent = `People (${state.people.length}${limit})${state.locked ? " · locked" : ""}`;
+    this.list.replaceChildren(...state.people.map((p) => this.item(p, host, p.id === speakingId)));
+    this.lockButton.hidden = !host;
+    this.lockButton.dataset.locked = String(state.locked);
+    this.lockButton.textContent = state.locked ? "Unlock session" : "Lock session";
+    this.lockButton.setAttribute("aria-pressed", String(state.locked));
+  }
+
+  private item(p: Person, host: boolean, speaking: boolean): HTMLLIElement {
+    const li = document.createElement("li");
+    li.className = `person${p.self ? " self" : ""}${p.connected ? " connected" : " away"}${speaking ? " speaking" : ""}`;
+    li.dataset.participant = p.id;
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = p.self ? `${p.name} (you)` : p.name;
+    const details = document.createElement("span");
+    details.className = "details";
+    details.textContent = `${languageName(p.language)} · ${p.connected ? "connected" : "not connected"}`;
+    li.append(name);
+    if (p.host) {
+      const badge = document.createElement("span");
+      badge.className = "badge host";
+      badge.textContent = "host";
+      li.append(" ", badge);
+    }
+    if (speaking) {
+      const badge = document.createElement("span");
+      badge.className = "badge speaking";
+      badge.textContent = "speaking";
+      li.append(" ", badge);
+    }
+    li.append(details);
+    if (host && !p.self) {
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "secondary remove";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", `Remove ${p.name}`);
+      remove.addEventListener("click", () => this.actions.remove(p));
+      li.append(remove);
+    }
+    return li;
+  }
+}
