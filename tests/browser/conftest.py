@@ -3,15 +3,19 @@ and headless Debian Chromium driven by playwright-core (node)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from dragoman import audio
 from dragoman_tools.envoy import Edge, EdgeConfig, StaticSite
 from tests.browser.netcut import CuttableProxy
 from tests.conftest import ROOT
@@ -20,6 +24,7 @@ from tests.mesh import MeshAddresses
 
 WEB = ROOT / "web"
 CHROMIUM = Path(os.environ.get("DRAGOMAN_CHROMIUM", "/usr/bin/chromium"))
+FAKE_MIC_RATE_HZ = 48_000
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +98,45 @@ async def stack(mesh: MeshAddresses, web_dist: Path, browser_certs: Certs,
         await link.stop()
         await edge.stop()
         site.stop()
+
+
+def fake_microphone(clip: Path, out: Path) -> Path:
+    """The clip as 16-bit mono WAV with silence around it (the fake device plays it once)."""
+    samples = audio.decode_file(clip, FAKE_MIC_RATE_HZ)
+    pad = np.zeros(FAKE_MIC_RATE_HZ, np.float32)
+    tail = np.zeros(3 * FAKE_MIC_RATE_HZ, np.float32)
+    return audio.write_wav(out, audio.float_to_pcm16(np.concatenate([pad, samples, tail])), FAKE_MIC_RATE_HZ)
+
+
+def person(name: str, language: str, url: str, viewport: dict[str, int], clip: Path, tmp: Path) -> dict:
+    """One person of a driver's config: their page, language, a fresh username, and `clip` as
+    their microphone."""
+    return {"name": name, "language": language, "url": url, "viewport": viewport,
+            "username": f"{name}-{secrets.token_hex(3)}",
+            "wav": str(fake_microphone(clip, tmp / f"{name}.wav"))}
+
+
+async def drive(driver: Path, config: Path, stack: BrowserStack) -> dict:
+    """Runs the node `driver` on `config`, cutting and restoring the cuttable link when it asks;
+    returns its result."""
+    errors = config.with_suffix(".stderr")
+    with open(errors, "wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            "node", str(driver), str(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=stderr, limit=16 * 1024 * 1024)
+    assert proc.stdin is not None and proc.stdout is not None
+    actions = {"cut": stack.link.cut, "restore": stack.link.restore}
+    try:
+        async for line in proc.stdout:
+            message = json.loads(line)
+            if "result" in message:
+                return message["result"]
+            actions[message["control"]]()
+            proc.stdin.write(b"ok\n")
+            await proc.stdin.drain()
+        await proc.wait()
+        raise AssertionError(f"the driver ended without a result:\n{errors.read_text()[-3000:]}")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()

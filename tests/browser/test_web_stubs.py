@@ -37,6 +37,7 @@ def test_web_client_type_checks() -> None:
 
 def test_web_client_unit_tests() -> None:
     """web/test/*.test.mjs: the roster model and the speech queue, under node's test runner."""
-    result = subprocess.run(["node", "scripts/test.mjs"], cwd=WEB, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(["node", "scripts/test.mjs"], cwd=WEB, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     assert "# fail 0" in result.stdout and "# pass 0" not in result.stdout, result.stdout[-2000:]
