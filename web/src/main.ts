@@ -9,7 +9,7 @@ import { Captions, type UtteranceSnapshot } from "./captions";
 import { Conversation, type Status } from "./conversation";
 import type { ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
 import type { ListLanguagesResponse, Session } from "./gen/dragoman/v1/sessions_pb";
-import { languageName, nativeName } from "./languages";
+import { nativeName } from "./languages";
 import * as roster from "./roster";
 import { AudioSender } from "./sender";
 
@@ -260,20 +260,25 @@ class App {
       }
       // A two-party server says who the partner is with these; a roster (preferred) says it all.
       case "sessionPaired": {
-        captions.partnerName = kind.value.partnerDisplayName || "Partner";
-        captions.partnerLanguage = kind.value.partnerLanguageCode;
+        const { partnerUserId, partnerDisplayName, partnerLanguageCode } = kind.value;
+        captions.partnerName = partnerDisplayName || "Partner";
+        captions.partnerLanguage = partnerLanguageCode;
         if (!this.roster.fromEvents) {
-          this.ui.partner.textContent = `Talking with ${captions.partnerName} ` +
-            `(${languageName(kind.value.partnerLanguageCode)}).`;
+          this.setRoster(roster.withPartner(this.roster, partnerUserId, partnerDisplayName, partnerLanguageCode));
         }
         if (this.ui.mic.disabled) this.paired(`${captions.partnerName} joined.`);
         break;
       }
       case "partnerConnected":
-        this.ui.partner.classList.remove("away");
+        if (!this.roster.fromEvents) {
+          this.setRoster(roster.withConnected(this.roster, kind.value.partnerUserId, true));
+        }
         break;
       case "partnerDisconnected":
-        if (!this.roster.fromEvents) this.say(`${captions.partnerName} lost the connection (${kind.value.reason}).`);
+        if (!this.roster.fromEvents) {
+          this.setRoster(roster.withConnected(this.roster, kind.value.partnerUserId, false));
+          this.say(`${captions.partnerName} lost the connection (${kind.value.reason}).`);
+        }
         break;
       case "processingStarted":
         captions.started(kind.value);
@@ -338,6 +343,8 @@ class App {
     const { ui } = this;
     ui.connection.textContent = status === "reconnecting" ? "reconnecting…" : status;
     ui.connection.className = `badge ${status}`;
+    // the server's roster says so too, once it has seen the stream; a two-party one never does
+    if (!this.roster.fromEvents) this.setRoster(roster.withConnected(this.roster, this.api.userId, status === "live"));
     if (status === "reconnecting" && detail) this.say(`Connection lost; reconnecting.`);
     if (status === "ended") {
       this.stopMicrophone();

@@ -1,6 +1,7 @@
 // Who is in the session. Each RosterChanged carries the whole roster, so the
-// page replaces what it shows; before the first one (or from a server that
-// sends none) the roster comes from the Session of CreateSession/JoinSession.
+// page replaces what it shows; before the first one the roster comes from the
+// Session of CreateSession/JoinSession, and a two-party server that sends none
+// keeps it up to date through SessionPaired and PartnerConnected/Disconnected.
 
 import { RosterChange, type RosterChanged } from "./gen/dragoman/v1/conversation_pb";
 import { type Participant, ParticipantState } from "./gen/dragoman/v1/sessions_pb";
@@ -33,13 +34,27 @@ export function fromSession(
 ): RosterState {
   const inSession = participants.filter((p) =>
     p.state === ParticipantState.JOINED || p.state === ParticipantState.UNSPECIFIED);
+  // a server older than hosts lists the creator first and marks nobody
+  const marked = participants.some((p) => p.host);
   return {
     people: inSession.map((p) => ({
       id: p.userId, name: p.displayName || "Someone", language: p.languageCode,
-      connected: p.connected, host: p.host, self: p.userId === selfId,
+      connected: p.connected, host: marked ? p.host : p === participants[0], self: p.userId === selfId,
     })),
     locked, maxParticipants, fromEvents: false,
   };
+}
+
+/** A two-party server's SessionPaired: the partner joins the roster, if not in it yet. */
+export function withPartner(state: RosterState, id: string, name: string, language: string): RosterState {
+  if (state.people.some((p) => p.id === id)) return state;
+  const partner = { id, name: name || "Partner", language, connected: true, host: !isHost(state), self: false };
+  return { ...state, people: [...state.people, partner] };
+}
+
+/** A two-party server's PartnerConnected/Disconnected, or this page's own stream going up or down. */
+export function withConnected(state: RosterState, id: string, connected: boolean): RosterState {
+  return { ...state, people: state.people.map((p) => (p.id === id ? { ...p, connected } : p)) };
 }
 
 /** The roster after `event`. */

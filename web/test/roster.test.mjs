@@ -65,3 +65,27 @@ test("the summary names everyone else with their language", () => {
   assert.equal(roster.summary(roster.fromEvent(changed(RosterChange.JOINED, "u-ana", [ANA]), roster.EMPTY,
     "u-ana")), "Waiting for others to join…");
 });
+
+test("a two-party server's events keep the roster: the creator hosts, the partner joins", () => {
+  // no participant marked host: the first listed (the creator) is
+  const participants = [create(ParticipantSchema, { userId: "u-ana", displayName: "Ana", languageCode: "en" })];
+  let state = roster.fromSession(participants, false, 0, "u-ana");
+  assert.equal(roster.isHost(state), true);
+  state = roster.withPartner(state, "u-bruno", "Bruno", "pt");
+  assert.deepEqual(state.people.map((p) => [p.id, p.host, p.connected]),
+    [["u-ana", true, false], ["u-bruno", false, true]]);
+  assert.equal(roster.withPartner(state, "u-bruno", "Bruno", "pt"), state); // once
+  state = roster.withConnected(roster.withConnected(state, "u-bruno", false), "u-ana", true);
+  assert.deepEqual(state.people.map((p) => p.connected), [true, false]);
+  assert.equal(state.fromEvents, false);
+});
+
+test("a joiner of a two-party server sees the creator as host", () => {
+  const participants = [
+    create(ParticipantSchema, { userId: "u-ana", displayName: "Ana", languageCode: "en" }),
+    create(ParticipantSchema, { userId: "u-bruno", displayName: "Bruno", languageCode: "pt" }),
+  ];
+  const state = roster.fromSession(participants, false, 0, "u-bruno");
+  assert.equal(roster.isHost(state), false);
+  assert.equal(roster.withPartner(state, "u-ana", "Ana", "en"), state);
+});
