@@ -318,8 +318,11 @@ class App {
     ui.mic.focus();
   }
 
+  /** Shows `state`, with this page's own entry connected while its stream is live: the page
+   * knows before any RosterChanged, and a two-party server never says. */
   private setRoster(state: roster.RosterState): void {
     const { ui } = this;
+    state = roster.withConnected(state, this.api.userId, this.conversation?.status === "live");
     this.roster = state;
     this.rosterPanel.render(state, this.player?.nowSpeaking?.participantId);
     if (state.people.length) ui.partner.textContent = roster.summary(state);
@@ -343,8 +346,7 @@ class App {
     const { ui } = this;
     ui.connection.textContent = status === "reconnecting" ? "reconnecting…" : status;
     ui.connection.className = `badge ${status}`;
-    // the server's roster says so too, once it has seen the stream; a two-party one never does
-    if (!this.roster.fromEvents) this.setRoster(roster.withConnected(this.roster, this.api.userId, status === "live"));
+    this.setRoster(this.roster); // this page's own "connected"
     if (status === "reconnecting" && detail) this.say(`Connection lost; reconnecting.`);
     if (status === "ended") {
       this.stopMicrophone();

@@ -26,7 +26,7 @@ export class Player {
   scheduledSamples = 0;
   playedSamples = 0;
   muted = false;
-  /** Utterances in the order their speech started playing. */
+  /** Utterances in the order their speech started playing, each once unless another came between. */
   readonly playedUtterances: NowSpeaking[] = [];
   private next = 0;
   private readonly queue = new SpeechQueue<SpeechAudio>();
@@ -89,10 +89,13 @@ export class Player {
       const now = this.ctx.currentTime;
       while (this.scheduled.length && this.scheduled[0].end <= now) this.scheduled.shift();
       const head = this.scheduled[0];
-      const speaking = head && head.start <= now ? head.speaking : undefined;
+      // between two chunks of an utterance that synthesis has not caught up with, it still speaks
+      const waitingForMore = this.speaking && this.queue.playing === this.speaking.utteranceId;
+      const speaking = head && head.start <= now ? head.speaking : waitingForMore ? this.speaking : undefined;
       if (speaking !== this.speaking) {
+        const last = this.playedUtterances[this.playedUtterances.length - 1];
+        if (speaking && speaking.utteranceId !== last?.utteranceId) this.playedUtterances.push(speaking);
         this.speaking = speaking;
-        if (speaking) this.playedUtterances.push(speaking);
         this.onSpeaking(speaking);
       }
       if (!this.scheduled.length && !this.queue.queued) {
