@@ -103,7 +103,7 @@ class App {
   private roster: roster.RosterState = roster.EMPTY;
   private readonly rosterPanel: roster.RosterPanel;
   /** Set while this page leaves or ends the session, so the stream's end is no error. */
-  private leaving = false;
+  private leaving: "" | "leave" | "end" = "";
 
   constructor(private readonly api: Api) {
     const { ui } = this;
@@ -229,7 +229,7 @@ class App {
     ui.summary.hidden = ui.again.hidden = true;
     ui.end.disabled = ui.leave.disabled = false;
     ui.mic.disabled = true;
-    this.leaving = false;
+    this.leaving = "";
     this.captions = new Captions(ui.captions, ui.announcer);
     this.setRoster(roster.fromSession(session.participants, session.locked, session.maxParticipants,
       this.api.userId));
@@ -355,6 +355,7 @@ class App {
       ui.roster.querySelectorAll("button").forEach((b) => (b.disabled = true));
       ui.again.hidden = false;
       if (detail && detail !== "the session ended" && !this.leaving) this.fail(`The conversation ended: ${detail}`);
+      if (this.leaving === "leave") this.say("You left the session.");
     }
   }
 
@@ -386,7 +387,7 @@ class App {
   private async endSession(): Promise<void> {
     const sessionId = this.api.sessionId;
     if (!sessionId) return;
-    this.leaving = true;
+    this.leaving = "end";
     try {
       const reply = await this.api.sessions.endSession({ sessionId });
       const m = reply.metrics;
@@ -396,7 +397,7 @@ class App {
         this.ui.summary.hidden = false;
       }
     } catch (e) {
-      this.leaving = false;
+      this.leaving = "";
       this.fail(describeError(e));
     } finally {
       this.conversation?.stop();
@@ -407,13 +408,12 @@ class App {
   private async leaveSession(): Promise<void> {
     const sessionId = this.api.sessionId;
     if (!sessionId) return;
-    this.leaving = true;
+    this.leaving = "leave";
     try {
       await this.api.sessions.leaveSession({ sessionId });
       this.conversation?.stop();
-      this.say("You left the session.");
     } catch (e) {
-      this.leaving = false;
+      this.leaving = "";
       this.fail(describeError(e));
     }
   }
