@@ -353,6 +353,7 @@ class App {
       this.sender?.stop();
       ui.mic.disabled = ui.end.disabled = ui.leave.disabled = ui.lock.disabled = true;
       ui.roster.querySelectorAll("button").forEach((b) => (b.disabled = true));
+      ui.partner.textContent = this.leaving === "leave" ? "You left this conversation." : "The conversation is over.";
       ui.again.hidden = false;
       if (detail && detail !== "the session ended" && !this.leaving) this.fail(`The conversation ended: ${detail}`);
       if (this.leaving === "leave") this.say("You left the session.");

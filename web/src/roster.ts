@@ -138,7 +138,6 @@ export class RosterPanel {
     this.lockButton.hidden = !host;
     this.lockButton.dataset.locked = String(state.locked);
     this.lockButton.textContent = state.locked ? "Unlock session" : "Lock session";
-    this.lockButton.setAttribute("aria-pressed", String(state.locked));
   }
 
   private item(p: Person, host: boolean, speaking: boolean): HTMLLIElement {
