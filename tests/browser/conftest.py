@@ -9,8 +9,9 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -140,3 +141,29 @@ async def drive(driver: Path, config: Path, stack: BrowserStack) -> dict:
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+Browsers = Callable[..., Awaitable[dict]]
+"""`await browsers(driver, people, wait_ms=…, drive_s=…, **more_config)` → the driver's result."""
+
+
+@pytest.fixture
+def browsers(stack: BrowserStack, chromium: Path, artifacts: Path, tmp_path: Path,
+             capsys: pytest.CaptureFixture[str]) -> Browsers:
+    """Runs a node driver on `people` (see `person`) through the stack, for at most `drive_s`;
+    saves its result next to the screenshots and fails with the driver's error."""
+
+    async def run(driver: Path, people: list[dict], *, wait_ms: int, drive_s: float, **more: Any) -> dict:
+        config = tmp_path / f"{driver.stem}.json"
+        config.write_text(json.dumps({"chromium": str(chromium), "webDir": str(WEB), "waitMs": wait_ms,
+                                      "artifacts": str(artifacts), "people": people, **more}))
+        result = await asyncio.wait_for(drive(driver, config, stack), timeout=drive_s)
+        with capsys.disabled():
+            print(f"\nbrowser screenshots: {artifacts}")
+        saved = artifacts / f"{driver.stem}-result.json"
+        saved.write_text(json.dumps(result, indent=1))
+        assert result["ok"], (f"at {result.get('phase', '?')}: {result['error']}\n"
+                              f"(pages' state and console: {saved})")
+        return result
+
+    return run

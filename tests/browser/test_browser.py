@@ -11,13 +11,11 @@ speech, every event exactly once.
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import WEB, BrowserStack, drive, person
+from tests.browser.conftest import Browsers, BrowserStack, person
 from tests.helpers import wer
 
 SPEECH = {"alice": "fleurs-en-004", "bruno": "fleurs-pt-004"}  # clean-audio WER 0.27 and 0.15
@@ -37,23 +35,13 @@ def _partner(state: dict) -> list[dict]:
 @pytest.mark.models
 @pytest.mark.timeout(DRIVE_S + 120)  # plus loading the mesh's models and building the web client
 async def test_two_browsers_talk_through_envoy(
-    stack: BrowserStack, chromium: Path, artifacts: Path, fleurs: Path, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    browsers: Browsers, stack: BrowserStack, fleurs: Path, tmp_path: Path,
 ) -> None:
-    config = {
-        "chromium": str(chromium), "webDir": str(WEB), "artifacts": str(artifacts), "waitMs": WAIT_MS,
-        "people": [
-            person("alice", "en", stack.edge_url, DESKTOP, fleurs / f"{SPEECH['alice']}.ogg", tmp_path),
-            person("bruno", "pt", stack.site_url, PHONE, fleurs / f"{SPEECH['bruno']}.ogg", tmp_path),
-        ],
-    }
-    (tmp_path / "drive.json").write_text(json.dumps(config))
-    result = await asyncio.wait_for(drive(DRIVER, tmp_path / "drive.json", stack), timeout=DRIVE_S)
-    with capsys.disabled():
-        print(f"\nbrowser screenshots: {artifacts}")
+    result = await browsers(DRIVER, [
+        person("alice", "en", stack.edge_url, DESKTOP, fleurs / f"{SPEECH['alice']}.ogg", tmp_path),
+        person("bruno", "pt", stack.site_url, PHONE, fleurs / f"{SPEECH['bruno']}.ogg", tmp_path),
+    ], wait_ms=WAIT_MS, drive_s=DRIVE_S)
     people = result["people"]
-    (artifacts / "result.json").write_text(json.dumps(result, indent=1))
-    assert result["ok"], f"{result['error']}\n(pages' state and console: {artifacts / 'result.json'})"
 
     alice, bruno = people["alice"]["state"], people["bruno"]["state"]
     # the language selector offers what ListLanguages says the default mesh can hold a

@@ -11,13 +11,11 @@ removes Bruno, which ends it.
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import WEB, BrowserStack, drive, person
+from tests.browser.conftest import Browsers, BrowserStack, person
 from tests.helpers import wer
 
 DRIVER = Path(__file__).with_name("drive_party.mjs")
@@ -28,28 +26,18 @@ DRIVE_S = 600  # the whole run
 WER_BOUND = 0.45
 DESKTOP = {"width": 1024, "height": 800}
 PHONE = {"width": 390, "height": 844}
+pytestmark = [pytest.mark.slow, pytest.mark.models]
 
 
-@pytest.mark.slow
-@pytest.mark.models
 @pytest.mark.timeout(DRIVE_S + 120)  # plus loading the mesh's models and building the web client
 async def test_three_browsers_talk_through_envoy(
-    stack: BrowserStack, chromium: Path, artifacts: Path, fleurs: Path, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    browsers: Browsers, stack: BrowserStack, fleurs: Path, tmp_path: Path,
 ) -> None:
     where = {"ana": (stack.edge_url, DESKTOP), "bruno": (stack.site_url, PHONE),
              "carla": (stack.edge_url, PHONE)}
     people = [person(name, LANGUAGE[name], where[name][0], where[name][1], fleurs / f"{SPEECH[name]}.ogg",
                      tmp_path) for name in SPEECH]
-    config = {"chromium": str(chromium), "webDir": str(WEB), "artifacts": str(artifacts), "waitMs": WAIT_MS,
-              "size": 3, "people": people}
-    (tmp_path / "drive.json").write_text(json.dumps(config))
-    result = await asyncio.wait_for(drive(DRIVER, tmp_path / "drive.json", stack), timeout=DRIVE_S)
-    with capsys.disabled():
-        print(f"\nbrowser screenshots: {artifacts}")
-    (artifacts / "party-result.json").write_text(json.dumps(result, indent=1))
-    assert result["ok"], (f"at {result.get('phase')}: {result['error']}\n"
-                          f"(pages' state and console: {artifacts / 'party-result.json'})")
+    result = await browsers(DRIVER, people, wait_ms=WAIT_MS, drive_s=DRIVE_S, size=3)
 
     username = {p["name"]: p["username"] for p in people}
     references = {name: (fleurs / f"{clip}.txt").read_text() for name, clip in SPEECH.items()}
