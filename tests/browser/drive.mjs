@@ -2,20 +2,8 @@
 //
 //   node tests/browser/drive.mjs CONFIG.json     (tests/browser/test_browser.py writes the config)
 //
-// Protocol on stdout/stdin, one JSON line each: {"control": "cut"|"restore"} asks the test to
-// cut or restore Bruno's network and waits for a line back; {"result": ...} ends the run with each
-// person's window.dragomanDebug() state, screenshots and console lines (pages.mjs).
-import { createInterface } from "node:readline";
-import { cfg, open, ownSpeechDone, register, run, until } from "./pages.mjs";
-
-const replies = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-/** Asks the test to act on the network, and waits until it did. */
-async function control(action) {
-  process.stdout.write(JSON.stringify({ control: action }) + "\n");
-  const { value, done } = await replies.next();
-  if (done || value.trim() !== "ok") throw new Error(`control ${action}: ${done ? "no reply" : value}`);
-}
+// Bruno's page calls the API through the test's cuttable link (control() in pages.mjs).
+import { cfg, control, open, ownSpeechDone, register, run, until } from "./pages.mjs";
 
 /** The partner's turn arrived in full: every utterance ended, with transcript, translation, audio. */
 function heardPartner() {

@@ -1,14 +1,15 @@
 // Drives three headless Chromiums through a session of three: the host creates it for three,
-// the others join with the code, each speaks once (the last two at the same time) and every
-// page must show and play the others' speech; then the host locks the session, one guest
-// leaves and the host removes the other, which ends the session.
+// the others join with the code, each speaks once (the last two at the same time; Bruno's
+// network drops while the host speaks) and every page must show and play the others' speech;
+// then the host locks the session, one guest leaves and the host removes the other, which ends
+// the session.
 //
 //   node tests/browser/drive_party.mjs CONFIG.json   (tests/browser/test_party.py writes the config)
 //
 // Writes one JSON line, {"result": ...}: each person's window.dragomanDebug() state at the end and
 // after everyone spoke (`afterSpeech`), page width, screenshot and console lines (pages.mjs), and
 // `phase`, the step it reached.
-import { cfg, open, ownSpeechDone, people, register, result, run, state, until } from "./pages.mjs";
+import { cfg, control, open, ownSpeechDone, people, register, result, run, state, until } from "./pages.mjs";
 
 /** (runs in the page) Each of `names` was heard in full: every utterance of theirs ended, and
  * those with words came with a translation and audio. */
@@ -45,8 +46,12 @@ await run(async () => {
   }
 
   result.phase = "speech";
+  // Bruno's network drops while Ana speaks; once back he must get her words, exactly once
+  await control("cut");
   await ana.page.click("#mic");
   await until(ana, "her own speech processed", ownSpeechDone);
+  await control("restore");
+  await until(bruno, "a reconnection", () => window.dragomanDebug().reconnects > 0);
   for (const p of [bruno, carla]) await until(p, "the host's speech", heardFrom, [ana.username]);
   // the two guests speak at once: the host hears them one after the other
   await Promise.all([bruno, carla].map((p) => p.page.click("#mic")));

@@ -3,9 +3,15 @@
 //
 // Each person is a separate browser process, because the fake microphone's WAV file is a
 // browser-wide flag. Screenshots are taken at the end or on failure.
+//
+// Protocol on stdout/stdin, one JSON line each: {"control": "cut"|"restore"} asks the test to
+// cut or restore the link that pages loaded from the other origin call the API through, and
+// waits for a line back; {"result": ...} ends the run with each person's window.dragomanDebug()
+// state, screenshots and console lines.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 
 export const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const { chromium } = createRequire(join(cfg.webDir, "package.json"))("playwright-core");
@@ -18,6 +24,14 @@ const FLAGS = [
 
 export const people = [];
 export const result = { ok: false, people: {}, error: "" };
+const replies = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+/** Asks the test to act on the network, and waits until it did. */
+export async function control(action) {
+  process.stdout.write(JSON.stringify({ control: action }) + "\n");
+  const { value, done } = await replies.next();
+  if (done || value.trim() !== "ok") throw new Error(`control ${action}: ${done ? "no reply" : value}`);
+}
 
 /** Starts `p`'s browser on its page and waits until the page is ready. */
 export async function open(p) {

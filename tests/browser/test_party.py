@@ -2,11 +2,12 @@
 
 Ana (English, the host, desktop) creates a session for three; Bruno (Spanish,
 from another origin, on a phone) and Carla (Portuguese, on a phone) join with
-the code. Each speaks a recorded sentence, Bruno and Carla at the same time,
-and every page must show the others' words as captions in its own language,
-labelled with the speaker's name, and play their translated speech one
-utterance after another. Then Ana locks the session, Carla leaves, and Ana
-removes Bruno, which ends it.
+the code. Each speaks a recorded sentence, Bruno and Carla at the same time;
+Bruno's network drops while Ana speaks. Every page must show the others'
+words as captions in its own language, labelled with the speaker's name, and
+play their translated speech one utterance after another, every event
+exactly once. Then Ana locks the session, Carla leaves, and Ana removes
+Bruno, which ends it.
 """
 
 from __future__ import annotations
@@ -71,12 +72,14 @@ async def test_three_browsers_talk_through_envoy(
         played = [s["utteranceId"] for s in state["played"]]
         assert len(played) == len(set(played)), (listener, state["played"])
         assert {s["name"] for s in state["played"]} == {username[n] for n in others}, state["played"]
+        # every event exactly once, in order, across Bruno's reconnection
         sequences = state["sequences"]
         assert sequences == list(range(1, len(sequences) + 1)), (listener, sequences)
         # a phone-size page does not scroll sideways
         assert page["pageWidth"] <= where[listener][1]["width"], (listener, page["pageWidth"])
         assert Path(page["screenshot"]).stat().st_size > 10_000
 
+    assert result["people"]["bruno"]["afterSpeech"]["reconnects"] >= 1, "Bruno's network drop did not show"
     final = {name: result["people"][name]["state"] for name in SPEECH}
     assert all(s["status"] == "ended" for s in final.values()), {n: s["status"] for n, s in final.items()}
     assert final["ana"]["roster"]["locked"]
