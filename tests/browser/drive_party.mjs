@@ -9,7 +9,9 @@
 // Writes one JSON line, {"result": ...}: each person's window.dragomanDebug() state at the end and
 // after everyone spoke (`afterSpeech`), page width, screenshot and console lines (pages.mjs), and
 // `phase`, the step it reached.
-import { cfg, control, open, ownSpeechDone, people, register, result, run, state, until } from "./pages.mjs";
+import {
+  cfg, control, open, ownSpeechDone, people, register, result, run, screenshots, state, until,
+} from "./pages.mjs";
 
 /** (runs in the page) Each of `names` was heard in full: every utterance of theirs ended, and
  * those with words came with a translation and audio. */
@@ -67,6 +69,8 @@ await run(async () => {
     const width = await p.page.evaluate(() => document.documentElement.scrollWidth);
     result.people[p.name] = { ...result.people[p.name], pageWidth: width, afterSpeech: await state(p) };
   }
+
+  await screenshots("-talking");
 
   result.phase = "lock";
   await ana.page.click("#lock");

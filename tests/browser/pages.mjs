@@ -81,9 +81,10 @@ export function ownSpeechDone() {
   return mine.every(over) && mine.some((u) => u.transcript);
 }
 
-export async function screenshots() {
+/** Saves each page as ARTIFACTS/[cfg.prefix]NAME[suffix].png; the result names the last one taken. */
+export async function screenshots(suffix = "") {
   for (const p of people) {
-    const path = join(cfg.artifacts, `${p.name}.png`);
+    const path = join(cfg.artifacts, `${cfg.prefix ?? ""}${p.name}${suffix}.png`);
     try {
       await p.page.screenshot({ path, fullPage: true, timeout: 20_000 });
       result.people[p.name] = { ...(result.people[p.name] ?? {}), screenshot: path };
