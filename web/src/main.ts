@@ -55,6 +55,9 @@ export interface DebugState {
   /** Whose translated speech plays now, and every utterance in the order it started playing. */
   nowSpeaking: NowSpeaking | undefined;
   played: NowSpeaking[];
+  /** The status line, and the error shown ("" when none). */
+  message: string;
+  error: string;
 }
 
 class App {
@@ -148,6 +151,8 @@ class App {
       roster: structuredClone(this.roster),
       nowSpeaking: this.player?.nowSpeaking,
       played: [...(this.player?.playedUtterances ?? [])],
+      message: this.ui.status.textContent ?? "",
+      error: this.ui.error.hidden ? "" : this.ui.error.textContent ?? "",
     };
   }
 
