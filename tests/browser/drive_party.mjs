@@ -84,7 +84,9 @@ await run(async () => {
   }
 
   result.phase = "remove";
-  await ana.page.locator("#roster li", { hasText: bruno.username }).getByRole("button", { name: /remove/i }).click();
+  const entry = ana.page.locator("#roster li", { hasText: bruno.username });
+  await entry.getByRole("button", { name: /^remove/i }).click();
+  await entry.getByRole("button", { name: /^confirm/i }).click(); // removing is for good: pressed twice
   for (const p of [ana, bruno]) await until(p, "the session's end", () => window.dragomanDebug().status === "ended");
   result.phase = "done";
 });

@@ -329,7 +329,7 @@ class App {
     const { ui } = this;
     state = roster.withConnected(state, this.api.userId, this.conversation?.status === "live");
     this.roster = state;
-    this.rosterPanel.render(state, this.player?.nowSpeaking?.participantId);
+    this.rosterPanel.render(state);
     if (state.people.length) ui.partner.textContent = roster.summary(state);
     const host = roster.isHost(state);
     // others than the host leave; they may end a session of two, as before
@@ -344,7 +344,7 @@ class App {
 
   private onSpeaking(now: NowSpeaking | undefined): void {
     this.ui.speaking.textContent = now ? `Now speaking: ${now.name || this.captions?.partnerName || "Partner"}` : "";
-    this.rosterPanel.render(this.roster, now?.participantId);
+    this.rosterPanel.speaking(now?.participantId);
   }
 
   private onStatus(status: Status, detail: string): void {

@@ -119,8 +119,18 @@ export interface RosterActions {
   lock(locked: boolean): void;
 }
 
-/** The roster panel: one list item per person, with the host's buttons. */
+/** How long a first press of Remove waits for the second that confirms it. */
+const CONFIRM_MS = 5000;
+
+/** The roster panel: one list item per person, with the host's buttons. Removing someone
+ * cannot be undone (they may not join again), so Remove asks to be pressed twice. */
 export class RosterPanel {
+  private state: RosterState = EMPTY;
+  private speakingId: string | undefined;
+  /** Whose Remove was pressed once. */
+  private confirming: string | undefined;
+  private confirmTimer: ReturnType<typeof setTimeout> | undefined;
+
   constructor(
     private readonly list: HTMLUListElement,
     private readonly heading: HTMLElement,
@@ -130,49 +140,82 @@ export class RosterPanel {
     lockButton.addEventListener("click", () => actions.lock(lockButton.dataset.locked !== "true"));
   }
 
-  render(state: RosterState, speakingId: string | undefined): void {
+  render(state: RosterState): void {
+    this.state = state;
     const host = isHost(state);
     const limit = state.maxParticipants ? ` of ${state.maxParticipants}` : "";
     this.heading.textContent = `People (${state.people.length}${limit})${state.locked ? " · locked" : ""}`;
-    this.list.replaceChildren(...state.people.map((p) => this.item(p, host, p.id === speakingId)));
     this.lockButton.hidden = !host;
     this.lockButton.dataset.locked = String(state.locked);
     this.lockButton.textContent = state.locked ? "Unlock session" : "Lock session";
+    // a rebuilt list keeps the keyboard where it was
+    const active = document.activeElement;
+    const focused = active && this.list.contains(active)
+      ? active.closest<HTMLElement>("li")?.dataset.participant : undefined;
+    this.list.replaceChildren(...state.people.map((p) => this.item(p, host)));
+    if (focused) {
+      [...this.list.querySelectorAll<HTMLLIElement>("li")].find((li) => li.dataset.participant === focused)
+        ?.querySelector("button")?.focus();
+    }
   }
 
-  private item(p: Person, host: boolean, speaking: boolean): HTMLLIElement {
+  /** Marks whose speech plays now, in place: a focused button keeps its focus. */
+  speaking(id: string | undefined): void {
+    this.speakingId = id;
+    for (const li of this.list.querySelectorAll<HTMLLIElement>("li")) {
+      const on = li.dataset.participant === id;
+      li.classList.toggle("speaking", on);
+      li.querySelector<HTMLElement>(".badge.speaking")!.hidden = !on;
+    }
+  }
+
+  private item(p: Person, host: boolean): HTMLLIElement {
+    const speaking = p.id === this.speakingId;
     const li = document.createElement("li");
     li.className = `person${p.self ? " self" : ""}${p.connected ? " connected" : " away"}${speaking ? " speaking" : ""}`;
     li.dataset.participant = p.id;
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = p.self ? `${p.name} (you)` : p.name;
+    li.append(name);
+    const badge = (cls: string, text: string, shown: boolean) => {
+      const b = document.createElement("span");
+      b.className = `badge ${cls}`;
+      b.textContent = text;
+      b.hidden = !shown;
+      li.append(" ", b);
+    };
+    if (p.host) badge("host", "host", true);
+    badge("speaking", "speaking", speaking);
     const details = document.createElement("span");
     details.className = "details";
     details.textContent = `${languageName(p.language)} · ${p.connected ? "connected" : "not connected"}`;
-    li.append(name);
-    if (p.host) {
-      const badge = document.createElement("span");
-      badge.className = "badge host";
-      badge.textContent = "host";
-      li.append(" ", badge);
-    }
-    if (speaking) {
-      const badge = document.createElement("span");
-      badge.className = "badge speaking";
-      badge.textContent = "speaking";
-      li.append(" ", badge);
-    }
     li.append(details);
-    if (host && !p.self) {
-      const remove = document.createElement("button");
-      remove.type = "button";
-      remove.className = "secondary remove";
-      remove.textContent = "Remove";
-      remove.setAttribute("aria-label", `Remove ${p.name}`);
-      remove.addEventListener("click", () => this.actions.remove(p));
-      li.append(remove);
-    }
+    if (host && !p.self) li.append(this.removeButton(p));
     return li;
+  }
+
+  private removeButton(p: Person): HTMLButtonElement {
+    const button = document.createElement("button");
+    button.type = "button";
+    const confirming = this.confirming === p.id;
+    button.className = confirming ? "remove confirm" : "secondary remove";
+    button.textContent = confirming ? "Confirm" : "Remove";
+    button.setAttribute("aria-label", confirming ? `Confirm: remove ${p.name} for good` : `Remove ${p.name}`);
+    button.addEventListener("click", () => {
+      clearTimeout(this.confirmTimer);
+      if (confirming) {
+        this.confirming = undefined;
+        this.actions.remove(p);
+      } else {
+        this.confirming = p.id;
+        this.confirmTimer = setTimeout(() => {
+          this.confirming = undefined;
+          this.render(this.state);
+        }, CONFIRM_MS);
+      }
+      this.render(this.state);
+    });
+    return button;
   }
 }
