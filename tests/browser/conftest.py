@@ -3,15 +3,20 @@ and headless Debian Chromium driven by playwright-core (node)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from dragoman import audio
 from dragoman_tools.envoy import Edge, EdgeConfig, StaticSite
 from tests.browser.netcut import CuttableProxy
 from tests.conftest import ROOT
@@ -20,6 +25,7 @@ from tests.mesh import MeshAddresses
 
 WEB = ROOT / "web"
 CHROMIUM = Path(os.environ.get("DRAGOMAN_CHROMIUM", "/usr/bin/chromium"))
+FAKE_MIC_RATE_HZ = 48_000
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +99,71 @@ async def stack(mesh: MeshAddresses, web_dist: Path, browser_certs: Certs,
         await link.stop()
         await edge.stop()
         site.stop()
+
+
+def fake_microphone(clip: Path, out: Path) -> Path:
+    """The clip as 16-bit mono WAV with silence around it (the fake device plays it once)."""
+    samples = audio.decode_file(clip, FAKE_MIC_RATE_HZ)
+    pad = np.zeros(FAKE_MIC_RATE_HZ, np.float32)
+    tail = np.zeros(3 * FAKE_MIC_RATE_HZ, np.float32)
+    return audio.write_wav(out, audio.float_to_pcm16(np.concatenate([pad, samples, tail])), FAKE_MIC_RATE_HZ)
+
+
+def person(name: str, language: str, url: str, viewport: dict[str, int], clip: Path, tmp: Path) -> dict:
+    """One person of a driver's config: their page, language, a fresh username, and `clip` as
+    their microphone."""
+    return {"name": name, "language": language, "url": url, "viewport": viewport,
+            "username": f"{name}-{secrets.token_hex(3)}",
+            "wav": str(fake_microphone(clip, tmp / f"{name}.wav"))}
+
+
+async def drive(driver: Path, config: Path, stack: BrowserStack) -> dict:
+    """Runs the node `driver` on `config`, cutting and restoring the cuttable link when it asks;
+    returns its result."""
+    errors = config.with_suffix(".stderr")
+    with open(errors, "wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            "node", str(driver), str(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=stderr, limit=16 * 1024 * 1024)
+    assert proc.stdin is not None and proc.stdout is not None
+    actions = {"cut": stack.link.cut, "restore": stack.link.restore}
+    try:
+        async for line in proc.stdout:
+            message = json.loads(line)
+            if "result" in message:
+                return message["result"]
+            actions[message["control"]]()
+            proc.stdin.write(b"ok\n")
+            await proc.stdin.drain()
+        await proc.wait()
+        raise AssertionError(f"the driver ended without a result:\n{errors.read_text()[-3000:]}")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+Browsers = Callable[..., Awaitable[dict]]
+"""`await browsers(driver, people, wait_ms=…, drive_s=…, **more_config)` → the driver's result."""
+
+
+@pytest.fixture
+def browsers(stack: BrowserStack, chromium: Path, artifacts: Path, tmp_path: Path,
+             capsys: pytest.CaptureFixture[str]) -> Browsers:
+    """Runs a node driver on `people` (see `person`) through the stack, for at most `drive_s`;
+    saves its result next to the screenshots and fails with the driver's error."""
+
+    async def run(driver: Path, people: list[dict], *, wait_ms: int, drive_s: float, **more: Any) -> dict:
+        config = tmp_path / f"{driver.stem}.json"
+        config.write_text(json.dumps({"chromium": str(chromium), "webDir": str(WEB), "waitMs": wait_ms,
+                                      "artifacts": str(artifacts), "people": people, **more}))
+        result = await asyncio.wait_for(drive(driver, config, stack), timeout=drive_s)
+        with capsys.disabled():
+            print(f"\nbrowser screenshots: {artifacts}")
+        saved = artifacts / f"{driver.stem}-result.json"
+        saved.write_text(json.dumps(result, indent=1))
+        assert result["ok"], (f"at {result.get('phase', '?')}: {result['error']}\n"
+                              f"(pages' state and console: {saved})")
+        return result
+
+    return run

@@ -11,66 +11,20 @@ speech, every event exactly once.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import secrets
-import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from dragoman import audio
-from tests.browser.conftest import WEB, BrowserStack
+from tests.browser.conftest import Browsers, BrowserStack, person
 from tests.helpers import wer
 
 SPEECH = {"alice": "fleurs-en-004", "bruno": "fleurs-pt-004"}  # clean-audio WER 0.27 and 0.15
 DRIVER = Path(__file__).with_name("drive.mjs")
-FAKE_MIC_RATE_HZ = 48_000
 WAIT_MS = 120_000  # each wait in the driver
 DRIVE_S = 480  # the whole run
 WER_BOUND = 0.45
 DESKTOP = {"width": 1024, "height": 800}
 PHONE = {"width": 390, "height": 844}
-
-
-def _fake_microphone(clip: Path, out: Path) -> Path:
-    """The clip as 16-bit mono WAV with silence around it (the fake device plays it once)."""
-    samples = audio.decode_file(clip, FAKE_MIC_RATE_HZ)
-    pad = np.zeros(FAKE_MIC_RATE_HZ, np.float32)
-    tail = np.zeros(3 * FAKE_MIC_RATE_HZ, np.float32)
-    return audio.write_wav(out, audio.float_to_pcm16(np.concatenate([pad, samples, tail])), FAKE_MIC_RATE_HZ)
-
-
-def _person(name: str, language: str, url: str, viewport: dict[str, int], fleurs: Path, tmp: Path) -> dict:
-    return {"name": name, "language": language, "url": url, "viewport": viewport,
-            "username": f"{name}-{secrets.token_hex(3)}",
-            "wav": str(_fake_microphone(fleurs / f"{SPEECH[name]}.ogg", tmp / f"{name}.wav"))}
-
-
-async def _drive(config: Path, stack: BrowserStack) -> dict:
-    """Runs drive.mjs, cutting and restoring Bruno's link when it asks; returns its result."""
-    errors = config.with_suffix(".stderr")
-    with open(errors, "wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            "node", str(DRIVER), str(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=stderr, limit=16 * 1024 * 1024)
-    assert proc.stdin is not None and proc.stdout is not None
-    actions = {"cut": stack.link.cut, "restore": stack.link.restore}
-    try:
-        async for line in proc.stdout:
-            message = json.loads(line)
-            if "result" in message:
-                return message["result"]
-            actions[message["control"]]()
-            proc.stdin.write(b"ok\n")
-            await proc.stdin.drain()
-        await proc.wait()
-        raise AssertionError(f"the driver ended without a result:\n{errors.read_text()[-3000:]}")
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
 
 
 def _partner(state: dict) -> list[dict]:
@@ -81,23 +35,13 @@ def _partner(state: dict) -> list[dict]:
 @pytest.mark.models
 @pytest.mark.timeout(DRIVE_S + 120)  # plus loading the mesh's models and building the web client
 async def test_two_browsers_talk_through_envoy(
-    stack: BrowserStack, chromium: Path, artifacts: Path, fleurs: Path, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    browsers: Browsers, stack: BrowserStack, fleurs: Path, tmp_path: Path,
 ) -> None:
-    config = {
-        "chromium": str(chromium), "webDir": str(WEB), "artifacts": str(artifacts), "waitMs": WAIT_MS,
-        "people": [
-            _person("alice", "en", stack.edge_url, DESKTOP, fleurs, tmp_path),
-            _person("bruno", "pt", stack.site_url, PHONE, fleurs, tmp_path),
-        ],
-    }
-    (tmp_path / "drive.json").write_text(json.dumps(config))
-    result = await asyncio.wait_for(_drive(tmp_path / "drive.json", stack), timeout=DRIVE_S)
-    with capsys.disabled():
-        print(f"\nbrowser screenshots: {artifacts}")
+    result = await browsers(DRIVER, [
+        person("alice", "en", stack.edge_url, DESKTOP, fleurs / f"{SPEECH['alice']}.ogg", tmp_path),
+        person("bruno", "pt", stack.site_url, PHONE, fleurs / f"{SPEECH['bruno']}.ogg", tmp_path),
+    ], wait_ms=WAIT_MS, drive_s=DRIVE_S)
     people = result["people"]
-    (artifacts / "result.json").write_text(json.dumps(result, indent=1))
-    assert result["ok"], f"{result['error']}\n(pages' state and console: {artifacts / 'result.json'})"
 
     alice, bruno = people["alice"]["state"], people["bruno"]["state"]
     # the language selector offers what ListLanguages says the default mesh can hold a

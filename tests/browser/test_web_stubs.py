@@ -1,4 +1,5 @@
-"""The web client: generated TypeScript stubs match proto/, and the sources type-check."""
+"""The web client: generated TypeScript stubs match proto/, the sources type-check, and its
+unit tests pass."""
 
 from __future__ import annotations
 
@@ -32,3 +33,11 @@ def test_web_client_type_checks() -> None:
     result = subprocess.run([str(WEB / "node_modules" / ".bin" / "tsc"), "--noEmit", "-p", "."], cwd=WEB,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_web_client_unit_tests() -> None:
+    """web/test/*.test.mjs: the roster model and the speech queue, under node's test runner."""
+    result = subprocess.run(["node", "scripts/test.mjs"], cwd=WEB, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    assert "# fail 0" in result.stdout and "# pass 0" not in result.stdout, result.stdout[-2000:]

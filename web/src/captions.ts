@@ -1,7 +1,8 @@
-// Live captions of both sides. One list item per utterance, in the order they
-// began: a partial transcript (or translation) replaces the previous partial,
-// a final one is appended and stays. The partner's final translations are also
-// announced to screen readers.
+// Live captions of everyone. One list item per utterance, in the order they
+// began, labelled with the speaker's name: a partial transcript (or
+// translation) replaces the previous partial, a final one is appended and
+// stays. Own speech gets one translation line per language the others hear.
+// The others' final translations are also announced to screen readers.
 
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import {
@@ -13,6 +14,7 @@ import {
   type Translation,
   type UtteranceLatency,
 } from "./gen/dragoman/v1/conversation_pb";
+import { languageName } from "./languages";
 
 interface Line {
   finals: string[];
@@ -23,9 +25,13 @@ interface Line {
 interface Utterance {
   id: string;
   speaker: Speaker;
+  speakerId: string;
+  speakerName: string;
   el: HTMLLIElement;
+  who: HTMLParagraphElement;
   transcript: Line;
-  translation: Line;
+  /** By target language, in the order they came. */
+  translations: Map<string, Line>;
   latency: HTMLParagraphElement;
   latencyMs: number | undefined;
   audioChunks: number;
@@ -36,15 +42,23 @@ interface Utterance {
 export interface UtteranceSnapshot {
   id: string;
   speaker: "self" | "partner";
+  speakerId: string;
+  speakerName: string;
   transcript: string;
   transcriptPartial: string;
+  /** Every final translation, joined (one language, for the others' speech). */
   translation: string;
+  /** Final translation by target language. */
+  translations: Record<string, string>;
   latencyMs: number | undefined;
   latencyText: string;
   audioChunks: number;
   /** ProcessingEnded came: nothing more will arrive for it (an utterance that heard no words ends with no latency). */
   done: boolean;
 }
+
+/** How many colours style.css has for telling the others apart (.utterance[data-colour]). */
+const SPEAKER_COLOURS = 4;
 
 export function durationMs(d: Duration | undefined): number {
   return d ? Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6) : 0;
@@ -57,10 +71,21 @@ export function formatLatency(l: UtteranceLatency): string {
     `${ms(l.translation)} · first audio ${ms(l.synthesisFirstChunk)} · delivery ${ms(l.delivery)})`;
 }
 
+/** Who said an utterance, as the events about it name them. */
+interface SpeakerOf {
+  speaker: Speaker;
+  utteranceId: string;
+  speakerParticipantId: string;
+  speakerDisplayName: string;
+}
+
 export class Captions {
+  /** The name for others' speech when the server names no speaker (a two-party server). */
   partnerName = "Partner";
   partnerLanguage = "";
   private readonly utterances = new Map<string, Utterance>();
+  /** Stable colour slots for speakers, in the order they first spoke. */
+  private readonly speakers = new Map<string, number>();
 
   constructor(
     private readonly list: HTMLOListElement,
@@ -69,22 +94,30 @@ export class Captions {
 
   /** Someone started speaking: their card appears at once, with a placeholder. */
   started(p: ProcessingStarted): void {
-    const u = this.utterance(p.utteranceId, p.speaker);
+    const u = this.utterance(p);
     if (!u.transcript.finals.length && !u.transcript.partial) this.update(u.transcript, "…", false, "");
   }
 
   transcription(t: Transcription): void {
-    const u = this.utterance(t.utteranceId, t.speaker);
+    const u = this.utterance(t);
     // speech translated straight into English (no text route from this language): say so
     if (t.translatedToEnglish) u.transcript.el.title = "Translated into English from speech";
     this.update(u.transcript, t.text, t.isFinal, t.translatedToEnglish ? "en" : t.languageCode);
   }
 
   translation(t: Translation): void {
-    const u = this.utterance(t.utteranceId, t.speaker);
-    this.update(u.translation, t.text, t.isFinal, t.targetLanguageCode);
-    if (t.isFinal && t.speaker === Speaker.PARTNER) {
-      this.announcer.textContent = `${this.partnerName}: ${t.text}`;
+    const u = this.utterance(t);
+    let line = u.translations.get(t.targetLanguageCode);
+    if (!line) {
+      line = this.line("translation");
+      // own speech may be translated into several languages: say which is which
+      if (u.speaker === Speaker.SELF) line.el.dataset.label = languageName(t.targetLanguageCode);
+      u.translations.set(t.targetLanguageCode, line);
+      u.latency.before(line.el);
+    }
+    this.update(line, t.text, t.isFinal, t.targetLanguageCode);
+    if (t.isFinal && t.speaker !== Speaker.SELF) {
+      this.announcer.textContent = `${u.speakerName}: ${t.text}`;
     }
   }
 
@@ -97,11 +130,12 @@ export class Captions {
   }
 
   ended(e: ProcessingEnded): void {
-    const u = this.utterance(e.utteranceId, e.speaker);
+    const u = this.utterance(e);
     u.el.classList.add("done");
     u.done = true;
     if (u.transcript.partial === "…") this.update(u.transcript, "", false, "");
-    u.el.hidden = !u.transcript.finals.length && !u.translation.finals.length; // nothing was said
+    const translated = [...u.translations.values()].some((l) => l.finals.length);
+    u.el.hidden = !u.transcript.finals.length && !translated; // nothing was said
     if (e.latency) {
       u.latencyMs = durationMs(e.latency.total);
       u.latency.textContent = formatLatency(e.latency);
@@ -113,9 +147,12 @@ export class Captions {
     return [...this.utterances.values()].map((u) => ({
       id: u.id,
       speaker: u.speaker === Speaker.SELF ? "self" : "partner",
+      speakerId: u.speakerId,
+      speakerName: u.speakerName,
       transcript: u.transcript.finals.join(" "),
       transcriptPartial: u.transcript.partial === "…" ? "" : u.transcript.partial,
-      translation: u.translation.finals.join(" "),
+      translation: [...u.translations.values()].map((l) => l.finals.join(" ")).filter(Boolean).join(" "),
+      translations: Object.fromEntries([...u.translations].map(([lang, l]) => [lang, l.finals.join(" ")])),
       latencyMs: u.latencyMs,
       latencyText: u.latency.textContent ?? "",
       audioChunks: u.audioChunks,
@@ -123,31 +160,50 @@ export class Captions {
     }));
   }
 
-  private utterance(id: string, speaker: Speaker): Utterance {
-    let u = this.utterances.get(id);
-    if (u) return u;
+  private utterance(about: SpeakerOf): Utterance {
+    let u = this.utterances.get(about.utteranceId);
+    if (u) {
+      // an earlier event may have come without the speaker's name
+      if (about.speakerDisplayName && !u.speakerName) this.name(u, about);
+      return u;
+    }
     const el = document.createElement("li");
-    const self = speaker === Speaker.SELF;
+    const self = about.speaker === Speaker.SELF;
     el.className = `utterance ${self ? "self" : "partner"}`;
-    el.dataset.utterance = id;
+    el.dataset.utterance = about.utteranceId;
     const who = document.createElement("p");
     who.className = "who";
-    who.textContent = self ? "You" : this.partnerName;
-    const line = (cls: string): Line => {
-      const p = document.createElement("p");
-      p.className = cls;
-      return { finals: [], partial: "", el: p };
-    };
     const latency = document.createElement("p");
     latency.className = "latency";
     latency.hidden = true;
-    u = { id, speaker, el, transcript: line("transcript"), translation: line("translation"), latency,
-      latencyMs: undefined, audioChunks: 0, done: false };
-    el.append(who, u.transcript.el, u.translation.el, latency);
+    u = { id: about.utteranceId, speaker: about.speaker, speakerId: "", speakerName: "", el, who,
+      transcript: this.line("transcript"), translations: new Map(), latency, latencyMs: undefined,
+      audioChunks: 0, done: false };
+    this.name(u, about);
+    el.append(who, u.transcript.el, latency);
     this.list.append(el);
-    this.utterances.set(id, u);
+    this.utterances.set(about.utteranceId, u);
     el.scrollIntoView?.({ block: "nearest" });
     return u;
+  }
+
+  /** Labels the utterance with its speaker: "You", else the name the server gives. */
+  private name(u: Utterance, about: SpeakerOf): void {
+    const self = about.speaker === Speaker.SELF;
+    u.speakerId = about.speakerParticipantId;
+    u.speakerName = about.speakerDisplayName || (self ? "" : this.partnerName);
+    u.who.textContent = self ? "You" : u.speakerName;
+    if (u.speakerId) u.el.dataset.speaker = u.speakerId;
+    if (!self && u.speakerId) {
+      if (!this.speakers.has(u.speakerId)) this.speakers.set(u.speakerId, this.speakers.size % SPEAKER_COLOURS);
+      u.el.dataset.colour = String(this.speakers.get(u.speakerId));
+    }
+  }
+
+  private line(cls: string): Line {
+    const p = document.createElement("p");
+    p.className = cls;
+    return { finals: [], partial: "", el: p };
   }
 
   private update(line: Line, text: string, isFinal: boolean, lang: string): void {

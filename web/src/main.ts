@@ -1,13 +1,16 @@
-// The dragoman web client: sign in, pair by code, talk. Calls go over gRPC-Web
-// to the edge (Envoy), which forwards them to the gateway.
+// The dragoman web client: sign in, create a session or join one by code, talk
+// with everyone in it. Calls go over gRPC-Web to the edge (Envoy), which
+// forwards them to the gateway.
 
 import { Api, describeError } from "./api";
 import { Microphone } from "./audio/capture";
-import { Player } from "./audio/player";
+import { type NowSpeaking, Player } from "./audio/player";
 import { Captions, type UtteranceSnapshot } from "./captions";
 import { Conversation, type Status } from "./conversation";
 import type { ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
 import type { ListLanguagesResponse, Session } from "./gen/dragoman/v1/sessions_pb";
+import { nativeName } from "./languages";
+import * as roster from "./roster";
 import { AudioSender } from "./sender";
 
 const OUTPUT_RATE_HZ = 24000;
@@ -47,6 +50,14 @@ export interface DebugState {
   /** The language codes the selector offers, and where they came from. */
   languages: string[];
   languagesFrom: "page" | "server";
+  /** Who is in the session, as the roster panel shows them. */
+  roster: roster.RosterState;
+  /** Whose translated speech plays now, and every utterance in the order it started playing. */
+  nowSpeaking: NowSpeaking | undefined;
+  played: NowSpeaking[];
+  /** The status line, and the error shown ("" when none). */
+  message: string;
+  error: string;
 }
 
 class App {
@@ -62,6 +73,7 @@ class App {
     session: el<HTMLElement>("session"),
     sessionTitle: el<HTMLHeadingElement>("session-title"),
     create: el<HTMLButtonElement>("create"),
+    size: el<HTMLSelectElement>("size"),
     joinForm: el<HTMLFormElement>("join-form"),
     joinCode: el<HTMLInputElement>("join-code"),
     conversation: el<HTMLElement>("conversation"),
@@ -72,6 +84,11 @@ class App {
     mic: el<HTMLButtonElement>("mic"),
     speaker: el<HTMLInputElement>("speaker"),
     end: el<HTMLButtonElement>("end"),
+    leave: el<HTMLButtonElement>("leave"),
+    lock: el<HTMLButtonElement>("lock"),
+    roster: el<HTMLUListElement>("roster"),
+    rosterTitle: el<HTMLHeadingElement>("roster-title"),
+    speaking: el<HTMLParagraphElement>("speaking"),
     captions: el<HTMLOListElement>("captions"),
     announcer: el<HTMLParagraphElement>("announcer"),
     summary: el<HTMLParagraphElement>("summary"),
@@ -86,6 +103,10 @@ class App {
   private sequences: number[] = [];
   private code = "";
   private languagesFrom: "page" | "server" = "page";
+  private roster: roster.RosterState = roster.EMPTY;
+  private readonly rosterPanel: roster.RosterPanel;
+  /** Set while this page leaves or ends the session, so the stream's end is no error. */
+  private leaving: "" | "leave" | "end" = "";
 
   constructor(private readonly api: Api) {
     const { ui } = this;
@@ -104,6 +125,11 @@ class App {
       if (this.player) this.player.muted = !ui.speaker.checked;
     });
     ui.end.addEventListener("click", () => void this.endSession());
+    ui.leave.addEventListener("click", () => void this.leaveSession());
+    this.rosterPanel = new roster.RosterPanel(ui.roster, ui.rosterTitle, ui.lock, {
+      remove: (person) => void this.removeParticipant(person),
+      lock: (locked) => void this.lockSession(locked),
+    });
     ui.again.addEventListener("click", () => this.show("session"));
     window.addEventListener("online", () => this.conversation?.retryNow());
   }
@@ -122,6 +148,11 @@ class App {
       utterances: this.captions?.snapshot() ?? [],
       languages: [...this.ui.language.options].map((o) => o.value),
       languagesFrom: this.languagesFrom,
+      roster: structuredClone(this.roster),
+      nowSpeaking: this.player?.nowSpeaking,
+      played: [...(this.player?.playedUtterances ?? [])],
+      message: this.ui.status.textContent ?? "",
+      error: this.ui.error.hidden ? "" : this.ui.error.textContent ?? "",
     };
   }
 
@@ -165,12 +196,13 @@ class App {
 
   private async createSession(): Promise<void> {
     this.unlockAudio();
-    const session = (await this.api.sessions.createSession({ languageCode: this.ui.language.value })).session;
+    const session = (await this.api.sessions.createSession({
+      languageCode: this.ui.language.value, maxParticipants: Number(this.ui.size.value),
+    })).session;
     if (!session) throw new Error("the server sent no session");
     this.code = session.code;
     this.ui.code.value = session.code;
     this.ui.codeBox.hidden = false;
-    this.ui.partner.textContent = "Waiting for your partner…";
     this.start(session);
     this.say(`Session created. Your code is ${session.code.split("").join(" ")}.`);
   }
@@ -190,7 +222,7 @@ class App {
   private unlockAudio(): void {
     this.audio ??= new AudioContext({ latencyHint: "interactive" });
     void this.audio.resume();
-    this.player ??= new Player(this.audio);
+    this.player ??= new Player(this.audio, (now) => this.onSpeaking(now));
     this.player.muted = !this.ui.speaker.checked;
   }
 
@@ -200,9 +232,12 @@ class App {
     this.sequences = [];
     ui.captions.replaceChildren();
     ui.summary.hidden = ui.again.hidden = true;
-    ui.end.disabled = false;
+    ui.end.disabled = ui.leave.disabled = false;
     ui.mic.disabled = true;
+    this.leaving = "";
     this.captions = new Captions(ui.captions, ui.announcer);
+    this.setRoster(roster.fromSession(session.participants, session.locked, session.maxParticipants,
+      this.api.userId));
     const conversation = new Conversation(this.api, session.sessionId, {
       event: (e) => this.onEvent(e),
       status: (s, detail) => this.onStatus(s, detail),
@@ -220,22 +255,35 @@ class App {
     const captions = this.captions!;
     const { kind } = event;
     switch (kind.case) {
+      case "rosterChanged": {
+        const before = this.roster;
+        this.setRoster(roster.fromEvent(kind.value, before, this.api.userId));
+        const message = roster.describeChange(kind.value, before, this.api.userId);
+        if (this.roster.people.length >= 2 && this.ui.mic.disabled) this.paired(message);
+        else if (message) this.say(message);
+        break;
+      }
+      // A two-party server says who the partner is with these; a roster (preferred) says it all.
       case "sessionPaired": {
-        captions.partnerName = kind.value.partnerDisplayName || "Partner";
-        captions.partnerLanguage = kind.value.partnerLanguageCode;
-        this.ui.partner.textContent = `Talking with ${captions.partnerName} ` +
-          `(${languageName(kind.value.partnerLanguageCode)}).`;
-        this.ui.codeBox.hidden = true;
-        this.ui.mic.disabled = false;
-        this.say(`${captions.partnerName} joined. Start the microphone to speak.`);
-        this.ui.mic.focus();
+        const { partnerUserId, partnerDisplayName, partnerLanguageCode } = kind.value;
+        captions.partnerName = partnerDisplayName || "Partner";
+        captions.partnerLanguage = partnerLanguageCode;
+        if (!this.roster.fromEvents) {
+          this.setRoster(roster.withPartner(this.roster, partnerUserId, partnerDisplayName, partnerLanguageCode));
+        }
+        if (this.ui.mic.disabled) this.paired(`${captions.partnerName} joined.`);
         break;
       }
       case "partnerConnected":
-        this.ui.partner.classList.remove("away");
+        if (!this.roster.fromEvents) {
+          this.setRoster(roster.withConnected(this.roster, kind.value.partnerUserId, true));
+        }
         break;
       case "partnerDisconnected":
-        this.say(`${captions.partnerName} lost the connection (${kind.value.reason}).`);
+        if (!this.roster.fromEvents) {
+          this.setRoster(roster.withConnected(this.roster, kind.value.partnerUserId, false));
+          this.say(`${captions.partnerName} lost the connection (${kind.value.reason}).`);
+        }
         break;
       case "processingStarted":
         captions.started(kind.value);
@@ -252,6 +300,7 @@ class App {
         break;
       case "processingEnded":
         captions.ended(kind.value);
+        this.player?.ended(kind.value.utteranceId);
         break;
       case "error":
         this.say(`Problem: ${kind.value.message}`);
@@ -264,17 +313,55 @@ class App {
     }
   }
 
+  /** Someone to talk to is here: the microphone may start. */
+  private paired(news: string): void {
+    const { ui } = this;
+    // without a roster this is a two-party server: the code has done its job
+    if (!this.roster.fromEvents) ui.codeBox.hidden = true;
+    ui.mic.disabled = false;
+    this.say(`${news ? `${news} ` : ""}Start the microphone to speak.`);
+    ui.mic.focus();
+  }
+
+  /** Shows `state`, with this page's own entry connected while its stream is live: the page
+   * knows before any RosterChanged, and a two-party server never says. */
+  private setRoster(state: roster.RosterState): void {
+    const { ui } = this;
+    state = roster.withConnected(state, this.api.userId, this.conversation?.status === "live");
+    this.roster = state;
+    this.rosterPanel.render(state);
+    if (state.people.length) ui.partner.textContent = roster.summary(state);
+    const host = roster.isHost(state);
+    // others than the host leave; they may end a session of two, as before
+    ui.leave.hidden = host || state.people.length === 0;
+    ui.end.hidden = !host && state.people.length > 2;
+    // the code stays on the host's screen while others may still join with it
+    if (host && this.code) {
+      const full = state.maxParticipants > 0 && state.people.length >= state.maxParticipants;
+      ui.codeBox.hidden = state.locked || full;
+    }
+  }
+
+  private onSpeaking(now: NowSpeaking | undefined): void {
+    this.ui.speaking.textContent = now ? `Now speaking: ${now.name || this.captions?.partnerName || "Partner"}` : "";
+    this.rosterPanel.speaking(now?.participantId);
+  }
+
   private onStatus(status: Status, detail: string): void {
     const { ui } = this;
     ui.connection.textContent = status === "reconnecting" ? "reconnecting…" : status;
     ui.connection.className = `badge ${status}`;
+    this.setRoster(this.roster); // this page's own "connected"
     if (status === "reconnecting" && detail) this.say(`Connection lost; reconnecting.`);
     if (status === "ended") {
       this.stopMicrophone();
       this.sender?.stop();
-      ui.mic.disabled = ui.end.disabled = true;
+      ui.mic.disabled = ui.end.disabled = ui.leave.disabled = ui.lock.disabled = true;
+      ui.roster.querySelectorAll("button").forEach((b) => (b.disabled = true));
+      ui.partner.textContent = this.leaving === "leave" ? "You left this conversation." : "The conversation is over.";
       ui.again.hidden = false;
-      if (detail && detail !== "the session ended") this.fail(`The conversation ended: ${detail}`);
+      if (detail && detail !== "the session ended" && !this.leaving) this.fail(`The conversation ended: ${detail}`);
+      if (this.leaving === "leave") this.say("You left the session.");
     }
   }
 
@@ -306,6 +393,7 @@ class App {
   private async endSession(): Promise<void> {
     const sessionId = this.api.sessionId;
     if (!sessionId) return;
+    this.leaving = "end";
     try {
       const reply = await this.api.sessions.endSession({ sessionId });
       const m = reply.metrics;
@@ -315,9 +403,43 @@ class App {
         this.ui.summary.hidden = false;
       }
     } catch (e) {
+      this.leaving = "";
       this.fail(describeError(e));
     } finally {
       this.conversation?.stop();
+    }
+  }
+
+  /** Leaves (anyone but the host): the others go on without this page. */
+  private async leaveSession(): Promise<void> {
+    const sessionId = this.api.sessionId;
+    if (!sessionId) return;
+    this.leaving = "leave";
+    try {
+      await this.api.sessions.leaveSession({ sessionId });
+      this.conversation?.stop();
+    } catch (e) {
+      this.leaving = "";
+      this.fail(describeError(e));
+    }
+  }
+
+  /** The host takes someone out of the session; they cannot join again. */
+  private async removeParticipant(person: roster.Person): Promise<void> {
+    try {
+      await this.api.sessions.removeParticipant({ sessionId: this.api.sessionId, userId: person.id });
+    } catch (e) {
+      this.fail(`${person.name} could not be removed: ${describeError(e)}`);
+    }
+  }
+
+  private async lockSession(locked: boolean): Promise<void> {
+    try {
+      const session = (await this.api.sessions.lockSession({ sessionId: this.api.sessionId, locked })).session;
+      // the RosterChanged that follows says the same; this shows it at once
+      if (session) this.setRoster({ ...this.roster, locked: session.locked });
+    } catch (e) {
+      this.fail(`The session could not be ${locked ? "locked" : "unlocked"}: ${describeError(e)}`);
     }
   }
 
@@ -351,24 +473,6 @@ class App {
   private fail(message: string): void {
     this.ui.error.textContent = message;
     this.ui.error.hidden = false;
-  }
-}
-
-/** A language's name in itself ("Deutsch"), else the server's English name. */
-function nativeName(code: string, fallback: string): string {
-  try {
-    const name = new Intl.DisplayNames([code], { type: "language" }).of(code);
-    return name ? name.charAt(0).toLocaleUpperCase(code) + name.slice(1) : fallback;
-  } catch {
-    return fallback;
-  }
-}
-
-function languageName(code: string): string {
-  try {
-    return new Intl.DisplayNames([navigator.language || "en"], { type: "language" }).of(code) ?? code;
-  } catch {
-    return code;
   }
 }
 
