@@ -255,15 +255,16 @@ async def converse(people: Sequence[Person], turns: list[tuple[Person, str, np.n
 
 
 async def run(gateway: str, out_dir: Path, partner_language: str = "pt",
-              stream: TextIO = sys.stdout, participants: int = 2) -> DemoResult:
+              stream: TextIO = sys.stdout, participants: int = 2, speed: float = 1.0) -> DemoResult:
     """Runs the conversation against a running mesh at `gateway`: Alice and Bruno (who speaks
-    `partner_language`) or, with three `participants`, Alice, Bruno and Carla (PARTY)."""
+    `partner_language`) or, with three `participants`, Alice, Bruno and Carla (PARTY); they
+    speak at `speed` times real time."""
     if participants not in (2, 3):
         raise ValueError(f"the demo has 2 or 3 participants, not {participants}")
     printer = Printer(stream)
     out_dir.mkdir(parents=True, exist_ok=True)
     cast = [("Alice", "en"), ("Bruno", partner_language)] if participants == 2 else list(PARTY)
-    people = [Person(name, language, Client(gateway), out_dir, printer) for name, language in cast]
+    people = [Person(name, language, Client(gateway), out_dir, printer, speed) for name, language in cast]
     alice, bruno = people[:2]
     turns = [(alice, SCRIPTS["en"][0]), (bruno, SCRIPTS[bruno.language][0])]
     turns += [(p, SCRIPTS[p.language][0]) for p in people[2:]] + [(alice, SCRIPTS["en"][1])]
