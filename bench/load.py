@@ -72,6 +72,7 @@ from bench.probe import cpu_probe_ms
 from dragoman import mux
 
 DEFAULT_DELAYS = Delays()
+IDLE_S = 5.0
 STREAMS_PER_CLIENT_PROCESS = 500
 ADDED_P99_LIMIT_MS = 100.0
 GOAL_SESSIONS_PER_CORE, GOAL_P99_MS = 500, 50.0
@@ -240,11 +241,13 @@ def deployed_limit() -> int:
 async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0,
               chunk_ms: int = loadgen.CHUNK_MS, direct: bool = False,
               max_live: int = 0, linger_ms: float = LINGER_MS,
-              participants: tuple[int, ...] = (2,), languages: str = "en,es") -> dict[str, Any]:
+              participants: tuple[int, ...] = (2,), languages: str = "en,es",
+              people: int = 0) -> dict[str, Any]:
     """`direct`: no gateway, the load generator calls session_svc as a gateway does.
     `max_live`: session_svc's admission limit (session.max_live_sessions; 0: none).
     `linger_ms`: how long audio waits on every trunk for company (trunk_linger_ms).
-    `participants`: the session sizes to run each N with; `languages`: what they speak."""
+    `participants`: the session sizes to run each N with; `languages`: what they speak;
+    `people`: if set, each size runs people / size sessions instead of `sessions`."""
     delays, source = calibrated_delays()
     probe_before = cpu_probe_ms()
     baseline_ms = delays.endpoint_ms + delays.recognition_ms + delays.translation_ms + delays.synthesis_ms
@@ -274,14 +277,25 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
                 await children.wait_serving(gateway)
                 pids["gateway"] = [gateway.pid]
             sampler = Sampler(pids)
-            for people, n in ((p, n) for p in participants for n in sessions):
+            idle: dict[str, float] | None = None
+            if participants != (2,):  # what session_svc costs with nobody talking, to set apart
+                sampler.start()
+                await asyncio.sleep(IDLE_S)
+                idle = {k: round(v, 3) for k, v in sampler.cores().items()}
+            runs = [(size, people // size if people else n) for size in participants
+                    for n in ([0] if people else sessions)]
+            for size, n in runs:
                 step = await _load_step(
                     children, addresses["session" if direct else "gateway"], n, duration_s,
                     sampler, work, users, drain_s=baseline_ms / 1000 + loadgen.DRAIN_S,
-                    chunk_ms=chunk_ms, direct=direct, participants=people, languages=languages)
+                    chunk_ms=chunk_ms, direct=direct, participants=size, languages=languages)
                 row = _step_row(n, step, baseline_ms)
+                if idle is not None:
+                    busy = row["cores"]["session_svc"] - idle["session_svc"]
+                    row["cpu_per_participant_above_idle_millicores"] = round(
+                        1000 * busy / (max(1, row["sessions_started"]) * size), 3)
                 steps.append(row)
-                sys.stderr.write(f"N={n} x {people}: added p50 {row['added_latency']['p50_ms']} "
+                sys.stderr.write(f"N={n} x {size}: added p50 {row['added_latency']['p50_ms']} "
                                  f"p99 {row['added_latency']['p99_ms']} ms, "
                                  f"{row['utterances_measured']}/{row['utterances_expected']} heard\n")
                 for child in children.children:
@@ -291,6 +305,8 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
             await children.stop()
     result = _result(steps, delays, source, baseline_ms, duration_s, chunk_ms, direct)
     result["languages"] = languages
+    if idle is not None:
+        result["idle_cores"] = idle
     result["session_admission_limit"] = max_live
     result["trunk_linger_ms"] = linger_ms
     result["machine"]["cpu_probe_ms_before"] = probe_before
@@ -379,6 +395,12 @@ def report(result: dict[str, Any]) -> str:
                "session cores", "gateway cores", "others cores", "session mcore/sess",
                "session mcore/person", "session KB/sess", "errors"], rows),
         "",
+        *([f"session_svc idle (nobody talking, {IDLE_S:g} s before the steps): "
+           f"{idle['session_svc']} cores; above idle per participant: "
+           + ", ".join(f"{s.get('participants', 2)} people "
+                       f"{s['cpu_per_participant_above_idle_millicores']} mcore"
+                       for s in result["steps"])]
+          if (idle := result.get("idle_cores")) else []),
         "session_svc admission limit: " + (
             f"{limit} live sessions (callers of the refused ones got RESOURCE_EXHAUSTED)"
             if (limit := result.get("session_admission_limit")) else "none"),
@@ -423,6 +445,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--participants", type=_sizes, default=(2,), metavar="N[,N...]",
                         help="people per session, 2 to 8, each size run with every --sessions "
                              "(default 2); other than 2 alone the result is multiparty_load.json")
+    parser.add_argument("--people", type=int, default=0, metavar="P",
+                        help="with --participants: run P / size sessions of each size (the same "
+                             "people in all) instead of --sessions")
     parser.add_argument("--languages", default="en,es,pt",
                         help="what the participants of a session speak, in turn, host first "
                              "(default en,es,pt: two people speak en and es)")
@@ -440,7 +465,8 @@ def main(argv: list[str] | None = None) -> None:
         result = asyncio.run(run(sessions, duration, Path(tmp), users=1 if args.smoke else 0,
                                  chunk_ms=args.chunk_ms, direct=args.session_svc,
                                  max_live=max_live, linger_ms=args.trunk_linger_ms,
-                                 participants=args.participants, languages=args.languages))
+                                 participants=args.participants, languages=args.languages,
+                                 people=args.people))
     result["smoke"] = args.smoke
     result["command"] = " ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])])
     kwargs = {"out_dir": args.out} if args.out else {}
