@@ -266,17 +266,22 @@ def report(result: dict[str, Any]) -> str:
         w = s["listener_wait"]
         rows.append([f"{pair} listener wait (not while hearing the previous)", w["n"],
                      w["p50_ms"], w["p95_ms"]])
-    m = result["machine"]
-    lines = [f"engines: {result['engines']}; load average {m['load_average']} on "
-             f"{m['cpu_count']} cores ({m['cpu_model']}); CPU probe {m['cpu_probe_ms']} ms, "
-             f"{m['cpu_probe_all_cores_ms']} ms on every core at once",
-             table(["pair / stage", "n", "p50 ms", "p95 ms"], rows)]
+    lines = [table(["pair / stage", "n", "p50 ms", "p95 ms"], rows)]
     if "goal_met" in result:
         lines.append(f"goal {GOAL_PAIR}: total p50 <= {GOAL_P50_MS} ms and p95 <= "
                      f"{GOAL_P95_MS} ms: {'met' if result['goal_met'] else 'NOT met'}")
-    if result["errors"]:
-        lines.append(f"errors: {result['errors'][:5]}")
-    return "\n".join(lines)
+    return framed(result, lines)
+
+
+def framed(result: dict[str, Any], lines: list[str]) -> str:
+    """A report's `lines` after the engines and how busy the machine was, before the first
+    errors."""
+    m = result["machine"]
+    head = (f"engines: {result['engines']}; load average {m['load_average']} on "
+            f"{m['cpu_count']} cores ({m['cpu_model']}); CPU probe {m['cpu_probe_ms']} ms, "
+            f"{m['cpu_probe_all_cores_ms']} ms on every core at once")
+    tail = [f"errors: {result['errors'][:5]}"] if result["errors"] else []
+    return "\n".join([head, *lines, *tail])
 
 
 def main(argv: list[str] | None = None) -> None:

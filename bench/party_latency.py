@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import STAGES, Participant, latency_ms, machine, stage_summary, summary, table, write_result
-from bench.e2e_latency import SMOKE_CLIP_S, TURN_TIMEOUT_S, clips, disperse, gather, say, serve
+from bench.e2e_latency import SMOKE_CLIP_S, TURN_TIMEOUT_S, clips, disperse, framed, gather, say, serve
 
 DEFAULT_LANGUAGES = "en,es,pt,en"
 
@@ -125,20 +125,14 @@ def report(result: dict[str, Any]) -> str:
     every = result["all_listeners"]["stages"]
     rows.append(["all", "", every["total"]["n"], every["total"]["p50_ms"], every["total"]["p95_ms"],
                  every["delivery"]["p50_ms"], every["delivery"]["p95_ms"], "", "", ""])
-    m = result["machine"]
-    lines = [f"engines: {result['engines']}; load average {m['load_average']} on "
-             f"{m['cpu_count']} cores ({m['cpu_model']}); CPU probe {m['cpu_probe_ms']} ms, "
-             f"{m['cpu_probe_all_cores_ms']} ms on every core at once",
-             "listener = position:language in the session; server total = end of speech -> first "
-             "translated audio handed to that listener's stream",
-             table(["listener", "hears", "n", "total p50", "total p95", "delivery p50",
-                    "delivery p95", "clips", "client p50", "client p95"], rows),
-             "per stage, all listeners: " + ", ".join(
-                 f"{stage} {every[stage]['p50_ms'] or 0:.0f}/{every[stage]['p95_ms'] or 0:.0f}"
-                 for stage in STAGES) + " ms (p50/p95)"]
-    if result["errors"]:
-        lines.append(f"errors: {result['errors'][:5]}")
-    return "\n".join(lines)
+    return framed(result, [
+        "listener = position:language in the session; server total = end of speech -> first "
+        "translated audio handed to that listener's stream",
+        table(["listener", "hears", "n", "total p50", "total p95", "delivery p50",
+               "delivery p95", "clips", "client p50", "client p95"], rows),
+        "per stage, all listeners: " + ", ".join(
+            f"{stage} {every[stage]['p50_ms'] or 0:.0f}/{every[stage]['p95_ms'] or 0:.0f}"
+            for stage in STAGES) + " ms (p50/p95)"])
 
 
 def main(argv: list[str] | None = None) -> None:
