@@ -70,7 +70,13 @@ def test_party_latency_smoke(tmp_path: Path) -> None:
     for entry in listeners.values():
         assert entry["utterances"] >= len(entry["from"])
         assert set(entry["stages"]) == set(STAGES)
-        for value in (*entry["stages"].values(), entry["client_last_chunk_to_first_audio"]):
+        for value in (*entry["stages"].values(), entry["client_last_chunk_to_first_audio"],
+                      entry["listener_wait"]):
             _summary(value)
         assert entry["client_last_chunk_to_first_audio"]["n"] == entry["clips"] == len(entry["from"])
     assert len(data["turns"]) == 4 and all(t["completed"] for t in data["turns"])
+    # the silence a listener sits through is never more than the whole end-to-end time
+    for heard in (h for t in data["turns"] for h in t["listeners"].values()):
+        assert len(heard["listener_wait_ms"]) == len(heard["stages"])
+        for wait, stage in zip(heard["listener_wait_ms"], heard["stages"], strict=True):
+            assert 0 <= wait <= stage["total"] + 1
