@@ -254,13 +254,16 @@ class Participant:
     `first_audio_s[utterance_id]`: when the first translated audio chunk of
     the partner's utterance arrived here (time.monotonic()); `audio_s`: how
     long all of its audio plays.
-    `latencies`: the server's per-stage latency of this person's utterances.
+    `latencies`: the server's per-stage latency of this person's utterances
+    (to the last of their listeners); `heard`: of the others' utterances, to
+    this person as their listener.
     """
 
     client: Client
     language: str
     requests: asyncio.Queue[pb.ConverseRequest | None] = field(default_factory=asyncio.Queue)
     latencies: dict[str, pb.UtteranceLatency] = field(default_factory=dict)
+    heard: dict[str, pb.UtteranceLatency] = field(default_factory=dict)
     started: set[str] = field(default_factory=set)
     ended: set[str] = field(default_factory=set)
     first_audio_s: dict[str, float] = field(default_factory=dict)
@@ -307,6 +310,8 @@ class Participant:
             self.ended.add(ended.utterance_id)
             if ended.HasField("latency"):
                 self.latencies[ended.utterance_id] = ended.latency
+        elif kind == "processing_ended" and event.processing_ended.HasField("latency"):
+            self.heard[event.processing_ended.utterance_id] = event.processing_ended.latency
         elif kind == "error":
             self.errors.append(event.error.message)
         self.changed.set()

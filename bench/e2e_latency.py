@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import secrets
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -113,26 +115,39 @@ async def pair_up(
     gateway: str, first: str, second: str, name: str, kind: type[P],
 ) -> tuple[P, P, str]:
     """Two new users, speaking `first` and `second`, in one session, both connected."""
+    (a, b), session_id = await gather(gateway, [first, second], name, kind)
+    return a, b, session_id
+
+
+async def gather(gateway: str, languages: list[str], name: str, kind: type[P]) -> tuple[list[P], str]:
+    """New users, one speaking each of `languages`, in one session (the first creates it, the
+    others join in order), all connected."""
     tag = secrets.token_hex(3)
     people: list[P] = []
-    for i, lang in enumerate((first, second)):
+    for i, lang in enumerate(languages):
         client = Client(gateway)
         user = f"{name}-{tag}-{i}"
         await client.register(user, f"{user}@example.org", "bench-password-1", lang)
         people.append(kind(client, lang))
-    a, b = people
-    session = await a.client.create_session(first)
-    await b.client.join_session(session.code, second)
-    a.connect(session.session_id, RATE_HZ)
-    b.connect(session.session_id, RATE_HZ)
-    return a, b, session.session_id
+    host, *guests = people
+    session = await host.client.create_session(host.language)
+    for guest in guests:
+        await guest.client.join_session(session.code, guest.language)
+    for person in people:
+        person.connect(session.session_id, RATE_HZ)
+    return people, session.session_id
 
 
 async def part(a: Participant, b: Participant, session_id: str) -> None:
     """Both leave, the session ends, their channels close."""
-    await asyncio.gather(a.leave(), b.leave())
-    await a.client.end_session(session_id)
-    for p in (a, b):
+    await disperse([a, b], session_id)
+
+
+async def disperse(people: list[Participant], session_id: str) -> None:
+    """Everyone leaves, the first (the host) ends the session, their channels close."""
+    await asyncio.gather(*(p.leave() for p in people))
+    await people[0].client.end_session(session_id)
+    for p in people:
         await p.client.channel.close()
 
 
@@ -187,10 +202,11 @@ def _summarise(turns: list[dict[str, Any]]) -> dict[str, Any]:
             "listener_wait": summary([w for t in turns for w in t["listener_wait_ms"]])}
 
 
-async def run(pairs: list[str], per_side: int, fake: bool, work: Path) -> dict[str, Any]:
-    """Smoke runs (`fake`) say only the first SMOKE_CLIP_S of each clip."""
+@contextlib.asynccontextmanager
+async def serve(work: Path, fake: bool) -> AsyncIterator[str]:
+    """The five services as processes, with real engines or (`fake`) the fake ones, on a
+    scratch schema; yields the gateway's address."""
     addresses = {name: free_address() for name, _ in SERVICES}
-    sessions: list[dict[str, Any]] = []
     with scratch_database("bench") as db_env:
         children = Children(work / "logs", service_env(
             addresses, {**db_env, **(FAKE_ENGINES if fake else {}),
@@ -202,11 +218,17 @@ async def run(pairs: list[str], per_side: int, fake: bool, work: Path) -> dict[s
             for child in children.children:
                 await children.wait_serving(child, 600.0)
             sys.stderr.write(f"mesh up in {time.monotonic() - started:.0f} s\n")
-            for pair in pairs:
-                sessions.append(await converse(
-                    addresses["gateway"], pair, per_side, SMOKE_CLIP_S if fake else 0.0))
+            yield addresses["gateway"]
         finally:
             await children.stop(5.0)
+
+
+async def run(pairs: list[str], per_side: int, fake: bool, work: Path) -> dict[str, Any]:
+    """Smoke runs (`fake`) say only the first SMOKE_CLIP_S of each clip."""
+    sessions: list[dict[str, Any]] = []
+    async with serve(work, fake) as gateway:
+        for pair in pairs:
+            sessions.append(await converse(gateway, pair, per_side, SMOKE_CLIP_S if fake else 0.0))
     all_turns = [t for s in sessions for t in s["turns"]]
     pairs_summary = by_pair(all_turns)
     result = {
@@ -244,17 +266,22 @@ def report(result: dict[str, Any]) -> str:
         w = s["listener_wait"]
         rows.append([f"{pair} listener wait (not while hearing the previous)", w["n"],
                      w["p50_ms"], w["p95_ms"]])
-    m = result["machine"]
-    lines = [f"engines: {result['engines']}; load average {m['load_average']} on "
-             f"{m['cpu_count']} cores ({m['cpu_model']}); CPU probe {m['cpu_probe_ms']} ms, "
-             f"{m['cpu_probe_all_cores_ms']} ms on every core at once",
-             table(["pair / stage", "n", "p50 ms", "p95 ms"], rows)]
+    lines = [table(["pair / stage", "n", "p50 ms", "p95 ms"], rows)]
     if "goal_met" in result:
         lines.append(f"goal {GOAL_PAIR}: total p50 <= {GOAL_P50_MS} ms and p95 <= "
                      f"{GOAL_P95_MS} ms: {'met' if result['goal_met'] else 'NOT met'}")
-    if result["errors"]:
-        lines.append(f"errors: {result['errors'][:5]}")
-    return "\n".join(lines)
+    return framed(result, lines)
+
+
+def framed(result: dict[str, Any], lines: list[str]) -> str:
+    """A report's `lines` after the engines and how busy the machine was, before the first
+    errors."""
+    m = result["machine"]
+    head = (f"engines: {result['engines']}; load average {m['load_average']} on "
+            f"{m['cpu_count']} cores ({m['cpu_model']}); CPU probe {m['cpu_probe_ms']} ms, "
+            f"{m['cpu_probe_all_cores_ms']} ms on every core at once")
+    tail = [f"errors: {result['errors'][:5]}"] if result["errors"] else []
+    return "\n".join([head, *lines, *tail])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Load benchmark: N two-party sessions through gateway and session_svc.
+"""Load benchmark: N sessions (of two, or of --participants) through gateway and session_svc.
 
 Starts, each in its own process: calibrated fake model services
 (bench.fakes: they sleep the measured real stage times; their purpose is
@@ -6,6 +6,11 @@ to load the plumbing, not to measure models), session_svc and the gateway
 (both real, on a scratch PostgreSQL schema, rate limits raised for the
 load), then for each N runs bench.loadgen in a few client processes:
 N sessions x 2 participants x 10 chunks/s (5 with --chunk-ms 200), real-time pace.
+With --participants 2,4,8 each N runs once per session size, the
+participants taking turns and speaking --languages in turn (en, es, pt, en,
+...), and the result is multiparty_load.json: session_svc's CPU per
+participant beside the added latency each listener of another language
+sees.
 
 Added latency (the mesh's own cost) of an utterance =
   client-measured (last speech chunk sent -> first translated audio heard)
@@ -30,6 +35,7 @@ it measures where the limit should be. --max-live-sessions overrides both.
 
     python -m bench.load [--smoke] [--sessions 10,50,200,1000] [--duration 20] [--chunk-ms 200]
     python -m bench.load --session-svc --sessions 100,200,400
+    python -m bench.load --session-svc --participants 2,4,8 --sessions 10
 """
 
 from __future__ import annotations
@@ -66,7 +72,8 @@ from bench.probe import cpu_probe_ms
 from dragoman import mux
 
 DEFAULT_DELAYS = Delays()
-SESSIONS_PER_CLIENT_PROCESS = 250
+IDLE_S = 5.0
+STREAMS_PER_CLIENT_PROCESS = 500
 ADDED_P99_LIMIT_MS = 100.0
 GOAL_SESSIONS_PER_CORE, GOAL_P99_MS = 500, 50.0
 LINGER_MS = mux.LINGER_S * 1000
@@ -135,9 +142,9 @@ class Sampler:
 async def _load_step(
     children: Children, target: str, n: int, duration_s: float, sampler: Sampler, work: Path,
     users: int = 0, drain_s: float = loadgen.DRAIN_S, chunk_ms: int = loadgen.CHUNK_MS,
-    direct: bool = False,
+    direct: bool = False, participants: int = 2, languages: str = "en,es",
 ) -> dict[str, Any]:
-    procs = max(1, math.ceil(n / SESSIONS_PER_CLIENT_PROCESS))
+    procs = max(1, math.ceil(n * participants / STREAMS_PER_CLIENT_PROCESS))
     share = [n // procs + (i < n % procs) for i in range(procs)]
     rss0 = sampler.rss_mb()
     gens = []
@@ -148,7 +155,8 @@ async def _load_step(
             "--sessions", str(count),
             "--duration", str(duration_s), "--json", str(out), "--quiet",
             "--ready-file", str(ready), "--channels", str(max(2, count // 50)),
-            "--users", str(users), "--drain", f"{drain_s:.1f}", "--chunk-ms", str(chunk_ms)])))
+            "--users", str(users), "--drain", f"{drain_s:.1f}", "--chunk-ms", str(chunk_ms),
+            "--participants", str(participants), "--languages", languages])))
     peak = dict(rss0)
     cores: dict[str, float] = {}
     steady: dict[str, float] = {}
@@ -182,7 +190,7 @@ async def _load_step(
                             "errors": [f"load generator failed: {g.tail(3)}"]})
     merged = loadgen.merge(results)
     return {"merged": merged, "cores": cores, "rss0_mb": rss0, "rss_peak_mb": peak,
-            "rss_steady_mb": steady,
+            "rss_steady_mb": steady, "participants": participants,
             "client_processes": procs}
 
 
@@ -192,10 +200,12 @@ def _step_row(n: int, step: dict[str, Any], baseline_ms: float) -> dict[str, Any
     added = [ms - baseline_ms for ms in merged["client_ms"]]
     server_added = [st["total"] - baseline_ms for st in merged["stages"]]
     started = max(1, merged["sessions_started"])
+    people = step["participants"]
     cores, rss0, peak = step["cores"], step["rss0_mb"], step["rss_peak_mb"]
     steady = step["rss_steady_mb"]
     return {
         "sessions": n,
+        "participants": people,
         "sessions_started": merged["sessions_started"],
         "client_processes": step["client_processes"],
         "setup_s": merged["setup_s"],
@@ -210,6 +220,8 @@ def _step_row(n: int, step: dict[str, Any], baseline_ms: float) -> dict[str, Any
         "cores": {k: round(v, 3) for k, v in cores.items()},
         "cpu_per_session_millicores": {k: round(1000 * v / started, 3) for k, v in cores.items()
                                        if k in rss0},
+        "cpu_per_participant_millicores": {k: round(1000 * v / (started * people), 3)
+                                           for k, v in cores.items() if k in rss0},
         "rss_mb_start": {k: round(v, 1) for k, v in rss0.items()},
         "rss_mb_steady": {k: round(v, 1) for k, v in steady.items()},
         "rss_mb_peak": {k: round(v, 1) for k, v in peak.items()},
@@ -228,10 +240,14 @@ def deployed_limit() -> int:
 
 async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0,
               chunk_ms: int = loadgen.CHUNK_MS, direct: bool = False,
-              max_live: int = 0, linger_ms: float = LINGER_MS) -> dict[str, Any]:
+              max_live: int = 0, linger_ms: float = LINGER_MS,
+              participants: tuple[int, ...] = (2,), languages: str = "en,es",
+              people: int = 0) -> dict[str, Any]:
     """`direct`: no gateway, the load generator calls session_svc as a gateway does.
     `max_live`: session_svc's admission limit (session.max_live_sessions; 0: none).
-    `linger_ms`: how long audio waits on every trunk for company (trunk_linger_ms)."""
+    `linger_ms`: how long audio waits on every trunk for company (trunk_linger_ms).
+    `participants`: the session sizes to run each N with; `languages`: what they speak;
+    `people`: if set, each size runs people / size sessions instead of `sessions`."""
     delays, source = calibrated_delays()
     probe_before = cpu_probe_ms()
     baseline_ms = delays.endpoint_ms + delays.recognition_ms + delays.translation_ms + delays.synthesis_ms
@@ -261,14 +277,25 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
                 await children.wait_serving(gateway)
                 pids["gateway"] = [gateway.pid]
             sampler = Sampler(pids)
-            for n in sessions:
+            idle: dict[str, float] | None = None
+            if participants != (2,):  # what session_svc costs with nobody talking, to set apart
+                sampler.start()
+                await asyncio.sleep(IDLE_S)
+                idle = {k: round(v, 3) for k, v in sampler.cores().items()}
+            runs = [(size, people // size if people else n) for size in participants
+                    for n in ([0] if people else sessions)]
+            for size, n in runs:
                 step = await _load_step(
                     children, addresses["session" if direct else "gateway"], n, duration_s,
                     sampler, work, users, drain_s=baseline_ms / 1000 + loadgen.DRAIN_S,
-                    chunk_ms=chunk_ms, direct=direct)
+                    chunk_ms=chunk_ms, direct=direct, participants=size, languages=languages)
                 row = _step_row(n, step, baseline_ms)
+                if idle is not None:
+                    busy = row["cores"]["session_svc"] - idle["session_svc"]
+                    row["cpu_per_participant_above_idle_millicores"] = round(
+                        1000 * busy / (max(1, row["sessions_started"]) * size), 3)
                 steps.append(row)
-                sys.stderr.write(f"N={n}: added p50 {row['added_latency']['p50_ms']} "
+                sys.stderr.write(f"N={n} x {size}: added p50 {row['added_latency']['p50_ms']} "
                                  f"p99 {row['added_latency']['p99_ms']} ms, "
                                  f"{row['utterances_measured']}/{row['utterances_expected']} heard\n")
                 for child in children.children:
@@ -277,6 +304,9 @@ async def run(sessions: list[int], duration_s: float, work: Path, users: int = 0
         finally:
             await children.stop()
     result = _result(steps, delays, source, baseline_ms, duration_s, chunk_ms, direct)
+    result["languages"] = languages
+    if idle is not None:
+        result["idle_cores"] = idle
     result["session_admission_limit"] = max_live
     result["trunk_linger_ms"] = linger_ms
     result["machine"]["cpu_probe_ms_before"] = probe_before
@@ -339,12 +369,14 @@ def report(result: dict[str, Any]) -> str:
     rows = []
     for s in result["steps"]:
         a = s["added_latency"]
-        rows.append([str(s["sessions"]), f"{s['sessions_started']}/{s['sessions']}",
+        rows.append([str(s["sessions"]), s.get("participants", 2),
+                     f"{s['sessions_started']}/{s['sessions']}",
                      f"{s['utterances_measured']}/{s['utterances_expected']}",
                      a["p50_ms"], a["p99_ms"], s["client_send_lag"]["p99_ms"],
                      s["cores"]["session_svc"], s["cores"].get("gateway", "-"),
                      s["cores"].get("other_processes"),
                      s["cpu_per_session_millicores"]["session_svc"],
+                     s.get("cpu_per_participant_millicores", {}).get("session_svc", "-"),
                      s["memory_per_session_kb"]["session_svc"], s["error_count"]])
     lines = [
         result["note"] + ".",
@@ -359,9 +391,16 @@ def report(result: dict[str, Any]) -> str:
         f"{result['chunk_ms']} ms of audio per message; audio lingers up to "
         f"{result.get('trunk_linger_ms', LINGER_MS):g} ms on trunks for company",
         "",
-        table(["N", "admitted", "heard", "added p50", "added p99", "send lag p99", "session cores",
-               "gateway cores", "others cores", "session mcore/sess", "session KB/sess", "errors"], rows),
+        table(["N", "people", "admitted", "heard", "added p50", "added p99", "send lag p99",
+               "session cores", "gateway cores", "others cores", "session mcore/sess",
+               "session mcore/person", "session KB/sess", "errors"], rows),
         "",
+        *([f"session_svc idle (nobody talking, {IDLE_S:g} s before the steps): "
+           f"{idle['session_svc']} cores; above idle per participant: "
+           + ", ".join(f"{s.get('participants', 2)} people "
+                       f"{s['cpu_per_participant_above_idle_millicores']} mcore"
+                       for s in result["steps"])]
+          if (idle := result.get("idle_cores")) else []),
         "session_svc admission limit: " + (
             f"{limit} live sessions (callers of the refused ones got RESOURCE_EXHAUSTED)"
             if (limit := result.get("session_admission_limit")) else "none"),
@@ -372,6 +411,17 @@ def report(result: dict[str, Any]) -> str:
         f"(goal {GOAL_SESSIONS_PER_CORE})",
     ]
     return "\n".join(lines)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """--participants: session sizes, each 2 to loadgen.MAX_PARTICIPANTS."""
+    try:
+        sizes = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not all(2 <= n <= loadgen.MAX_PARTICIPANTS for n in sizes):
+        raise argparse.ArgumentTypeError(f"each must be 2 to {loadgen.MAX_PARTICIPANTS}, got {text}")
+    return sizes
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -392,6 +442,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-live-sessions", type=int,
                         help="session_svc's admission limit (default: capacity.json's per pod "
                              "limit; none with --session-svc); 0: none")
+    parser.add_argument("--participants", type=_sizes, default=(2,), metavar="N[,N...]",
+                        help="people per session, 2 to 8, each size run with every --sessions "
+                             "(default 2); other than 2 alone the result is multiparty_load.json")
+    parser.add_argument("--people", type=int, default=0, metavar="P",
+                        help="with --participants: run P / size sessions of each size (the same "
+                             "people in all) instead of --sessions")
+    parser.add_argument("--languages", default="en,es,pt",
+                        help="what the participants of a session speak, in turn, host first "
+                             "(default en,es,pt: two people speak en and es)")
     parser.add_argument("--trunk-linger-ms", type=linger_ms, default=LINGER_MS,
                         help="how long audio waits on the trunks (load generator to session_svc, "
                              "gateway to session_svc, session_svc to stt) for other frames to "
@@ -405,10 +464,15 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="dragoman-load-") as tmp:
         result = asyncio.run(run(sessions, duration, Path(tmp), users=1 if args.smoke else 0,
                                  chunk_ms=args.chunk_ms, direct=args.session_svc,
-                                 max_live=max_live, linger_ms=args.trunk_linger_ms))
+                                 max_live=max_live, linger_ms=args.trunk_linger_ms,
+                                 participants=args.participants, languages=args.languages,
+                                 people=args.people))
     result["smoke"] = args.smoke
+    result["command"] = " ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])])
     kwargs = {"out_dir": args.out} if args.out else {}
     name = "load_session_svc" if args.session_svc else "load"
+    if args.participants != (2,):
+        name = "multiparty_" + name
     if args.chunk_ms != loadgen.CHUNK_MS:
         name += f"_{args.chunk_ms}ms"
     path = write_result(name, result, **kwargs)

@@ -1,18 +1,19 @@
-"""Load generator for the public API: N two-party sessions talking at real-time pace.
+"""Load generator for the public API: N sessions talking at real-time pace.
 
-Registers a small pool of users, pairs them into N sessions (CreateSession,
-JoinSession with the code), opens both Converse streams of every session and
-streams 100 ms LINEAR16 chunks at 16 kHz in real time for `--duration`
-seconds. The two participants take turns: in each period one speaks
-`--speech-s` seconds (low-level noise) while the other sends silence, so
-every stream carries 10 chunks/s as a live microphone would. Each measured
-utterance gives:
+Registers a small pool of users, puts them into N sessions of
+`--participants` people (two by default; CreateSession, then JoinSession with
+the code), opens every participant's Converse stream and streams 100 ms
+LINEAR16 chunks at 16 kHz in real time for `--duration` seconds. The
+participants take turns: in each period each speaks `--speech-s` seconds
+(low-level noise) in turn while the others send silence, so every stream
+carries 10 chunks/s as a live microphone would. They speak `--languages` in
+turn (host first). Each measured utterance gives:
 
 - client latency: last speech chunk sent -> first translated audio chunk
-  received by the partner (same process clock), and
+  received, by each listener of another language (same process clock), and
 - the server's per-stage latency from ProcessingEnded.
 
-It is bounded (at most 2000 sessions, 600 s) and talks only to loopback
+It is bounded (at most 2000 sessions of at most 8, 600 s) and talks only to loopback
 unless --allow-remote is given. With real engines, noise is not speech: point
 it at a mesh whose STT treats non-zero audio as speech (bench.fakes), or
 expect few utterances. It registers two users per pair of its pool (up to 8
@@ -59,6 +60,7 @@ from dragoman.errors import DragomanError
 RATE_HZ = 16_000
 CHUNK_MS = 100
 MAX_SESSIONS = 2000
+MAX_PARTICIPANTS = 8
 MAX_DURATION_S = 600.0
 SETUP_CONCURRENCY = 16
 DRAIN_S = 3.0
@@ -95,12 +97,11 @@ class GatewayStandIn(Client):
 
 
 @dataclass
-class Pair:
-    """One session: who created it (speaker prefix 1) and who joined (2)."""
+class Party:
+    """One session: who created it (speaker prefix 1), then who joined, in order (2, 3, ...)."""
 
     session_id: str
-    a: Participant
-    b: Participant
+    people: list[Participant]
     speech_end_sent: dict[str, float] = field(default_factory=dict)  # utterance id -> time
     send_lag_ms: list[float] = field(default_factory=list)
 
@@ -113,7 +114,10 @@ class Options:
     speech_s: float = 2.0
     users: int = 0
     channels: int = 4
-    languages: tuple[str, str] = ("en", "es")
+    languages: tuple[str, ...] = ("en", "es")
+    """What the participants speak, in turn: the host the first."""
+    participants: int = 2
+    """People in each session."""
     drain_s: float = DRAIN_S
     """Silence sent after the last utterance so it can be delivered before leaving."""
     ready_file: Path | None = None
@@ -140,48 +144,57 @@ def check_target(address: str, allow_remote: bool) -> None:
         raise SystemExit(f"{address} is not loopback: pass --allow-remote to load a deployment")
 
 
-async def _setup(opts: Options, channels: list[grpc.aio.Channel]) -> tuple[list[Pair], list[str]]:
+def languages_of(opts: Options) -> list[str]:
+    """What each participant of a session speaks: `opts.languages` in turn, host first."""
+    return [opts.languages[k % len(opts.languages)] for k in range(opts.participants)]
+
+
+async def _setup(opts: Options, channels: list[grpc.aio.Channel]) -> tuple[list[Party], list[str]]:
     users = opts.users or min(opts.sessions, 8)
     tag = secrets.token_hex(4)
-    pool: list[tuple[Client, Client]] = []
+    langs = languages_of(opts)
+    pool: list[list[Client]] = []
     errors: list[str] = []
 
     async def register(i: int) -> None:
-        pair = []
-        for side, lang in zip("ab", opts.languages, strict=True):
+        group = []
+        for k, lang in enumerate(langs):
+            side = "ab"[k] if opts.participants == 2 else str(k)  # the two-party names as before
             kind = GatewayStandIn if opts.session_svc else Client
-            c = kind(opts.gateway, channel=channels[(2 * i + (side == "b")) % len(channels)])
+            c = kind(opts.gateway, channel=channels[(opts.participants * i + k) % len(channels)])
             if isinstance(c, GatewayStandIn):
                 c.assertions = opts.assertions
             await c.register(f"load-{tag}-{i}{side}", f"load-{tag}-{i}{side}@example.org",
                              "load-password-123", lang)
-            pair.append(c)
-        pool.append((pair[0], pair[1]))
+            group.append(c)
+        pool.append(group)
 
     await asyncio.gather(*(register(i) for i in range(users)))
     gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-    pairs: list[Pair] = []
+    parties: list[Party] = []
 
-    async def pair_up(i: int) -> None:
-        ca, cb = pool[i % len(pool)]
+    async def gather_party(i: int) -> None:
+        host, *guests = pool[i % len(pool)]
         async with gate:
             try:
-                created = await ca.create_session(opts.languages[0])
-                await cb.join_session(created.code, opts.languages[1])
+                created = await host.create_session(langs[0])
+                for guest, lang in zip(guests, langs[1:], strict=True):
+                    await guest.join_session(created.code, lang)
             except grpc.aio.AioRpcError as e:
                 errors.append(f"setup: {e.code().name}: {e.details()}")
                 return
-        a, b = Participant(ca, opts.languages[0]), Participant(cb, opts.languages[1])
-        a.connect(created.session_id, RATE_HZ)
-        b.connect(created.session_id, RATE_HZ)
-        pairs.append(Pair(created.session_id, a, b))
+        people = [Participant(c, lang) for c, lang in zip(pool[i % len(pool)], langs, strict=True)]
+        for person in people:
+            person.connect(created.session_id, RATE_HZ)
+        parties.append(Party(created.session_id, people))
 
-    await asyncio.gather(*(pair_up(i) for i in range(opts.sessions)))
-    return pairs, errors
+    await asyncio.gather(*(gather_party(i) for i in range(opts.sessions)))
+    return parties, errors
 
 
-async def _talk(pair: Pair, opts: Options, start: float, stop: float) -> None:
-    """Both streams at real time; a speaks in the first half of each period, b in the second.
+async def _talk(party: Party, opts: Options, start: float, stop: float) -> None:
+    """Every stream at real time; in each period the participants speak in turn (of two: the
+    host in the first half, the other in the second).
 
     Each pair's clock starts at a random point of the first chunk period, as
     microphones that were opened at different times do: a load generator
@@ -190,48 +203,50 @@ async def _talk(pair: Pair, opts: Options, start: float, stop: float) -> None:
     speech, silence = _chunk(True, opts.chunk_ms), _chunk(False, opts.chunk_ms)
     start += random.uniform(0.0, opts.chunk_ms / 1000)
     per_turn = round(opts.speech_s * 1000 / opts.chunk_ms)
-    period = 2 * per_turn
+    period = len(party.people) * per_turn
     phase = random.randrange(period)
-    counts = {"1": 0, "2": 0}
+    counts = [0] * len(party.people)
     i = 0
     while True:
         due = start + i * opts.chunk_ms / 1000
         now = time.monotonic()
         if due > now:
             await asyncio.sleep(due - now)
-        pair.send_lag_ms.append(max(0.0, time.monotonic() - due) * 1000)
+        party.send_lag_ms.append(max(0.0, time.monotonic() - due) * 1000)
         speaking = due < stop
         slot = (i + phase) % period
-        a_speaks = speaking and slot < per_turn
-        b_speaks = speaking and slot >= per_turn
-        pair.a.send(speech if a_speaks else silence)
-        pair.b.send(speech if b_speaks else silence)
-        for prefix, speaks, last in (("1", a_speaks, slot == per_turn - 1),
-                                     ("2", b_speaks, slot == period - 1)):
-            if speaks and last:
-                counts[prefix] += 1
-                pair.speech_end_sent[f"{prefix}-{counts[prefix]}"] = time.monotonic()
+        turn, at = divmod(slot, per_turn)
+        for k, person in enumerate(party.people):
+            speaks = speaking and k == turn
+            person.send(speech if speaks else silence)
+            if speaks and at == per_turn - 1:
+                counts[k] += 1
+                party.speech_end_sent[f"{k + 1}-{counts[k]}"] = time.monotonic()
         if not speaking and now > stop + opts.drain_s:
             return
         i += 1
 
 
-def _collect(pairs: list[Pair]) -> dict[str, Any]:
+def _collect(parties: list[Party]) -> dict[str, Any]:
+    """Each utterance counts once per listener of another language (who hears it translated)."""
     client_ms: list[float] = []
     stages: list[dict[str, float]] = []
     lag: list[float] = []
     expected = measured = 0
     errors: list[str] = []
-    for pair in pairs:
-        lag.extend(pair.send_lag_ms)
-        errors.extend(pair.a.errors + pair.b.errors)
-        for utt_id, sent in pair.speech_end_sent.items():
-            speaker, listener = (pair.a, pair.b) if utt_id.startswith("1-") else (pair.b, pair.a)
-            expected += 1
-            heard = listener.first_audio_s.get(utt_id)
-            if heard is not None:
-                measured += 1
-                client_ms.append((heard - sent) * 1000)
+    for party in parties:
+        lag.extend(party.send_lag_ms)
+        errors.extend(e for person in party.people for e in person.errors)
+        for utt_id, sent in party.speech_end_sent.items():
+            speaker = party.people[int(utt_id.split("-")[0]) - 1]
+            for listener in party.people:
+                if listener is speaker or listener.language == speaker.language:
+                    continue
+                expected += 1
+                heard = listener.first_audio_s.get(utt_id)
+                if heard is not None:
+                    measured += 1
+                    client_ms.append((heard - sent) * 1000)
             if utt_id in speaker.latencies:
                 stages.append(latency_ms(speaker.latencies[utt_id]))
     return {"utterances_expected": expected, "utterances_measured": measured,
@@ -242,42 +257,46 @@ async def run(opts: Options) -> dict[str, Any]:
     """Runs the load and returns the raw samples and their summary."""
     if not 1 <= opts.sessions <= MAX_SESSIONS:
         raise ValueError(f"sessions must be 1..{MAX_SESSIONS}")
+    if not 2 <= opts.participants <= MAX_PARTICIPANTS:
+        raise ValueError(f"participants must be 2..{MAX_PARTICIPANTS}")
     if not 0 < opts.duration_s <= MAX_DURATION_S:
         raise ValueError(f"duration must be in (0, {MAX_DURATION_S:.0f}] s")
     channels = [mux.channel(opts.gateway, linger_s=opts.trunk_linger_ms / 1000) if opts.session_svc
                 else grpc.aio.insecure_channel(opts.gateway, options=rpc.CHANNEL_OPTIONS)
                 for _ in range(max(1, opts.channels))]
     t0 = time.monotonic()
-    pairs: list[Pair] = []
+    parties: list[Party] = []
     end_errors: list[str] = []
     try:
-        pairs, setup_errors = await asyncio.wait_for(
-            _setup(opts, channels), SETUP_TIMEOUT_S + opts.sessions * 0.4)
+        parties, setup_errors = await asyncio.wait_for(
+            _setup(opts, channels), SETUP_TIMEOUT_S + opts.sessions * 0.2 * opts.participants)
         setup_s = time.monotonic() - t0
         start = time.monotonic() + 0.5
         if opts.ready_file is not None:
             opts.ready_file.touch()
-        await asyncio.gather(*(_talk(p, opts, start, start + opts.duration_s) for p in pairs))
-        await asyncio.gather(*(person.leave(2.0) for p in pairs for person in (p.a, p.b)))
+        await asyncio.gather(*(_talk(p, opts, start, start + opts.duration_s) for p in parties))
+        await asyncio.gather(*(person.leave(2.0) for p in parties for person in p.people))
         # end them, as a client does: a replica counts live sessions against its limit
-        ended = await asyncio.gather(*(p.a.client.end_session(p.session_id) for p in pairs),
+        ended = await asyncio.gather(*(p.people[0].client.end_session(p.session_id) for p in parties),
                                      return_exceptions=True)
         end_errors = [f"end: {e.code().name}: {e.details()}" for e in ended
                       if isinstance(e, grpc.aio.AioRpcError)]
     finally:
-        for p in pairs:
-            for person in (p.a, p.b):
+        for p in parties:
+            for person in p.people:
                 if person.task is not None:
                     person.task.cancel()
         for ch in channels:
             await ch.close()
-    raw = _collect(pairs)
+    raw = _collect(parties)
     raw["errors"] = setup_errors + raw["errors"] + end_errors
     return {
         "gateway": opts.gateway, "target": "session_svc" if opts.session_svc else "gateway",
-        "sessions": opts.sessions, "sessions_started": len(pairs),
+        "sessions": opts.sessions, "sessions_started": len(parties),
+        "participants": opts.participants, "languages": languages_of(opts),
         "duration_s": opts.duration_s, "speech_s": opts.speech_s, "setup_s": round(setup_s, 2),
-        "chunk_ms": opts.chunk_ms, "chunks_per_s": 2 * len(pairs) * 1000 / opts.chunk_ms,
+        "chunk_ms": opts.chunk_ms,
+        "chunks_per_s": opts.participants * len(parties) * 1000 / opts.chunk_ms,
         **raw,
     }
 
@@ -314,7 +333,8 @@ def report(result: dict[str, Any]) -> str:
         rows.append([f"server: {stage}", *(v[k] for k in ("n", "p50_ms", "p95_ms", "p99_ms", "max_ms"))])
     rows.append(["client send lag (late chunks)",
                  *(s["send_lag"][k] for k in ("n", "p50_ms", "p95_ms", "p99_ms", "max_ms"))])
-    head = (f"{result['sessions_started']}/{result['sessions']} sessions, "
+    head = (f"{result['sessions_started']}/{result['sessions']} sessions of "
+            f"{result.get('participants', 2)}, "
             f"{result['utterances_measured']}/{result['utterances_expected']} utterances heard, "
             f"{s['error_count']} errors")
     return head + "\n" + table(["measure", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows)
@@ -327,11 +347,16 @@ def main(argv: list[str] | None = None) -> None:
     target.add_argument("--session-svc", metavar="ADDRESS",
                         help="load session_svc directly, standing where a gateway stands")
     parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--participants", type=int, default=2,
+                        choices=range(2, MAX_PARTICIPANTS + 1), metavar="2..8",
+                        help="people in each session, taking turns (default 2)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of talking")
     parser.add_argument("--speech-s", type=float, default=2.0, help="length of each utterance")
-    parser.add_argument("--users", type=int, default=0, help="user pairs to register (default min(N, 8))")
+    parser.add_argument("--users", type=int, default=0,
+                        help="groups of --participants users to register (default min(N, 8))")
     parser.add_argument("--channels", type=int, default=4, help="gRPC connections to share")
-    parser.add_argument("--languages", default="en,es", help="creator,joiner")
+    parser.add_argument("--languages", default="en,es",
+                        help="what the participants speak, in turn, host first (default en,es)")
     parser.add_argument("--json", type=Path, help="write the raw result here")
     parser.add_argument("--allow-remote", action="store_true")
     parser.add_argument("--drain", type=float, default=DRAIN_S,
@@ -359,9 +384,9 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(e))
     address = args.session_svc or args.gateway
     check_target(address, args.allow_remote)
-    a, b = args.languages.split(",")
     opts = Options(address, args.sessions, args.duration, args.speech_s, args.users,
-                   args.channels, (a, b), args.drain, args.ready_file, args.chunk_ms,
+                   args.channels, tuple(args.languages.split(",")), participants=args.participants,
+                   drain_s=args.drain, ready_file=args.ready_file, chunk_ms=args.chunk_ms,
                    session_svc=bool(args.session_svc), trunk_linger_ms=linger,
                    assertions=assertions)
     with contextlib.suppress(KeyboardInterrupt):

@@ -3,7 +3,7 @@
     dragoman models install        fetch and assemble model weights (sha256-checked)
     dragoman languages [install]   the coverage matrix; install language packs
     dragoman up                    run the whole mesh on this machine
-    dragoman demo                  a two-person demo conversation through the mesh
+    dragoman demo                  a demo conversation of two (or three) through the mesh
     dragoman interpret AUDIO ...   what a partner hears of a recording, translated, through the mesh
     dragoman transcribe AUDIO      speech to text with a running stt service
     dragoman translate ...         text translation with a running mt service
@@ -136,9 +136,19 @@ def _parser() -> argparse.ArgumentParser:
     envoy_arguments(up)  # --envoy: the browser edge (dragoman_tools/envoy.py)
     triton_argument(up)
 
-    demo = sub.add_parser("demo", help="two simulated people talk through the mesh")
-    demo.add_argument("--partner-language", choices=["pt", "es"], default="pt",
-                      help="language Bruno speaks (Alice speaks English); default pt")
+    demo = sub.add_parser(
+        "demo", help="simulated people talk through the mesh",
+        description="Simulated people hold a conversation through the public API with real "
+                    "recorded speech (FLEURS) at real-time pace: each hears the others translated "
+                    "into their own language. Prints transcripts, translations and per-stage "
+                    "latency; writes the translated speech each one hears as WAV. Starts the "
+                    "mesh unless --gateway is given.")
+    demo.add_argument("--participants", type=int, choices=[2, 3], default=2,
+                      help="2 (default): Alice (English) and Bruno (--partner-language); 3: Alice "
+                           "(English), Bruno (Portuguese) and Carla (Spanish) in one session, each "
+                           "hearing the two others, with each listener's latency at the end")
+    demo.add_argument("--partner-language", choices=["pt", "es"], default=None,
+                      help="language Bruno speaks in a demo of two (Alice speaks English); default pt")
     demo.add_argument("--out", default="dragoman-demo", help="where to write the WAV files")
     demo.add_argument("--gateway", help="use a running mesh at this address instead of starting one")
     demo.add_argument("--log-dir", default="", help="service logs when the demo starts the mesh")
@@ -407,12 +417,16 @@ async def _up(args: argparse.Namespace, settings: config.Settings) -> int:
 async def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
     from dragoman_tools import demo
 
+    if args.participants != 2 and args.partner_language:
+        raise SystemExit("--partner-language is for a demo of two: with three, Bruno speaks "
+                         "Portuguese and Carla Spanish")
     out = Path(args.out)
+    partner = args.partner_language or "pt"
     if args.gateway:
-        await demo.run(args.gateway, out, args.partner_language)
+        await demo.run(args.gateway, out, partner, participants=args.participants)
         return 0
     async with _mesh(settings, _log_dir(args.log_dir), args) as mesh:
-        await demo.run(_entry_address(mesh, settings), out, args.partner_language)
+        await demo.run(_entry_address(mesh, settings), out, partner, participants=args.participants)
     return 0
 
 

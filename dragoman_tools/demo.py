@@ -1,21 +1,24 @@
-"""`dragoman demo`: two simulated people talk through the whole mesh.
+"""`dragoman demo`: simulated people talk through the whole mesh.
 
-Alice speaks English, Bruno Portuguese (or Spanish). Each "speaks" real
-recorded utterances (FLEURS, CC BY 4.0, shipped in dragoman_tools/demo_data) at
-real-time pace through the public API, exactly as a native client would:
-register, create a session / join with the 6-digit code, Converse. The
-terminal shows each partial and final transcript, its translation and the
-per-utterance latency; the translated speech each one hears is written as WAV.
+Alice speaks English, Bruno Portuguese (or Spanish); with three participants
+Carla joins too, speaking Spanish. Each "speaks" real recorded utterances
+(FLEURS, CC BY 4.0, shipped in dragoman_tools/demo_data) at real-time pace
+through the public API, exactly as a native client would: register, create a
+session / join with the 6-digit code, Converse. The terminal shows each
+partial and final transcript, its translations and the per-utterance latency;
+the translated speech each one hears is written as WAV. With three, each
+listener hears the two others, and the run ends with each listener's latency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -39,6 +42,8 @@ SCRIPTS = {  # who says what, in turn order
     "es": ["fleurs-es-003.ogg"],
 }
 TURN_TIMEOUT_S = 60.0
+PARTY = (("Alice", "en"), ("Bruno", "pt"), ("Carla", "es"))
+"""Who takes part with --participants 3, host first, and the language each speaks."""
 
 
 @dataclass
@@ -54,11 +59,16 @@ class Person:
     started: set[str] = field(default_factory=set)
     ended: set[str] = field(default_factory=set)
     partner_ended: set[str] = field(default_factory=set)
+    """The others' utterances that have ended for this person, as their listener."""
     errors: list[str] = field(default_factory=list)
     failure: grpc.aio.AioRpcError | None = None
     heard: dict[str, list[bytes]] = field(default_factory=dict)
     wavs: list[Path] = field(default_factory=list)
     latencies: list[pb.UtteranceLatency] = field(default_factory=list)
+    heard_latencies: list[pb.UtteranceLatency] = field(default_factory=list)
+    """What the others' utterances took to reach this person, as their listener."""
+    names: dict[str, str] = field(default_factory=dict)
+    """Everyone's name by participant id, shared by the people of one session."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     sequence: int = 0
 
@@ -88,6 +98,8 @@ class Person:
             self.started.add(event.processing_started.utterance_id)
         elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_PARTNER:
             self.partner_ended.add(event.processing_ended.utterance_id)
+            if event.processing_ended.HasField("latency"):
+                self.heard_latencies.append(event.processing_ended.latency)
         elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_SELF:
             ended = event.processing_ended
             self.ended.add(ended.utterance_id)
@@ -98,19 +110,26 @@ class Person:
             a = event.speech_audio
             self.heard.setdefault(a.utterance_id, []).append(a.data)
             if a.is_last:
-                self.on_speech(a.utterance_id, b"".join(self.heard.pop(a.utterance_id)), a.sample_rate_hertz)
+                self.on_speech(a.utterance_id, b"".join(self.heard.pop(a.utterance_id)), a.sample_rate_hertz,
+                               self.names.get(a.speaker_participant_id, ""))
         elif kind == "error":
             self.errors.append(event.error.message)
             me.line(self.name, f"error: {event.error.message}", final=True)
         self.changed.set()
 
-    def on_speech(self, utterance_id: str, pcm16: bytes, rate_hz: int) -> None:
-        """The whole translated speech of one of the partner's utterances has arrived."""
+    def on_speech(self, utterance_id: str, pcm16: bytes, rate_hz: int, speaker: str = "") -> None:
+        """The whole translated speech of one of the others' utterances has arrived; with more
+        than two people, `speaker` names who said it."""
         if self.out_dir is None:
             return
-        path = audio.write_wav(self.out_dir / f"{self.name.lower()}-hears-{utterance_id}.wav", pcm16, rate_hz)
+        if len(self.names) <= 2:  # two people: the partner is the only speaker
+            speaker = ""
+        who = f"{speaker.lower()}-" if speaker else ""
+        path = audio.write_wav(self.out_dir / f"{self.name.lower()}-hears-{who}{utterance_id}.wav",
+                               pcm16, rate_hz)
         self.wavs.append(path)
-        self.printer.line(self.name, f"hears translated speech → {path}", final=True)
+        heard = f"{speaker}'s translated speech" if speaker else "translated speech"
+        self.printer.line(self.name, f"hears {heard} → {path}", final=True)
 
     async def say(self, name: str, samples: np.ndarray) -> None:
         """Streams `samples` (mono float32 at RATE_HZ) as captured, at `speed` times real time."""
@@ -124,19 +143,20 @@ class Person:
             self.sequence = request.audio.sequence
             await self.requests.put(request)
 
-    async def wait_quiet(self, partner: Person) -> None:
-        """Waits until every utterance this person started has been delivered and `partner`
-        has had all of it."""
+    async def wait_quiet(self, listeners: Sequence[Person]) -> None:
+        """Waits until every utterance this person started has been delivered and each of
+        `listeners` has had all of it."""
         deadline = time.monotonic() + TURN_TIMEOUT_S
-        while self.started - self.ended or self.started - partner.partner_ended or not self.started:
+        while (not self.started or self.started - self.ended
+               or any(self.started - p.partner_ended for p in listeners)):
             if self.failure is not None:
                 raise self.failure
-            self.changed.clear()
-            partner.changed.clear()
+            for p in (self, *listeners):
+                p.changed.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{self.name}'s utterances were not delivered in {TURN_TIMEOUT_S:.0f} s")
-            waits = [asyncio.ensure_future(p.changed.wait()) for p in (self, partner)]
+            waits = [asyncio.ensure_future(p.changed.wait()) for p in (self, *listeners)]
             await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
                 w.cancel()
@@ -187,37 +207,45 @@ class DemoResult:
     utterances: int
 
 
-async def converse(host: Person, guest: Person, turns: list[tuple[Person, str, np.ndarray]],
+async def converse(people: Sequence[Person], turns: list[tuple[Person, str, np.ndarray]],
                    one_way: bool = False) -> sessions_pb2.EndSessionResponse:
-    """One conversation through the public API, as two native clients hold it: both register,
-    `host` creates a session, `guest` joins with its 6-digit code, both Converse; each turn
-    (who, name, mono float32 samples at RATE_HZ) is spoken and waited for until its partner
-    has heard all of it; then both leave and `host` ends the session. `one_way`: only the
-    host speaks, so the session need only translate from host to guest."""
+    """One conversation through the public API, as native clients hold it: everyone
+    registers, the first of `people` (the host) creates a session, the others join with its
+    6-digit code, all Converse; each turn (who, name, mono float32 samples at RATE_HZ) is
+    spoken and waited for until every other person has heard all of it; then all leave and
+    the host ends the session. `one_way`: only the host speaks, so the session need only
+    translate from the host to the others."""
+    host, *guests = people
     suffix = secrets.token_hex(3)
-    async with host.client, guest.client:
-        for p in (host, guest):
-            await p.client.register(f"{p.name.lower()}-{suffix}", f"{p.name.lower()}-{suffix}@example.org",
-                                    "demo-password", p.language)
+    names: dict[str, str] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for p in people:
+            await stack.enter_async_context(p.client)
+            user_id = await p.client.register(f"{p.name.lower()}-{suffix}",
+                                              f"{p.name.lower()}-{suffix}@example.org",
+                                              "demo-password", p.language)
+            names[user_id] = p.name
+            p.names = names
         session = await host.client.create_session(host.language)
         host.printer.line(host.name, f"created session; pairing code {session.code}", True)
-        joined = await guest.client.join_session(session.code, guest.language, allow_one_way=one_way)
-        guest.printer.line(guest.name, f"joined with code {session.code}", True)
-        there = joined.routes[0] if joined.routes else None  # the host's speech to the guest
-        if there is not None and not there.available:
-            await host.client.end_session(session.session_id)
-            raise FailedPrecondition(f"{'; '.join(there.missing)}: run `{there.install}`")
+        for i, guest in enumerate(guests):
+            joined = await guest.client.join_session(session.code, guest.language, allow_one_way=one_way)
+            guest.printer.line(guest.name, f"joined with code {session.code}", True)
+            there = joined.routes[0] if joined.routes and i == 0 else None  # the host's speech to them
+            if there is not None and not there.available:
+                await host.client.end_session(session.session_id)
+                raise FailedPrecondition(f"{'; '.join(there.missing)}: run `{there.install}`")
         listeners = []
-        for p in (host, guest):
+        for p in people:
             p.session_id = session.session_id
             await p.requests.put(join_request(session.session_id, RATE_HZ))
             listeners.append(asyncio.create_task(p.listen(p.client.converse(p.request_stream()))))
         try:
             for person, name, samples in turns:
                 await person.say(name, samples)
-                await person.wait_quiet(guest if person is host else host)
+                await person.wait_quiet([p for p in people if p is not person])
         finally:
-            for p in (host, guest):
+            for p in people:
                 await p.requests.put(pb.ConverseRequest(leave=pb.LeaveConversation()))
                 await p.requests.put(None)
             await asyncio.wait(listeners, timeout=10)
@@ -227,22 +255,37 @@ async def converse(host: Person, guest: Person, turns: list[tuple[Person, str, n
 
 
 async def run(gateway: str, out_dir: Path, partner_language: str = "pt",
-              stream: TextIO = sys.stdout) -> DemoResult:
-    """Runs the conversation against a running mesh at `gateway`."""
+              stream: TextIO = sys.stdout, participants: int = 2, speed: float = 1.0) -> DemoResult:
+    """Runs the conversation against a running mesh at `gateway`: Alice and Bruno (who speaks
+    `partner_language`) or, with three `participants`, Alice, Bruno and Carla (PARTY); they
+    speak at `speed` times real time."""
+    if participants not in (2, 3):
+        raise ValueError(f"the demo has 2 or 3 participants, not {participants}")
     printer = Printer(stream)
     out_dir.mkdir(parents=True, exist_ok=True)
-    alice = Person("Alice", "en", Client(gateway), out_dir, printer)
-    bruno = Person("Bruno", partner_language, Client(gateway), out_dir, printer)
-    turns = [(alice, SCRIPTS["en"][0]), (bruno, SCRIPTS[partner_language][0]), (alice, SCRIPTS["en"][1])]
-    ended = await converse(alice, bruno, [(person, clip, audio.decode_file(DEMO_DATA / clip, RATE_HZ))
-                                          for person, clip in turns])
-    latencies = alice.latencies + bruno.latencies
+    cast = [("Alice", "en"), ("Bruno", partner_language)] if participants == 2 else list(PARTY)
+    people = [Person(name, language, Client(gateway), out_dir, printer, speed) for name, language in cast]
+    alice, bruno = people[:2]
+    turns = [(alice, SCRIPTS["en"][0]), (bruno, SCRIPTS[bruno.language][0])]
+    turns += [(p, SCRIPTS[p.language][0]) for p in people[2:]] + [(alice, SCRIPTS["en"][1])]
+    ended = await converse(people, [(person, clip, audio.decode_file(DEMO_DATA / clip, RATE_HZ))
+                                    for person, clip in turns])
+    latencies = [lat for p in people for lat in p.latencies]
+    wavs = [path for p in people for path in p.wavs]
     m = ended.metrics
     stream.write(f"\nsession ended: {m.utterance_count} utterances, mean {m.mean_latency_ms:.0f} ms, "
                  f"min {m.min_latency_ms:.0f} ms, max {m.max_latency_ms:.0f} ms, errors {m.error_count}\n\n")
-    stream.write("end of speech → first translated audio delivered, per stage:\n")
-    stream.write(latency_table(latencies) + "\n\ntranslated speech:\n")
-    for path in alice.wavs + bruno.wavs:
-        stream.write(f"  {path}\n")
+    if participants == 2:
+        stream.write("end of speech → first translated audio delivered, per stage:\n")
+        stream.write(latency_table(latencies) + "\n\ntranslated speech:\n")
+        for path in wavs:
+            stream.write(f"  {path}\n")
+    else:
+        stream.write("translated speech:\n" + "".join(f"  {path}\n" for path in wavs))
+        stream.write("\nend of speech → first translated audio delivered, per stage, per listener:\n")
+        for p in people:
+            speakers = ", ".join(o.name for o in people if o is not p)
+            stream.write(f"\n{p.name} ({p.language}) hearing {speakers}:\n"
+                         f"{latency_table(p.heard_latencies)}\n")
     stream.flush()
-    return DemoResult(latencies, alice.wavs + bruno.wavs, m.utterance_count)
+    return DemoResult(latencies, wavs, m.utterance_count)

@@ -51,7 +51,7 @@ class Listener(Person):
                 self.printer.line(self.name, f"hears {t.utterance_id} (by {t.engine or '?'})", True)
         super().on_event(event)
 
-    def on_speech(self, utterance_id: str, pcm16: bytes, rate_hz: int) -> None:
+    def on_speech(self, utterance_id: str, pcm16: bytes, rate_hz: int, speaker: str = "") -> None:
         if self.speech_rate_hz and rate_hz != self.speech_rate_hz:  # one WAV, one rate
             pcm16 = audio.float_to_pcm16(audio.resample(audio.pcm16_to_float(pcm16), rate_hz,
                                                         self.speech_rate_hz))
@@ -96,7 +96,7 @@ async def run(gateway: str, samples: np.ndarray, name: str, source: str, target:
     speaker = Person("Speaker", source, Client(gateway), None, printer, speed=speed)
     listener = Listener("Hearer", target, Client(gateway), None, printer, out=out)
     try:
-        ended = await converse(speaker, listener, [(speaker, name, samples)], one_way=True)
+        ended = await converse([speaker, listener], [(speaker, name, samples)], one_way=True)
     except TimeoutError:
         if not speaker.started:
             raise InvalidArgument(f"{name}: no speech recognised in the audio") from None
