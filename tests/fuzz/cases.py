@@ -15,10 +15,13 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from dragoman import config
 from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
-from tests.conftest import TESTDATA
+from gateway import server
+from tests.conftest import TESTDATA, started
 from tests.session_svc.conftest import utterance
+from tests.session_svc.stack import session_stack
 
 SECRET = "fuzz-suite-jwt-secret-of-at-least-32-bytes"
 PASSWORD = "the member's password, never drawn"
@@ -91,12 +94,14 @@ def token_kinds(client: Client) -> st.SearchStrategy[tuple[str, tuple[tuple[str,
         "expired": signed(SECRET, iat=now - 7200, exp=now - 3600),
         "other-audience": signed(SECRET, aud="someone-else"),
         "other-key": signed("x" * 48),
-        "alg-none": jwt.encode(claims, None, algorithm="none"),
+        "alg-none": jwt.encode(claims, None, algorithm="none"),  # type: ignore[arg-type]
         "no-subject": signed(SECRET, sub=""),
         "subject-not-text": signed(SECRET, sub=12),
         "empty": "",
     }
-    cases = [(kind, (("authorization", f"Bearer {token}"),)) for kind, token in bearer.items()]
+    Metadata = tuple[tuple[str, str], ...]
+    cases: list[tuple[str, Metadata]] = [
+        (kind, (("authorization", f"Bearer {token}"),)) for kind, token in bearer.items()]
     cases += [
         ("missing", ()),
         ("no-scheme", (("authorization", client.tokens.access_token),)),
@@ -107,6 +112,13 @@ def token_kinds(client: Client) -> st.SearchStrategy[tuple[str, tuple[tuple[str,
     garbage = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=200).map(
         lambda t: ("garbage", (("authorization", f"Bearer {t}"),)))
     return st.one_of(st.sampled_from(cases), garbage)
+
+
+async def serve_gateway(settings: config.Settings) -> AsyncIterator[str]:
+    """A gateway in front of session_svc and fake model services per `settings`."""
+    async with session_stack(settings) as stack:
+        async for address in started(await server.create(stack.settings)):
+            yield address
 
 
 # -- the property -------------------------------------------------------------------

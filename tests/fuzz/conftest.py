@@ -12,10 +12,8 @@ import pytest
 
 from dragoman import config
 from dragoman.client import Client
-from gateway import server
-from tests.conftest import started
-from tests.fuzz.cases import CASES, JOIN_TIMEOUT_S, PASSWORD, SECRET
-from tests.session_svc.stack import Stack, scratch_settings, session_stack
+from tests.fuzz.cases import CASES, JOIN_TIMEOUT_S, PASSWORD, SECRET, serve_gateway
+from tests.session_svc.stack import scratch_settings
 
 LIFTED = {
     "requests_per_minute": 1_000_000, "sessions_per_hour": 1_000_000, "audio_chunks_per_s": 1e6,
@@ -36,14 +34,8 @@ def fuzz_settings(settings: config.Settings) -> Iterator[config.Settings]:
 
 
 @pytest.fixture(scope="session")
-async def stack(fuzz_settings: config.Settings) -> AsyncIterator[Stack]:
-    async with session_stack(fuzz_settings) as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-async def gateway(stack: Stack) -> AsyncIterator[str]:
-    async for address in started(await server.create(stack.settings)):
+async def gateway(fuzz_settings: config.Settings) -> AsyncIterator[str]:
+    async for address in serve_gateway(fuzz_settings):
         yield address
 
 

@@ -195,7 +195,7 @@ class Sessions:
     of the member (created on first use), anything else is sent as drawn."""
 
     def __init__(self, member: Client) -> None:
-        self.member, self.made = member, {}
+        self.member, self.made = member, dict[str, str]()
 
     async def __call__(self, choice: str) -> str:
         if choice not in ("own", "ended"):

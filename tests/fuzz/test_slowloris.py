@@ -16,11 +16,8 @@ from dragoman import config
 from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2, sessions_pb2_grpc
-from gateway import server
-from tests.conftest import started
-from tests.fuzz.cases import FLEURS, JOIN_TIMEOUT_S, still_converses, stream_outcome
+from tests.fuzz.cases import FLEURS, JOIN_TIMEOUT_S, serve_gateway, still_converses, stream_outcome
 from tests.session_svc.conftest import utterance
-from tests.session_svc.stack import session_stack
 
 EVENT_BUFFER = 16
 """Events each participant's log keeps here (session.event_buffer)."""
@@ -34,9 +31,8 @@ unbounded buffering of a few hundred events of speech each would pass it."""
 @pytest.fixture(scope="module")
 async def gateway(fuzz_settings: config.Settings) -> AsyncIterator[str]:
     session = dataclasses.replace(fuzz_settings.session, event_buffer=EVENT_BUFFER, heartbeat_interval_s=0.5)
-    async with session_stack(dataclasses.replace(fuzz_settings, session=session)) as stack:
-        async for address in started(await server.create(stack.settings)):
-            yield address
+    async for address in serve_gateway(dataclasses.replace(fuzz_settings, session=session)):
+        yield address
 
 
 def rss_mb() -> float:
