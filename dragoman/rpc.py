@@ -148,9 +148,13 @@ class _Parsed:
 
     def __init__(self, requests: AsyncIterable[Any]) -> None:
         self._requests = requests
+        self._iterator: AsyncIterator[Any] | None = None
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
+        # one iterator, as a call's own request stream is: readers take turns on it
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        return self._iterator
 
     async def _iterate(self) -> AsyncIterator[Any]:
         async for request in self._requests:
