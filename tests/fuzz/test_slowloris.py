@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from dragoman import config
+from dragoman import config, mux
 from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2, sessions_pb2_grpc
@@ -116,6 +116,58 @@ async def test_listeners_that_never_read_hold_bounded_memory(gateway: str) -> No
     for guest, _ in stalled:
         guest.stalled.cancel()  # type: ignore[attr-defined]
         await guest.channel.close()
+
+
+SMALL_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16 * 1024)]
+"""A client that lets the server send it little: what a slowloris client would choose."""
+
+
+@pytest.fixture(scope="module")
+async def flooded(fuzz_settings: config.Settings) -> AsyncIterator[str]:
+    """A gateway whose sessions send a heartbeat every millisecond to an idle stream."""
+    flood = dataclasses.replace(fuzz_settings.session, heartbeat_interval_s=0.001)
+    async for address in serve_gateway(dataclasses.replace(fuzz_settings, session=flood)):
+        yield address
+
+
+async def test_a_listener_that_never_reads_is_cut_off(flooded: str) -> None:
+    """A heartbeat every millisecond to a listener that never reads: once the gateway's
+    write waits on the client's flow-control window, the trunk holds at most
+    mux.MAX_PENDING of its events, then ends its call with RESOURCE_EXHAUSTED (the
+    session no longer counts the listener as connected); the client, reading at last,
+    gets what was held, then that status."""
+    listener = Client(flooded, channel=grpc.aio.insecure_channel(flooded, options=SMALL_WINDOW))
+    await listener.register("flooded", "flooded@example.org", "password-123", "en")
+    session = await listener.create_session("en")
+    before = rss_mb()
+    stalled = listener.conversation.Listen(
+        pb.ListenRequest(join=join_request(session.session_id).join), metadata=listener.metadata)
+
+    async def connected() -> bool:
+        reply = await listener.sessions.GetSession(
+            sessions_pb2.GetSessionRequest(session_id=session.session_id), metadata=listener.metadata)
+        return reply.session.participants[0].connected
+
+    while not await connected():  # until the stream is open
+        await asyncio.sleep(0.05)
+
+    async def cut() -> None:
+        while await connected():
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(cut(), 120)
+    grown = rss_mb() - before
+    held = 0
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stalled:
+            held += 1
+    MEASURED.append(f"a listener never read, flooded: cut by {info.value.code().name} after {held} "
+                    f"events held; peak RSS {before:.0f} -> {before + grown:.0f} MB")
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"fell {mux.MAX_PENDING} responses behind" in info.value.details()
+    assert grown < RSS_GROWTH_BOUND_MB
+    await still_converses(flooded)
+    await listener.channel.close()
 
 
 async def test_idle_connections_do_not_stop_the_mesh(gateway: str) -> None:
