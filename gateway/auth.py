@@ -43,7 +43,8 @@ MAX_PENDING_HASHES = 32
 """Hashes running or waiting; more get RESOURCE_EXHAUSTED."""
 
 USERNAME = re.compile(r"[A-Za-z0-9._-]{3,32}")
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# no control characters: a NUL cannot be stored (PostgreSQL text), the rest cannot be mailed
+EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
 MAX_EMAIL_CHARS = 254
 LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 MIN_PASSWORD_CHARS, MAX_PASSWORD_CHARS = 8, 128
@@ -316,7 +317,9 @@ class Accounts:
         return SignIn(user, await self._issue(user, family_id=uuid.uuid4().hex))
 
     async def login(self, username: str, password: str) -> SignIn:
-        user = await self._store.find_user(username) if username else None
+        # a name Register would refuse cannot exist (nor can the store take every string:
+        # PostgreSQL text holds no NUL)
+        user = await self._store.find_user(username) if USERNAME.fullmatch(username) else None
         matches = await self._passwords.verify(user.password_hash if user else None, password)
         if user is None or not matches:
             raise errors.Unauthenticated(WRONG_CREDENTIALS)

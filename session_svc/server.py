@@ -100,7 +100,7 @@ def parse_page_token(token: str) -> tuple[datetime, str] | None:
         return None
     try:
         micros, sep, session_id = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if sep and session_id:
+        if sep and session_id and db.storable(session_id):
             return _EPOCH + timedelta(microseconds=int(micros)), session_id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         pass

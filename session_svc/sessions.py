@@ -322,6 +322,18 @@ ENDED_KEEP_S = 300.0
 """How long an ended session stays in memory (for streams reading its last
 events); after that only its record in the store remains."""
 
+MAX_VOICE_CHARS = 128
+"""Longest voice name taken (the catalogue's are a few dozen characters)."""
+
+
+def check_voice(voice: str) -> None:
+    """The voice is stored with the participant: PostgreSQL text holds no NUL, and no
+    voice name has a control character."""
+    if len(voice) > MAX_VOICE_CHARS or not voice.isprintable():
+        raise InvalidArgument(
+            f"voice must be a voice name of at most {MAX_VOICE_CHARS} printable characters, "
+            f"got {shown(voice)}")
+
 
 class SessionRegistry:
     """Every live session of this replica, and their durable record in `store`."""
@@ -429,6 +441,7 @@ class SessionRegistry:
         self, who: Identity, language_code: str, voice: str, max_participants: int = 0,
     ) -> Session:
         capacity = self._capacity(max_participants)
+        check_voice(voice)
         language = languages.normalise(language_code)
         if self.inventory is not None:
             routes.check_speaker(await self.inventory(), language)
@@ -472,6 +485,7 @@ class SessionRegistry:
     ) -> Session:
         if len(code) != 6 or not code.isdigit():
             raise InvalidArgument(f"code must be 6 digits, got {shown(code)}")
+        check_voice(voice)
         language = languages.normalise(language_code)
         await self._expire_codes()
         session = self._open(who, code)

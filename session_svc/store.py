@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from dragoman import db
 from dragoman.db import Database
 from dragoman.db.crypto import Keyring
 from dragoman.db.times import to_datetime
@@ -304,6 +305,8 @@ async def session_owner(
 ) -> str | None:
     """The replica (host:port) holding the live session with this id or pairing
     code; None when there is none, "" when it named none."""
+    if not db.storable(session_id, code):
+        return None
     if session_id:
         cur = await conn.execute(
             "SELECT owner FROM sessions WHERE session_id = %s AND status <> 'ended'", (session_id,))
@@ -321,6 +324,8 @@ async def sessions_of(
     """The user's sessions, newest first: those created before `before`
     (keyset pagination: (created_at, session_id) strictly smaller), or the
     one with `session_id`."""
+    if not db.storable(session_id):
+        return []
     params: dict[str, object] = {"user_id": user_id, "limit": limit}
     condition = "true"
     if session_id:

@@ -38,6 +38,12 @@ URL_ENV = "DRAGOMAN_DATABASE_URL"
 KEYS_FILE_ENV = "DRAGOMAN_DATABASE_ENCRYPTION_KEYS_FILE"
 
 
+def storable(*values: str) -> bool:
+    """Whether PostgreSQL text can hold each of `values`: it holds no NUL, and a query
+    given one fails instead of matching nothing. A key it cannot hold names no row."""
+    return not any("\0" in value for value in values)
+
+
 @dataclass
 class Database:
     """A connection pool to the schema, and the keys for text at rest."""
