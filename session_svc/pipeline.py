@@ -31,7 +31,7 @@ from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from session_svc import routes, sentences
-from session_svc.downstream import Downstream
+from session_svc.downstream import Downstream, error_code
 from session_svc.sessions import Member, Session
 
 log = logging.getLogger(__name__)
@@ -225,8 +225,15 @@ class SpeakerPipeline:
                 raise
             self.session.errors += 1
             metrics.PIPELINE_ERRORS.labels("recognition").inc()
-            self.speaker.log.append(error=pb.ConversationError(
-                code=pb.ERROR_CODE_RECOGNITION_FAILED, message=e.message))
+            # utterances heard in part are lost: named, and ended (the next audio starts anew)
+            lost, code = [*self._utterances.values()], error_code(e, pb.ERROR_CODE_RECOGNITION_FAILED)
+            self._utterances.clear()
+            for utt in lost or [None]:
+                self.speaker.log.append(error=pb.ConversationError(
+                    code=code, message=e.message, utterance_id=utt.utterance_id if utt else ""))
+            for utt in lost:
+                self._both(processing_ended=lambda who, u=utt: pb.ProcessingEnded(
+                    speaker=who, utterance_id=u.utterance_id))
         finally:
             self._finals.put_nowait(None)
             await worker
@@ -309,7 +316,7 @@ class SpeakerPipeline:
             except DragomanError as e:
                 metrics.PIPELINE_ERRORS.labels("translation").inc()
                 self.speaker.log.append(error=pb.ConversationError(
-                    code=pb.ERROR_CODE_TRANSLATION_FAILED, message=e.message,
+                    code=error_code(e, pb.ERROR_CODE_TRANSLATION_FAILED), message=e.message,
                     utterance_id=utt.utterance_id))
                 prepared.chunks.put_nowait(e)
                 return
@@ -337,7 +344,7 @@ class SpeakerPipeline:
             except DragomanError as e:
                 metrics.PIPELINE_ERRORS.labels("synthesis").inc()
                 self.speaker.log.append(error=pb.ConversationError(
-                    code=pb.ERROR_CODE_SYNTHESIS_FAILED, message=e.message,
+                    code=error_code(e, pb.ERROR_CODE_SYNTHESIS_FAILED), message=e.message,
                     utterance_id=utt.utterance_id))
                 prepared.chunks.put_nowait(e)
         finally:
