@@ -11,17 +11,19 @@ tts_svc are in turn killed with SIGKILL, kept dead DOWN_S and started again
 on the same address; every listener reconnects once per fault, while the
 service is down, resuming after the last event it received.
 
-Per fault (the utterances that started from the kill until the next fault):
-- lost: an utterance the listener never heard and nobody was told of
-  (a ConversationError naming it, or one naming none for speech that never
-  became an utterance), plus clips no utterance came of and no error covered;
+Per fault (the utterances in flight at the kill or started after it, until
+the next fault):
+- lost: utterances the listener never heard and nobody was told of (a
+  ConversationError naming it); over the whole run, clips said that became
+  no utterance are counted too, lost unless an error naming none came;
 - reported: utterances that failed with a ConversationError (the speaker is told);
 - duplicated / out of order: events a resuming client received twice, or
   past a gap, by their sequence numbers;
 - sessions ended: sessions whose stream ended with an error or that ended;
 - recovery: per session, from the restart (the new process started) to the
-  first translated audio heard after it, p50/p95 (the restart itself,
-  process start to SERVING, is in `startup_ms`);
+  first translated audio heard after it, p50/p95; the restart itself,
+  process start to SERVING, is `startup_ms`, and what follows it
+  `recovery_after_serving`;
 - the status codes clients saw: ConversationError codes and gRPC status
   codes of broken streams.
 
@@ -148,8 +150,8 @@ class Person:
     """Partner's utterances: when their first translated audio arrived."""
     covered: dict[str, str] = field(default_factory=dict)
     """Partner's utterance -> the utterance whose translation covers it."""
-    failed: dict[str, str] = field(default_factory=dict)
-    """Own utterances reported failed -> the ErrorCode name."""
+    failed: dict[str, float] = field(default_factory=dict)
+    """Own utterances reported failed -> when."""
     unnamed_errors: list[float] = field(default_factory=list)
     """When errors naming no utterance came."""
     clips: list[float] = field(default_factory=list)
@@ -198,14 +200,14 @@ class Person:
             self.ended = self.ended or not self.leaving
 
     def _on_event(self, event: pb.ConversationEvent) -> None:
-        if event.sequence:  # heartbeats have none
+        kind, now = event.WhichOneof("kind"), time.monotonic()
+        if kind != "heartbeat":  # a heartbeat repeats the last sequence
             if event.sequence <= self.last_sequence:
                 self.duplicated += 1
                 return
             if event.sequence != self.last_sequence + 1:
                 self.out_of_order += 1
             self.last_sequence = event.sequence
-        kind, now = event.WhichOneof("kind"), time.monotonic()
         if kind == "processing_started" and event.processing_started.speaker == pb.SPEAKER_SELF:
             self.started_at.setdefault(event.processing_started.utterance_id, now)
         elif kind == "speech_audio":
@@ -216,7 +218,7 @@ class Person:
         elif kind == "error":
             self.codes[pb.ErrorCode.Name(event.error.code)] += 1
             if event.error.utterance_id:
-                self.failed[event.error.utterance_id] = pb.ErrorCode.Name(event.error.code)
+                self.failed.setdefault(event.error.utterance_id, now)
             else:
                 self.unnamed_errors.append(now)
         elif kind == "session_ended":
@@ -294,9 +296,7 @@ def unheard_clips(person: Person) -> int:
 
 def pending(speaker: Person, listener: Person) -> int:
     """The speaker's utterances neither heard by the listener nor reported failed."""
-    return sum(1 for u in speaker.started_at
-               if u not in listener.heard_at and u not in speaker.failed
-               and listener.covered.get(u) not in listener.heard_at)
+    return sum(resolved(u, speaker, listener) is None for u in speaker.started_at)
 
 
 async def pair_up(gateway: str, index: int, tag: str) -> tuple[Person, Person]:
@@ -327,13 +327,30 @@ class Fault:
         return self.killed <= t < self.until
 
 
-def account(pairs: list[tuple[Person, Person]], window: Any) -> dict[str, Any]:
-    """What happened to the utterances that started in `window` (a time predicate)."""
+def resolved(utt: str, speaker: Person, listener: Person) -> float | None:
+    """When the utterance was heard (its first translated audio) or reported failed."""
+    times = [t for t in (listener.heard_at.get(utt), listener.heard_at.get(listener.covered.get(utt, "")),
+                         speaker.failed.get(utt)) if t is not None]
+    return min(times) if times else None
+
+
+def owned(started: float, done: float | None, faults: list[Fault]) -> float:
+    """The time by which an utterance is counted: when it started, or the kill it was
+    in flight at (started before, resolved after)."""
+    for fault in faults:
+        if started < fault.killed and (done is None or done > fault.killed):
+            return fault.killed
+    return started
+
+
+def account(pairs: list[tuple[Person, Person]], window: Any, faults: list[Fault]
+            ) -> dict[str, Any]:
+    """What happened to the utterances counted in `window` (a time predicate; see `owned`)."""
     counts = Counter[str]()
     for people in pairs:
         for speaker, listener in (people, people[::-1]):
             for utt, started in speaker.started_at.items():
-                if not window(started):
+                if not window(owned(started, resolved(utt, speaker, listener), faults)):
                     continue
                 counts["utterances"] += 1
                 heard = utt in listener.heard_at or listener.covered.get(utt) in listener.heard_at
@@ -343,26 +360,34 @@ def account(pairs: list[tuple[Person, Person]], window: Any) -> dict[str, Any]:
                     counts["reported"] += 1
                 else:
                     counts["lost"] += 1
-            # a clip that became no utterance: lost unless an error naming none came for it
-            clips = sum(window(t) for t in speaker.clips)
-            started = sum(window(t) for t in speaker.started_at.values())
-            unnamed = sum(window(t) for t in speaker.unnamed_errors)
-            missing = max(0, clips - started)
-            counts["clips"] += clips
-            counts["reported"] += min(missing, unnamed)
-            counts["lost"] += max(0, missing - unnamed)
-    return {k: counts[k] for k in ("clips", "utterances", "heard", "reported", "lost")}
+    return {k: counts[k] for k in ("utterances", "heard", "reported", "lost")}
 
 
-def recoveries(pairs: list[tuple[Person, Person]], fault: Fault) -> tuple[list[float], int]:
-    """Per session, ms from the restart to the first translated audio heard after it
-    (of an utterance not heard before the kill); and how many sessions heard none."""
+def silent_clips(pairs: list[tuple[Person, Person]]) -> dict[str, int]:
+    """Clips said that became no utterance over the run (each became one or more, but
+    for audio lost while a recogniser was down), and how many of them errors naming no
+    utterance account for. Counted over the whole run: an utterance starts up to a
+    restart after its clip, so a fault's window cannot hold both."""
+    missing = unnamed = 0
+    for person in (p for pair in pairs for p in pair):
+        gap = max(0, len(person.clips) - len(person.started_at))
+        missing += gap
+        unnamed += min(gap, len(person.unnamed_errors))
+    return {"clips": sum(len(p.clips) for pair in pairs for p in pair),
+            "without_utterance": missing, "reported": unnamed, "lost": missing - unnamed}
+
+
+def recoveries(pairs: list[tuple[Person, Person]], fault: Fault, serving: bool = False
+               ) -> tuple[list[float], int]:
+    """Per session, ms from the restart (`serving`: from the restarted service's first
+    SERVING) to the first translated audio heard after it; and how many sessions heard
+    none."""
     out, none = [], 0
+    since = fault.serving if serving else fault.restarted
     for people in pairs:
-        after = [t for p in people for t in p.heard_at.values()
-                 if fault.restarted <= t < fault.until]
+        after = [t for p in people for t in p.heard_at.values() if since <= t < fault.until]
         if after:
-            out.append((min(after) - fault.restarted) * 1000)
+            out.append((min(after) - since) * 1000)
         else:
             none += 1
     return out, none
@@ -437,13 +462,14 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
     people = [p for pair in pairs for p in pair]
     rows = []
     first = faults[0].killed if faults else float("inf")
-    baseline = account(pairs, lambda t: t < first)
+    baseline = account(pairs, lambda t: t < first, faults)
     for i, fault in enumerate(faults):
         times, none = recoveries(pairs, fault)
         rows.append({
             "fault": f"{fault.role} SIGKILL + restart",
-            **account(pairs, fault.window),
+            **account(pairs, fault.window, faults),
             "recovery": summary(times),
+            "recovery_after_serving": summary(recoveries(pairs, fault, serving=True)[0]),
             "sessions_without_recovery": none,
             "startup_ms": startup.get(fault.role),
             "down_ms": round((fault.restarted - fault.killed) * 1000),
@@ -454,9 +480,10 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
     codes = Counter[str]()
     for p in people:
         codes.update(p.codes)
+    clips = silent_clips(pairs)
     totals = {
-        "lost": sum(r["lost"] for r in rows),
-        "reported": sum(r["reported"] for r in rows),
+        "lost": baseline["lost"] + sum(r["lost"] for r in rows) + clips["lost"],
+        "reported": baseline["reported"] + sum(r["reported"] for r in rows) + clips["reported"],
         "duplicated": sum(p.duplicated for p in people),
         "out_of_order": sum(p.out_of_order for p in people),
         "sessions_ended": sessions_ended,
@@ -475,6 +502,7 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
                    "every listener resumes its stream once per fault while the service is down"),
         "setup_s": round(setup_s, 1),
         "baseline": baseline,
+        "clips": clips,
         "faults": rows,
         "not_run": list(NOT_RUN),
         "status_codes": dict(sorted(codes.items())),
@@ -494,10 +522,11 @@ def report(result: dict[str, Any]) -> str:
     for r in result["faults"]:
         rows.append([r["fault"], r["utterances"], r["heard"], r["reported"], r["lost"],
                      r["recovery"]["p50_ms"], r["recovery"]["p95_ms"],
-                     r["sessions_without_recovery"], r["startup_ms"]])
+                     r["sessions_without_recovery"], r["startup_ms"],
+                     r["recovery_after_serving"]["p95_ms"]])
     for name in result["not_run"]:
-        rows.append([f"{name}: not run", "", "", "", "", "", "", "", ""])
-    t, b = result["totals"], result["baseline"]
+        rows.append([f"{name}: not run", "", "", "", "", "", "", "", "", ""])
+    t, b, c = result["totals"], result["baseline"], result["clips"]
     m = result["machine"]
     return "\n".join([
         f"{result['sessions']} sessions, engines: {result['engines']}; load average "
@@ -505,7 +534,10 @@ def report(result: dict[str, Any]) -> str:
         f"before the first fault: {b['utterances']} utterances, {b['heard']} heard, "
         f"{b['reported']} reported, {b['lost']} lost",
         table(["fault", "utterances", "heard", "reported", "lost", "recovery p50 ms",
-               "recovery p95 ms", "sessions not recovered", "restart to SERVING ms"], rows),
+               "recovery p95 ms", "sessions not recovered", "restart to SERVING ms",
+               "SERVING to audio p95 ms"], rows),
+        f"clips said: {c['clips']}; {c['without_utterance']} became no utterance, "
+        f"{c['reported']} of them reported by an error naming none",
         f"duplicated {t['duplicated']}, out of order {t['out_of_order']} (at clients that "
         f"resumed); sessions ended {t['sessions_ended']}",
         "status codes seen: " + (", ".join(f"{k} x{v}" for k, v in result["status_codes"].items())

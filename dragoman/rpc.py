@@ -310,6 +310,11 @@ async def wait_serving(address: str, timeout_s: float = 60.0, service: str = "")
             await asyncio.sleep(0.1)
 
 
+LIVENESS = "dragoman.liveness"
+"""A health service name SERVING while the process serves, whatever holds the service
+NOT_SERVING (`Service.hold`): for liveness and startup probes, which must not restart
+a replica, and end its sessions, because a service it calls is down."""
+
 Registration = tuple[Callable[[Any, Any], None], Any]
 """A generated add_*Servicer_to_server function and the servicer it adds."""
 
@@ -359,6 +364,7 @@ class Service:
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {address}")
         await self.server.start()
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._set_health()
         log.info("%s serving", self.name, extra={"address": address, "port": self.port})
         return self.port

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.chaos import MODELS, ModelServices
 from bench.common import Children, free_address, service_env
 from bench.fakes import Delays
-from dragoman import config
+from dragoman import config, rpc
 from dragoman.v1 import conversation_pb2 as pb
 from session_svc import server as session_server
 from tests.session_svc.conftest import Caller, kinds
@@ -58,13 +58,14 @@ async def mesh(settings: config.Settings, tmp_path_factory: pytest.TempPathFacto
         await children.stop(1.0)
 
 
-async def health(mesh: Mesh, wanted: int) -> None:
-    """Returns once session_svc's health is `wanted` (fails after a minute)."""
+async def health(mesh: Mesh, wanted: int, service: str = "") -> None:
+    """Returns once session_svc's health (of `service`) is `wanted` (fails after a minute)."""
     async with grpc.aio.insecure_channel(mesh.session) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=service)
 
         async def until() -> None:
-            while (await stub.Check(health_pb2.HealthCheckRequest())).status != wanted:
+            while (await stub.Check(request)).status != wanted:
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(until(), 60)
@@ -165,7 +166,8 @@ async def test_a_synthesis_waits_for_its_service_to_come_back(mesh: Mesh) -> Non
 
 async def test_health_waits_for_every_model_service(settings: config.Settings, tmp_path: Path
                                                     ) -> None:
-    """A session_svc started before its model services serves only once they do."""
+    """A session_svc started before its model services serves only once they do; its
+    liveness (what k8s restarts it by) says SERVING meanwhile."""
     addresses = {role: free_address() for role in MODELS}
     children = Children(tmp_path, service_env(addresses))
     service = await session_server.create(dataclasses.replace(
@@ -174,6 +176,7 @@ async def test_health_waits_for_every_model_service(settings: config.Settings, t
         mesh = Mesh(ModelServices(children, addresses, DELAYS),
                     f"127.0.0.1:{await service.start('127.0.0.1:0')}")
         await health(mesh, NOT_SERVING)
+        await health(mesh, SERVING, rpc.LIVENESS)
         await mesh.models.start()
         await health(mesh, SERVING)
     finally:
