@@ -59,6 +59,7 @@ from bench.common import (
     TESTDATA,
     Child,
     Children,
+    Participant,
     free_address,
     machine,
     percentile,
@@ -134,16 +135,11 @@ class ModelServices:
 
 
 @dataclass
-class Person:
+class Person(Participant):
     """One participant: says clips, hears the partner, resumes its stream on demand."""
 
-    client: Client
-    language: str
     session_id: str = ""
     last_sequence: int = 0
-    chunk_sequence: int = 0
-    requests: asyncio.Queue[pb.ConverseRequest | None] = field(default_factory=asyncio.Queue)
-    task: asyncio.Task[None] | None = None
     started_at: dict[str, float] = field(default_factory=dict)
     """Own utterances: when processing started (time.monotonic())."""
     heard_at: dict[str, float] = field(default_factory=dict)
@@ -159,17 +155,18 @@ class Person:
     codes: Counter[str] = field(default_factory=Counter)
     duplicated: int = 0
     out_of_order: int = 0
-    ended: bool = False
+    gone: bool = False
     """The session ended or the stream broke."""
     leaving: bool = False
     resume_wanted: bool = False
     """Resume the stream at the end of the clip being said (see `talk`)."""
     resumed_at: list[float] = field(default_factory=list)
 
-    def connect(self, resume_after: int = 0) -> None:
+    def open(self, resume_after: int = 0) -> None:
+        """Opens the conversation stream, resuming after `resume_after` if not 0."""
         self.requests = asyncio.Queue()
         self.requests.put_nowait(join_request(self.session_id, RATE_HZ, resume_after=resume_after))
-        self.task = asyncio.create_task(self._listen(self.requests))
+        self.task = asyncio.create_task(self._follow(self.requests))
 
     async def resume(self) -> None:
         """Drops the stream and opens another, resuming after the last event received."""
@@ -178,28 +175,28 @@ class Person:
             old.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await old
-        self.connect(self.last_sequence)
+        self.open(self.last_sequence)
 
-    async def _listen(self, requests: asyncio.Queue[pb.ConverseRequest | None]) -> None:
+    async def _follow(self, requests: asyncio.Queue[pb.ConverseRequest | None]) -> None:
         async def stream() -> Any:
             while (r := await requests.get()) is not None:
                 yield r
 
         try:
             async for response in self.client.converse(stream()):
-                self._on_event(response.event)
+                self.on_event(response.event)
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as e:
             self.codes[f"grpc {e.code().name}"] += 1
-            self.ended = True
+            self.gone = True
         except Exception as e:  # noqa: BLE001 - recorded and reported, the run goes on
             self.codes[f"client {type(e).__name__}"] += 1
-            self.ended = True
+            self.gone = True
         else:
-            self.ended = self.ended or not self.leaving
+            self.gone = self.gone or not self.leaving
 
-    def _on_event(self, event: pb.ConversationEvent) -> None:
+    def on_event(self, event: pb.ConversationEvent) -> None:
         kind, now = event.WhichOneof("kind"), time.monotonic()
         if kind != "heartbeat":  # a heartbeat repeats the last sequence
             if event.sequence <= self.last_sequence:
@@ -222,23 +219,11 @@ class Person:
             else:
                 self.unnamed_errors.append(now)
         elif kind == "session_ended":
-            self.ended = True
-
-    def send(self, data: bytes) -> None:
-        self.chunk_sequence += 1
-        self.requests.put_nowait(pb.ConverseRequest(audio=pb.AudioChunk(
-            data=data, sequence=self.chunk_sequence)))
+            self.gone = True
 
     async def leave(self, timeout_s: float = 5.0) -> None:
         self.leaving = True
-        self.requests.put_nowait(pb.ConverseRequest(leave=pb.LeaveConversation()))
-        self.requests.put_nowait(None)
-        if self.task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self.task), timeout_s)
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await super().leave(timeout_s)
 
 
 def speech(language: str, clip_s: float) -> list[tuple[list[bytes], int]]:
@@ -268,7 +253,7 @@ async def talk(person: Person, partner: Person, clips: list[tuple[list[bytes], i
     flight, which is not what a resuming client is here to measure."""
     i = offset
     start, sent = time.monotonic(), 0
-    while not stop.is_set() and not person.ended:
+    while not stop.is_set() and not person.gone:
         chunks, spoken = clips[i % len(clips)]
         i += 1
         for n, chunk in enumerate(chunks):
@@ -311,7 +296,7 @@ async def pair_up(gateway: str, index: int, tag: str) -> tuple[Person, Person]:
     await b.client.join_session(session.code, b.language)
     for p in people:
         p.session_id = session.session_id
-        p.connect()
+        p.open()
     return a, b
 
 
@@ -436,7 +421,7 @@ async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float) ->
             stop.set()
             await asyncio.gather(*talkers)
             faults[-1].until = time.monotonic()
-            await drain(pairs, DRAIN_S)
+            await drain(pairs, DRAIN_S * (3 if real else 1))  # real engines may lag behind
             for people in pairs:
                 await asyncio.gather(*(p.leave() for p in people))
         finally:
@@ -476,7 +461,7 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
             "index": i,
         })
     all_recoveries = [t for f in faults for t in recoveries(pairs, f)[0]]
-    sessions_ended = sum(any(p.ended for p in pair) for pair in pairs)
+    sessions_ended = sum(any(p.gone for p in pair) for pair in pairs)
     codes = Counter[str]()
     for p in people:
         codes.update(p.codes)
@@ -545,12 +530,30 @@ def report(result: dict[str, Any]) -> str:
     ])
 
 
+READING = """\
+How to read it:
+- reported: utterances the speaker was told of with a ConversationError naming them
+  (ERROR_CODE_SERVICE_UNAVAILABLE). At an stt_svc crash, every utterance being
+  recognised dies with the process (its audio is not replayed): one per person
+  speaking. Audio sent while stt_svc is down waits for it (RECOGNITION_WAIT_S in
+  session_svc/downstream.py), and a translation or synthesis that found its
+  service down is sent again once it is back, so mt_svc and tts_svc crashes cost
+  delay, not utterances.
+- recovery = the restart of the killed process (start to SERVING, mostly Python
+  starting up on a busy machine) + the time until session_svc's channel is
+  connected again (reconnect backoff 0.1 to 1 s, rpc.RECONNECT_BACKOFF_MS) and the
+  next utterance is heard.
+- duplicated / out of order: at listeners that dropped their stream and resumed
+  with resume_after_sequence while the service was down."""
+
+
 def markdown(result: dict[str, Any]) -> str:
     return "\n".join([
         "# bench.chaos: a model service dies mid-conversation", "",
         f"Command: `{result['command']}`", "",
         f"Method: {result['method']}.", "",
         "```", report(result), summary_line(result), "```", "",
+        READING, "",
     ])
 
 

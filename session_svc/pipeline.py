@@ -228,9 +228,9 @@ class SpeakerPipeline:
             # utterances heard in part are lost: named, and ended (the next audio starts anew)
             lost, code = [*self._utterances.values()], error_code(e, pb.ERROR_CODE_RECOGNITION_FAILED)
             self._utterances.clear()
-            for utt in lost or [None]:
+            for utterance_id in [u.utterance_id for u in lost] or [""]:
                 self.speaker.log.append(error=pb.ConversationError(
-                    code=code, message=e.message, utterance_id=utt.utterance_id if utt else ""))
+                    code=code, message=e.message, utterance_id=utterance_id))
             for utt in lost:
                 self._both(processing_ended=lambda who, u=utt: pb.ProcessingEnded(
                     speaker=who, utterance_id=u.utterance_id))
