@@ -296,7 +296,7 @@ async def wait_serving(address: str, timeout_s: float = 60.0, service: str = "")
     """Waits until the server at `address` reports SERVING on gRPC health."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with grpc.aio.insecure_channel(address) as ch:
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:
