@@ -554,6 +554,11 @@ class Feed(Generic[T]):
         else:
             self._queue.put_nowait(item)
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._closed
+
     def room(self) -> int:
         """How many more items `put` takes before raising asyncio.QueueFull (on a
         call that binds it, as many as it sends: `maxsize`)."""

@@ -7,15 +7,19 @@ backoff (rpc.channel_options). `watch` follows the services' health
 (dragoman.dependencies): session_svc is NOT_SERVING while one is down, and
 calls made meanwhile wait, bounded, for it to come back instead of failing
 at once (`RECOGNITION_WAIT_S`; a translation or synthesis within its
-deadline), so only the utterance in flight at the crash is lost, and it is
-reported with ERROR_CODE_SERVICE_UNAVAILABLE (`error_code`).
+deadline). A recognition stream on a trunk that breaks is replaced once
+stt_svc is back, and sent again the audio not recognised in full (`Replay`),
+so an utterance cut off by the crash is recognised after all. What is lost
+all the same (a service down past the wait) is reported with
+ERROR_CODE_SERVICE_UNAVAILABLE (`error_code`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 import grpc
 
@@ -27,15 +31,148 @@ from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 from dragoman.v1 import conversation_pb2 as pb
 
-RECOGNITION_WAIT_S = 5.0
-"""How long a new recognition stream waits for stt_svc to come back while its audio
-queues (at most until the queue is nearly full); the restart of a model service
-takes seconds (bench/results/chaos.md)."""
+RECOGNITION_WAIT_S = 10.0
+"""How long a recognition stream waits for stt_svc to come back while its audio
+queues (a new stream at most until its queue is nearly full); the restart of a
+model service takes seconds (bench/results/chaos.md)."""
 RETRY_PAUSE_S = 0.1
 """Pause before a failed translation or synthesis is tried again."""
 FEED_RESERVE = 10
 """Queue slots a waiting recognition stream leaves free, so the speaker's next
 chunks are not refused while it gives up."""
+
+
+MAX_REPLAY_S = 30.0
+"""Audio kept for a recognition stream to send again on a new one when stt_svc dies:
+at most this much since the end of the last utterance recognised in full."""
+
+Request = stt_pb2.StreamingRecognizeRequest
+Response = stt_pb2.StreamingRecognizeResponse
+
+
+class Replay:
+    """A speaker's recognition requests (an rpc.Feed of LINEAR16 audio after its config)
+    on their way to stt_svc, keeping what a new stream must be sent if this one breaks:
+    the config and the audio since the end of speech of the last utterance recognised in
+    full. The new stream's responses are mapped onto the first: utterance indexes go on
+    from the first utterance not final, offsets count from the first stream's start, so
+    an utterance cut off by the crash is recognised again under its own index.
+
+    `stream()` is each stt call's request stream; `take(response)` maps a response."""
+
+    def __init__(self, feed: rpc.Feed[Request]) -> None:
+        self.feed = feed
+        self.config: Request | None = None
+        """The first request, once it went out (the feed holds it until then)."""
+        self.rate_hz = 1
+        self.samples = 0
+        """Samples of audio taken so far."""
+        self._audio: deque[tuple[int, bytes]] = deque()  # (first sample, audio) since `_safe`
+        self._safe = 0
+        """Sample where the audio not yet recognised in full begins."""
+        self._ends: dict[int, int] = {}  # utterance index -> end of speech, while not final
+        self._final = -1  # every utterance up to this index is final
+        self._base_index, self._base_sample = 0, 0  # of the current stream
+
+    def _record(self, request: Request) -> None:
+        if request.HasField("config"):
+            self.config, self.rate_hz = request, request.config.sample_rate_hertz or 1
+            return
+        self._audio.append((self.samples, request.audio))
+        self.samples += len(request.audio) // 2
+
+    def possible(self) -> bool:
+        """Whether a new stream can take over: LINEAR16 audio (whose samples are
+        counted), not more than MAX_REPLAY_S of it to send again."""
+        return (self.config is not None
+                and self.config.config.encoding == stt_pb2.AUDIO_ENCODING_LINEAR16
+                and self.samples - self._safe <= MAX_REPLAY_S * self.rate_hz)
+
+    def restart(self) -> None:
+        """The next `stream()` starts a new recognition from the audio not recognised in full."""
+        self._base_index = self._final + 1
+        self._base_sample = self._audio[0][0] if self._audio else self.samples
+        self._ends.clear()
+
+    def stream(self) -> _ReplayStream:
+        """The next call's requests: the feed's (config first) on the first call; on a
+        later one the config and the audio kept (chunks that began before the safe
+        point go whole), then the feed's."""
+        if self.config is None:
+            return _ReplayStream(self, [])
+        return _ReplayStream(self, [self.config, *(
+            stt_pb2.StreamingRecognizeRequest(audio=data) for _, data in self._audio)])
+
+    def take(self, response: Response) -> Response:
+        """`response` of the current stream, its indexes and offsets as the first stream's."""
+        shift_s = self._base_sample / self.rate_hz
+        if response.HasField("speech_event"):
+            ev = response.speech_event
+            ev.utterance_index += self._base_index
+            if shift_s:
+                _shift(ev.audio_offset, shift_s)
+            if ev.type == stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH:
+                self._ends[ev.utterance_index] = round(
+                    ev.audio_offset.ToTimedelta().total_seconds() * self.rate_hz)
+            return response
+        result = response.result
+        result.utterance_index += self._base_index
+        if shift_s:
+            for offset in (result.start_offset, result.end_offset,
+                           *(o for w in result.words for o in (w.start_offset, w.end_offset))):
+                _shift(offset, shift_s)
+        if result.is_final and result.utterance_index == self._final + 1:
+            self._final = result.utterance_index
+            end = self._ends.pop(result.utterance_index, None)
+            if end is None and result.HasField("end_offset"):
+                end = round(result.end_offset.ToTimedelta().total_seconds() * self.rate_hz)
+            if end is not None:  # what comes before is done with
+                self._safe = max(self._safe, end)
+                while self._audio and self._audio[0][0] + len(self._audio[0][1]) // 2 <= self._safe:
+                    self._audio.popleft()
+        return response
+
+
+def _shift(offset: object, seconds: float) -> None:
+    offset.FromNanoseconds(offset.ToNanoseconds() + round(seconds * 1e9))  # type: ignore[attr-defined]
+
+
+class _ReplayStream:
+    """One stt call's requests: `head` (config and the audio to send again), then the
+    feed's, each recorded on its way. Bound to a trunk call (rpc.Bindable) as the feed
+    would be, or iterated."""
+
+    def __init__(self, replay: Replay, head: list[Request]) -> None:
+        self._replay, self._head = replay, head
+
+    def bind(self, send: Callable[[Request], None], half_close: Callable[[], None]) -> None:
+        replay, closed = self._replay, False
+        for request in self._head:
+            send(request)
+
+        def record(request: Request) -> None:
+            replay._record(request)
+            send(request)
+
+        def close() -> None:
+            nonlocal closed
+            if not closed:
+                closed = True
+                half_close()
+
+        replay.feed.bind(record, close)
+        if replay.feed.closed:  # closed while the last stream broke: nothing more will come
+            close()
+
+    def __aiter__(self) -> AsyncIterator[Request]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Request]:  # a trunk whose server went plain
+        for request in self._head:
+            yield request
+        async for request in self._replay.feed:
+            self._replay._record(request)
+            yield request
 
 
 def error_code(error: errors.DragomanError, stage: pb.ErrorCode.ValueType) -> pb.ErrorCode.ValueType:
@@ -94,11 +231,36 @@ class Downstream:
                 full = isinstance(requests, rpc.Feed) and requests.room() <= FEED_RESERVE
                 if full or time.monotonic() > deadline:
                     raise errors.Unavailable("speech recognition is unavailable")
-        try:
-            async for response in self.stt.StreamingRecognize(requests):
-                yield response
-        except grpc.aio.AioRpcError as e:
-            raise errors.from_rpc_error(e, "speech recognition") from None
+        replay = self._replay(requests)
+        if replay is None:
+            try:
+                async for response in self.stt.StreamingRecognize(requests):
+                    yield response
+            except grpc.aio.AioRpcError as e:
+                raise errors.from_rpc_error(e, "speech recognition") from None
+            return
+        # stt_svc restarting mid-stream: a new stream, sent again what was not recognised in full
+        while True:
+            try:
+                async for response in self.stt.StreamingRecognize(replay.stream()):
+                    yield replay.take(response)
+                return
+            except grpc.aio.AioRpcError as e:
+                error = errors.from_rpc_error(e, "speech recognition")
+            if not (isinstance(error, errors.Unavailable) and replay.possible()
+                    and await self._back("stt", RECOGNITION_WAIT_S)):
+                raise error
+            replay.restart()
+
+    def _replay(self, requests: AsyncIterable[Request]) -> Replay | None:
+        """A Replay of `requests` where a broken stream can be replaced: health
+        watched, requests an rpc.Feed, and calls on a trunk, which binds the feed (a
+        gRPC call iterates it, and the feed cannot yet be taken from a broken one)."""
+        stt = self._channels[0]
+        if (self.health is None or not isinstance(requests, rpc.Feed)
+                or not isinstance(stt, mux.TrunkedChannel) or stt.plain):
+            return None
+        return Replay(requests)
 
     async def translate(self, source: str, target: str, text: str) -> mt_pb2.Translation:
         request = mt_pb2.TranslateRequest(

@@ -102,29 +102,54 @@ async def heard(b: Caller, b_call: object, count: int) -> list[str]:
     return sorted({a.utterance_id for a in of_kind(events, "speech_audio")})
 
 
-async def test_recognition_broken_mid_utterance_is_reported_and_the_next_works(mesh: Mesh) -> None:
+async def test_an_utterance_cut_off_by_a_recogniser_restart_is_recognised_again(
+        mesh: Mesh) -> None:
     a, b, a_call, b_call = await pair(mesh)
     await a.say(speech(1.0) + silence(0.8))
     assert len(await heard(b, b_call, 1)) == 1
-    # speaking when stt_svc dies
+    # speaking when stt_svc dies, and on while it is down
     await a.say(speech(1.0), first_sequence=100)
     started = of_kind(await a.collect(a_call, "processing_started", count=2), "processing_started")
     in_flight = started[-1].utterance_id
     await mesh.models.kill("stt")
-    events = await a.collect(a_call, "error", timeout=60)
+    await health(mesh, NOT_SERVING)
+    await a.say(speech(0.5) + silence(0.8), first_sequence=200)
+    await mesh.models.restart("stt")
+    # a new recognition stream got the audio since the last utterance done with
+    assert in_flight in await heard(b, b_call, 1)
+    await health(mesh, SERVING)
+    await a.say(speech(1.0) + silence(0.8), first_sequence=300)
+    assert len(await heard(b, b_call, 1)) == 3
+    # each recognised once, in order, and the speaker was told of no error
+    finals = [t.utterance_id for t in of_kind(b.events, "transcription") if t.is_final]
+    assert finals == sorted(set(finals), key=finals.index) and len(finals) == 3
+    assert in_flight == finals[1]
+    await a.collect(a_call, "processing_ended",
+                    count=3 - len(of_kind(a.events, "processing_ended")))
+    assert "error" not in kinds(a.events)
+    for c in (a, b):
+        await c.close()
+
+
+async def test_an_utterance_cut_off_by_a_recogniser_down_too_long_is_reported(
+        mesh: Mesh) -> None:
+    a, b, a_call, b_call = await pair(mesh)
+    await a.say(speech(1.0), first_sequence=100)
+    started = of_kind(await a.collect(a_call, "processing_started"), "processing_started")
+    await mesh.models.kill("stt")
+    events = await a.collect(a_call, "error", timeout=60)  # after downstream.RECOGNITION_WAIT_S
     error = of_kind(events, "error")[-1]
     assert error.code == pb.ERROR_CODE_SERVICE_UNAVAILABLE
-    assert error.utterance_id == in_flight
+    assert error.utterance_id == started[0].utterance_id
     assert error.message == "speech recognition is unavailable"
-    await health(mesh, NOT_SERVING)
     await mesh.models.restart("stt")
     await health(mesh, SERVING)
     # the speaker's next audio gets a new recognition stream
     await a.say(speech(1.0) + silence(0.8), first_sequence=200)
-    assert in_flight not in (after := await heard(b, b_call, 2))
-    assert len(after) == 2
+    heard_now = await heard(b, b_call, 2)
+    assert len(heard_now) == 1 and started[0].utterance_id not in heard_now
     ended = [e.utterance_id for e in of_kind(b.events, "processing_ended")]
-    assert in_flight in ended  # the listener is told it ended, without audio
+    assert started[0].utterance_id in ended  # the listener is told it ended, without audio
     for c in (a, b):
         await c.close()
 
