@@ -526,12 +526,11 @@ def report(result: dict[str, Any]) -> str:
 READING = """\
 How to read it:
 - reported: utterances the speaker was told of with a ConversationError naming them
-  (ERROR_CODE_SERVICE_UNAVAILABLE). At an stt_svc crash, every utterance being
-  recognised dies with the process (its audio is not replayed): one per person
-  speaking. Audio sent while stt_svc is down waits for it (RECOGNITION_WAIT_S in
-  session_svc/downstream.py), and a translation or synthesis that found its
-  service down is sent again once it is back, so mt_svc and tts_svc crashes cost
-  delay, not utterances.
+  (ERROR_CODE_SERVICE_UNAVAILABLE). At an stt_svc crash, session_svc sends the audio
+  not yet recognised in full to a new stream once stt_svc is back, and holds new
+  audio for it meanwhile (RECOGNITION_WAIT_S in session_svc/downstream.py); a
+  translation or synthesis that found its service down is sent again once it is
+  back. So a restart within those waits costs delay, not utterances.
 - recovery = the restart of the killed process (start to SERVING, mostly Python
   starting up on a busy machine) + the time until session_svc's channel is
   connected again (reconnect backoff 0.1 to 1 s, rpc.RECONNECT_BACKOFF_MS) and the
