@@ -46,6 +46,10 @@ MAX_REPLAY_S = 30.0
 """Audio kept for a recognition stream to send again on a new one when stt_svc dies:
 at most this much since the end of the last utterance recognised in full."""
 
+QUIET_KEEP_S = 2.0
+"""Audio kept while no utterance is being recognised: speech may have begun that the
+recogniser has not reported yet."""
+
 Request = stt_pb2.StreamingRecognizeRequest
 Response = stt_pb2.StreamingRecognizeResponse
 
@@ -72,6 +76,8 @@ class Replay:
         """Sample where the audio not yet recognised in full begins."""
         self._ends: dict[int, int] = {}  # utterance index -> end of speech, while not final
         self._final = -1  # every utterance up to this index is final
+        self._seen = -1  # the highest utterance index seen
+        self._cut = False  # audio of an utterance not final was dropped (MAX_REPLAY_S)
         self._base_index, self._base_sample = 0, 0  # of the current stream
 
     def _record(self, request: Request) -> None:
@@ -80,13 +86,24 @@ class Replay:
             return
         self._audio.append((self.samples, request.audio))
         self.samples += len(request.audio) // 2
+        span = self.samples - self._safe
+        if self._seen == self._final and span > 2 * QUIET_KEEP_S * self.rate_hz:
+            self._advance(self.samples - round(QUIET_KEEP_S * self.rate_hz))
+        elif span > MAX_REPLAY_S * self.rate_hz:  # one long utterance: bounded memory
+            self._cut = True
+            self._advance(self.samples - round(MAX_REPLAY_S * self.rate_hz))
+
+    def _advance(self, safe: int) -> None:
+        """Audio before sample `safe` will not be sent again."""
+        self._safe = max(self._safe, safe)
+        while self._audio and self._audio[0][0] + len(self._audio[0][1]) // 2 <= self._safe:
+            self._audio.popleft()
 
     def possible(self) -> bool:
         """Whether a new stream can take over: LINEAR16 audio (whose samples are
-        counted), not more than MAX_REPLAY_S of it to send again."""
-        return (self.config is not None
-                and self.config.config.encoding == stt_pb2.AUDIO_ENCODING_LINEAR16
-                and self.samples - self._safe <= MAX_REPLAY_S * self.rate_hz)
+        counted), of which nothing not recognised in full was dropped."""
+        return (self.config is not None and not self._cut
+                and self.config.config.encoding == stt_pb2.AUDIO_ENCODING_LINEAR16)
 
     def restart(self) -> None:
         """The next `stream()` starts a new recognition from the audio not recognised in full."""
@@ -109,6 +126,7 @@ class Replay:
         if response.HasField("speech_event"):
             ev = response.speech_event
             ev.utterance_index += self._base_index
+            self._seen = max(self._seen, ev.utterance_index)
             if shift_s:
                 _shift(ev.audio_offset, shift_s)
             if ev.type == stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH:
@@ -117,6 +135,7 @@ class Replay:
             return response
         result = response.result
         result.utterance_index += self._base_index
+        self._seen = max(self._seen, result.utterance_index)
         if shift_s:
             for offset in (result.start_offset, result.end_offset,
                            *(o for w in result.words for o in (w.start_offset, w.end_offset))):
@@ -127,9 +146,9 @@ class Replay:
             if end is None and result.HasField("end_offset"):
                 end = round(result.end_offset.ToTimedelta().total_seconds() * self.rate_hz)
             if end is not None:  # what comes before is done with
-                self._safe = max(self._safe, end)
-                while self._audio and self._audio[0][0] + len(self._audio[0][1]) // 2 <= self._safe:
-                    self._audio.popleft()
+                self._advance(end)
+            if self._final == self._seen:
+                self._cut = False
         return response
 
 
