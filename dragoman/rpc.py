@@ -284,13 +284,22 @@ KEEPALIVE_MS = 30_000
 """How often a client pings an idle connection (and how often a server lets it)."""
 
 
+RECONNECT_BACKOFF_MS = (100, 1000)
+"""A channel's wait before reconnecting to a lost server: first, and at most. gRPC's
+own (1 s growing to 120 s) would leave a restarted service unused for seconds."""
+
+
 def channel_options(keepalive_ms: int = KEEPALIVE_MS) -> list[tuple[str, int]]:
-    """Options for a channel to a dragoman server: message limits and keepalive pings."""
+    """Options for a channel to a dragoman server: message limits, keepalive pings
+    and reconnection backoff."""
     return [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", keepalive_ms),
         ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
     ]
 
 
@@ -363,8 +372,9 @@ async def wait_serving(address: str, timeout_s: float = 60.0, service: str = "",
     mutual TLS with `tls`, to a server of `server_role`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    ch = (grpc.aio.insecure_channel(address) if tls is None else grpc.aio.secure_channel(
-        address, tls.channel_credentials(), options=tls.channel_options(server_role)))
+    ch = (grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) if tls is None
+          else grpc.aio.secure_channel(address, tls.channel_credentials(),
+                                       options=[*CHANNEL_OPTIONS, *tls.channel_options(server_role)]))
     async with ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
@@ -378,6 +388,11 @@ async def wait_serving(address: str, timeout_s: float = 60.0, service: str = "",
                 raise TimeoutError(f"{address} not SERVING after {timeout_s:.0f} s")
             await asyncio.sleep(0.1)
 
+
+LIVENESS = "dragoman.liveness"
+"""A health service name SERVING while the process serves, whatever holds the service
+NOT_SERVING (`Service.hold`): for liveness and startup probes, which must not restart
+a replica, and end its sessions, because a service it calls is down."""
 
 Registration = tuple[Callable[[Any, Any], None], Any]
 """A generated add_*Servicer_to_server function and the servicer it adds."""
@@ -406,6 +421,8 @@ class Service:
     health_port: int = 0
     """The port of health alone, once started."""
     _health_server: grpc.aio.Server | None = None
+    holds: dict[str, str] = field(default_factory=dict)
+    """Why the service is NOT_SERVING now, by who holds it there (see `hold`)."""
 
     @classmethod
     def serving(cls, name: str, servicers: Sequence[Registration], service_names: Sequence[str],
@@ -446,10 +463,27 @@ class Service:
             if self.health_port == 0:
                 raise OSError(f"{self.name}: cannot bind {self.health_address} (tls.health_address)")
             await self._health_server.start()
-        for name in ("", *self.service_names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health()
         log.info("%s serving", self.name, extra={"address": address, "port": self.port})
         return self.port
+
+    async def hold(self, key: str, reason: str | None) -> None:
+        """Keeps the service's health NOT_SERVING for `reason` (e.g. a dependency is
+        down) until the same `key` holds it with None; SERVING once nothing holds it."""
+        if reason:
+            self.holds[key] = reason
+        else:
+            self.holds.pop(key, None)
+        if self.port:  # else start() sets it
+            await self._set_health()
+
+    async def _set_health(self) -> None:
+        serving = health_pb2.HealthCheckResponse
+        status = None
+        while status != (status := serving.NOT_SERVING if self.holds else serving.SERVING):
+            for name in ("", *self.service_names):  # holds may change meanwhile: until settled
+                await self.health.set(name, status)
 
     def background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Runs `work` as a task while the service runs; cancelled on stop."""
@@ -621,6 +655,16 @@ class Feed(Generic[T]):
             raise asyncio.QueueFull
         else:
             self._queue.put_nowait(item)
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._closed
+
+    def room(self) -> int:
+        """How many more items `put` takes before raising asyncio.QueueFull (on a
+        call that binds it, as many as it sends: `maxsize`)."""
+        return self._maxsize if self._send is not None else self._maxsize - self._queue.qsize()
 
     def close(self) -> None:
         """No more items (the call is half-closed after those already put)."""

@@ -44,7 +44,7 @@ from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from session_svc import outbox, routes, sentences
-from session_svc.downstream import Downstream
+from session_svc.downstream import Downstream, error_code
 from session_svc.outbox import Delivery, Heard, Speech
 from session_svc.sessions import Member, Session
 
@@ -279,8 +279,15 @@ class SpeakerPipeline:
                 raise
             self.session.record_error(self.speaker)
             metrics.PIPELINE_ERRORS.labels("recognition").inc()
-            self.speaker.log.append(error=pb.ConversationError(
-                code=pb.ERROR_CODE_RECOGNITION_FAILED, message=e.message))
+            # utterances heard in part are lost: named, and ended (the next audio starts anew)
+            lost, code = [*self._utterances.values()], error_code(e, pb.ERROR_CODE_RECOGNITION_FAILED)
+            self._utterances.clear()
+            for utterance_id in [u.utterance_id for u in lost] or [""]:
+                self.speaker.log.append(error=pb.ConversationError(
+                    code=code, message=e.message, utterance_id=utterance_id))
+            for utt in lost:
+                self._all("processing_ended",
+                          partial(pb.ProcessingEnded, utterance_id=utt.utterance_id))
         finally:
             self._finals.put_nowait(None)
             await worker
@@ -478,9 +485,10 @@ class SpeakerPipeline:
 
     def _failed(self, stage: str, code: pb.ErrorCode.ValueType, utt: Utterance,
                 e: DragomanError) -> None:
-        """Tells the speaker; the utterance goes on in the other languages and voices."""
+        """Tells the speaker (with `code`, or SERVICE_UNAVAILABLE when the service was down);
+        the utterance goes on in the other languages and voices."""
         metrics.PIPELINE_ERRORS.labels(stage).inc()
         self.session.record_error(self.speaker)
         self.speaker.log.append(error=pb.ConversationError(
-            code=code, message=e.message, utterance_id=utt.utterance_id))
+            code=error_code(e, code), message=e.message, utterance_id=utt.utterance_id))
         log.info("utterance %s failed in %s: %s", utt.utterance_id, stage, e.message)

@@ -307,6 +307,8 @@ async def create(
             log.info("draining %d pipelines", len(pipelines))
             await asyncio.gather(*(p.finish(grace_s) for p in pipelines))
 
+    if downstream is None:  # NOT_SERVING while a model service is down
+        down.watch(service)
     service.on_drain.append(drain)
     service.background(lag.run(), "loop-lag")
     if registry.owner:  # several replicas: keep this one's lease, end those of lost ones

@@ -136,6 +136,11 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """The translation could not be spoken."""
     ERROR_CODE_RATE_LIMITED: _ErrorCode.ValueType  # 4
     """The client sent audio faster than allowed; chunks were dropped."""
+    ERROR_CODE_SERVICE_UNAVAILABLE: _ErrorCode.ValueType  # 5
+    """A model service (recognition, translation or speech) was unreachable, e.g.
+    restarting: the utterance named was lost. The stream goes on, and later
+    utterances are processed once the service is back.
+    """
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Categories of in-stream problems."""
@@ -150,6 +155,11 @@ ERROR_CODE_SYNTHESIS_FAILED: ErrorCode.ValueType  # 3
 """The translation could not be spoken."""
 ERROR_CODE_RATE_LIMITED: ErrorCode.ValueType  # 4
 """The client sent audio faster than allowed; chunks were dropped."""
+ERROR_CODE_SERVICE_UNAVAILABLE: ErrorCode.ValueType  # 5
+"""A model service (recognition, translation or speech) was unreachable, e.g.
+restarting: the utterance named was lost. The stream goes on, and later
+utterances are processed once the service is back.
+"""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 class _RosterChange:
