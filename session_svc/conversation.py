@@ -18,6 +18,7 @@ from dragoman.errors import (
     FailedPrecondition,
     InvalidArgument,
     OutOfRange,
+    PermissionDenied,
     ResourceExhausted,
 )
 from dragoman.v1 import conversation_pb2 as pb
@@ -78,12 +79,10 @@ class Connection:
         )
 
     def on_sent(self, event: pb.ConversationEvent) -> None:
-        """Tells the partner's pipeline when its first audio reached this stream."""
+        """Tells the speaker's pipeline when the first audio of their utterance reached
+        this stream (`Session.delivered`)."""
         if event.WhichOneof("kind") == "speech_audio" and event.speech_audio.chunk_index == 0:
-            partner = self.session.partner(self.member)
-            conn = partner.connection if partner else None
-            if conn is not None and conn.pipeline is not None:
-                conn.pipeline.mark_delivered(event.speech_audio.utterance_id)
+            self.session.delivered(self.member, event.speech_audio.utterance_id)
 
     def audio(self, chunk: pb.AudioChunk, retry: bool = False) -> None:
         """Takes one chunk. `retry`: a repeat of the last accepted sequence is a
@@ -153,6 +152,11 @@ class Connection:
         if not self.stop.done():
             self.stop.set_result(None)
 
+    def close(self) -> None:
+        """Ends the stream (OK) after the events already kept: the participant left."""
+        if not self.stop.done():
+            self.stop.set_result(None)
+
     def fail(self, exc: BaseException) -> None:
         if not self.stop.done():
             self.stop.set_exception(exc)
@@ -166,10 +170,12 @@ class Connection:
         if self.member.connection is self:
             self.member.connection = None
             self.session.attended_s = time.time()
-            partner = self.session.partner(self.member)
-            if partner is not None and self.session.status != spb.SESSION_STATUS_ENDED:
-                partner.log.append(partner_disconnected=pb.PartnerDisconnected(
+            if self.session.status == spb.SESSION_STATUS_ENDED or not self.member.present:
+                return  # who left or was removed: the others were told (RosterChanged)
+            for other in self.session.listeners(self.member):
+                other.log.append(partner_disconnected=pb.PartnerDisconnected(
                     partner_user_id=self.member.user_id, reason="left"))
+            self.session.announce(pb.ROSTER_CHANGE_DISCONNECTED, self.member, tell_about=False)
 
 
 def _check_join(join: pb.JoinConversation) -> None:
@@ -204,6 +210,11 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         session, member = self.registry.get(self.callers(context), join.session_id)
         if session.status == spb.SESSION_STATUS_ENDED:
             raise FailedPrecondition(f"session {session.session_id} has ended")
+        if member.state == spb.PARTICIPANT_STATE_REMOVED:
+            raise PermissionDenied(f"removed from session {session.session_id} by its creator")
+        if not member.present:
+            raise FailedPrecondition(
+                f"you left session {session.session_id}: join it again with its code first")
         if join.resume_after_sequence > member.log.last_sequence:
             raise OutOfRange(
                 f"join.resume_after_sequence {join.resume_after_sequence} is past the last event "
@@ -214,9 +225,9 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             member.connection.fail(Aborted("replaced by a newer stream of the same participant"))
         member.connection = conn
         member.output_rate_hz = join.output_sample_rate_hertz
-        partner = session.partner(member)
-        if partner is not None:
-            partner.log.append(partner_connected=pb.PartnerConnected(partner_user_id=member.user_id))
+        for other in session.listeners(member):
+            other.log.append(partner_connected=pb.PartnerConnected(partner_user_id=member.user_id))
+        session.announce(pb.ROSTER_CHANGE_CONNECTED, member, tell_about=False)
         return conn
 
     async def _stream(self, conn: Connection) -> AsyncIterator[pb.ConversationEvent]:
