@@ -24,7 +24,7 @@ from dragoman.errors import (
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc as pb_grpc
 from dragoman.v1 import sessions_pb2 as spb
-from session_svc import routes
+from session_svc import outbox
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
 from session_svc.pipeline import SpeakerPipeline
@@ -79,10 +79,9 @@ class Connection:
         )
 
     def on_sent(self, event: pb.ConversationEvent) -> None:
-        """Tells the speaker's pipeline when the first audio of their utterance reached
-        this stream (`Session.delivered`)."""
+        """Tells this listener's outbox when an utterance's first audio reached the stream."""
         if event.WhichOneof("kind") == "speech_audio" and event.speech_audio.chunk_index == 0:
-            self.session.delivered(self.member, event.speech_audio.utterance_id)
+            outbox.mark_delivered(self.member, event.speech_audio.utterance_id)
 
     def audio(self, chunk: pb.AudioChunk, retry: bool = False) -> None:
         """Takes one chunk. `retry`: a repeat of the last accepted sequence is a
@@ -119,15 +118,14 @@ class Connection:
             self.pipeline = SpeakerPipeline(
                 self.session, self.member, self.down, self.join.encoding,
                 self.join.sample_rate_hertz, self.settings.sentence_wait_ms / 1000,
-                self.settings.sentence_max_hold_ms / 1000)
+                self.settings.sentence_max_hold_ms / 1000, self.settings.same_language_audio)
             self.pipeline.task.add_done_callback(self._pipeline_done)
         self.pipeline.feed(chunk.data)
 
     def _outdated(self, pipeline: SpeakerPipeline) -> bool:
-        """Whether the speaker started before pairing and their direction turned out to need
-        speech translation (or no longer does): the recognition stream's task is set at its start."""
-        return not pipeline.task.done() and routes.speech_translates(pipeline.route) != (
-            routes.speech_translates(self.session.route_from(self.member)))
+        """Whether a listener now needs speech translation, or none does any more (e.g. the
+        speaker started before anyone joined): the recognition stream's task is set at its start."""
+        return pipeline.outdated()
 
     def _take_budget(self, data: bytes) -> None:
         if self.join.encoding == pb.AUDIO_ENCODING_LINEAR16:

@@ -44,6 +44,7 @@ from session_svc.store import CodeTaken, Journal, SessionStore
 if TYPE_CHECKING:
     from dragoman.overload import LoopLag
     from session_svc.conversation import Connection
+    from session_svc.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class Member:
     """Latency of each translated utterance they heard."""
     errors: int = 0
     """Their utterances that failed in the pipeline."""
+    outbox: Outbox | None = field(default=None, repr=False, compare=False)
+    """What they are to hear, in order (session_svc.outbox; made on first use)."""
 
     @property
     def participant_id(self) -> str:
