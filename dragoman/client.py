@@ -66,9 +66,13 @@ class Client:
         self.user_id, self.tokens = reply.user_id, reply.tokens
         return self.user_id
 
-    async def create_session(self, language: str, voice: str = "") -> sessions_pb2.Session:
+    async def create_session(
+        self, language: str, voice: str = "", max_participants: int = 0,
+    ) -> sessions_pb2.Session:
+        """A new session hosted by the caller; `max_participants` 0: the deployment's limit."""
         reply = await self.sessions.CreateSession(
-            sessions_pb2.CreateSessionRequest(language_code=language, voice=voice),
+            sessions_pb2.CreateSessionRequest(
+                language_code=language, voice=voice, max_participants=max_participants),
             metadata=self.metadata)
         return reply.session
 
@@ -88,6 +92,25 @@ class Client:
     async def end_session(self, session_id: str) -> sessions_pb2.EndSessionResponse:
         return await self.sessions.EndSession(
             sessions_pb2.EndSessionRequest(session_id=session_id), metadata=self.metadata)
+
+    async def lock_session(self, session_id: str, locked: bool = True) -> sessions_pb2.Session:
+        """The host locks the session against new joiners (or unlocks it)."""
+        reply = await self.sessions.LockSession(
+            sessions_pb2.LockSessionRequest(session_id=session_id, locked=locked),
+            metadata=self.metadata)
+        return reply.session
+
+    async def leave_session(self, session_id: str) -> sessions_pb2.Session:
+        reply = await self.sessions.LeaveSession(
+            sessions_pb2.LeaveSessionRequest(session_id=session_id), metadata=self.metadata)
+        return reply.session
+
+    async def remove_participant(self, session_id: str, user_id: str) -> sessions_pb2.Session:
+        """The host removes a participant, who cannot join again."""
+        reply = await self.sessions.RemoveParticipant(
+            sessions_pb2.RemoveParticipantRequest(session_id=session_id, user_id=user_id),
+            metadata=self.metadata)
+        return reply.session
 
     def converse(
         self, requests: AsyncIterable[conversation_pb2.ConverseRequest]

@@ -323,6 +323,22 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
             required=("session_id", "user_id"),
         )
 
+    async def LockSession(
+        self, request: sessions_pb2.LockSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.LockSessionResponse:
+        return await self._proxy.unary(
+            self._via("LockSession", session_id=request.session_id), request, context,
+            required=("session_id",),
+        )
+
+    async def LeaveSession(
+        self, request: sessions_pb2.LeaveSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.LeaveSessionResponse:
+        return await self._proxy.unary(
+            self._via("LeaveSession", session_id=request.session_id), request, context,
+            required=("session_id",),
+        )
+
     async def ListSessions(
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.ListSessionsResponse:

@@ -18,12 +18,13 @@ from dragoman.errors import (
     FailedPrecondition,
     InvalidArgument,
     OutOfRange,
+    PermissionDenied,
     ResourceExhausted,
 )
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc as pb_grpc
 from dragoman.v1 import sessions_pb2 as spb
-from session_svc import routes
+from session_svc import outbox
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
 from session_svc.pipeline import SpeakerPipeline
@@ -78,12 +79,9 @@ class Connection:
         )
 
     def on_sent(self, event: pb.ConversationEvent) -> None:
-        """Tells the partner's pipeline when its first audio reached this stream."""
+        """Tells this listener's outbox when an utterance's first audio reached the stream."""
         if event.WhichOneof("kind") == "speech_audio" and event.speech_audio.chunk_index == 0:
-            partner = self.session.partner(self.member)
-            conn = partner.connection if partner else None
-            if conn is not None and conn.pipeline is not None:
-                conn.pipeline.mark_delivered(event.speech_audio.utterance_id)
+            outbox.mark_delivered(self.member, event.speech_audio.utterance_id)
 
     def audio(self, chunk: pb.AudioChunk, retry: bool = False) -> None:
         """Takes one chunk. `retry`: a repeat of the last accepted sequence is a
@@ -120,15 +118,14 @@ class Connection:
             self.pipeline = SpeakerPipeline(
                 self.session, self.member, self.down, self.join.encoding,
                 self.join.sample_rate_hertz, self.settings.sentence_wait_ms / 1000,
-                self.settings.sentence_max_hold_ms / 1000)
+                self.settings.sentence_max_hold_ms / 1000, self.settings.same_language_audio)
             self.pipeline.task.add_done_callback(self._pipeline_done)
         self.pipeline.feed(chunk.data)
 
     def _outdated(self, pipeline: SpeakerPipeline) -> bool:
-        """Whether the speaker started before pairing and their direction turned out to need
-        speech translation (or no longer does): the recognition stream's task is set at its start."""
-        return not pipeline.task.done() and routes.speech_translates(pipeline.route) != (
-            routes.speech_translates(self.session.route_from(self.member)))
+        """Whether a listener now needs speech translation, or none does any more (e.g. the
+        speaker started before anyone joined): the recognition stream's task is set at its start."""
+        return pipeline.outdated()
 
     def _take_budget(self, data: bytes) -> None:
         if self.join.encoding == pb.AUDIO_ENCODING_LINEAR16:
@@ -153,6 +150,11 @@ class Connection:
         if not self.stop.done():
             self.stop.set_result(None)
 
+    def close(self) -> None:
+        """Ends the stream (OK) after the events already kept: the participant left."""
+        if not self.stop.done():
+            self.stop.set_result(None)
+
     def fail(self, exc: BaseException) -> None:
         if not self.stop.done():
             self.stop.set_exception(exc)
@@ -166,10 +168,12 @@ class Connection:
         if self.member.connection is self:
             self.member.connection = None
             self.session.attended_s = time.time()
-            partner = self.session.partner(self.member)
-            if partner is not None and self.session.status != spb.SESSION_STATUS_ENDED:
-                partner.log.append(partner_disconnected=pb.PartnerDisconnected(
+            if self.session.status == spb.SESSION_STATUS_ENDED or not self.member.present:
+                return  # who left or was removed: the others were told (RosterChanged)
+            for other in self.session.listeners(self.member):
+                other.log.append(partner_disconnected=pb.PartnerDisconnected(
                     partner_user_id=self.member.user_id, reason="left"))
+            self.session.announce(pb.ROSTER_CHANGE_DISCONNECTED, self.member, tell_about=False)
 
 
 def _check_join(join: pb.JoinConversation) -> None:
@@ -204,6 +208,11 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         session, member = self.registry.get(self.callers(context), join.session_id)
         if session.status == spb.SESSION_STATUS_ENDED:
             raise FailedPrecondition(f"session {session.session_id} has ended")
+        if member.state == spb.PARTICIPANT_STATE_REMOVED:
+            raise PermissionDenied(f"removed from session {session.session_id} by its creator")
+        if not member.present:
+            raise FailedPrecondition(
+                f"you left session {session.session_id}: join it again with its code first")
         if join.resume_after_sequence > member.log.last_sequence:
             raise OutOfRange(
                 f"join.resume_after_sequence {join.resume_after_sequence} is past the last event "
@@ -214,9 +223,9 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             member.connection.fail(Aborted("replaced by a newer stream of the same participant"))
         member.connection = conn
         member.output_rate_hz = join.output_sample_rate_hertz
-        partner = session.partner(member)
-        if partner is not None:
-            partner.log.append(partner_connected=pb.PartnerConnected(partner_user_id=member.user_id))
+        for other in session.listeners(member):
+            other.log.append(partner_connected=pb.PartnerConnected(partner_user_id=member.user_id))
+        session.announce(pb.ROSTER_CHANGE_CONNECTED, member, tell_about=False)
         return conn
 
     async def _stream(self, conn: Connection) -> AsyncIterator[pb.ConversationEvent]:

@@ -1,19 +1,30 @@
-"""The per-speaker pipeline: audio -> STT -> MT -> TTS -> partner.
+"""The per-speaker pipeline: audio -> STT -> MT -> TTS -> every listener.
 
 One `SpeakerPipeline` runs while a participant streams audio. A recognition
 stream to stt_svc runs for its whole life; partial and final transcripts go
-to both participants as they come. Each final is translated at once and its
-speech synthesised while the utterance before it may still be speaking:
-up to LOOKAHEAD utterances are prepared behind the one being delivered,
-their audio held until its turn, so the partner hears utterances in the
-order they were spoken, and the next one's first audio is ready when the
-previous one's last chunk goes out. Translations (captions) go out as soon
-as they exist. Every stage's time is recorded per utterance
-(`UtteranceLatency`); an utterance's `synthesis_first_chunk` includes any
-wait for the one before it to finish. A final that does not end a sentence
-may wait for the rest of it (session_svc.sentences): the group is then
-translated as one text and delivered as its last utterance, and the
-Translation lists the utterances it covers.
+to the speaker and every listener as they come. When a final comes, it is
+put in the outbox of each listener present (session_svc.outbox), which
+delivers whole utterances in the order their finals came, across speakers.
+It is translated once per listeners' language and synthesised once per
+(language, voice, output rate), while the utterance before it may still be
+speaking: up to LOOKAHEAD utterances are prepared behind the one being
+delivered, so the next one's first audio is ready when the previous one's
+last chunk goes out. Translations (captions) go out as soon as they exist,
+to the speaker (one per language) and that language's listeners. Listeners
+of the speaker's own language get the transcript and no audio, unless
+`same_language_audio` (then the transcript is spoken in their voice). Every
+stage's time is recorded per utterance and listener (`UtteranceLatency`);
+`synthesis_first_chunk` includes any wait for the utterance before it in
+that listener's outbox. A final that does not end a sentence may wait for
+the rest of it (session_svc.sentences): the group is then translated as one
+text and delivered as its last utterance, and the Translation lists the
+utterances it covers.
+
+When the route to any listener is speech translation, the recognition
+stream translates into English: every transcript is then English
+(`translated_to_english`), listeners of the speaker's language read that
+English text and hear nothing, and the other languages are translated from
+the English.
 """
 
 from __future__ import annotations
@@ -23,70 +34,88 @@ import bisect
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from dragoman import logs, metrics, rpc
+from dragoman.coverage import Route
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from dragoman.stt.v1 import stt_pb2
-from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
-from session_svc import routes, sentences
+from session_svc import outbox, routes, sentences
 from session_svc.downstream import Downstream
+from session_svc.outbox import Delivery, Heard, Speech
 from session_svc.sessions import Member, Session
 
 log = logging.getLogger(__name__)
 
 AUDIO_QUEUE_CHUNKS = 100  # 10 s of 100 ms chunks
 MAX_STT_MESSAGE_BYTES = 48 * 1024  # under stt_svc's 64 KiB per message
-DELIVERY_WAIT_S = 2.0
 LOOKAHEAD = 1
 """Utterances translated and being synthesised behind the one being delivered."""
 
 
 @dataclass
 class Utterance:
-    """One phrase of the speaker and the wall-clock time of each stage."""
+    """One phrase of the speaker and the wall-clock time of its stages up to the final."""
 
     utterance_id: str
     speech_end_arrival: float | None = None
     end_of_speech: float | None = None
     final: float | None = None
-    translated: float | None = None
-    first_audio: float | None = None
-    delivered: asyncio.Future[float] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
     text: str = ""
     language_code: str = ""
-    translation: str = ""
 
-    def latency(self) -> pb.UtteranceLatency | None:
-        if None in (self.end_of_speech, self.final, self.translated, self.first_audio):
+    def latency(self, translated: float | None, first_audio: float | None,
+                delivered: float | None) -> pb.UtteranceLatency | None:
+        """Its stages as one listener had them; None when they heard none of it."""
+        if self.end_of_speech is None or self.final is None or translated is None or (
+                first_audio is None):
             return None
-        assert self.end_of_speech and self.final and self.translated and self.first_audio
-        delivered = self.delivered.result() if self.delivered.done() else self.first_audio
+        delivered = delivered or first_audio
         speech_end = self.speech_end_arrival or self.end_of_speech
         return pb.UtteranceLatency(
             endpointing=rpc.duration(self.end_of_speech - speech_end),
             recognition=rpc.duration(self.final - self.end_of_speech),
-            translation=rpc.duration(self.translated - self.final),
-            synthesis_first_chunk=rpc.duration(self.first_audio - self.translated),
-            delivery=rpc.duration(delivered - self.first_audio),
+            translation=rpc.duration(translated - self.final),
+            synthesis_first_chunk=rpc.duration(first_audio - translated),
+            delivery=rpc.duration(delivered - first_audio),
             total=rpc.duration(delivered - speech_end),
         )
 
 
 @dataclass
+class _Target:
+    """The listeners of one language and what they get: a translation (`translate`) or the
+    transcript, and one synthesis per (voice, output rate); none: they hear nothing."""
+
+    language: str
+    language_code: str
+    """As the first of them gave it: asked of mt_svc and tts_svc."""
+    translate: bool
+    route: Route | None
+    listeners: list[Member] = field(default_factory=list)
+    speeches: dict[tuple[str, int], Speech] = field(default_factory=dict)
+
+
+@dataclass
 class _Prepared:
-    """An utterance's translation and speech, made ahead of its turn to be delivered.
+    """An utterance's translations and speech, made ahead of its turn in the outboxes.
 
     `group`: the utterances of a sentence translated as one, in spoken order, ending
-    with `utt` (which carries the translation and speech); [utt] when alone."""
+    with `utt` (whose id the translation and speech carry); [utt] when alone."""
 
     utt: Utterance
     group: list[Utterance]
-    chunks: asyncio.Queue[tts_pb2.SynthesizeResponse | DragomanError | None] = field(
-        default_factory=asyncio.Queue)
+    text: str
+    targets: list[_Target]
+    pending: int
+    """Listeners whose outbox has not finished it."""
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+    latencies: list[pb.UtteranceLatency | None] | None = None
+    """Of the group, as the last listener who heard it had them."""
     task: asyncio.Task[None] | None = None
 
 
@@ -123,21 +152,25 @@ def _merge_audio(
 
 
 class SpeakerPipeline:
-    """Recognises one speaker's audio and delivers translations to the partner."""
+    """Recognises one speaker's audio and delivers translations to every listener."""
 
     def __init__(
         self, session: Session, speaker: Member, downstream: Downstream,
         encoding: int, rate_hz: int, sentence_wait_s: float = 0.0,
-        sentence_max_hold_s: float = 0.0,
+        sentence_max_hold_s: float = 0.0, same_language_audio: bool = False,
     ) -> None:
         self.session = session
         self.speaker = speaker
         self.down = downstream
         self.encoding = encoding
+        self.same_language_audio = same_language_audio
         self.clock = ArrivalClock(rate_hz)
-        # The route is fixed when pairing; speech translation makes the finals English text.
-        self.route = session.route_from(speaker)
-        self._speech_translates = routes.speech_translates(self.route)
+        # The recognition task is fixed at the start; speech translation makes the finals English.
+        speech = [r for r in self._routes() if routes.speech_translates(r)]
+        self._speech_translates = bool(speech)
+        self.route: Route | None = speech[0] if speech else next(
+            (r for r in self._routes() if r is not None), None)
+        """The speech translation route every final takes, if any; else the first listener's."""
         # On a trunk (the default) each chunk goes straight on to stt_svc as it is fed.
         self._audio: rpc.Feed[stt_pb2.StreamingRecognizeRequest] = rpc.Feed(
             AUDIO_QUEUE_CHUNKS + 1, merge=_merge_audio)
@@ -156,9 +189,26 @@ class SpeakerPipeline:
         self._sentences = sentences.Sentences(
             self._finals, sentence_wait_s, sentence_max_hold_s,
             speaking=lambda: bool(self._utterances))
-        self._delivering: Utterance | None = None
         self._prefix = f"{session.members.index(speaker) + 1}"
         self.task = asyncio.create_task(self._run(), name=f"pipeline-{speaker.user_id}")
+
+    def _routes(self) -> list[Route | None]:
+        return [self.session.route_between(self.speaker, m)
+                for m in self.session.listeners(self.speaker)]
+
+    def outdated(self) -> bool:
+        """Whether the recognition stream's task (set at its start) no longer fits the routes to
+        the listeners present: one now needs speech translation, or none does any more."""
+        current = self._routes()
+        return bool(current) and not self.task.done() and self._speech_translates != any(
+            routes.speech_translates(r) for r in current)
+
+    def _route_to(self, listener: Member) -> Route | None:
+        """The route a final takes to `listener`: what the recognition stream made of it decides."""
+        if self._speech_translates:
+            return self.route
+        route = self.session.route_between(self.speaker, listener)
+        return None if routes.speech_translates(route) else route  # the final is not English
 
     # -- input ---------------------------------------------------------------
 
@@ -196,14 +246,19 @@ class SpeakerPipeline:
 
     # -- output --------------------------------------------------------------
 
-    def _both(self, **kinds: object) -> None:
-        """Emits an event about the speaker to both: SELF to them, PARTNER to the other."""
-        partner = self.session.partner(self.speaker)
-        for member, who in ((self.speaker, pb.SPEAKER_SELF), (partner, pb.SPEAKER_PARTNER)):
-            if member is None:
-                continue
-            for name, make in kinds.items():
-                member.log.append(**{name: make(who)})  # type: ignore[operator]
+    def _ids(self) -> dict[str, str]:
+        return {"speaker_participant_id": self.speaker.participant_id,
+                "speaker_display_name": self.speaker.display_name}
+
+    def _all(self, name: str, make: Callable[..., object]) -> None:
+        """Emits an event about the speaker to them (SELF) and to every listener (PARTNER);
+        `make(speaker=..., **ids)` builds it."""
+        self.speaker.log.append(**{name: make(speaker=pb.SPEAKER_SELF, **self._ids())})
+        listeners = self.session.listeners(self.speaker)
+        if listeners:
+            theirs = make(speaker=pb.SPEAKER_PARTNER, **self._ids())
+            for listener in listeners:
+                listener.log.append(**{name: theirs})
 
     def _utterance(self, index: int) -> Utterance:
         utt = self._utterances.get(index)
@@ -211,8 +266,7 @@ class SpeakerPipeline:
             self.speaker.utterance_count += 1
             utt = Utterance(f"{self._prefix}-{self.speaker.utterance_count}")
             self._utterances[index] = utt
-            self._both(processing_started=lambda who: pb.ProcessingStarted(
-                speaker=who, utterance_id=utt.utterance_id))
+            self._all("processing_started", partial(pb.ProcessingStarted, utterance_id=utt.utterance_id))
         return utt
 
     async def _run(self) -> None:
@@ -223,7 +277,7 @@ class SpeakerPipeline:
         except DragomanError as e:
             if isinstance(e, InvalidArgument):
                 raise
-            self.session.errors += 1
+            self.session.record_error(self.speaker)
             metrics.PIPELINE_ERRORS.labels("recognition").inc()
             self.speaker.log.append(error=pb.ConversationError(
                 code=pb.ERROR_CODE_RECOGNITION_FAILED, message=e.message))
@@ -243,8 +297,8 @@ class SpeakerPipeline:
         result = response.result
         utt = self._utterance(result.utterance_index)
         text = result.transcript.strip()
-        self._both(transcription=lambda who: pb.Transcription(
-            speaker=who, utterance_id=utt.utterance_id, text=text, is_final=result.is_final,
+        self._all("transcription", partial(
+            pb.Transcription, utterance_id=utt.utterance_id, text=text, is_final=result.is_final,
             stability=result.stability, language_code=result.language_code,
             translated_to_english=self._speech_translates,
         ))
@@ -256,128 +310,177 @@ class SpeakerPipeline:
             self._finals.put_nowait(utt)
 
     async def _deliver_all(self) -> None:
-        """Prepares finals as they come (LOOKAHEAD ahead) and delivers them in order."""
-        ready: asyncio.Queue[_Prepared | None] = asyncio.Queue()
+        """Puts each final (or sentence) in its listeners' outboxes as it comes, and prepares
+        them in order, 1 + LOOKAHEAD at a time, until each is delivered."""
         slots = asyncio.Semaphore(1 + LOOKAHEAD)
-        preparing: list[_Prepared] = []
+        planned: asyncio.Queue[_Prepared | None] = asyncio.Queue()
+        inflight: list[_Prepared] = []
 
         async def prepare_all() -> None:
-            while (group := await self._sentences.next()) is not None:
+            while (prepared := await planned.get()) is not None:
                 await slots.acquire()
-                prepared = _Prepared(group[-1], group)
-                prepared.task = asyncio.create_task(self._prepare(prepared), name="prepare")
-                preparing.append(prepared)
-                ready.put_nowait(prepared)
-            ready.put_nowait(None)
+                prepared.done.add_done_callback(lambda _: slots.release())
+                if not prepared.done.done():  # else all its listeners went meanwhile
+                    prepared.task = asyncio.create_task(self._prepare(prepared), name="prepare")
+
+        def forget(prepared: _Prepared) -> Callable[[object], None]:
+            return lambda _: inflight.remove(prepared)
 
         feeder = asyncio.create_task(prepare_all(), name="prepare-all")
         try:
-            while (prepared := await ready.get()) is not None:
-                utt = prepared.utt
-                self._delivering = utt
-                try:
-                    await self._deliver(prepared)
-                except DragomanError as e:
-                    self.session.errors += 1
-                    log.info("utterance %s failed: %s", utt.utterance_id, e.message)
-                finally:
-                    preparing.remove(prepared)
-                    slots.release()
-                for held in prepared.group:
-                    self._both(processing_ended=lambda who, u=held: pb.ProcessingEnded(
-                        speaker=who, utterance_id=u.utterance_id, latency=u.latency()))
+            while (group := await self._sentences.next()) is not None:
+                prepared = self._plan(group)
+                if not prepared.done.done():
+                    inflight.append(prepared)
+                    prepared.done.add_done_callback(forget(prepared))
+                planned.put_nowait(prepared)
+            planned.put_nowait(None)
+            await feeder
+            if inflight:  # wait, not gather: cancelling this must not cancel their futures
+                await asyncio.wait([p.done for p in inflight])
         finally:
             feeder.cancel()
-            for prepared in preparing:
+            tasks = [p.task for p in inflight if p.task is not None]
+            for prepared in list(inflight):
                 if prepared.task is not None:
                     prepared.task.cancel()
-            await asyncio.gather(feeder, *(p.task for p in preparing if p.task), return_exceptions=True)
+                for target in prepared.targets:  # the outboxes waiting on them move on
+                    for speech in target.speeches.values():
+                        speech.end()
+            await asyncio.gather(feeder, *tasks, return_exceptions=True)
+
+    def _plan(self, group: list[Utterance]) -> _Prepared:
+        """Groups the listeners present by language and voice and puts the utterance in
+        their outboxes; it is prepared later (`_prepare`)."""
+        utt = group[-1]
+        text = sentences.join([u.text for u in group], utt.language_code)
+        targets: dict[str, _Target] = {}
+        deliveries: list[tuple[Member, Speech | None]] = []
+        for listener in self.session.listeners(self.speaker):
+            if not text:
+                deliveries.append((listener, None))
+                continue
+            target = targets.get(listener.language)
+            if target is None:
+                same = listener.language == self.speaker.language
+                target = targets[listener.language] = _Target(
+                    listener.language, listener.language_code, not same, self._route_to(listener))
+            target.listeners.append(listener)
+            speech = None
+            if target.translate or (self.same_language_audio and not self._speech_translates):
+                key = (listener.voice, listener.output_rate_hz)
+                speech = target.speeches.setdefault(key, Speech())
+            deliveries.append((listener, speech))
+        prepared = _Prepared(utt, group, text, list(targets.values()), pending=len(deliveries))
+        for listener, speech in deliveries:
+            outbox.of(listener).put(Delivery(
+                utt.utterance_id, self.speaker, speech, partial(self._heard, prepared, listener, speech)))
+        if not deliveries:
+            self._finished(prepared)
+        return prepared
+
+    def _heard(self, prepared: _Prepared, listener: Member, speech: Speech | None,
+               heard: Heard) -> None:
+        """A listener's outbox is done with the utterance: tells them, records it."""
+        translated = speech.translated if speech is not None else None
+        latencies = [u.latency(translated, heard.first_audio, heard.delivered)
+                     for u in prepared.group]
+        if listener.present:
+            for held, latency in zip(prepared.group, latencies, strict=True):
+                listener.log.append(processing_ended=pb.ProcessingEnded(
+                    speaker=pb.SPEAKER_PARTNER, utterance_id=held.utterance_id, latency=latency,
+                    **self._ids()))
+        if heard.first_audio is not None:
+            prepared.latencies = latencies
+            if speech is not None and not heard.failed and latencies[-1] is not None:
+                self.session.record_utterance(
+                    self.speaker, listener, prepared.utt.utterance_id, prepared.text, speech.text,
+                    latencies[-1])
+        prepared.pending -= 1
+        if prepared.pending == 0:
+            self._finished(prepared)
+
+    def _finished(self, prepared: _Prepared) -> None:
+        """Every listener is done with the utterance: the speaker learns the last one's latency."""
+        if prepared.done.done():
+            return
+        latencies = prepared.latencies or [None] * len(prepared.group)
+        for held, latency in zip(prepared.group, latencies, strict=True):
+            self.speaker.log.append(processing_ended=pb.ProcessingEnded(
+                speaker=pb.SPEAKER_SELF, utterance_id=held.utterance_id, latency=latency,
+                **self._ids()))
+        prepared.done.set_result(None)
 
     async def _prepare(self, prepared: _Prepared) -> None:
-        """Translates the utterance (the translation goes out at once) and synthesises it into
-        `prepared.chunks`, ending with None, or with the error that stopped it."""
-        utt = prepared.utt
-        partner = self.session.partner(self.speaker)
-        text = sentences.join([u.text for u in prepared.group], utt.language_code)
+        """Translates the utterance once per language and synthesises it once per voice."""
         try:
-            if not text or partner is None:
-                return
+            await asyncio.gather(*(self._prepare_for(prepared, t) for t in prepared.targets))
+        finally:
+            for target in prepared.targets:
+                for speech in target.speeches.values():
+                    speech.end()
+
+    async def _prepare_for(self, prepared: _Prepared, target: _Target) -> None:
+        """One language's translation (it goes out at once) and speech; a failure here
+        leaves the other languages alone."""
+        utt = prepared.utt
+        if not target.translate:
+            spoken = prepared.text
+        else:
             try:
                 translation = await routes.translate(
-                    self.down, self.route, self.speaker.language_code, partner.language_code,
-                    text)
+                    self.down, target.route, self.speaker.language_code, target.language_code,
+                    prepared.text)
             except DragomanError as e:
-                metrics.PIPELINE_ERRORS.labels("translation").inc()
-                self.speaker.log.append(error=pb.ConversationError(
-                    code=pb.ERROR_CODE_TRANSLATION_FAILED, message=e.message,
-                    utterance_id=utt.utterance_id))
-                prepared.chunks.put_nowait(e)
+                self._failed("translation", pb.ERROR_CODE_TRANSLATION_FAILED, utt, e)
                 return
-            utt.translated = time.monotonic()
-            utt.translation = translation.text
-            for held in prepared.group:
-                held.translated = utt.translated
-            covers = [u.utterance_id for u in prepared.group] if len(prepared.group) > 1 else []
-            self._both(translation=lambda who: pb.Translation(
-                speaker=who, utterance_id=utt.utterance_id, source_text=text,
-                text=translation.text, source_language_code=self.speaker.language_code,
-                target_language_code=partner.language_code, is_final=True,
-                path=translation.path, engine=translation.engine,
-                covers_utterance_ids=covers,
-            ))
-            log.info("translated %s", utt.utterance_id, extra={
-                "engine": translation.engine, "text": logs.redact(translation.text)})
-            if not translation.text.strip():
-                return
-            try:
-                async for chunk in self.down.synthesize(
-                    translation.text, partner.language_code, partner.voice, partner.output_rate_hz
-                ):
-                    prepared.chunks.put_nowait(chunk)
-            except DragomanError as e:
-                metrics.PIPELINE_ERRORS.labels("synthesis").inc()
-                self.speaker.log.append(error=pb.ConversationError(
-                    code=pb.ERROR_CODE_SYNTHESIS_FAILED, message=e.message,
-                    utterance_id=utt.utterance_id))
-                prepared.chunks.put_nowait(e)
-        finally:
-            prepared.chunks.put_nowait(None)
-
-    async def _deliver(self, prepared: _Prepared) -> None:
-        """Sends the utterance's audio to the partner as its chunks come; then records it."""
-        utt = prepared.utt
-        while (chunk := await prepared.chunks.get()) is not None:
-            if isinstance(chunk, DragomanError):
-                raise chunk
-            partner = self.session.partner(self.speaker)
-            if partner is None:
-                continue
-            if utt.first_audio is None:
-                utt.first_audio = time.monotonic()
-                for held in prepared.group:  # their speech is the last one's
-                    held.first_audio = utt.first_audio
-            partner.log.append(speech_audio=pb.SpeechAudio(
-                utterance_id=utt.utterance_id, data=chunk.audio,
-                sample_rate_hertz=chunk.sample_rate_hertz, chunk_index=chunk.chunk_index,
-                is_last=chunk.is_last, text=chunk.text,
-            ))
-        partner = self.session.partner(self.speaker)
-        if partner is None or utt.first_audio is None:
+            spoken = translation.text
+            self._send_translation(prepared, target, translation)
+        translated = time.monotonic()
+        for speech in target.speeches.values():
+            speech.text, speech.translated = spoken, translated
+        if not spoken.strip():
             return
-        if partner.connection is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(utt.delivered), DELIVERY_WAIT_S)
-        for held in prepared.group[:-1]:
-            if utt.delivered.done() and not held.delivered.done():
-                held.delivered.set_result(utt.delivered.result())
-        latency = utt.latency()
-        if latency is not None:
-            text = sentences.join([u.text for u in prepared.group], utt.language_code)
-            self.session.record_utterance(
-                self.speaker, partner, utt.utterance_id, text, utt.translation, latency)
+        await asyncio.gather(*(
+            self._synthesize(target, voice, rate_hz, speech, utt)
+            for (voice, rate_hz), speech in target.speeches.items()))
 
-    def mark_delivered(self, utterance_id: str) -> None:
-        """Called by the partner's stream when it hands the first audio chunk to gRPC."""
-        utt = self._delivering
-        if utt is not None and utt.utterance_id == utterance_id and not utt.delivered.done():
-            utt.delivered.set_result(time.monotonic())
+    def _send_translation(self, prepared: _Prepared, target: _Target,
+                          translation: routes.Translated) -> None:
+        utt = prepared.utt
+        covers = [u.utterance_id for u in prepared.group] if len(prepared.group) > 1 else []
+        make = partial(
+            pb.Translation, utterance_id=utt.utterance_id, source_text=prepared.text,
+            text=translation.text, source_language_code=self.speaker.language_code,
+            is_final=True, path=translation.path, engine=translation.engine,
+            covers_utterance_ids=covers, speaker_participant_id=self.speaker.participant_id,
+            speaker_display_name=self.speaker.display_name)
+        self.speaker.log.append(translation=make(
+            speaker=pb.SPEAKER_SELF, target_language_code=target.language_code))
+        for listener in target.listeners:
+            if listener.present:
+                listener.log.append(translation=make(
+                    speaker=pb.SPEAKER_PARTNER, target_language_code=listener.language_code))
+        log.info("translated %s", utt.utterance_id, extra={
+            "engine": translation.engine, "text": logs.redact(translation.text)})
+
+    async def _synthesize(self, target: _Target, voice: str, rate_hz: int, speech: Speech,
+                          utt: Utterance) -> None:
+        try:
+            async for chunk in self.down.synthesize(
+                    speech.text, target.language_code, voice, rate_hz):
+                speech.add(chunk)
+        except DragomanError as e:
+            self._failed("synthesis", pb.ERROR_CODE_SYNTHESIS_FAILED, utt, e)
+            speech.end(e)
+        else:
+            speech.end()
+
+    def _failed(self, stage: str, code: pb.ErrorCode.ValueType, utt: Utterance,
+                e: DragomanError) -> None:
+        """Tells the speaker; the utterance goes on in the other languages and voices."""
+        metrics.PIPELINE_ERRORS.labels(stage).inc()
+        self.session.record_error(self.speaker)
+        self.speaker.log.append(error=pb.ConversationError(
+            code=code, message=e.message, utterance_id=utt.utterance_id))
+        log.info("utterance %s failed in %s: %s", utt.utterance_id, stage, e.message)

@@ -13,12 +13,32 @@ STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", 
 """Per-stage latencies, as `<stage>_ms` columns and UtteranceLatency fields."""
 
 
+PARTICIPANT_STATES = ("joined", "left", "removed")
+"""session_participants.state: in the session, left it (may join again), removed by the host."""
+
+
 @dataclass(frozen=True, slots=True)
 class Participant:
     user_id: str
     display_name: str
     language_code: str
     voice: str
+    state: str = "joined"
+    """One of PARTICIPANT_STATES."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantMetrics:
+    """Numbers of one participant of an ended session."""
+
+    user_id: str
+    utterances_spoken: int
+    """Their utterances translated for someone (once however many heard them)."""
+    utterances_heard: int
+    mean_latency_ms: float
+    p95_latency_ms: float
+    """Of what they heard."""
+    error_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +51,8 @@ class Metrics:
     min_latency_ms: float
     max_latency_ms: float
     duration_ms: int
+    participants: tuple[ParticipantMetrics, ...] = ()
+    """Per participant, in roster order (none for sessions ended before they were kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +66,10 @@ class SessionRecord:
     created_at: datetime
     ended_at: datetime | None
     participants: tuple[Participant, ...]
+    """Host first, then in the order they joined."""
     metrics: Metrics | None
+    locked: bool = False
+    max_participants: int = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from session_svc.downstream import Downstream
 from session_svc.identity import Callers
 from session_svc.records import STAGES, Metrics, SessionRecord, UtteranceLog
 from session_svc.routes import Coverage
-from session_svc.sessions import Identity, SessionRegistry, metrics_proto
+from session_svc.sessions import STATES, Identity, SessionRegistry, metrics_proto
 from session_svc.store import PgSessionStore, SessionStore
 
 # the module name under `python -m` too, where __name__ is "__main__"
@@ -63,8 +63,10 @@ def session_proto(record: SessionRecord) -> sessions_pb2.Session:
         status=STATUS[record.status],
         participants=[sessions_pb2.Participant(
             user_id=p.user_id, display_name=p.display_name, language_code=p.language_code,
-            voice=p.voice) for p in record.participants],
+            voice=p.voice, host=i == 0, state=STATES[p.state])  # type: ignore[arg-type]
+            for i, p in enumerate(record.participants)],
         create_time=timestamp(record.created_at),
+        locked=record.locked, max_participants=record.max_participants,
     )
     if record.ended_at is not None:
         out.end_time.CopyFrom(timestamp(record.ended_at))
@@ -120,7 +122,8 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def CreateSession(
         self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.CreateSessionResponse:
-        session = await self.registry.create(self.identity(context), request.language_code, request.voice)
+        session = await self.registry.create(
+            self.identity(context), request.language_code, request.voice, request.max_participants)
         logs.session_id.set(session.session_id)
         log.info("session created")
         return sessions_pb2.CreateSessionResponse(session=session.to_proto())
@@ -182,6 +185,21 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         logs.session_id.set(session.session_id)
         return sessions_pb2.RemoveParticipantResponse(session=session.to_proto())
 
+    async def LockSession(
+        self, request: sessions_pb2.LockSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.LockSessionResponse:
+        session = await self.registry.lock(self.identity(context), request.session_id, request.locked)
+        logs.session_id.set(session.session_id)
+        log.info("session locked" if request.locked else "session unlocked")
+        return sessions_pb2.LockSessionResponse(session=session.to_proto())
+
+    async def LeaveSession(
+        self, request: sessions_pb2.LeaveSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.LeaveSessionResponse:
+        session = await self.registry.leave(self.identity(context), request.session_id)
+        logs.session_id.set(session.session_id)
+        return sessions_pb2.LeaveSessionResponse(session=session.to_proto())
+
     async def ListSessions(
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.ListSessionsResponse:
@@ -220,7 +238,7 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
         elif request.code:
             owner = await self._store.owner(code=request.code)
             if owner is None:
-                raise NotFound(f"no waiting session has code {request.code}")
+                raise NotFound(f"no live session has code {request.code}")
         else:
             raise InvalidArgument("session_id or code is required")
         return session_pb2.GetSessionOwnerResponse(owner=owner)

@@ -2,17 +2,19 @@
 
 Live sessions are in memory (members, event logs, streams); every change of
 their lifecycle is also written to a `SessionStore`, which outlasts the
-process and arbitrates pairing codes. A session has at most two members.
-The creator gets a 6-digit code, unique among live sessions and valid for
-`code_ttl_s` (then the waiting session ends); the partner joins with it.
-Only members see a session: for anyone else it does not exist (NOT_FOUND),
-so ids and codes leak nothing.
+process and arbitrates pairing codes. A session has two to
+`max_participants` members, its creator (the host) first. The host gets a
+6-digit code, unique among live sessions; the others join with it while the
+session is open: not ended, locked or full (a waiting session's code expires
+after `code_ttl_s`, and the session with it). Only members see a session:
+for anyone else it does not exist (NOT_FOUND), so ids and codes leak nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -36,12 +38,13 @@ from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc import routes
 from session_svc.events import EventLog
-from session_svc.records import STAGES, Metrics, Participant, UtteranceLog
+from session_svc.records import STAGES, Metrics, Participant, ParticipantMetrics, UtteranceLog
 from session_svc.store import CodeTaken, Journal, SessionStore
 
 if TYPE_CHECKING:
     from dragoman.overload import LoopLag
     from session_svc.conversation import Connection
+    from session_svc.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,15 @@ class Identity:
     display_name: str
 
 
+STATE_NAMES: dict[int, str] = {
+    spb.PARTICIPANT_STATE_JOINED: "joined",
+    spb.PARTICIPANT_STATE_LEFT: "left",
+    spb.PARTICIPANT_STATE_REMOVED: "removed",
+}
+"""ParticipantState as session_participants.state."""
+STATES = {name: state for state, name in STATE_NAMES.items()}
+
+
 @dataclass
 class Member:
     """A participant: who, which language, their event log and live stream."""
@@ -74,6 +86,14 @@ class Member:
     connection: Connection | None = None
     state: int = spb.PARTICIPANT_STATE_JOINED
     """JOINED, LEFT (may join again) or REMOVED (may not)."""
+    spoken: int = 0
+    """Their utterances translated for someone."""
+    heard_ms: list[float] = field(default_factory=list)
+    """Latency of each translated utterance they heard."""
+    errors: int = 0
+    """Their utterances that failed in the pipeline."""
+    outbox: Outbox | None = field(default=None, repr=False, compare=False)
+    """What they are to hear, in order (session_svc.outbox; made on first use)."""
 
     @property
     def participant_id(self) -> str:
@@ -84,15 +104,35 @@ class Member:
     def present(self) -> bool:
         return self.state == spb.PARTICIPANT_STATE_JOINED
 
-    def to_proto(self) -> spb.Participant:
+    def to_proto(self, host: bool = False) -> spb.Participant:
         return spb.Participant(
             user_id=self.user_id, display_name=self.display_name,
             language_code=self.language_code, connected=self.connection is not None,
-            voice=self.voice,
+            voice=self.voice, host=host, state=self.state,  # type: ignore[arg-type]
         )
 
+    def entry(self, host: bool = False) -> cpb.RosterEntry:
+        return cpb.RosterEntry(
+            participant_id=self.participant_id, display_name=self.display_name,
+            language_code=self.language_code, connected=self.connection is not None, host=host)
+
     def record(self) -> Participant:
-        return Participant(self.user_id, self.display_name, self.language_code, self.voice)
+        return Participant(self.user_id, self.display_name, self.language_code, self.voice,
+                           STATE_NAMES[self.state])
+
+    def metrics(self) -> ParticipantMetrics:
+        heard = sorted(self.heard_ms)
+        return ParticipantMetrics(
+            user_id=self.user_id, utterances_spoken=self.spoken, utterances_heard=len(heard),
+            mean_latency_ms=sum(heard) / len(heard) if heard else 0.0,
+            p95_latency_ms=percentile(heard, 0.95), error_count=self.errors)
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The nearest-rank `q` quantile of sorted values; 0 for none."""
+    if not ordered:
+        return 0.0
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def metrics_proto(m: Metrics) -> spb.SessionMetrics:
@@ -100,6 +140,11 @@ def metrics_proto(m: Metrics) -> spb.SessionMetrics:
         utterance_count=m.utterance_count, error_count=m.error_count,
         mean_latency_ms=m.mean_latency_ms, min_latency_ms=m.min_latency_ms,
         max_latency_ms=m.max_latency_ms, duration_seconds=m.duration_ms / 1000,
+        participants=[spb.ParticipantMetrics(
+            participant_id=p.user_id, utterances_spoken=p.utterances_spoken,
+            utterances_heard=p.utterances_heard, mean_latency_ms=p.mean_latency_ms,
+            p95_latency_ms=p.p95_latency_ms, error_count=p.error_count,
+        ) for p in m.participants],
     )
 
 
@@ -118,10 +163,18 @@ class Session:
     errors: int = 0
     journal: Callable[[UtteranceLog], None] | None = None
     """Where translated utterances are logged."""
-    routes: dict[str, Route] = field(default_factory=dict)
-    """How each member's speech reaches the other, by the speaker's user id (set on joining)."""
+    routes: dict[tuple[str, str], Route] = field(default_factory=dict)
+    """How speech reaches a listener, by (source language, target language), base
+    codes (set on joining)."""
     one_way: bool = False
-    """Only one direction is translated (the joiner allowed it)."""
+    """Some direction is not translated (a joiner allowed it)."""
+    locked: bool = False
+    """The host locked the session against new joiners."""
+    max_participants: int = 8
+    _counted: set[str] = field(default_factory=set)
+    """Utterances already counted as translated (one utterance, several listeners)."""
+    _journaled: set[tuple[str, str]] = field(default_factory=set)
+    """(utterance id, target language) already logged."""
 
     def member(self, user_id: str) -> Member | None:
         return next((m for m in self.members if m.user_id == user_id), None)
@@ -135,28 +188,78 @@ class Session:
         """The creator, who may lock the session and remove participants."""
         return self.members[0]
 
+    @property
+    def present(self) -> list[Member]:
+        """Everyone in the session now, in roster order."""
+        return [m for m in self.members if m.present]
+
+    @property
+    def full(self) -> bool:
+        """Every seat is taken: one who left keeps theirs (they may come back), and
+        one the host removed too (they stay listed, and positions run 1 to 8)."""
+        return len(self.members) >= self.max_participants
+
+    @property
+    def joinable(self) -> bool:
+        """Whether the code lets someone new in now."""
+        return self.status != spb.SESSION_STATUS_ENDED and not self.locked and not self.full
+
     def listeners(self, speaker: Member) -> list[Member]:
         """Everyone present who hears `speaker`, in roster order."""
         return [m for m in self.members if m is not speaker and m.present]
 
     def route_between(self, speaker: Member, listener: Member) -> Route | None:
         """How `speaker`'s speech reaches `listener`; None before joining (or unchecked)."""
-        return self.routes.get(speaker.user_id)
+        return self.routes.get((speaker.language, listener.language))
 
     def route_from(self, speaker: Member) -> Route | None:
-        """How `speaker`'s speech reaches their partner; None before pairing (or unchecked)."""
-        return self.routes.get(speaker.user_id)
+        """How `speaker`'s speech reaches their partner (the first other participant
+        present); None before pairing (or unchecked)."""
+        partner = self.partner(speaker)
+        return self.route_between(speaker, partner) if partner is not None else None
+
+    def languages(self) -> list[str]:
+        """The languages of those present (base codes), in the order they joined."""
+        return list(dict.fromkeys(m.language for m in self.present))
+
+    def route_list(self) -> list[Route]:
+        """Every checked route between the languages present, source by source."""
+        spoken = self.languages()
+        return [self.routes[s, t] for s in spoken for t in spoken
+                if s != t and (s, t) in self.routes]
+
+    def roster(self) -> list[cpb.RosterEntry]:
+        """Who is in the session now, host first."""
+        return [m.entry(host=m is self.host) for m in self.present]
+
+    def announce(self, change: int, about: Member, *, tell_about: bool = True) -> None:
+        """Tells everyone present what changed, with the roster after the change; and
+        `about` too (even when they just left or were removed) unless not `tell_about`."""
+        event = cpb.RosterChanged(change=change, participant_id=about.participant_id,  # type: ignore[arg-type]
+                                  roster=self.roster(), locked=self.locked)
+        told = [m for m in self.present if tell_about or m is not about]
+        if tell_about and not about.present:
+            told.append(about)
+        for m in told:
+            m.log.append(roster_changed=event)
+
+    def delivered(self, listener: Member, utterance_id: str) -> None:
+        """The first audio of `utterance_id` reached `listener`'s stream: the pipeline
+        that owns the utterance (its speaker's) takes it from here."""
+        for m in self.members:
+            conn = m.connection
+            if m is not listener and conn is not None and conn.pipeline is not None:
+                conn.pipeline.mark_delivered(utterance_id)
 
     def to_proto(self) -> spb.Session:
         out = spb.Session(
             session_id=self.session_id,
-            code=self.code if self.status == spb.SESSION_STATUS_WAITING else "",
+            code=self.code if self.joinable else "",
             status=self.status,  # type: ignore[arg-type]
-            participants=[m.to_proto() for m in self.members],
+            participants=[m.to_proto(host=m is self.host) for m in self.members],
             create_time=timestamp(self.created_s),
-            routes=[routes.route_proto(self.routes[m.user_id])
-                    for m in self.members if m.user_id in self.routes],
-            one_way=self.one_way,
+            routes=[routes.route_proto(r) for r in self.route_list()],
+            one_way=self.one_way, locked=self.locked, max_participants=self.max_participants,
         )
         if self.ended_s is not None:
             out.end_time.CopyFrom(timestamp(self.ended_s))
@@ -173,22 +276,32 @@ class Session:
             min_latency_ms=min(lat, default=0.0),
             max_latency_ms=max(lat, default=0.0),
             duration_ms=round((end - self.created_s) * 1000),
+            participants=tuple(m.metrics() for m in self.members),
         )
 
     def record_error(self, speaker: Member) -> None:
         """Counts an utterance of `speaker` that failed somewhere in the pipeline."""
         self.errors += 1
+        speaker.errors += 1
 
     def record_utterance(
         self, speaker: Member, listener: Member, utterance_id: str, text: str, translation: str,
         latency: cpb.UtteranceLatency,
     ) -> None:
-        """Counts a translated, delivered utterance and logs it (the pipeline calls this)."""
-        self.utterances += 1
-        self.latencies_ms.append(latency.total.ToMilliseconds())
-        for stage in STAGES:
-            metrics.UTTERANCE_STAGE.labels(stage).observe(getattr(latency, stage).ToNanoseconds() / 1e9)
-        if self.journal is not None:
+        """Counts a translated utterance delivered to `listener` and logs it once per
+        target language (the pipeline calls this once per listener)."""
+        latency_ms = latency.total.ToMilliseconds()
+        self.latencies_ms.append(latency_ms)
+        listener.heard_ms.append(latency_ms)
+        if utterance_id not in self._counted:
+            self._counted.add(utterance_id)
+            self.utterances += 1
+            speaker.spoken += 1
+            for stage in STAGES:
+                metrics.UTTERANCE_STAGE.labels(stage).observe(
+                    getattr(latency, stage).ToNanoseconds() / 1e9)
+        if self.journal is not None and (utterance_id, listener.language) not in self._journaled:
+            self._journaled.add((utterance_id, listener.language))
             self.journal(UtteranceLog(
                 session_id=self.session_id, utterance_id=utterance_id,
                 speaker_user_id=speaker.user_id, source_language_code=speaker.language_code,
@@ -199,6 +312,14 @@ class Session:
             ))
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """The routes a joiner adds, both ways with each language present."""
+
+    routes: dict[tuple[str, str], Route]
+    one_way: bool
+
+
 def random_code() -> str:
     return f"{secrets.randbelow(1_000_000):06d}"
 
@@ -206,6 +327,7 @@ def random_code() -> str:
 EXPIRED = "pairing code expired"
 ABANDONED = "abandoned: no participant connected"
 REMOVED = "partner removed by the creator"
+LEFT = "everyone else left"
 MAX_CODE_ATTEMPTS = 20
 """Codes tried before CreateSession gives up (only when nearly all are taken)."""
 REFUSED_RETRY_S = 5.0
@@ -236,7 +358,9 @@ class SessionRegistry:
         self.journal = Journal(store)
         self._codes = codes
         self._sessions: dict[str, Session] = {}
-        self._waiting: dict[str, str] = {}  # code -> session id
+        self._codes_held: dict[str, str] = {}
+        """code -> id of the live session holding it (joinable or not: locked and full
+        sessions keep their code, so that a join gets the precise refusal)."""
 
     def _new_member(
         self, session: Session, who: Identity, language_code: str, voice: str
@@ -259,8 +383,9 @@ class SessionRegistry:
     async def _expire_codes(self) -> None:
         """Ends the waiting sessions whose code expired, here and in the store."""
         cutoff = time.time() - self.settings.code_ttl_s
-        expired = [self._sessions[sid] for sid in self._waiting.values()
-                   if self._sessions[sid].created_s < cutoff]
+        expired = [self._sessions[sid] for sid in self._codes_held.values()
+                   if self._sessions[sid].status == spb.SESSION_STATUS_WAITING
+                   and self._sessions[sid].created_s < cutoff]
         for session in expired:
             await self._finish(session, EXPIRED)
         await self.store.expire_waiting(cutoff)  # also those of replicas gone meanwhile
@@ -304,7 +429,20 @@ class SessionRegistry:
                 f"late, over session.overload_lag_ms={self.settings.overload_lag_ms}); "
                 "retry shortly", retry_after_s=REFUSED_RETRY_S)
 
-    async def create(self, who: Identity, language_code: str, voice: str) -> Session:
+    def _capacity(self, requested: int) -> int:
+        limit = self.settings.max_participants
+        if requested == 0:
+            return limit
+        if not 2 <= requested <= limit:
+            raise InvalidArgument(
+                f"max_participants must be 0 (for {limit}) or 2 to {limit} (setting "
+                f"session.max_participants), got {requested}")
+        return requested
+
+    async def create(
+        self, who: Identity, language_code: str, voice: str, max_participants: int = 0,
+    ) -> Session:
+        capacity = self._capacity(max_participants)
         language = languages.normalise(language_code)
         if self.inventory is not None:
             routes.check_speaker(await self.inventory(), language)
@@ -314,28 +452,31 @@ class SessionRegistry:
         self._admit()
         self._live += 1  # counted from here, so that creates running meanwhile see it
         try:
-            return await self._add(who, language_code, voice)
+            return await self._add(who, language_code, voice, capacity)
         except BaseException:
             self._live -= 1
             raise
 
-    async def _add(self, who: Identity, language_code: str, voice: str) -> Session:
+    async def _add(self, who: Identity, language_code: str, voice: str, capacity: int) -> Session:
         for _ in range(MAX_CODE_ATTEMPTS):
             code = self._codes()
-            if code in self._waiting:
+            if code in self._codes_held:
                 continue
             now = time.time()
             session = Session(session_id=uuid.uuid4().hex, code=code, created_s=now,
-                              attended_s=now, journal=self.journal.record)
+                              attended_s=now, journal=self.journal.record,
+                              max_participants=capacity)
             creator = self._new_member(session, who, language_code, voice)
             try:
                 await self.store.add_session(
-                    session.session_id, code, session.created_s, creator.record(), self.owner)
+                    session.session_id, code, session.created_s, creator.record(), self.owner,
+                    max_participants=capacity)
             except CodeTaken:
                 continue  # a live session elsewhere (or a concurrent create) holds it
             session.members.append(creator)
+            session.announce(cpb.ROSTER_CHANGE_JOINED, creator)
             self._sessions[session.session_id] = session
-            self._waiting[code] = session.session_id
+            self._codes_held[code] = session.session_id
             metrics.SESSIONS_ACTIVE.inc()
             return session
         raise ResourceExhausted("no free pairing code right now; retry shortly", retry_after_s=1.0)
@@ -347,43 +488,94 @@ class SessionRegistry:
             raise InvalidArgument(f"code must be 6 digits, got {shown(code)}")
         language = languages.normalise(language_code)
         await self._expire_codes()
-        sid = self._waiting.get(code)
-        if sid is None:
-            raise NotFound(f"no session is waiting for code {code}")
-        session = self._sessions[sid]
-        if session.member(who.user_id) is not None:
-            raise FailedPrecondition("you created this session; your partner must join it")
-        creator = session.members[0]
-        pair = None
+        session = self._open(who, code)
+        checked = None
         if self.inventory is not None:  # only for a right code: a wrong one costs what it did
-            pair = routes.check_pair(await self.inventory(), creator.language, language, allow_one_way)
-            if self._waiting.get(code) != sid:  # claimed (or ended) meanwhile
+            inventory = await self.inventory()
+            if self._open(who, code) is not session:  # ended meanwhile (or locked, or full)
                 raise NotFound(f"no session is waiting for code {code}")
-        del self._waiting[code]  # claimed: a concurrent join of this code finds nothing
-        joiner = self._new_member(session, who, language_code, voice)
+            # against the languages present now, with no wait before the seat is taken
+            checked = self._check_routes(inventory, session, language, allow_one_way)
+        again = session.member(who.user_id)
+        joiner = again or self._new_member(session, who, language_code, voice)
+        position = session.members.index(again) + 1 if again else len(session.members) + 1
+        # joining from here: holds the seat (a concurrent join sees it), not yet present
+        joiner.state = spb.PARTICIPANT_STATE_UNSPECIFIED
+        if again is None:
+            session.members.append(joiner)
         try:
-            joined = await self.store.add_partner(session.session_id, joiner.record(), time.time())
+            joined = await self.store.add_participant(
+                session.session_id,
+                Participant(joiner.user_id, joiner.display_name, language_code, voice),
+                position, time.time())
+            if not joined or session.status == spb.SESSION_STATUS_ENDED:
+                raise NotFound(f"no session is waiting for code {code}")
         except BaseException:
-            if session.status == spb.SESSION_STATUS_WAITING:
-                self._waiting[code] = sid
+            if again is not None:
+                again.state = spb.PARTICIPANT_STATE_LEFT
+            elif joiner in session.members:
+                session.members.remove(joiner)
             raise
-        if not joined or session.status != spb.SESSION_STATUS_WAITING:
-            raise NotFound(f"no session is waiting for code {code}")
-        session.members.append(joiner)
+        if again is not None:  # back after leaving: same log, so their stream resumes
+            again.language_code, again.language, again.voice = language_code, language, voice
+        joiner.state = spb.PARTICIPANT_STATE_JOINED
+        first = session.status == spb.SESSION_STATUS_WAITING
         session.status = spb.SESSION_STATUS_ACTIVE
         session.attended_s = time.time()
-        if pair is not None:
-            session.routes = {creator.user_id: pair.there, joiner.user_id: pair.back}
-            session.one_way = pair.one_way
-        for me, other in ((creator, joiner), (joiner, creator)):
+        if checked is not None:
+            session.routes.update(checked.routes)
+            session.one_way = session.one_way or checked.one_way
+        host = session.host
+        # SessionPaired for two-party clients: host and first joiner, then each newcomer
+        if first:
+            pairs = [(host, joiner), (joiner, host)]
+        else:
+            pairs = [] if again is not None else [(joiner, host)]
+        for me, other in pairs:
             me.log.append(session_paired=cpb.SessionPaired(
                 partner_user_id=other.user_id, partner_display_name=other.display_name,
                 partner_language_code=other.language_code, one_way=session.one_way,
             ))
+        session.announce(cpb.ROSTER_CHANGE_JOINED, joiner)
         return session
 
+    def _open(self, who: Identity, code: str) -> Session:
+        """The session `who` may join with `code`; the precise refusal if none."""
+        sid = self._codes_held.get(code)
+        session = self._sessions.get(sid) if sid is not None else None
+        if session is None or session.status == spb.SESSION_STATUS_ENDED:
+            raise NotFound(f"no session is waiting for code {code}")
+        member = session.member(who.user_id)
+        if member is not None and member.state == spb.PARTICIPANT_STATE_UNSPECIFIED:
+            raise FailedPrecondition("you are joining this session already")
+        if member is not None and member.state == spb.PARTICIPANT_STATE_REMOVED:
+            raise PermissionDenied("the host removed you from this session; you cannot join again")
+        if member is not None and member.present:
+            if member is session.host:
+                raise FailedPrecondition("you created this session; your partner must join it")
+            raise FailedPrecondition("you are already in this session")
+        if session.locked:
+            raise FailedPrecondition("the host locked this session: nobody else can join")
+        if member is None and session.full:
+            raise ResourceExhausted(
+                f"this session is full: it takes {session.max_participants} participants")
+        return session
+
+    def _check_routes(
+        self, inventory: Inventory, session: Session, language: str, allow_one_way: bool,
+    ) -> _Checked:
+        """Both directions between `language` and each language present (FAILED_PRECONDITION
+        naming what is missing; one direction may be, with `allow_one_way`)."""
+        found: dict[tuple[str, str], Route] = {}
+        one_way = False
+        for other in session.languages():
+            pair = routes.check_pair(inventory, other, language, allow_one_way)
+            found[other, language], found[language, other] = pair.there, pair.back
+            one_way = one_way or pair.one_way
+        return _Checked(found, one_way)
+
     def get(self, who: Identity, session_id: str) -> tuple[Session, Member]:
-        """A live (in memory) session of the caller."""
+        """A live (in memory) session of the caller (present, left or removed)."""
         if not session_id:
             raise InvalidArgument("session_id is required")
         session = self._sessions.get(session_id)
@@ -398,29 +590,84 @@ class SessionRegistry:
         return session if session and session.status != spb.SESSION_STATUS_ENDED else None
 
     async def end(self, who: Identity, session_id: str, reason: str) -> Session:
-        session, _ = self.get(who, session_id)
+        """Ends the session for everyone: the host always, anyone else present only
+        while two are (in a larger one they may leave)."""
+        session, member = self.get(who, session_id)
+        if session.status != spb.SESSION_STATUS_ENDED and member is not session.host and (
+                not member.present or len(session.present) > 2):
+            raise PermissionDenied(
+                "only the host can end a session of more than two; use LeaveSession to leave it")
         await self._finish(session, reason)
         return session
 
-    async def remove(self, who: Identity, session_id: str, user_id: str) -> Session:
-        """The creator removes the partner: the partner's stream ends with
-        PERMISSION_DENIED, and the session ends (a new one gets a new code)."""
+    async def lock(self, who: Identity, session_id: str, locked: bool) -> Session:
+        """The host locks the session against new joiners, or unlocks it."""
         session, member = self.get(who, session_id)
-        if session.members[0] is not member:
+        if member is not session.host:
+            raise PermissionDenied("only the session's host can lock or unlock it")
+        if session.status == spb.SESSION_STATUS_ENDED:
+            raise FailedPrecondition("the session has ended")
+        if session.locked == locked:
+            return session
+        await self.store.set_locked(session.session_id, locked)
+        session.locked = locked
+        session.announce(cpb.ROSTER_CHANGE_LOCKED if locked else cpb.ROSTER_CHANGE_UNLOCKED,
+                         session.host)
+        return session
+
+    async def leave(self, who: Identity, session_id: str) -> Session:
+        """A participant other than the host leaves: their streams end (OK), nothing
+        more is translated for them, and they may join again with the code. The
+        session ends when only the host is left."""
+        session, member = self.get(who, session_id)
+        if session.status == spb.SESSION_STATUS_ENDED:
+            raise FailedPrecondition("the session has ended")
+        if member is session.host:
+            raise FailedPrecondition(
+                "the host cannot leave their session: end it with EndSession")
+        if not member.present:
+            raise FailedPrecondition("you are not in this session: join it again with its code")
+        await self._set_state(session, member, spb.PARTICIPANT_STATE_LEFT)
+        if member.connection is not None:
+            member.connection.close()
+        session.announce(cpb.ROSTER_CHANGE_LEFT, member)
+        log.info("participant left", extra={"session_id": session.session_id})
+        if len(session.present) < 2:
+            await self._finish(session, LEFT)
+        return session
+
+    async def remove(self, who: Identity, session_id: str, user_id: str) -> Session:
+        """The host removes a participant: their stream ends with PERMISSION_DENIED and
+        they cannot join again. The session ends when only the host is left."""
+        session, member = self.get(who, session_id)
+        if member is not session.host:
             raise PermissionDenied("only the session's creator can remove a participant")
         if not user_id:
             raise InvalidArgument("user_id is required")
         if user_id == who.user_id:
             raise InvalidArgument("the creator cannot remove themselves; use EndSession")
-        partner = session.member(user_id)
-        if partner is None:
-            raise NotFound(f"user {shown(user_id, quote=False)} is not the partner in this session")
-        if partner.connection is not None:
-            partner.connection.fail(PermissionDenied(
+        removed = session.member(user_id)
+        if removed is None or removed.state in (
+                spb.PARTICIPANT_STATE_REMOVED, spb.PARTICIPANT_STATE_UNSPECIFIED):
+            raise NotFound(f"user {shown(user_id, quote=False)} is not a participant of this session")
+        if session.status == spb.SESSION_STATUS_ENDED:
+            raise FailedPrecondition("the session has ended")
+        await self._set_state(session, removed, spb.PARTICIPANT_STATE_REMOVED)
+        if removed.connection is not None:
+            removed.connection.fail(PermissionDenied(
                 f"removed from session {session.session_id} by its creator"))
-        log.info("partner removed by the creator", extra={"session_id": session.session_id})
-        await self._finish(session, REMOVED)
+        session.announce(cpb.ROSTER_CHANGE_REMOVED, removed)
+        log.info("participant removed by the host", extra={"session_id": session.session_id})
+        if len(session.present) < 2:
+            await self._finish(session, REMOVED)
+        else:
+            removed.log.close()
         return session
+
+    async def _set_state(self, session: Session, member: Member, state: int) -> None:
+        await self.store.set_participant_state(
+            session.session_id, member.user_id, STATE_NAMES[state], time.time())
+        member.state = state
 
     async def _finish(self, session: Session, reason: str) -> None:
         """Ends the session, then records the end and its metrics (once)."""
@@ -438,8 +685,8 @@ class SessionRegistry:
         self._live -= 1
         metrics.SESSIONS_ACTIVE.dec()
         metrics.SESSION_DURATION.observe(session.ended_s - session.created_s)
-        if self._waiting.get(session.code) == session.session_id:
-            del self._waiting[session.code]
+        if self._codes_held.get(session.code) == session.session_id:
+            del self._codes_held[session.code]
         for m in session.members:
             m.log.append(session_ended=cpb.SessionEnded(reason=reason))
             m.log.close()

@@ -38,6 +38,7 @@ from session_svc.records import (
     Deleted,
     Metrics,
     Participant,
+    ParticipantMetrics,
     SessionRecord,
     UtteranceLog,
 )
@@ -64,21 +65,35 @@ class SessionStore(Protocol):
     """Durable record of sessions: one call, one statement or transaction."""
 
     async def add_session(
-        self, session_id: str, code: str, created_s: float, creator: Participant, owner: str = ""
+        self, session_id: str, code: str, created_s: float, creator: Participant, owner: str = "",
+        max_participants: int = 2,
     ) -> None:
         """Records a waiting session, its creator and the replica holding it
         (`owner`, host:port). Raises CodeTaken when a live session holds `code`."""
         ...
 
-    async def add_partner(self, session_id: str, partner: Participant, joined_s: float) -> bool:
-        """Records the partner and makes the session active; False when it was
-        no longer waiting."""
+    async def add_participant(
+        self, session_id: str, participant: Participant, position: int, joined_s: float,
+    ) -> bool:
+        """Records a participant joining at `position` (2 to 8), or joining again
+        there, and makes the session active; False when it had ended."""
+        ...
+
+    async def set_participant_state(
+        self, session_id: str, user_id: str, state: str, at_s: float,
+    ) -> None:
+        """Records that the participant left or was removed (`state`) at the time."""
+        ...
+
+    async def set_locked(self, session_id: str, locked: bool) -> None:
+        """Records that the host locked or unlocked the session."""
         ...
 
     async def end_session(
         self, session_id: str, ended_s: float, reason: str, metrics: Metrics
     ) -> None:
-        """Marks the session ended and writes its metrics row (once)."""
+        """Marks the session ended and writes its metrics rows, the session's and
+        each participant's (once)."""
         ...
 
     async def expire_waiting(self, created_before_s: float) -> list[str]:
@@ -128,30 +143,48 @@ class PgSessionStore:
         self._db = database
 
     async def add_session(
-        self, session_id: str, code: str, created_s: float, creator: Participant, owner: str = ""
+        self, session_id: str, code: str, created_s: float, creator: Participant, owner: str = "",
+        max_participants: int = 2,
     ) -> None:
         created = to_datetime(created_s)
         async with self._db.pool.connection() as conn, conn.transaction():
             try:
                 await conn.execute(
-                    "INSERT INTO sessions (session_id, code, created_at, owner) "
-                    "VALUES (%s, %s, %s, %s)", (session_id, code, created, owner))
+                    "INSERT INTO sessions (session_id, code, created_at, owner, max_participants) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    (session_id, code, created, owner, max_participants))
             except psycopg.errors.UniqueViolation:
                 raise CodeTaken(code) from None
             await _add_participant(conn, session_id, creator, 1, created, created)
 
-    async def add_partner(self, session_id: str, partner: Participant, joined_s: float) -> bool:
+    async def add_participant(
+        self, session_id: str, participant: Participant, position: int, joined_s: float,
+    ) -> bool:
         joined = to_datetime(joined_s)
         async with self._db.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "UPDATE sessions SET status = 'active', joined_at = %s "
-                "WHERE session_id = %s AND status = 'waiting' RETURNING created_at",
+                "UPDATE sessions SET status = 'active', joined_at = coalesce(joined_at, %s) "
+                "WHERE session_id = %s AND status <> 'ended' RETURNING created_at",
                 (joined, session_id))
             row = await cur.fetchone()
             if row is None:
                 return False
-            await _add_participant(conn, session_id, partner, 2, joined, row[0])
+            await _add_participant(conn, session_id, participant, position, joined, row[0])
             return True
+
+    async def set_participant_state(
+        self, session_id: str, user_id: str, state: str, at_s: float,
+    ) -> None:
+        async with self._db.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE session_participants SET state = %s, left_at = %s "
+                "WHERE session_id = %s AND user_id = %s",
+                (state, to_datetime(at_s), session_id, user_id))
+
+    async def set_locked(self, session_id: str, locked: bool) -> None:
+        async with self._db.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE sessions SET locked = %s WHERE session_id = %s", (locked, session_id))
 
     async def end_session(
         self, session_id: str, ended_s: float, reason: str, metrics: Metrics
@@ -167,6 +200,15 @@ class PgSessionStore:
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
                 (session_id, metrics.utterance_count, metrics.error_count, metrics.mean_latency_ms,
                  metrics.min_latency_ms, metrics.max_latency_ms, metrics.duration_ms))
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO session_participant_metrics (session_id, user_id, "
+                    "utterances_spoken, utterances_heard, mean_latency_ms, p95_latency_ms, "
+                    "error_count) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (session_id, user_id) DO NOTHING",
+                    [(session_id, p.user_id, p.utterances_spoken, p.utterances_heard,
+                      p.mean_latency_ms, p.p95_latency_ms, p.error_count)
+                     for p in metrics.participants])
 
     async def expire_waiting(self, created_before_s: float) -> list[str]:
         async with self._db.pool.connection() as conn:
@@ -229,9 +271,12 @@ async def _add_participant(
     conn: psycopg.AsyncConnection, session_id: str, member: Participant, position: int,
     joined: datetime, session_created: datetime,
 ) -> None:
+    """Inserts the participant's row, or (joining again) sets it joined."""
     await conn.execute(
         "INSERT INTO session_participants (session_id, user_id, position, display_name, "
-        "language_code, voice, joined_at, session_created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        "language_code, voice, joined_at, session_created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (session_id, user_id) DO UPDATE SET state = 'joined', left_at = NULL, "
+        "language_code = excluded.language_code, voice = excluded.voice",
         (session_id, member.user_id, position, member.display_name, member.language_code,
          member.voice, joined, session_created))
 
@@ -242,7 +287,7 @@ def associated_data(log_id: uuid.UUID | str, column: str) -> bytes:
 
 
 _SESSIONS = """
-SELECT s.session_id, s.code, s.status, s.created_at, s.ended_at,
+SELECT s.session_id, s.code, s.status, s.created_at, s.ended_at, s.locked, s.max_participants,
        m.utterance_count, m.error_count, m.mean_latency_ms, m.min_latency_ms,
        m.max_latency_ms, m.duration_ms
 FROM session_participants me
@@ -257,14 +302,14 @@ LIMIT %(limit)s
 async def session_owner(
     conn: psycopg.AsyncConnection, *, session_id: str = "", code: str = ""
 ) -> str | None:
-    """The replica (host:port) holding the live session with this id, or waiting
-    with this pairing code; None when there is none, "" when it named none."""
+    """The replica (host:port) holding the live session with this id or pairing
+    code; None when there is none, "" when it named none."""
     if session_id:
         cur = await conn.execute(
             "SELECT owner FROM sessions WHERE session_id = %s AND status <> 'ended'", (session_id,))
-    else:
+    else:  # a live session's code lets people join (or tells them why not) until it ends
         cur = await conn.execute(
-            "SELECT owner FROM sessions WHERE code = %s AND status = 'waiting'", (code,))
+            "SELECT owner FROM sessions WHERE code = %s AND status <> 'ended'", (code,))
     row = await cur.fetchone()
     return None if row is None else str(row[0])
 
@@ -287,20 +332,29 @@ async def sessions_of(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         rows = await cur.fetchall()
+        ids = [r["session_id"] for r in rows]
         await cur.execute(
-            "SELECT session_id, user_id, display_name, language_code, voice "
+            "SELECT session_id, user_id, display_name, language_code, voice, state "
             "FROM session_participants WHERE session_id = ANY(%s) ORDER BY session_id, position",
-            ([r["session_id"] for r in rows],))
+            (ids,))
         members: dict[str, list[Participant]] = {}
         for p in await cur.fetchall():
             members.setdefault(p.pop("session_id"), []).append(Participant(**p))
+        await cur.execute(
+            "SELECT m.* FROM session_participant_metrics m JOIN session_participants p "
+            "USING (session_id, user_id) WHERE m.session_id = ANY(%s) "
+            "ORDER BY m.session_id, p.position", (ids,))
+        numbers: dict[str, list[ParticipantMetrics]] = {}
+        for m in await cur.fetchall():
+            numbers.setdefault(m.pop("session_id"), []).append(ParticipantMetrics(**m))
     return [SessionRecord(
         session_id=r["session_id"], code=r["code"], status=r["status"],
         created_at=r["created_at"], ended_at=r["ended_at"],
         participants=tuple(members.get(r["session_id"], ())),
         metrics=None if r["utterance_count"] is None else Metrics(
             r["utterance_count"], r["error_count"], r["mean_latency_ms"], r["min_latency_ms"],
-            r["max_latency_ms"], r["duration_ms"]),
+            r["max_latency_ms"], r["duration_ms"], tuple(numbers.get(r["session_id"], ()))),
+        locked=r["locked"], max_participants=r["max_participants"],
     ) for r in rows]
 
 

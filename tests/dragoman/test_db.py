@@ -19,7 +19,8 @@ from dragoman.db.testing import scratch_schema
 from dragoman.errors import FailedPrecondition
 
 TABLES = {"users", "login_families", "refresh_tokens", "sessions", "session_participants",
-          "translation_logs", "session_metrics", "session_owners", "schema_migrations"}
+          "translation_logs", "session_metrics", "session_owners", "session_participant_metrics",
+          "schema_migrations"}
 
 
 @pytest.fixture
@@ -46,7 +47,8 @@ async def test_migrations_apply_once_and_twice_is_a_no_op(database: config.DbSet
     assert await db.upgrade(database) == []
     async with await db.connect(database) as conn:
         cur = await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
-        assert await cur.fetchall() == [(1, "initial"), (2, "session_owner"), (3, "session_owners")]
+        assert await cur.fetchall() == [(1, "initial"), (2, "session_owner"), (3, "session_owners"),
+                                        (4, "multi_party")]
 
 
 async def test_concurrent_upgrades_apply_each_migration_once(database: config.DbSettings) -> None:
@@ -66,7 +68,8 @@ async def test_an_edited_migration_is_refused(database: config.DbSettings, tmp_p
             await migrate.upgrade(conn, database.schema, tmp_path)
         (tmp_path / "0001_initial.sql").write_text(
             (migrate.MIGRATIONS_DIR / "0001_initial.sql").read_text())
-        (tmp_path / "0004_more.sql").write_text("CREATE TABLE more_things (id int);")
+        after = len(migrate.migrations()) + 1
+        (tmp_path / f"{after:04d}_more.sql").write_text("CREATE TABLE more_things (id int);")
         assert [m.name for m in await migrate.upgrade(conn, database.schema, tmp_path)] == ["more"]
         with pytest.raises(FailedPrecondition, match="migrations this version does not know"):
             await migrate.upgrade(conn, database.schema)
@@ -192,7 +195,8 @@ def test_the_commands_upgrade_generate_and_rotate(
     assert cli.main(["db", "upgrade"]) == 0
     assert cli.main(["db", "upgrade"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "applied 0001_initial, 0002_session_owner, 0003_session_owners", "the schema is up to date"]
+        "applied 0001_initial, 0002_session_owner, 0003_session_owners, 0004_multi_party",
+        "the schema is up to date"]
 
     assert cli.main(["keys", "generate", "--id", "k2"]) == 0
     new_key = capsys.readouterr().out.strip()

@@ -45,6 +45,11 @@ FINISH_UP_S = 0.05
 _T = TypeVar("_T")
 
 
+def _active(session_id: str, *participants: sessions_pb2.Participant) -> sessions_pb2.Session:
+    return sessions_pb2.Session(
+        session_id=session_id, status=sessions_pb2.SESSION_STATUS_ACTIVE, participants=participants)
+
+
 @dataclass
 class Seen:
     """One call as the double received it."""
@@ -131,6 +136,28 @@ class SessionDouble(
             ),
             metrics=sessions_pb2.SessionMetrics(utterance_count=3),
         )
+
+    async def RemoveParticipant(
+        self, request: sessions_pb2.RemoveParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.RemoveParticipantResponse:
+        me = self._enter("RemoveParticipant", context)
+        removed = sessions_pb2.Participant(
+            user_id=request.user_id, state=sessions_pb2.PARTICIPANT_STATE_REMOVED)
+        return sessions_pb2.RemoveParticipantResponse(session=_active(request.session_id, me, removed))
+
+    async def LockSession(
+        self, request: sessions_pb2.LockSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.LockSessionResponse:
+        session = _active(request.session_id, self._enter("LockSession", context))
+        session.locked = request.locked
+        return sessions_pb2.LockSessionResponse(session=session)
+
+    async def LeaveSession(
+        self, request: sessions_pb2.LeaveSessionRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.LeaveSessionResponse:
+        me = self._enter("LeaveSession", context)
+        me.state = sessions_pb2.PARTICIPANT_STATE_LEFT
+        return sessions_pb2.LeaveSessionResponse(session=_active(request.session_id, me))
 
     async def ListLanguages(
         self, request: sessions_pb2.ListLanguagesRequest, context: grpc.aio.ServicerContext

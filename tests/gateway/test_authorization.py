@@ -123,14 +123,14 @@ async def test_only_participants_see_or_act_on_a_session(gateway: str) -> None:
         await stranger.sessions.GetSession(
             sessions_pb2.GetSessionRequest(session_id=ghost), metadata=stranger.metadata)
     assert real.value.details().replace(sid, "X") == fake.value.details().replace(ghost, "X")
-    # nor can they join it (its code is no longer waiting) or end it
-    assert await status_of(stranger.join_session(session.code, "es")) == NOT_FOUND
+    # nor can they end it (joining it with the code, while it is open, is how one takes part)
     assert await status_of(stranger.end_session(sid)) == NOT_FOUND
     # the owner cannot join their own waiting session; either participant may end one
     waiting = await owner.create_session("en")
     assert await status_of(owner.join_session(waiting.code, "en")) == FAILED
     ended = await partner.end_session(sid)
     assert ended.session.status == sessions_pb2.SESSION_STATUS_ENDED
+    assert await status_of(stranger.join_session(session.code, "es")) == NOT_FOUND
     assert (await owner.end_session(sid)).session.status == sessions_pb2.SESSION_STATUS_ENDED
     assert await status_of(stranger.end_session(sid)) == NOT_FOUND
     got = await get(owner)  # type: ignore[misc]

@@ -94,6 +94,8 @@ async def test_a_right_code_costs_nothing_and_the_creator_sees_the_joiner(gatewa
 
     host_call = host.converse(_joined(session.session_id))
     first = await host_call.read()
+    while not first.event.HasField("session_paired"):  # after the roster's own events
+        first = await host_call.read()
     paired = first.event.session_paired
     assert paired.partner_user_id == partner.user_id
     assert paired.partner_display_name == USERNAMES[partner.user_id]
@@ -163,7 +165,8 @@ async def test_a_resume_point_from_the_future_is_out_of_range_at_the_edge(gatewa
         async for _ in partner.converse(resume()):
             pass
     assert info.value.code() == grpc.StatusCode.OUT_OF_RANGE
-    assert info.value.details().endswith("is past the last event of this stream, 1")
+    # session_paired, roster_changed (joined)
+    assert info.value.details().endswith("is past the last event of this stream, 2")
 
 
 async def _reflects(address: str) -> grpc.StatusCode:

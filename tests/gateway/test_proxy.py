@@ -77,6 +77,34 @@ async def test_session_calls_carry_the_token_identity(
     assert [c.method for c in double.calls] == ["CreateSession", "JoinSession", "EndSession"]
 
 
+async def test_lock_leave_and_remove_reach_the_sessions_replica_as_the_caller(
+    stubs: Stubs, double: SessionDouble, alice: User
+) -> None:
+    double.owners_asked.clear()
+    locked = await stubs.sessions.LockSession(
+        sessions_pb2.LockSessionRequest(session_id="lock-me", locked=True), metadata=token(alice))
+    assert locked.session.locked
+    left = await stubs.sessions.LeaveSession(
+        sessions_pb2.LeaveSessionRequest(session_id="leave-me"), metadata=token(alice))
+    assert left.session.participants[0].state == sessions_pb2.PARTICIPANT_STATE_LEFT
+    removed = await stubs.sessions.RemoveParticipant(
+        sessions_pb2.RemoveParticipantRequest(session_id="remove-from", user_id="mallory"),
+        metadata=token(alice))
+    assert removed.session.participants[1].state == sessions_pb2.PARTICIPANT_STATE_REMOVED
+    assert [c.method for c in double.calls] == ["LockSession", "LeaveSession", "RemoveParticipant"]
+    assert {c.asserted[0] for c in double.calls} == {alice[1].user_id}
+    assert double.owners_asked == ["lock-me", "leave-me", "remove-from"]  # routed by the session's owner
+    for call in (
+        stubs.sessions.LockSession(sessions_pb2.LockSessionRequest(), metadata=token(alice)),
+        stubs.sessions.LeaveSession(sessions_pb2.LeaveSessionRequest(), metadata=token(alice)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "session_id" in (info.value.details() or "")
+    assert len(double.calls) == 3  # refused at the edge
+
+
 async def test_languages_are_listed_without_a_token_and_go_down_with_no_identity(
     stubs: Stubs, double: SessionDouble, alice: User
 ) -> None:

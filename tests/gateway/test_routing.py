@@ -130,6 +130,36 @@ async def test_partners_on_different_gateways_meet_on_the_creators_replica(
         await c.channel.close()
 
 
+async def test_a_party_meets_on_the_hosts_replica_whichever_gateway_each_reaches(
+    cells: Cells,
+) -> None:
+    host = await _client(cells.gateways[0], "en")
+    guests = [await _client(cells.gateways[i % 2], "pt") for i in range(1, 4)]
+    session = await host.create_session("en", max_participants=4)
+    for guest in guests[:2]:
+        joined = await guest.join_session(session.code, "pt")  # active: the code still works
+        assert joined.session_id == session.session_id
+    assert len(joined.participants) == 3
+    # lock, leave and remove reach the host's replica from the other gateway too
+    locked = await host.lock_session(session.session_id)
+    assert locked.locked
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await guests[2].join_session(session.code, "pt")  # through gateway 1
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await host.lock_session(session.session_id, False)
+    await guests[2].join_session(session.code, "pt")
+    left = await guests[0].leave_session(session.session_id)  # through gateway 1
+    assert left.participants[1].state == sessions_pb2.PARTICIPANT_STATE_LEFT
+    removed = await host.remove_participant(session.session_id, guests[1].user_id)
+    assert [p.state for p in removed.participants] == [
+        sessions_pb2.PARTICIPANT_STATE_JOINED, sessions_pb2.PARTICIPANT_STATE_LEFT,
+        sessions_pb2.PARTICIPANT_STATE_REMOVED, sessions_pb2.PARTICIPANT_STATE_JOINED]
+    ended = await guests[2].end_session(session.session_id)  # two present: they may end it
+    assert ended.session.status == sessions_pb2.SESSION_STATUS_ENDED
+    for c in (host, *guests):
+        await c.channel.close()
+
+
 async def test_without_a_directory_the_code_goes_to_the_gateways_own_replica(cells: Cells) -> None:
     """What the routing fixes: replica 1 alone does not know replica 0's code."""
     alice = await _client(cells.gateways[0], "en")

@@ -21,6 +21,7 @@ from session_svc import server as session_server
 from stt_svc import server as stt_server
 from stt_svc.engines.fake import FakeEngine as FakeStt
 from tts_svc import server as tts_server
+from tts_svc.cache import AudioCache
 from tts_svc.engines.fake import FakeEngine as FakeTts
 
 LANGUAGES = ("en", "pt", "es")
@@ -65,29 +66,40 @@ def scratch_settings(settings: config.Settings, prefix: str) -> Iterator[config.
 
 
 @contextlib.asynccontextmanager
-async def session_stack(settings: config.Settings) -> AsyncIterator[Stack]:
-    """Fake stt/mt/tts and a real session_svc on loopback, per `settings.database`.
-
-    The phrase cache is off so that every utterance reaches the (fake) MT engine."""
-    mt_engine = FakeMt(pairs=[(a, b) for a in LANGUAGES for b in LANGUAGES if a != b])
+async def model_services(
+    settings: config.Settings, mt: FakeMt, tts: FakeTts, tts_cache: AudioCache | None = None,
+) -> AsyncIterator[config.Addresses]:
+    """stt_svc (fake engine), mt_svc (`mt`, no phrase cache) and tts_svc (`tts`) on loopback;
+    `settings.addresses` with theirs."""
     services = []
     try:
         ports = {}
         for name, service in (
             ("stt", await stt_server.create(settings, engine=FakeStt())),
-            ("mt", await mt_server.create(settings, engines=[mt_engine], cache=NoCache())),
-            ("tts", await tts_server.create(settings, engine=FakeTts())),
+            ("mt", await mt_server.create(settings, engines=[mt], cache=NoCache())),
+            ("tts", await tts_server.create(settings, engine=tts, cache=tts_cache)),
         ):
             services.append(service)
             ports[name] = await service.start("127.0.0.1:0")
-        addresses = dataclasses.replace(
+        yield dataclasses.replace(
             settings.addresses, **{n: f"127.0.0.1:{p}" for n, p in ports.items()})
-        session = await session_server.create(dataclasses.replace(settings, addresses=addresses))
-        services.append(session)
-        address = f"127.0.0.1:{await session.start('127.0.0.1:0')}"
-        full = dataclasses.replace(
-            settings, addresses=dataclasses.replace(addresses, session=address))
-        yield Stack(full, address, mt_engine)
     finally:
         for service in reversed(services):
             await service.stop(0.5)
+
+
+@contextlib.asynccontextmanager
+async def session_stack(settings: config.Settings) -> AsyncIterator[Stack]:
+    """Fake stt/mt/tts and a real session_svc on loopback, per `settings.database`.
+
+    The phrase cache is off so that every utterance reaches the (fake) MT engine."""
+    mt_engine = FakeMt(pairs=[(a, b) for a in LANGUAGES for b in LANGUAGES if a != b])
+    async with model_services(settings, mt_engine, FakeTts()) as addresses:
+        session = await session_server.create(dataclasses.replace(settings, addresses=addresses))
+        try:
+            address = f"127.0.0.1:{await session.start('127.0.0.1:0')}"
+            full = dataclasses.replace(
+                settings, addresses=dataclasses.replace(addresses, session=address))
+            yield Stack(full, address, mt_engine)
+        finally:
+            await session.stop(0.5)

@@ -44,13 +44,13 @@ async def test_a_resume_point_past_the_last_event_is_out_of_range(plumbing: Stac
     a, b, sid = await pair(plumbing.session)
     err = await failure(b.converse(sid, resume_after=10**15))
     assert err.code() == grpc.StatusCode.OUT_OF_RANGE
-    # Bruno's stream has one event so far: session_paired
+    # Bruno's stream has two events so far: session_paired, roster_changed (joined)
     assert err.details() == (
-        "join.resume_after_sequence 1000000000000000 is past the last event of this stream, 1")
-    call = b.converse(sid, resume_after=1)  # the last one it has is fine
+        "join.resume_after_sequence 1000000000000000 is past the last event of this stream, 2")
+    call = b.converse(sid, resume_after=2)  # the last one it has is fine
     a_call = a.converse(sid)
     events = await b.collect(call, "partner_connected")
-    assert [e.sequence for e in events] == [2]
+    assert [e.sequence for e in events] == [3]
     a_call.cancel()  # type: ignore[attr-defined]
     for c in (a, b):
         await c.close()

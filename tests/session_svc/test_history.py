@@ -84,6 +84,33 @@ async def test_each_translated_utterance_and_the_end_are_recorded(
         await c.close()
 
 
+async def test_each_participants_numbers_are_returned_from_the_store(
+    stack: Stack, fleurs: Path
+) -> None:
+    ana, ben, sid, events = await converse_once(stack, fleurs)
+    heard_ms = next(e.processing_ended.latency.total for e in events
+                    if e.WhichOneof("kind") == "processing_ended").ToMilliseconds()
+    ended = await ana.sessions.EndSession(
+        sessions_pb2.EndSessionRequest(session_id=sid), metadata=ana.metadata)
+    numbers = [(p.participant_id, p.utterances_spoken, p.utterances_heard, p.error_count)
+               for p in ended.metrics.participants]
+    assert numbers == [(ana.user_id, 1, 0, 0), (ben.user_id, 0, 1, 0)]
+    assert ended.metrics.participants[1].mean_latency_ms == heard_ms
+    assert ended.metrics.participants[1].p95_latency_ms == heard_ms
+    assert stack.query(
+        "SELECT user_id, utterances_spoken, utterances_heard FROM session_participant_metrics "
+        "WHERE session_id = %s ORDER BY user_id", (sid,)) == [(ana.user_id, 1, 0), (ben.user_id, 0, 1)]
+    # an ended session is read back from the store: the same numbers
+    got = await ben.sessions.GetSession(
+        sessions_pb2.GetSessionRequest(session_id=sid), metadata=ben.metadata)
+    assert got.session.metrics.participants == ended.metrics.participants
+    assert [p.host for p in got.session.participants] == [True, False]
+    listed = await page(ben, 1)
+    assert listed.sessions[0].metrics.participants == ended.metrics.participants
+    for c in (ana, ben):
+        await c.close()
+
+
 async def page(caller: Caller, size: int, token: str = "") -> sessions_pb2.ListSessionsResponse:
     reply: sessions_pb2.ListSessionsResponse = await caller.sessions.ListSessions(
         sessions_pb2.ListSessionsRequest(page_size=size, page_token=token), metadata=caller.metadata)

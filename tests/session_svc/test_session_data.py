@@ -73,13 +73,14 @@ async def test_the_owner_of_a_live_session_is_found_by_id_and_by_code(
     assert (await owner(by_id)).owner == ADVERTISED
     assert (await owner(by_code)).owner == ADVERTISED
 
-    await ben.join(session.code, "pt")  # active: the code no longer names it
+    await ben.join(session.code, "pt")  # active: others may still join with the code
     assert (await owner(by_id)).owner == ADVERTISED
-    assert await code_of(owner(by_code)) == (
-        grpc.StatusCode.NOT_FOUND, f"no waiting session has code {session.code}")
+    assert (await owner(by_code)).owner == ADVERTISED
 
     await ana.sessions.EndSession(
         sessions_pb2.EndSessionRequest(session_id=session.session_id), metadata=ana.metadata)
+    assert await code_of(owner(by_code)) == (
+        grpc.StatusCode.NOT_FOUND, f"no live session has code {session.code}")
     assert await code_of(owner(by_id)) == (
         grpc.StatusCode.NOT_FOUND, f"no live session has id {session.session_id}")
     assert await code_of(owner(

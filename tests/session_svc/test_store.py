@@ -5,22 +5,30 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 from prometheus_client import REGISTRY
+from psycopg import sql
 
 from dragoman import config, db
-from dragoman.db import crypto
+from dragoman.coverage import Inventory
+from dragoman.coverage import Path as CoveragePath
+from dragoman.db import crypto, migrate
 from dragoman.db.testing import scratch_schema
-from dragoman.errors import ResourceExhausted
+from dragoman.errors import FailedPrecondition, ResourceExhausted
 from dragoman.overload import LoopLag
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
+from session_svc import server as session_server
 from session_svc import store as session_store
 from session_svc.records import STAGES, UtteranceLog
 from session_svc.sessions import Identity, SessionRegistry
 from session_svc.store import PgSessionStore
+from tests.dragoman.test_coverage import default_like
 
 CODES = ["111111", "222222", "333333", "444444", "555555"]
 
@@ -347,3 +355,159 @@ async def test_a_replica_keeps_its_lease_while_it_runs(clean: db.Database) -> No
             assert (await cur.fetchone()) == (True,)
     finally:
         lease.cancel()
+
+
+async def test_each_participants_numbers_and_each_target_language_are_kept(
+    clean: db.Database,
+) -> None:
+    sessions = registry(clean)
+    session = await sessions.create(Identity("ana", "Ana"), "en", "", max_participants=4)
+    for who, language in (("ben", "pt"), ("cy", "es"), ("dora", "pt-BR")):
+        await sessions.join(Identity(who, who.title()), session.code, language, "")
+    ana, ben, cy, dora = session.members
+    # one utterance of Ana, heard by all three: translated into pt and es (dora shares pt)
+    for listener, total_ms in ((ben, 300), (cy, 500), (dora, 400)):
+        session.record_utterance(ana, listener, "1-1", "hello", "olá", latency(total_ms))
+    for total_ms in (100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200,
+                     1300, 1400, 1500, 1600, 1700, 1800, 1900, 2000):
+        session.record_utterance(ben, ana, f"2-{total_ms}", "oi", "hi", latency(total_ms))
+    session.record_error(cy)
+    await sessions.remove(Identity("ana", "Ana"), session.session_id, "dora")
+    ended = await sessions.end(Identity("ana", "Ana"), session.session_id, "bye")
+
+    top = ended.metrics()
+    assert (top.utterance_count, top.error_count) == (21, 1)  # utterances, not deliveries
+    [stored] = await sessions.store.sessions_of("ben", limit=1, session_id=session.session_id)
+    assert stored.metrics is not None and stored.metrics.participants == top.participants
+    numbers = {p.user_id: p for p in stored.metrics.participants}
+    assert [p.user_id for p in stored.metrics.participants] == ["ana", "ben", "cy", "dora"]
+    assert (numbers["ana"].utterances_spoken, numbers["ana"].utterances_heard) == (1, 20)
+    assert numbers["ana"].mean_latency_ms == 1050.0 and numbers["ana"].p95_latency_ms == 1900.0
+    assert (numbers["ben"].utterances_spoken, numbers["ben"].utterances_heard) == (20, 1)
+    assert numbers["ben"].p95_latency_ms == 300.0
+    assert (numbers["cy"].error_count, numbers["cy"].utterances_heard) == (1, 1)
+    assert (numbers["dora"].utterances_spoken, numbers["dora"].utterances_heard) == (0, 1)
+    assert [(p.user_id, p.state) for p in stored.participants] == [
+        ("ana", "joined"), ("ben", "joined"), ("cy", "joined"), ("dora", "removed")]
+    assert stored.max_participants == 4 and not stored.locked
+    async with clean.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT target_language_code FROM translation_logs WHERE session_id = %s "
+            "AND utterance_id = '1-1' ORDER BY target_language_code", (session.session_id,))
+        assert await cur.fetchall() == [("es",), ("pt",)]
+        cur = await conn.execute(
+            "SELECT state, left_at IS NOT NULL FROM session_participants "
+            "WHERE session_id = %s AND user_id = 'dora'", (session.session_id,))
+        assert await cur.fetchone() == ("removed", True)
+
+    # deleting a user's data takes their numbers with their part; the session stays
+    async with clean.pool.connection() as conn, conn.transaction():
+        await session_store.delete_user_data(conn, "ben")
+    [kept] = await sessions.store.sessions_of("ana", limit=1, session_id=session.session_id)
+    assert kept.metrics is not None
+    assert [p.user_id for p in kept.metrics.participants] == ["ana", "cy", "dora"]
+
+
+async def test_lock_leave_and_rejoin_are_recorded(clean: db.Database) -> None:
+    sessions = registry(clean)
+    session = await sessions.create(Identity("ana", "Ana"), "en", "")
+    for who in ("ben", "cy"):
+        await sessions.join(Identity(who, who.title()), session.code, "pt", "")
+    await sessions.leave(Identity("cy", "Cy"), session.session_id)
+    [stored] = await sessions.store.sessions_of("cy", limit=1)
+    assert [p.state for p in stored.participants] == ["joined", "joined", "left"]
+    await sessions.join(Identity("cy", "Cy"), session.code, "es", "v2")
+    await sessions.lock(Identity("ana", "Ana"), session.session_id, True)
+    [stored] = await sessions.store.sessions_of("cy", limit=1)
+    assert stored.locked and stored.status == "active"
+    assert [(p.state, p.language_code, p.voice) for p in stored.participants][2] == ("joined", "es", "v2")
+    # the code still names the live session, so that a join is refused precisely
+    assert await sessions.store.owner(code=session.code) == ""
+
+
+async def test_sessions_written_before_multi_party_stay_readable(tmp_path: Path) -> None:
+    with scratch_schema(prefix="oldrows") as settings:
+        for path in sorted(migrate.MIGRATIONS_DIR.glob("000[1-3]_*.sql")):
+            shutil.copy(path, tmp_path)
+        async with await db.connect(settings) as conn:
+            await migrate.upgrade(conn, settings.schema, tmp_path)
+            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(settings.schema)))
+            await conn.execute(
+                "INSERT INTO sessions (session_id, code, status, created_at, joined_at, ended_at, "
+                "end_reason) VALUES ('old', '123456', 'ended', now(), now(), now(), 'bye')")
+            await conn.execute(
+                "INSERT INTO session_participants (session_id, user_id, position, display_name, "
+                "language_code, joined_at, session_created_at) VALUES "
+                "('old', 'ana', 1, 'Ana', 'en', now(), now()), "
+                "('old', 'ben', 2, 'Ben', 'pt', now(), now())")
+            await conn.execute(
+                "INSERT INTO session_metrics (session_id, utterance_count, error_count, "
+                "mean_latency_ms, min_latency_ms, max_latency_ms, duration_ms) "
+                "VALUES ('old', 3, 0, 400, 300, 500, 60000)")
+            await conn.commit()
+        database = await db.open_database(settings)  # applies 0004
+        try:
+            [old] = await PgSessionStore(database).sessions_of("ben", limit=5)
+            assert (old.session_id, old.status, old.max_participants, old.locked) == (
+                "old", "ended", 2, False)
+            assert [(p.user_id, p.state) for p in old.participants] == [
+                ("ana", "joined"), ("ben", "joined")]
+            assert old.metrics is not None and old.metrics.utterance_count == 3
+            assert old.metrics.participants == ()
+            proto = session_server.session_proto(old)
+            assert [(p.host, p.state) for p in proto.participants] == [
+                (True, spb.PARTICIPANT_STATE_JOINED), (False, spb.PARTICIPANT_STATE_JOINED)]
+            assert proto.max_participants == 2 and proto.metrics.utterance_count == 3
+            # new rows: a ninth position is refused, an utterance may have several targets
+            async with database.pool.connection() as conn:
+                with pytest.raises(psycopg.errors.CheckViolation):
+                    await conn.execute(
+                        "INSERT INTO session_participants (session_id, user_id, position, "
+                        "display_name, language_code, joined_at, session_created_at) "
+                        "VALUES ('old', 'x', 9, 'X', 'en', now(), now())")
+            sessions = registry(database)
+            session = await sessions.create(Identity("ana", "Ana"), "en", "")
+            for i, language in enumerate(("pt", "es")):
+                await sessions.join(Identity(f"u{i}", "U"), session.code, language, "")
+            ana, u0, u1 = session.members
+            session.record_utterance(ana, u0, "1-1", "hi", "oi", latency(300))
+            session.record_utterance(ana, u1, "1-1", "hi", "hola", latency(300))
+            await sessions.end(Identity("ana", "Ana"), session.session_id, "bye")
+            async with database.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM translation_logs WHERE session_id = %s",
+                    (session.session_id,))
+                assert await cur.fetchone() == (2,)
+        finally:
+            await database.close()
+
+
+async def test_a_joiner_is_checked_both_ways_against_every_language_present(
+    clean: db.Database,
+) -> None:
+    async def inventory() -> Inventory:
+        return default_like()
+
+    sessions = SessionRegistry(config.SessionSettings(), PgSessionStore(clean), inventory=inventory)
+    session = await sessions.create(Identity("ana", "Ana"), "en", "")
+    await sessions.join(Identity("ben", "Ben"), session.code, "pt", "")
+    assert not session.one_way
+    with pytest.raises(FailedPrecondition) as info:  # nothing translates into German
+        await sessions.join(Identity("cy", "Cy"), session.code, "de", "")
+    assert info.value.message.startswith("no translation from en to de")
+    assert [m.user_id for m in session.members] == ["ana", "ben"]  # no seat taken
+
+    await sessions.join(Identity("cy", "Cy"), session.code, "de", "", allow_one_way=True)
+    assert session.one_way
+    listed = session.to_proto()
+    assert [(r.source_language_code, r.target_language_code, r.available)
+            for r in listed.routes] == [
+        ("en", "pt", True), ("en", "de", False), ("pt", "en", True), ("pt", "de", False),
+        ("de", "en", True), ("de", "pt", True)]
+    ana, ben, cy = session.members
+    speech = session.route_between(cy, ben)  # German speech translated, then into Portuguese
+    assert speech is not None and speech.path is CoveragePath.SPEECH
+    assert session.route_from(ben) is session.route_between(ben, ana)
+    paired = [e.session_paired for e in cy.log.kept() if e.HasField("session_paired")]
+    assert [(p.partner_user_id, p.one_way) for p in paired] == [("ana", True)]
+    await sessions.end(Identity("ana", "Ana"), session.session_id, "bye")
