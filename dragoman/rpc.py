@@ -57,13 +57,15 @@ async def first_request(requests: AsyncIterator[_T], timeout_s: float) -> _T | N
         ) from None
 
 
-async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> None:
+async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str) -> None:
     if isinstance(err, DragomanError):
         trailers: tuple[tuple[str, str], ...] = ()
         if isinstance(err, ResourceExhausted):
             trailers = ((RETRY_AFTER, f"{err.retry_after_s:.3f}"),)
         log.info("rpc failed", extra={"code": err.code.name, "reason": err.message})
         await context.abort(err.code, err.message, trailing_metadata=trailers)
+    if isinstance(err, NotImplementedError):  # a method of the API this server does not serve yet
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
     ref = uuid.uuid4().hex[:12]
     log.exception("unexpected error (ref %s)", ref)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
@@ -110,27 +112,91 @@ def text_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
 
 
+class _Undecodable:
+    """A request whose bytes did not parse: the handler answers INVALID_ARGUMENT
+    (grpc itself would answer UNKNOWN or INTERNAL)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+    message_type = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    name = getattr(message_type, "full_name", "message")
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # noqa: BLE001 - DecodeError, or what a custom deserializer raises
+            return _Undecodable(f"the request is not a serialized {name} ({len(data)} bytes)")
+
+    return parse
+
+
+def _parsed(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(request.message)
+    return request
+
+
+class _Parsed:
+    """A request stream that raises InvalidArgument at a request that did not parse."""
+
+    def __init__(self, requests: AsyncIterable[Any]) -> None:
+        self._requests = requests
+        self._iterator: AsyncIterator[Any] | None = None
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        # one iterator, as a call's own request stream is: readers take turns on it
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        return self._iterator
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        async for request in self._requests:
+            yield _parsed(request)
+
+
+class _ParsedConsumable(_Parsed):
+    """`_Parsed` of a `Consumable` stream (a call on a trunk), still consumable."""
+
+    async def consume(self, on_request: Callable[[Any], None]) -> None:
+        await self._requests.consume(lambda request: on_request(_parsed(request)))  # type: ignore[attr-defined]
+
+
+def _parsed_stream(requests: AsyncIterable[Any]) -> _Parsed:
+    return _ParsedConsumable(requests) if isinstance(requests, Consumable) else _Parsed(requests)
+
+
 def wrap_handler(handler: grpc.RpcMethodHandler, method: str) -> Any:
     """`handler` with rpc and correlation ids in the log context, DragomanError
-    mapped to its status, and the call's metrics (every call a service serves,
-    on a trunk too, goes through this)."""
+    mapped to its status, a request that does not parse refused with
+    INVALID_ARGUMENT, and the call's metrics (every call a service serves, on a
+    trunk too, goes through this)."""
     def enter(context: grpc.aio.ServicerContext) -> _Measured:
         meta = text_metadata(context)
         logs.rpc_id.set(uuid.uuid4().hex[:12])
         logs.correlation_id.set(meta.get(CORRELATION_HEADER) or uuid.uuid4().hex)
         return _Measured(method)
 
+    def arrived(request: Any) -> Any:
+        return _parsed(request) if streaming_requests is None else _parsed_stream(request)
+
     def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             measured, failure = enter(context), None
             try:
-                return await fn(request, context)
+                return await fn(arrived(request), context)
             except (asyncio.CancelledError, grpc.aio.AbortError) as e:
                 failure = e
                 raise
             except Exception as e:  # noqa: BLE001 - the one place errors map to statuses
                 failure = e
-                await _abort(context, e)
+                await _abort(context, e, method)
             finally:
                 measured.done(context, failure)
 
@@ -140,21 +206,22 @@ def wrap_handler(handler: grpc.RpcMethodHandler, method: str) -> Any:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             measured, failure = enter(context), None
             try:
-                async for item in fn(request, context):
+                async for item in fn(arrived(request), context):
                     yield item
             except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit) as e:
                 failure = asyncio.CancelledError() if isinstance(e, GeneratorExit) else e
                 raise
             except Exception as e:  # noqa: BLE001
                 failure = e
-                await _abort(context, e)
+                await _abort(context, e, method)
             finally:
                 measured.done(context, failure)
 
         return call
 
+    streaming_requests = handler.stream_unary or handler.stream_stream
     kwargs = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": _lenient(handler.request_deserializer),
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:

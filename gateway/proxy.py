@@ -243,11 +243,25 @@ class Proxy:
         try:
             async for response in call:
                 yield response
-        except grpc.aio.AioRpcError as err:
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as err:
+            # the pump cancels the downstream call at a request it refuses: say why
+            if (refused := _refusal(pump)) is not None:
+                raise refused from None
+            if isinstance(err, asyncio.CancelledError):
+                raise
             raise _downstream_error(err) from None
         finally:
             close()
             await asyncio.wait({pump})
+            _refusal(pump)  # retrieved: a refusal the response side did not see is no task error
+
+
+def _refusal(pump: asyncio.Task[None]) -> errors.DragomanError | None:
+    """What the pump refused the client's stream with, once it has."""
+    if not pump.done() or pump.cancelled():
+        return None
+    failure = pump.exception()
+    return failure if isinstance(failure, errors.DragomanError) else None
 
 
 async def _chain(first: _Request, rest: AsyncIterator[_Request]) -> AsyncIterator[_Request]:
@@ -266,6 +280,9 @@ async def _pump(requests: AsyncIterator[Any], call: grpc.aio.StreamStreamCall, p
         await call.done_writing()
     except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
         pass  # the downstream call is over; the response side reports how it ended
+    except errors.DragomanError:  # a request that does not parse: the response side reports it
+        call.cancel()
+        raise
     except Exception:
         log.exception("reading the client's Converse stream failed")
         call.cancel()
