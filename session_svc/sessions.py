@@ -208,11 +208,22 @@ ABANDONED = "abandoned: no participant connected"
 REMOVED = "partner removed by the creator"
 MAX_CODE_ATTEMPTS = 20
 """Codes tried before CreateSession gives up (only when nearly all are taken)."""
+MAX_VOICE_CHARS = 128
+"""Longest voice name taken (the catalogue's are a few dozen characters)."""
 REFUSED_RETRY_S = 5.0
 """The retry-after of a refused new session: long enough for load to move or a replica to start."""
 ENDED_KEEP_S = 300.0
 """How long an ended session stays in memory (for streams reading its last
 events); after that only its record in the store remains."""
+
+
+def check_voice(voice: str) -> None:
+    """The voice is stored with the participant: PostgreSQL text holds no NUL, and no
+    voice name has a control character."""
+    if len(voice) > MAX_VOICE_CHARS or not voice.isprintable():
+        raise InvalidArgument(
+            f"voice must be a voice name of at most {MAX_VOICE_CHARS} printable characters, "
+            f"got {shown(voice)}")
 
 
 class SessionRegistry:
@@ -305,6 +316,7 @@ class SessionRegistry:
                 "retry shortly", retry_after_s=REFUSED_RETRY_S)
 
     async def create(self, who: Identity, language_code: str, voice: str) -> Session:
+        check_voice(voice)
         language = languages.normalise(language_code)
         if self.inventory is not None:
             routes.check_speaker(await self.inventory(), language)
@@ -345,6 +357,7 @@ class SessionRegistry:
     ) -> Session:
         if len(code) != 6 or not code.isdigit():
             raise InvalidArgument(f"code must be 6 digits, got {shown(code)}")
+        check_voice(voice)
         language = languages.normalise(language_code)
         await self._expire_codes()
         sid = self._waiting.get(code)
