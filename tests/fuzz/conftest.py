@@ -1,0 +1,55 @@
+"""The fuzz suite's mesh: a real gateway in front of a real session_svc whose model
+services run fake engines, its data in a scratch schema. Limits that would turn
+every later case into RESOURCE_EXHAUSTED are lifted; the join timeout is short so
+that streams never joined end quickly."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from dragoman import config
+from dragoman.client import Client
+from tests.fuzz.cases import CASES, JOIN_TIMEOUT_S, PASSWORD, SECRET, serve_gateway
+from tests.session_svc.stack import scratch_settings
+
+LIFTED = {
+    "requests_per_minute": 1_000_000, "sessions_per_hour": 1_000_000, "audio_chunks_per_s": 1e6,
+    "audio_burst_chunks": 1_000_000, "registrations_per_hour": 1_000_000, "failed_joins": 1_000_000,
+    "failed_joins_per_address": 1_000_000}
+
+
+@pytest.fixture(scope="session")
+def fuzz_settings(settings: config.Settings) -> Iterator[config.Settings]:
+    with scratch_settings(settings, "fuzz") as scratch:
+        yield dataclasses.replace(
+            scratch,
+            auth=dataclasses.replace(scratch.auth, jwt_secret=SECRET, login_failures_free=1_000_000),
+            limits=dataclasses.replace(scratch.limits, **LIFTED),  # type: ignore[arg-type]
+            # heartbeats often: a stream of a session where nothing happens still answers
+            session=dataclasses.replace(scratch.session, join_timeout_s=JOIN_TIMEOUT_S,
+                                        heartbeat_interval_s=0.5))
+
+
+@pytest.fixture(scope="session")
+async def gateway(fuzz_settings: config.Settings) -> AsyncIterator[str]:
+    async for address in serve_gateway(fuzz_settings):
+        yield address
+
+
+@pytest.fixture(scope="session")
+async def member(gateway: str) -> AsyncIterator[Client]:
+    """A signed-in user whose password no strategy draws, shared by the cases."""
+    client = Client(gateway)
+    await client.register("fuzz-member", "member@example.org", PASSWORD, "en")
+    yield client
+    await client.channel.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if CASES:
+        total = sum(CASES.values())
+        terminalreporter.write_line(
+            f"fuzz: {total} cases: " + ", ".join(f"{k}={v}" for k, v in sorted(CASES.items())))
