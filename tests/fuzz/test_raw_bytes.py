@@ -49,6 +49,14 @@ async def test_random_bytes_get_a_precise_status(
         await outcome(path, channel.unary_unary(path, **kwargs)(payload[0], metadata=metadata))
 
 
+async def test_bytes_after_a_good_join_are_invalid_argument(gateway: str, member: Client) -> None:
+    """The gateway's pump, not session_svc, parses the later messages of a Converse."""
+    session = await member.create_session("en")
+    payload = [join_request(session.session_id).SerializeToString(), b"\x0a\x05"]
+    code = await client_stream_outcome("Converse", gateway, payload, member.metadata, ("ConverseRequest",))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT  # was CANCELLED
+
+
 async def test_an_unknown_method_is_unimplemented(member: Client) -> None:
     call = member.channel.unary_unary("/dragoman.v1.AuthService/Nope", request_serializer=_identity,
                                       response_deserializer=_identity)(b"")
