@@ -37,6 +37,8 @@ FUZZ = hypothesis_settings(
 
 CASES: collections.Counter[str] = collections.Counter()
 """Calls made per RPC in this run (the report's case count)."""
+MEASURED: list[str] = []
+"""What the slowloris checks measured, for the run's summary."""
 
 IMPRECISE = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 

@@ -12,7 +12,7 @@ import pytest
 
 from dragoman import config
 from dragoman.client import Client
-from tests.fuzz.cases import CASES, JOIN_TIMEOUT_S, PASSWORD, SECRET, serve_gateway
+from tests.fuzz.cases import CASES, JOIN_TIMEOUT_S, MEASURED, PASSWORD, SECRET, serve_gateway
 from tests.session_svc.stack import scratch_settings
 
 LIFTED = {
@@ -53,3 +53,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         total = sum(CASES.values())
         terminalreporter.write_line(
             f"fuzz: {total} cases: " + ", ".join(f"{k}={v}" for k, v in sorted(CASES.items())))
+    for line in MEASURED:
+        terminalreporter.write_line(f"fuzz: {line}")

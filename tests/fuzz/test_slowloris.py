@@ -16,7 +16,7 @@ from dragoman import config
 from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2, sessions_pb2_grpc
-from tests.fuzz.cases import FLEURS, JOIN_TIMEOUT_S, serve_gateway, still_converses, stream_outcome
+from tests.fuzz.cases import FLEURS, JOIN_TIMEOUT_S, MEASURED, serve_gateway, still_converses, stream_outcome
 from tests.session_svc.conftest import utterance
 
 EVENT_BUFFER = 16
@@ -92,6 +92,7 @@ async def test_listeners_that_never_read_hold_bounded_memory(gateway: str) -> No
     before = rss_mb()
     stalled = await asyncio.gather(*(_speak_to_a_stalled_listener(gateway, n) for n in range(8)))
     grown = rss_mb() - before
+    MEASURED.append(f"{len(stalled)} listeners never read: peak RSS {before:.0f} -> {before + grown:.0f} MB")
     assert grown < RSS_GROWTH_BOUND_MB, f"{grown:.0f} MB"
 
     # each stalled participant's log kept only the last EVENT_BUFFER events: resuming from
@@ -123,6 +124,7 @@ async def test_idle_connections_do_not_stop_the_mesh(gateway: str) -> None:
     for channel in idle:  # connected: one call each, then nothing
         await sessions_pb2_grpc.SessionServiceStub(channel).ListLanguages(sessions_pb2.ListLanguagesRequest())
     await still_converses(gateway)
+    MEASURED.append(f"{len(idle)} idle connections: peak RSS {before:.0f} -> {rss_mb():.0f} MB")
     assert rss_mb() - before < RSS_GROWTH_BOUND_MB
     for channel in idle:
         await channel.close()
