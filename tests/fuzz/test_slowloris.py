@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from dragoman import config
+from dragoman import config, mux
 from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2, sessions_pb2_grpc
@@ -23,6 +23,8 @@ EVENT_BUFFER = 16
 """Events each participant's log keeps here (session.event_buffer)."""
 SPEED = 6.0
 """Times real time the hosts of stalled listeners speak at."""
+SMALL_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16 * 1024)]
+"""Channel options of a client that lets the server send it little."""
 RSS_GROWTH_BOUND_MB = 200
 """What a few dozen stalled clients may add to the process holding the whole mesh;
 unbounded buffering of a few hundred events of speech each would pass it."""
@@ -40,8 +42,11 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def signed_in(gateway: str, name: str, language: str = "en") -> Client:
-    client = Client(gateway)
+async def signed_in(gateway: str, name: str, language: str = "en", small_window: bool = False) -> Client:
+    """A new user; with `small_window`, one whose connection lets the server send it
+    little (what a slowloris client would choose)."""
+    channel = grpc.aio.insecure_channel(gateway, options=SMALL_WINDOW) if small_window else None
+    client = Client(gateway, channel=channel)
     await client.register(name, f"{name}@example.org", "password-123", language)
     return client
 
@@ -66,7 +71,8 @@ async def test_streams_never_written_are_cut_by_the_join_timeout(gateway: str) -
 
 async def _speak_to_a_stalled_listener(gateway: str, n: int) -> tuple[Client, str]:
     """Host `n` says the clip three times and leaves; their partner listens and never reads."""
-    host, guest = await signed_in(gateway, f"host-{n}"), await signed_in(gateway, f"guest-{n}", "pt")
+    host = await signed_in(gateway, f"host-{n}")
+    guest = await signed_in(gateway, f"guest-{n}", "pt", small_window=True)
     session = await host.create_session("en")
     await guest.join_session(session.code, "pt")
     guest.stalled = guest.conversation.Listen(  # type: ignore[attr-defined]
@@ -116,6 +122,53 @@ async def test_listeners_that_never_read_hold_bounded_memory(gateway: str) -> No
     for guest, _ in stalled:
         guest.stalled.cancel()  # type: ignore[attr-defined]
         await guest.channel.close()
+
+
+@pytest.fixture(scope="module")
+async def flooded(fuzz_settings: config.Settings) -> AsyncIterator[str]:
+    """A gateway whose sessions send a heartbeat every millisecond to an idle stream."""
+    flood = dataclasses.replace(fuzz_settings.session, heartbeat_interval_s=0.001)
+    async for address in serve_gateway(dataclasses.replace(fuzz_settings, session=flood)):
+        yield address
+
+
+async def test_a_listener_that_never_reads_is_cut_off(flooded: str) -> None:
+    """A heartbeat every millisecond to a listener that never reads: once the gateway's
+    write waits on the client's flow-control window, the trunk holds at most
+    mux.MAX_PENDING of its events, then ends its call with RESOURCE_EXHAUSTED (the
+    session no longer counts the listener as connected); the client, reading at last,
+    gets what was held, then that status."""
+    listener = await signed_in(flooded, "flooded", small_window=True)
+    session = await listener.create_session("en")
+    before = rss_mb()
+    stalled = listener.conversation.Listen(
+        pb.ListenRequest(join=join_request(session.session_id).join), metadata=listener.metadata)
+
+    async def connected() -> bool:
+        reply = await listener.sessions.GetSession(
+            sessions_pb2.GetSessionRequest(session_id=session.session_id), metadata=listener.metadata)
+        return reply.session.participants[0].connected
+
+    while not await connected():  # until the stream is open
+        await asyncio.sleep(0.05)
+
+    async def cut() -> None:
+        while await connected():
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(cut(), 120)
+    grown = rss_mb() - before
+    held = 0
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stalled:
+            held += 1
+    MEASURED.append(f"a listener never read, flooded: cut by {info.value.code().name} after {held} "
+                    f"events held; peak RSS {before:.0f} -> {before + grown:.0f} MB")
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"fell {mux.MAX_PENDING} responses behind" in info.value.details()
+    assert grown < RSS_GROWTH_BOUND_MB
+    await still_converses(flooded)
+    await listener.channel.close()
 
 
 async def test_idle_connections_do_not_stop_the_mesh(gateway: str) -> None:
