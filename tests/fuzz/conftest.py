@@ -26,7 +26,9 @@ def fuzz_settings(settings: config.Settings) -> Iterator[config.Settings]:
     with scratch_settings(settings, "fuzz") as scratch:
         yield dataclasses.replace(
             scratch,
-            auth=dataclasses.replace(scratch.auth, jwt_secret=SECRET, login_failures_free=1_000_000),
+            # the member's token outlives a long run (DRAGOMAN_FUZZ_EXAMPLES)
+            auth=dataclasses.replace(scratch.auth, jwt_secret=SECRET, login_failures_free=1_000_000,
+                                     access_token_ttl_s=24 * 3600),
             limits=dataclasses.replace(scratch.limits, **LIFTED),  # type: ignore[arg-type]
             # heartbeats often: a stream of a session where nothing happens still answers
             session=dataclasses.replace(scratch.session, join_timeout_s=JOIN_TIMEOUT_S,
