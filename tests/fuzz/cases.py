@@ -28,7 +28,8 @@ PASSWORD = "the member's password, never drawn"
 JOIN_TIMEOUT_S = 1.0
 FLEURS = TESTDATA / "speech" / "fleurs"
 
-EXAMPLES = int(os.environ.get("DRAGOMAN_FUZZ_EXAMPLES", "25"))
+DEFAULT_EXAMPLES = 25
+EXAMPLES = int(os.environ.get("DRAGOMAN_FUZZ_EXAMPLES", DEFAULT_EXAMPLES))
 """Examples per property; 25 keeps the suite near a minute on 2 cores (raise it for long runs)."""
 FUZZ = hypothesis_settings(
     max_examples=EXAMPLES, deadline=None, derandomize=False, print_blob=True,

@@ -7,14 +7,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from dragoman import config
 from dragoman.client import Client
-from tests.fuzz.cases import CASES, JOIN_TIMEOUT_S, MEASURED, PASSWORD, SECRET, serve_gateway
+from tests.fuzz.cases import (
+    CASES,
+    DEFAULT_EXAMPLES,
+    EXAMPLES,
+    JOIN_TIMEOUT_S,
+    MEASURED,
+    PASSWORD,
+    SECRET,
+    serve_gateway,
+)
 from tests.session_svc.stack import scratch_settings
 
+FUZZ_DIR = Path(__file__).parent
+TIMEOUT_S = 300
+"""The test command's per-test timeout (pyproject.toml)."""
 LIFTED = {
     "requests_per_minute": 1_000_000, "sessions_per_hour": 1_000_000, "audio_chunks_per_s": 1e6,
     "audio_burst_chunks": 1_000_000, "registrations_per_hour": 1_000_000, "failed_joins": 1_000_000,
@@ -26,7 +39,9 @@ def fuzz_settings(settings: config.Settings) -> Iterator[config.Settings]:
     with scratch_settings(settings, "fuzz") as scratch:
         yield dataclasses.replace(
             scratch,
-            auth=dataclasses.replace(scratch.auth, jwt_secret=SECRET, login_failures_free=1_000_000),
+            # the member's token outlives a long run (DRAGOMAN_FUZZ_EXAMPLES)
+            auth=dataclasses.replace(scratch.auth, jwt_secret=SECRET, login_failures_free=1_000_000,
+                                     access_token_ttl_s=24 * 3600),
             limits=dataclasses.replace(scratch.limits, **LIFTED),  # type: ignore[arg-type]
             # heartbeats often: a stream of a session where nothing happens still answers
             session=dataclasses.replace(scratch.session, join_timeout_s=JOIN_TIMEOUT_S,
@@ -46,6 +61,14 @@ async def member(gateway: str) -> AsyncIterator[Client]:
     await client.register("fuzz-member", "member@example.org", PASSWORD, "en")
     yield client
     await client.channel.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A long run (DRAGOMAN_FUZZ_EXAMPLES) gets the per-test timeout scaled with it."""
+    if EXAMPLES > DEFAULT_EXAMPLES:
+        for item in items:
+            if FUZZ_DIR in item.path.parents:
+                item.add_marker(pytest.mark.timeout(TIMEOUT_S * EXAMPLES / DEFAULT_EXAMPLES))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
