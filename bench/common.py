@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
 import signal
@@ -30,6 +29,7 @@ from bench.probe import cpu_probe_all_cores_ms, cpu_probe_ms
 from dragoman import config, rpc
 from dragoman.client import Client, join_request
 from dragoman.errors import InvalidArgument
+from dragoman.stats import percentile
 from dragoman.v1 import conversation_pb2 as pb
 
 STAGES = tuple(f.name for f in pb.UtteranceLatency.DESCRIPTOR.fields)
@@ -53,15 +53,6 @@ def linger_ms(text: str) -> float:
         return config.check_trunk_linger_ms(value, "a linger")
     except InvalidArgument as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return float(ordered[min(rank, len(ordered)) - 1])
 
 
 def summary(values: Sequence[float]) -> dict[str, float | int | None]:

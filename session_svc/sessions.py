@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import time
 import uuid
@@ -34,6 +33,7 @@ from dragoman.errors import (
     ResourceExhausted,
     shown,
 )
+from dragoman.stats import percentile
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc import routes
@@ -121,18 +121,11 @@ class Member:
                            STATE_NAMES[self.state])
 
     def metrics(self) -> ParticipantMetrics:
-        heard = sorted(self.heard_ms)
+        heard = self.heard_ms
         return ParticipantMetrics(
             user_id=self.user_id, utterances_spoken=self.spoken, utterances_heard=len(heard),
             mean_latency_ms=sum(heard) / len(heard) if heard else 0.0,
-            p95_latency_ms=percentile(heard, 0.95), error_count=self.errors)
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """The nearest-rank `q` quantile of sorted values; 0 for none."""
-    if not ordered:
-        return 0.0
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+            p95_latency_ms=percentile(heard, 95) or 0.0, error_count=self.errors)
 
 
 def metrics_proto(m: Metrics) -> spb.SessionMetrics:
