@@ -166,10 +166,11 @@ class SpeakerPipeline:
         self.same_language_audio = same_language_audio
         self.clock = ArrivalClock(rate_hz)
         # The recognition task is fixed at the start; speech translation makes the finals English.
-        speech = [r for r in self._routes() if routes.speech_translates(r)]
+        found = self._routes()
+        speech = [r for r in found if routes.speech_translates(r)]
         self._speech_translates = bool(speech)
         self.route: Route | None = speech[0] if speech else next(
-            (r for r in self._routes() if r is not None), None)
+            (r for r in found if r is not None), None)
         """The speech translation route every final takes, if any; else the first listener's."""
         # On a trunk (the default) each chunk goes straight on to stt_svc as it is fed.
         self._audio: rpc.Feed[stt_pb2.StreamingRecognizeRequest] = rpc.Feed(

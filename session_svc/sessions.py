@@ -199,7 +199,7 @@ class Session:
 
     def listeners(self, speaker: Member) -> list[Member]:
         """Everyone present who hears `speaker`, in roster order."""
-        return [m for m in self.members if m is not speaker and m.present]
+        return [m for m in self.present if m is not speaker]
 
     def route_between(self, speaker: Member, listener: Member) -> Route | None:
         """How `speaker`'s speech reaches `listener`; None before joining (or unchecked)."""
