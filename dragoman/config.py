@@ -318,6 +318,22 @@ class SessionSettings:
     same_language_audio: bool = False
     """Whether a listener who speaks the speaker's language hears them re-spoken in their
     own voice choice too; off: they get the transcript only."""
+    mode: str = "utterance"
+    """When a listener hears a speaker: "utterance" speaks each utterance whole once its final
+    transcript comes; "simultaneous" speaks a long utterance in clause-sized pieces of its stable
+    partial transcript while the speaker goes on (SpeechAudio.piece_index), trailing them by a
+    few seconds, as an interpreter does. Short utterances go as in "utterance" mode."""
+    partial_translation_interval_ms: int = 1000
+    """Translated partials (Translation.is_final false): the stable prefix of a partial
+    transcript is translated when it has grown by a word or more, at most this often per
+    speaker and language, with at most one pending. 0: captions in the listener's language
+    only with the final."""
+    piece_min_words: int = 3
+    """Simultaneous mode: fewest stable words a piece ending at a clause mark (, ; : . ? !)
+    holds."""
+    piece_max_words: int = 10
+    """Simultaneous mode: stable words that go as a piece with no clause mark among them (a
+    speaker who never pauses)."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the
@@ -329,6 +345,16 @@ class SessionSettings:
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"setting session.{name} must be 0 or more, "
                                       f"got {getattr(self, name)}")
+        if self.mode not in ("utterance", "simultaneous"):
+            raise InvalidArgument(
+                f'setting session.mode must be "utterance" or "simultaneous", got {self.mode!r}')
+        if self.partial_translation_interval_ms < 0:
+            raise InvalidArgument("setting session.partial_translation_interval_ms must be 0 "
+                                  f"or more, got {self.partial_translation_interval_ms}")
+        if not 1 <= self.piece_min_words <= self.piece_max_words:
+            raise InvalidArgument(
+                "settings session.piece_min_words and piece_max_words must satisfy "
+                f"1 <= min <= max, got {self.piece_min_words} and {self.piece_max_words}")
         if not 2 <= self.max_participants <= 8:
             raise InvalidArgument("setting session.max_participants must be 2 to 8, "
                                   f"got {self.max_participants}")

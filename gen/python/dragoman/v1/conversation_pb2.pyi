@@ -904,6 +904,11 @@ class Translation(_message.Message):
     """A translation of a participant's speech. Each listener gets it in their own
     language, made once per language however many listen in it; the speaker
     gets one for each language their listeners hear.
+
+    While an utterance is spoken, translated partials (`is_final` false) caption
+    it in the listener's language: each translates the partial transcript's
+    stable prefix as it grows (setting session.partial_translation_interval_ms)
+    and replaces the one before; the final translation replaces them all.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -920,6 +925,7 @@ class Translation(_message.Message):
     COVERS_UTTERANCE_IDS_FIELD_NUMBER: _builtins.int
     SPEAKER_PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
     SPEAKER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    STABILITY_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who spoke."""
     utterance_id: _builtins.str
@@ -944,6 +950,10 @@ class Translation(_message.Message):
     """Participant id of the speaker."""
     speaker_display_name: _builtins.str
     """Display name of the speaker."""
+    stability: _builtins.float
+    """Stability of a translated partial in [0, 1]: that of the partial
+    transcript whose stable prefix it translates. 1 for finals.
+    """
     @_builtins.property
     def covers_utterance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """When several utterances were translated together as one sentence (a
@@ -968,10 +978,11 @@ class Translation(_message.Message):
         covers_utterance_ids: _abc.Iterable[_builtins.str] | None = ...,
         speaker_participant_id: _builtins.str = ...,
         speaker_display_name: _builtins.str = ...,
+        stability: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["covers_utterance_ids", b"covers_utterance_ids", "engine", b"engine", "is_final", b"is_final", "path", b"path", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["covers_utterance_ids", b"covers_utterance_ids", "engine", b"engine", "is_final", b"is_final", "path", b"path", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "stability", b"stability", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -983,6 +994,14 @@ class SpeechAudio(_message.Message):
     receiver gets whole utterances one after another, in the order they ended,
     never two utterances interleaved: a client plays the chunks as they come
     (queues them) and need not mix or duck.
+
+    In simultaneous mode (setting session.mode) a long utterance is spoken in
+    pieces while the speaker goes on: clause-sized parts of its stable partial
+    transcript, each translated and spoken once, then a last piece with what
+    the final transcript added. Its chunks still come in one run, `chunk_index`
+    counting on across pieces and `is_last` only on the last piece's last chunk
+    (a last piece with nothing new to say is one empty chunk), so a client that
+    plays utterances whole plays the pieces in order as they come.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -995,6 +1014,8 @@ class SpeechAudio(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     SPEAKER_PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
     SPEAKER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    PIECE_INDEX_FIELD_NUMBER: _builtins.int
+    SOURCE_TEXT_FIELD_NUMBER: _builtins.int
     utterance_id: _builtins.str
     """Id of the utterance it speaks."""
     data: _builtins.bytes
@@ -1002,15 +1023,28 @@ class SpeechAudio(_message.Message):
     sample_rate_hertz: _builtins.int
     """Sample rate of `data`."""
     chunk_index: _builtins.int
-    """Index of the chunk within the utterance, from 0."""
+    """Index of the chunk within the utterance, from 0 (counting on across its
+    pieces).
+    """
     is_last: _builtins.bool
-    """True on the utterance's last chunk."""
+    """True on the utterance's last chunk (in simultaneous mode, the last chunk
+    of its last piece).
+    """
     text: _builtins.str
     """The text this chunk speaks."""
     speaker_participant_id: _builtins.str
     """Participant id of the speaker whose speech this translates."""
     speaker_display_name: _builtins.str
     """Display name of that speaker."""
+    piece_index: _builtins.int
+    """Simultaneous mode: the piece of the utterance this chunk speaks, from 1,
+    in spoken order. 0: the utterance is spoken whole, after its final.
+    """
+    source_text: _builtins.str
+    """The speaker's words that this chunk's piece (or utterance, when it is
+    spoken whole) translates, as recognised when it was committed; set on the
+    piece's first chunk only.
+    """
     def __init__(
         self,
         *,
@@ -1022,10 +1056,12 @@ class SpeechAudio(_message.Message):
         text: _builtins.str = ...,
         speaker_participant_id: _builtins.str = ...,
         speaker_display_name: _builtins.str = ...,
+        piece_index: _builtins.int = ...,
+        source_text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_index", b"chunk_index", "data", b"data", "is_last", b"is_last", "sample_rate_hertz", b"sample_rate_hertz", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_index", b"chunk_index", "data", b"data", "is_last", b"is_last", "piece_index", b"piece_index", "sample_rate_hertz", b"sample_rate_hertz", "source_text", b"source_text", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
