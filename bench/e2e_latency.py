@@ -55,6 +55,8 @@ from dragoman.client import Client
 RATE_HZ = audio.STT_RATE_HZ
 CHUNK_MS = 100
 PAD_S, TAIL_S = 0.3, 1.2
+CHUNK_SAMPLES = RATE_HZ * CHUNK_MS // 1000
+PAD_CHUNKS = round(PAD_S * 1000 / CHUNK_MS)
 TURN_TIMEOUT_S = 60.0
 SMOKE_CLIP_S = 3.0
 GOAL_PAIR, GOAL_P50_MS, GOAL_P95_MS = "en<>es", 1500, 2000
@@ -80,12 +82,18 @@ def clips(language: str, count: int) -> list[Path]:
 def speech_end(samples: np.ndarray, frame: int = RATE_HZ * CHUNK_MS // 1000) -> int:
     """Sample index where the clip's speech ends: the end of the last 100 ms frame within
     24 dB of the loudest one (FLEURS clips carry up to 2 s of background noise at the end)."""
+    return speech_span(samples, frame)[1]
+
+
+def speech_span(samples: np.ndarray, frame: int = RATE_HZ * CHUNK_MS // 1000) -> tuple[int, int]:
+    """Sample indices where the clip's speech starts and ends: the first and last 100 ms
+    frames within 24 dB of the loudest one (the whole clip if none is)."""
     n = len(samples) // frame
     if n == 0:
-        return len(samples)
+        return 0, len(samples)
     rms = np.sqrt(np.mean(np.square(samples[: n * frame].reshape(n, frame)), axis=1))
     loud = np.nonzero(rms > max(float(rms.max()) * 10 ** (-24 / 20), 1e-4))[0]
-    return int(loud[-1] + 1) * frame if len(loud) else len(samples)
+    return (int(loud[0]) * frame, int(loud[-1] + 1) * frame) if len(loud) else (0, len(samples))
 
 
 async def say(person: Participant, clip: Path, max_s: float = 0.0) -> float:
@@ -94,21 +102,26 @@ async def say(person: Participant, clip: Path, max_s: float = 0.0) -> float:
     samples = audio.decode_file(clip, RATE_HZ)
     if max_s:
         samples = samples[: int(max_s * RATE_HZ)]
+    sent = await speak(person, samples)
+    return sent[PAD_CHUNKS + (speech_end(samples) - 1) // CHUNK_SAMPLES]
+
+
+async def speak(person: Participant, samples: np.ndarray, tail_s: float = TAIL_S) -> list[float]:
+    """Streams 16 kHz samples at real-time pace in CHUNK_MS chunks, after PAD_S and before
+    `tail_s` of silence; returns when each chunk was sent (time.monotonic()): samples
+    [i * CHUNK_SAMPLES, (i + 1) * CHUNK_SAMPLES) went in chunk PAD_CHUNKS + i."""
     speech = audio.float_to_pcm16(samples)
-    step = RATE_HZ * CHUNK_MS // 1000
-    pad = round(PAD_S * 1000 / CHUNK_MS)
-    chunks = ([bytes(2 * step)] * pad
-              + [speech[i:i + 2 * step] for i in range(0, len(speech), 2 * step)]
-              + [bytes(2 * step)] * round(TAIL_S * 1000 / CHUNK_MS))
-    last_speech = pad + (speech_end(samples) - 1) // step
+    step = 2 * CHUNK_SAMPLES
+    chunks = ([bytes(step)] * PAD_CHUNKS
+              + [speech[i:i + step] for i in range(0, len(speech), step)]
+              + [bytes(step)] * round(tail_s * 1000 / CHUNK_MS))
     start = time.monotonic()
-    end_sent = start
+    sent = []
     for i, chunk in enumerate(chunks):
         await asyncio.sleep(max(0.0, start + i * CHUNK_MS / 1000 - time.monotonic()))
         person.send(chunk)
-        if i == last_speech:
-            end_sent = time.monotonic()
-    return end_sent
+        sent.append(time.monotonic())
+    return sent
 
 
 async def pair_up(
@@ -203,14 +216,14 @@ def _summarise(turns: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def serve(work: Path, fake: bool) -> AsyncIterator[str]:
+async def serve(work: Path, fake: bool, env: dict[str, str] | None = None) -> AsyncIterator[str]:
     """The five services as processes, with real engines or (`fake`) the fake ones, on a
-    scratch schema; yields the gateway's address."""
+    scratch schema, with `env` (settings) on top; yields the gateway's address."""
     addresses = {name: free_address() for name, _ in SERVICES}
     with scratch_database("bench") as db_env:
         children = Children(work / "logs", service_env(
             addresses, {**db_env, **(FAKE_ENGINES if fake else {}),
-                        "DRAGOMAN_LIMITS_SESSIONS_PER_HOUR": "1000"}))
+                        "DRAGOMAN_LIMITS_SESSIONS_PER_HOUR": "1000", **(env or {})}))
         try:
             started = time.monotonic()
             for name, module in SERVICES:  # models load in parallel; session and gateway after

@@ -1,0 +1,112 @@
+"""bench.simultaneous: the ear-voice span arithmetic on hand-made inputs, and a smoke run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import simultaneous as sim
+from bench.e2e_latency import CHUNK_SAMPLES, PAD_CHUNKS, RATE_HZ
+from tests.bench.test_benches import _run
+
+
+def chunk(arrived: float, utt: str, piece: int, index: int, duration: float, *, source: str = "",
+          text: str = "", last: bool = False) -> sim.Chunk:
+    return sim.Chunk(arrived, utt, piece, index, source, text, duration, last)
+
+
+def test_playback_waits_for_the_chunk_before() -> None:
+    chunks = [chunk(1.0, "1-1", 0, 0, 2.0), chunk(1.5, "1-1", 0, 1, 1.0), chunk(10.0, "1-2", 0, 0, 1.0)]
+    # the second chunk arrived while the first played; the third after a silence
+    assert sim.playback(chunks) == [1.0, 3.0, 10.0]
+
+
+def test_units_group_pieces_and_fall_back_to_the_transcript() -> None:
+    chunks = [
+        chunk(1.0, "1-1", 0, 0, 1.0, text="Olá."),
+        chunk(1.2, "1-1", 0, 1, 1.0, text="Olá.", last=True),  # TTS repeats its sentence's text
+        chunk(5.0, "1-2", 1, 0, 2.0, source="the cat sat,", text="o gato sentou,"),
+        chunk(9.0, "1-2", 2, 1, 1.0, source="on the mat", text="no tapete", last=True),
+    ]
+    heard = sim.units(chunks, {"1-1": "Hello.", "1-2": "never used for pieces"})
+    assert [(u.utterance_id, u.piece_index, u.start_s) for u in heard] == [
+        ("1-1", 0, 1.0), ("1-2", 1, 5.0), ("1-2", 2, 9.0)]
+    assert [u.source_text for u in heard] == ["Hello.", "the cat sat,", "on the mat"]
+    assert [u.text for u in heard] == ["Olá.", "o gato sentou,", "no tapete"]
+
+
+def test_align_maps_left_out_words_to_the_next_aligned_one() -> None:
+    heard = [sim.Unit("1-1", 1, 0.0, "The cat, sat", ""), sim.Unit("1-1", 2, 0.0, "on a mat.", "")]
+    # "big" was never recognised: it takes the piece of "sat"; "today" follows nothing aligned
+    words = ["the", "big", "cat", "sat", "on", "the", "mat", "today"]
+    assert sim.align(words, heard, "en") == [0, 0, 0, 0, 1, 1, 1, None]
+
+
+def test_evs_is_piece_start_minus_word_end() -> None:
+    words = [sim.Word("one", 0.0, 0.5), sim.Word("two", 0.5, 1.0), sim.Word("three", 1.5, 2.0)]
+    chunks = [chunk(2.0, "1-1", 1, 0, 1.5, source="one two"),
+              chunk(2.5, "1-1", 2, 1, 1.0, source="three", last=True)]
+    out = sim.evs(words, [0.5, 1.0, 2.0], [0.0, 0.5, 1.5], chunks, "en")
+    # piece 1 plays at 2.0; piece 2 waits for it: 3.5
+    assert round(out["evs"]["p50_ms"]) == 1500 and round(out["evs_p90_ms"]) == 1500
+    assert out["evs"]["n"] == 3 and out["unmapped"] == 0 and out["pieces"] == 2
+    assert round(out["evs"]["mean_ms"]) == round((1500 + 1000 + 1500) / 3)
+    assert round(out["start_offset_ms"]) == 2000
+    assert round(out["listener_lag_ms"]) == 2500  # speech ends at 4.5, the source at 2.0
+    assert out["translated_speech_s"] == 2.5
+
+
+def test_stream_times_are_the_send_times_of_the_chunks_holding_the_word() -> None:
+    sent = [10.0 + i * 0.1 for i in range(PAD_CHUNKS + 20)]
+    first = CHUNK_SAMPLES / RATE_HZ  # a word of the monologue's second chunk
+    starts, ends = sim.stream_times([sim.Word("a", first, 2 * first)], sent)
+    assert starts == [sent[PAD_CHUNKS + 1]]
+    assert ends == [sent[PAD_CHUNKS + 1]]  # its last sample is the chunk's last
+
+
+def test_monologue_joins_with_seeded_pauses() -> None:
+    parts = [sim.Sentence(f"s{i}", np.ones(RATE_HZ, np.float32), "x", "y") for i in range(3)]
+    a, b = sim.monologue("en", parts, 1), sim.monologue("en", parts, 1)
+    assert a.starts == b.starts and a.starts[0] == 0
+    gaps = [a.starts[i + 1] - a.starts[i] - RATE_HZ for i in range(2)]
+    assert all(sim.PAUSE_S[0] * RATE_HZ <= g <= sim.PAUSE_S[1] * RATE_HZ for g in gaps)
+    assert len(a.samples) == a.starts[-1] + RATE_HZ
+
+
+def test_english_monologue_is_long_form() -> None:
+    parts = sim.sentences("en", "pt")
+    seconds = sum(len(s.samples) for s in parts) / RATE_HZ
+    assert 60 <= seconds <= 90
+    assert any(s.name.startswith("gen-en") for s in parts)  # FLEURS alone is under a minute
+    assert all(s.reference for s in parts)
+
+
+def test_env_settings() -> None:
+    assert sim.env_settings(["session.piece_max_words=8"]) == {"DRAGOMAN_SESSION_PIECE_MAX_WORDS": "8"}
+    with pytest.raises(SystemExit):
+        sim.env_settings(["session.no_such_setting=1"])
+
+
+LINE = re.compile(r"^en:pt simultaneous evs_p50_ms=(\d+) chrf=([\d.]+) "
+                  r"utterance evs_p50_ms=(\d+) chrf=([\d.]+)$")
+
+
+def test_smoke(tmp_path: Path) -> None:
+    out = _run("bench.simultaneous", "--smoke", "--out", str(tmp_path), timeout_s=240.0)
+    match = LINE.match(out.strip().splitlines()[-1])
+    assert match, out
+    data = json.loads((tmp_path / "simultaneous.json").read_text())
+    by_mode = data["results"]["en-pt"]
+    words = [sim.Word(**w) for w in data["monologues"]["en-pt"]["words"]]
+    for mode, p50 in (("simultaneous", match[1]), ("utterance", match[3])):
+        r = by_mode[mode]
+        assert r["completed"] and r["evs"]["n"] > 0 and r["short_total_ms"]["n"] > 0
+        # the reported numbers are those of the recorded arrivals
+        again = sim.evs(words, r["word_end_s"], r["word_start_s"],
+                        [sim.Chunk(**c) for c in r["chunks"]], "en", r["fallback"])
+        assert int(p50) == round(again["evs"]["p50_ms"]) == round(r["evs"]["p50_ms"])
+        assert "[fake:en>pt]" in r["speech"] and r["chrf_speech"] > 0
