@@ -2,8 +2,8 @@
 
 Issue #20 part 3. Per direction, one person says a 60-90 s monologue (the
 FLEURS clips of their language, trimmed to their speech and joined with
-seeded 150-400 ms pauses; the sentences of the generated long clip,
-bench.speechgen, are added while the FLEURS clips make less than 60 s) at
+seeded 150-400 ms pauses; when those make less than 60 s, the sentences of
+the generated long clip, bench.speechgen, that fit in 90 s are added) at
 real-time pace to a partner, once per `session.mode` on the same audio (a
 fresh mesh per mode, real engines). The partner records the arrival of
 every SpeechAudio chunk.
@@ -82,7 +82,7 @@ from dragoman.stats import percentile
 from dragoman.v1 import conversation_pb2 as pb
 
 MODES = ("utterance", "simultaneous")
-MIN_MONOLOGUE_S = 60.0
+MIN_MONOLOGUE_S, MAX_MONOLOGUE_S = 60.0, 90.0
 PAUSE_S = (0.15, 0.4)
 MARGIN_S = 0.1
 """Kept around a clip's loud frames (bench.e2e_latency.speech_span) so soft word edges stay."""
@@ -129,24 +129,29 @@ def _trim(samples: np.ndarray) -> np.ndarray:
 
 
 def sentences(source: str, target: str) -> list[Sentence]:
-    """The FLEURS clips of `source`, then (while under MIN_MONOLOGUE_S) the sentences of its
-    generated clips, with their FLORES translations into `target`."""
+    """The FLEURS clips of `source`, then, if they make less than MIN_MONOLOGUE_S, the
+    sentences of its generated clips that fit in MAX_MONOLOGUE_S, with their FLORES
+    translations into `target`."""
     rows = flores()
     out = []
     for path in sorted((TESTDATA / "speech" / "fleurs").glob(f"fleurs-{source}-*.ogg")):
         row = rows[path.stem]
         out.append(Sentence(path.stem, _trim(audio.decode_file(path, RATE_HZ)), row[source], row[target]))
     by_source = {r[source].strip(): r[target] for r in rows.values()}
+    seconds = sum(len(s.samples) for s in out) / RATE_HZ + PAUSE_S[1] * len(out)
+    if seconds >= MIN_MONOLOGUE_S:
+        return out
     for path in sorted((TESTDATA / "speech" / "generated").glob(f"gen-{source}-*.ogg")):
-        if sum(len(s.samples) for s in out) / RATE_HZ >= MIN_MONOLOGUE_S:
-            break
         samples = audio.decode_file(path, RATE_HZ)
         meta = json.loads(path.with_suffix(".json").read_text())
         for n, s in enumerate(meta["sentences"]):
             if s["text"].strip() not in by_source:
                 raise SystemExit(f"{path.name}: no FLORES translation of {s['text']!r}")
-            cut = samples[int(s["start_s"] * RATE_HZ):int(s["end_s"] * RATE_HZ)]
-            out.append(Sentence(f"{path.stem}#{n}", _trim(cut), s["text"], by_source[s["text"].strip()]))
+            cut = _trim(samples[int(s["start_s"] * RATE_HZ):int(s["end_s"] * RATE_HZ)])
+            seconds += len(cut) / RATE_HZ + PAUSE_S[1]
+            if seconds > MAX_MONOLOGUE_S:
+                return out
+            out.append(Sentence(f"{path.stem}#{n}", cut, s["text"], by_source[s["text"].strip()]))
     return out
 
 

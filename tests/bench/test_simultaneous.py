@@ -77,12 +77,12 @@ def test_monologue_joins_with_seeded_pauses() -> None:
     assert len(a.samples) == a.starts[-1] + RATE_HZ
 
 
-def test_english_monologue_is_long_form() -> None:
-    parts = sim.sentences("en", "pt")
-    seconds = sum(len(s.samples) for s in parts) / RATE_HZ
-    assert 60 <= seconds <= 90
-    assert any(s.name.startswith("gen-en") for s in parts)  # FLEURS alone is under a minute
-    assert all(s.reference for s in parts)
+@pytest.mark.parametrize("source,target", [("en", "pt"), ("pt", "en")])
+def test_monologues_are_long_form(source: str, target: str) -> None:
+    mono = sim.monologue(source, sim.sentences(source, target), 20)
+    assert 60 <= mono.seconds <= 90
+    assert any(s.name.startswith("gen-") for s in mono.sentences)  # FLEURS alone is under a minute
+    assert all(s.reference for s in mono.sentences)
 
 
 def test_env_settings() -> None:
