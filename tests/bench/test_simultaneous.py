@@ -96,7 +96,9 @@ LINE = re.compile(r"^en:pt simultaneous evs_p50_ms=(\d+) chrf=([\d.]+) "
 
 
 def test_smoke(tmp_path: Path) -> None:
-    out = _run("bench.simultaneous", "--smoke", "--out", str(tmp_path), timeout_s=240.0)
+    # pieces of two words, so that the fake engines' short utterances are spoken in pieces
+    out = _run("bench.simultaneous", "--smoke", "--out", str(tmp_path), "--set",
+               "session.piece_min_words=1", "--set", "session.piece_max_words=2", timeout_s=240.0)
     match = LINE.match(out.strip().splitlines()[-1])
     assert match, out
     data = json.loads((tmp_path / "simultaneous.json").read_text())
@@ -110,3 +112,7 @@ def test_smoke(tmp_path: Path) -> None:
                         [sim.Chunk(**c) for c in r["chunks"]], "en", r["fallback"])
         assert int(p50) == round(again["evs"]["p50_ms"]) == round(r["evs"]["p50_ms"])
         assert "[fake:en>pt]" in r["speech"] and r["chrf_speech"] > 0
+    assert by_mode["utterance"]["piece_counts"]["pieces"] == 0
+    assert by_mode["simultaneous"]["piece_counts"]["pieces"] > 0
+    assert data["settings"]["simultaneous"] == {"DRAGOMAN_SESSION_PIECE_MIN_WORDS": "1",
+                                                "DRAGOMAN_SESSION_PIECE_MAX_WORDS": "2"}
