@@ -1,7 +1,9 @@
 // Live captions of everyone. One list item per utterance, in the order they
 // began, labelled with the speaker's name: a partial transcript (or
 // translation) replaces the previous partial, a final one is appended and
-// stays. Own speech gets one translation line per language the others hear.
+// stays. A translated partial is drawn lighter, less so as its stability rises
+// (--stability in style.css). Own speech gets one translation line per
+// language the others hear.
 // The others' final translations are also announced to screen readers.
 
 import type { Duration } from "@bufbuild/protobuf/wkt";
@@ -19,6 +21,8 @@ import { languageName } from "./languages";
 interface Line {
   finals: string[];
   partial: string;
+  /** Stability of the partial (Translation.stability), 0 for transcripts. */
+  stability: number;
   el: HTMLParagraphElement;
 }
 
@@ -36,6 +40,7 @@ interface Utterance {
   latencyMs: number | undefined;
   audioChunks: number;
   done: boolean;
+  translationPartials: { text: string; stability: number }[];
 }
 
 /** What a test or a debugger can read back. */
@@ -50,6 +55,10 @@ export interface UtteranceSnapshot {
   translation: string;
   /** Final translation by target language. */
   translations: Record<string, string>;
+  /** The partial translation shown now (one language, for the others' speech), "" when none. */
+  translationPartial: string;
+  /** Every translated partial shown, in order, with its stability (one language, for the others' speech). */
+  translationPartials: { text: string; stability: number }[];
   latencyMs: number | undefined;
   latencyText: string;
   audioChunks: number;
@@ -115,6 +124,12 @@ export class Captions {
       u.translations.set(t.targetLanguageCode, line);
       u.latency.before(line.el);
     }
+    if (!t.isFinal) {
+      // a partial that lost the race with the final would bring back words the final replaced
+      if (u.done || line.finals.length) return;
+      line.stability = t.stability;
+      u.translationPartials.push({ text: t.text, stability: t.stability });
+    }
     this.update(line, t.text, t.isFinal, t.targetLanguageCode);
     if (t.isFinal && t.speaker !== Speaker.SELF) {
       this.announcer.textContent = `${u.speakerName}: ${t.text}`;
@@ -153,6 +168,8 @@ export class Captions {
       transcriptPartial: u.transcript.partial === "…" ? "" : u.transcript.partial,
       translation: [...u.translations.values()].map((l) => l.finals.join(" ")).filter(Boolean).join(" "),
       translations: Object.fromEntries([...u.translations].map(([lang, l]) => [lang, l.finals.join(" ")])),
+      translationPartial: [...u.translations.values()].map((l) => l.partial).filter(Boolean).join(" "),
+      translationPartials: u.translationPartials,
       latencyMs: u.latencyMs,
       latencyText: u.latency.textContent ?? "",
       audioChunks: u.audioChunks,
@@ -178,7 +195,7 @@ export class Captions {
     latency.hidden = true;
     u = { id: about.utteranceId, speaker: about.speaker, speakerId: "", speakerName: "", el, who,
       transcript: this.line("transcript"), translations: new Map(), latency, latencyMs: undefined,
-      audioChunks: 0, done: false };
+      audioChunks: 0, done: false, translationPartials: [] };
     this.name(u, about);
     el.append(who, u.transcript.el, latency);
     this.list.append(el);
@@ -203,7 +220,7 @@ export class Captions {
   private line(cls: string): Line {
     const p = document.createElement("p");
     p.className = cls;
-    return { finals: [], partial: "", el: p };
+    return { finals: [], partial: "", stability: 0, el: p };
   }
 
   private update(line: Line, text: string, isFinal: boolean, lang: string): void {
@@ -219,6 +236,7 @@ export class Captions {
     const partial = document.createElement("span");
     partial.className = "partial";
     partial.textContent = line.partial && line.finals.length ? ` ${line.partial}` : line.partial;
+    if (line.partial) partial.style.setProperty("--stability", String(line.stability));
     line.el.replaceChildren(finals, partial);
   }
 }

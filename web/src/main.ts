@@ -290,9 +290,11 @@ class App {
         break;
       case "transcription":
         captions.transcription(kind.value);
+        this.player?.heard(kind.value.utteranceId);
         break;
       case "translation":
         captions.translation(kind.value);
+        this.player?.heard(kind.value.utteranceId);
         break;
       case "speechAudio":
         captions.audio(kind.value);
