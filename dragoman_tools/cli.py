@@ -149,6 +149,12 @@ def _parser() -> argparse.ArgumentParser:
                            "hearing the two others, with each listener's latency at the end")
     demo.add_argument("--partner-language", choices=["pt", "es"], default=None,
                       help="language Bruno speaks in a demo of two (Alice speaks English); default pt")
+    demo.add_argument("--mode", choices=["utterance", "simultaneous"], default=None,
+                      help="when a listener hears a speaker (session.mode of the mesh the demo "
+                           "starts; default: the settings', utterance unless set): utterance speaks "
+                           "each utterance whole once it is final; simultaneous speaks a long one in "
+                           "clause-sized pieces while the speaker goes on, a few seconds behind, as "
+                           "an interpreter does (the demo prints each piece heard)")
     demo.add_argument("--out", default="dragoman-demo", help="where to write the WAV files")
     demo.add_argument("--gateway", help="use a running mesh at this address instead of starting one")
     demo.add_argument("--log-dir", default="", help="service logs when the demo starts the mesh")
@@ -346,8 +352,9 @@ def _log_dir(arg: str) -> Path:
 @contextlib.asynccontextmanager
 async def _mesh(
     settings: config.Settings, log_dir: Path, args: argparse.Namespace | None = None,
-    out: TextIO | None = None,
+    out: TextIO | None = None, env: dict[str, str] | None = None,
 ) -> AsyncIterator[object]:
+    """The mesh of `settings`, its services run with `env` on top of this process's."""
     from dragoman.catalog import packaged
     from dragoman_tools.mesh import Mesh
 
@@ -356,7 +363,8 @@ async def _mesh(
     from dragoman import db
 
     triton = bool(args is not None and getattr(args, "triton", False))
-    mesh = Mesh(settings, log_dir, {**os.environ, **await db.prepare(settings.database)}, triton=triton)
+    mesh = Mesh(settings, log_dir, {**os.environ, **await db.prepare(settings.database), **(env or {})},
+                triton=triton)
     out = out or sys.stdout  # not a default argument: tests replace sys.stdout
     print(f"starting the mesh (logs in {log_dir}) …", file=out, flush=True)
     t0 = time.monotonic()
@@ -420,12 +428,16 @@ async def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
     if args.participants != 2 and args.partner_language:
         raise SystemExit("--partner-language is for a demo of two: with three, Bruno speaks "
                          "Portuguese and Carla Spanish")
+    if args.gateway and args.mode:
+        raise SystemExit("--mode is for the mesh the demo starts: a running mesh has its own "
+                         "session.mode (DRAGOMAN_SESSION_MODE)")
     out = Path(args.out)
     partner = args.partner_language or "pt"
     if args.gateway:
         await demo.run(args.gateway, out, partner, participants=args.participants)
         return 0
-    async with _mesh(settings, _log_dir(args.log_dir), args) as mesh:
+    env = {"DRAGOMAN_SESSION_MODE": args.mode} if args.mode else {}
+    async with _mesh(settings, _log_dir(args.log_dir), args, env=env) as mesh:
         await demo.run(_entry_address(mesh, settings), out, partner, participants=args.participants)
     return 0
 

@@ -7,12 +7,20 @@ The README's demo of two runs as a user runs it in tests/deploy/test_demo.py.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import io
 import re
+import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from dragoman import config
+from dragoman.client import Client
+from dragoman.v1 import conversation_pb2 as pb
 from dragoman_tools import cli, demo
 from tests.mesh import MeshAddresses
 
@@ -56,3 +64,86 @@ def test_partner_language_is_for_a_demo_of_two(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit):
         cli.main(["demo", "--help"])
     assert "--participants {2,3}" in capsys.readouterr().out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _audio(index: int, piece: int, samples: list[int], last: bool = False, source: str = "",
+           rate_hz: int = 16_000) -> pb.ConversationEvent:
+    return pb.ConversationEvent(speech_audio=pb.SpeechAudio(
+        utterance_id="u-1", speaker_participant_id="p-alice",
+        chunk_index=index, piece_index=piece, is_last=last, source_text=source,
+        sample_rate_hertz=rate_hz, data=np.array(samples, "<i2").tobytes()))
+
+
+async def test_an_utterance_heard_in_pieces_is_one_wav_in_order(tmp_path: Path) -> None:
+    printed = io.StringIO()
+    bruno = demo.Person("Bruno", "pt", Client("127.0.0.1:1"), tmp_path, demo.Printer(printed))
+    bruno.names = {"p-alice": "Alice", "p-bruno": "Bruno"}
+    try:
+        # chunk_index counts on across pieces; the last piece had nothing new: one empty chunk
+        for event in (_audio(0, 1, [1, 2], source="Hello there,"), _audio(1, 1, [3]),
+                      _audio(2, 2, [4, 5], source="how are you"), _audio(3, 3, [], last=True, rate_hz=0)):
+            bruno.on_event(event)
+    finally:
+        await bruno.client.channel.close()
+    [path] = bruno.wavs
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 16_000
+        assert np.frombuffer(w.readframes(w.getnframes()), "<i2").tolist() == [1, 2, 3, 4, 5]
+    text = printed.getvalue()
+    assert re.findall(r"Bruno\s+hears piece (\d) of Alice: '(.*)'", text) == [
+        ("1", "Hello there,"), ("2", "how are you")], text
+    assert bruno.heard == {} and bruno.rates == {}
+
+
+async def test_translated_partials_print_lighter_and_are_overwritten() -> None:
+    shown = _Terminal()
+    alice = demo.Person("Alice", "en", Client("127.0.0.1:1"), None, demo.Printer(shown))
+
+    def translation(text: str, final: bool) -> pb.ConversationEvent:
+        return pb.ConversationEvent(translation=pb.Translation(
+            utterance_id="u-1", speaker=pb.SPEAKER_SELF, target_language_code="pt", text=text,
+            is_final=final, stability=1.0 if final else 0.5))
+
+    try:
+        alice.on_event(translation("Olá", final=False))
+        alice.on_event(translation("Olá, tudo", final=False))
+        alice.on_event(translation("Olá, tudo bem?", final=True))
+    finally:
+        await alice.client.channel.close()
+    text = shown.getvalue()
+    first, second, final = text.split("\r\x1b[2K")
+    assert first.startswith(demo.DIM) and first.endswith(demo.PLAIN) and "partial → pt: 'Olá'" in first
+    assert second.startswith(demo.DIM) and "partial → pt: 'Olá, tudo'" in second
+    assert "\n" not in first + second  # each partial overwrites the one before
+    assert demo.DIM not in final and final.endswith("→ pt: 'Olá, tudo bem?'\n"), text
+
+
+def test_mode_goes_to_the_mesh_the_demo_starts(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    envs: list[dict[str, str] | None] = []
+
+    @contextlib.asynccontextmanager
+    async def mesh(settings: config.Settings, log_dir: Path, args: argparse.Namespace,
+                   env: dict[str, str] | None = None) -> AsyncIterator[object]:
+        envs.append(env)
+        yield type("Mesh", (), {"processes": []})()
+
+    async def run(gateway: str, out: Path, partner: str, participants: int) -> None:
+        pass
+
+    monkeypatch.setattr(cli, "_mesh", mesh)
+    monkeypatch.setattr(demo, "run", run)
+    assert cli.main(["demo", "--mode", "simultaneous"]) == 0
+    assert cli.main(["demo"]) == 0
+    assert envs == [{"DRAGOMAN_SESSION_MODE": "simultaneous"}, {}]
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["demo", "--mode", "simultaneous", "--gateway", "127.0.0.1:1"])
+    assert "--mode is for the mesh the demo starts" in str(refused.value.code)
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    assert "--mode {utterance,simultaneous}" in capsys.readouterr().out
