@@ -3,7 +3,7 @@
 //   node tests/browser/drive.mjs CONFIG.json     (tests/browser/test_browser.py writes the config)
 //
 // Bruno's page calls the API through the test's cuttable link (control() in pages.mjs).
-import { cfg, control, open, ownSpeechDone, register, run, until } from "./pages.mjs";
+import { cfg, control, open, ownSpeechDone, register, result, run, until } from "./pages.mjs";
 
 /** The partner's turn arrived in full: every utterance ended, with transcript, translation, audio. */
 function heardPartner() {
@@ -14,6 +14,24 @@ function heardPartner() {
   const over = (u) => u.latencyMs !== undefined || (u.done && !u.transcript);
   return theirs.every(over) && spoken.length > 0
     && spoken.every((u) => u.translation && u.audioChunks > 0) && s.scheduledSamples > 0;
+}
+
+/** Records each change of the others' translation captions (window.translationsSeen): the final
+ * and partial text of the line, and how the partial looked then. */
+function watchTranslations() {
+  const seen = (window.translationsSeen = []);
+  const list = document.getElementById("captions");
+  new MutationObserver(() => {
+    for (const line of list.querySelectorAll(".partner .translation")) {
+      const [final, partial] = line.children;
+      if (!partial) continue;
+      const style = getComputedStyle(partial);
+      const now = { utterance: line.closest("li").dataset.utterance, final: final.textContent,
+        partial: partial.textContent, fontStyle: style.fontStyle, opacity: Number(style.opacity) };
+      const last = seen.findLast((s) => s.utterance === now.utterance);
+      if (!last || last.final !== now.final || last.partial !== now.partial) seen.push(now);
+    }
+  }).observe(list, { childList: true, subtree: true, characterData: true });
 }
 
 await run(async () => {
@@ -36,10 +54,13 @@ await run(async () => {
   await until(bruno, "a reconnection", () => window.dragomanDebug().reconnects > 0);
   await until(bruno, "Alice's translated speech", heardPartner);
 
+  // Alice's link is never cut: she sees Bruno's translated partials as they come
+  await alice.page.evaluate(watchTranslations);
   await bruno.page.focus("#mic");
   await bruno.page.keyboard.press("Enter"); // keyboard: the microphone button
   await until(bruno, "his own utterance processed", ownSpeechDone);
   await until(alice, "Bruno's translated speech", heardPartner);
+  result.aliceSawTranslations = await alice.page.evaluate(() => window.translationsSeen);
   // let the last audio play out before reading the counters
   for (const p of [alice, bruno]) {
     await until(p, "playback", () => window.dragomanDebug().playedSamples > 0);

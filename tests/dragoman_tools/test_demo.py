@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import re
 import wave
@@ -22,7 +23,7 @@ from dragoman import config
 from dragoman.client import Client
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman_tools import cli, demo
-from tests.mesh import MeshAddresses
+from tests.mesh import MeshAddresses, serve_mesh
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -51,6 +52,29 @@ async def test_three_people_each_hear_the_two_others(mesh: MeshAddresses, tmp_pa
     assert headers == [("Alice", "en", "Bruno, Carla"), ("Bruno", "pt", "Alice, Carla"),
                        ("Carla", "es", "Alice, Bruno")], tail
     assert len(re.findall(r"^total\s+\d+\s+\d+\s+\d+$", tail, re.M)) == 3, tail
+
+
+async def test_a_simultaneous_demo_hears_long_turns_in_pieces(
+        settings: config.Settings, models_dir: Path, tmp_path: Path) -> None:
+    """A mesh in simultaneous mode, pieces capped short so that the demo's turns of 4-8 s
+    are spoken in several, at real-time pace (pieces follow the speaker's pace)."""
+    simultaneous = dataclasses.replace(settings, session=dataclasses.replace(
+        settings.session, mode="simultaneous", piece_min_words=2, piece_max_words=4))
+    printed = io.StringIO()
+    async with serve_mesh(simultaneous) as mesh:
+        result = await demo.run(mesh.gateway, tmp_path, stream=printed)
+    text = printed.getvalue()
+    ended = re.search(r"session ended: (\d+) utterances, .* errors (\d+)", text)
+    assert ended and int(ended[1]) >= 3 and ended[2] == "0", text
+    pieces = re.findall(r"^\s*[\d.]+s\s+(\w+)\s+hears piece (\d+) of (\w+): '(.+)'$", text, re.M)
+    assert {(listener, speaker) for listener, _, speaker, _ in pieces} == {
+        ("Bruno", "Alice"), ("Alice", "Bruno")}, text
+    assert re.search(r"^\s*[\d.]+s\s+\w+\s+partial → (en|pt): '.+'$", text, re.M), text
+    # one WAV per utterance heard, its pieces joined: real speech, not only the first piece
+    for path in result.wavs:
+        with wave.open(str(path)) as w:
+            samples = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+        assert samples.size > w.getframerate() and np.abs(samples).max() > 1000, path
 
 
 def test_partner_language_is_for_a_demo_of_two(capsys: pytest.CaptureFixture[str]) -> None:
