@@ -308,7 +308,8 @@ class SessionSettings:
     on before it is translated alone; when they do, it is translated with the rest of its
     sentence, as one text (session_svc.sentences). 0: translate every final at once. Off by
     default: with the embedded engines it gained no chrF beyond run-to-run noise and held
-    fragments 3-5 s (bench/results/mesh_chrf.md); 1500 suits MT that uses context."""
+    fragments 3-5 s (bench/results/mesh_chrf.md); 1500 suits MT that uses context.
+    Ignored in simultaneous mode (`mode`): holding finals would defeat speaking before the end."""
     sentence_max_hold_ms: int = 5000
     """Longest a held fragment waits for its sentence to end, from its final transcript:
     speech that never ends a sentence is still translated every so often."""

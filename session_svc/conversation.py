@@ -79,9 +79,10 @@ class Connection:
         )
 
     def on_sent(self, event: pb.ConversationEvent) -> None:
-        """Tells this listener's outbox when an utterance's first audio reached the stream."""
-        if event.WhichOneof("kind") == "speech_audio" and event.speech_audio.chunk_index == 0:
-            outbox.mark_delivered(self.member, event.speech_audio.utterance_id)
+        """Tells this listener's outbox when an utterance's audio reached the stream."""
+        if event.WhichOneof("kind") == "speech_audio":
+            outbox.mark_delivered(
+                self.member, event.speech_audio.utterance_id, event.speech_audio.chunk_index)
 
     def audio(self, chunk: pb.AudioChunk, retry: bool = False) -> None:
         """Takes one chunk. `retry`: a repeat of the last accepted sequence is a
@@ -118,7 +119,11 @@ class Connection:
             self.pipeline = SpeakerPipeline(
                 self.session, self.member, self.down, self.join.encoding,
                 self.join.sample_rate_hertz, self.settings.sentence_wait_ms / 1000,
-                self.settings.sentence_max_hold_ms / 1000, self.settings.same_language_audio)
+                self.settings.sentence_max_hold_ms / 1000, self.settings.same_language_audio,
+                mode=self.settings.mode,
+                partial_interval_s=self.settings.partial_translation_interval_ms / 1000,
+                piece_min_words=self.settings.piece_min_words,
+                piece_max_words=self.settings.piece_max_words)
             self.pipeline.task.add_done_callback(self._pipeline_done)
         self.pipeline.feed(chunk.data)
 

@@ -7,6 +7,10 @@ sends one delivery's speech at a time, chunk by chunk as it is synthesised,
 and starts the next only when the last chunk has gone; the speakers'
 pipelines prepare the next ones meanwhile. One synthesis (`Speech`) is read
 by every listener of its language, voice and output rate.
+
+In simultaneous mode an utterance spoken in pieces (`Pieces`, one per language,
+voice and rate) is put in the outboxes when its first piece is committed, and
+holds them until its last piece (made when its final comes) has gone.
 """
 
 from __future__ import annotations
@@ -30,14 +34,32 @@ DELIVERY_WAIT_S = 2.0
 """How long an outbox waits for the listener's stream to send an utterance's first chunk."""
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One chunk of speech as a listener gets it (SpeechAudio)."""
+
+    audio: bytes
+    sample_rate_hertz: int
+    chunk_index: int
+    is_last: bool
+    text: str
+    piece_index: int = 0
+    source_text: str = ""
+    after_final: bool = True
+    """It speaks what was said after the final came (the utterance's latency counts from
+    the first such chunk): all of an utterance spoken whole, only the last piece's."""
+
+
 class Speech:
     """One synthesis, read by every listener it is for: its chunks as they come, then its end.
 
     `text` is what is spoken (a translation, or a transcript for listeners of the
-    speaker's language) and `translated` when that text was ready."""
+    speaker's language), `source_text` the speaker's words it speaks, and `translated`
+    when `text` was ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, source_text: str = "") -> None:
         self.text = ""
+        self.source_text = source_text
         self.translated: float | None = None
         self.chunks: list[tts_pb2.SynthesizeResponse] = []
         self.error: DragomanError | None = None
@@ -59,16 +81,73 @@ class Speech:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def follow(self) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
+    async def follow(self) -> AsyncIterator[Chunk]:
         """Every chunk, from the first, as it comes; raises the error that ended it, if any."""
         i = 0
         while True:
             if i < len(self.chunks):
-                yield self.chunks[i]
+                c = self.chunks[i]
+                yield Chunk(c.audio, c.sample_rate_hertz, c.chunk_index, c.is_last, c.text,
+                            source_text=self.source_text if i == 0 else "")
                 i += 1
             elif self.ended:
                 if self.error is not None:
                     raise self.error
+                return
+            else:
+                await self._changed.wait()
+
+
+class Pieces:
+    """An utterance spoken in pieces for one language, voice and rate (simultaneous mode):
+    piece speeches appended as they are committed, the last one when the final came.
+
+    Read as one speech: `chunk_index` counts on across pieces, `piece_index` from 1,
+    `source_text` on each piece's first chunk, `is_last` only at the end of the last piece.
+    A piece that failed before the last is skipped (the speaker was told)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[Speech] = []
+        self.text = ""
+        """All that was spoken, once the last piece is added."""
+        self.translated: float | None = None
+        """When the last piece's text was ready."""
+        self.last_added = False
+        self.ended = False
+        self._changed = asyncio.Event()
+
+    def add(self, piece: Speech, last: bool = False) -> None:
+        if not self.ended:
+            self.pieces.append(piece)
+            self.last_added = self.ended = last
+            self._wake()
+
+    def end(self) -> None:
+        """No more pieces: the last was added, or the utterance was lost (no last piece).
+        Each piece is ended by its own synthesis."""
+        if not self.ended:
+            self.ended = True
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def follow(self) -> AsyncIterator[Chunk]:
+        index = p = 0
+        while True:
+            if p < len(self.pieces):
+                last = self.last_added and p == len(self.pieces) - 1
+                try:
+                    async for c in self.pieces[p].follow():
+                        yield Chunk(c.audio, c.sample_rate_hertz, index, last and c.is_last,
+                                    c.text, p + 1, c.source_text, after_final=last)
+                        index += 1
+                except DragomanError:
+                    if last:
+                        raise
+                p += 1
+            elif self.ended:
                 return
             else:
                 await self._changed.wait()
@@ -93,10 +172,12 @@ class Delivery:
 
     utterance_id: str
     speaker: Member
-    speech: Speech | None
+    speech: Speech | Pieces | None
     done: Callable[[Heard], None]
     delivered: asyncio.Future[float] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
+    first_index: int | None = None
+    """chunk_index of its first chunk after the final (`Chunk.after_final`), once sent."""
 
 
 class Outbox:
@@ -114,10 +195,11 @@ class Outbox:
             self._task = asyncio.create_task(
                 self._drain(), name=f"outbox-{self.listener.participant_id}")
 
-    def mark_delivered(self, utterance_id: str) -> None:
-        """The listener's stream handed the first chunk of `utterance_id` to gRPC."""
+    def mark_delivered(self, utterance_id: str, chunk_index: int) -> None:
+        """The listener's stream handed a chunk of `utterance_id` to gRPC."""
         current = self._current
-        if current is not None and current.utterance_id == utterance_id and not current.delivered.done():
+        if current is not None and current.utterance_id == utterance_id and (
+                current.first_index == chunk_index and not current.delivered.done()):
             current.delivered.set_result(time.monotonic())
 
     async def _drain(self) -> None:
@@ -148,12 +230,14 @@ class Outbox:
                 async for chunk in speech.follow():
                     if not listener.present:  # left or removed: nothing more for them
                         break
-                    if first_audio is None:
+                    if first_audio is None and chunk.after_final:
                         first_audio = time.monotonic()
+                        delivery.first_index = chunk.chunk_index
                     listener.log.append(speech_audio=pb.SpeechAudio(
                         utterance_id=delivery.utterance_id, data=chunk.audio,
                         sample_rate_hertz=chunk.sample_rate_hertz, chunk_index=chunk.chunk_index,
-                        is_last=chunk.is_last, text=chunk.text,
+                        is_last=chunk.is_last, text=chunk.text, piece_index=chunk.piece_index,
+                        source_text=chunk.source_text,
                         speaker_participant_id=speaker.participant_id,
                         speaker_display_name=speaker.display_name,
                     ))
@@ -173,7 +257,7 @@ def of(listener: Member) -> Outbox:
     return listener.outbox
 
 
-def mark_delivered(listener: Member, utterance_id: str) -> None:
-    """Called by the listener's stream when it hands an utterance's first audio chunk to gRPC."""
+def mark_delivered(listener: Member, utterance_id: str, chunk_index: int) -> None:
+    """Called by the listener's stream when it hands an audio chunk to gRPC."""
     if listener.outbox is not None:
-        listener.outbox.mark_delivered(utterance_id)
+        listener.outbox.mark_delivered(utterance_id, chunk_index)

@@ -20,6 +20,16 @@ the rest of it (session_svc.sentences): the group is then translated as one
 text and delivered as its last utterance, and the Translation lists the
 utterances it covers.
 
+While the speaker talks, the stable prefix of each partial transcript is
+translated for each listeners' language as it grows (session_svc.partials),
+as Translation events with is_final false. In simultaneous mode it is also cut
+into pieces (session_svc.pieces) that are translated and spoken at once: the
+utterance goes into the outboxes of the listeners who hear it at its first
+piece, as one `outbox.Pieces` per language, voice and rate, and its final adds
+a last piece with the words after those already spoken (the final Translation
+still translates the whole final transcript). An utterance that never reaches
+a piece goes exactly as in utterance mode.
+
 When the route to any listener is speech translation, the recognition
 stream translates into English: every transcript is then English
 (`translated_to_english`), listeners of the speaker's language read that
@@ -41,11 +51,14 @@ from functools import partial
 from dragoman import logs, metrics, rpc
 from dragoman.coverage import Route
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
+from dragoman.languages import ENGLISH
 from dragoman.stt.v1 import stt_pb2
+from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
-from session_svc import outbox, routes, sentences
+from session_svc import outbox, pieces, routes, sentences
 from session_svc.downstream import Downstream, error_code
-from session_svc.outbox import Delivery, Heard, Speech
+from session_svc.outbox import Delivery, Heard, Pieces, Speech
+from session_svc.partials import Partial, Partials
 from session_svc.sessions import Member, Session
 
 log = logging.getLogger(__name__)
@@ -66,6 +79,8 @@ class Utterance:
     final: float | None = None
     text: str = ""
     language_code: str = ""
+    pieced: _Pieced | None = None
+    """Simultaneous mode: its pieces, once the first was committed."""
 
     def latency(self, translated: float | None, first_audio: float | None,
                 delivered: float | None) -> pb.UtteranceLatency | None:
@@ -96,7 +111,7 @@ class _Target:
     translate: bool
     route: Route | None
     listeners: list[Member] = field(default_factory=list)
-    speeches: dict[tuple[str, int], Speech] = field(default_factory=dict)
+    speeches: dict[tuple[str, int], Speech | Pieces] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,6 +132,21 @@ class _Prepared:
     latencies: list[pb.UtteranceLatency | None] | None = None
     """Of the group, as the last listener who heard it had them."""
     task: asyncio.Task[None] | None = None
+    final_planned: bool = True
+    """False while an utterance in pieces waits for its final: it cannot finish before."""
+    lost: bool = False
+    """Its final never came (recognition failed): its listeners were told already."""
+
+
+@dataclass
+class _Pieced:
+    """An utterance being spoken in pieces: `prepared` is in its listeners' outboxes."""
+
+    prepared: _Prepared
+    committed: int = 0
+    """Stable words committed to pieces (pieces.split)."""
+    listeners: set[str] = field(default_factory=set)
+    """participant_id of those who have it in their outbox."""
 
 
 class ArrivalClock:
@@ -158,12 +188,22 @@ class SpeakerPipeline:
         self, session: Session, speaker: Member, downstream: Downstream,
         encoding: int, rate_hz: int, sentence_wait_s: float = 0.0,
         sentence_max_hold_s: float = 0.0, same_language_audio: bool = False,
+        mode: str = "utterance", partial_interval_s: float = 0.0, piece_min_words: int = 3,
+        piece_max_words: int = 10,
     ) -> None:
         self.session = session
         self.speaker = speaker
         self.down = downstream
         self.encoding = encoding
         self.same_language_audio = same_language_audio
+        self.simultaneous = mode == "simultaneous"
+        if self.simultaneous:  # holding finals for a sentence defeats speaking before the end
+            sentence_wait_s = 0.0
+        self.partial_interval_s = partial_interval_s
+        self.piece_min_words, self.piece_max_words = piece_min_words, piece_max_words
+        self._partials: dict[str, Partials[routes.Translated]] = {}
+        """Per listeners' language."""
+        self._piece_tasks: set[asyncio.Task[None]] = set()
         self.clock = ArrivalClock(rate_hz)
         # The recognition task is fixed at the start; speech translation makes the finals English.
         found = self._routes()
@@ -186,6 +226,9 @@ class SpeakerPipeline:
             )
         ))
         self._finals: asyncio.Queue[Utterance | None] = asyncio.Queue()
+        self._planned: asyncio.Queue[_Prepared | None] = asyncio.Queue()
+        self._inflight: list[_Prepared] = []
+        """Planned and not yet done with by every listener."""
         self._utterances: dict[int, Utterance] = {}
         self._sentences = sentences.Sentences(
             self._finals, sentence_wait_s, sentence_max_hold_s,
@@ -283,6 +326,7 @@ class SpeakerPipeline:
             # utterances heard in part are lost: named, and ended (the next audio starts anew)
             lost, code = [*self._utterances.values()], error_code(e, pb.ERROR_CODE_RECOGNITION_FAILED)
             self._utterances.clear()
+            self._abandon(lost)
             for utterance_id in [u.utterance_id for u in lost] or [""]:
                 self.speaker.log.append(error=pb.ConversationError(
                     code=code, message=e.message, utterance_id=utterance_id))
@@ -290,8 +334,24 @@ class SpeakerPipeline:
                 self._all("processing_ended",
                           partial(pb.ProcessingEnded, utterance_id=utt.utterance_id))
         finally:
+            self._abandon([*self._utterances.values()])
             self._finals.put_nowait(None)
-            await worker
+            try:
+                await worker
+            finally:
+                for task in list(self._piece_tasks):
+                    task.cancel()
+                await asyncio.gather(*self._piece_tasks, *(
+                    p.aclose() for p in self._partials.values()), return_exceptions=True)
+
+    def _abandon(self, lost: list[Utterance]) -> None:
+        """Utterances whose final will not come: their pieces end where they are."""
+        for utt in lost:
+            if utt.pieced is not None:
+                utt.pieced.prepared.lost = True
+                for target in utt.pieced.prepared.targets:
+                    for speech in target.speeches.values():
+                        speech.end()
 
     def _on_recognition(self, response: stt_pb2.StreamingRecognizeResponse) -> None:
         if response.HasField("speech_event"):
@@ -310,19 +370,29 @@ class SpeakerPipeline:
             stability=result.stability, language_code=result.language_code,
             translated_to_english=self._speech_translates,
         ))
+        if not result.is_final:
+            stable = result.stable_prefix.strip()
+            if stable:
+                self._on_stable(result.utterance_index, utt, stable, result.stability,
+                                result.language_code or self.speaker.language_code)
+            return
+        for partials in self._partials.values():
+            partials.close(result.utterance_index)
         if result.is_final:
             utt.final = time.monotonic()
             utt.end_of_speech = utt.end_of_speech or utt.final
             utt.text, utt.language_code = text, result.language_code or self.speaker.language_code
             del self._utterances[result.utterance_index]
-            self._finals.put_nowait(utt)
+            if self.simultaneous:  # planned at once: a next utterance's pieces must come after
+                self._schedule(self._plan([utt]))
+            else:
+                self._finals.put_nowait(utt)
 
     async def _deliver_all(self) -> None:
         """Puts each final (or sentence) in its listeners' outboxes as it comes, and prepares
         them in order, 1 + LOOKAHEAD at a time, until each is delivered."""
         slots = asyncio.Semaphore(1 + LOOKAHEAD)
-        planned: asyncio.Queue[_Prepared | None] = asyncio.Queue()
-        inflight: list[_Prepared] = []
+        planned, inflight = self._planned, self._inflight
 
         async def prepare_all() -> None:
             while (prepared := await planned.get()) is not None:
@@ -331,17 +401,10 @@ class SpeakerPipeline:
                 if not prepared.done.done():  # else all its listeners went meanwhile
                     prepared.task = asyncio.create_task(self._prepare(prepared), name="prepare")
 
-        def forget(prepared: _Prepared) -> Callable[[object], None]:
-            return lambda _: inflight.remove(prepared)
-
         feeder = asyncio.create_task(prepare_all(), name="prepare-all")
         try:
             while (group := await self._sentences.next()) is not None:
-                prepared = self._plan(group)
-                if not prepared.done.done():
-                    inflight.append(prepared)
-                    prepared.done.add_done_callback(forget(prepared))
-                planned.put_nowait(prepared)
+                self._schedule(self._plan(group))
             planned.put_nowait(None)
             await feeder
             if inflight:  # wait, not gather: cancelling this must not cancel their futures
@@ -357,39 +420,243 @@ class SpeakerPipeline:
                         speech.end()
             await asyncio.gather(feeder, *tasks, return_exceptions=True)
 
+    def _schedule(self, prepared: _Prepared) -> None:
+        """A planned utterance waits its turn to be prepared (`_deliver_all`)."""
+        if not prepared.done.done():
+            self._inflight.append(prepared)
+            prepared.done.add_done_callback(lambda _: self._inflight.remove(prepared))
+        self._planned.put_nowait(prepared)
+
+    def _target(self, targets: dict[str, _Target], listener: Member) -> _Target:
+        """The listener's language group in `targets` (added if new), listener not added."""
+        target = targets.get(listener.language)
+        if target is None:
+            same = listener.language == self.speaker.language
+            target = targets[listener.language] = _Target(
+                listener.language, listener.language_code, not same, self._route_to(listener))
+        return target
+
+    def _voice(self, target: _Target, listener: Member) -> tuple[str, int] | None:
+        """The synthesis the listener hears, None: they hear nothing (the transcript is theirs)."""
+        if target.translate or (self.same_language_audio and not self._speech_translates):
+            return listener.voice, listener.output_rate_hz
+        return None
+
+    def _put(self, prepared: _Prepared, listener: Member, speech: Speech | Pieces | None) -> None:
+        outbox.of(listener).put(Delivery(
+            prepared.utt.utterance_id, self.speaker, speech,
+            partial(self._heard, prepared, listener, speech)))
+
     def _plan(self, group: list[Utterance]) -> _Prepared:
         """Groups the listeners present by language and voice and puts the utterance in
         their outboxes; it is prepared later (`_prepare`)."""
         utt = group[-1]
+        if utt.pieced is not None:
+            return self._plan_pieced(utt.pieced)
         text = sentences.join([u.text for u in group], utt.language_code)
         targets: dict[str, _Target] = {}
-        deliveries: list[tuple[Member, Speech | None]] = []
+        deliveries: list[tuple[Member, Speech | Pieces | None]] = []
         for listener in self.session.listeners(self.speaker):
             if not text:
                 deliveries.append((listener, None))
                 continue
-            target = targets.get(listener.language)
-            if target is None:
-                same = listener.language == self.speaker.language
-                target = targets[listener.language] = _Target(
-                    listener.language, listener.language_code, not same, self._route_to(listener))
+            target = self._target(targets, listener)
             target.listeners.append(listener)
-            speech = None
-            if target.translate or (self.same_language_audio and not self._speech_translates):
-                key = (listener.voice, listener.output_rate_hz)
-                speech = target.speeches.setdefault(key, Speech())
+            key, speech = self._voice(target, listener), None
+            if key is not None:
+                speech = target.speeches.setdefault(key, Speech(text))
             deliveries.append((listener, speech))
         prepared = _Prepared(utt, group, text, list(targets.values()), pending=len(deliveries))
         for listener, speech in deliveries:
-            outbox.of(listener).put(Delivery(
-                utt.utterance_id, self.speaker, speech, partial(self._heard, prepared, listener, speech)))
+            self._put(prepared, listener, speech)
         if not deliveries:
             self._finished(prepared)
         return prepared
 
-    def _heard(self, prepared: _Prepared, listener: Member, speech: Speech | None,
+    # -- while the speaker talks: translated partials and pieces ----------------
+
+    def _on_stable(self, index: int, utt: Utterance, stable: str, stability: float,
+                   language_code: str) -> None:
+        """A partial transcript whose stable prefix is `stable`."""
+        language = ENGLISH if self._speech_translates else language_code
+        words = pieces.split(stable, language)
+        if self.partial_interval_s > 0:
+            targets: dict[str, _Target] = {}
+            for listener in self.session.listeners(self.speaker):
+                target = self._target(targets, listener)
+                if target.translate:
+                    self._partials_for(target).offer(Partial(index, stable, len(words), stability))
+        if self.simultaneous:
+            self._commit_pieces(utt, words, language)
+
+    def _partials_for(self, target: _Target) -> Partials[routes.Translated]:
+        partials = self._partials.get(target.language)
+        if partials is None:
+            partials = self._partials[target.language] = Partials(
+                partial(routes.translate, self.down, target.route, self.speaker.language_code,
+                        target.language_code),
+                partial(self._send_partial, target.language, target.language_code),
+                self.partial_interval_s)
+        return partials
+
+    def _send_partial(self, language: str, language_code: str, stable: Partial,
+                      translation: routes.Translated) -> None:
+        utt = self._utterances.get(stable.utterance_index)
+        if utt is None:  # lost meanwhile
+            return
+        listeners = [m for m in self.session.listeners(self.speaker) if m.language == language]
+        self._send_to_language(partial(
+            pb.Translation, utterance_id=utt.utterance_id, source_text=stable.text,
+            text=translation.text, source_language_code=self.speaker.language_code,
+            is_final=False, stability=stable.stability, path=translation.path,
+            engine=translation.engine, speaker_participant_id=self.speaker.participant_id,
+            speaker_display_name=self.speaker.display_name), language_code, listeners)
+
+    def _commit_pieces(self, utt: Utterance, words: list[str], language: str) -> None:
+        """Commits the stable words that make pieces now (simultaneous mode), each spoken
+        at once to the listeners who hear audio; none hear any: utterance mode."""
+        state = utt.pieced
+        committed = state.committed if state is not None else 0
+        while (end := pieces.next_piece(
+                words, committed, self.piece_min_words, self.piece_max_words)) > committed:
+            if state is None:
+                state = utt.pieced = self._start_pieces(utt)
+                if state is None:
+                    return
+            self._add_piece(state, pieces.join(words[committed:end], language))
+            committed = state.committed = end
+
+    def _start_pieces(self, utt: Utterance) -> _Pieced | None:
+        """Puts the utterance in the outbox of each listener who hears audio, as the pieces to
+        come; listeners who hear none get it at the final, as in utterance mode."""
+        targets: dict[str, _Target] = {}
+        deliveries: list[tuple[Member, Pieces]] = []
+        for listener in self.session.listeners(self.speaker):
+            target = self._target(targets, listener)
+            key = self._voice(target, listener)
+            if key is None:
+                continue
+            target.listeners.append(listener)
+            speech = target.speeches.setdefault(key, Pieces())
+            assert isinstance(speech, Pieces)
+            deliveries.append((listener, speech))
+        if not deliveries:
+            return None
+        prepared = _Prepared(utt, [utt], "", [t for t in targets.values() if t.speeches],
+                             pending=len(deliveries), final_planned=False)
+        state = _Pieced(prepared, listeners={m.participant_id for m, _ in deliveries})
+        for listener, speech in deliveries:
+            self._put(prepared, listener, speech)
+        return state
+
+    def _add_piece(self, state: _Pieced, source_text: str) -> None:
+        for target in state.prepared.targets:
+            speeches = {key: Speech(source_text) for key in target.speeches}
+            for key, speech in speeches.items():
+                whole = target.speeches[key]
+                assert isinstance(whole, Pieces)
+                whole.add(speech)
+            task = asyncio.create_task(
+                self._speak_piece(state.prepared.utt, target, source_text, speeches), name="piece")
+            self._piece_tasks.add(task)
+            task.add_done_callback(self._piece_tasks.discard)
+
+    async def _speak_piece(self, utt: Utterance, target: _Target, source_text: str,
+                           speeches: dict[tuple[str, int], Speech]) -> None:
+        """Translates one piece alone and synthesises it per voice."""
+        try:
+            spoken = source_text
+            if target.translate:
+                translation = await self._translate(utt, target, source_text)
+                if isinstance(translation, DragomanError):
+                    return
+                spoken = translation.text
+            for speech in speeches.values():
+                speech.text, speech.translated = spoken, time.monotonic()
+            if spoken.strip():
+                await asyncio.gather(*(
+                    self._synthesize(target, voice, rate_hz, speech, utt)
+                    for (voice, rate_hz), speech in speeches.items()))
+        finally:
+            for speech in speeches.values():
+                speech.end()
+
+    def _plan_pieced(self, state: _Pieced) -> _Prepared:
+        """The final of an utterance in pieces: the listeners who do not have it yet get it
+        (those who hear no audio, or came since: they hear the pieces of their voice, if any)."""
+        prepared = state.prepared
+        prepared.text, prepared.final_planned = prepared.utt.text, True
+        targets = {t.language: t for t in prepared.targets}
+        for listener in self.session.listeners(self.speaker):
+            if listener.participant_id in state.listeners:
+                continue
+            target = self._target(targets, listener)
+            target.listeners.append(listener)
+            key = self._voice(target, listener)
+            speech = target.speeches.get(key) if key is not None else None
+            prepared.pending += 1
+            self._put(prepared, listener, speech)
+        prepared.targets = list(targets.values())
+        if prepared.pending == 0:
+            self._finished(prepared)
+        return prepared
+
+    async def _finish_pieces(self, prepared: _Prepared, target: _Target) -> None:
+        """One language's final caption (the whole final transcript) and last piece: the final's
+        words after those committed, translated alone; nothing new: one empty chunk."""
+        utt = prepared.utt
+        assert utt.pieced is not None
+        language = ENGLISH if self._speech_translates else utt.language_code
+        rest = pieces.join(pieces.split(prepared.text, language)[utt.pieced.committed:], language)
+        last = {key: Speech(rest) for key in target.speeches}
+        for key, speech in last.items():
+            whole = target.speeches[key]
+            assert isinstance(whole, Pieces)
+            whole.add(speech, last=True)
+
+        async def caption() -> None:
+            translation = await self._translate(utt, target, prepared.text)
+            if not isinstance(translation, DragomanError):
+                self._send_translation(prepared, target, translation)
+
+        async def speak() -> None:
+            spoken = rest
+            if rest and target.translate:
+                translation = await self._translate(utt, target, rest)
+                if isinstance(translation, DragomanError):
+                    for speech in last.values():
+                        speech.end(translation)
+                    return
+                spoken = translation.text
+            translated = time.monotonic()
+            for key, speech in last.items():
+                speech.text = spoken
+                whole = target.speeches[key]
+                assert isinstance(whole, Pieces)
+                whole.translated = translated
+                whole.text = pieces.join(
+                    [p.text for p in whole.pieces if p.text.strip()], target.language_code)
+            if spoken.strip():
+                await asyncio.gather(*(
+                    self._synthesize(target, voice, rate_hz, speech, utt)
+                    for (voice, rate_hz), speech in last.items()))
+            else:
+                for (_, rate_hz), speech in last.items():
+                    speech.add(tts_pb2.SynthesizeResponse(
+                        audio=b"", sample_rate_hertz=rate_hz, chunk_index=0, is_last=True))
+                    speech.end()
+
+        try:
+            await asyncio.gather(caption() if target.translate else asyncio.sleep(0), speak())
+        finally:
+            for speech in last.values():
+                speech.end()
+
+    def _heard(self, prepared: _Prepared, listener: Member, speech: Speech | Pieces | None,
                heard: Heard) -> None:
         """A listener's outbox is done with the utterance: tells them, records it."""
+        if prepared.lost:
+            return
         translated = speech.translated if speech is not None else None
         latencies = [u.latency(translated, heard.first_audio, heard.delivered)
                      for u in prepared.group]
@@ -405,7 +672,7 @@ class SpeakerPipeline:
                     self.speaker, listener, prepared.utt.utterance_id, prepared.text, speech.text,
                     latencies[-1])
         prepared.pending -= 1
-        if prepared.pending == 0:
+        if prepared.pending == 0 and prepared.final_planned:
             self._finished(prepared)
 
     def _finished(self, prepared: _Prepared) -> None:
@@ -432,15 +699,14 @@ class SpeakerPipeline:
         """One language's translation (it goes out at once) and speech; a failure here
         leaves the other languages alone."""
         utt = prepared.utt
+        if utt.pieced is not None:
+            await self._finish_pieces(prepared, target)
+            return
         if not target.translate:
             spoken = prepared.text
         else:
-            try:
-                translation = await routes.translate(
-                    self.down, target.route, self.speaker.language_code, target.language_code,
-                    prepared.text)
-            except DragomanError as e:
-                self._failed("translation", pb.ERROR_CODE_TRANSLATION_FAILED, utt, e)
+            translation = await self._translate(utt, target, prepared.text)
+            if isinstance(translation, DragomanError):
                 return
             spoken = translation.text
             self._send_translation(prepared, target, translation)
@@ -451,26 +717,41 @@ class SpeakerPipeline:
             return
         await asyncio.gather(*(
             self._synthesize(target, voice, rate_hz, speech, utt)
-            for (voice, rate_hz), speech in target.speeches.items()))
+            for (voice, rate_hz), speech in target.speeches.items() if isinstance(speech, Speech)))
+
+    async def _translate(self, utt: Utterance, target: _Target,
+                         text: str) -> routes.Translated | DragomanError:
+        """`text` in the target's language; a failure is told to the speaker and returned."""
+        try:
+            return await routes.translate(
+                self.down, target.route, self.speaker.language_code, target.language_code, text)
+        except DragomanError as e:
+            self._failed("translation", pb.ERROR_CODE_TRANSLATION_FAILED, utt, e)
+            return e
 
     def _send_translation(self, prepared: _Prepared, target: _Target,
                           translation: routes.Translated) -> None:
         utt = prepared.utt
         covers = [u.utterance_id for u in prepared.group] if len(prepared.group) > 1 else []
-        make = partial(
+        self._send_to_language(partial(
             pb.Translation, utterance_id=utt.utterance_id, source_text=prepared.text,
             text=translation.text, source_language_code=self.speaker.language_code,
-            is_final=True, path=translation.path, engine=translation.engine,
+            is_final=True, stability=1.0, path=translation.path, engine=translation.engine,
             covers_utterance_ids=covers, speaker_participant_id=self.speaker.participant_id,
-            speaker_display_name=self.speaker.display_name)
+            speaker_display_name=self.speaker.display_name), target.language_code,
+            target.listeners)
+        log.info("translated %s", utt.utterance_id, extra={
+            "engine": translation.engine, "text": logs.redact(translation.text)})
+
+    def _send_to_language(self, make: Callable[..., pb.Translation], language_code: str,
+                          listeners: list[Member]) -> None:
+        """A translation into one language, to the speaker and to `listeners` (of it)."""
         self.speaker.log.append(translation=make(
-            speaker=pb.SPEAKER_SELF, target_language_code=target.language_code))
-        for listener in target.listeners:
+            speaker=pb.SPEAKER_SELF, target_language_code=language_code))
+        for listener in listeners:
             if listener.present:
                 listener.log.append(translation=make(
                     speaker=pb.SPEAKER_PARTNER, target_language_code=listener.language_code))
-        log.info("translated %s", utt.utterance_id, extra={
-            "engine": translation.engine, "text": logs.redact(translation.text)})
 
     async def _synthesize(self, target: _Target, voice: str, rate_hz: int, speech: Speech,
                           utt: Utterance) -> None:
