@@ -39,6 +39,8 @@ interface Utterance {
   latency: HTMLParagraphElement;
   latencyMs: number | undefined;
   audioChunks: number;
+  /** Highest SpeechAudio.piece_index heard: 0 when spoken whole. */
+  pieces: number;
   done: boolean;
   translationPartials: { text: string; stability: number }[];
 }
@@ -62,6 +64,8 @@ export interface UtteranceSnapshot {
   latencyMs: number | undefined;
   latencyText: string;
   audioChunks: number;
+  /** Pieces its speech came in (simultaneous mode), 0 when spoken whole. */
+  pieces: number;
   /** ProcessingEnded came: nothing more will arrive for it (an utterance that heard no words ends with no latency). */
   done: boolean;
 }
@@ -140,6 +144,7 @@ export class Captions {
     const u = this.utterances.get(a.utteranceId);
     if (u) {
       u.audioChunks++;
+      u.pieces = Math.max(u.pieces, a.pieceIndex);
       u.el.classList.add("spoken");
     }
   }
@@ -173,6 +178,7 @@ export class Captions {
       latencyMs: u.latencyMs,
       latencyText: u.latency.textContent ?? "",
       audioChunks: u.audioChunks,
+      pieces: u.pieces,
       done: u.done,
     }));
   }
@@ -195,7 +201,7 @@ export class Captions {
     latency.hidden = true;
     u = { id: about.utteranceId, speaker: about.speaker, speakerId: "", speakerName: "", el, who,
       transcript: this.line("transcript"), translations: new Map(), latency, latencyMs: undefined,
-      audioChunks: 0, done: false, translationPartials: [] };
+      audioChunks: 0, pieces: 0, done: false, translationPartials: [] };
     this.name(u, about);
     el.append(who, u.transcript.el, latency);
     this.list.append(el);
