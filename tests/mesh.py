@@ -97,11 +97,11 @@ async def _queue_stream(queue: asyncio.Queue[pb.ConverseRequest | None]) -> Asyn
 
 async def one_way(
     mesh: MeshAddresses, clip: Path, speaker_language: str, listener_language: str,
-    output_rate_hz: int = 24_000, allow_one_way: bool = False,
+    output_rate_hz: int = 24_000, allow_one_way: bool = False, speed: float = 0.0,
 ) -> OneWay:
     """Two new users pair (the listener joining with `allow_one_way`); the first says `clip`
-    (then 1.5 s of silence) and leaves; returns once the listener has every utterance's
-    `processing_ended`."""
+    (then 1.5 s of silence; at `speed` times real time, 0: all at once) and leaves; returns
+    once the listener has every utterance's `processing_ended`."""
     speaker = await new_client(mesh.gateway, speaker_language)
     listener = await new_client(mesh.gateway, listener_language)
     session = await speaker.create_session(speaker_language)
@@ -115,7 +115,7 @@ async def one_way(
 
     samples = audio.decode_file(clip, audio.STT_RATE_HZ)
     pcm = audio.float_to_pcm16(np.concatenate([samples, np.zeros(24_000, np.float32)]))
-    async for request in speak(pcm, audio.STT_RATE_HZ, realtime=False):
+    async for request in speak(pcm, audio.STT_RATE_HZ, realtime=speed > 0, speed=speed or 1.0):
         await queues["a"].put(request)
     await queues["a"].put(pb.ConverseRequest(leave=pb.LeaveConversation()))
     await queues["a"].put(None)
@@ -133,6 +133,6 @@ async def one_way(
             if done == spoken:
                 return
 
-    await asyncio.wait_for(collect(), timeout=120)
+    await asyncio.wait_for(collect(), timeout=180)
     await queues["b"].put(None)
     return OneWay(session.session_id, speaker, speaker_events, listener_events)

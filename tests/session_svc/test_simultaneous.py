@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from dragoman.errors import Unavailable
 from dragoman.mt.v1 import mt_pb2
 from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
@@ -32,6 +33,8 @@ class Scripted:
     turns: tuple[Turn, ...]
     gap_s: float = 0.15
     """Wall time after each partial (pieces get spoken meanwhile)."""
+    fail: str = ""
+    """Translating this text fails."""
     translated: list[str] = field(default_factory=list)
     synthesised: list[str] = field(default_factory=list)
 
@@ -54,6 +57,8 @@ class Scripted:
 
     async def translate(self, source: str, target: str, text: str) -> mt_pb2.Translation:
         self.translated.append(text)
+        if text == self.fail:
+            raise Unavailable("mt is down")
         return mt_pb2.Translation(text=text.upper(), engine="scripted")
 
     async def synthesize(
@@ -67,7 +72,7 @@ class Scripted:
 
 
 async def _run(down: Scripted, mode: str = "simultaneous", partial_interval_s: float = 0.0,
-               max_words: int = 6) -> tuple[Member, Member]:
+               max_words: int = 6, sentence_wait_s: float = 0.0) -> tuple[Member, Member]:
     session = Session("s1", "123456", time.time())
     alice = Member("a", "Alice", "en", "en", "", EventLog("s1", 1024))
     bruno = Member("b", "Bruno", "pt-BR", "pt", "", EventLog("s1", 1024))
@@ -75,7 +80,7 @@ async def _run(down: Scripted, mode: str = "simultaneous", partial_interval_s: f
     pipeline = SpeakerPipeline(
         session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000,  # type: ignore[arg-type]
         mode=mode, partial_interval_s=partial_interval_s, piece_min_words=3,
-        piece_max_words=max_words)
+        piece_max_words=max_words, sentence_wait_s=sentence_wait_s, sentence_max_hold_s=20.0)
     await pipeline.finish(timeout_s=10)
     return alice, bruno
 
@@ -205,3 +210,21 @@ async def test_partials_are_off_at_interval_zero() -> None:
     down = Scripted((Turn(("one", "one two"), "one two three"),))
     _, bruno = await _run(down, mode="utterance")
     assert [t.is_final for t in _kind(bruno, "translation")] == [True]
+
+
+async def test_simultaneous_mode_does_not_hold_fragments_for_their_sentence() -> None:
+    down = Scripted((Turn(("one two",), "one two"), Turn(("three",), "three four.")))
+    _, bruno = await _run(down, sentence_wait_s=5.0)
+    final = [t for t in _kind(bruno, "translation") if t.is_final]
+    assert [(t.utterance_id, t.text, list(t.covers_utterance_ids)) for t in final] == [
+        ("1-1", "ONE TWO", []), ("1-2", "THREE FOUR.", [])]
+
+
+async def test_a_piece_that_fails_is_skipped_and_the_utterance_goes_on() -> None:
+    down = Scripted((Turn(("one two three,", "one two three, four five six,"),
+                          "one two three, four five six, seven"),), fail="one two three,")
+    alice, bruno = await _run(down)
+    assert _pieces(bruno) == [(2, b"FOUR FIVE SIX,"), (3, b"SEVEN")]
+    _check_run(_kind(bruno, "speech_audio"))
+    assert [e.code for e in _kind(alice, "error")] == [pb.ERROR_CODE_SERVICE_UNAVAILABLE]
+    assert [e.utterance_id for e in _kind(bruno, "processing_ended")] == ["1-1"]
