@@ -99,7 +99,7 @@ class Person:
             tr = event.translation
             if tr.is_final:
                 me.line(self.name, f"→ {tr.target_language_code}: {tr.text!r}", final=True)
-            else:
+            elif tr.text.strip():  # a stable prefix of a word or two may translate to nothing
                 me.line(self.name, f"partial → {tr.target_language_code}: {tr.text!r}", final=False,
                         light=True)
         elif kind == "processing_started" and event.processing_started.speaker == pb.SPEAKER_SELF:
@@ -121,8 +121,8 @@ class Person:
                 self.rates.setdefault(a.utterance_id, a.sample_rate_hertz)
             if a.piece_index and a.source_text:  # the first chunk of a piece (simultaneous mode)
                 who = self.names.get(a.speaker_participant_id, "")
-                me.line(self.name, f"hears piece {a.piece_index} of {who or 'the partner'}: "
-                                   f"{a.source_text!r}", final=True)
+                me.line(self.name, f"hears piece {a.piece_index} of {who or 'the partner'}'s "
+                                   f"{a.utterance_id}: {a.source_text!r}", final=True)
             if a.is_last:
                 rate_hz = self.rates.pop(a.utterance_id, a.sample_rate_hertz)
                 self.on_speech(a.utterance_id, b"".join(self.heard.pop(a.utterance_id)), rate_hz,

@@ -129,8 +129,9 @@ export class Captions {
       u.latency.before(line.el);
     }
     if (!t.isFinal) {
-      // a partial that lost the race with the final would bring back words the final replaced
-      if (u.done || line.finals.length) return;
+      // a partial that lost the race with the final would bring back words the final replaced;
+      // an empty one (a word or two that translate to nothing) would blank the one before
+      if (u.done || line.finals.length || !t.text.trim()) return;
       line.stability = t.stability;
       u.translationPartials.push({ text: t.text, stability: t.stability });
     }
