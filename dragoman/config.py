@@ -281,7 +281,7 @@ class SessionSettings:
     event_buffer_bytes: int = 2 * 2**20
     """Serialized bytes of those events kept per participant; the oldest go first (the
     newest stays, whatever its size). Translated speech is nearly all of it: 2 MiB holds
-    about 43 s of 24 kHz PCM speech (bench/results/soak.md); 0: no byte bound."""
+    about 43 s of 24 kHz PCM speech (bench/results/event_log_bytes.md); 0: no byte bound."""
     heartbeat_interval_s: float = 15.0
     """Server heartbeat period on idle streams."""
     downstream_timeout_s: float = 30.0
