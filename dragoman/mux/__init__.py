@@ -32,10 +32,9 @@ trailing metadata, per-call ordering, trace context. What it changes: flow
 control is per trunk, so a reader that falls `MAX_PENDING` messages (or
 `MAX_PENDING_BYTES`) behind gets its call ended with RESOURCE_EXHAUSTED
 instead of slowing the sender (a conversation client resumes from its last
-sequence number); when the
-trunk itself fails, every call on it ends with the trunk's status
-(UNAVAILABLE, typically), as calls on a failed connection do. Only text
-metadata crosses, and no initial metadata comes back.
+sequence number); when the trunk itself fails, every call on it ends with
+the trunk's status (UNAVAILABLE, typically), as calls on a failed connection
+do. Only text metadata crosses, and no initial metadata comes back.
 """
 
 from dragoman.mux.client import RETRIES, TrunkedChannel, TrunkUnaryCall, channel

@@ -23,8 +23,9 @@ MAX_PENDING = 1024
 MAX_PENDING_BYTES = 2 * 2**20
 """Message bytes a call may have waiting for its reader before it is ended, whatever
 their count: 1024 events of translated speech (about 70 KB each at 24 kHz,
-bench/results/event_log_bytes.md) would be 70 MB held for one stalled listener. The default
-session.event_buffer_bytes, so a listener cut for it can resume from session_svc's log."""
+bench/results/event_log_bytes.md) would be 70 MB held for one stalled listener.
+The default session.event_buffer_bytes, so a listener cut for it can resume from
+session_svc's log."""
 MAX_BATCH = 512
 """Most frames in one trunk message."""
 MAX_BATCH_BYTES = rpc.MAX_MESSAGE_BYTES // 4
