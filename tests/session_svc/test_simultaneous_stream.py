@@ -4,6 +4,7 @@ twice."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -95,3 +96,25 @@ async def test_a_listener_who_drops_mid_piece_resumes_without_gap_or_duplicate(
     assert _audio(after)[0].chunk_index == 1  # it went on where it stopped
     for c in (a, b):
         await c.close()
+
+
+async def test_a_speaker_who_drops_mid_utterance_leaves_the_listener_a_whole_end(
+        simultaneous: Stack, fleurs: Path) -> None:
+    a, b, sid = await _pair(simultaneous.session, "gone")
+    a_call = a.converse(sid)
+    b_call = b.converse(sid)
+    await b.collect(b_call, "partner_connected")
+    saying = asyncio.create_task(_say(a, fleurs))
+    heard = await b.collect(b_call, "speech_audio")  # a piece, before the utterance's final
+    a_call.cancel()  # type: ignore[attr-defined]  # Alice's network drops mid-utterance
+    saying.cancel()
+    utterance_id = heard[-1].speech_audio.utterance_id
+    events = await b.collect(b_call, "partner_disconnected")  # all since it joined
+    _check_utterances(events)  # it ends with an is_last chunk
+    kinds = [(e.WhichOneof("kind"), e) for e in events]
+    last_audio = max(i for i, (k, e) in enumerate(kinds) if k == "speech_audio"
+                     and e.speech_audio.utterance_id == utterance_id)
+    assert [i for i, (k, e) in enumerate(kinds) if k == "processing_ended"
+            and e.processing_ended.utterance_id == utterance_id] == [
+        next(i for i, (k, _) in enumerate(kinds) if k == "processing_ended" and i > last_audio)]
+    await b.close()
