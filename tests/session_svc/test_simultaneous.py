@@ -13,6 +13,7 @@ from dragoman.mt.v1 import mt_pb2
 from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
+from dragoman.v1 import sessions_pb2 as spb
 from session_svc.events import EventLog
 from session_svc.pipeline import SpeakerPipeline
 from session_svc.sessions import Member, Session
@@ -284,3 +285,35 @@ async def test_pieces_whose_final_is_lost_to_a_closed_stream_end_with_an_empty_l
     await _until(bruno, "processing_ended")
     _check_lost(bruno, [(1, b"ONE TWO THREE,")])
     assert [e.utterance_id for e in _kind(alice, "processing_ended")] == ["1-1"]
+
+
+async def test_a_listener_who_leaves_mid_piece_and_one_who_joins_mid_utterance() -> None:
+    """Bruno leaves during the first piece: nothing more reaches him and the others go on.
+    Carla (Bruno's language and voice) and Dora (another language) join after it was spoken:
+    they get the utterance at its final, Carla every piece of it from the first, whole."""
+    down = Scripted((Turn(("one two three,", "one two three, four five six,"),
+                          "one two three, four five six, seven"),), gap_s=0.3)
+    pipeline, alice, bruno = _start(down)
+    carla = Member("c", "Carla", "pt-BR", "pt", "", EventLog("s1", 1024))
+    dora = Member("d", "Dora", "es", "es", "", EventLog("s1", 1024))
+    await _until(bruno, "speech_audio")
+    bruno.state = spb.PARTICIPANT_STATE_LEFT
+    left_at = len(bruno.log.kept())
+    async with asyncio.timeout(10):  # the second piece is being spoken: they join after it
+        while len(down.synthesised) < 2:
+            await asyncio.sleep(0.01)
+    pipeline.session.members += [carla, dora]
+    await pipeline.finish(timeout_s=10)
+    await _until(carla, "processing_ended")
+    assert all(e.WhichOneof("kind") != "speech_audio" for e in bruno.log.kept()[left_at:])
+    assert _kind(bruno, "processing_ended") == []
+    audio = _kind(carla, "speech_audio")
+    _check_run(audio)
+    assert _pieces(carla) == [(1, b"ONE TWO THREE,"), (2, b"FOUR FIVE SIX,"), (3, b"SEVEN")]
+    assert [e.utterance_id for e in _kind(carla, "processing_ended")] == ["1-1"]
+    assert _kind(dora, "speech_audio") == []  # no synthesis was made in her language and voice
+    assert [(t.is_final, t.text, t.target_language_code) for t in _kind(dora, "translation")] == [
+        (True, "ONE TWO THREE, FOUR FIVE SIX, SEVEN", "es")]
+    await _until(dora, "processing_ended")
+    ended = _kind(alice, "processing_ended")
+    assert [e.utterance_id for e in ended] == ["1-1"] and ended[0].HasField("latency")
