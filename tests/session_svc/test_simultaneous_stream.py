@@ -33,6 +33,15 @@ async def _pair(address: str, name: str) -> tuple[Caller, Caller, str]:
     return a, b, session.session_id
 
 
+async def _talking(address: str, name: str) -> tuple[Caller, Caller, str, object, object]:
+    """Alice and Bruno paired, each with a conversation stream, Bruno seeing Alice's."""
+    a, b, sid = await _pair(address, name)
+    a_call = a.converse(sid)
+    b_call = b.converse(sid)
+    await b.collect(b_call, "partner_connected")
+    return a, b, sid, a_call, b_call
+
+
 async def _say(caller: Caller, fleurs: Path) -> None:
     """Faster than real time, slow enough for stt_svc to make partials as it goes."""
     async for request in speak(utterance(fleurs), 16000, speed=3.0):
@@ -78,10 +87,7 @@ async def test_pieces_reach_the_listener_before_the_final(simultaneous: Stack, f
 
 async def test_a_listener_who_drops_mid_piece_resumes_without_gap_or_duplicate(
         simultaneous: Stack, fleurs: Path) -> None:
-    a, b, sid = await _pair(simultaneous.session, "drop")
-    a_call = a.converse(sid)
-    b_call = b.converse(sid)
-    await b.collect(b_call, "partner_connected")
+    a, b, sid, a_call, b_call = await _talking(simultaneous.session, "drop")
     await _say(a, fleurs)
     before = await b.collect(b_call, "speech_audio")  # the first chunk of the first piece
     b_call.cancel()  # type: ignore[attr-defined]  # Bruno's network drops mid-piece
@@ -100,10 +106,7 @@ async def test_a_listener_who_drops_mid_piece_resumes_without_gap_or_duplicate(
 
 async def test_a_speaker_who_drops_mid_utterance_leaves_the_listener_a_whole_end(
         simultaneous: Stack, fleurs: Path) -> None:
-    a, b, sid = await _pair(simultaneous.session, "gone")
-    a_call = a.converse(sid)
-    b_call = b.converse(sid)
-    await b.collect(b_call, "partner_connected")
+    a, b, _, a_call, b_call = await _talking(simultaneous.session, "gone")
     saying = asyncio.create_task(_say(a, fleurs))
     heard = await b.collect(b_call, "speech_audio")  # a piece, before the utterance's final
     a_call.cancel()  # type: ignore[attr-defined]  # Alice's network drops mid-utterance
