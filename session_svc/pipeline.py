@@ -664,7 +664,7 @@ class SpeakerPipeline:
             if listener.present:
                 listener.log.append(processing_ended=pb.ProcessingEnded(
                     speaker=pb.SPEAKER_PARTNER, utterance_id=prepared.utt.utterance_id,
-                    **self._ids()))
+                    latency=None, **self._ids()))
             return
         translated = speech.translated if speech is not None else None
         latencies = [u.latency(translated, heard.first_audio, heard.delivered)
