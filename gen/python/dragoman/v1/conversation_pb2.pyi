@@ -1003,7 +1003,8 @@ class SpeechAudio(_message.Message):
     transcript, each translated and spoken once, then a last piece with what
     the final transcript added. Its chunks still come in one run, `chunk_index`
     counting on across pieces and `is_last` only on the last piece's last chunk
-    (a last piece with nothing new to say is one empty chunk), so a client that
+    (a last piece with nothing new to say, or the end of an utterance whose
+    final was lost after pieces were spoken, is one empty chunk), so a client that
     plays utterances whole plays the pieces in order as they come.
     """
 
