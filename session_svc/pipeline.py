@@ -44,7 +44,7 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -294,11 +294,12 @@ class SpeakerPipeline:
         return {"speaker_participant_id": self.speaker.participant_id,
                 "speaker_display_name": self.speaker.display_name}
 
-    def _all(self, name: str, make: Callable[..., object]) -> None:
-        """Emits an event about the speaker to them (SELF) and to every listener (PARTNER);
-        `make(speaker=..., **ids)` builds it."""
+    def _all(self, name: str, make: Callable[..., object], but: Set[str] = frozenset()) -> None:
+        """Emits an event about the speaker to them (SELF) and to every listener (PARTNER)
+        whose participant_id is not in `but`; `make(speaker=..., **ids)` builds it."""
         self.speaker.log.append(**{name: make(speaker=pb.SPEAKER_SELF, **self._ids())})
-        listeners = self.session.listeners(self.speaker)
+        listeners = [m for m in self.session.listeners(self.speaker)
+                     if m.participant_id not in but]
         if listeners:
             theirs = make(speaker=pb.SPEAKER_PARTNER, **self._ids())
             for listener in listeners:
@@ -326,15 +327,14 @@ class SpeakerPipeline:
             # utterances heard in part are lost: named, and ended (the next audio starts anew)
             lost, code = [*self._utterances.values()], error_code(e, pb.ERROR_CODE_RECOGNITION_FAILED)
             self._utterances.clear()
-            self._abandon(lost)
             for utterance_id in [u.utterance_id for u in lost] or [""]:
                 self.speaker.log.append(error=pb.ConversationError(
                     code=code, message=e.message, utterance_id=utterance_id))
-            for utt in lost:
-                self._all("processing_ended",
-                          partial(pb.ProcessingEnded, utterance_id=utt.utterance_id))
+            self._abandon(lost)
         finally:
-            self._abandon([*self._utterances.values()])
+            lost = [*self._utterances.values()]  # cancelled: the stream closed
+            self._utterances.clear()
+            self._abandon(lost)
             self._finals.put_nowait(None)
             try:
                 await worker
@@ -345,13 +345,18 @@ class SpeakerPipeline:
                     p.aclose() for p in self._partials.values()), return_exceptions=True)
 
     def _abandon(self, lost: list[Utterance]) -> None:
-        """Utterances whose final will not come: their pieces end where they are."""
+        """Utterances whose final will not come end for everyone (ProcessingEnded, no latency).
+        Their pieces end where they are: a listener who has them in their outbox gets one empty
+        `is_last` chunk after the pieces already made (outbox.Pieces), then the end (`_heard`)."""
         for utt in lost:
+            holders: set[str] = set()
             if utt.pieced is not None:
-                utt.pieced.prepared.lost = True
+                utt.pieced.prepared.lost, holders = True, utt.pieced.listeners
                 for target in utt.pieced.prepared.targets:
                     for speech in target.speeches.values():
                         speech.end()
+            self._all("processing_ended",
+                      partial(pb.ProcessingEnded, utterance_id=utt.utterance_id), holders)
 
     def _on_recognition(self, response: stt_pb2.StreamingRecognizeResponse) -> None:
         if response.HasField("speech_event"):
@@ -537,7 +542,7 @@ class SpeakerPipeline:
             if key is None:
                 continue
             target.listeners.append(listener)
-            speech = target.speeches.setdefault(key, Pieces())
+            speech = target.speeches.setdefault(key, Pieces(key[1]))
             assert isinstance(speech, Pieces)
             deliveries.append((listener, speech))
         if not deliveries:
@@ -655,7 +660,11 @@ class SpeakerPipeline:
     def _heard(self, prepared: _Prepared, listener: Member, speech: Speech | Pieces | None,
                heard: Heard) -> None:
         """A listener's outbox is done with the utterance: tells them, records it."""
-        if prepared.lost:
+        if prepared.lost:  # its final never came (`_abandon`)
+            if listener.present:
+                listener.log.append(processing_ended=pb.ProcessingEnded(
+                    speaker=pb.SPEAKER_PARTNER, utterance_id=prepared.utt.utterance_id,
+                    latency=None, **self._ids()))
             return
         translated = speech.translated if speech is not None else None
         latencies = [u.latency(translated, heard.first_audio, heard.delivered)

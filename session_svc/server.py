@@ -95,16 +95,19 @@ def page_token(created_at: datetime, session_id: str) -> str:
     return base64.urlsafe_b64encode(f"{micros}:{session_id}".encode()).decode()
 
 
+BAD_PAGE_TOKEN = "page_token is not a token from ListSessions"
+
+
 def parse_page_token(token: str) -> tuple[datetime, str] | None:
     if not token:
         return None
     try:
         micros, sep, session_id = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if sep and session_id and db.storable(session_id):
+        if sep and session_id:
             return _EPOCH + timedelta(microseconds=int(micros)), session_id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         pass
-    raise InvalidArgument("page_token is not a token from ListSessions")
+    raise InvalidArgument(BAD_PAGE_TOKEN)
 
 
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
@@ -154,9 +157,12 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
 
     async def _record(self, who: Identity, session_id: str) -> SessionRecord:
         """The stored session, if the caller took part in it."""
-        stored = await self.registry.store.sessions_of(who.user_id, limit=1, session_id=session_id)
+        missing = NotFound(f"session {shown(session_id, quote=False)} not found")
+        with db.unstorable_as(missing):
+            stored = await self.registry.store.sessions_of(
+                who.user_id, limit=1, session_id=session_id)
         if not stored:
-            raise NotFound(f"session {shown(session_id, quote=False)} not found")
+            raise missing
         return stored[0]
 
     async def EndSession(
@@ -208,8 +214,9 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size must be 0 to {MAX_PAGE_SIZE}, got {request.page_size}")
         size = request.page_size or DEFAULT_PAGE_SIZE
-        rows = await self.registry.store.sessions_of(
-            who.user_id, limit=size + 1, before=parse_page_token(request.page_token))
+        with db.unstorable_as(InvalidArgument(BAD_PAGE_TOKEN)):
+            rows = await self.registry.store.sessions_of(
+                who.user_id, limit=size + 1, before=parse_page_token(request.page_token))
         reply = sessions_pb2.ListSessionsResponse()
         for row in rows[:size]:
             live = self.registry.find_live(row.session_id)  # fresher: who is connected

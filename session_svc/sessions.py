@@ -359,7 +359,8 @@ class SessionRegistry:
         return Member(
             user_id=who.user_id, display_name=who.display_name, language_code=language_code,
             language=languages.normalise(language_code), voice=voice,
-            log=EventLog(session.session_id, self.settings.event_buffer),
+            log=EventLog(session.session_id, self.settings.event_buffer,
+                         self.settings.event_buffer_bytes),
         )
 
     async def _end_abandoned(self) -> None:

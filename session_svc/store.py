@@ -305,14 +305,16 @@ async def session_owner(
 ) -> str | None:
     """The replica (host:port) holding the live session with this id or pairing
     code; None when there is none, "" when it named none."""
-    if not db.storable(session_id, code):
+    try:
+        if session_id:
+            cur = await conn.execute(
+                "SELECT owner FROM sessions WHERE session_id = %s AND status <> 'ended'",
+                (session_id,))
+        else:  # a live session's code lets people join (or tells them why not) until it ends
+            cur = await conn.execute(
+                "SELECT owner FROM sessions WHERE code = %s AND status <> 'ended'", (code,))
+    except db.Unstorable:  # a key no row can have
         return None
-    if session_id:
-        cur = await conn.execute(
-            "SELECT owner FROM sessions WHERE session_id = %s AND status <> 'ended'", (session_id,))
-    else:  # a live session's code lets people join (or tells them why not) until it ends
-        cur = await conn.execute(
-            "SELECT owner FROM sessions WHERE code = %s AND status <> 'ended'", (code,))
     row = await cur.fetchone()
     return None if row is None else str(row[0])
 
@@ -323,9 +325,7 @@ async def sessions_of(
 ) -> list[SessionRecord]:
     """The user's sessions, newest first: those created before `before`
     (keyset pagination: (created_at, session_id) strictly smaller), or the
-    one with `session_id`."""
-    if not db.storable(session_id):
-        return []
+    one with `session_id`. Raises db.Unstorable for a key no row can have."""
     params: dict[str, object] = {"user_id": user_id, "limit": limit}
     condition = "true"
     if session_id:

@@ -279,7 +279,10 @@ class JoinConversation(_message.Message):
     """On reconnection: the last event sequence the caller received. Kept
     events after it are sent first, then live ones; 0 sends every event
     kept since the session began. A sequence the server has not sent yet
-    gives OUT_OF_RANGE naming the last one it has.
+    gives OUT_OF_RANGE naming the last one it has. The server keeps a
+    bounded tail of each stream (settings session.event_buffer and
+    event_buffer_bytes): after a long absence the oldest events may be gone,
+    and the first one sent then jumps in `sequence`, which shows the gap.
     """
     def __init__(
         self,
@@ -1000,7 +1003,8 @@ class SpeechAudio(_message.Message):
     transcript, each translated and spoken once, then a last piece with what
     the final transcript added. Its chunks still come in one run, `chunk_index`
     counting on across pieces and `is_last` only on the last piece's last chunk
-    (a last piece with nothing new to say is one empty chunk), so a client that
+    (a last piece with nothing new to say, or the end of an utterance whose
+    final was lost after pieces were spoken, is one empty chunk), so a client that
     plays utterances whole plays the pieces in order as they come.
     """
 
