@@ -507,7 +507,7 @@ class SpeakerPipeline:
     def _send_partial(self, language: str, language_code: str, stable: Partial,
                       translation: routes.Translated) -> None:
         utt = self._utterances.get(stable.utterance_index)
-        if utt is None:  # lost meanwhile
+        if utt is None or not translation.text.strip():  # lost meanwhile, or nothing to show
             return
         listeners = [m for m in self.session.listeners(self.speaker) if m.language == language]
         self._send_to_language(partial(

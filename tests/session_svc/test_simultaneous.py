@@ -36,6 +36,8 @@ class Scripted:
     """Wall time after each partial (pieces get spoken meanwhile)."""
     fail: str = ""
     """Translating this text fails."""
+    mute: str = ""
+    """Translating this text gives nothing (as Bergamot does for a lone filler word)."""
     lose: str = ""
     """After the last partial, instead of the final: "fail" (recognition fails) or "hang"
     (nothing more comes until the pipeline is cancelled)."""
@@ -67,7 +69,8 @@ class Scripted:
         self.translated.append(text)
         if text == self.fail:
             raise Unavailable("mt is down")
-        return mt_pb2.Translation(text=text.upper(), engine="scripted")
+        return mt_pb2.Translation(text="" if text == self.mute else text.upper(),
+                                  engine="scripted")
 
     async def synthesize(
         self, text: str, language_code: str, voice: str, rate_hz: int
@@ -225,6 +228,13 @@ async def test_translated_partials_caption_the_stable_prefix_until_the_final() -
     own = _kind(alice, "translation")
     assert [t.is_final for t in own] == [False, False, False, True]
     assert all(t.speaker == pb.SPEAKER_SELF for t in own)
+
+
+async def test_a_partial_translated_to_nothing_is_not_sent() -> None:
+    down = Scripted((Turn(("um", "um one"), "um one two"),), mute="um")
+    _, bruno = await _run(down, mode="utterance", partial_interval_s=0.01)
+    assert [(t.text, t.is_final) for t in _kind(bruno, "translation")] == [
+        ("UM ONE", False), ("UM ONE TWO", True)]
 
 
 async def test_partials_are_off_at_interval_zero() -> None:
