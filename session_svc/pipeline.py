@@ -48,6 +48,8 @@ from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from functools import partial
 
+from google.protobuf.duration_pb2 import Duration
+
 from dragoman import logs, metrics, rpc
 from dragoman.coverage import Route
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
@@ -79,6 +81,8 @@ class Utterance:
     final: float | None = None
     text: str = ""
     language_code: str = ""
+    spoken_s: tuple[float, float] | None = None
+    """Wall-clock times its first and last audio arrived (the final's offsets)."""
     pieced: _Pieced | None = None
     """Simultaneous mode: its pieces, once the first was committed."""
 
@@ -149,6 +153,12 @@ class _Pieced:
     """participant_id of those who have it in their outbox."""
 
 
+def _spoken(group: list[Utterance]) -> tuple[float, float] | None:
+    """When a sentence of utterances was spoken: its first's start to its last's end."""
+    first, last = group[0].spoken_s, group[-1].spoken_s
+    return None if first is None or last is None else (first[0], last[1])
+
+
 class ArrivalClock:
     """Maps a position in the speaker's audio to the wall time it arrived."""
 
@@ -168,6 +178,15 @@ class ArrivalClock:
     def arrival(self, offset_s: float) -> float | None:
         i = bisect.bisect_left(self._ends, int(offset_s * self.rate_hz))
         return self._times[i] if i < len(self._times) else None
+
+    def span(self, start: Duration, end: Duration) -> tuple[float, float] | None:
+        """The wall-clock times the audio from `start` to `end` began and finished arriving."""
+        began, ended = (self.arrival(d.ToTimedelta().total_seconds()) for d in (start, end))
+        if began is None:
+            return None
+        ended = ended or self._times[-1]
+        to_wall = time.time() - time.monotonic()
+        return began + to_wall, ended + to_wall
 
 
 def _merge_audio(
@@ -387,6 +406,7 @@ class SpeakerPipeline:
             utt.final = time.monotonic()
             utt.end_of_speech = utt.end_of_speech or utt.final
             utt.text, utt.language_code = text, result.language_code or self.speaker.language_code
+            utt.spoken_s = self.clock.span(result.start_offset, result.end_offset)
             del self._utterances[result.utterance_index]
             if self.simultaneous:  # planned at once: a next utterance's pieces must come after
                 self._schedule(self._plan([utt]))
@@ -679,7 +699,7 @@ class SpeakerPipeline:
             if speech is not None and not heard.failed and latencies[-1] is not None:
                 self.session.record_utterance(
                     self.speaker, listener, prepared.utt.utterance_id, prepared.text, speech.text,
-                    latencies[-1])
+                    latencies[-1], _spoken(prepared.group))
         prepared.pending -= 1
         if prepared.pending == 0 and prepared.final_planned:
             self._finished(prepared)

@@ -86,6 +86,10 @@ class UtteranceLog:
     latency_ms: dict[str, int]
     """Milliseconds per stage of STAGES."""
     created_at: datetime | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    """When it was spoken, from the session's start; None in rows logged before
+    they were kept (migration 0005)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from dragoman.v1 import (
     sessions_pb2,
     sessions_pb2_grpc,
 )
-from session_svc import routes
+from session_svc import routes, transcripts
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
@@ -224,6 +224,19 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         if len(rows) > size:
             reply.next_page_token = page_token(rows[size - 1].created_at, rows[size - 1].session_id)
         return reply
+
+    async def ExportTranscript(
+        self, request: sessions_pb2.ExportTranscriptRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.ExportTranscriptResponse:
+        who = self.identity(context)
+        if not request.session_id:
+            raise InvalidArgument("session_id is required")
+        fmt = transcripts.format_of(request.format)
+        record = await self._record(who, request.session_id)
+        if self.registry.find_live(record.session_id) is not None:
+            await self.registry.journal.flush()  # what was said so far
+        logs = await self.registry.store.transcript_of(record.session_id)
+        return transcripts.render(transcripts.transcript(record, who.user_id, logs), fmt)
 
 
 class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):

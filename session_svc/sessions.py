@@ -265,10 +265,11 @@ class Session:
 
     def record_utterance(
         self, speaker: Member, listener: Member, utterance_id: str, text: str, translation: str,
-        latency: cpb.UtteranceLatency,
+        latency: cpb.UtteranceLatency, spoken_s: tuple[float, float] | None = None,
     ) -> None:
         """Counts a translated utterance delivered to `listener` and logs it once per
-        target language (the pipeline calls this once per listener)."""
+        target language (the pipeline calls this once per listener). `spoken_s`: the
+        wall-clock times its audio started and ended arriving, when known."""
         latency_ms = latency.total.ToMilliseconds()
         self.latencies_ms.append(latency_ms)
         listener.heard_ms.append(latency_ms)
@@ -281,6 +282,7 @@ class Session:
                     getattr(latency, stage).ToNanoseconds() / 1e9)
         if self.journal is not None and (utterance_id, listener.language) not in self._journaled:
             self._journaled.add((utterance_id, listener.language))
+            start_ms, end_ms = self._spoken_ms(spoken_s)
             self.journal(UtteranceLog(
                 session_id=self.session_id, utterance_id=utterance_id,
                 speaker_user_id=speaker.user_id, source_language_code=speaker.language_code,
@@ -288,7 +290,15 @@ class Session:
                 translated_text=translation,
                 latency_ms={stage: getattr(latency, stage).ToMilliseconds()
                             for stage in STAGES},
+                start_ms=start_ms, end_ms=end_ms,
             ))
+
+    def _spoken_ms(self, spoken_s: tuple[float, float] | None) -> tuple[int | None, int | None]:
+        """start_ms and end_ms of an UtteranceLog: from the session's start, in order."""
+        if spoken_s is None:
+            return None, None
+        start = max(0, round((spoken_s[0] - self.created_s) * 1000))
+        return start, max(start, round((spoken_s[1] - self.created_s) * 1000))
 
 
 @dataclass(frozen=True, slots=True)

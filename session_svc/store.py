@@ -126,6 +126,10 @@ class SessionStore(Protocol):
         """Every logged utterance of the user's sessions, oldest first, decrypted."""
         ...
 
+    async def transcript_of(self, session_id: str) -> list[UtteranceLog]:
+        """Every logged utterance of the session, in the order spoken (see `transcript_of`)."""
+        ...
+
     async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
         """The replica holding the live session with this id, or the waiting
         one with this code (see `session_owner`)."""
@@ -259,6 +263,10 @@ class PgSessionStore:
         async with self._db.pool.connection() as conn:
             return await utterances_of(conn, self._db.keyring, user_id)
 
+    async def transcript_of(self, session_id: str) -> list[UtteranceLog]:
+        async with self._db.pool.connection() as conn:
+            return await transcript_of(conn, self._db.keyring, session_id)
+
     async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
         async with self._db.pool.connection() as conn:
             return await session_owner(conn, session_id=session_id, code=code)
@@ -370,7 +378,8 @@ def _log_row(keyring: Keyring, log: UtteranceLog) -> dict[str, Any]:
     return {"log_id": log_id, "session_id": log.session_id, "utterance_id": log.utterance_id,
             "speaker": log.speaker_user_id, "source": log.source_language_code,
             "target": log.target_language_code, "key_id": key_id, "source_text": source,
-            "translated_text": translated, **log.latency_ms}
+            "translated_text": translated, "start_ms": log.start_ms, "end_ms": log.end_ms,
+            **log.latency_ms}
 
 
 async def add_utterances(
@@ -386,8 +395,9 @@ async def add_utterances(
             sql.SQL(  # type: ignore[arg-type]
                 "INSERT INTO translation_logs (log_id, session_id, utterance_id, speaker_user_id, "
                 "source_language_code, target_language_code, key_id, source_text, translated_text, "
-                f"{stage_columns}) VALUES (%(log_id)s, %(session_id)s, %(utterance_id)s, %(speaker)s, "
-                f"%(source)s, %(target)s, %(key_id)s, %(source_text)s, %(translated_text)s, {stage_values})"
+                f"start_ms, end_ms, {stage_columns}) VALUES (%(log_id)s, %(session_id)s, "
+                "%(utterance_id)s, %(speaker)s, %(source)s, %(target)s, %(key_id)s, %(source_text)s, "
+                f"%(translated_text)s, %(start_ms)s, %(end_ms)s, {stage_values})"
             ),
             [_log_row(keyring, log) for log in logs])
         await cur.executemany(
@@ -405,7 +415,25 @@ async def utterances_of(
             "ON me.session_id = l.session_id AND me.user_id = %s "
             "ORDER BY l.created_at, l.log_id", (user_id,))
         rows = await cur.fetchall()
-    return [UtteranceLog(
+    return [_log(keyring, r) for r in rows]
+
+
+async def transcript_of(
+    conn: psycopg.AsyncConnection, keyring: Keyring, session_id: str
+) -> list[UtteranceLog]:
+    """Every logged utterance of the session (a row per target language), in the
+    order spoken, decrypted."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT * FROM translation_logs WHERE session_id = %s "
+            "ORDER BY start_ms NULLS LAST, created_at, log_id", (session_id,))
+        rows = await cur.fetchall()
+    return [_log(keyring, r) for r in rows]
+
+
+def _log(keyring: Keyring, r: dict[str, Any]) -> UtteranceLog:
+    """A translation_logs row, decrypted."""
+    return UtteranceLog(
         session_id=r["session_id"], utterance_id=r["utterance_id"],
         speaker_user_id=r["speaker_user_id"], source_language_code=r["source_language_code"],
         target_language_code=r["target_language_code"],
@@ -414,8 +442,8 @@ async def utterances_of(
         translated_text=keyring.decrypt(
             r["key_id"], r["translated_text"], associated_data(r["log_id"], "translated_text")),
         latency_ms={s: r[f"{s}_ms"] for s in STAGES},
-        created_at=r["created_at"],
-    ) for r in rows]
+        created_at=r["created_at"], start_ms=r["start_ms"], end_ms=r["end_ms"],
+    )
 
 
 async def delete_user_data(conn: psycopg.AsyncConnection, user_id: str) -> Deleted:

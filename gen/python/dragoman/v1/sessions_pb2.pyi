@@ -77,6 +77,46 @@ PARTICIPANT_STATE_REMOVED: ParticipantState.ValueType  # 3
 """Removed by the host; may not join again."""
 Global___ParticipantState: _TypeAlias = ParticipantState  # noqa: Y015
 
+class _TranscriptFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TranscriptFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TranscriptFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSCRIPT_FORMAT_UNSPECIFIED: _TranscriptFormat.ValueType  # 0
+    """Not set (INVALID_ARGUMENT)."""
+    TRANSCRIPT_FORMAT_TEXT: _TranscriptFormat.ValueType  # 1
+    """Plain text, one utterance a line with its start time
+    (text/plain; .txt).
+    """
+    TRANSCRIPT_FORMAT_SRT: _TranscriptFormat.ValueType  # 2
+    """SubRip subtitles (application/x-subrip; .srt)."""
+    TRANSCRIPT_FORMAT_WEBVTT: _TranscriptFormat.ValueType  # 3
+    """WebVTT subtitles, the speaker as a voice span (text/vtt; .vtt)."""
+    TRANSCRIPT_FORMAT_JSON: _TranscriptFormat.ValueType  # 4
+    """JSON: the session, its participants and every utterance with
+    `start_ms` and `end_ms` (application/json; .json).
+    """
+
+class TranscriptFormat(_TranscriptFormat, metaclass=_TranscriptFormatEnumTypeWrapper):
+    """The file formats of a transcript."""
+
+TRANSCRIPT_FORMAT_UNSPECIFIED: TranscriptFormat.ValueType  # 0
+"""Not set (INVALID_ARGUMENT)."""
+TRANSCRIPT_FORMAT_TEXT: TranscriptFormat.ValueType  # 1
+"""Plain text, one utterance a line with its start time
+(text/plain; .txt).
+"""
+TRANSCRIPT_FORMAT_SRT: TranscriptFormat.ValueType  # 2
+"""SubRip subtitles (application/x-subrip; .srt)."""
+TRANSCRIPT_FORMAT_WEBVTT: TranscriptFormat.ValueType  # 3
+"""WebVTT subtitles, the speaker as a voice span (text/vtt; .vtt)."""
+TRANSCRIPT_FORMAT_JSON: TranscriptFormat.ValueType  # 4
+"""JSON: the session, its participants and every utterance with
+`start_ms` and `end_ms` (application/json; .json).
+"""
+Global___TranscriptFormat: _TypeAlias = TranscriptFormat  # noqa: Y015
+
 @_typing.final
 class Session(_message.Message):
     """A translation session of two to eight participants."""
@@ -854,3 +894,59 @@ class LanguageRoute(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LanguageRoute: _TypeAlias = LanguageRoute  # noqa: Y015
+
+@_typing.final
+class ExportTranscriptRequest(_message.Message):
+    """Asks for a session's transcript."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Session id."""
+    format: Global___TranscriptFormat.ValueType
+    """The file format."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        format: Global___TranscriptFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportTranscriptRequest: _TypeAlias = ExportTranscriptRequest  # noqa: Y015
+
+@_typing.final
+class ExportTranscriptResponse(_message.Message):
+    """A session's transcript, as a file to save."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    content_type: _builtins.str
+    """MIME type with charset, e.g. "text/vtt; charset=utf-8"."""
+    filename: _builtins.str
+    """A file name to save it as, e.g. "dragoman-20261206-0830-1a2b3c4d.vtt"."""
+    content: _builtins.bytes
+    """The file, UTF-8 text."""
+    def __init__(
+        self,
+        *,
+        content_type: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_type", b"content_type", "filename", b"filename"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportTranscriptResponse: _TypeAlias = ExportTranscriptResponse  # noqa: Y015
