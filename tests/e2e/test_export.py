@@ -16,11 +16,15 @@ from dragoman.v1 import sessions_pb2 as spb
 from dragoman_tools import cli
 from tests.mesh import PASSWORD, MeshAddresses, OneWay, new_client, one_way
 
+LIVE: dict[str, str] = {}
+"""The listener's JSON transcript while the session was still live."""
+
 
 @pytest.fixture(scope="module")
 async def talk(mesh: MeshAddresses, fleurs: Path) -> OneWay:
     """English said to a Portuguese listener at twice real time, the session ended."""
     talk = await one_way(mesh, fleurs / "fleurs-en-001.ogg", "en", "pt-BR", speed=2.0)
+    LIVE["json"] = await _export(talk, spb.TRANSCRIPT_FORMAT_JSON)
     await talk.speaker.end_session(talk.session_id)
     return talk
 
@@ -64,6 +68,7 @@ async def test_json_gives_each_utterance_with_the_listeners_translation(talk: On
                          and u["language_code"] == "en" and u["text"]
                          and u["translation_language_code"] == "pt-BR" for u in lines)
     assert " ".join(u["translation"] for u in lines).split() == " ".join(_translations(talk)).split()
+    assert json.loads(LIVE["json"])["utterances"] == lines  # all of it, before the end too
     _check_timings([(u["start_ms"], u["end_ms"]) for u in lines], _duration_ms(session))
 
     theirs = json.loads(await _export(talk, spb.TRANSCRIPT_FORMAT_JSON, listener=False))
