@@ -123,6 +123,10 @@ class SttSettings:
     (the gateway limits clients; session_svc forwards what they sent)."""
     burst_chunks: int = 20
     """Audio messages a stream may send at once before `max_chunks_per_s` applies."""
+    low_confidence_below: float = 0.6
+    """Finals whose confidence (mean word probability x speech probability) is under this are
+    flagged low confidence: on FLEURS it keeps correct transcripts above and puts most
+    wrong-language decodes below (bench/results/stt_confidence.md)."""
 
 
 @dataclass(frozen=True, slots=True)

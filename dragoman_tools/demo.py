@@ -294,7 +294,8 @@ async def run(gateway: str, out_dir: Path, partner_language: str = "pt",
     wavs = [path for p in people for path in p.wavs]
     m = ended.metrics
     stream.write(f"\nsession ended: {m.utterance_count} utterances, mean {m.mean_latency_ms:.0f} ms, "
-                 f"min {m.min_latency_ms:.0f} ms, max {m.max_latency_ms:.0f} ms, errors {m.error_count}\n\n")
+                 f"min {m.min_latency_ms:.0f} ms, max {m.max_latency_ms:.0f} ms, errors {m.error_count}, "
+                 f"unsure transcripts {m.low_confidence_share:.0%}\n\n")
     if participants == 2:
         stream.write("end of speech → first translated audio delivered, per stage:\n")
         stream.write(latency_table(latencies) + "\n\ntranslated speech:\n")

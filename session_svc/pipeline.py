@@ -392,7 +392,8 @@ class SpeakerPipeline:
         self._all("transcription", partial(
             pb.Transcription, utterance_id=utt.utterance_id, text=text, is_final=result.is_final,
             stability=result.stability, language_code=result.language_code,
-            translated_to_english=self._speech_translates,
+            translated_to_english=self._speech_translates, confidence=result.confidence,
+            low_confidence=result.low_confidence,
         ))
         if not result.is_final:
             stable = result.stable_prefix.strip()
@@ -403,6 +404,8 @@ class SpeakerPipeline:
         for partials in self._partials.values():
             partials.close(result.utterance_index)
         if result.is_final:
+            if text:
+                self.session.record_transcript(result.low_confidence)
             utt.final = time.monotonic()
             utt.end_of_speech = utt.end_of_speech or utt.final
             utt.text, utt.language_code = text, result.language_code or self.speaker.language_code

@@ -53,6 +53,14 @@ class Metrics:
     duration_ms: int
     participants: tuple[ParticipantMetrics, ...] = ()
     """Per participant, in roster order (none for sessions ended before they were kept)."""
+    transcribed_count: int = 0
+    """Final transcripts with text."""
+    low_confidence_count: int = 0
+    """Of those, the ones flagged low confidence."""
+
+    @property
+    def low_confidence_share(self) -> float:
+        return self.low_confidence_count / self.transcribed_count if self.transcribed_count else 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,6 +138,7 @@ def metrics_proto(m: Metrics) -> spb.SessionMetrics:
             utterances_heard=p.utterances_heard, mean_latency_ms=p.mean_latency_ms,
             p95_latency_ms=p.p95_latency_ms, error_count=p.error_count,
         ) for p in m.participants],
+        low_confidence_share=m.low_confidence_share,
     )
 
 
@@ -154,6 +155,9 @@ class Session:
     latencies_ms: list[float] = field(default_factory=list)
     utterances: int = 0
     errors: int = 0
+    transcribed: int = 0
+    """Final transcripts with text (what `low_confidence_share` divides by)."""
+    low_confidence: int = 0
     journal: Callable[[UtteranceLog], None] | None = None
     """Where translated utterances are logged."""
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
@@ -256,7 +260,14 @@ class Session:
             max_latency_ms=max(lat, default=0.0),
             duration_ms=round((end - self.created_s) * 1000),
             participants=tuple(m.metrics() for m in self.members),
+            transcribed_count=self.transcribed,
+            low_confidence_count=self.low_confidence,
         )
+
+    def record_transcript(self, low_confidence: bool) -> None:
+        """Counts a final transcript with text, and whether the recogniser was unsure of it."""
+        self.transcribed += 1
+        self.low_confidence += low_confidence
 
     def record_error(self, speaker: Member) -> None:
         """Counts an utterance of `speaker` that failed somewhere in the pipeline."""

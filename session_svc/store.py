@@ -201,10 +201,12 @@ class PgSessionStore:
                 (to_datetime(ended_s), reason, session_id))
             await conn.execute(
                 "INSERT INTO session_metrics (session_id, utterance_count, error_count, "
-                "mean_latency_ms, min_latency_ms, max_latency_ms, duration_ms) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
+                "mean_latency_ms, min_latency_ms, max_latency_ms, duration_ms, "
+                "transcribed_count, low_confidence_count) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
                 (session_id, metrics.utterance_count, metrics.error_count, metrics.mean_latency_ms,
-                 metrics.min_latency_ms, metrics.max_latency_ms, metrics.duration_ms))
+                 metrics.min_latency_ms, metrics.max_latency_ms, metrics.duration_ms,
+                 metrics.transcribed_count, metrics.low_confidence_count))
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO session_participant_metrics (session_id, user_id, "
@@ -298,7 +300,7 @@ def associated_data(log_id: uuid.UUID | str, column: str) -> bytes:
 _SESSIONS = """
 SELECT s.session_id, s.code, s.status, s.created_at, s.ended_at, s.locked, s.max_participants,
        m.utterance_count, m.error_count, m.mean_latency_ms, m.min_latency_ms,
-       m.max_latency_ms, m.duration_ms
+       m.max_latency_ms, m.duration_ms, m.transcribed_count, m.low_confidence_count
 FROM session_participants me
 JOIN sessions s USING (session_id)
 LEFT JOIN session_metrics m USING (session_id)
@@ -366,7 +368,8 @@ async def sessions_of(
         participants=tuple(members.get(r["session_id"], ())),
         metrics=None if r["utterance_count"] is None else Metrics(
             r["utterance_count"], r["error_count"], r["mean_latency_ms"], r["min_latency_ms"],
-            r["max_latency_ms"], r["duration_ms"], tuple(numbers.get(r["session_id"], ()))),
+            r["max_latency_ms"], r["duration_ms"], tuple(numbers.get(r["session_id"], ())),
+            r["transcribed_count"], r["low_confidence_count"]),
         locked=r["locked"], max_participants=r["max_participants"],
     ) for r in rows]
 

@@ -49,7 +49,8 @@ async def test_migrations_apply_once_and_twice_is_a_no_op(database: config.DbSet
     async with await db.connect(database) as conn:
         cur = await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
         assert await cur.fetchall() == [(1, "initial"), (2, "session_owner"), (3, "session_owners"),
-                                        (4, "multi_party"), (5, "utterance_times")]
+                                        (4, "multi_party"), (5, "utterance_times"),
+                                        (6, "low_confidence")]
 
 
 async def test_concurrent_upgrades_apply_each_migration_once(database: config.DbSettings) -> None:
@@ -197,7 +198,7 @@ def test_the_commands_upgrade_generate_and_rotate(
     assert cli.main(["db", "upgrade"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "applied 0001_initial, 0002_session_owner, 0003_session_owners, 0004_multi_party, "
-        "0005_utterance_times",
+        "0005_utterance_times, 0006_low_confidence",
         "the schema is up to date"]
 
     assert cli.main(["keys", "generate", "--id", "k2"]) == 0

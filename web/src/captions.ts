@@ -5,6 +5,8 @@
 // (--stability in style.css). Own speech gets one translation line per
 // language the others hear.
 // The others' final translations are also announced to screen readers.
+// A final the recogniser was unsure of (Transcription.low_confidence), and its
+// translation, are marked doubtful: dotted underline and a tooltip saying why.
 
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import {
@@ -18,8 +20,14 @@ import {
 } from "./gen/dragoman/v1/conversation_pb";
 import { languageName } from "./languages";
 
+interface Final {
+  text: string;
+  /** Why it is doubtful (its tooltip), "" when it is not. */
+  doubt: string;
+}
+
 interface Line {
-  finals: string[];
+  finals: Final[];
   partial: string;
   /** Stability of the partial (Translation.stability), 0 for transcripts. */
   stability: number;
@@ -43,6 +51,8 @@ interface Utterance {
   pieces: number;
   done: boolean;
   translationPartials: { text: string; stability: number }[];
+  /** `doubt()` of its final transcript, "" when sure. */
+  doubt: string;
 }
 
 /** What a test or a debugger can read back. */
@@ -68,10 +78,18 @@ export interface UtteranceSnapshot {
   pieces: number;
   /** ProcessingEnded came: nothing more will arrive for it (an utterance that heard no words ends with no latency). */
   done: boolean;
+  /** Its final transcript is marked doubtful (the recogniser was unsure). */
+  doubtful: boolean;
 }
 
 /** How many colours style.css has for telling the others apart (.utterance[data-colour]). */
 const SPEAKER_COLOURS = 4;
+
+/** The tooltip of a final transcript the recogniser was unsure of, "" for any other. */
+export function doubt(t: Transcription): string {
+  if (!t.isFinal || !t.lowConfidence) return "";
+  return `the recogniser was unsure (confidence ${Math.round(t.confidence * 100)}%)`;
+}
 
 export function durationMs(d: Duration | undefined): number {
   return d ? Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6) : 0;
@@ -90,6 +108,10 @@ interface SpeakerOf {
   utteranceId: string;
   speakerParticipantId: string;
   speakerDisplayName: string;
+}
+
+function texts(line: Line): string {
+  return line.finals.map((f) => f.text).join(" ");
 }
 
 export class Captions {
@@ -115,7 +137,8 @@ export class Captions {
     const u = this.utterance(t);
     // speech translated straight into English (no text route from this language): say so
     if (t.translatedToEnglish) u.transcript.el.title = "Translated into English from speech";
-    this.update(u.transcript, t.text, t.isFinal, t.translatedToEnglish ? "en" : t.languageCode);
+    if (t.isFinal) u.doubt = doubt(t);
+    this.update(u.transcript, t.text, t.isFinal, t.translatedToEnglish ? "en" : t.languageCode, u.doubt);
   }
 
   translation(t: Translation): void {
@@ -135,7 +158,8 @@ export class Captions {
       line.stability = t.stability;
       u.translationPartials.push({ text: t.text, stability: t.stability });
     }
-    this.update(line, t.text, t.isFinal, t.targetLanguageCode);
+    // a translation is no surer than the transcript it translates
+    this.update(line, t.text, t.isFinal, t.targetLanguageCode, u.doubt && `translated from speech ${u.doubt}`);
     if (t.isFinal && t.speaker !== Speaker.SELF) {
       this.announcer.textContent = `${u.speakerName}: ${t.text}`;
     }
@@ -170,10 +194,10 @@ export class Captions {
       speaker: u.speaker === Speaker.SELF ? "self" : "partner",
       speakerId: u.speakerId,
       speakerName: u.speakerName,
-      transcript: u.transcript.finals.join(" "),
+      transcript: texts(u.transcript),
       transcriptPartial: u.transcript.partial === "…" ? "" : u.transcript.partial,
-      translation: [...u.translations.values()].map((l) => l.finals.join(" ")).filter(Boolean).join(" "),
-      translations: Object.fromEntries([...u.translations].map(([lang, l]) => [lang, l.finals.join(" ")])),
+      translation: [...u.translations.values()].map(texts).filter(Boolean).join(" "),
+      translations: Object.fromEntries([...u.translations].map(([lang, l]) => [lang, texts(l)])),
       translationPartial: [...u.translations.values()].map((l) => l.partial).filter(Boolean).join(" "),
       translationPartials: u.translationPartials,
       latencyMs: u.latencyMs,
@@ -181,6 +205,7 @@ export class Captions {
       audioChunks: u.audioChunks,
       pieces: u.pieces,
       done: u.done,
+      doubtful: u.transcript.finals.some((f) => f.doubt),
     }));
   }
 
@@ -202,7 +227,7 @@ export class Captions {
     latency.hidden = true;
     u = { id: about.utteranceId, speaker: about.speaker, speakerId: "", speakerName: "", el, who,
       transcript: this.line("transcript"), translations: new Map(), latency, latencyMs: undefined,
-      audioChunks: 0, pieces: 0, done: false, translationPartials: [] };
+      audioChunks: 0, pieces: 0, done: false, translationPartials: [], doubt: "" };
     this.name(u, about);
     el.append(who, u.transcript.el, latency);
     this.list.append(el);
@@ -230,16 +255,24 @@ export class Captions {
     return { finals: [], partial: "", stability: 0, el: p };
   }
 
-  private update(line: Line, text: string, isFinal: boolean, lang: string): void {
+  private update(line: Line, text: string, isFinal: boolean, lang: string, doubt = ""): void {
     if (isFinal) {
-      if (text.trim()) line.finals.push(text.trim());
+      if (text.trim()) line.finals.push({ text: text.trim(), doubt });
       line.partial = "";
     } else {
       line.partial = text;
     }
     if (lang) line.el.lang = lang;
     const finals = document.createElement("span");
-    finals.textContent = line.finals.join(" ");
+    finals.append(...line.finals.flatMap((f, i) => {
+      const span = document.createElement("span");
+      span.textContent = f.text;
+      if (f.doubt) {
+        span.className = "doubtful";
+        span.title = f.doubt;
+      }
+      return i ? [" ", span] : [span];
+    }));
     const partial = document.createElement("span");
     partial.className = "partial";
     partial.textContent = line.partial && line.finals.length ? ` ${line.partial}` : line.partial;

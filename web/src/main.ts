@@ -415,7 +415,8 @@ class App {
       const m = reply.metrics;
       if (m) {
         this.ui.summary.textContent = `${m.utteranceCount} utterances translated; mean latency ` +
-          `${Math.round(m.meanLatencyMs)} ms; ${m.errorCount} errors.`;
+          `${Math.round(m.meanLatencyMs)} ms; ${m.errorCount} errors; ` +
+          `${Math.round(m.lowConfidenceShare * 100)}% of transcripts unsure.`;
         this.ui.summary.hidden = false;
       }
     } catch (e) {

@@ -623,6 +623,7 @@ class SessionMetrics(_message.Message):
     ERROR_COUNT_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    LOW_CONFIDENCE_SHARE_FIELD_NUMBER: _builtins.int
     utterance_count: _builtins.int
     """Utterances translated."""
     mean_latency_ms: _builtins.float
@@ -635,6 +636,10 @@ class SessionMetrics(_message.Message):
     """Utterances that failed somewhere in the pipeline."""
     duration_seconds: _builtins.float
     """Seconds from creation to end."""
+    low_confidence_share: _builtins.float
+    """Share of the final transcripts, in [0, 1], that were low confidence
+    (Transcription.low_confidence); 0 when there were none.
+    """
     @_builtins.property
     def participants(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParticipantMetrics]:
         """The same numbers for each participant, in the order of `participants`."""
@@ -649,10 +654,11 @@ class SessionMetrics(_message.Message):
         error_count: _builtins.int = ...,
         duration_seconds: _builtins.float = ...,
         participants: _abc.Iterable[Global___ParticipantMetrics] | None = ...,
+        low_confidence_share: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "error_count", b"error_count", "max_latency_ms", b"max_latency_ms", "mean_latency_ms", b"mean_latency_ms", "min_latency_ms", b"min_latency_ms", "participants", b"participants", "utterance_count", b"utterance_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "error_count", b"error_count", "low_confidence_share", b"low_confidence_share", "max_latency_ms", b"max_latency_ms", "mean_latency_ms", b"mean_latency_ms", "min_latency_ms", b"min_latency_ms", "participants", b"participants", "utterance_count", b"utterance_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
