@@ -63,11 +63,11 @@ from bench.common import (
     free_address,
     machine,
     percentile,
+    publish,
     scratch_database,
     service_env,
     summary,
     table,
-    write_result,
 )
 from bench.fakes import Delays
 from bench.load import LIMITS_ENV, calibrated_delays
@@ -564,11 +564,7 @@ def main(argv: list[str] | None = None) -> None:
         result = asyncio.run(run(n, args.real, Path(tmp), settle_s, clip_s))
     result["smoke"] = args.smoke
     result["command"] = shlex.join(["python", "-m", "bench.chaos", *(argv or sys.argv[1:])])
-    kwargs = {"out_dir": args.out} if args.out else {}
-    path = write_result("chaos", result, **kwargs)
-    path.with_suffix(".md").write_text(markdown(result))
-    sys.stdout.write(report(result) + f"\n\nwritten to {path}\n")
-    sys.stdout.write(summary_line(result) + "\n")
+    publish("chaos", result, args.out, markdown(result), report(result), summary_line(result))
 
 
 if __name__ == "__main__":

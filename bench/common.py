@@ -128,6 +128,16 @@ def write_result(name: str, data: dict[str, Any], out_dir: Path = RESULTS) -> Pa
     return path
 
 
+def publish(name: str, result: dict[str, Any], out_dir: Path | None, markdown: str,
+            report: str, last_line: str) -> Path:
+    """Writes `result` as <name>.json and `markdown` as <name>.md (in bench/results
+    unless `out_dir`), then prints `report`, where it went and `last_line`."""
+    path = write_result(name, result, out_dir or RESULTS)
+    path.with_suffix(".md").write_text(markdown)
+    sys.stdout.write(report + f"\n\nwritten to {path}\n{last_line}\n")
+    return path
+
+
 def read_result(name: str, out_dir: Path = RESULTS) -> dict[str, Any] | None:
     path = out_dir / f"{name}.json"
     try:

@@ -13,8 +13,9 @@ turn (host first). Each measured utterance gives:
   received, by each listener of another language (same process clock), and
 - the server's per-stage latency from ProcessingEnded.
 
-It is bounded (at most 2000 sessions of at most 8, 600 s) and talks only to loopback
-unless --allow-remote is given. With real engines, noise is not speech: point
+It is bounded (at most 2000 sessions of at most 8, for an hour: bench.soak
+runs 30 min) and talks only to loopback unless --allow-remote is given.
+With real engines, noise is not speech: point
 it at a mesh whose STT treats non-zero audio as speech (bench.fakes), or
 expect few utterances. It registers two users per pair of its pool (up to 8
 pairs) from one address: a gateway started by hand allows 10 a hour
@@ -61,7 +62,7 @@ RATE_HZ = 16_000
 CHUNK_MS = 100
 MAX_SESSIONS = 2000
 MAX_PARTICIPANTS = 8
-MAX_DURATION_S = 600.0
+MAX_DURATION_S = 3600.0
 SETUP_CONCURRENCY = 16
 DRAIN_S = 3.0
 SETUP_TIMEOUT_S = 60.0

@@ -112,6 +112,14 @@ class Client:
             metadata=self.metadata)
         return reply.session
 
+    async def export_transcript(
+        self, session_id: str, fmt: sessions_pb2.TranscriptFormat.ValueType,
+    ) -> sessions_pb2.ExportTranscriptResponse:
+        """The session's transcript as a file (content type, name, bytes)."""
+        return await self.sessions.ExportTranscript(
+            sessions_pb2.ExportTranscriptRequest(session_id=session_id, format=fmt),
+            metadata=self.metadata)
+
     def converse(
         self, requests: AsyncIterable[conversation_pb2.ConverseRequest]
     ) -> grpc.aio.StreamStreamCall:

@@ -123,6 +123,10 @@ class SttSettings:
     (the gateway limits clients; session_svc forwards what they sent)."""
     burst_chunks: int = 20
     """Audio messages a stream may send at once before `max_chunks_per_s` applies."""
+    low_confidence_below: float = 0.6
+    """Finals whose confidence (mean word probability x speech probability) is under this are
+    flagged low confidence: on FLEURS it keeps correct transcripts above and puts most
+    wrong-language decodes below (bench/results/stt_confidence.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +282,10 @@ class SessionSettings:
     """How long a pairing code stays valid while the session waits."""
     event_buffer: int = 2048
     """Events kept per participant for resumption after a reconnect."""
+    event_buffer_bytes: int = 2 * 2**20
+    """Serialized bytes of those events kept per participant; the oldest go first (the
+    newest stays, whatever its size). Translated speech is nearly all of it: 2 MiB holds
+    about 43 s of 24 kHz PCM speech (bench/results/event_log_bytes.md); 0: no byte bound."""
     heartbeat_interval_s: float = 15.0
     """Server heartbeat period on idle streams."""
     downstream_timeout_s: float = 30.0
@@ -342,7 +350,7 @@ class SessionSettings:
     at addresses.session."""
 
     def __post_init__(self) -> None:
-        for name in ("sentence_wait_ms", "sentence_max_hold_ms"):
+        for name in ("sentence_wait_ms", "sentence_max_hold_ms", "event_buffer_bytes"):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"setting session.{name} must be 0 or more, "
                                       f"got {getattr(self, name)}")

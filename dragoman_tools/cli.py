@@ -5,6 +5,7 @@
     dragoman up                    run the whole mesh on this machine
     dragoman demo                  a demo conversation of two (or three) through the mesh
     dragoman interpret AUDIO ...   what a partner hears of a recording, translated, through the mesh
+    dragoman sessions export ID    a session's transcript (txt, srt, vtt, json) from a gateway
     dragoman transcribe AUDIO      speech to text with a running stt service
     dragoman translate ...         text translation with a running mt service
     dragoman synthesize ...        text to speech with a running tts service
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import signal
@@ -38,6 +40,7 @@ import grpc
 
 from dragoman import audio, config, rpc, tls
 from dragoman.errors import DragomanError, InvalidArgument
+from dragoman.v1 import sessions_pb2
 from dragoman_tools.envoy import add_arguments as envoy_arguments
 
 EXAMPLES = """examples:
@@ -46,9 +49,19 @@ EXAMPLES = """examples:
   dragoman up &                      # then, in another shell:
   dragoman transcribe speech.ogg --language en
   dragoman interpret talk.ogg --from pt --to en --speech-out talk-en.wav
+  DRAGOMAN_PASSWORD=... dragoman sessions export 1a2b... --format srt --username ana -o talk.srt
   echo "Where is the station?" | dragoman translate --source en --target pt -
   dragoman synthesize --language es "Buenos días" -o hola.wav
 """
+
+
+TRANSCRIPT_FORMATS = {
+    "txt": sessions_pb2.TRANSCRIPT_FORMAT_TEXT,
+    "srt": sessions_pb2.TRANSCRIPT_FORMAT_SRT,
+    "vtt": sessions_pb2.TRANSCRIPT_FORMAT_WEBVTT,
+    "json": sessions_pb2.TRANSCRIPT_FORMAT_JSON,
+}
+"""`dragoman sessions export --format`."""
 
 
 def triton_argument(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +162,12 @@ def _parser() -> argparse.ArgumentParser:
                            "hearing the two others, with each listener's latency at the end")
     demo.add_argument("--partner-language", choices=["pt", "es"], default=None,
                       help="language Bruno speaks in a demo of two (Alice speaks English); default pt")
+    demo.add_argument("--mode", choices=["utterance", "simultaneous"], default=None,
+                      help="when a listener hears a speaker (session.mode of the mesh the demo "
+                           "starts; default: the settings', utterance unless set): utterance speaks "
+                           "each utterance whole once it is final; simultaneous speaks a long one in "
+                           "clause-sized pieces while the speaker goes on, a few seconds behind, as "
+                           "an interpreter does (the demo prints each piece heard)")
     demo.add_argument("--out", default="dragoman-demo", help="where to write the WAV files")
     demo.add_argument("--gateway", help="use a running mesh at this address instead of starting one")
     demo.add_argument("--log-dir", default="", help="service logs when the demo starts the mesh")
@@ -175,6 +194,23 @@ def _parser() -> argparse.ArgumentParser:
     it.add_argument("--gateway", metavar="ADDR",
                     help="use a running mesh at this address instead of starting one")
     it.add_argument("--log-dir", default="", help="service logs when it starts the mesh")
+
+    ses = sub.add_parser("sessions", help="your sessions, through a running gateway")
+    ssub = ses.add_subparsers(dest="sessions_command", required=True, metavar="COMMAND")
+    exp = ssub.add_parser(
+        "export", help="save a session's transcript",
+        description="Signs in as --username (password from $DRAGOMAN_PASSWORD, else asked for) "
+                    "and saves the transcript of session ID, one you took part in: each "
+                    "utterance with its speaker, what was said, its translation into your "
+                    "language, and its start and end from the session's start.")
+    exp.add_argument("session_id", metavar="ID", help="session id")
+    exp.add_argument("--format", choices=list(TRANSCRIPT_FORMATS), default="txt",
+                     help="txt (default), srt (SubRip), vtt (WebVTT) or json")
+    exp.add_argument("-o", "--out", metavar="FILE", help="file to write (default: standard output)")
+    exp.add_argument("--username", default=os.environ.get("DRAGOMAN_USERNAME"),
+                     help="who to sign in as (default: $DRAGOMAN_USERNAME)")
+    exp.add_argument("--gateway", metavar="ADDR",
+                     help="gateway address (default: settings addresses.gateway)")
 
     tr = sub.add_parser("transcribe", help="print the transcript of an audio file (any common format)")
     tr.add_argument("audio", help="audio file (wav, ogg, mp3, flac, ...)")
@@ -261,6 +297,8 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         return await _demo(args, settings)
     if args.command == "interpret":
         return await _interpret(args, settings)
+    if args.command == "sessions":
+        return await _export_transcript(args, settings)
     if args.command == "transcribe":
         return await _transcribe(args, settings)
     if args.command == "translate":
@@ -346,8 +384,9 @@ def _log_dir(arg: str) -> Path:
 @contextlib.asynccontextmanager
 async def _mesh(
     settings: config.Settings, log_dir: Path, args: argparse.Namespace | None = None,
-    out: TextIO | None = None,
+    out: TextIO | None = None, env: dict[str, str] | None = None,
 ) -> AsyncIterator[object]:
+    """The mesh of `settings`, its services run with `env` on top of this process's."""
     from dragoman.catalog import packaged
     from dragoman_tools.mesh import Mesh
 
@@ -356,7 +395,8 @@ async def _mesh(
     from dragoman import db
 
     triton = bool(args is not None and getattr(args, "triton", False))
-    mesh = Mesh(settings, log_dir, {**os.environ, **await db.prepare(settings.database)}, triton=triton)
+    mesh = Mesh(settings, log_dir, {**os.environ, **await db.prepare(settings.database), **(env or {})},
+                triton=triton)
     out = out or sys.stdout  # not a default argument: tests replace sys.stdout
     print(f"starting the mesh (logs in {log_dir}) …", file=out, flush=True)
     t0 = time.monotonic()
@@ -420,12 +460,16 @@ async def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
     if args.participants != 2 and args.partner_language:
         raise SystemExit("--partner-language is for a demo of two: with three, Bruno speaks "
                          "Portuguese and Carla Spanish")
+    if args.gateway and args.mode:
+        raise SystemExit("--mode is for the mesh the demo starts: a running mesh has its own "
+                         "session.mode (DRAGOMAN_SESSION_MODE)")
     out = Path(args.out)
     partner = args.partner_language or "pt"
     if args.gateway:
         await demo.run(args.gateway, out, partner, participants=args.participants)
         return 0
-    async with _mesh(settings, _log_dir(args.log_dir), args) as mesh:
+    env = {"DRAGOMAN_SESSION_MODE": args.mode} if args.mode else {}
+    async with _mesh(settings, _log_dir(args.log_dir), args, env=env) as mesh:
         await demo.run(_entry_address(mesh, settings), out, partner, participants=args.participants)
     return 0
 
@@ -447,6 +491,24 @@ async def _interpret(args: argparse.Namespace, settings: config.Settings) -> int
     async with _mesh(settings, _log_dir(args.log_dir), out=sys.stderr):
         await interpret.run(settings.addresses.gateway, samples, name, source, target,
                             speed=speed, speech_out=speech_out)
+    return 0
+
+
+async def _export_transcript(args: argparse.Namespace, settings: config.Settings) -> int:
+    from dragoman.client import Client
+
+    if not args.username:
+        raise InvalidArgument("--username (or $DRAGOMAN_USERNAME) is required")
+    password = os.environ.get("DRAGOMAN_PASSWORD") or getpass.getpass(f"password of {args.username}: ")
+    async with Client(args.gateway or settings.addresses.gateway) as client:
+        await client.login(args.username, password)
+        reply = await client.export_transcript(args.session_id, TRANSCRIPT_FORMATS[args.format])
+    if args.out and args.out != "-":
+        Path(args.out).write_bytes(reply.content)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(reply.content)
+        sys.stdout.flush()
     return 0
 
 

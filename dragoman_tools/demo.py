@@ -5,8 +5,9 @@ Carla joins too, speaking Spanish. Each "speaks" real recorded utterances
 (FLEURS, CC BY 4.0, shipped in dragoman_tools/demo_data) at real-time pace
 through the public API, exactly as a native client would: register, create a
 session / join with the 6-digit code, Converse. The terminal shows each
-partial and final transcript, its translations and the per-utterance latency;
-the translated speech each one hears is written as WAV. With three, each
+partial and final transcript, its translations (translated partials lighter)
+and the per-utterance latency; the translated speech each one hears is written
+as WAV, one file per utterance (in simultaneous mode its pieces joined in order). With three, each
 listener hears the two others, and the run ends with each listener's latency.
 """
 
@@ -63,6 +64,9 @@ class Person:
     errors: list[str] = field(default_factory=list)
     failure: grpc.aio.AioRpcError | None = None
     heard: dict[str, list[bytes]] = field(default_factory=dict)
+    rates: dict[str, int] = field(default_factory=dict)
+    """Sample rate of each utterance being heard, from its first chunk (a last piece with
+    nothing new to say is one empty chunk)."""
     wavs: list[Path] = field(default_factory=list)
     latencies: list[pb.UtteranceLatency] = field(default_factory=list)
     heard_latencies: list[pb.UtteranceLatency] = field(default_factory=list)
@@ -93,7 +97,11 @@ class Person:
             me.line(self.name, f"{'final  ' if t.is_final else 'partial'} {t.text!r}", final=t.is_final)
         elif kind == "translation" and event.translation.speaker == pb.SPEAKER_SELF:
             tr = event.translation
-            me.line(self.name, f"→ {tr.target_language_code}: {tr.text!r}", final=True)
+            if tr.is_final:
+                me.line(self.name, f"→ {tr.target_language_code}: {tr.text!r}", final=True)
+            elif tr.text.strip():  # a stable prefix of a word or two may translate to nothing
+                me.line(self.name, f"partial → {tr.target_language_code}: {tr.text!r}", final=False,
+                        light=True)
         elif kind == "processing_started" and event.processing_started.speaker == pb.SPEAKER_SELF:
             self.started.add(event.processing_started.utterance_id)
         elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_PARTNER:
@@ -109,8 +117,15 @@ class Person:
         elif kind == "speech_audio":
             a = event.speech_audio
             self.heard.setdefault(a.utterance_id, []).append(a.data)
+            if a.sample_rate_hertz:
+                self.rates.setdefault(a.utterance_id, a.sample_rate_hertz)
+            if a.piece_index and a.source_text:  # the first chunk of a piece (simultaneous mode)
+                who = self.names.get(a.speaker_participant_id, "")
+                me.line(self.name, f"hears piece {a.piece_index} of {who or 'the partner'}'s "
+                                   f"{a.utterance_id}: {a.source_text!r}", final=True)
             if a.is_last:
-                self.on_speech(a.utterance_id, b"".join(self.heard.pop(a.utterance_id)), a.sample_rate_hertz,
+                rate_hz = self.rates.pop(a.utterance_id, a.sample_rate_hertz)
+                self.on_speech(a.utterance_id, b"".join(self.heard.pop(a.utterance_id)), rate_hz,
                                self.names.get(a.speaker_participant_id, ""))
         elif kind == "error":
             self.errors.append(event.error.message)
@@ -162,8 +177,12 @@ class Person:
                 w.cancel()
 
 
+DIM, PLAIN = "\x1b[2m", "\x1b[0m"
+
+
 class Printer:
-    """Live terminal lines; partials overwrite each other on a terminal."""
+    """Live terminal lines; partials overwrite each other on a terminal, and `light` ones
+    (translated partials) are dimmed there."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -171,10 +190,11 @@ class Printer:
         self.tty = stream.isatty()
         self._open = False
 
-    def line(self, who: str, text: str, final: bool) -> None:
+    def line(self, who: str, text: str, final: bool, light: bool = False) -> None:
         stamp = f"{time.monotonic() - self.t0:6.1f}s"
         msg = f"{stamp}  {who:<6} {text}"
         if self.tty:
+            msg = f"{DIM}{msg}{PLAIN}" if light else msg
             self.stream.write(("\r\x1b[2K" if self._open else "") + msg + ("\n" if final else ""))
             self._open = not final
         else:
@@ -274,7 +294,8 @@ async def run(gateway: str, out_dir: Path, partner_language: str = "pt",
     wavs = [path for p in people for path in p.wavs]
     m = ended.metrics
     stream.write(f"\nsession ended: {m.utterance_count} utterances, mean {m.mean_latency_ms:.0f} ms, "
-                 f"min {m.min_latency_ms:.0f} ms, max {m.max_latency_ms:.0f} ms, errors {m.error_count}\n\n")
+                 f"min {m.min_latency_ms:.0f} ms, max {m.max_latency_ms:.0f} ms, errors {m.error_count}, "
+                 f"unsure transcripts {m.low_confidence_share:.0%}\n\n")
     if participants == 2:
         stream.write("end of speech → first translated audio delivered, per stage:\n")
         stream.write(latency_table(latencies) + "\n\ntranslated speech:\n")

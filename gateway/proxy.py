@@ -361,6 +361,14 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
     ) -> sessions_pb2.ListSessionsResponse:
         return await self._proxy.unary(self._via("ListSessions"), request, context)
 
+    async def ExportTranscript(
+        self, request: sessions_pb2.ExportTranscriptRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.ExportTranscriptResponse:
+        return await self._proxy.unary(
+            self._via("ExportTranscript", session_id=request.session_id), request, context,
+            required=("session_id",),
+        )
+
     async def ListLanguages(
         self, request: sessions_pb2.ListLanguagesRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.ListLanguagesResponse:

@@ -27,9 +27,13 @@ class EventLog:
     """The event stream of one participant.
 
     Every event gets the next sequence number (from 1, no gaps) and is kept in
-    a bounded buffer, so a client that reconnects with the last sequence it saw
-    gets the rest without gaps or duplicates. Followers wait on a change
-    signal; heartbeats are generated per follower and not kept.
+    a buffer bounded by count (`capacity`) and by serialized bytes
+    (`max_bytes`, 0: none), so a client that reconnects with the last sequence
+    it saw gets the rest without gaps or duplicates. Whichever bound is hit,
+    the oldest events go, and a resume from before the oldest kept one gets the
+    kept ones (the jump in `sequence` shows what was lost). The newest event is
+    always kept, so followers keeping up miss nothing. Followers wait on a
+    change signal; heartbeats are generated per follower and not kept.
 
     The buffer holds events serialized: bytes are not tracked by Python's
     cyclic collector, message objects are, and a loaded session_svc keeps
@@ -39,9 +43,11 @@ class EventLog:
     (the usual case) is handed the message itself, not a parsed copy.
     """
 
-    def __init__(self, session_id: str, capacity: int) -> None:
+    def __init__(self, session_id: str, capacity: int, max_bytes: int = 0) -> None:
         self.session_id = session_id
         self._events: deque[bytes] = deque(maxlen=capacity)
+        self._max_bytes = max_bytes
+        self._bytes = 0  # in self._events
         self._recent: deque[pb.ConversationEvent] = deque(maxlen=min(RECENT, capacity))
         self._sequence = 0
         self._waiters: list[asyncio.Future[bool]] = []  # True: woken, False: timed out
@@ -56,10 +62,24 @@ class EventLog:
         self._sequence += 1
         event = pb.ConversationEvent(session_id=self.session_id, sequence=self._sequence, **kind)
         event.time.FromNanoseconds(time.time_ns())  # in place: no Timestamp copied in
-        self._events.append(event.SerializeToString())
+        data = event.SerializeToString()
+        if len(self._events) == self._events.maxlen:
+            self._bytes -= len(self._events[0])  # about to fall out
+        self._events.append(data)
+        self._bytes += len(data)
         self._recent.append(event)
+        if self._max_bytes:
+            while self._bytes > self._max_bytes and len(self._events) > 1:
+                self._bytes -= len(self._events.popleft())
+            while len(self._recent) > len(self._events):
+                self._recent.popleft()
         self._wake()
         return event
+
+    @property
+    def kept_bytes(self) -> int:
+        """Serialized bytes of the events kept now."""
+        return self._bytes
 
     def kept(self) -> list[pb.ConversationEvent]:
         """The events kept now, oldest first."""

@@ -5,7 +5,8 @@ A prefix is translated only when it has more words than the last one taken for
 its utterance; at most one translation starts per `interval_s`; while one runs
 or waits, only the newest prefix is kept (one pending at most). Once an
 utterance's final is taken (`close`), nothing more of it is translated or
-emitted, so a late partial never follows the final translation.
+emitted, so a late partial never follows the final translation, and one in
+flight is cancelled: the final's own translation goes first.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Partials(Generic[T]):
         """Utterances before this index have their final: nothing more of them goes out."""
         self._last_start = float("-inf")
         self._task: asyncio.Task[None] | None = None
+        self._call: tuple[Partial, asyncio.Future[T]] | None = None
+        """The translation in flight and what it translates."""
 
     def offer(self, partial: Partial) -> None:
         """Takes `partial` if it grew; it replaces any prefix still waiting."""
@@ -72,6 +75,8 @@ class Partials(Generic[T]):
             del self._taken[index]
         if self._pending is not None and self._pending.utterance_index < self._closed_below:
             self._pending = None
+        if self._call is not None and self._call[0].utterance_index < self._closed_below:
+            self._call[1].cancel()
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -88,11 +93,21 @@ class Partials(Generic[T]):
                     continue  # the pending one may have been replaced or dropped meanwhile
                 partial, self._pending = self._pending, None
                 self._last_start = self._clock()
+                call = asyncio.ensure_future(self._translate(partial.text))
+                self._call = (partial, call)
                 try:
-                    result = await self._translate(partial.text)
+                    result = await call
                 except DragomanError as e:  # the final's translation reports failures
                     log.info("partial translation failed: %s", e.message)
                     continue
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if call.cancelled() and current is not None and not current.cancelling():
+                        continue  # superseded by its final (`close`)
+                    call.cancel()
+                    raise
+                finally:
+                    self._call = None
                 if partial.utterance_index >= self._closed_below:
                     self._emit(partial, result)
         finally:

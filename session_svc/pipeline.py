@@ -44,9 +44,11 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from functools import partial
+
+from google.protobuf.duration_pb2 import Duration
 
 from dragoman import logs, metrics, rpc
 from dragoman.coverage import Route
@@ -79,6 +81,8 @@ class Utterance:
     final: float | None = None
     text: str = ""
     language_code: str = ""
+    spoken_s: tuple[float, float] | None = None
+    """Wall-clock times its first and last audio arrived (the final's offsets)."""
     pieced: _Pieced | None = None
     """Simultaneous mode: its pieces, once the first was committed."""
 
@@ -149,6 +153,12 @@ class _Pieced:
     """participant_id of those who have it in their outbox."""
 
 
+def _spoken(group: list[Utterance]) -> tuple[float, float] | None:
+    """When a sentence of utterances was spoken: its first's start to its last's end."""
+    first, last = group[0].spoken_s, group[-1].spoken_s
+    return None if first is None or last is None else (first[0], last[1])
+
+
 class ArrivalClock:
     """Maps a position in the speaker's audio to the wall time it arrived."""
 
@@ -168,6 +178,15 @@ class ArrivalClock:
     def arrival(self, offset_s: float) -> float | None:
         i = bisect.bisect_left(self._ends, int(offset_s * self.rate_hz))
         return self._times[i] if i < len(self._times) else None
+
+    def span(self, start: Duration, end: Duration) -> tuple[float, float] | None:
+        """The wall-clock times the audio from `start` to `end` began and finished arriving."""
+        began, ended = (self.arrival(d.ToTimedelta().total_seconds()) for d in (start, end))
+        if began is None:
+            return None
+        ended = ended or self._times[-1]
+        to_wall = time.time() - time.monotonic()
+        return began + to_wall, ended + to_wall
 
 
 def _merge_audio(
@@ -294,11 +313,12 @@ class SpeakerPipeline:
         return {"speaker_participant_id": self.speaker.participant_id,
                 "speaker_display_name": self.speaker.display_name}
 
-    def _all(self, name: str, make: Callable[..., object]) -> None:
-        """Emits an event about the speaker to them (SELF) and to every listener (PARTNER);
-        `make(speaker=..., **ids)` builds it."""
+    def _all(self, name: str, make: Callable[..., object], but: Set[str] = frozenset()) -> None:
+        """Emits an event about the speaker to them (SELF) and to every listener (PARTNER)
+        whose participant_id is not in `but`; `make(speaker=..., **ids)` builds it."""
         self.speaker.log.append(**{name: make(speaker=pb.SPEAKER_SELF, **self._ids())})
-        listeners = self.session.listeners(self.speaker)
+        listeners = [m for m in self.session.listeners(self.speaker)
+                     if m.participant_id not in but]
         if listeners:
             theirs = make(speaker=pb.SPEAKER_PARTNER, **self._ids())
             for listener in listeners:
@@ -326,15 +346,14 @@ class SpeakerPipeline:
             # utterances heard in part are lost: named, and ended (the next audio starts anew)
             lost, code = [*self._utterances.values()], error_code(e, pb.ERROR_CODE_RECOGNITION_FAILED)
             self._utterances.clear()
-            self._abandon(lost)
             for utterance_id in [u.utterance_id for u in lost] or [""]:
                 self.speaker.log.append(error=pb.ConversationError(
                     code=code, message=e.message, utterance_id=utterance_id))
-            for utt in lost:
-                self._all("processing_ended",
-                          partial(pb.ProcessingEnded, utterance_id=utt.utterance_id))
+            self._abandon(lost)
         finally:
-            self._abandon([*self._utterances.values()])
+            lost = [*self._utterances.values()]  # cancelled: the stream closed
+            self._utterances.clear()
+            self._abandon(lost)
             self._finals.put_nowait(None)
             try:
                 await worker
@@ -345,13 +364,18 @@ class SpeakerPipeline:
                     p.aclose() for p in self._partials.values()), return_exceptions=True)
 
     def _abandon(self, lost: list[Utterance]) -> None:
-        """Utterances whose final will not come: their pieces end where they are."""
+        """Utterances whose final will not come end for everyone (ProcessingEnded, no latency).
+        Their pieces end where they are: a listener who has them in their outbox gets one empty
+        `is_last` chunk after the pieces already made (outbox.Pieces), then the end (`_heard`)."""
         for utt in lost:
+            holders: set[str] = set()
             if utt.pieced is not None:
-                utt.pieced.prepared.lost = True
+                utt.pieced.prepared.lost, holders = True, utt.pieced.listeners
                 for target in utt.pieced.prepared.targets:
                     for speech in target.speeches.values():
                         speech.end()
+            self._all("processing_ended",
+                      partial(pb.ProcessingEnded, utterance_id=utt.utterance_id), holders)
 
     def _on_recognition(self, response: stt_pb2.StreamingRecognizeResponse) -> None:
         if response.HasField("speech_event"):
@@ -368,7 +392,8 @@ class SpeakerPipeline:
         self._all("transcription", partial(
             pb.Transcription, utterance_id=utt.utterance_id, text=text, is_final=result.is_final,
             stability=result.stability, language_code=result.language_code,
-            translated_to_english=self._speech_translates,
+            translated_to_english=self._speech_translates, confidence=result.confidence,
+            low_confidence=result.low_confidence,
         ))
         if not result.is_final:
             stable = result.stable_prefix.strip()
@@ -379,9 +404,12 @@ class SpeakerPipeline:
         for partials in self._partials.values():
             partials.close(result.utterance_index)
         if result.is_final:
+            if text:
+                self.session.record_transcript(result.low_confidence)
             utt.final = time.monotonic()
             utt.end_of_speech = utt.end_of_speech or utt.final
             utt.text, utt.language_code = text, result.language_code or self.speaker.language_code
+            utt.spoken_s = self.clock.span(result.start_offset, result.end_offset)
             del self._utterances[result.utterance_index]
             if self.simultaneous:  # planned at once: a next utterance's pieces must come after
                 self._schedule(self._plan([utt]))
@@ -502,7 +530,7 @@ class SpeakerPipeline:
     def _send_partial(self, language: str, language_code: str, stable: Partial,
                       translation: routes.Translated) -> None:
         utt = self._utterances.get(stable.utterance_index)
-        if utt is None:  # lost meanwhile
+        if utt is None or not translation.text.strip():  # lost meanwhile, or nothing to show
             return
         listeners = [m for m in self.session.listeners(self.speaker) if m.language == language]
         self._send_to_language(partial(
@@ -537,7 +565,7 @@ class SpeakerPipeline:
             if key is None:
                 continue
             target.listeners.append(listener)
-            speech = target.speeches.setdefault(key, Pieces())
+            speech = target.speeches.setdefault(key, Pieces(key[1]))
             assert isinstance(speech, Pieces)
             deliveries.append((listener, speech))
         if not deliveries:
@@ -655,7 +683,11 @@ class SpeakerPipeline:
     def _heard(self, prepared: _Prepared, listener: Member, speech: Speech | Pieces | None,
                heard: Heard) -> None:
         """A listener's outbox is done with the utterance: tells them, records it."""
-        if prepared.lost:
+        if prepared.lost:  # its final never came (`_abandon`)
+            if listener.present:
+                listener.log.append(processing_ended=pb.ProcessingEnded(
+                    speaker=pb.SPEAKER_PARTNER, utterance_id=prepared.utt.utterance_id,
+                    latency=None, **self._ids()))
             return
         translated = speech.translated if speech is not None else None
         latencies = [u.latency(translated, heard.first_audio, heard.delivered)
@@ -670,7 +702,7 @@ class SpeakerPipeline:
             if speech is not None and not heard.failed and latencies[-1] is not None:
                 self.session.record_utterance(
                     self.speaker, listener, prepared.utt.utterance_id, prepared.text, speech.text,
-                    latencies[-1])
+                    latencies[-1], _spoken(prepared.group))
         prepared.pending -= 1
         if prepared.pending == 0 and prepared.final_planned:
             self._finished(prepared)

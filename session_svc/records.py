@@ -53,6 +53,14 @@ class Metrics:
     duration_ms: int
     participants: tuple[ParticipantMetrics, ...] = ()
     """Per participant, in roster order (none for sessions ended before they were kept)."""
+    transcribed_count: int = 0
+    """Final transcripts with text."""
+    low_confidence_count: int = 0
+    """Of those, the ones flagged low confidence."""
+
+    @property
+    def low_confidence_share(self) -> float:
+        return self.low_confidence_count / self.transcribed_count if self.transcribed_count else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,10 @@ class UtteranceLog:
     latency_ms: dict[str, int]
     """Milliseconds per stage of STAGES."""
     created_at: datetime | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    """When it was spoken, from the session's start; None in rows logged before
+    they were kept (migration 0005)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from dragoman.v1 import (
     sessions_pb2,
     sessions_pb2_grpc,
 )
-from session_svc import routes
+from session_svc import routes, transcripts
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
@@ -95,16 +95,19 @@ def page_token(created_at: datetime, session_id: str) -> str:
     return base64.urlsafe_b64encode(f"{micros}:{session_id}".encode()).decode()
 
 
+BAD_PAGE_TOKEN = "page_token is not a token from ListSessions"
+
+
 def parse_page_token(token: str) -> tuple[datetime, str] | None:
     if not token:
         return None
     try:
         micros, sep, session_id = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if sep and session_id and db.storable(session_id):
+        if sep and session_id:
             return _EPOCH + timedelta(microseconds=int(micros)), session_id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         pass
-    raise InvalidArgument("page_token is not a token from ListSessions")
+    raise InvalidArgument(BAD_PAGE_TOKEN)
 
 
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
@@ -154,9 +157,12 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
 
     async def _record(self, who: Identity, session_id: str) -> SessionRecord:
         """The stored session, if the caller took part in it."""
-        stored = await self.registry.store.sessions_of(who.user_id, limit=1, session_id=session_id)
+        missing = NotFound(f"session {shown(session_id, quote=False)} not found")
+        with db.unstorable_as(missing):
+            stored = await self.registry.store.sessions_of(
+                who.user_id, limit=1, session_id=session_id)
         if not stored:
-            raise NotFound(f"session {shown(session_id, quote=False)} not found")
+            raise missing
         return stored[0]
 
     async def EndSession(
@@ -208,8 +214,9 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size must be 0 to {MAX_PAGE_SIZE}, got {request.page_size}")
         size = request.page_size or DEFAULT_PAGE_SIZE
-        rows = await self.registry.store.sessions_of(
-            who.user_id, limit=size + 1, before=parse_page_token(request.page_token))
+        with db.unstorable_as(InvalidArgument(BAD_PAGE_TOKEN)):
+            rows = await self.registry.store.sessions_of(
+                who.user_id, limit=size + 1, before=parse_page_token(request.page_token))
         reply = sessions_pb2.ListSessionsResponse()
         for row in rows[:size]:
             live = self.registry.find_live(row.session_id)  # fresher: who is connected
@@ -217,6 +224,19 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         if len(rows) > size:
             reply.next_page_token = page_token(rows[size - 1].created_at, rows[size - 1].session_id)
         return reply
+
+    async def ExportTranscript(
+        self, request: sessions_pb2.ExportTranscriptRequest, context: grpc.aio.ServicerContext
+    ) -> sessions_pb2.ExportTranscriptResponse:
+        who = self.identity(context)
+        if not request.session_id:
+            raise InvalidArgument("session_id is required")
+        fmt = transcripts.format_of(request.format)
+        record = await self._record(who, request.session_id)
+        if self.registry.find_live(record.session_id) is not None:
+            await self.registry.journal.flush()  # what was said so far
+        logs = await self.registry.store.transcript_of(record.session_id)
+        return transcripts.render(transcripts.transcript(record, who.user_id, logs), fmt)
 
 
 class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):

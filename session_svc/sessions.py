@@ -138,6 +138,7 @@ def metrics_proto(m: Metrics) -> spb.SessionMetrics:
             utterances_heard=p.utterances_heard, mean_latency_ms=p.mean_latency_ms,
             p95_latency_ms=p.p95_latency_ms, error_count=p.error_count,
         ) for p in m.participants],
+        low_confidence_share=m.low_confidence_share,
     )
 
 
@@ -154,6 +155,9 @@ class Session:
     latencies_ms: list[float] = field(default_factory=list)
     utterances: int = 0
     errors: int = 0
+    transcribed: int = 0
+    """Final transcripts with text (what `low_confidence_share` divides by)."""
+    low_confidence: int = 0
     journal: Callable[[UtteranceLog], None] | None = None
     """Where translated utterances are logged."""
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
@@ -256,7 +260,14 @@ class Session:
             max_latency_ms=max(lat, default=0.0),
             duration_ms=round((end - self.created_s) * 1000),
             participants=tuple(m.metrics() for m in self.members),
+            transcribed_count=self.transcribed,
+            low_confidence_count=self.low_confidence,
         )
+
+    def record_transcript(self, low_confidence: bool) -> None:
+        """Counts a final transcript with text, and whether the recogniser was unsure of it."""
+        self.transcribed += 1
+        self.low_confidence += low_confidence
 
     def record_error(self, speaker: Member) -> None:
         """Counts an utterance of `speaker` that failed somewhere in the pipeline."""
@@ -265,10 +276,11 @@ class Session:
 
     def record_utterance(
         self, speaker: Member, listener: Member, utterance_id: str, text: str, translation: str,
-        latency: cpb.UtteranceLatency,
+        latency: cpb.UtteranceLatency, spoken_s: tuple[float, float] | None = None,
     ) -> None:
         """Counts a translated utterance delivered to `listener` and logs it once per
-        target language (the pipeline calls this once per listener)."""
+        target language (the pipeline calls this once per listener). `spoken_s`: the
+        wall-clock times its audio started and ended arriving, when known."""
         latency_ms = latency.total.ToMilliseconds()
         self.latencies_ms.append(latency_ms)
         listener.heard_ms.append(latency_ms)
@@ -281,6 +293,7 @@ class Session:
                     getattr(latency, stage).ToNanoseconds() / 1e9)
         if self.journal is not None and (utterance_id, listener.language) not in self._journaled:
             self._journaled.add((utterance_id, listener.language))
+            start_ms, end_ms = self._spoken_ms(spoken_s)
             self.journal(UtteranceLog(
                 session_id=self.session_id, utterance_id=utterance_id,
                 speaker_user_id=speaker.user_id, source_language_code=speaker.language_code,
@@ -288,7 +301,15 @@ class Session:
                 translated_text=translation,
                 latency_ms={stage: getattr(latency, stage).ToMilliseconds()
                             for stage in STAGES},
+                start_ms=start_ms, end_ms=end_ms,
             ))
+
+    def _spoken_ms(self, spoken_s: tuple[float, float] | None) -> tuple[int | None, int | None]:
+        """start_ms and end_ms of an UtteranceLog: from the session's start, in order."""
+        if spoken_s is None:
+            return None, None
+        start = max(0, round((spoken_s[0] - self.created_s) * 1000))
+        return start, max(start, round((spoken_s[1] - self.created_s) * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,7 +380,8 @@ class SessionRegistry:
         return Member(
             user_id=who.user_id, display_name=who.display_name, language_code=language_code,
             language=languages.normalise(language_code), voice=voice,
-            log=EventLog(session.session_id, self.settings.event_buffer),
+            log=EventLog(session.session_id, self.settings.event_buffer,
+                         self.settings.event_buffer_bytes),
         )
 
     async def _end_abandoned(self) -> None:

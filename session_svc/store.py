@@ -126,6 +126,10 @@ class SessionStore(Protocol):
         """Every logged utterance of the user's sessions, oldest first, decrypted."""
         ...
 
+    async def transcript_of(self, session_id: str) -> list[UtteranceLog]:
+        """Every logged utterance of the session, in the order spoken (see `transcript_of`)."""
+        ...
+
     async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
         """The replica holding the live session with this id, or the waiting
         one with this code (see `session_owner`)."""
@@ -197,10 +201,12 @@ class PgSessionStore:
                 (to_datetime(ended_s), reason, session_id))
             await conn.execute(
                 "INSERT INTO session_metrics (session_id, utterance_count, error_count, "
-                "mean_latency_ms, min_latency_ms, max_latency_ms, duration_ms) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
+                "mean_latency_ms, min_latency_ms, max_latency_ms, duration_ms, "
+                "transcribed_count, low_confidence_count) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
                 (session_id, metrics.utterance_count, metrics.error_count, metrics.mean_latency_ms,
-                 metrics.min_latency_ms, metrics.max_latency_ms, metrics.duration_ms))
+                 metrics.min_latency_ms, metrics.max_latency_ms, metrics.duration_ms,
+                 metrics.transcribed_count, metrics.low_confidence_count))
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO session_participant_metrics (session_id, user_id, "
@@ -259,6 +265,10 @@ class PgSessionStore:
         async with self._db.pool.connection() as conn:
             return await utterances_of(conn, self._db.keyring, user_id)
 
+    async def transcript_of(self, session_id: str) -> list[UtteranceLog]:
+        async with self._db.pool.connection() as conn:
+            return await transcript_of(conn, self._db.keyring, session_id)
+
     async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
         async with self._db.pool.connection() as conn:
             return await session_owner(conn, session_id=session_id, code=code)
@@ -290,7 +300,7 @@ def associated_data(log_id: uuid.UUID | str, column: str) -> bytes:
 _SESSIONS = """
 SELECT s.session_id, s.code, s.status, s.created_at, s.ended_at, s.locked, s.max_participants,
        m.utterance_count, m.error_count, m.mean_latency_ms, m.min_latency_ms,
-       m.max_latency_ms, m.duration_ms
+       m.max_latency_ms, m.duration_ms, m.transcribed_count, m.low_confidence_count
 FROM session_participants me
 JOIN sessions s USING (session_id)
 LEFT JOIN session_metrics m USING (session_id)
@@ -305,14 +315,16 @@ async def session_owner(
 ) -> str | None:
     """The replica (host:port) holding the live session with this id or pairing
     code; None when there is none, "" when it named none."""
-    if not db.storable(session_id, code):
+    try:
+        if session_id:
+            cur = await conn.execute(
+                "SELECT owner FROM sessions WHERE session_id = %s AND status <> 'ended'",
+                (session_id,))
+        else:  # a live session's code lets people join (or tells them why not) until it ends
+            cur = await conn.execute(
+                "SELECT owner FROM sessions WHERE code = %s AND status <> 'ended'", (code,))
+    except db.Unstorable:  # a key no row can have
         return None
-    if session_id:
-        cur = await conn.execute(
-            "SELECT owner FROM sessions WHERE session_id = %s AND status <> 'ended'", (session_id,))
-    else:  # a live session's code lets people join (or tells them why not) until it ends
-        cur = await conn.execute(
-            "SELECT owner FROM sessions WHERE code = %s AND status <> 'ended'", (code,))
     row = await cur.fetchone()
     return None if row is None else str(row[0])
 
@@ -323,9 +335,7 @@ async def sessions_of(
 ) -> list[SessionRecord]:
     """The user's sessions, newest first: those created before `before`
     (keyset pagination: (created_at, session_id) strictly smaller), or the
-    one with `session_id`."""
-    if not db.storable(session_id):
-        return []
+    one with `session_id`. Raises db.Unstorable for a key no row can have."""
     params: dict[str, object] = {"user_id": user_id, "limit": limit}
     condition = "true"
     if session_id:
@@ -358,7 +368,8 @@ async def sessions_of(
         participants=tuple(members.get(r["session_id"], ())),
         metrics=None if r["utterance_count"] is None else Metrics(
             r["utterance_count"], r["error_count"], r["mean_latency_ms"], r["min_latency_ms"],
-            r["max_latency_ms"], r["duration_ms"], tuple(numbers.get(r["session_id"], ()))),
+            r["max_latency_ms"], r["duration_ms"], tuple(numbers.get(r["session_id"], ())),
+            r["transcribed_count"], r["low_confidence_count"]),
         locked=r["locked"], max_participants=r["max_participants"],
     ) for r in rows]
 
@@ -370,7 +381,8 @@ def _log_row(keyring: Keyring, log: UtteranceLog) -> dict[str, Any]:
     return {"log_id": log_id, "session_id": log.session_id, "utterance_id": log.utterance_id,
             "speaker": log.speaker_user_id, "source": log.source_language_code,
             "target": log.target_language_code, "key_id": key_id, "source_text": source,
-            "translated_text": translated, **log.latency_ms}
+            "translated_text": translated, "start_ms": log.start_ms, "end_ms": log.end_ms,
+            **log.latency_ms}
 
 
 async def add_utterances(
@@ -386,8 +398,9 @@ async def add_utterances(
             sql.SQL(  # type: ignore[arg-type]
                 "INSERT INTO translation_logs (log_id, session_id, utterance_id, speaker_user_id, "
                 "source_language_code, target_language_code, key_id, source_text, translated_text, "
-                f"{stage_columns}) VALUES (%(log_id)s, %(session_id)s, %(utterance_id)s, %(speaker)s, "
-                f"%(source)s, %(target)s, %(key_id)s, %(source_text)s, %(translated_text)s, {stage_values})"
+                f"start_ms, end_ms, {stage_columns}) VALUES (%(log_id)s, %(session_id)s, "
+                "%(utterance_id)s, %(speaker)s, %(source)s, %(target)s, %(key_id)s, %(source_text)s, "
+                f"%(translated_text)s, %(start_ms)s, %(end_ms)s, {stage_values})"
             ),
             [_log_row(keyring, log) for log in logs])
         await cur.executemany(
@@ -405,7 +418,25 @@ async def utterances_of(
             "ON me.session_id = l.session_id AND me.user_id = %s "
             "ORDER BY l.created_at, l.log_id", (user_id,))
         rows = await cur.fetchall()
-    return [UtteranceLog(
+    return [_log(keyring, r) for r in rows]
+
+
+async def transcript_of(
+    conn: psycopg.AsyncConnection, keyring: Keyring, session_id: str
+) -> list[UtteranceLog]:
+    """Every logged utterance of the session (a row per target language), in the
+    order spoken, decrypted."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT * FROM translation_logs WHERE session_id = %s "
+            "ORDER BY start_ms NULLS LAST, created_at, log_id", (session_id,))
+        rows = await cur.fetchall()
+    return [_log(keyring, r) for r in rows]
+
+
+def _log(keyring: Keyring, r: dict[str, Any]) -> UtteranceLog:
+    """A translation_logs row, decrypted."""
+    return UtteranceLog(
         session_id=r["session_id"], utterance_id=r["utterance_id"],
         speaker_user_id=r["speaker_user_id"], source_language_code=r["source_language_code"],
         target_language_code=r["target_language_code"],
@@ -414,8 +445,8 @@ async def utterances_of(
         translated_text=keyring.decrypt(
             r["key_id"], r["translated_text"], associated_data(r["log_id"], "translated_text")),
         latency_ms={s: r[f"{s}_ms"] for s in STAGES},
-        created_at=r["created_at"],
-    ) for r in rows]
+        created_at=r["created_at"], start_ms=r["start_ms"], end_ms=r["end_ms"],
+    )
 
 
 async def delete_user_data(conn: psycopg.AsyncConnection, user_id: str) -> Deleted:

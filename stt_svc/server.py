@@ -195,6 +195,7 @@ def stream_limits(stt: config.SttSettings) -> StreamLimits:
         redecode_gaps=stt.redecode_gaps,
         max_chunks_per_s=stt.max_chunks_per_s,
         burst_chunks=stt.burst_chunks,
+        low_confidence_below=stt.low_confidence_below,
     )
 
 
@@ -241,6 +242,7 @@ def _response(item: Output) -> stt_pb2.StreamingRecognizeResponse:
             language_code=item.language_code,
             language_probability=item.language_probability,
             confidence=item.confidence,
+            low_confidence=item.low_confidence,
             start_offset=rpc.duration(item.start_s),
             end_offset=rpc.duration(item.end_s),
             words=[

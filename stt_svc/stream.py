@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from dragoman import logs, metrics
+from dragoman import config, logs, metrics
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from stt_svc import coverage, guards
 from stt_svc.agreement import LocalAgreement
@@ -116,6 +116,8 @@ class StreamLimits:
     max_chunks_per_s: float = 0.0
     """Audio chunks a second after a burst of `burst_chunks`; 0: no limit."""
     burst_chunks: int = BURST_CHUNKS
+    low_confidence_below: float = config.SttSettings().low_confidence_below
+    """Finals whose `confidence()` is under this are flagged `low_confidence`."""
 
 
 class SpeechEventKind(Enum):
@@ -140,6 +142,8 @@ class ResultOut:
     language_code: str
     language_probability: float
     confidence: float
+    """`confidence()` of a final; 0 on partials."""
+    low_confidence: bool
     start_s: float
     end_s: float
     words: tuple[WordTiming, ...]
@@ -458,7 +462,7 @@ class RecognizeStream:
         self._emit(ResultOut(
             utterance_index=u.index, transcript=transcript, is_final=False, stability=stability,
             stable_prefix=stable, language_code=code, language_probability=probability,
-            confidence=0.0, start_s=_s(u.start_sample),
+            confidence=0.0, low_confidence=False, start_s=_s(u.start_sample),
             end_s=_s(u.start_sample + u.decoded_samples), words=(), processing_s=timed.seconds,
         ))
 
@@ -514,10 +518,12 @@ class RecognizeStream:
             )
             log.info("language locked", extra={"language": self._language})
         code, probability = self._language_of(u, result)
+        score = confidence(words, result) if transcript else 0.0
         self._emit(ResultOut(
             utterance_index=u.index, transcript=transcript, is_final=True, stability=1.0,
             stable_prefix=transcript, language_code=code, language_probability=probability,
-            confidence=_confidence(words, result), start_s=offset_s, end_s=_s(event.end_sample),
+            confidence=score, low_confidence=bool(transcript) and score < self._limits.low_confidence_below,
+            start_s=offset_s, end_s=_s(event.end_sample),
             words=words, processing_s=processing_s,
         ))
         log.debug("final %d: %s", u.index, logs.redact(transcript))
@@ -621,7 +627,15 @@ def _s(samples: int) -> float:
     return samples / RATE_HZ
 
 
-def _confidence(words: tuple[WordTiming, ...], result: Transcription) -> float:
+def confidence(words: tuple[WordTiming, ...], result: Transcription) -> float:
+    """How sure the decoder is of a final, in [0, 1]: the mean probability of `words` (of
+    the tokens, exp(avg_logprob), without words) times 1 - no_speech_prob. The word mean
+    separates right from misheard speech best; the no-speech factor pulls down
+    noise the guards let through (bench/results/stt_confidence.md)."""
     if words:
-        return float(np.mean([w.probability for w in words]))
-    return math.exp(result.avg_logprob) if result.text else 0.0
+        heard = float(np.mean([w.probability for w in words]))
+    elif result.text:
+        heard = math.exp(result.avg_logprob)
+    else:
+        return 0.0
+    return min(1.0, max(0.0, heard * (1.0 - result.no_speech_prob)))

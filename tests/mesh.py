@@ -64,16 +64,23 @@ async def mesh(settings: config.Settings, models_dir: object) -> AsyncIterator[M
 
 
 _users = 0
+PASSWORD = "password-123"
+"""Every test user's."""
 
 
 async def new_client(address: str, language: str = "en") -> Client:
     """A registered, logged-in client with a fresh user."""
+    return (await new_user(address, language))[0]
+
+
+async def new_user(address: str, language: str = "en") -> tuple[Client, str]:
+    """A registered, logged-in client with a fresh user, and the user's name (password PASSWORD)."""
     global _users
     _users += 1
     client = Client(address)
     name = f"user{_users}"
-    await client.register(name, f"{name}@example.org", "password-123", language)
-    return client
+    await client.register(name, f"{name}@example.org", PASSWORD, language)
+    return client, name
 
 
 @dataclasses.dataclass
@@ -84,6 +91,8 @@ class OneWay:
     speaker: Client
     speaker_events: list[pb.ConversationEvent]
     listener_events: list[pb.ConversationEvent]
+    listener: Client
+    listener_username: str
 
     def heard(self, kind: str) -> list:  # type: ignore[type-arg]
         """The listener's events of one kind (transcription, translation, speech_audio, ...)."""
@@ -97,13 +106,13 @@ async def _queue_stream(queue: asyncio.Queue[pb.ConverseRequest | None]) -> Asyn
 
 async def one_way(
     mesh: MeshAddresses, clip: Path, speaker_language: str, listener_language: str,
-    output_rate_hz: int = 24_000, allow_one_way: bool = False,
+    output_rate_hz: int = 24_000, allow_one_way: bool = False, speed: float = 0.0,
 ) -> OneWay:
     """Two new users pair (the listener joining with `allow_one_way`); the first says `clip`
-    (then 1.5 s of silence) and leaves; returns once the listener has every utterance's
-    `processing_ended`."""
+    (then 1.5 s of silence; at `speed` times real time, 0: all at once) and leaves; returns
+    once the listener has every utterance's `processing_ended`."""
     speaker = await new_client(mesh.gateway, speaker_language)
-    listener = await new_client(mesh.gateway, listener_language)
+    listener, listener_username = await new_user(mesh.gateway, listener_language)
     session = await speaker.create_session(speaker_language)
     await listener.join_session(session.code, listener_language, allow_one_way=allow_one_way)
 
@@ -115,7 +124,7 @@ async def one_way(
 
     samples = audio.decode_file(clip, audio.STT_RATE_HZ)
     pcm = audio.float_to_pcm16(np.concatenate([samples, np.zeros(24_000, np.float32)]))
-    async for request in speak(pcm, audio.STT_RATE_HZ, realtime=False):
+    async for request in speak(pcm, audio.STT_RATE_HZ, realtime=speed > 0, speed=speed or 1.0):
         await queues["a"].put(request)
     await queues["a"].put(pb.ConverseRequest(leave=pb.LeaveConversation()))
     await queues["a"].put(None)
@@ -133,6 +142,7 @@ async def one_way(
             if done == spoken:
                 return
 
-    await asyncio.wait_for(collect(), timeout=120)
+    await asyncio.wait_for(collect(), timeout=180)
     await queues["b"].put(None)
-    return OneWay(session.session_id, speaker, speaker_events, listener_events)
+    return OneWay(session.session_id, speaker, speaker_events, listener_events, listener,
+                  listener_username)

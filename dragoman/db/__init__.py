@@ -18,18 +18,23 @@ session_svc.store). Others ask the owner over its internal RPC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import AdaptersMap
+from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 from psycopg_pool import AsyncConnectionPool
 
 from dragoman.config import DbSettings
 from dragoman.db import crypto, embedded, migrate
-from dragoman.errors import Unavailable
+from dragoman.errors import DragomanError, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +43,44 @@ URL_ENV = "DRAGOMAN_DATABASE_URL"
 KEYS_FILE_ENV = "DRAGOMAN_DATABASE_ENCRYPTION_KEYS_FILE"
 
 
-def storable(*values: str) -> bool:
-    """Whether PostgreSQL text can hold each of `values`: it holds no NUL, and a query
-    given one fails instead of matching nothing. A key it cannot hold names no row."""
-    return not any("\0" in value for value in values)
+class Unstorable(InvalidArgument):
+    """A query was given text PostgreSQL cannot hold (a NUL character), so it was not
+    sent. As it is, INVALID_ARGUMENT (a write); a lookup by such a key finds nothing,
+    so lookups say so with `unstorable_as(NotFound(...))` or return None."""
+
+
+def _refuse_nul(obj: str) -> None:
+    if "\0" in obj:
+        raise Unstorable("text with a NUL character (U+0000) cannot be stored")
+
+
+class _TextDumper(StrDumperUnknown):
+    def dump(self, obj: str) -> Buffer | None:
+        _refuse_nul(obj)
+        return super().dump(obj)
+
+
+class _BinaryDumper(StrBinaryDumper):
+    def dump(self, obj: str) -> Buffer | None:
+        _refuse_nul(obj)
+        return super().dump(obj)
+
+
+ADAPTERS = AdaptersMap(psycopg.adapters)
+"""Every connection's adapters: str parameters are checked for NUL before any query
+is sent (psycopg would raise a DataError, an INTERNAL), so no query can forget to."""
+ADAPTERS.register_dumper(str, _TextDumper)
+ADAPTERS.register_dumper(str, _BinaryDumper)
+
+
+@contextlib.contextmanager
+def unstorable_as(error: DragomanError) -> Iterator[None]:
+    """Raises `error` in place of `Unstorable`: e.g. NotFound for a lookup by a key no
+    row can have, or InvalidArgument naming the field the text came from."""
+    try:
+        yield
+    except Unstorable:
+        raise error from None
 
 
 @dataclass
@@ -82,7 +121,7 @@ def redact_url(url: str) -> str:
 
 
 def _connection_options(settings: DbSettings) -> dict[str, Any]:
-    options: dict[str, Any] = {"autocommit": True}
+    options: dict[str, Any] = {"autocommit": True, "context": ADAPTERS}
     schema = migrate.check_schema(settings.schema)
     if schema:
         options["options"] = f"-c search_path={schema}"

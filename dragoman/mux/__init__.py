@@ -29,12 +29,12 @@ context, error statuses, metrics) and with a trace span each
 What a call on a trunk keeps of gRPC: metadata (text), deadlines,
 half-close, cancellation from either side, status code, message and
 trailing metadata, per-call ordering, trace context. What it changes: flow
-control is per trunk, so a reader that falls `MAX_PENDING` messages behind
-gets its call ended with RESOURCE_EXHAUSTED instead of slowing the sender
-(a conversation client resumes from its last sequence number); when the
-trunk itself fails, every call on it ends with the trunk's status
-(UNAVAILABLE, typically), as calls on a failed connection do. Only text
-metadata crosses, and no initial metadata comes back.
+control is per trunk, so a reader that falls `MAX_PENDING` messages (or
+`MAX_PENDING_BYTES`) behind gets its call ended with RESOURCE_EXHAUSTED
+instead of slowing the sender (a conversation client resumes from its last
+sequence number); when the trunk itself fails, every call on it ends with
+the trunk's status (UNAVAILABLE, typically), as calls on a failed connection
+do. Only text metadata crosses, and no initial metadata comes back.
 """
 
 from dragoman.mux.client import RETRIES, TrunkedChannel, TrunkUnaryCall, channel
@@ -45,6 +45,7 @@ from dragoman.mux.framing import (
     MAX_BATCH,
     MAX_BATCH_BYTES,
     MAX_PENDING,
+    MAX_PENDING_BYTES,
     SERVICE,
 )
 from dragoman.mux.link import TrunkCall
@@ -57,6 +58,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_BATCH_BYTES",
     "MAX_PENDING",
+    "MAX_PENDING_BYTES",
     "RETRIES",
     "SERVICE",
     "ServerCall",

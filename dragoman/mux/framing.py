@@ -20,6 +20,12 @@ from dragoman.trunk.v1 import trunk_pb2 as pb
 
 MAX_PENDING = 1024
 """Messages a call may have waiting for its reader before it is ended."""
+MAX_PENDING_BYTES = 2 * 2**20
+"""Message bytes a call may have waiting for its reader before it is ended, whatever
+their count: 1024 events of translated speech (about 70 KB each at 24 kHz,
+bench/results/event_log_bytes.md) would be 70 MB held for one stalled listener.
+The default session.event_buffer_bytes, so a listener cut for it can resume from
+session_svc's log."""
 MAX_BATCH = 512
 """Most frames in one trunk message."""
 MAX_BATCH_BYTES = rpc.MAX_MESSAGE_BYTES // 4
@@ -41,6 +47,33 @@ _RECEIVED_FRAMES, _RECEIVED_BATCHES = (
 
 Serializer = Callable[[Any], bytes]
 Deserializer = Callable[[bytes], Any]
+
+
+class Pending(asyncio.Queue[bytes | None]):
+    """The messages of one call waiting for their reader (None: the end), their bytes
+    counted too."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)  # type: ignore[misc]
+        self.bytes = 0
+
+    def _put(self, item: bytes | None) -> None:
+        super()._put(item)  # type: ignore[misc]
+        self.bytes += len(item or b"")
+
+    def _get(self) -> bytes | None:
+        item: bytes | None = super()._get()  # type: ignore[misc]
+        self.bytes -= len(item or b"")
+        return item
+
+    def behind(self, message: bytes, max_messages: int, max_bytes: int, what: str) -> str:
+        """How far behind the reader would fall with `message` added, if too far ("" if
+        not); one message alone is always taken, whatever its size."""
+        if self.qsize() >= max_messages:
+            return f"{max_messages} {what}"
+        if self.qsize() and self.bytes + len(message) > max_bytes:
+            return f"{max_bytes} bytes of {what}"
+        return ""
 
 
 def received(frames: Sequence[pb.Frame]) -> Sequence[pb.Frame]:

@@ -15,8 +15,10 @@ from dragoman import logs, rpc, tracing
 from dragoman.mux.framing import (
     MAX_BACKLOG,
     MAX_PENDING,
+    MAX_PENDING_BYTES,
     Deserializer,
     Outbox,
+    Pending,
     Serializer,
     end_frame,
     grpc_metadata,
@@ -39,7 +41,7 @@ class TrunkCall:
                  deserializer: Deserializer) -> None:
         self._link, self._id = link, call_id
         self._serialize, self._deserialize = serializer, deserializer
-        self._responses: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._responses = Pending()
         self._error: grpc.aio.AioRpcError | None = None
         self._status = grpc.StatusCode.OK
         self._done = False
@@ -124,11 +126,11 @@ class TrunkCall:
     def _on_frame(self, frame: pb.Frame) -> None:
         kind = frame.WhichOneof("kind")
         if kind == "message":
-            if self._responses.qsize() >= MAX_PENDING:
+            if behind := self._responses.behind(frame.message, MAX_PENDING, MAX_PENDING_BYTES,
+                                                "responses"):
                 self._link.send(end_frame(self._id, grpc.StatusCode.RESOURCE_EXHAUSTED))
                 self._finish(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                             f"the caller fell {MAX_PENDING} responses behind the server; "
-                             "the call was ended")
+                             f"the caller fell {behind} behind the server; the call was ended")
                 return
             self._responses.put_nowait(frame.message)
         elif kind == "end":

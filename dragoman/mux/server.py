@@ -15,9 +15,11 @@ import grpc
 from dragoman import rpc, tracing
 from dragoman.mux.framing import (
     MAX_PENDING,
+    MAX_PENDING_BYTES,
     SERVICE,
     Deserializer,
     Outbox,
+    Pending,
     end_frame,
     received,
 )
@@ -40,7 +42,7 @@ class ServerCall:
         loop = asyncio.get_running_loop()
         self._deadline = (loop.time() + start.timeout.ToNanoseconds() / 1e9
                           if start.HasField("timeout") else None)
-        self.requests: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.requests = Pending()
         self.on_request: Callable[[bytes | None], None] | None = None
         """Set by `_TrunkRequests.consume`: takes each message (None: half-close) at once."""
         self._code: grpc.StatusCode | None = None
@@ -100,10 +102,11 @@ class ServerCall:
         if self.on_request is not None and kind in ("message", "half_close"):
             self.on_request(frame.message if kind == "message" else None)
         elif kind == "message":
-            if self.requests.qsize() >= MAX_PENDING:
+            if behind := self.requests.behind(frame.message, MAX_PENDING, MAX_PENDING_BYTES,
+                                              "requests"):
                 self._trunk.outbox.put(end_frame(
                     self._id, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"the server fell {MAX_PENDING} requests behind the caller; the call was ended"))
+                    f"the server fell {behind} behind the caller; the call was ended"))
                 self._stop()
                 return
             self.requests.put_nowait(frame.message)

@@ -4,6 +4,7 @@ and headless Debian Chromium driven by playwright-core (node)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -77,12 +78,12 @@ class BrowserStack:
         return self.site.origin + "/"
 
 
-@pytest.fixture(scope="session")
-async def stack(mesh: MeshAddresses, web_dist: Path, browser_certs: Certs,
-                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserStack]:
+@contextlib.asynccontextmanager
+async def open_stack(mesh: MeshAddresses, web_dist: Path, browser_certs: Certs,
+                     work: Path) -> AsyncIterator[BrowserStack]:
+    """The edge and the page's other origin in front of `mesh`, stopped on exit."""
     site = StaticSite(web_dist)  # the page on its own origin; its config.json points at the edge
     site.start()
-    work = tmp_path_factory.mktemp("browser-edge")
     edge = Edge(EdgeConfig(
         listen="127.0.0.1:0", gateways=(mesh.gateway,), allowed_origins=(site.origin,),
         tls_cert=str(browser_certs.cert), tls_key=str(browser_certs.key),
@@ -99,6 +100,13 @@ async def stack(mesh: MeshAddresses, web_dist: Path, browser_certs: Certs,
         await link.stop()
         await edge.stop()
         site.stop()
+
+
+@pytest.fixture(scope="session")
+async def stack(mesh: MeshAddresses, web_dist: Path, browser_certs: Certs,
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserStack]:
+    async with open_stack(mesh, web_dist, browser_certs, tmp_path_factory.mktemp("browser-edge")) as opened:
+        yield opened
 
 
 def fake_microphone(clip: Path, out: Path) -> Path:

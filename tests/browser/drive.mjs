@@ -3,17 +3,26 @@
 //   node tests/browser/drive.mjs CONFIG.json     (tests/browser/test_browser.py writes the config)
 //
 // Bruno's page calls the API through the test's cuttable link (control() in pages.mjs).
-import { cfg, control, open, ownSpeechDone, register, run, until } from "./pages.mjs";
+import {
+  cfg, control, heardPartner, open, ownSpeechDone, pair, register, result, run, until,
+} from "./pages.mjs";
 
-/** The partner's turn arrived in full: every utterance ended, with transcript, translation, audio. */
-function heardPartner() {
-  const s = window.dragomanDebug();
-  const theirs = s.utterances.filter((u) => u.speaker === "partner");
-  const spoken = theirs.filter((u) => u.transcript);
-  // (these run in the page: each must stand alone) an utterance with no words ends with no latency
-  const over = (u) => u.latencyMs !== undefined || (u.done && !u.transcript);
-  return theirs.every(over) && spoken.length > 0
-    && spoken.every((u) => u.translation && u.audioChunks > 0) && s.scheduledSamples > 0;
+/** Records each change of the others' translation captions (window.translationsSeen): the final
+ * and partial text of the line, and how the partial looked then. */
+function watchTranslations() {
+  const seen = (window.translationsSeen = []);
+  const list = document.getElementById("captions");
+  new MutationObserver(() => {
+    for (const line of list.querySelectorAll(".partner .translation")) {
+      const [final, partial] = line.children;
+      if (!partial) continue;
+      const style = getComputedStyle(partial);
+      const now = { utterance: line.closest("li").dataset.utterance, final: final.textContent,
+        partial: partial.textContent, fontStyle: style.fontStyle, opacity: Number(style.opacity) };
+      const last = seen.findLast((s) => s.utterance === now.utterance);
+      if (!last || last.final !== now.final || last.partial !== now.partial) seen.push(now);
+    }
+  }).observe(list, { childList: true, subtree: true, characterData: true });
 }
 
 await run(async () => {
@@ -21,12 +30,7 @@ await run(async () => {
   await register(alice);
   await register(bruno);
 
-  await alice.page.click("#create");
-  await until(alice, "a pairing code", () => /^[0-9]{6}$/.test(document.getElementById("code").value));
-  const code = await alice.page.evaluate(() => document.getElementById("code").value);
-  await bruno.page.fill("#join-code", code);
-  await bruno.page.press("#join-code", "Enter"); // keyboard: submit the join form
-  for (const p of [alice, bruno]) await until(p, "pairing", () => !document.getElementById("mic").disabled);
+  await pair(alice, bruno);
 
   // Bruno's network drops while Alice speaks; he must get her words once back, exactly once.
   await control("cut");
@@ -36,10 +40,13 @@ await run(async () => {
   await until(bruno, "a reconnection", () => window.dragomanDebug().reconnects > 0);
   await until(bruno, "Alice's translated speech", heardPartner);
 
+  // Alice's link is never cut: she sees Bruno's translated partials as they come
+  await alice.page.evaluate(watchTranslations);
   await bruno.page.focus("#mic");
   await bruno.page.keyboard.press("Enter"); // keyboard: the microphone button
   await until(bruno, "his own utterance processed", ownSpeechDone);
   await until(alice, "Bruno's translated speech", heardPartner);
+  result.aliceSawTranslations = await alice.page.evaluate(() => window.translationsSeen);
   // let the last audio play out before reading the counters
   for (const p of [alice, bruno]) {
     await until(p, "playback", () => window.dragomanDebug().playedSamples > 0);

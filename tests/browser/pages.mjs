@@ -74,11 +74,33 @@ export async function register(p) {
   await p.page.waitForSelector("#session:not([hidden])");
 }
 
+/** `host` creates a session and `guest` joins it with its code (the keyboard submits the
+ * join form); returns when both may speak. */
+export async function pair(host, guest) {
+  await host.page.click("#create");
+  await until(host, "a pairing code", () => /^[0-9]{6}$/.test(document.getElementById("code").value));
+  const code = await host.page.evaluate(() => document.getElementById("code").value);
+  await guest.page.fill("#join-code", code);
+  await guest.page.press("#join-code", "Enter");
+  for (const p of [host, guest]) await until(p, "pairing", () => !document.getElementById("mic").disabled);
+}
+
 /** This person's own turn was processed: every utterance ended, some with words. */
 export function ownSpeechDone() {
   const mine = window.dragomanDebug().utterances.filter((u) => u.speaker === "self");
   const over = (u) => u.latencyMs !== undefined || (u.done && !u.transcript);
   return mine.every(over) && mine.some((u) => u.transcript);
+}
+
+/** The partner's turn arrived in full: every utterance ended, with transcript, translation, audio. */
+export function heardPartner() {
+  const s = window.dragomanDebug();
+  const theirs = s.utterances.filter((u) => u.speaker === "partner");
+  const spoken = theirs.filter((u) => u.transcript);
+  // (these run in the page: each must stand alone) an utterance with no words ends with no latency
+  const over = (u) => u.latencyMs !== undefined || (u.done && !u.transcript);
+  return theirs.every(over) && spoken.length > 0
+    && spoken.every((u) => u.translation && u.audioChunks > 0) && s.scheduledSamples > 0;
 }
 
 /** Saves each page as ARTIFACTS/[cfg.prefix]NAME[suffix].png; the result names the last one taken. */

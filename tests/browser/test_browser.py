@@ -6,7 +6,8 @@ so his calls are cross-origin (CORS). Each page fills its language selector from
 ListLanguages before signing in. Their microphones are Chromium's fake
 device playing recorded speech. They pair by code, Bruno's network drops while
 Alice speaks, and each must get the other's words as captions and translated
-speech, every event exactly once.
+speech, every event exactly once. While Bruno speaks, Alice sees his words
+translated into English as partials, drawn lighter, until the final replaces them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,24 @@ PHONE = {"width": 390, "height": 844}
 
 def _partner(state: dict) -> list[dict]:
     return [u for u in state["utterances"] if u["speaker"] == "partner"]
+
+
+def _saw_translated_partials_before_finals(seen: list[dict], utterances: list[dict]) -> None:
+    """`seen`: each change of a listener's translation captions, in order (drive.mjs). Some
+    utterance showed a translated partial, lighter and italic, before its final, which then
+    replaced it."""
+    partial_first = []
+    for u in utterances:
+        changes = [s for s in seen if s["utterance"] == u["id"]]
+        before = [s for s in changes if s["partial"].strip() and not s["final"]]
+        if before:
+            partial_first.append(u["id"])
+            assert all(s["fontStyle"] == "italic" and 0 < s["opacity"] < 1 for s in before), before
+            assert changes[-1]["final"] == u["translation"] and not changes[-1]["partial"], changes
+            shown = [p["text"] for p in u["translationPartials"]]
+            assert all(s["partial"] in shown for s in before), (before, shown)
+            assert all(0 <= p["stability"] <= 1 for p in u["translationPartials"]), u
+    assert partial_first, f"no translated partial before a final: {seen}"
 
 
 @pytest.mark.slow
@@ -62,6 +81,7 @@ async def test_two_browsers_talk_through_envoy(
         # every event exactly once, in order, across Bruno's reconnection
         sequences = listener_state["sequences"]
         assert sequences == list(range(1, len(sequences) + 1)), (listener, sequences)
+    _saw_translated_partials_before_finals(result["aliceSawTranslations"], _partner(alice))
     assert bruno["reconnects"] >= 1, "Bruno's network drop did not make him reconnect"
     assert any(u["speaker"] == "self" for u in alice["utterances"])
     assert any(u["speaker"] == "self" for u in bruno["utterances"])

@@ -11,12 +11,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from dragoman import config, db
 from dragoman.db import crypto, migrate
 from dragoman.db.testing import scratch_schema
-from dragoman.errors import FailedPrecondition
+from dragoman.errors import FailedPrecondition, NotFound
 
 TABLES = {"users", "login_families", "refresh_tokens", "sessions", "session_participants",
           "translation_logs", "session_metrics", "session_owners", "session_participant_metrics",
@@ -48,7 +49,8 @@ async def test_migrations_apply_once_and_twice_is_a_no_op(database: config.DbSet
     async with await db.connect(database) as conn:
         cur = await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
         assert await cur.fetchall() == [(1, "initial"), (2, "session_owner"), (3, "session_owners"),
-                                        (4, "multi_party")]
+                                        (4, "multi_party"), (5, "utterance_times"),
+                                        (6, "low_confidence")]
 
 
 async def test_concurrent_upgrades_apply_each_migration_once(database: config.DbSettings) -> None:
@@ -195,7 +197,8 @@ def test_the_commands_upgrade_generate_and_rotate(
     assert cli.main(["db", "upgrade"]) == 0
     assert cli.main(["db", "upgrade"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "applied 0001_initial, 0002_session_owner, 0003_session_owners, 0004_multi_party",
+        "applied 0001_initial, 0002_session_owner, 0003_session_owners, 0004_multi_party, "
+        "0005_utterance_times, 0006_low_confidence",
         "the schema is up to date"]
 
     assert cli.main(["keys", "generate", "--id", "k2"]) == 0
@@ -206,3 +209,33 @@ def test_the_commands_upgrade_generate_and_rotate(
     monkeypatch.setenv("DRAGOMAN_DATABASE_ENCRYPTION_KEYS", f"{new_key},{database.encryption_keys}")
     assert cli.main(["keys", "rotate"]) == 0
     assert capsys.readouterr().out.strip() == "re-encrypted 0 translation logs under key 'k2'"
+
+
+async def test_text_with_a_nul_is_refused_before_any_query_is_sent(
+        database: config.DbSettings) -> None:
+    """PostgreSQL text holds no NUL (psycopg would raise DataError: INTERNAL). Every
+    connection's adapters refuse it with db.Unstorable, in any parameter format."""
+    pool = await db.open_database(database)
+    try:
+        async with await db.connect(database) as conn, pool.pool.connection() as pooled:
+            for c in (conn, pooled):
+                for query, params in (("SELECT %s", ("a\0b",)), ("SELECT %b", ("\0",)),
+                                      ("SELECT %t", ("\0",)), ("SELECT %s", (["ok", "a\0"],))):
+                    with pytest.raises(db.Unstorable) as refused:
+                        await c.execute(query, params)
+                    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+                    assert "NUL" in str(refused.value)
+                async with c.transaction():  # nothing was sent: the connection is still good
+                    cur = await c.execute("SELECT %s, %b", ("text", "binary"))
+                    assert await cur.fetchone() == ("text", "binary")
+    finally:
+        await pool.close()
+
+
+def test_unstorable_as_maps_only_unstorable() -> None:
+    with pytest.raises(NotFound, match="no such row"):
+        with db.unstorable_as(NotFound("no such row")):
+            raise db.Unstorable("NUL")
+    with pytest.raises(ValueError):
+        with db.unstorable_as(NotFound("no such row")):
+            raise ValueError("other")

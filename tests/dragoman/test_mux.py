@@ -307,6 +307,48 @@ async def test_a_reader_that_falls_behind_is_ended_not_the_trunk(
         assert await _collect(_method(channel, "Echo")(_items(b"ok"))) == [b"ok"]
 
 
+async def test_a_reader_behind_by_bytes_is_ended_before_the_count_bound() -> None:
+    """64 KiB responses nobody reads: the call ends at MAX_PENDING_BYTES held, long
+    before MAX_PENDING of them, with the same status as the count bound."""
+    big = b"x" * 65536
+    assert 64 * len(big) > mux.MAX_PENDING_BYTES and 64 < mux.MAX_PENDING
+    async with _mesh() as (_, channel):
+        call = _method(channel, "Echo")(_items(*[big] * 64))
+        await asyncio.sleep(1.0)  # the echoes arrive; nobody reads
+        held = 0
+        with pytest.raises(grpc.aio.AioRpcError) as behind:
+            async for _ in call:
+                held += 1
+        assert behind.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"fell {mux.MAX_PENDING_BYTES} bytes of responses behind" in (
+            behind.value.details() or "")
+        assert held * len(big) <= mux.MAX_PENDING_BYTES < (held + 1) * len(big) + 64
+        assert await _collect(_method(channel, "Echo")(_items(b"ok"))) == [b"ok"]
+
+
+async def test_a_server_behind_by_bytes_of_requests_ends_the_call() -> None:
+    """A handler that never reads its requests (Hold) while 64 KiB ones keep coming."""
+    async with _mesh() as (_, channel):
+        call = _method(channel, "Hold")(_items(*[b"y" * 65536] * 64))
+        with pytest.raises(grpc.aio.AioRpcError) as behind:
+            await asyncio.wait_for(_collect(call), 10)
+        assert behind.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"fell {mux.MAX_PENDING_BYTES} bytes of requests behind" in (
+            behind.value.details() or "")
+
+
+def test_pending_messages_are_counted_in_bytes() -> None:
+    pending = framing.Pending()
+    assert pending.behind(b"z" * 100, 3, 150, "responses") == ""  # one alone always fits
+    pending.put_nowait(b"z" * 100)
+    assert pending.behind(b"z" * 50, 3, 150, "responses") == ""
+    assert pending.behind(b"z" * 51, 3, 150, "responses") == "150 bytes of responses"
+    pending.put_nowait(b"z" * 50)
+    pending.put_nowait(None)
+    assert pending.bytes == 150 and pending.behind(b"", 3, 150, "x") == "3 x"
+    assert pending.get_nowait() == b"z" * 100 and pending.bytes == 50
+
+
 @pytest.mark.parametrize("trunk", [True, False])
 async def test_each_hands_over_every_request_on_a_trunk_or_a_stream(trunk: bool) -> None:
     async with _mesh(trunk=trunk) as (behaviours, channel):

@@ -179,6 +179,16 @@ async def test_session_calls(member: Client, choice: str, rpc: str, user_id: str
 
 
 @FUZZ
+@example(choice="ended", fmt=sessions_pb2.TRANSCRIPT_FORMAT_SRT)
+@given(choice=session_ids, fmt=int32s)
+async def test_export_transcript(member: Client, choice: str, fmt: int) -> None:
+    session_id = await _session_id(member, choice)
+    await outcome("ExportTranscript", member.sessions.ExportTranscript(
+        sessions_pb2.ExportTranscriptRequest(session_id=session_id, format=fmt),  # type: ignore[arg-type]
+        metadata=member.metadata), ("session_id", "format"))
+
+
+@FUZZ
 @example(page_size=0, page_token="MToA")  # a session id with a NUL in the token: was INTERNAL
 @given(page_size=int32s, page_token=st.one_of(texts, st.sampled_from(("AAAA", "bm90IGEgdG9rZW4=", "=="))))
 async def test_list_sessions(member: Client, page_size: int, page_token: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from dragoman import config, mux
 from dragoman.client import Client, join_request, speak
+from dragoman.mux import link
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2, sessions_pb2_grpc
 from tests.fuzz.cases import FLEURS, JOIN_TIMEOUT_S, MEASURED, serve_gateway, still_converses, stream_outcome
@@ -122,6 +123,38 @@ async def test_listeners_that_never_read_hold_bounded_memory(gateway: str) -> No
     for guest, _ in stalled:
         guest.stalled.cancel()  # type: ignore[attr-defined]
         await guest.channel.close()
+
+
+async def test_a_listener_that_never_reads_speech_is_cut_by_bytes(
+        gateway: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Translated speech (a fake voice's 16 kHz PCM, about 100 KB an event) to a listener
+    that never reads: the gateway's trunk call holds at most mux.MAX_PENDING_BYTES of it
+    (64 KiB here, so that a few utterances reach it) however few events that is, then
+    ends the call with RESOURCE_EXHAUSTED, as the count bound does."""
+    monkeypatch.setattr(link, "MAX_PENDING_BYTES", 64 * 1024)
+    guest, session_id = await _speak_to_a_stalled_listener(gateway, 100)
+
+    async def connected() -> bool:
+        reply = await guest.sessions.GetSession(
+            sessions_pb2.GetSessionRequest(session_id=session_id), metadata=guest.metadata)
+        return any(p.connected for p in reply.session.participants if p.user_id == guest.user_id)
+
+    async def cut() -> None:
+        while await connected():
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(cut(), 60)
+    held = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for response in guest.stalled:  # type: ignore[attr-defined]
+            held.append(response.event.WhichOneof("kind"))
+    MEASURED.append(f"a listener never read speech: cut by {info.value.code().name} after "
+                    f"{len(held)} events held, {held.count('speech_audio')} of them speech")
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "fell 65536 bytes of responses behind" in info.value.details()
+    assert len(held) < mux.MAX_PENDING
+    await still_converses(gateway)
+    await guest.channel.close()
 
 
 @pytest.fixture(scope="module")

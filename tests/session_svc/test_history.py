@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -75,6 +76,13 @@ async def test_each_translated_utterance_and_the_end_are_recorded(
     m = ended.metrics
     assert metrics[:5] == (1, 0, m.mean_latency_ms, m.min_latency_ms, m.max_latency_ms)
     assert metrics[5] == round(m.duration_seconds * 1000)
+    # the fake recogniser is sure (0.855 over the default 0.6): nothing doubtful
+    final = next(e.transcription for e in events
+                 if e.WhichOneof("kind") == "transcription" and e.transcription.is_final)
+    assert final.confidence > 0.8 and not final.low_confidence
+    assert m.low_confidence_share == 0.0
+    assert stack.query("SELECT transcribed_count, low_confidence_count FROM session_metrics "
+                       "WHERE session_id = %s", (sid,)) == [(1, 0)]
     assert stack.query("SELECT status, message_count FROM sessions WHERE session_id = %s", (sid,)) \
         == [("ended", 1)]
     got = await ana.sessions.GetSession(
@@ -82,6 +90,36 @@ async def test_each_translated_utterance_and_the_end_are_recorded(
     assert got.session.metrics.utterance_count == 1
     for c in (ana, ben):
         await c.close()
+
+
+async def test_low_confidence_finals_are_passed_on_counted_and_kept(
+    history_settings: config.Settings, fleurs: Path
+) -> None:
+    """The fake recogniser's finals score 0.9 x (1 - 0.05); over a 0.9 threshold
+    (stt.low_confidence_below) each is flagged, and the session's share says so."""
+    def unsure(role: str, settings: config.Settings) -> config.Settings:
+        if role != "stt":
+            return settings
+        return dataclasses.replace(
+            settings, stt=dataclasses.replace(settings.stt, low_confidence_below=0.9))
+
+    async with session_stack(history_settings, own=unsure) as unsure_stack:
+        ana, ben, sid, events = await converse_once(unsure_stack, fleurs)
+        finals = [e.transcription for e in events
+                  if e.WhichOneof("kind") == "transcription" and e.transcription.is_final]
+        assert finals and all(f.low_confidence for f in finals)
+        assert finals[0].confidence == pytest.approx(0.855)
+        ended = await ana.sessions.EndSession(
+            sessions_pb2.EndSessionRequest(session_id=sid), metadata=ana.metadata)
+        assert ended.metrics.low_confidence_share == 1.0
+        assert unsure_stack.query(
+            "SELECT transcribed_count, low_confidence_count FROM session_metrics "
+            "WHERE session_id = %s", (sid,)) == [(len(finals), len(finals))]
+        got = await ben.sessions.GetSession(
+            sessions_pb2.GetSessionRequest(session_id=sid), metadata=ben.metadata)
+        assert got.session.metrics.low_confidence_share == 1.0
+        for c in (ana, ben):
+            await c.close()
 
 
 async def test_each_participants_numbers_are_returned_from_the_store(

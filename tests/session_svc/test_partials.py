@@ -30,6 +30,7 @@ class Translator:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.started: list[tuple[str, float]] = []
+        self.cancelled: list[str] = []
         self.gates: list[asyncio.Event] = []
         self.fail = False
 
@@ -37,7 +38,11 @@ class Translator:
         self.started.append((text, self.clock.now))
         gate = asyncio.Event()
         self.gates.append(gate)
-        await gate.wait()
+        try:
+            await gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(text)
+            raise
         if self.fail:
             raise Unavailable("mt is down")
         return text.upper()
@@ -127,6 +132,7 @@ async def test_the_final_supersedes_what_is_pending_or_in_flight() -> None:
     await translator.release()
     await _settle()
     assert [t for t, _ in translator.started] == ["one"] and emitted == []
+    assert translator.cancelled == ["one"]  # the final's translation need not wait for it
     partials.offer(_p(1, "after"))  # the next utterance goes on
     await _settle()
     await translator.release()

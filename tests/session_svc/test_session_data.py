@@ -4,6 +4,7 @@ PostgreSQL, directly and on the trunk."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 from collections.abc import AsyncIterator, Iterator
@@ -172,3 +173,28 @@ async def test_deleting_user_data_deletes_it_once(
         == grpc.StatusCode.UNAUTHENTICATED
     for c in (ana, ben):
         await c.close()
+
+
+async def test_a_nul_in_a_key_is_precise_through_the_service(
+    stack: Stack, data: session_pb2_grpc.SessionDataServiceAsyncStub,
+) -> None:
+    """The database adapters refuse text with a NUL (db.Unstorable) before a query is
+    sent; session_svc maps that to NOT_FOUND for lookups by id or code and to
+    INVALID_ARGUMENT naming the field for a page token, never INTERNAL."""
+    (ana,) = callers(stack, "ana")
+    owner = functools.partial(data.GetSessionOwner, metadata=ASSERTIONS.metadata("gateway", "gateway"))
+    assert await code_of(owner(session_pb2.GetSessionOwnerRequest(session_id="s\0"))) == (
+        grpc.StatusCode.NOT_FOUND, "no live session has id s\0")
+    assert (await code_of(owner(session_pb2.GetSessionOwnerRequest(code="12\x0034"))))[0] == \
+        grpc.StatusCode.NOT_FOUND
+    for call in (ana.sessions.GetSession(sessions_pb2.GetSessionRequest(session_id="\0"),
+                                         metadata=ana.metadata),
+                 ana.sessions.EndSession(sessions_pb2.EndSessionRequest(session_id="x\0y"),
+                                         metadata=ana.metadata)):
+        code, details = await code_of(call)
+        assert code == grpc.StatusCode.NOT_FOUND and "not found" in details
+    nul_token = base64.urlsafe_b64encode(b"1:\0").decode()  # decodes to a session id "\0"
+    assert await code_of(ana.sessions.ListSessions(
+        sessions_pb2.ListSessionsRequest(page_token=nul_token), metadata=ana.metadata)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "page_token is not a token from ListSessions")
+    await ana.close()

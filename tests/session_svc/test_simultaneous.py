@@ -8,10 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from dragoman.errors import Unavailable
 from dragoman.mt.v1 import mt_pb2
 from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
+from dragoman.v1 import sessions_pb2 as spb
 from session_svc.events import EventLog
 from session_svc.pipeline import SpeakerPipeline
 from session_svc.sessions import Member, Session
@@ -32,6 +34,13 @@ class Scripted:
     turns: tuple[Turn, ...]
     gap_s: float = 0.15
     """Wall time after each partial (pieces get spoken meanwhile)."""
+    fail: str = ""
+    """Translating this text fails."""
+    mute: str = ""
+    """Translating this text gives nothing (as Bergamot does for a lone filler word)."""
+    lose: str = ""
+    """After the last partial, instead of the final: "fail" (recognition fails) or "hang"
+    (nothing more comes until the pipeline is cancelled)."""
     translated: list[str] = field(default_factory=list)
     synthesised: list[str] = field(default_factory=list)
 
@@ -46,6 +55,10 @@ class Scripted:
                     utterance_index=i, transcript=f"{stable} uh", stable_prefix=stable,
                     stability=0.6, language_code="en"))
                 await asyncio.sleep(self.gap_s)
+            if self.lose == "fail":
+                raise Unavailable("stt is down")
+            if self.lose == "hang":
+                await asyncio.Event().wait()
             yield stt_pb2.StreamingRecognizeResponse(speech_event=stt_pb2.SpeechEvent(
                 type=stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH, utterance_index=i))
             yield stt_pb2.StreamingRecognizeResponse(result=stt_pb2.RecognitionResult(
@@ -54,7 +67,10 @@ class Scripted:
 
     async def translate(self, source: str, target: str, text: str) -> mt_pb2.Translation:
         self.translated.append(text)
-        return mt_pb2.Translation(text=text.upper(), engine="scripted")
+        if text == self.fail:
+            raise Unavailable("mt is down")
+        return mt_pb2.Translation(text="" if text == self.mute else text.upper(),
+                                  engine="scripted")
 
     async def synthesize(
         self, text: str, language_code: str, voice: str, rate_hz: int
@@ -66,8 +82,9 @@ class Scripted:
                                              chunk_index=i, is_last=i == CHUNKS - 1)
 
 
-async def _run(down: Scripted, mode: str = "simultaneous", partial_interval_s: float = 0.0,
-               max_words: int = 6) -> tuple[Member, Member]:
+def _start(down: Scripted, mode: str = "simultaneous", partial_interval_s: float = 0.0,
+           max_words: int = 6, sentence_wait_s: float = 0.0,
+           ) -> tuple[SpeakerPipeline, Member, Member]:
     session = Session("s1", "123456", time.time())
     alice = Member("a", "Alice", "en", "en", "", EventLog("s1", 1024))
     bruno = Member("b", "Bruno", "pt-BR", "pt", "", EventLog("s1", 1024))
@@ -75,9 +92,21 @@ async def _run(down: Scripted, mode: str = "simultaneous", partial_interval_s: f
     pipeline = SpeakerPipeline(
         session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000,  # type: ignore[arg-type]
         mode=mode, partial_interval_s=partial_interval_s, piece_min_words=3,
-        piece_max_words=max_words)
+        piece_max_words=max_words, sentence_wait_s=sentence_wait_s, sentence_max_hold_s=20.0)
+    return pipeline, alice, bruno
+
+
+async def _run(down: Scripted, mode: str = "simultaneous", partial_interval_s: float = 0.0,
+               max_words: int = 6, sentence_wait_s: float = 0.0) -> tuple[Member, Member]:
+    pipeline, alice, bruno = _start(down, mode, partial_interval_s, max_words, sentence_wait_s)
     await pipeline.finish(timeout_s=10)
     return alice, bruno
+
+
+async def _until(member: Member, kind: str, count: int = 1) -> None:
+    async with asyncio.timeout(10):
+        while len(_kind(member, kind)) < count:
+            await asyncio.sleep(0.01)
 
 
 def _kind(member: Member, kind: str) -> list:  # type: ignore[type-arg]
@@ -201,7 +230,100 @@ async def test_translated_partials_caption_the_stable_prefix_until_the_final() -
     assert all(t.speaker == pb.SPEAKER_SELF for t in own)
 
 
+async def test_a_partial_translated_to_nothing_is_not_sent() -> None:
+    down = Scripted((Turn(("um", "um one"), "um one two"),), mute="um")
+    _, bruno = await _run(down, mode="utterance", partial_interval_s=0.01)
+    assert [(t.text, t.is_final) for t in _kind(bruno, "translation")] == [
+        ("UM ONE", False), ("UM ONE TWO", True)]
+
+
 async def test_partials_are_off_at_interval_zero() -> None:
     down = Scripted((Turn(("one", "one two"), "one two three"),))
     _, bruno = await _run(down, mode="utterance")
     assert [t.is_final for t in _kind(bruno, "translation")] == [True]
+
+
+async def test_simultaneous_mode_does_not_hold_fragments_for_their_sentence() -> None:
+    down = Scripted((Turn(("one two",), "one two"), Turn(("three",), "three four.")))
+    _, bruno = await _run(down, sentence_wait_s=5.0)
+    final = [t for t in _kind(bruno, "translation") if t.is_final]
+    assert [(t.utterance_id, t.text, list(t.covers_utterance_ids)) for t in final] == [
+        ("1-1", "ONE TWO", []), ("1-2", "THREE FOUR.", [])]
+
+
+async def test_a_piece_that_fails_is_skipped_and_the_utterance_goes_on() -> None:
+    down = Scripted((Turn(("one two three,", "one two three, four five six,"),
+                          "one two three, four five six, seven"),), fail="one two three,")
+    alice, bruno = await _run(down)
+    assert _pieces(bruno) == [(2, b"FOUR FIVE SIX,"), (3, b"SEVEN")]
+    _check_run(_kind(bruno, "speech_audio"))
+    assert [e.code for e in _kind(alice, "error")] == [pb.ERROR_CODE_SERVICE_UNAVAILABLE]
+    assert [e.utterance_id for e in _kind(bruno, "processing_ended")] == ["1-1"]
+
+
+def _check_lost(bruno: Member, pieces: list[tuple[int, bytes]]) -> None:
+    """The pieces made before the final was lost, then one empty last chunk, then the end."""
+    audio = _kind(bruno, "speech_audio")
+    _check_run(audio)
+    assert _pieces(bruno) == [*pieces, (len(pieces) + 1, b"")]
+    assert audio[-1].data == b"" and audio[-1].is_last and audio[-1].sample_rate_hertz == 16_000
+    kinds = [e.WhichOneof("kind") for e in bruno.log.kept()]
+    assert kinds.count("processing_ended") == 1
+    assert kinds.index("processing_ended") > max(
+        i for i, k in enumerate(kinds) if k == "speech_audio")
+    ended = _kind(bruno, "processing_ended")[0]
+    assert ended.utterance_id == "1-1" and not ended.HasField("latency")
+
+
+async def test_pieces_whose_final_is_lost_to_a_failure_end_with_an_empty_last_chunk() -> None:
+    down = Scripted((Turn(("one two three,", "one two three, four five six,"), ""),),
+                    lose="fail")
+    alice, bruno = await _run(down)
+    await _until(bruno, "processing_ended")
+    _check_lost(bruno, [(1, b"ONE TWO THREE,"), (2, b"FOUR FIVE SIX,")])
+    assert [(e.code, e.utterance_id) for e in _kind(alice, "error")] == [
+        (pb.ERROR_CODE_SERVICE_UNAVAILABLE, "1-1")]
+    assert [e.utterance_id for e in _kind(alice, "processing_ended")] == ["1-1"]
+
+
+async def test_pieces_whose_final_is_lost_to_a_closed_stream_end_with_an_empty_last_chunk(
+        ) -> None:
+    down = Scripted((Turn(("one two three,",), ""),), lose="hang")
+    pipeline, alice, bruno = _start(down)
+    await _until(bruno, "speech_audio", CHUNKS)
+    await pipeline.cancel()  # the speaker's stream closed mid-utterance
+    await _until(bruno, "processing_ended")
+    _check_lost(bruno, [(1, b"ONE TWO THREE,")])
+    assert [e.utterance_id for e in _kind(alice, "processing_ended")] == ["1-1"]
+
+
+async def test_a_listener_who_leaves_mid_piece_and_one_who_joins_mid_utterance() -> None:
+    """Bruno leaves during the first piece: nothing more reaches him and the others go on.
+    Carla (Bruno's language and voice) and Dora (another language) join after it was spoken:
+    they get the utterance at its final, Carla every piece of it from the first, whole."""
+    down = Scripted((Turn(("one two three,", "one two three, four five six,"),
+                          "one two three, four five six, seven"),), gap_s=0.3)
+    pipeline, alice, bruno = _start(down)
+    carla = Member("c", "Carla", "pt-BR", "pt", "", EventLog("s1", 1024))
+    dora = Member("d", "Dora", "es", "es", "", EventLog("s1", 1024))
+    await _until(bruno, "speech_audio")
+    bruno.state = spb.PARTICIPANT_STATE_LEFT
+    left_at = len(bruno.log.kept())
+    async with asyncio.timeout(10):  # the second piece is being spoken: they join after it
+        while len(down.synthesised) < 2:
+            await asyncio.sleep(0.01)
+    pipeline.session.members += [carla, dora]
+    await pipeline.finish(timeout_s=10)
+    await _until(carla, "processing_ended")
+    assert all(e.WhichOneof("kind") != "speech_audio" for e in bruno.log.kept()[left_at:])
+    assert _kind(bruno, "processing_ended") == []
+    audio = _kind(carla, "speech_audio")
+    _check_run(audio)
+    assert _pieces(carla) == [(1, b"ONE TWO THREE,"), (2, b"FOUR FIVE SIX,"), (3, b"SEVEN")]
+    assert [e.utterance_id for e in _kind(carla, "processing_ended")] == ["1-1"]
+    assert _kind(dora, "speech_audio") == []  # no synthesis was made in her language and voice
+    assert [(t.is_final, t.text, t.target_language_code) for t in _kind(dora, "translation")] == [
+        (True, "ONE TWO THREE, FOUR FIVE SIX, SEVEN", "es")]
+    await _until(dora, "processing_ended")
+    ended = _kind(alice, "processing_ended")
+    assert [e.utterance_id for e in ended] == ["1-1"] and ended[0].HasField("latency")

@@ -4,6 +4,7 @@ twice."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +31,15 @@ async def _pair(address: str, name: str) -> tuple[Caller, Caller, str]:
     session = await a.create("en")
     await b.join(session.code, "pt")
     return a, b, session.session_id
+
+
+async def _talking(address: str, name: str) -> tuple[Caller, Caller, str, object, object]:
+    """Alice and Bruno paired, each with a conversation stream, Bruno seeing Alice's."""
+    a, b, sid = await _pair(address, name)
+    a_call = a.converse(sid)
+    b_call = b.converse(sid)
+    await b.collect(b_call, "partner_connected")
+    return a, b, sid, a_call, b_call
 
 
 async def _say(caller: Caller, fleurs: Path) -> None:
@@ -77,13 +87,10 @@ async def test_pieces_reach_the_listener_before_the_final(simultaneous: Stack, f
 
 async def test_a_listener_who_drops_mid_piece_resumes_without_gap_or_duplicate(
         simultaneous: Stack, fleurs: Path) -> None:
-    a, b, sid = await _pair(simultaneous.session, "drop")
-    a_call = a.converse(sid)
-    b_call = b.converse(sid)
-    await b.collect(b_call, "partner_connected")
+    a, b, sid, a_call, b_call = await _talking(simultaneous.session, "drop")
     await _say(a, fleurs)
     before = await b.collect(b_call, "speech_audio")  # the first chunk of the first piece
-    b_call.cancel()  # Bruno's network drops mid-piece
+    b_call.cancel()  # type: ignore[attr-defined]  # Bruno's network drops mid-piece
     last_seen = before[-1].sequence
     assert before[-1].speech_audio.piece_index == 1 and not before[-1].speech_audio.is_last
     await a.collect(a_call, "processing_ended")
@@ -95,3 +102,22 @@ async def test_a_listener_who_drops_mid_piece_resumes_without_gap_or_duplicate(
     assert _audio(after)[0].chunk_index == 1  # it went on where it stopped
     for c in (a, b):
         await c.close()
+
+
+async def test_a_speaker_who_drops_mid_utterance_leaves_the_listener_a_whole_end(
+        simultaneous: Stack, fleurs: Path) -> None:
+    a, b, _, a_call, b_call = await _talking(simultaneous.session, "gone")
+    saying = asyncio.create_task(_say(a, fleurs))
+    heard = await b.collect(b_call, "speech_audio")  # a piece, before the utterance's final
+    a_call.cancel()  # type: ignore[attr-defined]  # Alice's network drops mid-utterance
+    saying.cancel()
+    utterance_id = heard[-1].speech_audio.utterance_id
+    events = await b.collect(b_call, "partner_disconnected")  # all since it joined
+    _check_utterances(events)  # it ends with an is_last chunk
+    kinds = [(e.WhichOneof("kind"), e) for e in events]
+    last_audio = max(i for i, (k, e) in enumerate(kinds) if k == "speech_audio"
+                     and e.speech_audio.utterance_id == utterance_id)
+    assert [i for i, (k, e) in enumerate(kinds) if k == "processing_ended"
+            and e.processing_ended.utterance_id == utterance_id] == [
+        next(i for i, (k, _) in enumerate(kinds) if k == "processing_ended" and i > last_audio)]
+    await b.close()

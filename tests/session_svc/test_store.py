@@ -372,6 +372,8 @@ async def test_each_participants_numbers_and_each_target_language_are_kept(
                      1300, 1400, 1500, 1600, 1700, 1800, 1900, 2000):
         session.record_utterance(ben, ana, f"2-{total_ms}", "oi", "hi", latency(total_ms))
     session.record_error(cy)
+    for unsure in (False, True, False, False):
+        session.record_transcript(unsure)
     await sessions.remove(Identity("ana", "Ana"), session.session_id, "dora")
     ended = await sessions.end(Identity("ana", "Ana"), session.session_id, "bye")
 
@@ -379,6 +381,7 @@ async def test_each_participants_numbers_and_each_target_language_are_kept(
     assert (top.utterance_count, top.error_count) == (21, 1)  # utterances, not deliveries
     [stored] = await sessions.store.sessions_of("ben", limit=1, session_id=session.session_id)
     assert stored.metrics is not None and stored.metrics.participants == top.participants
+    assert stored.metrics.low_confidence_share == top.low_confidence_share == 0.25
     numbers = {p.user_id: p for p in stored.metrics.participants}
     assert [p.user_id for p in stored.metrics.participants] == ["ana", "ben", "cy", "dora"]
     assert (numbers["ana"].utterances_spoken, numbers["ana"].utterances_heard) == (1, 20)
@@ -458,6 +461,7 @@ async def test_sessions_written_before_multi_party_stay_readable(tmp_path: Path)
             assert [(p.host, p.state) for p in proto.participants] == [
                 (True, spb.PARTICIPANT_STATE_JOINED), (False, spb.PARTICIPANT_STATE_JOINED)]
             assert proto.max_participants == 2 and proto.metrics.utterance_count == 3
+            assert proto.metrics.low_confidence_share == 0.0  # counted none before 0006
             # new rows: a ninth position is refused, an utterance may have several targets
             async with database.pool.connection() as conn:
                 with pytest.raises(psycopg.errors.CheckViolation):

@@ -420,3 +420,18 @@ async def test_still_recognises_after_bad_input(stt: Stub, fleurs: Path) -> None
     name = "fleurs-en-003"
     responses = await recognize(stt, requests(stream_config("en"), with_tail(fleurs, name)))
     assert wer(reference(fleurs, name), final_text(responses)) <= 0.30
+
+
+async def test_confidence_is_high_on_clean_speech_and_low_on_misheard_speech(
+    stt: Stub, fleurs: Path
+) -> None:
+    """The score of bench/results/stt_confidence.md against its threshold: a clean clip in
+    its language is above it, Portuguese speech decoded as English (Whisper half
+    translates, half transliterates it) below."""
+    threshold = config.SttSettings().low_confidence_below
+    clean = finals(await recognize(stt, requests(stream_config("en"), with_tail(fleurs, "fleurs-en-003"))))
+    assert clean and all(threshold <= f.confidence <= 1.0 and not f.low_confidence for f in clean)
+    misheard = finals(await recognize(
+        stt, requests(stream_config("en"), with_tail(fleurs, "fleurs-pt-002"))))
+    assert misheard and all(f.low_confidence for f in misheard if f.transcript)
+    assert all(f.confidence < threshold for f in misheard)

@@ -74,7 +74,8 @@ async def test_events_and_final_in_order(settings: config.Settings, speech: np.n
     assert 0.0 <= start_s < 0.6 and 4.0 < end_s < 5.0
     assert [w.word for w in final.words] == final.transcript.split()
     assert all(start_s <= w.start_offset.ToNanoseconds() / 1e9 <= end_s + 1 for w in final.words)
-    assert final.confidence == pytest.approx(0.9)
+    assert final.confidence == pytest.approx(0.9 * (1 - 0.05))  # words x speech probability
+    assert not final.low_confidence
     assert engine.calls[-1].options.word_timestamps  # finals are aligned
 
 
@@ -107,6 +108,8 @@ async def test_stable_prefix_only_grows(settings: config.Settings, speech: np.nd
         assert result.transcript.startswith(stable)
         stable = result.stable_prefix
     assert partials(responses)[-1].stable_prefix  # something became stable
+    # a partial carries no confidence: it is scored once final
+    assert all((p.confidence, p.low_confidence) == (0.0, False) for p in partials(responses))
     # Later decodes were forced to continue the stable prefix.
     assert any(c.options.prefix for c in engine.calls)
 

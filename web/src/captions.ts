@@ -1,8 +1,12 @@
 // Live captions of everyone. One list item per utterance, in the order they
 // began, labelled with the speaker's name: a partial transcript (or
 // translation) replaces the previous partial, a final one is appended and
-// stays. Own speech gets one translation line per language the others hear.
+// stays. A translated partial is drawn lighter, less so as its stability rises
+// (--stability in style.css). Own speech gets one translation line per
+// language the others hear.
 // The others' final translations are also announced to screen readers.
+// A final the recogniser was unsure of (Transcription.low_confidence), and its
+// translation, are marked doubtful: dotted underline and a tooltip saying why.
 
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import {
@@ -16,9 +20,17 @@ import {
 } from "./gen/dragoman/v1/conversation_pb";
 import { languageName } from "./languages";
 
+interface Final {
+  text: string;
+  /** Why it is doubtful (its tooltip), "" when it is not. */
+  doubt: string;
+}
+
 interface Line {
-  finals: string[];
+  finals: Final[];
   partial: string;
+  /** Stability of the partial (Translation.stability), 0 for transcripts. */
+  stability: number;
   el: HTMLParagraphElement;
 }
 
@@ -35,7 +47,12 @@ interface Utterance {
   latency: HTMLParagraphElement;
   latencyMs: number | undefined;
   audioChunks: number;
+  /** Highest SpeechAudio.piece_index heard: 0 when spoken whole. */
+  pieces: number;
   done: boolean;
+  translationPartials: { text: string; stability: number }[];
+  /** `doubt()` of its final transcript, "" when sure. */
+  doubt: string;
 }
 
 /** What a test or a debugger can read back. */
@@ -50,15 +67,29 @@ export interface UtteranceSnapshot {
   translation: string;
   /** Final translation by target language. */
   translations: Record<string, string>;
+  /** The partial translation shown now (one language, for the others' speech), "" when none. */
+  translationPartial: string;
+  /** Every translated partial shown, in order, with its stability (one language, for the others' speech). */
+  translationPartials: { text: string; stability: number }[];
   latencyMs: number | undefined;
   latencyText: string;
   audioChunks: number;
+  /** Pieces its speech came in (simultaneous mode), 0 when spoken whole. */
+  pieces: number;
   /** ProcessingEnded came: nothing more will arrive for it (an utterance that heard no words ends with no latency). */
   done: boolean;
+  /** Its final transcript is marked doubtful (the recogniser was unsure). */
+  doubtful: boolean;
 }
 
 /** How many colours style.css has for telling the others apart (.utterance[data-colour]). */
 const SPEAKER_COLOURS = 4;
+
+/** The tooltip of a final transcript the recogniser was unsure of, "" for any other. */
+export function doubt(t: Transcription): string {
+  if (!t.isFinal || !t.lowConfidence) return "";
+  return `the recogniser was unsure (confidence ${Math.round(t.confidence * 100)}%)`;
+}
 
 export function durationMs(d: Duration | undefined): number {
   return d ? Number(d.seconds) * 1000 + Math.round(d.nanos / 1e6) : 0;
@@ -77,6 +108,10 @@ interface SpeakerOf {
   utteranceId: string;
   speakerParticipantId: string;
   speakerDisplayName: string;
+}
+
+function texts(line: Line): string {
+  return line.finals.map((f) => f.text).join(" ");
 }
 
 export class Captions {
@@ -102,7 +137,8 @@ export class Captions {
     const u = this.utterance(t);
     // speech translated straight into English (no text route from this language): say so
     if (t.translatedToEnglish) u.transcript.el.title = "Translated into English from speech";
-    this.update(u.transcript, t.text, t.isFinal, t.translatedToEnglish ? "en" : t.languageCode);
+    if (t.isFinal) u.doubt = doubt(t);
+    this.update(u.transcript, t.text, t.isFinal, t.translatedToEnglish ? "en" : t.languageCode, u.doubt);
   }
 
   translation(t: Translation): void {
@@ -115,7 +151,15 @@ export class Captions {
       u.translations.set(t.targetLanguageCode, line);
       u.latency.before(line.el);
     }
-    this.update(line, t.text, t.isFinal, t.targetLanguageCode);
+    if (!t.isFinal) {
+      // a partial that lost the race with the final would bring back words the final replaced;
+      // an empty one (a word or two that translate to nothing) would blank the one before
+      if (u.done || line.finals.length || !t.text.trim()) return;
+      line.stability = t.stability;
+      u.translationPartials.push({ text: t.text, stability: t.stability });
+    }
+    // a translation is no surer than the transcript it translates
+    this.update(line, t.text, t.isFinal, t.targetLanguageCode, u.doubt && `translated from speech ${u.doubt}`);
     if (t.isFinal && t.speaker !== Speaker.SELF) {
       this.announcer.textContent = `${u.speakerName}: ${t.text}`;
     }
@@ -125,6 +169,7 @@ export class Captions {
     const u = this.utterances.get(a.utteranceId);
     if (u) {
       u.audioChunks++;
+      u.pieces = Math.max(u.pieces, a.pieceIndex);
       u.el.classList.add("spoken");
     }
   }
@@ -149,14 +194,18 @@ export class Captions {
       speaker: u.speaker === Speaker.SELF ? "self" : "partner",
       speakerId: u.speakerId,
       speakerName: u.speakerName,
-      transcript: u.transcript.finals.join(" "),
+      transcript: texts(u.transcript),
       transcriptPartial: u.transcript.partial === "…" ? "" : u.transcript.partial,
-      translation: [...u.translations.values()].map((l) => l.finals.join(" ")).filter(Boolean).join(" "),
-      translations: Object.fromEntries([...u.translations].map(([lang, l]) => [lang, l.finals.join(" ")])),
+      translation: [...u.translations.values()].map(texts).filter(Boolean).join(" "),
+      translations: Object.fromEntries([...u.translations].map(([lang, l]) => [lang, texts(l)])),
+      translationPartial: [...u.translations.values()].map((l) => l.partial).filter(Boolean).join(" "),
+      translationPartials: u.translationPartials,
       latencyMs: u.latencyMs,
       latencyText: u.latency.textContent ?? "",
       audioChunks: u.audioChunks,
+      pieces: u.pieces,
       done: u.done,
+      doubtful: u.transcript.finals.some((f) => f.doubt),
     }));
   }
 
@@ -178,7 +227,7 @@ export class Captions {
     latency.hidden = true;
     u = { id: about.utteranceId, speaker: about.speaker, speakerId: "", speakerName: "", el, who,
       transcript: this.line("transcript"), translations: new Map(), latency, latencyMs: undefined,
-      audioChunks: 0, done: false };
+      audioChunks: 0, pieces: 0, done: false, translationPartials: [], doubt: "" };
     this.name(u, about);
     el.append(who, u.transcript.el, latency);
     this.list.append(el);
@@ -203,22 +252,31 @@ export class Captions {
   private line(cls: string): Line {
     const p = document.createElement("p");
     p.className = cls;
-    return { finals: [], partial: "", el: p };
+    return { finals: [], partial: "", stability: 0, el: p };
   }
 
-  private update(line: Line, text: string, isFinal: boolean, lang: string): void {
+  private update(line: Line, text: string, isFinal: boolean, lang: string, doubt = ""): void {
     if (isFinal) {
-      if (text.trim()) line.finals.push(text.trim());
+      if (text.trim()) line.finals.push({ text: text.trim(), doubt });
       line.partial = "";
     } else {
       line.partial = text;
     }
     if (lang) line.el.lang = lang;
     const finals = document.createElement("span");
-    finals.textContent = line.finals.join(" ");
+    finals.append(...line.finals.flatMap((f, i) => {
+      const span = document.createElement("span");
+      span.textContent = f.text;
+      if (f.doubt) {
+        span.className = "doubtful";
+        span.title = f.doubt;
+      }
+      return i ? [" ", span] : [span];
+    }));
     const partial = document.createElement("span");
     partial.className = "partial";
     partial.textContent = line.partial && line.finals.length ? ` ${line.partial}` : line.partial;
+    if (line.partial) partial.style.setProperty("--stability", String(line.stability));
     line.el.replaceChildren(finals, partial);
   }
 }

@@ -8,12 +8,20 @@ import { type NowSpeaking, Player } from "./audio/player";
 import { Captions, type UtteranceSnapshot } from "./captions";
 import { Conversation, type Status } from "./conversation";
 import type { ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
-import type { ListLanguagesResponse, Session } from "./gen/dragoman/v1/sessions_pb";
+import { type ListLanguagesResponse, type Session, TranscriptFormat } from "./gen/dragoman/v1/sessions_pb";
 import { nativeName } from "./languages";
 import * as roster from "./roster";
 import { AudioSender } from "./sender";
 
 const OUTPUT_RATE_HZ = 24000;
+
+/** The export form's choices. */
+const TRANSCRIPT_FORMATS: Record<string, TranscriptFormat> = {
+  text: TranscriptFormat.TEXT,
+  srt: TranscriptFormat.SRT,
+  webvtt: TranscriptFormat.WEBVTT,
+  json: TranscriptFormat.JSON,
+};
 
 function el<T extends HTMLElement>(id: string): T {
   const found = document.getElementById(id);
@@ -93,6 +101,8 @@ class App {
     announcer: el<HTMLParagraphElement>("announcer"),
     summary: el<HTMLParagraphElement>("summary"),
     again: el<HTMLButtonElement>("again"),
+    exportForm: el<HTMLFormElement>("export-form"),
+    exportFormat: el<HTMLSelectElement>("export-format"),
   };
   private audio: AudioContext | undefined;
   private player: Player | undefined;
@@ -131,6 +141,10 @@ class App {
       lock: (locked) => void this.lockSession(locked),
     });
     ui.again.addEventListener("click", () => this.show("session"));
+    ui.exportForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      void this.busy(ui.exportForm, () => this.exportTranscript());
+    });
     window.addEventListener("online", () => this.conversation?.retryNow());
   }
 
@@ -231,7 +245,7 @@ class App {
     this.api.sessionId = session.sessionId;
     this.sequences = [];
     ui.captions.replaceChildren();
-    ui.summary.hidden = ui.again.hidden = true;
+    ui.summary.hidden = ui.again.hidden = ui.exportForm.hidden = true;
     ui.end.disabled = ui.leave.disabled = false;
     ui.mic.disabled = true;
     this.leaving = "";
@@ -290,9 +304,11 @@ class App {
         break;
       case "transcription":
         captions.transcription(kind.value);
+        this.player?.heard(kind.value.utteranceId);
         break;
       case "translation":
         captions.translation(kind.value);
+        this.player?.heard(kind.value.utteranceId);
         break;
       case "speechAudio":
         captions.audio(kind.value);
@@ -359,7 +375,7 @@ class App {
       ui.mic.disabled = ui.end.disabled = ui.leave.disabled = ui.lock.disabled = true;
       ui.roster.querySelectorAll("button").forEach((b) => (b.disabled = true));
       ui.partner.textContent = this.leaving === "leave" ? "You left this conversation." : "The conversation is over.";
-      ui.again.hidden = false;
+      ui.again.hidden = ui.exportForm.hidden = false;
       if (detail && detail !== "the session ended" && !this.leaving) this.fail(`The conversation ended: ${detail}`);
       if (this.leaving === "leave") this.say("You left the session.");
     }
@@ -399,7 +415,8 @@ class App {
       const m = reply.metrics;
       if (m) {
         this.ui.summary.textContent = `${m.utteranceCount} utterances translated; mean latency ` +
-          `${Math.round(m.meanLatencyMs)} ms; ${m.errorCount} errors.`;
+          `${Math.round(m.meanLatencyMs)} ms; ${m.errorCount} errors; ` +
+          `${Math.round(m.lowConfidenceShare * 100)}% of transcripts unsure.`;
         this.ui.summary.hidden = false;
       }
     } catch (e) {
@@ -408,6 +425,19 @@ class App {
     } finally {
       this.conversation?.stop();
     }
+  }
+
+  /** Saves the ended session's transcript, in the chosen format, as the file the server names. */
+  private async exportTranscript(): Promise<void> {
+    const format = TRANSCRIPT_FORMATS[this.ui.exportFormat.value] ?? TranscriptFormat.TEXT;
+    const reply = await this.api.sessions.exportTranscript({ sessionId: this.api.sessionId, format });
+    const url = URL.createObjectURL(new Blob([new Uint8Array(reply.content)], { type: reply.contentType }));
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = reply.filename;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000); // the download has started by then
+    this.say(`Transcript saved as ${reply.filename}.`);
   }
 
   /** Leaves (anyone but the host): the others go on without this page. */

@@ -2,7 +2,10 @@
 // utterances one after another (SpeechAudio in conversation.proto), so this
 // normally passes every chunk straight through; should chunks of another
 // speaker's utterance arrive before the current one's last chunk, they wait
-// their turn instead of being mixed into it.
+// their turn instead of being mixed into it. In simultaneous mode an utterance
+// comes in pieces (SpeechAudio.piece_index) with seconds of silence between
+// them while its speaker talks on; only the last chunk of the last piece says
+// is_last, and news of that utterance (heard) keeps it from counting as stalled.
 
 /** What the queue needs to know of a chunk. */
 export interface Queueable {
@@ -47,6 +50,12 @@ export class SpeechQueue<C extends Queueable> {
     return [];
   }
 
+  /** Something else about an utterance came (a transcript or translation): if it is the
+   * current one, it is still in progress, so the stall clock starts again. */
+  heard(utteranceId: string, nowMs: number): void {
+    if (this.current === utteranceId) this.lastChunkAt = nowMs;
+  }
+
   /** The utterance ended (ProcessingEnded): if it is the current one, the next may start,
    * even when its last chunk never came (synthesis failed half-way). */
   end(utteranceId: string, nowMs: number): C[] {
@@ -55,7 +64,7 @@ export class SpeechQueue<C extends Queueable> {
     return [];
   }
 
-  /** Moves on when the current utterance sent nothing for `stallMs` while others wait. */
+  /** Moves on when nothing came of the current utterance for `stallMs` while others wait. */
   poll(nowMs: number): C[] {
     if (this.current === undefined || this.waiting.size === 0 || nowMs - this.lastChunkAt < this.stallMs) {
       return [];

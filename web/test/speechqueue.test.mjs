@@ -63,3 +63,51 @@ test("polling with nothing waiting never moves on", () => {
   assert.deepEqual(q.poll(60_000), []);
   assert.equal(q.playing, "a");
 });
+
+// Simultaneous mode: an utterance spoken in pieces (SpeechAudio.piece_index), chunk_index
+// counting on across them, is_last only on the last chunk of the last piece.
+const piece = (utteranceId, i, pieceIndex, isLast = false, data = [1, 2]) =>
+  ({ utteranceId, i, pieceIndex, isLast, data });
+
+test("the pieces of an utterance play in order as one utterance", () => {
+  const q = new SpeechQueue(1000);
+  const out = [
+    ...q.push(piece("a", 0, 1), 0), ...q.push(piece("a", 1, 1), 10),
+    ...q.push(piece("a", 2, 2), 500), ...q.push(piece("a", 3, 3, true), 900),
+  ];
+  assert.deepEqual(names(out), ["a0", "a1", "a2", "a3"]);
+  assert.equal(q.playing, undefined);
+});
+
+test("an empty last chunk ends a pieced utterance and lets the next one go", () => {
+  const q = new SpeechQueue(1000);
+  q.push(piece("a", 0, 1), 0);
+  assert.deepEqual(q.push(piece("b", 0, 0, true), 10), []);
+  // the last piece had nothing new to say: one chunk, no data, is_last
+  assert.deepEqual(names(q.push(piece("a", 1, 2, true, []), 20)), ["a1", "b0"]);
+  assert.equal(q.playing, undefined);
+  assert.equal(q.queued, 0);
+});
+
+test("news of a pieced utterance keeps it current through a long pause between pieces", () => {
+  const q = new SpeechQueue(1000);
+  q.push(piece("a", 0, 1), 0);
+  q.push(piece("b", 0, 0, true), 100);
+  // its speaker talks on: partial transcripts and translated partials of "a" keep coming
+  for (let t = 600; t <= 3000; t += 600) {
+    q.heard("a", t);
+    assert.deepEqual(q.poll(t + 500), [], `cut off at ${t + 500} ms`);
+  }
+  assert.equal(q.playing, "a");
+  assert.deepEqual(names(q.push(piece("a", 1, 2), 3200)), ["a1"]);
+  assert.deepEqual(names(q.push(piece("a", 2, 3, true), 3300)), ["a2", "b0"]);
+});
+
+test("news of another utterance does not hold back a stalled one", () => {
+  const q = new SpeechQueue(1000);
+  q.push(piece("a", 0, 1), 0);
+  q.push(piece("b", 0, 0, true), 100);
+  q.heard("b", 900);
+  q.heard("c", 900);
+  assert.deepEqual(names(q.poll(1000)), ["b0"]);
+});

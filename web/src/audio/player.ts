@@ -49,6 +49,11 @@ export class Player {
     this.watching();
   }
 
+  /** News of an utterance (a transcript or translation): one still being spoken in pieces is not stalled. */
+  heard(utteranceId: string): void {
+    this.queue.heard(utteranceId, performance.now());
+  }
+
   /** The utterance ended (ProcessingEnded): the next one need not wait for a last chunk. */
   ended(utteranceId: string): void {
     for (const ready of this.queue.end(utteranceId, performance.now())) this.schedule(ready);

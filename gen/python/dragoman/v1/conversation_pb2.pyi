@@ -279,7 +279,10 @@ class JoinConversation(_message.Message):
     """On reconnection: the last event sequence the caller received. Kept
     events after it are sent first, then live ones; 0 sends every event
     kept since the session began. A sequence the server has not sent yet
-    gives OUT_OF_RANGE naming the last one it has.
+    gives OUT_OF_RANGE naming the last one it has. The server keeps a
+    bounded tail of each stream (settings session.event_buffer and
+    event_buffer_bytes): after a long absence the oldest events may be gone,
+    and the first one sent then jumps in `sequence`, which shows the gap.
     """
     def __init__(
         self,
@@ -856,6 +859,8 @@ class Transcription(_message.Message):
     TRANSLATED_TO_ENGLISH_FIELD_NUMBER: _builtins.int
     SPEAKER_PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
     SPEAKER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    LOW_CONFIDENCE_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who spoke."""
     utterance_id: _builtins.str
@@ -878,6 +883,15 @@ class Transcription(_message.Message):
     """Participant id of the speaker."""
     speaker_display_name: _builtins.str
     """Display name of the speaker."""
+    confidence: _builtins.float
+    """How sure the recogniser is of a final transcript, in [0, 1]: the mean
+    probability of its words times the probability that the audio holds
+    speech. 0 on partials.
+    """
+    low_confidence: _builtins.bool
+    """True for a final the recogniser was unsure of (`confidence` under the
+    server's threshold): likely misheard, worth a second look.
+    """
     def __init__(
         self,
         *,
@@ -890,10 +904,12 @@ class Transcription(_message.Message):
         translated_to_english: _builtins.bool = ...,
         speaker_participant_id: _builtins.str = ...,
         speaker_display_name: _builtins.str = ...,
+        confidence: _builtins.float = ...,
+        low_confidence: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_final", b"is_final", "language_code", b"language_code", "speaker", b"speaker", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "stability", b"stability", "text", b"text", "translated_to_english", b"translated_to_english", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "is_final", b"is_final", "language_code", b"language_code", "low_confidence", b"low_confidence", "speaker", b"speaker", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "stability", b"stability", "text", b"text", "translated_to_english", b"translated_to_english", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -926,6 +942,7 @@ class Translation(_message.Message):
     SPEAKER_PARTICIPANT_ID_FIELD_NUMBER: _builtins.int
     SPEAKER_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     STABILITY_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
     speaker: Global___Speaker.ValueType
     """Who spoke."""
     utterance_id: _builtins.str
@@ -954,6 +971,11 @@ class Translation(_message.Message):
     """Stability of a translated partial in [0, 1]: that of the partial
     transcript whose stable prefix it translates. 1 for finals.
     """
+    confidence: _builtins.float
+    """How sure the translation engine is, in [0, 1], where the engine gives a
+    score; 0 when not given. Not given today: Bergamot and Apertium report
+    none, and no score of the other engines is passed on yet.
+    """
     @_builtins.property
     def covers_utterance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """When several utterances were translated together as one sentence (a
@@ -979,10 +1001,11 @@ class Translation(_message.Message):
         speaker_participant_id: _builtins.str = ...,
         speaker_display_name: _builtins.str = ...,
         stability: _builtins.float = ...,
+        confidence: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["covers_utterance_ids", b"covers_utterance_ids", "engine", b"engine", "is_final", b"is_final", "path", b"path", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "stability", b"stability", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "covers_utterance_ids", b"covers_utterance_ids", "engine", b"engine", "is_final", b"is_final", "path", b"path", "source_language_code", b"source_language_code", "source_text", b"source_text", "speaker", b"speaker", "speaker_display_name", b"speaker_display_name", "speaker_participant_id", b"speaker_participant_id", "stability", b"stability", "target_language_code", b"target_language_code", "text", b"text", "utterance_id", b"utterance_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1000,7 +1023,8 @@ class SpeechAudio(_message.Message):
     transcript, each translated and spoken once, then a last piece with what
     the final transcript added. Its chunks still come in one run, `chunk_index`
     counting on across pieces and `is_last` only on the last piece's last chunk
-    (a last piece with nothing new to say is one empty chunk), so a client that
+    (a last piece with nothing new to say, or the end of an utterance whose
+    final was lost after pieces were spoken, is one empty chunk), so a client that
     plays utterances whole plays the pieces in order as they come.
     """
 

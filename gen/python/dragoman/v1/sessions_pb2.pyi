@@ -77,6 +77,46 @@ PARTICIPANT_STATE_REMOVED: ParticipantState.ValueType  # 3
 """Removed by the host; may not join again."""
 Global___ParticipantState: _TypeAlias = ParticipantState  # noqa: Y015
 
+class _TranscriptFormat:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TranscriptFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TranscriptFormat.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSCRIPT_FORMAT_UNSPECIFIED: _TranscriptFormat.ValueType  # 0
+    """Not set (INVALID_ARGUMENT)."""
+    TRANSCRIPT_FORMAT_TEXT: _TranscriptFormat.ValueType  # 1
+    """Plain text, one utterance a line with its start time
+    (text/plain; .txt).
+    """
+    TRANSCRIPT_FORMAT_SRT: _TranscriptFormat.ValueType  # 2
+    """SubRip subtitles (application/x-subrip; .srt)."""
+    TRANSCRIPT_FORMAT_WEBVTT: _TranscriptFormat.ValueType  # 3
+    """WebVTT subtitles, the speaker as a voice span (text/vtt; .vtt)."""
+    TRANSCRIPT_FORMAT_JSON: _TranscriptFormat.ValueType  # 4
+    """JSON: the session, its participants and every utterance with
+    `start_ms` and `end_ms` (application/json; .json).
+    """
+
+class TranscriptFormat(_TranscriptFormat, metaclass=_TranscriptFormatEnumTypeWrapper):
+    """The file formats of a transcript."""
+
+TRANSCRIPT_FORMAT_UNSPECIFIED: TranscriptFormat.ValueType  # 0
+"""Not set (INVALID_ARGUMENT)."""
+TRANSCRIPT_FORMAT_TEXT: TranscriptFormat.ValueType  # 1
+"""Plain text, one utterance a line with its start time
+(text/plain; .txt).
+"""
+TRANSCRIPT_FORMAT_SRT: TranscriptFormat.ValueType  # 2
+"""SubRip subtitles (application/x-subrip; .srt)."""
+TRANSCRIPT_FORMAT_WEBVTT: TranscriptFormat.ValueType  # 3
+"""WebVTT subtitles, the speaker as a voice span (text/vtt; .vtt)."""
+TRANSCRIPT_FORMAT_JSON: TranscriptFormat.ValueType  # 4
+"""JSON: the session, its participants and every utterance with
+`start_ms` and `end_ms` (application/json; .json).
+"""
+Global___TranscriptFormat: _TypeAlias = TranscriptFormat  # noqa: Y015
+
 @_typing.final
 class Session(_message.Message):
     """A translation session of two to eight participants."""
@@ -583,6 +623,7 @@ class SessionMetrics(_message.Message):
     ERROR_COUNT_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    LOW_CONFIDENCE_SHARE_FIELD_NUMBER: _builtins.int
     utterance_count: _builtins.int
     """Utterances translated."""
     mean_latency_ms: _builtins.float
@@ -595,6 +636,10 @@ class SessionMetrics(_message.Message):
     """Utterances that failed somewhere in the pipeline."""
     duration_seconds: _builtins.float
     """Seconds from creation to end."""
+    low_confidence_share: _builtins.float
+    """Share of the final transcripts, in [0, 1], that were low confidence
+    (Transcription.low_confidence); 0 when there were none.
+    """
     @_builtins.property
     def participants(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParticipantMetrics]:
         """The same numbers for each participant, in the order of `participants`."""
@@ -609,10 +654,11 @@ class SessionMetrics(_message.Message):
         error_count: _builtins.int = ...,
         duration_seconds: _builtins.float = ...,
         participants: _abc.Iterable[Global___ParticipantMetrics] | None = ...,
+        low_confidence_share: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "error_count", b"error_count", "max_latency_ms", b"max_latency_ms", "mean_latency_ms", b"mean_latency_ms", "min_latency_ms", b"min_latency_ms", "participants", b"participants", "utterance_count", b"utterance_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "error_count", b"error_count", "low_confidence_share", b"low_confidence_share", "max_latency_ms", b"max_latency_ms", "mean_latency_ms", b"mean_latency_ms", "min_latency_ms", b"min_latency_ms", "participants", b"participants", "utterance_count", b"utterance_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -854,3 +900,59 @@ class LanguageRoute(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LanguageRoute: _TypeAlias = LanguageRoute  # noqa: Y015
+
+@_typing.final
+class ExportTranscriptRequest(_message.Message):
+    """Asks for a session's transcript."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """Session id."""
+    format: Global___TranscriptFormat.ValueType
+    """The file format."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        format: Global___TranscriptFormat.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportTranscriptRequest: _TypeAlias = ExportTranscriptRequest  # noqa: Y015
+
+@_typing.final
+class ExportTranscriptResponse(_message.Message):
+    """A session's transcript, as a file to save."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    content_type: _builtins.str
+    """MIME type with charset, e.g. "text/vtt; charset=utf-8"."""
+    filename: _builtins.str
+    """A file name to save it as, e.g. "dragoman-20261206-0830-1a2b3c4d.vtt"."""
+    content: _builtins.bytes
+    """The file, UTF-8 text."""
+    def __init__(
+        self,
+        *,
+        content_type: _builtins.str = ...,
+        filename: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_type", b"content_type", "filename", b"filename"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportTranscriptResponse: _TypeAlias = ExportTranscriptResponse  # noqa: Y015

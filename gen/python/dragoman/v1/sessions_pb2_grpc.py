@@ -83,6 +83,11 @@ class SessionServiceStub:
                 request_serializer=dragoman_dot_v1_dot_sessions__pb2.ListLanguagesRequest.SerializeToString,
                 response_deserializer=dragoman_dot_v1_dot_sessions__pb2.ListLanguagesResponse.FromString,
                 _registered_method=True)
+        self.ExportTranscript = channel.unary_unary(
+                '/dragoman.v1.SessionService/ExportTranscript',
+                request_serializer=dragoman_dot_v1_dot_sessions__pb2.ExportTranscriptRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_sessions__pb2.ExportTranscriptResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -183,6 +188,21 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportTranscript(self, request, context):
+        """The transcript of a session the caller takes part in, as a file: each
+        utterance with its speaker, language, text, the translation into the
+        caller's language where one was made (what they heard), and its start
+        and end from the session's start. Live sessions give what was said so
+        far. Someone else's session gives NOT_FOUND; an unset or unknown
+        format INVALID_ARGUMENT naming the formats. One response, not a
+        stream: a transcript is text, a few hundred KiB for hours of talk,
+        and a browser saves one message as a file most simply; one over the
+        message limit (4 MiB) gives RESOURCE_EXHAUSTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +250,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ListLanguages,
                     request_deserializer=dragoman_dot_v1_dot_sessions__pb2.ListLanguagesRequest.FromString,
                     response_serializer=dragoman_dot_v1_dot_sessions__pb2.ListLanguagesResponse.SerializeToString,
+            ),
+            'ExportTranscript': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportTranscript,
+                    request_deserializer=dragoman_dot_v1_dot_sessions__pb2.ExportTranscriptRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_sessions__pb2.ExportTranscriptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -479,6 +504,33 @@ class SessionService:
             '/dragoman.v1.SessionService/ListLanguages',
             dragoman_dot_v1_dot_sessions__pb2.ListLanguagesRequest.SerializeToString,
             dragoman_dot_v1_dot_sessions__pb2.ListLanguagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportTranscript(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.SessionService/ExportTranscript',
+            dragoman_dot_v1_dot_sessions__pb2.ExportTranscriptRequest.SerializeToString,
+            dragoman_dot_v1_dot_sessions__pb2.ExportTranscriptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,17 @@ class SessionServiceStub:
     works. Open to anyone, signed in or not: it says what the deployment
     has installed, nothing about its users.
     """
+    ExportTranscript: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.ExportTranscriptRequest, _sessions_pb2.ExportTranscriptResponse]
+    """The transcript of a session the caller takes part in, as a file: each
+    utterance with its speaker, language, text, the translation into the
+    caller's language where one was made (what they heard), and its start
+    and end from the session's start. Live sessions give what was said so
+    far. Someone else's session gives NOT_FOUND; an unset or unknown
+    format INVALID_ARGUMENT naming the formats. One response, not a
+    stream: a transcript is text, a few hundred KiB for hours of talk,
+    and a browser saves one message as a file most simply; one over the
+    message limit (4 MiB) gives RESOURCE_EXHAUSTED.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -152,6 +163,17 @@ class SessionServiceAsyncStub(SessionServiceStub):
     each ordered pair is translated, so that a client offers only what
     works. Open to anyone, signed in or not: it says what the deployment
     has installed, nothing about its users.
+    """
+    ExportTranscript: _aio.UnaryUnaryMultiCallable[_sessions_pb2.ExportTranscriptRequest, _sessions_pb2.ExportTranscriptResponse]  # type: ignore[assignment]
+    """The transcript of a session the caller takes part in, as a file: each
+    utterance with its speaker, language, text, the translation into the
+    caller's language where one was made (what they heard), and its start
+    and end from the session's start. Live sessions give what was said so
+    far. Someone else's session gives NOT_FOUND; an unset or unknown
+    format INVALID_ARGUMENT naming the formats. One response, not a
+    stream: a transcript is text, a few hundred KiB for hours of talk,
+    and a browser saves one message as a file most simply; one over the
+    message limit (4 MiB) gives RESOURCE_EXHAUSTED.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -266,6 +288,23 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         each ordered pair is translated, so that a client offers only what
         works. Open to anyone, signed in or not: it says what the deployment
         has installed, nothing about its users.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportTranscript(
+        self,
+        request: _sessions_pb2.ExportTranscriptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sessions_pb2.ExportTranscriptResponse, _abc.Awaitable[_sessions_pb2.ExportTranscriptResponse]]:
+        """The transcript of a session the caller takes part in, as a file: each
+        utterance with its speaker, language, text, the translation into the
+        caller's language where one was made (what they heard), and its start
+        and end from the session's start. Live sessions give what was said so
+        far. Someone else's session gives NOT_FOUND; an unset or unknown
+        format INVALID_ARGUMENT naming the formats. One response, not a
+        stream: a transcript is text, a few hundred KiB for hours of talk,
+        and a browser saves one message as a file most simply; one over the
+        message limit (4 MiB) gives RESOURCE_EXHAUSTED.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -318,6 +318,7 @@ class RecognitionResult(_message.Message):
     END_OFFSET_FIELD_NUMBER: _builtins.int
     WORDS_FIELD_NUMBER: _builtins.int
     PROCESSING_TIME_FIELD_NUMBER: _builtins.int
+    LOW_CONFIDENCE_FIELD_NUMBER: _builtins.int
     utterance_index: _builtins.int
     """Index of the utterance in this stream, from 0."""
     transcript: _builtins.str
@@ -333,7 +334,15 @@ class RecognitionResult(_message.Message):
     language_probability: _builtins.float
     """Probability of the detected language; 1 when configured."""
     confidence: _builtins.float
-    """Mean word confidence in [0, 1] (finals)."""
+    """How sure the recogniser is of a final, in [0, 1]: the mean probability of
+    its words (of its tokens when it has no word timings) times the
+    probability that the audio holds speech (1 - no-speech probability).
+    0 on partials.
+    """
+    low_confidence: _builtins.bool
+    """True for a final whose `confidence` is under the service's
+    low-confidence threshold (setting stt.low_confidence_below).
+    """
     @_builtins.property
     def start_offset(self) -> _duration_pb2.Duration:
         """Start of the utterance in the stream's audio."""
@@ -365,10 +374,11 @@ class RecognitionResult(_message.Message):
         end_offset: _duration_pb2.Duration | None = ...,
         words: _abc.Iterable[Global___WordInfo] | None = ...,
         processing_time: _duration_pb2.Duration | None = ...,
+        low_confidence: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "processing_time", b"processing_time", "start_offset", b"start_offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "end_offset", b"end_offset", "is_final", b"is_final", "language_code", b"language_code", "language_probability", b"language_probability", "processing_time", b"processing_time", "stability", b"stability", "stable_prefix", b"stable_prefix", "start_offset", b"start_offset", "transcript", b"transcript", "utterance_index", b"utterance_index", "words", b"words"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "end_offset", b"end_offset", "is_final", b"is_final", "language_code", b"language_code", "language_probability", b"language_probability", "low_confidence", b"low_confidence", "processing_time", b"processing_time", "stability", b"stability", "stable_prefix", b"stable_prefix", "start_offset", b"start_offset", "transcript", b"transcript", "utterance_index", b"utterance_index", "words", b"words"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dragoman/v1/sessions.proto.
  */
 export const file_dragoman_v1_sessions: GenFile = /*@__PURE__*/
-  fileDesc("ChpkcmFnb21hbi92MS9zZXNzaW9ucy5wcm90bxILZHJhZ29tYW4udjEi+wIKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmRyYWdvbWFuLnYxLlNlc3Npb25TdGF0dXMSLgoMcGFydGljaXBhbnRzGAQgAygLMhguZHJhZ29tYW4udjEuUGFydGljaXBhbnQSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgdtZXRyaWNzGAcgASgLMhsuZHJhZ29tYW4udjEuU2Vzc2lvbk1ldHJpY3MSKgoGcm91dGVzGAggAygLMhouZHJhZ29tYW4udjEuTGFuZ3VhZ2VSb3V0ZRIPCgdvbmVfd2F5GAkgASgIEg4KBmxvY2tlZBgKIAEoCBIYChBtYXhfcGFydGljaXBhbnRzGAsgASgFIqkBCgtQYXJ0aWNpcGFudBIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIVCg1sYW5ndWFnZV9jb2RlGAMgASgJEhEKCWNvbm5lY3RlZBgEIAEoCBINCgV2b2ljZRgFIAEoCRIMCgRob3N0GAYgASgIEiwKBXN0YXRlGAcgASgOMh0uZHJhZ29tYW4udjEuUGFydGljaXBhbnRTdGF0ZSJWChRDcmVhdGVTZXNzaW9uUmVxdWVzdBIVCg1sYW5ndWFnZV9jb2RlGAEgASgJEg0KBXZvaWNlGAIgASgJEhgKEG1heF9wYXJ0aWNpcGFudHMYAyABKAUiPgoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIl8KEkpvaW5TZXNzaW9uUmVxdWVzdBIMCgRjb2RlGAEgASgJEhUKDWxhbmd1YWdlX2NvZGUYAiABKAkSDQoFdm9pY2UYAyABKAkSFQoNYWxsb3dfb25lX3dheRgEIAEoCCI8ChNKb2luU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiOwoSR2V0U2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUVuZFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiaQoSRW5kU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uEiwKB21ldHJpY3MYAiABKAsyGy5kcmFnb21hbi52MS5TZXNzaW9uTWV0cmljcyI/ChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIkIKGVJlbW92ZVBhcnRpY2lwYW50UmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24iOAoSTG9ja1Nlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGbG9ja2VkGAIgASgIIjwKE0xvY2tTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24iKQoTTGVhdmVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KFExlYXZlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uItgBCg5TZXNzaW9uTWV0cmljcxIXCg91dHRlcmFuY2VfY291bnQYASABKA0SFwoPbWVhbl9sYXRlbmN5X21zGAIgASgBEhYKDm1pbl9sYXRlbmN5X21zGAMgASgBEhYKDm1heF9sYXRlbmN5X21zGAQgASgBEhMKC2Vycm9yX2NvdW50GAUgASgNEhgKEGR1cmF0aW9uX3NlY29uZHMYBiABKAESNQoMcGFydGljaXBhbnRzGAcgAygLMh8uZHJhZ29tYW4udjEuUGFydGljaXBhbnRNZXRyaWNzIqcBChJQYXJ0aWNpcGFudE1ldHJpY3MSFgoOcGFydGljaXBhbnRfaWQYASABKAkSGQoRdXR0ZXJhbmNlc19zcG9rZW4YAiABKA0SGAoQdXR0ZXJhbmNlc19oZWFyZBgDIAEoDRIXCg9tZWFuX2xhdGVuY3lfbXMYBCABKAESFgoOcDk1X2xhdGVuY3lfbXMYBSABKAESEwoLZXJyb3JfY291bnQYBiABKA0iPAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJXChRMaXN0U2Vzc2lvbnNSZXNwb25zZRImCghzZXNzaW9ucxgBIAMoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhYKFExpc3RMYW5ndWFnZXNSZXF1ZXN0InQKFUxpc3RMYW5ndWFnZXNSZXNwb25zZRIvCglsYW5ndWFnZXMYASADKAsyHC5kcmFnb21hbi52MS5MYW5ndWFnZVN1cHBvcnQSKgoGcm91dGVzGAIgAygLMhouZHJhZ29tYW4udjEuTGFuZ3VhZ2VSb3V0ZSJ3Cg9MYW5ndWFnZVN1cHBvcnQSFQoNbGFuZ3VhZ2VfY29kZRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEgoKcmVjb2duaXplZBgDIAEoCBIOCgZzcG9rZW4YBCABKAgSEwoLY29udmVyc2FibGUYBSABKAgivQEKDUxhbmd1YWdlUm91dGUSHAoUc291cmNlX2xhbmd1YWdlX2NvZGUYASABKAkSHAoUdGFyZ2V0X2xhbmd1YWdlX2NvZGUYAiABKAkSEQoJYXZhaWxhYmxlGAMgASgIEioKBHBhdGgYBCABKA4yHC5kcmFnb21hbi52MS5UcmFuc2xhdGlvblBhdGgSDwoHZW5naW5lcxgFIAMoCRIPCgdtaXNzaW5nGAYgAygJEg8KB2luc3RhbGwYByABKAkqgAEKDVNlc3Npb25TdGF0dXMSHgoaU0VTU0lPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZTRVNTSU9OX1NUQVRVU19XQUlUSU5HEAESGQoVU0VTU0lPTl9TVEFUVVNfQUNUSVZFEAISGAoUU0VTU0lPTl9TVEFUVVNfRU5ERUQQAyqOAQoQUGFydGljaXBhbnRTdGF0ZRIhCh1QQVJUSUNJUEFOVF9TVEFURV9VTlNQRUNJRklFRBAAEhwKGFBBUlRJQ0lQQU5UX1NUQVRFX0pPSU5FRBABEhoKFlBBUlRJQ0lQQU5UX1NUQVRFX0xFRlQQAhIdChlQQVJUSUNJUEFOVF9TVEFURV9SRU1PVkVEEAMykAYKDlNlc3Npb25TZXJ2aWNlElYKDUNyZWF0ZVNlc3Npb24SIS5kcmFnb21hbi52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBoiLmRyYWdvbWFuLnYxLkNyZWF0ZVNlc3Npb25SZXNwb25zZRJQCgtKb2luU2Vzc2lvbhIfLmRyYWdvbWFuLnYxLkpvaW5TZXNzaW9uUmVxdWVzdBogLmRyYWdvbWFuLnYxLkpvaW5TZXNzaW9uUmVzcG9uc2USTQoKR2V0U2Vzc2lvbhIeLmRyYWdvbWFuLnYxLkdldFNlc3Npb25SZXF1ZXN0Gh8uZHJhZ29tYW4udjEuR2V0U2Vzc2lvblJlc3BvbnNlEk0KCkVuZFNlc3Npb24SHi5kcmFnb21hbi52MS5FbmRTZXNzaW9uUmVxdWVzdBofLmRyYWdvbWFuLnYxLkVuZFNlc3Npb25SZXNwb25zZRJiChFSZW1vdmVQYXJ0aWNpcGFudBIlLmRyYWdvbWFuLnYxLlJlbW92ZVBhcnRpY2lwYW50UmVxdWVzdBomLmRyYWdvbWFuLnYxLlJlbW92ZVBhcnRpY2lwYW50UmVzcG9uc2USUAoLTG9ja1Nlc3Npb24SHy5kcmFnb21hbi52MS5Mb2NrU2Vzc2lvblJlcXVlc3QaIC5kcmFnb21hbi52MS5Mb2NrU2Vzc2lvblJlc3BvbnNlElMKDExlYXZlU2Vzc2lvbhIgLmRyYWdvbWFuLnYxLkxlYXZlU2Vzc2lvblJlcXVlc3QaIS5kcmFnb21hbi52MS5MZWF2ZVNlc3Npb25SZXNwb25zZRJTCgxMaXN0U2Vzc2lvbnMSIC5kcmFnb21hbi52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiEuZHJhZ29tYW4udjEuTGlzdFNlc3Npb25zUmVzcG9uc2USVgoNTGlzdExhbmd1YWdlcxIhLmRyYWdvbWFuLnYxLkxpc3RMYW5ndWFnZXNSZXF1ZXN0GiIuZHJhZ29tYW4udjEuTGlzdExhbmd1YWdlc1Jlc3BvbnNlYgZwcm90bzM", [file_dragoman_v1_conversation, file_google_protobuf_timestamp]);
+  fileDesc("ChpkcmFnb21hbi92MS9zZXNzaW9ucy5wcm90bxILZHJhZ29tYW4udjEi+wIKB1Nlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2RlGAIgASgJEioKBnN0YXR1cxgDIAEoDjIaLmRyYWdvbWFuLnYxLlNlc3Npb25TdGF0dXMSLgoMcGFydGljaXBhbnRzGAQgAygLMhguZHJhZ29tYW4udjEuUGFydGljaXBhbnQSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgdtZXRyaWNzGAcgASgLMhsuZHJhZ29tYW4udjEuU2Vzc2lvbk1ldHJpY3MSKgoGcm91dGVzGAggAygLMhouZHJhZ29tYW4udjEuTGFuZ3VhZ2VSb3V0ZRIPCgdvbmVfd2F5GAkgASgIEg4KBmxvY2tlZBgKIAEoCBIYChBtYXhfcGFydGljaXBhbnRzGAsgASgFIqkBCgtQYXJ0aWNpcGFudBIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIVCg1sYW5ndWFnZV9jb2RlGAMgASgJEhEKCWNvbm5lY3RlZBgEIAEoCBINCgV2b2ljZRgFIAEoCRIMCgRob3N0GAYgASgIEiwKBXN0YXRlGAcgASgOMh0uZHJhZ29tYW4udjEuUGFydGljaXBhbnRTdGF0ZSJWChRDcmVhdGVTZXNzaW9uUmVxdWVzdBIVCg1sYW5ndWFnZV9jb2RlGAEgASgJEg0KBXZvaWNlGAIgASgJEhgKEG1heF9wYXJ0aWNpcGFudHMYAyABKAUiPgoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIl8KEkpvaW5TZXNzaW9uUmVxdWVzdBIMCgRjb2RlGAEgASgJEhUKDWxhbmd1YWdlX2NvZGUYAiABKAkSDQoFdm9pY2UYAyABKAkSFQoNYWxsb3dfb25lX3dheRgEIAEoCCI8ChNKb2luU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiOwoSR2V0U2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIicKEUVuZFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiaQoSRW5kU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uEiwKB21ldHJpY3MYAiABKAsyGy5kcmFnb21hbi52MS5TZXNzaW9uTWV0cmljcyI/ChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIkIKGVJlbW92ZVBhcnRpY2lwYW50UmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24iOAoSTG9ja1Nlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGbG9ja2VkGAIgASgIIjwKE0xvY2tTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24iKQoTTGVhdmVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KFExlYXZlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uIvYBCg5TZXNzaW9uTWV0cmljcxIXCg91dHRlcmFuY2VfY291bnQYASABKA0SFwoPbWVhbl9sYXRlbmN5X21zGAIgASgBEhYKDm1pbl9sYXRlbmN5X21zGAMgASgBEhYKDm1heF9sYXRlbmN5X21zGAQgASgBEhMKC2Vycm9yX2NvdW50GAUgASgNEhgKEGR1cmF0aW9uX3NlY29uZHMYBiABKAESNQoMcGFydGljaXBhbnRzGAcgAygLMh8uZHJhZ29tYW4udjEuUGFydGljaXBhbnRNZXRyaWNzEhwKFGxvd19jb25maWRlbmNlX3NoYXJlGAggASgBIqcBChJQYXJ0aWNpcGFudE1ldHJpY3MSFgoOcGFydGljaXBhbnRfaWQYASABKAkSGQoRdXR0ZXJhbmNlc19zcG9rZW4YAiABKA0SGAoQdXR0ZXJhbmNlc19oZWFyZBgDIAEoDRIXCg9tZWFuX2xhdGVuY3lfbXMYBCABKAESFgoOcDk1X2xhdGVuY3lfbXMYBSABKAESEwoLZXJyb3JfY291bnQYBiABKA0iPAoTTGlzdFNlc3Npb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJXChRMaXN0U2Vzc2lvbnNSZXNwb25zZRImCghzZXNzaW9ucxgBIAMoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIhYKFExpc3RMYW5ndWFnZXNSZXF1ZXN0InQKFUxpc3RMYW5ndWFnZXNSZXNwb25zZRIvCglsYW5ndWFnZXMYASADKAsyHC5kcmFnb21hbi52MS5MYW5ndWFnZVN1cHBvcnQSKgoGcm91dGVzGAIgAygLMhouZHJhZ29tYW4udjEuTGFuZ3VhZ2VSb3V0ZSJ3Cg9MYW5ndWFnZVN1cHBvcnQSFQoNbGFuZ3VhZ2VfY29kZRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEgoKcmVjb2duaXplZBgDIAEoCBIOCgZzcG9rZW4YBCABKAgSEwoLY29udmVyc2FibGUYBSABKAgivQEKDUxhbmd1YWdlUm91dGUSHAoUc291cmNlX2xhbmd1YWdlX2NvZGUYASABKAkSHAoUdGFyZ2V0X2xhbmd1YWdlX2NvZGUYAiABKAkSEQoJYXZhaWxhYmxlGAMgASgIEioKBHBhdGgYBCABKA4yHC5kcmFnb21hbi52MS5UcmFuc2xhdGlvblBhdGgSDwoHZW5naW5lcxgFIAMoCRIPCgdtaXNzaW5nGAYgAygJEg8KB2luc3RhbGwYByABKAkiXAoXRXhwb3J0VHJhbnNjcmlwdFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRItCgZmb3JtYXQYAiABKA4yHS5kcmFnb21hbi52MS5UcmFuc2NyaXB0Rm9ybWF0IlMKGEV4cG9ydFRyYW5zY3JpcHRSZXNwb25zZRIUCgxjb250ZW50X3R5cGUYASABKAkSEAoIZmlsZW5hbWUYAiABKAkSDwoHY29udGVudBgDIAEoDCqAAQoNU2Vzc2lvblN0YXR1cxIeChpTRVNTSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlNFU1NJT05fU1RBVFVTX1dBSVRJTkcQARIZChVTRVNTSU9OX1NUQVRVU19BQ1RJVkUQAhIYChRTRVNTSU9OX1NUQVRVU19FTkRFRBADKo4BChBQYXJ0aWNpcGFudFN0YXRlEiEKHVBBUlRJQ0lQQU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASHAoYUEFSVElDSVBBTlRfU1RBVEVfSk9JTkVEEAESGgoWUEFSVElDSVBBTlRfU1RBVEVfTEVGVBACEh0KGVBBUlRJQ0lQQU5UX1NUQVRFX1JFTU9WRUQQAyqmAQoQVHJhbnNjcmlwdEZvcm1hdBIhCh1UUkFOU0NSSVBUX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhoKFlRSQU5TQ1JJUFRfRk9STUFUX1RFWFQQARIZChVUUkFOU0NSSVBUX0ZPUk1BVF9TUlQQAhIcChhUUkFOU0NSSVBUX0ZPUk1BVF9XRUJWVFQQAxIaChZUUkFOU0NSSVBUX0ZPUk1BVF9KU09OEAQy8QYKDlNlc3Npb25TZXJ2aWNlElYKDUNyZWF0ZVNlc3Npb24SIS5kcmFnb21hbi52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBoiLmRyYWdvbWFuLnYxLkNyZWF0ZVNlc3Npb25SZXNwb25zZRJQCgtKb2luU2Vzc2lvbhIfLmRyYWdvbWFuLnYxLkpvaW5TZXNzaW9uUmVxdWVzdBogLmRyYWdvbWFuLnYxLkpvaW5TZXNzaW9uUmVzcG9uc2USTQoKR2V0U2Vzc2lvbhIeLmRyYWdvbWFuLnYxLkdldFNlc3Npb25SZXF1ZXN0Gh8uZHJhZ29tYW4udjEuR2V0U2Vzc2lvblJlc3BvbnNlEk0KCkVuZFNlc3Npb24SHi5kcmFnb21hbi52MS5FbmRTZXNzaW9uUmVxdWVzdBofLmRyYWdvbWFuLnYxLkVuZFNlc3Npb25SZXNwb25zZRJiChFSZW1vdmVQYXJ0aWNpcGFudBIlLmRyYWdvbWFuLnYxLlJlbW92ZVBhcnRpY2lwYW50UmVxdWVzdBomLmRyYWdvbWFuLnYxLlJlbW92ZVBhcnRpY2lwYW50UmVzcG9uc2USUAoLTG9ja1Nlc3Npb24SHy5kcmFnb21hbi52MS5Mb2NrU2Vzc2lvblJlcXVlc3QaIC5kcmFnb21hbi52MS5Mb2NrU2Vzc2lvblJlc3BvbnNlElMKDExlYXZlU2Vzc2lvbhIgLmRyYWdvbWFuLnYxLkxlYXZlU2Vzc2lvblJlcXVlc3QaIS5kcmFnb21hbi52MS5MZWF2ZVNlc3Npb25SZXNwb25zZRJTCgxMaXN0U2Vzc2lvbnMSIC5kcmFnb21hbi52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiEuZHJhZ29tYW4udjEuTGlzdFNlc3Npb25zUmVzcG9uc2USVgoNTGlzdExhbmd1YWdlcxIhLmRyYWdvbWFuLnYxLkxpc3RMYW5ndWFnZXNSZXF1ZXN0GiIuZHJhZ29tYW4udjEuTGlzdExhbmd1YWdlc1Jlc3BvbnNlEl8KEEV4cG9ydFRyYW5zY3JpcHQSJC5kcmFnb21hbi52MS5FeHBvcnRUcmFuc2NyaXB0UmVxdWVzdBolLmRyYWdvbWFuLnYxLkV4cG9ydFRyYW5zY3JpcHRSZXNwb25zZWIGcHJvdG8z", [file_dragoman_v1_conversation, file_google_protobuf_timestamp]);
 
 /**
  * A translation session of two to eight participants.
@@ -587,6 +587,14 @@ export type SessionMetrics = Message<"dragoman.v1.SessionMetrics"> & {
    * @generated from field: repeated dragoman.v1.ParticipantMetrics participants = 7;
    */
   participants: ParticipantMetrics[];
+
+  /**
+   * Share of the final transcripts, in [0, 1], that were low confidence
+   * (Transcription.low_confidence); 0 when there were none.
+   *
+   * @generated from field: double low_confidence_share = 8;
+   */
+  lowConfidenceShare: number;
 };
 
 /**
@@ -867,6 +875,69 @@ export const LanguageRouteSchema: GenMessage<LanguageRoute> = /*@__PURE__*/
   messageDesc(file_dragoman_v1_sessions, 23);
 
 /**
+ * Asks for a session's transcript.
+ *
+ * @generated from message dragoman.v1.ExportTranscriptRequest
+ */
+export type ExportTranscriptRequest = Message<"dragoman.v1.ExportTranscriptRequest"> & {
+  /**
+   * Session id.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * The file format.
+   *
+   * @generated from field: dragoman.v1.TranscriptFormat format = 2;
+   */
+  format: TranscriptFormat;
+};
+
+/**
+ * Describes the message dragoman.v1.ExportTranscriptRequest.
+ * Use `create(ExportTranscriptRequestSchema)` to create a new message.
+ */
+export const ExportTranscriptRequestSchema: GenMessage<ExportTranscriptRequest> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 24);
+
+/**
+ * A session's transcript, as a file to save.
+ *
+ * @generated from message dragoman.v1.ExportTranscriptResponse
+ */
+export type ExportTranscriptResponse = Message<"dragoman.v1.ExportTranscriptResponse"> & {
+  /**
+   * MIME type with charset, e.g. "text/vtt; charset=utf-8".
+   *
+   * @generated from field: string content_type = 1;
+   */
+  contentType: string;
+
+  /**
+   * A file name to save it as, e.g. "dragoman-20261206-0830-1a2b3c4d.vtt".
+   *
+   * @generated from field: string filename = 2;
+   */
+  filename: string;
+
+  /**
+   * The file, UTF-8 text.
+   *
+   * @generated from field: bytes content = 3;
+   */
+  content: Uint8Array;
+};
+
+/**
+ * Describes the message dragoman.v1.ExportTranscriptResponse.
+ * Use `create(ExportTranscriptResponseSchema)` to create a new message.
+ */
+export const ExportTranscriptResponseSchema: GenMessage<ExportTranscriptResponse> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_sessions, 25);
+
+/**
  * Lifecycle state of a session.
  *
  * @generated from enum dragoman.v1.SessionStatus
@@ -947,6 +1018,56 @@ export enum ParticipantState {
  */
 export const ParticipantStateSchema: GenEnum<ParticipantState> = /*@__PURE__*/
   enumDesc(file_dragoman_v1_sessions, 1);
+
+/**
+ * The file formats of a transcript.
+ *
+ * @generated from enum dragoman.v1.TranscriptFormat
+ */
+export enum TranscriptFormat {
+  /**
+   * Not set (INVALID_ARGUMENT).
+   *
+   * @generated from enum value: TRANSCRIPT_FORMAT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Plain text, one utterance a line with its start time
+   * (text/plain; .txt).
+   *
+   * @generated from enum value: TRANSCRIPT_FORMAT_TEXT = 1;
+   */
+  TEXT = 1,
+
+  /**
+   * SubRip subtitles (application/x-subrip; .srt).
+   *
+   * @generated from enum value: TRANSCRIPT_FORMAT_SRT = 2;
+   */
+  SRT = 2,
+
+  /**
+   * WebVTT subtitles, the speaker as a voice span (text/vtt; .vtt).
+   *
+   * @generated from enum value: TRANSCRIPT_FORMAT_WEBVTT = 3;
+   */
+  WEBVTT = 3,
+
+  /**
+   * JSON: the session, its participants and every utterance with
+   * `start_ms` and `end_ms` (application/json; .json).
+   *
+   * @generated from enum value: TRANSCRIPT_FORMAT_JSON = 4;
+   */
+  JSON = 4,
+}
+
+/**
+ * Describes the enum dragoman.v1.TranscriptFormat.
+ */
+export const TranscriptFormatSchema: GenEnum<TranscriptFormat> = /*@__PURE__*/
+  enumDesc(file_dragoman_v1_sessions, 2);
 
 /**
  * Translation sessions of two to eight people. One creates a session (its
@@ -1074,6 +1195,24 @@ export const SessionService: GenService<{
     methodKind: "unary";
     input: typeof ListLanguagesRequestSchema;
     output: typeof ListLanguagesResponseSchema;
+  },
+  /**
+   * The transcript of a session the caller takes part in, as a file: each
+   * utterance with its speaker, language, text, the translation into the
+   * caller's language where one was made (what they heard), and its start
+   * and end from the session's start. Live sessions give what was said so
+   * far. Someone else's session gives NOT_FOUND; an unset or unknown
+   * format INVALID_ARGUMENT naming the formats. One response, not a
+   * stream: a transcript is text, a few hundred KiB for hours of talk,
+   * and a browser saves one message as a file most simply; one over the
+   * message limit (4 MiB) gives RESOURCE_EXHAUSTED.
+   *
+   * @generated from rpc dragoman.v1.SessionService.ExportTranscript
+   */
+  exportTranscript: {
+    methodKind: "unary";
+    input: typeof ExportTranscriptRequestSchema;
+    output: typeof ExportTranscriptResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dragoman_v1_sessions, 0);
