@@ -141,7 +141,8 @@ async def test_speech_before_pairing_switches_to_speech_translation(
 
     async def first_translation() -> None:
         async for response in listener_call:
-            if response.event.WhichOneof("kind") == "translation":
+            if response.event.WhichOneof("kind") == "translation" and (
+                    response.event.translation.is_final):  # not a translated partial
                 translations.append(response.event.translation)
                 return
 
