@@ -403,18 +403,17 @@ class SpeakerPipeline:
             return
         for partials in self._partials.values():
             partials.close(result.utterance_index)
-        if result.is_final:
-            if text:
-                self.session.record_transcript(result.low_confidence)
-            utt.final = time.monotonic()
-            utt.end_of_speech = utt.end_of_speech or utt.final
-            utt.text, utt.language_code = text, result.language_code or self.speaker.language_code
-            utt.spoken_s = self.clock.span(result.start_offset, result.end_offset)
-            del self._utterances[result.utterance_index]
-            if self.simultaneous:  # planned at once: a next utterance's pieces must come after
-                self._schedule(self._plan([utt]))
-            else:
-                self._finals.put_nowait(utt)
+        if text:
+            self.session.record_transcript(result.low_confidence)
+        utt.final = time.monotonic()
+        utt.end_of_speech = utt.end_of_speech or utt.final
+        utt.text, utt.language_code = text, result.language_code or self.speaker.language_code
+        utt.spoken_s = self.clock.span(result.start_offset, result.end_offset)
+        del self._utterances[result.utterance_index]
+        if self.simultaneous:  # planned at once: a next utterance's pieces must come after
+            self._schedule(self._plan([utt]))
+        else:
+            self._finals.put_nowait(utt)
 
     async def _deliver_all(self) -> None:
         """Puts each final (or sentence) in its listeners' outboxes as it comes, and prepares
