@@ -4,7 +4,7 @@
 #   ./dev.sh demo     set up (venv, deps, model weights) and run the demo conversation
 #   ./dev.sh test     set up and run every check and test (what CI runs)
 #   ./dev.sh setup    only set up: .venv with the locked dependencies + model weights
-#   ./dev.sh gen      regenerate the protobuf stubs from proto/
+#   ./dev.sh gen      regenerate the stubs in gen/ and web/src/gen from proto/
 #
 # Set-up is idempotent: a second run only checks what is there.
 set -euo pipefail
@@ -49,6 +49,20 @@ setup_apt() {
   fi
 }
 
+setup_codegen() {
+  # Stubs for C++, C#, Objective-C, PHP and Ruby (gen/, docs/stubs.md) come from
+  # Debian's protoc and gRPC plugins; the C++ ones are compile-checked against libgrpc++-dev.
+  command -v protoc >/dev/null && command -v grpc_cpp_plugin >/dev/null \
+    && pkg-config --exists grpc++ 2>/dev/null && command -v g++ >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing protoc, the gRPC plugins and libgrpc++-dev (stub generation) from Debian"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      protobuf-compiler protobuf-compiler-grpc libgrpc++-dev g++ pkg-config
+  else
+    echo "note: the stubs need: apt-get install protobuf-compiler protobuf-compiler-grpc libgrpc++-dev g++ pkg-config" >&2
+  fi
+}
+
 setup_node() {
   log "node tools (buf)"
   npm ci --no-audit --no-fund --loglevel=error
@@ -79,11 +93,11 @@ case "$cmd" in
     setup_python --no-dev; setup_apt; setup_models
     exec .venv/bin/dragoman demo "$@" ;;
   test)
-    setup_python; setup_apt; setup_models; setup_node; setup_browser
+    setup_python; setup_apt; setup_models; setup_node; setup_browser; setup_codegen
     log "uv.lock in sync with pyproject.toml"
     .venv/bin/uv lock --check --python .venv/bin/python
     log "generated stubs in sync with proto/"
-    .venv/bin/python scripts/genproto.py --check 2>/dev/null
+    .venv/bin/python scripts/genproto.py --check
     log "buf lint"
     npx --no-install buf lint
     log "buf breaking against the released API (api/released.binpb)"
@@ -103,8 +117,9 @@ case "$cmd" in
     fi
     exit $rc ;;
   gen)
+    setup_codegen; setup_node
     .venv/bin/python scripts/genproto.py
-    (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run gen) ;;
+    (cd web && npm run gen) ;;
   *)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 2 ;;

@@ -1,10 +1,13 @@
-"""Regenerate the Python stubs in gen/python from proto/ (or check them).
+"""Regenerate the stubs in gen/ from proto/ (or check them).
 
-    python scripts/genproto.py          # write gen/python
-    python scripts/genproto.py --check  # exit 1 when gen/python is stale
+    python scripts/genproto.py          # write gen/
+    python scripts/genproto.py --check  # exit 1 when gen/ is stale
 
-Uses the pinned grpcio-tools and mypy-protobuf of the dev group, so the
-output is reproducible; `.pyi` files come from mypy-protobuf.
+gen/python (every proto) uses the pinned grpcio-tools and mypy-protobuf of
+the dev group, so the output is reproducible; `.pyi` files come from
+mypy-protobuf. The public API's stubs for other languages (gen/cpp,
+gen/csharp, gen/objc, gen/php, gen/ruby) come from buf.gen.stubs.yaml, run by
+the pinned buf with Debian's protoc and gRPC plugins (docs/stubs.md).
 """
 
 from __future__ import annotations
@@ -20,10 +23,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
-OUT = ROOT / "gen" / "python"
+GEN = ROOT / "gen"
+BUF = ROOT / "node_modules" / ".bin" / "buf"
+STUBS_TEMPLATE = ROOT / "buf.gen.stubs.yaml"
+# What buf.gen.stubs.yaml runs, and the Debian packages that hold each.
+NATIVE_TOOLS = {
+    "protoc": "protobuf-compiler",
+    "grpc_cpp_plugin": "protobuf-compiler-grpc",
+    "grpc_php_plugin": "protobuf-compiler-grpc",
+    "grpc_ruby_plugin": "protobuf-compiler-grpc",
+}
+NATIVE_LANGUAGES = ("cpp", "csharp", "objc", "php", "ruby")
+TREES = ("python", *NATIVE_LANGUAGES)
 
 
-def generate(out: Path) -> None:
+class MissingToolError(Exception):
+    """A generator is not installed; the message says how to install it."""
+
+
+def generate_python(out: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
     scripts = Path(sysconfig.get_path("scripts"))
     cmd = [
@@ -33,13 +51,38 @@ def generate(out: Path) -> None:
         f"--python_out={out}", f"--grpc_python_out={out}",
         f"--mypy_out={out}", f"--mypy_grpc_out={out}", *protos,
     ]
-    subprocess.run(cmd, check=True, cwd=PROTO)
+    # mypy-protobuf names every file it writes on stderr: show that only on failure.
+    result = subprocess.run(cmd, cwd=PROTO, capture_output=True, text=True)
+    if result.returncode:
+        raise subprocess.CalledProcessError(result.returncode, cmd, result.stdout, result.stderr)
     # Packages are explicit so tools (mypy, wheels) see them; dragoman/ itself
     # is the hand-written package, which extends its __path__ to this tree.
     for d in sorted({p.parent for p in out.rglob("*_pb2.py")}):
         while d != out / "dragoman":
             (d / "__init__.py").touch()
             d = d.parent
+
+
+def require_native_tools() -> None:
+    missing = sorted({pkg for tool, pkg in NATIVE_TOOLS.items() if shutil.which(tool) is None})
+    if missing:
+        raise MissingToolError(f"protoc or its gRPC plugins are missing: apt-get install {' '.join(missing)}")
+    if not BUF.exists():
+        raise MissingToolError("buf is missing: run `npm ci` at the repository root")
+
+
+def generate_native(gen: Path) -> None:
+    # The template's out: paths are gen/<language>, relative to -o.
+    subprocess.run([str(BUF), "generate", "--template", str(STUBS_TEMPLATE), "-o", str(gen.parent)],
+                   check=True, cwd=ROOT)
+
+
+def generate(gen: Path) -> None:
+    """Write every generated tree under gen (gen/python, gen/cpp, ...)."""
+    require_native_tools()
+    (gen / "python").mkdir(parents=True)
+    generate_python(gen / "python")
+    generate_native(gen)
 
 
 def differences(a: Path, b: Path) -> list[str]:
@@ -52,13 +95,17 @@ def differences(a: Path, b: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if gen/python is stale")
+    parser.add_argument("--check", action="store_true", help="fail if gen/ is stale")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(tmp)
-        generate(fresh)
+        fresh = Path(tmp) / "gen"
+        try:
+            generate(fresh)
+        except MissingToolError as e:
+            print(f"cannot generate the stubs: {e}", file=sys.stderr)
+            return 1
         if args.check:
-            stale = differences(fresh, OUT)
+            stale = [f"{tree}/{name}" for tree in TREES for name in differences(fresh / tree, GEN / tree)]
             if stale:
                 print("generated stubs are stale; run: python scripts/genproto.py", file=sys.stderr)
                 for name in stale:
@@ -66,10 +113,11 @@ def main() -> int:
                 return 1
             print("generated stubs are up to date")
             return 0
-        if OUT.exists():
-            shutil.rmtree(OUT)
-        shutil.copytree(fresh, OUT)
-    print(f"wrote {OUT.relative_to(ROOT)}")
+        for tree in TREES:
+            if (GEN / tree).exists():
+                shutil.rmtree(GEN / tree)
+            shutil.copytree(fresh / tree, GEN / tree)
+    print(f"wrote {GEN.relative_to(ROOT)}")
     return 0
 
 

@@ -1,0 +1,118 @@
+<?php
+// GENERATED CODE -- DO NOT EDIT!
+
+namespace Dragoman\V1;
+
+/**
+ * Accounts and tokens. Every other public call needs the access token from
+ * here in the `authorization: Bearer <token>` metadata.
+ */
+class AuthServiceClient extends \Grpc\BaseStub {
+
+    /**
+     * @param string $hostname hostname
+     * @param array $opts channel options
+     * @param \Grpc\Channel $channel (optional) re-use channel object
+     */
+    public function __construct($hostname, $opts, $channel = null) {
+        parent::__construct($hostname, $opts, $channel);
+    }
+
+    /**
+     * Creates an account. A taken username or email gives ALREADY_EXISTS.
+     * @param \Dragoman\V1\RegisterRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function Register(\Dragoman\V1\RegisterRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/Register',
+        $argument,
+        ['\Dragoman\V1\RegisterResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Exchanges a username and password for tokens. Wrong credentials give
+     * UNAUTHENTICATED.
+     * @param \Dragoman\V1\LoginRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function Login(\Dragoman\V1\LoginRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/Login',
+        $argument,
+        ['\Dragoman\V1\LoginResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Exchanges a refresh token for a new pair; the old refresh token stops
+     * working.
+     * @param \Dragoman\V1\RefreshTokenRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function RefreshToken(\Dragoman\V1\RefreshTokenRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/RefreshToken',
+        $argument,
+        ['\Dragoman\V1\RefreshTokenResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Revokes a refresh token.
+     * @param \Dragoman\V1\LogoutRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function Logout(\Dragoman\V1\LogoutRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/Logout',
+        $argument,
+        ['\Dragoman\V1\LogoutResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Deletes the caller's account and all their data: logins, their part in
+     * sessions, what they said. Needs the access token and the password; a
+     * wrong password gives UNAUTHENTICATED. Sessions left without
+     * participants go too; the partner keeps their own part.
+     * @param \Dragoman\V1\DeleteAccountRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function DeleteAccount(\Dragoman\V1\DeleteAccountRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/DeleteAccount',
+        $argument,
+        ['\Dragoman\V1\DeleteAccountResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Returns everything stored about the caller: account, logins, sessions
+     * and the utterances of those sessions (decrypted). Needs the access
+     * token.
+     * @param \Dragoman\V1\ExportMyDataRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function ExportMyData(\Dragoman\V1\ExportMyDataRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/ExportMyData',
+        $argument,
+        ['\Dragoman\V1\ExportMyDataResponse', 'decode'],
+        $metadata, $options);
+    }
+
+}
