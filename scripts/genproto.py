@@ -1,10 +1,11 @@
-"""Regenerate the Python stubs in gen/python from proto/ (or check them).
+"""Regenerate the Python stubs in gen/python and docs/api.md from proto/ (or check them).
 
-    python scripts/genproto.py          # write gen/python
-    python scripts/genproto.py --check  # exit 1 when gen/python is stale
+    python scripts/genproto.py          # write gen/python and docs/api.md
+    python scripts/genproto.py --check  # exit 1 when either is stale
 
 Uses the pinned grpcio-tools and mypy-protobuf of the dev group, so the
-output is reproducible; `.pyi` files come from mypy-protobuf.
+output is reproducible; `.pyi` files come from mypy-protobuf. The API
+reference comes from scripts/gendocs.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+
+import gendocs  # scripts/ is on sys.path when this runs as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
@@ -52,15 +55,18 @@ def differences(a: Path, b: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if gen/python is stale")
+    parser.add_argument("--check", action="store_true", help="fail if gen/python or docs/api.md is stale")
     args = parser.parse_args()
+    docs = gendocs.render(gendocs.descriptors())
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp)
         generate(fresh)
         if args.check:
             stale = differences(fresh, OUT)
+            if not gendocs.OUT.exists() or gendocs.OUT.read_text() != docs:
+                stale.append(str(gendocs.OUT.relative_to(ROOT)))
             if stale:
-                print("generated stubs are stale; run: python scripts/genproto.py", file=sys.stderr)
+                print("generated stubs or docs are stale; run: python scripts/genproto.py", file=sys.stderr)
                 for name in stale:
                     print(f"  {name}", file=sys.stderr)
                 return 1
@@ -69,7 +75,8 @@ def main() -> int:
         if OUT.exists():
             shutil.rmtree(OUT)
         shutil.copytree(fresh, OUT)
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    gendocs.OUT.write_text(docs)
+    print(f"wrote {OUT.relative_to(ROOT)} and {gendocs.OUT.relative_to(ROOT)}")
     return 0
 
 
