@@ -4,7 +4,7 @@
 #   ./dev.sh demo     set up (venv, deps, model weights) and run the demo conversation
 #   ./dev.sh test     set up and run every check and test (what CI runs)
 #   ./dev.sh setup    only set up: .venv with the locked dependencies + model weights
-#   ./dev.sh gen      regenerate the stubs in gen/ and web/src/gen from proto/
+#   ./dev.sh gen      regenerate the stubs in gen/ and web/src/gen, and docs/api.md, from proto/
 #
 # Set-up is idempotent: a second run only checks what is there.
 set -euo pipefail
@@ -96,7 +96,7 @@ case "$cmd" in
     setup_python; setup_apt; setup_models; setup_node; setup_browser; setup_codegen
     log "uv.lock in sync with pyproject.toml"
     .venv/bin/uv lock --check --python .venv/bin/python
-    log "generated stubs in sync with proto/"
+    log "generated stubs and docs/api.md in sync with proto/"
     .venv/bin/python scripts/genproto.py --check
     log "buf lint"
     npx --no-install buf lint

@@ -1,13 +1,14 @@
-"""Regenerate the stubs in gen/ from proto/ (or check them).
+"""Regenerate the stubs in gen/ and docs/api.md from proto/ (or check them).
 
-    python scripts/genproto.py          # write gen/
-    python scripts/genproto.py --check  # exit 1 when gen/ is stale
+    python scripts/genproto.py          # write gen/ and docs/api.md
+    python scripts/genproto.py --check  # exit 1 when either is stale
 
 gen/python (every proto) uses the pinned grpcio-tools and mypy-protobuf of
 the dev group, so the output is reproducible; `.pyi` files come from
 mypy-protobuf. The public API's stubs for other languages (gen/cpp,
 gen/csharp, gen/objc, gen/php, gen/ruby) come from buf.gen.stubs.yaml, run by
-the pinned buf with Debian's protoc and gRPC plugins (docs/stubs.md).
+the pinned buf with Debian's protoc and gRPC plugins (docs/stubs.md). The
+API reference (docs/api.md) comes from scripts/gendocs.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 import sysconfig
 import tempfile
 from pathlib import Path
+
+import gendocs  # scripts/ is on sys.path when this runs as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
@@ -95,8 +98,9 @@ def differences(a: Path, b: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if gen/ is stale")
+    parser.add_argument("--check", action="store_true", help="fail if gen/ or docs/api.md is stale")
     args = parser.parse_args()
+    docs = gendocs.render(gendocs.descriptors())
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "gen"
         try:
@@ -106,8 +110,10 @@ def main() -> int:
             return 1
         if args.check:
             stale = [f"{tree}/{name}" for tree in TREES for name in differences(fresh / tree, GEN / tree)]
+            if not gendocs.OUT.exists() or gendocs.OUT.read_text() != docs:
+                stale.append(str(gendocs.OUT.relative_to(ROOT)))
             if stale:
-                print("generated stubs are stale; run: python scripts/genproto.py", file=sys.stderr)
+                print("generated stubs or docs are stale; run: python scripts/genproto.py", file=sys.stderr)
                 for name in stale:
                     print(f"  {name}", file=sys.stderr)
                 return 1
@@ -117,7 +123,8 @@ def main() -> int:
             if (GEN / tree).exists():
                 shutil.rmtree(GEN / tree)
             shutil.copytree(fresh / tree, GEN / tree)
-    print(f"wrote {GEN.relative_to(ROOT)}")
+    gendocs.OUT.write_text(docs)
+    print(f"wrote {GEN.relative_to(ROOT)} and {gendocs.OUT.relative_to(ROOT)}")
     return 0
 
 
