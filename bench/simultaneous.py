@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sacrebleu
 
 from bench.common import (
     TESTDATA,
@@ -75,6 +74,7 @@ from bench.e2e_latency import (
     speech_span,
 )
 from bench.mesh_chrf import flores
+from bench.st_bench import chrf
 from bench.stt_bench import normalise
 from dragoman import audio, config
 from dragoman.stats import percentile
@@ -375,10 +375,6 @@ def stream_times(words: Sequence[Word], sent: Sequence[float]) -> tuple[list[flo
     return [at(w.start_s, False) for w in words], [at(w.end_s, True) for w in words]
 
 
-def chrf(hypothesis: str, reference: str) -> float:
-    return round(sacrebleu.corpus_chrf([hypothesis], [[reference]]).score, 1)
-
-
 # -- a run -----------------------------------------------------------------------
 
 
@@ -409,8 +405,8 @@ async def say_monologue(gateway: str, mono: Monologue, target: str, words: list[
         "piece_counts": _piece_counts(heard),
         "partial_translations": listener.partial_translations,
         **spans,
-        "chrf_speech": chrf(spoken, reference),
-        "chrf_captions": chrf(captions, reference),
+        "chrf_speech": chrf([spoken], [reference]),
+        "chrf_captions": chrf([captions], [reference]),
         "speech": spoken,
         "captions": captions,
         "pieces": [{"utterance_id": u.utterance_id, "piece_index": u.piece_index,
