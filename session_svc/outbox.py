@@ -104,9 +104,10 @@ class Pieces:
 
     Read as one speech: `chunk_index` counts on across pieces, `piece_index` from 1,
     `source_text` on each piece's first chunk, `is_last` only at the end of the last piece.
-    A piece that failed before the last is skipped (the speaker was told). Ended with no last
-    piece (its final never came), it closes with one empty `is_last` chunk, so a player waiting
-    for the end of the utterance gets it; `rate_hz` is the rate asked of tts_svc."""
+    A piece that failed before the last is skipped (the speaker was told). When no chunk of a
+    last piece closed it (the last piece had nothing to say, or no last piece came because the
+    final never did), it closes with one empty `is_last` chunk, so a player waiting for the end
+    of the utterance gets it; `rate_hz` is the rate asked of tts_svc."""
 
     def __init__(self, rate_hz: int) -> None:
         self.rate_hz = rate_hz
@@ -139,21 +140,24 @@ class Pieces:
     async def follow(self) -> AsyncIterator[Chunk]:
         index = p = 0
         rate_hz = self.rate_hz  # the chunks' own once there are some (0 asks tts_svc's default)
+        closed = False
         while True:
             if p < len(self.pieces):
                 last = self.last_added and p == len(self.pieces) - 1
                 try:
                     async for c in self.pieces[p].follow():
-                        yield Chunk(c.audio, c.sample_rate_hertz, index, last and c.is_last,
-                                    c.text, p + 1, c.source_text, after_final=last)
+                        closed = last and c.is_last
+                        yield Chunk(c.audio, c.sample_rate_hertz, index, closed, c.text, p + 1,
+                                    c.source_text, after_final=last)
                         index, rate_hz = index + 1, c.sample_rate_hertz
                 except DragomanError:
                     if last:
                         raise
                 p += 1
             elif self.ended:
-                if not self.last_added:
-                    yield Chunk(b"", rate_hz, index, True, "", p + 1, after_final=False)
+                if not closed:  # an empty last piece keeps its number; a lost final takes the next
+                    yield Chunk(b"", rate_hz, index, True, "", p if self.last_added else p + 1,
+                                after_final=self.last_added)
                 return
             else:
                 await self._changed.wait()

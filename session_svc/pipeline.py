@@ -55,7 +55,6 @@ from dragoman.coverage import Route
 from dragoman.errors import DragomanError, InvalidArgument, ResourceExhausted
 from dragoman.languages import ENGLISH
 from dragoman.stt.v1 import stt_pb2
-from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from session_svc import outbox, pieces, routes, sentences
 from session_svc.downstream import Downstream, error_code
@@ -601,9 +600,7 @@ class SpeakerPipeline:
             for speech in speeches.values():
                 speech.text, speech.translated = spoken, time.monotonic()
             if spoken.strip():
-                await asyncio.gather(*(
-                    self._synthesize(target, voice, rate_hz, speech, utt)
-                    for (voice, rate_hz), speech in speeches.items()))
+                await self._synthesize_all(target, speeches, utt)
         finally:
             for speech in speeches.values():
                 speech.end()
@@ -663,15 +660,8 @@ class SpeakerPipeline:
                 whole.translated = translated
                 whole.text = pieces.join(
                     [p.text for p in whole.pieces if p.text.strip()], target.language_code)
-            if spoken.strip():
-                await asyncio.gather(*(
-                    self._synthesize(target, voice, rate_hz, speech, utt)
-                    for (voice, rate_hz), speech in last.items()))
-            else:
-                for (_, rate_hz), speech in last.items():
-                    speech.add(tts_pb2.SynthesizeResponse(
-                        audio=b"", sample_rate_hertz=rate_hz, chunk_index=0, is_last=True))
-                    speech.end()
+            if spoken.strip():  # else the Pieces close with an empty last chunk
+                await self._synthesize_all(target, last, utt)
 
         try:
             await asyncio.gather(caption() if target.translate else asyncio.sleep(0), speak())
@@ -746,9 +736,8 @@ class SpeakerPipeline:
             speech.text, speech.translated = spoken, translated
         if not spoken.strip():
             return
-        await asyncio.gather(*(
-            self._synthesize(target, voice, rate_hz, speech, utt)
-            for (voice, rate_hz), speech in target.speeches.items() if isinstance(speech, Speech)))
+        await self._synthesize_all(target, {
+            key: speech for key, speech in target.speeches.items() if isinstance(speech, Speech)}, utt)
 
     async def _translate(self, utt: Utterance, target: _Target,
                          text: str) -> routes.Translated | DragomanError:
@@ -783,6 +772,12 @@ class SpeakerPipeline:
             if listener.present:
                 listener.log.append(translation=make(
                     speaker=pb.SPEAKER_PARTNER, target_language_code=listener.language_code))
+
+    async def _synthesize_all(self, target: _Target, speeches: dict[tuple[str, int], Speech],
+                              utt: Utterance) -> None:
+        """Each (voice, output rate)'s synthesis of its speech's text, at once."""
+        await asyncio.gather(*(self._synthesize(target, voice, rate_hz, speech, utt)
+                               for (voice, rate_hz), speech in speeches.items()))
 
     async def _synthesize(self, target: _Target, voice: str, rate_hz: int, speech: Speech,
                           utt: Utterance) -> None:
