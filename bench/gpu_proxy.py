@@ -1,6 +1,6 @@
 """GPU throughput of the production model architectures, for the capacity model.
 
-    python bench/gpu_proxy.py [--out bench/results/gpu.json] [--batches 1,8,32] [--quick]
+    python bench/gpu_proxy.py [--out bench/results/gpu.json] [--batches 1,8,32,64] [--quick]
 
 Runs on a machine whose PyTorch sees a CUDA GPU and needs only torch and
 transformers: no weights (none can be fetched there), so every model is the
@@ -11,7 +11,8 @@ the time of one batched call and the throughput that follows
 (utterances/s for STT, sentences/s for MT, seconds of audio per second for TTS).
 
 Models: Whisper large-v3-turbo and base (STT: one 30 s encoder window, 40
-decoded tokens), NLLB-200 distilled 600M and OPUS-MT tc-big (MT: 32 source
+decoded tokens; and a 10 s window, as stt_svc encodes utterances that fit,
+`window_s` in each row), NLLB-200 distilled 600M and OPUS-MT tc-big (MT: 32 source
 tokens, 40 target tokens), VITS as in MMS-TTS (TTS: 60 input symbols).
 """
 
@@ -69,13 +70,16 @@ def greedy(decoder_step: Callable[[torch.Tensor, object], torch.Tensor],
         tokens = decoder_step(tokens, cache)[:, -1:].argmax(-1)
 
 
-def whisper(name: str, cfg: dict[str, int], batches: list[int], repeats: int) -> list[dict[str, object]]:
-    config = tf.WhisperConfig(**cfg)
+def whisper(name: str, cfg: dict[str, int], batches: list[int], repeats: int,
+            window_s: int = 30) -> list[dict[str, object]]:
+    # a shorter window is the same architecture with fewer positions (50 a second after the
+    # encoder's stride-2 convolution), which is what the engine's 10 s windows compute
+    config = tf.WhisperConfig(**cfg, max_source_positions=window_s * 50)
     with torch.device(DEVICE):
         model = tf.WhisperForConditionalGeneration(config).to(DTYPE).eval()
     rows = []
     for b in batches:
-        feats = torch.randn(b, cfg["num_mel_bins"], 3000, device=DEVICE, dtype=DTYPE)
+        feats = torch.randn(b, cfg["num_mel_bins"], window_s * 100, device=DEVICE, dtype=DTYPE)
 
         def run(b: int = b, feats: torch.Tensor = feats) -> None:
             with torch.inference_mode():
@@ -90,8 +94,9 @@ def whisper(name: str, cfg: dict[str, int], batches: list[int], repeats: int) ->
 
         t = timed(run, repeats)
         rows.append({"model": name, "role": "stt", "batch": b, "seconds_per_call": t,
-                     "utterances_per_s": b / t, "window_s": 30, "decoded_tokens": STT_TOKENS})
-        print(f"{name:<32} batch {b:>3}: {t * 1000:8.1f} ms/call  {b / t:8.1f} utterances/s", flush=True)
+                     "utterances_per_s": b / t, "window_s": window_s, "decoded_tokens": STT_TOKENS})
+        print(f"{name:<32} {window_s:>2} s, batch {b:>3}: {t * 1000:8.1f} ms/call  "
+              f"{b / t:8.1f} utterances/s", flush=True)
     return rows
 
 
@@ -151,7 +156,7 @@ def vits(batches: list[int], repeats: int) -> list[dict[str, object]]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench/results/gpu.json")
-    p.add_argument("--batches", default="1,8,32")
+    p.add_argument("--batches", default="1,8,32,64")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="whisper-base and VITS only (a check of the script)")
     p.add_argument("--cpu", action="store_true", help="run on the CPU in fp32 (checks the script only)")
@@ -170,8 +175,10 @@ def main() -> int:
              "decoder_attention_heads": 20, "encoder_ffn_dim": 5120, "decoder_ffn_dim": 5120,
              "num_mel_bins": 128, "vocab_size": 51866}
     rows = whisper("whisper-base", base, batches, args.repeats)
+    rows += whisper("whisper-base", base, batches, args.repeats, window_s=10)
     if not args.quick:
         rows += whisper("whisper-large-v3-turbo", turbo, batches, args.repeats)
+        rows += whisper("whisper-large-v3-turbo", turbo, batches, args.repeats, window_s=10)
         nllb = tf.M2M100Config(vocab_size=256206, d_model=1024, encoder_layers=12, decoder_layers=12,
                                encoder_attention_heads=16, decoder_attention_heads=16,
                                encoder_ffn_dim=4096, decoder_ffn_dim=4096)
