@@ -14,6 +14,7 @@
     dragoman db upgrade            apply pending database migrations
     dragoman keys generate|rotate  make an encryption key; re-encrypt logs under the first key
     dragoman keys tls --out DIR    a dev CA and a certificate per service for internal mTLS
+    dragoman admin create|remove|list  the admin role of accounts, in the database directly
 
 Service addresses come from DRAGOMAN_ADDRESSES_<SERVICE> (or the TOML file in
 DRAGOMAN_CONFIG), or the --stt/--mt/--tts/--gateway flags, so the clients
@@ -263,6 +264,15 @@ def _parser() -> argparse.ArgumentParser:
                       help="one more DNS SAN for every certificate; repeatable")
     ktls.add_argument("--days", type=int, default=tls.CERT_DAYS,
                       help=f"certificate lifetime (default: {tls.CERT_DAYS})")
+
+    adm = sub.add_parser(
+        "admin", help="the admin role of accounts (in the database directly, never the public API)")
+    asub = adm.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    acreate = asub.add_parser("create", help="make the registered account USERNAME an admin")
+    acreate.add_argument("username")
+    aremove = asub.add_parser("remove", help="take the admin role from USERNAME (not the last admin)")
+    aremove.add_argument("username")
+    asub.add_parser("list", help="print the admins: username, user id, registration time")
     return p
 
 
@@ -309,6 +319,8 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         return _tls_keys(args)
     if args.command in ("db", "keys"):
         return await _database(args, settings)
+    if args.command == "admin":
+        return await _admin(args, settings)
     print(json.dumps(config.describe(settings), indent=2))
     return 0
 
@@ -541,6 +553,29 @@ async def _database(args: argparse.Namespace, settings: config.Settings) -> int:
         rotated = await rotate_keys(conn, keyring)
     print(f"re-encrypted {rotated} translation logs under key {keyring.primary_id!r}")
     return 0
+
+
+async def _admin(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Roles are the gateway's (its users table): the command goes through its store,
+    straight to PostgreSQL, so no public call can ever grant one."""
+    from datetime import UTC, datetime
+
+    from dragoman import db
+    from gateway.pgstore import PgUserStore
+
+    database = await db.open_database(settings.database)
+    try:
+        store = PgUserStore(database)
+        if args.admin_command == "list":
+            for user in await store.list_admins():
+                created = datetime.fromtimestamp(user.create_time_s, UTC).isoformat(timespec="seconds")
+                print(f"{user.username}\t{user.user_id}\t{created}")
+            return 0
+        user = await store.set_admin(args.username, args.admin_command == "create")
+        print(f"{user.username} is {'an admin' if args.admin_command == 'create' else 'no longer an admin'}")
+        return 0
+    finally:
+        await database.close()
 
 
 def _mesh_tls(settings: config.Settings) -> tls.MeshTls | None:

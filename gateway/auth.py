@@ -2,10 +2,12 @@
 rotating refresh tokens.
 
 Access tokens are HS256 JWTs (`sub` user id, `name` username, `sid` login,
-`iat`, `exp`, `jti`) checked on every proxied call. Refresh tokens are random
+`roles`, `iat`, `exp`, `jti`) checked on every proxied call. Refresh tokens are random
 and opaque, stored as sha256 digests, single use: each exchange spends the
 token and issues the next of its family (one family per login). Showing a
-spent token again means it leaked, so the whole family is revoked.
+spent token again means it leaked, so the whole family is revoked. Each
+family is a device (`ListDevices`): the name the client gave at sign-in, its
+user agent, when it was last used and from which network (gateway.peers).
 
 An access token works only while its login stands (`Revocations`): logout,
 a leaked refresh token and account deletion revoke the login, and with it
@@ -30,7 +32,17 @@ import argon2
 import jwt
 
 from dragoman import config, errors
-from gateway.store import RefreshToken, TokenState, User, UserData, UserStore
+from gateway.store import (
+    ROLES,
+    USER,
+    Device,
+    RefreshToken,
+    Sighting,
+    TokenState,
+    User,
+    UserData,
+    UserStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +60,19 @@ EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x
 MAX_EMAIL_CHARS = 254
 LANGUAGE_CODE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 MIN_PASSWORD_CHARS, MAX_PASSWORD_CHARS = 8, 128
+MAX_DEVICE_NAME_CHARS = 64
+MAX_USER_AGENT_CHARS = 256
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 WRONG_CREDENTIALS = "wrong username or password"
 MISSING_TOKEN = "missing access token"
 INVALID_TOKEN = "invalid access token"
 EXPIRED_TOKEN = "access token expired"
-REVOKED_TOKEN = "access token revoked: its login ended (logout or account deleted); log in again"
+REVOKED_TOKEN = ("access token revoked: its login ended (logout, device revoked or account "
+                 "deleted); log in again")
+REVOKED_REFRESH = ("refresh token revoked: this device was signed out (logout, RevokeDevice or a "
+                   "reused token); log in again")
+UNKNOWN_DEVICE = "no such device among yours"
 
 _T = TypeVar("_T")
 
@@ -66,6 +85,8 @@ class Identity:
     username: str
     login_id: str = ""
     """The login (refresh token family) the token belongs to; ending it revokes the token."""
+    roles: tuple[str, ...] = (USER,)
+    """The account's roles when the token was issued (gateway.store.ROLES)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +120,20 @@ def check_registration(username: str, email: str, password: str, language_code: 
         problems.append("preferred_language_code must be a BCP-47 code such as 'en' or 'pt-BR'")
     if problems:
         raise errors.InvalidArgument("; ".join(problems))
+
+
+def check_device_name(name: str) -> None:
+    if len(name) > MAX_DEVICE_NAME_CHARS or CONTROL.search(name):
+        raise errors.InvalidArgument(
+            f"device_name must be at most {MAX_DEVICE_NAME_CHARS} characters, none of them "
+            "control characters")
+
+
+def user_agent(metadata: Iterable[tuple[str, str | bytes]]) -> str:
+    """The call's `user-agent`, without control characters and cut to
+    MAX_USER_AGENT_CHARS: the client sends it, so it is shown, never trusted."""
+    value = next((v for k, v in metadata if k == "user-agent" and isinstance(v, str)), "")
+    return CONTROL.sub("", value)[:MAX_USER_AGENT_CHARS]
 
 
 class Passwords:
@@ -178,6 +213,7 @@ class AccessTokens:
             "sub": identity.user_id,
             "name": identity.username,
             "sid": identity.login_id,  # OpenID Connect's session id: here, the login
+            "roles": list(identity.roles),
             "iat": now,
             "exp": expire_time_s,
             "jti": uuid.uuid4().hex,
@@ -197,7 +233,10 @@ class AccessTokens:
         user_id, username, login_id = claims["sub"], claims["name"], claims["sid"]
         if not all(isinstance(v, str) and v for v in (user_id, username, login_id)):
             raise errors.Unauthenticated(INVALID_TOKEN)
-        return Identity(user_id, username, login_id)
+        roles = claims.get("roles", [USER])  # tokens issued before roles have none: users
+        if not isinstance(roles, list) or not roles or not set(roles) <= set(ROLES):
+            raise errors.Unauthenticated(INVALID_TOKEN)
+        return Identity(user_id, username, login_id, tuple(roles))
 
     def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Identity:
         """The caller of a call with this metadata (`authorization: Bearer <jwt>`)."""
@@ -301,8 +340,10 @@ class Accounts:
         self.revocations = revocations or Revocations(store, recheck_s=0.0)
 
     async def register(
-        self, username: str, email: str, password: str, preferred_language_code: str
+        self, username: str, email: str, password: str, preferred_language_code: str,
+        seen: Sighting | None = None,
     ) -> SignIn:
+        """`seen`: the device signing in (default: none named, now)."""
         check_registration(username, email, password, preferred_language_code)
         user = User(
             user_id=uuid.uuid4().hex,
@@ -314,9 +355,9 @@ class Accounts:
         )
         await self._store.add_user(user)
         log.info("user registered", extra={"user_id": user.user_id})
-        return SignIn(user, await self._issue(user, family_id=uuid.uuid4().hex))
+        return SignIn(user, await self._issue(user, uuid.uuid4().hex, seen))
 
-    async def login(self, username: str, password: str) -> SignIn:
+    async def login(self, username: str, password: str, seen: Sighting | None = None) -> SignIn:
         # a name Register would refuse cannot exist (nor can the store take every string:
         # PostgreSQL text holds no NUL)
         user = await self._store.find_user(username) if USERNAME.fullmatch(username) else None
@@ -324,13 +365,16 @@ class Accounts:
         if user is None or not matches:
             raise errors.Unauthenticated(WRONG_CREDENTIALS)
         log.info("user logged in", extra={"user_id": user.user_id})
-        return SignIn(user, await self._issue(user, family_id=uuid.uuid4().hex))
+        return SignIn(user, await self._issue(user, uuid.uuid4().hex, seen))
 
-    async def refresh(self, refresh_token: str) -> TokenPair:
-        """Spends `refresh_token` and issues the next pair of its family."""
+    async def refresh(self, refresh_token: str, seen: Sighting | None = None) -> TokenPair:
+        """Spends `refresh_token` and issues the next pair of its family,
+        recording the device as `seen` now."""
         token, state = await self._lookup(refresh_token)
         if state is TokenState.REVOKED:
-            raise errors.Unauthenticated("refresh token revoked")
+            log.warning("refresh from a revoked device refused",
+                        extra={"user_id": token.user_id, "device_id": token.family_id})
+            raise errors.Unauthenticated(REVOKED_REFRESH)
         if token.expire_time_s <= self._clock():
             raise errors.Unauthenticated("refresh token expired")
         if state is TokenState.SPENT or not await self._store.spend_refresh_token(token.token_hash):
@@ -344,7 +388,7 @@ class Accounts:
         if user is None:
             await self._revoke(token.family_id)
             raise errors.Unauthenticated("invalid refresh token")
-        return await self._issue(user, token.family_id)
+        return await self._issue(user, token.family_id, seen)
 
     async def logout(self, refresh_token: str) -> None:
         """Revokes the login `refresh_token` belongs to. Unknown tokens are
@@ -378,6 +422,22 @@ class Accounts:
             raise errors.NotFound("the account no longer exists")
         return data
 
+    def now(self) -> float:
+        return self._clock()
+
+    async def devices(self, identity: Identity) -> list[Device]:
+        return await self._store.list_devices(identity.user_id)
+
+    async def revoke_device(self, identity: Identity, device_id: str) -> None:
+        """Signs out one of the caller's devices, its access tokens included.
+        NotFound for another user's device, so that ids reveal nothing."""
+        if not device_id:
+            raise errors.InvalidArgument("device_id is required")
+        if not await self._store.revoke_device(identity.user_id, device_id):
+            raise errors.NotFound(UNKNOWN_DEVICE)
+        self.revocations.revoked(device_id)
+        log.info("device revoked", extra={"user_id": identity.user_id, "device_id": device_id})
+
     async def _revoke(self, family_id: str) -> None:
         await self._store.revoke_family(family_id)
         self.revocations.revoked(family_id)
@@ -390,9 +450,9 @@ class Accounts:
             raise errors.Unauthenticated("invalid refresh token")
         return found
 
-    async def _issue(self, user: User, family_id: str) -> TokenPair:
+    async def _issue(self, user: User, family_id: str, seen: Sighting | None) -> TokenPair:
         access_token, access_expire_time_s = self._tokens.issue(
-            Identity(user.user_id, user.username, family_id)
+            Identity(user.user_id, user.username, family_id, user.roles)
         )
         refresh_token = secrets.token_urlsafe(32)
         refresh_expire_time_s = int(self._clock()) + self._refresh_ttl_s
@@ -401,5 +461,5 @@ class Accounts:
             user_id=user.user_id,
             family_id=family_id,
             expire_time_s=refresh_expire_time_s,
-        ))
+        ), seen or Sighting(self._clock()))
         return TokenPair(access_token, access_expire_time_s, refresh_token, refresh_expire_time_s)

@@ -49,17 +49,37 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def client_address(context: grpc.aio.ServicerContext, trusted: Sequence[Network] = ()) -> str:
-    """The address a call comes from, as limits count it (see the module's docstring)."""
+def _client_ip(
+    context: grpc.aio.ServicerContext, trusted: Sequence[Network],
+) -> tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None]:
+    """The peer's host and the client's IP (None when the peer is not an IP)."""
     host = peer_host(context.peer() or "")
     ip = _ip(host)
     if ip is None:
-        return host
+        return host, None
     if any(ip in network for network in trusted):
         forwarded = [v for k, v in context.invocation_metadata() or () if k == FORWARDED_FOR]
         ip = _ip(str(forwarded[-1]).rpartition(",")[2] if forwarded else "") or ip
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return host, ip.ipv4_mapped
+    return host, ip
+
+
+def client_address(context: grpc.aio.ServicerContext, trusted: Sequence[Network] = ()) -> str:
+    """The address a call comes from, as limits count it (see the module's docstring)."""
+    host, ip = _client_ip(context, trusted)
+    if ip is None:
+        return host
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def coarse_network(context: grpc.aio.ServicerContext, trusted: Sequence[Network] = ()) -> str:
+    """The client's network as a device list shows it, never its address: the
+    IPv4 /24 or IPv6 /48 around it; "" when the peer is not an IP."""
+    _, ip = _client_ip(context, trusted)
+    if ip is None:
+        return ""
+    prefix = 24 if isinstance(ip, ipaddress.IPv4Address) else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))

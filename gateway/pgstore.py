@@ -15,6 +15,7 @@ cache of standing logins (gateway.auth.Revocations).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +26,19 @@ from psycopg.rows import dict_row
 from dragoman import errors
 from dragoman.db import Database
 from dragoman.db.times import to_datetime
-from gateway.store import PURGE_INTERVAL_S, Login, RefreshToken, TokenState, User, UserData
+from gateway.store import (
+    ADMIN,
+    LAST_ADMIN,
+    PURGE_INTERVAL_S,
+    USER,
+    Device,
+    Login,
+    RefreshToken,
+    Sighting,
+    TokenState,
+    User,
+    UserData,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +47,20 @@ REVOKED_CHANNEL = "dragoman_logins_revoked"
 RELISTEN_S = 1.0
 """Wait before listening again after the connection was lost."""
 
-_USER_COLUMNS = "user_id, username, email, password_hash, preferred_language_code, created_at"
+_USER_COLUMNS = ("user_id, username, email, password_hash, preferred_language_code, created_at, "
+                 "roles")
+_DEVICE_COLUMNS = "family_id, device_name, user_agent, coarse_ip, created_at, last_seen_at"
 
 
 def _user(row: dict[str, object]) -> User:
     created = row.pop("created_at")
-    return User(**row, create_time_s=created.timestamp())  # type: ignore[arg-type, attr-defined]
+    roles = tuple(row.pop("roles"))  # type: ignore[call-overload]
+    return User(**row, create_time_s=created.timestamp(), roles=roles)  # type: ignore[arg-type, attr-defined]
+
+
+def _device(family_id: str, name: str, user_agent: str, coarse_ip: str,
+            created: datetime.datetime, last_seen: datetime.datetime) -> Device:
+    return Device(family_id, name, user_agent, coarse_ip, created.timestamp(), last_seen.timestamp())
 
 
 class PgUserStore:
@@ -54,9 +75,10 @@ class PgUserStore:
         async with self._db.pool.connection() as conn:
             try:
                 await conn.execute(
-                    f"INSERT INTO users ({_USER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)",
+                    f"INSERT INTO users ({_USER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                     (user.user_id, user.username, user.email, user.password_hash,
-                     user.preferred_language_code, to_datetime(user.create_time_s)))
+                     user.preferred_language_code, to_datetime(user.create_time_s),
+                     list(user.roles)))
             except psycopg.errors.UniqueViolation as e:
                 if e.diag.constraint_name == "users_email_key":
                     raise errors.AlreadyExists("email address is already registered") from None
@@ -74,13 +96,20 @@ class PgUserStore:
     async def get_user(self, user_id: str) -> User | None:
         return await self._one_user("user_id = %s", user_id)
 
-    async def add_refresh_token(self, token: RefreshToken) -> None:
+    async def add_refresh_token(self, token: RefreshToken, seen: Sighting | None = None) -> None:
+        seen = seen or Sighting(self._clock())
+        seen_at = to_datetime(seen.time_s)
         async with self._db.pool.connection() as conn:
             await self._purge_expired(conn)
             async with conn.transaction():
                 await conn.execute(
-                    "INSERT INTO login_families (family_id, user_id) VALUES (%s, %s) "
-                    "ON CONFLICT (family_id) DO NOTHING", (token.family_id, token.user_id))
+                    "INSERT INTO login_families (family_id, user_id, created_at, last_seen_at, "
+                    "device_name, user_agent, coarse_ip) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (family_id) DO UPDATE SET last_seen_at = excluded.last_seen_at, "
+                    "coarse_ip = excluded.coarse_ip, user_agent = coalesce(nullif("
+                    "excluded.user_agent, ''), login_families.user_agent)",
+                    (token.family_id, token.user_id, seen_at, seen_at, seen.device_name,
+                     seen.user_agent, seen.coarse_ip))
                 await conn.execute(
                     "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at) "
                     "VALUES (%s, %s, %s, %s)",
@@ -124,6 +153,47 @@ class PgUserStore:
                 "AND revoked_at IS NULL", (family_id, user_id))
             return await cur.fetchone() is not None
 
+    async def list_devices(self, user_id: str) -> list[Device]:
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM login_families WHERE user_id = %s "
+                "AND revoked_at IS NULL ORDER BY last_seen_at DESC", (user_id,))
+            return [_device(*row) for row in await cur.fetchall()]
+
+    async def revoke_device(self, user_id: str, family_id: str) -> bool:
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE login_families SET revoked_at = now() WHERE family_id = %s "
+                "AND user_id = %s AND revoked_at IS NULL RETURNING 1", (family_id, user_id))
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, f"login:{family_id}"))
+            return True
+
+    async def set_admin(self, username: str, admin: bool) -> User:
+        async with self._db.pool.connection() as conn, conn.transaction():
+            # the admins' rows locked: of two concurrent removals the second sees the first
+            cur = await conn.execute(
+                "SELECT lower(username) FROM users WHERE %s = ANY (roles) FOR UPDATE", (ADMIN,))
+            admins = {row[0] for row in await cur.fetchall()}
+            if not admin and admins == {username.lower()}:
+                raise errors.FailedPrecondition(LAST_ADMIN)
+            async with conn.cursor(row_factory=dict_row) as dcur:
+                await dcur.execute(
+                    f"UPDATE users SET roles = %s WHERE lower(username) = lower(%s) "
+                    f"RETURNING {_USER_COLUMNS}",
+                    ([USER, ADMIN] if admin else [USER], username))
+                row = await dcur.fetchone()
+        if row is None:
+            raise errors.NotFound(f"no account named {username!r}")
+        return _user(row)
+
+    async def list_admins(self) -> list[User]:
+        async with self._db.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE %s = ANY (roles) "
+                              "ORDER BY lower(username)", (ADMIN,))
+            return [_user(row) for row in await cur.fetchall()]
+
     async def delete_user(self, user_id: str) -> None:
         async with self._db.pool.connection() as conn:
             await conn.execute("DELETE FROM users WHERE user_id = %s", (user_id,))  # tokens cascade
@@ -135,11 +205,13 @@ class PgUserStore:
             return None
         async with self._db.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT f.created_at, max(t.expires_at), f.revoked_at IS NOT NULL "
-                "FROM login_families f LEFT JOIN refresh_tokens t USING (family_id) "
+                "SELECT max(t.expires_at), f.revoked_at IS NOT NULL, "
+                + ", ".join(f"f.{c}" for c in _DEVICE_COLUMNS.split(", ")) +
+                " FROM login_families f LEFT JOIN refresh_tokens t USING (family_id) "
                 "WHERE f.user_id = %s GROUP BY f.family_id ORDER BY f.created_at", (user_id,))
-            logins = [Login(created.timestamp(), expires.timestamp() if expires else 0.0, revoked)
-                      for created, expires, revoked in await cur.fetchall()]
+            logins = [Login(device[4].timestamp(), expires.timestamp() if expires else 0.0,
+                            revoked, _device(*device))
+                      for expires, revoked, *device in await cur.fetchall()]
         return UserData(user, logins)
 
     async def watch_revocations(self, login_revoked: Callable[[str], None],

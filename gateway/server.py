@@ -34,7 +34,7 @@ from gateway.proxy import ConversationProxy, Proxy, SessionProxy, end_live_sessi
 from gateway.routing import Router, SessionDirectory
 from gateway.sessiondata import SessionData
 from gateway.signin import SignInLimits
-from gateway.store import UserData, UserStore
+from gateway.store import Device, Sighting, UserData, UserStore
 
 SERVICE_NAMES = (
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
@@ -52,6 +52,13 @@ def _token_pair(tokens: TokenPair) -> auth_pb2.TokenPair:
     )
 
 
+def _device(device: Device, current_id: str = "") -> auth_pb2.Device:
+    return auth_pb2.Device(
+        device_id=device.device_id, name=device.name, user_agent=device.user_agent,
+        first_seen_time=timestamp(device.first_seen_s), last_seen_time=timestamp(device.last_seen_s),
+        coarse_ip=device.coarse_ip, current=device.device_id == current_id)
+
+
 def _export(
     data: UserData, sessions: session_pb2.ExportUserDataResponse
 ) -> auth_pb2.ExportMyDataResponse:
@@ -63,7 +70,8 @@ def _export(
             create_time=timestamp(user.create_time_s)),
         logins=[auth_pb2.LoginRecord(
             create_time=timestamp(login.create_time_s), expire_time=timestamp(login.expire_time_s),
-            revoked=login.revoked) for login in data.logins],
+            revoked=login.revoked, device=_device(login.device) if login.device else None)
+            for login in data.logins],
         sessions=sessions.sessions,
         utterances=sessions.utterances,
     )
@@ -71,8 +79,8 @@ def _export(
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """Accounts and tokens. Register, Login, RefreshToken and Logout need no
-    access token; DeleteAccount and ExportMyData do. Register and Login are
-    limited per client address (gateway.signin)."""
+    access token; DeleteAccount, ExportMyData, ListDevices and RevokeDevice do.
+    Register and Login are limited per client address (gateway.signin)."""
 
     def __init__(
         self, accounts: Accounts, authenticator: Authenticator, limits: Limits,
@@ -93,14 +101,20 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         await self._limits.request(identity.user_id)
         return identity
 
+    def _sighting(self, context: grpc.aio.ServicerContext, device_name: str = "") -> Sighting:
+        return Sighting(self._accounts.now(), auth.user_agent(context.invocation_metadata() or ()),
+                        peers.coarse_network(context, self._trusted_proxies), device_name)
+
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.RegisterResponse:
         auth.check_registration(request.username, request.email, request.password,
                                 request.preferred_language_code)
+        auth.check_device_name(request.device_name)
         await self._signin.registration(peers.client_address(context, self._trusted_proxies))
         signed_in = await self._accounts.register(
-            request.username, request.email, request.password, request.preferred_language_code
+            request.username, request.email, request.password, request.preferred_language_code,
+            self._sighting(context, request.device_name),
         )
         return auth_pb2.RegisterResponse(
             user_id=signed_in.user.user_id, tokens=_token_pair(signed_in.tokens)
@@ -109,12 +123,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Login(
         self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.LoginResponse:
+        auth.check_device_name(request.device_name)
         address = peers.client_address(context, self._trusted_proxies)
         # before the per-username limit: a held-back address must not spend the account's budget
         await self._signin.before_login(request.username, address)
         await self._limits.login(request.username)
         try:
-            signed_in = await self._accounts.login(request.username, request.password)
+            signed_in = await self._accounts.login(request.username, request.password,
+                                                   self._sighting(context, request.device_name))
         except errors.Unauthenticated:
             await self._signin.login_failed(request.username, address)
             raise
@@ -126,7 +142,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def RefreshToken(
         self, request: auth_pb2.RefreshTokenRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.RefreshTokenResponse:
-        tokens = await self._accounts.refresh(request.refresh_token)
+        tokens = await self._accounts.refresh(request.refresh_token, self._sighting(context))
         return auth_pb2.RefreshTokenResponse(tokens=_token_pair(tokens))
 
     async def Logout(
@@ -156,6 +172,20 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         caller = await self._caller(context)
         account = await self._accounts.export(caller)
         return _export(account, await self._session_data.export(caller, context.time_remaining()))
+
+    async def ListDevices(
+        self, request: auth_pb2.ListDevicesRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListDevicesResponse:
+        caller = await self._caller(context)
+        return auth_pb2.ListDevicesResponse(devices=[
+            _device(d, caller.login_id) for d in await self._accounts.devices(caller)])
+
+    async def RevokeDevice(
+        self, request: auth_pb2.RevokeDeviceRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RevokeDeviceResponse:
+        caller = await self._caller(context)
+        await self._accounts.revoke_device(caller, request.device_id)
+        return auth_pb2.RevokeDeviceResponse()
 
 
 async def create(

@@ -12,6 +12,7 @@ use them.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
 from collections.abc import Callable
@@ -22,6 +23,10 @@ from dragoman import errors
 
 PURGE_INTERVAL_S = 60.0
 """How often the in-memory store drops expired refresh tokens."""
+USER, ADMIN = "user", "admin"
+ROLES = (USER, ADMIN)
+"""Every account has USER; ADMIN is granted only server-side (`dragoman admin`)."""
+LAST_ADMIN = "cannot remove the last admin: make another admin first"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,33 @@ class User:
     """argon2id, in the PHC string format."""
     preferred_language_code: str
     create_time_s: float
+    roles: tuple[str, ...] = (USER,)
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """What a sign-in or refresh call showed of the device making it."""
+
+    time_s: float
+    user_agent: str = ""
+    coarse_ip: str = ""
+    """The client's network (gateway.peers.coarse_network), never its address."""
+    device_name: str = ""
+    """Given by the client at sign-in; a refresh gives none and keeps the name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A login (refresh token family) as its user sees it."""
+
+    device_id: str
+    """The family id."""
+    name: str
+    user_agent: str
+    coarse_ip: str
+    """Where it was last seen from."""
+    first_seen_s: float
+    last_seen_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +91,7 @@ class Login:
     expire_time_s: float
     """Expiry of its newest token."""
     revoked: bool
+    device: Device | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +126,11 @@ class UserStore(Protocol):
         """The account with this id."""
         ...
 
-    async def add_refresh_token(self, token: RefreshToken) -> None:
-        """Records a newly issued, live refresh token."""
+    async def add_refresh_token(self, token: RefreshToken, seen: Sighting | None = None) -> None:
+        """Records a newly issued, live refresh token, and its family's device
+        as `seen` (default: nothing but the time, now): the first token of a
+        family creates the device, a later one updates when and where it was
+        last seen (and the user agent, if given)."""
         ...
 
     async def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, TokenState] | None:
@@ -112,6 +148,25 @@ class UserStore(Protocol):
 
     async def login_live(self, family_id: str, user_id: str) -> bool:
         """Whether the login (family) of `user_id` exists and is not revoked."""
+        ...
+
+    async def list_devices(self, user_id: str) -> list[Device]:
+        """The standing (not revoked) logins of `user_id`, last seen first."""
+        ...
+
+    async def revoke_device(self, user_id: str, family_id: str) -> bool:
+        """Revokes the standing login `family_id` if it is `user_id`'s; False
+        (nothing done) when it is someone else's, unknown or already revoked."""
+        ...
+
+    async def set_admin(self, username: str, admin: bool) -> User:
+        """Grants or removes the admin role of the account `username`, atomically
+        refusing (FailedPrecondition, LAST_ADMIN) to remove the last admin.
+        NotFound when there is no such account."""
+        ...
+
+    async def list_admins(self) -> list[User]:
+        """Accounts with the admin role, by username."""
         ...
 
     async def delete_user(self, user_id: str) -> None:
@@ -136,7 +191,8 @@ class InMemoryUserStore:
         self._spent: set[str] = set()
         self._families: dict[str, set[str]] = {}
         self._revoked: set[str] = set()
-        self._family_created: dict[str, float] = {}
+        self._devices: dict[str, Device] = {}
+        """family id -> its device"""
         self._last_purge_s = clock()
 
     async def add_user(self, user: User) -> None:
@@ -156,11 +212,20 @@ class InMemoryUserStore:
     async def get_user(self, user_id: str) -> User | None:
         return self._users.get(user_id)
 
-    async def add_refresh_token(self, token: RefreshToken) -> None:
+    async def add_refresh_token(self, token: RefreshToken, seen: Sighting | None = None) -> None:
+        seen = seen or Sighting(self._clock())
         self._purge_expired()
         self._tokens[token.token_hash] = token
         self._families.setdefault(token.family_id, set()).add(token.token_hash)
-        self._family_created.setdefault(token.family_id, self._clock())
+        device = self._devices.get(token.family_id)
+        if device is None:
+            self._devices[token.family_id] = Device(
+                token.family_id, seen.device_name, seen.user_agent, seen.coarse_ip,
+                seen.time_s, seen.time_s)
+        else:
+            self._devices[token.family_id] = dataclasses.replace(
+                device, user_agent=seen.user_agent or device.user_agent,
+                coarse_ip=seen.coarse_ip, last_seen_s=seen.time_s)
 
     async def get_refresh_token(self, token_hash: str) -> tuple[RefreshToken, TokenState] | None:
         token = self._tokens.get(token_hash)
@@ -184,6 +249,35 @@ class InMemoryUserStore:
         return family_id not in self._revoked and any(
             self._tokens[t].user_id == user_id for t in tokens)
 
+    async def list_devices(self, user_id: str) -> list[Device]:
+        return sorted((self._devices[f] for f in self._families
+                       if f not in self._revoked and self._owner(f) == user_id),
+                      key=lambda d: d.last_seen_s, reverse=True)
+
+    async def revoke_device(self, user_id: str, family_id: str) -> bool:
+        if family_id not in self._families or family_id in self._revoked \
+                or self._owner(family_id) != user_id:
+            return False
+        self._revoked.add(family_id)
+        return True
+
+    async def set_admin(self, username: str, admin: bool) -> User:
+        user = await self.find_user(username)
+        if user is None:
+            raise errors.NotFound(f"no account named {username!r}")
+        if not admin and ADMIN in user.roles and len(await self.list_admins()) == 1:
+            raise errors.FailedPrecondition(LAST_ADMIN)
+        roles = (USER, ADMIN) if admin else (USER,)
+        self._users[user.user_id] = user = dataclasses.replace(user, roles=roles)
+        return user
+
+    async def list_admins(self) -> list[User]:
+        return sorted((u for u in self._users.values() if ADMIN in u.roles),
+                      key=lambda u: u.username.casefold())
+
+    def _owner(self, family_id: str) -> str:
+        return self._tokens[next(iter(self._families[family_id]))].user_id
+
     async def delete_user(self, user_id: str) -> None:
         user = self._users.pop(user_id, None)
         if user is not None:
@@ -203,7 +297,8 @@ class InMemoryUserStore:
             if token.user_id == user_id:
                 expiry[token.family_id] = max(expiry.get(token.family_id, 0.0), token.expire_time_s)
         logins = sorted(
-            (Login(self._family_created[f], e, f in self._revoked) for f, e in expiry.items()),
+            (Login(self._devices[f].first_seen_s, e, f in self._revoked, self._devices[f])
+             for f, e in expiry.items()),
             key=lambda login: login.create_time_s)
         return UserData(user, logins)
 
@@ -213,7 +308,7 @@ class InMemoryUserStore:
         if not family:
             del self._families[token.family_id]
             self._revoked.discard(token.family_id)
-            self._family_created.pop(token.family_id, None)
+            self._devices.pop(token.family_id, None)
 
     def _state(self, token: RefreshToken) -> TokenState:
         if token.family_id in self._revoked:

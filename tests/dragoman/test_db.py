@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from dragoman import config, db
@@ -50,7 +51,8 @@ async def test_migrations_apply_once_and_twice_is_a_no_op(database: config.DbSet
         cur = await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
         assert await cur.fetchall() == [(1, "initial"), (2, "session_owner"), (3, "session_owners"),
                                         (4, "multi_party"), (5, "utterance_times"),
-                                        (6, "low_confidence")]
+                                        (6, "low_confidence"), (7, "reserved"),
+                                        (8, "devices_roles")]
 
 
 async def test_concurrent_upgrades_apply_each_migration_once(database: config.DbSettings) -> None:
@@ -198,7 +200,7 @@ def test_the_commands_upgrade_generate_and_rotate(
     assert cli.main(["db", "upgrade"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "applied 0001_initial, 0002_session_owner, 0003_session_owners, 0004_multi_party, "
-        "0005_utterance_times, 0006_low_confidence",
+        "0005_utterance_times, 0006_low_confidence, 0007_reserved, 0008_devices_roles",
         "the schema is up to date"]
 
     assert cli.main(["keys", "generate", "--id", "k2"]) == 0
@@ -239,3 +241,29 @@ def test_unstorable_as_maps_only_unstorable() -> None:
     with pytest.raises(ValueError):
         with db.unstorable_as(NotFound("no such row")):
             raise ValueError("other")
+
+
+async def test_0008_gives_existing_accounts_the_user_role_and_logins_a_last_seen(
+    database: config.DbSettings, tmp_path: Path,
+) -> None:
+    for path in migrate.MIGRATIONS_DIR.glob("*.sql"):
+        if int(path.name[:4]) < 8:
+            shutil.copy(path, tmp_path)
+    async with await db.connect(database) as conn:
+        await migrate.upgrade(conn, database.schema, tmp_path)  # up to 0007
+        await conn.execute(
+            "INSERT INTO users VALUES ('u1', 'old', 'old@example.org', 'h', 'en', "
+            "'2025-01-01T00:00:00Z')")
+        await conn.execute("INSERT INTO login_families (family_id, user_id, created_at) "
+                           "VALUES ('f1', 'u1', '2025-01-02T00:00:00Z')")
+        applied = await migrate.upgrade(conn, database.schema)
+        assert [m.name for m in applied] == ["devices_roles"]
+        cur = await conn.execute("SELECT roles FROM users")
+        assert await cur.fetchall() == [(["user"],)]
+        cur = await conn.execute("SELECT last_seen_at = created_at, device_name, user_agent, "
+                                 "coarse_ip FROM login_families")
+        assert await cur.fetchall() == [(True, "", "", "")]
+        for roles in ("{root}", "{admin}", "{}"):  # unknown roles, and no account without `user`
+            with pytest.raises(psycopg.errors.CheckViolation):
+                async with conn.transaction():
+                    await conn.execute("UPDATE users SET roles = %s::text[]", (roles,))

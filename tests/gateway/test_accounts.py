@@ -8,6 +8,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 
+import jwt
 import pytest
 
 from dragoman import config, db, errors
@@ -134,11 +135,11 @@ async def test_reuse_revokes_the_family_and_logout_revokes_later_tokens(
     second = await accounts.refresh(signed_in.tokens.refresh_token)
     with pytest.raises(errors.Unauthenticated, match="already used"):
         await accounts.refresh(signed_in.tokens.refresh_token)
-    with pytest.raises(errors.Unauthenticated, match="^refresh token revoked$"):
+    with pytest.raises(errors.Unauthenticated, match="^refresh token revoked: this device was signed out"):
         await accounts.refresh(second.refresh_token)
     other = await accounts.login(name("gus", store), "s3cret-enough")
     await accounts.logout(other.tokens.refresh_token)
-    with pytest.raises(errors.Unauthenticated, match="^refresh token revoked$"):
+    with pytest.raises(errors.Unauthenticated, match="^refresh token revoked: this device was signed out"):
         await accounts.refresh(other.tokens.refresh_token)
     data = await store.export_user(signed_in.user.user_id)
     assert data is not None and [login.revoked for login in data.logins] == [True, True]
@@ -213,3 +214,44 @@ async def test_hashing_beyond_the_queue_is_resource_exhausted() -> None:
         assert (await first).startswith("$argon2id$")
     finally:
         await hashing.close()
+
+
+async def test_admins_are_made_and_unmade_but_the_last_one_stays(
+    accounts: Accounts, store: UserStore
+) -> None:
+    first = (await register(accounts, store, "root1")).user  # type: ignore[attr-defined]
+    second = (await register(accounts, store, "root2")).user  # type: ignore[attr-defined]
+    assert first.roles == ("user",)
+    assert (await store.set_admin(first.username.upper(), admin=True)).roles == ("user", "admin")
+    assert (await store.get_user(first.user_id)).roles == ("user", "admin")  # type: ignore[union-attr]
+    with pytest.raises(errors.FailedPrecondition, match="cannot remove the last admin"):
+        await store.set_admin(first.username, admin=False)
+    await store.set_admin(second.username, admin=True)
+    assert [u.username for u in await store.list_admins()] == [first.username, second.username]
+    await store.set_admin(first.username, admin=False)
+    assert [u.user_id for u in await store.list_admins()] == [second.user_id]
+    with pytest.raises(errors.FailedPrecondition, match="cannot remove the last admin"):
+        await store.set_admin(second.username, admin=False)
+    with pytest.raises(errors.NotFound, match="no account named 'nobody-here'"):
+        await store.set_admin("nobody-here", admin=True)
+    # the role reaches the access token of the next sign-in
+    signed_in = await accounts.login(second.username, "s3cret-enough")
+    claims = jwt.decode(signed_in.tokens.access_token, KEY, algorithms=["HS256"],
+                        options={"verify_exp": False})  # issued at the test's clock
+    assert claims["roles"] == ["user", "admin"]
+    await store.set_admin(first.username, admin=True)  # leave the next run a spare admin
+    await store.set_admin(second.username, admin=False)
+
+
+def test_roles_in_access_tokens_are_checked() -> None:
+    tokens = AccessTokens(KEY, ACCESS_TTL_S)
+    token, _ = tokens.issue(Identity("u-1", "ivy", "login-1"))
+    assert tokens.verify(token).roles == ("user",)
+    claims = jwt.decode(token, KEY, algorithms=["HS256"])
+    assert claims["roles"] == ["user"]
+    for roles in (["root"], "admin", []):
+        forged = jwt.encode({**claims, "roles": roles}, KEY, algorithm="HS256")
+        with pytest.raises(errors.Unauthenticated, match="invalid access token"):
+            tokens.verify(forged)
+    del claims["roles"]  # issued before roles: a user
+    assert tokens.verify(jwt.encode(claims, KEY, algorithm="HS256")).roles == ("user",)

@@ -33,14 +33,19 @@ export class Api {
     return this.tokens !== undefined;
   }
 
+  /** The name this browser gives its logins (ListDevices shows it). */
+  deviceName = "";
+
   async register(username: string, email: string, password: string, language: string): Promise<void> {
-    const reply = await this.auth.register({ username, email, password, preferredLanguageCode: language });
+    const reply = await this.auth.register({
+      username, email, password, preferredLanguageCode: language, deviceName: this.deviceName,
+    });
     this.userId = reply.userId;
     this.tokens = reply.tokens;
   }
 
   async login(username: string, password: string): Promise<void> {
-    const reply = await this.auth.login({ username, password });
+    const reply = await this.auth.login({ username, password, deviceName: this.deviceName });
     this.userId = reply.userId;
     this.tokens = reply.tokens;
   }

@@ -7,6 +7,7 @@ import { Microphone } from "./audio/capture";
 import { type NowSpeaking, Player } from "./audio/player";
 import { Captions, type UtteranceSnapshot } from "./captions";
 import { Conversation, type Status } from "./conversation";
+import { browserName, DevicesPanel } from "./devices";
 import type { ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
 import { type ListLanguagesResponse, type Session, TranscriptFormat } from "./gen/dragoman/v1/sessions_pb";
 import { nativeName } from "./languages";
@@ -103,7 +104,10 @@ class App {
     again: el<HTMLButtonElement>("again"),
     exportForm: el<HTMLFormElement>("export-form"),
     exportFormat: el<HTMLSelectElement>("export-format"),
+    devicesBox: el<HTMLDetailsElement>("devices-box"),
+    devices: el<HTMLUListElement>("devices"),
   };
+  private readonly devicesPanel: DevicesPanel;
   private audio: AudioContext | undefined;
   private player: Player | undefined;
   private microphone: Microphone | undefined;
@@ -139,6 +143,10 @@ class App {
     this.rosterPanel = new roster.RosterPanel(ui.roster, ui.rosterTitle, ui.lock, {
       remove: (person) => void this.removeParticipant(person),
       lock: (locked) => void this.lockSession(locked),
+    });
+    this.devicesPanel = new DevicesPanel(ui.devices, (deviceId) => void this.revokeDevice(deviceId));
+    ui.devicesBox.addEventListener("toggle", () => {
+      if (ui.devicesBox.open) void this.busy(ui.devicesBox, () => this.loadDevices());
     });
     ui.again.addEventListener("click", () => this.show("session"));
     ui.exportForm.addEventListener("submit", (e) => {
@@ -206,6 +214,19 @@ class App {
     ui.password.value = "";
     this.say(`Signed in as ${username}.`);
     this.show("session");
+  }
+
+  private async loadDevices(): Promise<void> {
+    this.devicesPanel.show((await this.api.auth.listDevices({})).devices);
+  }
+
+  /** Signs another device out at once (its tokens stop working), then shows the list again. */
+  private async revokeDevice(deviceId: string): Promise<void> {
+    await this.busy(this.ui.devicesBox, async () => {
+      await this.api.auth.revokeDevice({ deviceId });
+      this.say("Device signed out.");
+      await this.loadDevices();
+    });
   }
 
   private async createSession(): Promise<void> {
@@ -513,7 +534,9 @@ declare global {
 }
 
 async function main(): Promise<void> {
-  const app = new App(new Api(await apiBaseUrl()));
+  const api = new Api(await apiBaseUrl());
+  api.deviceName = browserName(navigator.userAgent);
+  const app = new App(api);
   await app.loadLanguages();
   window.dragomanDebug = () => app.debug();
   document.body.dataset.ready = "true";

@@ -29,6 +29,8 @@ static const char* AuthService_method_names[] = {
   "/dragoman.v1.AuthService/Logout",
   "/dragoman.v1.AuthService/DeleteAccount",
   "/dragoman.v1.AuthService/ExportMyData",
+  "/dragoman.v1.AuthService/ListDevices",
+  "/dragoman.v1.AuthService/RevokeDevice",
 };
 
 std::unique_ptr< AuthService::Stub> AuthService::NewStub(const std::shared_ptr< ::grpc::ChannelInterface>& channel, const ::grpc::StubOptions& options) {
@@ -44,6 +46,8 @@ AuthService::Stub::Stub(const std::shared_ptr< ::grpc::ChannelInterface>& channe
   , rpcmethod_Logout_(AuthService_method_names[3], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   , rpcmethod_DeleteAccount_(AuthService_method_names[4], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   , rpcmethod_ExportMyData_(AuthService_method_names[5], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
+  , rpcmethod_ListDevices_(AuthService_method_names[6], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
+  , rpcmethod_RevokeDevice_(AuthService_method_names[7], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   {}
 
 ::grpc::Status AuthService::Stub::Register(::grpc::ClientContext* context, const ::dragoman::v1::RegisterRequest& request, ::dragoman::v1::RegisterResponse* response) {
@@ -184,6 +188,52 @@ void AuthService::Stub::async::ExportMyData(::grpc::ClientContext* context, cons
   return result;
 }
 
+::grpc::Status AuthService::Stub::ListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::dragoman::v1::ListDevicesResponse* response) {
+  return ::grpc::internal::BlockingUnaryCall< ::dragoman::v1::ListDevicesRequest, ::dragoman::v1::ListDevicesResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), rpcmethod_ListDevices_, context, request, response);
+}
+
+void AuthService::Stub::async::ListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest* request, ::dragoman::v1::ListDevicesResponse* response, std::function<void(::grpc::Status)> f) {
+  ::grpc::internal::CallbackUnaryCall< ::dragoman::v1::ListDevicesRequest, ::dragoman::v1::ListDevicesResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_ListDevices_, context, request, response, std::move(f));
+}
+
+void AuthService::Stub::async::ListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest* request, ::dragoman::v1::ListDevicesResponse* response, ::grpc::ClientUnaryReactor* reactor) {
+  ::grpc::internal::ClientCallbackUnaryFactory::Create< ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_ListDevices_, context, request, response, reactor);
+}
+
+::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListDevicesResponse>* AuthService::Stub::PrepareAsyncListDevicesRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) {
+  return ::grpc::internal::ClientAsyncResponseReaderHelper::Create< ::dragoman::v1::ListDevicesResponse, ::dragoman::v1::ListDevicesRequest, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), cq, rpcmethod_ListDevices_, context, request);
+}
+
+::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListDevicesResponse>* AuthService::Stub::AsyncListDevicesRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) {
+  auto* result =
+    this->PrepareAsyncListDevicesRaw(context, request, cq);
+  result->StartCall();
+  return result;
+}
+
+::grpc::Status AuthService::Stub::RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::dragoman::v1::RevokeDeviceResponse* response) {
+  return ::grpc::internal::BlockingUnaryCall< ::dragoman::v1::RevokeDeviceRequest, ::dragoman::v1::RevokeDeviceResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), rpcmethod_RevokeDevice_, context, request, response);
+}
+
+void AuthService::Stub::async::RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response, std::function<void(::grpc::Status)> f) {
+  ::grpc::internal::CallbackUnaryCall< ::dragoman::v1::RevokeDeviceRequest, ::dragoman::v1::RevokeDeviceResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_RevokeDevice_, context, request, response, std::move(f));
+}
+
+void AuthService::Stub::async::RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response, ::grpc::ClientUnaryReactor* reactor) {
+  ::grpc::internal::ClientCallbackUnaryFactory::Create< ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_RevokeDevice_, context, request, response, reactor);
+}
+
+::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>* AuthService::Stub::PrepareAsyncRevokeDeviceRaw(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) {
+  return ::grpc::internal::ClientAsyncResponseReaderHelper::Create< ::dragoman::v1::RevokeDeviceResponse, ::dragoman::v1::RevokeDeviceRequest, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), cq, rpcmethod_RevokeDevice_, context, request);
+}
+
+::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>* AuthService::Stub::AsyncRevokeDeviceRaw(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) {
+  auto* result =
+    this->PrepareAsyncRevokeDeviceRaw(context, request, cq);
+  result->StartCall();
+  return result;
+}
+
 AuthService::Service::Service() {
   AddMethod(new ::grpc::internal::RpcServiceMethod(
       AuthService_method_names[0],
@@ -245,6 +295,26 @@ AuthService::Service::Service() {
              ::dragoman::v1::ExportMyDataResponse* resp) {
                return service->ExportMyData(ctx, req, resp);
              }, this)));
+  AddMethod(new ::grpc::internal::RpcServiceMethod(
+      AuthService_method_names[6],
+      ::grpc::internal::RpcMethod::NORMAL_RPC,
+      new ::grpc::internal::RpcMethodHandler< AuthService::Service, ::dragoman::v1::ListDevicesRequest, ::dragoman::v1::ListDevicesResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(
+          [](AuthService::Service* service,
+             ::grpc::ServerContext* ctx,
+             const ::dragoman::v1::ListDevicesRequest* req,
+             ::dragoman::v1::ListDevicesResponse* resp) {
+               return service->ListDevices(ctx, req, resp);
+             }, this)));
+  AddMethod(new ::grpc::internal::RpcServiceMethod(
+      AuthService_method_names[7],
+      ::grpc::internal::RpcMethod::NORMAL_RPC,
+      new ::grpc::internal::RpcMethodHandler< AuthService::Service, ::dragoman::v1::RevokeDeviceRequest, ::dragoman::v1::RevokeDeviceResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(
+          [](AuthService::Service* service,
+             ::grpc::ServerContext* ctx,
+             const ::dragoman::v1::RevokeDeviceRequest* req,
+             ::dragoman::v1::RevokeDeviceResponse* resp) {
+               return service->RevokeDevice(ctx, req, resp);
+             }, this)));
 }
 
 AuthService::Service::~Service() {
@@ -286,6 +356,20 @@ AuthService::Service::~Service() {
 }
 
 ::grpc::Status AuthService::Service::ExportMyData(::grpc::ServerContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response) {
+  (void) context;
+  (void) request;
+  (void) response;
+  return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+}
+
+::grpc::Status AuthService::Service::ListDevices(::grpc::ServerContext* context, const ::dragoman::v1::ListDevicesRequest* request, ::dragoman::v1::ListDevicesResponse* response) {
+  (void) context;
+  (void) request;
+  (void) response;
+  return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+}
+
+::grpc::Status AuthService::Service::RevokeDevice(::grpc::ServerContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response) {
   (void) context;
   (void) request;
   (void) response;

@@ -93,6 +93,26 @@ class AuthService final {
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ExportMyDataResponse>> PrepareAsyncExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ExportMyDataResponse>>(PrepareAsyncExportMyDataRaw(context, request, cq));
     }
+    // Lists the caller's devices: their logins that stand (neither logged out
+    // nor revoked), most recently used first. Needs the access token.
+    virtual ::grpc::Status ListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::dragoman::v1::ListDevicesResponse* response) = 0;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListDevicesResponse>> AsyncListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListDevicesResponse>>(AsyncListDevicesRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListDevicesResponse>> PrepareAsyncListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListDevicesResponse>>(PrepareAsyncListDevicesRaw(context, request, cq));
+    }
+    // Signs a device out at once: its refresh token stops working and so do
+    // the access tokens it was issued, on every gateway. A device that is not
+    // the caller's, or no longer stands, gives NOT_FOUND. Needs the access
+    // token.
+    virtual ::grpc::Status RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::dragoman::v1::RevokeDeviceResponse* response) = 0;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::RevokeDeviceResponse>> AsyncRevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::RevokeDeviceResponse>>(AsyncRevokeDeviceRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::RevokeDeviceResponse>> PrepareAsyncRevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::RevokeDeviceResponse>>(PrepareAsyncRevokeDeviceRaw(context, request, cq));
+    }
     class async_interface {
      public:
       virtual ~async_interface() {}
@@ -121,6 +141,16 @@ class AuthService final {
       // token.
       virtual void ExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void ExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
+      // Lists the caller's devices: their logins that stand (neither logged out
+      // nor revoked), most recently used first. Needs the access token.
+      virtual void ListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest* request, ::dragoman::v1::ListDevicesResponse* response, std::function<void(::grpc::Status)>) = 0;
+      virtual void ListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest* request, ::dragoman::v1::ListDevicesResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
+      // Signs a device out at once: its refresh token stops working and so do
+      // the access tokens it was issued, on every gateway. A device that is not
+      // the caller's, or no longer stands, gives NOT_FOUND. Needs the access
+      // token.
+      virtual void RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response, std::function<void(::grpc::Status)>) = 0;
+      virtual void RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
     };
     typedef class async_interface experimental_async_interface;
     virtual class async_interface* async() { return nullptr; }
@@ -138,6 +168,10 @@ class AuthService final {
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::DeleteAccountResponse>* PrepareAsyncDeleteAccountRaw(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ExportMyDataResponse>* AsyncExportMyDataRaw(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ExportMyDataResponse>* PrepareAsyncExportMyDataRaw(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListDevicesResponse>* AsyncListDevicesRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListDevicesResponse>* PrepareAsyncListDevicesRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::RevokeDeviceResponse>* AsyncRevokeDeviceRaw(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::RevokeDeviceResponse>* PrepareAsyncRevokeDeviceRaw(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) = 0;
   };
   class Stub final : public StubInterface {
    public:
@@ -184,6 +218,20 @@ class AuthService final {
     std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ExportMyDataResponse>> PrepareAsyncExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ExportMyDataResponse>>(PrepareAsyncExportMyDataRaw(context, request, cq));
     }
+    ::grpc::Status ListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::dragoman::v1::ListDevicesResponse* response) override;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListDevicesResponse>> AsyncListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListDevicesResponse>>(AsyncListDevicesRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListDevicesResponse>> PrepareAsyncListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListDevicesResponse>>(PrepareAsyncListDevicesRaw(context, request, cq));
+    }
+    ::grpc::Status RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::dragoman::v1::RevokeDeviceResponse* response) override;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>> AsyncRevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>>(AsyncRevokeDeviceRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>> PrepareAsyncRevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>>(PrepareAsyncRevokeDeviceRaw(context, request, cq));
+    }
     class async final :
       public StubInterface::async_interface {
      public:
@@ -199,6 +247,10 @@ class AuthService final {
       void DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
       void ExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response, std::function<void(::grpc::Status)>) override;
       void ExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
+      void ListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest* request, ::dragoman::v1::ListDevicesResponse* response, std::function<void(::grpc::Status)>) override;
+      void ListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest* request, ::dragoman::v1::ListDevicesResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
+      void RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response, std::function<void(::grpc::Status)>) override;
+      void RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
      private:
       friend class Stub;
       explicit async(Stub* stub): stub_(stub) { }
@@ -222,12 +274,18 @@ class AuthService final {
     ::grpc::ClientAsyncResponseReader< ::dragoman::v1::DeleteAccountResponse>* PrepareAsyncDeleteAccountRaw(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ExportMyDataResponse>* AsyncExportMyDataRaw(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ExportMyDataResponse>* PrepareAsyncExportMyDataRaw(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListDevicesResponse>* AsyncListDevicesRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListDevicesResponse>* PrepareAsyncListDevicesRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>* AsyncRevokeDeviceRaw(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>* PrepareAsyncRevokeDeviceRaw(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) override;
     const ::grpc::internal::RpcMethod rpcmethod_Register_;
     const ::grpc::internal::RpcMethod rpcmethod_Login_;
     const ::grpc::internal::RpcMethod rpcmethod_RefreshToken_;
     const ::grpc::internal::RpcMethod rpcmethod_Logout_;
     const ::grpc::internal::RpcMethod rpcmethod_DeleteAccount_;
     const ::grpc::internal::RpcMethod rpcmethod_ExportMyData_;
+    const ::grpc::internal::RpcMethod rpcmethod_ListDevices_;
+    const ::grpc::internal::RpcMethod rpcmethod_RevokeDevice_;
   };
   static std::unique_ptr<Stub> NewStub(const std::shared_ptr< ::grpc::ChannelInterface>& channel, const ::grpc::StubOptions& options = ::grpc::StubOptions());
 
@@ -254,6 +312,14 @@ class AuthService final {
     // and the utterances of those sessions (decrypted). Needs the access
     // token.
     virtual ::grpc::Status ExportMyData(::grpc::ServerContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response);
+    // Lists the caller's devices: their logins that stand (neither logged out
+    // nor revoked), most recently used first. Needs the access token.
+    virtual ::grpc::Status ListDevices(::grpc::ServerContext* context, const ::dragoman::v1::ListDevicesRequest* request, ::dragoman::v1::ListDevicesResponse* response);
+    // Signs a device out at once: its refresh token stops working and so do
+    // the access tokens it was issued, on every gateway. A device that is not
+    // the caller's, or no longer stands, gives NOT_FOUND. Needs the access
+    // token.
+    virtual ::grpc::Status RevokeDevice(::grpc::ServerContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response);
   };
   template <class BaseClass>
   class WithAsyncMethod_Register : public BaseClass {
@@ -375,7 +441,47 @@ class AuthService final {
       ::grpc::Service::RequestAsyncUnary(5, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
-  typedef WithAsyncMethod_Register<WithAsyncMethod_Login<WithAsyncMethod_RefreshToken<WithAsyncMethod_Logout<WithAsyncMethod_DeleteAccount<WithAsyncMethod_ExportMyData<Service > > > > > > AsyncService;
+  template <class BaseClass>
+  class WithAsyncMethod_ListDevices : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithAsyncMethod_ListDevices() {
+      ::grpc::Service::MarkMethodAsync(6);
+    }
+    ~WithAsyncMethod_ListDevices() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ListDevices(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListDevicesRequest* /*request*/, ::dragoman::v1::ListDevicesResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestListDevices(::grpc::ServerContext* context, ::dragoman::v1::ListDevicesRequest* request, ::grpc::ServerAsyncResponseWriter< ::dragoman::v1::ListDevicesResponse>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(6, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
+  class WithAsyncMethod_RevokeDevice : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithAsyncMethod_RevokeDevice() {
+      ::grpc::Service::MarkMethodAsync(7);
+    }
+    ~WithAsyncMethod_RevokeDevice() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status RevokeDevice(::grpc::ServerContext* /*context*/, const ::dragoman::v1::RevokeDeviceRequest* /*request*/, ::dragoman::v1::RevokeDeviceResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestRevokeDevice(::grpc::ServerContext* context, ::dragoman::v1::RevokeDeviceRequest* request, ::grpc::ServerAsyncResponseWriter< ::dragoman::v1::RevokeDeviceResponse>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(7, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  typedef WithAsyncMethod_Register<WithAsyncMethod_Login<WithAsyncMethod_RefreshToken<WithAsyncMethod_Logout<WithAsyncMethod_DeleteAccount<WithAsyncMethod_ExportMyData<WithAsyncMethod_ListDevices<WithAsyncMethod_RevokeDevice<Service > > > > > > > > AsyncService;
   template <class BaseClass>
   class WithCallbackMethod_Register : public BaseClass {
    private:
@@ -538,7 +644,61 @@ class AuthService final {
     virtual ::grpc::ServerUnaryReactor* ExportMyData(
       ::grpc::CallbackServerContext* /*context*/, const ::dragoman::v1::ExportMyDataRequest* /*request*/, ::dragoman::v1::ExportMyDataResponse* /*response*/)  { return nullptr; }
   };
-  typedef WithCallbackMethod_Register<WithCallbackMethod_Login<WithCallbackMethod_RefreshToken<WithCallbackMethod_Logout<WithCallbackMethod_DeleteAccount<WithCallbackMethod_ExportMyData<Service > > > > > > CallbackService;
+  template <class BaseClass>
+  class WithCallbackMethod_ListDevices : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithCallbackMethod_ListDevices() {
+      ::grpc::Service::MarkMethodCallback(6,
+          new ::grpc::internal::CallbackUnaryHandler< ::dragoman::v1::ListDevicesRequest, ::dragoman::v1::ListDevicesResponse>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::dragoman::v1::ListDevicesRequest* request, ::dragoman::v1::ListDevicesResponse* response) { return this->ListDevices(context, request, response); }));}
+    void SetMessageAllocatorFor_ListDevices(
+        ::grpc::MessageAllocator< ::dragoman::v1::ListDevicesRequest, ::dragoman::v1::ListDevicesResponse>* allocator) {
+      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(6);
+      static_cast<::grpc::internal::CallbackUnaryHandler< ::dragoman::v1::ListDevicesRequest, ::dragoman::v1::ListDevicesResponse>*>(handler)
+              ->SetMessageAllocator(allocator);
+    }
+    ~WithCallbackMethod_ListDevices() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ListDevices(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListDevicesRequest* /*request*/, ::dragoman::v1::ListDevicesResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* ListDevices(
+      ::grpc::CallbackServerContext* /*context*/, const ::dragoman::v1::ListDevicesRequest* /*request*/, ::dragoman::v1::ListDevicesResponse* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
+  class WithCallbackMethod_RevokeDevice : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithCallbackMethod_RevokeDevice() {
+      ::grpc::Service::MarkMethodCallback(7,
+          new ::grpc::internal::CallbackUnaryHandler< ::dragoman::v1::RevokeDeviceRequest, ::dragoman::v1::RevokeDeviceResponse>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response) { return this->RevokeDevice(context, request, response); }));}
+    void SetMessageAllocatorFor_RevokeDevice(
+        ::grpc::MessageAllocator< ::dragoman::v1::RevokeDeviceRequest, ::dragoman::v1::RevokeDeviceResponse>* allocator) {
+      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(7);
+      static_cast<::grpc::internal::CallbackUnaryHandler< ::dragoman::v1::RevokeDeviceRequest, ::dragoman::v1::RevokeDeviceResponse>*>(handler)
+              ->SetMessageAllocator(allocator);
+    }
+    ~WithCallbackMethod_RevokeDevice() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status RevokeDevice(::grpc::ServerContext* /*context*/, const ::dragoman::v1::RevokeDeviceRequest* /*request*/, ::dragoman::v1::RevokeDeviceResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* RevokeDevice(
+      ::grpc::CallbackServerContext* /*context*/, const ::dragoman::v1::RevokeDeviceRequest* /*request*/, ::dragoman::v1::RevokeDeviceResponse* /*response*/)  { return nullptr; }
+  };
+  typedef WithCallbackMethod_Register<WithCallbackMethod_Login<WithCallbackMethod_RefreshToken<WithCallbackMethod_Logout<WithCallbackMethod_DeleteAccount<WithCallbackMethod_ExportMyData<WithCallbackMethod_ListDevices<WithCallbackMethod_RevokeDevice<Service > > > > > > > > CallbackService;
   typedef CallbackService ExperimentalCallbackService;
   template <class BaseClass>
   class WithGenericMethod_Register : public BaseClass {
@@ -638,6 +798,40 @@ class AuthService final {
     }
     // disable synchronous version of this method
     ::grpc::Status ExportMyData(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ExportMyDataRequest* /*request*/, ::dragoman::v1::ExportMyDataResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+  };
+  template <class BaseClass>
+  class WithGenericMethod_ListDevices : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithGenericMethod_ListDevices() {
+      ::grpc::Service::MarkMethodGeneric(6);
+    }
+    ~WithGenericMethod_ListDevices() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ListDevices(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListDevicesRequest* /*request*/, ::dragoman::v1::ListDevicesResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+  };
+  template <class BaseClass>
+  class WithGenericMethod_RevokeDevice : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithGenericMethod_RevokeDevice() {
+      ::grpc::Service::MarkMethodGeneric(7);
+    }
+    ~WithGenericMethod_RevokeDevice() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status RevokeDevice(::grpc::ServerContext* /*context*/, const ::dragoman::v1::RevokeDeviceRequest* /*request*/, ::dragoman::v1::RevokeDeviceResponse* /*response*/) override {
       abort();
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
@@ -760,6 +954,46 @@ class AuthService final {
     }
     void RequestExportMyData(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
       ::grpc::Service::RequestAsyncUnary(5, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
+  class WithRawMethod_ListDevices : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawMethod_ListDevices() {
+      ::grpc::Service::MarkMethodRaw(6);
+    }
+    ~WithRawMethod_ListDevices() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ListDevices(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListDevicesRequest* /*request*/, ::dragoman::v1::ListDevicesResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestListDevices(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(6, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
+  class WithRawMethod_RevokeDevice : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawMethod_RevokeDevice() {
+      ::grpc::Service::MarkMethodRaw(7);
+    }
+    ~WithRawMethod_RevokeDevice() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status RevokeDevice(::grpc::ServerContext* /*context*/, const ::dragoman::v1::RevokeDeviceRequest* /*request*/, ::dragoman::v1::RevokeDeviceResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestRevokeDevice(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(7, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
   template <class BaseClass>
@@ -892,6 +1126,50 @@ class AuthService final {
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
     virtual ::grpc::ServerUnaryReactor* ExportMyData(
+      ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
+  class WithRawCallbackMethod_ListDevices : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawCallbackMethod_ListDevices() {
+      ::grpc::Service::MarkMethodRawCallback(6,
+          new ::grpc::internal::CallbackUnaryHandler< ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request, ::grpc::ByteBuffer* response) { return this->ListDevices(context, request, response); }));
+    }
+    ~WithRawCallbackMethod_ListDevices() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ListDevices(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListDevicesRequest* /*request*/, ::dragoman::v1::ListDevicesResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* ListDevices(
+      ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
+  class WithRawCallbackMethod_RevokeDevice : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawCallbackMethod_RevokeDevice() {
+      ::grpc::Service::MarkMethodRawCallback(7,
+          new ::grpc::internal::CallbackUnaryHandler< ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request, ::grpc::ByteBuffer* response) { return this->RevokeDevice(context, request, response); }));
+    }
+    ~WithRawCallbackMethod_RevokeDevice() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status RevokeDevice(::grpc::ServerContext* /*context*/, const ::dragoman::v1::RevokeDeviceRequest* /*request*/, ::dragoman::v1::RevokeDeviceResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* RevokeDevice(
       ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
   };
   template <class BaseClass>
@@ -1056,9 +1334,63 @@ class AuthService final {
     // replace default version of method with streamed unary
     virtual ::grpc::Status StreamedExportMyData(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::dragoman::v1::ExportMyDataRequest,::dragoman::v1::ExportMyDataResponse>* server_unary_streamer) = 0;
   };
-  typedef WithStreamedUnaryMethod_Register<WithStreamedUnaryMethod_Login<WithStreamedUnaryMethod_RefreshToken<WithStreamedUnaryMethod_Logout<WithStreamedUnaryMethod_DeleteAccount<WithStreamedUnaryMethod_ExportMyData<Service > > > > > > StreamedUnaryService;
+  template <class BaseClass>
+  class WithStreamedUnaryMethod_ListDevices : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithStreamedUnaryMethod_ListDevices() {
+      ::grpc::Service::MarkMethodStreamed(6,
+        new ::grpc::internal::StreamedUnaryHandler<
+          ::dragoman::v1::ListDevicesRequest, ::dragoman::v1::ListDevicesResponse>(
+            [this](::grpc::ServerContext* context,
+                   ::grpc::ServerUnaryStreamer<
+                     ::dragoman::v1::ListDevicesRequest, ::dragoman::v1::ListDevicesResponse>* streamer) {
+                       return this->StreamedListDevices(context,
+                         streamer);
+                  }));
+    }
+    ~WithStreamedUnaryMethod_ListDevices() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable regular version of this method
+    ::grpc::Status ListDevices(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListDevicesRequest* /*request*/, ::dragoman::v1::ListDevicesResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    // replace default version of method with streamed unary
+    virtual ::grpc::Status StreamedListDevices(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::dragoman::v1::ListDevicesRequest,::dragoman::v1::ListDevicesResponse>* server_unary_streamer) = 0;
+  };
+  template <class BaseClass>
+  class WithStreamedUnaryMethod_RevokeDevice : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithStreamedUnaryMethod_RevokeDevice() {
+      ::grpc::Service::MarkMethodStreamed(7,
+        new ::grpc::internal::StreamedUnaryHandler<
+          ::dragoman::v1::RevokeDeviceRequest, ::dragoman::v1::RevokeDeviceResponse>(
+            [this](::grpc::ServerContext* context,
+                   ::grpc::ServerUnaryStreamer<
+                     ::dragoman::v1::RevokeDeviceRequest, ::dragoman::v1::RevokeDeviceResponse>* streamer) {
+                       return this->StreamedRevokeDevice(context,
+                         streamer);
+                  }));
+    }
+    ~WithStreamedUnaryMethod_RevokeDevice() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable regular version of this method
+    ::grpc::Status RevokeDevice(::grpc::ServerContext* /*context*/, const ::dragoman::v1::RevokeDeviceRequest* /*request*/, ::dragoman::v1::RevokeDeviceResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    // replace default version of method with streamed unary
+    virtual ::grpc::Status StreamedRevokeDevice(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::dragoman::v1::RevokeDeviceRequest,::dragoman::v1::RevokeDeviceResponse>* server_unary_streamer) = 0;
+  };
+  typedef WithStreamedUnaryMethod_Register<WithStreamedUnaryMethod_Login<WithStreamedUnaryMethod_RefreshToken<WithStreamedUnaryMethod_Logout<WithStreamedUnaryMethod_DeleteAccount<WithStreamedUnaryMethod_ExportMyData<WithStreamedUnaryMethod_ListDevices<WithStreamedUnaryMethod_RevokeDevice<Service > > > > > > > > StreamedUnaryService;
   typedef Service SplitStreamedService;
-  typedef WithStreamedUnaryMethod_Register<WithStreamedUnaryMethod_Login<WithStreamedUnaryMethod_RefreshToken<WithStreamedUnaryMethod_Logout<WithStreamedUnaryMethod_DeleteAccount<WithStreamedUnaryMethod_ExportMyData<Service > > > > > > StreamedService;
+  typedef WithStreamedUnaryMethod_Register<WithStreamedUnaryMethod_Login<WithStreamedUnaryMethod_RefreshToken<WithStreamedUnaryMethod_Logout<WithStreamedUnaryMethod_DeleteAccount<WithStreamedUnaryMethod_ExportMyData<WithStreamedUnaryMethod_ListDevices<WithStreamedUnaryMethod_RevokeDevice<Service > > > > > > > > StreamedService;
 };
 
 }  // namespace v1

@@ -28,6 +28,7 @@ PROTOBUF_CONSTEXPR RegisterRequest::RegisterRequest(
   , /*decltype(_impl_.email_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.password_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.preferred_language_code_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.device_name_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct RegisterRequestDefaultTypeInternal {
   PROTOBUF_CONSTEXPR RegisterRequestDefaultTypeInternal()
@@ -56,6 +57,7 @@ PROTOBUF_CONSTEXPR LoginRequest::LoginRequest(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.username_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.password_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.device_name_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct LoginRequestDefaultTypeInternal {
   PROTOBUF_CONSTEXPR LoginRequestDefaultTypeInternal()
@@ -221,6 +223,7 @@ PROTOBUF_CONSTEXPR LoginRecord::LoginRecord(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.create_time_)*/nullptr
   , /*decltype(_impl_.expire_time_)*/nullptr
+  , /*decltype(_impl_.device_)*/nullptr
   , /*decltype(_impl_.revoked_)*/false
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct LoginRecordDefaultTypeInternal {
@@ -232,6 +235,73 @@ struct LoginRecordDefaultTypeInternal {
   };
 };
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 LoginRecordDefaultTypeInternal _LoginRecord_default_instance_;
+PROTOBUF_CONSTEXPR ListDevicesRequest::ListDevicesRequest(
+    ::_pbi::ConstantInitialized) {}
+struct ListDevicesRequestDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR ListDevicesRequestDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~ListDevicesRequestDefaultTypeInternal() {}
+  union {
+    ListDevicesRequest _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 ListDevicesRequestDefaultTypeInternal _ListDevicesRequest_default_instance_;
+PROTOBUF_CONSTEXPR ListDevicesResponse::ListDevicesResponse(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.devices_)*/{}
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct ListDevicesResponseDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR ListDevicesResponseDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~ListDevicesResponseDefaultTypeInternal() {}
+  union {
+    ListDevicesResponse _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 ListDevicesResponseDefaultTypeInternal _ListDevicesResponse_default_instance_;
+PROTOBUF_CONSTEXPR RevokeDeviceRequest::RevokeDeviceRequest(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.device_id_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct RevokeDeviceRequestDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR RevokeDeviceRequestDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~RevokeDeviceRequestDefaultTypeInternal() {}
+  union {
+    RevokeDeviceRequest _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 RevokeDeviceRequestDefaultTypeInternal _RevokeDeviceRequest_default_instance_;
+PROTOBUF_CONSTEXPR RevokeDeviceResponse::RevokeDeviceResponse(
+    ::_pbi::ConstantInitialized) {}
+struct RevokeDeviceResponseDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR RevokeDeviceResponseDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~RevokeDeviceResponseDefaultTypeInternal() {}
+  union {
+    RevokeDeviceResponse _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 RevokeDeviceResponseDefaultTypeInternal _RevokeDeviceResponse_default_instance_;
+PROTOBUF_CONSTEXPR Device::Device(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.device_id_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.name_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.user_agent_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.coarse_ip_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.first_seen_time_)*/nullptr
+  , /*decltype(_impl_.last_seen_time_)*/nullptr
+  , /*decltype(_impl_.current_)*/false
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct DeviceDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR DeviceDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~DeviceDefaultTypeInternal() {}
+  union {
+    Device _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 DeviceDefaultTypeInternal _Device_default_instance_;
 PROTOBUF_CONSTEXPR UtteranceRecord::UtteranceRecord(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.session_id_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
@@ -255,7 +325,7 @@ struct UtteranceRecordDefaultTypeInternal {
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 UtteranceRecordDefaultTypeInternal _UtteranceRecord_default_instance_;
 }  // namespace v1
 }  // namespace dragoman
-static ::_pb::Metadata file_level_metadata_dragoman_2fv1_2fauth_2eproto[16];
+static ::_pb::Metadata file_level_metadata_dragoman_2fv1_2fauth_2eproto[21];
 static constexpr ::_pb::EnumDescriptor const** file_level_enum_descriptors_dragoman_2fv1_2fauth_2eproto = nullptr;
 static constexpr ::_pb::ServiceDescriptor const** file_level_service_descriptors_dragoman_2fv1_2fauth_2eproto = nullptr;
 
@@ -270,6 +340,7 @@ const uint32_t TableStruct_dragoman_2fv1_2fauth_2eproto::offsets[] PROTOBUF_SECT
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::RegisterRequest, _impl_.email_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::RegisterRequest, _impl_.password_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::RegisterRequest, _impl_.preferred_language_code_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::RegisterRequest, _impl_.device_name_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::RegisterResponse, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -286,6 +357,7 @@ const uint32_t TableStruct_dragoman_2fv1_2fauth_2eproto::offsets[] PROTOBUF_SECT
   ~0u,  // no _inlined_string_donated_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::LoginRequest, _impl_.username_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::LoginRequest, _impl_.password_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::LoginRequest, _impl_.device_name_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::LoginResponse, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -382,6 +454,46 @@ const uint32_t TableStruct_dragoman_2fv1_2fauth_2eproto::offsets[] PROTOBUF_SECT
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::LoginRecord, _impl_.create_time_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::LoginRecord, _impl_.expire_time_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::LoginRecord, _impl_.revoked_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::LoginRecord, _impl_.device_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::ListDevicesRequest, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::ListDevicesResponse, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::ListDevicesResponse, _impl_.devices_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::RevokeDeviceRequest, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::RevokeDeviceRequest, _impl_.device_id_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::RevokeDeviceResponse, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::Device, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::Device, _impl_.device_id_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::Device, _impl_.name_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::Device, _impl_.user_agent_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::Device, _impl_.first_seen_time_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::Device, _impl_.last_seen_time_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::Device, _impl_.coarse_ip_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::Device, _impl_.current_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::UtteranceRecord, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -400,21 +512,26 @@ const uint32_t TableStruct_dragoman_2fv1_2fauth_2eproto::offsets[] PROTOBUF_SECT
 };
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::dragoman::v1::RegisterRequest)},
-  { 10, -1, -1, sizeof(::dragoman::v1::RegisterResponse)},
-  { 18, -1, -1, sizeof(::dragoman::v1::LoginRequest)},
-  { 26, -1, -1, sizeof(::dragoman::v1::LoginResponse)},
-  { 34, -1, -1, sizeof(::dragoman::v1::RefreshTokenRequest)},
-  { 41, -1, -1, sizeof(::dragoman::v1::RefreshTokenResponse)},
-  { 48, -1, -1, sizeof(::dragoman::v1::LogoutRequest)},
-  { 55, -1, -1, sizeof(::dragoman::v1::LogoutResponse)},
-  { 61, -1, -1, sizeof(::dragoman::v1::TokenPair)},
-  { 71, -1, -1, sizeof(::dragoman::v1::DeleteAccountRequest)},
-  { 78, -1, -1, sizeof(::dragoman::v1::DeleteAccountResponse)},
-  { 86, -1, -1, sizeof(::dragoman::v1::ExportMyDataRequest)},
-  { 92, -1, -1, sizeof(::dragoman::v1::ExportMyDataResponse)},
-  { 102, -1, -1, sizeof(::dragoman::v1::Account)},
-  { 113, -1, -1, sizeof(::dragoman::v1::LoginRecord)},
-  { 122, -1, -1, sizeof(::dragoman::v1::UtteranceRecord)},
+  { 11, -1, -1, sizeof(::dragoman::v1::RegisterResponse)},
+  { 19, -1, -1, sizeof(::dragoman::v1::LoginRequest)},
+  { 28, -1, -1, sizeof(::dragoman::v1::LoginResponse)},
+  { 36, -1, -1, sizeof(::dragoman::v1::RefreshTokenRequest)},
+  { 43, -1, -1, sizeof(::dragoman::v1::RefreshTokenResponse)},
+  { 50, -1, -1, sizeof(::dragoman::v1::LogoutRequest)},
+  { 57, -1, -1, sizeof(::dragoman::v1::LogoutResponse)},
+  { 63, -1, -1, sizeof(::dragoman::v1::TokenPair)},
+  { 73, -1, -1, sizeof(::dragoman::v1::DeleteAccountRequest)},
+  { 80, -1, -1, sizeof(::dragoman::v1::DeleteAccountResponse)},
+  { 88, -1, -1, sizeof(::dragoman::v1::ExportMyDataRequest)},
+  { 94, -1, -1, sizeof(::dragoman::v1::ExportMyDataResponse)},
+  { 104, -1, -1, sizeof(::dragoman::v1::Account)},
+  { 115, -1, -1, sizeof(::dragoman::v1::LoginRecord)},
+  { 125, -1, -1, sizeof(::dragoman::v1::ListDevicesRequest)},
+  { 131, -1, -1, sizeof(::dragoman::v1::ListDevicesResponse)},
+  { 138, -1, -1, sizeof(::dragoman::v1::RevokeDeviceRequest)},
+  { 145, -1, -1, sizeof(::dragoman::v1::RevokeDeviceResponse)},
+  { 151, -1, -1, sizeof(::dragoman::v1::Device)},
+  { 164, -1, -1, sizeof(::dragoman::v1::UtteranceRecord)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -433,6 +550,11 @@ static const ::_pb::Message* const file_default_instances[] = {
   &::dragoman::v1::_ExportMyDataResponse_default_instance_._instance,
   &::dragoman::v1::_Account_default_instance_._instance,
   &::dragoman::v1::_LoginRecord_default_instance_._instance,
+  &::dragoman::v1::_ListDevicesRequest_default_instance_._instance,
+  &::dragoman::v1::_ListDevicesResponse_default_instance_._instance,
+  &::dragoman::v1::_RevokeDeviceRequest_default_instance_._instance,
+  &::dragoman::v1::_RevokeDeviceResponse_default_instance_._instance,
+  &::dragoman::v1::_Device_default_instance_._instance,
   &::dragoman::v1::_UtteranceRecord_default_instance_._instance,
 };
 
@@ -440,71 +562,90 @@ const char descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto[] PROTOBUF_SEC
   "\n\026dragoman/v1/auth.proto\022\013dragoman.v1\032\036d"
   "ragoman/v1/conversation.proto\032\032dragoman/"
   "v1/sessions.proto\032\037google/protobuf/times"
-  "tamp.proto\"\227\001\n\017RegisterRequest\022\032\n\010userna"
+  "tamp.proto\"\270\001\n\017RegisterRequest\022\032\n\010userna"
   "me\030\001 \001(\tR\010username\022\024\n\005email\030\002 \001(\tR\005email"
   "\022\032\n\010password\030\003 \001(\tR\010password\0226\n\027preferre"
   "d_language_code\030\004 \001(\tR\025preferredLanguage"
-  "Code\"[\n\020RegisterResponse\022\027\n\007user_id\030\001 \001("
-  "\tR\006userId\022.\n\006tokens\030\002 \001(\0132\026.dragoman.v1."
-  "TokenPairR\006tokens\"F\n\014LoginRequest\022\032\n\010use"
-  "rname\030\001 \001(\tR\010username\022\032\n\010password\030\002 \001(\tR"
-  "\010password\"X\n\rLoginResponse\022\027\n\007user_id\030\001 "
-  "\001(\tR\006userId\022.\n\006tokens\030\002 \001(\0132\026.dragoman.v"
-  "1.TokenPairR\006tokens\":\n\023RefreshTokenReque"
-  "st\022#\n\rrefresh_token\030\001 \001(\tR\014refreshToken\""
-  "F\n\024RefreshTokenResponse\022.\n\006tokens\030\001 \001(\0132"
-  "\026.dragoman.v1.TokenPairR\006tokens\"4\n\rLogou"
-  "tRequest\022#\n\rrefresh_token\030\001 \001(\tR\014refresh"
-  "Token\"\020\n\016LogoutResponse\"\377\001\n\tTokenPair\022!\n"
-  "\014access_token\030\001 \001(\tR\013accessToken\022S\n\030acce"
-  "ss_token_expire_time\030\002 \001(\0132\032.google.prot"
-  "obuf.TimestampR\025accessTokenExpireTime\022#\n"
-  "\rrefresh_token\030\003 \001(\tR\014refreshToken\022U\n\031re"
-  "fresh_token_expire_time\030\004 \001(\0132\032.google.p"
-  "rotobuf.TimestampR\026refreshTokenExpireTim"
-  "e\"2\n\024DeleteAccountRequest\022\032\n\010password\030\001 "
-  "\001(\tR\010password\"\203\001\n\025DeleteAccountResponse\022"
-  "2\n\025deleted_session_count\030\001 \001(\rR\023deletedS"
-  "essionCount\0226\n\027deleted_utterance_count\030\002"
-  " \001(\rR\025deletedUtteranceCount\"\025\n\023ExportMyD"
-  "ataRequest\"\350\001\n\024ExportMyDataResponse\022.\n\007a"
-  "ccount\030\001 \001(\0132\024.dragoman.v1.AccountR\007acco"
-  "unt\0220\n\006logins\030\002 \003(\0132\030.dragoman.v1.LoginR"
-  "ecordR\006logins\0220\n\010sessions\030\003 \003(\0132\024.dragom"
-  "an.v1.SessionR\010sessions\022<\n\nutterances\030\004 "
-  "\003(\0132\034.dragoman.v1.UtteranceRecordR\nutter"
-  "ances\"\311\001\n\007Account\022\027\n\007user_id\030\001 \001(\tR\006user"
-  "Id\022\032\n\010username\030\002 \001(\tR\010username\022\024\n\005email\030"
-  "\003 \001(\tR\005email\0226\n\027preferred_language_code\030"
-  "\004 \001(\tR\025preferredLanguageCode\022;\n\013create_t"
-  "ime\030\005 \001(\0132\032.google.protobuf.TimestampR\nc"
-  "reateTime\"\241\001\n\013LoginRecord\022;\n\013create_time"
-  "\030\001 \001(\0132\032.google.protobuf.TimestampR\ncrea"
-  "teTime\022;\n\013expire_time\030\002 \001(\0132\032.google.pro"
-  "tobuf.TimestampR\nexpireTime\022\030\n\007revoked\030\003"
-  " \001(\010R\007revoked\"\237\003\n\017UtteranceRecord\022\035\n\nses"
-  "sion_id\030\001 \001(\tR\tsessionId\022!\n\014utterance_id"
-  "\030\002 \001(\tR\013utteranceId\022&\n\017speaker_user_id\030\003"
-  " \001(\tR\rspeakerUserId\0220\n\024source_language_c"
-  "ode\030\004 \001(\tR\022sourceLanguageCode\0220\n\024target_"
-  "language_code\030\005 \001(\tR\022targetLanguageCode\022"
-  "\037\n\013source_text\030\006 \001(\tR\nsourceText\022\'\n\017tran"
-  "slated_text\030\007 \001(\tR\016translatedText\0227\n\007lat"
-  "ency\030\010 \001(\0132\035.dragoman.v1.UtteranceLatenc"
-  "yR\007latency\022;\n\013create_time\030\t \001(\0132\032.google"
-  ".protobuf.TimestampR\ncreateTime2\333\003\n\013Auth"
-  "Service\022G\n\010Register\022\034.dragoman.v1.Regist"
-  "erRequest\032\035.dragoman.v1.RegisterResponse"
-  "\022>\n\005Login\022\031.dragoman.v1.LoginRequest\032\032.d"
-  "ragoman.v1.LoginResponse\022S\n\014RefreshToken"
-  "\022 .dragoman.v1.RefreshTokenRequest\032!.dra"
-  "goman.v1.RefreshTokenResponse\022A\n\006Logout\022"
-  "\032.dragoman.v1.LogoutRequest\032\033.dragoman.v"
-  "1.LogoutResponse\022V\n\rDeleteAccount\022!.drag"
-  "oman.v1.DeleteAccountRequest\032\".dragoman."
-  "v1.DeleteAccountResponse\022S\n\014ExportMyData"
-  "\022 .dragoman.v1.ExportMyDataRequest\032!.dra"
-  "goman.v1.ExportMyDataResponseb\006proto3"
+  "Code\022\037\n\013device_name\030\005 \001(\tR\ndeviceName\"[\n"
+  "\020RegisterResponse\022\027\n\007user_id\030\001 \001(\tR\006user"
+  "Id\022.\n\006tokens\030\002 \001(\0132\026.dragoman.v1.TokenPa"
+  "irR\006tokens\"g\n\014LoginRequest\022\032\n\010username\030\001"
+  " \001(\tR\010username\022\032\n\010password\030\002 \001(\tR\010passwo"
+  "rd\022\037\n\013device_name\030\003 \001(\tR\ndeviceName\"X\n\rL"
+  "oginResponse\022\027\n\007user_id\030\001 \001(\tR\006userId\022.\n"
+  "\006tokens\030\002 \001(\0132\026.dragoman.v1.TokenPairR\006t"
+  "okens\":\n\023RefreshTokenRequest\022#\n\rrefresh_"
+  "token\030\001 \001(\tR\014refreshToken\"F\n\024RefreshToke"
+  "nResponse\022.\n\006tokens\030\001 \001(\0132\026.dragoman.v1."
+  "TokenPairR\006tokens\"4\n\rLogoutRequest\022#\n\rre"
+  "fresh_token\030\001 \001(\tR\014refreshToken\"\020\n\016Logou"
+  "tResponse\"\377\001\n\tTokenPair\022!\n\014access_token\030"
+  "\001 \001(\tR\013accessToken\022S\n\030access_token_expir"
+  "e_time\030\002 \001(\0132\032.google.protobuf.Timestamp"
+  "R\025accessTokenExpireTime\022#\n\rrefresh_token"
+  "\030\003 \001(\tR\014refreshToken\022U\n\031refresh_token_ex"
+  "pire_time\030\004 \001(\0132\032.google.protobuf.Timest"
+  "ampR\026refreshTokenExpireTime\"2\n\024DeleteAcc"
+  "ountRequest\022\032\n\010password\030\001 \001(\tR\010password\""
+  "\203\001\n\025DeleteAccountResponse\0222\n\025deleted_ses"
+  "sion_count\030\001 \001(\rR\023deletedSessionCount\0226\n"
+  "\027deleted_utterance_count\030\002 \001(\rR\025deletedU"
+  "tteranceCount\"\025\n\023ExportMyDataRequest\"\350\001\n"
+  "\024ExportMyDataResponse\022.\n\007account\030\001 \001(\0132\024"
+  ".dragoman.v1.AccountR\007account\0220\n\006logins\030"
+  "\002 \003(\0132\030.dragoman.v1.LoginRecordR\006logins\022"
+  "0\n\010sessions\030\003 \003(\0132\024.dragoman.v1.SessionR"
+  "\010sessions\022<\n\nutterances\030\004 \003(\0132\034.dragoman"
+  ".v1.UtteranceRecordR\nutterances\"\311\001\n\007Acco"
+  "unt\022\027\n\007user_id\030\001 \001(\tR\006userId\022\032\n\010username"
+  "\030\002 \001(\tR\010username\022\024\n\005email\030\003 \001(\tR\005email\0226"
+  "\n\027preferred_language_code\030\004 \001(\tR\025preferr"
+  "edLanguageCode\022;\n\013create_time\030\005 \001(\0132\032.go"
+  "ogle.protobuf.TimestampR\ncreateTime\"\316\001\n\013"
+  "LoginRecord\022;\n\013create_time\030\001 \001(\0132\032.googl"
+  "e.protobuf.TimestampR\ncreateTime\022;\n\013expi"
+  "re_time\030\002 \001(\0132\032.google.protobuf.Timestam"
+  "pR\nexpireTime\022\030\n\007revoked\030\003 \001(\010R\007revoked\022"
+  "+\n\006device\030\004 \001(\0132\023.dragoman.v1.DeviceR\006de"
+  "vice\"\024\n\022ListDevicesRequest\"D\n\023ListDevice"
+  "sResponse\022-\n\007devices\030\001 \003(\0132\023.dragoman.v1"
+  ".DeviceR\007devices\"2\n\023RevokeDeviceRequest\022"
+  "\033\n\tdevice_id\030\001 \001(\tR\010deviceId\"\026\n\024RevokeDe"
+  "viceResponse\"\225\002\n\006Device\022\033\n\tdevice_id\030\001 \001"
+  "(\tR\010deviceId\022\022\n\004name\030\002 \001(\tR\004name\022\035\n\nuser"
+  "_agent\030\003 \001(\tR\tuserAgent\022B\n\017first_seen_ti"
+  "me\030\004 \001(\0132\032.google.protobuf.TimestampR\rfi"
+  "rstSeenTime\022@\n\016last_seen_time\030\005 \001(\0132\032.go"
+  "ogle.protobuf.TimestampR\014lastSeenTime\022\033\n"
+  "\tcoarse_ip\030\006 \001(\tR\010coarseIp\022\030\n\007current\030\007 "
+  "\001(\010R\007current\"\237\003\n\017UtteranceRecord\022\035\n\nsess"
+  "ion_id\030\001 \001(\tR\tsessionId\022!\n\014utterance_id\030"
+  "\002 \001(\tR\013utteranceId\022&\n\017speaker_user_id\030\003 "
+  "\001(\tR\rspeakerUserId\0220\n\024source_language_co"
+  "de\030\004 \001(\tR\022sourceLanguageCode\0220\n\024target_l"
+  "anguage_code\030\005 \001(\tR\022targetLanguageCode\022\037"
+  "\n\013source_text\030\006 \001(\tR\nsourceText\022\'\n\017trans"
+  "lated_text\030\007 \001(\tR\016translatedText\0227\n\007late"
+  "ncy\030\010 \001(\0132\035.dragoman.v1.UtteranceLatency"
+  "R\007latency\022;\n\013create_time\030\t \001(\0132\032.google."
+  "protobuf.TimestampR\ncreateTime2\202\005\n\013AuthS"
+  "ervice\022G\n\010Register\022\034.dragoman.v1.Registe"
+  "rRequest\032\035.dragoman.v1.RegisterResponse\022"
+  ">\n\005Login\022\031.dragoman.v1.LoginRequest\032\032.dr"
+  "agoman.v1.LoginResponse\022S\n\014RefreshToken\022"
+  " .dragoman.v1.RefreshTokenRequest\032!.drag"
+  "oman.v1.RefreshTokenResponse\022A\n\006Logout\022\032"
+  ".dragoman.v1.LogoutRequest\032\033.dragoman.v1"
+  ".LogoutResponse\022V\n\rDeleteAccount\022!.drago"
+  "man.v1.DeleteAccountRequest\032\".dragoman.v"
+  "1.DeleteAccountResponse\022S\n\014ExportMyData\022"
+  " .dragoman.v1.ExportMyDataRequest\032!.drag"
+  "oman.v1.ExportMyDataResponse\022P\n\013ListDevi"
+  "ces\022\037.dragoman.v1.ListDevicesRequest\032 .d"
+  "ragoman.v1.ListDevicesResponse\022S\n\014Revoke"
+  "Device\022 .dragoman.v1.RevokeDeviceRequest"
+  "\032!.dragoman.v1.RevokeDeviceResponseb\006pro"
+  "to3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fauth_2eproto_deps[3] = {
   &::descriptor_table_dragoman_2fv1_2fconversation_2eproto,
@@ -513,9 +654,9 @@ static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2faut
 };
 static ::_pbi::once_flag descriptor_table_dragoman_2fv1_2fauth_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_dragoman_2fv1_2fauth_2eproto = {
-    false, false, 2717, descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto,
+    false, false, 3443, descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto,
     "dragoman/v1/auth.proto",
-    &descriptor_table_dragoman_2fv1_2fauth_2eproto_once, descriptor_table_dragoman_2fv1_2fauth_2eproto_deps, 3, 16,
+    &descriptor_table_dragoman_2fv1_2fauth_2eproto_once, descriptor_table_dragoman_2fv1_2fauth_2eproto_deps, 3, 21,
     schemas, file_default_instances, TableStruct_dragoman_2fv1_2fauth_2eproto::offsets,
     file_level_metadata_dragoman_2fv1_2fauth_2eproto, file_level_enum_descriptors_dragoman_2fv1_2fauth_2eproto,
     file_level_service_descriptors_dragoman_2fv1_2fauth_2eproto,
@@ -549,6 +690,7 @@ RegisterRequest::RegisterRequest(const RegisterRequest& from)
     , decltype(_impl_.email_){}
     , decltype(_impl_.password_){}
     , decltype(_impl_.preferred_language_code_){}
+    , decltype(_impl_.device_name_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
@@ -584,6 +726,14 @@ RegisterRequest::RegisterRequest(const RegisterRequest& from)
     _this->_impl_.preferred_language_code_.Set(from._internal_preferred_language_code(), 
       _this->GetArenaForAllocation());
   }
+  _impl_.device_name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.device_name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_device_name().empty()) {
+    _this->_impl_.device_name_.Set(from._internal_device_name(), 
+      _this->GetArenaForAllocation());
+  }
   // @@protoc_insertion_point(copy_constructor:dragoman.v1.RegisterRequest)
 }
 
@@ -596,6 +746,7 @@ inline void RegisterRequest::SharedCtor(
     , decltype(_impl_.email_){}
     , decltype(_impl_.password_){}
     , decltype(_impl_.preferred_language_code_){}
+    , decltype(_impl_.device_name_){}
     , /*decltype(_impl_._cached_size_)*/{}
   };
   _impl_.username_.InitDefault();
@@ -614,6 +765,10 @@ inline void RegisterRequest::SharedCtor(
   #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
     _impl_.preferred_language_code_.Set("", GetArenaForAllocation());
   #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.device_name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.device_name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
 }
 
 RegisterRequest::~RegisterRequest() {
@@ -631,6 +786,7 @@ inline void RegisterRequest::SharedDtor() {
   _impl_.email_.Destroy();
   _impl_.password_.Destroy();
   _impl_.preferred_language_code_.Destroy();
+  _impl_.device_name_.Destroy();
 }
 
 void RegisterRequest::SetCachedSize(int size) const {
@@ -647,6 +803,7 @@ void RegisterRequest::Clear() {
   _impl_.email_.ClearToEmpty();
   _impl_.password_.ClearToEmpty();
   _impl_.preferred_language_code_.ClearToEmpty();
+  _impl_.device_name_.ClearToEmpty();
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -693,6 +850,16 @@ const char* RegisterRequest::_InternalParse(const char* ptr, ::_pbi::ParseContex
           ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
           CHK_(ptr);
           CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.RegisterRequest.preferred_language_code"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string device_name = 5 [json_name = "deviceName"];
+      case 5:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 42)) {
+          auto str = _internal_mutable_device_name();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.RegisterRequest.device_name"));
         } else
           goto handle_unusual;
         continue;
@@ -765,6 +932,16 @@ uint8_t* RegisterRequest::_InternalSerialize(
         4, this->_internal_preferred_language_code(), target);
   }
 
+  // string device_name = 5 [json_name = "deviceName"];
+  if (!this->_internal_device_name().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_device_name().data(), static_cast<int>(this->_internal_device_name().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.RegisterRequest.device_name");
+    target = stream->WriteStringMaybeAliased(
+        5, this->_internal_device_name(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -809,6 +986,13 @@ size_t RegisterRequest::ByteSizeLong() const {
         this->_internal_preferred_language_code());
   }
 
+  // string device_name = 5 [json_name = "deviceName"];
+  if (!this->_internal_device_name().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_device_name());
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -838,6 +1022,9 @@ void RegisterRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const 
   }
   if (!from._internal_preferred_language_code().empty()) {
     _this->_internal_set_preferred_language_code(from._internal_preferred_language_code());
+  }
+  if (!from._internal_device_name().empty()) {
+    _this->_internal_set_device_name(from._internal_device_name());
   }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
@@ -873,6 +1060,10 @@ void RegisterRequest::InternalSwap(RegisterRequest* other) {
   ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
       &_impl_.preferred_language_code_, lhs_arena,
       &other->_impl_.preferred_language_code_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.device_name_, lhs_arena,
+      &other->_impl_.device_name_, rhs_arena
   );
 }
 
@@ -1145,6 +1336,7 @@ LoginRequest::LoginRequest(const LoginRequest& from)
   new (&_impl_) Impl_{
       decltype(_impl_.username_){}
     , decltype(_impl_.password_){}
+    , decltype(_impl_.device_name_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
@@ -1164,6 +1356,14 @@ LoginRequest::LoginRequest(const LoginRequest& from)
     _this->_impl_.password_.Set(from._internal_password(), 
       _this->GetArenaForAllocation());
   }
+  _impl_.device_name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.device_name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_device_name().empty()) {
+    _this->_impl_.device_name_.Set(from._internal_device_name(), 
+      _this->GetArenaForAllocation());
+  }
   // @@protoc_insertion_point(copy_constructor:dragoman.v1.LoginRequest)
 }
 
@@ -1174,6 +1374,7 @@ inline void LoginRequest::SharedCtor(
   new (&_impl_) Impl_{
       decltype(_impl_.username_){}
     , decltype(_impl_.password_){}
+    , decltype(_impl_.device_name_){}
     , /*decltype(_impl_._cached_size_)*/{}
   };
   _impl_.username_.InitDefault();
@@ -1183,6 +1384,10 @@ inline void LoginRequest::SharedCtor(
   _impl_.password_.InitDefault();
   #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
     _impl_.password_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.device_name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.device_name_.Set("", GetArenaForAllocation());
   #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
 }
 
@@ -1199,6 +1404,7 @@ inline void LoginRequest::SharedDtor() {
   GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
   _impl_.username_.Destroy();
   _impl_.password_.Destroy();
+  _impl_.device_name_.Destroy();
 }
 
 void LoginRequest::SetCachedSize(int size) const {
@@ -1213,6 +1419,7 @@ void LoginRequest::Clear() {
 
   _impl_.username_.ClearToEmpty();
   _impl_.password_.ClearToEmpty();
+  _impl_.device_name_.ClearToEmpty();
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -1239,6 +1446,16 @@ const char* LoginRequest::_InternalParse(const char* ptr, ::_pbi::ParseContext* 
           ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
           CHK_(ptr);
           CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.LoginRequest.password"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string device_name = 3 [json_name = "deviceName"];
+      case 3:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 26)) {
+          auto str = _internal_mutable_device_name();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.LoginRequest.device_name"));
         } else
           goto handle_unusual;
         continue;
@@ -1291,6 +1508,16 @@ uint8_t* LoginRequest::_InternalSerialize(
         2, this->_internal_password(), target);
   }
 
+  // string device_name = 3 [json_name = "deviceName"];
+  if (!this->_internal_device_name().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_device_name().data(), static_cast<int>(this->_internal_device_name().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.LoginRequest.device_name");
+    target = stream->WriteStringMaybeAliased(
+        3, this->_internal_device_name(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -1321,6 +1548,13 @@ size_t LoginRequest::ByteSizeLong() const {
         this->_internal_password());
   }
 
+  // string device_name = 3 [json_name = "deviceName"];
+  if (!this->_internal_device_name().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_device_name());
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -1344,6 +1578,9 @@ void LoginRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::P
   }
   if (!from._internal_password().empty()) {
     _this->_internal_set_password(from._internal_password());
+  }
+  if (!from._internal_device_name().empty()) {
+    _this->_internal_set_device_name(from._internal_device_name());
   }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
@@ -1371,6 +1608,10 @@ void LoginRequest::InternalSwap(LoginRequest* other) {
   ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
       &_impl_.password_, lhs_arena,
       &other->_impl_.password_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.device_name_, lhs_arena,
+      &other->_impl_.device_name_, rhs_arena
   );
 }
 
@@ -3776,6 +4017,7 @@ class LoginRecord::_Internal {
  public:
   static const ::PROTOBUF_NAMESPACE_ID::Timestamp& create_time(const LoginRecord* msg);
   static const ::PROTOBUF_NAMESPACE_ID::Timestamp& expire_time(const LoginRecord* msg);
+  static const ::dragoman::v1::Device& device(const LoginRecord* msg);
 };
 
 const ::PROTOBUF_NAMESPACE_ID::Timestamp&
@@ -3785,6 +4027,10 @@ LoginRecord::_Internal::create_time(const LoginRecord* msg) {
 const ::PROTOBUF_NAMESPACE_ID::Timestamp&
 LoginRecord::_Internal::expire_time(const LoginRecord* msg) {
   return *msg->_impl_.expire_time_;
+}
+const ::dragoman::v1::Device&
+LoginRecord::_Internal::device(const LoginRecord* msg) {
+  return *msg->_impl_.device_;
 }
 void LoginRecord::clear_create_time() {
   if (GetArenaForAllocation() == nullptr && _impl_.create_time_ != nullptr) {
@@ -3810,6 +4056,7 @@ LoginRecord::LoginRecord(const LoginRecord& from)
   new (&_impl_) Impl_{
       decltype(_impl_.create_time_){nullptr}
     , decltype(_impl_.expire_time_){nullptr}
+    , decltype(_impl_.device_){nullptr}
     , decltype(_impl_.revoked_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
@@ -3819,6 +4066,9 @@ LoginRecord::LoginRecord(const LoginRecord& from)
   }
   if (from._internal_has_expire_time()) {
     _this->_impl_.expire_time_ = new ::PROTOBUF_NAMESPACE_ID::Timestamp(*from._impl_.expire_time_);
+  }
+  if (from._internal_has_device()) {
+    _this->_impl_.device_ = new ::dragoman::v1::Device(*from._impl_.device_);
   }
   _this->_impl_.revoked_ = from._impl_.revoked_;
   // @@protoc_insertion_point(copy_constructor:dragoman.v1.LoginRecord)
@@ -3831,6 +4081,7 @@ inline void LoginRecord::SharedCtor(
   new (&_impl_) Impl_{
       decltype(_impl_.create_time_){nullptr}
     , decltype(_impl_.expire_time_){nullptr}
+    , decltype(_impl_.device_){nullptr}
     , decltype(_impl_.revoked_){false}
     , /*decltype(_impl_._cached_size_)*/{}
   };
@@ -3849,6 +4100,7 @@ inline void LoginRecord::SharedDtor() {
   GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
   if (this != internal_default_instance()) delete _impl_.create_time_;
   if (this != internal_default_instance()) delete _impl_.expire_time_;
+  if (this != internal_default_instance()) delete _impl_.device_;
 }
 
 void LoginRecord::SetCachedSize(int size) const {
@@ -3869,6 +4121,10 @@ void LoginRecord::Clear() {
     delete _impl_.expire_time_;
   }
   _impl_.expire_time_ = nullptr;
+  if (GetArenaForAllocation() == nullptr && _impl_.device_ != nullptr) {
+    delete _impl_.device_;
+  }
+  _impl_.device_ = nullptr;
   _impl_.revoked_ = false;
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
@@ -3899,6 +4155,14 @@ const char* LoginRecord::_InternalParse(const char* ptr, ::_pbi::ParseContext* c
       case 3:
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 24)) {
           _impl_.revoked_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // .dragoman.v1.Device device = 4 [json_name = "device"];
+      case 4:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 34)) {
+          ptr = ctx->ParseMessage(_internal_mutable_device(), ptr);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -3952,6 +4216,13 @@ uint8_t* LoginRecord::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteBoolToArray(3, this->_internal_revoked(), target);
   }
 
+  // .dragoman.v1.Device device = 4 [json_name = "device"];
+  if (this->_internal_has_device()) {
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+      InternalWriteMessage(4, _Internal::device(this),
+        _Internal::device(this).GetCachedSize(), target, stream);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -3980,6 +4251,13 @@ size_t LoginRecord::ByteSizeLong() const {
     total_size += 1 +
       ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(
         *_impl_.expire_time_);
+  }
+
+  // .dragoman.v1.Device device = 4 [json_name = "device"];
+  if (this->_internal_has_device()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(
+        *_impl_.device_);
   }
 
   // bool revoked = 3 [json_name = "revoked"];
@@ -4013,6 +4291,10 @@ void LoginRecord::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PR
     _this->_internal_mutable_expire_time()->::PROTOBUF_NAMESPACE_ID::Timestamp::MergeFrom(
         from._internal_expire_time());
   }
+  if (from._internal_has_device()) {
+    _this->_internal_mutable_device()->::dragoman::v1::Device::MergeFrom(
+        from._internal_device());
+  }
   if (from._internal_revoked() != 0) {
     _this->_internal_set_revoked(from._internal_revoked());
   }
@@ -4045,6 +4327,953 @@ void LoginRecord::InternalSwap(LoginRecord* other) {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
       file_level_metadata_dragoman_2fv1_2fauth_2eproto[14]);
+}
+
+// ===================================================================
+
+class ListDevicesRequest::_Internal {
+ public:
+};
+
+ListDevicesRequest::ListDevicesRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase(arena, is_message_owned) {
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.ListDevicesRequest)
+}
+ListDevicesRequest::ListDevicesRequest(const ListDevicesRequest& from)
+  : ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase() {
+  ListDevicesRequest* const _this = this; (void)_this;
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.ListDevicesRequest)
+}
+
+
+
+
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData ListDevicesRequest::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyImpl,
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeImpl,
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*ListDevicesRequest::GetClassData() const { return &_class_data_; }
+
+
+
+
+
+
+
+::PROTOBUF_NAMESPACE_ID::Metadata ListDevicesRequest::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[15]);
+}
+
+// ===================================================================
+
+class ListDevicesResponse::_Internal {
+ public:
+};
+
+ListDevicesResponse::ListDevicesResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.ListDevicesResponse)
+}
+ListDevicesResponse::ListDevicesResponse(const ListDevicesResponse& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  ListDevicesResponse* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.devices_){from._impl_.devices_}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.ListDevicesResponse)
+}
+
+inline void ListDevicesResponse::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.devices_){arena}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+}
+
+ListDevicesResponse::~ListDevicesResponse() {
+  // @@protoc_insertion_point(destructor:dragoman.v1.ListDevicesResponse)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void ListDevicesResponse::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.devices_.~RepeatedPtrField();
+}
+
+void ListDevicesResponse::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void ListDevicesResponse::Clear() {
+// @@protoc_insertion_point(message_clear_start:dragoman.v1.ListDevicesResponse)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.devices_.Clear();
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* ListDevicesResponse::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // repeated .dragoman.v1.Device devices = 1 [json_name = "devices"];
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          ptr -= 1;
+          do {
+            ptr += 1;
+            ptr = ctx->ParseMessage(_internal_add_devices(), ptr);
+            CHK_(ptr);
+            if (!ctx->DataAvailable(ptr)) break;
+          } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<10>(ptr));
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* ListDevicesResponse::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:dragoman.v1.ListDevicesResponse)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // repeated .dragoman.v1.Device devices = 1 [json_name = "devices"];
+  for (unsigned i = 0,
+      n = static_cast<unsigned>(this->_internal_devices_size()); i < n; i++) {
+    const auto& repfield = this->_internal_devices(i);
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+        InternalWriteMessage(1, repfield, repfield.GetCachedSize(), target, stream);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:dragoman.v1.ListDevicesResponse)
+  return target;
+}
+
+size_t ListDevicesResponse::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:dragoman.v1.ListDevicesResponse)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // repeated .dragoman.v1.Device devices = 1 [json_name = "devices"];
+  total_size += 1UL * this->_internal_devices_size();
+  for (const auto& msg : this->_impl_.devices_) {
+    total_size +=
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData ListDevicesResponse::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    ListDevicesResponse::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*ListDevicesResponse::GetClassData() const { return &_class_data_; }
+
+
+void ListDevicesResponse::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<ListDevicesResponse*>(&to_msg);
+  auto& from = static_cast<const ListDevicesResponse&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:dragoman.v1.ListDevicesResponse)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  _this->_impl_.devices_.MergeFrom(from._impl_.devices_);
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void ListDevicesResponse::CopyFrom(const ListDevicesResponse& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:dragoman.v1.ListDevicesResponse)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool ListDevicesResponse::IsInitialized() const {
+  return true;
+}
+
+void ListDevicesResponse::InternalSwap(ListDevicesResponse* other) {
+  using std::swap;
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  _impl_.devices_.InternalSwap(&other->_impl_.devices_);
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata ListDevicesResponse::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[16]);
+}
+
+// ===================================================================
+
+class RevokeDeviceRequest::_Internal {
+ public:
+};
+
+RevokeDeviceRequest::RevokeDeviceRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.RevokeDeviceRequest)
+}
+RevokeDeviceRequest::RevokeDeviceRequest(const RevokeDeviceRequest& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  RevokeDeviceRequest* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.device_id_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.device_id_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.device_id_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_device_id().empty()) {
+    _this->_impl_.device_id_.Set(from._internal_device_id(), 
+      _this->GetArenaForAllocation());
+  }
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.RevokeDeviceRequest)
+}
+
+inline void RevokeDeviceRequest::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.device_id_){}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.device_id_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.device_id_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+RevokeDeviceRequest::~RevokeDeviceRequest() {
+  // @@protoc_insertion_point(destructor:dragoman.v1.RevokeDeviceRequest)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void RevokeDeviceRequest::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.device_id_.Destroy();
+}
+
+void RevokeDeviceRequest::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void RevokeDeviceRequest::Clear() {
+// @@protoc_insertion_point(message_clear_start:dragoman.v1.RevokeDeviceRequest)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.device_id_.ClearToEmpty();
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* RevokeDeviceRequest::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string device_id = 1 [json_name = "deviceId"];
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_device_id();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.RevokeDeviceRequest.device_id"));
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* RevokeDeviceRequest::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:dragoman.v1.RevokeDeviceRequest)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string device_id = 1 [json_name = "deviceId"];
+  if (!this->_internal_device_id().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_device_id().data(), static_cast<int>(this->_internal_device_id().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.RevokeDeviceRequest.device_id");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_device_id(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:dragoman.v1.RevokeDeviceRequest)
+  return target;
+}
+
+size_t RevokeDeviceRequest::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:dragoman.v1.RevokeDeviceRequest)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string device_id = 1 [json_name = "deviceId"];
+  if (!this->_internal_device_id().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_device_id());
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData RevokeDeviceRequest::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    RevokeDeviceRequest::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*RevokeDeviceRequest::GetClassData() const { return &_class_data_; }
+
+
+void RevokeDeviceRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<RevokeDeviceRequest*>(&to_msg);
+  auto& from = static_cast<const RevokeDeviceRequest&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:dragoman.v1.RevokeDeviceRequest)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_device_id().empty()) {
+    _this->_internal_set_device_id(from._internal_device_id());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void RevokeDeviceRequest::CopyFrom(const RevokeDeviceRequest& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:dragoman.v1.RevokeDeviceRequest)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool RevokeDeviceRequest::IsInitialized() const {
+  return true;
+}
+
+void RevokeDeviceRequest::InternalSwap(RevokeDeviceRequest* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.device_id_, lhs_arena,
+      &other->_impl_.device_id_, rhs_arena
+  );
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata RevokeDeviceRequest::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[17]);
+}
+
+// ===================================================================
+
+class RevokeDeviceResponse::_Internal {
+ public:
+};
+
+RevokeDeviceResponse::RevokeDeviceResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase(arena, is_message_owned) {
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.RevokeDeviceResponse)
+}
+RevokeDeviceResponse::RevokeDeviceResponse(const RevokeDeviceResponse& from)
+  : ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase() {
+  RevokeDeviceResponse* const _this = this; (void)_this;
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.RevokeDeviceResponse)
+}
+
+
+
+
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData RevokeDeviceResponse::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyImpl,
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeImpl,
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*RevokeDeviceResponse::GetClassData() const { return &_class_data_; }
+
+
+
+
+
+
+
+::PROTOBUF_NAMESPACE_ID::Metadata RevokeDeviceResponse::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[18]);
+}
+
+// ===================================================================
+
+class Device::_Internal {
+ public:
+  static const ::PROTOBUF_NAMESPACE_ID::Timestamp& first_seen_time(const Device* msg);
+  static const ::PROTOBUF_NAMESPACE_ID::Timestamp& last_seen_time(const Device* msg);
+};
+
+const ::PROTOBUF_NAMESPACE_ID::Timestamp&
+Device::_Internal::first_seen_time(const Device* msg) {
+  return *msg->_impl_.first_seen_time_;
+}
+const ::PROTOBUF_NAMESPACE_ID::Timestamp&
+Device::_Internal::last_seen_time(const Device* msg) {
+  return *msg->_impl_.last_seen_time_;
+}
+void Device::clear_first_seen_time() {
+  if (GetArenaForAllocation() == nullptr && _impl_.first_seen_time_ != nullptr) {
+    delete _impl_.first_seen_time_;
+  }
+  _impl_.first_seen_time_ = nullptr;
+}
+void Device::clear_last_seen_time() {
+  if (GetArenaForAllocation() == nullptr && _impl_.last_seen_time_ != nullptr) {
+    delete _impl_.last_seen_time_;
+  }
+  _impl_.last_seen_time_ = nullptr;
+}
+Device::Device(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.Device)
+}
+Device::Device(const Device& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  Device* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.device_id_){}
+    , decltype(_impl_.name_){}
+    , decltype(_impl_.user_agent_){}
+    , decltype(_impl_.coarse_ip_){}
+    , decltype(_impl_.first_seen_time_){nullptr}
+    , decltype(_impl_.last_seen_time_){nullptr}
+    , decltype(_impl_.current_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.device_id_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.device_id_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_device_id().empty()) {
+    _this->_impl_.device_id_.Set(from._internal_device_id(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_name().empty()) {
+    _this->_impl_.name_.Set(from._internal_name(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.user_agent_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.user_agent_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_user_agent().empty()) {
+    _this->_impl_.user_agent_.Set(from._internal_user_agent(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.coarse_ip_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.coarse_ip_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_coarse_ip().empty()) {
+    _this->_impl_.coarse_ip_.Set(from._internal_coarse_ip(), 
+      _this->GetArenaForAllocation());
+  }
+  if (from._internal_has_first_seen_time()) {
+    _this->_impl_.first_seen_time_ = new ::PROTOBUF_NAMESPACE_ID::Timestamp(*from._impl_.first_seen_time_);
+  }
+  if (from._internal_has_last_seen_time()) {
+    _this->_impl_.last_seen_time_ = new ::PROTOBUF_NAMESPACE_ID::Timestamp(*from._impl_.last_seen_time_);
+  }
+  _this->_impl_.current_ = from._impl_.current_;
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.Device)
+}
+
+inline void Device::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.device_id_){}
+    , decltype(_impl_.name_){}
+    , decltype(_impl_.user_agent_){}
+    , decltype(_impl_.coarse_ip_){}
+    , decltype(_impl_.first_seen_time_){nullptr}
+    , decltype(_impl_.last_seen_time_){nullptr}
+    , decltype(_impl_.current_){false}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.device_id_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.device_id_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.user_agent_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.user_agent_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.coarse_ip_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.coarse_ip_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+Device::~Device() {
+  // @@protoc_insertion_point(destructor:dragoman.v1.Device)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void Device::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.device_id_.Destroy();
+  _impl_.name_.Destroy();
+  _impl_.user_agent_.Destroy();
+  _impl_.coarse_ip_.Destroy();
+  if (this != internal_default_instance()) delete _impl_.first_seen_time_;
+  if (this != internal_default_instance()) delete _impl_.last_seen_time_;
+}
+
+void Device::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void Device::Clear() {
+// @@protoc_insertion_point(message_clear_start:dragoman.v1.Device)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.device_id_.ClearToEmpty();
+  _impl_.name_.ClearToEmpty();
+  _impl_.user_agent_.ClearToEmpty();
+  _impl_.coarse_ip_.ClearToEmpty();
+  if (GetArenaForAllocation() == nullptr && _impl_.first_seen_time_ != nullptr) {
+    delete _impl_.first_seen_time_;
+  }
+  _impl_.first_seen_time_ = nullptr;
+  if (GetArenaForAllocation() == nullptr && _impl_.last_seen_time_ != nullptr) {
+    delete _impl_.last_seen_time_;
+  }
+  _impl_.last_seen_time_ = nullptr;
+  _impl_.current_ = false;
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* Device::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string device_id = 1 [json_name = "deviceId"];
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_device_id();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.Device.device_id"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string name = 2 [json_name = "name"];
+      case 2:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 18)) {
+          auto str = _internal_mutable_name();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.Device.name"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string user_agent = 3 [json_name = "userAgent"];
+      case 3:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 26)) {
+          auto str = _internal_mutable_user_agent();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.Device.user_agent"));
+        } else
+          goto handle_unusual;
+        continue;
+      // .google.protobuf.Timestamp first_seen_time = 4 [json_name = "firstSeenTime"];
+      case 4:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 34)) {
+          ptr = ctx->ParseMessage(_internal_mutable_first_seen_time(), ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // .google.protobuf.Timestamp last_seen_time = 5 [json_name = "lastSeenTime"];
+      case 5:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 42)) {
+          ptr = ctx->ParseMessage(_internal_mutable_last_seen_time(), ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // string coarse_ip = 6 [json_name = "coarseIp"];
+      case 6:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 50)) {
+          auto str = _internal_mutable_coarse_ip();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.Device.coarse_ip"));
+        } else
+          goto handle_unusual;
+        continue;
+      // bool current = 7 [json_name = "current"];
+      case 7:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 56)) {
+          _impl_.current_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* Device::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:dragoman.v1.Device)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string device_id = 1 [json_name = "deviceId"];
+  if (!this->_internal_device_id().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_device_id().data(), static_cast<int>(this->_internal_device_id().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.Device.device_id");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_device_id(), target);
+  }
+
+  // string name = 2 [json_name = "name"];
+  if (!this->_internal_name().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_name().data(), static_cast<int>(this->_internal_name().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.Device.name");
+    target = stream->WriteStringMaybeAliased(
+        2, this->_internal_name(), target);
+  }
+
+  // string user_agent = 3 [json_name = "userAgent"];
+  if (!this->_internal_user_agent().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_user_agent().data(), static_cast<int>(this->_internal_user_agent().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.Device.user_agent");
+    target = stream->WriteStringMaybeAliased(
+        3, this->_internal_user_agent(), target);
+  }
+
+  // .google.protobuf.Timestamp first_seen_time = 4 [json_name = "firstSeenTime"];
+  if (this->_internal_has_first_seen_time()) {
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+      InternalWriteMessage(4, _Internal::first_seen_time(this),
+        _Internal::first_seen_time(this).GetCachedSize(), target, stream);
+  }
+
+  // .google.protobuf.Timestamp last_seen_time = 5 [json_name = "lastSeenTime"];
+  if (this->_internal_has_last_seen_time()) {
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+      InternalWriteMessage(5, _Internal::last_seen_time(this),
+        _Internal::last_seen_time(this).GetCachedSize(), target, stream);
+  }
+
+  // string coarse_ip = 6 [json_name = "coarseIp"];
+  if (!this->_internal_coarse_ip().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_coarse_ip().data(), static_cast<int>(this->_internal_coarse_ip().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.Device.coarse_ip");
+    target = stream->WriteStringMaybeAliased(
+        6, this->_internal_coarse_ip(), target);
+  }
+
+  // bool current = 7 [json_name = "current"];
+  if (this->_internal_current() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteBoolToArray(7, this->_internal_current(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:dragoman.v1.Device)
+  return target;
+}
+
+size_t Device::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:dragoman.v1.Device)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string device_id = 1 [json_name = "deviceId"];
+  if (!this->_internal_device_id().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_device_id());
+  }
+
+  // string name = 2 [json_name = "name"];
+  if (!this->_internal_name().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_name());
+  }
+
+  // string user_agent = 3 [json_name = "userAgent"];
+  if (!this->_internal_user_agent().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_user_agent());
+  }
+
+  // string coarse_ip = 6 [json_name = "coarseIp"];
+  if (!this->_internal_coarse_ip().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_coarse_ip());
+  }
+
+  // .google.protobuf.Timestamp first_seen_time = 4 [json_name = "firstSeenTime"];
+  if (this->_internal_has_first_seen_time()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(
+        *_impl_.first_seen_time_);
+  }
+
+  // .google.protobuf.Timestamp last_seen_time = 5 [json_name = "lastSeenTime"];
+  if (this->_internal_has_last_seen_time()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(
+        *_impl_.last_seen_time_);
+  }
+
+  // bool current = 7 [json_name = "current"];
+  if (this->_internal_current() != 0) {
+    total_size += 1 + 1;
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData Device::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    Device::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*Device::GetClassData() const { return &_class_data_; }
+
+
+void Device::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<Device*>(&to_msg);
+  auto& from = static_cast<const Device&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:dragoman.v1.Device)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_device_id().empty()) {
+    _this->_internal_set_device_id(from._internal_device_id());
+  }
+  if (!from._internal_name().empty()) {
+    _this->_internal_set_name(from._internal_name());
+  }
+  if (!from._internal_user_agent().empty()) {
+    _this->_internal_set_user_agent(from._internal_user_agent());
+  }
+  if (!from._internal_coarse_ip().empty()) {
+    _this->_internal_set_coarse_ip(from._internal_coarse_ip());
+  }
+  if (from._internal_has_first_seen_time()) {
+    _this->_internal_mutable_first_seen_time()->::PROTOBUF_NAMESPACE_ID::Timestamp::MergeFrom(
+        from._internal_first_seen_time());
+  }
+  if (from._internal_has_last_seen_time()) {
+    _this->_internal_mutable_last_seen_time()->::PROTOBUF_NAMESPACE_ID::Timestamp::MergeFrom(
+        from._internal_last_seen_time());
+  }
+  if (from._internal_current() != 0) {
+    _this->_internal_set_current(from._internal_current());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void Device::CopyFrom(const Device& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:dragoman.v1.Device)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool Device::IsInitialized() const {
+  return true;
+}
+
+void Device::InternalSwap(Device* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.device_id_, lhs_arena,
+      &other->_impl_.device_id_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.name_, lhs_arena,
+      &other->_impl_.name_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.user_agent_, lhs_arena,
+      &other->_impl_.user_agent_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.coarse_ip_, lhs_arena,
+      &other->_impl_.coarse_ip_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::memswap<
+      PROTOBUF_FIELD_OFFSET(Device, _impl_.current_)
+      + sizeof(Device::_impl_.current_)
+      - PROTOBUF_FIELD_OFFSET(Device, _impl_.first_seen_time_)>(
+          reinterpret_cast<char*>(&_impl_.first_seen_time_),
+          reinterpret_cast<char*>(&other->_impl_.first_seen_time_));
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata Device::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[19]);
 }
 
 // ===================================================================
@@ -4647,7 +5876,7 @@ void UtteranceRecord::InternalSwap(UtteranceRecord* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata UtteranceRecord::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[15]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[20]);
 }
 
 // @@protoc_insertion_point(namespace_scope)
@@ -4713,6 +5942,26 @@ Arena::CreateMaybeMessage< ::dragoman::v1::Account >(Arena* arena) {
 template<> PROTOBUF_NOINLINE ::dragoman::v1::LoginRecord*
 Arena::CreateMaybeMessage< ::dragoman::v1::LoginRecord >(Arena* arena) {
   return Arena::CreateMessageInternal< ::dragoman::v1::LoginRecord >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::ListDevicesRequest*
+Arena::CreateMaybeMessage< ::dragoman::v1::ListDevicesRequest >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::ListDevicesRequest >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::ListDevicesResponse*
+Arena::CreateMaybeMessage< ::dragoman::v1::ListDevicesResponse >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::ListDevicesResponse >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::RevokeDeviceRequest*
+Arena::CreateMaybeMessage< ::dragoman::v1::RevokeDeviceRequest >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::RevokeDeviceRequest >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::RevokeDeviceResponse*
+Arena::CreateMaybeMessage< ::dragoman::v1::RevokeDeviceResponse >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::RevokeDeviceResponse >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::Device*
+Arena::CreateMaybeMessage< ::dragoman::v1::Device >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::Device >(arena);
 }
 template<> PROTOBUF_NOINLINE ::dragoman::v1::UtteranceRecord*
 Arena::CreateMaybeMessage< ::dragoman::v1::UtteranceRecord >(Arena* arena) {

@@ -59,12 +59,21 @@ extern DeleteAccountRequestDefaultTypeInternal _DeleteAccountRequest_default_ins
 class DeleteAccountResponse;
 struct DeleteAccountResponseDefaultTypeInternal;
 extern DeleteAccountResponseDefaultTypeInternal _DeleteAccountResponse_default_instance_;
+class Device;
+struct DeviceDefaultTypeInternal;
+extern DeviceDefaultTypeInternal _Device_default_instance_;
 class ExportMyDataRequest;
 struct ExportMyDataRequestDefaultTypeInternal;
 extern ExportMyDataRequestDefaultTypeInternal _ExportMyDataRequest_default_instance_;
 class ExportMyDataResponse;
 struct ExportMyDataResponseDefaultTypeInternal;
 extern ExportMyDataResponseDefaultTypeInternal _ExportMyDataResponse_default_instance_;
+class ListDevicesRequest;
+struct ListDevicesRequestDefaultTypeInternal;
+extern ListDevicesRequestDefaultTypeInternal _ListDevicesRequest_default_instance_;
+class ListDevicesResponse;
+struct ListDevicesResponseDefaultTypeInternal;
+extern ListDevicesResponseDefaultTypeInternal _ListDevicesResponse_default_instance_;
 class LoginRecord;
 struct LoginRecordDefaultTypeInternal;
 extern LoginRecordDefaultTypeInternal _LoginRecord_default_instance_;
@@ -92,6 +101,12 @@ extern RegisterRequestDefaultTypeInternal _RegisterRequest_default_instance_;
 class RegisterResponse;
 struct RegisterResponseDefaultTypeInternal;
 extern RegisterResponseDefaultTypeInternal _RegisterResponse_default_instance_;
+class RevokeDeviceRequest;
+struct RevokeDeviceRequestDefaultTypeInternal;
+extern RevokeDeviceRequestDefaultTypeInternal _RevokeDeviceRequest_default_instance_;
+class RevokeDeviceResponse;
+struct RevokeDeviceResponseDefaultTypeInternal;
+extern RevokeDeviceResponseDefaultTypeInternal _RevokeDeviceResponse_default_instance_;
 class TokenPair;
 struct TokenPairDefaultTypeInternal;
 extern TokenPairDefaultTypeInternal _TokenPair_default_instance_;
@@ -104,8 +119,11 @@ PROTOBUF_NAMESPACE_OPEN
 template<> ::dragoman::v1::Account* Arena::CreateMaybeMessage<::dragoman::v1::Account>(Arena*);
 template<> ::dragoman::v1::DeleteAccountRequest* Arena::CreateMaybeMessage<::dragoman::v1::DeleteAccountRequest>(Arena*);
 template<> ::dragoman::v1::DeleteAccountResponse* Arena::CreateMaybeMessage<::dragoman::v1::DeleteAccountResponse>(Arena*);
+template<> ::dragoman::v1::Device* Arena::CreateMaybeMessage<::dragoman::v1::Device>(Arena*);
 template<> ::dragoman::v1::ExportMyDataRequest* Arena::CreateMaybeMessage<::dragoman::v1::ExportMyDataRequest>(Arena*);
 template<> ::dragoman::v1::ExportMyDataResponse* Arena::CreateMaybeMessage<::dragoman::v1::ExportMyDataResponse>(Arena*);
+template<> ::dragoman::v1::ListDevicesRequest* Arena::CreateMaybeMessage<::dragoman::v1::ListDevicesRequest>(Arena*);
+template<> ::dragoman::v1::ListDevicesResponse* Arena::CreateMaybeMessage<::dragoman::v1::ListDevicesResponse>(Arena*);
 template<> ::dragoman::v1::LoginRecord* Arena::CreateMaybeMessage<::dragoman::v1::LoginRecord>(Arena*);
 template<> ::dragoman::v1::LoginRequest* Arena::CreateMaybeMessage<::dragoman::v1::LoginRequest>(Arena*);
 template<> ::dragoman::v1::LoginResponse* Arena::CreateMaybeMessage<::dragoman::v1::LoginResponse>(Arena*);
@@ -115,6 +133,8 @@ template<> ::dragoman::v1::RefreshTokenRequest* Arena::CreateMaybeMessage<::drag
 template<> ::dragoman::v1::RefreshTokenResponse* Arena::CreateMaybeMessage<::dragoman::v1::RefreshTokenResponse>(Arena*);
 template<> ::dragoman::v1::RegisterRequest* Arena::CreateMaybeMessage<::dragoman::v1::RegisterRequest>(Arena*);
 template<> ::dragoman::v1::RegisterResponse* Arena::CreateMaybeMessage<::dragoman::v1::RegisterResponse>(Arena*);
+template<> ::dragoman::v1::RevokeDeviceRequest* Arena::CreateMaybeMessage<::dragoman::v1::RevokeDeviceRequest>(Arena*);
+template<> ::dragoman::v1::RevokeDeviceResponse* Arena::CreateMaybeMessage<::dragoman::v1::RevokeDeviceResponse>(Arena*);
 template<> ::dragoman::v1::TokenPair* Arena::CreateMaybeMessage<::dragoman::v1::TokenPair>(Arena*);
 template<> ::dragoman::v1::UtteranceRecord* Arena::CreateMaybeMessage<::dragoman::v1::UtteranceRecord>(Arena*);
 PROTOBUF_NAMESPACE_CLOSE
@@ -248,6 +268,7 @@ class RegisterRequest final :
     kEmailFieldNumber = 2,
     kPasswordFieldNumber = 3,
     kPreferredLanguageCodeFieldNumber = 4,
+    kDeviceNameFieldNumber = 5,
   };
   // string username = 1 [json_name = "username"];
   void clear_username();
@@ -305,6 +326,20 @@ class RegisterRequest final :
   std::string* _internal_mutable_preferred_language_code();
   public:
 
+  // string device_name = 5 [json_name = "deviceName"];
+  void clear_device_name();
+  const std::string& device_name() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_device_name(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_device_name();
+  PROTOBUF_NODISCARD std::string* release_device_name();
+  void set_allocated_device_name(std::string* device_name);
+  private:
+  const std::string& _internal_device_name() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_device_name(const std::string& value);
+  std::string* _internal_mutable_device_name();
+  public:
+
   // @@protoc_insertion_point(class_scope:dragoman.v1.RegisterRequest)
  private:
   class _Internal;
@@ -317,6 +352,7 @@ class RegisterRequest final :
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr email_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr password_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr preferred_language_code_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr device_name_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -620,6 +656,7 @@ class LoginRequest final :
   enum : int {
     kUsernameFieldNumber = 1,
     kPasswordFieldNumber = 2,
+    kDeviceNameFieldNumber = 3,
   };
   // string username = 1 [json_name = "username"];
   void clear_username();
@@ -649,6 +686,20 @@ class LoginRequest final :
   std::string* _internal_mutable_password();
   public:
 
+  // string device_name = 3 [json_name = "deviceName"];
+  void clear_device_name();
+  const std::string& device_name() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_device_name(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_device_name();
+  PROTOBUF_NODISCARD std::string* release_device_name();
+  void set_allocated_device_name(std::string* device_name);
+  private:
+  const std::string& _internal_device_name() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_device_name(const std::string& value);
+  std::string* _internal_mutable_device_name();
+  public:
+
   // @@protoc_insertion_point(class_scope:dragoman.v1.LoginRequest)
  private:
   class _Internal;
@@ -659,6 +710,7 @@ class LoginRequest final :
   struct Impl_ {
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr username_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr password_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr device_name_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -2620,6 +2672,7 @@ class LoginRecord final :
   enum : int {
     kCreateTimeFieldNumber = 1,
     kExpireTimeFieldNumber = 2,
+    kDeviceFieldNumber = 4,
     kRevokedFieldNumber = 3,
   };
   // .google.protobuf.Timestamp create_time = 1 [json_name = "createTime"];
@@ -2658,6 +2711,24 @@ class LoginRecord final :
       ::PROTOBUF_NAMESPACE_ID::Timestamp* expire_time);
   ::PROTOBUF_NAMESPACE_ID::Timestamp* unsafe_arena_release_expire_time();
 
+  // .dragoman.v1.Device device = 4 [json_name = "device"];
+  bool has_device() const;
+  private:
+  bool _internal_has_device() const;
+  public:
+  void clear_device();
+  const ::dragoman::v1::Device& device() const;
+  PROTOBUF_NODISCARD ::dragoman::v1::Device* release_device();
+  ::dragoman::v1::Device* mutable_device();
+  void set_allocated_device(::dragoman::v1::Device* device);
+  private:
+  const ::dragoman::v1::Device& _internal_device() const;
+  ::dragoman::v1::Device* _internal_mutable_device();
+  public:
+  void unsafe_arena_set_allocated_device(
+      ::dragoman::v1::Device* device);
+  ::dragoman::v1::Device* unsafe_arena_release_device();
+
   // bool revoked = 3 [json_name = "revoked"];
   void clear_revoked();
   bool revoked() const;
@@ -2677,7 +2748,806 @@ class LoginRecord final :
   struct Impl_ {
     ::PROTOBUF_NAMESPACE_ID::Timestamp* create_time_;
     ::PROTOBUF_NAMESPACE_ID::Timestamp* expire_time_;
+    ::dragoman::v1::Device* device_;
     bool revoked_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class ListDevicesRequest final :
+    public ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase /* @@protoc_insertion_point(class_definition:dragoman.v1.ListDevicesRequest) */ {
+ public:
+  inline ListDevicesRequest() : ListDevicesRequest(nullptr) {}
+  explicit PROTOBUF_CONSTEXPR ListDevicesRequest(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  ListDevicesRequest(const ListDevicesRequest& from);
+  ListDevicesRequest(ListDevicesRequest&& from) noexcept
+    : ListDevicesRequest() {
+    *this = ::std::move(from);
+  }
+
+  inline ListDevicesRequest& operator=(const ListDevicesRequest& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline ListDevicesRequest& operator=(ListDevicesRequest&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const ListDevicesRequest& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const ListDevicesRequest* internal_default_instance() {
+    return reinterpret_cast<const ListDevicesRequest*>(
+               &_ListDevicesRequest_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    15;
+
+  friend void swap(ListDevicesRequest& a, ListDevicesRequest& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(ListDevicesRequest* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(ListDevicesRequest* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  ListDevicesRequest* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<ListDevicesRequest>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyFrom;
+  inline void CopyFrom(const ListDevicesRequest& from) {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyImpl(*this, from);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeFrom;
+  void MergeFrom(const ListDevicesRequest& from) {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeImpl(*this, from);
+  }
+  public:
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.ListDevicesRequest";
+  }
+  protected:
+  explicit ListDevicesRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.ListDevicesRequest)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+  };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class ListDevicesResponse final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:dragoman.v1.ListDevicesResponse) */ {
+ public:
+  inline ListDevicesResponse() : ListDevicesResponse(nullptr) {}
+  ~ListDevicesResponse() override;
+  explicit PROTOBUF_CONSTEXPR ListDevicesResponse(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  ListDevicesResponse(const ListDevicesResponse& from);
+  ListDevicesResponse(ListDevicesResponse&& from) noexcept
+    : ListDevicesResponse() {
+    *this = ::std::move(from);
+  }
+
+  inline ListDevicesResponse& operator=(const ListDevicesResponse& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline ListDevicesResponse& operator=(ListDevicesResponse&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const ListDevicesResponse& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const ListDevicesResponse* internal_default_instance() {
+    return reinterpret_cast<const ListDevicesResponse*>(
+               &_ListDevicesResponse_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    16;
+
+  friend void swap(ListDevicesResponse& a, ListDevicesResponse& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(ListDevicesResponse* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(ListDevicesResponse* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  ListDevicesResponse* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<ListDevicesResponse>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const ListDevicesResponse& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const ListDevicesResponse& from) {
+    ListDevicesResponse::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(ListDevicesResponse* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.ListDevicesResponse";
+  }
+  protected:
+  explicit ListDevicesResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kDevicesFieldNumber = 1,
+  };
+  // repeated .dragoman.v1.Device devices = 1 [json_name = "devices"];
+  int devices_size() const;
+  private:
+  int _internal_devices_size() const;
+  public:
+  void clear_devices();
+  ::dragoman::v1::Device* mutable_devices(int index);
+  ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Device >*
+      mutable_devices();
+  private:
+  const ::dragoman::v1::Device& _internal_devices(int index) const;
+  ::dragoman::v1::Device* _internal_add_devices();
+  public:
+  const ::dragoman::v1::Device& devices(int index) const;
+  ::dragoman::v1::Device* add_devices();
+  const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Device >&
+      devices() const;
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.ListDevicesResponse)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Device > devices_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class RevokeDeviceRequest final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:dragoman.v1.RevokeDeviceRequest) */ {
+ public:
+  inline RevokeDeviceRequest() : RevokeDeviceRequest(nullptr) {}
+  ~RevokeDeviceRequest() override;
+  explicit PROTOBUF_CONSTEXPR RevokeDeviceRequest(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  RevokeDeviceRequest(const RevokeDeviceRequest& from);
+  RevokeDeviceRequest(RevokeDeviceRequest&& from) noexcept
+    : RevokeDeviceRequest() {
+    *this = ::std::move(from);
+  }
+
+  inline RevokeDeviceRequest& operator=(const RevokeDeviceRequest& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline RevokeDeviceRequest& operator=(RevokeDeviceRequest&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const RevokeDeviceRequest& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const RevokeDeviceRequest* internal_default_instance() {
+    return reinterpret_cast<const RevokeDeviceRequest*>(
+               &_RevokeDeviceRequest_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    17;
+
+  friend void swap(RevokeDeviceRequest& a, RevokeDeviceRequest& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(RevokeDeviceRequest* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(RevokeDeviceRequest* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  RevokeDeviceRequest* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<RevokeDeviceRequest>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const RevokeDeviceRequest& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const RevokeDeviceRequest& from) {
+    RevokeDeviceRequest::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(RevokeDeviceRequest* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.RevokeDeviceRequest";
+  }
+  protected:
+  explicit RevokeDeviceRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kDeviceIdFieldNumber = 1,
+  };
+  // string device_id = 1 [json_name = "deviceId"];
+  void clear_device_id();
+  const std::string& device_id() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_device_id(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_device_id();
+  PROTOBUF_NODISCARD std::string* release_device_id();
+  void set_allocated_device_id(std::string* device_id);
+  private:
+  const std::string& _internal_device_id() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_device_id(const std::string& value);
+  std::string* _internal_mutable_device_id();
+  public:
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.RevokeDeviceRequest)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr device_id_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class RevokeDeviceResponse final :
+    public ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase /* @@protoc_insertion_point(class_definition:dragoman.v1.RevokeDeviceResponse) */ {
+ public:
+  inline RevokeDeviceResponse() : RevokeDeviceResponse(nullptr) {}
+  explicit PROTOBUF_CONSTEXPR RevokeDeviceResponse(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  RevokeDeviceResponse(const RevokeDeviceResponse& from);
+  RevokeDeviceResponse(RevokeDeviceResponse&& from) noexcept
+    : RevokeDeviceResponse() {
+    *this = ::std::move(from);
+  }
+
+  inline RevokeDeviceResponse& operator=(const RevokeDeviceResponse& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline RevokeDeviceResponse& operator=(RevokeDeviceResponse&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const RevokeDeviceResponse& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const RevokeDeviceResponse* internal_default_instance() {
+    return reinterpret_cast<const RevokeDeviceResponse*>(
+               &_RevokeDeviceResponse_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    18;
+
+  friend void swap(RevokeDeviceResponse& a, RevokeDeviceResponse& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(RevokeDeviceResponse* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(RevokeDeviceResponse* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  RevokeDeviceResponse* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<RevokeDeviceResponse>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyFrom;
+  inline void CopyFrom(const RevokeDeviceResponse& from) {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyImpl(*this, from);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeFrom;
+  void MergeFrom(const RevokeDeviceResponse& from) {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeImpl(*this, from);
+  }
+  public:
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.RevokeDeviceResponse";
+  }
+  protected:
+  explicit RevokeDeviceResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.RevokeDeviceResponse)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+  };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class Device final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:dragoman.v1.Device) */ {
+ public:
+  inline Device() : Device(nullptr) {}
+  ~Device() override;
+  explicit PROTOBUF_CONSTEXPR Device(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  Device(const Device& from);
+  Device(Device&& from) noexcept
+    : Device() {
+    *this = ::std::move(from);
+  }
+
+  inline Device& operator=(const Device& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline Device& operator=(Device&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const Device& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const Device* internal_default_instance() {
+    return reinterpret_cast<const Device*>(
+               &_Device_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    19;
+
+  friend void swap(Device& a, Device& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(Device* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(Device* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  Device* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<Device>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const Device& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const Device& from) {
+    Device::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(Device* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.Device";
+  }
+  protected:
+  explicit Device(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kDeviceIdFieldNumber = 1,
+    kNameFieldNumber = 2,
+    kUserAgentFieldNumber = 3,
+    kCoarseIpFieldNumber = 6,
+    kFirstSeenTimeFieldNumber = 4,
+    kLastSeenTimeFieldNumber = 5,
+    kCurrentFieldNumber = 7,
+  };
+  // string device_id = 1 [json_name = "deviceId"];
+  void clear_device_id();
+  const std::string& device_id() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_device_id(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_device_id();
+  PROTOBUF_NODISCARD std::string* release_device_id();
+  void set_allocated_device_id(std::string* device_id);
+  private:
+  const std::string& _internal_device_id() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_device_id(const std::string& value);
+  std::string* _internal_mutable_device_id();
+  public:
+
+  // string name = 2 [json_name = "name"];
+  void clear_name();
+  const std::string& name() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_name(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_name();
+  PROTOBUF_NODISCARD std::string* release_name();
+  void set_allocated_name(std::string* name);
+  private:
+  const std::string& _internal_name() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_name(const std::string& value);
+  std::string* _internal_mutable_name();
+  public:
+
+  // string user_agent = 3 [json_name = "userAgent"];
+  void clear_user_agent();
+  const std::string& user_agent() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_user_agent(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_user_agent();
+  PROTOBUF_NODISCARD std::string* release_user_agent();
+  void set_allocated_user_agent(std::string* user_agent);
+  private:
+  const std::string& _internal_user_agent() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_user_agent(const std::string& value);
+  std::string* _internal_mutable_user_agent();
+  public:
+
+  // string coarse_ip = 6 [json_name = "coarseIp"];
+  void clear_coarse_ip();
+  const std::string& coarse_ip() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_coarse_ip(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_coarse_ip();
+  PROTOBUF_NODISCARD std::string* release_coarse_ip();
+  void set_allocated_coarse_ip(std::string* coarse_ip);
+  private:
+  const std::string& _internal_coarse_ip() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_coarse_ip(const std::string& value);
+  std::string* _internal_mutable_coarse_ip();
+  public:
+
+  // .google.protobuf.Timestamp first_seen_time = 4 [json_name = "firstSeenTime"];
+  bool has_first_seen_time() const;
+  private:
+  bool _internal_has_first_seen_time() const;
+  public:
+  void clear_first_seen_time();
+  const ::PROTOBUF_NAMESPACE_ID::Timestamp& first_seen_time() const;
+  PROTOBUF_NODISCARD ::PROTOBUF_NAMESPACE_ID::Timestamp* release_first_seen_time();
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* mutable_first_seen_time();
+  void set_allocated_first_seen_time(::PROTOBUF_NAMESPACE_ID::Timestamp* first_seen_time);
+  private:
+  const ::PROTOBUF_NAMESPACE_ID::Timestamp& _internal_first_seen_time() const;
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* _internal_mutable_first_seen_time();
+  public:
+  void unsafe_arena_set_allocated_first_seen_time(
+      ::PROTOBUF_NAMESPACE_ID::Timestamp* first_seen_time);
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* unsafe_arena_release_first_seen_time();
+
+  // .google.protobuf.Timestamp last_seen_time = 5 [json_name = "lastSeenTime"];
+  bool has_last_seen_time() const;
+  private:
+  bool _internal_has_last_seen_time() const;
+  public:
+  void clear_last_seen_time();
+  const ::PROTOBUF_NAMESPACE_ID::Timestamp& last_seen_time() const;
+  PROTOBUF_NODISCARD ::PROTOBUF_NAMESPACE_ID::Timestamp* release_last_seen_time();
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* mutable_last_seen_time();
+  void set_allocated_last_seen_time(::PROTOBUF_NAMESPACE_ID::Timestamp* last_seen_time);
+  private:
+  const ::PROTOBUF_NAMESPACE_ID::Timestamp& _internal_last_seen_time() const;
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* _internal_mutable_last_seen_time();
+  public:
+  void unsafe_arena_set_allocated_last_seen_time(
+      ::PROTOBUF_NAMESPACE_ID::Timestamp* last_seen_time);
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* unsafe_arena_release_last_seen_time();
+
+  // bool current = 7 [json_name = "current"];
+  void clear_current();
+  bool current() const;
+  void set_current(bool value);
+  private:
+  bool _internal_current() const;
+  void _internal_set_current(bool value);
+  public:
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.Device)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr device_id_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr name_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr user_agent_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr coarse_ip_;
+    ::PROTOBUF_NAMESPACE_ID::Timestamp* first_seen_time_;
+    ::PROTOBUF_NAMESPACE_ID::Timestamp* last_seen_time_;
+    bool current_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -2733,7 +3603,7 @@ class UtteranceRecord final :
                &_UtteranceRecord_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    15;
+    20;
 
   friend void swap(UtteranceRecord& a, UtteranceRecord& b) {
     a.Swap(&b);
@@ -3183,6 +4053,56 @@ inline void RegisterRequest::set_allocated_preferred_language_code(std::string* 
   // @@protoc_insertion_point(field_set_allocated:dragoman.v1.RegisterRequest.preferred_language_code)
 }
 
+// string device_name = 5 [json_name = "deviceName"];
+inline void RegisterRequest::clear_device_name() {
+  _impl_.device_name_.ClearToEmpty();
+}
+inline const std::string& RegisterRequest::device_name() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.RegisterRequest.device_name)
+  return _internal_device_name();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void RegisterRequest::set_device_name(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.device_name_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.RegisterRequest.device_name)
+}
+inline std::string* RegisterRequest::mutable_device_name() {
+  std::string* _s = _internal_mutable_device_name();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.RegisterRequest.device_name)
+  return _s;
+}
+inline const std::string& RegisterRequest::_internal_device_name() const {
+  return _impl_.device_name_.Get();
+}
+inline void RegisterRequest::_internal_set_device_name(const std::string& value) {
+  
+  _impl_.device_name_.Set(value, GetArenaForAllocation());
+}
+inline std::string* RegisterRequest::_internal_mutable_device_name() {
+  
+  return _impl_.device_name_.Mutable(GetArenaForAllocation());
+}
+inline std::string* RegisterRequest::release_device_name() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.RegisterRequest.device_name)
+  return _impl_.device_name_.Release();
+}
+inline void RegisterRequest::set_allocated_device_name(std::string* device_name) {
+  if (device_name != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.device_name_.SetAllocated(device_name, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.device_name_.IsDefault()) {
+    _impl_.device_name_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.RegisterRequest.device_name)
+}
+
 // -------------------------------------------------------------------
 
 // RegisterResponse
@@ -3429,6 +4349,56 @@ inline void LoginRequest::set_allocated_password(std::string* password) {
   }
 #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
   // @@protoc_insertion_point(field_set_allocated:dragoman.v1.LoginRequest.password)
+}
+
+// string device_name = 3 [json_name = "deviceName"];
+inline void LoginRequest::clear_device_name() {
+  _impl_.device_name_.ClearToEmpty();
+}
+inline const std::string& LoginRequest::device_name() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.LoginRequest.device_name)
+  return _internal_device_name();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void LoginRequest::set_device_name(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.device_name_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.LoginRequest.device_name)
+}
+inline std::string* LoginRequest::mutable_device_name() {
+  std::string* _s = _internal_mutable_device_name();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.LoginRequest.device_name)
+  return _s;
+}
+inline const std::string& LoginRequest::_internal_device_name() const {
+  return _impl_.device_name_.Get();
+}
+inline void LoginRequest::_internal_set_device_name(const std::string& value) {
+  
+  _impl_.device_name_.Set(value, GetArenaForAllocation());
+}
+inline std::string* LoginRequest::_internal_mutable_device_name() {
+  
+  return _impl_.device_name_.Mutable(GetArenaForAllocation());
+}
+inline std::string* LoginRequest::release_device_name() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.LoginRequest.device_name)
+  return _impl_.device_name_.Release();
+}
+inline void LoginRequest::set_allocated_device_name(std::string* device_name) {
+  if (device_name != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.device_name_.SetAllocated(device_name, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.device_name_.IsDefault()) {
+    _impl_.device_name_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.LoginRequest.device_name)
 }
 
 // -------------------------------------------------------------------
@@ -4851,6 +5821,596 @@ inline void LoginRecord::set_revoked(bool value) {
   // @@protoc_insertion_point(field_set:dragoman.v1.LoginRecord.revoked)
 }
 
+// .dragoman.v1.Device device = 4 [json_name = "device"];
+inline bool LoginRecord::_internal_has_device() const {
+  return this != internal_default_instance() && _impl_.device_ != nullptr;
+}
+inline bool LoginRecord::has_device() const {
+  return _internal_has_device();
+}
+inline void LoginRecord::clear_device() {
+  if (GetArenaForAllocation() == nullptr && _impl_.device_ != nullptr) {
+    delete _impl_.device_;
+  }
+  _impl_.device_ = nullptr;
+}
+inline const ::dragoman::v1::Device& LoginRecord::_internal_device() const {
+  const ::dragoman::v1::Device* p = _impl_.device_;
+  return p != nullptr ? *p : reinterpret_cast<const ::dragoman::v1::Device&>(
+      ::dragoman::v1::_Device_default_instance_);
+}
+inline const ::dragoman::v1::Device& LoginRecord::device() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.LoginRecord.device)
+  return _internal_device();
+}
+inline void LoginRecord::unsafe_arena_set_allocated_device(
+    ::dragoman::v1::Device* device) {
+  if (GetArenaForAllocation() == nullptr) {
+    delete reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(_impl_.device_);
+  }
+  _impl_.device_ = device;
+  if (device) {
+    
+  } else {
+    
+  }
+  // @@protoc_insertion_point(field_unsafe_arena_set_allocated:dragoman.v1.LoginRecord.device)
+}
+inline ::dragoman::v1::Device* LoginRecord::release_device() {
+  
+  ::dragoman::v1::Device* temp = _impl_.device_;
+  _impl_.device_ = nullptr;
+#ifdef PROTOBUF_FORCE_COPY_IN_RELEASE
+  auto* old =  reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(temp);
+  temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+  if (GetArenaForAllocation() == nullptr) { delete old; }
+#else  // PROTOBUF_FORCE_COPY_IN_RELEASE
+  if (GetArenaForAllocation() != nullptr) {
+    temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+  }
+#endif  // !PROTOBUF_FORCE_COPY_IN_RELEASE
+  return temp;
+}
+inline ::dragoman::v1::Device* LoginRecord::unsafe_arena_release_device() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.LoginRecord.device)
+  
+  ::dragoman::v1::Device* temp = _impl_.device_;
+  _impl_.device_ = nullptr;
+  return temp;
+}
+inline ::dragoman::v1::Device* LoginRecord::_internal_mutable_device() {
+  
+  if (_impl_.device_ == nullptr) {
+    auto* p = CreateMaybeMessage<::dragoman::v1::Device>(GetArenaForAllocation());
+    _impl_.device_ = p;
+  }
+  return _impl_.device_;
+}
+inline ::dragoman::v1::Device* LoginRecord::mutable_device() {
+  ::dragoman::v1::Device* _msg = _internal_mutable_device();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.LoginRecord.device)
+  return _msg;
+}
+inline void LoginRecord::set_allocated_device(::dragoman::v1::Device* device) {
+  ::PROTOBUF_NAMESPACE_ID::Arena* message_arena = GetArenaForAllocation();
+  if (message_arena == nullptr) {
+    delete _impl_.device_;
+  }
+  if (device) {
+    ::PROTOBUF_NAMESPACE_ID::Arena* submessage_arena =
+        ::PROTOBUF_NAMESPACE_ID::Arena::InternalGetOwningArena(device);
+    if (message_arena != submessage_arena) {
+      device = ::PROTOBUF_NAMESPACE_ID::internal::GetOwnedMessage(
+          message_arena, device, submessage_arena);
+    }
+    
+  } else {
+    
+  }
+  _impl_.device_ = device;
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.LoginRecord.device)
+}
+
+// -------------------------------------------------------------------
+
+// ListDevicesRequest
+
+// -------------------------------------------------------------------
+
+// ListDevicesResponse
+
+// repeated .dragoman.v1.Device devices = 1 [json_name = "devices"];
+inline int ListDevicesResponse::_internal_devices_size() const {
+  return _impl_.devices_.size();
+}
+inline int ListDevicesResponse::devices_size() const {
+  return _internal_devices_size();
+}
+inline void ListDevicesResponse::clear_devices() {
+  _impl_.devices_.Clear();
+}
+inline ::dragoman::v1::Device* ListDevicesResponse::mutable_devices(int index) {
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.ListDevicesResponse.devices)
+  return _impl_.devices_.Mutable(index);
+}
+inline ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Device >*
+ListDevicesResponse::mutable_devices() {
+  // @@protoc_insertion_point(field_mutable_list:dragoman.v1.ListDevicesResponse.devices)
+  return &_impl_.devices_;
+}
+inline const ::dragoman::v1::Device& ListDevicesResponse::_internal_devices(int index) const {
+  return _impl_.devices_.Get(index);
+}
+inline const ::dragoman::v1::Device& ListDevicesResponse::devices(int index) const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.ListDevicesResponse.devices)
+  return _internal_devices(index);
+}
+inline ::dragoman::v1::Device* ListDevicesResponse::_internal_add_devices() {
+  return _impl_.devices_.Add();
+}
+inline ::dragoman::v1::Device* ListDevicesResponse::add_devices() {
+  ::dragoman::v1::Device* _add = _internal_add_devices();
+  // @@protoc_insertion_point(field_add:dragoman.v1.ListDevicesResponse.devices)
+  return _add;
+}
+inline const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Device >&
+ListDevicesResponse::devices() const {
+  // @@protoc_insertion_point(field_list:dragoman.v1.ListDevicesResponse.devices)
+  return _impl_.devices_;
+}
+
+// -------------------------------------------------------------------
+
+// RevokeDeviceRequest
+
+// string device_id = 1 [json_name = "deviceId"];
+inline void RevokeDeviceRequest::clear_device_id() {
+  _impl_.device_id_.ClearToEmpty();
+}
+inline const std::string& RevokeDeviceRequest::device_id() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.RevokeDeviceRequest.device_id)
+  return _internal_device_id();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void RevokeDeviceRequest::set_device_id(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.device_id_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.RevokeDeviceRequest.device_id)
+}
+inline std::string* RevokeDeviceRequest::mutable_device_id() {
+  std::string* _s = _internal_mutable_device_id();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.RevokeDeviceRequest.device_id)
+  return _s;
+}
+inline const std::string& RevokeDeviceRequest::_internal_device_id() const {
+  return _impl_.device_id_.Get();
+}
+inline void RevokeDeviceRequest::_internal_set_device_id(const std::string& value) {
+  
+  _impl_.device_id_.Set(value, GetArenaForAllocation());
+}
+inline std::string* RevokeDeviceRequest::_internal_mutable_device_id() {
+  
+  return _impl_.device_id_.Mutable(GetArenaForAllocation());
+}
+inline std::string* RevokeDeviceRequest::release_device_id() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.RevokeDeviceRequest.device_id)
+  return _impl_.device_id_.Release();
+}
+inline void RevokeDeviceRequest::set_allocated_device_id(std::string* device_id) {
+  if (device_id != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.device_id_.SetAllocated(device_id, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.device_id_.IsDefault()) {
+    _impl_.device_id_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.RevokeDeviceRequest.device_id)
+}
+
+// -------------------------------------------------------------------
+
+// RevokeDeviceResponse
+
+// -------------------------------------------------------------------
+
+// Device
+
+// string device_id = 1 [json_name = "deviceId"];
+inline void Device::clear_device_id() {
+  _impl_.device_id_.ClearToEmpty();
+}
+inline const std::string& Device::device_id() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.Device.device_id)
+  return _internal_device_id();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void Device::set_device_id(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.device_id_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.Device.device_id)
+}
+inline std::string* Device::mutable_device_id() {
+  std::string* _s = _internal_mutable_device_id();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.Device.device_id)
+  return _s;
+}
+inline const std::string& Device::_internal_device_id() const {
+  return _impl_.device_id_.Get();
+}
+inline void Device::_internal_set_device_id(const std::string& value) {
+  
+  _impl_.device_id_.Set(value, GetArenaForAllocation());
+}
+inline std::string* Device::_internal_mutable_device_id() {
+  
+  return _impl_.device_id_.Mutable(GetArenaForAllocation());
+}
+inline std::string* Device::release_device_id() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.Device.device_id)
+  return _impl_.device_id_.Release();
+}
+inline void Device::set_allocated_device_id(std::string* device_id) {
+  if (device_id != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.device_id_.SetAllocated(device_id, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.device_id_.IsDefault()) {
+    _impl_.device_id_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.Device.device_id)
+}
+
+// string name = 2 [json_name = "name"];
+inline void Device::clear_name() {
+  _impl_.name_.ClearToEmpty();
+}
+inline const std::string& Device::name() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.Device.name)
+  return _internal_name();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void Device::set_name(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.name_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.Device.name)
+}
+inline std::string* Device::mutable_name() {
+  std::string* _s = _internal_mutable_name();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.Device.name)
+  return _s;
+}
+inline const std::string& Device::_internal_name() const {
+  return _impl_.name_.Get();
+}
+inline void Device::_internal_set_name(const std::string& value) {
+  
+  _impl_.name_.Set(value, GetArenaForAllocation());
+}
+inline std::string* Device::_internal_mutable_name() {
+  
+  return _impl_.name_.Mutable(GetArenaForAllocation());
+}
+inline std::string* Device::release_name() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.Device.name)
+  return _impl_.name_.Release();
+}
+inline void Device::set_allocated_name(std::string* name) {
+  if (name != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.name_.SetAllocated(name, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.name_.IsDefault()) {
+    _impl_.name_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.Device.name)
+}
+
+// string user_agent = 3 [json_name = "userAgent"];
+inline void Device::clear_user_agent() {
+  _impl_.user_agent_.ClearToEmpty();
+}
+inline const std::string& Device::user_agent() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.Device.user_agent)
+  return _internal_user_agent();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void Device::set_user_agent(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.user_agent_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.Device.user_agent)
+}
+inline std::string* Device::mutable_user_agent() {
+  std::string* _s = _internal_mutable_user_agent();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.Device.user_agent)
+  return _s;
+}
+inline const std::string& Device::_internal_user_agent() const {
+  return _impl_.user_agent_.Get();
+}
+inline void Device::_internal_set_user_agent(const std::string& value) {
+  
+  _impl_.user_agent_.Set(value, GetArenaForAllocation());
+}
+inline std::string* Device::_internal_mutable_user_agent() {
+  
+  return _impl_.user_agent_.Mutable(GetArenaForAllocation());
+}
+inline std::string* Device::release_user_agent() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.Device.user_agent)
+  return _impl_.user_agent_.Release();
+}
+inline void Device::set_allocated_user_agent(std::string* user_agent) {
+  if (user_agent != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.user_agent_.SetAllocated(user_agent, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.user_agent_.IsDefault()) {
+    _impl_.user_agent_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.Device.user_agent)
+}
+
+// .google.protobuf.Timestamp first_seen_time = 4 [json_name = "firstSeenTime"];
+inline bool Device::_internal_has_first_seen_time() const {
+  return this != internal_default_instance() && _impl_.first_seen_time_ != nullptr;
+}
+inline bool Device::has_first_seen_time() const {
+  return _internal_has_first_seen_time();
+}
+inline const ::PROTOBUF_NAMESPACE_ID::Timestamp& Device::_internal_first_seen_time() const {
+  const ::PROTOBUF_NAMESPACE_ID::Timestamp* p = _impl_.first_seen_time_;
+  return p != nullptr ? *p : reinterpret_cast<const ::PROTOBUF_NAMESPACE_ID::Timestamp&>(
+      ::PROTOBUF_NAMESPACE_ID::_Timestamp_default_instance_);
+}
+inline const ::PROTOBUF_NAMESPACE_ID::Timestamp& Device::first_seen_time() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.Device.first_seen_time)
+  return _internal_first_seen_time();
+}
+inline void Device::unsafe_arena_set_allocated_first_seen_time(
+    ::PROTOBUF_NAMESPACE_ID::Timestamp* first_seen_time) {
+  if (GetArenaForAllocation() == nullptr) {
+    delete reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(_impl_.first_seen_time_);
+  }
+  _impl_.first_seen_time_ = first_seen_time;
+  if (first_seen_time) {
+    
+  } else {
+    
+  }
+  // @@protoc_insertion_point(field_unsafe_arena_set_allocated:dragoman.v1.Device.first_seen_time)
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Device::release_first_seen_time() {
+  
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* temp = _impl_.first_seen_time_;
+  _impl_.first_seen_time_ = nullptr;
+#ifdef PROTOBUF_FORCE_COPY_IN_RELEASE
+  auto* old =  reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(temp);
+  temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+  if (GetArenaForAllocation() == nullptr) { delete old; }
+#else  // PROTOBUF_FORCE_COPY_IN_RELEASE
+  if (GetArenaForAllocation() != nullptr) {
+    temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+  }
+#endif  // !PROTOBUF_FORCE_COPY_IN_RELEASE
+  return temp;
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Device::unsafe_arena_release_first_seen_time() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.Device.first_seen_time)
+  
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* temp = _impl_.first_seen_time_;
+  _impl_.first_seen_time_ = nullptr;
+  return temp;
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Device::_internal_mutable_first_seen_time() {
+  
+  if (_impl_.first_seen_time_ == nullptr) {
+    auto* p = CreateMaybeMessage<::PROTOBUF_NAMESPACE_ID::Timestamp>(GetArenaForAllocation());
+    _impl_.first_seen_time_ = p;
+  }
+  return _impl_.first_seen_time_;
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Device::mutable_first_seen_time() {
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* _msg = _internal_mutable_first_seen_time();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.Device.first_seen_time)
+  return _msg;
+}
+inline void Device::set_allocated_first_seen_time(::PROTOBUF_NAMESPACE_ID::Timestamp* first_seen_time) {
+  ::PROTOBUF_NAMESPACE_ID::Arena* message_arena = GetArenaForAllocation();
+  if (message_arena == nullptr) {
+    delete reinterpret_cast< ::PROTOBUF_NAMESPACE_ID::MessageLite*>(_impl_.first_seen_time_);
+  }
+  if (first_seen_time) {
+    ::PROTOBUF_NAMESPACE_ID::Arena* submessage_arena =
+        ::PROTOBUF_NAMESPACE_ID::Arena::InternalGetOwningArena(
+                reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(first_seen_time));
+    if (message_arena != submessage_arena) {
+      first_seen_time = ::PROTOBUF_NAMESPACE_ID::internal::GetOwnedMessage(
+          message_arena, first_seen_time, submessage_arena);
+    }
+    
+  } else {
+    
+  }
+  _impl_.first_seen_time_ = first_seen_time;
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.Device.first_seen_time)
+}
+
+// .google.protobuf.Timestamp last_seen_time = 5 [json_name = "lastSeenTime"];
+inline bool Device::_internal_has_last_seen_time() const {
+  return this != internal_default_instance() && _impl_.last_seen_time_ != nullptr;
+}
+inline bool Device::has_last_seen_time() const {
+  return _internal_has_last_seen_time();
+}
+inline const ::PROTOBUF_NAMESPACE_ID::Timestamp& Device::_internal_last_seen_time() const {
+  const ::PROTOBUF_NAMESPACE_ID::Timestamp* p = _impl_.last_seen_time_;
+  return p != nullptr ? *p : reinterpret_cast<const ::PROTOBUF_NAMESPACE_ID::Timestamp&>(
+      ::PROTOBUF_NAMESPACE_ID::_Timestamp_default_instance_);
+}
+inline const ::PROTOBUF_NAMESPACE_ID::Timestamp& Device::last_seen_time() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.Device.last_seen_time)
+  return _internal_last_seen_time();
+}
+inline void Device::unsafe_arena_set_allocated_last_seen_time(
+    ::PROTOBUF_NAMESPACE_ID::Timestamp* last_seen_time) {
+  if (GetArenaForAllocation() == nullptr) {
+    delete reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(_impl_.last_seen_time_);
+  }
+  _impl_.last_seen_time_ = last_seen_time;
+  if (last_seen_time) {
+    
+  } else {
+    
+  }
+  // @@protoc_insertion_point(field_unsafe_arena_set_allocated:dragoman.v1.Device.last_seen_time)
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Device::release_last_seen_time() {
+  
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* temp = _impl_.last_seen_time_;
+  _impl_.last_seen_time_ = nullptr;
+#ifdef PROTOBUF_FORCE_COPY_IN_RELEASE
+  auto* old =  reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(temp);
+  temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+  if (GetArenaForAllocation() == nullptr) { delete old; }
+#else  // PROTOBUF_FORCE_COPY_IN_RELEASE
+  if (GetArenaForAllocation() != nullptr) {
+    temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+  }
+#endif  // !PROTOBUF_FORCE_COPY_IN_RELEASE
+  return temp;
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Device::unsafe_arena_release_last_seen_time() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.Device.last_seen_time)
+  
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* temp = _impl_.last_seen_time_;
+  _impl_.last_seen_time_ = nullptr;
+  return temp;
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Device::_internal_mutable_last_seen_time() {
+  
+  if (_impl_.last_seen_time_ == nullptr) {
+    auto* p = CreateMaybeMessage<::PROTOBUF_NAMESPACE_ID::Timestamp>(GetArenaForAllocation());
+    _impl_.last_seen_time_ = p;
+  }
+  return _impl_.last_seen_time_;
+}
+inline ::PROTOBUF_NAMESPACE_ID::Timestamp* Device::mutable_last_seen_time() {
+  ::PROTOBUF_NAMESPACE_ID::Timestamp* _msg = _internal_mutable_last_seen_time();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.Device.last_seen_time)
+  return _msg;
+}
+inline void Device::set_allocated_last_seen_time(::PROTOBUF_NAMESPACE_ID::Timestamp* last_seen_time) {
+  ::PROTOBUF_NAMESPACE_ID::Arena* message_arena = GetArenaForAllocation();
+  if (message_arena == nullptr) {
+    delete reinterpret_cast< ::PROTOBUF_NAMESPACE_ID::MessageLite*>(_impl_.last_seen_time_);
+  }
+  if (last_seen_time) {
+    ::PROTOBUF_NAMESPACE_ID::Arena* submessage_arena =
+        ::PROTOBUF_NAMESPACE_ID::Arena::InternalGetOwningArena(
+                reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(last_seen_time));
+    if (message_arena != submessage_arena) {
+      last_seen_time = ::PROTOBUF_NAMESPACE_ID::internal::GetOwnedMessage(
+          message_arena, last_seen_time, submessage_arena);
+    }
+    
+  } else {
+    
+  }
+  _impl_.last_seen_time_ = last_seen_time;
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.Device.last_seen_time)
+}
+
+// string coarse_ip = 6 [json_name = "coarseIp"];
+inline void Device::clear_coarse_ip() {
+  _impl_.coarse_ip_.ClearToEmpty();
+}
+inline const std::string& Device::coarse_ip() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.Device.coarse_ip)
+  return _internal_coarse_ip();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void Device::set_coarse_ip(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.coarse_ip_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.Device.coarse_ip)
+}
+inline std::string* Device::mutable_coarse_ip() {
+  std::string* _s = _internal_mutable_coarse_ip();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.Device.coarse_ip)
+  return _s;
+}
+inline const std::string& Device::_internal_coarse_ip() const {
+  return _impl_.coarse_ip_.Get();
+}
+inline void Device::_internal_set_coarse_ip(const std::string& value) {
+  
+  _impl_.coarse_ip_.Set(value, GetArenaForAllocation());
+}
+inline std::string* Device::_internal_mutable_coarse_ip() {
+  
+  return _impl_.coarse_ip_.Mutable(GetArenaForAllocation());
+}
+inline std::string* Device::release_coarse_ip() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.Device.coarse_ip)
+  return _impl_.coarse_ip_.Release();
+}
+inline void Device::set_allocated_coarse_ip(std::string* coarse_ip) {
+  if (coarse_ip != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.coarse_ip_.SetAllocated(coarse_ip, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.coarse_ip_.IsDefault()) {
+    _impl_.coarse_ip_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.Device.coarse_ip)
+}
+
+// bool current = 7 [json_name = "current"];
+inline void Device::clear_current() {
+  _impl_.current_ = false;
+}
+inline bool Device::_internal_current() const {
+  return _impl_.current_;
+}
+inline bool Device::current() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.Device.current)
+  return _internal_current();
+}
+inline void Device::_internal_set_current(bool value) {
+  
+  _impl_.current_ = value;
+}
+inline void Device::set_current(bool value) {
+  _internal_set_current(value);
+  // @@protoc_insertion_point(field_set:dragoman.v1.Device.current)
+}
+
 // -------------------------------------------------------------------
 
 // UtteranceRecord
@@ -5378,6 +6938,16 @@ inline void UtteranceRecord::set_allocated_create_time(::PROTOBUF_NAMESPACE_ID::
 #ifdef __GNUC__
   #pragma GCC diagnostic pop
 #endif  // __GNUC__
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
 // -------------------------------------------------------------------
 
 // -------------------------------------------------------------------

@@ -26,71 +26,87 @@ namespace Dragoman.V1 {
           string.Concat(
             "ChZkcmFnb21hbi92MS9hdXRoLnByb3RvEgtkcmFnb21hbi52MRoeZHJhZ29t",
             "YW4vdjEvY29udmVyc2F0aW9uLnByb3RvGhpkcmFnb21hbi92MS9zZXNzaW9u",
-            "cy5wcm90bxofZ29vZ2xlL3Byb3RvYnVmL3RpbWVzdGFtcC5wcm90byKXAQoP",
+            "cy5wcm90bxofZ29vZ2xlL3Byb3RvYnVmL3RpbWVzdGFtcC5wcm90byK4AQoP",
             "UmVnaXN0ZXJSZXF1ZXN0EhoKCHVzZXJuYW1lGAEgASgJUgh1c2VybmFtZRIU",
             "CgVlbWFpbBgCIAEoCVIFZW1haWwSGgoIcGFzc3dvcmQYAyABKAlSCHBhc3N3",
             "b3JkEjYKF3ByZWZlcnJlZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJy",
-            "ZWRMYW5ndWFnZUNvZGUiWwoQUmVnaXN0ZXJSZXNwb25zZRIXCgd1c2VyX2lk",
-            "GAEgASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIgASgLMhYuZHJhZ29tYW4udjEu",
-            "VG9rZW5QYWlyUgZ0b2tlbnMiRgoMTG9naW5SZXF1ZXN0EhoKCHVzZXJuYW1l",
-            "GAEgASgJUgh1c2VybmFtZRIaCghwYXNzd29yZBgCIAEoCVIIcGFzc3dvcmQi",
-            "WAoNTG9naW5SZXNwb25zZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2VySWQSLgoG",
-            "dG9rZW5zGAIgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMi",
-            "OgoTUmVmcmVzaFRva2VuUmVxdWVzdBIjCg1yZWZyZXNoX3Rva2VuGAEgASgJ",
-            "UgxyZWZyZXNoVG9rZW4iRgoUUmVmcmVzaFRva2VuUmVzcG9uc2USLgoGdG9r",
-            "ZW5zGAEgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiNAoN",
-            "TG9nb3V0UmVxdWVzdBIjCg1yZWZyZXNoX3Rva2VuGAEgASgJUgxyZWZyZXNo",
-            "VG9rZW4iEAoOTG9nb3V0UmVzcG9uc2Ui/wEKCVRva2VuUGFpchIhCgxhY2Nl",
-            "c3NfdG9rZW4YASABKAlSC2FjY2Vzc1Rva2VuElMKGGFjY2Vzc190b2tlbl9l",
-            "eHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBS",
-            "FWFjY2Vzc1Rva2VuRXhwaXJlVGltZRIjCg1yZWZyZXNoX3Rva2VuGAMgASgJ",
-            "UgxyZWZyZXNoVG9rZW4SVQoZcmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgE",
-            "IAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSFnJlZnJlc2hUb2tl",
-            "bkV4cGlyZVRpbWUiMgoURGVsZXRlQWNjb3VudFJlcXVlc3QSGgoIcGFzc3dv",
-            "cmQYASABKAlSCHBhc3N3b3JkIoMBChVEZWxldGVBY2NvdW50UmVzcG9uc2US",
-            "MgoVZGVsZXRlZF9zZXNzaW9uX2NvdW50GAEgASgNUhNkZWxldGVkU2Vzc2lv",
-            "bkNvdW50EjYKF2RlbGV0ZWRfdXR0ZXJhbmNlX2NvdW50GAIgASgNUhVkZWxl",
-            "dGVkVXR0ZXJhbmNlQ291bnQiFQoTRXhwb3J0TXlEYXRhUmVxdWVzdCLoAQoU",
-            "RXhwb3J0TXlEYXRhUmVzcG9uc2USLgoHYWNjb3VudBgBIAEoCzIULmRyYWdv",
-            "bWFuLnYxLkFjY291bnRSB2FjY291bnQSMAoGbG9naW5zGAIgAygLMhguZHJh",
-            "Z29tYW4udjEuTG9naW5SZWNvcmRSBmxvZ2lucxIwCghzZXNzaW9ucxgDIAMo",
-            "CzIULmRyYWdvbWFuLnYxLlNlc3Npb25SCHNlc3Npb25zEjwKCnV0dGVyYW5j",
-            "ZXMYBCADKAsyHC5kcmFnb21hbi52MS5VdHRlcmFuY2VSZWNvcmRSCnV0dGVy",
-            "YW5jZXMiyQEKB0FjY291bnQSFwoHdXNlcl9pZBgBIAEoCVIGdXNlcklkEhoK",
-            "CHVzZXJuYW1lGAIgASgJUgh1c2VybmFtZRIUCgVlbWFpbBgDIAEoCVIFZW1h",
-            "aWwSNgoXcHJlZmVycmVkX2xhbmd1YWdlX2NvZGUYBCABKAlSFXByZWZlcnJl",
-            "ZExhbmd1YWdlQ29kZRI7CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5w",
-            "cm90b2J1Zi5UaW1lc3RhbXBSCmNyZWF0ZVRpbWUioQEKC0xvZ2luUmVjb3Jk",
-            "EjsKC2NyZWF0ZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVz",
-            "dGFtcFIKY3JlYXRlVGltZRI7CgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2ds",
-            "ZS5wcm90b2J1Zi5UaW1lc3RhbXBSCmV4cGlyZVRpbWUSGAoHcmV2b2tlZBgD",
-            "IAEoCFIHcmV2b2tlZCKfAwoPVXR0ZXJhbmNlUmVjb3JkEh0KCnNlc3Npb25f",
-            "aWQYASABKAlSCXNlc3Npb25JZBIhCgx1dHRlcmFuY2VfaWQYAiABKAlSC3V0",
-            "dGVyYW5jZUlkEiYKD3NwZWFrZXJfdXNlcl9pZBgDIAEoCVINc3BlYWtlclVz",
-            "ZXJJZBIwChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgEIAEoCVISc291cmNlTGFu",
-            "Z3VhZ2VDb2RlEjAKFHRhcmdldF9sYW5ndWFnZV9jb2RlGAUgASgJUhJ0YXJn",
-            "ZXRMYW5ndWFnZUNvZGUSHwoLc291cmNlX3RleHQYBiABKAlSCnNvdXJjZVRl",
-            "eHQSJwoPdHJhbnNsYXRlZF90ZXh0GAcgASgJUg50cmFuc2xhdGVkVGV4dBI3",
-            "CgdsYXRlbmN5GAggASgLMh0uZHJhZ29tYW4udjEuVXR0ZXJhbmNlTGF0ZW5j",
-            "eVIHbGF0ZW5jeRI7CgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90",
-            "b2J1Zi5UaW1lc3RhbXBSCmNyZWF0ZVRpbWUy2wMKC0F1dGhTZXJ2aWNlEkcK",
-            "CFJlZ2lzdGVyEhwuZHJhZ29tYW4udjEuUmVnaXN0ZXJSZXF1ZXN0Gh0uZHJh",
-            "Z29tYW4udjEuUmVnaXN0ZXJSZXNwb25zZRI+CgVMb2dpbhIZLmRyYWdvbWFu",
-            "LnYxLkxvZ2luUmVxdWVzdBoaLmRyYWdvbWFuLnYxLkxvZ2luUmVzcG9uc2US",
-            "UwoMUmVmcmVzaFRva2VuEiAuZHJhZ29tYW4udjEuUmVmcmVzaFRva2VuUmVx",
-            "dWVzdBohLmRyYWdvbWFuLnYxLlJlZnJlc2hUb2tlblJlc3BvbnNlEkEKBkxv",
-            "Z291dBIaLmRyYWdvbWFuLnYxLkxvZ291dFJlcXVlc3QaGy5kcmFnb21hbi52",
-            "MS5Mb2dvdXRSZXNwb25zZRJWCg1EZWxldGVBY2NvdW50EiEuZHJhZ29tYW4u",
-            "djEuRGVsZXRlQWNjb3VudFJlcXVlc3QaIi5kcmFnb21hbi52MS5EZWxldGVB",
-            "Y2NvdW50UmVzcG9uc2USUwoMRXhwb3J0TXlEYXRhEiAuZHJhZ29tYW4udjEu",
-            "RXhwb3J0TXlEYXRhUmVxdWVzdBohLmRyYWdvbWFuLnYxLkV4cG9ydE15RGF0",
-            "YVJlc3BvbnNlYgZwcm90bzM="));
+            "ZWRMYW5ndWFnZUNvZGUSHwoLZGV2aWNlX25hbWUYBSABKAlSCmRldmljZU5h",
+            "bWUiWwoQUmVnaXN0ZXJSZXNwb25zZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2Vy",
+            "SWQSLgoGdG9rZW5zGAIgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0",
+            "b2tlbnMiZwoMTG9naW5SZXF1ZXN0EhoKCHVzZXJuYW1lGAEgASgJUgh1c2Vy",
+            "bmFtZRIaCghwYXNzd29yZBgCIAEoCVIIcGFzc3dvcmQSHwoLZGV2aWNlX25h",
+            "bWUYAyABKAlSCmRldmljZU5hbWUiWAoNTG9naW5SZXNwb25zZRIXCgd1c2Vy",
+            "X2lkGAEgASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIgASgLMhYuZHJhZ29tYW4u",
+            "djEuVG9rZW5QYWlyUgZ0b2tlbnMiOgoTUmVmcmVzaFRva2VuUmVxdWVzdBIj",
+            "Cg1yZWZyZXNoX3Rva2VuGAEgASgJUgxyZWZyZXNoVG9rZW4iRgoUUmVmcmVz",
+            "aFRva2VuUmVzcG9uc2USLgoGdG9rZW5zGAEgASgLMhYuZHJhZ29tYW4udjEu",
+            "VG9rZW5QYWlyUgZ0b2tlbnMiNAoNTG9nb3V0UmVxdWVzdBIjCg1yZWZyZXNo",
+            "X3Rva2VuGAEgASgJUgxyZWZyZXNoVG9rZW4iEAoOTG9nb3V0UmVzcG9uc2Ui",
+            "/wEKCVRva2VuUGFpchIhCgxhY2Nlc3NfdG9rZW4YASABKAlSC2FjY2Vzc1Rv",
+            "a2VuElMKGGFjY2Vzc190b2tlbl9leHBpcmVfdGltZRgCIAEoCzIaLmdvb2ds",
+            "ZS5wcm90b2J1Zi5UaW1lc3RhbXBSFWFjY2Vzc1Rva2VuRXhwaXJlVGltZRIj",
+            "Cg1yZWZyZXNoX3Rva2VuGAMgASgJUgxyZWZyZXNoVG9rZW4SVQoZcmVmcmVz",
+            "aF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5U",
+            "aW1lc3RhbXBSFnJlZnJlc2hUb2tlbkV4cGlyZVRpbWUiMgoURGVsZXRlQWNj",
+            "b3VudFJlcXVlc3QSGgoIcGFzc3dvcmQYASABKAlSCHBhc3N3b3JkIoMBChVE",
+            "ZWxldGVBY2NvdW50UmVzcG9uc2USMgoVZGVsZXRlZF9zZXNzaW9uX2NvdW50",
+            "GAEgASgNUhNkZWxldGVkU2Vzc2lvbkNvdW50EjYKF2RlbGV0ZWRfdXR0ZXJh",
+            "bmNlX2NvdW50GAIgASgNUhVkZWxldGVkVXR0ZXJhbmNlQ291bnQiFQoTRXhw",
+            "b3J0TXlEYXRhUmVxdWVzdCLoAQoURXhwb3J0TXlEYXRhUmVzcG9uc2USLgoH",
+            "YWNjb3VudBgBIAEoCzIULmRyYWdvbWFuLnYxLkFjY291bnRSB2FjY291bnQS",
+            "MAoGbG9naW5zGAIgAygLMhguZHJhZ29tYW4udjEuTG9naW5SZWNvcmRSBmxv",
+            "Z2lucxIwCghzZXNzaW9ucxgDIAMoCzIULmRyYWdvbWFuLnYxLlNlc3Npb25S",
+            "CHNlc3Npb25zEjwKCnV0dGVyYW5jZXMYBCADKAsyHC5kcmFnb21hbi52MS5V",
+            "dHRlcmFuY2VSZWNvcmRSCnV0dGVyYW5jZXMiyQEKB0FjY291bnQSFwoHdXNl",
+            "cl9pZBgBIAEoCVIGdXNlcklkEhoKCHVzZXJuYW1lGAIgASgJUgh1c2VybmFt",
+            "ZRIUCgVlbWFpbBgDIAEoCVIFZW1haWwSNgoXcHJlZmVycmVkX2xhbmd1YWdl",
+            "X2NvZGUYBCABKAlSFXByZWZlcnJlZExhbmd1YWdlQ29kZRI7CgtjcmVhdGVf",
+            "dGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSCmNyZWF0",
+            "ZVRpbWUizgEKC0xvZ2luUmVjb3JkEjsKC2NyZWF0ZV90aW1lGAEgASgLMhou",
+            "Z29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFIKY3JlYXRlVGltZRI7CgtleHBp",
+            "cmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSCmV4",
+            "cGlyZVRpbWUSGAoHcmV2b2tlZBgDIAEoCFIHcmV2b2tlZBIrCgZkZXZpY2UY",
+            "BCABKAsyEy5kcmFnb21hbi52MS5EZXZpY2VSBmRldmljZSIUChJMaXN0RGV2",
+            "aWNlc1JlcXVlc3QiRAoTTGlzdERldmljZXNSZXNwb25zZRItCgdkZXZpY2Vz",
+            "GAEgAygLMhMuZHJhZ29tYW4udjEuRGV2aWNlUgdkZXZpY2VzIjIKE1Jldm9r",
+            "ZURldmljZVJlcXVlc3QSGwoJZGV2aWNlX2lkGAEgASgJUghkZXZpY2VJZCIW",
+            "ChRSZXZva2VEZXZpY2VSZXNwb25zZSKVAgoGRGV2aWNlEhsKCWRldmljZV9p",
+            "ZBgBIAEoCVIIZGV2aWNlSWQSEgoEbmFtZRgCIAEoCVIEbmFtZRIdCgp1c2Vy",
+            "X2FnZW50GAMgASgJUgl1c2VyQWdlbnQSQgoPZmlyc3Rfc2Vlbl90aW1lGAQg",
+            "ASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFINZmlyc3RTZWVuVGlt",
+            "ZRJACg5sYXN0X3NlZW5fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5U",
+            "aW1lc3RhbXBSDGxhc3RTZWVuVGltZRIbCgljb2Fyc2VfaXAYBiABKAlSCGNv",
+            "YXJzZUlwEhgKB2N1cnJlbnQYByABKAhSB2N1cnJlbnQinwMKD1V0dGVyYW5j",
+            "ZVJlY29yZBIdCgpzZXNzaW9uX2lkGAEgASgJUglzZXNzaW9uSWQSIQoMdXR0",
+            "ZXJhbmNlX2lkGAIgASgJUgt1dHRlcmFuY2VJZBImCg9zcGVha2VyX3VzZXJf",
+            "aWQYAyABKAlSDXNwZWFrZXJVc2VySWQSMAoUc291cmNlX2xhbmd1YWdlX2Nv",
+            "ZGUYBCABKAlSEnNvdXJjZUxhbmd1YWdlQ29kZRIwChR0YXJnZXRfbGFuZ3Vh",
+            "Z2VfY29kZRgFIAEoCVISdGFyZ2V0TGFuZ3VhZ2VDb2RlEh8KC3NvdXJjZV90",
+            "ZXh0GAYgASgJUgpzb3VyY2VUZXh0EicKD3RyYW5zbGF0ZWRfdGV4dBgHIAEo",
+            "CVIOdHJhbnNsYXRlZFRleHQSNwoHbGF0ZW5jeRgIIAEoCzIdLmRyYWdvbWFu",
+            "LnYxLlV0dGVyYW5jZUxhdGVuY3lSB2xhdGVuY3kSOwoLY3JlYXRlX3RpbWUY",
+            "CSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUgpjcmVhdGVUaW1l",
+            "MoIFCgtBdXRoU2VydmljZRJHCghSZWdpc3RlchIcLmRyYWdvbWFuLnYxLlJl",
+            "Z2lzdGVyUmVxdWVzdBodLmRyYWdvbWFuLnYxLlJlZ2lzdGVyUmVzcG9uc2US",
+            "PgoFTG9naW4SGS5kcmFnb21hbi52MS5Mb2dpblJlcXVlc3QaGi5kcmFnb21h",
+            "bi52MS5Mb2dpblJlc3BvbnNlElMKDFJlZnJlc2hUb2tlbhIgLmRyYWdvbWFu",
+            "LnYxLlJlZnJlc2hUb2tlblJlcXVlc3QaIS5kcmFnb21hbi52MS5SZWZyZXNo",
+            "VG9rZW5SZXNwb25zZRJBCgZMb2dvdXQSGi5kcmFnb21hbi52MS5Mb2dvdXRS",
+            "ZXF1ZXN0GhsuZHJhZ29tYW4udjEuTG9nb3V0UmVzcG9uc2USVgoNRGVsZXRl",
+            "QWNjb3VudBIhLmRyYWdvbWFuLnYxLkRlbGV0ZUFjY291bnRSZXF1ZXN0GiIu",
+            "ZHJhZ29tYW4udjEuRGVsZXRlQWNjb3VudFJlc3BvbnNlElMKDEV4cG9ydE15",
+            "RGF0YRIgLmRyYWdvbWFuLnYxLkV4cG9ydE15RGF0YVJlcXVlc3QaIS5kcmFn",
+            "b21hbi52MS5FeHBvcnRNeURhdGFSZXNwb25zZRJQCgtMaXN0RGV2aWNlcxIf",
+            "LmRyYWdvbWFuLnYxLkxpc3REZXZpY2VzUmVxdWVzdBogLmRyYWdvbWFuLnYx",
+            "Lkxpc3REZXZpY2VzUmVzcG9uc2USUwoMUmV2b2tlRGV2aWNlEiAuZHJhZ29t",
+            "YW4udjEuUmV2b2tlRGV2aWNlUmVxdWVzdBohLmRyYWdvbWFuLnYxLlJldm9r",
+            "ZURldmljZVJlc3BvbnNlYgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Dragoman.V1.ConversationReflection.Descriptor, global::Dragoman.V1.SessionsReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(null, null, new pbr::GeneratedClrTypeInfo[] {
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterRequest), global::Dragoman.V1.RegisterRequest.Parser, new[]{ "Username", "Email", "Password", "PreferredLanguageCode" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterRequest), global::Dragoman.V1.RegisterRequest.Parser, new[]{ "Username", "Email", "Password", "PreferredLanguageCode", "DeviceName" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterResponse), global::Dragoman.V1.RegisterResponse.Parser, new[]{ "UserId", "Tokens" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LoginRequest), global::Dragoman.V1.LoginRequest.Parser, new[]{ "Username", "Password" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LoginRequest), global::Dragoman.V1.LoginRequest.Parser, new[]{ "Username", "Password", "DeviceName" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LoginResponse), global::Dragoman.V1.LoginResponse.Parser, new[]{ "UserId", "Tokens" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RefreshTokenRequest), global::Dragoman.V1.RefreshTokenRequest.Parser, new[]{ "RefreshToken" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RefreshTokenResponse), global::Dragoman.V1.RefreshTokenResponse.Parser, new[]{ "Tokens" }, null, null, null, null),
@@ -102,7 +118,12 @@ namespace Dragoman.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataRequest), global::Dragoman.V1.ExportMyDataRequest.Parser, null, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataResponse), global::Dragoman.V1.ExportMyDataResponse.Parser, new[]{ "Account", "Logins", "Sessions", "Utterances" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.Account), global::Dragoman.V1.Account.Parser, new[]{ "UserId", "Username", "Email", "PreferredLanguageCode", "CreateTime" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LoginRecord), global::Dragoman.V1.LoginRecord.Parser, new[]{ "CreateTime", "ExpireTime", "Revoked" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LoginRecord), global::Dragoman.V1.LoginRecord.Parser, new[]{ "CreateTime", "ExpireTime", "Revoked", "Device" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ListDevicesRequest), global::Dragoman.V1.ListDevicesRequest.Parser, null, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ListDevicesResponse), global::Dragoman.V1.ListDevicesResponse.Parser, new[]{ "Devices" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RevokeDeviceRequest), global::Dragoman.V1.RevokeDeviceRequest.Parser, new[]{ "DeviceId" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RevokeDeviceResponse), global::Dragoman.V1.RevokeDeviceResponse.Parser, null, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.Device), global::Dragoman.V1.Device.Parser, new[]{ "DeviceId", "Name", "UserAgent", "FirstSeenTime", "LastSeenTime", "CoarseIp", "Current" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.UtteranceRecord), global::Dragoman.V1.UtteranceRecord.Parser, new[]{ "SessionId", "UtteranceId", "SpeakerUserId", "SourceLanguageCode", "TargetLanguageCode", "SourceText", "TranslatedText", "Latency", "CreateTime" }, null, null, null, null)
           }));
     }
@@ -151,6 +172,7 @@ namespace Dragoman.V1 {
       email_ = other.email_;
       password_ = other.password_;
       preferredLanguageCode_ = other.preferredLanguageCode_;
+      deviceName_ = other.deviceName_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -220,6 +242,22 @@ namespace Dragoman.V1 {
       }
     }
 
+    /// <summary>Field number for the "device_name" field.</summary>
+    public const int DeviceNameFieldNumber = 5;
+    private string deviceName_ = "";
+    /// <summary>
+    /// Optional name of this device, shown by ListDevices (e.g. "Ana's
+    /// laptop"): at most 64 characters, no control characters.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string DeviceName {
+      get { return deviceName_; }
+      set {
+        deviceName_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -239,6 +277,7 @@ namespace Dragoman.V1 {
       if (Email != other.Email) return false;
       if (Password != other.Password) return false;
       if (PreferredLanguageCode != other.PreferredLanguageCode) return false;
+      if (DeviceName != other.DeviceName) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -250,6 +289,7 @@ namespace Dragoman.V1 {
       if (Email.Length != 0) hash ^= Email.GetHashCode();
       if (Password.Length != 0) hash ^= Password.GetHashCode();
       if (PreferredLanguageCode.Length != 0) hash ^= PreferredLanguageCode.GetHashCode();
+      if (DeviceName.Length != 0) hash ^= DeviceName.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -284,6 +324,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(34);
         output.WriteString(PreferredLanguageCode);
       }
+      if (DeviceName.Length != 0) {
+        output.WriteRawTag(42);
+        output.WriteString(DeviceName);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -310,6 +354,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(34);
         output.WriteString(PreferredLanguageCode);
       }
+      if (DeviceName.Length != 0) {
+        output.WriteRawTag(42);
+        output.WriteString(DeviceName);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -331,6 +379,9 @@ namespace Dragoman.V1 {
       }
       if (PreferredLanguageCode.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(PreferredLanguageCode);
+      }
+      if (DeviceName.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(DeviceName);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -355,6 +406,9 @@ namespace Dragoman.V1 {
       }
       if (other.PreferredLanguageCode.Length != 0) {
         PreferredLanguageCode = other.PreferredLanguageCode;
+      }
+      if (other.DeviceName.Length != 0) {
+        DeviceName = other.DeviceName;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -387,6 +441,10 @@ namespace Dragoman.V1 {
             PreferredLanguageCode = input.ReadString();
             break;
           }
+          case 42: {
+            DeviceName = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -416,6 +474,10 @@ namespace Dragoman.V1 {
           }
           case 34: {
             PreferredLanguageCode = input.ReadString();
+            break;
+          }
+          case 42: {
+            DeviceName = input.ReadString();
             break;
           }
         }
@@ -708,6 +770,7 @@ namespace Dragoman.V1 {
     public LoginRequest(LoginRequest other) : this() {
       username_ = other.username_;
       password_ = other.password_;
+      deviceName_ = other.deviceName_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -747,6 +810,22 @@ namespace Dragoman.V1 {
       }
     }
 
+    /// <summary>Field number for the "device_name" field.</summary>
+    public const int DeviceNameFieldNumber = 3;
+    private string deviceName_ = "";
+    /// <summary>
+    /// Optional name of this device, shown by ListDevices (e.g. "Ana's
+    /// laptop"): at most 64 characters, no control characters.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string DeviceName {
+      get { return deviceName_; }
+      set {
+        deviceName_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -764,6 +843,7 @@ namespace Dragoman.V1 {
       }
       if (Username != other.Username) return false;
       if (Password != other.Password) return false;
+      if (DeviceName != other.DeviceName) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -773,6 +853,7 @@ namespace Dragoman.V1 {
       int hash = 1;
       if (Username.Length != 0) hash ^= Username.GetHashCode();
       if (Password.Length != 0) hash ^= Password.GetHashCode();
+      if (DeviceName.Length != 0) hash ^= DeviceName.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -799,6 +880,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(18);
         output.WriteString(Password);
       }
+      if (DeviceName.Length != 0) {
+        output.WriteRawTag(26);
+        output.WriteString(DeviceName);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -817,6 +902,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(18);
         output.WriteString(Password);
       }
+      if (DeviceName.Length != 0) {
+        output.WriteRawTag(26);
+        output.WriteString(DeviceName);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -832,6 +921,9 @@ namespace Dragoman.V1 {
       }
       if (Password.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(Password);
+      }
+      if (DeviceName.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(DeviceName);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -850,6 +942,9 @@ namespace Dragoman.V1 {
       }
       if (other.Password.Length != 0) {
         Password = other.Password;
+      }
+      if (other.DeviceName.Length != 0) {
+        DeviceName = other.DeviceName;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -874,6 +969,10 @@ namespace Dragoman.V1 {
             Password = input.ReadString();
             break;
           }
+          case 26: {
+            DeviceName = input.ReadString();
+            break;
+          }
         }
       }
     #endif
@@ -895,6 +994,10 @@ namespace Dragoman.V1 {
           }
           case 18: {
             Password = input.ReadString();
+            break;
+          }
+          case 26: {
+            DeviceName = input.ReadString();
             break;
           }
         }
@@ -3512,6 +3615,7 @@ namespace Dragoman.V1 {
       createTime_ = other.createTime_ != null ? other.createTime_.Clone() : null;
       expireTime_ = other.expireTime_ != null ? other.expireTime_.Clone() : null;
       revoked_ = other.revoked_;
+      device_ = other.device_ != null ? other.device_.Clone() : null;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -3555,7 +3659,8 @@ namespace Dragoman.V1 {
     public const int RevokedFieldNumber = 3;
     private bool revoked_;
     /// <summary>
-    /// Whether the login was revoked (logout or detected token reuse).
+    /// Whether the login was revoked (logout, RevokeDevice or detected token
+    /// reuse).
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
@@ -3563,6 +3668,22 @@ namespace Dragoman.V1 {
       get { return revoked_; }
       set {
         revoked_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "device" field.</summary>
+    public const int DeviceFieldNumber = 4;
+    private global::Dragoman.V1.Device device_;
+    /// <summary>
+    /// The device of the login: its name, user agent, when it was last used
+    /// and from which network.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Dragoman.V1.Device Device {
+      get { return device_; }
+      set {
+        device_ = value;
       }
     }
 
@@ -3584,6 +3705,7 @@ namespace Dragoman.V1 {
       if (!object.Equals(CreateTime, other.CreateTime)) return false;
       if (!object.Equals(ExpireTime, other.ExpireTime)) return false;
       if (Revoked != other.Revoked) return false;
+      if (!object.Equals(Device, other.Device)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -3594,6 +3716,7 @@ namespace Dragoman.V1 {
       if (createTime_ != null) hash ^= CreateTime.GetHashCode();
       if (expireTime_ != null) hash ^= ExpireTime.GetHashCode();
       if (Revoked != false) hash ^= Revoked.GetHashCode();
+      if (device_ != null) hash ^= Device.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -3624,6 +3747,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(24);
         output.WriteBool(Revoked);
       }
+      if (device_ != null) {
+        output.WriteRawTag(34);
+        output.WriteMessage(Device);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -3646,6 +3773,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(24);
         output.WriteBool(Revoked);
       }
+      if (device_ != null) {
+        output.WriteRawTag(34);
+        output.WriteMessage(Device);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -3664,6 +3795,9 @@ namespace Dragoman.V1 {
       }
       if (Revoked != false) {
         size += 1 + 1;
+      }
+      if (device_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Device);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -3691,6 +3825,12 @@ namespace Dragoman.V1 {
       }
       if (other.Revoked != false) {
         Revoked = other.Revoked;
+      }
+      if (other.device_ != null) {
+        if (device_ == null) {
+          Device = new global::Dragoman.V1.Device();
+        }
+        Device.MergeFrom(other.Device);
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -3723,6 +3863,13 @@ namespace Dragoman.V1 {
           }
           case 24: {
             Revoked = input.ReadBool();
+            break;
+          }
+          case 34: {
+            if (device_ == null) {
+              Device = new global::Dragoman.V1.Device();
+            }
+            input.ReadMessage(Device);
             break;
           }
         }
@@ -3758,6 +3905,1156 @@ namespace Dragoman.V1 {
             Revoked = input.ReadBool();
             break;
           }
+          case 34: {
+            if (device_ == null) {
+              Device = new global::Dragoman.V1.Device();
+            }
+            input.ReadMessage(Device);
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// Asks for the caller's devices.
+  /// </summary>
+  public sealed partial class ListDevicesRequest : pb::IMessage<ListDevicesRequest>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<ListDevicesRequest> _parser = new pb::MessageParser<ListDevicesRequest>(() => new ListDevicesRequest());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<ListDevicesRequest> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[15]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListDevicesRequest() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListDevicesRequest(ListDevicesRequest other) : this() {
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListDevicesRequest Clone() {
+      return new ListDevicesRequest(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as ListDevicesRequest);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(ListDevicesRequest other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(ListDevicesRequest other) {
+      if (other == null) {
+        return;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// The caller's devices.
+  /// </summary>
+  public sealed partial class ListDevicesResponse : pb::IMessage<ListDevicesResponse>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<ListDevicesResponse> _parser = new pb::MessageParser<ListDevicesResponse>(() => new ListDevicesResponse());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<ListDevicesResponse> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[16]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListDevicesResponse() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListDevicesResponse(ListDevicesResponse other) : this() {
+      devices_ = other.devices_.Clone();
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListDevicesResponse Clone() {
+      return new ListDevicesResponse(this);
+    }
+
+    /// <summary>Field number for the "devices" field.</summary>
+    public const int DevicesFieldNumber = 1;
+    private static readonly pb::FieldCodec<global::Dragoman.V1.Device> _repeated_devices_codec
+        = pb::FieldCodec.ForMessage(10, global::Dragoman.V1.Device.Parser);
+    private readonly pbc::RepeatedField<global::Dragoman.V1.Device> devices_ = new pbc::RepeatedField<global::Dragoman.V1.Device>();
+    /// <summary>
+    /// Devices whose login stands, most recently used first.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Dragoman.V1.Device> Devices {
+      get { return devices_; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as ListDevicesResponse);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(ListDevicesResponse other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if(!devices_.Equals(other.devices_)) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      hash ^= devices_.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      devices_.WriteTo(output, _repeated_devices_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      devices_.WriteTo(ref output, _repeated_devices_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      size += devices_.CalculateSize(_repeated_devices_codec);
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(ListDevicesResponse other) {
+      if (other == null) {
+        return;
+      }
+      devices_.Add(other.devices_);
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            devices_.AddEntriesFrom(input, _repeated_devices_codec);
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            devices_.AddEntriesFrom(ref input, _repeated_devices_codec);
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// A device to sign out.
+  /// </summary>
+  public sealed partial class RevokeDeviceRequest : pb::IMessage<RevokeDeviceRequest>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<RevokeDeviceRequest> _parser = new pb::MessageParser<RevokeDeviceRequest>(() => new RevokeDeviceRequest());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<RevokeDeviceRequest> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[17]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RevokeDeviceRequest() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RevokeDeviceRequest(RevokeDeviceRequest other) : this() {
+      deviceId_ = other.deviceId_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RevokeDeviceRequest Clone() {
+      return new RevokeDeviceRequest(this);
+    }
+
+    /// <summary>Field number for the "device_id" field.</summary>
+    public const int DeviceIdFieldNumber = 1;
+    private string deviceId_ = "";
+    /// <summary>
+    /// `Device.device_id` from ListDevices.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string DeviceId {
+      get { return deviceId_; }
+      set {
+        deviceId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as RevokeDeviceRequest);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(RevokeDeviceRequest other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (DeviceId != other.DeviceId) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (DeviceId.Length != 0) hash ^= DeviceId.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (DeviceId.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(DeviceId);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (DeviceId.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(DeviceId);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (DeviceId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(DeviceId);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(RevokeDeviceRequest other) {
+      if (other == null) {
+        return;
+      }
+      if (other.DeviceId.Length != 0) {
+        DeviceId = other.DeviceId;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            DeviceId = input.ReadString();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            DeviceId = input.ReadString();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// Revocation result.
+  /// </summary>
+  public sealed partial class RevokeDeviceResponse : pb::IMessage<RevokeDeviceResponse>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<RevokeDeviceResponse> _parser = new pb::MessageParser<RevokeDeviceResponse>(() => new RevokeDeviceResponse());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<RevokeDeviceResponse> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[18]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RevokeDeviceResponse() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RevokeDeviceResponse(RevokeDeviceResponse other) : this() {
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public RevokeDeviceResponse Clone() {
+      return new RevokeDeviceResponse(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as RevokeDeviceResponse);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(RevokeDeviceResponse other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(RevokeDeviceResponse other) {
+      if (other == null) {
+        return;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// A device: one login (refresh token family) and what the gateway saw of it.
+  /// </summary>
+  public sealed partial class Device : pb::IMessage<Device>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<Device> _parser = new pb::MessageParser<Device>(() => new Device());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<Device> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[19]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Device() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Device(Device other) : this() {
+      deviceId_ = other.deviceId_;
+      name_ = other.name_;
+      userAgent_ = other.userAgent_;
+      firstSeenTime_ = other.firstSeenTime_ != null ? other.firstSeenTime_.Clone() : null;
+      lastSeenTime_ = other.lastSeenTime_ != null ? other.lastSeenTime_.Clone() : null;
+      coarseIp_ = other.coarseIp_;
+      current_ = other.current_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public Device Clone() {
+      return new Device(this);
+    }
+
+    /// <summary>Field number for the "device_id" field.</summary>
+    public const int DeviceIdFieldNumber = 1;
+    private string deviceId_ = "";
+    /// <summary>
+    /// Id of the device (its login).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string DeviceId {
+      get { return deviceId_; }
+      set {
+        deviceId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "name" field.</summary>
+    public const int NameFieldNumber = 2;
+    private string name_ = "";
+    /// <summary>
+    /// The name the client gave at Register or Login; empty when none.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Name {
+      get { return name_; }
+      set {
+        name_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "user_agent" field.</summary>
+    public const int UserAgentFieldNumber = 3;
+    private string userAgent_ = "";
+    /// <summary>
+    /// The `user-agent` of the call that signed in, at most 256 characters.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string UserAgent {
+      get { return userAgent_; }
+      set {
+        userAgent_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "first_seen_time" field.</summary>
+    public const int FirstSeenTimeFieldNumber = 4;
+    private global::Google.Protobuf.WellKnownTypes.Timestamp firstSeenTime_;
+    /// <summary>
+    /// When it signed in.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Google.Protobuf.WellKnownTypes.Timestamp FirstSeenTime {
+      get { return firstSeenTime_; }
+      set {
+        firstSeenTime_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "last_seen_time" field.</summary>
+    public const int LastSeenTimeFieldNumber = 5;
+    private global::Google.Protobuf.WellKnownTypes.Timestamp lastSeenTime_;
+    /// <summary>
+    /// When it last signed in or refreshed its tokens.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Google.Protobuf.WellKnownTypes.Timestamp LastSeenTime {
+      get { return lastSeenTime_; }
+      set {
+        lastSeenTime_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "coarse_ip" field.</summary>
+    public const int CoarseIpFieldNumber = 6;
+    private string coarseIp_ = "";
+    /// <summary>
+    /// The network it was last seen from, never the address: an IPv4 /24 or
+    /// IPv6 /48, e.g. "203.0.113.0/24"; empty when not an IP (a Unix socket).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string CoarseIp {
+      get { return coarseIp_; }
+      set {
+        coarseIp_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "current" field.</summary>
+    public const int CurrentFieldNumber = 7;
+    private bool current_;
+    /// <summary>
+    /// Whether this is the device of the access token of the call.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Current {
+      get { return current_; }
+      set {
+        current_ = value;
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as Device);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(Device other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (DeviceId != other.DeviceId) return false;
+      if (Name != other.Name) return false;
+      if (UserAgent != other.UserAgent) return false;
+      if (!object.Equals(FirstSeenTime, other.FirstSeenTime)) return false;
+      if (!object.Equals(LastSeenTime, other.LastSeenTime)) return false;
+      if (CoarseIp != other.CoarseIp) return false;
+      if (Current != other.Current) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (DeviceId.Length != 0) hash ^= DeviceId.GetHashCode();
+      if (Name.Length != 0) hash ^= Name.GetHashCode();
+      if (UserAgent.Length != 0) hash ^= UserAgent.GetHashCode();
+      if (firstSeenTime_ != null) hash ^= FirstSeenTime.GetHashCode();
+      if (lastSeenTime_ != null) hash ^= LastSeenTime.GetHashCode();
+      if (CoarseIp.Length != 0) hash ^= CoarseIp.GetHashCode();
+      if (Current != false) hash ^= Current.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (DeviceId.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(DeviceId);
+      }
+      if (Name.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(Name);
+      }
+      if (UserAgent.Length != 0) {
+        output.WriteRawTag(26);
+        output.WriteString(UserAgent);
+      }
+      if (firstSeenTime_ != null) {
+        output.WriteRawTag(34);
+        output.WriteMessage(FirstSeenTime);
+      }
+      if (lastSeenTime_ != null) {
+        output.WriteRawTag(42);
+        output.WriteMessage(LastSeenTime);
+      }
+      if (CoarseIp.Length != 0) {
+        output.WriteRawTag(50);
+        output.WriteString(CoarseIp);
+      }
+      if (Current != false) {
+        output.WriteRawTag(56);
+        output.WriteBool(Current);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (DeviceId.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(DeviceId);
+      }
+      if (Name.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(Name);
+      }
+      if (UserAgent.Length != 0) {
+        output.WriteRawTag(26);
+        output.WriteString(UserAgent);
+      }
+      if (firstSeenTime_ != null) {
+        output.WriteRawTag(34);
+        output.WriteMessage(FirstSeenTime);
+      }
+      if (lastSeenTime_ != null) {
+        output.WriteRawTag(42);
+        output.WriteMessage(LastSeenTime);
+      }
+      if (CoarseIp.Length != 0) {
+        output.WriteRawTag(50);
+        output.WriteString(CoarseIp);
+      }
+      if (Current != false) {
+        output.WriteRawTag(56);
+        output.WriteBool(Current);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (DeviceId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(DeviceId);
+      }
+      if (Name.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Name);
+      }
+      if (UserAgent.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(UserAgent);
+      }
+      if (firstSeenTime_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(FirstSeenTime);
+      }
+      if (lastSeenTime_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(LastSeenTime);
+      }
+      if (CoarseIp.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(CoarseIp);
+      }
+      if (Current != false) {
+        size += 1 + 1;
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(Device other) {
+      if (other == null) {
+        return;
+      }
+      if (other.DeviceId.Length != 0) {
+        DeviceId = other.DeviceId;
+      }
+      if (other.Name.Length != 0) {
+        Name = other.Name;
+      }
+      if (other.UserAgent.Length != 0) {
+        UserAgent = other.UserAgent;
+      }
+      if (other.firstSeenTime_ != null) {
+        if (firstSeenTime_ == null) {
+          FirstSeenTime = new global::Google.Protobuf.WellKnownTypes.Timestamp();
+        }
+        FirstSeenTime.MergeFrom(other.FirstSeenTime);
+      }
+      if (other.lastSeenTime_ != null) {
+        if (lastSeenTime_ == null) {
+          LastSeenTime = new global::Google.Protobuf.WellKnownTypes.Timestamp();
+        }
+        LastSeenTime.MergeFrom(other.LastSeenTime);
+      }
+      if (other.CoarseIp.Length != 0) {
+        CoarseIp = other.CoarseIp;
+      }
+      if (other.Current != false) {
+        Current = other.Current;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            DeviceId = input.ReadString();
+            break;
+          }
+          case 18: {
+            Name = input.ReadString();
+            break;
+          }
+          case 26: {
+            UserAgent = input.ReadString();
+            break;
+          }
+          case 34: {
+            if (firstSeenTime_ == null) {
+              FirstSeenTime = new global::Google.Protobuf.WellKnownTypes.Timestamp();
+            }
+            input.ReadMessage(FirstSeenTime);
+            break;
+          }
+          case 42: {
+            if (lastSeenTime_ == null) {
+              LastSeenTime = new global::Google.Protobuf.WellKnownTypes.Timestamp();
+            }
+            input.ReadMessage(LastSeenTime);
+            break;
+          }
+          case 50: {
+            CoarseIp = input.ReadString();
+            break;
+          }
+          case 56: {
+            Current = input.ReadBool();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            DeviceId = input.ReadString();
+            break;
+          }
+          case 18: {
+            Name = input.ReadString();
+            break;
+          }
+          case 26: {
+            UserAgent = input.ReadString();
+            break;
+          }
+          case 34: {
+            if (firstSeenTime_ == null) {
+              FirstSeenTime = new global::Google.Protobuf.WellKnownTypes.Timestamp();
+            }
+            input.ReadMessage(FirstSeenTime);
+            break;
+          }
+          case 42: {
+            if (lastSeenTime_ == null) {
+              LastSeenTime = new global::Google.Protobuf.WellKnownTypes.Timestamp();
+            }
+            input.ReadMessage(LastSeenTime);
+            break;
+          }
+          case 50: {
+            CoarseIp = input.ReadString();
+            break;
+          }
+          case 56: {
+            Current = input.ReadBool();
+            break;
+          }
         }
       }
     }
@@ -3783,7 +5080,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[15]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]

@@ -28,6 +28,7 @@
 CF_EXTERN_C_BEGIN
 
 @class Account;
+@class Device;
 @class LoginRecord;
 @class Session;
 @class TokenPair;
@@ -58,6 +59,7 @@ typedef GPB_ENUM(RegisterRequest_FieldNumber) {
   RegisterRequest_FieldNumber_Email = 2,
   RegisterRequest_FieldNumber_Password = 3,
   RegisterRequest_FieldNumber_PreferredLanguageCode = 4,
+  RegisterRequest_FieldNumber_DeviceName = 5,
 };
 
 /**
@@ -76,6 +78,12 @@ GPB_FINAL @interface RegisterRequest : GPBMessage
 
 /** BCP-47 language the user speaks by default, e.g. "en". */
 @property(nonatomic, readwrite, copy, null_resettable) NSString *preferredLanguageCode;
+
+/**
+ * Optional name of this device, shown by ListDevices (e.g. "Ana's
+ * laptop"): at most 64 characters, no control characters.
+ **/
+@property(nonatomic, readwrite, copy, null_resettable) NSString *deviceName;
 
 @end
 
@@ -106,6 +114,7 @@ GPB_FINAL @interface RegisterResponse : GPBMessage
 typedef GPB_ENUM(LoginRequest_FieldNumber) {
   LoginRequest_FieldNumber_Username = 1,
   LoginRequest_FieldNumber_Password = 2,
+  LoginRequest_FieldNumber_DeviceName = 3,
 };
 
 /**
@@ -118,6 +127,12 @@ GPB_FINAL @interface LoginRequest : GPBMessage
 
 /** Password. */
 @property(nonatomic, readwrite, copy, null_resettable) NSString *password;
+
+/**
+ * Optional name of this device, shown by ListDevices (e.g. "Ana's
+ * laptop"): at most 64 characters, no control characters.
+ **/
+@property(nonatomic, readwrite, copy, null_resettable) NSString *deviceName;
 
 @end
 
@@ -361,6 +376,7 @@ typedef GPB_ENUM(LoginRecord_FieldNumber) {
   LoginRecord_FieldNumber_CreateTime = 1,
   LoginRecord_FieldNumber_ExpireTime = 2,
   LoginRecord_FieldNumber_Revoked = 3,
+  LoginRecord_FieldNumber_Device = 4,
 };
 
 /**
@@ -378,8 +394,118 @@ GPB_FINAL @interface LoginRecord : GPBMessage
 /** Test to see if @c expireTime has been set. */
 @property(nonatomic, readwrite) BOOL hasExpireTime;
 
-/** Whether the login was revoked (logout or detected token reuse). */
+/**
+ * Whether the login was revoked (logout, RevokeDevice or detected token
+ * reuse).
+ **/
 @property(nonatomic, readwrite) BOOL revoked;
+
+/**
+ * The device of the login: its name, user agent, when it was last used
+ * and from which network.
+ **/
+@property(nonatomic, readwrite, strong, null_resettable) Device *device;
+/** Test to see if @c device has been set. */
+@property(nonatomic, readwrite) BOOL hasDevice;
+
+@end
+
+#pragma mark - ListDevicesRequest
+
+/**
+ * Asks for the caller's devices.
+ **/
+GPB_FINAL @interface ListDevicesRequest : GPBMessage
+
+@end
+
+#pragma mark - ListDevicesResponse
+
+typedef GPB_ENUM(ListDevicesResponse_FieldNumber) {
+  ListDevicesResponse_FieldNumber_DevicesArray = 1,
+};
+
+/**
+ * The caller's devices.
+ **/
+GPB_FINAL @interface ListDevicesResponse : GPBMessage
+
+/** Devices whose login stands, most recently used first. */
+@property(nonatomic, readwrite, strong, null_resettable) NSMutableArray<Device*> *devicesArray;
+/** The number of items in @c devicesArray without causing the array to be created. */
+@property(nonatomic, readonly) NSUInteger devicesArray_Count;
+
+@end
+
+#pragma mark - RevokeDeviceRequest
+
+typedef GPB_ENUM(RevokeDeviceRequest_FieldNumber) {
+  RevokeDeviceRequest_FieldNumber_DeviceId = 1,
+};
+
+/**
+ * A device to sign out.
+ **/
+GPB_FINAL @interface RevokeDeviceRequest : GPBMessage
+
+/** `Device.device_id` from ListDevices. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *deviceId;
+
+@end
+
+#pragma mark - RevokeDeviceResponse
+
+/**
+ * Revocation result.
+ **/
+GPB_FINAL @interface RevokeDeviceResponse : GPBMessage
+
+@end
+
+#pragma mark - Device
+
+typedef GPB_ENUM(Device_FieldNumber) {
+  Device_FieldNumber_DeviceId = 1,
+  Device_FieldNumber_Name = 2,
+  Device_FieldNumber_UserAgent = 3,
+  Device_FieldNumber_FirstSeenTime = 4,
+  Device_FieldNumber_LastSeenTime = 5,
+  Device_FieldNumber_CoarseIp = 6,
+  Device_FieldNumber_Current = 7,
+};
+
+/**
+ * A device: one login (refresh token family) and what the gateway saw of it.
+ **/
+GPB_FINAL @interface Device : GPBMessage
+
+/** Id of the device (its login). */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *deviceId;
+
+/** The name the client gave at Register or Login; empty when none. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *name;
+
+/** The `user-agent` of the call that signed in, at most 256 characters. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *userAgent;
+
+/** When it signed in. */
+@property(nonatomic, readwrite, strong, null_resettable) GPBTimestamp *firstSeenTime;
+/** Test to see if @c firstSeenTime has been set. */
+@property(nonatomic, readwrite) BOOL hasFirstSeenTime;
+
+/** When it last signed in or refreshed its tokens. */
+@property(nonatomic, readwrite, strong, null_resettable) GPBTimestamp *lastSeenTime;
+/** Test to see if @c lastSeenTime has been set. */
+@property(nonatomic, readwrite) BOOL hasLastSeenTime;
+
+/**
+ * The network it was last seen from, never the address: an IPv4 /24 or
+ * IPv6 /48, e.g. "203.0.113.0/24"; empty when not an IP (a Unix socket).
+ **/
+@property(nonatomic, readwrite, copy, null_resettable) NSString *coarseIp;
+
+/** Whether this is the device of the access token of the call. */
+@property(nonatomic, readwrite) BOOL current;
 
 @end
 

@@ -27,6 +27,7 @@
 // static values in struct initializers.
 // We don't use [Foo class] because it is not a static value.
 GPBObjCClassDeclaration(Account);
+GPBObjCClassDeclaration(Device);
 GPBObjCClassDeclaration(GPBTimestamp);
 GPBObjCClassDeclaration(LoginRecord);
 GPBObjCClassDeclaration(Session);
@@ -65,6 +66,7 @@ static GPBFileDescriptor *AuthRoot_FileDescriptor(void) {
 @dynamic email;
 @dynamic password;
 @dynamic preferredLanguageCode;
+@dynamic deviceName;
 
 typedef struct RegisterRequest__storage_ {
   uint32_t _has_storage_[1];
@@ -72,6 +74,7 @@ typedef struct RegisterRequest__storage_ {
   NSString *email;
   NSString *password;
   NSString *preferredLanguageCode;
+  NSString *deviceName;
 } RegisterRequest__storage_;
 
 // This method is threadsafe because it is initially called
@@ -113,6 +116,15 @@ typedef struct RegisterRequest__storage_ {
         .number = RegisterRequest_FieldNumber_PreferredLanguageCode,
         .hasIndex = 3,
         .offset = (uint32_t)offsetof(RegisterRequest__storage_, preferredLanguageCode),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "deviceName",
+        .dataTypeSpecific.clazz = Nil,
+        .number = RegisterRequest_FieldNumber_DeviceName,
+        .hasIndex = 4,
+        .offset = (uint32_t)offsetof(RegisterRequest__storage_, deviceName),
         .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
         .dataType = GPBDataTypeString,
       },
@@ -197,11 +209,13 @@ typedef struct RegisterResponse__storage_ {
 
 @dynamic username;
 @dynamic password;
+@dynamic deviceName;
 
 typedef struct LoginRequest__storage_ {
   uint32_t _has_storage_[1];
   NSString *username;
   NSString *password;
+  NSString *deviceName;
 } LoginRequest__storage_;
 
 // This method is threadsafe because it is initially called
@@ -225,6 +239,15 @@ typedef struct LoginRequest__storage_ {
         .number = LoginRequest_FieldNumber_Password,
         .hasIndex = 1,
         .offset = (uint32_t)offsetof(LoginRequest__storage_, password),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "deviceName",
+        .dataTypeSpecific.clazz = Nil,
+        .number = LoginRequest_FieldNumber_DeviceName,
+        .hasIndex = 2,
+        .offset = (uint32_t)offsetof(LoginRequest__storage_, deviceName),
         .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
         .dataType = GPBDataTypeString,
       },
@@ -855,11 +878,13 @@ typedef struct Account__storage_ {
 @dynamic hasCreateTime, createTime;
 @dynamic hasExpireTime, expireTime;
 @dynamic revoked;
+@dynamic hasDevice, device;
 
 typedef struct LoginRecord__storage_ {
   uint32_t _has_storage_[1];
   GPBTimestamp *createTime;
   GPBTimestamp *expireTime;
+  Device *device;
 } LoginRecord__storage_;
 
 // This method is threadsafe because it is initially called
@@ -895,6 +920,15 @@ typedef struct LoginRecord__storage_ {
         .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
         .dataType = GPBDataTypeBool,
       },
+      {
+        .name = "device",
+        .dataTypeSpecific.clazz = GPBObjCClass(Device),
+        .number = LoginRecord_FieldNumber_Device,
+        .hasIndex = 4,
+        .offset = (uint32_t)offsetof(LoginRecord__storage_, device),
+        .flags = GPBFieldOptional,
+        .dataType = GPBDataTypeMessage,
+      },
     };
     GPBDescriptor *localDescriptor =
         [GPBDescriptor allocDescriptorForClass:[LoginRecord class]
@@ -903,6 +937,270 @@ typedef struct LoginRecord__storage_ {
                                         fields:fields
                                     fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
                                    storageSize:sizeof(LoginRecord__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - ListDevicesRequest
+
+@implementation ListDevicesRequest
+
+
+typedef struct ListDevicesRequest__storage_ {
+  uint32_t _has_storage_[1];
+} ListDevicesRequest__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[ListDevicesRequest class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:NULL
+                                    fieldCount:0
+                                   storageSize:sizeof(ListDevicesRequest__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - ListDevicesResponse
+
+@implementation ListDevicesResponse
+
+@dynamic devicesArray, devicesArray_Count;
+
+typedef struct ListDevicesResponse__storage_ {
+  uint32_t _has_storage_[1];
+  NSMutableArray *devicesArray;
+} ListDevicesResponse__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    static GPBMessageFieldDescription fields[] = {
+      {
+        .name = "devicesArray",
+        .dataTypeSpecific.clazz = GPBObjCClass(Device),
+        .number = ListDevicesResponse_FieldNumber_DevicesArray,
+        .hasIndex = GPBNoHasBit,
+        .offset = (uint32_t)offsetof(ListDevicesResponse__storage_, devicesArray),
+        .flags = GPBFieldRepeated,
+        .dataType = GPBDataTypeMessage,
+      },
+    };
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[ListDevicesResponse class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:fields
+                                    fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
+                                   storageSize:sizeof(ListDevicesResponse__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - RevokeDeviceRequest
+
+@implementation RevokeDeviceRequest
+
+@dynamic deviceId;
+
+typedef struct RevokeDeviceRequest__storage_ {
+  uint32_t _has_storage_[1];
+  NSString *deviceId;
+} RevokeDeviceRequest__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    static GPBMessageFieldDescription fields[] = {
+      {
+        .name = "deviceId",
+        .dataTypeSpecific.clazz = Nil,
+        .number = RevokeDeviceRequest_FieldNumber_DeviceId,
+        .hasIndex = 0,
+        .offset = (uint32_t)offsetof(RevokeDeviceRequest__storage_, deviceId),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+    };
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[RevokeDeviceRequest class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:fields
+                                    fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
+                                   storageSize:sizeof(RevokeDeviceRequest__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - RevokeDeviceResponse
+
+@implementation RevokeDeviceResponse
+
+
+typedef struct RevokeDeviceResponse__storage_ {
+  uint32_t _has_storage_[1];
+} RevokeDeviceResponse__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[RevokeDeviceResponse class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:NULL
+                                    fieldCount:0
+                                   storageSize:sizeof(RevokeDeviceResponse__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - Device
+
+@implementation Device
+
+@dynamic deviceId;
+@dynamic name;
+@dynamic userAgent;
+@dynamic hasFirstSeenTime, firstSeenTime;
+@dynamic hasLastSeenTime, lastSeenTime;
+@dynamic coarseIp;
+@dynamic current;
+
+typedef struct Device__storage_ {
+  uint32_t _has_storage_[1];
+  NSString *deviceId;
+  NSString *name;
+  NSString *userAgent;
+  GPBTimestamp *firstSeenTime;
+  GPBTimestamp *lastSeenTime;
+  NSString *coarseIp;
+} Device__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    static GPBMessageFieldDescription fields[] = {
+      {
+        .name = "deviceId",
+        .dataTypeSpecific.clazz = Nil,
+        .number = Device_FieldNumber_DeviceId,
+        .hasIndex = 0,
+        .offset = (uint32_t)offsetof(Device__storage_, deviceId),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "name",
+        .dataTypeSpecific.clazz = Nil,
+        .number = Device_FieldNumber_Name,
+        .hasIndex = 1,
+        .offset = (uint32_t)offsetof(Device__storage_, name),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "userAgent",
+        .dataTypeSpecific.clazz = Nil,
+        .number = Device_FieldNumber_UserAgent,
+        .hasIndex = 2,
+        .offset = (uint32_t)offsetof(Device__storage_, userAgent),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "firstSeenTime",
+        .dataTypeSpecific.clazz = GPBObjCClass(GPBTimestamp),
+        .number = Device_FieldNumber_FirstSeenTime,
+        .hasIndex = 3,
+        .offset = (uint32_t)offsetof(Device__storage_, firstSeenTime),
+        .flags = GPBFieldOptional,
+        .dataType = GPBDataTypeMessage,
+      },
+      {
+        .name = "lastSeenTime",
+        .dataTypeSpecific.clazz = GPBObjCClass(GPBTimestamp),
+        .number = Device_FieldNumber_LastSeenTime,
+        .hasIndex = 4,
+        .offset = (uint32_t)offsetof(Device__storage_, lastSeenTime),
+        .flags = GPBFieldOptional,
+        .dataType = GPBDataTypeMessage,
+      },
+      {
+        .name = "coarseIp",
+        .dataTypeSpecific.clazz = Nil,
+        .number = Device_FieldNumber_CoarseIp,
+        .hasIndex = 5,
+        .offset = (uint32_t)offsetof(Device__storage_, coarseIp),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "current",
+        .dataTypeSpecific.clazz = Nil,
+        .number = Device_FieldNumber_Current,
+        .hasIndex = 6,
+        .offset = 7,  // Stored in _has_storage_ to save space.
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeBool,
+      },
+    };
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[Device class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:fields
+                                    fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
+                                   storageSize:sizeof(Device__storage_)
                                          flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
     #if defined(DEBUG) && DEBUG
       NSAssert(descriptor == nil, @"Startup recursed!");

@@ -115,4 +115,38 @@ class AuthServiceClient extends \Grpc\BaseStub {
         $metadata, $options);
     }
 
+    /**
+     * Lists the caller's devices: their logins that stand (neither logged out
+     * nor revoked), most recently used first. Needs the access token.
+     * @param \Dragoman\V1\ListDevicesRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function ListDevices(\Dragoman\V1\ListDevicesRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/ListDevices',
+        $argument,
+        ['\Dragoman\V1\ListDevicesResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Signs a device out at once: its refresh token stops working and so do
+     * the access tokens it was issued, on every gateway. A device that is not
+     * the caller's, or no longer stands, gives NOT_FOUND. Needs the access
+     * token.
+     * @param \Dragoman\V1\RevokeDeviceRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function RevokeDevice(\Dragoman\V1\RevokeDeviceRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/RevokeDevice',
+        $argument,
+        ['\Dragoman\V1\RevokeDeviceResponse', 'decode'],
+        $metadata, $options);
+    }
+
 }

@@ -28,11 +28,19 @@ class LoginRecord extends \Google\Protobuf\Internal\Message
      */
     protected $expire_time = null;
     /**
-     * Whether the login was revoked (logout or detected token reuse).
+     * Whether the login was revoked (logout, RevokeDevice or detected token
+     * reuse).
      *
      * Generated from protobuf field <code>bool revoked = 3 [json_name = "revoked"];</code>
      */
     protected $revoked = false;
+    /**
+     * The device of the login: its name, user agent, when it was last used
+     * and from which network.
+     *
+     * Generated from protobuf field <code>.dragoman.v1.Device device = 4 [json_name = "device"];</code>
+     */
+    protected $device = null;
 
     /**
      * Constructor.
@@ -45,7 +53,11 @@ class LoginRecord extends \Google\Protobuf\Internal\Message
      *     @type \Google\Protobuf\Timestamp $expire_time
      *           When the newest refresh token of the login expires.
      *     @type bool $revoked
-     *           Whether the login was revoked (logout or detected token reuse).
+     *           Whether the login was revoked (logout, RevokeDevice or detected token
+     *           reuse).
+     *     @type \Dragoman\V1\Device $device
+     *           The device of the login: its name, user agent, when it was last used
+     *           and from which network.
      * }
      */
     public function __construct($data = NULL) {
@@ -126,7 +138,8 @@ class LoginRecord extends \Google\Protobuf\Internal\Message
     }
 
     /**
-     * Whether the login was revoked (logout or detected token reuse).
+     * Whether the login was revoked (logout, RevokeDevice or detected token
+     * reuse).
      *
      * Generated from protobuf field <code>bool revoked = 3 [json_name = "revoked"];</code>
      * @return bool
@@ -137,7 +150,8 @@ class LoginRecord extends \Google\Protobuf\Internal\Message
     }
 
     /**
-     * Whether the login was revoked (logout or detected token reuse).
+     * Whether the login was revoked (logout, RevokeDevice or detected token
+     * reuse).
      *
      * Generated from protobuf field <code>bool revoked = 3 [json_name = "revoked"];</code>
      * @param bool $var
@@ -147,6 +161,44 @@ class LoginRecord extends \Google\Protobuf\Internal\Message
     {
         GPBUtil::checkBool($var);
         $this->revoked = $var;
+
+        return $this;
+    }
+
+    /**
+     * The device of the login: its name, user agent, when it was last used
+     * and from which network.
+     *
+     * Generated from protobuf field <code>.dragoman.v1.Device device = 4 [json_name = "device"];</code>
+     * @return \Dragoman\V1\Device|null
+     */
+    public function getDevice()
+    {
+        return $this->device;
+    }
+
+    public function hasDevice()
+    {
+        return isset($this->device);
+    }
+
+    public function clearDevice()
+    {
+        unset($this->device);
+    }
+
+    /**
+     * The device of the login: its name, user agent, when it was last used
+     * and from which network.
+     *
+     * Generated from protobuf field <code>.dragoman.v1.Device device = 4 [json_name = "device"];</code>
+     * @param \Dragoman\V1\Device $var
+     * @return $this
+     */
+    public function setDevice($var)
+    {
+        GPBUtil::checkMessage($var, \Dragoman\V1\Device::class);
+        $this->device = $var;
 
         return $this;
     }

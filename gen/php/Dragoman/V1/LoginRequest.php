@@ -27,6 +27,13 @@ class LoginRequest extends \Google\Protobuf\Internal\Message
      * Generated from protobuf field <code>string password = 2 [json_name = "password"];</code>
      */
     protected $password = '';
+    /**
+     * Optional name of this device, shown by ListDevices (e.g. "Ana's
+     * laptop"): at most 64 characters, no control characters.
+     *
+     * Generated from protobuf field <code>string device_name = 3 [json_name = "deviceName"];</code>
+     */
+    protected $device_name = '';
 
     /**
      * Constructor.
@@ -38,6 +45,9 @@ class LoginRequest extends \Google\Protobuf\Internal\Message
      *           Login name.
      *     @type string $password
      *           Password.
+     *     @type string $device_name
+     *           Optional name of this device, shown by ListDevices (e.g. "Ana's
+     *           laptop"): at most 64 characters, no control characters.
      * }
      */
     public function __construct($data = NULL) {
@@ -93,6 +103,34 @@ class LoginRequest extends \Google\Protobuf\Internal\Message
     {
         GPBUtil::checkString($var, True);
         $this->password = $var;
+
+        return $this;
+    }
+
+    /**
+     * Optional name of this device, shown by ListDevices (e.g. "Ana's
+     * laptop"): at most 64 characters, no control characters.
+     *
+     * Generated from protobuf field <code>string device_name = 3 [json_name = "deviceName"];</code>
+     * @return string
+     */
+    public function getDeviceName()
+    {
+        return $this->device_name;
+    }
+
+    /**
+     * Optional name of this device, shown by ListDevices (e.g. "Ana's
+     * laptop"): at most 64 characters, no control characters.
+     *
+     * Generated from protobuf field <code>string device_name = 3 [json_name = "deviceName"];</code>
+     * @param string $var
+     * @return $this
+     */
+    public function setDeviceName($var)
+    {
+        GPBUtil::checkString($var, True);
+        $this->device_name = $var;
 
         return $this;
     }

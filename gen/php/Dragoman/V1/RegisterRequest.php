@@ -39,6 +39,13 @@ class RegisterRequest extends \Google\Protobuf\Internal\Message
      * Generated from protobuf field <code>string preferred_language_code = 4 [json_name = "preferredLanguageCode"];</code>
      */
     protected $preferred_language_code = '';
+    /**
+     * Optional name of this device, shown by ListDevices (e.g. "Ana's
+     * laptop"): at most 64 characters, no control characters.
+     *
+     * Generated from protobuf field <code>string device_name = 5 [json_name = "deviceName"];</code>
+     */
+    protected $device_name = '';
 
     /**
      * Constructor.
@@ -54,6 +61,9 @@ class RegisterRequest extends \Google\Protobuf\Internal\Message
      *           Password, 8 to 128 characters.
      *     @type string $preferred_language_code
      *           BCP-47 language the user speaks by default, e.g. "en".
+     *     @type string $device_name
+     *           Optional name of this device, shown by ListDevices (e.g. "Ana's
+     *           laptop"): at most 64 characters, no control characters.
      * }
      */
     public function __construct($data = NULL) {
@@ -161,6 +171,34 @@ class RegisterRequest extends \Google\Protobuf\Internal\Message
     {
         GPBUtil::checkString($var, True);
         $this->preferred_language_code = $var;
+
+        return $this;
+    }
+
+    /**
+     * Optional name of this device, shown by ListDevices (e.g. "Ana's
+     * laptop"): at most 64 characters, no control characters.
+     *
+     * Generated from protobuf field <code>string device_name = 5 [json_name = "deviceName"];</code>
+     * @return string
+     */
+    public function getDeviceName()
+    {
+        return $this->device_name;
+    }
+
+    /**
+     * Optional name of this device, shown by ListDevices (e.g. "Ana's
+     * laptop"): at most 64 characters, no control characters.
+     *
+     * Generated from protobuf field <code>string device_name = 5 [json_name = "deviceName"];</code>
+     * @param string $var
+     * @return $this
+     */
+    public function setDeviceName($var)
+    {
+        GPBUtil::checkString($var, True);
+        $this->device_name = $var;
 
         return $this;
     }

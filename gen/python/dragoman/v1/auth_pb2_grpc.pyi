@@ -58,6 +58,16 @@ class AuthServiceStub:
     and the utterances of those sessions (decrypted). Needs the access
     token.
     """
+    ListDevices: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListDevicesRequest, _auth_pb2.ListDevicesResponse]
+    """Lists the caller's devices: their logins that stand (neither logged out
+    nor revoked), most recently used first. Needs the access token.
+    """
+    RevokeDevice: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeDeviceRequest, _auth_pb2.RevokeDeviceResponse]
+    """Signs a device out at once: its refresh token stops working and so do
+    the access tokens it was issued, on every gateway. A device that is not
+    the caller's, or no longer stands, gives NOT_FOUND. Needs the access
+    token.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -87,6 +97,16 @@ class AuthServiceAsyncStub(AuthServiceStub):
     ExportMyData: _aio.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]  # type: ignore[assignment]
     """Returns everything stored about the caller: account, logins, sessions
     and the utterances of those sessions (decrypted). Needs the access
+    token.
+    """
+    ListDevices: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListDevicesRequest, _auth_pb2.ListDevicesResponse]  # type: ignore[assignment]
+    """Lists the caller's devices: their logins that stand (neither logged out
+    nor revoked), most recently used first. Needs the access token.
+    """
+    RevokeDevice: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeDeviceRequest, _auth_pb2.RevokeDeviceResponse]  # type: ignore[assignment]
+    """Signs a device out at once: its refresh token stops working and so do
+    the access tokens it was issued, on every gateway. A device that is not
+    the caller's, or no longer stands, gives NOT_FOUND. Needs the access
     token.
     """
 
@@ -151,6 +171,28 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_pb2.ExportMyDataResponse, _abc.Awaitable[_auth_pb2.ExportMyDataResponse]]:
         """Returns everything stored about the caller: account, logins, sessions
         and the utterances of those sessions (decrypted). Needs the access
+        token.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDevices(
+        self,
+        request: _auth_pb2.ListDevicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListDevicesResponse, _abc.Awaitable[_auth_pb2.ListDevicesResponse]]:
+        """Lists the caller's devices: their logins that stand (neither logged out
+        nor revoked), most recently used first. Needs the access token.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeDevice(
+        self,
+        request: _auth_pb2.RevokeDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.RevokeDeviceResponse, _abc.Awaitable[_auth_pb2.RevokeDeviceResponse]]:
+        """Signs a device out at once: its refresh token stops working and so do
+        the access tokens it was issued, on every gateway. A device that is not
+        the caller's, or no longer stands, gives NOT_FOUND. Needs the access
         token.
         """
 

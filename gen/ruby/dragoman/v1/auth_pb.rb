@@ -14,6 +14,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :email, :string, 2, json_name: "email"
       optional :password, :string, 3, json_name: "password"
       optional :preferred_language_code, :string, 4, json_name: "preferredLanguageCode"
+      optional :device_name, :string, 5, json_name: "deviceName"
     end
     add_message "dragoman.v1.RegisterResponse" do
       optional :user_id, :string, 1, json_name: "userId"
@@ -22,6 +23,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
     add_message "dragoman.v1.LoginRequest" do
       optional :username, :string, 1, json_name: "username"
       optional :password, :string, 2, json_name: "password"
+      optional :device_name, :string, 3, json_name: "deviceName"
     end
     add_message "dragoman.v1.LoginResponse" do
       optional :user_id, :string, 1, json_name: "userId"
@@ -70,6 +72,26 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :create_time, :message, 1, "google.protobuf.Timestamp", json_name: "createTime"
       optional :expire_time, :message, 2, "google.protobuf.Timestamp", json_name: "expireTime"
       optional :revoked, :bool, 3, json_name: "revoked"
+      optional :device, :message, 4, "dragoman.v1.Device", json_name: "device"
+    end
+    add_message "dragoman.v1.ListDevicesRequest" do
+    end
+    add_message "dragoman.v1.ListDevicesResponse" do
+      repeated :devices, :message, 1, "dragoman.v1.Device", json_name: "devices"
+    end
+    add_message "dragoman.v1.RevokeDeviceRequest" do
+      optional :device_id, :string, 1, json_name: "deviceId"
+    end
+    add_message "dragoman.v1.RevokeDeviceResponse" do
+    end
+    add_message "dragoman.v1.Device" do
+      optional :device_id, :string, 1, json_name: "deviceId"
+      optional :name, :string, 2, json_name: "name"
+      optional :user_agent, :string, 3, json_name: "userAgent"
+      optional :first_seen_time, :message, 4, "google.protobuf.Timestamp", json_name: "firstSeenTime"
+      optional :last_seen_time, :message, 5, "google.protobuf.Timestamp", json_name: "lastSeenTime"
+      optional :coarse_ip, :string, 6, json_name: "coarseIp"
+      optional :current, :bool, 7, json_name: "current"
     end
     add_message "dragoman.v1.UtteranceRecord" do
       optional :session_id, :string, 1, json_name: "sessionId"
@@ -102,6 +124,11 @@ module Dragoman
     ExportMyDataResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.ExportMyDataResponse").msgclass
     Account = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.Account").msgclass
     LoginRecord = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.LoginRecord").msgclass
+    ListDevicesRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.ListDevicesRequest").msgclass
+    ListDevicesResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.ListDevicesResponse").msgclass
+    RevokeDeviceRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.RevokeDeviceRequest").msgclass
+    RevokeDeviceResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.RevokeDeviceResponse").msgclass
+    Device = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.Device").msgclass
     UtteranceRecord = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.UtteranceRecord").msgclass
   end
 end

@@ -36,6 +36,14 @@ module Dragoman
         # and the utterances of those sessions (decrypted). Needs the access
         # token.
         rpc :ExportMyData, ::Dragoman::V1::ExportMyDataRequest, ::Dragoman::V1::ExportMyDataResponse
+        # Lists the caller's devices: their logins that stand (neither logged out
+        # nor revoked), most recently used first. Needs the access token.
+        rpc :ListDevices, ::Dragoman::V1::ListDevicesRequest, ::Dragoman::V1::ListDevicesResponse
+        # Signs a device out at once: its refresh token stops working and so do
+        # the access tokens it was issued, on every gateway. A device that is not
+        # the caller's, or no longer stands, gives NOT_FOUND. Needs the access
+        # token.
+        rpc :RevokeDevice, ::Dragoman::V1::RevokeDeviceRequest, ::Dragoman::V1::RevokeDeviceResponse
       end
 
       Stub = Service.rpc_stub_class

@@ -19,19 +19,23 @@ class Auth
         \GPBMetadata\Google\Protobuf\Timestamp::initOnce();
         $pool->internalAddGeneratedFile(
             '
-ý
-dragoman/v1/auth.protodragoman.v1dragoman/v1/sessions.protogoogle/protobuf/timestamp.proto"—
+Ó
+dragoman/v1/auth.protodragoman.v1dragoman/v1/sessions.protogoogle/protobuf/timestamp.proto"¸
 RegisterRequest
 username (	Rusername
 email (	Remail
 password (	Rpassword6
-preferred_language_code (	RpreferredLanguageCode"[
+preferred_language_code (	RpreferredLanguageCode
+device_name (	R
+deviceName"[
 RegisterResponse
 user_id (	RuserId.
-tokens (2.dragoman.v1.TokenPairRtokens"F
+tokens (2.dragoman.v1.TokenPairRtokens"g
 LoginRequest
 username (	Rusername
-password (	Rpassword"X
+password (	Rpassword
+device_name (	R
+deviceName"X
 LoginResponse
 user_id (	RuserId.
 tokens (2.dragoman.v1.TokenPairRtokens":
@@ -66,13 +70,29 @@ utterances"É
 email (	Remail6
 preferred_language_code (	RpreferredLanguageCode;
 create_time (2.google.protobuf.TimestampR
-createTime"¡
+createTime"Î
 LoginRecord;
 create_time (2.google.protobuf.TimestampR
 createTime;
 expire_time (2.google.protobuf.TimestampR
 expireTime
-revoked (Rrevoked"Ÿ
+revoked (Rrevoked+
+device (2.dragoman.v1.DeviceRdevice"
+ListDevicesRequest"D
+ListDevicesResponse-
+devices (2.dragoman.v1.DeviceRdevices"2
+RevokeDeviceRequest
+	device_id (	RdeviceId"
+RevokeDeviceResponse"•
+Device
+	device_id (	RdeviceId
+name (	Rname
+
+user_agent (	R	userAgentB
+first_seen_time (2.google.protobuf.TimestampRfirstSeenTime@
+last_seen_time (2.google.protobuf.TimestampRlastSeenTime
+	coarse_ip (	RcoarseIp
+current (Rcurrent"Ÿ
 UtteranceRecord
 
 session_id (	R	sessionId!
@@ -85,14 +105,16 @@ sourceText\'
 translated_text (	RtranslatedText7
 latency (2.dragoman.v1.UtteranceLatencyRlatency;
 create_time	 (2.google.protobuf.TimestampR
-createTime2Û
+createTime2‚
 AuthServiceG
 Register.dragoman.v1.RegisterRequest.dragoman.v1.RegisterResponse>
 Login.dragoman.v1.LoginRequest.dragoman.v1.LoginResponseS
 RefreshToken .dragoman.v1.RefreshTokenRequest!.dragoman.v1.RefreshTokenResponseA
 Logout.dragoman.v1.LogoutRequest.dragoman.v1.LogoutResponseV
 DeleteAccount!.dragoman.v1.DeleteAccountRequest".dragoman.v1.DeleteAccountResponseS
-ExportMyData .dragoman.v1.ExportMyDataRequest!.dragoman.v1.ExportMyDataResponsebproto3'
+ExportMyData .dragoman.v1.ExportMyDataRequest!.dragoman.v1.ExportMyDataResponseP
+ListDevices.dragoman.v1.ListDevicesRequest .dragoman.v1.ListDevicesResponseS
+RevokeDevice .dragoman.v1.RevokeDeviceRequest!.dragoman.v1.RevokeDeviceResponsebproto3'
         , true);
 
         static::$is_initialized = true;

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dragoman/v1/auth.proto.
  */
 export const file_dragoman_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChZkcmFnb21hbi92MS9hdXRoLnByb3RvEgtkcmFnb21hbi52MSJlCg9SZWdpc3RlclJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSDQoFZW1haWwYAiABKAkSEAoIcGFzc3dvcmQYAyABKAkSHwoXcHJlZmVycmVkX2xhbmd1YWdlX2NvZGUYBCABKAkiSwoQUmVnaXN0ZXJSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiYKBnRva2VucxgCIAEoCzIWLmRyYWdvbWFuLnYxLlRva2VuUGFpciIyCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiSAoNTG9naW5SZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiYKBnRva2VucxgCIAEoCzIWLmRyYWdvbWFuLnYxLlRva2VuUGFpciIsChNSZWZyZXNoVG9rZW5SZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiPgoUUmVmcmVzaFRva2VuUmVzcG9uc2USJgoGdG9rZW5zGAEgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyIiYKDUxvZ291dFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSIQCg5Mb2dvdXRSZXNwb25zZSK1AQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI8ChhhY2Nlc3NfdG9rZW5fZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPQoZcmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKAoURGVsZXRlQWNjb3VudFJlcXVlc3QSEAoIcGFzc3dvcmQYASABKAkiVwoVRGVsZXRlQWNjb3VudFJlc3BvbnNlEh0KFWRlbGV0ZWRfc2Vzc2lvbl9jb3VudBgBIAEoDRIfChdkZWxldGVkX3V0dGVyYW5jZV9jb3VudBgCIAEoDSIVChNFeHBvcnRNeURhdGFSZXF1ZXN0IsEBChRFeHBvcnRNeURhdGFSZXNwb25zZRIlCgdhY2NvdW50GAEgASgLMhQuZHJhZ29tYW4udjEuQWNjb3VudBIoCgZsb2dpbnMYAiADKAsyGC5kcmFnb21hbi52MS5Mb2dpblJlY29yZBImCghzZXNzaW9ucxgDIAMoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24SMAoKdXR0ZXJhbmNlcxgEIAMoCzIcLmRyYWdvbWFuLnYxLlV0dGVyYW5jZVJlY29yZCKNAQoHQWNjb3VudBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEg0KBWVtYWlsGAMgASgJEh8KF3ByZWZlcnJlZF9sYW5ndWFnZV9jb2RlGAQgASgJEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKAAQoLTG9naW5SZWNvcmQSLwoLY3JlYXRlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAMgASgIIp8CCg9VdHRlcmFuY2VSZWNvcmQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIUCgx1dHRlcmFuY2VfaWQYAiABKAkSFwoPc3BlYWtlcl91c2VyX2lkGAMgASgJEhwKFHNvdXJjZV9sYW5ndWFnZV9jb2RlGAQgASgJEhwKFHRhcmdldF9sYW5ndWFnZV9jb2RlGAUgASgJEhMKC3NvdXJjZV90ZXh0GAYgASgJEhcKD3RyYW5zbGF0ZWRfdGV4dBgHIAEoCRIuCgdsYXRlbmN5GAggASgLMh0uZHJhZ29tYW4udjEuVXR0ZXJhbmNlTGF0ZW5jeRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAy2wMKC0F1dGhTZXJ2aWNlEkcKCFJlZ2lzdGVyEhwuZHJhZ29tYW4udjEuUmVnaXN0ZXJSZXF1ZXN0Gh0uZHJhZ29tYW4udjEuUmVnaXN0ZXJSZXNwb25zZRI+CgVMb2dpbhIZLmRyYWdvbWFuLnYxLkxvZ2luUmVxdWVzdBoaLmRyYWdvbWFuLnYxLkxvZ2luUmVzcG9uc2USUwoMUmVmcmVzaFRva2VuEiAuZHJhZ29tYW4udjEuUmVmcmVzaFRva2VuUmVxdWVzdBohLmRyYWdvbWFuLnYxLlJlZnJlc2hUb2tlblJlc3BvbnNlEkEKBkxvZ291dBIaLmRyYWdvbWFuLnYxLkxvZ291dFJlcXVlc3QaGy5kcmFnb21hbi52MS5Mb2dvdXRSZXNwb25zZRJWCg1EZWxldGVBY2NvdW50EiEuZHJhZ29tYW4udjEuRGVsZXRlQWNjb3VudFJlcXVlc3QaIi5kcmFnb21hbi52MS5EZWxldGVBY2NvdW50UmVzcG9uc2USUwoMRXhwb3J0TXlEYXRhEiAuZHJhZ29tYW4udjEuRXhwb3J0TXlEYXRhUmVxdWVzdBohLmRyYWdvbWFuLnYxLkV4cG9ydE15RGF0YVJlc3BvbnNlYgZwcm90bzM", [file_dragoman_v1_conversation, file_dragoman_v1_sessions, file_google_protobuf_timestamp]);
+  fileDesc("ChZkcmFnb21hbi92MS9hdXRoLnByb3RvEgtkcmFnb21hbi52MSJ6Cg9SZWdpc3RlclJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSDQoFZW1haWwYAiABKAkSEAoIcGFzc3dvcmQYAyABKAkSHwoXcHJlZmVycmVkX2xhbmd1YWdlX2NvZGUYBCABKAkSEwoLZGV2aWNlX25hbWUYBSABKAkiSwoQUmVnaXN0ZXJSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiYKBnRva2VucxgCIAEoCzIWLmRyYWdvbWFuLnYxLlRva2VuUGFpciJHCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEwoLZGV2aWNlX25hbWUYAyABKAkiSAoNTG9naW5SZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiYKBnRva2VucxgCIAEoCzIWLmRyYWdvbWFuLnYxLlRva2VuUGFpciIsChNSZWZyZXNoVG9rZW5SZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiPgoUUmVmcmVzaFRva2VuUmVzcG9uc2USJgoGdG9rZW5zGAEgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyIiYKDUxvZ291dFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSIQCg5Mb2dvdXRSZXNwb25zZSK1AQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI8ChhhY2Nlc3NfdG9rZW5fZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPQoZcmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKAoURGVsZXRlQWNjb3VudFJlcXVlc3QSEAoIcGFzc3dvcmQYASABKAkiVwoVRGVsZXRlQWNjb3VudFJlc3BvbnNlEh0KFWRlbGV0ZWRfc2Vzc2lvbl9jb3VudBgBIAEoDRIfChdkZWxldGVkX3V0dGVyYW5jZV9jb3VudBgCIAEoDSIVChNFeHBvcnRNeURhdGFSZXF1ZXN0IsEBChRFeHBvcnRNeURhdGFSZXNwb25zZRIlCgdhY2NvdW50GAEgASgLMhQuZHJhZ29tYW4udjEuQWNjb3VudBIoCgZsb2dpbnMYAiADKAsyGC5kcmFnb21hbi52MS5Mb2dpblJlY29yZBImCghzZXNzaW9ucxgDIAMoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24SMAoKdXR0ZXJhbmNlcxgEIAMoCzIcLmRyYWdvbWFuLnYxLlV0dGVyYW5jZVJlY29yZCKNAQoHQWNjb3VudBIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEg0KBWVtYWlsGAMgASgJEh8KF3ByZWZlcnJlZF9sYW5ndWFnZV9jb2RlGAQgASgJEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKlAQoLTG9naW5SZWNvcmQSLwoLY3JlYXRlX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAMgASgIEiMKBmRldmljZRgEIAEoCzITLmRyYWdvbWFuLnYxLkRldmljZSIUChJMaXN0RGV2aWNlc1JlcXVlc3QiOwoTTGlzdERldmljZXNSZXNwb25zZRIkCgdkZXZpY2VzGAEgAygLMhMuZHJhZ29tYW4udjEuRGV2aWNlIigKE1Jldm9rZURldmljZVJlcXVlc3QSEQoJZGV2aWNlX2lkGAEgASgJIhYKFFJldm9rZURldmljZVJlc3BvbnNlIsoBCgZEZXZpY2USEQoJZGV2aWNlX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKdXNlcl9hZ2VudBgDIAEoCRIzCg9maXJzdF9zZWVuX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3Rfc2Vlbl90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljb2Fyc2VfaXAYBiABKAkSDwoHY3VycmVudBgHIAEoCCKfAgoPVXR0ZXJhbmNlUmVjb3JkEhIKCnNlc3Npb25faWQYASABKAkSFAoMdXR0ZXJhbmNlX2lkGAIgASgJEhcKD3NwZWFrZXJfdXNlcl9pZBgDIAEoCRIcChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgEIAEoCRIcChR0YXJnZXRfbGFuZ3VhZ2VfY29kZRgFIAEoCRITCgtzb3VyY2VfdGV4dBgGIAEoCRIXCg90cmFuc2xhdGVkX3RleHQYByABKAkSLgoHbGF0ZW5jeRgIIAEoCzIdLmRyYWdvbWFuLnYxLlV0dGVyYW5jZUxhdGVuY3kSLwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMoIFCgtBdXRoU2VydmljZRJHCghSZWdpc3RlchIcLmRyYWdvbWFuLnYxLlJlZ2lzdGVyUmVxdWVzdBodLmRyYWdvbWFuLnYxLlJlZ2lzdGVyUmVzcG9uc2USPgoFTG9naW4SGS5kcmFnb21hbi52MS5Mb2dpblJlcXVlc3QaGi5kcmFnb21hbi52MS5Mb2dpblJlc3BvbnNlElMKDFJlZnJlc2hUb2tlbhIgLmRyYWdvbWFuLnYxLlJlZnJlc2hUb2tlblJlcXVlc3QaIS5kcmFnb21hbi52MS5SZWZyZXNoVG9rZW5SZXNwb25zZRJBCgZMb2dvdXQSGi5kcmFnb21hbi52MS5Mb2dvdXRSZXF1ZXN0GhsuZHJhZ29tYW4udjEuTG9nb3V0UmVzcG9uc2USVgoNRGVsZXRlQWNjb3VudBIhLmRyYWdvbWFuLnYxLkRlbGV0ZUFjY291bnRSZXF1ZXN0GiIuZHJhZ29tYW4udjEuRGVsZXRlQWNjb3VudFJlc3BvbnNlElMKDEV4cG9ydE15RGF0YRIgLmRyYWdvbWFuLnYxLkV4cG9ydE15RGF0YVJlcXVlc3QaIS5kcmFnb21hbi52MS5FeHBvcnRNeURhdGFSZXNwb25zZRJQCgtMaXN0RGV2aWNlcxIfLmRyYWdvbWFuLnYxLkxpc3REZXZpY2VzUmVxdWVzdBogLmRyYWdvbWFuLnYxLkxpc3REZXZpY2VzUmVzcG9uc2USUwoMUmV2b2tlRGV2aWNlEiAuZHJhZ29tYW4udjEuUmV2b2tlRGV2aWNlUmVxdWVzdBohLmRyYWdvbWFuLnYxLlJldm9rZURldmljZVJlc3BvbnNlYgZwcm90bzM", [file_dragoman_v1_conversation, file_dragoman_v1_sessions, file_google_protobuf_timestamp]);
 
 /**
  * A new account.
@@ -53,6 +53,14 @@ export type RegisterRequest = Message<"dragoman.v1.RegisterRequest"> & {
    * @generated from field: string preferred_language_code = 4;
    */
   preferredLanguageCode: string;
+
+  /**
+   * Optional name of this device, shown by ListDevices (e.g. "Ana's
+   * laptop"): at most 64 characters, no control characters.
+   *
+   * @generated from field: string device_name = 5;
+   */
+  deviceName: string;
 };
 
 /**
@@ -109,6 +117,14 @@ export type LoginRequest = Message<"dragoman.v1.LoginRequest"> & {
    * @generated from field: string password = 2;
    */
   password: string;
+
+  /**
+   * Optional name of this device, shown by ListDevices (e.g. "Ana's
+   * laptop"): at most 64 characters, no control characters.
+   *
+   * @generated from field: string device_name = 3;
+   */
+  deviceName: string;
 };
 
 /**
@@ -444,11 +460,20 @@ export type LoginRecord = Message<"dragoman.v1.LoginRecord"> & {
   expireTime?: Timestamp | undefined;
 
   /**
-   * Whether the login was revoked (logout or detected token reuse).
+   * Whether the login was revoked (logout, RevokeDevice or detected token
+   * reuse).
    *
    * @generated from field: bool revoked = 3;
    */
   revoked: boolean;
+
+  /**
+   * The device of the login: its name, user agent, when it was last used
+   * and from which network.
+   *
+   * @generated from field: dragoman.v1.Device device = 4;
+   */
+  device?: Device | undefined;
 };
 
 /**
@@ -457,6 +482,142 @@ export type LoginRecord = Message<"dragoman.v1.LoginRecord"> & {
  */
 export const LoginRecordSchema: GenMessage<LoginRecord> = /*@__PURE__*/
   messageDesc(file_dragoman_v1_auth, 14);
+
+/**
+ * Asks for the caller's devices.
+ *
+ * @generated from message dragoman.v1.ListDevicesRequest
+ */
+export type ListDevicesRequest = Message<"dragoman.v1.ListDevicesRequest"> & {
+};
+
+/**
+ * Describes the message dragoman.v1.ListDevicesRequest.
+ * Use `create(ListDevicesRequestSchema)` to create a new message.
+ */
+export const ListDevicesRequestSchema: GenMessage<ListDevicesRequest> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 15);
+
+/**
+ * The caller's devices.
+ *
+ * @generated from message dragoman.v1.ListDevicesResponse
+ */
+export type ListDevicesResponse = Message<"dragoman.v1.ListDevicesResponse"> & {
+  /**
+   * Devices whose login stands, most recently used first.
+   *
+   * @generated from field: repeated dragoman.v1.Device devices = 1;
+   */
+  devices: Device[];
+};
+
+/**
+ * Describes the message dragoman.v1.ListDevicesResponse.
+ * Use `create(ListDevicesResponseSchema)` to create a new message.
+ */
+export const ListDevicesResponseSchema: GenMessage<ListDevicesResponse> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 16);
+
+/**
+ * A device to sign out.
+ *
+ * @generated from message dragoman.v1.RevokeDeviceRequest
+ */
+export type RevokeDeviceRequest = Message<"dragoman.v1.RevokeDeviceRequest"> & {
+  /**
+   * `Device.device_id` from ListDevices.
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+};
+
+/**
+ * Describes the message dragoman.v1.RevokeDeviceRequest.
+ * Use `create(RevokeDeviceRequestSchema)` to create a new message.
+ */
+export const RevokeDeviceRequestSchema: GenMessage<RevokeDeviceRequest> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 17);
+
+/**
+ * Revocation result.
+ *
+ * @generated from message dragoman.v1.RevokeDeviceResponse
+ */
+export type RevokeDeviceResponse = Message<"dragoman.v1.RevokeDeviceResponse"> & {
+};
+
+/**
+ * Describes the message dragoman.v1.RevokeDeviceResponse.
+ * Use `create(RevokeDeviceResponseSchema)` to create a new message.
+ */
+export const RevokeDeviceResponseSchema: GenMessage<RevokeDeviceResponse> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 18);
+
+/**
+ * A device: one login (refresh token family) and what the gateway saw of it.
+ *
+ * @generated from message dragoman.v1.Device
+ */
+export type Device = Message<"dragoman.v1.Device"> & {
+  /**
+   * Id of the device (its login).
+   *
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * The name the client gave at Register or Login; empty when none.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The `user-agent` of the call that signed in, at most 256 characters.
+   *
+   * @generated from field: string user_agent = 3;
+   */
+  userAgent: string;
+
+  /**
+   * When it signed in.
+   *
+   * @generated from field: google.protobuf.Timestamp first_seen_time = 4;
+   */
+  firstSeenTime?: Timestamp | undefined;
+
+  /**
+   * When it last signed in or refreshed its tokens.
+   *
+   * @generated from field: google.protobuf.Timestamp last_seen_time = 5;
+   */
+  lastSeenTime?: Timestamp | undefined;
+
+  /**
+   * The network it was last seen from, never the address: an IPv4 /24 or
+   * IPv6 /48, e.g. "203.0.113.0/24"; empty when not an IP (a Unix socket).
+   *
+   * @generated from field: string coarse_ip = 6;
+   */
+  coarseIp: string;
+
+  /**
+   * Whether this is the device of the access token of the call.
+   *
+   * @generated from field: bool current = 7;
+   */
+  current: boolean;
+};
+
+/**
+ * Describes the message dragoman.v1.Device.
+ * Use `create(DeviceSchema)` to create a new message.
+ */
+export const DeviceSchema: GenMessage<Device> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 19);
 
 /**
  * A translated utterance from the translation log: one record for each
@@ -534,7 +695,7 @@ export type UtteranceRecord = Message<"dragoman.v1.UtteranceRecord"> & {
  * Use `create(UtteranceRecordSchema)` to create a new message.
  */
 export const UtteranceRecordSchema: GenMessage<UtteranceRecord> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 15);
+  messageDesc(file_dragoman_v1_auth, 20);
 
 /**
  * Accounts and tokens. Every other public call needs the access token from
@@ -609,6 +770,30 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof ExportMyDataRequestSchema;
     output: typeof ExportMyDataResponseSchema;
+  },
+  /**
+   * Lists the caller's devices: their logins that stand (neither logged out
+   * nor revoked), most recently used first. Needs the access token.
+   *
+   * @generated from rpc dragoman.v1.AuthService.ListDevices
+   */
+  listDevices: {
+    methodKind: "unary";
+    input: typeof ListDevicesRequestSchema;
+    output: typeof ListDevicesResponseSchema;
+  },
+  /**
+   * Signs a device out at once: its refresh token stops working and so do
+   * the access tokens it was issued, on every gateway. A device that is not
+   * the caller's, or no longer stands, gives NOT_FOUND. Needs the access
+   * token.
+   *
+   * @generated from rpc dragoman.v1.AuthService.RevokeDevice
+   */
+  revokeDevice: {
+    methodKind: "unary";
+    input: typeof RevokeDeviceRequestSchema;
+    output: typeof RevokeDeviceResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dragoman_v1_auth, 0);
