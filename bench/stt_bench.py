@@ -376,7 +376,7 @@ def cost_counters() -> dict[str, dict[str, float]]:
 def cost_proxies(
     before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], utterances: int,
     speech_s: float,
-) -> dict[str, dict[str, float | None]]:
+) -> dict[str, Any]:
     """The counters' growth between two readings, per utterance or per second of speech."""
     def per(value: float, unit: float) -> float | None:
         return round(value / unit, 3) if unit else None

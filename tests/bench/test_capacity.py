@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from bench import capacity
 
@@ -33,7 +34,7 @@ spot_usd_per_gpu_hour = 1.0
 """
 
 
-def _fixture(tmp_path: Path, stt: dict[str, object] | None) -> tuple[Path, Path]:
+def _fixture(tmp_path: Path, stt: dict[str, Any] | None) -> tuple[Path, Path]:
     results = tmp_path / "results"
     results.mkdir()
     (results / "gpu.json").write_text(json.dumps(GPU))
