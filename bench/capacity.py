@@ -6,7 +6,15 @@ benchmarks when present), applies the stated traffic assumptions and writes
 bench/CAPACITY.md and bench/results/capacity.json. Every figure in the
 document names the file it came from, or says it is an assumption.
 
+STT's GPU work comes from the cost proxies bench.stt_bench measures on the
+CPU in every run (stt_cost.json, else stt.json: decodes, encoder seconds of
+audio and decoder tokens, partials and finals apart), priced in gpu.json's
+decodes; without them, from the fixed assumption of a partial every 0.6 s
+at full cost.
+Monthly cost: the GPUs times the per-GPU-hour prices in bench/prices.toml.
+
     python -m bench.capacity [--sessions 10000] [--talk-ratio 0.4] [--utterance-s 4]
+                             [--prices bench/prices.toml]
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +37,11 @@ HPA_YAML = ROOT / "deploy" / "k8s" / "hpa.yaml"
 GPU_MODELS = {"stt": ("whisper-large-v3-turbo", "whisper-base"),
               "mt": ("nllb-200-distilled-600M", "opus-mt-tc-big"), "tts": ("vits-mms",)}
 FALLBACK_MT_SENTENCES_PER_CORE = 20.0  # used only when mt.json is absent
+PRICES = Path(__file__).resolve().parent / "prices.toml"
+SEED_MONTHLY_USD = 11_600
+SEED_OPTIMISED_USD = (4_000, 5_000)
+"""The seed's estimate for 10,000 sessions (18 T4-class GPUs for STT and MT), and optimised."""
+KINDS = ("partial", "final")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,10 @@ class Assumptions:
     0.1-0.3 s on an H200, small next to the CPU stage times)."""
     headroom: float = 1.3
     """HPA maxReplicas over the computed need."""
+    stt_encoder_share: float = 0.5
+    """Share of a gpu.json Whisper decode's time spent in its encoder, where gpu.json does not
+    time the encoder alone (an assumption: 32 encoder layers over 1500 frames against 40
+    steps of a 4-layer decoder)."""
 
 
 def _rows(data: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -65,11 +83,17 @@ def _rows(data: dict[str, Any] | None) -> list[dict[str, Any]]:
     return []
 
 
+def _full_window(row: dict[str, Any]) -> bool:
+    """STT is planned on Whisper's 30 s window rows; decode_equivalents scales the encoder's
+    part to the windows stt_svc really encodes (gpu_proxy's 10 s rows check that scaling)."""
+    return float(row.get("window_s", 30)) == 30
+
+
 def _gpu_throughput(
     gpu: dict[str, Any] | None, role: str, batch: int,
 ) -> tuple[float, str, float | None] | None:
     """Units per second of the preferred model of `role` at the largest batch <= `batch`."""
-    rows = [r for r in _rows(gpu) if r.get("role") == role]
+    rows = [r for r in _rows(gpu) if r.get("role") == role and _full_window(r)]
     unit = {"stt": "utterances_per_s", "mt": "sentences_per_s", "tts": "audio_seconds_per_s"}[role]
     for model in (*GPU_MODELS[role], *sorted({str(r.get("model")) for r in rows})):
         fits = [r for r in rows if r.get("model") == model and int(r.get("batch", 1)) <= batch
@@ -80,6 +104,62 @@ def _gpu_throughput(
             return (float(best[unit]), f"{model} batch {best.get('batch')} ({unit})",
                     float(call_s) if isinstance(call_s, int | float) else None)
     return None
+
+
+def stt_proxies(stt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """stt.json's cost proxies pooled over its languages, per second of speech and kind:
+    decodes, encoder seconds of audio and decoder tokens; None without them."""
+    langs = [r for r in ((stt or {}).get("languages") or {}).values()
+             if isinstance(r, dict) and r.get("cost") and r.get("speech_s")]
+    if not langs:
+        return None
+    speech_s = sum(float(r["speech_s"]) for r in langs)
+    utterances = sum(int(r["utterances"]) for r in langs)
+    per_s = {name: {k: sum(float(r["cost"]["totals"][name][k]) for r in langs) / speech_s
+                    for k in KINDS} for name in ("decodes", "encoder_s", "decoder_tokens")}
+    return {"languages": sorted(((stt or {}).get("languages") or {}).keys()),
+            "speech_s": round(speech_s, 1), "utterances": utterances,
+            "utterance_s": round(speech_s / utterances, 2) if utterances else None,
+            "per_speech_s": per_s}
+
+
+def decode_equivalents(per_speech_s: dict[str, dict[str, float]], encoder_share: float,
+                       window_s: float, tokens: int) -> dict[str, float]:
+    """Per kind, the gpu.json decodes (a `window_s` window, `tokens` tokens) one second of
+    speech costs: its encoder seconds priced at the encoder's share of a decode, its decoder
+    tokens at the rest."""
+    return {k: encoder_share * per_speech_s["encoder_s"][k] / window_s
+            + (1 - encoder_share) * per_speech_s["decoder_tokens"][k] / tokens for k in KINDS}
+
+
+def load_prices(path: Path = PRICES) -> dict[str, Any] | None:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError:
+        return None
+
+
+def monthly_costs(gpus: int, prices: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per GPU type: what `gpus` of them cost a month, on demand and spot."""
+    hours = float(prices.get("hours_per_month", 730))
+    return [{"gpu": name, "instance": p.get("instance"),
+             "on_demand_usd_per_gpu_hour": p["on_demand_usd_per_gpu_hour"],
+             "spot_usd_per_gpu_hour": p.get("spot_usd_per_gpu_hour"),
+             "on_demand_usd_per_month": round(gpus * hours * p["on_demand_usd_per_gpu_hour"]),
+             "spot_usd_per_month": (round(gpus * hours * p["spot_usd_per_gpu_hour"])
+                                    if p.get("spot_usd_per_gpu_hour") is not None else None)}
+            for name, p in prices.get("gpus", {}).items()]
+
+
+def _stt_row(gpu: dict[str, Any] | None, batch: int) -> dict[str, Any]:
+    """The gpu.json row `_gpu_throughput` plans STT on (its window, tokens, encoder time)."""
+    rows = [r for r in _rows(gpu)
+            if r.get("role") == "stt" and _full_window(r) and int(r.get("batch", 1)) <= batch]
+    for model in (*GPU_MODELS["stt"], *sorted({str(r.get("model")) for r in rows})):
+        fits = [r for r in rows if r.get("model") == model]
+        if fits:
+            return max(fits, key=lambda r: int(r.get("batch", 1)))
+    return {}
 
 
 def _find_number(data: Any, names: tuple[str, ...]) -> float | None:
@@ -126,7 +206,7 @@ def _load_numbers(load: dict[str, Any] | None) -> dict[str, Any]:
             "crossing_n": load.get("n_where_p99_added_exceeds_100ms")}
 
 
-def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
+def model(a: Assumptions, results: Path = RESULTS, prices_file: Path = PRICES) -> dict[str, Any]:
     e2e, load = read_result("e2e", results), read_result("load", results)
     gpu, mt, stt, tts = (read_result(n, results) for n in ("gpu", "mt", "stt", "tts"))
     floor = read_result("grpc_floor", results)
@@ -136,6 +216,11 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
     speech_s_per_s = speakers * a.talk_ratio  # seconds of speech arriving per second
     utterances_per_s = speech_s_per_s / a.utterance_s
     decodes_per_utt = 1 + math.floor(a.utterance_s / a.partial_interval_s)
+    # stt_cost.json: a bench.stt_bench run kept for this model (--out); else the latest stt.json
+    proxies_file = next((n for n in ("stt_cost", "stt") if stt_proxies(read_result(n, results))), None)
+    proxies = stt_proxies(read_result(proxies_file, results)) if proxies_file else None
+    if proxies is not None:
+        proxies["file"] = f"{proxies_file}.json"
     traffic = {
         "speakers": speakers, "stt_streams": speakers,
         "speech_seconds_per_s": speech_s_per_s, "utterances_per_s": utterances_per_s,
@@ -154,15 +239,35 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
             services[role] = {"gpus": None, "source": "no bench/results/gpu.json row for this role"}
             continue
         per_gpu, source, call_s = found
+        fixed = None
+        if role == "stt":
+            fixed = math.ceil(demand / (per_gpu * a.gpu_utilisation))
+            finals_demand = utterances_per_s
+            if proxies is not None:
+                row = _stt_row(gpu, a.stt_batch)
+                share = a.stt_encoder_share
+                if row.get("encoder_seconds_per_call") and row.get("seconds_per_call"):
+                    share = float(row["encoder_seconds_per_call"]) / float(row["seconds_per_call"])
+                eq = decode_equivalents(proxies["per_speech_s"], share,
+                                        float(row.get("window_s", 30)), int(row.get("decoded_tokens", 40)))
+                demand = speech_s_per_s * sum(eq.values())
+                finals_demand = speech_s_per_s * eq["final"]
+                proxies["encoder_share"] = round(share, 3)
+                proxies["encoder_share_from"] = ("gpu.json" if share != a.stt_encoder_share
+                                                 else "assumption")
+                proxies["decode_equivalents_per_speech_s"] = {k: round(v, 4) for k, v in eq.items()}
+                traffic["stt_decode_equivalents_per_s"] = round(demand, 1)
+            source += (f" priced in {proxies['file']}'s measured cost proxies" if proxies is not None
+                       else " with the fixed partial assumption")
         gpus = math.ceil(demand / (per_gpu * a.gpu_utilisation))
         services[role] = {"demand_per_s": demand, "per_gpu_per_s": round(per_gpu, 1), "gpus": gpus,
                           "replicas": gpus, "seconds_per_batch_call": call_s,
                           "source": f"gpu.json: {source} on {gpu.get('device')}"}  # type: ignore[union-attr]
         if role == "stt":
-            finals = math.ceil(utterances_per_s / (per_gpu * a.gpu_utilisation))
+            services["stt"]["gpus_fixed_assumption"] = fixed
             services["stt_finals_only"] = {
-                "gpus": finals, "source": "the same GPU figure with partials off (or on a "
-                                          "separate small model): one decode per utterance"}
+                "gpus": math.ceil(finals_demand / (per_gpu * a.gpu_utilisation)),
+                "source": "the same GPU figure with partials off: the finals' cost alone"}
     # CPU-only alternative for MT (Bergamot/Apertium), from mt.json.
     per_core = [float(r["sentences_per_s_per_core"]) for r in _rows(mt)
                 if isinstance(r.get("sentences_per_s_per_core"), int | float)]
@@ -210,10 +315,18 @@ def model(a: Assumptions, results: Path = RESULTS) -> dict[str, Any]:
                       f"{plumbing['others_cores'] or 0:.1f} cores meanwhile)"}
     hpa = _hpa(services, a, speakers)
     per_role = [s.get("gpus") for r, s in services.items() if r in ("stt", "mt", "tts")]
+    total_gpus = sum(g for g in per_role if g) if all(per_role) else None
+    prices = load_prices(prices_file)
     return {
         "benchmark": "capacity", "machine": machine(), "assumptions": asdict(a),
         "traffic": traffic, "services": services, "hpa": hpa,
-        "total_gpus": sum(g for g in per_role if g) if all(per_role) else None,
+        "total_gpus": total_gpus,
+        "stt_proxies": proxies,
+        "cost": None if prices is None or total_gpus is None else {
+            "as_of": prices.get("as_of"), "source": prices.get("source"),
+            "gpus_measured_on": (gpu or {}).get("device"),
+            "rows": monthly_costs(total_gpus, prices),
+            "seed_usd_per_month": SEED_MONTHLY_USD, "seed_optimised_usd_per_month": SEED_OPTIMISED_USD},
         "inputs": {n: bool(d) for n, d in (("e2e", e2e), ("load", load),
                                             ("load_session_svc", alone), ("gpu", gpu),
                                             ("stt", stt), ("tts", tts), ("mt", mt),
@@ -392,6 +505,77 @@ def _load_machine(m: dict[str, Any]) -> str:
             "figures below grow with the probe on a slower or busier host)")
 
 
+def _stt_assumption(m: dict[str, Any]) -> list[str]:
+    a, t, s, p = m["assumptions"], m["traffic"], m["services"], m.get("stt_proxies")
+    fixed = (f"a partial every {a['partial_interval_s']} s plus the final, "
+             f"{t['stt_decodes_per_utterance']} decodes an utterance, each a full 30 s "
+             f"decode: {t['stt_decodes_per_s']:.0f} decodes/s")
+    if not p or "decode_equivalents_per_speech_s" not in p:
+        return [f"- STT (fixed assumption, no cost proxies in stt.json): {fixed}."]
+    r, eq = p["per_speech_s"], p["decode_equivalents_per_speech_s"]
+
+    def kind(k: str) -> str:
+        return (f"{k}s {r['decodes'][k]:.2f} decodes, {r['encoder_s'][k]:.2f} s of encoder audio "
+                f"and {r['decoder_tokens'][k]:.1f} decoder tokens ({eq[k]:.3f} decodes' worth)")
+    return [
+        f"- STT's GPU work is measured on the CPU, not assumed: bench.stt_bench's cost proxies "
+        f"({p['file']}: stt_svc's dragoman_stt_*_total counters over {p['speech_s']} s of speech in "
+        f"{p['utterances']} utterances of {', '.join(p['languages'])}). Per second of speech, "
+        f"{kind('partial')}; {kind('final')}. A gpu.json decode is a 30 s window and 40 tokens, "
+        f"the encoder {p['encoder_share']:.0%} of it ({p['encoder_share_from']}); so "
+        f"{t.get('stt_decode_equivalents_per_s', 0):.0f} decodes' worth a second for the "
+        "target.",
+        f"- The fixed assumption this replaces ({fixed}) would need "
+        f"{s['stt'].get('gpus_fixed_assumption')} STT GPUs.",
+    ]
+
+
+def _cost_section(m: dict[str, Any]) -> list[str]:
+    c = m.get("cost")
+    if not c:
+        return []
+    measured = str(c.get("gpus_measured_on") or "")
+    same = [r for r in c["rows"] if r["gpu"] in measured or r["gpu"] == "H100"]
+    ref = next((r for r in same if r["gpu"] in measured), same[0] if same else None)
+    rows = []
+    for r in c["rows"]:
+        if r in same:
+            rows.append([r["gpu"], r["instance"], r["on_demand_usd_per_gpu_hour"],
+                         r["spot_usd_per_gpu_hour"], r["on_demand_usd_per_month"],
+                         r["spot_usd_per_month"] or "-", "-"])
+        else:
+            share = (r["on_demand_usd_per_gpu_hour"] / ref["on_demand_usd_per_gpu_hour"]
+                     if ref else None)
+            rows.append([r["gpu"], r["instance"], r["on_demand_usd_per_gpu_hour"],
+                         r["spot_usd_per_gpu_hour"], "-", "-",
+                         f"{share:.0%}" if share is not None else "-"])
+    seed = c["seed_usd_per_month"]
+    lo, hi = c["seed_optimised_usd_per_month"]
+    lines = [
+        "## Cost per month (GPUs only)",
+        "",
+        f"{m['total_gpus']} GPUs for 24 h a day, at the prices in bench/prices.toml (list price "
+        f"as of {c['as_of']}: {c['source']}):",
+        "",
+        "```",
+        table(["GPU", "instance", "on-demand $/GPU-h", "spot $/GPU-h", "on-demand $/month",
+               "spot $/month", "break-even throughput"], rows),
+        "```",
+        "",
+        f"- The GPU count comes from gpu.json on the {measured or 'unknown card'}; an H100 has "
+        "the same compute (less memory bandwidth) and is priced at the same count. The smaller "
+        "cards were not measured: their last column is the share of an "
+        f"{ref['gpu'] if ref else 'H200'}'s throughput one must reach to cost no more than this plan.",
+    ]
+    if ref:
+        lines.append(
+            f"- The seed estimated about ${seed:,} a month (${lo:,}-{hi:,} optimised): this plan "
+            f"costs {ref['on_demand_usd_per_month'] / seed:.1f}x that on demand"
+            + (f", {ref['spot_usd_per_month'] / seed:.1f}x on spot" if ref["spot_usd_per_month"] else "")
+            + ".")
+    return [*lines, ""]
+
+
 def document(m: dict[str, Any]) -> str:
     a, t, s = m["assumptions"], m["traffic"], m["services"]
     rows = []
@@ -419,11 +603,7 @@ def document(m: dict[str, Any]) -> str:
         f"- Each participant speaks {a['talk_ratio']:.0%} of the time in utterances of "
         f"{a['utterance_s']} s: {t['speech_seconds_per_s']:.0f} s of speech per second, "
         f"{t['utterances_per_s']:.0f} utterances/s.",
-        f"- STT decodes each utterance {t['stt_decodes_per_utterance']} times (a partial every "
-        f"{a['partial_interval_s']} s plus the final): {t['stt_decodes_per_s']:.0f} decodes/s. "
-        "The GPU figures decode 30 s windows (Whisper's own padding), so a decode costs the same "
-        "whatever its length; stt_svc now encodes 10 s windows for utterances that fit, so the "
-        "STT GPU count is an upper bound.",
+        *_stt_assumption(m),
         f"- One MT sentence per utterance ({t['mt_sentences_per_s']:.0f}/s); translated speech lasts "
         f"as long as the original ({t['tts_audio_seconds_per_s']:.0f} s of audio to synthesise per s).",
         f"- GPUs planned at {a['gpu_utilisation']:.0%} of the throughput measured at batch "
@@ -449,9 +629,10 @@ def document(m: dict[str, Any]) -> str:
         "",
         f"Total GPUs: {m['total_gpus'] if m['total_gpus'] is not None else 'unknown (no gpu.json)'}.",
         "",
-        *([f"STT partials dominate: with partial decodes off (finals only) STT needs "
+        *([f"With partial decodes off (finals only) STT would need "
            f"{s['stt_finals_only']['gpus']} GPUs instead of {s['stt']['gpus']}.", ""]
           if s.get("stt_finals_only") else []),
+        *_cost_section(m),
         f"MT on CPU instead (Bergamot/Apertium): {s['mt_cpu_alternative']['cores']} cores "
         f"({s['mt_cpu_alternative']['sentences_per_s_per_core']} sentences/s per core, "
         f"{s['mt_cpu_alternative']['source']}).",
@@ -507,9 +688,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--hpa", type=Path, default=HPA_YAML,
                         help="where the HorizontalPodAutoscalers go (default deploy/k8s/hpa.yaml)")
+    parser.add_argument("--prices", type=Path, default=PRICES,
+                        help="GPU prices per hour (default bench/prices.toml)")
     args = parser.parse_args(argv)
     a = Assumptions(sessions=args.sessions, talk_ratio=args.talk_ratio, utterance_s=args.utterance_s)
-    m = model(a, args.results)
+    m = model(a, args.results, args.prices)
     write_result("capacity", m, args.results)
     args.doc.write_text(document(m))
     args.hpa.write_text(hpa_manifests(m["hpa"]))

@@ -7,7 +7,8 @@ transformers: no weights (none can be fetched there), so every model is the
 real architecture with random weights, and decoding is forced to a fixed,
 realistic number of tokens. Compute per utterance is then what the trained
 model costs; only quality is absent. Measured per model and batch size:
-the time of one batched call and the throughput that follows
+the time of one batched call (for Whisper also of its encoder alone) and
+the throughput that follows
 (utterances/s for STT, sentences/s for MT, seconds of audio per second for TTS).
 
 Models: Whisper large-v3-turbo and base (STT: one 30 s encoder window, 40
@@ -92,8 +93,15 @@ def whisper(name: str, cfg: dict[str, int], batches: list[int], repeats: int,
 
                 greedy(step, b, STT_TOKENS, enc.device)
 
+        def encode(feats: torch.Tensor = feats) -> None:
+            with torch.inference_mode():
+                model.model.encoder(feats)
+
         t = timed(run, repeats)
+        # the encoder's part of a decode: bench.capacity weighs encoder seconds by it
+        t_enc = timed(encode, repeats)
         rows.append({"model": name, "role": "stt", "batch": b, "seconds_per_call": t,
+                     "encoder_seconds_per_call": t_enc,
                      "utterances_per_s": b / t, "window_s": window_s, "decoded_tokens": STT_TOKENS})
         print(f"{name:<32} {window_s:>2} s, batch {b:>3}: {t * 1000:8.1f} ms/call  "
               f"{b / t:8.1f} utterances/s", flush=True)

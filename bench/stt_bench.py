@@ -25,7 +25,11 @@ chunks, each sent when its 100 ms have been "recorded", interim results on:
      partial result of the clip's first utterance;
    * end of speech -> final, p50/p95: from sending the chunk that completes
      the endpoint silence to receiving the final; over every utterance the
-     endpointer closed, and over those of at most 10 s of audio.
+     endpointer closed, and over those of at most 10 s of audio;
+   * the GPU cost proxies, partials and finals apart (stt_svc's
+     dragoman_stt_*_total counters): decodes per utterance, encoder seconds
+     (windows with their padding) per second of speech (the finals' audio),
+     decoder tokens per utterance; and partials sent per second of speech.
 2. Concurrency: 1, 2, 4 (up to --streams) streams at once, each in its own
    language (en, de, es, fr, pt in turn), each playing that language's clips
    back to back for --seconds, started 0.37 s apart. A level keeps up when
@@ -69,6 +73,7 @@ from typing import Any
 
 import jiwer
 import numpy as np
+from prometheus_client import REGISTRY
 
 from bench.common import ROOT, TESTDATA, load_average, machine, percentile, summary, table, write_result
 from bench.stt_errors import CLASSES, classify
@@ -354,6 +359,37 @@ class CountingEngine:
 # -- the runs -------------------------------------------------------------------------------------
 
 
+KINDS = ("partial", "final")
+COST_COUNTERS = {
+    "decodes": "dragoman_stt_decodes_total",
+    "encoder_s": "dragoman_stt_encoder_audio_seconds_total",
+    "decoder_tokens": "dragoman_stt_decoder_tokens_total",
+}
+
+
+def cost_counters() -> dict[str, dict[str, float]]:
+    """stt_svc's cost counters now (this process's registry), per counter and kind."""
+    return {name: {kind: REGISTRY.get_sample_value(metric, {"kind": kind}) or 0.0 for kind in KINDS}
+            for name, metric in COST_COUNTERS.items()}
+
+
+def cost_proxies(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], utterances: int,
+    speech_s: float,
+) -> dict[str, Any]:
+    """The counters' growth between two readings, per utterance or per second of speech."""
+    def per(value: float, unit: float) -> float | None:
+        return round(value / unit, 3) if unit else None
+
+    grew = {name: {k: after[name][k] - before[name][k] for k in KINDS} for name in COST_COUNTERS}
+    return {
+        "decodes_per_utterance": {k: per(grew["decodes"][k], utterances) for k in KINDS},
+        "encoder_s_per_speech_s": {k: per(grew["encoder_s"][k], speech_s) for k in KINDS},
+        "decoder_tokens_per_utterance": {k: per(grew["decoder_tokens"][k], utterances) for k in KINDS},
+        "totals": {name: {k: round(v, 3) for k, v in by_kind.items()} for name, by_kind in grew.items()},
+    }
+
+
 def _ms(values: Sequence[float]) -> dict[str, float | int | None]:
     return {k: (round(v, 1) if isinstance(v, float) else v) for k, v in summary(values).items()}
 
@@ -369,6 +405,7 @@ async def per_language(
     for language, items in clips.items():
         runs: list[tuple[StreamRun, float]] = []
         cpu_start = time.process_time()
+        counted = cost_counters()
         for clip in items:
             t0 = loop.time() + 0.05
             runs.append((await play(stub, language, [clip], endpoint_s, t0), t0))
@@ -377,6 +414,8 @@ async def per_language(
         finals = [f for run, _ in runs for f in run.finals()]
         decode_s = sum(_duration_s(f.processing_time) for f in finals)
         utterance_s = sum(_duration_s(f.end_offset) - _duration_s(f.start_offset) for f in finals)
+        costs = cost_proxies(counted, cost_counters(), len(finals), utterance_s)
+        partials_sent = sum(len(u.partials) for run, _ in runs for u in run.utterances.values())
         references = [c.reference for c in items]
         hypotheses = [h for run, _ in runs for h in run.hypotheses()]
         out[language] = {
@@ -390,6 +429,9 @@ async def per_language(
             "first_partial_ms": _ms([v for run, t0 in runs for v in run.first_partial_ms(t0)]),
             "eos_to_final_ms": _ms([v for run, _ in runs for v in run.eos_to_final_ms()]),
             "eos_to_final_le10s_ms": _ms([v for run, _ in runs for v in run.eos_to_final_ms(10)]),
+            "speech_s": round(utterance_s, 2),
+            "partials_per_speech_s": round(partials_sent / utterance_s, 3) if utterance_s else None,
+            "cost": costs,
             "transcripts": [
                 {"clip": c.name, "reference": c.reference, "hypothesis": h,
                  "wer": round(wer([c.reference], [h], language), 4)}
@@ -545,6 +587,15 @@ def report(result: dict[str, Any]) -> str:
          "p95", "EOS->final p50", "p95", "p50 (<=10 s)"],
         rows,
     )
+    proxies = table(
+        ["lang", "decodes/utt partial", "final", "enc s/speech s partial", "final",
+         "dec tokens/utt partial", "final", "partials sent/speech s"],
+        [[language, *(r["cost"][key][k] for key in ("decodes_per_utterance",
+                                                   "encoder_s_per_speech_s",
+                                                   "decoder_tokens_per_utterance") for k in KINDS),
+          r["partials_per_speech_s"]]
+         for language, r in result["languages"].items() if "cost" in r],
+    )
     second = table(
         ["streams", "keeps up", "EOS->final p50", "p95", "max lag", "drain p95", "CPU RTF",
          "model calls", "decodes"],
@@ -561,6 +612,9 @@ def report(result: dict[str, Any]) -> str:
         "times in ms; EOS->final from sending the chunk that completes the endpoint silence",
         "",
         first,
+        "",
+        "GPU cost proxies (stt_svc counters; encoder seconds count the padded windows):",
+        proxies,
         "",
         second,
         "",

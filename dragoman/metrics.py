@@ -5,7 +5,8 @@ Each service process exposes `/metrics` on its own address when one is set
 (the default) serves none. Every gRPC call is counted by `rpc.new_server()`'s
 interceptor; the services add what only they know: live sessions and
 streams, per-stage utterance latency and pipeline failures (session_svc),
-decodes waiting per model lane (stt_svc). deploy/prometheus/ holds the
+decodes waiting per model lane and the decodes, encoder seconds and decoder
+tokens they cost (stt_svc). deploy/prometheus/ holds the
 alert rules built on these names, and tests check that every name a rule or
 dashboard uses is declared here.
 """
@@ -69,6 +70,19 @@ STT_UNRECOGNISED_SPEECH = Counter(
     "(empty, no_speech, repetitive, loop, too_fast) dropped the utterance, or part of it stayed "
     "without words after its re-decode (uncovered) or could not be re-decoded (overloaded)",
     ["reason"])
+STT_DECODES = Counter(
+    "dragoman_stt_decodes_total",
+    "Decodes a Whisper model lane ran, by kind (partial, final: speculative finals and "
+    "re-decodes too); a decode withdrawn after it started still counts, it cost the same",
+    ["kind"])
+STT_ENCODER_AUDIO = Counter(
+    "dragoman_stt_encoder_audio_seconds_total",
+    "Seconds of audio the encoder ran over (windows with their padding), by kind: the GPU "
+    "cost proxy of the encoder", ["kind"])
+STT_DECODER_TOKENS = Counter(
+    "dragoman_stt_decoder_tokens_total",
+    "Tokens the decoder generated (fallback attempts included), by kind: the GPU cost "
+    "proxy of the decoder", ["kind"])
 
 TRUNK_FRAMES = Counter(
     "dragoman_trunk_frames_total",

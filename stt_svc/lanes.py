@@ -19,7 +19,8 @@ meanwhile go through together when the rest is over.
 The queue is bounded: a submit beyond `max_pending` waiting jobs raises
 RESOURCE_EXHAUSTED at once instead of building a backlog. A job whose caller
 moved on (its future cancelled) is skipped without running. A call already
-running is never interrupted: results nobody wants are dropped.
+running is never interrupted: results nobody wants are dropped (but still
+counted by `on_batch`: they cost the model the same).
 
 If a batch call fails, its jobs are run again one by one, so that one bad
 request fails alone and the others still get their answers.
@@ -85,11 +86,14 @@ class DecodeLane(Generic[R, T]):
         max_pending: int,
         max_batch: int = 1,
         partial_share: float = 1.0,
+        on_batch: Callable[[Priority, Sequence[T | Exception]], None] | None = None,
     ) -> None:
         self.name = name
         self.max_pending = max_pending
         self.max_batch = max(1, max_batch)
         self._run_batch = run_batch
+        self._on_batch = on_batch
+        """Told every batch that ran and its results, wanted or not (the cost counters)."""
         self._partial_rest = (1.0 - partial_share) / partial_share
         self._partials_from = 0.0
         """Loop time before which no partial batch starts."""
@@ -166,6 +170,8 @@ class DecodeLane(Generic[R, T]):
                 raise
             finally:
                 self.running = None
+            if self._on_batch is not None:
+                self._on_batch(Priority(batch[0].priority), results)
             if batch[0].priority == Priority.PARTIAL:
                 self._partials_from = loop.time() + seconds * self._partial_rest
             for job, result in zip(batch, results, strict=True):

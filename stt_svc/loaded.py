@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dragoman import metrics
 from dragoman.errors import FailedPrecondition, InvalidArgument
 from dragoman.languages import LANGUAGES
 from dragoman.packs import SttChoice
@@ -37,6 +38,16 @@ def _runner(engine: SpeechRecognizer) -> Callable[[list[DecodeRequest]], list[Tr
         return list(engine.transcribe_batch(requests))
 
     return run
+
+
+def count_costs(priority: Priority, results: Sequence[Transcription | Exception]) -> None:
+    """Adds a batch's decodes, encoder seconds and decoder tokens to the cost counters
+    (dragoman_stt_*_total{kind}): model-agnostic figures that predict GPU work."""
+    kind = priority.name.lower()
+    done = [r for r in results if isinstance(r, Transcription)]
+    metrics.STT_DECODES.labels(kind).inc(len(done))
+    metrics.STT_ENCODER_AUDIO.labels(kind).inc(sum(r.encoder_audio_s for r in done))
+    metrics.STT_DECODER_TOKENS.labels(kind).inc(sum(r.decoder_tokens for r in done))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +160,6 @@ class Models:
 def _loaded(engine: SpeechRecognizer, max_pending: int, max_batch: int) -> LoadedModel:
     lane = DecodeLane(
         engine.capabilities.name, _runner(engine), max_pending=max_pending, max_batch=max_batch,
-        partial_share=PARTIAL_SHARE,
+        partial_share=PARTIAL_SHARE, on_batch=count_costs,
     )
     return LoadedModel(engine, lane)

@@ -145,6 +145,11 @@ class Segmenter:
         return self._length
 
     @property
+    def utterance_speech(self) -> int:
+        """Samples of the open utterance the VAD heard as speech."""
+        return self._speech
+
+    @property
     def trailing_silence(self) -> int:
         """Samples of silence since the last speech of the open utterance."""
         return self._silence_run

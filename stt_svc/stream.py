@@ -5,7 +5,9 @@ resample to 16 kHz), runs the segmenter (VAD) and emits speech events at
 once; an utterance that ends is queued for its final. The decode loop runs
 the finals in order and, while someone speaks and interim results are on,
 one partial decode at a time of the utterance so far, at most every
-`partial_interval_ms` of audio. When an utterance ends, a partial decode not
+`partial_interval_ms` of audio (longer while the model's lane queues), once
+the VAD has heard new speech since the last one, in a shorter encoder window
+than a final's. When an utterance ends, a partial decode not
 yet started is withdrawn and its result dropped, so the final goes straight
 to the head of its model's lane: end of speech to final is one decode.
 
@@ -78,6 +80,13 @@ PARTIAL_BACKLOG = 8
 """Partials are skipped while this many responses wait unread."""
 MAX_BACKLOG = 256
 """Responses waiting unread that end the stream (the client stopped reading)."""
+PARTIAL_WINDOW_STEP_S = 4.0
+"""Partials encode the audio so far in windows of whole steps of this (finals: the engine's
+10 s): 0.56x the encoder seconds per partial; 2 s steps made Whisper loop and the guards
+drop partials (bench/results/gpu_cost.md)."""
+PARTIAL_NEW_SPEECH_MS = 200
+"""A partial waits until the VAD has heard this much new speech since the last one: audio
+of pauses and breaths adds no words."""
 
 
 class Encoding(Enum):
@@ -163,6 +172,8 @@ class _Utterance:
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     decoded_samples: int = 0
     """Audio given to the latest partial decode."""
+    decoded_speech: int = 0
+    """Samples of it the VAD heard as speech."""
     open: bool = True
 
 
@@ -237,6 +248,7 @@ class RecognizeStream:
             else Pcm16Decoder(config.sample_rate_hz)
         )
         self._partial_interval = RATE_HZ * limits.partial_interval_ms // 1000
+        self._partial_new_speech = RATE_HZ * PARTIAL_NEW_SPEECH_MS // 1000
         # No partial decode once this much trailing silence is heard: it would add no words
         # and could still be running when the endpoint comes.
         self._partial_quiet = RATE_HZ * min(100, config.endpoint_silence_ms // 2) // 1000
@@ -433,15 +445,21 @@ class RecognizeStream:
             return None
         if self._segmenter.overdue:
             return None  # it will be cut at its next pause: its stable words stay as they are
-        if self._segmenter.utterance_samples - u.decoded_samples < self._partial_interval:
+        # fewer partials while the model's lane queues: one more interval per batch waiting
+        lane = self._models.for_language(u.language, self.config.task).lane
+        interval = self._partial_interval * (1 + lane.depth // lane.max_batch)
+        if self._segmenter.utterance_samples - u.decoded_samples < interval:
             return None
+        if self._segmenter.utterance_speech - u.decoded_speech < self._partial_new_speech:
+            return None  # nothing new heard: the words cannot change
         return u
 
     def _start_partial(self, u: _Utterance) -> asyncio.Future[Timed[Transcription]]:
         u.decoded_samples = self._segmenter.utterance_samples
+        u.decoded_speech = self._segmenter.utterance_speech
         options = DecodeOptions(
             language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords,
-            task=self.config.task,
+            task=self.config.task, window_step_s=PARTIAL_WINDOW_STEP_S,
         )
         model = self._models.for_language(u.language, self.config.task)
         return model.decode(self._segmenter.utterance_audio(), options, Priority.PARTIAL)

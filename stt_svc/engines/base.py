@@ -58,6 +58,9 @@ class DecodeOptions:
     """Temperatures tried in turn while the output looks degenerate."""
     task: Task = "transcribe"
     """"translate": English text whatever the language (models that translate_to_english)."""
+    window_step_s: float | None = None
+    """Encoder windows in whole steps of this many seconds (engines that take shorter
+    windows); None: the engine's own step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,11 @@ class Transcription:
     """gzip compression ratio of the text; high means repetitive."""
     words: tuple[WordTiming, ...] = field(default=())
     """Word timings when asked for; empty otherwise."""
+    encoder_audio_s: float = 0.0
+    """Seconds of audio the encoder ran over: the window, padding included (a cost proxy:
+    GPU work grows with it)."""
+    decoder_tokens: int = 0
+    """Tokens the decoder generated, every fallback attempt counted, forced prefix not."""
 
 
 @dataclass(frozen=True, slots=True)

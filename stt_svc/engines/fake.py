@@ -108,4 +108,6 @@ class FakeEngine:
             no_speech_prob=0.05 if words else 0.9,
             compression_ratio=1.2,
             words=timings,
+            encoder_audio_s=len(audio) / RATE_HZ,
+            decoder_tokens=max(0, len(words) - len(prefix)),
         )

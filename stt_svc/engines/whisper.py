@@ -152,7 +152,7 @@ class WhisperEngine:
 
     def transcribe_batch(self, requests: Sequence[DecodeRequest]) -> list[Transcription]:
         languages = [self._check_language(r.options) for r in requests]
-        windows = [self._window(r.audio) for r in requests]
+        windows = [self._window(r.audio, r.options.window_step_s) for r in requests]
         by_length: defaultdict[int, list[int]] = defaultdict(list)
         for i, window in enumerate(windows):
             by_length[window.features.shape[-1]].append(i)
@@ -183,9 +183,10 @@ class WhisperEngine:
             min(self._model.max_length, len(prompt) + _max_new_tokens(window))
             for prompt, window in zip(prompts, windows, strict=True)
         ]
-        attempts = self._generate(
+        attempts, generated = self._generate(
             encoded, prompts, limits, tokenizers, [r.options for r in requests]
         )
+        window_s = windows[0].features.shape[-1] * self._model.feature_extractor.hop_length / SAMPLE_RATE_HZ
 
         out: list[Transcription] = []
         for i, (request, attempt) in enumerate(zip(requests, attempts, strict=True)):
@@ -209,6 +210,8 @@ class WhisperEngine:
                 no_speech_prob=float(attempt.result.no_speech_prob),
                 compression_ratio=attempt.compression_ratio,
                 words=words,
+                encoder_audio_s=window_s,
+                decoder_tokens=generated[i],
             ))
         return out
 
@@ -225,16 +228,17 @@ class WhisperEngine:
             raise ValueError(f"{self._capabilities.name} only transcribes English")
         return "en"
 
-    def _window(self, audio: np.ndarray) -> _Window:
+    def _window(self, audio: np.ndarray, step_s: float | None = None) -> _Window:
         from faster_whisper.audio import pad_or_trim
 
+        step_s = self._window_step_s if step_s is None else step_s
         extractor = self._model.feature_extractor
         audio = np.asarray(audio, dtype=np.float32)[: extractor.n_samples]
         features = extractor(audio)
         num_frames = min(features.shape[-1] - 1, extractor.nb_max_frames)
         length = extractor.nb_max_frames
-        if self._window_step_s:  # audio + 1/5 step of silence, rounded up to whole steps
-            step = round(self._window_step_s * SAMPLE_RATE_HZ / extractor.hop_length)
+        if step_s:  # audio + 1/5 step of silence, rounded up to whole steps
+            step = round(step_s * SAMPLE_RATE_HZ / extractor.hop_length)
             length = min(length, -(-(num_frames + step // 5) // step) * step)
         return _Window(pad_or_trim(features[:, :num_frames], length), num_frames, len(audio))
 
@@ -275,8 +279,9 @@ class WhisperEngine:
         max_lengths: list[int],
         tokenizers: list[Tokenizer],
         options: list[DecodeOptions],
-    ) -> list[_Attempt]:
-        """Greedy/beam decode with faster-whisper's temperature fallback rule, batched.
+    ) -> tuple[list[_Attempt], list[int]]:
+        """Greedy/beam decode with faster-whisper's temperature fallback rule, batched; and
+        the tokens generated per request over all its attempts (forced prefix not counted).
 
         Each round generates, in one call per group of compatible requests (same
         sampling, <|startoftranscript|> at the same place), for every request still
@@ -288,6 +293,9 @@ class WhisperEngine:
         tries: list[list[_Attempt]] = [[] for _ in prompts]
         chosen: list[_Attempt | None] = [None] * len(prompts)
         pending = list(range(len(prompts)))
+        generated = [0] * len(prompts)
+        # CTranslate2 returns the forced prefix (the prompt after <|notimestamps|>) too
+        forced = [len(p) - 1 - p.index(t.no_timestamps) for p, t in zip(prompts, tokenizers, strict=True)]
         while pending:
             groups: defaultdict[tuple[float, int, int], list[int]] = defaultdict(list)
             for i in pending:
@@ -313,6 +321,7 @@ class WhisperEngine:
                 )
                 for i, result in zip(items, results, strict=True):
                     tokens = result.sequences_ids[0]
+                    generated[i] += max(0, len(tokens) - forced[i])
                     text = tokenizers[i].decode(tokens).strip()
                     tries[i].append(_Attempt(
                         result,
@@ -330,7 +339,7 @@ class WhisperEngine:
                     chosen[i] = max(sane or attempts, key=lambda a: a.avg_logprob)
                 else:
                     pending.append(i)
-        return [c for c in chosen if c is not None]
+        return [c for c in chosen if c is not None], generated
 
     def _align(
         self,

@@ -17,7 +17,8 @@ from tests.conftest import ROOT
 SUMMARY = {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"}
 LANGUAGE = {
     "model", "clips", "audio_s", "utterances", "wer", "rtf", "cpu_rtf", "first_partial_ms",
-    "eos_to_final_ms", "eos_to_final_le10s_ms", "transcripts",
+    "eos_to_final_ms", "eos_to_final_le10s_ms", "transcripts", "speech_s", "partials_per_speech_s",
+    "cost",
 }
 LEVEL = {
     "streams", "languages", "audio_s", "keeps_up", "eos_to_final_ms", "max_lag_ms", "drain_ms",
@@ -48,6 +49,11 @@ async def test_stt_bench_smoke(tmp_path: Path, models_dir: Path, fleurs: Path) -
     for key in ("first_partial_ms", "eos_to_final_ms", "eos_to_final_le10s_ms"):
         assert set(english[key]) == SUMMARY
     assert english["eos_to_final_ms"]["n"] >= 1 and english["first_partial_ms"]["n"] == 1
+    # the cost proxies: the finals' decodes and windows were counted, partials' too
+    cost = english["cost"]
+    assert cost["decodes_per_utterance"]["final"] >= 1 and cost["totals"]["decodes"]["partial"] >= 1
+    assert cost["encoder_s_per_speech_s"]["final"] >= 1  # a window is at least its audio
+    assert cost["decoder_tokens_per_utterance"]["final"] >= 1
     (level,) = result["concurrency"]
     assert set(level) == LEVEL and level["streams"] == 1
     assert level["decodes"] >= level["model_calls"] >= 1

@@ -190,6 +190,21 @@ def test_aligned_words_are_the_words_of_the_text(
     assert [w.word for w in result.words] == result.text.split()
 
 
+def test_results_carry_their_cost(whisper_engines: list[SpeechRecognizer], fleurs: Path) -> None:
+    """Encoder seconds are the padded window (the engine's 10 s steps, or the request's);
+    decoder tokens count what was generated, not the forced prefix."""
+    engine = next(e for e in whisper_engines if e.capabilities.name == "whisper-tiny.en")
+    audio = clip(fleurs, "fleurs-en-000")[: 16_000 * 3]
+    whole = engine.transcribe(audio, DecodeOptions(language="en"))
+    assert whole.encoder_audio_s == pytest.approx(10.0)
+    assert whole.decoder_tokens >= len(whole.text.split())
+    short = engine.transcribe(audio, DecodeOptions(language="en", window_step_s=2.0))
+    assert short.encoder_audio_s == pytest.approx(4.0)  # 3 s + 0.4 s, in whole 2 s steps
+    words = whole.text.split()
+    forced = engine.transcribe(audio, DecodeOptions(language="en", prefix=" ".join(words[:4])))
+    assert 0 < forced.decoder_tokens < whole.decoder_tokens
+
+
 class CountingEngine:
     """A real engine that counts model calls and the decodes in them."""
 

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from dragoman import config, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
-from stt_svc import server
+from stt_svc import server, stream
 from stt_svc.engines.fake import SCRIPT, FakeEngine
 from tests.conftest import started
 from tests.stt_svc.conftest import (
@@ -112,6 +112,34 @@ async def test_stable_prefix_only_grows(settings: config.Settings, speech: np.nd
     assert all((p.confidence, p.low_confidence) == (0.0, False) for p in partials(responses))
     # Later decodes were forced to continue the stable prefix.
     assert any(c.options.prefix for c in engine.calls)
+
+
+def _cost(name: str, kind: str) -> float:
+    return REGISTRY.get_sample_value(f"dragoman_stt_{name}_total", {"kind": kind}) or 0.0
+
+
+async def test_decodes_are_counted_by_kind_with_their_cost(
+    settings: config.Settings, speech: np.ndarray
+) -> None:
+    """Every decode that ran is counted as partial or final with the encoder seconds and
+    decoder tokens it cost; partials encode short windows of the audio so far."""
+    names = ("decodes", "encoder_audio_seconds", "decoder_tokens")
+    before = {(n, k): _cost(n, k) for n in names for k in ("partial", "final")}
+    engine = FakeEngine(ms_per_word=200)
+    async for stub in fake_stub(settings, engine, partial_interval_ms=300):
+        responses = await recognize(stub, requests(stream_config(interim=True), speech), 0.02)
+    assert partials(responses) and finals(responses)
+    grew = {key: _cost(*key) - value for key, value in before.items()}
+    calls = {"partial": [c for c in engine.calls if not c.options.word_timestamps],
+             "final": [c for c in engine.calls if c.options.word_timestamps]}
+    assert all(c.options.window_step_s == stream.PARTIAL_WINDOW_STEP_S for c in calls["partial"])
+    assert all(c.options.window_step_s is None for c in calls["final"])
+    for kind, made in calls.items():
+        assert made and grew[("decodes", kind)] == len(made)
+        # the fake engine's "encoder" runs over exactly the audio it is given
+        assert grew[("encoder_audio_seconds", kind)] == pytest.approx(
+            sum(c.audio_samples for c in made) / 16_000)
+        assert grew[("decoder_tokens", kind)] > 0
 
 
 async def test_half_close_flushes_speech_in_progress(
