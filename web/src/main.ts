@@ -12,6 +12,7 @@ import { type ListLanguagesResponse, type Session, TranscriptFormat } from "./ge
 import { nativeName } from "./languages";
 import * as roster from "./roster";
 import { AudioSender } from "./sender";
+import { VocabularyPanel } from "./vocabulary";
 
 const OUTPUT_RATE_HZ = 24000;
 
@@ -66,6 +67,8 @@ export interface DebugState {
   /** The status line, and the error shown ("" when none). */
   message: string;
   error: string;
+  /** The names of the user's vocabularies, as the vocabulary panel lists them. */
+  vocabularies: string[];
 }
 
 class App {
@@ -103,6 +106,7 @@ class App {
     again: el<HTMLButtonElement>("again"),
     exportForm: el<HTMLFormElement>("export-form"),
     exportFormat: el<HTMLSelectElement>("export-format"),
+    vocabularies: el<HTMLElement>("vocabularies"),
   };
   private audio: AudioContext | undefined;
   private player: Player | undefined;
@@ -115,6 +119,7 @@ class App {
   private languagesFrom: "page" | "server" = "page";
   private roster: roster.RosterState = roster.EMPTY;
   private readonly rosterPanel: roster.RosterPanel;
+  private readonly vocabularyPanel: VocabularyPanel;
   /** Set while this page leaves or ends the session, so the stream's end is no error. */
   private leaving: "" | "leave" | "end" = "";
 
@@ -146,6 +151,12 @@ class App {
       void this.busy(ui.exportForm, () => this.exportTranscript());
     });
     window.addEventListener("online", () => this.conversation?.retryNow());
+    this.vocabularyPanel = new VocabularyPanel(api.vocabularies, {
+      list: el("vocabulary-list"), form: el("vocabulary-form"), name: el("vocabulary-name"),
+      terms: el("vocabulary-terms"), doNotTranslate: el("vocabulary-keep"),
+      translations: el("vocabulary-translations"), source: el("vocabulary-source"),
+      target: el("vocabulary-target"),
+    }, (area, action) => this.busy(area, action));
   }
 
   debug(): DebugState {
@@ -167,6 +178,7 @@ class App {
       played: [...(this.player?.playedUtterances ?? [])],
       message: this.ui.status.textContent ?? "",
       error: this.ui.error.hidden ? "" : this.ui.error.textContent ?? "",
+      vocabularies: this.vocabularyPanel.vocabularies.map((v) => v.displayName),
     };
   }
 
@@ -206,6 +218,7 @@ class App {
     ui.password.value = "";
     this.say(`Signed in as ${username}.`);
     this.show("session");
+    await this.vocabularyPanel.load();
   }
 
   private async createSession(): Promise<void> {
@@ -476,7 +489,7 @@ class App {
   private show(section: "account" | "session" | "conversation"): void {
     const { ui } = this;
     ui.account.hidden = section !== "account";
-    ui.session.hidden = section !== "session";
+    ui.session.hidden = ui.vocabularies.hidden = section !== "session";
     ui.conversation.hidden = section !== "conversation";
     if (section === "session") ui.sessionTitle.focus();
   }
