@@ -76,6 +76,7 @@ def _export(
             revoked=login.revoked) for login in data.logins],
         sessions=sessions.sessions,
         utterances=sessions.utterances,
+        vocabularies=sessions.vocabularies,
     )
 
 

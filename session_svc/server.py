@@ -45,7 +45,7 @@ from session_svc.records import STAGES, Metrics, SessionRecord, UtteranceLog
 from session_svc.routes import Coverage
 from session_svc.sessions import STATES, Identity, SessionRegistry, metrics_proto
 from session_svc.store import PgSessionStore, SessionStore
-from session_svc.vocabularies import PgVocabularyStore, VocabularyServicer
+from session_svc.vocabularies import PgVocabularyStore, VocabularyServicer, vocabulary_proto
 
 # the module name under `python -m` too, where __name__ is "__main__"
 log = logging.getLogger(__spec__.name if __spec__ else __name__)
@@ -248,9 +248,11 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
     Every call carries a gateway's identity assertion: owner lookups one for the
     gateway itself, the rest one for the user whose data they are."""
 
-    def __init__(self, store: SessionStore, callers: Callers) -> None:
+    def __init__(self, store: SessionStore, callers: Callers,
+                 vocabularies: PgVocabularyStore) -> None:
         self._store = store
         self._callers = callers
+        self._vocabularies = vocabularies
 
     async def GetSessionOwner(
         self, request: session_pb2.GetSessionOwnerRequest, context: grpc.aio.ServicerContext
@@ -276,7 +278,8 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
         utterances = await self._store.utterances_of(user_id)
         return session_pb2.ExportUserDataResponse(
             sessions=[session_proto(s) for s in sessions],
-            utterances=[utterance_proto(u) for u in utterances])
+            utterances=[utterance_proto(u) for u in utterances],
+            vocabularies=[vocabulary_proto(v) for v in await self._vocabularies.all_of(user_id)])
 
     async def DeleteUserData(
         self, request: session_pb2.DeleteUserDataRequest, context: grpc.aio.ServicerContext
@@ -315,7 +318,8 @@ async def create(
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server,
          SessionServicer(registry, callers, coverage)),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
-        (session_pb2_grpc.add_SessionDataServiceServicer_to_server, SessionDataServicer(store, callers)),
+        (session_pb2_grpc.add_SessionDataServiceServicer_to_server,
+         SessionDataServicer(store, callers, vocabularies)),
         (vocabulary_pb2_grpc.add_VocabularyServiceServicer_to_server,
          VocabularyServicer(vocabularies, callers, settings.session)),
     ], [

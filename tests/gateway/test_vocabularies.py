@@ -14,13 +14,12 @@ import grpc
 import pytest
 
 from dragoman import config
-from dragoman.client import Client, join_request, speak
-from dragoman.v1 import conversation_pb2 as cpb
+from dragoman.client import Client
+from dragoman.v1 import auth_pb2
 from dragoman.v1 import vocabulary_pb2 as vpb
 from gateway import server
 from tests.conftest import started
-from tests.gateway.conftest import PASSWORD, unique_name
-from tests.session_svc.conftest import utterance
+from tests.gateway.conftest import PASSWORD, one_utterance, unique_name, user
 from tests.session_svc.stack import Stack, session_stack
 
 LIMITS = {"max_vocabularies": 2, "max_vocabulary_entries": 4, "max_vocabulary_term_chars": 20}
@@ -40,13 +39,6 @@ async def stack(settings: config.Settings) -> AsyncIterator[Stack]:
 async def gateway(stack: Stack) -> AsyncIterator[str]:
     async for address in started(await server.create(stack.settings)):
         yield address
-
-
-async def user(address: str, language: str = "en") -> Client:
-    client = Client(address)
-    name = unique_name("v")
-    await client.register(name, f"{name}@example.org", PASSWORD, language)
-    return client
 
 
 def vocabulary(name: str = "work", **entries: object) -> vpb.Vocabulary:
@@ -180,34 +172,6 @@ async def test_bad_ids_and_the_count_limit(gateway: str) -> None:
                           "entries to one you have")
 
 
-async def talk(gateway: str, fleurs: Path, ana: Client, ben: Client) -> list[cpb.ConversationEvent]:
-    """Ana (en) says one utterance to Ben (pt); returns Ben's events."""
-    session = await ana.create_session("en")
-    await ben.join_session(session.code, "pt")
-    queues: list[asyncio.Queue[cpb.ConverseRequest | None]] = [asyncio.Queue(), asyncio.Queue()]
-
-    async def stream(q: asyncio.Queue[cpb.ConverseRequest | None]) -> AsyncIterator[cpb.ConverseRequest]:
-        while (item := await q.get()) is not None:
-            yield item
-
-    for q in queues:
-        q.put_nowait(join_request(session.session_id))
-    ana_call, ben_call = ana.converse(stream(queues[0])), ben.converse(stream(queues[1]))
-    async for request in speak(utterance(fleurs), 16000, realtime=False):
-        queues[0].put_nowait(request)
-    events = []
-    async with asyncio.timeout(60):
-        async for response in ben_call:
-            events.append(response.event)
-            if response.event.WhichOneof("kind") == "processing_ended":
-                break
-    for q in queues:
-        q.put_nowait(None)
-    ana_call.cancel()
-    ben_call.cancel()
-    return events
-
-
 async def test_a_session_uses_its_participants_vocabularies(
     gateway: str, stack: Stack, fleurs: Path,
 ) -> None:
@@ -222,7 +186,8 @@ async def test_a_session_uses_its_participants_vocabularies(
         vpb.FixedTranslation(source_language_code="en", target_language_code="pt",
                              source="charlie", target="CARLOS")]))
     before_stt, before_mt = len(stack.stt.calls), len(stack.mt.calls)
-    events = await talk(gateway, fleurs, ana, ben)
+    async with asyncio.timeout(60):
+        _, events = await one_utterance(ana, ben, fleurs)
 
     hotwords = {c.options.hotwords for c in stack.stt.calls[before_stt:]}
     assert hotwords == {("Dragoman",)}  # the speaker's terms only, on every decode
@@ -236,3 +201,38 @@ async def test_a_session_uses_its_participants_vocabularies(
     assert "OVERRULED" not in text
     masked = " ".join(t for batch in stack.mt.calls[before_mt:] for t in batch.texts)
     assert "alpha" not in masked.lower() and "bravo" not in masked.lower()  # the engine never saw them
+
+
+async def test_the_cli_adds_lists_and_deletes(
+    gateway: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dragoman_tools import cli
+
+    name = unique_name("cli")
+    await Client(gateway).register(name, f"{name}@example.org", PASSWORD, "en")
+    monkeypatch.setenv("DRAGOMAN_PASSWORD", PASSWORD)
+    common = ["--username", name, "--gateway", gateway]
+
+    def run(*argv: str) -> tuple[int, str]:
+        code = cli.main(["vocabularies", *argv, *common])
+        return code, capsys.readouterr().out
+
+    code, out = await asyncio.to_thread(
+        run, "add", "Work", "--term", "Siobhan", "--keep", "Dragoman",
+        "--translate", "en:pt:front desk=receção")
+    assert code == 0
+    vid = out.strip()
+    code, out = await asyncio.to_thread(run, "list")
+    assert (code, out) == (0, f"{vid}\tWork\tSiobhan\ten:pt:front desk=receção\tDragoman\n")
+    assert (await asyncio.to_thread(run, "delete", vid))[0] == 0
+    assert await asyncio.to_thread(run, "list") == (0, "")
+    assert (await asyncio.to_thread(run, "add", "Bad", "--translate", "front desk"))[0] != 0
+
+
+async def test_export_includes_and_account_deletion_deletes_them(gateway: str, stack: Stack) -> None:
+    ana = await user(gateway)
+    mine = await create(ana, vocabulary(terms=["Siobhan"]))
+    exported = await ana.auth.ExportMyData(auth_pb2.ExportMyDataRequest(), metadata=ana.metadata)
+    assert list(exported.vocabularies) == [mine]
+    await ana.auth.DeleteAccount(auth_pb2.DeleteAccountRequest(password=PASSWORD), metadata=ana.metadata)
+    assert stack.query("SELECT count(*) FROM vocabularies WHERE user_id = %s", (ana.user_id,)) == [(0,)]

@@ -189,6 +189,7 @@ PROTOBUF_CONSTEXPR ExportMyDataResponse::ExportMyDataResponse(
     /*decltype(_impl_.logins_)*/{}
   , /*decltype(_impl_.sessions_)*/{}
   , /*decltype(_impl_.utterances_)*/{}
+  , /*decltype(_impl_.vocabularies_)*/{}
   , /*decltype(_impl_.account_)*/nullptr
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct ExportMyDataResponseDefaultTypeInternal {
@@ -362,6 +363,7 @@ const uint32_t TableStruct_dragoman_2fv1_2fauth_2eproto::offsets[] PROTOBUF_SECT
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.logins_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.sessions_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.utterances_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.vocabularies_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::Account, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -412,9 +414,9 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 78, -1, -1, sizeof(::dragoman::v1::DeleteAccountResponse)},
   { 86, -1, -1, sizeof(::dragoman::v1::ExportMyDataRequest)},
   { 92, -1, -1, sizeof(::dragoman::v1::ExportMyDataResponse)},
-  { 102, -1, -1, sizeof(::dragoman::v1::Account)},
-  { 113, -1, -1, sizeof(::dragoman::v1::LoginRecord)},
-  { 122, -1, -1, sizeof(::dragoman::v1::UtteranceRecord)},
+  { 103, -1, -1, sizeof(::dragoman::v1::Account)},
+  { 114, -1, -1, sizeof(::dragoman::v1::LoginRecord)},
+  { 123, -1, -1, sizeof(::dragoman::v1::UtteranceRecord)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -439,83 +441,87 @@ static const ::_pb::Message* const file_default_instances[] = {
 const char descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\026dragoman/v1/auth.proto\022\013dragoman.v1\032\036d"
   "ragoman/v1/conversation.proto\032\032dragoman/"
-  "v1/sessions.proto\032\037google/protobuf/times"
-  "tamp.proto\"\227\001\n\017RegisterRequest\022\032\n\010userna"
-  "me\030\001 \001(\tR\010username\022\024\n\005email\030\002 \001(\tR\005email"
-  "\022\032\n\010password\030\003 \001(\tR\010password\0226\n\027preferre"
-  "d_language_code\030\004 \001(\tR\025preferredLanguage"
-  "Code\"[\n\020RegisterResponse\022\027\n\007user_id\030\001 \001("
-  "\tR\006userId\022.\n\006tokens\030\002 \001(\0132\026.dragoman.v1."
-  "TokenPairR\006tokens\"F\n\014LoginRequest\022\032\n\010use"
-  "rname\030\001 \001(\tR\010username\022\032\n\010password\030\002 \001(\tR"
-  "\010password\"X\n\rLoginResponse\022\027\n\007user_id\030\001 "
-  "\001(\tR\006userId\022.\n\006tokens\030\002 \001(\0132\026.dragoman.v"
-  "1.TokenPairR\006tokens\":\n\023RefreshTokenReque"
-  "st\022#\n\rrefresh_token\030\001 \001(\tR\014refreshToken\""
-  "F\n\024RefreshTokenResponse\022.\n\006tokens\030\001 \001(\0132"
-  "\026.dragoman.v1.TokenPairR\006tokens\"4\n\rLogou"
-  "tRequest\022#\n\rrefresh_token\030\001 \001(\tR\014refresh"
-  "Token\"\020\n\016LogoutResponse\"\377\001\n\tTokenPair\022!\n"
-  "\014access_token\030\001 \001(\tR\013accessToken\022S\n\030acce"
-  "ss_token_expire_time\030\002 \001(\0132\032.google.prot"
-  "obuf.TimestampR\025accessTokenExpireTime\022#\n"
-  "\rrefresh_token\030\003 \001(\tR\014refreshToken\022U\n\031re"
-  "fresh_token_expire_time\030\004 \001(\0132\032.google.p"
-  "rotobuf.TimestampR\026refreshTokenExpireTim"
-  "e\"2\n\024DeleteAccountRequest\022\032\n\010password\030\001 "
-  "\001(\tR\010password\"\203\001\n\025DeleteAccountResponse\022"
-  "2\n\025deleted_session_count\030\001 \001(\rR\023deletedS"
-  "essionCount\0226\n\027deleted_utterance_count\030\002"
-  " \001(\rR\025deletedUtteranceCount\"\025\n\023ExportMyD"
-  "ataRequest\"\350\001\n\024ExportMyDataResponse\022.\n\007a"
-  "ccount\030\001 \001(\0132\024.dragoman.v1.AccountR\007acco"
-  "unt\0220\n\006logins\030\002 \003(\0132\030.dragoman.v1.LoginR"
-  "ecordR\006logins\0220\n\010sessions\030\003 \003(\0132\024.dragom"
-  "an.v1.SessionR\010sessions\022<\n\nutterances\030\004 "
-  "\003(\0132\034.dragoman.v1.UtteranceRecordR\nutter"
-  "ances\"\311\001\n\007Account\022\027\n\007user_id\030\001 \001(\tR\006user"
-  "Id\022\032\n\010username\030\002 \001(\tR\010username\022\024\n\005email\030"
-  "\003 \001(\tR\005email\0226\n\027preferred_language_code\030"
-  "\004 \001(\tR\025preferredLanguageCode\022;\n\013create_t"
-  "ime\030\005 \001(\0132\032.google.protobuf.TimestampR\nc"
-  "reateTime\"\241\001\n\013LoginRecord\022;\n\013create_time"
-  "\030\001 \001(\0132\032.google.protobuf.TimestampR\ncrea"
-  "teTime\022;\n\013expire_time\030\002 \001(\0132\032.google.pro"
-  "tobuf.TimestampR\nexpireTime\022\030\n\007revoked\030\003"
-  " \001(\010R\007revoked\"\237\003\n\017UtteranceRecord\022\035\n\nses"
-  "sion_id\030\001 \001(\tR\tsessionId\022!\n\014utterance_id"
-  "\030\002 \001(\tR\013utteranceId\022&\n\017speaker_user_id\030\003"
-  " \001(\tR\rspeakerUserId\0220\n\024source_language_c"
-  "ode\030\004 \001(\tR\022sourceLanguageCode\0220\n\024target_"
-  "language_code\030\005 \001(\tR\022targetLanguageCode\022"
-  "\037\n\013source_text\030\006 \001(\tR\nsourceText\022\'\n\017tran"
-  "slated_text\030\007 \001(\tR\016translatedText\0227\n\007lat"
-  "ency\030\010 \001(\0132\035.dragoman.v1.UtteranceLatenc"
-  "yR\007latency\022;\n\013create_time\030\t \001(\0132\032.google"
-  ".protobuf.TimestampR\ncreateTime2\333\003\n\013Auth"
-  "Service\022G\n\010Register\022\034.dragoman.v1.Regist"
-  "erRequest\032\035.dragoman.v1.RegisterResponse"
-  "\022>\n\005Login\022\031.dragoman.v1.LoginRequest\032\032.d"
-  "ragoman.v1.LoginResponse\022S\n\014RefreshToken"
-  "\022 .dragoman.v1.RefreshTokenRequest\032!.dra"
-  "goman.v1.RefreshTokenResponse\022A\n\006Logout\022"
-  "\032.dragoman.v1.LogoutRequest\032\033.dragoman.v"
-  "1.LogoutResponse\022V\n\rDeleteAccount\022!.drag"
-  "oman.v1.DeleteAccountRequest\032\".dragoman."
-  "v1.DeleteAccountResponse\022S\n\014ExportMyData"
-  "\022 .dragoman.v1.ExportMyDataRequest\032!.dra"
-  "goman.v1.ExportMyDataResponseb\006proto3"
+  "v1/sessions.proto\032\034dragoman/v1/vocabular"
+  "y.proto\032\037google/protobuf/timestamp.proto"
+  "\"\227\001\n\017RegisterRequest\022\032\n\010username\030\001 \001(\tR\010"
+  "username\022\024\n\005email\030\002 \001(\tR\005email\022\032\n\010passwo"
+  "rd\030\003 \001(\tR\010password\0226\n\027preferred_language"
+  "_code\030\004 \001(\tR\025preferredLanguageCode\"[\n\020Re"
+  "gisterResponse\022\027\n\007user_id\030\001 \001(\tR\006userId\022"
+  ".\n\006tokens\030\002 \001(\0132\026.dragoman.v1.TokenPairR"
+  "\006tokens\"F\n\014LoginRequest\022\032\n\010username\030\001 \001("
+  "\tR\010username\022\032\n\010password\030\002 \001(\tR\010password\""
+  "X\n\rLoginResponse\022\027\n\007user_id\030\001 \001(\tR\006userI"
+  "d\022.\n\006tokens\030\002 \001(\0132\026.dragoman.v1.TokenPai"
+  "rR\006tokens\":\n\023RefreshTokenRequest\022#\n\rrefr"
+  "esh_token\030\001 \001(\tR\014refreshToken\"F\n\024Refresh"
+  "TokenResponse\022.\n\006tokens\030\001 \001(\0132\026.dragoman"
+  ".v1.TokenPairR\006tokens\"4\n\rLogoutRequest\022#"
+  "\n\rrefresh_token\030\001 \001(\tR\014refreshToken\"\020\n\016L"
+  "ogoutResponse\"\377\001\n\tTokenPair\022!\n\014access_to"
+  "ken\030\001 \001(\tR\013accessToken\022S\n\030access_token_e"
+  "xpire_time\030\002 \001(\0132\032.google.protobuf.Times"
+  "tampR\025accessTokenExpireTime\022#\n\rrefresh_t"
+  "oken\030\003 \001(\tR\014refreshToken\022U\n\031refresh_toke"
+  "n_expire_time\030\004 \001(\0132\032.google.protobuf.Ti"
+  "mestampR\026refreshTokenExpireTime\"2\n\024Delet"
+  "eAccountRequest\022\032\n\010password\030\001 \001(\tR\010passw"
+  "ord\"\203\001\n\025DeleteAccountResponse\0222\n\025deleted"
+  "_session_count\030\001 \001(\rR\023deletedSessionCoun"
+  "t\0226\n\027deleted_utterance_count\030\002 \001(\rR\025dele"
+  "tedUtteranceCount\"\025\n\023ExportMyDataRequest"
+  "\"\245\002\n\024ExportMyDataResponse\022.\n\007account\030\001 \001"
+  "(\0132\024.dragoman.v1.AccountR\007account\0220\n\006log"
+  "ins\030\002 \003(\0132\030.dragoman.v1.LoginRecordR\006log"
+  "ins\0220\n\010sessions\030\003 \003(\0132\024.dragoman.v1.Sess"
+  "ionR\010sessions\022<\n\nutterances\030\004 \003(\0132\034.drag"
+  "oman.v1.UtteranceRecordR\nutterances\022;\n\014v"
+  "ocabularies\030\005 \003(\0132\027.dragoman.v1.Vocabula"
+  "ryR\014vocabularies\"\311\001\n\007Account\022\027\n\007user_id\030"
+  "\001 \001(\tR\006userId\022\032\n\010username\030\002 \001(\tR\010usernam"
+  "e\022\024\n\005email\030\003 \001(\tR\005email\0226\n\027preferred_lan"
+  "guage_code\030\004 \001(\tR\025preferredLanguageCode\022"
+  ";\n\013create_time\030\005 \001(\0132\032.google.protobuf.T"
+  "imestampR\ncreateTime\"\241\001\n\013LoginRecord\022;\n\013"
+  "create_time\030\001 \001(\0132\032.google.protobuf.Time"
+  "stampR\ncreateTime\022;\n\013expire_time\030\002 \001(\0132\032"
+  ".google.protobuf.TimestampR\nexpireTime\022\030"
+  "\n\007revoked\030\003 \001(\010R\007revoked\"\237\003\n\017UtteranceRe"
+  "cord\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022!\n\014u"
+  "tterance_id\030\002 \001(\tR\013utteranceId\022&\n\017speake"
+  "r_user_id\030\003 \001(\tR\rspeakerUserId\0220\n\024source"
+  "_language_code\030\004 \001(\tR\022sourceLanguageCode"
+  "\0220\n\024target_language_code\030\005 \001(\tR\022targetLa"
+  "nguageCode\022\037\n\013source_text\030\006 \001(\tR\nsourceT"
+  "ext\022\'\n\017translated_text\030\007 \001(\tR\016translated"
+  "Text\0227\n\007latency\030\010 \001(\0132\035.dragoman.v1.Utte"
+  "ranceLatencyR\007latency\022;\n\013create_time\030\t \001"
+  "(\0132\032.google.protobuf.TimestampR\ncreateTi"
+  "me2\333\003\n\013AuthService\022G\n\010Register\022\034.dragoma"
+  "n.v1.RegisterRequest\032\035.dragoman.v1.Regis"
+  "terResponse\022>\n\005Login\022\031.dragoman.v1.Login"
+  "Request\032\032.dragoman.v1.LoginResponse\022S\n\014R"
+  "efreshToken\022 .dragoman.v1.RefreshTokenRe"
+  "quest\032!.dragoman.v1.RefreshTokenResponse"
+  "\022A\n\006Logout\022\032.dragoman.v1.LogoutRequest\032\033"
+  ".dragoman.v1.LogoutResponse\022V\n\rDeleteAcc"
+  "ount\022!.dragoman.v1.DeleteAccountRequest\032"
+  "\".dragoman.v1.DeleteAccountResponse\022S\n\014E"
+  "xportMyData\022 .dragoman.v1.ExportMyDataRe"
+  "quest\032!.dragoman.v1.ExportMyDataResponse"
+  "b\006proto3"
   ;
-static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fauth_2eproto_deps[3] = {
+static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fauth_2eproto_deps[4] = {
   &::descriptor_table_dragoman_2fv1_2fconversation_2eproto,
   &::descriptor_table_dragoman_2fv1_2fsessions_2eproto,
+  &::descriptor_table_dragoman_2fv1_2fvocabulary_2eproto,
   &::descriptor_table_google_2fprotobuf_2ftimestamp_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_dragoman_2fv1_2fauth_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_dragoman_2fv1_2fauth_2eproto = {
-    false, false, 2717, descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto,
+    false, false, 2808, descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto,
     "dragoman/v1/auth.proto",
-    &descriptor_table_dragoman_2fv1_2fauth_2eproto_once, descriptor_table_dragoman_2fv1_2fauth_2eproto_deps, 3, 16,
+    &descriptor_table_dragoman_2fv1_2fauth_2eproto_once, descriptor_table_dragoman_2fv1_2fauth_2eproto_deps, 4, 16,
     schemas, file_default_instances, TableStruct_dragoman_2fv1_2fauth_2eproto::offsets,
     file_level_metadata_dragoman_2fv1_2fauth_2eproto, file_level_enum_descriptors_dragoman_2fv1_2fauth_2eproto,
     file_level_service_descriptors_dragoman_2fv1_2fauth_2eproto,
@@ -3085,6 +3091,9 @@ ExportMyDataResponse::_Internal::account(const ExportMyDataResponse* msg) {
 void ExportMyDataResponse::clear_sessions() {
   _impl_.sessions_.Clear();
 }
+void ExportMyDataResponse::clear_vocabularies() {
+  _impl_.vocabularies_.Clear();
+}
 ExportMyDataResponse::ExportMyDataResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
                          bool is_message_owned)
   : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
@@ -3098,6 +3107,7 @@ ExportMyDataResponse::ExportMyDataResponse(const ExportMyDataResponse& from)
       decltype(_impl_.logins_){from._impl_.logins_}
     , decltype(_impl_.sessions_){from._impl_.sessions_}
     , decltype(_impl_.utterances_){from._impl_.utterances_}
+    , decltype(_impl_.vocabularies_){from._impl_.vocabularies_}
     , decltype(_impl_.account_){nullptr}
     , /*decltype(_impl_._cached_size_)*/{}};
 
@@ -3116,6 +3126,7 @@ inline void ExportMyDataResponse::SharedCtor(
       decltype(_impl_.logins_){arena}
     , decltype(_impl_.sessions_){arena}
     , decltype(_impl_.utterances_){arena}
+    , decltype(_impl_.vocabularies_){arena}
     , decltype(_impl_.account_){nullptr}
     , /*decltype(_impl_._cached_size_)*/{}
   };
@@ -3135,6 +3146,7 @@ inline void ExportMyDataResponse::SharedDtor() {
   _impl_.logins_.~RepeatedPtrField();
   _impl_.sessions_.~RepeatedPtrField();
   _impl_.utterances_.~RepeatedPtrField();
+  _impl_.vocabularies_.~RepeatedPtrField();
   if (this != internal_default_instance()) delete _impl_.account_;
 }
 
@@ -3151,6 +3163,7 @@ void ExportMyDataResponse::Clear() {
   _impl_.logins_.Clear();
   _impl_.sessions_.Clear();
   _impl_.utterances_.Clear();
+  _impl_.vocabularies_.Clear();
   if (GetArenaForAllocation() == nullptr && _impl_.account_ != nullptr) {
     delete _impl_.account_;
   }
@@ -3208,6 +3221,19 @@ const char* ExportMyDataResponse::_InternalParse(const char* ptr, ::_pbi::ParseC
             CHK_(ptr);
             if (!ctx->DataAvailable(ptr)) break;
           } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<34>(ptr));
+        } else
+          goto handle_unusual;
+        continue;
+      // repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];
+      case 5:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 42)) {
+          ptr -= 1;
+          do {
+            ptr += 1;
+            ptr = ctx->ParseMessage(_internal_add_vocabularies(), ptr);
+            CHK_(ptr);
+            if (!ctx->DataAvailable(ptr)) break;
+          } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<42>(ptr));
         } else
           goto handle_unusual;
         continue;
@@ -3271,6 +3297,14 @@ uint8_t* ExportMyDataResponse::_InternalSerialize(
         InternalWriteMessage(4, repfield, repfield.GetCachedSize(), target, stream);
   }
 
+  // repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];
+  for (unsigned i = 0,
+      n = static_cast<unsigned>(this->_internal_vocabularies_size()); i < n; i++) {
+    const auto& repfield = this->_internal_vocabularies(i);
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+        InternalWriteMessage(5, repfield, repfield.GetCachedSize(), target, stream);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -3308,6 +3342,13 @@ size_t ExportMyDataResponse::ByteSizeLong() const {
       ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
   }
 
+  // repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];
+  total_size += 1UL * this->_internal_vocabularies_size();
+  for (const auto& msg : this->_impl_.vocabularies_) {
+    total_size +=
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
+  }
+
   // .dragoman.v1.Account account = 1 [json_name = "account"];
   if (this->_internal_has_account()) {
     total_size += 1 +
@@ -3336,6 +3377,7 @@ void ExportMyDataResponse::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, c
   _this->_impl_.logins_.MergeFrom(from._impl_.logins_);
   _this->_impl_.sessions_.MergeFrom(from._impl_.sessions_);
   _this->_impl_.utterances_.MergeFrom(from._impl_.utterances_);
+  _this->_impl_.vocabularies_.MergeFrom(from._impl_.vocabularies_);
   if (from._internal_has_account()) {
     _this->_internal_mutable_account()->::dragoman::v1::Account::MergeFrom(
         from._internal_account());
@@ -3360,6 +3402,7 @@ void ExportMyDataResponse::InternalSwap(ExportMyDataResponse* other) {
   _impl_.logins_.InternalSwap(&other->_impl_.logins_);
   _impl_.sessions_.InternalSwap(&other->_impl_.sessions_);
   _impl_.utterances_.InternalSwap(&other->_impl_.utterances_);
+  _impl_.vocabularies_.InternalSwap(&other->_impl_.vocabularies_);
   swap(_impl_.account_, other->_impl_.account_);
 }
 

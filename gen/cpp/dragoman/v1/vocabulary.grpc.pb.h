@@ -73,7 +73,8 @@ class VocabularyService final {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::GetVocabularyResponse>>(PrepareAsyncGetVocabularyRaw(context, request, cq));
     }
     // Replaces the name and every entry of one of the caller's vocabularies.
-    // Sessions in progress keep the vocabulary they started a stream with.
+    // A session reads its participants' vocabularies when they create or join
+    // it: a change shows in the next session (or after joining again).
     virtual ::grpc::Status UpdateVocabulary(::grpc::ClientContext* context, const ::dragoman::v1::UpdateVocabularyRequest& request, ::dragoman::v1::UpdateVocabularyResponse* response) = 0;
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::UpdateVocabularyResponse>> AsyncUpdateVocabulary(::grpc::ClientContext* context, const ::dragoman::v1::UpdateVocabularyRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::UpdateVocabularyResponse>>(AsyncUpdateVocabularyRaw(context, request, cq));
@@ -102,7 +103,8 @@ class VocabularyService final {
       virtual void GetVocabulary(::grpc::ClientContext* context, const ::dragoman::v1::GetVocabularyRequest* request, ::dragoman::v1::GetVocabularyResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void GetVocabulary(::grpc::ClientContext* context, const ::dragoman::v1::GetVocabularyRequest* request, ::dragoman::v1::GetVocabularyResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Replaces the name and every entry of one of the caller's vocabularies.
-      // Sessions in progress keep the vocabulary they started a stream with.
+      // A session reads its participants' vocabularies when they create or join
+      // it: a change shows in the next session (or after joining again).
       virtual void UpdateVocabulary(::grpc::ClientContext* context, const ::dragoman::v1::UpdateVocabularyRequest* request, ::dragoman::v1::UpdateVocabularyResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void UpdateVocabulary(::grpc::ClientContext* context, const ::dragoman::v1::UpdateVocabularyRequest* request, ::dragoman::v1::UpdateVocabularyResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Deletes one of the caller's vocabularies.
@@ -215,7 +217,8 @@ class VocabularyService final {
     // Returns one of the caller's vocabularies.
     virtual ::grpc::Status GetVocabulary(::grpc::ServerContext* context, const ::dragoman::v1::GetVocabularyRequest* request, ::dragoman::v1::GetVocabularyResponse* response);
     // Replaces the name and every entry of one of the caller's vocabularies.
-    // Sessions in progress keep the vocabulary they started a stream with.
+    // A session reads its participants' vocabularies when they create or join
+    // it: a change shows in the next session (or after joining again).
     virtual ::grpc::Status UpdateVocabulary(::grpc::ServerContext* context, const ::dragoman::v1::UpdateVocabularyRequest* request, ::dragoman::v1::UpdateVocabularyResponse* response);
     // Deletes one of the caller's vocabularies.
     virtual ::grpc::Status DeleteVocabulary(::grpc::ServerContext* context, const ::dragoman::v1::DeleteVocabularyRequest* request, ::dragoman::v1::DeleteVocabularyResponse* response);

@@ -26,67 +26,69 @@ namespace Dragoman.V1 {
           string.Concat(
             "ChZkcmFnb21hbi92MS9hdXRoLnByb3RvEgtkcmFnb21hbi52MRoeZHJhZ29t",
             "YW4vdjEvY29udmVyc2F0aW9uLnByb3RvGhpkcmFnb21hbi92MS9zZXNzaW9u",
-            "cy5wcm90bxofZ29vZ2xlL3Byb3RvYnVmL3RpbWVzdGFtcC5wcm90byKXAQoP",
-            "UmVnaXN0ZXJSZXF1ZXN0EhoKCHVzZXJuYW1lGAEgASgJUgh1c2VybmFtZRIU",
-            "CgVlbWFpbBgCIAEoCVIFZW1haWwSGgoIcGFzc3dvcmQYAyABKAlSCHBhc3N3",
-            "b3JkEjYKF3ByZWZlcnJlZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJy",
-            "ZWRMYW5ndWFnZUNvZGUiWwoQUmVnaXN0ZXJSZXNwb25zZRIXCgd1c2VyX2lk",
-            "GAEgASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIgASgLMhYuZHJhZ29tYW4udjEu",
-            "VG9rZW5QYWlyUgZ0b2tlbnMiRgoMTG9naW5SZXF1ZXN0EhoKCHVzZXJuYW1l",
-            "GAEgASgJUgh1c2VybmFtZRIaCghwYXNzd29yZBgCIAEoCVIIcGFzc3dvcmQi",
-            "WAoNTG9naW5SZXNwb25zZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2VySWQSLgoG",
-            "dG9rZW5zGAIgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMi",
-            "OgoTUmVmcmVzaFRva2VuUmVxdWVzdBIjCg1yZWZyZXNoX3Rva2VuGAEgASgJ",
-            "UgxyZWZyZXNoVG9rZW4iRgoUUmVmcmVzaFRva2VuUmVzcG9uc2USLgoGdG9r",
-            "ZW5zGAEgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiNAoN",
-            "TG9nb3V0UmVxdWVzdBIjCg1yZWZyZXNoX3Rva2VuGAEgASgJUgxyZWZyZXNo",
-            "VG9rZW4iEAoOTG9nb3V0UmVzcG9uc2Ui/wEKCVRva2VuUGFpchIhCgxhY2Nl",
-            "c3NfdG9rZW4YASABKAlSC2FjY2Vzc1Rva2VuElMKGGFjY2Vzc190b2tlbl9l",
-            "eHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBS",
-            "FWFjY2Vzc1Rva2VuRXhwaXJlVGltZRIjCg1yZWZyZXNoX3Rva2VuGAMgASgJ",
-            "UgxyZWZyZXNoVG9rZW4SVQoZcmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgE",
-            "IAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSFnJlZnJlc2hUb2tl",
-            "bkV4cGlyZVRpbWUiMgoURGVsZXRlQWNjb3VudFJlcXVlc3QSGgoIcGFzc3dv",
-            "cmQYASABKAlSCHBhc3N3b3JkIoMBChVEZWxldGVBY2NvdW50UmVzcG9uc2US",
-            "MgoVZGVsZXRlZF9zZXNzaW9uX2NvdW50GAEgASgNUhNkZWxldGVkU2Vzc2lv",
-            "bkNvdW50EjYKF2RlbGV0ZWRfdXR0ZXJhbmNlX2NvdW50GAIgASgNUhVkZWxl",
-            "dGVkVXR0ZXJhbmNlQ291bnQiFQoTRXhwb3J0TXlEYXRhUmVxdWVzdCLoAQoU",
-            "RXhwb3J0TXlEYXRhUmVzcG9uc2USLgoHYWNjb3VudBgBIAEoCzIULmRyYWdv",
-            "bWFuLnYxLkFjY291bnRSB2FjY291bnQSMAoGbG9naW5zGAIgAygLMhguZHJh",
-            "Z29tYW4udjEuTG9naW5SZWNvcmRSBmxvZ2lucxIwCghzZXNzaW9ucxgDIAMo",
-            "CzIULmRyYWdvbWFuLnYxLlNlc3Npb25SCHNlc3Npb25zEjwKCnV0dGVyYW5j",
-            "ZXMYBCADKAsyHC5kcmFnb21hbi52MS5VdHRlcmFuY2VSZWNvcmRSCnV0dGVy",
-            "YW5jZXMiyQEKB0FjY291bnQSFwoHdXNlcl9pZBgBIAEoCVIGdXNlcklkEhoK",
-            "CHVzZXJuYW1lGAIgASgJUgh1c2VybmFtZRIUCgVlbWFpbBgDIAEoCVIFZW1h",
-            "aWwSNgoXcHJlZmVycmVkX2xhbmd1YWdlX2NvZGUYBCABKAlSFXByZWZlcnJl",
-            "ZExhbmd1YWdlQ29kZRI7CgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5w",
-            "cm90b2J1Zi5UaW1lc3RhbXBSCmNyZWF0ZVRpbWUioQEKC0xvZ2luUmVjb3Jk",
-            "EjsKC2NyZWF0ZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVz",
-            "dGFtcFIKY3JlYXRlVGltZRI7CgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2ds",
-            "ZS5wcm90b2J1Zi5UaW1lc3RhbXBSCmV4cGlyZVRpbWUSGAoHcmV2b2tlZBgD",
-            "IAEoCFIHcmV2b2tlZCKfAwoPVXR0ZXJhbmNlUmVjb3JkEh0KCnNlc3Npb25f",
-            "aWQYASABKAlSCXNlc3Npb25JZBIhCgx1dHRlcmFuY2VfaWQYAiABKAlSC3V0",
-            "dGVyYW5jZUlkEiYKD3NwZWFrZXJfdXNlcl9pZBgDIAEoCVINc3BlYWtlclVz",
-            "ZXJJZBIwChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgEIAEoCVISc291cmNlTGFu",
-            "Z3VhZ2VDb2RlEjAKFHRhcmdldF9sYW5ndWFnZV9jb2RlGAUgASgJUhJ0YXJn",
-            "ZXRMYW5ndWFnZUNvZGUSHwoLc291cmNlX3RleHQYBiABKAlSCnNvdXJjZVRl",
-            "eHQSJwoPdHJhbnNsYXRlZF90ZXh0GAcgASgJUg50cmFuc2xhdGVkVGV4dBI3",
-            "CgdsYXRlbmN5GAggASgLMh0uZHJhZ29tYW4udjEuVXR0ZXJhbmNlTGF0ZW5j",
-            "eVIHbGF0ZW5jeRI7CgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90",
-            "b2J1Zi5UaW1lc3RhbXBSCmNyZWF0ZVRpbWUy2wMKC0F1dGhTZXJ2aWNlEkcK",
-            "CFJlZ2lzdGVyEhwuZHJhZ29tYW4udjEuUmVnaXN0ZXJSZXF1ZXN0Gh0uZHJh",
-            "Z29tYW4udjEuUmVnaXN0ZXJSZXNwb25zZRI+CgVMb2dpbhIZLmRyYWdvbWFu",
-            "LnYxLkxvZ2luUmVxdWVzdBoaLmRyYWdvbWFuLnYxLkxvZ2luUmVzcG9uc2US",
-            "UwoMUmVmcmVzaFRva2VuEiAuZHJhZ29tYW4udjEuUmVmcmVzaFRva2VuUmVx",
-            "dWVzdBohLmRyYWdvbWFuLnYxLlJlZnJlc2hUb2tlblJlc3BvbnNlEkEKBkxv",
-            "Z291dBIaLmRyYWdvbWFuLnYxLkxvZ291dFJlcXVlc3QaGy5kcmFnb21hbi52",
-            "MS5Mb2dvdXRSZXNwb25zZRJWCg1EZWxldGVBY2NvdW50EiEuZHJhZ29tYW4u",
-            "djEuRGVsZXRlQWNjb3VudFJlcXVlc3QaIi5kcmFnb21hbi52MS5EZWxldGVB",
-            "Y2NvdW50UmVzcG9uc2USUwoMRXhwb3J0TXlEYXRhEiAuZHJhZ29tYW4udjEu",
-            "RXhwb3J0TXlEYXRhUmVxdWVzdBohLmRyYWdvbWFuLnYxLkV4cG9ydE15RGF0",
-            "YVJlc3BvbnNlYgZwcm90bzM="));
+            "cy5wcm90bxocZHJhZ29tYW4vdjEvdm9jYWJ1bGFyeS5wcm90bxofZ29vZ2xl",
+            "L3Byb3RvYnVmL3RpbWVzdGFtcC5wcm90byKXAQoPUmVnaXN0ZXJSZXF1ZXN0",
+            "EhoKCHVzZXJuYW1lGAEgASgJUgh1c2VybmFtZRIUCgVlbWFpbBgCIAEoCVIF",
+            "ZW1haWwSGgoIcGFzc3dvcmQYAyABKAlSCHBhc3N3b3JkEjYKF3ByZWZlcnJl",
+            "ZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJyZWRMYW5ndWFnZUNvZGUi",
+            "WwoQUmVnaXN0ZXJSZXNwb25zZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2VySWQS",
+            "LgoGdG9rZW5zGAIgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tl",
+            "bnMiRgoMTG9naW5SZXF1ZXN0EhoKCHVzZXJuYW1lGAEgASgJUgh1c2VybmFt",
+            "ZRIaCghwYXNzd29yZBgCIAEoCVIIcGFzc3dvcmQiWAoNTG9naW5SZXNwb25z",
+            "ZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIgASgLMhYu",
+            "ZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiOgoTUmVmcmVzaFRva2Vu",
+            "UmVxdWVzdBIjCg1yZWZyZXNoX3Rva2VuGAEgASgJUgxyZWZyZXNoVG9rZW4i",
+            "RgoUUmVmcmVzaFRva2VuUmVzcG9uc2USLgoGdG9rZW5zGAEgASgLMhYuZHJh",
+            "Z29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiNAoNTG9nb3V0UmVxdWVzdBIj",
+            "Cg1yZWZyZXNoX3Rva2VuGAEgASgJUgxyZWZyZXNoVG9rZW4iEAoOTG9nb3V0",
+            "UmVzcG9uc2Ui/wEKCVRva2VuUGFpchIhCgxhY2Nlc3NfdG9rZW4YASABKAlS",
+            "C2FjY2Vzc1Rva2VuElMKGGFjY2Vzc190b2tlbl9leHBpcmVfdGltZRgCIAEo",
+            "CzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSFWFjY2Vzc1Rva2VuRXhw",
+            "aXJlVGltZRIjCg1yZWZyZXNoX3Rva2VuGAMgASgJUgxyZWZyZXNoVG9rZW4S",
+            "VQoZcmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5w",
+            "cm90b2J1Zi5UaW1lc3RhbXBSFnJlZnJlc2hUb2tlbkV4cGlyZVRpbWUiMgoU",
+            "RGVsZXRlQWNjb3VudFJlcXVlc3QSGgoIcGFzc3dvcmQYASABKAlSCHBhc3N3",
+            "b3JkIoMBChVEZWxldGVBY2NvdW50UmVzcG9uc2USMgoVZGVsZXRlZF9zZXNz",
+            "aW9uX2NvdW50GAEgASgNUhNkZWxldGVkU2Vzc2lvbkNvdW50EjYKF2RlbGV0",
+            "ZWRfdXR0ZXJhbmNlX2NvdW50GAIgASgNUhVkZWxldGVkVXR0ZXJhbmNlQ291",
+            "bnQiFQoTRXhwb3J0TXlEYXRhUmVxdWVzdCKlAgoURXhwb3J0TXlEYXRhUmVz",
+            "cG9uc2USLgoHYWNjb3VudBgBIAEoCzIULmRyYWdvbWFuLnYxLkFjY291bnRS",
+            "B2FjY291bnQSMAoGbG9naW5zGAIgAygLMhguZHJhZ29tYW4udjEuTG9naW5S",
+            "ZWNvcmRSBmxvZ2lucxIwCghzZXNzaW9ucxgDIAMoCzIULmRyYWdvbWFuLnYx",
+            "LlNlc3Npb25SCHNlc3Npb25zEjwKCnV0dGVyYW5jZXMYBCADKAsyHC5kcmFn",
+            "b21hbi52MS5VdHRlcmFuY2VSZWNvcmRSCnV0dGVyYW5jZXMSOwoMdm9jYWJ1",
+            "bGFyaWVzGAUgAygLMhcuZHJhZ29tYW4udjEuVm9jYWJ1bGFyeVIMdm9jYWJ1",
+            "bGFyaWVzIskBCgdBY2NvdW50EhcKB3VzZXJfaWQYASABKAlSBnVzZXJJZBIa",
+            "Cgh1c2VybmFtZRgCIAEoCVIIdXNlcm5hbWUSFAoFZW1haWwYAyABKAlSBWVt",
+            "YWlsEjYKF3ByZWZlcnJlZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJy",
+            "ZWRMYW5ndWFnZUNvZGUSOwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUu",
+            "cHJvdG9idWYuVGltZXN0YW1wUgpjcmVhdGVUaW1lIqEBCgtMb2dpblJlY29y",
+            "ZBI7CgtjcmVhdGVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1l",
+            "c3RhbXBSCmNyZWF0ZVRpbWUSOwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29n",
+            "bGUucHJvdG9idWYuVGltZXN0YW1wUgpleHBpcmVUaW1lEhgKB3Jldm9rZWQY",
+            "AyABKAhSB3Jldm9rZWQinwMKD1V0dGVyYW5jZVJlY29yZBIdCgpzZXNzaW9u",
+            "X2lkGAEgASgJUglzZXNzaW9uSWQSIQoMdXR0ZXJhbmNlX2lkGAIgASgJUgt1",
+            "dHRlcmFuY2VJZBImCg9zcGVha2VyX3VzZXJfaWQYAyABKAlSDXNwZWFrZXJV",
+            "c2VySWQSMAoUc291cmNlX2xhbmd1YWdlX2NvZGUYBCABKAlSEnNvdXJjZUxh",
+            "bmd1YWdlQ29kZRIwChR0YXJnZXRfbGFuZ3VhZ2VfY29kZRgFIAEoCVISdGFy",
+            "Z2V0TGFuZ3VhZ2VDb2RlEh8KC3NvdXJjZV90ZXh0GAYgASgJUgpzb3VyY2VU",
+            "ZXh0EicKD3RyYW5zbGF0ZWRfdGV4dBgHIAEoCVIOdHJhbnNsYXRlZFRleHQS",
+            "NwoHbGF0ZW5jeRgIIAEoCzIdLmRyYWdvbWFuLnYxLlV0dGVyYW5jZUxhdGVu",
+            "Y3lSB2xhdGVuY3kSOwoLY3JlYXRlX3RpbWUYCSABKAsyGi5nb29nbGUucHJv",
+            "dG9idWYuVGltZXN0YW1wUgpjcmVhdGVUaW1lMtsDCgtBdXRoU2VydmljZRJH",
+            "CghSZWdpc3RlchIcLmRyYWdvbWFuLnYxLlJlZ2lzdGVyUmVxdWVzdBodLmRy",
+            "YWdvbWFuLnYxLlJlZ2lzdGVyUmVzcG9uc2USPgoFTG9naW4SGS5kcmFnb21h",
+            "bi52MS5Mb2dpblJlcXVlc3QaGi5kcmFnb21hbi52MS5Mb2dpblJlc3BvbnNl",
+            "ElMKDFJlZnJlc2hUb2tlbhIgLmRyYWdvbWFuLnYxLlJlZnJlc2hUb2tlblJl",
+            "cXVlc3QaIS5kcmFnb21hbi52MS5SZWZyZXNoVG9rZW5SZXNwb25zZRJBCgZM",
+            "b2dvdXQSGi5kcmFnb21hbi52MS5Mb2dvdXRSZXF1ZXN0GhsuZHJhZ29tYW4u",
+            "djEuTG9nb3V0UmVzcG9uc2USVgoNRGVsZXRlQWNjb3VudBIhLmRyYWdvbWFu",
+            "LnYxLkRlbGV0ZUFjY291bnRSZXF1ZXN0GiIuZHJhZ29tYW4udjEuRGVsZXRl",
+            "QWNjb3VudFJlc3BvbnNlElMKDEV4cG9ydE15RGF0YRIgLmRyYWdvbWFuLnYx",
+            "LkV4cG9ydE15RGF0YVJlcXVlc3QaIS5kcmFnb21hbi52MS5FeHBvcnRNeURh",
+            "dGFSZXNwb25zZWIGcHJvdG8z"));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
-          new pbr::FileDescriptor[] { global::Dragoman.V1.ConversationReflection.Descriptor, global::Dragoman.V1.SessionsReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
+          new pbr::FileDescriptor[] { global::Dragoman.V1.ConversationReflection.Descriptor, global::Dragoman.V1.SessionsReflection.Descriptor, global::Dragoman.V1.VocabularyReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(null, null, new pbr::GeneratedClrTypeInfo[] {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterRequest), global::Dragoman.V1.RegisterRequest.Parser, new[]{ "Username", "Email", "Password", "PreferredLanguageCode" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterResponse), global::Dragoman.V1.RegisterResponse.Parser, new[]{ "UserId", "Tokens" }, null, null, null, null),
@@ -100,7 +102,7 @@ namespace Dragoman.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.DeleteAccountRequest), global::Dragoman.V1.DeleteAccountRequest.Parser, new[]{ "Password" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.DeleteAccountResponse), global::Dragoman.V1.DeleteAccountResponse.Parser, new[]{ "DeletedSessionCount", "DeletedUtteranceCount" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataRequest), global::Dragoman.V1.ExportMyDataRequest.Parser, null, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataResponse), global::Dragoman.V1.ExportMyDataResponse.Parser, new[]{ "Account", "Logins", "Sessions", "Utterances" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataResponse), global::Dragoman.V1.ExportMyDataResponse.Parser, new[]{ "Account", "Logins", "Sessions", "Utterances", "Vocabularies" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.Account), global::Dragoman.V1.Account.Parser, new[]{ "UserId", "Username", "Email", "PreferredLanguageCode", "CreateTime" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LoginRecord), global::Dragoman.V1.LoginRecord.Parser, new[]{ "CreateTime", "ExpireTime", "Revoked" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.UtteranceRecord), global::Dragoman.V1.UtteranceRecord.Parser, new[]{ "SessionId", "UtteranceId", "SpeakerUserId", "SourceLanguageCode", "TargetLanguageCode", "SourceText", "TranslatedText", "Latency", "CreateTime" }, null, null, null, null)
@@ -2857,6 +2859,7 @@ namespace Dragoman.V1 {
       logins_ = other.logins_.Clone();
       sessions_ = other.sessions_.Clone();
       utterances_ = other.utterances_.Clone();
+      vocabularies_ = other.vocabularies_.Clone();
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -2924,6 +2927,20 @@ namespace Dragoman.V1 {
       get { return utterances_; }
     }
 
+    /// <summary>Field number for the "vocabularies" field.</summary>
+    public const int VocabulariesFieldNumber = 5;
+    private static readonly pb::FieldCodec<global::Dragoman.V1.Vocabulary> _repeated_vocabularies_codec
+        = pb::FieldCodec.ForMessage(42, global::Dragoman.V1.Vocabulary.Parser);
+    private readonly pbc::RepeatedField<global::Dragoman.V1.Vocabulary> vocabularies_ = new pbc::RepeatedField<global::Dragoman.V1.Vocabulary>();
+    /// <summary>
+    /// The caller's custom vocabularies, oldest first.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Dragoman.V1.Vocabulary> Vocabularies {
+      get { return vocabularies_; }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -2943,6 +2960,7 @@ namespace Dragoman.V1 {
       if(!logins_.Equals(other.logins_)) return false;
       if(!sessions_.Equals(other.sessions_)) return false;
       if(!utterances_.Equals(other.utterances_)) return false;
+      if(!vocabularies_.Equals(other.vocabularies_)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -2954,6 +2972,7 @@ namespace Dragoman.V1 {
       hash ^= logins_.GetHashCode();
       hash ^= sessions_.GetHashCode();
       hash ^= utterances_.GetHashCode();
+      hash ^= vocabularies_.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -2979,6 +2998,7 @@ namespace Dragoman.V1 {
       logins_.WriteTo(output, _repeated_logins_codec);
       sessions_.WriteTo(output, _repeated_sessions_codec);
       utterances_.WriteTo(output, _repeated_utterances_codec);
+      vocabularies_.WriteTo(output, _repeated_vocabularies_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -2996,6 +3016,7 @@ namespace Dragoman.V1 {
       logins_.WriteTo(ref output, _repeated_logins_codec);
       sessions_.WriteTo(ref output, _repeated_sessions_codec);
       utterances_.WriteTo(ref output, _repeated_utterances_codec);
+      vocabularies_.WriteTo(ref output, _repeated_vocabularies_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -3012,6 +3033,7 @@ namespace Dragoman.V1 {
       size += logins_.CalculateSize(_repeated_logins_codec);
       size += sessions_.CalculateSize(_repeated_sessions_codec);
       size += utterances_.CalculateSize(_repeated_utterances_codec);
+      size += vocabularies_.CalculateSize(_repeated_vocabularies_codec);
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -3033,6 +3055,7 @@ namespace Dragoman.V1 {
       logins_.Add(other.logins_);
       sessions_.Add(other.sessions_);
       utterances_.Add(other.utterances_);
+      vocabularies_.Add(other.vocabularies_);
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -3067,6 +3090,10 @@ namespace Dragoman.V1 {
             utterances_.AddEntriesFrom(input, _repeated_utterances_codec);
             break;
           }
+          case 42: {
+            vocabularies_.AddEntriesFrom(input, _repeated_vocabularies_codec);
+            break;
+          }
         }
       }
     #endif
@@ -3099,6 +3126,10 @@ namespace Dragoman.V1 {
           }
           case 34: {
             utterances_.AddEntriesFrom(ref input, _repeated_utterances_codec);
+            break;
+          }
+          case 42: {
+            vocabularies_.AddEntriesFrom(ref input, _repeated_vocabularies_codec);
             break;
           }
         }

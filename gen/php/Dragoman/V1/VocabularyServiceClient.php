@@ -75,7 +75,8 @@ class VocabularyServiceClient extends \Grpc\BaseStub {
 
     /**
      * Replaces the name and every entry of one of the caller's vocabularies.
-     * Sessions in progress keep the vocabulary they started a stream with.
+     * A session reads its participants' vocabularies when they create or join
+     * it: a change shows in the next session (or after joining again).
      * @param \Dragoman\V1\UpdateVocabularyRequest $argument input argument
      * @param array $metadata metadata
      * @param array $options call options

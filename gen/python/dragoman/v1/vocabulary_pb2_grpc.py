@@ -111,7 +111,8 @@ class VocabularyServiceServicer:
 
     def UpdateVocabulary(self, request, context):
         """Replaces the name and every entry of one of the caller's vocabularies.
-        Sessions in progress keep the vocabulary they started a stream with.
+        A session reads its participants' vocabularies when they create or join
+        it: a change shows in the next session (or after joining again).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

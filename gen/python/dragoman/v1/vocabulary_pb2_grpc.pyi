@@ -53,7 +53,8 @@ class VocabularyServiceStub:
     """Returns one of the caller's vocabularies."""
     UpdateVocabulary: _grpc.UnaryUnaryMultiCallable[_vocabulary_pb2.UpdateVocabularyRequest, _vocabulary_pb2.UpdateVocabularyResponse]
     """Replaces the name and every entry of one of the caller's vocabularies.
-    Sessions in progress keep the vocabulary they started a stream with.
+    A session reads its participants' vocabularies when they create or join
+    it: a change shows in the next session (or after joining again).
     """
     DeleteVocabulary: _grpc.UnaryUnaryMultiCallable[_vocabulary_pb2.DeleteVocabularyRequest, _vocabulary_pb2.DeleteVocabularyResponse]
     """Deletes one of the caller's vocabularies."""
@@ -83,7 +84,8 @@ class VocabularyServiceAsyncStub(VocabularyServiceStub):
     """Returns one of the caller's vocabularies."""
     UpdateVocabulary: _aio.UnaryUnaryMultiCallable[_vocabulary_pb2.UpdateVocabularyRequest, _vocabulary_pb2.UpdateVocabularyResponse]  # type: ignore[assignment]
     """Replaces the name and every entry of one of the caller's vocabularies.
-    Sessions in progress keep the vocabulary they started a stream with.
+    A session reads its participants' vocabularies when they create or join
+    it: a change shows in the next session (or after joining again).
     """
     DeleteVocabulary: _aio.UnaryUnaryMultiCallable[_vocabulary_pb2.DeleteVocabularyRequest, _vocabulary_pb2.DeleteVocabularyResponse]  # type: ignore[assignment]
     """Deletes one of the caller's vocabularies."""
@@ -134,7 +136,8 @@ class VocabularyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vocabulary_pb2.UpdateVocabularyResponse, _abc.Awaitable[_vocabulary_pb2.UpdateVocabularyResponse]]:
         """Replaces the name and every entry of one of the caller's vocabularies.
-        Sessions in progress keep the vocabulary they started a stream with.
+        A session reads its participants' vocabularies when they create or join
+        it: a change shows in the next session (or after joining again).
         """
 
     @_abc_1.abstractmethod

@@ -34,7 +34,8 @@ module Dragoman
         # Returns one of the caller's vocabularies.
         rpc :GetVocabulary, ::Dragoman::V1::GetVocabularyRequest, ::Dragoman::V1::GetVocabularyResponse
         # Replaces the name and every entry of one of the caller's vocabularies.
-        # Sessions in progress keep the vocabulary they started a stream with.
+        # A session reads its participants' vocabularies when they create or join
+        # it: a change shows in the next session (or after joining again).
         rpc :UpdateVocabulary, ::Dragoman::V1::UpdateVocabularyRequest, ::Dragoman::V1::UpdateVocabularyResponse
         # Deletes one of the caller's vocabularies.
         rpc :DeleteVocabulary, ::Dragoman::V1::DeleteVocabularyRequest, ::Dragoman::V1::DeleteVocabularyResponse

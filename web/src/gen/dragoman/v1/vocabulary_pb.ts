@@ -370,7 +370,8 @@ export const VocabularyService: GenService<{
   },
   /**
    * Replaces the name and every entry of one of the caller's vocabularies.
-   * Sessions in progress keep the vocabulary they started a stream with.
+   * A session reads its participants' vocabularies when they create or join
+   * it: a change shows in the next session (or after joining again).
    *
    * @generated from rpc dragoman.v1.VocabularyService.UpdateVocabulary
    */
