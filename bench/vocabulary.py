@@ -74,7 +74,7 @@ async def _requests(samples: np.ndarray, hotwords: Sequence[str]
 async def transcript(stub: stt_pb2_grpc.SpeechToTextServiceStub, samples: np.ndarray,
                      hotwords: Sequence[str]) -> str:
     finals = [r.result.transcript.strip()
-              async for r in stub.StreamingRecognize(_requests(samples, hotwords))
+              async for r in stub.StreamingRecognize(_requests(samples, hotwords), wait_for_ready=True)
               if r.HasField("result") and r.result.is_final and r.result.transcript.strip()]
     return " ".join(finals)
 
@@ -98,6 +98,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     try:
         async with rpc.channel(f"127.0.0.1:{port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 300)  # a busy machine loads slowly
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
             for (text, terms), samples in zip(SENTENCES, speech, strict=True):
                 row: dict[str, Any] = {"sentence": text, "terms": list(terms)}

@@ -22,7 +22,7 @@ from tests.conftest import started
 from tests.gateway.conftest import PASSWORD, one_utterance, unique_name, user
 from tests.session_svc.stack import Stack, session_stack
 
-LIMITS = {"max_vocabularies": 2, "max_vocabulary_entries": 4, "max_vocabulary_term_chars": 20}
+MAX_VOCABULARIES = 2
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ async def stack(settings: config.Settings) -> AsyncIterator[Stack]:
     tight = dataclasses.replace(
         settings,
         limits=dataclasses.replace(settings.limits, audio_burst_chunks=10_000),
-        session=dataclasses.replace(settings.session, **LIMITS))
+        session=dataclasses.replace(settings.session, max_vocabularies=MAX_VOCABULARIES,
+                                    max_vocabulary_entries=4, max_vocabulary_term_chars=20))
     async with session_stack(tight) as running:
         yield running
 
@@ -165,9 +166,9 @@ async def test_bad_ids_and_the_count_limit(gateway: str) -> None:
 
     # a flood of creates at once: exactly the limit is kept
     results = await asyncio.gather(*(failure(create(ana, vocabulary(f"v{i}"))) for i in range(6)))
-    assert sorted(code.name for code, _ in results).count("OK") == LIMITS["max_vocabularies"]
+    assert sorted(code.name for code, _ in results).count("OK") == MAX_VOCABULARIES
     refused = [message for code, message in results if code == grpc.StatusCode.RESOURCE_EXHAUSTED]
-    assert len(refused) == 6 - LIMITS["max_vocabularies"]
+    assert len(refused) == 6 - MAX_VOCABULARIES
     assert refused[0] == ("you have 2 vocabularies; the limit is 2: delete one or add these "
                           "entries to one you have")
 
