@@ -21,6 +21,7 @@ from gateway import server
 from tests.conftest import started
 from tests.gateway.conftest import PASSWORD, one_utterance, unique_name, user
 from tests.session_svc.stack import Stack, session_stack
+from tests.session_svc.test_session_data import code_of as failure
 
 MAX_VOCABULARIES = 2
 
@@ -50,14 +51,6 @@ async def create(client: Client, v: vpb.Vocabulary) -> vpb.Vocabulary:
     reply = await client.vocabularies.CreateVocabulary(
         vpb.CreateVocabularyRequest(vocabulary=v), metadata=client.metadata)
     return reply.vocabulary
-
-
-async def failure(awaitable: object) -> tuple[grpc.StatusCode, str]:
-    try:
-        await awaitable  # type: ignore[misc]
-    except grpc.aio.AioRpcError as e:
-        return e.code(), e.details() or ""
-    return grpc.StatusCode.OK, ""
 
 
 async def test_create_list_get_update_delete(gateway: str) -> None:
