@@ -29,6 +29,7 @@ import numpy as np
 
 from bench.common import machine, publish, table
 from bench.speechgen import RATE_HZ, Voices
+from bench.stt_bench import wer
 from dragoman import audio, config, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
@@ -104,7 +105,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 row: dict[str, Any] = {"sentence": text, "terms": list(terms)}
                 for mode, hotwords in (("without", ()), ("with", vocabulary)):
                     heard = await transcript(stub, samples, hotwords)
-                    row[mode] = {"transcript": heard, "found": [found(t, heard) for t in terms]}
+                    row[mode] = {
+                        "transcript": heard, "found": [found(t, heard) for t in terms],
+                        # the prompt's failure mode: a name of another sentence written in
+                        "inserted": [t for t in vocabulary if t not in terms and found(t, heard)],
+                        "wer": round(wer([text], [heard], "en"), 3)}
                 rows.append(row)
                 print(f"{row['without']['transcript']!r} -> {row['with']['transcript']!r}",
                       file=sys.stderr)
@@ -120,6 +125,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "terms": total,
         "recall": {mode: round(sum(sum(r[mode]["found"]) for r in rows) / total, 3)
                    for mode in ("without", "with")},
+        "inserted": {mode: sum(len(r[mode]["inserted"]) for r in rows) for mode in ("without", "with")},
+        "wer": {mode: round(wer([r["sentence"] for r in rows], [r[mode]["transcript"] for r in rows],
+                                "en"), 3) for mode in ("without", "with")},
         "rows": rows,
     }
 
@@ -133,11 +141,13 @@ def report(result: dict[str, Any], command: str) -> str:
         f"{len(result['rows'])} sentences, {result['terms']} names; the vocabulary holds all "
         f"{len(result['hotwords'])} names (sent as StreamingRecognitionConfig.hotwords, as "
         "session_svc sends a speaker's vocabulary terms).", "",
-        table(["vocabulary", "recall"], [["without", recall["without"]], ["with", recall["with"]]]),
+        table(["vocabulary", "name recall", "names of other sentences written in", "WER"], [
+            [mode, recall[mode], result["inserted"][mode], result["wer"][mode]]
+            for mode in ("without", "with")]),
         "", "Per sentence (names found without / with):", "",
-        table(["names", "without", "with", "transcript with the vocabulary"], [
+        table(["names", "without", "with", "WER without", "WER with", "transcript with the vocabulary"], [
             [", ".join(r["terms"]), sum(r["without"]["found"]), sum(r["with"]["found"]),
-             r["with"]["transcript"]] for r in result["rows"]]),
+             r["without"]["wer"], r["with"]["wer"], r["with"]["transcript"]] for r in result["rows"]]),
         "", "Transcripts without the vocabulary:", "",
         *[f"- {r['without']['transcript']}" for r in result["rows"]],
         "",
