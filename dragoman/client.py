@@ -27,6 +27,7 @@ from dragoman.v1 import (
     conversation_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
+    vocabulary_pb2_grpc,
 )
 
 
@@ -39,6 +40,7 @@ class Client:
         self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
         self.sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
         self.conversation = conversation_pb2_grpc.ConversationServiceStub(self.channel)
+        self.vocabularies = vocabulary_pb2_grpc.VocabularyServiceStub(self.channel)
         self.user_id = ""
         self.tokens = auth_pb2.TokenPair()
 

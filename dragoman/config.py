@@ -343,6 +343,15 @@ class SessionSettings:
     piece_max_words: int = 10
     """Simultaneous mode: stable words that go as a piece with no clause mark among them (a
     speaker who never pauses)."""
+    max_vocabularies: int = 20
+    """Most custom vocabularies a user keeps (VocabularyService); one more gets
+    RESOURCE_EXHAUSTED."""
+    max_vocabulary_entries: int = 100
+    """Most entries in one vocabulary: terms, fixed translations and do-not-translate
+    words together (INVALID_ARGUMENT beyond). Whatever the vocabularies hold, a stream
+    gets at most 100 hotwords (500 characters) and a pair 256 glossary entries."""
+    max_vocabulary_term_chars: int = 100
+    """Longest term, translation, word or vocabulary name, in characters."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the
@@ -364,6 +373,10 @@ class SessionSettings:
             raise InvalidArgument(
                 "settings session.piece_min_words and piece_max_words must satisfy "
                 f"1 <= min <= max, got {self.piece_min_words} and {self.piece_max_words}")
+        for name in ("max_vocabularies", "max_vocabulary_entries", "max_vocabulary_term_chars"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"setting session.{name} must be 1 or more, "
+                                      f"got {getattr(self, name)}")
         if not 2 <= self.max_participants <= 8:
             raise InvalidArgument("setting session.max_participants must be 2 to 8, "
                                   f"got {self.max_participants}")

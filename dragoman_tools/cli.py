@@ -6,6 +6,7 @@
     dragoman demo                  a demo conversation of two (or three) through the mesh
     dragoman interpret AUDIO ...   what a partner hears of a recording, translated, through the mesh
     dragoman sessions export ID    a session's transcript (txt, srt, vtt, json) from a gateway
+    dragoman vocabularies list|add|delete   your custom vocabularies, through a gateway
     dragoman transcribe AUDIO      speech to text with a running stt service
     dragoman translate ...         text translation with a running mt service
     dragoman synthesize ...        text to speech with a running tts service
@@ -213,6 +214,27 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--gateway", metavar="ADDR",
                      help="gateway address (default: settings addresses.gateway)")
 
+    voc = sub.add_parser(
+        "vocabularies", help="your custom vocabularies, through a running gateway (docs/vocabulary.md)")
+    vsub = voc.add_subparsers(dest="vocabularies_command", required=True, metavar="COMMAND")
+    vlist = vsub.add_parser("list", help="print your vocabularies, one a line")
+    vadd = vsub.add_parser("add", help="create a vocabulary; prints its id")
+    vadd.add_argument("name", help="its name")
+    vadd.add_argument("--term", action="append", default=[], metavar="TERM",
+                      help="a name or term to recognise in your speech (repeat)")
+    vadd.add_argument("--keep", action="append", default=[], metavar="WORD",
+                      help="a word never to translate (repeat)")
+    vadd.add_argument("--translate", action="append", default=[], metavar="SRC:TGT:TERM=TRANSLATION",
+                      help="a fixed translation, e.g. 'en:pt:front desk=receção' (repeat)")
+    vdel = vsub.add_parser("delete", help="delete a vocabulary")
+    vdel.add_argument("vocabulary_id", metavar="ID", help="vocabulary id (from list)")
+    for parser in (vlist, vadd, vdel):
+        parser.add_argument("--username", default=os.environ.get("DRAGOMAN_USERNAME"),
+                            help="who to sign in as (default: $DRAGOMAN_USERNAME; password from "
+                                 "$DRAGOMAN_PASSWORD, else asked for)")
+        parser.add_argument("--gateway", metavar="ADDR",
+                            help="gateway address (default: settings addresses.gateway)")
+
     tr = sub.add_parser("transcribe", help="print the transcript of an audio file (any common format)")
     tr.add_argument("audio", help="audio file (wav, ogg, mp3, flac, ...)")
     tr.add_argument("--language", default="", help="BCP-47 language; default: detect")
@@ -309,6 +331,8 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         return await _interpret(args, settings)
     if args.command == "sessions":
         return await _export_transcript(args, settings)
+    if args.command == "vocabularies":
+        return await _vocabularies(args, settings)
     if args.command == "transcribe":
         return await _transcribe(args, settings)
     if args.command == "translate":
@@ -506,12 +530,54 @@ async def _interpret(args: argparse.Namespace, settings: config.Settings) -> int
     return 0
 
 
+def _password(args: argparse.Namespace) -> str:
+    if not args.username:
+        raise InvalidArgument("--username (or $DRAGOMAN_USERNAME) is required")
+    return os.environ.get("DRAGOMAN_PASSWORD") or getpass.getpass(f"password of {args.username}: ")
+
+
+def _fixed_translation(text: str) -> Any:
+    from dragoman.v1 import vocabulary_pb2 as vpb
+
+    pair, _, entry = text.rpartition(":") if text.count(":") >= 2 else ("", "", "")
+    source, _, target = pair.partition(":")
+    term, eq, translation = entry.partition("=")
+    if not (source and target and eq):
+        raise InvalidArgument(f"--translate {text!r}: give SRC:TGT:TERM=TRANSLATION, "
+                              "e.g. 'en:pt:front desk=receção'")
+    return vpb.FixedTranslation(source_language_code=source, target_language_code=target,
+                                source=term, target=translation)
+
+
+async def _vocabularies(args: argparse.Namespace, settings: config.Settings) -> int:
+    from dragoman.client import Client
+    from dragoman.v1 import vocabulary_pb2 as vpb
+
+    password = _password(args)
+    async with Client(args.gateway or settings.addresses.gateway) as client:
+        await client.login(args.username, password)
+        stub, m = client.vocabularies, client.metadata
+        if args.vocabularies_command == "add":
+            made = await stub.CreateVocabulary(vpb.CreateVocabularyRequest(vocabulary=vpb.Vocabulary(
+                display_name=args.name, terms=args.term, do_not_translate=args.keep,
+                translations=[_fixed_translation(t) for t in args.translate])), metadata=m)
+            print(made.vocabulary.vocabulary_id)
+        elif args.vocabularies_command == "delete":
+            await stub.DeleteVocabulary(
+                vpb.DeleteVocabularyRequest(vocabulary_id=args.vocabulary_id), metadata=m)
+        else:
+            for v in (await stub.ListVocabularies(vpb.ListVocabulariesRequest(), metadata=m)).vocabularies:
+                fixed = [f"{t.source_language_code}:{t.target_language_code}:{t.source}={t.target}"
+                         for t in v.translations]
+                print("\t".join([v.vocabulary_id, v.display_name, ", ".join(v.terms),
+                                 ", ".join(fixed), ", ".join(v.do_not_translate)]))
+    return 0
+
+
 async def _export_transcript(args: argparse.Namespace, settings: config.Settings) -> int:
     from dragoman.client import Client
 
-    if not args.username:
-        raise InvalidArgument("--username (or $DRAGOMAN_USERNAME) is required")
-    password = os.environ.get("DRAGOMAN_PASSWORD") or getpass.getpass(f"password of {args.username}: ")
+    password = _password(args)
     async with Client(args.gateway or settings.addresses.gateway) as client:
         await client.login(args.username, password)
         reply = await client.export_transcript(args.session_id, TRANSCRIPT_FORMATS[args.format])

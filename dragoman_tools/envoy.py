@@ -13,7 +13,7 @@ gateway's grpc.aio server, and native gRPC clients pass through unchanged.
     python -m dragoman_tools.envoy validate FILE
 
 What the edge enforces (see deploy/envoy/README.md for the reasons):
-only the public services are routed (AuthService, SessionService,
+only the public services are routed (AuthService, SessionService, VocabularyService,
 ConversationService); everything else, internal services, health and
 reflection included, gets no route. CORS allows the configured origins
 only, never `*`. Requests above `max_request_bytes` are refused (413) before
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 SESSION_HEADER = "x-dragoman-session"
 """Affinity key: clients send the session id on every call about a session."""
-PUBLIC_SERVICES = ("dragoman.v1.AuthService", "dragoman.v1.SessionService")
+PUBLIC_SERVICES = ("dragoman.v1.AuthService", "dragoman.v1.SessionService", "dragoman.v1.VocabularyService")
 CONVERSATION = "dragoman.v1.ConversationService"
 IDENTITY_HEADERS = (IDENTITY_HEADER,)  # only the gateway sets these
 CORS_ALLOW_HEADERS = (

@@ -1,4 +1,5 @@
-"""The authenticated proxy of SessionService and ConversationService to session_svc.
+"""The authenticated proxy of SessionService, ConversationService and VocabularyService
+to session_svc.
 
 session_svc serves the same public services on an internal address and acts
 for the user named by an identity assertion that only gateways can sign
@@ -28,6 +29,8 @@ from dragoman.v1 import (
     conversation_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
+    vocabulary_pb2,
+    vocabulary_pb2_grpc,
 )
 from gateway import peers
 from gateway.auth import Authenticator, Identity
@@ -412,3 +415,46 @@ class ConversationProxy(conversation_pb2_grpc.ConversationServiceServicer):
             self._via("SendAudio", request.session_id), request, context,
             required=("session_id",), limit=Limit.AUDIO,
         )
+
+
+class VocabularyProxy(vocabulary_pb2_grpc.VocabularyServiceServicer):
+    """VocabularyService, served by any session_svc replica (they share the table): the
+    default one."""
+
+    def __init__(self, router: Router, proxy: Proxy) -> None:
+        self._stub = vocabulary_pb2_grpc.VocabularyServiceStub(router.default)
+        self._proxy = proxy
+
+    def _via(self, method: str) -> Callable[[], Awaitable[Any]]:
+        async def route() -> Any:
+            return getattr(self._stub, method)
+        return route
+
+    async def CreateVocabulary(
+        self, request: vocabulary_pb2.CreateVocabularyRequest, context: grpc.aio.ServicerContext
+    ) -> vocabulary_pb2.CreateVocabularyResponse:
+        return await self._proxy.unary(self._via("CreateVocabulary"), request, context,
+                                       required=("vocabulary",))
+
+    async def ListVocabularies(
+        self, request: vocabulary_pb2.ListVocabulariesRequest, context: grpc.aio.ServicerContext
+    ) -> vocabulary_pb2.ListVocabulariesResponse:
+        return await self._proxy.unary(self._via("ListVocabularies"), request, context)
+
+    async def GetVocabulary(
+        self, request: vocabulary_pb2.GetVocabularyRequest, context: grpc.aio.ServicerContext
+    ) -> vocabulary_pb2.GetVocabularyResponse:
+        return await self._proxy.unary(self._via("GetVocabulary"), request, context,
+                                       required=("vocabulary_id",))
+
+    async def UpdateVocabulary(
+        self, request: vocabulary_pb2.UpdateVocabularyRequest, context: grpc.aio.ServicerContext
+    ) -> vocabulary_pb2.UpdateVocabularyResponse:
+        return await self._proxy.unary(self._via("UpdateVocabulary"), request, context,
+                                       required=("vocabulary.vocabulary_id",))
+
+    async def DeleteVocabulary(
+        self, request: vocabulary_pb2.DeleteVocabularyRequest, context: grpc.aio.ServicerContext
+    ) -> vocabulary_pb2.DeleteVocabularyResponse:
+        return await self._proxy.unary(self._via("DeleteVocabulary"), request, context,
+                                       required=("vocabulary_id",))

@@ -1,6 +1,7 @@
 """gateway: the only public service.
 
-Serves AuthService itself and proxies SessionService and ConversationService
+Serves AuthService itself and proxies SessionService, ConversationService and
+VocabularyService
 to session_svc for callers with a valid access token (see `gateway.proxy`;
 SessionService.ListLanguages needs none),
 within the rate limits (`gateway.limits`). Accounts live in PostgreSQL
@@ -25,12 +26,20 @@ from dragoman.v1 import (
     conversation_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
+    vocabulary_pb2,
+    vocabulary_pb2_grpc,
 )
 from gateway import auth, peers
 from gateway.auth import AccessTokens, Accounts, Authenticator, Passwords, Revocations, TokenPair
 from gateway.limits import Limiter, Limits
 from gateway.pgstore import PgUserStore
-from gateway.proxy import ConversationProxy, Proxy, SessionProxy, end_live_sessions
+from gateway.proxy import (
+    ConversationProxy,
+    Proxy,
+    SessionProxy,
+    VocabularyProxy,
+    end_live_sessions,
+)
 from gateway.routing import Router, SessionDirectory
 from gateway.sessiondata import SessionData
 from gateway.signin import SignInLimits
@@ -40,6 +49,7 @@ SERVICE_NAMES = (
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
     sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
+    vocabulary_pb2.DESCRIPTOR.services_by_name["VocabularyService"].full_name,
 )
 
 
@@ -74,6 +84,7 @@ def _export(
             for login in data.logins],
         sessions=sessions.sessions,
         utterances=sessions.utterances,
+        vocabularies=sessions.vocabularies,
     )
 
 
@@ -233,6 +244,7 @@ async def create(
                       trusted_proxies)),
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionProxy(router, proxy)),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, ConversationProxy(router, proxy)),
+        (vocabulary_pb2_grpc.add_VocabularyServiceServicer_to_server, VocabularyProxy(router, proxy)),
     ], SERVICE_NAMES, trunk=False)
     service.on_stop.append(router.close)
     if session_channel is None:

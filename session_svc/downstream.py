@@ -31,6 +31,7 @@ from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.tls import MeshTls
 from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 from dragoman.v1 import conversation_pb2 as pb
+from session_svc.lexicon import NO_GLOSSARY, Glossary
 
 RECOGNITION_WAIT_S = 10.0
 """How long a recognition stream waits for stt_svc to come back while its audio
@@ -286,9 +287,12 @@ class Downstream:
             return None
         return Replay(requests)
 
-    async def translate(self, source: str, target: str, text: str) -> mt_pb2.Translation:
+    async def translate(self, source: str, target: str, text: str,
+                        glossary: Glossary = NO_GLOSSARY) -> mt_pb2.Translation:
         request = mt_pb2.TranslateRequest(
-            source_language_code=source, target_language_code=target, segments=[text]
+            source_language_code=source, target_language_code=target, segments=[text],
+            glossary=[mt_pb2.GlossaryEntry(source=s, target=t) for s, t in glossary.translations],
+            do_not_translate=glossary.keep,
         )
         deadline = time.monotonic() + self.timeout_s
         while True:

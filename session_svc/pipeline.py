@@ -58,6 +58,7 @@ from dragoman.stt.v1 import stt_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from session_svc import outbox, pieces, routes, sentences
 from session_svc.downstream import Downstream, error_code
+from session_svc.lexicon import Lexicon
 from session_svc.outbox import Delivery, Heard, Pieces, Speech
 from session_svc.partials import Partial, Partials
 from session_svc.sessions import Member, Session
@@ -239,6 +240,7 @@ class SpeakerPipeline:
                 encoding=encoding,  # type: ignore[arg-type]  # same numbering as dragoman.v1
                 sample_rate_hertz=rate_hz,
                 interim_results=True,
+                hotwords=speaker.lexicon.hotwords(),
                 task=(stt_pb2.RECOGNITION_TASK_TRANSLATE_TO_ENGLISH if self._speech_translates
                       else stt_pb2.RECOGNITION_TASK_TRANSCRIBE),
             )
@@ -253,6 +255,13 @@ class SpeakerPipeline:
             speaking=lambda: bool(self._utterances))
         self._prefix = f"{session.members.index(speaker) + 1}"
         self.task = asyncio.create_task(self._run(), name=f"pipeline-{speaker.user_id}")
+
+    @property
+    def lexicon(self) -> Lexicon:
+        """The vocabularies of the session's participants, the speaker's first (they win a
+        conflict), as the pipeline translates now: who joins later brings theirs along."""
+        return Lexicon.merged([self.speaker.lexicon, *(
+            m.lexicon for m in self.session.members if m is not self.speaker and m.present)])
 
     def _routes(self) -> list[Route | None]:
         return [self.session.route_between(self.speaker, m)
@@ -520,7 +529,7 @@ class SpeakerPipeline:
         if partials is None:
             partials = self._partials[target.language] = Partials(
                 partial(routes.translate, self.down, target.route, self.speaker.language_code,
-                        target.language_code),
+                        target.language_code, lexicon=self.lexicon),
                 partial(self._send_partial, target.language, target.language_code),
                 self.partial_interval_s)
         return partials
@@ -744,7 +753,8 @@ class SpeakerPipeline:
         """`text` in the target's language; a failure is told to the speaker and returned."""
         try:
             return await routes.translate(
-                self.down, target.route, self.speaker.language_code, target.language_code, text)
+                self.down, target.route, self.speaker.language_code, target.language_code, text,
+                self.lexicon)
         except DragomanError as e:
             self._failed("translation", pb.ERROR_CODE_TRANSLATION_FAILED, utt, e)
             return e

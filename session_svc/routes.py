@@ -24,6 +24,7 @@ from dragoman.languages import ENGLISH, LANGUAGES, SUPPORTED
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc.downstream import Downstream
+from session_svc.lexicon import EMPTY, Lexicon
 
 log = logging.getLogger(__name__)
 
@@ -138,16 +139,18 @@ class Translated:
 
 async def translate(
     down: Downstream, route: Route | None, source: str, target: str, text: str,
+    lexicon: Lexicon = EMPTY,
 ) -> Translated:
     """Translates a final along `route`: `text` is a transcript in `source`, or (speech
-    translation) already English. With no route known (audio before pairing), the cascade."""
+    translation) already English. With no route known (audio before pairing), the cascade.
+    `lexicon`'s glossary of the pair mt_svc translates is applied there."""
     if speech_translates(route):
         assert route is not None
         if target == ENGLISH:
             return Translated(text, route.engines[0], cpb.TRANSLATION_PATH_SPEECH_TRANSLATION)
-        onward = await down.translate(ENGLISH, target, text)
+        onward = await down.translate(ENGLISH, target, text, lexicon.glossary(ENGLISH, target))
         return Translated(onward.text, f"{route.engines[0]}>{onward.engine}",
                           cpb.TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE)
-    done = await down.translate(source, target, text)
+    done = await down.translate(source, target, text, lexicon.glossary(source, target))
     path = cpb.TRANSLATION_PATH_PIVOT if done.pivoted else cpb.TRANSLATION_PATH_CASCADE
     return Translated(done.text, done.engine, path)

@@ -5,7 +5,8 @@ internal address, and the internal `dragoman.session.v1.SessionDataService`
 (where a live session is held; a user's data for export and deletion). Only
 the gateway calls it: every call carries the identity assertion the gateway
 signs after checking the access token, and a call without a valid one gets
-UNAUTHENTICATED (dragoman.assertion). Sessions, translation logs and metrics
+UNAUTHENTICATED (dragoman.assertion). It serves `dragoman.v1.VocabularyService`
+too: sessions read the vocabularies (session_svc.vocabularies). Sessions, translation logs and metrics
 are persisted in PostgreSQL (`session_svc.store`), tables no other service
 reads; history pages come from there. Stored records become protos here.
 """
@@ -33,6 +34,8 @@ from dragoman.v1 import (
     conversation_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
+    vocabulary_pb2,
+    vocabulary_pb2_grpc,
 )
 from session_svc import routes, transcripts
 from session_svc.conversation import ConversationServicer
@@ -42,6 +45,7 @@ from session_svc.records import STAGES, Metrics, SessionRecord, UtteranceLog
 from session_svc.routes import Coverage
 from session_svc.sessions import STATES, Identity, SessionRegistry, metrics_proto
 from session_svc.store import PgSessionStore, SessionStore
+from session_svc.vocabularies import PgVocabularyStore, VocabularyServicer, vocabulary_proto
 
 # the module name under `python -m` too, where __name__ is "__main__"
 log = logging.getLogger(__spec__.name if __spec__ else __name__)
@@ -244,9 +248,11 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
     Every call carries a gateway's identity assertion: owner lookups one for the
     gateway itself, the rest one for the user whose data they are."""
 
-    def __init__(self, store: SessionStore, callers: Callers) -> None:
+    def __init__(self, store: SessionStore, callers: Callers,
+                 vocabularies: PgVocabularyStore) -> None:
         self._store = store
         self._callers = callers
+        self._vocabularies = vocabularies
 
     async def GetSessionOwner(
         self, request: session_pb2.GetSessionOwnerRequest, context: grpc.aio.ServicerContext
@@ -272,7 +278,8 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
         utterances = await self._store.utterances_of(user_id)
         return session_pb2.ExportUserDataResponse(
             sessions=[session_proto(s) for s in sessions],
-            utterances=[utterance_proto(u) for u in utterances])
+            utterances=[utterance_proto(u) for u in utterances],
+            vocabularies=[vocabulary_proto(v) for v in await self._vocabularies.all_of(user_id)])
 
     async def DeleteUserData(
         self, request: session_pb2.DeleteUserDataRequest, context: grpc.aio.ServicerContext
@@ -287,16 +294,17 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
 
 async def create(
     settings: config.Settings, *, downstream: Downstream | None = None,
-    store: SessionStore | None = None,
+    store: SessionStore | None = None, vocabularies: PgVocabularyStore | None = None,
 ) -> rpc.Service:
-    """session_svc, not yet started. `store` defaults to PostgreSQL per
-    settings.database (the embedded server when no URL is set)."""
+    """session_svc, not yet started. `store` and `vocabularies` default to PostgreSQL
+    per settings.database (the embedded server when no URL is set)."""
     mesh = MeshTls.from_settings(settings.tls)
     callers = Callers(Assertions.from_settings(settings.auth), gateways_only=mesh is not None)
     database = None
-    if store is None:
+    if store is None or vocabularies is None:
         database = await db.open_database(settings.database)
-        store = PgSessionStore(database)
+        store = store or PgSessionStore(database)
+        vocabularies = vocabularies or PgVocabularyStore(database)
     lag = overload.LoopLag()
     down = downstream or Downstream(
         settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk,
@@ -304,17 +312,21 @@ async def create(
     coverage = Coverage(down)
     registry = SessionRegistry(
         settings.session, store, owner=settings.session.advertise_address, lag=lag,
-        inventory=coverage.inventory)
+        inventory=coverage.inventory, lexicon_of=vocabularies.lexicon_of)
     conversations = ConversationServicer(registry, down, settings.session, callers)
     service = rpc.Service.serving("session", [
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server,
          SessionServicer(registry, callers, coverage)),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
-        (session_pb2_grpc.add_SessionDataServiceServicer_to_server, SessionDataServicer(store, callers)),
+        (session_pb2_grpc.add_SessionDataServiceServicer_to_server,
+         SessionDataServicer(store, callers, vocabularies)),
+        (vocabulary_pb2_grpc.add_VocabularyServiceServicer_to_server,
+         VocabularyServicer(vocabularies, callers, settings.session)),
     ], [
         sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
         conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
         session_pb2.DESCRIPTOR.services_by_name["SessionDataService"].full_name,
+        vocabulary_pb2.DESCRIPTOR.services_by_name["VocabularyService"].full_name,
     ], tls=mesh)
 
     async def drain(grace_s: float) -> None:

@@ -38,6 +38,7 @@ from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc import routes
 from session_svc.events import EventLog
+from session_svc.lexicon import EMPTY, Lexicon
 from session_svc.records import STAGES, Metrics, Participant, ParticipantMetrics, UtteranceLog
 from session_svc.store import CodeTaken, Journal, SessionStore
 
@@ -94,6 +95,8 @@ class Member:
     """Their utterances that failed in the pipeline."""
     outbox: Outbox | None = field(default=None, repr=False, compare=False)
     """What they are to hear, in order (session_svc.outbox; made on first use)."""
+    lexicon: Lexicon = field(default=EMPTY, repr=False, compare=False)
+    """Their vocabularies as they were when they created or joined (session_svc.lexicon)."""
 
     @property
     def participant_id(self) -> str:
@@ -357,6 +360,7 @@ class SessionRegistry:
         codes: Callable[[], str] = random_code, owner: str = "",
         lag: LoopLag | None = None,
         inventory: Callable[[], Awaitable[Inventory]] | None = None,
+        lexicon_of: Callable[[str], Awaitable[Lexicon]] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -366,6 +370,8 @@ class SessionRegistry:
         """The event loop's lateness: new sessions are refused while it is overloaded."""
         self.inventory = inventory
         """What the mesh serves: languages are checked against it on create and join."""
+        self.lexicon_of = lexicon_of
+        """A user's vocabularies, read on create and join; None: nobody has any."""
         self._live = 0
         self.journal = Journal(store)
         self._codes = codes
@@ -471,7 +477,11 @@ class SessionRegistry:
             self._live -= 1
             raise
 
+    async def _lexicon(self, who: Identity) -> Lexicon:
+        return await self.lexicon_of(who.user_id) if self.lexicon_of is not None else EMPTY
+
     async def _add(self, who: Identity, language_code: str, voice: str, capacity: int) -> Session:
+        lexicon = await self._lexicon(who)
         for _ in range(MAX_CODE_ATTEMPTS):
             code = self._codes()
             if code in self._codes_held:
@@ -481,6 +491,7 @@ class SessionRegistry:
                               attended_s=now, journal=self.journal.record,
                               max_participants=capacity)
             creator = self._new_member(session, who, language_code, voice)
+            creator.lexicon = lexicon
             try:
                 await self.store.add_session(
                     session.session_id, code, session.created_s, creator.record(), self.owner,
@@ -505,14 +516,17 @@ class SessionRegistry:
         await self._expire_codes()
         session = self._open(who, code)
         checked = None
-        if self.inventory is not None:  # only for a right code: a wrong one costs what it did
-            inventory = await self.inventory()
-            if self._open(who, code) is not session:  # ended meanwhile (or locked, or full)
-                raise NotFound(f"no session is waiting for code {code}")
+        # only for a right code: a wrong one costs what it did
+        lexicon = await self._lexicon(who)
+        inventory = await self.inventory() if self.inventory is not None else None
+        if self._open(who, code) is not session:  # ended meanwhile (or locked, or full)
+            raise NotFound(f"no session is waiting for code {code}")
+        if inventory is not None:
             # against the languages present now, with no wait before the seat is taken
             checked = self._check_routes(inventory, session, language, allow_one_way)
         again = session.member(who.user_id)
         joiner = again or self._new_member(session, who, language_code, voice)
+        joiner.lexicon = lexicon
         position = session.members.index(again) + 1 if again else len(session.members) + 1
         # joining from here: holds the seat (a concurrent join sees it), not yet present
         joiner.state = spb.PARTICIPANT_STATE_UNSPECIFIED

@@ -450,11 +450,12 @@ def _log(keyring: Keyring, r: dict[str, Any]) -> UtteranceLog:
 
 
 async def delete_user_data(conn: psycopg.AsyncConnection, user_id: str) -> Deleted:
-    """Deletes what the user said and their part in sessions; sessions left
+    """Deletes what the user said, their vocabularies and their part in sessions; sessions left
     without participants go entirely (metrics and logs by cascade). Run it
     in a transaction: all of it or nothing."""
     cur = await conn.execute("DELETE FROM translation_logs WHERE speaker_user_id = %s", (user_id,))
     utterances = cur.rowcount
+    await conn.execute("DELETE FROM vocabularies WHERE user_id = %s", (user_id,))
     cur = await conn.execute(
         "DELETE FROM session_participants WHERE user_id = %s RETURNING session_id", (user_id,))
     session_ids = [row[0] for row in await cur.fetchall()]

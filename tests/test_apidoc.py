@@ -9,7 +9,7 @@ from types import ModuleType
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor
 
-from dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2
+from dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2, vocabulary_pb2
 from tests.conftest import ROOT
 
 API = ROOT / "docs" / "api.md"
@@ -29,7 +29,7 @@ def enums_of(message: Descriptor) -> list[EnumDescriptor]:
 
 def test_every_rpc_message_field_and_enum_value_is_documented() -> None:
     text = API.read_text()
-    for module in (auth_pb2, conversation_pb2, sessions_pb2):
+    for module in (auth_pb2, conversation_pb2, sessions_pb2, vocabulary_pb2):
         file = module.DESCRIPTOR
         for service in file.services_by_name.values():
             assert f"### {service.name}\n" in text

@@ -61,6 +61,7 @@ def test_rendered_config_routes_only_public_services() -> None:
     api = [r["match"].get("prefix") or r["match"]["path"]
            for r in routes if r["route"]["cluster"] == "gateway"]
     assert all(p.startswith(("/dragoman.v1.AuthService/", "/dragoman.v1.SessionService/",
+                             "/dragoman.v1.VocabularyService/",
                              "/dragoman.v1.ConversationService/")) for p in api), api
     web = [r for r in routes if r["route"]["cluster"] == "web"]
     assert len(web) == 1

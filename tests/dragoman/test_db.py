@@ -22,7 +22,7 @@ from dragoman.errors import FailedPrecondition, NotFound
 
 TABLES = {"users", "login_families", "refresh_tokens", "sessions", "session_participants",
           "translation_logs", "session_metrics", "session_owners", "session_participant_metrics",
-          "schema_migrations"}
+          "vocabularies", "schema_migrations"}
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ async def test_migrations_apply_once_and_twice_is_a_no_op(database: config.DbSet
         cur = await conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
         assert await cur.fetchall() == [(1, "initial"), (2, "session_owner"), (3, "session_owners"),
                                         (4, "multi_party"), (5, "utterance_times"),
-                                        (6, "low_confidence"), (7, "reserved"),
+                                        (6, "low_confidence"), (7, "vocabularies"),
                                         (8, "devices_roles")]
 
 
@@ -200,7 +200,7 @@ def test_the_commands_upgrade_generate_and_rotate(
     assert cli.main(["db", "upgrade"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "applied 0001_initial, 0002_session_owner, 0003_session_owners, 0004_multi_party, "
-        "0005_utterance_times, 0006_low_confidence, 0007_reserved, 0008_devices_roles",
+        "0005_utterance_times, 0006_low_confidence, 0007_vocabularies, 0008_devices_roles",
         "the schema is up to date"]
 
     assert cli.main(["keys", "generate", "--id", "k2"]) == 0

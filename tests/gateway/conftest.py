@@ -3,20 +3,30 @@ in a scratch schema of the test PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
 
 from dragoman import config
+from dragoman.client import Client, join_request, speak
 from dragoman.db.testing import scratch_schema
-from dragoman.v1 import auth_pb2, auth_pb2_grpc, conversation_pb2_grpc, sessions_pb2_grpc
+from dragoman.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    conversation_pb2,
+    conversation_pb2_grpc,
+    sessions_pb2_grpc,
+)
 from gateway import server
 from tests.conftest import started
 from tests.gateway.double import SessionDouble, serve
+from tests.session_svc.conftest import utterance
 
 SECRET = "gateway-tests-secret-of-at-least-32-bytes"
 PASSWORD = "correct horse battery"
@@ -36,6 +46,46 @@ def bearer(access_token: str) -> tuple[tuple[str, str], ...]:
 
 def unique_name(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def user(address: str, language: str = "en") -> Client:
+    """A newly registered user, signed in at the gateway `address`."""
+    client = Client(address)
+    name = unique_name("u")
+    await client.register(name, f"{name}@example.org", PASSWORD, language)
+    return client
+
+
+async def one_utterance(
+    ana: Client, ben: Client, fleurs: Path, languages: tuple[str, str] = ("en", "pt"),
+) -> tuple[str, list[conversation_pb2.ConversationEvent]]:
+    """Ana creates a session, Ben joins, Ana says one FLEURS utterance: the session id and
+    Ben's events up to the end of its processing."""
+    session = await ana.create_session(languages[0])
+    await ben.join_session(session.code, languages[1])
+    queues: list[asyncio.Queue[conversation_pb2.ConverseRequest | None]] = [
+        asyncio.Queue(), asyncio.Queue()]
+
+    async def stream(q: asyncio.Queue[conversation_pb2.ConverseRequest | None],
+                     ) -> AsyncIterator[conversation_pb2.ConverseRequest]:
+        while (item := await q.get()) is not None:
+            yield item
+
+    for q in queues:
+        q.put_nowait(join_request(session.session_id))
+    ana_call, ben_call = ana.converse(stream(queues[0])), ben.converse(stream(queues[1]))
+    async for request in speak(utterance(fleurs), 16000, realtime=False):
+        queues[0].put_nowait(request)
+    events = []
+    async for response in ben_call:
+        events.append(response.event)
+        if response.event.WhichOneof("kind") == "processing_ended":
+            break
+    for q in queues:
+        q.put_nowait(None)
+    ana_call.cancel()
+    ben_call.cancel()
+    return session.session_id, events
 
 
 @dataclass

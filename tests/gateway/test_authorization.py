@@ -14,13 +14,12 @@ import grpc
 import pytest
 
 from dragoman import config
-from dragoman.client import Client, join_request, speak
+from dragoman.client import Client, join_request
 from dragoman.v1 import auth_pb2, sessions_pb2
 from dragoman.v1 import conversation_pb2 as cpb
 from gateway import server
 from tests.conftest import started
-from tests.gateway.conftest import PASSWORD, unique_name
-from tests.session_svc.conftest import utterance
+from tests.gateway.conftest import PASSWORD, one_utterance, user
 from tests.session_svc.stack import Stack, captured_logs, session_stack
 
 OK, NOT_FOUND, FAILED = (
@@ -38,13 +37,6 @@ async def stack(settings: config.Settings) -> AsyncIterator[Stack]:
 async def gateway(stack: Stack) -> AsyncIterator[str]:
     async for address in started(await server.create(stack.settings)):
         yield address
-
-
-async def user(address: str, language: str = "en") -> Client:
-    client = Client(address)
-    name = unique_name("u")
-    await client.register(name, f"{name}@example.org", PASSWORD, language)
-    return client
 
 
 async def status_of(awaitable: object) -> grpc.StatusCode:
@@ -142,29 +134,8 @@ async def test_only_participants_see_or_act_on_a_session(gateway: str) -> None:
 async def talk(stack: Stack, gateway: str, fleurs: Path) -> tuple[Client, Client, str, list]:  # type: ignore[type-arg]
     """Ana (en) says one utterance to Ben (pt) through the gateway; returns Ben's events."""
     ana, ben = await user(gateway, "en"), await user(gateway, "pt")
-    session = await ana.create_session("en")
-    await ben.join_session(session.code, "pt")
-    queues: list[asyncio.Queue[cpb.ConverseRequest | None]] = [asyncio.Queue(), asyncio.Queue()]
-
-    async def stream(q: asyncio.Queue[cpb.ConverseRequest | None]) -> AsyncIterator[cpb.ConverseRequest]:
-        while (item := await q.get()) is not None:
-            yield item
-
-    for q in queues:
-        q.put_nowait(join_request(session.session_id))
-    ana_call, ben_call = ana.converse(stream(queues[0])), ben.converse(stream(queues[1]))
-    async for request in speak(utterance(fleurs), 16000, realtime=False):
-        queues[0].put_nowait(request)
-    events = []
-    async for response in ben_call:
-        events.append(response.event)
-        if response.event.WhichOneof("kind") == "processing_ended":
-            break
-    for q in queues:
-        q.put_nowait(None)
-    ana_call.cancel()
-    ben_call.cancel()
-    return ana, ben, session.session_id, events
+    session_id, events = await one_utterance(ana, ben, fleurs)
+    return ana, ben, session_id, events
 
 
 def rows_mentioning(stack: Stack, *needles: str) -> dict[str, int]:

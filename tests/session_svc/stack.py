@@ -34,6 +34,8 @@ class Stack:
     session: str
     """Address of session_svc."""
     mt: FakeMt
+    stt: FakeStt | None = None
+    """The recogniser session_svc's stt_svc runs (its calls carry the hotwords)."""
 
     def query(self, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         """Rows of a statement on the stack's schema (for checks on what is stored)."""
@@ -73,7 +75,7 @@ def same(role: str, settings: config.Settings) -> config.Settings:
 @contextlib.asynccontextmanager
 async def model_services(
     settings: config.Settings, mt: FakeMt, tts: FakeTts, tts_cache: AudioCache | None = None,
-    own: Callable[[str, config.Settings], config.Settings] = same,
+    own: Callable[[str, config.Settings], config.Settings] = same, stt: FakeStt | None = None,
 ) -> AsyncIterator[config.Addresses]:
     """stt_svc (fake engine), mt_svc (`mt`, no phrase cache) and tts_svc (`tts`) on loopback,
     each with `own(its role, settings)` (its certificate, say); `settings.addresses` with theirs."""
@@ -81,7 +83,7 @@ async def model_services(
     try:
         ports = {}
         for name, service in (
-            ("stt", await stt_server.create(own("stt", settings), engine=FakeStt())),
+            ("stt", await stt_server.create(own("stt", settings), engine=stt or FakeStt())),
             ("mt", await mt_server.create(own("mt", settings), engines=[mt], cache=NoCache())),
             ("tts", await tts_server.create(own("tts", settings), engine=tts, cache=tts_cache)),
         ):
@@ -104,13 +106,14 @@ async def session_stack(
 
     The phrase cache is off so that every utterance reaches the (fake) MT engine."""
     mt_engine = FakeMt(pairs=[(a, b) for a in LANGUAGES for b in LANGUAGES if a != b])
-    async with model_services(settings, mt_engine, FakeTts(), own=own) as addresses:
+    stt_engine = FakeStt()
+    async with model_services(settings, mt_engine, FakeTts(), own=own, stt=stt_engine) as addresses:
         session = await session_server.create(
             own("session", dataclasses.replace(settings, addresses=addresses)))
         try:
             address = f"127.0.0.1:{await session.start('127.0.0.1:0')}"
             full = dataclasses.replace(
                 settings, addresses=dataclasses.replace(addresses, session=address))
-            yield Stack(full, address, mt_engine)
+            yield Stack(full, address, mt_engine, stt_engine)
         finally:
             await session.stop(0.5)

@@ -30,6 +30,7 @@ from dragoman.v1 import sessions_pb2 as spb
 from mt_svc.engines.fake import FakeEngine as FakeMt
 from session_svc.downstream import Downstream
 from session_svc.events import EventLog
+from session_svc.lexicon import NO_GLOSSARY, Glossary
 from session_svc.pipeline import SpeakerPipeline
 from session_svc.sessions import Member, Session
 from tests.session_svc.conftest import utterance
@@ -180,7 +181,8 @@ class Scripted:
             yield stt_pb2.StreamingRecognizeResponse(result=stt_pb2.RecognitionResult(
                 utterance_index=i, transcript=text, is_final=True, language_code=language))
 
-    async def translate(self, source: str, target: str, text: str) -> mt_pb2.Translation:
+    async def translate(self, source: str, target: str, text: str,
+                        glossary: Glossary = NO_GLOSSARY) -> mt_pb2.Translation:
         self.translated.append((target, text))
         if target == self.fail_target:
             raise Unavailable("mt is down")

@@ -13,6 +13,7 @@ from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from session_svc.events import EventLog
+from session_svc.lexicon import NO_GLOSSARY, Glossary
 from session_svc.pipeline import SpeakerPipeline
 from session_svc.sessions import Member, Session
 
@@ -46,7 +47,8 @@ class Scripted:
             yield stt_pb2.StreamingRecognizeResponse(result=stt_pb2.RecognitionResult(
                 utterance_index=i, transcript=text, is_final=True, language_code="en"))
 
-    async def translate(self, source: str, target: str, text: str) -> mt_pb2.Translation:
+    async def translate(self, source: str, target: str, text: str,
+                        glossary: Glossary = NO_GLOSSARY) -> mt_pb2.Translation:
         if text == self.fail:
             raise Unavailable("mt is down")
         return mt_pb2.Translation(text=text.upper(), engine="scripted")

@@ -15,6 +15,7 @@ from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc.events import EventLog
+from session_svc.lexicon import NO_GLOSSARY, Glossary
 from session_svc.pipeline import SpeakerPipeline
 from session_svc.sessions import Member, Session
 
@@ -65,7 +66,8 @@ class Scripted:
                 utterance_index=i, transcript=turn.final, stable_prefix=turn.final,
                 is_final=True, stability=1.0, language_code="en"))
 
-    async def translate(self, source: str, target: str, text: str) -> mt_pb2.Translation:
+    async def translate(self, source: str, target: str, text: str,
+                        glossary: Glossary = NO_GLOSSARY) -> mt_pb2.Translation:
         self.translated.append(text)
         if text == self.fail:
             raise Unavailable("mt is down")

@@ -5,6 +5,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService, type TokenPair } from "./gen/dragoman/v1/auth_pb";
 import { ConversationService } from "./gen/dragoman/v1/conversation_pb";
 import { SessionService } from "./gen/dragoman/v1/sessions_pb";
+import { VocabularyService } from "./gen/dragoman/v1/vocabulary_pb";
 
 /** Session affinity key for the edge: every call about a session carries its id. */
 export const SESSION_HEADER = "x-dragoman-session";
@@ -13,6 +14,7 @@ export class Api {
   readonly auth: Client<typeof AuthService>;
   readonly sessions: Client<typeof SessionService>;
   readonly conversation: Client<typeof ConversationService>;
+  readonly vocabularies: Client<typeof VocabularyService>;
   userId = "";
   sessionId = "";
   private tokens: TokenPair | undefined;
@@ -27,6 +29,7 @@ export class Api {
     this.auth = createClient(AuthService, transport);
     this.sessions = createClient(SessionService, transport);
     this.conversation = createClient(ConversationService, transport);
+    this.vocabularies = createClient(VocabularyService, transport);
   }
 
   get signedIn(): boolean {

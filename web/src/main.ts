@@ -13,6 +13,7 @@ import { type ListLanguagesResponse, type Session, TranscriptFormat } from "./ge
 import { nativeName } from "./languages";
 import * as roster from "./roster";
 import { AudioSender } from "./sender";
+import { VocabularyPanel } from "./vocabulary";
 
 const OUTPUT_RATE_HZ = 24000;
 
@@ -67,6 +68,8 @@ export interface DebugState {
   /** The status line, and the error shown ("" when none). */
   message: string;
   error: string;
+  /** The names of the user's vocabularies, as the vocabulary panel lists them. */
+  vocabularies: string[];
 }
 
 class App {
@@ -106,6 +109,7 @@ class App {
     exportFormat: el<HTMLSelectElement>("export-format"),
     devicesBox: el<HTMLDetailsElement>("devices-box"),
     devices: el<HTMLUListElement>("devices"),
+    vocabularies: el<HTMLElement>("vocabularies"),
   };
   private readonly devicesPanel: DevicesPanel;
   private audio: AudioContext | undefined;
@@ -119,6 +123,7 @@ class App {
   private languagesFrom: "page" | "server" = "page";
   private roster: roster.RosterState = roster.EMPTY;
   private readonly rosterPanel: roster.RosterPanel;
+  private readonly vocabularyPanel: VocabularyPanel;
   /** Set while this page leaves or ends the session, so the stream's end is no error. */
   private leaving: "" | "leave" | "end" = "";
 
@@ -154,6 +159,12 @@ class App {
       void this.busy(ui.exportForm, () => this.exportTranscript());
     });
     window.addEventListener("online", () => this.conversation?.retryNow());
+    this.vocabularyPanel = new VocabularyPanel(api.vocabularies, {
+      list: el("vocabulary-list"), form: el("vocabulary-form"), name: el("vocabulary-name"),
+      terms: el("vocabulary-terms"), doNotTranslate: el("vocabulary-keep"),
+      translations: el("vocabulary-translations"), source: el("vocabulary-source"),
+      target: el("vocabulary-target"),
+    }, (area, action) => this.busy(area, action));
   }
 
   debug(): DebugState {
@@ -175,6 +186,7 @@ class App {
       played: [...(this.player?.playedUtterances ?? [])],
       message: this.ui.status.textContent ?? "",
       error: this.ui.error.hidden ? "" : this.ui.error.textContent ?? "",
+      vocabularies: this.vocabularyPanel.vocabularies.map((v) => v.displayName),
     };
   }
 
@@ -214,6 +226,7 @@ class App {
     ui.password.value = "";
     this.say(`Signed in as ${username}.`);
     this.show("session");
+    await this.vocabularyPanel.load();
   }
 
   private async loadDevices(): Promise<void> {
@@ -497,7 +510,7 @@ class App {
   private show(section: "account" | "session" | "conversation"): void {
     const { ui } = this;
     ui.account.hidden = section !== "account";
-    ui.session.hidden = section !== "session";
+    ui.session.hidden = ui.vocabularies.hidden = section !== "session";
     ui.conversation.hidden = section !== "conversation";
     if (section === "session") ui.sessionTitle.focus();
   }

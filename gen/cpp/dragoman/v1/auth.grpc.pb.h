@@ -73,7 +73,7 @@ class AuthService final {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::LogoutResponse>>(PrepareAsyncLogoutRaw(context, request, cq));
     }
     // Deletes the caller's account and all their data: logins, their part in
-    // sessions, what they said. Needs the access token and the password; a
+    // sessions, what they said, their vocabularies. Needs the access token and the password; a
     // wrong password gives UNAUTHENTICATED. Sessions left without
     // participants go too; the partner keeps their own part.
     virtual ::grpc::Status DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest& request, ::dragoman::v1::DeleteAccountResponse* response) = 0;
@@ -83,9 +83,9 @@ class AuthService final {
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::DeleteAccountResponse>> PrepareAsyncDeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::DeleteAccountResponse>>(PrepareAsyncDeleteAccountRaw(context, request, cq));
     }
-    // Returns everything stored about the caller: account, logins, sessions
-    // and the utterances of those sessions (decrypted). Needs the access
-    // token.
+    // Returns everything stored about the caller: account, logins, sessions,
+    // the utterances of those sessions (decrypted) and their vocabularies.
+    // Needs the access token.
     virtual ::grpc::Status ExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest& request, ::dragoman::v1::ExportMyDataResponse* response) = 0;
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ExportMyDataResponse>> AsyncExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ExportMyDataResponse>>(AsyncExportMyDataRaw(context, request, cq));
@@ -131,14 +131,14 @@ class AuthService final {
       virtual void Logout(::grpc::ClientContext* context, const ::dragoman::v1::LogoutRequest* request, ::dragoman::v1::LogoutResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void Logout(::grpc::ClientContext* context, const ::dragoman::v1::LogoutRequest* request, ::dragoman::v1::LogoutResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Deletes the caller's account and all their data: logins, their part in
-      // sessions, what they said. Needs the access token and the password; a
+      // sessions, what they said, their vocabularies. Needs the access token and the password; a
       // wrong password gives UNAUTHENTICATED. Sessions left without
       // participants go too; the partner keeps their own part.
       virtual void DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
-      // Returns everything stored about the caller: account, logins, sessions
-      // and the utterances of those sessions (decrypted). Needs the access
-      // token.
+      // Returns everything stored about the caller: account, logins, sessions,
+      // the utterances of those sessions (decrypted) and their vocabularies.
+      // Needs the access token.
       virtual void ExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void ExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Lists the caller's devices: their logins that stand (neither logged out
@@ -304,13 +304,13 @@ class AuthService final {
     // Revokes a refresh token.
     virtual ::grpc::Status Logout(::grpc::ServerContext* context, const ::dragoman::v1::LogoutRequest* request, ::dragoman::v1::LogoutResponse* response);
     // Deletes the caller's account and all their data: logins, their part in
-    // sessions, what they said. Needs the access token and the password; a
+    // sessions, what they said, their vocabularies. Needs the access token and the password; a
     // wrong password gives UNAUTHENTICATED. Sessions left without
     // participants go too; the partner keeps their own part.
     virtual ::grpc::Status DeleteAccount(::grpc::ServerContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response);
-    // Returns everything stored about the caller: account, logins, sessions
-    // and the utterances of those sessions (decrypted). Needs the access
-    // token.
+    // Returns everything stored about the caller: account, logins, sessions,
+    // the utterances of those sessions (decrypted) and their vocabularies.
+    // Needs the access token.
     virtual ::grpc::Status ExportMyData(::grpc::ServerContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response);
     // Lists the caller's devices: their logins that stand (neither logged out
     // nor revoked), most recently used first. Needs the access token.

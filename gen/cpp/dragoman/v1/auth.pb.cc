@@ -191,6 +191,7 @@ PROTOBUF_CONSTEXPR ExportMyDataResponse::ExportMyDataResponse(
     /*decltype(_impl_.logins_)*/{}
   , /*decltype(_impl_.sessions_)*/{}
   , /*decltype(_impl_.utterances_)*/{}
+  , /*decltype(_impl_.vocabularies_)*/{}
   , /*decltype(_impl_.account_)*/nullptr
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct ExportMyDataResponseDefaultTypeInternal {
@@ -434,6 +435,7 @@ const uint32_t TableStruct_dragoman_2fv1_2fauth_2eproto::offsets[] PROTOBUF_SECT
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.logins_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.sessions_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.utterances_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.vocabularies_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::Account, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -524,14 +526,14 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 80, -1, -1, sizeof(::dragoman::v1::DeleteAccountResponse)},
   { 88, -1, -1, sizeof(::dragoman::v1::ExportMyDataRequest)},
   { 94, -1, -1, sizeof(::dragoman::v1::ExportMyDataResponse)},
-  { 104, -1, -1, sizeof(::dragoman::v1::Account)},
-  { 115, -1, -1, sizeof(::dragoman::v1::LoginRecord)},
-  { 125, -1, -1, sizeof(::dragoman::v1::ListDevicesRequest)},
-  { 131, -1, -1, sizeof(::dragoman::v1::ListDevicesResponse)},
-  { 138, -1, -1, sizeof(::dragoman::v1::RevokeDeviceRequest)},
-  { 145, -1, -1, sizeof(::dragoman::v1::RevokeDeviceResponse)},
-  { 151, -1, -1, sizeof(::dragoman::v1::Device)},
-  { 164, -1, -1, sizeof(::dragoman::v1::UtteranceRecord)},
+  { 105, -1, -1, sizeof(::dragoman::v1::Account)},
+  { 116, -1, -1, sizeof(::dragoman::v1::LoginRecord)},
+  { 126, -1, -1, sizeof(::dragoman::v1::ListDevicesRequest)},
+  { 132, -1, -1, sizeof(::dragoman::v1::ListDevicesResponse)},
+  { 139, -1, -1, sizeof(::dragoman::v1::RevokeDeviceRequest)},
+  { 146, -1, -1, sizeof(::dragoman::v1::RevokeDeviceResponse)},
+  { 152, -1, -1, sizeof(::dragoman::v1::Device)},
+  { 165, -1, -1, sizeof(::dragoman::v1::UtteranceRecord)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -561,102 +563,105 @@ static const ::_pb::Message* const file_default_instances[] = {
 const char descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\026dragoman/v1/auth.proto\022\013dragoman.v1\032\036d"
   "ragoman/v1/conversation.proto\032\032dragoman/"
-  "v1/sessions.proto\032\037google/protobuf/times"
-  "tamp.proto\"\270\001\n\017RegisterRequest\022\032\n\010userna"
-  "me\030\001 \001(\tR\010username\022\024\n\005email\030\002 \001(\tR\005email"
-  "\022\032\n\010password\030\003 \001(\tR\010password\0226\n\027preferre"
-  "d_language_code\030\004 \001(\tR\025preferredLanguage"
-  "Code\022\037\n\013device_name\030\005 \001(\tR\ndeviceName\"[\n"
-  "\020RegisterResponse\022\027\n\007user_id\030\001 \001(\tR\006user"
-  "Id\022.\n\006tokens\030\002 \001(\0132\026.dragoman.v1.TokenPa"
-  "irR\006tokens\"g\n\014LoginRequest\022\032\n\010username\030\001"
-  " \001(\tR\010username\022\032\n\010password\030\002 \001(\tR\010passwo"
-  "rd\022\037\n\013device_name\030\003 \001(\tR\ndeviceName\"X\n\rL"
-  "oginResponse\022\027\n\007user_id\030\001 \001(\tR\006userId\022.\n"
-  "\006tokens\030\002 \001(\0132\026.dragoman.v1.TokenPairR\006t"
-  "okens\":\n\023RefreshTokenRequest\022#\n\rrefresh_"
-  "token\030\001 \001(\tR\014refreshToken\"F\n\024RefreshToke"
-  "nResponse\022.\n\006tokens\030\001 \001(\0132\026.dragoman.v1."
-  "TokenPairR\006tokens\"4\n\rLogoutRequest\022#\n\rre"
-  "fresh_token\030\001 \001(\tR\014refreshToken\"\020\n\016Logou"
-  "tResponse\"\377\001\n\tTokenPair\022!\n\014access_token\030"
-  "\001 \001(\tR\013accessToken\022S\n\030access_token_expir"
-  "e_time\030\002 \001(\0132\032.google.protobuf.Timestamp"
-  "R\025accessTokenExpireTime\022#\n\rrefresh_token"
-  "\030\003 \001(\tR\014refreshToken\022U\n\031refresh_token_ex"
-  "pire_time\030\004 \001(\0132\032.google.protobuf.Timest"
-  "ampR\026refreshTokenExpireTime\"2\n\024DeleteAcc"
-  "ountRequest\022\032\n\010password\030\001 \001(\tR\010password\""
-  "\203\001\n\025DeleteAccountResponse\0222\n\025deleted_ses"
-  "sion_count\030\001 \001(\rR\023deletedSessionCount\0226\n"
-  "\027deleted_utterance_count\030\002 \001(\rR\025deletedU"
-  "tteranceCount\"\025\n\023ExportMyDataRequest\"\350\001\n"
-  "\024ExportMyDataResponse\022.\n\007account\030\001 \001(\0132\024"
-  ".dragoman.v1.AccountR\007account\0220\n\006logins\030"
-  "\002 \003(\0132\030.dragoman.v1.LoginRecordR\006logins\022"
-  "0\n\010sessions\030\003 \003(\0132\024.dragoman.v1.SessionR"
-  "\010sessions\022<\n\nutterances\030\004 \003(\0132\034.dragoman"
-  ".v1.UtteranceRecordR\nutterances\"\311\001\n\007Acco"
-  "unt\022\027\n\007user_id\030\001 \001(\tR\006userId\022\032\n\010username"
-  "\030\002 \001(\tR\010username\022\024\n\005email\030\003 \001(\tR\005email\0226"
-  "\n\027preferred_language_code\030\004 \001(\tR\025preferr"
-  "edLanguageCode\022;\n\013create_time\030\005 \001(\0132\032.go"
-  "ogle.protobuf.TimestampR\ncreateTime\"\316\001\n\013"
-  "LoginRecord\022;\n\013create_time\030\001 \001(\0132\032.googl"
-  "e.protobuf.TimestampR\ncreateTime\022;\n\013expi"
-  "re_time\030\002 \001(\0132\032.google.protobuf.Timestam"
-  "pR\nexpireTime\022\030\n\007revoked\030\003 \001(\010R\007revoked\022"
-  "+\n\006device\030\004 \001(\0132\023.dragoman.v1.DeviceR\006de"
-  "vice\"\024\n\022ListDevicesRequest\"D\n\023ListDevice"
-  "sResponse\022-\n\007devices\030\001 \003(\0132\023.dragoman.v1"
-  ".DeviceR\007devices\"2\n\023RevokeDeviceRequest\022"
-  "\033\n\tdevice_id\030\001 \001(\tR\010deviceId\"\026\n\024RevokeDe"
-  "viceResponse\"\225\002\n\006Device\022\033\n\tdevice_id\030\001 \001"
-  "(\tR\010deviceId\022\022\n\004name\030\002 \001(\tR\004name\022\035\n\nuser"
-  "_agent\030\003 \001(\tR\tuserAgent\022B\n\017first_seen_ti"
-  "me\030\004 \001(\0132\032.google.protobuf.TimestampR\rfi"
-  "rstSeenTime\022@\n\016last_seen_time\030\005 \001(\0132\032.go"
-  "ogle.protobuf.TimestampR\014lastSeenTime\022\033\n"
-  "\tcoarse_ip\030\006 \001(\tR\010coarseIp\022\030\n\007current\030\007 "
-  "\001(\010R\007current\"\237\003\n\017UtteranceRecord\022\035\n\nsess"
-  "ion_id\030\001 \001(\tR\tsessionId\022!\n\014utterance_id\030"
-  "\002 \001(\tR\013utteranceId\022&\n\017speaker_user_id\030\003 "
-  "\001(\tR\rspeakerUserId\0220\n\024source_language_co"
-  "de\030\004 \001(\tR\022sourceLanguageCode\0220\n\024target_l"
-  "anguage_code\030\005 \001(\tR\022targetLanguageCode\022\037"
-  "\n\013source_text\030\006 \001(\tR\nsourceText\022\'\n\017trans"
-  "lated_text\030\007 \001(\tR\016translatedText\0227\n\007late"
-  "ncy\030\010 \001(\0132\035.dragoman.v1.UtteranceLatency"
-  "R\007latency\022;\n\013create_time\030\t \001(\0132\032.google."
-  "protobuf.TimestampR\ncreateTime2\202\005\n\013AuthS"
-  "ervice\022G\n\010Register\022\034.dragoman.v1.Registe"
-  "rRequest\032\035.dragoman.v1.RegisterResponse\022"
-  ">\n\005Login\022\031.dragoman.v1.LoginRequest\032\032.dr"
-  "agoman.v1.LoginResponse\022S\n\014RefreshToken\022"
-  " .dragoman.v1.RefreshTokenRequest\032!.drag"
-  "oman.v1.RefreshTokenResponse\022A\n\006Logout\022\032"
-  ".dragoman.v1.LogoutRequest\032\033.dragoman.v1"
-  ".LogoutResponse\022V\n\rDeleteAccount\022!.drago"
-  "man.v1.DeleteAccountRequest\032\".dragoman.v"
-  "1.DeleteAccountResponse\022S\n\014ExportMyData\022"
-  " .dragoman.v1.ExportMyDataRequest\032!.drag"
-  "oman.v1.ExportMyDataResponse\022P\n\013ListDevi"
-  "ces\022\037.dragoman.v1.ListDevicesRequest\032 .d"
-  "ragoman.v1.ListDevicesResponse\022S\n\014Revoke"
-  "Device\022 .dragoman.v1.RevokeDeviceRequest"
-  "\032!.dragoman.v1.RevokeDeviceResponseb\006pro"
-  "to3"
+  "v1/sessions.proto\032\034dragoman/v1/vocabular"
+  "y.proto\032\037google/protobuf/timestamp.proto"
+  "\"\270\001\n\017RegisterRequest\022\032\n\010username\030\001 \001(\tR\010"
+  "username\022\024\n\005email\030\002 \001(\tR\005email\022\032\n\010passwo"
+  "rd\030\003 \001(\tR\010password\0226\n\027preferred_language"
+  "_code\030\004 \001(\tR\025preferredLanguageCode\022\037\n\013de"
+  "vice_name\030\005 \001(\tR\ndeviceName\"[\n\020RegisterR"
+  "esponse\022\027\n\007user_id\030\001 \001(\tR\006userId\022.\n\006toke"
+  "ns\030\002 \001(\0132\026.dragoman.v1.TokenPairR\006tokens"
+  "\"g\n\014LoginRequest\022\032\n\010username\030\001 \001(\tR\010user"
+  "name\022\032\n\010password\030\002 \001(\tR\010password\022\037\n\013devi"
+  "ce_name\030\003 \001(\tR\ndeviceName\"X\n\rLoginRespon"
+  "se\022\027\n\007user_id\030\001 \001(\tR\006userId\022.\n\006tokens\030\002 "
+  "\001(\0132\026.dragoman.v1.TokenPairR\006tokens\":\n\023R"
+  "efreshTokenRequest\022#\n\rrefresh_token\030\001 \001("
+  "\tR\014refreshToken\"F\n\024RefreshTokenResponse\022"
+  ".\n\006tokens\030\001 \001(\0132\026.dragoman.v1.TokenPairR"
+  "\006tokens\"4\n\rLogoutRequest\022#\n\rrefresh_toke"
+  "n\030\001 \001(\tR\014refreshToken\"\020\n\016LogoutResponse\""
+  "\377\001\n\tTokenPair\022!\n\014access_token\030\001 \001(\tR\013acc"
+  "essToken\022S\n\030access_token_expire_time\030\002 \001"
+  "(\0132\032.google.protobuf.TimestampR\025accessTo"
+  "kenExpireTime\022#\n\rrefresh_token\030\003 \001(\tR\014re"
+  "freshToken\022U\n\031refresh_token_expire_time\030"
+  "\004 \001(\0132\032.google.protobuf.TimestampR\026refre"
+  "shTokenExpireTime\"2\n\024DeleteAccountReques"
+  "t\022\032\n\010password\030\001 \001(\tR\010password\"\203\001\n\025Delete"
+  "AccountResponse\0222\n\025deleted_session_count"
+  "\030\001 \001(\rR\023deletedSessionCount\0226\n\027deleted_u"
+  "tterance_count\030\002 \001(\rR\025deletedUtteranceCo"
+  "unt\"\025\n\023ExportMyDataRequest\"\245\002\n\024ExportMyD"
+  "ataResponse\022.\n\007account\030\001 \001(\0132\024.dragoman."
+  "v1.AccountR\007account\0220\n\006logins\030\002 \003(\0132\030.dr"
+  "agoman.v1.LoginRecordR\006logins\0220\n\010session"
+  "s\030\003 \003(\0132\024.dragoman.v1.SessionR\010sessions\022"
+  "<\n\nutterances\030\004 \003(\0132\034.dragoman.v1.Uttera"
+  "nceRecordR\nutterances\022;\n\014vocabularies\030\005 "
+  "\003(\0132\027.dragoman.v1.VocabularyR\014vocabulari"
+  "es\"\311\001\n\007Account\022\027\n\007user_id\030\001 \001(\tR\006userId\022"
+  "\032\n\010username\030\002 \001(\tR\010username\022\024\n\005email\030\003 \001"
+  "(\tR\005email\0226\n\027preferred_language_code\030\004 \001"
+  "(\tR\025preferredLanguageCode\022;\n\013create_time"
+  "\030\005 \001(\0132\032.google.protobuf.TimestampR\ncrea"
+  "teTime\"\316\001\n\013LoginRecord\022;\n\013create_time\030\001 "
+  "\001(\0132\032.google.protobuf.TimestampR\ncreateT"
+  "ime\022;\n\013expire_time\030\002 \001(\0132\032.google.protob"
+  "uf.TimestampR\nexpireTime\022\030\n\007revoked\030\003 \001("
+  "\010R\007revoked\022+\n\006device\030\004 \001(\0132\023.dragoman.v1"
+  ".DeviceR\006device\"\024\n\022ListDevicesRequest\"D\n"
+  "\023ListDevicesResponse\022-\n\007devices\030\001 \003(\0132\023."
+  "dragoman.v1.DeviceR\007devices\"2\n\023RevokeDev"
+  "iceRequest\022\033\n\tdevice_id\030\001 \001(\tR\010deviceId\""
+  "\026\n\024RevokeDeviceResponse\"\225\002\n\006Device\022\033\n\tde"
+  "vice_id\030\001 \001(\tR\010deviceId\022\022\n\004name\030\002 \001(\tR\004n"
+  "ame\022\035\n\nuser_agent\030\003 \001(\tR\tuserAgent\022B\n\017fi"
+  "rst_seen_time\030\004 \001(\0132\032.google.protobuf.Ti"
+  "mestampR\rfirstSeenTime\022@\n\016last_seen_time"
+  "\030\005 \001(\0132\032.google.protobuf.TimestampR\014last"
+  "SeenTime\022\033\n\tcoarse_ip\030\006 \001(\tR\010coarseIp\022\030\n"
+  "\007current\030\007 \001(\010R\007current\"\237\003\n\017UtteranceRec"
+  "ord\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022!\n\014ut"
+  "terance_id\030\002 \001(\tR\013utteranceId\022&\n\017speaker"
+  "_user_id\030\003 \001(\tR\rspeakerUserId\0220\n\024source_"
+  "language_code\030\004 \001(\tR\022sourceLanguageCode\022"
+  "0\n\024target_language_code\030\005 \001(\tR\022targetLan"
+  "guageCode\022\037\n\013source_text\030\006 \001(\tR\nsourceTe"
+  "xt\022\'\n\017translated_text\030\007 \001(\tR\016translatedT"
+  "ext\0227\n\007latency\030\010 \001(\0132\035.dragoman.v1.Utter"
+  "anceLatencyR\007latency\022;\n\013create_time\030\t \001("
+  "\0132\032.google.protobuf.TimestampR\ncreateTim"
+  "e2\202\005\n\013AuthService\022G\n\010Register\022\034.dragoman"
+  ".v1.RegisterRequest\032\035.dragoman.v1.Regist"
+  "erResponse\022>\n\005Login\022\031.dragoman.v1.LoginR"
+  "equest\032\032.dragoman.v1.LoginResponse\022S\n\014Re"
+  "freshToken\022 .dragoman.v1.RefreshTokenReq"
+  "uest\032!.dragoman.v1.RefreshTokenResponse\022"
+  "A\n\006Logout\022\032.dragoman.v1.LogoutRequest\032\033."
+  "dragoman.v1.LogoutResponse\022V\n\rDeleteAcco"
+  "unt\022!.dragoman.v1.DeleteAccountRequest\032\""
+  ".dragoman.v1.DeleteAccountResponse\022S\n\014Ex"
+  "portMyData\022 .dragoman.v1.ExportMyDataReq"
+  "uest\032!.dragoman.v1.ExportMyDataResponse\022"
+  "P\n\013ListDevices\022\037.dragoman.v1.ListDevices"
+  "Request\032 .dragoman.v1.ListDevicesRespons"
+  "e\022S\n\014RevokeDevice\022 .dragoman.v1.RevokeDe"
+  "viceRequest\032!.dragoman.v1.RevokeDeviceRe"
+  "sponseb\006proto3"
   ;
-static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fauth_2eproto_deps[3] = {
+static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fauth_2eproto_deps[4] = {
   &::descriptor_table_dragoman_2fv1_2fconversation_2eproto,
   &::descriptor_table_dragoman_2fv1_2fsessions_2eproto,
+  &::descriptor_table_dragoman_2fv1_2fvocabulary_2eproto,
   &::descriptor_table_google_2fprotobuf_2ftimestamp_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_dragoman_2fv1_2fauth_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_dragoman_2fv1_2fauth_2eproto = {
-    false, false, 3443, descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto,
+    false, false, 3534, descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto,
     "dragoman/v1/auth.proto",
-    &descriptor_table_dragoman_2fv1_2fauth_2eproto_once, descriptor_table_dragoman_2fv1_2fauth_2eproto_deps, 3, 21,
+    &descriptor_table_dragoman_2fv1_2fauth_2eproto_once, descriptor_table_dragoman_2fv1_2fauth_2eproto_deps, 4, 21,
     schemas, file_default_instances, TableStruct_dragoman_2fv1_2fauth_2eproto::offsets,
     file_level_metadata_dragoman_2fv1_2fauth_2eproto, file_level_enum_descriptors_dragoman_2fv1_2fauth_2eproto,
     file_level_service_descriptors_dragoman_2fv1_2fauth_2eproto,
@@ -3326,6 +3331,9 @@ ExportMyDataResponse::_Internal::account(const ExportMyDataResponse* msg) {
 void ExportMyDataResponse::clear_sessions() {
   _impl_.sessions_.Clear();
 }
+void ExportMyDataResponse::clear_vocabularies() {
+  _impl_.vocabularies_.Clear();
+}
 ExportMyDataResponse::ExportMyDataResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
                          bool is_message_owned)
   : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
@@ -3339,6 +3347,7 @@ ExportMyDataResponse::ExportMyDataResponse(const ExportMyDataResponse& from)
       decltype(_impl_.logins_){from._impl_.logins_}
     , decltype(_impl_.sessions_){from._impl_.sessions_}
     , decltype(_impl_.utterances_){from._impl_.utterances_}
+    , decltype(_impl_.vocabularies_){from._impl_.vocabularies_}
     , decltype(_impl_.account_){nullptr}
     , /*decltype(_impl_._cached_size_)*/{}};
 
@@ -3357,6 +3366,7 @@ inline void ExportMyDataResponse::SharedCtor(
       decltype(_impl_.logins_){arena}
     , decltype(_impl_.sessions_){arena}
     , decltype(_impl_.utterances_){arena}
+    , decltype(_impl_.vocabularies_){arena}
     , decltype(_impl_.account_){nullptr}
     , /*decltype(_impl_._cached_size_)*/{}
   };
@@ -3376,6 +3386,7 @@ inline void ExportMyDataResponse::SharedDtor() {
   _impl_.logins_.~RepeatedPtrField();
   _impl_.sessions_.~RepeatedPtrField();
   _impl_.utterances_.~RepeatedPtrField();
+  _impl_.vocabularies_.~RepeatedPtrField();
   if (this != internal_default_instance()) delete _impl_.account_;
 }
 
@@ -3392,6 +3403,7 @@ void ExportMyDataResponse::Clear() {
   _impl_.logins_.Clear();
   _impl_.sessions_.Clear();
   _impl_.utterances_.Clear();
+  _impl_.vocabularies_.Clear();
   if (GetArenaForAllocation() == nullptr && _impl_.account_ != nullptr) {
     delete _impl_.account_;
   }
@@ -3449,6 +3461,19 @@ const char* ExportMyDataResponse::_InternalParse(const char* ptr, ::_pbi::ParseC
             CHK_(ptr);
             if (!ctx->DataAvailable(ptr)) break;
           } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<34>(ptr));
+        } else
+          goto handle_unusual;
+        continue;
+      // repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];
+      case 5:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 42)) {
+          ptr -= 1;
+          do {
+            ptr += 1;
+            ptr = ctx->ParseMessage(_internal_add_vocabularies(), ptr);
+            CHK_(ptr);
+            if (!ctx->DataAvailable(ptr)) break;
+          } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<42>(ptr));
         } else
           goto handle_unusual;
         continue;
@@ -3512,6 +3537,14 @@ uint8_t* ExportMyDataResponse::_InternalSerialize(
         InternalWriteMessage(4, repfield, repfield.GetCachedSize(), target, stream);
   }
 
+  // repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];
+  for (unsigned i = 0,
+      n = static_cast<unsigned>(this->_internal_vocabularies_size()); i < n; i++) {
+    const auto& repfield = this->_internal_vocabularies(i);
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+        InternalWriteMessage(5, repfield, repfield.GetCachedSize(), target, stream);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -3549,6 +3582,13 @@ size_t ExportMyDataResponse::ByteSizeLong() const {
       ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
   }
 
+  // repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];
+  total_size += 1UL * this->_internal_vocabularies_size();
+  for (const auto& msg : this->_impl_.vocabularies_) {
+    total_size +=
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
+  }
+
   // .dragoman.v1.Account account = 1 [json_name = "account"];
   if (this->_internal_has_account()) {
     total_size += 1 +
@@ -3577,6 +3617,7 @@ void ExportMyDataResponse::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, c
   _this->_impl_.logins_.MergeFrom(from._impl_.logins_);
   _this->_impl_.sessions_.MergeFrom(from._impl_.sessions_);
   _this->_impl_.utterances_.MergeFrom(from._impl_.utterances_);
+  _this->_impl_.vocabularies_.MergeFrom(from._impl_.vocabularies_);
   if (from._internal_has_account()) {
     _this->_internal_mutable_account()->::dragoman::v1::Account::MergeFrom(
         from._internal_account());
@@ -3601,6 +3642,7 @@ void ExportMyDataResponse::InternalSwap(ExportMyDataResponse* other) {
   _impl_.logins_.InternalSwap(&other->_impl_.logins_);
   _impl_.sessions_.InternalSwap(&other->_impl_.sessions_);
   _impl_.utterances_.InternalSwap(&other->_impl_.utterances_);
+  _impl_.vocabularies_.InternalSwap(&other->_impl_.vocabularies_);
   swap(_impl_.account_, other->_impl_.account_);
 }
 

@@ -33,6 +33,7 @@
 #include <google/protobuf/unknown_field_set.h>
 #include "dragoman/v1/conversation.pb.h"
 #include "dragoman/v1/sessions.pb.h"
+#include "dragoman/v1/vocabulary.pb.h"
 #include <google/protobuf/timestamp.pb.h>
 // @@protoc_insertion_point(includes)
 #include <google/protobuf/port_def.inc>
@@ -2235,6 +2236,7 @@ class ExportMyDataResponse final :
     kLoginsFieldNumber = 2,
     kSessionsFieldNumber = 3,
     kUtterancesFieldNumber = 4,
+    kVocabulariesFieldNumber = 5,
     kAccountFieldNumber = 1,
   };
   // repeated .dragoman.v1.LoginRecord logins = 2 [json_name = "logins"];
@@ -2291,6 +2293,24 @@ class ExportMyDataResponse final :
   const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::UtteranceRecord >&
       utterances() const;
 
+  // repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];
+  int vocabularies_size() const;
+  private:
+  int _internal_vocabularies_size() const;
+  public:
+  void clear_vocabularies();
+  ::dragoman::v1::Vocabulary* mutable_vocabularies(int index);
+  ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Vocabulary >*
+      mutable_vocabularies();
+  private:
+  const ::dragoman::v1::Vocabulary& _internal_vocabularies(int index) const;
+  ::dragoman::v1::Vocabulary* _internal_add_vocabularies();
+  public:
+  const ::dragoman::v1::Vocabulary& vocabularies(int index) const;
+  ::dragoman::v1::Vocabulary* add_vocabularies();
+  const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Vocabulary >&
+      vocabularies() const;
+
   // .dragoman.v1.Account account = 1 [json_name = "account"];
   bool has_account() const;
   private:
@@ -2320,6 +2340,7 @@ class ExportMyDataResponse final :
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::LoginRecord > logins_;
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Session > sessions_;
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::UtteranceRecord > utterances_;
+    ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Vocabulary > vocabularies_;
     ::dragoman::v1::Account* account_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
@@ -5336,6 +5357,43 @@ inline const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Utteranc
 ExportMyDataResponse::utterances() const {
   // @@protoc_insertion_point(field_list:dragoman.v1.ExportMyDataResponse.utterances)
   return _impl_.utterances_;
+}
+
+// repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];
+inline int ExportMyDataResponse::_internal_vocabularies_size() const {
+  return _impl_.vocabularies_.size();
+}
+inline int ExportMyDataResponse::vocabularies_size() const {
+  return _internal_vocabularies_size();
+}
+inline ::dragoman::v1::Vocabulary* ExportMyDataResponse::mutable_vocabularies(int index) {
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.ExportMyDataResponse.vocabularies)
+  return _impl_.vocabularies_.Mutable(index);
+}
+inline ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Vocabulary >*
+ExportMyDataResponse::mutable_vocabularies() {
+  // @@protoc_insertion_point(field_mutable_list:dragoman.v1.ExportMyDataResponse.vocabularies)
+  return &_impl_.vocabularies_;
+}
+inline const ::dragoman::v1::Vocabulary& ExportMyDataResponse::_internal_vocabularies(int index) const {
+  return _impl_.vocabularies_.Get(index);
+}
+inline const ::dragoman::v1::Vocabulary& ExportMyDataResponse::vocabularies(int index) const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.ExportMyDataResponse.vocabularies)
+  return _internal_vocabularies(index);
+}
+inline ::dragoman::v1::Vocabulary* ExportMyDataResponse::_internal_add_vocabularies() {
+  return _impl_.vocabularies_.Add();
+}
+inline ::dragoman::v1::Vocabulary* ExportMyDataResponse::add_vocabularies() {
+  ::dragoman::v1::Vocabulary* _add = _internal_add_vocabularies();
+  // @@protoc_insertion_point(field_add:dragoman.v1.ExportMyDataResponse.vocabularies)
+  return _add;
+}
+inline const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Vocabulary >&
+ExportMyDataResponse::vocabularies() const {
+  // @@protoc_insertion_point(field_list:dragoman.v1.ExportMyDataResponse.vocabularies)
+  return _impl_.vocabularies_;
 }
 
 // -------------------------------------------------------------------

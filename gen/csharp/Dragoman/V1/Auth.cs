@@ -26,83 +26,85 @@ namespace Dragoman.V1 {
           string.Concat(
             "ChZkcmFnb21hbi92MS9hdXRoLnByb3RvEgtkcmFnb21hbi52MRoeZHJhZ29t",
             "YW4vdjEvY29udmVyc2F0aW9uLnByb3RvGhpkcmFnb21hbi92MS9zZXNzaW9u",
-            "cy5wcm90bxofZ29vZ2xlL3Byb3RvYnVmL3RpbWVzdGFtcC5wcm90byK4AQoP",
-            "UmVnaXN0ZXJSZXF1ZXN0EhoKCHVzZXJuYW1lGAEgASgJUgh1c2VybmFtZRIU",
-            "CgVlbWFpbBgCIAEoCVIFZW1haWwSGgoIcGFzc3dvcmQYAyABKAlSCHBhc3N3",
-            "b3JkEjYKF3ByZWZlcnJlZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJy",
-            "ZWRMYW5ndWFnZUNvZGUSHwoLZGV2aWNlX25hbWUYBSABKAlSCmRldmljZU5h",
-            "bWUiWwoQUmVnaXN0ZXJSZXNwb25zZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2Vy",
+            "cy5wcm90bxocZHJhZ29tYW4vdjEvdm9jYWJ1bGFyeS5wcm90bxofZ29vZ2xl",
+            "L3Byb3RvYnVmL3RpbWVzdGFtcC5wcm90byK4AQoPUmVnaXN0ZXJSZXF1ZXN0",
+            "EhoKCHVzZXJuYW1lGAEgASgJUgh1c2VybmFtZRIUCgVlbWFpbBgCIAEoCVIF",
+            "ZW1haWwSGgoIcGFzc3dvcmQYAyABKAlSCHBhc3N3b3JkEjYKF3ByZWZlcnJl",
+            "ZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJyZWRMYW5ndWFnZUNvZGUS",
+            "HwoLZGV2aWNlX25hbWUYBSABKAlSCmRldmljZU5hbWUiWwoQUmVnaXN0ZXJS",
+            "ZXNwb25zZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIg",
+            "ASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiZwoMTG9naW5S",
+            "ZXF1ZXN0EhoKCHVzZXJuYW1lGAEgASgJUgh1c2VybmFtZRIaCghwYXNzd29y",
+            "ZBgCIAEoCVIIcGFzc3dvcmQSHwoLZGV2aWNlX25hbWUYAyABKAlSCmRldmlj",
+            "ZU5hbWUiWAoNTG9naW5SZXNwb25zZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2Vy",
             "SWQSLgoGdG9rZW5zGAIgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0",
-            "b2tlbnMiZwoMTG9naW5SZXF1ZXN0EhoKCHVzZXJuYW1lGAEgASgJUgh1c2Vy",
-            "bmFtZRIaCghwYXNzd29yZBgCIAEoCVIIcGFzc3dvcmQSHwoLZGV2aWNlX25h",
-            "bWUYAyABKAlSCmRldmljZU5hbWUiWAoNTG9naW5SZXNwb25zZRIXCgd1c2Vy",
-            "X2lkGAEgASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIgASgLMhYuZHJhZ29tYW4u",
-            "djEuVG9rZW5QYWlyUgZ0b2tlbnMiOgoTUmVmcmVzaFRva2VuUmVxdWVzdBIj",
-            "Cg1yZWZyZXNoX3Rva2VuGAEgASgJUgxyZWZyZXNoVG9rZW4iRgoUUmVmcmVz",
-            "aFRva2VuUmVzcG9uc2USLgoGdG9rZW5zGAEgASgLMhYuZHJhZ29tYW4udjEu",
-            "VG9rZW5QYWlyUgZ0b2tlbnMiNAoNTG9nb3V0UmVxdWVzdBIjCg1yZWZyZXNo",
-            "X3Rva2VuGAEgASgJUgxyZWZyZXNoVG9rZW4iEAoOTG9nb3V0UmVzcG9uc2Ui",
-            "/wEKCVRva2VuUGFpchIhCgxhY2Nlc3NfdG9rZW4YASABKAlSC2FjY2Vzc1Rv",
-            "a2VuElMKGGFjY2Vzc190b2tlbl9leHBpcmVfdGltZRgCIAEoCzIaLmdvb2ds",
-            "ZS5wcm90b2J1Zi5UaW1lc3RhbXBSFWFjY2Vzc1Rva2VuRXhwaXJlVGltZRIj",
-            "Cg1yZWZyZXNoX3Rva2VuGAMgASgJUgxyZWZyZXNoVG9rZW4SVQoZcmVmcmVz",
-            "aF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5U",
-            "aW1lc3RhbXBSFnJlZnJlc2hUb2tlbkV4cGlyZVRpbWUiMgoURGVsZXRlQWNj",
-            "b3VudFJlcXVlc3QSGgoIcGFzc3dvcmQYASABKAlSCHBhc3N3b3JkIoMBChVE",
-            "ZWxldGVBY2NvdW50UmVzcG9uc2USMgoVZGVsZXRlZF9zZXNzaW9uX2NvdW50",
-            "GAEgASgNUhNkZWxldGVkU2Vzc2lvbkNvdW50EjYKF2RlbGV0ZWRfdXR0ZXJh",
-            "bmNlX2NvdW50GAIgASgNUhVkZWxldGVkVXR0ZXJhbmNlQ291bnQiFQoTRXhw",
-            "b3J0TXlEYXRhUmVxdWVzdCLoAQoURXhwb3J0TXlEYXRhUmVzcG9uc2USLgoH",
-            "YWNjb3VudBgBIAEoCzIULmRyYWdvbWFuLnYxLkFjY291bnRSB2FjY291bnQS",
-            "MAoGbG9naW5zGAIgAygLMhguZHJhZ29tYW4udjEuTG9naW5SZWNvcmRSBmxv",
-            "Z2lucxIwCghzZXNzaW9ucxgDIAMoCzIULmRyYWdvbWFuLnYxLlNlc3Npb25S",
-            "CHNlc3Npb25zEjwKCnV0dGVyYW5jZXMYBCADKAsyHC5kcmFnb21hbi52MS5V",
-            "dHRlcmFuY2VSZWNvcmRSCnV0dGVyYW5jZXMiyQEKB0FjY291bnQSFwoHdXNl",
-            "cl9pZBgBIAEoCVIGdXNlcklkEhoKCHVzZXJuYW1lGAIgASgJUgh1c2VybmFt",
-            "ZRIUCgVlbWFpbBgDIAEoCVIFZW1haWwSNgoXcHJlZmVycmVkX2xhbmd1YWdl",
-            "X2NvZGUYBCABKAlSFXByZWZlcnJlZExhbmd1YWdlQ29kZRI7CgtjcmVhdGVf",
-            "dGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSCmNyZWF0",
-            "ZVRpbWUizgEKC0xvZ2luUmVjb3JkEjsKC2NyZWF0ZV90aW1lGAEgASgLMhou",
-            "Z29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFIKY3JlYXRlVGltZRI7CgtleHBp",
-            "cmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSCmV4",
-            "cGlyZVRpbWUSGAoHcmV2b2tlZBgDIAEoCFIHcmV2b2tlZBIrCgZkZXZpY2UY",
-            "BCABKAsyEy5kcmFnb21hbi52MS5EZXZpY2VSBmRldmljZSIUChJMaXN0RGV2",
-            "aWNlc1JlcXVlc3QiRAoTTGlzdERldmljZXNSZXNwb25zZRItCgdkZXZpY2Vz",
-            "GAEgAygLMhMuZHJhZ29tYW4udjEuRGV2aWNlUgdkZXZpY2VzIjIKE1Jldm9r",
-            "ZURldmljZVJlcXVlc3QSGwoJZGV2aWNlX2lkGAEgASgJUghkZXZpY2VJZCIW",
-            "ChRSZXZva2VEZXZpY2VSZXNwb25zZSKVAgoGRGV2aWNlEhsKCWRldmljZV9p",
-            "ZBgBIAEoCVIIZGV2aWNlSWQSEgoEbmFtZRgCIAEoCVIEbmFtZRIdCgp1c2Vy",
-            "X2FnZW50GAMgASgJUgl1c2VyQWdlbnQSQgoPZmlyc3Rfc2Vlbl90aW1lGAQg",
-            "ASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFINZmlyc3RTZWVuVGlt",
-            "ZRJACg5sYXN0X3NlZW5fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5U",
-            "aW1lc3RhbXBSDGxhc3RTZWVuVGltZRIbCgljb2Fyc2VfaXAYBiABKAlSCGNv",
-            "YXJzZUlwEhgKB2N1cnJlbnQYByABKAhSB2N1cnJlbnQinwMKD1V0dGVyYW5j",
-            "ZVJlY29yZBIdCgpzZXNzaW9uX2lkGAEgASgJUglzZXNzaW9uSWQSIQoMdXR0",
-            "ZXJhbmNlX2lkGAIgASgJUgt1dHRlcmFuY2VJZBImCg9zcGVha2VyX3VzZXJf",
-            "aWQYAyABKAlSDXNwZWFrZXJVc2VySWQSMAoUc291cmNlX2xhbmd1YWdlX2Nv",
-            "ZGUYBCABKAlSEnNvdXJjZUxhbmd1YWdlQ29kZRIwChR0YXJnZXRfbGFuZ3Vh",
-            "Z2VfY29kZRgFIAEoCVISdGFyZ2V0TGFuZ3VhZ2VDb2RlEh8KC3NvdXJjZV90",
-            "ZXh0GAYgASgJUgpzb3VyY2VUZXh0EicKD3RyYW5zbGF0ZWRfdGV4dBgHIAEo",
-            "CVIOdHJhbnNsYXRlZFRleHQSNwoHbGF0ZW5jeRgIIAEoCzIdLmRyYWdvbWFu",
-            "LnYxLlV0dGVyYW5jZUxhdGVuY3lSB2xhdGVuY3kSOwoLY3JlYXRlX3RpbWUY",
-            "CSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUgpjcmVhdGVUaW1l",
-            "MoIFCgtBdXRoU2VydmljZRJHCghSZWdpc3RlchIcLmRyYWdvbWFuLnYxLlJl",
-            "Z2lzdGVyUmVxdWVzdBodLmRyYWdvbWFuLnYxLlJlZ2lzdGVyUmVzcG9uc2US",
-            "PgoFTG9naW4SGS5kcmFnb21hbi52MS5Mb2dpblJlcXVlc3QaGi5kcmFnb21h",
-            "bi52MS5Mb2dpblJlc3BvbnNlElMKDFJlZnJlc2hUb2tlbhIgLmRyYWdvbWFu",
-            "LnYxLlJlZnJlc2hUb2tlblJlcXVlc3QaIS5kcmFnb21hbi52MS5SZWZyZXNo",
-            "VG9rZW5SZXNwb25zZRJBCgZMb2dvdXQSGi5kcmFnb21hbi52MS5Mb2dvdXRS",
-            "ZXF1ZXN0GhsuZHJhZ29tYW4udjEuTG9nb3V0UmVzcG9uc2USVgoNRGVsZXRl",
-            "QWNjb3VudBIhLmRyYWdvbWFuLnYxLkRlbGV0ZUFjY291bnRSZXF1ZXN0GiIu",
-            "ZHJhZ29tYW4udjEuRGVsZXRlQWNjb3VudFJlc3BvbnNlElMKDEV4cG9ydE15",
-            "RGF0YRIgLmRyYWdvbWFuLnYxLkV4cG9ydE15RGF0YVJlcXVlc3QaIS5kcmFn",
-            "b21hbi52MS5FeHBvcnRNeURhdGFSZXNwb25zZRJQCgtMaXN0RGV2aWNlcxIf",
-            "LmRyYWdvbWFuLnYxLkxpc3REZXZpY2VzUmVxdWVzdBogLmRyYWdvbWFuLnYx",
-            "Lkxpc3REZXZpY2VzUmVzcG9uc2USUwoMUmV2b2tlRGV2aWNlEiAuZHJhZ29t",
-            "YW4udjEuUmV2b2tlRGV2aWNlUmVxdWVzdBohLmRyYWdvbWFuLnYxLlJldm9r",
-            "ZURldmljZVJlc3BvbnNlYgZwcm90bzM="));
+            "b2tlbnMiOgoTUmVmcmVzaFRva2VuUmVxdWVzdBIjCg1yZWZyZXNoX3Rva2Vu",
+            "GAEgASgJUgxyZWZyZXNoVG9rZW4iRgoUUmVmcmVzaFRva2VuUmVzcG9uc2US",
+            "LgoGdG9rZW5zGAEgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tl",
+            "bnMiNAoNTG9nb3V0UmVxdWVzdBIjCg1yZWZyZXNoX3Rva2VuGAEgASgJUgxy",
+            "ZWZyZXNoVG9rZW4iEAoOTG9nb3V0UmVzcG9uc2Ui/wEKCVRva2VuUGFpchIh",
+            "CgxhY2Nlc3NfdG9rZW4YASABKAlSC2FjY2Vzc1Rva2VuElMKGGFjY2Vzc190",
+            "b2tlbl9leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1l",
+            "c3RhbXBSFWFjY2Vzc1Rva2VuRXhwaXJlVGltZRIjCg1yZWZyZXNoX3Rva2Vu",
+            "GAMgASgJUgxyZWZyZXNoVG9rZW4SVQoZcmVmcmVzaF90b2tlbl9leHBpcmVf",
+            "dGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSFnJlZnJl",
+            "c2hUb2tlbkV4cGlyZVRpbWUiMgoURGVsZXRlQWNjb3VudFJlcXVlc3QSGgoI",
+            "cGFzc3dvcmQYASABKAlSCHBhc3N3b3JkIoMBChVEZWxldGVBY2NvdW50UmVz",
+            "cG9uc2USMgoVZGVsZXRlZF9zZXNzaW9uX2NvdW50GAEgASgNUhNkZWxldGVk",
+            "U2Vzc2lvbkNvdW50EjYKF2RlbGV0ZWRfdXR0ZXJhbmNlX2NvdW50GAIgASgN",
+            "UhVkZWxldGVkVXR0ZXJhbmNlQ291bnQiFQoTRXhwb3J0TXlEYXRhUmVxdWVz",
+            "dCKlAgoURXhwb3J0TXlEYXRhUmVzcG9uc2USLgoHYWNjb3VudBgBIAEoCzIU",
+            "LmRyYWdvbWFuLnYxLkFjY291bnRSB2FjY291bnQSMAoGbG9naW5zGAIgAygL",
+            "MhguZHJhZ29tYW4udjEuTG9naW5SZWNvcmRSBmxvZ2lucxIwCghzZXNzaW9u",
+            "cxgDIAMoCzIULmRyYWdvbWFuLnYxLlNlc3Npb25SCHNlc3Npb25zEjwKCnV0",
+            "dGVyYW5jZXMYBCADKAsyHC5kcmFnb21hbi52MS5VdHRlcmFuY2VSZWNvcmRS",
+            "CnV0dGVyYW5jZXMSOwoMdm9jYWJ1bGFyaWVzGAUgAygLMhcuZHJhZ29tYW4u",
+            "djEuVm9jYWJ1bGFyeVIMdm9jYWJ1bGFyaWVzIskBCgdBY2NvdW50EhcKB3Vz",
+            "ZXJfaWQYASABKAlSBnVzZXJJZBIaCgh1c2VybmFtZRgCIAEoCVIIdXNlcm5h",
+            "bWUSFAoFZW1haWwYAyABKAlSBWVtYWlsEjYKF3ByZWZlcnJlZF9sYW5ndWFn",
+            "ZV9jb2RlGAQgASgJUhVwcmVmZXJyZWRMYW5ndWFnZUNvZGUSOwoLY3JlYXRl",
+            "X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUgpjcmVh",
+            "dGVUaW1lIs4BCgtMb2dpblJlY29yZBI7CgtjcmVhdGVfdGltZRgBIAEoCzIa",
+            "Lmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSCmNyZWF0ZVRpbWUSOwoLZXhw",
+            "aXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUgpl",
+            "eHBpcmVUaW1lEhgKB3Jldm9rZWQYAyABKAhSB3Jldm9rZWQSKwoGZGV2aWNl",
+            "GAQgASgLMhMuZHJhZ29tYW4udjEuRGV2aWNlUgZkZXZpY2UiFAoSTGlzdERl",
+            "dmljZXNSZXF1ZXN0IkQKE0xpc3REZXZpY2VzUmVzcG9uc2USLQoHZGV2aWNl",
+            "cxgBIAMoCzITLmRyYWdvbWFuLnYxLkRldmljZVIHZGV2aWNlcyIyChNSZXZv",
+            "a2VEZXZpY2VSZXF1ZXN0EhsKCWRldmljZV9pZBgBIAEoCVIIZGV2aWNlSWQi",
+            "FgoUUmV2b2tlRGV2aWNlUmVzcG9uc2UilQIKBkRldmljZRIbCglkZXZpY2Vf",
+            "aWQYASABKAlSCGRldmljZUlkEhIKBG5hbWUYAiABKAlSBG5hbWUSHQoKdXNl",
+            "cl9hZ2VudBgDIAEoCVIJdXNlckFnZW50EkIKD2ZpcnN0X3NlZW5fdGltZRgE",
+            "IAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSDWZpcnN0U2VlblRp",
+            "bWUSQAoObGFzdF9zZWVuX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYu",
+            "VGltZXN0YW1wUgxsYXN0U2VlblRpbWUSGwoJY29hcnNlX2lwGAYgASgJUghj",
+            "b2Fyc2VJcBIYCgdjdXJyZW50GAcgASgIUgdjdXJyZW50Ip8DCg9VdHRlcmFu",
+            "Y2VSZWNvcmQSHQoKc2Vzc2lvbl9pZBgBIAEoCVIJc2Vzc2lvbklkEiEKDHV0",
+            "dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJhbmNlSWQSJgoPc3BlYWtlcl91c2Vy",
+            "X2lkGAMgASgJUg1zcGVha2VyVXNlcklkEjAKFHNvdXJjZV9sYW5ndWFnZV9j",
+            "b2RlGAQgASgJUhJzb3VyY2VMYW5ndWFnZUNvZGUSMAoUdGFyZ2V0X2xhbmd1",
+            "YWdlX2NvZGUYBSABKAlSEnRhcmdldExhbmd1YWdlQ29kZRIfCgtzb3VyY2Vf",
+            "dGV4dBgGIAEoCVIKc291cmNlVGV4dBInCg90cmFuc2xhdGVkX3RleHQYByAB",
+            "KAlSDnRyYW5zbGF0ZWRUZXh0EjcKB2xhdGVuY3kYCCABKAsyHS5kcmFnb21h",
+            "bi52MS5VdHRlcmFuY2VMYXRlbmN5UgdsYXRlbmN5EjsKC2NyZWF0ZV90aW1l",
+            "GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFIKY3JlYXRlVGlt",
+            "ZTKCBQoLQXV0aFNlcnZpY2USRwoIUmVnaXN0ZXISHC5kcmFnb21hbi52MS5S",
+            "ZWdpc3RlclJlcXVlc3QaHS5kcmFnb21hbi52MS5SZWdpc3RlclJlc3BvbnNl",
+            "Ej4KBUxvZ2luEhkuZHJhZ29tYW4udjEuTG9naW5SZXF1ZXN0GhouZHJhZ29t",
+            "YW4udjEuTG9naW5SZXNwb25zZRJTCgxSZWZyZXNoVG9rZW4SIC5kcmFnb21h",
+            "bi52MS5SZWZyZXNoVG9rZW5SZXF1ZXN0GiEuZHJhZ29tYW4udjEuUmVmcmVz",
+            "aFRva2VuUmVzcG9uc2USQQoGTG9nb3V0EhouZHJhZ29tYW4udjEuTG9nb3V0",
+            "UmVxdWVzdBobLmRyYWdvbWFuLnYxLkxvZ291dFJlc3BvbnNlElYKDURlbGV0",
+            "ZUFjY291bnQSIS5kcmFnb21hbi52MS5EZWxldGVBY2NvdW50UmVxdWVzdBoi",
+            "LmRyYWdvbWFuLnYxLkRlbGV0ZUFjY291bnRSZXNwb25zZRJTCgxFeHBvcnRN",
+            "eURhdGESIC5kcmFnb21hbi52MS5FeHBvcnRNeURhdGFSZXF1ZXN0GiEuZHJh",
+            "Z29tYW4udjEuRXhwb3J0TXlEYXRhUmVzcG9uc2USUAoLTGlzdERldmljZXMS",
+            "Hy5kcmFnb21hbi52MS5MaXN0RGV2aWNlc1JlcXVlc3QaIC5kcmFnb21hbi52",
+            "MS5MaXN0RGV2aWNlc1Jlc3BvbnNlElMKDFJldm9rZURldmljZRIgLmRyYWdv",
+            "bWFuLnYxLlJldm9rZURldmljZVJlcXVlc3QaIS5kcmFnb21hbi52MS5SZXZv",
+            "a2VEZXZpY2VSZXNwb25zZWIGcHJvdG8z"));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
-          new pbr::FileDescriptor[] { global::Dragoman.V1.ConversationReflection.Descriptor, global::Dragoman.V1.SessionsReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
+          new pbr::FileDescriptor[] { global::Dragoman.V1.ConversationReflection.Descriptor, global::Dragoman.V1.SessionsReflection.Descriptor, global::Dragoman.V1.VocabularyReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(null, null, new pbr::GeneratedClrTypeInfo[] {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterRequest), global::Dragoman.V1.RegisterRequest.Parser, new[]{ "Username", "Email", "Password", "PreferredLanguageCode", "DeviceName" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterResponse), global::Dragoman.V1.RegisterResponse.Parser, new[]{ "UserId", "Tokens" }, null, null, null, null),
@@ -116,7 +118,7 @@ namespace Dragoman.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.DeleteAccountRequest), global::Dragoman.V1.DeleteAccountRequest.Parser, new[]{ "Password" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.DeleteAccountResponse), global::Dragoman.V1.DeleteAccountResponse.Parser, new[]{ "DeletedSessionCount", "DeletedUtteranceCount" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataRequest), global::Dragoman.V1.ExportMyDataRequest.Parser, null, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataResponse), global::Dragoman.V1.ExportMyDataResponse.Parser, new[]{ "Account", "Logins", "Sessions", "Utterances" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataResponse), global::Dragoman.V1.ExportMyDataResponse.Parser, new[]{ "Account", "Logins", "Sessions", "Utterances", "Vocabularies" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.Account), global::Dragoman.V1.Account.Parser, new[]{ "UserId", "Username", "Email", "PreferredLanguageCode", "CreateTime" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LoginRecord), global::Dragoman.V1.LoginRecord.Parser, new[]{ "CreateTime", "ExpireTime", "Revoked", "Device" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ListDevicesRequest), global::Dragoman.V1.ListDevicesRequest.Parser, null, null, null, null, null),
@@ -2960,6 +2962,7 @@ namespace Dragoman.V1 {
       logins_ = other.logins_.Clone();
       sessions_ = other.sessions_.Clone();
       utterances_ = other.utterances_.Clone();
+      vocabularies_ = other.vocabularies_.Clone();
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -3027,6 +3030,20 @@ namespace Dragoman.V1 {
       get { return utterances_; }
     }
 
+    /// <summary>Field number for the "vocabularies" field.</summary>
+    public const int VocabulariesFieldNumber = 5;
+    private static readonly pb::FieldCodec<global::Dragoman.V1.Vocabulary> _repeated_vocabularies_codec
+        = pb::FieldCodec.ForMessage(42, global::Dragoman.V1.Vocabulary.Parser);
+    private readonly pbc::RepeatedField<global::Dragoman.V1.Vocabulary> vocabularies_ = new pbc::RepeatedField<global::Dragoman.V1.Vocabulary>();
+    /// <summary>
+    /// The caller's custom vocabularies, oldest first.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Dragoman.V1.Vocabulary> Vocabularies {
+      get { return vocabularies_; }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -3046,6 +3063,7 @@ namespace Dragoman.V1 {
       if(!logins_.Equals(other.logins_)) return false;
       if(!sessions_.Equals(other.sessions_)) return false;
       if(!utterances_.Equals(other.utterances_)) return false;
+      if(!vocabularies_.Equals(other.vocabularies_)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -3057,6 +3075,7 @@ namespace Dragoman.V1 {
       hash ^= logins_.GetHashCode();
       hash ^= sessions_.GetHashCode();
       hash ^= utterances_.GetHashCode();
+      hash ^= vocabularies_.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -3082,6 +3101,7 @@ namespace Dragoman.V1 {
       logins_.WriteTo(output, _repeated_logins_codec);
       sessions_.WriteTo(output, _repeated_sessions_codec);
       utterances_.WriteTo(output, _repeated_utterances_codec);
+      vocabularies_.WriteTo(output, _repeated_vocabularies_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -3099,6 +3119,7 @@ namespace Dragoman.V1 {
       logins_.WriteTo(ref output, _repeated_logins_codec);
       sessions_.WriteTo(ref output, _repeated_sessions_codec);
       utterances_.WriteTo(ref output, _repeated_utterances_codec);
+      vocabularies_.WriteTo(ref output, _repeated_vocabularies_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -3115,6 +3136,7 @@ namespace Dragoman.V1 {
       size += logins_.CalculateSize(_repeated_logins_codec);
       size += sessions_.CalculateSize(_repeated_sessions_codec);
       size += utterances_.CalculateSize(_repeated_utterances_codec);
+      size += vocabularies_.CalculateSize(_repeated_vocabularies_codec);
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -3136,6 +3158,7 @@ namespace Dragoman.V1 {
       logins_.Add(other.logins_);
       sessions_.Add(other.sessions_);
       utterances_.Add(other.utterances_);
+      vocabularies_.Add(other.vocabularies_);
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -3170,6 +3193,10 @@ namespace Dragoman.V1 {
             utterances_.AddEntriesFrom(input, _repeated_utterances_codec);
             break;
           }
+          case 42: {
+            vocabularies_.AddEntriesFrom(input, _repeated_vocabularies_codec);
+            break;
+          }
         }
       }
     #endif
@@ -3202,6 +3229,10 @@ namespace Dragoman.V1 {
           }
           case 34: {
             utterances_.AddEntriesFrom(ref input, _repeated_utterances_codec);
+            break;
+          }
+          case 42: {
+            vocabularies_.AddEntriesFrom(ref input, _repeated_vocabularies_codec);
             break;
           }
         }

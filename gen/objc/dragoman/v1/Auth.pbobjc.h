@@ -34,6 +34,7 @@ CF_EXTERN_C_BEGIN
 @class TokenPair;
 @class UtteranceLatency;
 @class UtteranceRecord;
+@class Vocabulary;
 
 NS_ASSUME_NONNULL_BEGIN
 
@@ -304,6 +305,7 @@ typedef GPB_ENUM(ExportMyDataResponse_FieldNumber) {
   ExportMyDataResponse_FieldNumber_LoginsArray = 2,
   ExportMyDataResponse_FieldNumber_SessionsArray = 3,
   ExportMyDataResponse_FieldNumber_UtterancesArray = 4,
+  ExportMyDataResponse_FieldNumber_VocabulariesArray = 5,
 };
 
 /**
@@ -333,6 +335,11 @@ GPB_FINAL @interface ExportMyDataResponse : GPBMessage
 @property(nonatomic, readwrite, strong, null_resettable) NSMutableArray<UtteranceRecord*> *utterancesArray;
 /** The number of items in @c utterancesArray without causing the array to be created. */
 @property(nonatomic, readonly) NSUInteger utterancesArray_Count;
+
+/** The caller's custom vocabularies, oldest first. */
+@property(nonatomic, readwrite, strong, null_resettable) NSMutableArray<Vocabulary*> *vocabulariesArray;
+/** The number of items in @c vocabulariesArray without causing the array to be created. */
+@property(nonatomic, readonly) NSUInteger vocabulariesArray_Count;
 
 @end
 

@@ -16,6 +16,7 @@
 #import "dragoman/v1/Auth.pbobjc.h"
 #import "dragoman/v1/Conversation.pbobjc.h"
 #import "dragoman/v1/Sessions.pbobjc.h"
+#import "dragoman/v1/Vocabulary.pbobjc.h"
 // @@protoc_insertion_point(imports)
 
 #pragma clang diagnostic push
@@ -34,6 +35,7 @@ GPBObjCClassDeclaration(Session);
 GPBObjCClassDeclaration(TokenPair);
 GPBObjCClassDeclaration(UtteranceLatency);
 GPBObjCClassDeclaration(UtteranceRecord);
+GPBObjCClassDeclaration(Vocabulary);
 
 #pragma mark - AuthRoot
 
@@ -712,6 +714,7 @@ typedef struct ExportMyDataRequest__storage_ {
 @dynamic loginsArray, loginsArray_Count;
 @dynamic sessionsArray, sessionsArray_Count;
 @dynamic utterancesArray, utterancesArray_Count;
+@dynamic vocabulariesArray, vocabulariesArray_Count;
 
 typedef struct ExportMyDataResponse__storage_ {
   uint32_t _has_storage_[1];
@@ -719,6 +722,7 @@ typedef struct ExportMyDataResponse__storage_ {
   NSMutableArray *loginsArray;
   NSMutableArray *sessionsArray;
   NSMutableArray *utterancesArray;
+  NSMutableArray *vocabulariesArray;
 } ExportMyDataResponse__storage_;
 
 // This method is threadsafe because it is initially called
@@ -760,6 +764,15 @@ typedef struct ExportMyDataResponse__storage_ {
         .number = ExportMyDataResponse_FieldNumber_UtterancesArray,
         .hasIndex = GPBNoHasBit,
         .offset = (uint32_t)offsetof(ExportMyDataResponse__storage_, utterancesArray),
+        .flags = GPBFieldRepeated,
+        .dataType = GPBDataTypeMessage,
+      },
+      {
+        .name = "vocabulariesArray",
+        .dataTypeSpecific.clazz = GPBObjCClass(Vocabulary),
+        .number = ExportMyDataResponse_FieldNumber_VocabulariesArray,
+        .hasIndex = GPBNoHasBit,
+        .offset = (uint32_t)offsetof(ExportMyDataResponse__storage_, vocabulariesArray),
         .flags = GPBFieldRepeated,
         .dataType = GPBDataTypeMessage,
       },

@@ -82,7 +82,7 @@ class AuthServiceClient extends \Grpc\BaseStub {
 
     /**
      * Deletes the caller's account and all their data: logins, their part in
-     * sessions, what they said. Needs the access token and the password; a
+     * sessions, what they said, their vocabularies. Needs the access token and the password; a
      * wrong password gives UNAUTHENTICATED. Sessions left without
      * participants go too; the partner keeps their own part.
      * @param \Dragoman\V1\DeleteAccountRequest $argument input argument
@@ -99,9 +99,9 @@ class AuthServiceClient extends \Grpc\BaseStub {
     }
 
     /**
-     * Returns everything stored about the caller: account, logins, sessions
-     * and the utterances of those sessions (decrypted). Needs the access
-     * token.
+     * Returns everything stored about the caller: account, logins, sessions,
+     * the utterances of those sessions (decrypted) and their vocabularies.
+     * Needs the access token.
      * @param \Dragoman\V1\ExportMyDataRequest $argument input argument
      * @param array $metadata metadata
      * @param array $options call options

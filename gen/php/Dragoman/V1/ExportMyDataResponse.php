@@ -40,6 +40,12 @@ class ExportMyDataResponse extends \Google\Protobuf\Internal\Message
      * Generated from protobuf field <code>repeated .dragoman.v1.UtteranceRecord utterances = 4 [json_name = "utterances"];</code>
      */
     private $utterances;
+    /**
+     * The caller's custom vocabularies, oldest first.
+     *
+     * Generated from protobuf field <code>repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];</code>
+     */
+    private $vocabularies;
 
     /**
      * Constructor.
@@ -56,6 +62,8 @@ class ExportMyDataResponse extends \Google\Protobuf\Internal\Message
      *     @type array<\Dragoman\V1\UtteranceRecord>|\Google\Protobuf\Internal\RepeatedField $utterances
      *           Translated utterances of those sessions, by either participant, oldest
      *           first.
+     *     @type array<\Dragoman\V1\Vocabulary>|\Google\Protobuf\Internal\RepeatedField $vocabularies
+     *           The caller's custom vocabularies, oldest first.
      * }
      */
     public function __construct($data = NULL) {
@@ -175,6 +183,32 @@ class ExportMyDataResponse extends \Google\Protobuf\Internal\Message
     {
         $arr = GPBUtil::checkRepeatedField($var, \Google\Protobuf\Internal\GPBType::MESSAGE, \Dragoman\V1\UtteranceRecord::class);
         $this->utterances = $arr;
+
+        return $this;
+    }
+
+    /**
+     * The caller's custom vocabularies, oldest first.
+     *
+     * Generated from protobuf field <code>repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];</code>
+     * @return \Google\Protobuf\Internal\RepeatedField
+     */
+    public function getVocabularies()
+    {
+        return $this->vocabularies;
+    }
+
+    /**
+     * The caller's custom vocabularies, oldest first.
+     *
+     * Generated from protobuf field <code>repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];</code>
+     * @param array<\Dragoman\V1\Vocabulary>|\Google\Protobuf\Internal\RepeatedField $var
+     * @return $this
+     */
+    public function setVocabularies($var)
+    {
+        $arr = GPBUtil::checkRepeatedField($var, \Google\Protobuf\Internal\GPBType::MESSAGE, \Dragoman\V1\Vocabulary::class);
+        $this->vocabularies = $arr;
 
         return $this;
     }

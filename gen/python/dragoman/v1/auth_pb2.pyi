@@ -6,6 +6,7 @@ The public dragoman API."""
 from collections import abc as _abc
 from dragoman.v1 import conversation_pb2 as _conversation_pb2
 from dragoman.v1 import sessions_pb2 as _sessions_pb2
+from dragoman.v1 import vocabulary_pb2 as _vocabulary_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -349,6 +350,7 @@ class ExportMyDataResponse(_message.Message):
     LOGINS_FIELD_NUMBER: _builtins.int
     SESSIONS_FIELD_NUMBER: _builtins.int
     UTTERANCES_FIELD_NUMBER: _builtins.int
+    VOCABULARIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def account(self) -> Global___Account:
         """The account."""
@@ -367,6 +369,10 @@ class ExportMyDataResponse(_message.Message):
         first.
         """
 
+    @_builtins.property
+    def vocabularies(self) -> _containers.RepeatedCompositeFieldContainer[_vocabulary_pb2.Vocabulary]:
+        """The caller's custom vocabularies, oldest first."""
+
     def __init__(
         self,
         *,
@@ -374,10 +380,11 @@ class ExportMyDataResponse(_message.Message):
         logins: _abc.Iterable[Global___LoginRecord] | None = ...,
         sessions: _abc.Iterable[_sessions_pb2.Session] | None = ...,
         utterances: _abc.Iterable[Global___UtteranceRecord] | None = ...,
+        vocabularies: _abc.Iterable[_vocabulary_pb2.Vocabulary] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "logins", b"logins", "sessions", b"sessions", "utterances", b"utterances"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "logins", b"logins", "sessions", b"sessions", "utterances", b"utterances", "vocabularies", b"vocabularies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -115,7 +115,7 @@ class AuthServiceServicer:
 
     def DeleteAccount(self, request, context):
         """Deletes the caller's account and all their data: logins, their part in
-        sessions, what they said. Needs the access token and the password; a
+        sessions, what they said, their vocabularies. Needs the access token and the password; a
         wrong password gives UNAUTHENTICATED. Sessions left without
         participants go too; the partner keeps their own part.
         """
@@ -124,9 +124,9 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportMyData(self, request, context):
-        """Returns everything stored about the caller: account, logins, sessions
-        and the utterances of those sessions (decrypted). Needs the access
-        token.
+        """Returns everything stored about the caller: account, logins, sessions,
+        the utterances of those sessions (decrypted) and their vocabularies.
+        Needs the access token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -5,6 +5,7 @@ require 'google/protobuf'
 
 require 'dragoman/v1/conversation_pb'
 require 'dragoman/v1/sessions_pb'
+require 'dragoman/v1/vocabulary_pb'
 require 'google/protobuf/timestamp_pb'
 
 Google::Protobuf::DescriptorPool.generated_pool.build do
@@ -60,6 +61,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       repeated :logins, :message, 2, "dragoman.v1.LoginRecord", json_name: "logins"
       repeated :sessions, :message, 3, "dragoman.v1.Session", json_name: "sessions"
       repeated :utterances, :message, 4, "dragoman.v1.UtteranceRecord", json_name: "utterances"
+      repeated :vocabularies, :message, 5, "dragoman.v1.Vocabulary", json_name: "vocabularies"
     end
     add_message "dragoman.v1.Account" do
       optional :user_id, :string, 1, json_name: "userId"

@@ -28,13 +28,13 @@ module Dragoman
         # Revokes a refresh token.
         rpc :Logout, ::Dragoman::V1::LogoutRequest, ::Dragoman::V1::LogoutResponse
         # Deletes the caller's account and all their data: logins, their part in
-        # sessions, what they said. Needs the access token and the password; a
+        # sessions, what they said, their vocabularies. Needs the access token and the password; a
         # wrong password gives UNAUTHENTICATED. Sessions left without
         # participants go too; the partner keeps their own part.
         rpc :DeleteAccount, ::Dragoman::V1::DeleteAccountRequest, ::Dragoman::V1::DeleteAccountResponse
-        # Returns everything stored about the caller: account, logins, sessions
-        # and the utterances of those sessions (decrypted). Needs the access
-        # token.
+        # Returns everything stored about the caller: account, logins, sessions,
+        # the utterances of those sessions (decrypted) and their vocabularies.
+        # Needs the access token.
         rpc :ExportMyData, ::Dragoman::V1::ExportMyDataRequest, ::Dragoman::V1::ExportMyDataResponse
         # Lists the caller's devices: their logins that stand (neither logged out
         # nor revoked), most recently used first. Needs the access token.

@@ -16,11 +16,12 @@ class Auth
         }
         \GPBMetadata\Dragoman\V1\Conversation::initOnce();
         \GPBMetadata\Dragoman\V1\Sessions::initOnce();
+        \GPBMetadata\Dragoman\V1\Vocabulary::initOnce();
         \GPBMetadata\Google\Protobuf\Timestamp::initOnce();
         $pool->internalAddGeneratedFile(
             '
-Ó
-dragoman/v1/auth.protodragoman.v1dragoman/v1/sessions.protogoogle/protobuf/timestamp.proto"¸
+®
+dragoman/v1/auth.protodragoman.v1dragoman/v1/sessions.protodragoman/v1/vocabulary.protogoogle/protobuf/timestamp.proto"¸
 RegisterRequest
 username (	Rusername
 email (	Remail
@@ -56,14 +57,15 @@ deviceName"X
 DeleteAccountResponse2
 deleted_session_count (RdeletedSessionCount6
 deleted_utterance_count (RdeletedUtteranceCount"
-ExportMyDataRequest"è
+ExportMyDataRequest"¥
 ExportMyDataResponse.
 account (2.dragoman.v1.AccountRaccount0
 logins (2.dragoman.v1.LoginRecordRlogins0
 sessions (2.dragoman.v1.SessionRsessions<
 
 utterances (2.dragoman.v1.UtteranceRecordR
-utterances"É
+utterances;
+vocabularies (2.dragoman.v1.VocabularyRvocabularies"É
 Account
 user_id (	RuserId
 username (	Rusername

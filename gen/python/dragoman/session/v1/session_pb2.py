@@ -24,27 +24,28 @@ _sym_db = _symbol_database.Default()
 
 from dragoman.v1 import auth_pb2 as dragoman_dot_v1_dot_auth__pb2
 from dragoman.v1 import sessions_pb2 as dragoman_dot_v1_dot_sessions__pb2
+from dragoman.v1 import vocabulary_pb2 as dragoman_dot_v1_dot_vocabulary__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!dragoman/session/v1/session.proto\x12\x13\x64ragoman.session.v1\x1a\x16\x64ragoman/v1/auth.proto\x1a\x1a\x64ragoman/v1/sessions.proto\"I\n\x16GetSessionOwnerRequest\x12\x14\n\nsession_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x63ode\x18\x02 \x01(\tH\x00\x42\t\n\x07session\"(\n\x17GetSessionOwnerResponse\x12\r\n\x05owner\x18\x01 \x01(\t\"\x17\n\x15\x45xportUserDataRequest\"r\n\x16\x45xportUserDataResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x30\n\nutterances\x18\x02 \x03(\x0b\x32\x1c.dragoman.v1.UtteranceRecord\"\x17\n\x15\x44\x65leteUserDataRequest\"X\n\x16\x44\x65leteUserDataResponse\x12\x1d\n\x15\x64\x65leted_session_count\x18\x01 \x01(\r\x12\x1f\n\x17\x64\x65leted_utterance_count\x18\x02 \x01(\r2\xd8\x02\n\x12SessionDataService\x12l\n\x0fGetSessionOwner\x12+.dragoman.session.v1.GetSessionOwnerRequest\x1a,.dragoman.session.v1.GetSessionOwnerResponse\x12i\n\x0e\x45xportUserData\x12*.dragoman.session.v1.ExportUserDataRequest\x1a+.dragoman.session.v1.ExportUserDataResponse\x12i\n\x0e\x44\x65leteUserData\x12*.dragoman.session.v1.DeleteUserDataRequest\x1a+.dragoman.session.v1.DeleteUserDataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!dragoman/session/v1/session.proto\x12\x13\x64ragoman.session.v1\x1a\x16\x64ragoman/v1/auth.proto\x1a\x1a\x64ragoman/v1/sessions.proto\x1a\x1c\x64ragoman/v1/vocabulary.proto\"I\n\x16GetSessionOwnerRequest\x12\x14\n\nsession_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x63ode\x18\x02 \x01(\tH\x00\x42\t\n\x07session\"(\n\x17GetSessionOwnerResponse\x12\r\n\x05owner\x18\x01 \x01(\t\"\x17\n\x15\x45xportUserDataRequest\"\xa1\x01\n\x16\x45xportUserDataResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x30\n\nutterances\x18\x02 \x03(\x0b\x32\x1c.dragoman.v1.UtteranceRecord\x12-\n\x0cvocabularies\x18\x03 \x03(\x0b\x32\x17.dragoman.v1.Vocabulary\"\x17\n\x15\x44\x65leteUserDataRequest\"X\n\x16\x44\x65leteUserDataResponse\x12\x1d\n\x15\x64\x65leted_session_count\x18\x01 \x01(\r\x12\x1f\n\x17\x64\x65leted_utterance_count\x18\x02 \x01(\r2\xd8\x02\n\x12SessionDataService\x12l\n\x0fGetSessionOwner\x12+.dragoman.session.v1.GetSessionOwnerRequest\x1a,.dragoman.session.v1.GetSessionOwnerResponse\x12i\n\x0e\x45xportUserData\x12*.dragoman.session.v1.ExportUserDataRequest\x1a+.dragoman.session.v1.ExportUserDataResponse\x12i\n\x0e\x44\x65leteUserData\x12*.dragoman.session.v1.DeleteUserDataRequest\x1a+.dragoman.session.v1.DeleteUserDataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dragoman.session.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETSESSIONOWNERREQUEST']._serialized_start=110
-  _globals['_GETSESSIONOWNERREQUEST']._serialized_end=183
-  _globals['_GETSESSIONOWNERRESPONSE']._serialized_start=185
-  _globals['_GETSESSIONOWNERRESPONSE']._serialized_end=225
-  _globals['_EXPORTUSERDATAREQUEST']._serialized_start=227
-  _globals['_EXPORTUSERDATAREQUEST']._serialized_end=250
-  _globals['_EXPORTUSERDATARESPONSE']._serialized_start=252
-  _globals['_EXPORTUSERDATARESPONSE']._serialized_end=366
-  _globals['_DELETEUSERDATAREQUEST']._serialized_start=368
-  _globals['_DELETEUSERDATAREQUEST']._serialized_end=391
-  _globals['_DELETEUSERDATARESPONSE']._serialized_start=393
-  _globals['_DELETEUSERDATARESPONSE']._serialized_end=481
-  _globals['_SESSIONDATASERVICE']._serialized_start=484
-  _globals['_SESSIONDATASERVICE']._serialized_end=828
+  _globals['_GETSESSIONOWNERREQUEST']._serialized_start=140
+  _globals['_GETSESSIONOWNERREQUEST']._serialized_end=213
+  _globals['_GETSESSIONOWNERRESPONSE']._serialized_start=215
+  _globals['_GETSESSIONOWNERRESPONSE']._serialized_end=255
+  _globals['_EXPORTUSERDATAREQUEST']._serialized_start=257
+  _globals['_EXPORTUSERDATAREQUEST']._serialized_end=280
+  _globals['_EXPORTUSERDATARESPONSE']._serialized_start=283
+  _globals['_EXPORTUSERDATARESPONSE']._serialized_end=444
+  _globals['_DELETEUSERDATAREQUEST']._serialized_start=446
+  _globals['_DELETEUSERDATAREQUEST']._serialized_end=469
+  _globals['_DELETEUSERDATARESPONSE']._serialized_start=471
+  _globals['_DELETEUSERDATARESPONSE']._serialized_end=559
+  _globals['_SESSIONDATASERVICE']._serialized_start=562
+  _globals['_SESSIONDATASERVICE']._serialized_end=906
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ translation logs, metrics, replica leases); no other service reads them.
 from collections import abc as _abc
 from dragoman.v1 import auth_pb2 as _auth_pb2
 from dragoman.v1 import sessions_pb2 as _sessions_pb2
+from dragoman.v1 import vocabulary_pb2 as _vocabulary_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -101,6 +102,7 @@ class ExportUserDataResponse(_message.Message):
 
     SESSIONS_FIELD_NUMBER: _builtins.int
     UTTERANCES_FIELD_NUMBER: _builtins.int
+    VOCABULARIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def sessions(self) -> _containers.RepeatedCompositeFieldContainer[_sessions_pb2.Session]:
         """Sessions the caller took part in, newest first, with their metrics."""
@@ -111,15 +113,20 @@ class ExportUserDataResponse(_message.Message):
         first, decrypted.
         """
 
+    @_builtins.property
+    def vocabularies(self) -> _containers.RepeatedCompositeFieldContainer[_vocabulary_pb2.Vocabulary]:
+        """The caller's vocabularies, oldest first."""
+
     def __init__(
         self,
         *,
         sessions: _abc.Iterable[_sessions_pb2.Session] | None = ...,
         utterances: _abc.Iterable[_auth_pb2.UtteranceRecord] | None = ...,
+        vocabularies: _abc.Iterable[_vocabulary_pb2.Vocabulary] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions", "utterances", b"utterances"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions", "utterances", b"utterances", "vocabularies", b"vocabularies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
