@@ -154,7 +154,8 @@ async def test_export_then_delete_leaves_no_row_of_the_user(
     stack: Stack, gateway: str, fleurs: Path
 ) -> None:
     ana, ben, sid, events = await talk(stack, gateway, fleurs)
-    translation = next(e.translation for e in events if e.WhichOneof("kind") == "translation")
+    translation = next(e.translation for e in events
+                       if e.WhichOneof("kind") == "translation" and e.translation.is_final)
     await ana.end_session(sid)
     alone = await ana.create_session("en")
 
@@ -209,7 +210,8 @@ async def test_logs_carry_no_tokens_passwords_or_text(
             auth_pb2.RefreshTokenRequest(refresh_token=first.refresh_token)))
         await ana.auth.Logout(auth_pb2.LogoutRequest(refresh_token=renewed.tokens.refresh_token))
     text = captured.getvalue()
-    translation = next(e.translation for e in events if e.WhichOneof("kind") == "translation")
+    translation = next(e.translation for e in events
+                       if e.WhichOneof("kind") == "translation" and e.translation.is_final)
     assert ana.user_id in text and "refresh token shown again" in text  # the right logs
     secrets = [first.access_token, first.refresh_token, renewed.tokens.access_token,
                renewed.tokens.refresh_token, PASSWORD, translation.source_text, translation.text]

@@ -58,7 +58,8 @@ async def test_each_translated_utterance_and_the_end_are_recorded(
     ana, ben, sid, events = await converse_once(stack, fleurs)
     latency = next(e.processing_ended.latency for e in events
                    if e.WhichOneof("kind") == "processing_ended")
-    translation = next(e.translation for e in events if e.WhichOneof("kind") == "translation")
+    translation = next(e.translation for e in events
+                       if e.WhichOneof("kind") == "translation" and e.translation.is_final)
     ended = await ben.sessions.EndSession(
         sessions_pb2.EndSessionRequest(session_id=sid), metadata=ben.metadata)
 
@@ -205,7 +206,8 @@ async def test_audio_is_never_stored_nor_logged_and_text_only_encrypted(
         ana, ben, sid, events = await converse_once(stack, fleurs)
         await ana.sessions.EndSession(
             sessions_pb2.EndSessionRequest(session_id=sid), metadata=ana.metadata)
-    text = next(e.translation for e in events if e.WhichOneof("kind") == "translation")
+    text = next(e.translation for e in events
+                if e.WhichOneof("kind") == "translation" and e.translation.is_final)
     assert text.source_text and text.text
 
     pcm = utterance(fleurs)
