@@ -3,15 +3,17 @@
 // forwards them to the gateway.
 
 import { Api, describeError } from "./api";
-import { Microphone } from "./audio/capture";
+import { Microphone, microphoneProblem } from "./audio/capture";
 import { type NowSpeaking, Player } from "./audio/player";
 import { Captions, type UtteranceSnapshot } from "./captions";
 import { Conversation, type Status } from "./conversation";
 import type { ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
 import { type ListLanguagesResponse, type Session, TranscriptFormat } from "./gen/dragoman/v1/sessions_pb";
 import { nativeName } from "./languages";
+import * as offline from "./offline";
 import * as roster from "./roster";
 import { AudioSender } from "./sender";
+import { ScreenWakeLock } from "./wakelock";
 
 const OUTPUT_RATE_HZ = 24000;
 
@@ -35,10 +37,11 @@ async function apiBaseUrl(): Promise<string> {
     const reply = await fetch("config.json", { cache: "no-store" });
     if (reply.ok) {
       const config = (await reply.json()) as { apiBaseUrl?: string };
-      if (config.apiBaseUrl) return config.apiBaseUrl.replace(/\/+$/, "");
+      if (config.apiBaseUrl) return offline.keepApiBaseUrl(localStorage, config.apiBaseUrl.replace(/\/+$/, ""));
     }
   } catch {
-    // no config: same origin
+    // offline (the app opened from its cache): where the API was last time
+    return offline.keptApiBaseUrl(localStorage) ?? location.origin;
   }
   return location.origin;
 }
@@ -66,6 +69,14 @@ export interface DebugState {
   /** The status line, and the error shown ("" when none). */
   message: string;
   error: string;
+  /** The installable app: whether a service worker controls the page, the past sessions
+   * listed (and whether from this device's cache), a sign-in waiting for the network, and
+   * whether the screen is kept on. */
+  serviceWorker: boolean;
+  pastSessions: offline.PastSession[];
+  pastSessionsFrom: "none" | "cache" | "server";
+  signInQueued: boolean;
+  wakeLock: boolean;
 }
 
 class App {
@@ -117,6 +128,11 @@ class App {
   private readonly rosterPanel: roster.RosterPanel;
   /** Set while this page leaves or ends the session, so the stream's end is no error. */
   private leaving: "" | "leave" | "end" = "";
+  private readonly history = new offline.PastSessionsPanel(el("history"), el("past-sessions"), el("history-note"));
+  private pastSessionsFrom: DebugState["pastSessionsFrom"] = "none";
+  private signInQueued = false;
+  private username = "";
+  private readonly wakeLock = new ScreenWakeLock();
 
   constructor(private readonly api: Api) {
     const { ui } = this;
@@ -140,12 +156,19 @@ class App {
       remove: (person) => void this.removeParticipant(person),
       lock: (locked) => void this.lockSession(locked),
     });
-    ui.again.addEventListener("click", () => this.show("session"));
+    ui.again.addEventListener("click", () => {
+      this.show("session");
+      void this.refreshHistory(); // with the session just ended
+    });
     ui.exportForm.addEventListener("submit", (e) => {
       e.preventDefault();
       void this.busy(ui.exportForm, () => this.exportTranscript());
     });
     window.addEventListener("online", () => this.conversation?.retryNow());
+    const kept = offline.loadPastSessions(localStorage);
+    this.history.render(kept, true);
+    if (kept) this.pastSessionsFrom = "cache";
+    offline.watchConnectivity(el("offline"));
   }
 
   debug(): DebugState {
@@ -167,6 +190,11 @@ class App {
       played: [...(this.player?.playedUtterances ?? [])],
       message: this.ui.status.textContent ?? "",
       error: this.ui.error.hidden ? "" : this.ui.error.textContent ?? "",
+      serviceWorker: navigator.serviceWorker?.controller != null,
+      pastSessions: this.history.sessions?.sessions ?? [],
+      pastSessionsFrom: this.pastSessionsFrom,
+      signInQueued: this.signInQueued,
+      wakeLock: this.wakeLock.held,
     };
   }
 
@@ -197,6 +225,16 @@ class App {
     if (!ui.username.checkValidity() || !ui.password.checkValidity()) {
       throw new Error("Enter a username (3 to 32 letters, digits, . _ -) and a password of at least 8 characters.");
     }
+    if (!navigator.onLine) {
+      // offline (the app opened from its cache): sign in once the network is back
+      this.signInQueued = true;
+      this.say("You are offline. You will be signed in as soon as the network is back.");
+      try {
+        await offline.whenOnline();
+      } finally {
+        this.signInQueued = false;
+      }
+    }
     if (register) {
       if (!ui.email.value || !ui.email.checkValidity()) throw new Error("Enter your email address to register.");
       await this.api.register(username, ui.email.value.trim(), password, ui.language.value);
@@ -206,6 +244,19 @@ class App {
     ui.password.value = "";
     this.say(`Signed in as ${username}.`);
     this.show("session");
+    this.username = username;
+    void this.refreshHistory();
+  }
+
+  /** Lists the past sessions from the server, and keeps the list for when the app is offline. */
+  private async refreshHistory(): Promise<void> {
+    try {
+      const reply = await this.api.sessions.listSessions({ pageSize: 20 }, { timeoutMs: 10_000 });
+      this.history.render(offline.savePastSessions(localStorage, this.username, this.api.userId, reply.sessions), false);
+      this.pastSessionsFrom = "server";
+    } catch (e) {
+      console.warn(`past sessions not refreshed: ${describeError(e)}`);
+    }
   }
 
   private async createSession(): Promise<void> {
@@ -261,6 +312,7 @@ class App {
       (message) => this.fail(`Audio could not be sent: ${message}`));
     void this.sender.run();
     this.show("conversation");
+    void this.wakeLock.hold();
     void conversation.run();
   }
 
@@ -370,6 +422,7 @@ class App {
     this.setRoster(this.roster); // this page's own "connected"
     if (status === "reconnecting" && detail) this.say(`Connection lost; reconnecting.`);
     if (status === "ended") {
+      this.wakeLock.release();
       this.stopMicrophone();
       this.sender?.stop();
       ui.mic.disabled = ui.end.disabled = ui.leave.disabled = ui.lock.disabled = true;
@@ -388,13 +441,16 @@ class App {
     }
     try {
       this.unlockAudio();
+      this.say("Allow the microphone if your browser asks.");
       this.microphone = new Microphone(this.audio!, (pcm, at) => this.sender?.push(pcm, at));
       await this.microphone.start();
       this.ui.mic.setAttribute("aria-pressed", "true");
       this.ui.mic.textContent = "Stop microphone";
       this.say("Microphone on: speak now.");
     } catch (e) {
-      this.fail(`The microphone could not start: ${e instanceof Error ? e.message : String(e)}`);
+      this.microphone = undefined;
+      this.say("Microphone off.");
+      this.fail(microphoneProblem(e));
     }
   }
 
@@ -478,6 +534,7 @@ class App {
     ui.account.hidden = section !== "account";
     ui.session.hidden = section !== "session";
     ui.conversation.hidden = section !== "conversation";
+    this.history.show(section !== "conversation");
     if (section === "session") ui.sessionTitle.focus();
   }
 
@@ -516,6 +573,7 @@ async function main(): Promise<void> {
   const app = new App(new Api(await apiBaseUrl()));
   await app.loadLanguages();
   window.dragomanDebug = () => app.debug();
+  await offline.registerServiceWorker();
   document.body.dataset.ready = "true";
 }
 
