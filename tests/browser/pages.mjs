@@ -37,7 +37,9 @@ export async function control(action) {
 export async function open(p) {
   const browser = await chromium.launch({
     executablePath: cfg.chromium, headless: true, chromiumSandbox: false, timeout: 60_000,
-    args: [...FLAGS, `--use-file-for-fake-audio-capture=${p.wav}%noloop`],
+    // micDenied: no flag that accepts every permission prompt, so a denied permission holds
+    args: [...FLAGS.filter((f) => !p.micDenied || f !== "--use-fake-ui-for-media-stream"),
+      `--use-file-for-fake-audio-capture=${p.wav}%noloop`],
   });
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: p.viewport, locale: "en-US" });
   const page = await context.newPage();

@@ -3,7 +3,7 @@
 // forwards them to the gateway.
 
 import { Api, describeError } from "./api";
-import { Microphone } from "./audio/capture";
+import { Microphone, microphoneProblem } from "./audio/capture";
 import { type NowSpeaking, Player } from "./audio/player";
 import { Captions, type UtteranceSnapshot } from "./captions";
 import { Conversation, type Status } from "./conversation";
@@ -11,9 +11,11 @@ import { browserName, DevicesPanel } from "./devices";
 import type { ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
 import { type ListLanguagesResponse, type Session, TranscriptFormat } from "./gen/dragoman/v1/sessions_pb";
 import { nativeName } from "./languages";
+import * as offline from "./offline";
 import * as roster from "./roster";
 import { AudioSender } from "./sender";
 import { VocabularyPanel } from "./vocabulary";
+import { ScreenWakeLock } from "./wakelock";
 
 const OUTPUT_RATE_HZ = 24000;
 
@@ -37,10 +39,11 @@ async function apiBaseUrl(): Promise<string> {
     const reply = await fetch("config.json", { cache: "no-store" });
     if (reply.ok) {
       const config = (await reply.json()) as { apiBaseUrl?: string };
-      if (config.apiBaseUrl) return config.apiBaseUrl.replace(/\/+$/, "");
+      if (config.apiBaseUrl) return offline.keepApiBaseUrl(localStorage, config.apiBaseUrl.replace(/\/+$/, ""));
     }
   } catch {
-    // no config: same origin
+    // offline (the app opened from its cache): where the API was last time
+    return offline.keptApiBaseUrl(localStorage) ?? location.origin;
   }
   return location.origin;
 }
@@ -70,6 +73,14 @@ export interface DebugState {
   error: string;
   /** The names of the user's vocabularies, as the vocabulary panel lists them. */
   vocabularies: string[];
+  /** The installable app: whether a service worker controls the page, the past sessions
+   * listed (and whether from this device's cache), a sign-in waiting for the network, and
+   * whether the screen is kept on. */
+  serviceWorker: boolean;
+  pastSessions: offline.PastSession[];
+  pastSessionsFrom: "none" | "cache" | "server";
+  signInQueued: boolean;
+  wakeLock: boolean;
 }
 
 class App {
@@ -126,6 +137,11 @@ class App {
   private readonly vocabularyPanel: VocabularyPanel;
   /** Set while this page leaves or ends the session, so the stream's end is no error. */
   private leaving: "" | "leave" | "end" = "";
+  private readonly history = new offline.PastSessionsPanel(el("history"), el("past-sessions"), el("history-note"));
+  private pastSessionsFrom: DebugState["pastSessionsFrom"] = "none";
+  private signInQueued = false;
+  private username = "";
+  private readonly wakeLock = new ScreenWakeLock();
 
   constructor(private readonly api: Api) {
     const { ui } = this;
@@ -153,7 +169,10 @@ class App {
     ui.devicesBox.addEventListener("toggle", () => {
       if (ui.devicesBox.open) void this.busy(ui.devicesBox, () => this.loadDevices());
     });
-    ui.again.addEventListener("click", () => this.show("session"));
+    ui.again.addEventListener("click", () => {
+      this.show("session");
+      void this.refreshHistory(); // with the session just ended
+    });
     ui.exportForm.addEventListener("submit", (e) => {
       e.preventDefault();
       void this.busy(ui.exportForm, () => this.exportTranscript());
@@ -165,6 +184,10 @@ class App {
       translations: el("vocabulary-translations"), source: el("vocabulary-source"),
       target: el("vocabulary-target"),
     }, (area, action) => this.busy(area, action));
+    const kept = offline.loadPastSessions(localStorage);
+    this.history.render(kept, true);
+    if (kept) this.pastSessionsFrom = "cache";
+    offline.watchConnectivity(el("offline"));
   }
 
   debug(): DebugState {
@@ -187,6 +210,11 @@ class App {
       message: this.ui.status.textContent ?? "",
       error: this.ui.error.hidden ? "" : this.ui.error.textContent ?? "",
       vocabularies: this.vocabularyPanel.vocabularies.map((v) => v.displayName),
+      serviceWorker: navigator.serviceWorker?.controller != null,
+      pastSessions: this.history.sessions?.sessions ?? [],
+      pastSessionsFrom: this.pastSessionsFrom,
+      signInQueued: this.signInQueued,
+      wakeLock: this.wakeLock.held,
     };
   }
 
@@ -217,6 +245,16 @@ class App {
     if (!ui.username.checkValidity() || !ui.password.checkValidity()) {
       throw new Error("Enter a username (3 to 32 letters, digits, . _ -) and a password of at least 8 characters.");
     }
+    if (!navigator.onLine) {
+      // offline (the app opened from its cache): sign in once the network is back
+      this.signInQueued = true;
+      this.say("You are offline. You will be signed in as soon as the network is back.");
+      try {
+        await offline.whenOnline();
+      } finally {
+        this.signInQueued = false;
+      }
+    }
     if (register) {
       if (!ui.email.value || !ui.email.checkValidity()) throw new Error("Enter your email address to register.");
       await this.api.register(username, ui.email.value.trim(), password, ui.language.value);
@@ -227,6 +265,8 @@ class App {
     this.say(`Signed in as ${username}.`);
     this.show("session");
     await this.vocabularyPanel.load();
+    this.username = username;
+    void this.refreshHistory();
   }
 
   private async loadDevices(): Promise<void> {
@@ -240,6 +280,17 @@ class App {
       this.say("Device signed out.");
       await this.loadDevices();
     });
+  }
+
+  /** Lists the past sessions from the server, and keeps the list for when the app is offline. */
+  private async refreshHistory(): Promise<void> {
+    try {
+      const reply = await this.api.sessions.listSessions({ pageSize: 20 }, { timeoutMs: 10_000 });
+      this.history.render(offline.savePastSessions(localStorage, this.username, this.api.userId, reply.sessions), false);
+      this.pastSessionsFrom = "server";
+    } catch (e) {
+      console.warn(`past sessions not refreshed: ${describeError(e)}`);
+    }
   }
 
   private async createSession(): Promise<void> {
@@ -295,6 +346,7 @@ class App {
       (message) => this.fail(`Audio could not be sent: ${message}`));
     void this.sender.run();
     this.show("conversation");
+    void this.wakeLock.hold();
     void conversation.run();
   }
 
@@ -404,6 +456,7 @@ class App {
     this.setRoster(this.roster); // this page's own "connected"
     if (status === "reconnecting" && detail) this.say(`Connection lost; reconnecting.`);
     if (status === "ended") {
+      this.wakeLock.release();
       this.stopMicrophone();
       this.sender?.stop();
       ui.mic.disabled = ui.end.disabled = ui.leave.disabled = ui.lock.disabled = true;
@@ -422,13 +475,16 @@ class App {
     }
     try {
       this.unlockAudio();
+      this.say("Allow the microphone if your browser asks.");
       this.microphone = new Microphone(this.audio!, (pcm, at) => this.sender?.push(pcm, at));
       await this.microphone.start();
       this.ui.mic.setAttribute("aria-pressed", "true");
       this.ui.mic.textContent = "Stop microphone";
       this.say("Microphone on: speak now.");
     } catch (e) {
-      this.fail(`The microphone could not start: ${e instanceof Error ? e.message : String(e)}`);
+      this.microphone = undefined;
+      this.say("Microphone off.");
+      this.fail(microphoneProblem(e));
     }
   }
 
@@ -512,6 +568,7 @@ class App {
     ui.account.hidden = section !== "account";
     ui.session.hidden = ui.vocabularies.hidden = section !== "session";
     ui.conversation.hidden = section !== "conversation";
+    this.history.show(section !== "conversation");
     if (section === "session") ui.sessionTitle.focus();
   }
 
@@ -552,6 +609,7 @@ async function main(): Promise<void> {
   const app = new App(api);
   await app.loadLanguages();
   window.dragomanDebug = () => app.debug();
+  await offline.registerServiceWorker();
   document.body.dataset.ready = "true";
 }
 

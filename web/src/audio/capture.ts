@@ -23,6 +23,8 @@ export class Microphone {
       await this.ctx.audioWorklet.addModule(new URL("worklet.js", document.baseURI));
       Microphone.loaded.add(this.ctx);
     }
+    // browsers offer no microphone to pages over plain http (other than localhost)
+    if (!navigator.mediaDevices) throw new DOMException("no mediaDevices on an insecure page", "SecurityError");
     const stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     });
@@ -47,5 +49,25 @@ export class Microphone {
     if (this.node) this.node.port.onmessage = null;
     for (const track of this.stream?.getTracks() ?? []) track.stop();
     this.stream = this.source = this.node = undefined;
+  }
+}
+
+/** What to tell the person when the microphone cannot start, by getUserMedia's error name. */
+export function microphoneProblem(e: unknown): string {
+  const name = e instanceof Error ? e.name : "";
+  switch (name) {
+    case "NotAllowedError":
+      return "Microphone access is blocked. Allow the microphone for this site in the browser's site " +
+        "settings (the icon beside the address), then press Start microphone again.";
+    case "SecurityError":
+      return "This page may not use the microphone: open it over https.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "No microphone was found. Connect one, then press Start microphone again.";
+    case "NotReadableError":
+    case "AbortError":
+      return "The microphone could not be opened: another app may be using it. Close it, then try again.";
+    default:
+      return `The microphone could not start: ${e instanceof Error ? e.message : String(e)}`;
   }
 }
