@@ -1,0 +1,310 @@
+"""The client: sign-in with token refresh, sessions, and conversations."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from dragoman_client import errors, events
+from dragoman_client._gen.dragoman.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    conversation_pb2,
+    conversation_pb2_grpc,
+    sessions_pb2,
+    sessions_pb2_grpc,
+)
+
+REFRESH_MARGIN_S = 30.0
+"""An access token this close to expiry is refreshed before a call rather than after a refusal."""
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    # a conversation can sit silent for minutes; keepalive pings notice a dead connection
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+_FORMATS = {
+    "txt": sessions_pb2.TRANSCRIPT_FORMAT_TEXT,
+    "srt": sessions_pb2.TRANSCRIPT_FORMAT_SRT,
+    "vtt": sessions_pb2.TRANSCRIPT_FORMAT_WEBVTT,
+    "json": sessions_pb2.TRANSCRIPT_FORMAT_JSON,
+}
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Language:
+    code: str
+    name: str
+    recognized: bool
+    """Its speech is recognised (it can be spoken into a session)."""
+    spoken: bool
+    """A voice speaks translations into it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """How speech in `source` reaches a listener of `target`."""
+
+    source: str
+    target: str
+    available: bool
+    path: str
+    """The TranslationPath's name, e.g. TRANSLATION_PATH_CASCADE."""
+    install: str
+    """When not available: the command that installs what is missing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Languages:
+    languages: list[Language]
+    routes: list[Route]
+
+
+@dataclasses.dataclass(frozen=True)
+class Transcript:
+    filename: str
+    content_type: str
+    content: bytes
+
+
+async def connect(url: str, *, tls: bool | None = None, ca: str | Path | bytes | None = None) -> Client:
+    """A client of the gateway at `url`: `host:port`, `grpc://host:port` (plain) or
+    `grpcs://host:port` / `https://host:port` (TLS). `tls` overrides the scheme; `ca` is the
+    PEM (or its path) of a private certificate authority, and implies TLS."""
+    parts = urlsplit(url if "://" in url else f"grpc://{url}")
+    if parts.scheme not in ("grpc", "grpcs", "http", "https") or not parts.hostname or not parts.port:
+        raise ValueError(f"not a gateway address (host:port or grpcs://host:port): {url!r}")
+    if tls is None:
+        tls = parts.scheme in ("grpcs", "https") or ca is not None
+    target = f"{parts.hostname}:{parts.port}"
+    if tls:
+        root = Path(ca).read_bytes() if isinstance(ca, (str, Path)) else ca
+        credentials = grpc.ssl_channel_credentials(root)
+        channel = grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+    else:
+        channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+    return Client(channel)
+
+
+class Client:
+    """One user's connection to a gateway. Sign in with `register` or `login`; the access
+    token is refreshed when it nears expiry or is refused, so long-lived clients stay signed in."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self._auth = auth_pb2_grpc.AuthServiceStub(channel)
+        self._sessions = sessions_pb2_grpc.SessionServiceStub(channel)
+        self._conversation = conversation_pb2_grpc.ConversationServiceStub(channel)
+        self._tokens: auth_pb2.TokenPair | None = None
+        self._refreshing = asyncio.Lock()
+        self.user_id = ""
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    # --- sign-in
+
+    async def register(self, username: str, password: str, *, email: str, language: str = "en") -> str:
+        """A new account, signed in; returns its user id."""
+        reply = await _call(self._auth.Register(auth_pb2.RegisterRequest(
+            username=username, email=email, password=password, preferred_language_code=language)))
+        self.user_id, self._tokens = reply.user_id, reply.tokens
+        return self.user_id
+
+    async def login(self, username: str, password: str) -> str:
+        """Signs in; returns the user id."""
+        reply = await _call(self._auth.Login(auth_pb2.LoginRequest(username=username, password=password)))
+        self.user_id, self._tokens = reply.user_id, reply.tokens
+        return self.user_id
+
+    async def refresh(self) -> None:
+        """Swaps the refresh token for a new token pair (done for you before and after expiry)."""
+        tokens = self._signed_in()
+        async with self._refreshing:
+            if self._tokens is not tokens:  # another call refreshed meanwhile
+                return
+            reply = await _call(self._auth.RefreshToken(
+                auth_pb2.RefreshTokenRequest(refresh_token=tokens.refresh_token)))
+            self._tokens = reply.tokens
+
+    async def logout(self) -> None:
+        """Ends this login: its tokens stop working on every gateway."""
+        tokens = self._signed_in()
+        await _call(self._auth.Logout(auth_pb2.LogoutRequest(refresh_token=tokens.refresh_token)))
+        self._tokens = None
+
+    @property
+    def access_token(self) -> str:
+        return self._signed_in().access_token
+
+    def _signed_in(self) -> auth_pb2.TokenPair:
+        if self._tokens is None:
+            raise errors.AuthenticationError(grpc.StatusCode.UNAUTHENTICATED,
+                                             "not signed in: call register or login first")
+        return self._tokens
+
+    async def _metadata(self) -> tuple[tuple[str, str], ...]:
+        tokens = self._signed_in()
+        if tokens.access_token_expire_time.seconds and \
+                tokens.access_token_expire_time.ToSeconds() - time.time() < REFRESH_MARGIN_S:
+            await self.refresh()
+        return (("authorization", f"Bearer {self._signed_in().access_token}"),)
+
+    async def _authorized(self, call: Callable[..., Awaitable[T]], request: Any) -> T:
+        """`call(request)` with the access token; refused as expired or revoked, once more
+        after a refresh."""
+        tokens = self._signed_in()
+        try:
+            return await call(request, metadata=await self._metadata())
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNAUTHENTICATED or self._tokens is not tokens:
+                raise errors.from_rpc_error(e) from None
+        await self.refresh()
+        return await _call(call(request, metadata=await self._metadata()))
+
+    # --- sessions
+
+    async def create_session(self, language: str, *, voice: str = "", max_participants: int = 0,
+                             ) -> Session:
+        """A new session hosted by you, speaking `language`; others join with its `code`."""
+        reply = await self._authorized(self._sessions.CreateSession, sessions_pb2.CreateSessionRequest(
+            language_code=language, voice=voice, max_participants=max_participants))
+        return Session(self, reply.session)
+
+    async def join_session(self, code: str, *, language: str, voice: str = "",
+                           allow_one_way: bool = False) -> Session:
+        """Joins the session of the 6-digit `code`, speaking `language`; `allow_one_way`
+        accepts a pair the mesh translates in one direction only."""
+        reply = await self._authorized(self._sessions.JoinSession, sessions_pb2.JoinSessionRequest(
+            code=code, language_code=language, voice=voice, allow_one_way=allow_one_way))
+        return Session(self, reply.session)
+
+    async def get_session(self, session_id: str) -> Session:
+        """A session you are in, e.g. to converse again after a restart."""
+        reply = await self._authorized(self._sessions.GetSession,
+                                       sessions_pb2.GetSessionRequest(session_id=session_id))
+        return Session(self, reply.session)
+
+    async def list_languages(self) -> Languages:
+        """The languages the deployment serves and how each pair is translated (no sign-in needed)."""
+        reply = await _call(self._sessions.ListLanguages(sessions_pb2.ListLanguagesRequest()))
+        return Languages(
+            [Language(s.language_code, s.display_name, s.recognized, s.spoken) for s in reply.languages],
+            [Route(r.source_language_code, r.target_language_code, r.available,
+                   conversation_pb2.TranslationPath.Name(r.path), r.install) for r in reply.routes])
+
+    async def export_transcript(self, session_id: str, format: str = "txt") -> Transcript:
+        """A session's transcript with your translations: `format` txt, srt, vtt or json."""
+        if format not in _FORMATS:
+            raise ValueError(f"format must be one of {', '.join(_FORMATS)}, not {format!r}")
+        reply = await self._authorized(self._sessions.ExportTranscript, sessions_pb2.ExportTranscriptRequest(
+            session_id=session_id, format=_FORMATS[format]))
+        return Transcript(reply.filename, reply.content_type, reply.content)
+
+
+class Session:
+    """A session you created or joined. `converse` streams your audio and yields events;
+    called again after a lost connection, it resumes after the last event you got."""
+
+    def __init__(self, client: Client, info: sessions_pb2.Session) -> None:
+        self.client = client
+        self.info = info
+        self.last_sequence = 0
+        """The sequence of the last event yielded: where the next `converse` resumes."""
+
+    @property
+    def id(self) -> str:
+        return self.info.session_id
+
+    @property
+    def code(self) -> str:
+        return self.info.code
+
+    async def converse(
+        self, audio: AsyncIterable[bytes] | Iterable[bytes] | None = None, *, sample_rate: int = 16_000,
+        output_sample_rate: int = 0, resume: bool = True,
+    ) -> AsyncIterator[events.Event]:
+        """Your conversation stream: sends `audio` (PCM16 mono chunks of about 100 ms at
+        `sample_rate`, at real-time pace; `audio.wav_chunks` reads a file), then leaves,
+        and ends once your last utterance is done. Without `audio` it only listens, until
+        you stop iterating. Translated speech comes at `output_sample_rate` (0: the voice's
+        own). With `resume`, events after `last_sequence` come first, nothing twice."""
+        join = conversation_pb2.JoinConversation(
+            session_id=self.id, encoding=conversation_pb2.AUDIO_ENCODING_LINEAR16,
+            sample_rate_hertz=sample_rate, output_sample_rate_hertz=output_sample_rate,
+            resume_after_sequence=self.last_sequence if resume else 0)
+        call = self.client._conversation.Converse(_requests(join, audio),
+                                                  metadata=await self.client._metadata())
+        try:
+            async for response in call:
+                event = events.from_proto(response.event)
+                if event is not None:
+                    self.last_sequence = event.sequence
+                    yield event
+        except grpc.aio.AioRpcError as e:
+            raise errors.from_rpc_error(e) from None
+        finally:
+            call.cancel()
+
+    async def leave(self) -> None:
+        """Leaves the session for good (the host's leaving hands the session on)."""
+        self.info = (await self.client._authorized(self.client._sessions.LeaveSession,
+                                                   sessions_pb2.LeaveSessionRequest(session_id=self.id))).session
+
+    async def end(self) -> None:
+        """Ends the session for everyone (host only)."""
+        await self.client._authorized(self.client._sessions.EndSession,
+                                      sessions_pb2.EndSessionRequest(session_id=self.id))
+
+    async def export_transcript(self, format: str = "txt") -> Transcript:
+        return await self.client.export_transcript(self.id, format)
+
+
+async def _requests(
+    join: conversation_pb2.JoinConversation, audio: AsyncIterable[bytes] | Iterable[bytes] | None,
+) -> AsyncIterator[conversation_pb2.ConverseRequest]:
+    yield conversation_pb2.ConverseRequest(join=join)
+    if audio is None:
+        await asyncio.Event().wait()  # listen only: the stream stays open until cancelled
+        return
+    sequence = 0
+    async for data in _aiter(audio):
+        sequence += 1
+        now = Timestamp()
+        now.GetCurrentTime()
+        yield conversation_pb2.ConverseRequest(
+            audio=conversation_pb2.AudioChunk(data=data, sequence=sequence, capture_time=now))
+    yield conversation_pb2.ConverseRequest(leave=conversation_pb2.LeaveConversation())
+
+
+async def _aiter(chunks: AsyncIterable[bytes] | Iterable[bytes]) -> AsyncIterator[bytes]:
+    if isinstance(chunks, AsyncIterable):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk
+
+
+async def _call(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as e:
+        raise errors.from_rpc_error(e) from None
