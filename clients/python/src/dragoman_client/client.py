@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -37,6 +38,10 @@ _FORMATS = {
     "srt": sessions_pb2.TRANSCRIPT_FORMAT_SRT,
     "vtt": sessions_pb2.TRANSCRIPT_FORMAT_WEBVTT,
     "json": sessions_pb2.TRANSCRIPT_FORMAT_JSON,
+}
+_ENCODINGS = {
+    "linear16": conversation_pb2.AUDIO_ENCODING_LINEAR16,
+    "ogg_opus": conversation_pb2.AUDIO_ENCODING_OGG_OPUS,
 }
 T = TypeVar("T")
 
@@ -134,6 +139,13 @@ class Client:
         self.user_id, self._tokens = reply.user_id, reply.tokens
         return self.user_id
 
+    async def sign_in(self, username: str, password: str, *, email: str, language: str = "en") -> str:
+        """Logs in, registering the account first if it does not exist yet; returns the user id."""
+        try:
+            return await self.register(username, password, email=email, language=language)
+        except errors.AlreadyExistsError:
+            return await self.login(username, password)
+
     async def refresh(self) -> None:
         """Swaps the refresh token for a new token pair (done for you before and after expiry)."""
         tokens = self._signed_in()
@@ -228,6 +240,8 @@ class Session:
         self.info = info
         self.last_sequence = 0
         """The sequence of the last event yielded: where the next `converse` resumes."""
+        self.reconnects = 0
+        """How many times `converse` re-established a lost connection."""
 
     @property
     def id(self) -> str:
@@ -239,29 +253,66 @@ class Session:
 
     async def converse(
         self, audio: AsyncIterable[bytes] | Iterable[bytes] | None = None, *, sample_rate: int = 16_000,
-        output_sample_rate: int = 0, resume: bool = True,
+        encoding: str = "linear16", output_sample_rate: int = 0, resume: bool = True,
+        reconnect_timeout_s: float = 30.0,
     ) -> AsyncIterator[events.Event]:
-        """Your conversation stream: sends `audio` (PCM16 mono chunks of about 100 ms at
-        `sample_rate`, at real-time pace; `audio.wav_chunks` reads a file), then leaves,
+        """Your conversation stream: sends `audio` (chunks of about 100 ms at real-time pace:
+        PCM16 mono at `sample_rate`, or with `encoding="ogg_opus"` an Ogg Opus stream;
+        `audio.wav_chunks`, `audio.ogg_chunks` and `audio.microphone` give them), then leaves,
         and ends once your last utterance is done. Without `audio` it only listens, until
         you stop iterating. Translated speech comes at `output_sample_rate` (0: the voice's
-        own). With `resume`, events after `last_sequence` come first, nothing twice."""
-        join = conversation_pb2.JoinConversation(
-            session_id=self.id, encoding=conversation_pb2.AUDIO_ENCODING_LINEAR16,
-            sample_rate_hertz=sample_rate, output_sample_rate_hertz=output_sample_rate,
-            resume_after_sequence=self.last_sequence if resume else 0)
-        call = self.client._conversation.Converse(_requests(join, audio),
-                                                  metadata=await self.client._metadata())
+        own). With `resume`, events after `last_sequence` come first, nothing twice.
+
+        A connection lost (UNAVAILABLE) is re-established with backoff and the stream resumes
+        after the last event yielded, sending the audio not yet sent; after
+        `reconnect_timeout_s` without a connection (0: never retry) it raises UnavailableError."""
+        if encoding not in _ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(_ENCODINGS)}, not {encoding!r}")
+        # an Ogg stream is read from its headers: a new stream after a reconnection needs them again
+        outgoing = _Outgoing(audio, replay_first=encoding == "ogg_opus")
+        if not resume:
+            self.last_sequence = 0
+        failing_since: float | None = None
+        attempt = 0
         try:
-            async for response in call:
-                event = events.from_proto(response.event)
-                if event is not None:
-                    self.last_sequence = event.sequence
-                    yield event
-        except grpc.aio.AioRpcError as e:
-            raise errors.from_rpc_error(e) from None
+            while True:
+                join = conversation_pb2.JoinConversation(
+                    session_id=self.id, encoding=_ENCODINGS[encoding], sample_rate_hertz=sample_rate,
+                    output_sample_rate_hertz=output_sample_rate, resume_after_sequence=self.last_sequence)
+                try:
+                    call = self.client._conversation.Converse(outgoing.requests(join),
+                                                              metadata=await self.client._metadata())
+                    try:
+                        async for response in call:
+                            event = events.from_proto(response.event)
+                            # a resumed stream starts after last_sequence; the check keeps a
+                            # replayed event from being yielded twice whatever the server does
+                            if event is None or event.sequence <= self.last_sequence:
+                                continue
+                            failing_since, attempt = None, 0
+                            self.last_sequence = event.sequence
+                            yield event
+                        return
+                    except asyncio.CancelledError:
+                        if outgoing.error is not None:
+                            raise outgoing.error from None
+                        raise
+                    finally:
+                        call.cancel()
+                except (grpc.aio.AioRpcError, errors.UnavailableError) as e:
+                    error = errors.from_rpc_error(e) if isinstance(e, grpc.aio.AioRpcError) else e
+                    if not isinstance(error, errors.UnavailableError):
+                        raise error from None
+                    now = time.monotonic()
+                    failing_since = failing_since if failing_since is not None else now
+                    if now - failing_since >= reconnect_timeout_s:
+                        raise error from None
+                attempt += 1
+                self.reconnects += 1
+                # 0.1 s, 0.2 s, ... up to 5 s, jittered so clients cut together do not return together
+                await asyncio.sleep(min(5.0, 0.1 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
         finally:
-            call.cancel()
+            await outgoing.close()
 
     async def leave(self) -> None:
         """Leaves the session for good (the host's leaving hands the session on)."""
@@ -277,21 +328,64 @@ class Session:
         return await self.client.export_transcript(self.id, format)
 
 
-async def _requests(
-    join: conversation_pb2.JoinConversation, audio: AsyncIterable[bytes] | Iterable[bytes] | None,
-) -> AsyncIterator[conversation_pb2.ConverseRequest]:
-    yield conversation_pb2.ConverseRequest(join=join)
-    if audio is None:
-        await asyncio.Event().wait()  # listen only: the stream stays open until cancelled
-        return
-    sequence = 0
-    async for data in _aiter(audio):
-        sequence += 1
-        now = Timestamp()
-        now.GetCurrentTime()
-        yield conversation_pb2.ConverseRequest(
-            audio=conversation_pb2.AudioChunk(data=data, sequence=sequence, capture_time=now))
-    yield conversation_pb2.ConverseRequest(leave=conversation_pb2.LeaveConversation())
+class _Outgoing:
+    """The audio of one `converse`, across its reconnections: a task reads `audio` into a
+    queue, and each stream's requests take from it, so a new stream goes on where the lost
+    one stopped (a chunk in flight when the connection broke is lost, as on a phone)."""
+
+    def __init__(self, audio: AsyncIterable[bytes] | Iterable[bytes] | None, *, replay_first: bool) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=50)
+        self.replay_first = replay_first
+        self.first: bytes | None = None
+        """The first chunk, sent again at the start of every later stream with `replay_first`."""
+        self.sequence = 0
+        self.finished = False
+        self.error: BaseException | None = None
+        """What `audio` raised: it ends the conversation, raised by `converse`."""
+        self.reader = asyncio.create_task(self._read(audio)) if audio is not None else None
+
+    async def _read(self, audio: AsyncIterable[bytes] | Iterable[bytes]) -> None:
+        try:
+            async for chunk in _aiter(audio):
+                await self.queue.put(chunk)
+        except Exception as e:
+            self.error = e
+        await self.queue.put(None)
+
+    async def requests(self, join: conversation_pb2.JoinConversation,
+                       ) -> AsyncIterator[conversation_pb2.ConverseRequest]:
+        yield conversation_pb2.ConverseRequest(join=join)
+        if self.reader is None:
+            await asyncio.Event().wait()  # listen only: the stream stays open until cancelled
+            return
+        if self.replay_first and self.first is not None:
+            self.sequence += 1
+            yield _audio(self.first, self.sequence)
+        while not self.finished:
+            data = await self.queue.get()
+            if data is None:
+                if self.error is not None:
+                    raise self.error  # grpc cancels the call; converse raises the error
+                self.finished = True
+                break
+            if self.first is None:
+                self.first = data
+            # numbered across streams: each is above the one before, as the server requires
+            self.sequence += 1
+            yield _audio(data, self.sequence)
+        yield conversation_pb2.ConverseRequest(leave=conversation_pb2.LeaveConversation())
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            await asyncio.gather(self.reader, return_exceptions=True)
+
+
+def _audio(data: bytes, sequence: int) -> conversation_pb2.ConverseRequest:
+    now = Timestamp()
+    now.GetCurrentTime()
+    return conversation_pb2.ConverseRequest(
+        audio=conversation_pb2.AudioChunk(data=data, sequence=sequence, capture_time=now))
 
 
 async def _aiter(chunks: AsyncIterable[bytes] | Iterable[bytes]) -> AsyncIterator[bytes]:
