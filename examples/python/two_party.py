@@ -1,11 +1,11 @@
 """Two people, one session: Alice says a WAV file in English, Bruno hears it in Portuguese.
 
-    python two_party.py 127.0.0.1:50051 hello.wav [--fast] [--out DIR]
+    python examples/python/two_party.py 127.0.0.1:50051 hello.wav [--speed X] [--out DIR]
 
 Registers both users on first use (logs in after), pairs them by code, and prints
 one JSON line per event Bruno gets; his translated speech lands in DIR as
-bruno-<utterance>.wav. `--fast` sends the file at once instead of at real-time pace
-(for a gateway whose session.max_audio_speed allows it).
+bruno-<utterance>.wav. `--speed 4` sends the file at four times real-time pace (for a
+gateway whose session.max_audio_speed allows it; 2 by default).
 """
 
 from __future__ import annotations
@@ -25,14 +25,11 @@ PASSWORD = "correct horse battery"
 
 async def signed_in(gateway: str, name: str, language: str) -> dragoman_client.Client:
     client = await dragoman_client.connect(gateway)
-    try:
-        await client.register(name, PASSWORD, email=f"{name}@example.org", language=language)
-    except dragoman_client.AlreadyExistsError:
-        await client.login(name, PASSWORD)
+    await client.sign_in(name, PASSWORD, email=f"{name}@example.org", language=language)
     return client
 
 
-async def main(gateway: str, wav: Path, out: Path, fast: bool, alice_name: str, bruno_name: str) -> None:
+async def main(gateway: str, wav: Path, out: Path, speed: float, alice_name: str, bruno_name: str) -> None:
     alice = await signed_in(gateway, alice_name, "en")
     bruno = await signed_in(gateway, bruno_name, "pt-BR")
     hosted = await alice.create_session("en")
@@ -58,7 +55,7 @@ async def main(gateway: str, wav: Path, out: Path, fast: bool, alice_name: str, 
     listening = asyncio.create_task(listen())
     spoken = set()
     # Alice's stream ends once her last utterance is done
-    async for event in hosted.converse(audio.wav_chunks(wav, realtime=not fast, silence_ms=1500),
+    async for event in hosted.converse(audio.wav_chunks(wav, speed=speed, silence_ms=1500),
                                        sample_rate=audio.read_wav(wav)[1]):
         if isinstance(event, dragoman_client.ProcessingStarted) and event.own:
             spoken.add(event.utterance_id)
@@ -77,9 +74,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("gateway")
     parser.add_argument("wav", type=Path)
-    parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--speed", type=float, default=1.0, help="times real time (default 1)")
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--names", nargs=2, default=("alice", "bruno"), metavar=("ALICE", "BRUNO"))
     args = parser.parse_args()
-    asyncio.run(main(args.gateway, args.wav, args.out, args.fast, *args.names))
+    asyncio.run(main(args.gateway, args.wav, args.out, args.speed, *args.names))
     sys.exit(0)
