@@ -87,47 +87,57 @@ async def test_languages_and_transcript_are_typed(mesh: MeshAddresses, sdk: Modu
     await client.close()
 
 
+@pytest.mark.parametrize("cut", ["listener", "speaker"])
 async def test_converse_resumes_after_the_connection_is_cut(
-    mesh: MeshAddresses, sdk: ModuleType, fleurs: Path,
+    mesh: MeshAddresses, sdk: ModuleType, fleurs: Path, cut: str,
 ) -> None:
-    """Bruno listens through a link that is cut mid-utterance and restored 1.5 s later:
-    `converse` reconnects by itself and he gets every event once, in order, his partner's
-    utterance translated to the end."""
+    """Bruno listens to Alice; one of them talks through a link that is cut at their first
+    transcription (mid-utterance) and restored 1.5 s later. `converse` reconnects by itself
+    and both get every event once, in order. Cut as listener, Bruno hears the utterance
+    translated to the end; cut as speaker, the server ends the utterance the cut broke (its
+    audio went with the connection) and the audio of the outage, sent on reconnecting,
+    makes the next utterances, translated to the end."""
     host, port = mesh.gateway.rsplit(":", 1)
     link = CuttableProxy(host, int(port))
     await link.start()
-    alice = await _user(sdk, mesh.gateway, "sdk-cut-alice")
-    bruno = await _user(sdk, f"127.0.0.1:{link.port}", "sdk-cut-bruno")
+    through = {who: f"127.0.0.1:{link.port}" if who == cut else mesh.gateway
+               for who in ("speaker", "listener")}
+    alice = await _user(sdk, through["speaker"], f"sdk-cut-{cut}-alice")
+    bruno = await _user(sdk, through["listener"], f"sdk-cut-{cut}-bruno")
     hosted = await alice.create_session("en")
     joined = await bruno.join_session(hosted.code, language="pt-BR")
 
-    got: list[object] = []
+    got: dict[str, list[object]] = {"speaker": [], "listener": []}
     ended: set[str] = set()
     changed = asyncio.Event()
+    cutting: list[asyncio.Task[None]] = []
+    cutting_at: list[object] = []
 
     async def cut_for_a_while() -> None:
         link.cut()
         await asyncio.sleep(1.5)
         link.restore()
 
+    def seen(who: str, event: object) -> None:
+        got[who].append(event)
+        if who == cut and not cutting and isinstance(event, sdk.Transcription):  # mid-utterance
+            cutting.append(asyncio.create_task(cut_for_a_while()))
+            cutting_at.append(event)
+
     async def listen() -> None:
-        cutting = None
         async for event in joined.converse(output_sample_rate=24_000):
-            got.append(event)
-            if cutting is None and isinstance(event, sdk.Transcription):  # mid-utterance
-                cutting = asyncio.create_task(cut_for_a_while())
+            seen("listener", event)
             if isinstance(event, sdk.ProcessingEnded):
                 ended.add(event.utterance_id)
             changed.set()
 
     listening = asyncio.create_task(listen())
-    pcm = audio.float_to_pcm16(audio.decode_file(fleurs / "fleurs-en-004.ogg", audio.STT_RATE_HZ))
+    pcm = audio.float_to_pcm16(audio.decode_file(fleurs / "fleurs-en-001.ogg", audio.STT_RATE_HZ))
     pcm += bytes(audio.STT_RATE_HZ * 3)  # 1.5 s of silence ends the utterance
-    spoken = set()
     chunks = sdk.audio.paced(sdk.audio.split(pcm, audio.STT_RATE_HZ), audio.STT_RATE_HZ, speed=2)
     async for event in hosted.converse(chunks, sample_rate=audio.STT_RATE_HZ):
-        if isinstance(event, sdk.ProcessingStarted) and event.own:
-            spoken.add(event.utterance_id)
+        seen("speaker", event)
+    spoken = {e.utterance_id for e in got["speaker"] if isinstance(e, sdk.ProcessingStarted) and e.own}
     async with asyncio.timeout(60):
         while not spoken <= ended:
             changed.clear()
@@ -135,15 +145,21 @@ async def test_converse_resumes_after_the_connection_is_cut(
     listening.cancel()
     await asyncio.gather(listening, return_exceptions=True)
 
-    assert link.cuts == 1 and joined.reconnects >= 1
-    sequences = [e.sequence for e in got]
-    assert sequences == list(range(1, len(got) + 1)), "an event missed or twice"
-    finals = [e for e in got if isinstance(e, sdk.Translation) and e.is_final]
-    assert {e.utterance_id for e in finals} == spoken and all(e.text for e in finals)
-    speech = [e for e in got if isinstance(e, sdk.SpeechAudio)]
-    for utterance in spoken:
+    assert link.cuts == 1 and (hosted if cut == "speaker" else joined).reconnects >= 1
+    for who, events in got.items():
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1)), f"{who}: missed or twice"
+    finals = [e for e in got["listener"] if isinstance(e, sdk.Translation) and e.is_final]
+    translated = {e.utterance_id for e in finals}
+    broken = set() if cut == "listener" else \
+        {e.utterance_id for e in got["speaker"][:got["speaker"].index(cutting_at[0])]
+         if isinstance(e, sdk.ProcessingStarted)}
+    assert spoken and translated == spoken - broken and all(e.text for e in finals), (translated, broken)
+    speech = [e for e in got["listener"] if isinstance(e, sdk.SpeechAudio)]
+    for utterance in translated:
         chunks_heard = [e.chunk_index for e in speech if e.utterance_id == utterance]
         assert chunks_heard == list(range(len(chunks_heard))) and chunks_heard, "speech cut short"
+    heard = " ".join(e.source_text for e in finals)
+    assert "sentence" in heard  # the clip's last word: the audio went on to its end
     for client in (alice, bruno):
         await client.close()
     await link.stop()

@@ -279,8 +279,9 @@ class Session:
                 join = conversation_pb2.JoinConversation(
                     session_id=self.id, encoding=_ENCODINGS[encoding], sample_rate_hertz=sample_rate,
                     output_sample_rate_hertz=output_sample_rate, resume_after_sequence=self.last_sequence)
+                stopped = asyncio.Event()
                 try:
-                    call = self.client._conversation.Converse(outgoing.requests(join),
+                    call = self.client._conversation.Converse(outgoing.requests(join, stopped),
                                                               metadata=await self.client._metadata())
                     try:
                         async for response in call:
@@ -298,6 +299,7 @@ class Session:
                             raise outgoing.error from None
                         raise
                     finally:
+                        stopped.set()
                         call.cancel()
                 except (grpc.aio.AioRpcError, errors.UnavailableError) as e:
                     error = errors.from_rpc_error(e) if isinstance(e, grpc.aio.AioRpcError) else e
@@ -340,6 +342,7 @@ class _Outgoing:
         """The first chunk, sent again at the start of every later stream with `replay_first`."""
         self.sequence = 0
         self.finished = False
+        self.held: list[bytes | None] = []
         self.error: BaseException | None = None
         """What `audio` raised: it ends the conversation, raised by `converse`."""
         self.reader = asyncio.create_task(self._read(audio)) if audio is not None else None
@@ -352,17 +355,21 @@ class _Outgoing:
             self.error = e
         await self.queue.put(None)
 
-    async def requests(self, join: conversation_pb2.JoinConversation,
+    async def requests(self, join: conversation_pb2.JoinConversation, stopped: asyncio.Event,
                        ) -> AsyncIterator[conversation_pb2.ConverseRequest]:
+        """One stream's requests, until `stopped` is set when the stream is over: a lost
+        stream's requests must not wait on (and take) the next stream's audio."""
         yield conversation_pb2.ConverseRequest(join=join)
         if self.reader is None:
-            await asyncio.Event().wait()  # listen only: the stream stays open until cancelled
+            await stopped.wait()  # listen only: the stream stays open until it is over
             return
         if self.replay_first and self.first is not None:
             self.sequence += 1
             yield _audio(self.first, self.sequence)
         while not self.finished:
-            data = await self.queue.get()
+            data = await self._next(stopped)
+            if stopped.is_set():
+                return
             if data is None:
                 if self.error is not None:
                     raise self.error  # grpc cancels the call; converse raises the error
@@ -374,6 +381,25 @@ class _Outgoing:
             self.sequence += 1
             yield _audio(data, self.sequence)
         yield conversation_pb2.ConverseRequest(leave=conversation_pb2.LeaveConversation())
+
+    async def _next(self, stopped: asyncio.Event) -> bytes | None:
+        """The next chunk, or None at the end; when `stopped` comes first a chunk taken
+        meanwhile is kept for the next stream."""
+        if self.held:
+            return self.held.pop()
+        get = asyncio.ensure_future(self.queue.get())
+        stop = asyncio.ensure_future(stopped.wait())
+        try:
+            await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            get.cancel()  # a cancelled Queue.get leaves its item in the queue
+        if not get.done() or get.cancelled():
+            return None
+        if stopped.is_set():
+            self.held.append(get.result())
+            return None
+        return get.result()
 
     async def close(self) -> None:
         if self.reader is not None:
