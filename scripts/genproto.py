@@ -8,13 +8,16 @@ the dev group, so the output is reproducible; `.pyi` files come from
 mypy-protobuf. The public API's stubs for other languages (gen/cpp,
 gen/csharp, gen/objc, gen/php, gen/ruby) come from buf.gen.stubs.yaml, run by
 the pinned buf with Debian's protoc and gRPC plugins (docs/stubs.md). The
-API reference (docs/api.md) comes from scripts/gendocs.py.
+API reference (docs/api.md) comes from scripts/gendocs.py. The Python SDK
+(clients/python) ships its own stubs of the public API in
+clients/python/src/dragoman_client/_gen, so it installs without this repository.
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import re
 import shutil
 import subprocess
 import sys
@@ -38,14 +41,20 @@ NATIVE_TOOLS = {
 }
 NATIVE_LANGUAGES = ("cpp", "csharp", "objc", "php", "ruby")
 TREES = ("python", *NATIVE_LANGUAGES)
+PUBLIC_API = PROTO / "dragoman" / "v1"
+SDK_PACKAGE = "dragoman_client._gen"
+SDK_GEN = ROOT / "clients" / "python" / "src" / "dragoman_client" / "_gen"
+# The stubs name their siblings `dragoman.v1`; inside the SDK they live under SDK_PACKAGE,
+# so a top-level `dragoman` (the server package) is never needed nor shadowed.
+SDK_IMPORT = re.compile(r"^(from|import) dragoman\.v1\b", re.M)
 
 
 class MissingToolError(Exception):
     """A generator is not installed; the message says how to install it."""
 
 
-def generate_python(out: Path) -> None:
-    protos = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
+def generate_python(out: Path, protos_under: Path = PROTO) -> None:
+    protos = sorted(str(p.relative_to(PROTO)) for p in protos_under.rglob("*.proto"))
     scripts = Path(sysconfig.get_path("scripts"))
     cmd = [
         sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO}",
@@ -64,6 +73,16 @@ def generate_python(out: Path) -> None:
         while d != out / "dragoman":
             (d / "__init__.py").touch()
             d = d.parent
+
+
+def generate_sdk(out: Path) -> None:
+    """The public API's stubs as the subpackage SDK_PACKAGE of the SDK (clients/python)."""
+    out.mkdir(parents=True)
+    generate_python(out, PUBLIC_API)
+    for path in out.rglob("*.py*"):
+        path.write_text(SDK_IMPORT.sub(rf"\1 {SDK_PACKAGE}.dragoman.v1", path.read_text()))
+    (out / "__init__.py").write_text('"""Generated from proto/dragoman/v1 by scripts/genproto.py."""\n')
+    (out / "dragoman" / "__init__.py").touch()
 
 
 def require_native_tools() -> None:
@@ -86,6 +105,7 @@ def generate(gen: Path) -> None:
     (gen / "python").mkdir(parents=True)
     generate_python(gen / "python")
     generate_native(gen)
+    generate_sdk(gen / "sdk")
 
 
 def differences(a: Path, b: Path) -> list[str]:
@@ -110,6 +130,7 @@ def main() -> int:
             return 1
         if args.check:
             stale = [f"{tree}/{name}" for tree in TREES for name in differences(fresh / tree, GEN / tree)]
+            stale += [f"{SDK_GEN.relative_to(ROOT)}/{name}" for name in differences(fresh / "sdk", SDK_GEN)]
             if not gendocs.OUT.exists() or gendocs.OUT.read_text() != docs:
                 stale.append(str(gendocs.OUT.relative_to(ROOT)))
             if stale:
@@ -123,8 +144,11 @@ def main() -> int:
             if (GEN / tree).exists():
                 shutil.rmtree(GEN / tree)
             shutil.copytree(fresh / tree, GEN / tree)
+        if SDK_GEN.exists():
+            shutil.rmtree(SDK_GEN)
+        shutil.copytree(fresh / "sdk", SDK_GEN)
     gendocs.OUT.write_text(docs)
-    print(f"wrote {GEN.relative_to(ROOT)} and {gendocs.OUT.relative_to(ROOT)}")
+    print(f"wrote {GEN.relative_to(ROOT)}, {SDK_GEN.relative_to(ROOT)} and {gendocs.OUT.relative_to(ROOT)}")
     return 0
 
 

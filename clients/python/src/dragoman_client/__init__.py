@@ -1,0 +1,51 @@
+"""Async Python client of the dragoman speech translation API.
+
+    client = await dragoman_client.connect("127.0.0.1:50051")
+    await client.login("ana", "correct horse battery")
+    session = await client.create_session("en")        # others join with session.code
+    async for event in session.converse(audio.wav_chunks("hello.wav")):
+        if isinstance(event, Translation) and event.is_final:
+            print(event.text)
+
+The generated stubs of the whole API are `auth_pb2`, `sessions_pb2` and `conversation_pb2` here, for calls
+this module does not wrap.
+"""
+
+from dragoman_client import audio
+from dragoman_client._gen.dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2
+from dragoman_client.client import Client, Language, Languages, Route, Session, Transcript, connect
+from dragoman_client.errors import (
+    AbortedError,
+    AlreadyExistsError,
+    AuthenticationError,
+    DragomanError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from dragoman_client.events import (
+    ConversationError,
+    Event,
+    Other,
+    ProcessingEnded,
+    ProcessingStarted,
+    RosterChanged,
+    SessionEnded,
+    SpeechAudio,
+    Transcription,
+    Translation,
+    UtteranceEvent,
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "AbortedError", "AlreadyExistsError", "AuthenticationError", "Client", "ConversationError",
+    "DragomanError", "Event", "FailedPreconditionError", "InvalidArgumentError", "Language", "Languages",
+    "NotFoundError", "Other", "PermissionDeniedError", "ProcessingEnded", "ProcessingStarted",
+    "ResourceExhaustedError", "RosterChanged", "Route", "Session", "SessionEnded", "SpeechAudio",
+    "Transcript", "Transcription", "Translation", "UnavailableError", "UtteranceEvent", "audio",
+    "auth_pb2", "connect", "conversation_pb2", "sessions_pb2",
+]

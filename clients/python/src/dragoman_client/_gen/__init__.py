@@ -1,0 +1,1 @@
+"""Generated from proto/dragoman/v1 by scripts/genproto.py."""
