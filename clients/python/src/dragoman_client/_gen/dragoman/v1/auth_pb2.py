@@ -24,48 +24,59 @@ _sym_db = _symbol_database.Default()
 
 from dragoman_client._gen.dragoman.v1 import conversation_pb2 as dragoman_dot_v1_dot_conversation__pb2
 from dragoman_client._gen.dragoman.v1 import sessions_pb2 as dragoman_dot_v1_dot_sessions__pb2
+from dragoman_client._gen.dragoman.v1 import vocabulary_pb2 as dragoman_dot_v1_dot_vocabulary__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64ragoman/v1/auth.proto\x12\x0b\x64ragoman.v1\x1a\x1e\x64ragoman/v1/conversation.proto\x1a\x1a\x64ragoman/v1/sessions.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"e\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x1f\n\x17preferred_language_code\x18\x04 \x01(\t\"K\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\"2\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"H\n\rLoginResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\">\n\x14RefreshTokenResponse\x12&\n\x06tokens\x18\x01 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\xb5\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x14\x44\x65leteAccountRequest\x12\x10\n\x08password\x18\x01 \x01(\t\"W\n\x15\x44\x65leteAccountResponse\x12\x1d\n\x15\x64\x65leted_session_count\x18\x01 \x01(\r\x12\x1f\n\x17\x64\x65leted_utterance_count\x18\x02 \x01(\r\"\x15\n\x13\x45xportMyDataRequest\"\xc1\x01\n\x14\x45xportMyDataResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Account\x12(\n\x06logins\x18\x02 \x03(\x0b\x32\x18.dragoman.v1.LoginRecord\x12&\n\x08sessions\x18\x03 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x30\n\nutterances\x18\x04 \x03(\x0b\x32\x1c.dragoman.v1.UtteranceRecord\"\x8d\x01\n\x07\x41\x63\x63ount\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x1f\n\x17preferred_language_code\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x0bLoginRecord\x12/\n\x0b\x63reate_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x03 \x01(\x08\"\x9f\x02\n\x0fUtteranceRecord\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x17\n\x0fspeaker_user_id\x18\x03 \x01(\t\x12\x1c\n\x14source_language_code\x18\x04 \x01(\t\x12\x1c\n\x14target_language_code\x18\x05 \x01(\t\x12\x13\n\x0bsource_text\x18\x06 \x01(\t\x12\x17\n\x0ftranslated_text\x18\x07 \x01(\t\x12.\n\x07latency\x18\x08 \x01(\x0b\x32\x1d.dragoman.v1.UtteranceLatency\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xdb\x03\n\x0b\x41uthService\x12G\n\x08Register\x12\x1c.dragoman.v1.RegisterRequest\x1a\x1d.dragoman.v1.RegisterResponse\x12>\n\x05Login\x12\x19.dragoman.v1.LoginRequest\x1a\x1a.dragoman.v1.LoginResponse\x12S\n\x0cRefreshToken\x12 .dragoman.v1.RefreshTokenRequest\x1a!.dragoman.v1.RefreshTokenResponse\x12\x41\n\x06Logout\x12\x1a.dragoman.v1.LogoutRequest\x1a\x1b.dragoman.v1.LogoutResponse\x12V\n\rDeleteAccount\x12!.dragoman.v1.DeleteAccountRequest\x1a\".dragoman.v1.DeleteAccountResponse\x12S\n\x0c\x45xportMyData\x12 .dragoman.v1.ExportMyDataRequest\x1a!.dragoman.v1.ExportMyDataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64ragoman/v1/auth.proto\x12\x0b\x64ragoman.v1\x1a\x1e\x64ragoman/v1/conversation.proto\x1a\x1a\x64ragoman/v1/sessions.proto\x1a\x1c\x64ragoman/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x1f\n\x17preferred_language_code\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x05 \x01(\t\"K\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\"G\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x03 \x01(\t\"H\n\rLoginResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\">\n\x14RefreshTokenResponse\x12&\n\x06tokens\x18\x01 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\xb5\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x14\x44\x65leteAccountRequest\x12\x10\n\x08password\x18\x01 \x01(\t\"W\n\x15\x44\x65leteAccountResponse\x12\x1d\n\x15\x64\x65leted_session_count\x18\x01 \x01(\r\x12\x1f\n\x17\x64\x65leted_utterance_count\x18\x02 \x01(\r\"\x15\n\x13\x45xportMyDataRequest\"\xf0\x01\n\x14\x45xportMyDataResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Account\x12(\n\x06logins\x18\x02 \x03(\x0b\x32\x18.dragoman.v1.LoginRecord\x12&\n\x08sessions\x18\x03 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x30\n\nutterances\x18\x04 \x03(\x0b\x32\x1c.dragoman.v1.UtteranceRecord\x12-\n\x0cvocabularies\x18\x05 \x03(\x0b\x32\x17.dragoman.v1.Vocabulary\"\x8d\x01\n\x07\x41\x63\x63ount\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x1f\n\x17preferred_language_code\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x01\n\x0bLoginRecord\x12/\n\x0b\x63reate_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x03 \x01(\x08\x12#\n\x06\x64\x65vice\x18\x04 \x01(\x0b\x32\x13.dragoman.v1.Device\"\x14\n\x12ListDevicesRequest\";\n\x13ListDevicesResponse\x12$\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x13.dragoman.v1.Device\"(\n\x13RevokeDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"\x16\n\x14RevokeDeviceResponse\"\xca\x01\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nuser_agent\x18\x03 \x01(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcoarse_ip\x18\x06 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x07 \x01(\x08\"\x9f\x02\n\x0fUtteranceRecord\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x17\n\x0fspeaker_user_id\x18\x03 \x01(\t\x12\x1c\n\x14source_language_code\x18\x04 \x01(\t\x12\x1c\n\x14target_language_code\x18\x05 \x01(\t\x12\x13\n\x0bsource_text\x18\x06 \x01(\t\x12\x17\n\x0ftranslated_text\x18\x07 \x01(\t\x12.\n\x07latency\x18\x08 \x01(\x0b\x32\x1d.dragoman.v1.UtteranceLatency\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x82\x05\n\x0b\x41uthService\x12G\n\x08Register\x12\x1c.dragoman.v1.RegisterRequest\x1a\x1d.dragoman.v1.RegisterResponse\x12>\n\x05Login\x12\x19.dragoman.v1.LoginRequest\x1a\x1a.dragoman.v1.LoginResponse\x12S\n\x0cRefreshToken\x12 .dragoman.v1.RefreshTokenRequest\x1a!.dragoman.v1.RefreshTokenResponse\x12\x41\n\x06Logout\x12\x1a.dragoman.v1.LogoutRequest\x1a\x1b.dragoman.v1.LogoutResponse\x12V\n\rDeleteAccount\x12!.dragoman.v1.DeleteAccountRequest\x1a\".dragoman.v1.DeleteAccountResponse\x12S\n\x0c\x45xportMyData\x12 .dragoman.v1.ExportMyDataRequest\x1a!.dragoman.v1.ExportMyDataResponse\x12P\n\x0bListDevices\x12\x1f.dragoman.v1.ListDevicesRequest\x1a .dragoman.v1.ListDevicesResponse\x12S\n\x0cRevokeDevice\x12 .dragoman.v1.RevokeDeviceRequest\x1a!.dragoman.v1.RevokeDeviceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dragoman.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTERREQUEST']._serialized_start=132
-  _globals['_REGISTERREQUEST']._serialized_end=233
-  _globals['_REGISTERRESPONSE']._serialized_start=235
-  _globals['_REGISTERRESPONSE']._serialized_end=310
-  _globals['_LOGINREQUEST']._serialized_start=312
-  _globals['_LOGINREQUEST']._serialized_end=362
-  _globals['_LOGINRESPONSE']._serialized_start=364
-  _globals['_LOGINRESPONSE']._serialized_end=436
-  _globals['_REFRESHTOKENREQUEST']._serialized_start=438
-  _globals['_REFRESHTOKENREQUEST']._serialized_end=482
-  _globals['_REFRESHTOKENRESPONSE']._serialized_start=484
-  _globals['_REFRESHTOKENRESPONSE']._serialized_end=546
-  _globals['_LOGOUTREQUEST']._serialized_start=548
-  _globals['_LOGOUTREQUEST']._serialized_end=586
-  _globals['_LOGOUTRESPONSE']._serialized_start=588
-  _globals['_LOGOUTRESPONSE']._serialized_end=604
-  _globals['_TOKENPAIR']._serialized_start=607
-  _globals['_TOKENPAIR']._serialized_end=788
-  _globals['_DELETEACCOUNTREQUEST']._serialized_start=790
-  _globals['_DELETEACCOUNTREQUEST']._serialized_end=830
-  _globals['_DELETEACCOUNTRESPONSE']._serialized_start=832
-  _globals['_DELETEACCOUNTRESPONSE']._serialized_end=919
-  _globals['_EXPORTMYDATAREQUEST']._serialized_start=921
-  _globals['_EXPORTMYDATAREQUEST']._serialized_end=942
-  _globals['_EXPORTMYDATARESPONSE']._serialized_start=945
-  _globals['_EXPORTMYDATARESPONSE']._serialized_end=1138
-  _globals['_ACCOUNT']._serialized_start=1141
-  _globals['_ACCOUNT']._serialized_end=1282
-  _globals['_LOGINRECORD']._serialized_start=1285
-  _globals['_LOGINRECORD']._serialized_end=1413
-  _globals['_UTTERANCERECORD']._serialized_start=1416
-  _globals['_UTTERANCERECORD']._serialized_end=1703
-  _globals['_AUTHSERVICE']._serialized_start=1706
-  _globals['_AUTHSERVICE']._serialized_end=2181
+  _globals['_REGISTERREQUEST']._serialized_start=162
+  _globals['_REGISTERREQUEST']._serialized_end=284
+  _globals['_REGISTERRESPONSE']._serialized_start=286
+  _globals['_REGISTERRESPONSE']._serialized_end=361
+  _globals['_LOGINREQUEST']._serialized_start=363
+  _globals['_LOGINREQUEST']._serialized_end=434
+  _globals['_LOGINRESPONSE']._serialized_start=436
+  _globals['_LOGINRESPONSE']._serialized_end=508
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=510
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=554
+  _globals['_REFRESHTOKENRESPONSE']._serialized_start=556
+  _globals['_REFRESHTOKENRESPONSE']._serialized_end=618
+  _globals['_LOGOUTREQUEST']._serialized_start=620
+  _globals['_LOGOUTREQUEST']._serialized_end=658
+  _globals['_LOGOUTRESPONSE']._serialized_start=660
+  _globals['_LOGOUTRESPONSE']._serialized_end=676
+  _globals['_TOKENPAIR']._serialized_start=679
+  _globals['_TOKENPAIR']._serialized_end=860
+  _globals['_DELETEACCOUNTREQUEST']._serialized_start=862
+  _globals['_DELETEACCOUNTREQUEST']._serialized_end=902
+  _globals['_DELETEACCOUNTRESPONSE']._serialized_start=904
+  _globals['_DELETEACCOUNTRESPONSE']._serialized_end=991
+  _globals['_EXPORTMYDATAREQUEST']._serialized_start=993
+  _globals['_EXPORTMYDATAREQUEST']._serialized_end=1014
+  _globals['_EXPORTMYDATARESPONSE']._serialized_start=1017
+  _globals['_EXPORTMYDATARESPONSE']._serialized_end=1257
+  _globals['_ACCOUNT']._serialized_start=1260
+  _globals['_ACCOUNT']._serialized_end=1401
+  _globals['_LOGINRECORD']._serialized_start=1404
+  _globals['_LOGINRECORD']._serialized_end=1569
+  _globals['_LISTDEVICESREQUEST']._serialized_start=1571
+  _globals['_LISTDEVICESREQUEST']._serialized_end=1591
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=1593
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=1652
+  _globals['_REVOKEDEVICEREQUEST']._serialized_start=1654
+  _globals['_REVOKEDEVICEREQUEST']._serialized_end=1694
+  _globals['_REVOKEDEVICERESPONSE']._serialized_start=1696
+  _globals['_REVOKEDEVICERESPONSE']._serialized_end=1718
+  _globals['_DEVICE']._serialized_start=1721
+  _globals['_DEVICE']._serialized_end=1923
+  _globals['_UTTERANCERECORD']._serialized_start=1926
+  _globals['_UTTERANCERECORD']._serialized_end=2213
+  _globals['_AUTHSERVICE']._serialized_start=2216
+  _globals['_AUTHSERVICE']._serialized_end=2858
 # @@protoc_insertion_point(module_scope)

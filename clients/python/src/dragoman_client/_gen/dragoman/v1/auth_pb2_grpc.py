@@ -66,6 +66,16 @@ class AuthServiceStub:
                 request_serializer=dragoman_dot_v1_dot_auth__pb2.ExportMyDataRequest.SerializeToString,
                 response_deserializer=dragoman_dot_v1_dot_auth__pb2.ExportMyDataResponse.FromString,
                 _registered_method=True)
+        self.ListDevices = channel.unary_unary(
+                '/dragoman.v1.AuthService/ListDevices',
+                request_serializer=dragoman_dot_v1_dot_auth__pb2.ListDevicesRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_auth__pb2.ListDevicesResponse.FromString,
+                _registered_method=True)
+        self.RevokeDevice = channel.unary_unary(
+                '/dragoman.v1.AuthService/RevokeDevice',
+                request_serializer=dragoman_dot_v1_dot_auth__pb2.RevokeDeviceRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_auth__pb2.RevokeDeviceResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -105,7 +115,7 @@ class AuthServiceServicer:
 
     def DeleteAccount(self, request, context):
         """Deletes the caller's account and all their data: logins, their part in
-        sessions, what they said. Needs the access token and the password; a
+        sessions, what they said, their vocabularies. Needs the access token and the password; a
         wrong password gives UNAUTHENTICATED. Sessions left without
         participants go too; the partner keeps their own part.
         """
@@ -114,8 +124,26 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportMyData(self, request, context):
-        """Returns everything stored about the caller: account, logins, sessions
-        and the utterances of those sessions (decrypted). Needs the access
+        """Returns everything stored about the caller: account, logins, sessions,
+        the utterances of those sessions (decrypted) and their vocabularies.
+        Needs the access token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDevices(self, request, context):
+        """Lists the caller's devices: their logins that stand (neither logged out
+        nor revoked), most recently used first. Needs the access token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeDevice(self, request, context):
+        """Signs a device out at once: its refresh token stops working and so do
+        the access tokens it was issued, on every gateway. A device that is not
+        the caller's, or no longer stands, gives NOT_FOUND. Needs the access
         token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -154,6 +182,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ExportMyData,
                     request_deserializer=dragoman_dot_v1_dot_auth__pb2.ExportMyDataRequest.FromString,
                     response_serializer=dragoman_dot_v1_dot_auth__pb2.ExportMyDataResponse.SerializeToString,
+            ),
+            'ListDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDevices,
+                    request_deserializer=dragoman_dot_v1_dot_auth__pb2.ListDevicesRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_auth__pb2.ListDevicesResponse.SerializeToString,
+            ),
+            'RevokeDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeDevice,
+                    request_deserializer=dragoman_dot_v1_dot_auth__pb2.RevokeDeviceRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_auth__pb2.RevokeDeviceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -320,6 +358,60 @@ class AuthService:
             '/dragoman.v1.AuthService/ExportMyData',
             dragoman_dot_v1_dot_auth__pb2.ExportMyDataRequest.SerializeToString,
             dragoman_dot_v1_dot_auth__pb2.ExportMyDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.AuthService/ListDevices',
+            dragoman_dot_v1_dot_auth__pb2.ListDevicesRequest.SerializeToString,
+            dragoman_dot_v1_dot_auth__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.AuthService/RevokeDevice',
+            dragoman_dot_v1_dot_auth__pb2.RevokeDeviceRequest.SerializeToString,
+            dragoman_dot_v1_dot_auth__pb2.RevokeDeviceResponse.FromString,
             options,
             channel_credentials,
             insecure,

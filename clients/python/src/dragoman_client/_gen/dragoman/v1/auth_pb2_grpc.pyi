@@ -49,13 +49,23 @@ class AuthServiceStub:
     """Revokes a refresh token."""
     DeleteAccount: _grpc.UnaryUnaryMultiCallable[_auth_pb2.DeleteAccountRequest, _auth_pb2.DeleteAccountResponse]
     """Deletes the caller's account and all their data: logins, their part in
-    sessions, what they said. Needs the access token and the password; a
+    sessions, what they said, their vocabularies. Needs the access token and the password; a
     wrong password gives UNAUTHENTICATED. Sessions left without
     participants go too; the partner keeps their own part.
     """
     ExportMyData: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]
-    """Returns everything stored about the caller: account, logins, sessions
-    and the utterances of those sessions (decrypted). Needs the access
+    """Returns everything stored about the caller: account, logins, sessions,
+    the utterances of those sessions (decrypted) and their vocabularies.
+    Needs the access token.
+    """
+    ListDevices: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListDevicesRequest, _auth_pb2.ListDevicesResponse]
+    """Lists the caller's devices: their logins that stand (neither logged out
+    nor revoked), most recently used first. Needs the access token.
+    """
+    RevokeDevice: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeDeviceRequest, _auth_pb2.RevokeDeviceResponse]
+    """Signs a device out at once: its refresh token stops working and so do
+    the access tokens it was issued, on every gateway. A device that is not
+    the caller's, or no longer stands, gives NOT_FOUND. Needs the access
     token.
     """
 
@@ -80,13 +90,23 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Revokes a refresh token."""
     DeleteAccount: _aio.UnaryUnaryMultiCallable[_auth_pb2.DeleteAccountRequest, _auth_pb2.DeleteAccountResponse]  # type: ignore[assignment]
     """Deletes the caller's account and all their data: logins, their part in
-    sessions, what they said. Needs the access token and the password; a
+    sessions, what they said, their vocabularies. Needs the access token and the password; a
     wrong password gives UNAUTHENTICATED. Sessions left without
     participants go too; the partner keeps their own part.
     """
     ExportMyData: _aio.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]  # type: ignore[assignment]
-    """Returns everything stored about the caller: account, logins, sessions
-    and the utterances of those sessions (decrypted). Needs the access
+    """Returns everything stored about the caller: account, logins, sessions,
+    the utterances of those sessions (decrypted) and their vocabularies.
+    Needs the access token.
+    """
+    ListDevices: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListDevicesRequest, _auth_pb2.ListDevicesResponse]  # type: ignore[assignment]
+    """Lists the caller's devices: their logins that stand (neither logged out
+    nor revoked), most recently used first. Needs the access token.
+    """
+    RevokeDevice: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeDeviceRequest, _auth_pb2.RevokeDeviceResponse]  # type: ignore[assignment]
+    """Signs a device out at once: its refresh token stops working and so do
+    the access tokens it was issued, on every gateway. A device that is not
+    the caller's, or no longer stands, gives NOT_FOUND. Needs the access
     token.
     """
 
@@ -138,7 +158,7 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.DeleteAccountResponse, _abc.Awaitable[_auth_pb2.DeleteAccountResponse]]:
         """Deletes the caller's account and all their data: logins, their part in
-        sessions, what they said. Needs the access token and the password; a
+        sessions, what they said, their vocabularies. Needs the access token and the password; a
         wrong password gives UNAUTHENTICATED. Sessions left without
         participants go too; the partner keeps their own part.
         """
@@ -149,8 +169,30 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.ExportMyDataRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ExportMyDataResponse, _abc.Awaitable[_auth_pb2.ExportMyDataResponse]]:
-        """Returns everything stored about the caller: account, logins, sessions
-        and the utterances of those sessions (decrypted). Needs the access
+        """Returns everything stored about the caller: account, logins, sessions,
+        the utterances of those sessions (decrypted) and their vocabularies.
+        Needs the access token.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDevices(
+        self,
+        request: _auth_pb2.ListDevicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListDevicesResponse, _abc.Awaitable[_auth_pb2.ListDevicesResponse]]:
+        """Lists the caller's devices: their logins that stand (neither logged out
+        nor revoked), most recently used first. Needs the access token.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeDevice(
+        self,
+        request: _auth_pb2.RevokeDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.RevokeDeviceResponse, _abc.Awaitable[_auth_pb2.RevokeDeviceResponse]]:
+        """Signs a device out at once: its refresh token stops working and so do
+        the access tokens it was issued, on every gateway. A device that is not
+        the caller's, or no longer stands, gives NOT_FOUND. Needs the access
         token.
         """
 
