@@ -343,6 +343,13 @@ class SessionSettings:
     piece_max_words: int = 10
     """Simultaneous mode: stable words that go as a piece with no clause mark among them (a
     speaker who never pauses)."""
+    catchup_backlog_ms: int = 4000
+    """Catch-up speaking rate, both modes: when a listener has more than this much speech sent
+    and not yet played, what is synthesised for them next is spoken faster, the more so the
+    further behind, up to `catchup_max_speed` at twice this backlog; at or under it, the voice's
+    own rate (session_svc.catchup)."""
+    catchup_max_speed: float = 1.3
+    """Fastest catch-up speaking rate, relative to the voice's own (1 to 2); 1: off."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the
@@ -364,6 +371,12 @@ class SessionSettings:
             raise InvalidArgument(
                 "settings session.piece_min_words and piece_max_words must satisfy "
                 f"1 <= min <= max, got {self.piece_min_words} and {self.piece_max_words}")
+        if self.catchup_backlog_ms <= 0:
+            raise InvalidArgument(
+                f"setting session.catchup_backlog_ms must be more than 0, got {self.catchup_backlog_ms}")
+        if not 1.0 <= self.catchup_max_speed <= 2.0:
+            raise InvalidArgument(
+                f"setting session.catchup_max_speed must be 1 to 2, got {self.catchup_max_speed}")
         if not 2 <= self.max_participants <= 8:
             raise InvalidArgument("setting session.max_participants must be 2 to 8, "
                                   f"got {self.max_participants}")
