@@ -34,6 +34,7 @@ class Stack:
     session: str
     """Address of session_svc."""
     mt: FakeMt
+    tts: FakeTts
 
     def query(self, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         """Rows of a statement on the stack's schema (for checks on what is stored)."""
@@ -104,13 +105,14 @@ async def session_stack(
 
     The phrase cache is off so that every utterance reaches the (fake) MT engine."""
     mt_engine = FakeMt(pairs=[(a, b) for a in LANGUAGES for b in LANGUAGES if a != b])
-    async with model_services(settings, mt_engine, FakeTts(), own=own) as addresses:
+    tts_engine = FakeTts()
+    async with model_services(settings, mt_engine, tts_engine, own=own) as addresses:
         session = await session_server.create(
             own("session", dataclasses.replace(settings, addresses=addresses)))
         try:
             address = f"127.0.0.1:{await session.start('127.0.0.1:0')}"
             full = dataclasses.replace(
                 settings, addresses=dataclasses.replace(addresses, session=address))
-            yield Stack(full, address, mt_engine)
+            yield Stack(full, address, mt_engine, tts_engine)
         finally:
             await session.stop(0.5)
