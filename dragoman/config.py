@@ -344,10 +344,11 @@ class SessionSettings:
     """Simultaneous mode: stable words that go as a piece with no clause mark among them (a
     speaker who never pauses)."""
     catchup_backlog_ms: int = 4000
-    """Catch-up speaking rate, both modes: when a listener has more than this much speech sent
-    and not yet played, what is synthesised for them next is spoken faster, the more so the
-    further behind, up to `catchup_max_speed` at twice this backlog; at or under it, the voice's
-    own rate (session_svc.catchup)."""
+    """Catch-up speaking rate, both modes: when a listener is further behind than this (speech
+    sent and not yet played, or the wait of the latest piece from its translation to its
+    playing, whichever is more), what is synthesised for them next is spoken faster, the more
+    so the further behind, up to `catchup_max_speed` at twice this; at or under it, the
+    voice's own rate (session_svc.catchup)."""
     catchup_max_speed: float = 1.3
     """Fastest catch-up speaking rate, relative to the voice's own (1 to 2); 1: off."""
     advertise_address: str = ""

@@ -2,13 +2,15 @@
 
 A listener plays the speech sent to them back to back, each chunk from when it
 came or when the one before it ends, whichever is later (as bench.simultaneous
-plays them). `Backlog` keeps, per listener, when what was sent will have been
-played; the seconds until then are speech they have not heard yet. When the
-voice of their language is slower than the speaker (Kokoro's Portuguese on a
-busy CPU), that backlog grows and so does the ear-voice span; `CatchUp` then
-asks tts_svc to speak the next syntheses faster, up to `max_speed`, and back at
-the voice's own rate once the backlog drains (settings session.catchup_*).
-Faster speech is also shorter to synthesise, which is what falls behind.
+plays them). `Backlog` keeps, per listener, how far behind they are: the
+seconds of speech sent and not yet played, or, when synthesis is what falls
+behind (then little is unplayed, yet each piece comes later than the last),
+how long the latest speech waited from when its text was ready to when it
+starts playing, whichever is more. When the voice of their language is slower
+than the speaker (Kokoro's Portuguese on a busy CPU), that grows, and so does
+the ear-voice span; `CatchUp` then asks tts_svc to speak the next syntheses
+faster, up to `max_speed`, and back at the voice's own rate once it drains
+(settings session.catchup_*). Faster speech is also shorter to synthesise.
 """
 
 from __future__ import annotations
@@ -23,20 +25,35 @@ SPEED_STEP = 0.05
 
 
 class Backlog:
-    """Seconds of speech sent to one listener and not yet played."""
+    """How far one listener is behind: speech sent and not yet played, or the wait of the
+    latest speech from its text to its playing, whichever is more."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._until = -math.inf
         """When what was sent will have been played."""
+        self.late_s = 0.0
+        """From when the latest speech's text was ready to when it starts playing."""
 
-    def sent(self, duration_s: float) -> None:
-        """A chunk of `duration_s` seconds went to the listener now."""
-        self._until = max(self._until, self._clock()) + duration_s
+    def sent(self, duration_s: float, ready: float | None = None) -> None:
+        """A chunk of `duration_s` seconds went to the listener now; `ready` (the clock's time)
+        on the first chunk of a speech: when its text was ready to synthesise."""
+        start = max(self._until, self._clock())
+        if ready is not None:
+            self.late_s = max(0.0, start - ready)
+        self._until = start + duration_s
+
+    def idle(self) -> None:
+        """Nothing more is on its way to the listener: they are not behind what comes next."""
+        self.late_s = 0.0
+
+    @property
+    def unplayed_s(self) -> float:
+        return max(0.0, self._until - self._clock())
 
     @property
     def seconds(self) -> float:
-        return max(0.0, self._until - self._clock())
+        return max(self.unplayed_s, self.late_s)
 
 
 @dataclass(frozen=True, slots=True)

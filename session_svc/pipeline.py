@@ -656,7 +656,7 @@ class SpeakerPipeline:
                 spoken = translation.text
             translated = time.monotonic()
             for key, speech in last.items():
-                speech.text = spoken
+                speech.text, speech.translated = spoken, translated
                 whole = target.speeches[key]
                 assert isinstance(whole, Pieces)
                 whole.translated = translated

@@ -30,6 +30,23 @@ def test_backlog_is_speech_sent_minus_what_has_played_since() -> None:
     assert backlog.seconds == pytest.approx(1.0)
 
 
+def test_backlog_is_also_how_late_speech_starts_when_synthesis_falls_behind() -> None:
+    clock = Clock()
+    backlog = Backlog(clock)
+    backlog.sent(1.0, ready=clock.now - 0.5)  # synthesised in 0.5 s: on time
+    assert backlog.seconds == pytest.approx(1.0)
+    clock.now += 10.0
+    backlog.sent(1.0)  # a later chunk of that speech says nothing of its lateness
+    assert backlog.late_s == pytest.approx(0.5)
+    clock.now += 10.0
+    # its text was ready 6 s ago: little is unplayed, yet the listener is 6 s behind
+    backlog.sent(1.0, ready=clock.now - 6.0)
+    assert backlog.unplayed_s == pytest.approx(1.0)
+    assert backlog.seconds == pytest.approx(6.0)
+    backlog.idle()  # all heard, nothing on its way
+    assert backlog.seconds == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(("backlog_s", "speed"), [
     (0.0, 1.0), (3.9, 1.0), (4.0, 1.0),  # up to the threshold: the voice's own rate
     (4.1, 1.05),  # just over it: one step
