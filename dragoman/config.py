@@ -352,6 +352,14 @@ class SessionSettings:
     gets at most 100 hotwords (500 characters) and a pair 256 glossary entries."""
     max_vocabulary_term_chars: int = 100
     """Longest term, translation, word or vocabulary name, in characters."""
+    catchup_backlog_ms: int = 4000
+    """Catch-up speaking rate, both modes: when a listener is further behind than this (speech
+    sent and not yet played, or the wait of the latest piece from its translation to its
+    playing, whichever is more), what is synthesised for them next is spoken faster, the more
+    so the further behind, up to `catchup_max_speed` at twice this; at or under it, the
+    voice's own rate (session_svc.catchup)."""
+    catchup_max_speed: float = 1.3
+    """Fastest catch-up speaking rate, relative to the voice's own (1 to 2); 1: off."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the
@@ -377,6 +385,12 @@ class SessionSettings:
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"setting session.{name} must be 1 or more, "
                                       f"got {getattr(self, name)}")
+        if self.catchup_backlog_ms <= 0:
+            raise InvalidArgument(
+                f"setting session.catchup_backlog_ms must be more than 0, got {self.catchup_backlog_ms}")
+        if not 1.0 <= self.catchup_max_speed <= 2.0:
+            raise InvalidArgument(
+                f"setting session.catchup_max_speed must be 1 to 2, got {self.catchup_max_speed}")
         if not 2 <= self.max_participants <= 8:
             raise InvalidArgument("setting session.max_participants must be 2 to 8, "
                                   f"got {self.max_participants}")

@@ -25,6 +25,7 @@ from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc as pb_grpc
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc import outbox
+from session_svc.catchup import CatchUp
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
 from session_svc.pipeline import SpeakerPipeline
@@ -123,7 +124,9 @@ class Connection:
                 mode=self.settings.mode,
                 partial_interval_s=self.settings.partial_translation_interval_ms / 1000,
                 piece_min_words=self.settings.piece_min_words,
-                piece_max_words=self.settings.piece_max_words)
+                piece_max_words=self.settings.piece_max_words,
+                catchup=CatchUp(self.settings.catchup_backlog_ms / 1000,
+                                self.settings.catchup_max_speed))
             self.pipeline.task.add_done_callback(self._pipeline_done)
         self.pipeline.feed(chunk.data)
 

@@ -325,11 +325,11 @@ class Downstream:
             raise errors.from_rpc_error(e, "speech synthesis") from None
 
     async def synthesize(
-        self, text: str, language_code: str, voice: str, rate_hz: int
+        self, text: str, language_code: str, voice: str, rate_hz: int, speed: float = 1.0
     ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         request = tts_pb2.SynthesizeRequest(
             text=text, language_code=language_code, voice=voice, sample_rate_hertz=rate_hz,
-            encoding=tts_pb2.AUDIO_ENCODING_LINEAR16,
+            encoding=tts_pb2.AUDIO_ENCODING_LINEAR16, speed=0.0 if speed == 1.0 else speed,
         )
         deadline = time.monotonic() + self.timeout_s
         while True:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from dragoman.errors import DragomanError
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
+from session_svc.catchup import Backlog
 from session_svc.sessions import Member
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class Chunk:
     after_final: bool = True
     """It speaks what was said after the final came (the utterance's latency counts from
     the first such chunk): all of an utterance spoken whole, only the last piece's."""
+    duration_s: float = 0.0
+    ready: float | None = None
+    """On a speech's first chunk: when its text was ready (`Speech.translated`)."""
 
 
 class Speech:
@@ -88,7 +92,9 @@ class Speech:
             if i < len(self.chunks):
                 c = self.chunks[i]
                 yield Chunk(c.audio, c.sample_rate_hertz, c.chunk_index, c.is_last, c.text,
-                            source_text=self.source_text if i == 0 else "")
+                            source_text=self.source_text if i == 0 else "",
+                            duration_s=c.audio_duration.seconds + c.audio_duration.nanos / 1e9,
+                            ready=self.translated if i == 0 else None)
                 i += 1
             elif self.ended:
                 if self.error is not None:
@@ -148,7 +154,8 @@ class Pieces:
                     async for c in self.pieces[p].follow():
                         closed = last and c.is_last
                         yield Chunk(c.audio, c.sample_rate_hertz, index, closed, c.text, p + 1,
-                                    c.source_text, after_final=last)
+                                    c.source_text, after_final=last, duration_s=c.duration_s,
+                                    ready=c.ready)
                         index, rate_hz = index + 1, c.sample_rate_hertz
                 except DragomanError:
                     if last:
@@ -195,6 +202,8 @@ class Outbox:
 
     def __init__(self, listener: Member) -> None:
         self.listener = listener
+        self.backlog = Backlog()
+        """Of the speech sent to the listener (session_svc.catchup)."""
         self._queue: deque[Delivery] = deque()
         self._current: Delivery | None = None
         self._task: asyncio.Task[None] | None = None
@@ -228,6 +237,7 @@ class Outbox:
                     delivery.done(heard)
         finally:
             self._task = None  # no await since the queue was found empty: a put starts a new one
+            self.backlog.idle()
             while self._queue:  # cancelled: nobody hears the rest
                 self._queue.popleft().done(Heard(None, None, False))
 
@@ -251,6 +261,7 @@ class Outbox:
                         speaker_participant_id=speaker.participant_id,
                         speaker_display_name=speaker.display_name,
                     ))
+                    self.backlog.sent(chunk.duration_s, chunk.ready)
             except DragomanError:
                 failed = True  # the speaker was told; the next utterance goes on
         if first_audio is not None and not failed and listener.connection is not None:

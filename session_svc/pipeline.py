@@ -57,6 +57,7 @@ from dragoman.languages import ENGLISH
 from dragoman.stt.v1 import stt_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from session_svc import outbox, pieces, routes, sentences
+from session_svc.catchup import CatchUp
 from session_svc.downstream import Downstream, error_code
 from session_svc.lexicon import Lexicon
 from session_svc.outbox import Delivery, Heard, Pieces, Speech
@@ -208,7 +209,7 @@ class SpeakerPipeline:
         encoding: int, rate_hz: int, sentence_wait_s: float = 0.0,
         sentence_max_hold_s: float = 0.0, same_language_audio: bool = False,
         mode: str = "utterance", partial_interval_s: float = 0.0, piece_min_words: int = 3,
-        piece_max_words: int = 10,
+        piece_max_words: int = 10, catchup: CatchUp | None = None,
     ) -> None:
         self.session = session
         self.speaker = speaker
@@ -220,6 +221,7 @@ class SpeakerPipeline:
             sentence_wait_s = 0.0
         self.partial_interval_s = partial_interval_s
         self.piece_min_words, self.piece_max_words = piece_min_words, piece_max_words
+        self.catchup = catchup
         self._partials: dict[str, Partials[routes.Translated]] = {}
         """Per listeners' language."""
         self._piece_tasks: set[asyncio.Task[None]] = set()
@@ -663,7 +665,7 @@ class SpeakerPipeline:
                 spoken = translation.text
             translated = time.monotonic()
             for key, speech in last.items():
-                speech.text = spoken
+                speech.text, speech.translated = spoken, translated
                 whole = target.speeches[key]
                 assert isinstance(whole, Pieces)
                 whole.translated = translated
@@ -789,11 +791,21 @@ class SpeakerPipeline:
         await asyncio.gather(*(self._synthesize(target, voice, rate_hz, speech, utt)
                                for (voice, rate_hz), speech in speeches.items()))
 
+    def _speed(self, target: _Target) -> float:
+        """Catch-up: faster speech while a listener of the language is behind (session_svc.catchup)."""
+        if self.catchup is None:
+            return 1.0
+        return self.catchup.for_listeners(
+            m.outbox.backlog for m in target.listeners if m.outbox is not None)
+
     async def _synthesize(self, target: _Target, voice: str, rate_hz: int, speech: Speech,
                           utt: Utterance) -> None:
+        speed = self._speed(target)
+        if speed != 1.0:
+            log.info("catching up %s", utt.utterance_id, extra={"speed": speed})
         try:
             async for chunk in self.down.synthesize(
-                    speech.text, target.language_code, voice, rate_hz):
+                    speech.text, target.language_code, voice, rate_hz, speed):
                 speech.add(chunk)
         except DragomanError as e:
             self._failed("synthesis", pb.ERROR_CODE_SYNTHESIS_FAILED, utt, e)

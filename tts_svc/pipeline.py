@@ -46,6 +46,8 @@ CACHE_MAX_CHARS = 200
 """Only texts up to this long are cached (frequent short phrases)."""
 CACHE_FORMAT = 1
 """Part of every cache key: bump it when the processing here changes the audio."""
+MIN_SPEED, MAX_SPEED = 0.5, 2.0
+"""Speaking rates a request may ask for, relative to the voice's own."""
 WARM_UP_TEXT = {
     "en": "Hello, the voice is ready to speak now.",
     "es": "Hola, la voz ya está lista para hablar.",
@@ -67,6 +69,8 @@ class Plan:
     output_rate_hz: int
     encoding: Encoding
     cache_key: str | None
+    speed: float = 1.0
+    """Asked of the engine: 1 when it cannot change its rate."""
 
     @property
     def voice(self) -> Voice:
@@ -86,6 +90,19 @@ class Chunk:
     duration_s: float
 
 
+def checked_speed(speed: float) -> float:
+    """A request's speed (0: the voice's own rate, 1), rounded so that float32 noise does
+    not split the cache; outside `MIN_SPEED`..`MAX_SPEED` it is INVALID_ARGUMENT."""
+    if speed == 0:
+        return 1.0
+    if not MIN_SPEED <= speed <= MAX_SPEED:  # NaN too
+        raise InvalidArgument(
+            f"speed {speed:g} is out of range; use 0 (the voice's own rate) or "
+            f"{MIN_SPEED:g} to {MAX_SPEED:g}"
+        )
+    return round(speed, 3)
+
+
 def trim_silence(samples: np.ndarray, rate_hz: int) -> np.ndarray:
     """Drops leading and trailing silence, keeping a `TRIM_MARGIN_MS` margin."""
     frame = max(1, rate_hz // 100)
@@ -103,7 +120,9 @@ def trim_silence(samples: np.ndarray, rate_hz: int) -> np.ndarray:
     return samples[start:end]
 
 
-def cache_key(text: str, language: str, choice: Choice, rate_hz: int, encoding: Encoding) -> str:
+def cache_key(
+    text: str, language: str, choice: Choice, rate_hz: int, encoding: Encoding, speed: float = 1.0
+) -> str:
     """Everything that changes the bytes of a synthesis, hashed."""
     caps = choice.engine.capabilities
     fields = [
@@ -116,6 +135,8 @@ def cache_key(text: str, language: str, choice: Choice, rate_hz: int, encoding: 
         caps.name,
         caps.version,
     ]
+    if speed != 1.0:  # only then, so that the keys of the voice's own rate stay as they were
+        fields.append(speed)
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -185,8 +206,10 @@ class Synthesizer:
         voice: str,
         sample_rate_hz: int,
         encoding: Encoding = Encoding.LINEAR16,
+        speed: float = 0.0,
     ) -> Plan:
         """Checks a request; every problem is INVALID_ARGUMENT or NOT_FOUND naming it."""
+        speed = checked_speed(speed)
         if not text.strip():
             raise InvalidArgument("text is empty")
         if len(text) > self._max_text_chars:
@@ -194,12 +217,15 @@ class Synthesizer:
         choice = self.catalog.choose(language_code, voice)
         rate_hz = encodings.output_rate(encoding, sample_rate_hz, choice.voice.sample_rate_hz)
         language = primary_language(language_code)
-        first_words = choice.engine.capabilities.first_piece_words
-        pieces = textsplit.split(text, language, first_words=first_words)
+        caps = choice.engine.capabilities
+        pieces = textsplit.split(text, language, first_words=caps.first_piece_words)
         if not pieces:
             raise InvalidArgument("text has nothing to speak (no letters or digits)")
-        key = cache_key(text, language, choice, rate_hz, encoding) if len(text) <= CACHE_MAX_CHARS else None
-        return Plan(choice, language, tuple(pieces), rate_hz, encoding, key)
+        if not caps.speeds:  # the voice speaks at its own rate: its audio is the same
+            speed = 1.0
+        key = (cache_key(text, language, choice, rate_hz, encoding, speed)
+               if len(text) <= CACHE_MAX_CHARS else None)
+        return Plan(choice, language, tuple(pieces), rate_hz, encoding, key, speed)
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -284,7 +310,8 @@ class Synthesizer:
         last_piece = len(plan.pieces) - 1
         for n, piece in enumerate(plan.pieces):
             held: np.ndarray | None = None  # the last piece's chunk, until we know it is the last
-            request = SynthesisRequest(normalize.normalize(piece.text, plan.language), voice.name)
+            request = SynthesisRequest(
+                normalize.normalize(piece.text, plan.language), voice.name, plan.speed)
             async for chunk in plan.choice.engine.synthesize(request):
                 samples = trim_silence(chunk.samples, chunk.sample_rate_hz)
                 if samples.size == 0:

@@ -60,7 +60,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
                 "or AUDIO_ENCODING_OGG_OPUS"
             )
         plan = self._synthesizer.plan(
-            request.text, request.language_code, request.voice, request.sample_rate_hertz, encoding
+            request.text, request.language_code, request.voice, request.sample_rate_hertz, encoding,
+            request.speed,
         )
         log.info(
             "synthesize",
@@ -69,6 +70,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServiceServicer):
                 "pieces": len(plan.pieces),
                 "rate_hz": plan.output_rate_hz,
                 "encoding": encoding.value,
+                "speed": plan.speed,
             },
         )
         log.debug("synthesize text", extra={"text": logs.redact(request.text)})

@@ -36,3 +36,14 @@ def test_describe_masks_the_jwt_secret_and_the_identity_key() -> None:
     assert s.auth.jwt_secret == "s3cret" and s.auth.identity_key == "k3y"
     assert config.describe(s)["auth"]["jwt_secret"] == "***"
     assert config.describe(s)["auth"]["identity_key"] == "***"
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("catchup_backlog_ms", 0, "setting session.catchup_backlog_ms must be more than 0, got 0"),
+    ("catchup_max_speed", 0.9, "setting session.catchup_max_speed must be 1 to 2, got 0.9"),
+    ("catchup_max_speed", 2.5, "setting session.catchup_max_speed must be 1 to 2, got 2.5"),
+])
+def test_catch_up_settings_are_checked(field: str, value: float, message: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        config.SessionSettings(**{field: value})  # type: ignore[arg-type]
+    assert raised.value.message == message

@@ -34,6 +34,7 @@ class Stack:
     session: str
     """Address of session_svc."""
     mt: FakeMt
+    tts: FakeTts
     stt: FakeStt | None = None
     """The recogniser session_svc's stt_svc runs (its calls carry the hotwords)."""
 
@@ -106,14 +107,14 @@ async def session_stack(
 
     The phrase cache is off so that every utterance reaches the (fake) MT engine."""
     mt_engine = FakeMt(pairs=[(a, b) for a in LANGUAGES for b in LANGUAGES if a != b])
-    stt_engine = FakeStt()
-    async with model_services(settings, mt_engine, FakeTts(), own=own, stt=stt_engine) as addresses:
+    stt_engine, tts_engine = FakeStt(), FakeTts()
+    async with model_services(settings, mt_engine, tts_engine, own=own, stt=stt_engine) as addresses:
         session = await session_server.create(
             own("session", dataclasses.replace(settings, addresses=addresses)))
         try:
             address = f"127.0.0.1:{await session.start('127.0.0.1:0')}"
             full = dataclasses.replace(
                 settings, addresses=dataclasses.replace(addresses, session=address))
-            yield Stack(full, address, mt_engine, stt_engine)
+            yield Stack(full, address, mt_engine, tts_engine, stt_engine)
         finally:
             await session.stop(0.5)

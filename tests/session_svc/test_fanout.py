@@ -189,7 +189,7 @@ class Scripted:
         return mt_pb2.Translation(text=f"{text} [{target}]", engine="scripted")
 
     async def synthesize(
-        self, text: str, language_code: str, voice: str, rate_hz: int
+        self, text: str, language_code: str, voice: str, rate_hz: int, speed: float = 1.0
     ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         self.synthesised.append((language_code, text))
         for i in range(CHUNKS):

@@ -7,11 +7,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from dragoman import rpc
 from dragoman.errors import Unavailable
 from dragoman.mt.v1 import mt_pb2
 from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
+from session_svc.catchup import CatchUp
 from session_svc.events import EventLog
 from session_svc.lexicon import NO_GLOSSARY, Glossary
 from session_svc.pipeline import SpeakerPipeline
@@ -33,6 +35,10 @@ class Scripted:
     """Wall time between one final and the next utterance's events."""
     synthesis: list[tuple[str, float, float]] = field(default_factory=list)
     """(text, started, finished) of each synthesis."""
+    chunk_s: float = 0.0
+    """Seconds of speech each chunk says it holds (audio_duration)."""
+    speeds: list[tuple[str, float]] = field(default_factory=list)
+    """(text, speed) asked of each synthesis."""
 
     async def recognize(
         self, requests: AsyncIterator[stt_pb2.StreamingRecognizeRequest]
@@ -54,13 +60,15 @@ class Scripted:
         return mt_pb2.Translation(text=text.upper(), engine="scripted")
 
     async def synthesize(
-        self, text: str, language_code: str, voice: str, rate_hz: int
+        self, text: str, language_code: str, voice: str, rate_hz: int, speed: float = 1.0
     ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         started = time.monotonic()
+        self.speeds.append((text, speed))
         for i in range(CHUNKS):
             await asyncio.sleep(CHUNK_DELAY_S)
             yield tts_pb2.SynthesizeResponse(audio=text.encode(), sample_rate_hertz=16_000,
-                                             chunk_index=i, is_last=i == CHUNKS - 1)
+                                             chunk_index=i, is_last=i == CHUNKS - 1,
+                                             audio_duration=rpc.duration(self.chunk_s / speed))
             if text == self.fail_synthesis:
                 raise Unavailable("tts is down")
         self.synthesis.append((text, started, time.monotonic()))
@@ -75,10 +83,11 @@ def _session() -> tuple[Session, Member, Member]:
 
 
 async def _run(down: Scripted, sentence_wait_s: float = 0.0,
-               sentence_max_hold_s: float = 20.0) -> tuple[Session, Member]:
+               sentence_max_hold_s: float = 20.0, catchup: CatchUp | None = None) -> tuple[Session, Member]:
     session, alice, bruno = _session()
     pipeline = SpeakerPipeline(session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000,  # type: ignore[arg-type]
-                               sentence_wait_s=sentence_wait_s, sentence_max_hold_s=sentence_max_hold_s)
+                               sentence_wait_s=sentence_wait_s, sentence_max_hold_s=sentence_max_hold_s,
+                               catchup=catchup)
     await pipeline.finish(timeout_s=10)
     return session, bruno
 
@@ -147,3 +156,21 @@ async def test_a_fragment_held_past_the_cap_goes_alone() -> None:
     translations = [e.translation for e in _events(bruno) if e.WhichOneof("kind") == "translation"]
     assert [(t.utterance_id, t.text, list(t.covers_utterance_ids)) for t in translations] == [
         ("1-1", "ONE TWO", []), ("1-2", "THREE FOUR.", [])]
+
+
+async def test_a_listener_behind_hears_the_next_utterance_faster() -> None:
+    # 3 chunks of 2 s each: 6 s of speech sent in 0.45 s; the next final comes 0.6 s later,
+    # with ~5.4 s unplayed, past twice the 2 s threshold: the fastest speed.
+    down = Scripted(texts=("one two three", "four five six", "seven eight nine"), gap_s=0.6,
+                    chunk_s=2.0)
+    await _run(down, catchup=CatchUp(backlog_s=2.0, max_speed=1.3))
+    speeds = dict(down.speeds)
+    assert speeds["ONE TWO THREE"] == 1.0  # nothing sent yet
+    assert speeds["FOUR FIVE SIX"] == 1.3
+    assert speeds["SEVEN EIGHT NINE"] == 1.3
+
+
+async def test_no_catch_up_while_the_listener_keeps_up() -> None:
+    down = Scripted(texts=("one two three", "four five six"), gap_s=0.6, chunk_s=0.1)
+    await _run(down, catchup=CatchUp(backlog_s=2.0, max_speed=1.3))
+    assert [speed for _, speed in down.speeds] == [1.0, 1.0]

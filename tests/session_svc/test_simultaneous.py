@@ -75,7 +75,7 @@ class Scripted:
                                   engine="scripted")
 
     async def synthesize(
-        self, text: str, language_code: str, voice: str, rate_hz: int
+        self, text: str, language_code: str, voice: str, rate_hz: int, speed: float = 1.0
     ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         self.synthesised.append(text)
         for i in range(CHUNKS):

@@ -26,6 +26,16 @@ async def simultaneous(settings: config.Settings) -> AsyncIterator[Stack]:
         yield stack
 
 
+@pytest.fixture(scope="module")
+async def behind(settings: config.Settings) -> AsyncIterator[Stack]:
+    """Simultaneous mode where 0.3 s of unplayed speech is a backlog to catch up on."""
+    session = dataclasses.replace(
+        settings.session, mode="simultaneous", piece_min_words=2, piece_max_words=3,
+        catchup_backlog_ms=300, catchup_max_speed=1.5)
+    async with session_stack(dataclasses.replace(settings, session=session)) as stack:
+        yield stack
+
+
 async def _pair(address: str, name: str) -> tuple[Caller, Caller, str]:
     a, b = Caller(address, f"alice-{name}"), Caller(address, f"bruno-{name}")
     session = await a.create("en")
@@ -121,3 +131,26 @@ async def test_a_speaker_who_drops_mid_utterance_leaves_the_listener_a_whole_end
             and e.processing_ended.utterance_id == utterance_id] == [
         next(i for i, (k, _) in enumerate(kinds) if k == "processing_ended" and i > last_audio)]
     await b.close()
+
+
+async def test_a_listener_behind_hears_the_later_pieces_faster(behind: Stack, fleurs: Path) -> None:
+    # The fake voice speaks 50 ms a character at once and the speaker talks at 3x: the
+    # listener gets speech far faster than they can play it, so the backlog grows.
+    a, b, sid = await _pair(behind.session, "behind")
+    a.converse(sid)
+    b_call = b.converse(sid)
+    behind.tts.requests.clear()
+    await _say(a, fleurs)
+    events = await b.collect(b_call, "processing_ended")
+    _check_utterances(events)
+    speeds = [r.speed for r in behind.tts.requests]
+    assert len(speeds) >= 3, speeds
+    assert speeds[0] == 1.0  # nothing sent yet
+    assert max(speeds) == 1.5, speeds
+    # what the listener got is shorter for it: the fake voice's samples scale with 1 / speed
+    audio = _audio(events)
+    seconds = sum(len(x.data) for x in audio) / 2 / audio[0].sample_rate_hertz
+    own_rate_s = sum(max(200, 50 * len(r.text)) for r in behind.tts.requests) / 1000
+    assert seconds < own_rate_s * 0.95, (seconds, own_rate_s)
+    for c in (a, b):
+        await c.close()

@@ -204,6 +204,21 @@ def _bad_inputs(max_chars: int) -> list[tuple[dict[str, Any], grpc.StatusCode, s
             invalid,
             "encoding 7 is not supported; use AUDIO_ENCODING_LINEAR16 or AUDIO_ENCODING_OGG_OPUS",
         ),
+        (
+            {"text": "Hello.", "language_code": "en", "speed": 2.5},
+            invalid,
+            "speed 2.5 is out of range; use 0 (the voice's own rate) or 0.5 to 2",
+        ),
+        (
+            {"text": "Hello.", "language_code": "en", "speed": -1},
+            invalid,
+            "speed -1 is out of range; use 0 (the voice's own rate) or 0.5 to 2",
+        ),
+        (
+            {"text": "Hello.", "language_code": "en", "speed": float("nan")},
+            invalid,
+            "speed nan is out of range; use 0 (the voice's own rate) or 0.5 to 2",
+        ),
     ]
 
 
@@ -364,3 +379,43 @@ async def test_abbreviations_and_money_are_spoken_as_words(tts: Stub, whisper: A
     heard = transcribe(whisper, responses, "es").lower()
     assert "señor" in heard, heard
     assert "dólares" in heard or "dolares" in heard, heard
+
+
+SPEED_TEXT = {
+    "en": "Good morning, I would like a table for two people by the window, please.",
+    "pt": "Bom dia, eu queria uma mesa para duas pessoas perto da janela, por favor.",
+    "de": "Guten Morgen, ich hätte gern einen Tisch für zwei Personen am Fenster.",
+}
+
+
+def _seconds(responses: list[tts_pb2.SynthesizeResponse]) -> float:
+    return sum(r.audio_duration.ToTimedelta().total_seconds() for r in responses)
+
+
+@pytest.mark.parametrize("language", sorted(SPEED_TEXT))  # Piper, Kokoro, espeak-ng
+async def test_faster_speech_is_shorter_and_still_intelligible(
+        tts: Stub, whisper: Any, language: str) -> None:
+    text = SPEED_TEXT[language]
+    request = {"text": text, "language_code": language, "sample_rate_hertz": 16_000}
+    own = await collect(tts, **request)
+    fast = await collect(tts, **request, speed=1.3)
+    slow = await collect(tts, **request, speed=0.8)
+    ratio = _seconds(fast) / _seconds(own)
+    assert 0.65 < ratio < 0.9, ratio  # ~1/1.3 of the speech (edge silence is trimmed alike)
+    assert _seconds(slow) > _seconds(own) * 1.1
+    assert {r.voice for r in fast} == {r.voice for r in own}
+    if language != "de":  # espeak-ng's German is hard for Whisper at any rate (45 % WER)
+        heard = transcribe(whisper, fast, language)
+        assert wer(text, heard) <= MAX_WER, heard
+
+
+async def test_speed_is_part_of_the_cache_key(tts: Stub, tts_cache: MemoryCache) -> None:
+    request = {"text": "Obrigado pela visita, até logo.", "language_code": "pt"}
+    own = await collect(tts, **request)
+    hits = tts_cache.stats.hits
+    fast = await collect(tts, **request, speed=1.25)
+    assert tts_cache.stats.hits == hits  # not the audio of the voice's own rate
+    assert _seconds(fast) < _seconds(own)
+    assert await collect(tts, **request, speed=1.25) == fast
+    assert await collect(tts, **request, speed=1.0) == own  # 1 is the voice's own rate
+    assert tts_cache.stats.hits == hits + 2

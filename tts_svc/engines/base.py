@@ -59,20 +59,24 @@ class Capabilities:
         voices: Every voice it offers.
         first_piece_words: About how many words the first piece of a text should
             have so that its first chunk comes quickly: fewer for slower engines.
+        speeds: Whether it honours `SynthesisRequest.speed`.
     """
 
     name: str
     version: str
     voices: tuple[Voice, ...]
     first_piece_words: int = FIRST_PIECE_WORDS
+    speeds: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class SynthesisRequest:
-    """One piece of text to speak with one voice (a name from `Capabilities.voices`)."""
+    """One piece of text to speak with one voice (a name from `Capabilities.voices`), at
+    `speed` times the voice's own rate (engines whose `Capabilities.speeds` is false ignore it)."""
 
     text: str
     voice: str
+    speed: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -48,7 +48,7 @@ class FakeEngine:
             )
             for code in languages
         )
-        self._capabilities = Capabilities(name=NAME, version="1", voices=voices)
+        self._capabilities = Capabilities(name=NAME, version="1", voices=voices, speeds=True)
         self._pitch_hz = {v.name: 200.0 + 40.0 * i for i, v in enumerate(voices)}
         self._rate_hz = sample_rate_hz
         self._delay_s = delay_s
@@ -65,7 +65,7 @@ class FakeEngine:
             await asyncio.sleep(self._delay_s)
         if self._fail_text is not None and self._fail_text in request.text:
             raise RuntimeError("fake engine failure")
-        duration_ms = max(MIN_MS, MS_PER_CHAR * len(request.text))
+        duration_ms = round(max(MIN_MS, MS_PER_CHAR * len(request.text)) / request.speed)
         t = np.arange(self._rate_hz * duration_ms // 1000, dtype=np.float32) / self._rate_hz
         tone = 0.3 * np.sin(2 * np.pi * self._pitch_hz[request.voice] * t)
         yield AudioChunk(tone.astype(np.float32), self._rate_hz)

@@ -76,6 +76,7 @@ class KokoroEngine:
             version=f"kokoro-onnx {importlib.metadata.version('kokoro-onnx')} {MODEL_FILE}",
             voices=tuple(voices),
             first_piece_words=FIRST_PIECE_WORDS,
+            speeds=True,
         )
         self._language = {v.name: LANGUAGES[v.name[0]][1] for v in voices}
 
@@ -106,6 +107,7 @@ class KokoroEngine:
             self._model.create,
             request.text,
             voice=request.voice,
+            speed=request.speed,
             lang=self._language[request.voice],
         )
         try:

@@ -85,6 +85,7 @@ class PiperEngine:
             name=NAME,
             version=f"piper-tts {importlib.metadata.version('piper-tts')}",
             voices=tuple(v.voice for v in voices),
+            speeds=True,
         )
 
     @classmethod
@@ -106,10 +107,15 @@ class PiperEngine:
         return self._capabilities
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
+        from piper.config import SynthesisConfig
+
         model = self._voices[request.voice].model
         loop = asyncio.get_running_loop()
+        # length_scale stretches the phoneme durations: the voice's own divided by the speed.
+        config = None if request.speed == 1.0 else SynthesisConfig(
+            length_scale=model.config.length_scale / request.speed)
         # Piper yields one chunk per sentence it finds; each step runs off the loop.
-        parts = iter(model.synthesize(request.text))
+        parts = iter(model.synthesize(request.text, config))
         while (part := await loop.run_in_executor(self._executor, next, parts, None)) is not None:
             yield AudioChunk(part.audio_float_array, part.sample_rate)
 

@@ -70,6 +70,7 @@ async def load(client: TritonClient, timeout_s: float = 60.0) -> list[TritonTtsE
             Capabilities(**{
                 **h.capabilities,
                 "version": f"{h.capabilities['version']} on Triton",
+                "speeds": False,  # the hosted model's inputs are text and voice only
                 "voices": tuple(_voice(v) for v in h.capabilities["voices"]),
             }),
         )

@@ -25,27 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ragoman/tts/v1/tts.proto\x12\x0f\x64ragoman.tts.v1\x1a\x1egoogle/protobuf/duration.proto\"\x94\x01\n\x11SynthesizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x19\n\x11sample_rate_hertz\x18\x04 \x01(\x05\x12\x30\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1e.dragoman.tts.v1.AudioEncoding\"\xb4\x01\n\x12SynthesizeResponse\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x19\n\x11sample_rate_hertz\x18\x02 \x01(\x05\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05voice\x18\x05 \x01(\t\x12\x0f\n\x07is_last\x18\x06 \x01(\x08\x12\x31\n\x0e\x61udio_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"*\n\x11ListVoicesRequest\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\"<\n\x12ListVoicesResponse\x12&\n\x06voices\x18\x01 \x03(\x0b\x32\x16.dragoman.tts.v1.Voice\"\xb2\x01\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12!\n\x19natural_sample_rate_hertz\x18\x04 \x01(\x05\x12,\n\x06gender\x18\x05 \x01(\x0e\x32\x1c.dragoman.tts.v1.VoiceGender\x12\x0f\n\x07quality\x18\x06 \x01(\t\x12\x12\n\nis_default\x18\x07 \x01(\x08*i\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_LINEAR16\x10\x01\x12\x1b\n\x17\x41UDIO_ENCODING_OGG_OPUS\x10\x02*[\n\x0bVoiceGender\x12\x1c\n\x18VOICE_GENDER_UNSPECIFIED\x10\x00\x12\x17\n\x13VOICE_GENDER_FEMALE\x10\x01\x12\x15\n\x11VOICE_GENDER_MALE\x10\x02\x32\xc5\x01\n\x13TextToSpeechService\x12W\n\nSynthesize\x12\".dragoman.tts.v1.SynthesizeRequest\x1a#.dragoman.tts.v1.SynthesizeResponse0\x01\x12U\n\nListVoices\x12\".dragoman.tts.v1.ListVoicesRequest\x1a#.dragoman.tts.v1.ListVoicesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ragoman/tts/v1/tts.proto\x12\x0f\x64ragoman.tts.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa3\x01\n\x11SynthesizeRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12\x19\n\x11sample_rate_hertz\x18\x04 \x01(\x05\x12\x30\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1e.dragoman.tts.v1.AudioEncoding\x12\r\n\x05speed\x18\x06 \x01(\x02\"\xb4\x01\n\x12SynthesizeResponse\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x19\n\x11sample_rate_hertz\x18\x02 \x01(\x05\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05voice\x18\x05 \x01(\t\x12\x0f\n\x07is_last\x18\x06 \x01(\x08\x12\x31\n\x0e\x61udio_duration\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"*\n\x11ListVoicesRequest\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\"<\n\x12ListVoicesResponse\x12&\n\x06voices\x18\x01 \x03(\x0b\x32\x16.dragoman.tts.v1.Voice\"\xb2\x01\n\x05Voice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12!\n\x19natural_sample_rate_hertz\x18\x04 \x01(\x05\x12,\n\x06gender\x18\x05 \x01(\x0e\x32\x1c.dragoman.tts.v1.VoiceGender\x12\x0f\n\x07quality\x18\x06 \x01(\t\x12\x12\n\nis_default\x18\x07 \x01(\x08*i\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_LINEAR16\x10\x01\x12\x1b\n\x17\x41UDIO_ENCODING_OGG_OPUS\x10\x02*[\n\x0bVoiceGender\x12\x1c\n\x18VOICE_GENDER_UNSPECIFIED\x10\x00\x12\x17\n\x13VOICE_GENDER_FEMALE\x10\x01\x12\x15\n\x11VOICE_GENDER_MALE\x10\x02\x32\xc5\x01\n\x13TextToSpeechService\x12W\n\nSynthesize\x12\".dragoman.tts.v1.SynthesizeRequest\x1a#.dragoman.tts.v1.SynthesizeResponse0\x01\x12U\n\nListVoices\x12\".dragoman.tts.v1.ListVoicesRequest\x1a#.dragoman.tts.v1.ListVoicesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dragoman.tts.v1.tts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=699
-  _globals['_AUDIOENCODING']._serialized_end=804
-  _globals['_VOICEGENDER']._serialized_start=806
-  _globals['_VOICEGENDER']._serialized_end=897
+  _globals['_AUDIOENCODING']._serialized_start=714
+  _globals['_AUDIOENCODING']._serialized_end=819
+  _globals['_VOICEGENDER']._serialized_start=821
+  _globals['_VOICEGENDER']._serialized_end=912
   _globals['_SYNTHESIZEREQUEST']._serialized_start=79
-  _globals['_SYNTHESIZEREQUEST']._serialized_end=227
-  _globals['_SYNTHESIZERESPONSE']._serialized_start=230
-  _globals['_SYNTHESIZERESPONSE']._serialized_end=410
-  _globals['_LISTVOICESREQUEST']._serialized_start=412
-  _globals['_LISTVOICESREQUEST']._serialized_end=454
-  _globals['_LISTVOICESRESPONSE']._serialized_start=456
-  _globals['_LISTVOICESRESPONSE']._serialized_end=516
-  _globals['_VOICE']._serialized_start=519
-  _globals['_VOICE']._serialized_end=697
-  _globals['_TEXTTOSPEECHSERVICE']._serialized_start=900
-  _globals['_TEXTTOSPEECHSERVICE']._serialized_end=1097
+  _globals['_SYNTHESIZEREQUEST']._serialized_end=242
+  _globals['_SYNTHESIZERESPONSE']._serialized_start=245
+  _globals['_SYNTHESIZERESPONSE']._serialized_end=425
+  _globals['_LISTVOICESREQUEST']._serialized_start=427
+  _globals['_LISTVOICESREQUEST']._serialized_end=469
+  _globals['_LISTVOICESRESPONSE']._serialized_start=471
+  _globals['_LISTVOICESRESPONSE']._serialized_end=531
+  _globals['_VOICE']._serialized_start=534
+  _globals['_VOICE']._serialized_end=712
+  _globals['_TEXTTOSPEECHSERVICE']._serialized_start=915
+  _globals['_TEXTTOSPEECHSERVICE']._serialized_end=1112
 # @@protoc_insertion_point(module_scope)

@@ -87,6 +87,7 @@ class SynthesizeRequest(_message.Message):
     VOICE_FIELD_NUMBER: _builtins.int
     SAMPLE_RATE_HERTZ_FIELD_NUMBER: _builtins.int
     ENCODING_FIELD_NUMBER: _builtins.int
+    SPEED_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Text to speak, 1 to 5000 characters."""
     language_code: _builtins.str
@@ -100,6 +101,12 @@ class SynthesizeRequest(_message.Message):
     """
     encoding: Global___AudioEncoding.ValueType
     """Output encoding."""
+    speed: _builtins.float
+    """Speaking rate relative to the voice's own: 0 (not set) or 1 is the voice's
+    rate, 1.3 speaks 30% faster (shorter audio), 0.8 slower; else 0.5 to 2.0.
+    Voices whose engine cannot change its rate (Coqui, Triton-hosted ones)
+    speak at their own rate.
+    """
     def __init__(
         self,
         *,
@@ -108,10 +115,11 @@ class SynthesizeRequest(_message.Message):
         voice: _builtins.str = ...,
         sample_rate_hertz: _builtins.int = ...,
         encoding: Global___AudioEncoding.ValueType = ...,
+        speed: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "language_code", b"language_code", "sample_rate_hertz", b"sample_rate_hertz", "text", b"text", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "language_code", b"language_code", "sample_rate_hertz", b"sample_rate_hertz", "speed", b"speed", "text", b"text", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
