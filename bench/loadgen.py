@@ -96,6 +96,9 @@ class GatewayStandIn(Client):
         self.user_id, self.username = f"u-{username}", username
         return self.user_id
 
+    async def refresh(self) -> None:
+        """Nothing to refresh: each call is signed afresh."""
+
 
 @dataclass
 class Party:
@@ -228,6 +231,14 @@ async def _talk(party: Party, opts: Options, start: float, stop: float) -> None:
         i += 1
 
 
+async def _end(party: Party) -> None:
+    """The host ends the session with fresh tokens: a run longer than an access token's
+    lifetime (15 min by default) otherwise ends with UNAUTHENTICATED."""
+    host = party.people[0].client
+    await host.refresh()
+    await host.end_session(party.session_id)
+
+
 def _collect(parties: list[Party]) -> dict[str, Any]:
     """Each utterance counts once per listener of another language (who hears it translated)."""
     client_ms: list[float] = []
@@ -278,8 +289,7 @@ async def run(opts: Options) -> dict[str, Any]:
         await asyncio.gather(*(_talk(p, opts, start, start + opts.duration_s) for p in parties))
         await asyncio.gather(*(person.leave(2.0) for p in parties for person in p.people))
         # end them, as a client does: a replica counts live sessions against its limit
-        ended = await asyncio.gather(*(p.people[0].client.end_session(p.session_id) for p in parties),
-                                     return_exceptions=True)
+        ended = await asyncio.gather(*(_end(p) for p in parties), return_exceptions=True)
         end_errors = [f"end: {e.code().name}: {e.details()}" for e in ended
                       if isinstance(e, grpc.aio.AioRpcError)]
     finally:

@@ -68,6 +68,13 @@ class Client:
         self.user_id, self.tokens = reply.user_id, reply.tokens
         return self.user_id
 
+    async def refresh(self) -> None:
+        """Spends the refresh token for a new pair (an access token lasts
+        auth.access_token_ttl_s; a long run outlives it)."""
+        reply = await self.auth.RefreshToken(
+            auth_pb2.RefreshTokenRequest(refresh_token=self.tokens.refresh_token))
+        self.tokens = reply.tokens
+
     async def create_session(
         self, language: str, voice: str = "", max_participants: int = 0,
     ) -> sessions_pb2.Session:
