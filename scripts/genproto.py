@@ -8,7 +8,9 @@ the dev group, so the output is reproducible; `.pyi` files come from
 mypy-protobuf. The public API's stubs for other languages (gen/cpp,
 gen/csharp, gen/objc, gen/php, gen/ruby) come from buf.gen.stubs.yaml, run by
 the pinned buf with Debian's protoc and gRPC plugins (docs/stubs.md). The
-API reference (docs/api.md) comes from scripts/gendocs.py.
+TypeScript SDK's stubs (clients/typescript/src/gen) come from its own
+buf.gen.yaml and pinned protoc-gen-es (clients/typescript/package-lock.json).
+The API reference (docs/api.md) comes from scripts/gendocs.py.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ NATIVE_TOOLS = {
 }
 NATIVE_LANGUAGES = ("cpp", "csharp", "objc", "php", "ruby")
 TREES = ("python", *NATIVE_LANGUAGES)
+# @dragoman/client keeps its stubs in its own package; the template's paths are relative to it.
+SDK = ROOT / "clients" / "typescript"
+SDK_GEN = SDK / "src" / "gen"
+SDK_TOOLS = (SDK / "node_modules" / ".bin" / "buf", SDK / "node_modules" / ".bin" / "protoc-gen-es")
 
 
 class MissingToolError(Exception):
@@ -80,12 +86,22 @@ def generate_native(gen: Path) -> None:
                    check=True, cwd=ROOT)
 
 
+def generate_typescript_sdk(out: Path) -> None:
+    """clients/typescript/src/gen, written to out/src/gen."""
+    if not all(tool.exists() for tool in SDK_TOOLS):
+        raise MissingToolError("the TypeScript SDK toolchain is missing: run `npm ci` in clients/typescript")
+    subprocess.run([str(SDK_TOOLS[0]), "generate", "--template", "buf.gen.yaml", "-o", str(out)],
+                   check=True, cwd=SDK)
+
+
 def generate(gen: Path) -> None:
-    """Write every generated tree under gen (gen/python, gen/cpp, ...)."""
+    """Write every generated tree under gen (gen/python, gen/cpp, ...), and the SDK's under
+    gen/../typescript-sdk."""
     require_native_tools()
     (gen / "python").mkdir(parents=True)
     generate_python(gen / "python")
     generate_native(gen)
+    generate_typescript_sdk(gen.parent / "typescript-sdk")
 
 
 def differences(a: Path, b: Path) -> list[str]:
@@ -103,6 +119,7 @@ def main() -> int:
     docs = gendocs.render(gendocs.descriptors())
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "gen"
+        fresh_sdk = Path(tmp) / "typescript-sdk" / "src" / "gen"
         try:
             generate(fresh)
         except MissingToolError as e:
@@ -110,6 +127,7 @@ def main() -> int:
             return 1
         if args.check:
             stale = [f"{tree}/{name}" for tree in TREES for name in differences(fresh / tree, GEN / tree)]
+            stale += [str((SDK_GEN / name).relative_to(ROOT)) for name in differences(fresh_sdk, SDK_GEN)]
             if not gendocs.OUT.exists() or gendocs.OUT.read_text() != docs:
                 stale.append(str(gendocs.OUT.relative_to(ROOT)))
             if stale:
@@ -123,8 +141,11 @@ def main() -> int:
             if (GEN / tree).exists():
                 shutil.rmtree(GEN / tree)
             shutil.copytree(fresh / tree, GEN / tree)
+        if SDK_GEN.exists():
+            shutil.rmtree(SDK_GEN)
+        shutil.copytree(fresh_sdk, SDK_GEN)
     gendocs.OUT.write_text(docs)
-    print(f"wrote {GEN.relative_to(ROOT)} and {gendocs.OUT.relative_to(ROOT)}")
+    print(f"wrote {GEN.relative_to(ROOT)}, {SDK_GEN.relative_to(ROOT)} and {gendocs.OUT.relative_to(ROOT)}")
     return 0
 
 
