@@ -4,7 +4,8 @@
 #   ./dev.sh demo     set up (venv, deps, model weights) and run the demo conversation
 #   ./dev.sh test     set up and run every check and test (what CI runs)
 #   ./dev.sh setup    only set up: .venv with the locked dependencies + model weights
-#   ./dev.sh gen      regenerate the stubs in gen/ and web/src/gen, and docs/api.md, from proto/
+#   ./dev.sh gen      regenerate the stubs in gen/, web/src/gen and clients/typescript/src/gen,
+#                     and docs/api.md, from proto/
 #
 # Set-up is idempotent: a second run only checks what is there.
 set -euo pipefail
@@ -68,6 +69,8 @@ setup_node() {
   npm ci --no-audit --no-fund --loglevel=error
   log "web client toolchain (web/package-lock.json)"
   (cd web && npm ci --no-audit --no-fund --loglevel=error)
+  log "TypeScript SDK toolchain (clients/typescript/package-lock.json)"
+  (cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error)
 }
 
 setup_browser() {

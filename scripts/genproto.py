@@ -11,6 +11,8 @@ the pinned buf with Debian's protoc and gRPC plugins (docs/stubs.md). The
 API reference (docs/api.md) comes from scripts/gendocs.py. The Python SDK
 (clients/python) ships its own stubs of the public API in
 clients/python/src/dragoman_client/_gen, so it installs without this repository.
+The TypeScript SDK's stubs (clients/typescript/src/gen) come from its own
+buf.gen.yaml and pinned protoc-gen-es (clients/typescript/package-lock.json).
 """
 
 from __future__ import annotations
@@ -42,11 +44,15 @@ NATIVE_TOOLS = {
 NATIVE_LANGUAGES = ("cpp", "csharp", "objc", "php", "ruby")
 TREES = ("python", *NATIVE_LANGUAGES)
 PUBLIC_API = PROTO / "dragoman" / "v1"
-SDK_PACKAGE = "dragoman_client._gen"
-SDK_GEN = ROOT / "clients" / "python" / "src" / "dragoman_client" / "_gen"
-# The stubs name their siblings `dragoman.v1`; inside the SDK they live under SDK_PACKAGE,
+PY_SDK_PACKAGE = "dragoman_client._gen"
+PY_SDK_GEN = ROOT / "clients" / "python" / "src" / "dragoman_client" / "_gen"
+# The stubs name their siblings `dragoman.v1`; inside the SDK they live under PY_SDK_PACKAGE,
 # so a top-level `dragoman` (the server package) is never needed nor shadowed.
-SDK_IMPORT = re.compile(r"^(from|import) dragoman\.v1\b", re.M)
+PY_SDK_IMPORT = re.compile(r"^(from|import) dragoman\.v1\b", re.M)
+# @dragoman/client keeps its stubs in its own package; the template's paths are relative to it.
+TS_SDK = ROOT / "clients" / "typescript"
+TS_SDK_GEN = TS_SDK / "src" / "gen"
+TS_SDK_TOOLS = (TS_SDK / "node_modules" / ".bin" / "buf", TS_SDK / "node_modules" / ".bin" / "protoc-gen-es")
 
 
 class MissingToolError(Exception):
@@ -76,11 +82,11 @@ def generate_python(out: Path, protos_under: Path = PROTO) -> None:
 
 
 def generate_sdk(out: Path) -> None:
-    """The public API's stubs as the subpackage SDK_PACKAGE of the SDK (clients/python)."""
+    """The public API's stubs as the subpackage PY_SDK_PACKAGE of the SDK (clients/python)."""
     out.mkdir(parents=True)
     generate_python(out, PUBLIC_API)
     for path in out.rglob("*.py*"):
-        path.write_text(SDK_IMPORT.sub(rf"\1 {SDK_PACKAGE}.dragoman.v1", path.read_text()))
+        path.write_text(PY_SDK_IMPORT.sub(rf"\1 {PY_SDK_PACKAGE}.dragoman.v1", path.read_text()))
     (out / "__init__.py").write_text('"""Generated from proto/dragoman/v1 by scripts/genproto.py."""\n')
     (out / "dragoman" / "__init__.py").touch()
 
@@ -99,13 +105,23 @@ def generate_native(gen: Path) -> None:
                    check=True, cwd=ROOT)
 
 
+def generate_typescript_sdk(out: Path) -> None:
+    """clients/typescript/src/gen, written to out/src/gen."""
+    if not all(tool.exists() for tool in TS_SDK_TOOLS):
+        raise MissingToolError("the TypeScript SDK toolchain is missing: run `npm ci` in clients/typescript")
+    subprocess.run([str(TS_SDK_TOOLS[0]), "generate", "--template", "buf.gen.yaml", "-o", str(out)],
+                   check=True, cwd=TS_SDK)
+
+
 def generate(gen: Path) -> None:
-    """Write every generated tree under gen (gen/python, gen/cpp, ...)."""
+    """Write every generated tree under gen (gen/python, gen/cpp, ...), the Python SDK's under
+    gen/sdk and the TypeScript SDK's under gen/../typescript-sdk."""
     require_native_tools()
     (gen / "python").mkdir(parents=True)
     generate_python(gen / "python")
     generate_native(gen)
     generate_sdk(gen / "sdk")
+    generate_typescript_sdk(gen.parent / "typescript-sdk")
 
 
 def differences(a: Path, b: Path) -> list[str]:
@@ -123,6 +139,7 @@ def main() -> int:
     docs = gendocs.render(gendocs.descriptors())
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "gen"
+        fresh_sdk = Path(tmp) / "typescript-sdk" / "src" / "gen"
         try:
             generate(fresh)
         except MissingToolError as e:
@@ -130,7 +147,8 @@ def main() -> int:
             return 1
         if args.check:
             stale = [f"{tree}/{name}" for tree in TREES for name in differences(fresh / tree, GEN / tree)]
-            stale += [f"{SDK_GEN.relative_to(ROOT)}/{name}" for name in differences(fresh / "sdk", SDK_GEN)]
+            stale += [f"{PY_SDK_GEN.relative_to(ROOT)}/{name}" for name in differences(fresh / "sdk", PY_SDK_GEN)]
+            stale += [str((TS_SDK_GEN / name).relative_to(ROOT)) for name in differences(fresh_sdk, TS_SDK_GEN)]
             if not gendocs.OUT.exists() or gendocs.OUT.read_text() != docs:
                 stale.append(str(gendocs.OUT.relative_to(ROOT)))
             if stale:
@@ -144,11 +162,15 @@ def main() -> int:
             if (GEN / tree).exists():
                 shutil.rmtree(GEN / tree)
             shutil.copytree(fresh / tree, GEN / tree)
-        if SDK_GEN.exists():
-            shutil.rmtree(SDK_GEN)
-        shutil.copytree(fresh / "sdk", SDK_GEN)
+        if PY_SDK_GEN.exists():
+            shutil.rmtree(PY_SDK_GEN)
+        shutil.copytree(fresh / "sdk", PY_SDK_GEN)
+        if TS_SDK_GEN.exists():
+            shutil.rmtree(TS_SDK_GEN)
+        shutil.copytree(fresh_sdk, TS_SDK_GEN)
     gendocs.OUT.write_text(docs)
-    print(f"wrote {GEN.relative_to(ROOT)}, {SDK_GEN.relative_to(ROOT)} and {gendocs.OUT.relative_to(ROOT)}")
+    print(f"wrote {GEN.relative_to(ROOT)}, {PY_SDK_GEN.relative_to(ROOT)}, "
+          f"{TS_SDK_GEN.relative_to(ROOT)} and {gendocs.OUT.relative_to(ROOT)}")
     return 0
 
 

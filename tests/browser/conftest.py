@@ -29,14 +29,19 @@ CHROMIUM = Path(os.environ.get("DRAGOMAN_CHROMIUM", "/usr/bin/chromium"))
 FAKE_MIC_RATE_HZ = 48_000
 
 
+def npm_build(package: Path, tool: str) -> None:
+    """`npm run build` in `package` with its pinned toolchain (`tool` is one of its binaries)."""
+    if not (package / "node_modules" / ".bin" / tool).exists():
+        pytest.fail(f"{package.name} toolchain missing: run `npm ci` in {package} (./dev.sh test does)")
+    result = subprocess.run(["npm", "run", "--silent", "build"], cwd=package, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, f"{package.name} build failed:\n{result.stdout}\n{result.stderr}"
+
+
 @pytest.fixture(scope="session")
 def web_dist() -> Path:
     """web/dist, built from the current sources with the pinned toolchain."""
-    if not (WEB / "node_modules" / ".bin" / "esbuild").exists():
-        pytest.fail("web toolchain missing: run `cd web && npm ci` (./dev.sh test does)")
-    result = subprocess.run(["npm", "run", "--silent", "build"], cwd=WEB, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, f"web build failed:\n{result.stdout}\n{result.stderr}"
+    npm_build(WEB, "esbuild")
     return WEB / "dist"
 
 
