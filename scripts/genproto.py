@@ -147,8 +147,8 @@ def main() -> int:
             return 1
         if args.check:
             stale = [f"{tree}/{name}" for tree in TREES for name in differences(fresh / tree, GEN / tree)]
-            stale += [f"{PY_SDK_GEN.relative_to(ROOT)}/{name}" for name in differences(fresh / "sdk", PY_SDK_GEN)]
-            stale += [str((TS_SDK_GEN / name).relative_to(ROOT)) for name in differences(fresh_sdk, TS_SDK_GEN)]
+            for made, kept in ((fresh / "sdk", PY_SDK_GEN), (fresh_sdk, TS_SDK_GEN)):
+                stale += [str((kept / name).relative_to(ROOT)) for name in differences(made, kept)]
             if not gendocs.OUT.exists() or gendocs.OUT.read_text() != docs:
                 stale.append(str(gendocs.OUT.relative_to(ROOT)))
             if stale:
