@@ -67,7 +67,10 @@ log = logging.getLogger(__name__)
 MAX_CHUNK_BYTES = 64 * 1024
 LANGUAGE_LOCK_PROBABILITY = 0.8
 """An identified language this likely is kept for the rest of the stream."""
-FINAL_TEMPERATURES = (0.0, 0.4)
+FINAL_TEMPERATURES = (0.0,)
+FINAL_FALLBACK_BEAM = 5
+"""A final whose greedy reading looks degenerate is decoded again with this beam, not by
+sampling at a higher temperature: the same audio then always gives the same final."""
 MAX_QUEUED_FINALS = 4
 OVERLAP_AUDIO_S = 8.0
 """A final decodes at most this much audio with its overlap (Whisper's 10 s window)."""
@@ -412,7 +415,8 @@ class RecognizeStream:
         return DecodeOptions(
             language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords,
             word_timestamps=True, beam_size=self._limits.beam_size,
-            temperatures=FINAL_TEMPERATURES, task=self.config.task,
+            temperatures=FINAL_TEMPERATURES, fallback_beam_size=FINAL_FALLBACK_BEAM,
+            task=self.config.task,
         )
 
     async def _wait(self, partial: asyncio.Future[Timed[Transcription]] | None) -> None:
