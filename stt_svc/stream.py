@@ -71,6 +71,9 @@ FINAL_TEMPERATURES = (0.0,)
 FINAL_FALLBACK_BEAM = 5
 """A final whose greedy reading looks degenerate is decoded again with this beam, not by
 sampling at a higher temperature: the same audio then always gives the same final."""
+AGREEMENT_HOLDBACK = 1
+"""The last word two partials agree on is not made stable (often cut off by the audio's
+end): forced-prefix errors 20 -> 7 on the diagnose bench's FLEURS clips."""
 MAX_QUEUED_FINALS = 4
 OVERLAP_AUDIO_S = 8.0
 """A final decodes at most this much audio with its overlap (Whisper's 10 s window)."""
@@ -163,7 +166,7 @@ class _Utterance:
     start_sample: int
     language: str | None
     language_probability: float
-    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    agreement: LocalAgreement = field(default_factory=lambda: LocalAgreement(holdback=AGREEMENT_HOLDBACK))
     decoded_samples: int = 0
     """Audio given to the latest partial decode."""
     open: bool = True
