@@ -46,7 +46,8 @@ def test_the_stable_prefix_sent_overrides_local_agreement_2() -> None:
     final = "the tiger roar is not like the full roar of a lion"
     d = classify(REF, _finals(final), partials, REF, prefix_words={0: 0})
     (aligned,) = [a for a in d.alignment if a.label]
-    assert (aligned.label, aligned.ref, aligned.note) == ("other", "tiger's", "substitution, no forced prefix")
+    assert (aligned.label, aligned.ref) == ("other", "tiger's")
+    assert aligned.note == "substitution, no forced prefix"
 
 
 def test_the_same_error_past_the_prefix_is_other() -> None:
