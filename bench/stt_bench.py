@@ -674,8 +674,11 @@ async def diagnose_clip(
     partials: list[dict[str, Any]] = []
     boundaries: list[dict[str, Any]] = []
     texts: dict[int, list[str]] = {}
+    forced: dict[int, int] = {}  # the stable prefix each final had to start with: the last partial's
     for u in utterances:
         texts[u.index] = [" ".join(_words(r.transcript, clip.language)) for _, r in u.partials]
+        if u.partials:
+            forced[u.index] = len(_words(u.partials[-1][1].stable_prefix, clip.language))
         partials += [{
             "utterance": u.index, "text": r.transcript, "stable_prefix": r.stable_prefix,
             "at_s": clip_s(at - t0), "audio_end_s": clip_s(_duration_s(r.end_offset)),
@@ -698,7 +701,7 @@ async def diagnose_clip(
         for w in _words(u.final.transcript, clip.language)
     ]
     diagnosis = classify(_words(clip.reference, clip.language), final_words, texts,
-                         _words(whole_text, clip.language))
+                         _words(whole_text, clip.language), forced)
     print(f"  {clip.name}: {diagnosis.errors} errors (whole {diagnosis.whole_errors}) of "
           f"{diagnosis.reference_words} words, {len(boundaries)} cuts: "
           f"{ {k: v for k, v in diagnosis.counts.items() if v} }", file=sys.stderr)

@@ -127,19 +127,26 @@ def classify(
     finals: Sequence[tuple[str, int]],
     partials: Mapping[int, Sequence[str]],
     whole: Sequence[str],
+    prefix_words: Mapping[int, int] | None = None,
 ) -> Diagnosis:
     """Labels every error of `finals` against `reference` (see the module's docstring).
 
     `finals`: the words of every final in order, each with its utterance index;
     `partials`: per utterance index, its partial transcripts in order;
-    `whole`: the words of the whole-utterance decode of the same audio.
+    `whole`: the words of the whole-utterance decode of the same audio;
+    `prefix_words`: per utterance index, the words of the stable prefix its final was forced
+    to start with (the last partial's), where known; else LocalAgreement-2 over `partials`.
     """
     hyp = [w for w, _ in finals]
     utt = [u for _, u in finals]
     cuts = [j for j in range(1, len(hyp)) if utt[j] != utt[j - 1]]
     starts = {u: utt.index(u) for u in dict.fromkeys(utt)}
     ends = {u: len(utt) - utt[::-1].index(u) for u in starts}
-    prefix = {u: forced_prefix_length(partials.get(u, ())) for u in starts}
+    prefix = {
+        u: prefix_words[u] if prefix_words is not None and u in prefix_words
+        else forced_prefix_length(partials.get(u, ()))
+        for u in starts
+    }
 
     whole_ops = _ops(reference, whole)
     whole_right = {i for op, i, _ in whole_ops if op == "equal"}

@@ -1,15 +1,18 @@
-"""LocalAgreement-2 for partial results of one utterance.
+"""LocalAgreement-n for partial results of one utterance.
 
 Each partial decode gives a hypothesis of the whole utterance so far. The
-words on which the last two hypotheses agree (compared without case or
-punctuation) become stable; the stable prefix only grows. The service passes
-it to the next decode as a forced decoder prefix, and `merge` makes sure
-every later transcript starts with exactly the stable prefix already sent.
-`stable_samples` says how much of the utterance's audio the stable words were
-heard in (the older hypothesis's), so that a cut keeps them in this utterance.
+words on which the last `hypotheses` hypotheses agree (compared without case
+or punctuation), less the last `holdback` of them, become stable; the stable
+prefix only grows. The service passes it to the next decode as a forced
+decoder prefix, and `merge` makes sure every later transcript starts with
+exactly the stable prefix already sent. `stable_samples` says how much of the
+utterance's audio the stable words were heard in (the oldest hypothesis's),
+so that a cut keeps them in this utterance.
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 from stt_svc.guards import normalised_words
 
@@ -21,9 +24,11 @@ def _key(word: str) -> str:
 class LocalAgreement:
     """Stable prefix and stability of successive hypotheses."""
 
-    def __init__(self) -> None:
-        self._previous: list[str] = []
-        self._previous_samples = 0
+    def __init__(self, hypotheses: int = 2, holdback: int = 0) -> None:
+        if hypotheses < 2 or holdback < 0:
+            raise ValueError("agreement needs two hypotheses or more and a holdback >= 0")
+        self._holdback = holdback
+        self._previous: deque[tuple[list[str], int]] = deque(maxlen=hypotheses - 1)
         self._stable: list[str] = []
         self.stable_samples = 0
         """Audio (samples from the utterance's start) that holds every stable word."""
@@ -41,14 +46,19 @@ class LocalAgreement:
         """Adds a hypothesis of the utterance's first `samples` samples; returns (transcript,
         stable_prefix, stability)."""
         words = self.merge(text).split()
-        agreed = 0
-        for before, now in zip(self._previous, words, strict=False):
-            if _key(before) != _key(now):
-                break
-            agreed += 1
-        if agreed > len(self._stable):
-            self._stable = words[:agreed]
-            self.stable_samples = self._previous_samples
-        self._previous, self._previous_samples = words, samples
+        if len(self._previous) == self._previous.maxlen:
+            agreed = len(words)
+            for before, _ in self._previous:
+                n = 0
+                for a, b in zip(before, words, strict=False):
+                    if _key(a) != _key(b):
+                        break
+                    n += 1
+                agreed = min(agreed, n)
+            agreed -= self._holdback
+            if agreed > len(self._stable):
+                self._stable = words[:agreed]
+                self.stable_samples = self._previous[0][1]
+        self._previous.append((words, samples))
         stability = 0.1 + 0.8 * len(self._stable) / len(words) if words else 0.0
         return " ".join(words), self.stable_prefix, round(stability, 3)

@@ -56,6 +56,9 @@ class DecodeOptions:
     """Beam width; 1 is greedy."""
     temperatures: tuple[float, ...] = (0.0,)
     """Temperatures tried in turn while the output looks degenerate."""
+    fallback_beam_size: int = 0
+    """Beam width of a retry at temperature 0 when the first decode looks degenerate, before
+    any higher temperature (deterministic, unlike sampling); 0 (or <= beam_size): none."""
     task: Task = "transcribe"
     """"translate": English text whatever the language (models that translate_to_english)."""
     window_step_s: float | None = None

@@ -280,7 +280,8 @@ class WhisperEngine:
         tokenizers: list[Tokenizer],
         options: list[DecodeOptions],
     ) -> tuple[list[_Attempt], list[int]]:
-        """Greedy/beam decode with faster-whisper's temperature fallback rule, batched; and
+        """Greedy/beam decode with faster-whisper's temperature fallback rule, batched; a
+        `fallback_beam_size` try at temperature 0 comes before any sampling (`_steps`); and
         the tokens generated per request over all its attempts (forced prefix not counted).
 
         Each round generates, in one call per group of compatible requests (same
@@ -292,6 +293,7 @@ class WhisperEngine:
 
         tries: list[list[_Attempt]] = [[] for _ in prompts]
         chosen: list[_Attempt | None] = [None] * len(prompts)
+        steps = [_steps(o) for o in options]
         pending = list(range(len(prompts)))
         generated = [0] * len(prompts)
         # CTranslate2 returns the forced prefix (the prompt after <|notimestamps|>) too
@@ -299,9 +301,9 @@ class WhisperEngine:
         while pending:
             groups: defaultdict[tuple[float, int, int], list[int]] = defaultdict(list)
             for i in pending:
-                temperature = (options[i].temperatures or (0.0,))[len(tries[i])]
+                temperature, beam_size = steps[i][len(tries[i])]
                 sot = prompts[i].index(tokenizers[i].sot)
-                groups[(temperature, options[i].beam_size, sot)].append(i)
+                groups[(temperature, beam_size, sot)].append(i)
             for (temperature, beam_size, _), items in groups.items():
                 sampling: dict[str, Any] = (
                     {"beam_size": 1, "num_hypotheses": 1, "sampling_topk": 0,
@@ -334,7 +336,7 @@ class WhisperEngine:
                     continue
                 if not attempts[-1].degenerate:
                     chosen[i] = attempts[-1]
-                elif len(attempts) == len(options[i].temperatures or (0.0,)):
+                elif len(attempts) == len(steps[i]):
                     sane = [a for a in attempts if a.compression_ratio <= COMPRESSION_RATIO_LIMIT]
                     chosen[i] = max(sane or attempts, key=lambda a: a.avg_logprob)
                 else:
@@ -401,6 +403,17 @@ class _Encoded:
 
     def item(self, i: int) -> ctranslate2.StorageView:
         return self.subset([i])
+
+
+def _steps(options: DecodeOptions) -> list[tuple[float, int]]:
+    """(temperature, beam size) of each try while the output looks degenerate: the first
+    temperature at `beam_size`, a deterministic wider beam if asked, then the other
+    temperatures (sampling)."""
+    temperatures = options.temperatures or (0.0,)
+    steps = [(temperatures[0], options.beam_size)]
+    if options.fallback_beam_size > options.beam_size and temperatures[0] == 0:
+        steps.append((0.0, options.fallback_beam_size))
+    return steps + [(t, options.beam_size) for t in temperatures[1:]]
 
 
 def _max_new_tokens(window: _Window) -> int:

@@ -40,6 +40,16 @@ def test_an_error_in_the_agreed_prefix_is_forced_prefix() -> None:
     assert _labels(d) == [("forced_prefix", "tiger's", "tiger")]
 
 
+def test_the_stable_prefix_sent_overrides_local_agreement_2() -> None:
+    """stt_svc may agree by another rule (a word held back): the prefix it sent counts."""
+    partials = {0: ["the tiger roar", "the tiger roar is not", "the tiger roar is not like the"]}
+    final = "the tiger roar is not like the full roar of a lion"
+    d = classify(REF, _finals(final), partials, REF, prefix_words={0: 0})
+    (aligned,) = [a for a in d.alignment if a.label]
+    assert (aligned.label, aligned.ref) == ("other", "tiger's")
+    assert aligned.note == "substitution, no forced prefix"
+
+
 def test_the_same_error_past_the_prefix_is_other() -> None:
     partials = {0: ["the tiger's roar", "the tiger's roar is not"]}
     final = "the tiger's roar is not like the full roar of a line"

@@ -26,7 +26,7 @@ import pytest
 
 from dragoman import config, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
-from stt_svc import guards, server
+from stt_svc import guards, server, stream
 from stt_svc.engines.base import (
     Capabilities,
     DecodeOptions,
@@ -175,6 +175,27 @@ def test_guards_reject_what_whisper_makes_of_noise(
         results = engine.transcribe_batch([DecodeRequest(audio, o) for o in options])
         for result in results:
             assert guards.rejection(result, 5.0) is not None, (engine.capabilities.name, result)
+
+
+def test_degenerate_final_falls_back_to_beam_search_not_sampling(
+    whisper_engines: list[SpeechRecognizer], fleurs: Path
+) -> None:
+    """fleurs-en-000 cut at 2.1 s reads "However, however, however, ..." greedily (compression
+    ratio 4.4): the final's options decode it again with beam 5 at temperature 0, which reads
+    "However." and gives that same final on every run (sampling at 0.4 did not)."""
+    engine = next(e for e in whisper_engines if e.capabilities.name == "whisper-tiny.en")
+    audio = clip(fleurs, "fleurs-en-000")[: int(2.1 * 16_000)]
+    greedy = engine.transcribe(audio, DecodeOptions(language="en"))
+    assert greedy.compression_ratio > 2.4, greedy  # the case this test is about
+    options = DecodeOptions(
+        language="en", word_timestamps=True, temperatures=stream.FINAL_TEMPERATURES,
+        fallback_beam_size=stream.FINAL_FALLBACK_BEAM,
+    )
+    first, second = engine.transcribe(audio, options), engine.transcribe(audio, options)
+    assert first == second
+    assert first.text.lower().count("however") == 1, first.text
+    assert first.compression_ratio <= 2.4
+    assert first == engine.transcribe(audio, DecodeOptions(language="en", word_timestamps=True, beam_size=5))
 
 
 def test_aligned_words_are_the_words_of_the_text(

@@ -59,6 +59,36 @@ def test_local_agreement_stable_words_lie_in_the_older_hypothesis_audio() -> Non
     assert (la.stable_prefix, la.stable_samples) == ("made famous to", 16_000)
 
 
+def test_local_agreement_holds_back_the_last_agreed_word() -> None:
+    """The last word two hypotheses share is often cut off by the audio's end ("four" of
+    "foreigners"): held back, the final can still read it whole."""
+    la = LocalAgreement(holdback=1)
+    la.update("made famous to four", 16_000)
+    assert la.update("made famous to four", 24_000)[1] == "made famous to"
+    assert la.update("made famous to foreigners", 32_000)[1] == "made famous to"
+    assert la.update("made famous to foreigners by", 40_000)[1] == "made famous to"
+    assert la.update("made famous to foreigners by", 48_000)[1] == "made famous to foreigners"
+    assert la.stable_samples == 40_000
+
+
+def test_local_agreement_of_three_hypotheses() -> None:
+    la = LocalAgreement(hypotheses=3)
+    la.update("a b", 8_000)
+    assert la.update("a b c", 16_000)[1] == ""  # two hypotheses are not enough
+    assert la.update("a x c d", 24_000)[1] == "a"
+    assert la.stable_samples == 8_000  # the oldest of the three heard it
+    assert la.update("a b c d e", 32_000)[1] == "a"  # "a x" and "a b" still disagree
+    assert la.update("a b c d e f", 40_000)[1] == "a"
+    assert la.update("a b c d e f g", 48_000)[1] == "a b c d e"
+
+
+def test_local_agreement_rejects_a_rule_that_agrees_on_nothing() -> None:
+    with pytest.raises(ValueError):
+        LocalAgreement(hypotheses=1)
+    with pytest.raises(ValueError):
+        LocalAgreement(holdback=-1)
+
+
 def _result(
     text: str, no_speech_prob: float = 0.0, avg_logprob: float = 0.0, compression_ratio: float = 1.0
 ) -> Transcription:
