@@ -100,6 +100,10 @@ class SttSettings:
     """Decode again, alone, a second or more of speech a final's words leave out, and splice
     the words in. Off until it pays: no bench clip needed it (bench/results/stt_streaming.md);
     such speech is counted and logged either way."""
+    redecode_sparse: bool = True
+    """Decode again, alone and with no forced prefix, a final of 3 s or more of speech with
+    under one word a second (a third of conversational speech's rate): the decode after a
+    forced prefix ended early. The new reading replaces it only with twice the words."""
     cpu_threads: int = 2
     """Threads CTranslate2 uses per decode."""
     device: str = "cpu"

@@ -70,6 +70,11 @@ STT_UNRECOGNISED_SPEECH = Counter(
     "(empty, no_speech, repetitive, loop, too_fast) dropped the utterance, or part of it stayed "
     "without words after its re-decode (uncovered) or could not be re-decoded (overloaded)",
     ["reason"])
+STT_SPARSE_FINALS = Counter(
+    "dragoman_stt_sparse_finals_total",
+    "Finals with under one word a second of speech, decoded again without their forced "
+    "prefix, by outcome: the new reading replaced it (twice the words or more) or not",
+    ["outcome"])
 STT_DECODES = Counter(
     "dragoman_stt_decodes_total",
     "Decodes a Whisper model lane ran, by kind (partial, final: speculative finals and "

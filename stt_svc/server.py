@@ -193,6 +193,7 @@ def stream_limits(stt: config.SttSettings) -> StreamLimits:
         idle_timeout_s=stt.idle_timeout_s,
         beam_size=stt.beam_size,
         redecode_gaps=stt.redecode_gaps,
+        redecode_sparse=stt.redecode_sparse,
         max_chunks_per_s=stt.max_chunks_per_s,
         burst_chunks=stt.burst_chunks,
         low_confidence_below=stt.low_confidence_below,

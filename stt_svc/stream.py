@@ -76,6 +76,12 @@ sampling at a higher temperature: the same audio then always gives the same fina
 AGREEMENT_HOLDBACK = 1
 """The last word two partials agree on is not made stable (often cut off by the audio's
 end): forced-prefix errors 20 -> 7 on the diagnose bench's FLEURS clips."""
+SPARSE_WORDS_PER_S = 1.0
+SPARSE_MIN_S = 3.0
+"""A final of SPARSE_MIN_S or more of speech with fewer words a second than SPARSE_WORDS_PER_S
+(conversational speech has 2.5-3 in the FLEURS languages) is decoded again without its
+forced prefix (`redecode_sparse`); scripts written without spaces are not counted so."""
+UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo", "yue"})
 MAX_QUEUED_FINALS = 4
 OVERLAP_AUDIO_S = 8.0
 """A final decodes at most this much audio with its overlap (Whisper's 10 s window)."""
@@ -128,6 +134,7 @@ class StreamLimits:
     idle_timeout_s: float = 10.0
     beam_size: int = 1
     redecode_gaps: bool = False
+    redecode_sparse: bool = True
     max_chunks_per_s: float = 0.0
     """Audio chunks a second after a burst of `burst_chunks`; 0: no limit."""
     burst_chunks: int = BURST_CHUNKS
@@ -518,6 +525,8 @@ class RecognizeStream:
         if reason is None:
             result, recovering_s = await self._recover(u, event, result, options, model)
             processing_s += recovering_s
+            result, again_s = await self._unless_sparse(u, event, result, options, model)
+            processing_s += again_s
             transcript = u.agreement.merge(result.text)
             self._context = _Context(
                 result.language, event.start_sample + len(event.audio), event.audio, result.words
@@ -600,6 +609,34 @@ class RecognizeStream:
         added = len(words) - len(result.words)
         log.info("speech re-decoded", extra={"utterance": u.index, "words_added": added})
         return replace(result, text=coverage.text_of(words), words=words), spent
+
+    async def _unless_sparse(
+        self, u: _Utterance, event: SpeechEnded, result: Transcription, options: DecodeOptions,
+        model: LoadedModel,
+    ) -> tuple[Transcription, float]:
+        """`result`, or the utterance decoded again alone with no forced prefix when `result`
+        has too few words for its speech (SPARSE_WORDS_PER_S) and the new reading has at least
+        twice as many; and the seconds that took. A decode forced to start with a misheard
+        stable prefix can end after a word or two, and its words, aligned across the whole
+        audio, leave no gap for `_recover` to find."""
+        speech_s = len(event.audio) / RATE_HZ
+        words = len(result.text.split())
+        if (not self._limits.redecode_sparse or speech_s < SPARSE_MIN_S
+                or words >= SPARSE_WORDS_PER_S * speech_s or result.language in UNSPACED_LANGUAGES):
+            return result, 0.0
+        again_options = replace(options, language=result.language, prefix="")
+        try:
+            timed = await model.decode(event.audio, again_options, Priority.FINAL)
+        except ResourceExhausted:
+            return result, 0.0
+        again = timed.value
+        found = len(again.text.split())
+        kept = guards.rejection(again, speech_s) is None and found >= 2 * max(words, 1)
+        log.info("sparse final decoded again", extra={
+            "utterance": u.index, "audio_ms": round(1000 * speech_s), "words": words,
+            "words_again": found, "kept": kept})
+        metrics.STT_SPARSE_FINALS.labels("replaced" if kept else "kept").inc()
+        return (again if kept else result), timed.seconds
 
     def _unrecognised(
         self, u: _Utterance, event: SpeechEnded, start_s: float, end_s: float, reason: str

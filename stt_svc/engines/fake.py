@@ -56,6 +56,9 @@ class FakeEngine:
     delay_s: float = 0.0
     max_words: int = 0
     """Words one decode gives at most (0: no limit), as a Whisper generate that ends early."""
+    prefixed_max_words: int = 0
+    """Words a decode forced to start with a prefix gives at most (0: no limit), as a Whisper
+    generate derailed by a misheard stable prefix."""
     calls: list[FakeCall] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)
     """Number of utterances of each model call, in order."""
@@ -94,6 +97,8 @@ class FakeEngine:
         if self.max_words:
             count = min(count, self.max_words)
         prefix = options.prefix.split()
+        if prefix and self.prefixed_max_words:
+            count = min(count, self.prefixed_max_words)
         words = prefix + [SCRIPT[i % len(SCRIPT)] for i in range(len(prefix), max(count, 0))]
         step_s = self.ms_per_word / 1000
         timings = tuple(

@@ -373,6 +373,36 @@ async def test_speech_left_without_words_is_counted(
     assert 1.5 < _unrecognised_s("uncovered") - before < 3.5
 
 
+@pytest.mark.parametrize("redecode", [True, False], ids=["redecoded", "off"])
+async def test_a_final_cut_short_by_its_forced_prefix_is_decoded_again(
+    settings: config.Settings, speech: np.ndarray, redecode: bool
+) -> None:
+    """Decodes forced to start with the stable prefix stop at 3 words: the 4.3 s final has
+    under a word a second, so it is decoded again without the prefix, and that reading, with
+    the stable words the stream already sent in front, is the final."""
+    settings = dataclasses.replace(
+        settings, stt=dataclasses.replace(settings.stt, redecode_sparse=redecode))
+    replaced = REGISTRY.get_sample_value(
+        "dragoman_stt_sparse_finals_total", {"outcome": "replaced"}) or 0.0
+    engine = FakeEngine(ms_per_word=200, prefixed_max_words=3)
+    async for stub in fake_stub(settings, engine, partial_interval_ms=300):
+        # 5x real time, slow enough for partials to agree on a stable prefix
+        responses = await recognize(stub, requests(stream_config("en", interim=True), speech), 0.02)
+    (final,) = finals(responses)
+    stable = max((p.stable_prefix for p in partials(responses)), key=len)
+    assert stable and final.transcript.startswith(stable)  # the sent prefix never changes
+    finals_decoded = [c for c in engine.calls if c.options.word_timestamps]
+    assert finals_decoded[0].options.prefix  # the first reading was forced
+    now = REGISTRY.get_sample_value("dragoman_stt_sparse_finals_total", {"outcome": "replaced"})
+    if redecode:
+        assert len(final.transcript.split()) >= 18, final.transcript  # 4.3 s at 200 ms a word
+        assert finals_decoded[-1].options.prefix == ""
+        assert finals_decoded[-1].audio_samples == finals_decoded[0].audio_samples
+        assert now == replaced + 1
+    else:
+        assert len(final.transcript.split()) <= 3 and len(finals_decoded) == 1
+
+
 async def test_a_dropped_utterance_is_counted(settings: config.Settings, speech: np.ndarray) -> None:
     """The engine hears nothing in speech the VAD found: no final text, its seconds counted."""
     before = _unrecognised_s("empty")
