@@ -130,12 +130,12 @@ class Client:
 
 def join_request(
     session_id: str, rate_hz: int = audio.STT_RATE_HZ, output_rate_hz: int = 0,
-    resume_after: int = 0,
+    resume_after: int = 0, history_key: bytes = b"",
 ) -> conversation_pb2.ConverseRequest:
     return conversation_pb2.ConverseRequest(join=conversation_pb2.JoinConversation(
         session_id=session_id, encoding=conversation_pb2.AUDIO_ENCODING_LINEAR16,
         sample_rate_hertz=rate_hz, output_sample_rate_hertz=output_rate_hz,
-        resume_after_sequence=resume_after,
+        resume_after_sequence=resume_after, history_key=history_key,
     ))
 
 
