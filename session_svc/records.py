@@ -127,4 +127,4 @@ class Deleted:
     sessions: int
     """Sessions the user took part in (whole sessions go once nobody is left)."""
     utterances: int
-    """Log rows of what the user said."""
+    """Log rows of what the user said, and their copies of participant-keyed sessions."""

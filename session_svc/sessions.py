@@ -367,15 +367,17 @@ class Session:
             start_ms=start_ms, end_ms=end_ms,
         )
         if self.privacy_mode == PARTICIPANT_KEYED:
-            # each reader's copy under their own key: the listener's, and the speaker's once
-            readers = [listener]
+            # each reader's copy under their own key: what the listener heard, and (once)
+            # what the speaker said, without another's translation
+            copies = [(listener, entry)]
             if (utterance_id, speaker.user_id) not in self._journaled:
-                readers.append(speaker)
-            for reader in readers:
+                copies.append((speaker, replace(
+                    entry, target_language_code=speaker.language_code, translated_text="")))
+            for reader, copy in copies:
                 key = reader.history_key
                 self._journaled.add((utterance_id, reader.user_id))
                 if key is not None:  # no stream, no key: nothing they could read is kept
-                    self.journal(replace(entry, reader_user_id=reader.user_id, reader_key=key))
+                    self.journal(replace(copy, reader_user_id=reader.user_id, reader_key=key))
         elif (utterance_id, listener.language) not in self._journaled:
             self._journaled.add((utterance_id, listener.language))
             self.journal(entry)

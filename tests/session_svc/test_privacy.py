@@ -167,6 +167,12 @@ async def test_participant_keyed_copies_open_only_with_their_key(
     mine = json.loads(AESGCM(b_key).decrypt(blob[:12], blob[12:], aad))
     assert mine["source_text"] == text and mine["translated_text"] == translation
     assert mine["speaker_user_id"] == a.user_id and mine["target_language_code"] == "pt"
+    [(a_log,)] = stack.query(
+        "SELECT log_id FROM participant_logs WHERE session_id = %s AND user_id = %s",
+        (sid, a.user_id))
+    blob = bytes(rows[a.user_id])  # type: ignore[arg-type]
+    said = json.loads(AESGCM(a_key).decrypt(blob[:12], blob[12:], f"participant_logs:{a_log}".encode()))
+    assert said["source_text"] == text and said["translated_text"] == ""  # what she said
 
     # the export is Bruno's copy, sealed: he opens it with his key
     assert export.content_type.startswith("application/vnd.dragoman.sealed-transcript+json")
@@ -227,3 +233,22 @@ async def test_standard_keeps_the_text_under_server_keys(stack: Stack, fleurs: P
     for c in (a, b):
         await c.close()
 
+
+
+async def test_no_copy_is_kept_for_a_participant_without_a_stream(
+        stack: Stack, fleurs: Path) -> None:
+    """The server drops a key with its stream: what is said afterwards is not sealed for
+    that participant (nor kept in any other way)."""
+    a, b, session, _ = await pair(stack, spb.PRIVACY_MODE_PARTICIPANT_KEYED)
+    sid = session.session_id
+    b_call = b.converse(sid, history_key=os.urandom(32))
+    await b.collect(b_call, "session_paired")
+    b_call.cancel()  # type: ignore[attr-defined]
+    a_call = a.converse(sid, history_key=os.urandom(32))
+    await a.say(utterance(fleurs))
+    await a.collect(a_call, "processing_ended")
+    await a.sessions.EndSession(spb.EndSessionRequest(session_id=sid), metadata=a.metadata)
+    assert stack.query("SELECT user_id FROM participant_logs WHERE session_id = %s",
+                       (sid,)) == [(a.user_id,)]
+    for c in (a, b):
+        await c.close()
