@@ -7,6 +7,7 @@ import base64
 import json
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -14,8 +15,13 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from dragoman import config
+from dragoman import client, config
+from dragoman.db.crypto import DecryptionError
+from dragoman.errors import InvalidArgument
 from dragoman.v1 import sessions_pb2 as spb
+from dragoman_tools import cli
+from session_svc import store, transcripts
+from session_svc.records import STAGES, SealedLog, SessionRecord, UtteranceLog
 from tests.session_svc.conftest import Caller, utterance
 from tests.session_svc.stack import Stack, captured_logs, scratch_settings, session_stack
 
@@ -252,3 +258,42 @@ async def test_no_copy_is_kept_for_a_participant_without_a_stream(
                        (sid,)) == [(a.user_id,)]
     for c in (a, b):
         await c.close()
+
+
+def test_a_sealed_export_opens_with_the_client_and_the_cli(tmp_path: Path) -> None:
+    """What ExportTranscript returns for a keyed session, opened by dragoman.client and by
+    `dragoman sessions export --key-file` (base64 or raw key files), and not with another key."""
+    key = os.urandom(32)
+    log = UtteranceLog(
+        session_id="s1", utterance_id="u1", speaker_user_id="ana", source_language_code="en",
+        target_language_code="pt", source_text="the blue door", translated_text="a porta azul",
+        latency_ms=dict.fromkeys(STAGES, 1), start_ms=100, end_ms=900)
+    record = SessionRecord(session_id="s1", code="", status="ended",
+                           created_at=datetime(2026, 12, 6, 8, 30, tzinfo=UTC), ended_at=None,
+                           participants=(), metrics=None, privacy_mode="participant-keyed")
+    reply = transcripts.render_sealed(record, [SealedLog(
+        "0b7c", "u1", 100, 900, store.seal_log(key, "0b7c", log))])
+    assert b"porta" not in reply.content
+
+    opened = client.open_sealed_transcript(reply.content, key)
+    assert opened["utterances"] == [{
+        "utterance_id": "u1", "speaker_user_id": "ana", "source_language_code": "en",
+        "target_language_code": "pt", "source_text": "the blue door",
+        "translated_text": "a porta azul", "start_ms": 100, "end_ms": 900}]
+    with pytest.raises(DecryptionError):
+        client.open_sealed_transcript(reply.content, os.urandom(32))
+
+    raw, text, wrong = tmp_path / "raw.key", tmp_path / "b64.key", tmp_path / "wrong.key"
+    raw.write_bytes(key)
+    text.write_text(base64.b64encode(key).decode() + "\n")
+    wrong.write_bytes(os.urandom(32))
+    for path in (raw, text):
+        written = json.loads(cli._opened(reply.content_type, reply.content, str(path)))
+        assert written["utterances"][0]["translated_text"] == "a porta azul"
+    with pytest.raises(InvalidArgument, match="not the key you streamed with"):
+        cli._opened(reply.content_type, reply.content, str(wrong))
+    (tmp_path / "short.key").write_bytes(key[:16])
+    with pytest.raises(InvalidArgument, match="must hold a 32-byte key"):
+        cli._opened(reply.content_type, reply.content, str(tmp_path / "short.key"))
+    with pytest.raises(InvalidArgument, match="not sealed"):
+        cli._opened("text/plain; charset=utf-8", b"hello", str(raw))
