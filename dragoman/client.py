@@ -12,11 +12,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from types import TracebackType
 
 import grpc
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dragoman import audio, rpc
@@ -135,14 +138,29 @@ class Client:
         return self.conversation.Converse(requests, metadata=self.metadata)
 
 
+def open_sealed_transcript(content: bytes, key: bytes) -> dict[str, object]:
+    """A participant-keyed session's export (ExportTranscript), opened with the key the
+    client sent as JoinConversation.history_key: the file with each record's `sealed`
+    replaced by the utterance it holds (docs/privacy.md). DecryptionError for another key."""
+    from dragoman.db import crypto  # cryptography's AES-GCM, as the server sealed it
+
+    doc = json.loads(content)
+    aead = AESGCM(key)
+    doc["utterances"] = [
+        {**json.loads(crypto.unseal(aead, base64.b64decode(r["sealed"]), r["aad"].encode())),
+         "start_ms": r["start_ms"], "end_ms": r["end_ms"]}
+        for r in doc.pop("records")]
+    return doc  # type: ignore[no-any-return]
+
+
 def join_request(
     session_id: str, rate_hz: int = audio.STT_RATE_HZ, output_rate_hz: int = 0,
-    resume_after: int = 0,
+    resume_after: int = 0, history_key: bytes = b"",
 ) -> conversation_pb2.ConverseRequest:
     return conversation_pb2.ConverseRequest(join=conversation_pb2.JoinConversation(
         session_id=session_id, encoding=conversation_pb2.AUDIO_ENCODING_LINEAR16,
         sample_rate_hertz=rate_hz, output_sample_rate_hertz=output_rate_hz,
-        resume_after_sequence=resume_after,
+        resume_after_sequence=resume_after, history_key=history_key,
     ))
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import getpass
 import json
@@ -209,6 +211,10 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=list(TRANSCRIPT_FORMATS), default="txt",
                      help="txt (default), srt (SubRip), vtt (WebVTT) or json")
     exp.add_argument("-o", "--out", metavar="FILE", help="file to write (default: standard output)")
+    exp.add_argument("--key-file", metavar="FILE",
+                     help="a participant-keyed session: the key you streamed with (32 bytes, raw "
+                          "or base64); the sealed transcript is opened with it and written as "
+                          "JSON (docs/privacy.md). Without it, the sealed file is written as is")
     exp.add_argument("--username", default=os.environ.get("DRAGOMAN_USERNAME"),
                      help="who to sign in as (default: $DRAGOMAN_USERNAME)")
     exp.add_argument("--gateway", metavar="ADDR",
@@ -581,13 +587,44 @@ async def _export_transcript(args: argparse.Namespace, settings: config.Settings
     async with Client(args.gateway or settings.addresses.gateway) as client:
         await client.login(args.username, password)
         reply = await client.export_transcript(args.session_id, TRANSCRIPT_FORMATS[args.format])
+    content = _opened(reply.content_type, reply.content, args.key_file)
     if args.out and args.out != "-":
-        Path(args.out).write_bytes(reply.content)
+        Path(args.out).write_bytes(content)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
-        sys.stdout.buffer.write(reply.content)
+        sys.stdout.buffer.write(content)
         sys.stdout.flush()
     return 0
+
+
+def _opened(content_type: str, content: bytes, key_file: str | None) -> bytes:
+    """The transcript to write: a sealed one opened with the key in `key_file`."""
+    from dragoman.client import open_sealed_transcript
+    from dragoman.db.crypto import DecryptionError
+
+    sealed = content_type.startswith("application/vnd.dragoman.sealed-transcript+json")
+    if not key_file:
+        if sealed:
+            print("the session is participant-keyed: the transcript is sealed with your key "
+                  "(open it with --key-file)", file=sys.stderr)
+        return content
+    if not sealed:
+        raise InvalidArgument("--key-file is for participant-keyed sessions; this transcript "
+                              "is not sealed")
+    key = Path(key_file).read_bytes()
+    if len(key) != 32:
+        try:
+            key = base64.b64decode(key.strip(), validate=True)
+        except binascii.Error:
+            pass
+    if len(key) != 32:
+        raise InvalidArgument(f"--key-file must hold a 32-byte key, raw or base64: {key_file}")
+    try:
+        opened = open_sealed_transcript(content, key)
+    except DecryptionError:
+        raise InvalidArgument(f"the key in {key_file} does not open this transcript: it is not "
+                              "the key you streamed with in this session") from None
+    return (json.dumps(opened, ensure_ascii=False, indent=1) + "\n").encode()
 
 
 def _tls_keys(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from session_svc.catchup import CatchUp
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
 from session_svc.pipeline import SpeakerPipeline
+from session_svc.records import PARTICIPANT_KEYED
 from session_svc.sessions import Member, Session, SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,17 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             raise OutOfRange(
                 f"join.resume_after_sequence {join.resume_after_sequence} is past the last event "
                 f"of this stream, {member.log.last_sequence}")
+        if session.privacy_mode == PARTICIPANT_KEYED:
+            if not join.history_key:
+                raise InvalidArgument(
+                    "this session is participant-keyed: join.history_key (your 32-byte key) is "
+                    "required; without the key your history here stays unreadable, and "
+                    "nothing said is kept for you")
+            member.check_history_key(join.history_key)
+        elif join.history_key:
+            raise InvalidArgument(
+                "join.history_key is only for participant-keyed sessions; this one's "
+                f"privacy mode is {session.privacy_mode}")
         logs.session_id.set(session.session_id)
         conn = Connection(session, member, join, self.down, self.settings)
         if member.connection is not None:

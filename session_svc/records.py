@@ -6,7 +6,7 @@ Plain records: `session_svc.store` reads and writes them, the servicers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", "delivery", "total")
@@ -15,6 +15,9 @@ STAGES = ("endpointing", "recognition", "translation", "synthesis_first_chunk", 
 
 PARTICIPANT_STATES = ("joined", "left", "removed")
 """session_participants.state: in the session, left it (may join again), removed by the host."""
+
+STANDARD, PRIVATE, PARTICIPANT_KEYED = "standard", "private", "participant-keyed"
+"""sessions.privacy_mode: what is kept of the text (docs/privacy.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class SessionRecord:
     metrics: Metrics | None
     locked: bool = False
     max_participants: int = 2
+    privacy_mode: str = STANDARD
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,22 @@ class UtteranceLog:
     end_ms: int | None = None
     """When it was spoken, from the session's start; None in rows logged before
     they were kept (migration 0005)."""
+    reader_user_id: str = ""
+    """In a participant-keyed session: whose copy this is (else "")."""
+    reader_key: bytes | None = field(default=None, repr=False)
+    """That reader's key, only until the row is written."""
+
+
+@dataclass(frozen=True, slots=True)
+class SealedLog:
+    """One reader's copy of an utterance of a participant-keyed session, as stored:
+    `sealed` opens only with their key (see `session_svc.store.seal_log`)."""
+
+    log_id: str
+    utterance_id: str
+    start_ms: int | None
+    end_ms: int | None
+    sealed: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,4 +127,4 @@ class Deleted:
     sessions: int
     """Sessions the user took part in (whole sessions go once nobody is left)."""
     utterances: int
-    """Log rows of what the user said."""
+    """Log rows of what the user said, and their copies of participant-keyed sessions."""

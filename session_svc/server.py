@@ -25,7 +25,7 @@ import grpc
 from dragoman import config, db, logs, overload, rpc
 from dragoman.assertion import Assertions
 from dragoman.db.times import timestamp
-from dragoman.errors import InvalidArgument, NotFound, shown
+from dragoman.errors import FailedPrecondition, InvalidArgument, NotFound, shown
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
 from dragoman.tls import MeshTls
 from dragoman.v1 import (
@@ -41,9 +41,23 @@ from session_svc import routes, transcripts
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
-from session_svc.records import STAGES, Metrics, SessionRecord, UtteranceLog
+from session_svc.records import (
+    PARTICIPANT_KEYED,
+    PRIVATE,
+    STAGES,
+    Metrics,
+    SessionRecord,
+    UtteranceLog,
+)
 from session_svc.routes import Coverage
-from session_svc.sessions import STATES, Identity, SessionRegistry, metrics_proto
+from session_svc.sessions import (
+    PRIVACY_PROTO,
+    STATES,
+    Identity,
+    SessionRegistry,
+    metrics_proto,
+    privacy_mode,
+)
 from session_svc.store import PgSessionStore, SessionStore
 from session_svc.vocabularies import PgVocabularyStore, VocabularyServicer, vocabulary_proto
 
@@ -72,6 +86,7 @@ def session_proto(record: SessionRecord) -> sessions_pb2.Session:
             for i, p in enumerate(record.participants)],
         create_time=timestamp(record.created_at),
         locked=record.locked, max_participants=record.max_participants,
+        privacy_mode=PRIVACY_PROTO[record.privacy_mode],  # type: ignore[arg-type]
     )
     if record.ended_at is not None:
         out.end_time.CopyFrom(timestamp(record.ended_at))
@@ -131,7 +146,8 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.CreateSessionResponse:
         session = await self.registry.create(
-            self.identity(context), request.language_code, request.voice, request.max_participants)
+            self.identity(context), request.language_code, request.voice, request.max_participants,
+            privacy_mode(request.privacy_mode))
         logs.session_id.set(session.session_id)
         log.info("session created")
         return sessions_pb2.CreateSessionResponse(session=session.to_proto())
@@ -237,8 +253,15 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
             raise InvalidArgument("session_id is required")
         fmt = transcripts.format_of(request.format)
         record = await self._record(who, request.session_id)
+        if record.privacy_mode == PRIVATE:
+            raise FailedPrecondition(
+                "this session is private: no transcript or translation of it was stored, "
+                "so there is nothing to export")
         if self.registry.find_live(record.session_id) is not None:
             await self.registry.journal.flush()  # what was said so far
+        if record.privacy_mode == PARTICIPANT_KEYED:
+            sealed = await self.registry.store.sealed_of(record.session_id, who.user_id)
+            return transcripts.render_sealed(record, sealed)
         logs = await self.registry.store.transcript_of(record.session_id)
         return transcripts.render(transcripts.transcript(record, who.user_id, logs), fmt)
 

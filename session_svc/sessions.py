@@ -18,12 +18,15 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dragoman import languages, metrics
 from dragoman.config import SessionSettings
 from dragoman.coverage import Inventory, Route
+from dragoman.db import crypto
 from dragoman.db.times import timestamp
 from dragoman.errors import (
     FailedPrecondition,
@@ -39,7 +42,16 @@ from dragoman.v1 import sessions_pb2 as spb
 from session_svc import routes
 from session_svc.events import EventLog
 from session_svc.lexicon import EMPTY, Lexicon
-from session_svc.records import STAGES, Metrics, Participant, ParticipantMetrics, UtteranceLog
+from session_svc.records import (
+    PARTICIPANT_KEYED,
+    PRIVATE,
+    STAGES,
+    STANDARD,
+    Metrics,
+    Participant,
+    ParticipantMetrics,
+    UtteranceLog,
+)
 from session_svc.store import CodeTaken, Journal, SessionStore
 
 if TYPE_CHECKING:
@@ -48,6 +60,26 @@ if TYPE_CHECKING:
     from session_svc.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+PRIVACY_PROTO: dict[str, int] = {
+    STANDARD: spb.PRIVACY_MODE_STANDARD, PRIVATE: spb.PRIVACY_MODE_PRIVATE,
+    PARTICIPANT_KEYED: spb.PRIVACY_MODE_PARTICIPANT_KEYED,
+}
+"""sessions.privacy_mode as the proto enum."""
+KEY_CHECK_DATA = b"dragoman history key check"
+"""Associated data of Member.key_check."""
+
+
+def privacy_mode(value: int) -> str:
+    """The privacy mode a CreateSessionRequest asks for (unset: standard)."""
+    if value == spb.PRIVACY_MODE_UNSPECIFIED:
+        return STANDARD
+    for name, number in PRIVACY_PROTO.items():
+        if number == value:
+            return name
+    raise InvalidArgument(
+        f"privacy_mode must be PRIVACY_MODE_STANDARD, PRIVACY_MODE_PRIVATE or "
+        f"PRIVACY_MODE_PARTICIPANT_KEYED (or unset), got {value}")
 
 OWNER_RENEW_S = 10.0
 """How often a replica with an advertised address renews its owner lease."""
@@ -97,6 +129,32 @@ class Member:
     """What they are to hear, in order (session_svc.outbox; made on first use)."""
     lexicon: Lexicon = field(default=EMPTY, repr=False, compare=False)
     """Their vocabularies as they were when they created or joined (session_svc.lexicon)."""
+    key_check: bytes | None = field(default=None, repr=False, compare=False)
+    """In a participant-keyed session: nothing, sealed with the key of their first
+    stream, so that a later stream with another key is refused (`check_history_key`)."""
+
+    @property
+    def history_key(self) -> bytes | None:
+        """The key of their live stream in a participant-keyed session: held only while
+        the stream is (the connection holds it)."""
+        return (self.connection.join.history_key or None) if self.connection is not None else None
+
+    def check_history_key(self, key: bytes) -> None:
+        """Takes `key` for this participant's copy, or refuses it (INVALID_ARGUMENT)
+        when it is not 32 bytes or not the key of their earlier streams."""
+        if len(key) != crypto.KEY_BYTES:
+            raise InvalidArgument(
+                f"join.history_key must be {crypto.KEY_BYTES} bytes (AES-256), got {len(key)}")
+        if self.key_check is None:
+            self.key_check = crypto.seal(AESGCM(key), b"", KEY_CHECK_DATA)
+            return
+        try:
+            crypto.unseal(AESGCM(key), self.key_check, KEY_CHECK_DATA)
+        except crypto.DecryptionError:
+            raise InvalidArgument(
+                "join.history_key is not the key of your earlier streams in this session: "
+                "your history here is sealed with that key and would stay unreadable; "
+                "send the same key") from None
 
     @property
     def participant_id(self) -> str:
@@ -171,6 +229,8 @@ class Session:
     locked: bool = False
     """The host locked the session against new joiners."""
     max_participants: int = 8
+    privacy_mode: str = STANDARD
+    """What is kept of the text: STANDARD, PRIVATE or PARTICIPANT_KEYED."""
     _counted: set[str] = field(default_factory=set)
     """Utterances already counted as translated (one utterance, several listeners)."""
     _journaled: set[tuple[str, str]] = field(default_factory=set)
@@ -246,6 +306,7 @@ class Session:
             create_time=timestamp(self.created_s),
             routes=[routes.route_proto(r) for r in self.route_list()],
             one_way=self.one_way, locked=self.locked, max_participants=self.max_participants,
+            privacy_mode=PRIVACY_PROTO[self.privacy_mode],  # type: ignore[arg-type]
         )
         if self.ended_s is not None:
             out.end_time.CopyFrom(timestamp(self.ended_s))
@@ -294,18 +355,32 @@ class Session:
             for stage in STAGES:
                 metrics.UTTERANCE_STAGE.labels(stage).observe(
                     getattr(latency, stage).ToNanoseconds() / 1e9)
-        if self.journal is not None and (utterance_id, listener.language) not in self._journaled:
+        if self.journal is None or self.privacy_mode == PRIVATE:
+            return
+        start_ms, end_ms = self._spoken_ms(spoken_s)
+        entry = UtteranceLog(
+            session_id=self.session_id, utterance_id=utterance_id,
+            speaker_user_id=speaker.user_id, source_language_code=speaker.language_code,
+            target_language_code=listener.language_code, source_text=text,
+            translated_text=translation,
+            latency_ms={stage: getattr(latency, stage).ToMilliseconds() for stage in STAGES},
+            start_ms=start_ms, end_ms=end_ms,
+        )
+        if self.privacy_mode == PARTICIPANT_KEYED:
+            # each reader's copy under their own key: what the listener heard, and (once)
+            # what the speaker said, without another's translation
+            copies = [(listener, entry)]
+            if (utterance_id, speaker.user_id) not in self._journaled:
+                copies.append((speaker, replace(
+                    entry, target_language_code=speaker.language_code, translated_text="")))
+            for reader, copy in copies:
+                key = reader.history_key
+                self._journaled.add((utterance_id, reader.user_id))
+                if key is not None:  # no stream, no key: nothing they could read is kept
+                    self.journal(replace(copy, reader_user_id=reader.user_id, reader_key=key))
+        elif (utterance_id, listener.language) not in self._journaled:
             self._journaled.add((utterance_id, listener.language))
-            start_ms, end_ms = self._spoken_ms(spoken_s)
-            self.journal(UtteranceLog(
-                session_id=self.session_id, utterance_id=utterance_id,
-                speaker_user_id=speaker.user_id, source_language_code=speaker.language_code,
-                target_language_code=listener.language_code, source_text=text,
-                translated_text=translation,
-                latency_ms={stage: getattr(latency, stage).ToMilliseconds()
-                            for stage in STAGES},
-                start_ms=start_ms, end_ms=end_ms,
-            ))
+            self.journal(entry)
 
     def _spoken_ms(self, spoken_s: tuple[float, float] | None) -> tuple[int | None, int | None]:
         """start_ms and end_ms of an UtteranceLog: from the session's start, in order."""
@@ -460,6 +535,7 @@ class SessionRegistry:
 
     async def create(
         self, who: Identity, language_code: str, voice: str, max_participants: int = 0,
+        privacy: str = STANDARD,
     ) -> Session:
         capacity = self._capacity(max_participants)
         check_voice(voice)
@@ -472,7 +548,7 @@ class SessionRegistry:
         self._admit()
         self._live += 1  # counted from here, so that creates running meanwhile see it
         try:
-            return await self._add(who, language_code, voice, capacity)
+            return await self._add(who, language_code, voice, capacity, privacy)
         except BaseException:
             self._live -= 1
             raise
@@ -480,7 +556,9 @@ class SessionRegistry:
     async def _lexicon(self, who: Identity) -> Lexicon:
         return await self.lexicon_of(who.user_id) if self.lexicon_of is not None else EMPTY
 
-    async def _add(self, who: Identity, language_code: str, voice: str, capacity: int) -> Session:
+    async def _add(
+        self, who: Identity, language_code: str, voice: str, capacity: int, privacy: str,
+    ) -> Session:
         lexicon = await self._lexicon(who)
         for _ in range(MAX_CODE_ATTEMPTS):
             code = self._codes()
@@ -489,13 +567,13 @@ class SessionRegistry:
             now = time.time()
             session = Session(session_id=uuid.uuid4().hex, code=code, created_s=now,
                               attended_s=now, journal=self.journal.record,
-                              max_participants=capacity)
+                              max_participants=capacity, privacy_mode=privacy)
             creator = self._new_member(session, who, language_code, voice)
             creator.lexicon = lexicon
             try:
                 await self.store.add_session(
                     session.session_id, code, session.created_s, creator.record(), self.owner,
-                    max_participants=capacity)
+                    max_participants=capacity, privacy_mode=privacy)
             except CodeTaken:
                 continue  # a live session elsewhere (or a concurrent create) holds it
             session.members.append(creator)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections import Counter
@@ -27,19 +28,22 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from dragoman import db
-from dragoman.db import Database
+from dragoman.db import Database, crypto
 from dragoman.db.crypto import Keyring
 from dragoman.db.times import to_datetime
 from session_svc.records import (
     STAGES,
+    STANDARD,
     Deleted,
     Metrics,
     Participant,
     ParticipantMetrics,
+    SealedLog,
     SessionRecord,
     UtteranceLog,
 )
@@ -67,7 +71,7 @@ class SessionStore(Protocol):
 
     async def add_session(
         self, session_id: str, code: str, created_s: float, creator: Participant, owner: str = "",
-        max_participants: int = 2,
+        max_participants: int = 2, privacy_mode: str = STANDARD,
     ) -> None:
         """Records a waiting session, its creator and the replica holding it
         (`owner`, host:port). Raises CodeTaken when a live session holds `code`."""
@@ -103,7 +107,8 @@ class SessionStore(Protocol):
         ...
 
     async def add_utterances(self, logs: Sequence[UtteranceLog]) -> None:
-        """Writes translated utterances (text encrypted) with their latencies, all or none."""
+        """Writes translated utterances (text encrypted) with their latencies, all or none;
+        those with a `reader_key` as that reader's sealed copy, without latencies."""
         ...
 
     async def renew_owner(self, owner: str) -> None:
@@ -130,6 +135,10 @@ class SessionStore(Protocol):
         """Every logged utterance of the session, in the order spoken (see `transcript_of`)."""
         ...
 
+    async def sealed_of(self, session_id: str, user_id: str) -> list[SealedLog]:
+        """The user's sealed copy of a participant-keyed session, in the order spoken."""
+        ...
+
     async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
         """The replica holding the live session with this id, or the waiting
         one with this code (see `session_owner`)."""
@@ -149,15 +158,15 @@ class PgSessionStore:
 
     async def add_session(
         self, session_id: str, code: str, created_s: float, creator: Participant, owner: str = "",
-        max_participants: int = 2,
+        max_participants: int = 2, privacy_mode: str = STANDARD,
     ) -> None:
         created = to_datetime(created_s)
         async with self._db.pool.connection() as conn, conn.transaction():
             try:
                 await conn.execute(
-                    "INSERT INTO sessions (session_id, code, created_at, owner, max_participants) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    (session_id, code, created, owner, max_participants))
+                    "INSERT INTO sessions (session_id, code, created_at, owner, max_participants, "
+                    "privacy_mode) VALUES (%s, %s, %s, %s, %s, %s)",
+                    (session_id, code, created, owner, max_participants, privacy_mode))
             except psycopg.errors.UniqueViolation:
                 raise CodeTaken(code) from None
             await _add_participant(conn, session_id, creator, 1, created, created)
@@ -269,6 +278,15 @@ class PgSessionStore:
         async with self._db.pool.connection() as conn:
             return await transcript_of(conn, self._db.keyring, session_id)
 
+    async def sealed_of(self, session_id: str, user_id: str) -> list[SealedLog]:
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT log_id, utterance_id, start_ms, end_ms, sealed FROM participant_logs "
+                "WHERE session_id = %s AND user_id = %s "
+                "ORDER BY start_ms NULLS LAST, created_at, log_id", (session_id, user_id))
+            return [SealedLog(str(r[0]), r[1], r[2], r[3], bytes(r[4]))
+                    for r in await cur.fetchall()]
+
     async def owner(self, *, session_id: str = "", code: str = "") -> str | None:
         async with self._db.pool.connection() as conn:
             return await session_owner(conn, session_id=session_id, code=code)
@@ -299,6 +317,7 @@ def associated_data(log_id: uuid.UUID | str, column: str) -> bytes:
 
 _SESSIONS = """
 SELECT s.session_id, s.code, s.status, s.created_at, s.ended_at, s.locked, s.max_participants,
+       s.privacy_mode,
        m.utterance_count, m.error_count, m.mean_latency_ms, m.min_latency_ms,
        m.max_latency_ms, m.duration_ms, m.transcribed_count, m.low_confidence_count
 FROM session_participants me
@@ -371,7 +390,25 @@ async def sessions_of(
             r["max_latency_ms"], r["duration_ms"], tuple(numbers.get(r["session_id"], ())),
             r["transcribed_count"], r["low_confidence_count"]),
         locked=r["locked"], max_participants=r["max_participants"],
+        privacy_mode=r["privacy_mode"],
     ) for r in rows]
+
+
+def sealed_data(log_id: uuid.UUID | str) -> bytes:
+    """What a participant_logs row's sealed value is bound to: its row."""
+    return f"participant_logs:{log_id}".encode()
+
+
+def seal_log(key: bytes, log_id: uuid.UUID | str, log: UtteranceLog) -> bytes:
+    """A reader's copy of an utterance, sealed with their key (AES-256-GCM):
+    what the client opens (docs/privacy.md)."""
+    plain = json.dumps({
+        "utterance_id": log.utterance_id, "speaker_user_id": log.speaker_user_id,
+        "source_language_code": log.source_language_code,
+        "target_language_code": log.target_language_code,
+        "source_text": log.source_text, "translated_text": log.translated_text,
+    }, ensure_ascii=False).encode()
+    return crypto.seal(AESGCM(key), plain, sealed_data(log_id))
 
 
 def _log_row(keyring: Keyring, log: UtteranceLog) -> dict[str, Any]:
@@ -393,7 +430,16 @@ async def add_utterances(
     stage_columns = ", ".join(f"{s}_ms" for s in STAGES)
     stage_values = ", ".join(f"%({s})s" for s in STAGES)
     counts = Counter(log.session_id for log in logs)
+    kept = [log for log in logs if log.reader_key is None]
+    sealed = [(log_id := uuid.uuid4(), log.session_id, log.reader_user_id, log.utterance_id,
+               log.start_ms, log.end_ms, seal_log(log.reader_key, log_id, log))
+              for log in logs if log.reader_key is not None]
     async with conn.transaction(), conn.cursor() as cur:
+        if sealed:
+            await cur.executemany(
+                "INSERT INTO participant_logs (log_id, session_id, user_id, utterance_id, "
+                "start_ms, end_ms, sealed) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (session_id, user_id, utterance_id) DO NOTHING", sealed)
         await cur.executemany(
             sql.SQL(  # type: ignore[arg-type]
                 "INSERT INTO translation_logs (log_id, session_id, utterance_id, speaker_user_id, "
@@ -402,7 +448,7 @@ async def add_utterances(
                 "%(utterance_id)s, %(speaker)s, %(source)s, %(target)s, %(key_id)s, %(source_text)s, "
                 f"%(translated_text)s, %(start_ms)s, %(end_ms)s, {stage_values})"
             ),
-            [_log_row(keyring, log) for log in logs])
+            [_log_row(keyring, log) for log in kept])
         await cur.executemany(
             "UPDATE sessions SET message_count = message_count + %s WHERE session_id = %s",
             [(n, session_id) for session_id, n in counts.items()])
@@ -455,6 +501,9 @@ async def delete_user_data(conn: psycopg.AsyncConnection, user_id: str) -> Delet
     in a transaction: all of it or nothing."""
     cur = await conn.execute("DELETE FROM translation_logs WHERE speaker_user_id = %s", (user_id,))
     utterances = cur.rowcount
+    # a participant-keyed copy is its reader's: theirs go, the others' copies are the others'
+    cur = await conn.execute("DELETE FROM participant_logs WHERE user_id = %s", (user_id,))
+    utterances += cur.rowcount
     await conn.execute("DELETE FROM vocabularies WHERE user_id = %s", (user_id,))
     cur = await conn.execute(
         "DELETE FROM session_participants WHERE user_id = %s RETURNING session_id", (user_id,))

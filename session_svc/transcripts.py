@@ -8,6 +8,7 @@ plain text and JSON need no library.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Sequence
@@ -20,7 +21,8 @@ import webvtt
 from dragoman.errors import InvalidArgument
 from dragoman.languages import primary_subtag
 from dragoman.v1 import sessions_pb2
-from session_svc.records import SessionRecord, UtteranceLog
+from session_svc.records import SealedLog, SessionRecord, UtteranceLog
+from session_svc.store import sealed_data
 
 UNKNOWN_SPEAKER = "(deleted account)"
 """The speaker's name once their participant row went with their account."""
@@ -190,3 +192,31 @@ def _json(t: Transcript) -> str:
                          for p, n, lang in t.participants],
         "utterances": [asdict(line) for line in t.lines],
     }, ensure_ascii=False, indent=2) + "\n"
+
+
+SEALED_CONTENT_TYPE = "application/vnd.dragoman.sealed-transcript+json; charset=utf-8"
+"""A participant-keyed session's export: the reader's copy, still sealed with their key."""
+
+
+def render_sealed(
+    record: SessionRecord, sealed: Sequence[SealedLog]
+) -> sessions_pb2.ExportTranscriptResponse:
+    """The reader's copy of a participant-keyed session, as stored: each record's
+    `sealed` (base64) is nonce (12 bytes) || AES-256-GCM ciphertext || tag of a JSON
+    utterance, with `aad` (UTF-8) as associated data; the client opens it with its
+    key (docs/privacy.md)."""
+    doc = {
+        "session_id": record.session_id,
+        "create_time": record.created_at.isoformat(),
+        "privacy_mode": record.privacy_mode,
+        "cipher": "AES-256-GCM",
+        "participants": [{"participant_id": p.user_id, "display_name": p.display_name,
+                          "language_code": p.language_code} for p in record.participants],
+        "records": [{"utterance_id": s.utterance_id, "start_ms": s.start_ms, "end_ms": s.end_ms,
+                     "aad": sealed_data(s.log_id).decode(),
+                     "sealed": base64.b64encode(s.sealed).decode()} for s in sealed],
+    }
+    filename = f"dragoman-{record.created_at:%Y%m%d-%H%M}-{record.session_id[:8]}.sealed.json"
+    return sessions_pb2.ExportTranscriptResponse(
+        content_type=SEALED_CONTENT_TYPE, filename=filename,
+        content=json.dumps(doc, ensure_ascii=False, indent=1).encode())

@@ -82,18 +82,30 @@ class Keyring:
 
     def encrypt(self, plaintext: str, associated: bytes) -> tuple[str, bytes]:
         """(key id, nonce || ciphertext) of `plaintext` under the primary key."""
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = self._keys[self.primary_id].encrypt(nonce, plaintext.encode(), associated)
-        return self.primary_id, nonce + sealed
+        return self.primary_id, seal(self._keys[self.primary_id], plaintext.encode(), associated)
 
     def decrypt(self, key_id: str, blob: bytes, associated: bytes) -> str:
         aead = self._keys.get(key_id)
         if aead is None:
             raise DecryptionError(f"no encryption key with id {key_id!r} is configured")
         try:
-            return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], associated).decode()
-        except (InvalidTag, ValueError):
+            return unseal(aead, blob, associated).decode()
+        except DecryptionError:
             raise DecryptionError(f"value under key {key_id!r} does not decrypt") from None
+
+
+def seal(aead: AESGCM, plaintext: bytes, associated: bytes) -> bytes:
+    """nonce || ciphertext || tag of `plaintext` (a fresh random nonce each time)."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + aead.encrypt(nonce, plaintext, associated)
+
+
+def unseal(aead: AESGCM, blob: bytes, associated: bytes) -> bytes:
+    """The plaintext of a `seal` value; DecryptionError for a wrong key or tampering."""
+    try:
+        return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], associated)
+    except (InvalidTag, ValueError):
+        raise DecryptionError("the value does not decrypt with this key") from None
 
 
 def new_key_entry(key_id: str = "") -> str:

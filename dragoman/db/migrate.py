@@ -40,6 +40,7 @@ TABLE_OWNERS = {
     "session_participant_metrics": "session_svc",
     "session_owners": "session_svc",
     "vocabularies": "session_svc",
+    "participant_logs": "session_svc",
 }
 """The service that owns each table of the schema (schema_migrations is this module's)."""
 

@@ -68,7 +68,8 @@ audio_bytes = st.one_of(
 def joins(session_ids: st.SearchStrategy[str]) -> st.SearchStrategy[pb.JoinConversation]:
     return st.builds(
         pb.JoinConversation, session_id=session_ids, encoding=encodings,
-        sample_rate_hertz=int32s, output_sample_rate_hertz=int32s, resume_after_sequence=uint64s)
+        sample_rate_hertz=int32s, output_sample_rate_hertz=int32s, resume_after_sequence=uint64s,
+        history_key=st.one_of(st.just(b""), st.binary(min_size=31, max_size=33), st.binary()))
 
 
 chunks = st.builds(pb.AudioChunk, data=audio_bytes, sequence=uint64s)

@@ -122,12 +122,16 @@ async def _session_id(member: Client, choice: str) -> str:
 
 
 @FUZZ
-@example(language="en", voice="af\x00heart", max_participants=0)  # was INTERNAL
-@given(language=languages, voice=texts, max_participants=int32s)
-async def test_create_session(member: Client, language: str, voice: str, max_participants: int) -> None:
+@example(language="en", voice="af\x00heart", max_participants=0, privacy=0)  # was INTERNAL
+@given(language=languages, voice=texts, max_participants=int32s,
+       privacy=st.one_of(st.integers(0, 4), int32s))
+async def test_create_session(
+    member: Client, language: str, voice: str, max_participants: int, privacy: int,
+) -> None:
     await outcome("CreateSession", member.sessions.CreateSession(sessions_pb2.CreateSessionRequest(
-        language_code=language, voice=voice, max_participants=max_participants),
-        metadata=member.metadata), ("language_code", "voice", "max_participants"))
+        language_code=language, voice=voice, max_participants=max_participants,
+        privacy_mode=privacy), metadata=member.metadata),  # type: ignore[arg-type]
+        ("language_code", "voice", "max_participants", "privacy_mode"))
 
 
 @FUZZ

@@ -52,9 +52,10 @@ class Caller:
         while (r := await self.requests.get()) is not None:
             yield r
 
-    def converse(self, session_id: str, resume_after: int = 0) -> object:
+    def converse(self, session_id: str, resume_after: int = 0, history_key: bytes = b"") -> object:
         self.requests = asyncio.Queue()
-        self.requests.put_nowait(join_request(session_id, 16000, resume_after=resume_after))
+        self.requests.put_nowait(join_request(
+            session_id, 16000, resume_after=resume_after, history_key=history_key))
         return self.conversation.Converse(self._stream(), metadata=self.metadata)
 
     async def collect(  # type: ignore[no-untyped-def]

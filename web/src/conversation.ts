@@ -18,11 +18,15 @@ export interface ConversationHandlers {
 export interface ConversationOptions {
   inputRateHz: number;
   outputRateHz: number;
+  /** A participant-keyed session's key (privacy.historyKey); empty in any other. */
+  historyKey: Uint8Array;
   /** Reconnect when nothing (not even a heartbeat, every 15 s) arrived for this long. */
   silenceLimitMs: number;
 }
 
-const DEFAULTS: ConversationOptions = { inputRateHz: 16000, outputRateHz: 24000, silenceLimitMs: 40000 };
+const DEFAULTS: ConversationOptions = {
+  inputRateHz: 16000, outputRateHz: 24000, silenceLimitMs: 40000, historyKey: new Uint8Array(),
+};
 
 /** Errors after which reconnecting cannot help. */
 const FINAL = new Set([
@@ -105,6 +109,7 @@ export class Conversation {
           sampleRateHertz: this.options.inputRateHz,
           outputSampleRateHertz: this.options.outputRateHz,
           resumeAfterSequence: this.lastSequence,
+          historyKey: this.options.historyKey,
         },
       }, { signal: call.signal });
       for await (const response of stream) {

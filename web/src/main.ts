@@ -9,10 +9,13 @@ import { Captions, type UtteranceSnapshot } from "./captions";
 import { Conversation, type Status } from "./conversation";
 import { browserName, DevicesPanel } from "./devices";
 import type { ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
-import { type ListLanguagesResponse, type Session, TranscriptFormat } from "./gen/dragoman/v1/sessions_pb";
+import {
+  type ListLanguagesResponse, PrivacyMode, type Session, TranscriptFormat,
+} from "./gen/dragoman/v1/sessions_pb";
 import { nativeName } from "./languages";
 import * as offline from "./offline";
 import * as roster from "./roster";
+import * as privacy from "./privacy";
 import { AudioSender } from "./sender";
 import { VocabularyPanel } from "./vocabulary";
 import { ScreenWakeLock } from "./wakelock";
@@ -97,6 +100,8 @@ class App {
     sessionTitle: el<HTMLHeadingElement>("session-title"),
     create: el<HTMLButtonElement>("create"),
     size: el<HTMLSelectElement>("size"),
+    privacy: el<HTMLSelectElement>("privacy"),
+    privacyBadge: el<HTMLSpanElement>("privacy-badge"),
     joinForm: el<HTMLFormElement>("join-form"),
     joinCode: el<HTMLInputElement>("join-code"),
     conversation: el<HTMLElement>("conversation"),
@@ -133,6 +138,7 @@ class App {
   private code = "";
   private languagesFrom: "page" | "server" = "page";
   private roster: roster.RosterState = roster.EMPTY;
+  private privacyMode = PrivacyMode.STANDARD;
   private readonly rosterPanel: roster.RosterPanel;
   private readonly vocabularyPanel: VocabularyPanel;
   /** Set while this page leaves or ends the session, so the stream's end is no error. */
@@ -297,6 +303,7 @@ class App {
     this.unlockAudio();
     const session = (await this.api.sessions.createSession({
       languageCode: this.ui.language.value, maxParticipants: Number(this.ui.size.value),
+      privacyMode: privacy.PRIVACY_MODES[this.ui.privacy.value],
     })).session;
     if (!session) throw new Error("the server sent no session");
     this.code = session.code;
@@ -337,10 +344,15 @@ class App {
     this.captions = new Captions(ui.captions, ui.announcer);
     this.setRoster(roster.fromSession(session.participants, session.locked, session.maxParticipants,
       this.api.userId));
+    this.privacyMode = session.privacyMode;
+    Object.assign(ui.privacyBadge, { textContent: privacy.describe(session.privacyMode).label,
+      title: privacy.describe(session.privacyMode).title });
+    const historyKey = session.privacyMode === PrivacyMode.PARTICIPANT_KEYED
+      ? privacy.historyKey(localStorage, session.sessionId) : new Uint8Array();
     const conversation = new Conversation(this.api, session.sessionId, {
       event: (e) => this.onEvent(e),
       status: (s, detail) => this.onStatus(s, detail),
-    }, { outputRateHz: OUTPUT_RATE_HZ });
+    }, { outputRateHz: OUTPUT_RATE_HZ, historyKey });
     this.conversation = conversation;
     this.sender = new AudioSender(this.api, session.sessionId, () => !conversation.ended,
       (message) => this.fail(`Audio could not be sent: ${message}`));
@@ -521,13 +533,19 @@ class App {
   private async exportTranscript(): Promise<void> {
     const format = TRANSCRIPT_FORMATS[this.ui.exportFormat.value] ?? TranscriptFormat.TEXT;
     const reply = await this.api.sessions.exportTranscript({ sessionId: this.api.sessionId, format });
-    const url = URL.createObjectURL(new Blob([new Uint8Array(reply.content)], { type: reply.contentType }));
+    let [content, type, filename] = [new Uint8Array(reply.content), reply.contentType, reply.filename];
+    if (this.privacyMode === PrivacyMode.PARTICIPANT_KEYED) { // sealed: opened here, with this browser's key
+      const opened = await privacy.openSealed(privacy.historyKey(localStorage, this.api.sessionId), content);
+      content = new TextEncoder().encode(JSON.stringify(opened, null, 1));
+      [type, filename] = ["application/json", filename.replace(/\.sealed\.json$/, ".json")];
+    }
+    const url = URL.createObjectURL(new Blob([content], { type }));
     const link = document.createElement("a");
     link.href = url;
-    link.download = reply.filename;
+    link.download = filename;
     link.click();
     setTimeout(() => URL.revokeObjectURL(url), 60_000); // the download has started by then
-    this.say(`Transcript saved as ${reply.filename}.`);
+    this.say(`Transcript saved as ${filename}.`);
   }
 
   /** Leaves (anyone but the host): the others go on without this page. */

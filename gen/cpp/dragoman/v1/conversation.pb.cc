@@ -39,6 +39,7 @@ PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORIT
 PROTOBUF_CONSTEXPR JoinConversation::JoinConversation(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.session_id_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.history_key_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.encoding_)*/0
   , /*decltype(_impl_.sample_rate_hertz_)*/0
   , /*decltype(_impl_.resume_after_sequence_)*/uint64_t{0u}
@@ -442,6 +443,7 @@ const uint32_t TableStruct_dragoman_2fv1_2fconversation_2eproto::offsets[] PROTO
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::JoinConversation, _impl_.sample_rate_hertz_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::JoinConversation, _impl_.output_sample_rate_hertz_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::JoinConversation, _impl_.resume_after_sequence_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::JoinConversation, _impl_.history_key_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::AudioChunk, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -681,29 +683,29 @@ const uint32_t TableStruct_dragoman_2fv1_2fconversation_2eproto::offsets[] PROTO
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::dragoman::v1::ConverseRequest)},
   { 11, -1, -1, sizeof(::dragoman::v1::JoinConversation)},
-  { 22, -1, -1, sizeof(::dragoman::v1::AudioChunk)},
-  { 31, -1, -1, sizeof(::dragoman::v1::ClientHeartbeat)},
-  { 38, -1, -1, sizeof(::dragoman::v1::LeaveConversation)},
-  { 44, -1, -1, sizeof(::dragoman::v1::ConverseResponse)},
-  { 51, -1, -1, sizeof(::dragoman::v1::ListenRequest)},
-  { 58, -1, -1, sizeof(::dragoman::v1::ListenResponse)},
-  { 65, -1, -1, sizeof(::dragoman::v1::SendAudioRequest)},
-  { 73, -1, -1, sizeof(::dragoman::v1::SendAudioResponse)},
-  { 80, -1, -1, sizeof(::dragoman::v1::ConversationEvent)},
-  { 102, -1, -1, sizeof(::dragoman::v1::SessionPaired)},
-  { 112, -1, -1, sizeof(::dragoman::v1::PartnerConnected)},
-  { 119, -1, -1, sizeof(::dragoman::v1::PartnerDisconnected)},
-  { 127, -1, -1, sizeof(::dragoman::v1::ProcessingStarted)},
-  { 137, -1, -1, sizeof(::dragoman::v1::ProcessingEnded)},
-  { 148, -1, -1, sizeof(::dragoman::v1::UtteranceLatency)},
-  { 160, -1, -1, sizeof(::dragoman::v1::Transcription)},
-  { 177, -1, -1, sizeof(::dragoman::v1::Translation)},
-  { 197, -1, -1, sizeof(::dragoman::v1::SpeechAudio)},
-  { 213, -1, -1, sizeof(::dragoman::v1::ServerHeartbeat)},
-  { 219, -1, -1, sizeof(::dragoman::v1::ConversationError)},
-  { 228, -1, -1, sizeof(::dragoman::v1::SessionEnded)},
-  { 235, -1, -1, sizeof(::dragoman::v1::RosterEntry)},
-  { 246, -1, -1, sizeof(::dragoman::v1::RosterChanged)},
+  { 23, -1, -1, sizeof(::dragoman::v1::AudioChunk)},
+  { 32, -1, -1, sizeof(::dragoman::v1::ClientHeartbeat)},
+  { 39, -1, -1, sizeof(::dragoman::v1::LeaveConversation)},
+  { 45, -1, -1, sizeof(::dragoman::v1::ConverseResponse)},
+  { 52, -1, -1, sizeof(::dragoman::v1::ListenRequest)},
+  { 59, -1, -1, sizeof(::dragoman::v1::ListenResponse)},
+  { 66, -1, -1, sizeof(::dragoman::v1::SendAudioRequest)},
+  { 74, -1, -1, sizeof(::dragoman::v1::SendAudioResponse)},
+  { 81, -1, -1, sizeof(::dragoman::v1::ConversationEvent)},
+  { 103, -1, -1, sizeof(::dragoman::v1::SessionPaired)},
+  { 113, -1, -1, sizeof(::dragoman::v1::PartnerConnected)},
+  { 120, -1, -1, sizeof(::dragoman::v1::PartnerDisconnected)},
+  { 128, -1, -1, sizeof(::dragoman::v1::ProcessingStarted)},
+  { 138, -1, -1, sizeof(::dragoman::v1::ProcessingEnded)},
+  { 149, -1, -1, sizeof(::dragoman::v1::UtteranceLatency)},
+  { 161, -1, -1, sizeof(::dragoman::v1::Transcription)},
+  { 178, -1, -1, sizeof(::dragoman::v1::Translation)},
+  { 198, -1, -1, sizeof(::dragoman::v1::SpeechAudio)},
+  { 214, -1, -1, sizeof(::dragoman::v1::ServerHeartbeat)},
+  { 220, -1, -1, sizeof(::dragoman::v1::ConversationError)},
+  { 229, -1, -1, sizeof(::dragoman::v1::SessionEnded)},
+  { 236, -1, -1, sizeof(::dragoman::v1::RosterEntry)},
+  { 247, -1, -1, sizeof(::dragoman::v1::RosterChanged)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -744,158 +746,159 @@ const char descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto[] PROT
   "tbeat\030\003 \001(\0132\034.dragoman.v1.ClientHeartbea"
   "tH\000R\theartbeat\0226\n\005leave\030\004 \001(\0132\036.dragoman"
   ".v1.LeaveConversationH\000R\005leaveB\t\n\007reques"
-  "t\"\202\002\n\020JoinConversation\022\035\n\nsession_id\030\001 \001"
+  "t\"\243\002\n\020JoinConversation\022\035\n\nsession_id\030\001 \001"
   "(\tR\tsessionId\0226\n\010encoding\030\002 \001(\0162\032.dragom"
   "an.v1.AudioEncodingR\010encoding\022*\n\021sample_"
   "rate_hertz\030\003 \001(\005R\017sampleRateHertz\0227\n\030out"
   "put_sample_rate_hertz\030\004 \001(\005R\025outputSampl"
   "eRateHertz\0222\n\025resume_after_sequence\030\005 \001("
-  "\004R\023resumeAfterSequence\"{\n\nAudioChunk\022\022\n\004"
-  "data\030\001 \001(\014R\004data\022\032\n\010sequence\030\002 \001(\004R\010sequ"
-  "ence\022=\n\014capture_time\030\003 \001(\0132\032.google.prot"
-  "obuf.TimestampR\013captureTime\"J\n\017ClientHea"
-  "rtbeat\0227\n\tsend_time\030\001 \001(\0132\032.google.proto"
-  "buf.TimestampR\010sendTime\"\023\n\021LeaveConversa"
-  "tion\"H\n\020ConverseResponse\0224\n\005event\030\001 \001(\0132"
-  "\036.dragoman.v1.ConversationEventR\005event\"B"
-  "\n\rListenRequest\0221\n\004join\030\001 \001(\0132\035.dragoman"
-  ".v1.JoinConversationR\004join\"F\n\016ListenResp"
-  "onse\0224\n\005event\030\001 \001(\0132\036.dragoman.v1.Conver"
-  "sationEventR\005event\"`\n\020SendAudioRequest\022\035"
-  "\n\nsession_id\030\001 \001(\tR\tsessionId\022-\n\005audio\030\002"
-  " \001(\0132\027.dragoman.v1.AudioChunkR\005audio\"/\n\021"
-  "SendAudioResponse\022\032\n\010sequence\030\001 \001(\004R\010seq"
-  "uence\"\326\007\n\021ConversationEvent\022\035\n\nsession_i"
-  "d\030\001 \001(\tR\tsessionId\022\032\n\010sequence\030\002 \001(\004R\010se"
-  "quence\022.\n\004time\030\003 \001(\0132\032.google.protobuf.T"
-  "imestampR\004time\022G\n\016session_paired\030\n \001(\0132\032"
-  ".dragoman.v1.SessionPairedB\002\030\001H\000R\rsessio"
-  "nPaired\022P\n\021partner_connected\030\013 \001(\0132\035.dra"
-  "goman.v1.PartnerConnectedB\002\030\001H\000R\020partner"
-  "Connected\022Y\n\024partner_disconnected\030\014 \001(\0132"
-  " .dragoman.v1.PartnerDisconnectedB\002\030\001H\000R"
-  "\023partnerDisconnected\022O\n\022processing_start"
-  "ed\030\r \001(\0132\036.dragoman.v1.ProcessingStarted"
-  "H\000R\021processingStarted\022I\n\020processing_ende"
-  "d\030\016 \001(\0132\034.dragoman.v1.ProcessingEndedH\000R"
-  "\017processingEnded\022B\n\rtranscription\030\017 \001(\0132"
-  "\032.dragoman.v1.TranscriptionH\000R\rtranscrip"
-  "tion\022<\n\013translation\030\020 \001(\0132\030.dragoman.v1."
-  "TranslationH\000R\013translation\022=\n\014speech_aud"
-  "io\030\021 \001(\0132\030.dragoman.v1.SpeechAudioH\000R\013sp"
-  "eechAudio\022<\n\theartbeat\030\022 \001(\0132\034.dragoman."
-  "v1.ServerHeartbeatH\000R\theartbeat\0226\n\005error"
-  "\030\023 \001(\0132\036.dragoman.v1.ConversationErrorH\000"
-  "R\005error\022@\n\rsession_ended\030\024 \001(\0132\031.dragoma"
-  "n.v1.SessionEndedH\000R\014sessionEnded\022C\n\016ros"
-  "ter_changed\030\025 \001(\0132\032.dragoman.v1.RosterCh"
-  "angedH\000R\rrosterChangedB\006\n\004kind\"\266\001\n\rSessi"
-  "onPaired\022&\n\017partner_user_id\030\001 \001(\tR\rpartn"
-  "erUserId\0220\n\024partner_display_name\030\002 \001(\tR\022"
-  "partnerDisplayName\0222\n\025partner_language_c"
-  "ode\030\003 \001(\tR\023partnerLanguageCode\022\027\n\007one_wa"
-  "y\030\004 \001(\010R\006oneWay\":\n\020PartnerConnected\022&\n\017p"
-  "artner_user_id\030\001 \001(\tR\rpartnerUserId\"U\n\023P"
-  "artnerDisconnected\022&\n\017partner_user_id\030\001 "
-  "\001(\tR\rpartnerUserId\022\026\n\006reason\030\002 \001(\tR\006reas"
-  "on\"\316\001\n\021ProcessingStarted\022.\n\007speaker\030\001 \001("
+  "\004R\023resumeAfterSequence\022\037\n\013history_key\030\006 "
+  "\001(\014R\nhistoryKey\"{\n\nAudioChunk\022\022\n\004data\030\001 "
+  "\001(\014R\004data\022\032\n\010sequence\030\002 \001(\004R\010sequence\022=\n"
+  "\014capture_time\030\003 \001(\0132\032.google.protobuf.Ti"
+  "mestampR\013captureTime\"J\n\017ClientHeartbeat\022"
+  "7\n\tsend_time\030\001 \001(\0132\032.google.protobuf.Tim"
+  "estampR\010sendTime\"\023\n\021LeaveConversation\"H\n"
+  "\020ConverseResponse\0224\n\005event\030\001 \001(\0132\036.drago"
+  "man.v1.ConversationEventR\005event\"B\n\rListe"
+  "nRequest\0221\n\004join\030\001 \001(\0132\035.dragoman.v1.Joi"
+  "nConversationR\004join\"F\n\016ListenResponse\0224\n"
+  "\005event\030\001 \001(\0132\036.dragoman.v1.ConversationE"
+  "ventR\005event\"`\n\020SendAudioRequest\022\035\n\nsessi"
+  "on_id\030\001 \001(\tR\tsessionId\022-\n\005audio\030\002 \001(\0132\027."
+  "dragoman.v1.AudioChunkR\005audio\"/\n\021SendAud"
+  "ioResponse\022\032\n\010sequence\030\001 \001(\004R\010sequence\"\326"
+  "\007\n\021ConversationEvent\022\035\n\nsession_id\030\001 \001(\t"
+  "R\tsessionId\022\032\n\010sequence\030\002 \001(\004R\010sequence\022"
+  ".\n\004time\030\003 \001(\0132\032.google.protobuf.Timestam"
+  "pR\004time\022G\n\016session_paired\030\n \001(\0132\032.dragom"
+  "an.v1.SessionPairedB\002\030\001H\000R\rsessionPaired"
+  "\022P\n\021partner_connected\030\013 \001(\0132\035.dragoman.v"
+  "1.PartnerConnectedB\002\030\001H\000R\020partnerConnect"
+  "ed\022Y\n\024partner_disconnected\030\014 \001(\0132 .drago"
+  "man.v1.PartnerDisconnectedB\002\030\001H\000R\023partne"
+  "rDisconnected\022O\n\022processing_started\030\r \001("
+  "\0132\036.dragoman.v1.ProcessingStartedH\000R\021pro"
+  "cessingStarted\022I\n\020processing_ended\030\016 \001(\013"
+  "2\034.dragoman.v1.ProcessingEndedH\000R\017proces"
+  "singEnded\022B\n\rtranscription\030\017 \001(\0132\032.drago"
+  "man.v1.TranscriptionH\000R\rtranscription\022<\n"
+  "\013translation\030\020 \001(\0132\030.dragoman.v1.Transla"
+  "tionH\000R\013translation\022=\n\014speech_audio\030\021 \001("
+  "\0132\030.dragoman.v1.SpeechAudioH\000R\013speechAud"
+  "io\022<\n\theartbeat\030\022 \001(\0132\034.dragoman.v1.Serv"
+  "erHeartbeatH\000R\theartbeat\0226\n\005error\030\023 \001(\0132"
+  "\036.dragoman.v1.ConversationErrorH\000R\005error"
+  "\022@\n\rsession_ended\030\024 \001(\0132\031.dragoman.v1.Se"
+  "ssionEndedH\000R\014sessionEnded\022C\n\016roster_cha"
+  "nged\030\025 \001(\0132\032.dragoman.v1.RosterChangedH\000"
+  "R\rrosterChangedB\006\n\004kind\"\266\001\n\rSessionPaire"
+  "d\022&\n\017partner_user_id\030\001 \001(\tR\rpartnerUserI"
+  "d\0220\n\024partner_display_name\030\002 \001(\tR\022partner"
+  "DisplayName\0222\n\025partner_language_code\030\003 \001"
+  "(\tR\023partnerLanguageCode\022\027\n\007one_way\030\004 \001(\010"
+  "R\006oneWay\":\n\020PartnerConnected\022&\n\017partner_"
+  "user_id\030\001 \001(\tR\rpartnerUserId\"U\n\023PartnerD"
+  "isconnected\022&\n\017partner_user_id\030\001 \001(\tR\rpa"
+  "rtnerUserId\022\026\n\006reason\030\002 \001(\tR\006reason\"\316\001\n\021"
+  "ProcessingStarted\022.\n\007speaker\030\001 \001(\0162\024.dra"
+  "goman.v1.SpeakerR\007speaker\022!\n\014utterance_i"
+  "d\030\002 \001(\tR\013utteranceId\0224\n\026speaker_particip"
+  "ant_id\030\003 \001(\tR\024speakerParticipantId\0220\n\024sp"
+  "eaker_display_name\030\004 \001(\tR\022speakerDisplay"
+  "Name\"\205\002\n\017ProcessingEnded\022.\n\007speaker\030\001 \001("
   "\0162\024.dragoman.v1.SpeakerR\007speaker\022!\n\014utte"
-  "rance_id\030\002 \001(\tR\013utteranceId\0224\n\026speaker_p"
-  "articipant_id\030\003 \001(\tR\024speakerParticipantI"
-  "d\0220\n\024speaker_display_name\030\004 \001(\tR\022speaker"
-  "DisplayName\"\205\002\n\017ProcessingEnded\022.\n\007speak"
-  "er\030\001 \001(\0162\024.dragoman.v1.SpeakerR\007speaker\022"
-  "!\n\014utterance_id\030\002 \001(\tR\013utteranceId\0227\n\007la"
-  "tency\030\003 \001(\0132\035.dragoman.v1.UtteranceLaten"
-  "cyR\007latency\0224\n\026speaker_participant_id\030\004 "
-  "\001(\tR\024speakerParticipantId\0220\n\024speaker_dis"
-  "play_name\030\005 \001(\tR\022speakerDisplayName\"\200\003\n\020"
-  "UtteranceLatency\022;\n\013endpointing\030\001 \001(\0132\031."
-  "google.protobuf.DurationR\013endpointing\022;\n"
-  "\013recognition\030\002 \001(\0132\031.google.protobuf.Dur"
-  "ationR\013recognition\022;\n\013translation\030\003 \001(\0132"
-  "\031.google.protobuf.DurationR\013translation\022"
-  "M\n\025synthesis_first_chunk\030\004 \001(\0132\031.google."
-  "protobuf.DurationR\023synthesisFirstChunk\0225"
-  "\n\010delivery\030\005 \001(\0132\031.google.protobuf.Durat"
-  "ionR\010delivery\022/\n\005total\030\006 \001(\0132\031.google.pr"
-  "otobuf.DurationR\005total\"\267\003\n\rTranscription"
-  "\022.\n\007speaker\030\001 \001(\0162\024.dragoman.v1.SpeakerR"
-  "\007speaker\022!\n\014utterance_id\030\002 \001(\tR\013utteranc"
-  "eId\022\022\n\004text\030\003 \001(\tR\004text\022\031\n\010is_final\030\004 \001("
-  "\010R\007isFinal\022\034\n\tstability\030\005 \001(\002R\tstability"
-  "\022#\n\rlanguage_code\030\006 \001(\tR\014languageCode\0222\n"
-  "\025translated_to_english\030\007 \001(\010R\023translated"
-  "ToEnglish\0224\n\026speaker_participant_id\030\010 \001("
-  "\tR\024speakerParticipantId\0220\n\024speaker_displ"
-  "ay_name\030\t \001(\tR\022speakerDisplayName\022\036\n\ncon"
-  "fidence\030\n \001(\002R\nconfidence\022%\n\016low_confide"
-  "nce\030\013 \001(\010R\rlowConfidence\"\266\004\n\013Translation"
-  "\022.\n\007speaker\030\001 \001(\0162\024.dragoman.v1.SpeakerR"
-  "\007speaker\022!\n\014utterance_id\030\002 \001(\tR\013utteranc"
-  "eId\022\037\n\013source_text\030\003 \001(\tR\nsourceText\022\022\n\004"
-  "text\030\004 \001(\tR\004text\0220\n\024source_language_code"
-  "\030\005 \001(\tR\022sourceLanguageCode\0220\n\024target_lan"
-  "guage_code\030\006 \001(\tR\022targetLanguageCode\022\031\n\010"
-  "is_final\030\007 \001(\010R\007isFinal\0220\n\004path\030\010 \001(\0162\034."
-  "dragoman.v1.TranslationPathR\004path\022\026\n\006eng"
-  "ine\030\t \001(\tR\006engine\0220\n\024covers_utterance_id"
-  "s\030\n \003(\tR\022coversUtteranceIds\0224\n\026speaker_p"
-  "articipant_id\030\013 \001(\tR\024speakerParticipantI"
-  "d\0220\n\024speaker_display_name\030\014 \001(\tR\022speaker"
-  "DisplayName\022\034\n\tstability\030\r \001(\002R\tstabilit"
-  "y\022\036\n\nconfidence\030\016 \001(\002R\nconfidence\"\350\002\n\013Sp"
-  "eechAudio\022!\n\014utterance_id\030\001 \001(\tR\013utteran"
-  "ceId\022\022\n\004data\030\002 \001(\014R\004data\022*\n\021sample_rate_"
-  "hertz\030\003 \001(\005R\017sampleRateHertz\022\037\n\013chunk_in"
-  "dex\030\004 \001(\rR\nchunkIndex\022\027\n\007is_last\030\005 \001(\010R\006"
-  "isLast\022\022\n\004text\030\006 \001(\tR\004text\0224\n\026speaker_pa"
-  "rticipant_id\030\007 \001(\tR\024speakerParticipantId"
-  "\0220\n\024speaker_display_name\030\010 \001(\tR\022speakerD"
-  "isplayName\022\037\n\013piece_index\030\t \001(\rR\npieceIn"
-  "dex\022\037\n\013source_text\030\n \001(\tR\nsourceText\"\021\n\017"
-  "ServerHeartbeat\"|\n\021ConversationError\022*\n\004"
-  "code\030\001 \001(\0162\026.dragoman.v1.ErrorCodeR\004code"
-  "\022\030\n\007message\030\002 \001(\tR\007message\022!\n\014utterance_"
-  "id\030\003 \001(\tR\013utteranceId\"&\n\014SessionEnded\022\026\n"
-  "\006reason\030\001 \001(\tR\006reason\"\256\001\n\013RosterEntry\022%\n"
-  "\016participant_id\030\001 \001(\tR\rparticipantId\022!\n\014"
-  "display_name\030\002 \001(\tR\013displayName\022#\n\rlangu"
-  "age_code\030\003 \001(\tR\014languageCode\022\034\n\tconnecte"
-  "d\030\004 \001(\010R\tconnected\022\022\n\004host\030\005 \001(\010R\004host\"\313"
-  "\001\n\rRosterChanged\0221\n\006change\030\001 \001(\0162\031.drago"
-  "man.v1.RosterChangeR\006change\022%\n\016participa"
-  "nt_id\030\002 \001(\tR\rparticipantId\0220\n\006roster\030\003 \003"
-  "(\0132\030.dragoman.v1.RosterEntryR\006roster\022\026\n\006"
-  "locked\030\004 \001(\010R\006locked\022\026\n\006reason\030\005 \001(\tR\006re"
-  "ason*i\n\rAudioEncoding\022\036\n\032AUDIO_ENCODING_"
-  "UNSPECIFIED\020\000\022\033\n\027AUDIO_ENCODING_LINEAR16"
-  "\020\001\022\033\n\027AUDIO_ENCODING_OGG_OPUS\020\002*I\n\007Speak"
-  "er\022\027\n\023SPEAKER_UNSPECIFIED\020\000\022\020\n\014SPEAKER_S"
-  "ELF\020\001\022\023\n\017SPEAKER_PARTNER\020\002*\307\001\n\017Translati"
-  "onPath\022 \n\034TRANSLATION_PATH_UNSPECIFIED\020\000"
-  "\022\034\n\030TRANSLATION_PATH_CASCADE\020\001\022\032\n\026TRANSL"
-  "ATION_PATH_PIVOT\020\002\022\'\n#TRANSLATION_PATH_S"
-  "PEECH_TRANSLATION\020\003\022/\n+TRANSLATION_PATH_"
-  "SPEECH_TRANSLATION_CASCADE\020\004*\317\001\n\tErrorCo"
-  "de\022\032\n\026ERROR_CODE_UNSPECIFIED\020\000\022!\n\035ERROR_"
-  "CODE_RECOGNITION_FAILED\020\001\022!\n\035ERROR_CODE_"
-  "TRANSLATION_FAILED\020\002\022\037\n\033ERROR_CODE_SYNTH"
-  "ESIS_FAILED\020\003\022\033\n\027ERROR_CODE_RATE_LIMITED"
-  "\020\004\022\"\n\036ERROR_CODE_SERVICE_UNAVAILABLE\020\005*\355"
-  "\001\n\014RosterChange\022\035\n\031ROSTER_CHANGE_UNSPECI"
-  "FIED\020\000\022\030\n\024ROSTER_CHANGE_JOINED\020\001\022\026\n\022ROST"
-  "ER_CHANGE_LEFT\020\002\022\033\n\027ROSTER_CHANGE_CONNEC"
-  "TED\020\003\022\036\n\032ROSTER_CHANGE_DISCONNECTED\020\004\022\031\n"
-  "\025ROSTER_CHANGE_REMOVED\020\005\022\030\n\024ROSTER_CHANG"
-  "E_LOCKED\020\006\022\032\n\026ROSTER_CHANGE_UNLOCKED\020\0072\363"
-  "\001\n\023ConversationService\022K\n\010Converse\022\034.dra"
-  "goman.v1.ConverseRequest\032\035.dragoman.v1.C"
-  "onverseResponse(\0010\001\022C\n\006Listen\022\032.dragoman"
-  ".v1.ListenRequest\032\033.dragoman.v1.ListenRe"
-  "sponse0\001\022J\n\tSendAudio\022\035.dragoman.v1.Send"
-  "AudioRequest\032\036.dragoman.v1.SendAudioResp"
-  "onseb\006proto3"
+  "rance_id\030\002 \001(\tR\013utteranceId\0227\n\007latency\030\003"
+  " \001(\0132\035.dragoman.v1.UtteranceLatencyR\007lat"
+  "ency\0224\n\026speaker_participant_id\030\004 \001(\tR\024sp"
+  "eakerParticipantId\0220\n\024speaker_display_na"
+  "me\030\005 \001(\tR\022speakerDisplayName\"\200\003\n\020Utteran"
+  "ceLatency\022;\n\013endpointing\030\001 \001(\0132\031.google."
+  "protobuf.DurationR\013endpointing\022;\n\013recogn"
+  "ition\030\002 \001(\0132\031.google.protobuf.DurationR\013"
+  "recognition\022;\n\013translation\030\003 \001(\0132\031.googl"
+  "e.protobuf.DurationR\013translation\022M\n\025synt"
+  "hesis_first_chunk\030\004 \001(\0132\031.google.protobu"
+  "f.DurationR\023synthesisFirstChunk\0225\n\010deliv"
+  "ery\030\005 \001(\0132\031.google.protobuf.DurationR\010de"
+  "livery\022/\n\005total\030\006 \001(\0132\031.google.protobuf."
+  "DurationR\005total\"\267\003\n\rTranscription\022.\n\007spe"
+  "aker\030\001 \001(\0162\024.dragoman.v1.SpeakerR\007speake"
+  "r\022!\n\014utterance_id\030\002 \001(\tR\013utteranceId\022\022\n\004"
+  "text\030\003 \001(\tR\004text\022\031\n\010is_final\030\004 \001(\010R\007isFi"
+  "nal\022\034\n\tstability\030\005 \001(\002R\tstability\022#\n\rlan"
+  "guage_code\030\006 \001(\tR\014languageCode\0222\n\025transl"
+  "ated_to_english\030\007 \001(\010R\023translatedToEngli"
+  "sh\0224\n\026speaker_participant_id\030\010 \001(\tR\024spea"
+  "kerParticipantId\0220\n\024speaker_display_name"
+  "\030\t \001(\tR\022speakerDisplayName\022\036\n\nconfidence"
+  "\030\n \001(\002R\nconfidence\022%\n\016low_confidence\030\013 \001"
+  "(\010R\rlowConfidence\"\266\004\n\013Translation\022.\n\007spe"
+  "aker\030\001 \001(\0162\024.dragoman.v1.SpeakerR\007speake"
+  "r\022!\n\014utterance_id\030\002 \001(\tR\013utteranceId\022\037\n\013"
+  "source_text\030\003 \001(\tR\nsourceText\022\022\n\004text\030\004 "
+  "\001(\tR\004text\0220\n\024source_language_code\030\005 \001(\tR"
+  "\022sourceLanguageCode\0220\n\024target_language_c"
+  "ode\030\006 \001(\tR\022targetLanguageCode\022\031\n\010is_fina"
+  "l\030\007 \001(\010R\007isFinal\0220\n\004path\030\010 \001(\0162\034.dragoma"
+  "n.v1.TranslationPathR\004path\022\026\n\006engine\030\t \001"
+  "(\tR\006engine\0220\n\024covers_utterance_ids\030\n \003(\t"
+  "R\022coversUtteranceIds\0224\n\026speaker_particip"
+  "ant_id\030\013 \001(\tR\024speakerParticipantId\0220\n\024sp"
+  "eaker_display_name\030\014 \001(\tR\022speakerDisplay"
+  "Name\022\034\n\tstability\030\r \001(\002R\tstability\022\036\n\nco"
+  "nfidence\030\016 \001(\002R\nconfidence\"\350\002\n\013SpeechAud"
+  "io\022!\n\014utterance_id\030\001 \001(\tR\013utteranceId\022\022\n"
+  "\004data\030\002 \001(\014R\004data\022*\n\021sample_rate_hertz\030\003"
+  " \001(\005R\017sampleRateHertz\022\037\n\013chunk_index\030\004 \001"
+  "(\rR\nchunkIndex\022\027\n\007is_last\030\005 \001(\010R\006isLast\022"
+  "\022\n\004text\030\006 \001(\tR\004text\0224\n\026speaker_participa"
+  "nt_id\030\007 \001(\tR\024speakerParticipantId\0220\n\024spe"
+  "aker_display_name\030\010 \001(\tR\022speakerDisplayN"
+  "ame\022\037\n\013piece_index\030\t \001(\rR\npieceIndex\022\037\n\013"
+  "source_text\030\n \001(\tR\nsourceText\"\021\n\017ServerH"
+  "eartbeat\"|\n\021ConversationError\022*\n\004code\030\001 "
+  "\001(\0162\026.dragoman.v1.ErrorCodeR\004code\022\030\n\007mes"
+  "sage\030\002 \001(\tR\007message\022!\n\014utterance_id\030\003 \001("
+  "\tR\013utteranceId\"&\n\014SessionEnded\022\026\n\006reason"
+  "\030\001 \001(\tR\006reason\"\256\001\n\013RosterEntry\022%\n\016partic"
+  "ipant_id\030\001 \001(\tR\rparticipantId\022!\n\014display"
+  "_name\030\002 \001(\tR\013displayName\022#\n\rlanguage_cod"
+  "e\030\003 \001(\tR\014languageCode\022\034\n\tconnected\030\004 \001(\010"
+  "R\tconnected\022\022\n\004host\030\005 \001(\010R\004host\"\313\001\n\rRost"
+  "erChanged\0221\n\006change\030\001 \001(\0162\031.dragoman.v1."
+  "RosterChangeR\006change\022%\n\016participant_id\030\002"
+  " \001(\tR\rparticipantId\0220\n\006roster\030\003 \003(\0132\030.dr"
+  "agoman.v1.RosterEntryR\006roster\022\026\n\006locked\030"
+  "\004 \001(\010R\006locked\022\026\n\006reason\030\005 \001(\tR\006reason*i\n"
+  "\rAudioEncoding\022\036\n\032AUDIO_ENCODING_UNSPECI"
+  "FIED\020\000\022\033\n\027AUDIO_ENCODING_LINEAR16\020\001\022\033\n\027A"
+  "UDIO_ENCODING_OGG_OPUS\020\002*I\n\007Speaker\022\027\n\023S"
+  "PEAKER_UNSPECIFIED\020\000\022\020\n\014SPEAKER_SELF\020\001\022\023"
+  "\n\017SPEAKER_PARTNER\020\002*\307\001\n\017TranslationPath\022"
+  " \n\034TRANSLATION_PATH_UNSPECIFIED\020\000\022\034\n\030TRA"
+  "NSLATION_PATH_CASCADE\020\001\022\032\n\026TRANSLATION_P"
+  "ATH_PIVOT\020\002\022\'\n#TRANSLATION_PATH_SPEECH_T"
+  "RANSLATION\020\003\022/\n+TRANSLATION_PATH_SPEECH_"
+  "TRANSLATION_CASCADE\020\004*\317\001\n\tErrorCode\022\032\n\026E"
+  "RROR_CODE_UNSPECIFIED\020\000\022!\n\035ERROR_CODE_RE"
+  "COGNITION_FAILED\020\001\022!\n\035ERROR_CODE_TRANSLA"
+  "TION_FAILED\020\002\022\037\n\033ERROR_CODE_SYNTHESIS_FA"
+  "ILED\020\003\022\033\n\027ERROR_CODE_RATE_LIMITED\020\004\022\"\n\036E"
+  "RROR_CODE_SERVICE_UNAVAILABLE\020\005*\355\001\n\014Rost"
+  "erChange\022\035\n\031ROSTER_CHANGE_UNSPECIFIED\020\000\022"
+  "\030\n\024ROSTER_CHANGE_JOINED\020\001\022\026\n\022ROSTER_CHAN"
+  "GE_LEFT\020\002\022\033\n\027ROSTER_CHANGE_CONNECTED\020\003\022\036"
+  "\n\032ROSTER_CHANGE_DISCONNECTED\020\004\022\031\n\025ROSTER"
+  "_CHANGE_REMOVED\020\005\022\030\n\024ROSTER_CHANGE_LOCKE"
+  "D\020\006\022\032\n\026ROSTER_CHANGE_UNLOCKED\020\0072\363\001\n\023Conv"
+  "ersationService\022K\n\010Converse\022\034.dragoman.v"
+  "1.ConverseRequest\032\035.dragoman.v1.Converse"
+  "Response(\0010\001\022C\n\006Listen\022\032.dragoman.v1.Lis"
+  "tenRequest\032\033.dragoman.v1.ListenResponse0"
+  "\001\022J\n\tSendAudio\022\035.dragoman.v1.SendAudioRe"
+  "quest\032\036.dragoman.v1.SendAudioResponseb\006p"
+  "roto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fconversation_2eproto_deps[2] = {
   &::descriptor_table_google_2fprotobuf_2fduration_2eproto,
@@ -903,7 +906,7 @@ static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fcon
 };
 static ::_pbi::once_flag descriptor_table_dragoman_2fv1_2fconversation_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_dragoman_2fv1_2fconversation_2eproto = {
-    false, false, 6412, descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto,
+    false, false, 6445, descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto,
     "dragoman/v1/conversation.proto",
     &descriptor_table_dragoman_2fv1_2fconversation_2eproto_once, descriptor_table_dragoman_2fv1_2fconversation_2eproto_deps, 2, 25,
     schemas, file_default_instances, TableStruct_dragoman_2fv1_2fconversation_2eproto::offsets,
@@ -1442,6 +1445,7 @@ JoinConversation::JoinConversation(const JoinConversation& from)
   JoinConversation* const _this = this; (void)_this;
   new (&_impl_) Impl_{
       decltype(_impl_.session_id_){}
+    , decltype(_impl_.history_key_){}
     , decltype(_impl_.encoding_){}
     , decltype(_impl_.sample_rate_hertz_){}
     , decltype(_impl_.resume_after_sequence_){}
@@ -1457,6 +1461,14 @@ JoinConversation::JoinConversation(const JoinConversation& from)
     _this->_impl_.session_id_.Set(from._internal_session_id(), 
       _this->GetArenaForAllocation());
   }
+  _impl_.history_key_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.history_key_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_history_key().empty()) {
+    _this->_impl_.history_key_.Set(from._internal_history_key(), 
+      _this->GetArenaForAllocation());
+  }
   ::memcpy(&_impl_.encoding_, &from._impl_.encoding_,
     static_cast<size_t>(reinterpret_cast<char*>(&_impl_.output_sample_rate_hertz_) -
     reinterpret_cast<char*>(&_impl_.encoding_)) + sizeof(_impl_.output_sample_rate_hertz_));
@@ -1469,6 +1481,7 @@ inline void JoinConversation::SharedCtor(
   (void)is_message_owned;
   new (&_impl_) Impl_{
       decltype(_impl_.session_id_){}
+    , decltype(_impl_.history_key_){}
     , decltype(_impl_.encoding_){0}
     , decltype(_impl_.sample_rate_hertz_){0}
     , decltype(_impl_.resume_after_sequence_){uint64_t{0u}}
@@ -1478,6 +1491,10 @@ inline void JoinConversation::SharedCtor(
   _impl_.session_id_.InitDefault();
   #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
     _impl_.session_id_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.history_key_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.history_key_.Set("", GetArenaForAllocation());
   #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
 }
 
@@ -1493,6 +1510,7 @@ JoinConversation::~JoinConversation() {
 inline void JoinConversation::SharedDtor() {
   GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
   _impl_.session_id_.Destroy();
+  _impl_.history_key_.Destroy();
 }
 
 void JoinConversation::SetCachedSize(int size) const {
@@ -1506,6 +1524,7 @@ void JoinConversation::Clear() {
   (void) cached_has_bits;
 
   _impl_.session_id_.ClearToEmpty();
+  _impl_.history_key_.ClearToEmpty();
   ::memset(&_impl_.encoding_, 0, static_cast<size_t>(
       reinterpret_cast<char*>(&_impl_.output_sample_rate_hertz_) -
       reinterpret_cast<char*>(&_impl_.encoding_)) + sizeof(_impl_.output_sample_rate_hertz_));
@@ -1557,6 +1576,15 @@ const char* JoinConversation::_InternalParse(const char* ptr, ::_pbi::ParseConte
       case 5:
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 40)) {
           _impl_.resume_after_sequence_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // bytes history_key = 6 [json_name = "historyKey"];
+      case 6:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 50)) {
+          auto str = _internal_mutable_history_key();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -1625,6 +1653,12 @@ uint8_t* JoinConversation::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteUInt64ToArray(5, this->_internal_resume_after_sequence(), target);
   }
 
+  // bytes history_key = 6 [json_name = "historyKey"];
+  if (!this->_internal_history_key().empty()) {
+    target = stream->WriteBytesMaybeAliased(
+        6, this->_internal_history_key(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -1646,6 +1680,13 @@ size_t JoinConversation::ByteSizeLong() const {
     total_size += 1 +
       ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
         this->_internal_session_id());
+  }
+
+  // bytes history_key = 6 [json_name = "historyKey"];
+  if (!this->_internal_history_key().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::BytesSize(
+        this->_internal_history_key());
   }
 
   // .dragoman.v1.AudioEncoding encoding = 2 [json_name = "encoding"];
@@ -1690,6 +1731,9 @@ void JoinConversation::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const
   if (!from._internal_session_id().empty()) {
     _this->_internal_set_session_id(from._internal_session_id());
   }
+  if (!from._internal_history_key().empty()) {
+    _this->_internal_set_history_key(from._internal_history_key());
+  }
   if (from._internal_encoding() != 0) {
     _this->_internal_set_encoding(from._internal_encoding());
   }
@@ -1724,6 +1768,10 @@ void JoinConversation::InternalSwap(JoinConversation* other) {
   ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
       &_impl_.session_id_, lhs_arena,
       &other->_impl_.session_id_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.history_key_, lhs_arena,
+      &other->_impl_.history_key_, rhs_arena
   );
   ::PROTOBUF_NAMESPACE_ID::internal::memswap<
       PROTOBUF_FIELD_OFFSET(JoinConversation, _impl_.output_sample_rate_hertz_)

@@ -661,6 +661,7 @@ class JoinConversation final :
 
   enum : int {
     kSessionIdFieldNumber = 1,
+    kHistoryKeyFieldNumber = 6,
     kEncodingFieldNumber = 2,
     kSampleRateHertzFieldNumber = 3,
     kResumeAfterSequenceFieldNumber = 5,
@@ -678,6 +679,20 @@ class JoinConversation final :
   const std::string& _internal_session_id() const;
   inline PROTOBUF_ALWAYS_INLINE void _internal_set_session_id(const std::string& value);
   std::string* _internal_mutable_session_id();
+  public:
+
+  // bytes history_key = 6 [json_name = "historyKey"];
+  void clear_history_key();
+  const std::string& history_key() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_history_key(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_history_key();
+  PROTOBUF_NODISCARD std::string* release_history_key();
+  void set_allocated_history_key(std::string* history_key);
+  private:
+  const std::string& _internal_history_key() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_history_key(const std::string& value);
+  std::string* _internal_mutable_history_key();
   public:
 
   // .dragoman.v1.AudioEncoding encoding = 2 [json_name = "encoding"];
@@ -725,6 +740,7 @@ class JoinConversation final :
   typedef void DestructorSkippable_;
   struct Impl_ {
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr session_id_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr history_key_;
     int encoding_;
     int32_t sample_rate_hertz_;
     uint64_t resume_after_sequence_;
@@ -5858,6 +5874,56 @@ inline void JoinConversation::_internal_set_resume_after_sequence(uint64_t value
 inline void JoinConversation::set_resume_after_sequence(uint64_t value) {
   _internal_set_resume_after_sequence(value);
   // @@protoc_insertion_point(field_set:dragoman.v1.JoinConversation.resume_after_sequence)
+}
+
+// bytes history_key = 6 [json_name = "historyKey"];
+inline void JoinConversation::clear_history_key() {
+  _impl_.history_key_.ClearToEmpty();
+}
+inline const std::string& JoinConversation::history_key() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.JoinConversation.history_key)
+  return _internal_history_key();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void JoinConversation::set_history_key(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.history_key_.SetBytes(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.JoinConversation.history_key)
+}
+inline std::string* JoinConversation::mutable_history_key() {
+  std::string* _s = _internal_mutable_history_key();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.JoinConversation.history_key)
+  return _s;
+}
+inline const std::string& JoinConversation::_internal_history_key() const {
+  return _impl_.history_key_.Get();
+}
+inline void JoinConversation::_internal_set_history_key(const std::string& value) {
+  
+  _impl_.history_key_.Set(value, GetArenaForAllocation());
+}
+inline std::string* JoinConversation::_internal_mutable_history_key() {
+  
+  return _impl_.history_key_.Mutable(GetArenaForAllocation());
+}
+inline std::string* JoinConversation::release_history_key() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.JoinConversation.history_key)
+  return _impl_.history_key_.Release();
+}
+inline void JoinConversation::set_allocated_history_key(std::string* history_key) {
+  if (history_key != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.history_key_.SetAllocated(history_key, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.history_key_.IsDefault()) {
+    _impl_.history_key_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.JoinConversation.history_key)
 }
 
 // -------------------------------------------------------------------

@@ -148,7 +148,11 @@ class SessionService final {
     // format INVALID_ARGUMENT naming the formats. One response, not a
     // stream: a transcript is text, a few hundred KiB for hours of talk,
     // and a browser saves one message as a file most simply; one over the
-    // message limit (4 MiB) gives RESOURCE_EXHAUSTED.
+    // message limit (4 MiB) gives RESOURCE_EXHAUSTED. A PRIVACY_MODE_PRIVATE
+    // session has none (FAILED_PRECONDITION); a PRIVACY_MODE_PARTICIPANT_KEYED
+    // one gives, in any format, the caller's own copy sealed with their key
+    // (application/vnd.dragoman.sealed-transcript+json; docs/privacy.md says
+    // how to open it).
     virtual ::grpc::Status ExportTranscript(::grpc::ClientContext* context, const ::dragoman::v1::ExportTranscriptRequest& request, ::dragoman::v1::ExportTranscriptResponse* response) = 0;
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ExportTranscriptResponse>> AsyncExportTranscript(::grpc::ClientContext* context, const ::dragoman::v1::ExportTranscriptRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ExportTranscriptResponse>>(AsyncExportTranscriptRaw(context, request, cq));
@@ -222,7 +226,11 @@ class SessionService final {
       // format INVALID_ARGUMENT naming the formats. One response, not a
       // stream: a transcript is text, a few hundred KiB for hours of talk,
       // and a browser saves one message as a file most simply; one over the
-      // message limit (4 MiB) gives RESOURCE_EXHAUSTED.
+      // message limit (4 MiB) gives RESOURCE_EXHAUSTED. A PRIVACY_MODE_PRIVATE
+      // session has none (FAILED_PRECONDITION); a PRIVACY_MODE_PARTICIPANT_KEYED
+      // one gives, in any format, the caller's own copy sealed with their key
+      // (application/vnd.dragoman.sealed-transcript+json; docs/privacy.md says
+      // how to open it).
       virtual void ExportTranscript(::grpc::ClientContext* context, const ::dragoman::v1::ExportTranscriptRequest* request, ::dragoman::v1::ExportTranscriptResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void ExportTranscript(::grpc::ClientContext* context, const ::dragoman::v1::ExportTranscriptRequest* request, ::dragoman::v1::ExportTranscriptResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
     };
@@ -449,7 +457,11 @@ class SessionService final {
     // format INVALID_ARGUMENT naming the formats. One response, not a
     // stream: a transcript is text, a few hundred KiB for hours of talk,
     // and a browser saves one message as a file most simply; one over the
-    // message limit (4 MiB) gives RESOURCE_EXHAUSTED.
+    // message limit (4 MiB) gives RESOURCE_EXHAUSTED. A PRIVACY_MODE_PRIVATE
+    // session has none (FAILED_PRECONDITION); a PRIVACY_MODE_PARTICIPANT_KEYED
+    // one gives, in any format, the caller's own copy sealed with their key
+    // (application/vnd.dragoman.sealed-transcript+json; docs/privacy.md says
+    // how to open it).
     virtual ::grpc::Status ExportTranscript(::grpc::ServerContext* context, const ::dragoman::v1::ExportTranscriptRequest* request, ::dragoman::v1::ExportTranscriptResponse* response);
   };
   template <class BaseClass>

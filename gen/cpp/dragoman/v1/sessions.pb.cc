@@ -35,6 +35,7 @@ PROTOBUF_CONSTEXPR Session::Session(
   , /*decltype(_impl_.one_way_)*/false
   , /*decltype(_impl_.locked_)*/false
   , /*decltype(_impl_.max_participants_)*/0
+  , /*decltype(_impl_.privacy_mode_)*/0
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct SessionDefaultTypeInternal {
   PROTOBUF_CONSTEXPR SessionDefaultTypeInternal()
@@ -69,6 +70,7 @@ PROTOBUF_CONSTEXPR CreateSessionRequest::CreateSessionRequest(
     /*decltype(_impl_.language_code_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.voice_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
   , /*decltype(_impl_.max_participants_)*/0
+  , /*decltype(_impl_.privacy_mode_)*/0
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct CreateSessionRequestDefaultTypeInternal {
   PROTOBUF_CONSTEXPR CreateSessionRequestDefaultTypeInternal()
@@ -413,7 +415,7 @@ PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORIT
 }  // namespace v1
 }  // namespace dragoman
 static ::_pb::Metadata file_level_metadata_dragoman_2fv1_2fsessions_2eproto[26];
-static const ::_pb::EnumDescriptor* file_level_enum_descriptors_dragoman_2fv1_2fsessions_2eproto[3];
+static const ::_pb::EnumDescriptor* file_level_enum_descriptors_dragoman_2fv1_2fsessions_2eproto[4];
 static constexpr ::_pb::ServiceDescriptor const** file_level_service_descriptors_dragoman_2fv1_2fsessions_2eproto = nullptr;
 
 const uint32_t TableStruct_dragoman_2fv1_2fsessions_2eproto::offsets[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
@@ -434,6 +436,7 @@ const uint32_t TableStruct_dragoman_2fv1_2fsessions_2eproto::offsets[] PROTOBUF_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::Session, _impl_.one_way_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::Session, _impl_.locked_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::Session, _impl_.max_participants_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::Session, _impl_.privacy_mode_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::Participant, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -456,6 +459,7 @@ const uint32_t TableStruct_dragoman_2fv1_2fsessions_2eproto::offsets[] PROTOBUF_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::CreateSessionRequest, _impl_.language_code_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::CreateSessionRequest, _impl_.voice_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::CreateSessionRequest, _impl_.max_participants_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::CreateSessionRequest, _impl_.privacy_mode_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::CreateSessionResponse, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -653,31 +657,31 @@ const uint32_t TableStruct_dragoman_2fv1_2fsessions_2eproto::offsets[] PROTOBUF_
 };
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::dragoman::v1::Session)},
-  { 17, -1, -1, sizeof(::dragoman::v1::Participant)},
-  { 30, -1, -1, sizeof(::dragoman::v1::CreateSessionRequest)},
-  { 39, -1, -1, sizeof(::dragoman::v1::CreateSessionResponse)},
-  { 46, -1, -1, sizeof(::dragoman::v1::JoinSessionRequest)},
-  { 56, -1, -1, sizeof(::dragoman::v1::JoinSessionResponse)},
-  { 63, -1, -1, sizeof(::dragoman::v1::GetSessionRequest)},
-  { 70, -1, -1, sizeof(::dragoman::v1::GetSessionResponse)},
-  { 77, -1, -1, sizeof(::dragoman::v1::EndSessionRequest)},
-  { 84, -1, -1, sizeof(::dragoman::v1::EndSessionResponse)},
-  { 92, -1, -1, sizeof(::dragoman::v1::RemoveParticipantRequest)},
-  { 100, -1, -1, sizeof(::dragoman::v1::RemoveParticipantResponse)},
-  { 107, -1, -1, sizeof(::dragoman::v1::LockSessionRequest)},
-  { 115, -1, -1, sizeof(::dragoman::v1::LockSessionResponse)},
-  { 122, -1, -1, sizeof(::dragoman::v1::LeaveSessionRequest)},
-  { 129, -1, -1, sizeof(::dragoman::v1::LeaveSessionResponse)},
-  { 136, -1, -1, sizeof(::dragoman::v1::SessionMetrics)},
-  { 150, -1, -1, sizeof(::dragoman::v1::ParticipantMetrics)},
-  { 162, -1, -1, sizeof(::dragoman::v1::ListSessionsRequest)},
-  { 170, -1, -1, sizeof(::dragoman::v1::ListSessionsResponse)},
-  { 178, -1, -1, sizeof(::dragoman::v1::ListLanguagesRequest)},
-  { 184, -1, -1, sizeof(::dragoman::v1::ListLanguagesResponse)},
-  { 192, -1, -1, sizeof(::dragoman::v1::LanguageSupport)},
-  { 203, -1, -1, sizeof(::dragoman::v1::LanguageRoute)},
-  { 216, -1, -1, sizeof(::dragoman::v1::ExportTranscriptRequest)},
-  { 224, -1, -1, sizeof(::dragoman::v1::ExportTranscriptResponse)},
+  { 18, -1, -1, sizeof(::dragoman::v1::Participant)},
+  { 31, -1, -1, sizeof(::dragoman::v1::CreateSessionRequest)},
+  { 41, -1, -1, sizeof(::dragoman::v1::CreateSessionResponse)},
+  { 48, -1, -1, sizeof(::dragoman::v1::JoinSessionRequest)},
+  { 58, -1, -1, sizeof(::dragoman::v1::JoinSessionResponse)},
+  { 65, -1, -1, sizeof(::dragoman::v1::GetSessionRequest)},
+  { 72, -1, -1, sizeof(::dragoman::v1::GetSessionResponse)},
+  { 79, -1, -1, sizeof(::dragoman::v1::EndSessionRequest)},
+  { 86, -1, -1, sizeof(::dragoman::v1::EndSessionResponse)},
+  { 94, -1, -1, sizeof(::dragoman::v1::RemoveParticipantRequest)},
+  { 102, -1, -1, sizeof(::dragoman::v1::RemoveParticipantResponse)},
+  { 109, -1, -1, sizeof(::dragoman::v1::LockSessionRequest)},
+  { 117, -1, -1, sizeof(::dragoman::v1::LockSessionResponse)},
+  { 124, -1, -1, sizeof(::dragoman::v1::LeaveSessionRequest)},
+  { 131, -1, -1, sizeof(::dragoman::v1::LeaveSessionResponse)},
+  { 138, -1, -1, sizeof(::dragoman::v1::SessionMetrics)},
+  { 152, -1, -1, sizeof(::dragoman::v1::ParticipantMetrics)},
+  { 164, -1, -1, sizeof(::dragoman::v1::ListSessionsRequest)},
+  { 172, -1, -1, sizeof(::dragoman::v1::ListSessionsResponse)},
+  { 180, -1, -1, sizeof(::dragoman::v1::ListLanguagesRequest)},
+  { 186, -1, -1, sizeof(::dragoman::v1::ListLanguagesResponse)},
+  { 194, -1, -1, sizeof(::dragoman::v1::LanguageSupport)},
+  { 205, -1, -1, sizeof(::dragoman::v1::LanguageRoute)},
+  { 218, -1, -1, sizeof(::dragoman::v1::ExportTranscriptRequest)},
+  { 226, -1, -1, sizeof(::dragoman::v1::ExportTranscriptResponse)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -712,7 +716,7 @@ static const ::_pb::Message* const file_default_instances[] = {
 const char descriptor_table_protodef_dragoman_2fv1_2fsessions_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\032dragoman/v1/sessions.proto\022\013dragoman.v"
   "1\032\036dragoman/v1/conversation.proto\032\037googl"
-  "e/protobuf/timestamp.proto\"\351\003\n\007Session\022\035"
+  "e/protobuf/timestamp.proto\"\246\004\n\007Session\022\035"
   "\n\nsession_id\030\001 \001(\tR\tsessionId\022\022\n\004code\030\002 "
   "\001(\tR\004code\0222\n\006status\030\003 \001(\0162\032.dragoman.v1."
   "SessionStatusR\006status\022<\n\014participants\030\004 "
@@ -724,117 +728,124 @@ const char descriptor_table_protodef_dragoman_2fv1_2fsessions_2eproto[] PROTOBUF
   "tricsR\007metrics\0222\n\006routes\030\010 \003(\0132\032.dragoma"
   "n.v1.LanguageRouteR\006routes\022\027\n\007one_way\030\t "
   "\001(\010R\006oneWay\022\026\n\006locked\030\n \001(\010R\006locked\022)\n\020m"
-  "ax_participants\030\013 \001(\005R\017maxParticipants\"\353"
-  "\001\n\013Participant\022\027\n\007user_id\030\001 \001(\tR\006userId\022"
-  "!\n\014display_name\030\002 \001(\tR\013displayName\022#\n\rla"
-  "nguage_code\030\003 \001(\tR\014languageCode\022\034\n\tconne"
-  "cted\030\004 \001(\010R\tconnected\022\024\n\005voice\030\005 \001(\tR\005vo"
-  "ice\022\022\n\004host\030\006 \001(\010R\004host\0223\n\005state\030\007 \001(\0162\035"
-  ".dragoman.v1.ParticipantStateR\005state\"|\n\024"
-  "CreateSessionRequest\022#\n\rlanguage_code\030\001 "
-  "\001(\tR\014languageCode\022\024\n\005voice\030\002 \001(\tR\005voice\022"
-  ")\n\020max_participants\030\003 \001(\005R\017maxParticipan"
-  "ts\"G\n\025CreateSessionResponse\022.\n\007session\030\001"
-  " \001(\0132\024.dragoman.v1.SessionR\007session\"\207\001\n\022"
-  "JoinSessionRequest\022\022\n\004code\030\001 \001(\tR\004code\022#"
-  "\n\rlanguage_code\030\002 \001(\tR\014languageCode\022\024\n\005v"
-  "oice\030\003 \001(\tR\005voice\022\"\n\rallow_one_way\030\004 \001(\010"
-  "R\013allowOneWay\"E\n\023JoinSessionResponse\022.\n\007"
-  "session\030\001 \001(\0132\024.dragoman.v1.SessionR\007ses"
-  "sion\"2\n\021GetSessionRequest\022\035\n\nsession_id\030"
-  "\001 \001(\tR\tsessionId\"D\n\022GetSessionResponse\022."
-  "\n\007session\030\001 \001(\0132\024.dragoman.v1.SessionR\007s"
-  "ession\"2\n\021EndSessionRequest\022\035\n\nsession_i"
-  "d\030\001 \001(\tR\tsessionId\"{\n\022EndSessionResponse"
-  "\022.\n\007session\030\001 \001(\0132\024.dragoman.v1.SessionR"
-  "\007session\0225\n\007metrics\030\002 \001(\0132\033.dragoman.v1."
-  "SessionMetricsR\007metrics\"R\n\030RemovePartici"
-  "pantRequest\022\035\n\nsession_id\030\001 \001(\tR\tsession"
-  "Id\022\027\n\007user_id\030\002 \001(\tR\006userId\"K\n\031RemovePar"
-  "ticipantResponse\022.\n\007session\030\001 \001(\0132\024.drag"
-  "oman.v1.SessionR\007session\"K\n\022LockSessionR"
-  "equest\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022\026\n"
-  "\006locked\030\002 \001(\010R\006locked\"E\n\023LockSessionResp"
-  "onse\022.\n\007session\030\001 \001(\0132\024.dragoman.v1.Sess"
-  "ionR\007session\"4\n\023LeaveSessionRequest\022\035\n\ns"
-  "ession_id\030\001 \001(\tR\tsessionId\"F\n\024LeaveSessi"
-  "onResponse\022.\n\007session\030\001 \001(\0132\024.dragoman.v"
-  "1.SessionR\007session\"\360\002\n\016SessionMetrics\022\'\n"
-  "\017utterance_count\030\001 \001(\rR\016utteranceCount\022&"
-  "\n\017mean_latency_ms\030\002 \001(\001R\rmeanLatencyMs\022$"
-  "\n\016min_latency_ms\030\003 \001(\001R\014minLatencyMs\022$\n\016"
-  "max_latency_ms\030\004 \001(\001R\014maxLatencyMs\022\037\n\013er"
-  "ror_count\030\005 \001(\rR\nerrorCount\022)\n\020duration_"
-  "seconds\030\006 \001(\001R\017durationSeconds\022C\n\014partic"
-  "ipants\030\007 \003(\0132\037.dragoman.v1.ParticipantMe"
-  "tricsR\014participants\0220\n\024low_confidence_sh"
-  "are\030\010 \001(\001R\022lowConfidenceShare\"\202\002\n\022Partic"
-  "ipantMetrics\022%\n\016participant_id\030\001 \001(\tR\rpa"
-  "rticipantId\022+\n\021utterances_spoken\030\002 \001(\rR\020"
-  "utterancesSpoken\022)\n\020utterances_heard\030\003 \001"
-  "(\rR\017utterancesHeard\022&\n\017mean_latency_ms\030\004"
-  " \001(\001R\rmeanLatencyMs\022$\n\016p95_latency_ms\030\005 "
-  "\001(\001R\014p95LatencyMs\022\037\n\013error_count\030\006 \001(\rR\n"
-  "errorCount\"Q\n\023ListSessionsRequest\022\033\n\tpag"
-  "e_size\030\001 \001(\005R\010pageSize\022\035\n\npage_token\030\002 \001"
-  "(\tR\tpageToken\"p\n\024ListSessionsResponse\0220\n"
-  "\010sessions\030\001 \003(\0132\024.dragoman.v1.SessionR\010s"
-  "essions\022&\n\017next_page_token\030\002 \001(\tR\rnextPa"
-  "geToken\"\026\n\024ListLanguagesRequest\"\207\001\n\025List"
-  "LanguagesResponse\022:\n\tlanguages\030\001 \003(\0132\034.d"
-  "ragoman.v1.LanguageSupportR\tlanguages\0222\n"
-  "\006routes\030\002 \003(\0132\032.dragoman.v1.LanguageRout"
-  "eR\006routes\"\263\001\n\017LanguageSupport\022#\n\rlanguag"
-  "e_code\030\001 \001(\tR\014languageCode\022!\n\014display_na"
-  "me\030\002 \001(\tR\013displayName\022\036\n\nrecognized\030\003 \001("
-  "\010R\nrecognized\022\026\n\006spoken\030\004 \001(\010R\006spoken\022 \n"
-  "\013conversable\030\005 \001(\010R\013conversable\"\221\002\n\rLang"
-  "uageRoute\0220\n\024source_language_code\030\001 \001(\tR"
-  "\022sourceLanguageCode\0220\n\024target_language_c"
-  "ode\030\002 \001(\tR\022targetLanguageCode\022\034\n\tavailab"
-  "le\030\003 \001(\010R\tavailable\0220\n\004path\030\004 \001(\0162\034.drag"
-  "oman.v1.TranslationPathR\004path\022\030\n\007engines"
-  "\030\005 \003(\tR\007engines\022\030\n\007missing\030\006 \003(\tR\007missin"
-  "g\022\030\n\007install\030\007 \001(\tR\007install\"o\n\027ExportTra"
-  "nscriptRequest\022\035\n\nsession_id\030\001 \001(\tR\tsess"
-  "ionId\0225\n\006format\030\002 \001(\0162\035.dragoman.v1.Tran"
-  "scriptFormatR\006format\"s\n\030ExportTranscript"
-  "Response\022!\n\014content_type\030\001 \001(\tR\013contentT"
-  "ype\022\032\n\010filename\030\002 \001(\tR\010filename\022\030\n\007conte"
-  "nt\030\003 \001(\014R\007content*\200\001\n\rSessionStatus\022\036\n\032S"
-  "ESSION_STATUS_UNSPECIFIED\020\000\022\032\n\026SESSION_S"
-  "TATUS_WAITING\020\001\022\031\n\025SESSION_STATUS_ACTIVE"
-  "\020\002\022\030\n\024SESSION_STATUS_ENDED\020\003*\216\001\n\020Partici"
-  "pantState\022!\n\035PARTICIPANT_STATE_UNSPECIFI"
-  "ED\020\000\022\034\n\030PARTICIPANT_STATE_JOINED\020\001\022\032\n\026PA"
-  "RTICIPANT_STATE_LEFT\020\002\022\035\n\031PARTICIPANT_ST"
-  "ATE_REMOVED\020\003*\246\001\n\020TranscriptFormat\022!\n\035TR"
-  "ANSCRIPT_FORMAT_UNSPECIFIED\020\000\022\032\n\026TRANSCR"
-  "IPT_FORMAT_TEXT\020\001\022\031\n\025TRANSCRIPT_FORMAT_S"
-  "RT\020\002\022\034\n\030TRANSCRIPT_FORMAT_WEBVTT\020\003\022\032\n\026TR"
-  "ANSCRIPT_FORMAT_JSON\020\0042\361\006\n\016SessionServic"
-  "e\022V\n\rCreateSession\022!.dragoman.v1.CreateS"
-  "essionRequest\032\".dragoman.v1.CreateSessio"
-  "nResponse\022P\n\013JoinSession\022\037.dragoman.v1.J"
-  "oinSessionRequest\032 .dragoman.v1.JoinSess"
-  "ionResponse\022M\n\nGetSession\022\036.dragoman.v1."
-  "GetSessionRequest\032\037.dragoman.v1.GetSessi"
-  "onResponse\022M\n\nEndSession\022\036.dragoman.v1.E"
-  "ndSessionRequest\032\037.dragoman.v1.EndSessio"
-  "nResponse\022b\n\021RemoveParticipant\022%.dragoma"
-  "n.v1.RemoveParticipantRequest\032&.dragoman"
-  ".v1.RemoveParticipantResponse\022P\n\013LockSes"
-  "sion\022\037.dragoman.v1.LockSessionRequest\032 ."
-  "dragoman.v1.LockSessionResponse\022S\n\014Leave"
-  "Session\022 .dragoman.v1.LeaveSessionReques"
-  "t\032!.dragoman.v1.LeaveSessionResponse\022S\n\014"
-  "ListSessions\022 .dragoman.v1.ListSessionsR"
-  "equest\032!.dragoman.v1.ListSessionsRespons"
-  "e\022V\n\rListLanguages\022!.dragoman.v1.ListLan"
-  "guagesRequest\032\".dragoman.v1.ListLanguage"
-  "sResponse\022_\n\020ExportTranscript\022$.dragoman"
-  ".v1.ExportTranscriptRequest\032%.dragoman.v"
-  "1.ExportTranscriptResponseb\006proto3"
+  "ax_participants\030\013 \001(\005R\017maxParticipants\022;"
+  "\n\014privacy_mode\030\014 \001(\0162\030.dragoman.v1.Priva"
+  "cyModeR\013privacyMode\"\353\001\n\013Participant\022\027\n\007u"
+  "ser_id\030\001 \001(\tR\006userId\022!\n\014display_name\030\002 \001"
+  "(\tR\013displayName\022#\n\rlanguage_code\030\003 \001(\tR\014"
+  "languageCode\022\034\n\tconnected\030\004 \001(\010R\tconnect"
+  "ed\022\024\n\005voice\030\005 \001(\tR\005voice\022\022\n\004host\030\006 \001(\010R\004"
+  "host\0223\n\005state\030\007 \001(\0162\035.dragoman.v1.Partic"
+  "ipantStateR\005state\"\271\001\n\024CreateSessionReque"
+  "st\022#\n\rlanguage_code\030\001 \001(\tR\014languageCode\022"
+  "\024\n\005voice\030\002 \001(\tR\005voice\022)\n\020max_participant"
+  "s\030\003 \001(\005R\017maxParticipants\022;\n\014privacy_mode"
+  "\030\004 \001(\0162\030.dragoman.v1.PrivacyModeR\013privac"
+  "yMode\"G\n\025CreateSessionResponse\022.\n\007sessio"
+  "n\030\001 \001(\0132\024.dragoman.v1.SessionR\007session\"\207"
+  "\001\n\022JoinSessionRequest\022\022\n\004code\030\001 \001(\tR\004cod"
+  "e\022#\n\rlanguage_code\030\002 \001(\tR\014languageCode\022\024"
+  "\n\005voice\030\003 \001(\tR\005voice\022\"\n\rallow_one_way\030\004 "
+  "\001(\010R\013allowOneWay\"E\n\023JoinSessionResponse\022"
+  ".\n\007session\030\001 \001(\0132\024.dragoman.v1.SessionR\007"
+  "session\"2\n\021GetSessionRequest\022\035\n\nsession_"
+  "id\030\001 \001(\tR\tsessionId\"D\n\022GetSessionRespons"
+  "e\022.\n\007session\030\001 \001(\0132\024.dragoman.v1.Session"
+  "R\007session\"2\n\021EndSessionRequest\022\035\n\nsessio"
+  "n_id\030\001 \001(\tR\tsessionId\"{\n\022EndSessionRespo"
+  "nse\022.\n\007session\030\001 \001(\0132\024.dragoman.v1.Sessi"
+  "onR\007session\0225\n\007metrics\030\002 \001(\0132\033.dragoman."
+  "v1.SessionMetricsR\007metrics\"R\n\030RemovePart"
+  "icipantRequest\022\035\n\nsession_id\030\001 \001(\tR\tsess"
+  "ionId\022\027\n\007user_id\030\002 \001(\tR\006userId\"K\n\031Remove"
+  "ParticipantResponse\022.\n\007session\030\001 \001(\0132\024.d"
+  "ragoman.v1.SessionR\007session\"K\n\022LockSessi"
+  "onRequest\022\035\n\nsession_id\030\001 \001(\tR\tsessionId"
+  "\022\026\n\006locked\030\002 \001(\010R\006locked\"E\n\023LockSessionR"
+  "esponse\022.\n\007session\030\001 \001(\0132\024.dragoman.v1.S"
+  "essionR\007session\"4\n\023LeaveSessionRequest\022\035"
+  "\n\nsession_id\030\001 \001(\tR\tsessionId\"F\n\024LeaveSe"
+  "ssionResponse\022.\n\007session\030\001 \001(\0132\024.dragoma"
+  "n.v1.SessionR\007session\"\360\002\n\016SessionMetrics"
+  "\022\'\n\017utterance_count\030\001 \001(\rR\016utteranceCoun"
+  "t\022&\n\017mean_latency_ms\030\002 \001(\001R\rmeanLatencyM"
+  "s\022$\n\016min_latency_ms\030\003 \001(\001R\014minLatencyMs\022"
+  "$\n\016max_latency_ms\030\004 \001(\001R\014maxLatencyMs\022\037\n"
+  "\013error_count\030\005 \001(\rR\nerrorCount\022)\n\020durati"
+  "on_seconds\030\006 \001(\001R\017durationSeconds\022C\n\014par"
+  "ticipants\030\007 \003(\0132\037.dragoman.v1.Participan"
+  "tMetricsR\014participants\0220\n\024low_confidence"
+  "_share\030\010 \001(\001R\022lowConfidenceShare\"\202\002\n\022Par"
+  "ticipantMetrics\022%\n\016participant_id\030\001 \001(\tR"
+  "\rparticipantId\022+\n\021utterances_spoken\030\002 \001("
+  "\rR\020utterancesSpoken\022)\n\020utterances_heard\030"
+  "\003 \001(\rR\017utterancesHeard\022&\n\017mean_latency_m"
+  "s\030\004 \001(\001R\rmeanLatencyMs\022$\n\016p95_latency_ms"
+  "\030\005 \001(\001R\014p95LatencyMs\022\037\n\013error_count\030\006 \001("
+  "\rR\nerrorCount\"Q\n\023ListSessionsRequest\022\033\n\t"
+  "page_size\030\001 \001(\005R\010pageSize\022\035\n\npage_token\030"
+  "\002 \001(\tR\tpageToken\"p\n\024ListSessionsResponse"
+  "\0220\n\010sessions\030\001 \003(\0132\024.dragoman.v1.Session"
+  "R\010sessions\022&\n\017next_page_token\030\002 \001(\tR\rnex"
+  "tPageToken\"\026\n\024ListLanguagesRequest\"\207\001\n\025L"
+  "istLanguagesResponse\022:\n\tlanguages\030\001 \003(\0132"
+  "\034.dragoman.v1.LanguageSupportR\tlanguages"
+  "\0222\n\006routes\030\002 \003(\0132\032.dragoman.v1.LanguageR"
+  "outeR\006routes\"\263\001\n\017LanguageSupport\022#\n\rlang"
+  "uage_code\030\001 \001(\tR\014languageCode\022!\n\014display"
+  "_name\030\002 \001(\tR\013displayName\022\036\n\nrecognized\030\003"
+  " \001(\010R\nrecognized\022\026\n\006spoken\030\004 \001(\010R\006spoken"
+  "\022 \n\013conversable\030\005 \001(\010R\013conversable\"\221\002\n\rL"
+  "anguageRoute\0220\n\024source_language_code\030\001 \001"
+  "(\tR\022sourceLanguageCode\0220\n\024target_languag"
+  "e_code\030\002 \001(\tR\022targetLanguageCode\022\034\n\tavai"
+  "lable\030\003 \001(\010R\tavailable\0220\n\004path\030\004 \001(\0162\034.d"
+  "ragoman.v1.TranslationPathR\004path\022\030\n\007engi"
+  "nes\030\005 \003(\tR\007engines\022\030\n\007missing\030\006 \003(\tR\007mis"
+  "sing\022\030\n\007install\030\007 \001(\tR\007install\"o\n\027Export"
+  "TranscriptRequest\022\035\n\nsession_id\030\001 \001(\tR\ts"
+  "essionId\0225\n\006format\030\002 \001(\0162\035.dragoman.v1.T"
+  "ranscriptFormatR\006format\"s\n\030ExportTranscr"
+  "iptResponse\022!\n\014content_type\030\001 \001(\tR\013conte"
+  "ntType\022\032\n\010filename\030\002 \001(\tR\010filename\022\030\n\007co"
+  "ntent\030\003 \001(\014R\007content*\200\001\n\rSessionStatus\022\036"
+  "\n\032SESSION_STATUS_UNSPECIFIED\020\000\022\032\n\026SESSIO"
+  "N_STATUS_WAITING\020\001\022\031\n\025SESSION_STATUS_ACT"
+  "IVE\020\002\022\030\n\024SESSION_STATUS_ENDED\020\003*\204\001\n\013Priv"
+  "acyMode\022\034\n\030PRIVACY_MODE_UNSPECIFIED\020\000\022\031\n"
+  "\025PRIVACY_MODE_STANDARD\020\001\022\030\n\024PRIVACY_MODE"
+  "_PRIVATE\020\002\022\"\n\036PRIVACY_MODE_PARTICIPANT_K"
+  "EYED\020\003*\216\001\n\020ParticipantState\022!\n\035PARTICIPA"
+  "NT_STATE_UNSPECIFIED\020\000\022\034\n\030PARTICIPANT_ST"
+  "ATE_JOINED\020\001\022\032\n\026PARTICIPANT_STATE_LEFT\020\002"
+  "\022\035\n\031PARTICIPANT_STATE_REMOVED\020\003*\246\001\n\020Tran"
+  "scriptFormat\022!\n\035TRANSCRIPT_FORMAT_UNSPEC"
+  "IFIED\020\000\022\032\n\026TRANSCRIPT_FORMAT_TEXT\020\001\022\031\n\025T"
+  "RANSCRIPT_FORMAT_SRT\020\002\022\034\n\030TRANSCRIPT_FOR"
+  "MAT_WEBVTT\020\003\022\032\n\026TRANSCRIPT_FORMAT_JSON\020\004"
+  "2\361\006\n\016SessionService\022V\n\rCreateSession\022!.d"
+  "ragoman.v1.CreateSessionRequest\032\".dragom"
+  "an.v1.CreateSessionResponse\022P\n\013JoinSessi"
+  "on\022\037.dragoman.v1.JoinSessionRequest\032 .dr"
+  "agoman.v1.JoinSessionResponse\022M\n\nGetSess"
+  "ion\022\036.dragoman.v1.GetSessionRequest\032\037.dr"
+  "agoman.v1.GetSessionResponse\022M\n\nEndSessi"
+  "on\022\036.dragoman.v1.EndSessionRequest\032\037.dra"
+  "goman.v1.EndSessionResponse\022b\n\021RemovePar"
+  "ticipant\022%.dragoman.v1.RemoveParticipant"
+  "Request\032&.dragoman.v1.RemoveParticipantR"
+  "esponse\022P\n\013LockSession\022\037.dragoman.v1.Loc"
+  "kSessionRequest\032 .dragoman.v1.LockSessio"
+  "nResponse\022S\n\014LeaveSession\022 .dragoman.v1."
+  "LeaveSessionRequest\032!.dragoman.v1.LeaveS"
+  "essionResponse\022S\n\014ListSessions\022 .dragoma"
+  "n.v1.ListSessionsRequest\032!.dragoman.v1.L"
+  "istSessionsResponse\022V\n\rListLanguages\022!.d"
+  "ragoman.v1.ListLanguagesRequest\032\".dragom"
+  "an.v1.ListLanguagesResponse\022_\n\020ExportTra"
+  "nscript\022$.dragoman.v1.ExportTranscriptRe"
+  "quest\032%.dragoman.v1.ExportTranscriptResp"
+  "onseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fsessions_2eproto_deps[2] = {
   &::descriptor_table_dragoman_2fv1_2fconversation_2eproto,
@@ -842,7 +853,7 @@ static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fses
 };
 static ::_pbi::once_flag descriptor_table_dragoman_2fv1_2fsessions_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_dragoman_2fv1_2fsessions_2eproto = {
-    false, false, 4994, descriptor_table_protodef_dragoman_2fv1_2fsessions_2eproto,
+    false, false, 5252, descriptor_table_protodef_dragoman_2fv1_2fsessions_2eproto,
     "dragoman/v1/sessions.proto",
     &descriptor_table_dragoman_2fv1_2fsessions_2eproto_once, descriptor_table_dragoman_2fv1_2fsessions_2eproto_deps, 2, 26,
     schemas, file_default_instances, TableStruct_dragoman_2fv1_2fsessions_2eproto::offsets,
@@ -873,9 +884,25 @@ bool SessionStatus_IsValid(int value) {
   }
 }
 
-const ::PROTOBUF_NAMESPACE_ID::EnumDescriptor* ParticipantState_descriptor() {
+const ::PROTOBUF_NAMESPACE_ID::EnumDescriptor* PrivacyMode_descriptor() {
   ::PROTOBUF_NAMESPACE_ID::internal::AssignDescriptors(&descriptor_table_dragoman_2fv1_2fsessions_2eproto);
   return file_level_enum_descriptors_dragoman_2fv1_2fsessions_2eproto[1];
+}
+bool PrivacyMode_IsValid(int value) {
+  switch (value) {
+    case 0:
+    case 1:
+    case 2:
+    case 3:
+      return true;
+    default:
+      return false;
+  }
+}
+
+const ::PROTOBUF_NAMESPACE_ID::EnumDescriptor* ParticipantState_descriptor() {
+  ::PROTOBUF_NAMESPACE_ID::internal::AssignDescriptors(&descriptor_table_dragoman_2fv1_2fsessions_2eproto);
+  return file_level_enum_descriptors_dragoman_2fv1_2fsessions_2eproto[2];
 }
 bool ParticipantState_IsValid(int value) {
   switch (value) {
@@ -891,7 +918,7 @@ bool ParticipantState_IsValid(int value) {
 
 const ::PROTOBUF_NAMESPACE_ID::EnumDescriptor* TranscriptFormat_descriptor() {
   ::PROTOBUF_NAMESPACE_ID::internal::AssignDescriptors(&descriptor_table_dragoman_2fv1_2fsessions_2eproto);
-  return file_level_enum_descriptors_dragoman_2fv1_2fsessions_2eproto[2];
+  return file_level_enum_descriptors_dragoman_2fv1_2fsessions_2eproto[3];
 }
 bool TranscriptFormat_IsValid(int value) {
   switch (value) {
@@ -961,6 +988,7 @@ Session::Session(const Session& from)
     , decltype(_impl_.one_way_){}
     , decltype(_impl_.locked_){}
     , decltype(_impl_.max_participants_){}
+    , decltype(_impl_.privacy_mode_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
@@ -990,8 +1018,8 @@ Session::Session(const Session& from)
     _this->_impl_.metrics_ = new ::dragoman::v1::SessionMetrics(*from._impl_.metrics_);
   }
   ::memcpy(&_impl_.status_, &from._impl_.status_,
-    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.max_participants_) -
-    reinterpret_cast<char*>(&_impl_.status_)) + sizeof(_impl_.max_participants_));
+    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.privacy_mode_) -
+    reinterpret_cast<char*>(&_impl_.status_)) + sizeof(_impl_.privacy_mode_));
   // @@protoc_insertion_point(copy_constructor:dragoman.v1.Session)
 }
 
@@ -1011,6 +1039,7 @@ inline void Session::SharedCtor(
     , decltype(_impl_.one_way_){false}
     , decltype(_impl_.locked_){false}
     , decltype(_impl_.max_participants_){0}
+    , decltype(_impl_.privacy_mode_){0}
     , /*decltype(_impl_._cached_size_)*/{}
   };
   _impl_.session_id_.InitDefault();
@@ -1070,8 +1099,8 @@ void Session::Clear() {
   }
   _impl_.metrics_ = nullptr;
   ::memset(&_impl_.status_, 0, static_cast<size_t>(
-      reinterpret_cast<char*>(&_impl_.max_participants_) -
-      reinterpret_cast<char*>(&_impl_.status_)) + sizeof(_impl_.max_participants_));
+      reinterpret_cast<char*>(&_impl_.privacy_mode_) -
+      reinterpret_cast<char*>(&_impl_.status_)) + sizeof(_impl_.privacy_mode_));
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -1181,6 +1210,15 @@ const char* Session::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) 
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 88)) {
           _impl_.max_participants_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint32(&ptr);
           CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // .dragoman.v1.PrivacyMode privacy_mode = 12 [json_name = "privacyMode"];
+      case 12:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 96)) {
+          uint64_t val = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+          _internal_set_privacy_mode(static_cast<::dragoman::v1::PrivacyMode>(val));
         } else
           goto handle_unusual;
         continue;
@@ -1295,6 +1333,13 @@ uint8_t* Session::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteInt32ToArray(11, this->_internal_max_participants(), target);
   }
 
+  // .dragoman.v1.PrivacyMode privacy_mode = 12 [json_name = "privacyMode"];
+  if (this->_internal_privacy_mode() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteEnumToArray(
+      12, this->_internal_privacy_mode(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -1381,6 +1426,12 @@ size_t Session::ByteSizeLong() const {
     total_size += ::_pbi::WireFormatLite::Int32SizePlusOne(this->_internal_max_participants());
   }
 
+  // .dragoman.v1.PrivacyMode privacy_mode = 12 [json_name = "privacyMode"];
+  if (this->_internal_privacy_mode() != 0) {
+    total_size += 1 +
+      ::_pbi::WireFormatLite::EnumSize(this->_internal_privacy_mode());
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -1431,6 +1482,9 @@ void Session::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOB
   if (from._internal_max_participants() != 0) {
     _this->_internal_set_max_participants(from._internal_max_participants());
   }
+  if (from._internal_privacy_mode() != 0) {
+    _this->_internal_set_privacy_mode(from._internal_privacy_mode());
+  }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
 
@@ -1461,8 +1515,8 @@ void Session::InternalSwap(Session* other) {
       &other->_impl_.code_, rhs_arena
   );
   ::PROTOBUF_NAMESPACE_ID::internal::memswap<
-      PROTOBUF_FIELD_OFFSET(Session, _impl_.max_participants_)
-      + sizeof(Session::_impl_.max_participants_)
+      PROTOBUF_FIELD_OFFSET(Session, _impl_.privacy_mode_)
+      + sizeof(Session::_impl_.privacy_mode_)
       - PROTOBUF_FIELD_OFFSET(Session, _impl_.create_time_)>(
           reinterpret_cast<char*>(&_impl_.create_time_),
           reinterpret_cast<char*>(&other->_impl_.create_time_));
@@ -1933,6 +1987,7 @@ CreateSessionRequest::CreateSessionRequest(const CreateSessionRequest& from)
       decltype(_impl_.language_code_){}
     , decltype(_impl_.voice_){}
     , decltype(_impl_.max_participants_){}
+    , decltype(_impl_.privacy_mode_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
@@ -1952,7 +2007,9 @@ CreateSessionRequest::CreateSessionRequest(const CreateSessionRequest& from)
     _this->_impl_.voice_.Set(from._internal_voice(), 
       _this->GetArenaForAllocation());
   }
-  _this->_impl_.max_participants_ = from._impl_.max_participants_;
+  ::memcpy(&_impl_.max_participants_, &from._impl_.max_participants_,
+    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.privacy_mode_) -
+    reinterpret_cast<char*>(&_impl_.max_participants_)) + sizeof(_impl_.privacy_mode_));
   // @@protoc_insertion_point(copy_constructor:dragoman.v1.CreateSessionRequest)
 }
 
@@ -1964,6 +2021,7 @@ inline void CreateSessionRequest::SharedCtor(
       decltype(_impl_.language_code_){}
     , decltype(_impl_.voice_){}
     , decltype(_impl_.max_participants_){0}
+    , decltype(_impl_.privacy_mode_){0}
     , /*decltype(_impl_._cached_size_)*/{}
   };
   _impl_.language_code_.InitDefault();
@@ -2003,7 +2061,9 @@ void CreateSessionRequest::Clear() {
 
   _impl_.language_code_.ClearToEmpty();
   _impl_.voice_.ClearToEmpty();
-  _impl_.max_participants_ = 0;
+  ::memset(&_impl_.max_participants_, 0, static_cast<size_t>(
+      reinterpret_cast<char*>(&_impl_.privacy_mode_) -
+      reinterpret_cast<char*>(&_impl_.max_participants_)) + sizeof(_impl_.privacy_mode_));
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -2038,6 +2098,15 @@ const char* CreateSessionRequest::_InternalParse(const char* ptr, ::_pbi::ParseC
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 24)) {
           _impl_.max_participants_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint32(&ptr);
           CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // .dragoman.v1.PrivacyMode privacy_mode = 4 [json_name = "privacyMode"];
+      case 4:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 32)) {
+          uint64_t val = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+          _internal_set_privacy_mode(static_cast<::dragoman::v1::PrivacyMode>(val));
         } else
           goto handle_unusual;
         continue;
@@ -2096,6 +2165,13 @@ uint8_t* CreateSessionRequest::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteInt32ToArray(3, this->_internal_max_participants(), target);
   }
 
+  // .dragoman.v1.PrivacyMode privacy_mode = 4 [json_name = "privacyMode"];
+  if (this->_internal_privacy_mode() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteEnumToArray(
+      4, this->_internal_privacy_mode(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -2131,6 +2207,12 @@ size_t CreateSessionRequest::ByteSizeLong() const {
     total_size += ::_pbi::WireFormatLite::Int32SizePlusOne(this->_internal_max_participants());
   }
 
+  // .dragoman.v1.PrivacyMode privacy_mode = 4 [json_name = "privacyMode"];
+  if (this->_internal_privacy_mode() != 0) {
+    total_size += 1 +
+      ::_pbi::WireFormatLite::EnumSize(this->_internal_privacy_mode());
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -2157,6 +2239,9 @@ void CreateSessionRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, c
   }
   if (from._internal_max_participants() != 0) {
     _this->_internal_set_max_participants(from._internal_max_participants());
+  }
+  if (from._internal_privacy_mode() != 0) {
+    _this->_internal_set_privacy_mode(from._internal_privacy_mode());
   }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
@@ -2185,7 +2270,12 @@ void CreateSessionRequest::InternalSwap(CreateSessionRequest* other) {
       &_impl_.voice_, lhs_arena,
       &other->_impl_.voice_, rhs_arena
   );
-  swap(_impl_.max_participants_, other->_impl_.max_participants_);
+  ::PROTOBUF_NAMESPACE_ID::internal::memswap<
+      PROTOBUF_FIELD_OFFSET(CreateSessionRequest, _impl_.privacy_mode_)
+      + sizeof(CreateSessionRequest::_impl_.privacy_mode_)
+      - PROTOBUF_FIELD_OFFSET(CreateSessionRequest, _impl_.max_participants_)>(
+          reinterpret_cast<char*>(&_impl_.max_participants_),
+          reinterpret_cast<char*>(&other->_impl_.max_participants_));
 }
 
 ::PROTOBUF_NAMESPACE_ID::Metadata CreateSessionRequest::GetMetadata() const {

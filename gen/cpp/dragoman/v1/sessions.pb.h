@@ -188,6 +188,33 @@ inline bool SessionStatus_Parse(
   return ::PROTOBUF_NAMESPACE_ID::internal::ParseNamedEnum<SessionStatus>(
     SessionStatus_descriptor(), name, value);
 }
+enum PrivacyMode : int {
+  PRIVACY_MODE_UNSPECIFIED = 0,
+  PRIVACY_MODE_STANDARD = 1,
+  PRIVACY_MODE_PRIVATE = 2,
+  PRIVACY_MODE_PARTICIPANT_KEYED = 3,
+  PrivacyMode_INT_MIN_SENTINEL_DO_NOT_USE_ = std::numeric_limits<int32_t>::min(),
+  PrivacyMode_INT_MAX_SENTINEL_DO_NOT_USE_ = std::numeric_limits<int32_t>::max()
+};
+bool PrivacyMode_IsValid(int value);
+constexpr PrivacyMode PrivacyMode_MIN = PRIVACY_MODE_UNSPECIFIED;
+constexpr PrivacyMode PrivacyMode_MAX = PRIVACY_MODE_PARTICIPANT_KEYED;
+constexpr int PrivacyMode_ARRAYSIZE = PrivacyMode_MAX + 1;
+
+const ::PROTOBUF_NAMESPACE_ID::EnumDescriptor* PrivacyMode_descriptor();
+template<typename T>
+inline const std::string& PrivacyMode_Name(T enum_t_value) {
+  static_assert(::std::is_same<T, PrivacyMode>::value ||
+    ::std::is_integral<T>::value,
+    "Incorrect type passed to function PrivacyMode_Name.");
+  return ::PROTOBUF_NAMESPACE_ID::internal::NameOfEnum(
+    PrivacyMode_descriptor(), enum_t_value);
+}
+inline bool PrivacyMode_Parse(
+    ::PROTOBUF_NAMESPACE_ID::ConstStringParam name, PrivacyMode* value) {
+  return ::PROTOBUF_NAMESPACE_ID::internal::ParseNamedEnum<PrivacyMode>(
+    PrivacyMode_descriptor(), name, value);
+}
 enum ParticipantState : int {
   PARTICIPANT_STATE_UNSPECIFIED = 0,
   PARTICIPANT_STATE_JOINED = 1,
@@ -377,6 +404,7 @@ class Session final :
     kOneWayFieldNumber = 9,
     kLockedFieldNumber = 10,
     kMaxParticipantsFieldNumber = 11,
+    kPrivacyModeFieldNumber = 12,
   };
   // repeated .dragoman.v1.Participant participants = 4 [json_name = "participants"];
   int participants_size() const;
@@ -532,6 +560,15 @@ class Session final :
   void _internal_set_max_participants(int32_t value);
   public:
 
+  // .dragoman.v1.PrivacyMode privacy_mode = 12 [json_name = "privacyMode"];
+  void clear_privacy_mode();
+  ::dragoman::v1::PrivacyMode privacy_mode() const;
+  void set_privacy_mode(::dragoman::v1::PrivacyMode value);
+  private:
+  ::dragoman::v1::PrivacyMode _internal_privacy_mode() const;
+  void _internal_set_privacy_mode(::dragoman::v1::PrivacyMode value);
+  public:
+
   // @@protoc_insertion_point(class_scope:dragoman.v1.Session)
  private:
   class _Internal;
@@ -551,6 +588,7 @@ class Session final :
     bool one_way_;
     bool locked_;
     int32_t max_participants_;
+    int privacy_mode_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -916,6 +954,7 @@ class CreateSessionRequest final :
     kLanguageCodeFieldNumber = 1,
     kVoiceFieldNumber = 2,
     kMaxParticipantsFieldNumber = 3,
+    kPrivacyModeFieldNumber = 4,
   };
   // string language_code = 1 [json_name = "languageCode"];
   void clear_language_code();
@@ -954,6 +993,15 @@ class CreateSessionRequest final :
   void _internal_set_max_participants(int32_t value);
   public:
 
+  // .dragoman.v1.PrivacyMode privacy_mode = 4 [json_name = "privacyMode"];
+  void clear_privacy_mode();
+  ::dragoman::v1::PrivacyMode privacy_mode() const;
+  void set_privacy_mode(::dragoman::v1::PrivacyMode value);
+  private:
+  ::dragoman::v1::PrivacyMode _internal_privacy_mode() const;
+  void _internal_set_privacy_mode(::dragoman::v1::PrivacyMode value);
+  public:
+
   // @@protoc_insertion_point(class_scope:dragoman.v1.CreateSessionRequest)
  private:
   class _Internal;
@@ -965,6 +1013,7 @@ class CreateSessionRequest final :
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr language_code_;
     ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr voice_;
     int32_t max_participants_;
+    int privacy_mode_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -5492,6 +5541,26 @@ inline void Session::set_max_participants(int32_t value) {
   // @@protoc_insertion_point(field_set:dragoman.v1.Session.max_participants)
 }
 
+// .dragoman.v1.PrivacyMode privacy_mode = 12 [json_name = "privacyMode"];
+inline void Session::clear_privacy_mode() {
+  _impl_.privacy_mode_ = 0;
+}
+inline ::dragoman::v1::PrivacyMode Session::_internal_privacy_mode() const {
+  return static_cast< ::dragoman::v1::PrivacyMode >(_impl_.privacy_mode_);
+}
+inline ::dragoman::v1::PrivacyMode Session::privacy_mode() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.Session.privacy_mode)
+  return _internal_privacy_mode();
+}
+inline void Session::_internal_set_privacy_mode(::dragoman::v1::PrivacyMode value) {
+  
+  _impl_.privacy_mode_ = value;
+}
+inline void Session::set_privacy_mode(::dragoman::v1::PrivacyMode value) {
+  _internal_set_privacy_mode(value);
+  // @@protoc_insertion_point(field_set:dragoman.v1.Session.privacy_mode)
+}
+
 // -------------------------------------------------------------------
 
 // Participant
@@ -5878,6 +5947,26 @@ inline void CreateSessionRequest::_internal_set_max_participants(int32_t value) 
 inline void CreateSessionRequest::set_max_participants(int32_t value) {
   _internal_set_max_participants(value);
   // @@protoc_insertion_point(field_set:dragoman.v1.CreateSessionRequest.max_participants)
+}
+
+// .dragoman.v1.PrivacyMode privacy_mode = 4 [json_name = "privacyMode"];
+inline void CreateSessionRequest::clear_privacy_mode() {
+  _impl_.privacy_mode_ = 0;
+}
+inline ::dragoman::v1::PrivacyMode CreateSessionRequest::_internal_privacy_mode() const {
+  return static_cast< ::dragoman::v1::PrivacyMode >(_impl_.privacy_mode_);
+}
+inline ::dragoman::v1::PrivacyMode CreateSessionRequest::privacy_mode() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.CreateSessionRequest.privacy_mode)
+  return _internal_privacy_mode();
+}
+inline void CreateSessionRequest::_internal_set_privacy_mode(::dragoman::v1::PrivacyMode value) {
+  
+  _impl_.privacy_mode_ = value;
+}
+inline void CreateSessionRequest::set_privacy_mode(::dragoman::v1::PrivacyMode value) {
+  _internal_set_privacy_mode(value);
+  // @@protoc_insertion_point(field_set:dragoman.v1.CreateSessionRequest.privacy_mode)
 }
 
 // -------------------------------------------------------------------
@@ -8537,6 +8626,11 @@ template <> struct is_proto_enum< ::dragoman::v1::SessionStatus> : ::std::true_t
 template <>
 inline const EnumDescriptor* GetEnumDescriptor< ::dragoman::v1::SessionStatus>() {
   return ::dragoman::v1::SessionStatus_descriptor();
+}
+template <> struct is_proto_enum< ::dragoman::v1::PrivacyMode> : ::std::true_type {};
+template <>
+inline const EnumDescriptor* GetEnumDescriptor< ::dragoman::v1::PrivacyMode>() {
+  return ::dragoman::v1::PrivacyMode_descriptor();
 }
 template <> struct is_proto_enum< ::dragoman::v1::ParticipantState> : ::std::true_type {};
 template <>

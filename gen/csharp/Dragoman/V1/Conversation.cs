@@ -32,146 +32,147 @@ namespace Dragoman.V1 {
             "UgVhdWRpbxI8CgloZWFydGJlYXQYAyABKAsyHC5kcmFnb21hbi52MS5DbGll",
             "bnRIZWFydGJlYXRIAFIJaGVhcnRiZWF0EjYKBWxlYXZlGAQgASgLMh4uZHJh",
             "Z29tYW4udjEuTGVhdmVDb252ZXJzYXRpb25IAFIFbGVhdmVCCQoHcmVxdWVz",
-            "dCKCAgoQSm9pbkNvbnZlcnNhdGlvbhIdCgpzZXNzaW9uX2lkGAEgASgJUglz",
+            "dCKjAgoQSm9pbkNvbnZlcnNhdGlvbhIdCgpzZXNzaW9uX2lkGAEgASgJUglz",
             "ZXNzaW9uSWQSNgoIZW5jb2RpbmcYAiABKA4yGi5kcmFnb21hbi52MS5BdWRp",
             "b0VuY29kaW5nUghlbmNvZGluZxIqChFzYW1wbGVfcmF0ZV9oZXJ0ehgDIAEo",
             "BVIPc2FtcGxlUmF0ZUhlcnR6EjcKGG91dHB1dF9zYW1wbGVfcmF0ZV9oZXJ0",
             "ehgEIAEoBVIVb3V0cHV0U2FtcGxlUmF0ZUhlcnR6EjIKFXJlc3VtZV9hZnRl",
-            "cl9zZXF1ZW5jZRgFIAEoBFITcmVzdW1lQWZ0ZXJTZXF1ZW5jZSJ7CgpBdWRp",
-            "b0NodW5rEhIKBGRhdGEYASABKAxSBGRhdGESGgoIc2VxdWVuY2UYAiABKARS",
-            "CHNlcXVlbmNlEj0KDGNhcHR1cmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90",
-            "b2J1Zi5UaW1lc3RhbXBSC2NhcHR1cmVUaW1lIkoKD0NsaWVudEhlYXJ0YmVh",
-            "dBI3CglzZW5kX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0",
-            "YW1wUghzZW5kVGltZSITChFMZWF2ZUNvbnZlcnNhdGlvbiJIChBDb252ZXJz",
-            "ZVJlc3BvbnNlEjQKBWV2ZW50GAEgASgLMh4uZHJhZ29tYW4udjEuQ29udmVy",
-            "c2F0aW9uRXZlbnRSBWV2ZW50IkIKDUxpc3RlblJlcXVlc3QSMQoEam9pbhgB",
-            "IAEoCzIdLmRyYWdvbWFuLnYxLkpvaW5Db252ZXJzYXRpb25SBGpvaW4iRgoO",
-            "TGlzdGVuUmVzcG9uc2USNAoFZXZlbnQYASABKAsyHi5kcmFnb21hbi52MS5D",
-            "b252ZXJzYXRpb25FdmVudFIFZXZlbnQiYAoQU2VuZEF1ZGlvUmVxdWVzdBId",
-            "CgpzZXNzaW9uX2lkGAEgASgJUglzZXNzaW9uSWQSLQoFYXVkaW8YAiABKAsy",
-            "Fy5kcmFnb21hbi52MS5BdWRpb0NodW5rUgVhdWRpbyIvChFTZW5kQXVkaW9S",
-            "ZXNwb25zZRIaCghzZXF1ZW5jZRgBIAEoBFIIc2VxdWVuY2Ui1gcKEUNvbnZl",
-            "cnNhdGlvbkV2ZW50Eh0KCnNlc3Npb25faWQYASABKAlSCXNlc3Npb25JZBIa",
-            "CghzZXF1ZW5jZRgCIAEoBFIIc2VxdWVuY2USLgoEdGltZRgDIAEoCzIaLmdv",
-            "b2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSBHRpbWUSRwoOc2Vzc2lvbl9wYWly",
-            "ZWQYCiABKAsyGi5kcmFnb21hbi52MS5TZXNzaW9uUGFpcmVkQgIYAUgAUg1z",
-            "ZXNzaW9uUGFpcmVkElAKEXBhcnRuZXJfY29ubmVjdGVkGAsgASgLMh0uZHJh",
-            "Z29tYW4udjEuUGFydG5lckNvbm5lY3RlZEICGAFIAFIQcGFydG5lckNvbm5l",
-            "Y3RlZBJZChRwYXJ0bmVyX2Rpc2Nvbm5lY3RlZBgMIAEoCzIgLmRyYWdvbWFu",
-            "LnYxLlBhcnRuZXJEaXNjb25uZWN0ZWRCAhgBSABSE3BhcnRuZXJEaXNjb25u",
-            "ZWN0ZWQSTwoScHJvY2Vzc2luZ19zdGFydGVkGA0gASgLMh4uZHJhZ29tYW4u",
-            "djEuUHJvY2Vzc2luZ1N0YXJ0ZWRIAFIRcHJvY2Vzc2luZ1N0YXJ0ZWQSSQoQ",
-            "cHJvY2Vzc2luZ19lbmRlZBgOIAEoCzIcLmRyYWdvbWFuLnYxLlByb2Nlc3Np",
-            "bmdFbmRlZEgAUg9wcm9jZXNzaW5nRW5kZWQSQgoNdHJhbnNjcmlwdGlvbhgP",
-            "IAEoCzIaLmRyYWdvbWFuLnYxLlRyYW5zY3JpcHRpb25IAFINdHJhbnNjcmlw",
-            "dGlvbhI8Cgt0cmFuc2xhdGlvbhgQIAEoCzIYLmRyYWdvbWFuLnYxLlRyYW5z",
-            "bGF0aW9uSABSC3RyYW5zbGF0aW9uEj0KDHNwZWVjaF9hdWRpbxgRIAEoCzIY",
-            "LmRyYWdvbWFuLnYxLlNwZWVjaEF1ZGlvSABSC3NwZWVjaEF1ZGlvEjwKCWhl",
-            "YXJ0YmVhdBgSIAEoCzIcLmRyYWdvbWFuLnYxLlNlcnZlckhlYXJ0YmVhdEgA",
-            "UgloZWFydGJlYXQSNgoFZXJyb3IYEyABKAsyHi5kcmFnb21hbi52MS5Db252",
-            "ZXJzYXRpb25FcnJvckgAUgVlcnJvchJACg1zZXNzaW9uX2VuZGVkGBQgASgL",
-            "MhkuZHJhZ29tYW4udjEuU2Vzc2lvbkVuZGVkSABSDHNlc3Npb25FbmRlZBJD",
-            "Cg5yb3N0ZXJfY2hhbmdlZBgVIAEoCzIaLmRyYWdvbWFuLnYxLlJvc3RlckNo",
-            "YW5nZWRIAFINcm9zdGVyQ2hhbmdlZEIGCgRraW5kIrYBCg1TZXNzaW9uUGFp",
-            "cmVkEiYKD3BhcnRuZXJfdXNlcl9pZBgBIAEoCVINcGFydG5lclVzZXJJZBIw",
-            "ChRwYXJ0bmVyX2Rpc3BsYXlfbmFtZRgCIAEoCVIScGFydG5lckRpc3BsYXlO",
-            "YW1lEjIKFXBhcnRuZXJfbGFuZ3VhZ2VfY29kZRgDIAEoCVITcGFydG5lckxh",
-            "bmd1YWdlQ29kZRIXCgdvbmVfd2F5GAQgASgIUgZvbmVXYXkiOgoQUGFydG5l",
-            "ckNvbm5lY3RlZBImCg9wYXJ0bmVyX3VzZXJfaWQYASABKAlSDXBhcnRuZXJV",
-            "c2VySWQiVQoTUGFydG5lckRpc2Nvbm5lY3RlZBImCg9wYXJ0bmVyX3VzZXJf",
-            "aWQYASABKAlSDXBhcnRuZXJVc2VySWQSFgoGcmVhc29uGAIgASgJUgZyZWFz",
-            "b24izgEKEVByb2Nlc3NpbmdTdGFydGVkEi4KB3NwZWFrZXIYASABKA4yFC5k",
-            "cmFnb21hbi52MS5TcGVha2VyUgdzcGVha2VyEiEKDHV0dGVyYW5jZV9pZBgC",
-            "IAEoCVILdXR0ZXJhbmNlSWQSNAoWc3BlYWtlcl9wYXJ0aWNpcGFudF9pZBgD",
-            "IAEoCVIUc3BlYWtlclBhcnRpY2lwYW50SWQSMAoUc3BlYWtlcl9kaXNwbGF5",
-            "X25hbWUYBCABKAlSEnNwZWFrZXJEaXNwbGF5TmFtZSKFAgoPUHJvY2Vzc2lu",
-            "Z0VuZGVkEi4KB3NwZWFrZXIYASABKA4yFC5kcmFnb21hbi52MS5TcGVha2Vy",
-            "UgdzcGVha2VyEiEKDHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJhbmNlSWQS",
-            "NwoHbGF0ZW5jeRgDIAEoCzIdLmRyYWdvbWFuLnYxLlV0dGVyYW5jZUxhdGVu",
-            "Y3lSB2xhdGVuY3kSNAoWc3BlYWtlcl9wYXJ0aWNpcGFudF9pZBgEIAEoCVIU",
-            "c3BlYWtlclBhcnRpY2lwYW50SWQSMAoUc3BlYWtlcl9kaXNwbGF5X25hbWUY",
-            "BSABKAlSEnNwZWFrZXJEaXNwbGF5TmFtZSKAAwoQVXR0ZXJhbmNlTGF0ZW5j",
-            "eRI7CgtlbmRwb2ludGluZxgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJh",
-            "dGlvblILZW5kcG9pbnRpbmcSOwoLcmVjb2duaXRpb24YAiABKAsyGS5nb29n",
-            "bGUucHJvdG9idWYuRHVyYXRpb25SC3JlY29nbml0aW9uEjsKC3RyYW5zbGF0",
-            "aW9uGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uUgt0cmFuc2xh",
-            "dGlvbhJNChVzeW50aGVzaXNfZmlyc3RfY2h1bmsYBCABKAsyGS5nb29nbGUu",
-            "cHJvdG9idWYuRHVyYXRpb25SE3N5bnRoZXNpc0ZpcnN0Q2h1bmsSNQoIZGVs",
-            "aXZlcnkYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25SCGRlbGl2",
-            "ZXJ5Ei8KBXRvdGFsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9u",
-            "UgV0b3RhbCK3AwoNVHJhbnNjcmlwdGlvbhIuCgdzcGVha2VyGAEgASgOMhQu",
-            "ZHJhZ29tYW4udjEuU3BlYWtlclIHc3BlYWtlchIhCgx1dHRlcmFuY2VfaWQY",
-            "AiABKAlSC3V0dGVyYW5jZUlkEhIKBHRleHQYAyABKAlSBHRleHQSGQoIaXNf",
-            "ZmluYWwYBCABKAhSB2lzRmluYWwSHAoJc3RhYmlsaXR5GAUgASgCUglzdGFi",
-            "aWxpdHkSIwoNbGFuZ3VhZ2VfY29kZRgGIAEoCVIMbGFuZ3VhZ2VDb2RlEjIK",
-            "FXRyYW5zbGF0ZWRfdG9fZW5nbGlzaBgHIAEoCFITdHJhbnNsYXRlZFRvRW5n",
-            "bGlzaBI0ChZzcGVha2VyX3BhcnRpY2lwYW50X2lkGAggASgJUhRzcGVha2Vy",
-            "UGFydGljaXBhbnRJZBIwChRzcGVha2VyX2Rpc3BsYXlfbmFtZRgJIAEoCVIS",
-            "c3BlYWtlckRpc3BsYXlOYW1lEh4KCmNvbmZpZGVuY2UYCiABKAJSCmNvbmZp",
-            "ZGVuY2USJQoObG93X2NvbmZpZGVuY2UYCyABKAhSDWxvd0NvbmZpZGVuY2Ui",
-            "tgQKC1RyYW5zbGF0aW9uEi4KB3NwZWFrZXIYASABKA4yFC5kcmFnb21hbi52",
-            "MS5TcGVha2VyUgdzcGVha2VyEiEKDHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0",
-            "ZXJhbmNlSWQSHwoLc291cmNlX3RleHQYAyABKAlSCnNvdXJjZVRleHQSEgoE",
-            "dGV4dBgEIAEoCVIEdGV4dBIwChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgFIAEo",
-            "CVISc291cmNlTGFuZ3VhZ2VDb2RlEjAKFHRhcmdldF9sYW5ndWFnZV9jb2Rl",
-            "GAYgASgJUhJ0YXJnZXRMYW5ndWFnZUNvZGUSGQoIaXNfZmluYWwYByABKAhS",
-            "B2lzRmluYWwSMAoEcGF0aBgIIAEoDjIcLmRyYWdvbWFuLnYxLlRyYW5zbGF0",
-            "aW9uUGF0aFIEcGF0aBIWCgZlbmdpbmUYCSABKAlSBmVuZ2luZRIwChRjb3Zl",
-            "cnNfdXR0ZXJhbmNlX2lkcxgKIAMoCVISY292ZXJzVXR0ZXJhbmNlSWRzEjQK",
-            "FnNwZWFrZXJfcGFydGljaXBhbnRfaWQYCyABKAlSFHNwZWFrZXJQYXJ0aWNp",
-            "cGFudElkEjAKFHNwZWFrZXJfZGlzcGxheV9uYW1lGAwgASgJUhJzcGVha2Vy",
-            "RGlzcGxheU5hbWUSHAoJc3RhYmlsaXR5GA0gASgCUglzdGFiaWxpdHkSHgoK",
-            "Y29uZmlkZW5jZRgOIAEoAlIKY29uZmlkZW5jZSLoAgoLU3BlZWNoQXVkaW8S",
-            "IQoMdXR0ZXJhbmNlX2lkGAEgASgJUgt1dHRlcmFuY2VJZBISCgRkYXRhGAIg",
-            "ASgMUgRkYXRhEioKEXNhbXBsZV9yYXRlX2hlcnR6GAMgASgFUg9zYW1wbGVS",
-            "YXRlSGVydHoSHwoLY2h1bmtfaW5kZXgYBCABKA1SCmNodW5rSW5kZXgSFwoH",
-            "aXNfbGFzdBgFIAEoCFIGaXNMYXN0EhIKBHRleHQYBiABKAlSBHRleHQSNAoW",
-            "c3BlYWtlcl9wYXJ0aWNpcGFudF9pZBgHIAEoCVIUc3BlYWtlclBhcnRpY2lw",
-            "YW50SWQSMAoUc3BlYWtlcl9kaXNwbGF5X25hbWUYCCABKAlSEnNwZWFrZXJE",
-            "aXNwbGF5TmFtZRIfCgtwaWVjZV9pbmRleBgJIAEoDVIKcGllY2VJbmRleBIf",
-            "Cgtzb3VyY2VfdGV4dBgKIAEoCVIKc291cmNlVGV4dCIRCg9TZXJ2ZXJIZWFy",
-            "dGJlYXQifAoRQ29udmVyc2F0aW9uRXJyb3ISKgoEY29kZRgBIAEoDjIWLmRy",
-            "YWdvbWFuLnYxLkVycm9yQ29kZVIEY29kZRIYCgdtZXNzYWdlGAIgASgJUgdt",
-            "ZXNzYWdlEiEKDHV0dGVyYW5jZV9pZBgDIAEoCVILdXR0ZXJhbmNlSWQiJgoM",
-            "U2Vzc2lvbkVuZGVkEhYKBnJlYXNvbhgBIAEoCVIGcmVhc29uIq4BCgtSb3N0",
-            "ZXJFbnRyeRIlCg5wYXJ0aWNpcGFudF9pZBgBIAEoCVINcGFydGljaXBhbnRJ",
-            "ZBIhCgxkaXNwbGF5X25hbWUYAiABKAlSC2Rpc3BsYXlOYW1lEiMKDWxhbmd1",
-            "YWdlX2NvZGUYAyABKAlSDGxhbmd1YWdlQ29kZRIcCgljb25uZWN0ZWQYBCAB",
-            "KAhSCWNvbm5lY3RlZBISCgRob3N0GAUgASgIUgRob3N0IssBCg1Sb3N0ZXJD",
-            "aGFuZ2VkEjEKBmNoYW5nZRgBIAEoDjIZLmRyYWdvbWFuLnYxLlJvc3RlckNo",
-            "YW5nZVIGY2hhbmdlEiUKDnBhcnRpY2lwYW50X2lkGAIgASgJUg1wYXJ0aWNp",
-            "cGFudElkEjAKBnJvc3RlchgDIAMoCzIYLmRyYWdvbWFuLnYxLlJvc3RlckVu",
-            "dHJ5UgZyb3N0ZXISFgoGbG9ja2VkGAQgASgIUgZsb2NrZWQSFgoGcmVhc29u",
-            "GAUgASgJUgZyZWFzb24qaQoNQXVkaW9FbmNvZGluZxIeChpBVURJT19FTkNP",
-            "RElOR19VTlNQRUNJRklFRBAAEhsKF0FVRElPX0VOQ09ESU5HX0xJTkVBUjE2",
-            "EAESGwoXQVVESU9fRU5DT0RJTkdfT0dHX09QVVMQAipJCgdTcGVha2VyEhcK",
-            "E1NQRUFLRVJfVU5TUEVDSUZJRUQQABIQCgxTUEVBS0VSX1NFTEYQARITCg9T",
-            "UEVBS0VSX1BBUlRORVIQAirHAQoPVHJhbnNsYXRpb25QYXRoEiAKHFRSQU5T",
-            "TEFUSU9OX1BBVEhfVU5TUEVDSUZJRUQQABIcChhUUkFOU0xBVElPTl9QQVRI",
-            "X0NBU0NBREUQARIaChZUUkFOU0xBVElPTl9QQVRIX1BJVk9UEAISJwojVFJB",
-            "TlNMQVRJT05fUEFUSF9TUEVFQ0hfVFJBTlNMQVRJT04QAxIvCitUUkFOU0xB",
-            "VElPTl9QQVRIX1NQRUVDSF9UUkFOU0xBVElPTl9DQVNDQURFEAQqzwEKCUVy",
-            "cm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASIQodRVJST1Jf",
-            "Q09ERV9SRUNPR05JVElPTl9GQUlMRUQQARIhCh1FUlJPUl9DT0RFX1RSQU5T",
-            "TEFUSU9OX0ZBSUxFRBACEh8KG0VSUk9SX0NPREVfU1lOVEhFU0lTX0ZBSUxF",
-            "RBADEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAQSIgoeRVJST1JfQ09E",
-            "RV9TRVJWSUNFX1VOQVZBSUxBQkxFEAUq7QEKDFJvc3RlckNoYW5nZRIdChlS",
-            "T1NURVJfQ0hBTkdFX1VOU1BFQ0lGSUVEEAASGAoUUk9TVEVSX0NIQU5HRV9K",
-            "T0lORUQQARIWChJST1NURVJfQ0hBTkdFX0xFRlQQAhIbChdST1NURVJfQ0hB",
-            "TkdFX0NPTk5FQ1RFRBADEh4KGlJPU1RFUl9DSEFOR0VfRElTQ09OTkVDVEVE",
-            "EAQSGQoVUk9TVEVSX0NIQU5HRV9SRU1PVkVEEAUSGAoUUk9TVEVSX0NIQU5H",
-            "RV9MT0NLRUQQBhIaChZST1NURVJfQ0hBTkdFX1VOTE9DS0VEEAcy8wEKE0Nv",
-            "bnZlcnNhdGlvblNlcnZpY2USSwoIQ29udmVyc2USHC5kcmFnb21hbi52MS5D",
-            "b252ZXJzZVJlcXVlc3QaHS5kcmFnb21hbi52MS5Db252ZXJzZVJlc3BvbnNl",
-            "KAEwARJDCgZMaXN0ZW4SGi5kcmFnb21hbi52MS5MaXN0ZW5SZXF1ZXN0Ghsu",
-            "ZHJhZ29tYW4udjEuTGlzdGVuUmVzcG9uc2UwARJKCglTZW5kQXVkaW8SHS5k",
-            "cmFnb21hbi52MS5TZW5kQXVkaW9SZXF1ZXN0Gh4uZHJhZ29tYW4udjEuU2Vu",
-            "ZEF1ZGlvUmVzcG9uc2ViBnByb3RvMw=="));
+            "cl9zZXF1ZW5jZRgFIAEoBFITcmVzdW1lQWZ0ZXJTZXF1ZW5jZRIfCgtoaXN0",
+            "b3J5X2tleRgGIAEoDFIKaGlzdG9yeUtleSJ7CgpBdWRpb0NodW5rEhIKBGRh",
+            "dGEYASABKAxSBGRhdGESGgoIc2VxdWVuY2UYAiABKARSCHNlcXVlbmNlEj0K",
+            "DGNhcHR1cmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3Rh",
+            "bXBSC2NhcHR1cmVUaW1lIkoKD0NsaWVudEhlYXJ0YmVhdBI3CglzZW5kX3Rp",
+            "bWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUghzZW5kVGlt",
+            "ZSITChFMZWF2ZUNvbnZlcnNhdGlvbiJIChBDb252ZXJzZVJlc3BvbnNlEjQK",
+            "BWV2ZW50GAEgASgLMh4uZHJhZ29tYW4udjEuQ29udmVyc2F0aW9uRXZlbnRS",
+            "BWV2ZW50IkIKDUxpc3RlblJlcXVlc3QSMQoEam9pbhgBIAEoCzIdLmRyYWdv",
+            "bWFuLnYxLkpvaW5Db252ZXJzYXRpb25SBGpvaW4iRgoOTGlzdGVuUmVzcG9u",
+            "c2USNAoFZXZlbnQYASABKAsyHi5kcmFnb21hbi52MS5Db252ZXJzYXRpb25F",
+            "dmVudFIFZXZlbnQiYAoQU2VuZEF1ZGlvUmVxdWVzdBIdCgpzZXNzaW9uX2lk",
+            "GAEgASgJUglzZXNzaW9uSWQSLQoFYXVkaW8YAiABKAsyFy5kcmFnb21hbi52",
+            "MS5BdWRpb0NodW5rUgVhdWRpbyIvChFTZW5kQXVkaW9SZXNwb25zZRIaCghz",
+            "ZXF1ZW5jZRgBIAEoBFIIc2VxdWVuY2Ui1gcKEUNvbnZlcnNhdGlvbkV2ZW50",
+            "Eh0KCnNlc3Npb25faWQYASABKAlSCXNlc3Npb25JZBIaCghzZXF1ZW5jZRgC",
+            "IAEoBFIIc2VxdWVuY2USLgoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1",
+            "Zi5UaW1lc3RhbXBSBHRpbWUSRwoOc2Vzc2lvbl9wYWlyZWQYCiABKAsyGi5k",
+            "cmFnb21hbi52MS5TZXNzaW9uUGFpcmVkQgIYAUgAUg1zZXNzaW9uUGFpcmVk",
+            "ElAKEXBhcnRuZXJfY29ubmVjdGVkGAsgASgLMh0uZHJhZ29tYW4udjEuUGFy",
+            "dG5lckNvbm5lY3RlZEICGAFIAFIQcGFydG5lckNvbm5lY3RlZBJZChRwYXJ0",
+            "bmVyX2Rpc2Nvbm5lY3RlZBgMIAEoCzIgLmRyYWdvbWFuLnYxLlBhcnRuZXJE",
+            "aXNjb25uZWN0ZWRCAhgBSABSE3BhcnRuZXJEaXNjb25uZWN0ZWQSTwoScHJv",
+            "Y2Vzc2luZ19zdGFydGVkGA0gASgLMh4uZHJhZ29tYW4udjEuUHJvY2Vzc2lu",
+            "Z1N0YXJ0ZWRIAFIRcHJvY2Vzc2luZ1N0YXJ0ZWQSSQoQcHJvY2Vzc2luZ19l",
+            "bmRlZBgOIAEoCzIcLmRyYWdvbWFuLnYxLlByb2Nlc3NpbmdFbmRlZEgAUg9w",
+            "cm9jZXNzaW5nRW5kZWQSQgoNdHJhbnNjcmlwdGlvbhgPIAEoCzIaLmRyYWdv",
+            "bWFuLnYxLlRyYW5zY3JpcHRpb25IAFINdHJhbnNjcmlwdGlvbhI8Cgt0cmFu",
+            "c2xhdGlvbhgQIAEoCzIYLmRyYWdvbWFuLnYxLlRyYW5zbGF0aW9uSABSC3Ry",
+            "YW5zbGF0aW9uEj0KDHNwZWVjaF9hdWRpbxgRIAEoCzIYLmRyYWdvbWFuLnYx",
+            "LlNwZWVjaEF1ZGlvSABSC3NwZWVjaEF1ZGlvEjwKCWhlYXJ0YmVhdBgSIAEo",
+            "CzIcLmRyYWdvbWFuLnYxLlNlcnZlckhlYXJ0YmVhdEgAUgloZWFydGJlYXQS",
+            "NgoFZXJyb3IYEyABKAsyHi5kcmFnb21hbi52MS5Db252ZXJzYXRpb25FcnJv",
+            "ckgAUgVlcnJvchJACg1zZXNzaW9uX2VuZGVkGBQgASgLMhkuZHJhZ29tYW4u",
+            "djEuU2Vzc2lvbkVuZGVkSABSDHNlc3Npb25FbmRlZBJDCg5yb3N0ZXJfY2hh",
+            "bmdlZBgVIAEoCzIaLmRyYWdvbWFuLnYxLlJvc3RlckNoYW5nZWRIAFINcm9z",
+            "dGVyQ2hhbmdlZEIGCgRraW5kIrYBCg1TZXNzaW9uUGFpcmVkEiYKD3BhcnRu",
+            "ZXJfdXNlcl9pZBgBIAEoCVINcGFydG5lclVzZXJJZBIwChRwYXJ0bmVyX2Rp",
+            "c3BsYXlfbmFtZRgCIAEoCVIScGFydG5lckRpc3BsYXlOYW1lEjIKFXBhcnRu",
+            "ZXJfbGFuZ3VhZ2VfY29kZRgDIAEoCVITcGFydG5lckxhbmd1YWdlQ29kZRIX",
+            "CgdvbmVfd2F5GAQgASgIUgZvbmVXYXkiOgoQUGFydG5lckNvbm5lY3RlZBIm",
+            "Cg9wYXJ0bmVyX3VzZXJfaWQYASABKAlSDXBhcnRuZXJVc2VySWQiVQoTUGFy",
+            "dG5lckRpc2Nvbm5lY3RlZBImCg9wYXJ0bmVyX3VzZXJfaWQYASABKAlSDXBh",
+            "cnRuZXJVc2VySWQSFgoGcmVhc29uGAIgASgJUgZyZWFzb24izgEKEVByb2Nl",
+            "c3NpbmdTdGFydGVkEi4KB3NwZWFrZXIYASABKA4yFC5kcmFnb21hbi52MS5T",
+            "cGVha2VyUgdzcGVha2VyEiEKDHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJh",
+            "bmNlSWQSNAoWc3BlYWtlcl9wYXJ0aWNpcGFudF9pZBgDIAEoCVIUc3BlYWtl",
+            "clBhcnRpY2lwYW50SWQSMAoUc3BlYWtlcl9kaXNwbGF5X25hbWUYBCABKAlS",
+            "EnNwZWFrZXJEaXNwbGF5TmFtZSKFAgoPUHJvY2Vzc2luZ0VuZGVkEi4KB3Nw",
+            "ZWFrZXIYASABKA4yFC5kcmFnb21hbi52MS5TcGVha2VyUgdzcGVha2VyEiEK",
+            "DHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJhbmNlSWQSNwoHbGF0ZW5jeRgD",
+            "IAEoCzIdLmRyYWdvbWFuLnYxLlV0dGVyYW5jZUxhdGVuY3lSB2xhdGVuY3kS",
+            "NAoWc3BlYWtlcl9wYXJ0aWNpcGFudF9pZBgEIAEoCVIUc3BlYWtlclBhcnRp",
+            "Y2lwYW50SWQSMAoUc3BlYWtlcl9kaXNwbGF5X25hbWUYBSABKAlSEnNwZWFr",
+            "ZXJEaXNwbGF5TmFtZSKAAwoQVXR0ZXJhbmNlTGF0ZW5jeRI7CgtlbmRwb2lu",
+            "dGluZxgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvblILZW5kcG9p",
+            "bnRpbmcSOwoLcmVjb2duaXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYu",
+            "RHVyYXRpb25SC3JlY29nbml0aW9uEjsKC3RyYW5zbGF0aW9uGAMgASgLMhku",
+            "Z29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uUgt0cmFuc2xhdGlvbhJNChVzeW50",
+            "aGVzaXNfZmlyc3RfY2h1bmsYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVy",
+            "YXRpb25SE3N5bnRoZXNpc0ZpcnN0Q2h1bmsSNQoIZGVsaXZlcnkYBSABKAsy",
+            "GS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25SCGRlbGl2ZXJ5Ei8KBXRvdGFs",
+            "GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uUgV0b3RhbCK3AwoN",
+            "VHJhbnNjcmlwdGlvbhIuCgdzcGVha2VyGAEgASgOMhQuZHJhZ29tYW4udjEu",
+            "U3BlYWtlclIHc3BlYWtlchIhCgx1dHRlcmFuY2VfaWQYAiABKAlSC3V0dGVy",
+            "YW5jZUlkEhIKBHRleHQYAyABKAlSBHRleHQSGQoIaXNfZmluYWwYBCABKAhS",
+            "B2lzRmluYWwSHAoJc3RhYmlsaXR5GAUgASgCUglzdGFiaWxpdHkSIwoNbGFu",
+            "Z3VhZ2VfY29kZRgGIAEoCVIMbGFuZ3VhZ2VDb2RlEjIKFXRyYW5zbGF0ZWRf",
+            "dG9fZW5nbGlzaBgHIAEoCFITdHJhbnNsYXRlZFRvRW5nbGlzaBI0ChZzcGVh",
+            "a2VyX3BhcnRpY2lwYW50X2lkGAggASgJUhRzcGVha2VyUGFydGljaXBhbnRJ",
+            "ZBIwChRzcGVha2VyX2Rpc3BsYXlfbmFtZRgJIAEoCVISc3BlYWtlckRpc3Bs",
+            "YXlOYW1lEh4KCmNvbmZpZGVuY2UYCiABKAJSCmNvbmZpZGVuY2USJQoObG93",
+            "X2NvbmZpZGVuY2UYCyABKAhSDWxvd0NvbmZpZGVuY2UitgQKC1RyYW5zbGF0",
+            "aW9uEi4KB3NwZWFrZXIYASABKA4yFC5kcmFnb21hbi52MS5TcGVha2VyUgdz",
+            "cGVha2VyEiEKDHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJhbmNlSWQSHwoL",
+            "c291cmNlX3RleHQYAyABKAlSCnNvdXJjZVRleHQSEgoEdGV4dBgEIAEoCVIE",
+            "dGV4dBIwChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgFIAEoCVISc291cmNlTGFu",
+            "Z3VhZ2VDb2RlEjAKFHRhcmdldF9sYW5ndWFnZV9jb2RlGAYgASgJUhJ0YXJn",
+            "ZXRMYW5ndWFnZUNvZGUSGQoIaXNfZmluYWwYByABKAhSB2lzRmluYWwSMAoE",
+            "cGF0aBgIIAEoDjIcLmRyYWdvbWFuLnYxLlRyYW5zbGF0aW9uUGF0aFIEcGF0",
+            "aBIWCgZlbmdpbmUYCSABKAlSBmVuZ2luZRIwChRjb3ZlcnNfdXR0ZXJhbmNl",
+            "X2lkcxgKIAMoCVISY292ZXJzVXR0ZXJhbmNlSWRzEjQKFnNwZWFrZXJfcGFy",
+            "dGljaXBhbnRfaWQYCyABKAlSFHNwZWFrZXJQYXJ0aWNpcGFudElkEjAKFHNw",
+            "ZWFrZXJfZGlzcGxheV9uYW1lGAwgASgJUhJzcGVha2VyRGlzcGxheU5hbWUS",
+            "HAoJc3RhYmlsaXR5GA0gASgCUglzdGFiaWxpdHkSHgoKY29uZmlkZW5jZRgO",
+            "IAEoAlIKY29uZmlkZW5jZSLoAgoLU3BlZWNoQXVkaW8SIQoMdXR0ZXJhbmNl",
+            "X2lkGAEgASgJUgt1dHRlcmFuY2VJZBISCgRkYXRhGAIgASgMUgRkYXRhEioK",
+            "EXNhbXBsZV9yYXRlX2hlcnR6GAMgASgFUg9zYW1wbGVSYXRlSGVydHoSHwoL",
+            "Y2h1bmtfaW5kZXgYBCABKA1SCmNodW5rSW5kZXgSFwoHaXNfbGFzdBgFIAEo",
+            "CFIGaXNMYXN0EhIKBHRleHQYBiABKAlSBHRleHQSNAoWc3BlYWtlcl9wYXJ0",
+            "aWNpcGFudF9pZBgHIAEoCVIUc3BlYWtlclBhcnRpY2lwYW50SWQSMAoUc3Bl",
+            "YWtlcl9kaXNwbGF5X25hbWUYCCABKAlSEnNwZWFrZXJEaXNwbGF5TmFtZRIf",
+            "CgtwaWVjZV9pbmRleBgJIAEoDVIKcGllY2VJbmRleBIfCgtzb3VyY2VfdGV4",
+            "dBgKIAEoCVIKc291cmNlVGV4dCIRCg9TZXJ2ZXJIZWFydGJlYXQifAoRQ29u",
+            "dmVyc2F0aW9uRXJyb3ISKgoEY29kZRgBIAEoDjIWLmRyYWdvbWFuLnYxLkVy",
+            "cm9yQ29kZVIEY29kZRIYCgdtZXNzYWdlGAIgASgJUgdtZXNzYWdlEiEKDHV0",
+            "dGVyYW5jZV9pZBgDIAEoCVILdXR0ZXJhbmNlSWQiJgoMU2Vzc2lvbkVuZGVk",
+            "EhYKBnJlYXNvbhgBIAEoCVIGcmVhc29uIq4BCgtSb3N0ZXJFbnRyeRIlCg5w",
+            "YXJ0aWNpcGFudF9pZBgBIAEoCVINcGFydGljaXBhbnRJZBIhCgxkaXNwbGF5",
+            "X25hbWUYAiABKAlSC2Rpc3BsYXlOYW1lEiMKDWxhbmd1YWdlX2NvZGUYAyAB",
+            "KAlSDGxhbmd1YWdlQ29kZRIcCgljb25uZWN0ZWQYBCABKAhSCWNvbm5lY3Rl",
+            "ZBISCgRob3N0GAUgASgIUgRob3N0IssBCg1Sb3N0ZXJDaGFuZ2VkEjEKBmNo",
+            "YW5nZRgBIAEoDjIZLmRyYWdvbWFuLnYxLlJvc3RlckNoYW5nZVIGY2hhbmdl",
+            "EiUKDnBhcnRpY2lwYW50X2lkGAIgASgJUg1wYXJ0aWNpcGFudElkEjAKBnJv",
+            "c3RlchgDIAMoCzIYLmRyYWdvbWFuLnYxLlJvc3RlckVudHJ5UgZyb3N0ZXIS",
+            "FgoGbG9ja2VkGAQgASgIUgZsb2NrZWQSFgoGcmVhc29uGAUgASgJUgZyZWFz",
+            "b24qaQoNQXVkaW9FbmNvZGluZxIeChpBVURJT19FTkNPRElOR19VTlNQRUNJ",
+            "RklFRBAAEhsKF0FVRElPX0VOQ09ESU5HX0xJTkVBUjE2EAESGwoXQVVESU9f",
+            "RU5DT0RJTkdfT0dHX09QVVMQAipJCgdTcGVha2VyEhcKE1NQRUFLRVJfVU5T",
+            "UEVDSUZJRUQQABIQCgxTUEVBS0VSX1NFTEYQARITCg9TUEVBS0VSX1BBUlRO",
+            "RVIQAirHAQoPVHJhbnNsYXRpb25QYXRoEiAKHFRSQU5TTEFUSU9OX1BBVEhf",
+            "VU5TUEVDSUZJRUQQABIcChhUUkFOU0xBVElPTl9QQVRIX0NBU0NBREUQARIa",
+            "ChZUUkFOU0xBVElPTl9QQVRIX1BJVk9UEAISJwojVFJBTlNMQVRJT05fUEFU",
+            "SF9TUEVFQ0hfVFJBTlNMQVRJT04QAxIvCitUUkFOU0xBVElPTl9QQVRIX1NQ",
+            "RUVDSF9UUkFOU0xBVElPTl9DQVNDQURFEAQqzwEKCUVycm9yQ29kZRIaChZF",
+            "UlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASIQodRVJST1JfQ09ERV9SRUNPR05J",
+            "VElPTl9GQUlMRUQQARIhCh1FUlJPUl9DT0RFX1RSQU5TTEFUSU9OX0ZBSUxF",
+            "RBACEh8KG0VSUk9SX0NPREVfU1lOVEhFU0lTX0ZBSUxFRBADEhsKF0VSUk9S",
+            "X0NPREVfUkFURV9MSU1JVEVEEAQSIgoeRVJST1JfQ09ERV9TRVJWSUNFX1VO",
+            "QVZBSUxBQkxFEAUq7QEKDFJvc3RlckNoYW5nZRIdChlST1NURVJfQ0hBTkdF",
+            "X1VOU1BFQ0lGSUVEEAASGAoUUk9TVEVSX0NIQU5HRV9KT0lORUQQARIWChJS",
+            "T1NURVJfQ0hBTkdFX0xFRlQQAhIbChdST1NURVJfQ0hBTkdFX0NPTk5FQ1RF",
+            "RBADEh4KGlJPU1RFUl9DSEFOR0VfRElTQ09OTkVDVEVEEAQSGQoVUk9TVEVS",
+            "X0NIQU5HRV9SRU1PVkVEEAUSGAoUUk9TVEVSX0NIQU5HRV9MT0NLRUQQBhIa",
+            "ChZST1NURVJfQ0hBTkdFX1VOTE9DS0VEEAcy8wEKE0NvbnZlcnNhdGlvblNl",
+            "cnZpY2USSwoIQ29udmVyc2USHC5kcmFnb21hbi52MS5Db252ZXJzZVJlcXVl",
+            "c3QaHS5kcmFnb21hbi52MS5Db252ZXJzZVJlc3BvbnNlKAEwARJDCgZMaXN0",
+            "ZW4SGi5kcmFnb21hbi52MS5MaXN0ZW5SZXF1ZXN0GhsuZHJhZ29tYW4udjEu",
+            "TGlzdGVuUmVzcG9uc2UwARJKCglTZW5kQXVkaW8SHS5kcmFnb21hbi52MS5T",
+            "ZW5kQXVkaW9SZXF1ZXN0Gh4uZHJhZ29tYW4udjEuU2VuZEF1ZGlvUmVzcG9u",
+            "c2ViBnByb3RvMw=="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Google.Protobuf.WellKnownTypes.DurationReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Dragoman.V1.AudioEncoding), typeof(global::Dragoman.V1.Speaker), typeof(global::Dragoman.V1.TranslationPath), typeof(global::Dragoman.V1.ErrorCode), typeof(global::Dragoman.V1.RosterChange), }, null, new pbr::GeneratedClrTypeInfo[] {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ConverseRequest), global::Dragoman.V1.ConverseRequest.Parser, new[]{ "Join", "Audio", "Heartbeat", "Leave" }, new[]{ "Request" }, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.JoinConversation), global::Dragoman.V1.JoinConversation.Parser, new[]{ "SessionId", "Encoding", "SampleRateHertz", "OutputSampleRateHertz", "ResumeAfterSequence" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.JoinConversation), global::Dragoman.V1.JoinConversation.Parser, new[]{ "SessionId", "Encoding", "SampleRateHertz", "OutputSampleRateHertz", "ResumeAfterSequence", "HistoryKey" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.AudioChunk), global::Dragoman.V1.AudioChunk.Parser, new[]{ "Data", "Sequence", "CaptureTime" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ClientHeartbeat), global::Dragoman.V1.ClientHeartbeat.Parser, new[]{ "SendTime" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LeaveConversation), global::Dragoman.V1.LeaveConversation.Parser, null, null, null, null, null),
@@ -790,6 +791,7 @@ namespace Dragoman.V1 {
       sampleRateHertz_ = other.sampleRateHertz_;
       outputSampleRateHertz_ = other.outputSampleRateHertz_;
       resumeAfterSequence_ = other.resumeAfterSequence_;
+      historyKey_ = other.historyKey_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -881,6 +883,27 @@ namespace Dragoman.V1 {
       }
     }
 
+    /// <summary>Field number for the "history_key" field.</summary>
+    public const int HistoryKeyFieldNumber = 6;
+    private pb::ByteString historyKey_ = pb::ByteString.Empty;
+    /// <summary>
+    /// In a PRIVACY_MODE_PARTICIPANT_KEYED session, required: the caller's
+    /// 32-byte AES-256 key, kept by the client (e.g. with WebCrypto). What the
+    /// caller says and hears while this stream is open is stored encrypted with
+    /// it, and the server forgets it when the stream ends. Every stream of the
+    /// caller in the session must bring the same key (else INVALID_ARGUMENT:
+    /// the history written with the first one would stay unreadable). Set in
+    /// any other session, INVALID_ARGUMENT.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pb::ByteString HistoryKey {
+      get { return historyKey_; }
+      set {
+        historyKey_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -901,6 +924,7 @@ namespace Dragoman.V1 {
       if (SampleRateHertz != other.SampleRateHertz) return false;
       if (OutputSampleRateHertz != other.OutputSampleRateHertz) return false;
       if (ResumeAfterSequence != other.ResumeAfterSequence) return false;
+      if (HistoryKey != other.HistoryKey) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -913,6 +937,7 @@ namespace Dragoman.V1 {
       if (SampleRateHertz != 0) hash ^= SampleRateHertz.GetHashCode();
       if (OutputSampleRateHertz != 0) hash ^= OutputSampleRateHertz.GetHashCode();
       if (ResumeAfterSequence != 0UL) hash ^= ResumeAfterSequence.GetHashCode();
+      if (HistoryKey.Length != 0) hash ^= HistoryKey.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -951,6 +976,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(40);
         output.WriteUInt64(ResumeAfterSequence);
       }
+      if (HistoryKey.Length != 0) {
+        output.WriteRawTag(50);
+        output.WriteBytes(HistoryKey);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -981,6 +1010,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(40);
         output.WriteUInt64(ResumeAfterSequence);
       }
+      if (HistoryKey.Length != 0) {
+        output.WriteRawTag(50);
+        output.WriteBytes(HistoryKey);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -1005,6 +1038,9 @@ namespace Dragoman.V1 {
       }
       if (ResumeAfterSequence != 0UL) {
         size += 1 + pb::CodedOutputStream.ComputeUInt64Size(ResumeAfterSequence);
+      }
+      if (HistoryKey.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeBytesSize(HistoryKey);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -1032,6 +1068,9 @@ namespace Dragoman.V1 {
       }
       if (other.ResumeAfterSequence != 0UL) {
         ResumeAfterSequence = other.ResumeAfterSequence;
+      }
+      if (other.HistoryKey.Length != 0) {
+        HistoryKey = other.HistoryKey;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -1068,6 +1107,10 @@ namespace Dragoman.V1 {
             ResumeAfterSequence = input.ReadUInt64();
             break;
           }
+          case 50: {
+            HistoryKey = input.ReadBytes();
+            break;
+          }
         }
       }
     #endif
@@ -1101,6 +1144,10 @@ namespace Dragoman.V1 {
           }
           case 40: {
             ResumeAfterSequence = input.ReadUInt64();
+            break;
+          }
+          case 50: {
+            HistoryKey = input.ReadBytes();
             break;
           }
         }

@@ -26,7 +26,7 @@ namespace Dragoman.V1 {
           string.Concat(
             "ChpkcmFnb21hbi92MS9zZXNzaW9ucy5wcm90bxILZHJhZ29tYW4udjEaHmRy",
             "YWdvbWFuL3YxL2NvbnZlcnNhdGlvbi5wcm90bxofZ29vZ2xlL3Byb3RvYnVm",
-            "L3RpbWVzdGFtcC5wcm90byLpAwoHU2Vzc2lvbhIdCgpzZXNzaW9uX2lkGAEg",
+            "L3RpbWVzdGFtcC5wcm90byKmBAoHU2Vzc2lvbhIdCgpzZXNzaW9uX2lkGAEg",
             "ASgJUglzZXNzaW9uSWQSEgoEY29kZRgCIAEoCVIEY29kZRIyCgZzdGF0dXMY",
             "AyABKA4yGi5kcmFnb21hbi52MS5TZXNzaW9uU3RhdHVzUgZzdGF0dXMSPAoM",
             "cGFydGljaXBhbnRzGAQgAygLMhguZHJhZ29tYW4udjEuUGFydGljaXBhbnRS",
@@ -37,110 +37,116 @@ namespace Dragoman.V1 {
             "cmljcxIyCgZyb3V0ZXMYCCADKAsyGi5kcmFnb21hbi52MS5MYW5ndWFnZVJv",
             "dXRlUgZyb3V0ZXMSFwoHb25lX3dheRgJIAEoCFIGb25lV2F5EhYKBmxvY2tl",
             "ZBgKIAEoCFIGbG9ja2VkEikKEG1heF9wYXJ0aWNpcGFudHMYCyABKAVSD21h",
-            "eFBhcnRpY2lwYW50cyLrAQoLUGFydGljaXBhbnQSFwoHdXNlcl9pZBgBIAEo",
-            "CVIGdXNlcklkEiEKDGRpc3BsYXlfbmFtZRgCIAEoCVILZGlzcGxheU5hbWUS",
-            "IwoNbGFuZ3VhZ2VfY29kZRgDIAEoCVIMbGFuZ3VhZ2VDb2RlEhwKCWNvbm5l",
-            "Y3RlZBgEIAEoCFIJY29ubmVjdGVkEhQKBXZvaWNlGAUgASgJUgV2b2ljZRIS",
-            "CgRob3N0GAYgASgIUgRob3N0EjMKBXN0YXRlGAcgASgOMh0uZHJhZ29tYW4u",
-            "djEuUGFydGljaXBhbnRTdGF0ZVIFc3RhdGUifAoUQ3JlYXRlU2Vzc2lvblJl",
-            "cXVlc3QSIwoNbGFuZ3VhZ2VfY29kZRgBIAEoCVIMbGFuZ3VhZ2VDb2RlEhQK",
-            "BXZvaWNlGAIgASgJUgV2b2ljZRIpChBtYXhfcGFydGljaXBhbnRzGAMgASgF",
-            "Ug9tYXhQYXJ0aWNpcGFudHMiRwoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEi4K",
-            "B3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uUgdzZXNzaW9u",
-            "IocBChJKb2luU2Vzc2lvblJlcXVlc3QSEgoEY29kZRgBIAEoCVIEY29kZRIj",
-            "Cg1sYW5ndWFnZV9jb2RlGAIgASgJUgxsYW5ndWFnZUNvZGUSFAoFdm9pY2UY",
-            "AyABKAlSBXZvaWNlEiIKDWFsbG93X29uZV93YXkYBCABKAhSC2FsbG93T25l",
-            "V2F5IkUKE0pvaW5TZXNzaW9uUmVzcG9uc2USLgoHc2Vzc2lvbhgBIAEoCzIU",
-            "LmRyYWdvbWFuLnYxLlNlc3Npb25SB3Nlc3Npb24iMgoRR2V0U2Vzc2lvblJl",
-            "cXVlc3QSHQoKc2Vzc2lvbl9pZBgBIAEoCVIJc2Vzc2lvbklkIkQKEkdldFNl",
-            "c3Npb25SZXNwb25zZRIuCgdzZXNzaW9uGAEgASgLMhQuZHJhZ29tYW4udjEu",
-            "U2Vzc2lvblIHc2Vzc2lvbiIyChFFbmRTZXNzaW9uUmVxdWVzdBIdCgpzZXNz",
-            "aW9uX2lkGAEgASgJUglzZXNzaW9uSWQiewoSRW5kU2Vzc2lvblJlc3BvbnNl",
-            "Ei4KB3Nlc3Npb24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uUgdzZXNz",
-            "aW9uEjUKB21ldHJpY3MYAiABKAsyGy5kcmFnb21hbi52MS5TZXNzaW9uTWV0",
-            "cmljc1IHbWV0cmljcyJSChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSHQoK",
-            "c2Vzc2lvbl9pZBgBIAEoCVIJc2Vzc2lvbklkEhcKB3VzZXJfaWQYAiABKAlS",
-            "BnVzZXJJZCJLChlSZW1vdmVQYXJ0aWNpcGFudFJlc3BvbnNlEi4KB3Nlc3Np",
-            "b24YASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uUgdzZXNzaW9uIksKEkxv",
-            "Y2tTZXNzaW9uUmVxdWVzdBIdCgpzZXNzaW9uX2lkGAEgASgJUglzZXNzaW9u",
-            "SWQSFgoGbG9ja2VkGAIgASgIUgZsb2NrZWQiRQoTTG9ja1Nlc3Npb25SZXNw",
-            "b25zZRIuCgdzZXNzaW9uGAEgASgLMhQuZHJhZ29tYW4udjEuU2Vzc2lvblIH",
-            "c2Vzc2lvbiI0ChNMZWF2ZVNlc3Npb25SZXF1ZXN0Eh0KCnNlc3Npb25faWQY",
-            "ASABKAlSCXNlc3Npb25JZCJGChRMZWF2ZVNlc3Npb25SZXNwb25zZRIuCgdz",
-            "ZXNzaW9uGAEgASgLMhQuZHJhZ29tYW4udjEuU2Vzc2lvblIHc2Vzc2lvbiLw",
-            "AgoOU2Vzc2lvbk1ldHJpY3MSJwoPdXR0ZXJhbmNlX2NvdW50GAEgASgNUg51",
-            "dHRlcmFuY2VDb3VudBImCg9tZWFuX2xhdGVuY3lfbXMYAiABKAFSDW1lYW5M",
-            "YXRlbmN5TXMSJAoObWluX2xhdGVuY3lfbXMYAyABKAFSDG1pbkxhdGVuY3lN",
-            "cxIkCg5tYXhfbGF0ZW5jeV9tcxgEIAEoAVIMbWF4TGF0ZW5jeU1zEh8KC2Vy",
-            "cm9yX2NvdW50GAUgASgNUgplcnJvckNvdW50EikKEGR1cmF0aW9uX3NlY29u",
-            "ZHMYBiABKAFSD2R1cmF0aW9uU2Vjb25kcxJDCgxwYXJ0aWNpcGFudHMYByAD",
-            "KAsyHy5kcmFnb21hbi52MS5QYXJ0aWNpcGFudE1ldHJpY3NSDHBhcnRpY2lw",
-            "YW50cxIwChRsb3dfY29uZmlkZW5jZV9zaGFyZRgIIAEoAVISbG93Q29uZmlk",
-            "ZW5jZVNoYXJlIoICChJQYXJ0aWNpcGFudE1ldHJpY3MSJQoOcGFydGljaXBh",
-            "bnRfaWQYASABKAlSDXBhcnRpY2lwYW50SWQSKwoRdXR0ZXJhbmNlc19zcG9r",
-            "ZW4YAiABKA1SEHV0dGVyYW5jZXNTcG9rZW4SKQoQdXR0ZXJhbmNlc19oZWFy",
-            "ZBgDIAEoDVIPdXR0ZXJhbmNlc0hlYXJkEiYKD21lYW5fbGF0ZW5jeV9tcxgE",
-            "IAEoAVINbWVhbkxhdGVuY3lNcxIkCg5wOTVfbGF0ZW5jeV9tcxgFIAEoAVIM",
-            "cDk1TGF0ZW5jeU1zEh8KC2Vycm9yX2NvdW50GAYgASgNUgplcnJvckNvdW50",
-            "IlEKE0xpc3RTZXNzaW9uc1JlcXVlc3QSGwoJcGFnZV9zaXplGAEgASgFUghw",
-            "YWdlU2l6ZRIdCgpwYWdlX3Rva2VuGAIgASgJUglwYWdlVG9rZW4icAoUTGlz",
-            "dFNlc3Npb25zUmVzcG9uc2USMAoIc2Vzc2lvbnMYASADKAsyFC5kcmFnb21h",
-            "bi52MS5TZXNzaW9uUghzZXNzaW9ucxImCg9uZXh0X3BhZ2VfdG9rZW4YAiAB",
-            "KAlSDW5leHRQYWdlVG9rZW4iFgoUTGlzdExhbmd1YWdlc1JlcXVlc3QihwEK",
-            "FUxpc3RMYW5ndWFnZXNSZXNwb25zZRI6CglsYW5ndWFnZXMYASADKAsyHC5k",
-            "cmFnb21hbi52MS5MYW5ndWFnZVN1cHBvcnRSCWxhbmd1YWdlcxIyCgZyb3V0",
-            "ZXMYAiADKAsyGi5kcmFnb21hbi52MS5MYW5ndWFnZVJvdXRlUgZyb3V0ZXMi",
-            "swEKD0xhbmd1YWdlU3VwcG9ydBIjCg1sYW5ndWFnZV9jb2RlGAEgASgJUgxs",
-            "YW5ndWFnZUNvZGUSIQoMZGlzcGxheV9uYW1lGAIgASgJUgtkaXNwbGF5TmFt",
-            "ZRIeCgpyZWNvZ25pemVkGAMgASgIUgpyZWNvZ25pemVkEhYKBnNwb2tlbhgE",
-            "IAEoCFIGc3Bva2VuEiAKC2NvbnZlcnNhYmxlGAUgASgIUgtjb252ZXJzYWJs",
-            "ZSKRAgoNTGFuZ3VhZ2VSb3V0ZRIwChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgB",
-            "IAEoCVISc291cmNlTGFuZ3VhZ2VDb2RlEjAKFHRhcmdldF9sYW5ndWFnZV9j",
-            "b2RlGAIgASgJUhJ0YXJnZXRMYW5ndWFnZUNvZGUSHAoJYXZhaWxhYmxlGAMg",
-            "ASgIUglhdmFpbGFibGUSMAoEcGF0aBgEIAEoDjIcLmRyYWdvbWFuLnYxLlRy",
-            "YW5zbGF0aW9uUGF0aFIEcGF0aBIYCgdlbmdpbmVzGAUgAygJUgdlbmdpbmVz",
-            "EhgKB21pc3NpbmcYBiADKAlSB21pc3NpbmcSGAoHaW5zdGFsbBgHIAEoCVIH",
-            "aW5zdGFsbCJvChdFeHBvcnRUcmFuc2NyaXB0UmVxdWVzdBIdCgpzZXNzaW9u",
-            "X2lkGAEgASgJUglzZXNzaW9uSWQSNQoGZm9ybWF0GAIgASgOMh0uZHJhZ29t",
-            "YW4udjEuVHJhbnNjcmlwdEZvcm1hdFIGZm9ybWF0InMKGEV4cG9ydFRyYW5z",
-            "Y3JpcHRSZXNwb25zZRIhCgxjb250ZW50X3R5cGUYASABKAlSC2NvbnRlbnRU",
-            "eXBlEhoKCGZpbGVuYW1lGAIgASgJUghmaWxlbmFtZRIYCgdjb250ZW50GAMg",
-            "ASgMUgdjb250ZW50KoABCg1TZXNzaW9uU3RhdHVzEh4KGlNFU1NJT05fU1RB",
-            "VFVTX1VOU1BFQ0lGSUVEEAASGgoWU0VTU0lPTl9TVEFUVVNfV0FJVElORxAB",
-            "EhkKFVNFU1NJT05fU1RBVFVTX0FDVElWRRACEhgKFFNFU1NJT05fU1RBVFVT",
-            "X0VOREVEEAMqjgEKEFBhcnRpY2lwYW50U3RhdGUSIQodUEFSVElDSVBBTlRf",
-            "U1RBVEVfVU5TUEVDSUZJRUQQABIcChhQQVJUSUNJUEFOVF9TVEFURV9KT0lO",
-            "RUQQARIaChZQQVJUSUNJUEFOVF9TVEFURV9MRUZUEAISHQoZUEFSVElDSVBB",
-            "TlRfU1RBVEVfUkVNT1ZFRBADKqYBChBUcmFuc2NyaXB0Rm9ybWF0EiEKHVRS",
-            "QU5TQ1JJUFRfRk9STUFUX1VOU1BFQ0lGSUVEEAASGgoWVFJBTlNDUklQVF9G",
-            "T1JNQVRfVEVYVBABEhkKFVRSQU5TQ1JJUFRfRk9STUFUX1NSVBACEhwKGFRS",
-            "QU5TQ1JJUFRfRk9STUFUX1dFQlZUVBADEhoKFlRSQU5TQ1JJUFRfRk9STUFU",
-            "X0pTT04QBDLxBgoOU2Vzc2lvblNlcnZpY2USVgoNQ3JlYXRlU2Vzc2lvbhIh",
-            "LmRyYWdvbWFuLnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiIuZHJhZ29tYW4u",
-            "djEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlElAKC0pvaW5TZXNzaW9uEh8uZHJh",
-            "Z29tYW4udjEuSm9pblNlc3Npb25SZXF1ZXN0GiAuZHJhZ29tYW4udjEuSm9p",
-            "blNlc3Npb25SZXNwb25zZRJNCgpHZXRTZXNzaW9uEh4uZHJhZ29tYW4udjEu",
-            "R2V0U2Vzc2lvblJlcXVlc3QaHy5kcmFnb21hbi52MS5HZXRTZXNzaW9uUmVz",
-            "cG9uc2USTQoKRW5kU2Vzc2lvbhIeLmRyYWdvbWFuLnYxLkVuZFNlc3Npb25S",
-            "ZXF1ZXN0Gh8uZHJhZ29tYW4udjEuRW5kU2Vzc2lvblJlc3BvbnNlEmIKEVJl",
-            "bW92ZVBhcnRpY2lwYW50EiUuZHJhZ29tYW4udjEuUmVtb3ZlUGFydGljaXBh",
-            "bnRSZXF1ZXN0GiYuZHJhZ29tYW4udjEuUmVtb3ZlUGFydGljaXBhbnRSZXNw",
-            "b25zZRJQCgtMb2NrU2Vzc2lvbhIfLmRyYWdvbWFuLnYxLkxvY2tTZXNzaW9u",
-            "UmVxdWVzdBogLmRyYWdvbWFuLnYxLkxvY2tTZXNzaW9uUmVzcG9uc2USUwoM",
-            "TGVhdmVTZXNzaW9uEiAuZHJhZ29tYW4udjEuTGVhdmVTZXNzaW9uUmVxdWVz",
-            "dBohLmRyYWdvbWFuLnYxLkxlYXZlU2Vzc2lvblJlc3BvbnNlElMKDExpc3RT",
-            "ZXNzaW9ucxIgLmRyYWdvbWFuLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIS5k",
-            "cmFnb21hbi52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZRJWCg1MaXN0TGFuZ3Vh",
-            "Z2VzEiEuZHJhZ29tYW4udjEuTGlzdExhbmd1YWdlc1JlcXVlc3QaIi5kcmFn",
-            "b21hbi52MS5MaXN0TGFuZ3VhZ2VzUmVzcG9uc2USXwoQRXhwb3J0VHJhbnNj",
-            "cmlwdBIkLmRyYWdvbWFuLnYxLkV4cG9ydFRyYW5zY3JpcHRSZXF1ZXN0GiUu",
-            "ZHJhZ29tYW4udjEuRXhwb3J0VHJhbnNjcmlwdFJlc3BvbnNlYgZwcm90bzM="));
+            "eFBhcnRpY2lwYW50cxI7Cgxwcml2YWN5X21vZGUYDCABKA4yGC5kcmFnb21h",
+            "bi52MS5Qcml2YWN5TW9kZVILcHJpdmFjeU1vZGUi6wEKC1BhcnRpY2lwYW50",
+            "EhcKB3VzZXJfaWQYASABKAlSBnVzZXJJZBIhCgxkaXNwbGF5X25hbWUYAiAB",
+            "KAlSC2Rpc3BsYXlOYW1lEiMKDWxhbmd1YWdlX2NvZGUYAyABKAlSDGxhbmd1",
+            "YWdlQ29kZRIcCgljb25uZWN0ZWQYBCABKAhSCWNvbm5lY3RlZBIUCgV2b2lj",
+            "ZRgFIAEoCVIFdm9pY2USEgoEaG9zdBgGIAEoCFIEaG9zdBIzCgVzdGF0ZRgH",
+            "IAEoDjIdLmRyYWdvbWFuLnYxLlBhcnRpY2lwYW50U3RhdGVSBXN0YXRlIrkB",
+            "ChRDcmVhdGVTZXNzaW9uUmVxdWVzdBIjCg1sYW5ndWFnZV9jb2RlGAEgASgJ",
+            "UgxsYW5ndWFnZUNvZGUSFAoFdm9pY2UYAiABKAlSBXZvaWNlEikKEG1heF9w",
+            "YXJ0aWNpcGFudHMYAyABKAVSD21heFBhcnRpY2lwYW50cxI7Cgxwcml2YWN5",
+            "X21vZGUYBCABKA4yGC5kcmFnb21hbi52MS5Qcml2YWN5TW9kZVILcHJpdmFj",
+            "eU1vZGUiRwoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEi4KB3Nlc3Npb24YASAB",
+            "KAsyFC5kcmFnb21hbi52MS5TZXNzaW9uUgdzZXNzaW9uIocBChJKb2luU2Vz",
+            "c2lvblJlcXVlc3QSEgoEY29kZRgBIAEoCVIEY29kZRIjCg1sYW5ndWFnZV9j",
+            "b2RlGAIgASgJUgxsYW5ndWFnZUNvZGUSFAoFdm9pY2UYAyABKAlSBXZvaWNl",
+            "EiIKDWFsbG93X29uZV93YXkYBCABKAhSC2FsbG93T25lV2F5IkUKE0pvaW5T",
+            "ZXNzaW9uUmVzcG9uc2USLgoHc2Vzc2lvbhgBIAEoCzIULmRyYWdvbWFuLnYx",
+            "LlNlc3Npb25SB3Nlc3Npb24iMgoRR2V0U2Vzc2lvblJlcXVlc3QSHQoKc2Vz",
+            "c2lvbl9pZBgBIAEoCVIJc2Vzc2lvbklkIkQKEkdldFNlc3Npb25SZXNwb25z",
+            "ZRIuCgdzZXNzaW9uGAEgASgLMhQuZHJhZ29tYW4udjEuU2Vzc2lvblIHc2Vz",
+            "c2lvbiIyChFFbmRTZXNzaW9uUmVxdWVzdBIdCgpzZXNzaW9uX2lkGAEgASgJ",
+            "UglzZXNzaW9uSWQiewoSRW5kU2Vzc2lvblJlc3BvbnNlEi4KB3Nlc3Npb24Y",
+            "ASABKAsyFC5kcmFnb21hbi52MS5TZXNzaW9uUgdzZXNzaW9uEjUKB21ldHJp",
+            "Y3MYAiABKAsyGy5kcmFnb21hbi52MS5TZXNzaW9uTWV0cmljc1IHbWV0cmlj",
+            "cyJSChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSHQoKc2Vzc2lvbl9pZBgB",
+            "IAEoCVIJc2Vzc2lvbklkEhcKB3VzZXJfaWQYAiABKAlSBnVzZXJJZCJLChlS",
+            "ZW1vdmVQYXJ0aWNpcGFudFJlc3BvbnNlEi4KB3Nlc3Npb24YASABKAsyFC5k",
+            "cmFnb21hbi52MS5TZXNzaW9uUgdzZXNzaW9uIksKEkxvY2tTZXNzaW9uUmVx",
+            "dWVzdBIdCgpzZXNzaW9uX2lkGAEgASgJUglzZXNzaW9uSWQSFgoGbG9ja2Vk",
+            "GAIgASgIUgZsb2NrZWQiRQoTTG9ja1Nlc3Npb25SZXNwb25zZRIuCgdzZXNz",
+            "aW9uGAEgASgLMhQuZHJhZ29tYW4udjEuU2Vzc2lvblIHc2Vzc2lvbiI0ChNM",
+            "ZWF2ZVNlc3Npb25SZXF1ZXN0Eh0KCnNlc3Npb25faWQYASABKAlSCXNlc3Np",
+            "b25JZCJGChRMZWF2ZVNlc3Npb25SZXNwb25zZRIuCgdzZXNzaW9uGAEgASgL",
+            "MhQuZHJhZ29tYW4udjEuU2Vzc2lvblIHc2Vzc2lvbiLwAgoOU2Vzc2lvbk1l",
+            "dHJpY3MSJwoPdXR0ZXJhbmNlX2NvdW50GAEgASgNUg51dHRlcmFuY2VDb3Vu",
+            "dBImCg9tZWFuX2xhdGVuY3lfbXMYAiABKAFSDW1lYW5MYXRlbmN5TXMSJAoO",
+            "bWluX2xhdGVuY3lfbXMYAyABKAFSDG1pbkxhdGVuY3lNcxIkCg5tYXhfbGF0",
+            "ZW5jeV9tcxgEIAEoAVIMbWF4TGF0ZW5jeU1zEh8KC2Vycm9yX2NvdW50GAUg",
+            "ASgNUgplcnJvckNvdW50EikKEGR1cmF0aW9uX3NlY29uZHMYBiABKAFSD2R1",
+            "cmF0aW9uU2Vjb25kcxJDCgxwYXJ0aWNpcGFudHMYByADKAsyHy5kcmFnb21h",
+            "bi52MS5QYXJ0aWNpcGFudE1ldHJpY3NSDHBhcnRpY2lwYW50cxIwChRsb3df",
+            "Y29uZmlkZW5jZV9zaGFyZRgIIAEoAVISbG93Q29uZmlkZW5jZVNoYXJlIoIC",
+            "ChJQYXJ0aWNpcGFudE1ldHJpY3MSJQoOcGFydGljaXBhbnRfaWQYASABKAlS",
+            "DXBhcnRpY2lwYW50SWQSKwoRdXR0ZXJhbmNlc19zcG9rZW4YAiABKA1SEHV0",
+            "dGVyYW5jZXNTcG9rZW4SKQoQdXR0ZXJhbmNlc19oZWFyZBgDIAEoDVIPdXR0",
+            "ZXJhbmNlc0hlYXJkEiYKD21lYW5fbGF0ZW5jeV9tcxgEIAEoAVINbWVhbkxh",
+            "dGVuY3lNcxIkCg5wOTVfbGF0ZW5jeV9tcxgFIAEoAVIMcDk1TGF0ZW5jeU1z",
+            "Eh8KC2Vycm9yX2NvdW50GAYgASgNUgplcnJvckNvdW50IlEKE0xpc3RTZXNz",
+            "aW9uc1JlcXVlc3QSGwoJcGFnZV9zaXplGAEgASgFUghwYWdlU2l6ZRIdCgpw",
+            "YWdlX3Rva2VuGAIgASgJUglwYWdlVG9rZW4icAoUTGlzdFNlc3Npb25zUmVz",
+            "cG9uc2USMAoIc2Vzc2lvbnMYASADKAsyFC5kcmFnb21hbi52MS5TZXNzaW9u",
+            "UghzZXNzaW9ucxImCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAlSDW5leHRQYWdl",
+            "VG9rZW4iFgoUTGlzdExhbmd1YWdlc1JlcXVlc3QihwEKFUxpc3RMYW5ndWFn",
+            "ZXNSZXNwb25zZRI6CglsYW5ndWFnZXMYASADKAsyHC5kcmFnb21hbi52MS5M",
+            "YW5ndWFnZVN1cHBvcnRSCWxhbmd1YWdlcxIyCgZyb3V0ZXMYAiADKAsyGi5k",
+            "cmFnb21hbi52MS5MYW5ndWFnZVJvdXRlUgZyb3V0ZXMiswEKD0xhbmd1YWdl",
+            "U3VwcG9ydBIjCg1sYW5ndWFnZV9jb2RlGAEgASgJUgxsYW5ndWFnZUNvZGUS",
+            "IQoMZGlzcGxheV9uYW1lGAIgASgJUgtkaXNwbGF5TmFtZRIeCgpyZWNvZ25p",
+            "emVkGAMgASgIUgpyZWNvZ25pemVkEhYKBnNwb2tlbhgEIAEoCFIGc3Bva2Vu",
+            "EiAKC2NvbnZlcnNhYmxlGAUgASgIUgtjb252ZXJzYWJsZSKRAgoNTGFuZ3Vh",
+            "Z2VSb3V0ZRIwChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgBIAEoCVISc291cmNl",
+            "TGFuZ3VhZ2VDb2RlEjAKFHRhcmdldF9sYW5ndWFnZV9jb2RlGAIgASgJUhJ0",
+            "YXJnZXRMYW5ndWFnZUNvZGUSHAoJYXZhaWxhYmxlGAMgASgIUglhdmFpbGFi",
+            "bGUSMAoEcGF0aBgEIAEoDjIcLmRyYWdvbWFuLnYxLlRyYW5zbGF0aW9uUGF0",
+            "aFIEcGF0aBIYCgdlbmdpbmVzGAUgAygJUgdlbmdpbmVzEhgKB21pc3NpbmcY",
+            "BiADKAlSB21pc3NpbmcSGAoHaW5zdGFsbBgHIAEoCVIHaW5zdGFsbCJvChdF",
+            "eHBvcnRUcmFuc2NyaXB0UmVxdWVzdBIdCgpzZXNzaW9uX2lkGAEgASgJUglz",
+            "ZXNzaW9uSWQSNQoGZm9ybWF0GAIgASgOMh0uZHJhZ29tYW4udjEuVHJhbnNj",
+            "cmlwdEZvcm1hdFIGZm9ybWF0InMKGEV4cG9ydFRyYW5zY3JpcHRSZXNwb25z",
+            "ZRIhCgxjb250ZW50X3R5cGUYASABKAlSC2NvbnRlbnRUeXBlEhoKCGZpbGVu",
+            "YW1lGAIgASgJUghmaWxlbmFtZRIYCgdjb250ZW50GAMgASgMUgdjb250ZW50",
+            "KoABCg1TZXNzaW9uU3RhdHVzEh4KGlNFU1NJT05fU1RBVFVTX1VOU1BFQ0lG",
+            "SUVEEAASGgoWU0VTU0lPTl9TVEFUVVNfV0FJVElORxABEhkKFVNFU1NJT05f",
+            "U1RBVFVTX0FDVElWRRACEhgKFFNFU1NJT05fU1RBVFVTX0VOREVEEAMqhAEK",
+            "C1ByaXZhY3lNb2RlEhwKGFBSSVZBQ1lfTU9ERV9VTlNQRUNJRklFRBAAEhkK",
+            "FVBSSVZBQ1lfTU9ERV9TVEFOREFSRBABEhgKFFBSSVZBQ1lfTU9ERV9QUklW",
+            "QVRFEAISIgoeUFJJVkFDWV9NT0RFX1BBUlRJQ0lQQU5UX0tFWUVEEAMqjgEK",
+            "EFBhcnRpY2lwYW50U3RhdGUSIQodUEFSVElDSVBBTlRfU1RBVEVfVU5TUEVD",
+            "SUZJRUQQABIcChhQQVJUSUNJUEFOVF9TVEFURV9KT0lORUQQARIaChZQQVJU",
+            "SUNJUEFOVF9TVEFURV9MRUZUEAISHQoZUEFSVElDSVBBTlRfU1RBVEVfUkVN",
+            "T1ZFRBADKqYBChBUcmFuc2NyaXB0Rm9ybWF0EiEKHVRSQU5TQ1JJUFRfRk9S",
+            "TUFUX1VOU1BFQ0lGSUVEEAASGgoWVFJBTlNDUklQVF9GT1JNQVRfVEVYVBAB",
+            "EhkKFVRSQU5TQ1JJUFRfRk9STUFUX1NSVBACEhwKGFRSQU5TQ1JJUFRfRk9S",
+            "TUFUX1dFQlZUVBADEhoKFlRSQU5TQ1JJUFRfRk9STUFUX0pTT04QBDLxBgoO",
+            "U2Vzc2lvblNlcnZpY2USVgoNQ3JlYXRlU2Vzc2lvbhIhLmRyYWdvbWFuLnYx",
+            "LkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiIuZHJhZ29tYW4udjEuQ3JlYXRlU2Vz",
+            "c2lvblJlc3BvbnNlElAKC0pvaW5TZXNzaW9uEh8uZHJhZ29tYW4udjEuSm9p",
+            "blNlc3Npb25SZXF1ZXN0GiAuZHJhZ29tYW4udjEuSm9pblNlc3Npb25SZXNw",
+            "b25zZRJNCgpHZXRTZXNzaW9uEh4uZHJhZ29tYW4udjEuR2V0U2Vzc2lvblJl",
+            "cXVlc3QaHy5kcmFnb21hbi52MS5HZXRTZXNzaW9uUmVzcG9uc2USTQoKRW5k",
+            "U2Vzc2lvbhIeLmRyYWdvbWFuLnYxLkVuZFNlc3Npb25SZXF1ZXN0Gh8uZHJh",
+            "Z29tYW4udjEuRW5kU2Vzc2lvblJlc3BvbnNlEmIKEVJlbW92ZVBhcnRpY2lw",
+            "YW50EiUuZHJhZ29tYW4udjEuUmVtb3ZlUGFydGljaXBhbnRSZXF1ZXN0GiYu",
+            "ZHJhZ29tYW4udjEuUmVtb3ZlUGFydGljaXBhbnRSZXNwb25zZRJQCgtMb2Nr",
+            "U2Vzc2lvbhIfLmRyYWdvbWFuLnYxLkxvY2tTZXNzaW9uUmVxdWVzdBogLmRy",
+            "YWdvbWFuLnYxLkxvY2tTZXNzaW9uUmVzcG9uc2USUwoMTGVhdmVTZXNzaW9u",
+            "EiAuZHJhZ29tYW4udjEuTGVhdmVTZXNzaW9uUmVxdWVzdBohLmRyYWdvbWFu",
+            "LnYxLkxlYXZlU2Vzc2lvblJlc3BvbnNlElMKDExpc3RTZXNzaW9ucxIgLmRy",
+            "YWdvbWFuLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIS5kcmFnb21hbi52MS5M",
+            "aXN0U2Vzc2lvbnNSZXNwb25zZRJWCg1MaXN0TGFuZ3VhZ2VzEiEuZHJhZ29t",
+            "YW4udjEuTGlzdExhbmd1YWdlc1JlcXVlc3QaIi5kcmFnb21hbi52MS5MaXN0",
+            "TGFuZ3VhZ2VzUmVzcG9uc2USXwoQRXhwb3J0VHJhbnNjcmlwdBIkLmRyYWdv",
+            "bWFuLnYxLkV4cG9ydFRyYW5zY3JpcHRSZXF1ZXN0GiUuZHJhZ29tYW4udjEu",
+            "RXhwb3J0VHJhbnNjcmlwdFJlc3BvbnNlYgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Dragoman.V1.ConversationReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
-          new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Dragoman.V1.SessionStatus), typeof(global::Dragoman.V1.ParticipantState), typeof(global::Dragoman.V1.TranscriptFormat), }, null, new pbr::GeneratedClrTypeInfo[] {
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.Session), global::Dragoman.V1.Session.Parser, new[]{ "SessionId", "Code", "Status", "Participants", "CreateTime", "EndTime", "Metrics", "Routes", "OneWay", "Locked", "MaxParticipants" }, null, null, null, null),
+          new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Dragoman.V1.SessionStatus), typeof(global::Dragoman.V1.PrivacyMode), typeof(global::Dragoman.V1.ParticipantState), typeof(global::Dragoman.V1.TranscriptFormat), }, null, new pbr::GeneratedClrTypeInfo[] {
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.Session), global::Dragoman.V1.Session.Parser, new[]{ "SessionId", "Code", "Status", "Participants", "CreateTime", "EndTime", "Metrics", "Routes", "OneWay", "Locked", "MaxParticipants", "PrivacyMode" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.Participant), global::Dragoman.V1.Participant.Parser, new[]{ "UserId", "DisplayName", "LanguageCode", "Connected", "Voice", "Host", "State" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.CreateSessionRequest), global::Dragoman.V1.CreateSessionRequest.Parser, new[]{ "LanguageCode", "Voice", "MaxParticipants" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.CreateSessionRequest), global::Dragoman.V1.CreateSessionRequest.Parser, new[]{ "LanguageCode", "Voice", "MaxParticipants", "PrivacyMode" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.CreateSessionResponse), global::Dragoman.V1.CreateSessionResponse.Parser, new[]{ "Session" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.JoinSessionRequest), global::Dragoman.V1.JoinSessionRequest.Parser, new[]{ "Code", "LanguageCode", "Voice", "AllowOneWay" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.JoinSessionResponse), global::Dragoman.V1.JoinSessionResponse.Parser, new[]{ "Session" }, null, null, null, null),
@@ -190,6 +196,35 @@ namespace Dragoman.V1 {
     /// Ended; no more audio is accepted.
     /// </summary>
     [pbr::OriginalName("SESSION_STATUS_ENDED")] Ended = 3,
+  }
+
+  /// <summary>
+  /// What the server keeps of a session's text. In every mode the server sees
+  /// the text while it translates: these modes govern what is stored.
+  /// </summary>
+  public enum PrivacyMode {
+    /// <summary>
+    /// Not set: STANDARD.
+    /// </summary>
+    [pbr::OriginalName("PRIVACY_MODE_UNSPECIFIED")] Unspecified = 0,
+    /// <summary>
+    /// Transcripts and translations are stored, encrypted at rest with the
+    /// server's keys; ExportTranscript renders them.
+    /// </summary>
+    [pbr::OriginalName("PRIVACY_MODE_STANDARD")] Standard = 1,
+    /// <summary>
+    /// No text is stored at all: history shows that the session existed, with
+    /// its participants and latencies; ExportTranscript gives
+    /// FAILED_PRECONDITION.
+    /// </summary>
+    [pbr::OriginalName("PRIVACY_MODE_PRIVATE")] Private = 2,
+    /// <summary>
+    /// Each participant's copy of the history is encrypted with a key their
+    /// client sends on each conversation stream (JoinConversation.history_key,
+    /// 32 bytes, AES-256-GCM); the server keeps no key after the stream ends,
+    /// and ExportTranscript returns the ciphertext for the client to decrypt.
+    /// </summary>
+    [pbr::OriginalName("PRIVACY_MODE_PARTICIPANT_KEYED")] ParticipantKeyed = 3,
   }
 
   /// <summary>
@@ -293,6 +328,7 @@ namespace Dragoman.V1 {
       oneWay_ = other.oneWay_;
       locked_ = other.locked_;
       maxParticipants_ = other.maxParticipants_;
+      privacyMode_ = other.privacyMode_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -472,6 +508,22 @@ namespace Dragoman.V1 {
       }
     }
 
+    /// <summary>Field number for the "privacy_mode" field.</summary>
+    public const int PrivacyModeFieldNumber = 12;
+    private global::Dragoman.V1.PrivacyMode privacyMode_ = global::Dragoman.V1.PrivacyMode.Unspecified;
+    /// <summary>
+    /// What the server keeps of what is said, chosen by the host at
+    /// CreateSession; clients show it to every participant (docs/privacy.md).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Dragoman.V1.PrivacyMode PrivacyMode {
+      get { return privacyMode_; }
+      set {
+        privacyMode_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -498,6 +550,7 @@ namespace Dragoman.V1 {
       if (OneWay != other.OneWay) return false;
       if (Locked != other.Locked) return false;
       if (MaxParticipants != other.MaxParticipants) return false;
+      if (PrivacyMode != other.PrivacyMode) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -516,6 +569,7 @@ namespace Dragoman.V1 {
       if (OneWay != false) hash ^= OneWay.GetHashCode();
       if (Locked != false) hash ^= Locked.GetHashCode();
       if (MaxParticipants != 0) hash ^= MaxParticipants.GetHashCode();
+      if (PrivacyMode != global::Dragoman.V1.PrivacyMode.Unspecified) hash ^= PrivacyMode.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -572,6 +626,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(88);
         output.WriteInt32(MaxParticipants);
       }
+      if (PrivacyMode != global::Dragoman.V1.PrivacyMode.Unspecified) {
+        output.WriteRawTag(96);
+        output.WriteEnum((int) PrivacyMode);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -620,6 +678,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(88);
         output.WriteInt32(MaxParticipants);
       }
+      if (PrivacyMode != global::Dragoman.V1.PrivacyMode.Unspecified) {
+        output.WriteRawTag(96);
+        output.WriteEnum((int) PrivacyMode);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -658,6 +720,9 @@ namespace Dragoman.V1 {
       }
       if (MaxParticipants != 0) {
         size += 1 + pb::CodedOutputStream.ComputeInt32Size(MaxParticipants);
+      }
+      if (PrivacyMode != global::Dragoman.V1.PrivacyMode.Unspecified) {
+        size += 1 + pb::CodedOutputStream.ComputeEnumSize((int) PrivacyMode);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -708,6 +773,9 @@ namespace Dragoman.V1 {
       }
       if (other.MaxParticipants != 0) {
         MaxParticipants = other.MaxParticipants;
+      }
+      if (other.PrivacyMode != global::Dragoman.V1.PrivacyMode.Unspecified) {
+        PrivacyMode = other.PrivacyMode;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -777,6 +845,10 @@ namespace Dragoman.V1 {
             MaxParticipants = input.ReadInt32();
             break;
           }
+          case 96: {
+            PrivacyMode = (global::Dragoman.V1.PrivacyMode) input.ReadEnum();
+            break;
+          }
         }
       }
     #endif
@@ -843,6 +915,10 @@ namespace Dragoman.V1 {
           }
           case 88: {
             MaxParticipants = input.ReadInt32();
+            break;
+          }
+          case 96: {
+            PrivacyMode = (global::Dragoman.V1.PrivacyMode) input.ReadEnum();
             break;
           }
         }
@@ -1327,6 +1403,7 @@ namespace Dragoman.V1 {
       languageCode_ = other.languageCode_;
       voice_ = other.voice_;
       maxParticipants_ = other.maxParticipants_;
+      privacyMode_ = other.privacyMode_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -1382,6 +1459,21 @@ namespace Dragoman.V1 {
       }
     }
 
+    /// <summary>Field number for the "privacy_mode" field.</summary>
+    public const int PrivacyModeFieldNumber = 4;
+    private global::Dragoman.V1.PrivacyMode privacyMode_ = global::Dragoman.V1.PrivacyMode.Unspecified;
+    /// <summary>
+    /// What the server keeps of the session's text; unset for STANDARD.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Dragoman.V1.PrivacyMode PrivacyMode {
+      get { return privacyMode_; }
+      set {
+        privacyMode_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -1400,6 +1492,7 @@ namespace Dragoman.V1 {
       if (LanguageCode != other.LanguageCode) return false;
       if (Voice != other.Voice) return false;
       if (MaxParticipants != other.MaxParticipants) return false;
+      if (PrivacyMode != other.PrivacyMode) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -1410,6 +1503,7 @@ namespace Dragoman.V1 {
       if (LanguageCode.Length != 0) hash ^= LanguageCode.GetHashCode();
       if (Voice.Length != 0) hash ^= Voice.GetHashCode();
       if (MaxParticipants != 0) hash ^= MaxParticipants.GetHashCode();
+      if (PrivacyMode != global::Dragoman.V1.PrivacyMode.Unspecified) hash ^= PrivacyMode.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -1440,6 +1534,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(24);
         output.WriteInt32(MaxParticipants);
       }
+      if (PrivacyMode != global::Dragoman.V1.PrivacyMode.Unspecified) {
+        output.WriteRawTag(32);
+        output.WriteEnum((int) PrivacyMode);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -1462,6 +1560,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(24);
         output.WriteInt32(MaxParticipants);
       }
+      if (PrivacyMode != global::Dragoman.V1.PrivacyMode.Unspecified) {
+        output.WriteRawTag(32);
+        output.WriteEnum((int) PrivacyMode);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -1480,6 +1582,9 @@ namespace Dragoman.V1 {
       }
       if (MaxParticipants != 0) {
         size += 1 + pb::CodedOutputStream.ComputeInt32Size(MaxParticipants);
+      }
+      if (PrivacyMode != global::Dragoman.V1.PrivacyMode.Unspecified) {
+        size += 1 + pb::CodedOutputStream.ComputeEnumSize((int) PrivacyMode);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -1501,6 +1606,9 @@ namespace Dragoman.V1 {
       }
       if (other.MaxParticipants != 0) {
         MaxParticipants = other.MaxParticipants;
+      }
+      if (other.PrivacyMode != global::Dragoman.V1.PrivacyMode.Unspecified) {
+        PrivacyMode = other.PrivacyMode;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -1529,6 +1637,10 @@ namespace Dragoman.V1 {
             MaxParticipants = input.ReadInt32();
             break;
           }
+          case 32: {
+            PrivacyMode = (global::Dragoman.V1.PrivacyMode) input.ReadEnum();
+            break;
+          }
         }
       }
     #endif
@@ -1554,6 +1666,10 @@ namespace Dragoman.V1 {
           }
           case 24: {
             MaxParticipants = input.ReadInt32();
+            break;
+          }
+          case 32: {
+            PrivacyMode = (global::Dragoman.V1.PrivacyMode) input.ReadEnum();
             break;
           }
         }

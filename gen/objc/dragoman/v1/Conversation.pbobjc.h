@@ -304,6 +304,7 @@ typedef GPB_ENUM(JoinConversation_FieldNumber) {
   JoinConversation_FieldNumber_SampleRateHertz = 3,
   JoinConversation_FieldNumber_OutputSampleRateHertz = 4,
   JoinConversation_FieldNumber_ResumeAfterSequence = 5,
+  JoinConversation_FieldNumber_HistoryKey = 6,
 };
 
 /**
@@ -336,6 +337,17 @@ GPB_FINAL @interface JoinConversation : GPBMessage
  * and the first one sent then jumps in `sequence`, which shows the gap.
  **/
 @property(nonatomic, readwrite) uint64_t resumeAfterSequence;
+
+/**
+ * In a PRIVACY_MODE_PARTICIPANT_KEYED session, required: the caller's
+ * 32-byte AES-256 key, kept by the client (e.g. with WebCrypto). What the
+ * caller says and hears while this stream is open is stored encrypted with
+ * it, and the server forgets it when the stream ends. Every stream of the
+ * caller in the session must bring the same key (else INVALID_ARGUMENT:
+ * the history written with the first one would stay unreadable). Set in
+ * any other session, INVALID_ARGUMENT.
+ **/
+@property(nonatomic, readwrite, copy, null_resettable) NSData *historyKey;
 
 @end
 

@@ -388,6 +388,7 @@ void ConverseRequest_ClearRequestOneOfCase(ConverseRequest *message) {
 @dynamic sampleRateHertz;
 @dynamic outputSampleRateHertz;
 @dynamic resumeAfterSequence;
+@dynamic historyKey;
 
 typedef struct JoinConversation__storage_ {
   uint32_t _has_storage_[1];
@@ -395,6 +396,7 @@ typedef struct JoinConversation__storage_ {
   int32_t sampleRateHertz;
   int32_t outputSampleRateHertz;
   NSString *sessionId;
+  NSData *historyKey;
   uint64_t resumeAfterSequence;
 } JoinConversation__storage_;
 
@@ -448,6 +450,15 @@ typedef struct JoinConversation__storage_ {
         .offset = (uint32_t)offsetof(JoinConversation__storage_, resumeAfterSequence),
         .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
         .dataType = GPBDataTypeUInt64,
+      },
+      {
+        .name = "historyKey",
+        .dataTypeSpecific.clazz = Nil,
+        .number = JoinConversation_FieldNumber_HistoryKey,
+        .hasIndex = 5,
+        .offset = (uint32_t)offsetof(JoinConversation__storage_, historyKey),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeBytes,
       },
     };
     GPBDescriptor *localDescriptor =

@@ -68,6 +68,52 @@ GPBEnumDescriptor *SessionStatus_EnumDescriptor(void);
  **/
 BOOL SessionStatus_IsValidValue(int32_t value);
 
+#pragma mark - Enum PrivacyMode
+
+/**
+ * What the server keeps of a session's text. In every mode the server sees
+ * the text while it translates: these modes govern what is stored.
+ **/
+typedef GPB_ENUM(PrivacyMode) {
+  /**
+   * Value used if any message's field encounters a value that is not defined
+   * by this enum. The message will also have C functions to get/set the rawValue
+   * of the field.
+   **/
+  PrivacyMode_GPBUnrecognizedEnumeratorValue = kGPBUnrecognizedEnumeratorValue,
+  /** Not set: STANDARD. */
+  PrivacyMode_PrivacyModeUnspecified = 0,
+
+  /**
+   * Transcripts and translations are stored, encrypted at rest with the
+   * server's keys; ExportTranscript renders them.
+   **/
+  PrivacyMode_PrivacyModeStandard = 1,
+
+  /**
+   * No text is stored at all: history shows that the session existed, with
+   * its participants and latencies; ExportTranscript gives
+   * FAILED_PRECONDITION.
+   **/
+  PrivacyMode_PrivacyModePrivate = 2,
+
+  /**
+   * Each participant's copy of the history is encrypted with a key their
+   * client sends on each conversation stream (JoinConversation.history_key,
+   * 32 bytes, AES-256-GCM); the server keeps no key after the stream ends,
+   * and ExportTranscript returns the ciphertext for the client to decrypt.
+   **/
+  PrivacyMode_PrivacyModeParticipantKeyed = 3,
+};
+
+GPBEnumDescriptor *PrivacyMode_EnumDescriptor(void);
+
+/**
+ * Checks to see if the given value is defined by the enum or was not known at
+ * the time this source was generated.
+ **/
+BOOL PrivacyMode_IsValidValue(int32_t value);
+
 #pragma mark - Enum ParticipantState
 
 /** Where a participant stands in a session. */
@@ -168,6 +214,7 @@ typedef GPB_ENUM(Session_FieldNumber) {
   Session_FieldNumber_OneWay = 9,
   Session_FieldNumber_Locked = 10,
   Session_FieldNumber_MaxParticipants = 11,
+  Session_FieldNumber_PrivacyMode = 12,
 };
 
 /**
@@ -233,6 +280,12 @@ GPB_FINAL @interface Session : GPBMessage
 /** Most participants the session takes, 2 to 8. */
 @property(nonatomic, readwrite) int32_t maxParticipants;
 
+/**
+ * What the server keeps of what is said, chosen by the host at
+ * CreateSession; clients show it to every participant (docs/privacy.md).
+ **/
+@property(nonatomic, readwrite) PrivacyMode privacyMode;
+
 @end
 
 /**
@@ -246,6 +299,18 @@ int32_t Session_Status_RawValue(Session *message);
  * was generated.
  **/
 void SetSession_Status_RawValue(Session *message, int32_t value);
+
+/**
+ * Fetches the raw value of a @c Session's @c privacyMode property, even
+ * if the value was not defined by the enum at the time the code was generated.
+ **/
+int32_t Session_PrivacyMode_RawValue(Session *message);
+/**
+ * Sets the raw value of an @c Session's @c privacyMode property, allowing
+ * it to be set to a value that was not defined by the enum at the time the code
+ * was generated.
+ **/
+void SetSession_PrivacyMode_RawValue(Session *message, int32_t value);
 
 #pragma mark - Participant
 
@@ -305,6 +370,7 @@ typedef GPB_ENUM(CreateSessionRequest_FieldNumber) {
   CreateSessionRequest_FieldNumber_LanguageCode = 1,
   CreateSessionRequest_FieldNumber_Voice = 2,
   CreateSessionRequest_FieldNumber_MaxParticipants = 3,
+  CreateSessionRequest_FieldNumber_PrivacyMode = 4,
 };
 
 /**
@@ -324,7 +390,22 @@ GPB_FINAL @interface CreateSessionRequest : GPBMessage
  **/
 @property(nonatomic, readwrite) int32_t maxParticipants;
 
+/** What the server keeps of the session's text; unset for STANDARD. */
+@property(nonatomic, readwrite) PrivacyMode privacyMode;
+
 @end
+
+/**
+ * Fetches the raw value of a @c CreateSessionRequest's @c privacyMode property, even
+ * if the value was not defined by the enum at the time the code was generated.
+ **/
+int32_t CreateSessionRequest_PrivacyMode_RawValue(CreateSessionRequest *message);
+/**
+ * Sets the raw value of an @c CreateSessionRequest's @c privacyMode property, allowing
+ * it to be set to a value that was not defined by the enum at the time the code
+ * was generated.
+ **/
+void SetCreateSessionRequest_PrivacyMode_RawValue(CreateSessionRequest *message, int32_t value);
 
 #pragma mark - CreateSessionResponse
 

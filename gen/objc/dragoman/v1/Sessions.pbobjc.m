@@ -99,6 +99,47 @@ BOOL SessionStatus_IsValidValue(int32_t value__) {
   }
 }
 
+#pragma mark - Enum PrivacyMode
+
+GPBEnumDescriptor *PrivacyMode_EnumDescriptor(void) {
+  static _Atomic(GPBEnumDescriptor*) descriptor = nil;
+  if (!descriptor) {
+    static const char *valueNames =
+        "PrivacyModeUnspecified\000PrivacyModeStanda"
+        "rd\000PrivacyModePrivate\000PrivacyModePartici"
+        "pantKeyed\000";
+    static const int32_t values[] = {
+        PrivacyMode_PrivacyModeUnspecified,
+        PrivacyMode_PrivacyModeStandard,
+        PrivacyMode_PrivacyModePrivate,
+        PrivacyMode_PrivacyModeParticipantKeyed,
+    };
+    GPBEnumDescriptor *worker =
+        [GPBEnumDescriptor allocDescriptorForName:GPBNSStringifySymbol(PrivacyMode)
+                                       valueNames:valueNames
+                                           values:values
+                                            count:(uint32_t)(sizeof(values) / sizeof(int32_t))
+                                     enumVerifier:PrivacyMode_IsValidValue];
+    GPBEnumDescriptor *expected = nil;
+    if (!atomic_compare_exchange_strong(&descriptor, &expected, worker)) {
+      [worker release];
+    }
+  }
+  return descriptor;
+}
+
+BOOL PrivacyMode_IsValidValue(int32_t value__) {
+  switch (value__) {
+    case PrivacyMode_PrivacyModeUnspecified:
+    case PrivacyMode_PrivacyModeStandard:
+    case PrivacyMode_PrivacyModePrivate:
+    case PrivacyMode_PrivacyModeParticipantKeyed:
+      return YES;
+    default:
+      return NO;
+  }
+}
+
 #pragma mark - Enum ParticipantState
 
 GPBEnumDescriptor *ParticipantState_EnumDescriptor(void) {
@@ -198,11 +239,13 @@ BOOL TranscriptFormat_IsValidValue(int32_t value__) {
 @dynamic oneWay;
 @dynamic locked;
 @dynamic maxParticipants;
+@dynamic privacyMode;
 
 typedef struct Session__storage_ {
   uint32_t _has_storage_[1];
   SessionStatus status;
   int32_t maxParticipants;
+  PrivacyMode privacyMode;
   NSString *sessionId;
   NSString *code;
   NSMutableArray *participantsArray;
@@ -317,6 +360,15 @@ typedef struct Session__storage_ {
         .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
         .dataType = GPBDataTypeInt32,
       },
+      {
+        .name = "privacyMode",
+        .dataTypeSpecific.enumDescFunc = PrivacyMode_EnumDescriptor,
+        .number = Session_FieldNumber_PrivacyMode,
+        .hasIndex = 11,
+        .offset = (uint32_t)offsetof(Session__storage_, privacyMode),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldHasEnumDescriptor | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeEnum,
+      },
     };
     GPBDescriptor *localDescriptor =
         [GPBDescriptor allocDescriptorForClass:[Session class]
@@ -345,6 +397,18 @@ int32_t Session_Status_RawValue(Session *message) {
 void SetSession_Status_RawValue(Session *message, int32_t value) {
   GPBDescriptor *descriptor = [Session descriptor];
   GPBFieldDescriptor *field = [descriptor fieldWithNumber:Session_FieldNumber_Status];
+  GPBSetMessageRawEnumField(message, field, value);
+}
+
+int32_t Session_PrivacyMode_RawValue(Session *message) {
+  GPBDescriptor *descriptor = [Session descriptor];
+  GPBFieldDescriptor *field = [descriptor fieldWithNumber:Session_FieldNumber_PrivacyMode];
+  return GPBGetMessageRawEnumField(message, field);
+}
+
+void SetSession_PrivacyMode_RawValue(Session *message, int32_t value) {
+  GPBDescriptor *descriptor = [Session descriptor];
+  GPBFieldDescriptor *field = [descriptor fieldWithNumber:Session_FieldNumber_PrivacyMode];
   GPBSetMessageRawEnumField(message, field, value);
 }
 
@@ -476,10 +540,12 @@ void SetParticipant_State_RawValue(Participant *message, int32_t value) {
 @dynamic languageCode;
 @dynamic voice;
 @dynamic maxParticipants;
+@dynamic privacyMode;
 
 typedef struct CreateSessionRequest__storage_ {
   uint32_t _has_storage_[1];
   int32_t maxParticipants;
+  PrivacyMode privacyMode;
   NSString *languageCode;
   NSString *voice;
 } CreateSessionRequest__storage_;
@@ -517,6 +583,15 @@ typedef struct CreateSessionRequest__storage_ {
         .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
         .dataType = GPBDataTypeInt32,
       },
+      {
+        .name = "privacyMode",
+        .dataTypeSpecific.enumDescFunc = PrivacyMode_EnumDescriptor,
+        .number = CreateSessionRequest_FieldNumber_PrivacyMode,
+        .hasIndex = 3,
+        .offset = (uint32_t)offsetof(CreateSessionRequest__storage_, privacyMode),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldHasEnumDescriptor | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeEnum,
+      },
     };
     GPBDescriptor *localDescriptor =
         [GPBDescriptor allocDescriptorForClass:[CreateSessionRequest class]
@@ -535,6 +610,18 @@ typedef struct CreateSessionRequest__storage_ {
 }
 
 @end
+
+int32_t CreateSessionRequest_PrivacyMode_RawValue(CreateSessionRequest *message) {
+  GPBDescriptor *descriptor = [CreateSessionRequest descriptor];
+  GPBFieldDescriptor *field = [descriptor fieldWithNumber:CreateSessionRequest_FieldNumber_PrivacyMode];
+  return GPBGetMessageRawEnumField(message, field);
+}
+
+void SetCreateSessionRequest_PrivacyMode_RawValue(CreateSessionRequest *message, int32_t value) {
+  GPBDescriptor *descriptor = [CreateSessionRequest descriptor];
+  GPBFieldDescriptor *field = [descriptor fieldWithNumber:CreateSessionRequest_FieldNumber_PrivacyMode];
+  GPBSetMessageRawEnumField(message, field, value);
+}
 
 #pragma mark - CreateSessionResponse
 

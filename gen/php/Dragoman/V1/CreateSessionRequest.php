@@ -34,6 +34,12 @@ class CreateSessionRequest extends \Google\Protobuf\Internal\Message
      * Generated from protobuf field <code>int32 max_participants = 3 [json_name = "maxParticipants"];</code>
      */
     protected $max_participants = 0;
+    /**
+     * What the server keeps of the session's text; unset for STANDARD.
+     *
+     * Generated from protobuf field <code>.dragoman.v1.PrivacyMode privacy_mode = 4 [json_name = "privacyMode"];</code>
+     */
+    protected $privacy_mode = 0;
 
     /**
      * Constructor.
@@ -48,6 +54,8 @@ class CreateSessionRequest extends \Google\Protobuf\Internal\Message
      *     @type int $max_participants
      *           Most participants, creator included: 2 to the deployment's limit
      *           (setting session.max_participants, default 8); 0 for that limit.
+     *     @type int $privacy_mode
+     *           What the server keeps of the session's text; unset for STANDARD.
      * }
      */
     public function __construct($data = NULL) {
@@ -131,6 +139,32 @@ class CreateSessionRequest extends \Google\Protobuf\Internal\Message
     {
         GPBUtil::checkInt32($var);
         $this->max_participants = $var;
+
+        return $this;
+    }
+
+    /**
+     * What the server keeps of the session's text; unset for STANDARD.
+     *
+     * Generated from protobuf field <code>.dragoman.v1.PrivacyMode privacy_mode = 4 [json_name = "privacyMode"];</code>
+     * @return int
+     */
+    public function getPrivacyMode()
+    {
+        return $this->privacy_mode;
+    }
+
+    /**
+     * What the server keeps of the session's text; unset for STANDARD.
+     *
+     * Generated from protobuf field <code>.dragoman.v1.PrivacyMode privacy_mode = 4 [json_name = "privacyMode"];</code>
+     * @param int $var
+     * @return $this
+     */
+    public function setPrivacyMode($var)
+    {
+        GPBUtil::checkEnum($var, \Dragoman\V1\PrivacyMode::class);
+        $this->privacy_mode = $var;
 
         return $this;
     }

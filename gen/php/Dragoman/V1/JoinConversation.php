@@ -52,6 +52,18 @@ class JoinConversation extends \Google\Protobuf\Internal\Message
      * Generated from protobuf field <code>uint64 resume_after_sequence = 5 [json_name = "resumeAfterSequence"];</code>
      */
     protected $resume_after_sequence = 0;
+    /**
+     * In a PRIVACY_MODE_PARTICIPANT_KEYED session, required: the caller's
+     * 32-byte AES-256 key, kept by the client (e.g. with WebCrypto). What the
+     * caller says and hears while this stream is open is stored encrypted with
+     * it, and the server forgets it when the stream ends. Every stream of the
+     * caller in the session must bring the same key (else INVALID_ARGUMENT:
+     * the history written with the first one would stay unreadable). Set in
+     * any other session, INVALID_ARGUMENT.
+     *
+     * Generated from protobuf field <code>bytes history_key = 6 [json_name = "historyKey"];</code>
+     */
+    protected $history_key = '';
 
     /**
      * Constructor.
@@ -76,6 +88,14 @@ class JoinConversation extends \Google\Protobuf\Internal\Message
      *           bounded tail of each stream (settings session.event_buffer and
      *           event_buffer_bytes): after a long absence the oldest events may be gone,
      *           and the first one sent then jumps in `sequence`, which shows the gap.
+     *     @type string $history_key
+     *           In a PRIVACY_MODE_PARTICIPANT_KEYED session, required: the caller's
+     *           32-byte AES-256 key, kept by the client (e.g. with WebCrypto). What the
+     *           caller says and hears while this stream is open is stored encrypted with
+     *           it, and the server forgets it when the stream ends. Every stream of the
+     *           caller in the session must bring the same key (else INVALID_ARGUMENT:
+     *           the history written with the first one would stay unreadable). Set in
+     *           any other session, INVALID_ARGUMENT.
      * }
      */
     public function __construct($data = NULL) {
@@ -223,6 +243,44 @@ class JoinConversation extends \Google\Protobuf\Internal\Message
     {
         GPBUtil::checkUint64($var);
         $this->resume_after_sequence = $var;
+
+        return $this;
+    }
+
+    /**
+     * In a PRIVACY_MODE_PARTICIPANT_KEYED session, required: the caller's
+     * 32-byte AES-256 key, kept by the client (e.g. with WebCrypto). What the
+     * caller says and hears while this stream is open is stored encrypted with
+     * it, and the server forgets it when the stream ends. Every stream of the
+     * caller in the session must bring the same key (else INVALID_ARGUMENT:
+     * the history written with the first one would stay unreadable). Set in
+     * any other session, INVALID_ARGUMENT.
+     *
+     * Generated from protobuf field <code>bytes history_key = 6 [json_name = "historyKey"];</code>
+     * @return string
+     */
+    public function getHistoryKey()
+    {
+        return $this->history_key;
+    }
+
+    /**
+     * In a PRIVACY_MODE_PARTICIPANT_KEYED session, required: the caller's
+     * 32-byte AES-256 key, kept by the client (e.g. with WebCrypto). What the
+     * caller says and hears while this stream is open is stored encrypted with
+     * it, and the server forgets it when the stream ends. Every stream of the
+     * caller in the session must bring the same key (else INVALID_ARGUMENT:
+     * the history written with the first one would stay unreadable). Set in
+     * any other session, INVALID_ARGUMENT.
+     *
+     * Generated from protobuf field <code>bytes history_key = 6 [json_name = "historyKey"];</code>
+     * @param string $var
+     * @return $this
+     */
+    public function setHistoryKey($var)
+    {
+        GPBUtil::checkString($var, False);
+        $this->history_key = $var;
 
         return $this;
     }

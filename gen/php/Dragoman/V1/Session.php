@@ -88,6 +88,13 @@ class Session extends \Google\Protobuf\Internal\Message
      * Generated from protobuf field <code>int32 max_participants = 11 [json_name = "maxParticipants"];</code>
      */
     protected $max_participants = 0;
+    /**
+     * What the server keeps of what is said, chosen by the host at
+     * CreateSession; clients show it to every participant (docs/privacy.md).
+     *
+     * Generated from protobuf field <code>.dragoman.v1.PrivacyMode privacy_mode = 12 [json_name = "privacyMode"];</code>
+     */
+    protected $privacy_mode = 0;
 
     /**
      * Constructor.
@@ -124,6 +131,9 @@ class Session extends \Google\Protobuf\Internal\Message
      *           Whether the host locked the session against new joiners.
      *     @type int $max_participants
      *           Most participants the session takes, 2 to 8.
+     *     @type int $privacy_mode
+     *           What the server keeps of what is said, chosen by the host at
+     *           CreateSession; clients show it to every participant (docs/privacy.md).
      * }
      */
     public function __construct($data = NULL) {
@@ -457,6 +467,34 @@ class Session extends \Google\Protobuf\Internal\Message
     {
         GPBUtil::checkInt32($var);
         $this->max_participants = $var;
+
+        return $this;
+    }
+
+    /**
+     * What the server keeps of what is said, chosen by the host at
+     * CreateSession; clients show it to every participant (docs/privacy.md).
+     *
+     * Generated from protobuf field <code>.dragoman.v1.PrivacyMode privacy_mode = 12 [json_name = "privacyMode"];</code>
+     * @return int
+     */
+    public function getPrivacyMode()
+    {
+        return $this->privacy_mode;
+    }
+
+    /**
+     * What the server keeps of what is said, chosen by the host at
+     * CreateSession; clients show it to every participant (docs/privacy.md).
+     *
+     * Generated from protobuf field <code>.dragoman.v1.PrivacyMode privacy_mode = 12 [json_name = "privacyMode"];</code>
+     * @param int $var
+     * @return $this
+     */
+    public function setPrivacyMode($var)
+    {
+        GPBUtil::checkEnum($var, \Dragoman\V1\PrivacyMode::class);
+        $this->privacy_mode = $var;
 
         return $this;
     }

@@ -99,7 +99,11 @@ class SessionServiceStub:
     format INVALID_ARGUMENT naming the formats. One response, not a
     stream: a transcript is text, a few hundred KiB for hours of talk,
     and a browser saves one message as a file most simply; one over the
-    message limit (4 MiB) gives RESOURCE_EXHAUSTED.
+    message limit (4 MiB) gives RESOURCE_EXHAUSTED. A PRIVACY_MODE_PRIVATE
+    session has none (FAILED_PRECONDITION); a PRIVACY_MODE_PARTICIPANT_KEYED
+    one gives, in any format, the caller's own copy sealed with their key
+    (application/vnd.dragoman.sealed-transcript+json; docs/privacy.md says
+    how to open it).
     """
 
 @_typing.type_check_only
@@ -173,7 +177,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
     format INVALID_ARGUMENT naming the formats. One response, not a
     stream: a transcript is text, a few hundred KiB for hours of talk,
     and a browser saves one message as a file most simply; one over the
-    message limit (4 MiB) gives RESOURCE_EXHAUSTED.
+    message limit (4 MiB) gives RESOURCE_EXHAUSTED. A PRIVACY_MODE_PRIVATE
+    session has none (FAILED_PRECONDITION); a PRIVACY_MODE_PARTICIPANT_KEYED
+    one gives, in any format, the caller's own copy sealed with their key
+    (application/vnd.dragoman.sealed-transcript+json; docs/privacy.md says
+    how to open it).
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -304,7 +312,11 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         format INVALID_ARGUMENT naming the formats. One response, not a
         stream: a transcript is text, a few hundred KiB for hours of talk,
         and a browser saves one message as a file most simply; one over the
-        message limit (4 MiB) gives RESOURCE_EXHAUSTED.
+        message limit (4 MiB) gives RESOURCE_EXHAUSTED. A PRIVACY_MODE_PRIVATE
+        session has none (FAILED_PRECONDITION); a PRIVACY_MODE_PARTICIPANT_KEYED
+        one gives, in any format, the caller's own copy sealed with their key
+        (application/vnd.dragoman.sealed-transcript+json; docs/privacy.md says
+        how to open it).
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,6 +22,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :sample_rate_hertz, :int32, 3, json_name: "sampleRateHertz"
       optional :output_sample_rate_hertz, :int32, 4, json_name: "outputSampleRateHertz"
       optional :resume_after_sequence, :uint64, 5, json_name: "resumeAfterSequence"
+      optional :history_key, :bytes, 6, json_name: "historyKey"
     end
     add_message "dragoman.v1.AudioChunk" do
       optional :data, :bytes, 1, json_name: "data"

@@ -20,6 +20,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :one_way, :bool, 9, json_name: "oneWay"
       optional :locked, :bool, 10, json_name: "locked"
       optional :max_participants, :int32, 11, json_name: "maxParticipants"
+      optional :privacy_mode, :enum, 12, "dragoman.v1.PrivacyMode", json_name: "privacyMode"
     end
     add_message "dragoman.v1.Participant" do
       optional :user_id, :string, 1, json_name: "userId"
@@ -34,6 +35,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :language_code, :string, 1, json_name: "languageCode"
       optional :voice, :string, 2, json_name: "voice"
       optional :max_participants, :int32, 3, json_name: "maxParticipants"
+      optional :privacy_mode, :enum, 4, "dragoman.v1.PrivacyMode", json_name: "privacyMode"
     end
     add_message "dragoman.v1.CreateSessionResponse" do
       optional :session, :message, 1, "dragoman.v1.Session", json_name: "session"
@@ -143,6 +145,12 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       value :SESSION_STATUS_ACTIVE, 2
       value :SESSION_STATUS_ENDED, 3
     end
+    add_enum "dragoman.v1.PrivacyMode" do
+      value :PRIVACY_MODE_UNSPECIFIED, 0
+      value :PRIVACY_MODE_STANDARD, 1
+      value :PRIVACY_MODE_PRIVATE, 2
+      value :PRIVACY_MODE_PARTICIPANT_KEYED, 3
+    end
     add_enum "dragoman.v1.ParticipantState" do
       value :PARTICIPANT_STATE_UNSPECIFIED, 0
       value :PARTICIPANT_STATE_JOINED, 1
@@ -188,6 +196,7 @@ module Dragoman
     ExportTranscriptRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.ExportTranscriptRequest").msgclass
     ExportTranscriptResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.ExportTranscriptResponse").msgclass
     SessionStatus = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.SessionStatus").enummodule
+    PrivacyMode = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.PrivacyMode").enummodule
     ParticipantState = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.ParticipantState").enummodule
     TranscriptFormat = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.TranscriptFormat").enummodule
   end

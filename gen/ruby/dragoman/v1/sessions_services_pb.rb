@@ -73,7 +73,11 @@ module Dragoman
         # format INVALID_ARGUMENT naming the formats. One response, not a
         # stream: a transcript is text, a few hundred KiB for hours of talk,
         # and a browser saves one message as a file most simply; one over the
-        # message limit (4 MiB) gives RESOURCE_EXHAUSTED.
+        # message limit (4 MiB) gives RESOURCE_EXHAUSTED. A PRIVACY_MODE_PRIVATE
+        # session has none (FAILED_PRECONDITION); a PRIVACY_MODE_PARTICIPANT_KEYED
+        # one gives, in any format, the caller's own copy sealed with their key
+        # (application/vnd.dragoman.sealed-transcript+json; docs/privacy.md says
+        # how to open it).
         rpc :ExportTranscript, ::Dragoman::V1::ExportTranscriptRequest, ::Dragoman::V1::ExportTranscriptResponse
       end
 

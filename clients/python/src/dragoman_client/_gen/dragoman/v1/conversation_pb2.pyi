@@ -265,6 +265,7 @@ class JoinConversation(_message.Message):
     SAMPLE_RATE_HERTZ_FIELD_NUMBER: _builtins.int
     OUTPUT_SAMPLE_RATE_HERTZ_FIELD_NUMBER: _builtins.int
     RESUME_AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    HISTORY_KEY_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session id from CreateSession or JoinSession."""
     encoding: Global___AudioEncoding.ValueType
@@ -284,6 +285,15 @@ class JoinConversation(_message.Message):
     event_buffer_bytes): after a long absence the oldest events may be gone,
     and the first one sent then jumps in `sequence`, which shows the gap.
     """
+    history_key: _builtins.bytes
+    """In a PRIVACY_MODE_PARTICIPANT_KEYED session, required: the caller's
+    32-byte AES-256 key, kept by the client (e.g. with WebCrypto). What the
+    caller says and hears while this stream is open is stored encrypted with
+    it, and the server forgets it when the stream ends. Every stream of the
+    caller in the session must bring the same key (else INVALID_ARGUMENT:
+    the history written with the first one would stay unreadable). Set in
+    any other session, INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
@@ -292,10 +302,11 @@ class JoinConversation(_message.Message):
         sample_rate_hertz: _builtins.int = ...,
         output_sample_rate_hertz: _builtins.int = ...,
         resume_after_sequence: _builtins.int = ...,
+        history_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "output_sample_rate_hertz", b"output_sample_rate_hertz", "resume_after_sequence", b"resume_after_sequence", "sample_rate_hertz", b"sample_rate_hertz", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "history_key", b"history_key", "output_sample_rate_hertz", b"output_sample_rate_hertz", "resume_after_sequence", b"resume_after_sequence", "sample_rate_hertz", b"sample_rate_hertz", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,6 +49,54 @@ SESSION_STATUS_ENDED: SessionStatus.ValueType  # 3
 """Ended; no more audio is accepted."""
 Global___SessionStatus: _TypeAlias = SessionStatus  # noqa: Y015
 
+class _PrivacyMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PrivacyModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PrivacyMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRIVACY_MODE_UNSPECIFIED: _PrivacyMode.ValueType  # 0
+    """Not set: STANDARD."""
+    PRIVACY_MODE_STANDARD: _PrivacyMode.ValueType  # 1
+    """Transcripts and translations are stored, encrypted at rest with the
+    server's keys; ExportTranscript renders them.
+    """
+    PRIVACY_MODE_PRIVATE: _PrivacyMode.ValueType  # 2
+    """No text is stored at all: history shows that the session existed, with
+    its participants and latencies; ExportTranscript gives
+    FAILED_PRECONDITION.
+    """
+    PRIVACY_MODE_PARTICIPANT_KEYED: _PrivacyMode.ValueType  # 3
+    """Each participant's copy of the history is encrypted with a key their
+    client sends on each conversation stream (JoinConversation.history_key,
+    32 bytes, AES-256-GCM); the server keeps no key after the stream ends,
+    and ExportTranscript returns the ciphertext for the client to decrypt.
+    """
+
+class PrivacyMode(_PrivacyMode, metaclass=_PrivacyModeEnumTypeWrapper):
+    """What the server keeps of a session's text. In every mode the server sees
+    the text while it translates: these modes govern what is stored.
+    """
+
+PRIVACY_MODE_UNSPECIFIED: PrivacyMode.ValueType  # 0
+"""Not set: STANDARD."""
+PRIVACY_MODE_STANDARD: PrivacyMode.ValueType  # 1
+"""Transcripts and translations are stored, encrypted at rest with the
+server's keys; ExportTranscript renders them.
+"""
+PRIVACY_MODE_PRIVATE: PrivacyMode.ValueType  # 2
+"""No text is stored at all: history shows that the session existed, with
+its participants and latencies; ExportTranscript gives
+FAILED_PRECONDITION.
+"""
+PRIVACY_MODE_PARTICIPANT_KEYED: PrivacyMode.ValueType  # 3
+"""Each participant's copy of the history is encrypted with a key their
+client sends on each conversation stream (JoinConversation.history_key,
+32 bytes, AES-256-GCM); the server keeps no key after the stream ends,
+and ExportTranscript returns the ciphertext for the client to decrypt.
+"""
+Global___PrivacyMode: _TypeAlias = PrivacyMode  # noqa: Y015
+
 class _ParticipantState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -134,6 +182,7 @@ class Session(_message.Message):
     ONE_WAY_FIELD_NUMBER: _builtins.int
     LOCKED_FIELD_NUMBER: _builtins.int
     MAX_PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    PRIVACY_MODE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Opaque session id."""
     code: _builtins.str
@@ -150,6 +199,10 @@ class Session(_message.Message):
     """Whether the host locked the session against new joiners."""
     max_participants: _builtins.int
     """Most participants the session takes, 2 to 8."""
+    privacy_mode: Global___PrivacyMode.ValueType
+    """What the server keeps of what is said, chosen by the host at
+    CreateSession; clients show it to every participant (docs/privacy.md).
+    """
     @_builtins.property
     def participants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Participant]:
         """The participants, host (creator) first, then in the order they joined;
@@ -191,10 +244,11 @@ class Session(_message.Message):
         one_way: _builtins.bool = ...,
         locked: _builtins.bool = ...,
         max_participants: _builtins.int = ...,
+        privacy_mode: Global___PrivacyMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "metrics", b"metrics"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "end_time", b"end_time", "locked", b"locked", "max_participants", b"max_participants", "metrics", b"metrics", "one_way", b"one_way", "participants", b"participants", "routes", b"routes", "session_id", b"session_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "create_time", b"create_time", "end_time", b"end_time", "locked", b"locked", "max_participants", b"max_participants", "metrics", b"metrics", "one_way", b"one_way", "participants", b"participants", "privacy_mode", b"privacy_mode", "routes", b"routes", "session_id", b"session_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -255,6 +309,7 @@ class CreateSessionRequest(_message.Message):
     LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
     VOICE_FIELD_NUMBER: _builtins.int
     MAX_PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    PRIVACY_MODE_FIELD_NUMBER: _builtins.int
     language_code: _builtins.str
     """BCP-47 language the creator speaks, e.g. "en"."""
     voice: _builtins.str
@@ -263,16 +318,19 @@ class CreateSessionRequest(_message.Message):
     """Most participants, creator included: 2 to the deployment's limit
     (setting session.max_participants, default 8); 0 for that limit.
     """
+    privacy_mode: Global___PrivacyMode.ValueType
+    """What the server keeps of the session's text; unset for STANDARD."""
     def __init__(
         self,
         *,
         language_code: _builtins.str = ...,
         voice: _builtins.str = ...,
         max_participants: _builtins.int = ...,
+        privacy_mode: Global___PrivacyMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["language_code", b"language_code", "max_participants", b"max_participants", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["language_code", b"language_code", "max_participants", b"max_participants", "privacy_mode", b"privacy_mode", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
