@@ -149,4 +149,62 @@ class AuthServiceClient extends \Grpc\BaseStub {
         $metadata, $options);
     }
 
+    /**
+     * Lists the OpenID Connect providers users may sign in with (Google,
+     * Keycloak ...), as the gateway is configured. Needs no access token.
+     * @param \Dragoman\V1\ListSignInProvidersRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function ListSignInProviders(\Dragoman\V1\ListSignInProvidersRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/ListSignInProviders',
+        $argument,
+        ['\Dragoman\V1\ListSignInProvidersResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Begins signing in with a provider (authorization code flow with PKCE):
+     * returns the URL to send the user to and the state that comes back with
+     * the code on `redirect_uri`. The state is good once, for a few minutes.
+     * An unknown provider gives NOT_FOUND; a provider that cannot be reached
+     * UNAVAILABLE. Needs no access token.
+     * @param \Dragoman\V1\StartSignInRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function StartSignIn(\Dragoman\V1\StartSignInRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/StartSignIn',
+        $argument,
+        ['\Dragoman\V1\StartSignInResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Finishes signing in with the state and code the provider sent back:
+     * checks the provider's ID token (signature, issuer, audience, expiry,
+     * nonce) and returns tokens, like Login. The first sign-in creates an
+     * account, unless the provider's verified email is that of an existing
+     * account: then FAILED_PRECONDITION asks for that account's password,
+     * and calling again with the same state and `password` links the two.
+     * An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+     * token that fails a check, a code the provider refuses or a wrong
+     * password UNAUTHENTICATED. Needs no access token.
+     * @param \Dragoman\V1\FinishSignInRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function FinishSignIn(\Dragoman\V1\FinishSignInRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/FinishSignIn',
+        $argument,
+        ['\Dragoman\V1\FinishSignInResponse', 'decode'],
+        $metadata, $options);
+    }
+
 }

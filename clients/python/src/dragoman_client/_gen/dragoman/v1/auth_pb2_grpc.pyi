@@ -68,6 +68,28 @@ class AuthServiceStub:
     the caller's, or no longer stands, gives NOT_FOUND. Needs the access
     token.
     """
+    ListSignInProviders: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListSignInProvidersRequest, _auth_pb2.ListSignInProvidersResponse]
+    """Lists the OpenID Connect providers users may sign in with (Google,
+    Keycloak ...), as the gateway is configured. Needs no access token.
+    """
+    StartSignIn: _grpc.UnaryUnaryMultiCallable[_auth_pb2.StartSignInRequest, _auth_pb2.StartSignInResponse]
+    """Begins signing in with a provider (authorization code flow with PKCE):
+    returns the URL to send the user to and the state that comes back with
+    the code on `redirect_uri`. The state is good once, for a few minutes.
+    An unknown provider gives NOT_FOUND; a provider that cannot be reached
+    UNAVAILABLE. Needs no access token.
+    """
+    FinishSignIn: _grpc.UnaryUnaryMultiCallable[_auth_pb2.FinishSignInRequest, _auth_pb2.FinishSignInResponse]
+    """Finishes signing in with the state and code the provider sent back:
+    checks the provider's ID token (signature, issuer, audience, expiry,
+    nonce) and returns tokens, like Login. The first sign-in creates an
+    account, unless the provider's verified email is that of an existing
+    account: then FAILED_PRECONDITION asks for that account's password,
+    and calling again with the same state and `password` links the two.
+    An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+    token that fails a check, a code the provider refuses or a wrong
+    password UNAUTHENTICATED. Needs no access token.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -108,6 +130,28 @@ class AuthServiceAsyncStub(AuthServiceStub):
     the access tokens it was issued, on every gateway. A device that is not
     the caller's, or no longer stands, gives NOT_FOUND. Needs the access
     token.
+    """
+    ListSignInProviders: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListSignInProvidersRequest, _auth_pb2.ListSignInProvidersResponse]  # type: ignore[assignment]
+    """Lists the OpenID Connect providers users may sign in with (Google,
+    Keycloak ...), as the gateway is configured. Needs no access token.
+    """
+    StartSignIn: _aio.UnaryUnaryMultiCallable[_auth_pb2.StartSignInRequest, _auth_pb2.StartSignInResponse]  # type: ignore[assignment]
+    """Begins signing in with a provider (authorization code flow with PKCE):
+    returns the URL to send the user to and the state that comes back with
+    the code on `redirect_uri`. The state is good once, for a few minutes.
+    An unknown provider gives NOT_FOUND; a provider that cannot be reached
+    UNAVAILABLE. Needs no access token.
+    """
+    FinishSignIn: _aio.UnaryUnaryMultiCallable[_auth_pb2.FinishSignInRequest, _auth_pb2.FinishSignInResponse]  # type: ignore[assignment]
+    """Finishes signing in with the state and code the provider sent back:
+    checks the provider's ID token (signature, issuer, audience, expiry,
+    nonce) and returns tokens, like Login. The first sign-in creates an
+    account, unless the provider's verified email is that of an existing
+    account: then FAILED_PRECONDITION asks for that account's password,
+    and calling again with the same state and `password` links the two.
+    An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+    token that fails a check, a code the provider refuses or a wrong
+    password UNAUTHENTICATED. Needs no access token.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -194,6 +238,46 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         the access tokens it was issued, on every gateway. A device that is not
         the caller's, or no longer stands, gives NOT_FOUND. Needs the access
         token.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSignInProviders(
+        self,
+        request: _auth_pb2.ListSignInProvidersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListSignInProvidersResponse, _abc.Awaitable[_auth_pb2.ListSignInProvidersResponse]]:
+        """Lists the OpenID Connect providers users may sign in with (Google,
+        Keycloak ...), as the gateway is configured. Needs no access token.
+        """
+
+    @_abc_1.abstractmethod
+    def StartSignIn(
+        self,
+        request: _auth_pb2.StartSignInRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.StartSignInResponse, _abc.Awaitable[_auth_pb2.StartSignInResponse]]:
+        """Begins signing in with a provider (authorization code flow with PKCE):
+        returns the URL to send the user to and the state that comes back with
+        the code on `redirect_uri`. The state is good once, for a few minutes.
+        An unknown provider gives NOT_FOUND; a provider that cannot be reached
+        UNAVAILABLE. Needs no access token.
+        """
+
+    @_abc_1.abstractmethod
+    def FinishSignIn(
+        self,
+        request: _auth_pb2.FinishSignInRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.FinishSignInResponse, _abc.Awaitable[_auth_pb2.FinishSignInResponse]]:
+        """Finishes signing in with the state and code the provider sent back:
+        checks the provider's ID token (signature, issuer, audience, expiry,
+        nonce) and returns tokens, like Login. The first sign-in creates an
+        account, unless the provider's verified email is that of an existing
+        account: then FAILED_PRECONDITION asks for that account's password,
+        and calling again with the same state and `password` links the two.
+        An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+        token that fails a check, a code the provider refuses or a wrong
+        password UNAUTHENTICATED. Needs no access token.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
