@@ -367,6 +367,16 @@ class Accounts:
         log.info("user logged in", extra={"user_id": user.user_id})
         return SignIn(user, await self._issue(user, uuid.uuid4().hex, seen))
 
+    async def sign_in(self, user: User, seen: Sighting | None = None) -> SignIn:
+        """A new login of `user`, whom something else authenticated (gateway.oidc)."""
+        log.info("user signed in", extra={"user_id": user.user_id})
+        return SignIn(user, await self._issue(user, uuid.uuid4().hex, seen))
+
+    async def password_matches(self, user: User | None, password: str) -> bool:
+        """Whether `password` is `user`'s, taking as long when there is no user or
+        the account has no password (one created by a sign-in provider)."""
+        return await self._passwords.verify(user.password_hash if user else None, password)
+
     async def refresh(self, refresh_token: str, seen: Sighting | None = None) -> TokenPair:
         """Spends `refresh_token` and issues the next pair of its family,
         recording the device as `seen` now."""
