@@ -25,7 +25,14 @@ from dragoman.v1 import auth_pb2
 from gateway import oidc, server
 from gateway.store import InMemoryUserStore
 from tests.conftest import started
-from tests.gateway.conftest import PASSWORD, Stubs, bearer, unique_name, with_session_address
+from tests.gateway.conftest import (
+    PASSWORD,
+    Stubs,
+    bearer,
+    failure,
+    unique_name,
+    with_session_address,
+)
 
 CLIENT_ID, CLIENT_SECRET = "dragoman-test", "provider-secret-for-tests"
 REDIRECT_URI = "http://127.0.0.1:9/signed-in"
@@ -91,13 +98,6 @@ async def authorize(stubs: Stubs, provider: str = "Test") -> tuple[str, str]:
     assert f"{back.scheme}://{back.netloc}{back.path}" == REDIRECT_URI
     sent = parse_qs(back.query)
     return sent["state"][0], sent["code"][0]
-
-
-async def failure(call: object, code: grpc.StatusCode) -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call  # type: ignore[misc]
-    assert info.value.code() == code, info.value.details()
-    return str(info.value.details())
 
 
 async def finish(stubs: Stubs, state: str, code: str = "", password: str = ""
