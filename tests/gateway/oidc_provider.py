@@ -13,12 +13,15 @@ next ID tokens go wrong: `aud`, `iss`, `nonce` overrides, `exp_offset_s`, `extra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import subprocess
 import sys
 import threading
 import time
 from base64 import b64decode
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -135,6 +138,20 @@ def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
                 self._send(404)
 
     return Handler
+
+
+@contextlib.contextmanager
+def running(client_id: str, client_secret: str) -> Iterator[str]:
+    """This provider in its own process; yields its issuer URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.gateway.oidc_provider", client_id, client_secret],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def main() -> None:

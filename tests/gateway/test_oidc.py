@@ -9,8 +9,6 @@ state and a replayed code are refused, each with its status."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -25,6 +23,7 @@ from dragoman.v1 import auth_pb2
 from gateway import oidc, server
 from gateway.store import InMemoryUserStore
 from tests.conftest import started
+from tests.gateway import oidc_provider
 from tests.gateway.conftest import (
     PASSWORD,
     Stubs,
@@ -41,15 +40,8 @@ REDIRECT_URI = "http://127.0.0.1:9/signed-in"
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.gateway.oidc_provider", CLIENT_ID, CLIENT_SECRET],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip()
-    finally:
-        process.terminate()
-        process.wait(10)
+    with oidc_provider.running(CLIENT_ID, CLIENT_SECRET) as url:
+        yield url
 
 
 def control(issuer: str, **change: Any) -> str:
