@@ -218,6 +218,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def StartSignIn(
         self, request: auth_pb2.StartSignInRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.StartSignInResponse:
+        # open to anyone and writing a row: the request limit, per client address
+        await self._limits.anonymous_request(peers.client_address(context, self._trusted_proxies))
         started = await self._oidc().start(request.provider, request.redirect_uri)
         return auth_pb2.StartSignInResponse(authorization_url=started.authorization_url,
                                             state=started.state)
@@ -226,6 +228,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.FinishSignInRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.FinishSignInResponse:
         auth.check_device_name(request.device_name)
+        await self._limits.anonymous_request(peers.client_address(context, self._trusted_proxies))
         finished = await self._oidc().finish(request.state, request.code, request.password,
                                              self._sighting(context, request.device_name))
         return auth_pb2.FinishSignInResponse(

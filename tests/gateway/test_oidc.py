@@ -217,3 +217,20 @@ async def test_bad_requests_get_precise_statuses(stubs: Stubs) -> None:
     await failure(finish(stubs, "state"), grpc.StatusCode.INVALID_ARGUMENT)
     assert await failure(finish(stubs, "never-issued", "code"),
                          grpc.StatusCode.FAILED_PRECONDITION) == oidc.UNKNOWN_STATE
+
+
+async def test_sign_ins_are_limited_per_client_address(
+    settings: config.Settings, double_address: str, issuer: str
+) -> None:
+    settings = with_session_address(settings, double_address)
+    settings = dataclasses.replace(
+        settings, limits=dataclasses.replace(settings.limits, requests_per_minute=2),
+        auth=dataclasses.replace(settings.auth, oidc_providers=(
+            config.OidcProvider("Test", issuer, CLIENT_ID, CLIENT_SECRET),)))
+    async for address in started(await server.create(settings, store=InMemoryUserStore())):
+        async with grpc.aio.insecure_channel(address) as channel:
+            stubs = Stubs.on(channel)
+            for _ in range(2):
+                await stubs.auth.StartSignIn(auth_pb2.StartSignInRequest(
+                    provider="Test", redirect_uri=REDIRECT_URI))
+            await failure(finish(stubs, "state", "code"), grpc.StatusCode.RESOURCE_EXHAUSTED)
