@@ -75,7 +75,10 @@ class AuthService final {
     // Deletes the caller's account and all their data: logins, their part in
     // sessions, what they said, their vocabularies. Needs the access token and the password; a
     // wrong password gives UNAUTHENTICATED. Sessions left without
-    // participants go too; the partner keeps their own part.
+    // participants go too; the partner keeps their own part. An account a
+    // sign-in provider created has no password: its login must be at most 10
+    // minutes old instead (sign in with the provider again), else
+    // UNAUTHENTICATED.
     virtual ::grpc::Status DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest& request, ::dragoman::v1::DeleteAccountResponse* response) = 0;
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::DeleteAccountResponse>> AsyncDeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::DeleteAccountResponse>>(AsyncDeleteAccountRaw(context, request, cq));
@@ -170,7 +173,10 @@ class AuthService final {
       // Deletes the caller's account and all their data: logins, their part in
       // sessions, what they said, their vocabularies. Needs the access token and the password; a
       // wrong password gives UNAUTHENTICATED. Sessions left without
-      // participants go too; the partner keeps their own part.
+      // participants go too; the partner keeps their own part. An account a
+      // sign-in provider created has no password: its login must be at most 10
+      // minutes old instead (sign in with the provider again), else
+      // UNAUTHENTICATED.
       virtual void DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Returns everything stored about the caller: account, logins, sessions,
@@ -407,7 +413,10 @@ class AuthService final {
     // Deletes the caller's account and all their data: logins, their part in
     // sessions, what they said, their vocabularies. Needs the access token and the password; a
     // wrong password gives UNAUTHENTICATED. Sessions left without
-    // participants go too; the partner keeps their own part.
+    // participants go too; the partner keeps their own part. An account a
+    // sign-in provider created has no password: its login must be at most 10
+    // minutes old instead (sign in with the provider again), else
+    // UNAUTHENTICATED.
     virtual ::grpc::Status DeleteAccount(::grpc::ServerContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response);
     // Returns everything stored about the caller: account, logins, sessions,
     // the utterances of those sessions (decrypted) and their vocabularies.

@@ -84,7 +84,10 @@ class AuthServiceClient extends \Grpc\BaseStub {
      * Deletes the caller's account and all their data: logins, their part in
      * sessions, what they said, their vocabularies. Needs the access token and the password; a
      * wrong password gives UNAUTHENTICATED. Sessions left without
-     * participants go too; the partner keeps their own part.
+     * participants go too; the partner keeps their own part. An account a
+     * sign-in provider created has no password: its login must be at most 10
+     * minutes old instead (sign in with the provider again), else
+     * UNAUTHENTICATED.
      * @param \Dragoman\V1\DeleteAccountRequest $argument input argument
      * @param array $metadata metadata
      * @param array $options call options

@@ -30,7 +30,10 @@ module Dragoman
         # Deletes the caller's account and all their data: logins, their part in
         # sessions, what they said, their vocabularies. Needs the access token and the password; a
         # wrong password gives UNAUTHENTICATED. Sessions left without
-        # participants go too; the partner keeps their own part.
+        # participants go too; the partner keeps their own part. An account a
+        # sign-in provider created has no password: its login must be at most 10
+        # minutes old instead (sign in with the provider again), else
+        # UNAUTHENTICATED.
         rpc :DeleteAccount, ::Dragoman::V1::DeleteAccountRequest, ::Dragoman::V1::DeleteAccountResponse
         # Returns everything stored about the caller: account, logins, sessions,
         # the utterances of those sessions (decrypted) and their vocabularies.

@@ -51,7 +51,10 @@ class AuthServiceStub:
     """Deletes the caller's account and all their data: logins, their part in
     sessions, what they said, their vocabularies. Needs the access token and the password; a
     wrong password gives UNAUTHENTICATED. Sessions left without
-    participants go too; the partner keeps their own part.
+    participants go too; the partner keeps their own part. An account a
+    sign-in provider created has no password: its login must be at most 10
+    minutes old instead (sign in with the provider again), else
+    UNAUTHENTICATED.
     """
     ExportMyData: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]
     """Returns everything stored about the caller: account, logins, sessions,
@@ -114,7 +117,10 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Deletes the caller's account and all their data: logins, their part in
     sessions, what they said, their vocabularies. Needs the access token and the password; a
     wrong password gives UNAUTHENTICATED. Sessions left without
-    participants go too; the partner keeps their own part.
+    participants go too; the partner keeps their own part. An account a
+    sign-in provider created has no password: its login must be at most 10
+    minutes old instead (sign in with the provider again), else
+    UNAUTHENTICATED.
     """
     ExportMyData: _aio.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]  # type: ignore[assignment]
     """Returns everything stored about the caller: account, logins, sessions,
@@ -204,7 +210,10 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes the caller's account and all their data: logins, their part in
         sessions, what they said, their vocabularies. Needs the access token and the password; a
         wrong password gives UNAUTHENTICATED. Sessions left without
-        participants go too; the partner keeps their own part.
+        participants go too; the partner keeps their own part. An account a
+        sign-in provider created has no password: its login must be at most 10
+        minutes old instead (sign in with the provider again), else
+        UNAUTHENTICATED.
         """
 
     @_abc_1.abstractmethod
