@@ -11,6 +11,7 @@ Every field is documented where it is declared.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import typing
@@ -228,6 +229,46 @@ class TritonSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OidcProvider:
+    """An OpenID Connect provider users may sign in with (docs/accounts.md)."""
+
+    name: str
+    """Shown on the sign-in button and passed to StartSignIn, e.g. "Google"."""
+    issuer: str
+    """Issuer URL; its /.well-known/openid-configuration is read for the rest."""
+    client_id: str
+    """This deployment's client id at the provider; ID tokens must name it as audience."""
+    client_secret: str = ""
+    """The client's secret (empty for a public client: PKCE alone). A secret."""
+    scope: str = "openid email profile"
+    """Scopes asked for; `openid` and `email` are needed."""
+
+
+def _providers(value: Any, name: str) -> tuple[OidcProvider, ...]:
+    """A TOML array of tables, or (from the environment) the same as a JSON array."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError as e:
+            raise InvalidArgument(f"setting {name}: expected a JSON array ({e})") from None
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise InvalidArgument(f"setting {name}: expected a list of tables")
+    known = {f.name for f in dataclasses.fields(OidcProvider)}
+    providers = []
+    for entry in value:
+        unknown = sorted(set(entry) - known)
+        missing = sorted({"name", "issuer", "client_id"} - set(entry))
+        if unknown or missing or not all(isinstance(v, str) for v in entry.values()):
+            raise InvalidArgument(
+                f"setting {name}: each provider needs text name, issuer and client_id "
+                f"(missing {missing}, unknown {unknown})")
+        providers.append(OidcProvider(**entry))
+    if len({p.name for p in providers}) != len(providers):
+        raise InvalidArgument(f"setting {name}: provider names must differ")
+    return tuple(providers)
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSettings:
     """Authentication (gateway)."""
 
@@ -253,6 +294,13 @@ class AuthSettings:
     from that address waits (doubling from 1 s); other addresses are not affected."""
     login_backoff_max_s: float = 900.0
     """Longest wait between attempts from one address after wrong passwords."""
+    oidc_providers: tuple[OidcProvider, ...] = ()
+    """OpenID Connect providers to sign in with (Google, Apple, Microsoft, Keycloak ...):
+    in TOML `[[auth.oidc_providers]]` tables of `name`, `issuer`, `client_id`,
+    `client_secret` and optionally `scope`; in DRAGOMAN_AUTH_OIDC_PROVIDERS the same
+    as a JSON array. Empty: password sign-in only."""
+    oidc_state_ttl_s: int = 600
+    """How long a sign-in begun with StartSignIn may take to finish (single use)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,6 +547,8 @@ class Settings:
 
 
 def _coerce(value: Any, kind: Any, name: str) -> Any:
+    if kind == tuple[OidcProvider, ...]:
+        return _providers(value, name)
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -576,5 +626,8 @@ def describe(settings: Settings) -> dict[str, Any]:
                          ("limits", "redis_url"), ("mt", "redis_url"), ("tts", "redis_url")):
         if out[section][key]:
             out[section][key] = "***"
+    out["auth"]["oidc_providers"] = [
+        {**p, "client_secret": "***" if p["client_secret"] else ""}
+        for p in out["auth"]["oidc_providers"]]
     return out
 

@@ -73,6 +73,9 @@ REVOKED_TOKEN = ("access token revoked: its login ended (logout, device revoked 
 REVOKED_REFRESH = ("refresh token revoked: this device was signed out (logout, RevokeDevice or a "
                    "reused token); log in again")
 UNKNOWN_DEVICE = "no such device among yours"
+FRESH_SIGN_IN_S = 600
+"""How recent the login of an account without a password (one a sign-in provider created)
+must be for DeleteAccount: the sign-in at the provider stands for the password."""
 
 _T = TypeVar("_T")
 
@@ -367,6 +370,16 @@ class Accounts:
         log.info("user logged in", extra={"user_id": user.user_id})
         return SignIn(user, await self._issue(user, uuid.uuid4().hex, seen))
 
+    async def sign_in(self, user: User, seen: Sighting | None = None) -> SignIn:
+        """A new login of `user`, whom something else authenticated (gateway.oidc)."""
+        log.info("user signed in", extra={"user_id": user.user_id})
+        return SignIn(user, await self._issue(user, uuid.uuid4().hex, seen))
+
+    async def password_matches(self, user: User | None, password: str) -> bool:
+        """Whether `password` is `user`'s, taking as long when there is no user or
+        the account has no password (one created by a sign-in provider)."""
+        return await self._passwords.verify(user.password_hash if user else None, password)
+
     async def refresh(self, refresh_token: str, seen: Sighting | None = None) -> TokenPair:
         """Spends `refresh_token` and issues the next pair of its family,
         recording the device as `seen` now."""
@@ -408,13 +421,23 @@ class Accounts:
         keeps of them) has succeeded; returns what it returned. When it fails,
         the account stays, so that asking again finishes the deletion."""
         user = await self._store.get_user(identity.user_id)
-        if not await self._passwords.verify(user.password_hash if user else None, password):
+        if user is not None and not user.password_hash:
+            await self._check_fresh_login(identity)
+        elif not await self._passwords.verify(user.password_hash if user else None, password):
             raise errors.Unauthenticated("wrong password")
         deleted = await session_data()
         await self._store.delete_user(identity.user_id)
         self.revocations.user_deleted(identity.user_id)
         log.info("account deleted", extra={"user_id": identity.user_id})
         return deleted
+
+    async def _check_fresh_login(self, identity: Identity) -> None:
+        devices = await self._store.list_devices(identity.user_id)
+        login = next((d for d in devices if d.device_id == identity.login_id), None)
+        if login is None or self._clock() - login.first_seen_s > FRESH_SIGN_IN_S:
+            raise errors.Unauthenticated(
+                f"this account has no password: sign in with your provider again and delete it "
+                f"within {FRESH_SIGN_IN_S // 60} minutes")
 
     async def export(self, identity: Identity) -> UserData:
         data = await self._store.export_user(identity.user_id)

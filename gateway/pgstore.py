@@ -33,6 +33,8 @@ from gateway.store import (
     USER,
     Device,
     Login,
+    PendingSignIn,
+    ProviderIdentity,
     RefreshToken,
     Sighting,
     TokenState,
@@ -63,6 +65,18 @@ def _device(family_id: str, name: str, user_agent: str, coarse_ip: str,
     return Device(family_id, name, user_agent, coarse_ip, created.timestamp(), last_seen.timestamp())
 
 
+async def _insert_user(conn: psycopg.AsyncConnection, user: User) -> None:
+    try:
+        await conn.execute(
+            f"INSERT INTO users ({_USER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (user.user_id, user.username, user.email, user.password_hash,
+             user.preferred_language_code, to_datetime(user.create_time_s), list(user.roles)))
+    except psycopg.errors.UniqueViolation as e:
+        if e.diag.constraint_name == "users_email_key":
+            raise errors.AlreadyExists("email address is already registered") from None
+        raise errors.AlreadyExists(f"username {user.username!r} is taken") from None
+
+
 class PgUserStore:
     """Accounts and refresh tokens in PostgreSQL."""
 
@@ -73,16 +87,7 @@ class PgUserStore:
 
     async def add_user(self, user: User) -> None:
         async with self._db.pool.connection() as conn:
-            try:
-                await conn.execute(
-                    f"INSERT INTO users ({_USER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (user.user_id, user.username, user.email, user.password_hash,
-                     user.preferred_language_code, to_datetime(user.create_time_s),
-                     list(user.roles)))
-            except psycopg.errors.UniqueViolation as e:
-                if e.diag.constraint_name == "users_email_key":
-                    raise errors.AlreadyExists("email address is already registered") from None
-                raise errors.AlreadyExists(f"username {user.username!r} is taken") from None
+            await _insert_user(conn, user)
 
     async def _one_user(self, condition: str, value: str) -> User | None:
         async with self._db.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -213,6 +218,59 @@ class PgUserStore:
                             revoked, _device(*device))
                       for expires, revoked, *device in await cur.fetchall()]
         return UserData(user, logins)
+
+    async def find_user_by_email(self, email: str) -> User | None:
+        return await self._one_user("lower(email) = lower(%s)", email)
+
+    async def find_identity(self, identity: ProviderIdentity) -> User | None:
+        async with self._db.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"SELECT {', '.join('u.' + c for c in _USER_COLUMNS.split(', '))} "
+                "FROM oidc_identities i JOIN users u USING (user_id) "
+                "WHERE i.issuer = %s AND i.subject = %s", (identity.issuer, identity.subject))
+            row = await cur.fetchone()
+        return None if row is None else _user(row)
+
+    async def link_identity(self, identity: ProviderIdentity, user_id: str,
+                            new_user: User | None = None) -> None:
+        async with self._db.pool.connection() as conn, conn.transaction():
+            if new_user is not None:
+                await _insert_user(conn, new_user)
+            try:
+                await conn.execute(
+                    "INSERT INTO oidc_identities (issuer, subject, user_id) VALUES (%s, %s, %s)",
+                    (identity.issuer, identity.subject, user_id))
+            except psycopg.errors.UniqueViolation:
+                raise errors.Aborted(
+                    "this provider identity was linked meanwhile; sign in again") from None
+
+    async def add_signin(self, state_hash: str, pending: PendingSignIn) -> None:
+        link = pending.link
+        async with self._db.pool.connection() as conn:
+            await conn.execute("DELETE FROM oidc_states WHERE expires_at <= now()")
+            await conn.execute(
+                "INSERT INTO oidc_states (state_hash, provider, nonce, code_verifier, "
+                "redirect_uri, expires_at, link_user_id, link_issuer, link_subject) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (state_hash, pending.provider, pending.nonce, pending.code_verifier,
+                 pending.redirect_uri, to_datetime(pending.expire_time_s),
+                 pending.link_user_id or None, link.issuer if link else None,
+                 link.subject if link else None))
+
+    async def take_signin(self, state_hash: str) -> PendingSignIn | None:
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM oidc_states WHERE state_hash = %s RETURNING provider, nonce, "
+                "code_verifier, redirect_uri, expires_at, link_user_id, link_issuer, "
+                "link_subject", (state_hash,))
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        provider, nonce, verifier, redirect_uri, expires_at, user_id, issuer, subject = row
+        if expires_at.timestamp() <= self._clock():
+            return None
+        return PendingSignIn(provider, nonce, verifier, redirect_uri, expires_at.timestamp(),
+                             user_id or "", ProviderIdentity(issuer, subject) if issuer else None)
 
     async def watch_revocations(self, login_revoked: Callable[[str], None],
                                 user_deleted: Callable[[str], None]) -> None:

@@ -32,6 +32,7 @@ from dragoman.v1 import (
 from gateway import auth, peers
 from gateway.auth import AccessTokens, Accounts, Authenticator, Passwords, Revocations, TokenPair
 from gateway.limits import Limiter, Limits
+from gateway.oidc import SignIns
 from gateway.pgstore import PgUserStore
 from gateway.proxy import (
     ConversationProxy,
@@ -89,16 +90,19 @@ def _export(
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    """Accounts and tokens. Register, Login, RefreshToken and Logout need no
-    access token; DeleteAccount, ExportMyData, ListDevices and RevokeDevice do.
+    """Accounts and tokens. Register, Login, RefreshToken, Logout and the OpenID
+    Connect sign-in (ListSignInProviders, StartSignIn, FinishSignIn: gateway.oidc)
+    need no access token; DeleteAccount, ExportMyData, ListDevices and RevokeDevice do.
     Register and Login are limited per client address (gateway.signin)."""
 
     def __init__(
         self, accounts: Accounts, authenticator: Authenticator, limits: Limits,
         sessions: Router, session_data: SessionData, assertions: Assertions, signin: SignInLimits,
         trusted_proxies: tuple[peers.Network, ...] = (),
+        signins: SignIns | None = None,
     ) -> None:
         self._accounts = accounts
+        self._signins = signins
         self._authenticator = authenticator
         self._limits = limits
         self._sessions = sessions
@@ -198,6 +202,39 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         await self._accounts.revoke_device(caller, request.device_id)
         return auth_pb2.RevokeDeviceResponse()
 
+    async def ListSignInProviders(
+        self, request: auth_pb2.ListSignInProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListSignInProvidersResponse:
+        providers = self._signins.providers() if self._signins else []
+        return auth_pb2.ListSignInProvidersResponse(providers=[
+            auth_pb2.SignInProvider(name=p.name, issuer=p.issuer) for p in providers])
+
+    def _oidc(self) -> SignIns:
+        if self._signins is None or not self._signins.providers():
+            raise errors.FailedPrecondition(
+                "no sign-in providers are configured (auth.oidc_providers)")
+        return self._signins
+
+    async def StartSignIn(
+        self, request: auth_pb2.StartSignInRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.StartSignInResponse:
+        # open to anyone and writing a row: the request limit, per client address
+        await self._limits.anonymous_request(peers.client_address(context, self._trusted_proxies))
+        started = await self._oidc().start(request.provider, request.redirect_uri)
+        return auth_pb2.StartSignInResponse(authorization_url=started.authorization_url,
+                                            state=started.state)
+
+    async def FinishSignIn(
+        self, request: auth_pb2.FinishSignInRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.FinishSignInResponse:
+        auth.check_device_name(request.device_name)
+        await self._limits.anonymous_request(peers.client_address(context, self._trusted_proxies))
+        finished = await self._oidc().finish(request.state, request.code, request.password,
+                                             self._sighting(context, request.device_name))
+        return auth_pb2.FinishSignInResponse(
+            user_id=finished.signed_in.user.user_id,
+            tokens=_token_pair(finished.signed_in.tokens), created=finished.created)
+
 
 async def create(
     settings: config.Settings,
@@ -226,6 +263,7 @@ async def create(
     accounts = Accounts(store, tokens, passwords, refresh_ttl_s=settings.auth.refresh_token_ttl_s,
                         revocations=revocations)
     authenticator = Authenticator(tokens, revocations)
+    signins = SignIns(settings.auth.oidc_providers, store, accounts, settings.auth.oidc_state_ttl_s)
     limits = (Limits(settings.limits, limiter) if limiter is not None
               else Limits.from_settings(settings.limits))
     signin = SignInLimits.from_settings(settings, limits.limiter)
@@ -241,7 +279,7 @@ async def create(
     service = rpc.Service.serving("gateway", [
         (auth_pb2_grpc.add_AuthServiceServicer_to_server,
          AuthServicer(accounts, authenticator, limits, router, session_data, assertions, signin,
-                      trusted_proxies)),
+                      trusted_proxies, signins)),
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionProxy(router, proxy)),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, ConversationProxy(router, proxy)),
         (vocabulary_pb2_grpc.add_VocabularyServiceServicer_to_server, VocabularyProxy(router, proxy)),

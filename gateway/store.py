@@ -102,6 +102,29 @@ class UserData:
     logins: list[Login]
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderIdentity:
+    """Who an OpenID Connect provider says signed in."""
+
+    issuer: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSignIn:
+    """An OpenID Connect sign-in begun and not yet finished (gateway.oidc)."""
+
+    provider: str
+    nonce: str
+    code_verifier: str
+    redirect_uri: str
+    expire_time_s: float
+    link_user_id: str = ""
+    """Set once the provider vouched for `link`: the existing account it would
+    link to, waiting for that account's password."""
+    link: ProviderIdentity | None = None
+
+
 class TokenState(enum.Enum):
     LIVE = "live"
     """Usable once."""
@@ -178,6 +201,30 @@ class UserStore(Protocol):
         """The account and its logins; None when there is no such user."""
         ...
 
+    async def find_user_by_email(self, email: str) -> User | None:
+        """The account with this email, compared without regard to case."""
+        ...
+
+    async def find_identity(self, identity: ProviderIdentity) -> User | None:
+        """The account linked to this provider identity."""
+        ...
+
+    async def link_identity(self, identity: ProviderIdentity, user_id: str,
+                            new_user: User | None = None) -> None:
+        """Links `identity` to the account `user_id`, first adding `new_user` (whose id
+        it is) when given, atomically; a taken username or email raises
+        errors.AlreadyExists, an identity linked already errors.Aborted."""
+        ...
+
+    async def add_signin(self, state_hash: str, pending: PendingSignIn) -> None:
+        """Records a sign-in begun, by the digest of its state."""
+        ...
+
+    async def take_signin(self, state_hash: str) -> PendingSignIn | None:
+        """Removes and returns the sign-in with this state digest, atomically (of two
+        concurrent takes one gets it); None when unknown, taken or expired."""
+        ...
+
 
 class InMemoryUserStore:
     """A `UserStore` in process memory: lost on restart, one process only."""
@@ -193,6 +240,9 @@ class InMemoryUserStore:
         self._revoked: set[str] = set()
         self._devices: dict[str, Device] = {}
         """family id -> its device"""
+        self._identities: dict[ProviderIdentity, str] = {}
+        """provider identity -> user id"""
+        self._signins: dict[str, PendingSignIn] = {}
         self._last_purge_s = clock()
 
     async def add_user(self, user: User) -> None:
@@ -301,6 +351,34 @@ class InMemoryUserStore:
              for f, e in expiry.items()),
             key=lambda login: login.create_time_s)
         return UserData(user, logins)
+
+    async def find_user_by_email(self, email: str) -> User | None:
+        user_id = self._by_email.get(email.casefold())
+        return None if user_id is None else self._users[user_id]
+
+    async def find_identity(self, identity: ProviderIdentity) -> User | None:
+        user_id = self._identities.get(identity)
+        return None if user_id is None else self._users.get(user_id)
+
+    async def link_identity(self, identity: ProviderIdentity, user_id: str,
+                            new_user: User | None = None) -> None:
+        if identity in self._identities and self._identities[identity] in self._users:
+            raise errors.Aborted("this provider identity was linked meanwhile; sign in again")
+        if new_user is not None:
+            await self.add_user(new_user)
+        self._identities[identity] = user_id
+
+    async def add_signin(self, state_hash: str, pending: PendingSignIn) -> None:
+        now = self._clock()
+        for key in [k for k, p in self._signins.items() if p.expire_time_s <= now]:
+            del self._signins[key]
+        self._signins[state_hash] = pending
+
+    async def take_signin(self, state_hash: str) -> PendingSignIn | None:
+        pending = self._signins.pop(state_hash, None)
+        if pending is None or pending.expire_time_s <= self._clock():
+            return None
+        return pending
 
     def _drop_from_family(self, token: RefreshToken) -> None:
         family = self._families[token.family_id]

@@ -33,6 +33,8 @@ TABLE_OWNERS = {
     "users": "gateway",
     "login_families": "gateway",
     "refresh_tokens": "gateway",
+    "oidc_identities": "gateway",
+    "oidc_states": "gateway",
     "sessions": "session_svc",
     "session_participants": "session_svc",
     "translation_logs": "session_svc",

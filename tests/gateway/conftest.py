@@ -44,6 +44,14 @@ def bearer(access_token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {access_token}"),)
 
 
+async def failure(call: object, code: grpc.StatusCode) -> str:
+    """The details of the error `call` fails with, asserting its status is `code`."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    assert info.value.code() == code, info.value.details()
+    return str(info.value.details())
+
+
 def unique_name(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -300,11 +300,13 @@ class SessionDouble(
         return cv.SendAudioResponse(sequence=request.audio.sequence)
 
 
-def serve(double: SessionDouble) -> rpc.Service:
-    """The double as a service, like session_svc."""
+def serve(double: SessionDouble, *more: tuple[Any, Any, str]) -> rpc.Service:
+    """The double as a service, like session_svc; `more`: (add function, servicer, service
+    name) of other services to serve beside it."""
     return rpc.Service.serving("session-double", [
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server, double),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, double),
         (session_pb2_grpc.add_SessionDataServiceServicer_to_server, double),
+        *((add, servicer) for add, servicer, _ in more),
     ], ["dragoman.v1.SessionService", "dragoman.v1.ConversationService",
-        "dragoman.session.v1.SessionDataService"])
+        "dragoman.session.v1.SessionDataService", *(name for _, _, name in more)])

@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import jwt
 import pytest
 
 from dragoman import config, db, errors
-from gateway.auth import AccessTokens, Accounts, Identity, Passwords
+from gateway.auth import FRESH_SIGN_IN_S, AccessTokens, Accounts, Identity, Passwords
 from gateway.pgstore import PgUserStore
-from gateway.store import PURGE_INTERVAL_S, InMemoryUserStore, UserStore
+from gateway.store import PURGE_INTERVAL_S, InMemoryUserStore, ProviderIdentity, User, UserStore
 
 KEY = "accounts-tests-secret-of-at-least-32-bytes"
 ACCESS_TTL_S = 900
@@ -255,3 +256,30 @@ def test_roles_in_access_tokens_are_checked() -> None:
             tokens.verify(forged)
     del claims["roles"]  # issued before roles: a user
     assert tokens.verify(jwt.encode(claims, KEY, algorithm="HS256")).roles == ("user",)
+
+
+async def test_an_account_without_a_password_is_deleted_only_on_a_fresh_sign_in(
+    accounts: Accounts, store: UserStore, clock: Clock
+) -> None:
+    username = name(f"provided-{uuid.uuid4().hex[:6]}", store)
+    user = User(uuid.uuid4().hex, username, f"{username}@example.org", "", "en", clock())
+    await store.link_identity(ProviderIdentity("https://id.example.com", username), user.user_id,
+                              new_user=user)
+
+    async def session_data() -> str:
+        return "what session_svc deleted"
+
+    async def signed_in() -> Identity:
+        claims = jwt.decode((await accounts.sign_in(user)).tokens.access_token, KEY,
+                            algorithms=["HS256"], options={"verify_exp": False})
+        return Identity(user.user_id, username, claims["sid"])
+
+    old = await signed_in()
+    clock.now_s += FRESH_SIGN_IN_S + 1
+    for password in ("", "any password at all"):
+        with pytest.raises(errors.Unauthenticated, match="sign in with your provider again"):
+            await accounts.delete_account(old, password, session_data)
+    assert await store.get_user(user.user_id) is not None
+    fresh = await signed_in()
+    assert await accounts.delete_account(fresh, "", session_data) == "what session_svc deleted"
+    assert await store.get_user(user.user_id) is None

@@ -18,7 +18,15 @@ from dragoman.v1 import auth_pb2, sessions_pb2
 from gateway import auth, peers, server
 from gateway.store import InMemoryUserStore
 from tests.conftest import started
-from tests.gateway.conftest import PASSWORD, SECRET, Stubs, bearer, unique_name, with_session_address
+from tests.gateway.conftest import (
+    PASSWORD,
+    SECRET,
+    Stubs,
+    bearer,
+    failure,
+    unique_name,
+    with_session_address,
+)
 
 AGENT = "dragoman-devices-test/1.0"
 
@@ -57,13 +65,6 @@ async def devices(stubs: Stubs, access_token: str) -> list[auth_pb2.Device]:
     reply = await stubs.auth.ListDevices(auth_pb2.ListDevicesRequest(),
                                          metadata=bearer(access_token))
     return list(reply.devices)
-
-
-async def failure(call: object, code: grpc.StatusCode) -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call  # type: ignore[misc]
-    assert info.value.code() == code, info.value.details()
-    return str(info.value.details())
 
 
 async def test_each_login_is_a_device_named_with_its_agent_network_and_times(

@@ -53,6 +53,16 @@ export class Api {
     this.tokens = reply.tokens;
   }
 
+  /** Finishes a provider sign-in (the state and code it sent back); on the second call of a
+   * link to an existing account, the state and that account's password. Whether it created
+   * the account. */
+  async finishSignIn(state: string, code: string, password = ""): Promise<boolean> {
+    const reply = await this.auth.finishSignIn({ state, code, password, deviceName: this.deviceName });
+    this.userId = reply.userId;
+    this.tokens = reply.tokens;
+    return reply.created;
+  }
+
   /** New tokens from the refresh token; concurrent callers share one refresh. */
   refresh(): Promise<void> {
     this.refreshing ??= (async () => {

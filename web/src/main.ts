@@ -2,6 +2,7 @@
 // with everyone in it. Calls go over gRPC-Web to the edge (Envoy), which
 // forwards them to the gateway.
 
+import { Code, ConnectError } from "@connectrpc/connect";
 import { Api, describeError } from "./api";
 import { Microphone, microphoneProblem } from "./audio/capture";
 import { type NowSpeaking, Player } from "./audio/player";
@@ -17,6 +18,7 @@ import * as offline from "./offline";
 import * as roster from "./roster";
 import * as privacy from "./privacy";
 import { AudioSender } from "./sender";
+import * as signin from "./signin";
 import { VocabularyPanel } from "./vocabulary";
 import { ScreenWakeLock } from "./wakelock";
 
@@ -84,6 +86,10 @@ export interface DebugState {
   pastSessionsFrom: "none" | "cache" | "server";
   signInQueued: boolean;
   wakeLock: boolean;
+  /** The sign-in providers offered as buttons, and whether a provider sign-in waits for the
+   * password of the existing account it would link to. */
+  providers: string[];
+  linkPending: boolean;
 }
 
 class App {
@@ -96,6 +102,7 @@ class App {
     username: el<HTMLInputElement>("username"),
     password: el<HTMLInputElement>("password"),
     email: el<HTMLInputElement>("email"),
+    providers: el<HTMLDivElement>("providers"),
     session: el<HTMLElement>("session"),
     sessionTitle: el<HTMLHeadingElement>("session-title"),
     create: el<HTMLButtonElement>("create"),
@@ -147,6 +154,10 @@ class App {
   private pastSessionsFrom: DebugState["pastSessionsFrom"] = "none";
   private signInQueued = false;
   private username = "";
+  /** The configured sign-in providers' names, as the buttons show them. */
+  private providers: string[] = [];
+  /** A provider sign-in waiting for the password of the account it links to. */
+  private linkState = "";
   private readonly wakeLock = new ScreenWakeLock();
 
   constructor(private readonly api: Api) {
@@ -221,6 +232,8 @@ class App {
       pastSessionsFrom: this.pastSessionsFrom,
       signInQueued: this.signInQueued,
       wakeLock: this.wakeLock.held,
+      providers: [...this.providers],
+      linkPending: this.linkState !== "",
     };
   }
 
@@ -244,10 +257,65 @@ class App {
     this.languagesFrom = "server";
   }
 
+  /** One button per configured provider (ListSignInProviders needs no sign-in). */
+  async loadProviders(): Promise<void> {
+    try {
+      this.providers = (await this.api.auth.listSignInProviders({}, { timeoutMs: 5000 })).providers.map((p) => p.name);
+    } catch (e) {
+      console.warn(`no sign-in providers: ${describeError(e)}`);
+      return;
+    }
+    this.ui.providers.replaceChildren(...this.providers.map((name) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "secondary";
+      button.textContent = `Sign in with ${name}`;
+      button.dataset.provider = name;
+      button.addEventListener("click", () => void this.busy(this.ui.providers, () => this.startSignIn(name)));
+      return button;
+    }));
+    this.ui.providers.hidden = this.providers.length === 0;
+  }
+
+  private async startSignIn(provider: string): Promise<void> {
+    const here = new URL(location.href);
+    const started = await this.api.auth.startSignIn({ provider, redirectUri: signin.redirectUri(here) });
+    sessionStorage.setItem(signin.STATE_KEY, started.state);
+    location.assign(started.authorizationUrl);
+  }
+
+  /** Finishes a provider sign-in when this page is the provider's redirect back to it. */
+  async finishSignIn(): Promise<void> {
+    const here = new URL(location.href);
+    const answer = signin.returned(here, sessionStorage.getItem(signin.STATE_KEY));
+    if (!answer) return;
+    sessionStorage.removeItem(signin.STATE_KEY);
+    history.replaceState(null, "", signin.withoutAnswer(here));
+    await this.busy(this.ui.account, async () => {
+      if (answer.error) throw new Error(`The provider did not sign you in (${answer.error}).`);
+      try {
+        await this.signedIn(await this.api.finishSignIn(answer.state, answer.code) ? "Account created; signed in." : "Signed in.");
+      } catch (e) {
+        if (ConnectError.from(e).code !== Code.FailedPrecondition || !describeError(e).includes("password")) throw e;
+        this.linkState = answer.state;
+        throw new Error("An account with this email address exists. Enter its username and password and press " +
+          "Log in to link it to this provider.");
+      }
+    });
+  }
+
   private async signIn(register: boolean): Promise<void> {
     const { ui } = this;
     const username = ui.username.value.trim();
     const password = ui.password.value;
+    if (this.linkState && !register) {
+      const state = this.linkState;
+      this.linkState = "";  // one try: a wrong password means signing in with the provider again
+      await this.api.finishSignIn(state, "", password);
+      ui.password.value = "";
+      await this.signedIn("Linked and signed in.");
+      return;
+    }
     if (!ui.username.checkValidity() || !ui.password.checkValidity()) {
       throw new Error("Enter a username (3 to 32 letters, digits, . _ -) and a password of at least 8 characters.");
     }
@@ -268,10 +336,14 @@ class App {
       await this.api.login(username, password);
     }
     ui.password.value = "";
-    this.say(`Signed in as ${username}.`);
+    this.username = username;
+    await this.signedIn(`Signed in as ${username}.`);
+  }
+
+  private async signedIn(message: string): Promise<void> {
+    this.say(message);
     this.show("session");
     await this.vocabularyPanel.load();
-    this.username = username;
     void this.refreshHistory();
   }
 
@@ -625,8 +697,9 @@ async function main(): Promise<void> {
   const api = new Api(await apiBaseUrl());
   api.deviceName = browserName(navigator.userAgent);
   const app = new App(api);
-  await app.loadLanguages();
+  await Promise.all([app.loadLanguages(), app.loadProviders()]);
   window.dragomanDebug = () => app.debug();
+  await app.finishSignIn();
   await offline.registerServiceWorker();
   document.body.dataset.ready = "true";
 }

@@ -31,6 +31,9 @@ static const char* AuthService_method_names[] = {
   "/dragoman.v1.AuthService/ExportMyData",
   "/dragoman.v1.AuthService/ListDevices",
   "/dragoman.v1.AuthService/RevokeDevice",
+  "/dragoman.v1.AuthService/ListSignInProviders",
+  "/dragoman.v1.AuthService/StartSignIn",
+  "/dragoman.v1.AuthService/FinishSignIn",
 };
 
 std::unique_ptr< AuthService::Stub> AuthService::NewStub(const std::shared_ptr< ::grpc::ChannelInterface>& channel, const ::grpc::StubOptions& options) {
@@ -48,6 +51,9 @@ AuthService::Stub::Stub(const std::shared_ptr< ::grpc::ChannelInterface>& channe
   , rpcmethod_ExportMyData_(AuthService_method_names[5], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   , rpcmethod_ListDevices_(AuthService_method_names[6], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   , rpcmethod_RevokeDevice_(AuthService_method_names[7], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
+  , rpcmethod_ListSignInProviders_(AuthService_method_names[8], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
+  , rpcmethod_StartSignIn_(AuthService_method_names[9], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
+  , rpcmethod_FinishSignIn_(AuthService_method_names[10], options.suffix_for_stats(),::grpc::internal::RpcMethod::NORMAL_RPC, channel)
   {}
 
 ::grpc::Status AuthService::Stub::Register(::grpc::ClientContext* context, const ::dragoman::v1::RegisterRequest& request, ::dragoman::v1::RegisterResponse* response) {
@@ -234,6 +240,75 @@ void AuthService::Stub::async::RevokeDevice(::grpc::ClientContext* context, cons
   return result;
 }
 
+::grpc::Status AuthService::Stub::ListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::dragoman::v1::ListSignInProvidersResponse* response) {
+  return ::grpc::internal::BlockingUnaryCall< ::dragoman::v1::ListSignInProvidersRequest, ::dragoman::v1::ListSignInProvidersResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), rpcmethod_ListSignInProviders_, context, request, response);
+}
+
+void AuthService::Stub::async::ListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest* request, ::dragoman::v1::ListSignInProvidersResponse* response, std::function<void(::grpc::Status)> f) {
+  ::grpc::internal::CallbackUnaryCall< ::dragoman::v1::ListSignInProvidersRequest, ::dragoman::v1::ListSignInProvidersResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_ListSignInProviders_, context, request, response, std::move(f));
+}
+
+void AuthService::Stub::async::ListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest* request, ::dragoman::v1::ListSignInProvidersResponse* response, ::grpc::ClientUnaryReactor* reactor) {
+  ::grpc::internal::ClientCallbackUnaryFactory::Create< ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_ListSignInProviders_, context, request, response, reactor);
+}
+
+::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListSignInProvidersResponse>* AuthService::Stub::PrepareAsyncListSignInProvidersRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::grpc::CompletionQueue* cq) {
+  return ::grpc::internal::ClientAsyncResponseReaderHelper::Create< ::dragoman::v1::ListSignInProvidersResponse, ::dragoman::v1::ListSignInProvidersRequest, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), cq, rpcmethod_ListSignInProviders_, context, request);
+}
+
+::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListSignInProvidersResponse>* AuthService::Stub::AsyncListSignInProvidersRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::grpc::CompletionQueue* cq) {
+  auto* result =
+    this->PrepareAsyncListSignInProvidersRaw(context, request, cq);
+  result->StartCall();
+  return result;
+}
+
+::grpc::Status AuthService::Stub::StartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::dragoman::v1::StartSignInResponse* response) {
+  return ::grpc::internal::BlockingUnaryCall< ::dragoman::v1::StartSignInRequest, ::dragoman::v1::StartSignInResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), rpcmethod_StartSignIn_, context, request, response);
+}
+
+void AuthService::Stub::async::StartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest* request, ::dragoman::v1::StartSignInResponse* response, std::function<void(::grpc::Status)> f) {
+  ::grpc::internal::CallbackUnaryCall< ::dragoman::v1::StartSignInRequest, ::dragoman::v1::StartSignInResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_StartSignIn_, context, request, response, std::move(f));
+}
+
+void AuthService::Stub::async::StartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest* request, ::dragoman::v1::StartSignInResponse* response, ::grpc::ClientUnaryReactor* reactor) {
+  ::grpc::internal::ClientCallbackUnaryFactory::Create< ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_StartSignIn_, context, request, response, reactor);
+}
+
+::grpc::ClientAsyncResponseReader< ::dragoman::v1::StartSignInResponse>* AuthService::Stub::PrepareAsyncStartSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::grpc::CompletionQueue* cq) {
+  return ::grpc::internal::ClientAsyncResponseReaderHelper::Create< ::dragoman::v1::StartSignInResponse, ::dragoman::v1::StartSignInRequest, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), cq, rpcmethod_StartSignIn_, context, request);
+}
+
+::grpc::ClientAsyncResponseReader< ::dragoman::v1::StartSignInResponse>* AuthService::Stub::AsyncStartSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::grpc::CompletionQueue* cq) {
+  auto* result =
+    this->PrepareAsyncStartSignInRaw(context, request, cq);
+  result->StartCall();
+  return result;
+}
+
+::grpc::Status AuthService::Stub::FinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::dragoman::v1::FinishSignInResponse* response) {
+  return ::grpc::internal::BlockingUnaryCall< ::dragoman::v1::FinishSignInRequest, ::dragoman::v1::FinishSignInResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), rpcmethod_FinishSignIn_, context, request, response);
+}
+
+void AuthService::Stub::async::FinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest* request, ::dragoman::v1::FinishSignInResponse* response, std::function<void(::grpc::Status)> f) {
+  ::grpc::internal::CallbackUnaryCall< ::dragoman::v1::FinishSignInRequest, ::dragoman::v1::FinishSignInResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_FinishSignIn_, context, request, response, std::move(f));
+}
+
+void AuthService::Stub::async::FinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest* request, ::dragoman::v1::FinishSignInResponse* response, ::grpc::ClientUnaryReactor* reactor) {
+  ::grpc::internal::ClientCallbackUnaryFactory::Create< ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(stub_->channel_.get(), stub_->rpcmethod_FinishSignIn_, context, request, response, reactor);
+}
+
+::grpc::ClientAsyncResponseReader< ::dragoman::v1::FinishSignInResponse>* AuthService::Stub::PrepareAsyncFinishSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::grpc::CompletionQueue* cq) {
+  return ::grpc::internal::ClientAsyncResponseReaderHelper::Create< ::dragoman::v1::FinishSignInResponse, ::dragoman::v1::FinishSignInRequest, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(channel_.get(), cq, rpcmethod_FinishSignIn_, context, request);
+}
+
+::grpc::ClientAsyncResponseReader< ::dragoman::v1::FinishSignInResponse>* AuthService::Stub::AsyncFinishSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::grpc::CompletionQueue* cq) {
+  auto* result =
+    this->PrepareAsyncFinishSignInRaw(context, request, cq);
+  result->StartCall();
+  return result;
+}
+
 AuthService::Service::Service() {
   AddMethod(new ::grpc::internal::RpcServiceMethod(
       AuthService_method_names[0],
@@ -315,6 +390,36 @@ AuthService::Service::Service() {
              ::dragoman::v1::RevokeDeviceResponse* resp) {
                return service->RevokeDevice(ctx, req, resp);
              }, this)));
+  AddMethod(new ::grpc::internal::RpcServiceMethod(
+      AuthService_method_names[8],
+      ::grpc::internal::RpcMethod::NORMAL_RPC,
+      new ::grpc::internal::RpcMethodHandler< AuthService::Service, ::dragoman::v1::ListSignInProvidersRequest, ::dragoman::v1::ListSignInProvidersResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(
+          [](AuthService::Service* service,
+             ::grpc::ServerContext* ctx,
+             const ::dragoman::v1::ListSignInProvidersRequest* req,
+             ::dragoman::v1::ListSignInProvidersResponse* resp) {
+               return service->ListSignInProviders(ctx, req, resp);
+             }, this)));
+  AddMethod(new ::grpc::internal::RpcServiceMethod(
+      AuthService_method_names[9],
+      ::grpc::internal::RpcMethod::NORMAL_RPC,
+      new ::grpc::internal::RpcMethodHandler< AuthService::Service, ::dragoman::v1::StartSignInRequest, ::dragoman::v1::StartSignInResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(
+          [](AuthService::Service* service,
+             ::grpc::ServerContext* ctx,
+             const ::dragoman::v1::StartSignInRequest* req,
+             ::dragoman::v1::StartSignInResponse* resp) {
+               return service->StartSignIn(ctx, req, resp);
+             }, this)));
+  AddMethod(new ::grpc::internal::RpcServiceMethod(
+      AuthService_method_names[10],
+      ::grpc::internal::RpcMethod::NORMAL_RPC,
+      new ::grpc::internal::RpcMethodHandler< AuthService::Service, ::dragoman::v1::FinishSignInRequest, ::dragoman::v1::FinishSignInResponse, ::grpc::protobuf::MessageLite, ::grpc::protobuf::MessageLite>(
+          [](AuthService::Service* service,
+             ::grpc::ServerContext* ctx,
+             const ::dragoman::v1::FinishSignInRequest* req,
+             ::dragoman::v1::FinishSignInResponse* resp) {
+               return service->FinishSignIn(ctx, req, resp);
+             }, this)));
 }
 
 AuthService::Service::~Service() {
@@ -370,6 +475,27 @@ AuthService::Service::~Service() {
 }
 
 ::grpc::Status AuthService::Service::RevokeDevice(::grpc::ServerContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response) {
+  (void) context;
+  (void) request;
+  (void) response;
+  return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+}
+
+::grpc::Status AuthService::Service::ListSignInProviders(::grpc::ServerContext* context, const ::dragoman::v1::ListSignInProvidersRequest* request, ::dragoman::v1::ListSignInProvidersResponse* response) {
+  (void) context;
+  (void) request;
+  (void) response;
+  return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+}
+
+::grpc::Status AuthService::Service::StartSignIn(::grpc::ServerContext* context, const ::dragoman::v1::StartSignInRequest* request, ::dragoman::v1::StartSignInResponse* response) {
+  (void) context;
+  (void) request;
+  (void) response;
+  return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+}
+
+::grpc::Status AuthService::Service::FinishSignIn(::grpc::ServerContext* context, const ::dragoman::v1::FinishSignInRequest* request, ::dragoman::v1::FinishSignInResponse* response) {
   (void) context;
   (void) request;
   (void) response;

@@ -75,7 +75,10 @@ class AuthService final {
     // Deletes the caller's account and all their data: logins, their part in
     // sessions, what they said, their vocabularies. Needs the access token and the password; a
     // wrong password gives UNAUTHENTICATED. Sessions left without
-    // participants go too; the partner keeps their own part.
+    // participants go too; the partner keeps their own part. An account a
+    // sign-in provider created has no password: its login must be at most 10
+    // minutes old instead (sign in with the provider again), else
+    // UNAUTHENTICATED.
     virtual ::grpc::Status DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest& request, ::dragoman::v1::DeleteAccountResponse* response) = 0;
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::DeleteAccountResponse>> AsyncDeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::DeleteAccountResponse>>(AsyncDeleteAccountRaw(context, request, cq));
@@ -113,6 +116,43 @@ class AuthService final {
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::RevokeDeviceResponse>> PrepareAsyncRevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::RevokeDeviceResponse>>(PrepareAsyncRevokeDeviceRaw(context, request, cq));
     }
+    // Lists the OpenID Connect providers users may sign in with (Google,
+    // Keycloak ...), as the gateway is configured. Needs no access token.
+    virtual ::grpc::Status ListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::dragoman::v1::ListSignInProvidersResponse* response) = 0;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListSignInProvidersResponse>> AsyncListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListSignInProvidersResponse>>(AsyncListSignInProvidersRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListSignInProvidersResponse>> PrepareAsyncListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListSignInProvidersResponse>>(PrepareAsyncListSignInProvidersRaw(context, request, cq));
+    }
+    // Begins signing in with a provider (authorization code flow with PKCE):
+    // returns the URL to send the user to and the state that comes back with
+    // the code on `redirect_uri`. The state is good once, for a few minutes.
+    // An unknown provider gives NOT_FOUND; a provider that cannot be reached
+    // UNAVAILABLE. Needs no access token.
+    virtual ::grpc::Status StartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::dragoman::v1::StartSignInResponse* response) = 0;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::StartSignInResponse>> AsyncStartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::StartSignInResponse>>(AsyncStartSignInRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::StartSignInResponse>> PrepareAsyncStartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::StartSignInResponse>>(PrepareAsyncStartSignInRaw(context, request, cq));
+    }
+    // Finishes signing in with the state and code the provider sent back:
+    // checks the provider's ID token (signature, issuer, audience, expiry,
+    // nonce) and returns tokens, like Login. The first sign-in creates an
+    // account, unless the provider's verified email is that of an existing
+    // account: then FAILED_PRECONDITION asks for that account's password,
+    // and calling again with the same state and `password` links the two.
+    // An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+    // token that fails a check, a code the provider refuses or a wrong
+    // password UNAUTHENTICATED. Needs no access token.
+    virtual ::grpc::Status FinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::dragoman::v1::FinishSignInResponse* response) = 0;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::FinishSignInResponse>> AsyncFinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::FinishSignInResponse>>(AsyncFinishSignInRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::FinishSignInResponse>> PrepareAsyncFinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::FinishSignInResponse>>(PrepareAsyncFinishSignInRaw(context, request, cq));
+    }
     class async_interface {
      public:
       virtual ~async_interface() {}
@@ -133,7 +173,10 @@ class AuthService final {
       // Deletes the caller's account and all their data: logins, their part in
       // sessions, what they said, their vocabularies. Needs the access token and the password; a
       // wrong password gives UNAUTHENTICATED. Sessions left without
-      // participants go too; the partner keeps their own part.
+      // participants go too; the partner keeps their own part. An account a
+      // sign-in provider created has no password: its login must be at most 10
+      // minutes old instead (sign in with the provider again), else
+      // UNAUTHENTICATED.
       virtual void DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Returns everything stored about the caller: account, logins, sessions,
@@ -151,6 +194,28 @@ class AuthService final {
       // token.
       virtual void RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
+      // Lists the OpenID Connect providers users may sign in with (Google,
+      // Keycloak ...), as the gateway is configured. Needs no access token.
+      virtual void ListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest* request, ::dragoman::v1::ListSignInProvidersResponse* response, std::function<void(::grpc::Status)>) = 0;
+      virtual void ListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest* request, ::dragoman::v1::ListSignInProvidersResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
+      // Begins signing in with a provider (authorization code flow with PKCE):
+      // returns the URL to send the user to and the state that comes back with
+      // the code on `redirect_uri`. The state is good once, for a few minutes.
+      // An unknown provider gives NOT_FOUND; a provider that cannot be reached
+      // UNAVAILABLE. Needs no access token.
+      virtual void StartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest* request, ::dragoman::v1::StartSignInResponse* response, std::function<void(::grpc::Status)>) = 0;
+      virtual void StartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest* request, ::dragoman::v1::StartSignInResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
+      // Finishes signing in with the state and code the provider sent back:
+      // checks the provider's ID token (signature, issuer, audience, expiry,
+      // nonce) and returns tokens, like Login. The first sign-in creates an
+      // account, unless the provider's verified email is that of an existing
+      // account: then FAILED_PRECONDITION asks for that account's password,
+      // and calling again with the same state and `password` links the two.
+      // An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+      // token that fails a check, a code the provider refuses or a wrong
+      // password UNAUTHENTICATED. Needs no access token.
+      virtual void FinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest* request, ::dragoman::v1::FinishSignInResponse* response, std::function<void(::grpc::Status)>) = 0;
+      virtual void FinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest* request, ::dragoman::v1::FinishSignInResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
     };
     typedef class async_interface experimental_async_interface;
     virtual class async_interface* async() { return nullptr; }
@@ -172,6 +237,12 @@ class AuthService final {
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListDevicesResponse>* PrepareAsyncListDevicesRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::RevokeDeviceResponse>* AsyncRevokeDeviceRaw(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) = 0;
     virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::RevokeDeviceResponse>* PrepareAsyncRevokeDeviceRaw(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListSignInProvidersResponse>* AsyncListSignInProvidersRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ListSignInProvidersResponse>* PrepareAsyncListSignInProvidersRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::StartSignInResponse>* AsyncStartSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::StartSignInResponse>* PrepareAsyncStartSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::FinishSignInResponse>* AsyncFinishSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::grpc::CompletionQueue* cq) = 0;
+    virtual ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::FinishSignInResponse>* PrepareAsyncFinishSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::grpc::CompletionQueue* cq) = 0;
   };
   class Stub final : public StubInterface {
    public:
@@ -232,6 +303,27 @@ class AuthService final {
     std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>> PrepareAsyncRevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>>(PrepareAsyncRevokeDeviceRaw(context, request, cq));
     }
+    ::grpc::Status ListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::dragoman::v1::ListSignInProvidersResponse* response) override;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListSignInProvidersResponse>> AsyncListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListSignInProvidersResponse>>(AsyncListSignInProvidersRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListSignInProvidersResponse>> PrepareAsyncListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListSignInProvidersResponse>>(PrepareAsyncListSignInProvidersRaw(context, request, cq));
+    }
+    ::grpc::Status StartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::dragoman::v1::StartSignInResponse* response) override;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::StartSignInResponse>> AsyncStartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::StartSignInResponse>>(AsyncStartSignInRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::StartSignInResponse>> PrepareAsyncStartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::StartSignInResponse>>(PrepareAsyncStartSignInRaw(context, request, cq));
+    }
+    ::grpc::Status FinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::dragoman::v1::FinishSignInResponse* response) override;
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::FinishSignInResponse>> AsyncFinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::FinishSignInResponse>>(AsyncFinishSignInRaw(context, request, cq));
+    }
+    std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::FinishSignInResponse>> PrepareAsyncFinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::grpc::CompletionQueue* cq) {
+      return std::unique_ptr< ::grpc::ClientAsyncResponseReader< ::dragoman::v1::FinishSignInResponse>>(PrepareAsyncFinishSignInRaw(context, request, cq));
+    }
     class async final :
       public StubInterface::async_interface {
      public:
@@ -251,6 +343,12 @@ class AuthService final {
       void ListDevices(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest* request, ::dragoman::v1::ListDevicesResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
       void RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response, std::function<void(::grpc::Status)>) override;
       void RevokeDevice(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
+      void ListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest* request, ::dragoman::v1::ListSignInProvidersResponse* response, std::function<void(::grpc::Status)>) override;
+      void ListSignInProviders(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest* request, ::dragoman::v1::ListSignInProvidersResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
+      void StartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest* request, ::dragoman::v1::StartSignInResponse* response, std::function<void(::grpc::Status)>) override;
+      void StartSignIn(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest* request, ::dragoman::v1::StartSignInResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
+      void FinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest* request, ::dragoman::v1::FinishSignInResponse* response, std::function<void(::grpc::Status)>) override;
+      void FinishSignIn(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest* request, ::dragoman::v1::FinishSignInResponse* response, ::grpc::ClientUnaryReactor* reactor) override;
      private:
       friend class Stub;
       explicit async(Stub* stub): stub_(stub) { }
@@ -278,6 +376,12 @@ class AuthService final {
     ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListDevicesResponse>* PrepareAsyncListDevicesRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListDevicesRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>* AsyncRevokeDeviceRaw(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) override;
     ::grpc::ClientAsyncResponseReader< ::dragoman::v1::RevokeDeviceResponse>* PrepareAsyncRevokeDeviceRaw(::grpc::ClientContext* context, const ::dragoman::v1::RevokeDeviceRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListSignInProvidersResponse>* AsyncListSignInProvidersRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::dragoman::v1::ListSignInProvidersResponse>* PrepareAsyncListSignInProvidersRaw(::grpc::ClientContext* context, const ::dragoman::v1::ListSignInProvidersRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::dragoman::v1::StartSignInResponse>* AsyncStartSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::dragoman::v1::StartSignInResponse>* PrepareAsyncStartSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::StartSignInRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::dragoman::v1::FinishSignInResponse>* AsyncFinishSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::grpc::CompletionQueue* cq) override;
+    ::grpc::ClientAsyncResponseReader< ::dragoman::v1::FinishSignInResponse>* PrepareAsyncFinishSignInRaw(::grpc::ClientContext* context, const ::dragoman::v1::FinishSignInRequest& request, ::grpc::CompletionQueue* cq) override;
     const ::grpc::internal::RpcMethod rpcmethod_Register_;
     const ::grpc::internal::RpcMethod rpcmethod_Login_;
     const ::grpc::internal::RpcMethod rpcmethod_RefreshToken_;
@@ -286,6 +390,9 @@ class AuthService final {
     const ::grpc::internal::RpcMethod rpcmethod_ExportMyData_;
     const ::grpc::internal::RpcMethod rpcmethod_ListDevices_;
     const ::grpc::internal::RpcMethod rpcmethod_RevokeDevice_;
+    const ::grpc::internal::RpcMethod rpcmethod_ListSignInProviders_;
+    const ::grpc::internal::RpcMethod rpcmethod_StartSignIn_;
+    const ::grpc::internal::RpcMethod rpcmethod_FinishSignIn_;
   };
   static std::unique_ptr<Stub> NewStub(const std::shared_ptr< ::grpc::ChannelInterface>& channel, const ::grpc::StubOptions& options = ::grpc::StubOptions());
 
@@ -306,7 +413,10 @@ class AuthService final {
     // Deletes the caller's account and all their data: logins, their part in
     // sessions, what they said, their vocabularies. Needs the access token and the password; a
     // wrong password gives UNAUTHENTICATED. Sessions left without
-    // participants go too; the partner keeps their own part.
+    // participants go too; the partner keeps their own part. An account a
+    // sign-in provider created has no password: its login must be at most 10
+    // minutes old instead (sign in with the provider again), else
+    // UNAUTHENTICATED.
     virtual ::grpc::Status DeleteAccount(::grpc::ServerContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response);
     // Returns everything stored about the caller: account, logins, sessions,
     // the utterances of those sessions (decrypted) and their vocabularies.
@@ -320,6 +430,25 @@ class AuthService final {
     // the caller's, or no longer stands, gives NOT_FOUND. Needs the access
     // token.
     virtual ::grpc::Status RevokeDevice(::grpc::ServerContext* context, const ::dragoman::v1::RevokeDeviceRequest* request, ::dragoman::v1::RevokeDeviceResponse* response);
+    // Lists the OpenID Connect providers users may sign in with (Google,
+    // Keycloak ...), as the gateway is configured. Needs no access token.
+    virtual ::grpc::Status ListSignInProviders(::grpc::ServerContext* context, const ::dragoman::v1::ListSignInProvidersRequest* request, ::dragoman::v1::ListSignInProvidersResponse* response);
+    // Begins signing in with a provider (authorization code flow with PKCE):
+    // returns the URL to send the user to and the state that comes back with
+    // the code on `redirect_uri`. The state is good once, for a few minutes.
+    // An unknown provider gives NOT_FOUND; a provider that cannot be reached
+    // UNAVAILABLE. Needs no access token.
+    virtual ::grpc::Status StartSignIn(::grpc::ServerContext* context, const ::dragoman::v1::StartSignInRequest* request, ::dragoman::v1::StartSignInResponse* response);
+    // Finishes signing in with the state and code the provider sent back:
+    // checks the provider's ID token (signature, issuer, audience, expiry,
+    // nonce) and returns tokens, like Login. The first sign-in creates an
+    // account, unless the provider's verified email is that of an existing
+    // account: then FAILED_PRECONDITION asks for that account's password,
+    // and calling again with the same state and `password` links the two.
+    // An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+    // token that fails a check, a code the provider refuses or a wrong
+    // password UNAUTHENTICATED. Needs no access token.
+    virtual ::grpc::Status FinishSignIn(::grpc::ServerContext* context, const ::dragoman::v1::FinishSignInRequest* request, ::dragoman::v1::FinishSignInResponse* response);
   };
   template <class BaseClass>
   class WithAsyncMethod_Register : public BaseClass {
@@ -481,7 +610,67 @@ class AuthService final {
       ::grpc::Service::RequestAsyncUnary(7, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
-  typedef WithAsyncMethod_Register<WithAsyncMethod_Login<WithAsyncMethod_RefreshToken<WithAsyncMethod_Logout<WithAsyncMethod_DeleteAccount<WithAsyncMethod_ExportMyData<WithAsyncMethod_ListDevices<WithAsyncMethod_RevokeDevice<Service > > > > > > > > AsyncService;
+  template <class BaseClass>
+  class WithAsyncMethod_ListSignInProviders : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithAsyncMethod_ListSignInProviders() {
+      ::grpc::Service::MarkMethodAsync(8);
+    }
+    ~WithAsyncMethod_ListSignInProviders() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ListSignInProviders(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListSignInProvidersRequest* /*request*/, ::dragoman::v1::ListSignInProvidersResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestListSignInProviders(::grpc::ServerContext* context, ::dragoman::v1::ListSignInProvidersRequest* request, ::grpc::ServerAsyncResponseWriter< ::dragoman::v1::ListSignInProvidersResponse>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(8, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
+  class WithAsyncMethod_StartSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithAsyncMethod_StartSignIn() {
+      ::grpc::Service::MarkMethodAsync(9);
+    }
+    ~WithAsyncMethod_StartSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status StartSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::StartSignInRequest* /*request*/, ::dragoman::v1::StartSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestStartSignIn(::grpc::ServerContext* context, ::dragoman::v1::StartSignInRequest* request, ::grpc::ServerAsyncResponseWriter< ::dragoman::v1::StartSignInResponse>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(9, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
+  class WithAsyncMethod_FinishSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithAsyncMethod_FinishSignIn() {
+      ::grpc::Service::MarkMethodAsync(10);
+    }
+    ~WithAsyncMethod_FinishSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status FinishSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::FinishSignInRequest* /*request*/, ::dragoman::v1::FinishSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestFinishSignIn(::grpc::ServerContext* context, ::dragoman::v1::FinishSignInRequest* request, ::grpc::ServerAsyncResponseWriter< ::dragoman::v1::FinishSignInResponse>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(10, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  typedef WithAsyncMethod_Register<WithAsyncMethod_Login<WithAsyncMethod_RefreshToken<WithAsyncMethod_Logout<WithAsyncMethod_DeleteAccount<WithAsyncMethod_ExportMyData<WithAsyncMethod_ListDevices<WithAsyncMethod_RevokeDevice<WithAsyncMethod_ListSignInProviders<WithAsyncMethod_StartSignIn<WithAsyncMethod_FinishSignIn<Service > > > > > > > > > > > AsyncService;
   template <class BaseClass>
   class WithCallbackMethod_Register : public BaseClass {
    private:
@@ -698,7 +887,88 @@ class AuthService final {
     virtual ::grpc::ServerUnaryReactor* RevokeDevice(
       ::grpc::CallbackServerContext* /*context*/, const ::dragoman::v1::RevokeDeviceRequest* /*request*/, ::dragoman::v1::RevokeDeviceResponse* /*response*/)  { return nullptr; }
   };
-  typedef WithCallbackMethod_Register<WithCallbackMethod_Login<WithCallbackMethod_RefreshToken<WithCallbackMethod_Logout<WithCallbackMethod_DeleteAccount<WithCallbackMethod_ExportMyData<WithCallbackMethod_ListDevices<WithCallbackMethod_RevokeDevice<Service > > > > > > > > CallbackService;
+  template <class BaseClass>
+  class WithCallbackMethod_ListSignInProviders : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithCallbackMethod_ListSignInProviders() {
+      ::grpc::Service::MarkMethodCallback(8,
+          new ::grpc::internal::CallbackUnaryHandler< ::dragoman::v1::ListSignInProvidersRequest, ::dragoman::v1::ListSignInProvidersResponse>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::dragoman::v1::ListSignInProvidersRequest* request, ::dragoman::v1::ListSignInProvidersResponse* response) { return this->ListSignInProviders(context, request, response); }));}
+    void SetMessageAllocatorFor_ListSignInProviders(
+        ::grpc::MessageAllocator< ::dragoman::v1::ListSignInProvidersRequest, ::dragoman::v1::ListSignInProvidersResponse>* allocator) {
+      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(8);
+      static_cast<::grpc::internal::CallbackUnaryHandler< ::dragoman::v1::ListSignInProvidersRequest, ::dragoman::v1::ListSignInProvidersResponse>*>(handler)
+              ->SetMessageAllocator(allocator);
+    }
+    ~WithCallbackMethod_ListSignInProviders() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ListSignInProviders(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListSignInProvidersRequest* /*request*/, ::dragoman::v1::ListSignInProvidersResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* ListSignInProviders(
+      ::grpc::CallbackServerContext* /*context*/, const ::dragoman::v1::ListSignInProvidersRequest* /*request*/, ::dragoman::v1::ListSignInProvidersResponse* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
+  class WithCallbackMethod_StartSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithCallbackMethod_StartSignIn() {
+      ::grpc::Service::MarkMethodCallback(9,
+          new ::grpc::internal::CallbackUnaryHandler< ::dragoman::v1::StartSignInRequest, ::dragoman::v1::StartSignInResponse>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::dragoman::v1::StartSignInRequest* request, ::dragoman::v1::StartSignInResponse* response) { return this->StartSignIn(context, request, response); }));}
+    void SetMessageAllocatorFor_StartSignIn(
+        ::grpc::MessageAllocator< ::dragoman::v1::StartSignInRequest, ::dragoman::v1::StartSignInResponse>* allocator) {
+      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(9);
+      static_cast<::grpc::internal::CallbackUnaryHandler< ::dragoman::v1::StartSignInRequest, ::dragoman::v1::StartSignInResponse>*>(handler)
+              ->SetMessageAllocator(allocator);
+    }
+    ~WithCallbackMethod_StartSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status StartSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::StartSignInRequest* /*request*/, ::dragoman::v1::StartSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* StartSignIn(
+      ::grpc::CallbackServerContext* /*context*/, const ::dragoman::v1::StartSignInRequest* /*request*/, ::dragoman::v1::StartSignInResponse* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
+  class WithCallbackMethod_FinishSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithCallbackMethod_FinishSignIn() {
+      ::grpc::Service::MarkMethodCallback(10,
+          new ::grpc::internal::CallbackUnaryHandler< ::dragoman::v1::FinishSignInRequest, ::dragoman::v1::FinishSignInResponse>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::dragoman::v1::FinishSignInRequest* request, ::dragoman::v1::FinishSignInResponse* response) { return this->FinishSignIn(context, request, response); }));}
+    void SetMessageAllocatorFor_FinishSignIn(
+        ::grpc::MessageAllocator< ::dragoman::v1::FinishSignInRequest, ::dragoman::v1::FinishSignInResponse>* allocator) {
+      ::grpc::internal::MethodHandler* const handler = ::grpc::Service::GetHandler(10);
+      static_cast<::grpc::internal::CallbackUnaryHandler< ::dragoman::v1::FinishSignInRequest, ::dragoman::v1::FinishSignInResponse>*>(handler)
+              ->SetMessageAllocator(allocator);
+    }
+    ~WithCallbackMethod_FinishSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status FinishSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::FinishSignInRequest* /*request*/, ::dragoman::v1::FinishSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* FinishSignIn(
+      ::grpc::CallbackServerContext* /*context*/, const ::dragoman::v1::FinishSignInRequest* /*request*/, ::dragoman::v1::FinishSignInResponse* /*response*/)  { return nullptr; }
+  };
+  typedef WithCallbackMethod_Register<WithCallbackMethod_Login<WithCallbackMethod_RefreshToken<WithCallbackMethod_Logout<WithCallbackMethod_DeleteAccount<WithCallbackMethod_ExportMyData<WithCallbackMethod_ListDevices<WithCallbackMethod_RevokeDevice<WithCallbackMethod_ListSignInProviders<WithCallbackMethod_StartSignIn<WithCallbackMethod_FinishSignIn<Service > > > > > > > > > > > CallbackService;
   typedef CallbackService ExperimentalCallbackService;
   template <class BaseClass>
   class WithGenericMethod_Register : public BaseClass {
@@ -832,6 +1102,57 @@ class AuthService final {
     }
     // disable synchronous version of this method
     ::grpc::Status RevokeDevice(::grpc::ServerContext* /*context*/, const ::dragoman::v1::RevokeDeviceRequest* /*request*/, ::dragoman::v1::RevokeDeviceResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+  };
+  template <class BaseClass>
+  class WithGenericMethod_ListSignInProviders : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithGenericMethod_ListSignInProviders() {
+      ::grpc::Service::MarkMethodGeneric(8);
+    }
+    ~WithGenericMethod_ListSignInProviders() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ListSignInProviders(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListSignInProvidersRequest* /*request*/, ::dragoman::v1::ListSignInProvidersResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+  };
+  template <class BaseClass>
+  class WithGenericMethod_StartSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithGenericMethod_StartSignIn() {
+      ::grpc::Service::MarkMethodGeneric(9);
+    }
+    ~WithGenericMethod_StartSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status StartSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::StartSignInRequest* /*request*/, ::dragoman::v1::StartSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+  };
+  template <class BaseClass>
+  class WithGenericMethod_FinishSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithGenericMethod_FinishSignIn() {
+      ::grpc::Service::MarkMethodGeneric(10);
+    }
+    ~WithGenericMethod_FinishSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status FinishSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::FinishSignInRequest* /*request*/, ::dragoman::v1::FinishSignInResponse* /*response*/) override {
       abort();
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
@@ -994,6 +1315,66 @@ class AuthService final {
     }
     void RequestRevokeDevice(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
       ::grpc::Service::RequestAsyncUnary(7, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
+  class WithRawMethod_ListSignInProviders : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawMethod_ListSignInProviders() {
+      ::grpc::Service::MarkMethodRaw(8);
+    }
+    ~WithRawMethod_ListSignInProviders() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ListSignInProviders(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListSignInProvidersRequest* /*request*/, ::dragoman::v1::ListSignInProvidersResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestListSignInProviders(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(8, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
+  class WithRawMethod_StartSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawMethod_StartSignIn() {
+      ::grpc::Service::MarkMethodRaw(9);
+    }
+    ~WithRawMethod_StartSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status StartSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::StartSignInRequest* /*request*/, ::dragoman::v1::StartSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestStartSignIn(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(9, context, request, response, new_call_cq, notification_cq, tag);
+    }
+  };
+  template <class BaseClass>
+  class WithRawMethod_FinishSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawMethod_FinishSignIn() {
+      ::grpc::Service::MarkMethodRaw(10);
+    }
+    ~WithRawMethod_FinishSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status FinishSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::FinishSignInRequest* /*request*/, ::dragoman::v1::FinishSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    void RequestFinishSignIn(::grpc::ServerContext* context, ::grpc::ByteBuffer* request, ::grpc::ServerAsyncResponseWriter< ::grpc::ByteBuffer>* response, ::grpc::CompletionQueue* new_call_cq, ::grpc::ServerCompletionQueue* notification_cq, void *tag) {
+      ::grpc::Service::RequestAsyncUnary(10, context, request, response, new_call_cq, notification_cq, tag);
     }
   };
   template <class BaseClass>
@@ -1170,6 +1551,72 @@ class AuthService final {
       return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
     }
     virtual ::grpc::ServerUnaryReactor* RevokeDevice(
+      ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
+  class WithRawCallbackMethod_ListSignInProviders : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawCallbackMethod_ListSignInProviders() {
+      ::grpc::Service::MarkMethodRawCallback(8,
+          new ::grpc::internal::CallbackUnaryHandler< ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request, ::grpc::ByteBuffer* response) { return this->ListSignInProviders(context, request, response); }));
+    }
+    ~WithRawCallbackMethod_ListSignInProviders() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status ListSignInProviders(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListSignInProvidersRequest* /*request*/, ::dragoman::v1::ListSignInProvidersResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* ListSignInProviders(
+      ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
+  class WithRawCallbackMethod_StartSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawCallbackMethod_StartSignIn() {
+      ::grpc::Service::MarkMethodRawCallback(9,
+          new ::grpc::internal::CallbackUnaryHandler< ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request, ::grpc::ByteBuffer* response) { return this->StartSignIn(context, request, response); }));
+    }
+    ~WithRawCallbackMethod_StartSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status StartSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::StartSignInRequest* /*request*/, ::dragoman::v1::StartSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* StartSignIn(
+      ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
+  };
+  template <class BaseClass>
+  class WithRawCallbackMethod_FinishSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithRawCallbackMethod_FinishSignIn() {
+      ::grpc::Service::MarkMethodRawCallback(10,
+          new ::grpc::internal::CallbackUnaryHandler< ::grpc::ByteBuffer, ::grpc::ByteBuffer>(
+            [this](
+                   ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request, ::grpc::ByteBuffer* response) { return this->FinishSignIn(context, request, response); }));
+    }
+    ~WithRawCallbackMethod_FinishSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable synchronous version of this method
+    ::grpc::Status FinishSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::FinishSignInRequest* /*request*/, ::dragoman::v1::FinishSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    virtual ::grpc::ServerUnaryReactor* FinishSignIn(
       ::grpc::CallbackServerContext* /*context*/, const ::grpc::ByteBuffer* /*request*/, ::grpc::ByteBuffer* /*response*/)  { return nullptr; }
   };
   template <class BaseClass>
@@ -1388,9 +1835,90 @@ class AuthService final {
     // replace default version of method with streamed unary
     virtual ::grpc::Status StreamedRevokeDevice(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::dragoman::v1::RevokeDeviceRequest,::dragoman::v1::RevokeDeviceResponse>* server_unary_streamer) = 0;
   };
-  typedef WithStreamedUnaryMethod_Register<WithStreamedUnaryMethod_Login<WithStreamedUnaryMethod_RefreshToken<WithStreamedUnaryMethod_Logout<WithStreamedUnaryMethod_DeleteAccount<WithStreamedUnaryMethod_ExportMyData<WithStreamedUnaryMethod_ListDevices<WithStreamedUnaryMethod_RevokeDevice<Service > > > > > > > > StreamedUnaryService;
+  template <class BaseClass>
+  class WithStreamedUnaryMethod_ListSignInProviders : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithStreamedUnaryMethod_ListSignInProviders() {
+      ::grpc::Service::MarkMethodStreamed(8,
+        new ::grpc::internal::StreamedUnaryHandler<
+          ::dragoman::v1::ListSignInProvidersRequest, ::dragoman::v1::ListSignInProvidersResponse>(
+            [this](::grpc::ServerContext* context,
+                   ::grpc::ServerUnaryStreamer<
+                     ::dragoman::v1::ListSignInProvidersRequest, ::dragoman::v1::ListSignInProvidersResponse>* streamer) {
+                       return this->StreamedListSignInProviders(context,
+                         streamer);
+                  }));
+    }
+    ~WithStreamedUnaryMethod_ListSignInProviders() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable regular version of this method
+    ::grpc::Status ListSignInProviders(::grpc::ServerContext* /*context*/, const ::dragoman::v1::ListSignInProvidersRequest* /*request*/, ::dragoman::v1::ListSignInProvidersResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    // replace default version of method with streamed unary
+    virtual ::grpc::Status StreamedListSignInProviders(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::dragoman::v1::ListSignInProvidersRequest,::dragoman::v1::ListSignInProvidersResponse>* server_unary_streamer) = 0;
+  };
+  template <class BaseClass>
+  class WithStreamedUnaryMethod_StartSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithStreamedUnaryMethod_StartSignIn() {
+      ::grpc::Service::MarkMethodStreamed(9,
+        new ::grpc::internal::StreamedUnaryHandler<
+          ::dragoman::v1::StartSignInRequest, ::dragoman::v1::StartSignInResponse>(
+            [this](::grpc::ServerContext* context,
+                   ::grpc::ServerUnaryStreamer<
+                     ::dragoman::v1::StartSignInRequest, ::dragoman::v1::StartSignInResponse>* streamer) {
+                       return this->StreamedStartSignIn(context,
+                         streamer);
+                  }));
+    }
+    ~WithStreamedUnaryMethod_StartSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable regular version of this method
+    ::grpc::Status StartSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::StartSignInRequest* /*request*/, ::dragoman::v1::StartSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    // replace default version of method with streamed unary
+    virtual ::grpc::Status StreamedStartSignIn(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::dragoman::v1::StartSignInRequest,::dragoman::v1::StartSignInResponse>* server_unary_streamer) = 0;
+  };
+  template <class BaseClass>
+  class WithStreamedUnaryMethod_FinishSignIn : public BaseClass {
+   private:
+    void BaseClassMustBeDerivedFromService(const Service* /*service*/) {}
+   public:
+    WithStreamedUnaryMethod_FinishSignIn() {
+      ::grpc::Service::MarkMethodStreamed(10,
+        new ::grpc::internal::StreamedUnaryHandler<
+          ::dragoman::v1::FinishSignInRequest, ::dragoman::v1::FinishSignInResponse>(
+            [this](::grpc::ServerContext* context,
+                   ::grpc::ServerUnaryStreamer<
+                     ::dragoman::v1::FinishSignInRequest, ::dragoman::v1::FinishSignInResponse>* streamer) {
+                       return this->StreamedFinishSignIn(context,
+                         streamer);
+                  }));
+    }
+    ~WithStreamedUnaryMethod_FinishSignIn() override {
+      BaseClassMustBeDerivedFromService(this);
+    }
+    // disable regular version of this method
+    ::grpc::Status FinishSignIn(::grpc::ServerContext* /*context*/, const ::dragoman::v1::FinishSignInRequest* /*request*/, ::dragoman::v1::FinishSignInResponse* /*response*/) override {
+      abort();
+      return ::grpc::Status(::grpc::StatusCode::UNIMPLEMENTED, "");
+    }
+    // replace default version of method with streamed unary
+    virtual ::grpc::Status StreamedFinishSignIn(::grpc::ServerContext* context, ::grpc::ServerUnaryStreamer< ::dragoman::v1::FinishSignInRequest,::dragoman::v1::FinishSignInResponse>* server_unary_streamer) = 0;
+  };
+  typedef WithStreamedUnaryMethod_Register<WithStreamedUnaryMethod_Login<WithStreamedUnaryMethod_RefreshToken<WithStreamedUnaryMethod_Logout<WithStreamedUnaryMethod_DeleteAccount<WithStreamedUnaryMethod_ExportMyData<WithStreamedUnaryMethod_ListDevices<WithStreamedUnaryMethod_RevokeDevice<WithStreamedUnaryMethod_ListSignInProviders<WithStreamedUnaryMethod_StartSignIn<WithStreamedUnaryMethod_FinishSignIn<Service > > > > > > > > > > > StreamedUnaryService;
   typedef Service SplitStreamedService;
-  typedef WithStreamedUnaryMethod_Register<WithStreamedUnaryMethod_Login<WithStreamedUnaryMethod_RefreshToken<WithStreamedUnaryMethod_Logout<WithStreamedUnaryMethod_DeleteAccount<WithStreamedUnaryMethod_ExportMyData<WithStreamedUnaryMethod_ListDevices<WithStreamedUnaryMethod_RevokeDevice<Service > > > > > > > > StreamedService;
+  typedef WithStreamedUnaryMethod_Register<WithStreamedUnaryMethod_Login<WithStreamedUnaryMethod_RefreshToken<WithStreamedUnaryMethod_Logout<WithStreamedUnaryMethod_DeleteAccount<WithStreamedUnaryMethod_ExportMyData<WithStreamedUnaryMethod_ListDevices<WithStreamedUnaryMethod_RevokeDevice<WithStreamedUnaryMethod_ListSignInProviders<WithStreamedUnaryMethod_StartSignIn<WithStreamedUnaryMethod_FinishSignIn<Service > > > > > > > > > > > StreamedService;
 };
 
 }  // namespace v1

@@ -53,6 +53,103 @@ struct RegisterResponseDefaultTypeInternal {
   };
 };
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 RegisterResponseDefaultTypeInternal _RegisterResponse_default_instance_;
+PROTOBUF_CONSTEXPR ListSignInProvidersRequest::ListSignInProvidersRequest(
+    ::_pbi::ConstantInitialized) {}
+struct ListSignInProvidersRequestDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR ListSignInProvidersRequestDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~ListSignInProvidersRequestDefaultTypeInternal() {}
+  union {
+    ListSignInProvidersRequest _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 ListSignInProvidersRequestDefaultTypeInternal _ListSignInProvidersRequest_default_instance_;
+PROTOBUF_CONSTEXPR ListSignInProvidersResponse::ListSignInProvidersResponse(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.providers_)*/{}
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct ListSignInProvidersResponseDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR ListSignInProvidersResponseDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~ListSignInProvidersResponseDefaultTypeInternal() {}
+  union {
+    ListSignInProvidersResponse _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 ListSignInProvidersResponseDefaultTypeInternal _ListSignInProvidersResponse_default_instance_;
+PROTOBUF_CONSTEXPR SignInProvider::SignInProvider(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.name_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.issuer_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct SignInProviderDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR SignInProviderDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~SignInProviderDefaultTypeInternal() {}
+  union {
+    SignInProvider _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 SignInProviderDefaultTypeInternal _SignInProvider_default_instance_;
+PROTOBUF_CONSTEXPR StartSignInRequest::StartSignInRequest(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.provider_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.redirect_uri_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct StartSignInRequestDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR StartSignInRequestDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~StartSignInRequestDefaultTypeInternal() {}
+  union {
+    StartSignInRequest _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 StartSignInRequestDefaultTypeInternal _StartSignInRequest_default_instance_;
+PROTOBUF_CONSTEXPR StartSignInResponse::StartSignInResponse(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.authorization_url_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.state_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct StartSignInResponseDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR StartSignInResponseDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~StartSignInResponseDefaultTypeInternal() {}
+  union {
+    StartSignInResponse _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 StartSignInResponseDefaultTypeInternal _StartSignInResponse_default_instance_;
+PROTOBUF_CONSTEXPR FinishSignInRequest::FinishSignInRequest(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.state_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.code_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.password_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.device_name_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct FinishSignInRequestDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR FinishSignInRequestDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~FinishSignInRequestDefaultTypeInternal() {}
+  union {
+    FinishSignInRequest _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 FinishSignInRequestDefaultTypeInternal _FinishSignInRequest_default_instance_;
+PROTOBUF_CONSTEXPR FinishSignInResponse::FinishSignInResponse(
+    ::_pbi::ConstantInitialized): _impl_{
+    /*decltype(_impl_.user_id_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
+  , /*decltype(_impl_.tokens_)*/nullptr
+  , /*decltype(_impl_.created_)*/false
+  , /*decltype(_impl_._cached_size_)*/{}} {}
+struct FinishSignInResponseDefaultTypeInternal {
+  PROTOBUF_CONSTEXPR FinishSignInResponseDefaultTypeInternal()
+      : _instance(::_pbi::ConstantInitialized{}) {}
+  ~FinishSignInResponseDefaultTypeInternal() {}
+  union {
+    FinishSignInResponse _instance;
+  };
+};
+PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 FinishSignInResponseDefaultTypeInternal _FinishSignInResponse_default_instance_;
 PROTOBUF_CONSTEXPR LoginRequest::LoginRequest(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.username_)*/{&::_pbi::fixed_address_empty_string, ::_pbi::ConstantInitialized{}}
@@ -326,7 +423,7 @@ struct UtteranceRecordDefaultTypeInternal {
 PROTOBUF_ATTRIBUTE_NO_DESTROY PROTOBUF_CONSTINIT PROTOBUF_ATTRIBUTE_INIT_PRIORITY1 UtteranceRecordDefaultTypeInternal _UtteranceRecord_default_instance_;
 }  // namespace v1
 }  // namespace dragoman
-static ::_pb::Metadata file_level_metadata_dragoman_2fv1_2fauth_2eproto[21];
+static ::_pb::Metadata file_level_metadata_dragoman_2fv1_2fauth_2eproto[28];
 static constexpr ::_pb::EnumDescriptor const** file_level_enum_descriptors_dragoman_2fv1_2fauth_2eproto = nullptr;
 static constexpr ::_pb::ServiceDescriptor const** file_level_service_descriptors_dragoman_2fv1_2fauth_2eproto = nullptr;
 
@@ -350,6 +447,62 @@ const uint32_t TableStruct_dragoman_2fv1_2fauth_2eproto::offsets[] PROTOBUF_SECT
   ~0u,  // no _inlined_string_donated_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::RegisterResponse, _impl_.user_id_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::RegisterResponse, _impl_.tokens_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::ListSignInProvidersRequest, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::ListSignInProvidersResponse, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::ListSignInProvidersResponse, _impl_.providers_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::SignInProvider, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::SignInProvider, _impl_.name_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::SignInProvider, _impl_.issuer_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::StartSignInRequest, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::StartSignInRequest, _impl_.provider_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::StartSignInRequest, _impl_.redirect_uri_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::StartSignInResponse, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::StartSignInResponse, _impl_.authorization_url_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::StartSignInResponse, _impl_.state_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::FinishSignInRequest, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::FinishSignInRequest, _impl_.state_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::FinishSignInRequest, _impl_.code_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::FinishSignInRequest, _impl_.password_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::FinishSignInRequest, _impl_.device_name_),
+  ~0u,  // no _has_bits_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::FinishSignInResponse, _internal_metadata_),
+  ~0u,  // no _extensions_
+  ~0u,  // no _oneof_case_
+  ~0u,  // no _weak_field_map_
+  ~0u,  // no _inlined_string_donated_
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::FinishSignInResponse, _impl_.user_id_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::FinishSignInResponse, _impl_.tokens_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::FinishSignInResponse, _impl_.created_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::LoginRequest, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -515,30 +668,44 @@ const uint32_t TableStruct_dragoman_2fv1_2fauth_2eproto::offsets[] PROTOBUF_SECT
 static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) = {
   { 0, -1, -1, sizeof(::dragoman::v1::RegisterRequest)},
   { 11, -1, -1, sizeof(::dragoman::v1::RegisterResponse)},
-  { 19, -1, -1, sizeof(::dragoman::v1::LoginRequest)},
-  { 28, -1, -1, sizeof(::dragoman::v1::LoginResponse)},
-  { 36, -1, -1, sizeof(::dragoman::v1::RefreshTokenRequest)},
-  { 43, -1, -1, sizeof(::dragoman::v1::RefreshTokenResponse)},
-  { 50, -1, -1, sizeof(::dragoman::v1::LogoutRequest)},
-  { 57, -1, -1, sizeof(::dragoman::v1::LogoutResponse)},
-  { 63, -1, -1, sizeof(::dragoman::v1::TokenPair)},
-  { 73, -1, -1, sizeof(::dragoman::v1::DeleteAccountRequest)},
-  { 80, -1, -1, sizeof(::dragoman::v1::DeleteAccountResponse)},
-  { 88, -1, -1, sizeof(::dragoman::v1::ExportMyDataRequest)},
-  { 94, -1, -1, sizeof(::dragoman::v1::ExportMyDataResponse)},
-  { 105, -1, -1, sizeof(::dragoman::v1::Account)},
-  { 116, -1, -1, sizeof(::dragoman::v1::LoginRecord)},
-  { 126, -1, -1, sizeof(::dragoman::v1::ListDevicesRequest)},
-  { 132, -1, -1, sizeof(::dragoman::v1::ListDevicesResponse)},
-  { 139, -1, -1, sizeof(::dragoman::v1::RevokeDeviceRequest)},
-  { 146, -1, -1, sizeof(::dragoman::v1::RevokeDeviceResponse)},
-  { 152, -1, -1, sizeof(::dragoman::v1::Device)},
-  { 165, -1, -1, sizeof(::dragoman::v1::UtteranceRecord)},
+  { 19, -1, -1, sizeof(::dragoman::v1::ListSignInProvidersRequest)},
+  { 25, -1, -1, sizeof(::dragoman::v1::ListSignInProvidersResponse)},
+  { 32, -1, -1, sizeof(::dragoman::v1::SignInProvider)},
+  { 40, -1, -1, sizeof(::dragoman::v1::StartSignInRequest)},
+  { 48, -1, -1, sizeof(::dragoman::v1::StartSignInResponse)},
+  { 56, -1, -1, sizeof(::dragoman::v1::FinishSignInRequest)},
+  { 66, -1, -1, sizeof(::dragoman::v1::FinishSignInResponse)},
+  { 75, -1, -1, sizeof(::dragoman::v1::LoginRequest)},
+  { 84, -1, -1, sizeof(::dragoman::v1::LoginResponse)},
+  { 92, -1, -1, sizeof(::dragoman::v1::RefreshTokenRequest)},
+  { 99, -1, -1, sizeof(::dragoman::v1::RefreshTokenResponse)},
+  { 106, -1, -1, sizeof(::dragoman::v1::LogoutRequest)},
+  { 113, -1, -1, sizeof(::dragoman::v1::LogoutResponse)},
+  { 119, -1, -1, sizeof(::dragoman::v1::TokenPair)},
+  { 129, -1, -1, sizeof(::dragoman::v1::DeleteAccountRequest)},
+  { 136, -1, -1, sizeof(::dragoman::v1::DeleteAccountResponse)},
+  { 144, -1, -1, sizeof(::dragoman::v1::ExportMyDataRequest)},
+  { 150, -1, -1, sizeof(::dragoman::v1::ExportMyDataResponse)},
+  { 161, -1, -1, sizeof(::dragoman::v1::Account)},
+  { 172, -1, -1, sizeof(::dragoman::v1::LoginRecord)},
+  { 182, -1, -1, sizeof(::dragoman::v1::ListDevicesRequest)},
+  { 188, -1, -1, sizeof(::dragoman::v1::ListDevicesResponse)},
+  { 195, -1, -1, sizeof(::dragoman::v1::RevokeDeviceRequest)},
+  { 202, -1, -1, sizeof(::dragoman::v1::RevokeDeviceResponse)},
+  { 208, -1, -1, sizeof(::dragoman::v1::Device)},
+  { 221, -1, -1, sizeof(::dragoman::v1::UtteranceRecord)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
   &::dragoman::v1::_RegisterRequest_default_instance_._instance,
   &::dragoman::v1::_RegisterResponse_default_instance_._instance,
+  &::dragoman::v1::_ListSignInProvidersRequest_default_instance_._instance,
+  &::dragoman::v1::_ListSignInProvidersResponse_default_instance_._instance,
+  &::dragoman::v1::_SignInProvider_default_instance_._instance,
+  &::dragoman::v1::_StartSignInRequest_default_instance_._instance,
+  &::dragoman::v1::_StartSignInResponse_default_instance_._instance,
+  &::dragoman::v1::_FinishSignInRequest_default_instance_._instance,
+  &::dragoman::v1::_FinishSignInResponse_default_instance_._instance,
   &::dragoman::v1::_LoginRequest_default_instance_._instance,
   &::dragoman::v1::_LoginResponse_default_instance_._instance,
   &::dragoman::v1::_RefreshTokenRequest_default_instance_._instance,
@@ -572,84 +739,106 @@ const char descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto[] PROTOBUF_SEC
   "vice_name\030\005 \001(\tR\ndeviceName\"[\n\020RegisterR"
   "esponse\022\027\n\007user_id\030\001 \001(\tR\006userId\022.\n\006toke"
   "ns\030\002 \001(\0132\026.dragoman.v1.TokenPairR\006tokens"
-  "\"g\n\014LoginRequest\022\032\n\010username\030\001 \001(\tR\010user"
-  "name\022\032\n\010password\030\002 \001(\tR\010password\022\037\n\013devi"
-  "ce_name\030\003 \001(\tR\ndeviceName\"X\n\rLoginRespon"
-  "se\022\027\n\007user_id\030\001 \001(\tR\006userId\022.\n\006tokens\030\002 "
-  "\001(\0132\026.dragoman.v1.TokenPairR\006tokens\":\n\023R"
-  "efreshTokenRequest\022#\n\rrefresh_token\030\001 \001("
-  "\tR\014refreshToken\"F\n\024RefreshTokenResponse\022"
-  ".\n\006tokens\030\001 \001(\0132\026.dragoman.v1.TokenPairR"
-  "\006tokens\"4\n\rLogoutRequest\022#\n\rrefresh_toke"
-  "n\030\001 \001(\tR\014refreshToken\"\020\n\016LogoutResponse\""
-  "\377\001\n\tTokenPair\022!\n\014access_token\030\001 \001(\tR\013acc"
-  "essToken\022S\n\030access_token_expire_time\030\002 \001"
-  "(\0132\032.google.protobuf.TimestampR\025accessTo"
-  "kenExpireTime\022#\n\rrefresh_token\030\003 \001(\tR\014re"
-  "freshToken\022U\n\031refresh_token_expire_time\030"
-  "\004 \001(\0132\032.google.protobuf.TimestampR\026refre"
-  "shTokenExpireTime\"2\n\024DeleteAccountReques"
-  "t\022\032\n\010password\030\001 \001(\tR\010password\"\203\001\n\025Delete"
-  "AccountResponse\0222\n\025deleted_session_count"
-  "\030\001 \001(\rR\023deletedSessionCount\0226\n\027deleted_u"
-  "tterance_count\030\002 \001(\rR\025deletedUtteranceCo"
-  "unt\"\025\n\023ExportMyDataRequest\"\245\002\n\024ExportMyD"
-  "ataResponse\022.\n\007account\030\001 \001(\0132\024.dragoman."
-  "v1.AccountR\007account\0220\n\006logins\030\002 \003(\0132\030.dr"
-  "agoman.v1.LoginRecordR\006logins\0220\n\010session"
-  "s\030\003 \003(\0132\024.dragoman.v1.SessionR\010sessions\022"
-  "<\n\nutterances\030\004 \003(\0132\034.dragoman.v1.Uttera"
-  "nceRecordR\nutterances\022;\n\014vocabularies\030\005 "
-  "\003(\0132\027.dragoman.v1.VocabularyR\014vocabulari"
-  "es\"\311\001\n\007Account\022\027\n\007user_id\030\001 \001(\tR\006userId\022"
-  "\032\n\010username\030\002 \001(\tR\010username\022\024\n\005email\030\003 \001"
-  "(\tR\005email\0226\n\027preferred_language_code\030\004 \001"
-  "(\tR\025preferredLanguageCode\022;\n\013create_time"
-  "\030\005 \001(\0132\032.google.protobuf.TimestampR\ncrea"
-  "teTime\"\316\001\n\013LoginRecord\022;\n\013create_time\030\001 "
-  "\001(\0132\032.google.protobuf.TimestampR\ncreateT"
-  "ime\022;\n\013expire_time\030\002 \001(\0132\032.google.protob"
-  "uf.TimestampR\nexpireTime\022\030\n\007revoked\030\003 \001("
-  "\010R\007revoked\022+\n\006device\030\004 \001(\0132\023.dragoman.v1"
-  ".DeviceR\006device\"\024\n\022ListDevicesRequest\"D\n"
-  "\023ListDevicesResponse\022-\n\007devices\030\001 \003(\0132\023."
-  "dragoman.v1.DeviceR\007devices\"2\n\023RevokeDev"
-  "iceRequest\022\033\n\tdevice_id\030\001 \001(\tR\010deviceId\""
-  "\026\n\024RevokeDeviceResponse\"\225\002\n\006Device\022\033\n\tde"
-  "vice_id\030\001 \001(\tR\010deviceId\022\022\n\004name\030\002 \001(\tR\004n"
-  "ame\022\035\n\nuser_agent\030\003 \001(\tR\tuserAgent\022B\n\017fi"
-  "rst_seen_time\030\004 \001(\0132\032.google.protobuf.Ti"
-  "mestampR\rfirstSeenTime\022@\n\016last_seen_time"
-  "\030\005 \001(\0132\032.google.protobuf.TimestampR\014last"
-  "SeenTime\022\033\n\tcoarse_ip\030\006 \001(\tR\010coarseIp\022\030\n"
-  "\007current\030\007 \001(\010R\007current\"\237\003\n\017UtteranceRec"
-  "ord\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022!\n\014ut"
-  "terance_id\030\002 \001(\tR\013utteranceId\022&\n\017speaker"
-  "_user_id\030\003 \001(\tR\rspeakerUserId\0220\n\024source_"
-  "language_code\030\004 \001(\tR\022sourceLanguageCode\022"
-  "0\n\024target_language_code\030\005 \001(\tR\022targetLan"
-  "guageCode\022\037\n\013source_text\030\006 \001(\tR\nsourceTe"
-  "xt\022\'\n\017translated_text\030\007 \001(\tR\016translatedT"
-  "ext\0227\n\007latency\030\010 \001(\0132\035.dragoman.v1.Utter"
-  "anceLatencyR\007latency\022;\n\013create_time\030\t \001("
-  "\0132\032.google.protobuf.TimestampR\ncreateTim"
-  "e2\202\005\n\013AuthService\022G\n\010Register\022\034.dragoman"
-  ".v1.RegisterRequest\032\035.dragoman.v1.Regist"
-  "erResponse\022>\n\005Login\022\031.dragoman.v1.LoginR"
-  "equest\032\032.dragoman.v1.LoginResponse\022S\n\014Re"
-  "freshToken\022 .dragoman.v1.RefreshTokenReq"
-  "uest\032!.dragoman.v1.RefreshTokenResponse\022"
-  "A\n\006Logout\022\032.dragoman.v1.LogoutRequest\032\033."
-  "dragoman.v1.LogoutResponse\022V\n\rDeleteAcco"
-  "unt\022!.dragoman.v1.DeleteAccountRequest\032\""
-  ".dragoman.v1.DeleteAccountResponse\022S\n\014Ex"
-  "portMyData\022 .dragoman.v1.ExportMyDataReq"
-  "uest\032!.dragoman.v1.ExportMyDataResponse\022"
-  "P\n\013ListDevices\022\037.dragoman.v1.ListDevices"
-  "Request\032 .dragoman.v1.ListDevicesRespons"
-  "e\022S\n\014RevokeDevice\022 .dragoman.v1.RevokeDe"
-  "viceRequest\032!.dragoman.v1.RevokeDeviceRe"
-  "sponseb\006proto3"
+  "\"\034\n\032ListSignInProvidersRequest\"X\n\033ListSi"
+  "gnInProvidersResponse\0229\n\tproviders\030\001 \003(\013"
+  "2\033.dragoman.v1.SignInProviderR\tproviders"
+  "\"<\n\016SignInProvider\022\022\n\004name\030\001 \001(\tR\004name\022\026"
+  "\n\006issuer\030\002 \001(\tR\006issuer\"S\n\022StartSignInReq"
+  "uest\022\032\n\010provider\030\001 \001(\tR\010provider\022!\n\014redi"
+  "rect_uri\030\002 \001(\tR\013redirectUri\"X\n\023StartSign"
+  "InResponse\022+\n\021authorization_url\030\001 \001(\tR\020a"
+  "uthorizationUrl\022\024\n\005state\030\002 \001(\tR\005state\"|\n"
+  "\023FinishSignInRequest\022\024\n\005state\030\001 \001(\tR\005sta"
+  "te\022\022\n\004code\030\002 \001(\tR\004code\022\032\n\010password\030\003 \001(\t"
+  "R\010password\022\037\n\013device_name\030\004 \001(\tR\ndeviceN"
+  "ame\"y\n\024FinishSignInResponse\022\027\n\007user_id\030\001"
+  " \001(\tR\006userId\022.\n\006tokens\030\002 \001(\0132\026.dragoman."
+  "v1.TokenPairR\006tokens\022\030\n\007created\030\003 \001(\010R\007c"
+  "reated\"g\n\014LoginRequest\022\032\n\010username\030\001 \001(\t"
+  "R\010username\022\032\n\010password\030\002 \001(\tR\010password\022\037"
+  "\n\013device_name\030\003 \001(\tR\ndeviceName\"X\n\rLogin"
+  "Response\022\027\n\007user_id\030\001 \001(\tR\006userId\022.\n\006tok"
+  "ens\030\002 \001(\0132\026.dragoman.v1.TokenPairR\006token"
+  "s\":\n\023RefreshTokenRequest\022#\n\rrefresh_toke"
+  "n\030\001 \001(\tR\014refreshToken\"F\n\024RefreshTokenRes"
+  "ponse\022.\n\006tokens\030\001 \001(\0132\026.dragoman.v1.Toke"
+  "nPairR\006tokens\"4\n\rLogoutRequest\022#\n\rrefres"
+  "h_token\030\001 \001(\tR\014refreshToken\"\020\n\016LogoutRes"
+  "ponse\"\377\001\n\tTokenPair\022!\n\014access_token\030\001 \001("
+  "\tR\013accessToken\022S\n\030access_token_expire_ti"
+  "me\030\002 \001(\0132\032.google.protobuf.TimestampR\025ac"
+  "cessTokenExpireTime\022#\n\rrefresh_token\030\003 \001"
+  "(\tR\014refreshToken\022U\n\031refresh_token_expire"
+  "_time\030\004 \001(\0132\032.google.protobuf.TimestampR"
+  "\026refreshTokenExpireTime\"2\n\024DeleteAccount"
+  "Request\022\032\n\010password\030\001 \001(\tR\010password\"\203\001\n\025"
+  "DeleteAccountResponse\0222\n\025deleted_session"
+  "_count\030\001 \001(\rR\023deletedSessionCount\0226\n\027del"
+  "eted_utterance_count\030\002 \001(\rR\025deletedUtter"
+  "anceCount\"\025\n\023ExportMyDataRequest\"\245\002\n\024Exp"
+  "ortMyDataResponse\022.\n\007account\030\001 \001(\0132\024.dra"
+  "goman.v1.AccountR\007account\0220\n\006logins\030\002 \003("
+  "\0132\030.dragoman.v1.LoginRecordR\006logins\0220\n\010s"
+  "essions\030\003 \003(\0132\024.dragoman.v1.SessionR\010ses"
+  "sions\022<\n\nutterances\030\004 \003(\0132\034.dragoman.v1."
+  "UtteranceRecordR\nutterances\022;\n\014vocabular"
+  "ies\030\005 \003(\0132\027.dragoman.v1.VocabularyR\014voca"
+  "bularies\"\311\001\n\007Account\022\027\n\007user_id\030\001 \001(\tR\006u"
+  "serId\022\032\n\010username\030\002 \001(\tR\010username\022\024\n\005ema"
+  "il\030\003 \001(\tR\005email\0226\n\027preferred_language_co"
+  "de\030\004 \001(\tR\025preferredLanguageCode\022;\n\013creat"
+  "e_time\030\005 \001(\0132\032.google.protobuf.Timestamp"
+  "R\ncreateTime\"\316\001\n\013LoginRecord\022;\n\013create_t"
+  "ime\030\001 \001(\0132\032.google.protobuf.TimestampR\nc"
+  "reateTime\022;\n\013expire_time\030\002 \001(\0132\032.google."
+  "protobuf.TimestampR\nexpireTime\022\030\n\007revoke"
+  "d\030\003 \001(\010R\007revoked\022+\n\006device\030\004 \001(\0132\023.drago"
+  "man.v1.DeviceR\006device\"\024\n\022ListDevicesRequ"
+  "est\"D\n\023ListDevicesResponse\022-\n\007devices\030\001 "
+  "\003(\0132\023.dragoman.v1.DeviceR\007devices\"2\n\023Rev"
+  "okeDeviceRequest\022\033\n\tdevice_id\030\001 \001(\tR\010dev"
+  "iceId\"\026\n\024RevokeDeviceResponse\"\225\002\n\006Device"
+  "\022\033\n\tdevice_id\030\001 \001(\tR\010deviceId\022\022\n\004name\030\002 "
+  "\001(\tR\004name\022\035\n\nuser_agent\030\003 \001(\tR\tuserAgent"
+  "\022B\n\017first_seen_time\030\004 \001(\0132\032.google.proto"
+  "buf.TimestampR\rfirstSeenTime\022@\n\016last_see"
+  "n_time\030\005 \001(\0132\032.google.protobuf.Timestamp"
+  "R\014lastSeenTime\022\033\n\tcoarse_ip\030\006 \001(\tR\010coars"
+  "eIp\022\030\n\007current\030\007 \001(\010R\007current\"\237\003\n\017Uttera"
+  "nceRecord\022\035\n\nsession_id\030\001 \001(\tR\tsessionId"
+  "\022!\n\014utterance_id\030\002 \001(\tR\013utteranceId\022&\n\017s"
+  "peaker_user_id\030\003 \001(\tR\rspeakerUserId\0220\n\024s"
+  "ource_language_code\030\004 \001(\tR\022sourceLanguag"
+  "eCode\0220\n\024target_language_code\030\005 \001(\tR\022tar"
+  "getLanguageCode\022\037\n\013source_text\030\006 \001(\tR\nso"
+  "urceText\022\'\n\017translated_text\030\007 \001(\tR\016trans"
+  "latedText\0227\n\007latency\030\010 \001(\0132\035.dragoman.v1"
+  ".UtteranceLatencyR\007latency\022;\n\013create_tim"
+  "e\030\t \001(\0132\032.google.protobuf.TimestampR\ncre"
+  "ateTime2\223\007\n\013AuthService\022G\n\010Register\022\034.dr"
+  "agoman.v1.RegisterRequest\032\035.dragoman.v1."
+  "RegisterResponse\022>\n\005Login\022\031.dragoman.v1."
+  "LoginRequest\032\032.dragoman.v1.LoginResponse"
+  "\022S\n\014RefreshToken\022 .dragoman.v1.RefreshTo"
+  "kenRequest\032!.dragoman.v1.RefreshTokenRes"
+  "ponse\022A\n\006Logout\022\032.dragoman.v1.LogoutRequ"
+  "est\032\033.dragoman.v1.LogoutResponse\022V\n\rDele"
+  "teAccount\022!.dragoman.v1.DeleteAccountReq"
+  "uest\032\".dragoman.v1.DeleteAccountResponse"
+  "\022S\n\014ExportMyData\022 .dragoman.v1.ExportMyD"
+  "ataRequest\032!.dragoman.v1.ExportMyDataRes"
+  "ponse\022P\n\013ListDevices\022\037.dragoman.v1.ListD"
+  "evicesRequest\032 .dragoman.v1.ListDevicesR"
+  "esponse\022S\n\014RevokeDevice\022 .dragoman.v1.Re"
+  "vokeDeviceRequest\032!.dragoman.v1.RevokeDe"
+  "viceResponse\022h\n\023ListSignInProviders\022\'.dr"
+  "agoman.v1.ListSignInProvidersRequest\032(.d"
+  "ragoman.v1.ListSignInProvidersResponse\022P"
+  "\n\013StartSignIn\022\037.dragoman.v1.StartSignInR"
+  "equest\032 .dragoman.v1.StartSignInResponse"
+  "\022S\n\014FinishSignIn\022 .dragoman.v1.FinishSig"
+  "nInRequest\032!.dragoman.v1.FinishSignInRes"
+  "ponseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fauth_2eproto_deps[4] = {
   &::descriptor_table_dragoman_2fv1_2fconversation_2eproto,
@@ -659,9 +848,9 @@ static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2faut
 };
 static ::_pbi::once_flag descriptor_table_dragoman_2fv1_2fauth_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_dragoman_2fv1_2fauth_2eproto = {
-    false, false, 3534, descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto,
+    false, false, 4413, descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto,
     "dragoman/v1/auth.proto",
-    &descriptor_table_dragoman_2fv1_2fauth_2eproto_once, descriptor_table_dragoman_2fv1_2fauth_2eproto_deps, 4, 21,
+    &descriptor_table_dragoman_2fv1_2fauth_2eproto_once, descriptor_table_dragoman_2fv1_2fauth_2eproto_deps, 4, 28,
     schemas, file_default_instances, TableStruct_dragoman_2fv1_2fauth_2eproto::offsets,
     file_level_metadata_dragoman_2fv1_2fauth_2eproto, file_level_enum_descriptors_dragoman_2fv1_2fauth_2eproto,
     file_level_service_descriptors_dragoman_2fv1_2fauth_2eproto,
@@ -1325,6 +1514,1619 @@ void RegisterResponse::InternalSwap(RegisterResponse* other) {
 
 // ===================================================================
 
+class ListSignInProvidersRequest::_Internal {
+ public:
+};
+
+ListSignInProvidersRequest::ListSignInProvidersRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase(arena, is_message_owned) {
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.ListSignInProvidersRequest)
+}
+ListSignInProvidersRequest::ListSignInProvidersRequest(const ListSignInProvidersRequest& from)
+  : ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase() {
+  ListSignInProvidersRequest* const _this = this; (void)_this;
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.ListSignInProvidersRequest)
+}
+
+
+
+
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData ListSignInProvidersRequest::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyImpl,
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeImpl,
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*ListSignInProvidersRequest::GetClassData() const { return &_class_data_; }
+
+
+
+
+
+
+
+::PROTOBUF_NAMESPACE_ID::Metadata ListSignInProvidersRequest::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[2]);
+}
+
+// ===================================================================
+
+class ListSignInProvidersResponse::_Internal {
+ public:
+};
+
+ListSignInProvidersResponse::ListSignInProvidersResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.ListSignInProvidersResponse)
+}
+ListSignInProvidersResponse::ListSignInProvidersResponse(const ListSignInProvidersResponse& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  ListSignInProvidersResponse* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.providers_){from._impl_.providers_}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.ListSignInProvidersResponse)
+}
+
+inline void ListSignInProvidersResponse::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.providers_){arena}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+}
+
+ListSignInProvidersResponse::~ListSignInProvidersResponse() {
+  // @@protoc_insertion_point(destructor:dragoman.v1.ListSignInProvidersResponse)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void ListSignInProvidersResponse::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.providers_.~RepeatedPtrField();
+}
+
+void ListSignInProvidersResponse::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void ListSignInProvidersResponse::Clear() {
+// @@protoc_insertion_point(message_clear_start:dragoman.v1.ListSignInProvidersResponse)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.providers_.Clear();
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* ListSignInProvidersResponse::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // repeated .dragoman.v1.SignInProvider providers = 1 [json_name = "providers"];
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          ptr -= 1;
+          do {
+            ptr += 1;
+            ptr = ctx->ParseMessage(_internal_add_providers(), ptr);
+            CHK_(ptr);
+            if (!ctx->DataAvailable(ptr)) break;
+          } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<10>(ptr));
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* ListSignInProvidersResponse::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:dragoman.v1.ListSignInProvidersResponse)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // repeated .dragoman.v1.SignInProvider providers = 1 [json_name = "providers"];
+  for (unsigned i = 0,
+      n = static_cast<unsigned>(this->_internal_providers_size()); i < n; i++) {
+    const auto& repfield = this->_internal_providers(i);
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+        InternalWriteMessage(1, repfield, repfield.GetCachedSize(), target, stream);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:dragoman.v1.ListSignInProvidersResponse)
+  return target;
+}
+
+size_t ListSignInProvidersResponse::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:dragoman.v1.ListSignInProvidersResponse)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // repeated .dragoman.v1.SignInProvider providers = 1 [json_name = "providers"];
+  total_size += 1UL * this->_internal_providers_size();
+  for (const auto& msg : this->_impl_.providers_) {
+    total_size +=
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData ListSignInProvidersResponse::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    ListSignInProvidersResponse::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*ListSignInProvidersResponse::GetClassData() const { return &_class_data_; }
+
+
+void ListSignInProvidersResponse::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<ListSignInProvidersResponse*>(&to_msg);
+  auto& from = static_cast<const ListSignInProvidersResponse&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:dragoman.v1.ListSignInProvidersResponse)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  _this->_impl_.providers_.MergeFrom(from._impl_.providers_);
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void ListSignInProvidersResponse::CopyFrom(const ListSignInProvidersResponse& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:dragoman.v1.ListSignInProvidersResponse)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool ListSignInProvidersResponse::IsInitialized() const {
+  return true;
+}
+
+void ListSignInProvidersResponse::InternalSwap(ListSignInProvidersResponse* other) {
+  using std::swap;
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  _impl_.providers_.InternalSwap(&other->_impl_.providers_);
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata ListSignInProvidersResponse::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[3]);
+}
+
+// ===================================================================
+
+class SignInProvider::_Internal {
+ public:
+};
+
+SignInProvider::SignInProvider(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.SignInProvider)
+}
+SignInProvider::SignInProvider(const SignInProvider& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  SignInProvider* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.name_){}
+    , decltype(_impl_.issuer_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_name().empty()) {
+    _this->_impl_.name_.Set(from._internal_name(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.issuer_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.issuer_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_issuer().empty()) {
+    _this->_impl_.issuer_.Set(from._internal_issuer(), 
+      _this->GetArenaForAllocation());
+  }
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.SignInProvider)
+}
+
+inline void SignInProvider::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.name_){}
+    , decltype(_impl_.issuer_){}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.issuer_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.issuer_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+SignInProvider::~SignInProvider() {
+  // @@protoc_insertion_point(destructor:dragoman.v1.SignInProvider)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void SignInProvider::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.name_.Destroy();
+  _impl_.issuer_.Destroy();
+}
+
+void SignInProvider::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void SignInProvider::Clear() {
+// @@protoc_insertion_point(message_clear_start:dragoman.v1.SignInProvider)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.name_.ClearToEmpty();
+  _impl_.issuer_.ClearToEmpty();
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* SignInProvider::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string name = 1 [json_name = "name"];
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_name();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.SignInProvider.name"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string issuer = 2 [json_name = "issuer"];
+      case 2:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 18)) {
+          auto str = _internal_mutable_issuer();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.SignInProvider.issuer"));
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* SignInProvider::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:dragoman.v1.SignInProvider)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string name = 1 [json_name = "name"];
+  if (!this->_internal_name().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_name().data(), static_cast<int>(this->_internal_name().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.SignInProvider.name");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_name(), target);
+  }
+
+  // string issuer = 2 [json_name = "issuer"];
+  if (!this->_internal_issuer().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_issuer().data(), static_cast<int>(this->_internal_issuer().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.SignInProvider.issuer");
+    target = stream->WriteStringMaybeAliased(
+        2, this->_internal_issuer(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:dragoman.v1.SignInProvider)
+  return target;
+}
+
+size_t SignInProvider::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:dragoman.v1.SignInProvider)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string name = 1 [json_name = "name"];
+  if (!this->_internal_name().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_name());
+  }
+
+  // string issuer = 2 [json_name = "issuer"];
+  if (!this->_internal_issuer().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_issuer());
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData SignInProvider::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    SignInProvider::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*SignInProvider::GetClassData() const { return &_class_data_; }
+
+
+void SignInProvider::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<SignInProvider*>(&to_msg);
+  auto& from = static_cast<const SignInProvider&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:dragoman.v1.SignInProvider)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_name().empty()) {
+    _this->_internal_set_name(from._internal_name());
+  }
+  if (!from._internal_issuer().empty()) {
+    _this->_internal_set_issuer(from._internal_issuer());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void SignInProvider::CopyFrom(const SignInProvider& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:dragoman.v1.SignInProvider)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool SignInProvider::IsInitialized() const {
+  return true;
+}
+
+void SignInProvider::InternalSwap(SignInProvider* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.name_, lhs_arena,
+      &other->_impl_.name_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.issuer_, lhs_arena,
+      &other->_impl_.issuer_, rhs_arena
+  );
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata SignInProvider::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[4]);
+}
+
+// ===================================================================
+
+class StartSignInRequest::_Internal {
+ public:
+};
+
+StartSignInRequest::StartSignInRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.StartSignInRequest)
+}
+StartSignInRequest::StartSignInRequest(const StartSignInRequest& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  StartSignInRequest* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.provider_){}
+    , decltype(_impl_.redirect_uri_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.provider_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.provider_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_provider().empty()) {
+    _this->_impl_.provider_.Set(from._internal_provider(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.redirect_uri_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.redirect_uri_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_redirect_uri().empty()) {
+    _this->_impl_.redirect_uri_.Set(from._internal_redirect_uri(), 
+      _this->GetArenaForAllocation());
+  }
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.StartSignInRequest)
+}
+
+inline void StartSignInRequest::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.provider_){}
+    , decltype(_impl_.redirect_uri_){}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.provider_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.provider_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.redirect_uri_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.redirect_uri_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+StartSignInRequest::~StartSignInRequest() {
+  // @@protoc_insertion_point(destructor:dragoman.v1.StartSignInRequest)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void StartSignInRequest::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.provider_.Destroy();
+  _impl_.redirect_uri_.Destroy();
+}
+
+void StartSignInRequest::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void StartSignInRequest::Clear() {
+// @@protoc_insertion_point(message_clear_start:dragoman.v1.StartSignInRequest)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.provider_.ClearToEmpty();
+  _impl_.redirect_uri_.ClearToEmpty();
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* StartSignInRequest::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string provider = 1 [json_name = "provider"];
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_provider();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.StartSignInRequest.provider"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string redirect_uri = 2 [json_name = "redirectUri"];
+      case 2:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 18)) {
+          auto str = _internal_mutable_redirect_uri();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.StartSignInRequest.redirect_uri"));
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* StartSignInRequest::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:dragoman.v1.StartSignInRequest)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string provider = 1 [json_name = "provider"];
+  if (!this->_internal_provider().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_provider().data(), static_cast<int>(this->_internal_provider().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.StartSignInRequest.provider");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_provider(), target);
+  }
+
+  // string redirect_uri = 2 [json_name = "redirectUri"];
+  if (!this->_internal_redirect_uri().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_redirect_uri().data(), static_cast<int>(this->_internal_redirect_uri().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.StartSignInRequest.redirect_uri");
+    target = stream->WriteStringMaybeAliased(
+        2, this->_internal_redirect_uri(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:dragoman.v1.StartSignInRequest)
+  return target;
+}
+
+size_t StartSignInRequest::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:dragoman.v1.StartSignInRequest)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string provider = 1 [json_name = "provider"];
+  if (!this->_internal_provider().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_provider());
+  }
+
+  // string redirect_uri = 2 [json_name = "redirectUri"];
+  if (!this->_internal_redirect_uri().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_redirect_uri());
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData StartSignInRequest::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    StartSignInRequest::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*StartSignInRequest::GetClassData() const { return &_class_data_; }
+
+
+void StartSignInRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<StartSignInRequest*>(&to_msg);
+  auto& from = static_cast<const StartSignInRequest&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:dragoman.v1.StartSignInRequest)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_provider().empty()) {
+    _this->_internal_set_provider(from._internal_provider());
+  }
+  if (!from._internal_redirect_uri().empty()) {
+    _this->_internal_set_redirect_uri(from._internal_redirect_uri());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void StartSignInRequest::CopyFrom(const StartSignInRequest& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:dragoman.v1.StartSignInRequest)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool StartSignInRequest::IsInitialized() const {
+  return true;
+}
+
+void StartSignInRequest::InternalSwap(StartSignInRequest* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.provider_, lhs_arena,
+      &other->_impl_.provider_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.redirect_uri_, lhs_arena,
+      &other->_impl_.redirect_uri_, rhs_arena
+  );
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata StartSignInRequest::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[5]);
+}
+
+// ===================================================================
+
+class StartSignInResponse::_Internal {
+ public:
+};
+
+StartSignInResponse::StartSignInResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.StartSignInResponse)
+}
+StartSignInResponse::StartSignInResponse(const StartSignInResponse& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  StartSignInResponse* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.authorization_url_){}
+    , decltype(_impl_.state_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.authorization_url_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.authorization_url_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_authorization_url().empty()) {
+    _this->_impl_.authorization_url_.Set(from._internal_authorization_url(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.state_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.state_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_state().empty()) {
+    _this->_impl_.state_.Set(from._internal_state(), 
+      _this->GetArenaForAllocation());
+  }
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.StartSignInResponse)
+}
+
+inline void StartSignInResponse::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.authorization_url_){}
+    , decltype(_impl_.state_){}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.authorization_url_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.authorization_url_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.state_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.state_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+StartSignInResponse::~StartSignInResponse() {
+  // @@protoc_insertion_point(destructor:dragoman.v1.StartSignInResponse)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void StartSignInResponse::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.authorization_url_.Destroy();
+  _impl_.state_.Destroy();
+}
+
+void StartSignInResponse::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void StartSignInResponse::Clear() {
+// @@protoc_insertion_point(message_clear_start:dragoman.v1.StartSignInResponse)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.authorization_url_.ClearToEmpty();
+  _impl_.state_.ClearToEmpty();
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* StartSignInResponse::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string authorization_url = 1 [json_name = "authorizationUrl"];
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_authorization_url();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.StartSignInResponse.authorization_url"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string state = 2 [json_name = "state"];
+      case 2:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 18)) {
+          auto str = _internal_mutable_state();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.StartSignInResponse.state"));
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* StartSignInResponse::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:dragoman.v1.StartSignInResponse)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string authorization_url = 1 [json_name = "authorizationUrl"];
+  if (!this->_internal_authorization_url().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_authorization_url().data(), static_cast<int>(this->_internal_authorization_url().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.StartSignInResponse.authorization_url");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_authorization_url(), target);
+  }
+
+  // string state = 2 [json_name = "state"];
+  if (!this->_internal_state().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_state().data(), static_cast<int>(this->_internal_state().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.StartSignInResponse.state");
+    target = stream->WriteStringMaybeAliased(
+        2, this->_internal_state(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:dragoman.v1.StartSignInResponse)
+  return target;
+}
+
+size_t StartSignInResponse::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:dragoman.v1.StartSignInResponse)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string authorization_url = 1 [json_name = "authorizationUrl"];
+  if (!this->_internal_authorization_url().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_authorization_url());
+  }
+
+  // string state = 2 [json_name = "state"];
+  if (!this->_internal_state().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_state());
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData StartSignInResponse::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    StartSignInResponse::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*StartSignInResponse::GetClassData() const { return &_class_data_; }
+
+
+void StartSignInResponse::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<StartSignInResponse*>(&to_msg);
+  auto& from = static_cast<const StartSignInResponse&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:dragoman.v1.StartSignInResponse)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_authorization_url().empty()) {
+    _this->_internal_set_authorization_url(from._internal_authorization_url());
+  }
+  if (!from._internal_state().empty()) {
+    _this->_internal_set_state(from._internal_state());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void StartSignInResponse::CopyFrom(const StartSignInResponse& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:dragoman.v1.StartSignInResponse)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool StartSignInResponse::IsInitialized() const {
+  return true;
+}
+
+void StartSignInResponse::InternalSwap(StartSignInResponse* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.authorization_url_, lhs_arena,
+      &other->_impl_.authorization_url_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.state_, lhs_arena,
+      &other->_impl_.state_, rhs_arena
+  );
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata StartSignInResponse::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[6]);
+}
+
+// ===================================================================
+
+class FinishSignInRequest::_Internal {
+ public:
+};
+
+FinishSignInRequest::FinishSignInRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.FinishSignInRequest)
+}
+FinishSignInRequest::FinishSignInRequest(const FinishSignInRequest& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  FinishSignInRequest* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.state_){}
+    , decltype(_impl_.code_){}
+    , decltype(_impl_.password_){}
+    , decltype(_impl_.device_name_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.state_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.state_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_state().empty()) {
+    _this->_impl_.state_.Set(from._internal_state(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.code_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.code_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_code().empty()) {
+    _this->_impl_.code_.Set(from._internal_code(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.password_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.password_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_password().empty()) {
+    _this->_impl_.password_.Set(from._internal_password(), 
+      _this->GetArenaForAllocation());
+  }
+  _impl_.device_name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.device_name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_device_name().empty()) {
+    _this->_impl_.device_name_.Set(from._internal_device_name(), 
+      _this->GetArenaForAllocation());
+  }
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.FinishSignInRequest)
+}
+
+inline void FinishSignInRequest::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.state_){}
+    , decltype(_impl_.code_){}
+    , decltype(_impl_.password_){}
+    , decltype(_impl_.device_name_){}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.state_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.state_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.code_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.code_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.password_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.password_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  _impl_.device_name_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.device_name_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+FinishSignInRequest::~FinishSignInRequest() {
+  // @@protoc_insertion_point(destructor:dragoman.v1.FinishSignInRequest)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void FinishSignInRequest::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.state_.Destroy();
+  _impl_.code_.Destroy();
+  _impl_.password_.Destroy();
+  _impl_.device_name_.Destroy();
+}
+
+void FinishSignInRequest::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void FinishSignInRequest::Clear() {
+// @@protoc_insertion_point(message_clear_start:dragoman.v1.FinishSignInRequest)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.state_.ClearToEmpty();
+  _impl_.code_.ClearToEmpty();
+  _impl_.password_.ClearToEmpty();
+  _impl_.device_name_.ClearToEmpty();
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* FinishSignInRequest::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string state = 1 [json_name = "state"];
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_state();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.FinishSignInRequest.state"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string code = 2 [json_name = "code"];
+      case 2:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 18)) {
+          auto str = _internal_mutable_code();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.FinishSignInRequest.code"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string password = 3 [json_name = "password"];
+      case 3:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 26)) {
+          auto str = _internal_mutable_password();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.FinishSignInRequest.password"));
+        } else
+          goto handle_unusual;
+        continue;
+      // string device_name = 4 [json_name = "deviceName"];
+      case 4:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 34)) {
+          auto str = _internal_mutable_device_name();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.FinishSignInRequest.device_name"));
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* FinishSignInRequest::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:dragoman.v1.FinishSignInRequest)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string state = 1 [json_name = "state"];
+  if (!this->_internal_state().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_state().data(), static_cast<int>(this->_internal_state().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.FinishSignInRequest.state");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_state(), target);
+  }
+
+  // string code = 2 [json_name = "code"];
+  if (!this->_internal_code().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_code().data(), static_cast<int>(this->_internal_code().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.FinishSignInRequest.code");
+    target = stream->WriteStringMaybeAliased(
+        2, this->_internal_code(), target);
+  }
+
+  // string password = 3 [json_name = "password"];
+  if (!this->_internal_password().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_password().data(), static_cast<int>(this->_internal_password().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.FinishSignInRequest.password");
+    target = stream->WriteStringMaybeAliased(
+        3, this->_internal_password(), target);
+  }
+
+  // string device_name = 4 [json_name = "deviceName"];
+  if (!this->_internal_device_name().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_device_name().data(), static_cast<int>(this->_internal_device_name().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.FinishSignInRequest.device_name");
+    target = stream->WriteStringMaybeAliased(
+        4, this->_internal_device_name(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:dragoman.v1.FinishSignInRequest)
+  return target;
+}
+
+size_t FinishSignInRequest::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:dragoman.v1.FinishSignInRequest)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string state = 1 [json_name = "state"];
+  if (!this->_internal_state().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_state());
+  }
+
+  // string code = 2 [json_name = "code"];
+  if (!this->_internal_code().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_code());
+  }
+
+  // string password = 3 [json_name = "password"];
+  if (!this->_internal_password().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_password());
+  }
+
+  // string device_name = 4 [json_name = "deviceName"];
+  if (!this->_internal_device_name().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_device_name());
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData FinishSignInRequest::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    FinishSignInRequest::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*FinishSignInRequest::GetClassData() const { return &_class_data_; }
+
+
+void FinishSignInRequest::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<FinishSignInRequest*>(&to_msg);
+  auto& from = static_cast<const FinishSignInRequest&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:dragoman.v1.FinishSignInRequest)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_state().empty()) {
+    _this->_internal_set_state(from._internal_state());
+  }
+  if (!from._internal_code().empty()) {
+    _this->_internal_set_code(from._internal_code());
+  }
+  if (!from._internal_password().empty()) {
+    _this->_internal_set_password(from._internal_password());
+  }
+  if (!from._internal_device_name().empty()) {
+    _this->_internal_set_device_name(from._internal_device_name());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void FinishSignInRequest::CopyFrom(const FinishSignInRequest& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:dragoman.v1.FinishSignInRequest)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool FinishSignInRequest::IsInitialized() const {
+  return true;
+}
+
+void FinishSignInRequest::InternalSwap(FinishSignInRequest* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.state_, lhs_arena,
+      &other->_impl_.state_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.code_, lhs_arena,
+      &other->_impl_.code_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.password_, lhs_arena,
+      &other->_impl_.password_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.device_name_, lhs_arena,
+      &other->_impl_.device_name_, rhs_arena
+  );
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata FinishSignInRequest::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[7]);
+}
+
+// ===================================================================
+
+class FinishSignInResponse::_Internal {
+ public:
+  static const ::dragoman::v1::TokenPair& tokens(const FinishSignInResponse* msg);
+};
+
+const ::dragoman::v1::TokenPair&
+FinishSignInResponse::_Internal::tokens(const FinishSignInResponse* msg) {
+  return *msg->_impl_.tokens_;
+}
+FinishSignInResponse::FinishSignInResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                         bool is_message_owned)
+  : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
+  SharedCtor(arena, is_message_owned);
+  // @@protoc_insertion_point(arena_constructor:dragoman.v1.FinishSignInResponse)
+}
+FinishSignInResponse::FinishSignInResponse(const FinishSignInResponse& from)
+  : ::PROTOBUF_NAMESPACE_ID::Message() {
+  FinishSignInResponse* const _this = this; (void)_this;
+  new (&_impl_) Impl_{
+      decltype(_impl_.user_id_){}
+    , decltype(_impl_.tokens_){nullptr}
+    , decltype(_impl_.created_){}
+    , /*decltype(_impl_._cached_size_)*/{}};
+
+  _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+  _impl_.user_id_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.user_id_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (!from._internal_user_id().empty()) {
+    _this->_impl_.user_id_.Set(from._internal_user_id(), 
+      _this->GetArenaForAllocation());
+  }
+  if (from._internal_has_tokens()) {
+    _this->_impl_.tokens_ = new ::dragoman::v1::TokenPair(*from._impl_.tokens_);
+  }
+  _this->_impl_.created_ = from._impl_.created_;
+  // @@protoc_insertion_point(copy_constructor:dragoman.v1.FinishSignInResponse)
+}
+
+inline void FinishSignInResponse::SharedCtor(
+    ::_pb::Arena* arena, bool is_message_owned) {
+  (void)arena;
+  (void)is_message_owned;
+  new (&_impl_) Impl_{
+      decltype(_impl_.user_id_){}
+    , decltype(_impl_.tokens_){nullptr}
+    , decltype(_impl_.created_){false}
+    , /*decltype(_impl_._cached_size_)*/{}
+  };
+  _impl_.user_id_.InitDefault();
+  #ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+    _impl_.user_id_.Set("", GetArenaForAllocation());
+  #endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+}
+
+FinishSignInResponse::~FinishSignInResponse() {
+  // @@protoc_insertion_point(destructor:dragoman.v1.FinishSignInResponse)
+  if (auto *arena = _internal_metadata_.DeleteReturnArena<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>()) {
+  (void)arena;
+    return;
+  }
+  SharedDtor();
+}
+
+inline void FinishSignInResponse::SharedDtor() {
+  GOOGLE_DCHECK(GetArenaForAllocation() == nullptr);
+  _impl_.user_id_.Destroy();
+  if (this != internal_default_instance()) delete _impl_.tokens_;
+}
+
+void FinishSignInResponse::SetCachedSize(int size) const {
+  _impl_._cached_size_.Set(size);
+}
+
+void FinishSignInResponse::Clear() {
+// @@protoc_insertion_point(message_clear_start:dragoman.v1.FinishSignInResponse)
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  _impl_.user_id_.ClearToEmpty();
+  if (GetArenaForAllocation() == nullptr && _impl_.tokens_ != nullptr) {
+    delete _impl_.tokens_;
+  }
+  _impl_.tokens_ = nullptr;
+  _impl_.created_ = false;
+  _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
+}
+
+const char* FinishSignInResponse::_InternalParse(const char* ptr, ::_pbi::ParseContext* ctx) {
+#define CHK_(x) if (PROTOBUF_PREDICT_FALSE(!(x))) goto failure
+  while (!ctx->Done(&ptr)) {
+    uint32_t tag;
+    ptr = ::_pbi::ReadTag(ptr, &tag);
+    switch (tag >> 3) {
+      // string user_id = 1 [json_name = "userId"];
+      case 1:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 10)) {
+          auto str = _internal_mutable_user_id();
+          ptr = ::_pbi::InlineGreedyStringParser(str, ptr, ctx);
+          CHK_(ptr);
+          CHK_(::_pbi::VerifyUTF8(str, "dragoman.v1.FinishSignInResponse.user_id"));
+        } else
+          goto handle_unusual;
+        continue;
+      // .dragoman.v1.TokenPair tokens = 2 [json_name = "tokens"];
+      case 2:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 18)) {
+          ptr = ctx->ParseMessage(_internal_mutable_tokens(), ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // bool created = 3 [json_name = "created"];
+      case 3:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 24)) {
+          _impl_.created_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint64(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      default:
+        goto handle_unusual;
+    }  // switch
+  handle_unusual:
+    if ((tag == 0) || ((tag & 7) == 4)) {
+      CHK_(ptr);
+      ctx->SetLastTag(tag);
+      goto message_done;
+    }
+    ptr = UnknownFieldParse(
+        tag,
+        _internal_metadata_.mutable_unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(),
+        ptr, ctx);
+    CHK_(ptr != nullptr);
+  }  // while
+message_done:
+  return ptr;
+failure:
+  ptr = nullptr;
+  goto message_done;
+#undef CHK_
+}
+
+uint8_t* FinishSignInResponse::_InternalSerialize(
+    uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const {
+  // @@protoc_insertion_point(serialize_to_array_start:dragoman.v1.FinishSignInResponse)
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  // string user_id = 1 [json_name = "userId"];
+  if (!this->_internal_user_id().empty()) {
+    ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::VerifyUtf8String(
+      this->_internal_user_id().data(), static_cast<int>(this->_internal_user_id().length()),
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::SERIALIZE,
+      "dragoman.v1.FinishSignInResponse.user_id");
+    target = stream->WriteStringMaybeAliased(
+        1, this->_internal_user_id(), target);
+  }
+
+  // .dragoman.v1.TokenPair tokens = 2 [json_name = "tokens"];
+  if (this->_internal_has_tokens()) {
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+      InternalWriteMessage(2, _Internal::tokens(this),
+        _Internal::tokens(this).GetCachedSize(), target, stream);
+  }
+
+  // bool created = 3 [json_name = "created"];
+  if (this->_internal_created() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteBoolToArray(3, this->_internal_created(), target);
+  }
+
+  if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
+    target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
+        _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
+  }
+  // @@protoc_insertion_point(serialize_to_array_end:dragoman.v1.FinishSignInResponse)
+  return target;
+}
+
+size_t FinishSignInResponse::ByteSizeLong() const {
+// @@protoc_insertion_point(message_byte_size_start:dragoman.v1.FinishSignInResponse)
+  size_t total_size = 0;
+
+  uint32_t cached_has_bits = 0;
+  // Prevent compiler warnings about cached_has_bits being unused
+  (void) cached_has_bits;
+
+  // string user_id = 1 [json_name = "userId"];
+  if (!this->_internal_user_id().empty()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::StringSize(
+        this->_internal_user_id());
+  }
+
+  // .dragoman.v1.TokenPair tokens = 2 [json_name = "tokens"];
+  if (this->_internal_has_tokens()) {
+    total_size += 1 +
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(
+        *_impl_.tokens_);
+  }
+
+  // bool created = 3 [json_name = "created"];
+  if (this->_internal_created() != 0) {
+    total_size += 1 + 1;
+  }
+
+  return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
+}
+
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData FinishSignInResponse::_class_data_ = {
+    ::PROTOBUF_NAMESPACE_ID::Message::CopyWithSourceCheck,
+    FinishSignInResponse::MergeImpl
+};
+const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*FinishSignInResponse::GetClassData() const { return &_class_data_; }
+
+
+void FinishSignInResponse::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg) {
+  auto* const _this = static_cast<FinishSignInResponse*>(&to_msg);
+  auto& from = static_cast<const FinishSignInResponse&>(from_msg);
+  // @@protoc_insertion_point(class_specific_merge_from_start:dragoman.v1.FinishSignInResponse)
+  GOOGLE_DCHECK_NE(&from, _this);
+  uint32_t cached_has_bits = 0;
+  (void) cached_has_bits;
+
+  if (!from._internal_user_id().empty()) {
+    _this->_internal_set_user_id(from._internal_user_id());
+  }
+  if (from._internal_has_tokens()) {
+    _this->_internal_mutable_tokens()->::dragoman::v1::TokenPair::MergeFrom(
+        from._internal_tokens());
+  }
+  if (from._internal_created() != 0) {
+    _this->_internal_set_created(from._internal_created());
+  }
+  _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
+}
+
+void FinishSignInResponse::CopyFrom(const FinishSignInResponse& from) {
+// @@protoc_insertion_point(class_specific_copy_from_start:dragoman.v1.FinishSignInResponse)
+  if (&from == this) return;
+  Clear();
+  MergeFrom(from);
+}
+
+bool FinishSignInResponse::IsInitialized() const {
+  return true;
+}
+
+void FinishSignInResponse::InternalSwap(FinishSignInResponse* other) {
+  using std::swap;
+  auto* lhs_arena = GetArenaForAllocation();
+  auto* rhs_arena = other->GetArenaForAllocation();
+  _internal_metadata_.InternalSwap(&other->_internal_metadata_);
+  ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr::InternalSwap(
+      &_impl_.user_id_, lhs_arena,
+      &other->_impl_.user_id_, rhs_arena
+  );
+  ::PROTOBUF_NAMESPACE_ID::internal::memswap<
+      PROTOBUF_FIELD_OFFSET(FinishSignInResponse, _impl_.created_)
+      + sizeof(FinishSignInResponse::_impl_.created_)
+      - PROTOBUF_FIELD_OFFSET(FinishSignInResponse, _impl_.tokens_)>(
+          reinterpret_cast<char*>(&_impl_.tokens_),
+          reinterpret_cast<char*>(&other->_impl_.tokens_));
+}
+
+::PROTOBUF_NAMESPACE_ID::Metadata FinishSignInResponse::GetMetadata() const {
+  return ::_pbi::AssignDescriptors(
+      &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[8]);
+}
+
+// ===================================================================
+
 class LoginRequest::_Internal {
  public:
 };
@@ -1623,7 +3425,7 @@ void LoginRequest::InternalSwap(LoginRequest* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata LoginRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[2]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[9]);
 }
 
 // ===================================================================
@@ -1868,7 +3670,7 @@ void LoginResponse::InternalSwap(LoginResponse* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata LoginResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[3]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[10]);
 }
 
 // ===================================================================
@@ -2071,7 +3873,7 @@ void RefreshTokenRequest::InternalSwap(RefreshTokenRequest* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata RefreshTokenRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[4]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[11]);
 }
 
 // ===================================================================
@@ -2264,7 +4066,7 @@ void RefreshTokenResponse::InternalSwap(RefreshTokenResponse* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata RefreshTokenResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[5]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[12]);
 }
 
 // ===================================================================
@@ -2467,7 +4269,7 @@ void LogoutRequest::InternalSwap(LogoutRequest* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata LogoutRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[6]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[13]);
 }
 
 // ===================================================================
@@ -2507,7 +4309,7 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*LogoutResponse::GetClassData()
 ::PROTOBUF_NAMESPACE_ID::Metadata LogoutResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[7]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[14]);
 }
 
 // ===================================================================
@@ -2860,7 +4662,7 @@ void TokenPair::InternalSwap(TokenPair* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata TokenPair::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[8]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[15]);
 }
 
 // ===================================================================
@@ -3063,7 +4865,7 @@ void DeleteAccountRequest::InternalSwap(DeleteAccountRequest* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata DeleteAccountRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[9]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[16]);
 }
 
 // ===================================================================
@@ -3274,7 +5076,7 @@ void DeleteAccountResponse::InternalSwap(DeleteAccountResponse* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata DeleteAccountResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[10]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[17]);
 }
 
 // ===================================================================
@@ -3314,7 +5116,7 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*ExportMyDataRequest::GetClassD
 ::PROTOBUF_NAMESPACE_ID::Metadata ExportMyDataRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[11]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[18]);
 }
 
 // ===================================================================
@@ -3649,7 +5451,7 @@ void ExportMyDataResponse::InternalSwap(ExportMyDataResponse* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata ExportMyDataResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[12]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[19]);
 }
 
 // ===================================================================
@@ -4050,7 +5852,7 @@ void Account::InternalSwap(Account* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata Account::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[13]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[20]);
 }
 
 // ===================================================================
@@ -4368,7 +6170,7 @@ void LoginRecord::InternalSwap(LoginRecord* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata LoginRecord::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[14]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[21]);
 }
 
 // ===================================================================
@@ -4408,7 +6210,7 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*ListDevicesRequest::GetClassDa
 ::PROTOBUF_NAMESPACE_ID::Metadata ListDevicesRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[15]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[22]);
 }
 
 // ===================================================================
@@ -4593,7 +6395,7 @@ void ListDevicesResponse::InternalSwap(ListDevicesResponse* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata ListDevicesResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[16]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[23]);
 }
 
 // ===================================================================
@@ -4796,7 +6598,7 @@ void RevokeDeviceRequest::InternalSwap(RevokeDeviceRequest* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata RevokeDeviceRequest::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[17]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[24]);
 }
 
 // ===================================================================
@@ -4836,7 +6638,7 @@ const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*RevokeDeviceResponse::GetClass
 ::PROTOBUF_NAMESPACE_ID::Metadata RevokeDeviceResponse::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[18]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[25]);
 }
 
 // ===================================================================
@@ -5315,7 +7117,7 @@ void Device::InternalSwap(Device* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata Device::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[19]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[26]);
 }
 
 // ===================================================================
@@ -5918,7 +7720,7 @@ void UtteranceRecord::InternalSwap(UtteranceRecord* other) {
 ::PROTOBUF_NAMESPACE_ID::Metadata UtteranceRecord::GetMetadata() const {
   return ::_pbi::AssignDescriptors(
       &descriptor_table_dragoman_2fv1_2fauth_2eproto_getter, &descriptor_table_dragoman_2fv1_2fauth_2eproto_once,
-      file_level_metadata_dragoman_2fv1_2fauth_2eproto[20]);
+      file_level_metadata_dragoman_2fv1_2fauth_2eproto[27]);
 }
 
 // @@protoc_insertion_point(namespace_scope)
@@ -5932,6 +7734,34 @@ Arena::CreateMaybeMessage< ::dragoman::v1::RegisterRequest >(Arena* arena) {
 template<> PROTOBUF_NOINLINE ::dragoman::v1::RegisterResponse*
 Arena::CreateMaybeMessage< ::dragoman::v1::RegisterResponse >(Arena* arena) {
   return Arena::CreateMessageInternal< ::dragoman::v1::RegisterResponse >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::ListSignInProvidersRequest*
+Arena::CreateMaybeMessage< ::dragoman::v1::ListSignInProvidersRequest >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::ListSignInProvidersRequest >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::ListSignInProvidersResponse*
+Arena::CreateMaybeMessage< ::dragoman::v1::ListSignInProvidersResponse >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::ListSignInProvidersResponse >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::SignInProvider*
+Arena::CreateMaybeMessage< ::dragoman::v1::SignInProvider >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::SignInProvider >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::StartSignInRequest*
+Arena::CreateMaybeMessage< ::dragoman::v1::StartSignInRequest >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::StartSignInRequest >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::StartSignInResponse*
+Arena::CreateMaybeMessage< ::dragoman::v1::StartSignInResponse >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::StartSignInResponse >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::FinishSignInRequest*
+Arena::CreateMaybeMessage< ::dragoman::v1::FinishSignInRequest >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::FinishSignInRequest >(arena);
+}
+template<> PROTOBUF_NOINLINE ::dragoman::v1::FinishSignInResponse*
+Arena::CreateMaybeMessage< ::dragoman::v1::FinishSignInResponse >(Arena* arena) {
+  return Arena::CreateMessageInternal< ::dragoman::v1::FinishSignInResponse >(arena);
 }
 template<> PROTOBUF_NOINLINE ::dragoman::v1::LoginRequest*
 Arena::CreateMaybeMessage< ::dragoman::v1::LoginRequest >(Arena* arena) {

@@ -69,12 +69,24 @@ extern ExportMyDataRequestDefaultTypeInternal _ExportMyDataRequest_default_insta
 class ExportMyDataResponse;
 struct ExportMyDataResponseDefaultTypeInternal;
 extern ExportMyDataResponseDefaultTypeInternal _ExportMyDataResponse_default_instance_;
+class FinishSignInRequest;
+struct FinishSignInRequestDefaultTypeInternal;
+extern FinishSignInRequestDefaultTypeInternal _FinishSignInRequest_default_instance_;
+class FinishSignInResponse;
+struct FinishSignInResponseDefaultTypeInternal;
+extern FinishSignInResponseDefaultTypeInternal _FinishSignInResponse_default_instance_;
 class ListDevicesRequest;
 struct ListDevicesRequestDefaultTypeInternal;
 extern ListDevicesRequestDefaultTypeInternal _ListDevicesRequest_default_instance_;
 class ListDevicesResponse;
 struct ListDevicesResponseDefaultTypeInternal;
 extern ListDevicesResponseDefaultTypeInternal _ListDevicesResponse_default_instance_;
+class ListSignInProvidersRequest;
+struct ListSignInProvidersRequestDefaultTypeInternal;
+extern ListSignInProvidersRequestDefaultTypeInternal _ListSignInProvidersRequest_default_instance_;
+class ListSignInProvidersResponse;
+struct ListSignInProvidersResponseDefaultTypeInternal;
+extern ListSignInProvidersResponseDefaultTypeInternal _ListSignInProvidersResponse_default_instance_;
 class LoginRecord;
 struct LoginRecordDefaultTypeInternal;
 extern LoginRecordDefaultTypeInternal _LoginRecord_default_instance_;
@@ -108,6 +120,15 @@ extern RevokeDeviceRequestDefaultTypeInternal _RevokeDeviceRequest_default_insta
 class RevokeDeviceResponse;
 struct RevokeDeviceResponseDefaultTypeInternal;
 extern RevokeDeviceResponseDefaultTypeInternal _RevokeDeviceResponse_default_instance_;
+class SignInProvider;
+struct SignInProviderDefaultTypeInternal;
+extern SignInProviderDefaultTypeInternal _SignInProvider_default_instance_;
+class StartSignInRequest;
+struct StartSignInRequestDefaultTypeInternal;
+extern StartSignInRequestDefaultTypeInternal _StartSignInRequest_default_instance_;
+class StartSignInResponse;
+struct StartSignInResponseDefaultTypeInternal;
+extern StartSignInResponseDefaultTypeInternal _StartSignInResponse_default_instance_;
 class TokenPair;
 struct TokenPairDefaultTypeInternal;
 extern TokenPairDefaultTypeInternal _TokenPair_default_instance_;
@@ -123,8 +144,12 @@ template<> ::dragoman::v1::DeleteAccountResponse* Arena::CreateMaybeMessage<::dr
 template<> ::dragoman::v1::Device* Arena::CreateMaybeMessage<::dragoman::v1::Device>(Arena*);
 template<> ::dragoman::v1::ExportMyDataRequest* Arena::CreateMaybeMessage<::dragoman::v1::ExportMyDataRequest>(Arena*);
 template<> ::dragoman::v1::ExportMyDataResponse* Arena::CreateMaybeMessage<::dragoman::v1::ExportMyDataResponse>(Arena*);
+template<> ::dragoman::v1::FinishSignInRequest* Arena::CreateMaybeMessage<::dragoman::v1::FinishSignInRequest>(Arena*);
+template<> ::dragoman::v1::FinishSignInResponse* Arena::CreateMaybeMessage<::dragoman::v1::FinishSignInResponse>(Arena*);
 template<> ::dragoman::v1::ListDevicesRequest* Arena::CreateMaybeMessage<::dragoman::v1::ListDevicesRequest>(Arena*);
 template<> ::dragoman::v1::ListDevicesResponse* Arena::CreateMaybeMessage<::dragoman::v1::ListDevicesResponse>(Arena*);
+template<> ::dragoman::v1::ListSignInProvidersRequest* Arena::CreateMaybeMessage<::dragoman::v1::ListSignInProvidersRequest>(Arena*);
+template<> ::dragoman::v1::ListSignInProvidersResponse* Arena::CreateMaybeMessage<::dragoman::v1::ListSignInProvidersResponse>(Arena*);
 template<> ::dragoman::v1::LoginRecord* Arena::CreateMaybeMessage<::dragoman::v1::LoginRecord>(Arena*);
 template<> ::dragoman::v1::LoginRequest* Arena::CreateMaybeMessage<::dragoman::v1::LoginRequest>(Arena*);
 template<> ::dragoman::v1::LoginResponse* Arena::CreateMaybeMessage<::dragoman::v1::LoginResponse>(Arena*);
@@ -136,6 +161,9 @@ template<> ::dragoman::v1::RegisterRequest* Arena::CreateMaybeMessage<::dragoman
 template<> ::dragoman::v1::RegisterResponse* Arena::CreateMaybeMessage<::dragoman::v1::RegisterResponse>(Arena*);
 template<> ::dragoman::v1::RevokeDeviceRequest* Arena::CreateMaybeMessage<::dragoman::v1::RevokeDeviceRequest>(Arena*);
 template<> ::dragoman::v1::RevokeDeviceResponse* Arena::CreateMaybeMessage<::dragoman::v1::RevokeDeviceResponse>(Arena*);
+template<> ::dragoman::v1::SignInProvider* Arena::CreateMaybeMessage<::dragoman::v1::SignInProvider>(Arena*);
+template<> ::dragoman::v1::StartSignInRequest* Arena::CreateMaybeMessage<::dragoman::v1::StartSignInRequest>(Arena*);
+template<> ::dragoman::v1::StartSignInResponse* Arena::CreateMaybeMessage<::dragoman::v1::StartSignInResponse>(Arena*);
 template<> ::dragoman::v1::TokenPair* Arena::CreateMaybeMessage<::dragoman::v1::TokenPair>(Arena*);
 template<> ::dragoman::v1::UtteranceRecord* Arena::CreateMaybeMessage<::dragoman::v1::UtteranceRecord>(Arena*);
 PROTOBUF_NAMESPACE_CLOSE
@@ -534,6 +562,1173 @@ class RegisterResponse final :
 };
 // -------------------------------------------------------------------
 
+class ListSignInProvidersRequest final :
+    public ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase /* @@protoc_insertion_point(class_definition:dragoman.v1.ListSignInProvidersRequest) */ {
+ public:
+  inline ListSignInProvidersRequest() : ListSignInProvidersRequest(nullptr) {}
+  explicit PROTOBUF_CONSTEXPR ListSignInProvidersRequest(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  ListSignInProvidersRequest(const ListSignInProvidersRequest& from);
+  ListSignInProvidersRequest(ListSignInProvidersRequest&& from) noexcept
+    : ListSignInProvidersRequest() {
+    *this = ::std::move(from);
+  }
+
+  inline ListSignInProvidersRequest& operator=(const ListSignInProvidersRequest& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline ListSignInProvidersRequest& operator=(ListSignInProvidersRequest&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const ListSignInProvidersRequest& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const ListSignInProvidersRequest* internal_default_instance() {
+    return reinterpret_cast<const ListSignInProvidersRequest*>(
+               &_ListSignInProvidersRequest_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    2;
+
+  friend void swap(ListSignInProvidersRequest& a, ListSignInProvidersRequest& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(ListSignInProvidersRequest* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(ListSignInProvidersRequest* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  ListSignInProvidersRequest* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<ListSignInProvidersRequest>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyFrom;
+  inline void CopyFrom(const ListSignInProvidersRequest& from) {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::CopyImpl(*this, from);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeFrom;
+  void MergeFrom(const ListSignInProvidersRequest& from) {
+    ::PROTOBUF_NAMESPACE_ID::internal::ZeroFieldsBase::MergeImpl(*this, from);
+  }
+  public:
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.ListSignInProvidersRequest";
+  }
+  protected:
+  explicit ListSignInProvidersRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.ListSignInProvidersRequest)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+  };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class ListSignInProvidersResponse final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:dragoman.v1.ListSignInProvidersResponse) */ {
+ public:
+  inline ListSignInProvidersResponse() : ListSignInProvidersResponse(nullptr) {}
+  ~ListSignInProvidersResponse() override;
+  explicit PROTOBUF_CONSTEXPR ListSignInProvidersResponse(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  ListSignInProvidersResponse(const ListSignInProvidersResponse& from);
+  ListSignInProvidersResponse(ListSignInProvidersResponse&& from) noexcept
+    : ListSignInProvidersResponse() {
+    *this = ::std::move(from);
+  }
+
+  inline ListSignInProvidersResponse& operator=(const ListSignInProvidersResponse& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline ListSignInProvidersResponse& operator=(ListSignInProvidersResponse&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const ListSignInProvidersResponse& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const ListSignInProvidersResponse* internal_default_instance() {
+    return reinterpret_cast<const ListSignInProvidersResponse*>(
+               &_ListSignInProvidersResponse_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    3;
+
+  friend void swap(ListSignInProvidersResponse& a, ListSignInProvidersResponse& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(ListSignInProvidersResponse* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(ListSignInProvidersResponse* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  ListSignInProvidersResponse* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<ListSignInProvidersResponse>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const ListSignInProvidersResponse& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const ListSignInProvidersResponse& from) {
+    ListSignInProvidersResponse::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(ListSignInProvidersResponse* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.ListSignInProvidersResponse";
+  }
+  protected:
+  explicit ListSignInProvidersResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kProvidersFieldNumber = 1,
+  };
+  // repeated .dragoman.v1.SignInProvider providers = 1 [json_name = "providers"];
+  int providers_size() const;
+  private:
+  int _internal_providers_size() const;
+  public:
+  void clear_providers();
+  ::dragoman::v1::SignInProvider* mutable_providers(int index);
+  ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::SignInProvider >*
+      mutable_providers();
+  private:
+  const ::dragoman::v1::SignInProvider& _internal_providers(int index) const;
+  ::dragoman::v1::SignInProvider* _internal_add_providers();
+  public:
+  const ::dragoman::v1::SignInProvider& providers(int index) const;
+  ::dragoman::v1::SignInProvider* add_providers();
+  const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::SignInProvider >&
+      providers() const;
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.ListSignInProvidersResponse)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::SignInProvider > providers_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class SignInProvider final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:dragoman.v1.SignInProvider) */ {
+ public:
+  inline SignInProvider() : SignInProvider(nullptr) {}
+  ~SignInProvider() override;
+  explicit PROTOBUF_CONSTEXPR SignInProvider(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  SignInProvider(const SignInProvider& from);
+  SignInProvider(SignInProvider&& from) noexcept
+    : SignInProvider() {
+    *this = ::std::move(from);
+  }
+
+  inline SignInProvider& operator=(const SignInProvider& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline SignInProvider& operator=(SignInProvider&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const SignInProvider& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const SignInProvider* internal_default_instance() {
+    return reinterpret_cast<const SignInProvider*>(
+               &_SignInProvider_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    4;
+
+  friend void swap(SignInProvider& a, SignInProvider& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(SignInProvider* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(SignInProvider* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  SignInProvider* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<SignInProvider>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const SignInProvider& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const SignInProvider& from) {
+    SignInProvider::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(SignInProvider* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.SignInProvider";
+  }
+  protected:
+  explicit SignInProvider(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kNameFieldNumber = 1,
+    kIssuerFieldNumber = 2,
+  };
+  // string name = 1 [json_name = "name"];
+  void clear_name();
+  const std::string& name() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_name(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_name();
+  PROTOBUF_NODISCARD std::string* release_name();
+  void set_allocated_name(std::string* name);
+  private:
+  const std::string& _internal_name() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_name(const std::string& value);
+  std::string* _internal_mutable_name();
+  public:
+
+  // string issuer = 2 [json_name = "issuer"];
+  void clear_issuer();
+  const std::string& issuer() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_issuer(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_issuer();
+  PROTOBUF_NODISCARD std::string* release_issuer();
+  void set_allocated_issuer(std::string* issuer);
+  private:
+  const std::string& _internal_issuer() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_issuer(const std::string& value);
+  std::string* _internal_mutable_issuer();
+  public:
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.SignInProvider)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr name_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr issuer_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class StartSignInRequest final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:dragoman.v1.StartSignInRequest) */ {
+ public:
+  inline StartSignInRequest() : StartSignInRequest(nullptr) {}
+  ~StartSignInRequest() override;
+  explicit PROTOBUF_CONSTEXPR StartSignInRequest(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  StartSignInRequest(const StartSignInRequest& from);
+  StartSignInRequest(StartSignInRequest&& from) noexcept
+    : StartSignInRequest() {
+    *this = ::std::move(from);
+  }
+
+  inline StartSignInRequest& operator=(const StartSignInRequest& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline StartSignInRequest& operator=(StartSignInRequest&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const StartSignInRequest& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const StartSignInRequest* internal_default_instance() {
+    return reinterpret_cast<const StartSignInRequest*>(
+               &_StartSignInRequest_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    5;
+
+  friend void swap(StartSignInRequest& a, StartSignInRequest& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(StartSignInRequest* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(StartSignInRequest* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  StartSignInRequest* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<StartSignInRequest>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const StartSignInRequest& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const StartSignInRequest& from) {
+    StartSignInRequest::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(StartSignInRequest* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.StartSignInRequest";
+  }
+  protected:
+  explicit StartSignInRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kProviderFieldNumber = 1,
+    kRedirectUriFieldNumber = 2,
+  };
+  // string provider = 1 [json_name = "provider"];
+  void clear_provider();
+  const std::string& provider() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_provider(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_provider();
+  PROTOBUF_NODISCARD std::string* release_provider();
+  void set_allocated_provider(std::string* provider);
+  private:
+  const std::string& _internal_provider() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_provider(const std::string& value);
+  std::string* _internal_mutable_provider();
+  public:
+
+  // string redirect_uri = 2 [json_name = "redirectUri"];
+  void clear_redirect_uri();
+  const std::string& redirect_uri() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_redirect_uri(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_redirect_uri();
+  PROTOBUF_NODISCARD std::string* release_redirect_uri();
+  void set_allocated_redirect_uri(std::string* redirect_uri);
+  private:
+  const std::string& _internal_redirect_uri() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_redirect_uri(const std::string& value);
+  std::string* _internal_mutable_redirect_uri();
+  public:
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.StartSignInRequest)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr provider_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr redirect_uri_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class StartSignInResponse final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:dragoman.v1.StartSignInResponse) */ {
+ public:
+  inline StartSignInResponse() : StartSignInResponse(nullptr) {}
+  ~StartSignInResponse() override;
+  explicit PROTOBUF_CONSTEXPR StartSignInResponse(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  StartSignInResponse(const StartSignInResponse& from);
+  StartSignInResponse(StartSignInResponse&& from) noexcept
+    : StartSignInResponse() {
+    *this = ::std::move(from);
+  }
+
+  inline StartSignInResponse& operator=(const StartSignInResponse& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline StartSignInResponse& operator=(StartSignInResponse&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const StartSignInResponse& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const StartSignInResponse* internal_default_instance() {
+    return reinterpret_cast<const StartSignInResponse*>(
+               &_StartSignInResponse_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    6;
+
+  friend void swap(StartSignInResponse& a, StartSignInResponse& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(StartSignInResponse* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(StartSignInResponse* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  StartSignInResponse* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<StartSignInResponse>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const StartSignInResponse& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const StartSignInResponse& from) {
+    StartSignInResponse::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(StartSignInResponse* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.StartSignInResponse";
+  }
+  protected:
+  explicit StartSignInResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kAuthorizationUrlFieldNumber = 1,
+    kStateFieldNumber = 2,
+  };
+  // string authorization_url = 1 [json_name = "authorizationUrl"];
+  void clear_authorization_url();
+  const std::string& authorization_url() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_authorization_url(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_authorization_url();
+  PROTOBUF_NODISCARD std::string* release_authorization_url();
+  void set_allocated_authorization_url(std::string* authorization_url);
+  private:
+  const std::string& _internal_authorization_url() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_authorization_url(const std::string& value);
+  std::string* _internal_mutable_authorization_url();
+  public:
+
+  // string state = 2 [json_name = "state"];
+  void clear_state();
+  const std::string& state() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_state(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_state();
+  PROTOBUF_NODISCARD std::string* release_state();
+  void set_allocated_state(std::string* state);
+  private:
+  const std::string& _internal_state() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_state(const std::string& value);
+  std::string* _internal_mutable_state();
+  public:
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.StartSignInResponse)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr authorization_url_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr state_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class FinishSignInRequest final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:dragoman.v1.FinishSignInRequest) */ {
+ public:
+  inline FinishSignInRequest() : FinishSignInRequest(nullptr) {}
+  ~FinishSignInRequest() override;
+  explicit PROTOBUF_CONSTEXPR FinishSignInRequest(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  FinishSignInRequest(const FinishSignInRequest& from);
+  FinishSignInRequest(FinishSignInRequest&& from) noexcept
+    : FinishSignInRequest() {
+    *this = ::std::move(from);
+  }
+
+  inline FinishSignInRequest& operator=(const FinishSignInRequest& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline FinishSignInRequest& operator=(FinishSignInRequest&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const FinishSignInRequest& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const FinishSignInRequest* internal_default_instance() {
+    return reinterpret_cast<const FinishSignInRequest*>(
+               &_FinishSignInRequest_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    7;
+
+  friend void swap(FinishSignInRequest& a, FinishSignInRequest& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(FinishSignInRequest* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(FinishSignInRequest* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  FinishSignInRequest* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<FinishSignInRequest>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const FinishSignInRequest& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const FinishSignInRequest& from) {
+    FinishSignInRequest::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(FinishSignInRequest* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.FinishSignInRequest";
+  }
+  protected:
+  explicit FinishSignInRequest(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kStateFieldNumber = 1,
+    kCodeFieldNumber = 2,
+    kPasswordFieldNumber = 3,
+    kDeviceNameFieldNumber = 4,
+  };
+  // string state = 1 [json_name = "state"];
+  void clear_state();
+  const std::string& state() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_state(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_state();
+  PROTOBUF_NODISCARD std::string* release_state();
+  void set_allocated_state(std::string* state);
+  private:
+  const std::string& _internal_state() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_state(const std::string& value);
+  std::string* _internal_mutable_state();
+  public:
+
+  // string code = 2 [json_name = "code"];
+  void clear_code();
+  const std::string& code() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_code(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_code();
+  PROTOBUF_NODISCARD std::string* release_code();
+  void set_allocated_code(std::string* code);
+  private:
+  const std::string& _internal_code() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_code(const std::string& value);
+  std::string* _internal_mutable_code();
+  public:
+
+  // string password = 3 [json_name = "password"];
+  void clear_password();
+  const std::string& password() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_password(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_password();
+  PROTOBUF_NODISCARD std::string* release_password();
+  void set_allocated_password(std::string* password);
+  private:
+  const std::string& _internal_password() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_password(const std::string& value);
+  std::string* _internal_mutable_password();
+  public:
+
+  // string device_name = 4 [json_name = "deviceName"];
+  void clear_device_name();
+  const std::string& device_name() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_device_name(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_device_name();
+  PROTOBUF_NODISCARD std::string* release_device_name();
+  void set_allocated_device_name(std::string* device_name);
+  private:
+  const std::string& _internal_device_name() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_device_name(const std::string& value);
+  std::string* _internal_mutable_device_name();
+  public:
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.FinishSignInRequest)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr state_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr code_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr password_;
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr device_name_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
+class FinishSignInResponse final :
+    public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:dragoman.v1.FinishSignInResponse) */ {
+ public:
+  inline FinishSignInResponse() : FinishSignInResponse(nullptr) {}
+  ~FinishSignInResponse() override;
+  explicit PROTOBUF_CONSTEXPR FinishSignInResponse(::PROTOBUF_NAMESPACE_ID::internal::ConstantInitialized);
+
+  FinishSignInResponse(const FinishSignInResponse& from);
+  FinishSignInResponse(FinishSignInResponse&& from) noexcept
+    : FinishSignInResponse() {
+    *this = ::std::move(from);
+  }
+
+  inline FinishSignInResponse& operator=(const FinishSignInResponse& from) {
+    CopyFrom(from);
+    return *this;
+  }
+  inline FinishSignInResponse& operator=(FinishSignInResponse&& from) noexcept {
+    if (this == &from) return *this;
+    if (GetOwningArena() == from.GetOwningArena()
+  #ifdef PROTOBUF_FORCE_COPY_IN_MOVE
+        && GetOwningArena() != nullptr
+  #endif  // !PROTOBUF_FORCE_COPY_IN_MOVE
+    ) {
+      InternalSwap(&from);
+    } else {
+      CopyFrom(from);
+    }
+    return *this;
+  }
+
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* descriptor() {
+    return GetDescriptor();
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Descriptor* GetDescriptor() {
+    return default_instance().GetMetadata().descriptor;
+  }
+  static const ::PROTOBUF_NAMESPACE_ID::Reflection* GetReflection() {
+    return default_instance().GetMetadata().reflection;
+  }
+  static const FinishSignInResponse& default_instance() {
+    return *internal_default_instance();
+  }
+  static inline const FinishSignInResponse* internal_default_instance() {
+    return reinterpret_cast<const FinishSignInResponse*>(
+               &_FinishSignInResponse_default_instance_);
+  }
+  static constexpr int kIndexInFileMessages =
+    8;
+
+  friend void swap(FinishSignInResponse& a, FinishSignInResponse& b) {
+    a.Swap(&b);
+  }
+  inline void Swap(FinishSignInResponse* other) {
+    if (other == this) return;
+  #ifdef PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() != nullptr &&
+        GetOwningArena() == other->GetOwningArena()) {
+   #else  // PROTOBUF_FORCE_COPY_IN_SWAP
+    if (GetOwningArena() == other->GetOwningArena()) {
+  #endif  // !PROTOBUF_FORCE_COPY_IN_SWAP
+      InternalSwap(other);
+    } else {
+      ::PROTOBUF_NAMESPACE_ID::internal::GenericSwap(this, other);
+    }
+  }
+  void UnsafeArenaSwap(FinishSignInResponse* other) {
+    if (other == this) return;
+    GOOGLE_DCHECK(GetOwningArena() == other->GetOwningArena());
+    InternalSwap(other);
+  }
+
+  // implements Message ----------------------------------------------
+
+  FinishSignInResponse* New(::PROTOBUF_NAMESPACE_ID::Arena* arena = nullptr) const final {
+    return CreateMaybeMessage<FinishSignInResponse>(arena);
+  }
+  using ::PROTOBUF_NAMESPACE_ID::Message::CopyFrom;
+  void CopyFrom(const FinishSignInResponse& from);
+  using ::PROTOBUF_NAMESPACE_ID::Message::MergeFrom;
+  void MergeFrom( const FinishSignInResponse& from) {
+    FinishSignInResponse::MergeImpl(*this, from);
+  }
+  private:
+  static void MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, const ::PROTOBUF_NAMESPACE_ID::Message& from_msg);
+  public:
+  PROTOBUF_ATTRIBUTE_REINITIALIZES void Clear() final;
+  bool IsInitialized() const final;
+
+  size_t ByteSizeLong() const final;
+  const char* _InternalParse(const char* ptr, ::PROTOBUF_NAMESPACE_ID::internal::ParseContext* ctx) final;
+  uint8_t* _InternalSerialize(
+      uint8_t* target, ::PROTOBUF_NAMESPACE_ID::io::EpsCopyOutputStream* stream) const final;
+  int GetCachedSize() const final { return _impl_._cached_size_.Get(); }
+
+  private:
+  void SharedCtor(::PROTOBUF_NAMESPACE_ID::Arena* arena, bool is_message_owned);
+  void SharedDtor();
+  void SetCachedSize(int size) const final;
+  void InternalSwap(FinishSignInResponse* other);
+
+  private:
+  friend class ::PROTOBUF_NAMESPACE_ID::internal::AnyMetadata;
+  static ::PROTOBUF_NAMESPACE_ID::StringPiece FullMessageName() {
+    return "dragoman.v1.FinishSignInResponse";
+  }
+  protected:
+  explicit FinishSignInResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
+                       bool is_message_owned = false);
+  public:
+
+  static const ClassData _class_data_;
+  const ::PROTOBUF_NAMESPACE_ID::Message::ClassData*GetClassData() const final;
+
+  ::PROTOBUF_NAMESPACE_ID::Metadata GetMetadata() const final;
+
+  // nested types ----------------------------------------------------
+
+  // accessors -------------------------------------------------------
+
+  enum : int {
+    kUserIdFieldNumber = 1,
+    kTokensFieldNumber = 2,
+    kCreatedFieldNumber = 3,
+  };
+  // string user_id = 1 [json_name = "userId"];
+  void clear_user_id();
+  const std::string& user_id() const;
+  template <typename ArgT0 = const std::string&, typename... ArgT>
+  void set_user_id(ArgT0&& arg0, ArgT... args);
+  std::string* mutable_user_id();
+  PROTOBUF_NODISCARD std::string* release_user_id();
+  void set_allocated_user_id(std::string* user_id);
+  private:
+  const std::string& _internal_user_id() const;
+  inline PROTOBUF_ALWAYS_INLINE void _internal_set_user_id(const std::string& value);
+  std::string* _internal_mutable_user_id();
+  public:
+
+  // .dragoman.v1.TokenPair tokens = 2 [json_name = "tokens"];
+  bool has_tokens() const;
+  private:
+  bool _internal_has_tokens() const;
+  public:
+  void clear_tokens();
+  const ::dragoman::v1::TokenPair& tokens() const;
+  PROTOBUF_NODISCARD ::dragoman::v1::TokenPair* release_tokens();
+  ::dragoman::v1::TokenPair* mutable_tokens();
+  void set_allocated_tokens(::dragoman::v1::TokenPair* tokens);
+  private:
+  const ::dragoman::v1::TokenPair& _internal_tokens() const;
+  ::dragoman::v1::TokenPair* _internal_mutable_tokens();
+  public:
+  void unsafe_arena_set_allocated_tokens(
+      ::dragoman::v1::TokenPair* tokens);
+  ::dragoman::v1::TokenPair* unsafe_arena_release_tokens();
+
+  // bool created = 3 [json_name = "created"];
+  void clear_created();
+  bool created() const;
+  void set_created(bool value);
+  private:
+  bool _internal_created() const;
+  void _internal_set_created(bool value);
+  public:
+
+  // @@protoc_insertion_point(class_scope:dragoman.v1.FinishSignInResponse)
+ private:
+  class _Internal;
+
+  template <typename T> friend class ::PROTOBUF_NAMESPACE_ID::Arena::InternalHelper;
+  typedef void InternalArenaConstructable_;
+  typedef void DestructorSkippable_;
+  struct Impl_ {
+    ::PROTOBUF_NAMESPACE_ID::internal::ArenaStringPtr user_id_;
+    ::dragoman::v1::TokenPair* tokens_;
+    bool created_;
+    mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
+  };
+  union { Impl_ _impl_; };
+  friend struct ::TableStruct_dragoman_2fv1_2fauth_2eproto;
+};
+// -------------------------------------------------------------------
+
 class LoginRequest final :
     public ::PROTOBUF_NAMESPACE_ID::Message /* @@protoc_insertion_point(class_definition:dragoman.v1.LoginRequest) */ {
  public:
@@ -582,7 +1777,7 @@ class LoginRequest final :
                &_LoginRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    2;
+    9;
 
   friend void swap(LoginRequest& a, LoginRequest& b) {
     a.Swap(&b);
@@ -767,7 +1962,7 @@ class LoginResponse final :
                &_LoginResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    3;
+    10;
 
   friend void swap(LoginResponse& a, LoginResponse& b) {
     a.Swap(&b);
@@ -940,7 +2135,7 @@ class RefreshTokenRequest final :
                &_RefreshTokenRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    4;
+    11;
 
   friend void swap(RefreshTokenRequest& a, RefreshTokenRequest& b) {
     a.Swap(&b);
@@ -1093,7 +2288,7 @@ class RefreshTokenResponse final :
                &_RefreshTokenResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    5;
+    12;
 
   friend void swap(RefreshTokenResponse& a, RefreshTokenResponse& b) {
     a.Swap(&b);
@@ -1250,7 +2445,7 @@ class LogoutRequest final :
                &_LogoutRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    6;
+    13;
 
   friend void swap(LogoutRequest& a, LogoutRequest& b) {
     a.Swap(&b);
@@ -1402,7 +2597,7 @@ class LogoutResponse final :
                &_LogoutResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    7;
+    14;
 
   friend void swap(LogoutResponse& a, LogoutResponse& b) {
     a.Swap(&b);
@@ -1521,7 +2716,7 @@ class TokenPair final :
                &_TokenPair_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    8;
+    15;
 
   friend void swap(TokenPair& a, TokenPair& b) {
     a.Swap(&b);
@@ -1730,7 +2925,7 @@ class DeleteAccountRequest final :
                &_DeleteAccountRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    9;
+    16;
 
   friend void swap(DeleteAccountRequest& a, DeleteAccountRequest& b) {
     a.Swap(&b);
@@ -1883,7 +3078,7 @@ class DeleteAccountResponse final :
                &_DeleteAccountResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    10;
+    17;
 
   friend void swap(DeleteAccountResponse& a, DeleteAccountResponse& b) {
     a.Swap(&b);
@@ -2041,7 +3236,7 @@ class ExportMyDataRequest final :
                &_ExportMyDataRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    11;
+    18;
 
   friend void swap(ExportMyDataRequest& a, ExportMyDataRequest& b) {
     a.Swap(&b);
@@ -2160,7 +3355,7 @@ class ExportMyDataResponse final :
                &_ExportMyDataResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    12;
+    19;
 
   friend void swap(ExportMyDataResponse& a, ExportMyDataResponse& b) {
     a.Swap(&b);
@@ -2397,7 +3592,7 @@ class Account final :
                &_Account_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    13;
+    20;
 
   friend void swap(Account& a, Account& b) {
     a.Swap(&b);
@@ -2618,7 +3813,7 @@ class LoginRecord final :
                &_LoginRecord_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    14;
+    21;
 
   friend void swap(LoginRecord& a, LoginRecord& b) {
     a.Swap(&b);
@@ -2825,7 +4020,7 @@ class ListDevicesRequest final :
                &_ListDevicesRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    15;
+    22;
 
   friend void swap(ListDevicesRequest& a, ListDevicesRequest& b) {
     a.Swap(&b);
@@ -2944,7 +4139,7 @@ class ListDevicesResponse final :
                &_ListDevicesResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    16;
+    23;
 
   friend void swap(ListDevicesResponse& a, ListDevicesResponse& b) {
     a.Swap(&b);
@@ -3101,7 +4296,7 @@ class RevokeDeviceRequest final :
                &_RevokeDeviceRequest_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    17;
+    24;
 
   friend void swap(RevokeDeviceRequest& a, RevokeDeviceRequest& b) {
     a.Swap(&b);
@@ -3253,7 +4448,7 @@ class RevokeDeviceResponse final :
                &_RevokeDeviceResponse_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    18;
+    25;
 
   friend void swap(RevokeDeviceResponse& a, RevokeDeviceResponse& b) {
     a.Swap(&b);
@@ -3372,7 +4567,7 @@ class Device final :
                &_Device_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    19;
+    26;
 
   friend void swap(Device& a, Device& b) {
     a.Swap(&b);
@@ -3624,7 +4819,7 @@ class UtteranceRecord final :
                &_UtteranceRecord_default_instance_);
   }
   static constexpr int kIndexInFileMessages =
-    20;
+    27;
 
   friend void swap(UtteranceRecord& a, UtteranceRecord& b) {
     a.Swap(&b);
@@ -4266,6 +5461,734 @@ inline void RegisterResponse::set_allocated_tokens(::dragoman::v1::TokenPair* to
   }
   _impl_.tokens_ = tokens;
   // @@protoc_insertion_point(field_set_allocated:dragoman.v1.RegisterResponse.tokens)
+}
+
+// -------------------------------------------------------------------
+
+// ListSignInProvidersRequest
+
+// -------------------------------------------------------------------
+
+// ListSignInProvidersResponse
+
+// repeated .dragoman.v1.SignInProvider providers = 1 [json_name = "providers"];
+inline int ListSignInProvidersResponse::_internal_providers_size() const {
+  return _impl_.providers_.size();
+}
+inline int ListSignInProvidersResponse::providers_size() const {
+  return _internal_providers_size();
+}
+inline void ListSignInProvidersResponse::clear_providers() {
+  _impl_.providers_.Clear();
+}
+inline ::dragoman::v1::SignInProvider* ListSignInProvidersResponse::mutable_providers(int index) {
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.ListSignInProvidersResponse.providers)
+  return _impl_.providers_.Mutable(index);
+}
+inline ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::SignInProvider >*
+ListSignInProvidersResponse::mutable_providers() {
+  // @@protoc_insertion_point(field_mutable_list:dragoman.v1.ListSignInProvidersResponse.providers)
+  return &_impl_.providers_;
+}
+inline const ::dragoman::v1::SignInProvider& ListSignInProvidersResponse::_internal_providers(int index) const {
+  return _impl_.providers_.Get(index);
+}
+inline const ::dragoman::v1::SignInProvider& ListSignInProvidersResponse::providers(int index) const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.ListSignInProvidersResponse.providers)
+  return _internal_providers(index);
+}
+inline ::dragoman::v1::SignInProvider* ListSignInProvidersResponse::_internal_add_providers() {
+  return _impl_.providers_.Add();
+}
+inline ::dragoman::v1::SignInProvider* ListSignInProvidersResponse::add_providers() {
+  ::dragoman::v1::SignInProvider* _add = _internal_add_providers();
+  // @@protoc_insertion_point(field_add:dragoman.v1.ListSignInProvidersResponse.providers)
+  return _add;
+}
+inline const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::SignInProvider >&
+ListSignInProvidersResponse::providers() const {
+  // @@protoc_insertion_point(field_list:dragoman.v1.ListSignInProvidersResponse.providers)
+  return _impl_.providers_;
+}
+
+// -------------------------------------------------------------------
+
+// SignInProvider
+
+// string name = 1 [json_name = "name"];
+inline void SignInProvider::clear_name() {
+  _impl_.name_.ClearToEmpty();
+}
+inline const std::string& SignInProvider::name() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.SignInProvider.name)
+  return _internal_name();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void SignInProvider::set_name(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.name_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.SignInProvider.name)
+}
+inline std::string* SignInProvider::mutable_name() {
+  std::string* _s = _internal_mutable_name();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.SignInProvider.name)
+  return _s;
+}
+inline const std::string& SignInProvider::_internal_name() const {
+  return _impl_.name_.Get();
+}
+inline void SignInProvider::_internal_set_name(const std::string& value) {
+  
+  _impl_.name_.Set(value, GetArenaForAllocation());
+}
+inline std::string* SignInProvider::_internal_mutable_name() {
+  
+  return _impl_.name_.Mutable(GetArenaForAllocation());
+}
+inline std::string* SignInProvider::release_name() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.SignInProvider.name)
+  return _impl_.name_.Release();
+}
+inline void SignInProvider::set_allocated_name(std::string* name) {
+  if (name != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.name_.SetAllocated(name, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.name_.IsDefault()) {
+    _impl_.name_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.SignInProvider.name)
+}
+
+// string issuer = 2 [json_name = "issuer"];
+inline void SignInProvider::clear_issuer() {
+  _impl_.issuer_.ClearToEmpty();
+}
+inline const std::string& SignInProvider::issuer() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.SignInProvider.issuer)
+  return _internal_issuer();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void SignInProvider::set_issuer(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.issuer_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.SignInProvider.issuer)
+}
+inline std::string* SignInProvider::mutable_issuer() {
+  std::string* _s = _internal_mutable_issuer();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.SignInProvider.issuer)
+  return _s;
+}
+inline const std::string& SignInProvider::_internal_issuer() const {
+  return _impl_.issuer_.Get();
+}
+inline void SignInProvider::_internal_set_issuer(const std::string& value) {
+  
+  _impl_.issuer_.Set(value, GetArenaForAllocation());
+}
+inline std::string* SignInProvider::_internal_mutable_issuer() {
+  
+  return _impl_.issuer_.Mutable(GetArenaForAllocation());
+}
+inline std::string* SignInProvider::release_issuer() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.SignInProvider.issuer)
+  return _impl_.issuer_.Release();
+}
+inline void SignInProvider::set_allocated_issuer(std::string* issuer) {
+  if (issuer != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.issuer_.SetAllocated(issuer, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.issuer_.IsDefault()) {
+    _impl_.issuer_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.SignInProvider.issuer)
+}
+
+// -------------------------------------------------------------------
+
+// StartSignInRequest
+
+// string provider = 1 [json_name = "provider"];
+inline void StartSignInRequest::clear_provider() {
+  _impl_.provider_.ClearToEmpty();
+}
+inline const std::string& StartSignInRequest::provider() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.StartSignInRequest.provider)
+  return _internal_provider();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void StartSignInRequest::set_provider(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.provider_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.StartSignInRequest.provider)
+}
+inline std::string* StartSignInRequest::mutable_provider() {
+  std::string* _s = _internal_mutable_provider();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.StartSignInRequest.provider)
+  return _s;
+}
+inline const std::string& StartSignInRequest::_internal_provider() const {
+  return _impl_.provider_.Get();
+}
+inline void StartSignInRequest::_internal_set_provider(const std::string& value) {
+  
+  _impl_.provider_.Set(value, GetArenaForAllocation());
+}
+inline std::string* StartSignInRequest::_internal_mutable_provider() {
+  
+  return _impl_.provider_.Mutable(GetArenaForAllocation());
+}
+inline std::string* StartSignInRequest::release_provider() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.StartSignInRequest.provider)
+  return _impl_.provider_.Release();
+}
+inline void StartSignInRequest::set_allocated_provider(std::string* provider) {
+  if (provider != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.provider_.SetAllocated(provider, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.provider_.IsDefault()) {
+    _impl_.provider_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.StartSignInRequest.provider)
+}
+
+// string redirect_uri = 2 [json_name = "redirectUri"];
+inline void StartSignInRequest::clear_redirect_uri() {
+  _impl_.redirect_uri_.ClearToEmpty();
+}
+inline const std::string& StartSignInRequest::redirect_uri() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.StartSignInRequest.redirect_uri)
+  return _internal_redirect_uri();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void StartSignInRequest::set_redirect_uri(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.redirect_uri_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.StartSignInRequest.redirect_uri)
+}
+inline std::string* StartSignInRequest::mutable_redirect_uri() {
+  std::string* _s = _internal_mutable_redirect_uri();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.StartSignInRequest.redirect_uri)
+  return _s;
+}
+inline const std::string& StartSignInRequest::_internal_redirect_uri() const {
+  return _impl_.redirect_uri_.Get();
+}
+inline void StartSignInRequest::_internal_set_redirect_uri(const std::string& value) {
+  
+  _impl_.redirect_uri_.Set(value, GetArenaForAllocation());
+}
+inline std::string* StartSignInRequest::_internal_mutable_redirect_uri() {
+  
+  return _impl_.redirect_uri_.Mutable(GetArenaForAllocation());
+}
+inline std::string* StartSignInRequest::release_redirect_uri() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.StartSignInRequest.redirect_uri)
+  return _impl_.redirect_uri_.Release();
+}
+inline void StartSignInRequest::set_allocated_redirect_uri(std::string* redirect_uri) {
+  if (redirect_uri != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.redirect_uri_.SetAllocated(redirect_uri, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.redirect_uri_.IsDefault()) {
+    _impl_.redirect_uri_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.StartSignInRequest.redirect_uri)
+}
+
+// -------------------------------------------------------------------
+
+// StartSignInResponse
+
+// string authorization_url = 1 [json_name = "authorizationUrl"];
+inline void StartSignInResponse::clear_authorization_url() {
+  _impl_.authorization_url_.ClearToEmpty();
+}
+inline const std::string& StartSignInResponse::authorization_url() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.StartSignInResponse.authorization_url)
+  return _internal_authorization_url();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void StartSignInResponse::set_authorization_url(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.authorization_url_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.StartSignInResponse.authorization_url)
+}
+inline std::string* StartSignInResponse::mutable_authorization_url() {
+  std::string* _s = _internal_mutable_authorization_url();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.StartSignInResponse.authorization_url)
+  return _s;
+}
+inline const std::string& StartSignInResponse::_internal_authorization_url() const {
+  return _impl_.authorization_url_.Get();
+}
+inline void StartSignInResponse::_internal_set_authorization_url(const std::string& value) {
+  
+  _impl_.authorization_url_.Set(value, GetArenaForAllocation());
+}
+inline std::string* StartSignInResponse::_internal_mutable_authorization_url() {
+  
+  return _impl_.authorization_url_.Mutable(GetArenaForAllocation());
+}
+inline std::string* StartSignInResponse::release_authorization_url() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.StartSignInResponse.authorization_url)
+  return _impl_.authorization_url_.Release();
+}
+inline void StartSignInResponse::set_allocated_authorization_url(std::string* authorization_url) {
+  if (authorization_url != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.authorization_url_.SetAllocated(authorization_url, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.authorization_url_.IsDefault()) {
+    _impl_.authorization_url_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.StartSignInResponse.authorization_url)
+}
+
+// string state = 2 [json_name = "state"];
+inline void StartSignInResponse::clear_state() {
+  _impl_.state_.ClearToEmpty();
+}
+inline const std::string& StartSignInResponse::state() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.StartSignInResponse.state)
+  return _internal_state();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void StartSignInResponse::set_state(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.state_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.StartSignInResponse.state)
+}
+inline std::string* StartSignInResponse::mutable_state() {
+  std::string* _s = _internal_mutable_state();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.StartSignInResponse.state)
+  return _s;
+}
+inline const std::string& StartSignInResponse::_internal_state() const {
+  return _impl_.state_.Get();
+}
+inline void StartSignInResponse::_internal_set_state(const std::string& value) {
+  
+  _impl_.state_.Set(value, GetArenaForAllocation());
+}
+inline std::string* StartSignInResponse::_internal_mutable_state() {
+  
+  return _impl_.state_.Mutable(GetArenaForAllocation());
+}
+inline std::string* StartSignInResponse::release_state() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.StartSignInResponse.state)
+  return _impl_.state_.Release();
+}
+inline void StartSignInResponse::set_allocated_state(std::string* state) {
+  if (state != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.state_.SetAllocated(state, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.state_.IsDefault()) {
+    _impl_.state_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.StartSignInResponse.state)
+}
+
+// -------------------------------------------------------------------
+
+// FinishSignInRequest
+
+// string state = 1 [json_name = "state"];
+inline void FinishSignInRequest::clear_state() {
+  _impl_.state_.ClearToEmpty();
+}
+inline const std::string& FinishSignInRequest::state() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.FinishSignInRequest.state)
+  return _internal_state();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void FinishSignInRequest::set_state(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.state_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.FinishSignInRequest.state)
+}
+inline std::string* FinishSignInRequest::mutable_state() {
+  std::string* _s = _internal_mutable_state();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.FinishSignInRequest.state)
+  return _s;
+}
+inline const std::string& FinishSignInRequest::_internal_state() const {
+  return _impl_.state_.Get();
+}
+inline void FinishSignInRequest::_internal_set_state(const std::string& value) {
+  
+  _impl_.state_.Set(value, GetArenaForAllocation());
+}
+inline std::string* FinishSignInRequest::_internal_mutable_state() {
+  
+  return _impl_.state_.Mutable(GetArenaForAllocation());
+}
+inline std::string* FinishSignInRequest::release_state() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.FinishSignInRequest.state)
+  return _impl_.state_.Release();
+}
+inline void FinishSignInRequest::set_allocated_state(std::string* state) {
+  if (state != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.state_.SetAllocated(state, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.state_.IsDefault()) {
+    _impl_.state_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.FinishSignInRequest.state)
+}
+
+// string code = 2 [json_name = "code"];
+inline void FinishSignInRequest::clear_code() {
+  _impl_.code_.ClearToEmpty();
+}
+inline const std::string& FinishSignInRequest::code() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.FinishSignInRequest.code)
+  return _internal_code();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void FinishSignInRequest::set_code(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.code_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.FinishSignInRequest.code)
+}
+inline std::string* FinishSignInRequest::mutable_code() {
+  std::string* _s = _internal_mutable_code();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.FinishSignInRequest.code)
+  return _s;
+}
+inline const std::string& FinishSignInRequest::_internal_code() const {
+  return _impl_.code_.Get();
+}
+inline void FinishSignInRequest::_internal_set_code(const std::string& value) {
+  
+  _impl_.code_.Set(value, GetArenaForAllocation());
+}
+inline std::string* FinishSignInRequest::_internal_mutable_code() {
+  
+  return _impl_.code_.Mutable(GetArenaForAllocation());
+}
+inline std::string* FinishSignInRequest::release_code() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.FinishSignInRequest.code)
+  return _impl_.code_.Release();
+}
+inline void FinishSignInRequest::set_allocated_code(std::string* code) {
+  if (code != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.code_.SetAllocated(code, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.code_.IsDefault()) {
+    _impl_.code_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.FinishSignInRequest.code)
+}
+
+// string password = 3 [json_name = "password"];
+inline void FinishSignInRequest::clear_password() {
+  _impl_.password_.ClearToEmpty();
+}
+inline const std::string& FinishSignInRequest::password() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.FinishSignInRequest.password)
+  return _internal_password();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void FinishSignInRequest::set_password(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.password_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.FinishSignInRequest.password)
+}
+inline std::string* FinishSignInRequest::mutable_password() {
+  std::string* _s = _internal_mutable_password();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.FinishSignInRequest.password)
+  return _s;
+}
+inline const std::string& FinishSignInRequest::_internal_password() const {
+  return _impl_.password_.Get();
+}
+inline void FinishSignInRequest::_internal_set_password(const std::string& value) {
+  
+  _impl_.password_.Set(value, GetArenaForAllocation());
+}
+inline std::string* FinishSignInRequest::_internal_mutable_password() {
+  
+  return _impl_.password_.Mutable(GetArenaForAllocation());
+}
+inline std::string* FinishSignInRequest::release_password() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.FinishSignInRequest.password)
+  return _impl_.password_.Release();
+}
+inline void FinishSignInRequest::set_allocated_password(std::string* password) {
+  if (password != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.password_.SetAllocated(password, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.password_.IsDefault()) {
+    _impl_.password_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.FinishSignInRequest.password)
+}
+
+// string device_name = 4 [json_name = "deviceName"];
+inline void FinishSignInRequest::clear_device_name() {
+  _impl_.device_name_.ClearToEmpty();
+}
+inline const std::string& FinishSignInRequest::device_name() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.FinishSignInRequest.device_name)
+  return _internal_device_name();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void FinishSignInRequest::set_device_name(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.device_name_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.FinishSignInRequest.device_name)
+}
+inline std::string* FinishSignInRequest::mutable_device_name() {
+  std::string* _s = _internal_mutable_device_name();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.FinishSignInRequest.device_name)
+  return _s;
+}
+inline const std::string& FinishSignInRequest::_internal_device_name() const {
+  return _impl_.device_name_.Get();
+}
+inline void FinishSignInRequest::_internal_set_device_name(const std::string& value) {
+  
+  _impl_.device_name_.Set(value, GetArenaForAllocation());
+}
+inline std::string* FinishSignInRequest::_internal_mutable_device_name() {
+  
+  return _impl_.device_name_.Mutable(GetArenaForAllocation());
+}
+inline std::string* FinishSignInRequest::release_device_name() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.FinishSignInRequest.device_name)
+  return _impl_.device_name_.Release();
+}
+inline void FinishSignInRequest::set_allocated_device_name(std::string* device_name) {
+  if (device_name != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.device_name_.SetAllocated(device_name, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.device_name_.IsDefault()) {
+    _impl_.device_name_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.FinishSignInRequest.device_name)
+}
+
+// -------------------------------------------------------------------
+
+// FinishSignInResponse
+
+// string user_id = 1 [json_name = "userId"];
+inline void FinishSignInResponse::clear_user_id() {
+  _impl_.user_id_.ClearToEmpty();
+}
+inline const std::string& FinishSignInResponse::user_id() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.FinishSignInResponse.user_id)
+  return _internal_user_id();
+}
+template <typename ArgT0, typename... ArgT>
+inline PROTOBUF_ALWAYS_INLINE
+void FinishSignInResponse::set_user_id(ArgT0&& arg0, ArgT... args) {
+ 
+ _impl_.user_id_.Set(static_cast<ArgT0 &&>(arg0), args..., GetArenaForAllocation());
+  // @@protoc_insertion_point(field_set:dragoman.v1.FinishSignInResponse.user_id)
+}
+inline std::string* FinishSignInResponse::mutable_user_id() {
+  std::string* _s = _internal_mutable_user_id();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.FinishSignInResponse.user_id)
+  return _s;
+}
+inline const std::string& FinishSignInResponse::_internal_user_id() const {
+  return _impl_.user_id_.Get();
+}
+inline void FinishSignInResponse::_internal_set_user_id(const std::string& value) {
+  
+  _impl_.user_id_.Set(value, GetArenaForAllocation());
+}
+inline std::string* FinishSignInResponse::_internal_mutable_user_id() {
+  
+  return _impl_.user_id_.Mutable(GetArenaForAllocation());
+}
+inline std::string* FinishSignInResponse::release_user_id() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.FinishSignInResponse.user_id)
+  return _impl_.user_id_.Release();
+}
+inline void FinishSignInResponse::set_allocated_user_id(std::string* user_id) {
+  if (user_id != nullptr) {
+    
+  } else {
+    
+  }
+  _impl_.user_id_.SetAllocated(user_id, GetArenaForAllocation());
+#ifdef PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  if (_impl_.user_id_.IsDefault()) {
+    _impl_.user_id_.Set("", GetArenaForAllocation());
+  }
+#endif // PROTOBUF_FORCE_COPY_DEFAULT_STRING
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.FinishSignInResponse.user_id)
+}
+
+// .dragoman.v1.TokenPair tokens = 2 [json_name = "tokens"];
+inline bool FinishSignInResponse::_internal_has_tokens() const {
+  return this != internal_default_instance() && _impl_.tokens_ != nullptr;
+}
+inline bool FinishSignInResponse::has_tokens() const {
+  return _internal_has_tokens();
+}
+inline void FinishSignInResponse::clear_tokens() {
+  if (GetArenaForAllocation() == nullptr && _impl_.tokens_ != nullptr) {
+    delete _impl_.tokens_;
+  }
+  _impl_.tokens_ = nullptr;
+}
+inline const ::dragoman::v1::TokenPair& FinishSignInResponse::_internal_tokens() const {
+  const ::dragoman::v1::TokenPair* p = _impl_.tokens_;
+  return p != nullptr ? *p : reinterpret_cast<const ::dragoman::v1::TokenPair&>(
+      ::dragoman::v1::_TokenPair_default_instance_);
+}
+inline const ::dragoman::v1::TokenPair& FinishSignInResponse::tokens() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.FinishSignInResponse.tokens)
+  return _internal_tokens();
+}
+inline void FinishSignInResponse::unsafe_arena_set_allocated_tokens(
+    ::dragoman::v1::TokenPair* tokens) {
+  if (GetArenaForAllocation() == nullptr) {
+    delete reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(_impl_.tokens_);
+  }
+  _impl_.tokens_ = tokens;
+  if (tokens) {
+    
+  } else {
+    
+  }
+  // @@protoc_insertion_point(field_unsafe_arena_set_allocated:dragoman.v1.FinishSignInResponse.tokens)
+}
+inline ::dragoman::v1::TokenPair* FinishSignInResponse::release_tokens() {
+  
+  ::dragoman::v1::TokenPair* temp = _impl_.tokens_;
+  _impl_.tokens_ = nullptr;
+#ifdef PROTOBUF_FORCE_COPY_IN_RELEASE
+  auto* old =  reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(temp);
+  temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+  if (GetArenaForAllocation() == nullptr) { delete old; }
+#else  // PROTOBUF_FORCE_COPY_IN_RELEASE
+  if (GetArenaForAllocation() != nullptr) {
+    temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+  }
+#endif  // !PROTOBUF_FORCE_COPY_IN_RELEASE
+  return temp;
+}
+inline ::dragoman::v1::TokenPair* FinishSignInResponse::unsafe_arena_release_tokens() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.FinishSignInResponse.tokens)
+  
+  ::dragoman::v1::TokenPair* temp = _impl_.tokens_;
+  _impl_.tokens_ = nullptr;
+  return temp;
+}
+inline ::dragoman::v1::TokenPair* FinishSignInResponse::_internal_mutable_tokens() {
+  
+  if (_impl_.tokens_ == nullptr) {
+    auto* p = CreateMaybeMessage<::dragoman::v1::TokenPair>(GetArenaForAllocation());
+    _impl_.tokens_ = p;
+  }
+  return _impl_.tokens_;
+}
+inline ::dragoman::v1::TokenPair* FinishSignInResponse::mutable_tokens() {
+  ::dragoman::v1::TokenPair* _msg = _internal_mutable_tokens();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.FinishSignInResponse.tokens)
+  return _msg;
+}
+inline void FinishSignInResponse::set_allocated_tokens(::dragoman::v1::TokenPair* tokens) {
+  ::PROTOBUF_NAMESPACE_ID::Arena* message_arena = GetArenaForAllocation();
+  if (message_arena == nullptr) {
+    delete _impl_.tokens_;
+  }
+  if (tokens) {
+    ::PROTOBUF_NAMESPACE_ID::Arena* submessage_arena =
+        ::PROTOBUF_NAMESPACE_ID::Arena::InternalGetOwningArena(tokens);
+    if (message_arena != submessage_arena) {
+      tokens = ::PROTOBUF_NAMESPACE_ID::internal::GetOwnedMessage(
+          message_arena, tokens, submessage_arena);
+    }
+    
+  } else {
+    
+  }
+  _impl_.tokens_ = tokens;
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.FinishSignInResponse.tokens)
+}
+
+// bool created = 3 [json_name = "created"];
+inline void FinishSignInResponse::clear_created() {
+  _impl_.created_ = false;
+}
+inline bool FinishSignInResponse::_internal_created() const {
+  return _impl_.created_;
+}
+inline bool FinishSignInResponse::created() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.FinishSignInResponse.created)
+  return _internal_created();
+}
+inline void FinishSignInResponse::_internal_set_created(bool value) {
+  
+  _impl_.created_ = value;
+}
+inline void FinishSignInResponse::set_created(bool value) {
+  _internal_set_created(value);
+  // @@protoc_insertion_point(field_set:dragoman.v1.FinishSignInResponse.created)
 }
 
 // -------------------------------------------------------------------
@@ -6996,6 +8919,20 @@ inline void UtteranceRecord::set_allocated_create_time(::PROTOBUF_NAMESPACE_ID::
 #ifdef __GNUC__
   #pragma GCC diagnostic pop
 #endif  // __GNUC__
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
+// -------------------------------------------------------------------
+
 // -------------------------------------------------------------------
 
 // -------------------------------------------------------------------

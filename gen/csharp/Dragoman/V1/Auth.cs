@@ -33,81 +33,108 @@ namespace Dragoman.V1 {
             "ZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJyZWRMYW5ndWFnZUNvZGUS",
             "HwoLZGV2aWNlX25hbWUYBSABKAlSCmRldmljZU5hbWUiWwoQUmVnaXN0ZXJS",
             "ZXNwb25zZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIg",
-            "ASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiZwoMTG9naW5S",
-            "ZXF1ZXN0EhoKCHVzZXJuYW1lGAEgASgJUgh1c2VybmFtZRIaCghwYXNzd29y",
-            "ZBgCIAEoCVIIcGFzc3dvcmQSHwoLZGV2aWNlX25hbWUYAyABKAlSCmRldmlj",
-            "ZU5hbWUiWAoNTG9naW5SZXNwb25zZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2Vy",
-            "SWQSLgoGdG9rZW5zGAIgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0",
-            "b2tlbnMiOgoTUmVmcmVzaFRva2VuUmVxdWVzdBIjCg1yZWZyZXNoX3Rva2Vu",
-            "GAEgASgJUgxyZWZyZXNoVG9rZW4iRgoUUmVmcmVzaFRva2VuUmVzcG9uc2US",
-            "LgoGdG9rZW5zGAEgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tl",
-            "bnMiNAoNTG9nb3V0UmVxdWVzdBIjCg1yZWZyZXNoX3Rva2VuGAEgASgJUgxy",
-            "ZWZyZXNoVG9rZW4iEAoOTG9nb3V0UmVzcG9uc2Ui/wEKCVRva2VuUGFpchIh",
-            "CgxhY2Nlc3NfdG9rZW4YASABKAlSC2FjY2Vzc1Rva2VuElMKGGFjY2Vzc190",
-            "b2tlbl9leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1l",
-            "c3RhbXBSFWFjY2Vzc1Rva2VuRXhwaXJlVGltZRIjCg1yZWZyZXNoX3Rva2Vu",
-            "GAMgASgJUgxyZWZyZXNoVG9rZW4SVQoZcmVmcmVzaF90b2tlbl9leHBpcmVf",
-            "dGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSFnJlZnJl",
-            "c2hUb2tlbkV4cGlyZVRpbWUiMgoURGVsZXRlQWNjb3VudFJlcXVlc3QSGgoI",
-            "cGFzc3dvcmQYASABKAlSCHBhc3N3b3JkIoMBChVEZWxldGVBY2NvdW50UmVz",
-            "cG9uc2USMgoVZGVsZXRlZF9zZXNzaW9uX2NvdW50GAEgASgNUhNkZWxldGVk",
-            "U2Vzc2lvbkNvdW50EjYKF2RlbGV0ZWRfdXR0ZXJhbmNlX2NvdW50GAIgASgN",
-            "UhVkZWxldGVkVXR0ZXJhbmNlQ291bnQiFQoTRXhwb3J0TXlEYXRhUmVxdWVz",
-            "dCKlAgoURXhwb3J0TXlEYXRhUmVzcG9uc2USLgoHYWNjb3VudBgBIAEoCzIU",
-            "LmRyYWdvbWFuLnYxLkFjY291bnRSB2FjY291bnQSMAoGbG9naW5zGAIgAygL",
-            "MhguZHJhZ29tYW4udjEuTG9naW5SZWNvcmRSBmxvZ2lucxIwCghzZXNzaW9u",
-            "cxgDIAMoCzIULmRyYWdvbWFuLnYxLlNlc3Npb25SCHNlc3Npb25zEjwKCnV0",
-            "dGVyYW5jZXMYBCADKAsyHC5kcmFnb21hbi52MS5VdHRlcmFuY2VSZWNvcmRS",
-            "CnV0dGVyYW5jZXMSOwoMdm9jYWJ1bGFyaWVzGAUgAygLMhcuZHJhZ29tYW4u",
-            "djEuVm9jYWJ1bGFyeVIMdm9jYWJ1bGFyaWVzIskBCgdBY2NvdW50EhcKB3Vz",
-            "ZXJfaWQYASABKAlSBnVzZXJJZBIaCgh1c2VybmFtZRgCIAEoCVIIdXNlcm5h",
-            "bWUSFAoFZW1haWwYAyABKAlSBWVtYWlsEjYKF3ByZWZlcnJlZF9sYW5ndWFn",
-            "ZV9jb2RlGAQgASgJUhVwcmVmZXJyZWRMYW5ndWFnZUNvZGUSOwoLY3JlYXRl",
-            "X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUgpjcmVh",
-            "dGVUaW1lIs4BCgtMb2dpblJlY29yZBI7CgtjcmVhdGVfdGltZRgBIAEoCzIa",
-            "Lmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSCmNyZWF0ZVRpbWUSOwoLZXhw",
-            "aXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUgpl",
-            "eHBpcmVUaW1lEhgKB3Jldm9rZWQYAyABKAhSB3Jldm9rZWQSKwoGZGV2aWNl",
-            "GAQgASgLMhMuZHJhZ29tYW4udjEuRGV2aWNlUgZkZXZpY2UiFAoSTGlzdERl",
-            "dmljZXNSZXF1ZXN0IkQKE0xpc3REZXZpY2VzUmVzcG9uc2USLQoHZGV2aWNl",
-            "cxgBIAMoCzITLmRyYWdvbWFuLnYxLkRldmljZVIHZGV2aWNlcyIyChNSZXZv",
-            "a2VEZXZpY2VSZXF1ZXN0EhsKCWRldmljZV9pZBgBIAEoCVIIZGV2aWNlSWQi",
-            "FgoUUmV2b2tlRGV2aWNlUmVzcG9uc2UilQIKBkRldmljZRIbCglkZXZpY2Vf",
-            "aWQYASABKAlSCGRldmljZUlkEhIKBG5hbWUYAiABKAlSBG5hbWUSHQoKdXNl",
-            "cl9hZ2VudBgDIAEoCVIJdXNlckFnZW50EkIKD2ZpcnN0X3NlZW5fdGltZRgE",
-            "IAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSDWZpcnN0U2VlblRp",
-            "bWUSQAoObGFzdF9zZWVuX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYu",
-            "VGltZXN0YW1wUgxsYXN0U2VlblRpbWUSGwoJY29hcnNlX2lwGAYgASgJUghj",
-            "b2Fyc2VJcBIYCgdjdXJyZW50GAcgASgIUgdjdXJyZW50Ip8DCg9VdHRlcmFu",
-            "Y2VSZWNvcmQSHQoKc2Vzc2lvbl9pZBgBIAEoCVIJc2Vzc2lvbklkEiEKDHV0",
-            "dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJhbmNlSWQSJgoPc3BlYWtlcl91c2Vy",
-            "X2lkGAMgASgJUg1zcGVha2VyVXNlcklkEjAKFHNvdXJjZV9sYW5ndWFnZV9j",
-            "b2RlGAQgASgJUhJzb3VyY2VMYW5ndWFnZUNvZGUSMAoUdGFyZ2V0X2xhbmd1",
-            "YWdlX2NvZGUYBSABKAlSEnRhcmdldExhbmd1YWdlQ29kZRIfCgtzb3VyY2Vf",
-            "dGV4dBgGIAEoCVIKc291cmNlVGV4dBInCg90cmFuc2xhdGVkX3RleHQYByAB",
-            "KAlSDnRyYW5zbGF0ZWRUZXh0EjcKB2xhdGVuY3kYCCABKAsyHS5kcmFnb21h",
-            "bi52MS5VdHRlcmFuY2VMYXRlbmN5UgdsYXRlbmN5EjsKC2NyZWF0ZV90aW1l",
-            "GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFIKY3JlYXRlVGlt",
-            "ZTKCBQoLQXV0aFNlcnZpY2USRwoIUmVnaXN0ZXISHC5kcmFnb21hbi52MS5S",
-            "ZWdpc3RlclJlcXVlc3QaHS5kcmFnb21hbi52MS5SZWdpc3RlclJlc3BvbnNl",
-            "Ej4KBUxvZ2luEhkuZHJhZ29tYW4udjEuTG9naW5SZXF1ZXN0GhouZHJhZ29t",
-            "YW4udjEuTG9naW5SZXNwb25zZRJTCgxSZWZyZXNoVG9rZW4SIC5kcmFnb21h",
-            "bi52MS5SZWZyZXNoVG9rZW5SZXF1ZXN0GiEuZHJhZ29tYW4udjEuUmVmcmVz",
-            "aFRva2VuUmVzcG9uc2USQQoGTG9nb3V0EhouZHJhZ29tYW4udjEuTG9nb3V0",
-            "UmVxdWVzdBobLmRyYWdvbWFuLnYxLkxvZ291dFJlc3BvbnNlElYKDURlbGV0",
-            "ZUFjY291bnQSIS5kcmFnb21hbi52MS5EZWxldGVBY2NvdW50UmVxdWVzdBoi",
-            "LmRyYWdvbWFuLnYxLkRlbGV0ZUFjY291bnRSZXNwb25zZRJTCgxFeHBvcnRN",
-            "eURhdGESIC5kcmFnb21hbi52MS5FeHBvcnRNeURhdGFSZXF1ZXN0GiEuZHJh",
-            "Z29tYW4udjEuRXhwb3J0TXlEYXRhUmVzcG9uc2USUAoLTGlzdERldmljZXMS",
-            "Hy5kcmFnb21hbi52MS5MaXN0RGV2aWNlc1JlcXVlc3QaIC5kcmFnb21hbi52",
-            "MS5MaXN0RGV2aWNlc1Jlc3BvbnNlElMKDFJldm9rZURldmljZRIgLmRyYWdv",
-            "bWFuLnYxLlJldm9rZURldmljZVJlcXVlc3QaIS5kcmFnb21hbi52MS5SZXZv",
-            "a2VEZXZpY2VSZXNwb25zZWIGcHJvdG8z"));
+            "ASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiHAoaTGlzdFNp",
+            "Z25JblByb3ZpZGVyc1JlcXVlc3QiWAobTGlzdFNpZ25JblByb3ZpZGVyc1Jl",
+            "c3BvbnNlEjkKCXByb3ZpZGVycxgBIAMoCzIbLmRyYWdvbWFuLnYxLlNpZ25J",
+            "blByb3ZpZGVyUglwcm92aWRlcnMiPAoOU2lnbkluUHJvdmlkZXISEgoEbmFt",
+            "ZRgBIAEoCVIEbmFtZRIWCgZpc3N1ZXIYAiABKAlSBmlzc3VlciJTChJTdGFy",
+            "dFNpZ25JblJlcXVlc3QSGgoIcHJvdmlkZXIYASABKAlSCHByb3ZpZGVyEiEK",
+            "DHJlZGlyZWN0X3VyaRgCIAEoCVILcmVkaXJlY3RVcmkiWAoTU3RhcnRTaWdu",
+            "SW5SZXNwb25zZRIrChFhdXRob3JpemF0aW9uX3VybBgBIAEoCVIQYXV0aG9y",
+            "aXphdGlvblVybBIUCgVzdGF0ZRgCIAEoCVIFc3RhdGUifAoTRmluaXNoU2ln",
+            "bkluUmVxdWVzdBIUCgVzdGF0ZRgBIAEoCVIFc3RhdGUSEgoEY29kZRgCIAEo",
+            "CVIEY29kZRIaCghwYXNzd29yZBgDIAEoCVIIcGFzc3dvcmQSHwoLZGV2aWNl",
+            "X25hbWUYBCABKAlSCmRldmljZU5hbWUieQoURmluaXNoU2lnbkluUmVzcG9u",
+            "c2USFwoHdXNlcl9pZBgBIAEoCVIGdXNlcklkEi4KBnRva2VucxgCIAEoCzIW",
+            "LmRyYWdvbWFuLnYxLlRva2VuUGFpclIGdG9rZW5zEhgKB2NyZWF0ZWQYAyAB",
+            "KAhSB2NyZWF0ZWQiZwoMTG9naW5SZXF1ZXN0EhoKCHVzZXJuYW1lGAEgASgJ",
+            "Ugh1c2VybmFtZRIaCghwYXNzd29yZBgCIAEoCVIIcGFzc3dvcmQSHwoLZGV2",
+            "aWNlX25hbWUYAyABKAlSCmRldmljZU5hbWUiWAoNTG9naW5SZXNwb25zZRIX",
+            "Cgd1c2VyX2lkGAEgASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIgASgLMhYuZHJh",
+            "Z29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiOgoTUmVmcmVzaFRva2VuUmVx",
+            "dWVzdBIjCg1yZWZyZXNoX3Rva2VuGAEgASgJUgxyZWZyZXNoVG9rZW4iRgoU",
+            "UmVmcmVzaFRva2VuUmVzcG9uc2USLgoGdG9rZW5zGAEgASgLMhYuZHJhZ29t",
+            "YW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiNAoNTG9nb3V0UmVxdWVzdBIjCg1y",
+            "ZWZyZXNoX3Rva2VuGAEgASgJUgxyZWZyZXNoVG9rZW4iEAoOTG9nb3V0UmVz",
+            "cG9uc2Ui/wEKCVRva2VuUGFpchIhCgxhY2Nlc3NfdG9rZW4YASABKAlSC2Fj",
+            "Y2Vzc1Rva2VuElMKGGFjY2Vzc190b2tlbl9leHBpcmVfdGltZRgCIAEoCzIa",
+            "Lmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSFWFjY2Vzc1Rva2VuRXhwaXJl",
+            "VGltZRIjCg1yZWZyZXNoX3Rva2VuGAMgASgJUgxyZWZyZXNoVG9rZW4SVQoZ",
+            "cmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90",
+            "b2J1Zi5UaW1lc3RhbXBSFnJlZnJlc2hUb2tlbkV4cGlyZVRpbWUiMgoURGVs",
+            "ZXRlQWNjb3VudFJlcXVlc3QSGgoIcGFzc3dvcmQYASABKAlSCHBhc3N3b3Jk",
+            "IoMBChVEZWxldGVBY2NvdW50UmVzcG9uc2USMgoVZGVsZXRlZF9zZXNzaW9u",
+            "X2NvdW50GAEgASgNUhNkZWxldGVkU2Vzc2lvbkNvdW50EjYKF2RlbGV0ZWRf",
+            "dXR0ZXJhbmNlX2NvdW50GAIgASgNUhVkZWxldGVkVXR0ZXJhbmNlQ291bnQi",
+            "FQoTRXhwb3J0TXlEYXRhUmVxdWVzdCKlAgoURXhwb3J0TXlEYXRhUmVzcG9u",
+            "c2USLgoHYWNjb3VudBgBIAEoCzIULmRyYWdvbWFuLnYxLkFjY291bnRSB2Fj",
+            "Y291bnQSMAoGbG9naW5zGAIgAygLMhguZHJhZ29tYW4udjEuTG9naW5SZWNv",
+            "cmRSBmxvZ2lucxIwCghzZXNzaW9ucxgDIAMoCzIULmRyYWdvbWFuLnYxLlNl",
+            "c3Npb25SCHNlc3Npb25zEjwKCnV0dGVyYW5jZXMYBCADKAsyHC5kcmFnb21h",
+            "bi52MS5VdHRlcmFuY2VSZWNvcmRSCnV0dGVyYW5jZXMSOwoMdm9jYWJ1bGFy",
+            "aWVzGAUgAygLMhcuZHJhZ29tYW4udjEuVm9jYWJ1bGFyeVIMdm9jYWJ1bGFy",
+            "aWVzIskBCgdBY2NvdW50EhcKB3VzZXJfaWQYASABKAlSBnVzZXJJZBIaCgh1",
+            "c2VybmFtZRgCIAEoCVIIdXNlcm5hbWUSFAoFZW1haWwYAyABKAlSBWVtYWls",
+            "EjYKF3ByZWZlcnJlZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJyZWRM",
+            "YW5ndWFnZUNvZGUSOwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJv",
+            "dG9idWYuVGltZXN0YW1wUgpjcmVhdGVUaW1lIs4BCgtMb2dpblJlY29yZBI7",
+            "CgtjcmVhdGVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3Rh",
+            "bXBSCmNyZWF0ZVRpbWUSOwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUu",
+            "cHJvdG9idWYuVGltZXN0YW1wUgpleHBpcmVUaW1lEhgKB3Jldm9rZWQYAyAB",
+            "KAhSB3Jldm9rZWQSKwoGZGV2aWNlGAQgASgLMhMuZHJhZ29tYW4udjEuRGV2",
+            "aWNlUgZkZXZpY2UiFAoSTGlzdERldmljZXNSZXF1ZXN0IkQKE0xpc3REZXZp",
+            "Y2VzUmVzcG9uc2USLQoHZGV2aWNlcxgBIAMoCzITLmRyYWdvbWFuLnYxLkRl",
+            "dmljZVIHZGV2aWNlcyIyChNSZXZva2VEZXZpY2VSZXF1ZXN0EhsKCWRldmlj",
+            "ZV9pZBgBIAEoCVIIZGV2aWNlSWQiFgoUUmV2b2tlRGV2aWNlUmVzcG9uc2Ui",
+            "lQIKBkRldmljZRIbCglkZXZpY2VfaWQYASABKAlSCGRldmljZUlkEhIKBG5h",
+            "bWUYAiABKAlSBG5hbWUSHQoKdXNlcl9hZ2VudBgDIAEoCVIJdXNlckFnZW50",
+            "EkIKD2ZpcnN0X3NlZW5fdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5U",
+            "aW1lc3RhbXBSDWZpcnN0U2VlblRpbWUSQAoObGFzdF9zZWVuX3RpbWUYBSAB",
+            "KAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUgxsYXN0U2VlblRpbWUS",
+            "GwoJY29hcnNlX2lwGAYgASgJUghjb2Fyc2VJcBIYCgdjdXJyZW50GAcgASgI",
+            "UgdjdXJyZW50Ip8DCg9VdHRlcmFuY2VSZWNvcmQSHQoKc2Vzc2lvbl9pZBgB",
+            "IAEoCVIJc2Vzc2lvbklkEiEKDHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJh",
+            "bmNlSWQSJgoPc3BlYWtlcl91c2VyX2lkGAMgASgJUg1zcGVha2VyVXNlcklk",
+            "EjAKFHNvdXJjZV9sYW5ndWFnZV9jb2RlGAQgASgJUhJzb3VyY2VMYW5ndWFn",
+            "ZUNvZGUSMAoUdGFyZ2V0X2xhbmd1YWdlX2NvZGUYBSABKAlSEnRhcmdldExh",
+            "bmd1YWdlQ29kZRIfCgtzb3VyY2VfdGV4dBgGIAEoCVIKc291cmNlVGV4dBIn",
+            "Cg90cmFuc2xhdGVkX3RleHQYByABKAlSDnRyYW5zbGF0ZWRUZXh0EjcKB2xh",
+            "dGVuY3kYCCABKAsyHS5kcmFnb21hbi52MS5VdHRlcmFuY2VMYXRlbmN5Ugds",
+            "YXRlbmN5EjsKC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVm",
+            "LlRpbWVzdGFtcFIKY3JlYXRlVGltZTKTBwoLQXV0aFNlcnZpY2USRwoIUmVn",
+            "aXN0ZXISHC5kcmFnb21hbi52MS5SZWdpc3RlclJlcXVlc3QaHS5kcmFnb21h",
+            "bi52MS5SZWdpc3RlclJlc3BvbnNlEj4KBUxvZ2luEhkuZHJhZ29tYW4udjEu",
+            "TG9naW5SZXF1ZXN0GhouZHJhZ29tYW4udjEuTG9naW5SZXNwb25zZRJTCgxS",
+            "ZWZyZXNoVG9rZW4SIC5kcmFnb21hbi52MS5SZWZyZXNoVG9rZW5SZXF1ZXN0",
+            "GiEuZHJhZ29tYW4udjEuUmVmcmVzaFRva2VuUmVzcG9uc2USQQoGTG9nb3V0",
+            "EhouZHJhZ29tYW4udjEuTG9nb3V0UmVxdWVzdBobLmRyYWdvbWFuLnYxLkxv",
+            "Z291dFJlc3BvbnNlElYKDURlbGV0ZUFjY291bnQSIS5kcmFnb21hbi52MS5E",
+            "ZWxldGVBY2NvdW50UmVxdWVzdBoiLmRyYWdvbWFuLnYxLkRlbGV0ZUFjY291",
+            "bnRSZXNwb25zZRJTCgxFeHBvcnRNeURhdGESIC5kcmFnb21hbi52MS5FeHBv",
+            "cnRNeURhdGFSZXF1ZXN0GiEuZHJhZ29tYW4udjEuRXhwb3J0TXlEYXRhUmVz",
+            "cG9uc2USUAoLTGlzdERldmljZXMSHy5kcmFnb21hbi52MS5MaXN0RGV2aWNl",
+            "c1JlcXVlc3QaIC5kcmFnb21hbi52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlElMK",
+            "DFJldm9rZURldmljZRIgLmRyYWdvbWFuLnYxLlJldm9rZURldmljZVJlcXVl",
+            "c3QaIS5kcmFnb21hbi52MS5SZXZva2VEZXZpY2VSZXNwb25zZRJoChNMaXN0",
+            "U2lnbkluUHJvdmlkZXJzEicuZHJhZ29tYW4udjEuTGlzdFNpZ25JblByb3Zp",
+            "ZGVyc1JlcXVlc3QaKC5kcmFnb21hbi52MS5MaXN0U2lnbkluUHJvdmlkZXJz",
+            "UmVzcG9uc2USUAoLU3RhcnRTaWduSW4SHy5kcmFnb21hbi52MS5TdGFydFNp",
+            "Z25JblJlcXVlc3QaIC5kcmFnb21hbi52MS5TdGFydFNpZ25JblJlc3BvbnNl",
+            "ElMKDEZpbmlzaFNpZ25JbhIgLmRyYWdvbWFuLnYxLkZpbmlzaFNpZ25JblJl",
+            "cXVlc3QaIS5kcmFnb21hbi52MS5GaW5pc2hTaWduSW5SZXNwb25zZWIGcHJv",
+            "dG8z"));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Dragoman.V1.ConversationReflection.Descriptor, global::Dragoman.V1.SessionsReflection.Descriptor, global::Dragoman.V1.VocabularyReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(null, null, new pbr::GeneratedClrTypeInfo[] {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterRequest), global::Dragoman.V1.RegisterRequest.Parser, new[]{ "Username", "Email", "Password", "PreferredLanguageCode", "DeviceName" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterResponse), global::Dragoman.V1.RegisterResponse.Parser, new[]{ "UserId", "Tokens" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ListSignInProvidersRequest), global::Dragoman.V1.ListSignInProvidersRequest.Parser, null, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ListSignInProvidersResponse), global::Dragoman.V1.ListSignInProvidersResponse.Parser, new[]{ "Providers" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.SignInProvider), global::Dragoman.V1.SignInProvider.Parser, new[]{ "Name", "Issuer" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.StartSignInRequest), global::Dragoman.V1.StartSignInRequest.Parser, new[]{ "Provider", "RedirectUri" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.StartSignInResponse), global::Dragoman.V1.StartSignInResponse.Parser, new[]{ "AuthorizationUrl", "State" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.FinishSignInRequest), global::Dragoman.V1.FinishSignInRequest.Parser, new[]{ "State", "Code", "Password", "DeviceName" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.FinishSignInResponse), global::Dragoman.V1.FinishSignInResponse.Parser, new[]{ "UserId", "Tokens", "Created" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LoginRequest), global::Dragoman.V1.LoginRequest.Parser, new[]{ "Username", "Password", "DeviceName" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LoginResponse), global::Dragoman.V1.LoginResponse.Parser, new[]{ "UserId", "Tokens" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RefreshTokenRequest), global::Dragoman.V1.RefreshTokenRequest.Parser, new[]{ "RefreshToken" }, null, null, null, null),
@@ -734,6 +761,1651 @@ namespace Dragoman.V1 {
   }
 
   /// <summary>
+  /// Asks for the configured sign-in providers.
+  /// </summary>
+  public sealed partial class ListSignInProvidersRequest : pb::IMessage<ListSignInProvidersRequest>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<ListSignInProvidersRequest> _parser = new pb::MessageParser<ListSignInProvidersRequest>(() => new ListSignInProvidersRequest());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<ListSignInProvidersRequest> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[2]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListSignInProvidersRequest() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListSignInProvidersRequest(ListSignInProvidersRequest other) : this() {
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListSignInProvidersRequest Clone() {
+      return new ListSignInProvidersRequest(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as ListSignInProvidersRequest);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(ListSignInProvidersRequest other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(ListSignInProvidersRequest other) {
+      if (other == null) {
+        return;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// The configured sign-in providers.
+  /// </summary>
+  public sealed partial class ListSignInProvidersResponse : pb::IMessage<ListSignInProvidersResponse>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<ListSignInProvidersResponse> _parser = new pb::MessageParser<ListSignInProvidersResponse>(() => new ListSignInProvidersResponse());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<ListSignInProvidersResponse> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[3]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListSignInProvidersResponse() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListSignInProvidersResponse(ListSignInProvidersResponse other) : this() {
+      providers_ = other.providers_.Clone();
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ListSignInProvidersResponse Clone() {
+      return new ListSignInProvidersResponse(this);
+    }
+
+    /// <summary>Field number for the "providers" field.</summary>
+    public const int ProvidersFieldNumber = 1;
+    private static readonly pb::FieldCodec<global::Dragoman.V1.SignInProvider> _repeated_providers_codec
+        = pb::FieldCodec.ForMessage(10, global::Dragoman.V1.SignInProvider.Parser);
+    private readonly pbc::RepeatedField<global::Dragoman.V1.SignInProvider> providers_ = new pbc::RepeatedField<global::Dragoman.V1.SignInProvider>();
+    /// <summary>
+    /// In the order configured.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Dragoman.V1.SignInProvider> Providers {
+      get { return providers_; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as ListSignInProvidersResponse);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(ListSignInProvidersResponse other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if(!providers_.Equals(other.providers_)) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      hash ^= providers_.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      providers_.WriteTo(output, _repeated_providers_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      providers_.WriteTo(ref output, _repeated_providers_codec);
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      size += providers_.CalculateSize(_repeated_providers_codec);
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(ListSignInProvidersResponse other) {
+      if (other == null) {
+        return;
+      }
+      providers_.Add(other.providers_);
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            providers_.AddEntriesFrom(input, _repeated_providers_codec);
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            providers_.AddEntriesFrom(ref input, _repeated_providers_codec);
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// An OpenID Connect provider users may sign in with.
+  /// </summary>
+  public sealed partial class SignInProvider : pb::IMessage<SignInProvider>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<SignInProvider> _parser = new pb::MessageParser<SignInProvider>(() => new SignInProvider());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<SignInProvider> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[4]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public SignInProvider() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public SignInProvider(SignInProvider other) : this() {
+      name_ = other.name_;
+      issuer_ = other.issuer_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public SignInProvider Clone() {
+      return new SignInProvider(this);
+    }
+
+    /// <summary>Field number for the "name" field.</summary>
+    public const int NameFieldNumber = 1;
+    private string name_ = "";
+    /// <summary>
+    /// Name to show and to pass to StartSignIn, e.g. "Google".
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Name {
+      get { return name_; }
+      set {
+        name_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "issuer" field.</summary>
+    public const int IssuerFieldNumber = 2;
+    private string issuer_ = "";
+    /// <summary>
+    /// The provider's issuer URL.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Issuer {
+      get { return issuer_; }
+      set {
+        issuer_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as SignInProvider);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(SignInProvider other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (Name != other.Name) return false;
+      if (Issuer != other.Issuer) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (Name.Length != 0) hash ^= Name.GetHashCode();
+      if (Issuer.Length != 0) hash ^= Issuer.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (Name.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Name);
+      }
+      if (Issuer.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(Issuer);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (Name.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Name);
+      }
+      if (Issuer.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(Issuer);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (Name.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Name);
+      }
+      if (Issuer.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Issuer);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(SignInProvider other) {
+      if (other == null) {
+        return;
+      }
+      if (other.Name.Length != 0) {
+        Name = other.Name;
+      }
+      if (other.Issuer.Length != 0) {
+        Issuer = other.Issuer;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            Name = input.ReadString();
+            break;
+          }
+          case 18: {
+            Issuer = input.ReadString();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            Name = input.ReadString();
+            break;
+          }
+          case 18: {
+            Issuer = input.ReadString();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// Begins a sign-in with a provider.
+  /// </summary>
+  public sealed partial class StartSignInRequest : pb::IMessage<StartSignInRequest>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<StartSignInRequest> _parser = new pb::MessageParser<StartSignInRequest>(() => new StartSignInRequest());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<StartSignInRequest> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[5]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public StartSignInRequest() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public StartSignInRequest(StartSignInRequest other) : this() {
+      provider_ = other.provider_;
+      redirectUri_ = other.redirectUri_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public StartSignInRequest Clone() {
+      return new StartSignInRequest(this);
+    }
+
+    /// <summary>Field number for the "provider" field.</summary>
+    public const int ProviderFieldNumber = 1;
+    private string provider_ = "";
+    /// <summary>
+    /// A provider from ListSignInProviders.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Provider {
+      get { return provider_; }
+      set {
+        provider_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "redirect_uri" field.</summary>
+    public const int RedirectUriFieldNumber = 2;
+    private string redirectUri_ = "";
+    /// <summary>
+    /// Where the provider sends the user back (with `code` and `state` in the
+    /// query): an absolute http or https URL registered with the provider.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string RedirectUri {
+      get { return redirectUri_; }
+      set {
+        redirectUri_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as StartSignInRequest);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(StartSignInRequest other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (Provider != other.Provider) return false;
+      if (RedirectUri != other.RedirectUri) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (Provider.Length != 0) hash ^= Provider.GetHashCode();
+      if (RedirectUri.Length != 0) hash ^= RedirectUri.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (Provider.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Provider);
+      }
+      if (RedirectUri.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(RedirectUri);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (Provider.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Provider);
+      }
+      if (RedirectUri.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(RedirectUri);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (Provider.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Provider);
+      }
+      if (RedirectUri.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(RedirectUri);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(StartSignInRequest other) {
+      if (other == null) {
+        return;
+      }
+      if (other.Provider.Length != 0) {
+        Provider = other.Provider;
+      }
+      if (other.RedirectUri.Length != 0) {
+        RedirectUri = other.RedirectUri;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            Provider = input.ReadString();
+            break;
+          }
+          case 18: {
+            RedirectUri = input.ReadString();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            Provider = input.ReadString();
+            break;
+          }
+          case 18: {
+            RedirectUri = input.ReadString();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// Where to send the user.
+  /// </summary>
+  public sealed partial class StartSignInResponse : pb::IMessage<StartSignInResponse>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<StartSignInResponse> _parser = new pb::MessageParser<StartSignInResponse>(() => new StartSignInResponse());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<StartSignInResponse> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[6]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public StartSignInResponse() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public StartSignInResponse(StartSignInResponse other) : this() {
+      authorizationUrl_ = other.authorizationUrl_;
+      state_ = other.state_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public StartSignInResponse Clone() {
+      return new StartSignInResponse(this);
+    }
+
+    /// <summary>Field number for the "authorization_url" field.</summary>
+    public const int AuthorizationUrlFieldNumber = 1;
+    private string authorizationUrl_ = "";
+    /// <summary>
+    /// The provider's authorization URL, with PKCE challenge, nonce and state.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string AuthorizationUrl {
+      get { return authorizationUrl_; }
+      set {
+        authorizationUrl_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "state" field.</summary>
+    public const int StateFieldNumber = 2;
+    private string state_ = "";
+    /// <summary>
+    /// Comes back with the code; pass it to FinishSignIn.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string State {
+      get { return state_; }
+      set {
+        state_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as StartSignInResponse);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(StartSignInResponse other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (AuthorizationUrl != other.AuthorizationUrl) return false;
+      if (State != other.State) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (AuthorizationUrl.Length != 0) hash ^= AuthorizationUrl.GetHashCode();
+      if (State.Length != 0) hash ^= State.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (AuthorizationUrl.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(AuthorizationUrl);
+      }
+      if (State.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(State);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (AuthorizationUrl.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(AuthorizationUrl);
+      }
+      if (State.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(State);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (AuthorizationUrl.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(AuthorizationUrl);
+      }
+      if (State.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(State);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(StartSignInResponse other) {
+      if (other == null) {
+        return;
+      }
+      if (other.AuthorizationUrl.Length != 0) {
+        AuthorizationUrl = other.AuthorizationUrl;
+      }
+      if (other.State.Length != 0) {
+        State = other.State;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            AuthorizationUrl = input.ReadString();
+            break;
+          }
+          case 18: {
+            State = input.ReadString();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            AuthorizationUrl = input.ReadString();
+            break;
+          }
+          case 18: {
+            State = input.ReadString();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// Finishes a sign-in.
+  /// </summary>
+  public sealed partial class FinishSignInRequest : pb::IMessage<FinishSignInRequest>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<FinishSignInRequest> _parser = new pb::MessageParser<FinishSignInRequest>(() => new FinishSignInRequest());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<FinishSignInRequest> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[7]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FinishSignInRequest() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FinishSignInRequest(FinishSignInRequest other) : this() {
+      state_ = other.state_;
+      code_ = other.code_;
+      password_ = other.password_;
+      deviceName_ = other.deviceName_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FinishSignInRequest Clone() {
+      return new FinishSignInRequest(this);
+    }
+
+    /// <summary>Field number for the "state" field.</summary>
+    public const int StateFieldNumber = 1;
+    private string state_ = "";
+    /// <summary>
+    /// The state from StartSignIn, as the provider sent it back.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string State {
+      get { return state_; }
+      set {
+        state_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "code" field.</summary>
+    public const int CodeFieldNumber = 2;
+    private string code_ = "";
+    /// <summary>
+    /// The authorization code the provider sent back. Empty when linking
+    /// (second call after FAILED_PRECONDITION).
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Code {
+      get { return code_; }
+      set {
+        code_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "password" field.</summary>
+    public const int PasswordFieldNumber = 3;
+    private string password_ = "";
+    /// <summary>
+    /// The password of the existing account to link, on the second call.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Password {
+      get { return password_; }
+      set {
+        password_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "device_name" field.</summary>
+    public const int DeviceNameFieldNumber = 4;
+    private string deviceName_ = "";
+    /// <summary>
+    /// Optional name of this device, as in LoginRequest.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string DeviceName {
+      get { return deviceName_; }
+      set {
+        deviceName_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as FinishSignInRequest);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(FinishSignInRequest other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (State != other.State) return false;
+      if (Code != other.Code) return false;
+      if (Password != other.Password) return false;
+      if (DeviceName != other.DeviceName) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (State.Length != 0) hash ^= State.GetHashCode();
+      if (Code.Length != 0) hash ^= Code.GetHashCode();
+      if (Password.Length != 0) hash ^= Password.GetHashCode();
+      if (DeviceName.Length != 0) hash ^= DeviceName.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (State.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(State);
+      }
+      if (Code.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(Code);
+      }
+      if (Password.Length != 0) {
+        output.WriteRawTag(26);
+        output.WriteString(Password);
+      }
+      if (DeviceName.Length != 0) {
+        output.WriteRawTag(34);
+        output.WriteString(DeviceName);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (State.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(State);
+      }
+      if (Code.Length != 0) {
+        output.WriteRawTag(18);
+        output.WriteString(Code);
+      }
+      if (Password.Length != 0) {
+        output.WriteRawTag(26);
+        output.WriteString(Password);
+      }
+      if (DeviceName.Length != 0) {
+        output.WriteRawTag(34);
+        output.WriteString(DeviceName);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (State.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(State);
+      }
+      if (Code.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Code);
+      }
+      if (Password.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Password);
+      }
+      if (DeviceName.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(DeviceName);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(FinishSignInRequest other) {
+      if (other == null) {
+        return;
+      }
+      if (other.State.Length != 0) {
+        State = other.State;
+      }
+      if (other.Code.Length != 0) {
+        Code = other.Code;
+      }
+      if (other.Password.Length != 0) {
+        Password = other.Password;
+      }
+      if (other.DeviceName.Length != 0) {
+        DeviceName = other.DeviceName;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            State = input.ReadString();
+            break;
+          }
+          case 18: {
+            Code = input.ReadString();
+            break;
+          }
+          case 26: {
+            Password = input.ReadString();
+            break;
+          }
+          case 34: {
+            DeviceName = input.ReadString();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            State = input.ReadString();
+            break;
+          }
+          case 18: {
+            Code = input.ReadString();
+            break;
+          }
+          case 26: {
+            Password = input.ReadString();
+            break;
+          }
+          case 34: {
+            DeviceName = input.ReadString();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
+  /// Tokens for the signed-in user.
+  /// </summary>
+  public sealed partial class FinishSignInResponse : pb::IMessage<FinishSignInResponse>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<FinishSignInResponse> _parser = new pb::MessageParser<FinishSignInResponse>(() => new FinishSignInResponse());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<FinishSignInResponse> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[8]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FinishSignInResponse() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FinishSignInResponse(FinishSignInResponse other) : this() {
+      userId_ = other.userId_;
+      tokens_ = other.tokens_ != null ? other.tokens_.Clone() : null;
+      created_ = other.created_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public FinishSignInResponse Clone() {
+      return new FinishSignInResponse(this);
+    }
+
+    /// <summary>Field number for the "user_id" field.</summary>
+    public const int UserIdFieldNumber = 1;
+    private string userId_ = "";
+    /// <summary>
+    /// Id of the user.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string UserId {
+      get { return userId_; }
+      set {
+        userId_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "tokens" field.</summary>
+    public const int TokensFieldNumber = 2;
+    private global::Dragoman.V1.TokenPair tokens_;
+    /// <summary>
+    /// Tokens, as from Login.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Dragoman.V1.TokenPair Tokens {
+      get { return tokens_; }
+      set {
+        tokens_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "created" field.</summary>
+    public const int CreatedFieldNumber = 3;
+    private bool created_;
+    /// <summary>
+    /// Whether this sign-in created the account.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Created {
+      get { return created_; }
+      set {
+        created_ = value;
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as FinishSignInResponse);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(FinishSignInResponse other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (UserId != other.UserId) return false;
+      if (!object.Equals(Tokens, other.Tokens)) return false;
+      if (Created != other.Created) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (UserId.Length != 0) hash ^= UserId.GetHashCode();
+      if (tokens_ != null) hash ^= Tokens.GetHashCode();
+      if (Created != false) hash ^= Created.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (UserId.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(UserId);
+      }
+      if (tokens_ != null) {
+        output.WriteRawTag(18);
+        output.WriteMessage(Tokens);
+      }
+      if (Created != false) {
+        output.WriteRawTag(24);
+        output.WriteBool(Created);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (UserId.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(UserId);
+      }
+      if (tokens_ != null) {
+        output.WriteRawTag(18);
+        output.WriteMessage(Tokens);
+      }
+      if (Created != false) {
+        output.WriteRawTag(24);
+        output.WriteBool(Created);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (UserId.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(UserId);
+      }
+      if (tokens_ != null) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Tokens);
+      }
+      if (Created != false) {
+        size += 1 + 1;
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(FinishSignInResponse other) {
+      if (other == null) {
+        return;
+      }
+      if (other.UserId.Length != 0) {
+        UserId = other.UserId;
+      }
+      if (other.tokens_ != null) {
+        if (tokens_ == null) {
+          Tokens = new global::Dragoman.V1.TokenPair();
+        }
+        Tokens.MergeFrom(other.Tokens);
+      }
+      if (other.Created != false) {
+        Created = other.Created;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            UserId = input.ReadString();
+            break;
+          }
+          case 18: {
+            if (tokens_ == null) {
+              Tokens = new global::Dragoman.V1.TokenPair();
+            }
+            input.ReadMessage(Tokens);
+            break;
+          }
+          case 24: {
+            Created = input.ReadBool();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            UserId = input.ReadString();
+            break;
+          }
+          case 18: {
+            if (tokens_ == null) {
+              Tokens = new global::Dragoman.V1.TokenPair();
+            }
+            input.ReadMessage(Tokens);
+            break;
+          }
+          case 24: {
+            Created = input.ReadBool();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  /// <summary>
   /// Credentials.
   /// </summary>
   public sealed partial class LoginRequest : pb::IMessage<LoginRequest>
@@ -750,7 +2422,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[2]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[9]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1026,7 +2698,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[3]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[10]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1270,7 +2942,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[4]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[11]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1465,7 +3137,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[5]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[12]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1669,7 +3341,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[6]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[13]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -1864,7 +3536,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[7]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[14]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2019,7 +3691,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[8]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[15]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2352,7 +4024,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[9]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[16]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2547,7 +4219,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[10]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[17]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2783,7 +4455,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[11]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[18]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -2938,7 +4610,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[12]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[19]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3259,7 +4931,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[13]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3623,7 +5295,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[14]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[21]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3967,7 +5639,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[15]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[22]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4122,7 +5794,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[16]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[23]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4306,7 +5978,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[17]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[24]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4501,7 +6173,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[18]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[25]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4656,7 +6328,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[19]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[26]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5111,7 +6783,7 @@ namespace Dragoman.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[20]; }
+      get { return global::Dragoman.V1.AuthReflection.Descriptor.MessageTypes[27]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]

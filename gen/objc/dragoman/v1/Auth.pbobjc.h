@@ -31,6 +31,7 @@ CF_EXTERN_C_BEGIN
 @class Device;
 @class LoginRecord;
 @class Session;
+@class SignInProvider;
 @class TokenPair;
 @class UtteranceLatency;
 @class UtteranceRecord;
@@ -107,6 +108,153 @@ GPB_FINAL @interface RegisterResponse : GPBMessage
 @property(nonatomic, readwrite, strong, null_resettable) TokenPair *tokens;
 /** Test to see if @c tokens has been set. */
 @property(nonatomic, readwrite) BOOL hasTokens;
+
+@end
+
+#pragma mark - ListSignInProvidersRequest
+
+/**
+ * Asks for the configured sign-in providers.
+ **/
+GPB_FINAL @interface ListSignInProvidersRequest : GPBMessage
+
+@end
+
+#pragma mark - ListSignInProvidersResponse
+
+typedef GPB_ENUM(ListSignInProvidersResponse_FieldNumber) {
+  ListSignInProvidersResponse_FieldNumber_ProvidersArray = 1,
+};
+
+/**
+ * The configured sign-in providers.
+ **/
+GPB_FINAL @interface ListSignInProvidersResponse : GPBMessage
+
+/** In the order configured. */
+@property(nonatomic, readwrite, strong, null_resettable) NSMutableArray<SignInProvider*> *providersArray;
+/** The number of items in @c providersArray without causing the array to be created. */
+@property(nonatomic, readonly) NSUInteger providersArray_Count;
+
+@end
+
+#pragma mark - SignInProvider
+
+typedef GPB_ENUM(SignInProvider_FieldNumber) {
+  SignInProvider_FieldNumber_Name = 1,
+  SignInProvider_FieldNumber_Issuer = 2,
+};
+
+/**
+ * An OpenID Connect provider users may sign in with.
+ **/
+GPB_FINAL @interface SignInProvider : GPBMessage
+
+/** Name to show and to pass to StartSignIn, e.g. "Google". */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *name;
+
+/** The provider's issuer URL. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *issuer;
+
+@end
+
+#pragma mark - StartSignInRequest
+
+typedef GPB_ENUM(StartSignInRequest_FieldNumber) {
+  StartSignInRequest_FieldNumber_Provider = 1,
+  StartSignInRequest_FieldNumber_RedirectUri = 2,
+};
+
+/**
+ * Begins a sign-in with a provider.
+ **/
+GPB_FINAL @interface StartSignInRequest : GPBMessage
+
+/** A provider from ListSignInProviders. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *provider;
+
+/**
+ * Where the provider sends the user back (with `code` and `state` in the
+ * query): an absolute http or https URL registered with the provider.
+ **/
+@property(nonatomic, readwrite, copy, null_resettable) NSString *redirectUri;
+
+@end
+
+#pragma mark - StartSignInResponse
+
+typedef GPB_ENUM(StartSignInResponse_FieldNumber) {
+  StartSignInResponse_FieldNumber_AuthorizationURL = 1,
+  StartSignInResponse_FieldNumber_State = 2,
+};
+
+/**
+ * Where to send the user.
+ **/
+GPB_FINAL @interface StartSignInResponse : GPBMessage
+
+/** The provider's authorization URL, with PKCE challenge, nonce and state. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *authorizationURL;
+
+/** Comes back with the code; pass it to FinishSignIn. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *state;
+
+@end
+
+#pragma mark - FinishSignInRequest
+
+typedef GPB_ENUM(FinishSignInRequest_FieldNumber) {
+  FinishSignInRequest_FieldNumber_State = 1,
+  FinishSignInRequest_FieldNumber_Code = 2,
+  FinishSignInRequest_FieldNumber_Password = 3,
+  FinishSignInRequest_FieldNumber_DeviceName = 4,
+};
+
+/**
+ * Finishes a sign-in.
+ **/
+GPB_FINAL @interface FinishSignInRequest : GPBMessage
+
+/** The state from StartSignIn, as the provider sent it back. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *state;
+
+/**
+ * The authorization code the provider sent back. Empty when linking
+ * (second call after FAILED_PRECONDITION).
+ **/
+@property(nonatomic, readwrite, copy, null_resettable) NSString *code;
+
+/** The password of the existing account to link, on the second call. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *password;
+
+/** Optional name of this device, as in LoginRequest. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *deviceName;
+
+@end
+
+#pragma mark - FinishSignInResponse
+
+typedef GPB_ENUM(FinishSignInResponse_FieldNumber) {
+  FinishSignInResponse_FieldNumber_UserId = 1,
+  FinishSignInResponse_FieldNumber_Tokens = 2,
+  FinishSignInResponse_FieldNumber_Created = 3,
+};
+
+/**
+ * Tokens for the signed-in user.
+ **/
+GPB_FINAL @interface FinishSignInResponse : GPBMessage
+
+/** Id of the user. */
+@property(nonatomic, readwrite, copy, null_resettable) NSString *userId;
+
+/** Tokens, as from Login. */
+@property(nonatomic, readwrite, strong, null_resettable) TokenPair *tokens;
+/** Test to see if @c tokens has been set. */
+@property(nonatomic, readwrite) BOOL hasTokens;
+
+/** Whether this sign-in created the account. */
+@property(nonatomic, readwrite) BOOL created;
 
 @end
 

@@ -32,6 +32,7 @@ GPBObjCClassDeclaration(Device);
 GPBObjCClassDeclaration(GPBTimestamp);
 GPBObjCClassDeclaration(LoginRecord);
 GPBObjCClassDeclaration(Session);
+GPBObjCClassDeclaration(SignInProvider);
 GPBObjCClassDeclaration(TokenPair);
 GPBObjCClassDeclaration(UtteranceLatency);
 GPBObjCClassDeclaration(UtteranceRecord);
@@ -194,6 +195,400 @@ typedef struct RegisterResponse__storage_ {
                                         fields:fields
                                     fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
                                    storageSize:sizeof(RegisterResponse__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - ListSignInProvidersRequest
+
+@implementation ListSignInProvidersRequest
+
+
+typedef struct ListSignInProvidersRequest__storage_ {
+  uint32_t _has_storage_[1];
+} ListSignInProvidersRequest__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[ListSignInProvidersRequest class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:NULL
+                                    fieldCount:0
+                                   storageSize:sizeof(ListSignInProvidersRequest__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - ListSignInProvidersResponse
+
+@implementation ListSignInProvidersResponse
+
+@dynamic providersArray, providersArray_Count;
+
+typedef struct ListSignInProvidersResponse__storage_ {
+  uint32_t _has_storage_[1];
+  NSMutableArray *providersArray;
+} ListSignInProvidersResponse__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    static GPBMessageFieldDescription fields[] = {
+      {
+        .name = "providersArray",
+        .dataTypeSpecific.clazz = GPBObjCClass(SignInProvider),
+        .number = ListSignInProvidersResponse_FieldNumber_ProvidersArray,
+        .hasIndex = GPBNoHasBit,
+        .offset = (uint32_t)offsetof(ListSignInProvidersResponse__storage_, providersArray),
+        .flags = GPBFieldRepeated,
+        .dataType = GPBDataTypeMessage,
+      },
+    };
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[ListSignInProvidersResponse class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:fields
+                                    fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
+                                   storageSize:sizeof(ListSignInProvidersResponse__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - SignInProvider
+
+@implementation SignInProvider
+
+@dynamic name;
+@dynamic issuer;
+
+typedef struct SignInProvider__storage_ {
+  uint32_t _has_storage_[1];
+  NSString *name;
+  NSString *issuer;
+} SignInProvider__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    static GPBMessageFieldDescription fields[] = {
+      {
+        .name = "name",
+        .dataTypeSpecific.clazz = Nil,
+        .number = SignInProvider_FieldNumber_Name,
+        .hasIndex = 0,
+        .offset = (uint32_t)offsetof(SignInProvider__storage_, name),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "issuer",
+        .dataTypeSpecific.clazz = Nil,
+        .number = SignInProvider_FieldNumber_Issuer,
+        .hasIndex = 1,
+        .offset = (uint32_t)offsetof(SignInProvider__storage_, issuer),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+    };
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[SignInProvider class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:fields
+                                    fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
+                                   storageSize:sizeof(SignInProvider__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - StartSignInRequest
+
+@implementation StartSignInRequest
+
+@dynamic provider;
+@dynamic redirectUri;
+
+typedef struct StartSignInRequest__storage_ {
+  uint32_t _has_storage_[1];
+  NSString *provider;
+  NSString *redirectUri;
+} StartSignInRequest__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    static GPBMessageFieldDescription fields[] = {
+      {
+        .name = "provider",
+        .dataTypeSpecific.clazz = Nil,
+        .number = StartSignInRequest_FieldNumber_Provider,
+        .hasIndex = 0,
+        .offset = (uint32_t)offsetof(StartSignInRequest__storage_, provider),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "redirectUri",
+        .dataTypeSpecific.clazz = Nil,
+        .number = StartSignInRequest_FieldNumber_RedirectUri,
+        .hasIndex = 1,
+        .offset = (uint32_t)offsetof(StartSignInRequest__storage_, redirectUri),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+    };
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[StartSignInRequest class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:fields
+                                    fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
+                                   storageSize:sizeof(StartSignInRequest__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - StartSignInResponse
+
+@implementation StartSignInResponse
+
+@dynamic authorizationURL;
+@dynamic state;
+
+typedef struct StartSignInResponse__storage_ {
+  uint32_t _has_storage_[1];
+  NSString *authorizationURL;
+  NSString *state;
+} StartSignInResponse__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    static GPBMessageFieldDescription fields[] = {
+      {
+        .name = "authorizationURL",
+        .dataTypeSpecific.clazz = Nil,
+        .number = StartSignInResponse_FieldNumber_AuthorizationURL,
+        .hasIndex = 0,
+        .offset = (uint32_t)offsetof(StartSignInResponse__storage_, authorizationURL),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldTextFormatNameCustom | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "state",
+        .dataTypeSpecific.clazz = Nil,
+        .number = StartSignInResponse_FieldNumber_State,
+        .hasIndex = 1,
+        .offset = (uint32_t)offsetof(StartSignInResponse__storage_, state),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+    };
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[StartSignInResponse class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:fields
+                                    fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
+                                   storageSize:sizeof(StartSignInResponse__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+#if !GPBOBJC_SKIP_MESSAGE_TEXTFORMAT_EXTRAS
+    static const char *extraTextFormatInfo =
+        "\001\001\r\241!!\000";
+    [localDescriptor setupExtraTextInfo:extraTextFormatInfo];
+#endif  // !GPBOBJC_SKIP_MESSAGE_TEXTFORMAT_EXTRAS
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - FinishSignInRequest
+
+@implementation FinishSignInRequest
+
+@dynamic state;
+@dynamic code;
+@dynamic password;
+@dynamic deviceName;
+
+typedef struct FinishSignInRequest__storage_ {
+  uint32_t _has_storage_[1];
+  NSString *state;
+  NSString *code;
+  NSString *password;
+  NSString *deviceName;
+} FinishSignInRequest__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    static GPBMessageFieldDescription fields[] = {
+      {
+        .name = "state",
+        .dataTypeSpecific.clazz = Nil,
+        .number = FinishSignInRequest_FieldNumber_State,
+        .hasIndex = 0,
+        .offset = (uint32_t)offsetof(FinishSignInRequest__storage_, state),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "code",
+        .dataTypeSpecific.clazz = Nil,
+        .number = FinishSignInRequest_FieldNumber_Code,
+        .hasIndex = 1,
+        .offset = (uint32_t)offsetof(FinishSignInRequest__storage_, code),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "password",
+        .dataTypeSpecific.clazz = Nil,
+        .number = FinishSignInRequest_FieldNumber_Password,
+        .hasIndex = 2,
+        .offset = (uint32_t)offsetof(FinishSignInRequest__storage_, password),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "deviceName",
+        .dataTypeSpecific.clazz = Nil,
+        .number = FinishSignInRequest_FieldNumber_DeviceName,
+        .hasIndex = 3,
+        .offset = (uint32_t)offsetof(FinishSignInRequest__storage_, deviceName),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+    };
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[FinishSignInRequest class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:fields
+                                    fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
+                                   storageSize:sizeof(FinishSignInRequest__storage_)
+                                         flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
+    #if defined(DEBUG) && DEBUG
+      NSAssert(descriptor == nil, @"Startup recursed!");
+    #endif  // DEBUG
+    descriptor = localDescriptor;
+  }
+  return descriptor;
+}
+
+@end
+
+#pragma mark - FinishSignInResponse
+
+@implementation FinishSignInResponse
+
+@dynamic userId;
+@dynamic hasTokens, tokens;
+@dynamic created;
+
+typedef struct FinishSignInResponse__storage_ {
+  uint32_t _has_storage_[1];
+  NSString *userId;
+  TokenPair *tokens;
+} FinishSignInResponse__storage_;
+
+// This method is threadsafe because it is initially called
+// in +initialize for each subclass.
++ (GPBDescriptor *)descriptor {
+  static GPBDescriptor *descriptor = nil;
+  if (!descriptor) {
+    static GPBMessageFieldDescription fields[] = {
+      {
+        .name = "userId",
+        .dataTypeSpecific.clazz = Nil,
+        .number = FinishSignInResponse_FieldNumber_UserId,
+        .hasIndex = 0,
+        .offset = (uint32_t)offsetof(FinishSignInResponse__storage_, userId),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeString,
+      },
+      {
+        .name = "tokens",
+        .dataTypeSpecific.clazz = GPBObjCClass(TokenPair),
+        .number = FinishSignInResponse_FieldNumber_Tokens,
+        .hasIndex = 1,
+        .offset = (uint32_t)offsetof(FinishSignInResponse__storage_, tokens),
+        .flags = GPBFieldOptional,
+        .dataType = GPBDataTypeMessage,
+      },
+      {
+        .name = "created",
+        .dataTypeSpecific.clazz = Nil,
+        .number = FinishSignInResponse_FieldNumber_Created,
+        .hasIndex = 2,
+        .offset = 3,  // Stored in _has_storage_ to save space.
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeBool,
+      },
+    };
+    GPBDescriptor *localDescriptor =
+        [GPBDescriptor allocDescriptorForClass:[FinishSignInResponse class]
+                                     rootClass:[AuthRoot class]
+                                          file:AuthRoot_FileDescriptor()
+                                        fields:fields
+                                    fieldCount:(uint32_t)(sizeof(fields) / sizeof(GPBMessageFieldDescription))
+                                   storageSize:sizeof(FinishSignInResponse__storage_)
                                          flags:(GPBDescriptorInitializationFlags)(GPBDescriptorInitializationFlag_UsesClassRefs | GPBDescriptorInitializationFlag_Proto3OptionalKnown)];
     #if defined(DEBUG) && DEBUG
       NSAssert(descriptor == nil, @"Startup recursed!");

@@ -84,7 +84,10 @@ class AuthServiceClient extends \Grpc\BaseStub {
      * Deletes the caller's account and all their data: logins, their part in
      * sessions, what they said, their vocabularies. Needs the access token and the password; a
      * wrong password gives UNAUTHENTICATED. Sessions left without
-     * participants go too; the partner keeps their own part.
+     * participants go too; the partner keeps their own part. An account a
+     * sign-in provider created has no password: its login must be at most 10
+     * minutes old instead (sign in with the provider again), else
+     * UNAUTHENTICATED.
      * @param \Dragoman\V1\DeleteAccountRequest $argument input argument
      * @param array $metadata metadata
      * @param array $options call options
@@ -146,6 +149,64 @@ class AuthServiceClient extends \Grpc\BaseStub {
         return $this->_simpleRequest('/dragoman.v1.AuthService/RevokeDevice',
         $argument,
         ['\Dragoman\V1\RevokeDeviceResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Lists the OpenID Connect providers users may sign in with (Google,
+     * Keycloak ...), as the gateway is configured. Needs no access token.
+     * @param \Dragoman\V1\ListSignInProvidersRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function ListSignInProviders(\Dragoman\V1\ListSignInProvidersRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/ListSignInProviders',
+        $argument,
+        ['\Dragoman\V1\ListSignInProvidersResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Begins signing in with a provider (authorization code flow with PKCE):
+     * returns the URL to send the user to and the state that comes back with
+     * the code on `redirect_uri`. The state is good once, for a few minutes.
+     * An unknown provider gives NOT_FOUND; a provider that cannot be reached
+     * UNAVAILABLE. Needs no access token.
+     * @param \Dragoman\V1\StartSignInRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function StartSignIn(\Dragoman\V1\StartSignInRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/StartSignIn',
+        $argument,
+        ['\Dragoman\V1\StartSignInResponse', 'decode'],
+        $metadata, $options);
+    }
+
+    /**
+     * Finishes signing in with the state and code the provider sent back:
+     * checks the provider's ID token (signature, issuer, audience, expiry,
+     * nonce) and returns tokens, like Login. The first sign-in creates an
+     * account, unless the provider's verified email is that of an existing
+     * account: then FAILED_PRECONDITION asks for that account's password,
+     * and calling again with the same state and `password` links the two.
+     * An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+     * token that fails a check, a code the provider refuses or a wrong
+     * password UNAUTHENTICATED. Needs no access token.
+     * @param \Dragoman\V1\FinishSignInRequest $argument input argument
+     * @param array $metadata metadata
+     * @param array $options call options
+     * @return \Grpc\UnaryCall
+     */
+    public function FinishSignIn(\Dragoman\V1\FinishSignInRequest $argument,
+      $metadata = [], $options = []) {
+        return $this->_simpleRequest('/dragoman.v1.AuthService/FinishSignIn',
+        $argument,
+        ['\Dragoman\V1\FinishSignInResponse', 'decode'],
         $metadata, $options);
     }
 

@@ -91,6 +91,195 @@ class RegisterResponse(_message.Message):
 Global___RegisterResponse: _TypeAlias = RegisterResponse  # noqa: Y015
 
 @_typing.final
+class ListSignInProvidersRequest(_message.Message):
+    """Asks for the configured sign-in providers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSignInProvidersRequest: _TypeAlias = ListSignInProvidersRequest  # noqa: Y015
+
+@_typing.final
+class ListSignInProvidersResponse(_message.Message):
+    """The configured sign-in providers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignInProvider]:
+        """In the order configured."""
+
+    def __init__(
+        self,
+        *,
+        providers: _abc.Iterable[Global___SignInProvider] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSignInProvidersResponse: _TypeAlias = ListSignInProvidersResponse  # noqa: Y015
+
+@_typing.final
+class SignInProvider(_message.Message):
+    """An OpenID Connect provider users may sign in with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name to show and to pass to StartSignIn, e.g. "Google"."""
+    issuer: _builtins.str
+    """The provider's issuer URL."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        issuer: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issuer", b"issuer", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignInProvider: _TypeAlias = SignInProvider  # noqa: Y015
+
+@_typing.final
+class StartSignInRequest(_message.Message):
+    """Begins a sign-in with a provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REDIRECT_URI_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """A provider from ListSignInProviders."""
+    redirect_uri: _builtins.str
+    """Where the provider sends the user back (with `code` and `state` in the
+    query): an absolute http or https URL registered with the provider.
+    """
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        redirect_uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "redirect_uri", b"redirect_uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartSignInRequest: _TypeAlias = StartSignInRequest  # noqa: Y015
+
+@_typing.final
+class StartSignInResponse(_message.Message):
+    """Where to send the user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_URL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    authorization_url: _builtins.str
+    """The provider's authorization URL, with PKCE challenge, nonce and state."""
+    state: _builtins.str
+    """Comes back with the code; pass it to FinishSignIn."""
+    def __init__(
+        self,
+        *,
+        authorization_url: _builtins.str = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_url", b"authorization_url", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartSignInResponse: _TypeAlias = StartSignInResponse  # noqa: Y015
+
+@_typing.final
+class FinishSignInRequest(_message.Message):
+    """Finishes a sign-in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    DEVICE_NAME_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """The state from StartSignIn, as the provider sent it back."""
+    code: _builtins.str
+    """The authorization code the provider sent back. Empty when linking
+    (second call after FAILED_PRECONDITION).
+    """
+    password: _builtins.str
+    """The password of the existing account to link, on the second call."""
+    device_name: _builtins.str
+    """Optional name of this device, as in LoginRequest."""
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        code: _builtins.str = ...,
+        password: _builtins.str = ...,
+        device_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "device_name", b"device_name", "password", b"password", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishSignInRequest: _TypeAlias = FinishSignInRequest  # noqa: Y015
+
+@_typing.final
+class FinishSignInResponse(_message.Message):
+    """Tokens for the signed-in user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Id of the user."""
+    created: _builtins.bool
+    """Whether this sign-in created the account."""
+    @_builtins.property
+    def tokens(self) -> Global___TokenPair:
+        """Tokens, as from Login."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        tokens: Global___TokenPair | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "tokens", b"tokens", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishSignInResponse: _TypeAlias = FinishSignInResponse  # noqa: Y015
+
+@_typing.final
 class LoginRequest(_message.Message):
     """Credentials."""
 

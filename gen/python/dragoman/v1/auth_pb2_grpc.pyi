@@ -51,7 +51,10 @@ class AuthServiceStub:
     """Deletes the caller's account and all their data: logins, their part in
     sessions, what they said, their vocabularies. Needs the access token and the password; a
     wrong password gives UNAUTHENTICATED. Sessions left without
-    participants go too; the partner keeps their own part.
+    participants go too; the partner keeps their own part. An account a
+    sign-in provider created has no password: its login must be at most 10
+    minutes old instead (sign in with the provider again), else
+    UNAUTHENTICATED.
     """
     ExportMyData: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]
     """Returns everything stored about the caller: account, logins, sessions,
@@ -67,6 +70,28 @@ class AuthServiceStub:
     the access tokens it was issued, on every gateway. A device that is not
     the caller's, or no longer stands, gives NOT_FOUND. Needs the access
     token.
+    """
+    ListSignInProviders: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListSignInProvidersRequest, _auth_pb2.ListSignInProvidersResponse]
+    """Lists the OpenID Connect providers users may sign in with (Google,
+    Keycloak ...), as the gateway is configured. Needs no access token.
+    """
+    StartSignIn: _grpc.UnaryUnaryMultiCallable[_auth_pb2.StartSignInRequest, _auth_pb2.StartSignInResponse]
+    """Begins signing in with a provider (authorization code flow with PKCE):
+    returns the URL to send the user to and the state that comes back with
+    the code on `redirect_uri`. The state is good once, for a few minutes.
+    An unknown provider gives NOT_FOUND; a provider that cannot be reached
+    UNAVAILABLE. Needs no access token.
+    """
+    FinishSignIn: _grpc.UnaryUnaryMultiCallable[_auth_pb2.FinishSignInRequest, _auth_pb2.FinishSignInResponse]
+    """Finishes signing in with the state and code the provider sent back:
+    checks the provider's ID token (signature, issuer, audience, expiry,
+    nonce) and returns tokens, like Login. The first sign-in creates an
+    account, unless the provider's verified email is that of an existing
+    account: then FAILED_PRECONDITION asks for that account's password,
+    and calling again with the same state and `password` links the two.
+    An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+    token that fails a check, a code the provider refuses or a wrong
+    password UNAUTHENTICATED. Needs no access token.
     """
 
 @_typing.type_check_only
@@ -92,7 +117,10 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Deletes the caller's account and all their data: logins, their part in
     sessions, what they said, their vocabularies. Needs the access token and the password; a
     wrong password gives UNAUTHENTICATED. Sessions left without
-    participants go too; the partner keeps their own part.
+    participants go too; the partner keeps their own part. An account a
+    sign-in provider created has no password: its login must be at most 10
+    minutes old instead (sign in with the provider again), else
+    UNAUTHENTICATED.
     """
     ExportMyData: _aio.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]  # type: ignore[assignment]
     """Returns everything stored about the caller: account, logins, sessions,
@@ -108,6 +136,28 @@ class AuthServiceAsyncStub(AuthServiceStub):
     the access tokens it was issued, on every gateway. A device that is not
     the caller's, or no longer stands, gives NOT_FOUND. Needs the access
     token.
+    """
+    ListSignInProviders: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListSignInProvidersRequest, _auth_pb2.ListSignInProvidersResponse]  # type: ignore[assignment]
+    """Lists the OpenID Connect providers users may sign in with (Google,
+    Keycloak ...), as the gateway is configured. Needs no access token.
+    """
+    StartSignIn: _aio.UnaryUnaryMultiCallable[_auth_pb2.StartSignInRequest, _auth_pb2.StartSignInResponse]  # type: ignore[assignment]
+    """Begins signing in with a provider (authorization code flow with PKCE):
+    returns the URL to send the user to and the state that comes back with
+    the code on `redirect_uri`. The state is good once, for a few minutes.
+    An unknown provider gives NOT_FOUND; a provider that cannot be reached
+    UNAVAILABLE. Needs no access token.
+    """
+    FinishSignIn: _aio.UnaryUnaryMultiCallable[_auth_pb2.FinishSignInRequest, _auth_pb2.FinishSignInResponse]  # type: ignore[assignment]
+    """Finishes signing in with the state and code the provider sent back:
+    checks the provider's ID token (signature, issuer, audience, expiry,
+    nonce) and returns tokens, like Login. The first sign-in creates an
+    account, unless the provider's verified email is that of an existing
+    account: then FAILED_PRECONDITION asks for that account's password,
+    and calling again with the same state and `password` links the two.
+    An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+    token that fails a check, a code the provider refuses or a wrong
+    password UNAUTHENTICATED. Needs no access token.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -160,7 +210,10 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes the caller's account and all their data: logins, their part in
         sessions, what they said, their vocabularies. Needs the access token and the password; a
         wrong password gives UNAUTHENTICATED. Sessions left without
-        participants go too; the partner keeps their own part.
+        participants go too; the partner keeps their own part. An account a
+        sign-in provider created has no password: its login must be at most 10
+        minutes old instead (sign in with the provider again), else
+        UNAUTHENTICATED.
         """
 
     @_abc_1.abstractmethod
@@ -194,6 +247,46 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         the access tokens it was issued, on every gateway. A device that is not
         the caller's, or no longer stands, gives NOT_FOUND. Needs the access
         token.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSignInProviders(
+        self,
+        request: _auth_pb2.ListSignInProvidersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListSignInProvidersResponse, _abc.Awaitable[_auth_pb2.ListSignInProvidersResponse]]:
+        """Lists the OpenID Connect providers users may sign in with (Google,
+        Keycloak ...), as the gateway is configured. Needs no access token.
+        """
+
+    @_abc_1.abstractmethod
+    def StartSignIn(
+        self,
+        request: _auth_pb2.StartSignInRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.StartSignInResponse, _abc.Awaitable[_auth_pb2.StartSignInResponse]]:
+        """Begins signing in with a provider (authorization code flow with PKCE):
+        returns the URL to send the user to and the state that comes back with
+        the code on `redirect_uri`. The state is good once, for a few minutes.
+        An unknown provider gives NOT_FOUND; a provider that cannot be reached
+        UNAVAILABLE. Needs no access token.
+        """
+
+    @_abc_1.abstractmethod
+    def FinishSignIn(
+        self,
+        request: _auth_pb2.FinishSignInRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.FinishSignInResponse, _abc.Awaitable[_auth_pb2.FinishSignInResponse]]:
+        """Finishes signing in with the state and code the provider sent back:
+        checks the provider's ID token (signature, issuer, audience, expiry,
+        nonce) and returns tokens, like Login. The first sign-in creates an
+        account, unless the provider's verified email is that of an existing
+        account: then FAILED_PRECONDITION asks for that account's password,
+        and calling again with the same state and `password` links the two.
+        An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+        token that fails a check, a code the provider refuses or a wrong
+        password UNAUTHENTICATED. Needs no access token.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -21,6 +21,34 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       optional :user_id, :string, 1, json_name: "userId"
       optional :tokens, :message, 2, "dragoman.v1.TokenPair", json_name: "tokens"
     end
+    add_message "dragoman.v1.ListSignInProvidersRequest" do
+    end
+    add_message "dragoman.v1.ListSignInProvidersResponse" do
+      repeated :providers, :message, 1, "dragoman.v1.SignInProvider", json_name: "providers"
+    end
+    add_message "dragoman.v1.SignInProvider" do
+      optional :name, :string, 1, json_name: "name"
+      optional :issuer, :string, 2, json_name: "issuer"
+    end
+    add_message "dragoman.v1.StartSignInRequest" do
+      optional :provider, :string, 1, json_name: "provider"
+      optional :redirect_uri, :string, 2, json_name: "redirectUri"
+    end
+    add_message "dragoman.v1.StartSignInResponse" do
+      optional :authorization_url, :string, 1, json_name: "authorizationUrl"
+      optional :state, :string, 2, json_name: "state"
+    end
+    add_message "dragoman.v1.FinishSignInRequest" do
+      optional :state, :string, 1, json_name: "state"
+      optional :code, :string, 2, json_name: "code"
+      optional :password, :string, 3, json_name: "password"
+      optional :device_name, :string, 4, json_name: "deviceName"
+    end
+    add_message "dragoman.v1.FinishSignInResponse" do
+      optional :user_id, :string, 1, json_name: "userId"
+      optional :tokens, :message, 2, "dragoman.v1.TokenPair", json_name: "tokens"
+      optional :created, :bool, 3, json_name: "created"
+    end
     add_message "dragoman.v1.LoginRequest" do
       optional :username, :string, 1, json_name: "username"
       optional :password, :string, 2, json_name: "password"
@@ -113,6 +141,13 @@ module Dragoman
   module V1
     RegisterRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.RegisterRequest").msgclass
     RegisterResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.RegisterResponse").msgclass
+    ListSignInProvidersRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.ListSignInProvidersRequest").msgclass
+    ListSignInProvidersResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.ListSignInProvidersResponse").msgclass
+    SignInProvider = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.SignInProvider").msgclass
+    StartSignInRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.StartSignInRequest").msgclass
+    StartSignInResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.StartSignInResponse").msgclass
+    FinishSignInRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.FinishSignInRequest").msgclass
+    FinishSignInResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.FinishSignInResponse").msgclass
     LoginRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.LoginRequest").msgclass
     LoginResponse = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.LoginResponse").msgclass
     RefreshTokenRequest = ::Google::Protobuf::DescriptorPool.generated_pool.lookup("dragoman.v1.RefreshTokenRequest").msgclass

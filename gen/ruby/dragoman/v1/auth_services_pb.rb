@@ -30,7 +30,10 @@ module Dragoman
         # Deletes the caller's account and all their data: logins, their part in
         # sessions, what they said, their vocabularies. Needs the access token and the password; a
         # wrong password gives UNAUTHENTICATED. Sessions left without
-        # participants go too; the partner keeps their own part.
+        # participants go too; the partner keeps their own part. An account a
+        # sign-in provider created has no password: its login must be at most 10
+        # minutes old instead (sign in with the provider again), else
+        # UNAUTHENTICATED.
         rpc :DeleteAccount, ::Dragoman::V1::DeleteAccountRequest, ::Dragoman::V1::DeleteAccountResponse
         # Returns everything stored about the caller: account, logins, sessions,
         # the utterances of those sessions (decrypted) and their vocabularies.
@@ -44,6 +47,25 @@ module Dragoman
         # the caller's, or no longer stands, gives NOT_FOUND. Needs the access
         # token.
         rpc :RevokeDevice, ::Dragoman::V1::RevokeDeviceRequest, ::Dragoman::V1::RevokeDeviceResponse
+        # Lists the OpenID Connect providers users may sign in with (Google,
+        # Keycloak ...), as the gateway is configured. Needs no access token.
+        rpc :ListSignInProviders, ::Dragoman::V1::ListSignInProvidersRequest, ::Dragoman::V1::ListSignInProvidersResponse
+        # Begins signing in with a provider (authorization code flow with PKCE):
+        # returns the URL to send the user to and the state that comes back with
+        # the code on `redirect_uri`. The state is good once, for a few minutes.
+        # An unknown provider gives NOT_FOUND; a provider that cannot be reached
+        # UNAVAILABLE. Needs no access token.
+        rpc :StartSignIn, ::Dragoman::V1::StartSignInRequest, ::Dragoman::V1::StartSignInResponse
+        # Finishes signing in with the state and code the provider sent back:
+        # checks the provider's ID token (signature, issuer, audience, expiry,
+        # nonce) and returns tokens, like Login. The first sign-in creates an
+        # account, unless the provider's verified email is that of an existing
+        # account: then FAILED_PRECONDITION asks for that account's password,
+        # and calling again with the same state and `password` links the two.
+        # An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+        # token that fails a check, a code the provider refuses or a wrong
+        # password UNAUTHENTICATED. Needs no access token.
+        rpc :FinishSignIn, ::Dragoman::V1::FinishSignInRequest, ::Dragoman::V1::FinishSignInResponse
       end
 
       Stub = Service.rpc_stub_class

@@ -20,7 +20,7 @@ class Auth
         \GPBMetadata\Google\Protobuf\Timestamp::initOnce();
         $pool->internalAddGeneratedFile(
             '
-Æ
+ù"
 dragoman/v1/auth.protodragoman.v1dragoman/v1/sessions.protodragoman/v1/vocabulary.protogoogle/protobuf/timestamp.proto"∏
 RegisterRequest
 username (	Rusername
@@ -31,7 +31,29 @@ class Auth
 deviceName"[
 RegisterResponse
 user_id (	RuserId.
-tokens (2.dragoman.v1.TokenPairRtokens"g
+tokens (2.dragoman.v1.TokenPairRtokens"
+ListSignInProvidersRequest"X
+ListSignInProvidersResponse9
+	providers (2.dragoman.v1.SignInProviderR	providers"<
+SignInProvider
+name (	Rname
+issuer (	Rissuer"S
+StartSignInRequest
+provider (	Rprovider!
+redirect_uri (	RredirectUri"X
+StartSignInResponse+
+authorization_url (	RauthorizationUrl
+state (	Rstate"|
+FinishSignInRequest
+state (	Rstate
+code (	Rcode
+password (	Rpassword
+device_name (	R
+deviceName"y
+FinishSignInResponse
+user_id (	RuserId.
+tokens (2.dragoman.v1.TokenPairRtokens
+created (Rcreated"g
 LoginRequest
 username (	Rusername
 password (	Rpassword
@@ -107,7 +129,7 @@ sourceText\'
 translated_text (	RtranslatedText7
 latency (2.dragoman.v1.UtteranceLatencyRlatency;
 create_time	 (2.google.protobuf.TimestampR
-createTime2Ç
+createTime2ì
 AuthServiceG
 Register.dragoman.v1.RegisterRequest.dragoman.v1.RegisterResponse>
 Login.dragoman.v1.LoginRequest.dragoman.v1.LoginResponseS
@@ -116,7 +138,10 @@ createTime2Ç
 DeleteAccount!.dragoman.v1.DeleteAccountRequest".dragoman.v1.DeleteAccountResponseS
 ExportMyData .dragoman.v1.ExportMyDataRequest!.dragoman.v1.ExportMyDataResponseP
 ListDevices.dragoman.v1.ListDevicesRequest .dragoman.v1.ListDevicesResponseS
-RevokeDevice .dragoman.v1.RevokeDeviceRequest!.dragoman.v1.RevokeDeviceResponsebproto3'
+RevokeDevice .dragoman.v1.RevokeDeviceRequest!.dragoman.v1.RevokeDeviceResponseh
+ListSignInProviders\'.dragoman.v1.ListSignInProvidersRequest(.dragoman.v1.ListSignInProvidersResponseP
+StartSignIn.dragoman.v1.StartSignInRequest .dragoman.v1.StartSignInResponseS
+FinishSignIn .dragoman.v1.FinishSignInRequest!.dragoman.v1.FinishSignInResponsebproto3'
         , true);
 
         static::$is_initialized = true;

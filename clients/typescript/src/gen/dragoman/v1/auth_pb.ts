@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dragoman/v1/auth.proto.
  */
 export const file_dragoman_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChZkcmFnb21hbi92MS9hdXRoLnByb3RvEgtkcmFnb21hbi52MSJ6Cg9SZWdpc3RlclJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSDQoFZW1haWwYAiABKAkSEAoIcGFzc3dvcmQYAyABKAkSHwoXcHJlZmVycmVkX2xhbmd1YWdlX2NvZGUYBCABKAkSEwoLZGV2aWNlX25hbWUYBSABKAkiSwoQUmVnaXN0ZXJSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiYKBnRva2VucxgCIAEoCzIWLmRyYWdvbWFuLnYxLlRva2VuUGFpciJHCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEwoLZGV2aWNlX25hbWUYAyABKAkiSAoNTG9naW5SZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiYKBnRva2VucxgCIAEoCzIWLmRyYWdvbWFuLnYxLlRva2VuUGFpciIsChNSZWZyZXNoVG9rZW5SZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiPgoUUmVmcmVzaFRva2VuUmVzcG9uc2USJgoGdG9rZW5zGAEgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyIiYKDUxvZ291dFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSIQCg5Mb2dvdXRSZXNwb25zZSK1AQoJVG9rZW5QYWlyEhQKDGFjY2Vzc190b2tlbhgBIAEoCRI8ChhhY2Nlc3NfdG9rZW5fZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJlZnJlc2hfdG9rZW4YAyABKAkSPQoZcmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKAoURGVsZXRlQWNjb3VudFJlcXVlc3QSEAoIcGFzc3dvcmQYASABKAkiVwoVRGVsZXRlQWNjb3VudFJlc3BvbnNlEh0KFWRlbGV0ZWRfc2Vzc2lvbl9jb3VudBgBIAEoDRIfChdkZWxldGVkX3V0dGVyYW5jZV9jb3VudBgCIAEoDSIVChNFeHBvcnRNeURhdGFSZXF1ZXN0IvABChRFeHBvcnRNeURhdGFSZXNwb25zZRIlCgdhY2NvdW50GAEgASgLMhQuZHJhZ29tYW4udjEuQWNjb3VudBIoCgZsb2dpbnMYAiADKAsyGC5kcmFnb21hbi52MS5Mb2dpblJlY29yZBImCghzZXNzaW9ucxgDIAMoCzIULmRyYWdvbWFuLnYxLlNlc3Npb24SMAoKdXR0ZXJhbmNlcxgEIAMoCzIcLmRyYWdvbWFuLnYxLlV0dGVyYW5jZVJlY29yZBItCgx2b2NhYnVsYXJpZXMYBSADKAsyFy5kcmFnb21hbi52MS5Wb2NhYnVsYXJ5Io0BCgdBY2NvdW50Eg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSDQoFZW1haWwYAyABKAkSHwoXcHJlZmVycmVkX2xhbmd1YWdlX2NvZGUYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqUBCgtMb2dpblJlY29yZBIvCgtjcmVhdGVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jldm9rZWQYAyABKAgSIwoGZGV2aWNlGAQgASgLMhMuZHJhZ29tYW4udjEuRGV2aWNlIhQKEkxpc3REZXZpY2VzUmVxdWVzdCI7ChNMaXN0RGV2aWNlc1Jlc3BvbnNlEiQKB2RldmljZXMYASADKAsyEy5kcmFnb21hbi52MS5EZXZpY2UiKAoTUmV2b2tlRGV2aWNlUmVxdWVzdBIRCglkZXZpY2VfaWQYASABKAkiFgoUUmV2b2tlRGV2aWNlUmVzcG9uc2UiygEKBkRldmljZRIRCglkZXZpY2VfaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgp1c2VyX2FnZW50GAMgASgJEjMKD2ZpcnN0X3NlZW5fdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoObGFzdF9zZWVuX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNvYXJzZV9pcBgGIAEoCRIPCgdjdXJyZW50GAcgASgIIp8CCg9VdHRlcmFuY2VSZWNvcmQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIUCgx1dHRlcmFuY2VfaWQYAiABKAkSFwoPc3BlYWtlcl91c2VyX2lkGAMgASgJEhwKFHNvdXJjZV9sYW5ndWFnZV9jb2RlGAQgASgJEhwKFHRhcmdldF9sYW5ndWFnZV9jb2RlGAUgASgJEhMKC3NvdXJjZV90ZXh0GAYgASgJEhcKD3RyYW5zbGF0ZWRfdGV4dBgHIAEoCRIuCgdsYXRlbmN5GAggASgLMh0uZHJhZ29tYW4udjEuVXR0ZXJhbmNlTGF0ZW5jeRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyggUKC0F1dGhTZXJ2aWNlEkcKCFJlZ2lzdGVyEhwuZHJhZ29tYW4udjEuUmVnaXN0ZXJSZXF1ZXN0Gh0uZHJhZ29tYW4udjEuUmVnaXN0ZXJSZXNwb25zZRI+CgVMb2dpbhIZLmRyYWdvbWFuLnYxLkxvZ2luUmVxdWVzdBoaLmRyYWdvbWFuLnYxLkxvZ2luUmVzcG9uc2USUwoMUmVmcmVzaFRva2VuEiAuZHJhZ29tYW4udjEuUmVmcmVzaFRva2VuUmVxdWVzdBohLmRyYWdvbWFuLnYxLlJlZnJlc2hUb2tlblJlc3BvbnNlEkEKBkxvZ291dBIaLmRyYWdvbWFuLnYxLkxvZ291dFJlcXVlc3QaGy5kcmFnb21hbi52MS5Mb2dvdXRSZXNwb25zZRJWCg1EZWxldGVBY2NvdW50EiEuZHJhZ29tYW4udjEuRGVsZXRlQWNjb3VudFJlcXVlc3QaIi5kcmFnb21hbi52MS5EZWxldGVBY2NvdW50UmVzcG9uc2USUwoMRXhwb3J0TXlEYXRhEiAuZHJhZ29tYW4udjEuRXhwb3J0TXlEYXRhUmVxdWVzdBohLmRyYWdvbWFuLnYxLkV4cG9ydE15RGF0YVJlc3BvbnNlElAKC0xpc3REZXZpY2VzEh8uZHJhZ29tYW4udjEuTGlzdERldmljZXNSZXF1ZXN0GiAuZHJhZ29tYW4udjEuTGlzdERldmljZXNSZXNwb25zZRJTCgxSZXZva2VEZXZpY2USIC5kcmFnb21hbi52MS5SZXZva2VEZXZpY2VSZXF1ZXN0GiEuZHJhZ29tYW4udjEuUmV2b2tlRGV2aWNlUmVzcG9uc2ViBnByb3RvMw", [file_dragoman_v1_conversation, file_dragoman_v1_sessions, file_dragoman_v1_vocabulary, file_google_protobuf_timestamp]);
+  fileDesc("ChZkcmFnb21hbi92MS9hdXRoLnByb3RvEgtkcmFnb21hbi52MSJ6Cg9SZWdpc3RlclJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSDQoFZW1haWwYAiABKAkSEAoIcGFzc3dvcmQYAyABKAkSHwoXcHJlZmVycmVkX2xhbmd1YWdlX2NvZGUYBCABKAkSEwoLZGV2aWNlX25hbWUYBSABKAkiSwoQUmVnaXN0ZXJSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiYKBnRva2VucxgCIAEoCzIWLmRyYWdvbWFuLnYxLlRva2VuUGFpciIcChpMaXN0U2lnbkluUHJvdmlkZXJzUmVxdWVzdCJNChtMaXN0U2lnbkluUHJvdmlkZXJzUmVzcG9uc2USLgoJcHJvdmlkZXJzGAEgAygLMhsuZHJhZ29tYW4udjEuU2lnbkluUHJvdmlkZXIiLgoOU2lnbkluUHJvdmlkZXISDAoEbmFtZRgBIAEoCRIOCgZpc3N1ZXIYAiABKAkiPAoSU3RhcnRTaWduSW5SZXF1ZXN0EhAKCHByb3ZpZGVyGAEgASgJEhQKDHJlZGlyZWN0X3VyaRgCIAEoCSI/ChNTdGFydFNpZ25JblJlc3BvbnNlEhkKEWF1dGhvcml6YXRpb25fdXJsGAEgASgJEg0KBXN0YXRlGAIgASgJIlkKE0ZpbmlzaFNpZ25JblJlcXVlc3QSDQoFc3RhdGUYASABKAkSDAoEY29kZRgCIAEoCRIQCghwYXNzd29yZBgDIAEoCRITCgtkZXZpY2VfbmFtZRgEIAEoCSJgChRGaW5pc2hTaWduSW5SZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiYKBnRva2VucxgCIAEoCzIWLmRyYWdvbWFuLnYxLlRva2VuUGFpchIPCgdjcmVhdGVkGAMgASgIIkcKDExvZ2luUmVxdWVzdBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRITCgtkZXZpY2VfbmFtZRgDIAEoCSJICg1Mb2dpblJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSJgoGdG9rZW5zGAIgASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyIiwKE1JlZnJlc2hUb2tlblJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSI+ChRSZWZyZXNoVG9rZW5SZXNwb25zZRImCgZ0b2tlbnMYASABKAsyFi5kcmFnb21hbi52MS5Ub2tlblBhaXIiJgoNTG9nb3V0UmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIhAKDkxvZ291dFJlc3BvbnNlIrUBCglUb2tlblBhaXISFAoMYWNjZXNzX3Rva2VuGAEgASgJEjwKGGFjY2Vzc190b2tlbl9leHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcmVmcmVzaF90b2tlbhgDIAEoCRI9ChlyZWZyZXNoX3Rva2VuX2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIoChREZWxldGVBY2NvdW50UmVxdWVzdBIQCghwYXNzd29yZBgBIAEoCSJXChVEZWxldGVBY2NvdW50UmVzcG9uc2USHQoVZGVsZXRlZF9zZXNzaW9uX2NvdW50GAEgASgNEh8KF2RlbGV0ZWRfdXR0ZXJhbmNlX2NvdW50GAIgASgNIhUKE0V4cG9ydE15RGF0YVJlcXVlc3Qi8AEKFEV4cG9ydE15RGF0YVJlc3BvbnNlEiUKB2FjY291bnQYASABKAsyFC5kcmFnb21hbi52MS5BY2NvdW50EigKBmxvZ2lucxgCIAMoCzIYLmRyYWdvbWFuLnYxLkxvZ2luUmVjb3JkEiYKCHNlc3Npb25zGAMgAygLMhQuZHJhZ29tYW4udjEuU2Vzc2lvbhIwCgp1dHRlcmFuY2VzGAQgAygLMhwuZHJhZ29tYW4udjEuVXR0ZXJhbmNlUmVjb3JkEi0KDHZvY2FidWxhcmllcxgFIAMoCzIXLmRyYWdvbWFuLnYxLlZvY2FidWxhcnkijQEKB0FjY291bnQSDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRINCgVlbWFpbBgDIAEoCRIfChdwcmVmZXJyZWRfbGFuZ3VhZ2VfY29kZRgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAipQEKC0xvZ2luUmVjb3JkEi8KC2NyZWF0ZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcmV2b2tlZBgDIAEoCBIjCgZkZXZpY2UYBCABKAsyEy5kcmFnb21hbi52MS5EZXZpY2UiFAoSTGlzdERldmljZXNSZXF1ZXN0IjsKE0xpc3REZXZpY2VzUmVzcG9uc2USJAoHZGV2aWNlcxgBIAMoCzITLmRyYWdvbWFuLnYxLkRldmljZSIoChNSZXZva2VEZXZpY2VSZXF1ZXN0EhEKCWRldmljZV9pZBgBIAEoCSIWChRSZXZva2VEZXZpY2VSZXNwb25zZSLKAQoGRGV2aWNlEhEKCWRldmljZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCnVzZXJfYWdlbnQYAyABKAkSMwoPZmlyc3Rfc2Vlbl90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5sYXN0X3NlZW5fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY29hcnNlX2lwGAYgASgJEg8KB2N1cnJlbnQYByABKAginwIKD1V0dGVyYW5jZVJlY29yZBISCgpzZXNzaW9uX2lkGAEgASgJEhQKDHV0dGVyYW5jZV9pZBgCIAEoCRIXCg9zcGVha2VyX3VzZXJfaWQYAyABKAkSHAoUc291cmNlX2xhbmd1YWdlX2NvZGUYBCABKAkSHAoUdGFyZ2V0X2xhbmd1YWdlX2NvZGUYBSABKAkSEwoLc291cmNlX3RleHQYBiABKAkSFwoPdHJhbnNsYXRlZF90ZXh0GAcgASgJEi4KB2xhdGVuY3kYCCABKAsyHS5kcmFnb21hbi52MS5VdHRlcmFuY2VMYXRlbmN5Ei8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDKTBwoLQXV0aFNlcnZpY2USRwoIUmVnaXN0ZXISHC5kcmFnb21hbi52MS5SZWdpc3RlclJlcXVlc3QaHS5kcmFnb21hbi52MS5SZWdpc3RlclJlc3BvbnNlEj4KBUxvZ2luEhkuZHJhZ29tYW4udjEuTG9naW5SZXF1ZXN0GhouZHJhZ29tYW4udjEuTG9naW5SZXNwb25zZRJTCgxSZWZyZXNoVG9rZW4SIC5kcmFnb21hbi52MS5SZWZyZXNoVG9rZW5SZXF1ZXN0GiEuZHJhZ29tYW4udjEuUmVmcmVzaFRva2VuUmVzcG9uc2USQQoGTG9nb3V0EhouZHJhZ29tYW4udjEuTG9nb3V0UmVxdWVzdBobLmRyYWdvbWFuLnYxLkxvZ291dFJlc3BvbnNlElYKDURlbGV0ZUFjY291bnQSIS5kcmFnb21hbi52MS5EZWxldGVBY2NvdW50UmVxdWVzdBoiLmRyYWdvbWFuLnYxLkRlbGV0ZUFjY291bnRSZXNwb25zZRJTCgxFeHBvcnRNeURhdGESIC5kcmFnb21hbi52MS5FeHBvcnRNeURhdGFSZXF1ZXN0GiEuZHJhZ29tYW4udjEuRXhwb3J0TXlEYXRhUmVzcG9uc2USUAoLTGlzdERldmljZXMSHy5kcmFnb21hbi52MS5MaXN0RGV2aWNlc1JlcXVlc3QaIC5kcmFnb21hbi52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlElMKDFJldm9rZURldmljZRIgLmRyYWdvbWFuLnYxLlJldm9rZURldmljZVJlcXVlc3QaIS5kcmFnb21hbi52MS5SZXZva2VEZXZpY2VSZXNwb25zZRJoChNMaXN0U2lnbkluUHJvdmlkZXJzEicuZHJhZ29tYW4udjEuTGlzdFNpZ25JblByb3ZpZGVyc1JlcXVlc3QaKC5kcmFnb21hbi52MS5MaXN0U2lnbkluUHJvdmlkZXJzUmVzcG9uc2USUAoLU3RhcnRTaWduSW4SHy5kcmFnb21hbi52MS5TdGFydFNpZ25JblJlcXVlc3QaIC5kcmFnb21hbi52MS5TdGFydFNpZ25JblJlc3BvbnNlElMKDEZpbmlzaFNpZ25JbhIgLmRyYWdvbWFuLnYxLkZpbmlzaFNpZ25JblJlcXVlc3QaIS5kcmFnb21hbi52MS5GaW5pc2hTaWduSW5SZXNwb25zZWIGcHJvdG8z", [file_dragoman_v1_conversation, file_dragoman_v1_sessions, file_dragoman_v1_vocabulary, file_google_protobuf_timestamp]);
 
 /**
  * A new account.
@@ -101,6 +101,205 @@ export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*
   messageDesc(file_dragoman_v1_auth, 1);
 
 /**
+ * Asks for the configured sign-in providers.
+ *
+ * @generated from message dragoman.v1.ListSignInProvidersRequest
+ */
+export type ListSignInProvidersRequest = Message<"dragoman.v1.ListSignInProvidersRequest"> & {
+};
+
+/**
+ * Describes the message dragoman.v1.ListSignInProvidersRequest.
+ * Use `create(ListSignInProvidersRequestSchema)` to create a new message.
+ */
+export const ListSignInProvidersRequestSchema: GenMessage<ListSignInProvidersRequest> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 2);
+
+/**
+ * The configured sign-in providers.
+ *
+ * @generated from message dragoman.v1.ListSignInProvidersResponse
+ */
+export type ListSignInProvidersResponse = Message<"dragoman.v1.ListSignInProvidersResponse"> & {
+  /**
+   * In the order configured.
+   *
+   * @generated from field: repeated dragoman.v1.SignInProvider providers = 1;
+   */
+  providers: SignInProvider[];
+};
+
+/**
+ * Describes the message dragoman.v1.ListSignInProvidersResponse.
+ * Use `create(ListSignInProvidersResponseSchema)` to create a new message.
+ */
+export const ListSignInProvidersResponseSchema: GenMessage<ListSignInProvidersResponse> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 3);
+
+/**
+ * An OpenID Connect provider users may sign in with.
+ *
+ * @generated from message dragoman.v1.SignInProvider
+ */
+export type SignInProvider = Message<"dragoman.v1.SignInProvider"> & {
+  /**
+   * Name to show and to pass to StartSignIn, e.g. "Google".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The provider's issuer URL.
+   *
+   * @generated from field: string issuer = 2;
+   */
+  issuer: string;
+};
+
+/**
+ * Describes the message dragoman.v1.SignInProvider.
+ * Use `create(SignInProviderSchema)` to create a new message.
+ */
+export const SignInProviderSchema: GenMessage<SignInProvider> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 4);
+
+/**
+ * Begins a sign-in with a provider.
+ *
+ * @generated from message dragoman.v1.StartSignInRequest
+ */
+export type StartSignInRequest = Message<"dragoman.v1.StartSignInRequest"> & {
+  /**
+   * A provider from ListSignInProviders.
+   *
+   * @generated from field: string provider = 1;
+   */
+  provider: string;
+
+  /**
+   * Where the provider sends the user back (with `code` and `state` in the
+   * query): an absolute http or https URL registered with the provider.
+   *
+   * @generated from field: string redirect_uri = 2;
+   */
+  redirectUri: string;
+};
+
+/**
+ * Describes the message dragoman.v1.StartSignInRequest.
+ * Use `create(StartSignInRequestSchema)` to create a new message.
+ */
+export const StartSignInRequestSchema: GenMessage<StartSignInRequest> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 5);
+
+/**
+ * Where to send the user.
+ *
+ * @generated from message dragoman.v1.StartSignInResponse
+ */
+export type StartSignInResponse = Message<"dragoman.v1.StartSignInResponse"> & {
+  /**
+   * The provider's authorization URL, with PKCE challenge, nonce and state.
+   *
+   * @generated from field: string authorization_url = 1;
+   */
+  authorizationUrl: string;
+
+  /**
+   * Comes back with the code; pass it to FinishSignIn.
+   *
+   * @generated from field: string state = 2;
+   */
+  state: string;
+};
+
+/**
+ * Describes the message dragoman.v1.StartSignInResponse.
+ * Use `create(StartSignInResponseSchema)` to create a new message.
+ */
+export const StartSignInResponseSchema: GenMessage<StartSignInResponse> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 6);
+
+/**
+ * Finishes a sign-in.
+ *
+ * @generated from message dragoman.v1.FinishSignInRequest
+ */
+export type FinishSignInRequest = Message<"dragoman.v1.FinishSignInRequest"> & {
+  /**
+   * The state from StartSignIn, as the provider sent it back.
+   *
+   * @generated from field: string state = 1;
+   */
+  state: string;
+
+  /**
+   * The authorization code the provider sent back. Empty when linking
+   * (second call after FAILED_PRECONDITION).
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+
+  /**
+   * The password of the existing account to link, on the second call.
+   *
+   * @generated from field: string password = 3;
+   */
+  password: string;
+
+  /**
+   * Optional name of this device, as in LoginRequest.
+   *
+   * @generated from field: string device_name = 4;
+   */
+  deviceName: string;
+};
+
+/**
+ * Describes the message dragoman.v1.FinishSignInRequest.
+ * Use `create(FinishSignInRequestSchema)` to create a new message.
+ */
+export const FinishSignInRequestSchema: GenMessage<FinishSignInRequest> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 7);
+
+/**
+ * Tokens for the signed-in user.
+ *
+ * @generated from message dragoman.v1.FinishSignInResponse
+ */
+export type FinishSignInResponse = Message<"dragoman.v1.FinishSignInResponse"> & {
+  /**
+   * Id of the user.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Tokens, as from Login.
+   *
+   * @generated from field: dragoman.v1.TokenPair tokens = 2;
+   */
+  tokens?: TokenPair | undefined;
+
+  /**
+   * Whether this sign-in created the account.
+   *
+   * @generated from field: bool created = 3;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message dragoman.v1.FinishSignInResponse.
+ * Use `create(FinishSignInResponseSchema)` to create a new message.
+ */
+export const FinishSignInResponseSchema: GenMessage<FinishSignInResponse> = /*@__PURE__*/
+  messageDesc(file_dragoman_v1_auth, 8);
+
+/**
  * Credentials.
  *
  * @generated from message dragoman.v1.LoginRequest
@@ -134,7 +333,7 @@ export type LoginRequest = Message<"dragoman.v1.LoginRequest"> & {
  * Use `create(LoginRequestSchema)` to create a new message.
  */
 export const LoginRequestSchema: GenMessage<LoginRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 2);
+  messageDesc(file_dragoman_v1_auth, 9);
 
 /**
  * Tokens for a logged-in user.
@@ -162,7 +361,7 @@ export type LoginResponse = Message<"dragoman.v1.LoginResponse"> & {
  * Use `create(LoginResponseSchema)` to create a new message.
  */
 export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 3);
+  messageDesc(file_dragoman_v1_auth, 10);
 
 /**
  * A refresh token to exchange.
@@ -183,7 +382,7 @@ export type RefreshTokenRequest = Message<"dragoman.v1.RefreshTokenRequest"> & {
  * Use `create(RefreshTokenRequestSchema)` to create a new message.
  */
 export const RefreshTokenRequestSchema: GenMessage<RefreshTokenRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 4);
+  messageDesc(file_dragoman_v1_auth, 11);
 
 /**
  * A new token pair.
@@ -204,7 +403,7 @@ export type RefreshTokenResponse = Message<"dragoman.v1.RefreshTokenResponse"> &
  * Use `create(RefreshTokenResponseSchema)` to create a new message.
  */
 export const RefreshTokenResponseSchema: GenMessage<RefreshTokenResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 5);
+  messageDesc(file_dragoman_v1_auth, 12);
 
 /**
  * A refresh token to revoke.
@@ -225,7 +424,7 @@ export type LogoutRequest = Message<"dragoman.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 6);
+  messageDesc(file_dragoman_v1_auth, 13);
 
 /**
  * Logout result.
@@ -240,7 +439,7 @@ export type LogoutResponse = Message<"dragoman.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 7);
+  messageDesc(file_dragoman_v1_auth, 14);
 
 /**
  * An access token and the refresh token that renews it.
@@ -282,7 +481,7 @@ export type TokenPair = Message<"dragoman.v1.TokenPair"> & {
  * Use `create(TokenPairSchema)` to create a new message.
  */
 export const TokenPairSchema: GenMessage<TokenPair> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 8);
+  messageDesc(file_dragoman_v1_auth, 15);
 
 /**
  * Deletes the caller's account.
@@ -303,7 +502,7 @@ export type DeleteAccountRequest = Message<"dragoman.v1.DeleteAccountRequest"> &
  * Use `create(DeleteAccountRequestSchema)` to create a new message.
  */
 export const DeleteAccountRequestSchema: GenMessage<DeleteAccountRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 9);
+  messageDesc(file_dragoman_v1_auth, 16);
 
 /**
  * Deletion result.
@@ -332,7 +531,7 @@ export type DeleteAccountResponse = Message<"dragoman.v1.DeleteAccountResponse">
  * Use `create(DeleteAccountResponseSchema)` to create a new message.
  */
 export const DeleteAccountResponseSchema: GenMessage<DeleteAccountResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 10);
+  messageDesc(file_dragoman_v1_auth, 17);
 
 /**
  * Asks for a copy of the caller's data.
@@ -347,7 +546,7 @@ export type ExportMyDataRequest = Message<"dragoman.v1.ExportMyDataRequest"> & {
  * Use `create(ExportMyDataRequestSchema)` to create a new message.
  */
 export const ExportMyDataRequestSchema: GenMessage<ExportMyDataRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 11);
+  messageDesc(file_dragoman_v1_auth, 18);
 
 /**
  * Everything stored about the caller.
@@ -397,7 +596,7 @@ export type ExportMyDataResponse = Message<"dragoman.v1.ExportMyDataResponse"> &
  * Use `create(ExportMyDataResponseSchema)` to create a new message.
  */
 export const ExportMyDataResponseSchema: GenMessage<ExportMyDataResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 12);
+  messageDesc(file_dragoman_v1_auth, 19);
 
 /**
  * An account as stored (without the password hash).
@@ -446,7 +645,7 @@ export type Account = Message<"dragoman.v1.Account"> & {
  * Use `create(AccountSchema)` to create a new message.
  */
 export const AccountSchema: GenMessage<Account> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 13);
+  messageDesc(file_dragoman_v1_auth, 20);
 
 /**
  * One login: the refresh tokens issued since a Login or Register.
@@ -490,7 +689,7 @@ export type LoginRecord = Message<"dragoman.v1.LoginRecord"> & {
  * Use `create(LoginRecordSchema)` to create a new message.
  */
 export const LoginRecordSchema: GenMessage<LoginRecord> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 14);
+  messageDesc(file_dragoman_v1_auth, 21);
 
 /**
  * Asks for the caller's devices.
@@ -505,7 +704,7 @@ export type ListDevicesRequest = Message<"dragoman.v1.ListDevicesRequest"> & {
  * Use `create(ListDevicesRequestSchema)` to create a new message.
  */
 export const ListDevicesRequestSchema: GenMessage<ListDevicesRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 15);
+  messageDesc(file_dragoman_v1_auth, 22);
 
 /**
  * The caller's devices.
@@ -526,7 +725,7 @@ export type ListDevicesResponse = Message<"dragoman.v1.ListDevicesResponse"> & {
  * Use `create(ListDevicesResponseSchema)` to create a new message.
  */
 export const ListDevicesResponseSchema: GenMessage<ListDevicesResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 16);
+  messageDesc(file_dragoman_v1_auth, 23);
 
 /**
  * A device to sign out.
@@ -547,7 +746,7 @@ export type RevokeDeviceRequest = Message<"dragoman.v1.RevokeDeviceRequest"> & {
  * Use `create(RevokeDeviceRequestSchema)` to create a new message.
  */
 export const RevokeDeviceRequestSchema: GenMessage<RevokeDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 17);
+  messageDesc(file_dragoman_v1_auth, 24);
 
 /**
  * Revocation result.
@@ -562,7 +761,7 @@ export type RevokeDeviceResponse = Message<"dragoman.v1.RevokeDeviceResponse"> &
  * Use `create(RevokeDeviceResponseSchema)` to create a new message.
  */
 export const RevokeDeviceResponseSchema: GenMessage<RevokeDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 18);
+  messageDesc(file_dragoman_v1_auth, 25);
 
 /**
  * A device: one login (refresh token family) and what the gateway saw of it.
@@ -626,7 +825,7 @@ export type Device = Message<"dragoman.v1.Device"> & {
  * Use `create(DeviceSchema)` to create a new message.
  */
 export const DeviceSchema: GenMessage<Device> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 19);
+  messageDesc(file_dragoman_v1_auth, 26);
 
 /**
  * A translated utterance from the translation log: one record for each
@@ -704,7 +903,7 @@ export type UtteranceRecord = Message<"dragoman.v1.UtteranceRecord"> & {
  * Use `create(UtteranceRecordSchema)` to create a new message.
  */
 export const UtteranceRecordSchema: GenMessage<UtteranceRecord> = /*@__PURE__*/
-  messageDesc(file_dragoman_v1_auth, 20);
+  messageDesc(file_dragoman_v1_auth, 27);
 
 /**
  * Accounts and tokens. Every other public call needs the access token from
@@ -759,7 +958,10 @@ export const AuthService: GenService<{
    * Deletes the caller's account and all their data: logins, their part in
    * sessions, what they said, their vocabularies. Needs the access token and the password; a
    * wrong password gives UNAUTHENTICATED. Sessions left without
-   * participants go too; the partner keeps their own part.
+   * participants go too; the partner keeps their own part. An account a
+   * sign-in provider created has no password: its login must be at most 10
+   * minutes old instead (sign in with the provider again), else
+   * UNAUTHENTICATED.
    *
    * @generated from rpc dragoman.v1.AuthService.DeleteAccount
    */
@@ -803,6 +1005,49 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof RevokeDeviceRequestSchema;
     output: typeof RevokeDeviceResponseSchema;
+  },
+  /**
+   * Lists the OpenID Connect providers users may sign in with (Google,
+   * Keycloak ...), as the gateway is configured. Needs no access token.
+   *
+   * @generated from rpc dragoman.v1.AuthService.ListSignInProviders
+   */
+  listSignInProviders: {
+    methodKind: "unary";
+    input: typeof ListSignInProvidersRequestSchema;
+    output: typeof ListSignInProvidersResponseSchema;
+  },
+  /**
+   * Begins signing in with a provider (authorization code flow with PKCE):
+   * returns the URL to send the user to and the state that comes back with
+   * the code on `redirect_uri`. The state is good once, for a few minutes.
+   * An unknown provider gives NOT_FOUND; a provider that cannot be reached
+   * UNAVAILABLE. Needs no access token.
+   *
+   * @generated from rpc dragoman.v1.AuthService.StartSignIn
+   */
+  startSignIn: {
+    methodKind: "unary";
+    input: typeof StartSignInRequestSchema;
+    output: typeof StartSignInResponseSchema;
+  },
+  /**
+   * Finishes signing in with the state and code the provider sent back:
+   * checks the provider's ID token (signature, issuer, audience, expiry,
+   * nonce) and returns tokens, like Login. The first sign-in creates an
+   * account, unless the provider's verified email is that of an existing
+   * account: then FAILED_PRECONDITION asks for that account's password,
+   * and calling again with the same state and `password` links the two.
+   * An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+   * token that fails a check, a code the provider refuses or a wrong
+   * password UNAUTHENTICATED. Needs no access token.
+   *
+   * @generated from rpc dragoman.v1.AuthService.FinishSignIn
+   */
+  finishSignIn: {
+    methodKind: "unary";
+    input: typeof FinishSignInRequestSchema;
+    output: typeof FinishSignInResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dragoman_v1_auth, 0);

@@ -76,6 +76,21 @@ class AuthServiceStub:
                 request_serializer=dragoman_dot_v1_dot_auth__pb2.RevokeDeviceRequest.SerializeToString,
                 response_deserializer=dragoman_dot_v1_dot_auth__pb2.RevokeDeviceResponse.FromString,
                 _registered_method=True)
+        self.ListSignInProviders = channel.unary_unary(
+                '/dragoman.v1.AuthService/ListSignInProviders',
+                request_serializer=dragoman_dot_v1_dot_auth__pb2.ListSignInProvidersRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_auth__pb2.ListSignInProvidersResponse.FromString,
+                _registered_method=True)
+        self.StartSignIn = channel.unary_unary(
+                '/dragoman.v1.AuthService/StartSignIn',
+                request_serializer=dragoman_dot_v1_dot_auth__pb2.StartSignInRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_auth__pb2.StartSignInResponse.FromString,
+                _registered_method=True)
+        self.FinishSignIn = channel.unary_unary(
+                '/dragoman.v1.AuthService/FinishSignIn',
+                request_serializer=dragoman_dot_v1_dot_auth__pb2.FinishSignInRequest.SerializeToString,
+                response_deserializer=dragoman_dot_v1_dot_auth__pb2.FinishSignInResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -117,7 +132,10 @@ class AuthServiceServicer:
         """Deletes the caller's account and all their data: logins, their part in
         sessions, what they said, their vocabularies. Needs the access token and the password; a
         wrong password gives UNAUTHENTICATED. Sessions left without
-        participants go too; the partner keeps their own part.
+        participants go too; the partner keeps their own part. An account a
+        sign-in provider created has no password: its login must be at most 10
+        minutes old instead (sign in with the provider again), else
+        UNAUTHENTICATED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,6 +163,40 @@ class AuthServiceServicer:
         the access tokens it was issued, on every gateway. A device that is not
         the caller's, or no longer stands, gives NOT_FOUND. Needs the access
         token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSignInProviders(self, request, context):
+        """Lists the OpenID Connect providers users may sign in with (Google,
+        Keycloak ...), as the gateway is configured. Needs no access token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartSignIn(self, request, context):
+        """Begins signing in with a provider (authorization code flow with PKCE):
+        returns the URL to send the user to and the state that comes back with
+        the code on `redirect_uri`. The state is good once, for a few minutes.
+        An unknown provider gives NOT_FOUND; a provider that cannot be reached
+        UNAVAILABLE. Needs no access token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishSignIn(self, request, context):
+        """Finishes signing in with the state and code the provider sent back:
+        checks the provider's ID token (signature, issuer, audience, expiry,
+        nonce) and returns tokens, like Login. The first sign-in creates an
+        account, unless the provider's verified email is that of an existing
+        account: then FAILED_PRECONDITION asks for that account's password,
+        and calling again with the same state and `password` links the two.
+        An unknown, expired or used state gives FAILED_PRECONDITION; an ID
+        token that fails a check, a code the provider refuses or a wrong
+        password UNAUTHENTICATED. Needs no access token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,6 +244,21 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.RevokeDevice,
                     request_deserializer=dragoman_dot_v1_dot_auth__pb2.RevokeDeviceRequest.FromString,
                     response_serializer=dragoman_dot_v1_dot_auth__pb2.RevokeDeviceResponse.SerializeToString,
+            ),
+            'ListSignInProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSignInProviders,
+                    request_deserializer=dragoman_dot_v1_dot_auth__pb2.ListSignInProvidersRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_auth__pb2.ListSignInProvidersResponse.SerializeToString,
+            ),
+            'StartSignIn': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartSignIn,
+                    request_deserializer=dragoman_dot_v1_dot_auth__pb2.StartSignInRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_auth__pb2.StartSignInResponse.SerializeToString,
+            ),
+            'FinishSignIn': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishSignIn,
+                    request_deserializer=dragoman_dot_v1_dot_auth__pb2.FinishSignInRequest.FromString,
+                    response_serializer=dragoman_dot_v1_dot_auth__pb2.FinishSignInResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -412,6 +479,87 @@ class AuthService:
             '/dragoman.v1.AuthService/RevokeDevice',
             dragoman_dot_v1_dot_auth__pb2.RevokeDeviceRequest.SerializeToString,
             dragoman_dot_v1_dot_auth__pb2.RevokeDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSignInProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.AuthService/ListSignInProviders',
+            dragoman_dot_v1_dot_auth__pb2.ListSignInProvidersRequest.SerializeToString,
+            dragoman_dot_v1_dot_auth__pb2.ListSignInProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartSignIn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.AuthService/StartSignIn',
+            dragoman_dot_v1_dot_auth__pb2.StartSignInRequest.SerializeToString,
+            dragoman_dot_v1_dot_auth__pb2.StartSignInResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishSignIn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.v1.AuthService/FinishSignIn',
+            dragoman_dot_v1_dot_auth__pb2.FinishSignInRequest.SerializeToString,
+            dragoman_dot_v1_dot_auth__pb2.FinishSignInResponse.FromString,
             options,
             channel_credentials,
             insecure,
