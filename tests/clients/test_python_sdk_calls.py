@@ -158,8 +158,16 @@ async def test_converse_resumes_after_the_connection_is_cut(
     for utterance in translated:
         chunks_heard = [e.chunk_index for e in speech if e.utterance_id == utterance]
         assert chunks_heard == list(range(len(chunks_heard))) and chunks_heard, "speech cut short"
+    # one speaker, in utterance mode: the speech says whose it is, comes whole (no pieces)
+    # and its first chunk carries the words it translates
+    assert {e.speaker_participant_id for e in speech} == {alice.user_id}
+    assert {e.piece_index for e in speech} == {0}
+    assert all(bool(e.source_text) == (e.chunk_index == 0) for e in speech), speech
     heard = " ".join(e.source_text for e in finals)
     assert "sentence" in heard  # the clip's last word: the audio went on to its end
+    summed_up = await hosted.end()
+    assert summed_up.session.status == sdk.sessions_pb2.SESSION_STATUS_ENDED
+    assert summed_up.metrics.utterance_count >= len(translated), summed_up.metrics
     for client in (alice, bruno):
         await client.close()
     await link.stop()

@@ -13,7 +13,16 @@ this module does not wrap.
 
 from dragoman_client import audio
 from dragoman_client._gen.dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2
-from dragoman_client.client import Client, Language, Languages, Route, Session, Transcript, connect
+from dragoman_client.client import (
+    TRANSCRIPT_FORMATS,
+    Client,
+    Language,
+    Languages,
+    Route,
+    Session,
+    Transcript,
+    connect,
+)
 from dragoman_client.errors import (
     AbortedError,
     AlreadyExistsError,
@@ -46,6 +55,6 @@ __all__ = [
     "DragomanError", "Event", "FailedPreconditionError", "InvalidArgumentError", "Language", "Languages",
     "NotFoundError", "Other", "PermissionDeniedError", "ProcessingEnded", "ProcessingStarted",
     "ResourceExhaustedError", "RosterChanged", "Route", "Session", "SessionEnded", "SpeechAudio",
-    "Transcript", "Transcription", "Translation", "UnavailableError", "UtteranceEvent", "audio",
-    "auth_pb2", "connect", "conversation_pb2", "sessions_pb2",
+    "TRANSCRIPT_FORMATS", "Transcript", "Transcription", "Translation", "UnavailableError", "UtteranceEvent",
+    "audio", "auth_pb2", "connect", "conversation_pb2", "sessions_pb2",
 ]

@@ -39,6 +39,8 @@ _FORMATS = {
     "vtt": sessions_pb2.TRANSCRIPT_FORMAT_WEBVTT,
     "json": sessions_pb2.TRANSCRIPT_FORMAT_JSON,
 }
+TRANSCRIPT_FORMATS = tuple(_FORMATS)
+"""The `format`s of `export_transcript`."""
 _ENCODINGS = {
     "linear16": conversation_pb2.AUDIO_ENCODING_LINEAR16,
     "ogg_opus": conversation_pb2.AUDIO_ENCODING_OGG_OPUS,
@@ -321,10 +323,11 @@ class Session:
         self.info = (await self.client._authorized(self.client._sessions.LeaveSession,
                                                    sessions_pb2.LeaveSessionRequest(session_id=self.id))).session
 
-    async def end(self) -> None:
-        """Ends the session for everyone (host only)."""
-        await self.client._authorized(self.client._sessions.EndSession,
-                                      sessions_pb2.EndSessionRequest(session_id=self.id))
+    async def end(self) -> sessions_pb2.EndSessionResponse:
+        """Ends the session for everyone (host only); returns its `metrics` (utterance count,
+        latency, errors) and the ended `session`."""
+        return await self.client._authorized(self.client._sessions.EndSession,
+                                             sessions_pb2.EndSessionRequest(session_id=self.id))
 
     async def export_transcript(self, format: str = "txt") -> Transcript:
         return await self.client.export_transcript(self.id, format)
