@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
+import dragoman_client
 import grpc
 
 from dragoman import audio, config, rpc, tls
@@ -312,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except grpc.aio.AioRpcError as e:
         print(f"dragoman: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    except dragoman_client.DragomanError as e:  # a call through the SDK (demo, interpret): "CODE: message"
+        print(f"dragoman: {e}", file=sys.stderr)
         return 1
     except (DragomanError, OSError, TimeoutError, RuntimeError) as e:
         print(f"dragoman: error: {e}", file=sys.stderr)
