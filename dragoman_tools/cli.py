@@ -43,7 +43,6 @@ import grpc
 
 from dragoman import audio, config, rpc, tls
 from dragoman.errors import DragomanError, InvalidArgument
-from dragoman.v1 import sessions_pb2
 from dragoman_tools.envoy import add_arguments as envoy_arguments
 
 EXAMPLES = """examples:
@@ -56,15 +55,6 @@ EXAMPLES = """examples:
   echo "Where is the station?" | dragoman translate --source en --target pt -
   dragoman synthesize --language es "Buenos días" -o hola.wav
 """
-
-
-TRANSCRIPT_FORMATS = {
-    "txt": sessions_pb2.TRANSCRIPT_FORMAT_TEXT,
-    "srt": sessions_pb2.TRANSCRIPT_FORMAT_SRT,
-    "vtt": sessions_pb2.TRANSCRIPT_FORMAT_WEBVTT,
-    "json": sessions_pb2.TRANSCRIPT_FORMAT_JSON,
-}
-"""`dragoman sessions export --format`."""
 
 
 def triton_argument(parser: argparse.ArgumentParser) -> None:
@@ -207,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
                     "utterance with its speaker, what was said, its translation into your "
                     "language, and its start and end from the session's start.")
     exp.add_argument("session_id", metavar="ID", help="session id")
-    exp.add_argument("--format", choices=list(TRANSCRIPT_FORMATS), default="txt",
+    exp.add_argument("--format", choices=list(dragoman_client.TRANSCRIPT_FORMATS), default="txt",
                      help="txt (default), srt (SubRip), vtt (WebVTT) or json")
     exp.add_argument("-o", "--out", metavar="FILE", help="file to write (default: standard output)")
     exp.add_argument("--username", default=os.environ.get("DRAGOMAN_USERNAME"),
@@ -579,12 +569,10 @@ async def _vocabularies(args: argparse.Namespace, settings: config.Settings) -> 
 
 
 async def _export_transcript(args: argparse.Namespace, settings: config.Settings) -> int:
-    from dragoman.client import Client
-
     password = _password(args)
-    async with Client(args.gateway or settings.addresses.gateway) as client:
+    async with await dragoman_client.connect(args.gateway or settings.addresses.gateway) as client:
         await client.login(args.username, password)
-        reply = await client.export_transcript(args.session_id, TRANSCRIPT_FORMATS[args.format])
+        reply = await client.export_transcript(args.session_id, args.format)
     if args.out and args.out != "-":
         Path(args.out).write_bytes(reply.content)
         print(f"wrote {args.out}", file=sys.stderr)
