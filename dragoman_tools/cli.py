@@ -40,6 +40,7 @@ from typing import Any, TextIO
 
 import dragoman_client
 import grpc
+from dragoman_client import vocabulary_pb2 as vpb
 
 from dragoman import audio, config, rpc, tls
 from dragoman.errors import DragomanError, InvalidArgument
@@ -530,9 +531,7 @@ def _password(args: argparse.Namespace) -> str:
     return os.environ.get("DRAGOMAN_PASSWORD") or getpass.getpass(f"password of {args.username}: ")
 
 
-def _fixed_translation(text: str) -> Any:
-    from dragoman.v1 import vocabulary_pb2 as vpb
-
+def _fixed_translation(text: str) -> vpb.FixedTranslation:
     pair, _, entry = text.rpartition(":") if text.count(":") >= 2 else ("", "", "")
     source, _, target = pair.partition(":")
     term, eq, translation = entry.partition("=")
@@ -544,23 +543,18 @@ def _fixed_translation(text: str) -> Any:
 
 
 async def _vocabularies(args: argparse.Namespace, settings: config.Settings) -> int:
-    from dragoman.client import Client
-    from dragoman.v1 import vocabulary_pb2 as vpb
-
     password = _password(args)
-    async with Client(args.gateway or settings.addresses.gateway) as client:
+    async with await dragoman_client.connect(args.gateway or settings.addresses.gateway) as client:
         await client.login(args.username, password)
-        stub, m = client.vocabularies, client.metadata
         if args.vocabularies_command == "add":
-            made = await stub.CreateVocabulary(vpb.CreateVocabularyRequest(vocabulary=vpb.Vocabulary(
+            made = await client.create_vocabulary(vpb.Vocabulary(
                 display_name=args.name, terms=args.term, do_not_translate=args.keep,
-                translations=[_fixed_translation(t) for t in args.translate])), metadata=m)
-            print(made.vocabulary.vocabulary_id)
+                translations=[_fixed_translation(t) for t in args.translate]))
+            print(made.vocabulary_id)
         elif args.vocabularies_command == "delete":
-            await stub.DeleteVocabulary(
-                vpb.DeleteVocabularyRequest(vocabulary_id=args.vocabulary_id), metadata=m)
+            await client.delete_vocabulary(args.vocabulary_id)
         else:
-            for v in (await stub.ListVocabularies(vpb.ListVocabulariesRequest(), metadata=m)).vocabularies:
+            for v in await client.list_vocabularies():
                 fixed = [f"{t.source_language_code}:{t.target_language_code}:{t.source}={t.target}"
                          for t in v.translations]
                 print("\t".join([v.vocabulary_id, v.display_name, ", ".join(v.terms),

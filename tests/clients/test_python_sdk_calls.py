@@ -87,6 +87,23 @@ async def test_languages_and_transcript_are_typed(mesh: MeshAddresses, sdk: Modu
     await client.close()
 
 
+async def test_vocabularies_are_created_listed_and_deleted(mesh: MeshAddresses, sdk: ModuleType) -> None:
+    client = await _user(sdk, mesh.gateway, "sdk-vocab")
+    pair = sdk.vocabulary_pb2.FixedTranslation(source_language_code="en", target_language_code="pt",
+                                               source="front desk", target="receção")
+    made = await client.create_vocabulary(sdk.vocabulary_pb2.Vocabulary(
+        display_name="Work", terms=["Siobhan"], translations=[pair], do_not_translate=["Dragoman"]))
+    assert made.vocabulary_id and made.display_name == "Work"
+    listed = await client.list_vocabularies()
+    assert [(v.vocabulary_id, list(v.terms), list(v.translations)) for v in listed] == [
+        (made.vocabulary_id, ["Siobhan"], [pair])]
+    await client.delete_vocabulary(made.vocabulary_id)
+    assert await client.list_vocabularies() == []
+    with pytest.raises(sdk.NotFoundError):
+        await client.delete_vocabulary(made.vocabulary_id)
+    await client.close()
+
+
 @pytest.mark.parametrize("cut", ["listener", "speaker"])
 async def test_converse_resumes_after_the_connection_is_cut(
     mesh: MeshAddresses, sdk: ModuleType, fleurs: Path, cut: str,

@@ -23,6 +23,8 @@ from dragoman_client._gen.dragoman.v1 import (
     conversation_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
+    vocabulary_pb2,
+    vocabulary_pb2_grpc,
 )
 
 REFRESH_MARGIN_S = 30.0
@@ -112,6 +114,7 @@ class Client:
         self._auth = auth_pb2_grpc.AuthServiceStub(channel)
         self._sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self._conversation = conversation_pb2_grpc.ConversationServiceStub(channel)
+        self._vocabularies = vocabulary_pb2_grpc.VocabularyServiceStub(channel)
         self._tokens: auth_pb2.TokenPair | None = None
         self._refreshing = asyncio.Lock()
         self.user_id = ""
@@ -231,6 +234,26 @@ class Client:
         reply = await self._authorized(self._sessions.ExportTranscript, sessions_pb2.ExportTranscriptRequest(
             session_id=session_id, format=_FORMATS[format]))
         return Transcript(reply.filename, reply.content_type, reply.content)
+
+
+    # --- vocabularies
+
+    async def create_vocabulary(self, vocabulary: vocabulary_pb2.Vocabulary) -> vocabulary_pb2.Vocabulary:
+        """Saves one of your vocabularies (`display_name`, `terms` to recognise, fixed
+        `translations` per language pair, words to `do_not_translate`); returns it with its id."""
+        reply = await self._authorized(self._vocabularies.CreateVocabulary,
+                                       vocabulary_pb2.CreateVocabularyRequest(vocabulary=vocabulary))
+        return reply.vocabulary
+
+    async def list_vocabularies(self) -> list[vocabulary_pb2.Vocabulary]:
+        """Your vocabularies."""
+        reply = await self._authorized(self._vocabularies.ListVocabularies,
+                                       vocabulary_pb2.ListVocabulariesRequest())
+        return list(reply.vocabularies)
+
+    async def delete_vocabulary(self, vocabulary_id: str) -> None:
+        await self._authorized(self._vocabularies.DeleteVocabulary,
+                               vocabulary_pb2.DeleteVocabularyRequest(vocabulary_id=vocabulary_id))
 
 
 class Session:
