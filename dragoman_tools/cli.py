@@ -40,11 +40,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TextIO
 
+import dragoman_client
 import grpc
+from dragoman_client import vocabulary_pb2 as vpb
 
 from dragoman import audio, config, rpc, tls
 from dragoman.errors import DragomanError, InvalidArgument
-from dragoman.v1 import sessions_pb2
 from dragoman_tools.envoy import add_arguments as envoy_arguments
 
 EXAMPLES = """examples:
@@ -57,15 +58,6 @@ EXAMPLES = """examples:
   echo "Where is the station?" | dragoman translate --source en --target pt -
   dragoman synthesize --language es "Buenos días" -o hola.wav
 """
-
-
-TRANSCRIPT_FORMATS = {
-    "txt": sessions_pb2.TRANSCRIPT_FORMAT_TEXT,
-    "srt": sessions_pb2.TRANSCRIPT_FORMAT_SRT,
-    "vtt": sessions_pb2.TRANSCRIPT_FORMAT_WEBVTT,
-    "json": sessions_pb2.TRANSCRIPT_FORMAT_JSON,
-}
-"""`dragoman sessions export --format`."""
 
 
 def triton_argument(parser: argparse.ArgumentParser) -> None:
@@ -208,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
                     "utterance with its speaker, what was said, its translation into your "
                     "language, and its start and end from the session's start.")
     exp.add_argument("session_id", metavar="ID", help="session id")
-    exp.add_argument("--format", choices=list(TRANSCRIPT_FORMATS), default="txt",
+    exp.add_argument("--format", choices=list(dragoman_client.TRANSCRIPT_FORMATS), default="txt",
                      help="txt (default), srt (SubRip), vtt (WebVTT) or json")
     exp.add_argument("-o", "--out", metavar="FILE", help="file to write (default: standard output)")
     exp.add_argument("--key-file", metavar="FILE",
@@ -318,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except grpc.aio.AioRpcError as e:
         print(f"dragoman: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    except dragoman_client.DragomanError as e:  # a call through the SDK (demo, interpret): "CODE: message"
+        print(f"dragoman: {e}", file=sys.stderr)
         return 1
     except (DragomanError, OSError, TimeoutError, RuntimeError) as e:
         print(f"dragoman: error: {e}", file=sys.stderr)
@@ -542,9 +537,7 @@ def _password(args: argparse.Namespace) -> str:
     return os.environ.get("DRAGOMAN_PASSWORD") or getpass.getpass(f"password of {args.username}: ")
 
 
-def _fixed_translation(text: str) -> Any:
-    from dragoman.v1 import vocabulary_pb2 as vpb
-
+def _fixed_translation(text: str) -> vpb.FixedTranslation:
     pair, _, entry = text.rpartition(":") if text.count(":") >= 2 else ("", "", "")
     source, _, target = pair.partition(":")
     term, eq, translation = entry.partition("=")
@@ -556,23 +549,18 @@ def _fixed_translation(text: str) -> Any:
 
 
 async def _vocabularies(args: argparse.Namespace, settings: config.Settings) -> int:
-    from dragoman.client import Client
-    from dragoman.v1 import vocabulary_pb2 as vpb
-
     password = _password(args)
-    async with Client(args.gateway or settings.addresses.gateway) as client:
+    async with await dragoman_client.connect(args.gateway or settings.addresses.gateway) as client:
         await client.login(args.username, password)
-        stub, m = client.vocabularies, client.metadata
         if args.vocabularies_command == "add":
-            made = await stub.CreateVocabulary(vpb.CreateVocabularyRequest(vocabulary=vpb.Vocabulary(
+            made = await client.create_vocabulary(vpb.Vocabulary(
                 display_name=args.name, terms=args.term, do_not_translate=args.keep,
-                translations=[_fixed_translation(t) for t in args.translate])), metadata=m)
-            print(made.vocabulary.vocabulary_id)
+                translations=[_fixed_translation(t) for t in args.translate]))
+            print(made.vocabulary_id)
         elif args.vocabularies_command == "delete":
-            await stub.DeleteVocabulary(
-                vpb.DeleteVocabularyRequest(vocabulary_id=args.vocabulary_id), metadata=m)
+            await client.delete_vocabulary(args.vocabulary_id)
         else:
-            for v in (await stub.ListVocabularies(vpb.ListVocabulariesRequest(), metadata=m)).vocabularies:
+            for v in await client.list_vocabularies():
                 fixed = [f"{t.source_language_code}:{t.target_language_code}:{t.source}={t.target}"
                          for t in v.translations]
                 print("\t".join([v.vocabulary_id, v.display_name, ", ".join(v.terms),
@@ -581,12 +569,10 @@ async def _vocabularies(args: argparse.Namespace, settings: config.Settings) -> 
 
 
 async def _export_transcript(args: argparse.Namespace, settings: config.Settings) -> int:
-    from dragoman.client import Client
-
     password = _password(args)
-    async with Client(args.gateway or settings.addresses.gateway) as client:
+    async with await dragoman_client.connect(args.gateway or settings.addresses.gateway) as client:
         await client.login(args.username, password)
-        reply = await client.export_transcript(args.session_id, TRANSCRIPT_FORMATS[args.format])
+        reply = await client.export_transcript(args.session_id, args.format)
     content = _opened(reply.content_type, reply.content, args.key_file)
     if args.out and args.out != "-":
         Path(args.out).write_bytes(content)

@@ -3,8 +3,9 @@
 Alice speaks English, Bruno Portuguese (or Spanish); with three participants
 Carla joins too, speaking Spanish. Each "speaks" real recorded utterances
 (FLEURS, CC BY 4.0, shipped in dragoman_tools/demo_data) at real-time pace
-through the public API, exactly as a native client would: register, create a
-session / join with the 6-digit code, Converse. The terminal shows each
+through the public API with the Python SDK (dragoman_client, clients/python),
+exactly as an integrator's client would: register, create a session / join
+with the 6-digit code, converse. The terminal shows each
 partial and final transcript, its translations (translated partials lighter)
 and the per-utterance latency; the translated speech each one hears is written
 as WAV, one file per utterance (in simultaneous mode its pieces joined in order). With three, each
@@ -24,14 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import dragoman_client
 import grpc
 import numpy as np
+from dragoman_client import audio as sdk_audio
+from dragoman_client import conversation_pb2 as pb
+from dragoman_client import events, sessions_pb2
 
 from dragoman import audio
-from dragoman.client import Client, join_request, speak
 from dragoman.errors import FailedPrecondition
-from dragoman.v1 import conversation_pb2 as pb
-from dragoman.v1 import sessions_pb2
 
 STAGES = tuple(f.name for f in pb.UtteranceLatency.DESCRIPTOR.fields)
 """The per-stage latencies of an utterance, in pipeline order."""
@@ -51,18 +53,19 @@ PARTY = (("Alice", "en"), ("Bruno", "pt"), ("Carla", "es"))
 class Person:
     name: str
     language: str
-    client: Client
+    client: dragoman_client.Client
     out_dir: Path | None  # where the translated speech they hear goes, one WAV per utterance
     printer: Printer
     speed: float = 1.0  # how fast they speak: a multiple of real time
-    session_id: str = ""
-    requests: asyncio.Queue[pb.ConverseRequest | None] = field(default_factory=asyncio.Queue)
+    session: dragoman_client.Session | None = None
+    chunks: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    """What the person says, PCM16 at RATE_HZ as captured; None ends the conversation."""
     started: set[str] = field(default_factory=set)
     ended: set[str] = field(default_factory=set)
     partner_ended: set[str] = field(default_factory=set)
     """The others' utterances that have ended for this person, as their listener."""
     errors: list[str] = field(default_factory=list)
-    failure: grpc.aio.AioRpcError | None = None
+    failure: dragoman_client.DragomanError | None = None
     heard: dict[str, list[bytes]] = field(default_factory=dict)
     rates: dict[str, int] = field(default_factory=dict)
     """Sample rate of each utterance being heard, from its first chunk (a last piece with
@@ -74,62 +77,62 @@ class Person:
     names: dict[str, str] = field(default_factory=dict)
     """Everyone's name by participant id, shared by the people of one session."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    sequence: int = 0
 
-    async def request_stream(self) -> AsyncIterator[pb.ConverseRequest]:
-        while (request := await self.requests.get()) is not None:
-            yield request
+    async def microphone(self) -> AsyncIterator[bytes]:
+        """What `say` captures, for Session.converse, which sends it and leaves at the end."""
+        while (chunk := await self.chunks.get()) is not None:
+            yield chunk
 
-    async def listen(self, call: AsyncIterator[pb.ConverseResponse]) -> None:
+    async def listen(self, session: dragoman_client.Session) -> None:
         try:
-            async for response in call:
-                self.on_event(response.event)
-        except grpc.aio.AioRpcError as e:  # e.g. RESOURCE_EXHAUSTED: audio sent too fast
-            if e.code() != grpc.StatusCode.CANCELLED:
+            async for event in session.converse(self.microphone(), sample_rate=RATE_HZ):
+                self.on_event(event)
+        except dragoman_client.DragomanError as e:  # e.g. RESOURCE_EXHAUSTED: audio sent too fast
+            if e.code != grpc.StatusCode.CANCELLED:
                 self.failure = e
                 self.changed.set()
 
-    def on_event(self, event: pb.ConversationEvent) -> None:
-        kind = event.WhichOneof("kind")
+    def on_event(self, event: events.Event) -> None:
         me = self.printer
-        if kind == "transcription" and event.transcription.speaker == pb.SPEAKER_SELF:
-            t = event.transcription
-            me.line(self.name, f"{'final  ' if t.is_final else 'partial'} {t.text!r}", final=t.is_final)
-        elif kind == "translation" and event.translation.speaker == pb.SPEAKER_SELF:
-            tr = event.translation
-            if tr.is_final:
-                me.line(self.name, f"→ {tr.target_language_code}: {tr.text!r}", final=True)
-            elif tr.text.strip():  # a stable prefix of a word or two may translate to nothing
-                me.line(self.name, f"partial → {tr.target_language_code}: {tr.text!r}", final=False,
+        if isinstance(event, events.Transcription) and event.own:
+            me.line(self.name, f"{'final  ' if event.is_final else 'partial'} {event.text!r}",
+                    final=event.is_final)
+        elif isinstance(event, events.Translation) and event.own:
+            if event.is_final:
+                me.line(self.name, f"→ {event.target_language}: {event.text!r}", final=True)
+            elif event.text.strip():  # a stable prefix of a word or two may translate to nothing
+                me.line(self.name, f"partial → {event.target_language}: {event.text!r}", final=False,
                         light=True)
-        elif kind == "processing_started" and event.processing_started.speaker == pb.SPEAKER_SELF:
-            self.started.add(event.processing_started.utterance_id)
-        elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_PARTNER:
-            self.partner_ended.add(event.processing_ended.utterance_id)
-            if event.processing_ended.HasField("latency"):
-                self.heard_latencies.append(event.processing_ended.latency)
-        elif kind == "processing_ended" and event.processing_ended.speaker == pb.SPEAKER_SELF:
-            ended = event.processing_ended
-            self.ended.add(ended.utterance_id)
-            if ended.HasField("latency"):
-                self.latencies.append(ended.latency)
-                me.line(self.name, f"latency {ended.utterance_id}: {format_latency(ended.latency)}", True)
-        elif kind == "speech_audio":
-            a = event.speech_audio
-            self.heard.setdefault(a.utterance_id, []).append(a.data)
-            if a.sample_rate_hertz:
-                self.rates.setdefault(a.utterance_id, a.sample_rate_hertz)
-            if a.piece_index and a.source_text:  # the first chunk of a piece (simultaneous mode)
-                who = self.names.get(a.speaker_participant_id, "")
-                me.line(self.name, f"hears piece {a.piece_index} of {who or 'the partner'}'s "
-                                   f"{a.utterance_id}: {a.source_text!r}", final=True)
-            if a.is_last:
-                rate_hz = self.rates.pop(a.utterance_id, a.sample_rate_hertz)
-                self.on_speech(a.utterance_id, b"".join(self.heard.pop(a.utterance_id)), rate_hz,
-                               self.names.get(a.speaker_participant_id, ""))
-        elif kind == "error":
-            self.errors.append(event.error.message)
-            me.line(self.name, f"error: {event.error.message}", final=True)
+        elif isinstance(event, events.ProcessingStarted) and event.own:
+            self.started.add(event.utterance_id)
+        elif isinstance(event, events.ProcessingEnded):
+            # the SDK leaves the per-stage latency in the message (a protobuf UtteranceLatency)
+            ended = event.raw.processing_ended
+            latency = ended.latency if ended.HasField("latency") else None
+            if not event.own:
+                self.partner_ended.add(event.utterance_id)
+                if latency is not None:
+                    self.heard_latencies.append(latency)
+            else:
+                self.ended.add(event.utterance_id)
+                if latency is not None:
+                    self.latencies.append(latency)
+                    me.line(self.name, f"latency {event.utterance_id}: {format_latency(latency)}", True)
+        elif isinstance(event, events.SpeechAudio):
+            self.heard.setdefault(event.utterance_id, []).append(event.data)
+            if event.sample_rate:
+                self.rates.setdefault(event.utterance_id, event.sample_rate)
+            if event.piece_index and event.source_text:  # the first chunk of a piece (simultaneous mode)
+                who = self.names.get(event.speaker_participant_id, "")
+                me.line(self.name, f"hears piece {event.piece_index} of {who or 'the partner'}'s "
+                                   f"{event.utterance_id}: {event.source_text!r}", final=True)
+            if event.is_last:
+                rate_hz = self.rates.pop(event.utterance_id, event.sample_rate)
+                self.on_speech(event.utterance_id, b"".join(self.heard.pop(event.utterance_id)), rate_hz,
+                               self.names.get(event.speaker_participant_id, ""))
+        elif isinstance(event, events.ConversationError):
+            self.errors.append(event.message)
+            me.line(self.name, f"error: {event.message}", final=True)
         self.changed.set()
 
     def on_speech(self, utterance_id: str, pcm16: bytes, rate_hz: int, speaker: str = "") -> None:
@@ -152,11 +155,10 @@ class Person:
         tail = np.zeros(int(1.2 * RATE_HZ), np.float32)
         pcm = audio.float_to_pcm16(np.concatenate([pad, samples, tail]))
         self.printer.line(self.name, f"speaks {name} ({len(samples) / RATE_HZ:.1f} s)", True)
-        async for request in speak(pcm, RATE_HZ, first_sequence=self.sequence + 1, speed=self.speed):
+        async for chunk in sdk_audio.paced(sdk_audio.split(pcm, RATE_HZ), RATE_HZ, speed=self.speed):
             if self.failure is not None:
                 raise self.failure
-            self.sequence = request.audio.sequence
-            await self.requests.put(request)
+            await self.chunks.put(chunk)
 
     async def wait_quiet(self, listeners: Sequence[Person]) -> None:
         """Waits until every utterance this person started has been delivered and each of
@@ -241,37 +243,34 @@ async def converse(people: Sequence[Person], turns: list[tuple[Person, str, np.n
     async with contextlib.AsyncExitStack() as stack:
         for p in people:
             await stack.enter_async_context(p.client)
-            user_id = await p.client.register(f"{p.name.lower()}-{suffix}",
-                                              f"{p.name.lower()}-{suffix}@example.org",
-                                              "demo-password", p.language)
+            user_id = await p.client.register(f"{p.name.lower()}-{suffix}", "demo-password",
+                                              email=f"{p.name.lower()}-{suffix}@example.org",
+                                              language=p.language)
             names[user_id] = p.name
             p.names = names
-        session = await host.client.create_session(host.language)
+        session = host.session = await host.client.create_session(host.language)
         host.printer.line(host.name, f"created session; pairing code {session.code}", True)
         for i, guest in enumerate(guests):
-            joined = await guest.client.join_session(session.code, guest.language, allow_one_way=one_way)
+            joined = guest.session = await guest.client.join_session(
+                session.code, language=guest.language, allow_one_way=one_way)
             guest.printer.line(guest.name, f"joined with code {session.code}", True)
-            there = joined.routes[0] if joined.routes and i == 0 else None  # the host's speech to them
+            routes = joined.info.routes
+            there = routes[0] if routes and i == 0 else None  # the host's speech to them
             if there is not None and not there.available:
-                await host.client.end_session(session.session_id)
+                await session.end()
                 raise FailedPrecondition(f"{'; '.join(there.missing)}: run `{there.install}`")
-        listeners = []
-        for p in people:
-            p.session_id = session.session_id
-            await p.requests.put(join_request(session.session_id, RATE_HZ))
-            listeners.append(asyncio.create_task(p.listen(p.client.converse(p.request_stream()))))
+        listeners = [asyncio.create_task(p.listen(p.session)) for p in people if p.session is not None]
         try:
             for person, name, samples in turns:
                 await person.say(name, samples)
                 await person.wait_quiet([p for p in people if p is not person])
         finally:
-            for p in people:
-                await p.requests.put(pb.ConverseRequest(leave=pb.LeaveConversation()))
-                await p.requests.put(None)
+            for p in people:  # the end of their audio: converse leaves once their last utterance is done
+                await p.chunks.put(None)
             await asyncio.wait(listeners, timeout=10)
             for task in listeners:
                 task.cancel()
-        return await host.client.end_session(session.session_id)
+        return await session.end()
 
 
 async def run(gateway: str, out_dir: Path, partner_language: str = "pt",
@@ -284,7 +283,8 @@ async def run(gateway: str, out_dir: Path, partner_language: str = "pt",
     printer = Printer(stream)
     out_dir.mkdir(parents=True, exist_ok=True)
     cast = [("Alice", "en"), ("Bruno", partner_language)] if participants == 2 else list(PARTY)
-    people = [Person(name, language, Client(gateway), out_dir, printer, speed) for name, language in cast]
+    people = [Person(name, language, await dragoman_client.connect(gateway), out_dir, printer, speed)
+              for name, language in cast]
     alice, bruno = people[:2]
     turns = [(alice, SCRIPTS["en"][0]), (bruno, SCRIPTS[bruno.language][0])]
     turns += [(p, SCRIPTS[p.language][0]) for p in people[2:]] + [(alice, SCRIPTS["en"][1])]

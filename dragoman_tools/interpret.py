@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import dragoman_client
 import numpy as np
+from dragoman_client import events
 
 from dragoman import audio, rpc
-from dragoman.client import Client
 from dragoman.errors import DragomanError, InvalidArgument, Unavailable
-from dragoman.v1 import conversation_pb2 as pb
 from dragoman_tools.demo import RATE_HZ, Person, Printer, converse
 
 REACH_TIMEOUT_S = 15.0
@@ -41,14 +41,13 @@ class Listener(Person):
     speech: list[bytes] = field(default_factory=list)
     speech_rate_hz: int = 0
 
-    def on_event(self, event: pb.ConversationEvent) -> None:
-        if event.WhichOneof("kind") == "translation":
-            t = event.translation
-            if t.speaker == pb.SPEAKER_PARTNER and t.is_final and t.text.strip():
-                self.translations.append(t.text.strip())
-                self.out.write(t.text.strip() + "\n")
-                self.out.flush()
-                self.printer.line(self.name, f"hears {t.utterance_id} (by {t.engine or '?'})", True)
+    def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Translation) and not event.own and event.is_final and event.text.strip():
+            self.translations.append(event.text.strip())
+            self.out.write(event.text.strip() + "\n")
+            self.out.flush()
+            engine = event.raw.translation.engine  # which MT engine: not typed by the SDK
+            self.printer.line(self.name, f"hears {event.utterance_id} (by {engine or '?'})", True)
         super().on_event(event)
 
     def on_speech(self, utterance_id: str, pcm16: bytes, rate_hz: int, speaker: str = "") -> None:
@@ -93,8 +92,8 @@ async def run(gateway: str, samples: np.ndarray, name: str, source: str, target:
     mesh at `gateway`; returns the final translations (also written to `out`)."""
     await reachable(gateway)
     printer = Printer(log)
-    speaker = Person("Speaker", source, Client(gateway), None, printer, speed=speed)
-    listener = Listener("Hearer", target, Client(gateway), None, printer, out=out)
+    speaker = Person("Speaker", source, await dragoman_client.connect(gateway), None, printer, speed=speed)
+    listener = Listener("Hearer", target, await dragoman_client.connect(gateway), None, printer, out=out)
     try:
         ended = await converse([speaker, listener], [(speaker, name, samples)], one_way=True)
     except TimeoutError:

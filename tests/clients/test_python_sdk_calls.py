@@ -87,6 +87,23 @@ async def test_languages_and_transcript_are_typed(mesh: MeshAddresses, sdk: Modu
     await client.close()
 
 
+async def test_vocabularies_are_created_listed_and_deleted(mesh: MeshAddresses, sdk: ModuleType) -> None:
+    client = await _user(sdk, mesh.gateway, "sdk-vocab")
+    pair = sdk.vocabulary_pb2.FixedTranslation(source_language_code="en", target_language_code="pt",
+                                               source="front desk", target="receção")
+    made = await client.create_vocabulary(sdk.vocabulary_pb2.Vocabulary(
+        display_name="Work", terms=["Siobhan"], translations=[pair], do_not_translate=["Dragoman"]))
+    assert made.vocabulary_id and made.display_name == "Work"
+    listed = await client.list_vocabularies()
+    assert [(v.vocabulary_id, list(v.terms), list(v.translations)) for v in listed] == [
+        (made.vocabulary_id, ["Siobhan"], [pair])]
+    await client.delete_vocabulary(made.vocabulary_id)
+    assert await client.list_vocabularies() == []
+    with pytest.raises(sdk.NotFoundError):
+        await client.delete_vocabulary(made.vocabulary_id)
+    await client.close()
+
+
 @pytest.mark.parametrize("cut", ["listener", "speaker"])
 async def test_converse_resumes_after_the_connection_is_cut(
     mesh: MeshAddresses, sdk: ModuleType, fleurs: Path, cut: str,
@@ -158,8 +175,16 @@ async def test_converse_resumes_after_the_connection_is_cut(
     for utterance in translated:
         chunks_heard = [e.chunk_index for e in speech if e.utterance_id == utterance]
         assert chunks_heard == list(range(len(chunks_heard))) and chunks_heard, "speech cut short"
+    # one speaker, in utterance mode: the speech says whose it is, comes whole (no pieces)
+    # and its first chunk carries the words it translates
+    assert {e.speaker_participant_id for e in speech} == {alice.user_id}
+    assert {e.piece_index for e in speech} == {0}
+    assert all(bool(e.source_text) == (e.chunk_index == 0) for e in speech), speech
     heard = " ".join(e.source_text for e in finals)
     assert "sentence" in heard  # the clip's last word: the audio went on to its end
+    summed_up = await hosted.end()
+    assert summed_up.session.status == sdk.sessions_pb2.SESSION_STATUS_ENDED
+    assert summed_up.metrics.utterance_count >= len(translated), summed_up.metrics
     for client in (alice, bruno):
         await client.close()
     await link.stop()

@@ -16,12 +16,13 @@ import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import dragoman_client
 import numpy as np
 import pytest
+from dragoman_client import conversation_pb2 as pb
+from dragoman_client import events
 
 from dragoman import config
-from dragoman.client import Client
-from dragoman.v1 import conversation_pb2 as pb
 from dragoman_tools import cli, demo
 from tests.mesh import MeshAddresses, serve_mesh
 
@@ -110,24 +111,26 @@ class _Terminal(io.StringIO):
 
 
 def _audio(index: int, piece: int, samples: list[int], last: bool = False, source: str = "",
-           rate_hz: int = 16_000) -> pb.ConversationEvent:
-    return pb.ConversationEvent(speech_audio=pb.SpeechAudio(
+           rate_hz: int = 16_000) -> events.Event | None:
+    return events.from_proto(pb.ConversationEvent(sequence=index + 1, speech_audio=pb.SpeechAudio(
         utterance_id="u-1", speaker_participant_id="p-alice",
         chunk_index=index, piece_index=piece, is_last=last, source_text=source,
-        sample_rate_hertz=rate_hz, data=np.array(samples, "<i2").tobytes()))
+        sample_rate_hertz=rate_hz, data=np.array(samples, "<i2").tobytes())))
 
 
 async def test_an_utterance_heard_in_pieces_is_one_wav_in_order(tmp_path: Path) -> None:
     printed = io.StringIO()
-    bruno = demo.Person("Bruno", "pt", Client("127.0.0.1:1"), tmp_path, demo.Printer(printed))
+    bruno = demo.Person("Bruno", "pt", await dragoman_client.connect("127.0.0.1:1"), tmp_path,
+                        demo.Printer(printed))
     bruno.names = {"p-alice": "Alice", "p-bruno": "Bruno"}
     try:
         # chunk_index counts on across pieces; the last piece had nothing new: one empty chunk
         for event in (_audio(0, 1, [1, 2], source="Hello there,"), _audio(1, 1, [3]),
                       _audio(2, 2, [4, 5], source="how are you"), _audio(3, 3, [], last=True, rate_hz=0)):
+            assert isinstance(event, events.SpeechAudio)
             bruno.on_event(event)
     finally:
-        await bruno.client.channel.close()
+        await bruno.client.close()
     [path] = bruno.wavs
     with wave.open(str(path)) as w:
         assert w.getframerate() == 16_000
@@ -140,19 +143,22 @@ async def test_an_utterance_heard_in_pieces_is_one_wav_in_order(tmp_path: Path) 
 
 async def test_translated_partials_print_lighter_and_are_overwritten() -> None:
     shown = _Terminal()
-    alice = demo.Person("Alice", "en", Client("127.0.0.1:1"), None, demo.Printer(shown))
+    alice = demo.Person("Alice", "en", await dragoman_client.connect("127.0.0.1:1"), None,
+                        demo.Printer(shown))
 
-    def translation(text: str, final: bool) -> pb.ConversationEvent:
-        return pb.ConversationEvent(translation=pb.Translation(
+    def translation(text: str, final: bool) -> events.Event:
+        event = events.from_proto(pb.ConversationEvent(translation=pb.Translation(
             utterance_id="u-1", speaker=pb.SPEAKER_SELF, target_language_code="pt", text=text,
-            is_final=final, stability=1.0 if final else 0.5))
+            is_final=final, stability=1.0 if final else 0.5)))
+        assert isinstance(event, events.Translation)
+        return event
 
     try:
         alice.on_event(translation("Olá", final=False))
         alice.on_event(translation("Olá, tudo", final=False))
         alice.on_event(translation("Olá, tudo bem?", final=True))
     finally:
-        await alice.client.channel.close()
+        await alice.client.close()
     text = shown.getvalue()
     first, second, final = text.split("\r\x1b[2K")
     assert first.startswith(demo.DIM) and first.endswith(demo.PLAIN) and "partial → pt: 'Olá'" in first

@@ -7,13 +7,22 @@
         if isinstance(event, Translation) and event.is_final:
             print(event.text)
 
-The generated stubs of the whole API are `auth_pb2`, `sessions_pb2` and `conversation_pb2` here, for calls
-this module does not wrap.
+The generated stubs of the whole API are `auth_pb2`, `sessions_pb2`, `conversation_pb2` and
+`vocabulary_pb2` here, for calls this module does not wrap.
 """
 
 from dragoman_client import audio
-from dragoman_client._gen.dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2
-from dragoman_client.client import Client, Language, Languages, Route, Session, Transcript, connect
+from dragoman_client._gen.dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2, vocabulary_pb2
+from dragoman_client.client import (
+    TRANSCRIPT_FORMATS,
+    Client,
+    Language,
+    Languages,
+    Route,
+    Session,
+    Transcript,
+    connect,
+)
 from dragoman_client.errors import (
     AbortedError,
     AlreadyExistsError,
@@ -46,6 +55,6 @@ __all__ = [
     "DragomanError", "Event", "FailedPreconditionError", "InvalidArgumentError", "Language", "Languages",
     "NotFoundError", "Other", "PermissionDeniedError", "ProcessingEnded", "ProcessingStarted",
     "ResourceExhaustedError", "RosterChanged", "Route", "Session", "SessionEnded", "SpeechAudio",
-    "Transcript", "Transcription", "Translation", "UnavailableError", "UtteranceEvent", "audio",
-    "auth_pb2", "connect", "conversation_pb2", "sessions_pb2",
+    "TRANSCRIPT_FORMATS", "Transcript", "Transcription", "Translation", "UnavailableError", "UtteranceEvent",
+    "audio", "auth_pb2", "connect", "conversation_pb2", "sessions_pb2", "vocabulary_pb2",
 ]

@@ -23,6 +23,8 @@ from dragoman_client._gen.dragoman.v1 import (
     conversation_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
+    vocabulary_pb2,
+    vocabulary_pb2_grpc,
 )
 
 REFRESH_MARGIN_S = 30.0
@@ -39,6 +41,8 @@ _FORMATS = {
     "vtt": sessions_pb2.TRANSCRIPT_FORMAT_WEBVTT,
     "json": sessions_pb2.TRANSCRIPT_FORMAT_JSON,
 }
+TRANSCRIPT_FORMATS = tuple(_FORMATS)
+"""The `format`s of `export_transcript`."""
 _ENCODINGS = {
     "linear16": conversation_pb2.AUDIO_ENCODING_LINEAR16,
     "ogg_opus": conversation_pb2.AUDIO_ENCODING_OGG_OPUS,
@@ -110,6 +114,7 @@ class Client:
         self._auth = auth_pb2_grpc.AuthServiceStub(channel)
         self._sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self._conversation = conversation_pb2_grpc.ConversationServiceStub(channel)
+        self._vocabularies = vocabulary_pb2_grpc.VocabularyServiceStub(channel)
         self._tokens: auth_pb2.TokenPair | None = None
         self._refreshing = asyncio.Lock()
         self.user_id = ""
@@ -231,6 +236,26 @@ class Client:
         return Transcript(reply.filename, reply.content_type, reply.content)
 
 
+    # --- vocabularies
+
+    async def create_vocabulary(self, vocabulary: vocabulary_pb2.Vocabulary) -> vocabulary_pb2.Vocabulary:
+        """Saves one of your vocabularies (`display_name`, `terms` to recognise, fixed
+        `translations` per language pair, words to `do_not_translate`); returns it with its id."""
+        reply = await self._authorized(self._vocabularies.CreateVocabulary,
+                                       vocabulary_pb2.CreateVocabularyRequest(vocabulary=vocabulary))
+        return reply.vocabulary
+
+    async def list_vocabularies(self) -> list[vocabulary_pb2.Vocabulary]:
+        """Your vocabularies."""
+        reply = await self._authorized(self._vocabularies.ListVocabularies,
+                                       vocabulary_pb2.ListVocabulariesRequest())
+        return list(reply.vocabularies)
+
+    async def delete_vocabulary(self, vocabulary_id: str) -> None:
+        await self._authorized(self._vocabularies.DeleteVocabulary,
+                               vocabulary_pb2.DeleteVocabularyRequest(vocabulary_id=vocabulary_id))
+
+
 class Session:
     """A session you created or joined. `converse` streams your audio and yields events;
     called again after a lost connection, it resumes after the last event you got."""
@@ -321,10 +346,11 @@ class Session:
         self.info = (await self.client._authorized(self.client._sessions.LeaveSession,
                                                    sessions_pb2.LeaveSessionRequest(session_id=self.id))).session
 
-    async def end(self) -> None:
-        """Ends the session for everyone (host only)."""
-        await self.client._authorized(self.client._sessions.EndSession,
-                                      sessions_pb2.EndSessionRequest(session_id=self.id))
+    async def end(self) -> sessions_pb2.EndSessionResponse:
+        """Ends the session for everyone (host only); returns its `metrics` (utterance count,
+        latency, errors) and the ended `session`."""
+        return await self.client._authorized(self.client._sessions.EndSession,
+                                             sessions_pb2.EndSessionRequest(session_id=self.id))
 
     async def export_transcript(self, format: str = "txt") -> Transcript:
         return await self.client.export_transcript(self.id, format)

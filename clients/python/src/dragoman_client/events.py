@@ -62,6 +62,13 @@ class SpeechAudio(Event):
     chunk_index: int
     is_last: bool
     text: str
+    speaker_participant_id: str
+    """Who said it: with more than two people, which of the others this is."""
+    piece_index: int
+    """In simultaneous mode, which piece of the utterance (from 1) the chunk belongs to; 0 otherwise."""
+    source_text: str
+    """The speaker's words the piece (or the utterance, spoken whole) translates; on its
+    first chunk only."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -123,7 +130,8 @@ def from_proto(event: pb.ConversationEvent) -> Event | None:
         a = event.speech_audio
         return SpeechAudio(sequence=event.sequence, raw=event, utterance_id=a.utterance_id, data=a.data,
                            sample_rate=a.sample_rate_hertz, chunk_index=a.chunk_index,
-                           is_last=a.is_last, text=a.text)
+                           is_last=a.is_last, text=a.text, speaker_participant_id=a.speaker_participant_id,
+                           piece_index=a.piece_index, source_text=a.source_text)
     if kind == "processing_started":
         return ProcessingStarted(**_about(event, event.processing_started))  # type: ignore[arg-type]
     if kind == "processing_ended":
