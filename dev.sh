@@ -75,15 +75,19 @@ setup_node() {
 
 setup_browser() {
   # The browser tests drive Debian's Chromium; test certificates come from openssl;
-  # promtool (Debian's prometheus package) checks the alert rules and /metrics.
+  # promtool (Debian's prometheus package) checks the alert rules and /metrics;
+  # php and ruby lint gen/{php,ruby} and load them with Debian's runtimes (docs/stubs.md).
   command -v chromium >/dev/null && command -v openssl >/dev/null && command -v promtool >/dev/null \
+    && command -v php >/dev/null && [ -f /usr/share/php/Google/Protobuf/Internal/Message.php ] \
+    && command -v ruby >/dev/null && ruby -e 'require "grpc"; require "google/protobuf"' 2>/dev/null \
     && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing chromium, openssl and promtool (test tools) from Debian"
+    log "installing chromium, openssl, promtool, php and ruby (test tools) from Debian"
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      chromium openssl prometheus
+      chromium openssl prometheus php-cli php-google-protobuf ruby ruby-grpc ruby-google-protobuf
   else
-    echo "note: the tests need: apt-get install chromium openssl prometheus" >&2
+    echo "note: the tests need: apt-get install chromium openssl prometheus" \
+      "php-cli php-google-protobuf ruby ruby-grpc ruby-google-protobuf" >&2
   fi
 }
 
