@@ -410,8 +410,10 @@ class SessionSettings:
     playing, whichever is more), what is synthesised for them next is spoken faster, the more
     so the further behind, up to `catchup_max_speed` at twice this; at or under it, the
     voice's own rate (session_svc.catchup)."""
-    catchup_max_speed: float = 1.3
-    """Fastest catch-up speaking rate, relative to the voice's own (1 to 2); 1: off."""
+    catchup_max_speed: float = 1.0
+    """Fastest catch-up speaking rate, relative to the voice's own (1 to 2); 1: off, the
+    default until an idle-machine bench.simultaneous shows it pays (1.3 was tried on a
+    loaded one: bench/results/simultaneous.md)."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the
