@@ -7,6 +7,7 @@ translation logs, metrics, replica leases); no other service reads them.
 """
 
 from collections import abc as _abc
+from dragoman.admin.v1 import admin_pb2 as _admin_pb2
 from dragoman.v1 import auth_pb2 as _auth_pb2
 from dragoman.v1 import sessions_pb2 as _sessions_pb2
 from dragoman.v1 import vocabulary_pb2 as _vocabulary_pb2
@@ -23,6 +24,95 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class ListLiveSessionsRequest(_message.Message):
+    """Request of ListLiveSessions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLiveSessionsRequest: _TypeAlias = ListLiveSessionsRequest  # noqa: Y015
+
+@_typing.final
+class ListLiveSessionsResponse(_message.Message):
+    """Response of ListLiveSessions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[_admin_pb2.LiveSession]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[_admin_pb2.LiveSession] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLiveSessionsResponse: _TypeAlias = ListLiveSessionsResponse  # noqa: Y015
+
+@_typing.final
+class GetAnalyticsRequest(_message.Message):
+    """Request of GetAnalytics."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def range(self) -> _admin_pb2.GetAnalyticsRequest:
+        """The days to count."""
+
+    def __init__(
+        self,
+        *,
+        range: _admin_pb2.GetAnalyticsRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["range", b"range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["range", b"range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAnalyticsRequest: _TypeAlias = GetAnalyticsRequest  # noqa: Y015
+
+@_typing.final
+class GetAnalyticsResponse(_message.Message):
+    """Response of GetAnalytics."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANALYTICS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def analytics(self) -> _admin_pb2.GetAnalyticsResponse:
+        """The numbers."""
+
+    def __init__(
+        self,
+        *,
+        analytics: _admin_pb2.GetAnalyticsResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["analytics", b"analytics"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analytics", b"analytics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAnalyticsResponse: _TypeAlias = GetAnalyticsResponse  # noqa: Y015
 
 @_typing.final
 class GetSessionOwnerRequest(_message.Message):

@@ -51,6 +51,16 @@ class SessionDataServiceStub:
                 request_serializer=dragoman_dot_session_dot_v1_dot_session__pb2.DeleteUserDataRequest.SerializeToString,
                 response_deserializer=dragoman_dot_session_dot_v1_dot_session__pb2.DeleteUserDataResponse.FromString,
                 _registered_method=True)
+        self.ListLiveSessions = channel.unary_unary(
+                '/dragoman.session.v1.SessionDataService/ListLiveSessions',
+                request_serializer=dragoman_dot_session_dot_v1_dot_session__pb2.ListLiveSessionsRequest.SerializeToString,
+                response_deserializer=dragoman_dot_session_dot_v1_dot_session__pb2.ListLiveSessionsResponse.FromString,
+                _registered_method=True)
+        self.GetAnalytics = channel.unary_unary(
+                '/dragoman.session.v1.SessionDataService/GetAnalytics',
+                request_serializer=dragoman_dot_session_dot_v1_dot_session__pb2.GetAnalyticsRequest.SerializeToString,
+                response_deserializer=dragoman_dot_session_dot_v1_dot_session__pb2.GetAnalyticsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionDataServiceServicer:
@@ -89,6 +99,23 @@ class SessionDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLiveSessions(self, request, context):
+        """Sessions not yet ended, for the gateway's AdminService (which checks the
+        admin role). UNAUTHENTICATED without a gateway's identity assertion.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAnalytics(self, request, context):
+        """Usage and quality numbers per day over the session tables, for the
+        gateway's AdminService. INVALID_ARGUMENT for a bad range;
+        UNAUTHENTICATED without a gateway's identity assertion.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +133,16 @@ def add_SessionDataServiceServicer_to_server(servicer, server):
                     servicer.DeleteUserData,
                     request_deserializer=dragoman_dot_session_dot_v1_dot_session__pb2.DeleteUserDataRequest.FromString,
                     response_serializer=dragoman_dot_session_dot_v1_dot_session__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
+            'ListLiveSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLiveSessions,
+                    request_deserializer=dragoman_dot_session_dot_v1_dot_session__pb2.ListLiveSessionsRequest.FromString,
+                    response_serializer=dragoman_dot_session_dot_v1_dot_session__pb2.ListLiveSessionsResponse.SerializeToString,
+            ),
+            'GetAnalytics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnalytics,
+                    request_deserializer=dragoman_dot_session_dot_v1_dot_session__pb2.GetAnalyticsRequest.FromString,
+                    response_serializer=dragoman_dot_session_dot_v1_dot_session__pb2.GetAnalyticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -191,6 +228,60 @@ class SessionDataService:
             '/dragoman.session.v1.SessionDataService/DeleteUserData',
             dragoman_dot_session_dot_v1_dot_session__pb2.DeleteUserDataRequest.SerializeToString,
             dragoman_dot_session_dot_v1_dot_session__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLiveSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.session.v1.SessionDataService/ListLiveSessions',
+            dragoman_dot_session_dot_v1_dot_session__pb2.ListLiveSessionsRequest.SerializeToString,
+            dragoman_dot_session_dot_v1_dot_session__pb2.ListLiveSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnalytics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dragoman.session.v1.SessionDataService/GetAnalytics',
+            dragoman_dot_session_dot_v1_dot_session__pb2.GetAnalyticsRequest.SerializeToString,
+            dragoman_dot_session_dot_v1_dot_session__pb2.GetAnalyticsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,15 @@ class SessionDataServiceStub:
     idempotent: asking again deletes nothing more and counts zero.
     UNAUTHENTICATED without a valid identity assertion.
     """
+    ListLiveSessions: _grpc.UnaryUnaryMultiCallable[_session_pb2.ListLiveSessionsRequest, _session_pb2.ListLiveSessionsResponse]
+    """Sessions not yet ended, for the gateway's AdminService (which checks the
+    admin role). UNAUTHENTICATED without a gateway's identity assertion.
+    """
+    GetAnalytics: _grpc.UnaryUnaryMultiCallable[_session_pb2.GetAnalyticsRequest, _session_pb2.GetAnalyticsResponse]
+    """Usage and quality numbers per day over the session tables, for the
+    gateway's AdminService. INVALID_ARGUMENT for a bad range;
+    UNAUTHENTICATED without a gateway's identity assertion.
+    """
 
 @_typing.type_check_only
 class SessionDataServiceAsyncStub(SessionDataServiceStub):
@@ -83,6 +92,15 @@ class SessionDataServiceAsyncStub(SessionDataServiceStub):
     session left with no participant is deleted whole. All or nothing, and
     idempotent: asking again deletes nothing more and counts zero.
     UNAUTHENTICATED without a valid identity assertion.
+    """
+    ListLiveSessions: _aio.UnaryUnaryMultiCallable[_session_pb2.ListLiveSessionsRequest, _session_pb2.ListLiveSessionsResponse]  # type: ignore[assignment]
+    """Sessions not yet ended, for the gateway's AdminService (which checks the
+    admin role). UNAUTHENTICATED without a gateway's identity assertion.
+    """
+    GetAnalytics: _aio.UnaryUnaryMultiCallable[_session_pb2.GetAnalyticsRequest, _session_pb2.GetAnalyticsResponse]  # type: ignore[assignment]
+    """Usage and quality numbers per day over the session tables, for the
+    gateway's AdminService. INVALID_ARGUMENT for a bad range;
+    UNAUTHENTICATED without a gateway's identity assertion.
     """
 
 class SessionDataServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +143,27 @@ class SessionDataServiceServicer(metaclass=_abc_1.ABCMeta):
         session left with no participant is deleted whole. All or nothing, and
         idempotent: asking again deletes nothing more and counts zero.
         UNAUTHENTICATED without a valid identity assertion.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLiveSessions(
+        self,
+        request: _session_pb2.ListLiveSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.ListLiveSessionsResponse, _abc.Awaitable[_session_pb2.ListLiveSessionsResponse]]:
+        """Sessions not yet ended, for the gateway's AdminService (which checks the
+        admin role). UNAUTHENTICATED without a gateway's identity assertion.
+        """
+
+    @_abc_1.abstractmethod
+    def GetAnalytics(
+        self,
+        request: _session_pb2.GetAnalyticsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.GetAnalyticsResponse, _abc.Awaitable[_session_pb2.GetAnalyticsResponse]]:
+        """Usage and quality numbers per day over the session tables, for the
+        gateway's AdminService. INVALID_ARGUMENT for a bad range;
+        UNAUTHENTICATED without a gateway's identity assertion.
         """
 
 def add_SessionDataServiceServicer_to_server(servicer: SessionDataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
