@@ -65,6 +65,7 @@ MAX_USER_AGENT_CHARS = 256
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 WRONG_CREDENTIALS = "wrong username or password"
+DISABLED = "this account is disabled by an administrator"
 MISSING_TOKEN = "missing access token"
 INVALID_TOKEN = "invalid access token"
 EXPIRED_TOKEN = "access token expired"
@@ -367,6 +368,8 @@ class Accounts:
         matches = await self._passwords.verify(user.password_hash if user else None, password)
         if user is None or not matches:
             raise errors.Unauthenticated(WRONG_CREDENTIALS)
+        if user.disabled:  # told only to who knows the password
+            raise errors.PermissionDenied(DISABLED)
         log.info("user logged in", extra={"user_id": user.user_id})
         return SignIn(user, await self._issue(user, uuid.uuid4().hex, seen))
 
@@ -401,6 +404,9 @@ class Accounts:
         if user is None:
             await self._revoke(token.family_id)
             raise errors.Unauthenticated("invalid refresh token")
+        if user.disabled:
+            await self._revoke(token.family_id)
+            raise errors.PermissionDenied(DISABLED)
         return await self._issue(user, token.family_id, seen)
 
     async def logout(self, refresh_token: str) -> None:

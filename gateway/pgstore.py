@@ -29,6 +29,7 @@ from dragoman.db.times import to_datetime
 from gateway.store import (
     ADMIN,
     LAST_ADMIN,
+    LAST_ENABLED_ADMIN,
     PURGE_INTERVAL_S,
     USER,
     Device,
@@ -49,8 +50,9 @@ REVOKED_CHANNEL = "dragoman_logins_revoked"
 RELISTEN_S = 1.0
 """Wait before listening again after the connection was lost."""
 
-_USER_COLUMNS = ("user_id, username, email, password_hash, preferred_language_code, created_at, "
-                 "roles")
+_NEW_USER_COLUMNS = ("user_id, username, email, password_hash, preferred_language_code, "
+                     "created_at, roles")
+_USER_COLUMNS = f"{_NEW_USER_COLUMNS}, disabled_at IS NOT NULL AS disabled"
 _DEVICE_COLUMNS = "family_id, device_name, user_agent, coarse_ip, created_at, last_seen_at"
 
 
@@ -68,7 +70,7 @@ def _device(family_id: str, name: str, user_agent: str, coarse_ip: str,
 async def _insert_user(conn: psycopg.AsyncConnection, user: User) -> None:
     try:
         await conn.execute(
-            f"INSERT INTO users ({_USER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            f"INSERT INTO users ({_NEW_USER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (user.user_id, user.username, user.email, user.password_hash,
              user.preferred_language_code, to_datetime(user.create_time_s), list(user.roles)))
     except psycopg.errors.UniqueViolation as e:
@@ -198,6 +200,35 @@ class PgUserStore:
             await cur.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE %s = ANY (roles) "
                               "ORDER BY lower(username)", (ADMIN,))
             return [_user(row) for row in await cur.fetchall()]
+
+    async def search_users(self, query: str, limit: int) -> list[User]:
+        # LIKE's own characters in the query match themselves
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        async with self._db.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                f"SELECT {_USER_COLUMNS} FROM users WHERE username ILIKE %s OR email ILIKE %s "
+                "ORDER BY lower(username) LIMIT %s", (pattern, pattern, limit))
+            return [_user(row) for row in await cur.fetchall()]
+
+    async def set_disabled(self, user_id: str, disabled: bool) -> User | None:
+        async with self._db.pool.connection() as conn, conn.transaction():
+            # the enabled admins' rows locked: of two concurrent disables the second sees the first
+            cur = await conn.execute(
+                "SELECT user_id FROM users WHERE %s = ANY (roles) AND disabled_at IS NULL "
+                "FOR UPDATE", (ADMIN,))
+            if disabled and [row[0] for row in await cur.fetchall()] == [user_id]:
+                raise errors.FailedPrecondition(LAST_ENABLED_ADMIN)
+            async with conn.cursor(row_factory=dict_row) as dcur:
+                await dcur.execute(
+                    "UPDATE users SET disabled_at = CASE WHEN %s THEN coalesce(disabled_at, now()) "
+                    f"END WHERE user_id = %s RETURNING {_USER_COLUMNS}", (disabled, user_id))
+                row = await dcur.fetchone()
+            if row is not None and disabled:
+                await conn.execute(
+                    "UPDATE login_families SET revoked_at = coalesce(revoked_at, now()) "
+                    "WHERE user_id = %s", (user_id,))
+                await conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, f"user:{user_id}"))
+        return None if row is None else _user(row)
 
     async def delete_user(self, user_id: str) -> None:
         async with self._db.pool.connection() as conn:

@@ -27,6 +27,7 @@ USER, ADMIN = "user", "admin"
 ROLES = (USER, ADMIN)
 """Every account has USER; ADMIN is granted only server-side (`dragoman admin`)."""
 LAST_ADMIN = "cannot remove the last admin: make another admin first"
+LAST_ENABLED_ADMIN = "cannot disable the last enabled admin: make or enable another admin first"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ class User:
     preferred_language_code: str
     create_time_s: float
     roles: tuple[str, ...] = (USER,)
+    disabled: bool = False
+    """Set by an admin (AdminService.DisableUser): no login or refresh while set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,16 @@ class UserStore(Protocol):
         """Accounts with the admin role, by username."""
         ...
 
+    async def search_users(self, query: str, limit: int) -> list[User]:
+        """Up to `limit` accounts whose username or email contains `query`
+        (case-insensitive), by username."""
+        ...
+
+    async def set_disabled(self, user_id: str, disabled: bool) -> User | None:
+        """Disables (revoking every login) or enables the account; None when there
+        is none. FailedPrecondition when disabling the last enabled admin."""
+        ...
+
     async def delete_user(self, user_id: str) -> None:
         """Deletes the account with its tokens, atomically (session data is
         session_svc's to delete)."""
@@ -324,6 +337,25 @@ class InMemoryUserStore:
     async def list_admins(self) -> list[User]:
         return sorted((u for u in self._users.values() if ADMIN in u.roles),
                       key=lambda u: u.username.casefold())
+
+    async def search_users(self, query: str, limit: int) -> list[User]:
+        needle = query.casefold()
+        found = (u for u in self._users.values()
+                 if needle in u.username.casefold() or needle in u.email.casefold())
+        return sorted(found, key=lambda u: u.username.casefold())[:limit]
+
+    async def set_disabled(self, user_id: str, disabled: bool) -> User | None:
+        user = self._users.get(user_id)
+        if user is None:
+            return None
+        if disabled and ADMIN in user.roles and not user.disabled and not any(
+                ADMIN in u.roles and not u.disabled and u.user_id != user_id
+                for u in self._users.values()):
+            raise errors.FailedPrecondition(LAST_ENABLED_ADMIN)
+        if disabled:
+            self._revoked.update(f for f in self._families if self._owner(f) == user_id)
+        self._users[user_id] = user = dataclasses.replace(user, disabled=disabled)
+        return user
 
     def _owner(self, family_id: str) -> str:
         return self._tokens[next(iter(self._families[family_id]))].user_id

@@ -35,6 +35,7 @@ TABLE_OWNERS = {
     "refresh_tokens": "gateway",
     "oidc_identities": "gateway",
     "oidc_states": "gateway",
+    "admin_audit_log": "gateway",
     "sessions": "session_svc",
     "session_participants": "session_svc",
     "translation_logs": "session_svc",

@@ -20,7 +20,8 @@ from dragoman.db import crypto, migrate
 from dragoman.db.testing import scratch_schema
 from dragoman.errors import FailedPrecondition, NotFound
 
-TABLES = {"users", "login_families", "refresh_tokens", "sessions", "session_participants",
+TABLES = {"users", "login_families", "refresh_tokens", "admin_audit_log", "sessions",
+          "session_participants",
           "translation_logs", "session_metrics", "session_owners", "session_participant_metrics",
           "vocabularies", "participant_logs", "oidc_identities", "oidc_states",
           "schema_migrations"}
