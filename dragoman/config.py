@@ -506,6 +506,15 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The operators' API (dragoman.admin.v1, docs/admin.md)."""
+
+    enabled: bool = False
+    """The gateway serves AdminService (to accounts with the admin role only);
+    false: it does not exist there (UNIMPLEMENTED)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable, grouped by service."""
 
@@ -543,6 +552,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     triton: TritonSettings = field(default_factory=TritonSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
     def __post_init__(self) -> None:
         check_trunk_linger_ms(self.trunk_linger_ms)

@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dragoman import config, db, errors, logs, rpc
+from dragoman.admin.v1 import admin_pb2_grpc
 from dragoman.assertion import Assertions
 from dragoman.db.times import timestamp
 from dragoman.session.v1 import session_pb2
@@ -30,6 +31,8 @@ from dragoman.v1 import (
     vocabulary_pb2_grpc,
 )
 from gateway import auth, peers
+from gateway.admin import AdminServicer
+from gateway.audit import AuditLog
 from gateway.auth import AccessTokens, Accounts, Authenticator, Passwords, Revocations, TokenPair
 from gateway.limits import Limiter, Limits
 from gateway.oidc import SignIns
@@ -46,6 +49,7 @@ from gateway.sessiondata import SessionData
 from gateway.signin import SignInLimits
 from gateway.store import Device, Sighting, UserData, UserStore
 
+ADMIN_SERVICE = "dragoman.admin.v1.AdminService"
 SERVICE_NAMES = (
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
     sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
@@ -251,9 +255,9 @@ async def create(
     `directory` (which session_svc replica holds a session) to asking
     session_svc over that channel (`gateway.sessiondata`)."""
     database = None
-    if store is None:
+    if store is None or settings.admin.enabled:  # the audit log is in PostgreSQL
         database = await db.open_database(settings.database)
-        store = PgUserStore(database)
+        store = store or PgUserStore(database)
     tokens = AccessTokens.from_settings(settings.auth)
     assertions = Assertions.from_settings(settings.auth)
     trusted_proxies = peers.parse_networks(settings.limits.trusted_proxies)
@@ -276,14 +280,22 @@ async def create(
     router.directory = directory or session_data
     proxy = Proxy(authenticator, limits, assertions, settings.session.join_timeout_s, trusted_proxies)
 
-    service = rpc.Service.serving("gateway", [
+    services: list[rpc.Registration] = [
         (auth_pb2_grpc.add_AuthServiceServicer_to_server,
          AuthServicer(accounts, authenticator, limits, router, session_data, assertions, signin,
                       trusted_proxies, signins)),
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionProxy(router, proxy)),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, ConversationProxy(router, proxy)),
         (vocabulary_pb2_grpc.add_VocabularyServiceServicer_to_server, VocabularyProxy(router, proxy)),
-    ], SERVICE_NAMES, trunk=False)
+    ]
+    names = SERVICE_NAMES
+    if settings.admin.enabled:  # off: AdminService does not exist here (UNIMPLEMENTED)
+        assert database is not None
+        services.append((admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(
+            store, accounts, authenticator, AuditLog(database), router, session_data, assertions,
+            settings.addresses, mesh, trusted_proxies)))
+        names = (*names, ADMIN_SERVICE)
+    service = rpc.Service.serving("gateway", services, names, trunk=False)
     service.on_stop.append(router.close)
     if session_channel is None:
         service.on_stop.append(channel.close)

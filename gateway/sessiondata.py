@@ -49,6 +49,25 @@ class SessionData:
             raise errors.from_rpc_error(err, DOWNSTREAM) from None
         return reply.owner
 
+    async def live_sessions(self, timeout_s: float | None) -> session_pb2.ListLiveSessionsResponse:
+        """Sessions not yet ended, for AdminService (which checked the role)."""
+        try:
+            return await self._stub.ListLiveSessions(
+                session_pb2.ListLiveSessionsRequest(),
+                metadata=self._assertions.metadata(GATEWAY_CALLER, GATEWAY_CALLER), timeout=timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise errors.from_rpc_error(err, DOWNSTREAM) from None
+
+    async def analytics(self, request: session_pb2.GetAnalyticsRequest,
+                        timeout_s: float | None) -> session_pb2.GetAnalyticsResponse:
+        """Usage numbers for AdminService (which checked the role)."""
+        try:
+            return await self._stub.GetAnalytics(
+                request, metadata=self._assertions.metadata(GATEWAY_CALLER, GATEWAY_CALLER),
+                timeout=timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise errors.from_rpc_error(err, DOWNSTREAM) from None
+
     async def export(
         self, identity: Identity, timeout_s: float | None
     ) -> session_pb2.ExportUserDataResponse:

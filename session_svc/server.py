@@ -38,6 +38,7 @@ from dragoman.v1 import (
     vocabulary_pb2_grpc,
 )
 from session_svc import routes, transcripts
+from session_svc.analytics import Analytics
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
@@ -272,10 +273,29 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
     gateway itself, the rest one for the user whose data they are."""
 
     def __init__(self, store: SessionStore, callers: Callers,
-                 vocabularies: PgVocabularyStore) -> None:
+                 vocabularies: PgVocabularyStore, analytics: Analytics | None = None) -> None:
         self._store = store
         self._callers = callers
         self._vocabularies = vocabularies
+        self._analytics = analytics
+
+    def _admin_queries(self, context: grpc.aio.ServicerContext) -> Analytics:
+        self._callers(context)  # the gateway asks, having checked the admin role
+        if self._analytics is None:
+            raise FailedPrecondition("admin queries need the session tables in PostgreSQL")
+        return self._analytics
+
+    async def ListLiveSessions(
+        self, request: session_pb2.ListLiveSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.ListLiveSessionsResponse:
+        return session_pb2.ListLiveSessionsResponse(
+            sessions=await self._admin_queries(context).live_sessions())
+
+    async def GetAnalytics(
+        self, request: session_pb2.GetAnalyticsRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.GetAnalyticsResponse:
+        return session_pb2.GetAnalyticsResponse(
+            analytics=await self._admin_queries(context).analytics(request.range))
 
     async def GetSessionOwner(
         self, request: session_pb2.GetSessionOwnerRequest, context: grpc.aio.ServicerContext
@@ -342,7 +362,8 @@ async def create(
          SessionServicer(registry, callers, coverage)),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
         (session_pb2_grpc.add_SessionDataServiceServicer_to_server,
-         SessionDataServicer(store, callers, vocabularies)),
+         SessionDataServicer(store, callers, vocabularies,
+                             Analytics(store.database) if isinstance(store, PgSessionStore) else None)),
         (vocabulary_pb2_grpc.add_VocabularyServiceServicer_to_server,
          VocabularyServicer(vocabularies, callers, settings.session)),
     ], [

@@ -156,6 +156,10 @@ class PgSessionStore:
     def __init__(self, database: Database) -> None:
         self._db = database
 
+    @property
+    def database(self) -> Database:
+        return self._db
+
     async def add_session(
         self, session_id: str, code: str, created_s: float, creator: Participant, owner: str = "",
         max_participants: int = 2, privacy_mode: str = STANDARD,
