@@ -28,7 +28,6 @@ from dragoman.v1 import sessions_pb2
 from gateway import peers
 from gateway.audit import AuditLog
 from gateway.auth import Accounts, Authenticator, Identity
-from gateway.proxy import end_live_sessions
 from gateway.routing import Router
 from gateway.sessiondata import SessionData
 from gateway.store import ADMIN, LAST_ADMIN, User, UserStore
@@ -163,12 +162,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if ADMIN in user.roles and len(await self._store.list_admins()) == 1:
             raise errors.FailedPrecondition(LAST_ADMIN)
         await self._audited(admin, context, "DeleteUser", user.user_id)
-        # as DeleteAccount: session_svc's part first, so that a failure leaves the account to retry
         target = Identity(user.user_id, user.username)
-        await end_live_sessions(self._sessions, self._assertions, target)
-        deleted = await self._session_data.delete(target, context.time_remaining())
-        await self._store.delete_user(user.user_id)
-        self._accounts.revocations.user_deleted(user.user_id)
+        deleted = await self._accounts.erase(target, lambda: self._session_data.erase(
+            self._sessions, target, context.time_remaining()))
         return admin_pb2.DeleteUserResponse(
             deleted_session_count=deleted.deleted_session_count,
             deleted_utterance_count=deleted.deleted_utterance_count)

@@ -431,6 +431,11 @@ class Accounts:
             await self._check_fresh_login(identity)
         elif not await self._passwords.verify(user.password_hash if user else None, password):
             raise errors.Unauthenticated("wrong password")
+        return await self.erase(identity, session_data)
+
+    async def erase(self, identity: Identity, session_data: Callable[[], Awaitable[_T]]) -> _T:
+        """Deletes the account, with no password (AdminService.DeleteUser; DeleteAccount
+        once it checked one), after `session_data` succeeded; returns what it returned."""
         deleted = await session_data()
         await self._store.delete_user(identity.user_id)
         self.revocations.user_deleted(identity.user_id)

@@ -42,7 +42,6 @@ from gateway.proxy import (
     Proxy,
     SessionProxy,
     VocabularyProxy,
-    end_live_sessions,
 )
 from gateway.routing import Router, SessionDirectory
 from gateway.sessiondata import SessionData
@@ -174,13 +173,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.DeleteAccountRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.DeleteAccountResponse:
         caller = await self._caller(context)
-
-        async def session_data() -> session_pb2.DeleteUserDataResponse:
-            # session_svc's part first: if it fails the account stays, and a retry completes
-            await end_live_sessions(self._sessions, self._assertions, caller)
-            return await self._session_data.delete(caller, context.time_remaining())
-
-        deleted = await self._accounts.delete_account(caller, request.password, session_data)
+        # session_svc's part first: if it fails the account stays, and a retry completes
+        deleted = await self._accounts.delete_account(
+            caller, request.password,
+            lambda: self._session_data.erase(self._sessions, caller, context.time_remaining()))
         return auth_pb2.DeleteAccountResponse(
             deleted_session_count=deleted.deleted_session_count,
             deleted_utterance_count=deleted.deleted_utterance_count)

@@ -15,7 +15,8 @@ from dragoman import errors
 from dragoman.assertion import Assertions
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
 from gateway.auth import Identity
-from gateway.proxy import DOWNSTREAM
+from gateway.proxy import DOWNSTREAM, end_live_sessions
+from gateway.routing import Router
 
 OWNER_TIMEOUT_S = 5.0
 """How long a call waits for the owner of a session (one indexed query)."""
@@ -77,6 +78,13 @@ class SessionData:
                 session_pb2.ExportUserDataRequest(), metadata=self._for(identity), timeout=timeout_s)
         except grpc.aio.AioRpcError as err:
             raise errors.from_rpc_error(err, DOWNSTREAM) from None
+
+    async def erase(self, sessions: Router, identity: Identity,
+                    timeout_s: float | None) -> session_pb2.DeleteUserDataResponse:
+        """Ends the user's live sessions (on their replicas, via `sessions`), then
+        deletes what session_svc keeps of them (`delete`)."""
+        await end_live_sessions(sessions, self._assertions, identity)
+        return await self.delete(identity, timeout_s)
 
     async def delete(
         self, identity: Identity, timeout_s: float | None
