@@ -55,6 +55,8 @@ SESSION_HEADER = "x-dragoman-session"
 """Affinity key: clients send the session id on every call about a session."""
 PUBLIC_SERVICES = ("dragoman.v1.AuthService", "dragoman.v1.SessionService", "dragoman.v1.VocabularyService")
 CONVERSATION = "dragoman.v1.ConversationService"
+ADMIN_SERVICE = "dragoman.admin.v1.AdminService"
+"""Routed only with `admin_api` (and served only by gateways with admin.enabled)."""
 IDENTITY_HEADERS = (IDENTITY_HEADER,)  # only the gateway sets these
 CORS_ALLOW_HEADERS = (
     "authorization", "content-type", "x-grpc-web", "x-user-agent", "grpc-timeout",
@@ -109,6 +111,9 @@ class EdgeConfig:
     """A client connection with no streams this long is closed."""
     health_check_interval_s: float = 5.0
     """How often Envoy checks each gateway's gRPC health."""
+    admin_api: bool = False
+    """Route dragoman.admin.v1.AdminService to the gateways (turn on with the
+    gateways' admin.enabled); off, it has no route and Envoy answers UNIMPLEMENTED."""
 
     def __post_init__(self) -> None:
         if "*" in self.allowed_origins:
@@ -233,8 +238,9 @@ def _api_route(name: str, match: dict[str, Any], cfg: EdgeConfig, *, stream: boo
 
 
 def _routes(cfg: EdgeConfig) -> list[dict[str, Any]]:
+    services = (*PUBLIC_SERVICES, ADMIN_SERVICE) if cfg.admin_api else PUBLIC_SERVICES
     routes = [_api_route(s.rsplit(".", 1)[1], {"prefix": f"/{s}/"}, cfg, stream=False)
-              for s in PUBLIC_SERVICES]
+              for s in services]
     routes += [
         _api_route("send-audio", {"path": f"/{CONVERSATION}/SendAudio"}, cfg, stream=False),
         _api_route("listen", {"path": f"/{CONVERSATION}/Listen"}, cfg, stream=True),

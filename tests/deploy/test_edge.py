@@ -69,6 +69,18 @@ def test_rendered_config_routes_only_public_services() -> None:
     assert yaml.safe_load(yaml.safe_dump(rendered)) == rendered
 
 
+def _api_prefixes(cfg: EdgeConfig) -> list[str]:
+    hcm = envoy.render(cfg)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    return [r["match"].get("prefix") or r["match"]["path"]
+            for r in hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+            if r["route"]["cluster"] == "gateway"]
+
+
+def test_the_admin_service_is_routed_only_when_allowed() -> None:
+    assert "/dragoman.admin.v1.AdminService/" not in _api_prefixes(EdgeConfig())
+    assert "/dragoman.admin.v1.AdminService/" in _api_prefixes(EdgeConfig(admin_api=True))
+
+
 async def test_native_grpc_through_tls_reaches_the_gateway(edge: Edge, certs: Certs) -> None:
     async with _secure_channel(edge, certs) as ch:
         reply = await auth_pb2_grpc.AuthServiceStub(ch).Register(auth_pb2.RegisterRequest(
