@@ -284,7 +284,7 @@ async def create(
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, ConversationProxy(router, proxy)),
         (vocabulary_pb2_grpc.add_VocabularyServiceServicer_to_server, VocabularyProxy(router, proxy)),
     ]
-    names = SERVICE_NAMES
+    names: tuple[str, ...] = SERVICE_NAMES
     if settings.admin.enabled:  # off: AdminService does not exist here (UNIMPLEMENTED)
         assert database is not None
         services.append((admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import psycopg
@@ -31,7 +31,7 @@ Both = tuple[Stubs, "admin_pb2_grpc.AdminServiceAsyncStub"]
 
 
 @pytest.fixture(scope="module")
-def admin_settings(settings: config.Settings) -> config.Settings:
+def admin_settings(settings: config.Settings) -> Iterator[config.Settings]:
     with scratch_schema(prefix="admin") as database:
         yield dataclasses.replace(
             settings, database=database,
@@ -49,7 +49,7 @@ async def mesh(admin_settings: config.Settings, models_dir: object) -> AsyncIter
 @pytest.fixture
 async def stubs(mesh: Mesh) -> AsyncIterator[Both]:
     async with grpc.aio.insecure_channel(mesh[0]) as channel:
-        yield Stubs.on(channel), admin_pb2_grpc.AdminServiceStub(channel)  # type: ignore[arg-type]
+        yield Stubs.on(channel), admin_pb2_grpc.AdminServiceStub(channel)  # type: ignore[misc]
 
 
 async def make_admin(settings: config.Settings, username: str) -> None:
