@@ -130,16 +130,16 @@ def person(name: str, language: str, url: str, viewport: dict[str, int], clip: P
             "wav": str(fake_microphone(clip, tmp / f"{name}.wav"))}
 
 
-async def drive(driver: Path, config: Path, stack: BrowserStack) -> dict:
-    """Runs the node `driver` on `config`, cutting and restoring the cuttable link when it asks;
-    returns its result."""
+async def drive(driver: Path, config: Path, stack: BrowserStack | None) -> dict:
+    """Runs the node `driver` on `config`, cutting and restoring the cuttable link when it asks
+    (a driver without a `stack` never does); returns its result."""
     errors = config.with_suffix(".stderr")
     with open(errors, "wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
             "node", str(driver), str(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=stderr, limit=16 * 1024 * 1024)
     assert proc.stdin is not None and proc.stdout is not None
-    actions = {"cut": stack.link.cut, "restore": stack.link.restore}
+    actions = {"cut": stack.link.cut, "restore": stack.link.restore} if stack else {}
     try:
         async for line in proc.stdout:
             message = json.loads(line)

@@ -13,6 +13,8 @@ rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist);
 const common = { bundle: true, format: "esm", target: "es2022", minify: true, sourcemap: true, logLevel: "warning" };
 await build({ ...common, entryPoints: [join(root, "src/main.ts")], outfile: join(dist, "app.js") });
+// The admin console (admin.html): its own bundle, with uPlot and its CSS (admin.css).
+await build({ ...common, entryPoints: [join(root, "src/admin.ts")], outfile: join(dist, "admin.js") });
 // An AudioWorklet module is loaded on its own (audioWorklet.addModule), so it is its own bundle.
 await build({ ...common, entryPoints: [join(root, "src/audio/worklet.ts")], outfile: join(dist, "worklet.js") });
 cpSync(join(root, "static"), dist, { recursive: true });

@@ -2,6 +2,7 @@
 
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { AdminService } from "./gen/dragoman/admin/v1/admin_pb";
 import { AuthService, type TokenPair } from "./gen/dragoman/v1/auth_pb";
 import { ConversationService } from "./gen/dragoman/v1/conversation_pb";
 import { SessionService } from "./gen/dragoman/v1/sessions_pb";
@@ -15,6 +16,8 @@ export class Api {
   readonly sessions: Client<typeof SessionService>;
   readonly conversation: Client<typeof ConversationService>;
   readonly vocabularies: Client<typeof VocabularyService>;
+  /** Operators only (admin.html); the edge routes it only with admin_api. */
+  readonly admin: Client<typeof AdminService>;
   userId = "";
   sessionId = "";
   private tokens: TokenPair | undefined;
@@ -30,6 +33,7 @@ export class Api {
     this.sessions = createClient(SessionService, transport);
     this.conversation = createClient(ConversationService, transport);
     this.vocabularies = createClient(VocabularyService, transport);
+    this.admin = createClient(AdminService, transport);
   }
 
   get signedIn(): boolean {

@@ -15,6 +15,7 @@ import {
 } from "./gen/dragoman/v1/sessions_pb";
 import { nativeName } from "./languages";
 import * as offline from "./offline";
+import { apiBaseUrl, el } from "./page";
 import * as roster from "./roster";
 import * as privacy from "./privacy";
 import { AudioSender } from "./sender";
@@ -31,27 +32,6 @@ const TRANSCRIPT_FORMATS: Record<string, TranscriptFormat> = {
   webvtt: TranscriptFormat.WEBVTT,
   json: TranscriptFormat.JSON,
 };
-
-function el<T extends HTMLElement>(id: string): T {
-  const found = document.getElementById(id);
-  if (!found) throw new Error(`#${id} is missing from the page`);
-  return found as T;
-}
-
-/** Where the API is: config.json's apiBaseUrl when the page is served apart from the edge, else this origin. */
-async function apiBaseUrl(): Promise<string> {
-  try {
-    const reply = await fetch("config.json", { cache: "no-store" });
-    if (reply.ok) {
-      const config = (await reply.json()) as { apiBaseUrl?: string };
-      if (config.apiBaseUrl) return offline.keepApiBaseUrl(localStorage, config.apiBaseUrl.replace(/\/+$/, ""));
-    }
-  } catch {
-    // offline (the app opened from its cache): where the API was last time
-    return offline.keptApiBaseUrl(localStorage) ?? location.origin;
-  }
-  return location.origin;
-}
 
 /** What tests and curious people can read: window.dragomanDebug(). */
 export interface DebugState {

@@ -16,5 +16,6 @@ void self.skipWaiting();
 clientsClaim();
 precacheAndRoute(SHELL);
 cleanupOutdatedCaches();
-// Any page of the app (a reload at ./?anything included) opens the shell.
-registerRoute(new NavigationRoute(createHandlerBoundToURL("index.html")));
+// Any page of the app (a reload at ./?anything included) opens the shell; the admin
+// console is a page of its own.
+registerRoute(new NavigationRoute(createHandlerBoundToURL("index.html"), { denylist: [/\/admin\.html$/] }));

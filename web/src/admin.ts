@@ -1,0 +1,200 @@
+// The admin console (admin.html): live sessions, users, sessions per day
+// (uPlot), health and the audit log, over dragoman.admin.v1.AdminService.
+// The gateway checks the admin role on every call; this page only shows
+// what it is given.
+
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+import { Api, describeError } from "./api";
+import type { GetAnalyticsResponse, LiveSession, User } from "./gen/dragoman/admin/v1/admin_pb";
+import { apiBaseUrl, el } from "./page";
+
+/** What the browser test reads. */
+interface AdminDebug {
+  signedIn: boolean;
+  liveSessionIds: string[];
+  usernames: string[];
+  chartDays: number;
+  audit: string[];
+  error: string;
+}
+
+const debug: AdminDebug = { signedIn: false, liveSessionIds: [], usernames: [], chartDays: 0, audit: [], error: "" };
+(window as unknown as { dragomanDebug: () => AdminDebug }).dragomanDebug = () => debug;
+
+function cell(row: HTMLTableRowElement, text: string): HTMLTableCellElement {
+  const td = row.insertCell();
+  td.textContent = text;
+  return td;
+}
+
+function button(label: string, action: () => Promise<void>): HTMLButtonElement {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.addEventListener("click", () => void action());
+  return b;
+}
+
+const CHART_DAYS = 30;
+const DAY_S = 86_400;
+
+/** Every day of the last CHART_DAYS (UTC midnights, in seconds: uPlot's x) with its count,
+ * zero for days without sessions, so that the axis spans the whole range. */
+function perDay(counts: Map<string, number>, now = Date.now()): uPlot.AlignedData {
+  const today = Math.floor(now / 1000 / DAY_S) * DAY_S;
+  const xs = Array.from({ length: CHART_DAYS }, (_, i) => today - (CHART_DAYS - 1 - i) * DAY_S);
+  return [xs, xs.map((x) => counts.get(new Date(x * 1000).toISOString().slice(0, 10)) ?? 0)];
+}
+
+class Console {
+  private chart: uPlot | undefined;
+
+  constructor(private readonly api: Api) {}
+
+  private async run(what: () => Promise<void>): Promise<void> {
+    el("error").hidden = true;
+    try {
+      await what();
+    } catch (e) {
+      debug.error = describeError(e);
+      el("error").textContent = debug.error;
+      el("error").hidden = false;
+    }
+  }
+
+  async load(): Promise<void> {
+    await this.run(async () => {
+      await Promise.all([this.live(), this.users(""), this.analytics(), this.health(), this.audit()]);
+    });
+  }
+
+  private async live(): Promise<void> {
+    const reply = await this.api.admin.listLiveSessions({});
+    const body = el<HTMLTableElement>("live").tBodies[0];
+    body.replaceChildren();
+    for (const s of reply.sessions) this.liveRow(body.insertRow(), s);
+    debug.liveSessionIds = reply.sessions.map((s) => s.sessionId);
+  }
+
+  private liveRow(row: HTMLTableRowElement, s: LiveSession): void {
+    row.dataset.sessionId = s.sessionId;
+    cell(row, s.sessionId.slice(0, 8));
+    cell(row, s.status);
+    cell(row, s.languageCodes.join(", "));
+    cell(row, s.participants.map((p) => `${p.displayName} (${p.languageCode}, ${p.state})`).join("; "));
+    cell(row, `${Math.round(Number(s.durationMs) / 1000)} s`);
+    cell(row, s.latency?.utteranceCount ? `${Math.round(s.latency.totalMs)} ms` : "—");
+    row.insertCell().append(button("End", () => this.run(async () => {
+      await this.api.admin.endSession({ sessionId: s.sessionId });
+      await Promise.all([this.live(), this.audit()]);
+    })));
+  }
+
+  async users(query: string): Promise<void> {
+    const reply = await this.api.admin.searchUsers({ query });
+    const body = el<HTMLTableElement>("users").tBodies[0];
+    body.replaceChildren();
+    for (const u of reply.users) this.userRow(body.insertRow(), u, query);
+    debug.usernames = reply.users.map((u) => u.username);
+  }
+
+  private userRow(row: HTMLTableRowElement, u: User, query: string): void {
+    row.dataset.userId = u.userId;
+    cell(row, u.username);
+    cell(row, u.email);
+    cell(row, u.roles.join(", "));
+    cell(row, u.disabled ? "disabled" : "enabled");
+    const act = (label: string, call: () => Promise<unknown>) => button(label, () => this.run(async () => {
+      await call();
+      await Promise.all([this.users(query), this.audit()]);
+    }));
+    row.insertCell().append(
+      u.disabled ? act("Enable", () => this.api.admin.enableUser({ userId: u.userId }))
+        : act("Disable", () => this.api.admin.disableUser({ userId: u.userId })),
+      act("Delete", async () => {
+        if (confirm(`Delete ${u.username} and all their data?`)) await this.api.admin.deleteUser({ userId: u.userId });
+      }),
+    );
+  }
+
+  private async analytics(): Promise<void> {
+    const reply: GetAnalyticsResponse = await this.api.admin.getAnalytics({ days: CHART_DAYS });
+    const days = reply.dailySessions;
+    const data = perDay(new Map(days.map((d) => [d.date, Number(d.sessionCount)])));
+    this.chart?.destroy();
+    this.chart = new uPlot({
+      width: Math.min(720, el("chart").clientWidth || 720), height: 240,
+      series: [{}, { label: "sessions", stroke: "#0b5cad", fill: "rgba(11, 92, 173, 0.15)" }],
+      axes: [{}, { label: "sessions" }],
+    }, data, el("chart"));
+    debug.chartDays = days.length;
+    el("shares").textContent = `Errors: ${(reply.errorShare * 100).toFixed(1)} % of utterances; ` +
+      `unsure transcripts: ${(reply.lowConfidenceShare * 100).toFixed(1)} %.`;
+  }
+
+  async downloadCsv(): Promise<void> {
+    const reply = await this.api.admin.exportAnalyticsCsv({ range: { days: CHART_DAYS } });
+    const text = [reply.dailySessionsCsv, reply.languagePairsCsv, reply.latencyCsv, reply.sharesCsv].join("\n");
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+    link.download = "dragoman-analytics.csv";
+    link.click();
+    URL.revokeObjectURL(link.href);
+  }
+
+  private async health(): Promise<void> {
+    const reply = await this.api.admin.getHealth({});
+    el("health").replaceChildren(...reply.services.map((s) => {
+      const li = document.createElement("li");
+      li.textContent = `${s.service} (${s.address}): ${s.status}${s.detail ? ` — ${s.detail}` : ""}`;
+      return li;
+    }));
+  }
+
+  private async audit(): Promise<void> {
+    const reply = await this.api.admin.listAuditLog({ pageSize: 50 });
+    debug.audit = reply.entries.map((e) => `${e.adminUsername} ${e.action} ${e.target}`);
+    el("audit").replaceChildren(...reply.entries.map((e, i) => {
+      const li = document.createElement("li");
+      const when = e.time ? new Date(Number(e.time.seconds) * 1000).toISOString() : "";
+      li.textContent = `${when} ${debug.audit[i]} from ${e.coarseIp || "?"}`;
+      return li;
+    }));
+  }
+}
+
+async function start(): Promise<void> {
+  const api = new Api(await apiBaseUrl());
+  api.deviceName = "admin console";
+  const admin = new Console(api);
+  el<HTMLFormElement>("signin").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    void (async () => {
+      try {
+        await api.login(el<HTMLInputElement>("username").value, el<HTMLInputElement>("password").value);
+        el("signin").hidden = true;
+        el("console").hidden = false;
+        el("status").textContent = "";
+        debug.signedIn = true;
+        await admin.load();
+      } catch (e) {
+        debug.error = describeError(e);
+        el("error").textContent = debug.error;
+        el("error").hidden = false;
+      }
+    })();
+  });
+  el<HTMLFormElement>("search").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    void admin.users(el<HTMLInputElement>("query").value).catch((e: unknown) => {
+      debug.error = describeError(e);
+    });
+  });
+  el("refresh").addEventListener("click", () => void admin.load());
+  el("csv").addEventListener("click", () => void admin.downloadCsv());
+  el("status").textContent = "Sign in with an admin account.";
+  document.body.dataset.ready = "true";
+}
+
+void start();
