@@ -159,7 +159,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.DeleteUserResponse:
         admin = await self._admin(context)
         user = await self._target(request.user_id)
-        if ADMIN in user.roles and len(await self._store.list_admins()) == 1:
+        # a disabled admin cannot sign in, so only enabled ones count as another
+        if ADMIN in user.roles and not any(
+                a.user_id != user.user_id and not a.disabled for a in await self._store.list_admins()):
             raise errors.FailedPrecondition(LAST_ADMIN)
         await self._audited(admin, context, "DeleteUser", user.user_id)
         target = Identity(user.user_id, user.username)

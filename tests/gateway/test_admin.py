@@ -13,12 +13,13 @@ import grpc
 import psycopg
 import pytest
 
-from dragoman import config, db
+from dragoman import config, db, errors
 from dragoman.admin.v1 import admin_pb2, admin_pb2_grpc
 from dragoman.db.testing import scratch_schema
 from dragoman.v1 import auth_pb2, sessions_pb2
 from gateway import server
 from gateway.pgstore import PgUserStore
+from gateway.store import ADMIN, USER, InMemoryUserStore, User
 from session_svc import analytics
 from tests.conftest import started
 from tests.gateway.conftest import PASSWORD, SECRET, Stubs, bearer, unique_name
@@ -271,3 +272,16 @@ async def test_the_audit_log_cannot_be_edited(mesh: Mesh, admin: tuple[str, str]
             with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
                 await conn.execute(statement)
             await conn.rollback()
+
+
+async def test_the_memory_store_searches_and_disables_as_postgres_does() -> None:
+    store = InMemoryUserStore()
+    for name, roles in (("ann", (USER, ADMIN)), ("bob", (USER, ADMIN)), ("Anna", (USER,))):
+        await store.add_user(User(f"id-{name}", name, f"{name}@example.org", "h", "en", 0.0, roles))
+    assert [u.username for u in await store.search_users("AN", 10)] == ["ann", "Anna"]
+    assert [u.username for u in await store.search_users("", 1)] == ["ann"]
+    assert (await store.set_disabled("id-ann", True)).disabled  # type: ignore[union-attr]
+    with pytest.raises(errors.FailedPrecondition, match="last enabled admin"):
+        await store.set_disabled("id-bob", True)
+    assert await store.set_disabled("nobody", True) is None
+    assert not (await store.set_disabled("id-ann", False)).disabled  # type: ignore[union-attr]
