@@ -1,4 +1,4 @@
-"""The audit log of admin actions (table admin_audit_log, migration 0009):
+"""The audit log of admin actions (table admin_audit_log, migration 0011):
 one row per action that changes something, written before the reply; read by
 admins (AdminService.ListAuditLog). Nothing here updates or deletes a row,
 and the table's trigger refuses it whoever asks."""

@@ -375,6 +375,8 @@ class Accounts:
 
     async def sign_in(self, user: User, seen: Sighting | None = None) -> SignIn:
         """A new login of `user`, whom something else authenticated (gateway.oidc)."""
+        if user.disabled:
+            raise errors.PermissionDenied(DISABLED)
         log.info("user signed in", extra={"user_id": user.user_id})
         return SignIn(user, await self._issue(user, uuid.uuid4().hex, seen))
 

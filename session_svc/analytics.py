@@ -2,7 +2,7 @@
 gateway's AdminService and SessionDataService): the live sessions, and
 analytics computed by SQL over the stored sessions, translation logs and
 session metrics, never by reading rows into Python. Each query reads a
-range of `created_at` through an index of migration 0009 (the test asserts
+range of `created_at` through an index of migration 0011 (the test asserts
 its plan has no sequential scan at 100,000 log rows).
 """
 

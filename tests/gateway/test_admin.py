@@ -1,7 +1,7 @@
 """AdminService (issue 23 parts 1-3) through a real gateway and a real
 session_svc on loopback over the test PostgreSQL: role checks, the setting,
 disabling and deleting users, the last admin, live sessions and ending them,
-the audit log, and analytics whose plans use the indexes of migration 0009."""
+the audit log, and analytics whose plans use the indexes of migration 0011."""
 
 from __future__ import annotations
 
