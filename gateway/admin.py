@@ -159,14 +159,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.DeleteUserResponse:
         admin = await self._admin(context)
         user = await self._target(request.user_id)
-        # a disabled admin cannot sign in, so only enabled ones count as another
+        # a disabled admin cannot sign in, so only enabled ones count as another; this early
+        # look spares the user's session data, the store's check is the atomic one
         if ADMIN in user.roles and not any(
                 a.user_id != user.user_id and not a.disabled for a in await self._store.list_admins()):
             raise errors.FailedPrecondition(LAST_ADMIN)
         await self._audited(admin, context, "DeleteUser", user.user_id)
         target = Identity(user.user_id, user.username)
         deleted = await self._accounts.erase(target, lambda: self._session_data.erase(
-            self._sessions, target, context.time_remaining()))
+            self._sessions, target, context.time_remaining()), keep_an_admin=True)
         return admin_pb2.DeleteUserResponse(
             deleted_session_count=deleted.deleted_session_count,
             deleted_utterance_count=deleted.deleted_utterance_count)

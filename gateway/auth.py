@@ -435,11 +435,13 @@ class Accounts:
             raise errors.Unauthenticated("wrong password")
         return await self.erase(identity, session_data)
 
-    async def erase(self, identity: Identity, session_data: Callable[[], Awaitable[_T]]) -> _T:
+    async def erase(self, identity: Identity, session_data: Callable[[], Awaitable[_T]],
+                    keep_an_admin: bool = False) -> _T:
         """Deletes the account, with no password (AdminService.DeleteUser; DeleteAccount
-        once it checked one), after `session_data` succeeded; returns what it returned."""
+        once it checked one), after `session_data` succeeded; returns what it returned.
+        `keep_an_admin`: as UserStore.delete_user."""
         deleted = await session_data()
-        await self._store.delete_user(identity.user_id)
+        await self._store.delete_user(identity.user_id, keep_an_admin)
         self.revocations.user_deleted(identity.user_id)
         log.info("account deleted", extra={"user_id": identity.user_id})
         return deleted

@@ -212,11 +212,7 @@ class PgUserStore:
 
     async def set_disabled(self, user_id: str, disabled: bool) -> User | None:
         async with self._db.pool.connection() as conn, conn.transaction():
-            # the enabled admins' rows locked: of two concurrent disables the second sees the first
-            cur = await conn.execute(
-                "SELECT user_id FROM users WHERE %s = ANY (roles) AND disabled_at IS NULL "
-                "FOR UPDATE", (ADMIN,))
-            if disabled and [row[0] for row in await cur.fetchall()] == [user_id]:
+            if disabled and await _lock_enabled_admins(conn) == [user_id]:
                 raise errors.FailedPrecondition(LAST_ENABLED_ADMIN)
             async with conn.cursor(row_factory=dict_row) as dcur:
                 await dcur.execute(
@@ -230,8 +226,14 @@ class PgUserStore:
                 await conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, f"user:{user_id}"))
         return None if row is None else _user(row)
 
-    async def delete_user(self, user_id: str) -> None:
-        async with self._db.pool.connection() as conn:
+    async def delete_user(self, user_id: str, keep_an_admin: bool = False) -> None:
+        async with self._db.pool.connection() as conn, conn.transaction():
+            if keep_an_admin:
+                if not [a for a in await _lock_enabled_admins(conn) if a != user_id]:
+                    cur = await conn.execute(
+                        "SELECT 1 FROM users WHERE user_id = %s AND %s = ANY (roles)", (user_id, ADMIN))
+                    if await cur.fetchone() is not None:
+                        raise errors.FailedPrecondition(LAST_ADMIN)
             await conn.execute("DELETE FROM users WHERE user_id = %s", (user_id,))  # tokens cascade
             await conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, f"user:{user_id}"))
 
@@ -333,3 +335,12 @@ class PgUserStore:
             await conn.execute(
                 "DELETE FROM login_families f WHERE NOT EXISTS "
                 "(SELECT 1 FROM refresh_tokens t WHERE t.family_id = f.family_id)")
+
+
+async def _lock_enabled_admins(conn: psycopg.AsyncConnection) -> list[str]:
+    """The enabled admins' user ids, their rows locked until the transaction ends:
+    of two concurrent disables or deletions of admins, the second sees the first."""
+    cur = await conn.execute(
+        "SELECT user_id FROM users WHERE %s = ANY (roles) AND disabled_at IS NULL FOR UPDATE",
+        (ADMIN,))
+    return [row[0] for row in await cur.fetchall()]

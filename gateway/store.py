@@ -205,9 +205,11 @@ class UserStore(Protocol):
         is none. FailedPrecondition when disabling the last enabled admin."""
         ...
 
-    async def delete_user(self, user_id: str) -> None:
+    async def delete_user(self, user_id: str, keep_an_admin: bool = False) -> None:
         """Deletes the account with its tokens, atomically (session data is
-        session_svc's to delete)."""
+        session_svc's to delete). With `keep_an_admin`, FailedPrecondition
+        (LAST_ADMIN) instead when it is an admin and no other enabled admin
+        would remain, checked in the same transaction as set_disabled's check."""
         ...
 
     async def export_user(self, user_id: str) -> UserData | None:
@@ -348,20 +350,28 @@ class InMemoryUserStore:
         user = self._users.get(user_id)
         if user is None:
             return None
-        if disabled and ADMIN in user.roles and not user.disabled and not any(
-                ADMIN in u.roles and not u.disabled and u.user_id != user_id
-                for u in self._users.values()):
+        if disabled and ADMIN in user.roles and not user.disabled \
+                and not self._another_enabled_admin(user_id):
             raise errors.FailedPrecondition(LAST_ENABLED_ADMIN)
         if disabled:
             self._revoked.update(f for f in self._families if self._owner(f) == user_id)
         self._users[user_id] = user = dataclasses.replace(user, disabled=disabled)
         return user
 
+    def _another_enabled_admin(self, user_id: str) -> bool:
+        return any(ADMIN in u.roles and not u.disabled and u.user_id != user_id
+                   for u in self._users.values())
+
     def _owner(self, family_id: str) -> str:
         return self._tokens[next(iter(self._families[family_id]))].user_id
 
-    async def delete_user(self, user_id: str) -> None:
-        user = self._users.pop(user_id, None)
+    async def delete_user(self, user_id: str, keep_an_admin: bool = False) -> None:
+        user = self._users.get(user_id)
+        # no await between this check and the deletion: atomic on the event loop
+        if keep_an_admin and user is not None and ADMIN in user.roles \
+                and not self._another_enabled_admin(user_id):
+            raise errors.FailedPrecondition(LAST_ADMIN)
+        self._users.pop(user_id, None)
         if user is not None:
             del self._by_username[user.username.casefold()], self._by_email[user.email.casefold()]
         for token_hash, token in list(self._tokens.items()):

@@ -5,6 +5,7 @@ the audit log, and analytics whose plans use the indexes of migration 0011."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 from collections.abc import AsyncIterator, Iterator
@@ -146,19 +147,26 @@ async def test_disable_enable_delete_and_the_audit_log(
     assert all(e.coarse_ip == "127.0.0.0/24" for e in log.entries if e.admin_user_id == admin_id)
 
 
-async def test_the_last_admin_cannot_be_disabled_or_deleted(
-        stubs: Both, mesh: Mesh) -> None:
-    public, adm = stubs
+async def only_new_admins(
+        public: Stubs, mesh: Mesh, count: int) -> list[tuple[str, auth_pb2.RegisterResponse]]:
+    """Takes the role from every admin and registers `count` new ones: (name, reply) each."""
     database = await db.open_database(mesh[1].database)
     try:
         store = PgUserStore(database)
-        for other in await store.list_admins():  # this test needs exactly one admin
-            async with database.pool.connection() as conn:
-                await conn.execute("UPDATE users SET roles = '{user}' WHERE user_id = %s", (other.user_id,))
-        name, reply = await public.register()
-        await store.set_admin(name, True)
+        async with database.pool.connection() as conn:
+            await conn.execute("UPDATE users SET roles = '{user}' WHERE %s = ANY (roles)", (ADMIN,))
+        made = [await public.register() for _ in range(count)]
+        for name, _ in made:
+            await store.set_admin(name, True)
+        return made
     finally:
         await database.close()
+
+
+async def test_the_last_admin_cannot_be_disabled_or_deleted(
+        stubs: Both, mesh: Mesh) -> None:
+    public, adm = stubs
+    [(name, reply)] = await only_new_admins(public, mesh, 1)
     token = bearer(await login(public, name))
     for call in (adm.DisableUser(admin_pb2.DisableUserRequest(user_id=reply.user_id), metadata=token),
                  adm.DeleteUser(admin_pb2.DeleteUserRequest(user_id=reply.user_id), metadata=token)):
@@ -166,6 +174,24 @@ async def test_the_last_admin_cannot_be_disabled_or_deleted(
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "last" in (err.details() or "")
     await adm.SearchUsers(admin_pb2.SearchUsersRequest(), metadata=token)  # still an admin
+
+
+async def test_two_concurrent_deletions_of_the_last_two_admins_leave_one(
+        stubs: Both, mesh: Mesh) -> None:
+    public, _ = stubs
+    ids = [reply.user_id for _, reply in await only_new_admins(public, mesh, 2)]
+    database = await db.open_database(mesh[1].database)
+    try:
+        store = PgUserStore(database)
+        # both transactions start before either deletes: without the lock both would pass
+        results = await asyncio.gather(*(store.delete_user(i, keep_an_admin=True) for i in ids),
+                                       return_exceptions=True)
+        refused = [r for r in results if isinstance(r, errors.FailedPrecondition)]
+        assert len(refused) == 1 and "last admin" in str(refused[0]), results
+        assert [a.user_id for a in await store.list_admins()] == [ids[results.index(refused[0])]]
+        await store.delete_user("nobody", keep_an_admin=True)  # no such account: nothing to refuse
+    finally:
+        await database.close()
 
 
 async def test_live_sessions_health_and_ending_a_session(
@@ -274,7 +300,7 @@ async def test_the_audit_log_cannot_be_edited(mesh: Mesh, admin: tuple[str, str]
             await conn.rollback()
 
 
-async def test_the_memory_store_searches_and_disables_as_postgres_does() -> None:
+async def test_the_memory_store_searches_disables_and_deletes_as_postgres_does() -> None:
     store = InMemoryUserStore()
     for name, roles in (("ann", (USER, ADMIN)), ("bob", (USER, ADMIN)), ("Anna", (USER,))):
         await store.add_user(User(f"id-{name}", name, f"{name}@example.org", "h", "en", 0.0, roles))
@@ -285,3 +311,8 @@ async def test_the_memory_store_searches_and_disables_as_postgres_does() -> None
         await store.set_disabled("id-bob", True)
     assert await store.set_disabled("nobody", True) is None
     assert not (await store.set_disabled("id-ann", False)).disabled  # type: ignore[union-attr]
+    await store.set_disabled("id-ann", True)
+    with pytest.raises(errors.FailedPrecondition, match="last admin"):
+        await store.delete_user("id-bob", keep_an_admin=True)  # ann is disabled
+    await store.delete_user("id-ann", keep_an_admin=True)  # bob stays an enabled admin
+    assert [u.username for u in await store.list_admins()] == ["bob"]
