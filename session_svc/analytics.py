@@ -9,6 +9,7 @@ its plan has no sequential scan at 100,000 log rows).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 from dragoman.admin.v1 import admin_pb2
@@ -112,7 +113,10 @@ class Analytics:
             reply.error_share, reply.low_confidence_share = row
         return reply
 
-    async def live_sessions(self) -> list[admin_pb2.LiveSession]:
+    async def live_sessions(
+            self, errors_held: Callable[[str], int | None]) -> list[admin_pb2.LiveSession]:
+        """The live sessions from the tables; `errors_held(session_id)` is this
+        replica's in-memory error count, None for a session it does not hold."""
         async with self._db.pool.connection() as conn:
             rows = await (await conn.execute(LIVE, (MAX_LIVE,))).fetchall()
             sessions = {sid: admin_pb2.LiveSession(
@@ -129,4 +133,7 @@ class Analytics:
                                           for stage, mean in zip(STAGES, means, strict=True)}))
         for session in sessions.values():
             session.language_codes.extend(sorted({p.language_code for p in session.participants}))
+            held = errors_held(session.session_id)
+            if held is not None:
+                session.error_count, session.error_count_known = held, True
         return list(sessions.values())

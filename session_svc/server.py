@@ -273,8 +273,10 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
     gateway itself, the rest one for the user whose data they are."""
 
     def __init__(self, store: SessionStore, callers: Callers,
-                 vocabularies: PgVocabularyStore, analytics: Analytics | None = None) -> None:
+                 vocabularies: PgVocabularyStore, analytics: Analytics | None = None,
+                 registry: SessionRegistry | None = None) -> None:
         self._store = store
+        self._registry = registry
         self._callers = callers
         self._vocabularies = vocabularies
         self._analytics = analytics
@@ -289,7 +291,12 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
         self, request: session_pb2.ListLiveSessionsRequest, context: grpc.aio.ServicerContext
     ) -> session_pb2.ListLiveSessionsResponse:
         return session_pb2.ListLiveSessionsResponse(
-            sessions=await self._admin_queries(context).live_sessions())
+            sessions=await self._admin_queries(context).live_sessions(self._errors_held))
+
+    def _errors_held(self, session_id: str) -> int | None:
+        # errors reach PostgreSQL only when a session ends: until then the holder's count
+        session = self._registry.find_live(session_id) if self._registry else None
+        return None if session is None else session.errors
 
     async def GetAnalytics(
         self, request: session_pb2.GetAnalyticsRequest, context: grpc.aio.ServicerContext
@@ -363,7 +370,8 @@ async def create(
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, conversations),
         (session_pb2_grpc.add_SessionDataServiceServicer_to_server,
          SessionDataServicer(store, callers, vocabularies,
-                             Analytics(store.database) if isinstance(store, PgSessionStore) else None)),
+                             Analytics(store.database) if isinstance(store, PgSessionStore) else None,
+                             registry)),
         (vocabulary_pb2_grpc.add_VocabularyServiceServicer_to_server,
          VocabularyServicer(vocabularies, callers, settings.session)),
     ], [

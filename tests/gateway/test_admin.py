@@ -206,6 +206,7 @@ async def test_live_sessions_health_and_ending_a_session(
     mine = next(s for s in live.sessions if s.session_id == session_id)
     assert mine.status == "waiting" and list(mine.language_codes) == ["en"]
     assert [p.user_id for p in mine.participants] == [host.user_id]
+    assert (mine.error_count, mine.error_count_known) == (0, True)  # one replica holds them all
 
     health = await adm.GetHealth(admin_pb2.GetHealthRequest(), metadata=token)
     by_name = {s.service: s.status for s in health.services}

@@ -198,3 +198,30 @@ async def test_a_nul_in_a_key_is_precise_through_the_service(
         sessions_pb2.ListSessionsRequest(page_token=nul_token), metadata=ana.metadata)) == (
         grpc.StatusCode.INVALID_ARGUMENT, "page_token is not a token from ListSessions")
     await ana.close()
+
+
+async def test_a_live_session_reports_the_errors_its_replica_counted(
+    stack: Stack, data: session_pb2_grpc.SessionDataServiceAsyncStub, fleurs: Path,
+) -> None:
+    ana, ben = callers(stack, "ana", "ben")
+    session = await ana.create("en")
+    await ben.join(session.code, "pt")
+    ana_call, _ = ana.converse(session.session_id), ben.converse(session.session_id)
+    stack.mt.fail_with = RuntimeError("scripted translation failure")
+    try:
+        await ana.say(utterance(fleurs))
+        await ana.collect(ana_call, "error")
+    finally:
+        stack.mt.fail_with = None
+    as_gateway = ASSERTIONS.metadata("gateway", "gateway")
+    live = await data.ListLiveSessions(session_pb2.ListLiveSessionsRequest(), metadata=as_gateway)
+    mine = next(s for s in live.sessions if s.session_id == session.session_id)
+    assert (mine.error_count, mine.error_count_known) == (1, True)
+
+    ended = await ana.sessions.EndSession(
+        sessions_pb2.EndSessionRequest(session_id=session.session_id), metadata=ana.metadata)
+    assert ended.metrics.error_count == 1  # the same count reaches the stored metrics
+    live = await data.ListLiveSessions(session_pb2.ListLiveSessionsRequest(), metadata=as_gateway)
+    assert session.session_id not in {s.session_id for s in live.sessions}
+    for c in (ana, ben):
+        await c.close()

@@ -85,6 +85,8 @@ class Console {
     cell(row, s.participants.map((p) => `${p.displayName} (${p.languageCode}, ${p.state})`).join("; "));
     cell(row, `${Math.round(Number(s.durationMs) / 1000)} s`);
     cell(row, s.latency?.utteranceCount ? `${Math.round(s.latency.totalMs)} ms` : "—");
+    // only the replica holding a session counts its errors before it ends
+    cell(row, s.errorCountKnown ? String(s.errorCount) : "—");
     row.insertCell().append(button("End", () => this.run(async () => {
       await this.api.admin.endSession({ sessionId: s.sessionId });
       await Promise.all([this.live(), this.audit()]);

@@ -136,12 +136,24 @@ class LiveSession(_message.Message):
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
     LANGUAGE_CODES_FIELD_NUMBER: _builtins.int
     LATENCY_FIELD_NUMBER: _builtins.int
+    ERROR_COUNT_FIELD_NUMBER: _builtins.int
+    ERROR_COUNT_KNOWN_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Its id."""
     status: _builtins.str
     """`waiting` or `active`."""
     duration_ms: _builtins.int
     """Milliseconds since it was created."""
+    error_count: _builtins.int
+    """Utterances that failed so far (in any pipeline stage), as counted in
+    memory by the session_svc replica holding the session; valid only when
+    `error_count_known`.
+    """
+    error_count_known: _builtins.bool
+    """Whether the replica that answered holds the session, so `error_count`
+    is its count. False for sessions of other replicas (with several
+    replicas), whose errors show once they end, in GetAnalytics.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was created."""
@@ -156,10 +168,7 @@ class LiveSession(_message.Message):
 
     @_builtins.property
     def latency(self) -> Global___StageLatency:
-        """Latency of its utterances so far, from the translation logs. (Errors
-        of a live session are known only to its session_svc replica until it
-        ends; they are counted in GetAnalytics.)
-        """
+        """Latency of its utterances so far, from the translation logs."""
 
     def __init__(
         self,
@@ -171,10 +180,12 @@ class LiveSession(_message.Message):
         participants: _abc.Iterable[Global___LiveParticipant] | None = ...,
         language_codes: _abc.Iterable[_builtins.str] | None = ...,
         latency: Global___StageLatency | None = ...,
+        error_count: _builtins.int = ...,
+        error_count_known: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "latency", b"latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duration_ms", b"duration_ms", "language_codes", b"language_codes", "latency", b"latency", "participants", b"participants", "session_id", b"session_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duration_ms", b"duration_ms", "error_count", b"error_count", "error_count_known", b"error_count_known", "language_codes", b"language_codes", "latency", b"latency", "participants", b"participants", "session_id", b"session_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
