@@ -1,8 +1,9 @@
 // Drives the admin console (admin.html) in headless Chromium: sign in as an admin, see the
-// live session, the users and the sessions-per-day chart, end the session, see the audit log.
+// live session, the users, the charts (sessions, minutes and latency per day) and the language
+// pairs, end the session, see the audit log.
 //
 //   node tests/browser/drive_admin.mjs CONFIG.json   (tests/browser/test_admin_console.py writes it)
-import { cfg, open, run, until } from "./pages.mjs";
+import { cfg, open, result, run, until } from "./pages.mjs";
 
 await run(async () => {
   const admin = await open(cfg.people[0]);
@@ -14,7 +15,10 @@ await run(async () => {
     const s = window.dragomanDebug();
     return s.liveSessionIds.includes(id) && s.chartDays > 0 && s.usernames.length > 0;
   }, cfg.sessionId);
-  if ((await page.locator("#chart canvas").count()) !== 1) throw new Error("no chart canvas");
+  for (const chart of ["#chart", "#minutes-chart", "#latency-chart"]) {
+    if ((await page.locator(`${chart} canvas`).count()) !== 1) throw new Error(`no canvas in ${chart}`);
+  }
+  result.people[admin.name] = { pairBars: await page.locator("#pairs tbody tr .bar").count() };
   await page.fill("#query", cfg.hostUsername);
   await page.click("#search button[type=submit]");
   await until(admin, "the host found by search", (name) => {

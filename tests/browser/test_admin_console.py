@@ -60,6 +60,15 @@ async def test_the_console_lists_charts_and_ends_a_live_session(
     database = await db.open_database(admin_mesh.settings.database)
     try:
         await PgUserStore(database).set_admin("console-admin", True)
+        async with database.pool.connection() as conn:  # today's logs: 6 en>pt and 2 pt>en
+            await conn.execute(
+                "INSERT INTO translation_logs (log_id, session_id, utterance_id, speaker_user_id, "
+                "source_language_code, target_language_code, key_id, source_text, translated_text, "
+                "endpointing_ms, recognition_ms, translation_ms, synthesis_first_chunk_ms, "
+                "delivery_ms, total_ms) SELECT gen_random_uuid(), %s, 'u' || i, %s, "
+                "CASE WHEN i <= 6 THEN 'en' ELSE 'pt' END, CASE WHEN i <= 6 THEN 'pt' ELSE 'en' END, "
+                "'k', '\\x00', '\\x00', 100, 200, 50, 80, 10, 400 + 100 * i "
+                "FROM generate_series(1, 8) i", (created.session.session_id, host.user_id))
     finally:
         await database.close()
 
@@ -74,4 +83,10 @@ async def test_the_console_lists_charts_and_ends_a_live_session(
     assert result["ok"], f"{result['error']}\n{json.dumps(result['people'], indent=1)[-3000:]}"
     state = result["people"]["admin"]["state"]
     assert state["signedIn"] and state["chartDays"] >= 1
+    # uPlot's series, x included: sessions, minutes, and p50 and p95 of latency
+    assert state["charts"] == {"chart": 2, "minutes-chart": 2, "latency-chart": 3}
+    uses = {pair: int(n) for pair, n in (p.split() for p in state["pairs"])}
+    assert uses["en>pt"] >= 6 and uses["pt>en"] >= 2  # other tests' logs may share the schema
+    assert list(uses.values()) == sorted(uses.values(), reverse=True)
+    assert result["people"]["admin"]["pairBars"] == len(state["pairs"])
     assert any(a.startswith("console-admin EndSession") for a in state["audit"])

@@ -1,5 +1,6 @@
-// The admin console (admin.html): live sessions, users, sessions per day
-// (uPlot), health and the audit log, over dragoman.admin.v1.AdminService.
+// The admin console (admin.html): live sessions, users, sessions, minutes and
+// latency per day (uPlot), language pairs, health and the audit log, over
+// dragoman.admin.v1.AdminService.
 // The gateway checks the admin role on every call; this page only shows
 // what it is given.
 
@@ -15,11 +16,15 @@ interface AdminDebug {
   liveSessionIds: string[];
   usernames: string[];
   chartDays: number;
+  /** uPlot series (the x axis included) of each chart, by its element id. */
+  charts: Record<string, number>;
+  /** The language pairs table: "en>pt 12", most used first. */
+  pairs: string[];
   audit: string[];
   error: string;
 }
 
-const debug: AdminDebug = { signedIn: false, liveSessionIds: [], usernames: [], chartDays: 0, audit: [], error: "" };
+const debug: AdminDebug = { signedIn: false, liveSessionIds: [], usernames: [], chartDays: 0, charts: {}, pairs: [], audit: [], error: "" };
 (window as unknown as { dragomanDebug: () => AdminDebug }).dragomanDebug = () => debug;
 
 function cell(row: HTMLTableRowElement, text: string): HTMLTableCellElement {
@@ -39,16 +44,20 @@ function button(label: string, action: () => Promise<void>): HTMLButtonElement {
 const CHART_DAYS = 30;
 const DAY_S = 86_400;
 
-/** Every day of the last CHART_DAYS (UTC midnights, in seconds: uPlot's x) with its count,
- * zero for days without sessions, so that the axis spans the whole range. */
-function perDay(counts: Map<string, number>, now = Date.now()): uPlot.AlignedData {
+/** Every day of the last CHART_DAYS: UTC midnights in seconds (uPlot's x), so that the
+ * axis spans the whole range. */
+function lastDays(now = Date.now()): number[] {
   const today = Math.floor(now / 1000 / DAY_S) * DAY_S;
-  const xs = Array.from({ length: CHART_DAYS }, (_, i) => today - (CHART_DAYS - 1 - i) * DAY_S);
-  return [xs, xs.map((x) => counts.get(new Date(x * 1000).toISOString().slice(0, 10)) ?? 0)];
+  return Array.from({ length: CHART_DAYS }, (_, i) => today - (CHART_DAYS - 1 - i) * DAY_S);
+}
+
+/** The value of each of `days` by its YYYY-MM-DD, `missing` where there is none. */
+function onDays<M extends number | null>(days: number[], values: Map<string, number>, missing: M): (number | M)[] {
+  return days.map((x) => values.get(new Date(x * 1000).toISOString().slice(0, 10)) ?? missing);
 }
 
 class Console {
-  private chart: uPlot | undefined;
+  private readonly charts = new Map<string, uPlot>();
 
   constructor(private readonly api: Api) {}
 
@@ -122,17 +131,62 @@ class Console {
 
   private async analytics(): Promise<void> {
     const reply: GetAnalyticsResponse = await this.api.admin.getAnalytics({ days: CHART_DAYS });
-    const days = reply.dailySessions;
-    const data = perDay(new Map(days.map((d) => [d.date, Number(d.sessionCount)])));
-    this.chart?.destroy();
-    this.chart = new uPlot({
-      width: Math.min(720, el("chart").clientWidth || 720), height: 240,
-      series: [{}, { label: "sessions", stroke: "#0b5cad", fill: "rgba(11, 92, 173, 0.15)" }],
-      axes: [{}, { label: "sessions" }],
-    }, data, el("chart"));
-    debug.chartDays = days.length;
+    const days = lastDays();
+    const daily = reply.dailySessions;
+    this.plot("chart", [days, onDays(days, new Map(daily.map((d) => [d.date, Number(d.sessionCount)])), 0)],
+      [{ label: "sessions", stroke: "#0b5cad", fill: "rgba(11, 92, 173, 0.15)" }], "sessions");
+    this.plot("minutes-chart", [days, onDays(days, new Map(daily.map((d) => [d.date, d.minutes])), 0)],
+      [{ label: "minutes", stroke: "#2f7d32", fill: "rgba(47, 125, 50, 0.15)" }], "minutes");
+    debug.chartDays = daily.length;
+    this.latency(reply, days);
+    this.pairs(reply);
     el("shares").textContent = `Errors: ${(reply.errorShare * 100).toFixed(1)} % of utterances; ` +
       `unsure transcripts: ${(reply.lowConfidenceShare * 100).toFixed(1)} %.`;
+  }
+
+  /** p50 and p95 of the total latency (end of speech to first audio heard) per day, of the
+   * most used pair: percentiles of different pairs cannot be merged here. Days without
+   * utterances are gaps. */
+  private latency(reply: GetAnalyticsResponse, days: number[]): void {
+    const main = reply.languagePairs[0];
+    const rows = main ? reply.latency.filter((r) => r.stage === "total"
+      && r.sourceLanguageCode === main.sourceLanguageCode && r.targetLanguageCode === main.targetLanguageCode) : [];
+    el("latency-title").textContent = main
+      ? `Total latency per day, ${main.sourceLanguageCode} → ${main.targetLanguageCode} (the most used pair)`
+      : "Total latency per day (no translated utterances yet)";
+    this.plot("latency-chart", [days, onDays(days, new Map(rows.map((r) => [r.date, r.p50Ms])), null),
+      onDays(days, new Map(rows.map((r) => [r.date, r.p95Ms])), null)],
+      [{ label: "p50", stroke: "#0b5cad" }, { label: "p95", stroke: "#b3261e" }], "ms");
+  }
+
+  /** Language pairs by use, each with a bar as long as its share of the most used. */
+  private pairs(reply: GetAnalyticsResponse): void {
+    const pairs = reply.languagePairs;
+    const most = Math.max(1, ...pairs.map((p) => Number(p.utteranceCount)));
+    const body = el<HTMLTableElement>("pairs").tBodies[0];
+    body.replaceChildren();
+    for (const p of pairs) {
+      const row = body.insertRow();
+      cell(row, `${p.sourceLanguageCode} → ${p.targetLanguageCode}`);
+      cell(row, String(p.utteranceCount));
+      const bar = document.createElement("div");
+      bar.className = "bar";
+      bar.style.height = "0.8em";
+      bar.style.background = "#0b5cad";
+      bar.style.width = `${(100 * Number(p.utteranceCount)) / most}%`;
+      row.insertCell().append(bar);
+    }
+    debug.pairs = pairs.map((p) => `${p.sourceLanguageCode}>${p.targetLanguageCode} ${p.utteranceCount}`);
+  }
+
+  private plot(id: string, data: uPlot.AlignedData, series: uPlot.Series[], unit: string): void {
+    this.charts.get(id)?.destroy();
+    const target = el(id);
+    this.charts.set(id, new uPlot({
+      width: Math.min(720, target.clientWidth || 720), height: 240,
+      series: [{}, ...series], axes: [{}, { label: unit }],
+    }, data, target));
+    debug.charts[id] = data.length;
   }
 
   async downloadCsv(): Promise<void> {
