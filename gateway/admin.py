@@ -22,8 +22,11 @@ from dragoman import config, errors, rpc
 from dragoman.admin.v1 import admin_pb2, admin_pb2_grpc
 from dragoman.assertion import Assertions
 from dragoman.db.times import timestamp
+from dragoman.mt.v1 import mt_pb2, mt_pb2_grpc
 from dragoman.session.v1 import session_pb2
+from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from dragoman.tls import MeshTls
+from dragoman.tts.v1 import tts_pb2, tts_pb2_grpc
 from dragoman.v1 import sessions_pb2
 from gateway import peers
 from gateway.audit import AuditLog
@@ -73,6 +76,47 @@ async def _health(name: str, address: str, tls: MeshTls | None) -> admin_pb2.Ser
             return health
     health.status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     return health
+
+
+async def _stt_models(channel: grpc.aio.Channel) -> list[admin_pb2.ModelHealth]:
+    reply = await stt_pb2_grpc.SpeechToTextServiceStub(channel).ListModels(
+        stt_pb2.ListModelsRequest(), timeout=HEALTH_TIMEOUT_S)
+    # ListModels lists only loaded models, so each one is ready
+    return [admin_pb2.ModelHealth(service="stt", name=m.name, engine=m.engine,
+                                  language_codes=m.language_codes, status="READY")
+            for m in reply.models]
+
+
+async def _mt_models(channel: grpc.aio.Channel) -> list[admin_pb2.ModelHealth]:
+    reply = await mt_pb2_grpc.TranslationServiceStub(channel).ListLanguagePairs(
+        mt_pb2.ListLanguagePairsRequest(), timeout=HEALTH_TIMEOUT_S)
+    return [admin_pb2.ModelHealth(
+        service="mt", name=f"{p.source_language_code}->{p.target_language_code}",
+        engine="+".join(p.engines),
+        language_codes=[p.source_language_code, p.target_language_code],
+        status="READY" if p.installed else "NOT_INSTALLED", detail=p.install)
+        for p in reply.pairs]
+
+
+async def _tts_models(channel: grpc.aio.Channel) -> list[admin_pb2.ModelHealth]:
+    reply = await tts_pb2_grpc.TextToSpeechServiceStub(channel).ListVoices(
+        tts_pb2.ListVoicesRequest(), timeout=HEALTH_TIMEOUT_S)
+    return [admin_pb2.ModelHealth(service="tts", name=v.name, engine=v.engine,
+                                  language_codes=[v.language_code], status="READY")
+            for v in reply.voices]
+
+
+_LISTINGS = {"stt": _stt_models, "mt": _mt_models, "tts": _tts_models}
+
+
+async def _models(name: str, address: str, tls: MeshTls | None) -> list[admin_pb2.ModelHealth]:
+    """The models `name` lists; one UNREACHABLE entry when it cannot be asked."""
+    async with rpc.channel(address, tls=tls, server_role=name) as channel:
+        try:
+            return await _LISTINGS[name](channel)
+        except grpc.aio.AioRpcError as err:
+            return [admin_pb2.ModelHealth(service=name, status="UNREACHABLE",
+                                          detail=f"{err.code().name}: {err.details()}")]
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -201,8 +245,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         a = self._addresses
         checks = [_health(name, address, self._tls) for name, address in
                   (("session", a.session), ("stt", a.stt), ("mt", a.mt), ("tts", a.tts))]
+        listings = [_models(name, address, self._tls) for name, address in
+                    (("stt", a.stt), ("mt", a.mt), ("tts", a.tts))]
         gateway = admin_pb2.ServiceHealth(service="gateway", address=a.gateway, status="SERVING")
-        return admin_pb2.GetHealthResponse(services=[gateway, *await asyncio.gather(*checks)])
+        services, models = await asyncio.gather(asyncio.gather(*checks), asyncio.gather(*listings))
+        return admin_pb2.GetHealthResponse(services=[gateway, *services],
+                                           models=[m for ms in models for m in ms])
 
     async def ListAuditLog(
         self, request: admin_pb2.ListAuditLogRequest, context: grpc.aio.ServicerContext

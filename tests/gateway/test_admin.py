@@ -25,6 +25,7 @@ from session_svc import analytics
 from tests.conftest import started
 from tests.gateway.conftest import PASSWORD, SECRET, Stubs, bearer, unique_name
 from tests.mesh import serve_mesh
+from tts_svc import server as tts_server
 
 Mesh = tuple[str, config.Settings]
 """The gateway's address and its settings."""
@@ -211,12 +212,42 @@ async def test_live_sessions_health_and_ending_a_session(
     health = await adm.GetHealth(admin_pb2.GetHealthRequest(), metadata=token)
     by_name = {s.service: s.status for s in health.services}
     assert by_name == dict.fromkeys(("gateway", "session", "stt", "mt", "tts"), "SERVING")
+    models = {(m.service, m.name): m for m in health.models}
+    stt = {name for service, name in models if service == "stt"}
+    assert {"whisper-base", "whisper-tiny.en"} <= stt
+    assert models["stt", "whisper-base"].engine == "faster-whisper"
+    assert list(models["stt", "whisper-base"].language_codes) == ["*"]
+    en_pt, en_de = models["mt", "en->pt"], models["mt", "en->de"]
+    assert (en_pt.engine, en_pt.status) == ("bergamot", "READY")
+    assert (en_de.status, "opus-mt-en-de" in en_de.detail) == ("NOT_INSTALLED", True)
+    assert (models["mt", "es->pt"].engine, models["mt", "es->pt"].status) == ("apertium+bergamot", "READY")
+    joe = models["tts", "en_US-joe-medium"]
+    assert (joe.engine, list(joe.language_codes), joe.status) == ("piper", ["en-US"], "READY")
+    assert models["tts", "espeak-pt"].engine == "espeak"
+    assert all(m.status != "UNREACHABLE" for m in health.models)
 
     await adm.EndSession(admin_pb2.EndSessionRequest(session_id=session_id), metadata=token)
     live = await adm.ListLiveSessions(admin_pb2.ListLiveSessionsRequest(), metadata=token)
     assert session_id not in {s.session_id for s in live.sessions}
     err = await failure(adm.EndSession(admin_pb2.EndSessionRequest(session_id=session_id), metadata=token))
     assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_stopped_model_service_is_unreachable_not_a_failure(
+        stubs: Both, admin: tuple[str, str], mesh: Mesh) -> None:
+    stopped = ""
+    async for address in started(await tts_server.create(mesh[1])):
+        stopped = address  # left when the loop ends, stopped: nothing listens there now
+    settings = dataclasses.replace(
+        mesh[1], addresses=dataclasses.replace(mesh[1].addresses, tts=stopped))
+    async for address in started(await server.create(settings)):
+        async with grpc.aio.insecure_channel(address) as channel:
+            health = await admin_pb2_grpc.AdminServiceStub(channel).GetHealth(
+                admin_pb2.GetHealthRequest(), metadata=bearer(admin[1]))
+    assert {s.service: s.status for s in health.services}["tts"] == "UNREACHABLE"
+    [tts] = [m for m in health.models if m.service == "tts"]
+    assert (tts.name, tts.status) == ("", "UNREACHABLE") and "UNAVAILABLE" in tts.detail
+    assert {m.status for m in health.models if m.name == "whisper-base"} == {"READY"}
 
 
 async def test_bad_analytics_ranges_are_invalid(

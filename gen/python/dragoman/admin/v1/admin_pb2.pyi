@@ -528,24 +528,78 @@ class ServiceHealth(_message.Message):
 Global___ServiceHealth: _TypeAlias = ServiceHealth  # noqa: Y015
 
 @_typing.final
+class ModelHealth(_message.Message):
+    """Health of one model, as its service's listing RPC reports it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    LANGUAGE_CODES_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    """`stt`, `mt` or `tts`."""
+    name: _builtins.str
+    """The model (stt), the pair as `source->target` (mt) or the voice (tts);
+    empty when the service is UNREACHABLE.
+    """
+    engine: _builtins.str
+    """Engine(s) that run it, `+`-joined when a pair pivots."""
+    status: _builtins.str
+    """`READY`, `NOT_INSTALLED` or `UNREACHABLE`."""
+    detail: _builtins.str
+    """Why, when not READY (what to install, or the error reaching the service)."""
+    @_builtins.property
+    def language_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """BCP-47 languages it serves ("*" for any Whisper language)."""
+
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+        name: _builtins.str = ...,
+        engine: _builtins.str = ...,
+        language_codes: _abc.Iterable[_builtins.str] | None = ...,
+        status: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "engine", b"engine", "language_codes", b"language_codes", "name", b"name", "service", b"service", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelHealth: _TypeAlias = ModelHealth  # noqa: Y015
+
+@_typing.final
 class GetHealthResponse(_message.Message):
     """Response of GetHealth."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVICES_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceHealth]:
         """One per service."""
+
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelHealth]:
+        """The models of stt, mt and tts; one UNREACHABLE entry per service that
+        could not list them.
+        """
 
     def __init__(
         self,
         *,
         services: _abc.Iterable[Global___ServiceHealth] | None = ...,
+        models: _abc.Iterable[Global___ModelHealth] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["services", b"services"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "services", b"services"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
