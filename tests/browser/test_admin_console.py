@@ -90,3 +90,5 @@ async def test_the_console_lists_charts_and_ends_a_live_session(
     assert list(uses.values()) == sorted(uses.values(), reverse=True)
     assert result["people"]["admin"]["pairBars"] == len(state["pairs"])
     assert any(a.startswith("console-admin EndSession") for a in state["audit"])
+    assert {"stt whisper-base READY", "mt en->pt READY", "tts en_US-joe-medium READY"} <= set(state["models"])
+    assert result["people"]["admin"]["modelLists"] == 3  # stt, mt, tts

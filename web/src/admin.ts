@@ -20,11 +20,13 @@ interface AdminDebug {
   charts: Record<string, number>;
   /** The language pairs table: "en>pt 12", most used first. */
   pairs: string[];
+  /** The models in the health panel: "stt whisper-base READY". */
+  models: string[];
   audit: string[];
   error: string;
 }
 
-const debug: AdminDebug = { signedIn: false, liveSessionIds: [], usernames: [], chartDays: 0, charts: {}, pairs: [], audit: [], error: "" };
+const debug: AdminDebug = { signedIn: false, liveSessionIds: [], usernames: [], chartDays: 0, charts: {}, pairs: [], models: [], audit: [], error: "" };
 (window as unknown as { dragomanDebug: () => AdminDebug }).dragomanDebug = () => debug;
 
 function cell(row: HTMLTableRowElement, text: string): HTMLTableCellElement {
@@ -205,6 +207,24 @@ class Console {
       const li = document.createElement("li");
       li.textContent = `${s.service} (${s.address}): ${s.status}${s.detail ? ` — ${s.detail}` : ""}`;
       return li;
+    }));
+    debug.models = reply.models.map((m) => `${m.service} ${m.name} ${m.status}`);
+    // one collapsed list per service: mt alone lists every language pair
+    el("models").replaceChildren(...["stt", "mt", "tts"].map((service) => {
+      const models = reply.models.filter((m) => m.service === service);
+      const ready = models.filter((m) => m.status === "READY").length;
+      const details = document.createElement("details");
+      const summary = document.createElement("summary");
+      summary.textContent = `${service}: ${ready} of ${models.length} ready`;
+      const list = document.createElement("ul");
+      list.replaceChildren(...models.map((m) => {
+        const li = document.createElement("li");
+        const what = m.name ? `${m.name} (${m.engine}; ${m.languageCodes.join(", ")})` : service;
+        li.textContent = `${what}: ${m.status}${m.detail ? ` — ${m.detail}` : ""}`;
+        return li;
+      }));
+      details.replaceChildren(summary, list);
+      return details;
     }));
   }
 

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dragoman/admin/v1/admin.proto.
  */
 export const file_dragoman_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1kcmFnb21hbi9hZG1pbi92MS9hZG1pbi5wcm90bxIRZHJhZ29tYW4uYWRtaW4udjEiGQoXTGlzdExpdmVTZXNzaW9uc1JlcXVlc3QiXgoPTGl2ZVBhcnRpY2lwYW50Eg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhUKDWxhbmd1YWdlX2NvZGUYAyABKAkSDQoFc3RhdGUYBCABKAkiuAEKDFN0YWdlTGF0ZW5jeRIXCg91dHRlcmFuY2VfY291bnQYASABKAUSFgoOZW5kcG9pbnRpbmdfbXMYAiABKAESFgoOcmVjb2duaXRpb25fbXMYAyABKAESFgoOdHJhbnNsYXRpb25fbXMYBCABKAESIAoYc3ludGhlc2lzX2ZpcnN0X2NodW5rX21zGAUgASgBEhMKC2RlbGl2ZXJ5X21zGAYgASgBEhAKCHRvdGFsX21zGAcgASgBIqsCCgtMaXZlU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnN0YXR1cxgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZHVyYXRpb25fbXMYBCABKAMSOAoMcGFydGljaXBhbnRzGAUgAygLMiIuZHJhZ29tYW4uYWRtaW4udjEuTGl2ZVBhcnRpY2lwYW50EhYKDmxhbmd1YWdlX2NvZGVzGAYgAygJEjAKB2xhdGVuY3kYByABKAsyHy5kcmFnb21hbi5hZG1pbi52MS5TdGFnZUxhdGVuY3kSEwoLZXJyb3JfY291bnQYCCABKAUSGQoRZXJyb3JfY291bnRfa25vd24YCSABKAgiTAoYTGlzdExpdmVTZXNzaW9uc1Jlc3BvbnNlEjAKCHNlc3Npb25zGAEgAygLMh4uZHJhZ29tYW4uYWRtaW4udjEuTGl2ZVNlc3Npb24iNgoSU2VhcmNoVXNlcnNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBSKKAQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEg0KBWVtYWlsGAMgASgJEg0KBXJvbGVzGAQgAygJEhAKCGRpc2FibGVkGAUgASgIEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI9ChNTZWFyY2hVc2Vyc1Jlc3BvbnNlEiYKBXVzZXJzGAEgAygLMhcuZHJhZ29tYW4uYWRtaW4udjEuVXNlciIlChJEaXNhYmxlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSIVChNEaXNhYmxlVXNlclJlc3BvbnNlIiQKEUVuYWJsZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiFAoSRW5hYmxlVXNlclJlc3BvbnNlIiQKEURlbGV0ZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiVAoSRGVsZXRlVXNlclJlc3BvbnNlEh0KFWRlbGV0ZWRfc2Vzc2lvbl9jb3VudBgBIAEoBRIfChdkZWxldGVkX3V0dGVyYW5jZV9jb3VudBgCIAEoBSInChFFbmRTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhQKEkVuZFNlc3Npb25SZXNwb25zZSISChBHZXRIZWFsdGhSZXF1ZXN0IlEKDVNlcnZpY2VIZWFsdGgSDwoHc2VydmljZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEg4KBnN0YXR1cxgDIAEoCRIOCgZkZXRhaWwYBCABKAkiRwoRR2V0SGVhbHRoUmVzcG9uc2USMgoIc2VydmljZXMYASADKAsyIC5kcmFnb21hbi5hZG1pbi52MS5TZXJ2aWNlSGVhbHRoIkEKE0xpc3RBdWRpdExvZ1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhcKD2JlZm9yZV9lbnRyeV9pZBgCIAEoAyKqAQoKQXVkaXRFbnRyeRIQCghlbnRyeV9pZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1hZG1pbl91c2VyX2lkGAMgASgJEhYKDmFkbWluX3VzZXJuYW1lGAQgASgJEg4KBmFjdGlvbhgFIAEoCRIOCgZ0YXJnZXQYBiABKAkSEQoJY29hcnNlX2lwGAcgASgJIkYKFExpc3RBdWRpdExvZ1Jlc3BvbnNlEi4KB2VudHJpZXMYASADKAsyHS5kcmFnb21hbi5hZG1pbi52MS5BdWRpdEVudHJ5IjUKE0dldEFuYWx5dGljc1JlcXVlc3QSEAoIZW5kX2RhdGUYASABKAkSDAoEZGF5cxgCIAEoBSJFCg1EYWlseVNlc3Npb25zEgwKBGRhdGUYASABKAkSFQoNc2Vzc2lvbl9jb3VudBgCIAEoAxIPCgdtaW51dGVzGAMgASgBImYKD0xhbmd1YWdlUGFpclVzZRIcChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgBIAEoCRIcChR0YXJnZXRfbGFuZ3VhZ2VfY29kZRgCIAEoCRIXCg91dHRlcmFuY2VfY291bnQYAyABKAMiqwEKF1N0YWdlTGF0ZW5jeVBlcmNlbnRpbGVzEgwKBGRhdGUYASABKAkSHAoUc291cmNlX2xhbmd1YWdlX2NvZGUYAiABKAkSHAoUdGFyZ2V0X2xhbmd1YWdlX2NvZGUYAyABKAkSDQoFc3RhZ2UYBCABKAkSDgoGcDUwX21zGAUgASgBEg4KBnA5NV9tcxgGIAEoARIXCg91dHRlcmFuY2VfY291bnQYByABKAMi/AEKFEdldEFuYWx5dGljc1Jlc3BvbnNlEjgKDmRhaWx5X3Nlc3Npb25zGAEgAygLMiAuZHJhZ29tYW4uYWRtaW4udjEuRGFpbHlTZXNzaW9ucxI6Cg5sYW5ndWFnZV9wYWlycxgCIAMoCzIiLmRyYWdvbWFuLmFkbWluLnYxLkxhbmd1YWdlUGFpclVzZRI7CgdsYXRlbmN5GAMgAygLMiouZHJhZ29tYW4uYWRtaW4udjEuU3RhZ2VMYXRlbmN5UGVyY2VudGlsZXMSEwoLZXJyb3Jfc2hhcmUYBCABKAESHAoUbG93X2NvbmZpZGVuY2Vfc2hhcmUYBSABKAEiUgoZRXhwb3J0QW5hbHl0aWNzQ3N2UmVxdWVzdBI1CgVyYW5nZRgBIAEoCzImLmRyYWdvbWFuLmFkbWluLnYxLkdldEFuYWx5dGljc1JlcXVlc3QifQoaRXhwb3J0QW5hbHl0aWNzQ3N2UmVzcG9uc2USGgoSZGFpbHlfc2Vzc2lvbnNfY3N2GAEgASgJEhoKEmxhbmd1YWdlX3BhaXJzX2NzdhgCIAEoCRITCgtsYXRlbmN5X2NzdhgDIAEoCRISCgpzaGFyZXNfY3N2GAQgASgJMtUHCgxBZG1pblNlcnZpY2USawoQTGlzdExpdmVTZXNzaW9ucxIqLmRyYWdvbWFuLmFkbWluLnYxLkxpc3RMaXZlU2Vzc2lvbnNSZXF1ZXN0GisuZHJhZ29tYW4uYWRtaW4udjEuTGlzdExpdmVTZXNzaW9uc1Jlc3BvbnNlElwKC1NlYXJjaFVzZXJzEiUuZHJhZ29tYW4uYWRtaW4udjEuU2VhcmNoVXNlcnNSZXF1ZXN0GiYuZHJhZ29tYW4uYWRtaW4udjEuU2VhcmNoVXNlcnNSZXNwb25zZRJcCgtEaXNhYmxlVXNlchIlLmRyYWdvbWFuLmFkbWluLnYxLkRpc2FibGVVc2VyUmVxdWVzdBomLmRyYWdvbWFuLmFkbWluLnYxLkRpc2FibGVVc2VyUmVzcG9uc2USWQoKRW5hYmxlVXNlchIkLmRyYWdvbWFuLmFkbWluLnYxLkVuYWJsZVVzZXJSZXF1ZXN0GiUuZHJhZ29tYW4uYWRtaW4udjEuRW5hYmxlVXNlclJlc3BvbnNlElkKCkRlbGV0ZVVzZXISJC5kcmFnb21hbi5hZG1pbi52MS5EZWxldGVVc2VyUmVxdWVzdBolLmRyYWdvbWFuLmFkbWluLnYxLkRlbGV0ZVVzZXJSZXNwb25zZRJZCgpFbmRTZXNzaW9uEiQuZHJhZ29tYW4uYWRtaW4udjEuRW5kU2Vzc2lvblJlcXVlc3QaJS5kcmFnb21hbi5hZG1pbi52MS5FbmRTZXNzaW9uUmVzcG9uc2USVgoJR2V0SGVhbHRoEiMuZHJhZ29tYW4uYWRtaW4udjEuR2V0SGVhbHRoUmVxdWVzdBokLmRyYWdvbWFuLmFkbWluLnYxLkdldEhlYWx0aFJlc3BvbnNlEl8KDExpc3RBdWRpdExvZxImLmRyYWdvbWFuLmFkbWluLnYxLkxpc3RBdWRpdExvZ1JlcXVlc3QaJy5kcmFnb21hbi5hZG1pbi52MS5MaXN0QXVkaXRMb2dSZXNwb25zZRJfCgxHZXRBbmFseXRpY3MSJi5kcmFnb21hbi5hZG1pbi52MS5HZXRBbmFseXRpY3NSZXF1ZXN0GicuZHJhZ29tYW4uYWRtaW4udjEuR2V0QW5hbHl0aWNzUmVzcG9uc2UScQoSRXhwb3J0QW5hbHl0aWNzQ3N2EiwuZHJhZ29tYW4uYWRtaW4udjEuRXhwb3J0QW5hbHl0aWNzQ3N2UmVxdWVzdBotLmRyYWdvbWFuLmFkbWluLnYxLkV4cG9ydEFuYWx5dGljc0NzdlJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1kcmFnb21hbi9hZG1pbi92MS9hZG1pbi5wcm90bxIRZHJhZ29tYW4uYWRtaW4udjEiGQoXTGlzdExpdmVTZXNzaW9uc1JlcXVlc3QiXgoPTGl2ZVBhcnRpY2lwYW50Eg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhUKDWxhbmd1YWdlX2NvZGUYAyABKAkSDQoFc3RhdGUYBCABKAkiuAEKDFN0YWdlTGF0ZW5jeRIXCg91dHRlcmFuY2VfY291bnQYASABKAUSFgoOZW5kcG9pbnRpbmdfbXMYAiABKAESFgoOcmVjb2duaXRpb25fbXMYAyABKAESFgoOdHJhbnNsYXRpb25fbXMYBCABKAESIAoYc3ludGhlc2lzX2ZpcnN0X2NodW5rX21zGAUgASgBEhMKC2RlbGl2ZXJ5X21zGAYgASgBEhAKCHRvdGFsX21zGAcgASgBIqsCCgtMaXZlU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnN0YXR1cxgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZHVyYXRpb25fbXMYBCABKAMSOAoMcGFydGljaXBhbnRzGAUgAygLMiIuZHJhZ29tYW4uYWRtaW4udjEuTGl2ZVBhcnRpY2lwYW50EhYKDmxhbmd1YWdlX2NvZGVzGAYgAygJEjAKB2xhdGVuY3kYByABKAsyHy5kcmFnb21hbi5hZG1pbi52MS5TdGFnZUxhdGVuY3kSEwoLZXJyb3JfY291bnQYCCABKAUSGQoRZXJyb3JfY291bnRfa25vd24YCSABKAgiTAoYTGlzdExpdmVTZXNzaW9uc1Jlc3BvbnNlEjAKCHNlc3Npb25zGAEgAygLMh4uZHJhZ29tYW4uYWRtaW4udjEuTGl2ZVNlc3Npb24iNgoSU2VhcmNoVXNlcnNSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBSKKAQoEVXNlchIPCgd1c2VyX2lkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEg0KBWVtYWlsGAMgASgJEg0KBXJvbGVzGAQgAygJEhAKCGRpc2FibGVkGAUgASgIEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI9ChNTZWFyY2hVc2Vyc1Jlc3BvbnNlEiYKBXVzZXJzGAEgAygLMhcuZHJhZ29tYW4uYWRtaW4udjEuVXNlciIlChJEaXNhYmxlVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSIVChNEaXNhYmxlVXNlclJlc3BvbnNlIiQKEUVuYWJsZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiFAoSRW5hYmxlVXNlclJlc3BvbnNlIiQKEURlbGV0ZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiVAoSRGVsZXRlVXNlclJlc3BvbnNlEh0KFWRlbGV0ZWRfc2Vzc2lvbl9jb3VudBgBIAEoBRIfChdkZWxldGVkX3V0dGVyYW5jZV9jb3VudBgCIAEoBSInChFFbmRTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhQKEkVuZFNlc3Npb25SZXNwb25zZSISChBHZXRIZWFsdGhSZXF1ZXN0IlEKDVNlcnZpY2VIZWFsdGgSDwoHc2VydmljZRgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEg4KBnN0YXR1cxgDIAEoCRIOCgZkZXRhaWwYBCABKAkidAoLTW9kZWxIZWFsdGgSDwoHc2VydmljZRgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBmVuZ2luZRgDIAEoCRIWCg5sYW5ndWFnZV9jb2RlcxgEIAMoCRIOCgZzdGF0dXMYBSABKAkSDgoGZGV0YWlsGAYgASgJIncKEUdldEhlYWx0aFJlc3BvbnNlEjIKCHNlcnZpY2VzGAEgAygLMiAuZHJhZ29tYW4uYWRtaW4udjEuU2VydmljZUhlYWx0aBIuCgZtb2RlbHMYAiADKAsyHi5kcmFnb21hbi5hZG1pbi52MS5Nb2RlbEhlYWx0aCJBChNMaXN0QXVkaXRMb2dSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRIXCg9iZWZvcmVfZW50cnlfaWQYAiABKAMiqgEKCkF1ZGl0RW50cnkSEAoIZW50cnlfaWQYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNYWRtaW5fdXNlcl9pZBgDIAEoCRIWCg5hZG1pbl91c2VybmFtZRgEIAEoCRIOCgZhY3Rpb24YBSABKAkSDgoGdGFyZ2V0GAYgASgJEhEKCWNvYXJzZV9pcBgHIAEoCSJGChRMaXN0QXVkaXRMb2dSZXNwb25zZRIuCgdlbnRyaWVzGAEgAygLMh0uZHJhZ29tYW4uYWRtaW4udjEuQXVkaXRFbnRyeSI1ChNHZXRBbmFseXRpY3NSZXF1ZXN0EhAKCGVuZF9kYXRlGAEgASgJEgwKBGRheXMYAiABKAUiRQoNRGFpbHlTZXNzaW9ucxIMCgRkYXRlGAEgASgJEhUKDXNlc3Npb25fY291bnQYAiABKAMSDwoHbWludXRlcxgDIAEoASJmCg9MYW5ndWFnZVBhaXJVc2USHAoUc291cmNlX2xhbmd1YWdlX2NvZGUYASABKAkSHAoUdGFyZ2V0X2xhbmd1YWdlX2NvZGUYAiABKAkSFwoPdXR0ZXJhbmNlX2NvdW50GAMgASgDIqsBChdTdGFnZUxhdGVuY3lQZXJjZW50aWxlcxIMCgRkYXRlGAEgASgJEhwKFHNvdXJjZV9sYW5ndWFnZV9jb2RlGAIgASgJEhwKFHRhcmdldF9sYW5ndWFnZV9jb2RlGAMgASgJEg0KBXN0YWdlGAQgASgJEg4KBnA1MF9tcxgFIAEoARIOCgZwOTVfbXMYBiABKAESFwoPdXR0ZXJhbmNlX2NvdW50GAcgASgDIvwBChRHZXRBbmFseXRpY3NSZXNwb25zZRI4Cg5kYWlseV9zZXNzaW9ucxgBIAMoCzIgLmRyYWdvbWFuLmFkbWluLnYxLkRhaWx5U2Vzc2lvbnMSOgoObGFuZ3VhZ2VfcGFpcnMYAiADKAsyIi5kcmFnb21hbi5hZG1pbi52MS5MYW5ndWFnZVBhaXJVc2USOwoHbGF0ZW5jeRgDIAMoCzIqLmRyYWdvbWFuLmFkbWluLnYxLlN0YWdlTGF0ZW5jeVBlcmNlbnRpbGVzEhMKC2Vycm9yX3NoYXJlGAQgASgBEhwKFGxvd19jb25maWRlbmNlX3NoYXJlGAUgASgBIlIKGUV4cG9ydEFuYWx5dGljc0NzdlJlcXVlc3QSNQoFcmFuZ2UYASABKAsyJi5kcmFnb21hbi5hZG1pbi52MS5HZXRBbmFseXRpY3NSZXF1ZXN0In0KGkV4cG9ydEFuYWx5dGljc0NzdlJlc3BvbnNlEhoKEmRhaWx5X3Nlc3Npb25zX2NzdhgBIAEoCRIaChJsYW5ndWFnZV9wYWlyc19jc3YYAiABKAkSEwoLbGF0ZW5jeV9jc3YYAyABKAkSEgoKc2hhcmVzX2NzdhgEIAEoCTLVBwoMQWRtaW5TZXJ2aWNlEmsKEExpc3RMaXZlU2Vzc2lvbnMSKi5kcmFnb21hbi5hZG1pbi52MS5MaXN0TGl2ZVNlc3Npb25zUmVxdWVzdBorLmRyYWdvbWFuLmFkbWluLnYxLkxpc3RMaXZlU2Vzc2lvbnNSZXNwb25zZRJcCgtTZWFyY2hVc2VycxIlLmRyYWdvbWFuLmFkbWluLnYxLlNlYXJjaFVzZXJzUmVxdWVzdBomLmRyYWdvbWFuLmFkbWluLnYxLlNlYXJjaFVzZXJzUmVzcG9uc2USXAoLRGlzYWJsZVVzZXISJS5kcmFnb21hbi5hZG1pbi52MS5EaXNhYmxlVXNlclJlcXVlc3QaJi5kcmFnb21hbi5hZG1pbi52MS5EaXNhYmxlVXNlclJlc3BvbnNlElkKCkVuYWJsZVVzZXISJC5kcmFnb21hbi5hZG1pbi52MS5FbmFibGVVc2VyUmVxdWVzdBolLmRyYWdvbWFuLmFkbWluLnYxLkVuYWJsZVVzZXJSZXNwb25zZRJZCgpEZWxldGVVc2VyEiQuZHJhZ29tYW4uYWRtaW4udjEuRGVsZXRlVXNlclJlcXVlc3QaJS5kcmFnb21hbi5hZG1pbi52MS5EZWxldGVVc2VyUmVzcG9uc2USWQoKRW5kU2Vzc2lvbhIkLmRyYWdvbWFuLmFkbWluLnYxLkVuZFNlc3Npb25SZXF1ZXN0GiUuZHJhZ29tYW4uYWRtaW4udjEuRW5kU2Vzc2lvblJlc3BvbnNlElYKCUdldEhlYWx0aBIjLmRyYWdvbWFuLmFkbWluLnYxLkdldEhlYWx0aFJlcXVlc3QaJC5kcmFnb21hbi5hZG1pbi52MS5HZXRIZWFsdGhSZXNwb25zZRJfCgxMaXN0QXVkaXRMb2cSJi5kcmFnb21hbi5hZG1pbi52MS5MaXN0QXVkaXRMb2dSZXF1ZXN0GicuZHJhZ29tYW4uYWRtaW4udjEuTGlzdEF1ZGl0TG9nUmVzcG9uc2USXwoMR2V0QW5hbHl0aWNzEiYuZHJhZ29tYW4uYWRtaW4udjEuR2V0QW5hbHl0aWNzUmVxdWVzdBonLmRyYWdvbWFuLmFkbWluLnYxLkdldEFuYWx5dGljc1Jlc3BvbnNlEnEKEkV4cG9ydEFuYWx5dGljc0NzdhIsLmRyYWdvbWFuLmFkbWluLnYxLkV4cG9ydEFuYWx5dGljc0NzdlJlcXVlc3QaLS5kcmFnb21hbi5hZG1pbi52MS5FeHBvcnRBbmFseXRpY3NDc3ZSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * Request of ListLiveSessions.
@@ -564,6 +564,63 @@ export const ServiceHealthSchema: GenMessage<ServiceHealth> = /*@__PURE__*/
   messageDesc(file_dragoman_admin_v1_admin, 17);
 
 /**
+ * Health of one model, as its service's listing RPC reports it.
+ *
+ * @generated from message dragoman.admin.v1.ModelHealth
+ */
+export type ModelHealth = Message<"dragoman.admin.v1.ModelHealth"> & {
+  /**
+   * `stt`, `mt` or `tts`.
+   *
+   * @generated from field: string service = 1;
+   */
+  service: string;
+
+  /**
+   * The model (stt), the pair as `source->target` (mt) or the voice (tts);
+   * empty when the service is UNREACHABLE.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Engine(s) that run it, `+`-joined when a pair pivots.
+   *
+   * @generated from field: string engine = 3;
+   */
+  engine: string;
+
+  /**
+   * BCP-47 languages it serves ("*" for any Whisper language).
+   *
+   * @generated from field: repeated string language_codes = 4;
+   */
+  languageCodes: string[];
+
+  /**
+   * `READY`, `NOT_INSTALLED` or `UNREACHABLE`.
+   *
+   * @generated from field: string status = 5;
+   */
+  status: string;
+
+  /**
+   * Why, when not READY (what to install, or the error reaching the service).
+   *
+   * @generated from field: string detail = 6;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message dragoman.admin.v1.ModelHealth.
+ * Use `create(ModelHealthSchema)` to create a new message.
+ */
+export const ModelHealthSchema: GenMessage<ModelHealth> = /*@__PURE__*/
+  messageDesc(file_dragoman_admin_v1_admin, 18);
+
+/**
  * Response of GetHealth.
  *
  * @generated from message dragoman.admin.v1.GetHealthResponse
@@ -575,6 +632,14 @@ export type GetHealthResponse = Message<"dragoman.admin.v1.GetHealthResponse"> &
    * @generated from field: repeated dragoman.admin.v1.ServiceHealth services = 1;
    */
   services: ServiceHealth[];
+
+  /**
+   * The models of stt, mt and tts; one UNREACHABLE entry per service that
+   * could not list them.
+   *
+   * @generated from field: repeated dragoman.admin.v1.ModelHealth models = 2;
+   */
+  models: ModelHealth[];
 };
 
 /**
@@ -582,7 +647,7 @@ export type GetHealthResponse = Message<"dragoman.admin.v1.GetHealthResponse"> &
  * Use `create(GetHealthResponseSchema)` to create a new message.
  */
 export const GetHealthResponseSchema: GenMessage<GetHealthResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 18);
+  messageDesc(file_dragoman_admin_v1_admin, 19);
 
 /**
  * Request of ListAuditLog.
@@ -610,7 +675,7 @@ export type ListAuditLogRequest = Message<"dragoman.admin.v1.ListAuditLogRequest
  * Use `create(ListAuditLogRequestSchema)` to create a new message.
  */
 export const ListAuditLogRequestSchema: GenMessage<ListAuditLogRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 19);
+  messageDesc(file_dragoman_admin_v1_admin, 20);
 
 /**
  * One admin action.
@@ -673,7 +738,7 @@ export type AuditEntry = Message<"dragoman.admin.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 20);
+  messageDesc(file_dragoman_admin_v1_admin, 21);
 
 /**
  * Response of ListAuditLog.
@@ -694,7 +759,7 @@ export type ListAuditLogResponse = Message<"dragoman.admin.v1.ListAuditLogRespon
  * Use `create(ListAuditLogResponseSchema)` to create a new message.
  */
 export const ListAuditLogResponseSchema: GenMessage<ListAuditLogResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 21);
+  messageDesc(file_dragoman_admin_v1_admin, 22);
 
 /**
  * Request of GetAnalytics and ExportAnalyticsCsv.
@@ -722,7 +787,7 @@ export type GetAnalyticsRequest = Message<"dragoman.admin.v1.GetAnalyticsRequest
  * Use `create(GetAnalyticsRequestSchema)` to create a new message.
  */
 export const GetAnalyticsRequestSchema: GenMessage<GetAnalyticsRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 22);
+  messageDesc(file_dragoman_admin_v1_admin, 23);
 
 /**
  * Sessions created on one day.
@@ -757,7 +822,7 @@ export type DailySessions = Message<"dragoman.admin.v1.DailySessions"> & {
  * Use `create(DailySessionsSchema)` to create a new message.
  */
 export const DailySessionsSchema: GenMessage<DailySessions> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 23);
+  messageDesc(file_dragoman_admin_v1_admin, 24);
 
 /**
  * Use of one language pair.
@@ -792,7 +857,7 @@ export type LanguagePairUse = Message<"dragoman.admin.v1.LanguagePairUse"> & {
  * Use `create(LanguagePairUseSchema)` to create a new message.
  */
 export const LanguagePairUseSchema: GenMessage<LanguagePairUse> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 24);
+  messageDesc(file_dragoman_admin_v1_admin, 25);
 
 /**
  * Latency percentiles of one stage, pair and day.
@@ -856,7 +921,7 @@ export type StageLatencyPercentiles = Message<"dragoman.admin.v1.StageLatencyPer
  * Use `create(StageLatencyPercentilesSchema)` to create a new message.
  */
 export const StageLatencyPercentilesSchema: GenMessage<StageLatencyPercentiles> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 25);
+  messageDesc(file_dragoman_admin_v1_admin, 26);
 
 /**
  * Response of GetAnalytics.
@@ -906,7 +971,7 @@ export type GetAnalyticsResponse = Message<"dragoman.admin.v1.GetAnalyticsRespon
  * Use `create(GetAnalyticsResponseSchema)` to create a new message.
  */
 export const GetAnalyticsResponseSchema: GenMessage<GetAnalyticsResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 26);
+  messageDesc(file_dragoman_admin_v1_admin, 27);
 
 /**
  * Request of ExportAnalyticsCsv.
@@ -927,7 +992,7 @@ export type ExportAnalyticsCsvRequest = Message<"dragoman.admin.v1.ExportAnalyti
  * Use `create(ExportAnalyticsCsvRequestSchema)` to create a new message.
  */
 export const ExportAnalyticsCsvRequestSchema: GenMessage<ExportAnalyticsCsvRequest> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 27);
+  messageDesc(file_dragoman_admin_v1_admin, 28);
 
 /**
  * Response of ExportAnalyticsCsv.
@@ -969,7 +1034,7 @@ export type ExportAnalyticsCsvResponse = Message<"dragoman.admin.v1.ExportAnalyt
  * Use `create(ExportAnalyticsCsvResponseSchema)` to create a new message.
  */
 export const ExportAnalyticsCsvResponseSchema: GenMessage<ExportAnalyticsCsvResponse> = /*@__PURE__*/
-  messageDesc(file_dragoman_admin_v1_admin, 28);
+  messageDesc(file_dragoman_admin_v1_admin, 29);
 
 /**
  * Administration of users, live sessions, health, audit log and analytics.
