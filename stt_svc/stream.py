@@ -75,7 +75,9 @@ FINAL_FALLBACK_BEAM = 5
 sampling at a higher temperature: the same audio then always gives the same final."""
 AGREEMENT_HOLDBACK = 1
 """The last word two partials agree on is not made stable (often cut off by the audio's
-end): forced-prefix errors 20 -> 7 on the diagnose bench's FLEURS clips."""
+end): forced-prefix errors 20 -> 7 on the diagnose bench's FLEURS clips. Transcription only:
+speech translated into English was not measured with it, and a German clip's English lost
+its key word with it (tests/dragoman_tools/test_interpret.py)."""
 SPARSE_WORDS_PER_S = 1.0
 SPARSE_MIN_S = 3.0
 """A final of SPARSE_MIN_S or more of speech with fewer words a second than SPARSE_WORDS_PER_S
@@ -182,7 +184,7 @@ class _Utterance:
     start_sample: int
     language: str | None
     language_probability: float
-    agreement: LocalAgreement = field(default_factory=lambda: LocalAgreement(holdback=AGREEMENT_HOLDBACK))
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
     decoded_samples: int = 0
     """Audio given to the latest partial decode."""
     decoded_speech: int = 0
@@ -325,7 +327,9 @@ class RecognizeStream:
         for event in events:
             if isinstance(event, SpeechStarted):
                 self._utterance = _Utterance(
-                    event.index, event.start_sample, self._language, self._language_probability
+                    event.index, event.start_sample, self._language, self._language_probability,
+                    agreement=LocalAgreement(
+                        holdback=AGREEMENT_HOLDBACK if self.config.task == "transcribe" else 0),
                 )
                 self._emit(SpeechEventOut(SpeechEventKind.STARTED, event.index, _s(event.start_sample)))
                 continue
