@@ -89,21 +89,32 @@ def _full_window(row: dict[str, Any]) -> bool:
     return float(row.get("window_s", 30)) == 30
 
 
+UNITS = {"stt": "utterances_per_s", "mt": "sentences_per_s", "tts": "audio_seconds_per_s"}
+
+
+def _planned_row(gpu: dict[str, Any] | None, role: str, batch: int) -> dict[str, Any] | None:
+    """The gpu.json row `role` is planned on: its preferred model's at the largest batch
+    <= `batch` that gives a throughput."""
+    unit = UNITS[role]
+    rows = [r for r in _rows(gpu) if r.get("role") == role and _full_window(r)
+            and int(r.get("batch", 1)) <= batch and isinstance(r.get(unit), int | float)]
+    for model in (*GPU_MODELS[role], *sorted({str(r.get("model")) for r in rows})):
+        fits = [r for r in rows if r.get("model") == model]
+        if fits:
+            return max(fits, key=lambda r: int(r.get("batch", 1)))
+    return None
+
+
 def _gpu_throughput(
     gpu: dict[str, Any] | None, role: str, batch: int,
 ) -> tuple[float, str, float | None] | None:
     """Units per second of the preferred model of `role` at the largest batch <= `batch`."""
-    rows = [r for r in _rows(gpu) if r.get("role") == role and _full_window(r)]
-    unit = {"stt": "utterances_per_s", "mt": "sentences_per_s", "tts": "audio_seconds_per_s"}[role]
-    for model in (*GPU_MODELS[role], *sorted({str(r.get("model")) for r in rows})):
-        fits = [r for r in rows if r.get("model") == model and int(r.get("batch", 1)) <= batch
-                and isinstance(r.get(unit), int | float)]
-        if fits:
-            best = max(fits, key=lambda r: int(r.get("batch", 1)))
-            call_s = best.get("seconds_per_call")
-            return (float(best[unit]), f"{model} batch {best.get('batch')} ({unit})",
-                    float(call_s) if isinstance(call_s, int | float) else None)
-    return None
+    best = _planned_row(gpu, role, batch)
+    if best is None:
+        return None
+    unit, call_s = UNITS[role], best.get("seconds_per_call")
+    return (float(best[unit]), f"{best.get('model')} batch {best.get('batch')} ({unit})",
+            float(call_s) if isinstance(call_s, int | float) else None)
 
 
 def stt_proxies(stt: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -149,17 +160,6 @@ def monthly_costs(gpus: int, prices: dict[str, Any]) -> list[dict[str, Any]]:
              "spot_usd_per_month": (round(gpus * hours * p["spot_usd_per_gpu_hour"])
                                     if p.get("spot_usd_per_gpu_hour") is not None else None)}
             for name, p in prices.get("gpus", {}).items()]
-
-
-def _stt_row(gpu: dict[str, Any] | None, batch: int) -> dict[str, Any]:
-    """The gpu.json row `_gpu_throughput` plans STT on (its window, tokens, encoder time)."""
-    rows = [r for r in _rows(gpu)
-            if r.get("role") == "stt" and _full_window(r) and int(r.get("batch", 1)) <= batch]
-    for model in (*GPU_MODELS["stt"], *sorted({str(r.get("model")) for r in rows})):
-        fits = [r for r in rows if r.get("model") == model]
-        if fits:
-            return max(fits, key=lambda r: int(r.get("batch", 1)))
-    return {}
 
 
 def _find_number(data: Any, names: tuple[str, ...]) -> float | None:
@@ -244,7 +244,7 @@ def model(a: Assumptions, results: Path = RESULTS, prices_file: Path = PRICES) -
             fixed = math.ceil(demand / (per_gpu * a.gpu_utilisation))
             finals_demand = utterances_per_s
             if proxies is not None:
-                row = _stt_row(gpu, a.stt_batch)
+                row = _planned_row(gpu, "stt", a.stt_batch) or {}
                 share = a.stt_encoder_share
                 if row.get("encoder_seconds_per_call") and row.get("seconds_per_call"):
                     share = float(row["encoder_seconds_per_call"]) / float(row["seconds_per_call"])
