@@ -17,6 +17,8 @@ For a batch of segments on one installed route:
    whitespace framing put back.
 
 A segment is `cached` when every one of its sentences came from the cache.
+Its confidence is that of its least sure sentence, where the engines gave
+one for each: a sentence from the cache or repaired has none.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """Translations of a batch, in order, whether each came from the cache, and the route."""
+    """Translations of a batch, in order, whether each came from the cache, the route, and
+    each translation's confidence (None: not given)."""
 
     texts: list[str]
     cached: list[bool]
     engine: str
     pivoted: bool
+    confidence: list[float | None]
 
 
 class Pipeline:
@@ -57,7 +61,8 @@ class Pipeline:
         """Translates `segments` (product language codes); same source and target returns
         them unchanged (engine "identity"). FAILED_PRECONDITION when no route is installed."""
         if source == target:
-            return Result(list(segments), [False] * len(segments), IDENTITY, False)
+            return Result(list(segments), [False] * len(segments), IDENTITY, False,
+                          [None] * len(segments))
         route = self.router.route(source, target)
         masker = Masker(terms)
         framed = [Framed.of(s) for s in segments]
@@ -66,12 +71,13 @@ class Pipeline:
             [(normalise(s), sep) for s, sep in sentences(m.text)] if m.text else [] for m in masked
         ]
         unique = list(dict.fromkeys(s for parts in split for s, _ in parts))
-        done, hits = await self._sentences(route, unique)
-        texts, cached = [], []
+        done, hits, sure = await self._sentences(route, unique)
+        texts, cached, confidence = [], [], []
         for f, m, parts in zip(framed, masked, split, strict=True):
             if not parts:
                 texts.append(f.lead)  # whitespace only: nothing to translate
                 cached.append(False)
+                confidence.append(None)
                 continue
             joined = "".join(f"{done[s]}{sep}" for s, sep in parts)
             restored = m.restore(joined)
@@ -79,24 +85,32 @@ class Pipeline:
                 raise RuntimeError("a placeholder went missing after the repair")
             texts.append(f.wrap(restored))
             cached.append(all(s in hits for s, _ in parts))
-        return Result(texts, cached, route.engine, route.pivoted)
+            known = [c for s, _ in parts if (c := sure.get(s)) is not None]
+            confidence.append(min(known) if len(known) == len(parts) else None)
+        return Result(texts, cached, route.engine, route.pivoted, confidence)
 
-    async def _sentences(self, route: Route, unique: list[str]) -> tuple[dict[str, str], set[str]]:
-        """Translations of distinct normalised sentences, and the ones the cache had."""
+    async def _sentences(
+        self, route: Route, unique: list[str]
+    ) -> tuple[dict[str, str], set[str], dict[str, float | None]]:
+        """Translations of distinct normalised sentences, the ones the cache had, and the
+        confidence of those the engines translated as they were (not repaired)."""
         keys = {s: phrase_cache.key(route.version, route.source, route.target, s) for s in unique}
         found = await self.cache.get_many(list(keys.values())) if unique else []
         done = {s: t for s, t in zip(unique, found, strict=True) if t is not None}
         hits = set(done)
         misses = [s for s in unique if s not in done]
+        sure: dict[str, float | None] = {}
         if misses:
-            done.update(zip(misses, await self.router.run(route, misses), strict=True))
+            for s, scored in zip(misses, await self.router.run_scored(route, misses), strict=True):
+                done[s], sure[s] = scored.text, scored.confidence
             damaged = [s for s in misses if not _kept(s, done[s])]
+            sure.update(dict.fromkeys(damaged))
             if damaged:
                 log.info("%s dropped a term or a number in %d sentence(s); repairing",
                          route.engine, len(damaged))
                 done.update(await self._repair(route, damaged))
             await self.cache.put_many({keys[s]: done[s] for s in misses})
-        return done, hits
+        return done, hits, sure
 
     async def _repair(self, route: Route, damaged: list[str]) -> dict[str, str]:
         """Translations that keep every term and number: numbers masked like terms and the
@@ -121,7 +135,7 @@ class Pipeline:
         plain = list(dict.fromkeys(
             core for pieces in parts.values() for p in pieces[0::2] if (core := Framed.of(p).core)
         ))
-        done, _ = await self._sentences(route, plain)  # no placeholders or numbers: no recursion
+        done, _, _ = await self._sentences(route, plain)  # no placeholders or numbers: no recursion
         return {
             s: "".join(p if i % 2 else Framed.of(p).wrap(done.get(Framed.of(p).core, ""))
                        for i, p in enumerate(pieces)).strip()

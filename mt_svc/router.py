@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from dragoman.errors import FailedPrecondition
 from dragoman.languages import ENGLISH
-from mt_svc.engines.base import MtEngine, Offer, TranslationBatch
+from mt_svc.engines.base import MtEngine, Offer, Scored, ScoringEngine, TranslationBatch
 
 IDENTITY = "identity"
 
@@ -138,15 +138,23 @@ class Router:
 
     async def run(self, route: Route, texts: Sequence[str]) -> list[str]:
         """Translates non-empty, stripped texts along an installed route, one batch per hop."""
-        out = list(texts)
+        return [t.text for t in await self.run_scored(route, texts)]
+
+    async def run_scored(self, route: Route, texts: Sequence[str]) -> list[Scored]:
+        """`run` with each text's confidence: the product of its hops' (a pivot is as
+        sure as both its engines), None when an engine on the route gives no score."""
+        out = [Scored(t, 1.0) for t in texts]
         for hop in route.hops:
             if not out:
                 break
-            batch = TranslationBatch(hop.source, hop.target, tuple(out))
-            result = await self._engines[hop.engine].translate(batch)
+            batch = TranslationBatch(hop.source, hop.target, tuple(t.text for t in out))
+            engine = self._engines[hop.engine]
+            result = (await engine.translate_scored(batch) if isinstance(engine, ScoringEngine)
+                      else [Scored(t) for t in await engine.translate(batch)])
             if len(result) != len(out):
                 raise RuntimeError(f"{hop.engine} returned {len(result)} texts for {len(out)}")
-            out = list(result)
+            out = [Scored(r.text, _times(before.confidence, r.confidence))
+                   for before, r in zip(out, result, strict=True)]
         return out
 
     async def close(self) -> None:
@@ -170,3 +178,7 @@ class Router:
                 hops.append(Hop(offer.name, source, target, offer.license, self._rank[offer.name], hint))
                 break
         return hops
+
+
+def _times(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a * b

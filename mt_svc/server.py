@@ -123,8 +123,9 @@ class TranslationServicer(mt_pb2_grpc.TranslationServiceServicer):
                 result = await self._pipeline.translate(source, target, segments, terms)
         response = mt_pb2.TranslateResponse(
             translations=[
-                mt_pb2.Translation(text=t, engine=result.engine, pivoted=result.pivoted, cached=c)
-                for t, c in zip(result.texts, result.cached, strict=True)
+                mt_pb2.Translation(text=t, engine=result.engine, pivoted=result.pivoted, cached=c,
+                                   confidence=s or 0.0)
+                for t, c, s in zip(result.texts, result.cached, result.confidence, strict=True)
             ]
         )
         elapsed_ns = time.perf_counter_ns() - started

@@ -546,7 +546,8 @@ class SpeakerPipeline:
             pb.Translation, utterance_id=utt.utterance_id, source_text=stable.text,
             text=translation.text, source_language_code=self.speaker.language_code,
             is_final=False, stability=stable.stability, path=translation.path,
-            engine=translation.engine, speaker_participant_id=self.speaker.participant_id,
+            engine=translation.engine, confidence=translation.confidence,
+            speaker_participant_id=self.speaker.participant_id,
             speaker_display_name=self.speaker.display_name), language_code, listeners)
 
     def _commit_pieces(self, utt: Utterance, words: list[str], language: str) -> None:
@@ -769,7 +770,7 @@ class SpeakerPipeline:
             pb.Translation, utterance_id=utt.utterance_id, source_text=prepared.text,
             text=translation.text, source_language_code=self.speaker.language_code,
             is_final=True, stability=1.0, path=translation.path, engine=translation.engine,
-            covers_utterance_ids=covers, speaker_participant_id=self.speaker.participant_id,
+            confidence=translation.confidence, covers_utterance_ids=covers, speaker_participant_id=self.speaker.participant_id,
             speaker_display_name=self.speaker.display_name), target.language_code,
             target.listeners)
         log.info("translated %s", utt.utterance_id, extra={

@@ -135,6 +135,8 @@ class Translated:
     text: str
     engine: str
     path: cpb.TranslationPath.ValueType
+    confidence: float = 0.0
+    """The text engines' (mt_svc Translation.confidence); 0 when not given."""
 
 
 async def translate(
@@ -149,8 +151,9 @@ async def translate(
         if target == ENGLISH:
             return Translated(text, route.engines[0], cpb.TRANSLATION_PATH_SPEECH_TRANSLATION)
         onward = await down.translate(ENGLISH, target, text, lexicon.glossary(ENGLISH, target))
+        # Whisper gives no score for its half, so neither does the whole
         return Translated(onward.text, f"{route.engines[0]}>{onward.engine}",
                           cpb.TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE)
     done = await down.translate(source, target, text, lexicon.glossary(source, target))
     path = cpb.TRANSLATION_PATH_PIVOT if done.pivoted else cpb.TRANSLATION_PATH_CASCADE
-    return Translated(done.text, done.engine, path)
+    return Translated(done.text, done.engine, path, done.confidence)

@@ -11,7 +11,7 @@ never on the event loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 Pair = tuple[str, str]
 """(source, target) product language codes, e.g. ("en", "pt")."""
@@ -60,6 +60,20 @@ class TranslationBatch:
     texts: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A translation and how sure the model was of it.
+
+    Attributes:
+        text: The translation.
+        confidence: The geometric mean of the model's token probabilities, in
+            (0, 1]; None when the engine gives no score.
+    """
+
+    text: str
+    confidence: float | None = None
+
+
 class MtEngine(Protocol):
     """A text translation engine."""
 
@@ -78,4 +92,14 @@ class MtEngine(Protocol):
 
     async def close(self) -> None:
         """Releases processes, threads and models."""
+        ...
+
+
+@runtime_checkable
+class ScoringEngine(MtEngine, Protocol):
+    """An engine that also says how sure it is of each translation (CTranslate2's do;
+    Bergamot and Apertium give no score)."""
+
+    async def translate_scored(self, batch: TranslationBatch) -> list[Scored]:
+        """`translate` with each text's confidence."""
         ...

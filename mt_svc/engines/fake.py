@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
-from mt_svc.engines.base import Capabilities, Offer, Pair, TranslationBatch
+from mt_svc.engines.base import Capabilities, Offer, Pair, Scored, TranslationBatch
 
 NAME = "fake"
 LICENSE = "CC0-1.0"
@@ -28,7 +28,8 @@ class FakeEngine:
     `gate`, when given, holds every call until it is set (to test queueing and
     cancellation without timing); `fail_with` makes every call raise it;
     `rewrite` changes each text before it is tagged (e.g. to lose a glossary
-    placeholder the way a real model might).
+    placeholder the way a real model might); `confidence` is what it says of
+    each translation (None: no score, like Bergamot).
     """
 
     def __init__(
@@ -39,11 +40,13 @@ class FakeEngine:
         gate: asyncio.Event | None = None,
         fail_with: Exception | None = None,
         rewrite: Callable[[str], str] | None = None,
+        confidence: float | None = None,
     ) -> None:
         self._capabilities = Capabilities(name, "1", license, frozenset(pairs))
         self.gate = gate
         self.fail_with = fail_with
         self.rewrite = rewrite
+        self.confidence = confidence
         self.calls: list[TranslationBatch] = []
         self.closed = False
 
@@ -60,6 +63,9 @@ class FakeEngine:
         name = self._capabilities.name
         rewrite = self.rewrite or (lambda t: t)
         return [tagged(rewrite(t), batch.source, batch.target, name) for t in batch.texts]
+
+    async def translate_scored(self, batch: TranslationBatch) -> list[Scored]:
+        return [Scored(t, self.confidence) for t in await self.translate(batch)]
 
     async def close(self) -> None:
         self.closed = True

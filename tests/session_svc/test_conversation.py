@@ -232,3 +232,26 @@ async def test_identity_rules(plumbing: Stack) -> None:
     for c in (a, stranger):
         await c.close()
 
+
+
+async def test_the_mt_engines_confidence_reaches_the_listener(plumbing: Stack, fleurs: Path) -> None:
+    def finals(events: list[pb.ConversationEvent]) -> list[float]:
+        return [e.translation.confidence for e in events
+                if e.WhichOneof("kind") == "translation" and e.translation.is_final]
+
+    a, b, sid = await pair(plumbing.session)
+    a.converse(sid)
+    b_call = b.converse(sid)
+    plumbing.mt.confidence = 0.42
+    try:
+        await a.say(utterance(fleurs))
+        first = list(await b.collect(b_call, "processing_ended"))
+    finally:
+        plumbing.mt.confidence = None
+    assert finals(first) and finals(first) == pytest.approx([0.42] * len(finals(first)))
+    # an engine with no score (Bergamot's kind): 0, not given
+    await a.say(utterance(fleurs), first_sequence=10_000)
+    second = (await b.collect(b_call, "processing_ended"))[len(first):]
+    assert finals(second) and set(finals(second)) == {0.0}
+    for c in (a, b):
+        await c.close()

@@ -6601,9 +6601,12 @@ namespace Dragoman.V1 {
     public const int ConfidenceFieldNumber = 14;
     private float confidence_;
     /// <summary>
-    /// How sure the translation engine is, in [0, 1], where the engine gives a
-    /// score; 0 when not given. Not given today: Bergamot and Apertium report
-    /// none, and no score of the other engines is passed on yet.
+    /// How sure the translation engines were, in [0, 1], where they give a
+    /// score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
+    /// NLLB-200, MADLAD-400) give one: the geometric mean of their token
+    /// probabilities (times the second engine's on a pivot). Bergamot,
+    /// Apertium and Whisper's speech translation give none, and neither does
+    /// a sentence from the phrase cache.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]

@@ -106,9 +106,12 @@ class Translation extends \Google\Protobuf\Internal\Message
      */
     protected $stability = 0.0;
     /**
-     * How sure the translation engine is, in [0, 1], where the engine gives a
-     * score; 0 when not given. Not given today: Bergamot and Apertium report
-     * none, and no score of the other engines is passed on yet.
+     * How sure the translation engines were, in [0, 1], where they give a
+     * score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
+     * NLLB-200, MADLAD-400) give one: the geometric mean of their token
+     * probabilities (times the second engine's on a pivot). Bergamot,
+     * Apertium and Whisper's speech translation give none, and neither does
+     * a sentence from the phrase cache.
      *
      * Generated from protobuf field <code>float confidence = 14 [json_name = "confidence"];</code>
      */
@@ -153,9 +156,12 @@ class Translation extends \Google\Protobuf\Internal\Message
      *           Stability of a translated partial in [0, 1]: that of the partial
      *           transcript whose stable prefix it translates. 1 for finals.
      *     @type float $confidence
-     *           How sure the translation engine is, in [0, 1], where the engine gives a
-     *           score; 0 when not given. Not given today: Bergamot and Apertium report
-     *           none, and no score of the other engines is passed on yet.
+     *           How sure the translation engines were, in [0, 1], where they give a
+     *           score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
+     *           NLLB-200, MADLAD-400) give one: the geometric mean of their token
+     *           probabilities (times the second engine's on a pivot). Bergamot,
+     *           Apertium and Whisper's speech translation give none, and neither does
+     *           a sentence from the phrase cache.
      * }
      */
     public function __construct($data = NULL) {
@@ -514,9 +520,12 @@ class Translation extends \Google\Protobuf\Internal\Message
     }
 
     /**
-     * How sure the translation engine is, in [0, 1], where the engine gives a
-     * score; 0 when not given. Not given today: Bergamot and Apertium report
-     * none, and no score of the other engines is passed on yet.
+     * How sure the translation engines were, in [0, 1], where they give a
+     * score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
+     * NLLB-200, MADLAD-400) give one: the geometric mean of their token
+     * probabilities (times the second engine's on a pivot). Bergamot,
+     * Apertium and Whisper's speech translation give none, and neither does
+     * a sentence from the phrase cache.
      *
      * Generated from protobuf field <code>float confidence = 14 [json_name = "confidence"];</code>
      * @return float
@@ -527,9 +536,12 @@ class Translation extends \Google\Protobuf\Internal\Message
     }
 
     /**
-     * How sure the translation engine is, in [0, 1], where the engine gives a
-     * score; 0 when not given. Not given today: Bergamot and Apertium report
-     * none, and no score of the other engines is passed on yet.
+     * How sure the translation engines were, in [0, 1], where they give a
+     * score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
+     * NLLB-200, MADLAD-400) give one: the geometric mean of their token
+     * probabilities (times the second engine's on a pivot). Bergamot,
+     * Apertium and Whisper's speech translation give none, and neither does
+     * a sentence from the phrase cache.
      *
      * Generated from protobuf field <code>float confidence = 14 [json_name = "confidence"];</code>
      * @param float $var

@@ -983,9 +983,12 @@ class Translation(_message.Message):
     transcript whose stable prefix it translates. 1 for finals.
     """
     confidence: _builtins.float
-    """How sure the translation engine is, in [0, 1], where the engine gives a
-    score; 0 when not given. Not given today: Bergamot and Apertium report
-    none, and no score of the other engines is passed on yet.
+    """How sure the translation engines were, in [0, 1], where they give a
+    score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
+    NLLB-200, MADLAD-400) give one: the geometric mean of their token
+    probabilities (times the second engine's on a pivot). Bergamot,
+    Apertium and Whisper's speech translation give none, and neither does
+    a sentence from the phrase cache.
     """
     @_builtins.property
     def covers_utterance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64ragoman/mt/v1/mt.proto\x12\x0e\x64ragoman.mt.v1\x1a\x1egoogle/protobuf/duration.proto\"\xab\x01\n\x10TranslateRequest\x12\x1c\n\x14source_language_code\x18\x01 \x01(\t\x12\x1c\n\x14target_language_code\x18\x02 \x01(\t\x12\x10\n\x08segments\x18\x03 \x03(\t\x12/\n\x08glossary\x18\x04 \x03(\x0b\x32\x1d.dragoman.mt.v1.GlossaryEntry\x12\x18\n\x10\x64o_not_translate\x18\x05 \x03(\t\"/\n\rGlossaryEntry\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"z\n\x11TranslateResponse\x12\x31\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x1b.dragoman.mt.v1.Translation\x12\x32\n\x0fprocessing_time\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"L\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x0f\n\x07pivoted\x18\x03 \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\"\x1a\n\x18ListLanguagePairsRequest\"H\n\x19ListLanguagePairsResponse\x12+\n\x05pairs\x18\x01 \x03(\x0b\x32\x1c.dragoman.mt.v1.LanguagePair\"\xb7\x01\n\x0cLanguagePair\x12\x1c\n\x14source_language_code\x18\x01 \x01(\t\x12\x1c\n\x14target_language_code\x18\x02 \x01(\t\x12\x0f\n\x07\x65ngines\x18\x03 \x03(\t\x12\r\n\x05pivot\x18\x04 \x01(\x08\x12\x11\n\tinstalled\x18\x05 \x01(\x08\x12\x0f\n\x07license\x18\x06 \x01(\t\x12\x0f\n\x07install\x18\x07 \x01(\t\x12\x16\n\x0espeech_engines\x18\x08 \x03(\t2\xd0\x01\n\x12TranslationService\x12P\n\tTranslate\x12 .dragoman.mt.v1.TranslateRequest\x1a!.dragoman.mt.v1.TranslateResponse\x12h\n\x11ListLanguagePairs\x12(.dragoman.mt.v1.ListLanguagePairsRequest\x1a).dragoman.mt.v1.ListLanguagePairsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x64ragoman/mt/v1/mt.proto\x12\x0e\x64ragoman.mt.v1\x1a\x1egoogle/protobuf/duration.proto\"\xab\x01\n\x10TranslateRequest\x12\x1c\n\x14source_language_code\x18\x01 \x01(\t\x12\x1c\n\x14target_language_code\x18\x02 \x01(\t\x12\x10\n\x08segments\x18\x03 \x03(\t\x12/\n\x08glossary\x18\x04 \x03(\x0b\x32\x1d.dragoman.mt.v1.GlossaryEntry\x12\x18\n\x10\x64o_not_translate\x18\x05 \x03(\t\"/\n\rGlossaryEntry\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"z\n\x11TranslateResponse\x12\x31\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x1b.dragoman.mt.v1.Translation\x12\x32\n\x0fprocessing_time\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"`\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x0f\n\x07pivoted\x18\x03 \x01(\x08\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x12\n\nconfidence\x18\x05 \x01(\x02\"\x1a\n\x18ListLanguagePairsRequest\"H\n\x19ListLanguagePairsResponse\x12+\n\x05pairs\x18\x01 \x03(\x0b\x32\x1c.dragoman.mt.v1.LanguagePair\"\xb7\x01\n\x0cLanguagePair\x12\x1c\n\x14source_language_code\x18\x01 \x01(\t\x12\x1c\n\x14target_language_code\x18\x02 \x01(\t\x12\x0f\n\x07\x65ngines\x18\x03 \x03(\t\x12\r\n\x05pivot\x18\x04 \x01(\x08\x12\x11\n\tinstalled\x18\x05 \x01(\x08\x12\x0f\n\x07license\x18\x06 \x01(\t\x12\x0f\n\x07install\x18\x07 \x01(\t\x12\x16\n\x0espeech_engines\x18\x08 \x03(\t2\xd0\x01\n\x12TranslationService\x12P\n\tTranslate\x12 .dragoman.mt.v1.TranslateRequest\x1a!.dragoman.mt.v1.TranslateResponse\x12h\n\x11ListLanguagePairs\x12(.dragoman.mt.v1.ListLanguagePairsRequest\x1a).dragoman.mt.v1.ListLanguagePairsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,13 +39,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSLATERESPONSE']._serialized_start=298
   _globals['_TRANSLATERESPONSE']._serialized_end=420
   _globals['_TRANSLATION']._serialized_start=422
-  _globals['_TRANSLATION']._serialized_end=498
-  _globals['_LISTLANGUAGEPAIRSREQUEST']._serialized_start=500
-  _globals['_LISTLANGUAGEPAIRSREQUEST']._serialized_end=526
-  _globals['_LISTLANGUAGEPAIRSRESPONSE']._serialized_start=528
-  _globals['_LISTLANGUAGEPAIRSRESPONSE']._serialized_end=600
-  _globals['_LANGUAGEPAIR']._serialized_start=603
-  _globals['_LANGUAGEPAIR']._serialized_end=786
-  _globals['_TRANSLATIONSERVICE']._serialized_start=789
-  _globals['_TRANSLATIONSERVICE']._serialized_end=997
+  _globals['_TRANSLATION']._serialized_end=518
+  _globals['_LISTLANGUAGEPAIRSREQUEST']._serialized_start=520
+  _globals['_LISTLANGUAGEPAIRSREQUEST']._serialized_end=546
+  _globals['_LISTLANGUAGEPAIRSRESPONSE']._serialized_start=548
+  _globals['_LISTLANGUAGEPAIRSRESPONSE']._serialized_end=620
+  _globals['_LANGUAGEPAIR']._serialized_start=623
+  _globals['_LANGUAGEPAIR']._serialized_end=806
+  _globals['_TRANSLATIONSERVICE']._serialized_start=809
+  _globals['_TRANSLATIONSERVICE']._serialized_end=1017
 # @@protoc_insertion_point(module_scope)

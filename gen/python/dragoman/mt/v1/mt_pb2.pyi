@@ -135,6 +135,7 @@ class Translation(_message.Message):
     ENGINE_FIELD_NUMBER: _builtins.int
     PIVOTED_FIELD_NUMBER: _builtins.int
     CACHED_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Translated text."""
     engine: _builtins.str
@@ -143,6 +144,13 @@ class Translation(_message.Message):
     """Whether the translation went through English as a pivot."""
     cached: _builtins.bool
     """Whether it came from the phrase cache."""
+    confidence: _builtins.float
+    """How sure the engines were, in (0, 1]: the geometric mean of the model's
+    token probabilities (the product of both hops' on a pivot), for its
+    least sure sentence. 0 when not given: Bergamot and Apertium give no
+    score, and a sentence from the phrase cache or repaired (a term or
+    number put back) has none. The CTranslate2 engines give one.
+    """
     def __init__(
         self,
         *,
@@ -150,10 +158,11 @@ class Translation(_message.Message):
         engine: _builtins.str = ...,
         pivoted: _builtins.bool = ...,
         cached: _builtins.bool = ...,
+        confidence: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "engine", b"engine", "pivoted", b"pivoted", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "confidence", b"confidence", "engine", b"engine", "pivoted", b"pivoted", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -925,9 +925,12 @@ export type Translation = Message<"dragoman.v1.Translation"> & {
   stability: number;
 
   /**
-   * How sure the translation engine is, in [0, 1], where the engine gives a
-   * score; 0 when not given. Not given today: Bergamot and Apertium report
-   * none, and no score of the other engines is passed on yet.
+   * How sure the translation engines were, in [0, 1], where they give a
+   * score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
+   * NLLB-200, MADLAD-400) give one: the geometric mean of their token
+   * probabilities (times the second engine's on a pivot). Bergamot,
+   * Apertium and Whisper's speech translation give none, and neither does
+   * a sentence from the phrase cache.
    *
    * @generated from field: float confidence = 14;
    */
