@@ -64,3 +64,27 @@ def test_apertium_is_the_baseline_of_the_same_pair() -> None:
     assert [r["baseline"] for r in rows] == [None, {
         "engine": "apertium", "bleu": 29.0, "chrf": 51.6, "bleu_delta": 16.5, "chrf_delta": 16.4,
         "single_ms_p50": 2.0}, None]
+
+
+async def test_mt_confidence_groups_each_sentence_of_a_pair(tmp_path: Path) -> None:
+    from bench.mt_bench import tatoeba, tatoeba_dir
+    from bench.mt_confidence import GROUPS, markdown, measure
+    from mt_svc.engines.ct2 import Ct2Engine, DecodeOptions
+    from tests.mt_svc.test_ct2 import _model
+    from tests.mt_svc.tiny import write_ct2
+
+    write_ct2(tmp_path, ("__en__", "__pt__"))
+    engine = Ct2Engine(_model("m2m100"), tmp_path, DecodeOptions(beam_size=1, max_output_tokens=8))
+    data = tatoeba(tatoeba_dir(), "en", "pt")
+    assert data is not None
+    sources, references = (lines[:12] for lines in data)
+    try:
+        row = await measure(engine, "en", "pt", sources, references)
+    finally:
+        await engine.close()
+    groups = row["groups"]
+    assert set(groups) == set(GROUPS)
+    # a random model's gibberish is never good; every sentence lands in one group
+    assert sum(groups[g]["n"] for g in ("good", "fair", "bad")) == 12 and groups["good"]["n"] == 0
+    assert groups["wrong_language"]["n"] == 12 and 0 < groups["wrong_language"]["mean"] < 1
+    assert groups["bad"]["under"]["0.6"] >= 0 and "tiny-m2m100  en->pt" in markdown({"rows": [row]})
