@@ -14,6 +14,7 @@ import pytest
 from dragoman import audio, config
 from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
+from dragoman.v1 import vocabulary_pb2 as vpb
 
 
 @dataclasses.dataclass
@@ -107,11 +108,16 @@ async def _queue_stream(queue: asyncio.Queue[pb.ConverseRequest | None]) -> Asyn
 async def one_way(
     mesh: MeshAddresses, clip: Path, speaker_language: str, listener_language: str,
     output_rate_hz: int = 24_000, allow_one_way: bool = False, speed: float = 0.0,
+    vocabulary: vpb.Vocabulary | None = None,
 ) -> OneWay:
-    """Two new users pair (the listener joining with `allow_one_way`); the first says `clip`
+    """Two new users pair (the listener joining with `allow_one_way`), the first with
+    `vocabulary` when given; the first says `clip`
     (then 1.5 s of silence; at `speed` times real time, 0: all at once) and leaves; returns
     once the listener has every utterance's `processing_ended`."""
     speaker = await new_client(mesh.gateway, speaker_language)
+    if vocabulary is not None:
+        await speaker.vocabularies.CreateVocabulary(
+            vpb.CreateVocabularyRequest(vocabulary=vocabulary), metadata=speaker.metadata)
     listener, listener_username = await new_user(mesh.gateway, listener_language)
     session = await speaker.create_session(speaker_language)
     await listener.join_session(session.code, listener_language, allow_one_way=allow_one_way)
