@@ -108,7 +108,8 @@ class Translation extends \Google\Protobuf\Internal\Message
     /**
      * How sure the translation engines were, in [0, 1], where they give a
      * score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
-     * NLLB-200, MADLAD-400) give one: the geometric mean of their token
+     * NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
+     * when Triton hosts them): the geometric mean of their token
      * probabilities (times the second engine's on a pivot). Bergamot,
      * Apertium and Whisper's speech translation give none, and neither does
      * a sentence from the phrase cache.
@@ -158,7 +159,8 @@ class Translation extends \Google\Protobuf\Internal\Message
      *     @type float $confidence
      *           How sure the translation engines were, in [0, 1], where they give a
      *           score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
-     *           NLLB-200, MADLAD-400) give one: the geometric mean of their token
+     *           NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
+     *           when Triton hosts them): the geometric mean of their token
      *           probabilities (times the second engine's on a pivot). Bergamot,
      *           Apertium and Whisper's speech translation give none, and neither does
      *           a sentence from the phrase cache.
@@ -522,7 +524,8 @@ class Translation extends \Google\Protobuf\Internal\Message
     /**
      * How sure the translation engines were, in [0, 1], where they give a
      * score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
-     * NLLB-200, MADLAD-400) give one: the geometric mean of their token
+     * NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
+     * when Triton hosts them): the geometric mean of their token
      * probabilities (times the second engine's on a pivot). Bergamot,
      * Apertium and Whisper's speech translation give none, and neither does
      * a sentence from the phrase cache.
@@ -538,7 +541,8 @@ class Translation extends \Google\Protobuf\Internal\Message
     /**
      * How sure the translation engines were, in [0, 1], where they give a
      * score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
-     * NLLB-200, MADLAD-400) give one: the geometric mean of their token
+     * NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
+     * when Triton hosts them): the geometric mean of their token
      * probabilities (times the second engine's on a pivot). Bergamot,
      * Apertium and Whisper's speech translation give none, and neither does
      * a sentence from the phrase cache.

@@ -149,7 +149,8 @@ class Translation(_message.Message):
     token probabilities (the product of both hops' on a pivot), for its
     least sure sentence. 0 when not given: Bergamot and Apertium give no
     score, and a sentence from the phrase cache or repaired (a term or
-    number put back) has none. The CTranslate2 engines give one.
+    number put back) has none. The CTranslate2 engines give one (not yet
+    when hosted on Triton).
     """
     def __init__(
         self,

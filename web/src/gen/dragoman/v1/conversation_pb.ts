@@ -927,7 +927,8 @@ export type Translation = Message<"dragoman.v1.Translation"> & {
   /**
    * How sure the translation engines were, in [0, 1], where they give a
    * score; 0 when not given. The CTranslate2 models (OPUS-MT, M2M-100,
-   * NLLB-200, MADLAD-400) give one: the geometric mean of their token
+   * NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
+   * when Triton hosts them): the geometric mean of their token
    * probabilities (times the second engine's on a pivot). Bergamot,
    * Apertium and Whisper's speech translation give none, and neither does
    * a sentence from the phrase cache.
