@@ -72,7 +72,9 @@ class Pipeline:
         ]
         unique = list(dict.fromkeys(s for parts in split for s, _ in parts))
         done, hits, sure = await self._sentences(route, unique)
-        texts, cached, confidence = [], [], []
+        texts: list[str] = []
+        cached: list[bool] = []
+        confidence: list[float | None] = []
         for f, m, parts in zip(framed, masked, split, strict=True):
             if not parts:
                 texts.append(f.lead)  # whitespace only: nothing to translate

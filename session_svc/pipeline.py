@@ -770,7 +770,8 @@ class SpeakerPipeline:
             pb.Translation, utterance_id=utt.utterance_id, source_text=prepared.text,
             text=translation.text, source_language_code=self.speaker.language_code,
             is_final=True, stability=1.0, path=translation.path, engine=translation.engine,
-            confidence=translation.confidence, covers_utterance_ids=covers, speaker_participant_id=self.speaker.participant_id,
+            confidence=translation.confidence, covers_utterance_ids=covers,
+            speaker_participant_id=self.speaker.participant_id,
             speaker_display_name=self.speaker.display_name), target.language_code,
             target.listeners)
         log.info("translated %s", utt.utterance_id, extra={

@@ -177,7 +177,8 @@ class Ct2Engine:
             for _, sep in pieces:
                 result, p = next(done)
                 hypothesis = result.hypotheses[0]
-                texts.append(f"{self._target_spm.decode(hypothesis[len(p.target_prefix or ()):]).strip()}{sep}")
+                decoded = self._target_spm.decode(hypothesis[len(p.target_prefix or ()):])
+                texts.append(f"{decoded.strip()}{sep}")
                 # each piece weighs as many tokens as it has
                 log_prob += result.scores[0] * len(hypothesis)
                 tokens += len(hypothesis)

@@ -86,17 +86,25 @@ async def test_language_token_is_forced_then_dropped(
     assert all(tokens[1] not in t for t in out)
 
 
-async def test_long_text_is_split_into_pieces_of_at_most_max_input_tokens(tmp_path: Path) -> None:
-    write_ct2(tmp_path, ("__en__", "__pt__"))
-    options = DecodeOptions(beam_size=1, max_input_tokens=8, max_output_tokens=4, cpu_threads=1)
-    engine = Ct2Engine(_model("m2m100"), tmp_path, options)
-    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sentencepiece.bpe.model"))
-    long = "the red cat sees a bird. the big dog eats a fish near the tree with a bird. the cat walks."
-    pieces = [p for p, _ in chunks(long, 8, lambda t: len(sp.encode(t)))]
+LONG = "the red cat sees a bird. the big dog eats a fish near the tree with a bird. the cat walks."
+
+
+def _splitting(folder: Path, max_output_tokens: int) -> tuple[Ct2Engine, tuple[str, ...]]:
+    """An engine that splits texts into pieces of at most 8 tokens, and LONG's pieces."""
+    write_ct2(folder, ("__en__", "__pt__"))
+    options = DecodeOptions(beam_size=1, max_input_tokens=8, max_output_tokens=max_output_tokens,
+                            cpu_threads=1)
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "sentencepiece.bpe.model"))
+    pieces = tuple(p for p, _ in chunks(LONG, 8, lambda t: len(sp.encode(t))))
     assert len(pieces) > 2 and all(len(sp.encode(p)) <= 8 for p in pieces)
+    return Ct2Engine(_model("m2m100"), folder, options), pieces
+
+
+async def test_long_text_is_split_into_pieces_of_at_most_max_input_tokens(tmp_path: Path) -> None:
+    engine, pieces = _splitting(tmp_path, max_output_tokens=4)
     try:
-        (whole,) = await engine.translate(TranslationBatch("en", "pt", (long,)))
-        each = await engine.translate(TranslationBatch("en", "pt", tuple(pieces)))
+        (whole,) = await engine.translate(TranslationBatch("en", "pt", (LONG,)))
+        each = await engine.translate(TranslationBatch("en", "pt", pieces))
     finally:
         await engine.close()
     assert whole == " ".join(each)
@@ -133,14 +141,9 @@ async def test_confidence_is_the_mean_token_probability_the_model_gives(tmp_path
 
 
 async def test_a_split_text_is_as_sure_as_its_pieces_weighted_by_length(tmp_path: Path) -> None:
-    write_ct2(tmp_path, ("__en__", "__pt__"))
-    options = DecodeOptions(beam_size=1, max_input_tokens=8, max_output_tokens=6, cpu_threads=1)
-    engine = Ct2Engine(_model("m2m100"), tmp_path, options)
-    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sentencepiece.bpe.model"))
-    long = "the red cat sees a bird. the big dog eats a fish near the tree with a bird. the cat walks."
-    pieces = tuple(p for p, _ in chunks(long, 8, lambda t: len(sp.encode(t))))
+    engine, pieces = _splitting(tmp_path, max_output_tokens=6)
     try:
-        (whole,) = await engine.translate_scored(TranslationBatch("en", "pt", (long,)))
+        (whole,) = await engine.translate_scored(TranslationBatch("en", "pt", (LONG,)))
         each = await engine.translate_scored(TranslationBatch("en", "pt", pieces))
     finally:
         await engine.close()
