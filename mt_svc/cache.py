@@ -3,7 +3,8 @@
 A key is the sha256 of the route's engines and their versions, the pair and
 the sentence in its normalised form (NFC, whitespace runs made one space),
 after glossary masking; so a new model version, another route or another
-glossary term never reuses a stale entry. The value is the translation.
+glossary term never reuses a stale entry. The value is the translation,
+with the engines' confidence in front where they gave one (`value`).
 
 `MemoryCache` (the default) is a bounded LRU dictionary. `RedisCache` shares
 entries between replicas (redis-py asyncio; keys under a prefix, with a
@@ -29,6 +30,28 @@ log = logging.getLogger(__name__)
 def key(route: str, source: str, target: str, sentence: str) -> str:
     """The cache key of a normalised sentence translated along `route` (Route.version)."""
     return hashlib.sha256(f"{route}\x1f{source}\x1f{target}\x1f{sentence}".encode()).hexdigest()
+
+
+_SCORED = "\x1e"
+"""Marks a value that starts with a confidence (a control character no translation begins with)."""
+
+
+def value(text: str, confidence: float | None) -> str:
+    """What is stored for a translation and its confidence (None: not given)."""
+    if confidence is None and not text.startswith(_SCORED):
+        return text
+    return f"{_SCORED}{'' if confidence is None else repr(confidence)}{_SCORED}{text}"
+
+
+def read(stored: str) -> tuple[str, float | None]:
+    """The translation and confidence of a stored `value`."""
+    score, mark, text = stored[1:].partition(_SCORED)
+    if not stored.startswith(_SCORED) or not mark:
+        return stored, None
+    try:
+        return text, float(score) if score else None
+    except ValueError:
+        return stored, None
 
 
 @dataclass(slots=True)

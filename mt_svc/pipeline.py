@@ -18,7 +18,8 @@ For a batch of segments on one installed route:
 
 A segment is `cached` when every one of its sentences came from the cache.
 Its confidence is that of its least sure sentence, where the engines gave
-one for each: a sentence from the cache or repaired has none.
+one for each (the cache keeps it with the translation): a repaired sentence
+has none.
 """
 
 from __future__ import annotations
@@ -94,14 +95,17 @@ class Pipeline:
     async def _sentences(
         self, route: Route, unique: list[str]
     ) -> tuple[dict[str, str], set[str], dict[str, float | None]]:
-        """Translations of distinct normalised sentences, the ones the cache had, and the
-        confidence of those the engines translated as they were (not repaired)."""
+        """Translations of distinct normalised sentences, the ones the cache had, and each
+        one's confidence (None for a repaired one, or where an engine gave none)."""
         keys = {s: phrase_cache.key(route.version, route.source, route.target, s) for s in unique}
         found = await self.cache.get_many(list(keys.values())) if unique else []
-        done = {s: t for s, t in zip(unique, found, strict=True) if t is not None}
+        done: dict[str, str] = {}
+        sure: dict[str, float | None] = {}
+        for s, stored in zip(unique, found, strict=True):
+            if stored is not None:
+                done[s], sure[s] = phrase_cache.read(stored)
         hits = set(done)
         misses = [s for s in unique if s not in done]
-        sure: dict[str, float | None] = {}
         if misses:
             for s, scored in zip(misses, await self.router.run_scored(route, misses), strict=True):
                 done[s], sure[s] = scored.text, scored.confidence
@@ -111,7 +115,7 @@ class Pipeline:
                 log.info("%s dropped a term or a number in %d sentence(s); repairing",
                          route.engine, len(damaged))
                 done.update(await self._repair(route, damaged))
-            await self.cache.put_many({keys[s]: done[s] for s in misses})
+            await self.cache.put_many({keys[s]: phrase_cache.value(done[s], sure[s]) for s in misses})
         return done, hits, sure
 
     async def _repair(self, route: Route, damaged: list[str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ import redis.asyncio
 from dragoman import config, rpc
 from dragoman.errors import InvalidArgument
 from mt_svc import server
-from mt_svc.cache import MemoryCache, NoCache, RedisCache, open_cache
+from mt_svc.cache import MemoryCache, NoCache, RedisCache, open_cache, read, value
 from mt_svc.engines.fake import FakeEngine, tagged
 from tests.conftest import started
 from tests.mt_svc.conftest import request, stub_of, with_mt
@@ -107,3 +107,11 @@ async def test_repeats_are_cached_in_redis_across_replicas(settings: config.Sett
     ]
     assert [c.texts for c in engines[0].calls] == [("Hello there.", "Bye."), ("New.",)]
     assert engines[1].calls == []
+
+
+@pytest.mark.parametrize(("text", "confidence"), [
+    ("Olá.", 0.8123456789), ("Olá.", None), ("", 1.0), ("\x1e0.5\x1ea", None), ("\x1eodd", 0.5)])
+def test_a_stored_value_gives_back_its_translation_and_confidence(
+    text: str, confidence: float | None
+) -> None:
+    assert read(value(text, confidence)) == (text, confidence)

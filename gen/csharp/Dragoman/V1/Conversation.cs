@@ -6606,8 +6606,7 @@ namespace Dragoman.V1 {
     /// NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
     /// when Triton hosts them): the geometric mean of their token
     /// probabilities (times the second engine's on a pivot). Bergamot,
-    /// Apertium and Whisper's speech translation give none, and neither does
-    /// a sentence from the phrase cache.
+    /// Apertium and Whisper's speech translation give none.
     /// </summary>
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]

@@ -111,8 +111,7 @@ class Translation extends \Google\Protobuf\Internal\Message
      * NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
      * when Triton hosts them): the geometric mean of their token
      * probabilities (times the second engine's on a pivot). Bergamot,
-     * Apertium and Whisper's speech translation give none, and neither does
-     * a sentence from the phrase cache.
+     * Apertium and Whisper's speech translation give none.
      *
      * Generated from protobuf field <code>float confidence = 14 [json_name = "confidence"];</code>
      */
@@ -162,8 +161,7 @@ class Translation extends \Google\Protobuf\Internal\Message
      *           NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
      *           when Triton hosts them): the geometric mean of their token
      *           probabilities (times the second engine's on a pivot). Bergamot,
-     *           Apertium and Whisper's speech translation give none, and neither does
-     *           a sentence from the phrase cache.
+     *           Apertium and Whisper's speech translation give none.
      * }
      */
     public function __construct($data = NULL) {
@@ -527,8 +525,7 @@ class Translation extends \Google\Protobuf\Internal\Message
      * NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
      * when Triton hosts them): the geometric mean of their token
      * probabilities (times the second engine's on a pivot). Bergamot,
-     * Apertium and Whisper's speech translation give none, and neither does
-     * a sentence from the phrase cache.
+     * Apertium and Whisper's speech translation give none.
      *
      * Generated from protobuf field <code>float confidence = 14 [json_name = "confidence"];</code>
      * @return float
@@ -544,8 +541,7 @@ class Translation extends \Google\Protobuf\Internal\Message
      * NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
      * when Triton hosts them): the geometric mean of their token
      * probabilities (times the second engine's on a pivot). Bergamot,
-     * Apertium and Whisper's speech translation give none, and neither does
-     * a sentence from the phrase cache.
+     * Apertium and Whisper's speech translation give none.
      *
      * Generated from protobuf field <code>float confidence = 14 [json_name = "confidence"];</code>
      * @param float $var

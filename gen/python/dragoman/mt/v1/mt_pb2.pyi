@@ -148,8 +148,8 @@ class Translation(_message.Message):
     """How sure the engines were, in (0, 1]: the geometric mean of the model's
     token probabilities (the product of both hops' on a pivot), for its
     least sure sentence. 0 when not given: Bergamot and Apertium give no
-    score, and a sentence from the phrase cache or repaired (a term or
-    number put back) has none. The CTranslate2 engines give one (not yet
+    score, and a repaired sentence (a term or number put back) has none;
+    one from the phrase cache keeps the confidence it was stored with. The CTranslate2 engines give one (not yet
     when hosted on Triton).
     """
     def __init__(

@@ -930,8 +930,7 @@ export type Translation = Message<"dragoman.v1.Translation"> & {
    * NLLB-200, MADLAD-400) give one when mt_svc runs them itself (not yet
    * when Triton hosts them): the geometric mean of their token
    * probabilities (times the second engine's on a pivot). Bergamot,
-   * Apertium and Whisper's speech translation give none, and neither does
-   * a sentence from the phrase cache.
+   * Apertium and Whisper's speech translation give none.
    *
    * @generated from field: float confidence = 14;
    */
