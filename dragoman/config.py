@@ -97,6 +97,10 @@ class SttSettings:
     0.107: bench/results/stt.json, stt_en_base.json); set "auto" on a GPU."""
     beam_size: int = 1
     """Beam width; 1 (greedy) keeps the end-of-speech to final time low."""
+    final_beam_when_idle: bool = True
+    """Decode a final with beam 5 when no other stream's decode waits for its model, greedily
+    (`beam_size`) otherwise: the beam's WER gain without slowing other streams' results
+    (bench/results/stt_final_beam.md)."""
     redecode_gaps: bool = False
     """Decode again, alone, a second or more of speech a final's words leave out, and splice
     the words in. Off until it pays: no bench clip needed it (bench/results/stt_streaming.md);
