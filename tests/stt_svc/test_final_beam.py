@@ -62,7 +62,7 @@ async def test_alone_a_final_is_the_speculative_beam_decode(
     """One stream: its lane is idle, so every final is decoded with beam 5; the decode that
     starts before the endpoint chooses the beam, so it is the final (not decoded again)."""
     assert settings.stt.final_beam_when_idle  # on by default
-    name, language, bound = CLIPS[2]
+    name, language, bound = CLIPS[0]
     service = await server.create(settings, engine=whisper_engines)
     before = _paths()
     caplog.set_level(logging.INFO, logger="stt_svc.stream")
