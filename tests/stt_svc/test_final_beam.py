@@ -61,9 +61,8 @@ async def test_alone_a_final_is_the_speculative_beam_decode(
 ) -> None:
     """One stream: its lane is idle, so every final is decoded with beam 5; the decode that
     starts before the endpoint chooses the beam, so it is the final (not decoded again)."""
-    assert settings.stt.final_beam_when_idle  # on by default
     name, language, bound = CLIPS[0]
-    service = await server.create(settings, engine=whisper_engines)
+    service = await server.create(with_stt(settings, final_beam_when_idle=True), engine=whisper_engines)
     before = _paths()
     caplog.set_level(logging.INFO, logger="stt_svc.stream")
     async for address in started(service):
@@ -85,7 +84,7 @@ async def test_finals_are_greedy_while_other_streams_decodes_wait(
 ) -> None:
     """Four streams at once, audio as fast as gRPC takes it: finals that found another
     stream's decode waiting were greedy, the others beam search; every text is right."""
-    service = await server.create(settings, engine=whisper_engines)
+    service = await server.create(with_stt(settings, final_beam_when_idle=True), engine=whisper_engines)
     before = _paths()
     async for address in started(service):
         async with rpc.channel(address) as channel:
@@ -130,6 +129,7 @@ async def test_only_other_streams_waiting_decodes_make_a_final_greedy(
 async def test_setting_off_keeps_finals_greedy(
     settings: config.Settings, whisper_engines: list[SpeechRecognizer], fleurs: Path
 ) -> None:
+    assert not settings.stt.final_beam_when_idle  # off by default
     name, language, bound = CLIPS[0]
     service = await server.create(
         with_stt(settings, final_beam_when_idle=False), engine=whisper_engines)
