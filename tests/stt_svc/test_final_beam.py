@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY
 
+from bench.stt_bench import final_paths, paths_since
 from dragoman import config, rpc
 from dragoman.stt.v1 import stt_pb2_grpc
 from stt_svc import server, stream
@@ -36,19 +36,8 @@ from tests.stt_svc.conftest import (
     with_stt,
 )
 
-PATHS = ("idle_beam", "busy_greedy", "fixed")
 CLIPS = [("fleurs-es-002", "es", 0.20), ("fleurs-es-003", "es", 0.20),
          ("fleurs-de-003", "de", 0.30), ("fleurs-de-004", "de", 0.35)]
-
-
-def _paths() -> dict[str, float]:
-    return {p: REGISTRY.get_sample_value("dragoman_stt_finals_total", {"path": p}) or 0.0
-            for p in PATHS}
-
-
-def _grew(before: dict[str, float]) -> dict[str, int]:
-    now = _paths()
-    return {p: round(now[p] - before[p]) for p in PATHS}
 
 
 def _audio(fleurs: Path, name: str) -> np.ndarray:
@@ -63,7 +52,7 @@ async def test_alone_a_final_is_the_speculative_beam_decode(
     starts before the endpoint chooses the beam, so it is the final (not decoded again)."""
     name, language, bound = CLIPS[0]
     service = await server.create(with_stt(settings, final_beam_when_idle=True), engine=whisper_engines)
-    before = _paths()
+    before = final_paths()
     caplog.set_level(logging.INFO, logger="stt_svc.stream")
     async for address in started(service):
         async with rpc.channel(address) as channel:
@@ -75,7 +64,7 @@ async def test_alone_a_final_is_the_speculative_beam_decode(
     assert len(sent) == len(finals(responses)) >= 1
     assert {r.__dict__["path"] for r in sent} == {"idle_beam"}
     assert any(r.__dict__["speculated"] for r in sent), [r.__dict__ for r in sent]
-    assert _grew(before) == {"idle_beam": len(sent), "busy_greedy": 0, "fixed": 0}
+    assert paths_since(before) == {"idle_beam": len(sent), "busy_greedy": 0, "fixed": 0}
     assert wer((fleurs / f"{name}.txt").read_text(), final_text(responses)) <= bound
 
 
@@ -85,14 +74,14 @@ async def test_finals_are_greedy_while_other_streams_decodes_wait(
     """Four streams at once, audio as fast as gRPC takes it: finals that found another
     stream's decode waiting were greedy, the others beam search; every text is right."""
     service = await server.create(with_stt(settings, final_beam_when_idle=True), engine=whisper_engines)
-    before = _paths()
+    before = final_paths()
     async for address in started(service):
         async with rpc.channel(address) as channel:
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
             together = await asyncio.gather(*(
                 recognize(stub, requests(stream_config(lang), _audio(fleurs, name)))
                 for name, lang, _ in CLIPS))
-    grew = _grew(before)
+    grew = paths_since(before)
     assert grew["busy_greedy"] >= 1 and grew["idle_beam"] >= 1, grew
     assert sum(grew.values()) == sum(len(finals(r)) for r in together)
     for (name, _, bound), responses in zip(CLIPS, together, strict=True):
@@ -133,10 +122,10 @@ async def test_setting_off_keeps_finals_greedy(
     name, language, bound = CLIPS[0]
     service = await server.create(
         with_stt(settings, final_beam_when_idle=False), engine=whisper_engines)
-    before = _paths()
+    before = final_paths()
     async for address in started(service):
         async with rpc.channel(address) as channel:
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
             responses = await recognize(stub, requests(stream_config(language), _audio(fleurs, name)))
-    assert _grew(before) == {"idle_beam": 0, "busy_greedy": 0, "fixed": len(finals(responses))}
+    assert paths_since(before) == {"idle_beam": 0, "busy_greedy": 0, "fixed": len(finals(responses))}
     assert wer((fleurs / f"{name}.txt").read_text(), final_text(responses)) <= bound
