@@ -373,6 +373,20 @@ def cost_counters() -> dict[str, dict[str, float]]:
             for name, metric in COST_COUNTERS.items()}
 
 
+FINAL_PATHS = ("idle_beam", "busy_greedy", "fixed")
+
+
+def final_paths() -> dict[str, float]:
+    """Finals sent so far by how they were decoded (dragoman_stt_finals_total{path})."""
+    return {path: REGISTRY.get_sample_value("dragoman_stt_finals_total", {"path": path}) or 0.0
+            for path in FINAL_PATHS}
+
+
+def paths_since(before: dict[str, float]) -> dict[str, int]:
+    now = final_paths()
+    return {path: round(now[path] - before[path]) for path in FINAL_PATHS}
+
+
 def cost_proxies(
     before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], utterances: int,
     speech_s: float,
@@ -405,7 +419,7 @@ async def per_language(
     for language, items in clips.items():
         runs: list[tuple[StreamRun, float]] = []
         cpu_start = time.process_time()
-        counted = cost_counters()
+        counted, paths = cost_counters(), final_paths()
         for clip in items:
             t0 = loop.time() + 0.05
             runs.append((await play(stub, language, [clip], endpoint_s, t0), t0))
@@ -432,6 +446,7 @@ async def per_language(
             "speech_s": round(utterance_s, 2),
             "partials_per_speech_s": round(partials_sent / utterance_s, 3) if utterance_s else None,
             "cost": costs,
+            "final_paths": paths_since(paths),
             "transcripts": [
                 {"clip": c.name, "reference": c.reference, "hypothesis": h,
                  "wer": round(wer([c.reference], [h], language), 4)}
@@ -466,12 +481,13 @@ async def concurrency(
         for counter in counters:
             counter.reset()
         base = loop.time() + 0.1
-        plays = []
+        plays, played = [], []
         for i in range(level):
             language = languages[i % len(languages)]
             items = playlist(clips[language], seconds, rotate=i // len(languages))
+            played.append(items)
             plays.append(play(stub, language, items, endpoint_s, base + i * STAGGER_S))
-        cpu_start = time.process_time()
+        cpu_start, paths = time.process_time(), final_paths()
         runs = await asyncio.gather(*plays)
         cpu_s = time.process_time() - cpu_start
         lags = [v for run in runs for v in run.eos_to_final_ms()]
@@ -493,11 +509,23 @@ async def concurrency(
             "cpu_rtf": round(cpu_s / audio_s, 3),
             "model_calls": sum(c.calls for c in counters),
             "decodes": sum(c.decodes for c in counters),
+            "wer": _level_wer(runs, played),
+            "final_paths": paths_since(paths),
         })
         row = out[-1]
         print(f"  {level} stream(s): keeps up {keeps_up}, max lag {row['max_lag_ms']} ms, "
               f"{row['model_calls']} calls for {row['decodes']} decodes", file=sys.stderr)
     return out
+
+
+def _level_wer(runs: Sequence[StreamRun], played: Sequence[list[Clip]]) -> dict[str, float]:
+    """WER per language of the streams of one concurrency level, over every clip played."""
+    pairs: dict[str, tuple[list[str], list[str]]] = {}
+    for run, items in zip(runs, played, strict=True):
+        references, hypotheses = pairs.setdefault(run.language, ([], []))
+        references += [c.reference for c in items]
+        hypotheses += run.hypotheses()
+    return {lang: round(wer(refs, hyps, lang), 4) for lang, (refs, hyps) in pairs.items()}
 
 
 def _cores() -> int:
@@ -556,6 +584,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "model": settings.stt.model,
             "english_model": settings.stt.english_model,
             "beam_size": settings.stt.beam_size,
+            "final_beam_when_idle": settings.stt.final_beam_when_idle,
             "cpu_threads": settings.stt.cpu_threads,
             "endpoint_silence_ms": settings.stt.endpoint_silence_ms,
             "partial_interval_ms": settings.stt.partial_interval_ms,
@@ -573,6 +602,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _paths(row: dict[str, Any]) -> str:
+    paths = row.get("final_paths", {})
+    return f"{paths.get('idle_beam', 0)}/{paths.get('busy_greedy', 0) + paths.get('fixed', 0)}"
+
+
 def report(result: dict[str, Any]) -> str:
     rows = []
     for language, r in result["languages"].items():
@@ -580,11 +614,11 @@ def report(result: dict[str, Any]) -> str:
             language, r["model"], r["clips"], r["utterances"], 100 * r["wer"], r["rtf"],
             r["cpu_rtf"], r["first_partial_ms"]["p50_ms"], r["first_partial_ms"]["p95_ms"],
             r["eos_to_final_ms"]["p50_ms"], r["eos_to_final_ms"]["p95_ms"],
-            r["eos_to_final_le10s_ms"]["p50_ms"],
+            r["eos_to_final_le10s_ms"]["p50_ms"], _paths(r),
         ])
     first = table(
         ["lang", "model", "clips", "utts", "WER %", "RTF", "CPU RTF", "1st partial p50",
-         "p95", "EOS->final p50", "p95", "p50 (<=10 s)"],
+         "p95", "EOS->final p50", "p95", "p50 (<=10 s)", "finals beam/greedy"],
         rows,
     )
     proxies = table(
@@ -598,10 +632,12 @@ def report(result: dict[str, Any]) -> str:
     )
     second = table(
         ["streams", "keeps up", "EOS->final p50", "p95", "max lag", "drain p95", "CPU RTF",
-         "model calls", "decodes"],
+         "model calls", "decodes", "WER % by language", "finals beam/greedy"],
         [[c["streams"], "yes" if c["keeps_up"] else "NO", c["eos_to_final_ms"]["p50_ms"],
           c["eos_to_final_ms"]["p95_ms"], c["max_lag_ms"], c["drain_ms"]["p95_ms"], c["cpu_rtf"],
-          c["model_calls"], c["decodes"]] for c in result["concurrency"]],
+          c["model_calls"], c["decodes"],
+          " ".join(f"{lang} {100 * w:.1f}" for lang, w in c.get("wer", {}).items()),
+          _paths(c)] for c in result["concurrency"]],
     )
     m = result["machine"]
     return "\n".join([

@@ -97,6 +97,11 @@ class SttSettings:
     0.107: bench/results/stt.json, stt_en_base.json); set "auto" on a GPU."""
     beam_size: int = 1
     """Beam width; 1 (greedy) keeps the end-of-speech to final time low."""
+    final_beam_when_idle: bool = False
+    """Decode a final with beam 5 when no other stream's decode waits for its model, greedily
+    (`beam_size`) otherwise. WER de -5, pt -4 points, but x1.36 a final's decode on CPU, and
+    end of speech -> final p50 doubled for a stream alone: off until the hardware has room
+    (a GPU; bench/results/stt_final_beam.md)."""
     redecode_gaps: bool = False
     """Decode again, alone, a second or more of speech a final's words leave out, and splice
     the words in. Off until it pays: no bench clip needed it (bench/results/stt_streaming.md);

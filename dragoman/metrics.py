@@ -75,6 +75,12 @@ STT_SPARSE_FINALS = Counter(
     "Finals with under one word a second of speech, decoded again without their forced "
     "prefix, by outcome: the new reading replaced it (twice the words or more) or not",
     ["outcome"])
+STT_FINAL_PATHS = Counter(
+    "dragoman_stt_finals_total",
+    "Finals sent, by how they were decoded: idle_beam (beam 5, the model's lane had no other "
+    "stream's decode waiting), busy_greedy (other decodes waited) or fixed (stt.beam_size, "
+    "stt.final_beam_when_idle off)",
+    ["path"])
 STT_DECODES = Counter(
     "dragoman_stt_decodes_total",
     "Decodes a Whisper model lane ran, by kind (partial, final: speculative finals and "

@@ -34,7 +34,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -112,6 +112,10 @@ class DecodeLane(Generic[R, T]):
     def depth(self) -> int:
         """Jobs waiting (not counting the batch running)."""
         return sum(not job.future.done() for job in self._jobs)
+
+    def waiting_besides(self, mine: Collection[asyncio.Future[Any]]) -> int:
+        """Jobs waiting (not running) other than the futures in `mine`."""
+        return sum(not job.future.done() and job.future not in mine for job in self._jobs)
 
     def submit(self, request: R, priority: Priority) -> asyncio.Future[Timed[T]]:
         """Queues `request`; cancel the returned future to withdraw it."""

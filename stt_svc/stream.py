@@ -22,6 +22,12 @@ speculation is withdrawn (or its result dropped) and a new one follows the
 next pause. Same input, same decode: the final is what it would have been,
 only earlier.
 
+A final is decoded with beam search (FINAL_IDLE_BEAM) when no other
+stream's decode waits in its model's lane, greedily otherwise
+(`final_beam_when_idle`): the beam's WER without holding up other streams.
+The choice is made when the final's decode starts, so a speculation's
+choice stands at the endpoint and its result serves the final.
+
 A final hears what came just before it: when an utterance starts within
 OVERLAP_GAP_S of the previous one's end (a pause, or a cut for length), the
 end of the previous utterance's audio goes before its own (up to
@@ -73,6 +79,9 @@ FINAL_TEMPERATURES = (0.0,)
 FINAL_FALLBACK_BEAM = 5
 """A final whose greedy reading looks degenerate is decoded again with this beam, not by
 sampling at a higher temperature: the same audio then always gives the same final."""
+FINAL_IDLE_BEAM = 5
+"""Beam of a final decoded while no other stream's decode waits for the model
+(`final_beam_when_idle`; bench/results/stt_final_beam.md)."""
 AGREEMENT_HOLDBACK = 1
 """The last word two partials agree on is not made stable (often cut off by the audio's
 end): forced-prefix errors 20 -> 7 on the diagnose bench's FLEURS clips. Transcription only:
@@ -135,6 +144,9 @@ class StreamLimits:
     max_utterance_ms: int = 15_000
     idle_timeout_s: float = 10.0
     beam_size: int = 1
+    final_beam_when_idle: bool = config.SttSettings().final_beam_when_idle
+    """Finals take FINAL_IDLE_BEAM while their model's lane has no other stream's decode
+    waiting."""
     redecode_gaps: bool = False
     redecode_sparse: bool = True
     max_chunks_per_s: float = 0.0
@@ -201,12 +213,17 @@ class _Speculation:
     model: LoadedModel
     future: asyncio.Future[Timed[Transcription]]
 
-    def serves(self, event: SpeechEnded, options: DecodeOptions, model: LoadedModel) -> bool:
-        """Whether this decode had exactly the final's input: same utterance, audio and options."""
+    def hears(self, event: SpeechEnded) -> bool:
+        """Whether this decode had the final's audio: same utterance, same span."""
         e = self.ended
         return (e.index, e.start_sample, e.end_sample, len(e.audio)) == (
             event.index, event.start_sample, event.end_sample, len(event.audio)
-        ) and self.options == options and self.model is model and not self.future.cancelled()
+        )
+
+    def serves(self, event: SpeechEnded, options: DecodeOptions, model: LoadedModel) -> bool:
+        """Whether this decode had exactly the final's input: same utterance, audio and options."""
+        return (self.hears(event) and self.options == options and self.model is model
+                and not self.future.cancelled())
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +384,7 @@ class RecognizeStream:
                     continue
                 if self._closed:
                     return
-                if self._speculate() and partial is not None:
+                if self._speculate(partial) and partial is not None:
                     partial.cancel()  # the final is on its way: its decode goes first
                     partial = None
                 if partial is None and (target := self._partial_due()) is not None:
@@ -382,9 +399,10 @@ class RecognizeStream:
             if self._speculation is not None:
                 self._speculation.future.cancel()
 
-    def _speculate(self) -> bool:
+    def _speculate(self, partial: asyncio.Future[Timed[Transcription]] | None) -> bool:
         """Starts the open utterance's final decode once its input is known, and withdraws one
-        whose utterance went on; True when it started one."""
+        whose utterance went on; True when it started one (`partial`, the stream's own partial
+        decode, is withdrawn then: it does not count as a decode waiting in the lane)."""
         u, spec = self._utterance, self._speculation
         if u is None:
             return False  # any speculation belongs to a final that is queued now
@@ -396,8 +414,9 @@ class RecognizeStream:
             self._speculation = None
         if ahead is None or ahead.index != u.index:
             return False
-        (audio, options, _) = self._final_input(u, ahead)
         model = self._models.for_language(u.language, self.config.task)
+        mine = () if partial is None else (partial,)
+        (audio, options, _) = self._final_input(u, ahead, self._final_beam(model, mine))
         try:
             future = model.decode(audio, options, Priority.FINAL)
         except ResourceExhausted:
@@ -406,11 +425,11 @@ class RecognizeStream:
         return True
 
     def _final_input(
-        self, u: _Utterance, ended: SpeechEnded
+        self, u: _Utterance, ended: SpeechEnded, beam_size: int
     ) -> tuple[np.ndarray, DecodeOptions, _Overlap | None]:
         """What a final decodes: its audio, with the end of the previous utterance before it
         and that utterance's words forced ahead of its own, when they follow each other."""
-        options = self._final_options(u)
+        options = self._final_options(u, beam_size)
         overlap = self._overlap(u, ended)
         if overlap is None:
             return ended.audio, options, None
@@ -437,10 +456,26 @@ class RecognizeStream:
         start = max(0, round((words[0].start_s - 0.05) * RATE_HZ))
         return _Overlap(c.audio[start:end], coverage.text_of(words), len(words))
 
-    def _final_options(self, u: _Utterance) -> DecodeOptions:
+    def _final_beam(self, model: LoadedModel, mine: tuple[asyncio.Future[Any], ...] = ()) -> int:
+        """The beam for a final about to be decoded: FINAL_IDLE_BEAM when no decode but the
+        stream's own (`mine`) waits in `model`'s lane, else greedy (`beam_size`): a wider
+        beam then would hold up the other streams' results (bench/results/stt_final_beam.md)."""
+        if self._limits.final_beam_when_idle and model.lane.waiting_besides(mine) == 0:
+            return max(FINAL_IDLE_BEAM, self._limits.beam_size)
+        return self._limits.beam_size
+
+    def _final_path(self, options: DecodeOptions) -> str:
+        """How a final was decoded (the label of dragoman_stt_finals_total)."""
+        if options.beam_size > self._limits.beam_size:
+            return "idle_beam"
+        if self._limits.final_beam_when_idle and self._limits.beam_size < FINAL_IDLE_BEAM:
+            return "busy_greedy"
+        return "fixed"
+
+    def _final_options(self, u: _Utterance, beam_size: int) -> DecodeOptions:
         return DecodeOptions(
             language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords,
-            word_timestamps=True, beam_size=self._limits.beam_size,
+            word_timestamps=True, beam_size=beam_size,
             temperatures=FINAL_TEMPERATURES, fallback_beam_size=FINAL_FALLBACK_BEAM,
             task=self.config.task,
         )
@@ -504,9 +539,18 @@ class RecognizeStream:
 
     async def _finalise(self, job: _FinalJob) -> None:
         u, event = job.utterance, job.event
-        audio, options, overlap = self._final_input(u, event)
         model = self._models.for_language(u.language, self.config.task)
         spec, self._speculation = self._speculation, None
+        # the beam was chosen when the final's decode started: by its speculation, if that
+        # had this very audio, else now
+        if spec is not None and spec.hears(event):
+            beam_size = spec.options.beam_size
+        else:
+            if spec is not None:
+                spec.future.cancel()
+                spec = None
+            beam_size = self._final_beam(model)
+        audio, options, overlap = self._final_input(u, event, beam_size)
         speculated = spec is not None and spec.serves(event, options, model)
         if spec is not None and speculated:
             timed = await spec.future
@@ -519,7 +563,7 @@ class RecognizeStream:
         if overlap is not None:
             result = _without_overlap(timed.value, overlap)
             if result is None:  # the overlap went wrong: decode the utterance alone
-                options = self._final_options(u)
+                options = self._final_options(u, beam_size)
                 timed = await model.decode(event.audio, options, Priority.FINAL)
                 result = timed.value
                 processing_s += timed.seconds
@@ -564,6 +608,8 @@ class RecognizeStream:
             start_s=offset_s, end_s=_s(event.end_sample),
             words=words, processing_s=processing_s,
         ))
+        path = self._final_path(options)
+        metrics.STT_FINAL_PATHS.labels(path).inc()
         log.debug("final %d: %s", u.index, logs.redact(transcript))
         log.info(
             "final sent",
@@ -573,6 +619,7 @@ class RecognizeStream:
                 "audio_ms": round(1000 * len(event.audio) / RATE_HZ),
                 "decode_ms": round(1000 * processing_s),
                 "speculated": speculated,
+                "path": path,
                 "endpoint_to_final_ms": round(1000 * (time.perf_counter() - job.received_s)),
             },
         )

@@ -18,11 +18,11 @@ SUMMARY = {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"}
 LANGUAGE = {
     "model", "clips", "audio_s", "utterances", "wer", "rtf", "cpu_rtf", "first_partial_ms",
     "eos_to_final_ms", "eos_to_final_le10s_ms", "transcripts", "speech_s", "partials_per_speech_s",
-    "cost",
+    "cost", "final_paths",
 }
 LEVEL = {
     "streams", "languages", "audio_s", "keeps_up", "eos_to_final_ms", "max_lag_ms", "drain_ms",
-    "first_partial_ms", "cpu_rtf", "model_calls", "decodes",
+    "first_partial_ms", "cpu_rtf", "model_calls", "decodes", "wer", "final_paths",
 }
 
 
@@ -58,6 +58,10 @@ async def test_stt_bench_smoke(tmp_path: Path, models_dir: Path, fleurs: Path) -
     assert set(level) == LEVEL and level["streams"] == 1
     assert level["decodes"] >= level["model_calls"] >= 1
     assert isinstance(level["keeps_up"], bool) and result["cores"] >= 1
+    # greedy finals by default; every final of the level counted once, its WER scored
+    assert level["final_paths"]["fixed"] >= 1 and level["final_paths"]["idle_beam"] == 0
+    assert english["final_paths"]["fixed"] == english["utterances"]
+    assert 0.0 <= level["wer"]["en"] <= 1.0
 
 
 async def test_stt_bench_diagnose_smoke(tmp_path: Path, models_dir: Path, fleurs: Path) -> None:

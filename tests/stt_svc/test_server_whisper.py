@@ -269,9 +269,10 @@ async def test_concurrent_streams_are_batched(
     as when alone, and decodes queued together went through the model in fewer calls.
 
     (With two streams per model nothing is batched: while one decodes, at most the
-    other's one decode waits, and a batch never waits for more.)"""
+    other's one decode waits, and a batch never waits for more.) Finals are greedy here
+    whether the lane is idle or not (test_final_beam.py covers the beam when idle)."""
     engines = [CountingEngine(e) for e in whisper_engines]
-    service = await server.create(settings, engine=engines)
+    service = await server.create(with_stt(settings, final_beam_when_idle=False), engine=engines)
     clips = [requests(stream_config(lang), with_tail(fleurs, name)) for name, lang, _ in CONCURRENT]
     async for address in started(service):
         async with rpc.channel(address) as channel:
