@@ -20,6 +20,7 @@ import gc
 import json
 import logging
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -38,6 +39,7 @@ from dragoman.errors import (
     DragomanError,
     InvalidArgument,
     ResourceExhausted,
+    Unavailable,
 )
 from dragoman.tls import MeshTls
 
@@ -59,7 +61,18 @@ async def first_request(requests: AsyncIterator[_T], timeout_s: float) -> _T | N
         ) from None
 
 
+def _database_down(err: Exception) -> bool:
+    """The database connection was lost or could not be made (a restart, a failover):
+    psycopg's OperationalError, the pool's PoolTimeout among them. Asked of sys.modules,
+    so that services without a database do not import psycopg for it."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(err, psycopg.OperationalError)
+
+
 async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str) -> None:
+    if _database_down(err):
+        log.warning("database unavailable (%s): %s", type(err).__name__, err)
+        err = Unavailable("the database is unavailable; retry shortly")
     if isinstance(err, DragomanError):
         trailers: tuple[tuple[str, str], ...] = ()
         if isinstance(err, ResourceExhausted):
