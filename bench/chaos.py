@@ -3,13 +3,17 @@
 Starts the mesh on loopback, each service its own process: stt_svc, mt_svc
 and tts_svc as calibrated fakes (bench.fakes, stage times as bench.load
 takes them) or, with --real, the real services with their default engines;
-session_svc and the gateway real, on a scratch PostgreSQL schema. N
-two-party sessions talk through the gateway: both people say FLEURS speech
-at real-time pace (the first CLIP_S seconds of a clip, then PAUSE_S of
-silence: one utterance), over and over. Meanwhile stt_svc, mt_svc and
-tts_svc are in turn killed with SIGKILL, kept dead DOWN_S and started again
-on the same address; every listener reconnects once per fault, while the
-service is down, resuming after the last event it received.
+session_svc and two gateways real, on a private PostgreSQL and Redis of the
+run's own (bench.private; the gateways share rate limits in Redis, the
+configuration of several gateway replicas). N two-party sessions talk
+through the gateways, the two people of a session on different ones (as a
+load balancer spreads them): both say FLEURS speech at real-time pace (the
+first CLIP_S seconds of a clip, then PAUSE_S of silence: one utterance),
+over and over. Meanwhile each process of FAULTS in turn is killed with
+SIGKILL, kept dead DOWN_S and started again on the same address; every
+listener reconnects once per fault, while the process is down, resuming
+after the last event it received, and a client whose stream breaks with
+UNAVAILABLE reconnects at once to the next gateway and resumes there.
 
 Per fault (the utterances in flight at the kill or started after it, until
 the next fault):
@@ -21,16 +25,17 @@ the next fault):
   past a gap, by their sequence numbers;
 - sessions ended: sessions whose stream ended with an error or that ended;
 - recovery: per session, from the restart (the new process started) to the
-  first translated audio heard after it, p50/p95; the restart itself,
-  process start to SERVING as a poll of its health sees it (up to a
-  reconnect backoff late), is `startup_ms`;
+  first translated audio heard after it, p50/p95; for a gateway, whose
+  clients go to the other one, from the kill to the first translated audio
+  heard by the person whose gateway died; the restart itself, process start
+  to SERVING (ready, for PostgreSQL and Redis) as a poll sees it, is
+  `startup_ms`;
 - the status codes clients saw: ConversationError codes and gRPC status
   codes of broken streams.
 
-Faults of a session_svc replica, a gateway, PostgreSQL and Redis are not
-injected here: they are listed as not run.
+Faults of a session_svc replica are not injected here: listed as not run.
 
-    python -m bench.chaos [--sessions 20] [--real] [--smoke] [--out DIR]
+    python -m bench.chaos [--sessions 20] [--real] [--smoke] [--faults stt,mt,...] [--out DIR]
 
 It ends with one line: `lost=N duplicated=N sessions_ended=N recovery_p95_ms=N`.
 """
@@ -48,12 +53,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
+import psycopg
+from psycopg import sql
 
 from bench.common import (
     TESTDATA,
@@ -64,15 +72,16 @@ from bench.common import (
     machine,
     percentile,
     publish,
-    scratch_database,
     service_env,
     summary,
     table,
 )
 from bench.fakes import Delays
 from bench.load import LIMITS_ENV, calibrated_delays
+from bench.private import Postgres, Redis, Server
 from dragoman import audio
 from dragoman.client import Client, join_request
+from dragoman.db import crypto
 from dragoman.v1 import conversation_pb2 as pb
 
 RATE_HZ = audio.STT_RATE_HZ
@@ -85,8 +94,14 @@ SETTLE_S, WARMUP_S, DRAIN_S = 10.0, 5.0, 20.0
 RESUME_WAIT_S = 5.0
 MODELS = ("stt", "mt", "tts")
 REAL_MODULES = {"stt": "stt_svc.server", "mt": "mt_svc.server", "tts": "tts_svc.server"}
-NOT_RUN = ("session_svc replica", "gateway replica", "PostgreSQL", "Redis")
+NOT_RUN = ("session_svc replica",)
 """Faults of the issue this bench does not inject yet."""
+GATEWAYS = 2
+SCHEMA = "chaos"
+FAILOVER_TRIES = 5
+"""Reconnections in a row a client makes, gateway after gateway, before it gives up."""
+FAILOVER_BACKOFF_S = 0.2
+"""Wait before the n-th reconnection in a row: n times this (the first goes at once)."""
 LANGUAGES = ("en", "es")
 
 
@@ -121,17 +136,96 @@ class ModelServices:
             await self.children.wait_serving(self.processes[role], timeout_s)
 
     async def kill(self, role: str) -> None:
-        """SIGKILL, and waits until the process is gone."""
-        popen = self.processes[role].popen
-        popen.send_signal(signal.SIGKILL)
-        while popen.poll() is None:
-            await asyncio.sleep(0.01)
+        await sigkill(self.processes[role])
 
     async def restart(self, role: str, timeout_s: float = 600.0) -> float:
         """Starts `role` again on its address; returns once it serves, the seconds that took."""
-        started = time.monotonic()
-        await self.children.wait_serving(self.spawn(role), timeout_s)
-        return time.monotonic() - started
+        return await serving_in(self.children, lambda: self.spawn(role), timeout_s)
+
+    def target(self, role: str) -> Target:
+        return Target(lambda: self.kill(role), lambda: self.restart(role))
+
+
+async def sigkill(child: Child) -> None:
+    """SIGKILL, and waits until the process is gone."""
+    child.popen.send_signal(signal.SIGKILL)
+    while child.popen.poll() is None:
+        await asyncio.sleep(0.01)
+
+
+async def serving_in(children: Children, spawn: Callable[[], Child],
+                     timeout_s: float = 600.0) -> float:
+    """Starts a process again on its address; returns once it serves, the seconds that took."""
+    started = time.monotonic()
+    await children.wait_serving(spawn(), timeout_s)
+    return time.monotonic() - started
+
+
+class Gateways:
+    """GATEWAYS gateway processes, each on an address of its own."""
+
+    def __init__(self, children: Children) -> None:
+        self.children = children
+        self.addresses = [free_address() for _ in range(GATEWAYS)]
+        self.processes: list[Child] = []
+
+    def spawn(self, i: int) -> Child:
+        child = self.children.spawn(f"gateway-{i}", ["-m", "gateway.server"], self.addresses[i],
+                                    env={"DRAGOMAN_ADDRESSES_GATEWAY": self.addresses[i]})
+        if i < len(self.processes):
+            self.processes[i] = child
+        else:
+            self.processes.append(child)
+        return child
+
+    async def start(self) -> None:
+        for i in range(GATEWAYS):
+            self.spawn(i)
+        for child in self.processes:
+            await self.children.wait_serving(child)
+
+    def target(self, i: int) -> Target:
+        return Target(lambda: sigkill(self.processes[i]),
+                      lambda: serving_in(self.children, lambda: self.spawn(i)), self.addresses[i])
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a fault kills and starts again; `restart` returns the seconds to ready."""
+
+    kill: Callable[[], Awaitable[None]]
+    restart: Callable[[], Awaitable[float]]
+    gateway: str = ""
+    """The gateway address it kills: its clients fail over, recovery counts from the kill."""
+
+
+def server_target(server: Server) -> Target:
+    return Target(server.kill, server.start)
+
+
+@dataclass
+class Mesh:
+    models: ModelServices
+    gateways: Gateways
+    postgres: Postgres
+    redis: Redis
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    name: str
+    target: Callable[[Mesh], Target]
+
+
+FAULTS = (
+    FaultSpec("stt", lambda mesh: mesh.models.target("stt")),
+    FaultSpec("mt", lambda mesh: mesh.models.target("mt")),
+    FaultSpec("tts", lambda mesh: mesh.models.target("tts")),
+    FaultSpec("gateway", lambda mesh: mesh.gateways.target(0)),
+    FaultSpec("PostgreSQL", lambda mesh: server_target(mesh.postgres)),
+    FaultSpec("Redis", lambda mesh: server_target(mesh.redis)),
+)
+"""Each process killed in turn, in this order."""
 
 
 @dataclass
@@ -153,6 +247,8 @@ class Person(Participant):
     clips: list[float] = field(default_factory=list)
     """When each clip's speech ended (time.monotonic())."""
     codes: Counter[str] = field(default_factory=Counter)
+    details: Counter[str] = field(default_factory=Counter)
+    """Status and message of each broken stream."""
     duplicated: int = 0
     out_of_order: int = 0
     gone: bool = False
@@ -161,6 +257,14 @@ class Person(Participant):
     resume_wanted: bool = False
     """Resume the stream at the end of the clip being said (see `talk`)."""
     resumed_at: list[float] = field(default_factory=list)
+    gateways: list[str] = field(default_factory=list)
+    """The gateways this person's client knows, theirs first; it moves on at UNAVAILABLE."""
+    spare_clients: list[Client] = field(default_factory=list)
+    """Clients of gateways moved away from (closed at the end)."""
+    failovers: list[float] = field(default_factory=list)
+    """When the stream broke and moved to another gateway."""
+    tries: int = 0
+    """Reconnections since the last event received."""
 
     def open(self, resume_after: int = 0) -> None:
         """Opens the conversation stream, resuming after `resume_after` if not 0."""
@@ -171,10 +275,11 @@ class Person(Participant):
     async def resume(self) -> None:
         """Drops the stream and opens another, resuming after the last event received."""
         old = self.task  # cancelled, not half-closed: a half-close would say "leave"
-        if old is not None:
+        while old is not None:
             old.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await old
+            old = self.task if self.task is not old else None  # it failed over meanwhile
         self.open(self.last_sequence)
 
     async def _follow(self, requests: asyncio.Queue[pb.ConverseRequest | None]) -> None:
@@ -189,15 +294,34 @@ class Person(Participant):
             raise
         except grpc.aio.AioRpcError as e:
             self.codes[f"grpc {e.code().name}"] += 1
-            self.gone = True
+            self.details[f"grpc {e.code().name}: {e.details()}"] += 1
+            requests.put_nowait(None)  # ends the broken call's request reader
+            if e.code() == grpc.StatusCode.UNAVAILABLE and self.tries < FAILOVER_TRIES:
+                await asyncio.sleep(FAILOVER_BACKOFF_S * self.tries)
+                self.fail_over()
+            else:
+                self.gone = True
         except Exception as e:  # noqa: BLE001 - recorded and reported, the run goes on
             self.codes[f"client {type(e).__name__}"] += 1
             self.gone = True
         else:
             self.gone = self.gone or not self.leaving
 
+    def fail_over(self) -> None:
+        """Moves to the next gateway (the same tokens: any gateway takes them) and
+        resumes there, as a client behind a load balancer would."""
+        self.tries += 1
+        self.failovers.append(time.monotonic())
+        address = self.gateways[(self.gateways.index(self.client.address) + 1) % len(self.gateways)]
+        client = Client(address)
+        client.user_id, client.tokens = self.client.user_id, self.client.tokens
+        self.spare_clients.append(self.client)
+        self.client = client
+        self.open(self.last_sequence)
+
     def on_event(self, event: pb.ConversationEvent) -> None:
         kind, now = event.WhichOneof("kind"), time.monotonic()
+        self.tries = 0
         if kind != "heartbeat":  # a heartbeat repeats the last sequence
             if event.sequence <= self.last_sequence:
                 self.duplicated += 1
@@ -284,13 +408,15 @@ def pending(speaker: Person, listener: Person) -> int:
     return sum(resolved(u, speaker, listener) is None for u in speaker.started_at)
 
 
-async def pair_up(gateway: str, index: int, tag: str) -> tuple[Person, Person]:
+async def pair_up(gateways: list[str], index: int, tag: str) -> tuple[Person, Person]:
+    """Two people of a new session, each on another gateway."""
     people = []
     for side, language in enumerate(LANGUAGES):
-        client = Client(gateway)
+        mine = (index + side) % len(gateways)
+        client = Client(gateways[mine])
         user = f"chaos-{tag}-{index}-{side}"
         await client.register(user, f"{user}@example.org", "bench-password-1", language)
-        people.append(Person(client, language))
+        people.append(Person(client, language, gateways=gateways[mine:] + gateways[:mine]))
     a, b = people
     session = await a.client.create_session(a.language)
     await b.client.join_session(session.code, b.language)
@@ -306,6 +432,8 @@ class Fault:
     killed: float
     restarted: float = 0.0
     until: float = float("inf")
+    listeners: set[int] | None = None
+    """id() of the people whose gateway it killed: recovery is theirs, from the kill."""
 
     def window(self, t: float) -> bool:
         return self.killed <= t < self.until
@@ -362,70 +490,118 @@ def silent_clips(pairs: list[tuple[Person, Person]]) -> dict[str, int]:
 
 
 def recoveries(pairs: list[tuple[Person, Person]], fault: Fault) -> tuple[list[float], int]:
-    """Per session, ms from the restart to the first translated audio heard after it;
-    and how many sessions heard none."""
+    """Per session, ms from the restart to the first translated audio heard after it
+    (from the kill, by those whose gateway died, for a gateway); and how many sessions
+    heard none."""
     out, none = [], 0
+    since = fault.restarted if fault.listeners is None else fault.killed
     for people in pairs:
         after = [t for p in people for t in p.heard_at.values()
-                 if fault.restarted <= t < fault.until]
+                 if since <= t < fault.until
+                 and (fault.listeners is None or id(p) in fault.listeners)]
         if after:
-            out.append((min(after) - fault.restarted) * 1000)
+            out.append((min(after) - since) * 1000)
         else:
             none += 1
     return out, none
 
 
-async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float) -> dict[str, Any]:
+async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float,
+              faults_run: tuple[FaultSpec, ...] = FAULTS) -> dict[str, Any]:
     delays, source = (None, "real engines (settings defaults)") if real else calibrated_delays()
-    addresses = {name: free_address() for name in ("gateway", "session", *MODELS)}
+    addresses = {name: free_address() for name in ("session", *MODELS)}
     faults: list[Fault] = []
     pairs: list[tuple[Person, Person]] = []
     startup: dict[str, float] = {}
     setup_s = 0.0
-    with scratch_database("chaos") as db_env:
+    postgres, redis = Postgres(), Redis(work)
+    began = time.monotonic()
+    try:
+        await asyncio.to_thread(postgres.init)
+        await postgres.start()
+        await redis.start()
+        db_env = database_env(postgres.url)
         children = Children(work / "logs", service_env(addresses, {
             **db_env, **LIMITS_ENV, "DRAGOMAN_AUTH_IDENTITY_KEY": secrets.token_urlsafe(48),
-            "DRAGOMAN_SESSION_MAX_LIVE_SESSIONS": "0"}))
-        models = ModelServices(children, addresses, delays)
+            "DRAGOMAN_AUTH_JWT_SECRET": secrets.token_urlsafe(48),
+            "DRAGOMAN_SESSION_MAX_LIVE_SESSIONS": "0", "DRAGOMAN_LIMITS_REDIS_URL": redis.url}))
+        mesh = Mesh(ModelServices(children, addresses, delays), Gateways(children),
+                    postgres, redis)
         try:
-            began = time.monotonic()
-            await models.start()
-            for name, module in (("session", "session_svc.server"), ("gateway", "gateway.server")):
-                await children.wait_serving(children.spawn(name, ["-m", module], addresses[name]))
+            await mesh.models.start()
+            await children.wait_serving(children.spawn(
+                "session", ["-m", "session_svc.server"], addresses["session"]))
+            await mesh.gateways.start()
             tag = secrets.token_hex(3)
-            pairs = [await pair_up(addresses["gateway"], i, tag) for i in range(n)]
+            pairs = [await pair_up(mesh.gateways.addresses, i, tag) for i in range(n)]
             setup_s = time.monotonic() - began
-            clips = {lang: speech(lang, clip_s) for lang in LANGUAGES}
-            stop = asyncio.Event()
-            talkers = [asyncio.create_task(talk(p, other, clips[p.language], stop, i))
-                       for i, (a, b) in enumerate(pairs) for p, other in ((a, b), (b, a))]
-            await asyncio.sleep(WARMUP_S)
-            for role in MODELS:
-                fault = Fault(role, time.monotonic())
-                if faults:
-                    faults[-1].until = fault.killed
-                faults.append(fault)
-                await models.kill(role)
-                sys.stderr.write(f"killed {role}\n")
-                for _, listener in pairs:  # they resume while the service is down
-                    listener.resume_wanted = True
-                await asyncio.sleep(max(0.0, fault.killed + DOWN_S - time.monotonic()))
-                fault.restarted = time.monotonic()
-                startup[role] = round(await models.restart(role) * 1000)
-                sys.stderr.write(f"restarted {role} ({startup[role]} ms to SERVING)\n")
-                await asyncio.sleep(settle_s)
-            stop.set()
-            await asyncio.gather(*talkers)
-            faults[-1].until = time.monotonic()
-            await drain(pairs, DRAIN_S * (3 if real else 1))  # real engines may lag behind
-            for people in pairs:
-                await asyncio.gather(*(p.leave() for p in people))
+            await converse(pairs, mesh, faults_run, faults, startup, settle_s, clip_s, real)
         finally:
             for people in pairs:
                 for p in people:
-                    await p.client.channel.close()
+                    for client in (p.client, *p.spare_clients):
+                        await client.channel.close()
             await children.stop(3.0)
-    return _result(pairs, faults, startup, n, real, source, delays, setup_s, settle_s, clip_s)
+        logs = await stored_logs(postgres.url, SCHEMA)
+    finally:
+        await redis.stop()
+        await postgres.stop()
+    result = _result(pairs, faults, startup, n, real, source, delays, setup_s, settle_s, clip_s)
+    result["totals"]["translation_logs"] = {"heard": result["totals"]["heard"], "stored": logs}
+    return result
+
+
+def database_env(url: str) -> dict[str, str]:
+    """DRAGOMAN_DATABASE_* of the mesh: the run's own PostgreSQL (gone with it)."""
+    return {"DRAGOMAN_DATABASE_URL": url, "DRAGOMAN_DATABASE_SCHEMA": SCHEMA,
+            "DRAGOMAN_DATABASE_ENCRYPTION_KEYS": crypto.new_key_entry("chaos"),
+            "DRAGOMAN_DATABASE_POOL_MAX_SIZE": "8"}
+
+
+async def stored_logs(url: str, schema: str) -> int:
+    """Translation logs session_svc wrote (one per utterance heard, in a two-party session)."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.translation_logs").format(sql.Identifier(schema)))
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def converse(pairs: list[tuple[Person, Person]], mesh: Mesh,
+                   faults_run: tuple[FaultSpec, ...], faults: list[Fault],
+                   startup: dict[str, float], settle_s: float, clip_s: float, real: bool) -> None:
+    """The sessions talk while each fault of `faults_run` happens in turn (recorded in
+    `faults`, restart times in `startup`); then they finish what was said and leave."""
+    clips = {lang: speech(lang, clip_s) for lang in LANGUAGES}
+    stop = asyncio.Event()
+    talkers = [asyncio.create_task(talk(p, other, clips[p.language], stop, i))
+               for i, (a, b) in enumerate(pairs) for p, other in ((a, b), (b, a))]
+    await asyncio.sleep(WARMUP_S)
+    for spec in faults_run:
+        target = spec.target(mesh)
+        fault = Fault(spec.name, time.monotonic())
+        if faults:
+            faults[-1].until = fault.killed
+        faults.append(fault)
+        if target.gateway:  # its clients fail over: recovery counts from the kill
+            fault.listeners = {id(p) for pair in pairs for p in pair
+                               if p.client.address == target.gateway}
+        await target.kill()
+        sys.stderr.write(f"killed {spec.name}\n")
+        for _, listener in pairs:  # they resume while the process is down
+            listener.resume_wanted = True
+        await asyncio.sleep(max(0.0, fault.killed + DOWN_S - time.monotonic()))
+        fault.restarted = time.monotonic()
+        startup[spec.name] = round(await target.restart() * 1000)
+        sys.stderr.write(f"restarted {spec.name} ({startup[spec.name]} ms to ready)\n")
+        await asyncio.sleep(settle_s)
+    stop.set()
+    await asyncio.gather(*talkers)
+    if faults:
+        faults[-1].until = time.monotonic()
+    await drain(pairs, DRAIN_S * (3 if real else 1))  # real engines may lag behind
+    for people in pairs:
+        await asyncio.gather(*(p.leave() for p in people))
 
 
 async def drain(pairs: list[tuple[Person, Person]], timeout_s: float) -> None:
@@ -457,16 +633,19 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
         })
     all_recoveries = [t for f in faults for t in recoveries(pairs, f)[0]]
     sessions_ended = sum(any(p.gone for p in pair) for pair in pairs)
-    codes = Counter[str]()
+    codes, details = Counter[str](), Counter[str]()
     for p in people:
         codes.update(p.codes)
+        details.update(p.details)
     clips = silent_clips(pairs)
     totals = {
         "lost": baseline["lost"] + sum(r["lost"] for r in rows) + clips["lost"],
         "reported": baseline["reported"] + sum(r["reported"] for r in rows) + clips["reported"],
+        "heard": baseline["heard"] + sum(r["heard"] for r in rows),
         "duplicated": sum(p.duplicated for p in people),
         "out_of_order": sum(p.out_of_order for p in people),
         "sessions_ended": sessions_ended,
+        "failovers": sum(len(p.failovers) for p in people),
         "recovery_p95_ms": percentile(all_recoveries, 95),
     }
     return {
@@ -477,15 +656,18 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
         "delays": None if delays is None else dataclasses.asdict(delays),
         "method": (f"N two-party sessions through the gateway, both people saying {clip_s:g} s "
                    f"of FLEURS speech then {PAUSE_S:g} s of silence, over and over; after "
-                   f"{WARMUP_S:g} s each model service in turn gets SIGKILL, stays dead "
+                   f"{WARMUP_S:g} s each process in turn gets SIGKILL (a model service, one "
+                   f"of {GATEWAYS} gateways, a private PostgreSQL, a private Redis), stays dead "
                    f"{DOWN_S:g} s and starts again on its address, then {settle_s:g} s pass; "
-                   "every listener resumes its stream once per fault while the service is down"),
+                   "every listener resumes its stream once per fault while the process is "
+                   "down; a stream broken with UNAVAILABLE resumes on the next gateway"),
         "setup_s": round(setup_s, 1),
         "baseline": baseline,
         "clips": clips,
         "faults": rows,
         "not_run": list(NOT_RUN),
         "status_codes": dict(sorted(codes.items())),
+        "broken_streams": dict(sorted(details.items())),
         "totals": totals,
     }
 
@@ -517,7 +699,10 @@ def report(result: dict[str, Any]) -> str:
         f"clips said: {c['clips']}; {c['without_utterance']} became no utterance, "
         f"{c['reported']} of them reported by an error naming none",
         f"duplicated {t['duplicated']}, out of order {t['out_of_order']} (at clients that "
-        f"resumed); sessions ended {t['sessions_ended']}",
+        f"resumed); sessions ended {t['sessions_ended']}; streams moved to another gateway "
+        f"{t['failovers']}",
+        f"translation logs stored {t.get('translation_logs', {}).get('stored', '-')} of "
+        f"{t['heard']} utterances heard",
         "status codes seen: " + (", ".join(f"{k} x{v}" for k, v in result["status_codes"].items())
                                  or "none"),
     ])
@@ -534,19 +719,44 @@ How to read it:
 - recovery = the restart of the killed process (start to SERVING, mostly Python
   starting up on a busy machine) + the time until session_svc's channel is
   connected again (reconnect backoff 0.1 to 1 s, rpc.RECONNECT_BACKOFF_MS) and the
-  next utterance is heard.
+  next utterance is heard. For the gateway it is from the kill to the first audio
+  heard by those whose gateway died (they resume on the other one at once); for
+  PostgreSQL and Redis, which the conversation does not wait on, it is only the
+  wait for the next utterance after the restart.
+- gateway: the two people of a session are on different gateways; a speaker whose
+  stream broke has what they had said finished for the listener (session_svc
+  finishes a dropped stream's pipeline); audio said while reconnecting is lost at
+  the client, as with any client that does not buffer.
+- PostgreSQL: a private cluster, SIGKILLed with all its backends and started again
+  (crash recovery). No conversation event waits on it: the gateways take a
+  login's standing answer up to 60 s old while it is down (gateway.auth), pooled
+  connections are checked as lent, and translation logs are tried again for 30 s;
+  "translation logs stored" counts what reached it.
+- Redis: a private redis-server holding the gateways' shared rate limits; while it
+  is down the limits let calls through (with a warning) and no call fails.
 - duplicated / out of order: at listeners that dropped their stream and resumed
   with resume_after_sequence while the service was down."""
 
 
 def markdown(result: dict[str, Any]) -> str:
     return "\n".join([
-        "# bench.chaos: a model service dies mid-conversation", "",
+        "# bench.chaos: a process of the mesh dies mid-conversation", "",
         f"Command: `{result['command']}`", "",
         f"Method: {result['method']}.", "",
         "```", report(result), summary_line(result), "```", "",
         READING, "",
     ])
+
+
+def faults_arg(text: str) -> tuple[FaultSpec, ...]:
+    """argparse type of --faults."""
+    by_name = {f.name.lower(): f for f in FAULTS}
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in by_name]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault {', '.join(unknown) or '(none)'}; known: {', '.join(by_name)}")
+    return tuple(by_name[name] for name in names)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -555,13 +765,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real", action="store_true", help="the real services, not the fakes")
     parser.add_argument("--smoke", action="store_true",
                         help="2 sessions, short clips and settling (the test suite's run)")
+    parser.add_argument("--faults", type=faults_arg, default=FAULTS,
+                        help="comma-separated, of " + ",".join(f.name for f in FAULTS)
+                        + " (default: all, in that order)")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
+    parser.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
     args = parser.parse_args(argv)
     n = 2 if args.smoke else args.sessions
     settle_s = 4.0 if args.smoke else SETTLE_S
     clip_s = 1.5 if args.smoke else CLIP_S
     with tempfile.TemporaryDirectory(prefix="dragoman-chaos-") as tmp:
-        result = asyncio.run(run(n, args.real, Path(tmp), settle_s, clip_s))
+        result = asyncio.run(run(n, args.real, args.logs or Path(tmp), settle_s, clip_s,
+                                 args.faults))
+    result["not_run"] = [*NOT_RUN, *(f.name for f in FAULTS if f not in args.faults)]
     result["smoke"] = args.smoke
     result["command"] = shlex.join(["python", "-m", "bench.chaos", *(argv or sys.argv[1:])])
     publish("chaos", result, args.out, markdown(result), report(result), summary_line(result))

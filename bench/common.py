@@ -200,7 +200,7 @@ class Children:
               env: dict[str, str] | None = None) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "wb") as log_file:
+        with open(log_path, "ab") as log_file:  # a restarted child adds to its log
             popen = subprocess.Popen(
                 [sys.executable, *args], stdout=log_file, stderr=subprocess.STDOUT,
                 env={**self.env, **(env or {})}, cwd=ROOT, start_new_session=True)

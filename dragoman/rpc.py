@@ -20,26 +20,31 @@ import gc
 import json
 import logging
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from dragoman import config, logs, metrics, tracing, triton_client
+from dragoman import config, logs, metrics, tracing
 from dragoman.errors import (
     RETRY_AFTER,
     DeadlineExceeded,
     DragomanError,
     InvalidArgument,
     ResourceExhausted,
+    Unavailable,
 )
-from dragoman.tls import MeshTls
+
+if TYPE_CHECKING:  # tls (cryptography) and triton_client (numpy) load when used: every
+    # service imports this module, and its start-up is a restart's downtime
+    # (bench/results/chaos.md)
+    from dragoman.tls import MeshTls
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +64,18 @@ async def first_request(requests: AsyncIterator[_T], timeout_s: float) -> _T | N
         ) from None
 
 
+def _database_down(err: Exception) -> bool:
+    """The database connection was lost or could not be made (a restart, a failover):
+    psycopg's OperationalError, the pool's PoolTimeout among them. Asked of sys.modules,
+    so that services without a database do not import psycopg for it."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(err, psycopg.OperationalError)
+
+
 async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str) -> None:
+    if _database_down(err):
+        log.warning("database unavailable (%s): %s", type(err).__name__, err)
+        err = Unavailable("the database is unavailable; retry shortly")
     if isinstance(err, DragomanError):
         trailers: tuple[tuple[str, str], ...] = ()
         if isinstance(err, ResourceExhausted):
@@ -440,12 +456,17 @@ class Service:
             for add, servicer in servicers:
                 add(servicer, server)
         service = cls(name, server, names, tls=tls)
-        triton_client.watch_health(service, engines)
+        if engines:
+            from dragoman import triton_client
+
+            triton_client.watch_health(service, engines)
         return service
 
     async def start(self, address: str) -> int:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if self.reflection:
+            from grpc_reflection.v1alpha import reflection  # off by default: not loaded then
+
             reflection.enable_server_reflection(
                 [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
             )

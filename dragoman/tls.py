@@ -25,16 +25,17 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from dragoman.config import TlsSettings
 from dragoman.errors import FailedPrecondition, InvalidArgument
+
+if TYPE_CHECKING:  # cryptography loads when a certificate is read or made: with TLS off,
+    # not at every service's start-up (bench/results/chaos.md)
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 ROLES = ("gateway", "session", "stt", "mt", "tts", "triton")
 """Every role a certificate may name: the services, by their `addresses` names, and Triton."""
@@ -78,6 +79,8 @@ class MeshTls:
         names a file that is missing or unreadable, or a certificate that is not PEM."""
         if not settings.enabled:
             return None
+        from cryptography import x509
+
         mesh = cls(ca=_read(settings.ca_file, "tls.ca_file"),
                    cert=_read(settings.cert_file, "tls.cert_file"),
                    key=_read(settings.key_file, "tls.key_file"))
@@ -107,11 +110,15 @@ class MeshTls:
 
     def role(self) -> str:
         """The role this process's own certificate names ("" if none)."""
+        from cryptography import x509
+
         return next(iter(certificate_roles(x509.load_pem_x509_certificate(self.cert))), "")
 
 
 def certificate_roles(cert: x509.Certificate) -> list[str]:
     """The roles a certificate names as `spiffe://dragoman/<role>` URI SANs."""
+    from cryptography import x509
+
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -137,15 +144,21 @@ def peer_roles(context: Any) -> frozenset[str]:
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
 def _pem(cert: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -158,6 +171,10 @@ class Authority:
 
     @classmethod
     def new(cls, name: str = CA_NAME, days: int = CA_DAYS) -> Authority:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.x509.oid import NameOID
+
         key = _key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
@@ -188,6 +205,11 @@ class Authority:
         addresses. Good for both ends of a connection (server and client auth)."""
         if role not in ROLES:
             raise InvalidArgument(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
         ca_key = serialization.load_pem_private_key(self.key_pem, None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise FailedPrecondition(f"the CA key is {type(ca_key).__name__}: an EC or RSA key issues")

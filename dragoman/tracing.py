@@ -16,25 +16,28 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from opentelemetry import propagate, trace
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from dragoman.config import TracingSettings
+
+if TYPE_CHECKING:  # OpenTelemetry loads only when tracing is on: about a second of every
+    # service's start-up otherwise (bench/results/chaos.md)
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
 _provider: TracerProvider | None = None
-_UNTRACED = filters.negate(filters.any_of(
-    filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection."),
-    filters.service_prefix("dragoman.trunk.")))
+
+
+def _untraced() -> Any:
+    from opentelemetry.instrumentation.grpc import filters
+
+    return filters.negate(filters.any_of(
+        filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection."),
+        filters.service_prefix("dragoman.trunk.")))
 
 
 def configure(settings: TracingSettings, service: str) -> Callable[[], None]:
@@ -43,6 +46,12 @@ def configure(settings: TracingSettings, service: str) -> Callable[[], None]:
     global _provider
     if not settings.otlp_endpoint:
         return lambda: None
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
     exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=settings.insecure)
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"dragoman-{service}"}),
@@ -62,12 +71,20 @@ def configure(settings: TracingSettings, service: str) -> Callable[[], None]:
 
 def server_interceptors() -> list[Any]:
     """What `rpc.new_server()` puts first: a span per call served, when tracing is on."""
-    return [aio_server_interceptor(tracer_provider=_provider, filter_=_UNTRACED)] if _provider else []
+    if _provider is None:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return [aio_server_interceptor(tracer_provider=_provider, filter_=_untraced())]
 
 
 def client_interceptors() -> list[Any]:
     """What `rpc.channel()` adds: a span per call made, the context in its metadata."""
-    return list(aio_client_interceptors(tracer_provider=_provider, filter_=_UNTRACED)) if _provider else []
+    if _provider is None:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    return list(aio_client_interceptors(tracer_provider=_provider, filter_=_untraced()))
 
 
 def _attributes(method: str) -> dict[str, str]:
@@ -80,6 +97,8 @@ def client_span(method: str, metadata: MutableSequence[tuple[str, str]]) -> trac
     (None when tracing is off). End it with `end_span`."""
     if _provider is None:
         return None
+    from opentelemetry import propagate, trace
+
     span = _provider.get_tracer(__name__).start_span(
         method, kind=trace.SpanKind.CLIENT, attributes=_attributes(method))
     carrier: dict[str, str] = {}
@@ -91,6 +110,8 @@ def client_span(method: str, metadata: MutableSequence[tuple[str, str]]) -> trac
 def end_span(span: trace.Span | None, code: grpc.StatusCode) -> None:
     if span is None:
         return
+    from opentelemetry import trace
+
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code is not grpc.StatusCode.OK:
         span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
@@ -104,6 +125,8 @@ def server_span(method: str, metadata: Sequence[tuple[str, str]]) -> Iterator[tr
     if _provider is None:
         yield None
         return
+    from opentelemetry import propagate, trace
+
     with _provider.get_tracer(__name__).start_as_current_span(
             method, context=propagate.extract(dict(metadata)), kind=trace.SpanKind.SERVER,
             attributes=_attributes(method), record_exception=False,

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 REVOKED_CHANNEL = "dragoman_logins_revoked"
 """NOTIFY channel; payloads `login:<family id>` and `user:<user id>`."""
+LOGIN_LIVE_WAIT_S = 1.0
+"""Longest wait for a pooled connection to check a login (every call, once a second per
+login): past it a recent answer stands in (gateway.auth.STALE_WHILE_DOWN_S)."""
 RELISTEN_S = 1.0
 """Wait before listening again after the connection was lost."""
 
@@ -154,11 +157,17 @@ class PgUserStore:
             await conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, f"login:{family_id}"))
 
     async def login_live(self, family_id: str, user_id: str) -> bool:
-        async with self._db.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT 1 FROM login_families WHERE family_id = %s AND user_id = %s "
-                "AND revoked_at IS NULL", (family_id, user_id))
-            return await cur.fetchone() is not None
+        """Unavailable when the database cannot be asked within LOGIN_LIVE_WAIT_S: the
+        caller may have a recent answer to go on (gateway.auth.Revocations)."""
+        try:
+            async with self._db.pool.connection(timeout=LOGIN_LIVE_WAIT_S) as conn:
+                cur = await conn.execute(
+                    "SELECT 1 FROM login_families WHERE family_id = %s AND user_id = %s "
+                    "AND revoked_at IS NULL", (family_id, user_id))
+                return await cur.fetchone() is not None
+        except psycopg.OperationalError as e:
+            log.warning("login not checked: database unavailable (%s)", type(e).__name__)
+            raise errors.Unavailable("the database is unavailable; retry shortly") from None
 
     async def list_devices(self, user_id: str) -> list[Device]:
         async with self._db.pool.connection() as conn:

@@ -34,6 +34,9 @@ from session_svc.sessions import Member, Session, SessionRegistry
 
 log = logging.getLogger(__name__)
 
+_FINISHING: set[asyncio.Task[None]] = set()
+"""Pipelines of dropped streams finishing what was said (see `Connection.release`)."""
+
 MAX_CHUNK_BYTES = 64 * 1024
 
 
@@ -170,19 +173,44 @@ class Connection:
             self.stop.exception()  # mark retrieved: the stream re-raises it
 
     async def release(self) -> None:
+        staying = self.session.status != spb.SESSION_STATUS_ENDED and self.member.present
+        finishing = None
         if self.pipeline is not None and not self.pipeline.task.done():
-            await self.pipeline.cancel()
+            if staying:  # the stream dropped (a gateway died): what was said still reaches
+                # the listeners, within downstream_timeout_s (bench/results/chaos.md)
+                finishing = self.pipeline
+            else:
+                await self.pipeline.cancel()
         for retired in list(self._retired):
-            await retired.cancel()
+            if not staying:
+                await retired.cancel()  # else already finishing, within the same bound
+        tell = False
         if self.member.connection is self:
             self.member.connection = None
             self.session.attended_s = time.time()
-            if self.session.status == spb.SESSION_STATUS_ENDED or not self.member.present:
-                return  # who left or was removed: the others were told (RosterChanged)
-            for other in self.session.listeners(self.member):
-                other.log.append(partner_disconnected=pb.PartnerDisconnected(
-                    partner_user_id=self.member.user_id, reason="left"))
-            self.session.announce(pb.ROSTER_CHANGE_DISCONNECTED, self.member, tell_about=False)
+            # who left or was removed: the others were told (RosterChanged)
+            tell = staying
+        if finishing is not None:
+            task = asyncio.create_task(self._finish(finishing, tell))
+            _FINISHING.add(task)
+            task.add_done_callback(_FINISHING.discard)
+        elif tell:
+            self._disconnected()
+
+    async def _finish(self, pipeline: SpeakerPipeline, tell: bool) -> None:
+        """Finishes a dropped stream's pipeline, then tells the others it disconnected
+        (after its last words, as when the stream dropped between utterances), unless it
+        is back meanwhile."""
+        await pipeline.finish(self.settings.downstream_timeout_s)
+        if (tell and self.member.connection is None and self.member.present
+                and self.session.status != spb.SESSION_STATUS_ENDED):
+            self._disconnected()
+
+    def _disconnected(self) -> None:
+        for other in self.session.listeners(self.member):
+            other.log.append(partner_disconnected=pb.PartnerDisconnected(
+                partner_user_id=self.member.user_id, reason="left"))
+        self.session.announce(pb.ROSTER_CHANGE_DISCONNECTED, self.member, tell_about=False)
 
 
 def _check_join(join: pb.JoinConversation) -> None:

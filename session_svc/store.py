@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -58,6 +59,11 @@ JOURNAL_LINGER_S = 0.25
 """How long the first queued log waits for others to share its transaction
 (bench/results/settings.md). The logs are history, not what the listener waits
 for; `Journal.flush` (EndSession, shutdown) does not wait for the linger."""
+JOURNAL_RETRY_S = 30.0
+"""How long a batch is tried again while the database cannot be reached (a restart
+takes about a second: bench/results/chaos.md) before its logs are counted failed."""
+JOURNAL_RETRY_MAX_S = 2.0
+"""Longest wait between two tries of a batch (doubling from 0.1 s)."""
 ENCRYPTED = ("source_text", "translated_text")
 """The encrypted columns of translation_logs."""
 
@@ -594,7 +600,7 @@ class Journal:
             while not self._queue.empty() and len(entries) < JOURNAL_BATCH:
                 entries.append(self._queue.get_nowait())
             try:
-                await self._store.add_utterances(entries)
+                await self._write(entries)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a lost log row must not stop the journal
@@ -606,3 +612,18 @@ class Journal:
                     self._hurry.clear()
                 for _ in entries:
                     self._queue.task_done()
+
+    async def _write(self, entries: list[UtteranceLog]) -> None:
+        """One batch, tried again for JOURNAL_RETRY_S while the database is unreachable."""
+        deadline, wait_s = time.monotonic() + JOURNAL_RETRY_S, 0.1
+        while True:
+            try:
+                await self._store.add_utterances(entries)
+                return
+            except psycopg.OperationalError as e:
+                if time.monotonic() + wait_s > deadline:
+                    raise
+                log.warning("translation logs not written yet: database unavailable (%s)",
+                            type(e).__name__, extra={"session_id": entries[0].session_id})
+            await asyncio.sleep(wait_s)
+            wait_s = min(2 * wait_s, JOURNAL_RETRY_MAX_S)

@@ -7,6 +7,7 @@ them fails with that instruction instead of being skipped.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dragoman import config, rpc
+from bench.private import Postgres
+from dragoman import config, db, rpc
 from dragoman.assertion import Assertions
 from dragoman.db.testing import scratch_schema
 from tests.mesh import mesh  # noqa: F401 - the shared in-process mesh fixture
@@ -65,6 +67,26 @@ def tatoeba() -> Path:
     if not path.is_dir():
         pytest.fail(f"test sentences missing: {path}")
     return path
+
+
+@pytest.fixture
+async def killable_database(
+        monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Postgres, db.Database]]:
+    """A database on a PostgreSQL of the test's own (bench.private), which the test may
+    SIGKILL and start again; its pool waits 1 s for a connection, not 10."""
+    monkeypatch.setattr(db, "CONNECT_TIMEOUT_S", 1.0)
+    postgres = Postgres()
+    try:
+        await asyncio.to_thread(postgres.init)
+        await postgres.start()
+        with scratch_schema(postgres.url, prefix="killable") as settings:
+            database = await db.open_database(settings)
+            try:
+                yield postgres, database
+            finally:
+                await database.close()
+    finally:
+        await postgres.stop()
 
 
 async def started(service: rpc.Service) -> AsyncIterator[str]:

@@ -154,9 +154,11 @@ async def open_database(settings: DbSettings) -> Database:
         if applied:
             log.info("applied migrations %s", [m.version for m in applied])
     url = await resolve_url(settings)
+    # checked as lent: after a database restart every pooled connection is dead, and
+    # unchecked each would fail one call (bench/results/chaos.md, the PostgreSQL fault)
     pool = AsyncConnectionPool(
         url, min_size=1, max_size=max(1, settings.pool_max_size), kwargs=kwargs, open=False,
-        timeout=CONNECT_TIMEOUT_S, name="dragoman")
+        timeout=CONNECT_TIMEOUT_S, name="dragoman", check=AsyncConnectionPool.check_connection)
     try:
         await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
     except psycopg.errors.Error as e:  # PoolTimeout, OperationalError

@@ -11,6 +11,7 @@ import asyncio
 import gc
 
 import grpc
+import psycopg
 import pytest
 import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -180,3 +181,24 @@ def test_durations_round_to_the_nanosecond_and_negative_spans_read_as_zero() -> 
     assert rpc.duration(0.3).ToNanoseconds() == 300_000_000
     assert rpc.duration(1.0000000016).ToNanoseconds() == 1_000_000_002
     assert rpc.duration(-0.004).ToNanoseconds() == 0
+
+
+
+async def _database_down(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    raise psycopg.OperationalError("terminating connection due to unexpected postmaster exit")
+
+
+async def test_a_lost_database_connection_is_unavailable_not_internal() -> None:
+    server = rpc.new_server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "test.Store", {"Read": grpc.unary_unary_rpc_method_handler(_database_down)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await ch.unary_unary("/test.Store/Read")(b"", timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.details() == "the database is unavailable; retry shortly"
+    finally:
+        await server.stop(0)

@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from dragoman import config, errors
+from bench.private import Postgres
+from dragoman import config, db, errors
 from dragoman.v1 import auth_pb2, sessions_pb2
 from gateway import auth, server
 from gateway.auth import Revocations
+from gateway.pgstore import PgUserStore
 from gateway.store import InMemoryUserStore, RefreshToken, User
 from tests.conftest import started
 from tests.gateway.conftest import PASSWORD, Stubs, bearer, with_session_address
@@ -123,5 +125,66 @@ async def test_without_notifications_a_standing_login_is_rechecked() -> None:
     await store.revoke_family("login-1")  # by another replica, unheard here
     await revocations.check(ann)  # still cached as standing
     clock[0] = 1.0
+    with pytest.raises(errors.Unauthenticated, match="revoked"):
+        await revocations.check(ann)
+
+
+class _DownStore(InMemoryUserStore):
+    """The database went away: every login check is Unavailable."""
+
+    down = False
+
+    async def login_live(self, family_id: str, user_id: str) -> bool:
+        if self.down:
+            raise errors.Unavailable("the database is unavailable; retry shortly")
+        return await super().login_live(family_id, user_id)
+
+
+async def test_while_the_database_is_down_a_recent_standing_answer_is_taken() -> None:
+    clock = [0.0]
+    store = _DownStore()
+    await store.add_user(User("u-1", "ann", "ann@example.org", "x", "en", 0.0))
+    await store.add_refresh_token(RefreshToken("t-1", "u-1", "login-1", 1e12))
+    await store.add_user(User("u-2", "bo", "bo@example.org", "x", "en", 0.0))
+    await store.add_refresh_token(RefreshToken("t-2", "u-2", "login-2", 1e12))
+    revocations = Revocations(store, recheck_s=1.0, clock=lambda: clock[0])
+    ann, bo = auth.Identity("u-1", "ann", "login-1"), auth.Identity("u-2", "bo", "login-2")
+    await revocations.check(ann)
+    store.down = True
+    clock[0] = auth.STALE_WHILE_DOWN_S - 1  # past the recheck, within the stale bound
+    await revocations.check(ann)
+    with pytest.raises(errors.Unavailable):  # never seen standing: nothing to go on
+        await revocations.check(bo)
+    with pytest.raises(errors.Unavailable):  # another user's claim to ann's login
+        await revocations.check(auth.Identity("u-2", "bo", "login-1"))
+    clock[0] = auth.STALE_WHILE_DOWN_S + 1
+    with pytest.raises(errors.Unavailable):  # too old to stand in
+        await revocations.check(ann)
+    store.down = False
+    await store.revoke_family("login-1")
+    with pytest.raises(errors.Unauthenticated, match="revoked"):
+        await revocations.check(ann)
+
+
+async def test_a_gateway_whose_database_restarts_keeps_checked_logins(
+        killable_database: tuple[Postgres, db.Database]) -> None:
+    """PostgreSQL SIGKILLed: a login checked a moment ago still stands, one never seen
+    gets UNAVAILABLE (not INTERNAL), and once it is back the checks go to it again."""
+    postgres, database = killable_database
+    store = PgUserStore(database)
+    for n, name in enumerate(("ann", "bo")):
+        await store.add_user(User(f"u-{n}", name, f"{name}@example.org", "x", "en", 0.0))
+        await store.add_refresh_token(
+            RefreshToken(f"t-{n}", f"u-{n}", f"login-{n}", time.time() + 3600))
+    revocations = Revocations(store, recheck_s=0.0)
+    ann, bo = auth.Identity("u-0", "ann", "login-0"), auth.Identity("u-1", "bo", "login-1")
+    await revocations.check(ann)
+    await postgres.kill()
+    await revocations.check(ann)
+    with pytest.raises(errors.Unavailable, match="database is unavailable"):
+        await revocations.check(bo)
+    await postgres.start()
+    await revocations.check(bo)
+    await store.revoke_family("login-0")
     with pytest.raises(errors.Unauthenticated, match="revoked"):
         await revocations.check(ann)

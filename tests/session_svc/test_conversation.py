@@ -110,6 +110,22 @@ async def test_reconnect_resumes_without_gaps_or_duplicates(plumbing: Stack, fle
         await c.close()
 
 
+async def test_what_was_said_reaches_the_listener_when_the_speakers_stream_drops(
+        plumbing: Stack, fleurs: Path) -> None:
+    """The speaker's stream breaks (their gateway died) once their utterance started:
+    it is still translated and spoken to the listener, not cancelled unheard."""
+    a, b, sid = await pair(plumbing.session)
+    a_call, b_call = a.converse(sid), b.converse(sid)
+    await b.collect(b_call, "partner_connected")
+    await a.say(utterance(fleurs))
+    await a.collect(a_call, "processing_started")
+    a_call.cancel()  # type: ignore[attr-defined]
+    events = await b.collect(b_call, "processing_ended")
+    assert "speech_audio" in kinds(events) and "translation" in kinds(events)
+    for c in (a, b):
+        await c.close()
+
+
 async def test_a_second_stream_replaces_the_first(plumbing: Stack) -> None:
     a, _b, sid = await pair(plumbing.session)
     first = a.converse(sid)

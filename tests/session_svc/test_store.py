@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg import sql
 
+from bench.private import Postgres
 from dragoman import config, db
 from dragoman.coverage import Inventory
 from dragoman.coverage import Path as CoveragePath
@@ -514,3 +515,27 @@ async def test_a_joiner_is_checked_both_ways_against_every_language_present(
     paired = [e.session_paired for e in cy.log.kept() if e.HasField("session_paired")]
     assert [(p.partner_user_id, p.one_way) for p in paired] == [("ana", True)]
     await sessions.end(Identity("ana", "Ana"), session.session_id, "bye")
+
+
+async def test_a_database_restart_mid_conversation_loses_no_logs(
+        killable_database: tuple[Postgres, db.Database]) -> None:
+    """PostgreSQL killed (SIGKILL, with its backends) and started again: the pool lends
+    no dead connection afterwards, and the logs recorded while it was down, longer than
+    the pool waits for a connection, are written once it is back
+    (session_store.JOURNAL_RETRY_S)."""
+    postgres, database = killable_database
+    sessions = registry(database)
+    session = await sessions.create(Identity("a", "A"), "en", "")
+    await sessions.join(Identity("b", "B"), session.code, "pt", "")
+    a, b = session.members
+    session.record_utterance(a, b, "1-0", "line 0", "linha 0", latency(300))
+    await sessions.journal.flush()
+    await postgres.kill()
+    session.record_utterance(a, b, "1-1", "line 1", "linha 1", latency(300))
+    await asyncio.sleep(2.5)  # the journal tries, and finds no database
+    await postgres.start()
+    await asyncio.wait_for(sessions.journal.flush(), 30)
+    assert sessions.journal.failed == 0
+    async with database.pool.connection() as conn:  # not one of the dead ones
+        logs = await session_store.utterances_of(conn, database.keyring, "a")
+    assert [u.source_text for u in logs] == ["line 0", "line 1"]
