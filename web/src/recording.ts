@@ -239,13 +239,13 @@ export class RecordingControls {
     const { ui } = this;
     const rec = this.current;
     const o = offer(rec, this.hooks.selfId());
-    ui.box.hidden = !this.live && !rec;
+    ui.box.hidden = !this.live;
     ui.request.hidden = !o.canRequest;
     ui.request.disabled = !this.live;
     ui.stop.hidden = !o.canStop || !this.live;
     ui.stop.textContent = o.indicator === "recording" ? "Stop recording" : "Cancel recording";
     ui.indicator.hidden = o.indicator === "" || !this.live;
-    ui.indicator.className = `badge recording ${o.indicator}`;
+    ui.indicator.className = `badge recording-${o.indicator}`;
     ui.indicator.textContent = o.indicator === "recording" ? "● Recording"
       : `Recording asked: ${rec?.consents.filter((c) => c.answer === RecordingConsentAnswer.GRANTED).length ?? 0}` +
         ` of ${rec?.consents.length ?? 0} agreed`;
