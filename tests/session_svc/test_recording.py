@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -152,6 +153,7 @@ async def test_only_what_is_said_between_everyones_consent_and_a_withdrawal_is_k
     withdrawn = (await b.recordings.WithdrawRecordingConsent(
         rpb.WithdrawRecordingConsentRequest(recording_id=asked.recording_id),
         metadata=b.metadata)).recording
+    answered = datetime.now(UTC)  # what it kept was written before it answered
     assert withdrawn.state == rpb.RECORDING_STATE_STOPPED
     assert withdrawn.stopped_by_participant_id == b.user_id
     assert withdrawn.stop_reason == "consent withdrawn"
@@ -165,19 +167,19 @@ async def test_only_what_is_said_between_everyones_consent_and_a_withdrawal_is_k
     assert before | awaiting | kept | after <= logged
     assert not kept & (before | awaiting | after)
     rows = stack.query(
-        "SELECT i.utterance_id, i.kind, i.language_code, i.spoken_at, i.created_at, "
+        "SELECT i.utterance_id, i.kind, i.language_code, i.spoken_until, i.created_at, "
         "r.started_at, r.stopped_at, i.content, i.key_id, i.item_id FROM recording_items i "
         "JOIN recordings r USING (recording_id) WHERE r.recording_id = %s", (asked.recording_id,))
     assert {(r[0], r[1], r[2]) for r in rows} == {
         (u, kind, language) for u in kept
         for kind, language in (("transcript", "en"), ("translation", "pt"), ("speech", "pt"))}
-    for _, _, _, spoken_at, created_at, started_at, stopped_at, *_ in rows:
-        assert started_at <= spoken_at < stopped_at  # type: ignore[operator]
-        assert created_at < stopped_at  # type: ignore[operator]
+    for _, _, _, spoken_until, created_at, started_at, stopped_at, *_ in rows:
+        assert started_at < spoken_until < stopped_at  # type: ignore[operator]
+        assert created_at < answered  # type: ignore[operator]
     assert stack.query(
         "SELECT count(*) FROM recording_items i JOIN recordings r USING (recording_id) "
-        "WHERE r.session_id = %s AND (i.spoken_at >= r.stopped_at OR i.created_at >= r.stopped_at "
-        "OR i.spoken_at < r.started_at)", (sid,)) == [(0,)]
+        "WHERE r.session_id = %s AND (i.spoken_until >= r.stopped_at OR i.created_at > %s "
+        "OR i.spoken_at < r.started_at)", (sid, answered)) == [(0,)]
     assert stack.query("SELECT state, stopped_by FROM recordings WHERE recording_id = %s",
                        (asked.recording_id,)) == [("stopped", b.user_id)]
 
