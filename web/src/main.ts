@@ -414,10 +414,10 @@ class App {
     ui.mic.disabled = true;
     this.leaving = "";
     this.captions = new Captions(ui.captions, ui.announcer);
-    this.recordingControls.reset();
     this.setRoster(roster.fromSession(session.participants, session.locked, session.maxParticipants,
       this.api.userId));
     this.privacyMode = session.privacyMode;
+    this.recordingControls.reset(session.privacyMode === PrivacyMode.STANDARD);
     Object.assign(ui.privacyBadge, { textContent: privacy.describe(session.privacyMode).label,
       title: privacy.describe(session.privacyMode).title });
     const historyKey = session.privacyMode === PrivacyMode.PARTICIPANT_KEYED

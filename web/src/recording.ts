@@ -183,6 +183,7 @@ export interface OpenedDebug {
 export class RecordingControls {
   private current: Recording | undefined;
   private live = false;
+  private recordable = false;
 
   constructor(
     private readonly client: RecordingClient,
@@ -199,10 +200,12 @@ export class RecordingControls {
     return this.current;
   }
 
-  /** A new conversation: nothing asked yet. */
-  reset(): void {
+  /** A new conversation: nothing asked yet. Only a PRIVACY_MODE_STANDARD session can be
+   * recorded (the server refuses others), so only there is Record offered. */
+  reset(recordable: boolean): void {
     this.current = undefined;
     this.live = true;
+    this.recordable = recordable;
     this.render();
   }
 
@@ -239,7 +242,7 @@ export class RecordingControls {
     const { ui } = this;
     const rec = this.current;
     const o = offer(rec, this.hooks.selfId());
-    ui.box.hidden = !this.live;
+    ui.box.hidden = !this.live || !this.recordable;
     ui.request.hidden = !o.canRequest;
     ui.request.disabled = !this.live;
     ui.stop.hidden = !o.canStop || !this.live;
