@@ -441,9 +441,17 @@ export class RecordingsPanel {
         audio.src = url;
         audio.dataset.language = s.languageCode;
         audio.setAttribute("aria-label", `${u.speakerDisplayName || "Someone"}, in ${languageName(s.languageCode)}`);
-        li.append(audio);
+        const label = document.createElement("p");
+        label.className = "spoken-in";
+        label.textContent = `Spoken in ${languageName(s.languageCode)}`;
+        li.append(label, audio);
       }
       return li;
+    }));
+    // one utterance's speech ended: the next one in the same language follows, as it was heard
+    const audios = [...ui.utterances.querySelectorAll("audio")];
+    audios.forEach((audio, i) => audio.addEventListener("ended", () => {
+      void audios.slice(i + 1).find((next) => next.dataset.language === audio.dataset.language)?.play();
     }));
     ui.download.hidden = false;
     ui.view.hidden = false;
