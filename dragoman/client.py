@@ -28,6 +28,7 @@ from dragoman.v1 import (
     auth_pb2_grpc,
     conversation_pb2,
     conversation_pb2_grpc,
+    recording_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
     vocabulary_pb2_grpc,
@@ -44,6 +45,7 @@ class Client:
         self.sessions = sessions_pb2_grpc.SessionServiceStub(self.channel)
         self.conversation = conversation_pb2_grpc.ConversationServiceStub(self.channel)
         self.vocabularies = vocabulary_pb2_grpc.VocabularyServiceStub(self.channel)
+        self.recordings = recording_pb2_grpc.RecordingServiceStub(self.channel)
         self.user_id = ""
         self.tokens = auth_pb2.TokenPair()
 

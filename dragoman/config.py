@@ -456,6 +456,36 @@ class SessionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    """Recordings of sessions, kept with every participant's consent (docs/recording.md)."""
+
+    retention_days: int = 30
+    """How long a recording is kept after it was asked for; then the sweeper deletes it."""
+    sweep_interval_s: float = 600.0
+    """How often each session_svc replica deletes the expired recordings (expired ones are
+    no longer served, even before the sweep)."""
+    max_requests_per_session: int = 5
+    """RequestRecording calls a session takes in all (RESOURCE_EXHAUSTED beyond): asking
+    everyone to consent again and again would flood them with questions."""
+    speech_bitrate_bps: int = 24000
+    """Opus bitrate of the kept speech (translated and original voices)."""
+
+    def __post_init__(self) -> None:
+        if self.retention_days < 1:
+            raise InvalidArgument(
+                f"setting recording.retention_days must be 1 or more, got {self.retention_days}")
+        if self.sweep_interval_s <= 0:
+            raise InvalidArgument("setting recording.sweep_interval_s must be more than 0, "
+                                  f"got {self.sweep_interval_s}")
+        if self.max_requests_per_session < 1:
+            raise InvalidArgument("setting recording.max_requests_per_session must be 1 or more, "
+                                  f"got {self.max_requests_per_session}")
+        if not 6000 <= self.speech_bitrate_bps <= 510000:
+            raise InvalidArgument("setting recording.speech_bitrate_bps must be 6000 to 510000 "
+                                  f"(Opus), got {self.speech_bitrate_bps}")
+
+
+@dataclass(frozen=True, slots=True)
 class DbSettings:
     """PostgreSQL: accounts, sessions, translation logs (gateway and session_svc)."""
 
@@ -553,6 +583,7 @@ class Settings:
     tts: TtsSettings = field(default_factory=TtsSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
     database: DbSettings = field(default_factory=DbSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     triton: TritonSettings = field(default_factory=TritonSettings)

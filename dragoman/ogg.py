@@ -7,6 +7,8 @@ table-of-contents byte, RFC 6716 section 3.1, which the decoder obeys too).
 
 from __future__ import annotations
 
+import io
+
 from dragoman.errors import InvalidArgument
 
 MAX_PACKET_BYTES = 256 * 1024
@@ -91,3 +93,29 @@ class OpusDuration:
                 continue
             seconds += packet_seconds(packet)
         return seconds
+
+
+OPUS_RATE_HZ = 48_000
+
+
+def encode_opus(pcm: bytes, rate_hz: int, bitrate_bps: int = 24_000) -> bytes:
+    """Mono PCM16 at `rate_hz` as an Ogg Opus file (48 kHz), which browsers play as it is.
+    FFmpeg's libopus through PyAV, imported here: only recordings encode."""
+    import av  # noqa: PLC0415 - heavy, and only session_svc's recordings need it
+    import numpy as np  # noqa: PLC0415
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="ogg") as container:
+        stream = container.add_stream("libopus", rate=OPUS_RATE_HZ, layout="mono")
+        stream.bit_rate = bitrate_bps
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], np.int16).reshape(1, -1)
+        if samples.size:  # no audio: the headers alone, a file that plays nothing
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            frame.sample_rate = rate_hz
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=OPUS_RATE_HZ)
+            for resampled in [*resampler.resample(frame), *resampler.resample(None)]:
+                for packet in stream.encode(resampled):
+                    container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()

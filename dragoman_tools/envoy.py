@@ -14,7 +14,7 @@ gateway's grpc.aio server, and native gRPC clients pass through unchanged.
 
 What the edge enforces (see deploy/envoy/README.md for the reasons):
 only the public services are routed (AuthService, SessionService, VocabularyService,
-ConversationService); everything else, internal services, health and
+RecordingService, ConversationService); everything else, internal services, health and
 reflection included, gets no route. CORS allows the configured origins
 only, never `*`. Requests above `max_request_bytes` are refused (413) before
 reaching the gateway, except the bidirectional Converse stream, whose
@@ -53,8 +53,10 @@ log = logging.getLogger(__name__)
 
 SESSION_HEADER = "x-dragoman-session"
 """Affinity key: clients send the session id on every call about a session."""
-PUBLIC_SERVICES = ("dragoman.v1.AuthService", "dragoman.v1.SessionService", "dragoman.v1.VocabularyService")
+PUBLIC_SERVICES = ("dragoman.v1.AuthService", "dragoman.v1.SessionService", "dragoman.v1.VocabularyService",
+                   "dragoman.v1.RecordingService")
 CONVERSATION = "dragoman.v1.ConversationService"
+RECORDING = "dragoman.v1.RecordingService"
 ADMIN_SERVICE = "dragoman.admin.v1.AdminService"
 """Routed only with `admin_api` (and served only by gateways with admin.enabled)."""
 IDENTITY_HEADERS = (IDENTITY_HEADER,)  # only the gateway sets these
@@ -239,8 +241,11 @@ def _api_route(name: str, match: dict[str, Any], cfg: EdgeConfig, *, stream: boo
 
 def _routes(cfg: EdgeConfig) -> list[dict[str, Any]]:
     services = (*PUBLIC_SERVICES, ADMIN_SERVICE) if cfg.admin_api else PUBLIC_SERVICES
-    routes = [_api_route(s.rsplit(".", 1)[1], {"prefix": f"/{s}/"}, cfg, stream=False)
-              for s in services]
+    # a long recording downloads for longer than a unary call may last: first, as a stream
+    routes = [_api_route("download-recording", {"path": f"/{RECORDING}/DownloadRecording"}, cfg,
+                         stream=True)]
+    routes += [_api_route(s.rsplit(".", 1)[1], {"prefix": f"/{s}/"}, cfg, stream=False)
+               for s in services]
     routes += [
         _api_route("send-audio", {"path": f"/{CONVERSATION}/SendAudio"}, cfg, stream=False),
         _api_route("listen", {"path": f"/{CONVERSATION}/Listen"}, cfg, stream=True),

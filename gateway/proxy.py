@@ -1,5 +1,5 @@
-"""The authenticated proxy of SessionService, ConversationService and VocabularyService
-to session_svc.
+"""The authenticated proxy of SessionService, ConversationService, VocabularyService and
+RecordingService to session_svc.
 
 session_svc serves the same public services on an internal address and acts
 for the user named by an identity assertion that only gateways can sign
@@ -27,6 +27,8 @@ from dragoman.assertion import Assertions
 from dragoman.v1 import (
     conversation_pb2,
     conversation_pb2_grpc,
+    recording_pb2,
+    recording_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
     vocabulary_pb2,
@@ -458,3 +460,64 @@ class VocabularyProxy(vocabulary_pb2_grpc.VocabularyServiceServicer):
     ) -> vocabulary_pb2.DeleteVocabularyResponse:
         return await self._proxy.unary(self._via("DeleteVocabulary"), request, context,
                                        required=("vocabulary_id",))
+
+
+class RecordingProxy(recording_pb2_grpc.RecordingServiceServicer):
+    """RecordingService, served by the replica of the recording's session (its id begins
+    with the session's: session_svc.recordings.session_of), where the consent flow lives;
+    ListRecordings by any replica (they share the tables)."""
+
+    def __init__(self, router: Router, proxy: Proxy) -> None:
+        self._router = router
+        self._proxy = proxy
+
+    def _via(self, method: str, *, recording_id: str = "", session_id: str = ""
+             ) -> Callable[[], Awaitable[Any]]:
+        # a recording id begins with its session's (session_svc.recordings.session_of)
+        session_id = session_id or recording_id.partition("-")[0]
+
+        async def route() -> Any:
+            return getattr(await self._router.recordings(session_id), method)
+        return route
+
+    async def RequestRecording(
+        self, request: recording_pb2.RequestRecordingRequest, context: grpc.aio.ServicerContext
+    ) -> recording_pb2.RequestRecordingResponse:
+        return await self._proxy.unary(
+            self._via("RequestRecording", session_id=request.session_id), request, context,
+            required=("session_id",))
+
+    async def AnswerRecordingConsent(
+        self, request: recording_pb2.AnswerRecordingConsentRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> recording_pb2.AnswerRecordingConsentResponse:
+        return await self._proxy.unary(
+            self._via("AnswerRecordingConsent", recording_id=request.recording_id), request,
+            context, required=("recording_id",))
+
+    async def WithdrawRecordingConsent(
+        self, request: recording_pb2.WithdrawRecordingConsentRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> recording_pb2.WithdrawRecordingConsentResponse:
+        return await self._proxy.unary(
+            self._via("WithdrawRecordingConsent", recording_id=request.recording_id), request,
+            context, required=("recording_id",))
+
+    async def ListRecordings(
+        self, request: recording_pb2.ListRecordingsRequest, context: grpc.aio.ServicerContext
+    ) -> recording_pb2.ListRecordingsResponse:
+        return await self._proxy.unary(self._via("ListRecordings"), request, context)
+
+    async def GetRecording(
+        self, request: recording_pb2.GetRecordingRequest, context: grpc.aio.ServicerContext
+    ) -> recording_pb2.GetRecordingResponse:
+        return await self._proxy.unary(
+            self._via("GetRecording", recording_id=request.recording_id), request, context,
+            required=("recording_id",))
+
+    def DownloadRecording(
+        self, request: recording_pb2.DownloadRecordingRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[recording_pb2.DownloadRecordingResponse]:
+        return self._proxy.server_stream(
+            self._via("DownloadRecording", recording_id=request.recording_id), request, context,
+            required=("recording_id",))

@@ -24,7 +24,7 @@ import grpc
 
 from dragoman import mux
 from dragoman.tls import MeshTls
-from dragoman.v1 import conversation_pb2_grpc, sessions_pb2_grpc
+from dragoman.v1 import conversation_pb2_grpc, recording_pb2_grpc, sessions_pb2_grpc
 
 OWNER_CACHE = 20_000
 """Session ids whose owner is remembered (about two per live session a gateway serves)."""
@@ -57,11 +57,13 @@ class Router:
         self._channels: dict[str, Any] = {}
         """Channels to owners ("" is `default`, not in here)."""
         self._stubs: dict[str, tuple[sessions_pb2_grpc.SessionServiceStub,
-                                     conversation_pb2_grpc.ConversationServiceStub]] = {}
+                                     conversation_pb2_grpc.ConversationServiceStub,
+                                     recording_pb2_grpc.RecordingServiceStub]] = {}
         """Stubs per owner, "" for `default`."""
 
     def _stubs_of(self, owner: str) -> tuple[
-            sessions_pb2_grpc.SessionServiceStub, conversation_pb2_grpc.ConversationServiceStub]:
+            sessions_pb2_grpc.SessionServiceStub, conversation_pb2_grpc.ConversationServiceStub,
+            recording_pb2_grpc.RecordingServiceStub]:
         stubs = self._stubs.get(owner)
         if stubs is None:
             channel = self.default
@@ -70,7 +72,8 @@ class Router:
                     owner, trunk=self._trunk, linger_s=self._linger_s, tls=self._tls,
                     server_role="session")
             stubs = self._stubs[owner] = (sessions_pb2_grpc.SessionServiceStub(channel),
-                                          conversation_pb2_grpc.ConversationServiceStub(channel))
+                                          conversation_pb2_grpc.ConversationServiceStub(channel),
+                                          recording_pb2_grpc.RecordingServiceStub(channel))
         return stubs
 
     def _failing(self, owner: str) -> bool:
@@ -102,6 +105,11 @@ class Router:
 
     async def conversations(self, session_id: str) -> conversation_pb2_grpc.ConversationServiceStub:
         return self._stubs_of(await self._owner(session_id, ""))[1]
+
+    async def recordings(self, session_id: str = "") -> recording_pb2_grpc.RecordingServiceStub:
+        """Where a session's recordings are asked for and answered: its replica while it is
+        live; any replica for none (`session_id` empty) or an ended one."""
+        return self._stubs_of(await self._owner(session_id, ""))[2]
 
     async def close(self) -> None:
         """Closes the channels to owners (not `default`, which the caller owns)."""

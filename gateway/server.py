@@ -1,7 +1,7 @@
 """gateway: the only public service.
 
-Serves AuthService itself and proxies SessionService, ConversationService and
-VocabularyService
+Serves AuthService itself and proxies SessionService, ConversationService,
+VocabularyService and RecordingService
 to session_svc for callers with a valid access token (see `gateway.proxy`;
 SessionService.ListLanguages needs none),
 within the rate limits (`gateway.limits`). Accounts live in PostgreSQL
@@ -25,6 +25,8 @@ from dragoman.v1 import (
     auth_pb2_grpc,
     conversation_pb2,
     conversation_pb2_grpc,
+    recording_pb2,
+    recording_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
     vocabulary_pb2,
@@ -41,6 +43,7 @@ from gateway.proxy import (
     ConversationProxy,
     Proxy,
     SessionProxy,
+    RecordingProxy,
     VocabularyProxy,
 )
 from gateway.routing import Router, SessionDirectory
@@ -54,6 +57,7 @@ SERVICE_NAMES = (
     sessions_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
     vocabulary_pb2.DESCRIPTOR.services_by_name["VocabularyService"].full_name,
+    recording_pb2.DESCRIPTOR.services_by_name["RecordingService"].full_name,
 )
 
 
@@ -89,6 +93,8 @@ def _export(
         sessions=sessions.sessions,
         utterances=sessions.utterances,
         vocabularies=sessions.vocabularies,
+        recordings=sessions.recordings,
+        recorded_utterances=sessions.recorded_utterances,
     )
 
 
@@ -179,7 +185,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             lambda: self._session_data.erase(self._sessions, caller, context.time_remaining()))
         return auth_pb2.DeleteAccountResponse(
             deleted_session_count=deleted.deleted_session_count,
-            deleted_utterance_count=deleted.deleted_utterance_count)
+            deleted_utterance_count=deleted.deleted_utterance_count,
+            deleted_recording_count=deleted.deleted_recording_count)
 
     async def ExportMyData(
         self, request: auth_pb2.ExportMyDataRequest, context: grpc.aio.ServicerContext
@@ -283,6 +290,7 @@ async def create(
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server, SessionProxy(router, proxy)),
         (conversation_pb2_grpc.add_ConversationServiceServicer_to_server, ConversationProxy(router, proxy)),
         (vocabulary_pb2_grpc.add_VocabularyServiceServicer_to_server, VocabularyProxy(router, proxy)),
+        (recording_pb2_grpc.add_RecordingServiceServicer_to_server, RecordingProxy(router, proxy)),
     ]
     names: tuple[str, ...] = SERVICE_NAMES
     if settings.admin.enabled:  # off: AdminService does not exist here (UNIMPLEMENTED)

@@ -703,7 +703,7 @@ class SpeakerPipeline:
             if speech is not None and not heard.failed and latencies[-1] is not None:
                 self.session.record_utterance(
                     self.speaker, listener, prepared.utt.utterance_id, prepared.text, speech.text,
-                    latencies[-1], _spoken(prepared.group))
+                    latencies[-1], _spoken(prepared.group), speech)
         prepared.pending -= 1
         if prepared.pending == 0 and prepared.final_planned:
             self._finished(prepared)

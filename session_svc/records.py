@@ -128,3 +128,5 @@ class Deleted:
     """Sessions the user took part in (whole sessions go once nobody is left)."""
     utterances: int
     """Log rows of what the user said, and their copies of participant-keyed sessions."""
+    recordings: int = 0
+    """Recordings the user was asked about (deleted whole)."""

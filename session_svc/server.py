@@ -32,6 +32,8 @@ from dragoman.v1 import (
     auth_pb2,
     conversation_pb2,
     conversation_pb2_grpc,
+    recording_pb2,
+    recording_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
     vocabulary_pb2,
@@ -42,6 +44,13 @@ from session_svc.analytics import Analytics
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
 from session_svc.identity import Callers
+from session_svc.recordings import (
+    Recordings,
+    RecordingServicer,
+    RecordingStore,
+    recording_proto,
+    utterances_proto,
+)
 from session_svc.records import (
     PARTICIPANT_KEYED,
     PRIVATE,
@@ -274,8 +283,10 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
 
     def __init__(self, store: SessionStore, callers: Callers,
                  vocabularies: PgVocabularyStore, analytics: Analytics | None = None,
-                 registry: SessionRegistry | None = None) -> None:
+                 registry: SessionRegistry | None = None,
+                 recordings: RecordingStore | None = None) -> None:
         self._store = store
+        self._recordings = recordings
         self._registry = registry
         self._callers = callers
         self._vocabularies = vocabularies
@@ -326,10 +337,16 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
         user_id = self._callers(context).user_id
         sessions = await self._store.sessions_of(user_id, limit=2**31 - 1)
         utterances = await self._store.utterances_of(user_id)
-        return session_pb2.ExportUserDataResponse(
+        reply = session_pb2.ExportUserDataResponse(
             sessions=[session_proto(s) for s in sessions],
             utterances=[utterance_proto(u) for u in utterances],
             vocabularies=[vocabulary_proto(v) for v in await self._vocabularies.all_of(user_id)])
+        if self._recordings is not None:  # texts only: the audio would not fit one message
+            for rec in await self._recordings.list(user_id, limit=2**31 - 1):
+                reply.recordings.append(recording_proto(rec))
+                reply.recorded_utterances.extend(utterances_proto(
+                    rec, await self._recordings.items(rec.recording_id, text_only=True)))
+        return reply
 
     async def DeleteUserData(
         self, request: session_pb2.DeleteUserDataRequest, context: grpc.aio.ServicerContext
@@ -337,9 +354,11 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
         user_id = self._callers(context).user_id
         deleted = await self._store.delete_user_data(user_id)
         log.info("user data deleted", extra={
-            "user_id": user_id, "sessions": deleted.sessions, "utterances": deleted.utterances})
+            "user_id": user_id, "sessions": deleted.sessions, "utterances": deleted.utterances,
+            "recordings": deleted.recordings})
         return session_pb2.DeleteUserDataResponse(
-            deleted_session_count=deleted.sessions, deleted_utterance_count=deleted.utterances)
+            deleted_session_count=deleted.sessions, deleted_utterance_count=deleted.utterances,
+            deleted_recording_count=deleted.recordings)
 
 
 async def create(
@@ -360,9 +379,10 @@ async def create(
         settings.addresses, settings.session.downstream_timeout_s, trunk=settings.trunk,
         linger_s=settings.trunk_linger_ms / 1000, tls=mesh)
     coverage = Coverage(down)
+    recordings = Recordings(settings.recording, RecordingStore(store.database))
     registry = SessionRegistry(
         settings.session, store, owner=settings.session.advertise_address, lag=lag,
-        inventory=coverage.inventory, lexicon_of=vocabularies.lexicon_of)
+        inventory=coverage.inventory, lexicon_of=vocabularies.lexicon_of, recordings=recordings)
     conversations = ConversationServicer(registry, down, settings.session, callers)
     service = rpc.Service.serving("session", [
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server,
@@ -371,7 +391,9 @@ async def create(
         (session_pb2_grpc.add_SessionDataServiceServicer_to_server,
          SessionDataServicer(store, callers, vocabularies,
                              Analytics(store.database) if isinstance(store, PgSessionStore) else None,
-                             registry)),
+                             registry, recordings.store)),
+        (recording_pb2_grpc.add_RecordingServiceServicer_to_server,
+         RecordingServicer(registry, recordings, callers)),
         (vocabulary_pb2_grpc.add_VocabularyServiceServicer_to_server,
          VocabularyServicer(vocabularies, callers, settings.session)),
     ], [
@@ -379,6 +401,7 @@ async def create(
         conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
         session_pb2.DESCRIPTOR.services_by_name["SessionDataService"].full_name,
         vocabulary_pb2.DESCRIPTOR.services_by_name["VocabularyService"].full_name,
+        recording_pb2.DESCRIPTOR.services_by_name["RecordingService"].full_name,
     ], tls=mesh)
 
     async def drain(grace_s: float) -> None:
@@ -395,10 +418,12 @@ async def create(
         down.watch(service)
     service.on_drain.append(drain)
     service.background(lag.run(), "loop-lag")
+    service.background(recordings.sweep(), "recording-sweeper")
     if registry.owner:  # several replicas: keep this one's lease, end those of lost ones
         service.background(registry.keep_owner_lease(), "owner-lease")
     service.on_stop.append(down.close)
     service.on_stop.append(registry.journal.close)
+    service.on_stop.append(recordings.close)
     if database is not None:
         service.on_stop.append(database.close)
     return service

@@ -57,7 +57,8 @@ from session_svc.store import CodeTaken, Journal, SessionStore
 if TYPE_CHECKING:
     from dragoman.overload import LoopLag
     from session_svc.conversation import Connection
-    from session_svc.outbox import Outbox
+    from session_svc.outbox import Outbox, Pieces, Speech
+    from session_svc.recordings import Recording, Recordings
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,12 @@ class Session:
     max_participants: int = 8
     privacy_mode: str = STANDARD
     """What is kept of the text: STANDARD, PRIVATE or PARTICIPANT_KEYED."""
+    recorder: Recordings | None = None
+    """Keeps what is said while `recording` records (session_svc.recordings)."""
+    recording: Recording | None = None
+    """The latest recording asked for (only one is awaiting consent or running at a time)."""
+    recording_requests: int = 0
+    """Recordings asked for in the session (setting recording.max_requests_per_session)."""
     _counted: set[str] = field(default_factory=set)
     """Utterances already counted as translated (one utterance, several listeners)."""
     _journaled: set[tuple[str, str]] = field(default_factory=set)
@@ -341,10 +348,15 @@ class Session:
     def record_utterance(
         self, speaker: Member, listener: Member, utterance_id: str, text: str, translation: str,
         latency: cpb.UtteranceLatency, spoken_s: tuple[float, float] | None = None,
+        speech: Speech | Pieces | None = None,
     ) -> None:
         """Counts a translated utterance delivered to `listener` and logs it once per
         target language (the pipeline calls this once per listener). `spoken_s`: the
-        wall-clock times its audio started and ended arriving, when known."""
+        wall-clock times its audio started and ended arriving, when known; `speech`:
+        what the listener heard (kept while the session records)."""
+        if self.recorder is not None:
+            self.recorder.capture(self, speaker, listener, utterance_id, text, translation,
+                                  spoken_s, speech)
         latency_ms = latency.total.ToMilliseconds()
         self.latencies_ms.append(latency_ms)
         listener.heard_ms.append(latency_ms)
@@ -436,8 +448,11 @@ class SessionRegistry:
         lag: LoopLag | None = None,
         inventory: Callable[[], Awaitable[Inventory]] | None = None,
         lexicon_of: Callable[[str], Awaitable[Lexicon]] | None = None,
+        recordings: Recordings | None = None,
     ) -> None:
         self.settings = settings
+        self.recordings = recordings
+        """Sessions' recordings (session_svc.recordings); None: none are kept."""
         self.store = store
         self.owner = owner
         """host:port this replica is reached at, recorded with its sessions."""
@@ -566,7 +581,7 @@ class SessionRegistry:
                 continue
             now = time.time()
             session = Session(session_id=uuid.uuid4().hex, code=code, created_s=now,
-                              attended_s=now, journal=self.journal.record,
+                              attended_s=now, journal=self.journal.record, recorder=self.recordings,
                               max_participants=capacity, privacy_mode=privacy)
             creator = self._new_member(session, who, language_code, voice)
             creator.lexicon = lexicon
@@ -644,6 +659,8 @@ class SessionRegistry:
                 partner_language_code=other.language_code, one_way=session.one_way,
             ))
         session.announce(cpb.ROSTER_CHANGE_JOINED, joiner)
+        if self.recordings is not None:  # they were not asked
+            await self.recordings.stop(session, joined=True)
         return session
 
     def _open(self, who: Identity, code: str) -> Session:
@@ -738,6 +755,8 @@ class SessionRegistry:
         if member.connection is not None:
             member.connection.close()
         session.announce(cpb.ROSTER_CHANGE_LEFT, member)
+        if self.recordings is not None:
+            await self.recordings.left(session, member)
         log.info("participant left", extra={"session_id": session.session_id})
         if len(session.present) < 2:
             await self._finish(session, LEFT)
@@ -764,6 +783,8 @@ class SessionRegistry:
             removed.connection.fail(PermissionDenied(
                 f"removed from session {session.session_id} by its creator"))
         session.announce(cpb.ROSTER_CHANGE_REMOVED, removed)
+        if self.recordings is not None:
+            await self.recordings.left(session, removed)
         log.info("participant removed by the host", extra={"session_id": session.session_id})
         if len(session.present) < 2:
             await self._finish(session, REMOVED)
@@ -778,6 +799,8 @@ class SessionRegistry:
 
     async def _finish(self, session: Session, reason: str) -> None:
         """Ends the session, then records the end and its metrics (once)."""
+        if self.recordings is not None and session.status != spb.SESSION_STATUS_ENDED:
+            await self.recordings.stop(session)
         if self._end(session, reason):
             await self.journal.flush()  # its utterance logs first, then the metrics
             await self.store.end_session(

@@ -37,6 +37,7 @@ from dragoman import db
 from dragoman.db import Database, crypto
 from dragoman.db.crypto import Keyring
 from dragoman.db.times import to_datetime
+from session_svc.recordings import delete_recordings_of
 from session_svc.records import (
     STAGES,
     STANDARD,
@@ -74,6 +75,11 @@ class CodeTaken(Exception):
 
 class SessionStore(Protocol):
     """Durable record of sessions: one call, one statement or transaction."""
+
+    @property
+    def database(self) -> Database:
+        """Where it keeps them (recordings share it: session_svc.recordings)."""
+        ...
 
     async def add_session(
         self, session_id: str, code: str, created_s: float, creator: Participant, owner: str = "",
@@ -506,9 +512,10 @@ def _log(keyring: Keyring, r: dict[str, Any]) -> UtteranceLog:
 
 
 async def delete_user_data(conn: psycopg.AsyncConnection, user_id: str) -> Deleted:
-    """Deletes what the user said, their vocabularies and their part in sessions; sessions left
-    without participants go entirely (metrics and logs by cascade). Run it
-    in a transaction: all of it or nothing."""
+    """Deletes what the user said, their vocabularies, the recordings they were asked about
+    (whole) and their part in sessions; sessions left without participants go entirely
+    (metrics and logs by cascade). Run it in a transaction: all of it or nothing."""
+    recordings = await delete_recordings_of(conn, user_id)
     cur = await conn.execute("DELETE FROM translation_logs WHERE speaker_user_id = %s", (user_id,))
     utterances = cur.rowcount
     # a participant-keyed copy is its reader's: theirs go, the others' copies are the others'
@@ -522,7 +529,7 @@ async def delete_user_data(conn: psycopg.AsyncConnection, user_id: str) -> Delet
         "DELETE FROM sessions s WHERE s.session_id = ANY(%s) AND NOT EXISTS "
         "(SELECT 1 FROM session_participants p WHERE p.session_id = s.session_id)",
         (session_ids,))
-    return Deleted(sessions=len(session_ids), utterances=utterances)
+    return Deleted(sessions=len(session_ids), utterances=utterances, recordings=recordings)
 
 
 async def rotate_keys(

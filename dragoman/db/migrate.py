@@ -44,6 +44,9 @@ TABLE_OWNERS = {
     "session_owners": "session_svc",
     "vocabularies": "session_svc",
     "participant_logs": "session_svc",
+    "recordings": "session_svc",
+    "recording_consents": "session_svc",
+    "recording_items": "session_svc",
 }
 """The service that owns each table of the schema (schema_migrations is this module's)."""
 

@@ -24,7 +24,7 @@ TABLES = {"users", "login_families", "refresh_tokens", "admin_audit_log", "sessi
           "session_participants",
           "translation_logs", "session_metrics", "session_owners", "session_participant_metrics",
           "vocabularies", "participant_logs", "oidc_identities", "oidc_states",
-          "schema_migrations"}
+          "recordings", "recording_consents", "recording_items", "schema_migrations"}
 
 
 @pytest.fixture
@@ -204,7 +204,7 @@ def test_the_commands_upgrade_generate_and_rotate(
     assert capsys.readouterr().out.splitlines() == [
         "applied 0001_initial, 0002_session_owner, 0003_session_owners, 0004_multi_party, "
         "0005_utterance_times, 0006_low_confidence, 0007_vocabularies, 0008_devices_roles, "
-        "0009_privacy_modes, 0010_oidc, 0011_admin",
+        "0009_privacy_modes, 0010_oidc, 0011_admin, 0012_recordings",
         "the schema is up to date"]
 
     assert cli.main(["keys", "generate", "--id", "k2"]) == 0

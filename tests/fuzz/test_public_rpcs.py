@@ -9,7 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dragoman.client import Client
-from dragoman.v1 import auth_pb2, sessions_pb2
+from dragoman.v1 import auth_pb2, recording_pb2, sessions_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from tests.fuzz.cases import (
     FUZZ,
@@ -200,6 +200,42 @@ async def test_list_sessions(member: Client, page_size: int, page_token: str) ->
         page_size=page_size, page_token=page_token), metadata=member.metadata), ("page_size", "page_token"))
     assert await outcome("ListLanguages", member.sessions.ListLanguages(
         sessions_pb2.ListLanguagesRequest())) == OK
+
+
+# -- RecordingService -----------------------------------------------------------------
+
+@FUZZ
+@example(choice="own", rpc="RequestRecording", recording_id="", flag=True)  # alone: FAILED_PRECONDITION
+@example(choice="own", rpc="GetRecording", recording_id="\x00", flag=False)
+@given(choice=session_ids, rpc=st.sampled_from((
+    "RequestRecording", "AnswerRecordingConsent", "WithdrawRecordingConsent", "GetRecording",
+    "ListRecordings", "DownloadRecording")), recording_id=st.one_of(texts, st.sampled_from(
+        ("own-", "own-0123456789abcdef"))), flag=st.booleans())
+async def test_recording_calls(
+    member: Client, choice: str, rpc: str, recording_id: str, flag: bool,
+) -> None:
+    session_id = await _session_id(member, choice)
+    if recording_id.startswith("own-"):  # a recording id of the member's session that is no recording
+        recording_id = session_id + recording_id[3:]
+    stub, meta = member.recordings, member.metadata
+    if rpc == "DownloadRecording":
+        await stream_outcome(rpc, stub.DownloadRecording(recording_pb2.DownloadRecordingRequest(
+            recording_id=recording_id, text_only=flag), metadata=meta), timeout_s=10, events=2)
+        return
+    request = {
+        "RequestRecording": lambda: stub.RequestRecording(recording_pb2.RequestRecordingRequest(
+            session_id=session_id, translated_speech=flag, original_voice=flag), metadata=meta),
+        "AnswerRecordingConsent": lambda: stub.AnswerRecordingConsent(
+            recording_pb2.AnswerRecordingConsentRequest(recording_id=recording_id, consent=flag),
+            metadata=meta),
+        "WithdrawRecordingConsent": lambda: stub.WithdrawRecordingConsent(
+            recording_pb2.WithdrawRecordingConsentRequest(recording_id=recording_id), metadata=meta),
+        "GetRecording": lambda: stub.GetRecording(
+            recording_pb2.GetRecordingRequest(recording_id=recording_id), metadata=meta),
+        "ListRecordings": lambda: stub.ListRecordings(recording_pb2.ListRecordingsRequest(
+            session_id=session_id, page_size=5 if flag else 0), metadata=meta),
+    }[rpc]
+    await outcome(rpc, request(), ("session_id", "recording_id", "page_size"))
 
 
 # -- ConversationService --------------------------------------------------------------

@@ -8,12 +8,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dragoman.client import Client, join_request
-from dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2, vocabulary_pb2
+from dragoman.v1 import auth_pb2, conversation_pb2, recording_pb2, sessions_pb2, vocabulary_pb2
 from tests.fuzz.cases import FUZZ, client_stream_outcome, outcome, still_converses, stream_outcome
 
 METHODS = sorted(
     (f"/{service.full_name}/{method.name}", method.client_streaming, method.server_streaming)
-    for file in (auth_pb2, sessions_pb2, conversation_pb2, vocabulary_pb2)
+    for file in (auth_pb2, sessions_pb2, conversation_pb2, vocabulary_pb2, recording_pb2)
     for service in file.DESCRIPTOR.services_by_name.values()
     for method in service.methods)
 

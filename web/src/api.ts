@@ -5,6 +5,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AdminService } from "./gen/dragoman/admin/v1/admin_pb";
 import { AuthService, type TokenPair } from "./gen/dragoman/v1/auth_pb";
 import { ConversationService } from "./gen/dragoman/v1/conversation_pb";
+import { RecordingService } from "./gen/dragoman/v1/recording_pb";
 import { SessionService } from "./gen/dragoman/v1/sessions_pb";
 import { VocabularyService } from "./gen/dragoman/v1/vocabulary_pb";
 
@@ -16,6 +17,7 @@ export class Api {
   readonly sessions: Client<typeof SessionService>;
   readonly conversation: Client<typeof ConversationService>;
   readonly vocabularies: Client<typeof VocabularyService>;
+  readonly recordings: Client<typeof RecordingService>;
   /** Operators only (admin.html); the edge routes it only with admin_api. */
   readonly admin: Client<typeof AdminService>;
   userId = "";
@@ -33,6 +35,7 @@ export class Api {
     this.sessions = createClient(SessionService, transport);
     this.conversation = createClient(ConversationService, transport);
     this.vocabularies = createClient(VocabularyService, transport);
+    this.recordings = createClient(RecordingService, transport);
     this.admin = createClient(AdminService, transport);
   }
 

@@ -18,6 +18,7 @@ import * as offline from "./offline";
 import { apiBaseUrl, el } from "./page";
 import * as roster from "./roster";
 import * as privacy from "./privacy";
+import * as recording from "./recording";
 import { AudioSender } from "./sender";
 import * as signin from "./signin";
 import { VocabularyPanel } from "./vocabulary";
@@ -70,6 +71,8 @@ export interface DebugState {
    * password of the existing account it would link to. */
   providers: string[];
   linkPending: boolean;
+  /** The session's recording as the controls show it, the Recordings list and the one opened. */
+  recording: recording.RecordingDebug;
 }
 
 class App {
@@ -139,9 +142,23 @@ class App {
   /** A provider sign-in waiting for the password of the account it links to. */
   private linkState = "";
   private readonly wakeLock = new ScreenWakeLock();
+  // recording with consent: the conversation's controls and the Recordings view (recording.ts)
+  private readonly recordingControls: recording.RecordingControls;
+  private readonly recordings: recording.RecordingsPanel;
 
   constructor(private readonly api: Api) {
     const { ui } = this;
+    const say = (m: string) => this.say(m);
+    const fail = (m: string) => this.fail(m);
+    this.recordingControls = new recording.RecordingControls(api.recordings, {
+      box: el("recording-box"), request: el("record"), stop: el("recording-stop"),
+      indicator: el("recording-indicator"), prompt: el("recording-prompt"), question: el("recording-question"),
+      agree: el("recording-agree"), decline: el("recording-decline"),
+    }, { say, fail, selfId: () => api.userId, sessionId: () => api.sessionId });
+    this.recordings = new recording.RecordingsPanel(api.recordings, {
+      section: el("recordings"), list: el("recording-list"), view: el("recording-view"),
+      viewTitle: el("recording-view-title"), utterances: el("recorded-utterances"), download: el("recording-download"),
+    }, { say, fail });
     ui.accountForm.addEventListener("submit", (e) => {
       e.preventDefault();
       const action = (e.submitter as HTMLButtonElement | null)?.value ?? "login";
@@ -169,6 +186,7 @@ class App {
     ui.again.addEventListener("click", () => {
       this.show("session");
       void this.refreshHistory(); // with the session just ended
+      void this.recordings.refresh();
     });
     ui.exportForm.addEventListener("submit", (e) => {
       e.preventDefault();
@@ -214,6 +232,7 @@ class App {
       wakeLock: this.wakeLock.held,
       providers: [...this.providers],
       linkPending: this.linkState !== "",
+      recording: { ...this.recordingControls.debug(), ...this.recordings.debug() },
     };
   }
 
@@ -325,6 +344,7 @@ class App {
     this.show("session");
     await this.vocabularyPanel.load();
     void this.refreshHistory();
+    void this.recordings.refresh();
   }
 
   private async loadDevices(): Promise<void> {
@@ -397,6 +417,7 @@ class App {
     this.setRoster(roster.fromSession(session.participants, session.locked, session.maxParticipants,
       this.api.userId));
     this.privacyMode = session.privacyMode;
+    this.recordingControls.reset(session.privacyMode === PrivacyMode.STANDARD);
     Object.assign(ui.privacyBadge, { textContent: privacy.describe(session.privacyMode).label,
       title: privacy.describe(session.privacyMode).title });
     const historyKey = session.privacyMode === PrivacyMode.PARTICIPANT_KEYED
@@ -471,6 +492,9 @@ class App {
       case "error":
         this.say(`Problem: ${kind.value.message}`);
         break;
+      case "recordingChanged":
+        this.recordingControls.changed(kind.value);
+        break;
       case "sessionEnded":
         this.say(`The session ended (${kind.value.reason}).`);
         break;
@@ -527,6 +551,9 @@ class App {
       ui.roster.querySelectorAll("button").forEach((b) => (b.disabled = true));
       ui.partner.textContent = this.leaving === "leave" ? "You left this conversation." : "The conversation is over.";
       ui.again.hidden = ui.exportForm.hidden = false;
+      this.recordingControls.ended();
+      this.recordings.show(true); // what was just recorded, to play or save
+      void this.recordings.refresh();
       if (detail && detail !== "the session ended" && !this.leaving) this.fail(`The conversation ended: ${detail}`);
       if (this.leaving === "leave") this.say("You left the session.");
     }
@@ -639,6 +666,7 @@ class App {
     ui.session.hidden = ui.vocabularies.hidden = section !== "session";
     ui.conversation.hidden = section !== "conversation";
     this.history.show(section !== "conversation");
+    this.recordings.show(section === "session");
     if (section === "session") ui.sessionTitle.focus();
   }
 

@@ -73,7 +73,8 @@ class AuthService final {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::LogoutResponse>>(PrepareAsyncLogoutRaw(context, request, cq));
     }
     // Deletes the caller's account and all their data: logins, their part in
-    // sessions, what they said, their vocabularies. Needs the access token and the password; a
+    // sessions, what they said, their vocabularies, the recordings of their
+    // sessions. Needs the access token and the password; a
     // wrong password gives UNAUTHENTICATED. Sessions left without
     // participants go too; the partner keeps their own part. An account a
     // sign-in provider created has no password: its login must be at most 10
@@ -87,7 +88,8 @@ class AuthService final {
       return std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::DeleteAccountResponse>>(PrepareAsyncDeleteAccountRaw(context, request, cq));
     }
     // Returns everything stored about the caller: account, logins, sessions,
-    // the utterances of those sessions (decrypted) and their vocabularies.
+    // the utterances of those sessions (decrypted), their vocabularies and the
+    // recordings of their sessions (texts; DownloadRecording gives the audio).
     // Needs the access token.
     virtual ::grpc::Status ExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest& request, ::dragoman::v1::ExportMyDataResponse* response) = 0;
     std::unique_ptr< ::grpc::ClientAsyncResponseReaderInterface< ::dragoman::v1::ExportMyDataResponse>> AsyncExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest& request, ::grpc::CompletionQueue* cq) {
@@ -171,7 +173,8 @@ class AuthService final {
       virtual void Logout(::grpc::ClientContext* context, const ::dragoman::v1::LogoutRequest* request, ::dragoman::v1::LogoutResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void Logout(::grpc::ClientContext* context, const ::dragoman::v1::LogoutRequest* request, ::dragoman::v1::LogoutResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Deletes the caller's account and all their data: logins, their part in
-      // sessions, what they said, their vocabularies. Needs the access token and the password; a
+      // sessions, what they said, their vocabularies, the recordings of their
+      // sessions. Needs the access token and the password; a
       // wrong password gives UNAUTHENTICATED. Sessions left without
       // participants go too; the partner keeps their own part. An account a
       // sign-in provider created has no password: its login must be at most 10
@@ -180,7 +183,8 @@ class AuthService final {
       virtual void DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void DeleteAccount(::grpc::ClientContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
       // Returns everything stored about the caller: account, logins, sessions,
-      // the utterances of those sessions (decrypted) and their vocabularies.
+      // the utterances of those sessions (decrypted), their vocabularies and the
+      // recordings of their sessions (texts; DownloadRecording gives the audio).
       // Needs the access token.
       virtual void ExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response, std::function<void(::grpc::Status)>) = 0;
       virtual void ExportMyData(::grpc::ClientContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response, ::grpc::ClientUnaryReactor* reactor) = 0;
@@ -411,7 +415,8 @@ class AuthService final {
     // Revokes a refresh token.
     virtual ::grpc::Status Logout(::grpc::ServerContext* context, const ::dragoman::v1::LogoutRequest* request, ::dragoman::v1::LogoutResponse* response);
     // Deletes the caller's account and all their data: logins, their part in
-    // sessions, what they said, their vocabularies. Needs the access token and the password; a
+    // sessions, what they said, their vocabularies, the recordings of their
+    // sessions. Needs the access token and the password; a
     // wrong password gives UNAUTHENTICATED. Sessions left without
     // participants go too; the partner keeps their own part. An account a
     // sign-in provider created has no password: its login must be at most 10
@@ -419,7 +424,8 @@ class AuthService final {
     // UNAUTHENTICATED.
     virtual ::grpc::Status DeleteAccount(::grpc::ServerContext* context, const ::dragoman::v1::DeleteAccountRequest* request, ::dragoman::v1::DeleteAccountResponse* response);
     // Returns everything stored about the caller: account, logins, sessions,
-    // the utterances of those sessions (decrypted) and their vocabularies.
+    // the utterances of those sessions (decrypted), their vocabularies and the
+    // recordings of their sessions (texts; DownloadRecording gives the audio).
     // Needs the access token.
     virtual ::grpc::Status ExportMyData(::grpc::ServerContext* context, const ::dragoman::v1::ExportMyDataRequest* request, ::dragoman::v1::ExportMyDataResponse* response);
     // Lists the caller's devices: their logins that stand (neither logged out

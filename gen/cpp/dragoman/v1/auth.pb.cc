@@ -262,6 +262,7 @@ PROTOBUF_CONSTEXPR DeleteAccountResponse::DeleteAccountResponse(
     ::_pbi::ConstantInitialized): _impl_{
     /*decltype(_impl_.deleted_session_count_)*/0u
   , /*decltype(_impl_.deleted_utterance_count_)*/0u
+  , /*decltype(_impl_.deleted_recording_count_)*/0u
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct DeleteAccountResponseDefaultTypeInternal {
   PROTOBUF_CONSTEXPR DeleteAccountResponseDefaultTypeInternal()
@@ -289,6 +290,8 @@ PROTOBUF_CONSTEXPR ExportMyDataResponse::ExportMyDataResponse(
   , /*decltype(_impl_.sessions_)*/{}
   , /*decltype(_impl_.utterances_)*/{}
   , /*decltype(_impl_.vocabularies_)*/{}
+  , /*decltype(_impl_.recordings_)*/{}
+  , /*decltype(_impl_.recorded_utterances_)*/{}
   , /*decltype(_impl_.account_)*/nullptr
   , /*decltype(_impl_._cached_size_)*/{}} {}
 struct ExportMyDataResponseDefaultTypeInternal {
@@ -572,6 +575,7 @@ const uint32_t TableStruct_dragoman_2fv1_2fauth_2eproto::offsets[] PROTOBUF_SECT
   ~0u,  // no _inlined_string_donated_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::DeleteAccountResponse, _impl_.deleted_session_count_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::DeleteAccountResponse, _impl_.deleted_utterance_count_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::DeleteAccountResponse, _impl_.deleted_recording_count_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataRequest, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -589,6 +593,8 @@ const uint32_t TableStruct_dragoman_2fv1_2fauth_2eproto::offsets[] PROTOBUF_SECT
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.sessions_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.utterances_),
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.vocabularies_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.recordings_),
+  PROTOBUF_FIELD_OFFSET(::dragoman::v1::ExportMyDataResponse, _impl_.recorded_utterances_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::Account, _internal_metadata_),
   ~0u,  // no _extensions_
@@ -684,16 +690,16 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 119, -1, -1, sizeof(::dragoman::v1::TokenPair)},
   { 129, -1, -1, sizeof(::dragoman::v1::DeleteAccountRequest)},
   { 136, -1, -1, sizeof(::dragoman::v1::DeleteAccountResponse)},
-  { 144, -1, -1, sizeof(::dragoman::v1::ExportMyDataRequest)},
-  { 150, -1, -1, sizeof(::dragoman::v1::ExportMyDataResponse)},
-  { 161, -1, -1, sizeof(::dragoman::v1::Account)},
-  { 172, -1, -1, sizeof(::dragoman::v1::LoginRecord)},
-  { 182, -1, -1, sizeof(::dragoman::v1::ListDevicesRequest)},
-  { 188, -1, -1, sizeof(::dragoman::v1::ListDevicesResponse)},
-  { 195, -1, -1, sizeof(::dragoman::v1::RevokeDeviceRequest)},
-  { 202, -1, -1, sizeof(::dragoman::v1::RevokeDeviceResponse)},
-  { 208, -1, -1, sizeof(::dragoman::v1::Device)},
-  { 221, -1, -1, sizeof(::dragoman::v1::UtteranceRecord)},
+  { 145, -1, -1, sizeof(::dragoman::v1::ExportMyDataRequest)},
+  { 151, -1, -1, sizeof(::dragoman::v1::ExportMyDataResponse)},
+  { 164, -1, -1, sizeof(::dragoman::v1::Account)},
+  { 175, -1, -1, sizeof(::dragoman::v1::LoginRecord)},
+  { 185, -1, -1, sizeof(::dragoman::v1::ListDevicesRequest)},
+  { 191, -1, -1, sizeof(::dragoman::v1::ListDevicesResponse)},
+  { 198, -1, -1, sizeof(::dragoman::v1::RevokeDeviceRequest)},
+  { 205, -1, -1, sizeof(::dragoman::v1::RevokeDeviceResponse)},
+  { 211, -1, -1, sizeof(::dragoman::v1::Device)},
+  { 224, -1, -1, sizeof(::dragoman::v1::UtteranceRecord)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -729,128 +735,134 @@ static const ::_pb::Message* const file_default_instances[] = {
 
 const char descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\026dragoman/v1/auth.proto\022\013dragoman.v1\032\036d"
-  "ragoman/v1/conversation.proto\032\032dragoman/"
-  "v1/sessions.proto\032\034dragoman/v1/vocabular"
-  "y.proto\032\037google/protobuf/timestamp.proto"
-  "\"\270\001\n\017RegisterRequest\022\032\n\010username\030\001 \001(\tR\010"
-  "username\022\024\n\005email\030\002 \001(\tR\005email\022\032\n\010passwo"
-  "rd\030\003 \001(\tR\010password\0226\n\027preferred_language"
-  "_code\030\004 \001(\tR\025preferredLanguageCode\022\037\n\013de"
-  "vice_name\030\005 \001(\tR\ndeviceName\"[\n\020RegisterR"
-  "esponse\022\027\n\007user_id\030\001 \001(\tR\006userId\022.\n\006toke"
-  "ns\030\002 \001(\0132\026.dragoman.v1.TokenPairR\006tokens"
-  "\"\034\n\032ListSignInProvidersRequest\"X\n\033ListSi"
-  "gnInProvidersResponse\0229\n\tproviders\030\001 \003(\013"
-  "2\033.dragoman.v1.SignInProviderR\tproviders"
-  "\"<\n\016SignInProvider\022\022\n\004name\030\001 \001(\tR\004name\022\026"
-  "\n\006issuer\030\002 \001(\tR\006issuer\"S\n\022StartSignInReq"
-  "uest\022\032\n\010provider\030\001 \001(\tR\010provider\022!\n\014redi"
-  "rect_uri\030\002 \001(\tR\013redirectUri\"X\n\023StartSign"
-  "InResponse\022+\n\021authorization_url\030\001 \001(\tR\020a"
-  "uthorizationUrl\022\024\n\005state\030\002 \001(\tR\005state\"|\n"
-  "\023FinishSignInRequest\022\024\n\005state\030\001 \001(\tR\005sta"
-  "te\022\022\n\004code\030\002 \001(\tR\004code\022\032\n\010password\030\003 \001(\t"
-  "R\010password\022\037\n\013device_name\030\004 \001(\tR\ndeviceN"
-  "ame\"y\n\024FinishSignInResponse\022\027\n\007user_id\030\001"
-  " \001(\tR\006userId\022.\n\006tokens\030\002 \001(\0132\026.dragoman."
-  "v1.TokenPairR\006tokens\022\030\n\007created\030\003 \001(\010R\007c"
-  "reated\"g\n\014LoginRequest\022\032\n\010username\030\001 \001(\t"
-  "R\010username\022\032\n\010password\030\002 \001(\tR\010password\022\037"
-  "\n\013device_name\030\003 \001(\tR\ndeviceName\"X\n\rLogin"
-  "Response\022\027\n\007user_id\030\001 \001(\tR\006userId\022.\n\006tok"
-  "ens\030\002 \001(\0132\026.dragoman.v1.TokenPairR\006token"
-  "s\":\n\023RefreshTokenRequest\022#\n\rrefresh_toke"
-  "n\030\001 \001(\tR\014refreshToken\"F\n\024RefreshTokenRes"
-  "ponse\022.\n\006tokens\030\001 \001(\0132\026.dragoman.v1.Toke"
-  "nPairR\006tokens\"4\n\rLogoutRequest\022#\n\rrefres"
-  "h_token\030\001 \001(\tR\014refreshToken\"\020\n\016LogoutRes"
-  "ponse\"\377\001\n\tTokenPair\022!\n\014access_token\030\001 \001("
-  "\tR\013accessToken\022S\n\030access_token_expire_ti"
-  "me\030\002 \001(\0132\032.google.protobuf.TimestampR\025ac"
-  "cessTokenExpireTime\022#\n\rrefresh_token\030\003 \001"
-  "(\tR\014refreshToken\022U\n\031refresh_token_expire"
-  "_time\030\004 \001(\0132\032.google.protobuf.TimestampR"
-  "\026refreshTokenExpireTime\"2\n\024DeleteAccount"
-  "Request\022\032\n\010password\030\001 \001(\tR\010password\"\203\001\n\025"
-  "DeleteAccountResponse\0222\n\025deleted_session"
-  "_count\030\001 \001(\rR\023deletedSessionCount\0226\n\027del"
-  "eted_utterance_count\030\002 \001(\rR\025deletedUtter"
-  "anceCount\"\025\n\023ExportMyDataRequest\"\245\002\n\024Exp"
-  "ortMyDataResponse\022.\n\007account\030\001 \001(\0132\024.dra"
-  "goman.v1.AccountR\007account\0220\n\006logins\030\002 \003("
-  "\0132\030.dragoman.v1.LoginRecordR\006logins\0220\n\010s"
-  "essions\030\003 \003(\0132\024.dragoman.v1.SessionR\010ses"
-  "sions\022<\n\nutterances\030\004 \003(\0132\034.dragoman.v1."
-  "UtteranceRecordR\nutterances\022;\n\014vocabular"
-  "ies\030\005 \003(\0132\027.dragoman.v1.VocabularyR\014voca"
-  "bularies\"\311\001\n\007Account\022\027\n\007user_id\030\001 \001(\tR\006u"
-  "serId\022\032\n\010username\030\002 \001(\tR\010username\022\024\n\005ema"
-  "il\030\003 \001(\tR\005email\0226\n\027preferred_language_co"
-  "de\030\004 \001(\tR\025preferredLanguageCode\022;\n\013creat"
-  "e_time\030\005 \001(\0132\032.google.protobuf.Timestamp"
-  "R\ncreateTime\"\316\001\n\013LoginRecord\022;\n\013create_t"
-  "ime\030\001 \001(\0132\032.google.protobuf.TimestampR\nc"
-  "reateTime\022;\n\013expire_time\030\002 \001(\0132\032.google."
-  "protobuf.TimestampR\nexpireTime\022\030\n\007revoke"
-  "d\030\003 \001(\010R\007revoked\022+\n\006device\030\004 \001(\0132\023.drago"
-  "man.v1.DeviceR\006device\"\024\n\022ListDevicesRequ"
-  "est\"D\n\023ListDevicesResponse\022-\n\007devices\030\001 "
-  "\003(\0132\023.dragoman.v1.DeviceR\007devices\"2\n\023Rev"
-  "okeDeviceRequest\022\033\n\tdevice_id\030\001 \001(\tR\010dev"
-  "iceId\"\026\n\024RevokeDeviceResponse\"\225\002\n\006Device"
-  "\022\033\n\tdevice_id\030\001 \001(\tR\010deviceId\022\022\n\004name\030\002 "
-  "\001(\tR\004name\022\035\n\nuser_agent\030\003 \001(\tR\tuserAgent"
-  "\022B\n\017first_seen_time\030\004 \001(\0132\032.google.proto"
-  "buf.TimestampR\rfirstSeenTime\022@\n\016last_see"
-  "n_time\030\005 \001(\0132\032.google.protobuf.Timestamp"
-  "R\014lastSeenTime\022\033\n\tcoarse_ip\030\006 \001(\tR\010coars"
-  "eIp\022\030\n\007current\030\007 \001(\010R\007current\"\237\003\n\017Uttera"
-  "nceRecord\022\035\n\nsession_id\030\001 \001(\tR\tsessionId"
-  "\022!\n\014utterance_id\030\002 \001(\tR\013utteranceId\022&\n\017s"
-  "peaker_user_id\030\003 \001(\tR\rspeakerUserId\0220\n\024s"
-  "ource_language_code\030\004 \001(\tR\022sourceLanguag"
-  "eCode\0220\n\024target_language_code\030\005 \001(\tR\022tar"
-  "getLanguageCode\022\037\n\013source_text\030\006 \001(\tR\nso"
-  "urceText\022\'\n\017translated_text\030\007 \001(\tR\016trans"
-  "latedText\0227\n\007latency\030\010 \001(\0132\035.dragoman.v1"
-  ".UtteranceLatencyR\007latency\022;\n\013create_tim"
-  "e\030\t \001(\0132\032.google.protobuf.TimestampR\ncre"
-  "ateTime2\223\007\n\013AuthService\022G\n\010Register\022\034.dr"
-  "agoman.v1.RegisterRequest\032\035.dragoman.v1."
-  "RegisterResponse\022>\n\005Login\022\031.dragoman.v1."
-  "LoginRequest\032\032.dragoman.v1.LoginResponse"
-  "\022S\n\014RefreshToken\022 .dragoman.v1.RefreshTo"
-  "kenRequest\032!.dragoman.v1.RefreshTokenRes"
-  "ponse\022A\n\006Logout\022\032.dragoman.v1.LogoutRequ"
-  "est\032\033.dragoman.v1.LogoutResponse\022V\n\rDele"
-  "teAccount\022!.dragoman.v1.DeleteAccountReq"
-  "uest\032\".dragoman.v1.DeleteAccountResponse"
-  "\022S\n\014ExportMyData\022 .dragoman.v1.ExportMyD"
-  "ataRequest\032!.dragoman.v1.ExportMyDataRes"
-  "ponse\022P\n\013ListDevices\022\037.dragoman.v1.ListD"
-  "evicesRequest\032 .dragoman.v1.ListDevicesR"
-  "esponse\022S\n\014RevokeDevice\022 .dragoman.v1.Re"
-  "vokeDeviceRequest\032!.dragoman.v1.RevokeDe"
-  "viceResponse\022h\n\023ListSignInProviders\022\'.dr"
-  "agoman.v1.ListSignInProvidersRequest\032(.d"
-  "ragoman.v1.ListSignInProvidersResponse\022P"
-  "\n\013StartSignIn\022\037.dragoman.v1.StartSignInR"
-  "equest\032 .dragoman.v1.StartSignInResponse"
-  "\022S\n\014FinishSignIn\022 .dragoman.v1.FinishSig"
-  "nInRequest\032!.dragoman.v1.FinishSignInRes"
-  "ponseb\006proto3"
+  "ragoman/v1/conversation.proto\032\033dragoman/"
+  "v1/recording.proto\032\032dragoman/v1/sessions"
+  ".proto\032\034dragoman/v1/vocabulary.proto\032\037go"
+  "ogle/protobuf/timestamp.proto\"\270\001\n\017Regist"
+  "erRequest\022\032\n\010username\030\001 \001(\tR\010username\022\024\n"
+  "\005email\030\002 \001(\tR\005email\022\032\n\010password\030\003 \001(\tR\010p"
+  "assword\0226\n\027preferred_language_code\030\004 \001(\t"
+  "R\025preferredLanguageCode\022\037\n\013device_name\030\005"
+  " \001(\tR\ndeviceName\"[\n\020RegisterResponse\022\027\n\007"
+  "user_id\030\001 \001(\tR\006userId\022.\n\006tokens\030\002 \001(\0132\026."
+  "dragoman.v1.TokenPairR\006tokens\"\034\n\032ListSig"
+  "nInProvidersRequest\"X\n\033ListSignInProvide"
+  "rsResponse\0229\n\tproviders\030\001 \003(\0132\033.dragoman"
+  ".v1.SignInProviderR\tproviders\"<\n\016SignInP"
+  "rovider\022\022\n\004name\030\001 \001(\tR\004name\022\026\n\006issuer\030\002 "
+  "\001(\tR\006issuer\"S\n\022StartSignInRequest\022\032\n\010pro"
+  "vider\030\001 \001(\tR\010provider\022!\n\014redirect_uri\030\002 "
+  "\001(\tR\013redirectUri\"X\n\023StartSignInResponse\022"
+  "+\n\021authorization_url\030\001 \001(\tR\020authorizatio"
+  "nUrl\022\024\n\005state\030\002 \001(\tR\005state\"|\n\023FinishSign"
+  "InRequest\022\024\n\005state\030\001 \001(\tR\005state\022\022\n\004code\030"
+  "\002 \001(\tR\004code\022\032\n\010password\030\003 \001(\tR\010password\022"
+  "\037\n\013device_name\030\004 \001(\tR\ndeviceName\"y\n\024Fini"
+  "shSignInResponse\022\027\n\007user_id\030\001 \001(\tR\006userI"
+  "d\022.\n\006tokens\030\002 \001(\0132\026.dragoman.v1.TokenPai"
+  "rR\006tokens\022\030\n\007created\030\003 \001(\010R\007created\"g\n\014L"
+  "oginRequest\022\032\n\010username\030\001 \001(\tR\010username\022"
+  "\032\n\010password\030\002 \001(\tR\010password\022\037\n\013device_na"
+  "me\030\003 \001(\tR\ndeviceName\"X\n\rLoginResponse\022\027\n"
+  "\007user_id\030\001 \001(\tR\006userId\022.\n\006tokens\030\002 \001(\0132\026"
+  ".dragoman.v1.TokenPairR\006tokens\":\n\023Refres"
+  "hTokenRequest\022#\n\rrefresh_token\030\001 \001(\tR\014re"
+  "freshToken\"F\n\024RefreshTokenResponse\022.\n\006to"
+  "kens\030\001 \001(\0132\026.dragoman.v1.TokenPairR\006toke"
+  "ns\"4\n\rLogoutRequest\022#\n\rrefresh_token\030\001 \001"
+  "(\tR\014refreshToken\"\020\n\016LogoutResponse\"\377\001\n\tT"
+  "okenPair\022!\n\014access_token\030\001 \001(\tR\013accessTo"
+  "ken\022S\n\030access_token_expire_time\030\002 \001(\0132\032."
+  "google.protobuf.TimestampR\025accessTokenEx"
+  "pireTime\022#\n\rrefresh_token\030\003 \001(\tR\014refresh"
+  "Token\022U\n\031refresh_token_expire_time\030\004 \001(\013"
+  "2\032.google.protobuf.TimestampR\026refreshTok"
+  "enExpireTime\"2\n\024DeleteAccountRequest\022\032\n\010"
+  "password\030\001 \001(\tR\010password\"\273\001\n\025DeleteAccou"
+  "ntResponse\0222\n\025deleted_session_count\030\001 \001("
+  "\rR\023deletedSessionCount\0226\n\027deleted_uttera"
+  "nce_count\030\002 \001(\rR\025deletedUtteranceCount\0226"
+  "\n\027deleted_recording_count\030\003 \001(\rR\025deleted"
+  "RecordingCount\"\025\n\023ExportMyDataRequest\"\256\003"
+  "\n\024ExportMyDataResponse\022.\n\007account\030\001 \001(\0132"
+  "\024.dragoman.v1.AccountR\007account\0220\n\006logins"
+  "\030\002 \003(\0132\030.dragoman.v1.LoginRecordR\006logins"
+  "\0220\n\010sessions\030\003 \003(\0132\024.dragoman.v1.Session"
+  "R\010sessions\022<\n\nutterances\030\004 \003(\0132\034.dragoma"
+  "n.v1.UtteranceRecordR\nutterances\022;\n\014voca"
+  "bularies\030\005 \003(\0132\027.dragoman.v1.VocabularyR"
+  "\014vocabularies\0226\n\nrecordings\030\006 \003(\0132\026.drag"
+  "oman.v1.RecordingR\nrecordings\022O\n\023recorde"
+  "d_utterances\030\007 \003(\0132\036.dragoman.v1.Recorde"
+  "dUtteranceR\022recordedUtterances\"\311\001\n\007Accou"
+  "nt\022\027\n\007user_id\030\001 \001(\tR\006userId\022\032\n\010username\030"
+  "\002 \001(\tR\010username\022\024\n\005email\030\003 \001(\tR\005email\0226\n"
+  "\027preferred_language_code\030\004 \001(\tR\025preferre"
+  "dLanguageCode\022;\n\013create_time\030\005 \001(\0132\032.goo"
+  "gle.protobuf.TimestampR\ncreateTime\"\316\001\n\013L"
+  "oginRecord\022;\n\013create_time\030\001 \001(\0132\032.google"
+  ".protobuf.TimestampR\ncreateTime\022;\n\013expir"
+  "e_time\030\002 \001(\0132\032.google.protobuf.Timestamp"
+  "R\nexpireTime\022\030\n\007revoked\030\003 \001(\010R\007revoked\022+"
+  "\n\006device\030\004 \001(\0132\023.dragoman.v1.DeviceR\006dev"
+  "ice\"\024\n\022ListDevicesRequest\"D\n\023ListDevices"
+  "Response\022-\n\007devices\030\001 \003(\0132\023.dragoman.v1."
+  "DeviceR\007devices\"2\n\023RevokeDeviceRequest\022\033"
+  "\n\tdevice_id\030\001 \001(\tR\010deviceId\"\026\n\024RevokeDev"
+  "iceResponse\"\225\002\n\006Device\022\033\n\tdevice_id\030\001 \001("
+  "\tR\010deviceId\022\022\n\004name\030\002 \001(\tR\004name\022\035\n\nuser_"
+  "agent\030\003 \001(\tR\tuserAgent\022B\n\017first_seen_tim"
+  "e\030\004 \001(\0132\032.google.protobuf.TimestampR\rfir"
+  "stSeenTime\022@\n\016last_seen_time\030\005 \001(\0132\032.goo"
+  "gle.protobuf.TimestampR\014lastSeenTime\022\033\n\t"
+  "coarse_ip\030\006 \001(\tR\010coarseIp\022\030\n\007current\030\007 \001"
+  "(\010R\007current\"\237\003\n\017UtteranceRecord\022\035\n\nsessi"
+  "on_id\030\001 \001(\tR\tsessionId\022!\n\014utterance_id\030\002"
+  " \001(\tR\013utteranceId\022&\n\017speaker_user_id\030\003 \001"
+  "(\tR\rspeakerUserId\0220\n\024source_language_cod"
+  "e\030\004 \001(\tR\022sourceLanguageCode\0220\n\024target_la"
+  "nguage_code\030\005 \001(\tR\022targetLanguageCode\022\037\n"
+  "\013source_text\030\006 \001(\tR\nsourceText\022\'\n\017transl"
+  "ated_text\030\007 \001(\tR\016translatedText\0227\n\007laten"
+  "cy\030\010 \001(\0132\035.dragoman.v1.UtteranceLatencyR"
+  "\007latency\022;\n\013create_time\030\t \001(\0132\032.google.p"
+  "rotobuf.TimestampR\ncreateTime2\223\007\n\013AuthSe"
+  "rvice\022G\n\010Register\022\034.dragoman.v1.Register"
+  "Request\032\035.dragoman.v1.RegisterResponse\022>"
+  "\n\005Login\022\031.dragoman.v1.LoginRequest\032\032.dra"
+  "goman.v1.LoginResponse\022S\n\014RefreshToken\022 "
+  ".dragoman.v1.RefreshTokenRequest\032!.drago"
+  "man.v1.RefreshTokenResponse\022A\n\006Logout\022\032."
+  "dragoman.v1.LogoutRequest\032\033.dragoman.v1."
+  "LogoutResponse\022V\n\rDeleteAccount\022!.dragom"
+  "an.v1.DeleteAccountRequest\032\".dragoman.v1"
+  ".DeleteAccountResponse\022S\n\014ExportMyData\022 "
+  ".dragoman.v1.ExportMyDataRequest\032!.drago"
+  "man.v1.ExportMyDataResponse\022P\n\013ListDevic"
+  "es\022\037.dragoman.v1.ListDevicesRequest\032 .dr"
+  "agoman.v1.ListDevicesResponse\022S\n\014RevokeD"
+  "evice\022 .dragoman.v1.RevokeDeviceRequest\032"
+  "!.dragoman.v1.RevokeDeviceResponse\022h\n\023Li"
+  "stSignInProviders\022\'.dragoman.v1.ListSign"
+  "InProvidersRequest\032(.dragoman.v1.ListSig"
+  "nInProvidersResponse\022P\n\013StartSignIn\022\037.dr"
+  "agoman.v1.StartSignInRequest\032 .dragoman."
+  "v1.StartSignInResponse\022S\n\014FinishSignIn\022 "
+  ".dragoman.v1.FinishSignInRequest\032!.drago"
+  "man.v1.FinishSignInResponseb\006proto3"
   ;
-static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fauth_2eproto_deps[4] = {
+static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fauth_2eproto_deps[5] = {
   &::descriptor_table_dragoman_2fv1_2fconversation_2eproto,
+  &::descriptor_table_dragoman_2fv1_2frecording_2eproto,
   &::descriptor_table_dragoman_2fv1_2fsessions_2eproto,
   &::descriptor_table_dragoman_2fv1_2fvocabulary_2eproto,
   &::descriptor_table_google_2fprotobuf_2ftimestamp_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_dragoman_2fv1_2fauth_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_dragoman_2fv1_2fauth_2eproto = {
-    false, false, 4413, descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto,
+    false, false, 4635, descriptor_table_protodef_dragoman_2fv1_2fauth_2eproto,
     "dragoman/v1/auth.proto",
-    &descriptor_table_dragoman_2fv1_2fauth_2eproto_once, descriptor_table_dragoman_2fv1_2fauth_2eproto_deps, 4, 28,
+    &descriptor_table_dragoman_2fv1_2fauth_2eproto_once, descriptor_table_dragoman_2fv1_2fauth_2eproto_deps, 5, 28,
     schemas, file_default_instances, TableStruct_dragoman_2fv1_2fauth_2eproto::offsets,
     file_level_metadata_dragoman_2fv1_2fauth_2eproto, file_level_enum_descriptors_dragoman_2fv1_2fauth_2eproto,
     file_level_service_descriptors_dragoman_2fv1_2fauth_2eproto,
@@ -4886,12 +4898,13 @@ DeleteAccountResponse::DeleteAccountResponse(const DeleteAccountResponse& from)
   new (&_impl_) Impl_{
       decltype(_impl_.deleted_session_count_){}
     , decltype(_impl_.deleted_utterance_count_){}
+    , decltype(_impl_.deleted_recording_count_){}
     , /*decltype(_impl_._cached_size_)*/{}};
 
   _internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
   ::memcpy(&_impl_.deleted_session_count_, &from._impl_.deleted_session_count_,
-    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.deleted_utterance_count_) -
-    reinterpret_cast<char*>(&_impl_.deleted_session_count_)) + sizeof(_impl_.deleted_utterance_count_));
+    static_cast<size_t>(reinterpret_cast<char*>(&_impl_.deleted_recording_count_) -
+    reinterpret_cast<char*>(&_impl_.deleted_session_count_)) + sizeof(_impl_.deleted_recording_count_));
   // @@protoc_insertion_point(copy_constructor:dragoman.v1.DeleteAccountResponse)
 }
 
@@ -4902,6 +4915,7 @@ inline void DeleteAccountResponse::SharedCtor(
   new (&_impl_) Impl_{
       decltype(_impl_.deleted_session_count_){0u}
     , decltype(_impl_.deleted_utterance_count_){0u}
+    , decltype(_impl_.deleted_recording_count_){0u}
     , /*decltype(_impl_._cached_size_)*/{}
   };
 }
@@ -4930,8 +4944,8 @@ void DeleteAccountResponse::Clear() {
   (void) cached_has_bits;
 
   ::memset(&_impl_.deleted_session_count_, 0, static_cast<size_t>(
-      reinterpret_cast<char*>(&_impl_.deleted_utterance_count_) -
-      reinterpret_cast<char*>(&_impl_.deleted_session_count_)) + sizeof(_impl_.deleted_utterance_count_));
+      reinterpret_cast<char*>(&_impl_.deleted_recording_count_) -
+      reinterpret_cast<char*>(&_impl_.deleted_session_count_)) + sizeof(_impl_.deleted_recording_count_));
   _internal_metadata_.Clear<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>();
 }
 
@@ -4953,6 +4967,14 @@ const char* DeleteAccountResponse::_InternalParse(const char* ptr, ::_pbi::Parse
       case 2:
         if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 16)) {
           _impl_.deleted_utterance_count_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint32(&ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
+      // uint32 deleted_recording_count = 3 [json_name = "deletedRecordingCount"];
+      case 3:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 24)) {
+          _impl_.deleted_recording_count_ = ::PROTOBUF_NAMESPACE_ID::internal::ReadVarint32(&ptr);
           CHK_(ptr);
         } else
           goto handle_unusual;
@@ -4998,6 +5020,12 @@ uint8_t* DeleteAccountResponse::_InternalSerialize(
     target = ::_pbi::WireFormatLite::WriteUInt32ToArray(2, this->_internal_deleted_utterance_count(), target);
   }
 
+  // uint32 deleted_recording_count = 3 [json_name = "deletedRecordingCount"];
+  if (this->_internal_deleted_recording_count() != 0) {
+    target = stream->EnsureSpace(target);
+    target = ::_pbi::WireFormatLite::WriteUInt32ToArray(3, this->_internal_deleted_recording_count(), target);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -5024,6 +5052,11 @@ size_t DeleteAccountResponse::ByteSizeLong() const {
     total_size += ::_pbi::WireFormatLite::UInt32SizePlusOne(this->_internal_deleted_utterance_count());
   }
 
+  // uint32 deleted_recording_count = 3 [json_name = "deletedRecordingCount"];
+  if (this->_internal_deleted_recording_count() != 0) {
+    total_size += ::_pbi::WireFormatLite::UInt32SizePlusOne(this->_internal_deleted_recording_count());
+  }
+
   return MaybeComputeUnknownFieldsSize(total_size, &_impl_._cached_size_);
 }
 
@@ -5048,6 +5081,9 @@ void DeleteAccountResponse::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, 
   if (from._internal_deleted_utterance_count() != 0) {
     _this->_internal_set_deleted_utterance_count(from._internal_deleted_utterance_count());
   }
+  if (from._internal_deleted_recording_count() != 0) {
+    _this->_internal_set_deleted_recording_count(from._internal_deleted_recording_count());
+  }
   _this->_internal_metadata_.MergeFrom<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(from._internal_metadata_);
 }
 
@@ -5066,8 +5102,8 @@ void DeleteAccountResponse::InternalSwap(DeleteAccountResponse* other) {
   using std::swap;
   _internal_metadata_.InternalSwap(&other->_internal_metadata_);
   ::PROTOBUF_NAMESPACE_ID::internal::memswap<
-      PROTOBUF_FIELD_OFFSET(DeleteAccountResponse, _impl_.deleted_utterance_count_)
-      + sizeof(DeleteAccountResponse::_impl_.deleted_utterance_count_)
+      PROTOBUF_FIELD_OFFSET(DeleteAccountResponse, _impl_.deleted_recording_count_)
+      + sizeof(DeleteAccountResponse::_impl_.deleted_recording_count_)
       - PROTOBUF_FIELD_OFFSET(DeleteAccountResponse, _impl_.deleted_session_count_)>(
           reinterpret_cast<char*>(&_impl_.deleted_session_count_),
           reinterpret_cast<char*>(&other->_impl_.deleted_session_count_));
@@ -5136,6 +5172,12 @@ void ExportMyDataResponse::clear_sessions() {
 void ExportMyDataResponse::clear_vocabularies() {
   _impl_.vocabularies_.Clear();
 }
+void ExportMyDataResponse::clear_recordings() {
+  _impl_.recordings_.Clear();
+}
+void ExportMyDataResponse::clear_recorded_utterances() {
+  _impl_.recorded_utterances_.Clear();
+}
 ExportMyDataResponse::ExportMyDataResponse(::PROTOBUF_NAMESPACE_ID::Arena* arena,
                          bool is_message_owned)
   : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
@@ -5150,6 +5192,8 @@ ExportMyDataResponse::ExportMyDataResponse(const ExportMyDataResponse& from)
     , decltype(_impl_.sessions_){from._impl_.sessions_}
     , decltype(_impl_.utterances_){from._impl_.utterances_}
     , decltype(_impl_.vocabularies_){from._impl_.vocabularies_}
+    , decltype(_impl_.recordings_){from._impl_.recordings_}
+    , decltype(_impl_.recorded_utterances_){from._impl_.recorded_utterances_}
     , decltype(_impl_.account_){nullptr}
     , /*decltype(_impl_._cached_size_)*/{}};
 
@@ -5169,6 +5213,8 @@ inline void ExportMyDataResponse::SharedCtor(
     , decltype(_impl_.sessions_){arena}
     , decltype(_impl_.utterances_){arena}
     , decltype(_impl_.vocabularies_){arena}
+    , decltype(_impl_.recordings_){arena}
+    , decltype(_impl_.recorded_utterances_){arena}
     , decltype(_impl_.account_){nullptr}
     , /*decltype(_impl_._cached_size_)*/{}
   };
@@ -5189,6 +5235,8 @@ inline void ExportMyDataResponse::SharedDtor() {
   _impl_.sessions_.~RepeatedPtrField();
   _impl_.utterances_.~RepeatedPtrField();
   _impl_.vocabularies_.~RepeatedPtrField();
+  _impl_.recordings_.~RepeatedPtrField();
+  _impl_.recorded_utterances_.~RepeatedPtrField();
   if (this != internal_default_instance()) delete _impl_.account_;
 }
 
@@ -5206,6 +5254,8 @@ void ExportMyDataResponse::Clear() {
   _impl_.sessions_.Clear();
   _impl_.utterances_.Clear();
   _impl_.vocabularies_.Clear();
+  _impl_.recordings_.Clear();
+  _impl_.recorded_utterances_.Clear();
   if (GetArenaForAllocation() == nullptr && _impl_.account_ != nullptr) {
     delete _impl_.account_;
   }
@@ -5279,6 +5329,32 @@ const char* ExportMyDataResponse::_InternalParse(const char* ptr, ::_pbi::ParseC
         } else
           goto handle_unusual;
         continue;
+      // repeated .dragoman.v1.Recording recordings = 6 [json_name = "recordings"];
+      case 6:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 50)) {
+          ptr -= 1;
+          do {
+            ptr += 1;
+            ptr = ctx->ParseMessage(_internal_add_recordings(), ptr);
+            CHK_(ptr);
+            if (!ctx->DataAvailable(ptr)) break;
+          } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<50>(ptr));
+        } else
+          goto handle_unusual;
+        continue;
+      // repeated .dragoman.v1.RecordedUtterance recorded_utterances = 7 [json_name = "recordedUtterances"];
+      case 7:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 58)) {
+          ptr -= 1;
+          do {
+            ptr += 1;
+            ptr = ctx->ParseMessage(_internal_add_recorded_utterances(), ptr);
+            CHK_(ptr);
+            if (!ctx->DataAvailable(ptr)) break;
+          } while (::PROTOBUF_NAMESPACE_ID::internal::ExpectTag<58>(ptr));
+        } else
+          goto handle_unusual;
+        continue;
       default:
         goto handle_unusual;
     }  // switch
@@ -5347,6 +5423,22 @@ uint8_t* ExportMyDataResponse::_InternalSerialize(
         InternalWriteMessage(5, repfield, repfield.GetCachedSize(), target, stream);
   }
 
+  // repeated .dragoman.v1.Recording recordings = 6 [json_name = "recordings"];
+  for (unsigned i = 0,
+      n = static_cast<unsigned>(this->_internal_recordings_size()); i < n; i++) {
+    const auto& repfield = this->_internal_recordings(i);
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+        InternalWriteMessage(6, repfield, repfield.GetCachedSize(), target, stream);
+  }
+
+  // repeated .dragoman.v1.RecordedUtterance recorded_utterances = 7 [json_name = "recordedUtterances"];
+  for (unsigned i = 0,
+      n = static_cast<unsigned>(this->_internal_recorded_utterances_size()); i < n; i++) {
+    const auto& repfield = this->_internal_recorded_utterances(i);
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+        InternalWriteMessage(7, repfield, repfield.GetCachedSize(), target, stream);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -5391,6 +5483,20 @@ size_t ExportMyDataResponse::ByteSizeLong() const {
       ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
   }
 
+  // repeated .dragoman.v1.Recording recordings = 6 [json_name = "recordings"];
+  total_size += 1UL * this->_internal_recordings_size();
+  for (const auto& msg : this->_impl_.recordings_) {
+    total_size +=
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
+  }
+
+  // repeated .dragoman.v1.RecordedUtterance recorded_utterances = 7 [json_name = "recordedUtterances"];
+  total_size += 1UL * this->_internal_recorded_utterances_size();
+  for (const auto& msg : this->_impl_.recorded_utterances_) {
+    total_size +=
+      ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(msg);
+  }
+
   // .dragoman.v1.Account account = 1 [json_name = "account"];
   if (this->_internal_has_account()) {
     total_size += 1 +
@@ -5420,6 +5526,8 @@ void ExportMyDataResponse::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, c
   _this->_impl_.sessions_.MergeFrom(from._impl_.sessions_);
   _this->_impl_.utterances_.MergeFrom(from._impl_.utterances_);
   _this->_impl_.vocabularies_.MergeFrom(from._impl_.vocabularies_);
+  _this->_impl_.recordings_.MergeFrom(from._impl_.recordings_);
+  _this->_impl_.recorded_utterances_.MergeFrom(from._impl_.recorded_utterances_);
   if (from._internal_has_account()) {
     _this->_internal_mutable_account()->::dragoman::v1::Account::MergeFrom(
         from._internal_account());
@@ -5445,6 +5553,8 @@ void ExportMyDataResponse::InternalSwap(ExportMyDataResponse* other) {
   _impl_.sessions_.InternalSwap(&other->_impl_.sessions_);
   _impl_.utterances_.InternalSwap(&other->_impl_.utterances_);
   _impl_.vocabularies_.InternalSwap(&other->_impl_.vocabularies_);
+  _impl_.recordings_.InternalSwap(&other->_impl_.recordings_);
+  _impl_.recorded_utterances_.InternalSwap(&other->_impl_.recorded_utterances_);
   swap(_impl_.account_, other->_impl_.account_);
 }
 

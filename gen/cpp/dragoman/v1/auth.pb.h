@@ -32,6 +32,7 @@
 #include <google/protobuf/extension_set.h>  // IWYU pragma: export
 #include <google/protobuf/unknown_field_set.h>
 #include "dragoman/v1/conversation.pb.h"
+#include "dragoman/v1/recording.pb.h"
 #include "dragoman/v1/sessions.pb.h"
 #include "dragoman/v1/vocabulary.pb.h"
 #include <google/protobuf/timestamp.pb.h>
@@ -3153,6 +3154,7 @@ class DeleteAccountResponse final :
   enum : int {
     kDeletedSessionCountFieldNumber = 1,
     kDeletedUtteranceCountFieldNumber = 2,
+    kDeletedRecordingCountFieldNumber = 3,
   };
   // uint32 deleted_session_count = 1 [json_name = "deletedSessionCount"];
   void clear_deleted_session_count();
@@ -3172,6 +3174,15 @@ class DeleteAccountResponse final :
   void _internal_set_deleted_utterance_count(uint32_t value);
   public:
 
+  // uint32 deleted_recording_count = 3 [json_name = "deletedRecordingCount"];
+  void clear_deleted_recording_count();
+  uint32_t deleted_recording_count() const;
+  void set_deleted_recording_count(uint32_t value);
+  private:
+  uint32_t _internal_deleted_recording_count() const;
+  void _internal_set_deleted_recording_count(uint32_t value);
+  public:
+
   // @@protoc_insertion_point(class_scope:dragoman.v1.DeleteAccountResponse)
  private:
   class _Internal;
@@ -3182,6 +3193,7 @@ class DeleteAccountResponse final :
   struct Impl_ {
     uint32_t deleted_session_count_;
     uint32_t deleted_utterance_count_;
+    uint32_t deleted_recording_count_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
   union { Impl_ _impl_; };
@@ -3432,6 +3444,8 @@ class ExportMyDataResponse final :
     kSessionsFieldNumber = 3,
     kUtterancesFieldNumber = 4,
     kVocabulariesFieldNumber = 5,
+    kRecordingsFieldNumber = 6,
+    kRecordedUtterancesFieldNumber = 7,
     kAccountFieldNumber = 1,
   };
   // repeated .dragoman.v1.LoginRecord logins = 2 [json_name = "logins"];
@@ -3506,6 +3520,42 @@ class ExportMyDataResponse final :
   const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Vocabulary >&
       vocabularies() const;
 
+  // repeated .dragoman.v1.Recording recordings = 6 [json_name = "recordings"];
+  int recordings_size() const;
+  private:
+  int _internal_recordings_size() const;
+  public:
+  void clear_recordings();
+  ::dragoman::v1::Recording* mutable_recordings(int index);
+  ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Recording >*
+      mutable_recordings();
+  private:
+  const ::dragoman::v1::Recording& _internal_recordings(int index) const;
+  ::dragoman::v1::Recording* _internal_add_recordings();
+  public:
+  const ::dragoman::v1::Recording& recordings(int index) const;
+  ::dragoman::v1::Recording* add_recordings();
+  const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Recording >&
+      recordings() const;
+
+  // repeated .dragoman.v1.RecordedUtterance recorded_utterances = 7 [json_name = "recordedUtterances"];
+  int recorded_utterances_size() const;
+  private:
+  int _internal_recorded_utterances_size() const;
+  public:
+  void clear_recorded_utterances();
+  ::dragoman::v1::RecordedUtterance* mutable_recorded_utterances(int index);
+  ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::RecordedUtterance >*
+      mutable_recorded_utterances();
+  private:
+  const ::dragoman::v1::RecordedUtterance& _internal_recorded_utterances(int index) const;
+  ::dragoman::v1::RecordedUtterance* _internal_add_recorded_utterances();
+  public:
+  const ::dragoman::v1::RecordedUtterance& recorded_utterances(int index) const;
+  ::dragoman::v1::RecordedUtterance* add_recorded_utterances();
+  const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::RecordedUtterance >&
+      recorded_utterances() const;
+
   // .dragoman.v1.Account account = 1 [json_name = "account"];
   bool has_account() const;
   private:
@@ -3536,6 +3586,8 @@ class ExportMyDataResponse final :
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Session > sessions_;
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::UtteranceRecord > utterances_;
     ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Vocabulary > vocabularies_;
+    ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Recording > recordings_;
+    ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::RecordedUtterance > recorded_utterances_;
     ::dragoman::v1::Account* account_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
   };
@@ -7067,6 +7119,26 @@ inline void DeleteAccountResponse::set_deleted_utterance_count(uint32_t value) {
   // @@protoc_insertion_point(field_set:dragoman.v1.DeleteAccountResponse.deleted_utterance_count)
 }
 
+// uint32 deleted_recording_count = 3 [json_name = "deletedRecordingCount"];
+inline void DeleteAccountResponse::clear_deleted_recording_count() {
+  _impl_.deleted_recording_count_ = 0u;
+}
+inline uint32_t DeleteAccountResponse::_internal_deleted_recording_count() const {
+  return _impl_.deleted_recording_count_;
+}
+inline uint32_t DeleteAccountResponse::deleted_recording_count() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.DeleteAccountResponse.deleted_recording_count)
+  return _internal_deleted_recording_count();
+}
+inline void DeleteAccountResponse::_internal_set_deleted_recording_count(uint32_t value) {
+  
+  _impl_.deleted_recording_count_ = value;
+}
+inline void DeleteAccountResponse::set_deleted_recording_count(uint32_t value) {
+  _internal_set_deleted_recording_count(value);
+  // @@protoc_insertion_point(field_set:dragoman.v1.DeleteAccountResponse.deleted_recording_count)
+}
+
 // -------------------------------------------------------------------
 
 // ExportMyDataRequest
@@ -7317,6 +7389,80 @@ inline const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Vocabula
 ExportMyDataResponse::vocabularies() const {
   // @@protoc_insertion_point(field_list:dragoman.v1.ExportMyDataResponse.vocabularies)
   return _impl_.vocabularies_;
+}
+
+// repeated .dragoman.v1.Recording recordings = 6 [json_name = "recordings"];
+inline int ExportMyDataResponse::_internal_recordings_size() const {
+  return _impl_.recordings_.size();
+}
+inline int ExportMyDataResponse::recordings_size() const {
+  return _internal_recordings_size();
+}
+inline ::dragoman::v1::Recording* ExportMyDataResponse::mutable_recordings(int index) {
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.ExportMyDataResponse.recordings)
+  return _impl_.recordings_.Mutable(index);
+}
+inline ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Recording >*
+ExportMyDataResponse::mutable_recordings() {
+  // @@protoc_insertion_point(field_mutable_list:dragoman.v1.ExportMyDataResponse.recordings)
+  return &_impl_.recordings_;
+}
+inline const ::dragoman::v1::Recording& ExportMyDataResponse::_internal_recordings(int index) const {
+  return _impl_.recordings_.Get(index);
+}
+inline const ::dragoman::v1::Recording& ExportMyDataResponse::recordings(int index) const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.ExportMyDataResponse.recordings)
+  return _internal_recordings(index);
+}
+inline ::dragoman::v1::Recording* ExportMyDataResponse::_internal_add_recordings() {
+  return _impl_.recordings_.Add();
+}
+inline ::dragoman::v1::Recording* ExportMyDataResponse::add_recordings() {
+  ::dragoman::v1::Recording* _add = _internal_add_recordings();
+  // @@protoc_insertion_point(field_add:dragoman.v1.ExportMyDataResponse.recordings)
+  return _add;
+}
+inline const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::Recording >&
+ExportMyDataResponse::recordings() const {
+  // @@protoc_insertion_point(field_list:dragoman.v1.ExportMyDataResponse.recordings)
+  return _impl_.recordings_;
+}
+
+// repeated .dragoman.v1.RecordedUtterance recorded_utterances = 7 [json_name = "recordedUtterances"];
+inline int ExportMyDataResponse::_internal_recorded_utterances_size() const {
+  return _impl_.recorded_utterances_.size();
+}
+inline int ExportMyDataResponse::recorded_utterances_size() const {
+  return _internal_recorded_utterances_size();
+}
+inline ::dragoman::v1::RecordedUtterance* ExportMyDataResponse::mutable_recorded_utterances(int index) {
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.ExportMyDataResponse.recorded_utterances)
+  return _impl_.recorded_utterances_.Mutable(index);
+}
+inline ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::RecordedUtterance >*
+ExportMyDataResponse::mutable_recorded_utterances() {
+  // @@protoc_insertion_point(field_mutable_list:dragoman.v1.ExportMyDataResponse.recorded_utterances)
+  return &_impl_.recorded_utterances_;
+}
+inline const ::dragoman::v1::RecordedUtterance& ExportMyDataResponse::_internal_recorded_utterances(int index) const {
+  return _impl_.recorded_utterances_.Get(index);
+}
+inline const ::dragoman::v1::RecordedUtterance& ExportMyDataResponse::recorded_utterances(int index) const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.ExportMyDataResponse.recorded_utterances)
+  return _internal_recorded_utterances(index);
+}
+inline ::dragoman::v1::RecordedUtterance* ExportMyDataResponse::_internal_add_recorded_utterances() {
+  return _impl_.recorded_utterances_.Add();
+}
+inline ::dragoman::v1::RecordedUtterance* ExportMyDataResponse::add_recorded_utterances() {
+  ::dragoman::v1::RecordedUtterance* _add = _internal_add_recorded_utterances();
+  // @@protoc_insertion_point(field_add:dragoman.v1.ExportMyDataResponse.recorded_utterances)
+  return _add;
+}
+inline const ::PROTOBUF_NAMESPACE_ID::RepeatedPtrField< ::dragoman::v1::RecordedUtterance >&
+ExportMyDataResponse::recorded_utterances() const {
+  // @@protoc_insertion_point(field_list:dragoman.v1.ExportMyDataResponse.recorded_utterances)
+  return _impl_.recorded_utterances_;
 }
 
 // -------------------------------------------------------------------

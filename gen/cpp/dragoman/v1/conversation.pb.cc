@@ -523,6 +523,7 @@ const uint32_t TableStruct_dragoman_2fv1_2fconversation_2eproto::offsets[] PROTO
   ::_pbi::kInvalidFieldOffsetTag,
   ::_pbi::kInvalidFieldOffsetTag,
   ::_pbi::kInvalidFieldOffsetTag,
+  ::_pbi::kInvalidFieldOffsetTag,
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::ConversationEvent, _impl_.kind_),
   ~0u,  // no _has_bits_
   PROTOBUF_FIELD_OFFSET(::dragoman::v1::SessionPaired, _internal_metadata_),
@@ -692,20 +693,20 @@ static const ::_pbi::MigrationSchema schemas[] PROTOBUF_SECTION_VARIABLE(protode
   { 66, -1, -1, sizeof(::dragoman::v1::SendAudioRequest)},
   { 74, -1, -1, sizeof(::dragoman::v1::SendAudioResponse)},
   { 81, -1, -1, sizeof(::dragoman::v1::ConversationEvent)},
-  { 103, -1, -1, sizeof(::dragoman::v1::SessionPaired)},
-  { 113, -1, -1, sizeof(::dragoman::v1::PartnerConnected)},
-  { 120, -1, -1, sizeof(::dragoman::v1::PartnerDisconnected)},
-  { 128, -1, -1, sizeof(::dragoman::v1::ProcessingStarted)},
-  { 138, -1, -1, sizeof(::dragoman::v1::ProcessingEnded)},
-  { 149, -1, -1, sizeof(::dragoman::v1::UtteranceLatency)},
-  { 161, -1, -1, sizeof(::dragoman::v1::Transcription)},
-  { 178, -1, -1, sizeof(::dragoman::v1::Translation)},
-  { 198, -1, -1, sizeof(::dragoman::v1::SpeechAudio)},
-  { 214, -1, -1, sizeof(::dragoman::v1::ServerHeartbeat)},
-  { 220, -1, -1, sizeof(::dragoman::v1::ConversationError)},
-  { 229, -1, -1, sizeof(::dragoman::v1::SessionEnded)},
-  { 236, -1, -1, sizeof(::dragoman::v1::RosterEntry)},
-  { 247, -1, -1, sizeof(::dragoman::v1::RosterChanged)},
+  { 104, -1, -1, sizeof(::dragoman::v1::SessionPaired)},
+  { 114, -1, -1, sizeof(::dragoman::v1::PartnerConnected)},
+  { 121, -1, -1, sizeof(::dragoman::v1::PartnerDisconnected)},
+  { 129, -1, -1, sizeof(::dragoman::v1::ProcessingStarted)},
+  { 139, -1, -1, sizeof(::dragoman::v1::ProcessingEnded)},
+  { 150, -1, -1, sizeof(::dragoman::v1::UtteranceLatency)},
+  { 162, -1, -1, sizeof(::dragoman::v1::Transcription)},
+  { 179, -1, -1, sizeof(::dragoman::v1::Translation)},
+  { 199, -1, -1, sizeof(::dragoman::v1::SpeechAudio)},
+  { 215, -1, -1, sizeof(::dragoman::v1::ServerHeartbeat)},
+  { 221, -1, -1, sizeof(::dragoman::v1::ConversationError)},
+  { 230, -1, -1, sizeof(::dragoman::v1::SessionEnded)},
+  { 237, -1, -1, sizeof(::dragoman::v1::RosterEntry)},
+  { 248, -1, -1, sizeof(::dragoman::v1::RosterChanged)},
 };
 
 static const ::_pb::Message* const file_default_instances[] = {
@@ -738,177 +739,180 @@ static const ::_pb::Message* const file_default_instances[] = {
 
 const char descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto[] PROTOBUF_SECTION_VARIABLE(protodesc_cold) =
   "\n\036dragoman/v1/conversation.proto\022\013dragom"
-  "an.v1\032\036google/protobuf/duration.proto\032\037g"
-  "oogle/protobuf/timestamp.proto\"\370\001\n\017Conve"
-  "rseRequest\0223\n\004join\030\001 \001(\0132\035.dragoman.v1.J"
-  "oinConversationH\000R\004join\022/\n\005audio\030\002 \001(\0132\027"
-  ".dragoman.v1.AudioChunkH\000R\005audio\022<\n\thear"
-  "tbeat\030\003 \001(\0132\034.dragoman.v1.ClientHeartbea"
-  "tH\000R\theartbeat\0226\n\005leave\030\004 \001(\0132\036.dragoman"
-  ".v1.LeaveConversationH\000R\005leaveB\t\n\007reques"
-  "t\"\243\002\n\020JoinConversation\022\035\n\nsession_id\030\001 \001"
-  "(\tR\tsessionId\0226\n\010encoding\030\002 \001(\0162\032.dragom"
-  "an.v1.AudioEncodingR\010encoding\022*\n\021sample_"
-  "rate_hertz\030\003 \001(\005R\017sampleRateHertz\0227\n\030out"
-  "put_sample_rate_hertz\030\004 \001(\005R\025outputSampl"
-  "eRateHertz\0222\n\025resume_after_sequence\030\005 \001("
-  "\004R\023resumeAfterSequence\022\037\n\013history_key\030\006 "
-  "\001(\014R\nhistoryKey\"{\n\nAudioChunk\022\022\n\004data\030\001 "
-  "\001(\014R\004data\022\032\n\010sequence\030\002 \001(\004R\010sequence\022=\n"
-  "\014capture_time\030\003 \001(\0132\032.google.protobuf.Ti"
-  "mestampR\013captureTime\"J\n\017ClientHeartbeat\022"
-  "7\n\tsend_time\030\001 \001(\0132\032.google.protobuf.Tim"
-  "estampR\010sendTime\"\023\n\021LeaveConversation\"H\n"
-  "\020ConverseResponse\0224\n\005event\030\001 \001(\0132\036.drago"
-  "man.v1.ConversationEventR\005event\"B\n\rListe"
-  "nRequest\0221\n\004join\030\001 \001(\0132\035.dragoman.v1.Joi"
-  "nConversationR\004join\"F\n\016ListenResponse\0224\n"
-  "\005event\030\001 \001(\0132\036.dragoman.v1.ConversationE"
-  "ventR\005event\"`\n\020SendAudioRequest\022\035\n\nsessi"
-  "on_id\030\001 \001(\tR\tsessionId\022-\n\005audio\030\002 \001(\0132\027."
-  "dragoman.v1.AudioChunkR\005audio\"/\n\021SendAud"
-  "ioResponse\022\032\n\010sequence\030\001 \001(\004R\010sequence\"\326"
-  "\007\n\021ConversationEvent\022\035\n\nsession_id\030\001 \001(\t"
-  "R\tsessionId\022\032\n\010sequence\030\002 \001(\004R\010sequence\022"
-  ".\n\004time\030\003 \001(\0132\032.google.protobuf.Timestam"
-  "pR\004time\022G\n\016session_paired\030\n \001(\0132\032.dragom"
-  "an.v1.SessionPairedB\002\030\001H\000R\rsessionPaired"
-  "\022P\n\021partner_connected\030\013 \001(\0132\035.dragoman.v"
-  "1.PartnerConnectedB\002\030\001H\000R\020partnerConnect"
-  "ed\022Y\n\024partner_disconnected\030\014 \001(\0132 .drago"
-  "man.v1.PartnerDisconnectedB\002\030\001H\000R\023partne"
-  "rDisconnected\022O\n\022processing_started\030\r \001("
-  "\0132\036.dragoman.v1.ProcessingStartedH\000R\021pro"
-  "cessingStarted\022I\n\020processing_ended\030\016 \001(\013"
-  "2\034.dragoman.v1.ProcessingEndedH\000R\017proces"
-  "singEnded\022B\n\rtranscription\030\017 \001(\0132\032.drago"
-  "man.v1.TranscriptionH\000R\rtranscription\022<\n"
-  "\013translation\030\020 \001(\0132\030.dragoman.v1.Transla"
-  "tionH\000R\013translation\022=\n\014speech_audio\030\021 \001("
-  "\0132\030.dragoman.v1.SpeechAudioH\000R\013speechAud"
-  "io\022<\n\theartbeat\030\022 \001(\0132\034.dragoman.v1.Serv"
-  "erHeartbeatH\000R\theartbeat\0226\n\005error\030\023 \001(\0132"
-  "\036.dragoman.v1.ConversationErrorH\000R\005error"
-  "\022@\n\rsession_ended\030\024 \001(\0132\031.dragoman.v1.Se"
-  "ssionEndedH\000R\014sessionEnded\022C\n\016roster_cha"
-  "nged\030\025 \001(\0132\032.dragoman.v1.RosterChangedH\000"
-  "R\rrosterChangedB\006\n\004kind\"\266\001\n\rSessionPaire"
-  "d\022&\n\017partner_user_id\030\001 \001(\tR\rpartnerUserI"
-  "d\0220\n\024partner_display_name\030\002 \001(\tR\022partner"
-  "DisplayName\0222\n\025partner_language_code\030\003 \001"
-  "(\tR\023partnerLanguageCode\022\027\n\007one_way\030\004 \001(\010"
-  "R\006oneWay\":\n\020PartnerConnected\022&\n\017partner_"
-  "user_id\030\001 \001(\tR\rpartnerUserId\"U\n\023PartnerD"
-  "isconnected\022&\n\017partner_user_id\030\001 \001(\tR\rpa"
-  "rtnerUserId\022\026\n\006reason\030\002 \001(\tR\006reason\"\316\001\n\021"
-  "ProcessingStarted\022.\n\007speaker\030\001 \001(\0162\024.dra"
-  "goman.v1.SpeakerR\007speaker\022!\n\014utterance_i"
-  "d\030\002 \001(\tR\013utteranceId\0224\n\026speaker_particip"
-  "ant_id\030\003 \001(\tR\024speakerParticipantId\0220\n\024sp"
-  "eaker_display_name\030\004 \001(\tR\022speakerDisplay"
-  "Name\"\205\002\n\017ProcessingEnded\022.\n\007speaker\030\001 \001("
-  "\0162\024.dragoman.v1.SpeakerR\007speaker\022!\n\014utte"
-  "rance_id\030\002 \001(\tR\013utteranceId\0227\n\007latency\030\003"
-  " \001(\0132\035.dragoman.v1.UtteranceLatencyR\007lat"
-  "ency\0224\n\026speaker_participant_id\030\004 \001(\tR\024sp"
-  "eakerParticipantId\0220\n\024speaker_display_na"
-  "me\030\005 \001(\tR\022speakerDisplayName\"\200\003\n\020Utteran"
-  "ceLatency\022;\n\013endpointing\030\001 \001(\0132\031.google."
-  "protobuf.DurationR\013endpointing\022;\n\013recogn"
-  "ition\030\002 \001(\0132\031.google.protobuf.DurationR\013"
-  "recognition\022;\n\013translation\030\003 \001(\0132\031.googl"
-  "e.protobuf.DurationR\013translation\022M\n\025synt"
-  "hesis_first_chunk\030\004 \001(\0132\031.google.protobu"
-  "f.DurationR\023synthesisFirstChunk\0225\n\010deliv"
-  "ery\030\005 \001(\0132\031.google.protobuf.DurationR\010de"
-  "livery\022/\n\005total\030\006 \001(\0132\031.google.protobuf."
-  "DurationR\005total\"\267\003\n\rTranscription\022.\n\007spe"
-  "aker\030\001 \001(\0162\024.dragoman.v1.SpeakerR\007speake"
-  "r\022!\n\014utterance_id\030\002 \001(\tR\013utteranceId\022\022\n\004"
-  "text\030\003 \001(\tR\004text\022\031\n\010is_final\030\004 \001(\010R\007isFi"
-  "nal\022\034\n\tstability\030\005 \001(\002R\tstability\022#\n\rlan"
-  "guage_code\030\006 \001(\tR\014languageCode\0222\n\025transl"
-  "ated_to_english\030\007 \001(\010R\023translatedToEngli"
-  "sh\0224\n\026speaker_participant_id\030\010 \001(\tR\024spea"
-  "kerParticipantId\0220\n\024speaker_display_name"
-  "\030\t \001(\tR\022speakerDisplayName\022\036\n\nconfidence"
-  "\030\n \001(\002R\nconfidence\022%\n\016low_confidence\030\013 \001"
-  "(\010R\rlowConfidence\"\266\004\n\013Translation\022.\n\007spe"
-  "aker\030\001 \001(\0162\024.dragoman.v1.SpeakerR\007speake"
-  "r\022!\n\014utterance_id\030\002 \001(\tR\013utteranceId\022\037\n\013"
-  "source_text\030\003 \001(\tR\nsourceText\022\022\n\004text\030\004 "
-  "\001(\tR\004text\0220\n\024source_language_code\030\005 \001(\tR"
-  "\022sourceLanguageCode\0220\n\024target_language_c"
-  "ode\030\006 \001(\tR\022targetLanguageCode\022\031\n\010is_fina"
-  "l\030\007 \001(\010R\007isFinal\0220\n\004path\030\010 \001(\0162\034.dragoma"
-  "n.v1.TranslationPathR\004path\022\026\n\006engine\030\t \001"
-  "(\tR\006engine\0220\n\024covers_utterance_ids\030\n \003(\t"
-  "R\022coversUtteranceIds\0224\n\026speaker_particip"
-  "ant_id\030\013 \001(\tR\024speakerParticipantId\0220\n\024sp"
-  "eaker_display_name\030\014 \001(\tR\022speakerDisplay"
-  "Name\022\034\n\tstability\030\r \001(\002R\tstability\022\036\n\nco"
-  "nfidence\030\016 \001(\002R\nconfidence\"\350\002\n\013SpeechAud"
-  "io\022!\n\014utterance_id\030\001 \001(\tR\013utteranceId\022\022\n"
-  "\004data\030\002 \001(\014R\004data\022*\n\021sample_rate_hertz\030\003"
-  " \001(\005R\017sampleRateHertz\022\037\n\013chunk_index\030\004 \001"
-  "(\rR\nchunkIndex\022\027\n\007is_last\030\005 \001(\010R\006isLast\022"
-  "\022\n\004text\030\006 \001(\tR\004text\0224\n\026speaker_participa"
-  "nt_id\030\007 \001(\tR\024speakerParticipantId\0220\n\024spe"
-  "aker_display_name\030\010 \001(\tR\022speakerDisplayN"
-  "ame\022\037\n\013piece_index\030\t \001(\rR\npieceIndex\022\037\n\013"
-  "source_text\030\n \001(\tR\nsourceText\"\021\n\017ServerH"
-  "eartbeat\"|\n\021ConversationError\022*\n\004code\030\001 "
-  "\001(\0162\026.dragoman.v1.ErrorCodeR\004code\022\030\n\007mes"
-  "sage\030\002 \001(\tR\007message\022!\n\014utterance_id\030\003 \001("
-  "\tR\013utteranceId\"&\n\014SessionEnded\022\026\n\006reason"
-  "\030\001 \001(\tR\006reason\"\256\001\n\013RosterEntry\022%\n\016partic"
-  "ipant_id\030\001 \001(\tR\rparticipantId\022!\n\014display"
-  "_name\030\002 \001(\tR\013displayName\022#\n\rlanguage_cod"
-  "e\030\003 \001(\tR\014languageCode\022\034\n\tconnected\030\004 \001(\010"
-  "R\tconnected\022\022\n\004host\030\005 \001(\010R\004host\"\313\001\n\rRost"
-  "erChanged\0221\n\006change\030\001 \001(\0162\031.dragoman.v1."
-  "RosterChangeR\006change\022%\n\016participant_id\030\002"
-  " \001(\tR\rparticipantId\0220\n\006roster\030\003 \003(\0132\030.dr"
-  "agoman.v1.RosterEntryR\006roster\022\026\n\006locked\030"
-  "\004 \001(\010R\006locked\022\026\n\006reason\030\005 \001(\tR\006reason*i\n"
-  "\rAudioEncoding\022\036\n\032AUDIO_ENCODING_UNSPECI"
-  "FIED\020\000\022\033\n\027AUDIO_ENCODING_LINEAR16\020\001\022\033\n\027A"
-  "UDIO_ENCODING_OGG_OPUS\020\002*I\n\007Speaker\022\027\n\023S"
-  "PEAKER_UNSPECIFIED\020\000\022\020\n\014SPEAKER_SELF\020\001\022\023"
-  "\n\017SPEAKER_PARTNER\020\002*\307\001\n\017TranslationPath\022"
-  " \n\034TRANSLATION_PATH_UNSPECIFIED\020\000\022\034\n\030TRA"
-  "NSLATION_PATH_CASCADE\020\001\022\032\n\026TRANSLATION_P"
-  "ATH_PIVOT\020\002\022\'\n#TRANSLATION_PATH_SPEECH_T"
-  "RANSLATION\020\003\022/\n+TRANSLATION_PATH_SPEECH_"
-  "TRANSLATION_CASCADE\020\004*\317\001\n\tErrorCode\022\032\n\026E"
-  "RROR_CODE_UNSPECIFIED\020\000\022!\n\035ERROR_CODE_RE"
-  "COGNITION_FAILED\020\001\022!\n\035ERROR_CODE_TRANSLA"
-  "TION_FAILED\020\002\022\037\n\033ERROR_CODE_SYNTHESIS_FA"
-  "ILED\020\003\022\033\n\027ERROR_CODE_RATE_LIMITED\020\004\022\"\n\036E"
-  "RROR_CODE_SERVICE_UNAVAILABLE\020\005*\355\001\n\014Rost"
-  "erChange\022\035\n\031ROSTER_CHANGE_UNSPECIFIED\020\000\022"
-  "\030\n\024ROSTER_CHANGE_JOINED\020\001\022\026\n\022ROSTER_CHAN"
-  "GE_LEFT\020\002\022\033\n\027ROSTER_CHANGE_CONNECTED\020\003\022\036"
-  "\n\032ROSTER_CHANGE_DISCONNECTED\020\004\022\031\n\025ROSTER"
-  "_CHANGE_REMOVED\020\005\022\030\n\024ROSTER_CHANGE_LOCKE"
-  "D\020\006\022\032\n\026ROSTER_CHANGE_UNLOCKED\020\0072\363\001\n\023Conv"
-  "ersationService\022K\n\010Converse\022\034.dragoman.v"
-  "1.ConverseRequest\032\035.dragoman.v1.Converse"
-  "Response(\0010\001\022C\n\006Listen\022\032.dragoman.v1.Lis"
-  "tenRequest\032\033.dragoman.v1.ListenResponse0"
-  "\001\022J\n\tSendAudio\022\035.dragoman.v1.SendAudioRe"
-  "quest\032\036.dragoman.v1.SendAudioResponseb\006p"
-  "roto3"
+  "an.v1\032\033dragoman/v1/recording.proto\032\036goog"
+  "le/protobuf/duration.proto\032\037google/proto"
+  "buf/timestamp.proto\"\370\001\n\017ConverseRequest\022"
+  "3\n\004join\030\001 \001(\0132\035.dragoman.v1.JoinConversa"
+  "tionH\000R\004join\022/\n\005audio\030\002 \001(\0132\027.dragoman.v"
+  "1.AudioChunkH\000R\005audio\022<\n\theartbeat\030\003 \001(\013"
+  "2\034.dragoman.v1.ClientHeartbeatH\000R\theartb"
+  "eat\0226\n\005leave\030\004 \001(\0132\036.dragoman.v1.LeaveCo"
+  "nversationH\000R\005leaveB\t\n\007request\"\243\002\n\020JoinC"
+  "onversation\022\035\n\nsession_id\030\001 \001(\tR\tsession"
+  "Id\0226\n\010encoding\030\002 \001(\0162\032.dragoman.v1.Audio"
+  "EncodingR\010encoding\022*\n\021sample_rate_hertz\030"
+  "\003 \001(\005R\017sampleRateHertz\0227\n\030output_sample_"
+  "rate_hertz\030\004 \001(\005R\025outputSampleRateHertz\022"
+  "2\n\025resume_after_sequence\030\005 \001(\004R\023resumeAf"
+  "terSequence\022\037\n\013history_key\030\006 \001(\014R\nhistor"
+  "yKey\"{\n\nAudioChunk\022\022\n\004data\030\001 \001(\014R\004data\022\032"
+  "\n\010sequence\030\002 \001(\004R\010sequence\022=\n\014capture_ti"
+  "me\030\003 \001(\0132\032.google.protobuf.TimestampR\013ca"
+  "ptureTime\"J\n\017ClientHeartbeat\0227\n\tsend_tim"
+  "e\030\001 \001(\0132\032.google.protobuf.TimestampR\010sen"
+  "dTime\"\023\n\021LeaveConversation\"H\n\020ConverseRe"
+  "sponse\0224\n\005event\030\001 \001(\0132\036.dragoman.v1.Conv"
+  "ersationEventR\005event\"B\n\rListenRequest\0221\n"
+  "\004join\030\001 \001(\0132\035.dragoman.v1.JoinConversati"
+  "onR\004join\"F\n\016ListenResponse\0224\n\005event\030\001 \001("
+  "\0132\036.dragoman.v1.ConversationEventR\005event"
+  "\"`\n\020SendAudioRequest\022\035\n\nsession_id\030\001 \001(\t"
+  "R\tsessionId\022-\n\005audio\030\002 \001(\0132\027.dragoman.v1"
+  ".AudioChunkR\005audio\"/\n\021SendAudioResponse\022"
+  "\032\n\010sequence\030\001 \001(\004R\010sequence\"\244\010\n\021Conversa"
+  "tionEvent\022\035\n\nsession_id\030\001 \001(\tR\tsessionId"
+  "\022\032\n\010sequence\030\002 \001(\004R\010sequence\022.\n\004time\030\003 \001"
+  "(\0132\032.google.protobuf.TimestampR\004time\022G\n\016"
+  "session_paired\030\n \001(\0132\032.dragoman.v1.Sessi"
+  "onPairedB\002\030\001H\000R\rsessionPaired\022P\n\021partner"
+  "_connected\030\013 \001(\0132\035.dragoman.v1.PartnerCo"
+  "nnectedB\002\030\001H\000R\020partnerConnected\022Y\n\024partn"
+  "er_disconnected\030\014 \001(\0132 .dragoman.v1.Part"
+  "nerDisconnectedB\002\030\001H\000R\023partnerDisconnect"
+  "ed\022O\n\022processing_started\030\r \001(\0132\036.dragoma"
+  "n.v1.ProcessingStartedH\000R\021processingStar"
+  "ted\022I\n\020processing_ended\030\016 \001(\0132\034.dragoman"
+  ".v1.ProcessingEndedH\000R\017processingEnded\022B"
+  "\n\rtranscription\030\017 \001(\0132\032.dragoman.v1.Tran"
+  "scriptionH\000R\rtranscription\022<\n\013translatio"
+  "n\030\020 \001(\0132\030.dragoman.v1.TranslationH\000R\013tra"
+  "nslation\022=\n\014speech_audio\030\021 \001(\0132\030.dragoma"
+  "n.v1.SpeechAudioH\000R\013speechAudio\022<\n\theart"
+  "beat\030\022 \001(\0132\034.dragoman.v1.ServerHeartbeat"
+  "H\000R\theartbeat\0226\n\005error\030\023 \001(\0132\036.dragoman."
+  "v1.ConversationErrorH\000R\005error\022@\n\rsession"
+  "_ended\030\024 \001(\0132\031.dragoman.v1.SessionEndedH"
+  "\000R\014sessionEnded\022C\n\016roster_changed\030\025 \001(\0132"
+  "\032.dragoman.v1.RosterChangedH\000R\rrosterCha"
+  "nged\022L\n\021recording_changed\030\026 \001(\0132\035.dragom"
+  "an.v1.RecordingChangedH\000R\020recordingChang"
+  "edB\006\n\004kind\"\266\001\n\rSessionPaired\022&\n\017partner_"
+  "user_id\030\001 \001(\tR\rpartnerUserId\0220\n\024partner_"
+  "display_name\030\002 \001(\tR\022partnerDisplayName\0222"
+  "\n\025partner_language_code\030\003 \001(\tR\023partnerLa"
+  "nguageCode\022\027\n\007one_way\030\004 \001(\010R\006oneWay\":\n\020P"
+  "artnerConnected\022&\n\017partner_user_id\030\001 \001(\t"
+  "R\rpartnerUserId\"U\n\023PartnerDisconnected\022&"
+  "\n\017partner_user_id\030\001 \001(\tR\rpartnerUserId\022\026"
+  "\n\006reason\030\002 \001(\tR\006reason\"\316\001\n\021ProcessingSta"
+  "rted\022.\n\007speaker\030\001 \001(\0162\024.dragoman.v1.Spea"
+  "kerR\007speaker\022!\n\014utterance_id\030\002 \001(\tR\013utte"
+  "ranceId\0224\n\026speaker_participant_id\030\003 \001(\tR"
+  "\024speakerParticipantId\0220\n\024speaker_display"
+  "_name\030\004 \001(\tR\022speakerDisplayName\"\205\002\n\017Proc"
+  "essingEnded\022.\n\007speaker\030\001 \001(\0162\024.dragoman."
+  "v1.SpeakerR\007speaker\022!\n\014utterance_id\030\002 \001("
+  "\tR\013utteranceId\0227\n\007latency\030\003 \001(\0132\035.dragom"
+  "an.v1.UtteranceLatencyR\007latency\0224\n\026speak"
+  "er_participant_id\030\004 \001(\tR\024speakerParticip"
+  "antId\0220\n\024speaker_display_name\030\005 \001(\tR\022spe"
+  "akerDisplayName\"\200\003\n\020UtteranceLatency\022;\n\013"
+  "endpointing\030\001 \001(\0132\031.google.protobuf.Dura"
+  "tionR\013endpointing\022;\n\013recognition\030\002 \001(\0132\031"
+  ".google.protobuf.DurationR\013recognition\022;"
+  "\n\013translation\030\003 \001(\0132\031.google.protobuf.Du"
+  "rationR\013translation\022M\n\025synthesis_first_c"
+  "hunk\030\004 \001(\0132\031.google.protobuf.DurationR\023s"
+  "ynthesisFirstChunk\0225\n\010delivery\030\005 \001(\0132\031.g"
+  "oogle.protobuf.DurationR\010delivery\022/\n\005tot"
+  "al\030\006 \001(\0132\031.google.protobuf.DurationR\005tot"
+  "al\"\267\003\n\rTranscription\022.\n\007speaker\030\001 \001(\0162\024."
+  "dragoman.v1.SpeakerR\007speaker\022!\n\014utteranc"
+  "e_id\030\002 \001(\tR\013utteranceId\022\022\n\004text\030\003 \001(\tR\004t"
+  "ext\022\031\n\010is_final\030\004 \001(\010R\007isFinal\022\034\n\tstabil"
+  "ity\030\005 \001(\002R\tstability\022#\n\rlanguage_code\030\006 "
+  "\001(\tR\014languageCode\0222\n\025translated_to_engli"
+  "sh\030\007 \001(\010R\023translatedToEnglish\0224\n\026speaker"
+  "_participant_id\030\010 \001(\tR\024speakerParticipan"
+  "tId\0220\n\024speaker_display_name\030\t \001(\tR\022speak"
+  "erDisplayName\022\036\n\nconfidence\030\n \001(\002R\nconfi"
+  "dence\022%\n\016low_confidence\030\013 \001(\010R\rlowConfid"
+  "ence\"\266\004\n\013Translation\022.\n\007speaker\030\001 \001(\0162\024."
+  "dragoman.v1.SpeakerR\007speaker\022!\n\014utteranc"
+  "e_id\030\002 \001(\tR\013utteranceId\022\037\n\013source_text\030\003"
+  " \001(\tR\nsourceText\022\022\n\004text\030\004 \001(\tR\004text\0220\n\024"
+  "source_language_code\030\005 \001(\tR\022sourceLangua"
+  "geCode\0220\n\024target_language_code\030\006 \001(\tR\022ta"
+  "rgetLanguageCode\022\031\n\010is_final\030\007 \001(\010R\007isFi"
+  "nal\0220\n\004path\030\010 \001(\0162\034.dragoman.v1.Translat"
+  "ionPathR\004path\022\026\n\006engine\030\t \001(\tR\006engine\0220\n"
+  "\024covers_utterance_ids\030\n \003(\tR\022coversUtter"
+  "anceIds\0224\n\026speaker_participant_id\030\013 \001(\tR"
+  "\024speakerParticipantId\0220\n\024speaker_display"
+  "_name\030\014 \001(\tR\022speakerDisplayName\022\034\n\tstabi"
+  "lity\030\r \001(\002R\tstability\022\036\n\nconfidence\030\016 \001("
+  "\002R\nconfidence\"\350\002\n\013SpeechAudio\022!\n\014utteran"
+  "ce_id\030\001 \001(\tR\013utteranceId\022\022\n\004data\030\002 \001(\014R\004"
+  "data\022*\n\021sample_rate_hertz\030\003 \001(\005R\017sampleR"
+  "ateHertz\022\037\n\013chunk_index\030\004 \001(\rR\nchunkInde"
+  "x\022\027\n\007is_last\030\005 \001(\010R\006isLast\022\022\n\004text\030\006 \001(\t"
+  "R\004text\0224\n\026speaker_participant_id\030\007 \001(\tR\024"
+  "speakerParticipantId\0220\n\024speaker_display_"
+  "name\030\010 \001(\tR\022speakerDisplayName\022\037\n\013piece_"
+  "index\030\t \001(\rR\npieceIndex\022\037\n\013source_text\030\n"
+  " \001(\tR\nsourceText\"\021\n\017ServerHeartbeat\"|\n\021C"
+  "onversationError\022*\n\004code\030\001 \001(\0162\026.dragoma"
+  "n.v1.ErrorCodeR\004code\022\030\n\007message\030\002 \001(\tR\007m"
+  "essage\022!\n\014utterance_id\030\003 \001(\tR\013utteranceI"
+  "d\"&\n\014SessionEnded\022\026\n\006reason\030\001 \001(\tR\006reaso"
+  "n\"\256\001\n\013RosterEntry\022%\n\016participant_id\030\001 \001("
+  "\tR\rparticipantId\022!\n\014display_name\030\002 \001(\tR\013"
+  "displayName\022#\n\rlanguage_code\030\003 \001(\tR\014lang"
+  "uageCode\022\034\n\tconnected\030\004 \001(\010R\tconnected\022\022"
+  "\n\004host\030\005 \001(\010R\004host\"\313\001\n\rRosterChanged\0221\n\006"
+  "change\030\001 \001(\0162\031.dragoman.v1.RosterChangeR"
+  "\006change\022%\n\016participant_id\030\002 \001(\tR\rpartici"
+  "pantId\0220\n\006roster\030\003 \003(\0132\030.dragoman.v1.Ros"
+  "terEntryR\006roster\022\026\n\006locked\030\004 \001(\010R\006locked"
+  "\022\026\n\006reason\030\005 \001(\tR\006reason*i\n\rAudioEncodin"
+  "g\022\036\n\032AUDIO_ENCODING_UNSPECIFIED\020\000\022\033\n\027AUD"
+  "IO_ENCODING_LINEAR16\020\001\022\033\n\027AUDIO_ENCODING"
+  "_OGG_OPUS\020\002*I\n\007Speaker\022\027\n\023SPEAKER_UNSPEC"
+  "IFIED\020\000\022\020\n\014SPEAKER_SELF\020\001\022\023\n\017SPEAKER_PAR"
+  "TNER\020\002*\307\001\n\017TranslationPath\022 \n\034TRANSLATIO"
+  "N_PATH_UNSPECIFIED\020\000\022\034\n\030TRANSLATION_PATH"
+  "_CASCADE\020\001\022\032\n\026TRANSLATION_PATH_PIVOT\020\002\022\'"
+  "\n#TRANSLATION_PATH_SPEECH_TRANSLATION\020\003\022"
+  "/\n+TRANSLATION_PATH_SPEECH_TRANSLATION_C"
+  "ASCADE\020\004*\317\001\n\tErrorCode\022\032\n\026ERROR_CODE_UNS"
+  "PECIFIED\020\000\022!\n\035ERROR_CODE_RECOGNITION_FAI"
+  "LED\020\001\022!\n\035ERROR_CODE_TRANSLATION_FAILED\020\002"
+  "\022\037\n\033ERROR_CODE_SYNTHESIS_FAILED\020\003\022\033\n\027ERR"
+  "OR_CODE_RATE_LIMITED\020\004\022\"\n\036ERROR_CODE_SER"
+  "VICE_UNAVAILABLE\020\005*\355\001\n\014RosterChange\022\035\n\031R"
+  "OSTER_CHANGE_UNSPECIFIED\020\000\022\030\n\024ROSTER_CHA"
+  "NGE_JOINED\020\001\022\026\n\022ROSTER_CHANGE_LEFT\020\002\022\033\n\027"
+  "ROSTER_CHANGE_CONNECTED\020\003\022\036\n\032ROSTER_CHAN"
+  "GE_DISCONNECTED\020\004\022\031\n\025ROSTER_CHANGE_REMOV"
+  "ED\020\005\022\030\n\024ROSTER_CHANGE_LOCKED\020\006\022\032\n\026ROSTER"
+  "_CHANGE_UNLOCKED\020\0072\363\001\n\023ConversationServi"
+  "ce\022K\n\010Converse\022\034.dragoman.v1.ConverseReq"
+  "uest\032\035.dragoman.v1.ConverseResponse(\0010\001\022"
+  "C\n\006Listen\022\032.dragoman.v1.ListenRequest\032\033."
+  "dragoman.v1.ListenResponse0\001\022J\n\tSendAudi"
+  "o\022\035.dragoman.v1.SendAudioRequest\032\036.drago"
+  "man.v1.SendAudioResponseb\006proto3"
   ;
-static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fconversation_2eproto_deps[2] = {
+static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fconversation_2eproto_deps[3] = {
+  &::descriptor_table_dragoman_2fv1_2frecording_2eproto,
   &::descriptor_table_google_2fprotobuf_2fduration_2eproto,
   &::descriptor_table_google_2fprotobuf_2ftimestamp_2eproto,
 };
 static ::_pbi::once_flag descriptor_table_dragoman_2fv1_2fconversation_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_dragoman_2fv1_2fconversation_2eproto = {
-    false, false, 6445, descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto,
+    false, false, 6552, descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto,
     "dragoman/v1/conversation.proto",
-    &descriptor_table_dragoman_2fv1_2fconversation_2eproto_once, descriptor_table_dragoman_2fv1_2fconversation_2eproto_deps, 2, 25,
+    &descriptor_table_dragoman_2fv1_2fconversation_2eproto_once, descriptor_table_dragoman_2fv1_2fconversation_2eproto_deps, 3, 25,
     schemas, file_default_instances, TableStruct_dragoman_2fv1_2fconversation_2eproto::offsets,
     file_level_metadata_dragoman_2fv1_2fconversation_2eproto, file_level_enum_descriptors_dragoman_2fv1_2fconversation_2eproto,
     file_level_service_descriptors_dragoman_2fv1_2fconversation_2eproto,
@@ -3322,6 +3326,7 @@ class ConversationEvent::_Internal {
   static const ::dragoman::v1::ConversationError& error(const ConversationEvent* msg);
   static const ::dragoman::v1::SessionEnded& session_ended(const ConversationEvent* msg);
   static const ::dragoman::v1::RosterChanged& roster_changed(const ConversationEvent* msg);
+  static const ::dragoman::v1::RecordingChanged& recording_changed(const ConversationEvent* msg);
 };
 
 const ::PROTOBUF_NAMESPACE_ID::Timestamp&
@@ -3375,6 +3380,10 @@ ConversationEvent::_Internal::session_ended(const ConversationEvent* msg) {
 const ::dragoman::v1::RosterChanged&
 ConversationEvent::_Internal::roster_changed(const ConversationEvent* msg) {
   return *msg->_impl_.kind_.roster_changed_;
+}
+const ::dragoman::v1::RecordingChanged&
+ConversationEvent::_Internal::recording_changed(const ConversationEvent* msg) {
+  return *msg->_impl_.kind_.recording_changed_;
 }
 void ConversationEvent::clear_time() {
   if (GetArenaForAllocation() == nullptr && _impl_.time_ != nullptr) {
@@ -3562,6 +3571,30 @@ void ConversationEvent::set_allocated_roster_changed(::dragoman::v1::RosterChang
   }
   // @@protoc_insertion_point(field_set_allocated:dragoman.v1.ConversationEvent.roster_changed)
 }
+void ConversationEvent::set_allocated_recording_changed(::dragoman::v1::RecordingChanged* recording_changed) {
+  ::PROTOBUF_NAMESPACE_ID::Arena* message_arena = GetArenaForAllocation();
+  clear_kind();
+  if (recording_changed) {
+    ::PROTOBUF_NAMESPACE_ID::Arena* submessage_arena =
+        ::PROTOBUF_NAMESPACE_ID::Arena::InternalGetOwningArena(
+                reinterpret_cast<::PROTOBUF_NAMESPACE_ID::MessageLite*>(recording_changed));
+    if (message_arena != submessage_arena) {
+      recording_changed = ::PROTOBUF_NAMESPACE_ID::internal::GetOwnedMessage(
+          message_arena, recording_changed, submessage_arena);
+    }
+    set_has_recording_changed();
+    _impl_.kind_.recording_changed_ = recording_changed;
+  }
+  // @@protoc_insertion_point(field_set_allocated:dragoman.v1.ConversationEvent.recording_changed)
+}
+void ConversationEvent::clear_recording_changed() {
+  if (_internal_has_recording_changed()) {
+    if (GetArenaForAllocation() == nullptr) {
+      delete _impl_.kind_.recording_changed_;
+    }
+    clear_has_kind();
+  }
+}
 ConversationEvent::ConversationEvent(::PROTOBUF_NAMESPACE_ID::Arena* arena,
                          bool is_message_owned)
   : ::PROTOBUF_NAMESPACE_ID::Message(arena, is_message_owned) {
@@ -3652,6 +3685,11 @@ ConversationEvent::ConversationEvent(const ConversationEvent& from)
     case kRosterChanged: {
       _this->_internal_mutable_roster_changed()->::dragoman::v1::RosterChanged::MergeFrom(
           from._internal_roster_changed());
+      break;
+    }
+    case kRecordingChanged: {
+      _this->_internal_mutable_recording_changed()->::dragoman::v1::RecordingChanged::MergeFrom(
+          from._internal_recording_changed());
       break;
     }
     case KIND_NOT_SET: {
@@ -3774,6 +3812,12 @@ void ConversationEvent::clear_kind() {
     case kRosterChanged: {
       if (GetArenaForAllocation() == nullptr) {
         delete _impl_.kind_.roster_changed_;
+      }
+      break;
+    }
+    case kRecordingChanged: {
+      if (GetArenaForAllocation() == nullptr) {
+        delete _impl_.kind_.recording_changed_;
       }
       break;
     }
@@ -3929,6 +3973,14 @@ const char* ConversationEvent::_InternalParse(const char* ptr, ::_pbi::ParseCont
         } else
           goto handle_unusual;
         continue;
+      // .dragoman.v1.RecordingChanged recording_changed = 22 [json_name = "recordingChanged"];
+      case 22:
+        if (PROTOBUF_PREDICT_TRUE(static_cast<uint8_t>(tag) == 178)) {
+          ptr = ctx->ParseMessage(_internal_mutable_recording_changed(), ptr);
+          CHK_(ptr);
+        } else
+          goto handle_unusual;
+        continue;
       default:
         goto handle_unusual;
     }  // switch
@@ -4065,6 +4117,13 @@ uint8_t* ConversationEvent::_InternalSerialize(
         _Internal::roster_changed(this).GetCachedSize(), target, stream);
   }
 
+  // .dragoman.v1.RecordingChanged recording_changed = 22 [json_name = "recordingChanged"];
+  if (_internal_has_recording_changed()) {
+    target = ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::
+      InternalWriteMessage(22, _Internal::recording_changed(this),
+        _Internal::recording_changed(this).GetCachedSize(), target, stream);
+  }
+
   if (PROTOBUF_PREDICT_FALSE(_internal_metadata_.have_unknown_fields())) {
     target = ::_pbi::WireFormat::InternalSerializeUnknownFieldsToArray(
         _internal_metadata_.unknown_fields<::PROTOBUF_NAMESPACE_ID::UnknownFieldSet>(::PROTOBUF_NAMESPACE_ID::UnknownFieldSet::default_instance), target, stream);
@@ -4185,6 +4244,13 @@ size_t ConversationEvent::ByteSizeLong() const {
           *_impl_.kind_.roster_changed_);
       break;
     }
+    // .dragoman.v1.RecordingChanged recording_changed = 22 [json_name = "recordingChanged"];
+    case kRecordingChanged: {
+      total_size += 2 +
+        ::PROTOBUF_NAMESPACE_ID::internal::WireFormatLite::MessageSize(
+          *_impl_.kind_.recording_changed_);
+      break;
+    }
     case KIND_NOT_SET: {
       break;
     }
@@ -4276,6 +4342,11 @@ void ConversationEvent::MergeImpl(::PROTOBUF_NAMESPACE_ID::Message& to_msg, cons
     case kRosterChanged: {
       _this->_internal_mutable_roster_changed()->::dragoman::v1::RosterChanged::MergeFrom(
           from._internal_roster_changed());
+      break;
+    }
+    case kRecordingChanged: {
+      _this->_internal_mutable_recording_changed()->::dragoman::v1::RecordingChanged::MergeFrom(
+          from._internal_recording_changed());
       break;
     }
     case KIND_NOT_SET: {

@@ -32,6 +32,7 @@
 #include <google/protobuf/extension_set.h>  // IWYU pragma: export
 #include <google/protobuf/generated_enum_reflection.h>
 #include <google/protobuf/unknown_field_set.h>
+#include "dragoman/v1/recording.pb.h"
 #include <google/protobuf/duration.pb.h>
 #include <google/protobuf/timestamp.pb.h>
 // @@protoc_insertion_point(includes)
@@ -2059,6 +2060,7 @@ class ConversationEvent final :
     kError = 19,
     kSessionEnded = 20,
     kRosterChanged = 21,
+    kRecordingChanged = 22,
     KIND_NOT_SET = 0,
   };
 
@@ -2155,6 +2157,7 @@ class ConversationEvent final :
     kErrorFieldNumber = 19,
     kSessionEndedFieldNumber = 20,
     kRosterChangedFieldNumber = 21,
+    kRecordingChangedFieldNumber = 22,
   };
   // string session_id = 1 [json_name = "sessionId"];
   void clear_session_id();
@@ -2413,6 +2416,24 @@ class ConversationEvent final :
       ::dragoman::v1::RosterChanged* roster_changed);
   ::dragoman::v1::RosterChanged* unsafe_arena_release_roster_changed();
 
+  // .dragoman.v1.RecordingChanged recording_changed = 22 [json_name = "recordingChanged"];
+  bool has_recording_changed() const;
+  private:
+  bool _internal_has_recording_changed() const;
+  public:
+  void clear_recording_changed();
+  const ::dragoman::v1::RecordingChanged& recording_changed() const;
+  PROTOBUF_NODISCARD ::dragoman::v1::RecordingChanged* release_recording_changed();
+  ::dragoman::v1::RecordingChanged* mutable_recording_changed();
+  void set_allocated_recording_changed(::dragoman::v1::RecordingChanged* recording_changed);
+  private:
+  const ::dragoman::v1::RecordingChanged& _internal_recording_changed() const;
+  ::dragoman::v1::RecordingChanged* _internal_mutable_recording_changed();
+  public:
+  void unsafe_arena_set_allocated_recording_changed(
+      ::dragoman::v1::RecordingChanged* recording_changed);
+  ::dragoman::v1::RecordingChanged* unsafe_arena_release_recording_changed();
+
   void clear_kind();
   KindCase kind_case() const;
   // @@protoc_insertion_point(class_scope:dragoman.v1.ConversationEvent)
@@ -2430,6 +2451,7 @@ class ConversationEvent final :
   void set_has_error();
   void set_has_session_ended();
   void set_has_roster_changed();
+  void set_has_recording_changed();
 
   inline bool has_kind() const;
   inline void clear_has_kind();
@@ -2456,6 +2478,7 @@ class ConversationEvent final :
       ::dragoman::v1::ConversationError* error_;
       ::dragoman::v1::SessionEnded* session_ended_;
       ::dragoman::v1::RosterChanged* roster_changed_;
+      ::dragoman::v1::RecordingChanged* recording_changed_;
     } kind_;
     mutable ::PROTOBUF_NAMESPACE_ID::internal::CachedSize _cached_size_;
     uint32_t _oneof_case_[1];
@@ -7672,6 +7695,72 @@ inline ::dragoman::v1::RosterChanged* ConversationEvent::_internal_mutable_roste
 inline ::dragoman::v1::RosterChanged* ConversationEvent::mutable_roster_changed() {
   ::dragoman::v1::RosterChanged* _msg = _internal_mutable_roster_changed();
   // @@protoc_insertion_point(field_mutable:dragoman.v1.ConversationEvent.roster_changed)
+  return _msg;
+}
+
+// .dragoman.v1.RecordingChanged recording_changed = 22 [json_name = "recordingChanged"];
+inline bool ConversationEvent::_internal_has_recording_changed() const {
+  return kind_case() == kRecordingChanged;
+}
+inline bool ConversationEvent::has_recording_changed() const {
+  return _internal_has_recording_changed();
+}
+inline void ConversationEvent::set_has_recording_changed() {
+  _impl_._oneof_case_[0] = kRecordingChanged;
+}
+inline ::dragoman::v1::RecordingChanged* ConversationEvent::release_recording_changed() {
+  // @@protoc_insertion_point(field_release:dragoman.v1.ConversationEvent.recording_changed)
+  if (_internal_has_recording_changed()) {
+    clear_has_kind();
+    ::dragoman::v1::RecordingChanged* temp = _impl_.kind_.recording_changed_;
+    if (GetArenaForAllocation() != nullptr) {
+      temp = ::PROTOBUF_NAMESPACE_ID::internal::DuplicateIfNonNull(temp);
+    }
+    _impl_.kind_.recording_changed_ = nullptr;
+    return temp;
+  } else {
+    return nullptr;
+  }
+}
+inline const ::dragoman::v1::RecordingChanged& ConversationEvent::_internal_recording_changed() const {
+  return _internal_has_recording_changed()
+      ? *_impl_.kind_.recording_changed_
+      : reinterpret_cast< ::dragoman::v1::RecordingChanged&>(::dragoman::v1::_RecordingChanged_default_instance_);
+}
+inline const ::dragoman::v1::RecordingChanged& ConversationEvent::recording_changed() const {
+  // @@protoc_insertion_point(field_get:dragoman.v1.ConversationEvent.recording_changed)
+  return _internal_recording_changed();
+}
+inline ::dragoman::v1::RecordingChanged* ConversationEvent::unsafe_arena_release_recording_changed() {
+  // @@protoc_insertion_point(field_unsafe_arena_release:dragoman.v1.ConversationEvent.recording_changed)
+  if (_internal_has_recording_changed()) {
+    clear_has_kind();
+    ::dragoman::v1::RecordingChanged* temp = _impl_.kind_.recording_changed_;
+    _impl_.kind_.recording_changed_ = nullptr;
+    return temp;
+  } else {
+    return nullptr;
+  }
+}
+inline void ConversationEvent::unsafe_arena_set_allocated_recording_changed(::dragoman::v1::RecordingChanged* recording_changed) {
+  clear_kind();
+  if (recording_changed) {
+    set_has_recording_changed();
+    _impl_.kind_.recording_changed_ = recording_changed;
+  }
+  // @@protoc_insertion_point(field_unsafe_arena_set_allocated:dragoman.v1.ConversationEvent.recording_changed)
+}
+inline ::dragoman::v1::RecordingChanged* ConversationEvent::_internal_mutable_recording_changed() {
+  if (!_internal_has_recording_changed()) {
+    clear_kind();
+    set_has_recording_changed();
+    _impl_.kind_.recording_changed_ = CreateMaybeMessage< ::dragoman::v1::RecordingChanged >(GetArenaForAllocation());
+  }
+  return _impl_.kind_.recording_changed_;
+}
+inline ::dragoman::v1::RecordingChanged* ConversationEvent::mutable_recording_changed() {
+  ::dragoman::v1::RecordingChanged* _msg = _internal_mutable_recording_changed();
+  // @@protoc_insertion_point(field_mutable:dragoman.v1.ConversationEvent.recording_changed)
   return _msg;
 }
 

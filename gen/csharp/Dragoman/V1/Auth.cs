@@ -25,106 +25,110 @@ namespace Dragoman.V1 {
       byte[] descriptorData = global::System.Convert.FromBase64String(
           string.Concat(
             "ChZkcmFnb21hbi92MS9hdXRoLnByb3RvEgtkcmFnb21hbi52MRoeZHJhZ29t",
-            "YW4vdjEvY29udmVyc2F0aW9uLnByb3RvGhpkcmFnb21hbi92MS9zZXNzaW9u",
-            "cy5wcm90bxocZHJhZ29tYW4vdjEvdm9jYWJ1bGFyeS5wcm90bxofZ29vZ2xl",
-            "L3Byb3RvYnVmL3RpbWVzdGFtcC5wcm90byK4AQoPUmVnaXN0ZXJSZXF1ZXN0",
-            "EhoKCHVzZXJuYW1lGAEgASgJUgh1c2VybmFtZRIUCgVlbWFpbBgCIAEoCVIF",
-            "ZW1haWwSGgoIcGFzc3dvcmQYAyABKAlSCHBhc3N3b3JkEjYKF3ByZWZlcnJl",
-            "ZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJyZWRMYW5ndWFnZUNvZGUS",
-            "HwoLZGV2aWNlX25hbWUYBSABKAlSCmRldmljZU5hbWUiWwoQUmVnaXN0ZXJS",
-            "ZXNwb25zZRIXCgd1c2VyX2lkGAEgASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIg",
-            "ASgLMhYuZHJhZ29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiHAoaTGlzdFNp",
-            "Z25JblByb3ZpZGVyc1JlcXVlc3QiWAobTGlzdFNpZ25JblByb3ZpZGVyc1Jl",
-            "c3BvbnNlEjkKCXByb3ZpZGVycxgBIAMoCzIbLmRyYWdvbWFuLnYxLlNpZ25J",
-            "blByb3ZpZGVyUglwcm92aWRlcnMiPAoOU2lnbkluUHJvdmlkZXISEgoEbmFt",
-            "ZRgBIAEoCVIEbmFtZRIWCgZpc3N1ZXIYAiABKAlSBmlzc3VlciJTChJTdGFy",
-            "dFNpZ25JblJlcXVlc3QSGgoIcHJvdmlkZXIYASABKAlSCHByb3ZpZGVyEiEK",
-            "DHJlZGlyZWN0X3VyaRgCIAEoCVILcmVkaXJlY3RVcmkiWAoTU3RhcnRTaWdu",
-            "SW5SZXNwb25zZRIrChFhdXRob3JpemF0aW9uX3VybBgBIAEoCVIQYXV0aG9y",
-            "aXphdGlvblVybBIUCgVzdGF0ZRgCIAEoCVIFc3RhdGUifAoTRmluaXNoU2ln",
-            "bkluUmVxdWVzdBIUCgVzdGF0ZRgBIAEoCVIFc3RhdGUSEgoEY29kZRgCIAEo",
-            "CVIEY29kZRIaCghwYXNzd29yZBgDIAEoCVIIcGFzc3dvcmQSHwoLZGV2aWNl",
-            "X25hbWUYBCABKAlSCmRldmljZU5hbWUieQoURmluaXNoU2lnbkluUmVzcG9u",
-            "c2USFwoHdXNlcl9pZBgBIAEoCVIGdXNlcklkEi4KBnRva2VucxgCIAEoCzIW",
-            "LmRyYWdvbWFuLnYxLlRva2VuUGFpclIGdG9rZW5zEhgKB2NyZWF0ZWQYAyAB",
-            "KAhSB2NyZWF0ZWQiZwoMTG9naW5SZXF1ZXN0EhoKCHVzZXJuYW1lGAEgASgJ",
-            "Ugh1c2VybmFtZRIaCghwYXNzd29yZBgCIAEoCVIIcGFzc3dvcmQSHwoLZGV2",
-            "aWNlX25hbWUYAyABKAlSCmRldmljZU5hbWUiWAoNTG9naW5SZXNwb25zZRIX",
-            "Cgd1c2VyX2lkGAEgASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIgASgLMhYuZHJh",
-            "Z29tYW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiOgoTUmVmcmVzaFRva2VuUmVx",
-            "dWVzdBIjCg1yZWZyZXNoX3Rva2VuGAEgASgJUgxyZWZyZXNoVG9rZW4iRgoU",
-            "UmVmcmVzaFRva2VuUmVzcG9uc2USLgoGdG9rZW5zGAEgASgLMhYuZHJhZ29t",
-            "YW4udjEuVG9rZW5QYWlyUgZ0b2tlbnMiNAoNTG9nb3V0UmVxdWVzdBIjCg1y",
-            "ZWZyZXNoX3Rva2VuGAEgASgJUgxyZWZyZXNoVG9rZW4iEAoOTG9nb3V0UmVz",
-            "cG9uc2Ui/wEKCVRva2VuUGFpchIhCgxhY2Nlc3NfdG9rZW4YASABKAlSC2Fj",
-            "Y2Vzc1Rva2VuElMKGGFjY2Vzc190b2tlbl9leHBpcmVfdGltZRgCIAEoCzIa",
-            "Lmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBSFWFjY2Vzc1Rva2VuRXhwaXJl",
-            "VGltZRIjCg1yZWZyZXNoX3Rva2VuGAMgASgJUgxyZWZyZXNoVG9rZW4SVQoZ",
-            "cmVmcmVzaF90b2tlbl9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90",
-            "b2J1Zi5UaW1lc3RhbXBSFnJlZnJlc2hUb2tlbkV4cGlyZVRpbWUiMgoURGVs",
-            "ZXRlQWNjb3VudFJlcXVlc3QSGgoIcGFzc3dvcmQYASABKAlSCHBhc3N3b3Jk",
-            "IoMBChVEZWxldGVBY2NvdW50UmVzcG9uc2USMgoVZGVsZXRlZF9zZXNzaW9u",
-            "X2NvdW50GAEgASgNUhNkZWxldGVkU2Vzc2lvbkNvdW50EjYKF2RlbGV0ZWRf",
-            "dXR0ZXJhbmNlX2NvdW50GAIgASgNUhVkZWxldGVkVXR0ZXJhbmNlQ291bnQi",
-            "FQoTRXhwb3J0TXlEYXRhUmVxdWVzdCKlAgoURXhwb3J0TXlEYXRhUmVzcG9u",
-            "c2USLgoHYWNjb3VudBgBIAEoCzIULmRyYWdvbWFuLnYxLkFjY291bnRSB2Fj",
-            "Y291bnQSMAoGbG9naW5zGAIgAygLMhguZHJhZ29tYW4udjEuTG9naW5SZWNv",
-            "cmRSBmxvZ2lucxIwCghzZXNzaW9ucxgDIAMoCzIULmRyYWdvbWFuLnYxLlNl",
-            "c3Npb25SCHNlc3Npb25zEjwKCnV0dGVyYW5jZXMYBCADKAsyHC5kcmFnb21h",
-            "bi52MS5VdHRlcmFuY2VSZWNvcmRSCnV0dGVyYW5jZXMSOwoMdm9jYWJ1bGFy",
-            "aWVzGAUgAygLMhcuZHJhZ29tYW4udjEuVm9jYWJ1bGFyeVIMdm9jYWJ1bGFy",
-            "aWVzIskBCgdBY2NvdW50EhcKB3VzZXJfaWQYASABKAlSBnVzZXJJZBIaCgh1",
-            "c2VybmFtZRgCIAEoCVIIdXNlcm5hbWUSFAoFZW1haWwYAyABKAlSBWVtYWls",
-            "EjYKF3ByZWZlcnJlZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJyZWRM",
-            "YW5ndWFnZUNvZGUSOwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJv",
-            "dG9idWYuVGltZXN0YW1wUgpjcmVhdGVUaW1lIs4BCgtMb2dpblJlY29yZBI7",
-            "CgtjcmVhdGVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3Rh",
-            "bXBSCmNyZWF0ZVRpbWUSOwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUu",
-            "cHJvdG9idWYuVGltZXN0YW1wUgpleHBpcmVUaW1lEhgKB3Jldm9rZWQYAyAB",
-            "KAhSB3Jldm9rZWQSKwoGZGV2aWNlGAQgASgLMhMuZHJhZ29tYW4udjEuRGV2",
-            "aWNlUgZkZXZpY2UiFAoSTGlzdERldmljZXNSZXF1ZXN0IkQKE0xpc3REZXZp",
-            "Y2VzUmVzcG9uc2USLQoHZGV2aWNlcxgBIAMoCzITLmRyYWdvbWFuLnYxLkRl",
-            "dmljZVIHZGV2aWNlcyIyChNSZXZva2VEZXZpY2VSZXF1ZXN0EhsKCWRldmlj",
-            "ZV9pZBgBIAEoCVIIZGV2aWNlSWQiFgoUUmV2b2tlRGV2aWNlUmVzcG9uc2Ui",
-            "lQIKBkRldmljZRIbCglkZXZpY2VfaWQYASABKAlSCGRldmljZUlkEhIKBG5h",
-            "bWUYAiABKAlSBG5hbWUSHQoKdXNlcl9hZ2VudBgDIAEoCVIJdXNlckFnZW50",
-            "EkIKD2ZpcnN0X3NlZW5fdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5U",
-            "aW1lc3RhbXBSDWZpcnN0U2VlblRpbWUSQAoObGFzdF9zZWVuX3RpbWUYBSAB",
-            "KAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUgxsYXN0U2VlblRpbWUS",
-            "GwoJY29hcnNlX2lwGAYgASgJUghjb2Fyc2VJcBIYCgdjdXJyZW50GAcgASgI",
-            "UgdjdXJyZW50Ip8DCg9VdHRlcmFuY2VSZWNvcmQSHQoKc2Vzc2lvbl9pZBgB",
-            "IAEoCVIJc2Vzc2lvbklkEiEKDHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJh",
-            "bmNlSWQSJgoPc3BlYWtlcl91c2VyX2lkGAMgASgJUg1zcGVha2VyVXNlcklk",
-            "EjAKFHNvdXJjZV9sYW5ndWFnZV9jb2RlGAQgASgJUhJzb3VyY2VMYW5ndWFn",
-            "ZUNvZGUSMAoUdGFyZ2V0X2xhbmd1YWdlX2NvZGUYBSABKAlSEnRhcmdldExh",
-            "bmd1YWdlQ29kZRIfCgtzb3VyY2VfdGV4dBgGIAEoCVIKc291cmNlVGV4dBIn",
-            "Cg90cmFuc2xhdGVkX3RleHQYByABKAlSDnRyYW5zbGF0ZWRUZXh0EjcKB2xh",
-            "dGVuY3kYCCABKAsyHS5kcmFnb21hbi52MS5VdHRlcmFuY2VMYXRlbmN5Ugds",
-            "YXRlbmN5EjsKC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVm",
-            "LlRpbWVzdGFtcFIKY3JlYXRlVGltZTKTBwoLQXV0aFNlcnZpY2USRwoIUmVn",
-            "aXN0ZXISHC5kcmFnb21hbi52MS5SZWdpc3RlclJlcXVlc3QaHS5kcmFnb21h",
-            "bi52MS5SZWdpc3RlclJlc3BvbnNlEj4KBUxvZ2luEhkuZHJhZ29tYW4udjEu",
-            "TG9naW5SZXF1ZXN0GhouZHJhZ29tYW4udjEuTG9naW5SZXNwb25zZRJTCgxS",
-            "ZWZyZXNoVG9rZW4SIC5kcmFnb21hbi52MS5SZWZyZXNoVG9rZW5SZXF1ZXN0",
-            "GiEuZHJhZ29tYW4udjEuUmVmcmVzaFRva2VuUmVzcG9uc2USQQoGTG9nb3V0",
-            "EhouZHJhZ29tYW4udjEuTG9nb3V0UmVxdWVzdBobLmRyYWdvbWFuLnYxLkxv",
-            "Z291dFJlc3BvbnNlElYKDURlbGV0ZUFjY291bnQSIS5kcmFnb21hbi52MS5E",
-            "ZWxldGVBY2NvdW50UmVxdWVzdBoiLmRyYWdvbWFuLnYxLkRlbGV0ZUFjY291",
-            "bnRSZXNwb25zZRJTCgxFeHBvcnRNeURhdGESIC5kcmFnb21hbi52MS5FeHBv",
-            "cnRNeURhdGFSZXF1ZXN0GiEuZHJhZ29tYW4udjEuRXhwb3J0TXlEYXRhUmVz",
-            "cG9uc2USUAoLTGlzdERldmljZXMSHy5kcmFnb21hbi52MS5MaXN0RGV2aWNl",
-            "c1JlcXVlc3QaIC5kcmFnb21hbi52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlElMK",
-            "DFJldm9rZURldmljZRIgLmRyYWdvbWFuLnYxLlJldm9rZURldmljZVJlcXVl",
-            "c3QaIS5kcmFnb21hbi52MS5SZXZva2VEZXZpY2VSZXNwb25zZRJoChNMaXN0",
-            "U2lnbkluUHJvdmlkZXJzEicuZHJhZ29tYW4udjEuTGlzdFNpZ25JblByb3Zp",
-            "ZGVyc1JlcXVlc3QaKC5kcmFnb21hbi52MS5MaXN0U2lnbkluUHJvdmlkZXJz",
-            "UmVzcG9uc2USUAoLU3RhcnRTaWduSW4SHy5kcmFnb21hbi52MS5TdGFydFNp",
-            "Z25JblJlcXVlc3QaIC5kcmFnb21hbi52MS5TdGFydFNpZ25JblJlc3BvbnNl",
-            "ElMKDEZpbmlzaFNpZ25JbhIgLmRyYWdvbWFuLnYxLkZpbmlzaFNpZ25JblJl",
-            "cXVlc3QaIS5kcmFnb21hbi52MS5GaW5pc2hTaWduSW5SZXNwb25zZWIGcHJv",
-            "dG8z"));
+            "YW4vdjEvY29udmVyc2F0aW9uLnByb3RvGhtkcmFnb21hbi92MS9yZWNvcmRp",
+            "bmcucHJvdG8aGmRyYWdvbWFuL3YxL3Nlc3Npb25zLnByb3RvGhxkcmFnb21h",
+            "bi92MS92b2NhYnVsYXJ5LnByb3RvGh9nb29nbGUvcHJvdG9idWYvdGltZXN0",
+            "YW1wLnByb3RvIrgBCg9SZWdpc3RlclJlcXVlc3QSGgoIdXNlcm5hbWUYASAB",
+            "KAlSCHVzZXJuYW1lEhQKBWVtYWlsGAIgASgJUgVlbWFpbBIaCghwYXNzd29y",
+            "ZBgDIAEoCVIIcGFzc3dvcmQSNgoXcHJlZmVycmVkX2xhbmd1YWdlX2NvZGUY",
+            "BCABKAlSFXByZWZlcnJlZExhbmd1YWdlQ29kZRIfCgtkZXZpY2VfbmFtZRgF",
+            "IAEoCVIKZGV2aWNlTmFtZSJbChBSZWdpc3RlclJlc3BvbnNlEhcKB3VzZXJf",
+            "aWQYASABKAlSBnVzZXJJZBIuCgZ0b2tlbnMYAiABKAsyFi5kcmFnb21hbi52",
+            "MS5Ub2tlblBhaXJSBnRva2VucyIcChpMaXN0U2lnbkluUHJvdmlkZXJzUmVx",
+            "dWVzdCJYChtMaXN0U2lnbkluUHJvdmlkZXJzUmVzcG9uc2USOQoJcHJvdmlk",
+            "ZXJzGAEgAygLMhsuZHJhZ29tYW4udjEuU2lnbkluUHJvdmlkZXJSCXByb3Zp",
+            "ZGVycyI8Cg5TaWduSW5Qcm92aWRlchISCgRuYW1lGAEgASgJUgRuYW1lEhYK",
+            "Bmlzc3VlchgCIAEoCVIGaXNzdWVyIlMKElN0YXJ0U2lnbkluUmVxdWVzdBIa",
+            "Cghwcm92aWRlchgBIAEoCVIIcHJvdmlkZXISIQoMcmVkaXJlY3RfdXJpGAIg",
+            "ASgJUgtyZWRpcmVjdFVyaSJYChNTdGFydFNpZ25JblJlc3BvbnNlEisKEWF1",
+            "dGhvcml6YXRpb25fdXJsGAEgASgJUhBhdXRob3JpemF0aW9uVXJsEhQKBXN0",
+            "YXRlGAIgASgJUgVzdGF0ZSJ8ChNGaW5pc2hTaWduSW5SZXF1ZXN0EhQKBXN0",
+            "YXRlGAEgASgJUgVzdGF0ZRISCgRjb2RlGAIgASgJUgRjb2RlEhoKCHBhc3N3",
+            "b3JkGAMgASgJUghwYXNzd29yZBIfCgtkZXZpY2VfbmFtZRgEIAEoCVIKZGV2",
+            "aWNlTmFtZSJ5ChRGaW5pc2hTaWduSW5SZXNwb25zZRIXCgd1c2VyX2lkGAEg",
+            "ASgJUgZ1c2VySWQSLgoGdG9rZW5zGAIgASgLMhYuZHJhZ29tYW4udjEuVG9r",
+            "ZW5QYWlyUgZ0b2tlbnMSGAoHY3JlYXRlZBgDIAEoCFIHY3JlYXRlZCJnCgxM",
+            "b2dpblJlcXVlc3QSGgoIdXNlcm5hbWUYASABKAlSCHVzZXJuYW1lEhoKCHBh",
+            "c3N3b3JkGAIgASgJUghwYXNzd29yZBIfCgtkZXZpY2VfbmFtZRgDIAEoCVIK",
+            "ZGV2aWNlTmFtZSJYCg1Mb2dpblJlc3BvbnNlEhcKB3VzZXJfaWQYASABKAlS",
+            "BnVzZXJJZBIuCgZ0b2tlbnMYAiABKAsyFi5kcmFnb21hbi52MS5Ub2tlblBh",
+            "aXJSBnRva2VucyI6ChNSZWZyZXNoVG9rZW5SZXF1ZXN0EiMKDXJlZnJlc2hf",
+            "dG9rZW4YASABKAlSDHJlZnJlc2hUb2tlbiJGChRSZWZyZXNoVG9rZW5SZXNw",
+            "b25zZRIuCgZ0b2tlbnMYASABKAsyFi5kcmFnb21hbi52MS5Ub2tlblBhaXJS",
+            "BnRva2VucyI0Cg1Mb2dvdXRSZXF1ZXN0EiMKDXJlZnJlc2hfdG9rZW4YASAB",
+            "KAlSDHJlZnJlc2hUb2tlbiIQCg5Mb2dvdXRSZXNwb25zZSL/AQoJVG9rZW5Q",
+            "YWlyEiEKDGFjY2Vzc190b2tlbhgBIAEoCVILYWNjZXNzVG9rZW4SUwoYYWNj",
+            "ZXNzX3Rva2VuX2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVm",
+            "LlRpbWVzdGFtcFIVYWNjZXNzVG9rZW5FeHBpcmVUaW1lEiMKDXJlZnJlc2hf",
+            "dG9rZW4YAyABKAlSDHJlZnJlc2hUb2tlbhJVChlyZWZyZXNoX3Rva2VuX2V4",
+            "cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFIW",
+            "cmVmcmVzaFRva2VuRXhwaXJlVGltZSIyChREZWxldGVBY2NvdW50UmVxdWVz",
+            "dBIaCghwYXNzd29yZBgBIAEoCVIIcGFzc3dvcmQiuwEKFURlbGV0ZUFjY291",
+            "bnRSZXNwb25zZRIyChVkZWxldGVkX3Nlc3Npb25fY291bnQYASABKA1SE2Rl",
+            "bGV0ZWRTZXNzaW9uQ291bnQSNgoXZGVsZXRlZF91dHRlcmFuY2VfY291bnQY",
+            "AiABKA1SFWRlbGV0ZWRVdHRlcmFuY2VDb3VudBI2ChdkZWxldGVkX3JlY29y",
+            "ZGluZ19jb3VudBgDIAEoDVIVZGVsZXRlZFJlY29yZGluZ0NvdW50IhUKE0V4",
+            "cG9ydE15RGF0YVJlcXVlc3QirgMKFEV4cG9ydE15RGF0YVJlc3BvbnNlEi4K",
+            "B2FjY291bnQYASABKAsyFC5kcmFnb21hbi52MS5BY2NvdW50UgdhY2NvdW50",
+            "EjAKBmxvZ2lucxgCIAMoCzIYLmRyYWdvbWFuLnYxLkxvZ2luUmVjb3JkUgZs",
+            "b2dpbnMSMAoIc2Vzc2lvbnMYAyADKAsyFC5kcmFnb21hbi52MS5TZXNzaW9u",
+            "UghzZXNzaW9ucxI8Cgp1dHRlcmFuY2VzGAQgAygLMhwuZHJhZ29tYW4udjEu",
+            "VXR0ZXJhbmNlUmVjb3JkUgp1dHRlcmFuY2VzEjsKDHZvY2FidWxhcmllcxgF",
+            "IAMoCzIXLmRyYWdvbWFuLnYxLlZvY2FidWxhcnlSDHZvY2FidWxhcmllcxI2",
+            "CgpyZWNvcmRpbmdzGAYgAygLMhYuZHJhZ29tYW4udjEuUmVjb3JkaW5nUgpy",
+            "ZWNvcmRpbmdzEk8KE3JlY29yZGVkX3V0dGVyYW5jZXMYByADKAsyHi5kcmFn",
+            "b21hbi52MS5SZWNvcmRlZFV0dGVyYW5jZVIScmVjb3JkZWRVdHRlcmFuY2Vz",
+            "IskBCgdBY2NvdW50EhcKB3VzZXJfaWQYASABKAlSBnVzZXJJZBIaCgh1c2Vy",
+            "bmFtZRgCIAEoCVIIdXNlcm5hbWUSFAoFZW1haWwYAyABKAlSBWVtYWlsEjYK",
+            "F3ByZWZlcnJlZF9sYW5ndWFnZV9jb2RlGAQgASgJUhVwcmVmZXJyZWRMYW5n",
+            "dWFnZUNvZGUSOwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9i",
+            "dWYuVGltZXN0YW1wUgpjcmVhdGVUaW1lIs4BCgtMb2dpblJlY29yZBI7Cgtj",
+            "cmVhdGVfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBS",
+            "CmNyZWF0ZVRpbWUSOwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJv",
+            "dG9idWYuVGltZXN0YW1wUgpleHBpcmVUaW1lEhgKB3Jldm9rZWQYAyABKAhS",
+            "B3Jldm9rZWQSKwoGZGV2aWNlGAQgASgLMhMuZHJhZ29tYW4udjEuRGV2aWNl",
+            "UgZkZXZpY2UiFAoSTGlzdERldmljZXNSZXF1ZXN0IkQKE0xpc3REZXZpY2Vz",
+            "UmVzcG9uc2USLQoHZGV2aWNlcxgBIAMoCzITLmRyYWdvbWFuLnYxLkRldmlj",
+            "ZVIHZGV2aWNlcyIyChNSZXZva2VEZXZpY2VSZXF1ZXN0EhsKCWRldmljZV9p",
+            "ZBgBIAEoCVIIZGV2aWNlSWQiFgoUUmV2b2tlRGV2aWNlUmVzcG9uc2UilQIK",
+            "BkRldmljZRIbCglkZXZpY2VfaWQYASABKAlSCGRldmljZUlkEhIKBG5hbWUY",
+            "AiABKAlSBG5hbWUSHQoKdXNlcl9hZ2VudBgDIAEoCVIJdXNlckFnZW50EkIK",
+            "D2ZpcnN0X3NlZW5fdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1l",
+            "c3RhbXBSDWZpcnN0U2VlblRpbWUSQAoObGFzdF9zZWVuX3RpbWUYBSABKAsy",
+            "Gi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUgxsYXN0U2VlblRpbWUSGwoJ",
+            "Y29hcnNlX2lwGAYgASgJUghjb2Fyc2VJcBIYCgdjdXJyZW50GAcgASgIUgdj",
+            "dXJyZW50Ip8DCg9VdHRlcmFuY2VSZWNvcmQSHQoKc2Vzc2lvbl9pZBgBIAEo",
+            "CVIJc2Vzc2lvbklkEiEKDHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJhbmNl",
+            "SWQSJgoPc3BlYWtlcl91c2VyX2lkGAMgASgJUg1zcGVha2VyVXNlcklkEjAK",
+            "FHNvdXJjZV9sYW5ndWFnZV9jb2RlGAQgASgJUhJzb3VyY2VMYW5ndWFnZUNv",
+            "ZGUSMAoUdGFyZ2V0X2xhbmd1YWdlX2NvZGUYBSABKAlSEnRhcmdldExhbmd1",
+            "YWdlQ29kZRIfCgtzb3VyY2VfdGV4dBgGIAEoCVIKc291cmNlVGV4dBInCg90",
+            "cmFuc2xhdGVkX3RleHQYByABKAlSDnRyYW5zbGF0ZWRUZXh0EjcKB2xhdGVu",
+            "Y3kYCCABKAsyHS5kcmFnb21hbi52MS5VdHRlcmFuY2VMYXRlbmN5UgdsYXRl",
+            "bmN5EjsKC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRp",
+            "bWVzdGFtcFIKY3JlYXRlVGltZTKTBwoLQXV0aFNlcnZpY2USRwoIUmVnaXN0",
+            "ZXISHC5kcmFnb21hbi52MS5SZWdpc3RlclJlcXVlc3QaHS5kcmFnb21hbi52",
+            "MS5SZWdpc3RlclJlc3BvbnNlEj4KBUxvZ2luEhkuZHJhZ29tYW4udjEuTG9n",
+            "aW5SZXF1ZXN0GhouZHJhZ29tYW4udjEuTG9naW5SZXNwb25zZRJTCgxSZWZy",
+            "ZXNoVG9rZW4SIC5kcmFnb21hbi52MS5SZWZyZXNoVG9rZW5SZXF1ZXN0GiEu",
+            "ZHJhZ29tYW4udjEuUmVmcmVzaFRva2VuUmVzcG9uc2USQQoGTG9nb3V0Ehou",
+            "ZHJhZ29tYW4udjEuTG9nb3V0UmVxdWVzdBobLmRyYWdvbWFuLnYxLkxvZ291",
+            "dFJlc3BvbnNlElYKDURlbGV0ZUFjY291bnQSIS5kcmFnb21hbi52MS5EZWxl",
+            "dGVBY2NvdW50UmVxdWVzdBoiLmRyYWdvbWFuLnYxLkRlbGV0ZUFjY291bnRS",
+            "ZXNwb25zZRJTCgxFeHBvcnRNeURhdGESIC5kcmFnb21hbi52MS5FeHBvcnRN",
+            "eURhdGFSZXF1ZXN0GiEuZHJhZ29tYW4udjEuRXhwb3J0TXlEYXRhUmVzcG9u",
+            "c2USUAoLTGlzdERldmljZXMSHy5kcmFnb21hbi52MS5MaXN0RGV2aWNlc1Jl",
+            "cXVlc3QaIC5kcmFnb21hbi52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlElMKDFJl",
+            "dm9rZURldmljZRIgLmRyYWdvbWFuLnYxLlJldm9rZURldmljZVJlcXVlc3Qa",
+            "IS5kcmFnb21hbi52MS5SZXZva2VEZXZpY2VSZXNwb25zZRJoChNMaXN0U2ln",
+            "bkluUHJvdmlkZXJzEicuZHJhZ29tYW4udjEuTGlzdFNpZ25JblByb3ZpZGVy",
+            "c1JlcXVlc3QaKC5kcmFnb21hbi52MS5MaXN0U2lnbkluUHJvdmlkZXJzUmVz",
+            "cG9uc2USUAoLU3RhcnRTaWduSW4SHy5kcmFnb21hbi52MS5TdGFydFNpZ25J",
+            "blJlcXVlc3QaIC5kcmFnb21hbi52MS5TdGFydFNpZ25JblJlc3BvbnNlElMK",
+            "DEZpbmlzaFNpZ25JbhIgLmRyYWdvbWFuLnYxLkZpbmlzaFNpZ25JblJlcXVl",
+            "c3QaIS5kcmFnb21hbi52MS5GaW5pc2hTaWduSW5SZXNwb25zZWIGcHJvdG8z"));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
-          new pbr::FileDescriptor[] { global::Dragoman.V1.ConversationReflection.Descriptor, global::Dragoman.V1.SessionsReflection.Descriptor, global::Dragoman.V1.VocabularyReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
+          new pbr::FileDescriptor[] { global::Dragoman.V1.ConversationReflection.Descriptor, global::Dragoman.V1.RecordingReflection.Descriptor, global::Dragoman.V1.SessionsReflection.Descriptor, global::Dragoman.V1.VocabularyReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(null, null, new pbr::GeneratedClrTypeInfo[] {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterRequest), global::Dragoman.V1.RegisterRequest.Parser, new[]{ "Username", "Email", "Password", "PreferredLanguageCode", "DeviceName" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.RegisterResponse), global::Dragoman.V1.RegisterResponse.Parser, new[]{ "UserId", "Tokens" }, null, null, null, null),
@@ -143,9 +147,9 @@ namespace Dragoman.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LogoutResponse), global::Dragoman.V1.LogoutResponse.Parser, null, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.TokenPair), global::Dragoman.V1.TokenPair.Parser, new[]{ "AccessToken", "AccessTokenExpireTime", "RefreshToken", "RefreshTokenExpireTime" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.DeleteAccountRequest), global::Dragoman.V1.DeleteAccountRequest.Parser, new[]{ "Password" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.DeleteAccountResponse), global::Dragoman.V1.DeleteAccountResponse.Parser, new[]{ "DeletedSessionCount", "DeletedUtteranceCount" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.DeleteAccountResponse), global::Dragoman.V1.DeleteAccountResponse.Parser, new[]{ "DeletedSessionCount", "DeletedUtteranceCount", "DeletedRecordingCount" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataRequest), global::Dragoman.V1.ExportMyDataRequest.Parser, null, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataResponse), global::Dragoman.V1.ExportMyDataResponse.Parser, new[]{ "Account", "Logins", "Sessions", "Utterances", "Vocabularies" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ExportMyDataResponse), global::Dragoman.V1.ExportMyDataResponse.Parser, new[]{ "Account", "Logins", "Sessions", "Utterances", "Vocabularies", "Recordings", "RecordedUtterances" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.Account), global::Dragoman.V1.Account.Parser, new[]{ "UserId", "Username", "Email", "PreferredLanguageCode", "CreateTime" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.LoginRecord), global::Dragoman.V1.LoginRecord.Parser, new[]{ "CreateTime", "ExpireTime", "Revoked", "Device" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ListDevicesRequest), global::Dragoman.V1.ListDevicesRequest.Parser, null, null, null, null, null),
@@ -4241,6 +4245,7 @@ namespace Dragoman.V1 {
     public DeleteAccountResponse(DeleteAccountResponse other) : this() {
       deletedSessionCount_ = other.deletedSessionCount_;
       deletedUtteranceCount_ = other.deletedUtteranceCount_;
+      deletedRecordingCount_ = other.deletedRecordingCount_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -4281,6 +4286,21 @@ namespace Dragoman.V1 {
       }
     }
 
+    /// <summary>Field number for the "deleted_recording_count" field.</summary>
+    public const int DeletedRecordingCountFieldNumber = 3;
+    private uint deletedRecordingCount_;
+    /// <summary>
+    /// Recordings of sessions the caller took part in, deleted whole.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint DeletedRecordingCount {
+      get { return deletedRecordingCount_; }
+      set {
+        deletedRecordingCount_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -4298,6 +4318,7 @@ namespace Dragoman.V1 {
       }
       if (DeletedSessionCount != other.DeletedSessionCount) return false;
       if (DeletedUtteranceCount != other.DeletedUtteranceCount) return false;
+      if (DeletedRecordingCount != other.DeletedRecordingCount) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -4307,6 +4328,7 @@ namespace Dragoman.V1 {
       int hash = 1;
       if (DeletedSessionCount != 0) hash ^= DeletedSessionCount.GetHashCode();
       if (DeletedUtteranceCount != 0) hash ^= DeletedUtteranceCount.GetHashCode();
+      if (DeletedRecordingCount != 0) hash ^= DeletedRecordingCount.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -4333,6 +4355,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(16);
         output.WriteUInt32(DeletedUtteranceCount);
       }
+      if (DeletedRecordingCount != 0) {
+        output.WriteRawTag(24);
+        output.WriteUInt32(DeletedRecordingCount);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -4351,6 +4377,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(16);
         output.WriteUInt32(DeletedUtteranceCount);
       }
+      if (DeletedRecordingCount != 0) {
+        output.WriteRawTag(24);
+        output.WriteUInt32(DeletedRecordingCount);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -4366,6 +4396,9 @@ namespace Dragoman.V1 {
       }
       if (DeletedUtteranceCount != 0) {
         size += 1 + pb::CodedOutputStream.ComputeUInt32Size(DeletedUtteranceCount);
+      }
+      if (DeletedRecordingCount != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(DeletedRecordingCount);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -4384,6 +4417,9 @@ namespace Dragoman.V1 {
       }
       if (other.DeletedUtteranceCount != 0) {
         DeletedUtteranceCount = other.DeletedUtteranceCount;
+      }
+      if (other.DeletedRecordingCount != 0) {
+        DeletedRecordingCount = other.DeletedRecordingCount;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -4408,6 +4444,10 @@ namespace Dragoman.V1 {
             DeletedUtteranceCount = input.ReadUInt32();
             break;
           }
+          case 24: {
+            DeletedRecordingCount = input.ReadUInt32();
+            break;
+          }
         }
       }
     #endif
@@ -4429,6 +4469,10 @@ namespace Dragoman.V1 {
           }
           case 16: {
             DeletedUtteranceCount = input.ReadUInt32();
+            break;
+          }
+          case 24: {
+            DeletedRecordingCount = input.ReadUInt32();
             break;
           }
         }
@@ -4635,6 +4679,8 @@ namespace Dragoman.V1 {
       sessions_ = other.sessions_.Clone();
       utterances_ = other.utterances_.Clone();
       vocabularies_ = other.vocabularies_.Clone();
+      recordings_ = other.recordings_.Clone();
+      recordedUtterances_ = other.recordedUtterances_.Clone();
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -4716,6 +4762,36 @@ namespace Dragoman.V1 {
       get { return vocabularies_; }
     }
 
+    /// <summary>Field number for the "recordings" field.</summary>
+    public const int RecordingsFieldNumber = 6;
+    private static readonly pb::FieldCodec<global::Dragoman.V1.Recording> _repeated_recordings_codec
+        = pb::FieldCodec.ForMessage(50, global::Dragoman.V1.Recording.Parser);
+    private readonly pbc::RepeatedField<global::Dragoman.V1.Recording> recordings_ = new pbc::RepeatedField<global::Dragoman.V1.Recording>();
+    /// <summary>
+    /// Recordings of sessions the caller took part in, newest first.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Dragoman.V1.Recording> Recordings {
+      get { return recordings_; }
+    }
+
+    /// <summary>Field number for the "recorded_utterances" field.</summary>
+    public const int RecordedUtterancesFieldNumber = 7;
+    private static readonly pb::FieldCodec<global::Dragoman.V1.RecordedUtterance> _repeated_recordedUtterances_codec
+        = pb::FieldCodec.ForMessage(58, global::Dragoman.V1.RecordedUtterance.Parser);
+    private readonly pbc::RepeatedField<global::Dragoman.V1.RecordedUtterance> recordedUtterances_ = new pbc::RepeatedField<global::Dragoman.V1.RecordedUtterance>();
+    /// <summary>
+    /// The utterances those recordings kept, by recording and in spoken order,
+    /// with their texts (decrypted); the audio is left out, to keep the export
+    /// one message: RecordingService.DownloadRecording gives it.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::Dragoman.V1.RecordedUtterance> RecordedUtterances {
+      get { return recordedUtterances_; }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -4736,6 +4812,8 @@ namespace Dragoman.V1 {
       if(!sessions_.Equals(other.sessions_)) return false;
       if(!utterances_.Equals(other.utterances_)) return false;
       if(!vocabularies_.Equals(other.vocabularies_)) return false;
+      if(!recordings_.Equals(other.recordings_)) return false;
+      if(!recordedUtterances_.Equals(other.recordedUtterances_)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -4748,6 +4826,8 @@ namespace Dragoman.V1 {
       hash ^= sessions_.GetHashCode();
       hash ^= utterances_.GetHashCode();
       hash ^= vocabularies_.GetHashCode();
+      hash ^= recordings_.GetHashCode();
+      hash ^= recordedUtterances_.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -4774,6 +4854,8 @@ namespace Dragoman.V1 {
       sessions_.WriteTo(output, _repeated_sessions_codec);
       utterances_.WriteTo(output, _repeated_utterances_codec);
       vocabularies_.WriteTo(output, _repeated_vocabularies_codec);
+      recordings_.WriteTo(output, _repeated_recordings_codec);
+      recordedUtterances_.WriteTo(output, _repeated_recordedUtterances_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -4792,6 +4874,8 @@ namespace Dragoman.V1 {
       sessions_.WriteTo(ref output, _repeated_sessions_codec);
       utterances_.WriteTo(ref output, _repeated_utterances_codec);
       vocabularies_.WriteTo(ref output, _repeated_vocabularies_codec);
+      recordings_.WriteTo(ref output, _repeated_recordings_codec);
+      recordedUtterances_.WriteTo(ref output, _repeated_recordedUtterances_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -4809,6 +4893,8 @@ namespace Dragoman.V1 {
       size += sessions_.CalculateSize(_repeated_sessions_codec);
       size += utterances_.CalculateSize(_repeated_utterances_codec);
       size += vocabularies_.CalculateSize(_repeated_vocabularies_codec);
+      size += recordings_.CalculateSize(_repeated_recordings_codec);
+      size += recordedUtterances_.CalculateSize(_repeated_recordedUtterances_codec);
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -4831,6 +4917,8 @@ namespace Dragoman.V1 {
       sessions_.Add(other.sessions_);
       utterances_.Add(other.utterances_);
       vocabularies_.Add(other.vocabularies_);
+      recordings_.Add(other.recordings_);
+      recordedUtterances_.Add(other.recordedUtterances_);
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -4869,6 +4957,14 @@ namespace Dragoman.V1 {
             vocabularies_.AddEntriesFrom(input, _repeated_vocabularies_codec);
             break;
           }
+          case 50: {
+            recordings_.AddEntriesFrom(input, _repeated_recordings_codec);
+            break;
+          }
+          case 58: {
+            recordedUtterances_.AddEntriesFrom(input, _repeated_recordedUtterances_codec);
+            break;
+          }
         }
       }
     #endif
@@ -4905,6 +5001,14 @@ namespace Dragoman.V1 {
           }
           case 42: {
             vocabularies_.AddEntriesFrom(ref input, _repeated_vocabularies_codec);
+            break;
+          }
+          case 50: {
+            recordings_.AddEntriesFrom(ref input, _repeated_recordings_codec);
+            break;
+          }
+          case 58: {
+            recordedUtterances_.AddEntriesFrom(ref input, _repeated_recordedUtterances_codec);
             break;
           }
         }

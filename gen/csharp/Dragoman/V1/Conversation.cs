@@ -25,151 +25,153 @@ namespace Dragoman.V1 {
       byte[] descriptorData = global::System.Convert.FromBase64String(
           string.Concat(
             "Ch5kcmFnb21hbi92MS9jb252ZXJzYXRpb24ucHJvdG8SC2RyYWdvbWFuLnYx",
-            "Gh5nb29nbGUvcHJvdG9idWYvZHVyYXRpb24ucHJvdG8aH2dvb2dsZS9wcm90",
-            "b2J1Zi90aW1lc3RhbXAucHJvdG8i+AEKD0NvbnZlcnNlUmVxdWVzdBIzCgRq",
-            "b2luGAEgASgLMh0uZHJhZ29tYW4udjEuSm9pbkNvbnZlcnNhdGlvbkgAUgRq",
-            "b2luEi8KBWF1ZGlvGAIgASgLMhcuZHJhZ29tYW4udjEuQXVkaW9DaHVua0gA",
-            "UgVhdWRpbxI8CgloZWFydGJlYXQYAyABKAsyHC5kcmFnb21hbi52MS5DbGll",
-            "bnRIZWFydGJlYXRIAFIJaGVhcnRiZWF0EjYKBWxlYXZlGAQgASgLMh4uZHJh",
-            "Z29tYW4udjEuTGVhdmVDb252ZXJzYXRpb25IAFIFbGVhdmVCCQoHcmVxdWVz",
-            "dCKjAgoQSm9pbkNvbnZlcnNhdGlvbhIdCgpzZXNzaW9uX2lkGAEgASgJUglz",
-            "ZXNzaW9uSWQSNgoIZW5jb2RpbmcYAiABKA4yGi5kcmFnb21hbi52MS5BdWRp",
-            "b0VuY29kaW5nUghlbmNvZGluZxIqChFzYW1wbGVfcmF0ZV9oZXJ0ehgDIAEo",
-            "BVIPc2FtcGxlUmF0ZUhlcnR6EjcKGG91dHB1dF9zYW1wbGVfcmF0ZV9oZXJ0",
-            "ehgEIAEoBVIVb3V0cHV0U2FtcGxlUmF0ZUhlcnR6EjIKFXJlc3VtZV9hZnRl",
-            "cl9zZXF1ZW5jZRgFIAEoBFITcmVzdW1lQWZ0ZXJTZXF1ZW5jZRIfCgtoaXN0",
-            "b3J5X2tleRgGIAEoDFIKaGlzdG9yeUtleSJ7CgpBdWRpb0NodW5rEhIKBGRh",
-            "dGEYASABKAxSBGRhdGESGgoIc2VxdWVuY2UYAiABKARSCHNlcXVlbmNlEj0K",
-            "DGNhcHR1cmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3Rh",
-            "bXBSC2NhcHR1cmVUaW1lIkoKD0NsaWVudEhlYXJ0YmVhdBI3CglzZW5kX3Rp",
-            "bWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUghzZW5kVGlt",
-            "ZSITChFMZWF2ZUNvbnZlcnNhdGlvbiJIChBDb252ZXJzZVJlc3BvbnNlEjQK",
-            "BWV2ZW50GAEgASgLMh4uZHJhZ29tYW4udjEuQ29udmVyc2F0aW9uRXZlbnRS",
-            "BWV2ZW50IkIKDUxpc3RlblJlcXVlc3QSMQoEam9pbhgBIAEoCzIdLmRyYWdv",
-            "bWFuLnYxLkpvaW5Db252ZXJzYXRpb25SBGpvaW4iRgoOTGlzdGVuUmVzcG9u",
-            "c2USNAoFZXZlbnQYASABKAsyHi5kcmFnb21hbi52MS5Db252ZXJzYXRpb25F",
-            "dmVudFIFZXZlbnQiYAoQU2VuZEF1ZGlvUmVxdWVzdBIdCgpzZXNzaW9uX2lk",
-            "GAEgASgJUglzZXNzaW9uSWQSLQoFYXVkaW8YAiABKAsyFy5kcmFnb21hbi52",
-            "MS5BdWRpb0NodW5rUgVhdWRpbyIvChFTZW5kQXVkaW9SZXNwb25zZRIaCghz",
-            "ZXF1ZW5jZRgBIAEoBFIIc2VxdWVuY2Ui1gcKEUNvbnZlcnNhdGlvbkV2ZW50",
-            "Eh0KCnNlc3Npb25faWQYASABKAlSCXNlc3Npb25JZBIaCghzZXF1ZW5jZRgC",
-            "IAEoBFIIc2VxdWVuY2USLgoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1",
-            "Zi5UaW1lc3RhbXBSBHRpbWUSRwoOc2Vzc2lvbl9wYWlyZWQYCiABKAsyGi5k",
-            "cmFnb21hbi52MS5TZXNzaW9uUGFpcmVkQgIYAUgAUg1zZXNzaW9uUGFpcmVk",
-            "ElAKEXBhcnRuZXJfY29ubmVjdGVkGAsgASgLMh0uZHJhZ29tYW4udjEuUGFy",
-            "dG5lckNvbm5lY3RlZEICGAFIAFIQcGFydG5lckNvbm5lY3RlZBJZChRwYXJ0",
-            "bmVyX2Rpc2Nvbm5lY3RlZBgMIAEoCzIgLmRyYWdvbWFuLnYxLlBhcnRuZXJE",
-            "aXNjb25uZWN0ZWRCAhgBSABSE3BhcnRuZXJEaXNjb25uZWN0ZWQSTwoScHJv",
-            "Y2Vzc2luZ19zdGFydGVkGA0gASgLMh4uZHJhZ29tYW4udjEuUHJvY2Vzc2lu",
-            "Z1N0YXJ0ZWRIAFIRcHJvY2Vzc2luZ1N0YXJ0ZWQSSQoQcHJvY2Vzc2luZ19l",
-            "bmRlZBgOIAEoCzIcLmRyYWdvbWFuLnYxLlByb2Nlc3NpbmdFbmRlZEgAUg9w",
-            "cm9jZXNzaW5nRW5kZWQSQgoNdHJhbnNjcmlwdGlvbhgPIAEoCzIaLmRyYWdv",
-            "bWFuLnYxLlRyYW5zY3JpcHRpb25IAFINdHJhbnNjcmlwdGlvbhI8Cgt0cmFu",
-            "c2xhdGlvbhgQIAEoCzIYLmRyYWdvbWFuLnYxLlRyYW5zbGF0aW9uSABSC3Ry",
-            "YW5zbGF0aW9uEj0KDHNwZWVjaF9hdWRpbxgRIAEoCzIYLmRyYWdvbWFuLnYx",
-            "LlNwZWVjaEF1ZGlvSABSC3NwZWVjaEF1ZGlvEjwKCWhlYXJ0YmVhdBgSIAEo",
-            "CzIcLmRyYWdvbWFuLnYxLlNlcnZlckhlYXJ0YmVhdEgAUgloZWFydGJlYXQS",
-            "NgoFZXJyb3IYEyABKAsyHi5kcmFnb21hbi52MS5Db252ZXJzYXRpb25FcnJv",
-            "ckgAUgVlcnJvchJACg1zZXNzaW9uX2VuZGVkGBQgASgLMhkuZHJhZ29tYW4u",
-            "djEuU2Vzc2lvbkVuZGVkSABSDHNlc3Npb25FbmRlZBJDCg5yb3N0ZXJfY2hh",
-            "bmdlZBgVIAEoCzIaLmRyYWdvbWFuLnYxLlJvc3RlckNoYW5nZWRIAFINcm9z",
-            "dGVyQ2hhbmdlZEIGCgRraW5kIrYBCg1TZXNzaW9uUGFpcmVkEiYKD3BhcnRu",
-            "ZXJfdXNlcl9pZBgBIAEoCVINcGFydG5lclVzZXJJZBIwChRwYXJ0bmVyX2Rp",
-            "c3BsYXlfbmFtZRgCIAEoCVIScGFydG5lckRpc3BsYXlOYW1lEjIKFXBhcnRu",
-            "ZXJfbGFuZ3VhZ2VfY29kZRgDIAEoCVITcGFydG5lckxhbmd1YWdlQ29kZRIX",
-            "CgdvbmVfd2F5GAQgASgIUgZvbmVXYXkiOgoQUGFydG5lckNvbm5lY3RlZBIm",
-            "Cg9wYXJ0bmVyX3VzZXJfaWQYASABKAlSDXBhcnRuZXJVc2VySWQiVQoTUGFy",
-            "dG5lckRpc2Nvbm5lY3RlZBImCg9wYXJ0bmVyX3VzZXJfaWQYASABKAlSDXBh",
-            "cnRuZXJVc2VySWQSFgoGcmVhc29uGAIgASgJUgZyZWFzb24izgEKEVByb2Nl",
-            "c3NpbmdTdGFydGVkEi4KB3NwZWFrZXIYASABKA4yFC5kcmFnb21hbi52MS5T",
-            "cGVha2VyUgdzcGVha2VyEiEKDHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJh",
-            "bmNlSWQSNAoWc3BlYWtlcl9wYXJ0aWNpcGFudF9pZBgDIAEoCVIUc3BlYWtl",
-            "clBhcnRpY2lwYW50SWQSMAoUc3BlYWtlcl9kaXNwbGF5X25hbWUYBCABKAlS",
-            "EnNwZWFrZXJEaXNwbGF5TmFtZSKFAgoPUHJvY2Vzc2luZ0VuZGVkEi4KB3Nw",
-            "ZWFrZXIYASABKA4yFC5kcmFnb21hbi52MS5TcGVha2VyUgdzcGVha2VyEiEK",
-            "DHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJhbmNlSWQSNwoHbGF0ZW5jeRgD",
-            "IAEoCzIdLmRyYWdvbWFuLnYxLlV0dGVyYW5jZUxhdGVuY3lSB2xhdGVuY3kS",
-            "NAoWc3BlYWtlcl9wYXJ0aWNpcGFudF9pZBgEIAEoCVIUc3BlYWtlclBhcnRp",
-            "Y2lwYW50SWQSMAoUc3BlYWtlcl9kaXNwbGF5X25hbWUYBSABKAlSEnNwZWFr",
-            "ZXJEaXNwbGF5TmFtZSKAAwoQVXR0ZXJhbmNlTGF0ZW5jeRI7CgtlbmRwb2lu",
-            "dGluZxgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvblILZW5kcG9p",
-            "bnRpbmcSOwoLcmVjb2duaXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYu",
-            "RHVyYXRpb25SC3JlY29nbml0aW9uEjsKC3RyYW5zbGF0aW9uGAMgASgLMhku",
-            "Z29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uUgt0cmFuc2xhdGlvbhJNChVzeW50",
-            "aGVzaXNfZmlyc3RfY2h1bmsYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVy",
-            "YXRpb25SE3N5bnRoZXNpc0ZpcnN0Q2h1bmsSNQoIZGVsaXZlcnkYBSABKAsy",
-            "GS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25SCGRlbGl2ZXJ5Ei8KBXRvdGFs",
-            "GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uUgV0b3RhbCK3AwoN",
-            "VHJhbnNjcmlwdGlvbhIuCgdzcGVha2VyGAEgASgOMhQuZHJhZ29tYW4udjEu",
-            "U3BlYWtlclIHc3BlYWtlchIhCgx1dHRlcmFuY2VfaWQYAiABKAlSC3V0dGVy",
-            "YW5jZUlkEhIKBHRleHQYAyABKAlSBHRleHQSGQoIaXNfZmluYWwYBCABKAhS",
-            "B2lzRmluYWwSHAoJc3RhYmlsaXR5GAUgASgCUglzdGFiaWxpdHkSIwoNbGFu",
-            "Z3VhZ2VfY29kZRgGIAEoCVIMbGFuZ3VhZ2VDb2RlEjIKFXRyYW5zbGF0ZWRf",
-            "dG9fZW5nbGlzaBgHIAEoCFITdHJhbnNsYXRlZFRvRW5nbGlzaBI0ChZzcGVh",
-            "a2VyX3BhcnRpY2lwYW50X2lkGAggASgJUhRzcGVha2VyUGFydGljaXBhbnRJ",
-            "ZBIwChRzcGVha2VyX2Rpc3BsYXlfbmFtZRgJIAEoCVISc3BlYWtlckRpc3Bs",
-            "YXlOYW1lEh4KCmNvbmZpZGVuY2UYCiABKAJSCmNvbmZpZGVuY2USJQoObG93",
-            "X2NvbmZpZGVuY2UYCyABKAhSDWxvd0NvbmZpZGVuY2UitgQKC1RyYW5zbGF0",
-            "aW9uEi4KB3NwZWFrZXIYASABKA4yFC5kcmFnb21hbi52MS5TcGVha2VyUgdz",
-            "cGVha2VyEiEKDHV0dGVyYW5jZV9pZBgCIAEoCVILdXR0ZXJhbmNlSWQSHwoL",
-            "c291cmNlX3RleHQYAyABKAlSCnNvdXJjZVRleHQSEgoEdGV4dBgEIAEoCVIE",
-            "dGV4dBIwChRzb3VyY2VfbGFuZ3VhZ2VfY29kZRgFIAEoCVISc291cmNlTGFu",
-            "Z3VhZ2VDb2RlEjAKFHRhcmdldF9sYW5ndWFnZV9jb2RlGAYgASgJUhJ0YXJn",
-            "ZXRMYW5ndWFnZUNvZGUSGQoIaXNfZmluYWwYByABKAhSB2lzRmluYWwSMAoE",
-            "cGF0aBgIIAEoDjIcLmRyYWdvbWFuLnYxLlRyYW5zbGF0aW9uUGF0aFIEcGF0",
-            "aBIWCgZlbmdpbmUYCSABKAlSBmVuZ2luZRIwChRjb3ZlcnNfdXR0ZXJhbmNl",
-            "X2lkcxgKIAMoCVISY292ZXJzVXR0ZXJhbmNlSWRzEjQKFnNwZWFrZXJfcGFy",
-            "dGljaXBhbnRfaWQYCyABKAlSFHNwZWFrZXJQYXJ0aWNpcGFudElkEjAKFHNw",
-            "ZWFrZXJfZGlzcGxheV9uYW1lGAwgASgJUhJzcGVha2VyRGlzcGxheU5hbWUS",
-            "HAoJc3RhYmlsaXR5GA0gASgCUglzdGFiaWxpdHkSHgoKY29uZmlkZW5jZRgO",
-            "IAEoAlIKY29uZmlkZW5jZSLoAgoLU3BlZWNoQXVkaW8SIQoMdXR0ZXJhbmNl",
-            "X2lkGAEgASgJUgt1dHRlcmFuY2VJZBISCgRkYXRhGAIgASgMUgRkYXRhEioK",
-            "EXNhbXBsZV9yYXRlX2hlcnR6GAMgASgFUg9zYW1wbGVSYXRlSGVydHoSHwoL",
-            "Y2h1bmtfaW5kZXgYBCABKA1SCmNodW5rSW5kZXgSFwoHaXNfbGFzdBgFIAEo",
-            "CFIGaXNMYXN0EhIKBHRleHQYBiABKAlSBHRleHQSNAoWc3BlYWtlcl9wYXJ0",
-            "aWNpcGFudF9pZBgHIAEoCVIUc3BlYWtlclBhcnRpY2lwYW50SWQSMAoUc3Bl",
-            "YWtlcl9kaXNwbGF5X25hbWUYCCABKAlSEnNwZWFrZXJEaXNwbGF5TmFtZRIf",
-            "CgtwaWVjZV9pbmRleBgJIAEoDVIKcGllY2VJbmRleBIfCgtzb3VyY2VfdGV4",
-            "dBgKIAEoCVIKc291cmNlVGV4dCIRCg9TZXJ2ZXJIZWFydGJlYXQifAoRQ29u",
-            "dmVyc2F0aW9uRXJyb3ISKgoEY29kZRgBIAEoDjIWLmRyYWdvbWFuLnYxLkVy",
-            "cm9yQ29kZVIEY29kZRIYCgdtZXNzYWdlGAIgASgJUgdtZXNzYWdlEiEKDHV0",
-            "dGVyYW5jZV9pZBgDIAEoCVILdXR0ZXJhbmNlSWQiJgoMU2Vzc2lvbkVuZGVk",
-            "EhYKBnJlYXNvbhgBIAEoCVIGcmVhc29uIq4BCgtSb3N0ZXJFbnRyeRIlCg5w",
-            "YXJ0aWNpcGFudF9pZBgBIAEoCVINcGFydGljaXBhbnRJZBIhCgxkaXNwbGF5",
-            "X25hbWUYAiABKAlSC2Rpc3BsYXlOYW1lEiMKDWxhbmd1YWdlX2NvZGUYAyAB",
-            "KAlSDGxhbmd1YWdlQ29kZRIcCgljb25uZWN0ZWQYBCABKAhSCWNvbm5lY3Rl",
-            "ZBISCgRob3N0GAUgASgIUgRob3N0IssBCg1Sb3N0ZXJDaGFuZ2VkEjEKBmNo",
-            "YW5nZRgBIAEoDjIZLmRyYWdvbWFuLnYxLlJvc3RlckNoYW5nZVIGY2hhbmdl",
-            "EiUKDnBhcnRpY2lwYW50X2lkGAIgASgJUg1wYXJ0aWNpcGFudElkEjAKBnJv",
-            "c3RlchgDIAMoCzIYLmRyYWdvbWFuLnYxLlJvc3RlckVudHJ5UgZyb3N0ZXIS",
-            "FgoGbG9ja2VkGAQgASgIUgZsb2NrZWQSFgoGcmVhc29uGAUgASgJUgZyZWFz",
-            "b24qaQoNQXVkaW9FbmNvZGluZxIeChpBVURJT19FTkNPRElOR19VTlNQRUNJ",
-            "RklFRBAAEhsKF0FVRElPX0VOQ09ESU5HX0xJTkVBUjE2EAESGwoXQVVESU9f",
-            "RU5DT0RJTkdfT0dHX09QVVMQAipJCgdTcGVha2VyEhcKE1NQRUFLRVJfVU5T",
-            "UEVDSUZJRUQQABIQCgxTUEVBS0VSX1NFTEYQARITCg9TUEVBS0VSX1BBUlRO",
-            "RVIQAirHAQoPVHJhbnNsYXRpb25QYXRoEiAKHFRSQU5TTEFUSU9OX1BBVEhf",
-            "VU5TUEVDSUZJRUQQABIcChhUUkFOU0xBVElPTl9QQVRIX0NBU0NBREUQARIa",
-            "ChZUUkFOU0xBVElPTl9QQVRIX1BJVk9UEAISJwojVFJBTlNMQVRJT05fUEFU",
-            "SF9TUEVFQ0hfVFJBTlNMQVRJT04QAxIvCitUUkFOU0xBVElPTl9QQVRIX1NQ",
-            "RUVDSF9UUkFOU0xBVElPTl9DQVNDQURFEAQqzwEKCUVycm9yQ29kZRIaChZF",
-            "UlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASIQodRVJST1JfQ09ERV9SRUNPR05J",
-            "VElPTl9GQUlMRUQQARIhCh1FUlJPUl9DT0RFX1RSQU5TTEFUSU9OX0ZBSUxF",
-            "RBACEh8KG0VSUk9SX0NPREVfU1lOVEhFU0lTX0ZBSUxFRBADEhsKF0VSUk9S",
-            "X0NPREVfUkFURV9MSU1JVEVEEAQSIgoeRVJST1JfQ09ERV9TRVJWSUNFX1VO",
-            "QVZBSUxBQkxFEAUq7QEKDFJvc3RlckNoYW5nZRIdChlST1NURVJfQ0hBTkdF",
-            "X1VOU1BFQ0lGSUVEEAASGAoUUk9TVEVSX0NIQU5HRV9KT0lORUQQARIWChJS",
-            "T1NURVJfQ0hBTkdFX0xFRlQQAhIbChdST1NURVJfQ0hBTkdFX0NPTk5FQ1RF",
-            "RBADEh4KGlJPU1RFUl9DSEFOR0VfRElTQ09OTkVDVEVEEAQSGQoVUk9TVEVS",
-            "X0NIQU5HRV9SRU1PVkVEEAUSGAoUUk9TVEVSX0NIQU5HRV9MT0NLRUQQBhIa",
-            "ChZST1NURVJfQ0hBTkdFX1VOTE9DS0VEEAcy8wEKE0NvbnZlcnNhdGlvblNl",
-            "cnZpY2USSwoIQ29udmVyc2USHC5kcmFnb21hbi52MS5Db252ZXJzZVJlcXVl",
-            "c3QaHS5kcmFnb21hbi52MS5Db252ZXJzZVJlc3BvbnNlKAEwARJDCgZMaXN0",
-            "ZW4SGi5kcmFnb21hbi52MS5MaXN0ZW5SZXF1ZXN0GhsuZHJhZ29tYW4udjEu",
-            "TGlzdGVuUmVzcG9uc2UwARJKCglTZW5kQXVkaW8SHS5kcmFnb21hbi52MS5T",
-            "ZW5kQXVkaW9SZXF1ZXN0Gh4uZHJhZ29tYW4udjEuU2VuZEF1ZGlvUmVzcG9u",
-            "c2ViBnByb3RvMw=="));
+            "GhtkcmFnb21hbi92MS9yZWNvcmRpbmcucHJvdG8aHmdvb2dsZS9wcm90b2J1",
+            "Zi9kdXJhdGlvbi5wcm90bxofZ29vZ2xlL3Byb3RvYnVmL3RpbWVzdGFtcC5w",
+            "cm90byL4AQoPQ29udmVyc2VSZXF1ZXN0EjMKBGpvaW4YASABKAsyHS5kcmFn",
+            "b21hbi52MS5Kb2luQ29udmVyc2F0aW9uSABSBGpvaW4SLwoFYXVkaW8YAiAB",
+            "KAsyFy5kcmFnb21hbi52MS5BdWRpb0NodW5rSABSBWF1ZGlvEjwKCWhlYXJ0",
+            "YmVhdBgDIAEoCzIcLmRyYWdvbWFuLnYxLkNsaWVudEhlYXJ0YmVhdEgAUglo",
+            "ZWFydGJlYXQSNgoFbGVhdmUYBCABKAsyHi5kcmFnb21hbi52MS5MZWF2ZUNv",
+            "bnZlcnNhdGlvbkgAUgVsZWF2ZUIJCgdyZXF1ZXN0IqMCChBKb2luQ29udmVy",
+            "c2F0aW9uEh0KCnNlc3Npb25faWQYASABKAlSCXNlc3Npb25JZBI2CghlbmNv",
+            "ZGluZxgCIAEoDjIaLmRyYWdvbWFuLnYxLkF1ZGlvRW5jb2RpbmdSCGVuY29k",
+            "aW5nEioKEXNhbXBsZV9yYXRlX2hlcnR6GAMgASgFUg9zYW1wbGVSYXRlSGVy",
+            "dHoSNwoYb3V0cHV0X3NhbXBsZV9yYXRlX2hlcnR6GAQgASgFUhVvdXRwdXRT",
+            "YW1wbGVSYXRlSGVydHoSMgoVcmVzdW1lX2FmdGVyX3NlcXVlbmNlGAUgASgE",
+            "UhNyZXN1bWVBZnRlclNlcXVlbmNlEh8KC2hpc3Rvcnlfa2V5GAYgASgMUgpo",
+            "aXN0b3J5S2V5InsKCkF1ZGlvQ2h1bmsSEgoEZGF0YRgBIAEoDFIEZGF0YRIa",
+            "CghzZXF1ZW5jZRgCIAEoBFIIc2VxdWVuY2USPQoMY2FwdHVyZV90aW1lGAMg",
+            "ASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFILY2FwdHVyZVRpbWUi",
+            "SgoPQ2xpZW50SGVhcnRiZWF0EjcKCXNlbmRfdGltZRgBIAEoCzIaLmdvb2ds",
+            "ZS5wcm90b2J1Zi5UaW1lc3RhbXBSCHNlbmRUaW1lIhMKEUxlYXZlQ29udmVy",
+            "c2F0aW9uIkgKEENvbnZlcnNlUmVzcG9uc2USNAoFZXZlbnQYASABKAsyHi5k",
+            "cmFnb21hbi52MS5Db252ZXJzYXRpb25FdmVudFIFZXZlbnQiQgoNTGlzdGVu",
+            "UmVxdWVzdBIxCgRqb2luGAEgASgLMh0uZHJhZ29tYW4udjEuSm9pbkNvbnZl",
+            "cnNhdGlvblIEam9pbiJGCg5MaXN0ZW5SZXNwb25zZRI0CgVldmVudBgBIAEo",
+            "CzIeLmRyYWdvbWFuLnYxLkNvbnZlcnNhdGlvbkV2ZW50UgVldmVudCJgChBT",
+            "ZW5kQXVkaW9SZXF1ZXN0Eh0KCnNlc3Npb25faWQYASABKAlSCXNlc3Npb25J",
+            "ZBItCgVhdWRpbxgCIAEoCzIXLmRyYWdvbWFuLnYxLkF1ZGlvQ2h1bmtSBWF1",
+            "ZGlvIi8KEVNlbmRBdWRpb1Jlc3BvbnNlEhoKCHNlcXVlbmNlGAEgASgEUghz",
+            "ZXF1ZW5jZSKkCAoRQ29udmVyc2F0aW9uRXZlbnQSHQoKc2Vzc2lvbl9pZBgB",
+            "IAEoCVIJc2Vzc2lvbklkEhoKCHNlcXVlbmNlGAIgASgEUghzZXF1ZW5jZRIu",
+            "CgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFIEdGlt",
+            "ZRJHCg5zZXNzaW9uX3BhaXJlZBgKIAEoCzIaLmRyYWdvbWFuLnYxLlNlc3Np",
+            "b25QYWlyZWRCAhgBSABSDXNlc3Npb25QYWlyZWQSUAoRcGFydG5lcl9jb25u",
+            "ZWN0ZWQYCyABKAsyHS5kcmFnb21hbi52MS5QYXJ0bmVyQ29ubmVjdGVkQgIY",
+            "AUgAUhBwYXJ0bmVyQ29ubmVjdGVkElkKFHBhcnRuZXJfZGlzY29ubmVjdGVk",
+            "GAwgASgLMiAuZHJhZ29tYW4udjEuUGFydG5lckRpc2Nvbm5lY3RlZEICGAFI",
+            "AFITcGFydG5lckRpc2Nvbm5lY3RlZBJPChJwcm9jZXNzaW5nX3N0YXJ0ZWQY",
+            "DSABKAsyHi5kcmFnb21hbi52MS5Qcm9jZXNzaW5nU3RhcnRlZEgAUhFwcm9j",
+            "ZXNzaW5nU3RhcnRlZBJJChBwcm9jZXNzaW5nX2VuZGVkGA4gASgLMhwuZHJh",
+            "Z29tYW4udjEuUHJvY2Vzc2luZ0VuZGVkSABSD3Byb2Nlc3NpbmdFbmRlZBJC",
+            "Cg10cmFuc2NyaXB0aW9uGA8gASgLMhouZHJhZ29tYW4udjEuVHJhbnNjcmlw",
+            "dGlvbkgAUg10cmFuc2NyaXB0aW9uEjwKC3RyYW5zbGF0aW9uGBAgASgLMhgu",
+            "ZHJhZ29tYW4udjEuVHJhbnNsYXRpb25IAFILdHJhbnNsYXRpb24SPQoMc3Bl",
+            "ZWNoX2F1ZGlvGBEgASgLMhguZHJhZ29tYW4udjEuU3BlZWNoQXVkaW9IAFIL",
+            "c3BlZWNoQXVkaW8SPAoJaGVhcnRiZWF0GBIgASgLMhwuZHJhZ29tYW4udjEu",
+            "U2VydmVySGVhcnRiZWF0SABSCWhlYXJ0YmVhdBI2CgVlcnJvchgTIAEoCzIe",
+            "LmRyYWdvbWFuLnYxLkNvbnZlcnNhdGlvbkVycm9ySABSBWVycm9yEkAKDXNl",
+            "c3Npb25fZW5kZWQYFCABKAsyGS5kcmFnb21hbi52MS5TZXNzaW9uRW5kZWRI",
+            "AFIMc2Vzc2lvbkVuZGVkEkMKDnJvc3Rlcl9jaGFuZ2VkGBUgASgLMhouZHJh",
+            "Z29tYW4udjEuUm9zdGVyQ2hhbmdlZEgAUg1yb3N0ZXJDaGFuZ2VkEkwKEXJl",
+            "Y29yZGluZ19jaGFuZ2VkGBYgASgLMh0uZHJhZ29tYW4udjEuUmVjb3JkaW5n",
+            "Q2hhbmdlZEgAUhByZWNvcmRpbmdDaGFuZ2VkQgYKBGtpbmQitgEKDVNlc3Np",
+            "b25QYWlyZWQSJgoPcGFydG5lcl91c2VyX2lkGAEgASgJUg1wYXJ0bmVyVXNl",
+            "cklkEjAKFHBhcnRuZXJfZGlzcGxheV9uYW1lGAIgASgJUhJwYXJ0bmVyRGlz",
+            "cGxheU5hbWUSMgoVcGFydG5lcl9sYW5ndWFnZV9jb2RlGAMgASgJUhNwYXJ0",
+            "bmVyTGFuZ3VhZ2VDb2RlEhcKB29uZV93YXkYBCABKAhSBm9uZVdheSI6ChBQ",
+            "YXJ0bmVyQ29ubmVjdGVkEiYKD3BhcnRuZXJfdXNlcl9pZBgBIAEoCVINcGFy",
+            "dG5lclVzZXJJZCJVChNQYXJ0bmVyRGlzY29ubmVjdGVkEiYKD3BhcnRuZXJf",
+            "dXNlcl9pZBgBIAEoCVINcGFydG5lclVzZXJJZBIWCgZyZWFzb24YAiABKAlS",
+            "BnJlYXNvbiLOAQoRUHJvY2Vzc2luZ1N0YXJ0ZWQSLgoHc3BlYWtlchgBIAEo",
+            "DjIULmRyYWdvbWFuLnYxLlNwZWFrZXJSB3NwZWFrZXISIQoMdXR0ZXJhbmNl",
+            "X2lkGAIgASgJUgt1dHRlcmFuY2VJZBI0ChZzcGVha2VyX3BhcnRpY2lwYW50",
+            "X2lkGAMgASgJUhRzcGVha2VyUGFydGljaXBhbnRJZBIwChRzcGVha2VyX2Rp",
+            "c3BsYXlfbmFtZRgEIAEoCVISc3BlYWtlckRpc3BsYXlOYW1lIoUCCg9Qcm9j",
+            "ZXNzaW5nRW5kZWQSLgoHc3BlYWtlchgBIAEoDjIULmRyYWdvbWFuLnYxLlNw",
+            "ZWFrZXJSB3NwZWFrZXISIQoMdXR0ZXJhbmNlX2lkGAIgASgJUgt1dHRlcmFu",
+            "Y2VJZBI3CgdsYXRlbmN5GAMgASgLMh0uZHJhZ29tYW4udjEuVXR0ZXJhbmNl",
+            "TGF0ZW5jeVIHbGF0ZW5jeRI0ChZzcGVha2VyX3BhcnRpY2lwYW50X2lkGAQg",
+            "ASgJUhRzcGVha2VyUGFydGljaXBhbnRJZBIwChRzcGVha2VyX2Rpc3BsYXlf",
+            "bmFtZRgFIAEoCVISc3BlYWtlckRpc3BsYXlOYW1lIoADChBVdHRlcmFuY2VM",
+            "YXRlbmN5EjsKC2VuZHBvaW50aW5nGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVm",
+            "LkR1cmF0aW9uUgtlbmRwb2ludGluZxI7CgtyZWNvZ25pdGlvbhgCIAEoCzIZ",
+            "Lmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvblILcmVjb2duaXRpb24SOwoLdHJh",
+            "bnNsYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25SC3Ry",
+            "YW5zbGF0aW9uEk0KFXN5bnRoZXNpc19maXJzdF9jaHVuaxgEIAEoCzIZLmdv",
+            "b2dsZS5wcm90b2J1Zi5EdXJhdGlvblITc3ludGhlc2lzRmlyc3RDaHVuaxI1",
+            "CghkZWxpdmVyeRgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvblII",
+            "ZGVsaXZlcnkSLwoFdG90YWwYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVy",
+            "YXRpb25SBXRvdGFsIrcDCg1UcmFuc2NyaXB0aW9uEi4KB3NwZWFrZXIYASAB",
+            "KA4yFC5kcmFnb21hbi52MS5TcGVha2VyUgdzcGVha2VyEiEKDHV0dGVyYW5j",
+            "ZV9pZBgCIAEoCVILdXR0ZXJhbmNlSWQSEgoEdGV4dBgDIAEoCVIEdGV4dBIZ",
+            "Cghpc19maW5hbBgEIAEoCFIHaXNGaW5hbBIcCglzdGFiaWxpdHkYBSABKAJS",
+            "CXN0YWJpbGl0eRIjCg1sYW5ndWFnZV9jb2RlGAYgASgJUgxsYW5ndWFnZUNv",
+            "ZGUSMgoVdHJhbnNsYXRlZF90b19lbmdsaXNoGAcgASgIUhN0cmFuc2xhdGVk",
+            "VG9FbmdsaXNoEjQKFnNwZWFrZXJfcGFydGljaXBhbnRfaWQYCCABKAlSFHNw",
+            "ZWFrZXJQYXJ0aWNpcGFudElkEjAKFHNwZWFrZXJfZGlzcGxheV9uYW1lGAkg",
+            "ASgJUhJzcGVha2VyRGlzcGxheU5hbWUSHgoKY29uZmlkZW5jZRgKIAEoAlIK",
+            "Y29uZmlkZW5jZRIlCg5sb3dfY29uZmlkZW5jZRgLIAEoCFINbG93Q29uZmlk",
+            "ZW5jZSK2BAoLVHJhbnNsYXRpb24SLgoHc3BlYWtlchgBIAEoDjIULmRyYWdv",
+            "bWFuLnYxLlNwZWFrZXJSB3NwZWFrZXISIQoMdXR0ZXJhbmNlX2lkGAIgASgJ",
+            "Ugt1dHRlcmFuY2VJZBIfCgtzb3VyY2VfdGV4dBgDIAEoCVIKc291cmNlVGV4",
+            "dBISCgR0ZXh0GAQgASgJUgR0ZXh0EjAKFHNvdXJjZV9sYW5ndWFnZV9jb2Rl",
+            "GAUgASgJUhJzb3VyY2VMYW5ndWFnZUNvZGUSMAoUdGFyZ2V0X2xhbmd1YWdl",
+            "X2NvZGUYBiABKAlSEnRhcmdldExhbmd1YWdlQ29kZRIZCghpc19maW5hbBgH",
+            "IAEoCFIHaXNGaW5hbBIwCgRwYXRoGAggASgOMhwuZHJhZ29tYW4udjEuVHJh",
+            "bnNsYXRpb25QYXRoUgRwYXRoEhYKBmVuZ2luZRgJIAEoCVIGZW5naW5lEjAK",
+            "FGNvdmVyc191dHRlcmFuY2VfaWRzGAogAygJUhJjb3ZlcnNVdHRlcmFuY2VJ",
+            "ZHMSNAoWc3BlYWtlcl9wYXJ0aWNpcGFudF9pZBgLIAEoCVIUc3BlYWtlclBh",
+            "cnRpY2lwYW50SWQSMAoUc3BlYWtlcl9kaXNwbGF5X25hbWUYDCABKAlSEnNw",
+            "ZWFrZXJEaXNwbGF5TmFtZRIcCglzdGFiaWxpdHkYDSABKAJSCXN0YWJpbGl0",
+            "eRIeCgpjb25maWRlbmNlGA4gASgCUgpjb25maWRlbmNlIugCCgtTcGVlY2hB",
+            "dWRpbxIhCgx1dHRlcmFuY2VfaWQYASABKAlSC3V0dGVyYW5jZUlkEhIKBGRh",
+            "dGEYAiABKAxSBGRhdGESKgoRc2FtcGxlX3JhdGVfaGVydHoYAyABKAVSD3Nh",
+            "bXBsZVJhdGVIZXJ0ehIfCgtjaHVua19pbmRleBgEIAEoDVIKY2h1bmtJbmRl",
+            "eBIXCgdpc19sYXN0GAUgASgIUgZpc0xhc3QSEgoEdGV4dBgGIAEoCVIEdGV4",
+            "dBI0ChZzcGVha2VyX3BhcnRpY2lwYW50X2lkGAcgASgJUhRzcGVha2VyUGFy",
+            "dGljaXBhbnRJZBIwChRzcGVha2VyX2Rpc3BsYXlfbmFtZRgIIAEoCVISc3Bl",
+            "YWtlckRpc3BsYXlOYW1lEh8KC3BpZWNlX2luZGV4GAkgASgNUgpwaWVjZUlu",
+            "ZGV4Eh8KC3NvdXJjZV90ZXh0GAogASgJUgpzb3VyY2VUZXh0IhEKD1NlcnZl",
+            "ckhlYXJ0YmVhdCJ8ChFDb252ZXJzYXRpb25FcnJvchIqCgRjb2RlGAEgASgO",
+            "MhYuZHJhZ29tYW4udjEuRXJyb3JDb2RlUgRjb2RlEhgKB21lc3NhZ2UYAiAB",
+            "KAlSB21lc3NhZ2USIQoMdXR0ZXJhbmNlX2lkGAMgASgJUgt1dHRlcmFuY2VJ",
+            "ZCImCgxTZXNzaW9uRW5kZWQSFgoGcmVhc29uGAEgASgJUgZyZWFzb24irgEK",
+            "C1Jvc3RlckVudHJ5EiUKDnBhcnRpY2lwYW50X2lkGAEgASgJUg1wYXJ0aWNp",
+            "cGFudElkEiEKDGRpc3BsYXlfbmFtZRgCIAEoCVILZGlzcGxheU5hbWUSIwoN",
+            "bGFuZ3VhZ2VfY29kZRgDIAEoCVIMbGFuZ3VhZ2VDb2RlEhwKCWNvbm5lY3Rl",
+            "ZBgEIAEoCFIJY29ubmVjdGVkEhIKBGhvc3QYBSABKAhSBGhvc3QiywEKDVJv",
+            "c3RlckNoYW5nZWQSMQoGY2hhbmdlGAEgASgOMhkuZHJhZ29tYW4udjEuUm9z",
+            "dGVyQ2hhbmdlUgZjaGFuZ2USJQoOcGFydGljaXBhbnRfaWQYAiABKAlSDXBh",
+            "cnRpY2lwYW50SWQSMAoGcm9zdGVyGAMgAygLMhguZHJhZ29tYW4udjEuUm9z",
+            "dGVyRW50cnlSBnJvc3RlchIWCgZsb2NrZWQYBCABKAhSBmxvY2tlZBIWCgZy",
+            "ZWFzb24YBSABKAlSBnJlYXNvbippCg1BdWRpb0VuY29kaW5nEh4KGkFVRElP",
+            "X0VOQ09ESU5HX1VOU1BFQ0lGSUVEEAASGwoXQVVESU9fRU5DT0RJTkdfTElO",
+            "RUFSMTYQARIbChdBVURJT19FTkNPRElOR19PR0dfT1BVUxACKkkKB1NwZWFr",
+            "ZXISFwoTU1BFQUtFUl9VTlNQRUNJRklFRBAAEhAKDFNQRUFLRVJfU0VMRhAB",
+            "EhMKD1NQRUFLRVJfUEFSVE5FUhACKscBCg9UcmFuc2xhdGlvblBhdGgSIAoc",
+            "VFJBTlNMQVRJT05fUEFUSF9VTlNQRUNJRklFRBAAEhwKGFRSQU5TTEFUSU9O",
+            "X1BBVEhfQ0FTQ0FERRABEhoKFlRSQU5TTEFUSU9OX1BBVEhfUElWT1QQAhIn",
+            "CiNUUkFOU0xBVElPTl9QQVRIX1NQRUVDSF9UUkFOU0xBVElPThADEi8KK1RS",
+            "QU5TTEFUSU9OX1BBVEhfU1BFRUNIX1RSQU5TTEFUSU9OX0NBU0NBREUQBCrP",
+            "AQoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIhCh1F",
+            "UlJPUl9DT0RFX1JFQ09HTklUSU9OX0ZBSUxFRBABEiEKHUVSUk9SX0NPREVf",
+            "VFJBTlNMQVRJT05fRkFJTEVEEAISHwobRVJST1JfQ09ERV9TWU5USEVTSVNf",
+            "RkFJTEVEEAMSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQBBIiCh5FUlJP",
+            "Ul9DT0RFX1NFUlZJQ0VfVU5BVkFJTEFCTEUQBSrtAQoMUm9zdGVyQ2hhbmdl",
+            "Eh0KGVJPU1RFUl9DSEFOR0VfVU5TUEVDSUZJRUQQABIYChRST1NURVJfQ0hB",
+            "TkdFX0pPSU5FRBABEhYKElJPU1RFUl9DSEFOR0VfTEVGVBACEhsKF1JPU1RF",
+            "Ul9DSEFOR0VfQ09OTkVDVEVEEAMSHgoaUk9TVEVSX0NIQU5HRV9ESVNDT05O",
+            "RUNURUQQBBIZChVST1NURVJfQ0hBTkdFX1JFTU9WRUQQBRIYChRST1NURVJf",
+            "Q0hBTkdFX0xPQ0tFRBAGEhoKFlJPU1RFUl9DSEFOR0VfVU5MT0NLRUQQBzLz",
+            "AQoTQ29udmVyc2F0aW9uU2VydmljZRJLCghDb252ZXJzZRIcLmRyYWdvbWFu",
+            "LnYxLkNvbnZlcnNlUmVxdWVzdBodLmRyYWdvbWFuLnYxLkNvbnZlcnNlUmVz",
+            "cG9uc2UoATABEkMKBkxpc3RlbhIaLmRyYWdvbWFuLnYxLkxpc3RlblJlcXVl",
+            "c3QaGy5kcmFnb21hbi52MS5MaXN0ZW5SZXNwb25zZTABEkoKCVNlbmRBdWRp",
+            "bxIdLmRyYWdvbWFuLnYxLlNlbmRBdWRpb1JlcXVlc3QaHi5kcmFnb21hbi52",
+            "MS5TZW5kQXVkaW9SZXNwb25zZWIGcHJvdG8z"));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
-          new pbr::FileDescriptor[] { global::Google.Protobuf.WellKnownTypes.DurationReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
+          new pbr::FileDescriptor[] { global::Dragoman.V1.RecordingReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.DurationReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Dragoman.V1.AudioEncoding), typeof(global::Dragoman.V1.Speaker), typeof(global::Dragoman.V1.TranslationPath), typeof(global::Dragoman.V1.ErrorCode), typeof(global::Dragoman.V1.RosterChange), }, null, new pbr::GeneratedClrTypeInfo[] {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ConverseRequest), global::Dragoman.V1.ConverseRequest.Parser, new[]{ "Join", "Audio", "Heartbeat", "Leave" }, new[]{ "Request" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.JoinConversation), global::Dragoman.V1.JoinConversation.Parser, new[]{ "SessionId", "Encoding", "SampleRateHertz", "OutputSampleRateHertz", "ResumeAfterSequence", "HistoryKey" }, null, null, null, null),
@@ -181,7 +183,7 @@ namespace Dragoman.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ListenResponse), global::Dragoman.V1.ListenResponse.Parser, new[]{ "Event" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.SendAudioRequest), global::Dragoman.V1.SendAudioRequest.Parser, new[]{ "SessionId", "Audio" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.SendAudioResponse), global::Dragoman.V1.SendAudioResponse.Parser, new[]{ "Sequence" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ConversationEvent), global::Dragoman.V1.ConversationEvent.Parser, new[]{ "SessionId", "Sequence", "Time", "SessionPaired", "PartnerConnected", "PartnerDisconnected", "ProcessingStarted", "ProcessingEnded", "Transcription", "Translation", "SpeechAudio", "Heartbeat", "Error", "SessionEnded", "RosterChanged" }, new[]{ "Kind" }, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.ConversationEvent), global::Dragoman.V1.ConversationEvent.Parser, new[]{ "SessionId", "Sequence", "Time", "SessionPaired", "PartnerConnected", "PartnerDisconnected", "ProcessingStarted", "ProcessingEnded", "Transcription", "Translation", "SpeechAudio", "Heartbeat", "Error", "SessionEnded", "RosterChanged", "RecordingChanged" }, new[]{ "Kind" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.SessionPaired), global::Dragoman.V1.SessionPaired.Parser, new[]{ "PartnerUserId", "PartnerDisplayName", "PartnerLanguageCode", "OneWay" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.PartnerConnected), global::Dragoman.V1.PartnerConnected.Parser, new[]{ "PartnerUserId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::Dragoman.V1.PartnerDisconnected), global::Dragoman.V1.PartnerDisconnected.Parser, new[]{ "PartnerUserId", "Reason" }, null, null, null, null),
@@ -2936,6 +2938,9 @@ namespace Dragoman.V1 {
         case KindOneofCase.RosterChanged:
           RosterChanged = other.RosterChanged.Clone();
           break;
+        case KindOneofCase.RecordingChanged:
+          RecordingChanged = other.RecordingChanged.Clone();
+          break;
       }
 
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
@@ -3178,6 +3183,22 @@ namespace Dragoman.V1 {
       }
     }
 
+    /// <summary>Field number for the "recording_changed" field.</summary>
+    public const int RecordingChangedFieldNumber = 22;
+    /// <summary>
+    /// A recording of the session was asked for (answer it with
+    /// RecordingService.AnswerRecordingConsent), answered, started or stopped.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::Dragoman.V1.RecordingChanged RecordingChanged {
+      get { return kindCase_ == KindOneofCase.RecordingChanged ? (global::Dragoman.V1.RecordingChanged) kind_ : null; }
+      set {
+        kind_ = value;
+        kindCase_ = value == null ? KindOneofCase.None : KindOneofCase.RecordingChanged;
+      }
+    }
+
     private object kind_;
     /// <summary>Enum of possible cases for the "kind" oneof.</summary>
     public enum KindOneofCase {
@@ -3194,6 +3215,7 @@ namespace Dragoman.V1 {
       Error = 19,
       SessionEnded = 20,
       RosterChanged = 21,
+      RecordingChanged = 22,
     }
     private KindOneofCase kindCase_ = KindOneofCase.None;
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -3239,6 +3261,7 @@ namespace Dragoman.V1 {
       if (!object.Equals(Error, other.Error)) return false;
       if (!object.Equals(SessionEnded, other.SessionEnded)) return false;
       if (!object.Equals(RosterChanged, other.RosterChanged)) return false;
+      if (!object.Equals(RecordingChanged, other.RecordingChanged)) return false;
       if (KindCase != other.KindCase) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
@@ -3262,6 +3285,7 @@ namespace Dragoman.V1 {
       if (kindCase_ == KindOneofCase.Error) hash ^= Error.GetHashCode();
       if (kindCase_ == KindOneofCase.SessionEnded) hash ^= SessionEnded.GetHashCode();
       if (kindCase_ == KindOneofCase.RosterChanged) hash ^= RosterChanged.GetHashCode();
+      if (kindCase_ == KindOneofCase.RecordingChanged) hash ^= RecordingChanged.GetHashCode();
       hash ^= (int) kindCase_;
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
@@ -3341,6 +3365,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(170, 1);
         output.WriteMessage(RosterChanged);
       }
+      if (kindCase_ == KindOneofCase.RecordingChanged) {
+        output.WriteRawTag(178, 1);
+        output.WriteMessage(RecordingChanged);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -3411,6 +3439,10 @@ namespace Dragoman.V1 {
         output.WriteRawTag(170, 1);
         output.WriteMessage(RosterChanged);
       }
+      if (kindCase_ == KindOneofCase.RecordingChanged) {
+        output.WriteRawTag(178, 1);
+        output.WriteMessage(RecordingChanged);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -3465,6 +3497,9 @@ namespace Dragoman.V1 {
       }
       if (kindCase_ == KindOneofCase.RosterChanged) {
         size += 2 + pb::CodedOutputStream.ComputeMessageSize(RosterChanged);
+      }
+      if (kindCase_ == KindOneofCase.RecordingChanged) {
+        size += 2 + pb::CodedOutputStream.ComputeMessageSize(RecordingChanged);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -3562,6 +3597,12 @@ namespace Dragoman.V1 {
             RosterChanged = new global::Dragoman.V1.RosterChanged();
           }
           RosterChanged.MergeFrom(other.RosterChanged);
+          break;
+        case KindOneofCase.RecordingChanged:
+          if (RecordingChanged == null) {
+            RecordingChanged = new global::Dragoman.V1.RecordingChanged();
+          }
+          RecordingChanged.MergeFrom(other.RecordingChanged);
           break;
       }
 
@@ -3703,6 +3744,15 @@ namespace Dragoman.V1 {
             RosterChanged = subBuilder;
             break;
           }
+          case 178: {
+            global::Dragoman.V1.RecordingChanged subBuilder = new global::Dragoman.V1.RecordingChanged();
+            if (kindCase_ == KindOneofCase.RecordingChanged) {
+              subBuilder.MergeFrom(RecordingChanged);
+            }
+            input.ReadMessage(subBuilder);
+            RecordingChanged = subBuilder;
+            break;
+          }
         }
       }
     #endif
@@ -3839,6 +3889,15 @@ namespace Dragoman.V1 {
             }
             input.ReadMessage(subBuilder);
             RosterChanged = subBuilder;
+            break;
+          }
+          case 178: {
+            global::Dragoman.V1.RecordingChanged subBuilder = new global::Dragoman.V1.RecordingChanged();
+            if (kindCase_ == KindOneofCase.RecordingChanged) {
+              subBuilder.MergeFrom(RecordingChanged);
+            }
+            input.ReadMessage(subBuilder);
+            RecordingChanged = subBuilder;
             break;
           }
         }

@@ -30,6 +30,8 @@ CF_EXTERN_C_BEGIN
 @class Account;
 @class Device;
 @class LoginRecord;
+@class RecordedUtterance;
+@class Recording;
 @class Session;
 @class SignInProvider;
 @class TokenPair;
@@ -419,6 +421,7 @@ GPB_FINAL @interface DeleteAccountRequest : GPBMessage
 typedef GPB_ENUM(DeleteAccountResponse_FieldNumber) {
   DeleteAccountResponse_FieldNumber_DeletedSessionCount = 1,
   DeleteAccountResponse_FieldNumber_DeletedUtteranceCount = 2,
+  DeleteAccountResponse_FieldNumber_DeletedRecordingCount = 3,
 };
 
 /**
@@ -434,6 +437,9 @@ GPB_FINAL @interface DeleteAccountResponse : GPBMessage
 
 /** Translated utterances of the caller that were deleted. */
 @property(nonatomic, readwrite) uint32_t deletedUtteranceCount;
+
+/** Recordings of sessions the caller took part in, deleted whole. */
+@property(nonatomic, readwrite) uint32_t deletedRecordingCount;
 
 @end
 
@@ -454,6 +460,8 @@ typedef GPB_ENUM(ExportMyDataResponse_FieldNumber) {
   ExportMyDataResponse_FieldNumber_SessionsArray = 3,
   ExportMyDataResponse_FieldNumber_UtterancesArray = 4,
   ExportMyDataResponse_FieldNumber_VocabulariesArray = 5,
+  ExportMyDataResponse_FieldNumber_RecordingsArray = 6,
+  ExportMyDataResponse_FieldNumber_RecordedUtterancesArray = 7,
 };
 
 /**
@@ -488,6 +496,20 @@ GPB_FINAL @interface ExportMyDataResponse : GPBMessage
 @property(nonatomic, readwrite, strong, null_resettable) NSMutableArray<Vocabulary*> *vocabulariesArray;
 /** The number of items in @c vocabulariesArray without causing the array to be created. */
 @property(nonatomic, readonly) NSUInteger vocabulariesArray_Count;
+
+/** Recordings of sessions the caller took part in, newest first. */
+@property(nonatomic, readwrite, strong, null_resettable) NSMutableArray<Recording*> *recordingsArray;
+/** The number of items in @c recordingsArray without causing the array to be created. */
+@property(nonatomic, readonly) NSUInteger recordingsArray_Count;
+
+/**
+ * The utterances those recordings kept, by recording and in spoken order,
+ * with their texts (decrypted); the audio is left out, to keep the export
+ * one message: RecordingService.DownloadRecording gives it.
+ **/
+@property(nonatomic, readwrite, strong, null_resettable) NSMutableArray<RecordedUtterance*> *recordedUtterancesArray;
+/** The number of items in @c recordedUtterancesArray without causing the array to be created. */
+@property(nonatomic, readonly) NSUInteger recordedUtterancesArray_Count;
 
 @end
 

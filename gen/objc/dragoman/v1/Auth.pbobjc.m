@@ -15,6 +15,7 @@
 
 #import "dragoman/v1/Auth.pbobjc.h"
 #import "dragoman/v1/Conversation.pbobjc.h"
+#import "dragoman/v1/Recording.pbobjc.h"
 #import "dragoman/v1/Sessions.pbobjc.h"
 #import "dragoman/v1/Vocabulary.pbobjc.h"
 // @@protoc_insertion_point(imports)
@@ -31,6 +32,8 @@ GPBObjCClassDeclaration(Account);
 GPBObjCClassDeclaration(Device);
 GPBObjCClassDeclaration(GPBTimestamp);
 GPBObjCClassDeclaration(LoginRecord);
+GPBObjCClassDeclaration(RecordedUtterance);
+GPBObjCClassDeclaration(Recording);
 GPBObjCClassDeclaration(Session);
 GPBObjCClassDeclaration(SignInProvider);
 GPBObjCClassDeclaration(TokenPair);
@@ -1019,11 +1022,13 @@ typedef struct DeleteAccountRequest__storage_ {
 
 @dynamic deletedSessionCount;
 @dynamic deletedUtteranceCount;
+@dynamic deletedRecordingCount;
 
 typedef struct DeleteAccountResponse__storage_ {
   uint32_t _has_storage_[1];
   uint32_t deletedSessionCount;
   uint32_t deletedUtteranceCount;
+  uint32_t deletedRecordingCount;
 } DeleteAccountResponse__storage_;
 
 // This method is threadsafe because it is initially called
@@ -1047,6 +1052,15 @@ typedef struct DeleteAccountResponse__storage_ {
         .number = DeleteAccountResponse_FieldNumber_DeletedUtteranceCount,
         .hasIndex = 1,
         .offset = (uint32_t)offsetof(DeleteAccountResponse__storage_, deletedUtteranceCount),
+        .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
+        .dataType = GPBDataTypeUInt32,
+      },
+      {
+        .name = "deletedRecordingCount",
+        .dataTypeSpecific.clazz = Nil,
+        .number = DeleteAccountResponse_FieldNumber_DeletedRecordingCount,
+        .hasIndex = 2,
+        .offset = (uint32_t)offsetof(DeleteAccountResponse__storage_, deletedRecordingCount),
         .flags = (GPBFieldFlags)(GPBFieldOptional | GPBFieldClearHasIvarOnZero),
         .dataType = GPBDataTypeUInt32,
       },
@@ -1110,6 +1124,8 @@ typedef struct ExportMyDataRequest__storage_ {
 @dynamic sessionsArray, sessionsArray_Count;
 @dynamic utterancesArray, utterancesArray_Count;
 @dynamic vocabulariesArray, vocabulariesArray_Count;
+@dynamic recordingsArray, recordingsArray_Count;
+@dynamic recordedUtterancesArray, recordedUtterancesArray_Count;
 
 typedef struct ExportMyDataResponse__storage_ {
   uint32_t _has_storage_[1];
@@ -1118,6 +1134,8 @@ typedef struct ExportMyDataResponse__storage_ {
   NSMutableArray *sessionsArray;
   NSMutableArray *utterancesArray;
   NSMutableArray *vocabulariesArray;
+  NSMutableArray *recordingsArray;
+  NSMutableArray *recordedUtterancesArray;
 } ExportMyDataResponse__storage_;
 
 // This method is threadsafe because it is initially called
@@ -1168,6 +1186,24 @@ typedef struct ExportMyDataResponse__storage_ {
         .number = ExportMyDataResponse_FieldNumber_VocabulariesArray,
         .hasIndex = GPBNoHasBit,
         .offset = (uint32_t)offsetof(ExportMyDataResponse__storage_, vocabulariesArray),
+        .flags = GPBFieldRepeated,
+        .dataType = GPBDataTypeMessage,
+      },
+      {
+        .name = "recordingsArray",
+        .dataTypeSpecific.clazz = GPBObjCClass(Recording),
+        .number = ExportMyDataResponse_FieldNumber_RecordingsArray,
+        .hasIndex = GPBNoHasBit,
+        .offset = (uint32_t)offsetof(ExportMyDataResponse__storage_, recordingsArray),
+        .flags = GPBFieldRepeated,
+        .dataType = GPBDataTypeMessage,
+      },
+      {
+        .name = "recordedUtterancesArray",
+        .dataTypeSpecific.clazz = GPBObjCClass(RecordedUtterance),
+        .number = ExportMyDataResponse_FieldNumber_RecordedUtterancesArray,
+        .hasIndex = GPBNoHasBit,
+        .offset = (uint32_t)offsetof(ExportMyDataResponse__storage_, recordedUtterancesArray),
         .flags = GPBFieldRepeated,
         .dataType = GPBDataTypeMessage,
       },

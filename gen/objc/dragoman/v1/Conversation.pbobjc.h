@@ -37,6 +37,7 @@ CF_EXTERN_C_BEGIN
 @class PartnerDisconnected;
 @class ProcessingEnded;
 @class ProcessingStarted;
+@class RecordingChanged;
 @class RosterChanged;
 @class RosterEntry;
 @class ServerHeartbeat;
@@ -533,6 +534,7 @@ typedef GPB_ENUM(ConversationEvent_FieldNumber) {
   ConversationEvent_FieldNumber_Error = 19,
   ConversationEvent_FieldNumber_SessionEnded = 20,
   ConversationEvent_FieldNumber_RosterChanged = 21,
+  ConversationEvent_FieldNumber_RecordingChanged = 22,
 };
 
 typedef GPB_ENUM(ConversationEvent_Kind_OneOfCase) {
@@ -549,6 +551,7 @@ typedef GPB_ENUM(ConversationEvent_Kind_OneOfCase) {
   ConversationEvent_Kind_OneOfCase_Error = 19,
   ConversationEvent_Kind_OneOfCase_SessionEnded = 20,
   ConversationEvent_Kind_OneOfCase_RosterChanged = 21,
+  ConversationEvent_Kind_OneOfCase_RecordingChanged = 22,
 };
 
 /**
@@ -617,6 +620,12 @@ GPB_FINAL @interface ConversationEvent : GPBMessage
 
 /** Who is in the session changed, or the host locked or unlocked it. */
 @property(nonatomic, readwrite, strong, null_resettable) RosterChanged *rosterChanged;
+
+/**
+ * A recording of the session was asked for (answer it with
+ * RecordingService.AnswerRecordingConsent), answered, started or stopped.
+ **/
+@property(nonatomic, readwrite, strong, null_resettable) RecordingChanged *recordingChanged;
 
 @end
 

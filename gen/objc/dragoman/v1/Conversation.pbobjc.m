@@ -16,6 +16,7 @@
 #import <stdatomic.h>
 
 #import "dragoman/v1/Conversation.pbobjc.h"
+#import "dragoman/v1/Recording.pbobjc.h"
 // @@protoc_insertion_point(imports)
 
 #pragma clang diagnostic push
@@ -39,6 +40,7 @@ GPBObjCClassDeclaration(PartnerConnected);
 GPBObjCClassDeclaration(PartnerDisconnected);
 GPBObjCClassDeclaration(ProcessingEnded);
 GPBObjCClassDeclaration(ProcessingStarted);
+GPBObjCClassDeclaration(RecordingChanged);
 GPBObjCClassDeclaration(RosterChanged);
 GPBObjCClassDeclaration(RosterEntry);
 GPBObjCClassDeclaration(ServerHeartbeat);
@@ -891,6 +893,7 @@ typedef struct SendAudioResponse__storage_ {
 @dynamic error;
 @dynamic sessionEnded;
 @dynamic rosterChanged;
+@dynamic recordingChanged;
 
 typedef struct ConversationEvent__storage_ {
   uint32_t _has_storage_[2];
@@ -908,6 +911,7 @@ typedef struct ConversationEvent__storage_ {
   ConversationError *error;
   SessionEnded *sessionEnded;
   RosterChanged *rosterChanged;
+  RecordingChanged *recordingChanged;
   uint64_t sequence;
 } ConversationEvent__storage_;
 
@@ -1049,6 +1053,15 @@ typedef struct ConversationEvent__storage_ {
         .number = ConversationEvent_FieldNumber_RosterChanged,
         .hasIndex = -1,
         .offset = (uint32_t)offsetof(ConversationEvent__storage_, rosterChanged),
+        .flags = GPBFieldOptional,
+        .dataType = GPBDataTypeMessage,
+      },
+      {
+        .name = "recordingChanged",
+        .dataTypeSpecific.clazz = GPBObjCClass(RecordingChanged),
+        .number = ConversationEvent_FieldNumber_RecordingChanged,
+        .hasIndex = -1,
+        .offset = (uint32_t)offsetof(ConversationEvent__storage_, recordingChanged),
         .flags = GPBFieldOptional,
         .dataType = GPBDataTypeMessage,
       },

@@ -82,7 +82,8 @@ class AuthServiceClient extends \Grpc\BaseStub {
 
     /**
      * Deletes the caller's account and all their data: logins, their part in
-     * sessions, what they said, their vocabularies. Needs the access token and the password; a
+     * sessions, what they said, their vocabularies, the recordings of their
+     * sessions. Needs the access token and the password; a
      * wrong password gives UNAUTHENTICATED. Sessions left without
      * participants go too; the partner keeps their own part. An account a
      * sign-in provider created has no password: its login must be at most 10
@@ -103,7 +104,8 @@ class AuthServiceClient extends \Grpc\BaseStub {
 
     /**
      * Returns everything stored about the caller: account, logins, sessions,
-     * the utterances of those sessions (decrypted) and their vocabularies.
+     * the utterances of those sessions (decrypted), their vocabularies and the
+     * recordings of their sessions (texts; DownloadRecording gives the audio).
      * Needs the access token.
      * @param \Dragoman\V1\ExportMyDataRequest $argument input argument
      * @param array $metadata metadata

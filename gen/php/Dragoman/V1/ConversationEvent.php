@@ -78,6 +78,9 @@ class ConversationEvent extends \Google\Protobuf\Internal\Message
      *           The session ended.
      *     @type \Dragoman\V1\RosterChanged $roster_changed
      *           Who is in the session changed, or the host locked or unlocked it.
+     *     @type \Dragoman\V1\RecordingChanged $recording_changed
+     *           A recording of the session was asked for (answer it with
+     *           RecordingService.AnswerRecordingConsent), answered, started or stopped.
      * }
      */
     public function __construct($data = NULL) {
@@ -562,6 +565,39 @@ class ConversationEvent extends \Google\Protobuf\Internal\Message
     {
         GPBUtil::checkMessage($var, \Dragoman\V1\RosterChanged::class);
         $this->writeOneof(21, $var);
+
+        return $this;
+    }
+
+    /**
+     * A recording of the session was asked for (answer it with
+     * RecordingService.AnswerRecordingConsent), answered, started or stopped.
+     *
+     * Generated from protobuf field <code>.dragoman.v1.RecordingChanged recording_changed = 22 [json_name = "recordingChanged"];</code>
+     * @return \Dragoman\V1\RecordingChanged|null
+     */
+    public function getRecordingChanged()
+    {
+        return $this->readOneof(22);
+    }
+
+    public function hasRecordingChanged()
+    {
+        return $this->hasOneof(22);
+    }
+
+    /**
+     * A recording of the session was asked for (answer it with
+     * RecordingService.AnswerRecordingConsent), answered, started or stopped.
+     *
+     * Generated from protobuf field <code>.dragoman.v1.RecordingChanged recording_changed = 22 [json_name = "recordingChanged"];</code>
+     * @param \Dragoman\V1\RecordingChanged $var
+     * @return $this
+     */
+    public function setRecordingChanged($var)
+    {
+        GPBUtil::checkMessage($var, \Dragoman\V1\RecordingChanged::class);
+        $this->writeOneof(22, $var);
 
         return $this;
     }

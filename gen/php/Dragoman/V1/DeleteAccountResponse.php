@@ -28,6 +28,12 @@ class DeleteAccountResponse extends \Google\Protobuf\Internal\Message
      * Generated from protobuf field <code>uint32 deleted_utterance_count = 2 [json_name = "deletedUtteranceCount"];</code>
      */
     protected $deleted_utterance_count = 0;
+    /**
+     * Recordings of sessions the caller took part in, deleted whole.
+     *
+     * Generated from protobuf field <code>uint32 deleted_recording_count = 3 [json_name = "deletedRecordingCount"];</code>
+     */
+    protected $deleted_recording_count = 0;
 
     /**
      * Constructor.
@@ -40,6 +46,8 @@ class DeleteAccountResponse extends \Google\Protobuf\Internal\Message
      *           session with no participant left is deleted whole.
      *     @type int $deleted_utterance_count
      *           Translated utterances of the caller that were deleted.
+     *     @type int $deleted_recording_count
+     *           Recordings of sessions the caller took part in, deleted whole.
      * }
      */
     public function __construct($data = NULL) {
@@ -97,6 +105,32 @@ class DeleteAccountResponse extends \Google\Protobuf\Internal\Message
     {
         GPBUtil::checkUint32($var);
         $this->deleted_utterance_count = $var;
+
+        return $this;
+    }
+
+    /**
+     * Recordings of sessions the caller took part in, deleted whole.
+     *
+     * Generated from protobuf field <code>uint32 deleted_recording_count = 3 [json_name = "deletedRecordingCount"];</code>
+     * @return int
+     */
+    public function getDeletedRecordingCount()
+    {
+        return $this->deleted_recording_count;
+    }
+
+    /**
+     * Recordings of sessions the caller took part in, deleted whole.
+     *
+     * Generated from protobuf field <code>uint32 deleted_recording_count = 3 [json_name = "deletedRecordingCount"];</code>
+     * @param int $var
+     * @return $this
+     */
+    public function setDeletedRecordingCount($var)
+    {
+        GPBUtil::checkUint32($var);
+        $this->deleted_recording_count = $var;
 
         return $this;
     }

@@ -46,6 +46,20 @@ class ExportMyDataResponse extends \Google\Protobuf\Internal\Message
      * Generated from protobuf field <code>repeated .dragoman.v1.Vocabulary vocabularies = 5 [json_name = "vocabularies"];</code>
      */
     private $vocabularies;
+    /**
+     * Recordings of sessions the caller took part in, newest first.
+     *
+     * Generated from protobuf field <code>repeated .dragoman.v1.Recording recordings = 6 [json_name = "recordings"];</code>
+     */
+    private $recordings;
+    /**
+     * The utterances those recordings kept, by recording and in spoken order,
+     * with their texts (decrypted); the audio is left out, to keep the export
+     * one message: RecordingService.DownloadRecording gives it.
+     *
+     * Generated from protobuf field <code>repeated .dragoman.v1.RecordedUtterance recorded_utterances = 7 [json_name = "recordedUtterances"];</code>
+     */
+    private $recorded_utterances;
 
     /**
      * Constructor.
@@ -64,6 +78,12 @@ class ExportMyDataResponse extends \Google\Protobuf\Internal\Message
      *           first.
      *     @type array<\Dragoman\V1\Vocabulary>|\Google\Protobuf\Internal\RepeatedField $vocabularies
      *           The caller's custom vocabularies, oldest first.
+     *     @type array<\Dragoman\V1\Recording>|\Google\Protobuf\Internal\RepeatedField $recordings
+     *           Recordings of sessions the caller took part in, newest first.
+     *     @type array<\Dragoman\V1\RecordedUtterance>|\Google\Protobuf\Internal\RepeatedField $recorded_utterances
+     *           The utterances those recordings kept, by recording and in spoken order,
+     *           with their texts (decrypted); the audio is left out, to keep the export
+     *           one message: RecordingService.DownloadRecording gives it.
      * }
      */
     public function __construct($data = NULL) {
@@ -209,6 +229,62 @@ class ExportMyDataResponse extends \Google\Protobuf\Internal\Message
     {
         $arr = GPBUtil::checkRepeatedField($var, \Google\Protobuf\Internal\GPBType::MESSAGE, \Dragoman\V1\Vocabulary::class);
         $this->vocabularies = $arr;
+
+        return $this;
+    }
+
+    /**
+     * Recordings of sessions the caller took part in, newest first.
+     *
+     * Generated from protobuf field <code>repeated .dragoman.v1.Recording recordings = 6 [json_name = "recordings"];</code>
+     * @return \Google\Protobuf\Internal\RepeatedField
+     */
+    public function getRecordings()
+    {
+        return $this->recordings;
+    }
+
+    /**
+     * Recordings of sessions the caller took part in, newest first.
+     *
+     * Generated from protobuf field <code>repeated .dragoman.v1.Recording recordings = 6 [json_name = "recordings"];</code>
+     * @param array<\Dragoman\V1\Recording>|\Google\Protobuf\Internal\RepeatedField $var
+     * @return $this
+     */
+    public function setRecordings($var)
+    {
+        $arr = GPBUtil::checkRepeatedField($var, \Google\Protobuf\Internal\GPBType::MESSAGE, \Dragoman\V1\Recording::class);
+        $this->recordings = $arr;
+
+        return $this;
+    }
+
+    /**
+     * The utterances those recordings kept, by recording and in spoken order,
+     * with their texts (decrypted); the audio is left out, to keep the export
+     * one message: RecordingService.DownloadRecording gives it.
+     *
+     * Generated from protobuf field <code>repeated .dragoman.v1.RecordedUtterance recorded_utterances = 7 [json_name = "recordedUtterances"];</code>
+     * @return \Google\Protobuf\Internal\RepeatedField
+     */
+    public function getRecordedUtterances()
+    {
+        return $this->recorded_utterances;
+    }
+
+    /**
+     * The utterances those recordings kept, by recording and in spoken order,
+     * with their texts (decrypted); the audio is left out, to keep the export
+     * one message: RecordingService.DownloadRecording gives it.
+     *
+     * Generated from protobuf field <code>repeated .dragoman.v1.RecordedUtterance recorded_utterances = 7 [json_name = "recordedUtterances"];</code>
+     * @param array<\Dragoman\V1\RecordedUtterance>|\Google\Protobuf\Internal\RepeatedField $var
+     * @return $this
+     */
+    public function setRecordedUtterances($var)
+    {
+        $arr = GPBUtil::checkRepeatedField($var, \Google\Protobuf\Internal\GPBType::MESSAGE, \Dragoman\V1\RecordedUtterance::class);
+        $this->recorded_utterances = $arr;
 
         return $this;
     }

@@ -23,74 +23,75 @@ _sym_db = _symbol_database.Default()
 
 
 from dragoman.v1 import conversation_pb2 as dragoman_dot_v1_dot_conversation__pb2
+from dragoman.v1 import recording_pb2 as dragoman_dot_v1_dot_recording__pb2
 from dragoman.v1 import sessions_pb2 as dragoman_dot_v1_dot_sessions__pb2
 from dragoman.v1 import vocabulary_pb2 as dragoman_dot_v1_dot_vocabulary__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64ragoman/v1/auth.proto\x12\x0b\x64ragoman.v1\x1a\x1e\x64ragoman/v1/conversation.proto\x1a\x1a\x64ragoman/v1/sessions.proto\x1a\x1c\x64ragoman/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x1f\n\x17preferred_language_code\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x05 \x01(\t\"K\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\"\x1c\n\x1aListSignInProvidersRequest\"M\n\x1bListSignInProvidersResponse\x12.\n\tproviders\x18\x01 \x03(\x0b\x32\x1b.dragoman.v1.SignInProvider\".\n\x0eSignInProvider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\"<\n\x12StartSignInRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x14\n\x0credirect_uri\x18\x02 \x01(\t\"?\n\x13StartSignInResponse\x12\x19\n\x11\x61uthorization_url\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"Y\n\x13\x46inishSignInRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x04 \x01(\t\"`\n\x14\x46inishSignInResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"G\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x03 \x01(\t\"H\n\rLoginResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\">\n\x14RefreshTokenResponse\x12&\n\x06tokens\x18\x01 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\xb5\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x14\x44\x65leteAccountRequest\x12\x10\n\x08password\x18\x01 \x01(\t\"W\n\x15\x44\x65leteAccountResponse\x12\x1d\n\x15\x64\x65leted_session_count\x18\x01 \x01(\r\x12\x1f\n\x17\x64\x65leted_utterance_count\x18\x02 \x01(\r\"\x15\n\x13\x45xportMyDataRequest\"\xf0\x01\n\x14\x45xportMyDataResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Account\x12(\n\x06logins\x18\x02 \x03(\x0b\x32\x18.dragoman.v1.LoginRecord\x12&\n\x08sessions\x18\x03 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x30\n\nutterances\x18\x04 \x03(\x0b\x32\x1c.dragoman.v1.UtteranceRecord\x12-\n\x0cvocabularies\x18\x05 \x03(\x0b\x32\x17.dragoman.v1.Vocabulary\"\x8d\x01\n\x07\x41\x63\x63ount\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x1f\n\x17preferred_language_code\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x01\n\x0bLoginRecord\x12/\n\x0b\x63reate_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x03 \x01(\x08\x12#\n\x06\x64\x65vice\x18\x04 \x01(\x0b\x32\x13.dragoman.v1.Device\"\x14\n\x12ListDevicesRequest\";\n\x13ListDevicesResponse\x12$\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x13.dragoman.v1.Device\"(\n\x13RevokeDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"\x16\n\x14RevokeDeviceResponse\"\xca\x01\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nuser_agent\x18\x03 \x01(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcoarse_ip\x18\x06 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x07 \x01(\x08\"\x9f\x02\n\x0fUtteranceRecord\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x17\n\x0fspeaker_user_id\x18\x03 \x01(\t\x12\x1c\n\x14source_language_code\x18\x04 \x01(\t\x12\x1c\n\x14target_language_code\x18\x05 \x01(\t\x12\x13\n\x0bsource_text\x18\x06 \x01(\t\x12\x17\n\x0ftranslated_text\x18\x07 \x01(\t\x12.\n\x07latency\x18\x08 \x01(\x0b\x32\x1d.dragoman.v1.UtteranceLatency\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x93\x07\n\x0b\x41uthService\x12G\n\x08Register\x12\x1c.dragoman.v1.RegisterRequest\x1a\x1d.dragoman.v1.RegisterResponse\x12>\n\x05Login\x12\x19.dragoman.v1.LoginRequest\x1a\x1a.dragoman.v1.LoginResponse\x12S\n\x0cRefreshToken\x12 .dragoman.v1.RefreshTokenRequest\x1a!.dragoman.v1.RefreshTokenResponse\x12\x41\n\x06Logout\x12\x1a.dragoman.v1.LogoutRequest\x1a\x1b.dragoman.v1.LogoutResponse\x12V\n\rDeleteAccount\x12!.dragoman.v1.DeleteAccountRequest\x1a\".dragoman.v1.DeleteAccountResponse\x12S\n\x0c\x45xportMyData\x12 .dragoman.v1.ExportMyDataRequest\x1a!.dragoman.v1.ExportMyDataResponse\x12P\n\x0bListDevices\x12\x1f.dragoman.v1.ListDevicesRequest\x1a .dragoman.v1.ListDevicesResponse\x12S\n\x0cRevokeDevice\x12 .dragoman.v1.RevokeDeviceRequest\x1a!.dragoman.v1.RevokeDeviceResponse\x12h\n\x13ListSignInProviders\x12\'.dragoman.v1.ListSignInProvidersRequest\x1a(.dragoman.v1.ListSignInProvidersResponse\x12P\n\x0bStartSignIn\x12\x1f.dragoman.v1.StartSignInRequest\x1a .dragoman.v1.StartSignInResponse\x12S\n\x0c\x46inishSignIn\x12 .dragoman.v1.FinishSignInRequest\x1a!.dragoman.v1.FinishSignInResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x64ragoman/v1/auth.proto\x12\x0b\x64ragoman.v1\x1a\x1e\x64ragoman/v1/conversation.proto\x1a\x1b\x64ragoman/v1/recording.proto\x1a\x1a\x64ragoman/v1/sessions.proto\x1a\x1c\x64ragoman/v1/vocabulary.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n\x0fRegisterRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x1f\n\x17preferred_language_code\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x05 \x01(\t\"K\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\"\x1c\n\x1aListSignInProvidersRequest\"M\n\x1bListSignInProvidersResponse\x12.\n\tproviders\x18\x01 \x03(\x0b\x32\x1b.dragoman.v1.SignInProvider\".\n\x0eSignInProvider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\"<\n\x12StartSignInRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x14\n\x0credirect_uri\x18\x02 \x01(\t\"?\n\x13StartSignInResponse\x12\x19\n\x11\x61uthorization_url\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"Y\n\x13\x46inishSignInRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x04 \x01(\t\"`\n\x14\x46inishSignInResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\"G\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x03 \x01(\t\"H\n\rLoginResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\">\n\x14RefreshTokenResponse\x12&\n\x06tokens\x18\x01 \x01(\x0b\x32\x16.dragoman.v1.TokenPair\"&\n\rLogoutRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x10\n\x0eLogoutResponse\"\xb5\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12<\n\x18\x61\x63\x63\x65ss_token_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12=\n\x19refresh_token_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x14\x44\x65leteAccountRequest\x12\x10\n\x08password\x18\x01 \x01(\t\"x\n\x15\x44\x65leteAccountResponse\x12\x1d\n\x15\x64\x65leted_session_count\x18\x01 \x01(\r\x12\x1f\n\x17\x64\x65leted_utterance_count\x18\x02 \x01(\r\x12\x1f\n\x17\x64\x65leted_recording_count\x18\x03 \x01(\r\"\x15\n\x13\x45xportMyDataRequest\"\xd9\x02\n\x14\x45xportMyDataResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.dragoman.v1.Account\x12(\n\x06logins\x18\x02 \x03(\x0b\x32\x18.dragoman.v1.LoginRecord\x12&\n\x08sessions\x18\x03 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x30\n\nutterances\x18\x04 \x03(\x0b\x32\x1c.dragoman.v1.UtteranceRecord\x12-\n\x0cvocabularies\x18\x05 \x03(\x0b\x32\x17.dragoman.v1.Vocabulary\x12*\n\nrecordings\x18\x06 \x03(\x0b\x32\x16.dragoman.v1.Recording\x12;\n\x13recorded_utterances\x18\x07 \x03(\x0b\x32\x1e.dragoman.v1.RecordedUtterance\"\x8d\x01\n\x07\x41\x63\x63ount\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x1f\n\x17preferred_language_code\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa5\x01\n\x0bLoginRecord\x12/\n\x0b\x63reate_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x03 \x01(\x08\x12#\n\x06\x64\x65vice\x18\x04 \x01(\x0b\x32\x13.dragoman.v1.Device\"\x14\n\x12ListDevicesRequest\";\n\x13ListDevicesResponse\x12$\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x13.dragoman.v1.Device\"(\n\x13RevokeDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"\x16\n\x14RevokeDeviceResponse\"\xca\x01\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nuser_agent\x18\x03 \x01(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcoarse_ip\x18\x06 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x07 \x01(\x08\"\x9f\x02\n\x0fUtteranceRecord\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0cutterance_id\x18\x02 \x01(\t\x12\x17\n\x0fspeaker_user_id\x18\x03 \x01(\t\x12\x1c\n\x14source_language_code\x18\x04 \x01(\t\x12\x1c\n\x14target_language_code\x18\x05 \x01(\t\x12\x13\n\x0bsource_text\x18\x06 \x01(\t\x12\x17\n\x0ftranslated_text\x18\x07 \x01(\t\x12.\n\x07latency\x18\x08 \x01(\x0b\x32\x1d.dragoman.v1.UtteranceLatency\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x93\x07\n\x0b\x41uthService\x12G\n\x08Register\x12\x1c.dragoman.v1.RegisterRequest\x1a\x1d.dragoman.v1.RegisterResponse\x12>\n\x05Login\x12\x19.dragoman.v1.LoginRequest\x1a\x1a.dragoman.v1.LoginResponse\x12S\n\x0cRefreshToken\x12 .dragoman.v1.RefreshTokenRequest\x1a!.dragoman.v1.RefreshTokenResponse\x12\x41\n\x06Logout\x12\x1a.dragoman.v1.LogoutRequest\x1a\x1b.dragoman.v1.LogoutResponse\x12V\n\rDeleteAccount\x12!.dragoman.v1.DeleteAccountRequest\x1a\".dragoman.v1.DeleteAccountResponse\x12S\n\x0c\x45xportMyData\x12 .dragoman.v1.ExportMyDataRequest\x1a!.dragoman.v1.ExportMyDataResponse\x12P\n\x0bListDevices\x12\x1f.dragoman.v1.ListDevicesRequest\x1a .dragoman.v1.ListDevicesResponse\x12S\n\x0cRevokeDevice\x12 .dragoman.v1.RevokeDeviceRequest\x1a!.dragoman.v1.RevokeDeviceResponse\x12h\n\x13ListSignInProviders\x12\'.dragoman.v1.ListSignInProvidersRequest\x1a(.dragoman.v1.ListSignInProvidersResponse\x12P\n\x0bStartSignIn\x12\x1f.dragoman.v1.StartSignInRequest\x1a .dragoman.v1.StartSignInResponse\x12S\n\x0c\x46inishSignIn\x12 .dragoman.v1.FinishSignInRequest\x1a!.dragoman.v1.FinishSignInResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dragoman.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTERREQUEST']._serialized_start=162
-  _globals['_REGISTERREQUEST']._serialized_end=284
-  _globals['_REGISTERRESPONSE']._serialized_start=286
-  _globals['_REGISTERRESPONSE']._serialized_end=361
-  _globals['_LISTSIGNINPROVIDERSREQUEST']._serialized_start=363
-  _globals['_LISTSIGNINPROVIDERSREQUEST']._serialized_end=391
-  _globals['_LISTSIGNINPROVIDERSRESPONSE']._serialized_start=393
-  _globals['_LISTSIGNINPROVIDERSRESPONSE']._serialized_end=470
-  _globals['_SIGNINPROVIDER']._serialized_start=472
-  _globals['_SIGNINPROVIDER']._serialized_end=518
-  _globals['_STARTSIGNINREQUEST']._serialized_start=520
-  _globals['_STARTSIGNINREQUEST']._serialized_end=580
-  _globals['_STARTSIGNINRESPONSE']._serialized_start=582
-  _globals['_STARTSIGNINRESPONSE']._serialized_end=645
-  _globals['_FINISHSIGNINREQUEST']._serialized_start=647
-  _globals['_FINISHSIGNINREQUEST']._serialized_end=736
-  _globals['_FINISHSIGNINRESPONSE']._serialized_start=738
-  _globals['_FINISHSIGNINRESPONSE']._serialized_end=834
-  _globals['_LOGINREQUEST']._serialized_start=836
-  _globals['_LOGINREQUEST']._serialized_end=907
-  _globals['_LOGINRESPONSE']._serialized_start=909
-  _globals['_LOGINRESPONSE']._serialized_end=981
-  _globals['_REFRESHTOKENREQUEST']._serialized_start=983
-  _globals['_REFRESHTOKENREQUEST']._serialized_end=1027
-  _globals['_REFRESHTOKENRESPONSE']._serialized_start=1029
-  _globals['_REFRESHTOKENRESPONSE']._serialized_end=1091
-  _globals['_LOGOUTREQUEST']._serialized_start=1093
-  _globals['_LOGOUTREQUEST']._serialized_end=1131
-  _globals['_LOGOUTRESPONSE']._serialized_start=1133
-  _globals['_LOGOUTRESPONSE']._serialized_end=1149
-  _globals['_TOKENPAIR']._serialized_start=1152
-  _globals['_TOKENPAIR']._serialized_end=1333
-  _globals['_DELETEACCOUNTREQUEST']._serialized_start=1335
-  _globals['_DELETEACCOUNTREQUEST']._serialized_end=1375
-  _globals['_DELETEACCOUNTRESPONSE']._serialized_start=1377
-  _globals['_DELETEACCOUNTRESPONSE']._serialized_end=1464
-  _globals['_EXPORTMYDATAREQUEST']._serialized_start=1466
-  _globals['_EXPORTMYDATAREQUEST']._serialized_end=1487
-  _globals['_EXPORTMYDATARESPONSE']._serialized_start=1490
-  _globals['_EXPORTMYDATARESPONSE']._serialized_end=1730
-  _globals['_ACCOUNT']._serialized_start=1733
-  _globals['_ACCOUNT']._serialized_end=1874
-  _globals['_LOGINRECORD']._serialized_start=1877
-  _globals['_LOGINRECORD']._serialized_end=2042
-  _globals['_LISTDEVICESREQUEST']._serialized_start=2044
-  _globals['_LISTDEVICESREQUEST']._serialized_end=2064
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=2066
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=2125
-  _globals['_REVOKEDEVICEREQUEST']._serialized_start=2127
-  _globals['_REVOKEDEVICEREQUEST']._serialized_end=2167
-  _globals['_REVOKEDEVICERESPONSE']._serialized_start=2169
-  _globals['_REVOKEDEVICERESPONSE']._serialized_end=2191
-  _globals['_DEVICE']._serialized_start=2194
-  _globals['_DEVICE']._serialized_end=2396
-  _globals['_UTTERANCERECORD']._serialized_start=2399
-  _globals['_UTTERANCERECORD']._serialized_end=2686
-  _globals['_AUTHSERVICE']._serialized_start=2689
-  _globals['_AUTHSERVICE']._serialized_end=3604
+  _globals['_REGISTERREQUEST']._serialized_start=191
+  _globals['_REGISTERREQUEST']._serialized_end=313
+  _globals['_REGISTERRESPONSE']._serialized_start=315
+  _globals['_REGISTERRESPONSE']._serialized_end=390
+  _globals['_LISTSIGNINPROVIDERSREQUEST']._serialized_start=392
+  _globals['_LISTSIGNINPROVIDERSREQUEST']._serialized_end=420
+  _globals['_LISTSIGNINPROVIDERSRESPONSE']._serialized_start=422
+  _globals['_LISTSIGNINPROVIDERSRESPONSE']._serialized_end=499
+  _globals['_SIGNINPROVIDER']._serialized_start=501
+  _globals['_SIGNINPROVIDER']._serialized_end=547
+  _globals['_STARTSIGNINREQUEST']._serialized_start=549
+  _globals['_STARTSIGNINREQUEST']._serialized_end=609
+  _globals['_STARTSIGNINRESPONSE']._serialized_start=611
+  _globals['_STARTSIGNINRESPONSE']._serialized_end=674
+  _globals['_FINISHSIGNINREQUEST']._serialized_start=676
+  _globals['_FINISHSIGNINREQUEST']._serialized_end=765
+  _globals['_FINISHSIGNINRESPONSE']._serialized_start=767
+  _globals['_FINISHSIGNINRESPONSE']._serialized_end=863
+  _globals['_LOGINREQUEST']._serialized_start=865
+  _globals['_LOGINREQUEST']._serialized_end=936
+  _globals['_LOGINRESPONSE']._serialized_start=938
+  _globals['_LOGINRESPONSE']._serialized_end=1010
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=1012
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=1056
+  _globals['_REFRESHTOKENRESPONSE']._serialized_start=1058
+  _globals['_REFRESHTOKENRESPONSE']._serialized_end=1120
+  _globals['_LOGOUTREQUEST']._serialized_start=1122
+  _globals['_LOGOUTREQUEST']._serialized_end=1160
+  _globals['_LOGOUTRESPONSE']._serialized_start=1162
+  _globals['_LOGOUTRESPONSE']._serialized_end=1178
+  _globals['_TOKENPAIR']._serialized_start=1181
+  _globals['_TOKENPAIR']._serialized_end=1362
+  _globals['_DELETEACCOUNTREQUEST']._serialized_start=1364
+  _globals['_DELETEACCOUNTREQUEST']._serialized_end=1404
+  _globals['_DELETEACCOUNTRESPONSE']._serialized_start=1406
+  _globals['_DELETEACCOUNTRESPONSE']._serialized_end=1526
+  _globals['_EXPORTMYDATAREQUEST']._serialized_start=1528
+  _globals['_EXPORTMYDATAREQUEST']._serialized_end=1549
+  _globals['_EXPORTMYDATARESPONSE']._serialized_start=1552
+  _globals['_EXPORTMYDATARESPONSE']._serialized_end=1897
+  _globals['_ACCOUNT']._serialized_start=1900
+  _globals['_ACCOUNT']._serialized_end=2041
+  _globals['_LOGINRECORD']._serialized_start=2044
+  _globals['_LOGINRECORD']._serialized_end=2209
+  _globals['_LISTDEVICESREQUEST']._serialized_start=2211
+  _globals['_LISTDEVICESREQUEST']._serialized_end=2231
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=2233
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=2292
+  _globals['_REVOKEDEVICEREQUEST']._serialized_start=2294
+  _globals['_REVOKEDEVICEREQUEST']._serialized_end=2334
+  _globals['_REVOKEDEVICERESPONSE']._serialized_start=2336
+  _globals['_REVOKEDEVICERESPONSE']._serialized_end=2358
+  _globals['_DEVICE']._serialized_start=2361
+  _globals['_DEVICE']._serialized_end=2563
+  _globals['_UTTERANCERECORD']._serialized_start=2566
+  _globals['_UTTERANCERECORD']._serialized_end=2853
+  _globals['_AUTHSERVICE']._serialized_start=2856
+  _globals['_AUTHSERVICE']._serialized_end=3771
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ The public dragoman API."""
 
 from collections import abc as _abc
 from dragoman.v1 import conversation_pb2 as _conversation_pb2
+from dragoman.v1 import recording_pb2 as _recording_pb2
 from dragoman.v1 import sessions_pb2 as _sessions_pb2
 from dragoman.v1 import vocabulary_pb2 as _vocabulary_pb2
 from google.protobuf import descriptor as _descriptor
@@ -492,21 +493,25 @@ class DeleteAccountResponse(_message.Message):
 
     DELETED_SESSION_COUNT_FIELD_NUMBER: _builtins.int
     DELETED_UTTERANCE_COUNT_FIELD_NUMBER: _builtins.int
+    DELETED_RECORDING_COUNT_FIELD_NUMBER: _builtins.int
     deleted_session_count: _builtins.int
     """Sessions the caller took part in. Their part of each is deleted; a
     session with no participant left is deleted whole.
     """
     deleted_utterance_count: _builtins.int
     """Translated utterances of the caller that were deleted."""
+    deleted_recording_count: _builtins.int
+    """Recordings of sessions the caller took part in, deleted whole."""
     def __init__(
         self,
         *,
         deleted_session_count: _builtins.int = ...,
         deleted_utterance_count: _builtins.int = ...,
+        deleted_recording_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_session_count", b"deleted_session_count", "deleted_utterance_count", b"deleted_utterance_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_recording_count", b"deleted_recording_count", "deleted_session_count", b"deleted_session_count", "deleted_utterance_count", b"deleted_utterance_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -540,6 +545,8 @@ class ExportMyDataResponse(_message.Message):
     SESSIONS_FIELD_NUMBER: _builtins.int
     UTTERANCES_FIELD_NUMBER: _builtins.int
     VOCABULARIES_FIELD_NUMBER: _builtins.int
+    RECORDINGS_FIELD_NUMBER: _builtins.int
+    RECORDED_UTTERANCES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def account(self) -> Global___Account:
         """The account."""
@@ -562,6 +569,17 @@ class ExportMyDataResponse(_message.Message):
     def vocabularies(self) -> _containers.RepeatedCompositeFieldContainer[_vocabulary_pb2.Vocabulary]:
         """The caller's custom vocabularies, oldest first."""
 
+    @_builtins.property
+    def recordings(self) -> _containers.RepeatedCompositeFieldContainer[_recording_pb2.Recording]:
+        """Recordings of sessions the caller took part in, newest first."""
+
+    @_builtins.property
+    def recorded_utterances(self) -> _containers.RepeatedCompositeFieldContainer[_recording_pb2.RecordedUtterance]:
+        """The utterances those recordings kept, by recording and in spoken order,
+        with their texts (decrypted); the audio is left out, to keep the export
+        one message: RecordingService.DownloadRecording gives it.
+        """
+
     def __init__(
         self,
         *,
@@ -570,10 +588,12 @@ class ExportMyDataResponse(_message.Message):
         sessions: _abc.Iterable[_sessions_pb2.Session] | None = ...,
         utterances: _abc.Iterable[Global___UtteranceRecord] | None = ...,
         vocabularies: _abc.Iterable[_vocabulary_pb2.Vocabulary] | None = ...,
+        recordings: _abc.Iterable[_recording_pb2.Recording] | None = ...,
+        recorded_utterances: _abc.Iterable[_recording_pb2.RecordedUtterance] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "logins", b"logins", "sessions", b"sessions", "utterances", b"utterances", "vocabularies", b"vocabularies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "logins", b"logins", "recorded_utterances", b"recorded_utterances", "recordings", b"recordings", "sessions", b"sessions", "utterances", b"utterances", "vocabularies", b"vocabularies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

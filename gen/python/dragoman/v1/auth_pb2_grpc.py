@@ -130,7 +130,8 @@ class AuthServiceServicer:
 
     def DeleteAccount(self, request, context):
         """Deletes the caller's account and all their data: logins, their part in
-        sessions, what they said, their vocabularies. Needs the access token and the password; a
+        sessions, what they said, their vocabularies, the recordings of their
+        sessions. Needs the access token and the password; a
         wrong password gives UNAUTHENTICATED. Sessions left without
         participants go too; the partner keeps their own part. An account a
         sign-in provider created has no password: its login must be at most 10
@@ -143,7 +144,8 @@ class AuthServiceServicer:
 
     def ExportMyData(self, request, context):
         """Returns everything stored about the caller: account, logins, sessions,
-        the utterances of those sessions (decrypted) and their vocabularies.
+        the utterances of those sessions (decrypted), their vocabularies and the
+        recordings of their sessions (texts; DownloadRecording gives the audio).
         Needs the access token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -4,6 +4,7 @@
 require 'google/protobuf'
 
 require 'dragoman/v1/conversation_pb'
+require 'dragoman/v1/recording_pb'
 require 'dragoman/v1/sessions_pb'
 require 'dragoman/v1/vocabulary_pb'
 require 'google/protobuf/timestamp_pb'
@@ -81,6 +82,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
     add_message "dragoman.v1.DeleteAccountResponse" do
       optional :deleted_session_count, :uint32, 1, json_name: "deletedSessionCount"
       optional :deleted_utterance_count, :uint32, 2, json_name: "deletedUtteranceCount"
+      optional :deleted_recording_count, :uint32, 3, json_name: "deletedRecordingCount"
     end
     add_message "dragoman.v1.ExportMyDataRequest" do
     end
@@ -90,6 +92,8 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       repeated :sessions, :message, 3, "dragoman.v1.Session", json_name: "sessions"
       repeated :utterances, :message, 4, "dragoman.v1.UtteranceRecord", json_name: "utterances"
       repeated :vocabularies, :message, 5, "dragoman.v1.Vocabulary", json_name: "vocabularies"
+      repeated :recordings, :message, 6, "dragoman.v1.Recording", json_name: "recordings"
+      repeated :recorded_utterances, :message, 7, "dragoman.v1.RecordedUtterance", json_name: "recordedUtterances"
     end
     add_message "dragoman.v1.Account" do
       optional :user_id, :string, 1, json_name: "userId"

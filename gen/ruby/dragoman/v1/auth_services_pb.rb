@@ -28,7 +28,8 @@ module Dragoman
         # Revokes a refresh token.
         rpc :Logout, ::Dragoman::V1::LogoutRequest, ::Dragoman::V1::LogoutResponse
         # Deletes the caller's account and all their data: logins, their part in
-        # sessions, what they said, their vocabularies. Needs the access token and the password; a
+        # sessions, what they said, their vocabularies, the recordings of their
+        # sessions. Needs the access token and the password; a
         # wrong password gives UNAUTHENTICATED. Sessions left without
         # participants go too; the partner keeps their own part. An account a
         # sign-in provider created has no password: its login must be at most 10
@@ -36,7 +37,8 @@ module Dragoman
         # UNAUTHENTICATED.
         rpc :DeleteAccount, ::Dragoman::V1::DeleteAccountRequest, ::Dragoman::V1::DeleteAccountResponse
         # Returns everything stored about the caller: account, logins, sessions,
-        # the utterances of those sessions (decrypted) and their vocabularies.
+        # the utterances of those sessions (decrypted), their vocabularies and the
+        # recordings of their sessions (texts; DownloadRecording gives the audio).
         # Needs the access token.
         rpc :ExportMyData, ::Dragoman::V1::ExportMyDataRequest, ::Dragoman::V1::ExportMyDataResponse
         # Lists the caller's devices: their logins that stand (neither logged out

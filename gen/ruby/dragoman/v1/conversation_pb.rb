@@ -3,6 +3,7 @@
 
 require 'google/protobuf'
 
+require 'dragoman/v1/recording_pb'
 require 'google/protobuf/duration_pb'
 require 'google/protobuf/timestamp_pb'
 
@@ -67,6 +68,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
         optional :error, :message, 19, "dragoman.v1.ConversationError", json_name: "error"
         optional :session_ended, :message, 20, "dragoman.v1.SessionEnded", json_name: "sessionEnded"
         optional :roster_changed, :message, 21, "dragoman.v1.RosterChanged", json_name: "rosterChanged"
+        optional :recording_changed, :message, 22, "dragoman.v1.RecordingChanged", json_name: "recordingChanged"
       end
     end
     add_message "dragoman.v1.SessionPaired" do

@@ -15,13 +15,14 @@ class Auth
           return;
         }
         \GPBMetadata\Dragoman\V1\Conversation::initOnce();
+        \GPBMetadata\Dragoman\V1\Recording::initOnce();
         \GPBMetadata\Dragoman\V1\Sessions::initOnce();
         \GPBMetadata\Dragoman\V1\Vocabulary::initOnce();
         \GPBMetadata\Google\Protobuf\Timestamp::initOnce();
         $pool->internalAddGeneratedFile(
             '
-ù"
-dragoman/v1/auth.protodragoman.v1dragoman/v1/sessions.protodragoman/v1/vocabulary.protogoogle/protobuf/timestamp.proto"∏
+˚#
+dragoman/v1/auth.protodragoman.v1dragoman/v1/recording.protodragoman/v1/sessions.protodragoman/v1/vocabulary.protogoogle/protobuf/timestamp.proto"∏
 RegisterRequest
 username (	Rusername
 email (	Remail
@@ -75,11 +76,12 @@ deviceName"X
 refresh_token (	RrefreshTokenU
 refresh_token_expire_time (2.google.protobuf.TimestampRrefreshTokenExpireTime"2
 DeleteAccountRequest
-password (	Rpassword"É
+password (	Rpassword"ª
 DeleteAccountResponse2
 deleted_session_count (RdeletedSessionCount6
-deleted_utterance_count (RdeletedUtteranceCount"
-ExportMyDataRequest"•
+deleted_utterance_count (RdeletedUtteranceCount6
+deleted_recording_count (RdeletedRecordingCount"
+ExportMyDataRequest"Æ
 ExportMyDataResponse.
 account (2.dragoman.v1.AccountRaccount0
 logins (2.dragoman.v1.LoginRecordRlogins0
@@ -87,7 +89,11 @@ deviceName"X
 
 utterances (2.dragoman.v1.UtteranceRecordR
 utterances;
-vocabularies (2.dragoman.v1.VocabularyRvocabularies"…
+vocabularies (2.dragoman.v1.VocabularyRvocabularies6
+
+recordings (2.dragoman.v1.RecordingR
+recordingsO
+recorded_utterances (2.dragoman.v1.RecordedUtteranceRrecordedUtterances"…
 Account
 user_id (	RuserId
 username (	Rusername

@@ -24,37 +24,38 @@ _sym_db = _symbol_database.Default()
 
 from dragoman.admin.v1 import admin_pb2 as dragoman_dot_admin_dot_v1_dot_admin__pb2
 from dragoman.v1 import auth_pb2 as dragoman_dot_v1_dot_auth__pb2
+from dragoman.v1 import recording_pb2 as dragoman_dot_v1_dot_recording__pb2
 from dragoman.v1 import sessions_pb2 as dragoman_dot_v1_dot_sessions__pb2
 from dragoman.v1 import vocabulary_pb2 as dragoman_dot_v1_dot_vocabulary__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!dragoman/session/v1/session.proto\x12\x13\x64ragoman.session.v1\x1a\x1d\x64ragoman/admin/v1/admin.proto\x1a\x16\x64ragoman/v1/auth.proto\x1a\x1a\x64ragoman/v1/sessions.proto\x1a\x1c\x64ragoman/v1/vocabulary.proto\"\x19\n\x17ListLiveSessionsRequest\"L\n\x18ListLiveSessionsResponse\x12\x30\n\x08sessions\x18\x01 \x03(\x0b\x32\x1e.dragoman.admin.v1.LiveSession\"L\n\x13GetAnalyticsRequest\x12\x35\n\x05range\x18\x01 \x01(\x0b\x32&.dragoman.admin.v1.GetAnalyticsRequest\"R\n\x14GetAnalyticsResponse\x12:\n\tanalytics\x18\x01 \x01(\x0b\x32\'.dragoman.admin.v1.GetAnalyticsResponse\"I\n\x16GetSessionOwnerRequest\x12\x14\n\nsession_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x63ode\x18\x02 \x01(\tH\x00\x42\t\n\x07session\"(\n\x17GetSessionOwnerResponse\x12\r\n\x05owner\x18\x01 \x01(\t\"\x17\n\x15\x45xportUserDataRequest\"\xa1\x01\n\x16\x45xportUserDataResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x30\n\nutterances\x18\x02 \x03(\x0b\x32\x1c.dragoman.v1.UtteranceRecord\x12-\n\x0cvocabularies\x18\x03 \x03(\x0b\x32\x17.dragoman.v1.Vocabulary\"\x17\n\x15\x44\x65leteUserDataRequest\"X\n\x16\x44\x65leteUserDataResponse\x12\x1d\n\x15\x64\x65leted_session_count\x18\x01 \x01(\r\x12\x1f\n\x17\x64\x65leted_utterance_count\x18\x02 \x01(\r2\xae\x04\n\x12SessionDataService\x12l\n\x0fGetSessionOwner\x12+.dragoman.session.v1.GetSessionOwnerRequest\x1a,.dragoman.session.v1.GetSessionOwnerResponse\x12i\n\x0e\x45xportUserData\x12*.dragoman.session.v1.ExportUserDataRequest\x1a+.dragoman.session.v1.ExportUserDataResponse\x12i\n\x0e\x44\x65leteUserData\x12*.dragoman.session.v1.DeleteUserDataRequest\x1a+.dragoman.session.v1.DeleteUserDataResponse\x12o\n\x10ListLiveSessions\x12,.dragoman.session.v1.ListLiveSessionsRequest\x1a-.dragoman.session.v1.ListLiveSessionsResponse\x12\x63\n\x0cGetAnalytics\x12(.dragoman.session.v1.GetAnalyticsRequest\x1a).dragoman.session.v1.GetAnalyticsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!dragoman/session/v1/session.proto\x12\x13\x64ragoman.session.v1\x1a\x1d\x64ragoman/admin/v1/admin.proto\x1a\x16\x64ragoman/v1/auth.proto\x1a\x1b\x64ragoman/v1/recording.proto\x1a\x1a\x64ragoman/v1/sessions.proto\x1a\x1c\x64ragoman/v1/vocabulary.proto\"\x19\n\x17ListLiveSessionsRequest\"L\n\x18ListLiveSessionsResponse\x12\x30\n\x08sessions\x18\x01 \x03(\x0b\x32\x1e.dragoman.admin.v1.LiveSession\"L\n\x13GetAnalyticsRequest\x12\x35\n\x05range\x18\x01 \x01(\x0b\x32&.dragoman.admin.v1.GetAnalyticsRequest\"R\n\x14GetAnalyticsResponse\x12:\n\tanalytics\x18\x01 \x01(\x0b\x32\'.dragoman.admin.v1.GetAnalyticsResponse\"I\n\x16GetSessionOwnerRequest\x12\x14\n\nsession_id\x18\x01 \x01(\tH\x00\x12\x0e\n\x04\x63ode\x18\x02 \x01(\tH\x00\x42\t\n\x07session\"(\n\x17GetSessionOwnerResponse\x12\r\n\x05owner\x18\x01 \x01(\t\"\x17\n\x15\x45xportUserDataRequest\"\x8a\x02\n\x16\x45xportUserDataResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.dragoman.v1.Session\x12\x30\n\nutterances\x18\x02 \x03(\x0b\x32\x1c.dragoman.v1.UtteranceRecord\x12-\n\x0cvocabularies\x18\x03 \x03(\x0b\x32\x17.dragoman.v1.Vocabulary\x12*\n\nrecordings\x18\x04 \x03(\x0b\x32\x16.dragoman.v1.Recording\x12;\n\x13recorded_utterances\x18\x05 \x03(\x0b\x32\x1e.dragoman.v1.RecordedUtterance\"\x17\n\x15\x44\x65leteUserDataRequest\"y\n\x16\x44\x65leteUserDataResponse\x12\x1d\n\x15\x64\x65leted_session_count\x18\x01 \x01(\r\x12\x1f\n\x17\x64\x65leted_utterance_count\x18\x02 \x01(\r\x12\x1f\n\x17\x64\x65leted_recording_count\x18\x03 \x01(\r2\xae\x04\n\x12SessionDataService\x12l\n\x0fGetSessionOwner\x12+.dragoman.session.v1.GetSessionOwnerRequest\x1a,.dragoman.session.v1.GetSessionOwnerResponse\x12i\n\x0e\x45xportUserData\x12*.dragoman.session.v1.ExportUserDataRequest\x1a+.dragoman.session.v1.ExportUserDataResponse\x12i\n\x0e\x44\x65leteUserData\x12*.dragoman.session.v1.DeleteUserDataRequest\x1a+.dragoman.session.v1.DeleteUserDataResponse\x12o\n\x10ListLiveSessions\x12,.dragoman.session.v1.ListLiveSessionsRequest\x1a-.dragoman.session.v1.ListLiveSessionsResponse\x12\x63\n\x0cGetAnalytics\x12(.dragoman.session.v1.GetAnalyticsRequest\x1a).dragoman.session.v1.GetAnalyticsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dragoman.session.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTLIVESESSIONSREQUEST']._serialized_start=171
-  _globals['_LISTLIVESESSIONSREQUEST']._serialized_end=196
-  _globals['_LISTLIVESESSIONSRESPONSE']._serialized_start=198
-  _globals['_LISTLIVESESSIONSRESPONSE']._serialized_end=274
-  _globals['_GETANALYTICSREQUEST']._serialized_start=276
-  _globals['_GETANALYTICSREQUEST']._serialized_end=352
-  _globals['_GETANALYTICSRESPONSE']._serialized_start=354
-  _globals['_GETANALYTICSRESPONSE']._serialized_end=436
-  _globals['_GETSESSIONOWNERREQUEST']._serialized_start=438
-  _globals['_GETSESSIONOWNERREQUEST']._serialized_end=511
-  _globals['_GETSESSIONOWNERRESPONSE']._serialized_start=513
-  _globals['_GETSESSIONOWNERRESPONSE']._serialized_end=553
-  _globals['_EXPORTUSERDATAREQUEST']._serialized_start=555
-  _globals['_EXPORTUSERDATAREQUEST']._serialized_end=578
-  _globals['_EXPORTUSERDATARESPONSE']._serialized_start=581
-  _globals['_EXPORTUSERDATARESPONSE']._serialized_end=742
-  _globals['_DELETEUSERDATAREQUEST']._serialized_start=744
-  _globals['_DELETEUSERDATAREQUEST']._serialized_end=767
-  _globals['_DELETEUSERDATARESPONSE']._serialized_start=769
-  _globals['_DELETEUSERDATARESPONSE']._serialized_end=857
-  _globals['_SESSIONDATASERVICE']._serialized_start=860
-  _globals['_SESSIONDATASERVICE']._serialized_end=1418
+  _globals['_LISTLIVESESSIONSREQUEST']._serialized_start=200
+  _globals['_LISTLIVESESSIONSREQUEST']._serialized_end=225
+  _globals['_LISTLIVESESSIONSRESPONSE']._serialized_start=227
+  _globals['_LISTLIVESESSIONSRESPONSE']._serialized_end=303
+  _globals['_GETANALYTICSREQUEST']._serialized_start=305
+  _globals['_GETANALYTICSREQUEST']._serialized_end=381
+  _globals['_GETANALYTICSRESPONSE']._serialized_start=383
+  _globals['_GETANALYTICSRESPONSE']._serialized_end=465
+  _globals['_GETSESSIONOWNERREQUEST']._serialized_start=467
+  _globals['_GETSESSIONOWNERREQUEST']._serialized_end=540
+  _globals['_GETSESSIONOWNERRESPONSE']._serialized_start=542
+  _globals['_GETSESSIONOWNERRESPONSE']._serialized_end=582
+  _globals['_EXPORTUSERDATAREQUEST']._serialized_start=584
+  _globals['_EXPORTUSERDATAREQUEST']._serialized_end=607
+  _globals['_EXPORTUSERDATARESPONSE']._serialized_start=610
+  _globals['_EXPORTUSERDATARESPONSE']._serialized_end=876
+  _globals['_DELETEUSERDATAREQUEST']._serialized_start=878
+  _globals['_DELETEUSERDATAREQUEST']._serialized_end=901
+  _globals['_DELETEUSERDATARESPONSE']._serialized_start=903
+  _globals['_DELETEUSERDATARESPONSE']._serialized_end=1024
+  _globals['_SESSIONDATASERVICE']._serialized_start=1027
+  _globals['_SESSIONDATASERVICE']._serialized_end=1585
 # @@protoc_insertion_point(module_scope)

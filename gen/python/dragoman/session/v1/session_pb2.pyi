@@ -9,6 +9,7 @@ translation logs, metrics, replica leases); no other service reads them.
 from collections import abc as _abc
 from dragoman.admin.v1 import admin_pb2 as _admin_pb2
 from dragoman.v1 import auth_pb2 as _auth_pb2
+from dragoman.v1 import recording_pb2 as _recording_pb2
 from dragoman.v1 import sessions_pb2 as _sessions_pb2
 from dragoman.v1 import vocabulary_pb2 as _vocabulary_pb2
 from google.protobuf import descriptor as _descriptor
@@ -193,6 +194,8 @@ class ExportUserDataResponse(_message.Message):
     SESSIONS_FIELD_NUMBER: _builtins.int
     UTTERANCES_FIELD_NUMBER: _builtins.int
     VOCABULARIES_FIELD_NUMBER: _builtins.int
+    RECORDINGS_FIELD_NUMBER: _builtins.int
+    RECORDED_UTTERANCES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def sessions(self) -> _containers.RepeatedCompositeFieldContainer[_sessions_pb2.Session]:
         """Sessions the caller took part in, newest first, with their metrics."""
@@ -207,16 +210,28 @@ class ExportUserDataResponse(_message.Message):
     def vocabularies(self) -> _containers.RepeatedCompositeFieldContainer[_vocabulary_pb2.Vocabulary]:
         """The caller's vocabularies, oldest first."""
 
+    @_builtins.property
+    def recordings(self) -> _containers.RepeatedCompositeFieldContainer[_recording_pb2.Recording]:
+        """Recordings of the caller's sessions, newest first."""
+
+    @_builtins.property
+    def recorded_utterances(self) -> _containers.RepeatedCompositeFieldContainer[_recording_pb2.RecordedUtterance]:
+        """What those recordings kept, decrypted, by recording in spoken order,
+        without audio.
+        """
+
     def __init__(
         self,
         *,
         sessions: _abc.Iterable[_sessions_pb2.Session] | None = ...,
         utterances: _abc.Iterable[_auth_pb2.UtteranceRecord] | None = ...,
         vocabularies: _abc.Iterable[_vocabulary_pb2.Vocabulary] | None = ...,
+        recordings: _abc.Iterable[_recording_pb2.Recording] | None = ...,
+        recorded_utterances: _abc.Iterable[_recording_pb2.RecordedUtterance] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions", "utterances", b"utterances", "vocabularies", b"vocabularies"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded_utterances", b"recorded_utterances", "recordings", b"recordings", "sessions", b"sessions", "utterances", b"utterances", "vocabularies", b"vocabularies"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -247,21 +262,25 @@ class DeleteUserDataResponse(_message.Message):
 
     DELETED_SESSION_COUNT_FIELD_NUMBER: _builtins.int
     DELETED_UTTERANCE_COUNT_FIELD_NUMBER: _builtins.int
+    DELETED_RECORDING_COUNT_FIELD_NUMBER: _builtins.int
     deleted_session_count: _builtins.int
     """Sessions the caller took part in (their part of each; whole sessions
     once nobody is left in them).
     """
     deleted_utterance_count: _builtins.int
     """Utterances the caller said."""
+    deleted_recording_count: _builtins.int
+    """Recordings of sessions the caller took part in, deleted whole."""
     def __init__(
         self,
         *,
         deleted_session_count: _builtins.int = ...,
         deleted_utterance_count: _builtins.int = ...,
+        deleted_recording_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_session_count", b"deleted_session_count", "deleted_utterance_count", b"deleted_utterance_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_recording_count", b"deleted_recording_count", "deleted_session_count", b"deleted_session_count", "deleted_utterance_count", b"deleted_utterance_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

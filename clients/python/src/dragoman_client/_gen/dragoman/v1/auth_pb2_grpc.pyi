@@ -49,7 +49,8 @@ class AuthServiceStub:
     """Revokes a refresh token."""
     DeleteAccount: _grpc.UnaryUnaryMultiCallable[_auth_pb2.DeleteAccountRequest, _auth_pb2.DeleteAccountResponse]
     """Deletes the caller's account and all their data: logins, their part in
-    sessions, what they said, their vocabularies. Needs the access token and the password; a
+    sessions, what they said, their vocabularies, the recordings of their
+    sessions. Needs the access token and the password; a
     wrong password gives UNAUTHENTICATED. Sessions left without
     participants go too; the partner keeps their own part. An account a
     sign-in provider created has no password: its login must be at most 10
@@ -58,7 +59,8 @@ class AuthServiceStub:
     """
     ExportMyData: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]
     """Returns everything stored about the caller: account, logins, sessions,
-    the utterances of those sessions (decrypted) and their vocabularies.
+    the utterances of those sessions (decrypted), their vocabularies and the
+    recordings of their sessions (texts; DownloadRecording gives the audio).
     Needs the access token.
     """
     ListDevices: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListDevicesRequest, _auth_pb2.ListDevicesResponse]
@@ -115,7 +117,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Revokes a refresh token."""
     DeleteAccount: _aio.UnaryUnaryMultiCallable[_auth_pb2.DeleteAccountRequest, _auth_pb2.DeleteAccountResponse]  # type: ignore[assignment]
     """Deletes the caller's account and all their data: logins, their part in
-    sessions, what they said, their vocabularies. Needs the access token and the password; a
+    sessions, what they said, their vocabularies, the recordings of their
+    sessions. Needs the access token and the password; a
     wrong password gives UNAUTHENTICATED. Sessions left without
     participants go too; the partner keeps their own part. An account a
     sign-in provider created has no password: its login must be at most 10
@@ -124,7 +127,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """
     ExportMyData: _aio.UnaryUnaryMultiCallable[_auth_pb2.ExportMyDataRequest, _auth_pb2.ExportMyDataResponse]  # type: ignore[assignment]
     """Returns everything stored about the caller: account, logins, sessions,
-    the utterances of those sessions (decrypted) and their vocabularies.
+    the utterances of those sessions (decrypted), their vocabularies and the
+    recordings of their sessions (texts; DownloadRecording gives the audio).
     Needs the access token.
     """
     ListDevices: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListDevicesRequest, _auth_pb2.ListDevicesResponse]  # type: ignore[assignment]
@@ -208,7 +212,8 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.DeleteAccountResponse, _abc.Awaitable[_auth_pb2.DeleteAccountResponse]]:
         """Deletes the caller's account and all their data: logins, their part in
-        sessions, what they said, their vocabularies. Needs the access token and the password; a
+        sessions, what they said, their vocabularies, the recordings of their
+        sessions. Needs the access token and the password; a
         wrong password gives UNAUTHENTICATED. Sessions left without
         participants go too; the partner keeps their own part. An account a
         sign-in provider created has no password: its login must be at most 10
@@ -223,7 +228,8 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ExportMyDataResponse, _abc.Awaitable[_auth_pb2.ExportMyDataResponse]]:
         """Returns everything stored about the caller: account, logins, sessions,
-        the utterances of those sessions (decrypted) and their vocabularies.
+        the utterances of those sessions (decrypted), their vocabularies and the
+        recordings of their sessions (texts; DownloadRecording gives the audio).
         Needs the access token.
         """
 

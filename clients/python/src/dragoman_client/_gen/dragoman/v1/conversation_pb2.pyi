@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from dragoman_client._gen.dragoman.v1 import recording_pb2 as _recording_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
@@ -538,6 +539,7 @@ class ConversationEvent(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     SESSION_ENDED_FIELD_NUMBER: _builtins.int
     ROSTER_CHANGED_FIELD_NUMBER: _builtins.int
+    RECORDING_CHANGED_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session the event belongs to."""
     sequence: _builtins.int
@@ -603,6 +605,12 @@ class ConversationEvent(_message.Message):
     def roster_changed(self) -> Global___RosterChanged:
         """Who is in the session changed, or the host locked or unlocked it."""
 
+    @_builtins.property
+    def recording_changed(self) -> _recording_pb2.RecordingChanged:
+        """A recording of the session was asked for (answer it with
+        RecordingService.AnswerRecordingConsent), answered, started or stopped.
+        """
+
     def __init__(
         self,
         *,
@@ -621,12 +629,13 @@ class ConversationEvent(_message.Message):
         error: Global___ConversationError | None = ...,
         session_ended: Global___SessionEnded | None = ...,
         roster_changed: Global___RosterChanged | None = ...,
+        recording_changed: _recording_pb2.RecordingChanged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "heartbeat", b"heartbeat", "kind", b"kind", "partner_connected", b"partner_connected", "partner_disconnected", b"partner_disconnected", "processing_ended", b"processing_ended", "processing_started", b"processing_started", "roster_changed", b"roster_changed", "session_ended", b"session_ended", "session_paired", b"session_paired", "speech_audio", b"speech_audio", "time", b"time", "transcription", b"transcription", "translation", b"translation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "heartbeat", b"heartbeat", "kind", b"kind", "partner_connected", b"partner_connected", "partner_disconnected", b"partner_disconnected", "processing_ended", b"processing_ended", "processing_started", b"processing_started", "recording_changed", b"recording_changed", "roster_changed", b"roster_changed", "session_ended", b"session_ended", "session_paired", b"session_paired", "speech_audio", b"speech_audio", "time", b"time", "transcription", b"transcription", "translation", b"translation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "heartbeat", b"heartbeat", "kind", b"kind", "partner_connected", b"partner_connected", "partner_disconnected", b"partner_disconnected", "processing_ended", b"processing_ended", "processing_started", b"processing_started", "roster_changed", b"roster_changed", "sequence", b"sequence", "session_ended", b"session_ended", "session_id", b"session_id", "session_paired", b"session_paired", "speech_audio", b"speech_audio", "time", b"time", "transcription", b"transcription", "translation", b"translation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "heartbeat", b"heartbeat", "kind", b"kind", "partner_connected", b"partner_connected", "partner_disconnected", b"partner_disconnected", "processing_ended", b"processing_ended", "processing_started", b"processing_started", "recording_changed", b"recording_changed", "roster_changed", b"roster_changed", "sequence", b"sequence", "session_ended", b"session_ended", "session_id", b"session_id", "session_paired", b"session_paired", "speech_audio", b"speech_audio", "time", b"time", "transcription", b"transcription", "translation", b"translation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["session_paired", "partner_connected", "partner_disconnected", "processing_started", "processing_ended", "transcription", "translation", "speech_audio", "heartbeat", "error", "session_ended", "roster_changed"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["session_paired", "partner_connected", "partner_disconnected", "processing_started", "processing_ended", "transcription", "translation", "speech_audio", "heartbeat", "error", "session_ended", "roster_changed", "recording_changed"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
