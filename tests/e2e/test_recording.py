@@ -9,17 +9,21 @@ gateway, to participants only.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import psycopg
+import pytest
 
 from dragoman import config, ogg
 from dragoman.v1 import auth_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import recording_pb2 as rpb
+from dragoman_tools import cli
 from tests.e2e.test_multiparty import Person, _until
 from tests.mesh import PASSWORD, MeshAddresses, new_client, new_user
 
@@ -37,7 +41,7 @@ def _changes(person: Person) -> list[int]:
 
 
 async def test_a_consented_recording_plays_back_and_keeps_nothing_after_the_withdrawal(
-        mesh: MeshAddresses, fleurs: Path) -> None:
+        mesh: MeshAddresses, fleurs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     alice = Person(await new_client(mesh.gateway, "en"), "en")
     bruno_client, bruno_name = await new_user(mesh.gateway, "pt")
     bruno = Person(bruno_client, "pt")
@@ -108,9 +112,24 @@ async def test_a_consented_recording_plays_back_and_keeps_nothing_after_the_with
         speech_s += played
     spoken_s = sum((u.end_offset.ToTimedelta() - u.start_offset.ToTimedelta()).total_seconds()
                    for u in utterances)
+    by_kind = dict(_query(mesh.settings, "SELECT kind, sum(octet_length(content)) FROM "
+                          "recording_items WHERE recording_id = %s GROUP BY kind",
+                          (asked.recording_id,)))
     log.warning("recording storage: %d bytes for %.1f s of speech (%.1f s translated): "
-                "%.0f KiB per minute of speech", recording.size_bytes, spoken_s, speech_s,
-                recording.size_bytes / 1024 / (spoken_s / 60))
+                "%.0f KiB per minute of speech; by kind %s", recording.size_bytes, spoken_s,
+                speech_s, recording.size_bytes / 1024 / (spoken_s / 60), by_kind)
+
+    # the command line saves it: the texts as JSON, the speech as .ogg files
+    monkeypatch.setenv("DRAGOMAN_PASSWORD", PASSWORD)
+    assert await asyncio.to_thread(cli.main, [
+        "recordings", "download", asked.recording_id, "-o", str(tmp_path), "--username",
+        bruno_name, "--gateway", mesh.gateway]) == 0
+    saved = json.loads((tmp_path / "recording.json").read_text())
+    assert saved["recording"]["recordingId"] == asked.recording_id
+    assert [u["utteranceId"] for u in saved["utterances"]] == [u.utterance_id for u in utterances]
+    assert sorted(p.name for p in tmp_path.glob("*.ogg")) == sorted(
+        f"{u.utterance_id}-pt-{u.speech[0].voice}.ogg" if u.speech[0].voice
+        else f"{u.utterance_id}-pt.ogg" for u in utterances)
 
     # someone else: no such recording
     stranger = await new_client(mesh.gateway, "en")

@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from dragoman import config, ogg
+from dragoman import config, db, ogg
 from dragoman.client import speak
 from dragoman.db import crypto
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
@@ -21,6 +21,7 @@ from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import recording_pb2 as rpb
 from dragoman.v1 import recording_pb2_grpc
 from dragoman.v1 import sessions_pb2 as spb
+from session_svc import recordings
 from tests.session_svc.conftest import Caller, utterance
 from tests.session_svc.stack import Stack, scratch_settings, session_stack
 
@@ -379,5 +380,61 @@ async def test_export_includes_and_deletion_deletes_the_recordings(
     for table in ("recordings", "recording_consents", "recording_items"):
         assert stack.query(f"SELECT count(*) FROM {table} WHERE recording_id = %s",  # noqa: S608
                            (rid,)) == [(0,)]
+    for t in (a, b):
+        await t.close()
+
+
+async def test_key_rotation_re_encrypts_what_recordings_kept(stack: Stack, fleurs: Path) -> None:
+    (a, b), sid = await trio(stack, "en", "pt")
+    rid = (await a.recordings.RequestRecording(rpb.RequestRecordingRequest(
+        session_id=sid), metadata=a.metadata)).recording.recording_id
+    await b.recordings.AnswerRecordingConsent(rpb.AnswerRecordingConsentRequest(
+        recording_id=rid, consent=True), metadata=b.metadata)
+    await spoken(a, b, fleurs, "fleurs-en-004")
+    await a.sessions.EndSession(spb.EndSessionRequest(session_id=sid), metadata=a.metadata)
+    old = stack.settings.database.encryption_keys
+    new_entry = crypto.new_key_entry("rot2")
+    count = stack.query("SELECT count(*) FROM recording_items WHERE key_id <> 'rot2'")[0][0]
+    assert count
+    async with await db.connect(stack.settings.database) as conn:
+        assert await recordings.rotate_keys(conn, crypto.Keyring.parse(f"{new_entry},{old}"),
+                                            batch_size=1) == count
+        assert stack.query("SELECT DISTINCT key_id FROM recording_items") == [("rot2",)]
+        only_new = crypto.Keyring.parse(new_entry)
+        for item_id, content in stack.query("SELECT item_id, content FROM recording_items"):
+            only_new.decrypt_bytes("rot2", bytes(content), f"recording_items:{item_id}".encode())  # type: ignore[arg-type]
+        # back under the service's key, for the tests after this one
+        assert await recordings.rotate_keys(conn, crypto.Keyring.parse(f"{old},{new_entry}")) == count
+    for t in (a, b):
+        await t.close()
+
+
+@pytest.mark.parametrize("bruno_opts_in", [True, False])
+async def test_the_original_voice_is_kept_only_when_everyone_opted_in(
+        stack: Stack, fleurs: Path, bruno_opts_in: bool) -> None:
+    (a, b), sid = await trio(stack, "en", "pt")
+    asked = (await a.recordings.RequestRecording(rpb.RequestRecordingRequest(
+        session_id=sid, original_voice=True), metadata=a.metadata)).recording
+    assert asked.original_voice_requested and not asked.original_voice
+    started = (await b.recordings.AnswerRecordingConsent(rpb.AnswerRecordingConsentRequest(
+        recording_id=asked.recording_id, consent=True, original_voice=bruno_opts_in),
+        metadata=b.metadata)).recording
+    assert started.state == rpb.RECORDING_STATE_RECORDING
+    assert started.original_voice == bruno_opts_in
+    kept = await spoken(a, b, fleurs, "fleurs-en-004")
+    download = [r async for r in b.recordings.DownloadRecording(
+        rpb.DownloadRecordingRequest(recording_id=asked.recording_id), metadata=b.metadata)]
+    utterances = [r.utterance for r in download[1:]]
+    assert {u.utterance_id for u in utterances} == kept
+    voices = stack.query("SELECT count(*) FROM recording_items WHERE recording_id = %s "
+                         "AND kind = 'voice'", (asked.recording_id,))
+    if bruno_opts_in:
+        assert voices == [(len(kept),)]
+        for u in utterances:
+            assert u.original_voice_ogg_opus[:4] == b"OggS"
+            # the clip is 4.3 s, the recogniser cuts its speech out of the silence around it
+            assert 1.0 < ogg.OpusDuration().feed(u.original_voice_ogg_opus) < 4.4
+    else:
+        assert voices == [(0,)] and not any(u.original_voice_ogg_opus for u in utterances)
     for t in (a, b):
         await t.close()
