@@ -19,7 +19,7 @@ import grpc
 import psycopg
 import pytest
 
-from dragoman import config, ogg
+from dragoman import audio, config, ogg
 from dragoman.v1 import auth_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import recording_pb2 as rpb
@@ -34,6 +34,11 @@ def _query(settings: config.Settings, statement: str, params: tuple[object, ...]
     database = settings.database
     with psycopg.connect(database.url, options=f"-c search_path={database.schema}") as conn:
         return conn.execute(statement.encode(), params).fetchall()
+
+
+def _translated(person: Person) -> set[str]:
+    """Utterances of the others translated for `person` so far."""
+    return {t.utterance_id for t in person.of("translation", pb.SPEAKER_PARTNER) if t.is_final}
 
 
 def _changes(person: Person) -> list[int]:
@@ -60,7 +65,8 @@ async def test_a_consented_recording_plays_back_and_keeps_nothing_after_the_with
 
     await alice.say(fleurs / "fleurs-en-000.ogg")
     await _until(lambda: set(alice.spoken()) <= set(bruno.heard_ended(alice)))
-    recorded = set(alice.spoken())
+    said = set(alice.spoken())
+    recorded = _translated(bruno)  # an utterance with nothing to say is not translated, nor kept
     alice.connect(session.session_id)
 
     await bruno.client.recordings.WithdrawRecordingConsent(rpb.WithdrawRecordingConsentRequest(
@@ -68,9 +74,9 @@ async def test_a_consented_recording_plays_back_and_keeps_nothing_after_the_with
     withdrawn = datetime.now(UTC)  # what it kept was written before it answered
     await _until(lambda: rpb.RECORDING_CHANGE_WITHDRAWN in _changes(alice))
     await alice.say(fleurs / "fleurs-en-003.ogg")
-    later = set(alice.spoken()) - recorded
-    await _until(lambda: later <= set(bruno.heard_ended(alice)))
-    assert recorded and later
+    await _until(lambda: set(alice.spoken()) <= set(bruno.heard_ended(alice)))
+    later = _translated(bruno) - recorded
+    assert recorded and later and recorded <= said
 
     # what the database kept: the first clip's utterances only, none after the withdrawal
     rows = _query(mesh.settings, "SELECT utterance_id, kind, language_code FROM recording_items "
@@ -110,14 +116,14 @@ async def test_a_consented_recording_plays_back_and_keeps_nothing_after_the_with
         played = ogg.OpusDuration().feed(speech.ogg_opus)
         assert abs(played - heard_s[u.utterance_id]) < 0.1, (played, heard_s[u.utterance_id])
         speech_s += played
-    spoken_s = sum((u.end_offset.ToTimedelta() - u.start_offset.ToTimedelta()).total_seconds()
-                   for u in utterances)
+    clip_s = len(audio.decode_file(fleurs / "fleurs-en-000.ogg", audio.STT_RATE_HZ)) / audio.STT_RATE_HZ
     by_kind = dict(_query(mesh.settings, "SELECT kind, sum(octet_length(content)) FROM "
                           "recording_items WHERE recording_id = %s GROUP BY kind",
                           (asked.recording_id,)))
-    log.warning("recording storage: %d bytes for %.1f s of speech (%.1f s translated): "
-                "%.0f KiB per minute of speech; by kind %s", recording.size_bytes, spoken_s,
-                speech_s, recording.size_bytes / 1024 / (spoken_s / 60), by_kind)
+    log.warning("recording storage: %d bytes (by kind %s) for a %.2f s clip translated into "
+                "%.2f s of speech: %.0f KiB per minute of the clip, %.0f KiB per minute heard",
+                recording.size_bytes, by_kind, clip_s, speech_s,
+                recording.size_bytes / 1024 / (clip_s / 60), recording.size_bytes / 1024 / (speech_s / 60))
 
     # the command line saves it: the texts as JSON, the speech as .ogg files
     monkeypatch.setenv("DRAGOMAN_PASSWORD", PASSWORD)
