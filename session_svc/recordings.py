@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -434,6 +435,8 @@ class Recordings:
         self.store = store
         self._queue: asyncio.Queue[Item] = asyncio.Queue(WRITER_CAPACITY)
         self._task: asyncio.Task[None] | None = None
+        self._held: weakref.WeakValueDictionary[str, Recording] = weakref.WeakValueDictionary()
+        """Recordings of live sessions, by id: what the writer keeps counts in their size."""
         self.dropped = 0
 
     # consent
@@ -473,7 +476,7 @@ class Recordings:
         assert asker is not None
         asker.answer, asker.original_voice, asker.answered_s = GRANTED, original_voice, now
         await self.store.save(rec, new=True)
-        session.recording = rec
+        session.recording = self._held[rec.recording_id] = rec
         log.info("recording requested", extra={"session_id": session.session_id})
         self._announce(session, rec, rpb.RECORDING_CHANGE_REQUESTED, member.user_id)
         return rec
@@ -630,7 +633,9 @@ class Recordings:
                     item = Item(item.recording_id, item.utterance_id, item.kind,
                                 item.language_code, item.voice, item.speaker_user_id,
                                 item.spoken_s, opus, item.duration_ms)
-                await self.store.add_item(item)
+                kept = await self.store.add_item(item)
+                if (held := self._held.get(item.recording_id)) is not None:
+                    held.size_bytes += kept
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a lost item must not stop the writer

@@ -156,6 +156,7 @@ async def test_only_what_is_said_between_everyones_consent_and_a_withdrawal_is_k
         metadata=b.metadata)).recording
     answered = datetime.now(UTC)  # what it kept was written before it answered
     assert withdrawn.state == rpb.RECORDING_STATE_STOPPED
+    assert withdrawn.utterance_count == len(kept) and withdrawn.size_bytes > 0
     assert withdrawn.stopped_by_participant_id == b.user_id
     assert withdrawn.stop_reason == "consent withdrawn"
     event = await a.recording_event()
