@@ -699,7 +699,16 @@ class RecordingServicer(recording_pb2_grpc.RecordingServiceServicer):
         self, request: rpb.RequestRecordingRequest, context: grpc.aio.ServicerContext
     ) -> rpb.RequestRecordingResponse:
         who = self.identity(context)
-        session, member = self.registry.get(who, request.session_id)
+        try:
+            session, member = self.registry.get(who, request.session_id)
+        except NotFound:  # no longer in memory: ended long ago, if it was the caller's at all
+            with db.unstorable_as(NotFound(f"session {shown(request.session_id, quote=False)} "
+                                           "not found")):
+                ended = await self.registry.store.sessions_of(
+                    who.user_id, limit=1, session_id=request.session_id)
+            if ended:
+                raise FailedPrecondition("the session has ended") from None
+            raise
         logs.session_id.set(session.session_id)
         rec = await self.recordings.request(session, member, request.translated_speech,
                                             request.original_voice)

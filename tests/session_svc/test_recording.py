@@ -321,9 +321,9 @@ async def test_bad_calls_get_precise_statuses(stack: Stack) -> None:
 
     # an ended session's recording can no longer be answered; an expired one is gone
     await a.sessions.EndSession(spb.EndSessionRequest(session_id=sid), metadata=a.metadata)
-    assert (await status(a.recordings.RequestRecording(rpb.RequestRecordingRequest(
-        session_id=sid), metadata=a.metadata)))[0] in (
-        grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+    assert await status(a.recordings.RequestRecording(rpb.RequestRecordingRequest(
+        session_id=sid), metadata=a.metadata)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "the session has ended")
     stack.query("UPDATE recordings SET expires_at = now() - interval '1 second' "
                 "WHERE recording_id = %s RETURNING 1", (rid,))
     assert (await status(a.recordings.GetRecording(rpb.GetRecordingRequest(
