@@ -439,3 +439,28 @@ async def test_the_original_voice_is_kept_only_when_everyone_opted_in(
         assert voices == [(0,)] and not any(u.original_voice_ogg_opus for u in utterances)
     for t in (a, b):
         await t.close()
+
+
+async def test_leaving_before_answering_declines_and_ending_stops(stack: Stack) -> None:
+    (a, b, c), sid = await trio(stack, "en", "pt", "es")
+    asked = (await a.recordings.RequestRecording(rpb.RequestRecordingRequest(session_id=sid),
+                                                 metadata=a.metadata)).recording
+    await c.sessions.LeaveSession(spb.LeaveSessionRequest(session_id=sid), metadata=c.metadata)
+    got = (await b.recordings.GetRecording(rpb.GetRecordingRequest(
+        recording_id=asked.recording_id), metadata=b.metadata)).recording
+    assert got.state == rpb.RECORDING_STATE_DECLINED and got.stopped_by_participant_id == c.user_id
+    assert got.stop_reason == "a participant left before answering"
+
+    again = (await a.recordings.RequestRecording(rpb.RequestRecordingRequest(session_id=sid),
+                                                 metadata=a.metadata)).recording
+    await b.recordings.AnswerRecordingConsent(rpb.AnswerRecordingConsentRequest(
+        recording_id=again.recording_id, consent=True), metadata=b.metadata)
+    await a.sessions.EndSession(spb.EndSessionRequest(session_id=sid), metadata=a.metadata)
+    changes = [e.recording_changed for e in await b.settle()
+               if e.WhichOneof("kind") == "recording_changed"]
+    assert changes[-1].change == rpb.RECORDING_CHANGE_STOPPED
+    assert changes[-1].reason == "session ended"
+    assert stack.query("SELECT state, stop_reason FROM recordings WHERE recording_id = %s",
+                       (again.recording_id,)) == [("stopped", "session ended")]
+    for t in (a, b, c):
+        await t.close()
