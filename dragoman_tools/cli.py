@@ -7,6 +7,7 @@
     dragoman interpret AUDIO ...   what a partner hears of a recording, translated, through the mesh
     dragoman sessions export ID    a session's transcript (txt, srt, vtt, json) from a gateway
     dragoman vocabularies list|add|delete   your custom vocabularies, through a gateway
+    dragoman recordings list|download      recordings of your sessions, through a gateway
     dragoman transcribe AUDIO      speech to text with a running stt service
     dragoman translate ...         text translation with a running mt service
     dragoman synthesize ...        text to speech with a running tts service
@@ -226,7 +227,22 @@ def _parser() -> argparse.ArgumentParser:
                       help="a fixed translation, e.g. 'en:pt:front desk=receção' (repeat)")
     vdel = vsub.add_parser("delete", help="delete a vocabulary")
     vdel.add_argument("vocabulary_id", metavar="ID", help="vocabulary id (from list)")
-    for parser in (vlist, vadd, vdel):
+    rec = sub.add_parser(
+        "recordings", help="recordings of your sessions, through a running gateway (docs/recording.md)")
+    rsub = rec.add_subparsers(dest="recordings_command", required=True, metavar="COMMAND")
+    rlist = rsub.add_parser("list", help="print your recordings, one a line")
+    rlist.add_argument("--session", default="", metavar="ID", help="only this session's")
+    rget = rsub.add_parser(
+        "download", help="save a recording: recording.json (texts) and an .ogg per speech",
+        description="Writes DIR/recording.json (the recording and each utterance's speaker, "
+                    "offsets, transcript and translations) and, per utterance, "
+                    "<utterance>-<language>[-<voice>].ogg of the translated speech and "
+                    "<utterance>-voice.ogg of the speaker's own voice where they were kept.")
+    rget.add_argument("recording_id", metavar="ID", help="recording id (from list)")
+    rget.add_argument("-o", "--out", metavar="DIR", default=".", help="directory (default: .)")
+    rget.add_argument("--language", action="append", default=[], metavar="CODE",
+                      help="only the speech in this language (repeat); default: all kept")
+    for parser in (vlist, vadd, vdel, rlist, rget):
         parser.add_argument("--username", default=os.environ.get("DRAGOMAN_USERNAME"),
                             help="who to sign in as (default: $DRAGOMAN_USERNAME; password from "
                                  "$DRAGOMAN_PASSWORD, else asked for)")
@@ -334,6 +350,8 @@ async def _dispatch(args: argparse.Namespace, settings: config.Settings) -> int:
         return await _export_transcript(args, settings)
     if args.command == "vocabularies":
         return await _vocabularies(args, settings)
+    if args.command == "recordings":
+        return await _recordings(args, settings)
     if args.command == "transcribe":
         return await _transcribe(args, settings)
     if args.command == "translate":
@@ -568,6 +586,42 @@ async def _vocabularies(args: argparse.Namespace, settings: config.Settings) -> 
     return 0
 
 
+async def _recordings(args: argparse.Namespace, settings: config.Settings) -> int:
+    from google.protobuf import json_format
+
+    password = _password(args)
+    async with await dragoman_client.connect(args.gateway or settings.addresses.gateway) as client:
+        await client.login(args.username, password)
+        if args.recordings_command == "list":
+            for r in await client.list_recordings(args.session):
+                print("\t".join([r.recording_id, dragoman_client.recording_pb2.RecordingState.Name(
+                    r.state), r.request_time.ToJsonString(), f"{r.duration.ToTimedelta()}",
+                    str(r.utterance_count), str(r.size_bytes)]))
+            return 0
+        recording, utterances = await client.download_recording(
+            args.recording_id, language_codes=args.language)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = []
+    for u in utterances:
+        for s in u.speech:
+            name = "-".join(x for x in (u.utterance_id, s.language_code, s.voice) if x)
+            (out / f"{name}.ogg").write_bytes(s.ogg_opus)
+        if u.original_voice_ogg_opus:
+            (out / f"{u.utterance_id}-voice.ogg").write_bytes(u.original_voice_ogg_opus)
+        text = dragoman_client.recording_pb2.RecordedUtterance()
+        text.CopyFrom(u)
+        text.ClearField("speech")
+        text.ClearField("original_voice_ogg_opus")
+        texts.append(json_format.MessageToDict(text))
+    (out / "recording.json").write_text(json.dumps(
+        {"recording": json_format.MessageToDict(recording), "utterances": texts},
+        ensure_ascii=False, indent=2))
+    print(f"wrote {out / 'recording.json'} and {sum(len(u.speech) for u in utterances)} speech files",
+          file=sys.stderr)
+    return 0
+
+
 async def _export_transcript(args: argparse.Namespace, settings: config.Settings) -> int:
     password = _password(args)
     async with await dragoman_client.connect(args.gateway or settings.addresses.gateway) as client:
@@ -634,13 +688,16 @@ async def _database(args: argparse.Namespace, settings: config.Settings) -> int:
         print(f"applied {', '.join(f'{m.version:04d}_{m.name}' for m in applied)}" if applied
               else "the schema is up to date")
         return 0
-    # translation_logs are session_svc's: the command re-encrypts them through its store
+    # translation_logs and recording_items are session_svc's: re-encrypted through its code
+    from session_svc import recordings
     from session_svc.store import rotate_keys
 
     keyring = db.load_keyring(settings.database)
     async with await db.connect(settings.database) as conn:
         rotated = await rotate_keys(conn, keyring)
-    print(f"re-encrypted {rotated} translation logs under key {keyring.primary_id!r}")
+        items = await recordings.rotate_keys(conn, keyring)
+    print(f"re-encrypted {rotated} translation logs and {items} recording items "
+          f"under key {keyring.primary_id!r}")
     return 0
 
 

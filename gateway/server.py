@@ -42,8 +42,8 @@ from gateway.pgstore import PgUserStore
 from gateway.proxy import (
     ConversationProxy,
     Proxy,
-    SessionProxy,
     RecordingProxy,
+    SessionProxy,
     VocabularyProxy,
 )
 from gateway.routing import Router, SessionDirectory

@@ -62,6 +62,7 @@ from session_svc.downstream import Downstream, error_code
 from session_svc.lexicon import Lexicon
 from session_svc.outbox import Delivery, Heard, Pieces, Speech
 from session_svc.partials import Partial, Partials
+from session_svc.recordings import RECORDING, VoiceTape
 from session_svc.sessions import Member, Session
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class Utterance:
     """Wall-clock times its first and last audio arrived (the final's offsets)."""
     pieced: _Pieced | None = None
     """Simultaneous mode: its pieces, once the first was committed."""
+    voice: bytes = b""
+    """The speaker's own audio of it (PCM16), only while their voice is recorded."""
 
     def latency(self, translated: float | None, first_audio: float | None,
                 delivered: float | None) -> pb.UtteranceLatency | None:
@@ -226,6 +229,9 @@ class SpeakerPipeline:
         """Per listeners' language."""
         self._piece_tasks: set[asyncio.Task[None]] = set()
         self.clock = ArrivalClock(rate_hz)
+        self.tape = VoiceTape(rate_hz)
+        """The speaker's LINEAR16 audio while their session records their voice (Opus input
+        would need decoding here, so it is not kept)."""
         # The recognition task is fixed at the start; speech translation makes the finals English.
         found = self._routes()
         speech = [r for r in found if routes.speech_translates(r)]
@@ -295,6 +301,8 @@ class SpeakerPipeline:
             ) from None
         if self.encoding == pb.AUDIO_ENCODING_LINEAR16:  # Opus bytes say nothing of duration
             self.clock.add(len(data) // 2)
+            rec = self.session.recording
+            self.tape.add(data, rec is not None and rec.state == RECORDING and rec.original_voice)
 
     async def finish(self, timeout_s: float) -> None:
         """No more audio: flush the utterance in progress and deliver it."""
@@ -419,6 +427,8 @@ class SpeakerPipeline:
         utt.end_of_speech = utt.end_of_speech or utt.final
         utt.text, utt.language_code = text, result.language_code or self.speaker.language_code
         utt.spoken_s = self.clock.span(result.start_offset, result.end_offset)
+        utt.voice = self.tape.cut(result.start_offset.ToTimedelta().total_seconds(),
+                                  result.end_offset.ToTimedelta().total_seconds())
         del self._utterances[result.utterance_index]
         if self.simultaneous:  # planned at once: a next utterance's pieces must come after
             self._schedule(self._plan([utt]))
@@ -703,7 +713,8 @@ class SpeakerPipeline:
             if speech is not None and not heard.failed and latencies[-1] is not None:
                 self.session.record_utterance(
                     self.speaker, listener, prepared.utt.utterance_id, prepared.text, speech.text,
-                    latencies[-1], _spoken(prepared.group), speech)
+                    latencies[-1], _spoken(prepared.group), speech,
+                    (b"".join(u.voice for u in prepared.group), self.tape.rate_hz))
         prepared.pending -= 1
         if prepared.pending == 0 and prepared.final_planned:
             self._finished(prepared)

@@ -17,16 +17,15 @@ is kept only when every participant opted in to that too.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 import secrets
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -36,11 +35,13 @@ from psycopg.rows import dict_row
 from dragoman import db, logs, ogg
 from dragoman.config import RecordingSettings
 from dragoman.db import Database
+from dragoman.db.crypto import Keyring
 from dragoman.db.times import timestamp, to_datetime
 from dragoman.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, shown
 from dragoman.v1 import recording_pb2 as rpb
 from dragoman.v1 import recording_pb2_grpc
 from dragoman.v1 import sessions_pb2 as spb
+from session_svc import paging
 from session_svc.records import STANDARD
 
 if TYPE_CHECKING:
@@ -71,7 +72,6 @@ WRITER_CAPACITY = 1000
 """Items waiting to be written; beyond, new ones are dropped (and logged)."""
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 MAX_ID_CHARS = 100
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -137,6 +137,43 @@ class Item:
     pcm_rate_hz: int = 0
     """Speech still as PCM16 at this rate (encoded to Opus off the loop before it is
     written); 0: `content` is final."""
+
+
+class VoiceTape:
+    """A speaker's recent PCM16 while their session records their own voice, by sample
+    offset in their stream, so that a final's offsets cut its utterance out of it."""
+
+    KEEP_S = 60.0
+    """Longest stretch kept: finals come within seconds of their speech."""
+
+    def __init__(self, rate_hz: int) -> None:
+        self.rate_hz = rate_hz
+        self._pcm = bytearray()
+        self._start = 0
+        """Sample offset of the first kept sample."""
+        self._end = 0
+        """Samples fed so far."""
+
+    def add(self, data: bytes, keep: bool) -> None:
+        """Counts `data`, and keeps it when `keep` (the voice is recorded now)."""
+        n = len(data) // 2
+        if keep:
+            self._pcm += data[: n * 2]
+            excess = len(self._pcm) // 2 - int(self.KEEP_S * self.rate_hz)
+            if excess > 0:
+                del self._pcm[: excess * 2]
+                self._start += excess
+        else:
+            self._pcm.clear()
+            self._start = self._end + n
+        self._end += n
+
+    def cut(self, start_s: float, end_s: float) -> bytes:
+        """The audio from `start_s` to `end_s` of the stream; empty unless all of it was kept."""
+        a, b = round(start_s * self.rate_hz) - self._start, round(end_s * self.rate_hz) - self._start
+        if a < 0 or b <= a or b > len(self._pcm) // 2:
+            return b""
+        return bytes(self._pcm[a * 2:b * 2])
 
 
 def recording_proto(rec: Recording, now_s: float | None = None) -> rpb.Recording:
@@ -337,6 +374,26 @@ async def delete_recordings_of(conn: psycopg.AsyncConnection, user_id: str) -> i
     return cur.rowcount
 
 
+async def rotate_keys(conn: psycopg.AsyncConnection, keyring: Keyring, batch_size: int = 500) -> int:
+    """Re-encrypts every recording item not under the primary key; how many. Batches commit
+    one by one, so it can be stopped and run again (as session_svc.store.rotate_keys)."""
+    rotated = 0
+    while True:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT item_id, key_id, content FROM recording_items WHERE key_id <> %s "
+                "LIMIT %s FOR UPDATE SKIP LOCKED", (keyring.primary_id, batch_size))
+            rows = await cur.fetchall()
+            for item_id, key_id, content in rows:
+                plain = keyring.decrypt_bytes(key_id, bytes(content), _aad(item_id))
+                await conn.execute(
+                    "UPDATE recording_items SET key_id = %s, content = %s WHERE item_id = %s",
+                    (*keyring.encrypt_bytes(plain, _aad(item_id)), item_id))
+        rotated += len(rows)
+        if len(rows) < batch_size:
+            return rotated
+
+
 def utterances_proto(rec: Recording, items: Sequence[Item], language_codes: Sequence[str] = ()
                      ) -> list[rpb.RecordedUtterance]:
     """A recording's items as utterances in spoken order; speech only in `language_codes`
@@ -378,6 +435,8 @@ class Recordings:
         self.store = store
         self._queue: asyncio.Queue[Item] = asyncio.Queue(WRITER_CAPACITY)
         self._task: asyncio.Task[None] | None = None
+        self._held: weakref.WeakValueDictionary[str, Recording] = weakref.WeakValueDictionary()
+        """Recordings of live sessions, by id: what the writer keeps counts in their size."""
         self.dropped = 0
 
     # consent
@@ -417,7 +476,7 @@ class Recordings:
         assert asker is not None
         asker.answer, asker.original_voice, asker.answered_s = GRANTED, original_voice, now
         await self.store.save(rec, new=True)
-        session.recording = rec
+        session.recording = self._held[rec.recording_id] = rec
         log.info("recording requested", extra={"session_id": session.session_id})
         self._announce(session, rec, rpb.RECORDING_CHANGE_REQUESTED, member.user_id)
         return rec
@@ -511,9 +570,10 @@ class Recordings:
 
     def capture(self, session: Session, speaker: Member, listener: Member, utterance_id: str,
                 text: str, translation: str, spoken_s: tuple[float, float] | None,
-                speech: Speech | Pieces | None) -> None:
+                speech: Speech | Pieces | None, voice: tuple[bytes, int] | None = None) -> None:
         """Keeps what a listener heard of an utterance, if the session is recording and the
-        utterance was spoken after everyone consented (each thing once)."""
+        utterance was spoken after everyone consented (each thing once); and the speaker's
+        `voice` (PCM16, rate) when everyone opted in to that."""
         rec = session.recording
         if rec is None or rec.state != RECORDING or rec.started_s is None:
             return
@@ -522,6 +582,8 @@ class Recordings:
         if spoken[0] < rec.started_s:
             return  # begun before the last consent: nobody had agreed to it yet
         items = [(TRANSCRIPT, speaker.language_code, "", text.encode(), 0)]
+        if rec.original_voice and voice is not None and voice[0] and voice[1]:
+            items.append((VOICE, speaker.language_code, "", *voice))
         if listener.language != speaker.language:
             items.append((TRANSLATION, listener.language_code, "", translation.encode(), 0))
             if rec.translated_speech and speech is not None:
@@ -571,7 +633,9 @@ class Recordings:
                     item = Item(item.recording_id, item.utterance_id, item.kind,
                                 item.language_code, item.voice, item.speaker_user_id,
                                 item.spoken_s, opus, item.duration_ms)
-                await self.store.add_item(item)
+                kept = await self.store.add_item(item)
+                if (held := self._held.get(item.recording_id)) is not None:
+                    held.size_bytes += kept
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a lost item must not stop the writer
@@ -592,26 +656,6 @@ class Recordings:
 
 
 # -- the public service ---------------------------------------------------------
-
-
-def _page_token(rec: Recording) -> str:
-    micros = (to_datetime(rec.requested_s) - _EPOCH) // timedelta(microseconds=1)
-    return base64.urlsafe_b64encode(f"{micros}:{rec.recording_id}".encode()).decode()
-
-
-BAD_PAGE_TOKEN = "page_token is not a token from ListRecordings"
-
-
-def _parse_page_token(token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        micros, sep, rid = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if sep and rid:
-            return _EPOCH + timedelta(microseconds=int(micros)), rid
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        pass
-    raise InvalidArgument(BAD_PAGE_TOKEN)
 
 
 class RecordingServicer(recording_pb2_grpc.RecordingServiceServicer):
@@ -655,7 +699,16 @@ class RecordingServicer(recording_pb2_grpc.RecordingServiceServicer):
         self, request: rpb.RequestRecordingRequest, context: grpc.aio.ServicerContext
     ) -> rpb.RequestRecordingResponse:
         who = self.identity(context)
-        session, member = self.registry.get(who, request.session_id)
+        try:
+            session, member = self.registry.get(who, request.session_id)
+        except NotFound:  # no longer in memory: ended long ago, if it was the caller's at all
+            with db.unstorable_as(NotFound(f"session {shown(request.session_id, quote=False)} "
+                                           "not found")):
+                ended = await self.registry.store.sessions_of(
+                    who.user_id, limit=1, session_id=request.session_id)
+            if ended:
+                raise FailedPrecondition("the session has ended") from None
+            raise
         logs.session_id.set(session.session_id)
         rec = await self.recordings.request(session, member, request.translated_speech,
                                             request.original_voice)
@@ -694,13 +747,14 @@ class RecordingServicer(recording_pb2_grpc.RecordingServiceServicer):
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size must be 0 to {MAX_PAGE_SIZE}, got {request.page_size}")
         size = request.page_size or DEFAULT_PAGE_SIZE
-        before = _parse_page_token(request.page_token)
+        before = paging.parse(request.page_token, "ListRecordings")
         with db.unstorable_as(InvalidArgument(
                 "page_token and session_id cannot hold a NUL character")):
             rows = await self.recordings.store.list(who.user_id, size + 1, before, request.session_id)
         reply = rpb.ListRecordingsResponse(recordings=[recording_proto(r) for r in rows[:size]])
         if len(rows) > size:
-            reply.next_page_token = _page_token(rows[size - 1])
+            last = rows[size - 1]
+            reply.next_page_token = paging.token(to_datetime(last.requested_s), last.recording_id)
         return reply
 
     async def GetRecording(

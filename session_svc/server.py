@@ -14,11 +14,8 @@ reads; history pages come from there. Stored records become protos here.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
-from datetime import UTC, datetime, timedelta
 
 import grpc
 
@@ -39,7 +36,7 @@ from dragoman.v1 import (
     vocabulary_pb2,
     vocabulary_pb2_grpc,
 )
-from session_svc import routes, transcripts
+from session_svc import paging, routes, transcripts
 from session_svc.analytics import Analytics
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
@@ -76,7 +73,6 @@ log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 END_REASON = "ended by participant"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STATUS = {
     "waiting": sessions_pb2.SESSION_STATUS_WAITING,
     "active": sessions_pb2.SESSION_STATUS_ACTIVE,
@@ -118,25 +114,7 @@ def utterance_proto(log: UtteranceLog) -> auth_pb2.UtteranceRecord:
     return out
 
 
-def page_token(created_at: datetime, session_id: str) -> str:
-    """Opaque position after a session in the newest-first history."""
-    micros = (created_at - _EPOCH) // timedelta(microseconds=1)
-    return base64.urlsafe_b64encode(f"{micros}:{session_id}".encode()).decode()
-
-
-BAD_PAGE_TOKEN = "page_token is not a token from ListSessions"
-
-
-def parse_page_token(token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        micros, sep, session_id = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if sep and session_id:
-            return _EPOCH + timedelta(microseconds=int(micros)), session_id
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        pass
-    raise InvalidArgument(BAD_PAGE_TOKEN)
+BAD_PAGE_TOKEN = paging.bad_token("ListSessions")
 
 
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
@@ -246,13 +224,13 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         size = request.page_size or DEFAULT_PAGE_SIZE
         with db.unstorable_as(InvalidArgument(BAD_PAGE_TOKEN)):
             rows = await self.registry.store.sessions_of(
-                who.user_id, limit=size + 1, before=parse_page_token(request.page_token))
+                who.user_id, limit=size + 1, before=paging.parse(request.page_token, "ListSessions"))
         reply = sessions_pb2.ListSessionsResponse()
         for row in rows[:size]:
             live = self.registry.find_live(row.session_id)  # fresher: who is connected
             reply.sessions.append(live.to_proto() if live is not None else session_proto(row))
         if len(rows) > size:
-            reply.next_page_token = page_token(rows[size - 1].created_at, rows[size - 1].session_id)
+            reply.next_page_token = paging.token(rows[size - 1].created_at, rows[size - 1].session_id)
         return reply
 
     async def ExportTranscript(

@@ -348,15 +348,16 @@ class Session:
     def record_utterance(
         self, speaker: Member, listener: Member, utterance_id: str, text: str, translation: str,
         latency: cpb.UtteranceLatency, spoken_s: tuple[float, float] | None = None,
-        speech: Speech | Pieces | None = None,
+        speech: Speech | Pieces | None = None, voice: tuple[bytes, int] | None = None,
     ) -> None:
         """Counts a translated utterance delivered to `listener` and logs it once per
         target language (the pipeline calls this once per listener). `spoken_s`: the
         wall-clock times its audio started and ended arriving, when known; `speech`:
-        what the listener heard (kept while the session records)."""
+        what the listener heard and `voice` the speaker's own (PCM16, rate), kept while
+        the session records (session_svc.recordings)."""
         if self.recorder is not None:
             self.recorder.capture(self, speaker, listener, utterance_id, text, translation,
-                                  spoken_s, speech)
+                                  spoken_s, speech, voice)
         latency_ms = latency.total.ToMilliseconds()
         self.latencies_ms.append(latency_ms)
         listener.heard_ms.append(latency_ms)

@@ -104,6 +104,37 @@ async def test_vocabularies_are_created_listed_and_deleted(mesh: MeshAddresses, 
     await client.close()
 
 
+async def test_recordings_are_asked_answered_listed_and_withdrawn(
+        mesh: MeshAddresses, sdk: ModuleType) -> None:
+    host = await _user(sdk, mesh.gateway, "sdk-rec-host")
+    guest = await _user(sdk, mesh.gateway, "sdk-rec-guest")
+    session = await host.create_session("en")
+    await guest.join_session(session.code, language="pt")
+    asked = await host.request_recording(session.id, translated_speech=True)
+    assert asked.state == sdk.recording_pb2.RECORDING_STATE_AWAITING_CONSENT
+    started = await guest.answer_recording_consent(asked.recording_id, True)
+    assert started.state == sdk.recording_pb2.RECORDING_STATE_RECORDING
+    assert [r.recording_id for r in await guest.list_recordings(session.id)] == [asked.recording_id]
+    recording, utterances = await guest.download_recording(asked.recording_id)
+    assert recording.recording_id == asked.recording_id and utterances == []
+    stopped = await host.withdraw_recording_consent(asked.recording_id)
+    assert stopped.state == sdk.recording_pb2.RECORDING_STATE_STOPPED
+    with pytest.raises(sdk.FailedPreconditionError, match="is not running"):
+        await host.withdraw_recording_consent(asked.recording_id)
+    stranger = await _user(sdk, mesh.gateway, "sdk-rec-stranger")
+    with pytest.raises(sdk.NotFoundError):
+        await stranger.download_recording(asked.recording_id)
+    event = sdk.conversation_pb2.ConversationEvent(sequence=3)
+    event.recording_changed.change = sdk.recording_pb2.RECORDING_CHANGE_REQUESTED
+    event.recording_changed.recording.CopyFrom(asked)
+    typed = sdk.events.from_proto(event)
+    assert isinstance(typed, sdk.RecordingChanged)
+    assert (typed.change, typed.recording_id, typed.state) == (
+        "RECORDING_CHANGE_REQUESTED", asked.recording_id, "RECORDING_STATE_AWAITING_CONSENT")
+    for c in (host, guest, stranger):
+        await c.close()
+
+
 @pytest.mark.parametrize("cut", ["listener", "speaker"])
 async def test_converse_resumes_after_the_connection_is_cut(
     mesh: MeshAddresses, sdk: ModuleType, fleurs: Path, cut: str,

@@ -61,8 +61,10 @@ def test_rendered_config_routes_only_public_services() -> None:
     api = [r["match"].get("prefix") or r["match"]["path"]
            for r in routes if r["route"]["cluster"] == "gateway"]
     assert all(p.startswith(("/dragoman.v1.AuthService/", "/dragoman.v1.SessionService/",
-                             "/dragoman.v1.VocabularyService/",
+                             "/dragoman.v1.VocabularyService/", "/dragoman.v1.RecordingService/",
                              "/dragoman.v1.ConversationService/")) for p in api), api
+    download = next(r for r in routes if r["name"] == "download-recording")
+    assert download["route"]["timeout"] == "0s"  # a long recording outlasts a unary deadline
     web = [r for r in routes if r["route"]["cluster"] == "web"]
     assert len(web) == 1
     assert web[0]["match"]["headers"][0]["string_match"]["safe_regex"]["regex"] == "GET|HEAD"

@@ -55,7 +55,7 @@ async def test_migrations_apply_once_and_twice_is_a_no_op(database: config.DbSet
                                         (4, "multi_party"), (5, "utterance_times"),
                                         (6, "low_confidence"), (7, "vocabularies"),
                                         (8, "devices_roles"), (9, "privacy_modes"),
-                                        (10, "oidc"), (11, "admin")]
+                                        (10, "oidc"), (11, "admin"), (12, "recordings")]
 
 
 async def test_concurrent_upgrades_apply_each_migration_once(database: config.DbSettings) -> None:
@@ -214,7 +214,8 @@ def test_the_commands_upgrade_generate_and_rotate(
     assert "DRAGOMAN_DATABASE_ENCRYPTION_KEYS" in capsys.readouterr().err
     monkeypatch.setenv("DRAGOMAN_DATABASE_ENCRYPTION_KEYS", f"{new_key},{database.encryption_keys}")
     assert cli.main(["keys", "rotate"]) == 0
-    assert capsys.readouterr().out.strip() == "re-encrypted 0 translation logs under key 'k2'"
+    assert capsys.readouterr().out.strip() == (
+        "re-encrypted 0 translation logs and 0 recording items under key 'k2'")
 
 
 async def test_text_with_a_nul_is_refused_before_any_query_is_sent(

@@ -9,17 +9,21 @@ gateway, to participants only.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import psycopg
+import pytest
 
-from dragoman import config, ogg
+from dragoman import audio, config, ogg
 from dragoman.v1 import auth_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import recording_pb2 as rpb
+from dragoman_tools import cli
 from tests.e2e.test_multiparty import Person, _until
 from tests.mesh import PASSWORD, MeshAddresses, new_client, new_user
 
@@ -32,12 +36,17 @@ def _query(settings: config.Settings, statement: str, params: tuple[object, ...]
         return conn.execute(statement.encode(), params).fetchall()
 
 
+def _translated(person: Person) -> set[str]:
+    """Utterances of the others translated for `person` so far."""
+    return {t.utterance_id for t in person.of("translation", pb.SPEAKER_PARTNER) if t.is_final}
+
+
 def _changes(person: Person) -> list[int]:
     return [e.change for e in person.of("recording_changed")]
 
 
 async def test_a_consented_recording_plays_back_and_keeps_nothing_after_the_withdrawal(
-        mesh: MeshAddresses, fleurs: Path) -> None:
+        mesh: MeshAddresses, fleurs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     alice = Person(await new_client(mesh.gateway, "en"), "en")
     bruno_client, bruno_name = await new_user(mesh.gateway, "pt")
     bruno = Person(bruno_client, "pt")
@@ -56,7 +65,8 @@ async def test_a_consented_recording_plays_back_and_keeps_nothing_after_the_with
 
     await alice.say(fleurs / "fleurs-en-000.ogg")
     await _until(lambda: set(alice.spoken()) <= set(bruno.heard_ended(alice)))
-    recorded = set(alice.spoken())
+    said = set(alice.spoken())
+    recorded = _translated(bruno)  # an utterance with nothing to say is not translated, nor kept
     alice.connect(session.session_id)
 
     await bruno.client.recordings.WithdrawRecordingConsent(rpb.WithdrawRecordingConsentRequest(
@@ -64,9 +74,9 @@ async def test_a_consented_recording_plays_back_and_keeps_nothing_after_the_with
     withdrawn = datetime.now(UTC)  # what it kept was written before it answered
     await _until(lambda: rpb.RECORDING_CHANGE_WITHDRAWN in _changes(alice))
     await alice.say(fleurs / "fleurs-en-003.ogg")
-    later = set(alice.spoken()) - recorded
-    await _until(lambda: later <= set(bruno.heard_ended(alice)))
-    assert recorded and later
+    await _until(lambda: set(alice.spoken()) <= set(bruno.heard_ended(alice)))
+    later = _translated(bruno) - recorded
+    assert recorded and later and recorded <= said
 
     # what the database kept: the first clip's utterances only, none after the withdrawal
     rows = _query(mesh.settings, "SELECT utterance_id, kind, language_code FROM recording_items "
@@ -106,11 +116,26 @@ async def test_a_consented_recording_plays_back_and_keeps_nothing_after_the_with
         played = ogg.OpusDuration().feed(speech.ogg_opus)
         assert abs(played - heard_s[u.utterance_id]) < 0.1, (played, heard_s[u.utterance_id])
         speech_s += played
-    spoken_s = sum((u.end_offset.ToTimedelta() - u.start_offset.ToTimedelta()).total_seconds()
-                   for u in utterances)
-    log.warning("recording storage: %d bytes for %.1f s of speech (%.1f s translated): "
-                "%.0f KiB per minute of speech", recording.size_bytes, spoken_s, speech_s,
-                recording.size_bytes / 1024 / (spoken_s / 60))
+    clip_s = len(audio.decode_file(fleurs / "fleurs-en-000.ogg", audio.STT_RATE_HZ)) / audio.STT_RATE_HZ
+    by_kind = dict(_query(mesh.settings, "SELECT kind, sum(octet_length(content)) FROM "
+                          "recording_items WHERE recording_id = %s GROUP BY kind",
+                          (asked.recording_id,)))
+    log.warning("recording storage: %d bytes (by kind %s) for a %.2f s clip translated into "
+                "%.2f s of speech: %.0f KiB per minute of the clip, %.0f KiB per minute heard",
+                recording.size_bytes, by_kind, clip_s, speech_s,
+                recording.size_bytes / 1024 / (clip_s / 60), recording.size_bytes / 1024 / (speech_s / 60))
+
+    # the command line saves it: the texts as JSON, the speech as .ogg files
+    monkeypatch.setenv("DRAGOMAN_PASSWORD", PASSWORD)
+    assert await asyncio.to_thread(cli.main, [
+        "recordings", "download", asked.recording_id, "-o", str(tmp_path), "--username",
+        bruno_name, "--gateway", mesh.gateway]) == 0
+    saved = json.loads((tmp_path / "recording.json").read_text())
+    assert saved["recording"]["recordingId"] == asked.recording_id
+    assert [u["utteranceId"] for u in saved["utterances"]] == [u.utterance_id for u in utterances]
+    assert sorted(p.name for p in tmp_path.glob("*.ogg")) == sorted(
+        f"{u.utterance_id}-pt-{u.speech[0].voice}.ogg" if u.speech[0].voice
+        else f"{u.utterance_id}-pt.ogg" for u in utterances)
 
     # someone else: no such recording
     stranger = await new_client(mesh.gateway, "en")

@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from dragoman import config, ogg
+from dragoman import config, db, ogg
 from dragoman.client import speak
 from dragoman.db import crypto
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
@@ -21,6 +21,7 @@ from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import recording_pb2 as rpb
 from dragoman.v1 import recording_pb2_grpc
 from dragoman.v1 import sessions_pb2 as spb
+from session_svc import recordings
 from tests.session_svc.conftest import Caller, utterance
 from tests.session_svc.stack import Stack, scratch_settings, session_stack
 
@@ -155,6 +156,7 @@ async def test_only_what_is_said_between_everyones_consent_and_a_withdrawal_is_k
         metadata=b.metadata)).recording
     answered = datetime.now(UTC)  # what it kept was written before it answered
     assert withdrawn.state == rpb.RECORDING_STATE_STOPPED
+    assert withdrawn.utterance_count == len(kept) and withdrawn.size_bytes > 0
     assert withdrawn.stopped_by_participant_id == b.user_id
     assert withdrawn.stop_reason == "consent withdrawn"
     event = await a.recording_event()
@@ -319,9 +321,9 @@ async def test_bad_calls_get_precise_statuses(stack: Stack) -> None:
 
     # an ended session's recording can no longer be answered; an expired one is gone
     await a.sessions.EndSession(spb.EndSessionRequest(session_id=sid), metadata=a.metadata)
-    assert (await status(a.recordings.RequestRecording(rpb.RequestRecordingRequest(
-        session_id=sid), metadata=a.metadata)))[0] in (
-        grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+    assert await status(a.recordings.RequestRecording(rpb.RequestRecordingRequest(
+        session_id=sid), metadata=a.metadata)) == (
+        grpc.StatusCode.FAILED_PRECONDITION, "the session has ended")
     stack.query("UPDATE recordings SET expires_at = now() - interval '1 second' "
                 "WHERE recording_id = %s RETURNING 1", (rid,))
     assert (await status(a.recordings.GetRecording(rpb.GetRecordingRequest(
@@ -380,4 +382,85 @@ async def test_export_includes_and_deletion_deletes_the_recordings(
         assert stack.query(f"SELECT count(*) FROM {table} WHERE recording_id = %s",  # noqa: S608
                            (rid,)) == [(0,)]
     for t in (a, b):
+        await t.close()
+
+
+async def test_key_rotation_re_encrypts_what_recordings_kept(stack: Stack, fleurs: Path) -> None:
+    (a, b), sid = await trio(stack, "en", "pt")
+    rid = (await a.recordings.RequestRecording(rpb.RequestRecordingRequest(
+        session_id=sid), metadata=a.metadata)).recording.recording_id
+    await b.recordings.AnswerRecordingConsent(rpb.AnswerRecordingConsentRequest(
+        recording_id=rid, consent=True), metadata=b.metadata)
+    await spoken(a, b, fleurs, "fleurs-en-004")
+    await a.sessions.EndSession(spb.EndSessionRequest(session_id=sid), metadata=a.metadata)
+    old = stack.settings.database.encryption_keys
+    new_entry = crypto.new_key_entry("rot2")
+    count = stack.query("SELECT count(*) FROM recording_items WHERE key_id <> 'rot2'")[0][0]
+    assert count
+    async with await db.connect(stack.settings.database) as conn:
+        assert await recordings.rotate_keys(conn, crypto.Keyring.parse(f"{new_entry},{old}"),
+                                            batch_size=1) == count
+        assert stack.query("SELECT DISTINCT key_id FROM recording_items") == [("rot2",)]
+        only_new = crypto.Keyring.parse(new_entry)
+        for item_id, content in stack.query("SELECT item_id, content FROM recording_items"):
+            only_new.decrypt_bytes("rot2", bytes(content), f"recording_items:{item_id}".encode())  # type: ignore[arg-type]
+        # back under the service's key, for the tests after this one
+        assert await recordings.rotate_keys(conn, crypto.Keyring.parse(f"{old},{new_entry}")) == count
+    for t in (a, b):
+        await t.close()
+
+
+@pytest.mark.parametrize("bruno_opts_in", [True, False])
+async def test_the_original_voice_is_kept_only_when_everyone_opted_in(
+        stack: Stack, fleurs: Path, bruno_opts_in: bool) -> None:
+    (a, b), sid = await trio(stack, "en", "pt")
+    asked = (await a.recordings.RequestRecording(rpb.RequestRecordingRequest(
+        session_id=sid, original_voice=True), metadata=a.metadata)).recording
+    assert asked.original_voice_requested and not asked.original_voice
+    started = (await b.recordings.AnswerRecordingConsent(rpb.AnswerRecordingConsentRequest(
+        recording_id=asked.recording_id, consent=True, original_voice=bruno_opts_in),
+        metadata=b.metadata)).recording
+    assert started.state == rpb.RECORDING_STATE_RECORDING
+    assert started.original_voice == bruno_opts_in
+    kept = await spoken(a, b, fleurs, "fleurs-en-004")
+    download = [r async for r in b.recordings.DownloadRecording(
+        rpb.DownloadRecordingRequest(recording_id=asked.recording_id), metadata=b.metadata)]
+    utterances = [r.utterance for r in download[1:]]
+    assert {u.utterance_id for u in utterances} == kept
+    voices = stack.query("SELECT count(*) FROM recording_items WHERE recording_id = %s "
+                         "AND kind = 'voice'", (asked.recording_id,))
+    if bruno_opts_in:
+        assert voices == [(len(kept),)]
+        for u in utterances:
+            assert u.original_voice_ogg_opus[:4] == b"OggS"
+            # the clip is 4.3 s, the recogniser cuts its speech out of the silence around it
+            assert 1.0 < ogg.OpusDuration().feed(u.original_voice_ogg_opus) < 4.4
+    else:
+        assert voices == [(0,)] and not any(u.original_voice_ogg_opus for u in utterances)
+    for t in (a, b):
+        await t.close()
+
+
+async def test_leaving_before_answering_declines_and_ending_stops(stack: Stack) -> None:
+    (a, b, c), sid = await trio(stack, "en", "pt", "es")
+    asked = (await a.recordings.RequestRecording(rpb.RequestRecordingRequest(session_id=sid),
+                                                 metadata=a.metadata)).recording
+    await c.sessions.LeaveSession(spb.LeaveSessionRequest(session_id=sid), metadata=c.metadata)
+    got = (await b.recordings.GetRecording(rpb.GetRecordingRequest(
+        recording_id=asked.recording_id), metadata=b.metadata)).recording
+    assert got.state == rpb.RECORDING_STATE_DECLINED and got.stopped_by_participant_id == c.user_id
+    assert got.stop_reason == "a participant left before answering"
+
+    again = (await a.recordings.RequestRecording(rpb.RequestRecordingRequest(session_id=sid),
+                                                 metadata=a.metadata)).recording
+    await b.recordings.AnswerRecordingConsent(rpb.AnswerRecordingConsentRequest(
+        recording_id=again.recording_id, consent=True), metadata=b.metadata)
+    await a.sessions.EndSession(spb.EndSessionRequest(session_id=sid), metadata=a.metadata)
+    changes = [e.recording_changed for e in await b.settle()
+               if e.WhichOneof("kind") == "recording_changed"]
+    assert changes[-1].change == rpb.RECORDING_CHANGE_STOPPED
+    assert changes[-1].reason == "session ended"
+    assert stack.query("SELECT state, stop_reason FROM recordings WHERE recording_id = %s",
+                       (again.recording_id,)) == [("stopped", "session ended")]
+    for t in (a, b, c):
         await t.close()

@@ -7,12 +7,18 @@
         if isinstance(event, Translation) and event.is_final:
             print(event.text)
 
-The generated stubs of the whole API are `auth_pb2`, `sessions_pb2`, `conversation_pb2` and
-`vocabulary_pb2` here, for calls this module does not wrap.
+The generated stubs of the whole API are `auth_pb2`, `sessions_pb2`, `conversation_pb2`,
+`vocabulary_pb2` and `recording_pb2` here, for calls this module does not wrap.
 """
 
 from dragoman_client import audio
-from dragoman_client._gen.dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2, vocabulary_pb2
+from dragoman_client._gen.dragoman.v1 import (
+    auth_pb2,
+    conversation_pb2,
+    recording_pb2,
+    sessions_pb2,
+    vocabulary_pb2,
+)
 from dragoman_client.client import (
     TRANSCRIPT_FORMATS,
     Client,
@@ -41,6 +47,7 @@ from dragoman_client.events import (
     Other,
     ProcessingEnded,
     ProcessingStarted,
+    RecordingChanged,
     RosterChanged,
     SessionEnded,
     SpeechAudio,
@@ -54,7 +61,9 @@ __all__ = [
     "AbortedError", "AlreadyExistsError", "AuthenticationError", "Client", "ConversationError",
     "DragomanError", "Event", "FailedPreconditionError", "InvalidArgumentError", "Language", "Languages",
     "NotFoundError", "Other", "PermissionDeniedError", "ProcessingEnded", "ProcessingStarted",
-    "ResourceExhaustedError", "RosterChanged", "Route", "Session", "SessionEnded", "SpeechAudio",
+    "RecordingChanged", "ResourceExhaustedError", "RosterChanged", "Route", "Session", "SessionEnded",
+    "SpeechAudio",
     "TRANSCRIPT_FORMATS", "Transcript", "Transcription", "Translation", "UnavailableError", "UtteranceEvent",
-    "audio", "auth_pb2", "connect", "conversation_pb2", "sessions_pb2", "vocabulary_pb2",
+    "audio", "auth_pb2", "connect", "conversation_pb2", "recording_pb2", "sessions_pb2",
+    "vocabulary_pb2",
 ]

@@ -21,6 +21,8 @@ from dragoman_client._gen.dragoman.v1 import (
     auth_pb2_grpc,
     conversation_pb2,
     conversation_pb2_grpc,
+    recording_pb2,
+    recording_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
     vocabulary_pb2,
@@ -115,6 +117,7 @@ class Client:
         self._sessions = sessions_pb2_grpc.SessionServiceStub(channel)
         self._conversation = conversation_pb2_grpc.ConversationServiceStub(channel)
         self._vocabularies = vocabulary_pb2_grpc.VocabularyServiceStub(channel)
+        self._recordings = recording_pb2_grpc.RecordingServiceStub(channel)
         self._tokens: auth_pb2.TokenPair | None = None
         self._refreshing = asyncio.Lock()
         self.user_id = ""
@@ -254,6 +257,64 @@ class Client:
     async def delete_vocabulary(self, vocabulary_id: str) -> None:
         await self._authorized(self._vocabularies.DeleteVocabulary,
                                vocabulary_pb2.DeleteVocabularyRequest(vocabulary_id=vocabulary_id))
+
+
+    # --- recordings (docs/recording.md)
+
+    async def request_recording(self, session_id: str, *, translated_speech: bool = False,
+                                original_voice: bool = False) -> recording_pb2.Recording:
+        """Asks everyone in the session to consent to recording it (your asking is your
+        consent); it starts once all have. `translated_speech` keeps the speech they heard,
+        `original_voice` asks to keep the speakers' own voices too."""
+        reply = await self._authorized(self._recordings.RequestRecording,
+                                       recording_pb2.RequestRecordingRequest(
+                                           session_id=session_id, translated_speech=translated_speech,
+                                           original_voice=original_voice))
+        return reply.recording
+
+    async def answer_recording_consent(self, recording_id: str, consent: bool, *,
+                                       original_voice: bool = False) -> recording_pb2.Recording:
+        """Consents to (or refuses) a recording asked for (`RecordingChanged` REQUESTED)."""
+        reply = await self._authorized(self._recordings.AnswerRecordingConsent,
+                                       recording_pb2.AnswerRecordingConsentRequest(
+                                           recording_id=recording_id, consent=consent,
+                                           original_voice=original_voice))
+        return reply.recording
+
+    async def withdraw_recording_consent(self, recording_id: str) -> recording_pb2.Recording:
+        """Stops a recording at once: nothing said after it is kept."""
+        reply = await self._authorized(self._recordings.WithdrawRecordingConsent,
+                                       recording_pb2.WithdrawRecordingConsentRequest(
+                                           recording_id=recording_id))
+        return reply.recording
+
+    async def list_recordings(self, session_id: str = "") -> list[recording_pb2.Recording]:
+        """The recordings of your sessions (of one, with `session_id`), newest first."""
+        found: list[recording_pb2.Recording] = []
+        token = ""
+        while True:
+            reply = await self._authorized(self._recordings.ListRecordings,
+                                           recording_pb2.ListRecordingsRequest(
+                                               page_size=100, page_token=token,
+                                               session_id=session_id))
+            found += reply.recordings
+            token = reply.next_page_token
+            if not token:
+                return found
+
+    async def download_recording(
+        self, recording_id: str, *, language_codes: Iterable[str] = (), text_only: bool = False,
+    ) -> tuple[recording_pb2.Recording, list[recording_pb2.RecordedUtterance]]:
+        """A recording and what it kept, utterance by utterance in spoken order, with the
+        translated speech (Ogg Opus) in `language_codes` (all when empty)."""
+        call = self._recordings.DownloadRecording(recording_pb2.DownloadRecordingRequest(
+            recording_id=recording_id, language_codes=list(language_codes), text_only=text_only),
+            metadata=await self._metadata())
+        try:
+            replies = [r async for r in call]
+        except grpc.aio.AioRpcError as e:
+            raise errors.from_rpc_error(e) from None
+        return replies[0].recording, [r.utterance for r in replies[1:]]
 
 
 class Session:

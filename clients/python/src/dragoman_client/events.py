@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from dragoman_client._gen.dragoman.v1 import conversation_pb2 as pb
+from dragoman_client._gen.dragoman.v1 import recording_pb2
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -95,6 +96,21 @@ class RosterChanged(Event):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class RecordingChanged(Event):
+    """A recording of the session was asked for (answer it with
+    `Client.answer_recording_consent`), answered, started or stopped (docs/recording.md)."""
+
+    change: str
+    """The RecordingChange's name, e.g. RECORDING_CHANGE_REQUESTED."""
+    participant_id: str
+    """Who asked, answered or withdrew; empty when it started or stopped."""
+    recording_id: str
+    state: str
+    """The RecordingState's name after the change, e.g. RECORDING_STATE_RECORDING."""
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SessionEnded(Event):
     reason: str
 
@@ -144,6 +160,14 @@ def from_proto(event: pb.ConversationEvent) -> Event | None:
         c = event.roster_changed
         return RosterChanged(sequence=event.sequence, raw=event,
                              participant_ids=tuple(p.participant_id for p in c.roster), locked=c.locked)
+    if kind == "recording_changed":
+        r = event.recording_changed
+        return RecordingChanged(sequence=event.sequence, raw=event,
+                                change=recording_pb2.RecordingChange.Name(r.change),
+                                participant_id=r.participant_id,
+                                recording_id=r.recording.recording_id,
+                                state=recording_pb2.RecordingState.Name(r.recording.state),
+                                reason=r.reason)
     if kind == "session_ended":
         return SessionEnded(sequence=event.sequence, raw=event, reason=event.session_ended.reason)
     return Other(sequence=event.sequence, raw=event, kind=kind or "")
