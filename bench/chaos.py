@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dragoman_client
 import grpc
 import numpy as np
 
@@ -61,9 +62,11 @@ from bench.common import (
     Children,
     Participant,
     free_address,
+    join_request,
     machine,
     percentile,
     publish,
+    raw_converse,
     scratch_database,
     service_env,
     summary,
@@ -72,7 +75,6 @@ from bench.common import (
 from bench.fakes import Delays
 from bench.load import LIMITS_ENV, calibrated_delays
 from dragoman import audio
-from dragoman.client import Client, join_request
 from dragoman.v1 import conversation_pb2 as pb
 
 RATE_HZ = audio.STT_RATE_HZ
@@ -183,7 +185,7 @@ class Person(Participant):
                 yield r
 
         try:
-            async for response in self.client.converse(stream()):
+            async for response in await raw_converse(self.client, stream()):
                 self.on_event(response.event)
         except asyncio.CancelledError:
             raise
@@ -287,15 +289,15 @@ def pending(speaker: Person, listener: Person) -> int:
 async def pair_up(gateway: str, index: int, tag: str) -> tuple[Person, Person]:
     people = []
     for side, language in enumerate(LANGUAGES):
-        client = Client(gateway)
+        client = await dragoman_client.connect(gateway)
         user = f"chaos-{tag}-{index}-{side}"
-        await client.register(user, f"{user}@example.org", "bench-password-1", language)
+        await client.register(user, "bench-password-1", email=f"{user}@example.org", language=language)
         people.append(Person(client, language))
     a, b = people
     session = await a.client.create_session(a.language)
-    await b.client.join_session(session.code, b.language)
+    await b.client.join_session(session.code, language=b.language)
     for p in people:
-        p.session_id = session.session_id
+        p.session_id = session.id
         p.open()
     return a, b
 
@@ -423,7 +425,7 @@ async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float) ->
         finally:
             for people in pairs:
                 for p in people:
-                    await p.client.channel.close()
+                    await p.client.close()
             await children.stop(3.0)
     return _result(pairs, faults, startup, n, real, source, delays, setup_s, settle_s, clip_s)
 
