@@ -13,16 +13,11 @@ module does not wrap, on `client.channel` with `metadata=await client.metadata()
 """
 
 from dragoman_client import audio
-from dragoman_client._gen.dragoman.v1 import (
-    auth_pb2,
-    auth_pb2_grpc,
-    conversation_pb2,
-    conversation_pb2_grpc,
-    sessions_pb2,
-    sessions_pb2_grpc,
-    vocabulary_pb2,
-    vocabulary_pb2_grpc,
-)
+from dragoman_client._gen.dragoman.v1 import auth_pb2, conversation_pb2, sessions_pb2, vocabulary_pb2
+from dragoman_client._gen.dragoman.v1 import auth_pb2_grpc as auth_pb2_grpc
+from dragoman_client._gen.dragoman.v1 import conversation_pb2_grpc as conversation_pb2_grpc
+from dragoman_client._gen.dragoman.v1 import sessions_pb2_grpc as sessions_pb2_grpc
+from dragoman_client._gen.dragoman.v1 import vocabulary_pb2_grpc as vocabulary_pb2_grpc
 from dragoman_client.client import (
     HISTORY_KEY_BYTES,
     PRIVACY_MODES,
