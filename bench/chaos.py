@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dragoman_client
 import grpc
 import numpy as np
 import psycopg
@@ -69,9 +70,11 @@ from bench.common import (
     Children,
     Participant,
     free_address,
+    join_request,
     machine,
     percentile,
     publish,
+    raw_converse,
     service_env,
     summary,
     table,
@@ -80,7 +83,6 @@ from bench.fakes import Delays
 from bench.load import LIMITS_ENV, calibrated_delays
 from bench.private import Postgres, Redis, Server
 from dragoman import audio
-from dragoman.client import Client, join_request
 from dragoman.db import crypto
 from dragoman.v1 import conversation_pb2 as pb
 
@@ -259,7 +261,9 @@ class Person(Participant):
     resumed_at: list[float] = field(default_factory=list)
     gateways: list[str] = field(default_factory=list)
     """The gateways this person's client knows, theirs first; it moves on at UNAVAILABLE."""
-    spare_clients: list[Client] = field(default_factory=list)
+    address: str = ""
+    """The gateway the client is on now."""
+    spare_clients: list[dragoman_client.Client] = field(default_factory=list)
     """Clients of gateways moved away from (closed at the end)."""
     failovers: list[float] = field(default_factory=list)
     """When the stream broke and moved to another gateway."""
@@ -288,7 +292,7 @@ class Person(Participant):
                 yield r
 
         try:
-            async for response in self.client.converse(stream()):
+            async for response in await raw_converse(self.client, stream()):
                 self.on_event(response.event)
         except asyncio.CancelledError:
             raise
@@ -312,11 +316,9 @@ class Person(Participant):
         resumes there, as a client behind a load balancer would."""
         self.tries += 1
         self.failovers.append(time.monotonic())
-        address = self.gateways[(self.gateways.index(self.client.address) + 1) % len(self.gateways)]
-        client = Client(address)
-        client.user_id, client.tokens = self.client.user_id, self.client.tokens
+        self.address = self.gateways[(self.gateways.index(self.address) + 1) % len(self.gateways)]
         self.spare_clients.append(self.client)
-        self.client = client
+        self.client = self.client.through(grpc.aio.insecure_channel(self.address))
         self.open(self.last_sequence)
 
     def on_event(self, event: pb.ConversationEvent) -> None:
@@ -413,15 +415,16 @@ async def pair_up(gateways: list[str], index: int, tag: str) -> tuple[Person, Pe
     people = []
     for side, language in enumerate(LANGUAGES):
         mine = (index + side) % len(gateways)
-        client = Client(gateways[mine])
+        client = await dragoman_client.connect(gateways[mine])
         user = f"chaos-{tag}-{index}-{side}"
-        await client.register(user, f"{user}@example.org", "bench-password-1", language)
-        people.append(Person(client, language, gateways=gateways[mine:] + gateways[:mine]))
+        await client.register(user, "bench-password-1", email=f"{user}@example.org", language=language)
+        people.append(Person(client, language, gateways=gateways[mine:] + gateways[:mine],
+                             address=gateways[mine]))
     a, b = people
     session = await a.client.create_session(a.language)
-    await b.client.join_session(session.code, b.language)
+    await b.client.join_session(session.code, language=b.language)
     for p in people:
-        p.session_id = session.session_id
+        p.session_id = session.id
         p.open()
     return a, b
 
@@ -540,7 +543,7 @@ async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float,
             for people in pairs:
                 for p in people:
                     for client in (p.client, *p.spare_clients):
-                        await client.channel.close()
+                        await client.close()
             await children.stop(3.0)
         logs = await stored_logs(postgres.url, SCHEMA)
     finally:
@@ -585,7 +588,7 @@ async def converse(pairs: list[tuple[Person, Person]], mesh: Mesh,
         faults.append(fault)
         if target.gateway:  # its clients fail over: recovery counts from the kill
             fault.listeners = {id(p) for pair in pairs for p in pair
-                               if p.client.address == target.gateway}
+                               if p.address == target.gateway}
         await target.kill()
         sys.stderr.write(f"killed {spec.name}\n")
         for _, listener in pairs:  # they resume while the process is down

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import dragoman_client
 import numpy as np
 
 from bench.common import (
@@ -50,7 +51,6 @@ from bench.common import (
     write_result,
 )
 from dragoman import audio
-from dragoman.client import Client
 
 RATE_HZ = audio.STT_RATE_HZ
 CHUNK_MS = 100
@@ -138,17 +138,17 @@ async def gather(gateway: str, languages: list[str], name: str, kind: type[P]) -
     tag = secrets.token_hex(3)
     people: list[P] = []
     for i, lang in enumerate(languages):
-        client = Client(gateway)
+        client = await dragoman_client.connect(gateway)
         user = f"{name}-{tag}-{i}"
-        await client.register(user, f"{user}@example.org", "bench-password-1", lang)
+        await client.register(user, "bench-password-1", email=f"{user}@example.org", language=lang)
         people.append(kind(client, lang))
     host, *guests = people
     session = await host.client.create_session(host.language)
     for guest in guests:
-        await guest.client.join_session(session.code, guest.language)
+        await guest.client.join_session(session.code, language=guest.language)
     for person in people:
-        person.connect(session.session_id, RATE_HZ)
-    return people, session.session_id
+        person.connect(session.id, RATE_HZ)
+    return people, session.id
 
 
 async def part(a: Participant, b: Participant, session_id: str) -> None:
@@ -159,9 +159,9 @@ async def part(a: Participant, b: Participant, session_id: str) -> None:
 async def disperse(people: list[Participant], session_id: str) -> None:
     """Everyone leaves, the first (the host) ends the session, their channels close."""
     await asyncio.gather(*(p.leave() for p in people))
-    await people[0].client.end_session(session_id)
+    await (await people[0].client.get_session(session_id)).end()
     for p in people:
-        await p.client.channel.close()
+        await p.client.close()
 
 
 async def converse(gateway: str, pair: str, per_side: int, max_s: float = 0.0) -> dict[str, Any]:

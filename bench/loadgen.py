@@ -49,13 +49,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dragoman_client
 import grpc
 import numpy as np
 
 from bench.common import Participant, latency_ms, linger_ms, stage_summary, summary, table
 from dragoman import config, mux, rpc
 from dragoman.assertion import Assertions
-from dragoman.client import Client
 from dragoman.errors import DragomanError
 
 RATE_HZ = 16_000
@@ -78,7 +78,7 @@ def _chunk(speech: bool, chunk_ms: int = CHUNK_MS) -> bytes:
     return noise.tobytes()
 
 
-class GatewayStandIn(Client):
+class GatewayStandIn(dragoman_client.Client):
     """A caller of session_svc as the gateway calls it: no tokens, an identity
     assertion signed with the key gateways and session_svc share. For loading
     session_svc on its own."""
@@ -86,13 +86,12 @@ class GatewayStandIn(Client):
     username = ""
     assertions: Assertions | None = None
 
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
+    async def metadata(self) -> tuple[tuple[str, str], ...]:
         if self.assertions is None:
             raise RuntimeError("GatewayStandIn needs the assertions of auth.identity_key")
         return self.assertions.metadata(self.user_id, self.username)
 
-    async def register(self, username: str, email: str, password: str, language: str) -> str:
+    async def register(self, username: str, password: str, *, email: str, language: str = "en") -> str:
         self.user_id, self.username = f"u-{username}", username
         return self.user_id
 
@@ -104,7 +103,8 @@ class GatewayStandIn(Client):
 class Party:
     """One session: who created it (speaker prefix 1), then who joined, in order (2, 3, ...)."""
 
-    session_id: str
+    session: dragoman_client.Session
+    """The host's."""
     people: list[Participant]
     speech_end_sent: dict[str, float] = field(default_factory=dict)  # utterance id -> time
     send_lag_ms: list[float] = field(default_factory=list)
@@ -157,19 +157,19 @@ async def _setup(opts: Options, channels: list[grpc.aio.Channel]) -> tuple[list[
     users = opts.users or min(opts.sessions, 8)
     tag = secrets.token_hex(4)
     langs = languages_of(opts)
-    pool: list[list[Client]] = []
+    pool: list[list[dragoman_client.Client]] = []
     errors: list[str] = []
 
     async def register(i: int) -> None:
         group = []
         for k, lang in enumerate(langs):
             side = "ab"[k] if opts.participants == 2 else str(k)  # the two-party names as before
-            kind = GatewayStandIn if opts.session_svc else Client
-            c = kind(opts.gateway, channel=channels[(opts.participants * i + k) % len(channels)])
+            kind = GatewayStandIn if opts.session_svc else dragoman_client.Client
+            c = kind(channels[(opts.participants * i + k) % len(channels)])
             if isinstance(c, GatewayStandIn):
                 c.assertions = opts.assertions
-            await c.register(f"load-{tag}-{i}{side}", f"load-{tag}-{i}{side}@example.org",
-                             "load-password-123", lang)
+            await c.register(f"load-{tag}-{i}{side}", "load-password-123",
+                             email=f"load-{tag}-{i}{side}@example.org", language=lang)
             group.append(c)
         pool.append(group)
 
@@ -183,14 +183,14 @@ async def _setup(opts: Options, channels: list[grpc.aio.Channel]) -> tuple[list[
             try:
                 created = await host.create_session(langs[0])
                 for guest, lang in zip(guests, langs[1:], strict=True):
-                    await guest.join_session(created.code, lang)
-            except grpc.aio.AioRpcError as e:
-                errors.append(f"setup: {e.code().name}: {e.details()}")
+                    await guest.join_session(created.code, language=lang)
+            except dragoman_client.DragomanError as e:
+                errors.append(f"setup: {e.code.name}: {e.message}")
                 return
         people = [Participant(c, lang) for c, lang in zip(pool[i % len(pool)], langs, strict=True)]
         for person in people:
-            person.connect(created.session_id, RATE_HZ)
-        parties.append(Party(created.session_id, people))
+            person.connect(created.id, RATE_HZ)
+        parties.append(Party(created, people))
 
     await asyncio.gather(*(gather_party(i) for i in range(opts.sessions)))
     return parties, errors
@@ -232,11 +232,9 @@ async def _talk(party: Party, opts: Options, start: float, stop: float) -> None:
 
 
 async def _end(party: Party) -> None:
-    """The host ends the session with fresh tokens: a run longer than an access token's
-    lifetime (15 min by default) otherwise ends with UNAUTHENTICATED."""
-    host = party.people[0].client
-    await host.refresh()
-    await host.end_session(party.session_id)
+    """The host ends the session (the SDK refreshes the access token a run longer than its
+    lifetime, 15 min by default, outlived)."""
+    await party.session.end()
 
 
 def _collect(parties: list[Party]) -> dict[str, Any]:
@@ -290,8 +288,8 @@ async def run(opts: Options) -> dict[str, Any]:
         await asyncio.gather(*(person.leave(2.0) for p in parties for person in p.people))
         # end them, as a client does: a replica counts live sessions against its limit
         ended = await asyncio.gather(*(_end(p) for p in parties), return_exceptions=True)
-        end_errors = [f"end: {e.code().name}: {e.details()}" for e in ended
-                      if isinstance(e, grpc.aio.AioRpcError)]
+        end_errors = [f"end: {e.code.name}: {e.message}" for e in ended
+                      if isinstance(e, dragoman_client.DragomanError)]
     finally:
         for p in parties:
             for person in p.people:

@@ -639,8 +639,8 @@ async def _export_transcript(args: argparse.Namespace, settings: config.Settings
 
 def _opened(content_type: str, content: bytes, key_file: str | None) -> bytes:
     """The transcript to write: a sealed one opened with the key in `key_file`."""
-    from dragoman.client import open_sealed_transcript
     from dragoman.db.crypto import DecryptionError
+    from session_svc.transcripts import open_sealed
 
     sealed = content_type.startswith("application/vnd.dragoman.sealed-transcript+json")
     if not key_file:
@@ -660,7 +660,7 @@ def _opened(content_type: str, content: bytes, key_file: str | None) -> bytes:
     if len(key) != 32:
         raise InvalidArgument(f"--key-file must hold a 32-byte key, raw or base64: {key_file}")
     try:
-        opened = open_sealed_transcript(content, key)
+        opened = open_sealed(content, key)
     except DecryptionError:
         raise InvalidArgument(f"the key in {key_file} does not open this transcript: it is not "
                               "the key you streamed with in this session") from None

@@ -17,7 +17,9 @@ from datetime import datetime, timedelta
 
 import srt
 import webvtt
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from dragoman.db import crypto
 from dragoman.errors import InvalidArgument
 from dragoman.languages import primary_subtag
 from dragoman.v1 import sessions_pb2
@@ -220,3 +222,16 @@ def render_sealed(
     return sessions_pb2.ExportTranscriptResponse(
         content_type=SEALED_CONTENT_TYPE, filename=filename,
         content=json.dumps(doc, ensure_ascii=False, indent=1).encode())
+
+
+def open_sealed(content: bytes, key: bytes) -> dict[str, object]:
+    """A `render_sealed` export opened with the key the client streamed with
+    (JoinConversation.history_key): the file with `records` replaced by the `utterances`
+    they hold (`dragoman sessions export --key-file`). DecryptionError for another key."""
+    doc = json.loads(content)
+    aead = AESGCM(key)
+    doc["utterances"] = [
+        {**json.loads(crypto.unseal(aead, base64.b64decode(r["sealed"]), r["aad"].encode())),
+         "start_ms": r["start_ms"], "end_ms": r["end_ms"]}
+        for r in doc.pop("records")]
+    return doc  # type: ignore[no-any-return]

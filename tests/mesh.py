@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from dragoman import audio, config
-from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import vocabulary_pb2 as vpb
+from tests.rawclient import RawClient, join_request, speak
 
 
 @dataclasses.dataclass
@@ -69,16 +69,16 @@ PASSWORD = "password-123"
 """Every test user's."""
 
 
-async def new_client(address: str, language: str = "en") -> Client:
+async def new_client(address: str, language: str = "en") -> RawClient:
     """A registered, logged-in client with a fresh user."""
     return (await new_user(address, language))[0]
 
 
-async def new_user(address: str, language: str = "en") -> tuple[Client, str]:
+async def new_user(address: str, language: str = "en") -> tuple[RawClient, str]:
     """A registered, logged-in client with a fresh user, and the user's name (password PASSWORD)."""
     global _users
     _users += 1
-    client = Client(address)
+    client = RawClient(address)
     name = f"user{_users}"
     await client.register(name, f"{name}@example.org", PASSWORD, language)
     return client, name
@@ -89,10 +89,10 @@ class OneWay:
     """What each side of a conversation saw while only the first person spoke."""
 
     session_id: str
-    speaker: Client
+    speaker: RawClient
     speaker_events: list[pb.ConversationEvent]
     listener_events: list[pb.ConversationEvent]
-    listener: Client
+    listener: RawClient
     listener_username: str
 
     def heard(self, kind: str) -> list:  # type: ignore[type-arg]

@@ -1,7 +1,7 @@
-"""The code of docs/integrate.md runs as printed against a real gateway and
-session_svc (fake recognition, translation and speech engines): Bruno gets
-Alice's utterances translated and spoken, and after his drop and resume his
-events count on from 1 with nothing missed and nothing twice."""
+"""The code of docs/integrate.md runs as printed, through the Python SDK, against a real
+gateway and session_svc (fake recognition, translation and speech engines): Bruno gets
+Alice's utterances translated and spoken, and after he stops and resumes his events
+count on from 1 with nothing missed and nothing twice."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from dragoman_client import SpeechAudio, Translation
 
 from dragoman import config
 from gateway import server
@@ -51,14 +52,12 @@ async def test_the_guide_translates_and_resumes(
     sequences = [e.sequence for e in listener.events]
     assert sequences == list(range(1, len(sequences) + 1))
     printed = capsys.readouterr().out
-    dropped_at = int(re.search(r"dropped after event (\d+)", printed)[1])  # type: ignore[index]
-    assert 0 < dropped_at < len(sequences)
-    finals = [e.translation for e in listener.events
-              if e.WhichOneof("kind") == "translation" and e.translation.is_final]
-    assert finals and all(t.target_language_code.startswith("pt") for t in finals)
+    stopped_at = int(re.search(r"stopped after event (\d+)", printed)[1])  # type: ignore[index]
+    assert 0 < stopped_at < len(sequences)
+    finals = [e for e in listener.events if isinstance(e, Translation) and e.is_final]
+    assert finals and all(t.target_language.startswith("pt") for t in finals)
     assert "final:  " in printed
-    spoken = {e.speech_audio.utterance_id for e in listener.events
-              if e.WhichOneof("kind") == "speech_audio" and e.speech_audio.is_last}
+    spoken = {e.utterance_id for e in listener.events if isinstance(e, SpeechAudio) and e.is_last}
     assert spoken and spoken <= listener.ended
     for utterance_id in spoken:
         with wave.open(str(tmp_path / f"bruno-{utterance_id}.wav")) as out:

@@ -25,7 +25,9 @@ MACHINE = {"time", "host", "cpu_count", "cpu_model", "python", "load_average", "
 
 
 def _run(module: str, *args: str, timeout_s: float = 150.0) -> str:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen" / "python")])}
+    # this checkout's code, the SDK the benches talk through included, before any installed copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), str(ROOT / "gen" / "python"), str(ROOT / "clients" / "python" / "src")])}
     done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout_s, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

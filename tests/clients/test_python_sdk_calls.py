@@ -1,7 +1,7 @@
 """The Python SDK's calls against a real mesh, in this process (its source on sys.path):
 errors keep their status code and message, tokens are refreshed before expiry and
-after a refusal, languages and transcripts come back typed, and a conversation
-survives a cut connection."""
+after a refusal, languages and transcripts come back typed, a conversation
+survives a cut connection, and a participant-keyed one is sealed with each one's key."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -17,6 +17,8 @@ import grpc
 import pytest
 
 from dragoman import audio
+from dragoman.db.crypto import DecryptionError
+from session_svc import transcripts
 from tests.browser.netcut import CuttableProxy
 from tests.conftest import ROOT
 from tests.mesh import MeshAddresses
@@ -235,3 +237,83 @@ async def test_converse_gives_up_when_the_gateway_stays_away(sdk: ModuleType) ->
     assert 1.0 <= time.monotonic() - started < 10 and session.reconnects >= 2
     await client.close()
     await link.stop()
+
+
+async def test_a_participant_keyed_session_is_sealed_with_each_ones_history_key(
+    mesh: MeshAddresses, sdk: ModuleType, fleurs: Path,
+) -> None:
+    """Alice and Bruno converse in a participant-keyed session, each with their own key (a
+    bad one refused before any stream, none refused by the server). Bruno stops listening
+    and comes back without passing his key again: the session remembers it. His export
+    opens with his key, and not with Alice's."""
+    alice = await _user(sdk, mesh.gateway, "sdk-keyed-alice")
+    bruno = await _user(sdk, mesh.gateway, "sdk-keyed-bruno")
+    with pytest.raises(ValueError, match="privacy_mode must be one of standard, private, participant-keyed"):
+        await alice.create_session("en", privacy_mode="secret")
+    hosted = await alice.create_session("en", privacy_mode="participant-keyed")
+    joined = await bruno.join_session(hosted.code, language="pt-BR")
+    assert hosted.privacy_mode == joined.privacy_mode == "participant-keyed"
+
+    with pytest.raises(ValueError, match=r"history_key must be 32 bytes \(an AES-256 key.*got 16"):
+        async for _ in joined.converse(history_key=bytes(16)):
+            pass
+    with pytest.raises(TypeError, match="history_key must be bytes, not str"):
+        async for _ in joined.converse(history_key="0" * 32):  # type: ignore[arg-type]
+            pass
+    assert joined.history_key is None
+    with pytest.raises(sdk.InvalidArgumentError, match=r"join.history_key \(your 32-byte key\) is required"):
+        async for _ in joined.converse():
+            pass
+
+    alice_key, bruno_key = sdk.new_history_key(), sdk.new_history_key()
+    assert len(alice_key) == sdk.HISTORY_KEY_BYTES and alice_key != bruno_key
+    events: list[object] = []
+    ended: set[str] = set()
+    changed = asyncio.Event()
+
+    async def listen(**key: bytes) -> None:
+        async for event in joined.converse(output_sample_rate=24_000, **key):
+            events.append(event)
+            if isinstance(event, sdk.ProcessingEnded):
+                ended.add(event.utterance_id)
+            changed.set()
+
+    first = asyncio.create_task(listen(history_key=bruno_key))
+    pcm = audio.float_to_pcm16(audio.decode_file(fleurs / "fleurs-en-001.ogg", audio.STT_RATE_HZ))
+    pcm += bytes(audio.STT_RATE_HZ * 3)
+    chunks = sdk.audio.paced(sdk.audio.split(pcm, audio.STT_RATE_HZ), audio.STT_RATE_HZ, speed=2)
+    talking = asyncio.create_task(_own_utterances(sdk, hosted.converse(
+        chunks, sample_rate=audio.STT_RATE_HZ, history_key=alice_key)))
+    async with asyncio.timeout(60):
+        while not any(isinstance(e, sdk.Transcription) for e in events):
+            changed.clear()
+            await changed.wait()
+    first.cancel()  # Bruno's app stops listening mid-utterance...
+    await asyncio.gather(first, return_exceptions=True)
+    second = asyncio.create_task(listen())  # ...and comes back, the key not passed again
+    spoken = await talking
+    async with asyncio.timeout(90):
+        while not spoken <= ended and not second.done():
+            changed.clear()
+            await changed.wait()
+    second.cancel()
+    await asyncio.gather(second, return_exceptions=True)
+    assert joined.history_key == bruno_key and spoken <= ended, (spoken, ended, second)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+
+    export = await joined.export_transcript("json")
+    assert export.content_type.startswith("application/vnd.dragoman.sealed-transcript+json")
+    assert b"sentence" not in export.content
+    opened = transcripts.open_sealed(export.content, bruno_key)
+    heard = [u for u in opened["utterances"] if u["utterance_id"] in spoken]  # type: ignore[attr-defined]
+    assert heard and all(u["translated_text"] and u["target_language_code"].startswith("pt") for u in heard)
+    assert "sentence" in " ".join(u["source_text"] for u in heard)  # the clip's last word
+    with pytest.raises(DecryptionError):
+        transcripts.open_sealed(export.content, alice_key)
+    await hosted.end()
+    for client in (alice, bruno):
+        await client.close()
+
+
+async def _own_utterances(sdk: ModuleType, stream: AsyncIterator[object]) -> set[str]:
+    return {e.utterance_id async for e in stream if isinstance(e, sdk.ProcessingStarted) and e.own}

@@ -8,10 +8,10 @@ import grpc
 import jwt
 import pytest
 
-from dragoman.client import Client, join_request
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
 from tests.mesh import MeshAddresses, new_client
+from tests.rawclient import RawClient, join_request
 
 
 async def _requests(*items: pb.ConverseRequest) -> AsyncIterator[pb.ConverseRequest]:
@@ -107,7 +107,7 @@ async def test_expired_token_says_so(mesh: MeshAddresses) -> None:
     service = await gateway_server.create(short)
     port = await service.start("127.0.0.1:0")
     try:
-        async with Client(f"127.0.0.1:{port}") as client:
+        async with RawClient(f"127.0.0.1:{port}") as client:
             await client.register("late", "late@example.org", "password-123", "en")
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await client.create_session("en")

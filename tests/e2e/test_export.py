@@ -32,7 +32,8 @@ async def talk(mesh: MeshAddresses, fleurs: Path) -> OneWay:
 async def _export(talk: OneWay, fmt: spb.TranscriptFormat.ValueType, listener: bool = True) -> str:
     """The transcript as the listener (else the speaker) has it; checks the file's name."""
     client = talk.listener if listener else talk.speaker
-    reply = await client.export_transcript(talk.session_id, fmt)
+    reply = await client.sessions.ExportTranscript(
+        spb.ExportTranscriptRequest(session_id=talk.session_id, format=fmt), metadata=client.metadata)
     assert reply.filename.startswith("dragoman-") and talk.session_id[:8] in reply.filename
     return reply.content.decode()
 
@@ -108,17 +109,20 @@ async def test_srt_and_webvtt_parse_with_translations_and_timings(talk: OneWay) 
 async def test_someone_elses_session_is_not_found(mesh: MeshAddresses, talk: OneWay) -> None:
     stranger = await new_client(mesh.gateway, "en")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stranger.export_transcript(talk.session_id, spb.TRANSCRIPT_FORMAT_SRT)
+        await stranger.sessions.ExportTranscript(spb.ExportTranscriptRequest(
+            session_id=talk.session_id, format=spb.TRANSCRIPT_FORMAT_SRT), metadata=stranger.metadata)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stranger.export_transcript("no-such-session", spb.TRANSCRIPT_FORMAT_SRT)
+        await stranger.sessions.ExportTranscript(spb.ExportTranscriptRequest(
+            session_id="no-such-session", format=spb.TRANSCRIPT_FORMAT_SRT), metadata=stranger.metadata)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.mark.parametrize("fmt", [spb.TRANSCRIPT_FORMAT_UNSPECIFIED, 99])
 async def test_a_format_not_offered_is_invalid(talk: OneWay, fmt: int) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await talk.listener.export_transcript(talk.session_id, fmt)  # type: ignore[arg-type]
+        await talk.listener.sessions.ExportTranscript(spb.ExportTranscriptRequest(
+            session_id=talk.session_id, format=fmt), metadata=talk.listener.metadata)  # type: ignore[arg-type]
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "TRANSCRIPT_FORMAT_SRT" in (caught.value.details() or "")
 

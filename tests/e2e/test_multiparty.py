@@ -19,9 +19,9 @@ import grpc
 import numpy as np
 
 from dragoman import audio
-from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from tests.mesh import MeshAddresses, new_client
+from tests.rawclient import RawClient, join_request, speak
 
 CLIPS = {"en": "fleurs-en-004.ogg", "pt": "fleurs-pt-002.ogg", "es": "fleurs-es-003.ogg"}
 WAIT_S = 180.0  # a guard against a hang, not a measure: three clips on a loaded 2-core machine
@@ -32,7 +32,7 @@ SPEECH_EVENTS = ("processing_started", "transcription", "translation", "speech_a
 class Person:
     """One participant: their client, every event of all their streams, and the live one."""
 
-    client: Client
+    client: RawClient
     language: str
     events: list[pb.ConversationEvent] = dataclasses.field(default_factory=list)
     queue: asyncio.Queue[pb.ConverseRequest | None] = dataclasses.field(default_factory=asyncio.Queue)

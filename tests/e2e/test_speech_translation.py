@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 
 from dragoman import audio
-from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2 as spb
 from tests.mesh import MeshAddresses, new_client, one_way
+from tests.rawclient import RawClient, join_request, speak
 
 
 async def test_languages_are_listed_without_signing_in(mesh: MeshAddresses) -> None:
-    async with Client(mesh.gateway) as anonymous:
-        reply = await anonymous.list_languages()
+    async with RawClient(mesh.gateway) as anonymous:
+        reply = await anonymous.sessions.ListLanguages(spb.ListLanguagesRequest())
     languages = {lang.language_code: lang for lang in reply.languages}
     assert list(languages)[:3] == ["en", "es", "fr"]
     assert len(languages) == 15

@@ -16,10 +16,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from dragoman import config
-from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from gateway import server
 from tests.conftest import TESTDATA, started
+from tests.rawclient import RawClient, join_request, speak
 from tests.session_svc.conftest import utterance
 from tests.session_svc.stack import session_stack
 
@@ -85,7 +85,7 @@ def converse_requests(session_ids: st.SearchStrategy[str]) -> st.SearchStrategy[
     )
 
 
-def token_kinds(client: Client) -> st.SearchStrategy[tuple[str, tuple[tuple[str, str], ...]]]:
+def token_kinds(client: RawClient) -> st.SearchStrategy[tuple[str, tuple[tuple[str, str], ...]]]:
     """(kind, metadata) of a bad `authorization`; every one must be UNAUTHENTICATED."""
     claims = jwt.decode(client.tokens.access_token, options={"verify_signature": False})
 
@@ -221,7 +221,7 @@ async def requests_of(items: Iterable[pb.ConverseRequest]) -> AsyncIterator[pb.C
 async def still_converses(address: str) -> None:
     """A short scripted exchange through the mesh: Ana says a FLEURS clip, Ben gets
     its transcription and translation."""
-    ana, ben = Client(address), Client(address)
+    ana, ben = RawClient(address), RawClient(address)
     try:
         suffix = os.urandom(4).hex()
         await ana.register(f"ana-{suffix}", f"ana-{suffix}@example.org", "password-123", "en")

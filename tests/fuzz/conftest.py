@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from dragoman import config
-from dragoman.client import Client
 from tests.fuzz.cases import (
     CASES,
     DEFAULT_EXAMPLES,
@@ -23,6 +22,7 @@ from tests.fuzz.cases import (
     SECRET,
     serve_gateway,
 )
+from tests.rawclient import RawClient
 from tests.session_svc.stack import scratch_settings
 
 FUZZ_DIR = Path(__file__).parent
@@ -55,9 +55,9 @@ async def gateway(fuzz_settings: config.Settings) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def member(gateway: str) -> AsyncIterator[Client]:
+async def member(gateway: str) -> AsyncIterator[RawClient]:
     """A signed-in user whose password no strategy draws, shared by the cases."""
-    client = Client(gateway)
+    client = RawClient(gateway)
     await client.register("fuzz-member", "member@example.org", PASSWORD, "en")
     yield client
     await client.channel.close()

@@ -8,7 +8,6 @@ import grpc
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dragoman.client import Client
 from dragoman.v1 import auth_pb2, recording_pb2, sessions_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from tests.fuzz.cases import (
@@ -28,6 +27,7 @@ from tests.fuzz.cases import (
     token_kinds,
     uint64s,
 )
+from tests.rawclient import RawClient
 
 OK, INVALID, UNAUTHENTICATED = (
     grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED)
@@ -40,7 +40,7 @@ OK, INVALID, UNAUTHENTICATED = (
          language="en")  # was INTERNAL
 @given(username=texts, email=texts, password=texts, language=languages)
 async def test_register(gateway: str, username: str, email: str, password: str, language: str) -> None:
-    async with Client(gateway) as client:
+    async with RawClient(gateway) as client:
         await outcome("Register", client.auth.Register(auth_pb2.RegisterRequest(
             username=username, email=email, password=password, preferred_language_code=language)),
             ("username", "email", "password", "preferred_language_code"))
@@ -49,7 +49,7 @@ async def test_register(gateway: str, username: str, email: str, password: str, 
 @FUZZ
 @example(username="\x00", password="password-123")  # was INTERNAL
 @given(username=texts, password=texts)
-async def test_login(gateway: str, member: Client, username: str, password: str) -> None:
+async def test_login(gateway: str, member: RawClient, username: str, password: str) -> None:
     code = await outcome("Login", member.auth.Login(
         auth_pb2.LoginRequest(username=username, password=password)), ("username", "password"))
     assert code != OK
@@ -57,7 +57,7 @@ async def test_login(gateway: str, member: Client, username: str, password: str)
 
 @FUZZ
 @given(token=st.one_of(texts, st.sampled_from(("access", "spent"))), logout=st.booleans())
-async def test_refresh_and_logout(gateway: str, member: Client, token: str, logout: bool) -> None:
+async def test_refresh_and_logout(gateway: str, member: RawClient, token: str, logout: bool) -> None:
     if token == "access":  # an access token where a refresh token belongs
         token = member.tokens.access_token
     if logout:
@@ -71,7 +71,7 @@ async def test_refresh_and_logout(gateway: str, member: Client, token: str, logo
 
 @FUZZ
 @given(password=texts)
-async def test_delete_account_with_a_wrong_password(member: Client, password: str) -> None:
+async def test_delete_account_with_a_wrong_password(member: RawClient, password: str) -> None:
     code = await outcome("DeleteAccount", member.auth.DeleteAccount(
         auth_pb2.DeleteAccountRequest(password=password), metadata=member.metadata), ("password",))
     assert code in (UNAUTHENTICATED, INVALID)
@@ -79,7 +79,7 @@ async def test_delete_account_with_a_wrong_password(member: Client, password: st
 
 @FUZZ
 @given(data=st.data())
-async def test_tokens_of_the_wrong_kind_are_unauthenticated(member: Client, data: st.DataObject) -> None:
+async def test_tokens_of_the_wrong_kind_are_unauthenticated(member: RawClient, data: st.DataObject) -> None:
     kind, metadata = data.draw(token_kinds(member))
     calls = {
         "ExportMyData": lambda: member.auth.ExportMyData(auth_pb2.ExportMyDataRequest(), metadata=metadata),
@@ -101,7 +101,7 @@ async def test_tokens_of_the_wrong_kind_are_unauthenticated(member: Client, data
         assert await stream_outcome(rpc, call) == UNAUTHENTICATED, kind
 
 
-async def test_export_after_the_token_cases(member: Client) -> None:
+async def test_export_after_the_token_cases(member: RawClient) -> None:
     """The member survived every forged token: their own token still works."""
     exported = await member.auth.ExportMyData(auth_pb2.ExportMyDataRequest(), metadata=member.metadata)
     assert exported.account.username == "fuzz-member"
@@ -112,7 +112,7 @@ async def test_export_after_the_token_cases(member: Client) -> None:
 session_ids = st.one_of(texts, st.sampled_from(("own", "own", "ended")))
 
 
-async def _session_id(member: Client, choice: str) -> str:
+async def _session_id(member: RawClient, choice: str) -> str:
     if choice in ("own", "ended"):
         session = await member.create_session("en")
         if choice == "ended":
@@ -126,7 +126,7 @@ async def _session_id(member: Client, choice: str) -> str:
 @given(language=languages, voice=texts, max_participants=int32s,
        privacy=st.one_of(st.integers(0, 4), int32s))
 async def test_create_session(
-    member: Client, language: str, voice: str, max_participants: int, privacy: int,
+    member: RawClient, language: str, voice: str, max_participants: int, privacy: int,
 ) -> None:
     await outcome("CreateSession", member.sessions.CreateSession(sessions_pb2.CreateSessionRequest(
         language_code=language, voice=voice, max_participants=max_participants,
@@ -138,7 +138,7 @@ async def test_create_session(
 @example(code="\x00", language="pt", voice="", one_way=False)  # was INTERNAL
 @given(code=st.one_of(texts, st.sampled_from(("own", "000000"))), language=languages, voice=texts,
        one_way=st.booleans())
-async def test_join_session(member: Client, code: str, language: str, voice: str, one_way: bool) -> None:
+async def test_join_session(member: RawClient, code: str, language: str, voice: str, one_way: bool) -> None:
     if code == "own":
         code = (await member.create_session("en")).code
     await outcome("JoinSession", member.sessions.JoinSession(sessions_pb2.JoinSessionRequest(
@@ -146,8 +146,8 @@ async def test_join_session(member: Client, code: str, language: str, voice: str
         metadata=member.metadata), ("code", "language_code", "voice"))
 
 
-async def test_a_refused_voice_leaves_the_code_waiting(gateway: str, member: Client) -> None:
-    async with Client(gateway) as guest:
+async def test_a_refused_voice_leaves_the_code_waiting(gateway: str, member: RawClient) -> None:
+    async with RawClient(gateway) as guest:
         await guest.register("fuzz-guest", "guest@example.org", "password-123", "pt")
         session = await member.create_session("en")
         refused = guest.sessions.JoinSession(sessions_pb2.JoinSessionRequest(
@@ -164,7 +164,7 @@ async def test_a_refused_voice_leaves_the_code_waiting(gateway: str, member: Cli
 @given(choice=session_ids, rpc=st.sampled_from(("GetSession", "EndSession", "LockSession",
                                                 "LeaveSession", "RemoveParticipant")),
        user_id=texts, locked=st.booleans())
-async def test_session_calls(member: Client, choice: str, rpc: str, user_id: str, locked: bool) -> None:
+async def test_session_calls(member: RawClient, choice: str, rpc: str, user_id: str, locked: bool) -> None:
     session_id = await _session_id(member, choice)
     stub, meta = member.sessions, member.metadata
     request = {
@@ -185,7 +185,7 @@ async def test_session_calls(member: Client, choice: str, rpc: str, user_id: str
 @FUZZ
 @example(choice="ended", fmt=sessions_pb2.TRANSCRIPT_FORMAT_SRT)
 @given(choice=session_ids, fmt=int32s)
-async def test_export_transcript(member: Client, choice: str, fmt: int) -> None:
+async def test_export_transcript(member: RawClient, choice: str, fmt: int) -> None:
     session_id = await _session_id(member, choice)
     await outcome("ExportTranscript", member.sessions.ExportTranscript(
         sessions_pb2.ExportTranscriptRequest(session_id=session_id, format=fmt),  # type: ignore[arg-type]
@@ -195,7 +195,7 @@ async def test_export_transcript(member: Client, choice: str, fmt: int) -> None:
 @FUZZ
 @example(page_size=0, page_token="MToA")  # a session id with a NUL in the token: was INTERNAL
 @given(page_size=int32s, page_token=st.one_of(texts, st.sampled_from(("AAAA", "bm90IGEgdG9rZW4=", "=="))))
-async def test_list_sessions(member: Client, page_size: int, page_token: str) -> None:
+async def test_list_sessions(member: RawClient, page_size: int, page_token: str) -> None:
     await outcome("ListSessions", member.sessions.ListSessions(sessions_pb2.ListSessionsRequest(
         page_size=page_size, page_token=page_token), metadata=member.metadata), ("page_size", "page_token"))
     assert await outcome("ListLanguages", member.sessions.ListLanguages(
@@ -212,7 +212,7 @@ async def test_list_sessions(member: Client, page_size: int, page_token: str) ->
     "ListRecordings", "DownloadRecording")), recording_id=st.one_of(texts, st.sampled_from(
         ("own-", "own-0123456789abcdef"))), flag=st.booleans())
 async def test_recording_calls(
-    member: Client, choice: str, rpc: str, recording_id: str, flag: bool,
+    member: RawClient, choice: str, rpc: str, recording_id: str, flag: bool,
 ) -> None:
     session_id = await _session_id(member, choice)
     if recording_id.startswith("own-"):  # a recording id of the member's session that is no recording
@@ -244,7 +244,7 @@ class Sessions:
     """Session ids of an example: "own" and "ended" stand for a live and an ended session
     of the member (created on first use), anything else is sent as drawn."""
 
-    def __init__(self, member: Client) -> None:
+    def __init__(self, member: RawClient) -> None:
         self.member, self.made = member, dict[str, str]()
 
     async def __call__(self, choice: str) -> str:
@@ -269,7 +269,7 @@ CONVERSE_FIELDS = ("join", "audio", "session_id", "encoding", "sample_rate_hertz
 @example(requests=[pb.ConverseRequest(join=pb.JoinConversation(
     session_id="\x00", encoding=pb.AUDIO_ENCODING_LINEAR16, sample_rate_hertz=16000))])  # was INTERNAL
 @given(requests=st.lists(converse_requests(session_ids), min_size=1, max_size=12))
-async def test_converse(member: Client, requests: list[pb.ConverseRequest]) -> None:
+async def test_converse(member: RawClient, requests: list[pb.ConverseRequest]) -> None:
     """Any order of join, audio, heartbeat and leave (audio before join, join twice,
     sequences going backwards, random bytes as audio)."""
     sent = await Sessions(member).requests(requests)
@@ -280,7 +280,7 @@ async def test_converse(member: Client, requests: list[pb.ConverseRequest]) -> N
 @given(join=joins(st.sampled_from(("own", "own", "ended"))), rest=st.lists(converse_requests(session_ids),
                                                                           max_size=12))
 async def test_converse_after_a_good_join(
-    member: Client, join: pb.JoinConversation, rest: list[pb.ConverseRequest]
+    member: RawClient, join: pb.JoinConversation, rest: list[pb.ConverseRequest]
 ) -> None:
     sent = await Sessions(member).requests([pb.ConverseRequest(join=join), *rest])
     await client_stream_outcome("Converse", member.address, sent, member.metadata, CONVERSE_FIELDS)
@@ -291,7 +291,7 @@ async def test_converse_after_a_good_join(
 @given(join=st.one_of(joins(session_ids), st.none()),
        sends=st.lists(st.tuples(session_ids, st.one_of(chunks, st.none())), max_size=6))
 async def test_listen_and_send_audio(
-    member: Client, join: pb.JoinConversation | None, sends: list[tuple[str, pb.AudioChunk | None]]
+    member: RawClient, join: pb.JoinConversation | None, sends: list[tuple[str, pb.AudioChunk | None]]
 ) -> None:
     sessions = Sessions(member)
     if join is not None:
@@ -311,7 +311,7 @@ async def test_listen_and_send_audio(
 
 @FUZZ
 @given(sequences=st.lists(uint64s, min_size=1, max_size=8))
-async def test_send_audio_sequences(member: Client, sequences: list[int]) -> None:
+async def test_send_audio_sequences(member: RawClient, sequences: list[int]) -> None:
     """Sequence numbers in any order on SendAudio to a listened session."""
     session_id = await _session_id(member, "own")
     listen = member.conversation.Listen(pb.ListenRequest(join=pb.JoinConversation(

@@ -7,9 +7,9 @@ import grpc
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dragoman.client import Client, join_request
 from dragoman.v1 import auth_pb2, conversation_pb2, recording_pb2, sessions_pb2, vocabulary_pb2
 from tests.fuzz.cases import FUZZ, client_stream_outcome, outcome, still_converses, stream_outcome
+from tests.rawclient import RawClient, join_request
 
 METHODS = sorted(
     (f"/{service.full_name}/{method.name}", method.client_streaming, method.server_streaming)
@@ -34,7 +34,7 @@ def _identity(data: bytes) -> bytes:
 @given(method=st.sampled_from(METHODS), payload=st.lists(st.binary(max_size=512), min_size=1, max_size=4),
        signed_in=st.booleans())
 async def test_random_bytes_get_a_precise_status(
-    gateway: str, member: Client, method: tuple[str, bool, bool], payload: list[bytes], signed_in: bool,
+    gateway: str, member: RawClient, method: tuple[str, bool, bool], payload: list[bytes], signed_in: bool,
 ) -> None:
     path, client_streaming, server_streaming = method
     metadata = member.metadata if signed_in else ()
@@ -49,7 +49,7 @@ async def test_random_bytes_get_a_precise_status(
         await outcome(path, channel.unary_unary(path, **kwargs)(payload[0], metadata=metadata))
 
 
-async def test_bytes_after_a_good_join_are_invalid_argument(gateway: str, member: Client) -> None:
+async def test_bytes_after_a_good_join_are_invalid_argument(gateway: str, member: RawClient) -> None:
     """The gateway's pump, not session_svc, parses the later messages of a Converse."""
     session = await member.create_session("en")
     payload = [join_request(session.session_id).SerializeToString(), b"\x0a\x05"]
@@ -57,7 +57,7 @@ async def test_bytes_after_a_good_join_are_invalid_argument(gateway: str, member
     assert code == grpc.StatusCode.INVALID_ARGUMENT  # was CANCELLED
 
 
-async def test_an_unknown_method_is_unimplemented(member: Client) -> None:
+async def test_an_unknown_method_is_unimplemented(member: RawClient) -> None:
     call = member.channel.unary_unary("/dragoman.v1.AuthService/Nope", request_serializer=_identity,
                                       response_deserializer=_identity)(b"")
     assert await outcome("Nope", call) == grpc.StatusCode.UNIMPLEMENTED

@@ -13,11 +13,11 @@ import grpc
 import pytest
 
 from dragoman import config, mux
-from dragoman.client import Client, join_request, speak
 from dragoman.mux import link
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2, sessions_pb2_grpc
 from tests.fuzz.cases import FLEURS, JOIN_TIMEOUT_S, MEASURED, serve_gateway, still_converses, stream_outcome
+from tests.rawclient import RawClient, join_request, speak
 from tests.session_svc.conftest import utterance
 
 EVENT_BUFFER = 16
@@ -43,11 +43,11 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def signed_in(gateway: str, name: str, language: str = "en", small_window: bool = False) -> Client:
+async def signed_in(gateway: str, name: str, language: str = "en", small_window: bool = False) -> RawClient:
     """A new user; with `small_window`, one whose connection lets the server send it
     little (what a slowloris client would choose)."""
     channel = grpc.aio.insecure_channel(gateway, options=SMALL_WINDOW) if small_window else None
-    client = Client(gateway, channel=channel)
+    client = RawClient(gateway, channel=channel)
     await client.register(name, f"{name}@example.org", "password-123", language)
     return client
 
@@ -70,7 +70,7 @@ async def test_streams_never_written_are_cut_by_the_join_timeout(gateway: str) -
     await client.channel.close()
 
 
-async def _speak_to_a_stalled_listener(gateway: str, n: int) -> tuple[Client, str]:
+async def _speak_to_a_stalled_listener(gateway: str, n: int) -> tuple[RawClient, str]:
     """Host `n` says the clip three times and leaves; their partner listens and never reads."""
     host = await signed_in(gateway, f"host-{n}")
     guest = await signed_in(gateway, f"guest-{n}", "pt", small_window=True)

@@ -14,7 +14,6 @@ import grpc
 import pytest
 
 from dragoman import config
-from dragoman.client import Client, join_request, speak
 from dragoman.db.testing import scratch_schema
 from dragoman.v1 import (
     auth_pb2,
@@ -26,6 +25,7 @@ from dragoman.v1 import (
 from gateway import server
 from tests.conftest import started
 from tests.gateway.double import SessionDouble, serve
+from tests.rawclient import RawClient, join_request, speak
 from tests.session_svc.conftest import utterance
 
 SECRET = "gateway-tests-secret-of-at-least-32-bytes"
@@ -56,16 +56,16 @@ def unique_name(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-async def user(address: str, language: str = "en") -> Client:
+async def user(address: str, language: str = "en") -> RawClient:
     """A newly registered user, signed in at the gateway `address`."""
-    client = Client(address)
+    client = RawClient(address)
     name = unique_name("u")
     await client.register(name, f"{name}@example.org", PASSWORD, language)
     return client
 
 
 async def one_utterance(
-    ana: Client, ben: Client, fleurs: Path, languages: tuple[str, str] = ("en", "pt"),
+    ana: RawClient, ben: RawClient, fleurs: Path, languages: tuple[str, str] = ("en", "pt"),
 ) -> tuple[str, list[conversation_pb2.ConversationEvent]]:
     """Ana creates a session, Ben joins, Ana says one FLEURS utterance: the session id and
     Ben's events up to the end of its processing."""

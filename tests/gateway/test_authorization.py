@@ -14,12 +14,12 @@ import grpc
 import pytest
 
 from dragoman import config
-from dragoman.client import Client, join_request
 from dragoman.v1 import auth_pb2, sessions_pb2
 from dragoman.v1 import conversation_pb2 as cpb
 from gateway import server
 from tests.conftest import started
 from tests.gateway.conftest import PASSWORD, one_utterance, user
+from tests.rawclient import RawClient, join_request
 from tests.session_svc.stack import Stack, captured_logs, session_stack
 
 OK, NOT_FOUND, FAILED = (
@@ -72,20 +72,20 @@ async def test_only_participants_see_or_act_on_a_session(gateway: str) -> None:
     sid = session.session_id
     roles = {"owner": owner, "partner": partner, "stranger": stranger}
 
-    def get(c: Client) -> object:
+    def get(c: RawClient) -> object:
         return c.sessions.GetSession(sessions_pb2.GetSessionRequest(session_id=sid), metadata=c.metadata)
 
-    def listen(c: Client) -> object:
+    def listen(c: RawClient) -> object:
         return c.conversation.Listen(cpb.ListenRequest(join=join_request(sid).join), metadata=c.metadata)
 
-    def send(c: Client) -> object:
+    def send(c: RawClient) -> object:
         return c.conversation.SendAudio(cpb.SendAudioRequest(
             session_id=sid, audio=cpb.AudioChunk(data=b"", sequence=1)), metadata=c.metadata)
 
-    def converse(c: Client) -> object:
+    def converse(c: RawClient) -> object:
         return c.converse(one_request(join_request(sid)))
 
-    async def listed(c: Client) -> bool:
+    async def listed(c: RawClient) -> bool:
         reply = await c.sessions.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=c.metadata)
         return sid in [s.session_id for s in reply.sessions]
 
@@ -131,7 +131,7 @@ async def test_only_participants_see_or_act_on_a_session(gateway: str) -> None:
         await c.channel.close()
 
 
-async def talk(stack: Stack, gateway: str, fleurs: Path) -> tuple[Client, Client, str, list]:  # type: ignore[type-arg]
+async def talk(stack: Stack, gateway: str, fleurs: Path) -> tuple[RawClient, RawClient, str, list]:  # type: ignore[type-arg]
     """Ana (en) says one utterance to Ben (pt) through the gateway; returns Ben's events."""
     ana, ben = await user(gateway, "en"), await user(gateway, "pt")
     session_id, events = await one_utterance(ana, ben, fleurs)

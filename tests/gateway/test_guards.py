@@ -17,7 +17,6 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from dragoman import config, errors
-from dragoman.client import Client
 from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2
 from gateway import server
@@ -25,6 +24,7 @@ from gateway.limits import MAX_PENALTY_S, MemoryLimiter, RedisLimiter, Rule
 from tests.conftest import started
 from tests.gateway.conftest import PASSWORD, unique_name
 from tests.gateway.test_limits import REDIS_URL, Clock, outcomes, redis_prefix  # noqa: F401
+from tests.rawclient import RawClient
 from tests.session_svc.stack import Stack, session_stack
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -55,14 +55,14 @@ USERNAMES: dict[str, str] = {}
 """user id -> username of the users made here."""
 
 
-async def user(address: str) -> Client:
-    client = Client(address)
+async def user(address: str) -> RawClient:
+    client = RawClient(address)
     name = unique_name("guard")
     USERNAMES[await client.register(name, f"{name}@example.org", PASSWORD, "en")] = name
     return client
 
 
-def wrong_codes(client: Client, n: int, first: int = 0) -> list[object]:
+def wrong_codes(client: RawClient, n: int, first: int = 0) -> list[object]:
     # codes from 900000 up: no test session of this module waits for them in practice
     return [client.join_session(f"{900000 + first + i:06d}", "pt") for i in range(n)]
 

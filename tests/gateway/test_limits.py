@@ -13,7 +13,6 @@ import pytest
 import redis.asyncio as redis
 
 from dragoman import config, errors
-from dragoman.client import Client, join_request
 from dragoman.v1 import auth_pb2, sessions_pb2
 from dragoman.v1 import conversation_pb2 as cpb
 from gateway import limits as limits_module
@@ -21,6 +20,7 @@ from gateway import server
 from gateway.limits import MemoryLimiter, Pacer, RedisLimiter, Rule
 from tests.conftest import started
 from tests.gateway.conftest import PASSWORD, unique_name, with_session_address
+from tests.rawclient import RawClient, join_request
 from tests.session_svc.stack import Stack, session_stack
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -148,8 +148,8 @@ async def gateway(stack: Stack) -> AsyncIterator[str]:
         yield address
 
 
-async def user(address: str) -> tuple[Client, str]:
-    client = Client(address)
+async def user(address: str) -> tuple[RawClient, str]:
+    client = RawClient(address)
     name = unique_name("lim")
     await client.register(name, f"{name}@example.org", PASSWORD, "en")
     return client, name
@@ -183,8 +183,9 @@ async def test_requests_per_user_stop_at_the_limit(gateway: str) -> None:
 
 
 async def test_anonymous_language_lists_stop_at_the_limit_per_address(gateway: str) -> None:
-    async with Client(gateway) as anonymous:
-        seen = await outcomes(*(anonymous.list_languages() for _ in range(12)))
+    async with RawClient(gateway) as anonymous:
+        seen = await outcomes(*(anonymous.sessions.ListLanguages(sessions_pb2.ListLanguagesRequest())
+                                for _ in range(12)))
     assert seen.count(grpc.StatusCode.OK) == 10 and seen.count("6.000") == 2
     client, _ = await user(gateway)  # a signed-in user's own limit is another
     get = sessions_pb2.GetSessionRequest(session_id="nothing-here")
@@ -204,7 +205,7 @@ async def test_session_creations_per_user_stop_at_the_limit(gateway: str) -> Non
 async def test_login_attempts_per_username_stop_at_the_limit(gateway: str) -> None:
     _, name = await user(gateway)
     wrong = auth_pb2.LoginRequest(username=name, password="guess-guess")
-    async with Client(gateway) as anonymous:
+    async with RawClient(gateway) as anonymous:
         seen = await outcomes(*(anonymous.auth.Login(wrong) for _ in range(12)))
     assert seen.count(grpc.StatusCode.UNAUTHENTICATED) == 10 and seen.count("6.000") == 2
 

@@ -13,7 +13,6 @@ import grpc
 import pytest
 
 from dragoman import audio, config, rpc
-from dragoman.client import Client, join_request, speak
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
 from gateway import server as gateway_server
@@ -27,6 +26,7 @@ from stt_svc.engines.fake import FakeEngine as FakeStt
 from tests.conftest import ASSERTIONS
 from tests.gateway.conftest import unique_name, with_session_address
 from tests.helpers import free_ports
+from tests.rawclient import RawClient, join_request, speak
 from tests.session_svc.conftest import utterance
 from tts_svc import server as tts_server
 from tts_svc.engines.fake import FakeEngine as FakeTts
@@ -73,8 +73,8 @@ async def cells(settings: config.Settings) -> AsyncIterator[Cells]:
             await service.stop(0.5)
 
 
-async def _client(gateway: str, language: str) -> Client:
-    client = Client(gateway)
+async def _client(gateway: str, language: str) -> RawClient:
+    client = RawClient(gateway)
     name = unique_name()
     await client.register(name, f"{name}@example.org", "password-123", language)
     return client
@@ -141,16 +141,20 @@ async def test_a_party_meets_on_the_hosts_replica_whichever_gateway_each_reaches
         assert joined.session_id == session.session_id
     assert len(joined.participants) == 3
     # lock, leave and remove reach the host's replica from the other gateway too
-    locked = await host.lock_session(session.session_id)
+    locked = (await host.sessions.LockSession(sessions_pb2.LockSessionRequest(
+        session_id=session.session_id, locked=True), metadata=host.metadata)).session
     assert locked.locked
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await guests[2].join_session(session.code, "pt")  # through gateway 1
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    await host.lock_session(session.session_id, False)
+    await host.sessions.LockSession(sessions_pb2.LockSessionRequest(
+        session_id=session.session_id, locked=False), metadata=host.metadata)
     await guests[2].join_session(session.code, "pt")
-    left = await guests[0].leave_session(session.session_id)  # through gateway 1
+    left = (await guests[0].sessions.LeaveSession(sessions_pb2.LeaveSessionRequest(  # through gateway 1
+        session_id=session.session_id), metadata=guests[0].metadata)).session
     assert left.participants[1].state == sessions_pb2.PARTICIPANT_STATE_LEFT
-    removed = await host.remove_participant(session.session_id, guests[1].user_id)
+    removed = (await host.sessions.RemoveParticipant(sessions_pb2.RemoveParticipantRequest(
+        session_id=session.session_id, user_id=guests[1].user_id), metadata=host.metadata)).session
     assert [p.state for p in removed.participants] == [
         sessions_pb2.PARTICIPANT_STATE_JOINED, sessions_pb2.PARTICIPANT_STATE_LEFT,
         sessions_pb2.PARTICIPANT_STATE_REMOVED, sessions_pb2.PARTICIPANT_STATE_JOINED]

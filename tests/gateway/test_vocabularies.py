@@ -14,12 +14,12 @@ import grpc
 import pytest
 
 from dragoman import config
-from dragoman.client import Client
 from dragoman.v1 import auth_pb2
 from dragoman.v1 import vocabulary_pb2 as vpb
 from gateway import server
 from tests.conftest import started
 from tests.gateway.conftest import PASSWORD, one_utterance, unique_name, user
+from tests.rawclient import RawClient
 from tests.session_svc.stack import Stack, session_stack
 from tests.session_svc.test_session_data import code_of as failure
 
@@ -47,7 +47,7 @@ def vocabulary(name: str = "work", **entries: object) -> vpb.Vocabulary:
     return vpb.Vocabulary(display_name=name, **entries)  # type: ignore[arg-type]
 
 
-async def create(client: Client, v: vpb.Vocabulary) -> vpb.Vocabulary:
+async def create(client: RawClient, v: vpb.Vocabulary) -> vpb.Vocabulary:
     reply = await client.vocabularies.CreateVocabulary(
         vpb.CreateVocabularyRequest(vocabulary=v), metadata=client.metadata)
     return reply.vocabulary
@@ -107,7 +107,7 @@ async def test_another_users_vocabulary_does_not_exist_for_them(gateway: str, st
     # untouched, in the database too
     assert stack.query("SELECT display_name FROM vocabularies WHERE vocabulary_id = %s", (vid,)) == [
         ("work",)]
-    code, _ = await failure(Client(gateway).vocabularies.ListVocabularies(vpb.ListVocabulariesRequest()))
+    code, _ = await failure(RawClient(gateway).vocabularies.ListVocabularies(vpb.ListVocabulariesRequest()))
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -203,7 +203,7 @@ async def test_the_cli_adds_lists_and_deletes(
     from dragoman_tools import cli
 
     name = unique_name("cli")
-    await Client(gateway).register(name, f"{name}@example.org", PASSWORD, "en")
+    await RawClient(gateway).register(name, f"{name}@example.org", PASSWORD, "en")
     monkeypatch.setenv("DRAGOMAN_PASSWORD", PASSWORD)
     common = ["--username", name, "--gateway", gateway]
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from dragoman import audio, config, mux
-from dragoman.client import join_request, speak
 from dragoman.tls import MeshTls
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import conversation_pb2_grpc, sessions_pb2, sessions_pb2_grpc
 from tests.conftest import ASSERTIONS
+from tests.rawclient import join_request, speak
 from tests.session_svc.stack import Stack, session_stack
 
 

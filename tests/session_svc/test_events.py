@@ -10,9 +10,9 @@ import grpc
 import pytest
 
 from dragoman import config
-from dragoman.client import join_request
 from dragoman.v1 import conversation_pb2 as pb
 from session_svc.events import RECENT, EventLog
+from tests.rawclient import join_request
 from tests.session_svc.conftest import Caller, utterance
 from tests.session_svc.stack import session_stack
 

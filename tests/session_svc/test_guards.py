@@ -18,7 +18,6 @@ from hypothesis import settings as examples
 from hypothesis import strategies as st
 
 from dragoman import audio, config, ogg
-from dragoman.client import join_request
 from dragoman.errors import InvalidArgument, ResourceExhausted
 from dragoman.ogg import OpusDuration
 from dragoman.v1 import conversation_pb2 as pb
@@ -26,6 +25,7 @@ from dragoman.v1 import sessions_pb2
 from session_svc.conversation import AudioBudget, Connection
 from session_svc.events import EventLog
 from session_svc.sessions import Member, Session
+from tests.rawclient import join_request
 from tests.session_svc.conftest import Caller, kinds, utterance
 from tests.session_svc.stack import Stack, session_stack
 from tests.session_svc.test_conversation import pair

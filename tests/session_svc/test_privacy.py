@@ -15,7 +15,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from dragoman import client, config
+from dragoman import config
 from dragoman.db.crypto import DecryptionError
 from dragoman.errors import InvalidArgument
 from dragoman.v1 import sessions_pb2 as spb
@@ -261,7 +261,7 @@ async def test_no_copy_is_kept_for_a_participant_without_a_stream(
 
 
 def test_a_sealed_export_opens_with_the_client_and_the_cli(tmp_path: Path) -> None:
-    """What ExportTranscript returns for a keyed session, opened by dragoman.client and by
+    """What ExportTranscript returns for a keyed session, opened by transcripts.open_sealed and by
     `dragoman sessions export --key-file` (base64 or raw key files), and not with another key."""
     key = os.urandom(32)
     log = UtteranceLog(
@@ -275,13 +275,13 @@ def test_a_sealed_export_opens_with_the_client_and_the_cli(tmp_path: Path) -> No
         "0b7c", "u1", 100, 900, store.seal_log(key, "0b7c", log))])
     assert b"porta" not in reply.content
 
-    opened = client.open_sealed_transcript(reply.content, key)
+    opened = transcripts.open_sealed(reply.content, key)
     assert opened["utterances"] == [{
         "utterance_id": "u1", "speaker_user_id": "ana", "source_language_code": "en",
         "target_language_code": "pt", "source_text": "the blue door",
         "translated_text": "a porta azul", "start_ms": 100, "end_ms": 900}]
     with pytest.raises(DecryptionError):
-        client.open_sealed_transcript(reply.content, os.urandom(32))
+        transcripts.open_sealed(reply.content, os.urandom(32))
 
     raw, text, wrong = tmp_path / "raw.key", tmp_path / "b64.key", tmp_path / "wrong.key"
     raw.write_bytes(key)

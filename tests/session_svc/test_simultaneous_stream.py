@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from dragoman import config
-from dragoman.client import speak
 from dragoman.v1 import conversation_pb2 as pb
+from tests.rawclient import speak
 from tests.session_svc.conftest import Caller, utterance
 from tests.session_svc.stack import Stack, session_stack
 

@@ -7,8 +7,10 @@
         if isinstance(event, Translation) and event.is_final:
             print(event.text)
 
-The generated stubs of the whole API are `auth_pb2`, `sessions_pb2`, `conversation_pb2`,
-`vocabulary_pb2` and `recording_pb2` here, for calls this module does not wrap.
+The generated messages of the whole API are `auth_pb2`, `sessions_pb2`, `conversation_pb2`,
+`vocabulary_pb2` and `recording_pb2` here, and their services' stubs the `*_pb2_grpc` beside
+them: for calls this module does not wrap, on `client.channel` with
+`metadata=await client.metadata()`.
 """
 
 from dragoman_client import audio
@@ -19,7 +21,14 @@ from dragoman_client._gen.dragoman.v1 import (
     sessions_pb2,
     vocabulary_pb2,
 )
+from dragoman_client._gen.dragoman.v1 import auth_pb2_grpc as auth_pb2_grpc
+from dragoman_client._gen.dragoman.v1 import conversation_pb2_grpc as conversation_pb2_grpc
+from dragoman_client._gen.dragoman.v1 import recording_pb2_grpc as recording_pb2_grpc
+from dragoman_client._gen.dragoman.v1 import sessions_pb2_grpc as sessions_pb2_grpc
+from dragoman_client._gen.dragoman.v1 import vocabulary_pb2_grpc as vocabulary_pb2_grpc
 from dragoman_client.client import (
+    HISTORY_KEY_BYTES,
+    PRIVACY_MODES,
     TRANSCRIPT_FORMATS,
     Client,
     Language,
@@ -28,6 +37,7 @@ from dragoman_client.client import (
     Session,
     Transcript,
     connect,
+    new_history_key,
 )
 from dragoman_client.errors import (
     AbortedError,
@@ -58,12 +68,14 @@ from dragoman_client.events import (
 
 __version__ = "0.1.0"
 __all__ = [
+    "HISTORY_KEY_BYTES", "PRIVACY_MODES", "TRANSCRIPT_FORMATS",
     "AbortedError", "AlreadyExistsError", "AuthenticationError", "Client", "ConversationError",
     "DragomanError", "Event", "FailedPreconditionError", "InvalidArgumentError", "Language", "Languages",
     "NotFoundError", "Other", "PermissionDeniedError", "ProcessingEnded", "ProcessingStarted",
     "RecordingChanged", "ResourceExhaustedError", "RosterChanged", "Route", "Session", "SessionEnded",
     "SpeechAudio",
     "TRANSCRIPT_FORMATS", "Transcript", "Transcription", "Translation", "UnavailableError", "UtteranceEvent",
-    "audio", "auth_pb2", "connect", "conversation_pb2", "recording_pb2", "sessions_pb2",
-    "vocabulary_pb2",
+    "audio", "auth_pb2", "auth_pb2_grpc", "connect", "conversation_pb2", "conversation_pb2_grpc",
+    "new_history_key", "recording_pb2", "recording_pb2_grpc", "sessions_pb2", "sessions_pb2_grpc",
+    "vocabulary_pb2", "vocabulary_pb2_grpc",
 ]

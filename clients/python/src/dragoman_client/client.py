@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import secrets
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -49,7 +50,22 @@ _ENCODINGS = {
     "linear16": conversation_pb2.AUDIO_ENCODING_LINEAR16,
     "ogg_opus": conversation_pb2.AUDIO_ENCODING_OGG_OPUS,
 }
+_PRIVACY_MODES = {
+    "standard": sessions_pb2.PRIVACY_MODE_STANDARD,
+    "private": sessions_pb2.PRIVACY_MODE_PRIVATE,
+    "participant-keyed": sessions_pb2.PRIVACY_MODE_PARTICIPANT_KEYED,
+}
+PRIVACY_MODES = tuple(_PRIVACY_MODES)
+"""The `privacy_mode`s of `create_session` (docs/privacy.md)."""
+HISTORY_KEY_BYTES = 32
+"""A participant-keyed session's `history_key`: an AES-256 key."""
 T = TypeVar("T")
+
+
+def new_history_key() -> bytes:
+    """A random key for `Session.converse(history_key=...)`. Keep it: the history it seals
+    is unreadable without it, and the server cannot recover it."""
+    return secrets.token_bytes(HISTORY_KEY_BYTES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +186,13 @@ class Client:
         await _call(self._auth.Logout(auth_pb2.LogoutRequest(refresh_token=tokens.refresh_token)))
         self._tokens = None
 
+    def through(self, channel: grpc.aio.Channel) -> Client:
+        """This login on another channel, e.g. to another gateway when this one is gone: a
+        token is good at every gateway of the deployment. The caller closes either client."""
+        other = Client(channel)
+        other.user_id, other._tokens = self.user_id, self._tokens
+        return other
+
     @property
     def access_token(self) -> str:
         return self._signed_in().access_token
@@ -180,7 +203,9 @@ class Client:
                                              "not signed in: call register or login first")
         return self._tokens
 
-    async def _metadata(self) -> tuple[tuple[str, str], ...]:
+    async def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The `authorization` metadata of a call you make yourself on `channel` with the
+        generated stubs (`conversation_pb2_grpc` and the others), refreshed near expiry."""
         tokens = self._signed_in()
         if tokens.access_token_expire_time.seconds and \
                 tokens.access_token_expire_time.ToSeconds() - time.time() < REFRESH_MARGIN_S:
@@ -188,24 +213,29 @@ class Client:
         return (("authorization", f"Bearer {self._signed_in().access_token}"),)
 
     async def _authorized(self, call: Callable[..., Awaitable[T]], request: Any) -> T:
-        """`call(request)` with the access token; refused as expired or revoked, once more
+        """`call(request)` with `metadata()`; refused as expired or revoked, once more
         after a refresh."""
-        tokens = self._signed_in()
+        tokens = self._tokens
         try:
-            return await call(request, metadata=await self._metadata())
+            return await call(request, metadata=await self.metadata())
         except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.UNAUTHENTICATED or self._tokens is not tokens:
+            if e.code() != grpc.StatusCode.UNAUTHENTICATED or tokens is None or self._tokens is not tokens:
                 raise errors.from_rpc_error(e) from None
         await self.refresh()
-        return await _call(call(request, metadata=await self._metadata()))
+        return await _call(call(request, metadata=await self.metadata()))
 
     # --- sessions
 
     async def create_session(self, language: str, *, voice: str = "", max_participants: int = 0,
-                             ) -> Session:
-        """A new session hosted by you, speaking `language`; others join with its `code`."""
+                             privacy_mode: str = "standard") -> Session:
+        """A new session hosted by you, speaking `language`; others join with its `code`.
+        `privacy_mode` is one of PRIVACY_MODES; in a participant-keyed one each participant
+        converses with a `history_key`."""
+        if privacy_mode not in _PRIVACY_MODES:
+            raise ValueError(f"privacy_mode must be one of {', '.join(_PRIVACY_MODES)}, not {privacy_mode!r}")
         reply = await self._authorized(self._sessions.CreateSession, sessions_pb2.CreateSessionRequest(
-            language_code=language, voice=voice, max_participants=max_participants))
+            language_code=language, voice=voice, max_participants=max_participants,
+            privacy_mode=_PRIVACY_MODES[privacy_mode]))
         return Session(self, reply.session)
 
     async def join_session(self, code: str, *, language: str, voice: str = "",
@@ -328,6 +358,8 @@ class Session:
         """The sequence of the last event yielded: where the next `converse` resumes."""
         self.reconnects = 0
         """How many times `converse` re-established a lost connection."""
+        self.history_key: bytes | None = None
+        """The key of the last `converse(history_key=...)`, sent again by later ones."""
 
     @property
     def id(self) -> str:
@@ -337,10 +369,15 @@ class Session:
     def code(self) -> str:
         return self.info.code
 
+    @property
+    def privacy_mode(self) -> str:
+        """One of PRIVACY_MODES: "participant-keyed" needs a `history_key` to converse."""
+        return {v: k for k, v in _PRIVACY_MODES.items()}.get(self.info.privacy_mode, "standard")
+
     async def converse(
         self, audio: AsyncIterable[bytes] | Iterable[bytes] | None = None, *, sample_rate: int = 16_000,
         encoding: str = "linear16", output_sample_rate: int = 0, resume: bool = True,
-        reconnect_timeout_s: float = 30.0,
+        reconnect_timeout_s: float = 30.0, history_key: bytes | None = None,
     ) -> AsyncIterator[events.Event]:
         """Your conversation stream: sends `audio` (chunks of about 100 ms at real-time pace:
         PCM16 mono at `sample_rate`, or with `encoding="ogg_opus"` an Ogg Opus stream;
@@ -351,9 +388,20 @@ class Session:
 
         A connection lost (UNAVAILABLE) is re-established with backoff and the stream resumes
         after the last event yielded, sending the audio not yet sent; after
-        `reconnect_timeout_s` without a connection (0: never retry) it raises UnavailableError."""
+        `reconnect_timeout_s` without a connection (0: never retry) it raises UnavailableError.
+
+        In a participant-keyed session every stream needs your `history_key` (32 bytes,
+        e.g. `new_history_key()`): what you say and hear is kept sealed with it. It is
+        remembered on the session for later calls; the server refuses a different one."""
         if encoding not in _ENCODINGS:
             raise ValueError(f"encoding must be one of {', '.join(_ENCODINGS)}, not {encoding!r}")
+        if history_key is not None:
+            if not isinstance(history_key, bytes | bytearray):
+                raise TypeError(f"history_key must be bytes, not {type(history_key).__name__}")
+            if len(history_key) != HISTORY_KEY_BYTES:
+                raise ValueError(f"history_key must be {HISTORY_KEY_BYTES} bytes (an AES-256 key, e.g. "
+                                 f"new_history_key()), got {len(history_key)}")
+            self.history_key = bytes(history_key)
         # an Ogg stream is read from its headers: a new stream after a reconnection needs them again
         outgoing = _Outgoing(audio, replay_first=encoding == "ogg_opus")
         if not resume:
@@ -364,11 +412,12 @@ class Session:
             while True:
                 join = conversation_pb2.JoinConversation(
                     session_id=self.id, encoding=_ENCODINGS[encoding], sample_rate_hertz=sample_rate,
-                    output_sample_rate_hertz=output_sample_rate, resume_after_sequence=self.last_sequence)
+                    output_sample_rate_hertz=output_sample_rate, resume_after_sequence=self.last_sequence,
+                    history_key=self.history_key or b"")
                 stopped = asyncio.Event()
                 try:
                     call = self.client._conversation.Converse(outgoing.requests(join, stopped),
-                                                              metadata=await self.client._metadata())
+                                                              metadata=await self.client.metadata())
                     try:
                         async for response in call:
                             event = events.from_proto(response.event)
