@@ -2,7 +2,7 @@
 // sees, and, for participant-keyed sessions, this browser's key and the opening of
 // the sealed transcript with WebCrypto. The server never keeps the key: it lives here.
 
-import { PrivacyMode } from "./gen/dragoman/v1/sessions_pb";
+import { PrivacyMode } from "@dragoman/client";
 
 /** The create form's choices. */
 export const PRIVACY_MODES: Record<string, PrivacyMode> = {

@@ -1,7 +1,7 @@
 // The participant-keyed key and the opening of a sealed transcript with WebCrypto.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { PrivacyMode } from "../src/gen/dragoman/v1/sessions_pb.ts";
+import { PrivacyMode } from "@dragoman/client";
 import { describe, historyKey, openSealed } from "../src/privacy.ts";
 
 class MemoryStorage {
