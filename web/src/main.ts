@@ -4,7 +4,7 @@
 
 import {
   AudioQueue, Code, ConnectError, connect, type Conversation, type ConversationStatus, type DragomanClient,
-  type Event, type ListLanguagesResponse, PrivacyMode, type Session, TranscriptFormat,
+  type Event, type ListLanguagesResponse, openSealedTranscript, PrivacyMode, type Session, TranscriptFormat,
 } from "@dragoman/client";
 import { CAPTURE_RATE_HZ, Microphone, microphoneProblem } from "./audio/capture";
 import { type NowSpeaking, Player } from "./audio/player";
@@ -599,7 +599,7 @@ class App {
     const reply = await this.api.sessions.exportTranscript({ sessionId: this.sessionId, format });
     let [content, type, filename] = [new Uint8Array(reply.content), reply.contentType, reply.filename];
     if (this.privacyMode === PrivacyMode.PARTICIPANT_KEYED) { // sealed: opened here, with this browser's key
-      const opened = await privacy.openSealed(privacy.historyKey(localStorage, this.sessionId), content);
+      const opened = await openSealedTranscript(content, privacy.historyKey(localStorage, this.sessionId));
       content = new TextEncoder().encode(JSON.stringify(opened, null, 1));
       [type, filename] = ["application/json", filename.replace(/\.sealed\.json$/, ".json")];
     }

@@ -6,6 +6,9 @@ export {
 } from "./conversation.js";
 export { toEvent, type Event, type EventType } from "./events.js";
 export { AudioQueue, parseWav, pcmBytes, pcmChunks, type ChunkOptions, type Pcm } from "./audio.js";
+export {
+  newHistoryKey, openSealedTranscript, type OpenedTranscript, type OpenedUtterance,
+} from "./privacy.js";
 export { Code, ConnectError, type Client } from "@connectrpc/connect";
 export * from "./gen/dragoman/v1/auth_pb.js";
 export * from "./gen/dragoman/v1/conversation_pb.js";
