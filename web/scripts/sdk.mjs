@@ -2,6 +2,7 @@
 // ../clients/typescript/src, bundled with the page: no SDK build step, and its
 // protobuf and connect imports resolve to web/'s own copies (the same pinned
 // versions, checked by tests/browser/test_web_stubs.py), so the bundle has one of each.
+// tsconfig.json's `paths` say the same to tsc (esbuild skips those, as they name .d.ts files).
 import { dirname, join, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
