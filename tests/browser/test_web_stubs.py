@@ -4,10 +4,12 @@ unit tests pass."""
 from __future__ import annotations
 
 import filecmp
+import json
 import subprocess
 from pathlib import Path
 
 from tests.browser.conftest import WEB
+from tests.conftest import ROOT
 
 
 def _files(root: Path) -> dict[Path, Path]:
@@ -26,10 +28,19 @@ def test_typescript_stubs_match_protos(tmp_path: Path) -> None:
     stale += sorted(str(p) for p in fresh.keys() & checked_in.keys()
                     if not filecmp.cmp(fresh[p], checked_in[p], shallow=False))
     assert not stale, f"web/src/gen is stale ({', '.join(stale)}): run `cd web && npm run gen`"
-    # the admin console (admin.html) calls AdminService, which the edge routes when allowed;
-    # the internal services' APIs never go to browsers
-    assert all(str(p).startswith(("dragoman/v1/", "dragoman/admin/v1/")) for p in fresh), \
-        "only the public and admin APIs go to browsers"
+    # the admin console (admin.html) calls AdminService, which the edge routes when allowed; the
+    # public API's stubs come with the SDK, and the internal services' APIs never go to browsers
+    assert all(str(p).startswith("dragoman/admin/v1/") for p in fresh), "web/src/gen holds the admin API only"
+
+
+def test_web_client_bundles_the_sdks_dependencies_at_its_versions() -> None:
+    """web/scripts/sdk.mjs resolves the SDK's protobuf and connect imports to web/'s copies:
+    both packages must pin the same versions, or the SDK would run on a runtime it was not
+    built against."""
+    web = json.loads((WEB / "package.json").read_text())["dependencies"]
+    sdk = json.loads((ROOT / "clients" / "typescript" / "package.json").read_text())["dependencies"]
+    assert sdk, "the SDK lists no dependencies"
+    assert {name: web.get(name) for name in sdk} == sdk
 
 
 def test_web_client_type_checks() -> None:

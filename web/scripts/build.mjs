@@ -6,12 +6,16 @@ import { createHash } from "node:crypto";
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
+import { sdkSources } from "./sdk.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const dist = join(root, "dist");
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist);
-const common = { bundle: true, format: "esm", target: "es2022", minify: true, sourcemap: true, logLevel: "warning" };
+const common = {
+  bundle: true, format: "esm", target: "es2022", minify: true, sourcemap: true, logLevel: "warning",
+  plugins: [sdkSources],
+};
 await build({ ...common, entryPoints: [join(root, "src/main.ts")], outfile: join(dist, "app.js") });
 // The admin console (admin.html): its own bundle, with uPlot and its CSS (admin.css).
 await build({ ...common, entryPoints: [join(root, "src/admin.ts")], outfile: join(dist, "admin.js") });

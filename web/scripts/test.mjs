@@ -7,6 +7,7 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { sdkSources } from "./sdk.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const out = mkdtempSync(join(tmpdir(), "dragoman-web-test-"));
@@ -15,6 +16,7 @@ try {
   await build({
     entryPoints: tests.map((f) => join(root, "test", f)), outdir: out, bundle: true, format: "esm",
     platform: "node", target: "node20", logLevel: "warning", outExtension: { ".js": ".mjs" },
+    plugins: [sdkSources],
   });
   const run = spawnSync(process.execPath, ["--test", ...tests.map((f) => join(out, f))], { stdio: "inherit" });
   process.exitCode = run.status ?? 1;

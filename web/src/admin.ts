@@ -6,9 +6,12 @@
 
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { Api, describeError } from "./api";
-import type { GetAnalyticsResponse, LiveSession, User } from "./gen/dragoman/admin/v1/admin_pb";
-import { apiBaseUrl, el } from "./page";
+import { type Client, connect } from "@dragoman/client";
+import { AdminService, type GetAnalyticsResponse, type LiveSession, type User } from "./gen/dragoman/admin/v1/admin_pb";
+import { apiBaseUrl, describeError, el } from "./page";
+
+/** AdminService is not in the public SDK: operators' stubs are generated here (src/gen). */
+type AdminClient = Client<typeof AdminService>;
 
 /** What the browser test reads. */
 interface AdminDebug {
@@ -61,7 +64,7 @@ function onDays<M extends number | null>(days: number[], values: Map<string, num
 class Console {
   private readonly charts = new Map<string, uPlot>();
 
-  constructor(private readonly api: Api) {}
+  constructor(private readonly admin: AdminClient) {}
 
   private async run(what: () => Promise<void>): Promise<void> {
     el("error").hidden = true;
@@ -81,7 +84,7 @@ class Console {
   }
 
   private async live(): Promise<void> {
-    const reply = await this.api.admin.listLiveSessions({});
+    const reply = await this.admin.listLiveSessions({});
     const body = el<HTMLTableElement>("live").tBodies[0];
     body.replaceChildren();
     for (const s of reply.sessions) this.liveRow(body.insertRow(), s);
@@ -99,13 +102,13 @@ class Console {
     // only the replica holding a session counts its errors before it ends
     cell(row, s.errorCountKnown ? String(s.errorCount) : "—");
     row.insertCell().append(button("End", () => this.run(async () => {
-      await this.api.admin.endSession({ sessionId: s.sessionId });
+      await this.admin.endSession({ sessionId: s.sessionId });
       await Promise.all([this.live(), this.audit()]);
     })));
   }
 
   async users(query: string): Promise<void> {
-    const reply = await this.api.admin.searchUsers({ query });
+    const reply = await this.admin.searchUsers({ query });
     const body = el<HTMLTableElement>("users").tBodies[0];
     body.replaceChildren();
     for (const u of reply.users) this.userRow(body.insertRow(), u, query);
@@ -123,16 +126,16 @@ class Console {
       await Promise.all([this.users(query), this.audit()]);
     }));
     row.insertCell().append(
-      u.disabled ? act("Enable", () => this.api.admin.enableUser({ userId: u.userId }))
-        : act("Disable", () => this.api.admin.disableUser({ userId: u.userId })),
+      u.disabled ? act("Enable", () => this.admin.enableUser({ userId: u.userId }))
+        : act("Disable", () => this.admin.disableUser({ userId: u.userId })),
       act("Delete", async () => {
-        if (confirm(`Delete ${u.username} and all their data?`)) await this.api.admin.deleteUser({ userId: u.userId });
+        if (confirm(`Delete ${u.username} and all their data?`)) await this.admin.deleteUser({ userId: u.userId });
       }),
     );
   }
 
   private async analytics(): Promise<void> {
-    const reply: GetAnalyticsResponse = await this.api.admin.getAnalytics({ days: CHART_DAYS });
+    const reply: GetAnalyticsResponse = await this.admin.getAnalytics({ days: CHART_DAYS });
     const days = lastDays();
     const daily = reply.dailySessions;
     this.plot("chart", [days, onDays(days, new Map(daily.map((d) => [d.date, Number(d.sessionCount)])), 0)],
@@ -192,7 +195,7 @@ class Console {
   }
 
   async downloadCsv(): Promise<void> {
-    const reply = await this.api.admin.exportAnalyticsCsv({ range: { days: CHART_DAYS } });
+    const reply = await this.admin.exportAnalyticsCsv({ range: { days: CHART_DAYS } });
     const text = [reply.dailySessionsCsv, reply.languagePairsCsv, reply.latencyCsv, reply.sharesCsv].join("\n");
     const link = document.createElement("a");
     link.href = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
@@ -202,7 +205,7 @@ class Console {
   }
 
   private async health(): Promise<void> {
-    const reply = await this.api.admin.getHealth({});
+    const reply = await this.admin.getHealth({});
     el("health").replaceChildren(...reply.services.map((s) => {
       const li = document.createElement("li");
       li.textContent = `${s.service} (${s.address}): ${s.status}${s.detail ? ` — ${s.detail}` : ""}`;
@@ -229,7 +232,7 @@ class Console {
   }
 
   private async audit(): Promise<void> {
-    const reply = await this.api.admin.listAuditLog({ pageSize: 50 });
+    const reply = await this.admin.listAuditLog({ pageSize: 50 });
     debug.audit = reply.entries.map((e) => `${e.adminUsername} ${e.action} ${e.target}`);
     el("audit").replaceChildren(...reply.entries.map((e, i) => {
       const li = document.createElement("li");
@@ -241,9 +244,8 @@ class Console {
 }
 
 async function start(): Promise<void> {
-  const api = new Api(await apiBaseUrl());
-  api.deviceName = "admin console";
-  const admin = new Console(api);
+  const api = connect(await apiBaseUrl(), { deviceName: "admin console" });
+  const admin = new Console(api.client(AdminService));
   el<HTMLFormElement>("signin").addEventListener("submit", (ev) => {
     ev.preventDefault();
     void (async () => {

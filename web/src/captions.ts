@@ -17,7 +17,7 @@ import {
   type Transcription,
   type Translation,
   type UtteranceLatency,
-} from "./gen/dragoman/v1/conversation_pb";
+} from "@dragoman/client";
 import { languageName } from "./languages";
 
 interface Final {

@@ -2,7 +2,7 @@
 // Revoke button (RevokeDevice) that signs that device out at once.
 
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import type { Device } from "./gen/dragoman/v1/auth_pb";
+import type { Device } from "@dragoman/client";
 
 /** One row of the panel, as shown. */
 export interface DeviceRow {

@@ -2,24 +2,20 @@
 // with everyone in it. Calls go over gRPC-Web to the edge (Envoy), which
 // forwards them to the gateway.
 
-import { Code, ConnectError } from "@connectrpc/connect";
-import { Api, describeError } from "./api";
-import { Microphone, microphoneProblem } from "./audio/capture";
+import {
+  AudioQueue, Code, ConnectError, connect, type Conversation, type ConversationStatus, type DragomanClient,
+  type Event, type ListLanguagesResponse, openSealedTranscript, PrivacyMode, type Session, TranscriptFormat,
+} from "@dragoman/client";
+import { CAPTURE_RATE_HZ, Microphone, microphoneProblem } from "./audio/capture";
 import { type NowSpeaking, Player } from "./audio/player";
 import { Captions, type UtteranceSnapshot } from "./captions";
-import { Conversation, type Status } from "./conversation";
 import { browserName, DevicesPanel } from "./devices";
-import type { ConversationEvent } from "./gen/dragoman/v1/conversation_pb";
-import {
-  type ListLanguagesResponse, PrivacyMode, type Session, TranscriptFormat,
-} from "./gen/dragoman/v1/sessions_pb";
 import { nativeName } from "./languages";
 import * as offline from "./offline";
-import { apiBaseUrl, el } from "./page";
+import { apiBaseUrl, describeError, el } from "./page";
 import * as roster from "./roster";
 import * as privacy from "./privacy";
 import * as recording from "./recording";
-import { AudioSender } from "./sender";
 import * as signin from "./signin";
 import { VocabularyPanel } from "./vocabulary";
 import { ScreenWakeLock } from "./wakelock";
@@ -36,7 +32,7 @@ const TRANSCRIPT_FORMATS: Record<string, TranscriptFormat> = {
 
 /** What tests and curious people can read: window.dragomanDebug(). */
 export interface DebugState {
-  status: Status | "signed-out" | "idle";
+  status: ConversationStatus | "signed-out" | "idle";
   code: string;
   sessionId: string;
   sequences: number[];
@@ -121,8 +117,10 @@ class App {
   private audio: AudioContext | undefined;
   private player: Player | undefined;
   private microphone: Microphone | undefined;
-  private sender: AudioSender | undefined;
+  /** The microphone's audio, which the conversation sends. */
+  private speech: AudioQueue | undefined;
   private conversation: Conversation | undefined;
+  private sessionId = "";
   private captions: Captions | undefined;
   private sequences: number[] = [];
   private code = "";
@@ -146,7 +144,7 @@ class App {
   private readonly recordingControls: recording.RecordingControls;
   private readonly recordings: recording.RecordingsPanel;
 
-  constructor(private readonly api: Api) {
+  constructor(private readonly api: DragomanClient) {
     const { ui } = this;
     const say = (m: string) => this.say(m);
     const fail = (m: string) => this.fail(m);
@@ -154,7 +152,7 @@ class App {
       box: el("recording-box"), request: el("record"), stop: el("recording-stop"),
       indicator: el("recording-indicator"), prompt: el("recording-prompt"), question: el("recording-question"),
       agree: el("recording-agree"), decline: el("recording-decline"),
-    }, { say, fail, selfId: () => api.userId, sessionId: () => api.sessionId });
+    }, { say, fail, selfId: () => api.userId, sessionId: () => this.sessionId });
     this.recordings = new recording.RecordingsPanel(api.recordings, {
       section: el("recordings"), list: el("recording-list"), view: el("recording-view"),
       viewTitle: el("recording-view-title"), utterances: el("recorded-utterances"), download: el("recording-download"),
@@ -192,7 +190,7 @@ class App {
       e.preventDefault();
       void this.busy(ui.exportForm, () => this.exportTranscript());
     });
-    window.addEventListener("online", () => this.conversation?.retryNow());
+    window.addEventListener("online", () => this.conversation?.reconnectNow());
     this.vocabularyPanel = new VocabularyPanel(api.vocabularies, {
       list: el("vocabulary-list"), form: el("vocabulary-form"), name: el("vocabulary-name"),
       terms: el("vocabulary-terms"), doNotTranslate: el("vocabulary-keep"),
@@ -209,10 +207,10 @@ class App {
     return {
       status: this.conversation?.status ?? (this.api.signedIn ? "idle" : "signed-out"),
       code: this.code,
-      sessionId: this.api.sessionId,
+      sessionId: this.sessionId,
       sequences: [...this.sequences],
       reconnects: this.conversation?.reconnects ?? 0,
-      sentChunks: this.sender?.sentChunks ?? 0,
+      sentChunks: this.conversation?.sentChunks ?? 0,
       scheduledSamples: this.player?.scheduledSamples ?? 0,
       playedSamples: this.player?.playedSamples ?? 0,
       audioState: this.audio?.state ?? "none",
@@ -330,7 +328,7 @@ class App {
     }
     if (register) {
       if (!ui.email.value || !ui.email.checkValidity()) throw new Error("Enter your email address to register.");
-      await this.api.register(username, ui.email.value.trim(), password, ui.language.value);
+      await this.api.register({ username, email: ui.email.value.trim(), password, language: ui.language.value });
     } else {
       await this.api.login(username, password);
     }
@@ -373,11 +371,9 @@ class App {
 
   private async createSession(): Promise<void> {
     this.unlockAudio();
-    const session = (await this.api.sessions.createSession({
-      languageCode: this.ui.language.value, maxParticipants: Number(this.ui.size.value),
-      privacyMode: privacy.PRIVACY_MODES[this.ui.privacy.value],
-    })).session;
-    if (!session) throw new Error("the server sent no session");
+    const session = await this.api.createSession(this.ui.language.value, {
+      maxParticipants: Number(this.ui.size.value), privacyMode: privacy.PRIVACY_MODES[this.ui.privacy.value],
+    });
     this.code = session.code;
     this.ui.code.value = session.code;
     this.ui.codeBox.hidden = false;
@@ -389,8 +385,7 @@ class App {
     const code = this.ui.joinCode.value.trim();
     if (!/^[0-9]{6}$/.test(code)) throw new Error("The code has 6 digits.");
     this.unlockAudio();
-    const session = (await this.api.sessions.joinSession({ code, languageCode: this.ui.language.value })).session;
-    if (!session) throw new Error("the server sent no session");
+    const session = await this.api.joinSession(code, this.ui.language.value);
     this.code = "";
     this.ui.codeBox.hidden = true;
     this.start(session);
@@ -406,7 +401,7 @@ class App {
 
   private start(session: Session): void {
     const { ui } = this;
-    this.api.sessionId = session.sessionId;
+    this.sessionId = session.sessionId;
     this.sequences = [];
     ui.captions.replaceChildren();
     ui.summary.hidden = ui.again.hidden = ui.exportForm.hidden = true;
@@ -422,35 +417,52 @@ class App {
       title: privacy.describe(session.privacyMode).title });
     const historyKey = session.privacyMode === PrivacyMode.PARTICIPANT_KEYED
       ? privacy.historyKey(localStorage, session.sessionId) : new Uint8Array();
-    const conversation = new Conversation(this.api, session.sessionId, {
-      event: (e) => this.onEvent(e),
-      status: (s, detail) => this.onStatus(s, detail),
-    }, { outputRateHz: OUTPUT_RATE_HZ, historyKey });
+    this.speech?.end();
+    this.speech = new AudioQueue();
+    const conversation = this.api.converse(session.sessionId, this.speech, {
+      sampleRateHz: CAPTURE_RATE_HZ, outputSampleRateHz: OUTPUT_RATE_HZ, historyKey,
+      // the microphone comes and goes; SendAudio is retried for as long as the conversation lasts
+      endAfterAudio: false, retryLimitMs: Number.POSITIVE_INFINITY,
+      onStatus: (s, cause) => {
+        if (s !== "ended") this.onStatus(s, cause ? describeError(cause) : ""); // run() says why it ended
+      },
+    });
     this.conversation = conversation;
-    this.sender = new AudioSender(this.api, session.sessionId, () => !conversation.ended,
-      (message) => this.fail(`Audio could not be sent: ${message}`));
-    void this.sender.run();
+    this.onStatus(conversation.status, "");
     this.show("conversation");
     void this.wakeLock.hold();
-    void conversation.run();
+    void this.run(conversation);
   }
 
-  private onEvent(event: ConversationEvent): void {
+  /** Shows the conversation's events until it ends, then why it ended. */
+  private async run(conversation: Conversation): Promise<void> {
+    let detail = "left";
+    try {
+      for await (const event of conversation) {
+        this.onEvent(event);
+        if (event.type === "sessionEnded") detail = "the session ended";
+      }
+    } catch (e) {
+      detail = ConnectError.from(e).code === Code.Unauthenticated ? "signed out: log in again" : describeError(e);
+    }
+    this.onStatus("ended", detail);
+  }
+
+  private onEvent(event: Event): void {
     this.sequences.push(Number(event.sequence));
     const captions = this.captions!;
-    const { kind } = event;
-    switch (kind.case) {
+    switch (event.type) {
       case "rosterChanged": {
         const before = this.roster;
-        this.setRoster(roster.fromEvent(kind.value, before, this.api.userId));
-        const message = roster.describeChange(kind.value, before, this.api.userId);
+        this.setRoster(roster.fromEvent(event.rosterChanged, before, this.api.userId));
+        const message = roster.describeChange(event.rosterChanged, before, this.api.userId);
         if (this.roster.people.length >= 2 && this.ui.mic.disabled) this.paired(message);
         else if (message) this.say(message);
         break;
       }
       // A two-party server says who the partner is with these; a roster (preferred) says it all.
       case "sessionPaired": {
-        const { partnerUserId, partnerDisplayName, partnerLanguageCode } = kind.value;
+        const { partnerUserId, partnerDisplayName, partnerLanguageCode } = event.sessionPaired;
         captions.partnerName = partnerDisplayName || "Partner";
         captions.partnerLanguage = partnerLanguageCode;
         if (!this.roster.fromEvents) {
@@ -461,42 +473,42 @@ class App {
       }
       case "partnerConnected":
         if (!this.roster.fromEvents) {
-          this.setRoster(roster.withConnected(this.roster, kind.value.partnerUserId, true));
+          this.setRoster(roster.withConnected(this.roster, event.partnerConnected.partnerUserId, true));
         }
         break;
       case "partnerDisconnected":
         if (!this.roster.fromEvents) {
-          this.setRoster(roster.withConnected(this.roster, kind.value.partnerUserId, false));
-          this.say(`${captions.partnerName} lost the connection (${kind.value.reason}).`);
+          this.setRoster(roster.withConnected(this.roster, event.partnerDisconnected.partnerUserId, false));
+          this.say(`${captions.partnerName} lost the connection (${event.partnerDisconnected.reason}).`);
         }
         break;
       case "processingStarted":
-        captions.started(kind.value);
+        captions.started(event.processingStarted);
         break;
       case "transcription":
-        captions.transcription(kind.value);
-        this.player?.heard(kind.value.utteranceId);
+        captions.transcription(event.transcription);
+        this.player?.heard(event.transcription.utteranceId);
         break;
       case "translation":
-        captions.translation(kind.value);
-        this.player?.heard(kind.value.utteranceId);
+        captions.translation(event.translation);
+        this.player?.heard(event.translation.utteranceId);
         break;
       case "speechAudio":
-        captions.audio(kind.value);
-        this.player?.play(kind.value);
+        captions.audio(event.speechAudio);
+        this.player?.play(event.speechAudio);
         break;
       case "processingEnded":
-        captions.ended(kind.value);
-        this.player?.ended(kind.value.utteranceId);
+        captions.ended(event.processingEnded);
+        this.player?.ended(event.processingEnded.utteranceId);
         break;
       case "error":
-        this.say(`Problem: ${kind.value.message}`);
+        this.say(`Problem: ${event.error.message}`);
         break;
       case "recordingChanged":
-        this.recordingControls.changed(kind.value);
+        this.recordingControls.changed(event.recordingChanged);
         break;
       case "sessionEnded":
-        this.say(`The session ended (${kind.value.reason}).`);
+        this.say(`The session ended (${event.sessionEnded.reason}).`);
         break;
       default:
         break;
@@ -537,7 +549,7 @@ class App {
     this.rosterPanel.speaking(now?.participantId);
   }
 
-  private onStatus(status: Status, detail: string): void {
+  private onStatus(status: ConversationStatus, detail: string): void {
     const { ui } = this;
     ui.connection.textContent = status === "reconnecting" ? "reconnecting…" : status;
     ui.connection.className = `badge ${status}`;
@@ -546,7 +558,7 @@ class App {
     if (status === "ended") {
       this.wakeLock.release();
       this.stopMicrophone();
-      this.sender?.stop();
+      this.speech?.end();
       ui.mic.disabled = ui.end.disabled = ui.leave.disabled = ui.lock.disabled = true;
       ui.roster.querySelectorAll("button").forEach((b) => (b.disabled = true));
       ui.partner.textContent = this.leaving === "leave" ? "You left this conversation." : "The conversation is over.";
@@ -567,7 +579,7 @@ class App {
     try {
       this.unlockAudio();
       this.say("Allow the microphone if your browser asks.");
-      this.microphone = new Microphone(this.audio!, (pcm, at) => this.sender?.push(pcm, at));
+      this.microphone = new Microphone(this.audio!, (pcm, at) => this.speech?.push(pcm, at));
       await this.microphone.start();
       this.ui.mic.setAttribute("aria-pressed", "true");
       this.ui.mic.textContent = "Stop microphone";
@@ -588,7 +600,7 @@ class App {
   }
 
   private async endSession(): Promise<void> {
-    const sessionId = this.api.sessionId;
+    const { sessionId } = this;
     if (!sessionId) return;
     this.leaving = "end";
     try {
@@ -604,17 +616,17 @@ class App {
       this.leaving = "";
       this.fail(describeError(e));
     } finally {
-      this.conversation?.stop();
+      this.conversation?.close();
     }
   }
 
   /** Saves the ended session's transcript, in the chosen format, as the file the server names. */
   private async exportTranscript(): Promise<void> {
     const format = TRANSCRIPT_FORMATS[this.ui.exportFormat.value] ?? TranscriptFormat.TEXT;
-    const reply = await this.api.sessions.exportTranscript({ sessionId: this.api.sessionId, format });
+    const reply = await this.api.sessions.exportTranscript({ sessionId: this.sessionId, format });
     let [content, type, filename] = [new Uint8Array(reply.content), reply.contentType, reply.filename];
     if (this.privacyMode === PrivacyMode.PARTICIPANT_KEYED) { // sealed: opened here, with this browser's key
-      const opened = await privacy.openSealed(privacy.historyKey(localStorage, this.api.sessionId), content);
+      const opened = await openSealedTranscript(content, privacy.historyKey(localStorage, this.sessionId));
       content = new TextEncoder().encode(JSON.stringify(opened, null, 1));
       [type, filename] = ["application/json", filename.replace(/\.sealed\.json$/, ".json")];
     }
@@ -629,12 +641,12 @@ class App {
 
   /** Leaves (anyone but the host): the others go on without this page. */
   private async leaveSession(): Promise<void> {
-    const sessionId = this.api.sessionId;
+    const { sessionId } = this;
     if (!sessionId) return;
     this.leaving = "leave";
     try {
       await this.api.sessions.leaveSession({ sessionId });
-      this.conversation?.stop();
+      this.conversation?.close();
     } catch (e) {
       this.leaving = "";
       this.fail(describeError(e));
@@ -644,7 +656,7 @@ class App {
   /** The host takes someone out of the session; they cannot join again. */
   private async removeParticipant(person: roster.Person): Promise<void> {
     try {
-      await this.api.sessions.removeParticipant({ sessionId: this.api.sessionId, userId: person.id });
+      await this.api.sessions.removeParticipant({ sessionId: this.sessionId, userId: person.id });
     } catch (e) {
       this.fail(`${person.name} could not be removed: ${describeError(e)}`);
     }
@@ -652,7 +664,7 @@ class App {
 
   private async lockSession(locked: boolean): Promise<void> {
     try {
-      const session = (await this.api.sessions.lockSession({ sessionId: this.api.sessionId, locked })).session;
+      const session = (await this.api.sessions.lockSession({ sessionId: this.sessionId, locked })).session;
       // the RosterChanged that follows says the same; this shows it at once
       if (session) this.setRoster({ ...this.roster, locked: session.locked });
     } catch (e) {
@@ -702,9 +714,7 @@ declare global {
 }
 
 async function main(): Promise<void> {
-  const api = new Api(await apiBaseUrl());
-  api.deviceName = browserName(navigator.userAgent);
-  const app = new App(api);
+  const app = new App(connect(await apiBaseUrl(), { deviceName: browserName(navigator.userAgent) }));
   await Promise.all([app.loadLanguages(), app.loadProviders()]);
   window.dragomanDebug = () => app.debug();
   await app.finishSignIn();

@@ -3,7 +3,7 @@
 // the browser is back online.
 
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { type Session, SessionStatus } from "./gen/dragoman/v1/sessions_pb";
+import { type Session, SessionStatus } from "@dragoman/client";
 import { languageName } from "./languages";
 
 /** One past session as the list shows it; plain JSON, so it survives in localStorage. */

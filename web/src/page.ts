@@ -1,5 +1,6 @@
 // What the app's pages (index.html, admin.html) share: finding their elements and the API.
 
+import { Code, ConnectError } from "@dragoman/client";
 import * as offline from "./offline";
 
 export function el<T extends HTMLElement>(id: string): T {
@@ -21,4 +22,10 @@ export async function apiBaseUrl(): Promise<string> {
     return offline.keptApiBaseUrl(localStorage) ?? location.origin;
   }
   return location.origin;
+}
+
+/** What to show of a failed call: the server's message, else the status code's name. */
+export function describeError(e: unknown): string {
+  const err = ConnectError.from(e);
+  return err.rawMessage || Code[err.code] || String(e);
 }

@@ -10,7 +10,7 @@ import { type Duration, type Timestamp, timestampDate } from "@bufbuild/protobuf
 import {
   type RecordedUtterance, RecordedUtteranceSchema, type Recording, RecordingChange, type RecordingChanged,
   RecordingConsentAnswer, RecordingSchema, type RecordingService, RecordingState,
-} from "./gen/dragoman/v1/recording_pb";
+} from "@dragoman/client";
 import { languageName } from "./languages";
 
 export type RecordingClient = Client<typeof RecordingService>;

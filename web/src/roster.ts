@@ -3,8 +3,8 @@
 // Session of CreateSession/JoinSession, and a two-party server that sends none
 // keeps it up to date through SessionPaired and PartnerConnected/Disconnected.
 
-import { RosterChange, type RosterChanged } from "./gen/dragoman/v1/conversation_pb";
-import { type Participant, ParticipantState } from "./gen/dragoman/v1/sessions_pb";
+import { RosterChange, type RosterChanged } from "@dragoman/client";
+import { type Participant, ParticipantState } from "@dragoman/client";
 import { languageName } from "./languages";
 
 export interface Person {

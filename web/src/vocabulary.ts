@@ -3,14 +3,13 @@
 // test/vocabulary.test.mjs); the server checks the limits and names the field it refuses.
 
 import { create } from "@bufbuild/protobuf";
-import type { Client } from "@connectrpc/connect";
 import {
   FixedTranslationSchema,
   type FixedTranslation,
   type Vocabulary,
-  type VocabularyService,
   VocabularySchema,
-} from "./gen/dragoman/v1/vocabulary_pb";
+} from "@dragoman/client";
+import type { DragomanClient } from "@dragoman/client";
 
 /** Comma- or newline-separated words, trimmed, empty ones dropped. */
 export function splitTerms(text: string): string[] {
@@ -77,7 +76,7 @@ export class VocabularyPanel {
   vocabularies: Vocabulary[] = [];
 
   constructor(
-    private readonly client: Client<typeof VocabularyService>,
+    private readonly client: DragomanClient["vocabularies"],
     private readonly ui: VocabularyElements,
     private readonly run: (area: HTMLElement, action: () => Promise<void>) => Promise<void>,
   ) {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { Speaker, TranscriptionSchema, TranslationSchema } from "../src/gen/dragoman/v1/conversation_pb.ts";
+import { Speaker, TranscriptionSchema, TranslationSchema } from "@dragoman/client";
 import { Captions, doubt } from "../src/captions.ts";
 
 const transcription = (fields) => create(TranscriptionSchema, {

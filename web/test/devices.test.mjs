@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { DeviceSchema } from "../src/gen/dragoman/v1/auth_pb.ts";
+import { DeviceSchema } from "@dragoman/client";
 import { browserName, rows } from "../src/devices.ts";
 
 const FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { ParticipantSchema, SessionMetricsSchema, SessionSchema, SessionStatus } from "../src/gen/dragoman/v1/sessions_pb.ts";
+import { ParticipantSchema, SessionMetricsSchema, SessionSchema, SessionStatus } from "@dragoman/client";
 import { microphoneProblem } from "../src/audio/capture.ts";
 import * as offline from "../src/offline.ts";
 

@@ -7,7 +7,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
   RecordedUtteranceSchema, RecordingChange, RecordingChangedSchema, RecordingConsentAnswer, RecordingSchema,
   RecordingState,
-} from "../src/gen/dragoman/v1/recording_pb.ts";
+} from "@dragoman/client";
 import * as recording from "../src/recording.ts";
 
 const { PENDING, GRANTED, DECLINED, WITHDRAWN } = RecordingConsentAnswer;

@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { RosterChange, RosterChangedSchema } from "../src/gen/dragoman/v1/conversation_pb.ts";
-import { ParticipantSchema, ParticipantState } from "../src/gen/dragoman/v1/sessions_pb.ts";
+import { RosterChange, RosterChangedSchema } from "@dragoman/client";
+import { ParticipantSchema, ParticipantState } from "@dragoman/client";
 import * as roster from "../src/roster.ts";
 
 const entry = (participantId, displayName, languageCode, host = false, connected = true) =>

@@ -2,6 +2,8 @@
 // chunks the API expects and paced at real time (the gateway refuses audio
 // much faster than real time). No Node.js or DOM APIs: it runs anywhere.
 
+import type { CapturedAudio } from "./conversation.js";
+
 /** Mono 16-bit PCM and its sample rate. */
 export interface Pcm {
   readonly sampleRateHz: number;
@@ -74,4 +76,40 @@ export function pcmBytes(samples: Int16Array): Uint8Array {
   const view = new DataView(out.buffer);
   for (let i = 0; i < samples.length; i++) view.setInt16(2 * i, samples[i], true);
   return out;
+}
+
+/**
+ * Audio pushed as it is captured (a microphone's callback), as the input of
+ * `converse(sessionId, queue)`. A pause in pushing sends nothing; the input ends after `end()`.
+ */
+export class AudioQueue implements AsyncIterable<CapturedAudio> {
+  private readonly pieces: CapturedAudio[] = [];
+  private ended = false;
+  private wake: (() => void) | undefined;
+
+  /** Queues `audio`, whose first sample was captured at `capturedMs` (default: now). */
+  push(audio: Int16Array | Uint8Array, capturedMs = Date.now()): void {
+    if (this.ended) return;
+    this.pieces.push({ audio, capturedMs });
+    this.nudge();
+  }
+
+  end(): void {
+    this.ended = true;
+    this.nudge();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<CapturedAudio> {
+    for (;;) {
+      const piece = this.pieces.shift();
+      if (piece) yield piece;
+      else if (this.ended) return;
+      else await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  private nudge(): void {
+    this.wake?.();
+    this.wake = undefined;
+  }
 }

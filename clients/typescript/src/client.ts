@@ -2,13 +2,20 @@
 // whose interceptor carries the access token, renews it before it expires,
 // and retries a call once after a renewal when the server says it expired.
 
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import type { DescService } from "@bufbuild/protobuf";
+import {
+  Code, ConnectError, createClient, type Client, type Interceptor, type Transport,
+} from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { type AudioInput, Conversation, type ConverseOptions } from "./conversation.js";
+import { type AudioInput, Conversation, type ConverseOptions, SESSION_HEADER } from "./conversation.js";
 import { AuthService, type TokenPair } from "./gen/dragoman/v1/auth_pb.js";
 import { ConversationService } from "./gen/dragoman/v1/conversation_pb.js";
-import { type ListLanguagesResponse, type Session, SessionService } from "./gen/dragoman/v1/sessions_pb.js";
+import {
+  type ListLanguagesResponse, type PrivacyMode, type Session, SessionService,
+} from "./gen/dragoman/v1/sessions_pb.js";
+import { RecordingService } from "./gen/dragoman/v1/recording_pb.js";
+import { VocabularyService } from "./gen/dragoman/v1/vocabulary_pb.js";
 
 export interface ConnectOptions {
   /** The fetch to use (default: the global one), e.g. one with its own TLS settings. */
@@ -21,10 +28,14 @@ export interface ConnectOptions {
   onTokens?: (tokens: TokenPair | undefined) => void;
   /** Renew the access token when it expires within this long. Default 30 s. */
   refreshMarginMs?: number;
+  /** The name this device gives its sign-ins, which ListDevices shows (e.g. "Firefox on Linux"). */
+  deviceName?: string;
 }
 
 /** AuthService calls made without a sign-in (and never retried after a renewal). */
-const ANONYMOUS = new Set(["Register", "Login", "RefreshToken"]);
+const ANONYMOUS = new Set([
+  "Register", "Login", "RefreshToken", "ListSignInProviders", "StartSignIn", "FinishSignIn",
+]);
 
 /**
  * A client of a dragoman edge (Envoy's gRPC-Web listener), e.g.
@@ -39,20 +50,34 @@ export class DragomanClient {
   readonly auth: Client<typeof AuthService>;
   readonly sessions: Client<typeof SessionService>;
   readonly conversation: Client<typeof ConversationService>;
+  readonly vocabularies: Client<typeof VocabularyService>;
+  /** Recording with consent (docs/recording.md). */
+  readonly recordings: Client<typeof RecordingService>;
   /** The signed-in user's id ("" before sign-in, or when the client started from saved tokens). */
   userId = "";
   private current: TokenPair | undefined;
   private renewal: Promise<void> | undefined;
+  private readonly transport: Transport;
 
   constructor(readonly baseUrl: string, private readonly options: ConnectOptions = {}) {
     this.current = options.tokens;
-    const transport = createGrpcWebTransport({
+    this.transport = createGrpcWebTransport({
       baseUrl, useBinaryFormat: true, fetch: cancellingBodies(options.fetch),
       interceptors: [this.signIn, ...(options.interceptors ?? [])],
     });
-    this.auth = createClient(AuthService, transport);
-    this.sessions = createClient(SessionService, transport);
-    this.conversation = createClient(ConversationService, transport);
+    this.auth = createClient(AuthService, this.transport);
+    this.sessions = createClient(SessionService, this.transport);
+    this.conversation = createClient(ConversationService, this.transport);
+    this.vocabularies = createClient(VocabularyService, this.transport);
+    this.recordings = createClient(RecordingService, this.transport);
+  }
+
+  /**
+   * A client of another service on this connection and sign-in: one the edge routes but
+   * this package does not generate, e.g. an operator's `AdminService` from its own stubs.
+   */
+  client<S extends DescService>(service: S): Client<S> {
+    return createClient(service, this.transport);
   }
 
   /** The current token pair (save it to sign in again later with `ConnectOptions.tokens`). */
@@ -68,16 +93,30 @@ export class DragomanClient {
   async register(account: { username: string; email: string; password: string; language: string }): Promise<void> {
     const reply = await this.auth.register({
       username: account.username, email: account.email, password: account.password,
-      preferredLanguageCode: account.language,
+      preferredLanguageCode: account.language, deviceName: this.options.deviceName,
     });
     this.userId = reply.userId;
     this.setTokens(reply.tokens);
   }
 
   async login(username: string, password: string): Promise<void> {
-    const reply = await this.auth.login({ username, password });
+    const reply = await this.auth.login({ username, password, deviceName: this.options.deviceName });
     this.userId = reply.userId;
     this.setTokens(reply.tokens);
+  }
+
+  /**
+   * Finishes a sign-in with an OpenID Connect provider (docs/accounts.md): `state` and `code`
+   * are what the provider sent back to the `redirectUri` given to `auth.startSignIn`. When the
+   * provider's email belongs to an existing account, the server refuses with
+   * FAILED_PRECONDITION; call again with the same state, no code, and that account's password
+   * to link the two. Resolves to whether the sign-in created an account.
+   */
+  async finishSignIn(state: string, code: string, password = ""): Promise<boolean> {
+    const reply = await this.auth.finishSignIn({ state, code, password, deviceName: this.options.deviceName });
+    this.userId = reply.userId;
+    this.setTokens(reply.tokens);
+    return reply.created;
   }
 
   /** Ends the sign-in on the server (every token of it) and forgets the tokens. */
@@ -94,9 +133,12 @@ export class DragomanClient {
   }
 
   /** Opens a session speaking `language`; others join it with its `code`. */
-  async createSession(language: string, options: { voice?: string; maxParticipants?: number } = {}): Promise<Session> {
+  async createSession(language: string,
+                      options: { voice?: string; maxParticipants?: number; privacyMode?: PrivacyMode } = {},
+  ): Promise<Session> {
     const reply = await this.sessions.createSession({
       languageCode: language, voice: options.voice, maxParticipants: options.maxParticipants,
+      privacyMode: options.privacyMode,
     });
     return required(reply.session, "CreateSession");
   }
@@ -147,6 +189,11 @@ export class DragomanClient {
     };
     if (!anonymous && this.expiresSoon()) await this.refresh();
     if (!anonymous) authorize();
+    // Envoy hashes this header to keep a session's calls on one gateway (deploy/envoy/README.md).
+    const sessionId: unknown = req.stream ? undefined : (req.message as { sessionId?: unknown }).sessionId;
+    if (typeof sessionId === "string" && sessionId && !req.header.has(SESSION_HEADER)) {
+      req.header.set(SESSION_HEADER, sessionId);
+    }
     try {
       return await next(req);
     } catch (e) {

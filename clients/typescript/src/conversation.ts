@@ -19,8 +19,23 @@ export interface ConversationApi {
   refresh(): Promise<void>;
 }
 
-/** LINEAR16 audio: PCM16 samples, or their little-endian bytes. */
-export type AudioInput = AsyncIterable<Int16Array | Uint8Array>;
+/** A piece of audio and when its first sample was captured (Date.now() clock). */
+export interface CapturedAudio {
+  audio: Int16Array | Uint8Array;
+  capturedMs: number;
+}
+
+/**
+ * LINEAR16 audio: PCM16 samples, or their little-endian bytes (captured when they are
+ * read), or either with its capture time.
+ */
+export type AudioInput = AsyncIterable<Int16Array | Uint8Array | CapturedAudio>;
+
+/**
+ * Where a conversation stands: connecting (first stream), live (events flow), reconnecting
+ * (after a drop, resuming), ended (for good: the session ended, close(), or a failure).
+ */
+export type ConversationStatus = "connecting" | "live" | "reconnecting" | "ended";
 
 export interface ConverseOptions {
   /** Sample rate of the audio sent (8000 to 48000). Default 16000. */
@@ -45,6 +60,13 @@ export interface ConverseOptions {
   maxBacklogBytes?: number;
   /** How long SendAudio is retried on transient errors before the conversation fails. */
   retryLimitMs?: number;
+  /**
+   * In a PRIVACY_MODE_PARTICIPANT_KEYED session, the caller's 32-byte key that seals its copy
+   * of the history: the same on every stream of the session (the server refuses another).
+   */
+  historyKey?: Uint8Array;
+  /** Called on every status change; `cause` is the drop (reconnecting) or the failure (ended). */
+  onStatus?: (status: ConversationStatus, cause?: ConnectError) => void;
 }
 
 /** Errors after which reconnecting cannot help. */
@@ -108,11 +130,14 @@ export class Conversation implements AsyncIterable<Event> {
   droppedBytes = 0;
   /** The caller's utterances started and not yet processed (when it ended: cut off by drainLimitMs). */
   readonly unfinished = new Set<string>();
+  private current: ConversationStatus = "connecting";
   private readonly stop = new AbortController();
-  private readonly options: Required<Omit<ConverseOptions, "signal" | "resumeAfterSequence">>;
+  private readonly options: Required<Omit<ConverseOptions, "signal" | "resumeAfterSequence" | "onStatus">>;
+  private readonly onStatus: ConverseOptions["onStatus"];
   private readonly headers: Record<string, string>;
-  private live = false;
   private iterated = false;
+  private skipWait: (() => void) | undefined;
+  private hurry = false;
 
   constructor(
     private readonly api: ConversationApi,
@@ -123,8 +148,9 @@ export class Conversation implements AsyncIterable<Event> {
     this.options = {
       sampleRateHz: 16000, outputSampleRateHz: 0, endAfterAudio: true, settleMs: 3000, drainLimitMs: 60_000,
       silenceLimitMs: 40_000, maxChunkBytes: 32_000, maxBacklogBytes: 0, retryLimitMs: 30_000,
-      ...options,
+      historyKey: new Uint8Array(), ...options,
     };
+    this.onStatus = options.onStatus;
     this.options.maxBacklogBytes ||= this.options.sampleRateHz * 2 * 10; // 10 s of audio
     this.lastSequence = options.resumeAfterSequence ?? 0n;
     this.headers = { [SESSION_HEADER]: sessionId };
@@ -132,9 +158,20 @@ export class Conversation implements AsyncIterable<Event> {
     if (options.signal?.aborted) this.close();
   }
 
+  get status(): ConversationStatus {
+    return this.current;
+  }
+
   /** Stops the conversation: the loop over it ends after the event at hand. */
   close(): void {
     this.stop.abort();
+  }
+
+  /** While reconnecting, tries now instead of after the backoff (e.g. when a browser is back online). */
+  reconnectNow(): void {
+    if (this.current !== "reconnecting") return;
+    this.hurry = true;
+    this.skipWait?.();
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Event> {
@@ -163,10 +200,14 @@ export class Conversation implements AsyncIterable<Event> {
         if (this.options.endAfterAudio) timers.push(setTimeout(ended, this.options.drainLimitMs));
       }, (error) => box.put({ error })));
     }
+    let failure: ConnectError | undefined;
     try {
       for (;;) {
         const item = await box.take();
-        if ("error" in item) throw item.error;
+        if ("error" in item) {
+          failure = ConnectError.from(item.error);
+          throw item.error;
+        }
         if ("end" in item) return;
         if ("event" in item) {
           const e = item.event;
@@ -187,7 +228,14 @@ export class Conversation implements AsyncIterable<Event> {
       this.stop.signal.removeEventListener("abort", ended);
       this.stop.abort();
       await Promise.allSettled(tasks);
+      this.setStatus("ended", failure);
     }
+  }
+
+  private setStatus(status: ConversationStatus, cause?: ConnectError): void {
+    if (this.current === "ended" || (status === this.current && status !== "reconnecting")) return;
+    this.current = status;
+    this.onStatus?.(status, cause);
   }
 
   /** Listen streams until the session ends (resolves) or a final error (rejects). */
@@ -201,10 +249,18 @@ export class Conversation implements AsyncIterable<Event> {
         const err = ConnectError.from(e);
         if (FINAL.has(err.code)) throw err;
         if (err.code === Code.Unauthenticated) await this.api.refresh(); // fails for good if it fails
+        this.setStatus("reconnecting", err);
       }
-      this.live = false;
       this.reconnects++;
-      await sleep(backoffMs(++failures, 5000), this.stop.signal);
+      const wait = backoffMs(++failures, 5000);
+      if (!this.hurry) {
+        await new Promise<void>((resolve) => {
+          this.skipWait = resolve;
+          void sleep(wait, this.stop.signal).then(resolve);
+        });
+      }
+      this.skipWait = undefined;
+      this.hurry = false;
     }
   }
 
@@ -219,7 +275,7 @@ export class Conversation implements AsyncIterable<Event> {
         join: {
           sessionId: this.sessionId, encoding: AudioEncoding.LINEAR16,
           sampleRateHertz: this.options.sampleRateHz, outputSampleRateHertz: this.options.outputSampleRateHz,
-          resumeAfterSequence: this.lastSequence,
+          resumeAfterSequence: this.lastSequence, historyKey: this.options.historyKey,
         },
       }, { signal: call.signal, headers: this.headers });
       // Node's fetch may miss an abort that lands between reads (nodejs/undici#1940): the
@@ -240,8 +296,8 @@ export class Conversation implements AsyncIterable<Event> {
         const { event } = result.value;
         clearTimeout(watchdog);
         watchdog = setTimeout(cancel, this.options.silenceLimitMs);
-        if (!this.live) {
-          this.live = true;
+        if (this.current !== "live") {
+          this.setStatus("live");
           onLive();
         }
         // heartbeats repeat the last sequence; after a resume nothing at or below it is new
@@ -271,10 +327,11 @@ export class Conversation implements AsyncIterable<Event> {
     };
     const reading = (async () => {
       try {
-        for await (const chunk of audio) {
+        for await (const piece of audio) {
           if (this.stop.signal.aborted) break;
+          const { audio: chunk, capturedMs } = "capturedMs" in piece ? piece : { audio: piece, capturedMs: Date.now() };
           const data = chunk instanceof Int16Array ? pcmBytes(chunk) : chunk;
-          backlog.push({ data, capturedMs: Date.now() });
+          backlog.push({ data, capturedMs });
           backlogBytes += data.length;
           while (backlogBytes > this.options.maxBacklogBytes && backlog.length > 1) {
             const dropped = backlog.shift()!;

@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
-import { Conversation, ConversationService } from "@dragoman/client";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { AudioQueue, Conversation, ConversationService } from "@dragoman/client";
 
 const event = (sequence, text) => ({ event: { sessionId: "s1", sequence, kind: { case: "transcription", value: { text } } } });
 
@@ -76,4 +77,88 @@ test("an error reconnecting cannot mend ends the loop with it", async () => {
     for await (const _ of talk) assert.fail("no event expected");
   }, (e) => e instanceof ConnectError && e.code === Code.NotFound && e.rawMessage === "session s9 not found");
   assert.equal(talk.reconnects, 0);
+});
+
+test("status follows the stream; every stream brings the history key; reconnectNow skips the wait", async () => {
+  const joins = [];
+  const audio = [];
+  const transport = createRouterTransport(({ service }) => {
+    service(ConversationService, {
+      async *listen(req) {
+        joins.push(req.join);
+        // three drops before anything arrives: 150 + 300 + 600 ms of backoff at the least
+        if (joins.length <= 3) throw new ConnectError("edge restarting", Code.Unavailable);
+        yield event(1n, "hello");
+        while (audio.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+        yield { event: { sessionId: "s1", sequence: 2n, kind: { case: "sessionEnded", value: { reason: "host" } } } };
+      },
+      async sendAudio(req) {
+        audio.push(req.audio);
+        return { sequence: req.audio.sequence };
+      },
+    });
+  });
+  const key = new Uint8Array(32).fill(7);
+  const statuses = [];
+  const speech = new AudioQueue();
+  const talk = new Conversation({ conversation: createClient(ConversationService, transport), refresh: async () => {} },
+    "s1", speech, {
+      historyKey: key, endAfterAudio: false,
+      onStatus: (status, cause) => {
+        statuses.push([status, cause?.code]);
+        if (status === "reconnecting") talk.reconnectNow();
+      },
+    });
+  assert.equal(talk.status, "connecting");
+  const start = Date.now();
+  for await (const e of talk) {
+    if (e.type === "transcription") {
+      assert.equal(talk.status, "live");
+      speech.push(new Int16Array(160), 1_000_000);
+      speech.push(new Int16Array(160), 1_000_010);
+    }
+  }
+  assert.ok(Date.now() - start < 500, `three reconnections took ${Date.now() - start} ms`);
+  assert.deepEqual(statuses, [
+    ["reconnecting", Code.Unavailable], ["reconnecting", Code.Unavailable], ["reconnecting", Code.Unavailable],
+    ["live", undefined], ["ended", undefined],
+  ]);
+  assert.equal(talk.status, "ended");
+  assert.equal(joins.length, 4);
+  assert.ok(joins.every((j) => j.historyKey.length === 32 && j.historyKey.every((b) => b === 7)));
+  // audio pushed together went out as one chunk, stamped with its first sample's capture time
+  assert.equal(timestampMs(audio[0].captureTime), 1_000_000);
+  assert.equal(audio.reduce((n, a) => n + a.data.length, 0), 640);
+});
+
+test("a failure ends the status with its cause", async () => {
+  const transport = createRouterTransport(({ service }) => {
+    service(ConversationService, {
+      async *listen() {
+        throw new ConnectError("no such session", Code.NotFound);
+      },
+    });
+  });
+  const statuses = [];
+  const talk = new Conversation({ conversation: createClient(ConversationService, transport), refresh: async () => {} },
+    "s9", undefined, { onStatus: (status, cause) => statuses.push([status, cause?.code]) });
+  await assert.rejects(async () => {
+    for await (const _ of talk) assert.fail("no event expected");
+  }, /no such session/);
+  assert.deepEqual(statuses, [["ended", Code.NotFound]]);
+});
+
+test("an AudioQueue yields what was pushed, in order, until end()", async () => {
+  const queue = new AudioQueue();
+  queue.push(Int16Array.of(1), 10);
+  const read = (async () => {
+    const out = [];
+    for await (const piece of queue) out.push([piece.audio[0], piece.capturedMs]);
+    return out;
+  })();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  queue.push(Int16Array.of(2), 20);
+  queue.end();
+  queue.push(Int16Array.of(3), 30); // after end(): dropped
+  assert.deepEqual(await read, [[1, 10], [2, 20]]);
 });

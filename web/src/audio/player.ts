@@ -2,7 +2,7 @@
 // the order they arrived (SpeechQueue), each chunk scheduled right after the
 // one before; says whose speech is playing now.
 
-import type { SpeechAudio } from "../gen/dragoman/v1/conversation_pb";
+import type { SpeechAudio } from "@dragoman/client";
 import { SpeechQueue } from "../speechqueue";
 
 const START_DELAY_S = 0.05;
