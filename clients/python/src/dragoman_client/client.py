@@ -339,7 +339,7 @@ class Client:
         translated speech (Ogg Opus) in `language_codes` (all when empty)."""
         call = self._recordings.DownloadRecording(recording_pb2.DownloadRecordingRequest(
             recording_id=recording_id, language_codes=list(language_codes), text_only=text_only),
-            metadata=await self._metadata())
+            metadata=await self.metadata())
         try:
             replies = [r async for r in call]
         except grpc.aio.AioRpcError as e:
