@@ -44,6 +44,8 @@ TABLE_OWNERS = {
     "session_owners": "session_svc",
     "vocabularies": "session_svc",
     "participant_logs": "session_svc",
+    "session_state": "session_svc",
+    "session_events": "session_svc",
 }
 """The service that owns each table of the schema (schema_migrations is this module's)."""
 

@@ -24,6 +24,7 @@ TABLES = {"users", "login_families", "refresh_tokens", "admin_audit_log", "sessi
           "session_participants",
           "translation_logs", "session_metrics", "session_owners", "session_participant_metrics",
           "vocabularies", "participant_logs", "oidc_identities", "oidc_states",
+          "session_state", "session_events",
           "schema_migrations"}
 
 

@@ -880,25 +880,25 @@ const char descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto[] PROT
   "NSLATION_PATH_CASCADE\020\001\022\032\n\026TRANSLATION_P"
   "ATH_PIVOT\020\002\022\'\n#TRANSLATION_PATH_SPEECH_T"
   "RANSLATION\020\003\022/\n+TRANSLATION_PATH_SPEECH_"
-  "TRANSLATION_CASCADE\020\004*\317\001\n\tErrorCode\022\032\n\026E"
+  "TRANSLATION_CASCADE\020\004*\354\001\n\tErrorCode\022\032\n\026E"
   "RROR_CODE_UNSPECIFIED\020\000\022!\n\035ERROR_CODE_RE"
   "COGNITION_FAILED\020\001\022!\n\035ERROR_CODE_TRANSLA"
   "TION_FAILED\020\002\022\037\n\033ERROR_CODE_SYNTHESIS_FA"
   "ILED\020\003\022\033\n\027ERROR_CODE_RATE_LIMITED\020\004\022\"\n\036E"
-  "RROR_CODE_SERVICE_UNAVAILABLE\020\005*\355\001\n\014Rost"
-  "erChange\022\035\n\031ROSTER_CHANGE_UNSPECIFIED\020\000\022"
-  "\030\n\024ROSTER_CHANGE_JOINED\020\001\022\026\n\022ROSTER_CHAN"
-  "GE_LEFT\020\002\022\033\n\027ROSTER_CHANGE_CONNECTED\020\003\022\036"
-  "\n\032ROSTER_CHANGE_DISCONNECTED\020\004\022\031\n\025ROSTER"
-  "_CHANGE_REMOVED\020\005\022\030\n\024ROSTER_CHANGE_LOCKE"
-  "D\020\006\022\032\n\026ROSTER_CHANGE_UNLOCKED\020\0072\363\001\n\023Conv"
-  "ersationService\022K\n\010Converse\022\034.dragoman.v"
-  "1.ConverseRequest\032\035.dragoman.v1.Converse"
-  "Response(\0010\001\022C\n\006Listen\022\032.dragoman.v1.Lis"
-  "tenRequest\032\033.dragoman.v1.ListenResponse0"
-  "\001\022J\n\tSendAudio\022\035.dragoman.v1.SendAudioRe"
-  "quest\032\036.dragoman.v1.SendAudioResponseb\006p"
-  "roto3"
+  "RROR_CODE_SERVICE_UNAVAILABLE\020\005\022\033\n\027ERROR"
+  "_CODE_REPLICA_LOST\020\006*\355\001\n\014RosterChange\022\035\n"
+  "\031ROSTER_CHANGE_UNSPECIFIED\020\000\022\030\n\024ROSTER_C"
+  "HANGE_JOINED\020\001\022\026\n\022ROSTER_CHANGE_LEFT\020\002\022\033"
+  "\n\027ROSTER_CHANGE_CONNECTED\020\003\022\036\n\032ROSTER_CH"
+  "ANGE_DISCONNECTED\020\004\022\031\n\025ROSTER_CHANGE_REM"
+  "OVED\020\005\022\030\n\024ROSTER_CHANGE_LOCKED\020\006\022\032\n\026ROST"
+  "ER_CHANGE_UNLOCKED\020\0072\363\001\n\023ConversationSer"
+  "vice\022K\n\010Converse\022\034.dragoman.v1.ConverseR"
+  "equest\032\035.dragoman.v1.ConverseResponse(\0010"
+  "\001\022C\n\006Listen\022\032.dragoman.v1.ListenRequest\032"
+  "\033.dragoman.v1.ListenResponse0\001\022J\n\tSendAu"
+  "dio\022\035.dragoman.v1.SendAudioRequest\032\036.dra"
+  "goman.v1.SendAudioResponseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fconversation_2eproto_deps[2] = {
   &::descriptor_table_google_2fprotobuf_2fduration_2eproto,
@@ -906,7 +906,7 @@ static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fcon
 };
 static ::_pbi::once_flag descriptor_table_dragoman_2fv1_2fconversation_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_dragoman_2fv1_2fconversation_2eproto = {
-    false, false, 6445, descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto,
+    false, false, 6474, descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto,
     "dragoman/v1/conversation.proto",
     &descriptor_table_dragoman_2fv1_2fconversation_2eproto_once, descriptor_table_dragoman_2fv1_2fconversation_2eproto_deps, 2, 25,
     schemas, file_default_instances, TableStruct_dragoman_2fv1_2fconversation_2eproto::offsets,
@@ -980,6 +980,7 @@ bool ErrorCode_IsValid(int value) {
     case 3:
     case 4:
     case 5:
+    case 6:
       return true;
     default:
       return false;

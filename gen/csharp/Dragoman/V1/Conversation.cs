@@ -151,23 +151,23 @@ namespace Dragoman.V1 {
             "VU5TUEVDSUZJRUQQABIcChhUUkFOU0xBVElPTl9QQVRIX0NBU0NBREUQARIa",
             "ChZUUkFOU0xBVElPTl9QQVRIX1BJVk9UEAISJwojVFJBTlNMQVRJT05fUEFU",
             "SF9TUEVFQ0hfVFJBTlNMQVRJT04QAxIvCitUUkFOU0xBVElPTl9QQVRIX1NQ",
-            "RUVDSF9UUkFOU0xBVElPTl9DQVNDQURFEAQqzwEKCUVycm9yQ29kZRIaChZF",
+            "RUVDSF9UUkFOU0xBVElPTl9DQVNDQURFEAQq7AEKCUVycm9yQ29kZRIaChZF",
             "UlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASIQodRVJST1JfQ09ERV9SRUNPR05J",
             "VElPTl9GQUlMRUQQARIhCh1FUlJPUl9DT0RFX1RSQU5TTEFUSU9OX0ZBSUxF",
             "RBACEh8KG0VSUk9SX0NPREVfU1lOVEhFU0lTX0ZBSUxFRBADEhsKF0VSUk9S",
             "X0NPREVfUkFURV9MSU1JVEVEEAQSIgoeRVJST1JfQ09ERV9TRVJWSUNFX1VO",
-            "QVZBSUxBQkxFEAUq7QEKDFJvc3RlckNoYW5nZRIdChlST1NURVJfQ0hBTkdF",
-            "X1VOU1BFQ0lGSUVEEAASGAoUUk9TVEVSX0NIQU5HRV9KT0lORUQQARIWChJS",
-            "T1NURVJfQ0hBTkdFX0xFRlQQAhIbChdST1NURVJfQ0hBTkdFX0NPTk5FQ1RF",
-            "RBADEh4KGlJPU1RFUl9DSEFOR0VfRElTQ09OTkVDVEVEEAQSGQoVUk9TVEVS",
-            "X0NIQU5HRV9SRU1PVkVEEAUSGAoUUk9TVEVSX0NIQU5HRV9MT0NLRUQQBhIa",
-            "ChZST1NURVJfQ0hBTkdFX1VOTE9DS0VEEAcy8wEKE0NvbnZlcnNhdGlvblNl",
-            "cnZpY2USSwoIQ29udmVyc2USHC5kcmFnb21hbi52MS5Db252ZXJzZVJlcXVl",
-            "c3QaHS5kcmFnb21hbi52MS5Db252ZXJzZVJlc3BvbnNlKAEwARJDCgZMaXN0",
-            "ZW4SGi5kcmFnb21hbi52MS5MaXN0ZW5SZXF1ZXN0GhsuZHJhZ29tYW4udjEu",
-            "TGlzdGVuUmVzcG9uc2UwARJKCglTZW5kQXVkaW8SHS5kcmFnb21hbi52MS5T",
-            "ZW5kQXVkaW9SZXF1ZXN0Gh4uZHJhZ29tYW4udjEuU2VuZEF1ZGlvUmVzcG9u",
-            "c2ViBnByb3RvMw=="));
+            "QVZBSUxBQkxFEAUSGwoXRVJST1JfQ09ERV9SRVBMSUNBX0xPU1QQBirtAQoM",
+            "Um9zdGVyQ2hhbmdlEh0KGVJPU1RFUl9DSEFOR0VfVU5TUEVDSUZJRUQQABIY",
+            "ChRST1NURVJfQ0hBTkdFX0pPSU5FRBABEhYKElJPU1RFUl9DSEFOR0VfTEVG",
+            "VBACEhsKF1JPU1RFUl9DSEFOR0VfQ09OTkVDVEVEEAMSHgoaUk9TVEVSX0NI",
+            "QU5HRV9ESVNDT05ORUNURUQQBBIZChVST1NURVJfQ0hBTkdFX1JFTU9WRUQQ",
+            "BRIYChRST1NURVJfQ0hBTkdFX0xPQ0tFRBAGEhoKFlJPU1RFUl9DSEFOR0Vf",
+            "VU5MT0NLRUQQBzLzAQoTQ29udmVyc2F0aW9uU2VydmljZRJLCghDb252ZXJz",
+            "ZRIcLmRyYWdvbWFuLnYxLkNvbnZlcnNlUmVxdWVzdBodLmRyYWdvbWFuLnYx",
+            "LkNvbnZlcnNlUmVzcG9uc2UoATABEkMKBkxpc3RlbhIaLmRyYWdvbWFuLnYx",
+            "Lkxpc3RlblJlcXVlc3QaGy5kcmFnb21hbi52MS5MaXN0ZW5SZXNwb25zZTAB",
+            "EkoKCVNlbmRBdWRpbxIdLmRyYWdvbWFuLnYxLlNlbmRBdWRpb1JlcXVlc3Qa",
+            "Hi5kcmFnb21hbi52MS5TZW5kQXVkaW9SZXNwb25zZWIGcHJvdG8z"));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Google.Protobuf.WellKnownTypes.DurationReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Dragoman.V1.AudioEncoding), typeof(global::Dragoman.V1.Speaker), typeof(global::Dragoman.V1.TranslationPath), typeof(global::Dragoman.V1.ErrorCode), typeof(global::Dragoman.V1.RosterChange), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -299,6 +299,13 @@ namespace Dragoman.V1 {
     /// utterances are processed once the service is back.
     /// </summary>
     [pbr::OriginalName("ERROR_CODE_SERVICE_UNAVAILABLE")] ServiceUnavailable = 5,
+    /// <summary>
+    /// The session_svc replica holding the session stopped while the utterance
+    /// named was in flight (or, with no utterance named, while speech sent just
+    /// before had not yet become one): it was lost. Another replica took the
+    /// session over; the stream is resumed there (docs/handover.md).
+    /// </summary>
+    [pbr::OriginalName("ERROR_CODE_REPLICA_LOST")] ReplicaLost = 6,
   }
 
   /// <summary>
