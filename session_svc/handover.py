@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dragoman import db
 from dragoman.db import Database
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2 as spb
@@ -242,11 +243,14 @@ class Handover:
         has been silent for `silent_s`."""
         column = "session_id" if session_id else "code"
         async with self._db.pool.connection() as conn:
-            cur = await conn.execute(
-                f"SELECT s.session_id, s.owner, coalesce(o.seen_at < now() - make_interval("  # noqa: S608 - a column name
-                f"secs => %s), false) FROM sessions s LEFT JOIN session_owners o USING (owner) "
-                f"WHERE s.{column} = %s AND s.status <> 'ended'",
-                (silent_s, session_id or code))
+            try:
+                cur = await conn.execute(
+                    f"SELECT s.session_id, s.owner, coalesce(o.seen_at < now() - make_interval("  # noqa: S608 - a column name
+                    f"secs => %s), false) FROM sessions s LEFT JOIN session_owners o USING (owner) "
+                    f"WHERE s.{column} = %s AND s.status <> 'ended'",
+                    (silent_s, session_id or code))
+            except db.Unstorable:  # a key no row can have
+                return None
             row = await cur.fetchone()
         return None if row is None else Owner(row[0], row[1], row[2])
 

@@ -56,7 +56,7 @@ async def test_migrations_apply_once_and_twice_is_a_no_op(database: config.DbSet
                                         (4, "multi_party"), (5, "utterance_times"),
                                         (6, "low_confidence"), (7, "vocabularies"),
                                         (8, "devices_roles"), (9, "privacy_modes"),
-                                        (10, "oidc"), (11, "admin")]
+                                        (10, "oidc"), (11, "admin"), (12, "session_handover")]
 
 
 async def test_concurrent_upgrades_apply_each_migration_once(database: config.DbSettings) -> None:
@@ -205,7 +205,7 @@ def test_the_commands_upgrade_generate_and_rotate(
     assert capsys.readouterr().out.splitlines() == [
         "applied 0001_initial, 0002_session_owner, 0003_session_owners, 0004_multi_party, "
         "0005_utterance_times, 0006_low_confidence, 0007_vocabularies, 0008_devices_roles, "
-        "0009_privacy_modes, 0010_oidc, 0011_admin",
+        "0009_privacy_modes, 0010_oidc, 0011_admin, 0012_session_handover",
         "the schema is up to date"]
 
     assert cli.main(["keys", "generate", "--id", "k2"]) == 0
