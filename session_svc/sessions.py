@@ -451,6 +451,8 @@ class SessionRegistry:
         end with this replica (one replica, or no advertised address)."""
         self.draining = False
         """Handing its sessions over before it stops: it takes none over."""
+        self._adopting = asyncio.Lock()
+        """One takeover at a time: a call about a session waits until it is held here."""
         self._moved: set[str] = set()
         """Sessions another replica holds now: calls about them get UNAVAILABLE here, so
         the gateway asks for their owner again."""
@@ -530,8 +532,12 @@ class SessionRegistry:
         """Takes over the live sessions (or the one) of owners silent for `silent_s`."""
         if self.handover is None or self.draining:
             return []
+        async with self._adopting:
+            return await self._adopt(self.handover, silent_s, session_id)
+
+    async def _adopt(self, handover: Handover, silent_s: float, session_id: str) -> list[Session]:
         adopted = []
-        for claimed in await self.handover.claim(silent_s, session_id):
+        for claimed in await handover.claim(silent_s, session_id):
             try:
                 adopted.append(await self._install(claimed))
             except Exception:  # noqa: BLE001 - claimed and not held: ended, not left for none
@@ -553,8 +559,12 @@ class SessionRegistry:
         found = await self.handover.owner_of(session_id=session_id, code=code, silent_s=silent_s)
         if found is None:
             return None
-        if found.silent and await self.adopt(silent_s, found.session_id):
-            return self.owner
+        if found.owner == self.owner:
+            async with self._adopting:  # claimed, maybe not yet held: until it is
+                return self.owner
+        if found.silent and (await self.adopt(silent_s, found.session_id)
+                             or self.find_live(found.session_id) is not None):
+            return self.owner  # taken over now, or by a takeover this call waited for
         if found.silent:  # another replica was quicker, or it cannot be taken over
             again = await self.handover.owner_of(session_id=found.session_id, silent_s=silent_s)
             return None if again is None else again.owner
