@@ -27,8 +27,16 @@ the next fault):
 - the status codes clients saw: ConversationError codes and gRPC status
   codes of broken streams.
 
-Faults of a session_svc replica, a gateway, PostgreSQL and Redis are not
-injected here: they are listed as not run.
+session_svc runs as two replicas on one database (each records the
+sessions it holds; the gateway routes to the holder): the sessions of odd
+pairs are created on the second one (through a second gateway), and
+everyone talks through the first gateway. The last fault SIGKILLs the
+second replica for good: the first takes its sessions over
+(session_svc.handover), clients whose stream broke resume on their own,
+and its recovery is from the kill, over the pairs it held.
+
+Faults of a gateway, PostgreSQL and Redis are not injected here: they are
+listed as not run.
 
     python -m bench.chaos [--sessions 20] [--real] [--smoke] [--out DIR]
 
@@ -85,7 +93,14 @@ SETTLE_S, WARMUP_S, DRAIN_S = 10.0, 5.0, 20.0
 RESUME_WAIT_S = 5.0
 MODELS = ("stt", "mt", "tts")
 REAL_MODULES = {"stt": "stt_svc.server", "mt": "mt_svc.server", "tts": "tts_svc.server"}
-NOT_RUN = ("session_svc replica", "gateway replica", "PostgreSQL", "Redis")
+REPLICA = "session_svc replica"
+"""The fault that SIGKILLs the second session_svc replica, after the model services'."""
+FAULTS = (*MODELS, REPLICA)
+HANDOVER_AFTER_MS = 1500
+"""session.handover_after_ms of the replicas: how soon a silent one's sessions move."""
+RESUME_BACKOFF_S, RESUME_GIVE_UP_S = 0.2, 30.0
+"""A client whose stream broke UNAVAILABLE opens it again after this, until that long passed."""
+NOT_RUN = ("gateway replica", "PostgreSQL", "Redis")
 """Faults of the issue this bench does not inject yet."""
 LANGUAGES = ("en", "es")
 
@@ -134,6 +149,31 @@ class ModelServices:
         return time.monotonic() - started
 
 
+class SessionReplicas:
+    """Two session_svc replicas on one database, each its own process, each recording
+    the sessions it holds at its address; the second can be killed for good."""
+
+    def __init__(self, children: Children, addresses: dict[str, str]) -> None:
+        self.children, self.addresses = children, addresses
+        self.processes: dict[str, Child] = {}
+
+    async def start(self) -> None:
+        for name in ("session", "session2"):
+            address = self.addresses[name]
+            self.processes[name] = self.children.spawn(name, ["-m", "session_svc.server"], address, {
+                "DRAGOMAN_ADDRESSES_SESSION": address,
+                "DRAGOMAN_SESSION_ADVERTISE_ADDRESS": address,
+                "DRAGOMAN_SESSION_HANDOVER_AFTER_MS": str(HANDOVER_AFTER_MS)})
+        for child in self.processes.values():
+            await self.children.wait_serving(child)
+
+    async def kill(self) -> None:
+        popen = self.processes["session2"].popen
+        popen.send_signal(signal.SIGKILL)
+        while popen.poll() is None:
+            await asyncio.sleep(0.01)
+
+
 @dataclass
 class Person(Participant):
     """One participant: says clips, hears the partner, resumes its stream on demand."""
@@ -161,6 +201,8 @@ class Person(Participant):
     resume_wanted: bool = False
     """Resume the stream at the end of the clip being said (see `talk`)."""
     resumed_at: list[float] = field(default_factory=list)
+    broken_since: float | None = None
+    """When its stream broke UNAVAILABLE, until it is open again (it resumes on its own)."""
 
     def open(self, resume_after: int = 0) -> None:
         """Opens the conversation stream, resuming after `resume_after` if not 0."""
@@ -189,6 +231,18 @@ class Person(Participant):
             raise
         except grpc.aio.AioRpcError as e:
             self.codes[f"grpc {e.code().name}"] += 1
+            now = time.monotonic()
+            if resumable(e) and not self.leaving and (
+                    self.broken_since is None or now - self.broken_since < RESUME_GIVE_UP_S):
+                # its session_svc replica stopped: another takes the session over
+                self.broken_since = self.broken_since or now
+                await asyncio.sleep(RESUME_BACKOFF_S)
+                unsent = self.requests
+                self.open(self.last_sequence)
+                while not unsent.empty():  # audio said meanwhile goes on the new stream
+                    if (request := unsent.get_nowait()) is not None:
+                        self.requests.put_nowait(request)
+                return
             self.gone = True
         except Exception as e:  # noqa: BLE001 - recorded and reported, the run goes on
             self.codes[f"client {type(e).__name__}"] += 1
@@ -198,6 +252,7 @@ class Person(Participant):
 
     def on_event(self, event: pb.ConversationEvent) -> None:
         kind, now = event.WhichOneof("kind"), time.monotonic()
+        self.broken_since = None
         if kind != "heartbeat":  # a heartbeat repeats the last sequence
             if event.sequence <= self.last_sequence:
                 self.duplicated += 1
@@ -224,6 +279,14 @@ class Person(Participant):
     async def leave(self, timeout_s: float = 5.0) -> None:
         self.leaving = True
         await super().leave(timeout_s)
+
+
+def resumable(e: grpc.aio.AioRpcError) -> bool:
+    """A stream that broke for want of its server, not for something the client did:
+    UNAVAILABLE, or INTERNAL "Internal error from Core" when the client was writing
+    audio as the call ended (grpc/grpc#36066 hides the server's UNAVAILABLE then)."""
+    return e.code() == grpc.StatusCode.UNAVAILABLE or (
+        e.code() == grpc.StatusCode.INTERNAL and "Internal error from Core" in (e.details() or ""))
 
 
 def speech(language: str, clip_s: float) -> list[tuple[list[bytes], int]]:
@@ -284,7 +347,10 @@ def pending(speaker: Person, listener: Person) -> int:
     return sum(resolved(u, speaker, listener) is None for u in speaker.started_at)
 
 
-async def pair_up(gateway: str, index: int, tag: str) -> tuple[Person, Person]:
+async def pair_up(gateway: str, index: int, tag: str,
+                  creator_gateway: str = "") -> tuple[Person, Person]:
+    """Two people talking through `gateway`, in a session created through
+    `creator_gateway` (its replica holds it), by default the same."""
     people = []
     for side, language in enumerate(LANGUAGES):
         client = Client(gateway)
@@ -292,7 +358,9 @@ async def pair_up(gateway: str, index: int, tag: str) -> tuple[Person, Person]:
         await client.register(user, f"{user}@example.org", "bench-password-1", language)
         people.append(Person(client, language))
     a, b = people
-    session = await a.client.create_session(a.language)
+    async with Client(creator_gateway or gateway) as creator:
+        creator.tokens = a.client.tokens
+        session = await creator.create_session(a.language)
     await b.client.join_session(session.code, b.language)
     for p in people:
         p.session_id = session.session_id
@@ -375,9 +443,11 @@ def recoveries(pairs: list[tuple[Person, Person]], fault: Fault) -> tuple[list[f
     return out, none
 
 
-async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float) -> dict[str, Any]:
+async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float,
+              chosen: tuple[str, ...] = FAULTS) -> dict[str, Any]:
     delays, source = (None, "real engines (settings defaults)") if real else calibrated_delays()
-    addresses = {name: free_address() for name in ("gateway", "session", *MODELS)}
+    addresses = {name: free_address()
+                 for name in ("gateway", "gateway2", "session", "session2", *MODELS)}
     faults: list[Fault] = []
     pairs: list[tuple[Person, Person]] = []
     startup: dict[str, float] = {}
@@ -385,26 +455,40 @@ async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float) ->
     with scratch_database("chaos") as db_env:
         children = Children(work / "logs", service_env(addresses, {
             **db_env, **LIMITS_ENV, "DRAGOMAN_AUTH_IDENTITY_KEY": secrets.token_urlsafe(48),
+            "DRAGOMAN_AUTH_JWT_SECRET": secrets.token_urlsafe(48),  # two gateways, one sign-in
             "DRAGOMAN_SESSION_MAX_LIVE_SESSIONS": "0"}))
         models = ModelServices(children, addresses, delays)
         try:
             began = time.monotonic()
             await models.start()
-            for name, module in (("session", "session_svc.server"), ("gateway", "gateway.server")):
-                await children.wait_serving(children.spawn(name, ["-m", module], addresses[name]))
+            replicas = SessionReplicas(children, addresses)
+            await replicas.start()
+            for gateway, replica in (("gateway", "session"), ("gateway2", "session2")):
+                await children.wait_serving(children.spawn(
+                    gateway, ["-m", "gateway.server"], addresses[gateway],
+                    {"DRAGOMAN_ADDRESSES_GATEWAY": addresses[gateway],
+                     "DRAGOMAN_ADDRESSES_SESSION": addresses[replica]}))
             tag = secrets.token_hex(3)
-            pairs = [await pair_up(addresses["gateway"], i, tag) for i in range(n)]
+            # odd pairs' sessions on the second replica; everyone talks through the first gateway
+            pairs = [await pair_up(addresses["gateway"], i, tag,
+                                   addresses["gateway2"] if i % 2 else "") for i in range(n)]
             setup_s = time.monotonic() - began
             clips = {lang: speech(lang, clip_s) for lang in LANGUAGES}
             stop = asyncio.Event()
             talkers = [asyncio.create_task(talk(p, other, clips[p.language], stop, i))
                        for i, (a, b) in enumerate(pairs) for p, other in ((a, b), (b, a))]
             await asyncio.sleep(WARMUP_S)
-            for role in MODELS:
+            for role in chosen:
                 fault = Fault(role, time.monotonic())
                 if faults:
                     faults[-1].until = fault.killed
                 faults.append(fault)
+                if role == REPLICA:  # for good: clients resume on the replica taking over
+                    await replicas.kill()
+                    fault.restarted = time.monotonic()
+                    sys.stderr.write(f"killed {role}\n")
+                    await asyncio.sleep(settle_s)
+                    continue
                 await models.kill(role)
                 sys.stderr.write(f"killed {role}\n")
                 for _, listener in pairs:  # they resume while the service is down
@@ -445,9 +529,11 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
     first = faults[0].killed if faults else float("inf")
     baseline = account(pairs, lambda t: t < first, faults)
     for i, fault in enumerate(faults):
-        times, none = recoveries(pairs, fault)
+        # a replica's loss touches the pairs it held (the odd ones), from the kill
+        times, none = recoveries(pairs[1::2] if fault.role == REPLICA else pairs, fault)
         rows.append({
-            "fault": f"{fault.role} SIGKILL + restart",
+            "fault": (f"{fault.role} SIGKILL (1 of 2, taken over)" if fault.role == REPLICA
+                      else f"{fault.role} SIGKILL + restart"),
             **account(pairs, fault.window, faults),
             "recovery": summary(times),
             "sessions_without_recovery": none,
@@ -455,7 +541,8 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
             "down_ms": round((fault.restarted - fault.killed) * 1000),
             "index": i,
         })
-    all_recoveries = [t for f in faults for t in recoveries(pairs, f)[0]]
+    all_recoveries = [t for f in faults for t in recoveries(
+        pairs[1::2] if f.role == REPLICA else pairs, f)[0]]
     sessions_ended = sum(any(p.gone for p in pair) for pair in pairs)
     codes = Counter[str]()
     for p in people:
@@ -479,7 +566,9 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
                    f"of FLEURS speech then {PAUSE_S:g} s of silence, over and over; after "
                    f"{WARMUP_S:g} s each model service in turn gets SIGKILL, stays dead "
                    f"{DOWN_S:g} s and starts again on its address, then {settle_s:g} s pass; "
-                   "every listener resumes its stream once per fault while the service is down"),
+                   "every listener resumes its stream once per fault while the service is down; "
+                   "then the second of two session_svc replicas gets SIGKILL for good "
+                   f"(session.handover_after_ms={HANDOVER_AFTER_MS}) and {settle_s:g} s pass"),
         "setup_s": round(setup_s, 1),
         "baseline": baseline,
         "clips": clips,
@@ -536,12 +625,18 @@ How to read it:
   connected again (reconnect backoff 0.1 to 1 s, rpc.RECONNECT_BACKOFF_MS) and the
   next utterance is heard.
 - duplicated / out of order: at listeners that dropped their stream and resumed
-  with resume_after_sequence while the service was down."""
+  with resume_after_sequence while the service was down.
+- session_svc replica: its streams end UNAVAILABLE; clients open them again every
+  RESUME_BACKOFF_S with resume_after_sequence (audio said meanwhile goes on the new
+  stream) and get UNAVAILABLE until the other replica takes the session over, once
+  the lease is HANDOVER_AFTER_MS old (docs/handover.md). reported: the utterances in
+  flight at the kill (ERROR_CODE_REPLICA_LOST naming them); recovery: from the kill
+  to the first translated audio heard, over the sessions the killed replica held."""
 
 
 def markdown(result: dict[str, Any]) -> str:
     return "\n".join([
-        "# bench.chaos: a model service dies mid-conversation", "",
+        "# bench.chaos: a service dies mid-conversation", "",
         f"Command: `{result['command']}`", "",
         f"Method: {result['method']}.", "",
         "```", report(result), summary_line(result), "```", "",
@@ -556,12 +651,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="2 sessions, short clips and settling (the test suite's run)")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
+    parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS),
+                        help="the faults to inject, in this order (default: all)")
     args = parser.parse_args(argv)
     n = 2 if args.smoke else args.sessions
     settle_s = 4.0 if args.smoke else SETTLE_S
     clip_s = 1.5 if args.smoke else CLIP_S
     with tempfile.TemporaryDirectory(prefix="dragoman-chaos-") as tmp:
-        result = asyncio.run(run(n, args.real, Path(tmp), settle_s, clip_s))
+        result = asyncio.run(run(n, args.real, Path(tmp), settle_s, clip_s, tuple(args.faults)))
     result["smoke"] = args.smoke
     result["command"] = shlex.join(["python", "-m", "bench.chaos", *(argv or sys.argv[1:])])
     publish("chaos", result, args.out, markdown(result), report(result), summary_line(result))

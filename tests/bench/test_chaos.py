@@ -1,5 +1,5 @@
 """`python -m bench.chaos --smoke`: model services killed and restarted under live
-sessions. No timing assertions: the numbers of a smoke run mean nothing; what a
+sessions, then one of two session_svc replicas killed for good. No timing assertions: the numbers of a smoke run mean nothing; what a
 client must never see (duplicates, gaps, a session ended by a model service's
 crash) is checked."""
 
@@ -19,8 +19,10 @@ def test_chaos_smoke(tmp_path: Path) -> None:
     assert LINE.fullmatch(out.strip().splitlines()[-1])
     result = json.loads((tmp_path / "chaos.json").read_text())
     assert (tmp_path / "chaos.md").read_text().count(result["command"]) == 1
-    assert [f["fault"].split()[0] for f in result["faults"]] == ["stt", "mt", "tts"]
-    assert result["not_run"] == ["session_svc replica", "gateway replica", "PostgreSQL", "Redis"]
+    assert [f["fault"].split()[0] for f in result["faults"]] == ["stt", "mt", "tts", "session_svc"]
+    assert result["not_run"] == ["gateway replica", "PostgreSQL", "Redis"]
+    # the killed replica's sessions were taken over: their streams resumed
+    assert result["faults"][-1]["sessions_without_recovery"] == 0
     for fault in result["faults"]:
         assert fault["heard"] + fault["reported"] + fault["lost"] == fault["utterances"]
         assert set(fault["recovery"]) == {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"}
