@@ -1,7 +1,7 @@
 """`python -m bench.chaos --smoke`: model services killed and restarted under live
-sessions, then one of two session_svc replicas killed for good. No timing assertions: the numbers of a smoke run mean nothing; what a
-client must never see (duplicates, gaps, a session ended by a model service's
-crash) is checked."""
+sessions, then one of two session_svc replicas killed for good. No timing
+assertions: the numbers of a smoke run mean nothing; what a client must never
+see (duplicates, gaps, a session ended by a crash) is checked."""
 
 from __future__ import annotations
 
