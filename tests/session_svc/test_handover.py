@@ -12,11 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from dragoman import audio, config, rpc
@@ -81,7 +82,7 @@ async def mesh(settings: config.Settings) -> AsyncIterator[Mesh]:
 
 
 @contextlib.contextmanager
-def replica_process(mesh: Mesh, address: str, log: Path) -> subprocess.Popen[bytes]:  # type: ignore[misc]
+def replica_process(mesh: Mesh, address: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """session_svc in a process of its own at `address`, on the mesh's database."""
     s, db = mesh.settings, mesh.settings.database
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "gen" / "python")]),
@@ -325,8 +326,6 @@ async def test_a_private_sessions_stored_tail_holds_no_text(mesh: Mesh, fleurs: 
     await listener.until(heard)
     keyring = Keyring.parse(mesh.settings.database.encryption_keys)
     database = mesh.settings.database
-    import psycopg  # noqa: PLC0415 - only this test reads the table
-
     with psycopg.connect(database.url, options=f"-c search_path={database.schema}") as conn:
         rows = conn.execute(
             "SELECT user_id, sequence, key_id, event FROM session_events WHERE session_id = %s",
@@ -349,7 +348,7 @@ async def test_a_private_sessions_stored_tail_holds_no_text(mesh: Mesh, fleurs: 
                                 (session.session_id,)).fetchone()
             if left == (0,):
                 break
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
     assert left == (0,)
     for stream in (speaker, listener):
         await stream.close()
