@@ -212,15 +212,19 @@ async def _client(gateway: str, language: str) -> Client:
     return client
 
 
-async def _session(creator_gateway: str, gateway: str) -> tuple[Client, Client, str]:
-    """Host and guest on `gateway`, in a session created through `creator_gateway`
-    (so held by the replica behind it)."""
+async def _talking(creator_gateway: str, gateway: str, fleurs: Path) -> tuple[Stream, Stream, str]:
+    """The host speaking to the guest, both on `gateway`, in a session created through
+    `creator_gateway` (so held by the replica behind it); and the host's utterance id."""
     host, guest = await _client(gateway, "en"), await _client(gateway, "pt")
     async with Client(creator_gateway) as creator:  # the host, through the other gateway
         creator.tokens = host.tokens
         session = await creator.create_session("en")
     await guest.join_session(session.code, "pt")
-    return host, guest, session.session_id
+    speaker, listener = Stream(host, session.session_id), Stream(guest, session.session_id)
+    speaker.open()
+    listener.open()
+    await speaker.say(utterance(fleurs))
+    return speaker, listener, (await speaker.until(own_start)).processing_started.utterance_id
 
 
 async def test_a_killed_replicas_sessions_go_on_on_the_other(
@@ -230,12 +234,9 @@ async def test_a_killed_replicas_sessions_go_on_on_the_other(
     with replica_process(mesh, doomed, tmp_path / "replica.log") as process:
         await serving(doomed, process)
         # both stream through the survivor's gateway, which routes them to the owner
-        host, guest, session_id = await _session(await mesh.gateway_to(doomed), mesh.gateway)
-        speaker, listener = Stream(host, session_id), Stream(guest, session_id)
-        speaker.open()
-        listener.open()
-        await speaker.say(utterance(fleurs))
-        first = (await speaker.until(own_start)).processing_started.utterance_id
+        speaker, listener, first = await _talking(
+            await mesh.gateway_to(doomed), mesh.gateway, fleurs)
+        host, guest, session_id = speaker.client, listener.client, speaker.session_id
         await listener.until(lambda e: kind(e) == "translation")
         process.send_signal(signal.SIGKILL)  # while its speech is being synthesised
         process.wait()
@@ -275,12 +276,9 @@ async def test_a_drained_replica_hands_its_sessions_over(mesh: Mesh, fleurs: Pat
     await replica.start(leaving)
     stopping: asyncio.Task[None] | None = None
     try:
-        host, guest, session_id = await _session(await mesh.gateway_to(leaving), mesh.gateway)
-        speaker, listener = Stream(host, session_id), Stream(guest, session_id)
-        speaker.open()
-        listener.open()
-        await speaker.say(utterance(fleurs))
-        first = (await speaker.until(own_start)).processing_started.utterance_id
+        speaker, listener, first = await _talking(
+            await mesh.gateway_to(leaving), mesh.gateway, fleurs)
+        host, session_id = speaker.client, speaker.session_id
         stopping = asyncio.create_task(replica.stop(10))  # SIGTERM: finish, then hand over
         # the utterance in progress is finished before the hand-over, and heard
         assert (await listener.until(heard)).speech_audio.utterance_id == first
