@@ -424,6 +424,11 @@ class SessionSettings:
     holds so that calls about the session are routed here. Set it (to the
     pod's own address) when several replicas run; empty: one replica, reached
     at addresses.session."""
+    handover_after_ms: int = 3000
+    """With `advertise_address`: a replica whose owner lease has not been renewed for
+    this long is taken for dead, and another takes its live sessions over (it renews
+    every third of it; docs/handover.md). Shorter is a faster recovery, and a replica
+    whose event loop stalls that long loses its sessions to another."""
 
     def __post_init__(self) -> None:
         for name in ("sentence_wait_ms", "sentence_max_hold_ms", "event_buffer_bytes"):

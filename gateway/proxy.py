@@ -162,10 +162,12 @@ class Proxy:
         context: grpc.aio.ServicerContext,
         required: Sequence[str] = (),
         limit: Limit = Limit.REQUEST,
+        moved: Callable[[], None] | None = None,
     ) -> _Response:
         """`route` gives the method of the replica the call belongs to; it runs
         after the caller is admitted, so nothing unauthenticated reaches the
-        session directory."""
+        session directory. `moved` is called when that replica answers UNAVAILABLE
+        (stopped, or handing the session over): the next call asks for the owner again."""
         identity, options = await self._admit(context, request, required, limit)
         outcome: grpc.StatusCode | None = None  # None: no answer (cancelled)
         try:
@@ -180,6 +182,7 @@ class Proxy:
                 return response
             except grpc.aio.AioRpcError as err:
                 outcome = err.code()
+                _moved(err, moved)
                 raise _downstream_error(err) from None
             finally:
                 call.cancel()
@@ -209,6 +212,7 @@ class Proxy:
         request: _Request,
         context: grpc.aio.ServicerContext,
         required: Sequence[str] = (),
+        moved: Callable[[], None] | None = None,
     ) -> AsyncIterator[_Response]:
         _, options = await self._admit(context, request, required)
         call = (await route())(request, **options)
@@ -217,6 +221,7 @@ class Proxy:
             async for response in call:
                 yield response
         except grpc.aio.AioRpcError as err:
+            _moved(err, moved)
             raise _downstream_error(err) from None
         finally:
             call.cancel()
@@ -226,6 +231,7 @@ class Proxy:
         route: Callable[[_Request], Awaitable[grpc.aio.StreamStreamMultiCallable[_Request, _Response]]],
         requests: AsyncIterator[_Request],
         context: grpc.aio.ServicerContext,
+        moved: Callable[[_Request], None] | None = None,
     ) -> AsyncIterator[_Response]:
         """The client's first message picks the replica (`route`); then
         requests flow in a pump task (audio paced by the audio limit),
@@ -254,11 +260,18 @@ class Proxy:
                 raise refused from None
             if isinstance(err, asyncio.CancelledError):
                 raise
+            if moved is not None:
+                _moved(err, lambda: moved(first))
             raise _downstream_error(err) from None
         finally:
             close()
             await asyncio.wait({pump})
             _refusal(pump)  # retrieved: a refusal the response side did not see is no task error
+
+
+def _moved(err: grpc.aio.AioRpcError, moved: Callable[[], None] | None) -> None:
+    if moved is not None and err.code() == grpc.StatusCode.UNAVAILABLE:
+        moved()
 
 
 def _refusal(pump: asyncio.Task[None]) -> errors.DragomanError | None:
@@ -305,6 +318,9 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
             return getattr(await self._router.sessions(session_id=session_id, code=code), method)
         return route
 
+    def _moved(self, session_id: str) -> Callable[[], None]:
+        return lambda: self._router.forget(session_id)
+
     async def CreateSession(
         self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.CreateSessionResponse:
@@ -326,7 +342,7 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
     ) -> sessions_pb2.GetSessionResponse:
         return await self._proxy.unary(
             self._via("GetSession", session_id=request.session_id), request, context,
-            required=("session_id",),
+            required=("session_id",), moved=self._moved(request.session_id),
         )
 
     async def EndSession(
@@ -334,7 +350,7 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
     ) -> sessions_pb2.EndSessionResponse:
         return await self._proxy.unary(
             self._via("EndSession", session_id=request.session_id), request, context,
-            required=("session_id",),
+            required=("session_id",), moved=self._moved(request.session_id),
         )
 
     async def RemoveParticipant(
@@ -342,7 +358,7 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
     ) -> sessions_pb2.RemoveParticipantResponse:
         return await self._proxy.unary(
             self._via("RemoveParticipant", session_id=request.session_id), request, context,
-            required=("session_id", "user_id"),
+            required=("session_id", "user_id"), moved=self._moved(request.session_id),
         )
 
     async def LockSession(
@@ -350,7 +366,7 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
     ) -> sessions_pb2.LockSessionResponse:
         return await self._proxy.unary(
             self._via("LockSession", session_id=request.session_id), request, context,
-            required=("session_id",),
+            required=("session_id",), moved=self._moved(request.session_id),
         )
 
     async def LeaveSession(
@@ -358,7 +374,7 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
     ) -> sessions_pb2.LeaveSessionResponse:
         return await self._proxy.unary(
             self._via("LeaveSession", session_id=request.session_id), request, context,
-            required=("session_id",),
+            required=("session_id",), moved=self._moved(request.session_id),
         )
 
     async def ListSessions(
@@ -371,7 +387,7 @@ class SessionProxy(sessions_pb2_grpc.SessionServiceServicer):
     ) -> sessions_pb2.ExportTranscriptResponse:
         return await self._proxy.unary(
             self._via("ExportTranscript", session_id=request.session_id), request, context,
-            required=("session_id",),
+            required=("session_id",), moved=self._moved(request.session_id),
         )
 
     async def ListLanguages(
@@ -400,7 +416,8 @@ class ConversationProxy(conversation_pb2_grpc.ConversationServiceServicer):
     ) -> AsyncIterator[conversation_pb2.ConverseResponse]:
         async def route(first: conversation_pb2.ConverseRequest) -> Any:
             return (await self._router.conversations(first.join.session_id)).Converse
-        return self._proxy.bidi(route, request_iterator, context)
+        return self._proxy.bidi(route, request_iterator, context, moved=lambda first: (
+            self._router.forget(first.join.session_id)))
 
     def Listen(
         self, request: conversation_pb2.ListenRequest, context: grpc.aio.ServicerContext
@@ -408,6 +425,7 @@ class ConversationProxy(conversation_pb2_grpc.ConversationServiceServicer):
         return self._proxy.server_stream(
             self._via("Listen", request.join.session_id), request, context,
             required=("join.session_id",),
+            moved=lambda: self._router.forget(request.join.session_id),
         )
 
     async def SendAudio(
@@ -416,6 +434,7 @@ class ConversationProxy(conversation_pb2_grpc.ConversationServiceServicer):
         return await self._proxy.unary(
             self._via("SendAudio", request.session_id), request, context,
             required=("session_id",), limit=Limit.AUDIO,
+            moved=lambda: self._router.forget(request.session_id),
         )
 
 

@@ -9,11 +9,12 @@ session_svc (`SessionDataService.GetSessionOwner`, asked at
 `addresses.session`: `gateway.sessiondata`); it reads no session table.
 Calls that name no session (CreateSession, ListSessions), sessions with no
 recorded owner (one replica) and ended sessions (any replica answers from
-the record) go to `addresses.session`. A session never changes owner, so the
-owner of a session id is cached (and asked again while its replica does not
-answer); a code is looked up once per JoinSession. A replica that stops for
-good loses its owner lease, and the others end its sessions
-(session_svc.sessions)."""
+the record) go to `addresses.session`. The owner of a session id is cached,
+and asked again while its replica does not answer or once it answered
+UNAVAILABLE (`forget`): a replica that stops, killed or drained, has its live
+sessions taken over by another (session_svc.handover, docs/handover.md),
+which the directory names from then on. A code is looked up once per
+JoinSession."""
 
 from __future__ import annotations
 
@@ -88,8 +89,8 @@ class Router:
             if not self._failing(cached):
                 self._owners.move_to_end(session_id)
                 return cached
-            # its replica stopped answering: ask again (once it is gone, its
-            # sessions are ended and the record is served by any replica)
+            # its replica stopped answering: ask again (once it is gone, another
+            # replica takes its sessions over)
             del self._owners[session_id]
         owner = await self.directory.owner(session_id=session_id, code=code)
         if owner is None:
@@ -99,6 +100,11 @@ class Router:
             if len(self._owners) > self._cache_size:
                 self._owners.popitem(last=False)
         return owner
+
+    def forget(self, session_id: str) -> None:
+        """Its owner answered UNAVAILABLE (stopped, or handed the session over): the
+        next call about it asks the directory again."""
+        self._owners.pop(session_id, None)
 
     async def sessions(self, *, session_id: str = "", code: str = "") -> sessions_pb2_grpc.SessionServiceStub:
         return self._stubs_of(await self._owner(session_id, code))[0]

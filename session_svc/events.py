@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -43,8 +43,15 @@ class EventLog:
     (the usual case) is handed the message itself, not a parsed copy.
     """
 
-    def __init__(self, session_id: str, capacity: int, max_bytes: int = 0) -> None:
+    def __init__(self, session_id: str, capacity: int, max_bytes: int = 0,
+                 on_append: Callable[[EventLog], None] | None = None) -> None:
         self.session_id = session_id
+        self.on_append = on_append
+        """Told of each new event when the tail is persisted (session_svc.handover): then
+        followers get an event only once `mark_durable` says it is stored, so a client
+        never holds an event that a replica taking the session over would not have."""
+        self._durable = 0
+        self._unsaved = 1  # the first sequence not yet handed to `on_append`'s writer
         self._events: deque[bytes] = deque(maxlen=capacity)
         self._max_bytes = max_bytes
         self._bytes = 0  # in self._events
@@ -56,6 +63,48 @@ class EventLog:
     @property
     def last_sequence(self) -> int:
         return self._sequence
+
+    @property
+    def visible(self) -> int:
+        """The last sequence followers may be sent (see `on_append`)."""
+        return self._sequence if self.on_append is None else self._durable
+
+    def unsaved(self) -> list[tuple[int, bytes]]:
+        """The kept events not yet taken for writing, as (sequence, serialized); taking
+        them marks them taken (the writer calls `mark_durable` once they are stored)."""
+        kept = len(self._events)
+        first = self._sequence - kept + 1
+        start = max(0, self._unsaved - first)
+        out = [(first + i, data) for i, data in enumerate(
+            itertools.islice(self._events, start, None), start)]
+        self._unsaved = self._sequence + 1
+        return out
+
+    @property
+    def first_sequence(self) -> int:
+        """The oldest sequence kept (last_sequence + 1 when none is)."""
+        return self._sequence - len(self._events) + 1
+
+    def mark_durable(self, sequence: int) -> None:
+        """Events up to `sequence` are stored: followers may have them."""
+        if sequence > self._durable:
+            self._durable = sequence
+            self._wake()
+
+    def restore(self, events: Sequence[tuple[int, bytes]]) -> None:
+        """Takes a persisted tail (sequence, serialized), oldest first, as this empty
+        log's events: the next event is numbered after the last of them."""
+        for sequence, data in events:
+            if len(self._events) == self._events.maxlen:
+                self._bytes -= len(self._events[0])
+            self._events.append(data)
+            self._bytes += len(data)
+            self._sequence = sequence
+        self._recent.extend(pb.ConversationEvent.FromString(d)
+                            for d in itertools.islice(self._events, max(
+                                0, len(self._events) - (self._recent.maxlen or 0)), None))
+        self._durable = self._sequence
+        self._unsaved = self._sequence + 1
 
     def append(self, **kind: Any) -> pb.ConversationEvent:
         """Appends an event; `kind` is one oneof field, e.g. transcription=..."""
@@ -73,7 +122,10 @@ class EventLog:
                 self._bytes -= len(self._events.popleft())
             while len(self._recent) > len(self._events):
                 self._recent.popleft()
-        self._wake()
+        if self.on_append is not None:
+            self.on_append(self)
+        else:
+            self._wake()
         return event
 
     @property
@@ -96,16 +148,19 @@ class EventLog:
             if not waiter.done():
                 waiter.set_result(True)
 
-    def _after(self, sequence: int) -> list[pb.ConversationEvent]:
-        if sequence >= self._sequence:
+    def _after(self, sequence: int, upto: int | None = None) -> list[pb.ConversationEvent]:
+        last = self._sequence if upto is None else min(upto, self._sequence)
+        if sequence >= last:
             return []
         kept = len(self._events)
         first = self._sequence - kept + 1
         start = max(0, sequence + 1 - first)
+        stop = kept - (self._sequence - last)
         held = kept - len(self._recent)  # index of the first event still held as a message
         parse = pb.ConversationEvent.FromString
-        return [parse(data) for data in itertools.islice(self._events, start, max(start, held))] + list(
-            itertools.islice(self._recent, max(0, start - held), None))
+        return [parse(data) for data in itertools.islice(
+            self._events, start, max(start, min(held, stop)))] + list(
+            itertools.islice(self._recent, max(0, start - held), max(0, stop - held)))
 
     async def follow(
         self, after: int, stop: asyncio.Future[None], heartbeat_s: float
@@ -118,7 +173,7 @@ class EventLog:
         cursor = after
         loop = asyncio.get_running_loop()  # once: each lookup is a getpid() system call
         while True:
-            pending = self._after(cursor)
+            pending = self._after(cursor, self.visible)
             for event in pending:
                 cursor = event.sequence
                 yield event
@@ -127,7 +182,7 @@ class EventLog:
             if stop.done():
                 stop.result()
                 return
-            if self._closed:
+            if self._closed and cursor >= self._sequence:
                 return
             if not await self._wait(loop, stop, heartbeat_s):
                 yield pb.ConversationEvent(

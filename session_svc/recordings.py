@@ -278,7 +278,7 @@ class RecordingStore:
         """Writes an item, encrypted, if its recording is recording now; the bytes kept
         (0: it was not)."""
         item_id = uuid.uuid4()
-        key_id, content = self._db.keyring.encrypt_bytes(item.content, _aad(item_id))
+        key_id, content = self._db.keyring.seal(item.content, _aad(item_id))
         async with self._db.pool.connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO recording_items (item_id, recording_id, utterance_id, kind, "
@@ -350,7 +350,7 @@ class RecordingStore:
         return [Item(r["recording_id"], r["utterance_id"], r["kind"], r["language_code"],
                      r["voice"], r["speaker_user_id"],
                      (r["spoken_at"].timestamp(), r["spoken_until"].timestamp()),
-                     self._db.keyring.decrypt_bytes(r["key_id"], bytes(r["content"]),
+                     self._db.keyring.unseal(r["key_id"], bytes(r["content"]),
                                                     _aad(r["item_id"])),
                      r["duration_ms"]) for r in rows]
 
@@ -385,10 +385,10 @@ async def rotate_keys(conn: psycopg.AsyncConnection, keyring: Keyring, batch_siz
                 "LIMIT %s FOR UPDATE SKIP LOCKED", (keyring.primary_id, batch_size))
             rows = await cur.fetchall()
             for item_id, key_id, content in rows:
-                plain = keyring.decrypt_bytes(key_id, bytes(content), _aad(item_id))
+                plain = keyring.unseal(key_id, bytes(content), _aad(item_id))
                 await conn.execute(
                     "UPDATE recording_items SET key_id = %s, content = %s WHERE item_id = %s",
-                    (*keyring.encrypt_bytes(plain, _aad(item_id)), item_id))
+                    (*keyring.seal(plain, _aad(item_id)), item_id))
         rotated += len(rows)
         if len(rows) < batch_size:
             return rotated

@@ -40,6 +40,7 @@ from session_svc import paging, routes, transcripts
 from session_svc.analytics import Analytics
 from session_svc.conversation import ConversationServicer
 from session_svc.downstream import Downstream
+from session_svc.handover import Handover
 from session_svc.identity import Callers
 from session_svc.recordings import (
     Recordings,
@@ -297,12 +298,13 @@ class SessionDataServicer(session_pb2_grpc.SessionDataServiceServicer):
         self, request: session_pb2.GetSessionOwnerRequest, context: grpc.aio.ServicerContext
     ) -> session_pb2.GetSessionOwnerResponse:
         self._callers(context)  # only a gateway may ask which codes exist
+        find = self._registry.owner_of if self._registry is not None else self._store.owner
         if request.session_id:
-            owner = await self._store.owner(session_id=request.session_id)
+            owner = await find(session_id=request.session_id)
             if owner is None:
                 raise NotFound(f"no live session has id {request.session_id}")
         elif request.code:
-            owner = await self._store.owner(code=request.code)
+            owner = await find(code=request.code)
             if owner is None:
                 raise NotFound(f"no live session has code {request.code}")
         else:
@@ -358,9 +360,13 @@ async def create(
         linger_s=settings.trunk_linger_ms / 1000, tls=mesh)
     coverage = Coverage(down)
     recordings = Recordings(settings.recording, RecordingStore(store.database))
+    owner = settings.session.advertise_address
+    handover = (Handover(store.database, owner)
+                if owner and isinstance(store, PgSessionStore) else None)
     registry = SessionRegistry(
-        settings.session, store, owner=settings.session.advertise_address, lag=lag,
-        inventory=coverage.inventory, lexicon_of=vocabularies.lexicon_of, recordings=recordings)
+        settings.session, store, owner=owner, lag=lag,
+        inventory=coverage.inventory, lexicon_of=vocabularies.lexicon_of, recordings=recordings,
+        handover=handover)
     conversations = ConversationServicer(registry, down, settings.session, callers)
     service = rpc.Service.serving("session", [
         (sessions_pb2_grpc.add_SessionServiceServicer_to_server,
@@ -391,6 +397,7 @@ async def create(
         if pipelines:
             log.info("draining %d pipelines", len(pipelines))
             await asyncio.gather(*(p.finish(grace_s) for p in pipelines))
+        await registry.hand_over()  # scaling down moves sessions, it does not end them
 
     if downstream is None:  # NOT_SERVING while a model service is down
         down.watch(service)
@@ -402,6 +409,8 @@ async def create(
     service.on_stop.append(down.close)
     service.on_stop.append(registry.journal.close)
     service.on_stop.append(recordings.close)
+    if handover is not None:
+        service.on_stop.append(handover.close)
     if database is not None:
         service.on_stop.append(database.close)
     return service

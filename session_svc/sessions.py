@@ -13,6 +13,8 @@ for anyone else it does not exist (NOT_FOUND), so ids and codes leak nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import logging
 import secrets
 import time
@@ -29,11 +31,13 @@ from dragoman.coverage import Inventory, Route
 from dragoman.db import crypto
 from dragoman.db.times import timestamp
 from dragoman.errors import (
+    DragomanError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    Unavailable,
     shown,
 )
 from dragoman.stats import percentile
@@ -41,6 +45,7 @@ from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc import routes
 from session_svc.events import EventLog
+from session_svc.handover import Adopted, Handover, in_flight
 from session_svc.lexicon import EMPTY, Lexicon
 from session_svc.records import (
     PARTICIPANT_KEYED,
@@ -238,6 +243,8 @@ class Session:
     """The latest recording asked for (only one is awaiting consent or running at a time)."""
     recording_requests: int = 0
     """Recordings asked for in the session (setting recording.max_requests_per_session)."""
+    handed_over: bool = False
+    """Another replica holds it now (session_svc.handover): nothing more happens here."""
     _counted: set[str] = field(default_factory=set)
     """Utterances already counted as translated (one utterance, several listeners)."""
     _journaled: set[tuple[str, str]] = field(default_factory=set)
@@ -450,10 +457,21 @@ class SessionRegistry:
         inventory: Callable[[], Awaitable[Inventory]] | None = None,
         lexicon_of: Callable[[str], Awaitable[Lexicon]] | None = None,
         recordings: Recordings | None = None,
+        handover: Handover | None = None,
     ) -> None:
         self.settings = settings
         self.recordings = recordings
         """Sessions' recordings (session_svc.recordings); None: none are kept."""
+        self.handover = handover
+        """Where live sessions are kept for another replica to take over; None: they
+        end with this replica (one replica, or no advertised address)."""
+        self.draining = False
+        """Handing its sessions over before it stops: it takes none over."""
+        self._adopting = asyncio.Lock()
+        """One takeover at a time: a call about a session waits until it is held here."""
+        self._moved: set[str] = set()
+        """Sessions another replica holds now: calls about them get UNAVAILABLE here, so
+        the gateway asks for their owner again."""
         self.store = store
         self.owner = owner
         """host:port this replica is reached at, recorded with its sessions."""
@@ -474,12 +492,16 @@ class SessionRegistry:
     def _new_member(
         self, session: Session, who: Identity, language_code: str, voice: str
     ) -> Member:
-        return Member(
+        member = Member(
             user_id=who.user_id, display_name=who.display_name, language_code=language_code,
             language=languages.normalise(language_code), voice=voice,
             log=EventLog(session.session_id, self.settings.event_buffer,
                          self.settings.event_buffer_bytes),
         )
+        if self.handover is not None:
+            handover = self.handover
+            member.log.on_append = lambda _: handover.touch(session, member)
+        return member
 
     async def _end_abandoned(self) -> None:
         """Ends the active sessions nobody has been connected to for `abandoned_after_s`."""
@@ -503,17 +525,171 @@ class SessionRegistry:
     async def keep_owner_lease(self, renew_s: float = OWNER_RENEW_S,
                                silent_s: float = OWNER_SILENT_S) -> None:
         """While this replica runs (with an `owner` address): renews its lease and
-        ends the live sessions of owners silent for `silent_s`, whose state died
-        with them, so gateways stop routing calls about them there."""
-        while True:
+        takes over the live sessions of owners silent for `handover_after_ms`
+        (session_svc.handover), or without a handover ends those of owners silent
+        for `silent_s`, whose state died with them, so gateways stop routing calls
+        about them there."""
+        if self.handover is not None:
+            renew_s = min(renew_s, self.settings.handover_after_ms / 3000)
+        while not self.draining:
             try:
                 await self.store.renew_owner(self.owner)
+                if self.handover is not None:
+                    await self._drop_taken()
+                    await self.adopt(self.settings.handover_after_ms / 1000)
                 lost = await self.store.end_orphaned(silent_s)
                 if lost:
                     log.warning("ended %d sessions of a session_svc replica that stopped", len(lost))
             except Exception:  # noqa: BLE001 - the database is back later; the lease loop goes on
                 log.warning("cannot renew the session owner lease", exc_info=True)
             await asyncio.sleep(renew_s)
+
+    async def adopt(self, silent_s: float, session_id: str = "") -> list[Session]:
+        """Takes over the live sessions (or the one) of owners silent for `silent_s`."""
+        if self.handover is None or self.draining:
+            return []
+        async with self._adopting:
+            return await self._adopt(self.handover, silent_s, session_id)
+
+    async def _adopt(self, handover: Handover, silent_s: float, session_id: str) -> list[Session]:
+        adopted = []
+        for claimed in await handover.claim(silent_s, session_id):
+            try:
+                adopted.append(await self._install(claimed))
+            except Exception:  # noqa: BLE001 - claimed and not held: ended, not left for none
+                log.exception("cannot take session %s over: ended", claimed.session_id)
+                await self.store.end_session(
+                    claimed.session_id, time.time(), "its session service replica stopped",
+                    Metrics(0, 0, 0, 0, 0, 0))
+        if adopted:
+            log.warning("took over %d sessions of a session_svc replica that stopped",
+                        len(adopted))
+        return adopted
+
+    async def owner_of(self, *, session_id: str = "", code: str = "") -> str | None:
+        """The replica holding the live session with this id or code (see
+        `SessionStore.owner`); when its owner has gone silent, this one takes it over."""
+        if self.handover is None:
+            return await self.store.owner(session_id=session_id, code=code)
+        silent_s = self.settings.handover_after_ms / 1000
+        found = await self.handover.owner_of(session_id=session_id, code=code, silent_s=silent_s)
+        if found is None:
+            return None
+        if found.owner == self.owner:
+            async with self._adopting:  # claimed, maybe not yet held: until it is
+                return self.owner
+        if found.silent and (await self.adopt(silent_s, found.session_id)
+                             or self.find_live(found.session_id) is not None):
+            return self.owner  # taken over now, or by a takeover this call waited for
+        if found.silent:  # another replica was quicker, or it cannot be taken over
+            again = await self.handover.owner_of(session_id=found.session_id, silent_s=silent_s)
+            return None if again is None else again.owner
+        return found.owner
+
+    async def _install(self, adopted: Adopted) -> Session:
+        """The session as its snapshot and tails describe it, live here; each
+        utterance the stopped replica had in flight reported lost."""
+        state, now = adopted.state, time.time()
+        session = Session(
+            session_id=adopted.session_id, code=state["code"], created_s=state["created_s"],
+            status=state["status"], attended_s=now, journal=self.journal.record,
+            one_way=state["one_way"], locked=state["locked"],
+            max_participants=state["max_participants"], privacy_mode=state["privacy_mode"],
+            utterances=state["utterances"], errors=state["errors"],
+            transcribed=state["transcribed"], low_confidence=state["low_confidence"])
+        connected = set()
+        for m in state["members"]:
+            member = self._new_member(
+                session, Identity(m["user_id"], m["display_name"]), m["language_code"], m["voice"])
+            member.state, member.output_rate_hz = m["state"], m["output_rate_hz"]
+            member.spoken, member.errors = m["spoken"], m["errors"]
+            member.utterance_count = m["utterance_count"]
+            if m["key_check"]:
+                member.key_check = base64.b64decode(m["key_check"])
+            member.lexicon = await self._lexicon(Identity(member.user_id, member.display_name))
+            member.log.restore(adopted.tails.get(member.user_id, []))
+            session.members.append(member)
+            if m["connected"]:
+                connected.add(member.user_id)
+        if self.inventory is not None:
+            inventory = await self.inventory()
+            spoken = session.languages()
+            for i, first in enumerate(spoken):
+                for second in spoken[i + 1:]:
+                    with contextlib.suppress(DragomanError):  # since uninstalled: not translated
+                        pair = routes.check_pair(inventory, first, second, session.one_way)
+                        session.routes[first, second] = pair.there
+                        session.routes[second, first] = pair.back
+        self._report_lost(session, adopted, connected, drained=state["drained"])
+        self._sessions[session.session_id] = session
+        self._codes_held[session.code] = session.session_id
+        self._live += 1
+        metrics.SESSIONS_ACTIVE.inc()
+        return session
+
+    @staticmethod
+    def _report_lost(session: Session, adopted: Adopted, connected: set[str],
+                     drained: bool) -> None:
+        """Utterances in flight at the stop end, the speaker's named as lost; and, after a
+        crash, each connected speaker learns that speech sent just before may be lost."""
+        for member in session.members:
+            own, heard = in_flight(data for _, data in adopted.tails.get(member.user_id, []))
+            for utterance_id in own:
+                member.log.append(error=cpb.ConversationError(
+                    code=cpb.ERROR_CODE_REPLICA_LOST, utterance_id=utterance_id,
+                    message="the session service replica holding this session stopped while "
+                            "this utterance was processed: it was lost; say it again"))
+                member.log.append(processing_ended=cpb.ProcessingEnded(
+                    speaker=cpb.SPEAKER_SELF, utterance_id=utterance_id))
+            for utterance_id in heard:
+                member.log.append(processing_ended=cpb.ProcessingEnded(
+                    speaker=cpb.SPEAKER_PARTNER, utterance_id=utterance_id))
+            if not drained and member.user_id in connected and member.present:
+                member.log.append(error=cpb.ConversationError(
+                    code=cpb.ERROR_CODE_REPLICA_LOST,
+                    message="the session service replica holding this session stopped: "
+                            "speech sent in the moments before may be lost"))
+
+    async def _drop_taken(self) -> None:
+        """Lets go of the sessions another replica took over (this one was silent too
+        long): their streams end UNAVAILABLE and resume there."""
+        assert self.handover is not None
+        for session_id in await self.handover.taken([s.session_id for s in self.live()]):
+            if (session := self._sessions.get(session_id)) is not None:
+                self._let_go(session)
+
+    def _let_go(self, session: Session) -> None:
+        """Forgets a session another replica holds now, without ending it."""
+        session.handed_over = True
+        self._moved.add(session.session_id)
+        self._sessions.pop(session.session_id, None)
+        if self._codes_held.get(session.code) == session.session_id:
+            del self._codes_held[session.code]
+        self._live -= 1
+        metrics.SESSIONS_ACTIVE.dec()
+        for m in session.members:
+            if m.connection is not None:
+                m.connection.fail(Unavailable(
+                    "this session moved to another session service replica: "
+                    "reconnect and resume after the last event you received"))
+
+    async def hand_over(self) -> int:
+        """Draining: stores every live session as it is now, gives the lease up so
+        another replica takes them over at once, and ends their streams UNAVAILABLE
+        (clients resume on the new owner). Returns how many were handed over."""
+        if self.handover is None or self.draining:
+            return 0
+        self.draining = True
+        self.handover.draining = True
+        live = self.live()
+        for session in live:
+            self.handover.touch(session)
+        await self.handover.flush()
+        await self.handover.release()
+        for session in live:
+            self._let_go(session)
+        log.info("handed %d sessions over", len(live))
+        return len(live)
 
     def _evict_ended(self) -> None:
         cutoff = time.time() - ENDED_KEEP_S
@@ -705,6 +881,9 @@ class SessionRegistry:
             raise InvalidArgument("session_id is required")
         session = self._sessions.get(session_id)
         member = session.member(who.user_id) if session else None
+        if session is None and session_id in self._moved:
+            raise Unavailable(
+                f"session {session_id} moved to another session service replica; retry")
         if session is None or member is None:
             raise NotFound(f"session {shown(session_id, quote=False)} not found")
         return session, member

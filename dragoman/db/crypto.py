@@ -82,13 +82,17 @@ class Keyring:
 
     def encrypt(self, plaintext: str, associated: bytes) -> tuple[str, bytes]:
         """(key id, nonce || ciphertext) of `plaintext` under the primary key."""
-        return self.primary_id, seal(self._keys[self.primary_id], plaintext.encode(), associated)
+        return self.seal(plaintext.encode(), associated)
 
-    def encrypt_bytes(self, plaintext: bytes, associated: bytes) -> tuple[str, bytes]:
-        """(key id, nonce || ciphertext) of `plaintext` under the primary key."""
+    def decrypt(self, key_id: str, blob: bytes, associated: bytes) -> str:
+        return self.unseal(key_id, blob, associated).decode()
+
+    def seal(self, plaintext: bytes, associated: bytes) -> tuple[str, bytes]:
+        """`encrypt` for bytes."""
         return self.primary_id, seal(self._keys[self.primary_id], plaintext, associated)
 
-    def decrypt_bytes(self, key_id: str, blob: bytes, associated: bytes) -> bytes:
+    def unseal(self, key_id: str, blob: bytes, associated: bytes) -> bytes:
+        """`decrypt` for bytes."""
         aead = self._keys.get(key_id)
         if aead is None:
             raise DecryptionError(f"no encryption key with id {key_id!r} is configured")
@@ -96,9 +100,6 @@ class Keyring:
             return unseal(aead, blob, associated)
         except DecryptionError:
             raise DecryptionError(f"value under key {key_id!r} does not decrypt") from None
-
-    def decrypt(self, key_id: str, blob: bytes, associated: bytes) -> str:
-        return self.decrypt_bytes(key_id, blob, associated).decode()
 
 
 def seal(aead: AESGCM, plaintext: bytes, associated: bytes) -> bytes:

@@ -47,6 +47,8 @@ TABLE_OWNERS = {
     "recordings": "session_svc",
     "recording_consents": "session_svc",
     "recording_items": "session_svc",
+    "session_state": "session_svc",
+    "session_events": "session_svc",
 }
 """The service that owns each table of the schema (schema_migrations is this module's)."""
 

@@ -223,6 +223,10 @@ class Link:
                         call._on_frame(frame)
         except grpc.aio.AioRpcError as e:
             code, details = e.code(), e.details() or details
+            if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+                # the trunk broke under its calls (a killed peer resets the stream):
+                # the transport failed, not the calls, which may go elsewhere
+                code = grpc.StatusCode.UNAVAILABLE
             if code is grpc.StatusCode.UNIMPLEMENTED:
                 details = "the server has no trunk (dragoman.trunk.v1.TrunkService)"
                 code = grpc.StatusCode.UNAVAILABLE  # the next call goes without one

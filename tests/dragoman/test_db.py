@@ -24,7 +24,8 @@ TABLES = {"users", "login_families", "refresh_tokens", "admin_audit_log", "sessi
           "session_participants",
           "translation_logs", "session_metrics", "session_owners", "session_participant_metrics",
           "vocabularies", "participant_logs", "oidc_identities", "oidc_states",
-          "recordings", "recording_consents", "recording_items", "schema_migrations"}
+          "recordings", "recording_consents", "recording_items", "session_state", "session_events",
+          "schema_migrations"}
 
 
 @pytest.fixture
@@ -55,7 +56,8 @@ async def test_migrations_apply_once_and_twice_is_a_no_op(database: config.DbSet
                                         (4, "multi_party"), (5, "utterance_times"),
                                         (6, "low_confidence"), (7, "vocabularies"),
                                         (8, "devices_roles"), (9, "privacy_modes"),
-                                        (10, "oidc"), (11, "admin"), (12, "recordings")]
+                                        (10, "oidc"), (11, "admin"), (12, "recordings"),
+                                        (13, "session_handover")]
 
 
 async def test_concurrent_upgrades_apply_each_migration_once(database: config.DbSettings) -> None:
@@ -204,7 +206,7 @@ def test_the_commands_upgrade_generate_and_rotate(
     assert capsys.readouterr().out.splitlines() == [
         "applied 0001_initial, 0002_session_owner, 0003_session_owners, 0004_multi_party, "
         "0005_utterance_times, 0006_low_confidence, 0007_vocabularies, 0008_devices_roles, "
-        "0009_privacy_modes, 0010_oidc, 0011_admin, 0012_recordings",
+        "0009_privacy_modes, 0010_oidc, 0011_admin, 0012_recordings, 0013_session_handover",
         "the schema is up to date"]
 
     assert cli.main(["keys", "generate", "--id", "k2"]) == 0

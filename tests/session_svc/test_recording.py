@@ -204,7 +204,7 @@ async def test_only_what_is_said_between_everyones_consent_and_a_withdrawal_is_k
     for uid, kind, _, _, _, _, _, content, key_id, item_id in rows:
         blob = bytes(content)  # type: ignore[arg-type]
         assert utt.text.encode() not in blob and b"OggS" not in blob
-        plain = keyring.decrypt_bytes(str(key_id), blob, f"recording_items:{item_id}".encode())
+        plain = keyring.unseal(str(key_id), blob, f"recording_items:{item_id}".encode())
         if kind == "transcript" and uid == utt.utterance_id:
             assert plain.decode() == utt.text
         elif kind == "speech" and uid == utt.utterance_id:
@@ -403,7 +403,7 @@ async def test_key_rotation_re_encrypts_what_recordings_kept(stack: Stack, fleur
         assert stack.query("SELECT DISTINCT key_id FROM recording_items") == [("rot2",)]
         only_new = crypto.Keyring.parse(new_entry)
         for item_id, content in stack.query("SELECT item_id, content FROM recording_items"):
-            only_new.decrypt_bytes("rot2", bytes(content), f"recording_items:{item_id}".encode())  # type: ignore[arg-type]
+            only_new.unseal("rot2", bytes(content), f"recording_items:{item_id}".encode())  # type: ignore[arg-type]
         # back under the service's key, for the tests after this one
         assert await recordings.rotate_keys(conn, crypto.Keyring.parse(f"{old},{new_entry}")) == count
     for t in (a, b):

@@ -884,24 +884,25 @@ const char descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto[] PROT
   "_CASCADE\020\001\022\032\n\026TRANSLATION_PATH_PIVOT\020\002\022\'"
   "\n#TRANSLATION_PATH_SPEECH_TRANSLATION\020\003\022"
   "/\n+TRANSLATION_PATH_SPEECH_TRANSLATION_C"
-  "ASCADE\020\004*\317\001\n\tErrorCode\022\032\n\026ERROR_CODE_UNS"
+  "ASCADE\020\004*\354\001\n\tErrorCode\022\032\n\026ERROR_CODE_UNS"
   "PECIFIED\020\000\022!\n\035ERROR_CODE_RECOGNITION_FAI"
   "LED\020\001\022!\n\035ERROR_CODE_TRANSLATION_FAILED\020\002"
   "\022\037\n\033ERROR_CODE_SYNTHESIS_FAILED\020\003\022\033\n\027ERR"
   "OR_CODE_RATE_LIMITED\020\004\022\"\n\036ERROR_CODE_SER"
-  "VICE_UNAVAILABLE\020\005*\355\001\n\014RosterChange\022\035\n\031R"
-  "OSTER_CHANGE_UNSPECIFIED\020\000\022\030\n\024ROSTER_CHA"
-  "NGE_JOINED\020\001\022\026\n\022ROSTER_CHANGE_LEFT\020\002\022\033\n\027"
-  "ROSTER_CHANGE_CONNECTED\020\003\022\036\n\032ROSTER_CHAN"
-  "GE_DISCONNECTED\020\004\022\031\n\025ROSTER_CHANGE_REMOV"
-  "ED\020\005\022\030\n\024ROSTER_CHANGE_LOCKED\020\006\022\032\n\026ROSTER"
-  "_CHANGE_UNLOCKED\020\0072\363\001\n\023ConversationServi"
-  "ce\022K\n\010Converse\022\034.dragoman.v1.ConverseReq"
-  "uest\032\035.dragoman.v1.ConverseResponse(\0010\001\022"
-  "C\n\006Listen\022\032.dragoman.v1.ListenRequest\032\033."
-  "dragoman.v1.ListenResponse0\001\022J\n\tSendAudi"
-  "o\022\035.dragoman.v1.SendAudioRequest\032\036.drago"
-  "man.v1.SendAudioResponseb\006proto3"
+  "VICE_UNAVAILABLE\020\005\022\033\n\027ERROR_CODE_REPLICA"
+  "_LOST\020\006*\355\001\n\014RosterChange\022\035\n\031ROSTER_CHANG"
+  "E_UNSPECIFIED\020\000\022\030\n\024ROSTER_CHANGE_JOINED\020"
+  "\001\022\026\n\022ROSTER_CHANGE_LEFT\020\002\022\033\n\027ROSTER_CHAN"
+  "GE_CONNECTED\020\003\022\036\n\032ROSTER_CHANGE_DISCONNE"
+  "CTED\020\004\022\031\n\025ROSTER_CHANGE_REMOVED\020\005\022\030\n\024ROS"
+  "TER_CHANGE_LOCKED\020\006\022\032\n\026ROSTER_CHANGE_UNL"
+  "OCKED\020\0072\363\001\n\023ConversationService\022K\n\010Conve"
+  "rse\022\034.dragoman.v1.ConverseRequest\032\035.drag"
+  "oman.v1.ConverseResponse(\0010\001\022C\n\006Listen\022\032"
+  ".dragoman.v1.ListenRequest\032\033.dragoman.v1"
+  ".ListenResponse0\001\022J\n\tSendAudio\022\035.dragoma"
+  "n.v1.SendAudioRequest\032\036.dragoman.v1.Send"
+  "AudioResponseb\006proto3"
   ;
 static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fconversation_2eproto_deps[3] = {
   &::descriptor_table_dragoman_2fv1_2frecording_2eproto,
@@ -910,7 +911,7 @@ static const ::_pbi::DescriptorTable* const descriptor_table_dragoman_2fv1_2fcon
 };
 static ::_pbi::once_flag descriptor_table_dragoman_2fv1_2fconversation_2eproto_once;
 const ::_pbi::DescriptorTable descriptor_table_dragoman_2fv1_2fconversation_2eproto = {
-    false, false, 6552, descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto,
+    false, false, 6581, descriptor_table_protodef_dragoman_2fv1_2fconversation_2eproto,
     "dragoman/v1/conversation.proto",
     &descriptor_table_dragoman_2fv1_2fconversation_2eproto_once, descriptor_table_dragoman_2fv1_2fconversation_2eproto_deps, 3, 25,
     schemas, file_default_instances, TableStruct_dragoman_2fv1_2fconversation_2eproto::offsets,
@@ -984,6 +985,7 @@ bool ErrorCode_IsValid(int value) {
     case 3:
     case 4:
     case 5:
+    case 6:
       return true;
     default:
       return false;

@@ -245,12 +245,13 @@ enum ErrorCode : int {
   ERROR_CODE_SYNTHESIS_FAILED = 3,
   ERROR_CODE_RATE_LIMITED = 4,
   ERROR_CODE_SERVICE_UNAVAILABLE = 5,
+  ERROR_CODE_REPLICA_LOST = 6,
   ErrorCode_INT_MIN_SENTINEL_DO_NOT_USE_ = std::numeric_limits<int32_t>::min(),
   ErrorCode_INT_MAX_SENTINEL_DO_NOT_USE_ = std::numeric_limits<int32_t>::max()
 };
 bool ErrorCode_IsValid(int value);
 constexpr ErrorCode ErrorCode_MIN = ERROR_CODE_UNSPECIFIED;
-constexpr ErrorCode ErrorCode_MAX = ERROR_CODE_SERVICE_UNAVAILABLE;
+constexpr ErrorCode ErrorCode_MAX = ERROR_CODE_REPLICA_LOST;
 constexpr int ErrorCode_ARRAYSIZE = ErrorCode_MAX + 1;
 
 const ::PROTOBUF_NAMESPACE_ID::EnumDescriptor* ErrorCode_descriptor();

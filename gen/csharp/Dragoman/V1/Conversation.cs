@@ -153,23 +153,24 @@ namespace Dragoman.V1 {
             "VFJBTlNMQVRJT05fUEFUSF9VTlNQRUNJRklFRBAAEhwKGFRSQU5TTEFUSU9O",
             "X1BBVEhfQ0FTQ0FERRABEhoKFlRSQU5TTEFUSU9OX1BBVEhfUElWT1QQAhIn",
             "CiNUUkFOU0xBVElPTl9QQVRIX1NQRUVDSF9UUkFOU0xBVElPThADEi8KK1RS",
-            "QU5TTEFUSU9OX1BBVEhfU1BFRUNIX1RSQU5TTEFUSU9OX0NBU0NBREUQBCrP",
+            "QU5TTEFUSU9OX1BBVEhfU1BFRUNIX1RSQU5TTEFUSU9OX0NBU0NBREUQBCrs",
             "AQoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIhCh1F",
             "UlJPUl9DT0RFX1JFQ09HTklUSU9OX0ZBSUxFRBABEiEKHUVSUk9SX0NPREVf",
             "VFJBTlNMQVRJT05fRkFJTEVEEAISHwobRVJST1JfQ09ERV9TWU5USEVTSVNf",
             "RkFJTEVEEAMSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQBBIiCh5FUlJP",
-            "Ul9DT0RFX1NFUlZJQ0VfVU5BVkFJTEFCTEUQBSrtAQoMUm9zdGVyQ2hhbmdl",
-            "Eh0KGVJPU1RFUl9DSEFOR0VfVU5TUEVDSUZJRUQQABIYChRST1NURVJfQ0hB",
-            "TkdFX0pPSU5FRBABEhYKElJPU1RFUl9DSEFOR0VfTEVGVBACEhsKF1JPU1RF",
-            "Ul9DSEFOR0VfQ09OTkVDVEVEEAMSHgoaUk9TVEVSX0NIQU5HRV9ESVNDT05O",
-            "RUNURUQQBBIZChVST1NURVJfQ0hBTkdFX1JFTU9WRUQQBRIYChRST1NURVJf",
-            "Q0hBTkdFX0xPQ0tFRBAGEhoKFlJPU1RFUl9DSEFOR0VfVU5MT0NLRUQQBzLz",
-            "AQoTQ29udmVyc2F0aW9uU2VydmljZRJLCghDb252ZXJzZRIcLmRyYWdvbWFu",
-            "LnYxLkNvbnZlcnNlUmVxdWVzdBodLmRyYWdvbWFuLnYxLkNvbnZlcnNlUmVz",
-            "cG9uc2UoATABEkMKBkxpc3RlbhIaLmRyYWdvbWFuLnYxLkxpc3RlblJlcXVl",
-            "c3QaGy5kcmFnb21hbi52MS5MaXN0ZW5SZXNwb25zZTABEkoKCVNlbmRBdWRp",
-            "bxIdLmRyYWdvbWFuLnYxLlNlbmRBdWRpb1JlcXVlc3QaHi5kcmFnb21hbi52",
-            "MS5TZW5kQXVkaW9SZXNwb25zZWIGcHJvdG8z"));
+            "Ul9DT0RFX1NFUlZJQ0VfVU5BVkFJTEFCTEUQBRIbChdFUlJPUl9DT0RFX1JF",
+            "UExJQ0FfTE9TVBAGKu0BCgxSb3N0ZXJDaGFuZ2USHQoZUk9TVEVSX0NIQU5H",
+            "RV9VTlNQRUNJRklFRBAAEhgKFFJPU1RFUl9DSEFOR0VfSk9JTkVEEAESFgoS",
+            "Uk9TVEVSX0NIQU5HRV9MRUZUEAISGwoXUk9TVEVSX0NIQU5HRV9DT05ORUNU",
+            "RUQQAxIeChpST1NURVJfQ0hBTkdFX0RJU0NPTk5FQ1RFRBAEEhkKFVJPU1RF",
+            "Ul9DSEFOR0VfUkVNT1ZFRBAFEhgKFFJPU1RFUl9DSEFOR0VfTE9DS0VEEAYS",
+            "GgoWUk9TVEVSX0NIQU5HRV9VTkxPQ0tFRBAHMvMBChNDb252ZXJzYXRpb25T",
+            "ZXJ2aWNlEksKCENvbnZlcnNlEhwuZHJhZ29tYW4udjEuQ29udmVyc2VSZXF1",
+            "ZXN0Gh0uZHJhZ29tYW4udjEuQ29udmVyc2VSZXNwb25zZSgBMAESQwoGTGlz",
+            "dGVuEhouZHJhZ29tYW4udjEuTGlzdGVuUmVxdWVzdBobLmRyYWdvbWFuLnYx",
+            "Lkxpc3RlblJlc3BvbnNlMAESSgoJU2VuZEF1ZGlvEh0uZHJhZ29tYW4udjEu",
+            "U2VuZEF1ZGlvUmVxdWVzdBoeLmRyYWdvbWFuLnYxLlNlbmRBdWRpb1Jlc3Bv",
+            "bnNlYgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { global::Dragoman.V1.RecordingReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.DurationReflection.Descriptor, global::Google.Protobuf.WellKnownTypes.TimestampReflection.Descriptor, },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::Dragoman.V1.AudioEncoding), typeof(global::Dragoman.V1.Speaker), typeof(global::Dragoman.V1.TranslationPath), typeof(global::Dragoman.V1.ErrorCode), typeof(global::Dragoman.V1.RosterChange), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -301,6 +302,13 @@ namespace Dragoman.V1 {
     /// utterances are processed once the service is back.
     /// </summary>
     [pbr::OriginalName("ERROR_CODE_SERVICE_UNAVAILABLE")] ServiceUnavailable = 5,
+    /// <summary>
+    /// The session_svc replica holding the session stopped while the utterance
+    /// named was in flight (or, with no utterance named, while speech sent just
+    /// before had not yet become one): it was lost. Another replica took the
+    /// session over; the stream is resumed there (docs/handover.md).
+    /// </summary>
+    [pbr::OriginalName("ERROR_CODE_REPLICA_LOST")] ReplicaLost = 6,
   }
 
   /// <summary>

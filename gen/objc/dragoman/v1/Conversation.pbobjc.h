@@ -182,6 +182,14 @@ typedef GPB_ENUM(ErrorCode) {
    * utterances are processed once the service is back.
    **/
   ErrorCode_ErrorCodeServiceUnavailable = 5,
+
+  /**
+   * The session_svc replica holding the session stopped while the utterance
+   * named was in flight (or, with no utterance named, while speech sent just
+   * before had not yet become one): it was lost. Another replica took the
+   * session over; the stream is resumed there (docs/handover.md).
+   **/
+  ErrorCode_ErrorCodeReplicaLost = 6,
 };
 
 GPBEnumDescriptor *ErrorCode_EnumDescriptor(void);

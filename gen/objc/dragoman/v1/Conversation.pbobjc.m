@@ -203,7 +203,8 @@ GPBEnumDescriptor *ErrorCode_EnumDescriptor(void) {
         "ErrorCodeUnspecified\000ErrorCodeRecognitio"
         "nFailed\000ErrorCodeTranslationFailed\000Error"
         "CodeSynthesisFailed\000ErrorCodeRateLimited"
-        "\000ErrorCodeServiceUnavailable\000";
+        "\000ErrorCodeServiceUnavailable\000ErrorCodeRe"
+        "plicaLost\000";
     static const int32_t values[] = {
         ErrorCode_ErrorCodeUnspecified,
         ErrorCode_ErrorCodeRecognitionFailed,
@@ -211,6 +212,7 @@ GPBEnumDescriptor *ErrorCode_EnumDescriptor(void) {
         ErrorCode_ErrorCodeSynthesisFailed,
         ErrorCode_ErrorCodeRateLimited,
         ErrorCode_ErrorCodeServiceUnavailable,
+        ErrorCode_ErrorCodeReplicaLost,
     };
     GPBEnumDescriptor *worker =
         [GPBEnumDescriptor allocDescriptorForName:GPBNSStringifySymbol(ErrorCode)
@@ -234,6 +236,7 @@ BOOL ErrorCode_IsValidValue(int32_t value__) {
     case ErrorCode_ErrorCodeSynthesisFailed:
     case ErrorCode_ErrorCodeRateLimited:
     case ErrorCode_ErrorCodeServiceUnavailable:
+    case ErrorCode_ErrorCodeReplicaLost:
       return YES;
     default:
       return NO;

@@ -51,6 +51,15 @@ class ErrorCode
      * Generated from protobuf enum <code>ERROR_CODE_SERVICE_UNAVAILABLE = 5;</code>
      */
     const ERROR_CODE_SERVICE_UNAVAILABLE = 5;
+    /**
+     * The session_svc replica holding the session stopped while the utterance
+     * named was in flight (or, with no utterance named, while speech sent just
+     * before had not yet become one): it was lost. Another replica took the
+     * session over; the stream is resumed there (docs/handover.md).
+     *
+     * Generated from protobuf enum <code>ERROR_CODE_REPLICA_LOST = 6;</code>
+     */
+    const ERROR_CODE_REPLICA_LOST = 6;
 
     private static $valueToName = [
         self::ERROR_CODE_UNSPECIFIED => 'ERROR_CODE_UNSPECIFIED',
@@ -59,6 +68,7 @@ class ErrorCode
         self::ERROR_CODE_SYNTHESIS_FAILED => 'ERROR_CODE_SYNTHESIS_FAILED',
         self::ERROR_CODE_RATE_LIMITED => 'ERROR_CODE_RATE_LIMITED',
         self::ERROR_CODE_SERVICE_UNAVAILABLE => 'ERROR_CODE_SERVICE_UNAVAILABLE',
+        self::ERROR_CODE_REPLICA_LOST => 'ERROR_CODE_REPLICA_LOST',
     ];
 
     public static function name($value)

@@ -194,6 +194,7 @@ Google::Protobuf::DescriptorPool.generated_pool.build do
       value :ERROR_CODE_SYNTHESIS_FAILED, 3
       value :ERROR_CODE_RATE_LIMITED, 4
       value :ERROR_CODE_SERVICE_UNAVAILABLE, 5
+      value :ERROR_CODE_REPLICA_LOST, 6
     end
     add_enum "dragoman.v1.RosterChange" do
       value :ROSTER_CHANGE_UNSPECIFIED, 0

@@ -142,6 +142,12 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     restarting: the utterance named was lost. The stream goes on, and later
     utterances are processed once the service is back.
     """
+    ERROR_CODE_REPLICA_LOST: _ErrorCode.ValueType  # 6
+    """The session_svc replica holding the session stopped while the utterance
+    named was in flight (or, with no utterance named, while speech sent just
+    before had not yet become one): it was lost. Another replica took the
+    session over; the stream is resumed there (docs/handover.md).
+    """
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Categories of in-stream problems."""
@@ -160,6 +166,12 @@ ERROR_CODE_SERVICE_UNAVAILABLE: ErrorCode.ValueType  # 5
 """A model service (recognition, translation or speech) was unreachable, e.g.
 restarting: the utterance named was lost. The stream goes on, and later
 utterances are processed once the service is back.
+"""
+ERROR_CODE_REPLICA_LOST: ErrorCode.ValueType  # 6
+"""The session_svc replica holding the session stopped while the utterance
+named was in flight (or, with no utterance named, while speech sent just
+before had not yet become one): it was lost. Another replica took the
+session over; the stream is resumed there (docs/handover.md).
 """
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
