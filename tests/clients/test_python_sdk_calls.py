@@ -144,9 +144,9 @@ async def test_converse_resumes_after_the_connection_is_cut(
     """Bruno listens to Alice; one of them talks through a link that is cut at their first
     transcription (mid-utterance) and restored 1.5 s later. `converse` reconnects by itself
     and both get every event once, in order. Cut as listener, Bruno hears the utterance
-    translated to the end; cut as speaker, the server ends the utterance the cut broke (its
-    audio went with the connection) and the audio of the outage, sent on reconnecting,
-    makes the next utterances, translated to the end."""
+    translated to the end; cut as speaker, the server finishes the utterance the cut broke
+    with the audio it had (translated if that held words), and the audio of the outage, sent
+    on reconnecting, makes the next utterances, translated to the end."""
     host, port = mesh.gateway.rsplit(":", 1)
     link = CuttableProxy(host, int(port))
     await link.start()
@@ -203,7 +203,8 @@ async def test_converse_resumes_after_the_connection_is_cut(
     broken = set() if cut == "listener" else \
         {e.utterance_id for e in got["speaker"][:got["speaker"].index(cutting_at[0])]
          if isinstance(e, sdk.ProcessingStarted)}
-    assert spoken and translated == spoken - broken and all(e.text for e in finals), (translated, broken)
+    assert spoken and spoken - broken <= translated <= spoken and all(e.text for e in finals), \
+        (translated, broken)
     speech = [e for e in got["listener"] if isinstance(e, sdk.SpeechAudio)]
     for utterance in translated:
         chunks_heard = [e.chunk_index for e in speech if e.utterance_id == utterance]
