@@ -274,6 +274,18 @@ class RecordingStore:
                   to_datetime(c.answered_s) if c.answered_s is not None else None)
                  for i, c in enumerate(rec.consents)])
 
+    async def stop_session(self, session_id: str, reason: str, now: float) -> int:
+        """Stops the session's recording that awaits consent or records, in the database
+        alone: for a session taken over from another replica, whose consents lived in that
+        replica's memory (docs/handover.md). The number stopped."""
+        async with self._db.pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE recordings SET state = CASE state WHEN 'recording' THEN 'stopped' "
+                "ELSE 'declined' END, stopped_at = %s, stop_reason = %s "
+                "WHERE session_id = %s AND state IN ('awaiting-consent', 'recording')",
+                (to_datetime(now), reason, session_id))
+            return cur.rowcount
+
     async def add_item(self, item: Item) -> int:
         """Writes an item, encrypted, if its recording is recording now; the bytes kept
         (0: it was not)."""

@@ -67,6 +67,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+REPLICA_STOPPED = "its session service replica stopped"
+"""Why a session, or its recording, ended when another replica took the session over."""
+
 PRIVACY_PROTO: dict[str, int] = {
     STANDARD: spb.PRIVACY_MODE_STANDARD, PRIVATE: spb.PRIVACY_MODE_PRIVATE,
     PARTICIPANT_KEYED: spb.PRIVACY_MODE_PARTICIPANT_KEYED,
@@ -556,10 +559,13 @@ class SessionRegistry:
         for claimed in await handover.claim(silent_s, session_id):
             try:
                 adopted.append(await self._install(claimed))
+                if self.recordings is not None:  # its consents were in the lost replica's memory
+                    await self.recordings.store.stop_session(
+                        claimed.session_id, REPLICA_STOPPED, time.time())
             except Exception:  # noqa: BLE001 - claimed and not held: ended, not left for none
                 log.exception("cannot take session %s over: ended", claimed.session_id)
                 await self.store.end_session(
-                    claimed.session_id, time.time(), "its session service replica stopped",
+                    claimed.session_id, time.time(), REPLICA_STOPPED,
                     Metrics(0, 0, 0, 0, 0, 0))
         if adopted:
             log.warning("took over %d sessions of a session_svc replica that stopped",

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dragoman.client import Client
 from dragoman.v1 import vocabulary_pb2 as vpb
 from tests.browser.conftest import Browsers, BrowserStack, person
 from tests.mesh import PASSWORD, MeshAddresses
+from tests.rawclient import RawClient as Client
 
 DRIVER = Path(__file__).with_name("drive_vocabulary.mjs")
 WAIT_MS = 60_000  # each wait in the driver

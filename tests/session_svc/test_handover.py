@@ -21,7 +21,6 @@ import psycopg
 import pytest
 
 from dragoman import audio, config, rpc
-from dragoman.client import Client, join_request, speak
 from dragoman.db.crypto import Keyring
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2
@@ -32,6 +31,8 @@ from session_svc.handover import sealed_data
 from tests.conftest import IDENTITY_KEY, ROOT
 from tests.gateway.conftest import unique_name, with_session_address
 from tests.helpers import free_ports
+from tests.rawclient import RawClient as Client
+from tests.rawclient import join_request, speak
 from tests.session_svc.conftest import utterance
 from tests.session_svc.stack import model_services
 from tts_svc.engines.fake import FakeEngine as FakeTts

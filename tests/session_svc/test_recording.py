@@ -14,7 +14,6 @@ import grpc
 import pytest
 
 from dragoman import config, db, ogg
-from dragoman.client import speak
 from dragoman.db import crypto
 from dragoman.session.v1 import session_pb2, session_pb2_grpc
 from dragoman.v1 import conversation_pb2 as cpb
@@ -22,6 +21,7 @@ from dragoman.v1 import recording_pb2 as rpb
 from dragoman.v1 import recording_pb2_grpc
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc import recordings
+from tests.rawclient import speak
 from tests.session_svc.conftest import Caller, utterance
 from tests.session_svc.stack import Stack, scratch_settings, session_stack
 
