@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from dragoman.db import Database
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc.records import PARTICIPANT_KEYED, PRIVATE
+from session_svc.writer import BackgroundWriter
 
 if TYPE_CHECKING:
     from session_svc.sessions import Member, Session
@@ -118,7 +118,7 @@ def in_flight(events: Iterable[bytes]) -> tuple[list[str], list[str]]:
     return list(own), list(heard)
 
 
-class Handover:
+class Handover(BackgroundWriter):
     """Writes live sessions' snapshots and event tails of this replica (`owner`), and
     takes over those of silent owners."""
 
@@ -150,13 +150,6 @@ class Handover:
         """Waits until everything touched so far is written (or failed)."""
         while self._states or self._logs or self._writing:
             await asyncio.sleep(0.005)
-
-    async def close(self) -> None:
-        await self.flush()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _write_all(self) -> None:
         while True:

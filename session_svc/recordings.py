@@ -17,7 +17,6 @@ is kept only when every participant opted in to that too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -43,6 +42,7 @@ from dragoman.v1 import recording_pb2_grpc
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc import paging
 from session_svc.records import STANDARD
+from session_svc.writer import BackgroundWriter
 
 if TYPE_CHECKING:
     from session_svc.identity import Callers
@@ -439,7 +439,7 @@ def utterances_proto(rec: Recording, items: Sequence[Item], language_codes: Sequ
 # -- live recordings ------------------------------------------------------------
 
 
-class Recordings:
+class Recordings(BackgroundWriter):
     """The consent flow of live sessions' recordings, and the writer of what they keep."""
 
     def __init__(self, settings: RecordingSettings, store: RecordingStore) -> None:
@@ -626,13 +626,6 @@ class Recordings:
         """Waits until every item captured so far is written (or failed)."""
         if self._task is not None:
             await self._queue.join()
-
-    async def close(self) -> None:
-        await self.flush()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _write_all(self) -> None:
         while True:

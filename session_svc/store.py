@@ -49,6 +49,7 @@ from session_svc.records import (
     SessionRecord,
     UtteranceLog,
 )
+from session_svc.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 
@@ -558,7 +559,7 @@ async def rotate_keys(
             return rotated
 
 
-class Journal:
+class Journal(BackgroundWriter):
     """Writes utterance logs in the background, in order, without ever
     blocking the pipeline that reports them."""
 
@@ -588,13 +589,6 @@ class Journal:
         if self._task is not None:
             self._hurry.set()
             await self._queue.join()
-
-    async def close(self) -> None:
-        await self.flush()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _write_all(self) -> None:
         """Writes what has queued up within JOURNAL_LINGER_S of the first log
