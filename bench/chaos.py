@@ -572,7 +572,8 @@ def recoveries(pairs: list[tuple[Person, Person]], fault: Fault) -> tuple[list[f
 
 
 async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float,
-              faults_run: tuple[FaultSpec, ...] = FAULTS) -> dict[str, Any]:
+              faults_run: tuple[FaultSpec, ...] = FAULTS, down_s: float = DOWN_S
+              ) -> dict[str, Any]:
     delays, source = (None, "real engines (settings defaults)") if real else calibrated_delays()
     addresses = {name: free_address() for name in MODELS}
     faults: list[Fault] = []
@@ -600,7 +601,8 @@ async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float,
             tag = secrets.token_hex(3)
             pairs = [await pair_up(mesh.gateways.addresses, i, tag) for i in range(n)]
             setup_s = time.monotonic() - began
-            await converse(pairs, mesh, faults_run, faults, startup, settle_s, clip_s, real)
+            await converse(pairs, mesh, faults_run, faults, startup, settle_s, clip_s, real,
+                           down_s)
         finally:
             for people in pairs:
                 for p in people:
@@ -611,7 +613,8 @@ async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float,
     finally:
         await redis.stop()
         await postgres.stop()
-    result = _result(pairs, faults, startup, n, real, source, delays, setup_s, settle_s, clip_s)
+    result = _result(pairs, faults, startup, n, real, source, delays, setup_s, settle_s, clip_s,
+                     down_s)
     result["totals"]["translation_logs"] = {"heard": result["totals"]["heard"], "stored": logs,
                                             "cut_off": cut_off(pairs)}
     return result
@@ -643,7 +646,8 @@ async def stored_logs(url: str, schema: str) -> int:
 
 async def converse(pairs: list[tuple[Person, Person]], mesh: Mesh,
                    faults_run: tuple[FaultSpec, ...], faults: list[Fault],
-                   startup: dict[str, float], settle_s: float, clip_s: float, real: bool) -> None:
+                   startup: dict[str, float], settle_s: float, clip_s: float, real: bool,
+                   down_s: float = DOWN_S) -> None:
     """The sessions talk while each fault of `faults_run` happens in turn (recorded in
     `faults`, restart times in `startup`); then they finish what was said and leave."""
     clips = {lang: speech(lang, clip_s) for lang in LANGUAGES}
@@ -671,7 +675,7 @@ async def converse(pairs: list[tuple[Person, Person]], mesh: Mesh,
             continue
         for _, listener in pairs:  # they resume while the process is down
             listener.resume_wanted = True
-        await asyncio.sleep(max(0.0, fault.killed + DOWN_S - time.monotonic()))
+        await asyncio.sleep(max(0.0, fault.killed + down_s - time.monotonic()))
         fault.restarted = time.monotonic()
         startup[spec.name] = round(await target.restart() * 1000)
         sys.stderr.write(f"restarted {spec.name} ({startup[spec.name]} ms to ready)\n")
@@ -696,7 +700,7 @@ async def drain(pairs: list[tuple[Person, Person]], timeout_s: float) -> None:
 
 def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: dict[str, float],
             n: int, real: bool, source: str, delays: Delays | None, setup_s: float,
-            settle_s: float, clip_s: float) -> dict[str, Any]:
+            settle_s: float, clip_s: float, down_s: float = DOWN_S) -> dict[str, Any]:
     people = [p for pair in pairs for p in pair]
     rows = []
     first = faults[0].killed if faults else float("inf")
@@ -740,7 +744,7 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
                    f"of FLEURS speech then {PAUSE_S:g} s of silence, over and over; after "
                    f"{WARMUP_S:g} s each process in turn gets SIGKILL (a model service, one "
                    f"of {GATEWAYS} gateways, a private PostgreSQL, a private Redis), stays dead "
-                   f"{DOWN_S:g} s and starts again on its address, then {settle_s:g} s pass; "
+                   f"{down_s:g} s and starts again on its address, then {settle_s:g} s pass; "
                    "every listener resumes its stream once per fault while the process is "
                    "down; a stream broken with UNAVAILABLE resumes on the next gateway; "
                    f"last, the second of {GATEWAYS} session_svc replicas gets SIGKILL for good "
@@ -862,6 +866,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", type=faults_arg, default=FAULTS,
                         help="comma-separated, of " + ",".join(f.name for f in FAULTS)
                         + " (default: all, in that order)")
+    parser.add_argument("--down-s", type=float, default=DOWN_S,
+                        help=f"how long a killed process stays dead (default {DOWN_S:g})")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
     args = parser.parse_args(argv)
@@ -870,7 +876,7 @@ def main(argv: list[str] | None = None) -> None:
     clip_s = 1.5 if args.smoke else CLIP_S
     with tempfile.TemporaryDirectory(prefix="dragoman-chaos-") as tmp:
         result = asyncio.run(run(n, args.real, args.logs or Path(tmp), settle_s, clip_s,
-                                 args.faults))
+                                 args.faults, args.down_s))
     result["not_run"] = [*NOT_RUN, *(f.name for f in FAULTS if f not in args.faults)]
     result["smoke"] = args.smoke
     result["command"] = shlex.join(["python", "-m", "bench.chaos", *(argv or sys.argv[1:])])

@@ -36,3 +36,16 @@ def test_chaos_smoke(tmp_path: Path) -> None:
     # but for utterances the killed replica cut off (reported lost), every one heard is logged
     assert logs["heard"] - logs["cut_off"] <= logs["stored"] <= logs["heard"]
     assert result["baseline"]["heard"] > 0
+
+
+def test_a_database_outage_moves_no_session_between_replicas(tmp_path: Path) -> None:
+    """PostgreSQL down longer than session.handover_after_ms silences every replica's
+    lease: the first to renew must not take the other's live sessions over."""
+    out = _run("bench.chaos", "--smoke", "--faults", "PostgreSQL", "--down-s", "4",
+               "--out", str(tmp_path), timeout_s=300.0)
+    assert LINE.fullmatch(out.strip().splitlines()[-1])
+    result = json.loads((tmp_path / "chaos.json").read_text())
+    assert "ERROR_CODE_REPLICA_LOST" not in result["status_codes"]
+    totals = result["totals"]
+    assert totals["lost"] == 0 and totals["sessions_ended"] == 0
+    assert totals["duplicated"] == 0 and totals["out_of_order"] == 0
