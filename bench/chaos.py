@@ -40,7 +40,7 @@ the next fault):
 - the status codes clients saw: ConversationError codes and gRPC status
   codes of broken streams.
 
-    python -m bench.chaos [--sessions 20] [--real] [--smoke] [--faults stt,mt,...] [--out DIR]
+    python -m bench.chaos [--sessions 20] [--real] [--smoke] [--faults stt,mt,...] [--down-s 0.5] [--out DIR]
 
 It ends with one line: `lost=N duplicated=N sessions_ended=N recovery_p95_ms=N`.
 """
