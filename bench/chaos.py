@@ -5,7 +5,10 @@ and tts_svc as calibrated fakes (bench.fakes, stage times as bench.load
 takes them) or, with --real, the real services with their default engines;
 session_svc and two gateways real, on a private PostgreSQL and Redis of the
 run's own (bench.private; the gateways share rate limits in Redis, the
-configuration of several gateway replicas). N two-party sessions talk
+configuration of several gateway replicas). session_svc runs as two
+replicas on that database, each recording the sessions it holds at its
+address (the gateways route to the holder); each gateway creates sessions on
+a replica of its own, so the odd pairs' sessions are on the second one. N two-party sessions talk
 through the gateways, the two people of a session on different ones (as a
 load balancer spreads them): both say FLEURS speech at real-time pace (the
 first CLIP_S seconds of a clip, then PAUSE_S of silence: one utterance),
@@ -13,7 +16,10 @@ over and over. Meanwhile each process of FAULTS in turn is killed with
 SIGKILL, kept dead DOWN_S and started again on the same address; every
 listener reconnects once per fault, while the process is down, resuming
 after the last event it received, and a client whose stream breaks with
-UNAVAILABLE reconnects at once to the next gateway and resumes there.
+UNAVAILABLE reconnects at once to the next gateway and resumes there. The
+last fault SIGKILLs the second session_svc replica for good: the first takes
+its sessions over (session_svc.handover) and clients whose stream broke
+resume on their own.
 
 Per fault (the utterances in flight at the kill or started after it, until
 the next fault):
@@ -27,15 +33,14 @@ the next fault):
 - recovery: per session, from the restart (the new process started) to the
   first translated audio heard after it, p50/p95; for a gateway, whose
   clients go to the other one, from the kill to the first translated audio
-  heard by the person whose gateway died; the restart itself, process start
+  heard by the person whose gateway died; for the session_svc replica, from
+  the kill, over the pairs whose sessions it held; the restart itself, process start
   to SERVING (ready, for PostgreSQL and Redis) as a poll sees it, is
   `startup_ms`;
 - the status codes clients saw: ConversationError codes and gRPC status
   codes of broken streams.
 
-Faults of a session_svc replica are not injected here: listed as not run.
-
-    python -m bench.chaos [--sessions 20] [--real] [--smoke] [--faults stt,mt,...] [--out DIR]
+    python -m bench.chaos [--sessions 20] [--real] [--smoke] [--faults stt,mt,...] [--down-s 0.5] [--out DIR]
 
 It ends with one line: `lost=N duplicated=N sessions_ended=N recovery_p95_ms=N`.
 """
@@ -96,14 +101,18 @@ SETTLE_S, WARMUP_S, DRAIN_S = 10.0, 5.0, 20.0
 RESUME_WAIT_S = 5.0
 MODELS = ("stt", "mt", "tts")
 REAL_MODULES = {"stt": "stt_svc.server", "mt": "mt_svc.server", "tts": "tts_svc.server"}
-NOT_RUN = ("session_svc replica",)
+NOT_RUN: tuple[str, ...] = ()
 """Faults of the issue this bench does not inject yet."""
 GATEWAYS = 2
+"""Gateways, and session_svc replicas: gateway i creates sessions on replica i."""
+HANDOVER_AFTER_MS = 1500
+"""session.handover_after_ms of the replicas: how soon a silent one's sessions move."""
 SCHEMA = "chaos"
-FAILOVER_TRIES = 5
-"""Reconnections in a row a client makes, gateway after gateway, before it gives up."""
-FAILOVER_BACKOFF_S = 0.2
-"""Wait before the n-th reconnection in a row: n times this (the first goes at once)."""
+FAILOVER_GIVE_UP_S = 30.0
+"""How long a client whose stream broke goes on reconnecting, gateway after gateway."""
+FAILOVER_BACKOFF_S, FAILOVER_BACKOFF_MAX_S = 0.2, 1.0
+"""Wait before the n-th reconnection in a row: n times this (the first goes at once),
+at most the max."""
 LANGUAGES = ("en", "es")
 
 
@@ -163,17 +172,39 @@ async def serving_in(children: Children, spawn: Callable[[], Child],
     return time.monotonic() - started
 
 
-class Gateways:
-    """GATEWAYS gateway processes, each on an address of its own."""
+class SessionReplicas:
+    """GATEWAYS session_svc replicas on one database, each its own process recording
+    the sessions it holds at its address."""
 
     def __init__(self, children: Children) -> None:
         self.children = children
         self.addresses = [free_address() for _ in range(GATEWAYS)]
         self.processes: list[Child] = []
 
+    async def start(self) -> None:
+        for i, address in enumerate(self.addresses):
+            self.processes.append(self.children.spawn(
+                f"session-{i}", ["-m", "session_svc.server"], address, {
+                    "DRAGOMAN_ADDRESSES_SESSION": address,
+                    "DRAGOMAN_SESSION_ADVERTISE_ADDRESS": address,
+                    "DRAGOMAN_SESSION_HANDOVER_AFTER_MS": str(HANDOVER_AFTER_MS)}))
+        for child in self.processes:
+            await self.children.wait_serving(child)
+
+
+class Gateways:
+    """GATEWAYS gateway processes, each on an address of its own, gateway i creating
+    sessions on session_svc replica i."""
+
+    def __init__(self, children: Children, replicas: SessionReplicas) -> None:
+        self.children, self.replicas = children, replicas
+        self.addresses = [free_address() for _ in range(GATEWAYS)]
+        self.processes: list[Child] = []
+
     def spawn(self, i: int) -> Child:
         child = self.children.spawn(f"gateway-{i}", ["-m", "gateway.server"], self.addresses[i],
-                                    env={"DRAGOMAN_ADDRESSES_GATEWAY": self.addresses[i]})
+                                    env={"DRAGOMAN_ADDRESSES_GATEWAY": self.addresses[i],
+                                         "DRAGOMAN_ADDRESSES_SESSION": self.replicas.addresses[i]})
         if i < len(self.processes):
             self.processes[i] = child
         else:
@@ -188,17 +219,28 @@ class Gateways:
 
     def target(self, i: int) -> Target:
         return Target(lambda: sigkill(self.processes[i]),
-                      lambda: serving_in(self.children, lambda: self.spawn(i)), self.addresses[i])
+                      lambda: serving_in(self.children, lambda: self.spawn(i)),
+                      gateway=self.addresses[i])
+
+    def replica_target(self, i: int) -> Target:
+        """session_svc replica i, killed for good: the sessions created through
+        gateway i move to another replica."""
+        return Target(lambda: sigkill(self.replicas.processes[i]), None,
+                      sessions_of=self.addresses[i])
 
 
 @dataclass(frozen=True)
 class Target:
-    """What a fault kills and starts again; `restart` returns the seconds to ready."""
+    """What a fault kills and starts again; `restart` returns the seconds to ready,
+    None for a process killed for good."""
 
     kill: Callable[[], Awaitable[None]]
-    restart: Callable[[], Awaitable[float]]
+    restart: Callable[[], Awaitable[float]] | None
     gateway: str = ""
     """The gateway address it kills: its clients fail over, recovery counts from the kill."""
+    sessions_of: str = ""
+    """For a session_svc replica, the gateway that created sessions on it: recovery
+    counts from the kill, over those sessions."""
 
 
 def server_target(server: Server) -> Target:
@@ -226,8 +268,9 @@ FAULTS = (
     FaultSpec("gateway", lambda mesh: mesh.gateways.target(0)),
     FaultSpec("PostgreSQL", lambda mesh: server_target(mesh.postgres)),
     FaultSpec("Redis", lambda mesh: server_target(mesh.redis)),
+    FaultSpec("session_svc replica", lambda mesh: mesh.gateways.replica_target(1)),
 )
-"""Each process killed in turn, in this order."""
+"""Each process killed in turn, in this order; the session_svc replica for good, so last."""
 
 
 @dataclass
@@ -269,6 +312,8 @@ class Person(Participant):
     """When the stream broke and moved to another gateway."""
     tries: int = 0
     """Reconnections since the last event received."""
+    broken_since: float | None = None
+    """When its stream broke, until an event comes on a new one."""
 
     def open(self, resume_after: int = 0) -> None:
         """Opens the conversation stream, resuming after `resume_after` if not 0."""
@@ -300,9 +345,11 @@ class Person(Participant):
             self.codes[f"grpc {e.code().name}"] += 1
             self.details[f"grpc {e.code().name}: {e.details()}"] += 1
             requests.put_nowait(None)  # ends the broken call's request reader
-            if e.code() == grpc.StatusCode.UNAVAILABLE and self.tries < FAILOVER_TRIES:
-                await asyncio.sleep(FAILOVER_BACKOFF_S * self.tries)
-                self.fail_over()
+            now = time.monotonic()
+            self.broken_since = self.broken_since or now
+            if resumable(e) and not self.leaving and now - self.broken_since < FAILOVER_GIVE_UP_S:
+                await asyncio.sleep(min(FAILOVER_BACKOFF_S * self.tries, FAILOVER_BACKOFF_MAX_S))
+                self.fail_over(requests)
             else:
                 self.gone = True
         except Exception as e:  # noqa: BLE001 - recorded and reported, the run goes on
@@ -311,19 +358,23 @@ class Person(Participant):
         else:
             self.gone = self.gone or not self.leaving
 
-    def fail_over(self) -> None:
+    def fail_over(self, unsent: asyncio.Queue[pb.ConverseRequest | None]) -> None:
         """Moves to the next gateway (the same tokens: any gateway takes them) and
-        resumes there, as a client behind a load balancer would."""
+        resumes there, as a client behind a load balancer would; the audio the broken
+        call did not send, and what was said meanwhile, goes on the new stream."""
         self.tries += 1
         self.failovers.append(time.monotonic())
         self.address = self.gateways[(self.gateways.index(self.address) + 1) % len(self.gateways)]
         self.spare_clients.append(self.client)
         self.client = self.client.through(grpc.aio.insecure_channel(self.address))
         self.open(self.last_sequence)
+        while not unsent.empty():
+            if (request := unsent.get_nowait()) is not None:
+                self.requests.put_nowait(request)
 
     def on_event(self, event: pb.ConversationEvent) -> None:
         kind, now = event.WhichOneof("kind"), time.monotonic()
-        self.tries = 0
+        self.tries, self.broken_since = 0, None
         if kind != "heartbeat":  # a heartbeat repeats the last sequence
             if event.sequence <= self.last_sequence:
                 self.duplicated += 1
@@ -350,6 +401,14 @@ class Person(Participant):
     async def leave(self, timeout_s: float = 5.0) -> None:
         self.leaving = True
         await super().leave(timeout_s)
+
+
+def resumable(e: grpc.aio.AioRpcError) -> bool:
+    """A stream that broke for want of its server, not for something the client did:
+    UNAVAILABLE, or INTERNAL "Internal error from Core" when the client was writing
+    audio as the call ended (grpc/grpc#36066 hides the server's UNAVAILABLE then)."""
+    return e.code() == grpc.StatusCode.UNAVAILABLE or (
+        e.code() == grpc.StatusCode.INTERNAL and "Internal error from Core" in (e.details() or ""))
 
 
 def speech(language: str, clip_s: float) -> list[tuple[list[bytes], int]]:
@@ -436,7 +495,8 @@ class Fault:
     restarted: float = 0.0
     until: float = float("inf")
     listeners: set[int] | None = None
-    """id() of the people whose gateway it killed: recovery is theirs, from the kill."""
+    """id() of the people whose gateway or session_svc replica it killed: recovery is
+    theirs, from the kill."""
 
     def window(self, t: float) -> bool:
         return self.killed <= t < self.until
@@ -494,11 +554,13 @@ def silent_clips(pairs: list[tuple[Person, Person]]) -> dict[str, int]:
 
 def recoveries(pairs: list[tuple[Person, Person]], fault: Fault) -> tuple[list[float], int]:
     """Per session, ms from the restart to the first translated audio heard after it
-    (from the kill, by those whose gateway died, for a gateway); and how many sessions
-    heard none."""
+    (from the kill, by those whose gateway or replica died, for those); and how many
+    of the sessions it touched heard none."""
     out, none = [], 0
     since = fault.restarted if fault.listeners is None else fault.killed
     for people in pairs:
+        if fault.listeners is not None and not any(id(p) in fault.listeners for p in people):
+            continue  # a session the killed replica did not hold
         after = [t for p in people for t in p.heard_at.values()
                  if since <= t < fault.until
                  and (fault.listeners is None or id(p) in fault.listeners)]
@@ -510,9 +572,10 @@ def recoveries(pairs: list[tuple[Person, Person]], fault: Fault) -> tuple[list[f
 
 
 async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float,
-              faults_run: tuple[FaultSpec, ...] = FAULTS) -> dict[str, Any]:
+              faults_run: tuple[FaultSpec, ...] = FAULTS, down_s: float = DOWN_S
+              ) -> dict[str, Any]:
     delays, source = (None, "real engines (settings defaults)") if real else calibrated_delays()
-    addresses = {name: free_address() for name in ("session", *MODELS)}
+    addresses = {name: free_address() for name in MODELS}
     faults: list[Fault] = []
     pairs: list[tuple[Person, Person]] = []
     startup: dict[str, float] = {}
@@ -528,17 +591,18 @@ async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float,
             **db_env, **LIMITS_ENV, "DRAGOMAN_AUTH_IDENTITY_KEY": secrets.token_urlsafe(48),
             "DRAGOMAN_AUTH_JWT_SECRET": secrets.token_urlsafe(48),
             "DRAGOMAN_SESSION_MAX_LIVE_SESSIONS": "0", "DRAGOMAN_LIMITS_REDIS_URL": redis.url}))
-        mesh = Mesh(ModelServices(children, addresses, delays), Gateways(children),
+        replicas = SessionReplicas(children)
+        mesh = Mesh(ModelServices(children, addresses, delays), Gateways(children, replicas),
                     postgres, redis)
         try:
             await mesh.models.start()
-            await children.wait_serving(children.spawn(
-                "session", ["-m", "session_svc.server"], addresses["session"]))
+            await replicas.start()
             await mesh.gateways.start()
             tag = secrets.token_hex(3)
             pairs = [await pair_up(mesh.gateways.addresses, i, tag) for i in range(n)]
             setup_s = time.monotonic() - began
-            await converse(pairs, mesh, faults_run, faults, startup, settle_s, clip_s, real)
+            await converse(pairs, mesh, faults_run, faults, startup, settle_s, clip_s, real,
+                           down_s)
         finally:
             for people in pairs:
                 for p in people:
@@ -549,9 +613,19 @@ async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float,
     finally:
         await redis.stop()
         await postgres.stop()
-    result = _result(pairs, faults, startup, n, real, source, delays, setup_s, settle_s, clip_s)
-    result["totals"]["translation_logs"] = {"heard": result["totals"]["heard"], "stored": logs}
+    result = _result(pairs, faults, startup, n, real, source, delays, setup_s, settle_s, clip_s,
+                     down_s)
+    result["totals"]["translation_logs"] = {"heard": result["totals"]["heard"], "stored": logs,
+                                            "cut_off": cut_off(pairs)}
     return result
+
+
+def cut_off(pairs: list[tuple[Person, Person]]) -> int:
+    """Utterances heard (their first translated audio) and then reported failed: in
+    flight at a replica's kill, they end with no translation log."""
+    return sum(1 for people in pairs for speaker, listener in (people, people[::-1])
+               for utt in speaker.failed
+               if utt in listener.heard_at or listener.covered.get(utt) in listener.heard_at)
 
 
 def database_env(url: str) -> dict[str, str]:
@@ -572,7 +646,8 @@ async def stored_logs(url: str, schema: str) -> int:
 
 async def converse(pairs: list[tuple[Person, Person]], mesh: Mesh,
                    faults_run: tuple[FaultSpec, ...], faults: list[Fault],
-                   startup: dict[str, float], settle_s: float, clip_s: float, real: bool) -> None:
+                   startup: dict[str, float], settle_s: float, clip_s: float, real: bool,
+                   down_s: float = DOWN_S) -> None:
     """The sessions talk while each fault of `faults_run` happens in turn (recorded in
     `faults`, restart times in `startup`); then they finish what was said and leave."""
     clips = {lang: speech(lang, clip_s) for lang in LANGUAGES}
@@ -589,11 +664,18 @@ async def converse(pairs: list[tuple[Person, Person]], mesh: Mesh,
         if target.gateway:  # its clients fail over: recovery counts from the kill
             fault.listeners = {id(p) for pair in pairs for p in pair
                                if p.address == target.gateway}
+        elif target.sessions_of:  # the creator's own gateway created the session
+            fault.listeners = {id(p) for pair in pairs for p in pair
+                               if pair[0].gateways[0] == target.sessions_of}
         await target.kill()
         sys.stderr.write(f"killed {spec.name}\n")
+        if target.restart is None:  # for good: clients resume on the replica taking over
+            fault.restarted = time.monotonic()
+            await asyncio.sleep(settle_s)
+            continue
         for _, listener in pairs:  # they resume while the process is down
             listener.resume_wanted = True
-        await asyncio.sleep(max(0.0, fault.killed + DOWN_S - time.monotonic()))
+        await asyncio.sleep(max(0.0, fault.killed + down_s - time.monotonic()))
         fault.restarted = time.monotonic()
         startup[spec.name] = round(await target.restart() * 1000)
         sys.stderr.write(f"restarted {spec.name} ({startup[spec.name]} ms to ready)\n")
@@ -618,7 +700,7 @@ async def drain(pairs: list[tuple[Person, Person]], timeout_s: float) -> None:
 
 def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: dict[str, float],
             n: int, real: bool, source: str, delays: Delays | None, setup_s: float,
-            settle_s: float, clip_s: float) -> dict[str, Any]:
+            settle_s: float, clip_s: float, down_s: float = DOWN_S) -> dict[str, Any]:
     people = [p for pair in pairs for p in pair]
     rows = []
     first = faults[0].killed if faults else float("inf")
@@ -626,7 +708,8 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
     for i, fault in enumerate(faults):
         times, none = recoveries(pairs, fault)
         rows.append({
-            "fault": f"{fault.role} SIGKILL + restart",
+            "fault": (f"{fault.role} SIGKILL + restart" if fault.role in startup
+                      else f"{fault.role} SIGKILL (1 of {GATEWAYS}, taken over)"),
             **account(pairs, fault.window, faults),
             "recovery": summary(times),
             "sessions_without_recovery": none,
@@ -661,9 +744,11 @@ def _result(pairs: list[tuple[Person, Person]], faults: list[Fault], startup: di
                    f"of FLEURS speech then {PAUSE_S:g} s of silence, over and over; after "
                    f"{WARMUP_S:g} s each process in turn gets SIGKILL (a model service, one "
                    f"of {GATEWAYS} gateways, a private PostgreSQL, a private Redis), stays dead "
-                   f"{DOWN_S:g} s and starts again on its address, then {settle_s:g} s pass; "
+                   f"{down_s:g} s and starts again on its address, then {settle_s:g} s pass; "
                    "every listener resumes its stream once per fault while the process is "
-                   "down; a stream broken with UNAVAILABLE resumes on the next gateway"),
+                   "down; a stream broken with UNAVAILABLE resumes on the next gateway; "
+                   f"last, the second of {GATEWAYS} session_svc replicas gets SIGKILL for good "
+                   f"(session.handover_after_ms={HANDOVER_AFTER_MS}) and {settle_s:g} s pass"),
         "setup_s": round(setup_s, 1),
         "baseline": baseline,
         "clips": clips,
@@ -705,7 +790,8 @@ def report(result: dict[str, Any]) -> str:
         f"resumed); sessions ended {t['sessions_ended']}; streams moved to another gateway "
         f"{t['failovers']}",
         f"translation logs stored {t.get('translation_logs', {}).get('stored', '-')} of "
-        f"{t['heard']} utterances heard",
+        f"{t['heard']} utterances heard, {t.get('translation_logs', {}).get('cut_off', '-')} "
+        "of them cut off by a replica's kill",
         "status codes seen: " + (", ".join(f"{k} x{v}" for k, v in result["status_codes"].items())
                                  or "none"),
     ])
@@ -728,8 +814,8 @@ How to read it:
   wait for the next utterance after the restart.
 - gateway: the two people of a session are on different gateways; a speaker whose
   stream broke has what they had said finished for the listener (session_svc
-  finishes a dropped stream's pipeline); audio said while reconnecting is lost at
-  the client, as with any client that does not buffer.
+  finishes a dropped stream's pipeline); audio the broken call had not sent, and
+  what is said while reconnecting, goes on the new stream.
 - PostgreSQL: a private cluster, SIGKILLed with all its backends and started again
   (crash recovery). No conversation event waits on it: the gateways take a
   login's standing answer up to 60 s old while it is down (gateway.auth), pooled
@@ -738,7 +824,16 @@ How to read it:
 - Redis: a private redis-server holding the gateways' shared rate limits; while it
   is down the limits let calls through (with a warning) and no call fails.
 - duplicated / out of order: at listeners that dropped their stream and resumed
-  with resume_after_sequence while the service was down."""
+  with resume_after_sequence while the service was down.
+- session_svc replica: its streams end UNAVAILABLE (or INTERNAL "Internal error
+  from Core", grpc/grpc#36066, when the client was writing as the call ended);
+  clients open them again, gateway after gateway, with resume_after_sequence and
+  get UNAVAILABLE until the other replica takes the session over, once the lease
+  is HANDOVER_AFTER_MS old (docs/handover.md). reported: the utterances in flight
+  at the kill (ERROR_CODE_REPLICA_LOST naming them; "cut off" when their first
+  translated audio had been heard already: they are counted heard, and no
+  translation log is written of them); recovery: from the kill to the first
+  translated audio heard, over the sessions the killed replica held."""
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -771,6 +866,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", type=faults_arg, default=FAULTS,
                         help="comma-separated, of " + ",".join(f.name for f in FAULTS)
                         + " (default: all, in that order)")
+    parser.add_argument("--down-s", type=float, default=DOWN_S,
+                        help=f"how long a killed process stays dead (default {DOWN_S:g})")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results)")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
     args = parser.parse_args(argv)
@@ -779,7 +876,7 @@ def main(argv: list[str] | None = None) -> None:
     clip_s = 1.5 if args.smoke else CLIP_S
     with tempfile.TemporaryDirectory(prefix="dragoman-chaos-") as tmp:
         result = asyncio.run(run(n, args.real, args.logs or Path(tmp), settle_s, clip_s,
-                                 args.faults))
+                                 args.faults, args.down_s))
     result["not_run"] = [*NOT_RUN, *(f.name for f in FAULTS if f not in args.faults)]
     result["smoke"] = args.smoke
     result["command"] = shlex.join(["python", "-m", "bench.chaos", *(argv or sys.argv[1:])])

@@ -472,6 +472,13 @@ class SessionRegistry:
         """Handing its sessions over before it stops: it takes none over."""
         self._adopting = asyncio.Lock()
         """One takeover at a time: a call about a session waits until it is held here."""
+        self._renewed_at: float | None = None
+        """When this replica last renewed its lease (time.monotonic()), every
+        `_renew_s`; None before the lease loop runs."""
+        self._renew_s = OWNER_RENEW_S
+        self._renewing_since = float("-inf")
+        """When it renewed its lease again after failing to or being held up (a database
+        outage, which silences every lease, not only a dead replica's)."""
         self._moved: set[str] = set()
         """Sessions another replica holds now: calls about them get UNAVAILABLE here, so
         the gateway asks for their owner again."""
@@ -534,9 +541,15 @@ class SessionRegistry:
         about them there."""
         if self.handover is not None:
             renew_s = min(renew_s, self.settings.handover_after_ms / 3000)
+        self._renew_s = renew_s
         while not self.draining:
             try:
                 await self.store.renew_owner(self.owner)
+                now = time.monotonic()
+                # the pool waits out an outage: a late renewal is one that failed
+                if self._renewing_since == float("inf") or self._lease_late(now):
+                    self._renewing_since = now
+                self._renewed_at = now
                 if self.handover is not None:
                     await self._drop_taken()
                     await self.adopt(self.settings.handover_after_ms / 1000)
@@ -544,12 +557,21 @@ class SessionRegistry:
                 if lost:
                     log.warning("ended %d sessions of a session_svc replica that stopped", len(lost))
             except Exception:  # noqa: BLE001 - the database is back later; the lease loop goes on
+                self._renewing_since = float("inf")
                 log.warning("cannot renew the session owner lease", exc_info=True)
             await asyncio.sleep(renew_s)
 
+    def _lease_late(self, now: float) -> bool:
+        """Whether this replica's own lease renewal is overdue (it was held up)."""
+        return self._renewed_at is not None and now - self._renewed_at > 2 * self._renew_s
+
     async def adopt(self, silent_s: float, session_id: str = "") -> list[Session]:
-        """Takes over the live sessions (or the one) of owners silent for `silent_s`."""
-        if self.handover is None or self.draining:
+        """Takes over the live sessions (or the one) of owners silent for `silent_s`;
+        none until this replica has itself renewed its lease for `silent_s` after failing
+        to, so that owners cut off from the database as it was have renewed theirs too."""
+        now = time.monotonic()
+        if (self.handover is None or self.draining or self._lease_late(now)
+                or now - self._renewing_since < silent_s):
             return []
         async with self._adopting:
             return await self._adopt(self.handover, silent_s, session_id)

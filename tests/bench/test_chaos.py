@@ -1,5 +1,6 @@
 """`python -m bench.chaos --smoke`: model services, a gateway, PostgreSQL and Redis
-killed and restarted under live sessions. No timing assertions: the numbers of a
+killed and restarted under live sessions, then one of two session_svc replicas
+killed for good. No timing assertions: the numbers of a
 smoke run mean nothing; what a client must never see (duplicates, gaps, a session
 ended by a crash, a translation log lost) is checked."""
 
@@ -20,8 +21,10 @@ def test_chaos_smoke(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "chaos.json").read_text())
     assert (tmp_path / "chaos.md").read_text().count(result["command"]) == 1
     assert [f["fault"].split()[0] for f in result["faults"]] == [
-        "stt", "mt", "tts", "gateway", "PostgreSQL", "Redis"]
-    assert result["not_run"] == ["session_svc replica"]
+        "stt", "mt", "tts", "gateway", "PostgreSQL", "Redis", "session_svc"]
+    assert result["not_run"] == []
+    # the killed replica's sessions were taken over: their streams resumed
+    assert result["faults"][-1]["sessions_without_recovery"] == 0
     for fault in result["faults"]:
         assert fault["heard"] + fault["reported"] + fault["lost"] == fault["utterances"]
         assert set(fault["recovery"]) == {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"}
@@ -29,5 +32,20 @@ def test_chaos_smoke(tmp_path: Path) -> None:
     assert totals["duplicated"] == 0 and totals["out_of_order"] == 0
     assert totals["sessions_ended"] == 0
     assert totals["failovers"] >= 1  # the killed gateway's streams moved to the other one
-    assert totals["translation_logs"]["stored"] == totals["translation_logs"]["heard"]
+    logs = totals["translation_logs"]
+    # but for utterances the killed replica cut off (reported lost), every one heard is logged
+    assert logs["heard"] - logs["cut_off"] <= logs["stored"] <= logs["heard"]
     assert result["baseline"]["heard"] > 0
+
+
+def test_a_database_outage_moves_no_session_between_replicas(tmp_path: Path) -> None:
+    """PostgreSQL down longer than session.handover_after_ms silences every replica's
+    lease: the first to renew must not take the other's live sessions over."""
+    out = _run("bench.chaos", "--smoke", "--faults", "PostgreSQL", "--down-s", "4",
+               "--out", str(tmp_path), timeout_s=300.0)
+    assert LINE.fullmatch(out.strip().splitlines()[-1])
+    result = json.loads((tmp_path / "chaos.json").read_text())
+    assert "ERROR_CODE_REPLICA_LOST" not in result["status_codes"]
+    totals = result["totals"]
+    assert totals["lost"] == 0 and totals["sessions_ended"] == 0
+    assert totals["duplicated"] == 0 and totals["out_of_order"] == 0
