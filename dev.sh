@@ -54,13 +54,13 @@ setup_codegen() {
   # Stubs for C++, C#, Objective-C, PHP and Ruby (gen/, docs/stubs.md) come from
   # Debian's protoc and gRPC plugins; the C++ ones are compile-checked against libgrpc++-dev.
   command -v protoc >/dev/null && command -v grpc_cpp_plugin >/dev/null \
-    && pkg-config --exists grpc++ 2>/dev/null && command -v g++ >/dev/null && return 0
+    && pkg-config --exists grpc++ protobuf 2>/dev/null && command -v g++ >/dev/null && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing protoc, the gRPC plugins and libgrpc++-dev (stub generation) from Debian"
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      protobuf-compiler protobuf-compiler-grpc libgrpc++-dev g++ pkg-config
+      protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev g++ pkg-config
   else
-    echo "note: the stubs need: apt-get install protobuf-compiler protobuf-compiler-grpc libgrpc++-dev g++ pkg-config" >&2
+    echo "note: the stubs need: apt-get install protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev g++ pkg-config" >&2
   fi
 }
 

@@ -221,8 +221,10 @@ async def test_audio_is_never_stored_nor_logged_and_text_only_encrypted(
         "SELECT table_name, column_name FROM information_schema.columns "
         "WHERE table_schema = current_schema() AND data_type = 'bytea' ORDER BY 1, 2")
     # participant_logs.sealed: participant-keyed copies, under their readers' keys (docs/privacy.md);
-    # recording_items.content: only with everyone's consent, encrypted (docs/recording.md)
+    # recording_items.content: only with everyone's consent, encrypted (docs/recording.md);
+    # session_events.event: a live session's resume tail, sealed, gone when it ends (docs/handover.md)
     assert bytea == [("participant_logs", "sealed"), ("recording_items", "content"),
+                     ("session_events", "event"),
                      ("translation_logs", "source_text"), ("translation_logs", "translated_text")]
     tables = [t for (t,) in stack.query(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")]
