@@ -581,14 +581,19 @@ class SessionRegistry:
         for claimed in await handover.claim(silent_s, session_id):
             try:
                 adopted.append(await self._install(claimed))
-                if self.recordings is not None:  # its consents were in the lost replica's memory
-                    await self.recordings.store.stop_session(
-                        claimed.session_id, REPLICA_STOPPED, time.time())
             except Exception:  # noqa: BLE001 - claimed and not held: ended, not left for none
                 log.exception("cannot take session %s over: ended", claimed.session_id)
                 await self.store.end_session(
                     claimed.session_id, time.time(), REPLICA_STOPPED,
                     Metrics(0, 0, 0, 0, 0, 0))
+                continue
+            if self.recordings is not None:  # its consents were in the lost replica's memory
+                try:
+                    await self.recordings.store.stop_session(
+                        claimed.session_id, REPLICA_STOPPED, time.time())
+                except Exception:  # noqa: BLE001 - held here all the same; nothing more is kept
+                    log.warning("cannot stop the recording of session %s taken over",
+                                claimed.session_id, exc_info=True)
         if adopted:
             log.warning("took over %d sessions of a session_svc replica that stopped",
                         len(adopted))
