@@ -53,9 +53,11 @@ def test_drift_check_fails_without_protoc(tmp_path: Path) -> None:
 @pytest.mark.parametrize("source", sorted(p.relative_to(CPP).as_posix() for p in CPP.rglob("*.cc")))
 def test_cpp_stub_compiles(source: str, tmp_path: Path) -> None:
     gxx, pkg_config = shutil.which("g++"), shutil.which("pkg-config")
-    assert gxx and pkg_config, "C++ toolchain missing: apt-get install g++ pkg-config libgrpc++-dev libprotobuf-dev"
+    assert gxx and pkg_config, \
+        "C++ toolchain missing: apt-get install g++ pkg-config libgrpc++-dev libprotobuf-dev"
     flags = subprocess.run([pkg_config, "--cflags", "grpc++", "protobuf"], capture_output=True, text=True)
-    assert flags.returncode == 0, f"gRPC/protobuf headers missing: apt-get install libgrpc++-dev libprotobuf-dev ({flags.stderr})"
+    assert flags.returncode == 0, \
+        f"gRPC/protobuf headers missing: apt-get install libgrpc++-dev libprotobuf-dev ({flags.stderr})"
     result = subprocess.run(
         [gxx, "-std=c++17", "-c", *shlex.split(flags.stdout), f"-I{CPP}", source,
          "-o", str(tmp_path / "stub.o")],
