@@ -11,6 +11,15 @@ from dragoman.errors import InvalidArgument
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
+
+
+def size(page_size: int) -> int:
+    """The rows a page holds: `page_size`, or the default for 0; INVALID_ARGUMENT out of range."""
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size must be 0 to {MAX_PAGE_SIZE}, got {page_size}")
+    return page_size or DEFAULT_PAGE_SIZE
+
 
 def token(created_at: datetime, row_id: str) -> str:
     """The position after the row created at `created_at` with id `row_id`."""

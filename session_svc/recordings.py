@@ -70,7 +70,6 @@ WITHDREW = "consent withdrawn"
 REFUSAL = "consent refused"
 WRITER_CAPACITY = 1000
 """Items waiting to be written; beyond, new ones are dropped (and logged)."""
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 MAX_ID_CHARS = 100
 
 
@@ -749,9 +748,7 @@ class RecordingServicer(recording_pb2_grpc.RecordingServiceServicer):
         self, request: rpb.ListRecordingsRequest, context: grpc.aio.ServicerContext
     ) -> rpb.ListRecordingsResponse:
         who = self.identity(context)
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be 0 to {MAX_PAGE_SIZE}, got {request.page_size}")
-        size = request.page_size or DEFAULT_PAGE_SIZE
+        size = paging.size(request.page_size)
         before = paging.parse(request.page_token, "ListRecordings")
         with db.unstorable_as(InvalidArgument(
                 "page_token and session_id cannot hold a NUL character")):

@@ -72,7 +72,6 @@ from session_svc.vocabularies import PgVocabularyStore, VocabularyServicer, voca
 # the module name under `python -m` too, where __name__ is "__main__"
 log = logging.getLogger(__spec__.name if __spec__ else __name__)
 
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 END_REASON = "ended by participant"
 STATUS = {
     "waiting": sessions_pb2.SESSION_STATUS_WAITING,
@@ -220,9 +219,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> sessions_pb2.ListSessionsResponse:
         who = self.identity(context)
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be 0 to {MAX_PAGE_SIZE}, got {request.page_size}")
-        size = request.page_size or DEFAULT_PAGE_SIZE
+        size = paging.size(request.page_size)
         with db.unstorable_as(InvalidArgument(BAD_PAGE_TOKEN)):
             rows = await self.registry.store.sessions_of(
                 who.user_id, limit=size + 1, before=paging.parse(request.page_token, "ListSessions"))
