@@ -323,9 +323,11 @@ async def _burst_then_paced(items: list[Request], burst: int) -> AsyncIterator[R
         yield item
 
 
-async def test_chunk_flood_is_resource_exhausted(
+async def test_a_burst_then_real_time_is_recognised_whole(
     settings: config.Settings, whisper_engines: list[SpeechRecognizer], fleurs: Path
 ) -> None:
+    """The chunk-rate limit lets a client catch up after a stall. The flood it refuses is
+    tested on the fake engine (test_stream_fake), where timing is not at a decoder's mercy."""
     limits = dataclasses.replace(
         server.stream_limits(settings.stt), max_chunks_per_s=10.0, burst_chunks=20
     )
@@ -343,13 +345,6 @@ async def test_chunk_flood_is_resource_exhausted(
             heard = final_text(responses).lower()
             assert heard.startswith("many people don't think about them"), heard
             assert "because they have feathers" in heard, heard
-            # 21 at once: the 21st is refused. (Nothing after it: grpc/grpc#36066.)
-            error = await expect_error(stub, items[:22])
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "audio chunks arrive faster than 10 a second after a burst of 20" in (
-        error.details() or ""
-    )
-    assert 0.0 < float(dict(error.trailing_metadata() or ())["retry-after"]) <= 0.101
 
 
 async def test_partial_results_stable_prefix(stt: Stub, fleurs: Path) -> None:
