@@ -604,7 +604,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _paths(row: dict[str, Any]) -> str:
     paths = row.get("final_paths", {})
-    return f"{paths.get('idle_beam', 0)}/{paths.get('busy_greedy', 0) + paths.get('fixed', 0)}"
+    beam = paths.get("idle_beam", 0) + paths.get("doubt_beam", 0)  # greedy, then the beam
+    return f"{beam}/{paths.get('busy_greedy', 0) + paths.get('fixed', 0)}"
 
 
 def report(result: dict[str, Any]) -> str:

@@ -64,7 +64,8 @@ async def test_alone_a_final_is_the_speculative_beam_decode(
     assert len(sent) == len(finals(responses)) >= 1
     assert {r.__dict__["path"] for r in sent} == {"idle_beam"}
     assert any(r.__dict__["speculated"] for r in sent), [r.__dict__ for r in sent]
-    assert paths_since(before) == {"idle_beam": len(sent), "busy_greedy": 0, "fixed": 0}
+    assert paths_since(before) == {"idle_beam": len(sent), "busy_greedy": 0, "fixed": 0,
+                                    "doubt_beam": 0}
     assert wer((fleurs / f"{name}.txt").read_text(), final_text(responses)) <= bound
 
 
@@ -127,5 +128,6 @@ async def test_setting_off_keeps_finals_greedy(
         async with rpc.channel(address) as channel:
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
             responses = await recognize(stub, requests(stream_config(language), _audio(fleurs, name)))
-    assert paths_since(before) == {"idle_beam": 0, "busy_greedy": 0, "fixed": len(finals(responses))}
+    assert paths_since(before) == {
+        "idle_beam": 0, "busy_greedy": 0, "fixed": len(finals(responses)), "doubt_beam": 0}
     assert wer((fleurs / f"{name}.txt").read_text(), final_text(responses)) <= bound
