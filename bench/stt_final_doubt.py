@@ -1,5 +1,6 @@
 """How many streamed finals fall under a confidence threshold, and how many of the streamed
-errors they hold: the data that chose stt.final_beam_when_doubtful.
+errors they hold: the data that chose stt.final_beam_when_doubtful; and the runs' WER, share
+of finals decoded again and EOS->final latency side by side.
 
 Reads `bench.stt_bench --diagnose` results (each final's confidence, each error's utterance):
 
@@ -43,11 +44,32 @@ def rows(items: Sequence[tuple[str, float, int]]) -> list[list[Any]]:
     return out
 
 
+def summary(path: Path, result: dict[str, Any]) -> list[list[Any]]:
+    """Per language of a diagnose result: WER streamed and whole, the share of finals decoded
+    again with the beam, EOS->final p50 and p90."""
+    out = []
+    for language, by_set in result["languages"].items():
+        r = by_set["fleurs"]
+        paths = r.get("final_paths", {})
+        sent = max(1, sum(paths.values()))
+        out.append([path.stem, language, f"{100 * r['streamed_wer']:.1f}",
+                    f"{100 * r['whole_wer']:.1f}", r["reference_words"],
+                    f"{paths.get('doubt_beam', 0)}/{sum(paths.values())}",
+                    f"{paths.get('doubt_beam', 0) / sent:.2f}",
+                    r["eos_to_final_ms"]["p50_ms"], r.get("eos_to_final_p90_ms")])
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    items = [f for path in args.results for f in finals(json.loads(path.read_text()))]
+    results = {path: json.loads(path.read_text()) for path in args.results}
+    print(table(["run", "lang", "WER %", "whole WER %", "words", "re-decoded", "share",
+                 "EOS->final p50", "p90"],
+                [row for path, result in results.items() for row in summary(path, result)]))
+    print()
+    items = [f for result in results.values() for f in finals(result)]
     print(f"{len(items)} finals, {sum(e for _, _, e in items)} streamed errors attributed "
           "to a final")
     print(table(["under", "finals", "share", "errors", "share of errors"], rows(items)))

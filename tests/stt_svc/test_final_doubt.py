@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bench.stt_bench import final_paths, paths_since
@@ -19,13 +18,16 @@ from dragoman.stt.v1 import stt_pb2_grpc
 from stt_svc import server
 from stt_svc.engines.base import SpeechRecognizer
 from tests.conftest import started
-from tests.stt_svc.conftest import clip, finals, recognize, requests, silence, stream_config, with_stt
+from tests.stt_svc.conftest import (
+    clip_then_silence,
+    finals,
+    recognize,
+    requests,
+    stream_config,
+    with_stt,
+)
 
 THRESHOLD = 0.8
-
-
-def _audio(fleurs: Path, name: str) -> np.ndarray:
-    return np.concatenate([clip(fleurs, name), silence(2.0)])
 
 
 async def test_only_doubtful_finals_are_decoded_again_with_the_beam(
@@ -45,7 +47,8 @@ async def test_only_doubtful_finals_are_decoded_again_with_the_beam(
             for name, language in (("fleurs-es-002", "es"), ("fleurs-fr-003", "fr")):
                 caplog.clear()
                 before = final_paths()
-                responses = await recognize(stub, requests(stream_config(language), _audio(fleurs, name)))
+                responses = await recognize(
+                    stub, requests(stream_config(language), clip_then_silence(fleurs, name)))
                 grew[name] = paths_since(before)
                 results[name] = finals(responses)
                 sent[name] = [r for r in caplog.records if r.getMessage() == "final sent"]
@@ -80,6 +83,6 @@ async def test_threshold_zero_never_decodes_again(
         async with rpc.channel(address) as channel:
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
             responses = await recognize(
-                stub, requests(stream_config("fr"), _audio(fleurs, "fleurs-fr-003")))
+                stub, requests(stream_config("fr"), clip_then_silence(fleurs, "fleurs-fr-003")))
     grew = paths_since(before)
     assert grew["doubt_beam"] == 0 and grew["fixed"] == len(finals(responses)) >= 1, grew
