@@ -5,6 +5,7 @@ of finals decoded again and EOS->final latency side by side.
 Reads `bench.stt_bench --diagnose` results (each final's confidence, each error's utterance):
 
     python -m bench.stt_final_doubt /tmp/A1.json [/tmp/A2.json ...]
+    python -m bench.stt_final_doubt bench/results/stt_final_doubt.json   # the runs kept
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def rows(items: Sequence[tuple[str, float, int]]) -> list[list[Any]]:
     return out
 
 
-def summary(path: Path, result: dict[str, Any]) -> list[list[Any]]:
+def summary(name: str, result: dict[str, Any]) -> list[list[Any]]:
     """Per language of a diagnose result: WER streamed and whole, the share of finals decoded
     again with the beam, EOS->final p50 and p90."""
     out = []
@@ -52,7 +53,7 @@ def summary(path: Path, result: dict[str, Any]) -> list[list[Any]]:
         r = by_set["fleurs"]
         paths = r.get("final_paths", {})
         sent = max(1, sum(paths.values()))
-        out.append([path.stem, language, f"{100 * r['streamed_wer']:.1f}",
+        out.append([name, language, f"{100 * r['streamed_wer']:.1f}",
                     f"{100 * r['whole_wer']:.1f}", r["reference_words"],
                     f"{paths.get('doubt_beam', 0)}/{sum(paths.values())}",
                     f"{paths.get('doubt_beam', 0) / sent:.2f}",
@@ -64,10 +65,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path)
     args = parser.parse_args(argv)
-    results = {path: json.loads(path.read_text()) for path in args.results}
+    results: dict[str, dict[str, Any]] = {}
+    for path in args.results:
+        result = json.loads(path.read_text())
+        if "languages" in result:
+            results[path.stem] = result
+        else:  # several runs under their names (bench/results/stt_final_doubt.json)
+            results |= {name: r for name, r in result.items() if r["benchmark"] == "stt_diagnostic"}
     print(table(["run", "lang", "WER %", "whole WER %", "words", "re-decoded", "share",
                  "EOS->final p50", "p90"],
-                [row for path, result in results.items() for row in summary(path, result)]))
+                [row for name, result in results.items() for row in summary(name, result)]))
     print()
     items = [f for result in results.values() for f in finals(result)]
     print(f"{len(items)} finals, {sum(e for _, _, e in items)} streamed errors attributed "
