@@ -373,7 +373,7 @@ def cost_counters() -> dict[str, dict[str, float]]:
             for name, metric in COST_COUNTERS.items()}
 
 
-FINAL_PATHS = ("idle_beam", "busy_greedy", "fixed")
+FINAL_PATHS = ("idle_beam", "busy_greedy", "fixed", "doubt_beam")
 
 
 def final_paths() -> dict[str, float]:
@@ -604,7 +604,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _paths(row: dict[str, Any]) -> str:
     paths = row.get("final_paths", {})
-    return f"{paths.get('idle_beam', 0)}/{paths.get('busy_greedy', 0) + paths.get('fixed', 0)}"
+    beam = paths.get("idle_beam", 0) + paths.get("doubt_beam", 0)  # greedy, then the beam
+    return f"{beam}/{paths.get('busy_greedy', 0) + paths.get('fixed', 0)}"
 
 
 def report(result: dict[str, Any]) -> str:
@@ -724,6 +725,7 @@ async def diagnose_clip(
                 "utterance": u.index, "text": u.final.transcript,
                 "start_s": clip_s(u.start_s), "end_s": clip_s(u.end_s) if u.end_s is not None else None,
                 "at_s": clip_s(u.final_at - t0) if u.final_at is not None else None,
+                "confidence": round(u.final.confidence, 3),
             })
     for u, following in zip(utterances, utterances[1:], strict=False):
         if u.end_s is not None:
@@ -778,7 +780,7 @@ async def diagnose(
     out: dict[str, dict[str, Any]] = {}
     for set_name, clips in sets.items():
         for language, items in clips.items():
-            details, runs = [], []
+            details, runs, paths = [], [], final_paths()
             for clip in items:
                 detail, run = await diagnose_clip(stub, engines[language], clip, endpoint_s)
                 details.append(detail)
@@ -797,7 +799,9 @@ async def diagnose(
                 "whole_wer": round(whole / max(1, words), 4),
                 "counts": {k: sum(d["counts"][k] for d in details) for k in CLASSES},
                 "other_notes": _notes(details),
-                "eos_to_final_ms": _ms([v for run in runs for v in run.eos_to_final_ms()]),
+                "eos_to_final_ms": _ms(eos := [v for run in runs for v in run.eos_to_final_ms()]),
+                "eos_to_final_p90_ms": percentile(eos, 90),
+                "final_paths": paths_since(paths),
                 "clip_details": details,
             }
     return out
@@ -843,6 +847,8 @@ async def run_diagnose(args: argparse.Namespace) -> dict[str, Any]:
             "model": settings.stt.model,
             "english_model": settings.stt.english_model,
             "beam_size": settings.stt.beam_size,
+            "final_beam_when_idle": settings.stt.final_beam_when_idle,
+            "final_beam_when_doubtful": settings.stt.final_beam_when_doubtful,
             "endpoint_silence_ms": settings.stt.endpoint_silence_ms,
             "partial_interval_ms": settings.stt.partial_interval_ms,
             "max_utterance_s": settings.stt.max_utterance_s,

@@ -78,8 +78,9 @@ STT_SPARSE_FINALS = Counter(
 STT_FINAL_PATHS = Counter(
     "dragoman_stt_finals_total",
     "Finals sent, by how they were decoded: idle_beam (beam 5, the model's lane had no other "
-    "stream's decode waiting), busy_greedy (other decodes waited) or fixed (stt.beam_size, "
-    "stt.final_beam_when_idle off)",
+    "stream's decode waiting), busy_greedy (other decodes waited), fixed (stt.beam_size, "
+    "stt.final_beam_when_idle off) or doubt_beam (greedy, then decoded again with beam 5: "
+    "its confidence was under stt.final_beam_when_doubtful)",
     ["path"])
 STT_DECODES = Counter(
     "dragoman_stt_decodes_total",

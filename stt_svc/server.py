@@ -193,6 +193,7 @@ def stream_limits(stt: config.SttSettings) -> StreamLimits:
         idle_timeout_s=stt.idle_timeout_s,
         beam_size=stt.beam_size,
         final_beam_when_idle=stt.final_beam_when_idle,
+        final_beam_when_doubtful=stt.final_beam_when_doubtful,
         redecode_gaps=stt.redecode_gaps,
         redecode_sparse=stt.redecode_sparse,
         max_chunks_per_s=stt.max_chunks_per_s,

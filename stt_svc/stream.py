@@ -28,6 +28,11 @@ stream's decode waits in its model's lane, greedily otherwise
 The choice is made when the final's decode starts, so a speculation's
 choice stands at the endpoint and its result serves the final.
 
+A greedy final that the decoder doubts (`final_beam_when_doubtful`: its confidence under
+the threshold) is decoded again with the beam, after the greedy reading is in, and the
+reading with the higher mean token log-probability is kept: only doubtful finals pay the
+beam's time (bench/results/stt_final_doubt.md).
+
 A final hears what came just before it: when an utterance starts within
 OVERLAP_GAP_S of the previous one's end (a pause, or a cut for length), the
 end of the previous utterance's audio goes before its own (up to
@@ -147,6 +152,9 @@ class StreamLimits:
     final_beam_when_idle: bool = config.SttSettings().final_beam_when_idle
     """Finals take FINAL_IDLE_BEAM while their model's lane has no other stream's decode
     waiting."""
+    final_beam_when_doubtful: float = config.SttSettings().final_beam_when_doubtful
+    """A greedy final whose `confidence()` is under this is decoded again with FINAL_IDLE_BEAM
+    (`_unless_doubtful`); 0: never."""
     redecode_gaps: bool = False
     redecode_sparse: bool = True
     max_chunks_per_s: float = 0.0
@@ -243,6 +251,14 @@ class _Overlap:
     audio: np.ndarray = field(repr=False)
     text: str
     words: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Doubt:
+    """Whether a doubtful final was decoded again with the beam, and the seconds it took."""
+
+    decoded: bool = False
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,11 +579,13 @@ class RecognizeStream:
         if overlap is not None:
             result = _without_overlap(timed.value, overlap)
             if result is None:  # the overlap went wrong: decode the utterance alone
-                options = self._final_options(u, beam_size)
+                options, overlap = self._final_options(u, beam_size), None
                 timed = await model.decode(event.audio, options, Priority.FINAL)
                 result = timed.value
                 processing_s += timed.seconds
         assert result is not None
+        result, doubt = await self._unless_doubtful(u, event, result, options, overlap, model)
+        processing_s += doubt.seconds
         reason = guards.rejection(result, len(event.audio) / RATE_HZ)
         offset_s = _s(event.start_sample)
         if reason is None:
@@ -608,7 +626,7 @@ class RecognizeStream:
             start_s=offset_s, end_s=_s(event.end_sample),
             words=words, processing_s=processing_s,
         ))
-        path = self._final_path(options)
+        path = "doubt_beam" if doubt.decoded else self._final_path(options)
         metrics.STT_FINAL_PATHS.labels(path).inc()
         log.debug("final %d: %s", u.index, logs.redact(transcript))
         log.info(
@@ -623,6 +641,36 @@ class RecognizeStream:
                 "endpoint_to_final_ms": round(1000 * (time.perf_counter() - job.received_s)),
             },
         )
+
+    async def _unless_doubtful(
+        self, u: _Utterance, event: SpeechEnded, result: Transcription, options: DecodeOptions,
+        overlap: _Overlap | None, model: LoadedModel,
+    ) -> tuple[Transcription, _Doubt]:
+        """`result`, a greedy final, or its input decoded again with FINAL_IDLE_BEAM when its
+        `confidence()` is under `final_beam_when_doubtful`, whichever reading has the higher
+        mean token log-probability (both decode the same audio after the same forced prefix).
+        Greedy's mistakes cluster in the finals it doubts: the beam's cost goes there only
+        (bench/results/stt_final_doubt.md)."""
+        threshold = self._limits.final_beam_when_doubtful
+        if options.beam_size >= FINAL_IDLE_BEAM or not result.text:
+            return result, _Doubt()
+        score = confidence(result.words, result)
+        if score >= threshold:
+            return result, _Doubt()
+        audio = event.audio if overlap is None else np.concatenate([overlap.audio, event.audio])
+        try:
+            timed = await model.decode(
+                audio, replace(options, beam_size=FINAL_IDLE_BEAM), Priority.FINAL)
+        except ResourceExhausted:
+            return result, _Doubt()
+        beam = timed.value if overlap is None else _without_overlap(timed.value, overlap)
+        kept = beam is not None and beam.avg_logprob > result.avg_logprob
+        log.info("doubtful final decoded again", extra={
+            "utterance": u.index, "confidence": round(score, 3),
+            "logprob": round(result.avg_logprob, 3),
+            "logprob_beam": None if beam is None else round(beam.avg_logprob, 3),
+            "kept_beam": kept})
+        return (beam if kept and beam is not None else result), _Doubt(True, timed.seconds)
 
     async def _recover(
         self, u: _Utterance, event: SpeechEnded, result: Transcription, options: DecodeOptions,

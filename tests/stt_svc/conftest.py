@@ -41,6 +41,11 @@ def silence(seconds: float, rate_hz: int = RATE_HZ) -> np.ndarray:
     return np.zeros(int(seconds * rate_hz), np.float32)
 
 
+def clip_then_silence(fleurs: Path, name: str) -> np.ndarray:
+    """A clip and 2 s of silence after it: its last utterance ends at the endpoint."""
+    return np.concatenate([clip(fleurs, name), silence(2.0)])
+
+
 def white_noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
     return np.clip(rng.normal(0.0, 0.1, int(seconds * RATE_HZ)), -1, 1).astype(np.float32)
 

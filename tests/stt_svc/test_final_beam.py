@@ -12,7 +12,6 @@ import asyncio
 import logging
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bench.stt_bench import final_paths, paths_since
@@ -27,21 +26,17 @@ from tests.conftest import started
 from tests.helpers import wer
 from tests.stt_svc.conftest import (
     clip,
+    clip_then_silence,
     final_text,
     finals,
     recognize,
     requests,
-    silence,
     stream_config,
     with_stt,
 )
 
 CLIPS = [("fleurs-es-002", "es", 0.20), ("fleurs-es-003", "es", 0.20),
          ("fleurs-de-003", "de", 0.30), ("fleurs-de-004", "de", 0.35)]
-
-
-def _audio(fleurs: Path, name: str) -> np.ndarray:
-    return np.concatenate([clip(fleurs, name), silence(2.0)])
 
 
 async def test_alone_a_final_is_the_speculative_beam_decode(
@@ -59,12 +54,13 @@ async def test_alone_a_final_is_the_speculative_beam_decode(
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
             # twice real time: the speculative decode starts while audio still comes
             responses = await recognize(
-                stub, requests(stream_config(language), _audio(fleurs, name)), pause_s=0.05)
+                stub, requests(stream_config(language), clip_then_silence(fleurs, name)), pause_s=0.05)
     sent = [r for r in caplog.records if r.getMessage() == "final sent"]
     assert len(sent) == len(finals(responses)) >= 1
     assert {r.__dict__["path"] for r in sent} == {"idle_beam"}
     assert any(r.__dict__["speculated"] for r in sent), [r.__dict__ for r in sent]
-    assert paths_since(before) == {"idle_beam": len(sent), "busy_greedy": 0, "fixed": 0}
+    assert paths_since(before) == {"idle_beam": len(sent), "busy_greedy": 0, "fixed": 0,
+                                    "doubt_beam": 0}
     assert wer((fleurs / f"{name}.txt").read_text(), final_text(responses)) <= bound
 
 
@@ -79,7 +75,7 @@ async def test_finals_are_greedy_while_other_streams_decodes_wait(
         async with rpc.channel(address) as channel:
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
             together = await asyncio.gather(*(
-                recognize(stub, requests(stream_config(lang), _audio(fleurs, name)))
+                recognize(stub, requests(stream_config(lang), clip_then_silence(fleurs, name)))
                 for name, lang, _ in CLIPS))
     grew = paths_since(before)
     assert grew["busy_greedy"] >= 1 and grew["idle_beam"] >= 1, grew
@@ -126,6 +122,8 @@ async def test_setting_off_keeps_finals_greedy(
     async for address in started(service):
         async with rpc.channel(address) as channel:
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
-            responses = await recognize(stub, requests(stream_config(language), _audio(fleurs, name)))
-    assert paths_since(before) == {"idle_beam": 0, "busy_greedy": 0, "fixed": len(finals(responses))}
+            responses = await recognize(
+                stub, requests(stream_config(language), clip_then_silence(fleurs, name)))
+    assert paths_since(before) == {
+        "idle_beam": 0, "busy_greedy": 0, "fixed": len(finals(responses)), "doubt_beam": 0}
     assert wer((fleurs / f"{name}.txt").read_text(), final_text(responses)) <= bound
