@@ -266,8 +266,8 @@ async def test_chunk_flood_is_resource_exhausted(
             responses = await recognize(stub, paced[:21]) + await recognize(stub, paced, 0.1)
             assert finals(responses)
     # ... and two more at once is a flood (sending no more after it: grpc/grpc#36066). At 1
-    # a second the 22 chunks trip the bucket unless they take 2 s to arrive; at 10 a second a
-    # loaded CI host once spread them over more than the 0.2 s that allows.
+    # a second, 22 chunks sent at once trip the bucket unless the last comes 2 s after the
+    # first; at 10 a second the old flood's 21st had to come within 0.1 s, and once did not.
     async for address in started(await limited(1.0)):
         async with rpc.channel(address) as channel:
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
