@@ -283,6 +283,8 @@ class Person(Participant):
     """Own utterances: when processing started (time.monotonic())."""
     heard_at: dict[str, float] = field(default_factory=dict)
     """Partner's utterances: when their first translated audio arrived."""
+    heard_until: dict[str, float] = field(default_factory=dict)
+    """Partner's utterances: when their last translated audio arrived."""
     covered: dict[str, str] = field(default_factory=dict)
     """Partner's utterance -> the utterance whose translation covers it."""
     failed: dict[str, float] = field(default_factory=dict)
@@ -386,6 +388,7 @@ class Person(Participant):
             self.started_at.setdefault(event.processing_started.utterance_id, now)
         elif kind == "speech_audio":
             self.heard_at.setdefault(event.speech_audio.utterance_id, now)
+            self.heard_until[event.speech_audio.utterance_id] = now
         elif kind == "translation" and event.translation.speaker == pb.SPEAKER_PARTNER:
             for covered in event.translation.covers_utterance_ids:
                 self.covered[covered] = event.translation.utterance_id
@@ -615,17 +618,39 @@ async def run(n: int, real: bool, work: Path, settle_s: float, clip_s: float,
         await postgres.stop()
     result = _result(pairs, faults, startup, n, real, source, delays, setup_s, settle_s, clip_s,
                      down_s)
-    result["totals"]["translation_logs"] = {"heard": result["totals"]["heard"], "stored": logs,
-                                            "cut_off": cut_off(pairs)}
+    result["totals"]["translation_logs"] = journaled(pairs, logs, faults)
     return result
 
 
-def cut_off(pairs: list[tuple[Person, Person]]) -> int:
-    """Utterances heard (their first translated audio) and then reported failed: in
-    flight at a replica's kill, they end with no translation log."""
-    return sum(1 for people in pairs for speaker, listener in (people, people[::-1])
-               for utt in speaker.failed
-               if utt in listener.heard_at or listener.covered.get(utt) in listener.heard_at)
+def journaled(pairs: list[tuple[Person, Person]], stored: set[tuple[str, str]],
+              faults: list[Fault]) -> dict[str, Any]:
+    """How the translations heard compare with the translation logs `stored`
+    ((session_id, utterance_id) rows). A log is kept per translation, so per utterance
+    a listener heard speech for: one covering others (session.sentence_wait_ms) logs
+    them all in one row. Cut off: heard, then reported failed (in flight at a
+    replica's kill, they end with no log). Missing: heard, not cut off, not stored,
+    each with the fault it was heard in and how long before that fault's kill its
+    last audio came (negative: after it)."""
+    heard: dict[tuple[str, str], float] = {}
+    cut: set[tuple[str, str]] = set()
+    for people in pairs:
+        for speaker, listener in (people, people[::-1]):
+            for utt in listener.heard_at:
+                unit = (speaker.session_id, utt)
+                heard[unit] = listener.heard_until[utt]
+                covered = [c for c, by in listener.covered.items() if by == utt]
+                if any(u in speaker.failed for u in (utt, *covered)):
+                    cut.add(unit)
+    missing = []
+    for unit in sorted(set(heard) - cut - stored):
+        last = heard[unit]
+        kill = min((f for f in faults if f.killed >= last - 5.0),
+                   key=lambda f: abs(f.killed - last), default=None)
+        missing.append({"utterance_id": unit[1], "fault": kill.role if kill else None,
+                        "last_audio_before_kill_ms":
+                            round((kill.killed - last) * 1000) if kill else None})
+    return {"heard": len(heard), "stored": len(stored), "cut_off": len(cut),
+            "missing": missing, "not_heard": len(stored - set(heard))}
 
 
 def database_env(url: str) -> dict[str, str]:
@@ -635,13 +660,13 @@ def database_env(url: str) -> dict[str, str]:
             "DRAGOMAN_DATABASE_POOL_MAX_SIZE": "8"}
 
 
-async def stored_logs(url: str, schema: str) -> int:
-    """Translation logs session_svc wrote (one per utterance heard, in a two-party session)."""
+async def stored_logs(url: str, schema: str) -> set[tuple[str, str]]:
+    """(session_id, utterance_id) of the translation logs session_svc wrote."""
     async with await psycopg.AsyncConnection.connect(url) as conn:
         cur = await conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.translation_logs").format(sql.Identifier(schema)))
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
+            sql.SQL("SELECT session_id, utterance_id FROM {}.translation_logs").format(
+                sql.Identifier(schema)))
+        return {(str(a), str(b)) for a, b in await cur.fetchall()}
 
 
 async def converse(pairs: list[tuple[Person, Person]], mesh: Mesh,
@@ -767,6 +792,21 @@ def summary_line(result: dict[str, Any]) -> str:
             f"recovery_p95_ms={'none' if p95 is None else round(p95)}")
 
 
+def journal_line(logs: dict[str, Any] | None) -> str:
+    """The report's line on translation logs (older results have none)."""
+    if not logs:
+        return "translation logs: not counted"
+    if "missing" not in logs:  # counted before translations were matched to logs by id
+        return (f"translation logs stored {logs['stored']} of {logs['heard']} utterances heard, "
+                f"{logs['cut_off']} of them cut off by a replica's kill")
+    missing = logs["missing"]
+    said = (f"translation logs stored {logs['stored']} of {logs['heard']} translations heard "
+            f"({logs['not_heard']} stored for none heard), {logs['cut_off']} cut off by a "
+            f"replica's kill, missing {len(missing)}")
+    return said + "".join(f"; {m['utterance_id']} at the {m['fault']} kill, its last audio "
+                          f"{m['last_audio_before_kill_ms']} ms before it" for m in missing)
+
+
 def report(result: dict[str, Any]) -> str:
     rows = []
     for r in result["faults"]:
@@ -789,9 +829,7 @@ def report(result: dict[str, Any]) -> str:
         f"duplicated {t['duplicated']}, out of order {t['out_of_order']} (at clients that "
         f"resumed); sessions ended {t['sessions_ended']}; streams moved to another gateway "
         f"{t['failovers']}",
-        f"translation logs stored {t.get('translation_logs', {}).get('stored', '-')} of "
-        f"{t['heard']} utterances heard, {t.get('translation_logs', {}).get('cut_off', '-')} "
-        "of them cut off by a replica's kill",
+        journal_line(t.get("translation_logs")),
         "status codes seen: " + (", ".join(f"{k} x{v}" for k, v in result["status_codes"].items())
                                  or "none"),
     ])
@@ -833,7 +871,13 @@ How to read it:
   at the kill (ERROR_CODE_REPLICA_LOST naming them; "cut off" when their first
   translated audio had been heard already: they are counted heard, and no
   translation log is written of them); recovery: from the kill to the first
-  translated audio heard, over the sessions the killed replica held."""
+  translated audio heard, over the sessions the killed replica held.
+- translation logs: matched to the translations heard by (session, utterance id),
+  one per translation (one covering several utterances logs them in one row).
+  Missing: heard, not cut off, and not stored. The hand-over writer stores an
+  event tail only after the journal's pending logs, so an utterance the adopter
+  counts as ended has its log, even when the replica dies inside the journal's
+  linger (tests/session_svc/test_handover.py)."""
 
 
 def markdown(result: dict[str, Any]) -> str:

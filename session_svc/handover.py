@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,9 @@ CONTENT_FIELDS = ("text", "source_text", "data")
 """What a redacted event loses: what was said, its translation, its synthesised speech."""
 RETRY_S = 0.5
 """Wait before writing again after the database refused a batch."""
+FIRST_WAIT_S = 0.5
+"""At most this long a batch waits for `first` (the translation logs) while the database
+is unreachable; then the events are stored (or sent unstored) anyway."""
 
 
 def redact(data: bytes) -> bytes:
@@ -136,6 +140,12 @@ class Handover(BackgroundWriter):
         self.batches = 0
         self.rows = 0
         self.failed = 0
+        self.first: Callable[[], Awaitable[None]] | None = None
+        """Written before each batch: the translation-log journal's flush. An utterance's
+        log is queued as its last events are appended, so a stored tail that ends an
+        utterance (which an adopter then does not report lost) has its log written: a
+        replica killed in the journal's linger loses no log unreported
+        (bench/results/chaos.md)."""
 
     def touch(self, session: Session, member: Member | None = None) -> None:
         """The session changed (and `member`'s log has new events): written soon."""
@@ -181,6 +191,9 @@ class Handover(BackgroundWriter):
                                               sealed_data(sid, uid, sequence))
                 rows.append((sid, uid, sequence, key_id, sealed))
             trims.append((sid, uid, member.log.first_sequence))
+        if self.first is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.first()), FIRST_WAIT_S)
         ended = [sid for sid, s in states.items() if s.status == spb.SESSION_STATUS_ENDED]
         saved = [(sid, json.dumps(snapshot(s, self.draining)), sid, self.owner)
                  for sid, s in states.items()

@@ -493,6 +493,8 @@ class SessionRegistry:
         """A user's vocabularies, read on create and join; None: nobody has any."""
         self._live = 0
         self.journal = Journal(store)
+        if handover is not None:
+            handover.first = self.journal.flush
         self._codes = codes
         self._sessions: dict[str, Session] = {}
         self._codes_held: dict[str, str] = {}

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from psycopg import sql
 
 from dragoman import audio, config, rpc
 from dragoman.db.crypto import Keyring
@@ -266,6 +267,37 @@ async def test_a_killed_replicas_sessions_go_on_on_the_other(
     ended = await host.end_session(session_id)
     assert ended.session.status == sessions_pb2.SESSION_STATUS_ENDED
     await listener.until(lambda e: kind(e) == "session_ended")
+    for stream in (speaker, listener):
+        await stream.close()
+        await stream.client.channel.close()
+
+
+async def test_a_replica_killed_as_an_utterance_ends_has_written_its_log(
+    mesh: Mesh, fleurs: Path, tmp_path: Path,
+) -> None:
+    """The speaker's ProcessingEnded reaches the client only once stored, and then the
+    adopter does not report the utterance lost: its translation log must be stored
+    by then, though the journal lingers before writing (session_svc.store)."""
+    (doomed,) = (f"127.0.0.1:{p}" for p in free_ports(1))
+    with replica_process(mesh, doomed, tmp_path / "replica.log") as process:
+        await serving(doomed, process)
+        speaker, listener, first = await _talking(
+            await mesh.gateway_to(doomed), mesh.gateway, fleurs)
+        await speaker.until(lambda e: kind(e) == "processing_ended" and (
+            e.processing_ended.speaker, e.processing_ended.utterance_id) == (pb.SPEAKER_SELF, first))
+        process.send_signal(signal.SIGKILL)  # within the journal's linger
+        process.wait()
+    db = mesh.settings.database
+    async with await psycopg.AsyncConnection.connect(db.url) as conn:
+        cur = await conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.translation_logs WHERE session_id = %s "
+                    "AND utterance_id = %s").format(sql.Identifier(db.schema)),
+            (speaker.session_id, first))
+        assert await cur.fetchone() == (1,)
+    await asyncio.wait_for(asyncio.gather(speaker.task, listener.task), 10)  # type: ignore[arg-type]
+    await speaker.resume()
+    await listener.resume()
+    await speaker.client.end_session(speaker.session_id)
     for stream in (speaker, listener):
         await stream.close()
         await stream.client.channel.close()
