@@ -25,7 +25,8 @@ DRIVE_S = 400  # the whole run
 WER_BOUND = 0.45
 DESKTOP = {"width": 1024, "height": 800}
 PHONE = {"width": 390, "height": 844}
-ALICE, BRUNO, CARLA = "fleurs-en-004", "fleurs-pt-004", "fleurs-es-002"
+# fleurs-en-003: whisper-base reads it alike however padded (bench/results/en_clip_stability.md)
+ALICE, BRUNO, CARLA = "fleurs-en-003", "fleurs-pt-004", "fleurs-es-002"
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
 
@@ -75,6 +76,8 @@ async def test_a_consented_recording_stops_when_withdrawn_then_plays_and_downloa
 
     alice_said = (fleurs / f"{ALICE}.txt").read_text()
     bruno_said = (fleurs / f"{BRUNO}.txt").read_text()
+    captions = result["people"]["bruno"]["state"]["utterances"]
+    live = " ".join(u["transcript"] for u in captions if u["speaker"] == "partner" and u["transcript"])
     for name in ("alice", "bruno"):
         state = result["people"][name]["state"]["recording"]
         [listed] = [r for r in state["recordings"] if r["id"] == result["recordingId"]]
@@ -84,6 +87,8 @@ async def test_a_consented_recording_stops_when_withdrawn_then_plays_and_downloa
         # only Alice's words: Bruno spoke after he withdrew
         assert {u["speaker"] for u in opened} == {names["alice"]}, opened
         transcript = " ".join(u["text"] for u in opened)
+        # what was kept is what was recognised live: Bruno's captions of Alice, word for word
+        assert transcript == live, (transcript, live)
         assert wer(alice_said, transcript) <= WER_BOUND, transcript
         assert wer(bruno_said, transcript) > 0.9, transcript
         assert all(u["translations"] and u["speech"] == ["pt"] for u in opened if u["text"]), opened
