@@ -629,8 +629,8 @@ def journaled(pairs: list[tuple[Person, Person]], stored: set[tuple[str, str]],
     a listener heard speech for: one covering others (session.sentence_wait_ms) logs
     them all in one row. Cut off: heard, then reported failed (in flight at a
     replica's kill, they end with no log). Missing: heard, not cut off, not stored,
-    each with the fault it was heard in and how long before that fault's kill its
-    last audio came (negative: after it)."""
+    each with the kill nearest its last audio and how long before that kill the
+    audio came (negative: after it)."""
     heard: dict[tuple[str, str], float] = {}
     cut: set[tuple[str, str]] = set()
     for people in pairs:
@@ -644,8 +644,7 @@ def journaled(pairs: list[tuple[Person, Person]], stored: set[tuple[str, str]],
     missing = []
     for unit in sorted(set(heard) - cut - stored):
         last = heard[unit]
-        kill = min((f for f in faults if f.killed >= last - 5.0),
-                   key=lambda f: abs(f.killed - last), default=None)
+        kill = min(faults, key=lambda f: abs(f.killed - last), default=None)
         missing.append({"utterance_id": unit[1], "fault": kill.role if kill else None,
                         "last_audio_before_kill_ms":
                             round((kill.killed - last) * 1000) if kill else None})

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+from bench.chaos import Fault, Person, journaled
 from tests.bench.test_benches import _run
 
 LINE = re.compile(r"lost=\d+ duplicated=\d+ sessions_ended=\d+ recovery_p95_ms=(\d+|none)")
@@ -51,3 +52,19 @@ def test_a_database_outage_moves_no_session_between_replicas(tmp_path: Path) -> 
     totals = result["totals"]
     assert totals["lost"] == 0 and totals["sessions_ended"] == 0
     assert totals["duplicated"] == 0 and totals["out_of_order"] == 0
+
+
+def test_translation_logs_are_matched_to_what_was_heard_by_id() -> None:
+    """One log per translation heard (one covering two utterances counts once); one cut
+    off is not missing; one heard, not cut off and not stored is, with the nearest kill."""
+    a, b = Person(client=None, language="en"), Person(client=None, language="es")  # type: ignore[arg-type]
+    a.session_id = b.session_id = "s1"
+    b.heard_at = {"u1": 1.0, "u3": 3.0, "u4": 9.0, "u5": 9.5}
+    b.heard_until = {"u1": 1.5, "u3": 3.5, "u4": 9.8, "u5": 9.9}
+    b.covered = {"u2": "u3"}  # u3's translation covers u2 too: one row
+    a.failed = {"u5": 10.0}  # heard, then reported: cut off
+    faults = [Fault("stt", killed=5.0), Fault("session_svc replica", killed=10.0)]
+    logs = journaled([(a, b)], {("s1", "u1"), ("s1", "u3")}, faults)
+    assert (logs["heard"], logs["stored"], logs["cut_off"], logs["not_heard"]) == (4, 2, 1, 0)
+    assert logs["missing"] == [{"utterance_id": "u4", "fault": "session_svc replica",
+                                "last_audio_before_kill_ms": 200}]
