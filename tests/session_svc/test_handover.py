@@ -19,8 +19,8 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
-from psycopg import sql
 
+from bench.chaos import stored_logs
 from dragoman import audio, config, rpc
 from dragoman.db.crypto import Keyring
 from dragoman.v1 import conversation_pb2 as pb
@@ -288,12 +288,7 @@ async def test_a_replica_killed_as_an_utterance_ends_has_written_its_log(
         process.send_signal(signal.SIGKILL)  # within the journal's linger
         process.wait()
     db = mesh.settings.database
-    async with await psycopg.AsyncConnection.connect(db.url) as conn:
-        cur = await conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.translation_logs WHERE session_id = %s "
-                    "AND utterance_id = %s").format(sql.Identifier(db.schema)),
-            (speaker.session_id, first))
-        assert await cur.fetchone() == (1,)
+    assert (speaker.session_id, first) in await stored_logs(db.url, db.schema)
     await asyncio.wait_for(asyncio.gather(speaker.task, listener.task), 10)  # type: ignore[arg-type]
     await speaker.resume()
     await listener.resume()
