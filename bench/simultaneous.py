@@ -349,6 +349,23 @@ def evs(words: Sequence[Word], word_end_s: Sequence[float], word_start_s: Sequen
     spans = [(heard[o].start_s - end) * 1000 for o, end in zip(owner, word_end_s, strict=True)
              if o is not None]
     starts = playback(chunks)
+    # Where each word's EVS goes: waiting in its piece for the piece's last word, from that
+    # word's end to the piece's first chunk (stable prefix, MT, TTS), queued behind audio.
+    arrived: dict[tuple[str, int], float] = {}
+    for c in chunks:
+        arrived.setdefault((c.utterance_id, c.piece_index), c.arrived_s)
+    last_end: dict[int, float] = {}
+    for o, end in zip(owner, word_end_s, strict=True):
+        if o is not None:
+            last_end[o] = max(last_end.get(o, end), end)
+    parts: dict[str, list[float]] = {"in_piece": [], "to_arrival": [], "queued": []}
+    for o, end in zip(owner, word_end_s, strict=True):
+        if o is not None:
+            u = heard[o]
+            arrival = arrived[(u.utterance_id, u.piece_index)]
+            parts["in_piece"].append((last_end[o] - end) * 1000)
+            parts["to_arrival"].append((arrival - last_end[o]) * 1000)
+            parts["queued"].append((u.start_s - arrival) * 1000)
     out: dict[str, Any] = {
         "words": len(words), "unmapped": sum(o is None for o in owner), "pieces": len(heard),
         "evs": summary(spans),
@@ -357,6 +374,7 @@ def evs(words: Sequence[Word], word_end_s: Sequence[float], word_start_s: Sequen
         "listener_lag_ms": ((starts[-1] + chunks[-1].duration_s - word_end_s[-1]) * 1000
                             if starts and words else None),
         "translated_speech_s": sum(c.duration_s for c in chunks),
+        "evs_parts_ms": {name: summary(values) for name, values in parts.items()},
     }
     third = len(spans) // 3
     if third:
@@ -519,7 +537,7 @@ async def run(pairs: list[str], modes: list[str], tuned: dict[str, str], fake: b
 
 
 def report(result: dict[str, Any]) -> str:
-    rows, lines = [], []
+    rows, lines, notes = [], [], []
     for pair, by_mode in result["results"].items():
         for mode, r in by_mode.items():
             e = r["evs"]
@@ -529,6 +547,10 @@ def report(result: dict[str, Any]) -> str:
                          f"{r['piece_counts']['whole']}/{r['piece_counts']['pieces']}",
                          r["chrf_speech"], r["chrf_captions"],
                          r["short_total_ms"]["p50_ms"]])
+            parts = r.get("evs_parts_ms")
+            if parts:
+                notes.append(f"{pair.replace('-', ':')} {mode}: EVS mean " + ", ".join(
+                    f"{name.replace('_', ' ')} {_int(s['mean_ms'])}" for name, s in parts.items()))
         modes = {m: by_mode.get(m) for m in reversed(MODES)}  # the order
         lines.append(f"{pair.replace('-', ':')} " + " ".join(
             f"{m} evs_p50_ms={_int(r['evs']['p50_ms'])} chrf={r['chrf_speech']}"
@@ -542,6 +564,9 @@ def report(result: dict[str, Any]) -> str:
         "ms: EVS per source word; start = first source word -> first translated audio; "
         "lag end = last source word -> end of the translated speech; short p50 = server's end "
         "of speech -> first audio of short utterances said alone. *: not every utterance was heard.",
+        *notes,
+        "(ms: waiting in the piece for its last word; that word's end -> the piece's first "
+        "chunk; queued behind the audio before it)" if notes else "",
         "",
         *lines,
     ])

@@ -58,6 +58,10 @@ def test_evs_is_piece_start_minus_word_end() -> None:
     assert round(out["start_offset_ms"]) == 2000
     assert round(out["listener_lag_ms"]) == 2500  # speech ends at 4.5, the source at 2.0
     assert out["translated_speech_s"] == 2.5
+    # "one" waits 0.5 s for "two"; piece 1 comes 1 s after "two", piece 2 0.5 s after
+    # "three" and waits 1 s for piece 1 to play: the parts add up to each word's EVS
+    means = {name: round(s["mean_ms"]) for name, s in out["evs_parts_ms"].items()}
+    assert means == {"in_piece": round(500 / 3), "to_arrival": round(2500 / 3), "queued": round(1000 / 3)}
 
 
 def test_stream_times_are_the_send_times_of_the_chunks_holding_the_word() -> None:
