@@ -124,6 +124,9 @@ class SttSettings:
     """Default trailing silence that ends an utterance."""
     partial_interval_ms: int = 600
     """How often an utterance in progress is decoded for partial results."""
+    early_partial_interval_ms: int = 400
+    """The same for streams that ask for early partials (simultaneous mode): 400 ms took the
+    ear-voice span 0.3 s lower than 600, and 300 no lower (bench/results/simultaneous.md)."""
     max_utterance_s: float = 8.0
     """An utterance is cut at its latest pause once it grows this long, and finalised (a pause
     after the audio of the words its partial results made stable: it may wait up to 2 s more for
@@ -143,6 +146,12 @@ class SttSettings:
     """Finals whose confidence (mean word probability x speech probability) is under this are
     flagged low confidence: on FLEURS it keeps correct transcripts above and puts most
     wrong-language decodes below (bench/results/stt_confidence.md)."""
+
+    def __post_init__(self) -> None:
+        for name in ("partial_interval_ms", "early_partial_interval_ms"):
+            if getattr(self, name) < 100:
+                raise InvalidArgument(f"setting stt.{name} must be 100 or more, "
+                                      f"got {getattr(self, name)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,12 +409,14 @@ class SessionSettings:
     transcript is translated when it has grown by a word or more, at most this often per
     speaker and language, with at most one pending. 0: captions in the listener's language
     only with the final."""
-    piece_min_words: int = 3
+    piece_min_words: int = 2
     """Simultaneous mode: fewest stable words a piece ending at a clause mark (, ; : . ? !)
     holds."""
-    piece_max_words: int = 10
+    piece_max_words: int = 4
     """Simultaneous mode: stable words that go as a piece with no clause mark among them (a
-    speaker who never pauses)."""
+    speaker who never pauses). 2 and 4 took the PT->EN ear-voice span 0.4-0.7 s below 3 and
+    10, within 2.5 chrF; a voice slower than real time keeps up better with longer pieces
+    (bench/results/simultaneous.md)."""
     max_vocabularies: int = 20
     """Most custom vocabularies a user keeps (VocabularyService); one more gets
     RESOURCE_EXHAUSTED."""
@@ -421,10 +432,11 @@ class SessionSettings:
     playing, whichever is more), what is synthesised for them next is spoken faster, the more
     so the further behind, up to `catchup_max_speed` at twice this; at or under it, the
     voice's own rate (session_svc.catchup)."""
-    catchup_max_speed: float = 1.0
-    """Fastest catch-up speaking rate, relative to the voice's own (1 to 2); 1: off, the
-    default until an idle-machine bench.simultaneous shows it pays (1.3 was tried on a
-    loaded one: bench/results/simultaneous.md)."""
+    catchup_max_speed: float = 1.3
+    """Fastest catch-up speaking rate, relative to the voice's own (1 to 2); 1: off. On an
+    idle machine 1.3 took EN->PT's listener lag at the end from 26 to 14 s in simultaneous
+    mode and from 28 to 23 s in utterance mode, chrF unchanged
+    (bench/results/simultaneous.md)."""
     advertise_address: str = ""
     """host:port gateways reach this replica at, recorded with each session it
     holds so that calls about the session are routed here. Set it (to the

@@ -211,8 +211,8 @@ class SpeakerPipeline:
         self, session: Session, speaker: Member, downstream: Downstream,
         encoding: int, rate_hz: int, sentence_wait_s: float = 0.0,
         sentence_max_hold_s: float = 0.0, same_language_audio: bool = False,
-        mode: str = "utterance", partial_interval_s: float = 0.0, piece_min_words: int = 3,
-        piece_max_words: int = 10, catchup: CatchUp | None = None,
+        mode: str = "utterance", partial_interval_s: float = 0.0, piece_min_words: int = 2,
+        piece_max_words: int = 4, catchup: CatchUp | None = None,
     ) -> None:
         self.session = session
         self.speaker = speaker
@@ -251,6 +251,9 @@ class SpeakerPipeline:
                 hotwords=speaker.lexicon.hotwords(),
                 task=(stt_pb2.RECOGNITION_TASK_TRANSLATE_TO_ENGLISH if self._speech_translates
                       else stt_pb2.RECOGNITION_TASK_TRANSCRIBE),
+                # pieces wait on stable words (bench/results/simultaneous.md)
+                partial_mode=(stt_pb2.PARTIAL_MODE_EARLY if self.simultaneous
+                              else stt_pb2.PARTIAL_MODE_STEADY),
             )
         ))
         self._finals: asyncio.Queue[Utterance | None] = asyncio.Queue()

@@ -50,6 +50,8 @@ _TASKS: dict[int, Task] = {
     stt_pb2.RECOGNITION_TASK_TRANSCRIBE: "transcribe",
     stt_pb2.RECOGNITION_TASK_TRANSLATE_TO_ENGLISH: "translate",
 }
+_PARTIAL_MODES = frozenset({stt_pb2.PARTIAL_MODE_UNSPECIFIED, stt_pb2.PARTIAL_MODE_STEADY,
+                            stt_pb2.PARTIAL_MODE_EARLY})
 _EVENT_TYPES = {
     SpeechEventKind.STARTED: stt_pb2.SPEECH_EVENT_TYPE_SPEECH_STARTED,
     SpeechEventKind.ENDED: stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH,
@@ -161,7 +163,16 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             endpoint_silence_ms=self._endpoint_silence_ms(c),
             hotwords=_hotwords(c.hotwords),
             task=task,
+            early_partials=self._early_partials(c),
         )
+
+    @staticmethod
+    def _early_partials(c: stt_pb2.StreamingRecognitionConfig) -> bool:
+        if c.partial_mode not in _PARTIAL_MODES:
+            raise InvalidArgument(
+                "config.partial_mode must be PARTIAL_MODE_STEADY or PARTIAL_MODE_EARLY "
+                f"(or unset), got {c.partial_mode}")
+        return c.partial_mode == stt_pb2.PARTIAL_MODE_EARLY
 
     def _endpoint_silence_ms(self, c: stt_pb2.StreamingRecognitionConfig) -> int:
         if not c.HasField("endpoint_silence"):
@@ -189,6 +200,7 @@ def stream_limits(stt: config.SttSettings) -> StreamLimits:
     """
     return StreamLimits(
         partial_interval_ms=stt.partial_interval_ms,
+        early_partial_interval_ms=stt.early_partial_interval_ms,
         max_utterance_ms=round(stt.max_utterance_s * 1000),
         idle_timeout_s=stt.idle_timeout_s,
         beam_size=stt.beam_size,

@@ -91,7 +91,8 @@ AGREEMENT_HOLDBACK = 1
 """The last word two partials agree on is not made stable (often cut off by the audio's
 end): forced-prefix errors 20 -> 7 on the diagnose bench's FLEURS clips. Transcription only:
 speech translated into English was not measured with it, and a German clip's English lost
-its key word with it (tests/dragoman_tools/test_interpret.py)."""
+its key word with it (tests/dragoman_tools/test_interpret.py). Not for early partials either:
+it made simultaneous mode's ear-voice span 0.2-0.3 s longer (bench/results/simultaneous.md)."""
 SPARSE_WORDS_PER_S = 1.0
 SPARSE_MIN_S = 3.0
 """A final of SPARSE_MIN_S or more of speech with fewer words a second than SPARSE_WORDS_PER_S
@@ -139,6 +140,9 @@ class StreamConfig:
     task: Task = "transcribe"
     """"translate": every result (partials too) is English text; the stable prefix that the
     next decode is forced to start with must be in the language of the output."""
+    early_partials: bool = False
+    """Partials every `early_partial_interval_ms`, and stable words without AGREEMENT_HOLDBACK:
+    for speech spoken while the speaker goes on (PARTIAL_MODE_EARLY)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +150,7 @@ class StreamLimits:
     """Service-wide knobs (from settings.stt)."""
 
     partial_interval_ms: int = 600
+    early_partial_interval_ms: int = 400
     max_utterance_ms: int = 15_000
     idle_timeout_s: float = 10.0
     beam_size: int = 1
@@ -295,8 +300,12 @@ class RecognizeStream:
             if config.encoding is Encoding.OGG_OPUS
             else Pcm16Decoder(config.sample_rate_hz)
         )
-        self._partial_interval = RATE_HZ * limits.partial_interval_ms // 1000
+        self._partial_interval = RATE_HZ * (
+            limits.early_partial_interval_ms if config.early_partials
+            else limits.partial_interval_ms) // 1000
         self._partial_new_speech = RATE_HZ * PARTIAL_NEW_SPEECH_MS // 1000
+        self._holdback = (AGREEMENT_HOLDBACK if config.task == "transcribe"
+                          and not config.early_partials else 0)
         # No partial decode once this much trailing silence is heard: it would add no words
         # and could still be running when the endpoint comes.
         self._partial_quiet = RATE_HZ * min(100, config.endpoint_silence_ms // 2) // 1000
@@ -361,8 +370,7 @@ class RecognizeStream:
             if isinstance(event, SpeechStarted):
                 self._utterance = _Utterance(
                     event.index, event.start_sample, self._language, self._language_probability,
-                    agreement=LocalAgreement(
-                        holdback=AGREEMENT_HOLDBACK if self.config.task == "transcribe" else 0),
+                    agreement=LocalAgreement(holdback=self._holdback),
                 )
                 self._emit(SpeechEventOut(SpeechEventKind.STARTED, event.index, _s(event.start_sample)))
                 continue

@@ -33,7 +33,7 @@ async def stack(settings: config.Settings, models_dir: Path, web_dist: Path, bro
     words and partials every 300 ms: stable words, and so pieces, come before each final even
     on a busy CPU."""
     simultaneous = dataclasses.replace(
-        settings, stt=dataclasses.replace(settings.stt, partial_interval_ms=300),
+        settings, stt=dataclasses.replace(settings.stt, early_partial_interval_ms=300),
         session=dataclasses.replace(settings.session, mode="simultaneous", piece_min_words=1,
                                     piece_max_words=2))
     async with (serve_mesh(simultaneous) as mesh,

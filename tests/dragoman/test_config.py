@@ -47,3 +47,10 @@ def test_catch_up_settings_are_checked(field: str, value: float, message: str) -
     with pytest.raises(InvalidArgument) as raised:
         config.SessionSettings(**{field: value})  # type: ignore[arg-type]
     assert raised.value.message == message
+
+
+@pytest.mark.parametrize("field", ["partial_interval_ms", "early_partial_interval_ms"])
+def test_partial_intervals_are_checked(field: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        config.load(env={f"DRAGOMAN_STT_{field.upper()}": "50"})
+    assert raised.value.message == f"setting stt.{field} must be 100 or more, got 50"

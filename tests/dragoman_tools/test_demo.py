@@ -62,7 +62,7 @@ async def test_a_simultaneous_demo_hears_turns_in_pieces(
     partials come twice as often, so that stable words come before the final even on a
     busy CPU."""
     simultaneous = dataclasses.replace(
-        settings, stt=dataclasses.replace(settings.stt, partial_interval_ms=300),
+        settings, stt=dataclasses.replace(settings.stt, early_partial_interval_ms=300),
         session=dataclasses.replace(settings.session, mode="simultaneous", piece_min_words=1,
                                     piece_max_words=1))
     printed = io.StringIO()

@@ -121,7 +121,9 @@ def _utterances(talk: OneWay) -> dict[str, list[pb.SpeechAudio]]:
 async def test_noise_between_turns_makes_no_piece(
         simultaneous: MeshAddresses, tmp_path: Path) -> None:
     """Speech, 3 s of room noise (pink and white, about -35 dBFS), speech: each piece
-    speaks words of the clips (Whisper may mishear one), none made of the noise."""
+    speaks mostly words of the clips, and all of them together nearly only those; none is
+    made of the noise. A piece is as short as 2-4 words, and tiny.en mishears a name:
+    "its splendours recorded by lord byron" came as "splinters recorded by a board"."""
     rng = np.random.default_rng(20)
     noise = 0.2 * pink_noise(3.0, rng) + 0.1 * white_noise(3.0, rng)
     talk = await _say(simultaneous, tmp_path, [_clip("fleurs-en-000"), noise,
@@ -133,8 +135,10 @@ async def test_noise_between_turns_makes_no_piece(
     assert spoken
     for text in spoken:
         words = _words(text)
-        assert sum(w in reference for w in words) >= 0.7 * len(words), (text, spoken)
-    assert len(_words(" ".join(spoken))) <= 1.2 * len(said)
+        assert sum(w in reference for w in words) >= 0.5 * len(words), (text, spoken)
+    every = _words(" ".join(spoken))
+    assert sum(w in reference for w in every) >= 0.8 * len(every), spoken
+    assert len(every) <= 1.2 * len(said)
     await talk.speaker.end_session(talk.session_id)
 
 

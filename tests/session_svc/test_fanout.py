@@ -165,6 +165,8 @@ class Scripted:
     translated: list[tuple[str, str]] = field(default_factory=list)
     tasks: list[int] = field(default_factory=list)
     """The recognition task of each stream."""
+    partial_modes: list[int] = field(default_factory=list)
+    """The partial mode of each stream."""
     synthesised: list[tuple[str, str]] = field(default_factory=list)
 
     async def recognize(
@@ -173,6 +175,7 @@ class Scripted:
         config_request = await anext(aiter(requests))
         language = config_request.config.language_code
         self.tasks.append(config_request.config.task)
+        self.partial_modes.append(config_request.config.partial_mode)
         for i, (wait_s, text) in enumerate(self.script[language]):
             await asyncio.sleep(wait_s)
             yield stt_pb2.StreamingRecognizeResponse(speech_event=stt_pb2.SpeechEvent(
@@ -199,9 +202,10 @@ class Scripted:
 
 
 async def speak(session: Session, down: Scripted, *speakers: Member,
-                same_language_audio: bool = False) -> None:
+                same_language_audio: bool = False, mode: str = "utterance") -> None:
     pipelines = [SpeakerPipeline(session, s, down, pb.AUDIO_ENCODING_LINEAR16, 16_000,  # type: ignore[arg-type]
-                                 same_language_audio=same_language_audio) for s in speakers]
+                                 same_language_audio=same_language_audio, mode=mode)
+                 for s in speakers]
     await asyncio.gather(*(p.finish(timeout_s=20) for p in pipelines))
 
 
@@ -305,6 +309,18 @@ async def test_a_speaker_cut_off_mid_utterance_does_not_hold_up_the_listeners() 
     await speak(session, down, bruno)
     assert [u for u, _, _ in heard(carla)][-CHUNKS:] == ["2-1"] * CHUNKS
     assert [u for u, _, _ in heard(alice)] == ["2-1"] * CHUNKS
+
+
+@pytest.mark.parametrize(("mode", "partial_mode"), [
+    ("utterance", stt_pb2.PARTIAL_MODE_STEADY), ("simultaneous", stt_pb2.PARTIAL_MODE_EARLY)])
+async def test_simultaneous_mode_asks_for_early_partials(mode: str, partial_mode: int) -> None:
+    """Pieces wait on stable words, so a simultaneous speaker's stream asks stt_svc for them
+    sooner; utterance mode keeps the steadier partials."""
+    session = party(("en", 0), ("pt", 0))
+    down = Scripted({"en": [(0.0, "good morning")]})
+    await speak(session, down, session.members[0], mode=mode)
+    assert down.partial_modes == [partial_mode]
+    assert heard(session.members[1])
 
 
 async def test_speech_translation_to_one_listener_makes_every_final_english() -> None:

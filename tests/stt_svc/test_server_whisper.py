@@ -428,6 +428,11 @@ BAD_INPUTS = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "OGG_OPUS audio is not an Ogg stream",
     ),
+    "unknown partial mode": (
+        [Request(config=_config(partial_mode=7))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "config.partial_mode must be PARTIAL_MODE_STEADY or PARTIAL_MODE_EARLY (or unset), got 7",
+    ),
     "endpoint too short": (
         [Request(config=stream_config(endpoint_ms=20))],
         grpc.StatusCode.INVALID_ARGUMENT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -112,6 +113,50 @@ async def test_stable_prefix_only_grows(settings: config.Settings, speech: np.nd
     assert all((p.confidence, p.low_confidence) == (0.0, False) for p in partials(responses))
     # Later decodes were forced to continue the stable prefix.
     assert any(c.options.prefix for c in engine.calls)
+
+
+async def _partials_in_mode(settings: config.Settings, speech: np.ndarray,
+                            mode: int) -> list[stt_pb2.RecognitionResult]:
+    """The partials of `speech` with partials every 900 ms, or every 300 ms when early."""
+    cfg = stream_config(interim=True)
+    cfg.partial_mode = mode  # type: ignore[assignment]
+    async for stub in fake_stub(settings, FakeEngine(ms_per_word=200), partial_interval_ms=900,
+                                early_partial_interval_ms=300):
+        responses = await recognize(stub, requests(cfg, speech), 0.02)
+    assert finals(responses)
+    found = partials(responses)
+    assert len(found) >= 3 and {p.utterance_index for p in found} == {0}
+    return found
+
+
+def _gaps_s(results: list[stt_pb2.RecognitionResult]) -> list[float]:
+    """Audio between consecutive partials."""
+    ends = [r.end_offset.ToNanoseconds() / 1e9 for r in results]
+    return [b - a for a, b in itertools.pairwise(ends)]
+
+
+@pytest.mark.parametrize("mode", [stt_pb2.PARTIAL_MODE_UNSPECIFIED, stt_pb2.PARTIAL_MODE_STEADY])
+async def test_steady_partials_hold_back_the_last_agreed_word(
+    settings: config.Settings, speech: np.ndarray, mode: int
+) -> None:
+    """The fake's readings grow a word at a time, so two partials agree on all of the
+    earlier one: steady partials make all but its last word stable, at stt.partial_interval_ms."""
+    found = await _partials_in_mode(settings, speech, mode)
+    assert min(_gaps_s(found)) >= 0.9 - 1e-6
+    for before, after in itertools.pairwise(found):
+        assert after.stable_prefix.split() == before.transcript.split()[:-1]
+
+
+async def test_early_partials_come_more_often_and_hold_back_nothing(
+    settings: config.Settings, speech: np.ndarray
+) -> None:
+    """PARTIAL_MODE_EARLY (simultaneous mode): partials at stt.early_partial_interval_ms, and
+    every word two of them agree on is stable at once."""
+    found = await _partials_in_mode(settings, speech, stt_pb2.PARTIAL_MODE_EARLY)
+    gaps = _gaps_s(found)
+    assert min(gaps) >= 0.3 - 1e-6 and min(gaps) < 0.9, gaps
+    for before, after in itertools.pairwise(found):
+        assert after.stable_prefix.split() == before.transcript.split()
 
 
 def _cost(name: str, kind: str) -> float:

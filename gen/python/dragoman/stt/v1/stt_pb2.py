@@ -25,37 +25,39 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ragoman/stt/v1/stt.proto\x12\x0f\x64ragoman.stt.v1\x1a\x1egoogle/protobuf/duration.proto\"\x80\x01\n\x19StreamingRecognizeRequest\x12=\n\x06\x63onfig\x18\x01 \x01(\x0b\x32+.dragoman.stt.v1.StreamingRecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\x13\n\x11streaming_request\"\x90\x02\n\x1aStreamingRecognitionConfig\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x30\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1e.dragoman.stt.v1.AudioEncoding\x12\x19\n\x11sample_rate_hertz\x18\x03 \x01(\x05\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12\x33\n\x10\x65ndpoint_silence\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08hotwords\x18\x06 \x03(\t\x12.\n\x04task\x18\x07 \x01(\x0e\x32 .dragoman.stt.v1.RecognitionTask\"\x94\x01\n\x1aStreamingRecognizeResponse\x12\x34\n\x0cspeech_event\x18\x01 \x01(\x0b\x32\x1c.dragoman.stt.v1.SpeechEventH\x00\x12\x34\n\x06result\x18\x02 \x01(\x0b\x32\".dragoman.stt.v1.RecognitionResultH\x00\x42\n\n\x08response\"\x87\x01\n\x0bSpeechEvent\x12.\n\x04type\x18\x01 \x01(\x0e\x32 .dragoman.stt.v1.SpeechEventType\x12\x17\n\x0futterance_index\x18\x02 \x01(\r\x12/\n\x0c\x61udio_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8c\x01\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12/\n\x0cstart_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"\x9b\x03\n\x11RecognitionResult\x12\x17\n\x0futterance_index\x18\x01 \x01(\r\x12\x12\n\ntranscript\x18\x02 \x01(\t\x12\x10\n\x08is_final\x18\x03 \x01(\x08\x12\x11\n\tstability\x18\x04 \x01(\x02\x12\x15\n\rstable_prefix\x18\x05 \x01(\t\x12\x15\n\rlanguage_code\x18\x06 \x01(\t\x12\x1c\n\x14language_probability\x18\x07 \x01(\x02\x12\x12\n\nconfidence\x18\x08 \x01(\x02\x12/\n\x0cstart_offset\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05words\x18\x0b \x03(\x0b\x32\x19.dragoman.stt.v1.WordInfo\x12\x32\n\x0fprocessing_time\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0elow_confidence\x18\r \x01(\x08\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.dragoman.stt.v1.ModelInfo\"\x8f\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x16\n\x0elanguage_codes\x18\x03 \x03(\t\x12\x1d\n\x15translates_to_english\x18\x04 \x01(\x08\x12\x1d\n\x15\x63hosen_language_codes\x18\x05 \x03(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t*i\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_LINEAR16\x10\x01\x12\x1b\n\x17\x41UDIO_ENCODING_OGG_OPUS\x10\x02*\x7f\n\x0fRecognitionTask\x12 \n\x1cRECOGNITION_TASK_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRECOGNITION_TASK_TRANSCRIBE\x10\x01\x12)\n%RECOGNITION_TASK_TRANSLATE_TO_ENGLISH\x10\x02*\x7f\n\x0fSpeechEventType\x12!\n\x1dSPEECH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12$\n SPEECH_EVENT_TYPE_SPEECH_STARTED\x10\x01\x12#\n\x1fSPEECH_EVENT_TYPE_END_OF_SPEECH\x10\x02\x32\xdf\x01\n\x13SpeechToTextService\x12q\n\x12StreamingRecognize\x12*.dragoman.stt.v1.StreamingRecognizeRequest\x1a+.dragoman.stt.v1.StreamingRecognizeResponse(\x01\x30\x01\x12U\n\nListModels\x12\".dragoman.stt.v1.ListModelsRequest\x1a#.dragoman.stt.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ragoman/stt/v1/stt.proto\x12\x0f\x64ragoman.stt.v1\x1a\x1egoogle/protobuf/duration.proto\"\x80\x01\n\x19StreamingRecognizeRequest\x12=\n\x06\x63onfig\x18\x01 \x01(\x0b\x32+.dragoman.stt.v1.StreamingRecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\x13\n\x11streaming_request\"\xc4\x02\n\x1aStreamingRecognitionConfig\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\x12\x30\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1e.dragoman.stt.v1.AudioEncoding\x12\x19\n\x11sample_rate_hertz\x18\x03 \x01(\x05\x12\x17\n\x0finterim_results\x18\x04 \x01(\x08\x12\x33\n\x10\x65ndpoint_silence\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08hotwords\x18\x06 \x03(\t\x12.\n\x04task\x18\x07 \x01(\x0e\x32 .dragoman.stt.v1.RecognitionTask\x12\x32\n\x0cpartial_mode\x18\x08 \x01(\x0e\x32\x1c.dragoman.stt.v1.PartialMode\"\x94\x01\n\x1aStreamingRecognizeResponse\x12\x34\n\x0cspeech_event\x18\x01 \x01(\x0b\x32\x1c.dragoman.stt.v1.SpeechEventH\x00\x12\x34\n\x06result\x18\x02 \x01(\x0b\x32\".dragoman.stt.v1.RecognitionResultH\x00\x42\n\n\x08response\"\x87\x01\n\x0bSpeechEvent\x12.\n\x04type\x18\x01 \x01(\x0e\x32 .dragoman.stt.v1.SpeechEventType\x12\x17\n\x0futterance_index\x18\x02 \x01(\r\x12/\n\x0c\x61udio_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8c\x01\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12/\n\x0cstart_offset\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"\x9b\x03\n\x11RecognitionResult\x12\x17\n\x0futterance_index\x18\x01 \x01(\r\x12\x12\n\ntranscript\x18\x02 \x01(\t\x12\x10\n\x08is_final\x18\x03 \x01(\x08\x12\x11\n\tstability\x18\x04 \x01(\x02\x12\x15\n\rstable_prefix\x18\x05 \x01(\t\x12\x15\n\rlanguage_code\x18\x06 \x01(\t\x12\x1c\n\x14language_probability\x18\x07 \x01(\x02\x12\x12\n\nconfidence\x18\x08 \x01(\x02\x12/\n\x0cstart_offset\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\x05words\x18\x0b \x03(\x0b\x32\x19.dragoman.stt.v1.WordInfo\x12\x32\n\x0fprocessing_time\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0elow_confidence\x18\r \x01(\x08\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.dragoman.stt.v1.ModelInfo\"\x8f\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x16\n\x0elanguage_codes\x18\x03 \x03(\t\x12\x1d\n\x15translates_to_english\x18\x04 \x01(\x08\x12\x1d\n\x15\x63hosen_language_codes\x18\x05 \x03(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t*i\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41UDIO_ENCODING_LINEAR16\x10\x01\x12\x1b\n\x17\x41UDIO_ENCODING_OGG_OPUS\x10\x02*\\\n\x0bPartialMode\x12\x1c\n\x18PARTIAL_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13PARTIAL_MODE_STEADY\x10\x01\x12\x16\n\x12PARTIAL_MODE_EARLY\x10\x02*\x7f\n\x0fRecognitionTask\x12 \n\x1cRECOGNITION_TASK_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRECOGNITION_TASK_TRANSCRIBE\x10\x01\x12)\n%RECOGNITION_TASK_TRANSLATE_TO_ENGLISH\x10\x02*\x7f\n\x0fSpeechEventType\x12!\n\x1dSPEECH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12$\n SPEECH_EVENT_TYPE_SPEECH_STARTED\x10\x01\x12#\n\x1fSPEECH_EVENT_TYPE_END_OF_SPEECH\x10\x02\x32\xdf\x01\n\x13SpeechToTextService\x12q\n\x12StreamingRecognize\x12*.dragoman.stt.v1.StreamingRecognizeRequest\x1a+.dragoman.stt.v1.StreamingRecognizeResponse(\x01\x30\x01\x12U\n\nListModels\x12\".dragoman.stt.v1.ListModelsRequest\x1a#.dragoman.stt.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dragoman.stt.v1.stt_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=1563
-  _globals['_AUDIOENCODING']._serialized_end=1668
-  _globals['_RECOGNITIONTASK']._serialized_start=1670
-  _globals['_RECOGNITIONTASK']._serialized_end=1797
-  _globals['_SPEECHEVENTTYPE']._serialized_start=1799
-  _globals['_SPEECHEVENTTYPE']._serialized_end=1926
+  _globals['_AUDIOENCODING']._serialized_start=1615
+  _globals['_AUDIOENCODING']._serialized_end=1720
+  _globals['_PARTIALMODE']._serialized_start=1722
+  _globals['_PARTIALMODE']._serialized_end=1814
+  _globals['_RECOGNITIONTASK']._serialized_start=1816
+  _globals['_RECOGNITIONTASK']._serialized_end=1943
+  _globals['_SPEECHEVENTTYPE']._serialized_start=1945
+  _globals['_SPEECHEVENTTYPE']._serialized_end=2072
   _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=79
   _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=207
   _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_start=210
-  _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_end=482
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=485
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=633
-  _globals['_SPEECHEVENT']._serialized_start=636
-  _globals['_SPEECHEVENT']._serialized_end=771
-  _globals['_WORDINFO']._serialized_start=774
-  _globals['_WORDINFO']._serialized_end=914
-  _globals['_RECOGNITIONRESULT']._serialized_start=917
-  _globals['_RECOGNITIONRESULT']._serialized_end=1328
-  _globals['_LISTMODELSREQUEST']._serialized_start=1330
-  _globals['_LISTMODELSREQUEST']._serialized_end=1349
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1351
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1415
-  _globals['_MODELINFO']._serialized_start=1418
-  _globals['_MODELINFO']._serialized_end=1561
-  _globals['_SPEECHTOTEXTSERVICE']._serialized_start=1929
-  _globals['_SPEECHTOTEXTSERVICE']._serialized_end=2152
+  _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_end=534
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=537
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=685
+  _globals['_SPEECHEVENT']._serialized_start=688
+  _globals['_SPEECHEVENT']._serialized_end=823
+  _globals['_WORDINFO']._serialized_start=826
+  _globals['_WORDINFO']._serialized_end=966
+  _globals['_RECOGNITIONRESULT']._serialized_start=969
+  _globals['_RECOGNITIONRESULT']._serialized_end=1380
+  _globals['_LISTMODELSREQUEST']._serialized_start=1382
+  _globals['_LISTMODELSREQUEST']._serialized_end=1401
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1403
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1467
+  _globals['_MODELINFO']._serialized_start=1470
+  _globals['_MODELINFO']._serialized_end=1613
+  _globals['_SPEECHTOTEXTSERVICE']._serialized_start=2075
+  _globals['_SPEECHTOTEXTSERVICE']._serialized_end=2298
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,46 @@ AUDIO_ENCODING_OGG_OPUS: AudioEncoding.ValueType  # 2
 """Opus packets in an Ogg container, mono."""
 Global___AudioEncoding: _TypeAlias = AudioEncoding  # noqa: Y015
 
+class _PartialMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PartialModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PartialMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PARTIAL_MODE_UNSPECIFIED: _PartialMode.ValueType  # 0
+    """Not set: STEADY."""
+    PARTIAL_MODE_STEADY: _PartialMode.ValueType  # 1
+    """A partial every `stt.partial_interval_ms` of audio (600 ms by default). A
+    transcribed word becomes stable once two partials agree on it and on the
+    word after it. For captions and speech translated after each utterance.
+    """
+    PARTIAL_MODE_EARLY: _PartialMode.ValueType  # 2
+    """A partial every `stt.early_partial_interval_ms` (400 ms by default), and a
+    word becomes stable once two partials agree on it: stable words come about
+    0.4 s sooner, for more decodes and a stable prefix (which the final keeps)
+    that errs more often. For speech translated while the speaker goes on
+    (simultaneous mode; bench/results/simultaneous.md).
+    """
+
+class PartialMode(_PartialMode, metaclass=_PartialModeEnumTypeWrapper):
+    """How partial results trade accuracy for latency."""
+
+PARTIAL_MODE_UNSPECIFIED: PartialMode.ValueType  # 0
+"""Not set: STEADY."""
+PARTIAL_MODE_STEADY: PartialMode.ValueType  # 1
+"""A partial every `stt.partial_interval_ms` of audio (600 ms by default). A
+transcribed word becomes stable once two partials agree on it and on the
+word after it. For captions and speech translated after each utterance.
+"""
+PARTIAL_MODE_EARLY: PartialMode.ValueType  # 2
+"""A partial every `stt.early_partial_interval_ms` (400 ms by default), and a
+word becomes stable once two partials agree on it: stable words come about
+0.4 s sooner, for more decodes and a stable prefix (which the final keeps)
+that errs more often. For speech translated while the speaker goes on
+(simultaneous mode; bench/results/simultaneous.md).
+"""
+Global___PartialMode: _TypeAlias = PartialMode  # noqa: Y015
+
 class _RecognitionTask:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -147,6 +187,7 @@ class StreamingRecognitionConfig(_message.Message):
     ENDPOINT_SILENCE_FIELD_NUMBER: _builtins.int
     HOTWORDS_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
+    PARTIAL_MODE_FIELD_NUMBER: _builtins.int
     language_code: _builtins.str
     """BCP-47 language of the speech, e.g. "en", "pt-BR". Empty asks for
     automatic language identification per utterance.
@@ -161,6 +202,10 @@ class StreamingRecognitionConfig(_message.Message):
     """What the results carry: a transcript (the default) or an English
     translation of the speech. Translating needs a model whose ModelInfo
     has `translates_to_english`; without one, FAILED_PRECONDITION.
+    """
+    partial_mode: Global___PartialMode.ValueType
+    """How soon partial results come and their words become stable. Unset:
+    PARTIAL_MODE_STEADY.
     """
     @_builtins.property
     def endpoint_silence(self) -> _duration_pb2.Duration:
@@ -182,10 +227,11 @@ class StreamingRecognitionConfig(_message.Message):
         endpoint_silence: _duration_pb2.Duration | None = ...,
         hotwords: _abc.Iterable[_builtins.str] | None = ...,
         task: Global___RecognitionTask.ValueType = ...,
+        partial_mode: Global___PartialMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["endpoint_silence", b"endpoint_silence"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "endpoint_silence", b"endpoint_silence", "hotwords", b"hotwords", "interim_results", b"interim_results", "language_code", b"language_code", "sample_rate_hertz", b"sample_rate_hertz", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding", b"encoding", "endpoint_silence", b"endpoint_silence", "hotwords", b"hotwords", "interim_results", b"interim_results", "language_code", b"language_code", "partial_mode", b"partial_mode", "sample_rate_hertz", b"sample_rate_hertz", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
