@@ -59,7 +59,7 @@ async def test_a_simultaneous_demo_hears_turns_in_pieces(
         settings: config.Settings, models_dir: Path, tmp_path: Path) -> None:
     """A mesh in simultaneous mode with one-word pieces: the demo's turns of 4-8 s are
     spoken in pieces as soon as stt_svc has stable words. They speak at half real time and
-    partials come twice as often, so that stable words come before the final even on a
+    early partials come every 300 ms, so that stable words come before the final even on a
     busy CPU."""
     simultaneous = dataclasses.replace(
         settings, stt=dataclasses.replace(settings.stt, early_partial_interval_ms=300),
