@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +290,8 @@ class Unit:
     start_s: float
     source_text: str
     text: str
+    arrived_s: float = 0.0
+    """When its first chunk arrived (it starts playing then, or once the audio before it ends)."""
 
 
 def units(chunks: Sequence[Chunk], fallback: dict[str, str] | None = None) -> list[Unit]:
@@ -306,13 +308,12 @@ def units(chunks: Sequence[Chunk], fallback: dict[str, str] | None = None) -> li
             if not source and not c.piece_index:
                 source = (fallback or {}).get(c.utterance_id, "")
             seen[key] = len(out)
-            out.append(Unit(c.utterance_id, c.piece_index, start, source, ""))
+            out.append(Unit(c.utterance_id, c.piece_index, start, source, "", c.arrived_s))
             texts[seen[key]] = []
         spoken = texts[seen[key]]
         if c.text and (not spoken or spoken[-1] != c.text):  # TTS repeats a sentence's text per chunk
             spoken.append(c.text)
-    return [Unit(u.utterance_id, u.piece_index, u.start_s, u.source_text, " ".join(texts[i]))
-            for i, u in enumerate(out)]
+    return [replace(u, text=" ".join(texts[i])) for i, u in enumerate(out)]
 
 
 def align(words: Sequence[str], heard: Sequence[Unit], language: str) -> list[int | None]:
@@ -346,26 +347,19 @@ def evs(words: Sequence[Word], word_end_s: Sequence[float], word_start_s: Sequen
     speaker's stream, in the clock of the chunks' arrivals."""
     heard = units(chunks, fallback)
     owner = align([w.text for w in words], heard, language)
-    spans = [(heard[o].start_s - end) * 1000 for o, end in zip(owner, word_end_s, strict=True)
-             if o is not None]
+    mapped = [(o, end) for o, end in zip(owner, word_end_s, strict=True) if o is not None]
+    spans = [(heard[o].start_s - end) * 1000 for o, end in mapped]
     starts = playback(chunks)
     # Where each word's EVS goes: waiting in its piece for the piece's last word, from that
     # word's end to the piece's first chunk (stable prefix, MT, TTS), queued behind audio.
-    arrived: dict[tuple[str, int], float] = {}
-    for c in chunks:
-        arrived.setdefault((c.utterance_id, c.piece_index), c.arrived_s)
     last_end: dict[int, float] = {}
-    for o, end in zip(owner, word_end_s, strict=True):
-        if o is not None:
-            last_end[o] = max(last_end.get(o, end), end)
-    parts: dict[str, list[float]] = {"in_piece": [], "to_arrival": [], "queued": []}
-    for o, end in zip(owner, word_end_s, strict=True):
-        if o is not None:
-            u = heard[o]
-            arrival = arrived[(u.utterance_id, u.piece_index)]
-            parts["in_piece"].append((last_end[o] - end) * 1000)
-            parts["to_arrival"].append((arrival - last_end[o]) * 1000)
-            parts["queued"].append((u.start_s - arrival) * 1000)
+    for o, end in mapped:
+        last_end[o] = max(last_end.get(o, end), end)
+    parts: dict[str, list[float]] = {
+        "in_piece": [(last_end[o] - end) * 1000 for o, end in mapped],
+        "to_arrival": [(heard[o].arrived_s - last_end[o]) * 1000 for o, _ in mapped],
+        "queued": [(heard[o].start_s - heard[o].arrived_s) * 1000 for o, _ in mapped],
+    }
     out: dict[str, Any] = {
         "words": len(words), "unmapped": sum(o is None for o in owner), "pieces": len(heard),
         "evs": summary(spans),
