@@ -50,8 +50,11 @@ _TASKS: dict[int, Task] = {
     stt_pb2.RECOGNITION_TASK_TRANSCRIBE: "transcribe",
     stt_pb2.RECOGNITION_TASK_TRANSLATE_TO_ENGLISH: "translate",
 }
-_PARTIAL_MODES = frozenset({stt_pb2.PARTIAL_MODE_UNSPECIFIED, stt_pb2.PARTIAL_MODE_STEADY,
-                            stt_pb2.PARTIAL_MODE_EARLY})
+_EARLY_PARTIALS = {
+    stt_pb2.PARTIAL_MODE_UNSPECIFIED: False,
+    stt_pb2.PARTIAL_MODE_STEADY: False,
+    stt_pb2.PARTIAL_MODE_EARLY: True,
+}
 _EVENT_TYPES = {
     SpeechEventKind.STARTED: stt_pb2.SPEECH_EVENT_TYPE_SPEECH_STARTED,
     SpeechEventKind.ENDED: stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH,
@@ -154,6 +157,11 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
                 f"RECOGNITION_TASK_TRANSLATE_TO_ENGLISH (or unset), got {c.task}"
             )
         self._models.check_task(task)
+        early_partials = _EARLY_PARTIALS.get(c.partial_mode)
+        if early_partials is None:
+            raise InvalidArgument(
+                "config.partial_mode must be PARTIAL_MODE_STEADY or PARTIAL_MODE_EARLY "
+                f"(or unset), got {c.partial_mode}")
         return StreamConfig(
             language_code=c.language_code,
             language=language,
@@ -163,16 +171,8 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServiceServicer):
             endpoint_silence_ms=self._endpoint_silence_ms(c),
             hotwords=_hotwords(c.hotwords),
             task=task,
-            early_partials=self._early_partials(c),
+            early_partials=early_partials,
         )
-
-    @staticmethod
-    def _early_partials(c: stt_pb2.StreamingRecognitionConfig) -> bool:
-        if c.partial_mode not in _PARTIAL_MODES:
-            raise InvalidArgument(
-                "config.partial_mode must be PARTIAL_MODE_STEADY or PARTIAL_MODE_EARLY "
-                f"(or unset), got {c.partial_mode}")
-        return c.partial_mode == stt_pb2.PARTIAL_MODE_EARLY
 
     def _endpoint_silence_ms(self, c: stt_pb2.StreamingRecognitionConfig) -> int:
         if not c.HasField("endpoint_silence"):
