@@ -91,10 +91,10 @@ class SttSettings:
     model: str = "auto"
     """Model for every language, or "auto": per language the strongest installed model that
     runs on `device` within the latency budget (catalogue rank; `dragoman languages` shows it)."""
-    english_model: str = "whisper-tiny.en"
-    """Model for English when installed ("" follows `model`, "auto" chooses as `model` does):
-    tiny.en answers in half the time of base on CPU (final p50 194 vs 440 ms, WER 0.185 vs
-    0.107: bench/results/stt.json, stt_en_base.json); set "auto" on a GPU."""
+    english_model: str = ""
+    """Model for English when installed ("" follows `model`, "auto" chooses as `model` does).
+    Streamed, whisper-base halves whisper-tiny.en's English WER (7.8 vs 14.6 % on FLEURS) for
+    about 100 ms more from end of speech to first audio (bench/results/stt_english.md)."""
     beam_size: int = 1
     """Beam width; 1 (greedy) keeps the end-of-speech to final time low."""
     final_beam_when_idle: bool = False

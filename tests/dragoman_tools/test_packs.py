@@ -133,7 +133,7 @@ def test_matrix_of_the_installed_default(settings: config.Settings, models_dir: 
                                          capsys: pytest.CaptureFixture[str]) -> None:
     data = packs.matrix(settings, models_dir, "cpu")
     langs = {lang["code"]: lang for lang in data["languages"]}
-    assert (langs["en"]["stt"], langs["en"]["stt_reason"]) == ("whisper-tiny.en", "setting stt.english_model")
+    assert langs["en"]["stt"] == "whisper-base" and langs["en"]["stt_reason"].startswith("auto: ")
     assert langs["de"]["stt"] == "whisper-base" and langs["de"]["stt_wer"] == pytest.approx(0.2281)
     assert (langs["es"]["voice"], langs["es"]["voice_engine"]) == ("ef_dora", "kokoro")
     assert langs["ja"]["voice_engine"] == "espeak"

@@ -122,8 +122,9 @@ async def test_noise_between_turns_makes_no_piece(
         simultaneous: MeshAddresses, tmp_path: Path) -> None:
     """Speech, 3 s of room noise (pink and white, about -35 dBFS), speech: each piece
     speaks mostly words of the clips, and all of them together nearly only those; none is
-    made of the noise. A piece is as short as 2-4 words, and tiny.en mishears a name:
-    "its splendours recorded by lord byron" came as "splinters recorded by a board"."""
+    made of the noise. A piece is as short as 2-4 words, and Whisper mishears names:
+    "its splendours recorded by lord byron" came from tiny.en as "splinters recorded by a
+    board"."""
     rng = np.random.default_rng(20)
     noise = 0.2 * pink_noise(3.0, rng) + 0.1 * white_noise(3.0, rng)
     talk = await _say(simultaneous, tmp_path, [_clip("fleurs-en-000"), noise,

@@ -165,8 +165,10 @@ async def expect_error(
 async def whisper_engines(
     settings: config.Settings, models_dir: Path
 ) -> list[SpeechRecognizer]:
-    """whisper-base and whisper-tiny.en, loaded and warmed up once."""
-    return await asyncio.to_thread(engines.load, with_stt(settings, engine="whisper"))
+    """whisper-base and whisper-tiny.en, loaded and warmed up once (English goes to base
+    by default; tests of tiny.en name it)."""
+    return await asyncio.to_thread(engines.load, with_stt(
+        settings, engine="whisper", english_model="whisper-tiny.en"))
 
 
 @pytest.fixture(scope="session")

@@ -65,9 +65,12 @@ async def test_the_real_ranks_give_english_to_base_unless_the_setting_names_tiny
     assert listed["whisper-base"] == (sorted(SUPPORTED), AUTO)
     assert listed["whisper-tiny.en"][0] == []  # loaded by the fixture, chosen for nothing
 
-    default = engines.choice(settings)  # english_model whisper-tiny.en: the old default install
-    assert default.names == ["whisper-base", "whisper-tiny.en"]
-    listed = await _listed(settings, whisper_engines, default)
+    default = engines.choice(settings)  # english_model "": English follows model (auto)
+    assert default.names == ["whisper-base"] and default.for_language("en") == "whisper-base"
+
+    tiny = engines.choice(with_stt(settings, english_model="whisper-tiny.en"))
+    assert tiny.names == ["whisper-base", "whisper-tiny.en"]
+    listed = await _listed(settings, whisper_engines, tiny)
     assert listed["whisper-tiny.en"] == (["en"], "setting stt.english_model")
 
     named = engines.choice(with_stt(settings, model="whisper-base", english_model=""))
