@@ -417,6 +417,15 @@ class SessionSettings:
     speaker who never pauses). 2 and 4 took the PT->EN ear-voice span 0.4-0.7 s below 3 and
     10, within 2.5 chrF; a voice slower than real time keeps up better with longer pieces
     (bench/results/simultaneous.md)."""
+    piece_behind_ms: int = 3000
+    """Simultaneous mode: while every listener hearing an utterance's pieces is at least this
+    far behind (as `catchup_backlog_ms` measures it), a piece with no clause mark waits for up
+    to `piece_max_words_behind` words instead of `piece_max_words`: it would wait in their
+    outbox anyway, and a longer piece translates better and is fewer syntheses for a voice
+    that cannot keep up: EN->PT chrF +2.7, EVS p50 -0.6 to -1.0 s
+    (bench/results/simultaneous.md). 0: pieces never grow."""
+    piece_max_words_behind: int = 12
+    """Simultaneous mode: `piece_max_words` while the listeners are behind (`piece_behind_ms`)."""
     max_vocabularies: int = 20
     """Most custom vocabularies a user keeps (VocabularyService); one more gets
     RESOURCE_EXHAUSTED."""
@@ -463,6 +472,13 @@ class SessionSettings:
             raise InvalidArgument(
                 "settings session.piece_min_words and piece_max_words must satisfy "
                 f"1 <= min <= max, got {self.piece_min_words} and {self.piece_max_words}")
+        if self.piece_behind_ms < 0:
+            raise InvalidArgument(
+                f"setting session.piece_behind_ms must be 0 or more, got {self.piece_behind_ms}")
+        if self.piece_max_words_behind < self.piece_max_words:
+            raise InvalidArgument(
+                "setting session.piece_max_words_behind must be at least piece_max_words "
+                f"({self.piece_max_words}), got {self.piece_max_words_behind}")
         for name in ("max_vocabularies", "max_vocabulary_entries", "max_vocabulary_term_chars"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"setting session.{name} must be 1 or more, "

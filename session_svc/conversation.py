@@ -129,6 +129,8 @@ class Connection:
                 partial_interval_s=self.settings.partial_translation_interval_ms / 1000,
                 piece_min_words=self.settings.piece_min_words,
                 piece_max_words=self.settings.piece_max_words,
+                piece_behind_s=self.settings.piece_behind_ms / 1000,
+                piece_max_words_behind=self.settings.piece_max_words_behind,
                 catchup=CatchUp(self.settings.catchup_backlog_ms / 1000,
                                 self.settings.catchup_max_speed))
             self.pipeline.task.add_done_callback(self._pipeline_done)

@@ -213,6 +213,7 @@ class SpeakerPipeline:
         sentence_max_hold_s: float = 0.0, same_language_audio: bool = False,
         mode: str = "utterance", partial_interval_s: float = 0.0, piece_min_words: int = 2,
         piece_max_words: int = 4, catchup: CatchUp | None = None,
+        piece_behind_s: float = 0.0, piece_max_words_behind: int = 12,
     ) -> None:
         self.session = session
         self.speaker = speaker
@@ -224,6 +225,7 @@ class SpeakerPipeline:
             sentence_wait_s = 0.0
         self.partial_interval_s = partial_interval_s
         self.piece_min_words, self.piece_max_words = piece_min_words, piece_max_words
+        self.piece_behind_s, self.piece_max_words_behind = piece_behind_s, piece_max_words_behind
         self.catchup = catchup
         self._partials: dict[str, Partials[routes.Translated]] = {}
         """Per listeners' language."""
@@ -568,14 +570,31 @@ class SpeakerPipeline:
         at once to the listeners who hear audio; none hear any: utterance mode."""
         state = utt.pieced
         committed = state.committed if state is not None else 0
+        max_words = self.piece_max_words_behind if self._behind(utt) else self.piece_max_words
         while (end := pieces.next_piece(
-                words, committed, self.piece_min_words, self.piece_max_words)) > committed:
+                words, committed, self.piece_min_words, max_words)) > committed:
             if state is None:
                 state = utt.pieced = self._start_pieces(utt)
                 if state is None:
                     return
             self._add_piece(state, pieces.join(words[committed:end], language))
             committed = state.committed = end
+
+    def _behind(self, utt: Utterance) -> bool:
+        """Whether every listener who hears the utterance's pieces (or would, before the
+        first) is at least `piece_behind_s` behind: its next piece may grow."""
+        if self.piece_behind_s <= 0:
+            return False
+        if utt.pieced is not None:
+            hearing = [m for m in self.session.listeners(self.speaker)
+                       if m.participant_id in utt.pieced.listeners]
+        else:
+            targets: dict[str, _Target] = {}
+            hearing = [m for m in self.session.listeners(self.speaker)
+                       if self._voice(self._target(targets, m), m) is not None]
+        return bool(hearing) and min(
+            m.outbox.backlog.seconds if m.outbox is not None else 0.0 for m in hearing
+        ) >= self.piece_behind_s
 
     def _start_pieces(self, utt: Utterance) -> _Pieced | None:
         """Puts the utterance in the outbox of each listener who hears audio, as the pieces to

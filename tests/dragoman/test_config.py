@@ -42,6 +42,9 @@ def test_describe_masks_the_jwt_secret_and_the_identity_key() -> None:
     ("catchup_backlog_ms", 0, "setting session.catchup_backlog_ms must be more than 0, got 0"),
     ("catchup_max_speed", 0.9, "setting session.catchup_max_speed must be 1 to 2, got 0.9"),
     ("catchup_max_speed", 2.5, "setting session.catchup_max_speed must be 1 to 2, got 2.5"),
+    ("piece_behind_ms", -1, "setting session.piece_behind_ms must be 0 or more, got -1"),
+    ("piece_max_words_behind", 3, "setting session.piece_max_words_behind must be at least "
+     "piece_max_words (4), got 3"),
 ])
 def test_catch_up_settings_are_checked(field: str, value: float, message: str) -> None:
     with pytest.raises(InvalidArgument) as raised:

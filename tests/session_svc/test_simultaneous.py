@@ -8,12 +8,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import pytest
+
 from dragoman.errors import Unavailable
 from dragoman.mt.v1 import mt_pb2
 from dragoman.stt.v1 import stt_pb2
 from dragoman.tts.v1 import tts_pb2
 from dragoman.v1 import conversation_pb2 as pb
 from dragoman.v1 import sessions_pb2 as spb
+from session_svc import outbox
 from session_svc.events import EventLog
 from session_svc.lexicon import NO_GLOSSARY, Glossary
 from session_svc.pipeline import SpeakerPipeline
@@ -85,7 +88,7 @@ class Scripted:
 
 
 def _start(down: Scripted, mode: str = "simultaneous", partial_interval_s: float = 0.0,
-           max_words: int = 6, sentence_wait_s: float = 0.0,
+           max_words: int = 6, sentence_wait_s: float = 0.0, behind_s: float = 0.0,
            ) -> tuple[SpeakerPipeline, Member, Member]:
     session = Session("s1", "123456", time.time())
     alice = Member("a", "Alice", "en", "en", "", EventLog("s1", 1024))
@@ -94,7 +97,8 @@ def _start(down: Scripted, mode: str = "simultaneous", partial_interval_s: float
     pipeline = SpeakerPipeline(
         session, alice, down, pb.AUDIO_ENCODING_LINEAR16, 16_000,  # type: ignore[arg-type]
         mode=mode, partial_interval_s=partial_interval_s, piece_min_words=3,
-        piece_max_words=max_words, sentence_wait_s=sentence_wait_s, sentence_max_hold_s=20.0)
+        piece_max_words=max_words, sentence_wait_s=sentence_wait_s, sentence_max_hold_s=20.0,
+        piece_behind_s=behind_s, piece_max_words_behind=6)
     return pipeline, alice, bruno
 
 
@@ -187,6 +191,23 @@ async def test_a_speaker_who_never_pauses_is_cut_at_the_cap() -> None:
         (1, b"A B C D"), (2, b"E F G H"), (3, b"I J K L"), (4, b"M N")]
     spoken = b" ".join(d for _, d in _pieces(bruno)).decode().lower().split()
     assert spoken == words  # every word once, none repeated
+
+
+@pytest.mark.parametrize(("unplayed_s", "expected"), [
+    (0.0, [(1, b"A B C D"), (2, b"E F G H"), (3, b"I J K L"), (4, b"M N")]),
+    (30.0, [(1, b"A B C D E F"), (2, b"G H I J K L"), (3, b"M N")]),
+])
+async def test_pieces_grow_while_the_listener_is_far_behind(
+        unplayed_s: float, expected: list[tuple[int, bytes]]) -> None:
+    # 30 s of speech still to hear: a piece would only wait in Bruno's outbox, so it takes up
+    # to the longer cap (6 here) instead of 4; keeping up, the cap stays 4.
+    words = "a b c d e f g h i j k l m n".split()
+    stables = tuple(" ".join(words[:n]) for n in range(2, 14, 2))
+    down = Scripted((Turn(stables, " ".join(words)),))
+    pipeline, _, bruno = _start(down, max_words=4, behind_s=3.0)
+    outbox.of(bruno).backlog.sent(unplayed_s)
+    await pipeline.finish(timeout_s=10)
+    assert _pieces(bruno) == expected
 
 
 async def test_a_short_utterance_goes_whole_as_in_utterance_mode() -> None:
