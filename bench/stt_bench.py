@@ -23,9 +23,13 @@ chunks, each sent when its 100 ms have been "recorded", interim results on:
    * first partial: from the moment speech starts (the VAD's onset, i.e. the
      SPEECH_STARTED offset plus the segmenter's pre-roll) to the first
      partial result of the clip's first utterance;
-   * end of speech -> final, p50/p95: from sending the chunk that completes
-     the endpoint silence to receiving the final; over every utterance the
-     endpointer closed, and over those of at most 10 s of audio;
+   * speech end -> final, p50/p95: from the moment the speaker spoke the last
+     speech sample (the VAD's end of speech, on the stream's real-time clock) to
+     receiving the final, the endpoint silence included: what a speaker waits,
+     and what issue #28's 600 ms goal is judged on;
+   * endpoint -> final, p50: from sending the chunk that completes the endpoint
+     silence to receiving the final (the wait for silence left out); over every
+     utterance the endpointer closed, and over those of at most 10 s of audio;
    * the GPU cost proxies, partials and finals apart (stt_svc's
      dragoman_stt_*_total counters): decodes per utterance, encoder seconds
      (windows with their padding) per second of speech (the finals' audio),
@@ -66,7 +70,7 @@ import re
 import sys
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,10 +104,14 @@ TAIL_S = 1.5
 LAG_LIMIT_S = 2.0
 """Streams keep up while 95 % of finals arrive within this of their endpoint chunk."""
 STAGGER_S = 0.37
+SMOKE_MIN_S = 5.0
+"""--smoke's clip is at least this long: whisper-base hears the first seconds of the 4.3 s
+fleurs-en-004, whose speech starts right after the pre-roll, as noise ("N N N N"), so the
+guards drop most or all of its partials; fleurs-en-003 (5.8 s) has 5 in every run."""
 LANGUAGES = ("en", "de", "es", "fr", "pt")
 PRE_ROLL_S = SegmenterOptions().pre_roll_ms / 1000
 TARGETS = {
-    "eos_to_final_p50_ms": {"whisper-base": 600, "whisper-tiny.en": 350},
+    "speech_end_to_final_p50_ms": 600,  # issue #28: the endpoint wait included
     "first_partial_ms": 1000,
     "wer_en": 0.12,
     "concurrent_streams": 4,
@@ -183,6 +191,12 @@ def load_clips(
     return clips
 
 
+def smoke_clip() -> Clip:
+    """The shortest English clip of SMOKE_MIN_S or more, for --smoke."""
+    clips = load_clips(["en"], 99)["en"]
+    return min([c for c in clips if c.seconds >= SMOKE_MIN_S] or clips, key=lambda c: c.seconds)
+
+
 # -- one stream -----------------------------------------------------------------------------------
 
 
@@ -207,6 +221,9 @@ class StreamRun:
     clip_starts: list[int]
     """Sample offset of each clip's lead silence in the stream."""
     endpoint_s: float
+    t0: float = 0.0
+    """Wall time the stream's audio starts: sample s is spoken at t0 + s / RATE_HZ, and the
+    chunk holding it is due when the chunk's last sample is."""
     send_times: list[float] = field(default_factory=list)
     utterances: dict[int, Utterance] = field(default_factory=dict)
     closed_at: float = 0.0
@@ -239,14 +256,34 @@ class StreamRun:
         chunk = (fired - 1) // CHUNK_SAMPLES
         return self.send_times[chunk] if chunk < len(self.send_times) else None
 
-    def eos_to_final_ms(self, max_audio_s: float = math.inf) -> list[float]:
+    def speech_ended_at(self, u: Utterance) -> float | None:
+        """Wall time the speaker spoke the last speech sample of `u` (None: not endpointed).
+        From the stream's clock, not from when its chunk was sent: the bench's client shares
+        the event loop with the service, and a chunk sent late is late for the speaker too."""
+        if self.endpoint_chunk_sent(u) is None or u.end_s is None:
+            return None
+        return self.t0 + u.end_s
+
+    def endpoint_to_final_ms(self, max_audio_s: float = math.inf) -> list[float]:
+        """Per endpointed utterance: from sending the chunk that completes the endpoint
+        silence to receiving the final (the endpoint wait left out)."""
+        return self._to_final_ms(self.endpoint_chunk_sent, max_audio_s)
+
+    def speech_end_to_final_ms(self, max_audio_s: float = math.inf) -> list[float]:
+        """Per endpointed utterance: from its last speech sample to receiving the final, the
+        endpoint wait included (issue #28's "end of speech -> final")."""
+        return self._to_final_ms(self.speech_ended_at, max_audio_s)
+
+    def _to_final_ms(
+        self, since: Callable[[Utterance], float | None], max_audio_s: float
+    ) -> list[float]:
         out = []
         for u in self.utterances.values():
-            sent = self.endpoint_chunk_sent(u)
-            if sent is None or u.final_at is None or u.end_s is None:
+            start = since(u)
+            if start is None or u.final_at is None or u.end_s is None:
                 continue
             if u.end_s - u.start_s <= max_audio_s:
-                out.append(1000 * (u.final_at - sent))
+                out.append(1000 * (u.final_at - start))
         return out
 
     def first_partial_ms(self, t0: float) -> list[float]:
@@ -290,7 +327,7 @@ async def play(
         position += len(part)
     pcm = audio.float_to_pcm16(np.concatenate(parts))
     chunk_bytes = 2 * CHUNK_SAMPLES
-    run = StreamRun(language, clips, starts, endpoint_s)
+    run = StreamRun(language, clips, starts, endpoint_s, t0)
     loop = asyncio.get_running_loop()
     cfg = stt_pb2.StreamingRecognitionConfig(
         language_code=language, encoding=stt_pb2.AUDIO_ENCODING_LINEAR16,
@@ -441,8 +478,13 @@ async def per_language(
             "rtf": round(decode_s / utterance_s, 3) if utterance_s else None,
             "cpu_rtf": round(cpu_s / sum(run.audio_s for run, _ in runs), 3),
             "first_partial_ms": _ms([v for run, t0 in runs for v in run.first_partial_ms(t0)]),
-            "eos_to_final_ms": _ms([v for run, _ in runs for v in run.eos_to_final_ms()]),
-            "eos_to_final_le10s_ms": _ms([v for run, _ in runs for v in run.eos_to_final_ms(10)]),
+            "speech_end_to_final_ms": _ms(
+                [v for run, _ in runs for v in run.speech_end_to_final_ms()]
+            ),
+            "endpoint_to_final_ms": _ms([v for run, _ in runs for v in run.endpoint_to_final_ms()]),
+            "endpoint_to_final_le10s_ms": _ms(
+                [v for run, _ in runs for v in run.endpoint_to_final_ms(10)]
+            ),
             "speech_s": round(utterance_s, 2),
             "partials_per_speech_s": round(partials_sent / utterance_s, 3) if utterance_s else None,
             "cost": costs,
@@ -490,7 +532,7 @@ async def concurrency(
         cpu_start, paths = time.process_time(), final_paths()
         runs = await asyncio.gather(*plays)
         cpu_s = time.process_time() - cpu_start
-        lags = [v for run in runs for v in run.eos_to_final_ms()]
+        lags = [v for run in runs for v in run.endpoint_to_final_ms()]
         drains = [1000 * (run.closed_at - run.send_times[-1]) for run in runs]
         p95 = percentile(lags, 95)
         keeps_up = p95 is not None and max(p95, *drains) <= 1000 * LAG_LIMIT_S
@@ -500,7 +542,8 @@ async def concurrency(
             "languages": [run.language for run in runs],
             "audio_s": round(audio_s, 1),
             "keeps_up": keeps_up,
-            "eos_to_final_ms": _ms(lags),
+            "endpoint_to_final_ms": _ms(lags),
+            "speech_end_to_final_ms": _ms([v for run in runs for v in run.speech_end_to_final_ms()]),
             "max_lag_ms": round(max(lags), 1) if lags else None,
             "drain_ms": _ms(drains),
             "first_partial_ms": _ms(
@@ -546,9 +589,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = config.load()
     languages = ["en"] if args.smoke else args.languages.split(",")
     clips = load_clips(languages, 1 if args.smoke else args.clips)
-    if args.smoke:  # the shortest English clip
-        shortest = min(load_clips(["en"], 99)["en"], key=lambda c: c.seconds)
-        clips = {"en": [shortest]}
+    if args.smoke:
+        clips = {"en": [smoke_clip()]}
     if not clips:
         raise SystemExit(f"no clips for {languages} in {[str(d) for d in speech_dirs()]}")
     print(f"loading models from {settings.models_dir}", file=sys.stderr)
@@ -614,12 +656,14 @@ def report(result: dict[str, Any]) -> str:
         rows.append([
             language, r["model"], r["clips"], r["utterances"], 100 * r["wer"], r["rtf"],
             r["cpu_rtf"], r["first_partial_ms"]["p50_ms"], r["first_partial_ms"]["p95_ms"],
-            r["eos_to_final_ms"]["p50_ms"], r["eos_to_final_ms"]["p95_ms"],
-            r["eos_to_final_le10s_ms"]["p50_ms"], _paths(r),
+            r["speech_end_to_final_ms"]["p50_ms"], r["speech_end_to_final_ms"]["p95_ms"],
+            r["endpoint_to_final_ms"]["p50_ms"], r["endpoint_to_final_le10s_ms"]["p50_ms"],
+            _paths(r),
         ])
     first = table(
         ["lang", "model", "clips", "utts", "WER %", "RTF", "CPU RTF", "1st partial p50",
-         "p95", "EOS->final p50", "p95", "p50 (<=10 s)", "finals beam/greedy"],
+         "p95", "speech end->final p50", "p95", "endpoint->final p50", "p50 (<=10 s)",
+         "finals beam/greedy"],
         rows,
     )
     proxies = table(
@@ -632,10 +676,12 @@ def report(result: dict[str, Any]) -> str:
          for language, r in result["languages"].items() if "cost" in r],
     )
     second = table(
-        ["streams", "keeps up", "EOS->final p50", "p95", "max lag", "drain p95", "CPU RTF",
-         "model calls", "decodes", "WER % by language", "finals beam/greedy"],
-        [[c["streams"], "yes" if c["keeps_up"] else "NO", c["eos_to_final_ms"]["p50_ms"],
-          c["eos_to_final_ms"]["p95_ms"], c["max_lag_ms"], c["drain_ms"]["p95_ms"], c["cpu_rtf"],
+        ["streams", "keeps up", "speech end->final p50", "endpoint->final p50", "p95", "max lag",
+         "drain p95", "CPU RTF", "model calls", "decodes", "WER % by language",
+         "finals beam/greedy"],
+        [[c["streams"], "yes" if c["keeps_up"] else "NO", c["speech_end_to_final_ms"]["p50_ms"],
+          c["endpoint_to_final_ms"]["p50_ms"], c["endpoint_to_final_ms"]["p95_ms"],
+          c["max_lag_ms"], c["drain_ms"]["p95_ms"], c["cpu_rtf"],
           c["model_calls"], c["decodes"],
           " ".join(f"{lang} {100 * w:.1f}" for lang, w in c.get("wer", {}).items()),
           _paths(c)] for c in result["concurrency"]],
@@ -646,7 +692,8 @@ def report(result: dict[str, Any]) -> str:
         f"{m['cpu_count']} CPUs ({result['cores']} usable), {m['cpu_model']}",
         f"load average before {m['load_average_before']}, after {m['load_average']}",
         f"WER normaliser: {result['normaliser']}",
-        "times in ms; EOS->final from sending the chunk that completes the endpoint silence",
+        "times in ms; speech end->final from the last speech sample (the endpoint wait "
+        "included), endpoint->final from sending the chunk that completes the endpoint silence",
         "",
         first,
         "",
@@ -656,7 +703,7 @@ def report(result: dict[str, Any]) -> str:
         second,
         "",
         f"streams sustained at real-time pace: {result['streams_sustained']} "
-        f"= {result['streams_per_core']} per core (keeping up: EOS->final p95 and drain "
+        f"= {result['streams_per_core']} per core (keeping up: endpoint->final p95 and drain "
         f"within {result['lag_limit_ms']} ms)",
     ])
 
@@ -799,8 +846,14 @@ async def diagnose(
                 "whole_wer": round(whole / max(1, words), 4),
                 "counts": {k: sum(d["counts"][k] for d in details) for k in CLASSES},
                 "other_notes": _notes(details),
-                "eos_to_final_ms": _ms(eos := [v for run in runs for v in run.eos_to_final_ms()]),
-                "eos_to_final_p90_ms": percentile(eos, 90),
+                "speech_end_to_final_ms": _ms(
+                    ended := [v for run in runs for v in run.speech_end_to_final_ms()]
+                ),
+                "speech_end_to_final_p90_ms": percentile(ended, 90),
+                "endpoint_to_final_ms": _ms(
+                    endpointed := [v for run in runs for v in run.endpoint_to_final_ms()]
+                ),
+                "endpoint_to_final_p90_ms": percentile(endpointed, 90),
                 "final_paths": paths_since(paths),
                 "clip_details": details,
             }
@@ -811,8 +864,8 @@ async def run_diagnose(args: argparse.Namespace) -> dict[str, Any]:
     settings = config.load()
     languages = ["en"] if args.smoke else args.languages.split(",")
     sets = {"fleurs": load_clips(languages, args.clips)}
-    if args.smoke:  # the shortest English clip
-        sets = {"fleurs": {"en": [min(load_clips(["en"], 99)["en"], key=lambda c: c.seconds)]}}
+    if args.smoke:
+        sets = {"fleurs": {"en": [smoke_clip()]}}
     elif args.generated:
         sets["generated"] = load_clips(languages, 99, [generated_dir()])
     sets = {name: clips for name, clips in sets.items() if clips}
@@ -873,7 +926,8 @@ def diagnose_report(result: dict[str, Any]) -> str:
             rows.append([
                 language, set_name, r["model"], r["clips"], r["utterances"], r["cuts"],
                 r["reference_words"], 100 * r["streamed_wer"], 100 * r["whole_wer"],
-                *[r["counts"][k] for k in CLASSES], r["eos_to_final_ms"]["p50_ms"],
+                *[r["counts"][k] for k in CLASSES], r["speech_end_to_final_ms"]["p50_ms"],
+                r["endpoint_to_final_ms"]["p50_ms"],
             ])
     m = result["machine"]
     others = [f"  {lang} {s}: {r['other_notes']}" for lang, by_set in result["languages"].items()
@@ -886,7 +940,8 @@ def diagnose_report(result: dict[str, Any]) -> str:
         f"whole: {result['whole_decode']}",
         "",
         table(["lang", "set", "model", "clips", "utts", "cuts", "words", "WER %", "whole WER %",
-               *[short[k] for k in CLASSES], "EOS->final p50"], rows),
+               *[short[k] for k in CLASSES], "speech end->final p50", "endpoint->final p50"],
+              rows),
         "",
         "what the `other` errors are:",
         *(others or ["  none"]),

@@ -47,7 +47,8 @@ def rows(items: Sequence[tuple[str, float, int]]) -> list[list[Any]]:
 
 def summary(name: str, result: dict[str, Any]) -> list[list[Any]]:
     """Per language of a diagnose result: WER streamed and whole, the share of finals decoded
-    again with the beam, EOS->final p50 and p90."""
+    again with the beam, endpoint -> final p50 and p90 (`eos_to_final_*` in results written
+    before the bench also reported speech end -> final)."""
     out = []
     for language, by_set in result["languages"].items():
         r = by_set["fleurs"]
@@ -57,7 +58,8 @@ def summary(name: str, result: dict[str, Any]) -> list[list[Any]]:
                     f"{100 * r['whole_wer']:.1f}", r["reference_words"],
                     f"{paths.get('doubt_beam', 0)}/{sum(paths.values())}",
                     f"{paths.get('doubt_beam', 0) / sent:.2f}",
-                    r["eos_to_final_ms"]["p50_ms"], r.get("eos_to_final_p90_ms")])
+                    r.get("endpoint_to_final_ms", r.get("eos_to_final_ms", {})).get("p50_ms"),
+                    r.get("endpoint_to_final_p90_ms", r.get("eos_to_final_p90_ms"))])
     return out
 
 
@@ -73,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:  # several runs under their names (bench/results/stt_final_doubt.json)
             results |= {name: r for name, r in result.items() if r["benchmark"] == "stt_diagnostic"}
     print(table(["run", "lang", "WER %", "whole WER %", "words", "re-decoded", "share",
-                 "EOS->final p50", "p90"],
+                 "endpoint->final p50", "p90"],
                 [row for name, result in results.items() for row in summary(name, result)]))
     print()
     items = [f for result in results.values() for f in finals(result)]

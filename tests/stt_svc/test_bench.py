@@ -11,17 +11,22 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from bench.stt_bench import CHUNK_S, Clip, StreamRun, Utterance
 from bench.stt_errors import CLASSES
 from tests.conftest import ROOT
 
 SUMMARY = {"n", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"}
 LANGUAGE = {
     "model", "clips", "audio_s", "utterances", "wer", "rtf", "cpu_rtf", "first_partial_ms",
-    "eos_to_final_ms", "eos_to_final_le10s_ms", "transcripts", "speech_s", "partials_per_speech_s",
-    "cost", "final_paths",
+    "speech_end_to_final_ms", "endpoint_to_final_ms", "endpoint_to_final_le10s_ms", "transcripts",
+    "speech_s", "partials_per_speech_s", "cost", "final_paths",
 }
 LEVEL = {
-    "streams", "languages", "audio_s", "keeps_up", "eos_to_final_ms", "max_lag_ms", "drain_ms",
+    "streams", "languages", "audio_s", "keeps_up", "endpoint_to_final_ms", "speech_end_to_final_ms",
+    "max_lag_ms", "drain_ms",
     "first_partial_ms", "cpu_rtf", "model_calls", "decodes", "wer", "final_paths",
 }
 
@@ -46,9 +51,13 @@ async def test_stt_bench_smoke(tmp_path: Path, models_dir: Path, fleurs: Path) -
     assert english["clips"] == 1 and english["utterances"] >= 1 and 0.0 <= english["wer"] <= 1.0
     (transcript,) = english["transcripts"]
     assert transcript["hypothesis"] and transcript["reference"]
-    for key in ("first_partial_ms", "eos_to_final_ms", "eos_to_final_le10s_ms"):
+    for key in ("first_partial_ms", "speech_end_to_final_ms", "endpoint_to_final_ms",
+                "endpoint_to_final_le10s_ms"):
         assert set(english[key]) == SUMMARY
-    assert english["eos_to_final_ms"]["n"] >= 1 and english["first_partial_ms"]["n"] == 1
+    assert english["endpoint_to_final_ms"]["n"] >= 1 and english["first_partial_ms"]["n"] == 1
+    # the same finals, timed from the speech's end: the endpoint wait comes on top
+    assert english["speech_end_to_final_ms"]["n"] == english["endpoint_to_final_ms"]["n"]
+    assert english["speech_end_to_final_ms"]["p50_ms"] > english["endpoint_to_final_ms"]["p50_ms"]
     # the cost proxies: the finals' decodes and windows were counted, partials' too
     cost = english["cost"]
     assert cost["decodes_per_utterance"]["final"] >= 1 and cost["totals"]["decodes"]["partial"] >= 1
@@ -87,3 +96,20 @@ async def test_stt_bench_diagnose_smoke(tmp_path: Path, models_dir: Path, fleurs
     assert len(labels) == clip["errors"] and set(labels) <= set(CLASSES)
     assert sum(fleurs_set["counts"].values()) == round(
         fleurs_set["streamed_wer"] * fleurs_set["reference_words"])
+
+
+def test_speech_end_to_final_includes_the_endpoint_wait() -> None:
+    """A stream whose audio starts at 10 s and whose speech ends 1.25 s into it: the speaker
+    stopped at 11.25 s. Its 300 ms endpoint completes in chunk 15 (due at 11.6 s), sent 0.1 s
+    late (the loop was busy); a final received at 11.9 s is 650 ms after the speech and 200 ms
+    after the endpoint chunk."""
+    clip = Clip("fleurs-en-000", "en", "x", np.zeros(16_000, np.float32))
+    run = StreamRun("en", [clip], [0], endpoint_s=0.3, t0=10.0)
+    run.send_times = [10.0 + (k + 1) * CHUNK_S + 0.1 for k in range(30)]
+    run.utterances[0] = Utterance(0, start_s=0.5, end_s=1.25, final_at=11.9)
+    assert run.speech_end_to_final_ms() == pytest.approx([650.0])
+    assert run.endpoint_to_final_ms() == pytest.approx([200.0])
+    # cut for length (the next utterance starts where it ends): no end of speech to time from
+    run.utterances[1] = Utterance(1, start_s=1.7, end_s=2.0, final_at=12.5)
+    run.utterances[2] = Utterance(2, start_s=2.0)
+    assert len(run.speech_end_to_final_ms()) == len(run.endpoint_to_final_ms()) == 1
