@@ -27,6 +27,9 @@ Translation events joined) against the FLORES references of the sentences
 joined. A short-utterance pass before the monologue (the first four words
 of each FLEURS sentence, each said alone) gives the server's end of speech
 -> first audio per mode: simultaneous mode must not slow short utterances.
+WER heard: whisper-base transcribes the audio of each piece (or whole
+utterance) as the listener got it, against the text it was synthesised
+from; catch-up speech (faster speaking rates) trades it for EVS.
 
     python -m bench.simultaneous [--pairs en-pt,pt-en] [--modes utterance,simultaneous]
         [--set session.piece_max_words=8 ...] [--smoke]
@@ -75,7 +78,7 @@ from bench.e2e_latency import (
 )
 from bench.mesh_chrf import flores
 from bench.st_bench import chrf
-from bench.stt_bench import normalise
+from bench.stt_bench import normalise, wer
 from dragoman import audio, config
 from dragoman.stats import percentile
 from dragoman.v1 import conversation_pb2 as pb
@@ -233,6 +236,9 @@ class Chunk:
     text: str
     duration_s: float
     is_last: bool
+    pcm: bytes = field(default=b"", repr=False)
+    """The chunk's audio (PCM16), kept for `heard_wer`; not in the JSON."""
+    rate_hz: int = 0
 
 
 @dataclass
@@ -250,7 +256,8 @@ class Listener(Participant):
             a = event.speech_audio
             rate = a.sample_rate_hertz or 1
             self.chunks.append(Chunk(time.monotonic(), a.utterance_id, a.piece_index, a.chunk_index,
-                                     a.source_text, a.text, len(a.data) / 2 / rate, a.is_last))
+                                     a.source_text, a.text, len(a.data) / 2 / rate, a.is_last,
+                                     a.data, a.sample_rate_hertz))
         elif kind == "transcription" and event.transcription.speaker == pb.SPEAKER_PARTNER:
             if event.transcription.is_final:
                 self.transcripts[event.transcription.utterance_id] = event.transcription.text
@@ -265,6 +272,34 @@ class Listener(Participant):
         """Every utterance whose speech began has had its last chunk."""
         begun = {c.utterance_id for c in self.chunks}
         return begun <= {c.utterance_id for c in self.chunks if c.is_last}
+
+
+def heard_wer(chunks: Sequence[Chunk], language: str, engine: Any) -> float | None:
+    """How much of what was said to the listener a machine listener misses: `engine`
+    (Whisper) transcribes the audio of each piece (or whole utterance) as it arrived, and
+    the WER is pooled over the pieces against the text they were synthesised from. Catch-up
+    speech trades this for ear-voice span (bench/results/simultaneous.md). None: no audio."""
+    from stt_svc.engines.base import DecodeOptions
+
+    audio_of: dict[tuple[str, int], list[Chunk]] = {}
+    for c in chunks:
+        audio_of.setdefault((c.utterance_id, c.piece_index), []).append(c)
+    references, hypotheses = [], []
+    for piece in audio_of.values():
+        piece = sorted(piece, key=lambda c: c.chunk_index)
+        said: list[str] = []
+        for c in piece:  # each chunk carries the text of the sentence it speaks
+            if c.text and (not said or said[-1] != c.text):
+                said.append(c.text)
+        text, rate = " ".join(said), piece[0].rate_hz
+        pcm = b"".join(c.pcm for c in piece)
+        if not text or not pcm or not rate:
+            continue
+        samples = audio.resample(audio.pcm16_to_float(pcm), rate, RATE_HZ)
+        result = engine.transcribe(samples, DecodeOptions(language=language))
+        references.append(text)
+        hypotheses.append(result.text)
+    return round(wer(references, hypotheses, language), 4) if references else None
 
 
 # -- ear-voice span ----------------------------------------------------------------
@@ -391,7 +426,7 @@ def stream_times(words: Sequence[Word], sent: Sequence[float]) -> tuple[list[flo
 
 
 async def say_monologue(gateway: str, mono: Monologue, target: str, words: list[Word],
-                        tail_s: float) -> dict[str, Any]:
+                        tail_s: float, listener_engine: Any) -> dict[str, Any]:
     speaker, listener, session_id = await pair_up(gateway, mono.language, target, "simul", Listener)
     try:
         sent = await speak(speaker, mono.samples, tail_s)
@@ -419,18 +454,23 @@ async def say_monologue(gateway: str, mono: Monologue, target: str, words: list[
         **spans,
         "chrf_speech": chrf([spoken], [reference]),
         "chrf_captions": chrf([captions], [reference]),
+        "wer_heard": await asyncio.to_thread(heard_wer, chunks, target, listener_engine),
         "speech": spoken,
         "captions": captions,
         "pieces": [{"utterance_id": u.utterance_id, "piece_index": u.piece_index,
                     "start_s": round(u.start_s - sent[0], 3), "source_text": u.source_text,
                     "text": u.text} for u in heard],
         # seconds from the first chunk sent: what evs() needs to recompute the spans
-        "chunks": [{**asdict(c), "arrived_s": c.arrived_s - sent[0]} for c in chunks],
+        "chunks": [{**_json_chunk(c), "arrived_s": c.arrived_s - sent[0]} for c in chunks],
         "word_start_s": [t - sent[0] for t in starts],
         "word_end_s": [t - sent[0] for t in ends],
         "fallback": fallback,
         "errors": speaker.errors + listener.errors,
     }
+
+
+def _json_chunk(c: Chunk) -> dict[str, Any]:
+    return {k: v for k, v in asdict(c).items() if k not in ("pcm", "rate_hz")}
 
 
 def _piece_counts(heard: Sequence[Unit]) -> dict[str, int]:
@@ -498,6 +538,7 @@ async def run(pairs: list[str], modes: list[str], tuned: dict[str, str], fake: b
         sys.stderr.write(f"{pair}: {mono.seconds:.1f} s, {len(mono.sentences)} sentences, "
                          f"{len(words)} words\n")
     results: dict[str, Any] = {}
+    listener_engine = await asyncio.to_thread(_timing_engine, TIMING_MODEL, fake)
     for mode in modes:
         env = {"DRAGOMAN_SESSION_MODE": mode, **(tuned if mode == "simultaneous" else {})}
         async with serve(work / mode, fake, env) as gateway:
@@ -507,7 +548,8 @@ async def run(pairs: list[str], modes: list[str], tuned: dict[str, str], fake: b
                 # short ones first, on an idle mesh: the monologue can leave a backlog
                 shorts = await short_turns(gateway, mono.language, target,
                                            short_utterances(mono, words, short))
-                row = await say_monologue(gateway, mono, target, words, 1.0 if fake else TAIL_S)
+                row = await say_monologue(gateway, mono, target, words, 1.0 if fake else TAIL_S,
+                                          listener_engine)
                 row["short_total_ms"] = summary(shorts)
                 results.setdefault(pair, {})[mode] = row
                 sys.stderr.write(f"{mode} {pair}: {time.monotonic() - started:.0f} s\n")
@@ -539,7 +581,7 @@ def report(result: dict[str, Any]) -> str:
                          e["p50_ms"], e["mean_ms"], r["evs_p90_ms"], r["start_offset_ms"],
                          r["listener_lag_ms"], f"{r['unmapped']}/{r['words']}",
                          f"{r['piece_counts']['whole']}/{r['piece_counts']['pieces']}",
-                         r["chrf_speech"], r["chrf_captions"],
+                         r["chrf_speech"], r["chrf_captions"], _pct(r.get("wer_heard")),
                          r["short_total_ms"]["p50_ms"]])
             parts = r.get("evs_parts_ms")
             if parts:
@@ -554,16 +596,21 @@ def report(result: dict[str, Any]) -> str:
         f"engines: {result['engines']}; load average {m['load_average']} on {m['cpu_count']} cores; "
         f"simultaneous settings: {result['settings']['simultaneous'] or 'defaults'}",
         table(["direction mode", "evs p50", "evs mean", "evs p90", "start", "lag end", "unmapped",
-               "whole/pieces", "chrF speech", "chrF captions", "short p50"], rows),
+               "whole/pieces", "chrF speech", "chrF captions", "WER heard %", "short p50"], rows),
         "ms: EVS per source word; start = first source word -> first translated audio; "
         "lag end = last source word -> end of the translated speech; short p50 = server's end "
-        "of speech -> first audio of short utterances said alone. *: not every utterance was heard.",
+        "of speech -> first audio of short utterances said alone; WER heard = whisper-base on "
+        "each piece's audio against its text. *: not every utterance was heard.",
         *notes,
         "(ms: waiting in the piece for its last word; that word's end -> the piece's first "
         "chunk; queued behind the audio before it)" if notes else "",
         "",
         *lines,
     ])
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def _int(value: float | None) -> str:

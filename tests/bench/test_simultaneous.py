@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -116,7 +117,39 @@ def test_smoke(tmp_path: Path) -> None:
                         [sim.Chunk(**c) for c in r["chunks"]], "en", r["fallback"])
         assert int(p50) == round(again["evs"]["p50_ms"]) == round(r["evs"]["p50_ms"])
         assert "[fake:en>pt]" in r["speech"] and r["chrf_speech"] > 0
+        assert r["wer_heard"] is not None and r["wer_heard"] >= 0.0
+        assert "pcm" not in r["chunks"][0]
     assert by_mode["utterance"]["piece_counts"]["pieces"] == 0
     assert by_mode["simultaneous"]["piece_counts"]["pieces"] > 0
     assert data["settings"]["simultaneous"] == {"DRAGOMAN_SESSION_PIECE_MIN_WORDS": "1",
                                                 "DRAGOMAN_SESSION_PIECE_MAX_WORDS": "2"}
+
+
+class _Listening:
+    """Hears a piece as the words its audio length stands for (one per 0.1 s at 16 kHz)."""
+
+    def __init__(self, words: dict[int, str]) -> None:
+        self.words = words
+        self.lengths: list[int] = []
+
+    def transcribe(self, samples: np.ndarray, options: object) -> object:
+        self.lengths.append(len(samples))
+        return SimpleNamespace(text=self.words[len(samples) // 1600])
+
+
+def test_heard_wer_transcribes_each_piece_as_it_arrived() -> None:
+    """Each piece's chunks are joined in chunk order and resampled to 16 kHz before the engine
+    hears them; the WER is pooled over pieces against the text each was synthesised from (a
+    chunk carries its sentence's text, repeated on every chunk of the sentence)."""
+    silence = bytes(2 * 2400)  # 0.1 s at 24 kHz
+    chunks = [
+        sim.Chunk(0.0, "u-1", 0, 1, "x", "dois três", 0.1, True, silence * 2, 24_000),
+        sim.Chunk(0.0, "u-1", 0, 0, "x", "um", 0.1, False, silence, 24_000),
+        sim.Chunk(0.1, "u-1", 1, 2, "x", "quatro cinco", 0.1, False, silence, 24_000),
+        sim.Chunk(0.1, "u-1", 1, 3, "x", "quatro cinco", 0.1, True, b"", 24_000),
+        sim.Chunk(0.2, "u-2", 0, 0, "x", "", 0.0, True, b"", 24_000),  # an empty last chunk
+    ]
+    engine = _Listening({3: "um dois tres", 1: "quatro cinco"})
+    assert sim.heard_wer(chunks, "pt", engine) == pytest.approx(1 / 5)
+    assert engine.lengths == [4800, 1600]
+    assert sim.heard_wer([], "pt", engine) is None
