@@ -435,12 +435,14 @@ class SessionSettings:
     gets at most 100 hotwords (500 characters) and a pair 256 glossary entries."""
     max_vocabulary_term_chars: int = 100
     """Longest term, translation, word or vocabulary name, in characters."""
-    catchup_backlog_ms: int = 4000
+    catchup_backlog_ms: int = 1500
     """Catch-up speaking rate, both modes: when a listener is further behind than this (speech
     sent and not yet played, or the wait of the latest piece from its translation to its
     playing, whichever is more), what is synthesised for them next is spoken faster, the more
     so the further behind, up to `catchup_max_speed` at twice this; at or under it, the
-    voice's own rate (session_svc.catchup)."""
+    voice's own rate (session_svc.catchup). 1500 against 4000: EN->PT simultaneous EVS p50
+    7.3-7.9 -> 5.9-6.0 s, p90 10.7-11.8 -> 7.4-7.7 s, and whisper-base misses no more of what
+    the listener hears (bench/results/simultaneous.md)."""
     catchup_max_speed: float = 1.3
     """Fastest catch-up speaking rate, relative to the voice's own (1 to 2); 1: off. On an
     idle machine 1.3 took EN->PT's listener lag at the end from 26 to 14 s in simultaneous
