@@ -441,7 +441,7 @@ class SessionSettings:
     playing, whichever is more), what is synthesised for them next is spoken faster, the more
     so the further behind, up to `catchup_max_speed` at twice this; at or under it, the
     voice's own rate (session_svc.catchup). 1500 against 4000: EN->PT simultaneous EVS p50
-    7.3-7.9 -> 5.9-6.0 s, p90 10.7-11.8 -> 7.4-7.7 s, and whisper-base misses no more of what
+    7.3-7.9 -> 5.9-6.0 s, p90 10.7-11.8 -> 7.4-7.9 s, and whisper-base misses no more of what
     the listener hears (bench/results/simultaneous.md)."""
     catchup_max_speed: float = 1.3
     """Fastest catch-up speaking rate, relative to the voice's own (1 to 2); 1: off. On an
