@@ -589,23 +589,30 @@ class SpeakerPipeline:
             hearing = [m for m in self.session.listeners(self.speaker)
                        if m.participant_id in utt.pieced.listeners]
         else:
-            targets: dict[str, _Target] = {}
-            hearing = [m for m in self.session.listeners(self.speaker)
-                       if self._voice(self._target(targets, m), m) is not None]
+            hearing = [m for m, _, _ in self._hearing_audio({})]
         return bool(hearing) and min(
             m.outbox.backlog.seconds if m.outbox is not None else 0.0 for m in hearing
         ) >= self.piece_behind_s
+
+    def _hearing_audio(
+        self, targets: dict[str, _Target]
+    ) -> list[tuple[Member, _Target, tuple[str, int]]]:
+        """The speaker's listeners who hear audio, each with their target (made in `targets`)
+        and voice key."""
+        out = []
+        for listener in self.session.listeners(self.speaker):
+            target = self._target(targets, listener)
+            key = self._voice(target, listener)
+            if key is not None:
+                out.append((listener, target, key))
+        return out
 
     def _start_pieces(self, utt: Utterance) -> _Pieced | None:
         """Puts the utterance in the outbox of each listener who hears audio, as the pieces to
         come; listeners who hear none get it at the final, as in utterance mode."""
         targets: dict[str, _Target] = {}
         deliveries: list[tuple[Member, Pieces]] = []
-        for listener in self.session.listeners(self.speaker):
-            target = self._target(targets, listener)
-            key = self._voice(target, listener)
-            if key is None:
-                continue
+        for listener, target, key in self._hearing_audio(targets):
             target.listeners.append(listener)
             speech = target.speeches.setdefault(key, Pieces(key[1]))
             assert isinstance(speech, Pieces)
