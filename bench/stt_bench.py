@@ -99,6 +99,9 @@ from stt_svc.vad import FRAME_SAMPLES
 RATE_HZ = 16_000
 CHUNK_S = 0.1
 CHUNK_SAMPLES = int(RATE_HZ * CHUNK_S)
+CUT_EVENTS_S = 0.05
+"""An utterance whose successor's SPEECH_STARTED came this soon after its END_OF_SPEECH was
+cut for length (see `StreamRun.cut`)."""
 LEAD_S = 0.5
 TAIL_S = 1.5
 LAG_LIMIT_S = 2.0
@@ -204,7 +207,11 @@ def smoke_clip() -> Clip:
 class Utterance:
     index: int
     start_s: float
+    started_at: float = 0.0
+    """Loop time its SPEECH_STARTED arrived."""
     end_s: float | None = None
+    ended_at: float | None = None
+    """Loop time its END_OF_SPEECH arrived."""
     first_partial_at: float | None = None
     final_at: float | None = None
     final: stt_pb2.RecognitionResult | None = None
@@ -246,15 +253,20 @@ class StreamRun:
 
     def endpoint_chunk_sent(self, u: Utterance) -> float | None:
         """When the chunk that completed `u`'s endpoint silence was sent (None: no endpoint)."""
-        if u.end_s is None:
+        if u.end_s is None or self.cut(u):
             return None
-        following = self.utterances.get(u.index + 1)
-        if following is not None and following.start_s - u.end_s < 0.05:
-            return None  # cut at max_utterance_ms, not endpointed
         end = round(u.end_s * RATE_HZ)
         fired = math.ceil((end + round(self.endpoint_s * RATE_HZ)) / FRAME_SAMPLES) * FRAME_SAMPLES
         chunk = (fired - 1) // CHUNK_SAMPLES
         return self.send_times[chunk] if chunk < len(self.send_times) else None
+
+    def cut(self, u: Utterance) -> bool:
+        """Whether `u` was cut for length (max_utterance_ms), not endpointed: the segmenter
+        starts the next utterance with the same audio frame, so both events come at once
+        (an endpointed utterance's successor needs min_speech_ms of new speech first)."""
+        following = self.utterances.get(u.index + 1)
+        return (following is not None and u.ended_at is not None
+                and following.started_at - u.ended_at < CUT_EVENTS_S)
 
     def speech_ended_at(self, u: Utterance) -> float | None:
         """Wall time the speaker spoke the last speech sample of `u` (None: not endpointed).
@@ -347,9 +359,12 @@ async def play(
             event = response.speech_event
             offset_s = _duration_s(event.audio_offset)
             if event.type == stt_pb2.SPEECH_EVENT_TYPE_SPEECH_STARTED:
-                run.utterances[event.utterance_index] = Utterance(event.utterance_index, offset_s)
+                run.utterances[event.utterance_index] = Utterance(
+                    event.utterance_index, offset_s, started_at=now
+                )
             elif event.type == stt_pb2.SPEECH_EVENT_TYPE_END_OF_SPEECH:
-                run.utterances[event.utterance_index].end_s = offset_s
+                ended = run.utterances[event.utterance_index]
+                ended.end_s, ended.ended_at = offset_s, now
             continue
         result = response.result
         u = run.utterances[result.utterance_index]
@@ -779,7 +794,7 @@ async def diagnose_clip(
             boundaries.append({
                 "after_utterance": u.index, "speech_end_s": clip_s(u.end_s),
                 "next_start_s": clip_s(following.start_s),
-                "cut": "max_utterance" if following.start_s - u.end_s < 0.05 else "endpoint",
+                "cut": "max_utterance" if run.cut(u) else "endpoint",
             })
     final_words = [
         (w, u.index) for u in utterances if u.final is not None

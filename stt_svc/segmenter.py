@@ -11,6 +11,14 @@ state machine:
     speaking --max_utterance_ms--> cut at the latest pause after the held audio,
         next utterance starts (waits up to max_overrun_ms for such a pause)
 
+An utterance that grows too long while its speaker is pausing is not cut
+there and then: the pause either reaches the endpoint (the utterance simply
+ends, and `end_if_silent` has told the stream its audio 150 ms early) or
+becomes the cut point when speech resumes. Cutting at once left a
+remainder of pure silence that ended as an utterance of its own at the
+endpoint (a wasted decode, and a final of nothing or of noise), and a cut
+no decode had started on yet.
+
 A little audio before the first speech frame (pre-roll) is kept, since the
 VAD reacts a frame or two late and Whisper needs the onset.
 """
@@ -120,6 +128,9 @@ class Segmenter:
         self._silence_run = 0
         self._speech_end = start
         self._cut = 0
+        """Where a cut for length falls (the latest pause), from the utterance's start."""
+        self._cut_speech_end = start
+        """The end of the speech before that pause."""
         self._held = 0
 
     # -- what the stream asks -------------------------------------------------------------------
@@ -176,7 +187,7 @@ class Segmenter:
         when no utterance is open."""
         if self._state is not _State.SPEAKING or self._silence_run < self._tail:
             return None
-        keep = min(self._length, self._speech_end - self._start + self._tail)
+        keep = self._keep()
         return SpeechEnded(self._index, self._start, min(self._speech_end, self._start + keep),
                            self.utterance_audio()[:keep])
 
@@ -237,9 +248,7 @@ class Segmenter:
                 self._go_idle()  # too little speech: forget it
             return []
         if self._silence_run >= self._endpoint:
-            self._go_idle()
-            end = self._speech_end - self._start
-            return [self._end(min(self._length, end + self._tail))]
+            return [self._end_here()]
         if self._length >= self._max_utterance:
             return self._split()
         return []
@@ -252,7 +261,12 @@ class Segmenter:
     def _classify(self, prob: float, frame_start: int) -> None:
         if prob >= self.options.speech_threshold:
             if self._silence_run >= self._min_pause:  # a pause inside speech: a cut point
-                self._cut = frame_start - self._silence_run // 2 - self._start
+                # in its middle; after the tail once it had one, so that the cut's audio is
+                # what `end_if_silent` offered during the pause (the stream's speculation)
+                cut = frame_start - self._silence_run // 2
+                if self._silence_run >= self._tail:
+                    cut = self._speech_end + self._tail
+                self._cut, self._cut_speech_end = cut - self._start, self._speech_end
             self._speech += FRAME_SAMPLES
             self._silence_run = 0
             self._speech_end = frame_start + FRAME_SAMPLES
@@ -260,6 +274,15 @@ class Segmenter:
             self._silence_run += FRAME_SAMPLES
         else:  # undecided frame right after speech: still speech
             self._speech_end = frame_start + FRAME_SAMPLES
+
+    def _end_here(self) -> SpeechEnded:
+        """Ends the utterance at its last speech, with the tail: the endpoint."""
+        self._go_idle()
+        return self._end(self._keep())
+
+    def _keep(self) -> int:
+        """Samples an utterance ending at its last speech keeps: the speech and the tail."""
+        return min(self._length, self._speech_end - self._start + self._tail)
 
     def _end(self, keep: int) -> SpeechEnded:
         """Closes the utterance, keeping its first `keep` samples."""
@@ -273,16 +296,20 @@ class Segmenter:
     def _split(self) -> list[Event]:
         """Cuts an over-long utterance at its latest pause, if that lies in its second half and
         after the held audio, and goes on speaking; with no such pause it waits ([]) until
-        max_overrun_ms past the limit, then cuts here."""
-        cut = self._cut
+        max_overrun_ms past the limit, then cuts here. While its speaker pauses it waits for
+        the endpoint or for the speech after the pause; past the overrun it ends there."""
+        overrun = self._length >= self._max_utterance + self._max_overrun
         if self._silence_run >= self._min_pause:
-            cut = self._length - self._silence_run // 2
-        if cut < max(self._length // 2, self._held):
-            if self._length < self._max_utterance + self._max_overrun:
+            if not overrun:
                 return []
-            cut = self._length
+            return [self._end_here()]
+        cut, speech_end = self._cut, self._cut_speech_end
+        if cut < max(self._length // 2, self._held):
+            if not overrun:
+                return []
+            cut, speech_end = self._length, self._speech_end
         audio = self.utterance_audio()
-        self._speech_end = min(self._speech_end, self._start + cut)
+        self._speech_end = min(speech_end, self._start + cut)
         ended = self._end(cut)
         rest = audio[cut:]
         self._reset_utterance(self._start + cut, [rest] if len(rest) else [])

@@ -106,10 +106,14 @@ def test_speech_end_to_final_includes_the_endpoint_wait() -> None:
     clip = Clip("fleurs-en-000", "en", "x", np.zeros(16_000, np.float32))
     run = StreamRun("en", [clip], [0], endpoint_s=0.3, t0=10.0)
     run.send_times = [10.0 + (k + 1) * CHUNK_S + 0.1 for k in range(30)]
-    run.utterances[0] = Utterance(0, start_s=0.5, end_s=1.25, final_at=11.9)
+    run.utterances[0] = Utterance(0, start_s=0.5, started_at=10.7, end_s=1.25, ended_at=11.6,
+                                  final_at=11.9)
     assert run.speech_end_to_final_ms() == pytest.approx([650.0])
     assert run.endpoint_to_final_ms() == pytest.approx([200.0])
-    # cut for length (the next utterance starts where it ends): no end of speech to time from
-    run.utterances[1] = Utterance(1, start_s=1.7, end_s=2.0, final_at=12.5)
-    run.utterances[2] = Utterance(2, start_s=2.0)
+    # cut for length: its end and the next utterance's start come at once, so there is no
+    # end of speech to time from, even where the cut leaves a gap after the last speech
+    run.utterances[1] = Utterance(1, start_s=1.7, started_at=11.9, end_s=2.0, ended_at=12.3,
+                                  final_at=12.5)
+    run.utterances[2] = Utterance(2, start_s=2.15, started_at=12.3)
     assert len(run.speech_end_to_final_ms()) == len(run.endpoint_to_final_ms()) == 1
+    assert run.cut(run.utterances[1]) and not run.cut(run.utterances[0])

@@ -161,6 +161,55 @@ def test_a_cut_keeps_the_held_audio_and_waits_for_the_next_pause() -> None:
     assert second_start.start_sample == first_end.start_sample + len(first_end.audio)
 
 
+def test_an_over_long_utterance_whose_speaker_stops_ends_at_the_endpoint() -> None:
+    """Past max_utterance_ms, the pause that ends the speech is not a cut: no utterance of
+    silence follows, and the end is the one `end_if_silent` announced."""
+    options = SegmenterOptions(max_utterance_ms=3000, endpoint_silence_ms=300, tail_ms=150)
+    seg = Segmenter(EnergyVad(), options)
+    got = feed(seg, np.concatenate([tone(3.5), silence(0.2)]), 1600)
+    assert [type(e) for e in got] == [SpeechStarted] and seg.overdue
+    ahead = seg.end_if_silent()
+    assert ahead is not None
+    got = feed(seg, silence(1.0), 1600)
+    assert [(type(e).__name__, e.index) for e in got] == [("SpeechEnded", 0)]
+    (ended,) = got
+    assert (ended.end_sample, len(ended.audio)) == (ahead.end_sample, len(ahead.audio))
+    assert ended.end_sample == frames(3500)
+    assert seg.flush() == []
+
+
+def test_a_pause_heard_to_the_tail_is_cut_where_end_if_silent_said() -> None:
+    """An over-long utterance whose speaker pauses past the tail and goes on is cut after
+    the tail: the audio the stream's speculative final decode already has."""
+    options = SegmenterOptions(max_utterance_ms=3000, endpoint_silence_ms=300, tail_ms=150)
+    seg = Segmenter(EnergyVad(), options)
+    feed(seg, np.concatenate([tone(3.5), silence(0.224)]), 512)
+    ahead = seg.end_if_silent()
+    assert ahead is not None
+    got = feed(seg, np.concatenate([tone(1.0), silence(1.0)]), 512)
+    assert [(type(e).__name__, e.index) for e in got] == [
+        ("SpeechEnded", 0), ("SpeechStarted", 1), ("SpeechEnded", 1),
+    ]
+    cut, resumed = got[0], got[1]
+    assert (cut.end_sample, len(cut.audio)) == (ahead.end_sample, len(ahead.audio))
+    assert np.array_equal(cut.audio, ahead.audio)
+    assert resumed.start_sample == cut.start_sample + len(cut.audio) < int(3.724 * RATE)
+
+
+def test_a_pause_past_the_overrun_limit_ends_the_utterance() -> None:
+    options = SegmenterOptions(max_utterance_ms=3000, max_overrun_ms=500, endpoint_silence_ms=2000)
+    seg = Segmenter(EnergyVad(), options)
+    got = feed(seg, np.concatenate([tone(3.4), silence(1.0), tone(1.0), silence(3.0)]), 1600)
+    assert [(type(e).__name__, e.index) for e in got] == [
+        ("SpeechStarted", 0), ("SpeechEnded", 0), ("SpeechStarted", 1), ("SpeechEnded", 1),
+    ]
+    # ended in the pause once 3.5 s long (the silence so far as its tail); the speech after
+    # the pause starts an utterance of its own (with its pre-roll), not a cut's remainder
+    assert got[1].end_sample == frames(3400)
+    assert len(got[1].audio) == frames(3500) < frames(3400) + 2400
+    assert got[2].start_sample > got[1].end_sample + 2400
+
+
 def test_speech_without_a_pause_is_cut_at_the_overrun_limit() -> None:
     options = SegmenterOptions(max_utterance_ms=3000, max_overrun_ms=2000)
     seg = Segmenter(EnergyVad(), options)

@@ -373,7 +373,7 @@ async def test_a_cut_for_length_keeps_the_stable_words_in_their_utterance(
     the next utterance does not hear them again. (The fake engine hears one word per 300 ms.)"""
     sentence = clip(fleurs, "fleurs-en-004")
     audio = np.concatenate([silence(0.3), sentence[: 3 * 16_000], silence(0.25), sentence,
-                            silence(2.5)])
+                            silence(0.25), sentence[: 2 * 16_000], silence(2.5)])
     engine = FakeEngine(delay_s=0.02)
     async for stub in fake_stub(settings, engine, max_utterance_s=5.0):
         responses = await recognize(
