@@ -130,7 +130,8 @@ class SttSettings:
     max_utterance_s: float = 8.0
     """An utterance is cut at its latest pause once it grows this long, and finalised (a pause
     after the audio of the words its partial results made stable: it may wait up to 2 s more for
-    one, then cuts where it is).
+    one, then cuts where it is). A pause the speaker is in is a cut point once speech resumes; if
+    it lasts to the endpoint, the utterance just ends there.
     Up to 8 s, Whisper's encoder window is 10 s; longer utterances take a 20 s window and
     finals come later (bench/results/settings.md)."""
     max_streams: int = 16
