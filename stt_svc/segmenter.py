@@ -16,8 +16,8 @@ there and then: the pause either reaches the endpoint (the utterance simply
 ends, and `end_if_silent` has told the stream its audio 150 ms early) or
 becomes the cut point when speech resumes. Cutting at once left a
 remainder of pure silence that ended as an utterance of its own at the
-endpoint (a wasted decode, and a final of nothing or of noise), and a cut
-no decode had started on yet.
+endpoint: a wasted decode, and a final of nothing or of noise
+(bench/results/stt_cut_in_pause.md).
 
 A little audio before the first speech frame (pre-roll) is kept, since the
 VAD reacts a frame or two late and Whisper needs the onset.
