@@ -187,9 +187,7 @@ class Segmenter:
         when no utterance is open."""
         if self._state is not _State.SPEAKING or self._silence_run < self._tail:
             return None
-        keep = self._keep()
-        return SpeechEnded(self._index, self._start, min(self._speech_end, self._start + keep),
-                           self.utterance_audio()[:keep])
+        return self._ended(self._keep())
 
     # -- feeding --------------------------------------------------------------------------------
 
@@ -284,12 +282,14 @@ class Segmenter:
         """Samples an utterance ending at its last speech keeps: the speech and the tail."""
         return min(self._length, self._speech_end - self._start + self._tail)
 
+    def _ended(self, keep: int) -> SpeechEnded:
+        """The open utterance as it would end keeping its first `keep` samples."""
+        return SpeechEnded(self._index, self._start, min(self._speech_end, self._start + keep),
+                           self.utterance_audio()[:keep])
+
     def _end(self, keep: int) -> SpeechEnded:
         """Closes the utterance, keeping its first `keep` samples."""
-        audio = self.utterance_audio()[:keep]
-        event = SpeechEnded(
-            self._index, self._start, min(self._speech_end, self._start + keep), audio
-        )
+        event = self._ended(keep)
         self._index += 1
         return event
 
@@ -309,7 +309,7 @@ class Segmenter:
                 return []
             cut, speech_end = self._length, self._speech_end
         audio = self.utterance_audio()
-        self._speech_end = min(speech_end, self._start + cut)
+        self._speech_end = speech_end  # `_end` reports it, within the `cut` samples kept
         ended = self._end(cut)
         rest = audio[cut:]
         self._reset_utterance(self._start + cut, [rest] if len(rest) else [])
