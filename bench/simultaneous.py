@@ -395,9 +395,15 @@ def evs(words: Sequence[Word], word_end_s: Sequence[float], word_start_s: Sequen
         "to_arrival": [(heard[o].arrived_s - last_end[o]) * 1000 for o, _ in mapped],
         "queued": [(heard[o].start_s - heard[o].arrived_s) * 1000 for o, _ in mapped],
     }
+    # The same speech with no processing time: each piece arrives as its last word ends. What
+    # is left is the voice's length: speech longer than the source's keeps the listener behind.
+    unit_of = {(u.utterance_id, u.piece_index): i for i, u in enumerate(heard)}
+    instant = units([replace(c, arrived_s=last_end.get(unit_of[(c.utterance_id, c.piece_index)],
+                                                       c.arrived_s)) for c in chunks], fallback)
     out: dict[str, Any] = {
         "words": len(words), "unmapped": sum(o is None for o in owner), "pieces": len(heard),
         "evs": summary(spans),
+        "evs_instant": summary([(instant[o].start_s - end) * 1000 for o, end in mapped]),
         "evs_p90_ms": percentile(spans, 90),
         "start_offset_ms": (starts[0] - word_start_s[0]) * 1000 if starts and words else None,
         "listener_lag_ms": ((starts[-1] + chunks[-1].duration_s - word_end_s[-1]) * 1000
@@ -586,7 +592,8 @@ def report(result: dict[str, Any]) -> str:
             parts = r.get("evs_parts_ms")
             if parts:
                 notes.append(f"{pair.replace('-', ':')} {mode}: EVS mean " + ", ".join(
-                    f"{name.replace('_', ' ')} {_int(s['mean_ms'])}" for name, s in parts.items()))
+                    f"{name.replace('_', ' ')} {_int(s['mean_ms'])}" for name, s in parts.items())
+                    + f"; EVS p50 with no processing time {_int(r['evs_instant']['p50_ms'])}")
         modes = {m: by_mode.get(m) for m in reversed(MODES)}  # the order
         lines.append(f"{pair.replace('-', ':')} " + " ".join(
             f"{m} evs_p50_ms={_int(r['evs']['p50_ms'])} chrf={r['chrf_speech']}"
@@ -603,7 +610,9 @@ def report(result: dict[str, Any]) -> str:
         "each piece's audio against its text. *: not every utterance was heard.",
         *notes,
         "(ms: waiting in the piece for its last word; that word's end -> the piece's first "
-        "chunk; queued behind the audio before it)" if notes else "",
+        "chunk; queued behind the audio before it; no processing time: each piece arriving "
+        "as its last word ends, what the translated speech's length alone costs)"
+        if notes else "",
         "",
         *lines,
     ])

@@ -63,6 +63,10 @@ def test_evs_is_piece_start_minus_word_end() -> None:
     # "three" and waits 1 s for piece 1 to play: the parts add up to each word's EVS
     means = {name: round(s["mean_ms"]) for name, s in out["evs_parts_ms"].items()}
     assert means == {"in_piece": round(500 / 3), "to_arrival": round(2500 / 3), "queued": round(1000 / 3)}
+    # with no processing time piece 1 arrives as "two" ends (1.0) and plays to 2.5; piece 2,
+    # ready at 2.0, waits for it: only the speech's length is left
+    assert round(out["evs_instant"]["p50_ms"]) == 500
+    assert round(out["evs_instant"]["mean_ms"]) == round((500 + 0 + 500) / 3)
 
 
 def test_stream_times_are_the_send_times_of_the_chunks_holding_the_word() -> None:
