@@ -282,14 +282,16 @@ class Segmenter:
         """Samples an utterance ending at its last speech keeps: the speech and the tail."""
         return min(self._length, self._speech_end - self._start + self._tail)
 
-    def _ended(self, keep: int) -> SpeechEnded:
-        """The open utterance as it would end keeping its first `keep` samples."""
+    def _ended(self, keep: int, audio: np.ndarray | None = None) -> SpeechEnded:
+        """The open utterance as it would end keeping its first `keep` samples (of `audio`,
+        its audio so far, when the caller has joined it already)."""
+        audio = self.utterance_audio() if audio is None else audio
         return SpeechEnded(self._index, self._start, min(self._speech_end, self._start + keep),
-                           self.utterance_audio()[:keep])
+                           audio[:keep])
 
-    def _end(self, keep: int) -> SpeechEnded:
+    def _end(self, keep: int, audio: np.ndarray | None = None) -> SpeechEnded:
         """Closes the utterance, keeping its first `keep` samples."""
-        event = self._ended(keep)
+        event = self._ended(keep, audio)
         self._index += 1
         return event
 
@@ -310,7 +312,7 @@ class Segmenter:
             cut, speech_end = self._length, self._speech_end
         audio = self.utterance_audio()
         self._speech_end = speech_end  # `_end` reports it, within the `cut` samples kept
-        ended = self._end(cut)
+        ended = self._end(cut, audio)
         rest = audio[cut:]
         self._reset_utterance(self._start + cut, [rest] if len(rest) else [])
         self._speech = self._min_speech
