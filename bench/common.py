@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import signal
@@ -67,6 +68,25 @@ def summary(values: Sequence[float]) -> dict[str, float | int | None]:
         "mean_ms": (sum(values) / len(values)) if values else None,
         "max_ms": max(values) if values else None,
     }
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> list[float] | None:
+    """Distribution-free confidence interval of the median: the order statistics x(j) and
+    x(n+1-j), j the largest with P(B < j) <= (1 - confidence) / 2 for B ~ Binomial(n, 1/2);
+    None when n is too small for any (under 6 at 95 %). A median of a handful of latencies
+    is this wide: compare runs by it, not by their p50s alone."""
+    n = len(values)
+    tail = (1.0 - confidence) / 2
+    below, j = 0.0, 0  # below = P(B < j + 1) as j grows
+    while j < n // 2:
+        below += math.comb(n, j) / 2**n
+        if below > tail:
+            break
+        j += 1
+    if j == 0:
+        return None
+    ordered = sorted(values)
+    return [float(ordered[j - 1]), float(ordered[n - j])]
 
 
 def fmt(value: object, digits: int = 0) -> str:

@@ -2,7 +2,7 @@
 
     python -m bench.stt_bench [--smoke] [--streams N] [--languages en,de] [--clips K]
                               [--seconds S] [--out FILE]
-    python -m bench.stt_bench --diagnose [--smoke] [--languages ...] [--clips K]
+    python -m bench.stt_bench --diagnose [--smoke] [--languages ...] [--clips K] [--passes N]
                               [--no-generated] [--out FILE]
 
 Starts stt_svc in this process on a free loopback port with the configured
@@ -57,6 +57,10 @@ quietest moment, for longer clips). Both are aligned with the reference and
 each streamed error gets one class (bench.stt_errors). Prints a table per
 language and set (counts per class, streamed and whole-utterance WER) and
 writes the per-clip detail (default bench/results/stt_diagnostic.json).
+`--passes N` streams every clip N times and pools them: one language's 6-10
+finals give a median whose 95 % interval spans most of their range
+(bench.common.median_interval, printed beside the p50), too wide to show a
+50 ms change.
 """
 
 from __future__ import annotations
@@ -79,7 +83,17 @@ import jiwer
 import numpy as np
 from prometheus_client import REGISTRY
 
-from bench.common import ROOT, TESTDATA, load_average, machine, percentile, summary, table, write_result
+from bench.common import (
+    ROOT,
+    TESTDATA,
+    load_average,
+    machine,
+    median_interval,
+    percentile,
+    summary,
+    table,
+    write_result,
+)
 from bench.stt_errors import CLASSES, classify
 from dragoman import audio, config, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
@@ -748,22 +762,37 @@ def _words(text: str, language: str) -> list[str]:
     return normalise(text, language).split()
 
 
-async def diagnose_clip(
-    stub: stt_pb2_grpc.SpeechToTextServiceStub, engine: SpeechRecognizer, clip: Clip,
-    endpoint_s: float,
-) -> tuple[dict[str, Any], StreamRun]:
-    """Streams `clip` alone, decodes it whole, and classifies the stream's errors."""
-    loop = asyncio.get_running_loop()
-    t0 = loop.time() + 0.05
-    run = await play(stub, clip.language, [clip], endpoint_s, t0)
+@dataclass(frozen=True)
+class Whole:
+    """A clip decoded whole: the text, in how many windows, in how many seconds."""
+
+    text: str
+    windows: int
+    seconds: float
+
+
+async def decode_whole(engine: SpeechRecognizer, clip: Clip) -> Whole:
     options = DecodeOptions(language=clip.language, beam_size=1, temperatures=(0.0,))  # greedy
     started = time.perf_counter()
     whole = [
         await asyncio.to_thread(engine.transcribe, piece, options)
         for piece in whole_windows(clip.audio, engine.capabilities.max_audio_s)
     ]
-    whole_s = time.perf_counter() - started
-    whole_text = " ".join(w.text for w in whole)
+    return Whole(" ".join(w.text for w in whole), len(whole), time.perf_counter() - started)
+
+
+async def diagnose_clip(
+    stub: stt_pb2_grpc.SpeechToTextServiceStub, engine: SpeechRecognizer, clip: Clip,
+    endpoint_s: float, whole: Whole | None = None,
+) -> tuple[dict[str, Any], StreamRun, Whole]:
+    """Streams `clip` alone, decodes it whole (unless `whole` is that already), and
+    classifies the stream's errors."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + 0.05
+    run = await play(stub, clip.language, [clip], endpoint_s, t0)
+    if whole is None:
+        whole = await decode_whole(engine, clip)
+    whole_text = whole.text
 
     def clip_s(stream_s: float) -> float:  # stream time -> time in the clip's audio
         return round(stream_s - LEAD_S, 3)
@@ -811,15 +840,15 @@ async def diagnose_clip(
         "reference": clip.reference,
         "streamed": " ".join(f["text"] for f in finals),
         "whole": whole_text,
-        "whole_windows": len(whole),
-        "whole_decode_s": round(whole_s, 3),
+        "whole_windows": whole.windows,
+        "whole_decode_s": round(whole.seconds, 3),
         "streamed_wer": round(diagnosis.errors / max(1, diagnosis.reference_words), 4),
         "whole_wer": round(diagnosis.whole_errors / max(1, diagnosis.reference_words), 4),
         "finals": finals,
         "partials": partials,
         "boundaries": boundaries,
         **diagnosis.to_json(),
-    }, run
+    }, run, whole
 
 
 def _notes(clips: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -837,22 +866,28 @@ async def diagnose(
     sets: dict[str, dict[str, list[Clip]]],
     engines: dict[str, SpeechRecognizer],
     endpoint_s: float,
+    passes: int = 1,
 ) -> dict[str, dict[str, Any]]:
-    """Per language and set (fleurs, generated): the pooled counts and each clip's detail."""
+    """Per language and set (fleurs, generated): the pooled counts and each clip's detail,
+    over `passes` streams of every clip (each decoded whole once)."""
     out: dict[str, dict[str, Any]] = {}
     for set_name, clips in sets.items():
         for language, items in clips.items():
             details, runs, paths = [], [], final_paths()
-            for clip in items:
-                detail, run = await diagnose_clip(stub, engines[language], clip, endpoint_s)
-                details.append(detail)
-                runs.append(run)
+            wholes: dict[str, Whole] = {}
+            for number in range(passes):
+                for clip in items:
+                    detail, run, wholes[clip.name] = await diagnose_clip(
+                        stub, engines[language], clip, endpoint_s, wholes.get(clip.name))
+                    details.append({"pass": number + 1, **detail})
+                    runs.append(run)
             words = sum(d["reference_words"] for d in details)
             errors = sum(d["errors"] for d in details)
             whole = sum(d["whole_errors"] for d in details)
             out.setdefault(language, {})[set_name] = {
                 "model": engines[language].capabilities.name,
-                "clips": len(details),
+                "clips": len(items),
+                "passes": passes,
                 "audio_s": round(sum(c.seconds for c in items), 1),
                 "utterances": sum(len(d["finals"]) for d in details),
                 "cuts": sum(len(d["boundaries"]) for d in details),
@@ -865,6 +900,7 @@ async def diagnose(
                     ended := [v for run in runs for v in run.speech_end_to_final_ms()]
                 ),
                 "speech_end_to_final_p90_ms": percentile(ended, 90),
+                "speech_end_to_final_p50_interval_ms": median_interval(ended),
                 "endpoint_to_final_ms": _ms(
                     endpointed := [v for run in runs for v in run.endpoint_to_final_ms()]
                 ),
@@ -902,7 +938,8 @@ async def run_diagnose(args: argparse.Namespace) -> dict[str, Any]:
         async with rpc.channel(f"127.0.0.1:{port}") as channel:
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
             print("one real-time stream per clip, then one whole decode:", file=sys.stderr)
-            languages_out = await diagnose(stub, sets, engines, settings.stt.endpoint_silence_ms / 1000)
+            languages_out = await diagnose(
+                stub, sets, engines, settings.stt.endpoint_silence_ms / 1000, args.passes)
     finally:
         await service.stop(0)
     info = machine()
@@ -931,6 +968,10 @@ async def run_diagnose(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _interval(bounds: Sequence[float] | None) -> str:
+    return "-" if not bounds else f"{bounds[0]:.0f}-{bounds[1]:.0f}"
+
+
 def diagnose_report(result: dict[str, Any]) -> str:
     short = {"boundary_loss": "b.loss", "boundary_duplicate": "b.dup", "forced_prefix": "prefix",
              "premature_end": "prem.end", "tail_hallucination": "tail", "model_error": "model",
@@ -942,6 +983,7 @@ def diagnose_report(result: dict[str, Any]) -> str:
                 language, set_name, r["model"], r["clips"], r["utterances"], r["cuts"],
                 r["reference_words"], 100 * r["streamed_wer"], 100 * r["whole_wer"],
                 *[r["counts"][k] for k in CLASSES], r["speech_end_to_final_ms"]["p50_ms"],
+                _interval(r.get("speech_end_to_final_p50_interval_ms")),
                 r["endpoint_to_final_ms"]["p50_ms"],
             ])
     m = result["machine"]
@@ -955,12 +997,21 @@ def diagnose_report(result: dict[str, Any]) -> str:
         f"whole: {result['whole_decode']}",
         "",
         table(["lang", "set", "model", "clips", "utts", "cuts", "words", "WER %", "whole WER %",
-               *[short[k] for k in CLASSES], "speech end->final p50", "endpoint->final p50"],
-              rows),
+               *[short[k] for k in CLASSES], "speech end->final p50", "95% CI",
+               "endpoint->final p50"], rows),
+        "(95% CI: distribution-free interval of the speech end->final median; -: too few "
+        "finals. Utterances, words and errors count every pass.)",
         "",
         "what the `other` errors are:",
         *(others or ["  none"]),
     ])
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -979,6 +1030,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "every streamed error (boundary_loss, forced_prefix, ...)")
     parser.add_argument("--generated", action=argparse.BooleanOptionalAction, default=True,
                         help="with --diagnose: the generated long clips too (not with --smoke)")
+    parser.add_argument("--passes", type=_positive, default=1,
+                        help="with --diagnose: stream every clip this many times and pool "
+                             "all passes' finals (errors and latencies): the confidence "
+                             "interval of a language's speech end->final median narrows "
+                             "about as 1/sqrt(passes)")
     args = parser.parse_args(argv)
     result = asyncio.run(run_diagnose(args) if args.diagnose else run(args))
     if args.out is None:

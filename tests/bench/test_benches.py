@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench import load, loadgen
-from bench.common import STAGES, Participant, percentile, summary
+from bench.common import STAGES, Participant, median_interval, percentile, summary
 from dragoman import mux
 from tests.conftest import ROOT
 
@@ -60,6 +60,16 @@ def test_summary_and_percentile() -> None:
     assert percentile([5.0, 1.0, 3.0], 50) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 99) == 4.0
     assert summary([2.0, 4.0])["mean_ms"] == 3.0
+
+
+def test_median_interval_takes_the_binomial_order_statistics() -> None:
+    # 95 %: under 6 values no pair of order statistics covers the median often enough
+    assert median_interval([3.0, 1.0, 2.0, 4.0, 5.0]) is None
+    assert median_interval([6.0, 1.0, 5.0, 2.0, 4.0, 3.0]) == [1.0, 6.0]  # 1 - 2/64 >= 0.95
+    assert median_interval([float(v) for v in range(10, 0, -1)]) == [2.0, 9.0]
+    # n = 100: ranks 40 and 61, as the normal approximation 50 +- 1.96 * sqrt(100) / 2 has it
+    assert median_interval([float(v) for v in range(1, 101)]) == [40.0, 61.0]
+    assert median_interval([float(v) for v in range(1, 11)], confidence=0.5) == [4.0, 7.0]
 
 
 def test_listener_wait_leaves_out_time_spent_hearing_the_previous_utterance() -> None:
