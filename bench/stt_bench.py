@@ -876,6 +876,8 @@ async def diagnose(
             details, runs, paths = [], [], final_paths()
             wholes: dict[str, Whole] = {}
             for number in range(passes):
+                if passes > 1:
+                    print(f" {language} {set_name}, pass {number + 1} of {passes}:", file=sys.stderr)
                 for clip in items:
                     detail, run, wholes[clip.name] = await diagnose_clip(
                         stub, engines[language], clip, endpoint_s, wholes.get(clip.name))
