@@ -782,16 +782,13 @@ async def decode_whole(engine: SpeechRecognizer, clip: Clip) -> Whole:
 
 
 async def diagnose_clip(
-    stub: stt_pb2_grpc.SpeechToTextServiceStub, engine: SpeechRecognizer, clip: Clip,
-    endpoint_s: float, whole: Whole | None = None,
-) -> tuple[dict[str, Any], StreamRun, Whole]:
-    """Streams `clip` alone, decodes it whole (unless `whole` is that already), and
-    classifies the stream's errors."""
+    stub: stt_pb2_grpc.SpeechToTextServiceStub, clip: Clip, endpoint_s: float, whole: Whole,
+) -> tuple[dict[str, Any], StreamRun]:
+    """Streams `clip` alone and classifies the stream's errors, beside `whole`, the clip
+    decoded whole."""
     loop = asyncio.get_running_loop()
     t0 = loop.time() + 0.05
     run = await play(stub, clip.language, [clip], endpoint_s, t0)
-    if whole is None:
-        whole = await decode_whole(engine, clip)
     whole_text = whole.text
 
     def clip_s(stream_s: float) -> float:  # stream time -> time in the clip's audio
@@ -848,7 +845,7 @@ async def diagnose_clip(
         "partials": partials,
         "boundaries": boundaries,
         **diagnosis.to_json(),
-    }, run, whole
+    }, run
 
 
 def _notes(clips: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -874,13 +871,12 @@ async def diagnose(
     for set_name, clips in sets.items():
         for language, items in clips.items():
             details, runs, paths = [], [], final_paths()
-            wholes: dict[str, Whole] = {}
+            wholes = [await decode_whole(engines[language], clip) for clip in items]
             for number in range(passes):
                 if passes > 1:
                     print(f" {language} {set_name}, pass {number + 1} of {passes}:", file=sys.stderr)
-                for clip in items:
-                    detail, run, wholes[clip.name] = await diagnose_clip(
-                        stub, engines[language], clip, endpoint_s, wholes.get(clip.name))
+                for clip, whole in zip(items, wholes, strict=True):
+                    detail, run = await diagnose_clip(stub, clip, endpoint_s, whole)
                     details.append({"pass": number + 1, **detail})
                     runs.append(run)
             words = sum(d["reference_words"] for d in details)
