@@ -659,6 +659,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_threads": settings.stt.cpu_threads,
             "endpoint_silence_ms": settings.stt.endpoint_silence_ms,
             "partial_interval_ms": settings.stt.partial_interval_ms,
+            "final_context_s": settings.stt.final_context_s,
             "max_batch": MAX_BATCH,
             "chunk_ms": round(CHUNK_S * 1000),
         },
@@ -955,6 +956,7 @@ async def run_diagnose(args: argparse.Namespace) -> dict[str, Any]:
             "endpoint_silence_ms": settings.stt.endpoint_silence_ms,
             "partial_interval_ms": settings.stt.partial_interval_ms,
             "max_utterance_s": settings.stt.max_utterance_s,
+            "final_context_s": settings.stt.final_context_s,
             "chunk_ms": round(CHUNK_S * 1000),
         },
         "whole_decode": "the engine's transcribe() on the clip's whole audio (windows of at most "

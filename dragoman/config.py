@@ -116,6 +116,12 @@ class SttSettings:
     """Decode again, alone and with no forced prefix, a final of 3 s or more of speech with
     under one word a second (a third of conversational speech's rate): the decode after a
     forced prefix ended early. The new reading replaces it only with twice the words."""
+    final_context_s: float = 2.0
+    """A final decodes its utterance's audio only from about this many seconds before its
+    last stable word ends, with the stable words there forced as context; the older stable
+    words stay as the partials read and timed them. Every forced token costs the decoder a
+    step, as a generated one does: end of speech -> final p50 60-230 ms lower, WER the same
+    (bench/results/stt_final_context.md). 0: every final decodes all of its audio."""
     cpu_threads: int = 2
     """Threads CTranslate2 uses per decode."""
     device: str = "cpu"

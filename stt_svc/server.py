@@ -208,6 +208,7 @@ def stream_limits(stt: config.SttSettings) -> StreamLimits:
         final_beam_when_doubtful=stt.final_beam_when_doubtful,
         redecode_gaps=stt.redecode_gaps,
         redecode_sparse=stt.redecode_sparse,
+        final_context_s=stt.final_context_s,
         max_chunks_per_s=stt.max_chunks_per_s,
         burst_chunks=stt.burst_chunks,
         low_confidence_below=stt.low_confidence_below,

@@ -42,6 +42,15 @@ them are the final's. A fragment cut off mid-sentence ("... estruturas da" /
 "pirâmide construídas para honrar faraós mortos") is then decoded as the
 rest of that sentence, not as a sentence of its own.
 
+A final does not decode again what its partials already agree on
+(`final_context_s`): its audio starts about that long before its last
+stable word ends, in the widest pause there, with the stable words from
+there on forced as context; the older stable words stay as the partials
+read and timed them (partials align their words for this). A forced token
+costs the decoder a step, as a generated one does, so a long utterance's
+final costs about what a short one's does (bench/results/stt_final_context.md).
+Its own stable words are then its context, and it takes no overlap.
+
 Everything one stream can pile up is bounded, so that a client that floods,
 stalls or stops reading hurts only itself: at most one decode of the stream
 waits in its model's lane, at most MAX_QUEUED_FINALS utterances wait for
@@ -116,6 +125,9 @@ drop partials (bench/results/gpu_cost.md)."""
 PARTIAL_NEW_SPEECH_MS = 200
 """A partial waits until the VAD has heard this much new speech since the last one: audio
 of pauses and breaths adds no words."""
+HEAD_CUT_CHOICES = 3
+"""A final that skips its older stable words (`final_context_s`) starts its audio in the
+widest pause before one of the latest this many words it may start at."""
 
 
 class Encoding(Enum):
@@ -162,6 +174,9 @@ class StreamLimits:
     (`_unless_doubtful`); 0: never."""
     redecode_gaps: bool = False
     redecode_sparse: bool = True
+    final_context_s: float = config.SttSettings().final_context_s
+    """A final decodes its audio from this long before the stable prefix's end (`_Head`);
+    0: all of it."""
     max_chunks_per_s: float = 0.0
     """Audio chunks a second after a burst of `burst_chunks`; 0: no limit."""
     burst_chunks: int = BURST_CHUNKS
@@ -214,6 +229,9 @@ class _Utterance:
     """Audio given to the latest partial decode."""
     decoded_speech: int = 0
     """Samples of it the VAD heard as speech."""
+    stable_words: tuple[WordTiming, ...] = ()
+    """The stable prefix's words (the first ones, or all), timed from the utterance's start by
+    the partial that made them stable."""
     open: bool = True
 
 
@@ -225,6 +243,8 @@ class _Speculation:
     options: DecodeOptions
     model: LoadedModel
     future: asyncio.Future[Timed[Transcription]]
+    samples: int
+    """Length of the audio it decodes."""
 
     def hears(self, event: SpeechEnded) -> bool:
         """Whether this decode had the final's audio: same utterance, same span."""
@@ -233,10 +253,10 @@ class _Speculation:
             event.index, event.start_sample, event.end_sample, len(event.audio)
         )
 
-    def serves(self, event: SpeechEnded, options: DecodeOptions, model: LoadedModel) -> bool:
+    def serves(self, event: SpeechEnded, final: _FinalInput, model: LoadedModel) -> bool:
         """Whether this decode had exactly the final's input: same utterance, audio and options."""
-        return (self.hears(event) and self.options == options and self.model is model
-                and not self.future.cancelled())
+        return (self.hears(event) and self.options == final.options and self.model is model
+                and self.samples == len(final.audio) and not self.future.cancelled())
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +276,26 @@ class _Overlap:
     audio: np.ndarray = field(repr=False)
     text: str
     words: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """The stable words a final does not decode again: its audio starts after their start."""
+
+    words: tuple[WordTiming, ...]
+    text: str
+    samples: int
+    """Where the decoded audio starts in the utterance's."""
+
+
+@dataclass(frozen=True, slots=True)
+class _FinalInput:
+    """What a final's decode is given, and how its result maps back to the utterance."""
+
+    audio: np.ndarray = field(repr=False)
+    options: DecodeOptions
+    overlap: _Overlap | None = None
+    head: _Head | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +346,8 @@ class RecognizeStream:
         self._partial_new_speech = RATE_HZ * PARTIAL_NEW_SPEECH_MS // 1000
         self._holdback = (AGREEMENT_HOLDBACK if config.task == "transcribe"
                           and not config.early_partials else 0)
+        # a final can start after stable words only where they are the words heard
+        self._times_stable_words = limits.final_context_s > 0 and config.task == "transcribe"
         # No partial decode once this much trailing silence is heard: it would add no words
         # and could still be running when the endpoint comes.
         self._partial_quiet = RATE_HZ * min(100, config.endpoint_silence_ms // 2) // 1000
@@ -440,25 +482,49 @@ class RecognizeStream:
             return False
         model = self._models.for_language(u.language, self.config.task)
         mine = () if partial is None else (partial,)
-        (audio, options, _) = self._final_input(u, ahead, self._final_beam(model, mine))
+        final = self._final_input(u, ahead, self._final_beam(model, mine))
         try:
-            future = model.decode(audio, options, Priority.FINAL)
+            future = model.decode(final.audio, final.options, Priority.FINAL)
         except ResourceExhausted:
             return False  # a busy lane: the final will queue at the endpoint as it always did
-        self._speculation = _Speculation(ahead, options, model, future)
+        self._speculation = _Speculation(ahead, final.options, model, future, len(final.audio))
         return True
 
-    def _final_input(
-        self, u: _Utterance, ended: SpeechEnded, beam_size: int
-    ) -> tuple[np.ndarray, DecodeOptions, _Overlap | None]:
-        """What a final decodes: its audio, with the end of the previous utterance before it
-        and that utterance's words forced ahead of its own, when they follow each other."""
+    def _final_input(self, u: _Utterance, ended: SpeechEnded, beam_size: int) -> _FinalInput:
+        """What a final decodes: its audio after the stable words that need no second decode
+        (`_head`); or all of it, with the end of the previous utterance before it and that
+        utterance's words forced ahead of its own, when they follow each other."""
         options = self._final_options(u, beam_size)
+        head = self._head(u)
+        if head is not None:
+            rest = u.agreement.stable_prefix.split()[len(head.words):]
+            return _FinalInput(ended.audio[head.samples:],
+                               replace(options, prefix=" ".join(rest)), head=head)
         overlap = self._overlap(u, ended)
         if overlap is None:
-            return ended.audio, options, None
+            return _FinalInput(ended.audio, options)
         prefix = f"{overlap.text} {options.prefix}".strip()
-        return np.concatenate([overlap.audio, ended.audio]), replace(options, prefix=prefix), overlap
+        return _FinalInput(np.concatenate([overlap.audio, ended.audio]),
+                           replace(options, prefix=prefix), overlap=overlap)
+
+    def _head(self, u: _Utterance) -> _Head | None:
+        """The stable words heard more than `final_context_s` before the last stable word
+        ends, which the final takes as they are; None if there are none. Each token forced
+        on the decoder costs a step, as much as one it generates (bench/results/
+        stt_final_context.md): the final decodes only the audio after them, with the stable
+        words of that stretch forced, so that it still hears their context."""
+        context_s, words = self._limits.final_context_s, u.stable_words
+        if context_s <= 0 or len(words) < 2:
+            return None
+        keep_from_s = words[-1].end_s - context_s
+        starts = [i for i in range(1, len(words)) if words[i].start_s <= keep_from_s]
+        if not starts:
+            return None
+        # the widest pause of the latest few: a partial's word times are surest there
+        n = max(starts[-HEAD_CUT_CHOICES:], key=lambda i: (words[i].start_s - words[i - 1].end_s, i))
+        cut_s = min(words[n].start_s - 0.05, (words[n - 1].end_s + words[n].start_s) / 2)
+        samples = max(0, round(cut_s * RATE_HZ))
+        return _Head(words[:n], " ".join(u.agreement.stable_prefix.split()[:n]), samples)
 
     def _overlap(self, u: _Utterance, ended: SpeechEnded) -> _Overlap | None:
         """The end of the previous final's audio and its words there, to decode ahead of
@@ -537,6 +603,7 @@ class RecognizeStream:
         options = DecodeOptions(
             language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords,
             task=self.config.task, window_step_s=PARTIAL_WINDOW_STEP_S,
+            word_timestamps=self._times_stable_words,
         )
         model = self._models.for_language(u.language, self.config.task)
         return model.decode(self._segmenter.utterance_audio(), options, Priority.PARTIAL)
@@ -550,6 +617,8 @@ class RecognizeStream:
             log.debug("partial dropped: %s", reason)
             return
         transcript, stable, stability = u.agreement.update(result.text, u.decoded_samples)
+        if self._times_stable_words:  # the latest reading times them best: they are further in
+            u.stable_words = _stable_words(stable, result.words) or u.stable_words
         self._segmenter.hold(u.agreement.stable_samples)
         if stable and u.language is None:  # the forced prefix fixes the language
             u.language, u.language_probability = result.language, result.language_probability
@@ -574,26 +643,28 @@ class RecognizeStream:
                 spec.future.cancel()
                 spec = None
             beam_size = self._final_beam(model)
-        audio, options, overlap = self._final_input(u, event, beam_size)
-        speculated = spec is not None and spec.serves(event, options, model)
+        final = self._final_input(u, event, beam_size)
+        speculated = spec is not None and spec.serves(event, final, model)
         if spec is not None and speculated:
             timed = await spec.future
         else:
             if spec is not None:
                 spec.future.cancel()
-            timed = await model.decode(audio, options, Priority.FINAL)
+            timed = await model.decode(final.audio, final.options, Priority.FINAL)
         result: Transcription | None = timed.value
         processing_s = timed.seconds
-        if overlap is not None:
-            result = _without_overlap(timed.value, overlap)
+        if final.overlap is not None:
+            result = _without_overlap(timed.value, final.overlap)
             if result is None:  # the overlap went wrong: decode the utterance alone
-                options, overlap = self._final_options(u, beam_size), None
-                timed = await model.decode(event.audio, options, Priority.FINAL)
+                final = _FinalInput(event.audio, self._final_options(u, beam_size))
+                timed = await model.decode(final.audio, final.options, Priority.FINAL)
                 result = timed.value
                 processing_s += timed.seconds
         assert result is not None
-        result, doubt = await self._unless_doubtful(u, event, result, options, overlap, model)
+        result, doubt = await self._unless_doubtful(u, result, final, model)
+        result = _with_head(result, final.head)
         processing_s += doubt.seconds
+        options = final.options
         reason = guards.rejection(result, len(event.audio) / RATE_HZ)
         offset_s = _s(event.start_sample)
         if reason is None:
@@ -643,6 +714,7 @@ class RecognizeStream:
                 "utterance": u.index,
                 "model": model.capabilities.name,
                 "audio_ms": round(1000 * len(event.audio) / RATE_HZ),
+                "decoded_audio_ms": round(1000 * len(final.audio) / RATE_HZ),
                 "decode_ms": round(1000 * processing_s),
                 "speculated": speculated,
                 "path": path,
@@ -651,8 +723,7 @@ class RecognizeStream:
         )
 
     async def _unless_doubtful(
-        self, u: _Utterance, event: SpeechEnded, result: Transcription, options: DecodeOptions,
-        overlap: _Overlap | None, model: LoadedModel,
+        self, u: _Utterance, result: Transcription, final: _FinalInput, model: LoadedModel,
     ) -> tuple[Transcription, _Doubt]:
         """`result`, a greedy final, or its input decoded again with FINAL_IDLE_BEAM when its
         `confidence()` is under `final_beam_when_doubtful`, whichever reading has the higher
@@ -660,18 +731,18 @@ class RecognizeStream:
         Greedy's mistakes cluster in the finals it doubts: the beam's cost goes there only
         (bench/results/stt_final_doubt.md)."""
         threshold = self._limits.final_beam_when_doubtful
-        if options.beam_size >= FINAL_IDLE_BEAM or not result.text:
+        if final.options.beam_size >= FINAL_IDLE_BEAM or not result.text:
             return result, _Doubt()
         score = confidence(result.words, result)
         if score >= threshold:
             return result, _Doubt()
-        audio = event.audio if overlap is None else np.concatenate([overlap.audio, event.audio])
         try:
             timed = await model.decode(
-                audio, replace(options, beam_size=FINAL_IDLE_BEAM), Priority.FINAL)
+                final.audio, replace(final.options, beam_size=FINAL_IDLE_BEAM), Priority.FINAL)
         except ResourceExhausted:
             return result, _Doubt()
-        beam = timed.value if overlap is None else _without_overlap(timed.value, overlap)
+        beam = (timed.value if final.overlap is None
+                else _without_overlap(timed.value, final.overlap))
         kept = beam is not None and beam.avg_logprob > result.avg_logprob
         log.info("doubtful final decoded again", extra={
             "utterance": u.index, "confidence": round(score, 3),
@@ -790,6 +861,28 @@ def _without_overlap(result: Transcription, overlap: _Overlap) -> Transcription 
     else:  # the last context word reads differently ("However" -> "However,"): cut by words
         text = " ".join(result.text.split()[n:])
     return replace(result, text=text, words=words)
+
+
+def _stable_words(stable: str, words: tuple[WordTiming, ...]) -> tuple[WordTiming, ...]:
+    """The first of `words` (a partial's, timed) that read as the stable prefix `stable`;
+    () when they do not."""
+    n = len(stable.split())
+    head = words[:n]
+    if len(head) < n or (guards.normalised_words(coverage.text_of(head))
+                         != guards.normalised_words(stable)):
+        return ()
+    return head
+
+
+def _with_head(result: Transcription, head: _Head | None) -> Transcription:
+    """`result`, a decode of the audio after `head`, with `head`'s words before its own."""
+    if head is None:
+        return result
+    shift_s = head.samples / RATE_HZ
+    words = head.words + tuple(
+        replace(w, start_s=w.start_s + shift_s, end_s=w.end_s + shift_s) for w in result.words
+    )
+    return replace(result, text=f"{head.text} {result.text}".strip(), words=words)
 
 
 def _s(samples: int) -> float:

@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 from dragoman import config, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import server, stream
-from stt_svc.engines.fake import SCRIPT, FakeEngine
+from stt_svc.engines.base import WordTiming
+from stt_svc.engines.fake import SCRIPT, FakeCall, FakeEngine
 from tests.conftest import started
 from tests.stt_svc.conftest import (
     Request,
@@ -51,6 +52,11 @@ async def _paced_requests(items: list[Any], pause_s: float) -> AsyncIterator[Any
     for item in items:
         yield item
         await asyncio.sleep(pause_s)
+
+
+def _is_final(call: FakeCall) -> bool:
+    """Finals are decoded in the engine's own windows, partials in PARTIAL_WINDOW_STEP_S."""
+    return call.options.window_step_s is None
 
 
 @pytest.fixture
@@ -89,7 +95,7 @@ async def test_final_does_not_wait_behind_queued_partials(
         responses = await recognize(stub, requests(stream_config(interim=True), speech))
     assert len(finals(responses)) == 1
     # The first partial was running when the utterance ended; nothing was queued after it.
-    assert [c.options.word_timestamps for c in engine.calls] == [False, True]
+    assert [_is_final(c) for c in engine.calls] == [False, True]
     partial_call, final_call = engine.calls
     assert final_call.started_s >= partial_call.finished_s
     assert partials(responses) == []  # the stale partial's result is dropped
@@ -175,10 +181,10 @@ async def test_decodes_are_counted_by_kind_with_their_cost(
         responses = await recognize(stub, requests(stream_config(interim=True), speech), 0.02)
     assert partials(responses) and finals(responses)
     grew = {key: _cost(*key) - value for key, value in before.items()}
-    calls = {"partial": [c for c in engine.calls if not c.options.word_timestamps],
-             "final": [c for c in engine.calls if c.options.word_timestamps]}
+    calls = {"partial": [c for c in engine.calls if not _is_final(c)],
+             "final": [c for c in engine.calls if _is_final(c)]}
     assert all(c.options.window_step_s == stream.PARTIAL_WINDOW_STEP_S for c in calls["partial"])
-    assert all(c.options.window_step_s is None for c in calls["final"])
+    assert all(c.options.word_timestamps for c in calls["final"])
     for kind, made in calls.items():
         assert made and grew[("decodes", kind)] == len(made)
         # the fake engine's "encoder" runs over exactly the audio it is given
@@ -340,7 +346,7 @@ async def test_final_decode_starts_before_the_endpoint(settings: config.Settings
     (final,) = finals(responses)
     assert final.transcript.startswith("alpha bravo charlie")
     ended_at = next(t for t, r in received if r.HasField("speech_event") and r.speech_event.type == ENDED)
-    final_calls = [c for c in engine.calls if c.options.word_timestamps]
+    final_calls = [c for c in engine.calls if _is_final(c)]
     assert len(final_calls) == 1, final_calls
     assert final_calls[0].started_s < ended_at  # decoding before the endpoint fired
 
@@ -359,7 +365,7 @@ async def test_speech_after_a_short_pause_withdraws_the_early_final(
     (final,) = finals(responses)
     end_s = final.end_offset.ToNanoseconds() / 1e9
     assert end_s > 0.3 + 2 * len(sentence) / 16_000 - 0.5, end_s
-    final_calls = [c for c in engine.calls if c.options.word_timestamps]
+    final_calls = [c for c in engine.calls if _is_final(c)]
     assert len(final_calls) >= 2 and final_calls[0].audio_samples < len(sentence)  # withdrawn
     assert final_calls[-1].audio_samples > 1.5 * len(sentence)  # both sentences
     assert len(final.transcript.split()) > len(sentence) / 16_000 / 0.3 * 1.5  # words of both
@@ -379,11 +385,13 @@ async def test_a_cut_for_length_keeps_the_stable_words_in_their_utterance(
         responses = await recognize(
             stub, requests(stream_config("en", interim=True, endpoint_ms=1000), audio), 0.04)
     assert len(finals(responses)) >= 2 and partials(responses)
-    final_calls = [c for c in engine.calls if c.options.word_timestamps]
+    final_calls = [c for c in engine.calls if _is_final(c)]
     for call in final_calls:
         assert len(call.options.prefix.split()) <= call.audio_samples // (16_000 * 300 // 1000)
-    words = sum(len(f.transcript.split()) for f in finals(responses))
-    assert words <= sum(c.audio_samples for c in final_calls) // 4800 + len(final_calls)
+    # no final has more words than its audio (with its 150 ms tail) holds
+    for final in finals(responses):
+        heard_s = (final.end_offset.ToNanoseconds() - final.start_offset.ToNanoseconds()) / 1e9
+        assert len(final.transcript.split()) <= (heard_s + 0.15) // 0.3 + 1
 
 
 def _unrecognised_s(reason: str) -> float:
@@ -407,7 +415,7 @@ async def test_speech_a_decode_leaves_out_is_decoded_again(
     assert [w.word for w in final.words] == words
     starts = [w.start_offset.ToNanoseconds() for w in final.words]
     assert starts == sorted(starts)
-    first, again = [c for c in engine.calls if c.options.word_timestamps]
+    first, again = [c for c in engine.calls if _is_final(c)]
     assert again.options.prefix == "" and again.audio_samples < first.audio_samples - 16_000
 
 
@@ -443,7 +451,7 @@ async def test_a_final_cut_short_by_its_forced_prefix_is_decoded_again(
     (final,) = finals(responses)
     stable = max((p.stable_prefix for p in partials(responses)), key=len)
     assert stable and final.transcript.startswith(stable)  # the sent prefix never changes
-    finals_decoded = [c for c in engine.calls if c.options.word_timestamps]
+    finals_decoded = [c for c in engine.calls if _is_final(c)]
     assert finals_decoded[0].options.prefix  # the first reading was forced
     now = REGISTRY.get_sample_value("dragoman_stt_sparse_finals_total", {"outcome": "replaced"})
     if redecode:
@@ -477,7 +485,7 @@ async def test_a_final_hears_the_end_of_the_previous_utterance(
         responses = await recognize(stub, requests(stream_config("en"), audio))
     results = finals(responses)
     assert len(results) >= 2
-    last = [c for c in engine.calls if c.options.word_timestamps][-1]
+    last = [c for c in engine.calls if _is_final(c)][-1]
     context = last.options.prefix.split()
     assert context and results[-2].transcript.split()[-len(context):] == context
     own = results[-1].end_offset.ToNanoseconds() - results[-1].start_offset.ToNanoseconds()
@@ -486,3 +494,40 @@ async def test_a_final_hears_the_end_of_the_previous_utterance(
     assert words[0] == SCRIPT[len(context) % len(SCRIPT)]  # the words after the context
     start = results[-1].start_offset.ToNanoseconds()
     assert all(w.start_offset.ToNanoseconds() >= start for w in results[-1].words)
+
+
+async def test_a_final_decodes_only_the_audio_after_its_older_stable_words(
+    settings: config.Settings, speech: np.ndarray
+) -> None:
+    """With stt.final_context_s 1.0 the final's decode starts a second before the end of the
+    last stable word: the stable words before that are kept as the partials timed them, and
+    the ones after are forced, so that the decode hears them as context. (The fake engine
+    hears one word per 200 ms here, each timed over its own 200 ms.)"""
+    engine = FakeEngine(ms_per_word=200)
+    async for stub in fake_stub(settings, engine, partial_interval_ms=300, final_context_s=1.0):
+        responses = await recognize(stub, requests(stream_config(interim=True), speech), 0.02)
+    (final,) = finals(responses)
+    stable = partials(responses)[-1].stable_prefix.split()
+    assert len(stable) >= 8
+    assert final.transcript.split()[: len(stable)] == stable
+    partial_calls = [c for c in engine.calls if not _is_final(c)]
+    assert all(c.options.word_timestamps for c in partial_calls)  # they time the stable words
+    (final_call,) = [c for c in engine.calls if _is_final(c)]
+    # words 0..k-6 end more than a second before word k-1 does: only the last five are forced
+    forced = final_call.options.prefix.split()
+    assert forced == stable[-5:]
+    cut_s = (len(stable) - 5) * 0.2 - 0.05
+    duration_s = (final.end_offset.ToNanoseconds() - final.start_offset.ToNanoseconds()) / 1e9
+    assert final_call.audio_samples / 16_000 < duration_s - cut_s + 0.2  # + the decoded tail
+    starts = [w.start_offset.ToNanoseconds() for w in final.words]
+    assert starts == sorted(starts) and len(final.words) == len(final.transcript.split())
+    assert abs(starts[len(stable) - 5] / 1e9 - final.start_offset.ToNanoseconds() / 1e9
+               - cut_s) < 0.01  # the first forced word, where the decoded audio starts
+
+
+def test_stable_words_are_taken_only_where_the_partial_reads_them() -> None:
+    words = tuple(WordTiming(w, i * 0.3, i * 0.3 + 0.3, 0.9)
+                  for i, w in enumerate("Hello, world again".split()))
+    assert stream._stable_words("hello world", words) == words[:2]
+    assert stream._stable_words("hello there", words) == ()
+    assert stream._stable_words("hello world again more", words) == ()
