@@ -53,13 +53,18 @@ def splice(
 ) -> tuple[WordTiming, ...]:
     """`words` with `found` (timed from `offset_s`) inserted where the gap is; a first or last
     found word equal to its neighbour is that word heard again in the margin: dropped."""
-    moved = [replace(w, start_s=w.start_s + offset_s, end_s=w.end_s + offset_s) for w in found]
+    moved = list(shifted(found, offset_s))
     before, after = list(words[: gap.index]), list(words[gap.index :])
     if moved and before and _same(moved[0], before[-1]):
         moved = moved[1:]
     if moved and after and _same(moved[-1], after[0]):
         moved = moved[:-1]
     return tuple(before + moved + after)
+
+
+def shifted(words: Sequence[WordTiming], offset_s: float) -> tuple[WordTiming, ...]:
+    """`words` timed from `offset_s` earlier (from the start of a longer audio)."""
+    return tuple(replace(w, start_s=w.start_s + offset_s, end_s=w.end_s + offset_s) for w in words)
 
 
 def text_of(words: Sequence[WordTiming]) -> str:

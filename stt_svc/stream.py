@@ -231,7 +231,7 @@ class _Utterance:
     """Samples of it the VAD heard as speech."""
     stable_words: tuple[WordTiming, ...] = ()
     """The stable prefix's words (the first ones, or all), timed from the utterance's start by
-    the partial that made them stable."""
+    the latest partial that read them as the stable prefix."""
     open: bool = True
 
 
@@ -676,10 +676,7 @@ class RecognizeStream:
             self._context = _Context(
                 result.language, event.start_sample + len(event.audio), event.audio, result.words
             )
-            words = tuple(
-                replace(w, start_s=w.start_s + offset_s, end_s=w.end_s + offset_s)
-                for w in result.words
-            )
+            words = coverage.shifted(result.words, offset_s)
         else:
             log.info("utterance %d dropped: %s", u.index, reason)
             self._context = None
@@ -878,10 +875,7 @@ def _with_head(result: Transcription, head: _Head | None) -> Transcription:
     """`result`, a decode of the audio after `head`, with `head`'s words before its own."""
     if head is None:
         return result
-    shift_s = head.samples / RATE_HZ
-    words = head.words + tuple(
-        replace(w, start_s=w.start_s + shift_s, end_s=w.end_s + shift_s) for w in result.words
-    )
+    words = head.words + coverage.shifted(result.words, head.samples / RATE_HZ)
     return replace(result, text=f"{head.text} {result.text}".strip(), words=words)
 
 
