@@ -51,6 +51,12 @@ costs the decoder a step, as a generated one does, so a long utterance's
 final costs about what a short one's does (bench/results/stt_final_context.md).
 Its own stable words are then its context, and it takes no overlap.
 
+Stable words are the ones two successive partials agree on (LocalAgreement),
+less the last one, and only those the older partial heard at least
+AGREEMENT_RIGHT_CONTEXT_S of audio after: every later decode is forced to
+start with them, so a word misheard for want of what follows would stay
+misheard.
+
 Everything one stream can pile up is bounded, so that a client that floods,
 stalls or stops reading hurts only itself: at most one decode of the stream
 waits in its model's lane, at most MAX_QUEUED_FINALS utterances wait for
@@ -102,6 +108,13 @@ end): forced-prefix errors 20 -> 7 on the diagnose bench's FLEURS clips. Transcr
 speech translated into English was not measured with it, and a German clip's English lost
 its key word with it (tests/dragoman_tools/test_interpret.py). Not for early partials either:
 it made simultaneous mode's ear-voice span 0.2-0.3 s longer (bench/results/simultaneous.md)."""
+AGREEMENT_RIGHT_CONTEXT_S = 0.5
+"""A word two partials agree on becomes stable only once the older of them heard this much
+audio after it (`LocalAgreement`'s right context; the partials' word times): a word read
+with nothing after it is often misheard alike twice ("on a deux vrais" for "on ne
+devrait"), then forced into every later decode. French WER 37.7 -> 33.8 % over three
+diagnose passes, the others within main's run-to-run spread (bench/results/stt_right_context.md).
+Transcription only, and not for early partials, for the same reasons as AGREEMENT_HOLDBACK."""
 SPARSE_WORDS_PER_S = 1.0
 SPARSE_MIN_S = 3.0
 """A final of SPARSE_MIN_S or more of speech with fewer words a second than SPARSE_WORDS_PER_S
@@ -348,6 +361,8 @@ class RecognizeStream:
                           and not config.early_partials else 0)
         # a final can start after stable words only where they are the words heard
         self._times_stable_words = limits.final_context_s > 0 and config.task == "transcribe"
+        self._right_context = (round(AGREEMENT_RIGHT_CONTEXT_S * RATE_HZ)
+                               if config.task == "transcribe" and not config.early_partials else 0)
         # No partial decode once this much trailing silence is heard: it would add no words
         # and could still be running when the endpoint comes.
         self._partial_quiet = RATE_HZ * min(100, config.endpoint_silence_ms // 2) // 1000
@@ -412,7 +427,8 @@ class RecognizeStream:
             if isinstance(event, SpeechStarted):
                 self._utterance = _Utterance(
                     event.index, event.start_sample, self._language, self._language_probability,
-                    agreement=LocalAgreement(holdback=self._holdback),
+                    agreement=LocalAgreement(holdback=self._holdback,
+                                             right_context=self._right_context),
                 )
                 self._emit(SpeechEventOut(SpeechEventKind.STARTED, event.index, _s(event.start_sample)))
                 continue
@@ -603,7 +619,7 @@ class RecognizeStream:
         options = DecodeOptions(
             language=u.language, prefix=u.agreement.stable_prefix, hotwords=self.config.hotwords,
             task=self.config.task, window_step_s=PARTIAL_WINDOW_STEP_S,
-            word_timestamps=self._times_stable_words,
+            word_timestamps=self._times_stable_words or self._right_context > 0,
         )
         model = self._models.for_language(u.language, self.config.task)
         return model.decode(self._segmenter.utterance_audio(), options, Priority.PARTIAL)
@@ -616,7 +632,8 @@ class RecognizeStream:
         if reason is not None:
             log.debug("partial dropped: %s", reason)
             return
-        transcript, stable, stability = u.agreement.update(result.text, u.decoded_samples)
+        ends = [round(w.end_s * RATE_HZ) for w in result.words] if result.words else None
+        transcript, stable, stability = u.agreement.update(result.text, u.decoded_samples, ends)
         if self._times_stable_words:  # the latest reading times them best: they are further in
             u.stable_words = _stable_words(stable, result.words) or u.stable_words
         self._segmenter.hold(u.agreement.stable_samples)

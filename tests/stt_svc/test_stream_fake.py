@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -146,11 +147,17 @@ async def test_steady_partials_hold_back_the_last_agreed_word(
     settings: config.Settings, speech: np.ndarray, mode: int
 ) -> None:
     """The fake's readings grow a word at a time, so two partials agree on all of the
-    earlier one: steady partials make all but its last word stable, at stt.partial_interval_ms."""
+    earlier one: steady partials make all but its last word stable, at stt.partial_interval_ms,
+    and of those only the words the earlier one heard AGREEMENT_RIGHT_CONTEXT_S after (the
+    fake times a word over its own 200 ms)."""
     found = await _partials_in_mode(settings, speech, mode)
     assert min(_gaps_s(found)) >= 0.9 - 1e-6
     for before, after in itertools.pairwise(found):
-        assert after.stable_prefix.split() == before.transcript.split()[:-1]
+        heard_s = (before.end_offset.ToNanoseconds() - before.start_offset.ToNanoseconds()) / 1e9
+        with_context = math.floor((heard_s - stream.AGREEMENT_RIGHT_CONTEXT_S) / 0.2 + 1e-6)
+        words = before.transcript.split()
+        assert after.stable_prefix.split() == words[: min(len(words) - 1, with_context)]
+        assert with_context < len(words) - 1  # the right context, not the holdback, decided
 
 
 async def test_early_partials_come_more_often_and_hold_back_nothing(
@@ -523,6 +530,24 @@ async def test_a_final_decodes_only_the_audio_after_its_older_stable_words(
     assert starts == sorted(starts) and len(final.words) == len(final.transcript.split())
     assert abs(starts[len(stable) - 5] / 1e9 - final.start_offset.ToNanoseconds() / 1e9
                - cut_s) < 0.01  # the first forced word, where the decoded audio starts
+
+
+async def test_a_word_is_stable_only_once_a_partial_heard_speech_after_it(
+    settings: config.Settings, speech: np.ndarray
+) -> None:
+    """Each partial's stable words end AGREEMENT_RIGHT_CONTEXT_S or more before the end of the
+    audio the partial before it heard (the older of the two that agree). The fake engine hears
+    one word per 200 ms and times it over its own 200 ms, so without the right context the
+    holdback alone would leave the stable prefix 200-400 ms short of that audio's end."""
+    engine = FakeEngine(ms_per_word=200)
+    async for stub in fake_stub(settings, engine, partial_interval_ms=300):
+        responses = await recognize(stub, requests(stream_config(interim=True), speech), 0.02)
+    first = [p for p in partials(responses) if p.utterance_index == 0]
+    assert len(first) >= 4 and len(first[-1].stable_prefix.split()) >= 5
+    for before, after in zip(first, first[1:], strict=False):
+        heard_s = (before.end_offset.ToNanoseconds() - before.start_offset.ToNanoseconds()) / 1e9
+        stable_end_s = 0.2 * len(after.stable_prefix.split())
+        assert stable_end_s <= max(0.0, heard_s - stream.AGREEMENT_RIGHT_CONTEXT_S) + 1e-3
 
 
 def test_stable_words_are_taken_only_where_the_partial_reads_them() -> None:

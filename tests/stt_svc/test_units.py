@@ -71,6 +71,21 @@ def test_local_agreement_holds_back_the_last_agreed_word() -> None:
     assert la.stable_samples == 40_000
 
 
+def test_local_agreement_waits_for_speech_after_a_word() -> None:
+    """Two readings agree on "a deux vrais" for "ne devrait", heard with nothing after it: it
+    stays unstable until the older agreeing reading heard right_context samples past it."""
+    la = LocalAgreement(right_context=8_000)
+    la.update("on a deux vrais", 32_000, [8_000, 26_000, 29_000, 31_000])
+    # both read "on a deux vrais", but the older heard 8_000 samples past "on" alone
+    assert la.update("on a deux vrais pendant", 40_000,
+                     [8_000, 26_000, 28_000, 30_000, 39_000])[1] == "on"
+    assert la.stable_samples == 32_000
+    assert la.update("on a deux vrais pendant", 48_000,
+                     [8_000, 26_000, 28_000, 30_000, 39_000])[1] == "on a deux vrais"
+    # a reading without one time per word is not held to it
+    assert la.update("on a deux vrais pendant par", 56_000)[1] == "on a deux vrais pendant"
+
+
 def test_local_agreement_of_three_hypotheses() -> None:
     la = LocalAgreement(hypotheses=3)
     la.update("a b", 8_000)
@@ -87,6 +102,8 @@ def test_local_agreement_rejects_a_rule_that_agrees_on_nothing() -> None:
         LocalAgreement(hypotheses=1)
     with pytest.raises(ValueError):
         LocalAgreement(holdback=-1)
+    with pytest.raises(ValueError):
+        LocalAgreement(right_context=-1)
 
 
 def _result(

@@ -55,7 +55,8 @@ class _PartialModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PartialMo
     PARTIAL_MODE_STEADY: _PartialMode.ValueType  # 1
     """A partial every `stt.partial_interval_ms` of audio (600 ms by default). A
     transcribed word becomes stable once two partials agree on it and on the
-    word after it. For captions and speech translated after each utterance.
+    word after it, and the earlier of them heard half a second of audio after
+    it. For captions and speech translated after each utterance.
     """
     PARTIAL_MODE_EARLY: _PartialMode.ValueType  # 2
     """A partial every `stt.early_partial_interval_ms` (400 ms by default), and a
@@ -73,7 +74,8 @@ PARTIAL_MODE_UNSPECIFIED: PartialMode.ValueType  # 0
 PARTIAL_MODE_STEADY: PartialMode.ValueType  # 1
 """A partial every `stt.partial_interval_ms` of audio (600 ms by default). A
 transcribed word becomes stable once two partials agree on it and on the
-word after it. For captions and speech translated after each utterance.
+word after it, and the earlier of them heard half a second of audio after
+it. For captions and speech translated after each utterance.
 """
 PARTIAL_MODE_EARLY: PartialMode.ValueType  # 2
 """A partial every `stt.early_partial_interval_ms` (400 ms by default), and a
