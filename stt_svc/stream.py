@@ -357,12 +357,13 @@ class RecognizeStream:
             limits.early_partial_interval_ms if config.early_partials
             else limits.partial_interval_ms) // 1000
         self._partial_new_speech = RATE_HZ * PARTIAL_NEW_SPEECH_MS // 1000
-        self._holdback = (AGREEMENT_HOLDBACK if config.task == "transcribe"
-                          and not config.early_partials else 0)
+        # both agreement rules hold for transcription's steady partials only (see each one)
+        steady_transcript = config.task == "transcribe" and not config.early_partials
+        self._holdback = AGREEMENT_HOLDBACK if steady_transcript else 0
+        self._right_context = (round(AGREEMENT_RIGHT_CONTEXT_S * RATE_HZ)
+                               if steady_transcript else 0)
         # a final can start after stable words only where they are the words heard
         self._times_stable_words = limits.final_context_s > 0 and config.task == "transcribe"
-        self._right_context = (round(AGREEMENT_RIGHT_CONTEXT_S * RATE_HZ)
-                               if config.task == "transcribe" and not config.early_partials else 0)
         # No partial decode once this much trailing silence is heard: it would add no words
         # and could still be running when the endpoint comes.
         self._partial_quiet = RATE_HZ * min(100, config.endpoint_silence_ms // 2) // 1000
