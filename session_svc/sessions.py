@@ -555,9 +555,14 @@ class SessionRegistry:
                 if self.handover is not None:
                     await self._drop_taken()
                     await self.adopt(self.settings.handover_after_ms / 1000)
-                lost = await self.store.end_orphaned(silent_s)
-                if lost:
-                    log.warning("ended %d sessions of a session_svc replica that stopped", len(lost))
+                # what a replica that may take sessions over can still adopt is not ended:
+                # not while this one may not (a late renewal), nor a lease given up just now
+                if self.handover is None or self._may_adopt(time.monotonic()):
+                    lost = await self.store.end_orphaned(silent_s,
+                                                         released=self.handover is None)
+                    if lost:
+                        log.warning("ended %d sessions of a session_svc replica that stopped",
+                                    len(lost))
             except Exception:  # noqa: BLE001 - the database is back later; the lease loop goes on
                 self._renewing_since = float("inf")
                 log.warning("cannot renew the session owner lease", exc_info=True)
@@ -567,16 +572,23 @@ class SessionRegistry:
         """Whether this replica's own lease renewal is overdue (it was held up)."""
         return self._renewed_at is not None and now - self._renewed_at > 2 * self._renew_s
 
+    def _may_adopt(self, now: float, silent_s: float | None = None) -> bool:
+        """Whether this replica may take sessions over now: not until it has renewed its own
+        lease for `silent_s` (`handover_after_ms`) after failing to, so that owners cut off
+        from the database as it was have renewed theirs too."""
+        if silent_s is None:
+            silent_s = self.settings.handover_after_ms / 1000
+        return (self.handover is not None and not self.draining and not self._lease_late(now)
+                and now - self._renewing_since >= silent_s)
+
     async def adopt(self, silent_s: float, session_id: str = "") -> list[Session]:
-        """Takes over the live sessions (or the one) of owners silent for `silent_s`;
-        none until this replica has itself renewed its lease for `silent_s` after failing
-        to, so that owners cut off from the database as it was have renewed theirs too."""
-        now = time.monotonic()
-        if (self.handover is None or self.draining or self._lease_late(now)
-                or now - self._renewing_since < silent_s):
+        """Takes over the live sessions (or the one) of owners silent for `silent_s`, when
+        `_may_adopt`."""
+        handover = self.handover
+        if handover is None or not self._may_adopt(time.monotonic(), silent_s):
             return []
         async with self._adopting:
-            return await self._adopt(self.handover, silent_s, session_id)
+            return await self._adopt(handover, silent_s, session_id)
 
     async def _adopt(self, handover: Handover, silent_s: float, session_id: str) -> list[Session]:
         adopted = []

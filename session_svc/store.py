@@ -128,9 +128,10 @@ class SessionStore(Protocol):
         """Records that the replica `owner` is alive now."""
         ...
 
-    async def end_orphaned(self, silent_s: float) -> list[str]:
+    async def end_orphaned(self, silent_s: float, released: bool = True) -> list[str]:
         """Ends the live sessions whose owner has not renewed for `silent_s`
-        (with empty metrics); returns their ids."""
+        (with empty metrics); returns their ids. `released`: those of owners that gave
+        their lease up too (session_svc.handover); False leaves them to be taken over."""
         ...
 
     async def sessions_of(
@@ -262,7 +263,7 @@ class PgSessionStore:
                 "INSERT INTO session_owners (owner, seen_at) VALUES (%s, now()) "
                 "ON CONFLICT (owner) DO UPDATE SET seen_at = excluded.seen_at", (owner,))
 
-    async def end_orphaned(self, silent_s: float) -> list[str]:
+    async def end_orphaned(self, silent_s: float, released: bool = True) -> list[str]:
         async with self._db.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "WITH lost AS ("
@@ -271,12 +272,13 @@ class PgSessionStore:
                 " FROM session_owners o"
                 " WHERE s.owner = o.owner AND s.status <> 'ended'"
                 "  AND o.seen_at < now() - make_interval(secs => %s)"
+                "  AND (%s OR o.seen_at <> '-infinity')"
                 " RETURNING s.session_id, s.created_at) "
                 "INSERT INTO session_metrics (session_id, utterance_count, error_count, "
                 " mean_latency_ms, min_latency_ms, max_latency_ms, duration_ms) "
                 "SELECT session_id, 0, 0, 0, 0, 0, "
                 " (extract(epoch FROM now() - created_at) * 1000)::bigint FROM lost "
-                "ON CONFLICT (session_id) DO NOTHING RETURNING session_id", (silent_s,))
+                "ON CONFLICT (session_id) DO NOTHING RETURNING session_id", (silent_s, released))
             return [row[0] for row in await cur.fetchall()]
 
     async def sessions_of(

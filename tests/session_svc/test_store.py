@@ -26,6 +26,7 @@ from dragoman.v1 import conversation_pb2 as cpb
 from dragoman.v1 import sessions_pb2 as spb
 from session_svc import server as session_server
 from session_svc import store as session_store
+from session_svc.handover import Handover
 from session_svc.records import STAGES, UtteranceLog
 from session_svc.sessions import Identity, SessionRegistry
 from session_svc.store import PgSessionStore
@@ -341,6 +342,39 @@ async def test_the_sessions_of_a_silent_owner_end_and_a_live_owners_stay(clean: 
         assert rows[1][1:3] == ("waiting", None)
         assert await session_store.session_owner(conn, session_id=gone.session_id) is None
         assert await session_store.session_owner(conn, code=kept.code) == alive.owner
+
+
+async def test_a_replica_not_yet_able_to_take_over_leaves_a_released_lease_alone(
+    clean: db.Database, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A drained replica gives its lease up (silent at once). A replica that may not take
+    sessions over yet (its lease renewed again for less than handover_after_ms after a
+    failed or late renewal) must not end them either, before one that may takes them over."""
+    leaving, staying = registry(clean), registry(clean, handover_after_ms=60_000)
+    leaving.owner, staying.owner = "10.0.0.1:50051", "10.0.0.2:50051"
+    staying.handover = Handover(clean, staying.owner)
+    session = await leaving.create(Identity("g1", "G"), "en", "")
+    await PgSessionStore(clean).renew_owner(leaving.owner)
+    await Handover(clean, leaving.owner).release()
+    renew, renewals = staying.store.renew_owner, []
+
+    async def fails_once(owner: str) -> None:
+        renewals.append(owner)
+        if len(renewals) == 1:
+            raise psycopg.OperationalError("the database went away")
+        await renew(owner)
+
+    monkeypatch.setattr(staying.store, "renew_owner", fails_once)
+    lease = asyncio.create_task(staying.keep_owner_lease(renew_s=0.05))
+    try:
+        await asyncio.sleep(0.3)
+        assert len(renewals) >= 3
+        assert await live_codes(clean) == [session.code]
+    finally:
+        lease.cancel()
+    store = PgSessionStore(clean)
+    assert await store.end_orphaned(60, released=False) == []  # left to be taken over
+    assert await store.end_orphaned(60) == [session.session_id]  # no handover
 
 
 async def test_a_replica_keeps_its_lease_while_it_runs(clean: db.Database) -> None:
