@@ -552,12 +552,14 @@ class SessionRegistry:
                 if self._renewing_since == float("inf") or self._lease_late(now):
                     self._renewing_since = now
                 self._renewed_at = now
+                after_s = self.settings.handover_after_ms / 1000
                 if self.handover is not None:
                     await self._drop_taken()
-                    await self.adopt(self.settings.handover_after_ms / 1000)
-                # what a replica that may take sessions over can still adopt is not ended:
-                # not while this one may not (a late renewal), nor a lease given up just now
-                if self.handover is None or self._may_adopt(time.monotonic()):
+                    await self.adopt(after_s)
+                # with a handover, nothing another replica may still take over is ended: none
+                # while this one may not adopt (late, other leases may be too), none of a lease
+                # given up (silent at once)
+                if self.handover is None or self._may_adopt(time.monotonic(), after_s):
                     lost = await self.store.end_orphaned(silent_s,
                                                          released=self.handover is None)
                     if lost:
@@ -572,12 +574,10 @@ class SessionRegistry:
         """Whether this replica's own lease renewal is overdue (it was held up)."""
         return self._renewed_at is not None and now - self._renewed_at > 2 * self._renew_s
 
-    def _may_adopt(self, now: float, silent_s: float | None = None) -> bool:
+    def _may_adopt(self, now: float, silent_s: float) -> bool:
         """Whether this replica may take sessions over now: not until it has renewed its own
-        lease for `silent_s` (`handover_after_ms`) after failing to, so that owners cut off
-        from the database as it was have renewed theirs too."""
-        if silent_s is None:
-            silent_s = self.settings.handover_after_ms / 1000
+        lease for `silent_s` after failing to, so that owners cut off from the database as it
+        was have renewed theirs too."""
         return (self.handover is not None and not self.draining and not self._lease_late(now)
                 and now - self._renewing_since >= silent_s)
 
