@@ -540,7 +540,8 @@ class SessionRegistry:
         takes over the live sessions of owners silent for `handover_after_ms`
         (session_svc.handover), or without a handover ends those of owners silent
         for `silent_s`, whose state died with them, so gateways stop routing calls
-        about them there."""
+        about them there. Either waits, after this replica's own renewal failed, until
+        it has renewed again for as long: an outage silences every lease at once."""
         if self.handover is not None:
             renew_s = min(renew_s, self.settings.handover_after_ms / 3000)
         self._renew_s = renew_s
@@ -556,10 +557,12 @@ class SessionRegistry:
                 if self.handover is not None:
                     await self._drop_taken()
                     await self.adopt(after_s)
-                # with a handover, nothing another replica may still take over is ended: none
-                # while this one may not adopt (late, other leases may be too), none of a lease
-                # given up (silent at once)
-                if self.handover is None or self._may_adopt(time.monotonic(), after_s):
+                # nothing is ended while other leases may be silent for the reason this one's
+                # was (an outage); with a handover, nothing another replica may still take
+                # over either: none while this one may not adopt, none of a lease given up
+                now = time.monotonic()
+                if (self._sees_silence(now, silent_s) if self.handover is None
+                        else self._may_adopt(now, after_s)):
                     lost = await self.store.end_orphaned(silent_s,
                                                          released=self.handover is None)
                     if lost:
@@ -574,12 +577,16 @@ class SessionRegistry:
         """Whether this replica's own lease renewal is overdue (it was held up)."""
         return self._renewed_at is not None and now - self._renewed_at > 2 * self._renew_s
 
+    def _sees_silence(self, now: float, silent_s: float) -> bool:
+        """Whether a lease silent for `silent_s` is one whose owner stopped: not until this
+        replica has renewed its own lease for `silent_s` after failing to, so that owners cut
+        off from the database as it was have renewed theirs too."""
+        return not self._lease_late(now) and now - self._renewing_since >= silent_s
+
     def _may_adopt(self, now: float, silent_s: float) -> bool:
-        """Whether this replica may take sessions over now: not until it has renewed its own
-        lease for `silent_s` after failing to, so that owners cut off from the database as it
-        was have renewed theirs too."""
-        return (self.handover is not None and not self.draining and not self._lease_late(now)
-                and now - self._renewing_since >= silent_s)
+        """Whether this replica may take over the sessions of owners silent for `silent_s`."""
+        return (self.handover is not None and not self.draining
+                and self._sees_silence(now, silent_s))
 
     async def adopt(self, silent_s: float, session_id: str = "") -> list[Session]:
         """Takes over the live sessions (or the one) of owners silent for `silent_s`, when

@@ -344,6 +344,28 @@ async def test_the_sessions_of_a_silent_owner_end_and_a_live_owners_stay(clean: 
         assert await session_store.session_owner(conn, code=kept.code) == alive.owner
 
 
+async def _renews_after_a_failure(
+    replica: SessionRegistry, monkeypatch: pytest.MonkeyPatch, **lease: float,
+) -> None:
+    """Runs `replica`'s lease loop for 0.3 s, its first renewal failing as in a database
+    outage, so that it renews a few times after it."""
+    renew, renewals = replica.store.renew_owner, []
+
+    async def fails_once(owner: str) -> None:
+        renewals.append(owner)
+        if len(renewals) == 1:
+            raise psycopg.OperationalError("the database went away")
+        await renew(owner)
+
+    monkeypatch.setattr(replica.store, "renew_owner", fails_once)
+    task = asyncio.create_task(replica.keep_owner_lease(renew_s=0.05, **lease))
+    try:
+        await asyncio.sleep(0.3)
+        assert len(renewals) >= 3
+    finally:
+        task.cancel()
+
+
 async def test_a_replica_not_yet_able_to_take_over_leaves_a_released_lease_alone(
     clean: db.Database, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -356,25 +378,39 @@ async def test_a_replica_not_yet_able_to_take_over_leaves_a_released_lease_alone
     session = await leaving.create(Identity("g1", "G"), "en", "")
     await PgSessionStore(clean).renew_owner(leaving.owner)
     await Handover(clean, leaving.owner).release()
-    renew, renewals = staying.store.renew_owner, []
-
-    async def fails_once(owner: str) -> None:
-        renewals.append(owner)
-        if len(renewals) == 1:
-            raise psycopg.OperationalError("the database went away")
-        await renew(owner)
-
-    monkeypatch.setattr(staying.store, "renew_owner", fails_once)
-    lease = asyncio.create_task(staying.keep_owner_lease(renew_s=0.05))
-    try:
-        await asyncio.sleep(0.3)
-        assert len(renewals) >= 3
-        assert await live_codes(clean) == [session.code]
-    finally:
-        lease.cancel()
+    await _renews_after_a_failure(staying, monkeypatch)
+    assert await live_codes(clean) == [session.code]
     store = PgSessionStore(clean)
     assert await store.end_orphaned(60, released=False) == []  # left to be taken over
     assert await store.end_orphaned(60) == [session.session_id]  # no handover
+
+
+async def test_a_replica_back_from_an_outage_waits_before_it_ends_silent_owners(
+    clean: db.Database, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a handover, a replica ends the sessions of owners silent for `silent_s`. After
+    an outage every lease is that silent: one back first must not end the sessions of replicas
+    that have not renewed yet, until it has renewed its own for `silent_s`."""
+    other, back = registry(clean), registry(clean)
+    other.owner, back.owner = "10.0.0.1:50051", "10.0.0.2:50051"
+    session = await other.create(Identity("g1", "G"), "en", "")
+    store = PgSessionStore(clean)
+    await store.renew_owner(other.owner)
+    async with clean.pool.connection() as conn:  # the outage silenced it 2 minutes ago
+        await conn.execute("UPDATE session_owners SET seen_at = now() - interval '2 minutes' "
+                           "WHERE owner = %s", (other.owner,))
+    await _renews_after_a_failure(back, monkeypatch, silent_s=60)
+    assert await live_codes(clean) == [session.code]
+    # a replica that renewed all along knows the silence is the owner's own
+    steady = registry(clean)
+    steady.owner = "10.0.0.3:50051"
+    lease = asyncio.create_task(steady.keep_owner_lease(renew_s=0.05, silent_s=60))
+    try:
+        async with asyncio.timeout(5):
+            while await live_codes(clean):
+                await asyncio.sleep(0.05)
+    finally:
+        lease.cancel()
 
 
 async def test_a_replica_keeps_its_lease_while_it_runs(clean: db.Database) -> None:
