@@ -3,7 +3,7 @@
     python -m bench.stt_bench [--smoke] [--streams N] [--languages en,de] [--clips K]
                               [--seconds S] [--out FILE]
     python -m bench.stt_bench --diagnose [--smoke] [--languages ...] [--clips K] [--passes N]
-                              [--no-generated] [--out FILE]
+                              [--levels DB,...] [--no-generated] [--out FILE]
 
 Starts stt_svc in this process on a free loopback port with the configured
 models (config.load(): whisper-tiny.en for English, whisper-base for the
@@ -60,7 +60,11 @@ writes the per-clip detail (default bench/results/stt_diagnostic.json).
 `--passes N` streams every clip N times and pools them: one language's 6-10
 finals give a median whose 95 % interval spans most of their range
 (bench.common.median_interval, printed beside the p50), too wide to show a
-50 ms change.
+50 ms change. Passes add latencies, hardly words: the same audio streamed
+again gives the same finals but where a partial lands a chunk apart.
+`--levels 0,-6,-12` plays (and decodes whole) every clip at each level, and
+Whisper errs differently at each: three levels make about three times the
+evidence on WER (bench/results/stt_levels.md).
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ import sys
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +99,7 @@ from bench.common import (
     write_result,
 )
 from bench.stt_errors import CLASSES, classify
-from dragoman import audio, config, rpc
+from dragoman import audio, config, metrics, rpc
 from dragoman.stt.v1 import stt_pb2, stt_pb2_grpc
 from stt_svc import engines as engine_loader
 from stt_svc import server
@@ -177,6 +181,12 @@ class Clip:
     @property
     def seconds(self) -> float:
         return len(self.audio) / RATE_HZ
+
+    def at_level(self, db: float) -> Clip:
+        """The clip `db` decibels louder (negative: quieter)."""
+        if db == 0:
+            return self
+        return replace(self, audio=(self.audio * 10 ** (db / 20)).astype(np.float32))
 
 
 def speech_dirs() -> list[Path]:
@@ -446,6 +456,20 @@ def final_paths() -> dict[str, float]:
     """Finals sent so far by how they were decoded (dragoman_stt_finals_total{path})."""
     return {path: REGISTRY.get_sample_value("dragoman_stt_finals_total", {"path": path}) or 0.0
             for path in FINAL_PATHS}
+
+
+def unrecognised_speech() -> dict[str, float]:
+    """Seconds of speech that ended in no final text so far, by reason
+    (dragoman_stt_unrecognised_speech_seconds_total{reason})."""
+    return {sample.labels["reason"]: sample.value
+            for family in metrics.STT_UNRECOGNISED_SPEECH.collect()
+            for sample in family.samples if sample.name.endswith("_total")}
+
+
+def unrecognised_since(before: dict[str, float]) -> dict[str, float]:
+    return {reason: round(seconds - before.get(reason, 0.0), 2)
+            for reason, seconds in unrecognised_speech().items()
+            if seconds - before.get(reason, 0.0) > 0}
 
 
 def paths_since(before: dict[str, float]) -> dict[str, int]:
@@ -865,21 +889,26 @@ async def diagnose(
     engines: dict[str, SpeechRecognizer],
     endpoint_s: float,
     passes: int = 1,
+    levels_db: Sequence[float] = (0.0,),
 ) -> dict[str, dict[str, Any]]:
     """Per language and set (fleurs, generated): the pooled counts and each clip's detail,
-    over `passes` streams of every clip (each decoded whole once)."""
+    over `passes` streams of every clip at each of `levels_db` (each level decoded whole
+    once)."""
     out: dict[str, dict[str, Any]] = {}
     for set_name, clips in sets.items():
         for language, items in clips.items():
-            details, runs, paths = [], [], final_paths()
-            wholes = [await decode_whole(engines[language], clip) for clip in items]
-            for number in range(passes):
-                if passes > 1:
-                    print(f" {language} {set_name}, pass {number + 1} of {passes}:", file=sys.stderr)
-                for clip, whole in zip(items, wholes, strict=True):
-                    detail, run = await diagnose_clip(stub, clip, endpoint_s, whole)
-                    details.append({"pass": number + 1, **detail})
-                    runs.append(run)
+            details, runs, paths, lost = [], [], final_paths(), unrecognised_speech()
+            for level in levels_db:
+                played = [clip.at_level(level) for clip in items]
+                wholes = [await decode_whole(engines[language], clip) for clip in played]
+                for number in range(passes):
+                    if passes > 1 or len(levels_db) > 1:
+                        print(f" {language} {set_name}, {level:+g} dB, pass {number + 1} of "
+                              f"{passes}:", file=sys.stderr)
+                    for clip, whole in zip(played, wholes, strict=True):
+                        detail, run = await diagnose_clip(stub, clip, endpoint_s, whole)
+                        details.append({"pass": number + 1, "level_db": level, **detail})
+                        runs.append(run)
             words = sum(d["reference_words"] for d in details)
             errors = sum(d["errors"] for d in details)
             whole = sum(d["whole_errors"] for d in details)
@@ -887,6 +916,7 @@ async def diagnose(
                 "model": engines[language].capabilities.name,
                 "clips": len(items),
                 "passes": passes,
+                "levels_db": list(levels_db),
                 "audio_s": round(sum(c.seconds for c in items), 1),
                 "utterances": sum(len(d["finals"]) for d in details),
                 "cuts": sum(len(d["boundaries"]) for d in details),
@@ -905,6 +935,7 @@ async def diagnose(
                 ),
                 "endpoint_to_final_p90_ms": percentile(endpointed, 90),
                 "final_paths": paths_since(paths),
+                "unrecognised_speech_s": unrecognised_since(lost),
                 "clip_details": details,
             }
     return out
@@ -938,7 +969,8 @@ async def run_diagnose(args: argparse.Namespace) -> dict[str, Any]:
             stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
             print("one real-time stream per clip, then one whole decode:", file=sys.stderr)
             languages_out = await diagnose(
-                stub, sets, engines, settings.stt.endpoint_silence_ms / 1000, args.passes)
+                stub, sets, engines, settings.stt.endpoint_silence_ms / 1000, args.passes,
+                args.levels)
     finally:
         await service.stop(0)
     info = machine()
@@ -985,6 +1017,7 @@ def diagnose_report(result: dict[str, Any]) -> str:
                 *[r["counts"][k] for k in CLASSES], r["speech_end_to_final_ms"]["p50_ms"],
                 _interval(r.get("speech_end_to_final_p50_interval_ms")),
                 r["endpoint_to_final_ms"]["p50_ms"],
+                round(sum(r.get("unrecognised_speech_s", {}).values()), 1),
             ])
     m = result["machine"]
     others = [f"  {lang} {s}: {r['other_notes']}" for lang, by_set in result["languages"].items()
@@ -998,9 +1031,10 @@ def diagnose_report(result: dict[str, Any]) -> str:
         "",
         table(["lang", "set", "model", "clips", "utts", "cuts", "words", "WER %", "whole WER %",
                *[short[k] for k in CLASSES], "speech end->final p50", "95% CI",
-               "endpoint->final p50"], rows),
+               "endpoint->final p50", "unrec. s"], rows),
         "(95% CI: distribution-free interval of the speech end->final median; -: too few "
-        "finals. Utterances, words and errors count every pass.)",
+        "finals. Utterances, words and errors count every pass. unrec. s: seconds of speech "
+        "left without words, dragoman_stt_unrecognised_speech_seconds_total.)",
         "",
         "what the `other` errors are:",
         *(others or ["  none"]),
@@ -1012,6 +1046,16 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
+
+
+def _levels(text: str) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"levels in dB, comma-separated: {text!r}") from None
+    if any(not -40 <= db <= 0 for db in levels):
+        raise argparse.ArgumentTypeError("levels lie between -40 and 0 dB: louder could clip")
+    return levels
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -1035,6 +1079,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "all passes' finals (errors and latencies): the confidence "
                              "interval of a language's speech end->final median narrows "
                              "about as 1/sqrt(passes)")
+    parser.add_argument("--levels", type=_levels, default=(0.0,), metavar="DB[,DB...]",
+                        help="with --diagnose: play every clip (and decode it whole) at each "
+                             "of these levels, in dB against the recording, e.g. 0,-6,-12. "
+                             "The same audio streamed again gives the same words: other "
+                             "levels make Whisper err differently, so each level adds "
+                             "words' worth of evidence where passes add only latencies")
     args = parser.parse_args(argv)
     result = asyncio.run(run_diagnose(args) if args.diagnose else run(args))
     if args.out is None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+
 import jiwer
 import numpy as np
+import pytest
 
 from bench import stt_bench
 from bench.stt_errors import CLASSES, Diagnosis, classify, forced_prefix_length
+from dragoman import metrics
 
 
 def _finals(*utterances: str) -> list[tuple[str, int]]:
@@ -110,3 +114,23 @@ def test_a_long_clip_is_decoded_whole_in_windows_cut_at_its_pauses() -> None:
     assert [round(len(p) / rate) for p in pieces] == [20, 25]
     assert np.array_equal(np.concatenate(pieces), noise)
     assert len(stt_bench.whole_windows(noise[: 10 * rate], 30.0)) == 1
+
+
+def test_the_diagnosis_counts_the_speech_left_without_words_since_it_started() -> None:
+    before = stt_bench.unrecognised_speech()
+    metrics.STT_UNRECOGNISED_SPEECH.labels("uncovered").inc(1.25)
+    metrics.STT_UNRECOGNISED_SPEECH.labels("no_speech").inc(0.5)
+    assert stt_bench.unrecognised_since(before) == {"uncovered": 1.25, "no_speech": 0.5}
+    assert stt_bench.unrecognised_since(stt_bench.unrecognised_speech()) == {}
+
+
+def test_a_clip_at_a_lower_level_is_the_same_audio_quieter() -> None:
+    clip = stt_bench.Clip("fleurs-de-000", "de", "x", np.full(160, 0.5, np.float32))
+    assert clip.at_level(0) is clip
+    quieter = clip.at_level(-6)
+    assert quieter.audio.dtype == np.float32 and (quieter.name, quieter.reference) == ("fleurs-de-000", "x")
+    assert np.allclose(quieter.audio, 0.5 * 10 ** (-6 / 20))
+    assert stt_bench._levels("0,-6,-12") == (0.0, -6.0, -12.0)
+    for wrong in ("+6", "0,loud"):  # louder could clip
+        with pytest.raises(argparse.ArgumentTypeError):
+            stt_bench._levels(wrong)

@@ -74,12 +74,12 @@ async def test_stt_bench_smoke(tmp_path: Path, models_dir: Path, fleurs: Path) -
 
 
 async def test_stt_bench_diagnose_smoke(tmp_path: Path, models_dir: Path, fleurs: Path) -> None:
-    """--diagnose --smoke --passes 2: one short clip streamed twice and decoded whole once,
-    every error classified."""
+    """--diagnose --smoke --passes 2 --levels 0,-12: one short clip streamed twice at each
+    level and decoded whole once a level, every error classified."""
     out = tmp_path / "stt_diagnostic.json"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.stt_bench", "--diagnose", "--smoke", "--passes", "2",
-        "--out", str(out),
+        "--levels", "0,-12", "--out", str(out),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     stdout, _ = await process.communicate()
@@ -91,13 +91,18 @@ async def test_stt_bench_diagnose_smoke(tmp_path: Path, models_dir: Path, fleurs
     (english,) = result["languages"].values()
     (fleurs_set,) = english.values()
     assert fleurs_set["clips"] == 1 and set(fleurs_set["counts"]) == set(CLASSES)
-    clip, again = fleurs_set["clip_details"]
+    clip, again, quieter, quieter_again = fleurs_set["clip_details"]
     assert (fleurs_set["passes"], clip["pass"], again["pass"]) == (2, 1, 2)
+    assert fleurs_set["levels_db"] == [0, -12]
+    assert [d["level_db"] for d in fleurs_set["clip_details"]] == [0, 0, -12, -12]
     assert again["clip"] == clip["clip"] and again["whole"] == clip["whole"]
-    assert again["whole_decode_s"] == clip["whole_decode_s"]  # decoded whole once
-    # both passes' words and errors are pooled
-    assert fleurs_set["reference_words"] == 2 * clip["reference_words"]
-    assert fleurs_set["speech_end_to_final_ms"]["n"] >= 2
+    assert again["whole_decode_s"] == clip["whole_decode_s"]  # decoded whole once a level
+    assert quieter_again["whole_decode_s"] == quieter["whole_decode_s"] != clip["whole_decode_s"]
+    # every pass's words and errors are pooled, at both levels
+    assert fleurs_set["reference_words"] == 4 * clip["reference_words"]
+    assert fleurs_set["speech_end_to_final_ms"]["n"] >= 4
+    assert isinstance(fleurs_set["unrecognised_speech_s"], dict)  # by reason, often none
+    assert "unrec. s" in stdout.decode()
     assert clip["whole"] and clip["streamed"] and clip["finals"] and clip["partials"]
     assert clip["reference_words"] > 0 and clip["errors"] == sum(clip["counts"].values())
     labels = [a.get("label") for a in clip["alignment"] if a["op"] != "equal"]
