@@ -108,10 +108,11 @@ class SttSettings:
     the higher mean token log-probability; 0 turns it off. At 0.7 (40 % of finals, 57 % of
     their errors): WER pt -2.8, fr -1.2, de and es 0 points, but end of speech -> final p50
     x2.3 with four streams on 2 CPU cores: off (bench/results/stt_final_doubt.md)."""
-    redecode_gaps: bool = False
+    redecode_gaps: bool = True
     """Decode again, alone, a second or more of speech a final's words leave out, and splice
-    the words in. Off until it pays: no bench clip needed it (bench/results/stt_streaming.md);
-    such speech is counted and logged either way."""
+    the words in: a final decode can end early after its forced prefix, and its last words
+    then vanish (fleurs-pt-000 at -12 dB: 6 words, bench/results/stt_levels.md). Such speech
+    is counted and logged either way."""
     redecode_sparse: bool = True
     """Decode again, alone and with no forced prefix, a final of 3 s or more of speech with
     under one word a second (a third of conversational speech's rate): the decode after a

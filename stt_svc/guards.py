@@ -84,14 +84,18 @@ def repeated_tail(words: list[str], min_words: int = 5) -> int | None:
 
 
 def rejection(
-    result: Transcription, audio_s: float, options: GuardOptions | None = None
+    result: Transcription, audio_s: float, options: GuardOptions | None = None,
+    speech_heard: bool = False,
 ) -> Rejection | None:
-    """Why `result` should be dropped, or None to keep it."""
+    """Why `result` should be dropped, or None to keep it. `speech_heard`: words of this audio
+    passed the guards before (partials agreed on them), so the no-speech check is moot: quiet
+    speech raises no_speech_prob, and a final read with confidence was dropped for it, its
+    last sentence with it (bench/results/stt_levels.md)."""
     o = options or GuardOptions()
     words = normalised_words(result.text)
     if not words:
         return Rejection("empty", "empty transcript")
-    if any(
+    if not speech_heard and any(
         result.avg_logprob < logprob and result.no_speech_prob > no_speech
         for logprob, no_speech in o.no_speech
     ):

@@ -185,7 +185,7 @@ class StreamLimits:
     final_beam_when_doubtful: float = config.SttSettings().final_beam_when_doubtful
     """A greedy final whose `confidence()` is under this is decoded again with FINAL_IDLE_BEAM
     (`_unless_doubtful`); 0: never."""
-    redecode_gaps: bool = False
+    redecode_gaps: bool = config.SttSettings().redecode_gaps
     redecode_sparse: bool = True
     final_context_s: float = config.SttSettings().final_context_s
     """A final decodes its audio from this long before the stable prefix's end (`_Head`);
@@ -629,7 +629,8 @@ class RecognizeStream:
         result = timed.value
         if not u.open:
             return  # its final is on the way
-        reason = guards.rejection(result, u.decoded_samples / RATE_HZ)
+        reason = guards.rejection(result, u.decoded_samples / RATE_HZ,
+                                  speech_heard=bool(u.agreement.stable_prefix))
         if reason is not None:
             log.debug("partial dropped: %s", reason)
             return
@@ -683,7 +684,8 @@ class RecognizeStream:
         result = _with_head(result, final.head)
         processing_s += doubt.seconds
         options = final.options
-        reason = guards.rejection(result, len(event.audio) / RATE_HZ)
+        reason = guards.rejection(result, len(event.audio) / RATE_HZ,
+                                  speech_heard=bool(u.agreement.stable_prefix))
         offset_s = _s(event.start_sample)
         if reason is None:
             result, recovering_s = await self._recover(u, event, result, options, model)
@@ -699,9 +701,11 @@ class RecognizeStream:
             log.info("utterance %d dropped: %s", u.index, reason)
             self._context = None
             transcript, words = u.agreement.stable_prefix, ()
-            if not transcript:
-                self._unrecognised(u, event, 0.0, _s(event.end_sample - event.start_sample),
-                                   reason.kind)
+            # the speech after the stable words (all of it, without any) got no words
+            heard_s = _s(u.agreement.stable_samples) if transcript else 0.0
+            speech_s = _s(event.end_sample - event.start_sample)
+            if speech_s > heard_s:
+                self._unrecognised(u, event, heard_s, speech_s, reason.kind)
         if (
             self._language is None
             and reason is None

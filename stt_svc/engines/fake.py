@@ -59,6 +59,9 @@ class FakeEngine:
     prefixed_max_words: int = 0
     """Words a decode forced to start with a prefix gives at most (0: no limit), as a Whisper
     generate derailed by a misheard stable prefix."""
+    prefixed_no_speech_prob: float = 0.0
+    """no_speech_prob of a decode forced to start with a prefix (0: as any other's), as
+    Whisper's on quiet speech."""
     calls: list[FakeCall] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)
     """Number of utterances of each model call, in order."""
@@ -110,7 +113,8 @@ class FakeEngine:
             language=self.detected_language if detected else str(options.language),
             language_probability=self.detected_probability if detected else 1.0,
             avg_logprob=-0.2 if words else -1.5,
-            no_speech_prob=0.05 if words else 0.9,
+            no_speech_prob=(self.prefixed_no_speech_prob if prefix and self.prefixed_no_speech_prob
+                            else 0.05) if words else 0.9,
             compression_ratio=1.2,
             words=timings,
             encoder_audio_s=len(audio) / RATE_HZ,

@@ -142,6 +142,18 @@ def test_guard_rejections_have_a_kind() -> None:
     assert got is not None and got.kind == "no_speech"
 
 
+def test_words_already_heard_as_speech_overrule_the_no_speech_check_only() -> None:
+    """The final of es gen-000 at -12 dB: a confident reading (logprob -0.25) with
+    no_speech_prob 0.65 after partials had agreed on its first words."""
+    quiet = _result("que ganó popularidad entre los extranjeros", no_speech_prob=0.65,
+                    avg_logprob=-0.25)
+    assert "no speech" in (guards.rejection(quiet, 10.0) or "")
+    assert guards.rejection(quiet, 10.0, speech_heard=True) is None
+    looped = _result("no no no no no no", no_speech_prob=0.65)
+    assert "loop" in (guards.rejection(looped, 2.0, speech_heard=True) or "")
+    assert "empty" in (guards.rejection(_result(""), 2.0, speech_heard=True) or "")
+
+
 def _timed(*spans: tuple[str, float, float]) -> tuple[WordTiming, ...]:
     return tuple(WordTiming(w, a, b, 0.9) for w, a, b in spans)
 
