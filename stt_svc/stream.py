@@ -362,8 +362,11 @@ class RecognizeStream:
         self._holdback = AGREEMENT_HOLDBACK if steady_transcript else 0
         self._right_context = (round(AGREEMENT_RIGHT_CONTEXT_S * RATE_HZ)
                                if steady_transcript else 0)
-        # a final can start after stable words only where they are the words heard
-        self._times_stable_words = limits.final_context_s > 0 and config.task == "transcribe"
+        # a final can start after stable words only where they are the words heard; a
+        # translation's words are not the audio's: gaps between them are no lost speech (a
+        # German clip's re-decoded "gap" came back "FUN COV LUM FAREM"), and the guards stay
+        self._transcribing = config.task == "transcribe"
+        self._times_stable_words = limits.final_context_s > 0 and self._transcribing
         # No partial decode once this much trailing silence is heard: it would add no words
         # and could still be running when the endpoint comes.
         self._partial_quiet = RATE_HZ * min(100, config.endpoint_silence_ms // 2) // 1000
@@ -630,7 +633,7 @@ class RecognizeStream:
         if not u.open:
             return  # its final is on the way
         reason = guards.rejection(result, u.decoded_samples / RATE_HZ,
-                                  speech_heard=bool(u.agreement.stable_prefix))
+                                  speech_heard=self._heard_speech(u))
         if reason is not None:
             log.debug("partial dropped: %s", reason)
             return
@@ -685,7 +688,7 @@ class RecognizeStream:
         processing_s += doubt.seconds
         options = final.options
         reason = guards.rejection(result, len(event.audio) / RATE_HZ,
-                                  speech_heard=bool(u.agreement.stable_prefix))
+                                  speech_heard=self._heard_speech(u))
         offset_s = _s(event.start_sample)
         if reason is None:
             result, recovering_s = await self._recover(u, event, result, options, model)
@@ -778,7 +781,7 @@ class RecognizeStream:
         prefix, and spliced in (see stt_svc.coverage); and the seconds that took. Speech still
         without words is counted as unrecognised."""
         words, spent, lost = result.words, 0.0, "uncovered"
-        if not self._limits.redecode_gaps:
+        if not self._limits.redecode_gaps or not self._transcribing:
             for gap in coverage.gaps(words, _s(event.end_sample - event.start_sample)):
                 self._unrecognised(u, event, gap.start_s, gap.end_s, lost)
             return result, spent
@@ -834,6 +837,10 @@ class RecognizeStream:
             "words_again": found, "kept": kept})
         metrics.STT_SPARSE_FINALS.labels("replaced" if kept else "kept").inc()
         return (again if kept else result), timed.seconds
+
+    def _heard_speech(self, u: _Utterance) -> bool:
+        """Whether partials of `u` agreed on words of its speech (transcription only)."""
+        return self._transcribing and bool(u.agreement.stable_prefix)
 
     def _unrecognised(
         self, u: _Utterance, event: SpeechEnded, start_s: float, end_s: float, reason: str
