@@ -169,7 +169,10 @@ async def test_german_speech_reaches_a_portuguese_listener_through_english(
         assert (t.path, t.engine) == (
             pb.TRANSLATION_PATH_SPEECH_TRANSLATION_CASCADE, "whisper-base:translate>bergamot")
         assert (t.source_language_code, t.target_language_code) == ("de", "pt")
-        assert t.text and t.text != t.source_text
+        assert t.text
+    # a fragment after a cut may come out of Whisper as no English at all ("FUN COV LUM FAREM"
+    # for "von Kowloon fahren", depending on where the cut falls), which MT passes through
+    assert any(t.text != t.source_text for t in translations)
     english = set(re.findall(r"[a-z]+", " ".join(t.source_text for t in translations).lower()))
     portuguese = " ".join(t.text for t in translations).lower()
     assert {"hong", "kong", "island"} <= english, english
