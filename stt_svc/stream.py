@@ -363,8 +363,8 @@ class RecognizeStream:
         self._right_context = (round(AGREEMENT_RIGHT_CONTEXT_S * RATE_HZ)
                                if steady_transcript else 0)
         # a final can start after stable words only where they are the words heard; a
-        # translation's words are not the audio's: gaps between them are no lost speech (a
-        # German clip's re-decoded "gap" came back "FUN COV LUM FAREM"), and the guards stay
+        # translation's words are not the audio's, so their gaps are no lost speech, and the
+        # gap and no-speech changes were measured on transcription only (stt_levels.md)
         self._transcribing = config.task == "transcribe"
         self._times_stable_words = limits.final_context_s > 0 and self._transcribing
         # No partial decode once this much trailing silence is heard: it would add no words
